@@ -1,0 +1,49 @@
+/* cell: one record per executed cell, and the history of them. */
+#ifndef MEMTAMER_CELL_H
+#define MEMTAMER_CELL_H
+
+#include <Python.h>
+
+#include "memtamer/heap.h"
+#include "memtamer/probe.h"
+
+/* 100 code points of UTF-8, and a NUL. */
+#define MT_FIRST_LINE_BYTES 404
+
+/* Sizes are bytes; -1 where a figure is unavailable. */
+typedef struct {
+    long long cell; /* execution count, -1 when the cell was not stored in history */
+    long long rss_before, rss_after, peak_rss, children_peak;
+    long long heap_peak_increment, numpy_peak_increment;
+    double seconds;
+    mt_peak_method peak_method;
+    int failed;
+    char first_line[MT_FIRST_LINE_BYTES];
+} mt_cell_record;
+
+/* What cell_begin noted for the running cell. */
+typedef struct {
+    int open;
+    long long cell;
+    double started;
+    long long rss_before;
+    mt_heap_reading python, numpy;
+    mt_probe_children_mark children;
+    char first_line[MT_FIRST_LINE_BYTES];
+} mt_cell_window;
+
+typedef struct {
+    mt_cell_record *items; /* PyMem_Malloc'd */
+    Py_ssize_t len, cap;
+    mt_cell_window window;
+} mt_cell_log;
+
+void mt_cell_log_free(mt_cell_log *log);
+
+/* Methods of _core (module.c lists them). */
+PyObject *mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *mt_cell_history(PyObject *module, PyObject *unused);
+PyObject *mt_cell_clear(PyObject *module, PyObject *unused);
+
+#endif

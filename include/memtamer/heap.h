@@ -1,0 +1,43 @@
+/* heap: cheap counting hooks on Python's allocators and numpy's buffers.
+ *
+ * No tracebacks, no tables: each hook adds the block's size to an atomic
+ * counter and raises the counter's peak.  Sizes come from the C library
+ * (malloc_usable_size), so blocks allocated before the hooks were installed
+ * are freed with their true size and the counters stay right as deltas. */
+#ifndef MEMTAMER_HEAP_H
+#define MEMTAMER_HEAP_H
+
+#include <Python.h>
+
+typedef struct {
+    long long current; /* net bytes since the hooks were installed */
+    long long peak;    /* highest current since the last reset */
+} mt_heap_reading;
+
+/* Install/uninstall need the GIL.  Install twice is a no-op.  Uninstall
+ * restores the saved allocators exactly; when someone installed their own
+ * hook on top of ours (tracemalloc started later), ours stay in the chain
+ * (they only count) and uninstall returns 1 instead of 0. */
+int mt_heap_install(void);
+int mt_heap_uninstall(void);
+/* 1 while our hooks count Python's allocations.  Needs the GIL. */
+int mt_heap_installed(void);
+/* "pymalloc-raw+arena", "malloc", or NULL with the reason in *why. */
+const char *mt_heap_method(const char **why);
+
+/* Safe from any thread, with or without the GIL. */
+void mt_heap_reset_peaks(mt_heap_reading *python, mt_heap_reading *numpy);
+void mt_heap_read(mt_heap_reading *python, mt_heap_reading *numpy);
+
+/* numpy: make our counting handler current for the running cell (numpy
+ * keeps it in a ContextVar, and IPython runs each cell in a fresh context),
+ * keeping the previous one in *previous (a new reference, or NULL when
+ * numpy is not imported or another non-default handler is active).  Needs
+ * the GIL. */
+int mt_heap_numpy_begin(PyObject **previous);
+int mt_heap_numpy_end(PyObject *previous);
+/* A dict of the allocator functions now installed, for tests that check
+ * unload leaves nothing behind. */
+PyObject *mt_heap_allocators(void);
+
+#endif

@@ -1,0 +1,49 @@
+/* memtamer: the module state shared by the concern files (internal). */
+#ifndef MEMTAMER_MEMTAMER_H
+#define MEMTAMER_MEMTAMER_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "memtamer/cell.h"
+#include "memtamer/config.h"
+#include "memtamer/probe.h"
+
+typedef struct {
+    /* From PyMem_RawMalloc: the sampler thread uses it without the GIL. */
+    mt_probe *probe;
+    mt_cell_log cells;
+    /* numpy handler that was current when the running cell began. */
+    PyObject *numpy_previous;
+} mt_state;
+
+/* Sets dict[key] = value and drops the reference to value; a NULL value
+ * (a failed constructor) passes its exception on.  Returns -1/0. */
+static inline int
+mt_set(PyObject *dict, const char *key, PyObject *value)
+{
+    if (value == NULL) {
+        return -1;
+    }
+    int rc = PyDict_SetItemString(dict, key, value);
+    Py_DECREF(value);
+    return rc;
+}
+
+/* A byte count, or None where the figure is unavailable (negative). */
+static inline PyObject *
+mt_size_or_none(long long bytes)
+{
+    if (bytes < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLongLong(bytes);
+}
+
+static inline mt_state *
+mt_get_state(PyObject *module)
+{
+    return (mt_state *)PyModule_GetState(module);
+}
+
+#endif

@@ -1,0 +1,113 @@
+/* probe: what the kernel says about this process's memory.
+ *
+ * Pure parsers over /proc and cgroup text (no I/O, no Python) plus a tiny
+ * I/O shell that reads them from "<root>/proc/..." so tests can point root at
+ * a fake tree.  Nothing in this file or probe.c uses the Python API: it is
+ * safe to call without the GIL and is unit-tested from plain C. */
+#ifndef MEMTAMER_PROBE_H
+#define MEMTAMER_PROBE_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define MT_PROBE_PATH_MAX 512
+#define MT_PROBE_UNLIMITED (-1LL)
+#define MT_PROBE_MAX_CHILDREN 256
+
+/* ---- pure parsers: 0 on success, -1 when the text lacks what is asked ---- */
+
+/* A "Key:   1234 kB" field of /proc/<pid>/status or /proc/meminfo, in bytes. */
+int mt_probe_parse_kb_field(const char *text, const char *key, long long *bytes);
+/* Resident pages (second field) of /proc/<pid>/statm, in bytes. */
+int mt_probe_parse_statm(const char *text, long page_size, long long *rss);
+/* A cgroup limit file: a byte count, or "max"; absurdly large values (v1's
+ * "unlimited" is 2^63 rounded to a page) give MT_PROBE_UNLIMITED. */
+int mt_probe_parse_limit(const char *text, long long *limit);
+/* "key value" line of a flat-keyed cgroup file such as memory.stat. */
+int mt_probe_parse_keyed(const char *text, const char *key, long long *value);
+
+/* /proc/<pid>/cgroup: the v2 path ("0::/a/b") and the v1 memory path
+ * ("4:memory:/a/b"); either is set to "" when absent.  -1 if neither. */
+int mt_probe_parse_cgroup(const char *text, char *v2_path, size_t v2_size,
+                          char *v1_path, size_t v1_size);
+
+/* /proc/<pid>/mountinfo: mount point and mount root of the cgroup2 file
+ * system and of the cgroup v1 hierarchy carrying the memory controller. */
+typedef struct {
+    char v2_mount[MT_PROBE_PATH_MAX], v2_root[MT_PROBE_PATH_MAX];
+    char v1_mount[MT_PROBE_PATH_MAX], v1_root[MT_PROBE_PATH_MAX];
+} mt_probe_mounts;
+int mt_probe_parse_mountinfo(const char *text, mt_probe_mounts *mounts);
+
+/* Whitespace-separated pids (/proc/<pid>/task/<tid>/children); returns how
+ * many were stored, at most max. */
+int mt_probe_parse_pids(const char *text, pid_t *pids, int max);
+/* Field 22 (starttime, clock ticks since boot) of /proc/<pid>/stat, which
+ * has a parenthesised command name that may itself contain spaces. */
+int mt_probe_parse_starttime(const char *text, unsigned long long *ticks);
+
+/* ---- the I/O shell ---- */
+
+typedef enum {
+    MT_PEAK_NONE = 0,    /* no /proc at all (not Linux) */
+    MT_PEAK_HWM = 1,     /* VmHWM reset through /proc/self/clear_refs: exact */
+    MT_PEAK_SAMPLED = 2, /* a C thread polls RSS every sample_interval_us */
+} mt_peak_method;
+
+typedef struct {
+    long long limit; /* bytes; the smallest of cgroup limit and MemTotal */
+    long long usage; /* bytes counted against it, -1 when unknown */
+    long long available; /* headroom in bytes, -1 when unknown */
+    const char *source;  /* "cgroup2 memory.max", "cgroup1 memory.limit_in_bytes", "MemTotal" */
+    char path[MT_PROBE_PATH_MAX + 64]; /* the file the limit came from */
+} mt_probe_limit;
+
+typedef struct mt_probe {
+    char root[MT_PROBE_PATH_MAX]; /* "" for the real /proc and /sys */
+    pid_t pid;                    /* whose files are open: a forked child reopens */
+    long page_size;
+    long clock_ticks;
+    int status_fd, statm_fd, clear_refs_fd;
+    mt_peak_method method;
+
+    /* The sampler thread (method SAMPLED).  It touches only this struct and
+     * its own reads; lock guards sampling/stop/peak. */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    pthread_t thread;
+    int thread_started, sampling, stop;
+    long long sampled_peak;
+    long sample_interval_us;
+} mt_probe;
+
+/* Opens the files under root ("" or NULL: the real ones) and decides the
+ * peak method: HWM when clear_refs can be written, else SAMPLED.  The
+ * caller may force SAMPLED with mt_probe_set_method. */
+int mt_probe_open(mt_probe *p, const char *root);
+void mt_probe_close(mt_probe *p);
+int mt_probe_set_method(mt_probe *p, mt_peak_method method);
+
+/* Current RSS in bytes (statm), -1 on failure. */
+long long mt_probe_rss(mt_probe *p);
+/* VmRSS and VmHWM together from one read of status. */
+int mt_probe_status(mt_probe *p, long long *rss, long long *hwm);
+/* Starts a peak window at the current RSS (HWM: reset VmHWM; SAMPLED: arm the
+ * thread).  Returns the RSS at the start. */
+long long mt_probe_peak_begin(mt_probe *p);
+/* Ends the window: the peak RSS since begin, and the RSS now. */
+int mt_probe_peak_end(mt_probe *p, long long *peak, long long *rss_now);
+
+/* Children: begin remembers when the window starts and the children's
+ * rusage high-water mark; end returns the largest peak RSS of descendants
+ * started since (alive: VmHWM; reaped: the rusage mark if it rose). */
+typedef struct {
+    unsigned long long start_ticks;
+    long long reaped_maxrss;
+} mt_probe_children_mark;
+void mt_probe_children_begin(mt_probe *p, mt_probe_children_mark *mark);
+long long mt_probe_children_end(mt_probe *p, const mt_probe_children_mark *mark);
+
+int mt_probe_read_limit(mt_probe *p, mt_probe_limit *out);
+
+#endif

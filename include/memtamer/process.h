@@ -1,0 +1,24 @@
+/* process: the Python face of the probe — the process view (RSS, limit,
+ * headroom, which figures are available) and the probe's test entry points. */
+#ifndef MEMTAMER_PROCESS_H
+#define MEMTAMER_PROCESS_H
+
+#include <Python.h>
+
+/* Methods of _core (module.c lists them). */
+PyObject *mt_process_view(PyObject *module, PyObject *unused);
+PyObject *mt_process_report(PyObject *module, PyObject *unused);
+PyObject *mt_process_set_peak_method(PyObject *module, PyObject *name);
+PyObject *mt_process_install_hooks(PyObject *module, PyObject *unused);
+PyObject *mt_process_uninstall_hooks(PyObject *module, PyObject *unused);
+PyObject *mt_process_allocators(PyObject *module, PyObject *unused);
+PyObject *mt_process_parse(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *mt_process_set_root(PyObject *module, PyObject *root);
+
+/* Opens state->probe on root ("" for the real one); -1 with an exception. */
+int mt_process_open_probe(PyObject *module, const char *root);
+
+/* Name of a peak method for reports. */
+const char *mt_process_method_name(int method);
+
+#endif

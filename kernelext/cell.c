@@ -1,0 +1,228 @@
+/* cell: per-cell records (cell.h).  All functions here need the GIL. */
+#include "memtamer/memtamer.h"
+
+#include <string.h>
+#include <time.h>
+
+#include "memtamer/process.h"
+
+/* Shown in reports: the first non-blank line, at most this many characters. */
+#define FIRST_LINE_CHARS 100
+
+static double
+monotonic_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int
+execution_count(PyObject *arg, long long *out)
+{
+    if (arg == Py_None) {
+        *out = -1;
+        return 0;
+    }
+    *out = PyLong_AsLongLong(arg);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int
+first_line(PyObject *source, char *dst)
+{
+    PyObject *stripped = NULL, *line = NULL;
+    int rc = -1;
+    if (!PyUnicode_Check(source)) {
+        PyErr_SetString(PyExc_TypeError, "cell source must be a str");
+        return -1;
+    }
+    stripped = PyObject_CallMethod(source, "strip", NULL);
+    if (stripped == NULL) {
+        goto done;
+    }
+    Py_ssize_t len = PyUnicode_GetLength(stripped);
+    Py_ssize_t end = PyUnicode_FindChar(stripped, '\n', 0, len, 1);
+    if (end == -2) {
+        goto done;
+    }
+    if (end < 0) {
+        end = len;
+    }
+    line = PyUnicode_Substring(stripped, 0, end < FIRST_LINE_CHARS ? end : FIRST_LINE_CHARS);
+    if (line == NULL) {
+        goto done;
+    }
+    Py_ssize_t size;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(line, &size);
+    if (utf8 == NULL) {
+        goto done;
+    }
+    if (size >= MT_FIRST_LINE_BYTES) { /* lone surrogates cannot reach here */
+        size = MT_FIRST_LINE_BYTES - 1;
+    }
+    memcpy(dst, utf8, (size_t)size);
+    dst[size] = '\0';
+    rc = 0;
+done:
+    Py_XDECREF(stripped);
+    Py_XDECREF(line);
+    return rc;
+}
+
+PyObject *
+mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    mt_state *st = mt_get_state(module);
+    mt_cell_window *w = &st->cells.window;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "cell_begin(execution_count, source)");
+        return NULL;
+    }
+    w->open = 0;
+    if (execution_count(args[0], &w->cell) < 0 || first_line(args[1], w->first_line) < 0) {
+        return NULL;
+    }
+    /* A cell that never reached cell_end (interrupted kernel) left its
+     * handler in place: put back what it replaced first. */
+    PyObject *previous = st->numpy_previous;
+    st->numpy_previous = NULL;
+    if (mt_heap_numpy_end(previous) < 0 || mt_heap_numpy_begin(&st->numpy_previous) < 0) {
+        return NULL;
+    }
+    mt_probe_children_begin(st->probe, &w->children);
+    mt_heap_reset_peaks(&w->python, &w->numpy);
+    w->started = monotonic_seconds();
+    /* Last, so that nothing of ours lands in the window. */
+    w->rss_before = mt_probe_peak_begin(st->probe);
+    w->open = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+record_dict(const mt_cell_record *r)
+{
+    PyObject *d = PyDict_New();
+    int known = r->rss_before >= 0 && r->rss_after >= 0;
+    int peaked = r->rss_before >= 0 && r->peak_rss >= 0;
+    if (d == NULL ||
+        mt_set(d, "cell", r->cell < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(r->cell)) < 0 ||
+        mt_set(d, "first_line", PyUnicode_DecodeUTF8(r->first_line, (Py_ssize_t)strlen(r->first_line), "replace")) < 0 ||
+        mt_set(d, "rss_before", mt_size_or_none(r->rss_before)) < 0 ||
+        mt_set(d, "rss_after", mt_size_or_none(r->rss_after)) < 0 ||
+        mt_set(d, "retained", known ? PyLong_FromLongLong(r->rss_after - r->rss_before) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "peak_rss", mt_size_or_none(r->peak_rss)) < 0 ||
+        mt_set(d, "peak_increment", peaked ? PyLong_FromLongLong(r->peak_rss - r->rss_before) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "peak_method", PyUnicode_FromString(mt_process_method_name(r->peak_method))) < 0 ||
+        mt_set(d, "heap_peak_increment", mt_size_or_none(r->heap_peak_increment)) < 0 ||
+        mt_set(d, "numpy_peak_increment", mt_size_or_none(r->numpy_peak_increment)) < 0 ||
+        mt_set(d, "children_peak", mt_size_or_none(r->children_peak)) < 0 ||
+        mt_set(d, "seconds", PyFloat_FromDouble(r->seconds)) < 0 ||
+        mt_set(d, "status", PyUnicode_FromString(r->failed ? "error" : "ok")) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+static int
+append(mt_cell_log *log, const mt_cell_record *r)
+{
+    if (log->len == log->cap) {
+        Py_ssize_t cap = log->cap ? log->cap * 2 : 64;
+        mt_cell_record *items = PyMem_Realloc(log->items, (size_t)cap * sizeof *items);
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        log->items = items;
+        log->cap = cap;
+    }
+    log->items[log->len++] = *r;
+    return 0;
+}
+
+PyObject *
+mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    mt_state *st = mt_get_state(module);
+    mt_cell_window *w = &st->cells.window;
+    mt_cell_record r;
+    mt_heap_reading python, numpy;
+    long long peak, rss_after, cell;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "cell_end(execution_count, failed)");
+        return NULL;
+    }
+    /* The cell that loaded the extension ends without having begun. */
+    if (!w->open) {
+        Py_RETURN_NONE;
+    }
+    w->open = 0;
+    mt_probe_peak_end(st->probe, &peak, &rss_after);
+    double ended = monotonic_seconds();
+    mt_heap_read(&python, &numpy);
+    int numpy_counted = st->numpy_previous != NULL;
+    PyObject *previous = st->numpy_previous;
+    st->numpy_previous = NULL;
+    if (mt_heap_numpy_end(previous) < 0) {
+        return NULL;
+    }
+    int failed = PyObject_IsTrue(args[1]);
+    if (failed < 0 || execution_count(args[0], &cell) < 0) {
+        return NULL;
+    }
+
+    memset(&r, 0, sizeof r);
+    r.cell = cell >= 0 ? cell : w->cell;
+    memcpy(r.first_line, w->first_line, sizeof r.first_line);
+    r.rss_before = w->rss_before;
+    r.rss_after = rss_after;
+    r.peak_method = st->probe->method;
+    r.peak_rss = peak;
+    r.heap_peak_increment = mt_heap_installed() ? python.peak - w->python.current : -1;
+    r.numpy_peak_increment = numpy_counted ? numpy.peak - w->numpy.current : -1;
+    r.children_peak = st->probe->method == MT_PEAK_NONE ? -1 : mt_probe_children_end(st->probe, &w->children);
+    r.seconds = ended - w->started;
+    r.failed = failed;
+    if (append(&st->cells, &r) < 0) {
+        return NULL;
+    }
+    return record_dict(&r);
+}
+
+PyObject *
+mt_cell_history(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_state *st = mt_get_state(module);
+    PyObject *list = PyList_New(st->cells.len);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < st->cells.len; i++) {
+        PyObject *d = record_dict(&st->cells.items[i]);
+        if (d == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, d);
+    }
+    return list;
+}
+
+PyObject *
+mt_cell_clear(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_state *st = mt_get_state(module);
+    st->cells.len = 0;
+    Py_RETURN_NONE;
+}
+
+void
+mt_cell_log_free(mt_cell_log *log)
+{
+    PyMem_Free(log->items);
+    log->items = NULL;
+    log->len = log->cap = 0;
+}

@@ -1,0 +1,421 @@
+/* heap: counting hooks on Python's allocators and numpy's buffers (heap.h). */
+#define _GNU_SOURCE
+#include "memtamer/heap.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "memtamer/config.h"
+#include "memtamer/npy.h"
+
+#if MT_HAS_MALLOC_USABLE_SIZE
+#include <malloc.h>
+#define BLOCK_SIZE(ptr) ((long long)malloc_usable_size(ptr))
+#else
+#define BLOCK_SIZE(ptr) 0LL
+#endif
+
+typedef struct {
+    _Atomic long long current;
+    _Atomic long long peak;
+} counter;
+
+/* Protected by atomics: the hooks update them from any thread, with or
+ * without the GIL (the raw domain and numpy's handler run without it). */
+static counter python_heap, numpy_heap;
+
+static inline void
+count(counter *c, long long delta)
+{
+    long long now = atomic_fetch_add_explicit(&c->current, delta, memory_order_relaxed) + delta;
+    if (delta > 0) {
+        long long peak = atomic_load_explicit(&c->peak, memory_order_relaxed);
+        while (now > peak &&
+               !atomic_compare_exchange_weak_explicit(&c->peak, &peak, now, memory_order_relaxed,
+                                                      memory_order_relaxed)) {
+        }
+    }
+}
+
+static void
+reset(counter *c, mt_heap_reading *out)
+{
+    long long now = atomic_load_explicit(&c->current, memory_order_relaxed);
+    atomic_store_explicit(&c->peak, now, memory_order_relaxed);
+    out->current = out->peak = now;
+}
+
+static void
+read_counter(counter *c, mt_heap_reading *out)
+{
+    out->current = atomic_load_explicit(&c->current, memory_order_relaxed);
+    out->peak = atomic_load_explicit(&c->peak, memory_order_relaxed);
+    if (out->peak < out->current) {
+        out->peak = out->current;
+    }
+}
+
+void
+mt_heap_reset_peaks(mt_heap_reading *python, mt_heap_reading *numpy)
+{
+    reset(&python_heap, python);
+    reset(&numpy_heap, numpy);
+}
+
+void
+mt_heap_read(mt_heap_reading *python, mt_heap_reading *numpy)
+{
+    read_counter(&python_heap, python);
+    read_counter(&numpy_heap, numpy);
+}
+
+/* ------------------------------------------------------------------ */
+/* Python's allocator domains                                          */
+/* ------------------------------------------------------------------ */
+
+/* The allocators we wrap.  Written only with the GIL held, in install,
+ * before our hooks are published; never cleared, so a thread still inside a
+ * hook after uninstall calls a valid allocator.  The hooks ignore their ctx
+ * argument: PyMem_SetAllocator copies {ctx, functions} without a lock, so a
+ * raw allocation racing with install may pair our function with the old ctx. */
+static PyMemAllocatorEx saved_raw, saved_mem, saved_obj;
+static PyObjectArenaAllocator saved_arena;
+
+enum { MODE_NONE, MODE_PYMALLOC, MODE_MALLOC };
+/* Only touched with the GIL held. */
+static int installed_mode = MODE_NONE;
+
+static inline void *
+counted_malloc(const PyMemAllocatorEx *prev, size_t size)
+{
+    void *ptr = prev->malloc(prev->ctx, size);
+    if (ptr) {
+        count(&python_heap, BLOCK_SIZE(ptr));
+    }
+    return ptr;
+}
+
+static inline void *
+counted_calloc(const PyMemAllocatorEx *prev, size_t nelem, size_t elsize)
+{
+    void *ptr = prev->calloc(prev->ctx, nelem, elsize);
+    if (ptr) {
+        count(&python_heap, BLOCK_SIZE(ptr));
+    }
+    return ptr;
+}
+
+static inline void *
+counted_realloc(const PyMemAllocatorEx *prev, void *old, size_t size)
+{
+    long long old_size = old ? BLOCK_SIZE(old) : 0;
+    void *ptr = prev->realloc(prev->ctx, old, size);
+    if (ptr) {
+        count(&python_heap, BLOCK_SIZE(ptr) - old_size);
+    }
+    return ptr;
+}
+
+static inline void
+counted_free(const PyMemAllocatorEx *prev, void *ptr)
+{
+    if (ptr) {
+        count(&python_heap, -BLOCK_SIZE(ptr));
+    }
+    prev->free(prev->ctx, ptr);
+}
+
+/* One set of hooks per domain, each bound to its saved allocator. */
+#define COUNTING_DOMAIN(name)                                                          \
+    static void *name##_malloc(void *ctx, size_t size)                                 \
+    {                                                                                  \
+        (void)ctx;                                                                     \
+        return counted_malloc(&saved_##name, size);                                    \
+    }                                                                                  \
+    static void *name##_calloc(void *ctx, size_t nelem, size_t elsize)                 \
+    {                                                                                  \
+        (void)ctx;                                                                     \
+        return counted_calloc(&saved_##name, nelem, elsize);                           \
+    }                                                                                  \
+    static void *name##_realloc(void *ctx, void *ptr, size_t size)                     \
+    {                                                                                  \
+        (void)ctx;                                                                     \
+        return counted_realloc(&saved_##name, ptr, size);                              \
+    }                                                                                  \
+    static void name##_free(void *ctx, void *ptr)                                      \
+    {                                                                                  \
+        (void)ctx;                                                                     \
+        counted_free(&saved_##name, ptr);                                              \
+    }                                                                                  \
+    static PyMemAllocatorEx name##_hooks = {NULL, name##_malloc, name##_calloc,        \
+                                            name##_realloc, name##_free};
+
+COUNTING_DOMAIN(raw)
+COUNTING_DOMAIN(mem)
+COUNTING_DOMAIN(obj)
+
+/* pymalloc serves small blocks from arenas it maps itself and passes large
+ * ones to the raw domain: raw + arenas is everything it holds. */
+static void *
+arena_alloc(void *ctx, size_t size)
+{
+    (void)ctx;
+    void *ptr = saved_arena.alloc(saved_arena.ctx, size);
+    if (ptr) {
+        count(&python_heap, (long long)size);
+    }
+    return ptr;
+}
+
+static void
+arena_free(void *ctx, void *ptr, size_t size)
+{
+    (void)ctx;
+    saved_arena.free(saved_arena.ctx, ptr, size);
+    count(&python_heap, -(long long)size);
+}
+
+static PyObjectArenaAllocator arena_hooks = {NULL, arena_alloc, arena_free};
+
+/* Why malloc_usable_size cannot be trusted on the blocks we would see, or
+ * NULL.  Debug hooks hand out pointers offset into malloc'd blocks. */
+static const char *
+unavailable_reason(void)
+{
+    static char why[160];
+    if (!MT_HAS_MALLOC_USABLE_SIZE) {
+        return "needs glibc's malloc_usable_size";
+    }
+#ifdef Py_DEBUG
+    return "a debug build of Python installs debug allocator hooks";
+#endif
+    const char *env = getenv("PYTHONMALLOC");
+    if (env && *env && strcmp(env, "malloc") != 0 && strcmp(env, "pymalloc") != 0) {
+        snprintf(why, sizeof why, "PYTHONMALLOC=%.100s is not malloc or pymalloc", env);
+        return why;
+    }
+    PyObject *flags = PySys_GetObject("flags"); /* borrowed */
+    PyObject *dev = flags ? PyObject_GetAttrString(flags, "dev_mode") : NULL;
+    int dev_mode = dev ? PyObject_IsTrue(dev) : 0;
+    Py_XDECREF(dev);
+    PyErr_Clear();
+    if (dev_mode > 0) {
+        return "-X dev installs debug allocator hooks";
+    }
+    return NULL;
+}
+
+const char *
+mt_heap_method(const char **why)
+{
+    *why = unavailable_reason();
+    if (*why) {
+        return NULL;
+    }
+    const char *env = getenv("PYTHONMALLOC");
+    return (env && strcmp(env, "malloc") == 0) ? "malloc" : "pymalloc-raw+arena";
+}
+
+int
+mt_heap_install(void)
+{
+    const char *why;
+    const char *method = mt_heap_method(&why);
+    if (installed_mode != MODE_NONE || method == NULL) {
+        return 0;
+    }
+    PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &saved_raw);
+    PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &raw_hooks);
+    if (strcmp(method, "malloc") == 0) {
+        PyMem_GetAllocator(PYMEM_DOMAIN_MEM, &saved_mem);
+        PyMem_GetAllocator(PYMEM_DOMAIN_OBJ, &saved_obj);
+        PyMem_SetAllocator(PYMEM_DOMAIN_MEM, &mem_hooks);
+        PyMem_SetAllocator(PYMEM_DOMAIN_OBJ, &obj_hooks);
+        installed_mode = MODE_MALLOC;
+    }
+    else {
+        PyObject_GetArenaAllocator(&saved_arena);
+        PyObject_SetArenaAllocator(&arena_hooks);
+        installed_mode = MODE_PYMALLOC;
+    }
+    return 0;
+}
+
+int
+mt_heap_installed(void)
+{
+    return installed_mode != MODE_NONE;
+}
+
+static int
+still_ours(PyMemAllocatorDomain domain, const PyMemAllocatorEx *hooks)
+{
+    PyMemAllocatorEx now;
+    PyMem_GetAllocator(domain, &now);
+    return now.malloc == hooks->malloc;
+}
+
+int
+mt_heap_uninstall(void)
+{
+    if (installed_mode == MODE_NONE) {
+        return 0;
+    }
+    PyObjectArenaAllocator arena_now;
+    PyObject_GetArenaAllocator(&arena_now);
+    int ours = still_ours(PYMEM_DOMAIN_RAW, &raw_hooks);
+    if (installed_mode == MODE_MALLOC) {
+        ours = ours && still_ours(PYMEM_DOMAIN_MEM, &mem_hooks) &&
+               still_ours(PYMEM_DOMAIN_OBJ, &obj_hooks);
+    }
+    else {
+        ours = ours && arena_now.alloc == arena_alloc;
+    }
+    if (!ours) {
+        return 1; /* someone wraps us: removing ours would drop theirs */
+    }
+    PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &saved_raw);
+    if (installed_mode == MODE_MALLOC) {
+        PyMem_SetAllocator(PYMEM_DOMAIN_MEM, &saved_mem);
+        PyMem_SetAllocator(PYMEM_DOMAIN_OBJ, &saved_obj);
+    }
+    else {
+        PyObject_SetArenaAllocator(&saved_arena);
+    }
+    installed_mode = MODE_NONE;
+    return 0;
+}
+
+static PyObject *
+pair(void *function, void *ctx)
+{
+    return Py_BuildValue("(KK)", (unsigned long long)(uintptr_t)function,
+                         (unsigned long long)(uintptr_t)ctx);
+}
+
+PyObject *
+mt_heap_allocators(void)
+{
+    PyMemAllocatorEx raw, mem, obj;
+    PyObjectArenaAllocator arena;
+    PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &raw);
+    PyMem_GetAllocator(PYMEM_DOMAIN_MEM, &mem);
+    PyMem_GetAllocator(PYMEM_DOMAIN_OBJ, &obj);
+    PyObject_GetArenaAllocator(&arena);
+    return Py_BuildValue("{sNsNsNsN}", "raw", pair((void *)raw.malloc, raw.ctx), "mem",
+                         pair((void *)mem.malloc, mem.ctx), "obj", pair((void *)obj.malloc, obj.ctx),
+                         "arena", pair((void *)arena.alloc, arena.ctx));
+}
+
+/* ------------------------------------------------------------------ */
+/* numpy's data buffers                                                */
+/* ------------------------------------------------------------------ */
+
+/* numpy's default handler, which ours wraps.  Written once with the GIL
+ * held before our capsule is first given to numpy; read-only after, from
+ * whatever thread numpy allocates in. */
+static PyDataMemAllocator wrapped;
+
+static void *
+np_malloc(void *ctx, size_t size)
+{
+    (void)ctx;
+    void *ptr = wrapped.malloc(wrapped.ctx, size);
+    if (ptr) {
+        count(&numpy_heap, BLOCK_SIZE(ptr));
+    }
+    return ptr;
+}
+
+static void *
+np_calloc(void *ctx, size_t nelem, size_t elsize)
+{
+    (void)ctx;
+    void *ptr = wrapped.calloc(wrapped.ctx, nelem, elsize);
+    if (ptr) {
+        count(&numpy_heap, BLOCK_SIZE(ptr));
+    }
+    return ptr;
+}
+
+static void *
+np_realloc(void *ctx, void *old, size_t size)
+{
+    (void)ctx;
+    long long old_size = old ? BLOCK_SIZE(old) : 0;
+    void *ptr = wrapped.realloc(wrapped.ctx, old, size);
+    if (ptr) {
+        count(&numpy_heap, BLOCK_SIZE(ptr) - old_size);
+    }
+    return ptr;
+}
+
+static void
+np_free(void *ctx, void *ptr, size_t size)
+{
+    (void)ctx;
+    if (ptr) {
+        count(&numpy_heap, -BLOCK_SIZE(ptr));
+    }
+    wrapped.free(wrapped.ctx, ptr, size);
+}
+
+static PyDataMem_Handler counting_handler = {
+    "memtamer_counting", 1, {NULL, np_malloc, np_calloc, np_realloc, np_free}};
+
+/* Our handler's capsule; only touched with the GIL held.  Arrays keep a
+ * reference to it, so it lives as long as the last array it allocated. */
+static PyObject *counting_capsule = NULL;
+
+static int
+make_capsule(void)
+{
+    PyDataMem_Handler *def = PyCapsule_GetPointer(PyDataMem_DefaultHandler, "mem_handler");
+    if (def == NULL) {
+        return -1;
+    }
+    wrapped = def->allocator;
+    counting_capsule = PyCapsule_New(&counting_handler, "mem_handler", NULL);
+    return counting_capsule ? 0 : -1;
+}
+
+int
+mt_heap_numpy_begin(PyObject **previous)
+{
+    *previous = NULL;
+    int ready = mt_npy_ready();
+    if (ready <= 0 || !MT_HAS_MALLOC_USABLE_SIZE) {
+        return ready < 0 ? -1 : 0;
+    }
+    if (counting_capsule == NULL && make_capsule() < 0) {
+        return -1;
+    }
+    PyObject *current = PyDataMem_GetHandler();
+    if (current == NULL) {
+        return -1;
+    }
+    /* Somebody else's handler: leave it alone rather than stack on it. */
+    int ours_or_default = current == counting_capsule || current == PyDataMem_DefaultHandler;
+    Py_DECREF(current);
+    if (!ours_or_default) {
+        return 0;
+    }
+    *previous = PyDataMem_SetHandler(counting_capsule);
+    return *previous ? 0 : -1;
+}
+
+int
+mt_heap_numpy_end(PyObject *previous)
+{
+    if (previous == NULL) {
+        return 0;
+    }
+    PyObject *ours = PyDataMem_SetHandler(previous);
+    Py_DECREF(previous);
+    if (ours == NULL) {
+        return -1;
+    }
+    Py_DECREF(ours);
+    return 0;
+}

@@ -1,0 +1,96 @@
+/* memtamer._core: the method table, module state and init.  The methods
+ * live in the concern files; see ../shared/DESIGN.md for the map. */
+#include "memtamer/memtamer.h"
+
+#include "memtamer/heap.h"
+#include "memtamer/process.h"
+
+static PyMethodDef core_methods[] = {
+    {"cell_begin", (PyCFunction)(void (*)(void))mt_cell_begin, METH_FASTCALL,
+     "cell_begin(execution_count, source): start measuring a cell."},
+    {"cell_end", (PyCFunction)(void (*)(void))mt_cell_end, METH_FASTCALL,
+     "cell_end(execution_count, failed) -> dict | None: finish the cell, return its record."},
+    {"cells", mt_cell_history, METH_NOARGS, "cells() -> list of the cell records so far."},
+    {"clear_cells", mt_cell_clear, METH_NOARGS, "clear_cells(): forget the cell history."},
+    {"process", mt_process_view, METH_NOARGS,
+     "process() -> dict: RSS, the effective limit and its source, headroom, methods."},
+    {"report", mt_process_report, METH_NOARGS, "report() -> dict with 'process' and 'cells'."},
+    {"set_peak_method", mt_process_set_peak_method, METH_O,
+     "set_peak_method('hwm' | 'sampled'): how cell peaks are measured."},
+    {"install_hooks", mt_process_install_hooks, METH_NOARGS,
+     "install_hooks(): start counting Python's allocations (a no-op when installed)."},
+    {"uninstall_hooks", mt_process_uninstall_hooks, METH_NOARGS,
+     "uninstall_hooks() -> bool: restore the saved allocators; False when another hook "
+     "installed later still wraps ours."},
+    {"_allocators", mt_process_allocators, METH_NOARGS,
+     "_allocators() -> dict: the allocator functions now installed (for tests)."},
+    {"_parse", (PyCFunction)(void (*)(void))mt_process_parse, METH_FASTCALL,
+     "_parse(kind, text): run one of the /proc or cgroup parsers on text (for tests)."},
+    {"_set_proc_root", mt_process_set_root, METH_O,
+     "_set_proc_root(path): read /proc and /sys under path ('' for the real ones)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int
+core_exec(PyObject *module)
+{
+    return mt_process_open_probe(module, "");
+}
+
+static int
+core_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    Py_VISIT(mt_get_state(module)->numpy_previous);
+    return 0;
+}
+
+static int
+core_clear(PyObject *module)
+{
+    Py_CLEAR(mt_get_state(module)->numpy_previous);
+    return 0;
+}
+
+static void
+core_free(void *module)
+{
+    mt_state *st = mt_get_state((PyObject *)module);
+    core_clear((PyObject *)module);
+    if (st->probe) {
+        mt_probe_close(st->probe);
+        PyMem_RawFree(st->probe);
+        st->probe = NULL;
+    }
+    mt_cell_log_free(&st->cells);
+    /* The allocator hooks stay: at finalization nothing may call into
+     * Python to swap allocators, and they only count. */
+}
+
+static PyModuleDef_Slot core_slots[] = {
+    {Py_mod_exec, core_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    /* The hooks and counters are process-wide. */
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "memtamer._core",
+    .m_doc = "memtamer's C core: per-cell memory measurement for IPython kernels.",
+    .m_size = sizeof(mt_state),
+    .m_methods = core_methods,
+    .m_slots = core_slots,
+    .m_traverse = core_traverse,
+    .m_clear = core_clear,
+    .m_free = core_free,
+};
+
+PyMODINIT_FUNC PyInit__core(void);
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    return PyModuleDef_Init(&core_module);
+}

@@ -1,0 +1,788 @@
+/* probe: /proc and cgroup readers.  No Python API in this file (see probe.h). */
+#define _GNU_SOURCE
+#include "memtamer/probe.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+/* cgroup v1 writes "unlimited" as LONG_MAX rounded down to a page; anything
+ * above 2^60 bytes is no limit in practice. */
+#define UNLIMITED_ABOVE (1LL << 60)
+
+/* ------------------------------------------------------------------ */
+/* pure parsers                                                        */
+/* ------------------------------------------------------------------ */
+
+/* Start of the line beginning with key (which includes its ':'), or NULL. */
+static const char *
+find_line(const char *text, const char *key)
+{
+    size_t n = strlen(key);
+    for (const char *line = text; line && *line;) {
+        if (strncmp(line, key, n) == 0) {
+            return line + n;
+        }
+        line = strchr(line, '\n');
+        if (line) {
+            line++;
+        }
+    }
+    return NULL;
+}
+
+static int
+parse_ll(const char *s, long long *out)
+{
+    while (*s == ' ' || *s == '\t') {
+        s++;
+    }
+    if (!isdigit((unsigned char)*s)) {
+        return -1;
+    }
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno == ERANGE || v > (unsigned long long)LLONG_MAX) {
+        v = (unsigned long long)LLONG_MAX;
+    }
+    *out = (long long)v;
+    return 0;
+}
+
+int
+mt_probe_parse_kb_field(const char *text, const char *key, long long *bytes)
+{
+    char full[64];
+    long long kb;
+    if (snprintf(full, sizeof full, "%s:", key) >= (int)sizeof full) {
+        return -1;
+    }
+    const char *value = find_line(text, full);
+    if (value == NULL || parse_ll(value, &kb) < 0) {
+        return -1;
+    }
+    *bytes = kb * 1024;
+    return 0;
+}
+
+int
+mt_probe_parse_statm(const char *text, long page_size, long long *rss)
+{
+    long long size_pages, rss_pages;
+    if (sscanf(text, "%lld %lld", &size_pages, &rss_pages) != 2) {
+        return -1;
+    }
+    *rss = rss_pages * page_size;
+    return 0;
+}
+
+int
+mt_probe_parse_limit(const char *text, long long *limit)
+{
+    while (isspace((unsigned char)*text)) {
+        text++;
+    }
+    if (strncmp(text, "max", 3) == 0) {
+        *limit = MT_PROBE_UNLIMITED;
+        return 0;
+    }
+    long long v;
+    if (parse_ll(text, &v) < 0) {
+        return -1;
+    }
+    *limit = v >= UNLIMITED_ABOVE ? MT_PROBE_UNLIMITED : v;
+    return 0;
+}
+
+int
+mt_probe_parse_keyed(const char *text, const char *key, long long *value)
+{
+    char full[96];
+    if (snprintf(full, sizeof full, "%s ", key) >= (int)sizeof full) {
+        return -1;
+    }
+    const char *v = find_line(text, full);
+    return v == NULL ? -1 : parse_ll(v, value);
+}
+
+/* Copies [start, end) into dst as a C string; -1 if it does not fit. */
+static int
+copy_span(char *dst, size_t size, const char *start, const char *end)
+{
+    size_t n = (size_t)(end - start);
+    if (n >= size) {
+        return -1;
+    }
+    memcpy(dst, start, n);
+    dst[n] = '\0';
+    return 0;
+}
+
+static int
+list_has(const char *list, const char *list_end, const char *word)
+{
+    size_t n = strlen(word);
+    for (const char *p = list; p < list_end;) {
+        const char *comma = memchr(p, ',', (size_t)(list_end - p));
+        const char *stop = comma ? comma : list_end;
+        if ((size_t)(stop - p) == n && strncmp(p, word, n) == 0) {
+            return 1;
+        }
+        p = stop + 1;
+    }
+    return 0;
+}
+
+int
+mt_probe_parse_cgroup(const char *text, char *v2_path, size_t v2_size,
+                      char *v1_path, size_t v1_size)
+{
+    v2_path[0] = v1_path[0] = '\0';
+    int found = 0;
+    for (const char *line = text; line && *line;) {
+        const char *eol = strchr(line, '\n');
+        const char *end = eol ? eol : line + strlen(line);
+        const char *c1 = memchr(line, ':', (size_t)(end - line));
+        const char *c2 = c1 ? memchr(c1 + 1, ':', (size_t)(end - c1 - 1)) : NULL;
+        if (c2) {
+            if (c2 == c1 + 1 && c1 - line == 1 && line[0] == '0') {
+                found |= copy_span(v2_path, v2_size, c2 + 1, end) == 0;
+            }
+            else if (list_has(c1 + 1, c2, "memory")) {
+                found |= copy_span(v1_path, v1_size, c2 + 1, end) == 0;
+            }
+        }
+        line = eol ? eol + 1 : NULL;
+    }
+    return found ? 0 : -1;
+}
+
+/* The n-th space-separated field of [line, end) (0-based). */
+static const char *
+nth_field(const char *line, const char *end, int n, const char **field_end)
+{
+    const char *p = line;
+    for (int i = 0; p < end; i++) {
+        const char *sp = memchr(p, ' ', (size_t)(end - p));
+        const char *stop = sp ? sp : end;
+        if (i == n) {
+            *field_end = stop;
+            return p;
+        }
+        if (!sp) {
+            break;
+        }
+        p = sp + 1;
+    }
+    return NULL;
+}
+
+int
+mt_probe_parse_mountinfo(const char *text, mt_probe_mounts *m)
+{
+    memset(m, 0, sizeof *m);
+    for (const char *line = text; line && *line;) {
+        const char *eol = strchr(line, '\n');
+        const char *end = eol ? eol : line + strlen(line);
+        /* "id parent maj:min root mountpoint options [optional...] - fstype source superopts" */
+        const char *dash = strstr(line, " - ");
+        if (dash && dash < end) {
+            const char *root_end, *mount_end, *type_end, *opts_end;
+            const char *root = nth_field(line, dash, 3, &root_end);
+            const char *mount = nth_field(line, dash, 4, &mount_end);
+            const char *type = nth_field(dash + 3, end, 0, &type_end);
+            const char *opts = nth_field(dash + 3, end, 2, &opts_end);
+            if (root && mount && type) {
+                size_t tlen = (size_t)(type_end - type);
+                if (tlen == 7 && strncmp(type, "cgroup2", 7) == 0 && !m->v2_mount[0]) {
+                    copy_span(m->v2_mount, sizeof m->v2_mount, mount, mount_end);
+                    copy_span(m->v2_root, sizeof m->v2_root, root, root_end);
+                }
+                else if (tlen == 6 && strncmp(type, "cgroup", 6) == 0 && opts &&
+                         list_has(opts, opts_end, "memory") && !m->v1_mount[0]) {
+                    copy_span(m->v1_mount, sizeof m->v1_mount, mount, mount_end);
+                    copy_span(m->v1_root, sizeof m->v1_root, root, root_end);
+                }
+            }
+        }
+        line = eol ? eol + 1 : NULL;
+    }
+    return (m->v2_mount[0] || m->v1_mount[0]) ? 0 : -1;
+}
+
+int
+mt_probe_parse_pids(const char *text, pid_t *pids, int max)
+{
+    int n = 0;
+    const char *p = text;
+    while (n < max) {
+        while (*p && !isdigit((unsigned char)*p)) {
+            p++;
+        }
+        if (!*p) {
+            break;
+        }
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (v > 0 && v <= INT_MAX) {
+            pids[n++] = (pid_t)v;
+        }
+        p = end;
+    }
+    return n;
+}
+
+int
+mt_probe_parse_starttime(const char *text, unsigned long long *ticks)
+{
+    /* The command name may contain ") "; the last ')' ends it. */
+    const char *p = strrchr(text, ')');
+    if (p == NULL) {
+        return -1;
+    }
+    p++;
+    /* After the name come fields 3 (state) .. ; starttime is field 22. */
+    for (int field = 3; field < 22; field++) {
+        p = strchr(p + 1, ' ');
+        if (p == NULL) {
+            return -1;
+        }
+    }
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(p + 1, &end, 10);
+    if (end == p + 1 || errno) {
+        return -1;
+    }
+    *ticks = v;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* the I/O shell                                                       */
+/* ------------------------------------------------------------------ */
+
+static ssize_t
+pread_text(int fd, char *buf, size_t size)
+{
+    size_t got = 0;
+    while (got + 1 < size) {
+        ssize_t n = pread(fd, buf + got, size - 1 - got, (off_t)got);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return -1;
+        }
+        if (n == 0) {
+            break;
+        }
+        got += (size_t)n;
+    }
+    buf[got] = '\0';
+    return (ssize_t)got;
+}
+
+static ssize_t
+read_text(const char *path, char *buf, size_t size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    ssize_t n = pread_text(fd, buf, size);
+    close(fd);
+    return n;
+}
+
+static int
+proc_path(const mt_probe *p, char *buf, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int
+proc_path(const mt_probe *p, char *buf, size_t size, const char *fmt, ...)
+{
+    va_list ap;
+    int n = snprintf(buf, size, "%s", p->root);
+    if (n < 0 || (size_t)n >= size) {
+        return -1;
+    }
+    va_start(ap, fmt);
+    int m = vsnprintf(buf + n, size - (size_t)n, fmt, ap);
+    va_end(ap);
+    return (m < 0 || (size_t)(n + m) >= size) ? -1 : 0;
+}
+
+static int
+open_proc(const mt_probe *p, const char *name, int flags)
+{
+    char path[MT_PROBE_PATH_MAX + 64];
+    if (proc_path(p, path, sizeof path, "/proc/self/%s", name) < 0) {
+        return -1;
+    }
+    return open(path, flags | O_CLOEXEC);
+}
+
+static void
+close_fd(int *fd)
+{
+    if (*fd >= 0) {
+        close(*fd);
+    }
+    *fd = -1;
+}
+
+static int
+try_reset_hwm(mt_probe *p)
+{
+    if (p->clear_refs_fd < 0) {
+        return -1;
+    }
+    /* "5" resets the peak RSS (VmHWM) to the current RSS; see proc(5). */
+    return pwrite(p->clear_refs_fd, "5", 1, 0) == 1 ? 0 : -1;
+}
+
+/* /proc/self files opened in a parent still describe the parent after fork:
+ * a child must open its own. */
+static void
+open_files(mt_probe *p)
+{
+    p->pid = getpid();
+    p->status_fd = open_proc(p, "status", O_RDONLY);
+    p->statm_fd = open_proc(p, "statm", O_RDONLY);
+    p->clear_refs_fd = open_proc(p, "clear_refs", O_WRONLY);
+}
+
+static void
+close_files(mt_probe *p)
+{
+    close_fd(&p->status_fd);
+    close_fd(&p->statm_fd);
+    close_fd(&p->clear_refs_fd);
+}
+
+static void
+follow_fork(mt_probe *p)
+{
+    if (p->pid == getpid()) {
+        return;
+    }
+    close_files(p);
+    open_files(p);
+    /* The sampler thread did not survive the fork and its lock may be held
+     * by a thread that no longer exists: start afresh, never destroy. */
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->wake, NULL);
+    p->thread_started = 0;
+    p->sampling = 0;
+}
+
+int
+mt_probe_open(mt_probe *p, const char *root)
+{
+    memset(p, 0, sizeof *p);
+    if (root && snprintf(p->root, sizeof p->root, "%s", root) >= (int)sizeof p->root) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    p->page_size = sysconf(_SC_PAGESIZE);
+    p->clock_ticks = sysconf(_SC_CLK_TCK);
+    p->sample_interval_us = 500;
+    p->status_fd = p->statm_fd = p->clear_refs_fd = -1;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->wake, NULL);
+    open_files(p);
+    if (p->status_fd < 0 || p->statm_fd < 0) {
+        p->method = MT_PEAK_NONE;
+    }
+    else {
+        p->method = try_reset_hwm(p) == 0 ? MT_PEAK_HWM : MT_PEAK_SAMPLED;
+    }
+    return 0;
+}
+
+static void
+stop_sampler(mt_probe *p)
+{
+    if (!p->thread_started || p->pid != getpid()) {
+        return;
+    }
+    pthread_mutex_lock(&p->lock);
+    p->stop = 1;
+    pthread_cond_signal(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+    pthread_join(p->thread, NULL);
+    p->thread_started = 0;
+    p->stop = 0;
+}
+
+void
+mt_probe_close(mt_probe *p)
+{
+    stop_sampler(p);
+    close_files(p);
+}
+
+long long
+mt_probe_rss(mt_probe *p)
+{
+    char buf[256];
+    long long rss;
+    follow_fork(p);
+    if (p->statm_fd < 0 || pread_text(p->statm_fd, buf, sizeof buf) < 0 ||
+        mt_probe_parse_statm(buf, p->page_size, &rss) < 0) {
+        return -1;
+    }
+    return rss;
+}
+
+int
+mt_probe_status(mt_probe *p, long long *rss, long long *hwm)
+{
+    char buf[4096];
+    follow_fork(p);
+    if (p->status_fd < 0 || pread_text(p->status_fd, buf, sizeof buf) < 0 ||
+        mt_probe_parse_kb_field(buf, "VmRSS", rss) < 0 ||
+        mt_probe_parse_kb_field(buf, "VmHWM", hwm) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static void *
+sampler_main(void *arg)
+{
+    mt_probe *p = arg;
+    pthread_mutex_lock(&p->lock);
+    while (!p->stop) {
+        if (!p->sampling) {
+            pthread_cond_wait(&p->wake, &p->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&p->lock);
+        long long rss = mt_probe_rss(p);
+        struct timespec nap = {0, p->sample_interval_us * 1000L};
+        pthread_mutex_lock(&p->lock);
+        if (rss > p->sampled_peak) {
+            p->sampled_peak = rss;
+        }
+        pthread_mutex_unlock(&p->lock);
+        nanosleep(&nap, NULL);
+        pthread_mutex_lock(&p->lock);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+int
+mt_probe_set_method(mt_probe *p, mt_peak_method method)
+{
+    if (method == MT_PEAK_HWM && try_reset_hwm(p) < 0) {
+        return -1;
+    }
+    if (method != MT_PEAK_SAMPLED) {
+        stop_sampler(p);
+    }
+    p->method = method;
+    return 0;
+}
+
+long long
+mt_probe_peak_begin(mt_probe *p)
+{
+    follow_fork(p);
+    long long rss = mt_probe_rss(p);
+    if (p->method == MT_PEAK_HWM) {
+        if (try_reset_hwm(p) == 0) {
+            return rss;
+        }
+        p->method = MT_PEAK_SAMPLED; /* clear_refs stopped working */
+    }
+    if (p->method == MT_PEAK_SAMPLED) {
+        if (!p->thread_started) {
+            if (pthread_create(&p->thread, NULL, sampler_main, p) != 0) {
+                p->method = MT_PEAK_NONE;
+                return rss;
+            }
+            p->thread_started = 1;
+        }
+        pthread_mutex_lock(&p->lock);
+        p->sampled_peak = rss;
+        p->sampling = 1;
+        pthread_cond_signal(&p->wake);
+        pthread_mutex_unlock(&p->lock);
+    }
+    return rss;
+}
+
+int
+mt_probe_peak_end(mt_probe *p, long long *peak, long long *rss_now)
+{
+    long long hwm = -1;
+    *peak = -1;
+    if (mt_probe_status(p, rss_now, &hwm) < 0) {
+        *rss_now = -1;
+        return -1;
+    }
+    if (p->method == MT_PEAK_HWM) {
+        *peak = hwm;
+    }
+    else if (p->method == MT_PEAK_SAMPLED && p->thread_started) {
+        pthread_mutex_lock(&p->lock);
+        p->sampling = 0;
+        *peak = p->sampled_peak > *rss_now ? p->sampled_peak : *rss_now;
+        pthread_mutex_unlock(&p->lock);
+    }
+    return 0;
+}
+
+/* ---- children ---- */
+
+static unsigned long long
+boot_ticks_now(const mt_probe *p)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_BOOTTIME, &ts) < 0) {
+        return 0;
+    }
+    return (unsigned long long)ts.tv_sec * (unsigned long long)p->clock_ticks +
+           (unsigned long long)ts.tv_nsec / (1000000000ULL / (unsigned long long)p->clock_ticks);
+}
+
+static long long
+reaped_children_maxrss(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_CHILDREN, &ru) < 0) {
+        return -1;
+    }
+    return (long long)ru.ru_maxrss * 1024; /* Linux reports KiB */
+}
+
+void
+mt_probe_children_begin(mt_probe *p, mt_probe_children_mark *mark)
+{
+    mark->start_ticks = boot_ticks_now(p);
+    mark->reaped_maxrss = reaped_children_maxrss();
+}
+
+/* Appends the children of every thread of pid to pids[*n..]. */
+static void
+collect_children(const mt_probe *p, pid_t pid, pid_t *pids, int *n)
+{
+    char path[MT_PROBE_PATH_MAX + 64], buf[4096];
+    if (proc_path(p, path, sizeof path, "/proc/%d/task", (int)pid) < 0) {
+        return;
+    }
+    DIR *dir = opendir(path);
+    if (dir == NULL) {
+        return;
+    }
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL && *n < MT_PROBE_MAX_CHILDREN) {
+        if (!isdigit((unsigned char)entry->d_name[0])) {
+            continue;
+        }
+        char file[MT_PROBE_PATH_MAX + 128];
+        if (snprintf(file, sizeof file, "%s/%s/children", path, entry->d_name) >= (int)sizeof file ||
+            read_text(file, buf, sizeof buf) < 0) {
+            continue;
+        }
+        *n += mt_probe_parse_pids(buf, pids + *n, MT_PROBE_MAX_CHILDREN - *n);
+    }
+    closedir(dir);
+}
+
+long long
+mt_probe_children_end(mt_probe *p, const mt_probe_children_mark *mark)
+{
+    pid_t pids[MT_PROBE_MAX_CHILDREN];
+    int n = 0;
+    long long peak = 0;
+    char path[MT_PROBE_PATH_MAX + 64], buf[4096];
+
+    long long reaped = reaped_children_maxrss();
+    if (reaped > mark->reaped_maxrss) {
+        peak = reaped;
+    }
+    collect_children(p, getpid(), pids, &n);
+    /* Breadth-first over descendants: pids grows while it is walked. */
+    for (int i = 0; i < n; i++) {
+        unsigned long long started;
+        long long hwm;
+        if (proc_path(p, path, sizeof path, "/proc/%d/stat", (int)pids[i]) < 0 ||
+            read_text(path, buf, sizeof buf) < 0 ||
+            mt_probe_parse_starttime(buf, &started) < 0) {
+            continue;
+        }
+        collect_children(p, pids[i], pids, &n);
+        if (started < mark->start_ticks) {
+            continue;
+        }
+        if (proc_path(p, path, sizeof path, "/proc/%d/status", (int)pids[i]) == 0 &&
+            read_text(path, buf, sizeof buf) >= 0 &&
+            mt_probe_parse_kb_field(buf, "VmHWM", &hwm) == 0 && hwm > peak) {
+            peak = hwm;
+        }
+    }
+    return peak;
+}
+
+/* ---- limit ---- */
+
+/* dir = mount + (cgroup path relative to the mount's root); falls back to
+ * the mount itself when that directory is not visible (cgroup namespaces). */
+static int
+cgroup_dir(const mt_probe *p, const char *mount, const char *mount_root,
+           const char *cgpath, char *dir, size_t size)
+{
+    size_t rlen = strlen(mount_root);
+    const char *rel = cgpath;
+    if (rlen > 1 && strncmp(cgpath, mount_root, rlen) == 0) {
+        rel = cgpath + rlen;
+    }
+    if (snprintf(dir, size, "%s%s%s", p->root, mount, rel) >= (int)size) {
+        return -1;
+    }
+    if (access(dir, F_OK) != 0 &&
+        snprintf(dir, size, "%s%s", p->root, mount) >= (int)size) {
+        return -1;
+    }
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') {
+        dir[--n] = '\0';
+    }
+    return 0;
+}
+
+static int
+read_value(const char *dir, const char *name, char *file, size_t fsize,
+           long long *value, int as_limit)
+{
+    char buf[128];
+    if (snprintf(file, fsize, "%s/%s", dir, name) >= (int)fsize ||
+        read_text(file, buf, sizeof buf) < 0) {
+        return -1;
+    }
+    return as_limit ? mt_probe_parse_limit(buf, value) : parse_ll(buf, value);
+}
+
+/* v2: the smallest memory.max from the leaf up to the mount. */
+static void
+limit_v2(const mt_probe *p, const mt_probe_mounts *m, const char *cgpath, mt_probe_limit *out)
+{
+    char dir[MT_PROBE_PATH_MAX], file[MT_PROBE_PATH_MAX + 32], top[MT_PROBE_PATH_MAX];
+    long long v;
+    if (cgroup_dir(p, m->v2_mount, m->v2_root, cgpath, dir, sizeof dir) < 0 ||
+        snprintf(top, sizeof top, "%s%s", p->root, m->v2_mount) >= (int)sizeof top) {
+        return;
+    }
+    if (read_value(dir, "memory.current", file, sizeof file, &v, 0) == 0) {
+        out->usage = v;
+    }
+    size_t top_len = strlen(top);
+    for (;;) {
+        if (read_value(dir, "memory.max", file, sizeof file, &v, 1) == 0 &&
+            v != MT_PROBE_UNLIMITED && (out->limit < 0 || v < out->limit)) {
+            out->limit = v;
+            out->source = "cgroup2 memory.max";
+            snprintf(out->path, sizeof out->path, "%s", file);
+        }
+        char *slash = strrchr(dir, '/');
+        if (slash == NULL || (size_t)(slash - dir) < top_len) {
+            break;
+        }
+        *slash = '\0';
+    }
+}
+
+static void
+limit_v1(const mt_probe *p, const mt_probe_mounts *m, const char *cgpath, mt_probe_limit *out)
+{
+    char dir[MT_PROBE_PATH_MAX], file[MT_PROBE_PATH_MAX + 32], stat[8192];
+    long long v;
+    if (cgroup_dir(p, m->v1_mount, m->v1_root, cgpath, dir, sizeof dir) < 0) {
+        return;
+    }
+    if (read_value(dir, "memory.usage_in_bytes", file, sizeof file, &v, 0) == 0) {
+        out->usage = v;
+    }
+    if (read_value(dir, "memory.limit_in_bytes", file, sizeof file, &v, 1) == 0 &&
+        v != MT_PROBE_UNLIMITED) {
+        out->limit = v;
+        out->source = "cgroup1 memory.limit_in_bytes";
+        snprintf(out->path, sizeof out->path, "%s", file);
+    }
+    /* Ancestors' limits apply too; memory.stat sums them up for us. */
+    if (snprintf(file, sizeof file, "%s/memory.stat", dir) < (int)sizeof file &&
+        read_text(file, stat, sizeof stat) >= 0 &&
+        mt_probe_parse_keyed(stat, "hierarchical_memory_limit", &v) == 0 &&
+        v < UNLIMITED_ABOVE && (out->limit < 0 || v < out->limit)) {
+        out->limit = v;
+        out->source = "cgroup1 memory.limit_in_bytes";
+        snprintf(out->path, sizeof out->path, "%s", file);
+    }
+}
+
+int
+mt_probe_read_limit(mt_probe *p, mt_probe_limit *out)
+{
+    enum { TEXT_SIZE = 65536 }; /* mountinfo can be long */
+    char *text = malloc(TEXT_SIZE);
+    char path[MT_PROBE_PATH_MAX + 64];
+    char v2[MT_PROBE_PATH_MAX], v1[MT_PROBE_PATH_MAX];
+    mt_probe_mounts mounts;
+    long long total = -1, available = -1;
+
+    memset(out, 0, sizeof *out);
+    out->limit = out->usage = out->available = -1;
+    if (text == NULL) {
+        return -1;
+    }
+
+    if (proc_path(p, path, sizeof path, "/proc/self/cgroup") == 0 &&
+        read_text(path, text, TEXT_SIZE) >= 0 &&
+        mt_probe_parse_cgroup(text, v2, sizeof v2, v1, sizeof v1) == 0 &&
+        proc_path(p, path, sizeof path, "/proc/self/mountinfo") == 0 &&
+        read_text(path, text, TEXT_SIZE) >= 0 &&
+        mt_probe_parse_mountinfo(text, &mounts) == 0) {
+        if (v2[0] && mounts.v2_mount[0]) {
+            limit_v2(p, &mounts, v2, out);
+        }
+        if (out->limit < 0 && v1[0] && mounts.v1_mount[0]) {
+            out->usage = -1;
+            limit_v1(p, &mounts, v1, out);
+        }
+    }
+    if (proc_path(p, path, sizeof path, "/proc/meminfo") == 0 &&
+        read_text(path, text, TEXT_SIZE) >= 0) {
+        mt_probe_parse_kb_field(text, "MemTotal", &total);
+        mt_probe_parse_kb_field(text, "MemAvailable", &available);
+    }
+    if (out->limit < 0 || (total > 0 && total < out->limit)) {
+        if (total < 0) {
+            free(text);
+            return -1;
+        }
+        out->limit = total;
+        out->usage = total >= 0 && available >= 0 ? total - available : -1;
+        out->source = "MemTotal";
+        snprintf(out->path, sizeof out->path, "%s/proc/meminfo", p->root);
+    }
+    out->available = out->usage >= 0 ? out->limit - out->usage : -1;
+    if (available >= 0 && (out->available < 0 || available < out->available)) {
+        out->available = available;
+    }
+    free(text);
+    return 0;
+}

@@ -1,0 +1,272 @@
+/* process: the Python face of the probe (process.h).  Needs the GIL. */
+#include "memtamer/memtamer.h"
+
+#include <string.h>
+#include <unistd.h>
+
+#include "memtamer/heap.h"
+#include "memtamer/npy.h"
+#include "memtamer/process.h"
+
+const char *
+mt_process_method_name(int method)
+{
+    switch (method) {
+    case MT_PEAK_HWM:
+        return "hwm";
+    case MT_PEAK_SAMPLED:
+        return "sampled";
+    default:
+        return "unavailable";
+    }
+}
+
+int
+mt_process_open_probe(PyObject *module, const char *root)
+{
+    mt_state *st = mt_get_state(module);
+    if (st->probe == NULL) {
+        st->probe = PyMem_RawMalloc(sizeof *st->probe);
+        if (st->probe == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    else {
+        mt_probe_close(st->probe);
+    }
+    if (mt_probe_open(st->probe, root) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+add_unavailable(PyObject *dict, const char *figure, const char *why)
+{
+    PyObject *reason = PyUnicode_FromString(why);
+    if (reason == NULL) {
+        return -1;
+    }
+    int rc = PyDict_SetItemString(dict, figure, reason);
+    Py_DECREF(reason);
+    return rc;
+}
+
+/* Which figures this process cannot give, and why. */
+static PyObject *
+unavailable_figures(const mt_probe *probe, const char *heap_why, int numpy_ready)
+{
+    PyObject *d = PyDict_New();
+    if (d == NULL) {
+        return NULL;
+    }
+    if ((probe->method == MT_PEAK_NONE &&
+         (add_unavailable(d, "rss", "no /proc/self/statm (memtamer reads Linux's /proc)") < 0 ||
+          add_unavailable(d, "peak_rss", "no /proc/self/status") < 0 ||
+          add_unavailable(d, "children_peak", "no /proc to find child processes") < 0)) ||
+        (heap_why && add_unavailable(d, "heap_peak_increment", heap_why) < 0) ||
+        (heap_why && add_unavailable(d, "numpy_peak_increment", heap_why) < 0) ||
+        (!heap_why && !numpy_ready &&
+         add_unavailable(d, "numpy_peak_increment", "numpy is not imported yet") < 0)) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+PyObject *
+mt_process_view(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_state *st = mt_get_state(module);
+    mt_probe_limit limit;
+    const char *heap_why;
+    const char *heap_method = mt_heap_method(&heap_why);
+    int have_limit = mt_probe_read_limit(st->probe, &limit) == 0;
+    int numpy_ready = mt_npy_ready();
+    if (numpy_ready < 0) {
+        return NULL;
+    }
+    PyObject *d = PyDict_New();
+    if (d == NULL ||
+        mt_set(d, "pid", PyLong_FromLong((long)getpid())) < 0 ||
+        mt_set(d, "rss", mt_size_or_none(mt_probe_rss(st->probe))) < 0 ||
+        mt_set(d, "limit", mt_size_or_none(have_limit ? limit.limit : -1)) < 0 ||
+        mt_set(d, "limit_source", have_limit ? PyUnicode_FromString(limit.source) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "limit_path", have_limit ? PyUnicode_FromString(limit.path) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "usage", mt_size_or_none(have_limit ? limit.usage : -1)) < 0 ||
+        mt_set(d, "available", mt_size_or_none(have_limit ? limit.available : -1)) < 0 ||
+        mt_set(d, "peak_method", PyUnicode_FromString(mt_process_method_name(st->probe->method))) < 0 ||
+        mt_set(d, "heap_method", heap_method ? PyUnicode_FromString(heap_method) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "heap_hooks_installed", PyBool_FromLong(mt_heap_installed())) < 0 ||
+        mt_set(d, "unavailable", unavailable_figures(st->probe, heap_why, numpy_ready)) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+PyObject *
+mt_process_report(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    PyObject *d = PyDict_New();
+    if (d == NULL || mt_set(d, "process", mt_process_view(module, NULL)) < 0 ||
+        mt_set(d, "cells", mt_cell_history(module, NULL)) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+PyObject *
+mt_process_set_peak_method(PyObject *module, PyObject *name)
+{
+    mt_state *st = mt_get_state(module);
+    const char *s = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+    mt_peak_method method;
+    if (s && strcmp(s, "hwm") == 0) {
+        method = MT_PEAK_HWM;
+    }
+    else if (s && strcmp(s, "sampled") == 0) {
+        method = MT_PEAK_SAMPLED;
+    }
+    else {
+        PyErr_SetString(PyExc_ValueError, "peak method must be 'hwm' or 'sampled'");
+        return NULL;
+    }
+    if (st->probe->method == MT_PEAK_NONE || mt_probe_set_method(st->probe, method) < 0) {
+        PyErr_Format(PyExc_OSError, "cannot use peak method '%s' here: %s", s,
+                     method == MT_PEAK_HWM ? "/proc/self/clear_refs cannot be written"
+                                           : "/proc/self/statm cannot be read");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject *
+mt_process_install_hooks(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
+{
+    if (mt_heap_install() < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject *
+mt_process_uninstall_hooks(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_state *st = mt_get_state(module);
+    /* Unloading from inside a cell: that cell's end will not reach us. */
+    PyObject *previous = st->numpy_previous;
+    st->numpy_previous = NULL;
+    st->cells.window.open = 0;
+    long long peak, rss;
+    mt_probe_peak_end(st->probe, &peak, &rss);
+    if (mt_heap_numpy_end(previous) < 0) {
+        return NULL;
+    }
+    int left = mt_heap_uninstall();
+    if (left < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(left == 0);
+}
+
+PyObject *
+mt_process_allocators(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
+{
+    return mt_heap_allocators();
+}
+
+PyObject *
+mt_process_set_root(PyObject *module, PyObject *root)
+{
+    const char *s = PyUnicode_AsUTF8(root);
+    if (s == NULL || mt_process_open_probe(module, s) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+kb_fields(const char *text, const char *a, const char *b)
+{
+    long long va = -1, vb = -1;
+    mt_probe_parse_kb_field(text, a, &va);
+    mt_probe_parse_kb_field(text, b, &vb);
+    return Py_BuildValue("{sNsN}", a, mt_size_or_none(va), b, mt_size_or_none(vb));
+}
+
+/* _parse(kind, text): the pure parsers, for unit tests on fake text. */
+PyObject *
+mt_process_parse(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    const char *kind, *text;
+    if (nargs != 2 || !(kind = PyUnicode_AsUTF8(args[0])) || !(text = PyUnicode_AsUTF8(args[1]))) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "_parse(kind, text)");
+        }
+        return NULL;
+    }
+    if (strcmp(kind, "status") == 0) {
+        return kb_fields(text, "VmRSS", "VmHWM");
+    }
+    if (strcmp(kind, "meminfo") == 0) {
+        return kb_fields(text, "MemTotal", "MemAvailable");
+    }
+    if (strcmp(kind, "statm") == 0) {
+        long long rss;
+        if (mt_probe_parse_statm(text, 4096, &rss) < 0) {
+            Py_RETURN_NONE;
+        }
+        return PyLong_FromLongLong(rss);
+    }
+    if (strcmp(kind, "limit") == 0) {
+        long long limit;
+        if (mt_probe_parse_limit(text, &limit) < 0) {
+            return PyUnicode_FromString("unreadable");
+        }
+        return mt_size_or_none(limit);
+    }
+    if (strcmp(kind, "memory.stat") == 0) {
+        long long v;
+        if (mt_probe_parse_keyed(text, "hierarchical_memory_limit", &v) < 0) {
+            Py_RETURN_NONE;
+        }
+        return PyLong_FromLongLong(v);
+    }
+    if (strcmp(kind, "cgroup") == 0) {
+        char v2[MT_PROBE_PATH_MAX], v1[MT_PROBE_PATH_MAX];
+        if (mt_probe_parse_cgroup(text, v2, sizeof v2, v1, sizeof v1) < 0) {
+            Py_RETURN_NONE;
+        }
+        return Py_BuildValue("(ss)", v2, v1);
+    }
+    if (strcmp(kind, "mountinfo") == 0) {
+        mt_probe_mounts m;
+        if (mt_probe_parse_mountinfo(text, &m) < 0) {
+            Py_RETURN_NONE;
+        }
+        return Py_BuildValue("{ssssssss}", "v2_mount", m.v2_mount, "v2_root", m.v2_root,
+                             "v1_mount", m.v1_mount, "v1_root", m.v1_root);
+    }
+    if (strcmp(kind, "pids") == 0) {
+        pid_t pids[MT_PROBE_MAX_CHILDREN];
+        int n = mt_probe_parse_pids(text, pids, MT_PROBE_MAX_CHILDREN);
+        PyObject *list = PyList_New(n);
+        for (int i = 0; list && i < n; i++) {
+            PyList_SET_ITEM(list, i, PyLong_FromLong((long)pids[i]));
+        }
+        return list;
+    }
+    if (strcmp(kind, "starttime") == 0) {
+        unsigned long long ticks;
+        if (mt_probe_parse_starttime(text, &ticks) < 0) {
+            Py_RETURN_NONE;
+        }
+        return PyLong_FromUnsignedLongLong(ticks);
+    }
+    PyErr_Format(PyExc_ValueError, "unknown parser '%s'", kind);
+    return NULL;
+}

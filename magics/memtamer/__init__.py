@@ -1,0 +1,106 @@
+"""memtamer: exact per-cell memory measurement for IPython and Jupyter kernels.
+
+Load it in a kernel with ``%load_ext memtamer``; see ``%memreport?``.
+Python API: ``memtamer.report()`` returns the figures as a dict.
+"""
+
+import sys
+
+from . import _core
+from .sizes import format_size, parse_size
+
+__all__ = ["report", "load_ipython_extension", "unload_ipython_extension"]
+
+DEFAULT_NOTICE_THRESHOLD = 512 * 1024**2
+
+
+def report():
+    """Everything memtamer knows, as a dict: ``process`` (rss, limit, its
+    source, headroom, methods) and ``cells`` (one dict per measured cell)."""
+    return _core.report()
+
+
+class _Extension:
+    """What load_ipython_extension registered, so unload removes exactly that."""
+
+    def __init__(self, shell):
+        self.shell = shell
+        self.notice_threshold = DEFAULT_NOTICE_THRESHOLD
+        self.magics = None
+        self._warned = set()
+
+    def report(self):
+        return _core.report()
+
+    def start(self):
+        from .magics import MemtamerMagics
+
+        _core.install_hooks()
+        self.shell.events.register("pre_run_cell", self.pre_run_cell)
+        self.shell.events.register("post_run_cell", self.post_run_cell)
+        self.magics = MemtamerMagics(self.shell, self)
+        self.shell.register_magics(self.magics)
+        unavailable = _core.process().get("unavailable", {})
+        for figure in ("peak_rss", "heap_peak_increment"):
+            if figure in unavailable:
+                print(f"memtamer: {figure} is unavailable here: {unavailable[figure]}")
+
+    def stop(self):
+        self.shell.events.unregister("pre_run_cell", self.pre_run_cell)
+        self.shell.events.unregister("post_run_cell", self.post_run_cell)
+        registered = self.shell.magics_manager.magics
+        for kind, names in self.magics.magics.items():
+            for name in names:
+                registered[kind].pop(name, None)
+        if not _core.uninstall_hooks():
+            print("memtamer: another allocator hook (such as tracemalloc) was installed after "
+                  "memtamer's and still wraps it; memtamer's hook stays in that chain and only counts.")
+
+    # IPython prints a traceback for a callback that raises and carries on:
+    # ours report a failure once and never raise.
+    def _warn_once(self, where, exc):
+        if where not in self._warned:
+            self._warned.add(where)
+            print(f"memtamer: {where} failed ({type(exc).__name__}: {exc}); "
+                  "figures for this cell may be missing", file=sys.stderr)
+
+    def pre_run_cell(self, info):
+        try:
+            count = self.shell.execution_count if getattr(info, "store_history", True) else None
+            _core.cell_begin(count, info.raw_cell or "")
+        except Exception as exc:  # noqa: BLE001 - a callback must not raise
+            self._warn_once("cell_begin", exc)
+
+    def post_run_cell(self, result):
+        try:
+            record = _core.cell_end(result.execution_count, not result.success)
+            threshold = self.notice_threshold
+            if record and threshold and max(record.get("peak_increment") or 0,
+                                            record.get("retained") or 0) >= threshold:
+                from .render import notice
+
+                print(notice(record, _core.process()))
+        except Exception as exc:  # noqa: BLE001 - a callback must not raise
+            self._warn_once("cell_end", exc)
+
+
+_active = None
+
+
+def load_ipython_extension(shell):
+    """Called by %load_ext memtamer; loading twice is harmless."""
+    global _active
+    if _active is not None:
+        return
+    extension = _Extension(shell)
+    extension.start()
+    _active = extension
+
+
+def unload_ipython_extension(shell):
+    """Called by %unload_ext memtamer: removes every hook and magic it added."""
+    global _active
+    if _active is None:
+        return
+    _active.stop()
+    _active = None

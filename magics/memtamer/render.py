@@ -1,0 +1,156 @@
+"""Rendering of memtamer's reports: aligned text for terminals, HTML with a
+small inline SVG chart for notebooks.  Pure functions over report dicts."""
+
+import html
+
+from .sizes import format_size
+
+CELL_COLUMNS = (
+    # (heading, key, signed size?)
+    ("cell", "cell", None),
+    ("peak +", "peak_increment", True),
+    ("retained", "retained", True),
+    ("RSS after", "rss_after", False),
+    ("heap peak +", "heap_peak_increment", True),
+    ("numpy peak +", "numpy_peak_increment", True),
+    ("children", "children_peak", False),
+    ("time", "seconds", None),
+    ("source", "first_line", None),
+)
+
+
+def _cell_value(record, key, signed):
+    value = record.get(key)
+    if key == "seconds":
+        return f"{value:.3f} s" if value is not None else "n/a"
+    if key == "cell":
+        text = "-" if value is None else str(value)
+        return text + (" !" if record.get("status") == "error" else "")
+    if key == "first_line":
+        return value or ""
+    if key == "children_peak" and not value:
+        return "-" if value == 0 else "n/a"
+    return format_size(value, signed=bool(signed))
+
+
+def process_lines(process):
+    rss = format_size(process.get("rss"))
+    limit = format_size(process.get("limit"))
+    lines = [f"RSS {rss} of {limit} ({process.get('limit_source') or 'limit unknown'})"]
+    if process.get("available") is not None:
+        lines[0] += f" · headroom {format_size(process['available'])}"
+    lines.append(
+        f"peaks: {process.get('peak_method')} · heap hooks: "
+        f"{process.get('heap_method') or 'off'}"
+    )
+    for figure, why in sorted((process.get("unavailable") or {}).items()):
+        lines.append(f"unavailable: {figure} ({why})")
+    return lines
+
+
+def _table_text(headings, rows):
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headings)]
+    out = ["  ".join(h.rjust(w) if i < len(headings) - 1 else h
+                     for i, (h, w) in enumerate(zip(headings, widths)))]
+    for row in rows:
+        out.append("  ".join(v.rjust(w) if i < len(row) - 1 else v
+                             for i, (v, w) in enumerate(zip(row, widths))))
+    return out
+
+
+def cell_rows(cells):
+    return [[_cell_value(c, key, signed) for _, key, signed in CELL_COLUMNS] for c in cells]
+
+
+def cells_text(cells, title):
+    headings = [h for h, _, _ in CELL_COLUMNS]
+    if not cells:
+        return [title, "  (no cells measured yet: memtamer measures the cells run after it is loaded)"]
+    return [title] + ["  " + line for line in _table_text(headings, cell_rows(cells))]
+
+
+def _svg_chart(cells, width=560, height=120):
+    """RSS after each cell as a line, the cell's peak as a bar behind it."""
+    points = [c for c in cells if c.get("peak_rss") is not None and c.get("rss_after") is not None]
+    if len(points) < 2:
+        return ""
+    top = max(max(c["peak_rss"], c["rss_after"]) for c in points) or 1
+    step = width / len(points)
+    bars, line = [], []
+    for i, c in enumerate(points):
+        x = i * step
+        h = c["peak_rss"] / top * (height - 10)
+        bars.append(
+            f'<rect x="{x + step * 0.15:.1f}" y="{height - h:.1f}" width="{step * 0.7:.1f}" '
+            f'height="{h:.1f}" fill="#f4a582"><title>cell {c.get("cell")}: peak '
+            f'{html.escape(format_size(c["peak_rss"]))}</title></rect>'
+        )
+        y = height - c["rss_after"] / top * (height - 10)
+        line.append(f"{x + step / 2:.1f},{y:.1f}")
+    return (
+        f'<svg width="{width}" height="{height}" role="img" aria-label="RSS and peak per cell">'
+        + "".join(bars)
+        + f'<polyline points="{" ".join(line)}" fill="none" stroke="#2166ac" stroke-width="2"/>'
+        + f'<text x="4" y="12" font-size="11" fill="#555">peak RSS (bars) and RSS after '
+        f'(line) · max {html.escape(format_size(top))}</text></svg>'
+    )
+
+
+def cells_html(cells, title):
+    if not cells:
+        return f"<p><b>{html.escape(title)}</b>: no cells measured yet.</p>"
+    head = "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in CELL_COLUMNS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+        for row in cell_rows(cells)
+    )
+    return (
+        f"<p><b>{html.escape(title)}</b></p>"
+        f'<table class="memtamer"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    )
+
+
+class Report:
+    """What %memreport displays: text in terminals, HTML in notebooks."""
+
+    def __init__(self, report, view, cells):
+        self.report = report
+        self.view = view
+        self.cells = cells
+
+    def _title(self):
+        return "heaviest cells" if self.view == "summary" else "cells"
+
+    def text(self):
+        lines = ["memtamer — " + process_lines(self.report["process"])[0]]
+        lines += ["  " + line for line in process_lines(self.report["process"])[1:]]
+        lines += cells_text(self.cells, self._title())
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return self.text()
+
+    def _repr_pretty_(self, printer, cycle):
+        printer.text(self.text())
+
+    def _repr_html_(self):
+        process = process_lines(self.report["process"])
+        return (
+            '<div class="memtamer-report">'
+            f"<p><b>memtamer</b> — {html.escape(process[0])}<br>"
+            + "<br>".join(html.escape(line) for line in process[1:])
+            + "</p>"
+            + _svg_chart(self.report["cells"])
+            + cells_html(self.cells, self._title())
+            + "</div>"
+        )
+
+
+def notice(record, process):
+    """One line after a heavy cell."""
+    return (
+        f"cell {record.get('cell')}: peak {format_size(record.get('peak_increment'), signed=True)}, "
+        f"retained {format_size(record.get('retained'), signed=True)} · "
+        f"RSS {format_size(process.get('rss'))} of {format_size(process.get('limit'))}"
+    )
