@@ -1,0 +1,81 @@
+"""A real ipykernel, driven over ZeroMQ by jupyter_client, for integration tests."""
+
+import ast
+import json
+import os
+import queue
+
+from jupyter_client.manager import KernelManager
+
+
+class CellError(AssertionError):
+    pass
+
+
+class Kernel:
+    """Starts a kernel of this Python; run() executes a cell and returns what
+    it printed and raised; query() evaluates an expression without a cell."""
+
+    def __init__(self, env=None, cwd=None):
+        self.km = KernelManager(kernel_name="python3")
+        kernel_env = dict(os.environ)
+        kernel_env.update(env or {})
+        self.km.start_kernel(env=kernel_env, cwd=cwd)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=120)
+
+    def run(self, code, timeout=300, allow_error=False):
+        """Executes code as a cell; returns {'stdout', 'stderr', 'error', 'data',
+        'execution_count'}.  Raises CellError when the cell fails unless allow_error."""
+        msg_id = self.kc.execute(code)
+        out = {"stdout": "", "stderr": "", "error": None, "data": [], "execution_count": None}
+        while True:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=timeout)
+            except queue.Empty:
+                raise TimeoutError(f"no output from the kernel within {timeout}s for {code!r}")
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                out[content["name"]] += content["text"]
+            elif kind in ("display_data", "execute_result"):
+                out["data"].append(content["data"])
+            elif kind == "error":
+                out["error"] = {"ename": content["ename"], "evalue": content["evalue"],
+                                "traceback": "\n".join(content["traceback"])}
+            elif kind == "status" and content["execution_state"] == "idle":
+                break
+        reply = self.kc.get_shell_msg(timeout=timeout)
+        out["execution_count"] = reply["content"].get("execution_count")
+        if out["error"] and not allow_error:
+            raise CellError(f"cell failed: {out['error']['ename']}: {out['error']['evalue']}\n"
+                            f"{out['error']['traceback']}")
+        return out
+
+    def query(self, expression, timeout=120):
+        """The JSON value of expression, evaluated silently (no cell, no hooks)."""
+        msg_id = self.kc.execute("", silent=True, store_history=False,
+                                 user_expressions={"v": f"__import__('json').dumps({expression})"})
+        while True:
+            reply = self.kc.get_shell_msg(timeout=timeout)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        value = reply["content"]["user_expressions"]["v"]
+        if value["status"] != "ok":
+            raise CellError(f"{expression}: {value.get('ename')}: {value.get('evalue')}")
+        return json.loads(ast.literal_eval(value["data"]["text/plain"]))
+
+    def last_cell(self):
+        return self.query("__import__('memtamer').report()['cells'][-1]")
+
+    def is_alive(self):
+        return self.km.is_alive()
+
+    def kill(self):
+        self.km.kill_kernel()
+
+    def shutdown(self):
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
