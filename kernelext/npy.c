@@ -21,7 +21,12 @@ mt_npy_ready(void)
     if (numpy == NULL) {
         return PyErr_Occurred() ? -1 : 0;
     }
+    /* sys.modules["numpy"] = None is how one blocks an import. */
+    int blocked = numpy == Py_None;
     Py_DECREF(numpy);
+    if (blocked) {
+        return 0;
+    }
     if (_import_array() < 0) {
         return -1;
     }

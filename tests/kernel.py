@@ -47,8 +47,16 @@ class Kernel:
                                 "traceback": "\n".join(content["traceback"])}
             elif kind == "status" and content["execution_state"] == "idle":
                 break
-        reply = self.kc.get_shell_msg(timeout=timeout)
-        out["execution_count"] = reply["content"].get("execution_count")
+        while True:
+            reply = self.kc.get_shell_msg(timeout=timeout)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        content = reply["content"]
+        out["execution_count"] = content.get("execution_count")
+        # IPython reports a UsageError only in the reply, not on iopub.
+        if content["status"] == "error" and out["error"] is None:
+            out["error"] = {"ename": content.get("ename"), "evalue": content.get("evalue"),
+                            "traceback": "\n".join(content.get("traceback") or [])}
         if out["error"] and not allow_error:
             raise CellError(f"cell failed: {out['error']['ename']}: {out['error']['evalue']}\n"
                             f"{out['error']['traceback']}")

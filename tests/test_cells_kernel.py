@@ -22,3 +22,73 @@ def test_retained_array(kernel):
     assert cell["retained"] == pytest.approx(256 * MiB, rel=0.03)
     assert cell["numpy_peak_increment"] == pytest.approx(256 * MiB, rel=0.01)
     kernel.run("del kept")
+
+
+def test_heap_peak_counts_python_allocations(kernel):
+    kernel.run("blob = b'x' * (200 * 2**20)  # written, so resident\ndel blob")
+    cell = kernel.last_cell()
+    assert cell["heap_peak_increment"] == pytest.approx(200 * MiB, rel=0.02)
+    assert cell["peak_increment"] == pytest.approx(200 * MiB, rel=0.05)
+
+
+def test_child_process_peak(kernel):
+    kernel.run(
+        "import multiprocessing as mp\n"
+        "def touch():\n"
+        "    buf = bytearray(512 * 2**20)\n"
+        "    buf[::4096] = b'x' * len(buf[::4096])\n"
+        "p = mp.get_context('fork').Process(target=touch)\n"
+        "p.start(); p.join()\n"
+        "assert p.exitcode == 0"
+    )
+    cell = kernel.last_cell()
+    assert cell["children_peak"] >= 512 * MiB
+    # The parent itself did not grow by the child's memory.
+    assert cell["peak_increment"] < 64 * MiB
+
+
+def test_live_child_started_in_cell(kernel):
+    kernel.run(
+        "import subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', "
+        "'import sys; b = bytearray(300 * 2**20); b[::4096] = b\"x\" * len(b[::4096]); "
+        "print(1, flush=True); sys.stdin.read()'], stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n"
+        "child.stdout.readline()"
+    )
+    cell = kernel.last_cell()
+    kernel.run("child.stdin.close(); child.wait()")
+    assert cell["children_peak"] >= 300 * MiB
+
+
+def test_failed_and_magic_cells_are_cells(kernel):
+    out = kernel.run("raise ValueError('boom')", allow_error=True)
+    assert out["error"]["ename"] == "ValueError"
+    failed = kernel.last_cell()
+    assert failed["status"] == "error"
+    assert failed["cell"] == out["execution_count"]
+    kernel.run("%time x = 1")
+    magic = kernel.last_cell()
+    assert magic["first_line"] == "%time x = 1"
+    assert magic["status"] == "ok"
+
+
+def test_execution_counts_follow_the_kernel(kernel):
+    out = kernel.run("y = 2")
+    assert kernel.last_cell()["cell"] == out["execution_count"]
+
+
+def test_sampled_fallback_sees_a_held_spike(fresh_kernel):
+    fresh_kernel.run("%load_ext memtamer\nimport memtamer, numpy as np, time")
+    fresh_kernel.run("memtamer._core.set_peak_method('sampled')")
+    fresh_kernel.run("a = np.ones(2**25)  # 256 MiB\ntime.sleep(0.05)\ndel a")
+    cell = fresh_kernel.last_cell()
+    assert cell["peak_method"] == "sampled"
+    assert cell["peak_increment"] == pytest.approx(256 * MiB, rel=0.05)
+
+
+def test_first_cell_after_loading(fresh_kernel):
+    out = fresh_kernel.run("%load_ext memtamer")
+    assert out["stderr"] == ""
+    assert fresh_kernel.query("__import__('memtamer').report()['cells']") == []
+    fresh_kernel.run("z = 1")
+    assert fresh_kernel.query("len(__import__('memtamer').report()['cells'])") == 1

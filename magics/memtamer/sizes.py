@@ -33,7 +33,7 @@ def format_size(n, signed=False):
     sign = ("-" if n < 0 else "+") if signed else ("-" if n < 0 else "")
     n = abs(n)
     for unit, scale in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= scale:
+        if n >= scale * 0.995:  # 1,073,549,312 B reads "1.0 GiB", not "1024 MiB"
             value = n / scale
             text = f"{value:.1f}" if value < 10 else f"{value:.0f}"
             return f"{sign}{text} {unit}"

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The test command: sets everything up on a fresh machine, then runs every test.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"

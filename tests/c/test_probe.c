@@ -1,0 +1,49 @@
+/* probe.c from plain C: no Python, fake text only.  Built and run by
+ * tests/test_probe_c.py; prints "N passed, N failed". */
+#include <stdio.h>
+#include <string.h>
+
+#include "memtamer/probe.h"
+
+static int passed, failed;
+
+#define CHECK(cond)                                                   \
+    do {                                                              \
+        if (cond) {                                                   \
+            passed++;                                                 \
+        }                                                             \
+        else {                                                        \
+            failed++;                                                 \
+            fprintf(stderr, "%s:%d: failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                             \
+    } while (0)
+
+int
+main(void)
+{
+    long long v = 0;
+    CHECK(mt_probe_parse_kb_field("VmHWM:\t 2048 kB\nVmRSS:\t 1024 kB\n", "VmRSS", &v) == 0 && v == 1024 * 1024);
+    CHECK(mt_probe_parse_kb_field("VmRSS:\t 1024 kB\n", "VmHWM", &v) == -1);
+    CHECK(mt_probe_parse_statm("10 3 1 0 0 0 0", 4096, &v) == 0 && v == 3 * 4096);
+    CHECK(mt_probe_parse_limit("max\n", &v) == 0 && v == MT_PROBE_UNLIMITED);
+    CHECK(mt_probe_parse_limit("4096\n", &v) == 0 && v == 4096);
+    CHECK(mt_probe_parse_limit("18446744073709551615", &v) == 0 && v == MT_PROBE_UNLIMITED);
+    CHECK(mt_probe_parse_limit("x", &v) == -1);
+
+    char v2[64], v1[64];
+    CHECK(mt_probe_parse_cgroup("5:memory:/a/b\n0::/c\n", v2, sizeof v2, v1, sizeof v1) == 0 &&
+          strcmp(v2, "/c") == 0 && strcmp(v1, "/a/b") == 0);
+    char tiny[3];
+    CHECK(mt_probe_parse_cgroup("0::/too/long\n", tiny, sizeof tiny, v1, sizeof v1) == -1);
+
+    pid_t pids[2];
+    CHECK(mt_probe_parse_pids("1 2 3 4", pids, 2) == 2 && pids[1] == 2);
+
+    unsigned long long ticks = 0;
+    CHECK(mt_probe_parse_starttime("1 (a) b) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 4242 1", &ticks) == 0 &&
+          ticks == 4242);
+    CHECK(mt_probe_parse_starttime("1 (trunc", &ticks) == -1);
+
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}

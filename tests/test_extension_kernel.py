@@ -1,0 +1,87 @@
+"""Loading, unloading and the magics in a real kernel."""
+
+import json
+
+import pytest
+
+ALLOCATORS = "__import__('memtamer')._core._allocators()"
+
+
+def test_unload_restores_every_hook_and_reload_works(fresh_kernel):
+    fresh_kernel.run("import memtamer, numpy as np")
+    before = fresh_kernel.query(ALLOCATORS)
+    handler = fresh_kernel.query("np.core.multiarray.get_handler_name()")
+    fresh_kernel.run("%load_ext memtamer")
+    fresh_kernel.run("%load_ext memtamer")  # twice is harmless
+    loaded = fresh_kernel.query(ALLOCATORS)
+    assert loaded["raw"] != before["raw"] and loaded["arena"] != before["arena"]
+    fresh_kernel.run("x = np.ones(10)")
+    fresh_kernel.run("%unload_ext memtamer")
+    assert fresh_kernel.query(ALLOCATORS) == before
+    assert fresh_kernel.run("print(np.core.multiarray.get_handler_name())")["stdout"].strip() == handler
+    out = fresh_kernel.run("%memreport", allow_error=True)
+    assert out["error"] and out["error"]["ename"] == "UsageError"  # the magic is gone
+    cells = fresh_kernel.query("len(memtamer.report()['cells'])")
+    fresh_kernel.run("y = 1")
+    assert fresh_kernel.query("len(memtamer.report()['cells'])") == cells  # no hooks left
+    fresh_kernel.run("%reload_ext memtamer")
+    fresh_kernel.run("y = 2")
+    assert fresh_kernel.query("len(memtamer.report()['cells'])") == cells + 1
+    fresh_kernel.run("%reload_ext memtamer")
+    assert fresh_kernel.query(ALLOCATORS)["raw"] == loaded["raw"]
+
+
+def test_memreport_html_and_text(kernel):
+    kernel.run("import numpy as np")
+    kernel.run("a = np.ones(2**24)")
+    out = kernel.run("%memreport cells")
+    (data,) = out["data"]
+    assert "<table" in data["text/html"] and "<svg" in data["text/html"]
+    assert "peak +" in data["text/plain"] and "a = np.ones(2**24)" in data["text/plain"]
+    summary = kernel.run("%memreport")["data"][0]["text/plain"]
+    assert "heaviest cells" in summary and "RSS" in summary
+
+
+def test_memreport_json(kernel):
+    kernel.run("c = 3")
+    out = kernel.run("%memreport cells -n 2 --json")
+    report = json.loads(out["stdout"])
+    assert len(report["cells"]) == 2
+    assert report["cells"][-1]["first_line"] == "c = 3"
+    assert report["process"]["limit"] > 0
+
+
+def test_memreport_sort_by_retained(kernel):
+    kernel.run("import numpy as np")
+    kernel.run("biggest = np.ones(3 * 2**24)  # 384 MiB kept, more than any other cell here")
+    kernel.run("spike = np.ones(2**26)  # 512 MiB peak, nothing kept\ndel spike")
+    retained = json.loads(kernel.run("%memreport cells --sort retained -n 1 --json")["stdout"])
+    assert retained["cells"][0]["first_line"].startswith("biggest =")
+    peak = json.loads(kernel.run("%memreport cells --sort peak -n 1 --json")["stdout"])
+    assert peak["cells"][0]["first_line"].startswith("spike =")
+    kernel.run("del biggest")
+
+
+@pytest.mark.parametrize("line", [
+    "%memreport --sort nope",
+    "%memreport cells -n 0",
+    "%memreport tables",
+    "%memreport -n many",
+    "%memtamer --notice lots",
+])
+def test_bad_arguments_raise_usage_error(kernel, line):
+    out = kernel.run(line, allow_error=True)
+    assert out["error"]["ename"] == "UsageError", out
+    assert out["error"]["evalue"]
+
+
+def test_notice_after_heavy_cell(kernel):
+    kernel.run("%memtamer --notice 100MiB")
+    out = kernel.run("import numpy as np\nspike = np.ones(2**25)\ndel spike")
+    count = out["execution_count"]
+    assert f"cell {count}: peak +256 MiB" in out["stdout"]
+    assert "of" in out["stdout"]
+    quiet = kernel.run("small = 1")
+    assert quiet["stdout"] == ""
+    kernel.run("%memtamer --notice off")
+    assert "peak" not in kernel.run("spike = np.ones(2**25)\ndel spike")["stdout"]

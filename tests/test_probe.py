@@ -1,0 +1,191 @@
+"""The /proc and cgroup parsers on fake text, and the limit logic on fake trees."""
+
+import os
+
+import pytest
+
+from memtamer import _core
+
+STATUS = """Name:\tpython3
+Umask:\t0022
+VmPeak:\t 3060000 kB
+VmHWM:\t  204800 kB
+VmRSS:\t  102400 kB
+RssAnon:\t     112 kB
+"""
+
+
+def test_status_fields():
+    assert _core._parse("status", STATUS) == {"VmRSS": 102400 * 1024, "VmHWM": 204800 * 1024}
+
+
+def test_status_missing_field_is_none():
+    assert _core._parse("status", "Name:\tx\nVmRSS:\t 5 kB\n") == {"VmRSS": 5120, "VmHWM": None}
+
+
+def test_field_prefix_does_not_match_longer_key():
+    # "VmRSSX" must not be read as VmRSS.
+    assert _core._parse("status", "VmRSSX:\t 9 kB\nVmRSS:\t 7 kB\n")["VmRSS"] == 7 * 1024
+
+
+def test_meminfo():
+    text = "MemTotal:       16384000 kB\nMemFree:  100 kB\nMemAvailable:    8192000 kB\n"
+    assert _core._parse("meminfo", text) == {"MemTotal": 16384000 * 1024,
+                                             "MemAvailable": 8192000 * 1024}
+
+
+def test_statm_uses_page_size():
+    assert _core._parse("statm", "765 440 361 5 0 90 0\n") == 440 * 4096
+    assert _core._parse("statm", "garbage") is None
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("max\n", None),                     # v2: no limit
+    ("9223372036854771712\n", None),     # v1: "unlimited"
+    ("2147483648\n", 2 * 1024**3),
+    ("  1048576", 1024**2),
+    ("", "unreadable"),
+    ("-1", "unreadable"),
+])
+def test_limit_values(text, expected):
+    assert _core._parse("limit", text) == expected
+
+
+def test_cgroup_v2_only():
+    assert _core._parse("cgroup", "0::/user.slice/user-1000.slice/session-2.scope\n") == \
+        ("/user.slice/user-1000.slice/session-2.scope", "")
+
+
+def test_cgroup_v1_memory_among_controllers():
+    text = "12:pids:/a\n4:cpu,memory:/docker/abc\n1:name=systemd:/x\n0::/\n"
+    assert _core._parse("cgroup", text) == ("/", "/docker/abc")
+
+
+def test_cgroup_memory_substring_is_not_memory():
+    assert _core._parse("cgroup", "3:memory_extra:/a\n") is None
+
+
+def test_mountinfo_hybrid():
+    text = (
+        "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
+        "35 31 0:32 /docker/abc /sys/fs/cgroup/memory rw,relatime shared:9 - cgroup cgroup rw,memory\n"
+        "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n"
+    )
+    assert _core._parse("mountinfo", text) == {
+        "v2_mount": "/sys/fs/cgroup/unified", "v2_root": "/",
+        "v1_mount": "/sys/fs/cgroup/memory", "v1_root": "/docker/abc",
+    }
+
+
+def test_pids_and_starttime():
+    assert _core._parse("pids", "4821 4822 \n") == [4821, 4822]
+    assert _core._parse("pids", "") == []
+    # A command name with spaces and a ')' of its own.
+    fields = " ".join(str(i) for i in range(3, 22))  # fields 3..21
+    stat = f"1234 (evil) name) S {fields.split(' ', 1)[1]} 987654 99 100"
+    assert _core._parse("starttime", stat) == 987654
+
+
+def test_memory_stat_hierarchical_limit():
+    assert _core._parse("memory.stat", "cache 1\nhierarchical_memory_limit 536870912\n") == 512 * 1024**2
+
+
+# ---- the limit on fake trees ----
+
+MEMINFO = "MemTotal:       16777216 kB\nMemAvailable:    8388608 kB\n"
+
+
+def fake_tree(tmp_path, cgroup, mountinfo, files):
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/meminfo").write_text(MEMINFO)
+    (tmp_path / "proc/self/cgroup").write_text(cgroup)
+    (tmp_path / "proc/self/mountinfo").write_text(mountinfo)
+    for name, text in files.items():
+        path = tmp_path / name.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return str(tmp_path)
+
+
+@pytest.fixture
+def proc_root():
+    roots = []
+
+    def use(root):
+        roots.append(root)
+        _core._set_proc_root(root)
+        return _core.process()
+
+    yield use
+    _core._set_proc_root("")
+
+
+V2_MOUNT = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n"
+V1_MOUNT = "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+
+
+def test_limit_cgroup_v2_smallest_ancestor(tmp_path, proc_root):
+    root = fake_tree(tmp_path, "0::/kube/pod1/box\n", V2_MOUNT, {
+        "sys/fs/cgroup/kube/memory.max": "4294967296\n",
+        "sys/fs/cgroup/kube/pod1/memory.max": "max\n",
+        "sys/fs/cgroup/kube/pod1/box/memory.max": "max\n",
+        "sys/fs/cgroup/kube/pod1/box/memory.current": "1073741824\n",
+    })
+    view = proc_root(root)
+    assert view["limit"] == 4 * 1024**3
+    assert view["limit_source"] == "cgroup2 memory.max"
+    assert view["limit_path"].endswith("/sys/fs/cgroup/kube/memory.max")
+    assert view["usage"] == 1024**3
+    assert view["available"] == 3 * 1024**3
+
+
+def test_limit_cgroup_v1_hierarchical(tmp_path, proc_root):
+    root = fake_tree(tmp_path, "4:memory:/docker/abc\n0::/\n", V1_MOUNT, {
+        "sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes": "9223372036854771712\n",
+        "sys/fs/cgroup/memory/docker/abc/memory.usage_in_bytes": "536870912\n",
+        "sys/fs/cgroup/memory/docker/abc/memory.stat": "cache 0\nhierarchical_memory_limit 2147483648\n",
+    })
+    view = proc_root(root)
+    assert view["limit"] == 2 * 1024**3
+    assert view["limit_source"] == "cgroup1 memory.limit_in_bytes"
+    assert view["usage"] == 512 * 1024**2
+    assert view["available"] == 1536 * 1024**2
+
+
+def test_limit_namespaced_cgroup_falls_back_to_mount(tmp_path, proc_root):
+    # Inside a cgroup namespace the listed path does not exist under the mount.
+    root = fake_tree(tmp_path, "0::/not/visible\n", V2_MOUNT, {
+        "sys/fs/cgroup/memory.max": "1073741824\n",
+        "sys/fs/cgroup/memory.current": "104857600\n",
+    })
+    view = proc_root(root)
+    assert view["limit"] == 1024**3
+    assert view["usage"] == 100 * 1024**2
+
+
+def test_limit_unlimited_cgroup_uses_memtotal(tmp_path, proc_root):
+    root = fake_tree(tmp_path, "0::/a\n", V2_MOUNT, {"sys/fs/cgroup/a/memory.max": "max\n"})
+    view = proc_root(root)
+    assert view["limit"] == 16 * 1024**3
+    assert view["limit_source"] == "MemTotal"
+    assert view["available"] == 8 * 1024**3
+
+
+def test_limit_above_memtotal_is_memtotal(tmp_path, proc_root):
+    root = fake_tree(tmp_path, "0::/a\n", V2_MOUNT, {"sys/fs/cgroup/a/memory.max": str(64 * 1024**3)})
+    assert proc_root(root)["limit_source"] == "MemTotal"
+
+
+def test_no_proc_says_what_is_unavailable(tmp_path, proc_root):
+    view = proc_root(str(tmp_path))  # an empty tree: no /proc at all
+    assert view["rss"] is None
+    assert view["peak_method"] == "unavailable"
+    assert "peak_rss" in view["unavailable"]
+    assert view["limit"] is None
+
+
+def test_real_machine_limit_is_sane():
+    view = _core.process()
+    assert view["rss"] > 0
+    assert 0 < view["limit"] <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert view["limit_source"] in ("cgroup2 memory.max", "cgroup1 memory.limit_in_bytes", "MemTotal")
