@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -603,6 +604,16 @@ collect_children(const mt_probe *p, pid_t pid, pid_t *pids, int *n)
     closedir(dir);
 }
 
+/* One syscall instead of a /proc scan for the common case of no children:
+ * waitid sees the children of every thread, and WNOWAIT reaps none. */
+static int
+has_children(void)
+{
+    siginfo_t info;
+    info.si_pid = 0;
+    return !(waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD);
+}
+
 long long
 mt_probe_children_end(mt_probe *p, const mt_probe_children_mark *mark)
 {
@@ -614,6 +625,9 @@ mt_probe_children_end(mt_probe *p, const mt_probe_children_mark *mark)
     long long reaped = reaped_children_maxrss();
     if (reaped > mark->reaped_maxrss) {
         peak = reaped;
+    }
+    if (!has_children()) {
+        return peak;
     }
     collect_children(p, getpid(), pids, &n);
     /* Breadth-first over descendants: pids grows while it is walked. */
