@@ -4,6 +4,7 @@ import ast
 import json
 import os
 import queue
+import time
 
 from jupyter_client.manager import KernelManager
 
@@ -25,10 +26,14 @@ class Kernel:
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=120)
 
-    def run(self, code, timeout=300, allow_error=False):
+    def run(self, code, timeout=300, allow_error=False, interrupt_after=None):
         """Executes code as a cell; returns {'stdout', 'stderr', 'error', 'data',
-        'execution_count'}.  Raises CellError when the cell fails unless allow_error."""
+        'execution_count'}.  Raises CellError when the cell fails unless allow_error.
+        interrupt_after: seconds after which the kernel is interrupted (SIGINT)."""
         msg_id = self.kc.execute(code)
+        if interrupt_after is not None:
+            time.sleep(interrupt_after)
+            self.km.interrupt_kernel()
         out = {"stdout": "", "stderr": "", "error": None, "data": [], "execution_count": None}
         while True:
             try:

@@ -72,6 +72,15 @@ def test_failed_and_magic_cells_are_cells(kernel):
     assert magic["status"] == "ok"
 
 
+def test_interrupted_cell_is_a_cell(kernel):
+    out = kernel.run("import time\nwhile True: time.sleep(0.01)", allow_error=True, interrupt_after=1.0)
+    assert out["error"]["ename"] == "KeyboardInterrupt"
+    cell = kernel.last_cell()
+    assert cell["status"] == "error" and cell["seconds"] >= 0.9
+    kernel.run("after = 1")
+    assert kernel.last_cell()["first_line"] == "after = 1"
+
+
 def test_execution_counts_follow_the_kernel(kernel):
     out = kernel.run("y = 2")
     assert kernel.last_cell()["cell"] == out["execution_count"]

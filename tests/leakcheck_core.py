@@ -1,0 +1,21 @@
+"""Exercised under valgrind by test_leaks.py: every entry point of _core, many times."""
+
+import numpy as np
+
+from memtamer import _core
+
+_core.install_hooks()
+for i in range(200):
+    _core.cell_begin(i, f"cell {i}\nsecond line")
+    kept = np.ones(1000)
+    blob = b"x" * 100_000
+    _core.cell_end(i, i % 7 == 0)
+    del kept, blob
+for _ in range(20):
+    _core.report()
+    _core.process()
+    _core._allocators()
+_core.cell_begin(None, "left open: unload from inside a cell")
+assert _core.uninstall_hooks()
+_core.clear_cells()
+print("leakcheck done")
