@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "memtamer/config.h"
+#include "memtamer/guard.h"
 #include "memtamer/npy.h"
 
 #if MT_HAS_MALLOC_USABLE_SIZE
@@ -70,6 +71,21 @@ mt_heap_read(mt_heap_reading *python, mt_heap_reading *numpy)
     read_counter(&numpy_heap, numpy);
 }
 
+long long
+mt_heap_counted(void)
+{
+    return atomic_load_explicit(&python_heap.current, memory_order_relaxed) +
+           atomic_load_explicit(&numpy_heap.current, memory_order_relaxed);
+}
+
+/* The budget sees large requests only (guard.h); growth by realloc is asked
+ * for as its increase. */
+static inline int
+over_budget(size_t request, size_t block, mt_guard_layer layer)
+{
+    return block >= MT_GUARD_LARGE_REQUEST && mt_guard_refuse(request, layer);
+}
+
 /* ------------------------------------------------------------------ */
 /* Python's allocator domains                                          */
 /* ------------------------------------------------------------------ */
@@ -89,6 +105,9 @@ static int installed_mode = MODE_NONE;
 static inline void *
 counted_malloc(const PyMemAllocatorEx *prev, size_t size)
 {
+    if (over_budget(size, size, MT_GUARD_PYTHON)) {
+        return NULL;
+    }
     void *ptr = prev->malloc(prev->ctx, size);
     if (ptr) {
         count(&python_heap, BLOCK_SIZE(ptr));
@@ -99,6 +118,10 @@ counted_malloc(const PyMemAllocatorEx *prev, size_t size)
 static inline void *
 counted_calloc(const PyMemAllocatorEx *prev, size_t nelem, size_t elsize)
 {
+    size_t size = elsize && nelem > SIZE_MAX / elsize ? SIZE_MAX : nelem * elsize;
+    if (over_budget(size, size, MT_GUARD_PYTHON)) {
+        return NULL;
+    }
     void *ptr = prev->calloc(prev->ctx, nelem, elsize);
     if (ptr) {
         count(&python_heap, BLOCK_SIZE(ptr));
@@ -110,6 +133,10 @@ static inline void *
 counted_realloc(const PyMemAllocatorEx *prev, void *old, size_t size)
 {
     long long old_size = old ? BLOCK_SIZE(old) : 0;
+    if ((long long)size > old_size &&
+        over_budget(size - (size_t)old_size, size, MT_GUARD_PYTHON)) {
+        return NULL;
+    }
     void *ptr = prev->realloc(prev->ctx, old, size);
     if (ptr) {
         count(&python_heap, BLOCK_SIZE(ptr) - old_size);
@@ -321,6 +348,9 @@ static void *
 np_malloc(void *ctx, size_t size)
 {
     (void)ctx;
+    if (over_budget(size, size, MT_GUARD_NUMPY)) {
+        return NULL;
+    }
     void *ptr = wrapped.malloc(wrapped.ctx, size);
     if (ptr) {
         count(&numpy_heap, BLOCK_SIZE(ptr));
@@ -332,6 +362,10 @@ static void *
 np_calloc(void *ctx, size_t nelem, size_t elsize)
 {
     (void)ctx;
+    size_t size = elsize && nelem > SIZE_MAX / elsize ? SIZE_MAX : nelem * elsize;
+    if (over_budget(size, size, MT_GUARD_NUMPY)) {
+        return NULL;
+    }
     void *ptr = wrapped.calloc(wrapped.ctx, nelem, elsize);
     if (ptr) {
         count(&numpy_heap, BLOCK_SIZE(ptr));
@@ -344,6 +378,10 @@ np_realloc(void *ctx, void *old, size_t size)
 {
     (void)ctx;
     long long old_size = old ? BLOCK_SIZE(old) : 0;
+    if ((long long)size > old_size &&
+        over_budget(size - (size_t)old_size, size, MT_GUARD_NUMPY)) {
+        return NULL;
+    }
     void *ptr = wrapped.realloc(wrapped.ctx, old, size);
     if (ptr) {
         count(&numpy_heap, BLOCK_SIZE(ptr) - old_size);

@@ -28,6 +28,9 @@ const char *mt_heap_method(const char **why);
 /* Safe from any thread, with or without the GIL. */
 void mt_heap_reset_peaks(mt_heap_reading *python, mt_heap_reading *numpy);
 void mt_heap_read(mt_heap_reading *python, mt_heap_reading *numpy);
+/* Python's and numpy's current counts summed (the guard's estimate of
+ * growth between RSS readings).  Safe from any thread. */
+long long mt_heap_counted(void);
 
 /* numpy: make our counting handler current for the running cell (numpy
  * keeps it in a ContextVar, and IPython runs each cell in a fresh context),
