@@ -4,6 +4,7 @@
 #include "memtamer/memtamer.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -455,6 +456,14 @@ mt_guard_cell_end(PyObject *module, long long rss_after)
         return;
     }
     watcher_set(g, 0, NULL);
+#if MT_HAS_MALLOC_TRIM
+    /* What the stopped cell freed stays in glibc's heap and would leave the
+     * kernel at its budget: give it back. */
+    if (atomic_load(&trip_state) != TRIP_NONE) {
+        malloc_trim(0);
+        rss_after = mt_probe_rss(&g->probe);
+    }
+#endif
     if (g->record) {
         atomic_store(&g->record->cell, -1);
         if (rss_after >= 0) {
@@ -655,6 +664,7 @@ mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     compute_budget(st, g);
+    mt_heap_numpy_cover_threads(1);
     return mt_guard_status(module, NULL);
 }
 
@@ -663,6 +673,7 @@ mt_guard_disable(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_state *st = mt_get_state(module);
     atomic_store(&armed, 0);
+    mt_heap_numpy_cover_threads(0);
     if (st->guard) {
         watcher_stop(st->guard);
     }
@@ -774,6 +785,7 @@ mt_guard_status(PyObject *module, PyObject *Py_UNUSED(unused))
         mt_set(d, "watcher_tid", watching ? PyLong_FromLong(atomic_load(&g->tid)) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "watcher_polls", PyLong_FromLongLong(atomic_load(&g->polls))) < 0 ||
         mt_set(d, "poll_us", PyLong_FromLong(g->poll_us)) < 0 ||
+        mt_set(d, "numpy_threads", PyBool_FromLong(mt_heap_numpy_threads_covered())) < 0 ||
         mt_set(d, "psi_trigger", PyBool_FromLong(watching && g->psi_fd >= 0)) < 0 ||
         mt_set(d, "signal", PyLong_FromLong(guard_signal())) < 0 ||
         mt_set(d, "large_request", PyLong_FromLong(MT_GUARD_LARGE_REQUEST)) < 0 ||

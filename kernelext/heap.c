@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "memtamer/config.h"
 #include "memtamer/guard.h"
@@ -418,6 +419,72 @@ make_capsule(void)
     return counting_capsule ? 0 : -1;
 }
 
+/* Worker threads: numpy keeps the current handler in a ContextVar and a new
+ * thread starts with the default one, so our per-cell handler never sees
+ * them.  While the guard asks for it, the default handler's functions are
+ * ours (which call the saved originals), so a worker's buffer is counted and
+ * refused too.  Arrays keep the handler capsule, not the functions: a buffer
+ * is always freed by the same underlying free.  Only touched with the GIL
+ * held. */
+static int cover_threads_wanted = 0;
+static PyDataMem_Handler *covered_default = NULL;
+
+/* 1 when the n bytes at p can be written: a pipe round trip copies them
+ * onto themselves, and the kernel says EFAULT instead of us crashing. */
+static int
+writable(void *p, size_t n)
+{
+    int fds[2];
+    if (pipe(fds) < 0) {
+        return 0;
+    }
+    int ok = write(fds[1], p, n) == (ssize_t)n && read(fds[0], p, n) == (ssize_t)n;
+    close(fds[0]);
+    close(fds[1]);
+    return ok;
+}
+
+static void
+cover_threads(void)
+{
+    if (!cover_threads_wanted || covered_default != NULL || counting_capsule == NULL) {
+        return;
+    }
+    PyDataMem_Handler *def = PyCapsule_GetPointer(PyDataMem_DefaultHandler, "mem_handler");
+    if (def == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    if (def->allocator.malloc != wrapped.malloc ||
+        !writable(&def->allocator, sizeof def->allocator)) {
+        return; /* somebody else changed it, or it is read-only: leave it */
+    }
+    covered_default = def;
+    def->allocator.malloc = np_malloc;
+    def->allocator.calloc = np_calloc;
+    def->allocator.realloc = np_realloc;
+    def->allocator.free = np_free;
+}
+
+void
+mt_heap_numpy_cover_threads(int on)
+{
+    cover_threads_wanted = on;
+    if (on) {
+        cover_threads();
+    }
+    else if (covered_default != NULL) {
+        covered_default->allocator = wrapped;
+        covered_default = NULL;
+    }
+}
+
+int
+mt_heap_numpy_threads_covered(void)
+{
+    return covered_default != NULL;
+}
+
 int
 mt_heap_numpy_begin(PyObject **previous)
 {
@@ -429,6 +496,7 @@ mt_heap_numpy_begin(PyObject **previous)
     if (counting_capsule == NULL && make_capsule() < 0) {
         return -1;
     }
+    cover_threads();
     PyObject *current = PyDataMem_GetHandler();
     if (current == NULL) {
         return -1;

@@ -39,6 +39,11 @@ long long mt_heap_counted(void);
  * the GIL. */
 int mt_heap_numpy_begin(PyObject **previous);
 int mt_heap_numpy_end(PyObject *previous);
+/* While on, numpy's default handler (which worker threads use) counts and
+ * is refused by the budget too; numpy imported later is covered at the next
+ * cell.  Needs the GIL. */
+void mt_heap_numpy_cover_threads(int on);
+int mt_heap_numpy_threads_covered(void);
 /* A dict of the allocator functions now installed, for tests that check
  * unload leaves nothing behind. */
 PyObject *mt_heap_allocators(void);

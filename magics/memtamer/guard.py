@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 
 from . import _core
 from .sizes import format_size, parse_share
@@ -203,6 +204,10 @@ class Guard:
         shown = exc if exc is not None else value
         shell.showtraceback((type(shown), shown, tb), tb_offset=tb_offset,
                             running_compiled_code=True)
+        if exc is not None:
+            # The stopped cell's locals (the runaway's memory) would live on in
+            # sys.last_traceback; the budget needs them gone.
+            traceback.clear_frames(tb)
         return None
 
     def start(self):
