@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "memtamer/guard.h"
 #include "memtamer/process.h"
 
 /* Shown in reports: the first non-blank line, at most this many characters. */
@@ -96,6 +97,7 @@ mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     /* Last, so that nothing of ours lands in the window. */
     w->rss_before = mt_probe_peak_begin(st->probe);
     w->open = 1;
+    mt_guard_cell_begin(module, w->cell, w->first_line, w->rss_before);
     Py_RETURN_NONE;
 }
 
@@ -161,6 +163,7 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     w->open = 0;
     mt_probe_peak_end(st->probe, &peak, &rss_after);
+    mt_guard_cell_end(module, rss_after);
     double ended = monotonic_seconds();
     mt_heap_read(&python, &numpy);
     int numpy_counted = st->numpy_previous != NULL;

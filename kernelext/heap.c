@@ -5,8 +5,10 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "memtamer/config.h"
+#include "memtamer/guard.h"
 #include "memtamer/npy.h"
 
 #if MT_HAS_MALLOC_USABLE_SIZE
@@ -70,6 +72,21 @@ mt_heap_read(mt_heap_reading *python, mt_heap_reading *numpy)
     read_counter(&numpy_heap, numpy);
 }
 
+long long
+mt_heap_counted(void)
+{
+    return atomic_load_explicit(&python_heap.current, memory_order_relaxed) +
+           atomic_load_explicit(&numpy_heap.current, memory_order_relaxed);
+}
+
+/* The budget sees large requests only (guard.h); growth by realloc is asked
+ * for as its increase. */
+static inline int
+over_budget(size_t request, size_t block, mt_guard_layer layer)
+{
+    return block >= MT_GUARD_LARGE_REQUEST && mt_guard_refuse(request, layer);
+}
+
 /* ------------------------------------------------------------------ */
 /* Python's allocator domains                                          */
 /* ------------------------------------------------------------------ */
@@ -89,6 +106,9 @@ static int installed_mode = MODE_NONE;
 static inline void *
 counted_malloc(const PyMemAllocatorEx *prev, size_t size)
 {
+    if (over_budget(size, size, MT_GUARD_PYTHON)) {
+        return NULL;
+    }
     void *ptr = prev->malloc(prev->ctx, size);
     if (ptr) {
         count(&python_heap, BLOCK_SIZE(ptr));
@@ -99,6 +119,10 @@ counted_malloc(const PyMemAllocatorEx *prev, size_t size)
 static inline void *
 counted_calloc(const PyMemAllocatorEx *prev, size_t nelem, size_t elsize)
 {
+    size_t size = elsize && nelem > SIZE_MAX / elsize ? SIZE_MAX : nelem * elsize;
+    if (over_budget(size, size, MT_GUARD_PYTHON)) {
+        return NULL;
+    }
     void *ptr = prev->calloc(prev->ctx, nelem, elsize);
     if (ptr) {
         count(&python_heap, BLOCK_SIZE(ptr));
@@ -110,6 +134,10 @@ static inline void *
 counted_realloc(const PyMemAllocatorEx *prev, void *old, size_t size)
 {
     long long old_size = old ? BLOCK_SIZE(old) : 0;
+    if ((long long)size > old_size &&
+        over_budget(size - (size_t)old_size, size, MT_GUARD_PYTHON)) {
+        return NULL;
+    }
     void *ptr = prev->realloc(prev->ctx, old, size);
     if (ptr) {
         count(&python_heap, BLOCK_SIZE(ptr) - old_size);
@@ -321,6 +349,9 @@ static void *
 np_malloc(void *ctx, size_t size)
 {
     (void)ctx;
+    if (over_budget(size, size, MT_GUARD_NUMPY)) {
+        return NULL;
+    }
     void *ptr = wrapped.malloc(wrapped.ctx, size);
     if (ptr) {
         count(&numpy_heap, BLOCK_SIZE(ptr));
@@ -332,6 +363,10 @@ static void *
 np_calloc(void *ctx, size_t nelem, size_t elsize)
 {
     (void)ctx;
+    size_t size = elsize && nelem > SIZE_MAX / elsize ? SIZE_MAX : nelem * elsize;
+    if (over_budget(size, size, MT_GUARD_NUMPY)) {
+        return NULL;
+    }
     void *ptr = wrapped.calloc(wrapped.ctx, nelem, elsize);
     if (ptr) {
         count(&numpy_heap, BLOCK_SIZE(ptr));
@@ -344,6 +379,10 @@ np_realloc(void *ctx, void *old, size_t size)
 {
     (void)ctx;
     long long old_size = old ? BLOCK_SIZE(old) : 0;
+    if ((long long)size > old_size &&
+        over_budget(size - (size_t)old_size, size, MT_GUARD_NUMPY)) {
+        return NULL;
+    }
     void *ptr = wrapped.realloc(wrapped.ctx, old, size);
     if (ptr) {
         count(&numpy_heap, BLOCK_SIZE(ptr) - old_size);
@@ -380,6 +419,72 @@ make_capsule(void)
     return counting_capsule ? 0 : -1;
 }
 
+/* Worker threads: numpy keeps the current handler in a ContextVar and a new
+ * thread starts with the default one, so our per-cell handler never sees
+ * them.  While the guard asks for it, the default handler's functions are
+ * ours (which call the saved originals), so a worker's buffer is counted and
+ * refused too.  Arrays keep the handler capsule, not the functions: a buffer
+ * is always freed by the same underlying free.  Only touched with the GIL
+ * held. */
+static int cover_threads_wanted = 0;
+static PyDataMem_Handler *covered_default = NULL;
+
+/* 1 when the n bytes at p can be written: a pipe round trip copies them
+ * onto themselves, and the kernel says EFAULT instead of us crashing. */
+static int
+writable(void *p, size_t n)
+{
+    int fds[2];
+    if (pipe(fds) < 0) {
+        return 0;
+    }
+    int ok = write(fds[1], p, n) == (ssize_t)n && read(fds[0], p, n) == (ssize_t)n;
+    close(fds[0]);
+    close(fds[1]);
+    return ok;
+}
+
+static void
+cover_threads(void)
+{
+    if (!cover_threads_wanted || covered_default != NULL || counting_capsule == NULL) {
+        return;
+    }
+    PyDataMem_Handler *def = PyCapsule_GetPointer(PyDataMem_DefaultHandler, "mem_handler");
+    if (def == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    if (def->allocator.malloc != wrapped.malloc ||
+        !writable(&def->allocator, sizeof def->allocator)) {
+        return; /* somebody else changed it, or it is read-only: leave it */
+    }
+    covered_default = def;
+    def->allocator.malloc = np_malloc;
+    def->allocator.calloc = np_calloc;
+    def->allocator.realloc = np_realloc;
+    def->allocator.free = np_free;
+}
+
+void
+mt_heap_numpy_cover_threads(int on)
+{
+    cover_threads_wanted = on;
+    if (on) {
+        cover_threads();
+    }
+    else if (covered_default != NULL) {
+        covered_default->allocator = wrapped;
+        covered_default = NULL;
+    }
+}
+
+int
+mt_heap_numpy_threads_covered(void)
+{
+    return covered_default != NULL;
+}
+
 int
 mt_heap_numpy_begin(PyObject **previous)
 {
@@ -391,6 +496,7 @@ mt_heap_numpy_begin(PyObject **previous)
     if (counting_capsule == NULL && make_capsule() < 0) {
         return -1;
     }
+    cover_threads();
     PyObject *current = PyDataMem_GetHandler();
     if (current == NULL) {
         return -1;

@@ -2,6 +2,7 @@
  * live in the concern files; see ../shared/DESIGN.md for the map. */
 #include "memtamer/memtamer.h"
 
+#include "memtamer/guard.h"
 #include "memtamer/heap.h"
 #include "memtamer/process.h"
 
@@ -28,19 +29,43 @@ static PyMethodDef core_methods[] = {
      "_parse(kind, text): run one of the /proc or cgroup parsers on text (for tests)."},
     {"_set_proc_root", mt_process_set_root, METH_O,
      "_set_proc_root(path): read /proc and /sys under path ('' for the real ones)."},
+    {"guard_enable", (PyCFunction)(void (*)(void))mt_guard_enable, METH_FASTCALL,
+     "guard_enable(user_ns, describe) -> dict: start the watcher; budget the cells that follow."},
+    {"guard_disable", mt_guard_disable, METH_NOARGS,
+     "guard_disable(): stop the watcher and the budget."},
+    {"guard_set_budget", (PyCFunction)(void (*)(void))mt_guard_set_budget, METH_FASTCALL,
+     "guard_set_budget('default'|'bytes'|'percent'|'off', value) -> dict: change the budget."},
+    {"guard_status", mt_guard_status, METH_NOARGS,
+     "guard_status() -> dict: the budget, the limit, the watcher."},
+    {"guard_exception", mt_guard_exception, METH_NOARGS,
+     "guard_exception() -> MemoryBudgetExceeded | None: the running cell's refusal as an exception."},
+    {"_guard_signal", (PyCFunction)(void (*)(void))mt_guard_signal_handler, METH_FASTCALL,
+     "_guard_signal(signum, frame): the handler for GUARD_SIGNAL; raises MemoryBudgetExceeded."},
+    {"guard_record_open", mt_guard_record_open, METH_O,
+     "guard_record_open(path): keep this kernel's post-mortem record in path."},
+    {"guard_record_close", mt_guard_record_close, METH_NOARGS,
+     "guard_record_close(): remove this kernel's post-mortem record."},
+    {"guard_record_read", mt_guard_record_read, METH_O,
+     "guard_record_read(path) -> dict | None: a post-mortem record left by a kernel."},
     {NULL, NULL, 0, NULL},
 };
 
 static int
 core_exec(PyObject *module)
 {
-    return mt_process_open_probe(module, "");
+    if (mt_process_open_probe(module, "") < 0) {
+        return -1;
+    }
+    return mt_guard_exec(module);
 }
 
 static int
 core_traverse(PyObject *module, visitproc visit, void *arg)
 {
     Py_VISIT(mt_get_state(module)->numpy_previous);
+    Py_VISIT(mt_get_state(module)->budget_exceeded);
+    Py_VISIT(mt_get_state(module)->guard_user_ns);
+    Py_VISIT(mt_get_state(module)->guard_describe);
     return 0;
 }
 
@@ -48,6 +73,9 @@ static int
 core_clear(PyObject *module)
 {
     Py_CLEAR(mt_get_state(module)->numpy_previous);
+    Py_CLEAR(mt_get_state(module)->budget_exceeded);
+    Py_CLEAR(mt_get_state(module)->guard_user_ns);
+    Py_CLEAR(mt_get_state(module)->guard_describe);
     return 0;
 }
 
@@ -56,6 +84,7 @@ core_free(void *module)
 {
     mt_state *st = mt_get_state((PyObject *)module);
     core_clear((PyObject *)module);
+    mt_guard_free((PyObject *)module);
     if (st->probe) {
         mt_probe_close(st->probe);
         PyMem_RawFree(st->probe);

@@ -614,42 +614,89 @@ has_children(void)
     return !(waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD);
 }
 
-long long
-mt_probe_children_end(mt_probe *p, const mt_probe_children_mark *mark)
+/* Calls visit(pid, ctx) for every descendant started at or after since_ticks;
+ * pids grows while it is walked (breadth-first). */
+static void
+for_each_new_descendant(mt_probe *p, unsigned long long since_ticks,
+                        void (*visit)(const mt_probe *, pid_t, void *), void *ctx)
 {
     pid_t pids[MT_PROBE_MAX_CHILDREN];
     int n = 0;
-    long long peak = 0;
     char path[MT_PROBE_PATH_MAX + 64], buf[4096];
 
-    long long reaped = reaped_children_maxrss();
-    if (reaped > mark->reaped_maxrss) {
-        peak = reaped;
-    }
     if (!has_children()) {
-        return peak;
+        return;
     }
     collect_children(p, getpid(), pids, &n);
-    /* Breadth-first over descendants: pids grows while it is walked. */
     for (int i = 0; i < n; i++) {
         unsigned long long started;
-        long long hwm;
         if (proc_path(p, path, sizeof path, "/proc/%d/stat", (int)pids[i]) < 0 ||
             read_text(path, buf, sizeof buf) < 0 ||
             mt_probe_parse_starttime(buf, &started) < 0) {
             continue;
         }
         collect_children(p, pids[i], pids, &n);
-        if (started < mark->start_ticks) {
-            continue;
-        }
-        if (proc_path(p, path, sizeof path, "/proc/%d/status", (int)pids[i]) == 0 &&
-            read_text(path, buf, sizeof buf) >= 0 &&
-            mt_probe_parse_kb_field(buf, "VmHWM", &hwm) == 0 && hwm > peak) {
-            peak = hwm;
+        if (started >= since_ticks) {
+            visit(p, pids[i], ctx);
         }
     }
+}
+
+/* A "Key: N kB" field of /proc/<pid>/status, -1 when unreadable. */
+static long long
+pid_status_field(const mt_probe *p, pid_t pid, const char *key)
+{
+    char path[MT_PROBE_PATH_MAX + 64], buf[4096];
+    long long v;
+    if (proc_path(p, path, sizeof path, "/proc/%d/status", (int)pid) < 0 ||
+        read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_kb_field(buf, key, &v) < 0) {
+        return -1;
+    }
+    return v;
+}
+
+static void
+note_peak(const mt_probe *p, pid_t pid, void *ctx)
+{
+    long long *peak = ctx;
+    long long hwm = pid_status_field(p, pid, "VmHWM");
+    if (hwm > *peak) {
+        *peak = hwm;
+    }
+}
+
+long long
+mt_probe_children_end(mt_probe *p, const mt_probe_children_mark *mark)
+{
+    long long peak = 0;
+    long long reaped = reaped_children_maxrss();
+    if (reaped > mark->reaped_maxrss) {
+        peak = reaped;
+    }
+    for_each_new_descendant(p, mark->start_ticks, note_peak, &peak);
     return peak;
+}
+
+static void
+add_rss(const mt_probe *p, pid_t pid, void *ctx)
+{
+    mt_probe_children_rss *out = ctx;
+    long long rss = pid_status_field(p, pid, "VmRSS");
+    if (rss <= 0) {
+        return;
+    }
+    out->total += rss;
+    if (rss > out->biggest_rss) {
+        out->biggest_rss = rss;
+        out->biggest_pid = pid;
+    }
+}
+
+void
+mt_probe_children_now(mt_probe *p, const mt_probe_children_mark *mark, mt_probe_children_rss *out)
+{
+    memset(out, 0, sizeof *out);
+    for_each_new_descendant(p, mark->start_ticks, add_rss, out);
 }
 
 /* ---- limit ---- */
@@ -746,6 +793,55 @@ limit_v1(const mt_probe *p, const mt_probe_mounts *m, const char *cgpath, mt_pro
         out->source = "cgroup1 memory.limit_in_bytes";
         snprintf(out->path, sizeof out->path, "%s", file);
     }
+}
+
+/* The "oom_kill N" line of the cgroup's memory.events (v2) or
+ * memory.oom_control (v1), else of /proc/vmstat (the whole machine). */
+int
+mt_probe_oom_kills(mt_probe *p, char *path, size_t path_size, long long *count)
+{
+    enum { TEXT_SIZE = 65536 };
+    char *text = malloc(TEXT_SIZE);
+    char v2[MT_PROBE_PATH_MAX], v1[MT_PROBE_PATH_MAX], dir[MT_PROBE_PATH_MAX];
+    mt_probe_mounts mounts;
+    int rc = -1;
+    if (text == NULL) {
+        return -1;
+    }
+    path[0] = '\0';
+    if (proc_path(p, dir, sizeof dir, "/proc/self/cgroup") == 0 &&
+        read_text(dir, text, TEXT_SIZE) >= 0 &&
+        mt_probe_parse_cgroup(text, v2, sizeof v2, v1, sizeof v1) == 0 &&
+        proc_path(p, dir, sizeof dir, "/proc/self/mountinfo") == 0 &&
+        read_text(dir, text, TEXT_SIZE) >= 0 && mt_probe_parse_mountinfo(text, &mounts) == 0) {
+        if (v2[0] && mounts.v2_mount[0] &&
+            cgroup_dir(p, mounts.v2_mount, mounts.v2_root, v2, dir, sizeof dir) == 0) {
+            snprintf(path, path_size, "%s/memory.events", dir);
+        }
+        else if (v1[0] && mounts.v1_mount[0] &&
+                 cgroup_dir(p, mounts.v1_mount, mounts.v1_root, v1, dir, sizeof dir) == 0) {
+            snprintf(path, path_size, "%s/memory.oom_control", dir);
+        }
+    }
+    if (path[0] && mt_probe_read_oom_kills(path, count) == 0) {
+        rc = 0;
+    }
+    else if (proc_path(p, path, path_size, "/proc/vmstat") == 0 &&
+             mt_probe_read_oom_kills(path, count) == 0) {
+        rc = 0;
+    }
+    free(text);
+    return rc;
+}
+
+int
+mt_probe_read_oom_kills(const char *path, long long *count)
+{
+    char text[8192];
+    if (read_text(path, text, sizeof text) < 0) {
+        return -1;
+    }
+    return mt_probe_parse_keyed(text, "oom_kill", count);
 }
 
 int

@@ -4,6 +4,7 @@ import ast
 import json
 import os
 import queue
+import signal
 import time
 
 from jupyter_client.manager import KernelManager
@@ -87,7 +88,8 @@ class Kernel:
         return self.km.is_alive()
 
     def kill(self):
-        self.km.kill_kernel()
+        """SIGKILL, as the OOM killer would."""
+        self.km.signal_kernel(signal.SIGKILL)
 
     def shutdown(self):
         self.kc.stop_channels()

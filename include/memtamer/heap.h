@@ -28,6 +28,9 @@ const char *mt_heap_method(const char **why);
 /* Safe from any thread, with or without the GIL. */
 void mt_heap_reset_peaks(mt_heap_reading *python, mt_heap_reading *numpy);
 void mt_heap_read(mt_heap_reading *python, mt_heap_reading *numpy);
+/* Python's and numpy's current counts summed (the guard's estimate of
+ * growth between RSS readings).  Safe from any thread. */
+long long mt_heap_counted(void);
 
 /* numpy: make our counting handler current for the running cell (numpy
  * keeps it in a ContextVar, and IPython runs each cell in a fresh context),
@@ -36,6 +39,11 @@ void mt_heap_read(mt_heap_reading *python, mt_heap_reading *numpy);
  * the GIL. */
 int mt_heap_numpy_begin(PyObject **previous);
 int mt_heap_numpy_end(PyObject *previous);
+/* While on, numpy's default handler (which worker threads use) counts and
+ * is refused by the budget too; numpy imported later is covered at the next
+ * cell.  Needs the GIL. */
+void mt_heap_numpy_cover_threads(int on);
+int mt_heap_numpy_threads_covered(void);
 /* A dict of the allocator functions now installed, for tests that check
  * unload leaves nothing behind. */
 PyObject *mt_heap_allocators(void);

@@ -15,6 +15,11 @@ typedef struct {
     mt_cell_log cells;
     /* numpy handler that was current when the running cell began. */
     PyObject *numpy_previous;
+    /* guard.c: its C side (PyMem_RawMalloc'd, the watcher uses it without
+     * the GIL), MemoryBudgetExceeded, the user's namespace and the renderer
+     * of the exception's message. */
+    struct mt_guard *guard;
+    PyObject *budget_exceeded, *guard_user_ns, *guard_describe;
 } mt_state;
 
 /* Sets dict[key] = value and drops the reference to value; a NULL value

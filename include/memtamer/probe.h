@@ -110,4 +110,19 @@ long long mt_probe_children_end(mt_probe *p, const mt_probe_children_mark *mark)
 
 int mt_probe_read_limit(mt_probe *p, mt_probe_limit *out);
 
+/* The RSS of descendants started since mark, now: their sum and the
+ * biggest.  Costs a few /proc reads per descendant. */
+typedef struct {
+    long long total, biggest_rss;
+    pid_t biggest_pid;
+} mt_probe_children_rss;
+void mt_probe_children_now(mt_probe *p, const mt_probe_children_mark *mark,
+                           mt_probe_children_rss *out);
+
+/* How many times the OOM killer fired: the cgroup's count where it is
+ * exposed, else the machine's; path receives the file read (so a later
+ * process can read the same counter with mt_probe_read_oom_kills). */
+int mt_probe_oom_kills(mt_probe *p, char *path, size_t path_size, long long *count);
+int mt_probe_read_oom_kills(const char *path, long long *count);
+
 #endif

@@ -7,9 +7,11 @@ Python API: ``memtamer.report()`` returns the figures as a dict.
 import sys
 
 from . import _core
+from .guard import MemoryBudgetExceeded, budget, set_budget
 from .sizes import format_size, parse_size
 
-__all__ = ["report", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["report", "load_ipython_extension", "unload_ipython_extension",
+           "MemoryBudgetExceeded", "budget", "set_budget"]
 
 DEFAULT_NOTICE_THRESHOLD = 512 * 1024**2
 
@@ -27,6 +29,7 @@ class _Extension:
         self.shell = shell
         self.notice_threshold = DEFAULT_NOTICE_THRESHOLD
         self.magics = None
+        self.guard = None
         self._warned = set()
 
     def report(self):
@@ -40,12 +43,18 @@ class _Extension:
         self.shell.events.register("post_run_cell", self.post_run_cell)
         self.magics = MemtamerMagics(self.shell, self)
         self.shell.register_magics(self.magics)
+        from .guard import Guard
+
+        self.guard = Guard(self.shell)
+        self.guard.start()
         unavailable = _core.process().get("unavailable", {})
         for figure in ("peak_rss", "heap_peak_increment"):
             if figure in unavailable:
                 print(f"memtamer: {figure} is unavailable here: {unavailable[figure]}")
 
     def stop(self):
+        if self.guard is not None:
+            self.guard.stop()
         self.shell.events.unregister("pre_run_cell", self.pre_run_cell)
         self.shell.events.unregister("post_run_cell", self.post_run_cell)
         registered = self.shell.magics_manager.magics

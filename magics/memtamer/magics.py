@@ -7,7 +7,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import render
+from . import guard, render
 from .sizes import format_size, parse_size
 
 SUMMARY_CELLS = 5
@@ -73,3 +73,25 @@ class MemtamerMagics(Magics):
         threshold = self.extension.notice_threshold
         print("memtamer: notice after heavy cells: "
               + (f"peak or retained over {format_size(threshold)}" if threshold else "off"))
+
+    @magic_arguments()
+    @argument("budget", nargs="?", default=None, metavar="SIZE|PERCENT|off|default",
+              help="the kernel's memory budget: a size (8GiB), a share of the effective "
+                   "limit (80%%), 'default' (the limit minus a reserve of the larger of "
+                   "256 MiB and 5%%) or 'off'")
+    @line_magic
+    def memguard(self, line):
+        """Show or set the memory budget: %memguard [SIZE|PERCENT|off|default].
+
+        A cell that would take the kernel past its budget ends with
+        memtamer.MemoryBudgetExceeded (a MemoryError); the kernel and its
+        variables live on."""
+        args = parse_argstring(self.memguard, line)
+        if args.budget is None:
+            status = guard.budget()
+        else:
+            try:
+                status = guard.set_budget(args.budget)
+            except ValueError as exc:
+                raise UsageError(f"%memguard: {exc}") from None
+        print("\n".join(guard.status_lines(status)))

@@ -26,6 +26,27 @@ def parse_size(text):
     return int(float(match.group(1)) * _UNITS[unit])
 
 
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*$")
+
+
+def parse_share(text):
+    """('percent', 80.0) for '80%', else ('bytes', n) as parse_size gives.
+
+    Raises ValueError with what was expected."""
+    match = _PERCENT.match(str(text))
+    if match:
+        percent = float(match.group(1))
+        if not 0 < percent <= 100:
+            raise ValueError(f"{text!r} is not a share of memory: write a percentage above 0 "
+                             "and at most 100, like 80%")
+        return "percent", percent
+    try:
+        return "bytes", parse_size(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a size nor a percentage: write e.g. 8GiB, "
+                         "1500MiB or 80%") from None
+
+
 def format_size(n, signed=False):
     """'1.9 GiB', '760 MiB', '12 KiB', '0 B'; '+' in front when signed."""
     if n is None:

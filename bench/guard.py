@@ -1,0 +1,151 @@
+"""Guard benchmark: runaway cells in a real kernel (outcome, time to stop,
+RSS at stop) and the watcher thread's CPU cost; writes the "Guard" section of
+bench/RESULTS.md.  Run: .venv/bin/python bench/guard.py"""
+
+import os
+import re
+import signal
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+
+from kernel import Kernel  # noqa: E402
+from memtamer import _core  # noqa: E402
+from memtamer.sizes import format_size  # noqa: E402
+
+ROOM = 1024**3  # budget = the kernel's RSS + 1 GiB
+RUNAWAYS = [
+    ("np.ones far over budget", "x = np.ones(2**29)"),
+    ("loop appending 1 MiB bytearrays",
+     "def grow():\n    held = []\n    for _ in range(3 * 1024):\n"
+     "        held.append(bytearray(2**20))\ngrow()"),
+    ("list(range(2**28))", "big = list(range(2**28))"),
+    ("pure-Python growth (small tuples)",
+     "def grow():\n    held = []\n    for i in range(60_000_000):\n"
+     "        held.append((i, i))\ngrow()"),
+    ("pandas concat growth",
+     "df = pd.DataFrame(np.ones((2**17, 8)))\nfor _ in range(9):\n    df = pd.concat([df, df])"),
+    ('b"".join of a generator', 'blob = b"".join(bytes(2**20) for _ in range(3 * 1024))'),
+    ("thread-pool worker allocating numpy",
+     "from concurrent.futures import ThreadPoolExecutor\n"
+     "with ThreadPoolExecutor(1) as pool:\n"
+     "    pool.submit(lambda: [np.ones(2**24) for _ in range(20)]).result()"),
+    ("multiprocessing child growing",
+     "import multiprocessing as mp, time\n"
+     "def grow():\n    held = [bytearray(2**20) for _ in range(2560)]\n    time.sleep(60)\n"
+     "child = mp.get_context('fork').Process(target=grow)\nchild.start()\nchild.join()"),
+]
+
+
+def rss_of(pid):
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def runaway_rows():
+    rows = []
+    runtime = tempfile.mkdtemp()
+    k = Kernel(env={"MEMTAMER_RUNTIME_DIR": runtime}, cwd=runtime)
+    try:
+        k.run("%load_ext memtamer")
+        k.run("import numpy as np, pandas as pd, gc, memtamer, sys")
+        pid = k.query("__import__('os').getpid()")
+        for name, code in RUNAWAYS:
+            budget = rss_of(pid) + ROOM
+            k.run(f"%memguard {budget}")
+            started = time.perf_counter()
+            result = k.run(code, allow_error=True)
+            wall = time.perf_counter() - started
+            cell = k.last_cell()
+            err = result["error"]
+            if err is None:
+                outcome = "not stopped"
+            else:
+                layer = k.query("getattr(sys.last_value, 'layer', None)")
+                outcome = f"{err['ename']} ({layer})"
+            alive = k.is_alive() and k.run("print(1)")["stdout"].strip() == "1"
+            rows.append((name, outcome + ("" if alive else " — KERNEL DIED"), cell["seconds"],
+                         wall, cell["peak_rss"], budget))
+            k.run("for _n in ('x', 'big', 'df', 'blob', 'child'):\n    globals().pop(_n, None)\n"
+                  "gc.collect()")
+    finally:
+        k.shutdown()
+    return rows
+
+
+def thread_cpu_ns(tid):
+    with open(f"/proc/self/task/{tid}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
+def watcher_cost(seconds=10.0):
+    """CPU time of the watcher thread over a cell that sleeps, in this process."""
+    _core.install_hooks()
+    previous = signal.signal(_core.GUARD_SIGNAL, _core._guard_signal)
+    status = _core.guard_enable({}, str)
+    try:
+        tid = status["watcher_tid"]
+        while tid is None:
+            time.sleep(0.01)
+            tid = _core.guard_status()["watcher_tid"]
+        idle_before = thread_cpu_ns(tid)
+        time.sleep(1.0)
+        idle = thread_cpu_ns(tid) - idle_before
+        _core.cell_begin(1, "time.sleep(...)")
+        polls_before = _core.guard_status()["watcher_polls"]
+        cpu_before, wall_before = thread_cpu_ns(tid), time.perf_counter()
+        time.sleep(seconds)
+        cpu, wall = thread_cpu_ns(tid) - cpu_before, time.perf_counter() - wall_before
+        polls = _core.guard_status()["watcher_polls"] - polls_before
+        _core.cell_end(1, False)
+        return {"share": cpu / 1e9 / wall, "per_poll_us": cpu / 1e3 / max(polls, 1),
+                "polls_per_s": polls / wall, "idle_ns": idle,
+                "psi": _core.guard_status()["psi_trigger"], "poll_us": status["poll_us"]}
+    finally:
+        _core.guard_disable()
+        signal.signal(_core.GUARD_SIGNAL, previous)
+
+
+def section(rows, cost):
+    lines = ["## Guard (issue 5)", "",
+             "Runaway cells in a real ipykernel with memtamer loaded; the budget is set to the "
+             "kernel's RSS + 1 GiB before each (`%memguard BYTES`). *Time to stop* is the cell's "
+             "own duration (memtamer's cell record); *peak RSS* the kernel's VmHWM during the "
+             "cell. Without memtamer each of these cells runs to completion (bounded here at "
+             "~3 GiB to spare the shared machine); unbounded, the OOM killer ends the kernel.", "",
+             "| runaway | outcome (layer) | time to stop | peak RSS in cell | budget |",
+             "|---|---|---|---|---|"]
+    for name, outcome, seconds, wall, peak, budget in rows:
+        lines.append(f"| {name} | {outcome} | {seconds:.2f} s | {format_size(peak)} | "
+                     f"{format_size(budget)} |")
+    lines += ["",
+              f"Watcher CPU cost while a cell runs (poll every {cost['poll_us'] / 1000:g} ms, "
+              f"PSI trigger {'on' if cost['psi'] else 'unavailable'}): "
+              f"**{cost['share'] * 100:.3f}% of a core** ({cost['polls_per_s']:.0f} polls/s, "
+              f"{cost['per_poll_us']:.1f} µs CPU per poll); between cells the watcher sleeps "
+              f"on a condition variable ({cost['idle_ns'] / 1e6:.3f} ms CPU in 1 s idle).", ""]
+    return "\n".join(lines)
+
+
+def write_section(text):
+    path = os.path.join(HERE, "RESULTS.md")
+    begin, end = "<!-- guard:begin -->", "<!-- guard:end -->"
+    block = f"{begin}\n{text}\n{end}"
+    old = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
+    if begin in old and end in old:
+        new = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, old, flags=re.S)
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(new)
+
+
+if __name__ == "__main__":
+    cost = watcher_cost()
+    rows = runaway_rows()
+    text = section(rows, cost)
+    print(text)
+    write_section(text)

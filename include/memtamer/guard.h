@@ -1,0 +1,68 @@
+/* guard: the memory budget that ends a cell with MemoryBudgetExceeded
+ * instead of letting the OOM killer end the kernel.
+ *
+ * Three layers share one budget and one trip record:
+ *   numpy   heap.c's numpy handler refuses a buffer that would cross it;
+ *   python  heap.c's allocator hooks refuse a large request that would;
+ *   watcher a C thread polls RSS (and the cell's child processes) and, when
+ *           use crosses it, sends MT_GUARD_SIGNAL to the main thread, whose
+ *           Python-level handler (_core._guard_signal) raises the exception.
+ * The refusal layers make numpy or CPython raise a plain MemoryError; the
+ * IPython layer turns it into MemoryBudgetExceeded with guard_exception().
+ *
+ * The budget caps this kernel's RSS plus that of the processes the running
+ * cell started.  It is armed only while a cell runs.  After a trip the
+ * ceiling rises by a grace margin for the rest of the cell, so the traceback
+ * can be shown and a cell that catches MemoryError and keeps growing is
+ * stopped again. */
+#ifndef MEMTAMER_GUARD_H
+#define MEMTAMER_GUARD_H
+
+#include <Python.h>
+#include <stddef.h>
+
+/* Requests smaller than this are never refused: the hooks stay a few
+ * instructions for small objects, and the watcher catches growth made of
+ * many small ones. */
+#define MT_GUARD_LARGE_REQUEST (256 * 1024)
+
+/* Default reserve below the effective limit: the larger of these. */
+#define MT_GUARD_RESERVE_MIN (256LL * 1024 * 1024)
+#define MT_GUARD_RESERVE_PERCENT 5
+
+/* Default watcher poll. */
+#define MT_GUARD_POLL_US 5000
+
+typedef enum {
+    MT_GUARD_NUMPY = 1,   /* numpy's data allocator refused a buffer */
+    MT_GUARD_PYTHON = 2,  /* Python's allocator refused a large block */
+    MT_GUARD_WATCHER = 3, /* the watcher saw RSS cross the budget */
+    MT_GUARD_CHILD = 4,   /* ... and killed the cell's biggest child */
+} mt_guard_layer;
+
+/* For the allocator hooks, from any thread, with or without the GIL: 1 when
+ * a request of size bytes must be refused (the trip is recorded), else 0.
+ * Never allocates, never takes a lock. */
+int mt_guard_refuse(size_t size, mt_guard_layer layer);
+
+/* Cell boundaries (cell.c), with the GIL held. */
+void mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line,
+                         long long rss_before);
+void mt_guard_cell_end(PyObject *module, long long rss_after);
+
+/* Module exec (creates MemoryBudgetExceeded) and free. */
+int mt_guard_exec(PyObject *module);
+void mt_guard_free(PyObject *module);
+
+/* Methods of _core (module.c lists them). */
+PyObject *mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *mt_guard_disable(PyObject *module, PyObject *unused);
+PyObject *mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *mt_guard_status(PyObject *module, PyObject *unused);
+PyObject *mt_guard_signal_handler(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *mt_guard_exception(PyObject *module, PyObject *unused);
+PyObject *mt_guard_record_open(PyObject *module, PyObject *path);
+PyObject *mt_guard_record_close(PyObject *module, PyObject *unused);
+PyObject *mt_guard_record_read(PyObject *module, PyObject *path);
+
+#endif

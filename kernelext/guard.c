@@ -1,0 +1,1002 @@
+/* guard: the memory budget, its watcher thread, the signal route to the
+ * main thread and the post-mortem record (guard.h). */
+#define _GNU_SOURCE
+#include "memtamer/memtamer.h"
+
+#include <errno.h>
+#include <malloc.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "memtamer/guard.h"
+#include "memtamer/heap.h"
+
+/* The watcher looks at the cell's child processes every this many polls:
+ * walking /proc for them costs ten times a read of statm. */
+#define CHILD_POLL_EVERY 20
+/* After a trip the ceiling rises by budget/GRACE_DIVISOR (at least
+ * GRACE_MIN, at most half the room left under the limit). */
+#define GRACE_DIVISOR 16
+#define GRACE_MIN (32LL * 1024 * 1024)
+
+/* ------------------------------------------------------------------ */
+/* what the allocator hooks, the watcher and the signal handler share  */
+/* ------------------------------------------------------------------ */
+
+/* Protected by atomics: the hooks read these from any thread without the
+ * GIL, the watcher without the GIL.  Written with the GIL held at cell
+ * boundaries and budget changes, and by whoever trips (below). */
+static _Atomic int armed;            /* a cell runs and the budget is on */
+static _Atomic long long ceiling;    /* bytes of use above which we act */
+static _Atomic long long grace;      /* added to ceiling by each trip */
+static _Atomic long long sample_rss; /* RSS when last read ... */
+static _Atomic long long sample_counted; /* ... and mt_heap_counted() then */
+static _Atomic long long children_rss;   /* the cell's children, last seen */
+static _Atomic long long cell_serial;    /* which cell is armed */
+
+enum { TRIP_NONE, TRIP_WRITING, TRIP_PENDING, TRIP_DELIVERED };
+typedef struct {
+    mt_guard_layer layer;
+    long long requested; /* refused request, -1 for the watcher */
+    long long use;       /* estimated (refusals) or read (watcher) */
+    long long ceiling;
+    long long child_rss;
+    pid_t child_pid;
+    long long serial;
+} trip_record;
+
+/* Protected by trip_state: the thread that moves it to TRIP_WRITING owns
+ * trip until it publishes TRIP_PENDING (release); readers check for
+ * TRIP_PENDING (acquire) with the GIL held. */
+static _Atomic int trip_state;
+static trip_record trip;
+
+/* Claims the trip record; a watcher trip may replace a pending refusal
+ * (a cell that caught the MemoryError and kept growing). */
+static int
+trip_claim(int replace_pending)
+{
+    int state = atomic_load(&trip_state);
+    for (;;) {
+        if (state == TRIP_WRITING || (state == TRIP_PENDING && !replace_pending)) {
+            return 0;
+        }
+        if (atomic_compare_exchange_weak(&trip_state, &state, TRIP_WRITING)) {
+            return 1;
+        }
+    }
+}
+
+static void
+trip_publish(mt_guard_layer layer, long long requested, long long use, pid_t child,
+             long long child_size)
+{
+    long long at = atomic_load(&ceiling);
+    trip.layer = layer;
+    trip.requested = requested;
+    trip.use = use;
+    trip.ceiling = at;
+    trip.child_pid = child;
+    trip.child_rss = child_size;
+    trip.serial = atomic_load(&cell_serial);
+    atomic_store(&ceiling, at + atomic_load(&grace));
+    atomic_store_explicit(&trip_state, TRIP_PENDING, memory_order_release);
+}
+
+/* Use as the hooks see it: the last RSS reading plus what our counters saw
+ * allocated since (never less than the reading). */
+static long long
+estimated_use(void)
+{
+    long long grown = mt_heap_counted() - atomic_load(&sample_counted);
+    return atomic_load(&sample_rss) + (grown > 0 ? grown : 0) + atomic_load(&children_rss);
+}
+
+int
+mt_guard_refuse(size_t size, mt_guard_layer layer)
+{
+    if (!atomic_load_explicit(&armed, memory_order_relaxed)) {
+        return 0;
+    }
+    long long use = estimated_use();
+    if (use + (long long)size <= atomic_load(&ceiling)) {
+        return 0;
+    }
+    if (trip_claim(0)) {
+        trip_publish(layer, (long long)size, use, 0, 0);
+    }
+    return 1;
+}
+
+/* A forked child is not the kernel: its hooks stop refusing (the parent's
+ * watcher counts the child against the cell), and it has no watcher. */
+static void
+disarm_in_child(void)
+{
+    atomic_store(&armed, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* the post-mortem record                                              */
+/* ------------------------------------------------------------------ */
+
+#define RECORD_MAGIC "MTGUARD1"
+#define RECORD_TEXT 1024
+
+/* One page, memory-mapped shared: stores are the whole cost of an update,
+ * and the page survives the process being killed. */
+typedef struct {
+    char magic[8];
+    int32_t version, pid;
+    uint64_t start_ticks; /* tells a reused pid from ours */
+    int64_t started_at;   /* unix seconds */
+    _Atomic int64_t cell; /* running cell, -1 between cells */
+    _Atomic int64_t rss, peak_rss, updated_ms;
+    int64_t limit, budget;
+    int64_t oom_kills_at_start; /* -1 when unknown */
+    char oom_path[MT_PROBE_PATH_MAX + 64];
+    char cwd[RECORD_TEXT];
+    char first_line[MT_FIRST_LINE_BYTES];
+} guard_record;
+
+_Static_assert(sizeof(guard_record) <= 4096, "the record fits one page");
+
+/* ------------------------------------------------------------------ */
+/* the C side of the guard (one per module, PyMem_RawMalloc'd)          */
+/* ------------------------------------------------------------------ */
+
+typedef enum { BUDGET_DEFAULT, BUDGET_BYTES, BUDGET_PERCENT, BUDGET_OFF } budget_mode;
+
+typedef struct mt_guard {
+    /* Only touched with the GIL held. */
+    budget_mode mode;
+    long long bytes;  /* BUDGET_BYTES */
+    double percent;   /* BUDGET_PERCENT */
+    long long budget; /* effective, -1 when off */
+    mt_probe_limit limit;
+    int have_limit;
+    long long trips;
+    long long rss_before; /* of the running cell */
+    char record_path[MT_PROBE_PATH_MAX + 64];
+    pid_t pid; /* of the process that owns the watcher and the record */
+
+    /* The watcher touches only what follows, and the atomics above.  lock
+     * guards watching/stop/children. */
+    mt_probe probe; /* its own /proc files */
+    pthread_t thread, main_thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    int started, watching, stop;
+    mt_probe_children_mark children;
+    long poll_us;
+    int psi_fd;
+    _Atomic int tid;
+    _Atomic long long polls;
+    guard_record *record; /* NULL when there is none */
+} mt_guard;
+
+static int
+guard_signal(void)
+{
+    /* A real-time signal nobody else in a kernel uses; real-time signals
+     * queue, so a trip is never merged away. */
+    return SIGRTMAX - 6;
+}
+
+static long long
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* PSI: wake when tasks stall on memory for 50 ms within a second.  Where
+ * the trigger cannot be set (old kernel, no permission) the watcher sleeps. */
+static int
+open_psi_trigger(void)
+{
+    static const char trigger[] = "some 50000 1000000";
+    int fd = open("/proc/pressure/memory", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    if (write(fd, trigger, sizeof trigger) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void
+nap(mt_guard *g)
+{
+    if (g->psi_fd >= 0) {
+        struct pollfd pfd = {g->psi_fd, POLLPRI, 0};
+        if (poll(&pfd, 1, (int)(g->poll_us / 1000)) >= 0) {
+            return;
+        }
+    }
+    struct timespec ts = {g->poll_us / 1000000, (g->poll_us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* One look at the process; no GIL, no Python objects. */
+static void
+watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children)
+{
+    /* RSS first: an allocation between the two reads is then missed until
+     * the next poll, never counted twice. */
+    long long rss = mt_probe_rss(&g->probe);
+    if (rss < 0) {
+        return;
+    }
+    atomic_store(&sample_rss, rss);
+    atomic_store(&sample_counted, mt_heap_counted());
+    mt_probe_children_rss kids = {0, 0, 0};
+    if (look_at_children) {
+        mt_probe_children_now(&g->probe, mark, &kids);
+        atomic_store(&children_rss, kids.total);
+    }
+    if (g->record) {
+        atomic_store(&g->record->rss, rss);
+        if (rss > atomic_load(&g->record->peak_rss)) {
+            atomic_store(&g->record->peak_rss, rss);
+        }
+        atomic_store(&g->record->updated_ms, now_ms());
+    }
+    long long use = rss + atomic_load(&children_rss);
+    if (!atomic_load(&armed) || use <= atomic_load(&ceiling) || !trip_claim(1)) {
+        return;
+    }
+    /* The kernel itself is within the ceiling: the cell's children are what
+     * crossed it, and the biggest goes. */
+    if (look_at_children && kids.biggest_pid > 0 && rss <= atomic_load(&ceiling) &&
+        kill(kids.biggest_pid, SIGKILL) == 0) {
+        atomic_store(&children_rss, kids.total - kids.biggest_rss);
+        trip_publish(MT_GUARD_CHILD, -1, use, kids.biggest_pid, kids.biggest_rss);
+    }
+    else {
+        trip_publish(MT_GUARD_WATCHER, -1, use, 0, 0);
+    }
+    /* A real signal, not only PyErr_SetInterruptEx: it also breaks the main
+     * thread out of a blocking wait (a join, a future's result). */
+    if (pthread_kill(g->main_thread, guard_signal()) != 0) {
+        PyErr_SetInterruptEx(guard_signal());
+    }
+}
+
+static void *
+watch_main(void *arg)
+{
+    mt_guard *g = arg;
+    atomic_store(&g->tid, (int)gettid());
+    pthread_mutex_lock(&g->lock);
+    while (!g->stop) {
+        if (!g->watching) {
+            pthread_cond_wait(&g->wake, &g->lock);
+            continue;
+        }
+        mt_probe_children_mark mark = g->children;
+        pthread_mutex_unlock(&g->lock);
+        long long n = atomic_fetch_add(&g->polls, 1);
+        watch_once(g, &mark, n % CHILD_POLL_EVERY == 0);
+        nap(g);
+        pthread_mutex_lock(&g->lock);
+    }
+    pthread_mutex_unlock(&g->lock);
+    return NULL;
+}
+
+static void
+watcher_set(mt_guard *g, int watching, const mt_probe_children_mark *mark)
+{
+    if (!g->started) {
+        return;
+    }
+    pthread_mutex_lock(&g->lock);
+    g->watching = watching;
+    if (mark) {
+        g->children = *mark;
+    }
+    pthread_cond_signal(&g->wake);
+    pthread_mutex_unlock(&g->lock);
+}
+
+static void
+watcher_stop(mt_guard *g)
+{
+    /* A forked child has no watcher thread; its copy of the lock may be
+     * held by a thread that does not exist there. */
+    if (!g->started || g->pid != getpid()) {
+        return;
+    }
+    pthread_mutex_lock(&g->lock);
+    g->stop = 1;
+    pthread_cond_signal(&g->wake);
+    pthread_mutex_unlock(&g->lock);
+    /* Joined with the GIL held: the watcher never takes it. */
+    pthread_join(g->thread, NULL);
+    g->started = 0;
+    g->stop = 0;
+    if (g->psi_fd >= 0) {
+        close(g->psi_fd);
+        g->psi_fd = -1;
+    }
+    mt_probe_close(&g->probe);
+}
+
+static int
+watcher_start(mt_guard *g)
+{
+    if (g->started) {
+        return 0;
+    }
+    if (mt_probe_open(&g->probe, "") < 0 || g->probe.statm_fd < 0) {
+        mt_probe_close(&g->probe);
+        PyErr_SetString(PyExc_OSError, "memtamer's guard needs /proc/self/statm to watch RSS");
+        return -1;
+    }
+    g->psi_fd = open_psi_trigger();
+    g->main_thread = pthread_self();
+    g->pid = getpid();
+    g->watching = 0;
+    g->stop = 0;
+    pthread_mutex_init(&g->lock, NULL);
+    pthread_cond_init(&g->wake, NULL);
+    int err = pthread_create(&g->thread, NULL, watch_main, g);
+    if (err != 0) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    g->started = 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* the budget                                                          */
+/* ------------------------------------------------------------------ */
+
+static mt_guard *
+get_guard(PyObject *module)
+{
+    return mt_get_state(module)->guard;
+}
+
+static long long
+default_reserve(long long limit)
+{
+    long long share = limit / 100 * MT_GUARD_RESERVE_PERCENT;
+    return share > MT_GUARD_RESERVE_MIN ? share : MT_GUARD_RESERVE_MIN;
+}
+
+/* Recomputes the effective budget from the mode and a fresh limit. */
+static void
+compute_budget(mt_state *st, mt_guard *g)
+{
+    g->have_limit = mt_probe_read_limit(st->probe, &g->limit) == 0;
+    long long limit = g->have_limit ? g->limit.limit : -1;
+    switch (g->mode) {
+    case BUDGET_OFF:
+        g->budget = -1;
+        break;
+    case BUDGET_BYTES:
+        g->budget = g->bytes;
+        break;
+    case BUDGET_PERCENT:
+        g->budget = limit > 0 ? (long long)((double)limit * g->percent / 100.0) : -1;
+        break;
+    case BUDGET_DEFAULT:
+        g->budget = limit > 0 ? limit - default_reserve(limit) : -1;
+        break;
+    }
+    long long room = limit > g->budget ? (limit - g->budget) / 2 : GRACE_MIN;
+    long long slack = g->budget / GRACE_DIVISOR;
+    if (slack > room) {
+        slack = room;
+    }
+    atomic_store(&grace, slack > GRACE_MIN ? slack : GRACE_MIN);
+}
+
+void
+mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line,
+                    long long rss_before)
+{
+    mt_state *st = mt_get_state(module);
+    mt_guard *g = st->guard;
+    atomic_store(&armed, 0);
+    if (g == NULL || !g->started || g->pid != getpid()) {
+        return;
+    }
+    atomic_fetch_add(&cell_serial, 1);
+    g->rss_before = rss_before;
+    atomic_store(&trip_state, TRIP_NONE);
+    atomic_store(&children_rss, 0);
+    atomic_store(&sample_rss, rss_before);
+    atomic_store(&sample_counted, mt_heap_counted());
+    if (g->record) {
+        atomic_store(&g->record->cell, cell);
+        snprintf(g->record->first_line, sizeof g->record->first_line, "%s", first_line);
+        atomic_store(&g->record->rss, rss_before);
+        atomic_store(&g->record->updated_ms, now_ms());
+    }
+    if (g->budget < 0) {
+        watcher_set(g, 0, NULL);
+        return;
+    }
+    /* A kernel already over its budget is stopped only for its growth in
+     * this cell (the message says it began over). */
+    long long start = g->budget;
+    if (rss_before > g->budget) {
+        start = rss_before + atomic_load(&grace);
+    }
+    atomic_store(&ceiling, start);
+    mt_probe_children_mark mark;
+    mt_probe_children_begin(&g->probe, &mark);
+    watcher_set(g, 1, &mark);
+    atomic_store(&armed, 1);
+}
+
+void
+mt_guard_cell_end(PyObject *module, long long rss_after)
+{
+    mt_guard *g = get_guard(module);
+    atomic_store(&armed, 0);
+    if (g == NULL || !g->started || g->pid != getpid()) {
+        return;
+    }
+    watcher_set(g, 0, NULL);
+#if MT_HAS_MALLOC_TRIM
+    /* What the stopped cell freed stays in glibc's heap and would leave the
+     * kernel at its budget: give it back. */
+    if (atomic_load(&trip_state) != TRIP_NONE) {
+        malloc_trim(0);
+        rss_after = mt_probe_rss(&g->probe);
+    }
+#endif
+    if (g->record) {
+        atomic_store(&g->record->cell, -1);
+        if (rss_after >= 0) {
+            atomic_store(&g->record->rss, rss_after);
+        }
+        atomic_store(&g->record->updated_ms, now_ms());
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* the exception                                                       */
+/* ------------------------------------------------------------------ */
+
+static const char *
+layer_name(mt_guard_layer layer)
+{
+    switch (layer) {
+    case MT_GUARD_NUMPY:
+        return "numpy";
+    case MT_GUARD_PYTHON:
+        return "python";
+    case MT_GUARD_CHILD:
+        return "child";
+    default:
+        return "watcher";
+    }
+}
+
+static PyObject *
+trip_dict(mt_guard *g, const trip_record *t)
+{
+    PyObject *d = PyDict_New();
+    if (d == NULL ||
+        mt_set(d, "layer", PyUnicode_FromString(layer_name(t->layer))) < 0 ||
+        mt_set(d, "requested", mt_size_or_none(t->requested)) < 0 ||
+        mt_set(d, "use", PyLong_FromLongLong(t->use)) < 0 ||
+        mt_set(d, "ceiling", PyLong_FromLongLong(t->ceiling)) < 0 ||
+        mt_set(d, "budget", PyLong_FromLongLong(g->budget)) < 0 ||
+        mt_set(d, "limit", mt_size_or_none(g->have_limit ? g->limit.limit : -1)) < 0 ||
+        mt_set(d, "rss_before", mt_size_or_none(g->rss_before)) < 0 ||
+        mt_set(d, "child_pid", t->child_pid > 0 ? PyLong_FromLong((long)t->child_pid) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "child_rss", t->child_pid > 0 ? PyLong_FromLongLong(t->child_rss) : Py_NewRef(Py_None)) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* MemoryBudgetExceeded(describe(trip)) with the trip's figures as
+ * attributes.  describe is the IPython layer's renderer; without it, or if
+ * it fails, a plain message still says the figures. */
+static PyObject *
+make_exception(mt_state *st, const trip_record *t)
+{
+    PyObject *d = NULL, *message = NULL, *exc = NULL, *key, *value;
+    Py_ssize_t pos = 0;
+    d = trip_dict(st->guard, t);
+    if (d == NULL) {
+        goto done;
+    }
+    if (st->guard_describe) {
+        message = PyObject_CallOneArg(st->guard_describe, d);
+        if (message == NULL) {
+            PyErr_Clear();
+        }
+    }
+    if (message == NULL) {
+        message = PyUnicode_FromFormat("memory budget of %lld bytes exceeded: use %lld bytes (%s)",
+                                       st->guard->budget, t->use, layer_name(t->layer));
+        if (message == NULL) {
+            goto done;
+        }
+    }
+    exc = PyObject_CallOneArg(st->budget_exceeded, message);
+    if (exc == NULL) {
+        goto done;
+    }
+    while (PyDict_Next(d, &pos, &key, &value)) {
+        if (PyObject_SetAttr(exc, key, value) < 0) {
+            Py_CLEAR(exc);
+            goto done;
+        }
+    }
+done:
+    Py_XDECREF(d);
+    Py_XDECREF(message);
+    return exc;
+}
+
+/* Takes the pending trip of the running cell into *out; 0 when none. */
+static int
+take_trip(trip_record *out, int watcher_only)
+{
+    if (atomic_load_explicit(&trip_state, memory_order_acquire) != TRIP_PENDING) {
+        return 0;
+    }
+    *out = trip;
+    int is_watcher = out->layer == MT_GUARD_WATCHER || out->layer == MT_GUARD_CHILD;
+    if (out->serial != atomic_load(&cell_serial) || (watcher_only && !is_watcher)) {
+        return 0;
+    }
+    int expected = TRIP_PENDING;
+    /* The watcher may have replaced the record meanwhile: take that one. */
+    if (!atomic_compare_exchange_strong(&trip_state, &expected, TRIP_DELIVERED)) {
+        return 0;
+    }
+    return 1;
+}
+
+/* Whether frame (or a caller) runs code of the user's namespace: a trip
+ * that reaches IPython's own code after the cell is stale. */
+static int
+in_user_code(PyObject *frame, PyObject *user_ns)
+{
+    if (user_ns == NULL) {
+        return 1;
+    }
+    if (frame == NULL || !PyFrame_Check(frame)) {
+        return 0;
+    }
+    PyFrameObject *f = (PyFrameObject *)Py_NewRef(frame);
+    while (f) {
+        PyObject *globals = PyFrame_GetGlobals(f);
+        int hit = globals == user_ns;
+        Py_XDECREF(globals);
+        PyFrameObject *back = hit ? NULL : PyFrame_GetBack(f);
+        Py_DECREF(f);
+        if (hit) {
+            return 1;
+        }
+        f = back;
+    }
+    return 0;
+}
+
+/* _guard_signal(signum, frame): Python's handler for the guard's signal.
+ * Only touched with the GIL held (Python runs signal handlers there). */
+PyObject *
+mt_guard_signal_handler(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    mt_state *st = mt_get_state(module);
+    trip_record t;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_guard_signal(signum, frame)");
+        return NULL;
+    }
+    if (st->guard == NULL || !atomic_load(&armed) || !take_trip(&t, 1) ||
+        !in_user_code(args[1], st->guard_user_ns)) {
+        Py_RETURN_NONE; /* stale: the cell is over or already unwinding */
+    }
+    st->guard->trips++;
+    PyObject *exc = make_exception(st, &t);
+    if (exc == NULL) {
+        return NULL;
+    }
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+    return NULL;
+}
+
+/* guard_exception() -> MemoryBudgetExceeded | None: the exception for the
+ * running cell's refusal, which numpy or CPython raised as a plain
+ * MemoryError; None when this cell has no pending trip. */
+PyObject *
+mt_guard_exception(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_state *st = mt_get_state(module);
+    trip_record t;
+    if (st->guard == NULL || !take_trip(&t, 0)) {
+        Py_RETURN_NONE;
+    }
+    st->guard->trips++;
+    return make_exception(st, &t);
+}
+
+/* ------------------------------------------------------------------ */
+/* Python methods                                                      */
+/* ------------------------------------------------------------------ */
+
+/* guard_enable(user_ns, describe): start the watcher for this process and
+ * apply the budget to the cells that follow.  Call it from the main
+ * thread, after registering _guard_signal for GUARD_SIGNAL. */
+PyObject *
+mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    mt_state *st = mt_get_state(module);
+    mt_guard *g = st->guard;
+    if (nargs != 2 || !PyDict_Check(args[0]) || !PyCallable_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "guard_enable(user_ns: dict, describe: callable)");
+        return NULL;
+    }
+    Py_XSETREF(st->guard_user_ns, Py_NewRef(args[0]));
+    Py_XSETREF(st->guard_describe, Py_NewRef(args[1]));
+    if (g->started && g->pid != getpid()) {
+        g->started = 0; /* the thread stayed in the parent */
+    }
+    if (watcher_start(g) < 0) {
+        return NULL;
+    }
+    compute_budget(st, g);
+    mt_heap_numpy_cover_threads(1);
+    return mt_guard_status(module, NULL);
+}
+
+PyObject *
+mt_guard_disable(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_state *st = mt_get_state(module);
+    atomic_store(&armed, 0);
+    mt_heap_numpy_cover_threads(0);
+    if (st->guard) {
+        watcher_stop(st->guard);
+    }
+    Py_CLEAR(st->guard_user_ns);
+    Py_CLEAR(st->guard_describe);
+    Py_RETURN_NONE;
+}
+
+/* guard_set_budget(kind, value): kind 'default' (value ignored), 'bytes',
+ * 'percent' (of the effective limit) or 'off'.  Returns guard_status(). */
+PyObject *
+mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    mt_state *st = mt_get_state(module);
+    mt_guard *g = st->guard;
+    const char *kind;
+    if (nargs != 2 || (kind = PyUnicode_AsUTF8(args[0])) == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "guard_set_budget(kind, value)");
+        }
+        return NULL;
+    }
+    budget_mode saved_mode = g->mode;
+    long long saved_bytes = g->bytes;
+    double saved_percent = g->percent;
+    if (strcmp(kind, "default") == 0) {
+        g->mode = BUDGET_DEFAULT;
+    }
+    else if (strcmp(kind, "off") == 0) {
+        g->mode = BUDGET_OFF;
+    }
+    else if (strcmp(kind, "bytes") == 0) {
+        long long v = PyLong_AsLongLong(args[1]);
+        if (v == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        g->mode = BUDGET_BYTES;
+        g->bytes = v;
+    }
+    else if (strcmp(kind, "percent") == 0) {
+        double v = PyFloat_AsDouble(args[1]);
+        if (v == -1.0 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (!(v > 0.0 && v <= 100.0)) {
+            PyErr_Format(PyExc_ValueError, "a budget of %R%% is not a share of memory: give "
+                         "a percentage above 0 and at most 100", args[1]);
+            return NULL;
+        }
+        g->mode = BUDGET_PERCENT;
+        g->percent = v;
+    }
+    else {
+        PyErr_Format(PyExc_ValueError, "unknown budget kind '%s'", kind);
+        return NULL;
+    }
+    compute_budget(st, g);
+    long long rss = mt_probe_rss(st->probe);
+    const char *problem = NULL;
+    if (g->mode != BUDGET_OFF && g->budget < 0) {
+        problem = "the effective memory limit is unknown here; give the budget in bytes";
+    }
+    else if (g->mode != BUDGET_OFF && rss >= 0 && g->budget <= rss) {
+        problem = "it is not above what the kernel already uses";
+    }
+    else if (g->mode != BUDGET_OFF && g->have_limit && g->budget > g->limit.limit) {
+        problem = "it is above the effective memory limit";
+    }
+    if (problem) {
+        long long budget = g->budget;
+        g->mode = saved_mode;
+        g->bytes = saved_bytes;
+        g->percent = saved_percent;
+        compute_budget(st, g);
+        PyErr_Format(PyExc_ValueError,
+                     "cannot set the memory budget to %lld bytes: %s (the kernel uses %lld "
+                     "bytes, the limit is %lld bytes)", budget, problem, rss,
+                     g->have_limit ? g->limit.limit : -1LL);
+        return NULL;
+    }
+    return mt_guard_status(module, NULL);
+}
+
+static const char *
+mode_name(budget_mode mode)
+{
+    static const char *names[] = {"default", "bytes", "percent", "off"};
+    return names[mode];
+}
+
+PyObject *
+mt_guard_status(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_state *st = mt_get_state(module);
+    mt_guard *g = st->guard;
+    int watching = g->started && g->pid == getpid();
+    PyObject *d = PyDict_New();
+    if (d == NULL ||
+        mt_set(d, "enabled", PyBool_FromLong(watching && g->budget >= 0)) < 0 ||
+        mt_set(d, "mode", PyUnicode_FromString(mode_name(g->mode))) < 0 ||
+        mt_set(d, "budget", mt_size_or_none(g->budget)) < 0 ||
+        mt_set(d, "percent", g->mode == BUDGET_PERCENT ? PyFloat_FromDouble(g->percent) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "limit", mt_size_or_none(g->have_limit ? g->limit.limit : -1)) < 0 ||
+        mt_set(d, "limit_source", g->have_limit ? PyUnicode_FromString(g->limit.source) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "default_reserve", mt_size_or_none(g->have_limit ? default_reserve(g->limit.limit) : -1)) < 0 ||
+        mt_set(d, "grace", PyLong_FromLongLong(atomic_load(&grace))) < 0 ||
+        mt_set(d, "rss", mt_size_or_none(mt_probe_rss(st->probe))) < 0 ||
+        mt_set(d, "watcher", PyBool_FromLong(watching)) < 0 ||
+        mt_set(d, "watcher_tid", watching ? PyLong_FromLong(atomic_load(&g->tid)) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "watcher_polls", PyLong_FromLongLong(atomic_load(&g->polls))) < 0 ||
+        mt_set(d, "poll_us", PyLong_FromLong(g->poll_us)) < 0 ||
+        mt_set(d, "numpy_threads", PyBool_FromLong(mt_heap_numpy_threads_covered())) < 0 ||
+        mt_set(d, "psi_trigger", PyBool_FromLong(watching && g->psi_fd >= 0)) < 0 ||
+        mt_set(d, "signal", PyLong_FromLong(guard_signal())) < 0 ||
+        mt_set(d, "large_request", PyLong_FromLong(MT_GUARD_LARGE_REQUEST)) < 0 ||
+        mt_set(d, "trips", PyLong_FromLongLong(g->trips)) < 0 ||
+        mt_set(d, "record", g->record ? PyUnicode_FromString(g->record_path) : Py_NewRef(Py_None)) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* ---- the post-mortem record ---- */
+
+static unsigned long long
+start_ticks_of(pid_t pid)
+{
+    char path[64], buf[1024];
+    unsigned long long ticks = 0;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return 0;
+    }
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) {
+        return 0;
+    }
+    buf[n] = '\0';
+    return mt_probe_parse_starttime(buf, &ticks) == 0 ? ticks : 0;
+}
+
+static void
+record_close(mt_guard *g, int remove)
+{
+    if (g->record == NULL) {
+        return;
+    }
+    munmap(g->record, sizeof(guard_record));
+    g->record = NULL;
+    if (remove && g->pid == getpid()) {
+        unlink(g->record_path);
+    }
+}
+
+/* guard_record_open(path): keep this kernel's post-mortem record there. */
+PyObject *
+mt_guard_record_open(PyObject *module, PyObject *path)
+{
+    mt_state *st = mt_get_state(module);
+    mt_guard *g = st->guard;
+    const char *p = PyUnicode_AsUTF8(path);
+    if (p == NULL) {
+        return NULL;
+    }
+    if (strlen(p) >= sizeof g->record_path) {
+        PyErr_SetString(PyExc_ValueError, "record path too long");
+        return NULL;
+    }
+    record_close(g, 1);
+    int fd = open(p, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+    }
+    void *map = MAP_FAILED;
+    if (ftruncate(fd, sizeof(guard_record)) == 0) {
+        map = mmap(NULL, sizeof(guard_record), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    }
+    int saved_errno = errno;
+    close(fd);
+    if (map == MAP_FAILED) {
+        unlink(p);
+        errno = saved_errno;
+        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+    }
+    guard_record *r = map;
+    memset(r, 0, sizeof *r);
+    r->version = 1;
+    r->pid = (int32_t)getpid();
+    r->start_ticks = start_ticks_of(getpid());
+    r->started_at = (int64_t)time(NULL);
+    r->cell = -1;
+    r->rss = r->peak_rss = mt_probe_rss(st->probe);
+    r->updated_ms = now_ms();
+    r->limit = g->have_limit ? g->limit.limit : -1;
+    r->budget = g->budget;
+    long long kills = -1;
+    if (mt_probe_oom_kills(st->probe, r->oom_path, sizeof r->oom_path, &kills) < 0) {
+        kills = -1;
+    }
+    r->oom_kills_at_start = kills;
+    if (getcwd(r->cwd, sizeof r->cwd) == NULL) {
+        r->cwd[0] = '\0';
+    }
+    memcpy(r->magic, RECORD_MAGIC, sizeof r->magic); /* last: the record is whole */
+    snprintf(g->record_path, sizeof g->record_path, "%s", p);
+    g->pid = getpid();
+    g->record = r;
+    Py_RETURN_NONE;
+}
+
+/* guard_record_close(): remove this kernel's record (a clean exit). */
+PyObject *
+mt_guard_record_close(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    record_close(get_guard(module), 1);
+    Py_RETURN_NONE;
+}
+
+/* guard_record_read(path) -> dict | None: a record another kernel left;
+ * None when the file is not one.  'alive' says whether its kernel still
+ * runs; 'oom_kills' how often the OOM killer fired since it started. */
+PyObject *
+mt_guard_record_read(PyObject *Py_UNUSED(module), PyObject *path)
+{
+    guard_record r;
+    const char *p = PyUnicode_AsUTF8(path);
+    if (p == NULL) {
+        return NULL;
+    }
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+    }
+    ssize_t n = read(fd, &r, sizeof r);
+    close(fd);
+    if (n != (ssize_t)sizeof r || memcmp(r.magic, RECORD_MAGIC, sizeof r.magic) != 0) {
+        Py_RETURN_NONE;
+    }
+    r.cwd[sizeof r.cwd - 1] = '\0';
+    r.first_line[sizeof r.first_line - 1] = '\0';
+    r.oom_path[sizeof r.oom_path - 1] = '\0';
+    int alive = (kill(r.pid, 0) == 0 || errno == EPERM) && start_ticks_of(r.pid) == r.start_ticks;
+    long long kills = -1;
+    if (r.oom_kills_at_start >= 0 && r.oom_path[0] &&
+        mt_probe_read_oom_kills(r.oom_path, &kills) == 0) {
+        kills -= r.oom_kills_at_start;
+    }
+    else {
+        kills = -1;
+    }
+    PyObject *d = PyDict_New();
+    if (d == NULL ||
+        mt_set(d, "pid", PyLong_FromLong(r.pid)) < 0 ||
+        mt_set(d, "alive", PyBool_FromLong(alive)) < 0 ||
+        mt_set(d, "started_at", PyLong_FromLongLong(r.started_at)) < 0 ||
+        mt_set(d, "cell", r.cell >= 0 ? PyLong_FromLongLong(r.cell) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "first_line", PyUnicode_DecodeUTF8(r.first_line, (Py_ssize_t)strlen(r.first_line), "replace")) < 0 ||
+        mt_set(d, "rss", mt_size_or_none(r.rss)) < 0 ||
+        mt_set(d, "peak_rss", mt_size_or_none(r.peak_rss)) < 0 ||
+        mt_set(d, "limit", mt_size_or_none(r.limit)) < 0 ||
+        mt_set(d, "budget", mt_size_or_none(r.budget)) < 0 ||
+        mt_set(d, "updated", PyFloat_FromDouble((double)r.updated_ms / 1000.0)) < 0 ||
+        mt_set(d, "oom_kills", kills >= 0 ? PyLong_FromLongLong(kills) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "oom_source", PyUnicode_DecodeFSDefault(r.oom_path)) < 0 ||
+        mt_set(d, "cwd", PyUnicode_DecodeFSDefault(r.cwd)) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* ---- module life ---- */
+
+int
+mt_guard_exec(PyObject *module)
+{
+    mt_state *st = mt_get_state(module);
+    static int atfork_registered = 0; /* only touched with the GIL held */
+    st->budget_exceeded = PyErr_NewExceptionWithDoc(
+        "memtamer.MemoryBudgetExceeded",
+        "A cell would have taken the kernel past its memory budget (see %memguard).\n\n"
+        "Attributes: budget, use, requested (the refused allocation, or None), layer\n"
+        "('numpy', 'python', 'watcher' or 'child'), limit, child_pid, child_rss.",
+        PyExc_MemoryError, NULL);
+    if (st->budget_exceeded == NULL ||
+        PyModule_AddObjectRef(module, "MemoryBudgetExceeded", st->budget_exceeded) < 0 ||
+        PyModule_AddIntConstant(module, "GUARD_SIGNAL", guard_signal()) < 0) {
+        return -1;
+    }
+    st->guard = PyMem_RawCalloc(1, sizeof *st->guard);
+    if (st->guard == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    st->guard->mode = BUDGET_DEFAULT;
+    st->guard->budget = -1;
+    st->guard->psi_fd = -1;
+    st->guard->poll_us = MT_GUARD_POLL_US;
+    st->guard->pid = getpid();
+    if (!atfork_registered) {
+        if (pthread_atfork(NULL, NULL, disarm_in_child) != 0) {
+            PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
+            return -1;
+        }
+        atfork_registered = 1;
+    }
+    return 0;
+}
+
+/* At module free: no Python calls (the interpreter may be finalizing). */
+void
+mt_guard_free(PyObject *module)
+{
+    mt_state *st = mt_get_state(module);
+    atomic_store(&armed, 0);
+    if (st->guard == NULL) {
+        return;
+    }
+    watcher_stop(st->guard);
+    record_close(st->guard, 1);
+    PyMem_RawFree(st->guard);
+    st->guard = NULL;
+}

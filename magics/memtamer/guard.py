@@ -1,0 +1,266 @@
+"""The memory guard's IPython side: the signal route, the exception's message,
+the translation of refused allocations, and the post-mortem of a dead kernel.
+
+The budget, the refusals and the watcher are C (kernelext/guard.c); this
+module registers the handler for the guard's signal, renders the message of
+MemoryBudgetExceeded and reports records left by kernels that died."""
+
+import atexit
+import glob
+import os
+import signal
+import sys
+import time
+import traceback
+
+from . import _core
+from .sizes import format_size, parse_share
+
+MemoryBudgetExceeded = _core.MemoryBudgetExceeded
+
+# Names IPython puts in the user namespace; never the user's variables.
+_SHELL_NAMES = {"In", "Out", "exit", "quit", "get_ipython"}
+# Elements looked at per container when estimating its size.
+_SAMPLE_ITEMS = 1000
+
+_ASKED = {
+    "numpy": "a numpy buffer of {size}",
+    "python": "a block of {size} from Python's allocator",
+}
+
+
+def budget():
+    """The budget as a dict: enabled, budget, limit and its source, rss, the
+    watcher's state, trips so far."""
+    return _core.guard_status()
+
+
+def set_budget(value):
+    """Set the budget: bytes (int), a size ('8GiB'), a share of the
+    effective limit ('80%'), 'default' (the limit minus the reserve) or
+    'off' (also None).  Returns budget(); ValueError says what to write."""
+    if value is None:
+        return _core.guard_set_budget("off", None)
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"a budget is a byte count or a string such as '8GiB' or '80%', "
+                        f"not {type(value).__name__}")
+    if isinstance(value, int):
+        return _core.guard_set_budget("bytes", value)
+    word = value.strip().lower()
+    if word in ("off", "default"):
+        return _core.guard_set_budget(word, None)
+    kind, amount = parse_share(value)
+    return _core.guard_set_budget(kind, amount)
+
+
+# ---- what the message names: the biggest variables -------------------------
+# A cheap stand-in for issue 3's walker (deep sizes with buffer ownership):
+# buffers by nbytes, containers by a sample of their elements.  When the
+# walker lands, biggest_variables should call it instead.
+
+def _cheap_size(value):
+    nbytes = getattr(value, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    memory_usage = getattr(value, "memory_usage", None)
+    if callable(memory_usage) and type(value).__name__ in ("DataFrame", "Series"):
+        try:
+            used = memory_usage(deep=False)
+            return int(used.sum() if hasattr(used, "sum") else used)
+        except Exception:  # noqa: BLE001 - a size estimate must never raise
+            pass
+    size = sys.getsizeof(value, 0)
+    if isinstance(value, (list, tuple, set, frozenset, dict)) and len(value):
+        items = list(value.values() if isinstance(value, dict) else value)
+        sample = items[:_SAMPLE_ITEMS]
+        per_item = sum(getattr(v, "nbytes", None) or sys.getsizeof(v, 0) for v in sample)
+        size += per_item * len(items) // len(sample)
+    return size
+
+
+def biggest_variables(namespace, n=3):
+    """[(name, bytes, type name)] of the n biggest user variables."""
+    sized = []
+    for name, value in list(namespace.items()):
+        if name.startswith("_") or name in _SHELL_NAMES or isinstance(value, type(os)) \
+                or callable(value) and not hasattr(value, "nbytes"):
+            continue
+        try:
+            sized.append((name, _cheap_size(value), type(value).__name__))
+        except Exception:  # noqa: BLE001
+            continue
+    sized.sort(key=lambda item: item[1], reverse=True)
+    return sized[:n]
+
+
+def describe(trip, cell=None, variables=()):
+    """The message of MemoryBudgetExceeded for a trip dict from _core."""
+    budget_text = format_size(trip["budget"])
+    where = f"cell {cell}" if cell is not None else "this cell"
+    lines = [f"{where} was stopped before it took the kernel past its memory budget "
+             f"of {budget_text}."]
+    layer = trip["layer"]
+    if layer in _ASKED:
+        lines.append(f"It asked for {_ASKED[layer].format(size=format_size(trip['requested']))} "
+                     f"while the kernel used about {format_size(trip['use'])}.")
+    elif layer == "child":
+        lines.append(f"A process it started (pid {trip['child_pid']}) grew to "
+                     f"{format_size(trip['child_rss'])}, taking the kernel and its children to "
+                     f"{format_size(trip['use'])}; memtamer killed that process.")
+    else:
+        lines.append(f"The kernel's memory (RSS) reached {format_size(trip['use'])} while it ran.")
+    before = trip.get("rss_before")
+    if before is not None and before > trip["budget"]:
+        lines.append(f"The kernel already used {format_size(before)} before the cell began, "
+                     "over its budget; the cell was stopped on its own growth.")
+    if variables:
+        lines.append("Biggest variables: " + ", ".join(
+            f"{name} {format_size(size)} ({kind})" for name, size, kind in variables) + ".")
+        lines.append(f"Free memory with `%shrink {variables[0][0]}` or `del {variables[0][0]}`, "
+                     "or change the budget with `%memguard SIZE` (see `%memguard?`).")
+    else:
+        lines.append("Change the budget with `%memguard SIZE` (see `%memguard?`).")
+    lines.append("Variables made before this cell are intact.")
+    return "\n".join(lines)
+
+
+# ---- post-mortem -------------------------------------------------------------
+
+def record_dir():
+    """Where kernels keep their records: $MEMTAMER_RUNTIME_DIR, else Jupyter's
+    runtime directory, else the working directory."""
+    path = os.environ.get("MEMTAMER_RUNTIME_DIR")
+    if not path:
+        try:
+            from jupyter_core.paths import jupyter_runtime_dir
+
+            path = jupyter_runtime_dir()
+        except ImportError:
+            path = os.getcwd()
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        path = os.getcwd()
+    return path
+
+
+def postmortem(record):
+    """One paragraph on a kernel that died, from its record."""
+    where = (f"while running cell {record['cell']} ({record['first_line']!r})"
+             if record["cell"] is not None else "between cells")
+    limit = f" of {format_size(record['limit'])}" if record["limit"] else ""
+    when = time.strftime("%H:%M:%S", time.localtime(record["updated"]))
+    text = (f"memtamer: the previous kernel (pid {record['pid']}) died {where}; "
+            f"its last RSS was {format_size(record['rss'])}{limit} at {when} "
+            f"(peak {format_size(record['peak_rss'])}).")
+    kills = record.get("oom_kills")
+    if kills:
+        text += (f" The OOM killer fired {kills} time{'s' if kills != 1 else ''} since it "
+                 f"started ({record['oom_source']}).")
+    elif kills == 0:
+        text += " The OOM killer did not fire meanwhile: something else ended it."
+    return text
+
+
+def collect_postmortems(directory, cwd):
+    """Reports on dead kernels' records for cwd in directory, removing them."""
+    reports = []
+    for path in sorted(glob.glob(os.path.join(directory, "memtamer-*.guard"))):
+        try:
+            record = _core.guard_record_read(path)
+        except OSError:
+            continue
+        if record is None or record["alive"] or record["cwd"] != cwd:
+            continue
+        reports.append(postmortem(record))
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    return reports
+
+
+# ---- the IPython side ---------------------------------------------------------
+
+class Guard:
+    """What start() registered, so stop() removes exactly that."""
+
+    def __init__(self, shell):
+        self.shell = shell
+        self.previous_signal = None
+        self.translating = False
+
+    def _describe(self, trip):
+        return describe(trip, self.shell.execution_count,
+                        biggest_variables(self.shell.user_ns))
+
+    def _show_memory_error(self, shell, etype, value, tb, tb_offset=None):
+        """IPython's custom handler for MemoryError: a refusal by the budget
+        is shown as the MemoryBudgetExceeded it is."""
+        exc = value if isinstance(value, MemoryBudgetExceeded) else _core.guard_exception()
+        if exc is not value and exc is not None:
+            exc = exc.with_traceback(tb)
+            exc.__suppress_context__ = True
+        shown = exc if exc is not None else value
+        shell.showtraceback((type(shown), shown, tb), tb_offset=tb_offset,
+                            running_compiled_code=True)
+        if exc is not None:
+            # The stopped cell's locals (the runaway's memory) would live on in
+            # sys.last_traceback; the budget needs them gone.
+            traceback.clear_frames(tb)
+        return None
+
+    def start(self):
+        for report in collect_postmortems(record_dir(), os.getcwd()):
+            print(report)
+        try:
+            self.previous_signal = signal.signal(_core.GUARD_SIGNAL, _core._guard_signal)
+        except (ValueError, OSError) as exc:
+            print(f"memtamer: the memory guard is off: its signal cannot be registered ({exc})")
+            return
+        _core.guard_enable(self.shell.user_ns, self._describe)
+        if not self.shell.custom_exceptions:
+            self.shell.set_custom_exc((MemoryError,), self._show_memory_error)
+            self.translating = True
+        try:
+            _core.guard_record_open(os.path.join(record_dir(), f"memtamer-{os.getpid()}.guard"))
+            atexit.register(_core.guard_record_close)
+        except OSError as exc:
+            print(f"memtamer: no post-mortem record for this kernel ({exc})")
+
+    def stop(self):
+        _core.guard_disable()
+        _core.guard_record_close()
+        atexit.unregister(_core.guard_record_close)
+        if self.previous_signal is not None:
+            signal.signal(_core.GUARD_SIGNAL, self.previous_signal)
+            self.previous_signal = None
+        if self.translating and self.shell.custom_exceptions == (MemoryError,):
+            self.shell.set_custom_exc((), None)
+        self.translating = False
+
+
+def status_lines(status):
+    """What %memguard prints."""
+    if not status["enabled"]:
+        head = "memory guard: off"
+        if status["mode"] != "off" and not status["watcher"]:
+            head += " (the extension is not loaded)"
+    else:
+        if status["mode"] == "default":
+            how = f"the limit minus the default reserve of {format_size(status['default_reserve'])}"
+        elif status["mode"] == "percent":
+            how = f"{status['percent']:g}% of the limit"
+        else:
+            how = "set with %memguard SIZE"
+        head = f"memory budget {format_size(status['budget'])} ({how})"
+    lines = [head,
+             f"  in use: {format_size(status['rss'])} (RSS) · limit "
+             f"{format_size(status['limit'])} ({status['limit_source'] or 'unknown'})"]
+    if status["enabled"]:
+        lines.append(f"  stops: numpy buffers and Python blocks of "
+                     f"{format_size(status['large_request'])} or more that would cross it; "
+                     f"a watcher polling every {status['poll_us'] / 1000:g} ms"
+                     + (" and on memory-pressure (PSI) events" if status["psi_trigger"] else "")
+                     + f" · trips so far: {status['trips']}")
+    return lines

@@ -1,0 +1,236 @@
+"""The memory guard in a real kernel: runaway cells end in MemoryBudgetExceeded,
+the kernel and its variables live on, and a killed kernel leaves a post-mortem.
+
+Each runaway is bounded (at most ~3 GiB even if the guard failed) and the
+budget sits 1 GiB above the kernel's RSS, far below this machine's memory."""
+
+import hashlib
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from conftest import GiB, MiB
+from kernel import Kernel
+
+ROOM = 1 * GiB
+
+# The variable made before each runaway, and its checksum computed here,
+# independently of the kernel.
+KEEP = "keep = np.arange(2**22, dtype=np.int64) * 7 + 3"
+KEEP_DIGEST = hashlib.sha256((np.arange(2**22, dtype=np.int64) * 7 + 3).tobytes()).hexdigest()
+
+
+def meminfo_total():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no MemTotal")
+
+
+def rss_of(pid):
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    runtime = tmp_path_factory.mktemp("runtime")
+    k = Kernel(env={"MEMTAMER_RUNTIME_DIR": str(runtime)}, cwd=str(runtime))
+    k.run("%load_ext memtamer")
+    k.run("import numpy as np, pandas as pd, hashlib, gc, memtamer\n" + KEEP)
+    yield k
+    k.shutdown()
+
+
+def set_budget_above_rss(k):
+    pid = k.query("__import__('os').getpid()")
+    budget = rss_of(pid) + ROOM
+    k.run(f"%memguard {budget}")
+    assert k.query("memtamer.budget()['budget']") == budget
+    return budget
+
+
+def assert_survived(k, result, layer):
+    err = result["error"]
+    assert err is not None, "the runaway cell finished: the guard did not stop it"
+    assert err["ename"] == "MemoryBudgetExceeded", err
+    # IPython keeps the exception it showed in sys.last_value.
+    assert k.query("__import__('sys').last_value.layer") == layer
+    assert k.is_alive()
+    assert k.query("hashlib.sha256(keep.tobytes()).hexdigest()") == KEEP_DIGEST
+    assert "Variables made before this cell are intact." in err["evalue"]
+    # The next cell runs normally and memory went back.
+    out = k.run("gc.collect(); print(sum(range(10)))")
+    assert out["stdout"].strip() == "45"
+    assert k.query("memtamer.budget()['rss']") < k.query("memtamer.budget()['budget']")
+    return err["evalue"]
+
+
+def test_numpy_request_over_budget_is_refused(guarded):
+    budget = set_budget_above_rss(guarded)
+    request = 4 * GiB
+    err = assert_survived(guarded, guarded.run(f"x = np.ones({request // 8})", allow_error=True),
+                          "numpy")
+    assert "a numpy buffer of 4.0 GiB" in err
+    assert guarded.query("__import__('sys').last_value.requested") == request
+    assert guarded.query("__import__('sys').last_value.budget") == budget
+    assert guarded.query("'x' in globals()") is False
+
+
+def test_python_loop_of_1mib_bytearrays(guarded):
+    set_budget_above_rss(guarded)
+    code = ("def grow():\n    held = []\n    for _ in range(3 * 1024):\n"
+            "        held.append(bytearray(2**20))\ngrow()")
+    err = assert_survived(guarded, guarded.run(code, allow_error=True), "python")
+    assert "a block of 1.0 MiB from Python's allocator" in err
+
+
+def test_list_of_range_over_budget(guarded):
+    set_budget_above_rss(guarded)
+    # 2**28 pointers ask for 2 GiB at once.
+    err = assert_survived(guarded, guarded.run("big = list(range(2**28))", allow_error=True),
+                          "python")
+    assert "a block of 2.0 GiB" in err
+
+
+def test_pure_python_growth_is_stopped_by_the_watcher(guarded):
+    set_budget_above_rss(guarded)
+    # Small objects only: no single request reaches the refusal layers.
+    code = ("def grow():\n    held = []\n    for i in range(60_000_000):\n"
+            "        held.append((i, i))\ngrow()")
+    err = assert_survived(guarded, guarded.run(code, allow_error=True), "watcher")
+    assert "The kernel's memory (RSS) reached" in err
+
+
+def test_pandas_concat_growth(guarded):
+    set_budget_above_rss(guarded)
+    code = ("df = pd.DataFrame(np.ones((2**17, 8)))\n"
+            "for _ in range(9):\n    df = pd.concat([df, df])")
+    assert_survived(guarded, guarded.run(code, allow_error=True), "numpy")
+    guarded.run("del df")
+
+
+def test_bytes_join_of_a_generator(guarded):
+    set_budget_above_rss(guarded)
+    err = assert_survived(
+        guarded, guarded.run('blob = b"".join(bytes(2**20) for _ in range(3 * 1024))',
+                             allow_error=True), "python")
+    assert "from Python's allocator" in err
+
+
+def test_thread_pool_worker_allocating_numpy(guarded):
+    set_budget_above_rss(guarded)
+    code = ("from concurrent.futures import ThreadPoolExecutor\n"
+            "pool = ThreadPoolExecutor(1)\n"
+            "def work():\n    return [np.ones(2**24) for _ in range(20)]  # 2.5 GiB\n"
+            "pool.submit(work).result()")
+    # numpy's default handler (a worker thread's) is routed through the budget.
+    assert guarded.query("memtamer.budget()['numpy_threads']") is True
+    err = assert_survived(guarded, guarded.run(code, allow_error=True), "numpy")
+    assert "a numpy buffer of 128 MiB" in err
+    guarded.run("pool.shutdown(wait=True); del pool")
+
+
+def test_multiprocessing_child_is_killed(guarded):
+    set_budget_above_rss(guarded)
+    code = ("import multiprocessing as mp, time\n"
+            "def grow():\n    held = [bytearray(2**20) for _ in range(2 * 1024 + 512)]\n"
+            "    time.sleep(60)\n"
+            "child = mp.get_context('fork').Process(target=grow)\n"
+            "child.start()\nchild.join()")
+    err = assert_survived(guarded, guarded.run(code, allow_error=True), "child")
+    assert "memtamer killed that process" in err
+    guarded.run("child.join(10)")
+    assert guarded.query("child.exitcode") == -9
+
+
+def test_next_cell_is_not_hit_by_a_stale_trip(guarded):
+    set_budget_above_rss(guarded)
+    r = guarded.run("def grow():\n    held = []\n    for i in range(60_000_000):\n"
+                    "        held.append((i, i))\ngrow()", allow_error=True)
+    assert r["error"]["ename"] == "MemoryBudgetExceeded"
+    # A cell that sleeps long enough for any late signal to land runs clean.
+    out = guarded.run("import time\nfor _ in range(20):\n    time.sleep(0.01)\nprint('ok')")
+    assert out["stdout"].strip() == "ok"
+
+
+def test_memguard_settings(guarded):
+    total = meminfo_total()
+    guarded.run("%memguard 80%")
+    assert guarded.query("memtamer.budget()['budget']") == int(total * 0.8)
+    guarded.run("%memguard default")
+    expected = total - max(256 * MiB, total // 100 * 5)
+    assert guarded.query("memtamer.budget()['budget']") == expected
+    shown = guarded.run("%memguard")["stdout"]
+    assert "memory budget" in shown and "in use" in shown
+    # IPython prints a UsageError on stderr rather than raising it.
+    bad = guarded.run("%memguard banana", allow_error=True)["stderr"]
+    assert "UsageError" in bad and "8GiB" in bad
+    low = guarded.run("%memguard 1MiB", allow_error=True)["stderr"]
+    assert "UsageError" in low and "already uses" in low
+    assert guarded.query("memtamer.budget()['budget']") == expected
+    guarded.run("%memguard off")
+    assert guarded.query("memtamer.budget()['enabled']") is False
+    guarded.run("%memguard default")
+
+
+def test_unload_restores_signal_and_custom_exceptions(tmp_path):
+    k = Kernel(env={"MEMTAMER_RUNTIME_DIR": str(tmp_path)}, cwd=str(tmp_path))
+    try:
+        before = k.query("[str(__import__('signal').getsignal(__import__('signal').SIGRTMAX - 6)),"
+                         " str(get_ipython().custom_exceptions)]")
+        k.run("%load_ext memtamer")
+        assert len(list(tmp_path.glob("memtamer-*.guard"))) == 1
+        k.run("%unload_ext memtamer")
+        after = k.query("[str(__import__('signal').getsignal(__import__('signal').SIGRTMAX - 6)),"
+                        " str(get_ipython().custom_exceptions)]")
+        assert after == before
+        assert list(tmp_path.glob("memtamer-*.guard")) == []
+        k.run("%load_ext memtamer")
+        assert k.query("__import__('memtamer').budget()['enabled']") is True
+    finally:
+        k.shutdown()
+
+
+def test_killed_kernel_leaves_a_post_mortem(tmp_path):
+    env = {"MEMTAMER_RUNTIME_DIR": str(tmp_path)}
+    first = Kernel(env=env, cwd=str(tmp_path))
+    try:
+        first.run("%load_ext memtamer")
+        first.run("import numpy as np\nheld = np.ones(2**26)  # 512 MiB, touched")
+        pid = first.query("__import__('os').getpid()")
+        first.kc.execute("import time\ntime.sleep(120)")
+        records = list(tmp_path.glob("memtamer-*.guard"))
+        assert len(records) == 1
+        import memtamer._core as core
+
+        deadline = time.time() + 30
+        while core.guard_record_read(str(records[0]))["cell"] is None:
+            assert time.time() < deadline, "the record never showed the running cell"
+            time.sleep(0.05)
+        cell = core.guard_record_read(str(records[0]))["cell"]
+        rss = rss_of(pid)
+        os.kill(pid, signal.SIGKILL)
+        while os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read():
+            time.sleep(0.05)
+    finally:
+        first.shutdown()
+    second = Kernel(env=env, cwd=str(tmp_path))
+    try:
+        out = second.run("%load_ext memtamer")["stdout"]
+        assert f"previous kernel (pid {pid}) died while running cell {cell}" in out
+        assert "('import time')" in out  # the first line, as cell records keep it
+        # The RSS it reports is the one we read from /proc before the kill.
+        from memtamer.sizes import format_size
+
+        assert f"last RSS was {format_size(rss)}" in out
+        # Reported once: the record is gone.
+        second_pid = second.query("__import__('os').getpid()")
+        assert [p.name for p in tmp_path.glob("memtamer-*.guard")] == \
+            [f"memtamer-{second_pid}.guard"]
+    finally:
+        second.shutdown()

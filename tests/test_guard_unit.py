@@ -1,0 +1,80 @@
+"""Pure parts of the guard: budget parsing, the message, variable sizes, records."""
+
+import os
+
+import pytest
+
+from memtamer import _core
+from memtamer.guard import biggest_variables, collect_postmortems, describe
+from memtamer.sizes import format_size, parse_share
+
+GiB = 1024**3
+MiB = 1024**2
+
+
+def test_parse_share():
+    assert parse_share("80%") == ("percent", 80.0)
+    assert parse_share(" 12.5 % ") == ("percent", 12.5)
+    assert parse_share("8GiB") == ("bytes", 8 * GiB)
+    assert parse_share("1500MiB") == ("bytes", 1500 * MiB)
+    for bad in ("0%", "101%", "banana", "-5%", "8 parsecs"):
+        with pytest.raises(ValueError):
+            parse_share(bad)
+
+
+def trip(**over):
+    base = {"layer": "numpy", "requested": 4 * GiB, "use": 300 * MiB, "ceiling": 2 * GiB,
+            "budget": 2 * GiB, "limit": 24 * GiB, "rss_before": 250 * MiB,
+            "child_pid": None, "child_rss": None}
+    base.update(over)
+    return base
+
+
+def test_message_says_budget_use_and_request():
+    text = describe(trip(), cell=14, variables=[("df", 900 * MiB, "DataFrame")])
+    assert text.startswith("cell 14 was stopped")
+    assert "budget of 2.0 GiB" in text
+    assert "a numpy buffer of 4.0 GiB" in text and "about 300 MiB" in text
+    assert "df 900 MiB (DataFrame)" in text and "`%shrink df`" in text
+    assert "before the cell began" not in text
+
+
+def test_message_for_child_and_over_budget_start():
+    text = describe(trip(layer="child", requested=None, use=int(2.2 * GiB), child_pid=4242,
+                         child_rss=2 * GiB, rss_before=int(2.1 * GiB)))
+    assert "pid 4242" in text and "grew to 2.0 GiB" in text and "killed that process" in text
+    assert "already used 2.1 GiB before the cell began" in text
+
+
+def test_biggest_variables_ranks_by_constructed_sizes():
+    np = pytest.importorskip("numpy")
+    ns = {"small": np.zeros(10), "big": np.zeros(2**20), "chunks": [bytearray(2**16)] * 64,
+          "_hidden": np.zeros(2**22), "In": [], "np": np, "f": print}
+    got = biggest_variables(ns, n=3)
+    assert [name for name, _, _ in got] == ["big", "chunks", "small"]
+    assert got[0][1] == 8 * 2**20
+    # 64 references to one 64 KiB bytearray are estimated per element.
+    assert got[1][1] >= 64 * 2**16
+
+
+def test_records_reject_garbage_and_report_dead_kernels(tmp_path):
+    junk = tmp_path / "memtamer-1.guard"
+    junk.write_bytes(b"x" * 4096)
+    assert _core.guard_record_read(str(junk)) is None
+    junk.unlink()
+    # A record written by this process, then read as another kernel would.
+    _core.guard_record_open(str(tmp_path / f"memtamer-{os.getpid()}.guard"))
+    try:
+        record = _core.guard_record_read(str(tmp_path / f"memtamer-{os.getpid()}.guard"))
+        assert record["pid"] == os.getpid() and record["alive"] is True
+        assert record["cwd"] == os.getcwd() and record["cell"] is None
+        # Alive records are never reported.
+        assert collect_postmortems(str(tmp_path), os.getcwd()) == []
+    finally:
+        _core.guard_record_close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_format_of_sizes_used_in_messages():
+    assert format_size(int(15.8 * GiB)) == "16 GiB"
+    assert format_size(int(1.5 * GiB)) == "1.5 GiB"
