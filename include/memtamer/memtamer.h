@@ -8,6 +8,7 @@
 #include "memtamer/cell.h"
 #include "memtamer/config.h"
 #include "memtamer/probe.h"
+#include "memtamer/shrink.h"
 
 typedef struct {
     /* From PyMem_RawMalloc: the sampler thread uses it without the GIL. */
@@ -15,6 +16,9 @@ typedef struct {
     mt_cell_log cells;
     /* numpy handler that was current when the running cell began. */
     PyObject *numpy_previous;
+    /* %shrink: the proxy type (codec.c) and the action being measured. */
+    PyObject *compressed_type;
+    mt_shrink_window shrink;
 } mt_state;
 
 /* Sets dict[key] = value and drops the reference to value; a NULL value
