@@ -7,9 +7,10 @@ Python API: ``memtamer.report()`` returns the figures as a dict.
 import sys
 
 from . import _core
+from .shrinker import shrink
 from .sizes import format_size, parse_size
 
-__all__ = ["report", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["report", "shrink", "load_ipython_extension", "unload_ipython_extension"]
 
 DEFAULT_NOTICE_THRESHOLD = 512 * 1024**2
 
@@ -65,6 +66,14 @@ class _Extension:
                   "figures for this cell may be missing", file=sys.stderr)
 
     def pre_run_cell(self, info):
+        try:
+            from .shrinker import auto_restore, restore_notice
+
+            restored = auto_restore(self.shell, info.raw_cell or "")
+            if restored:
+                print(restore_notice(restored))
+        except Exception as exc:  # noqa: BLE001 - a callback must not raise
+            self._warn_once("restoring compressed variables", exc)
         try:
             count = self.shell.execution_count if getattr(info, "store_history", True) else None
             _core.cell_begin(count, info.raw_cell or "")
