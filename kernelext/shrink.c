@@ -114,7 +114,7 @@ inplace_refusals(PyObject *obj, Py_ssize_t others, refusal *out)
     if (!PyArray_IS_C_CONTIGUOUS(arr) && !PyArray_IS_F_CONTIGUOUS(arr)) {
         out[n++] = (refusal){"contiguous", "it is not contiguous"};
     }
-    if (!PyArray_ISNBO(arr)) {
+    if (!PyArray_ISNOTSWAPPED(arr)) {
         out[n++] = (refusal){"byteorder", "its data is not in native byte order"};
     }
     if (PyDataType_REFCHK(PyArray_DESCR(arr))) {
@@ -492,7 +492,7 @@ plan_for(PyArrayObject *arr, const char *to_name, double rtol, plan *out)
         return -1;
     }
     int src = PyArray_TYPE(arr);
-    if (!PyArray_ISNBO(arr)) {
+    if (!PyArray_ISNOTSWAPPED(arr)) {
         PyErr_SetString(PyExc_TypeError,
                         "its data is not in native byte order; convert it with "
                         "a.astype(a.dtype.newbyteorder('=')) first");

@@ -271,3 +271,13 @@ def test_pandas_downcast_columns():
     assert np.array_equal(out["f"].to_numpy(), expect["f"].to_numpy().astype(np.float32))
     assert out["s"].astype(str).tolist() == expect["s"].tolist()
     assert row["bytes_after"] < row["bytes_before"]
+
+
+def test_swapped_byte_order_is_a_usage_error_and_changes_nothing():
+    a = np.arange(10.0).astype(">f8")
+    ns = {"a": a}
+    del a
+    assert "byteorder" in [r for r, _ in _core.inplace_check(ns, "a")]
+    with pytest.raises(UsageError, match="byte order"):
+        run(None, ns, "downcast", ["a"], {})
+    assert ns["a"].dtype == np.dtype(">f8") and ns["a"].tolist() == list(map(float, range(10)))
