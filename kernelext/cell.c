@@ -10,8 +10,8 @@
 /* Shown in reports: the first non-blank line, at most this many characters. */
 #define FIRST_LINE_CHARS 100
 
-static double
-monotonic_seconds(void)
+double
+mt_cell_monotonic(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -81,6 +81,7 @@ mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     w->open = 0;
+    w->peak_floor = -1;
     if (execution_count(args[0], &w->cell) < 0 || first_line(args[1], w->first_line) < 0) {
         return NULL;
     }
@@ -93,7 +94,7 @@ mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     mt_probe_children_begin(st->probe, &w->children);
     mt_heap_reset_peaks(&w->python, &w->numpy);
-    w->started = monotonic_seconds();
+    w->started = mt_cell_monotonic();
     /* Last, so that nothing of ours lands in the window. */
     w->rss_before = mt_probe_peak_begin(st->probe);
     w->open = 1;
@@ -164,7 +165,10 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     w->open = 0;
     mt_probe_peak_end(st->probe, &peak, &rss_after);
     mt_guard_cell_end(module, rss_after);
-    double ended = monotonic_seconds();
+    if (w->peak_floor > peak) { /* a %shrink inside the cell measured its own window */
+        peak = w->peak_floor;
+    }
+    double ended = mt_cell_monotonic();
     mt_heap_read(&python, &numpy);
     int numpy_counted = st->numpy_previous != NULL;
     PyObject *previous = st->numpy_previous;

@@ -3,8 +3,10 @@
 #include "memtamer/memtamer.h"
 
 #include "memtamer/guard.h"
+#include "memtamer/codec.h"
 #include "memtamer/heap.h"
 #include "memtamer/process.h"
+#include "memtamer/shrink.h"
 
 static PyMethodDef core_methods[] = {
     {"cell_begin", (PyCFunction)(void (*)(void))mt_cell_begin, METH_FASTCALL,
@@ -47,12 +49,37 @@ static PyMethodDef core_methods[] = {
      "guard_record_close(): remove this kernel's post-mortem record."},
     {"guard_record_read", mt_guard_record_read, METH_O,
      "guard_record_read(path) -> dict | None: a post-mortem record left by a kernel."},
+    {"shrink_window_begin", mt_shrink_window_begin, METH_NOARGS,
+     "shrink_window_begin(): start measuring one %shrink action (RSS, exact peak, time)."},
+    {"shrink_window_end", mt_shrink_window_end, METH_NOARGS,
+     "shrink_window_end() -> dict: rss_before, rss_after, peak_rss, seconds of the action."},
+    {"inplace_check", (PyCFunction)(void (*)(void))mt_shrink_inplace_check, METH_FASTCALL,
+     "inplace_check(ns, name) -> [(rule, message)]: why ns[name] cannot change in place."},
+    {"downcast_plan", (PyCFunction)(void (*)(void))mt_shrink_plan, METH_VARARGS | METH_KEYWORDS,
+     "downcast_plan(array, to='auto', rtol=1e-3) -> {target, reason, max_rel_error}."},
+    {"downcast", (PyCFunction)(void (*)(void))mt_shrink_downcast, METH_VARARGS | METH_KEYWORDS,
+     "downcast(ns, name, to='auto', rtol=1e-3, copy=False, dry_run=False, progress=None) -> dict."},
+    {"pack", (PyCFunction)(void (*)(void))mt_shrink_pack, METH_VARARGS | METH_KEYWORDS,
+     "pack(ns, name, copy=False, dry_run=False) -> dict: numbers -> smallest exact array."},
+    {"spill_write", (PyCFunction)(void (*)(void))mt_shrink_spill_write, METH_VARARGS | METH_KEYWORDS,
+     "spill_write(array, path, progress=None) -> bytes written to a new file."},
+    {"compress", (PyCFunction)(void (*)(void))mt_codec_compress, METH_VARARGS | METH_KEYWORDS,
+     "compress(obj, name, codec='lz4', level=5, progress=None) -> Compressed."},
+    {"compress_estimate", (PyCFunction)(void (*)(void))mt_codec_estimate, METH_VARARGS | METH_KEYWORDS,
+     "compress_estimate(obj, codec='lz4', level=5, sample=16MiB) -> (nbytes, estimated bytes)."},
+    {"codecs", mt_codec_codecs, METH_NOARGS, "codecs() -> {codecs, blosc}: what blosc offers."},
     {NULL, NULL, 0, NULL},
 };
 
 static int
 core_exec(PyObject *module)
 {
+    mt_state *st = mt_get_state(module);
+    st->cells.window.peak_floor = -1;
+    if (!(st->compressed_type = mt_codec_make_type(module)) ||
+        PyModule_AddObjectRef(module, "Compressed", st->compressed_type) < 0) {
+        return -1;
+    }
     if (mt_process_open_probe(module, "") < 0) {
         return -1;
     }
@@ -66,6 +93,7 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(mt_get_state(module)->budget_exceeded);
     Py_VISIT(mt_get_state(module)->guard_user_ns);
     Py_VISIT(mt_get_state(module)->guard_describe);
+    Py_VISIT(mt_get_state(module)->compressed_type);
     return 0;
 }
 
@@ -76,6 +104,7 @@ core_clear(PyObject *module)
     Py_CLEAR(mt_get_state(module)->budget_exceeded);
     Py_CLEAR(mt_get_state(module)->guard_user_ns);
     Py_CLEAR(mt_get_state(module)->guard_describe);
+    Py_CLEAR(mt_get_state(module)->compressed_type);
     return 0;
 }
 

@@ -27,6 +27,8 @@ typedef struct {
     long long cell;
     double started;
     long long rss_before;
+    /* Highest peak of windows measured inside this cell (%shrink), -1 if none. */
+    long long peak_floor;
     mt_heap_reading python, numpy;
     mt_probe_children_mark children;
     char first_line[MT_FIRST_LINE_BYTES];
@@ -39,6 +41,8 @@ typedef struct {
 } mt_cell_log;
 
 void mt_cell_log_free(mt_cell_log *log);
+/* Seconds on the monotonic clock. */
+double mt_cell_monotonic(void);
 
 /* Methods of _core (module.c lists them). */
 PyObject *mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

@@ -8,6 +8,7 @@
 #include "memtamer/cell.h"
 #include "memtamer/config.h"
 #include "memtamer/probe.h"
+#include "memtamer/shrink.h"
 
 typedef struct {
     /* From PyMem_RawMalloc: the sampler thread uses it without the GIL. */
@@ -20,6 +21,9 @@ typedef struct {
      * of the exception's message. */
     struct mt_guard *guard;
     PyObject *budget_exceeded, *guard_user_ns, *guard_describe;
+    /* %shrink: the proxy type (codec.c) and the action being measured. */
+    PyObject *compressed_type;
+    mt_shrink_window shrink;
 } mt_state;
 
 /* Sets dict[key] = value and drops the reference to value; a NULL value

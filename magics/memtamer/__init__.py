@@ -8,9 +8,10 @@ import sys
 
 from . import _core
 from .guard import MemoryBudgetExceeded, budget, set_budget
+from .shrinker import shrink
 from .sizes import format_size, parse_size
 
-__all__ = ["report", "load_ipython_extension", "unload_ipython_extension",
+__all__ = ["report", "shrink", "load_ipython_extension", "unload_ipython_extension",
            "MemoryBudgetExceeded", "budget", "set_budget"]
 
 DEFAULT_NOTICE_THRESHOLD = 512 * 1024**2
@@ -74,6 +75,14 @@ class _Extension:
                   "figures for this cell may be missing", file=sys.stderr)
 
     def pre_run_cell(self, info):
+        try:
+            from .shrinker import auto_restore, restore_notice
+
+            restored = auto_restore(self.shell, info.raw_cell or "")
+            if restored:
+                print(restore_notice(restored))
+        except Exception as exc:  # noqa: BLE001 - a callback must not raise
+            self._warn_once("restoring compressed variables", exc)
         try:
             count = self.shell.execution_count if getattr(info, "store_history", True) else None
             _core.cell_begin(count, info.raw_cell or "")

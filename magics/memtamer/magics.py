@@ -95,3 +95,41 @@ class MemtamerMagics(Magics):
             except ValueError as exc:
                 raise UsageError(f"%memguard: {exc}") from None
         print("\n".join(guard.status_lines(status)))
+
+    @magic_arguments()
+    @argument("action", help="downcast | compress | restore | pack | spill")
+    @argument("names", nargs="+", metavar="NAME", help="variables in the user namespace")
+    @argument("--to", default=None,
+              help="downcast: auto (default: float64→float32, ints to the smallest type "
+                   "holding their values, 0/1 ints to bool), float32, float16, bool, "
+                   "int8/16/32, uint8/16/32")
+    @argument("--rtol", type=float, default=None,
+              help="downcast: refuse when a float would change by more than this relative "
+                   "error (default 1e-3)")
+    @argument("--codec", default=None, help="compress: lz4 (default), zstd, blosclz, zlib, ...")
+    @argument("--level", type=int, default=None, help="compress: 0-9 (default 5)")
+    @argument("--dir", default=None,
+              help="spill: directory for the file (default: a per-kernel directory under the "
+                   "temp dir, or ~/.cache/memtamer when that is in RAM; $MEMTAMER_SPILL_DIR)")
+    @argument("--copy", action="store_true",
+              help="work on a copy when the variable cannot be changed in place or is held "
+                   "elsewhere (then it costs memory instead of saving it)")
+    @argument("--dry-run", action="store_true",
+              help="show the predicted saving and any refusal; change nothing")
+    @line_magic
+    def shrink(self, line):
+        """Give memory back: %shrink ACTION NAME... [options]
+
+        downcast  float64→float32 (--to), ints to their smallest type, in place when safe
+        compress  replace by a blosc-compressed proxy; restored when a cell reads it
+        restore   undo compress
+        pack      list/tuple of numbers → the smallest exact numpy array
+        spill     numpy array → np.memmap of a file (RSS released)
+        """
+        from .shrinker import run
+
+        args = parse_argstring(self.shrink, line)
+        given = {"to": args.to, "rtol": args.rtol, "codec": args.codec, "level": args.level,
+                 "dir": args.dir, "copy": args.copy or None, "dry_run": args.dry_run or None}
+        rows = run(self.shell, self.shell.user_ns, args.action, args.names, given)
+        display(render.ShrinkReport(rows))

@@ -154,3 +154,48 @@ def notice(record, process):
         f"retained {format_size(record.get('retained'), signed=True)} · "
         f"RSS {format_size(process.get('rss'))} of {format_size(process.get('limit'))}"
     )
+
+
+SHRINK_COLUMNS = ("name", "action", "result", "bytes", "RSS", "peak", "time", "note")
+
+
+def shrink_row(row):
+    """One %shrink result as table cells: before → after bytes of the
+    variable, RSS before → after, the action's own peak, time."""
+    status = row.get("status")
+    result = {"done": "", "dry-run": "dry run: ", "refused": "REFUSED ", "error": "FAILED "}.get(status, "")
+    return [
+        row.get("name", ""),
+        row.get("action", ""),
+        result + (row.get("detail") or ""),
+        f"{format_size(row.get('bytes_before'))} → {format_size(row.get('bytes_after'))}",
+        f"{format_size(row.get('rss_before'))} → {format_size(row.get('rss_after'))}",
+        f"{format_size(row.get('peak_rss'))} ({format_size(row.get('peak_increment'), signed=True)})",
+        f"{row['seconds']:.2f} s" if row.get("seconds") is not None else "n/a",
+        row.get("reason") or "",
+    ]
+
+
+class ShrinkReport:
+    """What %shrink displays: one line (text) or row (HTML) per name."""
+
+    def __init__(self, rows):
+        self.rows = list(rows.values())
+
+    def text(self):
+        return "\n".join(_table_text(list(SHRINK_COLUMNS), [shrink_row(r) for r in self.rows]))
+
+    def __repr__(self):
+        return self.text()
+
+    def _repr_pretty_(self, printer, cycle):
+        printer.text(self.text())
+
+    def _repr_html_(self):
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in SHRINK_COLUMNS)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in shrink_row(r)) + "</tr>"
+            for r in self.rows
+        )
+        return (f'<table class="memtamer-shrink"><thead><tr>{head}</tr></thead>'
+                f"<tbody>{body}</tbody></table>")

@@ -1,0 +1,130 @@
+"""Benchmark for %shrink (issue 4); writes the "Shrink" section of bench/RESULTS.md.
+
+  .venv/bin/python bench/shrink.py      (needs zstandard and lz4: bench/requirements.txt)
+
+Downcast: 2 GiB float64 -> float32 in a fresh process each, in place
+(memtamer) vs astype; peak is the process's lifetime peak (getrusage), start
+is its RSS with the array made.  Compress/restore: 128 MiB of each kind of
+data, every blosc codec at level 5, beside plain zstd and lz4 on the same bytes."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "RESULTS.md")
+GiB = 1024**3
+
+DOWNCAST = r"""
+import json, resource, sys, time
+import numpy as np
+from memtamer import _core
+a = np.random.default_rng(0).random(2 * 2**30 // 8)
+start = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmRSS')][0]
+t = time.perf_counter()
+if sys.argv[1] == 'memtamer':
+    ns = {'a': a}; del a
+    row = _core.downcast(ns, 'a'); assert row['in_place'], row
+else:
+    b = a.astype(np.float32); del a
+seconds = time.perf_counter() - t
+print(json.dumps({'start': start, 'peak': resource.getrusage(0).ru_maxrss * 1024, 'seconds': seconds}))
+"""
+
+
+def downcast_rows():
+    rows = []
+    for how in ("memtamer", "astype"):
+        out = subprocess.run([sys.executable, "-c", DOWNCAST, how], check=True,
+                             capture_output=True, text=True).stdout
+        r = json.loads(out)
+        rows.append((how, r["peak"] / r["start"], 2 * GiB / r["seconds"] / 1e9, r["seconds"]))
+    return rows
+
+
+def datasets(n_bytes):
+    import numpy as np
+
+    n = n_bytes // 8
+    rng = np.random.default_rng(1)
+    t = np.linspace(0, 200 * np.pi, n)
+    return {
+        "smooth signal (float64)": np.sin(t) + 0.5 * np.sin(3.1 * t),
+        "random normal (float64)": rng.normal(size=n),
+        "integer counts (int64, Poisson 3)": rng.poisson(3, size=n),
+    }
+
+
+def timed(fn, repeat=2):
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, result
+
+
+def codec_rows(n_bytes=128 * 1024**2):
+    import lz4.frame
+    import zstandard
+
+    from memtamer import _core
+
+    rows = []
+    for label, data in datasets(n_bytes).items():
+        raw = data.tobytes()
+        for codec in ("lz4", "zstd", "blosclz", "zlib"):
+            ct, proxy = timed(lambda: _core.compress(data, "x", codec=codec, level=5))
+            dt, back = timed(lambda: proxy.restore())
+            assert back.tobytes() == raw
+            rows.append((label, f"memtamer blosc {codec} 5 (shuffle, {os.cpu_count()} thr)",
+                         proxy.nbytes / proxy.cbytes, n_bytes / ct / 1e9, n_bytes / dt / 1e9))
+            del proxy, back
+        for name, comp, decomp in (
+            ("plain zstd 3 (zstandard)", lambda: zstandard.ZstdCompressor(level=3).compress(raw),
+             lambda c: zstandard.ZstdDecompressor().decompress(c)),
+            ("plain lz4 frame (lz4)", lambda: lz4.frame.compress(raw), lambda c: lz4.frame.decompress(c)),
+        ):
+            ct, c = timed(comp)
+            dt, back = timed(lambda: decomp(c))
+            assert back == raw
+            rows.append((label, name, len(raw) / len(c), n_bytes / ct / 1e9, n_bytes / dt / 1e9))
+            del c, back
+    return rows
+
+
+def write_section(text):
+    begin, end = "<!-- shrink:begin -->", "<!-- shrink:end -->"
+    block = f"{begin}\n{text}\n{end}"
+    old = open(RESULTS).read() if os.path.exists(RESULTS) else "# Benchmark results\n"
+    if begin in old:
+        new = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda m: block, old, flags=re.S)
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    with open(RESULTS, "w") as f:
+        f.write(new)
+
+
+def main():
+    down = downcast_rows()
+    codecs = codec_rows()
+    lines = ["## Shrink (issue 4)", "",
+             f"Machine: {os.cpu_count()} cores; `bench/shrink.py`, {time.strftime('%Y-%m-%d')}.", "",
+             "### Downcast 2 GiB float64 → float32", "",
+             "| how | peak / start | GB/s (input) | seconds |", "|---|---|---|---|"]
+    lines += [f"| {h} | {ratio:.3f} | {gbs:.2f} | {s:.2f} |" for h, ratio, gbs, s in down]
+    lines += ["", "`memtamer`: `%shrink downcast` in place (checks precision first, then converts "
+              "within the buffer and gives the tail back through the array's handler). "
+              "`astype`: `b = a.astype(np.float32); del a`.", "",
+              "### Compress and restore, 128 MiB of each", "",
+              "| data | codec | ratio | compress GB/s | restore GB/s |", "|---|---|---|---|---|"]
+    lines += [f"| {d} | {c} | {r:.2f} | {cg:.2f} | {dg:.2f} |" for d, c, r, cg, dg in codecs]
+    write_section("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

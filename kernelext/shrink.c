@@ -1,0 +1,1055 @@
+/* shrink: in-place downcast, pack, spill, and the measured window around
+ * every %shrink action (shrink.h).  Everything here needs the GIL, except
+ * the read-only scans and file writes that say so. */
+#include "memtamer/memtamer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "memtamer/npy.h"
+#include "memtamer/shrink.h"
+
+/* Conversion goes through an L2-sized scratch block; progress every ~64 MiB. */
+#define BLOCK_BYTES ((npy_intp)256 << 10)
+#define PROGRESS_BYTES ((size_t)64 << 20)
+#define WRITE_BYTES ((size_t)64 << 20)
+
+/* ------------------------------------------------------------------ */
+/* The measured window                                                 */
+/* ------------------------------------------------------------------ */
+
+/* A %shrink inside a cell resets the high-water mark for its own window:
+ * the cell's peak so far is kept in the cell window's floor, and the cell's
+ * window is re-armed when the action ends. */
+PyObject *
+mt_shrink_window_begin(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_state *st = mt_get_state(module);
+    mt_cell_window *cell = &st->cells.window;
+    st->shrink.inside_cell = cell->open;
+    if (cell->open) {
+        long long peak, rss;
+        mt_probe_peak_end(st->probe, &peak, &rss);
+        if (peak > cell->peak_floor) {
+            cell->peak_floor = peak;
+        }
+    }
+    st->shrink.started = mt_cell_monotonic();
+    st->shrink.rss_before = mt_probe_peak_begin(st->probe);
+    st->shrink.open = 1;
+    Py_RETURN_NONE;
+}
+
+PyObject *
+mt_shrink_window_end(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_state *st = mt_get_state(module);
+    mt_cell_window *cell = &st->cells.window;
+    long long peak = -1, rss_after = -1;
+    if (!st->shrink.open) {
+        PyErr_SetString(PyExc_RuntimeError, "shrink_window_end() without shrink_window_begin()");
+        return NULL;
+    }
+    st->shrink.open = 0;
+    mt_probe_peak_end(st->probe, &peak, &rss_after);
+    double seconds = mt_cell_monotonic() - st->shrink.started;
+    if (st->shrink.inside_cell && cell->open) {
+        if (peak > cell->peak_floor) {
+            cell->peak_floor = peak;
+        }
+        mt_probe_peak_begin(st->probe);
+    }
+    return Py_BuildValue("{sNsNsNsd}", "rss_before", mt_size_or_none(st->shrink.rss_before),
+                         "rss_after", mt_size_or_none(rss_after), "peak_rss",
+                         mt_size_or_none(peak), "seconds", seconds);
+}
+
+/* ------------------------------------------------------------------ */
+/* When an array may be changed in place                               */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    const char *rule, *message;
+} refusal;
+
+#define MAX_REFUSALS 10
+
+/* The conditions numpy's PyArray_Resize puts on resizing in place, plus
+ * those our conversion needs.  `others` counts references beyond the one
+ * expected (the namespace's).  Returns how many rules failed. */
+static int
+inplace_refusals(PyObject *obj, Py_ssize_t others, refusal *out)
+{
+    int n = 0;
+    if (others > 0) {
+        out[n++] = (refusal){"held", "other references to it exist"};
+    }
+    if (mt_npy_ready() <= 0 || !PyArray_Check(obj)) {
+        PyErr_Clear(); /* numpy failing to load means obj is no array */
+        return n;
+    }
+    PyArrayObject *arr = (PyArrayObject *)obj;
+    PyArrayObject_fields *fields = (PyArrayObject_fields *)obj;
+    if (!PyArray_CheckExact(obj)) {
+        out[n++] = (refusal){"subclass", "it is a subclass of numpy.ndarray (such as np.memmap)"};
+    }
+    if (PyArray_BASE(arr) != NULL) {
+        out[n++] = (refusal){"view", "it is a view: another object (its .base) owns the memory"};
+    }
+    else if (!PyArray_CHKFLAGS(arr, NPY_ARRAY_OWNDATA)) {
+        out[n++] = (refusal){"owndata", "it does not own its data"};
+    }
+    if (fields->weakreflist != NULL) {
+        out[n++] = (refusal){"weakref", "a weak reference to it exists"};
+    }
+    if (!PyArray_ISWRITEABLE(arr)) {
+        out[n++] = (refusal){"readonly", "it is read-only"};
+    }
+    if (!PyArray_ISALIGNED(arr)) {
+        out[n++] = (refusal){"aligned", "its data is not aligned"};
+    }
+    if (!PyArray_IS_C_CONTIGUOUS(arr) && !PyArray_IS_F_CONTIGUOUS(arr)) {
+        out[n++] = (refusal){"contiguous", "it is not contiguous"};
+    }
+    if (!PyArray_ISNOTSWAPPED(arr)) {
+        out[n++] = (refusal){"byteorder", "its data is not in native byte order"};
+    }
+    if (PyDataType_REFCHK(PyArray_DESCR(arr))) {
+        out[n++] = (refusal){"objects", "its dtype holds Python objects"};
+    }
+    return n;
+}
+
+static PyObject *
+refusal_list(const refusal *r, int n)
+{
+    PyObject *list = PyList_New(n);
+    for (int i = 0; list && i < n; i++) {
+        PyObject *pair = Py_BuildValue("(ss)", r[i].rule, r[i].message);
+        if (pair == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, pair);
+    }
+    return list;
+}
+
+/* The value bound to name in ns, borrowed; KeyError naming it if absent. */
+static PyObject *
+lookup(PyObject *ns, PyObject *name)
+{
+    if (!PyDict_Check(ns) || !PyUnicode_Check(name)) {
+        PyErr_SetString(PyExc_TypeError, "expected a namespace dict and a name");
+        return NULL;
+    }
+    PyObject *obj = PyDict_GetItemWithError(ns, name);
+    if (obj == NULL && !PyErr_Occurred()) {
+        PyErr_Format(PyExc_KeyError, "no variable named '%U'", name);
+    }
+    return obj;
+}
+
+static int
+numpy_needed(void)
+{
+    int ready = mt_npy_ready();
+    if (ready == 0) {
+        PyErr_SetString(PyExc_TypeError, "numpy is not imported, so this is not a numpy array");
+    }
+    return ready > 0 ? 0 : -1;
+}
+
+/* _core.inplace_check(ns, name) -> [(rule, message), ...]: why ns[name]
+ * cannot be changed or freed in place ([] when it can). */
+PyObject *
+mt_shrink_inplace_check(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    refusal r[MAX_REFUSALS];
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "inplace_check(ns, name)");
+        return NULL;
+    }
+    PyObject *obj = lookup(args[0], args[1]);
+    if (obj == NULL) {
+        return NULL;
+    }
+    /* Borrowed: the namespace's reference is the only one expected. */
+    Py_ssize_t others = Py_REFCNT(obj) - 1;
+    return refusal_list(r, inplace_refusals(obj, others, r));
+}
+
+/* ------------------------------------------------------------------ */
+/* Planning a downcast: which type, and is it exact enough             */
+/* ------------------------------------------------------------------ */
+
+#define DEFAULT_RTOL 1e-3
+
+typedef struct {
+    int target;        /* NPY type number, or -1 when refused */
+    char reason[240];  /* why refused */
+    double max_rel_error;
+    long long overflow;
+    int have_range;
+    long long smin;
+    unsigned long long umax;
+} plan;
+
+/* Runs fn over every inner loop of arr (read-only, memory order), with the
+ * GIL released: fn touches only the bytes. */
+typedef void (*scan_fn)(const char *p, npy_intp stride, npy_intp n, void *acc);
+
+static int
+scan(PyArrayObject *arr, scan_fn fn, void *acc)
+{
+    if (PyArray_SIZE(arr) == 0) {
+        return 0;
+    }
+    NpyIter *it = NpyIter_New(arr, NPY_ITER_READONLY | NPY_ITER_EXTERNAL_LOOP, NPY_KEEPORDER,
+                              NPY_NO_CASTING, NULL);
+    if (it == NULL) {
+        return -1;
+    }
+    NpyIter_IterNextFunc *next = NpyIter_GetIterNext(it, NULL);
+    if (next == NULL) {
+        NpyIter_Deallocate(it);
+        return -1;
+    }
+    char **data = NpyIter_GetDataPtrArray(it);
+    npy_intp *stride = NpyIter_GetInnerStrideArray(it);
+    npy_intp *size = NpyIter_GetInnerLoopSizePtr(it);
+    Py_BEGIN_ALLOW_THREADS
+    do {
+        fn(data[0], stride[0], *size, acc);
+    } while (next(it));
+    Py_END_ALLOW_THREADS
+    NpyIter_Deallocate(it);
+    return 0;
+}
+
+typedef struct {
+    int src_double, to_half, components;
+    double max_err;
+    long long overflow;
+} float_acc;
+
+/* How far rounding to the target moves each finite value, relatively;
+ * NaN stays NaN, zero stays zero (0/0 is NaN and fmax ignores it). */
+static void
+float_scan(const char *p, npy_intp stride, npy_intp n, void *arg)
+{
+    float_acc *a = arg;
+    double max_err = a->max_err;
+    long long overflow = a->overflow;
+    for (npy_intp i = 0; i < n; i++, p += stride) {
+        for (int c = 0; c < a->components; c++) {
+            double x = a->src_double ? ((const double *)p)[c] : (double)((const float *)p)[c];
+            double y = a->to_half ? (double)(_Float16)x : (double)(float)x;
+            if (isinf(y) && isfinite(x)) {
+                overflow++;
+            }
+            else {
+                max_err = fmax(max_err, fabs(y - x) / fabs(x));
+            }
+        }
+    }
+    a->max_err = max_err;
+    a->overflow = overflow;
+}
+
+typedef struct {
+    int started;
+    long long smin, smax;
+    unsigned long long umax;
+} int_acc;
+
+#define INT_SCAN(name, ctype, field_min, field_max)                                    \
+    static void name(const char *p, npy_intp stride, npy_intp n, void *arg)            \
+    {                                                                                  \
+        int_acc *a = arg;                                                              \
+        if (n == 0) {                                                                  \
+            return;                                                                    \
+        }                                                                              \
+        ctype lo = *(const ctype *)p, hi = lo;                                         \
+        if (a->started) {                                                              \
+            lo = (ctype)a->field_min;                                                  \
+            hi = (ctype)a->field_max;                                                  \
+        }                                                                              \
+        for (npy_intp i = 0; i < n; i++, p += stride) {                                \
+            ctype v = *(const ctype *)p;                                               \
+            lo = v < lo ? v : lo;                                                      \
+            hi = v > hi ? v : hi;                                                      \
+        }                                                                              \
+        a->field_min = (long long)lo;                                                  \
+        a->field_max = hi;                                                             \
+        a->started = 1;                                                                \
+    }
+
+/* Unsigned scans keep their minimum in smin's bits. */
+INT_SCAN(scan_i8, npy_int8, smin, smax)
+INT_SCAN(scan_i16, npy_int16, smin, smax)
+INT_SCAN(scan_i32, npy_int32, smin, smax)
+INT_SCAN(scan_i64, npy_int64, smin, smax)
+INT_SCAN(scan_u8, npy_uint8, smin, umax)
+INT_SCAN(scan_u16, npy_uint16, smin, umax)
+INT_SCAN(scan_u32, npy_uint32, smin, umax)
+INT_SCAN(scan_u64, npy_uint64, smin, umax)
+
+static scan_fn
+int_scanner(int type)
+{
+    switch (type) {
+    case NPY_INT8: return scan_i8;
+    case NPY_INT16: return scan_i16;
+    case NPY_INT32: return scan_i32;
+    case NPY_INT64: return scan_i64;
+    case NPY_UINT8: return scan_u8;
+    case NPY_UINT16: return scan_u16;
+    case NPY_UINT32: return scan_u32;
+    case NPY_UINT64: return scan_u64;
+    default: return NULL;
+    }
+}
+
+/* The type `to` names ("auto" gives -1), or -2 for a bad name. */
+static int
+parse_target(const char *to)
+{
+    static const struct {
+        const char *name;
+        int type;
+    } names[] = {{"auto", -1},          {"float32", NPY_FLOAT32}, {"float16", NPY_FLOAT16},
+                 {"bool", NPY_BOOL},    {"int8", NPY_INT8},       {"int16", NPY_INT16},
+                 {"int32", NPY_INT32},  {"uint8", NPY_UINT8},     {"uint16", NPY_UINT16},
+                 {"uint32", NPY_UINT32}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(to, names[i].name) == 0) {
+            return names[i].type;
+        }
+    }
+    return -2;
+}
+
+static int
+type_size(int type)
+{
+    PyArray_Descr *d = PyArray_DescrFromType(type);
+    int size = d ? (int)PyDataType_ELSIZE(d) : 0;
+    Py_XDECREF(d);
+    return size;
+}
+
+static int
+holds(int type, long long lo, unsigned long long hi_u)
+{
+    switch (type) {
+    case NPY_BOOL: return lo >= 0 && hi_u <= 1;
+    case NPY_INT8: return lo >= -128 && hi_u <= 127;
+    case NPY_INT16: return lo >= -32768 && hi_u <= 32767;
+    case NPY_INT32: return lo >= -2147483648LL && hi_u <= 2147483647ULL;
+    case NPY_INT64: return hi_u <= 9223372036854775807ULL;
+    case NPY_UINT8: return lo >= 0 && hi_u <= 255;
+    case NPY_UINT16: return lo >= 0 && hi_u <= 65535;
+    case NPY_UINT32: return lo >= 0 && hi_u <= 4294967295ULL;
+    case NPY_UINT64: return lo >= 0;
+    default: return 0;
+    }
+}
+
+/* Smallest integer type of the same signedness (bool for 0/1 values)
+ * holding lo..hi. */
+static int
+smallest_int(int is_signed, long long lo, unsigned long long hi)
+{
+    static const int signed_types[] = {NPY_BOOL, NPY_INT8, NPY_INT16, NPY_INT32, NPY_INT64};
+    static const int unsigned_types[] = {NPY_BOOL, NPY_UINT8, NPY_UINT16, NPY_UINT32, NPY_UINT64};
+    const int *types = is_signed ? signed_types : unsigned_types;
+    for (int i = 0; i < 5; i++) {
+        if (holds(types[i], lo, hi)) {
+            return types[i];
+        }
+    }
+    return is_signed ? NPY_INT64 : NPY_UINT64;
+}
+
+static int
+plan_float(PyArrayObject *arr, int to, double rtol, plan *out)
+{
+    int src = PyArray_TYPE(arr);
+    int is_complex = PyTypeNum_ISCOMPLEX(src);
+    int src_double = src == NPY_FLOAT64 || src == NPY_COMPLEX128;
+    int target;
+    if (to == -1 || to == NPY_FLOAT32) {
+        target = is_complex ? NPY_COMPLEX64 : NPY_FLOAT32;
+    }
+    else if (to == NPY_FLOAT16 && !is_complex) {
+        target = NPY_FLOAT16;
+    }
+    else {
+        PyErr_Format(PyExc_ValueError, "--to %s does not apply to %s data: use float32%s",
+                     to == NPY_FLOAT16 ? "float16" : "an integer type",
+                     is_complex ? "complex" : "float", is_complex ? "" : " or float16");
+        return -1;
+    }
+    if (type_size(target) >= PyArray_ITEMSIZE(arr)) {
+        PyOS_snprintf(out->reason, sizeof out->reason,
+                      "it is already %s; nothing smaller was asked for (try --to float16)",
+                      PyArray_DESCR(arr)->typeobj->tp_name);
+        return 0;
+    }
+    float_acc acc = {src_double, target == NPY_FLOAT16, is_complex ? 2 : 1, 0.0, 0};
+    if (scan(arr, float_scan, &acc) < 0) {
+        return -1;
+    }
+    out->max_rel_error = acc.max_err;
+    out->overflow = acc.overflow;
+    const char *name = target == NPY_FLOAT16 ? "float16" : "float32";
+    if (acc.overflow) {
+        PyOS_snprintf(out->reason, sizeof out->reason,
+                      "%lld finite value%s would overflow to inf in %s", acc.overflow,
+                      acc.overflow == 1 ? "" : "s", name);
+    }
+    else if (acc.max_err > rtol) {
+        PyOS_snprintf(out->reason, sizeof out->reason,
+                      "the largest relative error in %s would be %.3g, over --rtol %g", name,
+                      acc.max_err, rtol);
+    }
+    else {
+        out->target = target;
+    }
+    return 0;
+}
+
+static int
+plan_int(PyArrayObject *arr, int to, plan *out)
+{
+    int src = PyArray_TYPE(arr);
+    int is_signed = PyTypeNum_ISSIGNED(src);
+    if (to == NPY_FLOAT32 || to == NPY_FLOAT16) {
+        PyErr_SetString(PyExc_ValueError,
+                        "--to float32/float16 applies to float data; integers go to the "
+                        "smallest integer type (--to auto) or the one you name");
+        return -1;
+    }
+    int_acc acc = {0, 0, 0, 0};
+    if (scan(arr, int_scanner(src), &acc) < 0) {
+        return -1;
+    }
+    long long lo;
+    unsigned long long hi;
+    if (PyArray_SIZE(arr) == 0) {
+        lo = 0;
+        hi = 0;
+    }
+    else if (is_signed) {
+        lo = acc.smin;
+        hi = acc.smax < 0 ? 0 : (unsigned long long)acc.smax;
+    }
+    else {
+        /* The unsigned scans keep their minimum in smin's bits. */
+        unsigned long long umin = (unsigned long long)acc.smin;
+        lo = umin > (unsigned long long)LLONG_MAX ? LLONG_MAX : (long long)umin;
+        hi = acc.umax;
+    }
+    out->have_range = PyArray_SIZE(arr) > 0;
+    out->smin = is_signed ? acc.smin : lo;
+    out->umax = is_signed ? (unsigned long long)acc.smax : hi;
+    int target = to == -1 ? smallest_int(is_signed, lo, hi) : to;
+    if (to == -1 && PyArray_SIZE(arr) == 0) {
+        target = is_signed ? NPY_INT8 : NPY_UINT8;
+    }
+    if (!holds(target, lo, hi)) {
+        PyOS_snprintf(out->reason, sizeof out->reason, "its values span %lld..%llu, which %s cannot hold",
+                      lo, hi, PyArray_DescrFromType(target)->typeobj->tp_name);
+        return 0;
+    }
+    if (type_size(target) >= PyArray_ITEMSIZE(arr)) {
+        PyOS_snprintf(out->reason, sizeof out->reason,
+                      "it is already the smallest integer type holding its values (%lld..%llu)", lo, hi);
+        return 0;
+    }
+    out->target = target;
+    return 0;
+}
+
+static int
+plan_for(PyArrayObject *arr, const char *to_name, double rtol, plan *out)
+{
+    memset(out, 0, sizeof *out);
+    out->target = -1;
+    int to = parse_target(to_name);
+    if (to == -2) {
+        PyErr_Format(PyExc_ValueError,
+                     "--to %s: use auto, float32, float16, bool, int8, int16, int32, uint8, "
+                     "uint16 or uint32", to_name);
+        return -1;
+    }
+    if (!(rtol >= 0)) {
+        PyErr_SetString(PyExc_ValueError, "--rtol must be a number >= 0, such as 1e-3");
+        return -1;
+    }
+    int src = PyArray_TYPE(arr);
+    if (!PyArray_ISNOTSWAPPED(arr)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "its data is not in native byte order; convert it with "
+                        "a.astype(a.dtype.newbyteorder('=')) first");
+        return -1;
+    }
+    if (src == NPY_FLOAT64 || src == NPY_FLOAT32 || src == NPY_COMPLEX128 || src == NPY_COMPLEX64) {
+        return plan_float(arr, to, rtol, out);
+    }
+    if (src == NPY_FLOAT16) {
+        PyOS_snprintf(out->reason, sizeof out->reason, "it is already float16");
+        return 0;
+    }
+    if (int_scanner(src) != NULL) {
+        return plan_int(arr, to, out);
+    }
+    if (src == NPY_BOOL) {
+        PyOS_snprintf(out->reason, sizeof out->reason, "it is already bool");
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError,
+                 "downcast handles float, complex and integer arrays; dtype %R is not one",
+                 (PyObject *)PyArray_DESCR(arr));
+    return -1;
+}
+
+static PyObject *
+dtype_name(int type)
+{
+    PyArray_Descr *d = PyArray_DescrFromType(type);
+    PyObject *s = d ? PyObject_Str((PyObject *)d) : NULL;
+    Py_XDECREF(d);
+    return s;
+}
+
+static PyObject *
+plan_dict(const plan *p)
+{
+    PyObject *d = PyDict_New();
+    if (d == NULL ||
+        mt_set(d, "target", p->target >= 0 ? dtype_name(p->target) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "reason", p->target >= 0 ? Py_NewRef(Py_None) : PyUnicode_FromString(p->reason)) < 0 ||
+        mt_set(d, "max_rel_error", PyFloat_FromDouble(p->max_rel_error)) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+static int
+parse_plan_args(PyObject *arr, const char *to, double rtol, plan *p)
+{
+    if (numpy_needed() < 0) {
+        return -1;
+    }
+    if (!PyArray_Check(arr)) {
+        PyErr_Format(PyExc_TypeError, "downcast takes numpy arrays and pandas objects, not %s",
+                     Py_TYPE(arr)->tp_name);
+        return -1;
+    }
+    return plan_for((PyArrayObject *)arr, to, rtol, p);
+}
+
+/* _core.downcast_plan(array, to='auto', rtol=1e-3) -> {target, reason, max_rel_error} */
+PyObject *
+mt_shrink_plan(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"array", "to", "rtol", NULL};
+    PyObject *arr;
+    const char *to = "auto";
+    double rtol = DEFAULT_RTOL;
+    plan p;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|sd:downcast_plan", kwlist, &arr, &to, &rtol) ||
+        parse_plan_args(arr, to, rtol, &p) < 0) {
+        return NULL;
+    }
+    return plan_dict(&p);
+}
+
+/* ------------------------------------------------------------------ */
+/* Converting in place                                                 */
+/* ------------------------------------------------------------------ */
+
+static int
+report_progress(PyObject *progress, size_t done, size_t total)
+{
+    if (progress == NULL || progress == Py_None) {
+        return 0;
+    }
+    PyObject *r = PyObject_CallFunction(progress, "nn", (Py_ssize_t)done, (Py_ssize_t)total);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+static PyObject *
+flat_view(PyArray_Descr *descr, npy_intp n, char *data)
+{
+    Py_INCREF(descr); /* stolen */
+    return PyArray_NewFromDescr(&PyArray_Type, descr, 1, &n, NULL, data, NPY_ARRAY_CARRAY, NULL);
+}
+
+/* Converts arr's elements, in memory order, to `to` within the same buffer,
+ * front to back through a small scratch block: an element's new place never
+ * lies beyond its old one, and each block is read whole before it is
+ * written.  The GIL stays held: while half converted, no other thread may
+ * look at the array.  Once converting has begun it cannot fail: numpy's
+ * cast between numeric types does not (the inputs were checked). */
+static int
+convert_in_place(PyArrayObject *arr, PyArray_Descr *to, PyObject *progress)
+{
+    PyArrayObject_fields *fa = (PyArrayObject_fields *)arr;
+    PyArray_Descr *from = PyArray_DESCR(arr);
+    npy_intp old_size = PyDataType_ELSIZE(from), new_size = PyDataType_ELSIZE(to);
+    npy_intp count = PyArray_SIZE(arr);
+    npy_intp block = BLOCK_BYTES / old_size;
+    size_t new_nbytes;
+    if (__builtin_mul_overflow((size_t)count, (size_t)new_size, &new_nbytes)) {
+        PyErr_SetString(PyExc_OverflowError, "array size overflows");
+        return -1;
+    }
+    char *scratch = PyMem_RawMalloc((size_t)(block * new_size));
+    if (scratch == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    char *data = PyArray_BYTES(arr);
+    size_t since_report = 0;
+    for (npy_intp start = 0; start < count; start += block) {
+        npy_intp n = count - start < block ? count - start : block;
+        PyObject *src = flat_view(from, n, data + start * old_size);
+        PyObject *dst = src ? flat_view(to, n, scratch) : NULL;
+        int rc = dst ? PyArray_CopyInto((PyArrayObject *)dst, (PyArrayObject *)src) : -1;
+        Py_XDECREF(src);
+        Py_XDECREF(dst);
+        if (rc < 0) {
+            /* Only before anything was written can this happen (a failed
+             * allocation of a view); later blocks cast like the first. */
+            PyMem_RawFree(scratch);
+            return -1;
+        }
+        memcpy(data + start * new_size, scratch, (size_t)(n * new_size));
+        since_report += (size_t)(n * old_size);
+        if (since_report >= PROGRESS_BYTES) {
+            since_report = 0;
+            if (report_progress(progress, (size_t)(start + n), (size_t)count) < 0) {
+                PyErr_Clear(); /* the display failing must not leave half an array */
+            }
+        }
+    }
+    PyMem_RawFree(scratch);
+
+    /* Give the tail back through the array's own allocator. */
+    PyDataMem_Handler *handler = PyCapsule_GetPointer(PyArray_HANDLER(arr), "mem_handler");
+    if (handler == NULL) {
+        PyErr_Clear(); /* keeps the larger block; numpy frees it all the same */
+    }
+    else if (count > 0) {
+        void *smaller = handler->allocator.realloc(handler->allocator.ctx, data,
+                                                   new_nbytes ? new_nbytes : 1);
+        if (smaller != NULL) {
+            fa->data = smaller;
+        }
+    }
+    Py_INCREF(to);
+    Py_SETREF(fa->descr, to);
+    /* Fresh strides for the same memory order; size-1 axes may have had
+     * arbitrary ones. */
+    int nd = PyArray_NDIM(arr);
+    int fortran = PyArray_IS_F_CONTIGUOUS(arr) && !PyArray_IS_C_CONTIGUOUS(arr);
+    npy_intp stride = new_size;
+    for (int k = 0; k < nd; k++) {
+        int axis = fortran ? k : nd - 1 - k;
+        fa->strides[axis] = stride;
+        stride *= fa->dimensions[axis] ? fa->dimensions[axis] : 1;
+    }
+    PyArray_UpdateFlags(arr, NPY_ARRAY_UPDATE_ALL);
+    return 0;
+}
+
+static PyObject *
+result_dict(const char *status, PyArrayObject *arr, int target, const plan *p, const char *reason,
+            PyObject *refusals, int in_place, Py_ssize_t bytes_after)
+{
+    PyObject *d = PyDict_New();
+    if (d == NULL ||
+        mt_set(d, "status", PyUnicode_FromString(status)) < 0 ||
+        mt_set(d, "dtype_before", PyObject_Str((PyObject *)PyArray_DESCR(arr))) < 0 ||
+        mt_set(d, "dtype_after", target >= 0 ? dtype_name(target) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "bytes_before", PyLong_FromSsize_t(PyArray_NBYTES(arr))) < 0 ||
+        mt_set(d, "bytes_after", PyLong_FromSsize_t(bytes_after)) < 0 ||
+        mt_set(d, "in_place", PyBool_FromLong(in_place)) < 0 ||
+        mt_set(d, "reason", reason ? PyUnicode_FromString(reason) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "refusals", Py_NewRef(refusals)) < 0 ||
+        mt_set(d, "max_rel_error", PyFloat_FromDouble(p->max_rel_error)) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* _core.downcast(ns, name, to='auto', rtol=1e-3, copy=False, dry_run=False,
+ * progress=None) -> dict.  Converts ns[name] in place when every rule of
+ * inplace_check holds, else copies with copy=True, else refuses; refusals
+ * and failures leave the array exactly as it was. */
+PyObject *
+mt_shrink_downcast(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"ns", "name", "to", "rtol", "copy", "dry_run", "progress", NULL};
+    PyObject *ns, *name, *progress = NULL, *refusals = NULL, *result = NULL;
+    PyArrayObject *arr = NULL;
+    PyArray_Descr *to_descr = NULL;
+    const char *to = "auto";
+    double rtol = DEFAULT_RTOL;
+    int copy = 0, dry_run = 0;
+    refusal r[MAX_REFUSALS];
+    plan p;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!U|sdppO:downcast", kwlist, &PyDict_Type, &ns,
+                                     &name, &to, &rtol, &copy, &dry_run, &progress)) {
+        return NULL;
+    }
+    PyObject *obj = lookup(ns, name);
+    if (obj == NULL || parse_plan_args(obj, to, rtol, &p) < 0) {
+        return NULL;
+    }
+    /* Counted while obj is still borrowed: the namespace's is the only
+     * reference expected. */
+    int nrefused = inplace_refusals(obj, Py_REFCNT(obj) - 1, r);
+    arr = (PyArrayObject *)Py_NewRef(obj);
+    if (!(refusals = refusal_list(r, nrefused))) {
+        goto done;
+    }
+    Py_ssize_t after = p.target >= 0 ? PyArray_SIZE(arr) * type_size(p.target) : PyArray_NBYTES(arr);
+    if (p.target < 0) {
+        result = result_dict("refused", arr, -1, &p, p.reason, refusals, 0, after);
+        goto done;
+    }
+    if (dry_run) {
+        result = result_dict("dry-run", arr, p.target, &p, NULL, refusals, nrefused == 0, after);
+        goto done;
+    }
+    if (nrefused && !copy) {
+        result = result_dict("refused", arr, p.target, &p,
+                             "it cannot be converted in place (add --copy to convert a copy)",
+                             refusals, 0, after);
+        goto done;
+    }
+    if (!(to_descr = PyArray_DescrFromType(p.target))) {
+        goto done;
+    }
+    if (nrefused) {
+        Py_INCREF(to_descr); /* stolen */
+        PyArrayObject *converted = (PyArrayObject *)PyArray_NewLikeArray(arr, NPY_KEEPORDER, to_descr, 0);
+        if (converted == NULL) {
+            goto done;
+        }
+        if (PyArray_CopyInto(converted, arr) < 0 ||
+            !(result = result_dict("done", arr, p.target, &p, NULL, refusals, 0, after)) ||
+            PyDict_SetItem(ns, name, (PyObject *)converted) < 0) {
+            Py_CLEAR(result);
+        }
+        Py_DECREF(converted);
+        goto done;
+    }
+    /* The result is built first so nothing can fail after converting. */
+    if (!(result = result_dict("done", arr, p.target, &p, NULL, refusals, 1, after)) ||
+        convert_in_place(arr, to_descr, progress) < 0) {
+        Py_CLEAR(result);
+    }
+done:
+    Py_XDECREF(to_descr);
+    Py_XDECREF(refusals);
+    Py_XDECREF(arr);
+    return result;
+}
+
+/* ------------------------------------------------------------------ */
+/* pack: a list or tuple of numbers -> the smallest exact numpy array   */
+/* ------------------------------------------------------------------ */
+
+enum { ITEM_BOOL, ITEM_INT, ITEM_FLOAT, ITEM_OTHER };
+
+static int
+item_kind(PyObject *x)
+{
+    if (PyBool_Check(x)) {
+        return ITEM_BOOL;
+    }
+    if (PyLong_CheckExact(x)) {
+        return ITEM_INT;
+    }
+    if (PyFloat_CheckExact(x)) {
+        return ITEM_FLOAT;
+    }
+    return ITEM_OTHER;
+}
+
+static const char *const kind_names[] = {"bool", "int", "float", "other"};
+
+typedef struct {
+    int kind, type;
+    long long lo;
+    unsigned long long hi;
+    int fits_f32, fits_f16;
+    Py_ssize_t freed_bytes; /* items only the sequence holds */
+    char reason[200];
+} pack_plan;
+
+static int
+plan_pack(PyObject *seq, pack_plan *pp)
+{
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    memset(pp, 0, sizeof *pp);
+    pp->type = -1;
+    pp->lo = LLONG_MAX;
+    pp->fits_f32 = pp->fits_f16 = 1;
+    if (n == 0) {
+        PyOS_snprintf(pp->reason, sizeof pp->reason, "it is empty");
+        return 0;
+    }
+    pp->kind = item_kind(items[0]);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *x = items[i];
+        int kind = item_kind(x);
+        if (kind == ITEM_OTHER) {
+            PyOS_snprintf(pp->reason, sizeof pp->reason,
+                          "item %zd is a %.60s; pack takes only ints, floats or bools", i,
+                          Py_TYPE(x)->tp_name);
+            return 0;
+        }
+        if (kind != pp->kind) {
+            PyOS_snprintf(pp->reason, sizeof pp->reason,
+                          "mixed content: item 0 is a %s, item %zd is a %s", kind_names[pp->kind], i,
+                          kind_names[kind]);
+            return 0;
+        }
+        if (Py_REFCNT(x) == 1) {
+            pp->freed_bytes += Py_TYPE(x)->tp_basicsize + Py_ABS(Py_SIZE(x)) * Py_TYPE(x)->tp_itemsize;
+        }
+        if (kind == ITEM_INT) {
+            int overflow;
+            long long v = PyLong_AsLongLongAndOverflow(x, &overflow);
+            if (overflow < 0) {
+                PyOS_snprintf(pp->reason, sizeof pp->reason, "item %zd is below -2**63", i);
+                return 0;
+            }
+            if (overflow > 0) {
+                unsigned long long u = PyLong_AsUnsignedLongLong(x);
+                if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+                    PyErr_Clear();
+                    PyOS_snprintf(pp->reason, sizeof pp->reason, "item %zd needs more than 64 bits", i);
+                    return 0;
+                }
+                pp->hi = u > pp->hi ? u : pp->hi;
+            }
+            else {
+                pp->lo = v < pp->lo ? v : pp->lo;
+                if (v >= 0 && (unsigned long long)v > pp->hi) {
+                    pp->hi = (unsigned long long)v;
+                }
+            }
+        }
+        else if (kind == ITEM_FLOAT) {
+            double v = PyFloat_AS_DOUBLE(x);
+            if (!isnan(v)) {
+                pp->fits_f32 &= (double)(float)v == v;
+                pp->fits_f16 &= (double)(_Float16)v == v;
+            }
+        }
+    }
+    if (pp->kind == ITEM_BOOL) {
+        pp->type = NPY_BOOL;
+    }
+    else if (pp->kind == ITEM_FLOAT) {
+        pp->type = pp->fits_f16 ? NPY_FLOAT16 : pp->fits_f32 ? NPY_FLOAT32 : NPY_FLOAT64;
+    }
+    else {
+        if (pp->lo < 0 && pp->hi > (unsigned long long)LLONG_MAX) {
+            PyOS_snprintf(pp->reason, sizeof pp->reason,
+                          "its values span more than any 64-bit integer type holds");
+            return 0;
+        }
+        if (pp->lo == LLONG_MAX) { /* every value above 2**63 */
+            pp->lo = 0;
+        }
+        pp->type = pp->lo < 0 ? smallest_int(1, pp->lo, pp->hi) : smallest_int(0, pp->lo, pp->hi);
+        if (pp->type == NPY_BOOL) { /* ints stay ints: 0/1 counts are not truth values */
+            pp->type = pp->lo < 0 ? NPY_INT8 : NPY_UINT8;
+        }
+    }
+    return 0;
+}
+
+static int
+fill_packed(PyObject *seq, PyArrayObject *arr)
+{
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    char *out = PyArray_BYTES(arr);
+    int type = PyArray_TYPE(arr);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *x = items[i];
+        switch (type) {
+        case NPY_BOOL: ((npy_bool *)out)[i] = x == Py_True; break;
+        case NPY_FLOAT16: {
+            _Float16 h = (_Float16)PyFloat_AS_DOUBLE(x);
+            memcpy(out + 2 * i, &h, 2);
+            break;
+        }
+        case NPY_FLOAT32: ((float *)out)[i] = (float)PyFloat_AS_DOUBLE(x); break;
+        case NPY_FLOAT64: ((double *)out)[i] = PyFloat_AS_DOUBLE(x); break;
+        case NPY_UINT64: ((npy_uint64 *)out)[i] = PyLong_AsUnsignedLongLong(x); break;
+        default: {
+            long long v = PyLong_AsLongLong(x);
+            switch (type) {
+            case NPY_INT8: ((npy_int8 *)out)[i] = (npy_int8)v; break;
+            case NPY_INT16: ((npy_int16 *)out)[i] = (npy_int16)v; break;
+            case NPY_INT32: ((npy_int32 *)out)[i] = (npy_int32)v; break;
+            case NPY_INT64: ((npy_int64 *)out)[i] = (npy_int64)v; break;
+            case NPY_UINT8: ((npy_uint8 *)out)[i] = (npy_uint8)v; break;
+            case NPY_UINT16: ((npy_uint16 *)out)[i] = (npy_uint16)v; break;
+            case NPY_UINT32: ((npy_uint32 *)out)[i] = (npy_uint32)v; break;
+            }
+        }
+        }
+    }
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* _core.pack(ns, name, copy=False, dry_run=False) -> dict */
+PyObject *
+mt_shrink_pack(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"ns", "name", "copy", "dry_run", NULL};
+    PyObject *ns, *name, *seq = NULL, *arr = NULL, *result = NULL, *refusals = NULL;
+    int copy = 0, dry_run = 0;
+    pack_plan pp;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!U|pp:pack", kwlist, &PyDict_Type, &ns, &name,
+                                     &copy, &dry_run) ||
+        numpy_needed() < 0) {
+        return NULL;
+    }
+    PyObject *obj = lookup(ns, name);
+    if (obj == NULL) {
+        return NULL;
+    }
+    if (!PyList_CheckExact(obj) && !PyTuple_CheckExact(obj)) {
+        PyErr_Format(PyExc_TypeError, "pack takes a list or tuple of numbers, not %s",
+                     Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    int held = Py_REFCNT(obj) > 1;
+    seq = Py_NewRef(obj);
+    if (plan_pack(seq, &pp) < 0) {
+        goto done;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t before = Py_TYPE(seq)->tp_basicsize + n * (Py_ssize_t)sizeof(PyObject *) + pp.freed_bytes;
+    Py_ssize_t after = pp.type >= 0 ? n * type_size(pp.type) : before;
+    refusal r = {"held", "other references to it exist"};
+    refusals = refusal_list(&r, held);
+    const char *status = pp.type < 0 || (held && !copy && !dry_run) ? "refused" : dry_run ? "dry-run" : "done";
+    const char *reason = pp.type < 0 ? pp.reason
+                         : (held && !copy) ? "other references keep the original alive (add --copy to pack a copy anyway)"
+                                           : NULL;
+    if (refusals == NULL ||
+        !(result = Py_BuildValue("{sssNsnsnsOsz}", "status", status, "dtype_after",
+                                 pp.type >= 0 ? dtype_name(pp.type) : Py_NewRef(Py_None),
+                                 "bytes_before", before, "bytes_after", after, "refusals", refusals,
+                                 "reason", strcmp(status, "dry-run") == 0 ? NULL : reason))) {
+        goto done;
+    }
+    if (strcmp(status, "done") != 0) {
+        goto done;
+    }
+    npy_intp dims[1] = {n};
+    arr = PyArray_SimpleNew(1, dims, pp.type);
+    if (arr == NULL || fill_packed(seq, (PyArrayObject *)arr) < 0 || PyDict_SetItem(ns, name, arr) < 0) {
+        Py_CLEAR(result);
+    }
+done:
+    Py_XDECREF(seq);
+    Py_XDECREF(arr);
+    Py_XDECREF(refusals);
+    return result;
+}
+
+/* ------------------------------------------------------------------ */
+/* spill: an array's bytes to a new file                               */
+/* ------------------------------------------------------------------ */
+
+/* _core.spill_write(array, path, progress=None) -> bytes written.  The file
+ * must not exist; on failure it is removed again. */
+PyObject *
+mt_shrink_spill_write(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"array", "path", "progress", NULL};
+    PyObject *obj, *path = NULL, *progress = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO&|O:spill_write", kwlist, &obj,
+                                     PyUnicode_FSConverter, &path, &progress)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (numpy_needed() < 0) {
+        goto done;
+    }
+    if (!PyArray_Check(obj) || !(PyArray_IS_C_CONTIGUOUS((PyArrayObject *)obj) ||
+                                 PyArray_IS_F_CONTIGUOUS((PyArrayObject *)obj))) {
+        PyErr_SetString(PyExc_TypeError, "spill_write takes a contiguous numpy array");
+        goto done;
+    }
+    PyArrayObject *arr = (PyArrayObject *)obj;
+    const char *file = PyBytes_AS_STRING(path);
+    const char *data = PyArray_BYTES(arr);
+    size_t total = (size_t)PyArray_NBYTES(arr), done_bytes = 0;
+    int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        goto done;
+    }
+    int err = 0;
+    while (done_bytes < total && !err) {
+        size_t want = total - done_bytes < WRITE_BYTES ? total - done_bytes : WRITE_BYTES;
+        size_t wrote = 0;
+        Py_BEGIN_ALLOW_THREADS
+        while (wrote < want) {
+            ssize_t w = write(fd, data + done_bytes + wrote, want - wrote);
+            if (w < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                err = errno;
+                break;
+            }
+            wrote += (size_t)w;
+        }
+        Py_END_ALLOW_THREADS
+        done_bytes += wrote;
+        if (!err && (PyErr_CheckSignals() < 0 || report_progress(progress, done_bytes, total) < 0)) {
+            err = -1;
+        }
+    }
+    if (!err && close(fd) < 0) {
+        err = errno;
+    }
+    else if (err) {
+        close(fd);
+    }
+    if (err) {
+        if (err > 0) {
+            errno = err;
+            PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        }
+        unlink(file);
+        goto done;
+    }
+    result = PyLong_FromSize_t(total);
+done:
+    Py_XDECREF(path);
+    return result;
+}

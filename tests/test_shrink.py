@@ -1,0 +1,283 @@
+"""%shrink's actions in this process, against ground truth built with numpy
+itself (astype, copies taken before the action)."""
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
+from IPython.core.error import UsageError
+
+from memtamer import _core
+from memtamer.shrinker import run
+
+NUMERIC = [np.dtype(t) for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                                 "uint32", "uint64", "float16", "float32", "float64",
+                                 "complex64", "complex128")]
+shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=7)
+
+
+def arrays(dtypes=st.sampled_from(NUMERIC)):
+    return dtypes.flatmap(lambda dt: hnp.arrays(dt, shapes, elements=hnp.from_dtype(dt)))
+
+
+def layout(a, how):
+    """The same values as a C array, an F array, or a strided view."""
+    if how == "F":
+        return np.asfortranarray(a)
+    if how == "strided" and a.ndim:
+        big = np.repeat(a, 2, axis=0)
+        return big[::2]
+    return a
+
+
+def same_bits(a, b):
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+@settings(max_examples=150, deadline=None)
+@given(arrays(), st.sampled_from(["C", "F", "strided"]), st.sampled_from(["lz4", "zstd", "blosclz", "zlib"]))
+def test_compress_restore_bit_exact(a, how, codec):
+    a = layout(a, how)
+    proxy = _core.compress(a, "a", codec=codec, level=5)
+    back = proxy.restore()
+    assert same_bits(a, back)
+    assert type(back) is np.ndarray
+    if a.flags.c_contiguous:
+        assert back.flags.c_contiguous
+    if a.flags.f_contiguous:
+        assert back.flags.f_contiguous
+    assert proxy.nbytes == a.nbytes
+
+
+@settings(max_examples=150, deadline=None)
+@given(arrays(st.sampled_from([d for d in NUMERIC if d.kind in "iufc"])), st.sampled_from(["C", "F"]))
+def test_downcast_equals_astype(a, how):
+    a = layout(a, how).copy(order="K")
+    original = a.copy(order="K")
+    ns = {"a": a}
+    del a
+    plan = _core.downcast_plan(original, rtol=1.0)
+    row = _core.downcast(ns, "a", rtol=1.0)
+    if row["status"] == "done":
+        assert row["in_place"]
+        expect = original.astype(row["dtype_after"])
+        assert same_bits(expect, ns["a"])
+        assert ns["a"].flags.f_contiguous == original.flags.f_contiguous
+        assert ns["a"].flags.owndata and ns["a"].flags.writeable
+        assert np.array_equal(ns["a"], expect, equal_nan=True)
+    else:
+        assert same_bits(ns["a"], original)
+        assert row["status"] == "refused" and row["reason"]
+    assert plan["target"] == row["dtype_after"]
+
+
+def test_downcast_ints_to_their_range():
+    ns = {"a": np.array([-5, 0, 120], dtype=np.int64), "b": np.array([0, 70000], dtype=np.uint64),
+          "c": np.array([0, 1, 1, 0], dtype=np.int32)}
+    for name in ns:
+        _core.downcast(ns, name)
+    assert ns["a"].dtype == np.int8 and ns["a"].tolist() == [-5, 0, 120]
+    assert ns["b"].dtype == np.uint32 and ns["b"].tolist() == [0, 70000]
+    assert ns["c"].dtype == np.bool_ and ns["c"].tolist() == [False, True, True, False]
+
+
+def test_precision_refusals_change_nothing():
+    big = np.array([1.0, 1e300])
+    tiny = np.array([1.0, 1e-44])  # a float32 subnormal: 2% off
+    ns = {"big": big.copy(), "tiny": tiny.copy()}
+    r1 = _core.downcast(ns, "big")
+    r2 = _core.downcast(ns, "tiny")
+    assert r1["status"] == r2["status"] == "refused"
+    assert "overflow" in r1["reason"] and "relative error" in r2["reason"]
+    assert same_bits(ns["big"], big) and same_bits(ns["tiny"], tiny)
+    assert _core.downcast(ns, "tiny", rtol=1.0)["status"] == "done"
+
+
+class Sub(np.ndarray):
+    pass
+
+
+def refusal_cases():
+    """(setup -> namespace, name, the rule that must fail)."""
+    def view():
+        a = np.arange(1000.0)
+        return {"a": a, "v": a[::3]}, "a", "held"
+
+    def second_name():
+        a = np.arange(1000.0)
+        return {"a": a, "b": a}, "a", "held"
+
+    def read_only():
+        a = np.arange(1000.0)
+        a.flags.writeable = False
+        return {"a": a}, "a", "readonly"
+
+    def memmap(tmp_path=[None]):
+        import tempfile
+        f = tempfile.NamedTemporaryFile(delete=False)
+        m = np.memmap(f.name, dtype=np.float64, mode="w+", shape=(100,))
+        m[:] = np.arange(100)
+        return {"a": m}, "a", "subclass"
+
+    def subclass():
+        return {"a": np.arange(100.0).view(Sub)}, "a", "subclass"
+
+    def is_view():
+        base = np.arange(1000.0)
+        return {"a": base[10:]}, "a", "view"
+
+    def exported():
+        a = np.arange(1000.0)
+        return {"a": a, "m": memoryview(a)}, "a", "held"
+
+    def weak():
+        a = np.arange(1000.0)
+        return {"a": a, "w": weakref.ref(a)}, "a", "weakref"
+
+    def strided_owner():
+        a = np.arange(1000.0).reshape(10, 100)[:, ::2].copy()
+        b = np.lib.stride_tricks.as_strided(np.arange(1000.0), (10,), (64,))
+        return {"a": b}, "a", "view"
+
+    return [view, second_name, read_only, memmap, subclass, is_view, exported, weak, strided_owner]
+
+
+@pytest.mark.parametrize("case", refusal_cases(), ids=lambda c: c.__name__)
+def test_refusal_matrix_leaves_arrays_bit_identical(case):
+    ns, name, rule = case()
+    before = {k: (v.copy(), v.dtype) for k, v in ns.items() if isinstance(v, np.ndarray)}
+    rules = [r for r, _ in _core.inplace_check(ns, name)]
+    assert rule in rules
+    row = _core.downcast(ns, name)
+    assert row["status"] == "refused" and not row["in_place"]
+    for action in ("downcast", "compress", "spill", "pack"):
+        try:
+            run(None, ns, action, [name], {})
+        except UsageError:
+            pass
+        if isinstance(ns[name], _core.Compressed):  # allowed: only the rules of in place failed
+            run(None, ns, "restore", [name], {})
+    for k, (copy, dtype) in before.items():
+        assert ns[k].dtype == dtype and same_bits(np.asarray(ns[k]), copy), k
+
+
+def test_object_dtype_is_a_usage_error():
+    ns = {"a": np.array([1, "x", None], dtype=object)}
+    with pytest.raises(UsageError):
+        run(None, ns, "downcast", ["a"], {})
+    assert ns["a"].tolist() == [1, "x", None]
+
+
+def test_copy_converts_a_held_array_and_keeps_the_holder():
+    a = np.arange(10.0)
+    ns = {"a": a, "b": a}
+    del a
+    rows = run(None, ns, "downcast", ["a"], {"copy": True})
+    assert rows["a"]["status"] == "done" and not rows["a"]["in_place"]
+    assert ns["a"].dtype == np.float32 and ns["b"].dtype == np.float64
+
+
+def test_holders_are_named():
+    a = np.arange(10.0)
+    ns = {"a": a, "b": a, "v": a[2:], "_": a}
+    del a
+    rows = run(None, ns, "downcast", ["a"], {})
+    reason = rows["a"]["reason"]
+    assert "b" in reason and "v is a view of it" in reason and "output cache _" in reason
+
+
+def test_usage_errors_change_nothing():
+    ns = {"a": np.arange(10.0), "xs": [1, 2]}
+    for action, names, options in [("downcast", ["nope"], {}), ("downcast", ["a"], {"to": "int128"}),
+                                   ("downcast", ["a"], {"codec": "zstd"}), ("fold", ["a"], {}),
+                                   ("compress", ["a"], {"codec": "lzma"}), ("compress", ["a"], {"level": 12}),
+                                   ("restore", ["a"], {}), ("downcast", ["xs"], {}), ("spill", ["xs"], {}),
+                                   ("downcast", ["a", "nope"], {})]:
+        with pytest.raises(UsageError):
+            run(None, ns, action, names, options)
+    assert ns["a"].dtype == np.float64 and ns["xs"] == [1, 2]
+
+
+def test_dry_run_changes_nothing():
+    ns = {"a": np.random.default_rng(0).normal(size=100000), "xs": list(range(1000))}
+    before = ns["a"].copy()
+    for action in ("downcast", "compress", "spill", "pack"):
+        name = "xs" if action == "pack" else "a"
+        row = run(None, ns, action, [name], {"dry_run": True})[name]
+        assert row["status"] == "dry-run", row
+    assert same_bits(ns["a"], before) and ns["xs"] == list(range(1000))
+    assert run(None, ns, "downcast", ["a"], {"dry_run": True})["a"]["bytes_after"] == before.nbytes // 2
+
+
+def test_compress_pickles_other_objects_with_buffers():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"x": np.arange(1000.0), "s": ["a", "b"] * 500})
+    expect = df.copy()
+    ns = {"df": df}
+    del df
+    rows = run(None, ns, "compress", ["df"], {"codec": "zstd"})
+    assert rows["df"]["status"] == "done"
+    assert isinstance(ns["df"], _core.Compressed) and ns["df"].kind == "pickle"
+    assert "restore" in repr(ns["df"])
+    run(None, ns, "restore", ["df"], {})
+    pd.testing.assert_frame_equal(ns["df"], expect)
+
+
+def test_pack_picks_the_smallest_exact_type_and_refuses_mixed():
+    ns = {"i": [1, -3, 200], "u": tuple([0, 70000]), "f": [0.5, 1.0], "d": [0.1, 2.0], "b": [True, False],
+          "m": [1, 2.0], "s": [1, "x"]}
+    rows = run(None, ns, "pack", list("iufdbms"), {})
+    assert ns["i"].dtype == np.int16 and ns["i"].tolist() == [1, -3, 200]
+    assert ns["u"].dtype == np.uint32 and ns["u"].tolist() == [0, 70000]
+    assert ns["f"].dtype == np.float16 and ns["f"].tolist() == [0.5, 1.0]
+    assert ns["d"].dtype == np.float64 and ns["d"].tolist() == [0.1, 2.0]
+    assert ns["b"].dtype == np.bool_
+    assert rows["m"]["status"] == "refused" and "mixed" in rows["m"]["reason"] and ns["m"] == [1, 2.0]
+    assert rows["s"]["status"] == "refused" and "str" in rows["s"]["reason"] and ns["s"] == [1, "x"]
+
+
+def test_spill_maps_a_file_and_removes_it_when_deleted():
+    a = np.random.default_rng(1).normal(size=(300, 7))
+    expect = np.asfortranarray(a)
+    ns = {"a": np.asfortranarray(a)}
+    del a
+    row = run(None, ns, "spill", ["a"], {})["a"]
+    assert row["status"] == "done"
+    assert isinstance(ns["a"], np.memmap) and ns["a"].flags.f_contiguous
+    assert same_bits(np.asarray(ns["a"]), expect)
+    path = ns["a"].filename
+    import os
+    assert os.path.exists(path)
+    del ns["a"]
+    gc.collect()
+    assert not os.path.exists(path)
+
+
+def test_pandas_downcast_columns():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"f": np.linspace(0, 1, 1000), "i": np.arange(1000, dtype=np.int64),
+                       "s": ["red", "green"] * 500})
+    expect = df.copy()
+    ns = {"df": df}
+    del df
+    row = run(None, ns, "downcast", ["df"], {})["df"]
+    assert row["status"] == "done", row
+    out = ns["df"]
+    assert out["f"].dtype == np.float32 and out["i"].dtype == np.int16
+    assert isinstance(out["s"].dtype, pd.CategoricalDtype)
+    assert np.array_equal(out["f"].to_numpy(), expect["f"].to_numpy().astype(np.float32))
+    assert out["s"].astype(str).tolist() == expect["s"].tolist()
+    assert row["bytes_after"] < row["bytes_before"]
+
+
+def test_swapped_byte_order_is_a_usage_error_and_changes_nothing():
+    a = np.arange(10.0).astype(">f8")
+    ns = {"a": a}
+    del a
+    assert "byteorder" in [r for r, _ in _core.inplace_check(ns, "a")]
+    with pytest.raises(UsageError, match="byte order"):
+        run(None, ns, "downcast", ["a"], {})
+    assert ns["a"].dtype == np.dtype(">f8") and ns["a"].tolist() == list(map(float, range(10)))
