@@ -2,20 +2,11 @@
 #include "memtamer/memtamer.h"
 
 #include <string.h>
-#include <time.h>
 
 #include "memtamer/process.h"
 
 /* Shown in reports: the first non-blank line, at most this many characters. */
 #define FIRST_LINE_CHARS 100
-
-static double
-monotonic_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int
 execution_count(PyObject *arg, long long *out)
@@ -90,9 +81,12 @@ mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (mt_heap_numpy_end(previous) < 0 || mt_heap_numpy_begin(&st->numpy_previous) < 0) {
         return NULL;
     }
+    if (mt_ledger_cell_begin(&st->ledger, args[1]) < 0) {
+        return NULL;
+    }
     mt_probe_children_begin(st->probe, &w->children);
     mt_heap_reset_peaks(&w->python, &w->numpy);
-    w->started = monotonic_seconds();
+    w->started = mt_monotonic_seconds();
     /* Last, so that nothing of ours lands in the window. */
     w->rss_before = mt_probe_peak_begin(st->probe);
     w->open = 1;
@@ -161,7 +155,7 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     w->open = 0;
     mt_probe_peak_end(st->probe, &peak, &rss_after);
-    double ended = monotonic_seconds();
+    double ended = mt_monotonic_seconds();
     mt_heap_read(&python, &numpy);
     int numpy_counted = st->numpy_previous != NULL;
     PyObject *previous = st->numpy_previous;
@@ -186,7 +180,7 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     r.children_peak = st->probe->method == MT_PEAK_NONE ? -1 : mt_probe_children_end(st->probe, &w->children);
     r.seconds = ended - w->started;
     r.failed = failed;
-    if (append(&st->cells, &r) < 0) {
+    if (append(&st->cells, &r) < 0 || mt_ledger_cell_end(&st->ledger, r.cell) < 0) {
         return NULL;
     }
     return record_dict(&r);

@@ -4,6 +4,7 @@
 
 #include "memtamer/heap.h"
 #include "memtamer/process.h"
+#include "memtamer/walker.h"
 
 static PyMethodDef core_methods[] = {
     {"cell_begin", (PyCFunction)(void (*)(void))mt_cell_begin, METH_FASTCALL,
@@ -28,6 +29,17 @@ static PyMethodDef core_methods[] = {
      "_parse(kind, text): run one of the /proc or cgroup parsers on text (for tests)."},
     {"_set_proc_root", mt_process_set_root, METH_O,
      "_set_proc_root(path): read /proc and /sys under path ('' for the real ones)."},
+    {"deep_size", (PyCFunction)(void (*)(void))mt_walker_py_deep_size, METH_FASTCALL,
+     "deep_size(obj, budget_seconds=0) -> (bytes, complete): deep size, buffers counted once."},
+    {"ledger_attach", (PyCFunction)(void (*)(void))mt_ledger_py_attach, METH_FASTCALL,
+     "ledger_attach(user_ns, hidden_ns, out_cache, shell, transform): follow this namespace."},
+    {"ledger_detach", mt_ledger_py_detach, METH_NOARGS, "ledger_detach(): stop following it."},
+    {"variables", (PyCFunction)(void (*)(void))mt_ledger_py_variables, METH_FASTCALL,
+     "variables(name=None) -> list of dicts: sizes, holders, provenance (walks every root)."},
+    {"ledger", mt_ledger_py_names, METH_NOARGS,
+     "ledger() -> dict: per-name provenance and cached sizes, without walking."},
+    {"set_walk_budget", (PyCFunction)(void (*)(void))mt_ledger_py_set_budget, METH_FASTCALL,
+     "set_walk_budget(cell_seconds, report_seconds): time limits of the walks."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -41,13 +53,14 @@ static int
 core_traverse(PyObject *module, visitproc visit, void *arg)
 {
     Py_VISIT(mt_get_state(module)->numpy_previous);
-    return 0;
+    return mt_ledger_traverse(&mt_get_state(module)->ledger, visit, arg);
 }
 
 static int
 core_clear(PyObject *module)
 {
     Py_CLEAR(mt_get_state(module)->numpy_previous);
+    mt_ledger_clear(&mt_get_state(module)->ledger);
     return 0;
 }
 

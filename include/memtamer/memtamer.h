@@ -5,8 +5,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <time.h>
+
 #include "memtamer/cell.h"
 #include "memtamer/config.h"
+#include "memtamer/ledger.h"
 #include "memtamer/probe.h"
 
 typedef struct {
@@ -15,6 +18,7 @@ typedef struct {
     mt_cell_log cells;
     /* numpy handler that was current when the running cell began. */
     PyObject *numpy_previous;
+    mt_ledger ledger;
 } mt_state;
 
 /* Sets dict[key] = value and drops the reference to value; a NULL value
@@ -38,6 +42,14 @@ mt_size_or_none(long long bytes)
         Py_RETURN_NONE;
     }
     return PyLong_FromLongLong(bytes);
+}
+
+static inline double
+mt_monotonic_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static inline mt_state *
