@@ -37,6 +37,7 @@ mt_ledger_traverse(mt_ledger *l, visitproc visit, void *arg)
     Py_VISIT(l->user_ns);
     Py_VISIT(l->hidden_ns);
     Py_VISIT(l->out_cache);
+    Py_VISIT(l->shell);
     Py_VISIT(l->transform);
     Py_VISIT(l->barriers);
     Py_VISIT(l->index);
@@ -50,6 +51,7 @@ mt_ledger_clear(mt_ledger *l)
     Py_CLEAR(l->user_ns);
     Py_CLEAR(l->hidden_ns);
     Py_CLEAR(l->out_cache);
+    Py_CLEAR(l->shell);
     Py_CLEAR(l->transform);
     Py_CLEAR(l->barriers);
     Py_CLEAR(l->index);
@@ -80,6 +82,34 @@ is_input_name(const char *s)
     return *s == '\0' && s > digits;
 }
 
+/* _, __, ___, _<n>: the output cache's names. */
+static int
+is_output_name(const char *s)
+{
+    if (strcmp(s, "_") == 0 || strcmp(s, "__") == 0 || strcmp(s, "___") == 0) {
+        return 1;
+    }
+    const char *digits = ++s;
+    while (*s >= '0' && *s <= '9') {
+        s++;
+    }
+    return *s == '\0' && s > digits;
+}
+
+/* 1 when the shell's hidden namespace binds name to value too, -1 on error. */
+static int
+hidden_too(const mt_ledger *l, PyObject *name, PyObject *value)
+{
+    if (l->hidden_ns == NULL) {
+        return 0;
+    }
+    PyObject *hidden = PyDict_GetItemWithError(l->hidden_ns, name);
+    if (hidden == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    return hidden == value;
+}
+
 /* Variables are the names a user sees in %who; underscore names (the
  * output cache's _, _12, and the user's own) are holders; what the shell
  * put there itself (In, Out, exit, the initial _) and code is skipped. */
@@ -89,18 +119,17 @@ classify(const mt_ledger *l, PyObject *name, PyObject *value)
     if (!PyUnicode_Check(name) || !mt_walker_is_data(value)) {
         return NAME_SKIP;
     }
-    if (l->hidden_ns != NULL) {
-        PyObject *hidden = PyDict_GetItemWithError(l->hidden_ns, name);
-        if (hidden == value) {
-            return NAME_SKIP;
-        }
-        if (hidden == NULL && PyErr_Occurred()) {
-            return -1;
-        }
-    }
     const char *s = PyUnicode_AsUTF8(name);
     if (s == NULL) {
         return -1;
+    }
+    /* The shell pushes the output cache into its hidden namespace too. */
+    if (s[0] == '_' && is_output_name(s)) {
+        return NAME_HOLDER;
+    }
+    int hidden = hidden_too(l, name, value);
+    if (hidden != 0) {
+        return hidden < 0 ? -1 : NAME_SKIP;
     }
     if (s[0] != '_') {
         return NAME_VARIABLE;
@@ -350,6 +379,14 @@ done:
     return rc;
 }
 
+/* "numpy.ndarray" -> "ndarray" */
+static const char *
+short_name(PyTypeObject *tp)
+{
+    const char *dot = strrchr(tp->tp_name, '.');
+    return dot ? dot + 1 : tp->tp_name;
+}
+
 /* "ndarray float64 1000×3", "DataFrame 10000000×2", "Series object 10",
  * "list[12]", or the type's name. */
 static PyObject *
@@ -365,7 +402,7 @@ describe_type(PyObject *value)
             used += (size_t)snprintf(dims + used, sizeof dims - used, d ? "×%ld" : "%ld",
                                      (long)PyArray_DIM(a, d));
         }
-        return PyUnicode_FromFormat("%s %S %s", tp->tp_name, (PyObject *)PyArray_DESCR(a),
+        return PyUnicode_FromFormat("%s %S %s", short_name(tp), (PyObject *)PyArray_DESCR(a),
                                     PyArray_NDIM(a) ? dims : "scalar");
     }
     if (PyErr_Occurred()) {
@@ -393,7 +430,7 @@ describe_type(PyObject *value)
         PyErr_Clear(); /* an odd pandas object: its bare name will do */
     }
     if (result == NULL) {
-        result = PyUnicode_FromString(tp->tp_name);
+        result = PyUnicode_FromString(short_name(tp));
     }
     Py_XDECREF(module);
     Py_XDECREF(shape);
@@ -401,22 +438,72 @@ describe_type(PyObject *value)
     return result;
 }
 
+typedef struct {
+    PyObject *objs, *labels;
+    int *bindings; /* references outside the walked graph, per root */
+    Py_ssize_t len, cap;
+} root_list;
+
 static int
-append_root(PyObject *objs, PyObject *labels, PyObject *value, PyObject *label)
+append_root(root_list *rs, PyObject *value, PyObject *label, int bindings)
 {
     if (label == NULL) {
         return -1;
     }
-    int rc = PyList_Append(objs, value) < 0 || PyList_Append(labels, label) < 0 ? -1 : 0;
+    int rc = PyList_Append(rs->objs, value) < 0 || PyList_Append(rs->labels, label) < 0 ? -1 : 0;
     Py_DECREF(label);
+    if (rc == 0 && rs->len == rs->cap) {
+        Py_ssize_t cap = rs->cap ? rs->cap * 2 : 256;
+        int *b = PyMem_Realloc(rs->bindings, (size_t)cap * sizeof *b);
+        if (b == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        rs->bindings = b;
+        rs->cap = cap;
+    }
+    if (rc == 0) {
+        rs->bindings[rs->len++] = bindings;
+    }
     return rc;
+}
+
+/* The shell's mirrors of its output cache, outside any namespace: the
+ * display hook's _, __, ___ and the last execution result (what IPython's
+ * %xdel clears).  Each counts as one more binding of the root it mirrors. */
+static int
+count_mirrors(mt_ledger *l, root_list *rs)
+{
+    static const char *const hook_names[] = {"_", "__", "___"};
+    PyObject *mirrors[4] = {NULL, NULL, NULL, NULL};
+    PyObject *hook = PyObject_GetAttrString(l->shell, "displayhook");
+    PyObject *last = PyObject_GetAttrString(l->shell, "last_execution_result");
+    for (int i = 0; hook != NULL && i < 3; i++) {
+        mirrors[i] = PyObject_GetAttrString(hook, hook_names[i]);
+    }
+    if (last != NULL) {
+        mirrors[3] = PyObject_GetAttrString(last, "result");
+    }
+    PyErr_Clear(); /* a shell without them has no such mirrors */
+    for (int i = 0; i < 4; i++) {
+        for (Py_ssize_t r = 0; mirrors[i] != NULL && r < rs->len; r++) {
+            if (PyList_GET_ITEM(rs->objs, r) == mirrors[i]) {
+                rs->bindings[r]++;
+                break;
+            }
+        }
+        Py_XDECREF(mirrors[i]);
+    }
+    Py_XDECREF(hook);
+    Py_XDECREF(last);
+    return 0;
 }
 
 /* Hidden holders first (when the budget runs out, what is left over is
  * reported incomplete: better a variable than a holder), then the
  * variables, biggest cached size first. */
 static int
-gather_roots(mt_ledger *l, PyObject *objs, PyObject *labels, Py_ssize_t *first_variable)
+gather_roots(mt_ledger *l, root_list *rs, Py_ssize_t *first_variable)
 {
     static const char *const sys_holders[] = {"last_value", "last_traceback", "last_exc"};
     PyObject *variables = NULL, *name, *value;
@@ -425,7 +512,7 @@ gather_roots(mt_ledger *l, PyObject *objs, PyObject *labels, Py_ssize_t *first_v
     if (l->out_cache != NULL) {
         while (PyDict_Next(l->out_cache, &pos, &name, &value)) {
             if (mt_walker_is_data(value) &&
-                append_root(objs, labels, value, PyUnicode_FromFormat("Out[%S]", name)) < 0) {
+                append_root(rs, value, PyUnicode_FromFormat("Out[%S]", name), 1) < 0) {
                 goto done;
             }
         }
@@ -433,7 +520,7 @@ gather_roots(mt_ledger *l, PyObject *objs, PyObject *labels, Py_ssize_t *first_v
     for (size_t i = 0; i < sizeof sys_holders / sizeof *sys_holders; i++) {
         value = PySys_GetObject(sys_holders[i]);
         if (value != NULL && mt_walker_is_data(value) &&
-            append_root(objs, labels, value, PyUnicode_FromFormat("sys.%s", sys_holders[i])) < 0) {
+            append_root(rs, value, PyUnicode_FromFormat("sys.%s", sys_holders[i]), 1) < 0) {
             goto done;
         }
     }
@@ -444,10 +531,11 @@ gather_roots(mt_ledger *l, PyObject *objs, PyObject *labels, Py_ssize_t *first_v
     pos = 0;
     while (PyDict_Next(l->user_ns, &pos, &name, &value)) {
         int kind = classify(l, name, value);
-        if (kind < 0) {
+        int hidden = kind == NAME_HOLDER ? hidden_too(l, name, value) : 0;
+        if (kind < 0 || hidden < 0) {
             goto done;
         }
-        if (kind == NAME_HOLDER && append_root(objs, labels, value, Py_NewRef(name)) < 0) {
+        if (kind == NAME_HOLDER && append_root(rs, value, Py_NewRef(name), 1 + hidden) < 0) {
             goto done;
         }
         if (kind == NAME_VARIABLE) {
@@ -467,14 +555,14 @@ gather_roots(mt_ledger *l, PyObject *objs, PyObject *labels, Py_ssize_t *first_v
     if (PyList_Sort(variables) < 0 || PyList_Reverse(variables) < 0) {
         goto done;
     }
-    *first_variable = PyList_GET_SIZE(objs);
+    *first_variable = rs->len;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(variables); i++) {
         PyObject *t = PyList_GET_ITEM(variables, i);
-        if (append_root(objs, labels, PyTuple_GET_ITEM(t, 2), Py_NewRef(PyTuple_GET_ITEM(t, 1))) < 0) {
+        if (append_root(rs, PyTuple_GET_ITEM(t, 2), Py_NewRef(PyTuple_GET_ITEM(t, 1)), 1) < 0) {
             goto done;
         }
     }
-    rc = 0;
+    rc = count_mirrors(l, rs);
 done:
     Py_XDECREF(variables);
     return rc;
@@ -500,7 +588,7 @@ labels_of(PyObject *labels, const Py_ssize_t *roots, Py_ssize_t n, int unnamed)
 }
 
 static PyObject *
-shares_of(const mt_walker *w, Py_ssize_t r, PyObject *labels, PyObject *value)
+shares_of(const mt_walker *w, Py_ssize_t r, PyObject *labels, PyObject *value, Py_ssize_t first)
 {
     const mt_walker_share *s;
     Py_ssize_t n = mt_walker_shares(w, r, &s);
@@ -508,9 +596,11 @@ shares_of(const mt_walker *w, Py_ssize_t r, PyObject *labels, PyObject *value)
                !PyArray_CHKFLAGS((PyArrayObject *)value, NPY_ARRAY_OWNDATA);
     PyObject *list = PyList_New(n);
     for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
-        PyObject *d = Py_BuildValue("{sOsLsOsO}", "with", PyList_GET_ITEM(labels, s[i].other),
-                                    "bytes", s[i].bytes, "holds", s[i].reaches_other ? Py_True : Py_False,
-                                    "view", view && s[i].reaches_other ? Py_True : Py_False);
+        PyObject *d = Py_BuildValue(
+            "{sOsLsOsOsO}", "with", PyList_GET_ITEM(labels, s[i].other), "bytes", s[i].bytes,
+            "holds", s[i].reaches_other ? Py_True : Py_False, "view",
+            view && s[i].reaches_other ? Py_True : Py_False, "variable",
+            s[i].other >= first ? Py_True : Py_False);
         if (d == NULL) {
             Py_CLEAR(list);
             break;
@@ -527,7 +617,8 @@ cell_or_none(long long cell)
 }
 
 static PyObject *
-variable_dict(mt_ledger *l, const mt_walker *w, Py_ssize_t r, PyObject *objs, PyObject *labels)
+variable_dict(mt_ledger *l, const mt_walker *w, Py_ssize_t r, PyObject *objs, PyObject *labels,
+              Py_ssize_t first)
 {
     const mt_walker_totals *t = mt_walker_totals_of(w, r);
     PyObject *name = PyList_GET_ITEM(labels, r), *value = PyList_GET_ITEM(objs, r);
@@ -555,9 +646,8 @@ variable_dict(mt_ledger *l, const mt_walker *w, Py_ssize_t r, PyObject *objs, Py
         mt_set(d, "bytes", PyLong_FromLongLong(t->bytes)) < 0 ||
         mt_set(d, "exclusive", t->complete ? PyLong_FromLongLong(t->exclusive) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "complete", PyBool_FromLong(t->complete)) < 0 ||
-        mt_set(d, "objects", PyLong_FromLongLong(t->objects)) < 0 ||
         mt_set(d, "holders", labels_of(labels, holders, nholders, t->held_elsewhere)) < 0 ||
-        mt_set(d, "shares", shares_of(w, r, labels, value)) < 0 ||
+        mt_set(d, "shares", shares_of(w, r, labels, value, first)) < 0 ||
         mt_set(d, "created_cell", cell_or_none(created)) < 0 ||
         mt_set(d, "rebound_cell", cell_or_none(rebound)) < 0 ||
         mt_set(d, "last_used_cell", cell_or_none(used)) < 0 ||
@@ -584,7 +674,8 @@ compare_ranked(const void *a, const void *b)
 static PyObject *
 variables(mt_ledger *l, PyObject *only, PyObject **walk_summary)
 {
-    PyObject *objs = NULL, *labels = NULL, *result = NULL;
+    PyObject *result = NULL;
+    root_list rs = {NULL, NULL, NULL, 0, 0};
     mt_walker *w = NULL;
     ranked *order = NULL;
     Py_ssize_t first = 0;
@@ -592,14 +683,15 @@ variables(mt_ledger *l, PyObject *only, PyObject **walk_summary)
     if (l->user_ns == NULL) {
         return PyList_New(0);
     }
-    objs = PyList_New(0);
-    labels = PyList_New(0);
-    if (objs == NULL || labels == NULL || gather_roots(l, objs, labels, &first) < 0) {
+    rs.objs = PyList_New(0);
+    rs.labels = PyList_New(0);
+    if (rs.objs == NULL || rs.labels == NULL || gather_roots(l, &rs, &first) < 0) {
         goto done;
     }
-    Py_ssize_t n = PyList_GET_SIZE(objs);
+    PyObject *objs = rs.objs, *labels = rs.labels;
+    Py_ssize_t n = rs.len;
     w = mt_walker_new(l->barriers, report_budget(l), BIG_OBJECT_BYTES);
-    if (w == NULL || mt_walker_run(w, ((PyListObject *)objs)->ob_item, n) < 0) {
+    if (w == NULL || mt_walker_run(w, ((PyListObject *)objs)->ob_item, rs.bindings, n) < 0) {
         goto done;
     }
     order = PyMem_Malloc((size_t)(n - first + 1) * sizeof *order);
@@ -624,7 +716,7 @@ variables(mt_ledger *l, PyObject *only, PyObject **walk_summary)
     qsort(order, (size_t)count, sizeof *order, compare_ranked);
     result = PyList_New(count);
     for (Py_ssize_t k = 0; result != NULL && k < count; k++) {
-        PyObject *d = variable_dict(l, w, order[k].root, objs, labels);
+        PyObject *d = variable_dict(l, w, order[k].root, objs, labels, first);
         if (d == NULL) {
             Py_CLEAR(result);
             break;
@@ -640,9 +732,10 @@ variables(mt_ledger *l, PyObject *only, PyObject **walk_summary)
     }
 done:
     PyMem_Free(order);
+    PyMem_Free(rs.bindings);
     mt_walker_free(w);
-    Py_XDECREF(objs);
-    Py_XDECREF(labels);
+    Py_XDECREF(rs.objs);
+    Py_XDECREF(rs.labels);
     return result;
 }
 
@@ -703,6 +796,7 @@ mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     l->user_ns = Py_NewRef(args[0]);
     l->hidden_ns = args[1] == Py_None ? NULL : Py_NewRef(args[1]);
     l->out_cache = args[2] == Py_None ? NULL : Py_NewRef(args[2]);
+    l->shell = Py_NewRef(args[3]);
     l->transform = args[4] == Py_None ? NULL : Py_NewRef(args[4]);
     PyObject *barriers = PyList_New(0);
     for (int i = 0; barriers != NULL && i < 4; i++) {

@@ -792,7 +792,7 @@ mt_walker_free(mt_walker *w)
 }
 
 int
-mt_walker_run(mt_walker *w, PyObject *const *roots, Py_ssize_t n)
+mt_walker_run(mt_walker *w, PyObject *const *roots, const int *bindings, Py_ssize_t n)
 {
     if (w->totals != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "a walker runs once");
@@ -812,14 +812,13 @@ mt_walker_run(mt_walker *w, PyObject *const *roots, Py_ssize_t n)
         }
         w->entries[idx].flags |= E_BARRIER;
     }
-    /* Each root slot: the caller's reference and the binding it stands for. */
     for (Py_ssize_t r = 0; r < n; r++) {
         Py_ssize_t idx = find_or_add(w, roots[r]);
         if (idx < 0) {
             return -1;
         }
         w->entries[idx].flags |= E_ROOT;
-        w->entries[idx].refs += 2;
+        w->entries[idx].refs += 1 + (bindings ? bindings[r] : 0);
         w->root_entry[r] = (int32_t)idx;
     }
     int gc_was_enabled = PyGC_Disable();
@@ -864,7 +863,7 @@ mt_walker_deep_size(PyObject *obj, PyObject *barriers, double budget_seconds, lo
     if (w == NULL) {
         return -1;
     }
-    int rc = mt_walker_run(w, &obj, 1);
+    int rc = mt_walker_run(w, &obj, NULL, 1);
     if (rc == 0) {
         *bytes = w->totals[0].bytes;
         *objects = w->totals[0].objects;

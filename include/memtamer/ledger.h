@@ -31,7 +31,7 @@ typedef struct {
 
 typedef struct {
     /* Strong references, set by attach (NULL when detached). */
-    PyObject *user_ns, *hidden_ns, *out_cache, *transform;
+    PyObject *user_ns, *hidden_ns, *out_cache, *shell, *transform;
     PyObject *barriers; /* tuple: never entered by a walk */
     PyObject *index;    /* name -> index into entries */
     mt_ledger_entry *entries; /* PyMem_Malloc'd */

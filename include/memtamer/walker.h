@@ -60,11 +60,12 @@ void mt_walker_free(mt_walker *w);
 
 /* Walks roots[0..n) in that order (put hidden holders first: when the
  * budget runs out, the roots left are the ones reported incomplete).  The
- * caller holds one strong reference per root slot, and each root slot stands
- * for exactly one binding outside the walked graph (a namespace entry); that
- * is what held_elsewhere compares reference counts against.  -1 with an
- * exception on failure (memory, KeyboardInterrupt). */
-int mt_walker_run(mt_walker *w, PyObject *const *roots, Py_ssize_t n);
+ * caller holds one strong reference per root slot, and root slot r stands
+ * for bindings[r] references outside the walked graph (its namespace entry,
+ * the shell's mirrors of it; 0 for all when bindings is NULL): that is what
+ * held_elsewhere compares reference counts against.  -1 with an exception
+ * on failure (memory, KeyboardInterrupt). */
+int mt_walker_run(mt_walker *w, PyObject *const *roots, const int *bindings, Py_ssize_t n);
 
 const mt_walker_totals *mt_walker_totals_of(const mt_walker *w, Py_ssize_t root);
 /* The other roots that reach root's object (so `del` of root frees nothing
