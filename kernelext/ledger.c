@@ -197,24 +197,6 @@ remove_entry(mt_ledger *l, Py_ssize_t i)
     return i < l->len ? set_index(l, l->entries[i].name, i) : 0;
 }
 
-static int
-collect_names(PyObject *code, PyObject *names)
-{
-    PyCodeObject *co = (PyCodeObject *)code;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_names); i++) {
-        if (PySet_Add(names, PyTuple_GET_ITEM(co->co_names, i)) < 0) {
-            return -1;
-        }
-    }
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_consts); i++) {
-        PyObject *c = PyTuple_GET_ITEM(co->co_consts, i);
-        if (PyCode_Check(c) && collect_names(c, names) < 0) {
-            return -1;
-        }
-    }
-    return 0;
-}
-
 static PyObject *
 compile_source(PyObject *source)
 {
@@ -224,6 +206,41 @@ compile_source(PyObject *source)
         return NULL;
     }
     return Py_CompileStringExFlags(text, "<memtamer cell>", Py_file_input, &flags, 0);
+}
+
+/* co_names of code and the code nested in it.  With magic_args, string
+ * constants that compile count too: a transformed magic cell passes its
+ * code to run_line_magic / run_cell_magic as a string (%time, %%timeit). */
+static int
+collect_names(PyObject *code, PyObject *names, int magic_args)
+{
+    PyCodeObject *co = (PyCodeObject *)code;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_names); i++) {
+        if (PySet_Add(names, PyTuple_GET_ITEM(co->co_names, i)) < 0) {
+            return -1;
+        }
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_consts); i++) {
+        PyObject *c = PyTuple_GET_ITEM(co->co_consts, i), *inner = NULL;
+        if (magic_args && PyUnicode_Check(c)) {
+            inner = compile_source(c);
+            if (inner == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                    return -1;
+                }
+                PyErr_Clear(); /* a magic's options, not code */
+            }
+        }
+        else if (PyCode_Check(c)) {
+            inner = Py_NewRef(c);
+        }
+        int rc = inner ? collect_names(inner, names, 0) : 0;
+        Py_XDECREF(inner);
+        if (rc < 0) {
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* The names the running cell's code loads or stores (its co_names, nested
@@ -238,6 +255,7 @@ names_in_cell(mt_ledger *l, PyObject **names)
         return 0;
     }
     code = compile_source(l->source);
+    int magic = code == NULL;
     if (code == NULL && PyErr_ExceptionMatches(PyExc_SyntaxError) && l->transform != NULL) {
         /* Magics and shell escapes: compile what IPython would run. */
         PyErr_Clear();
@@ -255,7 +273,7 @@ names_in_cell(mt_ledger *l, PyObject **names)
         return 0;
     }
     *names = PySet_New(NULL);
-    int rc = *names != NULL && collect_names(code, *names) == 0 ? 0 : -1;
+    int rc = *names != NULL && collect_names(code, *names, magic) == 0 ? 0 : -1;
     Py_DECREF(code);
     if (rc < 0) {
         Py_CLEAR(*names);
@@ -420,8 +438,9 @@ describe_type(PyObject *value)
              strncmp(PyUnicode_AsUTF8(module), "pandas", 6) == 0) {
         shape = PyObject_GetAttrString(value, "shape");
         if (shape && PyTuple_Check(shape) && PyTuple_GET_SIZE(shape) == 2) {
-            result = PyUnicode_FromFormat("%s %S×%S", tp->tp_name, PyTuple_GET_ITEM(shape, 0),
-                                          PyTuple_GET_ITEM(shape, 1));
+            /* The format must be ASCII: the × goes in as UTF-8 through %s. */
+            result = PyUnicode_FromFormat("%s %S%s%S", tp->tp_name, PyTuple_GET_ITEM(shape, 0),
+                                          "×", PyTuple_GET_ITEM(shape, 1));
         }
         else if (shape && PyTuple_Check(shape) && PyTuple_GET_SIZE(shape) == 1 &&
                  (dtype = PyObject_GetAttrString(value, "dtype")) != NULL) {

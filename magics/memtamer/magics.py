@@ -61,7 +61,8 @@ class MemtamerMagics(Magics):
         %memreport [summary|cells|vars] [-n N] [--all] [--sort peak|retained|cell] [--json]"""
         args = parse_argstring(self.memreport, line)
         if args.n is not None and args.n < 1:
-            raise UsageError("-n takes a positive number of cells, e.g. %memreport cells -n 10")
+            raise UsageError("-n takes a positive number of cells or variables, "
+                             "e.g. %memreport cells -n 10")
         report = self.extension.report()
         cells = select_cells(report["cells"], args.view, args.n, args.sort)
         variables = select_variables(report.get("variables"), args.view, args.n, args.all)
