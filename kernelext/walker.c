@@ -64,7 +64,12 @@ struct mt_walker {
     double deadline;
     long long big;
     int numpy;
+    long long ticks;
+    /* Set when the walk stopped for time or a signal (an exception is set
+     * only for a signal). */
+    int stopped;
     /* The object being expanded, for the tp_traverse callback. */
+    mt_walker_totals *cur_totals;
     int32_t cur_charge;
     uint8_t cur_revisit;
     uint8_t cur_refs;
@@ -200,6 +205,9 @@ mt_walker_is_data(PyObject *o)
     return !is_singleton(o) && !is_code_or_namespace(o);
 }
 
+static long long object_size(mt_walker *w, PyObject *o);
+static int time_is_up(mt_walker *w);
+
 static int
 push_child(mt_walker *w, PyObject *o)
 {
@@ -215,6 +223,21 @@ push_child(mt_walker *w, PyObject *o)
 #ifndef Py_GIL_DISABLED
     /* Its only reference is the one we came through. */
     if (Py_REFCNT(o) == 1) {
+        /* Leaves sized without a call (cannot fail): no stack round trip. */
+        if (tp == &PyFloat_Type || (tp == &PyUnicode_Type && PyUnicode_IS_COMPACT_ASCII(o))) {
+            /* A long list of leaves is one pop: keep the clock in view here. */
+            if (++w->ticks % CHECK_EVERY == 0 && time_is_up(w)) {
+                w->stopped = 1;
+                return -1;
+            }
+            if (!w->cur_revisit) {
+                long long size = object_size(w, o);
+                w->entries[w->cur_charge].size += size;
+                w->cur_totals->bytes += size;
+                w->cur_totals->objects++;
+            }
+            return 0;
+        }
         return push(w, o, w->cur_charge, w->cur_revisit, 0);
     }
 #endif
@@ -429,6 +452,9 @@ static int
 expand(mt_walker *w, PyObject *o)
 {
     PyTypeObject *tp = Py_TYPE(o);
+    if (tp == &PyFloat_Type || tp == &PyUnicode_Type || tp == &PyLong_Type || tp == &PyBytes_Type) {
+        return 0;
+    }
     if (tp == &PyList_Type || tp == &PyTuple_Type) {
         PyObject **items =
             tp == &PyList_Type ? ((PyListObject *)o)->ob_item : ((PyTupleObject *)o)->ob_item;
@@ -475,12 +501,13 @@ log_reach(mt_walker *w, Py_ssize_t idx, int32_t root)
     return 0;
 }
 
-/* 1 when the budget ran out, -1 on a pending signal (KeyboardInterrupt). */
+/* Nonzero when the walk must stop: the budget ran out, or a signal is
+ * pending (KeyboardInterrupt; its exception is then set). */
 static int
 time_is_up(mt_walker *w)
 {
     if (PyErr_CheckSignals() < 0) {
-        return -1;
+        return 1;
     }
     return w->deadline > 0 && mt_monotonic_seconds() > w->deadline;
 }
@@ -491,18 +518,15 @@ static int
 walk_root(mt_walker *w, int32_t r, PyObject *root)
 {
     mt_walker_totals *t = &w->totals[r];
-    long long popped = 0;
+    w->cur_totals = t;
     w->depth = 0;
     if (push(w, root, -1, 0, 0) < 0) {
         return -1;
     }
     while (w->depth > 0) {
-        if (++popped % CHECK_EVERY == 0) {
-            int up = time_is_up(w);
-            if (up) {
-                w->depth = 0;
-                return up < 0 ? -1 : 0;
-            }
+        if (++w->ticks % CHECK_EVERY == 0 && time_is_up(w)) {
+            w->stopped = 1;
+            break;
         }
         item it = w->stack[--w->depth];
         int32_t charge = it.charge;
@@ -552,9 +576,16 @@ walk_root(mt_walker *w, int32_t r, PyObject *root)
         w->cur_charge = charge;
         w->cur_revisit = revisit;
         w->cur_refs = 1;
-        if (expand(w, it.obj) < 0) {
+        if (expand(w, it.obj) < 0 && !w->stopped) {
             return -1;
         }
+        if (w->stopped) {
+            break;
+        }
+    }
+    w->depth = 0;
+    if (w->stopped) {
+        return PyErr_Occurred() ? -1 : 0; /* a signal, or out of time */
     }
     t->complete = 1;
     return 0;
@@ -823,11 +854,8 @@ mt_walker_run(mt_walker *w, PyObject *const *roots, const int *bindings, Py_ssiz
     }
     int gc_was_enabled = PyGC_Disable();
     int rc = 0;
-    for (Py_ssize_t r = 0; r < n && rc == 0; r++) {
-        if (w->deadline > 0 && r > 0 && !w->totals[r - 1].complete) {
-            break; /* out of time: the rest stay incomplete */
-        }
-        rc = walk_root(w, (int32_t)r, roots[r]);
+    for (Py_ssize_t r = 0; r < n && rc == 0 && !w->stopped; r++) {
+        rc = walk_root(w, (int32_t)r, roots[r]); /* once stopped, the rest stay incomplete */
     }
     if (gc_was_enabled) {
         PyGC_Enable();
