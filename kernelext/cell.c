@@ -2,21 +2,12 @@
 #include "memtamer/memtamer.h"
 
 #include <string.h>
-#include <time.h>
 
 #include "memtamer/guard.h"
 #include "memtamer/process.h"
 
 /* Shown in reports: the first non-blank line, at most this many characters. */
 #define FIRST_LINE_CHARS 100
-
-double
-mt_cell_monotonic(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int
 execution_count(PyObject *arg, long long *out)
@@ -92,9 +83,12 @@ mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (mt_heap_numpy_end(previous) < 0 || mt_heap_numpy_begin(&st->numpy_previous) < 0) {
         return NULL;
     }
+    if (mt_ledger_cell_begin(&st->ledger, args[1]) < 0) {
+        return NULL;
+    }
     mt_probe_children_begin(st->probe, &w->children);
     mt_heap_reset_peaks(&w->python, &w->numpy);
-    w->started = mt_cell_monotonic();
+    w->started = mt_monotonic_seconds();
     /* Last, so that nothing of ours lands in the window. */
     w->rss_before = mt_probe_peak_begin(st->probe);
     w->open = 1;
@@ -168,7 +162,7 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (w->peak_floor > peak) { /* a %shrink inside the cell measured its own window */
         peak = w->peak_floor;
     }
-    double ended = mt_cell_monotonic();
+    double ended = mt_monotonic_seconds();
     mt_heap_read(&python, &numpy);
     int numpy_counted = st->numpy_previous != NULL;
     PyObject *previous = st->numpy_previous;
@@ -193,7 +187,7 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     r.children_peak = st->probe->method == MT_PEAK_NONE ? -1 : mt_probe_children_end(st->probe, &w->children);
     r.seconds = ended - w->started;
     r.failed = failed;
-    if (append(&st->cells, &r) < 0) {
+    if (append(&st->cells, &r) < 0 || mt_ledger_cell_end(&st->ledger, r.cell) < 0) {
         return NULL;
     }
     return record_dict(&r);

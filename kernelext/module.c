@@ -7,6 +7,7 @@
 #include "memtamer/heap.h"
 #include "memtamer/process.h"
 #include "memtamer/shrink.h"
+#include "memtamer/walker.h"
 
 static PyMethodDef core_methods[] = {
     {"cell_begin", (PyCFunction)(void (*)(void))mt_cell_begin, METH_FASTCALL,
@@ -68,6 +69,17 @@ static PyMethodDef core_methods[] = {
     {"compress_estimate", (PyCFunction)(void (*)(void))mt_codec_estimate, METH_VARARGS | METH_KEYWORDS,
      "compress_estimate(obj, codec='lz4', level=5, sample=16MiB) -> (nbytes, estimated bytes)."},
     {"codecs", mt_codec_codecs, METH_NOARGS, "codecs() -> {codecs, blosc}: what blosc offers."},
+    {"deep_size", (PyCFunction)(void (*)(void))mt_walker_py_deep_size, METH_FASTCALL,
+     "deep_size(obj, budget_seconds=0) -> (bytes, complete): deep size, buffers counted once."},
+    {"ledger_attach", (PyCFunction)(void (*)(void))mt_ledger_py_attach, METH_FASTCALL,
+     "ledger_attach(user_ns, hidden_ns, out_cache, shell, transform): follow this namespace."},
+    {"ledger_detach", mt_ledger_py_detach, METH_NOARGS, "ledger_detach(): stop following it."},
+    {"variables", (PyCFunction)(void (*)(void))mt_ledger_py_variables, METH_FASTCALL,
+     "variables(name=None) -> list of dicts: sizes, holders, provenance (walks every root)."},
+    {"ledger", mt_ledger_py_names, METH_NOARGS,
+     "ledger() -> dict: per-name provenance and cached sizes, without walking."},
+    {"set_walk_budget", (PyCFunction)(void (*)(void))mt_ledger_py_set_budget, METH_FASTCALL,
+     "set_walk_budget(cell_seconds, report_seconds): time limits of the walks."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -94,7 +106,7 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(mt_get_state(module)->guard_user_ns);
     Py_VISIT(mt_get_state(module)->guard_describe);
     Py_VISIT(mt_get_state(module)->compressed_type);
-    return 0;
+    return mt_ledger_traverse(&mt_get_state(module)->ledger, visit, arg);
 }
 
 static int
@@ -105,6 +117,7 @@ core_clear(PyObject *module)
     Py_CLEAR(mt_get_state(module)->guard_user_ns);
     Py_CLEAR(mt_get_state(module)->guard_describe);
     Py_CLEAR(mt_get_state(module)->compressed_type);
+    mt_ledger_clear(&mt_get_state(module)->ledger);
     return 0;
 }
 

@@ -112,7 +112,8 @@ mt_process_report(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     PyObject *d = PyDict_New();
     if (d == NULL || mt_set(d, "process", mt_process_view(module, NULL)) < 0 ||
-        mt_set(d, "cells", mt_cell_history(module, NULL)) < 0) {
+        mt_set(d, "cells", mt_cell_history(module, NULL)) < 0 ||
+        mt_ledger_report(&mt_get_state(module)->ledger, d) < 0) {
         Py_XDECREF(d);
         return NULL;
     }

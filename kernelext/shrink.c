@@ -37,7 +37,7 @@ mt_shrink_window_begin(PyObject *module, PyObject *Py_UNUSED(unused))
             cell->peak_floor = peak;
         }
     }
-    st->shrink.started = mt_cell_monotonic();
+    st->shrink.started = mt_monotonic_seconds();
     st->shrink.rss_before = mt_probe_peak_begin(st->probe);
     st->shrink.open = 1;
     Py_RETURN_NONE;
@@ -55,7 +55,7 @@ mt_shrink_window_end(PyObject *module, PyObject *Py_UNUSED(unused))
     }
     st->shrink.open = 0;
     mt_probe_peak_end(st->probe, &peak, &rss_after);
-    double seconds = mt_cell_monotonic() - st->shrink.started;
+    double seconds = mt_monotonic_seconds() - st->shrink.started;
     if (st->shrink.inside_cell && cell->open) {
         if (peak > cell->peak_floor) {
             cell->peak_floor = peak;

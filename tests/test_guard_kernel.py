@@ -130,8 +130,16 @@ def test_thread_pool_worker_allocating_numpy(guarded):
             "pool.submit(work).result()")
     # numpy's default handler (a worker thread's) is routed through the budget.
     assert guarded.query("memtamer.budget()['numpy_threads']") is True
-    err = assert_survived(guarded, guarded.run(code, allow_error=True), "numpy")
-    assert "a numpy buffer of 128 MiB" in err
+    # Usually numpy's handler refuses the buffer that would cross the budget.
+    # When the watcher reads RSS between a buffer's allocation and its first
+    # touch, the estimate lags one buffer and the watcher stops the cell
+    # instead, a poll later: both are the guard working.
+    result = guarded.run(code, allow_error=True)
+    layer = guarded.query("__import__('sys').last_value.layer")
+    assert layer in ("numpy", "watcher")
+    err = assert_survived(guarded, result, layer)
+    if layer == "numpy":
+        assert "a numpy buffer of 128 MiB" in err
     guarded.run("pool.shutdown(wait=True); del pool")
 
 

@@ -41,8 +41,6 @@ typedef struct {
 } mt_cell_log;
 
 void mt_cell_log_free(mt_cell_log *log);
-/* Seconds on the monotonic clock. */
-double mt_cell_monotonic(void);
 
 /* Methods of _core (module.c lists them). */
 PyObject *mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

@@ -5,8 +5,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <time.h>
+
 #include "memtamer/cell.h"
 #include "memtamer/config.h"
+#include "memtamer/ledger.h"
 #include "memtamer/probe.h"
 #include "memtamer/shrink.h"
 
@@ -24,6 +27,7 @@ typedef struct {
     /* %shrink: the proxy type (codec.c) and the action being measured. */
     PyObject *compressed_type;
     mt_shrink_window shrink;
+    mt_ledger ledger;
 } mt_state;
 
 /* Sets dict[key] = value and drops the reference to value; a NULL value
@@ -47,6 +51,14 @@ mt_size_or_none(long long bytes)
         Py_RETURN_NONE;
     }
     return PyLong_FromLongLong(bytes);
+}
+
+static inline double
+mt_monotonic_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static inline mt_state *

@@ -11,16 +11,38 @@ from .guard import MemoryBudgetExceeded, budget, set_budget
 from .shrinker import shrink
 from .sizes import format_size, parse_size
 
-__all__ = ["report", "shrink", "load_ipython_extension", "unload_ipython_extension",
-           "MemoryBudgetExceeded", "budget", "set_budget"]
+__all__ = ["report", "deep_size", "shrink", "load_ipython_extension",
+           "unload_ipython_extension", "MemoryBudgetExceeded", "budget", "set_budget"]
 
 DEFAULT_NOTICE_THRESHOLD = 512 * 1024**2
 
 
 def report():
     """Everything memtamer knows, as a dict: ``process`` (rss, limit, its
-    source, headroom, methods) and ``cells`` (one dict per measured cell)."""
-    return _core.report()
+    source, headroom, methods), ``cells`` (one dict per measured cell) and,
+    in a shell with memtamer loaded, ``variables`` (deep size, exclusive
+    bytes, holders, provenance and a ``why`` sentence per variable)."""
+    from .render import explain
+
+    result = _core.report()
+    for variable in result.get("variables", ()):
+        variable["why"] = explain(variable)
+    return result
+
+
+def deep_size(obj, budget=None):
+    """Bytes reachable from obj, each buffer counted once (numpy views count
+    their base once, pandas objects their arrays and Python objects).
+
+    With a budget in seconds, a walk cut short raises TimeoutError whose
+    ``at_least`` attribute holds the figure so far: never a silent undercount."""
+    size, complete = _core.deep_size(obj, budget)
+    if not complete:
+        error = TimeoutError(f"deep_size: the walk ran out of its {budget} s budget "
+                             f"after at least {format_size(size)}")
+        error.at_least = size
+        raise error
+    return size
 
 
 class _Extension:
@@ -34,7 +56,7 @@ class _Extension:
         self._warned = set()
 
     def report(self):
-        return _core.report()
+        return report()
 
     def start(self):
         from .magics import MemtamerMagics
@@ -44,6 +66,10 @@ class _Extension:
         self.shell.events.register("post_run_cell", self.post_run_cell)
         self.magics = MemtamerMagics(self.shell, self)
         self.shell.register_magics(self.magics)
+        history = getattr(self.shell, "history_manager", None)
+        _core.ledger_attach(self.shell.user_ns, getattr(self.shell, "user_ns_hidden", None),
+                            getattr(history, "output_hist", None), self.shell,
+                            getattr(self.shell, "transform_cell", None))
         from .guard import Guard
 
         self.guard = Guard(self.shell)
@@ -56,6 +82,7 @@ class _Extension:
     def stop(self):
         if self.guard is not None:
             self.guard.stop()
+        _core.ledger_detach()
         self.shell.events.unregister("pre_run_cell", self.pre_run_cell)
         self.shell.events.unregister("post_run_cell", self.post_run_cell)
         registered = self.shell.magics_manager.magics

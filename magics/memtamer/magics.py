@@ -11,6 +11,8 @@ from . import guard, render
 from .sizes import format_size, parse_size
 
 SUMMARY_CELLS = 5
+SUMMARY_VARIABLES = 5
+SHOWN_VARIABLES = 20
 SORT_KEYS = {"peak": "peak_increment", "retained": "retained", "cell": None}
 
 
@@ -28,6 +30,16 @@ def select_cells(cells, view, n=None, sort=None):
     return ranked[:n] if n else ranked
 
 
+def select_variables(variables, view, n=None, everything=False):
+    """The variables a view shows (they come biggest first): none in the
+    cells view, the top few in the summary, the top N (or all) in vars."""
+    if variables is None or view == "cells":
+        return None
+    if view == "summary":
+        return variables[:SUMMARY_VARIABLES]
+    return list(variables) if everything else variables[:n or SHOWN_VARIABLES]
+
+
 @magics_class
 class MemtamerMagics(Magics):
     def __init__(self, shell, extension):
@@ -35,24 +47,30 @@ class MemtamerMagics(Magics):
         self.extension = extension
 
     @magic_arguments()
-    @argument("view", nargs="?", default="summary", choices=["summary", "cells"],
-              help="summary (process and the heaviest cells) or cells (the per-cell table)")
-    @argument("-n", type=int, default=None, metavar="N", help="show at most N cells")
+    @argument("view", nargs="?", default="summary", choices=["summary", "cells", "vars"],
+              help="summary (process, the heaviest cells and biggest variables), cells (the "
+                   "per-cell table) or vars (variables: size, what del frees, holders, provenance)")
+    @argument("-n", type=int, default=None, metavar="N", help="show at most N cells or variables")
+    @argument("--all", action="store_true", help="vars: show every variable")
     @argument("--sort", choices=sorted(SORT_KEYS), default=None,
               help="order cells by peak increment, retained memory, or execution (cell)")
     @argument("--json", action="store_true", help="print machine-readable JSON")
     @line_magic
     def memreport(self, line):
-        """Show memory per cell: %memreport [summary|cells] [-n N] [--sort peak|retained|cell] [--json]"""
+        """Show memory per cell and variable:
+        %memreport [summary|cells|vars] [-n N] [--all] [--sort peak|retained|cell] [--json]"""
         args = parse_argstring(self.memreport, line)
         if args.n is not None and args.n < 1:
-            raise UsageError("-n takes a positive number of cells, e.g. %memreport cells -n 10")
+            raise UsageError("-n takes a positive number of cells or variables, "
+                             "e.g. %memreport cells -n 10")
         report = self.extension.report()
         cells = select_cells(report["cells"], args.view, args.n, args.sort)
+        variables = select_variables(report.get("variables"), args.view, args.n, args.all)
         if args.json:
-            print(json.dumps({"process": report["process"], "cells": cells}, indent=1))
+            print(json.dumps({"process": report["process"], "cells": cells,
+                              "variables": variables}, indent=1))
             return
-        display(render.Report(report, args.view, cells))
+        display(render.Report(report, args.view, cells, variables))
 
     @magic_arguments()
     @argument("--notice", metavar="SIZE|off", default=None,

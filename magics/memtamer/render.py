@@ -114,18 +114,26 @@ def cells_html(cells, title):
 class Report:
     """What %memreport displays: text in terminals, HTML in notebooks."""
 
-    def __init__(self, report, view, cells):
+    def __init__(self, report, view, cells, variables=None):
         self.report = report
         self.view = view
         self.cells = cells
+        self.variables = variables
 
     def _title(self):
         return "heaviest cells" if self.view == "summary" else "cells"
 
+    def _variables_title(self):
+        return "biggest variables" if self.view == "summary" else "variables"
+
     def text(self):
         lines = ["memtamer — " + process_lines(self.report["process"])[0]]
         lines += ["  " + line for line in process_lines(self.report["process"])[1:]]
-        lines += cells_text(self.cells, self._title())
+        if self.view != "vars":
+            lines += cells_text(self.cells, self._title())
+        if self.variables is not None:
+            lines += variables_text(self.variables, self._variables_title(),
+                                    self.report.get("variables_walk"))
         return "\n".join(lines)
 
     def __repr__(self):
@@ -141,8 +149,10 @@ class Report:
             f"<p><b>memtamer</b> — {html.escape(process[0])}<br>"
             + "<br>".join(html.escape(line) for line in process[1:])
             + "</p>"
-            + _svg_chart(self.report["cells"])
-            + cells_html(self.cells, self._title())
+            + ("" if self.view == "vars" else _svg_chart(self.report["cells"])
+               + cells_html(self.cells, self._title()))
+            + ("" if self.variables is None else variables_html(
+                self.variables, self._variables_title(), self.report.get("variables_walk")))
             + "</div>"
         )
 
@@ -199,3 +209,83 @@ class ShrinkReport:
         )
         return (f'<table class="memtamer-shrink"><thead><tr>{head}</tr></thead>'
                 f"<tbody>{body}</tbody></table>")
+
+# Variables ---------------------------------------------------------------
+
+WHY_MIN_BYTES = 1024**2
+UNNAMED_HOLDER = "<unnamed reference>"
+VARIABLE_COLUMNS = ("name", "type", "size", "del frees", "holders", "created", "rebound",
+                    "used", "idle")
+
+
+def _join_names(names, most=3):
+    names = ["a reference outside the namespace" if n == UNNAMED_HOLDER else n for n in names]
+    if len(names) > most:
+        names = names[:most] + [f"{len(names) - most} more"]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def explain(variable):
+    """Why `del name` would free much less than the variable's size, in
+    words; None for small variables or when del frees most of it."""
+    size, freed, name = variable["bytes"], variable["exclusive"], variable["name"]
+    if size < WHY_MIN_BYTES or freed is None or freed * 2 > size:
+        return None
+    if variable["holders"]:
+        return (f"del {name} would free {format_size(freed)}: "
+                f"{_join_names(variable['holders'])} also hold it")
+    # Named variables explain more than the output cache does.
+    for share in sorted(variable["shares"], key=lambda s: not s["variable"]):
+        shared = format_size(share["bytes"])
+        if share["view"]:
+            return f"{name} is a view of {share['with']} (shares {shared})"
+        if share["holds"]:
+            return f"{name} holds {share['with']} (shares {shared})"
+    if variable["shares"]:
+        others = _join_names([s["with"] for s in variable["shares"]])
+        return f"del {name} would free {format_size(freed)}: it shares its buffers with {others}"
+    return None
+
+
+def _cell_text(cell):
+    return "-" if cell is None else str(cell)
+
+
+def variable_row(v):
+    size = ("" if v["complete"] else "≥ ") + format_size(v["bytes"])
+    freed = "?" if v["exclusive"] is None else format_size(v["exclusive"])
+    holders = _join_names(v["holders"], most=2) if v["holders"] else "-"
+    return [v["name"], v["type"], size, freed, holders, _cell_text(v["created_cell"]),
+            _cell_text(v["rebound_cell"]), _cell_text(v["last_used_cell"]),
+            _cell_text(v["idle_cells"])]
+
+
+def _walk_note(walk):
+    if walk and not walk.get("complete", True):
+        return (f"the walk ran out of its time budget after {walk['seconds']:.1f} s: "
+                "sizes marked ≥ are lower bounds, '?' unknown")
+    return None
+
+
+def variables_text(variables, title, walk=None):
+    if not variables:
+        return [title, "  (no variables)"]
+    lines = [title] + ["  " + line for line in
+                       _table_text(list(VARIABLE_COLUMNS), [variable_row(v) for v in variables])]
+    lines += ["  · " + v["why"] for v in variables if v.get("why")]
+    note = _walk_note(walk)
+    return lines + (["  " + note] if note else [])
+
+
+def variables_html(variables, title, walk=None):
+    if not variables:
+        return f"<p><b>{html.escape(title)}</b>: no variables.</p>"
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in VARIABLE_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in variable_row(v)) + "</tr>"
+                   for v in variables)
+    whys = "".join(f"<li>{html.escape(v['why'])}</li>" for v in variables if v.get("why"))
+    note = _walk_note(walk)
+    return (f"<p><b>{html.escape(title)}</b></p>"
+            f'<table class="memtamer"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+            + (f"<ul>{whys}</ul>" if whys else "")
+            + (f"<p><i>{html.escape(note)}</i></p>" if note else ""))

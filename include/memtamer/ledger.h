@@ -1,0 +1,75 @@
+/* ledger: the user's variables — where each came from (the cell that
+ * created it, last rebound it, last read it), its deep size from the last
+ * walk, and, on a report, who else holds its memory.
+ *
+ * After each cell the ledger compares the namespace's bindings with the
+ * previous ones by object identity (it keeps no reference to user objects:
+ * that would keep them alive), collects the names the cell's compiled code
+ * loads, and walks only what was bound, rebound or read; the rest keeps its
+ * cached size.  A report walks every root: the variables and the hidden
+ * holders (IPython's output cache Out[n], _, __, ___, _n, other underscore
+ * names, sys.last_value / sys.last_traceback).
+ *
+ * Everything here needs the GIL. */
+#ifndef MEMTAMER_LEDGER_H
+#define MEMTAMER_LEDGER_H
+
+#include <Python.h>
+
+#include <stdint.h>
+
+typedef struct {
+    PyObject *name;     /* strong */
+    uintptr_t identity; /* of the bound object; no reference is kept */
+    PyTypeObject *type; /* with identity, tells a rebinding from address reuse */
+    long long created, rebound, used; /* cell numbers; -1 unknown / never */
+    long long bytes;   /* deep size at the last walk, -1 when not walked */
+    long long objects; /* objects that walk counted */
+    int complete;      /* that walk finished within its budget */
+    long long seen;    /* generation of the last namespace scan */
+} mt_ledger_entry;
+
+typedef struct {
+    /* Strong references, set by attach (NULL when detached). */
+    PyObject *user_ns, *hidden_ns, *out_cache, *shell, *transform;
+    PyObject *barriers; /* tuple: never entered by a walk */
+    PyObject *index;    /* name -> index into entries */
+    mt_ledger_entry *entries; /* PyMem_Malloc'd */
+    Py_ssize_t len, cap;
+    PyObject *source; /* the running cell's source */
+    long long cell, generation;
+    double cell_budget, report_budget;
+    double last_hook_seconds;
+} mt_ledger;
+
+int mt_ledger_traverse(mt_ledger *l, visitproc visit, void *arg);
+void mt_ledger_clear(mt_ledger *l);
+
+/* Called by cell_begin / cell_end (cell.c); no-ops while detached. */
+int mt_ledger_cell_begin(mt_ledger *l, PyObject *source);
+int mt_ledger_cell_end(mt_ledger *l, long long cell);
+
+/* The variables, biggest first, as report dicts (see README); only == a
+ * name restricts the list to that variable.  Walks every root.  An empty
+ * list while detached. */
+PyObject *mt_ledger_variables(mt_ledger *l, PyObject *only);
+/* Adds "variables" (and "variables_walk": complete, seconds, roots) to a
+ * report dict when attached.  -1 with an exception. */
+int mt_ledger_report(mt_ledger *l, PyObject *report);
+
+/* For %shrink and other C callers: what `del name` would free and who else
+ * holds it, after a walk of every root.  Returns 1 and sets *bytes,
+ * *exclusive (-1 when the walk ran out of time) and *holders (a new list of
+ * str such as "Out[12]", "_", "y"); 0 when name is not a variable; -1 with
+ * an exception. */
+int mt_ledger_holders(mt_ledger *l, PyObject *name, long long *bytes, long long *exclusive,
+                      PyObject **holders);
+
+/* Methods of _core (module.c lists them). */
+PyObject *mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *mt_ledger_py_detach(PyObject *module, PyObject *unused);
+PyObject *mt_ledger_py_variables(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *mt_ledger_py_names(PyObject *module, PyObject *unused);
+PyObject *mt_ledger_py_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+#endif

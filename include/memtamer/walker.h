@@ -1,0 +1,87 @@
+/* walker: deep sizes with every buffer counted once, charged to the roots
+ * (variables and hidden holders) that reach it.
+ *
+ * One iterative walk (explicit stack, no recursion limit) per root over a
+ * shared table of visited objects.  Each object is charged to the first root
+ * that reaches it; a later root that reaches it marks it shared.  So after
+ * walking every root:
+ *   bytes(r)     = everything reachable from r,
+ *   exclusive(r) = what is reachable from r and from no other root, i.e.
+ *                  what `del r` would free if the roots are all the holders.
+ * Objects with a reference count of 1 have a single holder (the container
+ * the walk came from): they skip the table and are charged to that holder.
+ *
+ * Buffers are counted by their owner: an ndarray counts its data only when
+ * it owns it (numpy's own __sizeof__), a view counts its header and leads to
+ * its .base; bytes, bytearray, array.array count their buffers, memoryview
+ * leads to its exporter.  Modules, classes, functions and code are never
+ * entered (they are not data and lead to everything), nor are the barrier
+ * objects the caller names (the namespace dicts, the shell).
+ *
+ * Everything here needs the GIL.  The walk disables the cyclic GC while it
+ * runs (it holds borrowed references to what it has yet to visit) and calls
+ * only C-level __sizeof__ methods. */
+#ifndef MEMTAMER_WALKER_H
+#define MEMTAMER_WALKER_H
+
+#include <Python.h>
+
+typedef struct {
+    long long bytes;     /* deep size */
+    long long exclusive; /* reachable from this root only */
+    long long objects;   /* objects counted */
+    /* 0 when the time budget ran out before this root's walk finished:
+     * bytes is then a lower bound and exclusive is not known. */
+    int complete;
+    /* The root's object has more references than the walked graph and the
+     * root bindings explain: something unnamed keeps it alive. */
+    int held_elsewhere;
+} mt_walker_totals;
+
+/* A big object (at least the walker's `big` threshold) that `root` shares
+ * with `other`, summed per other root. */
+typedef struct {
+    Py_ssize_t other;
+    long long bytes;
+    int reaches_other; /* root's walk reaches other's object (a view, a container) */
+} mt_walker_share;
+
+typedef struct mt_walker mt_walker;
+
+/* 0 for what walks never enter nor count: modules, classes, functions,
+ * code, None and the other singletons. */
+int mt_walker_is_data(PyObject *o);
+
+/* barriers: a tuple of objects never entered, or NULL.  budget_seconds <= 0
+ * means no limit.  big: objects at least this size are tracked for shares.
+ * NULL with an exception on failure. */
+mt_walker *mt_walker_new(PyObject *barriers, double budget_seconds, long long big);
+void mt_walker_free(mt_walker *w);
+
+/* Walks roots[0..n) in that order (put hidden holders first: when the
+ * budget runs out, the roots left are the ones reported incomplete).  The
+ * caller holds one strong reference per root slot, and root slot r stands
+ * for bindings[r] references outside the walked graph (its namespace entry,
+ * the shell's mirrors of it; 0 for all when bindings is NULL): that is what
+ * held_elsewhere compares reference counts against.  -1 with an exception
+ * on failure (memory, KeyboardInterrupt). */
+int mt_walker_run(mt_walker *w, PyObject *const *roots, const int *bindings, Py_ssize_t n);
+
+const mt_walker_totals *mt_walker_totals_of(const mt_walker *w, Py_ssize_t root);
+/* The other roots that reach root's object (so `del` of root frees nothing
+ * while they hold it): *out points into the walker, valid until it is freed. */
+Py_ssize_t mt_walker_holders(const mt_walker *w, Py_ssize_t root, const Py_ssize_t **out);
+/* Big objects root shares with other roots, biggest first. */
+Py_ssize_t mt_walker_shares(const mt_walker *w, Py_ssize_t root, const mt_walker_share **out);
+
+/* Deep size of one object, not entering barriers (a tuple, or NULL);
+ * *complete is 0 when the budget ran out (the figure is then a lower
+ * bound) and *objects says how many objects were counted.  -1 with an
+ * exception on failure. */
+int mt_walker_deep_size(PyObject *obj, PyObject *barriers, double budget_seconds, long long *bytes,
+                        long long *objects, int *complete);
+
+/* deep_size(obj, budget_seconds=0) -> (bytes, complete): method of _core. */
+PyObject *mt_walker_py_deep_size(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+#endif

@@ -1,0 +1,907 @@
+/* ledger: provenance of the user's variables and who holds their memory
+ * (ledger.h).  Every function here needs the GIL. */
+#include "memtamer/memtamer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "memtamer/npy.h"
+#include "memtamer/walker.h"
+
+#define DEFAULT_CELL_BUDGET 0.05
+#define DEFAULT_REPORT_BUDGET 10.0
+/* A variable a cell only read is walked again (it may have grown in place)
+ * when its last walk was this cheap; bigger ones wait for the report. */
+#define REWALK_MAX_OBJECTS 100000
+/* Objects at least this big are followed for shares between roots. */
+#define BIG_OBJECT_BYTES (64 * 1024)
+#define UNNAMED_HOLDER "<unnamed reference>"
+
+typedef enum { NAME_SKIP, NAME_VARIABLE, NAME_HOLDER } name_kind;
+
+static double
+cell_budget(const mt_ledger *l)
+{
+    return l->cell_budget > 0 ? l->cell_budget : DEFAULT_CELL_BUDGET;
+}
+
+static double
+report_budget(const mt_ledger *l)
+{
+    return l->report_budget > 0 ? l->report_budget : DEFAULT_REPORT_BUDGET;
+}
+
+int
+mt_ledger_traverse(mt_ledger *l, visitproc visit, void *arg)
+{
+    Py_VISIT(l->user_ns);
+    Py_VISIT(l->hidden_ns);
+    Py_VISIT(l->out_cache);
+    Py_VISIT(l->shell);
+    Py_VISIT(l->transform);
+    Py_VISIT(l->barriers);
+    Py_VISIT(l->index);
+    Py_VISIT(l->source);
+    return 0;
+}
+
+void
+mt_ledger_clear(mt_ledger *l)
+{
+    Py_CLEAR(l->user_ns);
+    Py_CLEAR(l->hidden_ns);
+    Py_CLEAR(l->out_cache);
+    Py_CLEAR(l->shell);
+    Py_CLEAR(l->transform);
+    Py_CLEAR(l->barriers);
+    Py_CLEAR(l->index);
+    Py_CLEAR(l->source);
+    for (Py_ssize_t i = 0; i < l->len; i++) {
+        Py_CLEAR(l->entries[i].name);
+    }
+    PyMem_Free(l->entries);
+    l->entries = NULL;
+    l->len = l->cap = 0;
+}
+
+/* _i, _ii, _iii, _i<n>: the shell's copies of cell sources. */
+static int
+is_input_name(const char *s)
+{
+    if (s[0] != '_' || s[1] != 'i') {
+        return 0;
+    }
+    s += 2;
+    if (*s == '\0' || strcmp(s, "i") == 0 || strcmp(s, "ii") == 0) {
+        return 1;
+    }
+    const char *digits = s;
+    while (*s >= '0' && *s <= '9') {
+        s++;
+    }
+    return *s == '\0' && s > digits;
+}
+
+/* _, __, ___, _<n>: the output cache's names. */
+static int
+is_output_name(const char *s)
+{
+    if (strcmp(s, "_") == 0 || strcmp(s, "__") == 0 || strcmp(s, "___") == 0) {
+        return 1;
+    }
+    const char *digits = ++s;
+    while (*s >= '0' && *s <= '9') {
+        s++;
+    }
+    return *s == '\0' && s > digits;
+}
+
+/* 1 when the shell's hidden namespace binds name to value too, -1 on error. */
+static int
+hidden_too(const mt_ledger *l, PyObject *name, PyObject *value)
+{
+    if (l->hidden_ns == NULL) {
+        return 0;
+    }
+    PyObject *hidden = PyDict_GetItemWithError(l->hidden_ns, name);
+    if (hidden == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    return hidden == value;
+}
+
+/* Variables are the names a user sees in %who; underscore names (the
+ * output cache's _, _12, and the user's own) are holders; what the shell
+ * put there itself (In, Out, exit, the initial _) and code is skipped. */
+static int
+classify(const mt_ledger *l, PyObject *name, PyObject *value)
+{
+    if (!PyUnicode_Check(name) || !mt_walker_is_data(value)) {
+        return NAME_SKIP;
+    }
+    const char *s = PyUnicode_AsUTF8(name);
+    if (s == NULL) {
+        return -1;
+    }
+    /* The shell pushes the output cache into its hidden namespace too. */
+    if (s[0] == '_' && is_output_name(s)) {
+        return NAME_HOLDER;
+    }
+    int hidden = hidden_too(l, name, value);
+    if (hidden != 0) {
+        return hidden < 0 ? -1 : NAME_SKIP;
+    }
+    if (s[0] != '_') {
+        return NAME_VARIABLE;
+    }
+    return is_input_name(s) ? NAME_SKIP : NAME_HOLDER;
+}
+
+/* -1 when name has no entry, -2 with an exception. */
+static Py_ssize_t
+entry_index(const mt_ledger *l, PyObject *name)
+{
+    PyObject *i = PyDict_GetItemWithError(l->index, name);
+    if (i == NULL) {
+        return PyErr_Occurred() ? -2 : -1;
+    }
+    return PyLong_AsSsize_t(i);
+}
+
+static int
+set_index(mt_ledger *l, PyObject *name, Py_ssize_t i)
+{
+    PyObject *n = PyLong_FromSsize_t(i);
+    if (n == NULL) {
+        return -1;
+    }
+    int rc = PyDict_SetItem(l->index, name, n);
+    Py_DECREF(n);
+    return rc;
+}
+
+static Py_ssize_t
+add_entry(mt_ledger *l, PyObject *name, long long cell)
+{
+    if (l->len == l->cap) {
+        Py_ssize_t cap = l->cap ? l->cap * 2 : 64;
+        mt_ledger_entry *items = PyMem_Realloc(l->entries, (size_t)cap * sizeof *items);
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        l->entries = items;
+        l->cap = cap;
+    }
+    if (set_index(l, name, l->len) < 0) {
+        return -1;
+    }
+    mt_ledger_entry *e = &l->entries[l->len];
+    memset(e, 0, sizeof *e);
+    e->name = Py_NewRef(name);
+    e->created = e->rebound = cell;
+    e->used = -1;
+    e->bytes = -1;
+    return l->len++;
+}
+
+static int
+remove_entry(mt_ledger *l, Py_ssize_t i)
+{
+    PyObject *name = l->entries[i].name;
+    if (PyDict_DelItem(l->index, name) < 0) {
+        return -1;
+    }
+    Py_DECREF(name);
+    l->entries[i] = l->entries[--l->len];
+    return i < l->len ? set_index(l, l->entries[i].name, i) : 0;
+}
+
+static PyObject *
+compile_source(PyObject *source)
+{
+    PyCompilerFlags flags = {PyCF_ALLOW_TOP_LEVEL_AWAIT, PY_MINOR_VERSION};
+    const char *text = PyUnicode_AsUTF8(source);
+    if (text == NULL) {
+        return NULL;
+    }
+    return Py_CompileStringExFlags(text, "<memtamer cell>", Py_file_input, &flags, 0);
+}
+
+/* co_names of code and the code nested in it.  With magic_args, string
+ * constants that compile count too: a transformed magic cell passes its
+ * code to run_line_magic / run_cell_magic as a string (%time, %%timeit). */
+static int
+collect_names(PyObject *code, PyObject *names, int magic_args)
+{
+    PyCodeObject *co = (PyCodeObject *)code;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_names); i++) {
+        if (PySet_Add(names, PyTuple_GET_ITEM(co->co_names, i)) < 0) {
+            return -1;
+        }
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_consts); i++) {
+        PyObject *c = PyTuple_GET_ITEM(co->co_consts, i), *inner = NULL;
+        if (magic_args && PyUnicode_Check(c)) {
+            inner = compile_source(c);
+            if (inner == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                    return -1;
+                }
+                PyErr_Clear(); /* a magic's options, not code */
+            }
+        }
+        else if (PyCode_Check(c)) {
+            inner = Py_NewRef(c);
+        }
+        int rc = inner ? collect_names(inner, names, 0) : 0;
+        Py_XDECREF(inner);
+        if (rc < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The names the running cell's code loads or stores (its co_names, nested
+ * code included), in *names; NULL there when the cell does not compile even
+ * after IPython's transformation (the cell then read nothing we know of). */
+static int
+names_in_cell(mt_ledger *l, PyObject **names)
+{
+    PyObject *code = NULL, *transformed = NULL;
+    *names = NULL;
+    if (l->source == NULL || !PyUnicode_Check(l->source)) {
+        return 0;
+    }
+    code = compile_source(l->source);
+    int magic = code == NULL;
+    if (code == NULL && PyErr_ExceptionMatches(PyExc_SyntaxError) && l->transform != NULL) {
+        /* Magics and shell escapes: compile what IPython would run. */
+        PyErr_Clear();
+        transformed = PyObject_CallOneArg(l->transform, l->source);
+        if (transformed != NULL && PyUnicode_Check(transformed)) {
+            code = compile_source(transformed);
+        }
+    }
+    Py_XDECREF(transformed);
+    if (code == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return -1; /* KeyboardInterrupt, MemoryError */
+        }
+        PyErr_Clear();
+        return 0;
+    }
+    *names = PySet_New(NULL);
+    int rc = *names != NULL && collect_names(code, *names, magic) == 0 ? 0 : -1;
+    Py_DECREF(code);
+    if (rc < 0) {
+        Py_CLEAR(*names);
+    }
+    return rc;
+}
+
+/* Compares the namespace with the ledger: new names, rebindings (another
+ * object), deletions; names in reads count as used.  Names to walk go to
+ * walk when given. */
+static int
+scan(mt_ledger *l, long long cell, PyObject *reads, PyObject *walk)
+{
+    long long generation = ++l->generation;
+    Py_ssize_t pos = 0;
+    PyObject *name, *value;
+    while (PyDict_Next(l->user_ns, &pos, &name, &value)) {
+        int kind = classify(l, name, value);
+        if (kind < 0) {
+            return -1;
+        }
+        if (kind != NAME_VARIABLE) {
+            continue;
+        }
+        int read = reads ? PySet_Contains(reads, name) : 0;
+        Py_ssize_t i = read < 0 ? -2 : entry_index(l, name);
+        if (i == -2) {
+            return -1;
+        }
+        int created = i < 0, changed = created;
+        if (created && (i = add_entry(l, name, cell)) < 0) {
+            return -1;
+        }
+        mt_ledger_entry *e = &l->entries[i];
+        if (!created && (e->identity != (uintptr_t)value || e->type != Py_TYPE(value))) {
+            e->rebound = cell;
+            changed = 1;
+        }
+        e->identity = (uintptr_t)value;
+        e->type = Py_TYPE(value);
+        e->seen = generation;
+        if (read && !created) {
+            e->used = cell;
+        }
+        if (walk != NULL && (changed || (read && e->objects < REWALK_MAX_OBJECTS)) &&
+            PyList_Append(walk, name) < 0) {
+            return -1;
+        }
+    }
+    for (Py_ssize_t i = l->len - 1; i >= 0; i--) {
+        if (l->entries[i].seen != generation && remove_entry(l, i) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Deep sizes of the names in walk, until the deadline; names left over
+ * lose their figure (bytes -1) rather than keep a stale one. */
+static int
+size_names(mt_ledger *l, PyObject *walk, double deadline)
+{
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(walk); k++) {
+        PyObject *name = PyList_GET_ITEM(walk, k);
+        PyObject *value = PyDict_GetItemWithError(l->user_ns, name);
+        Py_ssize_t i = entry_index(l, name);
+        if (i == -2 || (value == NULL && PyErr_Occurred())) {
+            return -1;
+        }
+        if (i < 0 || value == NULL) {
+            continue;
+        }
+        long long bytes = -1, objects = 0;
+        int complete = 0;
+        double left = deadline - mt_monotonic_seconds();
+        if (left > 0) {
+            Py_INCREF(value);
+            int rc = mt_walker_deep_size(value, l->barriers, left, &bytes, &objects, &complete);
+            Py_DECREF(value);
+            if (rc < 0) {
+                return -1;
+            }
+        }
+        mt_ledger_entry *e = &l->entries[i];
+        e->bytes = bytes;
+        e->objects = objects;
+        e->complete = complete;
+    }
+    return 0;
+}
+
+int
+mt_ledger_cell_begin(mt_ledger *l, PyObject *source)
+{
+    if (l->user_ns != NULL) {
+        Py_XSETREF(l->source, Py_NewRef(source));
+    }
+    return 0;
+}
+
+int
+mt_ledger_cell_end(mt_ledger *l, long long cell)
+{
+    if (l->user_ns == NULL) {
+        return 0;
+    }
+    double started = mt_monotonic_seconds();
+    PyObject *reads = NULL, *walk = NULL;
+    int rc = -1;
+    if (names_in_cell(l, &reads) < 0 || (walk = PyList_New(0)) == NULL ||
+        scan(l, cell, reads, walk) < 0 || size_names(l, walk, started + cell_budget(l)) < 0) {
+        goto done;
+    }
+    l->cell = cell;
+    rc = 0;
+done:
+    Py_CLEAR(l->source);
+    Py_XDECREF(reads);
+    Py_XDECREF(walk);
+    l->last_hook_seconds = mt_monotonic_seconds() - started;
+    return rc;
+}
+
+/* "numpy.ndarray" -> "ndarray" */
+static const char *
+short_name(PyTypeObject *tp)
+{
+    const char *dot = strrchr(tp->tp_name, '.');
+    return dot ? dot + 1 : tp->tp_name;
+}
+
+/* "ndarray float64 1000×3", "DataFrame 10000000×2", "Series object 10",
+ * "list[12]", or the type's name. */
+static PyObject *
+describe_type(PyObject *value)
+{
+    PyTypeObject *tp = Py_TYPE(value);
+    PyObject *shape = NULL, *dtype = NULL, *module = NULL, *result = NULL;
+    char dims[256] = "";
+    size_t used = 0;
+    if (mt_npy_ready() > 0 && PyArray_Check(value)) {
+        PyArrayObject *a = (PyArrayObject *)value;
+        for (int d = 0; d < PyArray_NDIM(a) && used < sizeof dims - 32; d++) {
+            used += (size_t)snprintf(dims + used, sizeof dims - used, d ? "×%ld" : "%ld",
+                                     (long)PyArray_DIM(a, d));
+        }
+        return PyUnicode_FromFormat("%s %S %s", short_name(tp), (PyObject *)PyArray_DESCR(a),
+                                    PyArray_NDIM(a) ? dims : "scalar");
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (PyList_Check(value) || PyTuple_Check(value) || PyDict_Check(value) ||
+        PyAnySet_Check(value)) {
+        return PyUnicode_FromFormat("%s[%zd]", tp->tp_name, PyObject_Length(value));
+    }
+    module = PyObject_GetAttrString((PyObject *)tp, "__module__");
+    if (module == NULL) {
+        PyErr_Clear();
+    }
+    else if (PyUnicode_Check(module) && PyUnicode_AsUTF8(module) != NULL &&
+             strncmp(PyUnicode_AsUTF8(module), "pandas", 6) == 0) {
+        shape = PyObject_GetAttrString(value, "shape");
+        if (shape && PyTuple_Check(shape) && PyTuple_GET_SIZE(shape) == 2) {
+            /* The format must be ASCII: the × goes in as UTF-8 through %s. */
+            result = PyUnicode_FromFormat("%s %S%s%S", tp->tp_name, PyTuple_GET_ITEM(shape, 0),
+                                          "×", PyTuple_GET_ITEM(shape, 1));
+        }
+        else if (shape && PyTuple_Check(shape) && PyTuple_GET_SIZE(shape) == 1 &&
+                 (dtype = PyObject_GetAttrString(value, "dtype")) != NULL) {
+            result = PyUnicode_FromFormat("%s %S %S", tp->tp_name, dtype, PyTuple_GET_ITEM(shape, 0));
+        }
+        PyErr_Clear(); /* an odd pandas object: its bare name will do */
+    }
+    if (result == NULL) {
+        result = PyUnicode_FromString(short_name(tp));
+    }
+    Py_XDECREF(module);
+    Py_XDECREF(shape);
+    Py_XDECREF(dtype);
+    return result;
+}
+
+typedef struct {
+    PyObject *objs, *labels;
+    int *bindings; /* references outside the walked graph, per root */
+    Py_ssize_t len, cap;
+} root_list;
+
+static int
+append_root(root_list *rs, PyObject *value, PyObject *label, int bindings)
+{
+    if (label == NULL) {
+        return -1;
+    }
+    int rc = PyList_Append(rs->objs, value) < 0 || PyList_Append(rs->labels, label) < 0 ? -1 : 0;
+    Py_DECREF(label);
+    if (rc == 0 && rs->len == rs->cap) {
+        Py_ssize_t cap = rs->cap ? rs->cap * 2 : 256;
+        int *b = PyMem_Realloc(rs->bindings, (size_t)cap * sizeof *b);
+        if (b == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        rs->bindings = b;
+        rs->cap = cap;
+    }
+    if (rc == 0) {
+        rs->bindings[rs->len++] = bindings;
+    }
+    return rc;
+}
+
+/* The shell's mirrors of its output cache, outside any namespace: the
+ * display hook's _, __, ___ and the last execution result (what IPython's
+ * %xdel clears).  Each counts as one more binding of the root it mirrors. */
+static int
+count_mirrors(mt_ledger *l, root_list *rs)
+{
+    static const char *const hook_names[] = {"_", "__", "___"};
+    PyObject *mirrors[4] = {NULL, NULL, NULL, NULL};
+    PyObject *hook = PyObject_GetAttrString(l->shell, "displayhook");
+    PyObject *last = PyObject_GetAttrString(l->shell, "last_execution_result");
+    for (int i = 0; hook != NULL && i < 3; i++) {
+        mirrors[i] = PyObject_GetAttrString(hook, hook_names[i]);
+    }
+    if (last != NULL) {
+        mirrors[3] = PyObject_GetAttrString(last, "result");
+    }
+    PyErr_Clear(); /* a shell without them has no such mirrors */
+    for (int i = 0; i < 4; i++) {
+        for (Py_ssize_t r = 0; mirrors[i] != NULL && r < rs->len; r++) {
+            if (PyList_GET_ITEM(rs->objs, r) == mirrors[i]) {
+                rs->bindings[r]++;
+                break;
+            }
+        }
+        Py_XDECREF(mirrors[i]);
+    }
+    Py_XDECREF(hook);
+    Py_XDECREF(last);
+    return 0;
+}
+
+/* Hidden holders first (when the budget runs out, what is left over is
+ * reported incomplete: better a variable than a holder), then the
+ * variables, biggest cached size first. */
+static int
+gather_roots(mt_ledger *l, root_list *rs, Py_ssize_t *first_variable)
+{
+    static const char *const sys_holders[] = {"last_value", "last_traceback", "last_exc"};
+    PyObject *variables = NULL, *name, *value;
+    Py_ssize_t pos = 0;
+    int rc = -1;
+    if (l->out_cache != NULL) {
+        while (PyDict_Next(l->out_cache, &pos, &name, &value)) {
+            if (mt_walker_is_data(value) &&
+                append_root(rs, value, PyUnicode_FromFormat("Out[%S]", name), 1) < 0) {
+                goto done;
+            }
+        }
+    }
+    for (size_t i = 0; i < sizeof sys_holders / sizeof *sys_holders; i++) {
+        value = PySys_GetObject(sys_holders[i]);
+        if (value != NULL && mt_walker_is_data(value) &&
+            append_root(rs, value, PyUnicode_FromFormat("sys.%s", sys_holders[i]), 1) < 0) {
+            goto done;
+        }
+    }
+    variables = PyList_New(0);
+    if (variables == NULL) {
+        goto done;
+    }
+    pos = 0;
+    while (PyDict_Next(l->user_ns, &pos, &name, &value)) {
+        int kind = classify(l, name, value);
+        int hidden = kind == NAME_HOLDER ? hidden_too(l, name, value) : 0;
+        if (kind < 0 || hidden < 0) {
+            goto done;
+        }
+        if (kind == NAME_HOLDER && append_root(rs, value, Py_NewRef(name), 1 + hidden) < 0) {
+            goto done;
+        }
+        if (kind == NAME_VARIABLE) {
+            Py_ssize_t i = entry_index(l, name);
+            if (i == -2) {
+                goto done;
+            }
+            PyObject *t = Py_BuildValue("(LOO)", i >= 0 ? l->entries[i].bytes : -1LL, name, value);
+            if (t == NULL || PyList_Append(variables, t) < 0) {
+                Py_XDECREF(t);
+                goto done;
+            }
+            Py_DECREF(t);
+        }
+    }
+    /* Names are unique, so the values are never compared. */
+    if (PyList_Sort(variables) < 0 || PyList_Reverse(variables) < 0) {
+        goto done;
+    }
+    *first_variable = rs->len;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(variables); i++) {
+        PyObject *t = PyList_GET_ITEM(variables, i);
+        if (append_root(rs, PyTuple_GET_ITEM(t, 2), Py_NewRef(PyTuple_GET_ITEM(t, 1)), 1) < 0) {
+            goto done;
+        }
+    }
+    rc = count_mirrors(l, rs);
+done:
+    Py_XDECREF(variables);
+    return rc;
+}
+
+static PyObject *
+labels_of(PyObject *labels, const Py_ssize_t *roots, Py_ssize_t n, int unnamed)
+{
+    PyObject *list = PyList_New(0);
+    for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
+        if (PyList_Append(list, PyList_GET_ITEM(labels, roots[i])) < 0) {
+            Py_CLEAR(list);
+        }
+    }
+    if (list != NULL && unnamed) {
+        PyObject *s = PyUnicode_FromString(UNNAMED_HOLDER);
+        if (s == NULL || PyList_Append(list, s) < 0) {
+            Py_CLEAR(list);
+        }
+        Py_XDECREF(s);
+    }
+    return list;
+}
+
+static PyObject *
+shares_of(const mt_walker *w, Py_ssize_t r, PyObject *labels, PyObject *value, Py_ssize_t first)
+{
+    const mt_walker_share *s;
+    Py_ssize_t n = mt_walker_shares(w, r, &s);
+    int view = mt_npy_ready() > 0 && PyArray_Check(value) &&
+               !PyArray_CHKFLAGS((PyArrayObject *)value, NPY_ARRAY_OWNDATA);
+    PyObject *list = PyList_New(n);
+    for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
+        PyObject *d = Py_BuildValue(
+            "{sOsLsOsOsO}", "with", PyList_GET_ITEM(labels, s[i].other), "bytes", s[i].bytes,
+            "holds", s[i].reaches_other ? Py_True : Py_False, "view",
+            view && s[i].reaches_other ? Py_True : Py_False, "variable",
+            s[i].other >= first ? Py_True : Py_False);
+        if (d == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, d);
+    }
+    return list;
+}
+
+static PyObject *
+cell_or_none(long long cell)
+{
+    return cell < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(cell);
+}
+
+static PyObject *
+variable_dict(mt_ledger *l, const mt_walker *w, Py_ssize_t r, PyObject *objs, PyObject *labels,
+              Py_ssize_t first)
+{
+    const mt_walker_totals *t = mt_walker_totals_of(w, r);
+    PyObject *name = PyList_GET_ITEM(labels, r), *value = PyList_GET_ITEM(objs, r);
+    const Py_ssize_t *holders;
+    Py_ssize_t nholders = mt_walker_holders(w, r, &holders);
+    Py_ssize_t i = entry_index(l, name);
+    if (i == -2) {
+        return NULL;
+    }
+    long long created = -1, rebound = -1, used = -1;
+    if (i >= 0) {
+        mt_ledger_entry *e = &l->entries[i];
+        e->bytes = t->bytes;
+        e->objects = t->objects;
+        e->complete = t->complete;
+        created = e->created;
+        rebound = e->rebound;
+        used = e->used;
+    }
+    long long last = created > rebound ? created : rebound;
+    last = used > last ? used : last;
+    PyObject *d = PyDict_New();
+    if (d == NULL || mt_set(d, "name", Py_NewRef(name)) < 0 ||
+        mt_set(d, "type", describe_type(value)) < 0 ||
+        mt_set(d, "bytes", PyLong_FromLongLong(t->bytes)) < 0 ||
+        mt_set(d, "exclusive", t->complete ? PyLong_FromLongLong(t->exclusive) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "complete", PyBool_FromLong(t->complete)) < 0 ||
+        mt_set(d, "holders", labels_of(labels, holders, nholders, t->held_elsewhere)) < 0 ||
+        mt_set(d, "shares", shares_of(w, r, labels, value, first)) < 0 ||
+        mt_set(d, "created_cell", cell_or_none(created)) < 0 ||
+        mt_set(d, "rebound_cell", cell_or_none(rebound)) < 0 ||
+        mt_set(d, "last_used_cell", cell_or_none(used)) < 0 ||
+        mt_set(d, "idle_cells", last < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(l->cell - last)) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+typedef struct {
+    Py_ssize_t root;
+    long long bytes;
+} ranked;
+
+static int
+compare_ranked(const void *a, const void *b)
+{
+    const ranked *x = a, *y = b;
+    return (x->bytes < y->bytes) - (x->bytes > y->bytes);
+}
+
+/* The variables report, with the walk's summary in *walk_summary when not NULL. */
+static PyObject *
+variables(mt_ledger *l, PyObject *only, PyObject **walk_summary)
+{
+    PyObject *result = NULL;
+    root_list rs = {NULL, NULL, NULL, 0, 0};
+    mt_walker *w = NULL;
+    ranked *order = NULL;
+    Py_ssize_t first = 0;
+    double started = mt_monotonic_seconds();
+    if (l->user_ns == NULL) {
+        return PyList_New(0);
+    }
+    rs.objs = PyList_New(0);
+    rs.labels = PyList_New(0);
+    if (rs.objs == NULL || rs.labels == NULL || gather_roots(l, &rs, &first) < 0) {
+        goto done;
+    }
+    PyObject *objs = rs.objs, *labels = rs.labels;
+    Py_ssize_t n = rs.len;
+    w = mt_walker_new(l->barriers, report_budget(l), BIG_OBJECT_BYTES);
+    if (w == NULL || mt_walker_run(w, ((PyListObject *)objs)->ob_item, rs.bindings, n) < 0) {
+        goto done;
+    }
+    order = PyMem_Malloc((size_t)(n - first + 1) * sizeof *order);
+    if (order == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t count = 0;
+    int complete = 1;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        complete &= mt_walker_totals_of(w, r)->complete;
+        if (r >= first) {
+            int match = only == NULL ? 1 : PyObject_RichCompareBool(PyList_GET_ITEM(labels, r), only, Py_EQ);
+            if (match < 0) {
+                goto done;
+            }
+            if (match) {
+                order[count++] = (ranked){r, mt_walker_totals_of(w, r)->bytes};
+            }
+        }
+    }
+    qsort(order, (size_t)count, sizeof *order, compare_ranked);
+    result = PyList_New(count);
+    for (Py_ssize_t k = 0; result != NULL && k < count; k++) {
+        PyObject *d = variable_dict(l, w, order[k].root, objs, labels, first);
+        if (d == NULL) {
+            Py_CLEAR(result);
+            break;
+        }
+        PyList_SET_ITEM(result, k, d);
+    }
+    if (result != NULL && walk_summary != NULL) {
+        *walk_summary = Py_BuildValue("{sOsdsn}", "complete", complete ? Py_True : Py_False,
+                                      "seconds", mt_monotonic_seconds() - started, "roots", n);
+        if (*walk_summary == NULL) {
+            Py_CLEAR(result);
+        }
+    }
+done:
+    PyMem_Free(order);
+    PyMem_Free(rs.bindings);
+    mt_walker_free(w);
+    Py_XDECREF(rs.objs);
+    Py_XDECREF(rs.labels);
+    return result;
+}
+
+PyObject *
+mt_ledger_variables(mt_ledger *l, PyObject *only)
+{
+    return variables(l, only, NULL);
+}
+
+int
+mt_ledger_report(mt_ledger *l, PyObject *report)
+{
+    PyObject *summary = NULL;
+    if (l->user_ns == NULL) {
+        return 0;
+    }
+    PyObject *list = variables(l, NULL, &summary);
+    if (mt_set(report, "variables", list) < 0) {
+        return -1;
+    }
+    return mt_set(report, "variables_walk", summary);
+}
+
+int
+mt_ledger_holders(mt_ledger *l, PyObject *name, long long *bytes, long long *exclusive,
+                  PyObject **holders)
+{
+    PyObject *list = variables(l, name, NULL);
+    if (list == NULL) {
+        return -1;
+    }
+    if (PyList_GET_SIZE(list) == 0) {
+        Py_DECREF(list);
+        return 0;
+    }
+    PyObject *d = PyList_GET_ITEM(list, 0);
+    PyObject *excl = PyDict_GetItemString(d, "exclusive");
+    *bytes = PyLong_AsLongLong(PyDict_GetItemString(d, "bytes"));
+    *exclusive = excl == Py_None ? -1 : PyLong_AsLongLong(excl);
+    *holders = Py_NewRef(PyDict_GetItemString(d, "holders"));
+    Py_DECREF(list);
+    return 1;
+}
+
+/* attach(user_ns, hidden_ns, out_cache, shell, transform) */
+PyObject *
+mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    mt_ledger *l = &mt_get_state(module)->ledger;
+    if (nargs != 5 || !PyDict_Check(args[0]) || (args[1] != Py_None && !PyDict_Check(args[1])) ||
+        (args[2] != Py_None && !PyDict_Check(args[2]))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "ledger_attach(user_ns: dict, hidden_ns: dict | None, out_cache: dict | None, "
+                        "shell, transform: callable | None)");
+        return NULL;
+    }
+    mt_ledger_clear(l);
+    l->user_ns = Py_NewRef(args[0]);
+    l->hidden_ns = args[1] == Py_None ? NULL : Py_NewRef(args[1]);
+    l->out_cache = args[2] == Py_None ? NULL : Py_NewRef(args[2]);
+    l->shell = Py_NewRef(args[3]);
+    l->transform = args[4] == Py_None ? NULL : Py_NewRef(args[4]);
+    PyObject *barriers = PyList_New(0);
+    for (int i = 0; barriers != NULL && i < 4; i++) {
+        if (args[i] != Py_None && PyList_Append(barriers, args[i]) < 0) {
+            Py_CLEAR(barriers);
+        }
+    }
+    if (barriers != NULL) {
+        l->barriers = PyList_AsTuple(barriers);
+        Py_DECREF(barriers);
+    }
+    l->index = PyDict_New();
+    l->cell = -1;
+    /* What is there already was made before memtamer watched: created -1. */
+    if (l->barriers == NULL || l->index == NULL || scan(l, -1, NULL, NULL) < 0) {
+        mt_ledger_clear(l);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject *
+mt_ledger_py_detach(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_ledger_clear(&mt_get_state(module)->ledger);
+    Py_RETURN_NONE;
+}
+
+/* variables(name=None) */
+PyObject *
+mt_ledger_py_variables(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs > 1 || (nargs == 1 && args[0] != Py_None && !PyUnicode_Check(args[0]))) {
+        PyErr_SetString(PyExc_TypeError, "variables(name: str | None = None)");
+        return NULL;
+    }
+    return mt_ledger_variables(&mt_get_state(module)->ledger,
+                               nargs == 1 && args[0] != Py_None ? args[0] : NULL);
+}
+
+/* ledger() -> provenance per name, without walking. */
+PyObject *
+mt_ledger_py_names(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_ledger *l = &mt_get_state(module)->ledger;
+    PyObject *names = PyDict_New();
+    for (Py_ssize_t i = 0; names != NULL && i < l->len; i++) {
+        const mt_ledger_entry *e = &l->entries[i];
+        PyObject *d = PyDict_New();
+        if (d == NULL || mt_set(d, "created_cell", cell_or_none(e->created)) < 0 ||
+            mt_set(d, "rebound_cell", cell_or_none(e->rebound)) < 0 ||
+            mt_set(d, "last_used_cell", cell_or_none(e->used)) < 0 ||
+            mt_set(d, "bytes", mt_size_or_none(e->bytes)) < 0 ||
+            mt_set(d, "complete", PyBool_FromLong(e->complete)) < 0 ||
+            PyDict_SetItem(names, e->name, d) < 0) {
+            Py_XDECREF(d);
+            Py_CLEAR(names);
+            break;
+        }
+        Py_DECREF(d);
+    }
+    if (names == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("{sNsOsLsd}", "names", names, "attached", l->user_ns ? Py_True : Py_False,
+                         "cell", l->cell, "last_hook_seconds", l->last_hook_seconds);
+}
+
+/* set_walk_budget(cell_seconds, report_seconds) */
+PyObject *
+mt_ledger_py_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    mt_ledger *l = &mt_get_state(module)->ledger;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set_walk_budget(cell_seconds, report_seconds)");
+        return NULL;
+    }
+    double cell = PyFloat_AsDouble(args[0]), report = PyFloat_AsDouble(args[1]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!(cell > 0) || !(report > 0)) {
+        PyErr_SetString(PyExc_ValueError, "walk budgets are positive numbers of seconds");
+        return NULL;
+    }
+    l->cell_budget = cell;
+    l->report_budget = report;
+    Py_RETURN_NONE;
+}
