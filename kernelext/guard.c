@@ -4,7 +4,6 @@
 #include "memtamer/memtamer.h"
 
 #include <errno.h>
-#include <malloc.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -456,14 +455,11 @@ mt_guard_cell_end(PyObject *module, long long rss_after)
         return;
     }
     watcher_set(g, 0, NULL);
-#if MT_HAS_MALLOC_TRIM
     /* What the stopped cell freed stays in glibc's heap and would leave the
      * kernel at its budget: give it back. */
-    if (atomic_load(&trip_state) != TRIP_NONE) {
-        malloc_trim(0);
+    if (atomic_load(&trip_state) != TRIP_NONE && mt_heap_trim()) {
         rss_after = mt_probe_rss(&g->probe);
     }
-#endif
     if (g->record) {
         atomic_store(&g->record->cell, -1);
         if (rss_after >= 0) {

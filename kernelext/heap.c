@@ -11,8 +11,10 @@
 #include "memtamer/guard.h"
 #include "memtamer/npy.h"
 
-#if MT_HAS_MALLOC_USABLE_SIZE
+#if MT_HAS_MALLOC_USABLE_SIZE || MT_HAS_MALLOC_TRIM
 #include <malloc.h>
+#endif
+#if MT_HAS_MALLOC_USABLE_SIZE
 #define BLOCK_SIZE(ptr) ((long long)malloc_usable_size(ptr))
 #else
 #define BLOCK_SIZE(ptr) 0LL
@@ -56,6 +58,16 @@ read_counter(counter *c, mt_heap_reading *out)
     if (out->peak < out->current) {
         out->peak = out->current;
     }
+}
+
+int
+mt_heap_trim(void)
+{
+#if MT_HAS_MALLOC_TRIM
+    return malloc_trim(0);
+#else
+    return 0;
+#endif
 }
 
 void

@@ -26,6 +26,8 @@ static PyMethodDef core_methods[] = {
     {"uninstall_hooks", mt_process_uninstall_hooks, METH_NOARGS,
      "uninstall_hooks() -> bool: restore the saved allocators; False when another hook "
      "installed later still wraps ours."},
+    {"trim", mt_process_trim, METH_NOARGS,
+     "trim() -> bool: give freed heap back to the OS (glibc's malloc_trim); True when some was."},
     {"_allocators", mt_process_allocators, METH_NOARGS,
      "_allocators() -> dict: the allocator functions now installed (for tests)."},
     {"_parse", (PyCFunction)(void (*)(void))mt_process_parse, METH_FASTCALL,

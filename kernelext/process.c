@@ -175,6 +175,16 @@ mt_process_uninstall_hooks(PyObject *module, PyObject *Py_UNUSED(unused))
 }
 
 PyObject *
+mt_process_trim(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
+{
+    int released;
+    Py_BEGIN_ALLOW_THREADS
+    released = mt_heap_trim();
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(released);
+}
+
+PyObject *
 mt_process_allocators(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
 {
     return mt_heap_allocators();

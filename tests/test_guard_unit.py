@@ -1,6 +1,7 @@
 """Pure parts of the guard: budget parsing, the message, variable sizes, records."""
 
 import os
+import sys
 
 import pytest
 
@@ -46,15 +47,20 @@ def test_message_for_child_and_over_budget_start():
     assert "already used 2.1 GiB before the cell began" in text
 
 
-def test_biggest_variables_ranks_by_constructed_sizes():
+def test_biggest_variables_ranks_by_deep_size():
     np = pytest.importorskip("numpy")
-    ns = {"small": np.zeros(10), "big": np.zeros(2**20), "chunks": [bytearray(2**16)] * 64,
-          "_hidden": np.zeros(2**22), "In": [], "np": np, "f": print}
-    got = biggest_variables(ns, n=3)
+    chunk = bytearray(2**16)
+    ns = {"small": np.zeros(10), "big": np.zeros(2**20), "chunks": [chunk] * 64,
+          "np": np, "f": print}
+    _core.ledger_attach(ns, None, None, None, None)
+    try:
+        got = biggest_variables(ns, n=3)
+    finally:
+        _core.ledger_detach()
     assert [name for name, _, _ in got] == ["big", "chunks", "small"]
-    assert got[0][1] == 8 * 2**20
-    # 64 references to one 64 KiB bytearray are estimated per element.
-    assert got[1][1] >= 64 * 2**16
+    assert got[0] == ("big", sys.getsizeof(ns["big"]), "ndarray")
+    # 64 references to one 64 KiB bytearray: the buffer counts once.
+    assert got[1][1] == sys.getsizeof(ns["chunks"]) + sys.getsizeof(chunk)
 
 
 def test_records_reject_garbage_and_report_dead_kernels(tmp_path):

@@ -67,3 +67,47 @@ def test_bad_input_is_a_usage_error(kernel):
     out = kernel.run("%shrink squash x", allow_error=True)
     assert "UsageError" in out["stderr"] and "unknown action" in out["stderr"]
     assert kernel.query("x") == [1, 2, 3]
+
+
+RSS = "[int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmRSS')][0]"
+
+
+def test_del_purges_the_output_cache_and_returns_what_it_predicts(kernel):
+    kernel.run("import numpy as np, memtamer")
+    kernel.run("shown = np.ones(2**25)  # 256 MiB")
+    shown_at = kernel.run("shown")["execution_count"]  # now Out, _ and _N hold it too
+    dry = kernel.query("memtamer.shrink('del', 'shown', dry_run=True)['shown']")
+    assert dry["status"] == "dry-run"
+    assert set(dry["purged"]) >= {f"Out[{shown_at}]", f"_{shown_at}"}
+    assert dry["predicted"] == pytest.approx(256 * MiB, rel=0.01)
+    # The dry run put back exactly what it took away.
+    assert kernel.query(f"shown is Out[{shown_at}] is _{shown_at}")
+    assert kernel.query(f"list(Out) == sorted(Out)")
+    before = kernel.query(RSS)
+    row = kernel.query("memtamer.shrink('del', 'shown')['shown']")
+    returned = before - kernel.query(RSS)
+    assert returned == pytest.approx(row["predicted"], rel=0.03)
+    assert not kernel.query(f"'shown' in globals() or {shown_at} in Out or '_{shown_at}' in globals()")
+
+
+def test_del_names_other_holders_and_leaves_them_alone(kernel):
+    kernel.run("import numpy as np, memtamer")
+    kernel.run("first = np.ones(2**24); second = first; checksum = float(first.sum())")
+    out = kernel.run("%shrink del first")
+    assert "second still holds it" in str(out["data"])
+    assert kernel.query("'first' not in globals() and float(second.sum()) == checksum")
+    # Named together, the holders go together and the memory with them.
+    kernel.run("third = second")
+    before = kernel.query(RSS)
+    rows = kernel.query("memtamer.shrink('del', 'second', 'third')")
+    assert before - kernel.query(RSS) == pytest.approx(128 * MiB, rel=0.03)
+    assert sum(r["predicted"] for r in rows.values()) == pytest.approx(128 * MiB, rel=0.01)
+
+
+def test_del_bad_input_changes_nothing(kernel):
+    kernel.run("keep = [1, 2, 3]")
+    for line in ("%shrink del", "%shrink del nosuchname keep", "%shrink del keep --copy",
+                 "%shrink del keep --level 3"):
+        out = kernel.run(line, allow_error=True)
+        assert out["error"]["ename"] == "UsageError", line
+    assert kernel.query("keep") == [1, 2, 3]

@@ -25,6 +25,11 @@ int mt_heap_installed(void);
 /* "pymalloc-raw+arena", "malloc", or NULL with the reason in *why. */
 const char *mt_heap_method(const char **why);
 
+/* Gives freed heap back to the OS (glibc's malloc_trim(0)); returns 1 when
+ * memory was released, 0 when not or where unavailable.  Touches no Python
+ * object: callers may release the GIL around it. */
+int mt_heap_trim(void);
+
 /* Safe from any thread, with or without the GIL. */
 void mt_heap_reset_peaks(mt_heap_reading *python, mt_heap_reading *numpy);
 void mt_heap_read(mt_heap_reading *python, mt_heap_reading *numpy);

@@ -11,6 +11,7 @@ PyObject *mt_process_report(PyObject *module, PyObject *unused);
 PyObject *mt_process_set_peak_method(PyObject *module, PyObject *name);
 PyObject *mt_process_install_hooks(PyObject *module, PyObject *unused);
 PyObject *mt_process_uninstall_hooks(PyObject *module, PyObject *unused);
+PyObject *mt_process_trim(PyObject *module, PyObject *unused);
 PyObject *mt_process_allocators(PyObject *module, PyObject *unused);
 PyObject *mt_process_parse(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_process_set_root(PyObject *module, PyObject *root);

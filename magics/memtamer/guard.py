@@ -18,11 +18,6 @@ from .sizes import format_size, parse_share
 
 MemoryBudgetExceeded = _core.MemoryBudgetExceeded
 
-# Names IPython puts in the user namespace; never the user's variables.
-_SHELL_NAMES = {"In", "Out", "exit", "quit", "get_ipython"}
-# Elements looked at per container when estimating its size.
-_SAMPLE_ITEMS = 1000
-
 _ASKED = {
     "numpy": "a numpy buffer of {size}",
     "python": "a block of {size} from Python's allocator",
@@ -54,41 +49,26 @@ def set_budget(value):
 
 
 # ---- what the message names: the biggest variables -------------------------
-# A cheap stand-in for issue 3's walker (deep sizes with buffer ownership):
-# buffers by nbytes, containers by a sample of their elements.  When the
-# walker lands, biggest_variables should call it instead.
 
-def _cheap_size(value):
-    nbytes = getattr(value, "nbytes", None)
-    if isinstance(nbytes, int):
-        return nbytes
-    memory_usage = getattr(value, "memory_usage", None)
-    if callable(memory_usage) and type(value).__name__ in ("DataFrame", "Series"):
-        try:
-            used = memory_usage(deep=False)
-            return int(used.sum() if hasattr(used, "sum") else used)
-        except Exception:  # noqa: BLE001 - a size estimate must never raise
-            pass
-    size = sys.getsizeof(value, 0)
-    if isinstance(value, (list, tuple, set, frozenset, dict)) and len(value):
-        items = list(value.values() if isinstance(value, dict) else value)
-        sample = items[:_SAMPLE_ITEMS]
-        per_item = sum(getattr(v, "nbytes", None) or sys.getsizeof(v, 0) for v in sample)
-        size += per_item * len(items) // len(sample)
-    return size
+# Seconds for sizing a variable the ledger has not walked yet (one made
+# before memtamer was loaded); a walk cut short gives a lower bound.
+UNWALKED_BUDGET = 0.05
 
 
 def biggest_variables(namespace, n=3):
-    """[(name, bytes, type name)] of the n biggest user variables."""
+    """[(name, bytes, type name)] of the n biggest user variables.  The kernel
+    is at its budget: no full walk now.  Sizes are the deep sizes the ledger
+    measured after the cells that made or changed each variable."""
     sized = []
-    for name, value in list(namespace.items()):
-        if name.startswith("_") or name in _SHELL_NAMES or isinstance(value, type(os)) \
-                or callable(value) and not hasattr(value, "nbytes"):
+    for name, entry in _core.ledger()["names"].items():
+        if name not in namespace:
             continue
-        try:
-            sized.append((name, _cheap_size(value), type(value).__name__))
-        except Exception:  # noqa: BLE001
-            continue
+        value = namespace[name]
+        size = entry["bytes"]
+        if size is None:
+            size, _complete = _core.deep_size(value, UNWALKED_BUDGET)
+        sized.append((name, size, type(value).__name__))
+        del value
     sized.sort(key=lambda item: item[1], reverse=True)
     return sized[:n]
 

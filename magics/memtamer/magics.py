@@ -115,7 +115,7 @@ class MemtamerMagics(Magics):
         print("\n".join(guard.status_lines(status)))
 
     @magic_arguments()
-    @argument("action", help="downcast | compress | restore | pack | spill")
+    @argument("action", help="del | downcast | compress | restore | pack | spill")
     @argument("names", nargs="+", metavar="NAME", help="variables in the user namespace")
     @argument("--to", default=None,
               help="downcast: auto (default: float64→float32, ints to the smallest type "
@@ -138,6 +138,8 @@ class MemtamerMagics(Magics):
     def shrink(self, line):
         """Give memory back: %shrink ACTION NAME... [options]
 
+        del       remove the names and IPython's cached references to them (Out, _, _N),
+                  collect, and give freed heap back to the OS
         downcast  float64→float32 (--to), ints to their smallest type, in place when safe
         compress  replace by a blosc-compressed proxy; restored when a cell reads it
         restore   undo compress

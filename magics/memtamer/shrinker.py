@@ -11,6 +11,8 @@ while _core checks who holds it (refcounts are how it knows)."""
 
 import ast
 import atexit
+import contextlib
+import gc
 import os
 import re
 import shutil
@@ -37,26 +39,63 @@ Compressed = _core.Compressed
 
 # ---- who holds an object ------------------------------------------------
 
-_OUTPUT_CACHE = re.compile(r"^(_|__|___|_\d+)$")
+UNNAMED_HOLDER = "<unnamed reference>"
+# Holders that are IPython's caches (or the last exception), which `del` may purge.
+_CACHE_HOLDER = re.compile(r"^(Out\[\d+\]|_|__|___|_\d+|sys\.last_\w+)$")
 
 
-def holders(shell, ns, name, obj):
-    """Where else obj is held, found cheaply by identity: other user names,
-    IPython's output caches (Out/_oh, _, __, ___, _N), views and memoryviews
-    bound to names.  The variables walker can replace this function."""
-    found = []
-    for key, value in list(ns.items()):
-        if key == name or key in ("Out", "_oh"):
-            continue
-        if value is obj:
-            found.append(f"IPython's output cache {key}" if _OUTPUT_CACHE.match(key) else key)
-        elif getattr(value, "base", None) is obj and hasattr(value, "__array_interface__"):
-            found.append(f"{key} is a view of it")
-        elif isinstance(value, memoryview) and value.obj is obj:
-            found.append(f"{key} is a memoryview of it")
-    outputs = getattr(getattr(shell, "history_manager", None), "output_hist", None) or ns.get("Out") or {}
-    found += [f"Out[{n}]" for n, value in list(outputs.items()) if value is obj]
-    return found
+@contextlib.contextmanager
+def _ledger(shell, ns):
+    """The variables ledger over ns: the extension keeps it attached; the
+    Python API without the extension attaches it for one look."""
+    if _core.ledger()["attached"]:
+        yield
+        return
+    history = getattr(shell, "history_manager", None)
+    _core.ledger_attach(ns, getattr(shell, "user_ns_hidden", None),
+                        getattr(history, "output_hist", None), shell, None)
+    try:
+        yield
+    finally:
+        _core.ledger_detach()
+
+
+def variable(shell, ns, name):
+    """The ledger's entry for ns[name] after a walk of every root (bytes,
+    exclusive, holders, shares), or None."""
+    with _ledger(shell, ns):
+        found = _core.variables(name)
+    return found[0] if found else None
+
+
+def _is_view_of(value, obj):
+    """value shows obj's memory: a numpy view (its .base chain) or a memoryview."""
+    if isinstance(value, memoryview):
+        return value.obj is obj
+    base = getattr(value, "base", None) if hasattr(value, "__array_interface__") else None
+    while base is not None:
+        if base is obj:
+            return True
+        base = getattr(base, "base", None)
+    return False
+
+
+def holders(shell, ns, name):
+    """Who else keeps ns[name]'s memory alive, in words people can act on."""
+    entry = variable(shell, ns, name)
+    if entry is None:
+        return []
+    described = []
+    for holder in entry["holders"]:
+        if holder in ns and _is_view_of(ns[holder], ns[name]):
+            described.append(f"{holder} is a view of it")
+        elif holder == UNNAMED_HOLDER:
+            described.append("a reference outside the namespace")
+        elif _CACHE_HOLDER.match(holder) and not holder.startswith(("Out[", "sys.")):
+            described.append(f"IPython's output cache {holder}")
+        else:
+            described.append(holder)
+    return described
 
 
 def _refusal_text(shell, ns, name, refusals):
@@ -64,9 +103,7 @@ def _refusal_text(shell, ns, name, refusals):
     parts = []
     for rule, message in refusals:
         if rule == "held":
-            obj = ns[name]
-            named = holders(shell, ns, name, obj)
-            del obj
+            named = holders(shell, ns, name)
             message = ("also held by " + ", ".join(named)) if named else \
                 "other references to it exist (none in the user namespace)"
         parts.append(message)
@@ -367,14 +404,117 @@ def _spill(shell, ns, name, options, progress):
 
 
 # action -> (function, the options it takes beyond copy/dry_run)
+# ---- del ---------------------------------------------------------------------
+
+class _Purge:
+    """Removes IPython's cached references to one object (output cache
+    entries, _ __ ___ _N and their mirrors in the hidden namespace and the
+    display hook, the last execution result, sys.last_*), remembering them
+    so that undo() puts back exactly what was there (for --dry-run)."""
+
+    LAST_EXCEPTION = ("last_type", "last_value", "last_traceback", "last_exc")
+
+    def __init__(self, shell, ns):
+        self.shell, self.ns = shell, ns
+        self.output = getattr(getattr(shell, "history_manager", None), "output_hist", None)
+        self.hidden = getattr(shell, "user_ns_hidden", None)
+        self.displayhook = getattr(shell, "displayhook", None)
+        self.saved_output = None
+        self.undo_steps = []
+
+    def _pop(self, mapping, key):
+        if mapping is not None and key in mapping:
+            value = mapping.pop(key)
+            self.undo_steps.append(lambda: mapping.__setitem__(key, value))
+            return value
+        return None
+
+    def _clear_attribute(self, owner, attribute, value):
+        self.undo_steps.append(lambda: setattr(owner, attribute, value))
+        setattr(owner, attribute, None)
+
+    def remove(self, caches):
+        removed = []
+        for holder in caches:
+            if holder.startswith("Out["):
+                if self.saved_output is None and self.output is not None:
+                    self.saved_output = list(self.output.items())  # its order, for undo
+                removed.append(self._pop(self.output, int(holder[4:-1])))
+            elif holder.startswith("sys.last_"):
+                for attribute in self.LAST_EXCEPTION:
+                    if getattr(sys, attribute, None) is not None:
+                        self._clear_attribute(sys, attribute, getattr(sys, attribute))
+            else:
+                removed.append(self._pop(self.ns, holder))
+                self._pop(self.hidden, holder)
+        # The display hook and the last result keep references outside any dict.
+        for value in removed:
+            for attribute in ("_", "__", "___"):
+                if value is not None and getattr(self.displayhook, attribute, None) is value:
+                    self._clear_attribute(self.displayhook, attribute, "")
+            last = getattr(self.shell, "last_execution_result", None)
+            if value is not None and getattr(last, "result", None) is value:
+                self._clear_attribute(last, "result", value)
+
+    def undo(self):
+        for step in reversed(self.undo_steps):
+            step()
+        if self.saved_output is not None:
+            self.output.clear()
+            self.output.update(self.saved_output)
+
+
+def _delete(shell, ns, name, options, progress):
+    """del NAME, and IPython's cached references to its object, so that the
+    memory is really freed; then collect and give freed heap back to the OS.
+    Other user variables that hold the object are named and left alone."""
+    together = options["together"]
+    entry = variable(shell, ns, name)
+    if entry is None:
+        raise UsageError(f"%shrink del: {name} is not a variable memtamer can walk "
+                         "(a module, function or class); use del")
+    others = [h for h in entry["holders"]
+              if h not in together and not _CACHE_HOLDER.match(h) and h != UNNAMED_HOLDER]
+    caches = [] if others else [h for h in entry["holders"] if _CACHE_HOLDER.match(h)]
+    purge = _Purge(shell, ns)
+    purge.remove(caches)
+    try:
+        # What del frees once the caches are gone: measured, not guessed.
+        predicted = variable(shell, ns, name)["exclusive"] if caches else entry["exclusive"]
+    finally:
+        if options["dry_run"]:
+            purge.undo()
+    notes = []
+    if caches:
+        notes.append("purged " + ", ".join(caches))
+    if others:
+        notes.append(f"{', '.join(others)} still hold{'s' if len(others) == 1 else ''} it, "
+                     "so it stays in memory (name them too to free it)")
+    if UNNAMED_HOLDER in entry["holders"]:
+        notes.append("a reference outside the namespace may keep it alive")
+    row = {"status": "dry-run" if options["dry_run"] else "done",
+           "bytes_before": entry["bytes"], "bytes_after": entry["bytes"] if options["dry_run"] else 0,
+           "predicted": predicted, "purged": caches, "still_held_by": others,
+           "detail": f"frees {format_size(predicted)} (predicted)" if predicted is not None
+           else "frees ? (the walk ran out of time)",
+           "reason": "; ".join(notes)}
+    if options["dry_run"]:
+        return row
+    del ns[name]
+    gc.collect()
+    _core.trim()
+    return row
+
+
 ACTIONS = {
-    "downcast": (_downcast, {"to", "rtol"}),
-    "compress": (_compress, {"codec", "level"}),
+    "del": (_delete, set()),
+    "downcast": (_downcast, {"to", "rtol", "copy"}),
+    "compress": (_compress, {"codec", "level", "copy"}),
     "restore": (_restore, set()),
-    "pack": (_pack, set()),
-    "spill": (_spill, {"dir"}),
+    "pack": (_pack, {"copy"}),
+    "spill": (_spill, {"dir", "copy"}),
 }
-COMMON_OPTIONS = {"copy", "dry_run"}
+COMMON_OPTIONS = {"dry_run"}
 DEFAULTS = {"to": "auto", "rtol": DEFAULT_RTOL, "codec": DEFAULT_CODEC, "level": DEFAULT_LEVEL,
             "dir": None, "copy": False, "dry_run": False}
 
@@ -414,6 +554,7 @@ def run(shell, ns, action, names, given):
         raise UsageError(f"%shrink {action}: no variable named {', '.join(missing)} "
                          "in the user namespace")
     function = ACTIONS[action][0]
+    options["together"] = frozenset(names)  # del: holders among these are going too
     rows = {}
     for name in dict.fromkeys(names):
         progress = Progress(f"{action} {name}", shell)
@@ -431,7 +572,9 @@ def run(shell, ns, action, names, given):
         row.update(window)
         row.update(name=name, action=action)
         peak, start = window.get("peak_rss"), window.get("rss_before")
-        row["peak_increment"] = peak - start if peak is not None and start is not None else None
+        # The window starts at its RSS, so its peak cannot be lower; Linux's
+        # per-thread RSS counters can lag a few pages behind.
+        row["peak_increment"] = max(0, peak - start) if peak is not None and start is not None else None
         rows[name] = row
     return rows
 
@@ -449,7 +592,7 @@ def _namespace(depth=2):
 
 
 def shrink(action, *names, **options):
-    """Python API of %shrink: shrink('downcast', 'x', to='float16', rtol=1e-3),
+    """Python API of %shrink: shrink('del', 'x'), shrink('downcast', 'x', to='float16', rtol=1e-3),
     shrink('compress', 'a', 'b', codec='zstd', level=5), shrink('restore', 'a'),
     shrink('pack', 'xs'), shrink('spill', 'big', dir='/scratch'); dry_run=True
     and copy=True on every action.  Returns {name: result dict}."""
