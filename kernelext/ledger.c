@@ -837,6 +837,27 @@ mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* ledger_rewalk(names): sizes these variables again now; for objects that
+ * changed in place where no cell rebinds or reads them (%shrink). */
+PyObject *
+mt_ledger_py_rewalk(PyObject *module, PyObject *names)
+{
+    mt_ledger *l = &mt_get_state(module)->ledger;
+    if (l->user_ns == NULL) {
+        Py_RETURN_NONE;
+    }
+    PyObject *walk = PySequence_List(names);
+    if (walk == NULL) {
+        return NULL;
+    }
+    int rc = size_names(l, walk, mt_monotonic_seconds() + cell_budget(l));
+    Py_DECREF(walk);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 PyObject *
 mt_ledger_py_detach(PyObject *module, PyObject *Py_UNUSED(unused))
 {

@@ -75,6 +75,8 @@ static PyMethodDef core_methods[] = {
      "deep_size(obj, budget_seconds=0) -> (bytes, complete): deep size, buffers counted once."},
     {"ledger_attach", (PyCFunction)(void (*)(void))mt_ledger_py_attach, METH_FASTCALL,
      "ledger_attach(user_ns, hidden_ns, out_cache, shell, transform): follow this namespace."},
+    {"ledger_rewalk", mt_ledger_py_rewalk, METH_O,
+     "ledger_rewalk(names): size these variables again (they changed in place)."},
     {"ledger_detach", mt_ledger_py_detach, METH_NOARGS, "ledger_detach(): stop following it."},
     {"variables", (PyCFunction)(void (*)(void))mt_ledger_py_variables, METH_FASTCALL,
      "variables(name=None) -> list of dicts: sizes, holders, provenance (walks every root)."},

@@ -26,13 +26,24 @@ def outputs_of(nb, source):
     raise KeyError(source)
 
 
+def transcript(nb):
+    """Each code cell and what it showed, as text."""
+    lines = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        lines.append("In: " + cell.source.replace("\n", "\n    "))
+        for output in cell.outputs:
+            if output.output_type == "error":
+                lines.append(f"{output.ename}: {output.evalue}")
+            else:
+                lines.append(output.get("data", {}).get("text/plain", output.get("text", "")).rstrip())
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main():
-    nb = execute()
-    for source in ("%memreport", "%memreport cells"):
-        print(f"In: {source}")
-        for output in outputs_of(nb, source):
-            print(output.get("data", {}).get("text/plain", output.get("text", "")))
-        print()
+    print(transcript(execute()))
     return 0
 
 

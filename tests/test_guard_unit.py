@@ -36,7 +36,7 @@ def test_message_says_budget_use_and_request():
     assert text.startswith("cell 14 was stopped")
     assert "budget of 2.0 GiB" in text
     assert "a numpy buffer of 4.0 GiB" in text and "about 300 MiB" in text
-    assert "df 900 MiB (DataFrame)" in text and "`%shrink df`" in text
+    assert "df 900 MiB (DataFrame)" in text and "`%shrink del df`" in text
     assert "before the cell began" not in text
 
 

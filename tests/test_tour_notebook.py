@@ -18,7 +18,7 @@ def tour():
 
 
 def test_tour_runs_and_shows_html_tables(tour):
-    (summary,) = run_tour.outputs_of(tour, "%memreport")
+    summary = run_tour.outputs_of(tour, "%memreport")[0]
     assert "<table" in summary["data"]["text/html"]
     (table,) = run_tour.outputs_of(tour, "%memreport cells")
     html = table["data"]["text/html"]
@@ -31,3 +31,20 @@ def test_tour_record_is_exact(tour):
     record = eval(output["data"]["text/plain"])  # a dict repr of plain values
     assert record["first_line"].startswith("tmp = np.ones(2**27)")
     assert record["peak_increment"] == pytest.approx(GiB, rel=0.02)
+
+
+def test_tour_variables_shrink_and_guard(tour):
+    (variables,) = run_tour.outputs_of(tour, "%memreport vars")
+    text = variables["data"]["text/plain"]
+    assert "half is a view of kept" in text and "del kept would free 0 B" in text
+    (refusal,) = run_tour.outputs_of(tour, "%shrink downcast kept")
+    assert "REFUSED" in refusal["data"]["text/plain"] and "half is a view of it" in refusal["data"]["text/plain"]
+    (downcast,) = run_tour.outputs_of(tour, "%shrink downcast signal")
+    assert "float64 → float32 in place" in downcast["data"]["text/plain"]
+    restored = run_tour.outputs_of(tour, "counts.sum()")
+    assert "restored counts" in restored[0]["text"]
+    (error,) = run_tour.outputs_of(tour, "huge = np.ones(2**40)  # 8 TiB")
+    assert error["ename"] == "MemoryBudgetExceeded"
+    assert "signal 64 MiB" in error["evalue"]  # the size after the in-place downcast
+    (alive,) = run_tour.outputs_of(tour, "float(signal.sum())  # still here")
+    assert float(alive["data"]["text/plain"]) > 0

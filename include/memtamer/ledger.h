@@ -67,6 +67,7 @@ int mt_ledger_holders(mt_ledger *l, PyObject *name, long long *bytes, long long 
 
 /* Methods of _core (module.c lists them). */
 PyObject *mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *mt_ledger_py_rewalk(PyObject *module, PyObject *names);
 PyObject *mt_ledger_py_detach(PyObject *module, PyObject *unused);
 PyObject *mt_ledger_py_variables(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_ledger_py_names(PyObject *module, PyObject *unused);

@@ -96,8 +96,9 @@ def describe(trip, cell=None, variables=()):
     if variables:
         lines.append("Biggest variables: " + ", ".join(
             f"{name} {format_size(size)} ({kind})" for name, size, kind in variables) + ".")
-        lines.append(f"Free memory with `%shrink {variables[0][0]}` or `del {variables[0][0]}`, "
-                     "or change the budget with `%memguard SIZE` (see `%memguard?`).")
+        name = variables[0][0]
+        lines.append(f"Free memory with `%shrink del {name}` (or `%shrink downcast|compress|"
+                     f"spill {name}`, see `%shrink?`), or change the budget with `%memguard SIZE`.")
     else:
         lines.append("Change the budget with `%memguard SIZE` (see `%memguard?`).")
     lines.append("Variables made before this cell are intact.")

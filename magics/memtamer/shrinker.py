@@ -576,6 +576,8 @@ def run(shell, ns, action, names, given):
         # per-thread RSS counters can lag a few pages behind.
         row["peak_increment"] = max(0, peak - start) if peak is not None and start is not None else None
         rows[name] = row
+    # Changed in place: no cell rebinds them, so the ledger would keep old sizes.
+    _core.ledger_rewalk([name for name, row in rows.items() if row.get("in_place")])
     return rows
 
 
