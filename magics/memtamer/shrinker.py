@@ -597,7 +597,7 @@ def shrink(action, *names, **options):
     """Python API of %shrink: shrink('del', 'x'), shrink('downcast', 'x', to='float16', rtol=1e-3),
     shrink('compress', 'a', 'b', codec='zstd', level=5), shrink('restore', 'a'),
     shrink('pack', 'xs'), shrink('spill', 'big', dir='/scratch'); dry_run=True
-    and copy=True on every action.  Returns {name: result dict}."""
+    on every action, copy=True on all but del and restore.  Returns {name: result dict}."""
     shell, ns = _namespace()
     return run(shell, ns, action, names, options)
 
