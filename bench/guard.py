@@ -1,6 +1,6 @@
 """Guard benchmark: runaway cells in a real kernel (outcome, time to stop,
 RSS at stop) and the watcher thread's CPU cost; writes the "Guard" section of
-bench/RESULTS.md.  Run: .venv/bin/python bench/guard.py"""
+bench/RESULTS.md.  Run: bash bench/run.sh guard"""
 
 import os
 import re

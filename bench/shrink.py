@@ -1,6 +1,6 @@
 """Benchmark for %shrink (issue 4); writes the "Shrink" section of bench/RESULTS.md.
 
-  .venv/bin/python bench/shrink.py      (needs zstandard and lz4: bench/requirements.txt)
+  bash bench/run.sh shrink      (bench/.venv has zstandard and lz4)
 
 Downcast: 2 GiB float64 -> float32 in a fresh process each, in place
 (memtamer) vs astype; peak is the process's lifetime peak (getrusage), start

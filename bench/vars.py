@@ -2,11 +2,8 @@
 and objsize.get_deep_size on data whose true size we construct, and the
 per-cell ledger cost with 1,000 variables of which one changes.
 
-Run in the bench venv (pympler and objsize from PyPI):
-    python3 -m venv bench/.venv
-    bench/.venv/bin/pip install numpy pandas pympler objsize ipython meson-python meson ninja
-    bench/.venv/bin/pip install --no-build-isolation .
-    bench/.venv/bin/python bench/vars.py [--scale 0.1]
+Run with the other benchmarks (bench/.venv has pympler and objsize):
+    bash bench/run.sh vars
 Writes the "Variables" section of bench/RESULTS.md (between its markers).
 """
 
