@@ -116,12 +116,17 @@ hidden_too(const mt_ledger *l, PyObject *name, PyObject *value)
 static int
 classify(const mt_ledger *l, PyObject *name, PyObject *value)
 {
-    if (!PyUnicode_Check(name) || !mt_walker_is_data(value)) {
+    if (!PyUnicode_Check(name)) {
         return NAME_SKIP;
     }
     const char *s = PyUnicode_AsUTF8(name);
     if (s == NULL) {
         return -1;
+    }
+    /* The shell adds one _i<n> per cell: rule them out by bytes alone, or
+     * the scan after every cell grows with the session. */
+    if ((s[0] == '_' && is_input_name(s)) || !mt_walker_is_data(value)) {
+        return NAME_SKIP;
     }
     /* The shell pushes the output cache into its hidden namespace too. */
     if (s[0] == '_' && is_output_name(s)) {
@@ -134,7 +139,7 @@ classify(const mt_ledger *l, PyObject *name, PyObject *value)
     if (s[0] != '_') {
         return NAME_VARIABLE;
     }
-    return is_input_name(s) ? NAME_SKIP : NAME_HOLDER;
+    return NAME_HOLDER;
 }
 
 /* -1 when name has no entry, -2 with an exception. */

@@ -285,6 +285,7 @@ def _compress(shell, ns, name, options, progress):
     proxy = _core_call(_core.compress, ns[name], name, codec=options["codec"],
                        level=options["level"], progress=progress)
     ns[name] = proxy
+    _compressed_names.add(name)
     ratio = proxy.nbytes / proxy.cbytes if proxy.cbytes else float("inf")
     return {"status": "done", "bytes_before": proxy.nbytes, "bytes_after": proxy.cbytes,
             "detail": f"{proxy.what}: {detail}, ratio {ratio:.1f}", "reason": None}
@@ -620,10 +621,20 @@ def names_read(shell, raw_cell):
     return found
 
 
+# Names that compress bound to a proxy.  Cells are parsed for the names
+# they read only while one of them still is: most sessions never compress.
+# (A proxy cannot reach another name without a cell reading, so restoring, it.)
+_compressed_names = set()
+
+
 def auto_restore(shell, raw_cell):
     """Restores every compressed variable the cell reads; returns the rows."""
     ns = shell.user_ns
-    wanted = [n for n in sorted(names_read(shell, raw_cell)) if isinstance(ns.get(n), Compressed)]
+    _compressed_names.intersection_update(
+        [n for n in _compressed_names if isinstance(ns.get(n), Compressed)])
+    if not _compressed_names:
+        return {}
+    wanted = [n for n in sorted(names_read(shell, raw_cell)) if n in _compressed_names]
     if not wanted:
         return {}
     return run(shell, ns, "restore", wanted, {})
