@@ -35,6 +35,39 @@ print(json.dumps({'start': start, 'peak': resource.getrusage(0).ru_maxrss * 1024
 """
 
 
+DELETE = r"""
+import gc, json, sys
+def rss():
+    return [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmRSS')][0]
+size = int("2000")  # a run-time value: b"x" * 2000 would be one folded constant
+data, keep = [], []
+for i in range(400_000):
+    data.append(b"x" * size)      # 2 kB blocks live in glibc's heap, not pymalloc's arenas
+    if i % 64 == 0:
+        keep.append(b"k" * size)  # survivors scattered through that heap
+held = sum(sys.getsizeof(b) for b in data)
+before = rss()
+if sys.argv[1] == 'memtamer':
+    import memtamer
+    predicted = memtamer.shrink('del', 'data')['data']['predicted']
+else:
+    predicted = None
+    del data
+    gc.collect()
+print(json.dumps({'held': held, 'returned': before - rss(), 'predicted': predicted}))
+"""
+
+
+def delete_rows():
+    rows = []
+    for how, label in (("gc", "`del data; gc.collect()`"),
+                       ("memtamer", "`%shrink del data` (del, collect, `malloc_trim(0)`)")):
+        out = subprocess.run([sys.executable, "-c", DELETE, how], check=True,
+                             capture_output=True, text=True).stdout
+        rows.append((label, json.loads(out)))
+    return rows
+
+
 def downcast_rows():
     rows = []
     for how in ("memtamer", "astype"):
@@ -111,6 +144,7 @@ def write_section(text):
 def main():
     down = downcast_rows()
     codecs = codec_rows()
+    deletes = delete_rows()
     lines = ["## Shrink (issue 4)", "",
              f"Machine: {os.cpu_count()} cores; `bench/shrink.py`, {time.strftime('%Y-%m-%d')}.", "",
              "### Downcast 2 GiB float64 → float32", "",
@@ -122,6 +156,15 @@ def main():
               "### Compress and restore, 128 MiB of each", "",
               "| data | codec | ratio | compress GB/s | restore GB/s |", "|---|---|---|---|---|"]
     lines += [f"| {d} | {c} | {r:.2f} | {cg:.2f} | {dg:.2f} |" for d, c, r, cg, dg in codecs]
+    lines += ["", "### Delete: RSS given back", "",
+              "400,000 bytes objects of 2 kB (glibc's heap) with a survivor every 64 blocks, so "
+              "the heap cannot shrink from its top; each way in a fresh process.", "",
+              "| how | bytes held | RSS returned | returned / held | predicted |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {label} | {r['held'] / 2**20:.0f} MiB | {r['returned'] / 2**20:.0f} MiB | "
+              f"{r['returned'] / r['held']:.2f} | "
+              + (f"{r['predicted'] / 2**20:.0f} MiB" if r['predicted'] is not None else "-") + " |"
+              for label, r in deletes]
     write_section("\n".join(lines))
     print("\n".join(lines))
 

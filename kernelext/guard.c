@@ -21,7 +21,14 @@
 
 /* The watcher looks at the cell's child processes every this many polls:
  * walking /proc for them costs ten times a read of statm. */
-#define CHILD_POLL_EVERY 20
+/* Only the watcher sees pure-Python growth and the growth of the cell's
+ * children, and both are bounded by how fast pages can be faulted in (about
+ * 0.4 GB/s on first touch here).  Far below the ceiling the watcher may sleep
+ * as long as growth at 4 GB/s would need to reach it: a wakeup costs tens of
+ * microseconds of CPU in a VM, and most cells run far below the budget. */
+#define GROWTH_BYTES_PER_US 4096LL
+#define MAX_NAP_US 200000L
+#define CHILD_LOOK_US 100000LL /* children: their /proc files cost more */
 /* After a trip the ceiling rises by budget/GRACE_DIVISOR (at least
  * GRACE_MIN, at most half the room left under the limit). */
 #define GRACE_DIVISOR 16
@@ -216,28 +223,49 @@ open_psi_trigger(void)
     return fd;
 }
 
+static long long
+monotonic_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* How long the watcher may sleep with use bytes in use (-1: unknown). */
+static long
+nap_us(const mt_guard *g, long long use)
+{
+    long long headroom = use < 0 ? 0 : atomic_load(&ceiling) - use;
+    long long us = headroom > 0 ? headroom / GROWTH_BYTES_PER_US : 0;
+    if (us < g->poll_us) {
+        us = g->poll_us;
+    }
+    return us > MAX_NAP_US ? MAX_NAP_US : (long)us;
+}
+
 static void
-nap(mt_guard *g)
+nap(mt_guard *g, long us)
 {
     if (g->psi_fd >= 0) {
         struct pollfd pfd = {g->psi_fd, POLLPRI, 0};
-        if (poll(&pfd, 1, (int)(g->poll_us / 1000)) >= 0) {
+        if (poll(&pfd, 1, (int)(us / 1000)) >= 0) {
             return;
         }
     }
-    struct timespec ts = {g->poll_us / 1000000, (g->poll_us % 1000000) * 1000};
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
     nanosleep(&ts, NULL);
 }
 
-/* One look at the process; no GIL, no Python objects. */
-static void
+/* One look at the process; no GIL, no Python objects.  Returns the use
+ * it saw (-1 when RSS could not be read). */
+static long long
 watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children)
 {
     /* RSS first: an allocation between the two reads is then missed until
      * the next poll, never counted twice. */
     long long rss = mt_probe_rss(&g->probe);
     if (rss < 0) {
-        return;
+        return -1;
     }
     atomic_store(&sample_rss, rss);
     atomic_store(&sample_counted, mt_heap_counted());
@@ -255,7 +283,7 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
     }
     long long use = rss + atomic_load(&children_rss);
     if (!atomic_load(&armed) || use <= atomic_load(&ceiling) || !trip_claim(1)) {
-        return;
+        return use;
     }
     /* The kernel itself is within the ceiling: the cell's children are what
      * crossed it, and the biggest goes. */
@@ -272,6 +300,7 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
     if (pthread_kill(g->main_thread, guard_signal()) != 0) {
         PyErr_SetInterruptEx(guard_signal());
     }
+    return use;
 }
 
 static void *
@@ -279,17 +308,23 @@ watch_main(void *arg)
 {
     mt_guard *g = arg;
     atomic_store(&g->tid, (int)gettid());
+    long long children_looked = 0;
     pthread_mutex_lock(&g->lock);
     while (!g->stop) {
         if (!g->watching) {
+            children_looked = 0; /* a new cell: look at once */
             pthread_cond_wait(&g->wake, &g->lock);
             continue;
         }
         mt_probe_children_mark mark = g->children;
         pthread_mutex_unlock(&g->lock);
-        long long n = atomic_fetch_add(&g->polls, 1);
-        watch_once(g, &mark, n % CHILD_POLL_EVERY == 0);
-        nap(g);
+        atomic_fetch_add(&g->polls, 1);
+        long long now = monotonic_us();
+        int look_at_children = now - children_looked >= CHILD_LOOK_US;
+        if (look_at_children) {
+            children_looked = now;
+        }
+        nap(g, nap_us(g, watch_once(g, &mark, look_at_children)));
         pthread_mutex_lock(&g->lock);
     }
     pthread_mutex_unlock(&g->lock);

@@ -241,7 +241,8 @@ def status_lines(status):
     if status["enabled"]:
         lines.append(f"  stops: numpy buffers and Python blocks of "
                      f"{format_size(status['large_request'])} or more that would cross it; "
-                     f"a watcher polling every {status['poll_us'] / 1000:g} ms"
+                     f"a watcher polling every {status['poll_us'] / 1000:g} ms near the budget "
+                     "(less often far below it)"
                      + (" and on memory-pressure (PSI) events" if status["psi_trigger"] else "")
                      + f" · trips so far: {status['trips']}")
     return lines
