@@ -28,7 +28,7 @@
  * microseconds of CPU in a VM, and most cells run far below the budget. */
 #define GROWTH_BYTES_PER_US 4096LL
 #define MAX_NAP_US 200000L
-#define CHILD_LOOK_US 100000LL /* children: their /proc files cost more */
+#define CHILD_LOOK_SECONDS 0.1 /* children: their /proc files cost more */
 /* After a trip the ceiling rises by budget/GRACE_DIVISOR (at least
  * GRACE_MIN, at most half the room left under the limit). */
 #define GRACE_DIVISOR 16
@@ -223,14 +223,6 @@ open_psi_trigger(void)
     return fd;
 }
 
-static long long
-monotonic_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* How long the watcher may sleep with use bytes in use (-1: unknown). */
 static long
 nap_us(const mt_guard *g, long long use)
@@ -308,7 +300,7 @@ watch_main(void *arg)
 {
     mt_guard *g = arg;
     atomic_store(&g->tid, (int)gettid());
-    long long children_looked = 0;
+    double children_looked = 0;
     pthread_mutex_lock(&g->lock);
     while (!g->stop) {
         if (!g->watching) {
@@ -319,8 +311,8 @@ watch_main(void *arg)
         mt_probe_children_mark mark = g->children;
         pthread_mutex_unlock(&g->lock);
         atomic_fetch_add(&g->polls, 1);
-        long long now = monotonic_us();
-        int look_at_children = now - children_looked >= CHILD_LOOK_US;
+        double now = mt_monotonic_seconds();
+        int look_at_children = now - children_looked >= CHILD_LOOK_SECONDS;
         if (look_at_children) {
             children_looked = now;
         }
