@@ -125,15 +125,8 @@ record_dict(const mt_cell_record *r)
 static int
 append(mt_cell_log *log, const mt_cell_record *r)
 {
-    if (log->len == log->cap) {
-        Py_ssize_t cap = log->cap ? log->cap * 2 : 64;
-        mt_cell_record *items = PyMem_Realloc(log->items, (size_t)cap * sizeof *items);
-        if (items == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        log->items = items;
-        log->cap = cap;
+    if (mt_reserve((void **)&log->items, &log->cap, log->len + 1, sizeof *log->items) < 0) {
+        return -1;
     }
     log->items[log->len++] = *r;
     return 0;
@@ -223,7 +216,7 @@ mt_cell_clear(PyObject *module, PyObject *Py_UNUSED(unused))
 void
 mt_cell_log_free(mt_cell_log *log)
 {
-    PyMem_Free(log->items);
+    PyMem_RawFree(log->items);
     log->items = NULL;
     log->len = log->cap = 0;
 }

@@ -59,7 +59,7 @@ mt_ledger_clear(mt_ledger *l)
     for (Py_ssize_t i = 0; i < l->len; i++) {
         Py_CLEAR(l->entries[i].name);
     }
-    PyMem_Free(l->entries);
+    PyMem_RawFree(l->entries);
     l->entries = NULL;
     l->len = l->cap = 0;
 }
@@ -168,15 +168,8 @@ set_index(mt_ledger *l, PyObject *name, Py_ssize_t i)
 static Py_ssize_t
 add_entry(mt_ledger *l, PyObject *name, long long cell)
 {
-    if (l->len == l->cap) {
-        Py_ssize_t cap = l->cap ? l->cap * 2 : 64;
-        mt_ledger_entry *items = PyMem_Realloc(l->entries, (size_t)cap * sizeof *items);
-        if (items == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        l->entries = items;
-        l->cap = cap;
+    if (mt_reserve((void **)&l->entries, &l->cap, l->len + 1, sizeof *l->entries) < 0) {
+        return -1;
     }
     if (set_index(l, name, l->len) < 0) {
         return -1;
@@ -476,15 +469,9 @@ append_root(root_list *rs, PyObject *value, PyObject *label, int bindings)
     }
     int rc = PyList_Append(rs->objs, value) < 0 || PyList_Append(rs->labels, label) < 0 ? -1 : 0;
     Py_DECREF(label);
-    if (rc == 0 && rs->len == rs->cap) {
-        Py_ssize_t cap = rs->cap ? rs->cap * 2 : 256;
-        int *b = PyMem_Realloc(rs->bindings, (size_t)cap * sizeof *b);
-        if (b == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        rs->bindings = b;
-        rs->cap = cap;
+    if (rc == 0 &&
+        mt_reserve((void **)&rs->bindings, &rs->cap, rs->len + 1, sizeof *rs->bindings) < 0) {
+        return -1;
     }
     if (rc == 0) {
         rs->bindings[rs->len++] = bindings;
@@ -756,7 +743,7 @@ variables(mt_ledger *l, PyObject *only, PyObject **walk_summary)
     }
 done:
     PyMem_Free(order);
-    PyMem_Free(rs.bindings);
+    PyMem_RawFree(rs.bindings);
     mt_walker_free(w);
     Py_XDECREF(rs.objs);
     Py_XDECREF(rs.labels);

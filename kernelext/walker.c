@@ -75,31 +75,6 @@ struct mt_walker {
     uint8_t cur_refs;
 };
 
-/* Grows *array to hold at least `need` elements; -1 with MemoryError. */
-static int
-reserve(void **array, Py_ssize_t *cap, Py_ssize_t need, size_t elem)
-{
-    if (need <= *cap) {
-        return 0;
-    }
-    Py_ssize_t n = *cap ? *cap : 64;
-    while (n < need) {
-        n *= 2;
-    }
-    if ((size_t)n > PY_SSIZE_T_MAX / elem) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    void *p = PyMem_RawRealloc(*array, (size_t)n * elem);
-    if (p == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    *array = p;
-    *cap = n;
-    return 0;
-}
-
 static size_t
 hash_pointer(const void *p)
 {
@@ -155,7 +130,7 @@ find_or_add(mt_walker *w, PyObject *key)
         }
         s = (s + 1) & w->slot_mask;
     }
-    if (reserve((void **)&w->entries, &w->entries_cap, w->nentries + 1, sizeof(entry)) < 0) {
+    if (mt_reserve((void **)&w->entries, &w->entries_cap, w->nentries + 1, sizeof(entry)) < 0) {
         return -1;
     }
     entry *e = &w->entries[w->nentries];
@@ -172,7 +147,7 @@ static int
 push(mt_walker *w, PyObject *obj, int32_t charge, uint8_t revisit, uint8_t refs)
 {
     if (w->depth == w->stack_cap &&
-        reserve((void **)&w->stack, &w->stack_cap, w->depth + 1, sizeof(item)) < 0) {
+        mt_reserve((void **)&w->stack, &w->stack_cap, w->depth + 1, sizeof(item)) < 0) {
         return -1;
     }
     item *it = &w->stack[w->depth++];
@@ -492,7 +467,7 @@ expand(mt_walker *w, PyObject *o)
 static int
 log_reach(mt_walker *w, Py_ssize_t idx, int32_t root)
 {
-    if (reserve((void **)&w->log, &w->log_cap, w->nlog + 1, sizeof(reach)) < 0) {
+    if (mt_reserve((void **)&w->log, &w->log_cap, w->nlog + 1, sizeof(reach)) < 0) {
         return -1;
     }
     w->log[w->nlog].entry = (int32_t)idx;
@@ -685,7 +660,7 @@ collect_holders(mt_walker *w)
             if (who[i] == r) {
                 continue;
             }
-            if (reserve((void **)&w->holders, &cap, n + 1, sizeof(Py_ssize_t)) < 0) {
+            if (mt_reserve((void **)&w->holders, &cap, n + 1, sizeof(Py_ssize_t)) < 0) {
                 return -1;
             }
             w->holders[n++] = who[i];
@@ -712,7 +687,7 @@ collect_shares(mt_walker *w)
         if (k > MAX_SHARERS) {
             continue;
         }
-        if (reserve((void **)&pairs, &pairs_cap, npairs + k * k, sizeof(pair)) < 0) {
+        if (mt_reserve((void **)&pairs, &pairs_cap, npairs + k * k, sizeof(pair)) < 0) {
             goto done;
         }
         for (Py_ssize_t a = 0; a < k; a++) {
@@ -739,7 +714,7 @@ collect_shares(mt_walker *w)
             while (p < npairs && pairs[p].root == r && pairs[p].other == sum.other) {
                 sum.bytes += pairs[p++].bytes;
             }
-            if (reserve((void **)&w->shares, &cap, n + 1, sizeof(mt_walker_share)) < 0) {
+            if (mt_reserve((void **)&w->shares, &cap, n + 1, sizeof(mt_walker_share)) < 0) {
                 goto done;
             }
             w->shares[n].other = sum.other;

@@ -35,7 +35,7 @@ typedef struct {
 } mt_cell_window;
 
 typedef struct {
-    mt_cell_record *items; /* PyMem_Malloc'd */
+    mt_cell_record *items; /* mt_reserve'd */
     Py_ssize_t len, cap;
     mt_cell_window window;
 } mt_cell_log;

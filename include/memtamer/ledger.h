@@ -34,7 +34,7 @@ typedef struct {
     PyObject *user_ns, *hidden_ns, *out_cache, *shell, *transform;
     PyObject *barriers; /* tuple: never entered by a walk */
     PyObject *index;    /* name -> index into entries */
-    mt_ledger_entry *entries; /* PyMem_Malloc'd */
+    mt_ledger_entry *entries; /* mt_reserve'd */
     Py_ssize_t len, cap;
     PyObject *source; /* the running cell's source */
     long long cell, generation;

@@ -61,6 +61,33 @@ mt_monotonic_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Grows a PyMem_RawMalloc'd *array (doubling from 64) to hold at least
+ * `need` elements of elem bytes; -1 with MemoryError.  Free it with
+ * PyMem_RawFree. */
+static inline int
+mt_reserve(void **array, Py_ssize_t *cap, Py_ssize_t need, size_t elem)
+{
+    if (need <= *cap) {
+        return 0;
+    }
+    Py_ssize_t n = *cap ? *cap : 64;
+    while (n < need) {
+        n *= 2;
+    }
+    if ((size_t)n > PY_SSIZE_T_MAX / elem) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    void *p = PyMem_RawRealloc(*array, (size_t)n * elem);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *array = p;
+    *cap = n;
+    return 0;
+}
+
 static inline mt_state *
 mt_get_state(PyObject *module)
 {
