@@ -81,7 +81,8 @@ def test_del_purges_the_output_cache_and_returns_what_it_predicts(kernel):
     assert set(dry["purged"]) >= {f"Out[{shown_at}]", f"_{shown_at}"}
     assert dry["predicted"] == pytest.approx(256 * MiB, rel=0.01)
     # The dry run put back exactly what it took away.
-    assert kernel.query(f"shown is Out[{shown_at}] is _{shown_at}")
+    assert kernel.query(f"shown is Out[{shown_at}] is _{shown_at} is _")
+    assert kernel.query("get_ipython().displayhook._ is shown")
     assert kernel.query(f"list(Out) == sorted(Out)")
     before = kernel.query(RSS)
     row = kernel.query("memtamer.shrink('del', 'shown')['shown']")

@@ -430,7 +430,8 @@ class _Purge:
             return value
         return None
 
-    def _clear_attribute(self, owner, attribute, value):
+    def _clear_attribute(self, owner, attribute):
+        value = getattr(owner, attribute)
         self.undo_steps.append(lambda: setattr(owner, attribute, value))
         setattr(owner, attribute, None)
 
@@ -438,13 +439,15 @@ class _Purge:
         removed = []
         for holder in caches:
             if holder.startswith("Out["):
-                if self.saved_output is None and self.output is not None:
-                    self.saved_output = list(self.output.items())  # its order, for undo
-                removed.append(self._pop(self.output, int(holder[4:-1])))
+                if self.output is None:
+                    continue
+                if self.saved_output is None:
+                    self.saved_output = list(self.output.items())  # undo restores it, in order
+                removed.append(self.output.pop(int(holder[4:-1]), None))
             elif holder.startswith("sys.last_"):
                 for attribute in self.LAST_EXCEPTION:
                     if getattr(sys, attribute, None) is not None:
-                        self._clear_attribute(sys, attribute, getattr(sys, attribute))
+                        self._clear_attribute(sys, attribute)
             else:
                 removed.append(self._pop(self.ns, holder))
                 self._pop(self.hidden, holder)
@@ -452,10 +455,10 @@ class _Purge:
         for value in removed:
             for attribute in ("_", "__", "___"):
                 if value is not None and getattr(self.displayhook, attribute, None) is value:
-                    self._clear_attribute(self.displayhook, attribute, "")
+                    self._clear_attribute(self.displayhook, attribute)
             last = getattr(self.shell, "last_execution_result", None)
             if value is not None and getattr(last, "result", None) is value:
-                self._clear_attribute(last, "result", value)
+                self._clear_attribute(last, "result")
 
     def undo(self):
         for step in reversed(self.undo_steps):
