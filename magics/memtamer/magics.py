@@ -7,7 +7,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import guard, render
+from . import _core, guard, render
 from .sizes import format_size, parse_size
 
 SUMMARY_CELLS = 5
@@ -63,7 +63,11 @@ class MemtamerMagics(Magics):
         if args.n is not None and args.n < 1:
             raise UsageError("-n takes a positive number of cells or variables, "
                              "e.g. %memreport cells -n 10")
-        report = self.extension.report()
+        if args.view == "cells":
+            # No variables in this view: spare the walk of every root.
+            report = {"process": _core.process(), "cells": _core.cells()}
+        else:
+            report = self.extension.report()
         cells = select_cells(report["cells"], args.view, args.n, args.sort)
         variables = select_variables(report.get("variables"), args.view, args.n, args.all)
         if args.json:
