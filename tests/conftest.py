@@ -11,6 +11,23 @@ MiB = 1024**2
 GiB = 1024**3
 
 
+def pytest_addoption(parser):
+    parser.addoption("--strict-skips", action="store_true",
+                     help="fail the run when any test was skipped: the test command installs "
+                          "everything the tests need, so a skip there means a broken setup")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not session.config.getoption("--strict-skips"):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped and exitstatus == 0:
+        reporter.write_line(f"--strict-skips: {len(skipped)} test(s) skipped; the test command "
+                            "must run them all (see the skip reasons above)", red=True)
+        session.exitstatus = 1
+
+
 @pytest.fixture(scope="module")
 def kernel():
     """One kernel per test module, with memtamer loaded."""
