@@ -1,21 +1,189 @@
-"""Exercised under valgrind by test_leaks.py: every entry point of _core, many times."""
+"""Every entry point of _core, many times, good calls and error paths alike.
+
+Run under valgrind by test_leaks.py (memory errors, definite leaks) and on
+its own by the same file (Python-level leaks: allocated blocks that grow
+with the number of calls).  ``calls`` below must name every public
+callable of _core: test_leaks.py checks that, so a new entry point cannot
+go unexercised."""
+
+import os
+import sys
+import tempfile
 
 import numpy as np
 
 from memtamer import _core
 
-_core.install_hooks()
-for i in range(200):
+
+def expect_error(function, *args, **kwargs):
+    try:
+        function(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - the error path itself is what is exercised
+        return
+    raise AssertionError(f"{function.__name__}{args} did not fail")
+
+
+class Odd(list):
+    """A container whose methods fail: the walker's error paths."""
+
+    def __len__(self):
+        raise RuntimeError("no length")
+
+
+def cells(i):
     _core.cell_begin(i, f"cell {i}\nsecond line")
     kept = np.ones(1000)
     blob = b"x" * 100_000
     _core.cell_end(i, i % 7 == 0)
     del kept, blob
-for _ in range(20):
+    _core.cells()
+    _core.clear_cells()  # the history grows by design; what is cleared must all go
+
+
+def process(i):
     _core.report()
     _core.process()
     _core._allocators()
-_core.cell_begin(None, "left open: unload from inside a cell")
-assert _core.uninstall_hooks()
-_core.clear_cells()
-print("leakcheck done")
+    _core.trim()
+    _core.set_peak_method("sampled")
+    _core.set_peak_method("hwm")
+    expect_error(_core.set_peak_method, "bogus")
+
+
+def parsers(i):
+    _core._parse("status", "VmRSS:\t 5 kB\nVmHWM:\t 9 kB\n")
+    _core._parse("meminfo", "MemTotal: 100 kB\nMemAvailable: 50 kB\n")
+    _core._parse("statm", "765 440 361 5 0 90 0\n")
+    expect_error(_core._parse, "nonsense", "")
+    expect_error(_core._parse, "status")
+
+
+def proc_root(i):
+    _core._set_proc_root(tempfile.gettempdir())
+    _core.process()
+    _core._set_proc_root("")
+
+
+def walker(i):
+    base = np.arange(1000.0)
+    obj = {"a": [1, 2.5, "three", (base, base[::2])], "b": {"nested": [b"x" * 64] * 3}}
+    _core.deep_size(obj)
+    _core.deep_size(obj, 0.5)
+    expect_error(_core.deep_size)
+    _core.deep_size(Odd([1, 2, 3]))
+
+
+ns = {}
+
+
+def ledger(i):
+    ns.clear()
+    ns.update(big=np.ones(5000), view=None, items=list(range(100)), text="t" * 1000)
+    ns["view"] = ns["big"][::2]
+    _core.ledger_attach(ns, {}, {}, None, None)
+    _core.cell_begin(i, "big = big\nitems")
+    _core.cell_end(i, False)
+    _core.clear_cells()
+    _core.variables()
+    _core.variables("big")
+    _core.ledger()
+    _core.ledger_rewalk(["big", "missing"])
+    _core.set_walk_budget(0.5, 2.0)
+    expect_error(_core.set_walk_budget, -1, 2.0)
+    _core.ledger_detach()
+
+
+def shrink(i):
+    local = {"a": np.linspace(0, 1, 4096), "xs": [1, 2, 3] * 100, "s": "no"}
+    _core.shrink_window_begin()
+    _core.inplace_check(local, "a")
+    _core.downcast_plan(local["a"], rtol=1e-3)
+    _core.downcast(local, "a", rtol=1e-3, dry_run=True)
+    _core.downcast(local, "a", to="float32", rtol=1e-3)
+    expect_error(_core.downcast, local, "s")
+    expect_error(_core.downcast, local, "missing")
+    _core.pack(local, "xs")
+    expect_error(_core.pack, local, "s")
+    _core.shrink_window_end()
+    with tempfile.TemporaryDirectory() as tmp:
+        _core.spill_write(np.ones(1000), os.path.join(tmp, "spill"))
+        expect_error(_core.spill_write, np.ones(10), os.path.join(tmp, "no", "such", "dir"))
+
+
+def codec(i):
+    array = np.arange(10_000, dtype=np.int64)
+    proxy = _core.compress(array, "array", codec="lz4", level=5)
+    back = proxy.restore()
+    assert np.array_equal(back, array)
+    _core.compress([1, "two", 3.0], "obj", codec="zstd", level=3).restore()
+    _core.compress_estimate(array, codec="zstd", level=3)
+    _core.codecs()
+    expect_error(_core.compress, array, "array", codec="bogus")
+
+
+def guard(i):
+    user_ns = {"x": np.ones(10)}
+    _core.guard_enable(user_ns, lambda trip: "described")
+    _core.guard_set_budget("bytes", 2**32)
+    _core.guard_set_budget("percent", 80)
+    expect_error(_core.guard_set_budget, "bytes", 2**50)
+    expect_error(_core.guard_set_budget, "bogus", 1)
+    _core.guard_status()
+    _core.guard_exception()
+    _core.guard_disable()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"memtamer-{os.getpid()}.guard")
+        _core.guard_record_open(path)
+        _core.guard_record_read(path)
+        _core.guard_record_close()
+        expect_error(_core.guard_record_read, os.path.join(tmp, "absent"))
+
+
+calls = {
+    "cell_begin": cells, "cell_end": cells, "cells": cells,
+    "report": process, "process": process, "_allocators": process, "trim": process,
+    "set_peak_method": process, "_parse": parsers, "_set_proc_root": proc_root,
+    "deep_size": walker,
+    "ledger_attach": ledger, "ledger_rewalk": ledger, "ledger_detach": ledger,
+    "variables": ledger, "ledger": ledger, "set_walk_budget": ledger,
+    "shrink_window_begin": shrink, "shrink_window_end": shrink, "inplace_check": shrink,
+    "downcast_plan": shrink, "downcast": shrink, "pack": shrink, "spill_write": shrink,
+    "compress": codec, "compress_estimate": codec, "codecs": codec,
+    "guard_enable": guard, "guard_disable": guard, "guard_set_budget": guard,
+    "guard_status": guard, "guard_exception": guard, "guard_record_open": guard,
+    "guard_record_close": guard, "guard_record_read": guard,
+    # Called by the machinery itself, not by users: install/uninstall below,
+    # the signal handler only through a real budget trip (test_guard_kernel).
+    "clear_cells": cells,
+    "install_hooks": None, "uninstall_hooks": None, "_guard_signal": None,
+}
+
+
+def groups():
+    return list(dict.fromkeys(f for f in calls.values() if f is not None))
+
+
+def run(rounds):
+    """Runs every group 2 * rounds times; returns the growth of Python's
+    allocated blocks per group over the second half (the first half lets
+    caches, interned names and free lists settle)."""
+    growth = {}
+    for group in groups():
+        for i in range(rounds):
+            group(i)
+        before = sys.getallocatedblocks()
+        for i in range(rounds, 2 * rounds):
+            group(i)
+        growth[group.__name__] = sys.getallocatedblocks() - before
+    return growth
+
+
+if __name__ == "__main__":
+    _core.install_hooks()
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    growth = run(rounds)
+    _core.cell_begin(None, "left open: unload from inside a cell")
+    assert _core.uninstall_hooks()
+    _core.clear_cells()
+    print("growth", growth)
+    print("leakcheck done")
