@@ -1,0 +1,59 @@
+/* transform: lossless narrowing of 8-byte numbers before compression.
+ *
+ * Most real float64 data are decimals in disguise (prices, temperatures,
+ * readings with a fixed number of decimals): for one exponent e, every value
+ * v equals digits / 10^e exactly, as IEEE division rounds it.  Storing the
+ * integer digits, less their smallest value (a frame of reference), in 1, 2
+ * or 4 bytes turns 8 bytes into a few that a byte-shuffling compressor
+ * squeezes much further.  Values that are no such decimal (NaN payloads,
+ * -0.0, infinities, noise) are exceptions, kept apart bit for bit.  Integers
+ * (int64, uint64, datetime64) take the same frame-of-reference narrowing.
+ * Either may store the differences of neighbours instead (random walks,
+ * regular timestamps), whichever is narrower.
+ *
+ * Data are encoded in blocks that carry their own header (width, base,
+ * exceptions), so any block decodes alone.  A block that would not narrow
+ * is stored as it is.
+ *
+ * Pure C, no Python: plain C tests drive it (tests/c/test_transform.c).
+ * Thread-safe: the functions touch only what they are given. */
+#ifndef MEMTAMER_TRANSFORM_H
+#define MEMTAMER_TRANSFORM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { MT_VALUES_FLOAT64, MT_VALUES_INT64, MT_VALUES_UINT64 } mt_values_type;
+
+typedef struct {
+    mt_values_type type;
+    int exponent;         /* float64: v == digits / 10^exponent; -1: no decimal fits */
+    double narrowed_size; /* estimated bytes per value after narrowing, from the sample */
+} mt_transform_plan;
+
+/* Chooses the decimal exponent (float64) from a sample of the n values and
+ * estimates what narrowing would give; reads at most a few thousand values. */
+void mt_transform_plan_for(const void *values, size_t n, mt_values_type t, mt_transform_plan *plan);
+
+/* Bytes that encoding count values may take at most, and the scratch
+ * memory (in bytes) mt_transform_encode needs for them. */
+size_t mt_transform_bound(size_t count);
+size_t mt_transform_scratch_size(size_t count);
+
+/* Encodes count values into out (room: mt_transform_bound(count)) as one
+ * block; returns the bytes written.  scratch: mt_transform_scratch_size(count)
+ * bytes, 8-byte aligned. */
+size_t mt_transform_encode(const mt_transform_plan *plan, const void *values, size_t count,
+                           void *scratch, void *out);
+
+/* Decodes the block at in into count values (count as given to encode);
+ * returns the bytes of the block read, 0 when the block is malformed (its
+ * header does not fit in `size` bytes or disagrees with count). */
+size_t mt_transform_decode(const mt_transform_plan *plan, const void *in, size_t size,
+                           size_t count, void *values);
+
+/* The width (1, 2, 4 or 8 bytes) of the digits of an encoded block: the
+ * element size a byte-shuffling compressor should use. */
+int mt_transform_block_width(const void *in);
+
+#endif

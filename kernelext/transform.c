@@ -1,0 +1,348 @@
+/* transform: lossless narrowing of 8-byte numbers (transform.h).
+ *
+ * Every stored digit is computed in modular (uint64) arithmetic, so a round
+ * trip is exact whatever the values: the ranges only decide how many bytes
+ * the digits need, and a decimal is accepted only after dividing it back
+ * gave the very same bits. */
+#include "memtamer/transform.h"
+
+#include <string.h>
+
+/* Powers of ten, each exactly representable as a double. */
+static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,
+                               1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18};
+#define MAX_EXPONENT ((int)(sizeof POW10 / sizeof POW10[0]) - 1)
+
+/* Adding then subtracting 1.5 * 2^52 rounds a double below 2^51 in magnitude
+ * to the nearest integer (ties to even), without a library call. */
+#define ROUND_MAGIC 6755399441055744.0
+#define ROUND_LIMIT 2251799813685248.0
+
+#define SIGN_BIT ((uint64_t)1 << 63)
+
+/* The sample that chooses the exponent: this many runs of neighbours. */
+#define SAMPLE_RUNS 32
+#define SAMPLE_RUN 64
+
+/* A block keeps at most one value in this many apart; more, and it is
+ * stored as it is. */
+#define MAX_EXCEPTION_SHARE 16
+
+/* Each encoded block starts with this header. */
+typedef struct {
+    uint8_t width; /* bytes per digit: 1, 2 or 4; 8: the values as they are */
+    uint8_t delta; /* digits are differences from the left neighbour */
+    uint8_t reserved[2];
+    uint32_t exceptions; /* then: uint32 offsets, then uint64 bits */
+    uint64_t base;       /* subtracted from every stored digit */
+    uint64_t first;      /* with differences: the first digit in full */
+} block_header;
+
+#define EXCEPTION_BYTES (sizeof(uint32_t) + sizeof(uint64_t))
+
+static uint64_t
+bits_of(double v)
+{
+    uint64_t b;
+    memcpy(&b, &v, sizeof b);
+    return b;
+}
+
+/* The one definition of a decimal's value: encode checks with it what
+ * decode computes. */
+static double
+decimal_value(int64_t digits, int exponent)
+{
+    return (double)digits / POW10[exponent];
+}
+
+/* 1 and *digits when v == digits / 10^exponent bit for bit, else 0. */
+static int
+decimal_digits(double v, int exponent, int64_t *digits)
+{
+    double scaled = v * POW10[exponent];
+    if (!(scaled > -ROUND_LIMIT && scaled < ROUND_LIMIT)) {
+        return 0; /* NaN, infinities, too many digits */
+    }
+    int64_t d = (int64_t)((scaled + ROUND_MAGIC) - ROUND_MAGIC);
+    if (bits_of(decimal_value(d, exponent)) != bits_of(v)) {
+        return 0; /* -0.0, or no decimal at this exponent */
+    }
+    *digits = d;
+    return 1;
+}
+
+static int
+width_for(uint64_t range)
+{
+    return range <= 0xFF ? 1 : range <= 0xFFFF ? 2 : range <= 0xFFFFFFFFu ? 4 : 8;
+}
+
+/* Digits of count values into digit[]; exception offsets into exc[] (room
+ * for max_exc).  Returns the number of exceptions, max_exc + 1 when there
+ * are more.  An exception's digit is its left neighbour's (the block's
+ * first regular digit when it leads), so that it widens nothing. */
+static size_t
+digits_of(const mt_transform_plan *plan, const void *values, size_t count, int64_t *digit,
+          uint32_t *exc, size_t max_exc)
+{
+    if (plan->type != MT_VALUES_FLOAT64) {
+        memcpy(digit, values, count * sizeof *digit);
+        if (plan->type == MT_VALUES_UINT64) {
+            for (size_t j = 0; j < count; j++) {
+                digit[j] = (int64_t)((uint64_t)digit[j] ^ SIGN_BIT); /* unsigned order */
+            }
+        }
+        return 0;
+    }
+    const double *v = values;
+    size_t nexc = 0, leading = 0;
+    int64_t previous = 0;
+    for (size_t j = 0; j < count; j++) {
+        int64_t d;
+        if (decimal_digits(v[j], plan->exponent, &d)) {
+            previous = d;
+        }
+        else {
+            if (nexc == max_exc) {
+                return max_exc + 1;
+            }
+            exc[nexc++] = (uint32_t)j;
+            leading += nexc == j + 1; /* no regular digit yet */
+        }
+        digit[j] = previous;
+    }
+    for (size_t j = 0; j < leading && leading < count; j++) {
+        digit[j] = digit[leading];
+    }
+    return nexc;
+}
+
+/* The narrower of the two frames of reference over digit[0..count). */
+static void
+choose_frame(const int64_t *digit, size_t count, int *width, int *delta, uint64_t *base)
+{
+    int64_t lo = digit[0], hi = digit[0], dlo = 0, dhi = 0;
+    for (size_t j = 1; j < count; j++) {
+        int64_t d = digit[j], step = (int64_t)((uint64_t)d - (uint64_t)digit[j - 1]);
+        lo = d < lo ? d : lo;
+        hi = d > hi ? d : hi;
+        if (j == 1 || step < dlo) {
+            dlo = step;
+        }
+        if (j == 1 || step > dhi) {
+            dhi = step;
+        }
+    }
+    int plain = width_for((uint64_t)hi - (uint64_t)lo);
+    int diff = width_for((uint64_t)dhi - (uint64_t)dlo);
+    *delta = diff < plain;
+    *width = *delta ? diff : plain;
+    *base = *delta ? (uint64_t)dlo : (uint64_t)lo;
+}
+
+void
+mt_transform_plan_for(const void *values, size_t n, mt_values_type t, mt_transform_plan *plan)
+{
+    int64_t digit[SAMPLE_RUN];
+    uint32_t exc[SAMPLE_RUN];
+    size_t runs = n / SAMPLE_RUN < SAMPLE_RUNS ? n / SAMPLE_RUN : SAMPLE_RUNS;
+    size_t run = runs ? SAMPLE_RUN : n;
+    runs = runs ? runs : 1;
+    plan->type = t;
+    plan->exponent = -1;
+    plan->narrowed_size = 8;
+    for (int e = t == MT_VALUES_FLOAT64 ? 0 : -1; e <= (t == MT_VALUES_FLOAT64 ? MAX_EXPONENT : -1);
+         e++) {
+        mt_transform_plan trial = {.type = t, .exponent = e};
+        double bytes = 0;
+        for (size_t k = 0; k < runs && run; k++) {
+            size_t first = runs == 1 ? 0 : k * (n - run) / (runs - 1);
+            const char *at = (const char *)values + first * 8;
+            size_t nexc = digits_of(&trial, at, run, digit, exc, run / 4);
+            int width = 8, delta;
+            uint64_t base;
+            /* Past one exception in sixteen a block is stored as it is. */
+            if (nexc * MAX_EXCEPTION_SHARE <= run) {
+                choose_frame(digit, run, &width, &delta, &base);
+            }
+            bytes += width == 8 ? 8.0 * (double)run
+                                : (double)(run * (size_t)width + nexc * EXCEPTION_BYTES);
+        }
+        double per_value = run ? bytes / (double)(runs * run) : 8;
+        if (per_value < plan->narrowed_size) {
+            plan->narrowed_size = per_value;
+            plan->exponent = e;
+        }
+    }
+}
+
+size_t
+mt_transform_bound(size_t count)
+{
+    return sizeof(block_header) + count * 8;
+}
+
+size_t
+mt_transform_scratch_size(size_t count)
+{
+    return count * sizeof(int64_t) + (count / MAX_EXCEPTION_SHARE + 1) * sizeof(uint32_t);
+}
+
+static size_t
+encode_as_is(const void *values, size_t count, void *out)
+{
+    block_header h = {.width = 8};
+    memcpy(out, &h, sizeof h);
+    memcpy((char *)out + sizeof h, values, count * 8);
+    return sizeof h + count * 8;
+}
+
+/* Stores digit[j] (or its difference from digit[j - 1]) less base in width
+ * bytes; one loop per width, so each vectorises.  Blocks follow each other
+ * at any byte offset: memcpy makes the unaligned stores defined. */
+#define NARROW(type)                                                                           \
+    do {                                                                                       \
+        for (size_t j = 0; j < count; j++) {                                                   \
+            uint64_t stored = delta ? (j ? (uint64_t)digit[j] - (uint64_t)digit[j - 1] : base) \
+                                    : (uint64_t)digit[j];                                      \
+            type narrowed = (type)(stored - base);                                             \
+            memcpy(out + j * sizeof narrowed, &narrowed, sizeof narrowed);                     \
+        }                                                                                      \
+    } while (0)
+
+static void
+narrow(const int64_t *digit, size_t count, int width, int delta, uint64_t base, char *out)
+{
+    switch (width) {
+    case 1:
+        NARROW(uint8_t);
+        break;
+    case 2:
+        NARROW(uint16_t);
+        break;
+    default:
+        NARROW(uint32_t);
+    }
+}
+
+size_t
+mt_transform_encode(const mt_transform_plan *plan, const void *values, size_t count,
+                    void *scratch, void *out)
+{
+    if (count == 0 || (plan->type == MT_VALUES_FLOAT64 && plan->exponent < 0)) {
+        return encode_as_is(values, count, out);
+    }
+    int64_t *digit = scratch;
+    uint32_t *exc = (uint32_t *)(digit + count);
+    size_t max_exc = count / MAX_EXCEPTION_SHARE;
+    size_t nexc = digits_of(plan, values, count, digit, exc, max_exc);
+    if (nexc > max_exc) {
+        return encode_as_is(values, count, out);
+    }
+    block_header h = {.exceptions = (uint32_t)nexc, .first = (uint64_t)digit[0]};
+    int width, delta;
+    choose_frame(digit, count, &width, &delta, &h.base);
+    size_t size = sizeof h + count * (size_t)width + nexc * EXCEPTION_BYTES;
+    if (width == 8 || size >= sizeof h + count * 8) {
+        return encode_as_is(values, count, out);
+    }
+    h.width = (uint8_t)width;
+    h.delta = (uint8_t)delta;
+    char *at = out;
+    memcpy(at, &h, sizeof h);
+    at += sizeof h;
+    narrow(digit, count, width, delta, h.base, at);
+    at += count * (size_t)width;
+    memcpy(at, exc, nexc * sizeof *exc);
+    at += nexc * sizeof *exc;
+    for (size_t k = 0; k < nexc; k++, at += sizeof(uint64_t)) {
+        memcpy(at, (const char *)values + (size_t)exc[k] * 8, sizeof(uint64_t));
+    }
+    return size;
+}
+
+/* Digits back from width bytes each: differences summed up, base added. */
+#define WIDEN(type)                                                                            \
+    do {                                                                                       \
+        uint64_t d = h->first;                                                                 \
+        for (size_t j = 0; j < count; j++) {                                                   \
+            type narrowed;                                                                     \
+            memcpy(&narrowed, in + j * sizeof narrowed, sizeof narrowed);                      \
+            uint64_t stored = (uint64_t)narrowed + h->base;                                    \
+            d = h->delta ? (j ? d + stored : d) : stored;                                      \
+            digit[j] = (int64_t)d;                                                             \
+        }                                                                                      \
+    } while (0)
+
+/* Widens into the output itself: digits and values are both 8 bytes, and
+ * each value is computed from its own digit only. */
+static void
+widen(const block_header *h, const char *in, size_t count, int64_t *digit)
+{
+    switch (h->width) {
+    case 1:
+        WIDEN(uint8_t);
+        break;
+    case 2:
+        WIDEN(uint16_t);
+        break;
+    default:
+        WIDEN(uint32_t);
+    }
+}
+
+size_t
+mt_transform_decode(const mt_transform_plan *plan, const void *in, size_t size, size_t count,
+                    void *values)
+{
+    block_header h;
+    if (size < sizeof h) {
+        return 0;
+    }
+    memcpy(&h, in, sizeof h);
+    const char *at = (const char *)in + sizeof h;
+    if (h.width == 8) {
+        if (size < sizeof h + count * 8) {
+            return 0;
+        }
+        memcpy(values, at, count * 8);
+        return sizeof h + count * 8;
+    }
+    size_t need = sizeof h + count * h.width + (size_t)h.exceptions * EXCEPTION_BYTES;
+    if ((h.width != 1 && h.width != 2 && h.width != 4) || h.exceptions > count || size < need) {
+        return 0;
+    }
+    int64_t *digit = values;
+    widen(&h, at, count, digit);
+    for (size_t j = 0; plan->type != MT_VALUES_INT64 && j < count; j++) {
+        /* In place, through memcpy: the same bytes change type. */
+        uint64_t d;
+        memcpy(&d, &digit[j], sizeof d);
+        if (plan->type == MT_VALUES_FLOAT64) {
+            double v = decimal_value((int64_t)d, plan->exponent);
+            memcpy(&digit[j], &v, sizeof v);
+        }
+        else {
+            d ^= SIGN_BIT;
+            memcpy(&digit[j], &d, sizeof d);
+        }
+    }
+    at += count * h.width;
+    const char *bits = at + (size_t)h.exceptions * sizeof(uint32_t);
+    for (uint32_t k = 0; k < h.exceptions; k++) {
+        uint32_t offset;
+        memcpy(&offset, at + k * sizeof offset, sizeof offset);
+        if (offset >= count) {
+            return 0;
+        }
+        memcpy((char *)values + (size_t)offset * 8, bits + k * sizeof(uint64_t), sizeof(uint64_t));
+    }
+    return need;
+}
+
+int
+mt_transform_block_width(const void *in)
+{
+    return ((const block_header *)in)->width;
+}

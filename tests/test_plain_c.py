@@ -1,0 +1,24 @@
+"""The parts of _core that use no Python API (probe.c, transform.c), built with
+plain C test drivers under AddressSanitizer and UBSan, and run."""
+
+import os
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1"]
+
+
+@pytest.mark.parametrize("unit", ["probe", "transform"])
+def test_unit_from_plain_c(unit, tmp_path):
+    exe = tmp_path / f"test_{unit}"
+    subprocess.run(
+        ["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", *SANITIZE,
+         "-I", os.path.join(ROOT, "include"), os.path.join(ROOT, f"tests/c/test_{unit}.c"),
+         os.path.join(ROOT, f"kernelext/{unit}.c"), "-lpthread", "-lm", "-o", str(exe)],
+        check=True,
+    )
+    result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("0 failed"), result.stdout
