@@ -1,5 +1,5 @@
 /* memtamer._core: the method table, module state and init.  The methods
- * live in the concern files; see ../shared/DESIGN.md for the map. */
+ * live in the concern files; include/memtamer/memtamer.h has the map. */
 #include "memtamer/memtamer.h"
 
 #include "memtamer/guard.h"

@@ -1,4 +1,26 @@
-/* memtamer: the module state shared by the concern files (internal). */
+/* memtamer: the module state shared by the concern files (internal).
+ *
+ * The map of memtamer._core, one concern a file (kernelext/NAME.c with
+ * include/memtamer/NAME.h), lower floors first; no file calls up a floor:
+ *   probe.c      /proc and cgroup readers: pure parsers over text with an
+ *                overridable root, plus the sampler thread (no Python API)
+ *   transform.c  lossless narrowing of 8-byte numbers (no Python API)
+ *   heap.c       counting allocator hooks and the numpy handler
+ *   cell.c       per-cell records: begin, end, history
+ *   walker.c     deep sizes with buffers counted once by their owner
+ *   ledger.c     the namespace: bindings, provenance, holders
+ *   shrink.c     in-place downcast, pack, spill
+ *   codec.c      the compressed proxy type (c-blosc)
+ *   guard.c      the memory budget, its watcher thread and post-mortem record
+ *   process.c    process-wide figures and the report for Python
+ *   npy.c        numpy's C API, imported once numpy is
+ *   module.c     the method table, module state and init
+ * One cell: pre_run_cell -> cell_begin (probe resets the high-water mark,
+ * heap zeroes its peaks, guard arms the budget); the user's code runs
+ * through heap's hooks; post_run_cell -> cell_end (probe and heap give the
+ * record, the ledger attaches names and the walker their sizes).  Data go
+ * one way: probes and hooks produce numbers, ledger and walker attach them
+ * to cells and names, the report reads them, Python renders them. */
 #ifndef MEMTAMER_MEMTAMER_H
 #define MEMTAMER_MEMTAMER_H
 
