@@ -785,22 +785,13 @@ def _error_row(name, exc):
             "reason": f"{type(exc).__name__}: {exc}; {name} is unchanged"}
 
 
-def _checked(check, shell, ns, name, options):
-    """check(...): a refused row or None; a failing check refuses too."""
-    try:
-        return check(shell, ns, name, options)
-    except (UsageError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # noqa: BLE001 - reported; nothing changed
-        return _error_row(name, exc)
-
-
-def _measured(function, shell, ns, name, options):
-    """function(...) inside a measured window, with errors as rows."""
-    progress = Progress(f"{options['action']} {name}", shell)
+def _measured(call, shell, name, label):
+    """call(progress) inside a measured window: its row (None when a check
+    passes) gets the window's figures; errors become rows."""
+    progress = Progress(label, shell)
     _core.shrink_window_begin()
     try:
-        row = function(shell, ns, name, options, progress)
+        row = call(progress)
     except (UsageError, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001 - reported; the variable is unchanged
@@ -808,11 +799,12 @@ def _measured(function, shell, ns, name, options):
     finally:
         window = _core.shrink_window_end()
         progress.close()
-    row.update(window)
-    peak, start = window.get("peak_rss"), window.get("rss_before")
-    # The window starts at its RSS, so its peak cannot be lower; Linux's
-    # per-thread RSS counters can lag a few pages behind.
-    row["peak_increment"] = max(0, peak - start) if peak is not None and start is not None else None
+    if row is not None:
+        row.update(window)
+        peak, start = window.get("peak_rss"), window.get("rss_before")
+        # The window starts at its RSS, so its peak cannot be lower; Linux's
+        # per-thread RSS counters can lag a few pages behind.
+        row["peak_increment"] = max(0, peak - start) if peak is not None and start is not None else None
     return row
 
 
@@ -826,12 +818,12 @@ def _run(shell, ns, action, names, given):
                          "in the user namespace")
     check, function, _ = ACTIONS[action]
     options["together"] = frozenset(names)  # del: holders among these are going too
-    options["action"] = action
     names = list(dict.fromkeys(names))
     # Every name is checked before any changes: one refusal leaves all as they are.
     refused = {}
     for name in names:
-        row = _checked(check, shell, ns, name, options)
+        row = _measured(lambda progress: check(shell, ns, name, options), shell, name,
+                        f"check {name}")
         if row is not None:
             refused[name] = row
     rows = {}
@@ -843,7 +835,8 @@ def _run(shell, ns, action, names, given):
                    "reason": f"left unchanged: {', '.join(refused)} cannot be shrunk, and "
                              f"%shrink {action} changes all the names it is given or none"}
         else:
-            row = _measured(function, shell, ns, name, options)
+            row = _measured(lambda progress: function(shell, ns, name, options, progress), shell,
+                            name, f"{action} {name}")
         rows[name] = dict(row, name=name, action=action)
     # Changed in place: no cell rebinds them, so the ledger would keep old sizes.
     _core.ledger_rewalk([name for name, row in rows.items() if row.get("in_place")])
