@@ -368,8 +368,8 @@ narrowing_warning(int type, char *out, size_t size)
     }
     else if (PyTypeNum_ISINTEGER(type)) {
         PyOS_snprintf(out, size,
-                      "arithmetic on %s may overflow and wrap around (a += 100 can turn "
-                      "negative); use a.astype(np.int64) before such sums",
+                      "arithmetic on %s may overflow and wrap around silently; use "
+                      "a.astype(np.int64) before such sums",
                       type_name(type));
     }
 }
