@@ -230,34 +230,50 @@ scan(PyArrayObject *arr, scan_fn fn, void *acc)
     return 0;
 }
 
-typedef struct {
-    int src_double, to_half, components;
+typedef struct float_acc float_acc;
+typedef void (*rounding_fn)(const char *p, npy_intp stride, npy_intp n, float_acc *acc);
+
+struct float_acc {
+    rounding_fn rounding; /* the loop for one (source, target) pair */
+    int components;       /* 2 for complex numbers */
+    npy_intp component_size;
     double max_err;
     long long overflow;
-} float_acc;
+};
 
-/* How far rounding to the target moves each finite value, relatively;
- * NaN stays NaN, zero stays zero (0/0 is NaN and fmax ignores it). */
+/* How far rounding to the target moves each finite value, relatively.
+ * NaN and infinities stay what they are, zero stays zero: their error is
+ * NaN (0/0, inf/inf), which the comparison skips.  Branch-free and without
+ * calls (no fmax), so the compiler keeps it tight. */
+#define ROUNDING_LOOP(name, from_t, to_t)                                               \
+    static void name(const char *p, npy_intp stride, npy_intp n, float_acc *a)          \
+    {                                                                                   \
+        double max_err = a->max_err;                                                    \
+        long long overflow = a->overflow;                                               \
+        for (npy_intp i = 0; i < n; i++, p += stride) {                                 \
+            from_t v;                                                                   \
+            memcpy(&v, p, sizeof v);                                                    \
+            double x = (double)v, y = (double)(to_t)v;                                  \
+            int overflows = isinf(y) && isfinite(x);                                    \
+            double err = overflows ? 0.0 : fabs(y - x) / fabs(x);                       \
+            overflow += overflows;                                                      \
+            max_err = err > max_err ? err : max_err;                                    \
+        }                                                                               \
+        a->max_err = max_err;                                                           \
+        a->overflow = overflow;                                                         \
+    }
+
+ROUNDING_LOOP(rounding_f64_f32, double, float)
+ROUNDING_LOOP(rounding_f64_f16, double, _Float16)
+ROUNDING_LOOP(rounding_f32_f16, float, _Float16)
+
 static void
 float_scan(const char *p, npy_intp stride, npy_intp n, void *arg)
 {
     float_acc *a = arg;
-    double max_err = a->max_err;
-    long long overflow = a->overflow;
-    for (npy_intp i = 0; i < n; i++, p += stride) {
-        for (int c = 0; c < a->components; c++) {
-            double x = a->src_double ? ((const double *)p)[c] : (double)((const float *)p)[c];
-            double y = a->to_half ? (double)(_Float16)x : (double)(float)x;
-            if (isinf(y) && isfinite(x)) {
-                overflow++;
-            }
-            else {
-                max_err = fmax(max_err, fabs(y - x) / fabs(x));
-            }
-        }
+    for (int c = 0; c < a->components; c++) {
+        a->rounding(p + c * a->component_size, stride, n, a);
     }
-    a->max_err = max_err;
-    a->overflow = overflow;
 }
 
 typedef struct {
@@ -432,7 +448,9 @@ plan_float(PyArrayObject *arr, int to, double rtol, plan *out)
                       type_name(src));
         return 0;
     }
-    float_acc acc = {src_double, target == NPY_FLOAT16, is_complex ? 2 : 1, 0.0, 0};
+    float_acc acc = {target == NPY_FLOAT16 ? (src_double ? rounding_f64_f16 : rounding_f32_f16)
+                                           : rounding_f64_f32,
+                     is_complex ? 2 : 1, src_double ? 8 : 4, 0.0, 0};
     if (scan(arr, float_scan, &acc) < 0) {
         return -1;
     }

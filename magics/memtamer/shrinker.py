@@ -198,8 +198,7 @@ def _named_items(ns, name):
     value = ns[name]
     items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
     inside = {id(item) for item in items}
-    return [other for other, bound in ns.items()
-            if other != name and not other.startswith("_") and id(bound) in inside]
+    return [other for other, bound in ns.items() if other != name and id(bound) in inside]
 
 
 def _shared_refusal(shell, ns, name):
@@ -325,6 +324,10 @@ def _downcast_refusal(shell, ns, name, options):
     if pandas:
         row = _downcast_pandas(shell, ns, name, dict(options, dry_run=True))
         return _refused(row, shared) if shared else row if row["status"] == "refused" else None
+    if len(options["together"]) == 1:
+        # Alone, it needs no scan of its values here: the action refuses by
+        # itself before it changes anything (and scans them holding the GIL).
+        return None
     row = _downcast_row(shell, ns, name, options, dry_run=True)
     if row["status"] == "dry-run" and row["refusals"] and not options["copy"]:
         return _refused(dict(row, detail=row["detail"].removesuffix(" (copy)")),
@@ -528,7 +531,8 @@ def remove_stale_spills(directory=None):
         else:
             with contextlib.suppress(OSError):
                 os.unlink(path)
-        removed.append(path)
+        if not os.path.lexists(path):  # another user's stays theirs
+            removed.append(path)
     return removed
 
 
