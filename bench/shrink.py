@@ -164,10 +164,9 @@ def main():
     lines += [f"| {h} | {ratio:.3f} ({worst:.3f}) | {gbs:.2f} | {s:.2f} ({lo:.2f}–{hi:.2f}) |"
               for h, ratio, worst, gbs, s, lo, hi in down]
     lines += ["", "`memtamer`: `memtamer.shrink('downcast', 'a')`, the path of `%shrink downcast`: "
-              "the check of every name first (a scan of the values against --rtol), then the "
-              "action (the scan again and the conversion within the buffer, both holding the "
-              "GIL so that other threads never see it half converted; the tail goes back "
-              "through the array's handler). `astype`: `b = a.astype(np.float32); del a`.", "",
+              "a scan of the values against --rtol, then the conversion within the buffer, both "
+              "holding the GIL so that other threads never see it half converted; the tail goes "
+              "back through the array's handler. `astype`: `b = a.astype(np.float32); del a`.", "",
               "### Compress and restore, 128 MiB of each", "",
               "| data | codec | ratio | compress GB/s | restore GB/s |", "|---|---|---|---|---|"]
     lines += [f"| {d} | {c} | {r:.2f} | {cg:.2f} | {dg:.2f} |" for d, c, r, cg, dg in codecs]

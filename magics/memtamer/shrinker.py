@@ -321,13 +321,13 @@ def _downcast_refusal(shell, ns, name, options):
         raise UsageError(f"%shrink downcast: {name} is a {kind.__name__}; downcast takes numpy "
                          f"arrays and pandas DataFrames/Series{hint}")
     shared = _shared_refusal(shell, ns, name)
+    if len(options["together"]) == 1 and not shared:
+        # Alone, it needs no conversion planned here: the action refuses by
+        # itself before it changes anything (and scans the values holding the GIL).
+        return None
     if pandas:
         row = _downcast_pandas(shell, ns, name, dict(options, dry_run=True))
         return _refused(row, shared) if shared else row if row["status"] == "refused" else None
-    if len(options["together"]) == 1:
-        # Alone, it needs no scan of its values here: the action refuses by
-        # itself before it changes anything (and scans them holding the GIL).
-        return None
     row = _downcast_row(shell, ns, name, options, dry_run=True)
     if row["status"] == "dry-run" and row["refusals"] and not options["copy"]:
         return _refused(dict(row, detail=row["detail"].removesuffix(" (copy)")),
