@@ -321,6 +321,11 @@ def test_every_name_is_checked_before_any_changes():
         rows = run(None, ns, action, names, {})
         assert {row["status"] for row in rows.values()} == {"refused"}, rows
         assert ns["xs"] == [1, 2, 3] and type(ns["a"]) is np.ndarray
+    # A refused name's bytes column says what happened to it: nothing.
+    ns = {"alone": a.copy()}
+    ns["other"] = ns["alone"]
+    row = run(None, ns, "downcast", ["alone"], {})["alone"]
+    assert row["status"] == "refused" and row["bytes_after"] == row["bytes_before"] == a.nbytes
 
 
 def test_shared_contents_are_refused_and_named():

@@ -190,7 +190,7 @@ def _core_call(function, *args, **kwargs):
 
 
 def _refused(row, reason):
-    return dict(row, status="refused", bytes_after=row.get("bytes_before"), reason=reason)
+    return dict(row, status="refused", reason=reason)
 
 
 def _named_items(ns, name):
@@ -841,6 +841,8 @@ def _run(shell, ns, action, names, given):
         else:
             row = _measured(lambda progress: function(shell, ns, name, options, progress), shell,
                             name, f"{action} {name}")
+        if row["status"] == "refused":  # the bytes column says what happened: nothing
+            row["bytes_after"] = row.get("bytes_before")
         rows[name] = dict(row, name=name, action=action)
     # Changed in place: no cell rebinds them, so the ledger would keep old sizes.
     _core.ledger_rewalk([name for name, row in rows.items() if row.get("in_place")])
