@@ -191,6 +191,7 @@ mt_shrink_inplace_check(PyObject *Py_UNUSED(module), PyObject *const *args, Py_s
 typedef struct {
     int target;        /* NPY type number, or -1 when refused */
     char reason[240];  /* why refused */
+    char warning[160]; /* what the asked-for narrowing changes, or "" */
     double max_rel_error;
     long long overflow;
     int have_range;
@@ -198,8 +199,9 @@ typedef struct {
     unsigned long long umax;
 } plan;
 
-/* Runs fn over every inner loop of arr (read-only, memory order), with the
- * GIL released: fn touches only the bytes. */
+/* Runs fn over every inner loop of arr (read-only, memory order).  The GIL
+ * stays held: a thread writing the array during the scan could otherwise
+ * put in a value the plan never saw, and the conversion would lose it. */
 typedef void (*scan_fn)(const char *p, npy_intp stride, npy_intp n, void *acc);
 
 static int
@@ -221,43 +223,57 @@ scan(PyArrayObject *arr, scan_fn fn, void *acc)
     char **data = NpyIter_GetDataPtrArray(it);
     npy_intp *stride = NpyIter_GetInnerStrideArray(it);
     npy_intp *size = NpyIter_GetInnerLoopSizePtr(it);
-    Py_BEGIN_ALLOW_THREADS
     do {
         fn(data[0], stride[0], *size, acc);
     } while (next(it));
-    Py_END_ALLOW_THREADS
     NpyIter_Deallocate(it);
     return 0;
 }
 
-typedef struct {
-    int src_double, to_half, components;
+typedef struct float_acc float_acc;
+typedef void (*rounding_fn)(const char *p, npy_intp stride, npy_intp n, float_acc *acc);
+
+struct float_acc {
+    rounding_fn rounding; /* the loop for one (source, target) pair */
+    int components;       /* 2 for complex numbers */
+    npy_intp component_size;
     double max_err;
     long long overflow;
-} float_acc;
+};
 
-/* How far rounding to the target moves each finite value, relatively;
- * NaN stays NaN, zero stays zero (0/0 is NaN and fmax ignores it). */
+/* How far rounding to the target moves each finite value, relatively.
+ * NaN and infinities stay what they are, zero stays zero: their error is
+ * NaN (0/0, inf/inf), which the comparison skips.  Branch-free and without
+ * calls (no fmax), so the compiler keeps it tight. */
+#define ROUNDING_LOOP(name, from_t, to_t)                                               \
+    static void name(const char *p, npy_intp stride, npy_intp n, float_acc *a)          \
+    {                                                                                   \
+        double max_err = a->max_err;                                                    \
+        long long overflow = a->overflow;                                               \
+        for (npy_intp i = 0; i < n; i++, p += stride) {                                 \
+            from_t v;                                                                   \
+            memcpy(&v, p, sizeof v);                                                    \
+            double x = (double)v, y = (double)(to_t)v;                                  \
+            int overflows = isinf(y) && isfinite(x);                                    \
+            double err = overflows ? 0.0 : fabs(y - x) / fabs(x);                       \
+            overflow += overflows;                                                      \
+            max_err = err > max_err ? err : max_err;                                    \
+        }                                                                               \
+        a->max_err = max_err;                                                           \
+        a->overflow = overflow;                                                         \
+    }
+
+ROUNDING_LOOP(rounding_f64_f32, double, float)
+ROUNDING_LOOP(rounding_f64_f16, double, _Float16)
+ROUNDING_LOOP(rounding_f32_f16, float, _Float16)
+
 static void
 float_scan(const char *p, npy_intp stride, npy_intp n, void *arg)
 {
     float_acc *a = arg;
-    double max_err = a->max_err;
-    long long overflow = a->overflow;
-    for (npy_intp i = 0; i < n; i++, p += stride) {
-        for (int c = 0; c < a->components; c++) {
-            double x = a->src_double ? ((const double *)p)[c] : (double)((const float *)p)[c];
-            double y = a->to_half ? (double)(_Float16)x : (double)(float)x;
-            if (isinf(y) && isfinite(x)) {
-                overflow++;
-            }
-            else {
-                max_err = fmax(max_err, fabs(y - x) / fabs(x));
-            }
-        }
+    for (int c = 0; c < a->components; c++) {
+        a->rounding(p + c * a->component_size, stride, n, a);
     }
-    a->max_err = max_err;
-    a->overflow = overflow;
 }
 
 typedef struct {
@@ -342,6 +358,38 @@ type_size(int type)
     return size;
 }
 
+/* numpy's name of a built-in type ("int16"), static storage. */
+static const char *
+type_name(int type)
+{
+    PyArray_Descr *d = PyArray_DescrFromType(type);
+    const char *name = d ? d->typeobj->tp_name : "?";
+    Py_XDECREF(d);
+    return strncmp(name, "numpy.", 6) == 0 ? name + 6 : name;
+}
+
+/* What ordinary code computes differently once values are of `type`,
+ * which the user asked for: a warning for the result. */
+static void
+narrowing_warning(int type, char *out, size_t size)
+{
+    if (type == NPY_BOOL) {
+        PyOS_snprintf(out, size,
+                      "bool arithmetic is logical: a + a is a logical or, and a[0] = 5 stores True");
+    }
+    else if (type == NPY_FLOAT16) {
+        PyOS_snprintf(out, size,
+                      "float16 holds at most 65504 with 3 significant digits: sums may "
+                      "overflow to inf or lose precision");
+    }
+    else if (PyTypeNum_ISINTEGER(type)) {
+        PyOS_snprintf(out, size,
+                      "arithmetic on %s may overflow and wrap around silently; use "
+                      "a.astype(np.int64) before such sums",
+                      type_name(type));
+    }
+}
+
 static int
 holds(int type, long long lo, unsigned long long hi_u)
 {
@@ -359,15 +407,15 @@ holds(int type, long long lo, unsigned long long hi_u)
     }
 }
 
-/* Smallest integer type of the same signedness (bool for 0/1 values)
- * holding lo..hi. */
+/* Smallest integer type of the same signedness holding lo..hi (never bool:
+ * 0/1 counts are not truth values, and bool arrays add as logical or). */
 static int
 smallest_int(int is_signed, long long lo, unsigned long long hi)
 {
-    static const int signed_types[] = {NPY_BOOL, NPY_INT8, NPY_INT16, NPY_INT32, NPY_INT64};
-    static const int unsigned_types[] = {NPY_BOOL, NPY_UINT8, NPY_UINT16, NPY_UINT32, NPY_UINT64};
+    static const int signed_types[] = {NPY_INT8, NPY_INT16, NPY_INT32, NPY_INT64};
+    static const int unsigned_types[] = {NPY_UINT8, NPY_UINT16, NPY_UINT32, NPY_UINT64};
     const int *types = is_signed ? signed_types : unsigned_types;
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 4; i++) {
         if (holds(types[i], lo, hi)) {
             return types[i];
         }
@@ -397,10 +445,12 @@ plan_float(PyArrayObject *arr, int to, double rtol, plan *out)
     if (type_size(target) >= PyArray_ITEMSIZE(arr)) {
         PyOS_snprintf(out->reason, sizeof out->reason,
                       "it is already %s; nothing smaller was asked for (try --to float16)",
-                      PyArray_DESCR(arr)->typeobj->tp_name);
+                      type_name(src));
         return 0;
     }
-    float_acc acc = {src_double, target == NPY_FLOAT16, is_complex ? 2 : 1, 0.0, 0};
+    float_acc acc = {target == NPY_FLOAT16 ? (src_double ? rounding_f64_f16 : rounding_f32_f16)
+                                           : rounding_f64_f32,
+                     is_complex ? 2 : 1, src_double ? 8 : 4, 0.0, 0};
     if (scan(arr, float_scan, &acc) < 0) {
         return -1;
     }
@@ -418,20 +468,21 @@ plan_float(PyArrayObject *arr, int to, double rtol, plan *out)
                       acc.max_err, rtol);
     }
     else {
+        narrowing_warning(target, out->warning, sizeof out->warning);
         out->target = target;
     }
     return 0;
 }
 
 static int
-plan_int(PyArrayObject *arr, int to, plan *out)
+plan_int(PyArrayObject *arr, int to, int narrow, plan *out)
 {
     int src = PyArray_TYPE(arr);
     int is_signed = PyTypeNum_ISSIGNED(src);
     if (to == NPY_FLOAT32 || to == NPY_FLOAT16) {
         PyErr_SetString(PyExc_ValueError,
                         "--to float32/float16 applies to float data; integers go to the "
-                        "smallest integer type (--to auto) or the one you name");
+                        "smallest integer type (--narrow) or the one you name");
         return -1;
     }
     int_acc acc = {0, 0, 0, 0};
@@ -458,12 +509,9 @@ plan_int(PyArrayObject *arr, int to, plan *out)
     out->smin = is_signed ? acc.smin : lo;
     out->umax = is_signed ? (unsigned long long)acc.smax : hi;
     int target = to == -1 ? smallest_int(is_signed, lo, hi) : to;
-    if (to == -1 && PyArray_SIZE(arr) == 0) {
-        target = is_signed ? NPY_INT8 : NPY_UINT8;
-    }
     if (!holds(target, lo, hi)) {
         PyOS_snprintf(out->reason, sizeof out->reason, "its values span %lld..%llu, which %s cannot hold",
-                      lo, hi, PyArray_DescrFromType(target)->typeobj->tp_name);
+                      lo, hi, type_name(target));
         return 0;
     }
     if (type_size(target) >= PyArray_ITEMSIZE(arr)) {
@@ -471,12 +519,21 @@ plan_int(PyArrayObject *arr, int to, plan *out)
                       "it is already the smallest integer type holding its values (%lld..%llu)", lo, hi);
         return 0;
     }
+    if (to == -1 && !narrow) {
+        /* Narrower integers change what later sums compute: only on request. */
+        PyOS_snprintf(out->reason, sizeof out->reason,
+                      "integers keep their type unless you ask: --narrow would make it %s "
+                      "(values %lld..%llu), where arithmetic may overflow",
+                      type_name(target), lo, hi);
+        return 0;
+    }
+    narrowing_warning(target, out->warning, sizeof out->warning);
     out->target = target;
     return 0;
 }
 
 static int
-plan_for(PyArrayObject *arr, const char *to_name, double rtol, plan *out)
+plan_for(PyArrayObject *arr, const char *to_name, double rtol, int narrow, plan *out)
 {
     memset(out, 0, sizeof *out);
     out->target = -1;
@@ -506,7 +563,7 @@ plan_for(PyArrayObject *arr, const char *to_name, double rtol, plan *out)
         return 0;
     }
     if (int_scanner(src) != NULL) {
-        return plan_int(arr, to, out);
+        return plan_int(arr, to, narrow, out);
     }
     if (src == NPY_BOOL) {
         PyOS_snprintf(out->reason, sizeof out->reason, "it is already bool");
@@ -534,7 +591,8 @@ plan_dict(const plan *p)
     if (d == NULL ||
         mt_set(d, "target", p->target >= 0 ? dtype_name(p->target) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "reason", p->target >= 0 ? Py_NewRef(Py_None) : PyUnicode_FromString(p->reason)) < 0 ||
-        mt_set(d, "max_rel_error", PyFloat_FromDouble(p->max_rel_error)) < 0) {
+        mt_set(d, "max_rel_error", PyFloat_FromDouble(p->max_rel_error)) < 0 ||
+        mt_set(d, "warning", p->warning[0] ? PyUnicode_FromString(p->warning) : Py_NewRef(Py_None)) < 0) {
         Py_XDECREF(d);
         return NULL;
     }
@@ -542,7 +600,7 @@ plan_dict(const plan *p)
 }
 
 static int
-parse_plan_args(PyObject *arr, const char *to, double rtol, plan *p)
+parse_plan_args(PyObject *arr, const char *to, double rtol, int narrow, plan *p)
 {
     if (numpy_needed() < 0) {
         return -1;
@@ -552,59 +610,135 @@ parse_plan_args(PyObject *arr, const char *to, double rtol, plan *p)
                      Py_TYPE(arr)->tp_name);
         return -1;
     }
-    return plan_for((PyArrayObject *)arr, to, rtol, p);
+    return plan_for((PyArrayObject *)arr, to, rtol, narrow, p);
 }
 
-/* _core.downcast_plan(array, to='auto', rtol=1e-3) -> {target, reason, max_rel_error} */
+/* _core.downcast_plan(array, to='auto', rtol=1e-3, narrow=False)
+ * -> {target, reason, max_rel_error, warning} */
 PyObject *
 mt_shrink_plan(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"array", "to", "rtol", NULL};
+    static char *kwlist[] = {"array", "to", "rtol", "narrow", NULL};
     PyObject *arr;
     const char *to = "auto";
     double rtol = DEFAULT_RTOL;
+    int narrow = 0;
     plan p;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|sd:downcast_plan", kwlist, &arr, &to, &rtol) ||
-        parse_plan_args(arr, to, rtol, &p) < 0) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|sdp:downcast_plan", kwlist, &arr, &to, &rtol,
+                                     &narrow) ||
+        parse_plan_args(arr, to, rtol, narrow, &p) < 0) {
         return NULL;
     }
     return plan_dict(&p);
 }
 
 /* ------------------------------------------------------------------ */
-/* Converting in place                                                 */
+/* Converting, atomically for Python code                              */
 /* ------------------------------------------------------------------ */
 
-static int
-report_progress(PyObject *progress, size_t done, size_t total)
-{
-    if (progress == NULL || progress == Py_None) {
-        return 0;
+/* One strided loop per (source, target) pair.  Our own loops, not numpy's
+ * cast: numpy releases the GIL inside a cast, and a thread reading or
+ * writing the array then would see it half converted.  Elements go through
+ * memcpy, so unaligned data and overlapping blocks are read correctly; the
+ * planner has checked that every value fits the target. */
+typedef void (*convert_fn)(const char *src, npy_intp src_stride, char *dst, npy_intp dst_stride,
+                           npy_intp n);
+
+#define CONVERT_LOOP(from_t, from_tag, from_num, to_t, to_tag, to_num)                   \
+    static void convert_##from_tag##_##to_tag(const char *src, npy_intp src_stride,      \
+                                              char *dst, npy_intp dst_stride, npy_intp n) \
+    {                                                                                    \
+        if (src_stride == sizeof(from_t) && dst_stride == sizeof(to_t)) {                \
+            /* Dense: a form the compiler vectorizes. */                                 \
+            for (npy_intp i = 0; i < n; i++) {                                           \
+                from_t x;                                                                \
+                memcpy(&x, src + i * (npy_intp)sizeof x, sizeof x);                      \
+                to_t y = (to_t)x;                                                        \
+                memcpy(dst + i * (npy_intp)sizeof y, &y, sizeof y);                      \
+            }                                                                            \
+            return;                                                                      \
+        }                                                                                \
+        for (npy_intp i = 0; i < n; i++, src += src_stride, dst += dst_stride) {        \
+            from_t x;                                                                    \
+            memcpy(&x, src, sizeof x);                                                   \
+            to_t y = (to_t)x;                                                            \
+            memcpy(dst, &y, sizeof y);                                                   \
+        }                                                                                \
     }
-    PyObject *r = PyObject_CallFunction(progress, "nn", (Py_ssize_t)done, (Py_ssize_t)total);
-    Py_XDECREF(r);
-    return r ? 0 : -1;
+
+/* X(C type, tag, NPY type number, target...) for every integer source, and
+ * X(C type, tag, NPY type number) for every integer target. */
+#define INT_SOURCES(X, ...)                                                                 \
+    X(npy_int8, i8, NPY_INT8, __VA_ARGS__) X(npy_int16, i16, NPY_INT16, __VA_ARGS__)         \
+    X(npy_int32, i32, NPY_INT32, __VA_ARGS__) X(npy_int64, i64, NPY_INT64, __VA_ARGS__)      \
+    X(npy_uint8, u8, NPY_UINT8, __VA_ARGS__) X(npy_uint16, u16, NPY_UINT16, __VA_ARGS__)     \
+    X(npy_uint32, u32, NPY_UINT32, __VA_ARGS__) X(npy_uint64, u64, NPY_UINT64, __VA_ARGS__)
+#define INT_TARGETS(X)                                                                      \
+    X(npy_bool, b, NPY_BOOL) X(npy_int8, i8, NPY_INT8) X(npy_int16, i16, NPY_INT16)         \
+    X(npy_int32, i32, NPY_INT32) X(npy_uint8, u8, NPY_UINT8) X(npy_uint16, u16, NPY_UINT16) \
+    X(npy_uint32, u32, NPY_UINT32)
+
+#define INT_LOOPS_TO(to_t, to_tag, to_num) INT_SOURCES(CONVERT_LOOP, to_t, to_tag, to_num)
+INT_TARGETS(INT_LOOPS_TO)
+CONVERT_LOOP(double, f64, NPY_FLOAT64, float, f32, NPY_FLOAT32)
+CONVERT_LOOP(double, f64, NPY_FLOAT64, _Float16, f16, NPY_FLOAT16)
+CONVERT_LOOP(float, f32, NPY_FLOAT32, _Float16, f16, NPY_FLOAT16)
+
+/* The loop converting `from` to `to`, and how many components each
+ * element has (complex numbers convert as two floats); NULL if none. */
+static convert_fn
+converter(int from, int to, npy_intp *components)
+{
+    static const struct {
+        int from, to;
+        convert_fn fn;
+    } loops[] = {
+#define LOOP_ENTRY(from_t, from_tag, from_num, to_t, to_tag, to_num) \
+    {from_num, to_num, convert_##from_tag##_##to_tag},
+#define INT_ENTRIES_TO(to_t, to_tag, to_num) INT_SOURCES(LOOP_ENTRY, to_t, to_tag, to_num)
+        INT_TARGETS(INT_ENTRIES_TO)
+        LOOP_ENTRY(double, f64, NPY_FLOAT64, float, f32, NPY_FLOAT32)
+        LOOP_ENTRY(double, f64, NPY_FLOAT64, _Float16, f16, NPY_FLOAT16)
+        LOOP_ENTRY(float, f32, NPY_FLOAT32, _Float16, f16, NPY_FLOAT16)
+#undef INT_ENTRIES_TO
+#undef LOOP_ENTRY
+    };
+    *components = 1;
+    if (from == NPY_COMPLEX128 && to == NPY_COMPLEX64) {
+        *components = 2;
+        return convert_f64_f32;
+    }
+    for (size_t i = 0; i < sizeof loops / sizeof loops[0]; i++) {
+        if (loops[i].from == from && loops[i].to == to) {
+            return loops[i].fn;
+        }
+    }
+    return NULL;
 }
 
-static PyObject *
-flat_view(PyArray_Descr *descr, npy_intp n, char *data)
+/* Converts elements of one type to another, complex numbers per component. */
+static void
+convert_elements(convert_fn fn, npy_intp components, npy_intp from_size, npy_intp to_size,
+                 const char *src, npy_intp src_stride, char *dst, npy_intp dst_stride, npy_intp n)
 {
-    Py_INCREF(descr); /* stolen */
-    return PyArray_NewFromDescr(&PyArray_Type, descr, 1, &n, NULL, data, NPY_ARRAY_CARRAY, NULL);
+    for (npy_intp c = 0; c < components; c++) {
+        fn(src + c * (from_size / components), src_stride, dst + c * (to_size / components),
+           dst_stride, n);
+    }
 }
 
 /* Converts arr's elements, in memory order, to `to` within the same buffer,
  * front to back through a small scratch block: an element's new place never
  * lies beyond its old one, and each block is read whole before it is
- * written.  The GIL stays held: while half converted, no other thread may
- * look at the array.  Once converting has begun it cannot fail: numpy's
- * cast between numeric types does not (the inputs were checked). */
+ * written.  Needs the GIL, and keeps it: no Python code runs (no callback,
+ * no signal handler), so no other thread sees the array half converted.
+ * Once converting has begun it cannot fail. */
 static int
-convert_in_place(PyArrayObject *arr, PyArray_Descr *to, PyObject *progress)
+convert_in_place(PyArrayObject *arr, PyArray_Descr *to, convert_fn fn, npy_intp components)
 {
+    assert(PyGILState_Check());
     PyArrayObject_fields *fa = (PyArrayObject_fields *)arr;
-    PyArray_Descr *from = PyArray_DESCR(arr);
-    npy_intp old_size = PyDataType_ELSIZE(from), new_size = PyDataType_ELSIZE(to);
+    npy_intp old_size = PyArray_ITEMSIZE(arr), new_size = PyDataType_ELSIZE(to);
     npy_intp count = PyArray_SIZE(arr);
     npy_intp block = BLOCK_BYTES / old_size;
     size_t new_nbytes;
@@ -618,28 +752,11 @@ convert_in_place(PyArrayObject *arr, PyArray_Descr *to, PyObject *progress)
         return -1;
     }
     char *data = PyArray_BYTES(arr);
-    size_t since_report = 0;
     for (npy_intp start = 0; start < count; start += block) {
         npy_intp n = count - start < block ? count - start : block;
-        PyObject *src = flat_view(from, n, data + start * old_size);
-        PyObject *dst = src ? flat_view(to, n, scratch) : NULL;
-        int rc = dst ? PyArray_CopyInto((PyArrayObject *)dst, (PyArrayObject *)src) : -1;
-        Py_XDECREF(src);
-        Py_XDECREF(dst);
-        if (rc < 0) {
-            /* Only before anything was written can this happen (a failed
-             * allocation of a view); later blocks cast like the first. */
-            PyMem_RawFree(scratch);
-            return -1;
-        }
+        convert_elements(fn, components, old_size, new_size, data + start * old_size, old_size,
+                         scratch, new_size, n);
         memcpy(data + start * new_size, scratch, (size_t)(n * new_size));
-        since_report += (size_t)(n * old_size);
-        if (since_report >= PROGRESS_BYTES) {
-            since_report = 0;
-            if (report_progress(progress, (size_t)(start + n), (size_t)count) < 0) {
-                PyErr_Clear(); /* the display failing must not leave half an array */
-            }
-        }
     }
     PyMem_RawFree(scratch);
 
@@ -685,35 +802,77 @@ result_dict(const char *status, PyArrayObject *arr, int target, const plan *p, c
         mt_set(d, "in_place", PyBool_FromLong(in_place)) < 0 ||
         mt_set(d, "reason", reason ? PyUnicode_FromString(reason) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "refusals", Py_NewRef(refusals)) < 0 ||
-        mt_set(d, "max_rel_error", PyFloat_FromDouble(p->max_rel_error)) < 0) {
+        mt_set(d, "max_rel_error", PyFloat_FromDouble(p->max_rel_error)) < 0 ||
+        mt_set(d, "warning", p->warning[0] ? PyUnicode_FromString(p->warning) : Py_NewRef(Py_None)) < 0) {
         Py_XDECREF(d);
         return NULL;
     }
     return d;
 }
 
-/* _core.downcast(ns, name, to='auto', rtol=1e-3, copy=False, dry_run=False,
- * progress=None) -> dict.  Converts ns[name] in place when every rule of
+/* A new array like arr (same shape and memory order) with arr's values
+ * converted to `to`, by the same loops as in place: the GIL stays held, so
+ * no write to arr made during the copy is missed. */
+static PyArrayObject *
+converted_copy(PyArrayObject *arr, PyArray_Descr *to, convert_fn fn, npy_intp components)
+{
+    assert(PyGILState_Check());
+    NpyIter *it = NULL;
+    Py_INCREF(to); /* stolen */
+    PyArrayObject *out = (PyArrayObject *)PyArray_NewLikeArray(arr, NPY_KEEPORDER, to, 0);
+    if (out == NULL || PyArray_SIZE(arr) == 0) {
+        return out;
+    }
+    PyArrayObject *ops[2] = {arr, out};
+    npy_uint32 op_flags[2] = {NPY_ITER_READONLY, NPY_ITER_WRITEONLY};
+    it = NpyIter_MultiNew(2, ops, NPY_ITER_EXTERNAL_LOOP, NPY_KEEPORDER, NPY_NO_CASTING, op_flags,
+                          NULL);
+    NpyIter_IterNextFunc *next = it ? NpyIter_GetIterNext(it, NULL) : NULL;
+    if (next == NULL) {
+        goto error;
+    }
+    char **data = NpyIter_GetDataPtrArray(it);
+    npy_intp *strides = NpyIter_GetInnerStrideArray(it);
+    npy_intp *size = NpyIter_GetInnerLoopSizePtr(it);
+    do {
+        convert_elements(fn, components, PyArray_ITEMSIZE(arr), PyDataType_ELSIZE(to), data[0],
+                         strides[0], data[1], strides[1], *size);
+    } while (next(it));
+    NpyIter_Deallocate(it);
+    return out;
+error:
+    if (it != NULL) {
+        NpyIter_Deallocate(it);
+    }
+    Py_XDECREF(out);
+    return NULL;
+}
+
+/* _core.downcast(ns, name, to='auto', rtol=1e-3, narrow=False, copy=False,
+ * dry_run=False) -> dict.  Converts ns[name] in place when every rule of
  * inplace_check holds, else copies with copy=True, else refuses; refusals
- * and failures leave the array exactly as it was. */
+ * and failures leave the array exactly as it was.  From the scan of the
+ * values to the last converted byte no Python code runs (no collection,
+ * no callback), so other threads see the array before or after, never
+ * half converted, and none of their writes is lost: they wait for us. */
 PyObject *
 mt_shrink_downcast(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"ns", "name", "to", "rtol", "copy", "dry_run", "progress", NULL};
-    PyObject *ns, *name, *progress = NULL, *refusals = NULL, *result = NULL;
-    PyArrayObject *arr = NULL;
+    static char *kwlist[] = {"ns", "name", "to", "rtol", "narrow", "copy", "dry_run", NULL};
+    PyObject *ns, *name, *refusals = NULL, *result = NULL;
+    PyArrayObject *arr = NULL, *converted = NULL;
     PyArray_Descr *to_descr = NULL;
     const char *to = "auto";
     double rtol = DEFAULT_RTOL;
-    int copy = 0, dry_run = 0;
+    int narrow = 0, copy = 0, dry_run = 0, gc_was_enabled = -1;
     refusal r[MAX_REFUSALS];
     plan p;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!U|sdppO:downcast", kwlist, &PyDict_Type, &ns,
-                                     &name, &to, &rtol, &copy, &dry_run, &progress)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!U|sdppp:downcast", kwlist, &PyDict_Type, &ns,
+                                     &name, &to, &rtol, &narrow, &copy, &dry_run)) {
         return NULL;
     }
     PyObject *obj = lookup(ns, name);
-    if (obj == NULL || parse_plan_args(obj, to, rtol, &p) < 0) {
+    if (obj == NULL) {
         return NULL;
     }
     /* Counted while obj is still borrowed: the namespace's is the only
@@ -721,6 +880,10 @@ mt_shrink_downcast(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs
     int nrefused = inplace_refusals(obj, Py_REFCNT(obj) - 1, r);
     arr = (PyArrayObject *)Py_NewRef(obj);
     if (!(refusals = refusal_list(r, nrefused))) {
+        goto done;
+    }
+    gc_was_enabled = PyGC_Disable();
+    if (parse_plan_args(obj, to, rtol, narrow, &p) < 0) {
         goto done;
     }
     Py_ssize_t after = p.target >= 0 ? PyArray_SIZE(arr) * type_size(p.target) : PyArray_NBYTES(arr);
@@ -738,29 +901,34 @@ mt_shrink_downcast(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs
                              refusals, 0, after);
         goto done;
     }
+    npy_intp components;
+    convert_fn fn = converter(PyArray_TYPE(arr), p.target, &components);
+    if (fn == NULL) {
+        PyErr_Format(PyExc_SystemError, "downcast: no conversion from %s to %s",
+                     type_name(PyArray_TYPE(arr)), type_name(p.target));
+        goto done;
+    }
     if (!(to_descr = PyArray_DescrFromType(p.target))) {
         goto done;
     }
+    /* The result is built first so nothing can fail after converting. */
+    if (!(result = result_dict("done", arr, p.target, &p, NULL, refusals, nrefused == 0, after))) {
+        goto done;
+    }
     if (nrefused) {
-        Py_INCREF(to_descr); /* stolen */
-        PyArrayObject *converted = (PyArrayObject *)PyArray_NewLikeArray(arr, NPY_KEEPORDER, to_descr, 0);
-        if (converted == NULL) {
-            goto done;
-        }
-        if (PyArray_CopyInto(converted, arr) < 0 ||
-            !(result = result_dict("done", arr, p.target, &p, NULL, refusals, 0, after)) ||
+        if (!(converted = converted_copy(arr, to_descr, fn, components)) ||
             PyDict_SetItem(ns, name, (PyObject *)converted) < 0) {
             Py_CLEAR(result);
         }
-        Py_DECREF(converted);
-        goto done;
     }
-    /* The result is built first so nothing can fail after converting. */
-    if (!(result = result_dict("done", arr, p.target, &p, NULL, refusals, 1, after)) ||
-        convert_in_place(arr, to_descr, progress) < 0) {
+    else if (convert_in_place(arr, to_descr, fn, components) < 0) {
         Py_CLEAR(result);
     }
 done:
+    if (gc_was_enabled == 1) {
+        PyGC_Enable();
+    }
+    Py_XDECREF(converted);
     Py_XDECREF(to_descr);
     Py_XDECREF(refusals);
     Py_XDECREF(arr);
@@ -797,10 +965,14 @@ typedef struct {
     int fits_f32, fits_f16;
     Py_ssize_t freed_bytes; /* items only the sequence holds */
     char reason[200];
+    char warning[160]; /* what the asked-for narrowing changes, or "" */
 } pack_plan;
 
+/* The dtype numpy itself gives the values (np.array(seq)), so that later
+ * code computes what it computed on the list; with narrow, the smallest
+ * type holding them exactly, and a warning. */
 static int
-plan_pack(PyObject *seq, pack_plan *pp)
+plan_pack(PyObject *seq, int narrow, pack_plan *pp)
 {
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
@@ -866,7 +1038,7 @@ plan_pack(PyObject *seq, pack_plan *pp)
         pp->type = NPY_BOOL;
     }
     else if (pp->kind == ITEM_FLOAT) {
-        pp->type = pp->fits_f16 ? NPY_FLOAT16 : pp->fits_f32 ? NPY_FLOAT32 : NPY_FLOAT64;
+        pp->type = !narrow ? NPY_FLOAT64 : pp->fits_f16 ? NPY_FLOAT16 : pp->fits_f32 ? NPY_FLOAT32 : NPY_FLOAT64;
     }
     else {
         if (pp->lo < 0 && pp->hi > (unsigned long long)LLONG_MAX) {
@@ -877,10 +1049,15 @@ plan_pack(PyObject *seq, pack_plan *pp)
         if (pp->lo == LLONG_MAX) { /* every value above 2**63 */
             pp->lo = 0;
         }
-        pp->type = pp->lo < 0 ? smallest_int(1, pp->lo, pp->hi) : smallest_int(0, pp->lo, pp->hi);
-        if (pp->type == NPY_BOOL) { /* ints stay ints: 0/1 counts are not truth values */
-            pp->type = pp->lo < 0 ? NPY_INT8 : NPY_UINT8;
+        if (!narrow) {
+            pp->type = pp->hi > (unsigned long long)LLONG_MAX ? NPY_UINT64 : NPY_INT64;
         }
+        else {
+            pp->type = smallest_int(pp->lo < 0, pp->lo, pp->hi);
+        }
+    }
+    if (pp->type != NPY_FLOAT64 && pp->type != NPY_INT64) {
+        narrowing_warning(pp->type, pp->warning, sizeof pp->warning);
     }
     return 0;
 }
@@ -921,16 +1098,16 @@ fill_packed(PyObject *seq, PyArrayObject *arr)
     return PyErr_Occurred() ? -1 : 0;
 }
 
-/* _core.pack(ns, name, copy=False, dry_run=False) -> dict */
+/* _core.pack(ns, name, narrow=False, copy=False, dry_run=False) -> dict */
 PyObject *
 mt_shrink_pack(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"ns", "name", "copy", "dry_run", NULL};
+    static char *kwlist[] = {"ns", "name", "narrow", "copy", "dry_run", NULL};
     PyObject *ns, *name, *seq = NULL, *arr = NULL, *result = NULL, *refusals = NULL;
-    int copy = 0, dry_run = 0;
+    int narrow = 0, copy = 0, dry_run = 0;
     pack_plan pp;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!U|pp:pack", kwlist, &PyDict_Type, &ns, &name,
-                                     &copy, &dry_run) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!U|ppp:pack", kwlist, &PyDict_Type, &ns, &name,
+                                     &narrow, &copy, &dry_run) ||
         numpy_needed() < 0) {
         return NULL;
     }
@@ -945,7 +1122,7 @@ mt_shrink_pack(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     }
     int held = Py_REFCNT(obj) > 1;
     seq = Py_NewRef(obj);
-    if (plan_pack(seq, &pp) < 0) {
+    if (plan_pack(seq, narrow, &pp) < 0) {
         goto done;
     }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
@@ -958,10 +1135,11 @@ mt_shrink_pack(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
                          : (held && !copy) ? "other references keep the original alive (add --copy to pack a copy anyway)"
                                            : NULL;
     if (refusals == NULL ||
-        !(result = Py_BuildValue("{sssNsnsnsOsz}", "status", status, "dtype_after",
+        !(result = Py_BuildValue("{sssNsnsnsOszsz}", "status", status, "dtype_after",
                                  pp.type >= 0 ? dtype_name(pp.type) : Py_NewRef(Py_None),
                                  "bytes_before", before, "bytes_after", after, "refusals", refusals,
-                                 "reason", strcmp(status, "dry-run") == 0 ? NULL : reason))) {
+                                 "reason", strcmp(status, "dry-run") == 0 ? NULL : reason,
+                                 "warning", pp.type >= 0 && pp.warning[0] ? pp.warning : NULL))) {
         goto done;
     }
     if (strcmp(status, "done") != 0) {
@@ -982,6 +1160,17 @@ done:
 /* ------------------------------------------------------------------ */
 /* spill: an array's bytes to a new file                               */
 /* ------------------------------------------------------------------ */
+
+static int
+report_progress(PyObject *progress, size_t done, size_t total)
+{
+    if (progress == NULL || progress == Py_None) {
+        return 0;
+    }
+    PyObject *r = PyObject_CallFunction(progress, "nn", (Py_ssize_t)done, (Py_ssize_t)total);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
 
 /* _core.spill_write(array, path, progress=None) -> bytes written.  The file
  * must not exist; on failure it is removed again. */

@@ -2,6 +2,7 @@
 itself (astype, copies taken before the action)."""
 
 import gc
+import os
 import weakref
 
 import numpy as np
@@ -53,14 +54,15 @@ def test_compress_restore_bit_exact(a, how, codec):
 
 
 @settings(max_examples=150, deadline=None)
-@given(arrays(st.sampled_from([d for d in NUMERIC if d.kind in "iufc"])), st.sampled_from(["C", "F"]))
-def test_downcast_equals_astype(a, how):
+@given(arrays(st.sampled_from([d for d in NUMERIC if d.kind in "iufc"])), st.sampled_from(["C", "F"]),
+       st.booleans())
+def test_downcast_equals_astype(a, how, narrow):
     a = layout(a, how).copy(order="K")
     original = a.copy(order="K")
     ns = {"a": a}
     del a
-    plan = _core.downcast_plan(original, rtol=1.0)
-    row = _core.downcast(ns, "a", rtol=1.0)
+    plan = _core.downcast_plan(original, rtol=1.0, narrow=narrow)
+    row = _core.downcast(ns, "a", rtol=1.0, narrow=narrow)
     if row["status"] == "done":
         assert row["in_place"]
         expect = original.astype(row["dtype_after"])
@@ -74,14 +76,75 @@ def test_downcast_equals_astype(a, how):
     assert plan["target"] == row["dtype_after"]
 
 
-def test_downcast_ints_to_their_range():
+@settings(max_examples=100, deadline=None)
+@given(arrays(st.sampled_from([d for d in NUMERIC if d.kind in "iufc"])), st.booleans(),
+       st.sampled_from(["int8", "uint16", "int32", "float16", "float32", "bool"]))
+def test_downcast_copy_equals_astype(a, narrow, to):
+    """The copy path converts with the same loops, from any layout."""
+    original = layout(a, "strided")
+    ns = {"a": original, "b": original}
+    try:
+        row = _core.downcast(ns, "a", to=to, rtol=1.0, narrow=narrow, copy=True)
+    except ValueError:  # --to of the wrong kind for this data
+        return
+    if row["status"] == "done":
+        assert not row["in_place"] and ns["b"] is original
+        assert same_bits(original.astype(row["dtype_after"]), ns["a"])
+    else:
+        assert ns["a"] is original
+
+
+def test_downcast_narrows_integers_only_when_asked():
     ns = {"a": np.array([-5, 0, 120], dtype=np.int64), "b": np.array([0, 70000], dtype=np.uint64),
-          "c": np.array([0, 1, 1, 0], dtype=np.int32)}
+          "c": np.array([0, 1, 1, 0], dtype=np.int32), "d": np.array([0, 1, 1, 0], dtype=np.int32)}
     for name in ns:
-        _core.downcast(ns, name)
+        row = _core.downcast(ns, name)
+        assert row["status"] == "refused" and "--narrow" in row["reason"], row
+    assert ns["a"].dtype == np.int64 and ns["c"].dtype == np.int32
+    for name in "abc":
+        assert "overflow" in _core.downcast(ns, name, narrow=True)["warning"]
     assert ns["a"].dtype == np.int8 and ns["a"].tolist() == [-5, 0, 120]
     assert ns["b"].dtype == np.uint32 and ns["b"].tolist() == [0, 70000]
-    assert ns["c"].dtype == np.bool_ and ns["c"].tolist() == [False, True, True, False]
+    # 0/1 counts stay numbers: bool only when named.
+    assert ns["c"].dtype == np.int8 and ns["c"].tolist() == [0, 1, 1, 0]
+    row = _core.downcast(ns, "d", to="bool")
+    assert ns["d"].dtype == np.bool_ and "logical" in row["warning"]
+
+
+def test_auto_downcast_keeps_what_later_code_computes():
+    cnt = np.array([0, 1, 1, 0])
+    ns = {"cnt": cnt.copy(), "r": np.arange(100), "f": np.linspace(0, 1, 1001).copy()}
+    rows = run(None, ns, "downcast", ["cnt", "r"], {})
+    assert {row["status"] for row in rows.values()} == {"refused"}
+    assert (ns["cnt"] + ns["cnt"]).tolist() == [0, 2, 2, 0]
+    ns["r"] += 100
+    assert ns["r"].tolist() == list(range(100, 200))
+    row = run(None, ns, "downcast", ["f"], {})["f"]
+    assert row["status"] == "done" and ns["f"].dtype == np.float32
+    # It says what precision it kept, measured against the ground truth.
+    error = np.max(np.abs(ns["f"].astype(np.float64) - np.linspace(0, 1, 1001))[1:] /
+                   np.linspace(0, 1, 1001)[1:])
+    assert "6 significant digits" in row["reason"] and f"{error:.2g}" in row["reason"]
+
+
+def test_pack_makes_what_numpy_makes_so_sums_stay_the_same():
+    ns = {"xs": [200, 100, 50], "ys": [100.0] * 1000, "flags": [True, False]}
+    rows = run(None, ns, "pack", ["xs", "ys", "flags"], {})
+    assert all(row["status"] == "done" for row in rows.values()), rows
+    assert ns["xs"].dtype == np.array([200, 100, 50]).dtype == np.int64
+    assert sum(ns["xs"]) == 350
+    ns["xs"][0] += 100
+    assert ns["xs"][0] == 300
+    assert ns["ys"].dtype == np.float64 and ns["ys"].sum() == 100000.0
+    assert ns["flags"].dtype == np.bool_
+    assert rows["ys"]["bytes_after"] == 8000
+
+
+def test_pack_narrows_only_when_asked_and_warns():
+    ns = {"xs": [200, 100, 50], "ys": [100.0] * 1000}
+    rows = run(None, ns, "pack", ["xs", "ys"], {"narrow": True})
+    assert ns["xs"].dtype == np.uint8 and "overflow" in rows["xs"]["reason"]
+    assert ns["ys"].dtype == np.float16 and "65504" in rows["ys"]["reason"]
 
 
 def test_precision_refusals_change_nothing():
@@ -226,17 +289,127 @@ def test_compress_pickles_other_objects_with_buffers():
     pd.testing.assert_frame_equal(ns["df"], expect)
 
 
-def test_pack_picks_the_smallest_exact_type_and_refuses_mixed():
-    ns = {"i": [1, -3, 200], "u": tuple([0, 70000]), "f": [0.5, 1.0], "d": [0.1, 2.0], "b": [True, False],
-          "m": [1, 2.0], "s": [1, "x"]}
-    rows = run(None, ns, "pack", list("iufdbms"), {})
+def test_pack_narrow_picks_the_smallest_exact_type_and_refuses_mixed():
+    ns = {"i": [1, -3, 200], "u": tuple([0, 70000]), "f": [0.5, 1.0], "d": [0.1, 2.0], "b": [True, False]}
+    run(None, ns, "pack", list("iufdb"), {"narrow": True})
     assert ns["i"].dtype == np.int16 and ns["i"].tolist() == [1, -3, 200]
     assert ns["u"].dtype == np.uint32 and ns["u"].tolist() == [0, 70000]
     assert ns["f"].dtype == np.float16 and ns["f"].tolist() == [0.5, 1.0]
     assert ns["d"].dtype == np.float64 and ns["d"].tolist() == [0.1, 2.0]
     assert ns["b"].dtype == np.bool_
+    ns = {"m": [1, 2.0], "s": [1, "x"]}
+    rows = run(None, ns, "pack", list("ms"), {})
     assert rows["m"]["status"] == "refused" and "mixed" in rows["m"]["reason"] and ns["m"] == [1, 2.0]
     assert rows["s"]["status"] == "refused" and "str" in rows["s"]["reason"] and ns["s"] == [1, "x"]
+
+
+def test_every_name_is_checked_before_any_changes():
+    a = np.linspace(0, 1, 1000)
+    ns = {"a": a.copy(), "lst": [1, 2]}
+    with pytest.raises(UsageError, match="lst is a list"):
+        run(None, ns, "downcast", ["a", "lst"], {})
+    assert same_bits(ns["a"], a)
+    # A refusal (not an error) of one name leaves the others unchanged too.
+    ns = {"a": a.copy(), "b": a.copy()}
+    ns["held"] = ns["b"]
+    rows = run(None, ns, "downcast", ["a", "b"], {})
+    assert rows["b"]["status"] == "refused" and "held" in rows["b"]["reason"]
+    assert rows["a"]["status"] == "refused" and "left unchanged" in rows["a"]["reason"]
+    assert same_bits(ns["a"], a) and same_bits(ns["b"], a)
+    for action, names in (("pack", ["xs", "bad"]), ("spill", ["a", "empty"])):
+        ns = {"xs": [1, 2, 3], "bad": [1, "x"], "a": a.copy(), "empty": np.zeros(0)}
+        rows = run(None, ns, action, names, {})
+        assert {row["status"] for row in rows.values()} == {"refused"}, rows
+        assert ns["xs"] == [1, 2, 3] and type(ns["a"]) is np.ndarray
+    # A refused name's bytes column says what happened to it: nothing.
+    ns = {"alone": a.copy()}
+    ns["other"] = ns["alone"]
+    row = run(None, ns, "downcast", ["alone"], {})["alone"]
+    assert row["status"] == "refused" and row["bytes_after"] == row["bytes_before"] == a.nbytes
+
+
+def test_shared_contents_are_refused_and_named():
+    pd = pytest.importorskip("pandas")
+    big = 10**15
+    df = pd.DataFrame({"x": np.linspace(0, 1, 10000)})
+    ns = {"big": big, "xs": [big, 3], "df": df, "col": df["x"]}
+    del df
+    if not np.shares_memory(ns["col"].to_numpy(), ns["df"]["x"].to_numpy()):
+        pytest.skip("this pandas copies columns (copy on write)")
+    rows = run(None, ns, "pack", ["xs"], {})
+    assert rows["xs"]["status"] == "refused" and "shares" in rows["xs"]["reason"]
+    assert "big" in rows["xs"]["reason"] and ns["xs"] == [big, 3]
+    row = run(None, ns, "downcast", ["df"], {})["df"]
+    assert row["status"] == "refused" and "col" in row["reason"], row
+    assert ns["df"]["x"].dtype == np.float64 and np.shares_memory(ns["col"].to_numpy(),
+                                                                  ns["df"]["x"].to_numpy())
+
+
+def test_pandas_series_downcast():
+    pd = pytest.importorskip("pandas")
+    values = np.linspace(0, 1, 1000)
+    ns = {"s": pd.Series(values, name="v")}
+    row = run(None, ns, "downcast", ["s"], {})["s"]
+    assert row["status"] == "done", row
+    assert ns["s"].dtype == np.float32 and ns["s"].name == "v"
+    assert np.array_equal(ns["s"].to_numpy(), values.astype(np.float32))
+    assert row["bytes_before"] - row["bytes_after"] == 4000
+
+
+def test_del_bytes_column_agrees_with_what_it_frees():
+    a = np.ones(100000)
+    ns = {"a": a, "v": a[::2]}
+    del a
+    row = run(None, ns, "del", ["a"], {})["a"]
+    assert row["predicted"] == 0
+    assert row["bytes_after"] == row["bytes_before"] >= 800000
+    ns = {"b": np.ones(100000)}
+    row = run(None, ns, "del", ["b"], {})["b"]
+    assert row["bytes_before"] - row["bytes_after"] == row["predicted"] >= 800000
+
+
+def test_spill_of_a_read_only_array_stays_read_only(tmp_path):
+    a = np.arange(1000.0)
+    a.flags.writeable = False
+    ns = {"a": a}
+    del a
+    assert run(None, ns, "spill", ["a"], {"dir": str(tmp_path)})["a"]["status"] == "done"
+    assert isinstance(ns["a"], np.memmap) and not ns["a"].flags.writeable
+    with pytest.raises(ValueError):
+        ns["a"][0] = 5
+    assert ns["a"].tolist() == list(map(float, range(1000)))
+
+
+def test_spill_dir_expands_the_home_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    ns = {"a": np.arange(1000.0)}
+    run(None, ns, "spill", ["a"], {"dir": "~/spills"})
+    assert os.path.dirname(ns["a"].filename) == str(tmp_path / "spills")
+    assert not (tmp_path / "~").exists()
+
+
+def test_stale_spills_of_dead_kernels_are_removed(tmp_path):
+    import socket
+    import subprocess
+
+    from memtamer.shrinker import SPILL_PREFIX, remove_stale_spills
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    stale_dir = tmp_path / f"{SPILL_PREFIX}{host}-{dead.pid}"
+    stale_dir.mkdir()
+    (stale_dir / "x.raw").write_bytes(b"0" * 100)
+    stale_file = tmp_path / f"{SPILL_PREFIX}{host}-{dead.pid}-x-0123.raw"
+    stale_file.write_bytes(b"0")
+    live = tmp_path / f"{SPILL_PREFIX}{host}-{os.getpid()}"
+    live.mkdir()
+    other_host = tmp_path / f"{SPILL_PREFIX}elsewhere-{dead.pid}"
+    other_host.mkdir()
+    removed = remove_stale_spills(str(tmp_path))
+    assert sorted(removed) == sorted([str(stale_dir), str(stale_file)])
+    assert live.exists() and other_host.exists()
 
 
 def test_spill_maps_a_file_and_removes_it_when_deleted():
@@ -266,7 +439,7 @@ def test_pandas_downcast_columns():
     row = run(None, ns, "downcast", ["df"], {})["df"]
     assert row["status"] == "done", row
     out = ns["df"]
-    assert out["f"].dtype == np.float32 and out["i"].dtype == np.int16
+    assert out["f"].dtype == np.float32 and out["i"].dtype == np.int64  # ints: only with --narrow
     assert isinstance(out["s"].dtype, pd.CategoricalDtype)
     assert np.array_equal(out["f"].to_numpy(), expect["f"].to_numpy().astype(np.float32))
     assert out["s"].astype(str).tolist() == expect["s"].tolist()

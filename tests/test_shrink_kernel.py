@@ -1,5 +1,8 @@
 """%shrink in a real kernel: the peak of an in-place downcast, transparent restore."""
 
+import os
+import time
+
 import pytest
 
 from conftest import GiB, MiB
@@ -112,3 +115,113 @@ def test_del_bad_input_changes_nothing(kernel):
         out = kernel.run(line, allow_error=True)
         assert out["error"]["ename"] == "UsageError", line
     assert kernel.query("keep") == [1, 2, 3]
+
+
+THREADS = """
+import threading, time
+import numpy as np, memtamer
+
+n = 2**22  # 32 MiB of float64 each
+a = np.full(n, 0.5)  # read by one thread
+b = np.zeros(n)  # written by another: write k stores its pass number k // n + 1 at k % n
+stop = threading.Event()
+torn, reads, written = [], [0], [0]
+
+def reader():
+    while not stop.is_set():
+        first, last = a[0], a[-1]
+        reads[0] += 1
+        if first != 0.5 or last != 0.5:
+            torn.append((float(first), float(last)))
+
+def writer():
+    k = 0
+    while not stop.is_set():
+        b[k % n] = k // n + 1
+        k += 1
+    written[0] = k
+
+threads = [threading.Thread(target=reader), threading.Thread(target=writer)]
+for t in threads:
+    t.start()
+time.sleep(0.2)
+"""
+
+DOWNCAST_UNDER_THREADS = """
+rows = {}
+for name in ("a", "b"):
+    # A thread may hold a reference for an instant: then it is refused, unchanged.
+    for attempt in range(100):
+        rows[name] = memtamer.shrink("downcast", name)[name]
+        if rows[name]["status"] == "done":
+            break
+time.sleep(0.2)
+stop.set()
+for t in threads:
+    t.join()
+j = np.arange(n)
+expected = np.where(j < written[0], (written[0] - 1 - j) // n + 1, 0)
+"""
+
+
+def test_downcast_is_atomic_for_reader_and_writer_threads(kernel):
+    """Other threads wait while the array converts: the reader sees 0.5
+    before and after (never half-converted bytes), and every write the
+    writer made, before, during or after, is in the result."""
+    kernel.run(THREADS)
+    kernel.run(DOWNCAST_UNDER_THREADS)
+    rows = kernel.query("{k: [r['status'], r['in_place']] for k, r in rows.items()}")
+    assert rows == {"a": ["done", True], "b": ["done", True]}
+    assert kernel.query("[str(a.dtype), str(b.dtype)]") == ["float32", "float32"]
+    assert kernel.query("reads[0]") > 100 and kernel.query("written[0]") > 1000
+    assert kernel.query("torn[:5]") == []
+    assert kernel.query("int((b != expected).sum())") == 0
+    kernel.run("del a, b, j, expected")
+
+
+def test_a_failed_shrink_does_not_pin_the_variable(kernel):
+    kernel.run("import numpy as np")
+    kernel.run("objs = np.empty(2**24, dtype=object)  # 128 MiB of pointers to None")
+    out = kernel.run("%shrink spill objs", allow_error=True)
+    assert "UsageError" in out["stderr"] and "Python objects" in out["stderr"]
+    # IPython keeps the error it showed; it must not keep objs.
+    assert kernel.query("type(__import__('sys').last_value).__name__") == "UsageError"
+    before = kernel.query(RSS)
+    kernel.run("del objs")
+    assert before - kernel.query(RSS) == pytest.approx(128 * MiB, rel=0.05)
+
+
+def test_del_of_ipython_names_says_what_they_are(kernel):
+    kernel.run("1 + 1")  # so that _ and Out exist
+    for name, what in (("In", "input history"), ("Out", "output cache"), ("_", "last output"),
+                       ("_ih", "input history")):
+        out = kernel.run(f"%shrink del {name}", allow_error=True)
+        assert "UsageError" in out["stderr"] and what in out["stderr"], (name, out["stderr"])
+        assert "module, function or class" not in out["stderr"]
+    assert kernel.query("len(Out) > 0 and len(In) > 0")
+
+
+def test_spill_files_of_a_killed_kernel_are_removed_at_load(tmp_path):
+    from kernel import Kernel
+
+    env = {"MEMTAMER_SPILL_DIR": str(tmp_path)}
+    killed = Kernel(env=env)
+    try:
+        killed.run("%load_ext memtamer\nimport numpy as np\nbig = np.ones(2**20)")
+        killed.run("%shrink spill big")
+        path = killed.query("big.filename")
+        assert os.path.exists(path) and os.path.dirname(path).startswith(str(tmp_path))
+        killed.kill()
+        deadline = time.monotonic() + 30
+        while killed.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        killed.shutdown()
+    assert os.path.exists(path)  # SIGKILL gave it no chance to clean up
+    fresh = Kernel(env=env)
+    try:
+        out = fresh.run("%load_ext memtamer")
+        assert "left by killed kernels" in out["stdout"]
+        assert not os.path.exists(path) and not os.path.exists(os.path.dirname(path))
+    finally:
+        fresh.shutdown()

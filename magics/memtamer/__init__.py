@@ -74,6 +74,12 @@ class _Extension:
 
         self.guard = Guard(self.shell)
         self.guard.start()
+        from .shrinker import remove_stale_spills
+
+        stale = remove_stale_spills()
+        if stale:
+            print(f"memtamer: removed {len(stale)} spill file(s) left by killed kernels: "
+                  + ", ".join(stale))
         unavailable = _core.process().get("unavailable", {})
         for figure in ("peak_rss", "heap_peak_increment"):
             if figure in unavailable:

@@ -122,12 +122,15 @@ class MemtamerMagics(Magics):
     @argument("action", help="del | downcast | compress | restore | pack | spill")
     @argument("names", nargs="+", metavar="NAME", help="variables in the user namespace")
     @argument("--to", default=None,
-              help="downcast: auto (default: float64→float32, ints to the smallest type "
-                   "holding their values, 0/1 ints to bool), float32, float16, bool, "
-                   "int8/16/32, uint8/16/32")
+              help="downcast: auto (default: float64→float32 within --rtol; integers keep "
+                   "their type unless --narrow), float32, float16, bool, int8/16/32, "
+                   "uint8/16/32")
     @argument("--rtol", type=float, default=None,
               help="downcast: refuse when a float would change by more than this relative "
                    "error (default 1e-3)")
+    @argument("--narrow", action="store_true",
+              help="downcast, pack: integers to the smallest type holding their values (pack: "
+                   "floats to float32/float16 when exact); later arithmetic may overflow")
     @argument("--codec", default=None, help="compress: lz4 (default), zstd, blosclz, zlib, ...")
     @argument("--level", type=int, default=None, help="compress: 0-9 (default 5)")
     @argument("--dir", default=None,
@@ -144,16 +147,19 @@ class MemtamerMagics(Magics):
 
         del       remove the names and IPython's cached references to them (Out, _, _N),
                   collect, and give freed heap back to the OS
-        downcast  float64→float32 (--to), ints to their smallest type, in place when safe
+        downcast  float64→float32 (--to), ints to their smallest type with --narrow, in place
+                  when safe
         compress  replace by a blosc-compressed proxy; restored when a cell reads it
         restore   undo compress
-        pack      list/tuple of numbers → the smallest exact numpy array
+        pack      list/tuple of numbers → the numpy array np.array() would make (int64,
+                  float64, bool); the smallest exact one with --narrow
         spill     numpy array → np.memmap of a file (RSS released)
         """
         from .shrinker import run
 
         args = parse_argstring(self.shrink, line)
-        given = {"to": args.to, "rtol": args.rtol, "codec": args.codec, "level": args.level,
+        given = {"to": args.to, "rtol": args.rtol, "narrow": args.narrow or None,
+                 "codec": args.codec, "level": args.level,
                  "dir": args.dir, "copy": args.copy or None, "dry_run": args.dry_run or None}
         rows = run(self.shell, self.shell.user_ns, args.action, args.names, given)
         display(render.ShrinkReport(rows))

@@ -16,9 +16,11 @@ import gc
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 import weakref
 
@@ -156,9 +158,12 @@ class Progress:
 
 
 # ---- the actions ----------------------------------------------------------
-# Each takes (shell, ns, name, options, progress) and returns a row dict with
-# at least status ('done' | 'dry-run' | 'refused'), bytes_before, bytes_after,
-# detail and reason.  ACTIONS maps an action to (function, options it takes).
+# Each action is a pair: a check, (shell, ns, name, options) -> a refused
+# row or None, that changes nothing and runs for every name before any
+# action runs; and the action itself, (shell, ns, name, options, progress)
+# -> a row dict with at least status ('done' | 'dry-run' | 'refused'),
+# bytes_before, bytes_after, detail and reason.  ACTIONS maps an action to
+# both and the options it takes.
 
 def _is_ndarray(value):
     np = sys.modules.get("numpy")
@@ -184,16 +189,44 @@ def _core_call(function, *args, **kwargs):
         raise UsageError(f"%shrink: {exc.args[0] if exc.args else exc}") from None
 
 
-def _downcast(shell, ns, name, options, progress):
-    kind = type(ns[name])
-    if _pandas_kind(ns[name]):
-        return _downcast_pandas(shell, ns, name, options)
-    if not _is_ndarray(ns[name]):
-        hint = " (try %shrink pack)" if kind in (list, tuple) else ""
-        raise UsageError(f"%shrink downcast: {name} is a {kind.__name__}; downcast takes numpy "
-                         f"arrays and pandas DataFrames/Series{hint}")
+def _refused(row, reason):
+    return dict(row, status="refused", reason=reason)
+
+
+def _named_items(ns, name):
+    """Other names bound to an item of ns[name] (a list, tuple or dict)."""
+    value = ns[name]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    inside = {id(item) for item in items}
+    return [other for other, bound in ns.items() if other != name and id(bound) in inside]
+
+
+def _shared_refusal(shell, ns, name):
+    """A reason to refuse replacing ns[name] when part of what it holds is
+    shared with the rest of the namespace (the ledger's exclusive bytes fall
+    short of its bytes), or None.  Replacing it would split them: writes
+    through one would no longer show in the other, and memory would double.
+    A plain array's only part is its buffer, which the view and held rules
+    cover."""
+    if _is_ndarray(ns[name]):
+        return None
+    entry = variable(shell, ns, name)
+    if entry is None or entry["holders"] or not entry["complete"] or \
+            entry["exclusive"] is None or entry["exclusive"] >= entry["bytes"]:
+        return None
+    sharers = list(dict.fromkeys([s["with"] for s in entry["shares"]] + _named_items(ns, name)))
+    with_whom = ", ".join(sharers) if sharers else "references outside the namespace"
+    return (f"it shares {format_size(entry['bytes'] - entry['exclusive'])} of its contents with "
+            f"{with_whom}; a shrunk copy would no longer share them (writes to one would not "
+            f"show in the other, and memory would double): del or rebind those first")
+
+
+# downcast -----------------------------------------------------------------
+
+def _downcast_row(shell, ns, name, options, dry_run):
+    """_core's downcast of an array, with holders named and what it kept said."""
     row = _core_call(_core.downcast, ns, name, to=options["to"], rtol=options["rtol"],
-                     copy=options["copy"], dry_run=options["dry_run"], progress=progress)
+                     narrow=options["narrow"], copy=options["copy"], dry_run=dry_run)
     change = f"{row['dtype_before']} → {row['dtype_after']}" if row["dtype_after"] else row["dtype_before"]
     if row["status"] == "refused" and row["dtype_after"] is not None:
         row["reason"] = f"{row['reason']}: {_refusal_text(shell, ns, name, row['refusals'])}"
@@ -202,7 +235,26 @@ def _downcast(shell, ns, name, options, progress):
             _refusal_text(shell, ns, name, row["refusals"])
     row["detail"] = change + (" in place" if row["in_place"] else
                               " (copy)" if row["status"] in ("done", "dry-run") else "")
+    if row["status"] != "refused":
+        row["reason"] = "; ".join(filter(None, [_kept(row, options), row["warning"], row["reason"]]))
     return row
+
+
+def _kept(row, options):
+    """What precision a float downcast kept, measured against --rtol."""
+    np = sys.modules.get("numpy")
+    after = row.get("dtype_after") or row.get("target")
+    if np is None or after is None or np.dtype(after).kind not in "fc":
+        return None
+    digits = np.finfo(np.dtype(after)).precision
+    return (f"kept ~{digits} significant digits: largest relative error "
+            f"{row['max_rel_error']:.2g} (--rtol {options['rtol']:g})")
+
+
+def _pandas_bytes(obj):
+    """Deep memory of a DataFrame (a Series per column) or a Series (an int)."""
+    usage = obj.memory_usage(index=True, deep=True)
+    return int(usage.sum()) if hasattr(usage, "sum") else int(usage)
 
 
 def _downcast_pandas(shell, ns, name, options):
@@ -218,7 +270,7 @@ def _downcast_pandas(shell, ns, name, options):
     original = ns[name]
     series = isinstance(original, pd.Series)
     frame = original.to_frame() if series else original
-    before = int(original.memory_usage(index=True, deep=True).sum())
+    before = _pandas_bytes(original)
     columns, changes, notes = [], [], []
     for position in range(frame.shape[1]):
         column = frame.iloc[:, position]
@@ -228,11 +280,13 @@ def _downcast_pandas(shell, ns, name, options):
             to = options["to"]
             if dtype.kind in "iu" and to in ("float32", "float16"):
                 to = "auto"
-            plan = _core_call(_core.downcast_plan, column.to_numpy(), to=to, rtol=options["rtol"])
+            plan = _core_call(_core.downcast_plan, column.to_numpy(), to=to, rtol=options["rtol"],
+                              narrow=options["narrow"])
             if plan["target"]:
                 column = column.astype(plan["target"])
                 changes.append(f"{label}: {dtype} → {plan['target']}")
-            elif dtype.kind in "fc":
+                notes.append(_kept(plan, options) or plan["warning"])
+            else:
                 notes.append(f"{label}: {plan['reason']}")
         elif (dtype == object or pd.api.types.is_string_dtype(dtype)) and len(column) and \
                 not isinstance(dtype, pd.CategoricalDtype) and \
@@ -242,24 +296,53 @@ def _downcast_pandas(shell, ns, name, options):
             changes.append(f"{label}: {dtype} → category")
         columns.append(column)
     row = {"detail": "; ".join(changes) or "no column could shrink",
-           "reason": "; ".join(notes) or None, "in_place": False, "bytes_before": before}
+           "reason": "; ".join(filter(None, notes)) or None, "in_place": False,
+           "bytes_before": before}
     if not changes:
-        row.update(status="refused", bytes_after=before,
-                   reason=row["reason"] or "no numeric or low-cardinality string column to shrink")
-        return row
+        return _refused(row, row["reason"] or "no numeric or low-cardinality string column to shrink")
     new = pd.concat(columns, axis=1)
     new.columns = frame.columns
     new = new.iloc[:, 0].rename(original.name) if series else new
     new.attrs = dict(original.attrs)
-    row["bytes_after"] = int(new.memory_usage(index=True, deep=True).sum())
+    row["bytes_after"] = _pandas_bytes(new)
     if options["dry_run"]:
         return dict(row, status="dry-run")
     if held and not options["copy"]:
-        return dict(row, status="refused", bytes_after=before,
-                    reason="other references keep the original alive (add --copy): " + held_text)
+        return _refused(row, "other references keep the original alive (add --copy): " + held_text)
     ns[name] = new
     return dict(row, status="done")
 
+
+def _downcast_refusal(shell, ns, name, options):
+    kind = type(ns[name])
+    pandas = _pandas_kind(ns[name])
+    if not pandas and not _is_ndarray(ns[name]):
+        hint = " (try %shrink pack)" if kind in (list, tuple) else ""
+        raise UsageError(f"%shrink downcast: {name} is a {kind.__name__}; downcast takes numpy "
+                         f"arrays and pandas DataFrames/Series{hint}")
+    shared = _shared_refusal(shell, ns, name)
+    if len(options["together"]) == 1 and not shared:
+        # Alone, it needs no conversion planned here: the action refuses by
+        # itself before it changes anything (and scans the values holding the GIL).
+        return None
+    if pandas:
+        row = _downcast_pandas(shell, ns, name, dict(options, dry_run=True))
+        return _refused(row, shared) if shared else row if row["status"] == "refused" else None
+    row = _downcast_row(shell, ns, name, options, dry_run=True)
+    if row["status"] == "dry-run" and row["refusals"] and not options["copy"]:
+        return _refused(dict(row, detail=row["detail"].removesuffix(" (copy)")),
+                        "it cannot be converted in place (add --copy to convert a copy): " +
+                        _refusal_text(shell, ns, name, row["refusals"]))
+    return row if row["status"] == "refused" else None
+
+
+def _downcast(shell, ns, name, options, progress):
+    if _pandas_kind(ns[name]):
+        return _downcast_pandas(shell, ns, name, options)
+    return _downcast_row(shell, ns, name, options, options["dry_run"])
+
+
+# compress -------------------------------------------------------------------
 
 def _held_refusal(shell, ns, name, options, what):
     """A reason to refuse replacing ns[name] when others hold it, or None."""
@@ -268,6 +351,20 @@ def _held_refusal(shell, ns, name, options, what):
         return None
     return (f"other holders keep it in memory, so {what} would free nothing (add --copy to "
             f"{what.split()[0]} anyway): " + _refusal_text(shell, ns, name, refusals))
+
+
+def _compress_refusal(shell, ns, name, options):
+    if isinstance(ns[name], Compressed):
+        raise UsageError(f"%shrink compress: {name} is already compressed "
+                         f"(%shrink restore {name} gives it back)")
+    refused = _held_refusal(shell, ns, name, options, "compressing it")
+    if not refused:
+        return None
+    nbytes, estimate = _core_call(_core.compress_estimate, ns[name], codec=options["codec"],
+                                  level=options["level"], sample=DRY_RUN_SAMPLE)
+    return {"status": "refused", "bytes_before": nbytes, "bytes_after": estimate, "reason": refused,
+            "detail": f"{options['codec']} level {options['level']}" +
+                      (f", ratio ≈ {nbytes / estimate:.1f}" if estimate else "")}
 
 
 def _compress(shell, ns, name, options, progress):
@@ -304,17 +401,53 @@ def _restore(shell, ns, name, options, progress):
     return dict(row, status="done")
 
 
-def _pack(shell, ns, name, options, progress):
+def _restore_refusal(shell, ns, name, options):
+    if not isinstance(ns[name], Compressed):
+        raise UsageError(f"%shrink restore: {name} is not compressed (it is a "
+                         f"{type(ns[name]).__name__})")
+    return None
+
+
+# pack -------------------------------------------------------------------------
+
+def _pack_row(shell, ns, name, options, dry_run):
     kind = type(ns[name])
-    row = _core_call(_core.pack, ns, name, copy=options["copy"], dry_run=options["dry_run"])
+    row = _core_call(_core.pack, ns, name, narrow=options["narrow"], copy=options["copy"],
+                     dry_run=dry_run)
     if row["refusals"] and row["status"] == "refused" and row["dtype_after"]:
         row["reason"] += ": " + _refusal_text(shell, ns, name, row["refusals"])
+    if row["status"] != "refused" and row["warning"]:
+        row["reason"] = "; ".join(filter(None, [row["warning"], row["reason"]]))
     row["detail"] = f"{kind.__name__} → {row['dtype_after']} array" if row["dtype_after"] else kind.__name__
     return row
 
 
+def _pack_refusal(shell, ns, name, options):
+    row = _pack_row(shell, ns, name, options, dry_run=True)
+    shared = _shared_refusal(shell, ns, name) if row["status"] != "refused" else None
+    if shared:
+        return _refused(row, shared)
+    if row["status"] == "dry-run" and row["refusals"] and not options["copy"]:
+        return _refused(row, "other references keep the original alive (add --copy to pack a "
+                             "copy anyway): " + _refusal_text(shell, ns, name, row["refusals"]))
+    return row if row["status"] == "refused" else None
+
+
+def _pack(shell, ns, name, options, progress):
+    return _pack_row(shell, ns, name, options, options["dry_run"])
+
+
+# spill ------------------------------------------------------------------------
+
 # Files spilled by this process, removed at exit (and each when its memmap goes).
 _spilled = set()
+# Spill files and directories carry the host and pid of the kernel that made
+# them, so that those of a kernel killed without cleaning up can be found.
+SPILL_PREFIX = "memtamer-spill-"
+
+
+def _spill_owner():
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _remove_spill(path):
@@ -348,21 +481,62 @@ def _on_tmpfs(path):
         return False
 
 
-def _default_spill_dir(create=True):
+def _spill_root():
     """$MEMTAMER_SPILL_DIR, else the temp dir (unless it is in RAM), else
-    ~/.cache/memtamer; one directory per kernel process."""
+    ~/.cache/memtamer."""
     root = os.environ.get("MEMTAMER_SPILL_DIR")
     if not root:
         root = tempfile.gettempdir()
         if _on_tmpfs(root):
             root = os.path.join(os.path.expanduser("~"), ".cache", "memtamer")
-    path = os.path.join(root, f"memtamer-spill-{os.getpid()}")
+    return os.path.expanduser(root)
+
+
+def _default_spill_dir(create=True):
+    """One directory per kernel process under the spill root."""
+    path = os.path.join(_spill_root(), SPILL_PREFIX + _spill_owner())
     if create:
         os.makedirs(path, mode=0o700, exist_ok=True)
     return path
 
 
-def _spill(shell, ns, name, options, progress):
+def _is_dead(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, but another user's
+        return False
+    return False
+
+
+def remove_stale_spills(directory=None):
+    """Removes the spill files and directories in directory (default: the
+    spill root) that kernels of this host left behind when they were killed
+    (SIGKILL, the OOM killer): their pid no longer runs.  Returns the paths."""
+    directory = directory or _spill_root()
+    stale = re.compile(re.escape(SPILL_PREFIX + socket.gethostname()) + r"-(\d+)(?:$|-)")
+    removed = []
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return removed
+    for entry in entries:
+        match = stale.match(entry)
+        if not match or not _is_dead(int(match.group(1))):
+            continue
+        path = os.path.join(directory, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if not os.path.lexists(path):  # another user's stays theirs
+            removed.append(path)
+    return removed
+
+
+def _spill_refusal(shell, ns, name, options):
     import numpy as np
 
     value = ns[name]
@@ -374,26 +548,37 @@ def _spill(shell, ns, name, options, progress):
     if value.dtype.hasobject:
         raise UsageError(f"%shrink spill: {name} holds Python objects, which a file cannot "
                          f"map (try %shrink compress)")
-    nbytes, dense = value.nbytes, value.flags.c_contiguous or value.flags.f_contiguous
+    row = {"bytes_before": value.nbytes, "detail": "→ np.memmap"}
+    dense = value.flags.c_contiguous or value.flags.f_contiguous
     del value
-    row = {"bytes_before": nbytes, "bytes_after": 0, "reason": None, "detail": "→ np.memmap"}
-    if nbytes == 0:
-        return dict(row, status="refused", bytes_after=0, reason="it is empty: nothing to spill")
+    if row["bytes_before"] == 0:
+        return _refused(row, "it is empty: nothing to spill")
     refused = _held_refusal(shell, ns, name, options, "spilling it")
     if refused or (not dense and not options["copy"]):
-        return dict(row, status="refused", bytes_after=nbytes,
-                    reason=refused or "it is not contiguous (add --copy to spill a contiguous copy)")
+        return _refused(row, refused or "it is not contiguous (add --copy to spill a contiguous copy)")
+    return None
+
+
+def _spill(shell, ns, name, options, progress):
+    import numpy as np
+
+    row = {"bytes_before": ns[name].nbytes, "bytes_after": 0, "reason": None,
+           "detail": "→ np.memmap"}
     if options["dry_run"]:
         return dict(row, status="dry-run")
     directory = options["dir"] or _default_spill_dir()
     if options["dir"]:
         os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f"{name}-{uuid.uuid4().hex[:12]}.raw")
-    array = ns[name] if dense else np.ascontiguousarray(ns[name])
+        remove_stale_spills(directory)
+    path = os.path.join(directory, f"{SPILL_PREFIX}{_spill_owner()}-{name}-{uuid.uuid4().hex[:12]}.raw")
+    array = ns[name] if ns[name].flags.c_contiguous or ns[name].flags.f_contiguous else \
+        np.ascontiguousarray(ns[name])
     order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+    # A read-only array stays read-only: its file is mapped read-only.
+    mode = "r+" if array.flags.writeable else "r"
     try:
         _core.spill_write(array, path, progress=progress)
-        mapped = np.memmap(path, dtype=array.dtype, mode="r+", shape=array.shape, order=order)
+        mapped = np.memmap(path, dtype=array.dtype, mode=mode, shape=array.shape, order=order)
     except BaseException:
         _remove_spill(path)
         raise
@@ -404,8 +589,7 @@ def _spill(shell, ns, name, options, progress):
     return dict(row, status="done", detail=f"→ np.memmap {path}")
 
 
-# action -> (function, the options it takes beyond copy/dry_run)
-# ---- del ---------------------------------------------------------------------
+# del ---------------------------------------------------------------------------
 
 class _Purge:
     """Removes IPython's cached references to one object (output cache
@@ -468,15 +652,49 @@ class _Purge:
             self.output.update(self.saved_output)
 
 
+# IPython's own names in the user namespace: what each is, and what to do.
+_OUTPUT_CACHE_ADVICE = ("%reset -f out empties the output cache; %shrink del on the variable it "
+                        "shows purges these entries too")
+_INPUT_HISTORY_ADVICE = "it holds only the source of your cells (%reset -f in clears it)"
+_IPYTHON_NAMES = {
+    "In": ("IPython's input history", _INPUT_HISTORY_ADVICE),
+    "_ih": ("IPython's input history", _INPUT_HISTORY_ADVICE),
+    "Out": ("IPython's output cache", _OUTPUT_CACHE_ADVICE),
+    "_oh": ("IPython's output cache", _OUTPUT_CACHE_ADVICE),
+    "_": ("IPython's last output (part of its output cache)", _OUTPUT_CACHE_ADVICE),
+    "__": ("IPython's next-to-last output (part of its output cache)", _OUTPUT_CACHE_ADVICE),
+    "___": ("IPython's third-to-last output (part of its output cache)", _OUTPUT_CACHE_ADVICE),
+    "_dh": ("IPython's directory history", "it holds only directory names"),
+}
+
+
+def _ipython_name(name):
+    """(what it is, what to do) for a name IPython itself keeps, or None."""
+    if name in _IPYTHON_NAMES:
+        return _IPYTHON_NAMES[name]
+    if re.fullmatch(r"_\d+", name):
+        return (f"IPython's output cache entry Out[{name[1:]}]", _OUTPUT_CACHE_ADVICE)
+    if re.fullmatch(r"_i(\d+|i{0,2})", name):
+        return ("an entry of IPython's input history", _INPUT_HISTORY_ADVICE)
+    return None
+
+
+def _delete_refusal(shell, ns, name, options):
+    own = _ipython_name(name) if shell is not None else None
+    if own is not None:
+        raise UsageError(f"%shrink del: {name} is {own[0]}, not a variable of yours: {own[1]}")
+    if variable(shell, ns, name) is None:
+        raise UsageError(f"%shrink del: {name} is not a variable memtamer can walk "
+                         "(a module, function or class); use del")
+    return None
+
+
 def _delete(shell, ns, name, options, progress):
     """del NAME, and IPython's cached references to its object, so that the
     memory is really freed; then collect and give freed heap back to the OS.
     Other user variables that hold the object are named and left alone."""
     together = options["together"]
     entry = variable(shell, ns, name)
-    if entry is None:
-        raise UsageError(f"%shrink del: {name} is not a variable memtamer can walk "
-                         "(a module, function or class); use del")
     others = [h for h in entry["holders"]
               if h not in together and not _CACHE_HOLDER.match(h) and h != UNNAMED_HOLDER]
     caches = [] if others else [h for h in entry["holders"] if _CACHE_HOLDER.match(h)]
@@ -496,8 +714,11 @@ def _delete(shell, ns, name, options, progress):
                      "so it stays in memory (name them too to free it)")
     if UNNAMED_HOLDER in entry["holders"]:
         notes.append("a reference outside the namespace may keep it alive")
+    # The bytes column says what stays in memory: what the variable held
+    # minus what del frees.
     row = {"status": "dry-run" if options["dry_run"] else "done",
-           "bytes_before": entry["bytes"], "bytes_after": entry["bytes"] if options["dry_run"] else 0,
+           "bytes_before": entry["bytes"],
+           "bytes_after": entry["bytes"] - predicted if predicted is not None else None,
            "predicted": predicted, "purged": caches, "still_held_by": others,
            "detail": f"frees {format_size(predicted)} (predicted)" if predicted is not None
            else "frees ? (the walk ran out of time)",
@@ -510,28 +731,30 @@ def _delete(shell, ns, name, options, progress):
     return row
 
 
+# action -> (the check run for every name first, the action, the options it
+# takes beyond dry_run)
 ACTIONS = {
-    "del": (_delete, set()),
-    "downcast": (_downcast, {"to", "rtol", "copy"}),
-    "compress": (_compress, {"codec", "level", "copy"}),
-    "restore": (_restore, set()),
-    "pack": (_pack, {"copy"}),
-    "spill": (_spill, {"dir", "copy"}),
+    "del": (_delete_refusal, _delete, set()),
+    "downcast": (_downcast_refusal, _downcast, {"to", "rtol", "narrow", "copy"}),
+    "compress": (_compress_refusal, _compress, {"codec", "level", "copy"}),
+    "restore": (_restore_refusal, _restore, set()),
+    "pack": (_pack_refusal, _pack, {"narrow", "copy"}),
+    "spill": (_spill_refusal, _spill, {"dir", "copy"}),
 }
 COMMON_OPTIONS = {"dry_run"}
-DEFAULTS = {"to": "auto", "rtol": DEFAULT_RTOL, "codec": DEFAULT_CODEC, "level": DEFAULT_LEVEL,
-            "dir": None, "copy": False, "dry_run": False}
+DEFAULTS = {"to": "auto", "rtol": DEFAULT_RTOL, "narrow": False, "codec": DEFAULT_CODEC,
+            "level": DEFAULT_LEVEL, "dir": None, "copy": False, "dry_run": False}
 
 
 def _options(action, given):
     if action not in ACTIONS:
         raise UsageError(f"%shrink: unknown action {action!r}; use one of {', '.join(ACTIONS)}")
-    allowed = ACTIONS[action][1] | COMMON_OPTIONS
+    allowed = ACTIONS[action][2] | COMMON_OPTIONS
     for key, value in given.items():
         if key not in DEFAULTS:
             raise UsageError(f"%shrink: unknown option {key!r}; options are {', '.join(sorted(DEFAULTS))}")
         if key not in allowed and value is not None and value != DEFAULTS[key]:
-            users = [a for a, (_, opts) in ACTIONS.items() if key in opts]
+            users = [a for a, (_, _, opts) in ACTIONS.items() if key in opts]
             raise UsageError(f"%shrink {action}: --{key.replace('_', '-')} applies to "
                              f"{' and '.join(users) or 'no action'}, not {action}")
     options = dict(DEFAULTS)
@@ -544,12 +767,52 @@ def _options(action, given):
             raise UsageError("%shrink compress: --level takes 0 (fastest) to 9 (smallest)")
     if action == "downcast" and not (isinstance(options["rtol"], (int, float)) and options["rtol"] >= 0):
         raise UsageError("%shrink downcast: --rtol takes a number >= 0, such as 1e-3")
+    if options["dir"]:
+        options["dir"] = os.path.expanduser(options["dir"])
     return options
 
 
-def run(shell, ns, action, names, given):
-    """Runs action on each name; returns {name: row}.  Every name must exist
-    and every option must fit the action before anything changes."""
+def _release_frames(exc):
+    """IPython keeps the error it shows in sys.last_value/last_traceback; the
+    finished frames of ours in its traceback hold the user's objects in their
+    locals, which would keep them alive after del.  Clears those frames (of
+    the error and of the errors chained to it)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+
+
+def _error_row(name, exc):
+    return {"status": "error", "bytes_before": None, "bytes_after": None, "detail": "",
+            "reason": f"{type(exc).__name__}: {exc}; {name} is unchanged"}
+
+
+def _measured(call, shell, name, label):
+    """call(progress) inside a measured window: its row (None when a check
+    passes) gets the window's figures; errors become rows."""
+    progress = Progress(label, shell)
+    _core.shrink_window_begin()
+    try:
+        row = call(progress)
+    except (UsageError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported; the variable is unchanged
+        row = _error_row(name, exc)
+    finally:
+        window = _core.shrink_window_end()
+        progress.close()
+    if row is not None:
+        row.update(window)
+        peak, start = window.get("peak_rss"), window.get("rss_before")
+        # The window starts at its RSS, so its peak cannot be lower; Linux's
+        # per-thread RSS counters can lag a few pages behind.
+        row["peak_increment"] = max(0, peak - start) if peak is not None and start is not None else None
+    return row
+
+
+def _run(shell, ns, action, names, given):
     options = _options(action, given)
     if not names:
         raise UsageError(f"%shrink {action}: name at least one variable")
@@ -557,32 +820,44 @@ def run(shell, ns, action, names, given):
     if missing:
         raise UsageError(f"%shrink {action}: no variable named {', '.join(missing)} "
                          "in the user namespace")
-    function = ACTIONS[action][0]
+    check, function, _ = ACTIONS[action]
     options["together"] = frozenset(names)  # del: holders among these are going too
+    names = list(dict.fromkeys(names))
+    # Every name is checked before any changes: one refusal leaves all as they are.
+    refused = {}
+    for name in names:
+        row = _measured(lambda progress: check(shell, ns, name, options), shell, name,
+                        f"check {name}")
+        if row is not None:
+            refused[name] = row
     rows = {}
-    for name in dict.fromkeys(names):
-        progress = Progress(f"{action} {name}", shell)
-        _core.shrink_window_begin()
-        try:
-            row = function(shell, ns, name, options, progress)
-        except (UsageError, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # noqa: BLE001 - reported; the variable is unchanged
-            row = {"status": "error", "bytes_before": None, "bytes_after": None, "detail": "",
-                   "reason": f"{type(exc).__name__}: {exc}; {name} is unchanged"}
-        finally:
-            window = _core.shrink_window_end()
-            progress.close()
-        row.update(window)
-        row.update(name=name, action=action)
-        peak, start = window.get("peak_rss"), window.get("rss_before")
-        # The window starts at its RSS, so its peak cannot be lower; Linux's
-        # per-thread RSS counters can lag a few pages behind.
-        row["peak_increment"] = max(0, peak - start) if peak is not None and start is not None else None
-        rows[name] = row
+    for name in names:
+        if name in refused:
+            row = refused[name]
+        elif refused and not options["dry_run"]:
+            row = {"status": "refused", "bytes_before": None, "bytes_after": None, "detail": "",
+                   "reason": f"left unchanged: {', '.join(refused)} cannot be shrunk, and "
+                             f"%shrink {action} changes all the names it is given or none"}
+        else:
+            row = _measured(lambda progress: function(shell, ns, name, options, progress), shell,
+                            name, f"{action} {name}")
+        if row["status"] == "refused":  # the bytes column says what happened: nothing
+            row["bytes_after"] = row.get("bytes_before")
+        rows[name] = dict(row, name=name, action=action)
     # Changed in place: no cell rebinds them, so the ledger would keep old sizes.
     _core.ledger_rewalk([name for name, row in rows.items() if row.get("in_place")])
     return rows
+
+
+def run(shell, ns, action, names, given):
+    """Runs action on each name; returns {name: row}.  Every name must exist,
+    every option must fit the action, and no name may be refused, before
+    anything changes."""
+    try:
+        return _run(shell, ns, action, names, given)
+    except BaseException as exc:
+        _release_frames(exc)
+        raise
 
 
 def _namespace(depth=2):
