@@ -60,10 +60,13 @@ class _Extension:
 
     def start(self):
         from .magics import MemtamerMagics
+        from .shrinker import StopCell
 
         _core.install_hooks()
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
+        self.stop_cell = StopCell()
+        self.shell.ast_transformers.append(self.stop_cell)
         self.magics = MemtamerMagics(self.shell, self)
         self.shell.register_magics(self.magics)
         history = getattr(self.shell, "history_manager", None)
@@ -80,6 +83,14 @@ class _Extension:
                 print(f"memtamer: {figure} is unavailable here: {unavailable[figure]}")
 
     def stop(self):
+        from .shrinker import restore_all, restore_notice
+
+        # The proxy type goes with the module: nothing may stay compressed.
+        restored = restore_all(self.shell)
+        if restored:
+            print(restore_notice(restored, "unloaded, so every compressed variable was restored:"))
+        if self.stop_cell in self.shell.ast_transformers:
+            self.shell.ast_transformers.remove(self.stop_cell)
         if self.guard is not None:
             self.guard.stop()
         _core.ledger_detach()
@@ -108,6 +119,8 @@ class _Extension:
             restored = auto_restore(self.shell, info.raw_cell or "")
             if restored:
                 print(restore_notice(restored))
+        except KeyboardInterrupt as exc:  # the cell is stopped, and still measured
+            self.stop_cell.message = str(exc) or "memtamer: Ctrl-C before the cell ran"
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("restoring compressed variables", exc)
         try:
@@ -117,6 +130,7 @@ class _Extension:
             self._warn_once("cell_begin", exc)
 
     def post_run_cell(self, result):
+        self.stop_cell.message = None  # a cell that failed to compile never took it
         try:
             record = _core.cell_end(result.execution_count, not result.success)
             threshold = self.notice_threshold

@@ -145,7 +145,7 @@ class MemtamerMagics(Magics):
         del       remove the names and IPython's cached references to them (Out, _, _N),
                   collect, and give freed heap back to the OS
         downcast  float64→float32 (--to), ints to their smallest type, in place when safe
-        compress  replace by a blosc-compressed proxy; restored when a cell reads it
+        compress  replace by a blosc-compressed proxy; any use of it restores it
         restore   undo compress
         pack      list/tuple of numbers → the smallest exact numpy array
         spill     numpy array → np.memmap of a file (RSS released)
