@@ -372,12 +372,12 @@ def _compress_plan(shell, ns, name, options):
                                 f"inside it and also bound to {'its' if len(shared) == 1 else 'their'}"
                                 f" own name: after a restore {name} would hold copies, and changes "
                                 "would no longer show on both sides")
-    if held:
-        return dict(row, reason=held)
     if nbytes < MIN_COMPRESS_BYTES:
         return dict(row, reason=f"it uses only {format_size(nbytes)}: compress takes objects of "
                                 f"{format_size(MIN_COMPRESS_BYTES)} or more, below that it saves "
                                 "too little")
+    if held:
+        return dict(row, reason=held)
     sample, scale = _sample(ns[name])
     try:
         _, estimate = _core.compress_estimate(sample, codec=options["codec"],
@@ -749,20 +749,43 @@ def shrink(action, *names, **options):
 
 # ---- transparent restore ----------------------------------------------------
 
+class _NamesRead(ast.NodeVisitor):
+    """Names code reads when it runs: function bodies run later (and a proxy
+    restores itself then), so only their decorators and defaults count."""
+
+    def __init__(self):
+        self.found = set()
+
+    def visit_Name(self, node):
+        if isinstance(node.ctx, ast.Load):
+            self.found.add(node.id)
+
+    def visit_AugAssign(self, node):
+        if isinstance(node.target, ast.Name):
+            self.found.add(node.target.id)
+        self.generic_visit(node)
+
+    def visit_FunctionDef(self, node):
+        for child in (*node.decorator_list, node.args, node.returns):
+            if child is not None:
+                self.visit(child)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Lambda(self, node):
+        self.visit(node.args)
+
+
 def names_read(shell, raw_cell):
-    """Names a cell's code reads (loads, and augmented assignments)."""
+    """Names a cell's code reads as it runs (loads, and augmented assignments)."""
     try:
         source = shell.transform_cell(raw_cell) if shell is not None else raw_cell
         tree = ast.parse(source)
     except (SyntaxError, ValueError, TypeError):
         return set()
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            found.add(node.id)
-        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
-            found.add(node.target.id)
-    return found
+    visitor = _NamesRead()
+    visitor.visit(tree)
+    return visitor.found
 
 
 # Names that compress bound to a proxy.  Cells are parsed for the names
