@@ -585,6 +585,11 @@ done:
 static PyObject *
 decompress(compressed *self, PyObject *progress)
 {
+    if (self->frames == NULL) { /* the collector cleared a cycle through the restored object */
+        PyErr_Format(PyExc_RuntimeError, "memtamer: the proxy of %U no longer holds any data",
+                     self->name);
+        return NULL;
+    }
     if (self->kind == KIND_ARRAY) {
         int np = mt_npy_ready();
         if (np <= 0) {
