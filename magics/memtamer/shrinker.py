@@ -304,9 +304,10 @@ def _file_backing(value):
     return None
 
 
-def _sample(value):
-    """A part of value to estimate its compressed size from, and how many
-    times the whole is bigger: never a copy or a pickle of a big object."""
+def _sample(value, nbytes):
+    """A part of value (about DRY_RUN_SAMPLE of its nbytes) to estimate its
+    compressed size from, and how many times the whole is bigger: never a
+    copy or a pickle of a big object."""
     np = sys.modules.get("numpy")
     if np is not None and isinstance(value, np.ndarray) and value.ndim and len(value) > 1:
         if (value.flags.c_contiguous or value.flags.f_contiguous) and not value.dtype.hasobject:
@@ -316,9 +317,10 @@ def _sample(value):
         return np.ascontiguousarray(value[:rows]), len(value) / rows
     length = len(value) if isinstance(value, (list, tuple, dict, set, frozenset)) or \
         _pandas_kind(value) else 0
-    if length <= SAMPLE_ITEMS:
+    items = min(SAMPLE_ITEMS, max(1, length * DRY_RUN_SAMPLE // max(nbytes, 1)))
+    if length <= items:
         return value, 1.0
-    step = length // SAMPLE_ITEMS
+    step = length // items
     if isinstance(value, (list, tuple)):
         sample = value[::step]
     elif isinstance(value, dict):
@@ -378,7 +380,7 @@ def _compress_plan(shell, ns, name, options):
                                 "too little")
     if held:
         return dict(row, reason=held)
-    sample, scale = _sample(ns[name])
+    sample, scale = _sample(ns[name], nbytes)
     try:
         _, estimate = _core.compress_estimate(sample, codec=options["codec"],
                                               level=options["level"], sample=DRY_RUN_SAMPLE)
