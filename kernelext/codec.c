@@ -660,10 +660,16 @@ target(compressed *self, PyObject *progress)
                      self->name, self->name);
         return NULL;
     }
-    if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
+    /* Another thread is restoring it: wait without the GIL, as threading's
+     * locks do, and let Ctrl-C stop the wait. */
+    PyLockStatus locked = PyThread_acquire_lock_timed(self->lock, 0, 0);
+    while (locked != PY_LOCK_ACQUIRED) {
         Py_BEGIN_ALLOW_THREADS
-        PyThread_acquire_lock(self->lock, WAIT_LOCK);
+        locked = PyThread_acquire_lock_timed(self->lock, -1, 1);
         Py_END_ALLOW_THREADS
+        if (locked == PY_LOCK_INTR && PyErr_CheckSignals() < 0) {
+            return NULL;
+        }
     }
     if (self->restored == NULL) { /* not done by the thread we waited for */
         self->restorer = me;
