@@ -425,8 +425,8 @@ def _compress(shell, ns, name, options, progress):
                     reason=f"compressed it takes {format_size(after)} of its "
                            f"{format_size(row['bytes_before'])}: not worth it, left as it was")
     ns[name] = proxy
-    _compressed_names.add(name)
     info = _core.compressed_info(proxy)
+    _compressed_names[name] = (info["cbytes"], row["bytes_before"])
     return dict(row, status="done", bytes_after=after,
                 detail=f"{info['what']}: {info['codec']} level {info['level']}, "
                        f"ratio {row['bytes_before'] / max(after, 1):.1f}")
@@ -442,9 +442,12 @@ def _restore(shell, ns, name, options, progress):
     if options["dry_run"]:
         return dict(row, status="dry-run")
     ns[name] = _core.restore(ns[name], progress=progress)
-    size, complete = _core.deep_size(ns[name], RESTORE_WALK_SECONDS)
-    return dict(row, status="done", bytes_after=size,
-                reason=None if complete else f"at least {format_size(size)} (the walk stopped)")
+    cbytes, deep = _compressed_names.pop(name, (None, None))
+    if cbytes != info["cbytes"]:  # not compressed by %shrink here: measure it
+        deep, complete = _core.deep_size(ns[name], RESTORE_WALK_SECONDS)
+        if not complete:
+            row["reason"] = f"at least {format_size(deep)} (the walk stopped)"
+    return dict(row, status="done", bytes_after=deep)
 
 
 def _pack(shell, ns, name, options, progress):
@@ -790,11 +793,13 @@ def names_read(shell, raw_cell):
     return visitor.found
 
 
-# Names that compress bound to a proxy.  Cells are parsed for the names
-# they read only while one of them still is: most sessions never compress.
-# Paths a cell's text does not show (globals(), eval, threads, magics) meet
-# the proxy itself, which restores itself on any use.
-_compressed_names = set()
+# Names that compress bound to a proxy -> (its compressed bytes, the deep
+# size compress measured, which its restore reports: the object comes back
+# bit for bit).  Cells are parsed for the names they read only while one of
+# them still is: most sessions never compress.  Paths a cell's text does not
+# show (globals(), eval, threads, magics) meet the proxy itself, which
+# restores itself on any use.
+_compressed_names = {}
 
 
 class StopCell(ast.NodeTransformer):
@@ -815,8 +820,8 @@ class StopCell(ast.NodeTransformer):
 def auto_restore(shell, raw_cell):
     """Restores every compressed variable the cell reads; returns the rows."""
     ns = shell.user_ns
-    _compressed_names.intersection_update(
-        [n for n in _compressed_names if isinstance(ns.get(n), Compressed)])
+    for gone in [n for n in _compressed_names if not isinstance(ns.get(n), Compressed)]:
+        del _compressed_names[gone]
     if not _compressed_names:
         return {}
     wanted = [n for n in sorted(names_read(shell, raw_cell)) if n in _compressed_names]
