@@ -57,7 +57,8 @@ typedef struct {
     PyObject *restored; /* the object once restored */
     /* One restore at a time; waiters sleep on it without the GIL. */
     PyThread_type_lock lock;
-    unsigned long restorer; /* the thread restoring it, 0 when none.  Only touched with the GIL held. */
+    /* The thread restoring it, 0 when none.  Only touched with the GIL held. */
+    unsigned long restorer;
     PyObject *what;    /* "ndarray float64 (1000, 3)", "DataFrame" */
     PyObject *descr;   /* arrays: dtype, shape, strides, writeable */
     PyObject *shape, *strides;
@@ -823,7 +824,9 @@ static int
 proxy_setitem(PyObject *a, PyObject *key, PyObject *value)
 {
     PyObject *x = unwrap(a);
-    int result = x == NULL ? -1 : value ? PyObject_SetItem(x, key, value) : PyObject_DelItem(x, key);
+    int result = x == NULL  ? -1
+                 : value    ? PyObject_SetItem(x, key, value)
+                            : PyObject_DelItem(x, key);
     Py_XDECREF(x);
     return result;
 }

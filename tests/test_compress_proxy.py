@@ -58,7 +58,10 @@ def test_any_use_restores_and_rebinds(module, use):
     assert type(module.x) is _core.Compressed
     got = USES[use](proxy)
     expected = USES[use](original)
-    assert np.array_equal(np.asarray(got), np.asarray(expected)) if not isinstance(got, str) else got == expected
+    if isinstance(got, str):
+        assert got == expected
+    else:
+        assert np.array_equal(np.asarray(got), np.asarray(expected))
     assert type(module.x) is np.ndarray and np.array_equal(module.x, original)
     assert _core.compressed_info(proxy)["restored"]
 

@@ -12,7 +12,8 @@ RSS = "[int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startsw
 
 def shrink_row(kernel, name, **options):
     args = ", ".join(f"{k}={v!r}" for k, v in options.items())
-    return kernel.query(f"memtamer.shrink('compress', {name!r}{', ' + args if args else ''})[{name!r}]")
+    call = f"memtamer.shrink('compress', {name!r}{', ' + args if args else ''})"
+    return kernel.query(f"{call}[{name!r}]")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -74,7 +75,7 @@ def test_tiny_objects_and_poor_ratios_are_refused(kernel):
 
 
 def test_a_broadcast_view_is_not_blown_up(kernel):
-    kernel.run("bc = np.broadcast_to(np.arange(3.0), (2_000_000, 3))  # 24 B of data, 46 MiB of view")
+    kernel.run("bc = np.broadcast_to(np.arange(3.0), (2_000_000, 3))  # 24 B of data, 46 MiB seen")
     row = shrink_row(kernel, "bc")
     assert row["status"] == "refused" and "it uses only" in row["reason"]
     assert row["bytes_before"] < 1024  # its deep size, not the 46 MiB it shows
@@ -124,7 +125,8 @@ def test_the_proxy_restores_itself_wherever_it_is_used(kernel):
     shell = kernel.run("!echo {viashell}")
     kernel.run("back = pickle.loads(pickle.dumps(globals()['pickled']))")
     assert kernel.query("[got, got_globals, got_eval]") == [expected] * 3
-    assert shell["stdout"].startswith("[ 0 1 2 ... 262141 262142 262143]")  # the shell squeezes spaces
+    # The shell squeezes the spaces of the array's str.
+    assert shell["stdout"].startswith("[ 0 1 2 ... 262141 262142 262143]")
     assert kernel.query("int(back.sum()) == %d and type(back).__name__ == 'ndarray'" % expected)
     # Each name was rebound to the restored array, not left on the proxy...
     for name in ("data", "viaglobals", "viaeval", "viashell", "pickled"):
@@ -154,7 +156,8 @@ def test_threads_touching_a_proxy_share_one_restore(kernel):
     assert kernel.query("errors") == []
     # One restore: all four appends landed on the one list now bound to the name.
     assert kernel.query("type(globals()['items']).__name__") == "list"
-    assert kernel.query("globals()['items'][:3] + sorted(globals()['items'][-4:])") == [0, 1, 2, -3, -2, -1, 0]
+    ends = kernel.query("globals()['items'][:3] + sorted(globals()['items'][-4:])")
+    assert ends == [0, 1, 2, -3, -2, -1, 0]
     assert kernel.query("len(globals()['items'])") == 300_004
 
 
@@ -164,7 +167,8 @@ def test_ctrl_c_during_an_automatic_restore_stops_the_cell_cleanly(kernel):
     assert shrink_row(kernel, "fr")["status"] == "done"
     out = kernel.run("ran = len(fr)", allow_error=True, interrupt_after=0.3)
     assert out["error"]["ename"] == "KeyboardInterrupt"
-    assert "the cell did not run" in out["error"]["evalue"] and "fr still compressed" in out["error"]["evalue"]
+    message = out["error"]["evalue"]
+    assert "the cell did not run" in message and "fr still compressed" in message
     assert "Error in callback" not in out["stdout"] + out["stderr"]
     assert not kernel.query("'ran' in globals()")
     assert kernel.query("type(globals()['fr']).__name__") == "Compressed"

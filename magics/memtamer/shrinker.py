@@ -370,10 +370,11 @@ def _compress_plan(shell, ns, name, options):
     row["bytes_before"] = row["bytes_after"] = nbytes
     shared = _shared_with(ns, entries, name) if entry else []
     if shared:
-        return dict(row, reason=f"{', '.join(shared)} {'is' if len(shared) == 1 else 'are'} "
-                                f"inside it and also bound to {'its' if len(shared) == 1 else 'their'}"
-                                f" own name: after a restore {name} would hold copies, and changes "
-                                "would no longer show on both sides")
+        one = len(shared) == 1
+        return dict(row, reason=f"{', '.join(shared)} {'is' if one else 'are'} inside it and also "
+                                f"bound to {'its' if one else 'their'} own name: after a restore "
+                                f"{name} would hold copies, and changes would no longer show on "
+                                "both sides")
     if nbytes < MIN_COMPRESS_BYTES:
         return dict(row, reason=f"it uses only {format_size(nbytes)}: compress takes objects of "
                                 f"{format_size(MIN_COMPRESS_BYTES)} or more, below that it saves "
@@ -815,7 +816,8 @@ class StopCell(ast.NodeTransformer):
     def visit_Module(self, node):
         if self.message is not None:
             message, self.message = self.message, None
-            node.body = ast.parse(f"raise __import__('builtins').KeyboardInterrupt({message!r})").body
+            stop = f"raise __import__('builtins').KeyboardInterrupt({message!r})"
+            node.body = ast.parse(stop).body
         return node
 
 
@@ -839,8 +841,9 @@ def auto_restore(shell, raw_cell):
             parts.append(f"{', '.join(still)} still compressed, intact (any use restores "
                          f"{'it' if len(still) == 1 else 'them'}, or %shrink restore "
                          f"{' '.join(still)})")
-        raise KeyboardInterrupt("memtamer: Ctrl-C while restoring the compressed variables this "
-                                "cell reads, so the cell did not run; " + "; ".join(parts)) from None
+        raise KeyboardInterrupt("memtamer: Ctrl-C while restoring the compressed variables "
+                                "this cell reads, so the cell did not run; "
+                                + "; ".join(parts)) from None
 
 
 def restore_all(shell):
