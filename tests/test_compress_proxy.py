@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from memtamer import _core
-from memtamer.shrinker import DEFAULTS, _compress_refusal, names_read
+from memtamer.shrinker import DEFAULTS, _compress_refusal, names_read, run
 
 
 @pytest.fixture
@@ -125,3 +125,17 @@ def test_compress_refusal_decides_without_changing_anything():
     assert _compress_refusal(None, ns, "tiny", options)["status"] == "refused"
     assert _compress_refusal(None, ns, "ok", options) is None
     assert ns["f"] is f and type(ns["ok"]) is np.ndarray and type(ns["tiny"]) is np.ndarray
+
+
+@pytest.mark.parametrize("make", [
+    lambda: list(range(2_000_000)),
+    lambda: {i: str(i) for i in range(300_000)},
+    lambda: [bytes(1000) for _ in range(100_000)],
+    lambda: np.arange(4_000_000.0)[::2],  # a strided view: its first rows are sampled
+], ids=["ints", "dict", "blobs", "strided"])
+def test_the_sampled_estimate_is_close_to_the_real_size(make):
+    ns = {"x": make()}
+    row = run(None, ns, "compress", ["x"], {"dry_run": True, "copy": True})["x"]
+    assert row["status"] == "dry-run", row
+    real = _core.compressed_info(_core.compress(ns["x"], "x"))["cbytes"]
+    assert row["bytes_after"] == pytest.approx(real, rel=0.1)
