@@ -143,17 +143,25 @@ def test_threads_touching_a_proxy_share_one_restore(kernel):
     kernel.run("items = list(range(300_000))")
     assert shrink_row(kernel, "items")["status"] == "done"
     # The cell names items only in strings: no automatic restore before it runs.
-    kernel.run("barrier = threading.Barrier(4); errors = []\n"
+    kernel.run("barrier = threading.Barrier(5); errors = []; read = []\n"
                "def worker(i):\n"
                "    barrier.wait()\n"
                "    try:\n"
                "        globals()['items'].append(-i)\n"
                "    except Exception as exc:\n"
                "        errors.append(repr(exc))\n"
+               "def reader():\n"
+               "    barrier.wait()\n"
+               "    try:\n"
+               "        read.append(sum(globals()['items'][:1000]))\n"
+               "    except Exception as exc:\n"
+               "        errors.append(repr(exc))\n"
                "threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]\n"
+               "threads.append(threading.Thread(target=reader))\n"
                "for t in threads: t.start()\n"
                "for t in threads: t.join()")
     assert kernel.query("errors") == []
+    assert kernel.query("read") == [sum(range(1000))]
     # One restore: all four appends landed on the one list now bound to the name.
     assert kernel.query("type(globals()['items']).__name__") == "list"
     ends = kernel.query("globals()['items'][:3] + sorted(globals()['items'][-4:])")
