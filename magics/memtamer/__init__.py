@@ -85,7 +85,7 @@ class _Extension:
     def stop(self):
         from .shrinker import restore_all, restore_notice
 
-        # The proxy type goes with the module: nothing may stay compressed.
+        # Without memtamer no cell restores a proxy first: leave none behind.
         restored = restore_all(self.shell)
         if restored:
             print(restore_notice(restored, "unloaded, so every compressed variable was restored:"))
