@@ -110,6 +110,13 @@ def timed(fn, repeat=2):
     return best, result
 
 
+def restore_once(core, data, codec):
+    proxy = core.compress(data, "x", codec=codec, level=5)
+    t = time.perf_counter()
+    back = core.restore(proxy)
+    return time.perf_counter() - t, back
+
+
 def codec_rows(n_bytes=128 * 1024**2):
     import lz4.frame
     import zstandard
@@ -121,10 +128,12 @@ def codec_rows(n_bytes=128 * 1024**2):
         raw = data.tobytes()
         for codec in ("lz4", "zstd", "blosclz", "zlib"):
             ct, proxy = timed(lambda: _core.compress(data, "x", codec=codec, level=5))
-            dt, back = timed(lambda: proxy.restore())
+            info = _core.compressed_info(proxy)
+            # A proxy restores once and then stands for what it restored: time fresh ones.
+            dt, back = min((restore_once(_core, data, codec) for _ in range(2)), key=lambda r: r[0])
             assert back.tobytes() == raw
             rows.append((label, f"memtamer blosc {codec} 5 (shuffle, {os.cpu_count()} thr)",
-                         proxy.nbytes / proxy.cbytes, n_bytes / ct / 1e9, n_bytes / dt / 1e9))
+                         info["nbytes"] / info["cbytes"], n_bytes / ct / 1e9, n_bytes / dt / 1e9))
             del proxy, back
         for name, comp, decomp in (
             ("plain zstd 3 (zstandard)", lambda: zstandard.ZstdCompressor(level=3).compress(raw),

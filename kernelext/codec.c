@@ -45,10 +45,20 @@ typedef struct {
     int nthreads;
 } settings;
 
+/* Until it is restored, a proxy holds the compressed frames; any use of it
+ * (attribute, operator, item, iteration, call, buffer, numpy, pickling)
+ * restores it, rebinds its name in the module it came from, and from then
+ * on goes to the restored object, which it keeps. */
 typedef struct {
     PyObject_HEAD
     int kind;
-    PyObject *name;    /* the variable it replaced, for the repr */
+    PyObject *name;     /* the variable it replaced */
+    PyObject *owner;    /* weak reference to the module whose __dict__ binds name, or NULL */
+    PyObject *restored; /* the object once restored */
+    /* One restore at a time; waiters sleep on it without the GIL. */
+    PyThread_type_lock lock;
+    /* The thread restoring it, 0 when none.  Only touched with the GIL held. */
+    unsigned long restorer;
     PyObject *what;    /* "ndarray float64 (1000, 3)", "DataFrame" */
     PyObject *descr;   /* arrays: dtype, shape, strides, writeable */
     PyObject *shape, *strides;
@@ -275,6 +285,18 @@ input_from_pickle(PyObject *obj, input *in)
         !(in->stream = PyObject_Call(dumps, args, kw))) {
         goto done;
     }
+    /* Pickle stores what __main__ defines by name, not by value (its module
+     * name is in the stream, whichever opcode refers to it): such a stream
+     * would restore only while those names stay bound as they are. */
+    if (memmem(PyBytes_AS_STRING(in->stream), (size_t)PyBytes_GET_SIZE(in->stream), "__main__",
+               8) != NULL) {
+        PyErr_SetString(PyExc_ValueError,
+                        "it refers to something defined in this session (in __main__, such as a "
+                        "function or a class), which pickle stores by name, not by value, so "
+                        "compress could not give it back by itself; define those in a module "
+                        "and import them to compress it");
+        goto done;
+    }
     Py_ssize_t nbuf = PyList_GET_SIZE(in->buffers);
     in->views = PyMem_Calloc((size_t)(nbuf ? nbuf : 1), sizeof(Py_buffer));
     in->sources = PyMem_Calloc((size_t)nbuf + 1, sizeof(source));
@@ -369,8 +391,8 @@ describe(PyObject *obj, int kind)
 }
 
 static PyObject *
-make_proxy(PyTypeObject *type, PyObject *obj, PyObject *name, input *in, frame *frames,
-           const settings *how)
+make_proxy(PyTypeObject *type, PyObject *obj, PyObject *name, PyObject *owner, input *in,
+           frame *frames, const settings *how)
 {
     compressed *self = (compressed *)type->tp_alloc(type, 0);
     if (self == NULL) {
@@ -400,21 +422,35 @@ make_proxy(PyTypeObject *type, PyObject *obj, PyObject *name, input *in, frame *
         Py_DECREF(self);
         return NULL;
     }
+    if (owner != Py_None && (self->owner = PyWeakref_NewRef(owner, NULL)) == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    if ((self->lock = PyThread_allocate_lock()) == NULL) {
+        Py_DECREF(self);
+        PyErr_NoMemory();
+        return NULL;
+    }
     return (PyObject *)self;
 }
 
-/* _core.compress(obj, name, codec='lz4', level=5, progress=None) -> Compressed */
+/* _core.compress(obj, name, codec='lz4', level=5, progress=None, owner=None) -> Compressed */
 PyObject *
 mt_codec_compress(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"obj", "name", "codec", "level", "progress", NULL};
-    PyObject *obj, *name, *codec = NULL, *level = NULL, *progress = NULL;
+    static char *kwlist[] = {"obj", "name", "codec", "level", "progress", "owner", NULL};
+    PyObject *obj, *name, *codec = NULL, *level = NULL, *progress = NULL, *owner = Py_None;
     settings how;
     input in;
     frame *frames = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OU|OOO:compress", kwlist, &obj, &name, &codec,
-                                     &level, &progress) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OU|OOOO:compress", kwlist, &obj, &name, &codec,
+                                     &level, &progress, &owner) ||
         parse_settings(codec, level, &how) < 0) {
+        return NULL;
+    }
+    if (owner != Py_None && !PyModule_Check(owner)) {
+        PyErr_Format(PyExc_TypeError, "owner must be the module whose namespace binds %U, or None",
+                     name);
         return NULL;
     }
     if (input_from_object(obj, &in) < 0) {
@@ -423,8 +459,8 @@ mt_codec_compress(PyObject *module, PyObject *args, PyObject *kwargs)
     }
     PyObject *result = NULL;
     if (compress_sources(in.sources, in.nsources, &how, 0, progress, &frames) == 0) {
-        result = make_proxy((PyTypeObject *)mt_get_state(module)->compressed_type, obj, name, &in,
-                            frames, &how);
+        result = make_proxy((PyTypeObject *)mt_get_state(module)->compressed_type, obj, name,
+                            owner, &in, frames, &how);
     }
     input_release(&in);
     return result;
@@ -546,19 +582,21 @@ done:
     return result;
 }
 
+/* Gives the compressed data back as a new object (GIL held). */
 static PyObject *
-compressed_restore(compressed *self, PyObject *args, PyObject *kwargs)
+decompress(compressed *self, PyObject *progress)
 {
-    static char *kwlist[] = {"progress", NULL};
-    PyObject *progress = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:restore", kwlist, &progress)) {
+    if (self->frames == NULL) { /* the collector cleared a cycle through the restored object */
+        PyErr_Format(PyExc_RuntimeError, "memtamer: the proxy of %U no longer holds any data",
+                     self->name);
         return NULL;
     }
     if (self->kind == KIND_ARRAY) {
         int np = mt_npy_ready();
         if (np <= 0) {
             if (np == 0) {
-                PyErr_SetString(PyExc_RuntimeError, "import numpy to restore a numpy array");
+                PyErr_Format(PyExc_RuntimeError, "import numpy to restore %U (a numpy array)",
+                             self->name);
             }
             return NULL;
         }
@@ -567,97 +605,417 @@ compressed_restore(compressed *self, PyObject *args, PyObject *kwargs)
     return restore_pickle(self, progress);
 }
 
-static PyObject *
-compressed_repr(compressed *self)
+/* Rebinds the name to obj where the proxy came from, if it is still bound
+ * to the proxy there.  -1/0. */
+static int
+rebind(compressed *self, PyObject *obj)
 {
+    PyObject *owner = NULL, *ns = NULL, *bound = NULL;
+    int rc = -1;
+    if (self->owner == NULL) {
+        return 0;
+    }
+    if ((owner = PyObject_CallNoArgs(self->owner)) == NULL) {
+        return -1;
+    }
+    if (owner == Py_None) {
+        rc = 0;
+        goto done;
+    }
+    /* The module's __dict__ attribute: IPython's main module may show a
+     * namespace other than its own dict there. */
+    if ((ns = PyObject_GetAttrString(owner, "__dict__")) == NULL) {
+        goto done;
+    }
+    if (!PyDict_Check(ns)) {
+        rc = 0;
+        goto done;
+    }
+    bound = PyDict_GetItemWithError(ns, self->name);
+    if (bound == NULL && PyErr_Occurred()) {
+        goto done;
+    }
+    rc = bound == (PyObject *)self ? PyDict_SetItem(ns, self->name, obj) : 0;
+done:
+    Py_XDECREF(owner);
+    Py_XDECREF(ns);
+    return rc;
+}
+
+/* The object the proxy stands for, as a new reference: restored (and its
+ * name rebound) on first use, by one thread; others wait for it.  A failed
+ * or interrupted restore leaves the proxy as it was.  GIL held. */
+static PyObject *
+target(compressed *self, PyObject *progress)
+{
+    PyObject *obj = NULL;
+    unsigned long me = PyThread_get_thread_ident();
+    assert(PyGILState_Check());
+    if (self->restored != NULL) {
+        return Py_NewRef(self->restored);
+    }
+    if (self->restorer == me) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "memtamer: %U was used while it was being restored (by code the restore "
+                     "itself ran); it is still compressed: %%shrink restore %U",
+                     self->name, self->name);
+        return NULL;
+    }
+    /* Another thread is restoring it: wait without the GIL, as threading's
+     * locks do, and let Ctrl-C stop the wait. */
+    PyLockStatus locked = PyThread_acquire_lock_timed(self->lock, 0, 0);
+    while (locked != PY_LOCK_ACQUIRED) {
+        Py_BEGIN_ALLOW_THREADS
+        locked = PyThread_acquire_lock_timed(self->lock, -1, 1);
+        Py_END_ALLOW_THREADS
+        if (locked == PY_LOCK_INTR && PyErr_CheckSignals() < 0) {
+            return NULL;
+        }
+    }
+    if (self->restored == NULL) { /* not done by the thread we waited for */
+        self->restorer = me;
+        obj = decompress(self, progress);
+        self->restorer = 0;
+        if (obj != NULL) {
+            self->restored = Py_NewRef(obj);
+            frames_free(self->frames, self->nframes);
+            self->frames = NULL;
+            self->nframes = 0;
+            if (rebind(self, obj) < 0) {
+                Py_CLEAR(obj);
+            }
+        }
+    }
+    else {
+        obj = Py_NewRef(self->restored);
+    }
+    PyThread_release_lock(self->lock);
+    return obj;
+}
+
+static int
+is_proxy(PyObject *o);
+
+/* What o stands for, as a new reference: a proxy's restored object, else o. */
+static PyObject *
+unwrap(PyObject *o)
+{
+    return is_proxy(o) ? target((compressed *)o, NULL) : Py_NewRef(o);
+}
+
+static PyObject *
+forward_binary(PyObject *a, PyObject *b, binaryfunc op)
+{
+    PyObject *x = unwrap(a), *y = x ? unwrap(b) : NULL, *result = y ? op(x, y) : NULL;
+    Py_XDECREF(x);
+    Py_XDECREF(y);
+    return result;
+}
+
+static PyObject *
+forward_unary(PyObject *a, unaryfunc op)
+{
+    PyObject *x = unwrap(a), *result = x ? op(x) : NULL;
+    Py_XDECREF(x);
+    return result;
+}
+
+#define FORWARD_BINARY(slot, op)                                                                  \
+    static PyObject *slot(PyObject *a, PyObject *b) { return forward_binary(a, b, op); }
+#define FORWARD_UNARY(slot, op)                                                                   \
+    static PyObject *slot(PyObject *a) { return forward_unary(a, op); }
+
+FORWARD_BINARY(proxy_add, PyNumber_Add)
+FORWARD_BINARY(proxy_subtract, PyNumber_Subtract)
+FORWARD_BINARY(proxy_multiply, PyNumber_Multiply)
+FORWARD_BINARY(proxy_remainder, PyNumber_Remainder)
+FORWARD_BINARY(proxy_divmod, PyNumber_Divmod)
+FORWARD_BINARY(proxy_lshift, PyNumber_Lshift)
+FORWARD_BINARY(proxy_rshift, PyNumber_Rshift)
+FORWARD_BINARY(proxy_and, PyNumber_And)
+FORWARD_BINARY(proxy_xor, PyNumber_Xor)
+FORWARD_BINARY(proxy_or, PyNumber_Or)
+FORWARD_BINARY(proxy_floor_divide, PyNumber_FloorDivide)
+FORWARD_BINARY(proxy_true_divide, PyNumber_TrueDivide)
+FORWARD_BINARY(proxy_matrix_multiply, PyNumber_MatrixMultiply)
+FORWARD_BINARY(proxy_inplace_add, PyNumber_InPlaceAdd)
+FORWARD_BINARY(proxy_inplace_subtract, PyNumber_InPlaceSubtract)
+FORWARD_BINARY(proxy_inplace_multiply, PyNumber_InPlaceMultiply)
+FORWARD_BINARY(proxy_inplace_remainder, PyNumber_InPlaceRemainder)
+FORWARD_BINARY(proxy_inplace_lshift, PyNumber_InPlaceLshift)
+FORWARD_BINARY(proxy_inplace_rshift, PyNumber_InPlaceRshift)
+FORWARD_BINARY(proxy_inplace_and, PyNumber_InPlaceAnd)
+FORWARD_BINARY(proxy_inplace_xor, PyNumber_InPlaceXor)
+FORWARD_BINARY(proxy_inplace_or, PyNumber_InPlaceOr)
+FORWARD_BINARY(proxy_inplace_floor_divide, PyNumber_InPlaceFloorDivide)
+FORWARD_BINARY(proxy_inplace_true_divide, PyNumber_InPlaceTrueDivide)
+FORWARD_BINARY(proxy_inplace_matrix_multiply, PyNumber_InPlaceMatrixMultiply)
+FORWARD_BINARY(proxy_getitem, PyObject_GetItem)
+FORWARD_BINARY(proxy_getattr, PyObject_GetAttr)
+FORWARD_UNARY(proxy_negative, PyNumber_Negative)
+FORWARD_UNARY(proxy_positive, PyNumber_Positive)
+FORWARD_UNARY(proxy_absolute, PyNumber_Absolute)
+FORWARD_UNARY(proxy_invert, PyNumber_Invert)
+FORWARD_UNARY(proxy_int, PyNumber_Long)
+FORWARD_UNARY(proxy_float, PyNumber_Float)
+FORWARD_UNARY(proxy_index, PyNumber_Index)
+FORWARD_UNARY(proxy_iter, PyObject_GetIter)
+FORWARD_UNARY(proxy_str, PyObject_Str)
+
+static PyObject *
+proxy_power(PyObject *a, PyObject *b, PyObject *c)
+{
+    PyObject *x = unwrap(a), *y = x ? unwrap(b) : NULL, *z = y ? unwrap(c) : NULL;
+    PyObject *result = z ? PyNumber_Power(x, y, z) : NULL;
+    Py_XDECREF(x);
+    Py_XDECREF(y);
+    Py_XDECREF(z);
+    return result;
+}
+
+static PyObject *
+proxy_inplace_power(PyObject *a, PyObject *b, PyObject *c)
+{
+    PyObject *x = unwrap(a), *y = x ? unwrap(b) : NULL, *z = y ? unwrap(c) : NULL;
+    PyObject *result = z ? PyNumber_InPlacePower(x, y, z) : NULL;
+    Py_XDECREF(x);
+    Py_XDECREF(y);
+    Py_XDECREF(z);
+    return result;
+}
+
+static int
+proxy_bool(PyObject *a)
+{
+    PyObject *x = unwrap(a);
+    int result = x ? PyObject_IsTrue(x) : -1;
+    Py_XDECREF(x);
+    return result;
+}
+
+static Py_ssize_t
+proxy_length(PyObject *a)
+{
+    PyObject *x = unwrap(a);
+    Py_ssize_t result = x ? PyObject_Size(x) : -1;
+    Py_XDECREF(x);
+    return result;
+}
+
+static int
+proxy_contains(PyObject *a, PyObject *item)
+{
+    PyObject *x = unwrap(a);
+    int result = x ? PySequence_Contains(x, item) : -1;
+    Py_XDECREF(x);
+    return result;
+}
+
+static Py_hash_t
+proxy_hash(PyObject *a)
+{
+    PyObject *x = unwrap(a);
+    Py_hash_t result = x ? PyObject_Hash(x) : -1;
+    Py_XDECREF(x);
+    return result;
+}
+
+static int
+proxy_setitem(PyObject *a, PyObject *key, PyObject *value)
+{
+    PyObject *x = unwrap(a);
+    int result = x == NULL  ? -1
+                 : value    ? PyObject_SetItem(x, key, value)
+                            : PyObject_DelItem(x, key);
+    Py_XDECREF(x);
+    return result;
+}
+
+static int
+proxy_setattr(PyObject *a, PyObject *attr, PyObject *value)
+{
+    PyObject *x = unwrap(a);
+    int result = x ? PyObject_SetAttr(x, attr, value) : -1;
+    Py_XDECREF(x);
+    return result;
+}
+
+static PyObject *
+proxy_richcompare(PyObject *a, PyObject *b, int op)
+{
+    PyObject *x = unwrap(a), *y = x ? unwrap(b) : NULL;
+    PyObject *result = y ? PyObject_RichCompare(x, y, op) : NULL;
+    Py_XDECREF(x);
+    Py_XDECREF(y);
+    return result;
+}
+
+static PyObject *
+proxy_call(PyObject *a, PyObject *args, PyObject *kwargs)
+{
+    PyObject *x = unwrap(a), *result = x ? PyObject_Call(x, args, kwargs) : NULL;
+    Py_XDECREF(x);
+    return result;
+}
+
+/* The restored object exports the buffer: view->obj is it, not the proxy. */
+static int
+proxy_getbuffer(PyObject *a, Py_buffer *view, int flags)
+{
+    PyObject *x = unwrap(a);
+    int result = x ? PyObject_GetBuffer(x, view, flags) : -1;
+    Py_XDECREF(x);
+    return result;
+}
+
+/* What the proxy answers itself: its type (so isinstance and type() tell
+ * the truth without restoring), its own size (for sizing walks), and the
+ * methods below, which restore it on their own terms. */
+static const char *const own_attributes[] = {"__class__",   "__sizeof__",   "__array__",
+                                             "__reduce_ex__", "__copy__", "__deepcopy__"};
+
+static PyObject *
+proxy_getattro(PyObject *a, PyObject *attr)
+{
+    for (size_t i = 0; PyUnicode_Check(attr) && i < Py_ARRAY_LENGTH(own_attributes); i++) {
+        if (PyUnicode_CompareWithASCIIString(attr, own_attributes[i]) == 0) {
+            return PyObject_GenericGetAttr(a, attr);
+        }
+    }
+    return proxy_getattr(a, attr);
+}
+
+/* Pickling a proxy pickles the restored object: operator.getitem([obj], 0)
+ * gives it back (the object's own reduce would name its class, not ours). */
+static PyObject *
+proxy_reduce_ex(PyObject *a, PyObject *Py_UNUSED(protocol))
+{
+    PyObject *x = NULL, *operator = NULL, *getitem = NULL, *result = NULL;
+    if ((x = unwrap(a)) && (operator = PyImport_ImportModule("operator")) &&
+        (getitem = PyObject_GetAttrString(operator, "getitem"))) {
+        result = Py_BuildValue("(O([O]i))", getitem, x, 0);
+    }
+    Py_XDECREF(x);
+    Py_XDECREF(operator);
+    Py_XDECREF(getitem);
+    return result;
+}
+
+/* copy.copy and copy.deepcopy of a proxy copy the restored object. */
+static PyObject *
+copy_restored(PyObject *a, const char *function, PyObject *memo)
+{
+    PyObject *x = NULL, *copy = NULL, *result = NULL;
+    if ((x = unwrap(a)) && (copy = PyImport_ImportModule("copy"))) {
+        result = memo ? PyObject_CallMethod(copy, function, "OO", x, memo)
+                      : PyObject_CallMethod(copy, function, "O", x);
+    }
+    Py_XDECREF(x);
+    Py_XDECREF(copy);
+    return result;
+}
+
+static PyObject *
+proxy_copy(PyObject *a, PyObject *Py_UNUSED(unused))
+{
+    return copy_restored(a, "copy", NULL);
+}
+
+static PyObject *
+proxy_deepcopy(PyObject *a, PyObject *memo)
+{
+    return copy_restored(a, "deepcopy", memo);
+}
+
+/* numpy asks for __array__(dtype=None, copy=None) on the type. */
+static PyObject *
+proxy_array(PyObject *a, PyObject *args, PyObject *kwargs)
+{
+    PyObject *x = NULL, *numpy = NULL, *asarray = NULL, *call = NULL, *result = NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    if (!(x = unwrap(a)) || !(numpy = PyImport_ImportModule("numpy")) ||
+        !(asarray = PyObject_GetAttrString(numpy, "asarray")) || !(call = PyTuple_New(n + 1))) {
+        goto done;
+    }
+    PyTuple_SET_ITEM(call, 0, Py_NewRef(x));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTuple_SET_ITEM(call, i + 1, Py_NewRef(PyTuple_GET_ITEM(args, i)));
+    }
+    result = PyObject_Call(asarray, call, kwargs);
+done:
+    Py_XDECREF(x);
+    Py_XDECREF(numpy);
+    Py_XDECREF(asarray);
+    Py_XDECREF(call);
+    return result;
+}
+
+static PyObject *
+proxy_repr(compressed *self)
+{
+    if (self->restored != NULL) {
+        return PyObject_Repr(self->restored);
+    }
     char ratio[32];
     PyOS_snprintf(ratio, sizeof ratio, "%.2f",
                   self->cbytes ? (double)self->nbytes / (double)self->cbytes : 0.0);
     return PyUnicode_FromFormat(
         "<memtamer compressed %U: %zu bytes -> %zu bytes (%s level %d, ratio %s); "
-        "restore with %%shrink restore %U or memtamer.shrink('restore', '%U'); "
-        "a cell that reads %U restores it first>",
+        "any use of it restores it; restore it now with %%shrink restore %U or "
+        "memtamer.shrink('restore', '%U')>",
         self->what, self->nbytes, self->cbytes, self->how.codec, self->how.level, ratio,
-        self->name, self->name, self->name);
+        self->name, self->name);
 }
 
 static PyObject *
-compressed_sizeof(compressed *self, PyObject *Py_UNUSED(unused))
+proxy_sizeof(compressed *self, PyObject *Py_UNUSED(unused))
 {
-    size_t n = (size_t)Py_TYPE(self)->tp_basicsize + self->cbytes +
-               (size_t)self->nframes * sizeof(frame);
+    size_t n = (size_t)Py_TYPE(self)->tp_basicsize + (size_t)self->nframes * sizeof(frame);
     for (Py_ssize_t i = 0; i < self->nframes; i++) {
-        n += (size_t)self->frames[i].nchunks * sizeof(chunk);
+        for (Py_ssize_t j = 0; j < self->frames[i].nchunks; j++) {
+            n += sizeof(chunk) + self->frames[i].chunks[j].csize;
+        }
     }
     return PyLong_FromSize_t(n);
 }
 
-static PyObject *
-get_nbytes(compressed *self, void *Py_UNUSED(c))
-{
-    return PyLong_FromSize_t(self->nbytes);
-}
-
-static PyObject *
-get_cbytes(compressed *self, void *Py_UNUSED(c))
-{
-    return PyLong_FromSize_t(self->cbytes);
-}
-
-static PyObject *
-get_codec(compressed *self, void *Py_UNUSED(c))
-{
-    return PyUnicode_FromString(self->how.codec);
-}
-
-static PyObject *
-get_level(compressed *self, void *Py_UNUSED(c))
-{
-    return PyLong_FromLong(self->how.level);
-}
-
-static PyObject *
-get_kind(compressed *self, void *Py_UNUSED(c))
-{
-    return PyUnicode_FromString(self->kind == KIND_ARRAY ? "ndarray" : "pickle");
-}
-
-static PyObject *
-get_name(compressed *self, void *Py_UNUSED(c))
-{
-    return Py_NewRef(self->name);
-}
-
-static PyObject *
-get_what(compressed *self, void *Py_UNUSED(c))
-{
-    return Py_NewRef(self->what);
-}
-
-static PyGetSetDef compressed_getset[] = {
-    {"nbytes", (getter)get_nbytes, NULL, "bytes of the original data", NULL},
-    {"cbytes", (getter)get_cbytes, NULL, "bytes of compressed data held", NULL},
-    {"codec", (getter)get_codec, NULL, "blosc codec", NULL},
-    {"level", (getter)get_level, NULL, "compression level 0-9", NULL},
-    {"kind", (getter)get_kind, NULL, "'ndarray' (raw data) or 'pickle' (protocol 5)", NULL},
-    {"name", (getter)get_name, NULL, "the variable it replaced", NULL},
-    {"what", (getter)get_what, NULL, "what was compressed", NULL},
+static PyMethodDef proxy_methods[] = {
+    {"__array__", (PyCFunction)(void (*)(void))proxy_array, METH_VARARGS | METH_KEYWORDS,
+     "Restores it and gives numpy the array of the restored object."},
+    {"__sizeof__", (PyCFunction)proxy_sizeof, METH_NOARGS, NULL},
+    {"__reduce_ex__", proxy_reduce_ex, METH_O, NULL},
+    {"__copy__", proxy_copy, METH_NOARGS, NULL},
+    {"__deepcopy__", proxy_deepcopy, METH_O, NULL},
     {NULL},
 };
 
-static PyMethodDef compressed_methods[] = {
-    {"restore", (PyCFunction)(void (*)(void))compressed_restore, METH_VARARGS | METH_KEYWORDS,
-     "restore(progress=None) -> a new object equal, bit for bit, to the one compressed."},
-    {"__sizeof__", (PyCFunction)compressed_sizeof, METH_NOARGS, NULL},
-    {NULL},
-};
+static int
+proxy_traverse(compressed *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->restored);
+    return 0;
+}
+
+static int
+proxy_clear(compressed *self)
+{
+    Py_CLEAR(self->restored);
+    return 0;
+}
 
 static void
-compressed_dealloc(compressed *self)
+proxy_dealloc(compressed *self)
 {
     PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
     frames_free(self->frames, self->nframes);
+    if (self->lock != NULL) {
+        PyThread_free_lock(self->lock);
+    }
     Py_XDECREF(self->name);
+    Py_XDECREF(self->owner);
+    Py_XDECREF(self->restored);
     Py_XDECREF(self->what);
     Py_XDECREF(self->descr);
     Py_XDECREF(self->shape);
@@ -666,19 +1024,115 @@ compressed_dealloc(compressed *self)
     Py_DECREF(type);
 }
 
+static int
+is_proxy(PyObject *o)
+{
+    return Py_TYPE(o)->tp_dealloc == (destructor)proxy_dealloc;
+}
+
+static compressed *
+proxy_arg(PyObject *o)
+{
+    if (!is_proxy(o)) {
+        PyErr_Format(PyExc_TypeError, "expected a memtamer Compressed proxy, not %.100s",
+                     Py_TYPE(o)->tp_name);
+        return NULL;
+    }
+    return (compressed *)o;
+}
+
+/* _core.restore(proxy, progress=None) -> the object, its name rebound */
+PyObject *
+mt_codec_restore(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"proxy", "progress", NULL};
+    PyObject *proxy, *progress = NULL;
+    compressed *self;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:restore", kwlist, &proxy, &progress) ||
+        !(self = proxy_arg(proxy))) {
+        return NULL;
+    }
+    return target(self, progress);
+}
+
+/* _core.compressed_info(proxy) -> dict; restores nothing */
+PyObject *
+mt_codec_info(PyObject *Py_UNUSED(module), PyObject *proxy)
+{
+    compressed *self = proxy_arg(proxy);
+    if (self == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("{sOsOsssssisnsnsO}", "name", self->name, "what", self->what, "kind",
+                         self->kind == KIND_ARRAY ? "ndarray" : "pickle", "codec", self->how.codec,
+                         "level", self->how.level, "nbytes", (Py_ssize_t)self->nbytes, "cbytes",
+                         (Py_ssize_t)self->cbytes, "restored",
+                         self->restored ? Py_True : Py_False);
+}
+
 static PyType_Slot compressed_slots[] = {
-    {Py_tp_dealloc, compressed_dealloc},
-    {Py_tp_repr, compressed_repr},
-    {Py_tp_methods, compressed_methods},
-    {Py_tp_getset, compressed_getset},
-    {Py_tp_doc, "A variable compressed by %shrink compress; restore() gives it back."},
+    {Py_tp_dealloc, proxy_dealloc},
+    {Py_tp_traverse, proxy_traverse},
+    {Py_tp_clear, proxy_clear},
+    {Py_tp_repr, proxy_repr},
+    {Py_tp_str, proxy_str},
+    {Py_tp_hash, proxy_hash},
+    {Py_tp_call, proxy_call},
+    {Py_tp_getattro, proxy_getattro},
+    {Py_tp_setattro, proxy_setattr},
+    {Py_tp_richcompare, proxy_richcompare},
+    {Py_tp_iter, proxy_iter},
+    {Py_tp_methods, proxy_methods},
+    {Py_tp_doc, "A variable compressed by %shrink compress: any use restores it; "
+                "_core.restore(proxy) gives it back now."},
+    {Py_nb_add, proxy_add},
+    {Py_nb_subtract, proxy_subtract},
+    {Py_nb_multiply, proxy_multiply},
+    {Py_nb_remainder, proxy_remainder},
+    {Py_nb_divmod, proxy_divmod},
+    {Py_nb_power, proxy_power},
+    {Py_nb_negative, proxy_negative},
+    {Py_nb_positive, proxy_positive},
+    {Py_nb_absolute, proxy_absolute},
+    {Py_nb_bool, proxy_bool},
+    {Py_nb_invert, proxy_invert},
+    {Py_nb_lshift, proxy_lshift},
+    {Py_nb_rshift, proxy_rshift},
+    {Py_nb_and, proxy_and},
+    {Py_nb_xor, proxy_xor},
+    {Py_nb_or, proxy_or},
+    {Py_nb_int, proxy_int},
+    {Py_nb_float, proxy_float},
+    {Py_nb_index, proxy_index},
+    {Py_nb_floor_divide, proxy_floor_divide},
+    {Py_nb_true_divide, proxy_true_divide},
+    {Py_nb_matrix_multiply, proxy_matrix_multiply},
+    {Py_nb_inplace_add, proxy_inplace_add},
+    {Py_nb_inplace_subtract, proxy_inplace_subtract},
+    {Py_nb_inplace_multiply, proxy_inplace_multiply},
+    {Py_nb_inplace_remainder, proxy_inplace_remainder},
+    {Py_nb_inplace_power, proxy_inplace_power},
+    {Py_nb_inplace_lshift, proxy_inplace_lshift},
+    {Py_nb_inplace_rshift, proxy_inplace_rshift},
+    {Py_nb_inplace_and, proxy_inplace_and},
+    {Py_nb_inplace_xor, proxy_inplace_xor},
+    {Py_nb_inplace_or, proxy_inplace_or},
+    {Py_nb_inplace_floor_divide, proxy_inplace_floor_divide},
+    {Py_nb_inplace_true_divide, proxy_inplace_true_divide},
+    {Py_nb_inplace_matrix_multiply, proxy_inplace_matrix_multiply},
+    {Py_mp_length, proxy_length},
+    {Py_mp_subscript, proxy_getitem},
+    {Py_mp_ass_subscript, proxy_setitem},
+    {Py_sq_contains, proxy_contains},
+    {Py_bf_getbuffer, proxy_getbuffer},
     {0, NULL},
 };
 
 static PyType_Spec compressed_spec = {
     .name = "memtamer._core.Compressed",
     .basicsize = sizeof(compressed),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = compressed_slots,
 };
 

@@ -68,7 +68,13 @@ static PyMethodDef core_methods[] = {
     {"spill_write", (PyCFunction)(void (*)(void))mt_shrink_spill_write, METH_VARARGS | METH_KEYWORDS,
      "spill_write(array, path, progress=None) -> bytes written to a new file."},
     {"compress", (PyCFunction)(void (*)(void))mt_codec_compress, METH_VARARGS | METH_KEYWORDS,
-     "compress(obj, name, codec='lz4', level=5, progress=None) -> Compressed."},
+     "compress(obj, name, codec='lz4', level=5, progress=None, owner=None) -> Compressed: "
+     "any use restores it and rebinds name in the module owner."},
+    {"restore", (PyCFunction)(void (*)(void))mt_codec_restore, METH_VARARGS | METH_KEYWORDS,
+     "restore(proxy, progress=None) -> the object, equal bit for bit to the one compressed; "
+     "its name is rebound in the owner module."},
+    {"compressed_info", mt_codec_info, METH_O,
+     "compressed_info(proxy) -> {name, what, kind, codec, level, nbytes, cbytes, restored}."},
     {"compress_estimate", (PyCFunction)(void (*)(void))mt_codec_estimate, METH_VARARGS | METH_KEYWORDS,
      "compress_estimate(obj, codec='lz4', level=5, sample=16MiB) -> (nbytes, estimated bytes)."},
     {"codecs", mt_codec_codecs, METH_NOARGS, "codecs() -> {codecs, blosc}: what blosc offers."},

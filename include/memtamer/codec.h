@@ -4,7 +4,13 @@
  * array's data (dtype, shape, strides and flags kept beside it), or a pickle
  * protocol 5 stream followed by its out-of-band buffers.  Frames are cut into
  * chunks because blosc takes at most 2 GiB per call, and the chunk boundaries
- * are where progress is reported.  Round trips are bit-exact. */
+ * are where progress is reported.  Round trips are bit-exact.
+ *
+ * Any use of a proxy (attributes, operators, items, iteration, calls, the
+ * buffer and array protocols, pickling) restores it, from whichever thread,
+ * and rebinds its name in the module it was given; an interrupted or failed
+ * restore leaves it compressed.  Only its type and __sizeof__ answer without
+ * restoring, and its repr says how to restore. */
 #ifndef MEMTAMER_CODEC_H
 #define MEMTAMER_CODEC_H
 
@@ -17,6 +23,8 @@ PyObject *mt_codec_make_type(PyObject *module);
  * itself runs with the GIL released. */
 PyObject *mt_codec_compress(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *mt_codec_estimate(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *mt_codec_restore(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *mt_codec_info(PyObject *module, PyObject *proxy);
 PyObject *mt_codec_codecs(PyObject *module, PyObject *unused);
 
 #endif

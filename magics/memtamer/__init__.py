@@ -60,10 +60,13 @@ class _Extension:
 
     def start(self):
         from .magics import MemtamerMagics
+        from .shrinker import StopCell
 
         _core.install_hooks()
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
+        self.stop_cell = StopCell()
+        self.shell.ast_transformers.append(self.stop_cell)
         self.magics = MemtamerMagics(self.shell, self)
         self.shell.register_magics(self.magics)
         history = getattr(self.shell, "history_manager", None)
@@ -86,6 +89,14 @@ class _Extension:
                 print(f"memtamer: {figure} is unavailable here: {unavailable[figure]}")
 
     def stop(self):
+        from .shrinker import restore_all, restore_notice
+
+        # Without memtamer no cell restores a proxy first: leave none behind.
+        restored = restore_all(self.shell)
+        if restored:
+            print(restore_notice(restored, "unloaded, so every compressed variable was restored:"))
+        if self.stop_cell in self.shell.ast_transformers:
+            self.shell.ast_transformers.remove(self.stop_cell)
         if self.guard is not None:
             self.guard.stop()
         _core.ledger_detach()
@@ -114,6 +125,8 @@ class _Extension:
             restored = auto_restore(self.shell, info.raw_cell or "")
             if restored:
                 print(restore_notice(restored))
+        except KeyboardInterrupt as exc:  # the cell is stopped, and still measured
+            self.stop_cell.message = str(exc) or "memtamer: Ctrl-C before the cell ran"
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("restoring compressed variables", exc)
         try:
@@ -123,6 +136,7 @@ class _Extension:
             self._warn_once("cell_begin", exc)
 
     def post_run_cell(self, result):
+        self.stop_cell.message = None  # a cell that failed to compile never took it
         try:
             record = _core.cell_end(result.execution_count, not result.success)
             threshold = self.notice_threshold

@@ -149,7 +149,7 @@ class MemtamerMagics(Magics):
                   collect, and give freed heap back to the OS
         downcast  float64→float32 (--to), ints to their smallest type with --narrow, in place
                   when safe
-        compress  replace by a blosc-compressed proxy; restored when a cell reads it
+        compress  replace by a blosc-compressed proxy; any use of it restores it
         restore   undo compress
         pack      list/tuple of numbers → the numpy array np.array() would make (int64,
                   float64, bool); the smallest exact one with --narrow

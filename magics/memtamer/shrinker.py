@@ -12,7 +12,10 @@ while _core checks who holds it (refcounts are how it knows)."""
 import ast
 import atexit
 import contextlib
+import functools
 import gc
+import itertools
+import mmap
 import os
 import re
 import shutil
@@ -21,6 +24,7 @@ import sys
 import tempfile
 import time
 import traceback
+import types
 import uuid
 import weakref
 
@@ -33,6 +37,10 @@ DEFAULT_RTOL = 1e-3  # floats may move by at most 0.1% of their value
 DEFAULT_CODEC = "lz4"
 DEFAULT_LEVEL = 5
 DRY_RUN_SAMPLE = 16 * 1024**2  # bytes per frame compressed to estimate a ratio
+SAMPLE_ITEMS = 100_000  # items of a container pickled to estimate a ratio
+MIN_COMPRESS_BYTES = 1024**2  # below this, compress saves too little to be worth a proxy
+MIN_COMPRESS_RATIO = 1.25  # deep size / compressed size compress asks for
+RESTORE_WALK_SECONDS = 2.0  # sizing what a restore gave back
 CATEGORY_MAX_FRACTION = 0.5  # object columns with fewer distinct strings become category
 PROGRESS_AFTER = 1.0  # seconds before an action shows progress
 
@@ -353,52 +361,179 @@ def _held_refusal(shell, ns, name, options, what):
             f"{what.split()[0]} anyway): " + _refusal_text(shell, ns, name, refusals))
 
 
-def _compress_refusal(shell, ns, name, options):
-    if isinstance(ns[name], Compressed):
-        raise UsageError(f"%shrink compress: {name} is already compressed "
-                         f"(%shrink restore {name} gives it back)")
-    refused = _held_refusal(shell, ns, name, options, "compressing it")
-    if not refused:
+def _by_reference(value):
+    """What value is when pickle would store it by name, not by value, or None."""
+    if isinstance(value, types.ModuleType):
+        return "module"
+    if isinstance(value, type):
+        return "class"
+    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+                          types.MethodWrapperType, functools.partial)):
+        return "function"
+    return None
+
+
+def _file_backing(value):
+    """The file an array's memory maps (a memmap or a view of one), or None."""
+    np = sys.modules.get("numpy")
+    if np is None or not isinstance(value, np.ndarray):
         return None
-    nbytes, estimate = _core_call(_core.compress_estimate, ns[name], codec=options["codec"],
-                                  level=options["level"], sample=DRY_RUN_SAMPLE)
-    return {"status": "refused", "bytes_before": nbytes, "bytes_after": estimate, "reason": refused,
-            "detail": f"{options['codec']} level {options['level']}" +
-                      (f", ratio ≈ {nbytes / estimate:.1f}" if estimate else "")}
+    while value is not None:
+        if isinstance(value, np.memmap) and getattr(value, "filename", None):
+            return value.filename
+        if isinstance(value, mmap.mmap):
+            return "a memory-mapped file"
+        value = getattr(value, "base", None)
+    return None
 
 
-def _compress(shell, ns, name, options, progress):
+def _sample(value, nbytes):
+    """A part of value (about DRY_RUN_SAMPLE of its nbytes) to estimate its
+    compressed size from, and how many times the whole is bigger: never a
+    copy or a pickle of a big object."""
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(value, np.ndarray) and value.ndim and len(value) > 1:
+        if (value.flags.c_contiguous or value.flags.f_contiguous) and not value.dtype.hasobject:
+            return value, 1.0  # compress_estimate reads its first bytes in place
+        row = max(1, value[0].nbytes if not value.dtype.hasobject else 64 * value[0].size)
+        rows = max(1, min(len(value), DRY_RUN_SAMPLE // row))
+        return np.ascontiguousarray(value[:rows]), len(value) / rows
+    length = len(value) if isinstance(value, (list, tuple, dict, set, frozenset)) or \
+        _pandas_kind(value) else 0
+    items = min(SAMPLE_ITEMS, max(1, length * DRY_RUN_SAMPLE // max(nbytes, 1)))
+    if length <= items:
+        return value, 1.0
+    step = length // items
+    if isinstance(value, (list, tuple)):
+        sample = value[::step]
+    elif isinstance(value, dict):
+        sample = dict(itertools.islice(value.items(), 0, None, step))
+    elif isinstance(value, (set, frozenset)):
+        sample = set(itertools.islice(value, 0, None, step))
+    else:
+        sample = value.iloc[::step]
+    return sample, length / len(sample)
+
+
+def _shared_with(ns, entries, name):
+    """Other variables whose objects are inside ns[name]: compressing would
+    give it copies of them (immutable atoms such as str or int do not count)."""
+    atoms = (str, bytes, int, float, complex, bool, type(None))
+    entry = next(e for e in entries if e["name"] == name)
+    inside = {e["name"] for e in entries if e["name"] != name and name in e["holders"]}
+    inside |= {s["with"] for s in entry["shares"] if s["variable"] and s["holds"]}
+    return sorted(n for n in inside if not isinstance(ns.get(n), atoms))
+
+
+def _compress_plan(shell, ns, name, options):
+    """The row a compress of ns[name] starts from: its deep size and the
+    estimated compressed size, with status 'refused' and the reason when
+    it must not be compressed.  Changes nothing; cheap (a sample, no full
+    pickle).  Checks that count references come first."""
     if isinstance(ns[name], Compressed):
         raise UsageError(f"%shrink compress: {name} is already compressed "
                          f"(%shrink restore {name} gives it back)")
     detail = f"{options['codec']} level {options['level']}"
-    refused = _held_refusal(shell, ns, name, options, "compressing it")
-    if options["dry_run"] or refused:
-        nbytes, estimate = _core_call(_core.compress_estimate, ns[name], codec=options["codec"],
-                                      level=options["level"], sample=DRY_RUN_SAMPLE)
-        return {"status": "refused" if refused else "dry-run", "bytes_before": nbytes,
-                "bytes_after": estimate, "reason": refused,
-                "detail": detail + (f", ratio ≈ {nbytes / estimate:.1f}" if estimate else "")}
-    proxy = _core_call(_core.compress, ns[name], name, codec=options["codec"],
-                       level=options["level"], progress=progress)
+    row = {"status": "refused", "bytes_before": None, "bytes_after": None, "detail": detail,
+           "reason": None}
+    kind = _by_reference(ns[name])
+    if kind:
+        return dict(row, reason=f"it is a {kind}: pickle stores a {kind} by name, not by value, "
+                                f"so compress could not give it back")
+    backing = _file_backing(ns[name])
+    if backing:
+        return dict(row, reason=f"it is file-backed (a memmap of {backing}): its pages already "
+                                "come from the file and go back to it under memory pressure, "
+                                "so there is nothing to compress")
+    held = _held_refusal(shell, ns, name, options, "compressing it")
+    with _ledger(shell, ns):
+        entries = _core.variables()
+    entry = next((e for e in entries if e["name"] == name), None)
+    nbytes = entry["bytes"] if entry else _core.deep_size(ns[name])[0]
+    row["bytes_before"] = row["bytes_after"] = nbytes
+    shared = _shared_with(ns, entries, name) if entry else []
+    if shared:
+        one = len(shared) == 1
+        return dict(row, reason=f"{', '.join(shared)} {'is' if one else 'are'} inside it and also "
+                                f"bound to {'its' if one else 'their'} own name: after a restore "
+                                f"{name} would hold copies, and changes would no longer show on "
+                                "both sides")
+    if nbytes < MIN_COMPRESS_BYTES:
+        return dict(row, reason=f"it uses only {format_size(nbytes)}: compress takes objects of "
+                                f"{format_size(MIN_COMPRESS_BYTES)} or more, below that it saves "
+                                "too little")
+    if held:
+        return dict(row, reason=held)
+    sample, scale = _sample(ns[name], nbytes)
+    try:
+        _, estimate = _core.compress_estimate(sample, codec=options["codec"],
+                                              level=options["level"], sample=DRY_RUN_SAMPLE)
+    except ValueError as exc:  # pickled by reference (see codec.c)
+        return dict(row, reason=str(exc))
+    estimate = int(estimate * scale)
+    row["bytes_after"] = estimate
+    if estimate * MIN_COMPRESS_RATIO > nbytes:
+        return dict(row, bytes_after=nbytes,
+                    reason=f"it uses {format_size(nbytes)} and compressed it would still take "
+                           f"≈ {format_size(estimate)}: not worth it (compress asks for a ratio "
+                           f"of at least {MIN_COMPRESS_RATIO})")
+    return dict(row, status="ok", detail=f"{detail}, ratio ≈ {nbytes / max(estimate, 1):.1f}")
+
+
+def _compress_refusal(shell, ns, name, options):
+    """compress's refusal row for ns[name], or None; changes nothing."""
+    row = _compress_plan(shell, ns, name, options)
+    return row if row["status"] == "refused" else None
+
+
+def _owner(shell, ns):
+    """The module whose namespace is ns: a restored proxy rebinds its name there."""
+    for module in (getattr(shell, "user_module", None), sys.modules.get(ns.get("__name__"))):
+        if isinstance(module, types.ModuleType) and getattr(module, "__dict__", None) is ns:
+            return module
+    return None
+
+
+def _compress(shell, ns, name, options, progress):
+    row = _compress_plan(shell, ns, name, options)
+    if row["status"] == "refused" or options["dry_run"]:
+        return dict(row, status=row["status"] if row["status"] == "refused" else "dry-run")
+    try:
+        proxy = _core.compress(ns[name], name, codec=options["codec"], level=options["level"],
+                               progress=progress, owner=_owner(shell, ns))
+    except ValueError as exc:  # found only in the full pickle: by reference (see codec.c)
+        return dict(row, status="refused", bytes_after=row["bytes_before"], reason=str(exc))
+    after = _core.deep_size(proxy)[0]
+    if after * MIN_COMPRESS_RATIO > row["bytes_before"]:  # the sample was too hopeful
+        return dict(row, status="refused", bytes_after=row["bytes_before"],
+                    reason=f"compressed it takes {format_size(after)} of its "
+                           f"{format_size(row['bytes_before'])}: not worth it, left as it was")
     ns[name] = proxy
-    _compressed_names.add(name)
-    ratio = proxy.nbytes / proxy.cbytes if proxy.cbytes else float("inf")
-    return {"status": "done", "bytes_before": proxy.nbytes, "bytes_after": proxy.cbytes,
-            "detail": f"{proxy.what}: {detail}, ratio {ratio:.1f}", "reason": None}
+    info = _core.compressed_info(proxy)
+    _compressed_names[name] = (info["cbytes"], row["bytes_before"])
+    return dict(row, status="done", bytes_after=after,
+                detail=f"{info['what']}: {info['codec']} level {info['level']}, "
+                       f"ratio {row['bytes_before'] / max(after, 1):.1f}")
 
 
 def _restore(shell, ns, name, options, progress):
-    proxy = ns[name]
-    if not isinstance(proxy, Compressed):
+    if not isinstance(ns[name], Compressed):
         raise UsageError(f"%shrink restore: {name} is not compressed (it is a "
-                         f"{type(proxy).__name__})")
-    row = {"bytes_before": proxy.cbytes, "bytes_after": proxy.nbytes, "reason": None,
-           "detail": f"{proxy.what} from {proxy.codec}"}
+                         f"{type(ns[name]).__name__})")
+    info = _core.compressed_info(ns[name])
+    # A proxy that already restored itself (a name %timeit put back) holds the object.
+    row = {"bytes_before": _core.deep_size(ns[name], RESTORE_WALK_SECONDS)[0],
+           "bytes_after": info["nbytes"],
+           "reason": None, "detail": f"{info['what']} from {info['codec']}"}
     if options["dry_run"]:
         return dict(row, status="dry-run")
-    ns[name] = proxy.restore(progress=progress)
-    return dict(row, status="done")
+    ns[name] = _core.restore(ns[name], progress=progress)
+    cbytes, deep = _compressed_names.pop(name, (None, None))
+    if cbytes != info["cbytes"]:  # not compressed by %shrink here: measure it
+        deep, complete = _core.deep_size(ns[name], RESTORE_WALK_SECONDS)
+        if not complete:
+            row["reason"] = f"at least {format_size(deep)} (the walk stopped)"
+    return dict(row, status="done", bytes_after=deep)
 
 
 def _restore_refusal(shell, ns, name, options):
@@ -883,42 +1018,103 @@ def shrink(action, *names, **options):
 
 # ---- transparent restore ----------------------------------------------------
 
+class _NamesRead(ast.NodeVisitor):
+    """Names code reads when it runs: function bodies run later (and a proxy
+    restores itself then), so only their decorators and defaults count."""
+
+    def __init__(self):
+        self.found = set()
+
+    def visit_Name(self, node):
+        if isinstance(node.ctx, ast.Load):
+            self.found.add(node.id)
+
+    def visit_AugAssign(self, node):
+        if isinstance(node.target, ast.Name):
+            self.found.add(node.target.id)
+        self.generic_visit(node)
+
+    def visit_FunctionDef(self, node):
+        for child in (*node.decorator_list, node.args, node.returns):
+            if child is not None:
+                self.visit(child)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Lambda(self, node):
+        self.visit(node.args)
+
+
 def names_read(shell, raw_cell):
-    """Names a cell's code reads (loads, and augmented assignments)."""
+    """Names a cell's code reads as it runs (loads, and augmented assignments)."""
     try:
         source = shell.transform_cell(raw_cell) if shell is not None else raw_cell
         tree = ast.parse(source)
     except (SyntaxError, ValueError, TypeError):
         return set()
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            found.add(node.id)
-        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
-            found.add(node.target.id)
-    return found
+    visitor = _NamesRead()
+    visitor.visit(tree)
+    return visitor.found
 
 
-# Names that compress bound to a proxy.  Cells are parsed for the names
-# they read only while one of them still is: most sessions never compress.
-# (A proxy cannot reach another name without a cell reading, so restoring, it.)
-_compressed_names = set()
+# Names that compress bound to a proxy -> (its compressed bytes, the deep
+# size compress measured, which its restore reports: the object comes back
+# bit for bit).  Cells are parsed for the names they read only while one of
+# them still is: most sessions never compress.  Paths a cell's text does not
+# show (globals(), eval, threads, magics) meet the proxy itself, which
+# restores itself on any use.
+_compressed_names = {}
+
+
+class StopCell(ast.NodeTransformer):
+    """An AST transformer that turns the next cell into `raise
+    KeyboardInterrupt(message)` once a message is set: a Ctrl-C during the
+    restore before a cell stops that cell cleanly, and it is still measured."""
+
+    def __init__(self):
+        self.message = None
+
+    def visit_Module(self, node):
+        if self.message is not None:
+            message, self.message = self.message, None
+            stop = f"raise __import__('builtins').KeyboardInterrupt({message!r})"
+            node.body = ast.parse(stop).body
+        return node
 
 
 def auto_restore(shell, raw_cell):
     """Restores every compressed variable the cell reads; returns the rows."""
     ns = shell.user_ns
-    _compressed_names.intersection_update(
-        [n for n in _compressed_names if isinstance(ns.get(n), Compressed)])
+    for gone in [n for n in _compressed_names if not isinstance(ns.get(n), Compressed)]:
+        del _compressed_names[gone]
     if not _compressed_names:
         return {}
     wanted = [n for n in sorted(names_read(shell, raw_cell)) if n in _compressed_names]
     if not wanted:
         return {}
-    return run(shell, ns, "restore", wanted, {})
+    try:
+        return run(shell, ns, "restore", wanted, {})
+    except KeyboardInterrupt:
+        still = [n for n in wanted if isinstance(ns.get(n), Compressed)]
+        done = [n for n in wanted if n not in still]
+        parts = [f"{', '.join(done)} restored"] if done else []
+        if still:
+            parts.append(f"{', '.join(still)} still compressed, intact (any use restores "
+                         f"{'it' if len(still) == 1 else 'them'}, or %shrink restore "
+                         f"{' '.join(still)})")
+        raise KeyboardInterrupt("memtamer: Ctrl-C while restoring the compressed variables "
+                                "this cell reads, so the cell did not run; "
+                                + "; ".join(parts)) from None
 
 
-def restore_notice(rows):
+def restore_all(shell):
+    """Restores every compressed variable in the shell's namespace (at unload)."""
+    ns = shell.user_ns
+    names = [n for n, value in ns.items() if isinstance(value, Compressed)]
+    return run(shell, ns, "restore", names, {}) if names else {}
+
+
+def restore_notice(rows, lead="this cell reads compressed variables; restored"):
     parts = []
     for name, row in rows.items():
         if row["status"] == "done":
@@ -926,4 +1122,4 @@ def restore_notice(rows):
                          f"{format_size(row['bytes_after'])}, {row['seconds']:.2f} s)")
         else:
             parts.append(f"{name} NOT restored: {row['reason']}")
-    return "memtamer: this cell reads compressed variables; restored " + ", ".join(parts)
+    return f"memtamer: {lead} " + ", ".join(parts)

@@ -1,0 +1,199 @@
+"""%shrink compress in a real kernel: what it refuses (and why), the sizes it
+reports, and the proxy that restores itself on any use, from any thread,
+through Ctrl-C and %unload_ext."""
+
+import pytest
+
+from conftest import MiB
+
+MAXRSS = "__import__('resource').getrusage(0).ru_maxrss * 1024"
+RSS = "[int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmRSS')][0]"
+
+
+def shrink_row(kernel, name, **options):
+    args = ", ".join(f"{k}={v!r}" for k, v in options.items())
+    call = f"memtamer.shrink('compress', {name!r}{', ' + args if args else ''})"
+    return kernel.query(f"{call}[{name!r}]")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def imports(kernel):
+    kernel.run("import numpy as np, memtamer, pickle, sys, threading")
+
+
+def test_a_function_is_refused_and_stays_callable(kernel):
+    kernel.run("def twice(a):\n    return a * 2")
+    out = kernel.run("%shrink compress twice")
+    text = str(out["data"])
+    assert "REFUSED" in text and "it is a function" in text and "by name, not by value" in text
+    assert kernel.run("print(twice(21))")["stdout"] == "42\n"
+
+
+def test_a_container_naming_main_is_refused(kernel):
+    # A dict holding a function defined here: pickle would store twice by name.
+    kernel.run("def twice(a):\n    return a * 2\n"
+               "table = {'f': twice, 'data': list(range(300_000))}")
+    row = shrink_row(kernel, "table")
+    assert row["status"] == "refused" and "__main__" in row["reason"]
+    kernel.run("del twice")
+    assert kernel.query("type(table).__name__") == "dict"
+    assert kernel.query("table['f'](21)") == 42
+
+
+def test_contents_shared_with_another_name_are_refused(kernel):
+    kernel.run("A = np.arange(10.0); L = [A, A]")
+    out = kernel.run("%shrink compress L")
+    text = str(out["data"])
+    assert "REFUSED" in text and "A is inside it" in text
+    # Big shared contents too, whatever the --copy.
+    kernel.run("B = np.ones(2**20); M = {'b': B, 'rest': list(range(10))}")
+    row = shrink_row(kernel, "M", copy=True)
+    assert row["status"] == "refused" and "B is inside it" in row["reason"]
+    assert kernel.query("L[0] is A and L[1] is A and M['b'] is B")
+
+
+def test_a_memmap_is_refused_as_file_backed_even_with_copy(kernel, tmp_path):
+    path = str(tmp_path / "mm.raw")
+    kernel.run(f"mmf = np.memmap({path!r}, dtype='f8', mode='w+', shape=(2**18,)); mmf[:] = 1.5")
+    for options in ({}, {"copy": True}):
+        row = shrink_row(kernel, "mmf", **options)
+        assert row["status"] == "refused", options
+        assert f"it is file-backed (a memmap of {path})" in row["reason"]
+        assert "--copy" not in row["reason"] and "view" not in row["reason"]
+    kernel.run("mmf[0] = 7.0; mmf.flush()")
+    assert kernel.query(f"float(np.fromfile({path!r}, dtype='f8')[0])") == 7.0
+    kernel.run("del mmf")
+
+
+def test_tiny_objects_and_poor_ratios_are_refused(kernel):
+    kernel.run("tiny = np.arange(10)\nnoise = np.random.default_rng(1).random(2**18)")
+    row = shrink_row(kernel, "tiny")
+    assert row["status"] == "refused" and "it uses only" in row["reason"]
+    row = shrink_row(kernel, "noise")
+    assert row["status"] == "refused" and "not worth it" in row["reason"]
+    assert kernel.query("type(tiny).__name__ == type(noise).__name__ == 'ndarray'")
+
+
+def test_a_broadcast_view_is_not_blown_up(kernel):
+    kernel.run("bc = np.broadcast_to(np.arange(3.0), (2_000_000, 3))  # 24 B of data, 46 MiB seen")
+    row = shrink_row(kernel, "bc")
+    assert row["status"] == "refused" and "it uses only" in row["reason"]
+    assert row["bytes_before"] < 1024  # its deep size, not the 46 MiB it shows
+    assert kernel.query("type(bc).__name__ == 'ndarray' and bc.strides == (0, 8)")
+
+
+def test_sizes_are_deep_sizes_before_and_after(kernel):
+    kernel.run("big = list(range(3_000_000))\n"
+               "truth = sys.getsizeof(big) + sum(sys.getsizeof(i) for i in big if i > 256)")
+    row = shrink_row(kernel, "big")
+    truth = kernel.query("truth")
+    assert row["status"] == "done"
+    # Ints up to 256 are shared singletons: whether counted or not, they are a rounding error.
+    assert row["bytes_before"] == pytest.approx(truth, rel=0.001)
+    proxy_size = kernel.query("sys.getsizeof(globals()['big'])")  # globals(): no restore
+    assert row["bytes_after"] == pytest.approx(proxy_size, rel=0.01)
+    info = kernel.query("memtamer._core.compressed_info(globals()['big'])")
+    assert info["cbytes"] < row["bytes_after"] < info["cbytes"] + 64 * 1024
+    kernel.run("del big, truth")
+
+
+def test_dry_run_and_refusal_work_from_a_sample(fresh_kernel):
+    # A kernel of its own: memory freed by earlier tests would hide a rise.
+    # Pickled whole, blobs would make a 200 MB stream: a sample is enough to judge.
+    fresh_kernel.run("%load_ext memtamer")
+    fresh_kernel.run("import memtamer\nblobs = [bytes(1000) for _ in range(200_000)]")
+    start = fresh_kernel.query(MAXRSS)
+    assert start - fresh_kernel.query(RSS) < 8 * MiB  # the lifetime peak is about where we stand
+    row = shrink_row(fresh_kernel, "blobs", dry_run=True)
+    assert row["status"] == "dry-run" and row["bytes_after"] < row["bytes_before"] / 10
+    fresh_kernel.run("again = blobs")
+    row = shrink_row(fresh_kernel, "blobs")
+    assert row["status"] == "refused" and "again" in row["reason"]
+    assert fresh_kernel.query(MAXRSS) - start < 32 * MiB
+
+
+def test_the_proxy_restores_itself_wherever_it_is_used(kernel):
+    kernel.run("def total():\n    return int(data.sum())")  # defined before the compress
+    for name in ("data", "viaglobals", "viaeval", "viatimeit", "viashell", "pickled"):
+        kernel.run(f"{name} = np.arange(2**18)")
+        assert shrink_row(kernel, name)["status"] == "done", name
+    expected = sum(range(2**18))
+    kernel.run("got = total()")
+    kernel.run("got_globals = int(globals()['viaglobals'].sum())")
+    kernel.run("got_eval = int(eval('via' + 'eval.sum()'))")
+    kernel.run("%timeit -n1 -r1 viatimeit.sum()")
+    shell = kernel.run("!echo {viashell}")
+    kernel.run("back = pickle.loads(pickle.dumps(globals()['pickled']))")
+    assert kernel.query("[got, got_globals, got_eval]") == [expected] * 3
+    # The shell squeezes the spaces of the array's str.
+    assert shell["stdout"].startswith("[ 0 1 2 ... 262141 262142 262143]")
+    assert kernel.query("int(back.sum()) == %d and type(back).__name__ == 'ndarray'" % expected)
+    # Each name was rebound to the restored array, not left on the proxy...
+    for name in ("data", "viaglobals", "viaeval", "viashell", "pickled"):
+        assert kernel.query(f"type(globals()[{name!r}]).__name__") == "ndarray", name
+    # ...but %timeit puts its snapshot of the namespace back: the proxy, restored,
+    # stands for the array until the next cell that reads the name rebinds it.
+    assert kernel.query("memtamer._core.compressed_info(globals()['viatimeit'])['restored']")
+    assert kernel.query("int(globals()['viatimeit'].sum())") == expected
+    kernel.run("viatimeit")
+    assert kernel.query("type(globals()['viatimeit']).__name__") == "ndarray"
+
+
+def test_threads_touching_a_proxy_share_one_restore(kernel):
+    kernel.run("items = list(range(300_000))")
+    assert shrink_row(kernel, "items")["status"] == "done"
+    # The cell names items only in strings: no automatic restore before it runs.
+    kernel.run("barrier = threading.Barrier(5); errors = []; read = []\n"
+               "def worker(i):\n"
+               "    barrier.wait()\n"
+               "    try:\n"
+               "        globals()['items'].append(-i)\n"
+               "    except Exception as exc:\n"
+               "        errors.append(repr(exc))\n"
+               "def reader():\n"
+               "    barrier.wait()\n"
+               "    try:\n"
+               "        read.append(sum(globals()['items'][:1000]))\n"
+               "    except Exception as exc:\n"
+               "        errors.append(repr(exc))\n"
+               "threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]\n"
+               "threads.append(threading.Thread(target=reader))\n"
+               "for t in threads: t.start()\n"
+               "for t in threads: t.join()")
+    assert kernel.query("errors") == []
+    assert kernel.query("read") == [sum(range(1000))]
+    # One restore: all four appends landed on the one list now bound to the name.
+    assert kernel.query("type(globals()['items']).__name__") == "list"
+    ends = kernel.query("globals()['items'][:3] + sorted(globals()['items'][-4:])")
+    assert ends == [0, 1, 2, -3, -2, -1, 0]
+    assert kernel.query("len(globals()['items'])") == 300_004
+
+
+def test_ctrl_c_during_an_automatic_restore_stops_the_cell_cleanly(kernel):
+    # Unpickling Fractions runs Python code for each: a slow restore to interrupt.
+    kernel.run("from fractions import Fraction\nfr = [Fraction(i, 7) for i in range(600_000)]")
+    assert shrink_row(kernel, "fr")["status"] == "done"
+    out = kernel.run("ran = len(fr)", allow_error=True, interrupt_after=0.3)
+    assert out["error"]["ename"] == "KeyboardInterrupt"
+    message = out["error"]["evalue"]
+    assert "the cell did not run" in message and "fr still compressed" in message
+    assert "Error in callback" not in out["stdout"] + out["stderr"]
+    assert not kernel.query("'ran' in globals()")
+    assert kernel.query("type(globals()['fr']).__name__") == "Compressed"
+    # The interrupted cell was measured like any other.
+    assert kernel.last_cell()["cell"] == out["execution_count"]
+    kernel.run("ran = len(fr)")
+    assert kernel.query("ran == 600_000 and fr[5] == Fraction(5, 7)")
+    kernel.run("del fr")
+
+
+def test_unload_restores_every_proxy(kernel):
+    kernel.run("kept = np.arange(2**18)")
+    assert shrink_row(kernel, "kept")["status"] == "done"
+    out = kernel.run("%unload_ext memtamer")
+    assert "kept" in out["stdout"]
+    try:
+        assert kernel.query("type(globals()['kept']).__name__") == "ndarray"
+        assert kernel.query("int(globals()['kept'].sum())") == sum(range(2**18))
+    finally:
+        kernel.run("%load_ext memtamer")
