@@ -53,7 +53,9 @@ def dist():
     head = run(["git", "rev-parse", "HEAD^{tree}"], cwd=ROOT).strip()
     fresh = BUILT_FROM.exists() and BUILT_FROM.read_text().strip() == head
     if not fresh:
-        run(["bash", "scripts/wheel.sh"], cwd=ROOT, timeout=600)
+        # The wheel's Python is the one the test venvs are made from.
+        run(["bash", "scripts/wheel.sh"], cwd=ROOT, timeout=600,
+            env=dict(os.environ, PYTHON=sys.executable))
     (wheel,) = DIST.glob("memtamer-*.whl")
     (sdist,) = DIST.glob("memtamer-*.tar.gz")
     return wheel, sdist
