@@ -61,18 +61,38 @@ def dist():
     return wheel, sdist
 
 
-def make_venv(path, *requirements):
-    run([sys.executable, "-m", "venv", str(path)])
+def start_venv(path, *requirements):
+    """Starts making a venv at path with requirements installed; returns the
+    process and the venv's python."""
     python = path / "bin" / "python"
-    run([str(python), "-m", "pip", "install", "-q", *map(str, requirements)], timeout=600)
+    script = (f"{sys.executable} -m venv {path} && "
+              f"{python} -m pip install -q {' '.join(map(str, requirements))}")
+    return subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True), python
+
+
+def finish_venv(process, python):
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, f"making {python.parent.parent} failed:\n{output}"
     return python
 
 
 @pytest.fixture(scope="module")
-def wheel_venv(dist, tmp_path_factory):
+def sdist_venv(dist, tmp_path_factory):
+    """A fresh venv with the sdist installed (built from source), made in the
+    background while the other tests run."""
+    process, python = start_venv(tmp_path_factory.mktemp("sdist") / "venv", dist[1])
+    yield process, python
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def wheel_venv(dist, sdist_venv, tmp_path_factory):
     """A fresh venv with the wheel and what a kernel needs, from PyPI."""
-    python = make_venv(tmp_path_factory.mktemp("wheel") / "venv",
-                       dist[0], "ipykernel", "jupyter_client", "numpy")
+    python = finish_venv(*start_venv(tmp_path_factory.mktemp("wheel") / "venv",
+                                     dist[0], "ipykernel", "jupyter_client", "numpy"))
     site = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('platlib'))"]).strip())
     extension = Path(run([str(python), "-c", "import memtamer._core as c; print(c.__file__)"]).strip())
     return python, site, extension
@@ -177,8 +197,8 @@ def test_kernel_works_with_the_system_libraries_hidden(wheel_venv, tmp_path):
     assert len(mangled) == len(hidden), result["maps"]
 
 
-def test_sdist_builds_and_installs(dist, tmp_path):
-    python = make_venv(tmp_path / "venv", dist[1])
+def test_sdist_builds_and_installs(dist, sdist_venv):
+    python = finish_venv(*sdist_venv)
     version = dist[1].name.removeprefix("memtamer-").removesuffix(".tar.gz")
     assert run([str(python), "-m", "memtamer", "--version"]).strip() == f"memtamer {version}"
     # Built from source on this machine: it links the system's libraries.
