@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
+from email.parser import Parser
 from pathlib import Path
 
 import pytest
@@ -126,6 +128,25 @@ def test_wheel_is_tagged_for_this_glibc(dist):
     glibc = tuple(int(p) for p in os.confstr("CS_GNU_LIBC_VERSION").split()[1].split("."))
     assert (int(tag[1]), int(tag[2])) <= glibc
     assert tag[3] == os.uname().machine
+
+
+def test_metadata_is_what_a_package_index_shows(dist, wheel_venv):
+    with zipfile.ZipFile(dist[0]) as wheel:
+        info = next(n.rsplit("/", 1)[0] for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = Parser().parsestr(wheel.read(f"{info}/METADATA").decode())
+        license = wheel.read(f"{info}/licenses/LICENSE").decode()
+    # The wheel holds HEAD's files.
+    assert license == run(["git", "show", "HEAD:LICENSE"], cwd=ROOT)
+    assert metadata["License-Expression"] == "MIT"
+    assert metadata["Summary"] and metadata["Requires-Python"]
+    assert metadata["Description-Content-Type"] == "text/markdown"
+    assert metadata.get_payload().strip() == run(["git", "show", "HEAD:README.md"], cwd=ROOT).strip()
+    assert {"pandas", "bench"} <= set(metadata.get_all("Provides-Extra"))
+    assert any(c.startswith("Framework :: Jupyter") for c in metadata.get_all("Classifier"))
+    version = re.search(r"version: '([^']+)'", (ROOT / "meson.build").read_text())[1]
+    assert metadata["Version"] == version
+    command = wheel_venv[0].parent / "memtamer"
+    assert run([str(command), "--version"]).strip() == f"memtamer {version}"
 
 
 def test_the_extension_resolves_to_the_wheels_copies(wheel_venv):
