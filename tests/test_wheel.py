@@ -63,6 +63,13 @@ def dist():
     return wheel, sdist
 
 
+EXTENSION_PATH = "import memtamer._core as c; print(c.__file__)"
+
+
+def python_says(python, code):
+    return run([str(python), "-c", code]).strip()
+
+
 def start_venv(path, *requirements):
     """Starts making a venv at path with requirements installed; returns the
     process and the venv's python."""
@@ -95,8 +102,8 @@ def wheel_venv(dist, sdist_venv, tmp_path_factory):
     """A fresh venv with the wheel and what a kernel needs, from PyPI."""
     python = finish_venv(*start_venv(tmp_path_factory.mktemp("wheel") / "venv",
                                      dist[0], "ipykernel", "jupyter_client", "numpy"))
-    site = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('platlib'))"]).strip())
-    extension = Path(run([str(python), "-c", "import memtamer._core as c; print(c.__file__)"]).strip())
+    site = Path(python_says(python, "import sysconfig; print(sysconfig.get_path('platlib'))"))
+    extension = Path(python_says(python, EXTENSION_PATH))
     return python, site, extension
 
 
@@ -132,7 +139,7 @@ def test_wheel_is_tagged_for_this_glibc(dist):
 
 def test_metadata_is_what_a_package_index_shows(dist, wheel_venv):
     with zipfile.ZipFile(dist[0]) as wheel:
-        info = next(n.rsplit("/", 1)[0] for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+        (info,) = {n.split("/")[0] for n in wheel.namelist() if ".dist-info/" in n}
         metadata = Parser().parsestr(wheel.read(f"{info}/METADATA").decode())
         license = wheel.read(f"{info}/licenses/LICENSE").decode()
     # The wheel holds HEAD's files.
@@ -140,7 +147,8 @@ def test_metadata_is_what_a_package_index_shows(dist, wheel_venv):
     assert metadata["License-Expression"] == "MIT"
     assert metadata["Summary"] and metadata["Requires-Python"]
     assert metadata["Description-Content-Type"] == "text/markdown"
-    assert metadata.get_payload().strip() == run(["git", "show", "HEAD:README.md"], cwd=ROOT).strip()
+    readme = run(["git", "show", "HEAD:README.md"], cwd=ROOT)
+    assert metadata.get_payload().strip() == readme.strip()
     assert {"pandas", "bench"} <= set(metadata.get_all("Provides-Extra"))
     assert any(c.startswith("Framework :: Jupyter") for c in metadata.get_all("Classifier"))
     version = re.search(r"version: '([^']+)'", (ROOT / "meson.build").read_text())[1]
@@ -223,6 +231,6 @@ def test_sdist_builds_and_installs(dist, sdist_venv):
     version = dist[1].name.removeprefix("memtamer-").removesuffix(".tar.gz")
     assert run([str(python), "-m", "memtamer", "--version"]).strip() == f"memtamer {version}"
     # Built from source on this machine: it links the system's libraries.
-    extension = run([str(python), "-c", "import memtamer._core as c; print(c.__file__)"]).strip()
+    extension = python_says(python, EXTENSION_PATH)
     assert all(not Path(path).parent.name.endswith(".libs")
                for path in resolved_libraries(extension).values())
