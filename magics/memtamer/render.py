@@ -2,6 +2,8 @@
 small inline SVG chart for notebooks.  Pure functions over report dicts."""
 
 import html
+import shutil
+import textwrap
 
 from .sizes import format_size
 
@@ -17,6 +19,12 @@ CELL_COLUMNS = (
     ("time", "seconds", None),
     ("source", "first_line", None),
 )
+# Narrow terminals: the order in which cell columns go, and the columns cut
+# with an ellipsis (down to the given width) rather than dropped.
+CELL_DROP_ORDER = ("heap peak +", "numpy peak +", "children", "time", "RSS after")
+CELL_CUTTABLE = {"source": 16}
+INDENT = "  "
+ELLIPSIS = "…"
 
 
 def _cell_value(record, key, signed):
@@ -48,26 +56,86 @@ def process_lines(process):
     return lines
 
 
-def _table_text(headings, rows):
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headings)]
-    out = ["  ".join(h.rjust(w) if i < len(headings) - 1 else h
-                     for i, (h, w) in enumerate(zip(headings, widths)))]
-    for row in rows:
-        out.append("  ".join(v.rjust(w) if i < len(row) - 1 else v
-                             for i, (v, w) in enumerate(zip(row, widths))))
-    return out
+def terminal_width():
+    """Columns of the terminal: $COLUMNS (which frontends set), else the size
+    of the tty on stdout; None without a terminal (a kernel's text/plain),
+    where tables keep every column."""
+    return shutil.get_terminal_size(fallback=(0, 0)).columns or None
+
+
+def _cut(text, width):
+    return text if len(text) <= width else text[:width - 1].rstrip() + ELLIPSIS
+
+
+def _layout(headings, rows, width, drop_order, cuttable):
+    """The columns to show and their widths: the natural widths when they fit,
+    else the cuttable columns share the room left (each at least its minimum),
+    dropping columns in drop_order until that minimum fits."""
+    natural = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+               for i, h in enumerate(headings)]
+    shown = list(range(len(headings)))
+    if width is None:
+        return shown, natural
+    dropped = [headings.index(h) for h in drop_order]
+    while True:
+        cut = [i for i in shown if headings[i] in cuttable]
+        fixed = sum(natural[i] for i in shown if i not in cut) + len(INDENT) * (len(shown) - 1)
+        widths = dict(zip(shown, (natural[i] for i in shown)))
+        for i in cut:
+            widths[i] = min(natural[i], cuttable[headings[i]])
+        spare = width - fixed - sum(widths[i] for i in cut)
+        if spare >= 0 or not dropped:
+            break
+        shown.remove(dropped.pop(0))
+    # Hand the room left to the cut columns, evenly, up to what each needs.
+    needy = [i for i in cut if widths[i] < natural[i]]
+    while spare > 0 and needy:
+        share = max(1, spare // len(needy))
+        for i in needy:
+            grant = min(share, natural[i] - widths[i], spare)
+            widths[i] += grant
+            spare -= grant
+        needy = [i for i in needy if widths[i] < natural[i]]
+    return shown, [widths[i] for i in shown]
+
+
+def _table_text(headings, rows, width=None, drop_order=(), cuttable=None):
+    """Aligned lines, at most width columns wide when width is given: the
+    columns in drop_order go first to last, the cuttable ones ({heading:
+    minimum width}) are cut with an ellipsis."""
+    shown, widths = _layout(headings, rows, width, drop_order, cuttable or {})
+
+    def line(values):
+        cells = [_cut(values[i], w) for i, w in zip(shown, widths)]
+        return INDENT.join(c.rjust(w) if n < len(cells) - 1 else c
+                           for n, (c, w) in enumerate(zip(cells, widths)))
+
+    return [line(headings)] + [line(row) for row in rows]
+
+
+def _wrapped(text, width, first=INDENT, rest=INDENT * 2):
+    """text as lines of at most width columns, broken between words."""
+    if width is None:
+        return [first + text]
+    return textwrap.wrap(text, width, initial_indent=first, subsequent_indent=rest,
+                         break_long_words=False, break_on_hyphens=False)
 
 
 def cell_rows(cells):
     return [[_cell_value(c, key, signed) for _, key, signed in CELL_COLUMNS] for c in cells]
 
 
-def cells_text(cells, title):
+def _room(width):
+    return None if width is None else width - len(INDENT)
+
+
+def cells_text(cells, title, width=None):
     headings = [h for h, _, _ in CELL_COLUMNS]
     if not cells:
-        return [title, "  (no cells measured yet: memtamer measures the cells run after it is loaded)"]
-    return [title] + ["  " + line for line in _table_text(headings, cell_rows(cells))]
+        return [title] + _wrapped("(no cells measured yet: memtamer measures the cells run "
+                                  "after it is loaded)", width)
+    return [title] + [INDENT + line for line in _table_text(
+        headings, cell_rows(cells), _room(width), CELL_DROP_ORDER, CELL_CUTTABLE)]
 
 
 def _svg_chart(cells, width=560, height=120):
@@ -126,14 +194,19 @@ class Report:
     def _variables_title(self):
         return "biggest variables" if self.view == "summary" else "variables"
 
-    def text(self):
-        lines = ["memtamer — " + process_lines(self.report["process"])[0]]
-        lines += ["  " + line for line in process_lines(self.report["process"])[1:]]
+    def text(self, width=None):
+        """Aligned text; its tables fit width columns (default: the
+        terminal's, see terminal_width)."""
+        width = width or terminal_width()
+        process = process_lines(self.report["process"])
+        lines = _wrapped("memtamer — " + process[0], width, first="")
+        for line in process[1:]:
+            lines += _wrapped(line, width)
         if self.view != "vars":
-            lines += cells_text(self.cells, self._title())
+            lines += cells_text(self.cells, self._title(), width)
         if self.variables is not None:
             lines += variables_text(self.variables, self._variables_title(),
-                                    self.report.get("variables_walk"))
+                                    self.report.get("variables_walk"), width)
         return "\n".join(lines)
 
     def __repr__(self):
@@ -216,6 +289,8 @@ WHY_MIN_BYTES = 1024**2
 UNNAMED_HOLDER = "<unnamed reference>"
 VARIABLE_COLUMNS = ("name", "type", "size", "del frees", "holders", "created", "rebound",
                     "used", "idle")
+VARIABLE_DROP_ORDER = ("rebound", "created", "used", "idle")
+VARIABLE_CUTTABLE = {"name": 12, "type": 16, "holders": 10}
 
 
 def _join_names(names, most=3):
@@ -267,14 +342,17 @@ def _walk_note(walk):
     return None
 
 
-def variables_text(variables, title, walk=None):
+def variables_text(variables, title, walk=None, width=None):
     if not variables:
-        return [title, "  (no variables)"]
-    lines = [title] + ["  " + line for line in
-                       _table_text(list(VARIABLE_COLUMNS), [variable_row(v) for v in variables])]
-    lines += ["  · " + v["why"] for v in variables if v.get("why")]
+        return [title, INDENT + "(no variables)"]
+    lines = [title] + [INDENT + line for line in _table_text(
+        list(VARIABLE_COLUMNS), [variable_row(v) for v in variables], _room(width),
+        VARIABLE_DROP_ORDER, VARIABLE_CUTTABLE)]
+    for v in variables:
+        if v.get("why"):
+            lines += _wrapped(v["why"], width, first=INDENT + "· ", rest=INDENT * 2)
     note = _walk_note(walk)
-    return lines + (["  " + note] if note else [])
+    return lines + (_wrapped(note, width) if note else [])
 
 
 def variables_html(variables, title, walk=None):

@@ -1,0 +1,39 @@
+"""memtamer's command line: ``python -m memtamer`` (or ``memtamer``).
+
+Each command is a function that adds its parser to the subparsers and sets
+``run`` (called with the parsed arguments, returns the exit status);
+COMMANDS lists them, in the order ``--help`` shows them.
+"""
+
+import argparse
+import sys
+from importlib import metadata
+
+COMMANDS = ()
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="memtamer",
+        description="Exact per-cell memory measurement for IPython and Jupyter kernels. "
+                    "In a kernel: %load_ext memtamer.")
+    parser.add_argument("--version", action="version",
+                        version=f"memtamer {metadata.version('memtamer')}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for add_command in COMMANDS:
+        add_command(subparsers)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_usage(sys.stderr)
+        print("memtamer: name a command (see --help), or use --version", file=sys.stderr)
+        return 2
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""%memreport's text tables fit the terminal: at 80 columns no line is wider
+than the window (less important columns go, long sources, names and types are
+cut with an ellipsis); at 200 columns, and without a terminal, nothing is cut."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from memtamer.render import Report, terminal_width
+
+MiB = 1024**2
+LONG_SOURCE = "frames = [load_frame(path, columns=wanted_columns) for path in sorted(paths)]  # all"
+LONG_NAME = "frames_by_station_and_day_after_cleaning"
+LONG_TYPE = "DataFrame 1000000 rows × 48 columns"
+WHY = ("del frames would free 0 B: Out[12], _, _12 and a reference outside the namespace "
+       "also hold it")
+
+
+def cell(number, peak, source):
+    return {"cell": number, "first_line": source, "peak_increment": peak, "retained": peak // 2,
+            "rss_after": 900 * MiB, "heap_peak_increment": 3 * MiB,
+            "numpy_peak_increment": peak, "children_peak": 0, "seconds": 1.25,
+            "status": "ok", "peak_rss": 1000 * MiB}
+
+
+def variable(name, kind, size, why=None):
+    return {"name": name, "type": kind, "bytes": size, "exclusive": size, "complete": True,
+            "holders": ["Out[12]", "_", "_12"], "shares": [], "created_cell": 12,
+            "rebound_cell": 14, "last_used_cell": 15, "idle_cells": 3, "why": why}
+
+
+CELLS = [cell(12, 760 * MiB, LONG_SOURCE), cell(13, 4 * MiB, "x = 1")]
+VARIABLES = [variable(LONG_NAME, LONG_TYPE, 740 * MiB, WHY), variable("x", "int", 28)]
+REPORT = {"process": {"rss": 1100 * MiB, "limit": 16384 * MiB, "limit_source": "MemTotal",
+                      "available": 15000 * MiB, "peak_method": "hwm",
+                      "heap_method": "pymalloc-raw+arena", "unavailable": {}},
+          "cells": CELLS}
+
+
+def text(width, view="summary"):
+    return Report(REPORT, view, CELLS, VARIABLES).text(width).splitlines()
+
+
+def row(lines, start):
+    return next(line for line in lines if line.lstrip().startswith(start))
+
+
+def test_at_80_columns_no_line_is_wider_than_the_terminal():
+    lines = text(80)
+    assert max(map(len, lines)) <= 80, "\n".join(lines)
+    heading = row(lines, "cell")
+    for kept in ("cell", "peak +", "retained", "source"):
+        assert kept in heading
+    assert "heap peak +" not in heading and "numpy peak +" not in heading
+    # The figures the user came for are whole; only the source is cut.
+    line = row(lines, "12 ")
+    assert "+760 MiB" in line and "+380 MiB" in line
+    source = line.split("  ")[-1]
+    assert source.endswith("…") and LONG_SOURCE.startswith(source[:-1]) and len(source) > 16
+
+
+def test_at_80_columns_variables_cut_names_and_types_and_wrap_sentences_between_words():
+    lines = text(80, view="vars")
+    assert max(map(len, lines)) <= 80, "\n".join(lines)
+    line = row(lines, LONG_NAME[:8])
+    assert "740 MiB" in line
+    name, kind = line.split()[0], line.split("  ")[1:]
+    assert name.endswith("…") and LONG_NAME.startswith(name[:-1])
+    assert any(part.endswith("…") and LONG_TYPE.startswith(part.strip()[:-1]) for part in kind)
+    first = lines.index(next(l for l in lines if l.startswith("  · ")))
+    why = lines[first:]
+    assert len(why) > 1 and all(l.startswith("    ") for l in why[1:])
+    assert " ".join(l.strip() for l in why).removeprefix("· ") == WHY
+
+
+def test_at_200_columns_every_column_and_every_word_is_shown():
+    lines = text(200)
+    assert max(map(len, lines)) <= 200
+    assert "…" not in "\n".join(lines)
+    for heading in ("heap peak +", "numpy peak +", "children", "time", "RSS after", "rebound",
+                    "created"):
+        assert heading in "\n".join(lines)
+    assert row(lines, "12 ").endswith(LONG_SOURCE)
+    assert LONG_NAME in row(lines, LONG_NAME) and LONG_TYPE in row(lines, LONG_NAME)
+
+
+def test_without_a_terminal_nothing_is_cut(monkeypatch):
+    # A kernel: no COLUMNS, and stdout is a pipe, which has no size.
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+    def not_a_terminal(fd=None):
+        raise OSError(25, "Inappropriate ioctl for device")
+
+    monkeypatch.setattr(os, "get_terminal_size", not_a_terminal)
+    assert terminal_width() is None
+    lines = text(None)
+    assert "…" not in "\n".join(lines) and row(lines, "12 ").endswith(LONG_SOURCE)
+
+
+def test_columns_from_the_frontend_set_the_width(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert terminal_width() == 80
+    lines = Report(REPORT, "summary", CELLS, VARIABLES).text().splitlines()
+    assert max(map(len, lines)) <= 80
+
+
+TERMINAL = textwrap.dedent("""
+    from IPython.terminal.interactiveshell import TerminalInteractiveShell
+    shell = TerminalInteractiveShell.instance(colors="nocolor")
+    for cell in ["%load_ext memtamer",
+                 "blob = b'x' * (64 * 2**20)  # a comment long enough to be cut at 80 columns",
+                 "print('REPORT')",
+                 "%memreport"]:
+        shell.run_cell(cell, store_history=True)
+""")
+
+
+def test_terminal_ipython_at_80_columns():
+    env = dict(os.environ, COLUMNS="80")
+    result = subprocess.run([sys.executable, "-c", TERMINAL], capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.partition("REPORT\n")[2].splitlines()
+    assert lines and max(map(len, lines)) <= 80, result.stdout
+    line = row(lines, "2 ")
+    assert "+64 MiB" in line and line.endswith("…")
