@@ -182,6 +182,7 @@ typedef struct mt_guard {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     int started, watching, stop;
+    int paused_for_fork; /* stopped by _guard_before_fork */
     mt_probe_children_mark children;
     long poll_us;
     int psi_fd;
@@ -338,6 +339,33 @@ watcher_set(mt_guard *g, int watching, const mt_probe_children_mark *mark)
     pthread_mutex_unlock(&g->lock);
 }
 
+/* Ends the thread; what it watches (watching, children) stays for a
+ * restart.  Joined with the GIL held: the watcher never takes it. */
+static void
+watcher_join(mt_guard *g)
+{
+    pthread_mutex_lock(&g->lock);
+    g->stop = 1;
+    pthread_cond_signal(&g->wake);
+    pthread_mutex_unlock(&g->lock);
+    pthread_join(g->thread, NULL);
+    mt_probe_wait_thread_gone(atomic_load(&g->tid));
+    g->started = 0;
+    g->stop = 0;
+}
+
+static int
+watcher_spawn(mt_guard *g)
+{
+    atomic_store(&g->tid, 0);
+    int err = pthread_create(&g->thread, NULL, watch_main, g);
+    if (err != 0) {
+        return err;
+    }
+    g->started = 1;
+    return 0;
+}
+
 static void
 watcher_stop(mt_guard *g)
 {
@@ -346,14 +374,7 @@ watcher_stop(mt_guard *g)
     if (!g->started || g->pid != getpid()) {
         return;
     }
-    pthread_mutex_lock(&g->lock);
-    g->stop = 1;
-    pthread_cond_signal(&g->wake);
-    pthread_mutex_unlock(&g->lock);
-    /* Joined with the GIL held: the watcher never takes it. */
-    pthread_join(g->thread, NULL);
-    g->started = 0;
-    g->stop = 0;
+    watcher_join(g);
     if (g->psi_fd >= 0) {
         close(g->psi_fd);
         g->psi_fd = -1;
@@ -379,14 +400,91 @@ watcher_start(mt_guard *g)
     g->stop = 0;
     pthread_mutex_init(&g->lock, NULL);
     pthread_cond_init(&g->wake, NULL);
-    int err = pthread_create(&g->thread, NULL, watch_main, g);
+    int err = watcher_spawn(g);
     if (err != 0) {
         errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    g->started = 1;
     return 0;
+}
+
+/* ---- fork ---- */
+
+/* Python 3.12+ warns that a fork of a multi-threaded process may deadlock
+ * (and it may: a thread holding a lock does not exist in the child).  Our
+ * threads stop before os.fork() and start again in the parent; the hooks
+ * are registered once per process and do nothing once the guard is off. */
+
+/* _guard_before_fork(): with the GIL held, as os.register_at_fork's hooks. */
+PyObject *
+mt_guard_before_fork(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_state *st = mt_get_state(module);
+    mt_guard *g = st->guard;
+    if (g != NULL && g->started && g->pid == getpid()) {
+        watcher_join(g);
+        g->paused_for_fork = 1;
+    }
+    if (st->probe != NULL) {
+        mt_probe_fork_pause(st->probe);
+    }
+    Py_RETURN_NONE;
+}
+
+/* _guard_after_fork(): in the parent, once the child exists. */
+PyObject *
+mt_guard_after_fork(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_state *st = mt_get_state(module);
+    mt_guard *g = st->guard;
+    if (st->probe != NULL) {
+        mt_probe_fork_resume(st->probe);
+    }
+    if (g == NULL || !g->paused_for_fork) {
+        Py_RETURN_NONE;
+    }
+    g->paused_for_fork = 0;
+    int err = watcher_spawn(g);
+    if (err != 0) {
+        /* No watcher: the hooks still refuse large requests. */
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+/* Registers the two hooks above with os.register_at_fork, once per
+ * process.  Only touched with the GIL held. */
+static int
+register_fork_hooks(PyObject *module)
+{
+    static int registered = 0;
+    PyObject *os = NULL, *reg = NULL, *before = NULL, *after = NULL, *kwargs = NULL,
+             *empty = NULL, *res = NULL;
+    int rc = -1;
+    if (registered) {
+        return 0;
+    }
+    if (!(os = PyImport_ImportModule("os")) ||
+        !(reg = PyObject_GetAttrString(os, "register_at_fork")) ||
+        !(before = PyObject_GetAttrString(module, "_guard_before_fork")) ||
+        !(after = PyObject_GetAttrString(module, "_guard_after_fork")) ||
+        !(kwargs = Py_BuildValue("{sOsO}", "before", before, "after_in_parent", after)) ||
+        !(empty = PyTuple_New(0)) || !(res = PyObject_Call(reg, empty, kwargs))) {
+        goto done;
+    }
+    registered = 1;
+    rc = 0;
+done:
+    Py_XDECREF(os);
+    Py_XDECREF(reg);
+    Py_XDECREF(before);
+    Py_XDECREF(after);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(empty);
+    Py_XDECREF(res);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -683,7 +781,7 @@ mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (g->started && g->pid != getpid()) {
         g->started = 0; /* the thread stayed in the parent */
     }
-    if (watcher_start(g) < 0) {
+    if (register_fork_hooks(module) < 0 || watcher_start(g) < 0) {
         return NULL;
     }
     compute_budget(st, g);
@@ -719,6 +817,12 @@ mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         return NULL;
     }
+    if (!g->started || g->pid != getpid()) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the memory budget guards an IPython kernel with memtamer loaded: "
+                        "run %load_ext memtamer first, then set it");
+        return NULL;
+    }
     budget_mode saved_mode = g->mode;
     long long saved_bytes = g->bytes;
     double saved_percent = g->percent;
@@ -729,8 +833,22 @@ mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         g->mode = BUDGET_OFF;
     }
     else if (strcmp(kind, "bytes") == 0) {
-        long long v = PyLong_AsLongLong(args[1]);
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(args[1], &overflow);
         if (v == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (overflow > 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "a budget of %R bytes is more than any memory limit (this one is "
+                         "%lld bytes): give a size below it, like 8GiB or 80%%",
+                         args[1], g->have_limit ? g->limit.limit : -1LL);
+            return NULL;
+        }
+        if (overflow < 0 || v <= 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "a budget of %R bytes is not a size: give a positive size like "
+                         "8GiB or 80%%, or 'off' to turn the guard off", args[1]);
             return NULL;
         }
         g->mode = BUDGET_BYTES;

@@ -412,6 +412,21 @@ mt_probe_open(mt_probe *p, const char *root)
     return 0;
 }
 
+static void *sampler_main(void *arg);
+
+void
+mt_probe_wait_thread_gone(pid_t tid)
+{
+    /* pthread_join returns when the thread has cleared its tid, a moment
+     * before the kernel drops it from the process's thread count. */
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d", (int)tid);
+    for (int i = 0; tid > 0 && i < 1000 && access(path, F_OK) == 0; i++) {
+        struct timespec ts = {0, 20000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static void
 stop_sampler(mt_probe *p)
 {
@@ -423,8 +438,36 @@ stop_sampler(mt_probe *p)
     pthread_cond_signal(&p->wake);
     pthread_mutex_unlock(&p->lock);
     pthread_join(p->thread, NULL);
+    mt_probe_wait_thread_gone(atomic_load(&p->sampler_tid));
     p->thread_started = 0;
     p->stop = 0;
+}
+
+static int
+start_sampler(mt_probe *p)
+{
+    atomic_store(&p->sampler_tid, 0);
+    if (pthread_create(&p->thread, NULL, sampler_main, p) != 0) {
+        return -1;
+    }
+    p->thread_started = 1;
+    return 0;
+}
+
+void
+mt_probe_fork_pause(mt_probe *p)
+{
+    p->paused_for_fork = p->thread_started && p->pid == getpid();
+    stop_sampler(p);
+}
+
+void
+mt_probe_fork_resume(mt_probe *p)
+{
+    if (p->paused_for_fork && p->pid == getpid() && start_sampler(p) < 0) {
+        p->method = MT_PEAK_NONE;
+    }
+    p->paused_for_fork = 0;
 }
 
 void
@@ -464,6 +507,7 @@ static void *
 sampler_main(void *arg)
 {
     mt_probe *p = arg;
+    atomic_store(&p->sampler_tid, (int)gettid());
     pthread_mutex_lock(&p->lock);
     while (!p->stop) {
         if (!p->sampling) {
@@ -510,12 +554,9 @@ mt_probe_peak_begin(mt_probe *p)
         p->method = MT_PEAK_SAMPLED; /* clear_refs stopped working */
     }
     if (p->method == MT_PEAK_SAMPLED) {
-        if (!p->thread_started) {
-            if (pthread_create(&p->thread, NULL, sampler_main, p) != 0) {
-                p->method = MT_PEAK_NONE;
-                return rss;
-            }
-            p->thread_started = 1;
+        if (!p->thread_started && start_sampler(p) < 0) {
+            p->method = MT_PEAK_NONE;
+            return rss;
         }
         pthread_mutex_lock(&p->lock);
         p->sampled_peak = rss;
@@ -543,6 +584,7 @@ mt_probe_peak_end(mt_probe *p, long long *peak, long long *rss_now)
         p->sampling = 0;
         *peak = p->sampled_peak > *rss_now ? p->sampled_peak : *rss_now;
         pthread_mutex_unlock(&p->lock);
+        stop_sampler(p); /* no thread of ours between cells */
     }
     return 0;
 }

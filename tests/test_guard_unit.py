@@ -84,3 +84,18 @@ def test_records_reject_garbage_and_report_dead_kernels(tmp_path):
 def test_format_of_sizes_used_in_messages():
     assert format_size(int(15.8 * GiB)) == "16 GiB"
     assert format_size(int(1.5 * GiB)) == "1.5 GiB"
+
+
+def test_negative_size_says_it_is_negative():
+    for bad in ("-1GiB", " -5", "-80%"):
+        with pytest.raises(ValueError, match="negative"):
+            parse_share(bad)
+
+
+def test_set_budget_without_the_extension_says_to_load_it():
+    # This process never ran %load_ext memtamer: no watcher, no budget.
+    assert _core.guard_status()["watcher"] is False
+    import memtamer
+
+    with pytest.raises(RuntimeError, match="%load_ext memtamer"):
+        memtamer.set_budget("1GiB")

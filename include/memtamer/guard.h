@@ -64,5 +64,7 @@ PyObject *mt_guard_exception(PyObject *module, PyObject *unused);
 PyObject *mt_guard_record_open(PyObject *module, PyObject *path);
 PyObject *mt_guard_record_close(PyObject *module, PyObject *unused);
 PyObject *mt_guard_record_read(PyObject *module, PyObject *path);
+PyObject *mt_guard_before_fork(PyObject *module, PyObject *unused);
+PyObject *mt_guard_after_fork(PyObject *module, PyObject *unused);
 
 #endif

@@ -8,6 +8,7 @@
 #define MEMTAMER_PROBE_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -77,6 +78,8 @@ typedef struct mt_probe {
     pthread_cond_t wake;
     pthread_t thread;
     int thread_started, sampling, stop;
+    int paused_for_fork; /* stopped by mt_probe_fork_pause while sampling */
+    _Atomic int sampler_tid;
     long long sampled_peak;
     long sample_interval_us;
 } mt_probe;
@@ -87,6 +90,14 @@ typedef struct mt_probe {
 int mt_probe_open(mt_probe *p, const char *root);
 void mt_probe_close(mt_probe *p);
 int mt_probe_set_method(mt_probe *p, mt_peak_method method);
+
+/* Fork: the sampler stops before and, if it was running, starts again in
+ * the parent after (a thread alive at fork makes Python 3.12+ warn). */
+void mt_probe_fork_pause(mt_probe *p);
+void mt_probe_fork_resume(mt_probe *p);
+/* Returns once thread tid (joined already) has left /proc/self/task, or
+ * after 20 ms. */
+void mt_probe_wait_thread_gone(pid_t tid);
 
 /* Current RSS in bytes (statm), -1 on failure. */
 long long mt_probe_rss(mt_probe *p);
