@@ -311,3 +311,29 @@ def test_no_memtamer_thread_is_alive_at_fork(tmp_path):
         assert k.query("len(seen[-1])") == without
     finally:
         k.shutdown()
+
+
+@pytest.mark.parametrize("env", [{"PYTHONMALLOC": "debug"}, {"PYTHONDEVMODE": "1"}],
+                         ids=["PYTHONMALLOC=debug", "-X dev"])
+def test_debug_allocator_large_blocks_are_refused(tmp_path, env):
+    """Python's debug hooks wrap every allocator domain; one huge block and
+    a block grown by realloc are still held against the budget."""
+    k = Kernel(env={"MEMTAMER_RUNTIME_DIR": str(tmp_path), **env}, cwd=str(tmp_path))
+    try:
+        k.run("%load_ext memtamer\nimport memtamer, os, sys")
+        assert k.query("memtamer.budget()['python_blocks']") is True
+        pid = k.query("os.getpid()")
+        k.run(f"%memguard {rss_of(pid) + 300 * MiB}")
+        out = k.run("c = [0] * 2**27", allow_error=True)  # asks for 1 GiB at once
+        assert out["error"] and out["error"]["ename"] == "MemoryBudgetExceeded", out
+        assert "a block of 1.0 GiB from Python's allocator" in out["error"]["evalue"]
+        assert k.query("'c' in globals()") is False
+        out = k.run("b = bytearray()\nfor _ in range(1024):\n    b += bytes(2**20)",
+                    allow_error=True)
+        assert out["error"] and out["error"]["ename"] == "MemoryBudgetExceeded", out
+        assert k.query("sys.last_value.layer") in ("python", "watcher")
+        k.run("del b")
+        assert rss_of(pid) < 1 * GiB
+        assert "Python blocks" in k.run("%memguard")["stdout"]
+    finally:
+        k.shutdown()

@@ -239,7 +239,8 @@ def status_lines(status):
              f"  in use: {format_size(status['rss'])} (RSS) · limit "
              f"{format_size(status['limit'])} ({status['limit_source'] or 'unknown'})"]
     if status["enabled"]:
-        lines.append(f"  stops: numpy buffers and Python blocks of "
+        blocks = "numpy buffers and Python blocks" if status["python_blocks"] else "numpy buffers"
+        lines.append(f"  stops: {blocks} of "
                      f"{format_size(status['large_request'])} or more that would cross it; "
                      f"a watcher polling every {status['poll_us'] / 1000:g} ms near the budget "
                      "(less often far below it)"
