@@ -7,6 +7,8 @@ budget sits 1 GiB above the kernel's RSS, far below this machine's memory."""
 import hashlib
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -337,3 +339,32 @@ def test_debug_allocator_large_blocks_are_refused(tmp_path, env):
         assert "Python blocks" in k.run("%memguard")["stdout"]
     finally:
         k.shutdown()
+
+
+FORK_IN_A_SHELL = """
+import warnings
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+shell.run_line_magic("load_ext", "memtamer")
+shell.run_cell('''
+import os, warnings, memtamer
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+print("warnings:", [str(w.message) for w in caught])
+print("watcher:", memtamer.budget()["watcher"])
+''')
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="Python warns at fork from 3.12 on; "
+                    "test_no_memtamer_thread_is_alive_at_fork checks the mechanism")
+def test_fork_in_a_cell_warns_nothing(tmp_path):
+    out = subprocess.run([sys.executable, "-c", FORK_IN_A_SHELL], capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path,
+                         env={**os.environ, "MEMTAMER_RUNTIME_DIR": str(tmp_path)})
+    assert "warnings: []" in out.stdout, out.stdout + out.stderr
+    assert "watcher: True" in out.stdout
