@@ -837,6 +837,208 @@ limit_v1(const mt_probe *p, const mt_probe_mounts *m, const char *cgpath, mt_pro
     }
 }
 
+/* ---- the memory shared with other processes ---- */
+
+static const char *
+usage_file(int version)
+{
+    return version == 2 ? "memory.current" : "memory.usage_in_bytes";
+}
+
+static const char *
+limit_file(int version)
+{
+    return version == 2 ? "memory.max" : "memory.limit_in_bytes";
+}
+
+int
+mt_probe_parse_cgroup_usage(const char *usage_text, const char *stat_text, int version,
+                            mt_probe_shared *out)
+{
+    long long usage, inactive = 0;
+    if (parse_ll(usage_text, &usage) < 0 || usage < 0) {
+        return -1;
+    }
+    /* v1's memory.stat counts the cgroup and its children as total_*. */
+    const char *key = version == 2 ? "inactive_file" : "total_inactive_file";
+    if (stat_text == NULL || mt_probe_parse_keyed(stat_text, key, &inactive) < 0 ||
+        inactive < 0) {
+        inactive = 0;
+    }
+    out->usage = usage;
+    out->inactive_file = inactive < usage ? inactive : usage;
+    out->working_set = usage - out->inactive_file;
+    return 0;
+}
+
+int
+mt_probe_parse_meminfo_usage(const char *text, mt_probe_shared *out)
+{
+    long long total, available, free_ = -1;
+    if (mt_probe_parse_kb_field(text, "MemTotal", &total) < 0 ||
+        mt_probe_parse_kb_field(text, "MemAvailable", &available) < 0) {
+        return -1;
+    }
+    mt_probe_parse_kb_field(text, "MemFree", &free_);
+    out->limit = total;
+    out->usage = free_ >= 0 ? total - free_ : total - available;
+    out->inactive_file = 0;
+    out->working_set = available < total ? total - available : 0;
+    return 0;
+}
+
+/* Reads usage and memory.stat of the cgroup at dir; -1 when unreadable. */
+static int
+read_cgroup_usage(const char *dir, int version, mt_probe_shared *out)
+{
+    char file[MT_PROBE_PATH_MAX + 32], usage[64], stat[8192];
+    if (snprintf(file, sizeof file, "%s/%s", dir, usage_file(version)) >= (int)sizeof file ||
+        read_text(file, usage, sizeof usage) < 0) {
+        return -1;
+    }
+    int have_stat = snprintf(file, sizeof file, "%s/memory.stat", dir) < (int)sizeof file &&
+                    read_text(file, stat, sizeof stat) >= 0;
+    return mt_probe_parse_cgroup_usage(usage, have_stat ? stat : NULL, version, out);
+}
+
+/* Each limited cgroup from dir up to the mount: keeps in *best the one
+ * with least room. */
+static void
+tightest_cgroup(const char *mount_dir, char *dir, int version, mt_probe_shared *best)
+{
+    size_t top_len = strlen(mount_dir);
+    for (;;) {
+        char file[MT_PROBE_PATH_MAX + 32];
+        long long limit;
+        mt_probe_shared here;
+        memset(&here, 0, sizeof here);
+        if (read_value(dir, limit_file(version), file, sizeof file, &limit, 1) == 0 &&
+            limit != MT_PROBE_UNLIMITED && read_cgroup_usage(dir, version, &here) == 0) {
+            here.limit = limit;
+            here.version = version;
+            snprintf(here.dir, sizeof here.dir, "%s", dir);
+            if (best->limit < 0 ||
+                here.limit - here.working_set < best->limit - best->working_set) {
+                *best = here;
+            }
+        }
+        char *slash = strrchr(dir, '/');
+        if (slash == NULL || (size_t)(slash - dir) < top_len) {
+            break;
+        }
+        *slash = '\0';
+    }
+}
+
+int
+mt_probe_read_shared(mt_probe *p, mt_probe_shared *out)
+{
+    enum { TEXT_SIZE = 65536 }; /* mountinfo can be long */
+    char *text = malloc(TEXT_SIZE);
+    char path[MT_PROBE_PATH_MAX + 64], dir[MT_PROBE_PATH_MAX], top[MT_PROBE_PATH_MAX];
+    char v2[MT_PROBE_PATH_MAX], v1[MT_PROBE_PATH_MAX];
+    mt_probe_mounts m;
+    int rc = -1;
+    memset(out, 0, sizeof *out);
+    out->limit = -1;
+    if (text == NULL) {
+        return -1;
+    }
+    if (proc_path(p, path, sizeof path, "/proc/self/cgroup") == 0 &&
+        read_text(path, text, TEXT_SIZE) >= 0 &&
+        mt_probe_parse_cgroup(text, v2, sizeof v2, v1, sizeof v1) == 0 &&
+        proc_path(p, path, sizeof path, "/proc/self/mountinfo") == 0 &&
+        read_text(path, text, TEXT_SIZE) >= 0 && mt_probe_parse_mountinfo(text, &m) == 0) {
+        if (v2[0] && m.v2_mount[0] &&
+            cgroup_dir(p, m.v2_mount, m.v2_root, v2, dir, sizeof dir) == 0 &&
+            snprintf(top, sizeof top, "%s%s", p->root, m.v2_mount) < (int)sizeof top) {
+            tightest_cgroup(top, dir, 2, out);
+        }
+        if (v1[0] && m.v1_mount[0] &&
+            cgroup_dir(p, m.v1_mount, m.v1_root, v1, dir, sizeof dir) == 0 &&
+            snprintf(top, sizeof top, "%s%s", p->root, m.v1_mount) < (int)sizeof top) {
+            tightest_cgroup(top, dir, 1, out);
+        }
+    }
+    mt_probe_shared machine;
+    memset(&machine, 0, sizeof machine);
+    if (proc_path(p, path, sizeof path, "/proc/meminfo") == 0 &&
+        read_text(path, text, TEXT_SIZE) >= 0 &&
+        mt_probe_parse_meminfo_usage(text, &machine) == 0) {
+        if (out->limit < 0 || machine.limit - machine.working_set < out->limit - out->working_set) {
+            *out = machine;
+        }
+        rc = 0;
+    }
+    else if (out->limit >= 0) {
+        rc = 0;
+    }
+    free(text);
+    return rc;
+}
+
+static int
+reopen(int *fd, const char *path)
+{
+    int fresh = open(path, O_RDONLY | O_CLOEXEC);
+    if (fresh < 0) {
+        return -1;
+    }
+    if (*fd < 0) {
+        *fd = fresh;
+        return 0;
+    }
+    int rc = dup3(fresh, *fd, O_CLOEXEC) < 0 ? -1 : 0;
+    close(fresh);
+    return rc;
+}
+
+int
+mt_probe_shared_open(const mt_probe *p, const mt_probe_shared *where,
+                     mt_probe_shared_files *files)
+{
+    char path[MT_PROBE_PATH_MAX + 64];
+    int ok;
+    files->version = where->version;
+    if (where->version == 0) {
+        ok = proc_path(p, path, sizeof path, "/proc/meminfo") == 0 &&
+             reopen(&files->usage_fd, path) == 0;
+        close_fd(&files->stat_fd);
+        return ok ? 0 : -1;
+    }
+    ok = snprintf(path, sizeof path, "%s/%s", where->dir, usage_file(where->version)) <
+             (int)sizeof path &&
+         reopen(&files->usage_fd, path) == 0 &&
+         snprintf(path, sizeof path, "%s/memory.stat", where->dir) < (int)sizeof path &&
+         reopen(&files->stat_fd, path) == 0;
+    return ok ? 0 : -1;
+}
+
+void
+mt_probe_shared_close(mt_probe_shared_files *files)
+{
+    close_fd(&files->usage_fd);
+    close_fd(&files->stat_fd);
+}
+
+long long
+mt_probe_shared_working_set(const mt_probe_shared_files *files)
+{
+    char usage[4096], stat[8192];
+    mt_probe_shared now;
+    if (files->usage_fd < 0 || pread_text(files->usage_fd, usage, sizeof usage) < 0) {
+        return -1;
+    }
+    if (files->version == 0) {
+        return mt_probe_parse_meminfo_usage(usage, &now) == 0 ? now.working_set : -1;
+    }
+    int have_stat = files->stat_fd >= 0 && pread_text(files->stat_fd, stat, sizeof stat) >= 0;
+    if (mt_probe_parse_cgroup_usage(usage, have_stat ? stat : NULL, files->version, &now) < 0) {
+        return -1;
+    }
+    return now.working_set;
+}
+
 /* The "oom_kill N" line of the cgroup's memory.events (v2) or
  * memory.oom_control (v1), else of /proc/vmstat (the whole machine). */
 int

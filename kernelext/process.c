@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "memtamer/guard.h"
 #include "memtamer/heap.h"
 #include "memtamer/npy.h"
 #include "memtamer/process.h"
@@ -76,6 +77,29 @@ unavailable_figures(const mt_probe *probe, const char *heap_why, int numpy_ready
     return d;
 }
 
+static const char *
+shared_source(int version)
+{
+    return version == 2 ? "cgroup2" : version == 1 ? "cgroup1" : "machine";
+}
+
+PyObject *
+mt_process_shared_dict(const mt_probe_shared *s)
+{
+    PyObject *d = PyDict_New();
+    if (d == NULL ||
+        mt_set(d, "source", PyUnicode_FromString(shared_source(s->version))) < 0 ||
+        mt_set(d, "path", s->version ? PyUnicode_DecodeFSDefault(s->dir) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "limit", mt_size_or_none(s->limit)) < 0 ||
+        mt_set(d, "use", mt_size_or_none(s->working_set)) < 0 ||
+        mt_set(d, "usage", mt_size_or_none(s->usage)) < 0 ||
+        mt_set(d, "inactive_file", mt_size_or_none(s->inactive_file)) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
 PyObject *
 mt_process_view(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -84,6 +108,8 @@ mt_process_view(PyObject *module, PyObject *Py_UNUSED(unused))
     const char *heap_why;
     const char *heap_method = mt_heap_method(&heap_why);
     int have_limit = mt_probe_read_limit(st->probe, &limit) == 0;
+    mt_probe_shared shared;
+    int have_shared = mt_probe_read_shared(st->probe, &shared) == 0;
     int numpy_ready = mt_npy_ready();
     if (numpy_ready < 0) {
         return NULL;
@@ -97,6 +123,8 @@ mt_process_view(PyObject *module, PyObject *Py_UNUSED(unused))
         mt_set(d, "limit_path", have_limit ? PyUnicode_FromString(limit.path) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "usage", mt_size_or_none(have_limit ? limit.usage : -1)) < 0 ||
         mt_set(d, "available", mt_size_or_none(have_limit ? limit.available : -1)) < 0 ||
+        mt_set(d, "shared", have_shared ? mt_process_shared_dict(&shared) : Py_NewRef(Py_None)) < 0 ||
+        mt_guard_process_figures(module, d) < 0 ||
         mt_set(d, "peak_method", PyUnicode_FromString(mt_process_method_name(st->probe->method))) < 0 ||
         mt_set(d, "heap_method", heap_method ? PyUnicode_FromString(heap_method) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "heap_hooks_installed", PyBool_FromLong(mt_heap_installed())) < 0 ||
