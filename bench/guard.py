@@ -105,9 +105,11 @@ def watcher_cost(near, seconds=10.0):
         cpu, wall = thread_cpu_ns(tid) - cpu_before, time.perf_counter() - wall_before
         polls = _core.guard_status()["watcher_polls"] - polls_before
         _core.cell_end(1, False)
+        shared = _core.guard_status()["shared"]
         return {"share": cpu / 1e9 / wall, "per_poll_us": cpu / 1e3 / max(polls, 1),
                 "polls_per_s": polls / wall, "idle_ns": idle,
-                "psi": _core.guard_status()["psi_trigger"], "poll_us": status["poll_us"]}
+                "psi": _core.guard_status()["psi_trigger"], "poll_us": status["poll_us"],
+                "shared": shared["source"] if shared else None}
     finally:
         _core.guard_disable()
         signal.signal(_core.GUARD_SIGNAL, previous)
@@ -130,7 +132,10 @@ def section(rows, cost):
               f"Watcher CPU cost while a cell runs (PSI trigger "
               f"{'on' if far['psi'] else 'unavailable'}). It polls every "
               f"{far['poll_us'] / 1000:g} ms near the budget and less often far below it "
-              "(as long as growth at 4 GB/s would need to reach the budget, at most 200 ms):", "",
+              "(as long as growth at 4 GB/s would need to reach the budget, at most 200 ms). "
+              "Each poll reads the kernel's RSS and the working set of the memory it shares "
+              f"with other processes (here: {far['shared'] or 'none'}"
+              f"{' — /proc/meminfo' if far['shared'] == 'machine' else ''}):", "",
               "| budget | polls/s | CPU per poll | share of a core |", "|---|---|---|---|"]
     for label, c in (("default (far above use)", far), ("RSS + 64 MiB (near)", near)):
         lines.append(f"| {label} | {c['polls_per_s']:.0f} | {c['per_poll_us']:.1f} µs | "

@@ -142,16 +142,17 @@ def other_holders(shared, n=3):
 
 
 def _shared_name(shared):
+    """('the container', 'cgroup1 /sys/fs/cgroup/...') or ('the machine', ...)."""
     if shared["source"] == "machine":
-        return "the machine", "its memory"
-    return "the container", f"its memory limit ({shared['source']} {shared['path']})"
+        return "the machine", "MemTotal − MemAvailable"
+    return "the container", f"{shared['source']} {shared['path']}"
 
 
 def _shared_lines(trip, where, holders):
     shared = trip["shared"]
-    whose, limit_name = _shared_name(shared)
-    lines = [f"{where} was stopped before it took {whose} past {limit_name} of "
-             f"{format_size(shared['limit'])}, less memtamer's reserve of "
+    whose, source = _shared_name(shared)
+    lines = [f"{where} was stopped before it took {whose} past its memory of "
+             f"{format_size(shared['limit'])} ({source}) less memtamer's reserve of "
              f"{format_size(shared['reserve'])} that keeps the OOM killer away."]
     layer = trip["layer"]
     if layer in _ASKED:
@@ -344,10 +345,10 @@ def status_lines(status):
              f"({status['limit_source'] or 'unknown'})"]
     shared = status.get("shared")
     if shared:
-        whose, limit_name = _shared_name(shared)
-        lines.append(f"  {whose}: {format_size(shared['use'])} in use of {limit_name} "
-                     f"{format_size(shared['limit'])}, shared with other processes; the budget "
-                     f"also stops cells {format_size(shared['reserve'])} short of it")
+        whose, source = _shared_name(shared)
+        lines.append(f"  {whose}: {format_size(shared['use'])} in use of "
+                     f"{format_size(shared['limit'])} ({source}), shared with other processes; "
+                     f"cells also stop {format_size(shared['reserve'])} short of it")
     if status["enabled"]:
         blocks = "numpy buffers and Python blocks" if status["python_blocks"] else "numpy buffers"
         lines.append(f"  stops: {blocks} of "
