@@ -1087,7 +1087,7 @@ mt_guard_status(PyObject *module, PyObject *Py_UNUSED(unused))
         mt_set(d, "rss", mt_size_or_none(mt_probe_rss(st->probe))) < 0 ||
         mt_set(d, "shared", shared_now(st, g)) < 0 ||
         mt_set(d, "watcher", PyBool_FromLong(watching)) < 0 ||
-        mt_set(d, "watcher_tid", watching ? PyLong_FromLong(atomic_load(&g->tid)) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "watcher_tid", watching && atomic_load(&g->tid) > 0 ? PyLong_FromLong(atomic_load(&g->tid)) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "watcher_polls", PyLong_FromLongLong(atomic_load(&g->polls))) < 0 ||
         mt_set(d, "poll_us", PyLong_FromLong(g->poll_us)) < 0 ||
         mt_set(d, "numpy_threads", PyBool_FromLong(mt_heap_numpy_threads_covered())) < 0 ||
