@@ -162,6 +162,7 @@ def test_kernel_cannot_take_what_the_holder_needs(shared_cgroup):
     k = kernel()
     shown = k.run("%memguard")["stdout"]
     assert "the container:" in shown and f"({'cgroup1' if 'memory.oom' in counter else 'cgroup2'} {cgroup})" in shown
+    assert "room for this kernel's next cell" in shown and "(the container's)" in shown
     assert k.query("memtamer.report()['process']['shared']['path']") == cgroup
     # Each alone fits the kernel's own budget (the machine's memory) easily.
     text = assert_stopped_by_the_shared_limit(

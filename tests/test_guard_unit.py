@@ -161,6 +161,8 @@ def test_memguard_and_notice_show_both_figures():
     assert "this kernel: 300 MiB in use (RSS) of its budget 2.0 GiB" in lines[1]
     assert lines[2] == ("  the container: 2.5 GiB in use of 3.0 GiB (cgroup2 /sys/fs/cgroup/pod), "
                         "shared with other processes; cells also stop 256 MiB short of it")
+    # 3 GiB - 256 MiB - 2.5 GiB = 256 MiB is less than 2 GiB - 300 MiB.
+    assert lines[3] == "  room for this kernel's next cell: 256 MiB (the container's)"
     line = notice({"cell": 3, "peak_increment": GiB, "retained": 0},
                   {"rss": 300 * MiB, "limit": 3 * GiB, "shared": SHARED})
     assert line.endswith("RSS 300 MiB of 3.0 GiB · container 2.5 GiB of 3.0 GiB")

@@ -349,6 +349,12 @@ def status_lines(status):
         lines.append(f"  {whose}: {format_size(shared['use'])} in use of "
                      f"{format_size(shared['limit'])} ({source}), shared with other processes; "
                      f"cells also stop {format_size(shared['reserve'])} short of it")
+        if status["enabled"] and status["rss"] is not None:
+            own = status["budget"] - status["rss"]
+            common = shared["limit"] - shared["reserve"] - shared["use"]
+            which = "its budget's" if own <= common else f"{whose}'s"
+            lines.append(f"  room for this kernel's next cell: {format_size(max(min(own, common), 0))} "
+                         f"({which})")
     if status["enabled"]:
         blocks = "numpy buffers and Python blocks" if status["python_blocks"] else "numpy buffers"
         lines.append(f"  stops: {blocks} of "
