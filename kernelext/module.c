@@ -34,6 +34,9 @@ static PyMethodDef core_methods[] = {
      "_parse(kind, text): run one of the /proc or cgroup parsers on text (for tests)."},
     {"_set_proc_root", mt_process_set_root, METH_O,
      "_set_proc_root(path): read /proc and /sys under path ('' for the real ones)."},
+    {"sharing", (PyCFunction)(void (*)(void))mt_process_sharing, METH_FASTCALL,
+     "sharing(path, n) -> [(rss, pid, command)]: the n biggest other processes of the cgroup at "
+     "path and its descendants (None: of the machine)."},
     {"guard_enable", (PyCFunction)(void (*)(void))mt_guard_enable, METH_FASTCALL,
      "guard_enable(user_ns, describe) -> dict: start the watcher; budget the cells that follow."},
     {"guard_disable", mt_guard_disable, METH_NOARGS,

@@ -1039,6 +1039,77 @@ mt_probe_shared_working_set(const mt_probe_shared_files *files)
     return now.working_set;
 }
 
+enum { PROCS_TEXT = 65536 };
+
+/* Appends the pids of dir's cgroup.procs and of its descendants' to
+ * pids[*n..max); depth bounds the recursion; text is PROCS_TEXT bytes of
+ * scratch. */
+static void
+cgroup_tree_pids(const char *dir, int depth, char *text, pid_t *pids, int *n, int max)
+{
+    char path[MT_PROBE_PATH_MAX + 64];
+    if (snprintf(path, sizeof path, "%s/cgroup.procs", dir) < (int)sizeof path &&
+        read_text(path, text, PROCS_TEXT) >= 0) {
+        *n += mt_probe_parse_pids(text, pids + *n, max - *n);
+    }
+    DIR *d = depth > 0 ? opendir(dir) : NULL;
+    if (d == NULL) {
+        return;
+    }
+    struct dirent *entry;
+    while ((entry = readdir(d)) != NULL && *n < max) {
+        if ((entry->d_type == DT_DIR || entry->d_type == DT_UNKNOWN) && entry->d_name[0] != '.' &&
+            snprintf(path, sizeof path, "%s/%s", dir, entry->d_name) < (int)sizeof path) {
+            cgroup_tree_pids(path, depth - 1, text, pids, n, max);
+        }
+    }
+    closedir(d);
+}
+
+int
+mt_probe_sharing_pids(const mt_probe *p, const char *dir, pid_t *pids, int max)
+{
+    int n = 0;
+    if (dir && dir[0]) {
+        char *text = malloc(PROCS_TEXT);
+        if (text != NULL) {
+            cgroup_tree_pids(dir, 16, text, pids, &n, max);
+            free(text);
+        }
+        return n;
+    }
+    char path[MT_PROBE_PATH_MAX + 64];
+    DIR *d = proc_path(p, path, sizeof path, "/proc") == 0 ? opendir(path) : NULL;
+    if (d == NULL) {
+        return 0;
+    }
+    struct dirent *entry;
+    while ((entry = readdir(d)) != NULL && n < max) {
+        if (isdigit((unsigned char)entry->d_name[0])) {
+            pids[n++] = (pid_t)atoi(entry->d_name);
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+int
+mt_probe_pid_rss(const mt_probe *p, pid_t pid, long long *rss, char *comm, size_t comm_size)
+{
+    char path[MT_PROBE_PATH_MAX + 64], buf[256];
+    if (proc_path(p, path, sizeof path, "/proc/%d/statm", (int)pid) < 0 ||
+        read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_statm(buf, p->page_size, rss) < 0) {
+        return -1;
+    }
+    comm[0] = '\0';
+    if (proc_path(p, path, sizeof path, "/proc/%d/comm", (int)pid) == 0 &&
+        read_text(path, buf, sizeof buf) >= 0) {
+        buf[strcspn(buf, "\n")] = '\0';
+        snprintf(comm, comm_size, "%s", buf);
+    }
+    return 0;
+}
+
 /* The "oom_kill N" line of the cgroup's memory.events (v2) or
  * memory.oom_control (v1), else of /proc/vmstat (the whole machine). */
 int

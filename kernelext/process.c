@@ -135,6 +135,69 @@ mt_process_view(PyObject *module, PyObject *Py_UNUSED(unused))
     return d;
 }
 
+#define SHARING_MAX_PIDS 65536
+
+/* sharing(path, n) -> [(rss, pid, command)]: the n biggest other processes
+ * of the cgroup at path and its descendants (None: of the machine). */
+PyObject *
+mt_process_sharing(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    mt_state *st = mt_get_state(module);
+    PyObject *path = NULL, *list = NULL, *item = NULL;
+    pid_t *pids = NULL;
+    Py_ssize_t n;
+    if (nargs != 2 || (n = PyLong_AsSsize_t(args[1])) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "sharing(path: str | None, n: int >= 0)");
+        }
+        return NULL;
+    }
+    if (args[0] != Py_None && !PyUnicode_FSConverter(args[0], &path)) {
+        return NULL;
+    }
+    pids = PyMem_RawMalloc(SHARING_MAX_PIDS * sizeof *pids);
+    if (pids == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    int count;
+    const char *dir = path ? PyBytes_AS_STRING(path) : "";
+    Py_BEGIN_ALLOW_THREADS
+    count = mt_probe_sharing_pids(st->probe, dir, pids, SHARING_MAX_PIDS);
+    Py_END_ALLOW_THREADS
+    list = PyList_New(0);
+    if (list == NULL) {
+        goto error;
+    }
+    for (int i = 0; i < count; i++) {
+        long long rss;
+        char comm[64];
+        if (pids[i] == getpid() || mt_probe_pid_rss(st->probe, pids[i], &rss, comm, sizeof comm) < 0 ||
+            rss <= 0) {
+            continue;
+        }
+        item = Py_BuildValue("(Lis)", rss, (int)pids[i], comm);
+        if (item == NULL || PyList_Append(list, item) < 0) {
+            goto error;
+        }
+        Py_CLEAR(item);
+    }
+    if (PyList_Sort(list) < 0 || PyList_Reverse(list) < 0) {
+        goto error;
+    }
+    if (PyList_GET_SIZE(list) > n && PyList_SetSlice(list, n, PyList_GET_SIZE(list), NULL) < 0) {
+        goto error;
+    }
+    goto done;
+error:
+    Py_CLEAR(list);
+done:
+    Py_XDECREF(item);
+    Py_XDECREF(path);
+    PyMem_RawFree(pids);
+    return list;
+}
+
 PyObject *
 mt_process_report(PyObject *module, PyObject *Py_UNUSED(unused))
 {

@@ -171,6 +171,13 @@ void mt_probe_shared_close(mt_probe_shared_files *files);
 /* The working set now; -1 when it cannot be read. */
 long long mt_probe_shared_working_set(const mt_probe_shared_files *files);
 
+/* The processes sharing it: the pids of the cgroup at dir and of its
+ * descendants, or of the whole machine when dir is "" (stores at most max,
+ * returns how many).  Then one process's RSS and command name (comm); -1
+ * when it is gone. */
+int mt_probe_sharing_pids(const mt_probe *p, const char *dir, pid_t *pids, int max);
+int mt_probe_pid_rss(const mt_probe *p, pid_t pid, long long *rss, char *comm, size_t comm_size);
+
 /* How many times the OOM killer fired: the cgroup's count where it is
  * exposed, else the machine's; path receives the file read (so a later
  * process can read the same counter with mt_probe_read_oom_kills). */

@@ -17,6 +17,7 @@ PyObject *mt_process_trim(PyObject *module, PyObject *unused);
 PyObject *mt_process_allocators(PyObject *module, PyObject *unused);
 PyObject *mt_process_parse(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_process_set_root(PyObject *module, PyObject *root);
+PyObject *mt_process_sharing(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 /* Opens state->probe on root ("" for the real one); -1 with an exception. */
 int mt_process_open_probe(PyObject *module, const char *root);

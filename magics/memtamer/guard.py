@@ -75,35 +75,6 @@ def biggest_variables(namespace, n=3):
 
 # ---- the other holders of shared memory --------------------------------------
 
-def _rss(pid):
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _command(pid):
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return "?"
-
-
-def _cgroup_pids(path):
-    """Pids of the cgroup at path and of its descendants."""
-    pids = set()
-    for directory, _dirs, files in os.walk(path):
-        if "cgroup.procs" in files:
-            try:
-                with open(os.path.join(directory, "cgroup.procs")) as f:
-                    pids.update(int(line) for line in f if line.strip())
-            except (OSError, ValueError):
-                continue
-    return pids
-
-
 def _memtamer_kernels():
     """{pid: notebook or None} of the live memtamer kernels that left a record."""
     kernels = {}
@@ -120,25 +91,14 @@ def _memtamer_kernels():
 def other_holders(shared, n=3):
     """[(description, pid, rss)] of the biggest other processes that share
     the limit: memtamer kernels by notebook, others by command name."""
-    if shared.get("path"):
-        pids = _cgroup_pids(shared["path"])
-    else:
-        pids = {int(name) for name in os.listdir("/proc") if name.isdigit()}
-    pids.discard(os.getpid())
     kernels = _memtamer_kernels()
     holders = []
-    for pid in pids:
-        rss = _rss(pid)
-        if not rss:
-            continue
+    for rss, pid, command in _core.sharing(shared.get("path"), n):
         if pid in kernels:
             notebook = kernels[pid]
-            what = f"the kernel of {os.path.basename(notebook)}" if notebook else "a memtamer kernel"
-        else:
-            what = _command(pid)
-        holders.append((what, pid, rss))
-    holders.sort(key=lambda h: h[2], reverse=True)
-    return holders[:n]
+            command = f"the kernel of {os.path.basename(notebook)}" if notebook else "a memtamer kernel"
+        holders.append((command, pid, rss))
+    return holders
 
 
 def _shared_name(shared):
