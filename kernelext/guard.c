@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -18,6 +19,7 @@
 
 #include "memtamer/guard.h"
 #include "memtamer/heap.h"
+#include "memtamer/process.h"
 
 /* The watcher looks at the cell's child processes every this many polls:
  * walking /proc for them costs ten times a read of statm. */
@@ -48,6 +50,19 @@ static _Atomic long long sample_rss; /* RSS when last read ... */
 static _Atomic long long sample_counted; /* ... and mt_heap_counted() then */
 static _Atomic long long children_rss;   /* the cell's children, last seen */
 static _Atomic long long cell_serial;    /* which cell is armed */
+static _Atomic long long cell_start_use; /* RSS when it began */
+
+/* The memory shared with other processes (probe.h's mt_probe_shared): the
+ * refusals and the watcher hold this kernel's next bytes against the room
+ * its limit leaves too.  Protected by atomics like the above; shared_files
+ * is written with the GIL held while shared_limit is -1, and its
+ * descriptors are only replaced in place (dup2), closed at module free. */
+static mt_probe_shared_files shared_files = {-1, -1, 0};
+static _Atomic long long shared_limit = -1; /* -1: none watched */
+static _Atomic long long shared_reserve;
+static _Atomic long long shared_margin;  /* room past the reserve granted by trips */
+static _Atomic long long shared_working; /* working set last read ... */
+static _Atomic long long shared_counted; /* ... and mt_heap_counted() then */
 
 enum { TRIP_NONE, TRIP_WRITING, TRIP_PENDING, TRIP_DELIVERED };
 typedef struct {
@@ -55,6 +70,8 @@ typedef struct {
     long long requested; /* refused request, -1 for the watcher */
     long long use;       /* estimated (refusals) or read (watcher) */
     long long ceiling;
+    long long shared_use; /* working set when the shared limit was crossed, else -1 */
+    long long shared_limit, shared_reserve;
     long long child_rss;
     pid_t child_pid;
     long long serial;
@@ -82,19 +99,29 @@ trip_claim(int replace_pending)
     }
 }
 
+/* shared_use >= 0: the shared limit was crossed, not the own budget; the
+ * grace then goes to the room under the shared limit. */
 static void
 trip_publish(mt_guard_layer layer, long long requested, long long use, pid_t child,
-             long long child_size)
+             long long child_size, long long shared_use)
 {
     long long at = atomic_load(&ceiling);
     trip.layer = layer;
     trip.requested = requested;
     trip.use = use;
     trip.ceiling = at;
+    trip.shared_use = shared_use;
+    trip.shared_limit = atomic_load(&shared_limit);
+    trip.shared_reserve = atomic_load(&shared_reserve);
     trip.child_pid = child;
     trip.child_rss = child_size;
     trip.serial = atomic_load(&cell_serial);
-    atomic_store(&ceiling, at + atomic_load(&grace));
+    if (shared_use >= 0) {
+        atomic_fetch_add(&shared_margin, atomic_load(&grace));
+    }
+    else {
+        atomic_store(&ceiling, at + atomic_load(&grace));
+    }
     atomic_store_explicit(&trip_state, TRIP_PENDING, memory_order_release);
 }
 
@@ -107,6 +134,28 @@ estimated_use(void)
     return atomic_load(&sample_rss) + (grown > 0 ? grown : 0) + atomic_load(&children_rss);
 }
 
+/* Room the shared limit leaves for this kernel's next bytes: the limit
+ * minus the reserve minus the working set in *working (read afresh for
+ * large requests, else the last reading plus what our counters saw since);
+ * LLONG_MAX when no shared limit is watched. */
+static long long
+shared_room(size_t request, long long *working)
+{
+    long long limit = atomic_load(&shared_limit);
+    *working = -1;
+    if (limit < 0) {
+        return LLONG_MAX;
+    }
+    if (request >= MT_GUARD_FRESH_REQUEST) {
+        *working = mt_probe_shared_working_set(&shared_files);
+    }
+    if (*working < 0) {
+        long long grown = mt_heap_counted() - atomic_load(&shared_counted);
+        *working = atomic_load(&shared_working) + (grown > 0 ? grown : 0);
+    }
+    return limit - atomic_load(&shared_reserve) + atomic_load(&shared_margin) - *working;
+}
+
 int
 mt_guard_refuse(size_t size, mt_guard_layer layer)
 {
@@ -114,11 +163,13 @@ mt_guard_refuse(size_t size, mt_guard_layer layer)
         return 0;
     }
     long long use = estimated_use();
-    if (use + (long long)size <= atomic_load(&ceiling)) {
+    long long working = -1;
+    int own_over = use + (long long)size > atomic_load(&ceiling);
+    if (!own_over && (long long)size <= shared_room(size, &working)) {
         return 0;
     }
     if (trip_claim(0)) {
-        trip_publish(layer, (long long)size, use, 0, 0);
+        trip_publish(layer, (long long)size, use, 0, 0, own_over ? -1 : working);
     }
     return 1;
 }
@@ -152,6 +203,7 @@ typedef struct {
     char oom_path[MT_PROBE_PATH_MAX + 64];
     char cwd[RECORD_TEXT];
     char first_line[MT_FIRST_LINE_BYTES];
+    char notebook[256]; /* JPY_SESSION_NAME: the notebook's path, "" when unknown */
 } guard_record;
 
 _Static_assert(sizeof(guard_record) <= 4096, "the record fits one page");
@@ -182,7 +234,10 @@ typedef struct mt_guard {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     int started, watching, stop;
+    int paused_for_fork; /* stopped by _guard_before_fork */
     mt_probe_children_mark children;
+    mt_probe_shared shared; /* where the shared limit binds (GIL) */
+    int have_shared;
     long poll_us;
     int psi_fd;
     _Atomic int tid;
@@ -223,11 +278,15 @@ open_psi_trigger(void)
     return fd;
 }
 
-/* How long the watcher may sleep with use bytes in use (-1: unknown). */
+/* How long the watcher may sleep with use bytes in use (-1: unknown) and
+ * shared_left bytes left under the shared limit. */
 static long
-nap_us(const mt_guard *g, long long use)
+nap_us(const mt_guard *g, long long use, long long shared_left)
 {
     long long headroom = use < 0 ? 0 : atomic_load(&ceiling) - use;
+    if (shared_left < headroom) {
+        headroom = shared_left;
+    }
     long long us = headroom > 0 ? headroom / GROWTH_BYTES_PER_US : 0;
     if (us < g->poll_us) {
         us = g->poll_us;
@@ -248,19 +307,30 @@ nap(mt_guard *g, long us)
     nanosleep(&ts, NULL);
 }
 
-/* One look at the process; no GIL, no Python objects.  Returns the use
- * it saw (-1 when RSS could not be read). */
+/* One look at the process and the memory it shares; no GIL, no Python
+ * objects.  Returns the use it saw (-1 when RSS could not be read) and in
+ * *shared_left the room left under the shared limit. */
 static long long
-watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children)
+watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children,
+           long long *shared_left)
 {
     /* RSS first: an allocation between the two reads is then missed until
      * the next poll, never counted twice. */
     long long rss = mt_probe_rss(&g->probe);
+    *shared_left = LLONG_MAX;
     if (rss < 0) {
         return -1;
     }
+    long long counted = mt_heap_counted();
     atomic_store(&sample_rss, rss);
-    atomic_store(&sample_counted, mt_heap_counted());
+    atomic_store(&sample_counted, counted);
+    long long working = atomic_load(&shared_limit) >= 0 ? mt_probe_shared_working_set(&shared_files) : -1;
+    if (working >= 0) {
+        atomic_store(&shared_working, working);
+        atomic_store(&shared_counted, counted);
+        *shared_left = atomic_load(&shared_limit) - atomic_load(&shared_reserve) +
+                       atomic_load(&shared_margin) - working;
+    }
     mt_probe_children_rss kids = {0, 0, 0};
     if (look_at_children) {
         mt_probe_children_now(&g->probe, mark, &kids);
@@ -274,18 +344,24 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
         atomic_store(&g->record->updated_ms, now_ms());
     }
     long long use = rss + atomic_load(&children_rss);
-    if (!atomic_load(&armed) || use <= atomic_load(&ceiling) || !trip_claim(1)) {
+    /* Others growing is no reason to stop this cell: only its own growth. */
+    int shared_over = *shared_left < 0 && use > atomic_load(&cell_start_use);
+    int own_over = use > atomic_load(&ceiling);
+    if (!atomic_load(&armed) || !(own_over || shared_over) || !trip_claim(1)) {
         return use;
     }
-    /* The kernel itself is within the ceiling: the cell's children are what
-     * crossed it, and the biggest goes. */
-    if (look_at_children && kids.biggest_pid > 0 && rss <= atomic_load(&ceiling) &&
+    /* The cell's children are what crossed it when the kernel itself is
+     * within its ceiling, or grew less than the biggest of them. */
+    long long shared_use = own_over ? -1 : working;
+    int children_crossed = own_over ? rss <= atomic_load(&ceiling)
+                                    : kids.biggest_rss > rss - atomic_load(&cell_start_use);
+    if (look_at_children && kids.biggest_pid > 0 && children_crossed &&
         kill(kids.biggest_pid, SIGKILL) == 0) {
         atomic_store(&children_rss, kids.total - kids.biggest_rss);
-        trip_publish(MT_GUARD_CHILD, -1, use, kids.biggest_pid, kids.biggest_rss);
+        trip_publish(MT_GUARD_CHILD, -1, use, kids.biggest_pid, kids.biggest_rss, shared_use);
     }
     else {
-        trip_publish(MT_GUARD_WATCHER, -1, use, 0, 0);
+        trip_publish(MT_GUARD_WATCHER, -1, use, 0, 0, shared_use);
     }
     /* A real signal, not only PyErr_SetInterruptEx: it also breaks the main
      * thread out of a blocking wait (a join, a future's result). */
@@ -316,7 +392,9 @@ watch_main(void *arg)
         if (look_at_children) {
             children_looked = now;
         }
-        nap(g, nap_us(g, watch_once(g, &mark, look_at_children)));
+        long long shared_left;
+        long long use = watch_once(g, &mark, look_at_children, &shared_left);
+        nap(g, nap_us(g, use, shared_left));
         pthread_mutex_lock(&g->lock);
     }
     pthread_mutex_unlock(&g->lock);
@@ -338,6 +416,33 @@ watcher_set(mt_guard *g, int watching, const mt_probe_children_mark *mark)
     pthread_mutex_unlock(&g->lock);
 }
 
+/* Ends the thread; what it watches (watching, children) stays for a
+ * restart.  Joined with the GIL held: the watcher never takes it. */
+static void
+watcher_join(mt_guard *g)
+{
+    pthread_mutex_lock(&g->lock);
+    g->stop = 1;
+    pthread_cond_signal(&g->wake);
+    pthread_mutex_unlock(&g->lock);
+    pthread_join(g->thread, NULL);
+    mt_probe_wait_thread_gone(atomic_load(&g->tid));
+    g->started = 0;
+    g->stop = 0;
+}
+
+static int
+watcher_spawn(mt_guard *g)
+{
+    atomic_store(&g->tid, 0);
+    int err = pthread_create(&g->thread, NULL, watch_main, g);
+    if (err != 0) {
+        return err;
+    }
+    g->started = 1;
+    return 0;
+}
+
 static void
 watcher_stop(mt_guard *g)
 {
@@ -346,14 +451,7 @@ watcher_stop(mt_guard *g)
     if (!g->started || g->pid != getpid()) {
         return;
     }
-    pthread_mutex_lock(&g->lock);
-    g->stop = 1;
-    pthread_cond_signal(&g->wake);
-    pthread_mutex_unlock(&g->lock);
-    /* Joined with the GIL held: the watcher never takes it. */
-    pthread_join(g->thread, NULL);
-    g->started = 0;
-    g->stop = 0;
+    watcher_join(g);
     if (g->psi_fd >= 0) {
         close(g->psi_fd);
         g->psi_fd = -1;
@@ -379,14 +477,91 @@ watcher_start(mt_guard *g)
     g->stop = 0;
     pthread_mutex_init(&g->lock, NULL);
     pthread_cond_init(&g->wake, NULL);
-    int err = pthread_create(&g->thread, NULL, watch_main, g);
+    int err = watcher_spawn(g);
     if (err != 0) {
         errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    g->started = 1;
     return 0;
+}
+
+/* ---- fork ---- */
+
+/* Python 3.12+ warns that a fork of a multi-threaded process may deadlock
+ * (and it may: a thread holding a lock does not exist in the child).  Our
+ * threads stop before os.fork() and start again in the parent; the hooks
+ * are registered once per process and do nothing once the guard is off. */
+
+/* _guard_before_fork(): with the GIL held, as os.register_at_fork's hooks. */
+PyObject *
+mt_guard_before_fork(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_state *st = mt_get_state(module);
+    mt_guard *g = st->guard;
+    if (g != NULL && g->started && g->pid == getpid()) {
+        watcher_join(g);
+        g->paused_for_fork = 1;
+    }
+    if (st->probe != NULL) {
+        mt_probe_fork_pause(st->probe);
+    }
+    Py_RETURN_NONE;
+}
+
+/* _guard_after_fork(): in the parent, once the child exists. */
+PyObject *
+mt_guard_after_fork(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_state *st = mt_get_state(module);
+    mt_guard *g = st->guard;
+    if (st->probe != NULL) {
+        mt_probe_fork_resume(st->probe);
+    }
+    if (g == NULL || !g->paused_for_fork) {
+        Py_RETURN_NONE;
+    }
+    g->paused_for_fork = 0;
+    int err = watcher_spawn(g);
+    if (err != 0) {
+        /* No watcher: the hooks still refuse large requests. */
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+/* Registers the two hooks above with os.register_at_fork, once per
+ * process.  Only touched with the GIL held. */
+static int
+register_fork_hooks(PyObject *module)
+{
+    static int registered = 0;
+    PyObject *os = NULL, *reg = NULL, *before = NULL, *after = NULL, *kwargs = NULL,
+             *empty = NULL, *res = NULL;
+    int rc = -1;
+    if (registered) {
+        return 0;
+    }
+    if (!(os = PyImport_ImportModule("os")) ||
+        !(reg = PyObject_GetAttrString(os, "register_at_fork")) ||
+        !(before = PyObject_GetAttrString(module, "_guard_before_fork")) ||
+        !(after = PyObject_GetAttrString(module, "_guard_after_fork")) ||
+        !(kwargs = Py_BuildValue("{sOsO}", "before", before, "after_in_parent", after)) ||
+        !(empty = PyTuple_New(0)) || !(res = PyObject_Call(reg, empty, kwargs))) {
+        goto done;
+    }
+    registered = 1;
+    rc = 0;
+done:
+    Py_XDECREF(os);
+    Py_XDECREF(reg);
+    Py_XDECREF(before);
+    Py_XDECREF(after);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(empty);
+    Py_XDECREF(res);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -406,10 +581,27 @@ default_reserve(long long limit)
     return share > MT_GUARD_RESERVE_MIN ? share : MT_GUARD_RESERVE_MIN;
 }
 
+/* Finds where the shared limit binds and points the hooks' files there. */
+static void
+resolve_shared(mt_state *st, mt_guard *g)
+{
+    atomic_store(&shared_limit, -1);
+    g->have_shared = mt_probe_read_shared(st->probe, &g->shared) == 0 &&
+                     mt_probe_shared_open(st->probe, &g->shared, &shared_files) == 0;
+    if (!g->have_shared) {
+        return;
+    }
+    atomic_store(&shared_reserve, default_reserve(g->shared.limit));
+    atomic_store(&shared_working, g->shared.working_set);
+    atomic_store(&shared_counted, mt_heap_counted());
+    atomic_store(&shared_limit, g->shared.limit);
+}
+
 /* Recomputes the effective budget from the mode and a fresh limit. */
 static void
 compute_budget(mt_state *st, mt_guard *g)
 {
+    resolve_shared(st, g);
     g->have_limit = mt_probe_read_limit(st->probe, &g->limit) == 0;
     long long limit = g->have_limit ? g->limit.limit : -1;
     switch (g->mode) {
@@ -446,6 +638,17 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line,
     }
     atomic_fetch_add(&cell_serial, 1);
     g->rss_before = rss_before;
+    atomic_store(&cell_start_use, rss_before);
+    /* Others may hold more than the shared limit leaves already: the cell
+     * is then stopped on its own growth (the message says so). */
+    atomic_store(&shared_margin, 0);
+    long long working = atomic_load(&shared_limit) >= 0 ? mt_probe_shared_working_set(&shared_files) : -1;
+    if (working >= 0) {
+        long long room = atomic_load(&shared_limit) - atomic_load(&shared_reserve) - working;
+        atomic_store(&shared_working, working);
+        atomic_store(&shared_counted, mt_heap_counted());
+        atomic_store(&shared_margin, room < 0 ? atomic_load(&grace) - room : 0);
+    }
     atomic_store(&trip_state, TRIP_NONE);
     atomic_store(&children_rss, 0);
     atomic_store(&sample_rss, rss_before);
@@ -515,6 +718,27 @@ layer_name(mt_guard_layer layer)
     }
 }
 
+/* The shared memory's figures (process.c's dict) with the reserve; use,
+ * when not negative, replaces the working set read when it was resolved.
+ * None when there is no shared figure. */
+static PyObject *
+shared_figures(mt_guard *g, long long use)
+{
+    if (!g->have_shared) {
+        Py_RETURN_NONE;
+    }
+    mt_probe_shared now = g->shared;
+    if (use >= 0) {
+        now.working_set = use;
+    }
+    PyObject *d = mt_process_shared_dict(&now);
+    if (d == NULL || mt_set(d, "reserve", PyLong_FromLongLong(default_reserve(now.limit))) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
 static PyObject *
 trip_dict(mt_guard *g, const trip_record *t)
 {
@@ -528,7 +752,9 @@ trip_dict(mt_guard *g, const trip_record *t)
         mt_set(d, "limit", mt_size_or_none(g->have_limit ? g->limit.limit : -1)) < 0 ||
         mt_set(d, "rss_before", mt_size_or_none(g->rss_before)) < 0 ||
         mt_set(d, "child_pid", t->child_pid > 0 ? PyLong_FromLong((long)t->child_pid) : Py_NewRef(Py_None)) < 0 ||
-        mt_set(d, "child_rss", t->child_pid > 0 ? PyLong_FromLongLong(t->child_rss) : Py_NewRef(Py_None)) < 0) {
+        mt_set(d, "child_rss", t->child_pid > 0 ? PyLong_FromLongLong(t->child_rss) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "crossed", PyUnicode_FromString(t->shared_use >= 0 ? "shared" : "budget")) < 0 ||
+        mt_set(d, "shared", shared_figures(g, t->shared_use >= 0 ? t->shared_use : -1)) < 0) {
         Py_XDECREF(d);
         return NULL;
     }
@@ -683,7 +909,7 @@ mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (g->started && g->pid != getpid()) {
         g->started = 0; /* the thread stayed in the parent */
     }
-    if (watcher_start(g) < 0) {
+    if (register_fork_hooks(module) < 0 || watcher_start(g) < 0) {
         return NULL;
     }
     compute_budget(st, g);
@@ -719,6 +945,12 @@ mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         return NULL;
     }
+    if (!g->started || g->pid != getpid()) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the memory budget guards an IPython kernel with memtamer loaded: "
+                        "run %load_ext memtamer first, then set it");
+        return NULL;
+    }
     budget_mode saved_mode = g->mode;
     long long saved_bytes = g->bytes;
     double saved_percent = g->percent;
@@ -729,8 +961,22 @@ mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         g->mode = BUDGET_OFF;
     }
     else if (strcmp(kind, "bytes") == 0) {
-        long long v = PyLong_AsLongLong(args[1]);
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(args[1], &overflow);
         if (v == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (overflow > 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "a budget of %R bytes is more than any memory limit (this one is "
+                         "%lld bytes): give a size below it, like 8GiB or 80%%",
+                         args[1], g->have_limit ? g->limit.limit : -1LL);
+            return NULL;
+        }
+        if (overflow < 0 || v <= 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "a budget of %R bytes is not a size: give a positive size like "
+                         "8GiB or 80%%, or 'off' to turn the guard off", args[1]);
             return NULL;
         }
         g->mode = BUDGET_BYTES;
@@ -787,6 +1033,41 @@ mode_name(budget_mode mode)
     return names[mode];
 }
 
+/* The shared figures read now, for status and the process view. */
+static PyObject *
+shared_now(mt_state *st, mt_guard *g)
+{
+    long long working = -1;
+    if (g->have_shared && atomic_load(&shared_limit) >= 0) {
+        working = mt_probe_shared_working_set(&shared_files);
+    }
+    if (working < 0 && (g->have_shared = mt_probe_read_shared(st->probe, &g->shared) == 0)) {
+        working = g->shared.working_set;
+    }
+    return shared_figures(g, working);
+}
+
+int
+mt_guard_process_figures(PyObject *module, PyObject *process)
+{
+    mt_state *st = mt_get_state(module);
+    mt_guard *g = st->guard;
+    int watching = g != NULL && g->started && g->pid == getpid();
+    if (mt_set(process, "budget", mt_size_or_none(watching ? g->budget : -1)) < 0) {
+        return -1;
+    }
+    PyObject *shared = PyDict_GetItemString(process, "shared"); /* borrowed */
+    if (shared == NULL || shared == Py_None || g == NULL) {
+        return 0;
+    }
+    PyObject *limit = PyDict_GetItemString(shared, "limit"); /* borrowed */
+    long long bytes = limit && limit != Py_None ? PyLong_AsLongLong(limit) : -1;
+    if (bytes == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return mt_set(shared, "reserve", mt_size_or_none(bytes >= 0 ? default_reserve(bytes) : -1));
+}
+
 PyObject *
 mt_guard_status(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -804,11 +1085,13 @@ mt_guard_status(PyObject *module, PyObject *Py_UNUSED(unused))
         mt_set(d, "default_reserve", mt_size_or_none(g->have_limit ? default_reserve(g->limit.limit) : -1)) < 0 ||
         mt_set(d, "grace", PyLong_FromLongLong(atomic_load(&grace))) < 0 ||
         mt_set(d, "rss", mt_size_or_none(mt_probe_rss(st->probe))) < 0 ||
+        mt_set(d, "shared", shared_now(st, g)) < 0 ||
         mt_set(d, "watcher", PyBool_FromLong(watching)) < 0 ||
-        mt_set(d, "watcher_tid", watching ? PyLong_FromLong(atomic_load(&g->tid)) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "watcher_tid", watching && atomic_load(&g->tid) > 0 ? PyLong_FromLong(atomic_load(&g->tid)) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "watcher_polls", PyLong_FromLongLong(atomic_load(&g->polls))) < 0 ||
         mt_set(d, "poll_us", PyLong_FromLong(g->poll_us)) < 0 ||
         mt_set(d, "numpy_threads", PyBool_FromLong(mt_heap_numpy_threads_covered())) < 0 ||
+        mt_set(d, "python_blocks", PyBool_FromLong(mt_heap_refusing())) < 0 ||
         mt_set(d, "psi_trigger", PyBool_FromLong(watching && g->psi_fd >= 0)) < 0 ||
         mt_set(d, "signal", PyLong_FromLong(guard_signal())) < 0 ||
         mt_set(d, "large_request", PyLong_FromLong(MT_GUARD_LARGE_REQUEST)) < 0 ||
@@ -903,6 +1186,8 @@ mt_guard_record_open(PyObject *module, PyObject *path)
     if (getcwd(r->cwd, sizeof r->cwd) == NULL) {
         r->cwd[0] = '\0';
     }
+    const char *notebook = getenv("JPY_SESSION_NAME");
+    snprintf(r->notebook, sizeof r->notebook, "%s", notebook ? notebook : "");
     memcpy(r->magic, RECORD_MAGIC, sizeof r->magic); /* last: the record is whole */
     snprintf(g->record_path, sizeof g->record_path, "%s", p);
     g->pid = getpid();
@@ -941,6 +1226,7 @@ mt_guard_record_read(PyObject *Py_UNUSED(module), PyObject *path)
     r.cwd[sizeof r.cwd - 1] = '\0';
     r.first_line[sizeof r.first_line - 1] = '\0';
     r.oom_path[sizeof r.oom_path - 1] = '\0';
+    r.notebook[sizeof r.notebook - 1] = '\0';
     int alive = (kill(r.pid, 0) == 0 || errno == EPERM) && start_ticks_of(r.pid) == r.start_ticks;
     long long kills = -1;
     if (r.oom_kills_at_start >= 0 && r.oom_path[0] &&
@@ -964,7 +1250,8 @@ mt_guard_record_read(PyObject *Py_UNUSED(module), PyObject *path)
         mt_set(d, "updated", PyFloat_FromDouble((double)r.updated_ms / 1000.0)) < 0 ||
         mt_set(d, "oom_kills", kills >= 0 ? PyLong_FromLongLong(kills) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "oom_source", PyUnicode_DecodeFSDefault(r.oom_path)) < 0 ||
-        mt_set(d, "cwd", PyUnicode_DecodeFSDefault(r.cwd)) < 0) {
+        mt_set(d, "cwd", PyUnicode_DecodeFSDefault(r.cwd)) < 0 ||
+        mt_set(d, "notebook", r.notebook[0] ? PyUnicode_DecodeFSDefault(r.notebook) : Py_NewRef(Py_None)) < 0) {
         Py_XDECREF(d);
         return NULL;
     }
@@ -1020,6 +1307,8 @@ mt_guard_free(PyObject *module)
     }
     watcher_stop(st->guard);
     record_close(st->guard, 1);
+    atomic_store(&shared_limit, -1);
+    mt_probe_shared_close(&shared_files);
     PyMem_RawFree(st->guard);
     st->guard = NULL;
 }

@@ -111,9 +111,40 @@ over_budget(size_t request, size_t block, mt_guard_layer layer)
 static PyMemAllocatorEx saved_raw, saved_mem, saved_obj;
 static PyObjectArenaAllocator saved_arena;
 
-enum { MODE_NONE, MODE_PYMALLOC, MODE_MALLOC };
-/* Only touched with the GIL held. */
+/* MODE_REFUSE_ONLY: Python's debug hooks (-X dev, PYTHONMALLOC=debug) wrap
+ * every domain and hand out pointers offset into their blocks, so
+ * malloc_usable_size cannot size them and pymalloc's large blocks pass
+ * through the raw domain a second time: there the hooks count nothing and
+ * only hold large requests against the budget. */
+enum { MODE_NONE, MODE_PYMALLOC, MODE_MALLOC, MODE_REFUSE_ONLY };
+/* Written only with the GIL held, before the hooks are published. */
 static int installed_mode = MODE_NONE;
+
+/* The size asked for, which the debug hooks keep big-endian in the first
+ * sizeof(size_t) bytes of their header, two size_t before the data
+ * (CPython's Objects/obmalloc.c, "debug malloc"). */
+static long long
+debug_requested_size(const void *ptr)
+{
+    const unsigned char *header = (const unsigned char *)ptr - 2 * sizeof(size_t);
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof(size_t); i++) {
+        n = (n << 8) | header[i];
+    }
+    return (long long)n;
+}
+
+static inline int
+counting(void)
+{
+    return installed_mode != MODE_REFUSE_ONLY;
+}
+
+static inline long long
+python_block_size(void *ptr)
+{
+    return counting() ? BLOCK_SIZE(ptr) : debug_requested_size(ptr);
+}
 
 static inline void *
 counted_malloc(const PyMemAllocatorEx *prev, size_t size)
@@ -122,7 +153,7 @@ counted_malloc(const PyMemAllocatorEx *prev, size_t size)
         return NULL;
     }
     void *ptr = prev->malloc(prev->ctx, size);
-    if (ptr) {
+    if (ptr && counting()) {
         count(&python_heap, BLOCK_SIZE(ptr));
     }
     return ptr;
@@ -136,7 +167,7 @@ counted_calloc(const PyMemAllocatorEx *prev, size_t nelem, size_t elsize)
         return NULL;
     }
     void *ptr = prev->calloc(prev->ctx, nelem, elsize);
-    if (ptr) {
+    if (ptr && counting()) {
         count(&python_heap, BLOCK_SIZE(ptr));
     }
     return ptr;
@@ -145,13 +176,13 @@ counted_calloc(const PyMemAllocatorEx *prev, size_t nelem, size_t elsize)
 static inline void *
 counted_realloc(const PyMemAllocatorEx *prev, void *old, size_t size)
 {
-    long long old_size = old ? BLOCK_SIZE(old) : 0;
+    long long old_size = old ? python_block_size(old) : 0;
     if ((long long)size > old_size &&
         over_budget(size - (size_t)old_size, size, MT_GUARD_PYTHON)) {
         return NULL;
     }
     void *ptr = prev->realloc(prev->ctx, old, size);
-    if (ptr) {
+    if (ptr && counting()) {
         count(&python_heap, BLOCK_SIZE(ptr) - old_size);
     }
     return ptr;
@@ -160,7 +191,7 @@ counted_realloc(const PyMemAllocatorEx *prev, void *old, size_t size)
 static inline void
 counted_free(const PyMemAllocatorEx *prev, void *ptr)
 {
-    if (ptr) {
+    if (ptr && counting()) {
         count(&python_heap, -BLOCK_SIZE(ptr));
     }
     prev->free(prev->ctx, ptr);
@@ -219,14 +250,17 @@ arena_free(void *ctx, void *ptr, size_t size)
 static PyObjectArenaAllocator arena_hooks = {NULL, arena_alloc, arena_free};
 
 /* Why malloc_usable_size cannot be trusted on the blocks we would see, or
- * NULL.  Debug hooks hand out pointers offset into malloc'd blocks. */
+ * NULL; *debug_hooks says whether Python's debug hooks are the reason.
+ * Debug hooks hand out pointers offset into malloc'd blocks. */
 static const char *
-unavailable_reason(void)
+unavailable_reason(int *debug_hooks)
 {
     static char why[160];
+    *debug_hooks = 0;
     if (!MT_HAS_MALLOC_USABLE_SIZE) {
         return "needs glibc's malloc_usable_size";
     }
+    *debug_hooks = 1;
 #ifdef Py_DEBUG
     return "a debug build of Python installs debug allocator hooks";
 #endif
@@ -243,13 +277,15 @@ unavailable_reason(void)
     if (dev_mode > 0) {
         return "-X dev installs debug allocator hooks";
     }
+    *debug_hooks = 0;
     return NULL;
 }
 
 const char *
 mt_heap_method(const char **why)
 {
-    *why = unavailable_reason();
+    int debug_hooks;
+    *why = unavailable_reason(&debug_hooks);
     if (*why) {
         return NULL;
     }
@@ -260,30 +296,45 @@ mt_heap_method(const char **why)
 int
 mt_heap_install(void)
 {
+    int debug_hooks;
     const char *why;
-    const char *method = mt_heap_method(&why);
-    if (installed_mode != MODE_NONE || method == NULL) {
+    if (installed_mode != MODE_NONE) {
         return 0;
     }
+    const char *method = mt_heap_method(&why);
+    if (method == NULL) {
+        unavailable_reason(&debug_hooks);
+        if (!debug_hooks) {
+            return 0;
+        }
+    }
+    /* The mode is set before the hooks are published. */
+    installed_mode = method == NULL ? MODE_REFUSE_ONLY
+                     : strcmp(method, "malloc") == 0 ? MODE_MALLOC
+                                                     : MODE_PYMALLOC;
     PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &saved_raw);
     PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &raw_hooks);
-    if (strcmp(method, "malloc") == 0) {
+    if (installed_mode != MODE_PYMALLOC) {
         PyMem_GetAllocator(PYMEM_DOMAIN_MEM, &saved_mem);
         PyMem_GetAllocator(PYMEM_DOMAIN_OBJ, &saved_obj);
         PyMem_SetAllocator(PYMEM_DOMAIN_MEM, &mem_hooks);
         PyMem_SetAllocator(PYMEM_DOMAIN_OBJ, &obj_hooks);
-        installed_mode = MODE_MALLOC;
     }
     else {
         PyObject_GetArenaAllocator(&saved_arena);
         PyObject_SetArenaAllocator(&arena_hooks);
-        installed_mode = MODE_PYMALLOC;
     }
     return 0;
 }
 
 int
 mt_heap_installed(void)
+{
+    return installed_mode == MODE_PYMALLOC || installed_mode == MODE_MALLOC;
+}
+
+int
+mt_heap_refusing(void)
 {
     return installed_mode != MODE_NONE;
 }
@@ -305,7 +356,7 @@ mt_heap_uninstall(void)
     PyObjectArenaAllocator arena_now;
     PyObject_GetArenaAllocator(&arena_now);
     int ours = still_ours(PYMEM_DOMAIN_RAW, &raw_hooks);
-    if (installed_mode == MODE_MALLOC) {
+    if (installed_mode != MODE_PYMALLOC) {
         ours = ours && still_ours(PYMEM_DOMAIN_MEM, &mem_hooks) &&
                still_ours(PYMEM_DOMAIN_OBJ, &obj_hooks);
     }
@@ -316,7 +367,7 @@ mt_heap_uninstall(void)
         return 1; /* someone wraps us: removing ours would drop theirs */
     }
     PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &saved_raw);
-    if (installed_mode == MODE_MALLOC) {
+    if (installed_mode != MODE_PYMALLOC) {
         PyMem_SetAllocator(PYMEM_DOMAIN_MEM, &saved_mem);
         PyMem_SetAllocator(PYMEM_DOMAIN_OBJ, &saved_obj);
     }

@@ -412,6 +412,21 @@ mt_probe_open(mt_probe *p, const char *root)
     return 0;
 }
 
+static void *sampler_main(void *arg);
+
+void
+mt_probe_wait_thread_gone(pid_t tid)
+{
+    /* pthread_join returns when the thread has cleared its tid, a moment
+     * before the kernel drops it from the process's thread count. */
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d", (int)tid);
+    for (int i = 0; tid > 0 && i < 1000 && access(path, F_OK) == 0; i++) {
+        struct timespec ts = {0, 20000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static void
 stop_sampler(mt_probe *p)
 {
@@ -423,8 +438,36 @@ stop_sampler(mt_probe *p)
     pthread_cond_signal(&p->wake);
     pthread_mutex_unlock(&p->lock);
     pthread_join(p->thread, NULL);
+    mt_probe_wait_thread_gone(atomic_load(&p->sampler_tid));
     p->thread_started = 0;
     p->stop = 0;
+}
+
+static int
+start_sampler(mt_probe *p)
+{
+    atomic_store(&p->sampler_tid, 0);
+    if (pthread_create(&p->thread, NULL, sampler_main, p) != 0) {
+        return -1;
+    }
+    p->thread_started = 1;
+    return 0;
+}
+
+void
+mt_probe_fork_pause(mt_probe *p)
+{
+    p->paused_for_fork = p->thread_started && p->pid == getpid();
+    stop_sampler(p);
+}
+
+void
+mt_probe_fork_resume(mt_probe *p)
+{
+    if (p->paused_for_fork && p->pid == getpid() && start_sampler(p) < 0) {
+        p->method = MT_PEAK_NONE;
+    }
+    p->paused_for_fork = 0;
 }
 
 void
@@ -464,6 +507,7 @@ static void *
 sampler_main(void *arg)
 {
     mt_probe *p = arg;
+    atomic_store(&p->sampler_tid, (int)gettid());
     pthread_mutex_lock(&p->lock);
     while (!p->stop) {
         if (!p->sampling) {
@@ -510,12 +554,9 @@ mt_probe_peak_begin(mt_probe *p)
         p->method = MT_PEAK_SAMPLED; /* clear_refs stopped working */
     }
     if (p->method == MT_PEAK_SAMPLED) {
-        if (!p->thread_started) {
-            if (pthread_create(&p->thread, NULL, sampler_main, p) != 0) {
-                p->method = MT_PEAK_NONE;
-                return rss;
-            }
-            p->thread_started = 1;
+        if (!p->thread_started && start_sampler(p) < 0) {
+            p->method = MT_PEAK_NONE;
+            return rss;
         }
         pthread_mutex_lock(&p->lock);
         p->sampled_peak = rss;
@@ -543,6 +584,7 @@ mt_probe_peak_end(mt_probe *p, long long *peak, long long *rss_now)
         p->sampling = 0;
         *peak = p->sampled_peak > *rss_now ? p->sampled_peak : *rss_now;
         pthread_mutex_unlock(&p->lock);
+        stop_sampler(p); /* no thread of ours between cells */
     }
     return 0;
 }
@@ -793,6 +835,279 @@ limit_v1(const mt_probe *p, const mt_probe_mounts *m, const char *cgpath, mt_pro
         out->source = "cgroup1 memory.limit_in_bytes";
         snprintf(out->path, sizeof out->path, "%s", file);
     }
+}
+
+/* ---- the memory shared with other processes ---- */
+
+static const char *
+usage_file(int version)
+{
+    return version == 2 ? "memory.current" : "memory.usage_in_bytes";
+}
+
+static const char *
+limit_file(int version)
+{
+    return version == 2 ? "memory.max" : "memory.limit_in_bytes";
+}
+
+int
+mt_probe_parse_cgroup_usage(const char *usage_text, const char *stat_text, int version,
+                            mt_probe_shared *out)
+{
+    long long usage, inactive = 0;
+    if (parse_ll(usage_text, &usage) < 0 || usage < 0) {
+        return -1;
+    }
+    /* v1's memory.stat counts the cgroup and its children as total_*. */
+    const char *key = version == 2 ? "inactive_file" : "total_inactive_file";
+    if (stat_text == NULL || mt_probe_parse_keyed(stat_text, key, &inactive) < 0 ||
+        inactive < 0) {
+        inactive = 0;
+    }
+    out->usage = usage;
+    out->inactive_file = inactive < usage ? inactive : usage;
+    out->working_set = usage - out->inactive_file;
+    return 0;
+}
+
+int
+mt_probe_parse_meminfo_usage(const char *text, mt_probe_shared *out)
+{
+    long long total, available, free_ = -1;
+    if (mt_probe_parse_kb_field(text, "MemTotal", &total) < 0 ||
+        mt_probe_parse_kb_field(text, "MemAvailable", &available) < 0) {
+        return -1;
+    }
+    mt_probe_parse_kb_field(text, "MemFree", &free_);
+    out->limit = total;
+    out->usage = free_ >= 0 ? total - free_ : total - available;
+    out->inactive_file = 0;
+    out->working_set = available < total ? total - available : 0;
+    return 0;
+}
+
+/* Reads usage and memory.stat of the cgroup at dir; -1 when unreadable. */
+static int
+read_cgroup_usage(const char *dir, int version, mt_probe_shared *out)
+{
+    char file[MT_PROBE_PATH_MAX + 32], usage[64], stat[8192];
+    if (snprintf(file, sizeof file, "%s/%s", dir, usage_file(version)) >= (int)sizeof file ||
+        read_text(file, usage, sizeof usage) < 0) {
+        return -1;
+    }
+    int have_stat = snprintf(file, sizeof file, "%s/memory.stat", dir) < (int)sizeof file &&
+                    read_text(file, stat, sizeof stat) >= 0;
+    return mt_probe_parse_cgroup_usage(usage, have_stat ? stat : NULL, version, out);
+}
+
+/* Each limited cgroup from dir up to the mount: keeps in *best the one
+ * with least room. */
+static void
+tightest_cgroup(const char *mount_dir, char *dir, int version, mt_probe_shared *best)
+{
+    size_t top_len = strlen(mount_dir);
+    for (;;) {
+        char file[MT_PROBE_PATH_MAX + 32];
+        long long limit;
+        mt_probe_shared here;
+        memset(&here, 0, sizeof here);
+        if (read_value(dir, limit_file(version), file, sizeof file, &limit, 1) == 0 &&
+            limit != MT_PROBE_UNLIMITED && read_cgroup_usage(dir, version, &here) == 0) {
+            here.limit = limit;
+            here.version = version;
+            snprintf(here.dir, sizeof here.dir, "%s", dir);
+            if (best->limit < 0 ||
+                here.limit - here.working_set < best->limit - best->working_set) {
+                *best = here;
+            }
+        }
+        char *slash = strrchr(dir, '/');
+        if (slash == NULL || (size_t)(slash - dir) < top_len) {
+            break;
+        }
+        *slash = '\0';
+    }
+}
+
+int
+mt_probe_read_shared(mt_probe *p, mt_probe_shared *out)
+{
+    enum { TEXT_SIZE = 65536 }; /* mountinfo can be long */
+    char *text = malloc(TEXT_SIZE);
+    char path[MT_PROBE_PATH_MAX + 64], dir[MT_PROBE_PATH_MAX], top[MT_PROBE_PATH_MAX];
+    char v2[MT_PROBE_PATH_MAX], v1[MT_PROBE_PATH_MAX];
+    mt_probe_mounts m;
+    int rc = -1;
+    memset(out, 0, sizeof *out);
+    out->limit = -1;
+    if (text == NULL) {
+        return -1;
+    }
+    if (proc_path(p, path, sizeof path, "/proc/self/cgroup") == 0 &&
+        read_text(path, text, TEXT_SIZE) >= 0 &&
+        mt_probe_parse_cgroup(text, v2, sizeof v2, v1, sizeof v1) == 0 &&
+        proc_path(p, path, sizeof path, "/proc/self/mountinfo") == 0 &&
+        read_text(path, text, TEXT_SIZE) >= 0 && mt_probe_parse_mountinfo(text, &m) == 0) {
+        if (v2[0] && m.v2_mount[0] &&
+            cgroup_dir(p, m.v2_mount, m.v2_root, v2, dir, sizeof dir) == 0 &&
+            snprintf(top, sizeof top, "%s%s", p->root, m.v2_mount) < (int)sizeof top) {
+            tightest_cgroup(top, dir, 2, out);
+        }
+        if (v1[0] && m.v1_mount[0] &&
+            cgroup_dir(p, m.v1_mount, m.v1_root, v1, dir, sizeof dir) == 0 &&
+            snprintf(top, sizeof top, "%s%s", p->root, m.v1_mount) < (int)sizeof top) {
+            tightest_cgroup(top, dir, 1, out);
+        }
+    }
+    mt_probe_shared machine;
+    memset(&machine, 0, sizeof machine);
+    if (proc_path(p, path, sizeof path, "/proc/meminfo") == 0 &&
+        read_text(path, text, TEXT_SIZE) >= 0 &&
+        mt_probe_parse_meminfo_usage(text, &machine) == 0) {
+        if (out->limit < 0 || machine.limit - machine.working_set < out->limit - out->working_set) {
+            *out = machine;
+        }
+        rc = 0;
+    }
+    else if (out->limit >= 0) {
+        rc = 0;
+    }
+    free(text);
+    return rc;
+}
+
+static int
+reopen(int *fd, const char *path)
+{
+    int fresh = open(path, O_RDONLY | O_CLOEXEC);
+    if (fresh < 0) {
+        return -1;
+    }
+    if (*fd < 0) {
+        *fd = fresh;
+        return 0;
+    }
+    int rc = dup3(fresh, *fd, O_CLOEXEC) < 0 ? -1 : 0;
+    close(fresh);
+    return rc;
+}
+
+int
+mt_probe_shared_open(const mt_probe *p, const mt_probe_shared *where,
+                     mt_probe_shared_files *files)
+{
+    char path[MT_PROBE_PATH_MAX + 64];
+    int ok;
+    files->version = where->version;
+    if (where->version == 0) {
+        ok = proc_path(p, path, sizeof path, "/proc/meminfo") == 0 &&
+             reopen(&files->usage_fd, path) == 0;
+        close_fd(&files->stat_fd);
+        return ok ? 0 : -1;
+    }
+    ok = snprintf(path, sizeof path, "%s/%s", where->dir, usage_file(where->version)) <
+             (int)sizeof path &&
+         reopen(&files->usage_fd, path) == 0 &&
+         snprintf(path, sizeof path, "%s/memory.stat", where->dir) < (int)sizeof path &&
+         reopen(&files->stat_fd, path) == 0;
+    return ok ? 0 : -1;
+}
+
+void
+mt_probe_shared_close(mt_probe_shared_files *files)
+{
+    close_fd(&files->usage_fd);
+    close_fd(&files->stat_fd);
+}
+
+long long
+mt_probe_shared_working_set(const mt_probe_shared_files *files)
+{
+    char usage[4096], stat[8192];
+    mt_probe_shared now;
+    if (files->usage_fd < 0 || pread_text(files->usage_fd, usage, sizeof usage) < 0) {
+        return -1;
+    }
+    if (files->version == 0) {
+        return mt_probe_parse_meminfo_usage(usage, &now) == 0 ? now.working_set : -1;
+    }
+    int have_stat = files->stat_fd >= 0 && pread_text(files->stat_fd, stat, sizeof stat) >= 0;
+    if (mt_probe_parse_cgroup_usage(usage, have_stat ? stat : NULL, files->version, &now) < 0) {
+        return -1;
+    }
+    return now.working_set;
+}
+
+enum { PROCS_TEXT = 65536 };
+
+/* Appends the pids of dir's cgroup.procs and of its descendants' to
+ * pids[*n..max); depth bounds the recursion; text is PROCS_TEXT bytes of
+ * scratch. */
+static void
+cgroup_tree_pids(const char *dir, int depth, char *text, pid_t *pids, int *n, int max)
+{
+    char path[MT_PROBE_PATH_MAX + 64];
+    if (snprintf(path, sizeof path, "%s/cgroup.procs", dir) < (int)sizeof path &&
+        read_text(path, text, PROCS_TEXT) >= 0) {
+        *n += mt_probe_parse_pids(text, pids + *n, max - *n);
+    }
+    DIR *d = depth > 0 ? opendir(dir) : NULL;
+    if (d == NULL) {
+        return;
+    }
+    struct dirent *entry;
+    while ((entry = readdir(d)) != NULL && *n < max) {
+        if ((entry->d_type == DT_DIR || entry->d_type == DT_UNKNOWN) && entry->d_name[0] != '.' &&
+            snprintf(path, sizeof path, "%s/%s", dir, entry->d_name) < (int)sizeof path) {
+            cgroup_tree_pids(path, depth - 1, text, pids, n, max);
+        }
+    }
+    closedir(d);
+}
+
+int
+mt_probe_sharing_pids(const mt_probe *p, const char *dir, pid_t *pids, int max)
+{
+    int n = 0;
+    if (dir && dir[0]) {
+        char *text = malloc(PROCS_TEXT);
+        if (text != NULL) {
+            cgroup_tree_pids(dir, 16, text, pids, &n, max);
+            free(text);
+        }
+        return n;
+    }
+    char path[MT_PROBE_PATH_MAX + 64];
+    DIR *d = proc_path(p, path, sizeof path, "/proc") == 0 ? opendir(path) : NULL;
+    if (d == NULL) {
+        return 0;
+    }
+    struct dirent *entry;
+    while ((entry = readdir(d)) != NULL && n < max) {
+        if (isdigit((unsigned char)entry->d_name[0])) {
+            pids[n++] = (pid_t)atoi(entry->d_name);
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+int
+mt_probe_pid_rss(const mt_probe *p, pid_t pid, long long *rss, char *comm, size_t comm_size)
+{
+    char path[MT_PROBE_PATH_MAX + 64], buf[256];
+    if (proc_path(p, path, sizeof path, "/proc/%d/statm", (int)pid) < 0 ||
+        read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_statm(buf, p->page_size, rss) < 0) {
+        return -1;
+    }
+    comm[0] = '\0';
+    if (proc_path(p, path, sizeof path, "/proc/%d/comm", (int)pid) == 0 &&
+        read_text(path, buf, sizeof buf) >= 0) {
+        buf[strcspn(buf, "\n")] = '\0';
+        snprintf(comm, comm_size, "%s", buf);
+    }
+    return 0;
 }
 
 /* The "oom_kill N" line of the cgroup's memory.events (v2) or

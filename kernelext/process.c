@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "memtamer/guard.h"
 #include "memtamer/heap.h"
 #include "memtamer/npy.h"
 #include "memtamer/process.h"
@@ -76,6 +77,29 @@ unavailable_figures(const mt_probe *probe, const char *heap_why, int numpy_ready
     return d;
 }
 
+static const char *
+shared_source(int version)
+{
+    return version == 2 ? "cgroup2" : version == 1 ? "cgroup1" : "machine";
+}
+
+PyObject *
+mt_process_shared_dict(const mt_probe_shared *s)
+{
+    PyObject *d = PyDict_New();
+    if (d == NULL ||
+        mt_set(d, "source", PyUnicode_FromString(shared_source(s->version))) < 0 ||
+        mt_set(d, "path", s->version ? PyUnicode_DecodeFSDefault(s->dir) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "limit", mt_size_or_none(s->limit)) < 0 ||
+        mt_set(d, "use", mt_size_or_none(s->working_set)) < 0 ||
+        mt_set(d, "usage", mt_size_or_none(s->usage)) < 0 ||
+        mt_set(d, "inactive_file", mt_size_or_none(s->inactive_file)) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
 PyObject *
 mt_process_view(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -84,6 +108,8 @@ mt_process_view(PyObject *module, PyObject *Py_UNUSED(unused))
     const char *heap_why;
     const char *heap_method = mt_heap_method(&heap_why);
     int have_limit = mt_probe_read_limit(st->probe, &limit) == 0;
+    mt_probe_shared shared;
+    int have_shared = mt_probe_read_shared(st->probe, &shared) == 0;
     int numpy_ready = mt_npy_ready();
     if (numpy_ready < 0) {
         return NULL;
@@ -97,6 +123,8 @@ mt_process_view(PyObject *module, PyObject *Py_UNUSED(unused))
         mt_set(d, "limit_path", have_limit ? PyUnicode_FromString(limit.path) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "usage", mt_size_or_none(have_limit ? limit.usage : -1)) < 0 ||
         mt_set(d, "available", mt_size_or_none(have_limit ? limit.available : -1)) < 0 ||
+        mt_set(d, "shared", have_shared ? mt_process_shared_dict(&shared) : Py_NewRef(Py_None)) < 0 ||
+        mt_guard_process_figures(module, d) < 0 ||
         mt_set(d, "peak_method", PyUnicode_FromString(mt_process_method_name(st->probe->method))) < 0 ||
         mt_set(d, "heap_method", heap_method ? PyUnicode_FromString(heap_method) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "heap_hooks_installed", PyBool_FromLong(mt_heap_installed())) < 0 ||
@@ -105,6 +133,69 @@ mt_process_view(PyObject *module, PyObject *Py_UNUSED(unused))
         return NULL;
     }
     return d;
+}
+
+#define SHARING_MAX_PIDS 65536
+
+/* sharing(path, n) -> [(rss, pid, command)]: the n biggest other processes
+ * of the cgroup at path and its descendants (None: of the machine). */
+PyObject *
+mt_process_sharing(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    mt_state *st = mt_get_state(module);
+    PyObject *path = NULL, *list = NULL, *item = NULL;
+    pid_t *pids = NULL;
+    Py_ssize_t n;
+    if (nargs != 2 || (n = PyLong_AsSsize_t(args[1])) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "sharing(path: str | None, n: int >= 0)");
+        }
+        return NULL;
+    }
+    if (args[0] != Py_None && !PyUnicode_FSConverter(args[0], &path)) {
+        return NULL;
+    }
+    pids = PyMem_RawMalloc(SHARING_MAX_PIDS * sizeof *pids);
+    if (pids == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    int count;
+    const char *dir = path ? PyBytes_AS_STRING(path) : "";
+    Py_BEGIN_ALLOW_THREADS
+    count = mt_probe_sharing_pids(st->probe, dir, pids, SHARING_MAX_PIDS);
+    Py_END_ALLOW_THREADS
+    list = PyList_New(0);
+    if (list == NULL) {
+        goto error;
+    }
+    for (int i = 0; i < count; i++) {
+        long long rss;
+        char comm[64];
+        if (pids[i] == getpid() || mt_probe_pid_rss(st->probe, pids[i], &rss, comm, sizeof comm) < 0 ||
+            rss <= 0) {
+            continue;
+        }
+        item = Py_BuildValue("(Lis)", rss, (int)pids[i], comm);
+        if (item == NULL || PyList_Append(list, item) < 0) {
+            goto error;
+        }
+        Py_CLEAR(item);
+    }
+    if (PyList_Sort(list) < 0 || PyList_Reverse(list) < 0) {
+        goto error;
+    }
+    if (PyList_GET_SIZE(list) > n && PyList_SetSlice(list, n, PyList_GET_SIZE(list), NULL) < 0) {
+        goto error;
+    }
+    goto done;
+error:
+    Py_CLEAR(list);
+done:
+    Py_XDECREF(item);
+    Py_XDECREF(path);
+    PyMem_RawFree(pids);
+    return list;
 }
 
 PyObject *

@@ -7,6 +7,8 @@ budget sits 1 GiB above the kernel's RSS, far below this machine's memory."""
 import hashlib
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -242,3 +244,127 @@ def test_killed_kernel_leaves_a_post_mortem(tmp_path):
             [f"memtamer-{second_pid}.guard"]
     finally:
         second.shutdown()
+
+
+def error_text(out):
+    """What the user saw of a failed magic (IPython prints UsageError)."""
+    return (out["error"]["evalue"] if out["error"] else "") + out["stderr"]
+
+
+@pytest.mark.parametrize("line, says", [
+    ("%memguard 99999999999999999999TiB", "more than any memory limit"),
+    ("%memguard -1GiB", "is negative"),
+    ("%memguard 1GiB 2GiB", "takes one budget"),
+])
+def test_memguard_bad_budgets_say_what_to_write(guarded, line, says):
+    before = guarded.query("memtamer.budget()['budget']")
+    text = error_text(guarded.run(line, allow_error=True))
+    assert "UsageError" in text and says in text, text
+    assert "OverflowError" not in text and "unrecognized arguments" not in text
+    assert "like 8GiB" in text or "e.g. %memguard 8GiB" in text or "like 512MiB" in text
+    assert guarded.query("memtamer.budget()['budget']") == before
+
+
+@pytest.mark.parametrize("value, error, says", [
+    ("2**70", "ValueError", "more than any memory limit"),
+    ("-1", "ValueError", "give a positive size"),
+    ("0", "ValueError", "give a positive size"),
+])
+def test_set_budget_bad_bytes_say_what_to_write(guarded, value, error, says):
+    out = guarded.run(f"memtamer.set_budget({value})", allow_error=True)
+    assert out["error"]["ename"] == error and says in out["error"]["evalue"], out["error"]
+    assert "limit is unknown" not in out["error"]["evalue"]
+
+
+def test_notice_zero_is_refused_with_the_way_to_turn_notices_off(guarded):
+    text = error_text(guarded.run("%memtamer --notice 0", allow_error=True))
+    assert "UsageError" in text and "--notice off" in text
+    assert "off" not in guarded.run("%memtamer")["stdout"].split("notice after heavy cells:")[1]
+
+
+FORK_ONCE = ("def fork_once():\n    pid = os.fork()\n    if pid == 0:\n        os._exit(0)\n"
+             "    os.waitpid(pid, 0)\n")
+
+
+def test_no_memtamer_thread_is_alive_at_fork(tmp_path):
+    """Python 3.12+ warns at os.fork() in a multi-threaded process.  Our hook
+    is registered before memtamer's, so (before-hooks run in reverse order)
+    it looks at /proc/self/task after memtamer's own before-fork hook ran,
+    right before the fork itself."""
+    k = Kernel(env={"MEMTAMER_RUNTIME_DIR": str(tmp_path)}, cwd=str(tmp_path))
+    try:
+        k.run("import os, time\nseen = []\n"
+              "os.register_at_fork(before=lambda: seen.append(set(os.listdir('/proc/self/task'))))\n"
+              + FORK_ONCE + "fork_once()")
+        without = k.query("len(seen[-1])")
+        k.run("%load_ext memtamer\nimport memtamer")
+        # The sampled peak method runs the probe's sampler thread during a cell.
+        k.run("memtamer._core.set_peak_method('sampled')")
+        k.run("watcher = str(memtamer.budget()['watcher_tid'])\nfork_once()\n"
+              "polls = memtamer.budget()['watcher_polls']\ntime.sleep(0.3)\n"
+              "polls_after = memtamer.budget()['watcher_polls']")
+        assert k.query("watcher in seen[-1]") is False
+        assert k.query("len(seen[-1])") == without
+        # The watcher runs again after the fork, in the same cell.
+        assert k.query("polls_after > polls") is True
+        assert k.query("str(memtamer.budget()['watcher_tid']) in os.listdir('/proc/self/task')")
+        # Between cells no sampler thread is left either.
+        k.run("fork_once()")
+        assert k.query("len(seen[-1])") == without
+    finally:
+        k.shutdown()
+
+
+@pytest.mark.parametrize("env", [{"PYTHONMALLOC": "debug"}, {"PYTHONDEVMODE": "1"}],
+                         ids=["PYTHONMALLOC=debug", "-X dev"])
+def test_debug_allocator_large_blocks_are_refused(tmp_path, env):
+    """Python's debug hooks wrap every allocator domain; one huge block and
+    a block grown by realloc are still held against the budget."""
+    k = Kernel(env={"MEMTAMER_RUNTIME_DIR": str(tmp_path), **env}, cwd=str(tmp_path))
+    try:
+        k.run("%load_ext memtamer\nimport memtamer, os, sys")
+        assert k.query("memtamer.budget()['python_blocks']") is True
+        pid = k.query("os.getpid()")
+        k.run(f"%memguard {rss_of(pid) + 300 * MiB}")
+        out = k.run("c = [0] * 2**27", allow_error=True)  # asks for 1 GiB at once
+        assert out["error"] and out["error"]["ename"] == "MemoryBudgetExceeded", out
+        assert "a block of 1.0 GiB from Python's allocator" in out["error"]["evalue"]
+        assert k.query("'c' in globals()") is False
+        out = k.run("b = bytearray()\nfor _ in range(1024):\n    b += bytes(2**20)",
+                    allow_error=True)
+        assert out["error"] and out["error"]["ename"] == "MemoryBudgetExceeded", out
+        assert k.query("sys.last_value.layer") in ("python", "watcher")
+        k.run("del b")
+        assert rss_of(pid) < 1 * GiB
+        assert "Python blocks" in k.run("%memguard")["stdout"]
+    finally:
+        k.shutdown()
+
+
+FORK_IN_A_SHELL = """
+import warnings
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+shell.run_line_magic("load_ext", "memtamer")
+shell.run_cell('''
+import os, warnings, memtamer
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+print("warnings:", [str(w.message) for w in caught])
+print("watcher:", memtamer.budget()["watcher"])
+''')
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="Python warns at fork from 3.12 on; "
+                    "test_no_memtamer_thread_is_alive_at_fork checks the mechanism")
+def test_fork_in_a_cell_warns_nothing(tmp_path):
+    out = subprocess.run([sys.executable, "-c", FORK_IN_A_SHELL], capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path,
+                         env={**os.environ, "MEMTAMER_RUNTIME_DIR": str(tmp_path)})
+    assert "warnings: []" in out.stdout, out.stdout + out.stderr
+    assert "watcher: True" in out.stdout

@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -84,3 +85,84 @@ def test_records_reject_garbage_and_report_dead_kernels(tmp_path):
 def test_format_of_sizes_used_in_messages():
     assert format_size(int(15.8 * GiB)) == "16 GiB"
     assert format_size(int(1.5 * GiB)) == "1.5 GiB"
+
+
+def test_negative_size_says_it_is_negative():
+    for bad in ("-1GiB", " -5", "-80%"):
+        with pytest.raises(ValueError, match="negative"):
+            parse_share(bad)
+
+
+def test_set_budget_without_the_extension_says_to_load_it():
+    # This process never ran %load_ext memtamer: no watcher, no budget.
+    assert _core.guard_status()["watcher"] is False
+    import memtamer
+
+    with pytest.raises(RuntimeError, match="%load_ext memtamer"):
+        memtamer.set_budget("1GiB")
+
+
+SHARED = {"source": "cgroup2", "path": "/sys/fs/cgroup/pod", "limit": 3 * GiB,
+          "use": int(2.5 * GiB), "usage": int(2.7 * GiB), "inactive_file": 200 * MiB,
+          "reserve": 256 * MiB}
+
+
+def test_message_names_the_shared_limit_and_the_other_holders():
+    text = describe(trip(crossed="shared", shared=SHARED, requested=2 * GiB, use=60 * MiB),
+                    cell=7, holders=[("the kernel of analysis.ipynb", 4242, int(1.5 * GiB)),
+                                     ("postgres", 77, 300 * MiB)])
+    assert text.startswith("cell 7 was stopped before it took the container past its memory "
+                           "of 3.0 GiB (cgroup2 /sys/fs/cgroup/pod) less memtamer's reserve of "
+                           "256 MiB")
+    assert "a numpy buffer of 2.0 GiB while the container used 2.5 GiB, of which this kernel " \
+           "about 60 MiB" in text
+    assert ("Others holding it: the kernel of analysis.ipynb, pid 4242, holds 1.5 GiB; "
+            "postgres, pid 77, holds 300 MiB.") in text
+    assert "past its memory budget" not in text
+    assert text.endswith("Variables made before this cell are intact.")
+
+
+def test_other_holders_are_the_cgroups_processes_biggest_first(tmp_path, monkeypatch):
+    import subprocess
+
+    from memtamer import guard
+
+    # A fake cgroup tree naming two real processes: this one (left out) and a
+    # child that holds 64 MiB more than a second child.
+    big = subprocess.Popen([sys.executable, "-c", "import sys; b = b'x' * 2**26; sys.stdin.read()"],
+                           stdin=subprocess.PIPE)
+    small = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        time.sleep(0.5)
+        (tmp_path / "child").mkdir()
+        (tmp_path / "cgroup.procs").write_text(f"{os.getpid()}\n{small.pid}\n")
+        (tmp_path / "child" / "cgroup.procs").write_text(f"{big.pid}\n")
+        monkeypatch.setenv("MEMTAMER_RUNTIME_DIR", str(tmp_path / "runtime"))
+        holders = guard.other_holders({"path": str(tmp_path)})
+        assert [pid for _what, pid, _rss in holders] == [big.pid, small.pid]
+        assert holders[0][0] == os.path.basename(sys.executable)[:15]
+        assert holders[0][2] - holders[1][2] >= 60 * MiB
+    finally:
+        for p in (big, small):
+            p.kill()
+            p.wait()
+
+
+def test_memguard_and_notice_show_both_figures():
+    from memtamer.guard import status_lines
+    from memtamer.render import notice
+
+    status = {"enabled": True, "mode": "bytes", "budget": 2 * GiB, "rss": 300 * MiB,
+              "limit": 3 * GiB, "limit_source": "cgroup2 memory.max", "shared": SHARED,
+              "python_blocks": True, "large_request": 256 * 1024, "poll_us": 5000,
+              "psi_trigger": False, "trips": 0}
+    lines = status_lines(status)
+    assert "this kernel: 300 MiB in use (RSS) of its budget 2.0 GiB" in lines[1]
+    assert lines[2] == ("  the container: 2.5 GiB in use of 3.0 GiB (cgroup2 /sys/fs/cgroup/pod), "
+                        "shared with other processes; cells also stop 256 MiB short of it")
+    # 3 GiB - 256 MiB - 2.5 GiB = 256 MiB is less than 2 GiB - 300 MiB.
+    assert lines[3] == "  room for this kernel's next cell: 256 MiB (the container's)"
+    line = notice({"cell": 3, "peak_increment": GiB, "retained": 0},
+                  {"rss": 300 * MiB, "limit": 3 * GiB, "shared": SHARED})
+    assert line.endswith("RSS 300 MiB of 3.0 GiB · container 2.5 GiB of 3.0 GiB")

@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+from conftest import GiB, MiB
+
 from memtamer import _core
 
 STATUS = """Name:\tpython3
@@ -189,3 +191,88 @@ def test_real_machine_limit_is_sane():
     assert view["rss"] > 0
     assert 0 < view["limit"] <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     assert view["limit_source"] in ("cgroup2 memory.max", "cgroup1 memory.limit_in_bytes", "MemTotal")
+
+
+# ---- the memory shared with other processes (issue 9) ----
+
+def test_shared_v2_nested_binds_where_least_room_is_left(tmp_path, proc_root):
+    # box: 2 GiB limit, 200 MiB used; kube above it: 4 GiB limit, 3.5 GiB
+    # used of which 512 MiB inactive file cache -> 1 GiB room: kube binds.
+    root = fake_tree(tmp_path, "0::/kube/pod1/box\n", V2_MOUNT, {
+        "sys/fs/cgroup/kube/memory.max": f"{4 * GiB}\n",
+        "sys/fs/cgroup/kube/memory.current": f"{3584 * MiB}\n",
+        "sys/fs/cgroup/kube/memory.stat": f"anon 1\nactive_file 5\ninactive_file {512 * MiB}\n",
+        "sys/fs/cgroup/kube/pod1/memory.max": "max\n",
+        "sys/fs/cgroup/kube/pod1/memory.current": f"{3584 * MiB}\n",
+        "sys/fs/cgroup/kube/pod1/box/memory.max": f"{2 * GiB}\n",
+        "sys/fs/cgroup/kube/pod1/box/memory.current": f"{200 * MiB}\n",
+        "sys/fs/cgroup/kube/pod1/box/memory.stat": "inactive_file 0\n",
+    })
+    shared = proc_root(root)["shared"]
+    assert shared["source"] == "cgroup2"
+    assert shared["path"] == str(tmp_path / "sys/fs/cgroup/kube")
+    assert shared["limit"] == 4 * GiB
+    assert shared["usage"] == 3584 * MiB and shared["inactive_file"] == 512 * MiB
+    assert shared["use"] == 3 * GiB
+    assert shared["reserve"] == max(256 * MiB, 4 * GiB // 100 * 5)
+
+
+def test_shared_v2_max_everywhere_is_the_machine(tmp_path, proc_root):
+    root = fake_tree(tmp_path, "0::/a\n", V2_MOUNT, {
+        "sys/fs/cgroup/a/memory.max": "max\n",
+        "sys/fs/cgroup/a/memory.current": f"{GiB}\n",
+    })
+    shared = proc_root(root)["shared"]
+    # MEMINFO: 16 GiB total, 8 GiB available.
+    assert shared["source"] == "machine" and shared["path"] is None
+    assert shared["limit"] == 16 * GiB and shared["use"] == 8 * GiB
+
+
+def test_shared_v1_counts_total_inactive_file(tmp_path, proc_root):
+    root = fake_tree(tmp_path, "4:memory:/docker/abc\n0::/\n", V1_MOUNT, {
+        "sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes": f"{GiB}\n",
+        "sys/fs/cgroup/memory/docker/abc/memory.usage_in_bytes": f"{900 * MiB}\n",
+        # inactive_file is the cgroup's own; total_ includes its children.
+        "sys/fs/cgroup/memory/docker/abc/memory.stat":
+            f"cache 1\ninactive_file {100 * MiB}\ntotal_inactive_file {300 * MiB}\n",
+        "sys/fs/cgroup/memory/docker/memory.limit_in_bytes": "9223372036854771712\n",
+        "sys/fs/cgroup/memory/docker/memory.usage_in_bytes": f"{5 * GiB}\n",
+    })
+    shared = proc_root(root)["shared"]
+    assert shared["source"] == "cgroup1"
+    assert shared["path"] == str(tmp_path / "sys/fs/cgroup/memory/docker/abc")
+    assert shared["limit"] == GiB and shared["use"] == 600 * MiB
+
+
+def test_shared_inactive_file_above_usage_is_clamped(tmp_path, proc_root):
+    root = fake_tree(tmp_path, "0::/a\n", V2_MOUNT, {
+        "sys/fs/cgroup/a/memory.max": f"{GiB}\n",
+        "sys/fs/cgroup/a/memory.current": f"{100 * MiB}\n",
+        "sys/fs/cgroup/a/memory.stat": f"inactive_file {200 * MiB}\n",
+    })
+    shared = proc_root(root)["shared"]
+    assert shared["use"] == 0 and shared["inactive_file"] == 100 * MiB
+
+
+def test_shared_machine_memavailable_without_cgroups(tmp_path, proc_root):
+    root = fake_tree(tmp_path, "", "", {})
+    (tmp_path / "proc/meminfo").write_text(
+        "MemTotal:        4194304 kB\nMemFree:          524288 kB\nMemAvailable:    3145728 kB\n")
+    shared = proc_root(root)["shared"]
+    assert shared["source"] == "machine"
+    assert shared["limit"] == 4 * GiB
+    assert shared["use"] == GiB  # MemTotal - MemAvailable
+    assert shared["usage"] == int(3.5 * GiB)  # MemTotal - MemFree
+
+
+def test_shared_cgroup_limit_above_free_machine_memory_is_the_machine(tmp_path, proc_root):
+    # A 12 GiB cgroup on a machine with 8 GiB available: the machine binds.
+    root = fake_tree(tmp_path, "0::/a\n", V2_MOUNT, {
+        "sys/fs/cgroup/a/memory.max": f"{12 * GiB}\n",
+        "sys/fs/cgroup/a/memory.current": f"{GiB}\n",
+    })
+    assert proc_root(root)["shared"]["source"] == "machine"
+
+
+def test_shared_nothing_readable(tmp_path, proc_root):
+    assert proc_root(str(tmp_path))["shared"] is None

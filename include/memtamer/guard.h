@@ -11,7 +11,9 @@
  * IPython layer turns it into MemoryBudgetExceeded with guard_exception().
  *
  * The budget caps this kernel's RSS plus that of the processes the running
- * cell started.  It is armed only while a cell runs.  After a trip the
+ * cell started, and what the cell adds to the memory the kernel shares with
+ * other processes (its cgroup's, or the machine's) beyond that limit minus
+ * a reserve: the headroom is the smaller of the two.  It is armed only while a cell runs.  After a trip the
  * ceiling rises by a grace margin for the rest of the cell, so the traceback
  * can be shown and a cell that catches MemoryError and keeps growing is
  * stopped again. */
@@ -26,7 +28,12 @@
  * many small ones. */
 #define MT_GUARD_LARGE_REQUEST (256 * 1024)
 
-/* Default reserve below the effective limit: the larger of these. */
+/* Requests of this size or more are held against a fresh reading of the
+ * shared memory's working set (smaller ones against the watcher's last). */
+#define MT_GUARD_FRESH_REQUEST (64LL * 1024 * 1024)
+
+/* Default reserve below the effective limit, and below the shared limit:
+ * the larger of these. */
 #define MT_GUARD_RESERVE_MIN (256LL * 1024 * 1024)
 #define MT_GUARD_RESERVE_PERCENT 5
 
@@ -54,6 +61,10 @@ void mt_guard_cell_end(PyObject *module, long long rss_after);
 int mt_guard_exec(PyObject *module);
 void mt_guard_free(PyObject *module);
 
+/* Adds the guard's figures to the process view: budget, and the shared
+ * memory's reserve.  Needs the GIL. */
+int mt_guard_process_figures(PyObject *module, PyObject *process);
+
 /* Methods of _core (module.c lists them). */
 PyObject *mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_guard_disable(PyObject *module, PyObject *unused);
@@ -64,5 +75,7 @@ PyObject *mt_guard_exception(PyObject *module, PyObject *unused);
 PyObject *mt_guard_record_open(PyObject *module, PyObject *path);
 PyObject *mt_guard_record_close(PyObject *module, PyObject *unused);
 PyObject *mt_guard_record_read(PyObject *module, PyObject *path);
+PyObject *mt_guard_before_fork(PyObject *module, PyObject *unused);
+PyObject *mt_guard_after_fork(PyObject *module, PyObject *unused);
 
 #endif

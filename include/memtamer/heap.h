@@ -22,6 +22,9 @@ int mt_heap_install(void);
 int mt_heap_uninstall(void);
 /* 1 while our hooks count Python's allocations.  Needs the GIL. */
 int mt_heap_installed(void);
+/* 1 while our hooks hold Python's large requests against the budget: also
+ * under Python's debug hooks, where they count nothing.  Needs the GIL. */
+int mt_heap_refusing(void);
 /* "pymalloc-raw+arena", "malloc", or NULL with the reason in *why. */
 const char *mt_heap_method(const char **why);
 

@@ -8,6 +8,7 @@
 #define MEMTAMER_PROBE_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -77,6 +78,8 @@ typedef struct mt_probe {
     pthread_cond_t wake;
     pthread_t thread;
     int thread_started, sampling, stop;
+    int paused_for_fork; /* stopped by mt_probe_fork_pause while sampling */
+    _Atomic int sampler_tid;
     long long sampled_peak;
     long sample_interval_us;
 } mt_probe;
@@ -87,6 +90,14 @@ typedef struct mt_probe {
 int mt_probe_open(mt_probe *p, const char *root);
 void mt_probe_close(mt_probe *p);
 int mt_probe_set_method(mt_probe *p, mt_peak_method method);
+
+/* Fork: the sampler stops before and, if it was running, starts again in
+ * the parent after (a thread alive at fork makes Python 3.12+ warn). */
+void mt_probe_fork_pause(mt_probe *p);
+void mt_probe_fork_resume(mt_probe *p);
+/* Returns once thread tid (joined already) has left /proc/self/task, or
+ * after 20 ms. */
+void mt_probe_wait_thread_gone(pid_t tid);
 
 /* Current RSS in bytes (statm), -1 on failure. */
 long long mt_probe_rss(mt_probe *p);
@@ -118,6 +129,54 @@ typedef struct {
 } mt_probe_children_rss;
 void mt_probe_children_now(mt_probe *p, const mt_probe_children_mark *mark,
                            mt_probe_children_rss *out);
+
+/* ---- the memory this process shares with others ----
+ *
+ * The OOM killer acts on a cgroup's working set (usage minus the inactive
+ * file cache, which the kernel reclaims first; the kubelet counts it so
+ * too) against its limit, or on the machine's memory where no cgroup
+ * limits it.  Of the cgroup and its ancestors with a limit, and the
+ * machine, the one that leaves least room binds. */
+typedef struct {
+    long long limit;         /* bytes */
+    long long usage;         /* memory.current / usage_in_bytes; MemTotal - MemFree on the machine */
+    long long inactive_file; /* memory.stat's (total_)inactive_file; 0 on the machine */
+    long long working_set;   /* what is held against limit: usage - inactive_file,
+                              * or MemTotal - MemAvailable on the machine */
+    int version;             /* 2, 1: cgroup v2 or v1; 0: the machine (/proc/meminfo) */
+    char dir[MT_PROBE_PATH_MAX]; /* the cgroup's directory; "" for the machine */
+} mt_probe_shared;
+
+/* Pure: usage and memory.stat text of a cgroup of version 1 or 2 into *out
+ * (usage, inactive_file, working_set); /proc/meminfo text likewise
+ * (version 0: limit MemTotal, working set MemTotal - MemAvailable). */
+int mt_probe_parse_cgroup_usage(const char *usage_text, const char *stat_text, int version,
+                                mt_probe_shared *out);
+int mt_probe_parse_meminfo_usage(const char *meminfo_text, mt_probe_shared *out);
+
+/* Finds where the shared limit binds and reads it; -1 when not even
+ * /proc/meminfo can be read. */
+int mt_probe_read_shared(mt_probe *p, mt_probe_shared *out);
+
+/* Open files of one mt_probe_shared, for fresh readings from allocator
+ * hooks: no allocation, no lock.  Reopening replaces the descriptors in
+ * place (dup2), so a concurrent reading sees the old or the new file. */
+typedef struct {
+    int usage_fd, stat_fd; /* -1 when closed */
+    int version;
+} mt_probe_shared_files;
+int mt_probe_shared_open(const mt_probe *p, const mt_probe_shared *where,
+                         mt_probe_shared_files *files);
+void mt_probe_shared_close(mt_probe_shared_files *files);
+/* The working set now; -1 when it cannot be read. */
+long long mt_probe_shared_working_set(const mt_probe_shared_files *files);
+
+/* The processes sharing it: the pids of the cgroup at dir and of its
+ * descendants, or of the whole machine when dir is "" (stores at most max,
+ * returns how many).  Then one process's RSS and command name (comm); -1
+ * when it is gone. */
+int mt_probe_sharing_pids(const mt_probe *p, const char *dir, pid_t *pids, int max);
+int mt_probe_pid_rss(const mt_probe *p, pid_t pid, long long *rss, char *comm, size_t comm_size);
 
 /* How many times the OOM killer fired: the cgroup's count where it is
  * exposed, else the machine's; path receives the file read (so a later

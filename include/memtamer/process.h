@@ -5,6 +5,8 @@
 
 #include <Python.h>
 
+#include "memtamer/probe.h"
+
 /* Methods of _core (module.c lists them). */
 PyObject *mt_process_view(PyObject *module, PyObject *unused);
 PyObject *mt_process_report(PyObject *module, PyObject *unused);
@@ -15,9 +17,15 @@ PyObject *mt_process_trim(PyObject *module, PyObject *unused);
 PyObject *mt_process_allocators(PyObject *module, PyObject *unused);
 PyObject *mt_process_parse(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_process_set_root(PyObject *module, PyObject *root);
+PyObject *mt_process_sharing(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 /* Opens state->probe on root ("" for the real one); -1 with an exception. */
 int mt_process_open_probe(PyObject *module, const char *root);
+
+/* The figures of the memory shared with other processes, as a dict:
+ * source ('cgroup2', 'cgroup1', 'machine'), path, limit, use (the working
+ * set), usage, inactive_file. */
+PyObject *mt_process_shared_dict(const mt_probe_shared *shared);
 
 /* Name of a peak method for reports. */
 const char *mt_process_method_name(int method);

@@ -73,10 +73,68 @@ def biggest_variables(namespace, n=3):
     return sized[:n]
 
 
-def describe(trip, cell=None, variables=()):
+# ---- the other holders of shared memory --------------------------------------
+
+def _memtamer_kernels():
+    """{pid: notebook or None} of the live memtamer kernels that left a record."""
+    kernels = {}
+    for path in glob.glob(os.path.join(record_dir(), "memtamer-*.guard")):
+        try:
+            record = _core.guard_record_read(path)
+        except OSError:
+            continue
+        if record is not None and record["alive"]:
+            kernels[record["pid"]] = record.get("notebook")
+    return kernels
+
+
+def other_holders(shared, n=3):
+    """[(description, pid, rss)] of the biggest other processes that share
+    the limit: memtamer kernels by notebook, others by command name."""
+    kernels = _memtamer_kernels()
+    holders = []
+    for rss, pid, command in _core.sharing(shared.get("path"), n):
+        if pid in kernels:
+            notebook = kernels[pid]
+            command = f"the kernel of {os.path.basename(notebook)}" if notebook else "a memtamer kernel"
+        holders.append((command, pid, rss))
+    return holders
+
+
+def _shared_name(shared):
+    """('the container', 'cgroup1 /sys/fs/cgroup/...') or ('the machine', ...)."""
+    if shared["source"] == "machine":
+        return "the machine", "MemTotal − MemAvailable"
+    return "the container", f"{shared['source']} {shared['path']}"
+
+
+def _shared_lines(trip, where, holders):
+    shared = trip["shared"]
+    whose, source = _shared_name(shared)
+    lines = [f"{where} was stopped before it took {whose} past its memory of "
+             f"{format_size(shared['limit'])} ({source}) less memtamer's reserve of "
+             f"{format_size(shared['reserve'])} that keeps the OOM killer away."]
+    layer = trip["layer"]
+    if layer in _ASKED:
+        lines.append(f"It asked for {_ASKED[layer].format(size=format_size(trip['requested']))} "
+                     f"while {whose} used {format_size(shared['use'])}, of which this kernel "
+                     f"about {format_size(trip['use'])}.")
+    else:
+        lines.append(f"{whose.capitalize()} used {format_size(shared['use'])} while it ran, of "
+                     f"which this kernel {format_size(trip['use'])}.")
+    if holders:
+        lines.append("Others holding it: " + "; ".join(
+            f"{what}, pid {pid}, holds {format_size(rss)}" for what, pid, rss in holders) + ".")
+    return lines
+
+
+def describe(trip, cell=None, variables=(), holders=()):
     """The message of MemoryBudgetExceeded for a trip dict from _core."""
     budget_text = format_size(trip["budget"])
     where = f"cell {cell}" if cell is not None else "this cell"
+    if trip.get("crossed") == "shared":
+        lines = _shared_lines(trip, where, holders)
+        return "\n".join(lines + _advice(variables))
     lines = [f"{where} was stopped before it took the kernel past its memory budget "
              f"of {budget_text}."]
     layer = trip["layer"]
@@ -93,6 +151,11 @@ def describe(trip, cell=None, variables=()):
     if before is not None and before > trip["budget"]:
         lines.append(f"The kernel already used {format_size(before)} before the cell began, "
                      "over its budget; the cell was stopped on its own growth.")
+    return "\n".join(lines + _advice(variables))
+
+
+def _advice(variables):
+    lines = []
     if variables:
         lines.append("Biggest variables: " + ", ".join(
             f"{name} {format_size(size)} ({kind})" for name, size, kind in variables) + ".")
@@ -102,7 +165,7 @@ def describe(trip, cell=None, variables=()):
     else:
         lines.append("Change the budget with `%memguard SIZE` (see `%memguard?`).")
     lines.append("Variables made before this cell are intact.")
-    return "\n".join(lines)
+    return lines
 
 
 # ---- post-mortem -------------------------------------------------------------
@@ -172,8 +235,9 @@ class Guard:
         self.translating = False
 
     def _describe(self, trip):
+        holders = other_holders(trip["shared"]) if trip.get("crossed") == "shared" else ()
         return describe(trip, self.shell.execution_count,
-                        biggest_variables(self.shell.user_ns))
+                        biggest_variables(self.shell.user_ns), holders)
 
     def _show_memory_error(self, shell, etype, value, tb, tb_offset=None):
         """IPython's custom handler for MemoryError: a refusal by the budget
@@ -236,10 +300,24 @@ def status_lines(status):
             how = "set with %memguard SIZE"
         head = f"memory budget {format_size(status['budget'])} ({how})"
     lines = [head,
-             f"  in use: {format_size(status['rss'])} (RSS) · limit "
-             f"{format_size(status['limit'])} ({status['limit_source'] or 'unknown'})"]
+             f"  this kernel: {format_size(status['rss'])} in use (RSS) of its budget "
+             f"{format_size(status['budget'])} · limit {format_size(status['limit'])} "
+             f"({status['limit_source'] or 'unknown'})"]
+    shared = status.get("shared")
+    if shared:
+        whose, source = _shared_name(shared)
+        lines.append(f"  {whose}: {format_size(shared['use'])} in use of "
+                     f"{format_size(shared['limit'])} ({source}), shared with other processes; "
+                     f"cells also stop {format_size(shared['reserve'])} short of it")
+        if status["enabled"] and status["rss"] is not None:
+            own = status["budget"] - status["rss"]
+            common = shared["limit"] - shared["reserve"] - shared["use"]
+            which = "its budget's" if own <= common else f"{whose}'s"
+            lines.append(f"  room for this kernel's next cell: {format_size(max(min(own, common), 0))} "
+                         f"({which})")
     if status["enabled"]:
-        lines.append(f"  stops: numpy buffers and Python blocks of "
+        blocks = "numpy buffers and Python blocks" if status["python_blocks"] else "numpy buffers"
+        lines.append(f"  stops: {blocks} of "
                      f"{format_size(status['large_request'])} or more that would cross it; "
                      f"a watcher polling every {status['poll_us'] / 1000:g} ms near the budget "
                      "(less often far below it)"

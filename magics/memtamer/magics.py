@@ -89,9 +89,13 @@ class MemtamerMagics(Magics):
                 self.extension.notice_threshold = None
             else:
                 try:
-                    self.extension.notice_threshold = parse_size(args.notice)
+                    threshold = parse_size(args.notice)
                 except ValueError as exc:
                     raise UsageError(f"--notice: {exc}, or off") from None
+                if threshold == 0:
+                    raise UsageError("--notice takes a size above 0, e.g. 512MiB; to turn "
+                                     "notices off write --notice off")
+                self.extension.notice_threshold = threshold
         threshold = self.extension.notice_threshold
         print("memtamer: notice after heavy cells: "
               + (f"peak or retained over {format_size(threshold)}" if threshold else "off"))
@@ -108,12 +112,17 @@ class MemtamerMagics(Magics):
         A cell that would take the kernel past its budget ends with
         memtamer.MemoryBudgetExceeded (a MemoryError); the kernel and its
         variables live on."""
-        args = parse_argstring(self.memguard, line)
-        if args.budget is None:
+        # Not parse_argstring: argparse takes "-1GiB" for an option and says
+        # only "unrecognized arguments"; set_budget says what to write.
+        words = line.split()
+        if len(words) > 1:
+            raise UsageError(f"%memguard takes one budget, not {len(words)} words: write e.g. "
+                             "%memguard 8GiB, %memguard 80%, %memguard default or %memguard off")
+        if not words:
             status = guard.budget()
         else:
             try:
-                status = guard.set_budget(args.budget)
+                status = guard.set_budget(words[0])
             except ValueError as exc:
                 raise UsageError(f"%memguard: {exc}") from None
         print("\n".join(guard.status_lines(status)))

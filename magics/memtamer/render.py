@@ -44,7 +44,8 @@ def _cell_value(record, key, signed):
 def process_lines(process):
     rss = format_size(process.get("rss"))
     limit = format_size(process.get("limit"))
-    lines = [f"RSS {rss} of {limit} ({process.get('limit_source') or 'limit unknown'})"]
+    lines = [f"RSS {rss} of {limit} ({process.get('limit_source') or 'limit unknown'})"
+             + _shared_figure(process.get("shared"))]
     if process.get("available") is not None:
         lines[0] += f" · headroom {format_size(process['available'])}"
     lines.append(
@@ -236,7 +237,16 @@ def notice(record, process):
         f"cell {record.get('cell')}: peak {format_size(record.get('peak_increment'), signed=True)}, "
         f"retained {format_size(record.get('retained'), signed=True)} · "
         f"RSS {format_size(process.get('rss'))} of {format_size(process.get('limit'))}"
+        + _shared_figure(process.get("shared"))
     )
+
+
+def _shared_figure(shared):
+    """' · container 2.1 GiB of 3.0 GiB' (or machine): memory shared with others."""
+    if not shared:
+        return ""
+    whose = "machine" if shared["source"] == "machine" else "container"
+    return f" · {whose} {format_size(shared['use'])} of {format_size(shared['limit'])}"
 
 
 SHRINK_COLUMNS = ("name", "action", "result", "bytes", "RSS", "peak", "time", "note")

@@ -16,6 +16,9 @@ def parse_size(text):
     """Bytes in a size such as '512MiB', '1.5G', '2e9' is not accepted.
 
     Raises ValueError with what was expected."""
+    if str(text).strip().startswith("-"):
+        raise ValueError(f"{text!r} is negative: a size is a positive number with an optional "
+                         "unit, like 512MiB, 1.5GiB, 800MB or 2G")
     match = _SIZE.match(str(text))
     unit = match.group(2).lower() if match else None
     if not match or unit not in _UNITS:
@@ -42,7 +45,9 @@ def parse_share(text):
         return "percent", percent
     try:
         return "bytes", parse_size(text)
-    except ValueError:
+    except ValueError as exc:
+        if str(text).strip().startswith("-"):
+            raise
         raise ValueError(f"{text!r} is neither a size nor a percentage: write e.g. 8GiB, "
                          "1500MiB or 80%") from None
 
