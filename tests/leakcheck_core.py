@@ -61,6 +61,12 @@ def parsers(i):
     expect_error(_core._parse, "status")
 
 
+def sharing(i):
+    _core.sharing(None, 3)
+    _core.sharing("/no/such/cgroup", 3)
+    expect_error(_core.sharing, None)
+
+
 def proc_root(i):
     _core._set_proc_root(tempfile.gettempdir())
     _core.process()
@@ -149,6 +155,8 @@ def guard(i):
     expect_error(_core.guard_set_budget, "bogus", 1)
     _core.guard_status()
     _core.guard_exception()
+    _core._guard_before_fork()
+    _core._guard_after_fork()
     _core.guard_disable()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f"memtamer-{os.getpid()}.guard")
@@ -162,6 +170,7 @@ calls = {
     "cell_begin": cells, "cell_end": cells, "cells": cells,
     "report": process, "process": process, "_allocators": process, "trim": process,
     "set_peak_method": process, "_parse": parsers, "_set_proc_root": proc_root,
+    "sharing": sharing,
     "deep_size": walker,
     "ledger_attach": ledger, "ledger_rewalk": ledger, "ledger_detach": ledger,
     "variables": ledger, "ledger": ledger, "set_walk_budget": ledger,
@@ -171,7 +180,8 @@ calls = {
     "compressed_info": codec,
     "guard_enable": guard, "guard_disable": guard, "guard_set_budget": guard,
     "guard_status": guard, "guard_exception": guard, "guard_record_open": guard,
-    "guard_record_close": guard, "guard_record_read": guard,
+    "guard_record_close": guard, "guard_record_read": guard, "_guard_before_fork": guard,
+    "_guard_after_fork": guard,
     # Called by the machinery itself, not by users: install/uninstall below,
     # the signal handler only through a real budget trip (test_guard_kernel).
     "clear_cells": cells,

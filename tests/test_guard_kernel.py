@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import GiB, MiB
+from conftest import PYTHON_VERSION_SKIP, GiB, MiB
 from kernel import Kernel
 
 ROOM = 1 * GiB
@@ -360,8 +360,9 @@ print("watcher:", memtamer.budget()["watcher"])
 """
 
 
-@pytest.mark.skipif(sys.version_info < (3, 12), reason="Python warns at fork from 3.12 on; "
-                    "test_no_memtamer_thread_is_alive_at_fork checks the mechanism")
+@pytest.mark.skipif(sys.version_info < (3, 12), reason=f"{PYTHON_VERSION_SKIP} 3.12 or later, "
+                    "which warns at fork; test_no_memtamer_thread_is_alive_at_fork checks the "
+                    "mechanism on every version")
 def test_fork_in_a_cell_warns_nothing(tmp_path):
     out = subprocess.run([sys.executable, "-c", FORK_IN_A_SHELL], capture_output=True,
                          text=True, timeout=120, cwd=tmp_path,
