@@ -96,6 +96,8 @@ static PyMethodDef core_methods[] = {
     {"rules_enable", mt_policy_enable, METH_O, "rules_enable(flag): let the rules fire, or not."},
     {"policy_evaluate", (PyCFunction)(void (*)(void))mt_policy_evaluate, METH_FASTCALL,
      "policy_evaluate(dry_run=False) -> [action]: what the rules do after the last cell."},
+    {"policy_acted_on", (PyCFunction)(void (*)(void))mt_policy_acted_on, METH_FASTCALL,
+     "policy_acted_on(rule, names): a rule's action rebound these names; adopt them."},
     {"parse_level", mt_policy_parse_size, METH_O,
      "parse_level(text) -> ('bytes', n) | ('percent', p): a size or percentage as rules write it."},
     {NULL, NULL, 0, NULL},

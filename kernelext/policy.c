@@ -17,6 +17,13 @@ mt_policy_free(mt_policy *p)
     mt_rules_table_free(&p->table);
     free(p->last_fired);
     p->last_fired = NULL;
+    for (Py_ssize_t i = 0; i < p->acted_len; i++) {
+        free(p->acted[i].name);
+    }
+    p->acted_len = 0;
+    PyMem_RawFree(p->acted);
+    p->acted = NULL;
+    p->acted_cap = 0;
 }
 
 static mt_policy *
@@ -111,7 +118,7 @@ mt_policy_load(PyObject *module, PyObject *text)
 {
     mt_policy *p = policy_of(module);
     mt_rules_table table;
-    int loaded;
+    int loaded, enabled = p->enabled;
     PyObject *errors = parse(text, &table, &loaded);
     if (!loaded) {
         return errors;
@@ -128,13 +135,17 @@ mt_policy_load(PyObject *module, PyObject *text)
     mt_policy_free(p);
     p->table = table;
     p->last_fired = fired;
+    p->enabled = enabled;
     return errors;
 }
 
 PyObject *
 mt_policy_clear(PyObject *module, PyObject *Py_UNUSED(unused))
 {
-    mt_policy_free(policy_of(module));
+    mt_policy *p = policy_of(module);
+    int enabled = p->enabled;
+    mt_policy_free(p);
+    p->enabled = enabled;
     Py_RETURN_NONE;
 }
 
@@ -447,10 +458,10 @@ error:
 /* Whether ledger entry e is selected by r: cheap tests on the ledger's
  * figures first, the object itself last.  -1 with an exception. */
 static int
-selects(moment *m, const mt_rules_table *t, const mt_rule *r, const mt_ledger_entry *e,
-        candidate *out)
+selects(moment *m, const mt_rules_table *t, int rule, const mt_ledger_entry *e, candidate *out)
 {
     mt_ledger *l = &m->st->ledger;
+    const mt_rule *r = &t->rules[rule];
     long long touched = e->created;
     touched = e->rebound > touched ? e->rebound : touched;
     touched = e->used > touched ? e->used : touched;
@@ -470,6 +481,12 @@ selects(moment *m, const mt_rules_table *t, const mt_rule *r, const mt_ledger_en
     }
     if ((r->names.len && !any_glob(&r->names, name)) || mt_rules_protected(t, name)) {
         return 0;
+    }
+    for (Py_ssize_t k = 0; k < m->st->policy.acted_len; k++) {
+        const mt_policy_acted *a = &m->st->policy.acted[k];
+        if (a->rule == rule && a->identity == e->identity && strcmp(a->name, name) == 0) {
+            return 0;
+        }
     }
     if (r->types.len || r->dtypes.len) {
         PyObject *obj = PyDict_GetItemWithError(l->user_ns, e->name);
@@ -516,9 +533,10 @@ compare_candidates(const void *a, const void *b, void *order)
 /* The variables r acts on, ordered and at most max_per_cell: a list of
  * (name, bytes).  NULL with an exception. */
 static PyObject *
-select_variables(moment *m, const mt_rules_table *t, const mt_rule *r, candidate **scratch,
+select_variables(moment *m, const mt_rules_table *t, int rule, candidate **scratch,
                  Py_ssize_t *cap)
 {
+    const mt_rule *r = &t->rules[rule];
     mt_ledger *l = &m->st->ledger;
     Py_ssize_t n = 0;
     if (l->user_ns == NULL) {
@@ -526,7 +544,7 @@ select_variables(moment *m, const mt_rules_table *t, const mt_rule *r, candidate
     }
     for (Py_ssize_t i = 0; i < l->len; i++) {
         candidate c;
-        int hit = selects(m, t, r, &l->entries[i], &c);
+        int hit = selects(m, t, rule, &l->entries[i], &c);
         if (hit < 0) {
             return NULL;
         }
@@ -653,7 +671,8 @@ needs_targets(const mt_rule *r)
  * do after the cell just measured.  Each action: rule, do, targets (list of
  * (name, bytes); for clear_output_cache (number, bytes)), options (as
  * %shrink takes them), until (bytes, or None), allow_delete, cell, rss.
- * Unless dry_run, a rule that fires starts its cooldown. */
+ * Unless dry_run, a rule that fires starts its cooldown, and rules that
+ * are off return nothing. */
 PyObject *
 mt_policy_evaluate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -667,7 +686,8 @@ mt_policy_evaluate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "policy_evaluate(dry_run=False)");
         return NULL;
     }
-    if ((actions = PyList_New(0)) == NULL || !p->enabled || p->table.len == 0) {
+    /* A dry run says what the rules would do even while they are off. */
+    if ((actions = PyList_New(0)) == NULL || (!p->enabled && !dry_run) || p->table.len == 0) {
         return actions;
     }
     moment m = {.st = st, .record = NULL, .cell = -1, .rss = -1, .limit = -2};
@@ -688,7 +708,7 @@ mt_policy_evaluate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             targets = select_output_entries(&m, r);
         }
         else if (needs_targets(r)) {
-            targets = select_variables(&m, &p->table, r, &scratch, &cap);
+            targets = select_variables(&m, &p->table, i, &scratch, &cap);
         }
         else {
             targets = PyList_New(0);
@@ -716,4 +736,62 @@ error:
     Py_XDECREF(targets);
     Py_XDECREF(actions);
     return NULL;
+}
+
+/* policy_acted_on(rule, names): the rule's action ran on these names
+ * between cells.  The ledger adopts their new objects (memtamer rebound
+ * them, not the next cell) and the rule leaves those objects alone. */
+PyObject *
+mt_policy_acted_on(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    mt_state *st = mt_get_state(module);
+    mt_policy *p = &st->policy;
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "policy_acted_on(rule: str, names: list)");
+        return NULL;
+    }
+    const char *rule_name = PyUnicode_AsUTF8(args[0]);
+    if (rule_name == NULL || mt_ledger_adopt(&st->ledger, args[1]) < 0) {
+        return NULL;
+    }
+    int rule = 0;
+    while (rule < p->table.len && strcmp(p->table.rules[rule].name, rule_name) != 0) {
+        rule++;
+    }
+    if (rule == p->table.len || st->ledger.user_ns == NULL) {
+        Py_RETURN_NONE; /* the rules were replaced meanwhile */
+    }
+    /* Objects rebound or deleted since: forget them, so the list stays as
+     * long as what is still bound. */
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t k = 0; k < p->acted_len; k++) {
+        PyObject *value = PyDict_GetItemString(st->ledger.user_ns, p->acted[k].name);
+        if (value != NULL && (uintptr_t)value == p->acted[k].identity) {
+            p->acted[kept++] = p->acted[k];
+        }
+        else {
+            free(p->acted[k].name);
+        }
+    }
+    p->acted_len = kept;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(args[1]); k++) {
+        PyObject *name = PyList_GET_ITEM(args[1], k);
+        PyObject *value = PyDict_GetItemWithError(st->ledger.user_ns, name);
+        const char *text = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+        if (value == NULL || text == NULL) {
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            continue;
+        }
+        char *copy = malloc(strlen(text) + 1);
+        if (copy == NULL ||
+            mt_reserve((void **)&p->acted, &p->acted_cap, p->acted_len + 1, sizeof *p->acted) < 0) {
+            free(copy);
+            return copy ? NULL : PyErr_NoMemory();
+        }
+        strcpy(copy, text);
+        p->acted[p->acted_len++] = (mt_policy_acted){rule, copy, (uintptr_t)value};
+    }
+    Py_RETURN_NONE;
 }

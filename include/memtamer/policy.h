@@ -11,12 +11,24 @@
 
 #include <Python.h>
 
+#include <stdint.h>
+
 #include "memtamer/rules.h"
+
+/* An object a rule acted on: that rule leaves it alone from then on (it
+ * would only be refused again), other rules still see it. */
+typedef struct {
+    int rule;
+    char *name; /* malloc'd */
+    uintptr_t identity;
+} mt_policy_acted;
 
 typedef struct mt_policy {
     mt_rules_table table; /* empty when no rules are in force */
     int enabled;
     long long *last_fired; /* per rule: the cell it last fired after, -1 never */
+    mt_policy_acted *acted; /* mt_reserve'd */
+    Py_ssize_t acted_len, acted_cap;
 } mt_policy;
 
 void mt_policy_free(mt_policy *p);
@@ -28,6 +40,7 @@ PyObject *mt_policy_clear(PyObject *module, PyObject *unused);
 PyObject *mt_policy_table(PyObject *module, PyObject *unused);
 PyObject *mt_policy_enable(PyObject *module, PyObject *flag);
 PyObject *mt_policy_evaluate(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *mt_policy_acted_on(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_policy_parse_size(PyObject *module, PyObject *text);
 
 #endif

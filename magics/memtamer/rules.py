@@ -177,6 +177,8 @@ class Rules:
         for action in actions:
             action["when"] = when[action["rule"]]
             rows = self._run(action)
+            _core.policy_acted_on(action["rule"], [r["name"] for r in rows
+                                                   if r["name"] in self.shell.user_ns])
             self.actions.extend(rows)
             print(notice(action, rows))
 
