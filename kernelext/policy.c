@@ -322,7 +322,7 @@ typedef struct {
 typedef struct {
     mt_state *st;
     const mt_cell_record *record; /* NULL before the first measured cell */
-    long long cell, rss, limit;   /* limit -1 unknown, -2 not read yet */
+    long long cell, rss;
 } moment;
 
 static long long
@@ -331,11 +331,14 @@ level_bytes(moment *m, const mt_rules_level *l)
     if (l->kind == MT_LEVEL_BYTES) {
         return l->bytes;
     }
-    if (m->limit == -2) {
+    mt_policy *p = &m->st->policy;
+    double now = mt_monotonic_seconds();
+    if (p->limit_read_at == 0 || now - p->limit_read_at > MT_POLICY_LIMIT_SECONDS) {
         mt_probe_limit limit;
-        m->limit = mt_probe_read_limit(m->st->probe, &limit) == 0 ? limit.limit : -1;
+        p->limit = mt_probe_read_limit(m->st->probe, &limit) == 0 ? limit.limit : -1;
+        p->limit_read_at = now;
     }
-    return m->limit > 0 ? (long long)((double)m->limit * l->percent / 100.0) : -1;
+    return p->limit > 0 ? (long long)((double)p->limit * l->percent / 100.0) : -1;
 }
 
 /* The triggers that do not look at variables. */
@@ -472,7 +475,7 @@ selects(moment *m, const mt_rules_table *t, int rule, const mt_ledger_entry *e, 
     if (r->idle_for >= 0 && idle < r->idle_for) {
         return 0;
     }
-    if (r->created && !(e->created == m->cell || e->rebound == m->cell)) {
+    if (r->created && (m->cell < 0 || !(e->created == m->cell || e->rebound == m->cell))) {
         return 0;
     }
     const char *name = PyUnicode_AsUTF8(e->name);
@@ -586,10 +589,11 @@ bound_to_variable(const mt_ledger *l, PyObject *obj)
     return 0;
 }
 
-/* Output-cache entries held by no variable, at least min_size, biggest
- * first: a list of (number, bytes).  NULL with an exception. */
+/* Output-cache entries held by no variable, with their deep sizes, biggest
+ * first: a list of (bytes, number).  Computed once per evaluation, for all
+ * the clear_output_cache rules.  NULL with an exception. */
 static PyObject *
-select_output_entries(moment *m, const mt_rule *r)
+size_output_entries(moment *m)
 {
     mt_ledger *l = &m->st->ledger;
     PyObject *list = PyList_New(0), *key, *value;
@@ -607,29 +611,42 @@ select_output_entries(moment *m, const mt_rule *r)
         int rc = mt_walker_deep_size(value, l->barriers, OUT_ENTRY_BUDGET_SECONDS, &bytes,
                                      &objects, &complete);
         Py_DECREF(value);
-        if (rc < 0) {
-            goto error;
+        PyObject *item = rc < 0 ? NULL : Py_BuildValue("(LO)", bytes, key);
+        if (item == NULL || PyList_Append(list, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(list);
+            return NULL;
         }
-        if (bytes >= r->min_size) {
-            PyObject *item = Py_BuildValue("(OL)", key, bytes);
-            if (item == NULL || PyList_Append(list, item) < 0) {
-                Py_XDECREF(item);
-                goto error;
-            }
-            Py_DECREF(item);
-        }
+        Py_DECREF(item);
     }
     if (PyList_Sort(list) < 0 || PyList_Reverse(list) < 0) {
-        goto error;
-    }
-    if (PyList_GET_SIZE(list) > r->max_per_cell &&
-        PyList_SetSlice(list, (Py_ssize_t)r->max_per_cell, PyList_GET_SIZE(list), NULL) < 0) {
-        goto error;
+        Py_DECREF(list);
+        return NULL;
     }
     return list;
-error:
-    Py_DECREF(list);
-    return NULL;
+}
+
+/* The entries of sized (size_output_entries) r acts on: a list of (number,
+ * bytes), at least min_size, at most max_per_cell.  NULL with an exception. */
+static PyObject *
+select_output_entries(const mt_rule *r, PyObject *sized)
+{
+    PyObject *list = PyList_New(0);
+    for (Py_ssize_t i = 0; list != NULL && i < PyList_GET_SIZE(sized); i++) {
+        PyObject *bytes = PyTuple_GET_ITEM(PyList_GET_ITEM(sized, i), 0);
+        PyObject *key = PyTuple_GET_ITEM(PyList_GET_ITEM(sized, i), 1);
+        if (PyLong_AsLongLong(bytes) < r->min_size || PyList_GET_SIZE(list) >= r->max_per_cell) {
+            break; /* biggest first: the rest are smaller */
+        }
+        PyObject *item = PyTuple_Pack(2, key, bytes);
+        if (item == NULL || PyList_Append(list, item) < 0) {
+            Py_XDECREF(item);
+            Py_CLEAR(list);
+            break;
+        }
+        Py_DECREF(item);
+    }
+    return list;
 }
 
 static PyObject *
@@ -680,7 +697,7 @@ mt_policy_evaluate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     mt_policy *p = &st->policy;
     candidate *scratch = NULL;
     Py_ssize_t cap = 0;
-    PyObject *actions = NULL, *targets = NULL;
+    PyObject *actions = NULL, *targets = NULL, *sized_outputs = NULL;
     int dry_run = nargs > 0 ? PyObject_IsTrue(args[0]) : 0;
     if (nargs > 1 || dry_run < 0) {
         PyErr_SetString(PyExc_TypeError, "policy_evaluate(dry_run=False)");
@@ -690,7 +707,7 @@ mt_policy_evaluate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if ((actions = PyList_New(0)) == NULL || (!p->enabled && !dry_run) || p->table.len == 0) {
         return actions;
     }
-    moment m = {.st = st, .record = NULL, .cell = -1, .rss = -1, .limit = -2};
+    moment m = {.st = st, .record = NULL, .cell = -1, .rss = -1};
     if (st->cells.len > 0) {
         m.record = &st->cells.items[st->cells.len - 1];
         m.cell = m.record->cell;
@@ -705,7 +722,10 @@ mt_policy_evaluate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             continue;
         }
         if (r->action == MT_DO_CLEAR_OUTPUT_CACHE) {
-            targets = select_output_entries(&m, r);
+            if (sized_outputs == NULL && (sized_outputs = size_output_entries(&m)) == NULL) {
+                goto error;
+            }
+            targets = select_output_entries(r, sized_outputs);
         }
         else if (needs_targets(r)) {
             targets = select_variables(&m, &p->table, i, &scratch, &cap);
@@ -730,9 +750,11 @@ mt_policy_evaluate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_CLEAR(targets);
     }
     PyMem_RawFree(scratch);
+    Py_XDECREF(sized_outputs);
     return actions;
 error:
     PyMem_RawFree(scratch);
+    Py_XDECREF(sized_outputs);
     Py_XDECREF(targets);
     Py_XDECREF(actions);
     return NULL;

@@ -29,7 +29,13 @@ typedef struct mt_policy {
     long long *last_fired; /* per rule: the cell it last fired after, -1 never */
     mt_policy_acted *acted; /* mt_reserve'd */
     Py_ssize_t acted_len, acted_cap;
+    /* The effective limit for percentage levels, read at most every
+     * MT_POLICY_LIMIT_SECONDS (reading cgroup files costs ~100 us). */
+    long long limit;
+    double limit_read_at;
 } mt_policy;
+
+#define MT_POLICY_LIMIT_SECONDS 5.0
 
 void mt_policy_free(mt_policy *p);
 
