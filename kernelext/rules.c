@@ -1029,6 +1029,16 @@ parse_document(ctx *c, mt_rules_table *t)
     return rc;
 }
 
+static int
+by_position(const void *a, const void *b)
+{
+    const mt_rules_error *x = a, *y = b;
+    if (x->line != y->line) {
+        return x->line < y->line ? -1 : 1;
+    }
+    return x->column < y->column ? -1 : x->column > y->column;
+}
+
 int
 mt_rules_parse(const char *text, size_t len, mt_rules_table *out, mt_rules_errors *errors)
 {
@@ -1085,6 +1095,8 @@ done:
             yaml_mark_t start = {0, 0, 0};
             error_at_mark(errors, start, "cannot read the rules");
         }
+        /* In the order of the file, as an editor lists them. */
+        qsort(errors->items, (size_t)errors->len, sizeof errors->items[0], by_position);
     }
     if (have_doc) {
         yaml_document_delete(&doc);
