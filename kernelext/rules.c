@@ -6,7 +6,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fnmatch.h>
-#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -540,8 +539,6 @@ list_names(char *buf, size_t size, const char *const *names, int n)
     }
 }
 
-#define MAX_KEYS 16
-
 /* Sorts the pairs of a mapping into values[k] for each known key k (NULL
  * when absent).  Unknown and repeated keys are errors; returns -1 if any,
  * -2 when a node was refused (a tag, too many visits): then the values
@@ -760,7 +757,7 @@ parse_match(ctx *c, const yaml_node_t *node, mt_rule *r)
 
 /* The checks that need the whole rule (and the protect list). */
 static int
-check_rule(ctx *c, const yaml_node_t *map, yaml_node_t **v, const mt_rules_table *t, mt_rule *r)
+check_rule(ctx *c, yaml_node_t **v, const mt_rules_table *t, mt_rule *r)
 {
     int rc = 0;
     const char *action = action_names[r->action];
@@ -811,7 +808,6 @@ check_rule(ctx *c, const yaml_node_t *map, yaml_node_t **v, const mt_rules_table
             rc = -1;
         }
     }
-    (void)map;
     return rc;
 }
 
@@ -872,14 +868,15 @@ parse_rule(ctx *c, const yaml_node_t *map, const mt_rules_table *t, mt_rule *r)
             r->order = (mt_rules_order)o;
         }
     }
-    if (v[R_CODEC] && get_text(c, v[R_CODEC], "codec", &r->codec) == 0 &&
-        blosc_compname_to_compcode(r->codec) < 0) {
-        fail(c, v[R_CODEC], "codec: '%.40s' is not a codec here: use one of %s", r->codec,
-             blosc_list_compressors());
-        rc = -1;
-    }
-    else if (v[R_CODEC] && r->codec == NULL) {
-        rc = -1;
+    if (v[R_CODEC]) {
+        if (get_text(c, v[R_CODEC], "codec", &r->codec) < 0) {
+            rc = -1;
+        }
+        else if (blosc_compname_to_compcode(r->codec) < 0) {
+            fail(c, v[R_CODEC], "codec: '%.40s' is not a codec here: use one of %s", r->codec,
+                 blosc_list_compressors());
+            rc = -1;
+        }
     }
     long long n;
     if (v[R_LEVEL]) {
@@ -907,7 +904,7 @@ parse_rule(ctx *c, const yaml_node_t *map, const mt_rules_table *t, mt_rule *r)
     if (v[R_ALLOW_DELETE] && get_bool(c, v[R_ALLOW_DELETE], "allow_delete", &r->allow_delete) < 0) {
         rc = -1;
     }
-    if (rc == 0 && check_rule(c, map, v, t, r) < 0) {
+    if (rc == 0 && check_rule(c, v, t, r) < 0) {
         rc = -1;
     }
     return rc;
