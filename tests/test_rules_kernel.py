@@ -277,3 +277,23 @@ def test_discovery_order(tmp_path, monkeypatch):
     (home / "project" / "memtamer.yaml").write_text("")
     assert discover(project, env) == str(home / "project" / "memtamer.yaml")
     assert discover(project, dict(env, MEMTAMER_RULES="/elsewhere.yaml")) == "/elsewhere.yaml"
+
+
+def test_no_rules_file_then_one_found_by_reload(tmp_path):
+    home = tmp_path / "home"
+    project = home / "project"
+    project.mkdir(parents=True)
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "MEMTAMER_RULES": ""}
+    kernel = Kernel(env=env, cwd=str(project))
+    try:
+        out = kernel.run("%load_ext memtamer")
+        assert "rules" not in out["stdout"] and "failed" not in out["stderr"]
+        assert kernel.run("%memrules")["stdout"].startswith("memtamer: no rules in force")
+        out = kernel.run("%memrules reload")
+        assert out["stdout"] == ("memtamer: no rules file (set $MEMTAMER_RULES or write "
+                                 "memtamer.yaml); no rules in force\n")
+        (project / "memtamer.yaml").write_text("version: 1\nrules: []\n")
+        out = kernel.run("%memrules reload")
+        assert out["stdout"] == f"memtamer: rules from {project / 'memtamer.yaml'} (0 rules)\n"
+    finally:
+        kernel.shutdown()

@@ -14,8 +14,7 @@ from .sizes import format_size
 ENVIRONMENT_VARIABLE = "MEMTAMER_RULES"
 FILE_NAMES = ("memtamer.yaml", ".memtamer.yaml")
 PAST_TENSE = {"compress": "compressed", "spill": "spilled", "downcast": "downcast",
-              "pack": "packed", "del": "deleted", "clear_output_cache": "dropped",
-              "collect": "collected", "notice": "noticed"}
+              "pack": "packed", "del": "deleted", "clear_output_cache": "dropped"}
 
 
 def discover(cwd=None, environ=None):
@@ -92,14 +91,17 @@ def describe_rule(rule):
     what = [f"{key} {', '.join(value)}" for key, value in match.items() if isinstance(value, list)]
     if "min_size" in match:
         what.append(f">= {format_size(match['min_size'])}")
-    options = " ".join(f"{key}={value}" for key, value in rule["options"].items())
-    return (f"{rule['name']}: after each cell{' when ' + when if when else ''} "
-            f"-> {rule['do']}{' ' + options if options else ''}"
-            f"{' on ' + ' '.join(what) if what else ''}"
-            f"{', ' + rule['order'] + ' first' if rule['do'] not in ('collect', 'notice') else ''}"
-            f"{', at most ' + str(rule['max_per_cell']) + ' per cell' if rule['do'] != 'collect' else ''}"
-            f"{', cooldown ' + str(rule['cooldown']) + ' cells' if rule['cooldown'] else ''}")
-
+    text = f"{rule['name']}: after each cell" + (f" when {when}" if when else "")
+    text += f" -> {rule['do']}" + "".join(f" {key}={value}" for key, value in rule["options"].items())
+    if what:
+        text += " on " + " ".join(what)
+    if rule["do"] not in ("collect", "notice"):
+        text += f", {rule['order']} first"
+    if rule["do"] != "collect":
+        text += f", at most {rule['max_per_cell']} per cell"
+    if rule["cooldown"]:
+        text += f", cooldown {rule['cooldown']} cells"
+    return text
 
 class Rules:
     """The rules in force for one shell, the file they came from, and the
@@ -123,8 +125,8 @@ class Rules:
         path = discover()
         if path is None:
             if say_none:
-                print("memtamer: no rules file (set $MEMTAMER_RULES or write memtamer.yaml); "
-                      + ("the rules loaded before stay in force" if self.path else "no rules in force"))
+                kept = "the rules loaded before stay in force" if self.path else "no rules in force"
+                print(f"memtamer: no rules file (set $MEMTAMER_RULES or write memtamer.yaml); {kept}")
             return False
         return self.load(path)
 
@@ -173,7 +175,8 @@ class Rules:
         self.reload_if_changed()
         actions = _core.policy_evaluate(False)
         if actions:
-            when = {rule["name"]: describe_when(rule["when"]) for rule in _core.rules_table()["rules"]}
+            rules = _core.rules_table()["rules"]
+            when = {rule["name"]: describe_when(rule["when"]) for rule in rules}
         for action in actions:
             action["when"] = when[action["rule"]]
             rows = self._run(action)
@@ -209,7 +212,8 @@ class Rules:
             if action["until"] is not None and _core.process()["rss"] < action["until"]:
                 break
             try:
-                row = shrinker.run(self.shell, ns, action["do"], [name], dict(action["options"]))[name]
+                options = dict(action["options"])
+                row = shrinker.run(self.shell, ns, action["do"], [name], options)[name]
             except UsageError as exc:
                 row = {"status": "refused", "bytes_before": None, "bytes_after": None,
                        "reason": str(exc)}
@@ -239,15 +243,18 @@ def notice(action, rows):
     head = f"memtamer rule {action['rule']}: "
     if action["do"] == "notice":
         if rows and rows[0]["name"] is None:
-            return head + f"{action['when'] or 'after the cell'}: the kernel uses {format_size(action['rss'])}"
+            return (head + f"{action['when'] or 'after the cell'}: "
+                    f"the kernel uses {format_size(action['rss'])}")
         return head + ", ".join(f"{r['name']} is {format_size(r['bytes_before'])}" for r in rows)
     if action["do"] == "collect":
         r = rows[0]
-        return head + f"collected: kernel {format_size(r['bytes_before'])} -> {format_size(r['bytes_after'])}"
+        return (head + f"collected: kernel {format_size(r['bytes_before'])} -> "
+                f"{format_size(r['bytes_after'])}")
     parts = []
     for r in rows:
         if r["status"] == "done":
-            parts.append(f"{r['name']} {format_size(r['bytes_before'])} -> {format_size(r['bytes_after'])}")
+            parts.append(f"{r['name']} {format_size(r['bytes_before'])} -> "
+                         f"{format_size(r['bytes_after'])}")
         else:
             parts.append(f"{r['name']} {r['status']}: {r['reason']}")
     return head + f"{PAST_TENSE[action['do']]} " + ("; ".join(parts) if parts else
