@@ -43,7 +43,8 @@ errors_list(const mt_rules_errors *e)
         return NULL;
     }
     for (int i = 0; i < e->len; i++) {
-        PyObject *item = Py_BuildValue("(iis)", e->items[i].line, e->items[i].column, e->items[i].message);
+        PyObject *item =
+            Py_BuildValue("(iis)", e->items[i].line, e->items[i].column, e->items[i].message);
         if (item == NULL || PyList_Append(list, item) < 0) {
             Py_XDECREF(item);
             Py_DECREF(list);
@@ -79,10 +80,10 @@ parse(PyObject *text, mt_rules_table *table, int *loaded)
     if ((errors = PyMem_RawMalloc(sizeof *errors)) == NULL) {
         return PyErr_NoMemory();
     }
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = mt_rules_parse(data, (size_t)len, table, errors);
-    Py_END_ALLOW_THREADS
+    /* The parser touches no Python object (rules.h). */
+    PyThreadState *saved = PyEval_SaveThread();
+    int rc = mt_rules_parse(data, (size_t)len, table, errors);
+    PyEval_RestoreThread(saved);
     if (rc == -2) {
         PyErr_NoMemory();
         goto done;
@@ -182,7 +183,8 @@ strings_value(const mt_rules_strings *s)
 {
     PyObject *list = PyList_New(s->len);
     for (int i = 0; list != NULL && i < s->len; i++) {
-        PyObject *item = PyUnicode_DecodeUTF8(s->items[i], (Py_ssize_t)strlen(s->items[i]), "replace");
+        PyObject *item =
+            PyUnicode_DecodeUTF8(s->items[i], (Py_ssize_t)strlen(s->items[i]), "replace");
         if (item == NULL) {
             Py_CLEAR(list);
             break;
@@ -216,8 +218,7 @@ static PyObject *
 options_dict(const mt_rule *r)
 {
     PyObject *d = PyDict_New();
-    if (d == NULL ||
-        (r->codec && mt_set(d, "codec", text_or_none(r->codec)) < 0) ||
+    if (d == NULL || (r->codec && mt_set(d, "codec", text_or_none(r->codec)) < 0) ||
         (r->level >= 0 && mt_set(d, "level", PyLong_FromLong(r->level)) < 0) ||
         (r->rtol >= 0 && mt_set(d, "rtol", PyFloat_FromDouble(r->rtol)) < 0) ||
         (r->to && mt_set(d, "to", text_or_none(r->to)) < 0) ||
@@ -234,7 +235,8 @@ rule_dict(const mt_rule *r)
     PyObject *when = NULL, *match = NULL, *d = PyDict_New();
     if (d == NULL || (when = PyDict_New()) == NULL || (match = PyDict_New()) == NULL ||
         (r->cell_peak >= 0 && mt_set(when, "cell_peak", PyLong_FromLongLong(r->cell_peak)) < 0) ||
-        (r->cell_retained >= 0 && mt_set(when, "cell_retained", PyLong_FromLongLong(r->cell_retained)) < 0) ||
+        (r->cell_retained >= 0 &&
+         mt_set(when, "cell_retained", PyLong_FromLongLong(r->cell_retained)) < 0) ||
         (r->memory_above.kind && mt_set(when, "memory_above", level_value(&r->memory_above)) < 0) ||
         (r->until.kind && mt_set(when, "until", level_value(&r->until)) < 0) ||
         (r->idle_for >= 0 && mt_set(when, "idle_for", PyLong_FromLongLong(r->idle_for)) < 0) ||
@@ -245,8 +247,7 @@ rule_dict(const mt_rule *r)
         (r->min_size > 0 && mt_set(match, "min_size", PyLong_FromLongLong(r->min_size)) < 0) ||
         mt_set(d, "name", text_or_none(r->name)) < 0 ||
         mt_set(d, "line", PyLong_FromLong(r->line)) < 0 ||
-        PyDict_SetItemString(d, "when", when) < 0 ||
-        PyDict_SetItemString(d, "match", match) < 0 ||
+        PyDict_SetItemString(d, "when", when) < 0 || PyDict_SetItemString(d, "match", match) < 0 ||
         mt_set(d, "order", PyUnicode_FromString(mt_rules_order_name(r->order))) < 0 ||
         mt_set(d, "do", PyUnicode_FromString(mt_rules_action_name(r->action))) < 0 ||
         mt_set(d, "options", options_dict(r)) < 0 ||
@@ -305,8 +306,10 @@ mt_policy_parse_size(PyObject *module, PyObject *text)
         return NULL;
     }
     if (mt_rules_parse_level(s, &level) < 0) {
-        PyErr_Format(PyExc_ValueError, "%R is neither a size nor a percentage: write e.g. 8GiB, "
-                     "1500MiB or 80%%", text);
+        PyErr_Format(PyExc_ValueError,
+                     "%R is neither a size nor a percentage: write e.g. 8GiB, "
+                     "1500MiB or 80%%",
+                     text);
         return NULL;
     }
     return level_value(&level);
@@ -346,12 +349,12 @@ static int
 kernel_triggers_hold(moment *m, const mt_rule *r)
 {
     const mt_cell_record *c = m->record;
-    if (r->cell_peak >= 0 &&
-        !(c && c->peak_rss >= 0 && c->rss_before >= 0 && c->peak_rss - c->rss_before >= r->cell_peak)) {
+    if (r->cell_peak >= 0 && !(c && c->peak_rss >= 0 && c->rss_before >= 0 &&
+                               c->peak_rss - c->rss_before >= r->cell_peak)) {
         return 0;
     }
-    if (r->cell_retained >= 0 &&
-        !(c && c->rss_after >= 0 && c->rss_before >= 0 && c->rss_after - c->rss_before >= r->cell_retained)) {
+    if (r->cell_retained >= 0 && !(c && c->rss_after >= 0 && c->rss_before >= 0 &&
+                                   c->rss_after - c->rss_before >= r->cell_retained)) {
         return 0;
     }
     if (r->memory_above.kind) {
@@ -536,8 +539,7 @@ compare_candidates(const void *a, const void *b, void *order)
 /* The variables r acts on, ordered and at most max_per_cell: a list of
  * (name, bytes).  NULL with an exception. */
 static PyObject *
-select_variables(moment *m, const mt_rules_table *t, int rule, candidate **scratch,
-                 Py_ssize_t *cap)
+select_variables(moment *m, const mt_rules_table *t, int rule, candidate **scratch, Py_ssize_t *cap)
 {
     const mt_rule *r = &t->rules[rule];
     mt_ledger *l = &m->st->ledger;
@@ -608,8 +610,8 @@ size_output_entries(moment *m)
             continue;
         }
         Py_INCREF(value);
-        int rc = mt_walker_deep_size(value, l->barriers, OUT_ENTRY_BUDGET_SECONDS, &bytes,
-                                     &objects, &complete);
+        int rc = mt_walker_deep_size(value, l->barriers, OUT_ENTRY_BUDGET_SECONDS, &bytes, &objects,
+                                     &complete);
         Py_DECREF(value);
         PyObject *item = rc < 0 ? NULL : Py_BuildValue("(LO)", bytes, key);
         if (item == NULL || PyList_Append(list, item) < 0) {
@@ -654,12 +656,10 @@ action_dict(moment *m, const mt_rule *r, PyObject *targets)
 {
     long long until = r->until.kind ? level_bytes(m, &r->until) : -1;
     PyObject *d = PyDict_New();
-    if (d == NULL ||
-        mt_set(d, "rule", text_or_none(r->name)) < 0 ||
+    if (d == NULL || mt_set(d, "rule", text_or_none(r->name)) < 0 ||
         mt_set(d, "do", PyUnicode_FromString(mt_rules_action_name(r->action))) < 0 ||
         PyDict_SetItemString(d, "targets", targets) < 0 ||
-        mt_set(d, "options", options_dict(r)) < 0 ||
-        mt_set(d, "until", count_or_none(until)) < 0 ||
+        mt_set(d, "options", options_dict(r)) < 0 || mt_set(d, "until", count_or_none(until)) < 0 ||
         mt_set(d, "allow_delete", PyBool_FromLong(r->allow_delete)) < 0 ||
         mt_set(d, "cell", count_or_none(m->cell)) < 0 ||
         mt_set(d, "rss", count_or_none(m->rss)) < 0) {

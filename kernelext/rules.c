@@ -228,13 +228,16 @@ yaml_failure(const yaml_parser_t *p, const char *text, size_t len, mt_rules_erro
     }
     const char *problem = p->problem ? p->problem : "cannot parse this";
     if (p->context != NULL) {
-        error_at_mark(e, mark, "YAML syntax: %s %s (line %zu): check the indentation, the ':' after "
+        error_at_mark(e, mark,
+                      "YAML syntax: %s %s (line %zu): check the indentation, the ':' after "
                       "each key and the quotes around values with ':' or '#'",
                       problem, p->context, p->context_mark.line + 1);
     }
     else {
-        error_at_mark(e, mark, "YAML syntax: %s: check the indentation, the ':' after each key and "
-                      "the quotes around values with ':' or '#'", problem);
+        error_at_mark(e, mark,
+                      "YAML syntax: %s: check the indentation, the ':' after each key and "
+                      "the quotes around values with ':' or '#'",
+                      problem);
     }
     return -1;
 }
@@ -244,9 +247,8 @@ yaml_failure(const yaml_parser_t *p, const char *text, size_t len, mt_rules_erro
 static int
 core_tag(const yaml_char_t *tag)
 {
-    static const char *const allowed[] = {YAML_NULL_TAG, YAML_BOOL_TAG, YAML_STR_TAG,
-                                          YAML_INT_TAG,  YAML_FLOAT_TAG, YAML_SEQ_TAG,
-                                          YAML_MAP_TAG};
+    static const char *const allowed[] = {YAML_NULL_TAG,  YAML_BOOL_TAG, YAML_STR_TAG, YAML_INT_TAG,
+                                          YAML_FLOAT_TAG, YAML_SEQ_TAG,  YAML_MAP_TAG};
     for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++) {
         if (strcmp((const char *)tag, allowed[i]) == 0) {
             return 1;
@@ -265,7 +267,8 @@ visit(ctx *c, int index)
         return NULL;
     }
     if (++c->visits == MT_RULES_MAX_VISITS) {
-        fail(c, node, "the document reaches more than %d values (anchors and aliases count "
+        fail(c, node,
+             "the document reaches more than %d values (anchors and aliases count "
              "each time they are used): a rules file needs far fewer; write the values out",
              MT_RULES_MAX_VISITS);
     }
@@ -367,8 +370,10 @@ get_size(ctx *c, const yaml_node_t *node, const char *key, long long *out)
         return -1;
     }
     if (mt_rules_parse_size(s, out) < 0) {
-        fail(c, node, "%s: '%s' is not a size: write a number with an optional unit, like "
-             "256MiB, 1.5GiB, 800MB or 2G", key, s);
+        fail(c, node,
+             "%s: '%s' is not a size: write a number with an optional unit, like "
+             "256MiB, 1.5GiB, 800MB or 2G",
+             key, s);
         return -1;
     }
     return 0;
@@ -387,8 +392,10 @@ get_level(ctx *c, const yaml_node_t *node, const char *key, int allow_off, mt_ru
         return 0;
     }
     if (mt_rules_parse_level(s, out) < 0) {
-        fail(c, node, "%s: '%s' is neither a size nor a percentage: write e.g. 8GiB, 1500MiB "
-             "or 80%% (above 0, at most 100)%s", key, s, allow_off ? ", or off" : "");
+        fail(c, node,
+             "%s: '%s' is neither a size nor a percentage: write e.g. 8GiB, 1500MiB "
+             "or 80%% (above 0, at most 100)%s",
+             key, s, allow_off ? ", or off" : "");
         return -1;
     }
     return 0;
@@ -462,8 +469,9 @@ get_strings(ctx *c, const yaml_node_t *node, const char *key, const char *exampl
     yaml_node_item_t *start = node->data.sequence.items.start;
     long n = node->data.sequence.items.top - start;
     if (n > MT_RULES_MAX_PATTERNS) {
-        fail(c, node, "%s: %ld entries is too many: write at most %d (globs such as df_* cover many)",
-             key, n, MT_RULES_MAX_PATTERNS);
+        fail(c, node,
+             "%s: %ld entries is too many: write at most %d (globs such as df_* cover many)", key,
+             n, MT_RULES_MAX_PATTERNS);
         return -1;
     }
     if (n && (out->items = calloc((size_t)n, sizeof *out->items)) == NULL) {
@@ -499,7 +507,8 @@ edit_distance(const char *a, const char *b)
         row[0] = i;
         for (size_t j = 1; j <= lb; j++) {
             size_t above = row[j];
-            size_t best = diagonal + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
+            size_t best =
+                diagonal + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
             if (above + 1 < best) {
                 best = above + 1;
             }
@@ -549,7 +558,8 @@ known_keys(ctx *c, const yaml_node_t *map, const char *where, const char *const 
 {
     int rc = 0;
     memset(values, 0, sizeof *values * (size_t)n);
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
         yaml_node_t *key = visit(c, p->key);
         yaml_node_t *value = visit(c, p->value);
         if (key == NULL || value == NULL) {
@@ -570,7 +580,8 @@ known_keys(ctx *c, const yaml_node_t *map, const char *where, const char *const 
             const char *guess = closest(name, keys, n);
             list_names(all, sizeof all, keys, n);
             if (guess) {
-                fail(c, key, "unknown key '%.60s' %s: did you mean '%s'? (keys: %s)", name, where, guess, all);
+                fail(c, key, "unknown key '%.60s' %s: did you mean '%s'? (keys: %s)", name, where,
+                     guess, all);
             }
             else {
                 fail(c, key, "unknown key '%.60s' %s: use one of %s", name, where, all);
@@ -608,7 +619,8 @@ get_choice(ctx *c, const yaml_node_t *node, const char *key, const char *const *
     const char *guess = closest(s, names, n);
     list_names(all, sizeof all, names, n);
     if (guess) {
-        fail(c, node, "%s: unknown value '%.60s': did you mean '%s'? (use one of %s)", key, s, guess, all);
+        fail(c, node, "%s: unknown value '%.60s': did you mean '%s'? (use one of %s)", key, s,
+             guess, all);
     }
     else {
         fail(c, node, "%s: unknown value '%.60s': use one of %s", key, s, all);
@@ -618,11 +630,25 @@ get_choice(ctx *c, const yaml_node_t *node, const char *key, const char *const *
 
 /* ---- a rule ---------------------------------------------------------- */
 
-enum { R_NAME, R_WHEN, R_MATCH, R_ORDER, R_DO, R_CODEC, R_LEVEL, R_RTOL, R_TO, R_DIR,
-       R_COOLDOWN, R_MAX_PER_CELL, R_ALLOW_DELETE, R_COUNT };
+enum {
+    R_NAME,
+    R_WHEN,
+    R_MATCH,
+    R_ORDER,
+    R_DO,
+    R_CODEC,
+    R_LEVEL,
+    R_RTOL,
+    R_TO,
+    R_DIR,
+    R_COOLDOWN,
+    R_MAX_PER_CELL,
+    R_ALLOW_DELETE,
+    R_COUNT
+};
 static const char *const rule_keys[R_COUNT] = {
-    "name", "when", "match", "order", "do", "codec", "level", "rtol", "to", "dir",
-    "cooldown", "max_per_cell", "allow_delete",
+    "name", "when", "match", "order",    "do",           "codec",        "level",
+    "rtol", "to",   "dir",   "cooldown", "max_per_cell", "allow_delete",
 };
 enum { W_CELL_PEAK, W_CELL_RETAINED, W_MEMORY_ABOVE, W_UNTIL, W_IDLE_FOR, W_CREATED, W_COUNT };
 static const char *const when_keys[W_COUNT] = {
@@ -651,16 +677,14 @@ typedef struct {
 
 #define BIT(a) (1u << (a))
 static const option_use option_uses[] = {
-    {R_CODEC, BIT(MT_DO_COMPRESS)},
-    {R_LEVEL, BIT(MT_DO_COMPRESS)},
-    {R_RTOL, BIT(MT_DO_DOWNCAST)},
-    {R_TO, BIT(MT_DO_DOWNCAST)},
-    {R_DIR, BIT(MT_DO_SPILL)},
-    {R_ALLOW_DELETE, BIT(MT_DO_DEL)},
+    {R_CODEC, BIT(MT_DO_COMPRESS)}, {R_LEVEL, BIT(MT_DO_COMPRESS)},
+    {R_RTOL, BIT(MT_DO_DOWNCAST)},  {R_TO, BIT(MT_DO_DOWNCAST)},
+    {R_DIR, BIT(MT_DO_SPILL)},      {R_ALLOW_DELETE, BIT(MT_DO_DEL)},
 };
 /* Actions on variables; the others act on the kernel or its output cache. */
-#define VARIABLE_ACTIONS (BIT(MT_DO_NOTICE) | BIT(MT_DO_COMPRESS) | BIT(MT_DO_SPILL) | \
-                          BIT(MT_DO_DOWNCAST) | BIT(MT_DO_PACK) | BIT(MT_DO_DEL))
+#define VARIABLE_ACTIONS                                                                           \
+    (BIT(MT_DO_NOTICE) | BIT(MT_DO_COMPRESS) | BIT(MT_DO_SPILL) | BIT(MT_DO_DOWNCAST) |            \
+     BIT(MT_DO_PACK) | BIT(MT_DO_DEL))
 
 static int
 has_glob(const char *s)
@@ -684,16 +708,19 @@ parse_when(ctx *c, const yaml_node_t *node, mt_rule *r)
     if (v[W_CELL_PEAK] && get_size(c, v[W_CELL_PEAK], "cell_peak", &r->cell_peak) < 0) {
         rc = -1;
     }
-    if (v[W_CELL_RETAINED] && get_size(c, v[W_CELL_RETAINED], "cell_retained", &r->cell_retained) < 0) {
+    if (v[W_CELL_RETAINED] &&
+        get_size(c, v[W_CELL_RETAINED], "cell_retained", &r->cell_retained) < 0) {
         rc = -1;
     }
-    if (v[W_MEMORY_ABOVE] && get_level(c, v[W_MEMORY_ABOVE], "memory_above", 0, &r->memory_above) < 0) {
+    if (v[W_MEMORY_ABOVE] &&
+        get_level(c, v[W_MEMORY_ABOVE], "memory_above", 0, &r->memory_above) < 0) {
         rc = -1;
     }
     if (v[W_UNTIL] && get_level(c, v[W_UNTIL], "until", 0, &r->until) < 0) {
         rc = -1;
     }
-    if (v[W_IDLE_FOR] && get_count(c, v[W_IDLE_FOR], "idle_for", 1, MAX_COUNT, "3", &r->idle_for) < 0) {
+    if (v[W_IDLE_FOR] &&
+        get_count(c, v[W_IDLE_FOR], "idle_for", 1, MAX_COUNT, "3", &r->idle_for) < 0) {
         rc = -1;
     }
     if (v[W_CREATED] && get_bool(c, v[W_CREATED], "created", &r->created) < 0) {
@@ -703,24 +730,28 @@ parse_when(ctx *c, const yaml_node_t *node, mt_rule *r)
         return -1;
     }
     if (v[W_CREATED] && !r->created) {
-        fail(c, v[W_CREATED], "created: false restricts nothing: remove it, or write created: true "
+        fail(c, v[W_CREATED],
+             "created: false restricts nothing: remove it, or write created: true "
              "to act on variables this cell created or rebound");
         return -1;
     }
     if (v[W_UNTIL] && !v[W_MEMORY_ABOVE]) {
-        fail(c, v[W_UNTIL], "until: only goes with memory_above: write e.g. "
+        fail(c, v[W_UNTIL],
+             "until: only goes with memory_above: write e.g. "
              "{memory_above: 80%%, until: 70%%}");
         return -1;
     }
     if (v[W_UNTIL] && r->until.kind == r->memory_above.kind &&
         (r->until.kind == MT_LEVEL_PERCENT ? r->until.percent >= r->memory_above.percent
                                            : r->until.bytes >= r->memory_above.bytes)) {
-        fail(c, v[W_UNTIL], "until: the rule can never fire: it acts until memory is below "
+        fail(c, v[W_UNTIL],
+             "until: the rule can never fire: it acts until memory is below "
              "until, which must be lower than memory_above (e.g. memory_above: 80%%, until: 70%%)");
         return -1;
     }
     if (r->created && r->idle_for > 0) {
-        fail(c, v[W_IDLE_FOR], "idle_for: the rule can never fire: a variable created in this "
+        fail(c, v[W_IDLE_FOR],
+             "idle_for: the rule can never fire: a variable created in this "
              "cell has been idle for 0 cells; keep created or idle_for, not both");
         return -1;
     }
@@ -740,10 +771,12 @@ parse_match(ctx *c, const yaml_node_t *node, mt_rule *r)
     if (rc == -2) {
         return -1;
     }
-    if (v[M_TYPE] && get_strings(c, v[M_TYPE], "type", "ndarray or [ndarray, DataFrame]", &r->types) < 0) {
+    if (v[M_TYPE] &&
+        get_strings(c, v[M_TYPE], "type", "ndarray or [ndarray, DataFrame]", &r->types) < 0) {
         rc = -1;
     }
-    if (v[M_DTYPE] && get_strings(c, v[M_DTYPE], "dtype", "float64 or [float64, int64]", &r->dtypes) < 0) {
+    if (v[M_DTYPE] &&
+        get_strings(c, v[M_DTYPE], "dtype", "float64 or [float64, int64]", &r->dtypes) < 0) {
         rc = -1;
     }
     if (v[M_NAME] && get_strings(c, v[M_NAME], "name", "df_* or [tmp*, scratch]", &r->names) < 0) {
@@ -771,12 +804,14 @@ check_rule(ctx *c, yaml_node_t **v, const mt_rules_table *t, mt_rule *r)
         }
     }
     if (r->action == MT_DO_DEL && !r->allow_delete) {
-        fail(c, v[R_DO], "do: del deletes variables for good: add allow_delete: true to this rule "
+        fail(c, v[R_DO],
+             "do: del deletes variables for good: add allow_delete: true to this rule "
              "to mean it, or use compress or spill, which can be undone");
         rc = -1;
     }
     if (!(BIT(r->action) & VARIABLE_ACTIONS)) {
-        const char *kind = r->action == MT_DO_COLLECT ? "the whole kernel" : "IPython's output cache";
+        const char *kind =
+            r->action == MT_DO_COLLECT ? "the whole kernel" : "IPython's output cache";
         if (v[R_ORDER] || r->idle_for > 0 || r->created) {
             const yaml_node_t *at = v[R_ORDER] ? v[R_ORDER] : v[R_WHEN];
             fail(c, at, "do: %s acts on %s, not on variables: remove %s", action, kind,
@@ -803,7 +838,8 @@ check_rule(ctx *c, yaml_node_t **v, const mt_rules_table *t, mt_rule *r)
             }
         }
         if (every_name_protected) {
-            fail(c, v[R_MATCH], "match: the rule can never fire: every name it matches is in "
+            fail(c, v[R_MATCH],
+                 "match: the rule can never fire: every name it matches is in "
                  "protect; remove the name from protect or from this rule");
             rc = -1;
         }
@@ -832,7 +868,8 @@ parse_rule(ctx *c, const yaml_node_t *map, const mt_rules_table *t, mt_rule *r)
         return -1;
     }
     if (v[R_NAME] == NULL) {
-        fail(c, map, "this rule has no name: add name: followed by a short label such as "
+        fail(c, map,
+             "this rule has no name: add name: followed by a short label such as "
              "compress-idle-arrays");
         rc = -1;
     }
@@ -840,7 +877,8 @@ parse_rule(ctx *c, const yaml_node_t *map, const mt_rules_table *t, mt_rule *r)
         rc = -1;
     }
     if (v[R_DO] == NULL) {
-        fail(c, map, "this rule has no do: add do: with one of notice, compress, spill, downcast, "
+        fail(c, map,
+             "this rule has no do: add do: with one of notice, compress, spill, downcast, "
              "pack, clear_output_cache, del, collect");
         rc = -1;
     }
@@ -894,7 +932,8 @@ parse_rule(ctx *c, const yaml_node_t *map, const mt_rules_table *t, mt_rule *r)
     if (v[R_DIR] && get_text(c, v[R_DIR], "dir", &r->dir) < 0) {
         rc = -1;
     }
-    if (v[R_COOLDOWN] && get_count(c, v[R_COOLDOWN], "cooldown", 0, MAX_COUNT, "2", &r->cooldown) < 0) {
+    if (v[R_COOLDOWN] &&
+        get_count(c, v[R_COOLDOWN], "cooldown", 0, MAX_COUNT, "2", &r->cooldown) < 0) {
         rc = -1;
     }
     if (v[R_MAX_PER_CELL] &&
@@ -958,8 +997,10 @@ parse_rules(ctx *c, const yaml_node_t *list, mt_rules_table *t)
         }
         for (int j = 0; j < t->len; j++) {
             if (strcmp(t->rules[j].name, r->name) == 0) {
-                fail(c, item, "duplicate rule name '%.60s' (first at line %d): give each rule its "
-                     "own name", r->name, t->rules[j].line);
+                fail(c, item,
+                     "duplicate rule name '%.60s' (first at line %d): give each rule its "
+                     "own name",
+                     r->name, t->rules[j].line);
                 rc = -1;
             }
         }
@@ -1017,7 +1058,8 @@ parse_document(ctx *c, mt_rules_table *t)
             t->notice.kind = MT_LEVEL_BYTES;
         }
     }
-    if (v[T_PROTECT] && get_strings(c, v[T_PROTECT], "protect", "[model, cfg_*]", &t->protect) < 0) {
+    if (v[T_PROTECT] &&
+        get_strings(c, v[T_PROTECT], "protect", "[model, cfg_*]", &t->protect) < 0) {
         rc = -1;
     }
     if (v[T_RULES] && parse_rules(c, v[T_RULES], t) < 0) {
@@ -1049,8 +1091,10 @@ mt_rules_parse(const char *text, size_t len, mt_rules_table *out, mt_rules_error
     memset(&t, 0, sizeof t);
     if (len > MT_RULES_MAX_FILE_BYTES) {
         yaml_mark_t start = {0, 0, 0};
-        error_at_mark(errors, start, "the file is %zu bytes; a rules file is a few KiB (at most %d "
-                      "bytes): is this the right file?", len, MT_RULES_MAX_FILE_BYTES);
+        error_at_mark(errors, start,
+                      "the file is %zu bytes; a rules file is a few KiB (at most %d "
+                      "bytes): is this the right file?",
+                      len, MT_RULES_MAX_FILE_BYTES);
         return -1;
     }
     if (!yaml_parser_initialize(&parser)) {
@@ -1070,7 +1114,8 @@ mt_rules_parse(const char *text, size_t len, mt_rules_table *out, mt_rules_error
         }
         yaml_node_t *second = yaml_document_get_root_node(&next);
         if (second != NULL) {
-            error_at_mark(errors, next.start_mark, "a second document starts here: a rules file "
+            error_at_mark(errors, next.start_mark,
+                          "a second document starts here: a rules file "
                           "holds one; remove the '---' and what follows, or merge them");
         }
         yaml_document_delete(&next);

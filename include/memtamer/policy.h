@@ -26,7 +26,7 @@ typedef struct {
 typedef struct mt_policy {
     mt_rules_table table; /* empty when no rules are in force */
     int enabled;
-    long long *last_fired; /* per rule: the cell it last fired after, -1 never */
+    long long *last_fired;  /* per rule: the cell it last fired after, -1 never */
     mt_policy_acted *acted; /* mt_reserve'd */
     Py_ssize_t acted_len, acted_cap;
     /* The effective limit for percentage levels, read at most every

@@ -22,7 +22,12 @@
 #define MT_RULES_MAX_ERRORS 16
 #define MT_RULES_MESSAGE_BYTES 320
 
-typedef enum { MT_LEVEL_UNSET = 0, MT_LEVEL_BYTES, MT_LEVEL_PERCENT, MT_LEVEL_OFF } mt_rules_level_kind;
+typedef enum {
+    MT_LEVEL_UNSET = 0,
+    MT_LEVEL_BYTES,
+    MT_LEVEL_PERCENT,
+    MT_LEVEL_OFF
+} mt_rules_level_kind;
 
 /* A size ("256MiB") or a share of the effective limit ("80%"). */
 typedef struct {
@@ -43,7 +48,12 @@ typedef enum {
     MT_DO_COUNT
 } mt_rules_action;
 
-typedef enum { MT_ORDER_LARGEST = 0, MT_ORDER_IDLE, MT_ORDER_NEWEST, MT_ORDER_COUNT } mt_rules_order;
+typedef enum {
+    MT_ORDER_LARGEST = 0,
+    MT_ORDER_IDLE,
+    MT_ORDER_NEWEST,
+    MT_ORDER_COUNT
+} mt_rules_order;
 
 typedef struct {
     char **items; /* malloc'd strings */
