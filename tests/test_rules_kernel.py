@@ -4,6 +4,7 @@ keeps the old rules, and a bad file that leaves the extension measuring."""
 
 import itertools
 import os
+import re
 import textwrap
 import time
 
@@ -236,6 +237,19 @@ def test_rejected_reload_keeps_the_rules_in_force(k, rules_file):
     assert "memtamer rule keep-me: kept_a is" in out["stdout"]
     out = k.run("%memrules")
     assert "keep-me: after each cell when created or rebound by the cell -> notice" in out["stdout"]
+
+
+def test_top_level_budget_and_notice_apply_like_the_magics(k, rules_file):
+    write_rules(rules_file, "version: 1\nbudget: 50%\nnotice: 8MiB\nrules: []\n")
+    k.run("pass")
+    try:
+        assert k.query("memtamer.budget()['percent']") == 50.0
+        out = k.run("notice_a = np.ones(2 * 2**20)  # 16 MiB")
+        # The heavy-cell notice, now from 8 MiB (16 MiB plus what numpy rounds up).
+        assert re.match(rf"cell {out['execution_count']}: peak \+1[67] MiB", out["stdout"])
+    finally:
+        k.run("%memguard default")
+        k.run("%memtamer --notice 512MiB")
 
 
 def test_bad_file_at_load_leaves_the_extension_measuring(tmp_path):
