@@ -829,8 +829,6 @@ mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-/* ledger_rewalk(names): sizes these variables again now; for objects that
- * changed in place where no cell rebinds or reads them (%shrink). */
 int
 mt_ledger_adopt(mt_ledger *l, PyObject *names)
 {
@@ -865,6 +863,8 @@ error:
     return -1;
 }
 
+/* ledger_rewalk(names): sizes these variables again now; for objects that
+ * changed in place where no cell rebinds or reads them (%shrink). */
 PyObject *
 mt_ledger_py_rewalk(PyObject *module, PyObject *names)
 {

@@ -1,26 +1,40 @@
-"""python -m memtamer check FILE...: validate rules files from a shell, CI
-or an editor (exit status 0 when all are valid, 1 otherwise; errors as
-FILE:LINE:COL: message)."""
+"""memtamer's command line: ``python -m memtamer`` (or ``memtamer``).
+
+Each command is a function that adds its parser to the subparsers and sets
+``run`` (called with the parsed arguments, returns the exit status);
+COMMANDS lists them, in the order ``--help`` shows them.
+"""
 
 import argparse
 import sys
+from importlib import metadata
+
+from .rules import add_check_command
+
+COMMANDS = (add_check_command,)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="memtamer",
+        description="Exact per-cell memory measurement for IPython and Jupyter kernels. "
+                    "In a kernel: %load_ext memtamer.")
+    parser.add_argument("--version", action="version",
+                        version=f"memtamer {metadata.version('memtamer')}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for add_command in COMMANDS:
+        add_command(subparsers)
+    return parser
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m memtamer")
-    commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("check", help="validate rules files without loading them")
-    check.add_argument("files", nargs="+", metavar="FILE")
+    parser = build_parser()
     args = parser.parse_args(argv)
-
-    from .rules import check as check_file
-
-    failed = False
-    for path in args.files:
-        errors = check_file(path)
-        failed = failed or bool(errors)
-        print("\n".join(errors) if errors else f"{path}: ok")
-    return 1 if failed else 0
+    if not hasattr(args, "run"):
+        parser.print_usage(sys.stderr)
+        print("memtamer: name a command (see --help), or use --version", file=sys.stderr)
+        return 2
+    return args.run(args)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,24 @@ def check(path):
     return unreadable or format_errors(path, _core.rules_check(text))
 
 
+def add_check_command(subparsers):
+    """`python -m memtamer check FILE...`, for CI and editors."""
+    parser = subparsers.add_parser(
+        "check", help="validate rules files without loading them: FILE:LINE:COL: message "
+                      "for each error; exit status 0 when all are valid, 1 otherwise")
+    parser.add_argument("files", nargs="+", metavar="FILE")
+    parser.set_defaults(run=run_check)
+
+
+def run_check(args):
+    failed = False
+    for path in args.files:
+        errors = check(path)
+        failed = failed or bool(errors)
+        print("\n".join(errors) if errors else f"{path}: ok")
+    return 1 if failed else 0
+
+
 def describe_level(level):
     kind, value = level
     return f"{value:g}%" if kind == "percent" else "off" if kind == "off" else format_size(value)
