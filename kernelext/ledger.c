@@ -829,6 +829,40 @@ mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+int
+mt_ledger_adopt(mt_ledger *l, PyObject *names)
+{
+    if (l->user_ns == NULL) {
+        return 0;
+    }
+    PyObject *walk = PyList_New(0);
+    if (walk == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(names); k++) {
+        PyObject *name = PyList_GET_ITEM(names, k);
+        PyObject *value = PyDict_GetItemWithError(l->user_ns, name);
+        Py_ssize_t i = value ? entry_index(l, name) : (PyErr_Occurred() ? -2 : -1);
+        if (i == -2) {
+            goto error;
+        }
+        if (i < 0) {
+            continue;
+        }
+        l->entries[i].identity = (uintptr_t)value;
+        l->entries[i].type = Py_TYPE(value);
+        if (PyList_Append(walk, name) < 0) {
+            goto error;
+        }
+    }
+    int rc = size_names(l, walk, mt_monotonic_seconds() + cell_budget(l));
+    Py_DECREF(walk);
+    return rc;
+error:
+    Py_DECREF(walk);
+    return -1;
+}
+
 /* ledger_rewalk(names): sizes these variables again now; for objects that
  * changed in place where no cell rebinds or reads them (%shrink). */
 PyObject *

@@ -5,6 +5,7 @@
 #include "memtamer/guard.h"
 #include "memtamer/codec.h"
 #include "memtamer/heap.h"
+#include "memtamer/policy.h"
 #include "memtamer/process.h"
 #include "memtamer/shrink.h"
 #include "memtamer/walker.h"
@@ -98,6 +99,21 @@ static PyMethodDef core_methods[] = {
      "ledger() -> dict: per-name provenance and cached sizes, without walking."},
     {"set_walk_budget", (PyCFunction)(void (*)(void))mt_ledger_py_set_budget, METH_FASTCALL,
      "set_walk_budget(cell_seconds, report_seconds): time limits of the walks."},
+    {"rules_check", mt_policy_check, METH_O,
+     "rules_check(text: bytes) -> [(line, column, message)]: validate a rules file; [] when valid."},
+    {"rules_load", mt_policy_load, METH_O,
+     "rules_load(text: bytes) -> [(line, column, message)]: with no errors the rules replace those "
+     "in force; with errors those in force stay."},
+    {"rules_clear", mt_policy_clear, METH_NOARGS, "rules_clear(): no rules in force."},
+    {"rules_table", mt_policy_table, METH_NOARGS,
+     "rules_table() -> dict | None: the rules in force (version, budget, notice, protect, rules)."},
+    {"rules_enable", mt_policy_enable, METH_O, "rules_enable(flag): let the rules fire, or not."},
+    {"policy_evaluate", (PyCFunction)(void (*)(void))mt_policy_evaluate, METH_FASTCALL,
+     "policy_evaluate(dry_run=False) -> [action]: what the rules do after the last cell."},
+    {"policy_acted_on", (PyCFunction)(void (*)(void))mt_policy_acted_on, METH_FASTCALL,
+     "policy_acted_on(rule, names): a rule's action rebound these names; adopt them."},
+    {"parse_level", mt_policy_parse_size, METH_O,
+     "parse_level(text) -> ('bytes', n) | ('percent', p): a size or percentage as rules write it."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -151,6 +167,7 @@ core_free(void *module)
         st->probe = NULL;
     }
     mt_cell_log_free(&st->cells);
+    mt_policy_free(&st->policy);
     /* The allocator hooks stay: at finalization nothing may call into
      * Python to swap allocators, and they only count. */
 }

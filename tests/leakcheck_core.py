@@ -146,6 +146,34 @@ def codec(i):
     expect_error(_core.compress, array, "array", codec="bogus")
 
 
+RULES = b"""version: 1
+protect: [keep_*]
+rules:
+  - name: squeeze
+    when: {cell_retained: 1MiB}
+    match: {type: ndarray, min_size: 1KiB}
+    order: largest
+    do: compress
+    codec: zstd
+"""
+
+
+def rules(i):
+    assert _core.rules_check(RULES) == []
+    assert _core.rules_check(b"version: 1\nrules: [{name: x, do: nothing}]\n")
+    assert _core.rules_load(RULES) == []
+    _core.rules_load(b"version: [unclosed")
+    _core.rules_table()
+    _core.rules_enable(True)
+    _core.policy_evaluate(True)
+    _core.policy_acted_on("squeeze", ["missing"])
+    _core.parse_level("80%")
+    _core.parse_level("256MiB")
+    expect_error(_core.parse_level, "lots")
+    _core.rules_enable(False)
+    _core.rules_clear()
+
+
 def guard(i):
     user_ns = {"x": np.ones(10)}
     _core.guard_enable(user_ns, lambda trip: "described")
@@ -178,6 +206,9 @@ calls = {
     "downcast_plan": shrink, "downcast": shrink, "pack": shrink, "spill_write": shrink,
     "compress": codec, "compress_estimate": codec, "codecs": codec, "restore": codec,
     "compressed_info": codec,
+    "rules_check": rules, "rules_load": rules, "rules_clear": rules, "rules_table": rules,
+    "rules_enable": rules, "policy_evaluate": rules, "policy_acted_on": rules,
+    "parse_level": rules,
     "guard_enable": guard, "guard_disable": guard, "guard_set_budget": guard,
     "guard_status": guard, "guard_exception": guard, "guard_record_open": guard,
     "guard_record_close": guard, "guard_record_read": guard, "_guard_before_fork": guard,

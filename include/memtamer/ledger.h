@@ -57,6 +57,12 @@ PyObject *mt_ledger_variables(mt_ledger *l, PyObject *only);
  * report dict when attached.  -1 with an exception. */
 int mt_ledger_report(mt_ledger *l, PyObject *report);
 
+/* memtamer itself rebound these names between cells (a rule's action): the
+ * ledger takes their new objects and sizes them again without counting a
+ * rebinding, so the next cell does not look like it made them.  Names no
+ * longer bound are left for the next scan.  -1 with an exception. */
+int mt_ledger_adopt(mt_ledger *l, PyObject *names);
+
 /* For %shrink and other C callers: what `del name` would free and who else
  * holds it, after a walk of every root.  Returns 1 and sets *bytes,
  * *exclusive (-1 when the walk ran out of time) and *holders (a new list of

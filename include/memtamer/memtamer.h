@@ -32,6 +32,7 @@
 #include "memtamer/cell.h"
 #include "memtamer/config.h"
 #include "memtamer/ledger.h"
+#include "memtamer/policy.h"
 #include "memtamer/probe.h"
 #include "memtamer/shrink.h"
 
@@ -50,6 +51,8 @@ typedef struct {
     PyObject *compressed_type;
     mt_shrink_window shrink;
     mt_ledger ledger;
+    /* policy.c: the rules in force and when each last fired. */
+    mt_policy policy;
 } mt_state;
 
 /* Sets dict[key] = value and drops the reference to value; a NULL value

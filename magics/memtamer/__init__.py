@@ -27,6 +27,8 @@ def report():
     result = _core.report()
     for variable in result.get("variables", ()):
         variable["why"] = explain(variable)
+    if _active is not None:
+        result["actions"] = list(_active.rules.actions)
     return result
 
 
@@ -53,6 +55,7 @@ class _Extension:
         self.notice_threshold = DEFAULT_NOTICE_THRESHOLD
         self.magics = None
         self.guard = None
+        self.rules = None
         self._warned = set()
 
     def report(self):
@@ -83,6 +86,13 @@ class _Extension:
         if stale:
             print(f"memtamer: removed {len(stale)} spill file(s) left by killed kernels: "
                   + ", ".join(stale))
+        from .rules import Rules
+
+        self.rules = Rules(self.shell, self)
+        try:
+            self.rules.start()
+        except Exception as exc:  # noqa: BLE001 - the extension measures without rules
+            self._warn_once("loading the rules", exc)
         unavailable = _core.process().get("unavailable", {})
         for figure in ("peak_rss", "heap_peak_increment"):
             if figure in unavailable:
@@ -97,6 +107,8 @@ class _Extension:
             print(restore_notice(restored, "unloaded, so every compressed variable was restored:"))
         if self.stop_cell in self.shell.ast_transformers:
             self.shell.ast_transformers.remove(self.stop_cell)
+        if self.rules is not None:
+            self.rules.stop()
         if self.guard is not None:
             self.guard.stop()
         _core.ledger_detach()
@@ -147,6 +159,11 @@ class _Extension:
                 print(notice(record, _core.process()))
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("cell_end", exc)
+        try:
+            if self.rules is not None:
+                self.rules.after_cell()
+        except Exception as exc:  # noqa: BLE001 - a callback must not raise
+            self._warn_once("the rules", exc)
 
 
 _active = None

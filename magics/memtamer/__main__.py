@@ -9,7 +9,9 @@ import argparse
 import sys
 from importlib import metadata
 
-COMMANDS = ()
+from .rules import add_check_command
+
+COMMANDS = (add_check_command,)
 
 
 def build_parser():

@@ -7,7 +7,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import _core, guard, render
+from . import _core, guard, render, rules
 from .sizes import format_size, parse_size
 
 SUMMARY_CELLS = 5
@@ -47,9 +47,11 @@ class MemtamerMagics(Magics):
         self.extension = extension
 
     @magic_arguments()
-    @argument("view", nargs="?", default="summary", choices=["summary", "cells", "vars"],
+    @argument("view", nargs="?", default="summary",
+              choices=["summary", "cells", "vars", "actions"],
               help="summary (process, the heaviest cells and biggest variables), cells (the "
-                   "per-cell table) or vars (variables: size, what del frees, holders, provenance)")
+                   "per-cell table), vars (variables: size, what del frees, holders, provenance) "
+                   "or actions (what the rules did)")
     @argument("-n", type=int, default=None, metavar="N", help="show at most N cells or variables")
     @argument("--all", action="store_true", help="vars: show every variable")
     @argument("--sort", choices=sorted(SORT_KEYS), default=None,
@@ -58,8 +60,15 @@ class MemtamerMagics(Magics):
     @line_magic
     def memreport(self, line):
         """Show memory per cell and variable:
-        %memreport [summary|cells|vars] [-n N] [--all] [--sort peak|retained|cell] [--json]"""
+        %memreport [summary|cells|vars|actions] [-n N] [--all] [--sort peak|retained|cell] [--json]"""
         args = parse_argstring(self.memreport, line)
+        if args.view == "actions":
+            actions = self.extension.rules.actions[-args.n:] if args.n else self.extension.rules.actions
+            if args.json:
+                print(json.dumps(actions, indent=1))
+            else:
+                print("\n".join(rules.action_lines(actions)))
+            return
         if args.n is not None and args.n < 1:
             raise UsageError("-n takes a positive number of cells or variables, "
                              "e.g. %memreport cells -n 10")
@@ -172,3 +181,42 @@ class MemtamerMagics(Magics):
                  "dir": args.dir, "copy": args.copy or None, "dry_run": args.dry_run or None}
         rows = run(self.shell, self.shell.user_ns, args.action, args.names, given)
         display(render.ShrinkReport(rows))
+
+    @magic_arguments()
+    @argument("command", nargs="?", default=None, choices=["check", "reload", "off", "on"],
+              help="check [FILE]: validate a rules file without loading it; reload: find and "
+                   "load the rules file again; off / on: stop or resume the rules")
+    @argument("file", nargs="?", default=None, help="check: the file (default: the one found)")
+    @argument("--dry-run", action="store_true",
+              help="say what each rule would do now; change nothing")
+    @line_magic
+    def memrules(self, line):
+        """The auto-cleanup rules: %memrules [check [FILE] | reload | off | on | --dry-run]
+
+        Without arguments, show the rules in force and the file they come from."""
+        args = parse_argstring(self.memrules, line)
+        state = self.extension.rules
+        if args.file is not None and args.command != "check":
+            raise UsageError("%memrules: only check takes a FILE, e.g. %memrules check memtamer.yaml")
+        if args.command == "check":
+            path = args.file or rules.discover()
+            if path is None:
+                raise UsageError("%memrules check: no rules file found; name one: "
+                                 "%memrules check FILE")
+            errors = rules.check(path)
+            print("\n".join(errors) if errors else f"{path}: ok")
+            return
+        if args.command == "reload":
+            state.reload()
+            return
+        if args.command in ("off", "on"):
+            _core.rules_enable(args.command == "on")
+            print(f"memtamer: rules {args.command}")
+            return
+        table = _core.rules_table()
+        if args.dry_run:
+            actions = _core.policy_evaluate(True)
+            print("\n".join(rules.dry_run_lines(actions)) if actions
+                  else "memtamer: no rule would act now")
+            return
+        print("\n".join(rules.table_lines(table, state.path)))

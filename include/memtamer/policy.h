@@ -1,0 +1,52 @@
+/* policy: the rule engine.  It owns the rule table in force (rules.h) and,
+ * after each cell, evaluates every rule's triggers against the cell's record
+ * and the kernel's memory, and its selectors against the ledger's variables
+ * (ledger.h), producing the actions to run.  It runs none itself: the IPython
+ * layer runs them between cells, in the main thread, through %shrink's
+ * machinery, so that each action keeps %shrink's checks and its undo.
+ *
+ * Everything here needs the GIL. */
+#ifndef MEMTAMER_POLICY_H
+#define MEMTAMER_POLICY_H
+
+#include <Python.h>
+
+#include <stdint.h>
+
+#include "memtamer/rules.h"
+
+/* An object a rule acted on: that rule leaves it alone from then on (it
+ * would only be refused again), other rules still see it. */
+typedef struct {
+    int rule;
+    char *name; /* malloc'd */
+    uintptr_t identity;
+} mt_policy_acted;
+
+typedef struct mt_policy {
+    mt_rules_table table; /* empty when no rules are in force */
+    int enabled;
+    long long *last_fired;  /* per rule: the cell it last fired after, -1 never */
+    mt_policy_acted *acted; /* mt_reserve'd */
+    Py_ssize_t acted_len, acted_cap;
+    /* The effective limit for percentage levels, read at most every
+     * MT_POLICY_LIMIT_SECONDS (reading cgroup files costs ~100 us). */
+    long long limit;
+    double limit_read_at;
+} mt_policy;
+
+#define MT_POLICY_LIMIT_SECONDS 5.0
+
+void mt_policy_free(mt_policy *p);
+
+/* Methods of _core (module.c lists them). */
+PyObject *mt_policy_check(PyObject *module, PyObject *text);
+PyObject *mt_policy_load(PyObject *module, PyObject *text);
+PyObject *mt_policy_clear(PyObject *module, PyObject *unused);
+PyObject *mt_policy_table(PyObject *module, PyObject *unused);
+PyObject *mt_policy_enable(PyObject *module, PyObject *flag);
+PyObject *mt_policy_evaluate(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *mt_policy_acted_on(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *mt_policy_parse_size(PyObject *module, PyObject *text);
+
+#endif

@@ -1,0 +1,125 @@
+/* rules: the YAML rules file (libyaml) -> a typed rule table.
+ *
+ * The parser is plain C (malloc, no Python API): it can be built alone,
+ * under AddressSanitizer, by the tests.  A document either loads whole into
+ * an mt_rules_table or is rejected with a list of errors, each at a line and
+ * column and saying what to write instead.  YAML here is data only: tags
+ * other than the core schema's are refused, and the nodes visited are
+ * bounded, so anchors and aliases cannot blow a document up.
+ *
+ * The Python face (rules_check, rules_load, rules_table) is in policy.c,
+ * next to the engine that owns the table in force. */
+#ifndef MEMTAMER_RULES_H
+#define MEMTAMER_RULES_H
+
+#include <stddef.h>
+
+/* Bounds that keep a hostile document cheap to refuse. */
+#define MT_RULES_MAX_FILE_BYTES (1024 * 1024)
+#define MT_RULES_MAX_VISITS 100000 /* node visits, aliases counted each time */
+#define MT_RULES_MAX_RULES 1000
+#define MT_RULES_MAX_PATTERNS 256 /* entries in one list of names or types */
+#define MT_RULES_MAX_ERRORS 16
+#define MT_RULES_MESSAGE_BYTES 320
+
+typedef enum {
+    MT_LEVEL_UNSET = 0,
+    MT_LEVEL_BYTES,
+    MT_LEVEL_PERCENT,
+    MT_LEVEL_OFF
+} mt_rules_level_kind;
+
+/* A size ("256MiB") or a share of the effective limit ("80%"). */
+typedef struct {
+    mt_rules_level_kind kind;
+    long long bytes;
+    double percent;
+} mt_rules_level;
+
+typedef enum {
+    MT_DO_NOTICE = 0,
+    MT_DO_COMPRESS,
+    MT_DO_SPILL,
+    MT_DO_DOWNCAST,
+    MT_DO_PACK,
+    MT_DO_CLEAR_OUTPUT_CACHE,
+    MT_DO_DEL,
+    MT_DO_COLLECT,
+    MT_DO_COUNT
+} mt_rules_action;
+
+typedef enum {
+    MT_ORDER_LARGEST = 0,
+    MT_ORDER_IDLE,
+    MT_ORDER_NEWEST,
+    MT_ORDER_COUNT
+} mt_rules_order;
+
+typedef struct {
+    char **items; /* malloc'd strings */
+    int len;
+} mt_rules_strings;
+
+typedef struct {
+    char *name;
+    int line, column; /* of the rule's mapping, 1-based */
+    /* when: every condition given must hold (none given: after every cell) */
+    long long cell_peak, cell_retained; /* bytes, -1 when not given */
+    mt_rules_level memory_above, until;
+    long long idle_for; /* cells, -1 when not given */
+    int created;        /* a variable was created or rebound by this cell */
+    /* match: what the action is applied to */
+    mt_rules_strings types, dtypes, names;
+    long long min_size; /* bytes, 0 when not given */
+    mt_rules_order order;
+    /* do and its options */
+    mt_rules_action action;
+    char *codec, *to, *dir; /* NULL when not given */
+    int level;              /* -1 when not given */
+    double rtol;            /* -1 when not given */
+    long long cooldown;     /* cells between two firings */
+    long long max_per_cell; /* variables acted on per firing */
+    int allow_delete;
+} mt_rule;
+
+typedef struct {
+    int version;
+    mt_rules_level budget, notice; /* UNSET when not given */
+    mt_rules_strings protect;
+    mt_rule *rules;
+    int len;
+} mt_rules_table;
+
+typedef struct {
+    int line, column; /* 1-based; 0 when the error is about the whole file */
+    char message[MT_RULES_MESSAGE_BYTES];
+} mt_rules_error;
+
+typedef struct {
+    mt_rules_error items[MT_RULES_MAX_ERRORS];
+    int len;
+    int more; /* errors beyond MT_RULES_MAX_ERRORS */
+} mt_rules_errors;
+
+/* Parses a rules document of len bytes.  Returns 0 and fills *out (free it
+ * with mt_rules_table_free), or -1 with *errors filled and *out untouched;
+ * -2 when memory ran out.  Thread-safe, no GIL needed. */
+int mt_rules_parse(const char *text, size_t len, mt_rules_table *out, mt_rules_errors *errors);
+void mt_rules_table_free(mt_rules_table *t);
+
+/* Sizes as the magics write them: a number with an optional unit (B, K,
+ * KB, KiB, M, MB, MiB, G, GB, GiB, T, TB, TiB; case ignored; K/M/G/T are
+ * binary).  0 on success, -1 when text is not a size. */
+int mt_rules_parse_size(const char *text, long long *bytes);
+/* A size or a percentage above 0 and at most 100 ("80%"). */
+int mt_rules_parse_level(const char *text, mt_rules_level *out);
+
+/* "compress", "del", ... and "largest", ... as written in the file. */
+const char *mt_rules_action_name(mt_rules_action a);
+const char *mt_rules_order_name(mt_rules_order o);
+
+/* fnmatch-style glob of a name against the table's protect list: 1 when
+ * protected. */
+int mt_rules_protected(const mt_rules_table *t, const char *name);
+
+#endif

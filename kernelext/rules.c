@@ -1,0 +1,1148 @@
+/* rules: the YAML rules file -> mt_rules_table (rules.h).  Plain C: no
+ * Python API, memory from malloc, safe without the GIL. */
+#include "memtamer/rules.h"
+
+#include <blosc.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fnmatch.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+#define DEFAULT_MAX_PER_CELL 4
+#define MAX_COUNT 1000000 /* cells, for idle_for and cooldown */
+
+/* ---- sizes ----------------------------------------------------------- */
+
+static const struct {
+    const char *unit;
+    long long scale;
+} units[] = {
+    {"", 1},
+    {"b", 1},
+    {"k", 1024LL},
+    {"kb", 1000LL},
+    {"kib", 1024LL},
+    {"m", 1024LL * 1024},
+    {"mb", 1000LL * 1000},
+    {"mib", 1024LL * 1024},
+    {"g", 1024LL * 1024 * 1024},
+    {"gb", 1000LL * 1000 * 1000},
+    {"gib", 1024LL * 1024 * 1024},
+    {"t", 1024LL * 1024 * 1024 * 1024},
+    {"tb", 1000LL * 1000 * 1000 * 1000},
+    {"tib", 1024LL * 1024 * 1024 * 1024},
+};
+
+/* A decimal number without sign or exponent ("12", "1.5", ".5"); returns
+ * the position after it, or NULL. */
+static const char *
+parse_number(const char *s, double *value)
+{
+    const char *p = s;
+    int digits = 0;
+    while (isdigit((unsigned char)*p)) {
+        p++, digits++;
+    }
+    if (*p == '.') {
+        p++;
+        while (isdigit((unsigned char)*p)) {
+            p++, digits++;
+        }
+    }
+    if (digits == 0) {
+        return NULL;
+    }
+    char buf[64];
+    if ((size_t)(p - s) >= sizeof buf) {
+        return NULL;
+    }
+    memcpy(buf, s, (size_t)(p - s));
+    buf[p - s] = '\0';
+    *value = strtod(buf, NULL);
+    return p;
+}
+
+static const char *
+skip_spaces(const char *p)
+{
+    while (*p == ' ' || *p == '\t') {
+        p++;
+    }
+    return p;
+}
+
+int
+mt_rules_parse_size(const char *text, long long *bytes)
+{
+    double value;
+    const char *p = parse_number(skip_spaces(text), &value);
+    if (p == NULL) {
+        return -1;
+    }
+    p = skip_spaces(p);
+    char unit[4];
+    size_t n = 0;
+    while (isalpha((unsigned char)*p)) {
+        if (n == sizeof unit - 1) {
+            return -1;
+        }
+        unit[n++] = (char)tolower((unsigned char)*p++);
+    }
+    unit[n] = '\0';
+    if (*skip_spaces(p) != '\0') {
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (strcmp(unit, units[i].unit) == 0) {
+            double b = value * (double)units[i].scale;
+            if (!(b < 9.2e18)) {
+                return -1;
+            }
+            *bytes = (long long)b;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int
+mt_rules_parse_level(const char *text, mt_rules_level *out)
+{
+    double value;
+    const char *p = parse_number(skip_spaces(text), &value);
+    if (p != NULL && *(p = skip_spaces(p)) == '%') {
+        if (*skip_spaces(p + 1) != '\0' || !(value > 0 && value <= 100)) {
+            return -1;
+        }
+        out->kind = MT_LEVEL_PERCENT;
+        out->percent = value;
+        out->bytes = 0;
+        return 0;
+    }
+    if (mt_rules_parse_size(text, &out->bytes) < 0) {
+        return -1;
+    }
+    out->kind = MT_LEVEL_BYTES;
+    out->percent = 0;
+    return 0;
+}
+
+/* ---- names ----------------------------------------------------------- */
+
+static const char *const action_names[MT_DO_COUNT] = {
+    "notice", "compress", "spill", "downcast", "pack", "clear_output_cache", "del", "collect",
+};
+static const char *const order_names[MT_ORDER_COUNT] = {"largest", "idle", "newest"};
+
+const char *
+mt_rules_action_name(mt_rules_action a)
+{
+    return a >= 0 && a < MT_DO_COUNT ? action_names[a] : "?";
+}
+
+const char *
+mt_rules_order_name(mt_rules_order o)
+{
+    return o >= 0 && o < MT_ORDER_COUNT ? order_names[o] : "?";
+}
+
+int
+mt_rules_protected(const mt_rules_table *t, const char *name)
+{
+    for (int i = 0; i < t->protect.len; i++) {
+        if (fnmatch(t->protect.items[i], name, 0) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- errors ---------------------------------------------------------- */
+
+typedef struct {
+    yaml_document_t *doc;
+    mt_rules_errors *errors;
+    long long visits;
+    int out_of_memory;
+} ctx;
+
+static void
+add_error(mt_rules_errors *e, int line, int column, const char *fmt, va_list ap)
+{
+    if (e->len == MT_RULES_MAX_ERRORS) {
+        e->more++;
+        return;
+    }
+    mt_rules_error *err = &e->items[e->len++];
+    err->line = line;
+    err->column = column;
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+}
+
+static void
+error_at_mark(mt_rules_errors *e, yaml_mark_t mark, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    add_error(e, (int)mark.line + 1, (int)mark.column + 1, fmt, ap);
+    va_end(ap);
+}
+
+static void
+fail(ctx *c, const yaml_node_t *node, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    add_error(c->errors, (int)node->start_mark.line + 1, (int)node->start_mark.column + 1, fmt, ap);
+    va_end(ap);
+}
+
+/* The one translator of libyaml's failures: its problem and the mark where
+ * it saw it (0-based) become a 1-based error.  -2 when memory ran out. */
+static int
+yaml_failure(const yaml_parser_t *p, const char *text, size_t len, mt_rules_errors *e)
+{
+    if (p->error == YAML_MEMORY_ERROR) {
+        return -2;
+    }
+    yaml_mark_t mark = p->problem_mark;
+    if (p->error == YAML_READER_ERROR) {
+        /* The reader reports a byte offset, not a mark. */
+        memset(&mark, 0, sizeof mark);
+        for (size_t i = 0; i < p->problem_offset && i < len; i++) {
+            if (text[i] == '\n') {
+                mark.line++, mark.column = 0;
+            }
+            else {
+                mark.column++;
+            }
+        }
+        error_at_mark(e, mark, "%s: a rules file is UTF-8 text; save it as UTF-8",
+                      p->problem ? p->problem : "unreadable text");
+        return -1;
+    }
+    const char *problem = p->problem ? p->problem : "cannot parse this";
+    if (p->context != NULL) {
+        error_at_mark(e, mark,
+                      "YAML syntax: %s %s (line %zu): check the indentation, the ':' after "
+                      "each key and the quotes around values with ':' or '#'",
+                      problem, p->context, p->context_mark.line + 1);
+    }
+    else {
+        error_at_mark(e, mark,
+                      "YAML syntax: %s: check the indentation, the ':' after each key and "
+                      "the quotes around values with ':' or '#'",
+                      problem);
+    }
+    return -1;
+}
+
+/* ---- walking the document -------------------------------------------- */
+
+static int
+core_tag(const yaml_char_t *tag)
+{
+    static const char *const allowed[] = {YAML_NULL_TAG,  YAML_BOOL_TAG, YAML_STR_TAG, YAML_INT_TAG,
+                                          YAML_FLOAT_TAG, YAML_SEQ_TAG,  YAML_MAP_TAG};
+    for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++) {
+        if (strcmp((const char *)tag, allowed[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Every node reached goes through here: aliases make one node reachable
+ * many times, and the count of visits bounds the work whatever they do. */
+static yaml_node_t *
+visit(ctx *c, int index)
+{
+    yaml_node_t *node = yaml_document_get_node(c->doc, index);
+    if (node == NULL) {
+        return NULL;
+    }
+    if (++c->visits == MT_RULES_MAX_VISITS) {
+        fail(c, node,
+             "the document reaches more than %d values (anchors and aliases count "
+             "each time they are used): a rules file needs far fewer; write the values out",
+             MT_RULES_MAX_VISITS);
+    }
+    if (c->visits >= MT_RULES_MAX_VISITS) {
+        return NULL;
+    }
+    if (node->tag != NULL && !core_tag(node->tag)) {
+        fail(c, node, "tag '%s' is not allowed: a rules file holds plain values; remove the tag",
+             (const char *)node->tag);
+        return NULL;
+    }
+    return node;
+}
+
+static const char *
+kind_name(const yaml_node_t *node)
+{
+    switch (node->type) {
+    case YAML_SEQUENCE_NODE:
+        return "a list";
+    case YAML_MAPPING_NODE:
+        return "a mapping";
+    default:
+        return "a value";
+    }
+}
+
+/* The scalar's text, or NULL with an error saying what was expected. */
+static const char *
+scalar(ctx *c, const yaml_node_t *node, const char *key, const char *expected)
+{
+    if (node->type != YAML_SCALAR_NODE) {
+        fail(c, node, "%s: expected %s, not %s", key, expected, kind_name(node));
+        return NULL;
+    }
+    return (const char *)node->data.scalar.value;
+}
+
+static char *
+copy(ctx *c, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d == NULL) {
+        c->out_of_memory = 1;
+        return NULL;
+    }
+    return memcpy(d, s, n);
+}
+
+static int
+get_count(ctx *c, const yaml_node_t *node, const char *key, long long lo, long long hi,
+          const char *example, long long *out)
+{
+    const char *s = scalar(c, node, key, "a whole number");
+    if (s == NULL) {
+        return -1;
+    }
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || *end != '\0' || errno) {
+        fail(c, node, "%s: '%s' is not a whole number: write e.g. %s", key, s, example);
+        return -1;
+    }
+    if (v < lo || v > hi) {
+        fail(c, node, "%s: %lld is out of range: write a whole number from %lld to %lld, e.g. %s",
+             key, v, lo, hi, example);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int
+get_bool(ctx *c, const yaml_node_t *node, const char *key, int *out)
+{
+    const char *s = scalar(c, node, key, "true or false");
+    if (s == NULL) {
+        return -1;
+    }
+    if (strcmp(s, "true") == 0 || strcmp(s, "True") == 0) {
+        *out = 1;
+        return 0;
+    }
+    if (strcmp(s, "false") == 0 || strcmp(s, "False") == 0) {
+        *out = 0;
+        return 0;
+    }
+    fail(c, node, "%s: '%s' is not true or false: write %s: true", key, s, key);
+    return -1;
+}
+
+static int
+get_size(ctx *c, const yaml_node_t *node, const char *key, long long *out)
+{
+    const char *s = scalar(c, node, key, "a size such as 256MiB");
+    if (s == NULL) {
+        return -1;
+    }
+    if (mt_rules_parse_size(s, out) < 0) {
+        fail(c, node,
+             "%s: '%s' is not a size: write a number with an optional unit, like "
+             "256MiB, 1.5GiB, 800MB or 2G",
+             key, s);
+        return -1;
+    }
+    return 0;
+}
+
+/* A size or a percentage; with allow_off, also "off". */
+static int
+get_level(ctx *c, const yaml_node_t *node, const char *key, int allow_off, mt_rules_level *out)
+{
+    const char *s = scalar(c, node, key, "a size or a percentage such as 80%");
+    if (s == NULL) {
+        return -1;
+    }
+    if (allow_off && strcmp(s, "off") == 0) {
+        out->kind = MT_LEVEL_OFF;
+        return 0;
+    }
+    if (mt_rules_parse_level(s, out) < 0) {
+        fail(c, node,
+             "%s: '%s' is neither a size nor a percentage: write e.g. 8GiB, 1500MiB "
+             "or 80%% (above 0, at most 100)%s",
+             key, s, allow_off ? ", or off" : "");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+get_number(ctx *c, const yaml_node_t *node, const char *key, double *out)
+{
+    const char *s = scalar(c, node, key, "a number");
+    if (s == NULL) {
+        return -1;
+    }
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0' || !isfinite(v) || v < 0) {
+        fail(c, node, "%s: '%s' is not a number >= 0: write e.g. %s: 1e-3", key, s, key);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int
+get_text(ctx *c, const yaml_node_t *node, const char *key, char **out)
+{
+    const char *s = scalar(c, node, key, "text");
+    if (s == NULL) {
+        return -1;
+    }
+    if (s[0] == '\0') {
+        fail(c, node, "%s: is empty: write a value or remove the key", key);
+        return -1;
+    }
+    return (*out = copy(c, s)) ? 0 : -1;
+}
+
+static void
+strings_free(mt_rules_strings *s)
+{
+    for (int i = 0; i < s->len; i++) {
+        free(s->items[i]);
+    }
+    free(s->items);
+    s->items = NULL;
+    s->len = 0;
+}
+
+/* One string or a list of them. */
+static int
+get_strings(ctx *c, const yaml_node_t *node, const char *key, const char *example,
+            mt_rules_strings *out)
+{
+    if (node->type == YAML_SCALAR_NODE) {
+        char *s;
+        if (get_text(c, node, key, &s) < 0) {
+            return -1;
+        }
+        if ((out->items = malloc(sizeof *out->items)) == NULL) {
+            free(s);
+            c->out_of_memory = 1;
+            return -1;
+        }
+        out->items[0] = s;
+        out->len = 1;
+        return 0;
+    }
+    if (node->type != YAML_SEQUENCE_NODE) {
+        fail(c, node, "%s: expected a name or a list of names, like %s", key, example);
+        return -1;
+    }
+    yaml_node_item_t *start = node->data.sequence.items.start;
+    long n = node->data.sequence.items.top - start;
+    if (n > MT_RULES_MAX_PATTERNS) {
+        fail(c, node,
+             "%s: %ld entries is too many: write at most %d (globs such as df_* cover many)", key,
+             n, MT_RULES_MAX_PATTERNS);
+        return -1;
+    }
+    if (n && (out->items = calloc((size_t)n, sizeof *out->items)) == NULL) {
+        c->out_of_memory = 1;
+        return -1;
+    }
+    for (long i = 0; i < n; i++) {
+        yaml_node_t *item = visit(c, start[i]);
+        if (item == NULL || get_text(c, item, key, &out->items[out->len]) < 0) {
+            strings_free(out);
+            return -1;
+        }
+        out->len++;
+    }
+    return 0;
+}
+
+/* ---- mappings with known keys ---------------------------------------- */
+
+static size_t
+edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 40 || lb > 40) {
+        return 99;
+    }
+    size_t row[41];
+    for (size_t j = 0; j <= lb; j++) {
+        row[j] = j;
+    }
+    for (size_t i = 1; i <= la; i++) {
+        size_t diagonal = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t above = row[j];
+            size_t best =
+                diagonal + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
+            if (above + 1 < best) {
+                best = above + 1;
+            }
+            if (row[j - 1] + 1 < best) {
+                best = row[j - 1] + 1;
+            }
+            row[j] = best;
+            diagonal = above;
+        }
+    }
+    return row[lb];
+}
+
+/* The closest of names to word, or NULL when none is close. */
+static const char *
+closest(const char *word, const char *const *names, int n)
+{
+    const char *best = NULL;
+    size_t best_distance = strlen(word) <= 3 ? 1 : 2;
+    for (int i = 0; i < n; i++) {
+        size_t d = edit_distance(word, names[i]);
+        if (d <= best_distance) {
+            best = names[i];
+            best_distance = d;
+        }
+    }
+    return best;
+}
+
+static void
+list_names(char *buf, size_t size, const char *const *names, int n)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < n && used < size; i++) {
+        used += (size_t)snprintf(buf + used, size - used, "%s%s", i ? ", " : "", names[i]);
+    }
+}
+
+/* Sorts the pairs of a mapping into values[k] for each known key k (NULL
+ * when absent).  Unknown and repeated keys are errors; returns -1 if any,
+ * -2 when a node was refused (a tag, too many visits): then the values
+ * are incomplete and the caller stops. */
+static int
+known_keys(ctx *c, const yaml_node_t *map, const char *where, const char *const *keys, int n,
+           yaml_node_t **values)
+{
+    int rc = 0;
+    memset(values, 0, sizeof *values * (size_t)n);
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *key = visit(c, p->key);
+        yaml_node_t *value = visit(c, p->value);
+        if (key == NULL || value == NULL) {
+            return -2;
+        }
+        if (key->type != YAML_SCALAR_NODE) {
+            fail(c, key, "%s: a key must be a plain word, not %s", where, kind_name(key));
+            rc = -1;
+            continue;
+        }
+        const char *name = (const char *)key->data.scalar.value;
+        int k = 0;
+        while (k < n && strcmp(keys[k], name) != 0) {
+            k++;
+        }
+        if (k == n) {
+            char all[256];
+            const char *guess = closest(name, keys, n);
+            list_names(all, sizeof all, keys, n);
+            if (guess) {
+                fail(c, key, "unknown key '%.60s' %s: did you mean '%s'? (keys: %s)", name, where,
+                     guess, all);
+            }
+            else {
+                fail(c, key, "unknown key '%.60s' %s: use one of %s", name, where, all);
+            }
+            rc = -1;
+        }
+        else if (values[k] != NULL) {
+            fail(c, key, "duplicate key '%s' %s (first at line %zu): keep one", name, where,
+                 values[k]->start_mark.line + 1);
+            rc = -1;
+        }
+        else {
+            values[k] = value;
+        }
+    }
+    return rc;
+}
+
+/* One of names, with a "did you mean" when the word is close to one. */
+static int
+get_choice(ctx *c, const yaml_node_t *node, const char *key, const char *const *names, int n,
+           int *out)
+{
+    const char *s = scalar(c, node, key, "a word");
+    if (s == NULL) {
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    }
+    char all[256];
+    const char *guess = closest(s, names, n);
+    list_names(all, sizeof all, names, n);
+    if (guess) {
+        fail(c, node, "%s: unknown value '%.60s': did you mean '%s'? (use one of %s)", key, s,
+             guess, all);
+    }
+    else {
+        fail(c, node, "%s: unknown value '%.60s': use one of %s", key, s, all);
+    }
+    return -1;
+}
+
+/* ---- a rule ---------------------------------------------------------- */
+
+enum {
+    R_NAME,
+    R_WHEN,
+    R_MATCH,
+    R_ORDER,
+    R_DO,
+    R_CODEC,
+    R_LEVEL,
+    R_RTOL,
+    R_TO,
+    R_DIR,
+    R_COOLDOWN,
+    R_MAX_PER_CELL,
+    R_ALLOW_DELETE,
+    R_COUNT
+};
+static const char *const rule_keys[R_COUNT] = {
+    "name", "when", "match", "order",    "do",           "codec",        "level",
+    "rtol", "to",   "dir",   "cooldown", "max_per_cell", "allow_delete",
+};
+enum { W_CELL_PEAK, W_CELL_RETAINED, W_MEMORY_ABOVE, W_UNTIL, W_IDLE_FOR, W_CREATED, W_COUNT };
+static const char *const when_keys[W_COUNT] = {
+    "cell_peak", "cell_retained", "memory_above", "until", "idle_for", "created",
+};
+enum { M_TYPE, M_DTYPE, M_NAME, M_MIN_SIZE, M_COUNT };
+static const char *const match_keys[M_COUNT] = {"type", "dtype", "name", "min_size"};
+
+static void
+rule_free(mt_rule *r)
+{
+    free(r->name);
+    free(r->codec);
+    free(r->to);
+    free(r->dir);
+    strings_free(&r->types);
+    strings_free(&r->dtypes);
+    strings_free(&r->names);
+}
+
+/* An option that only some actions take. */
+typedef struct {
+    int key;
+    unsigned actions; /* bit per mt_rules_action */
+} option_use;
+
+#define BIT(a) (1u << (a))
+static const option_use option_uses[] = {
+    {R_CODEC, BIT(MT_DO_COMPRESS)}, {R_LEVEL, BIT(MT_DO_COMPRESS)},
+    {R_RTOL, BIT(MT_DO_DOWNCAST)},  {R_TO, BIT(MT_DO_DOWNCAST)},
+    {R_DIR, BIT(MT_DO_SPILL)},      {R_ALLOW_DELETE, BIT(MT_DO_DEL)},
+};
+/* Actions on variables; the others act on the kernel or its output cache. */
+#define VARIABLE_ACTIONS                                                                           \
+    (BIT(MT_DO_NOTICE) | BIT(MT_DO_COMPRESS) | BIT(MT_DO_SPILL) | BIT(MT_DO_DOWNCAST) |            \
+     BIT(MT_DO_PACK) | BIT(MT_DO_DEL))
+
+static int
+has_glob(const char *s)
+{
+    return strpbrk(s, "*?[") != NULL;
+}
+
+static int
+parse_when(ctx *c, const yaml_node_t *node, mt_rule *r)
+{
+    yaml_node_t *v[W_COUNT];
+    if (node->type != YAML_MAPPING_NODE) {
+        fail(c, node, "when: expected a mapping such as {memory_above: 80%%, until: 70%%}, not %s",
+             kind_name(node));
+        return -1;
+    }
+    int rc = known_keys(c, node, "in when:", when_keys, W_COUNT, v);
+    if (rc == -2) {
+        return -1;
+    }
+    if (v[W_CELL_PEAK] && get_size(c, v[W_CELL_PEAK], "cell_peak", &r->cell_peak) < 0) {
+        rc = -1;
+    }
+    if (v[W_CELL_RETAINED] &&
+        get_size(c, v[W_CELL_RETAINED], "cell_retained", &r->cell_retained) < 0) {
+        rc = -1;
+    }
+    if (v[W_MEMORY_ABOVE] &&
+        get_level(c, v[W_MEMORY_ABOVE], "memory_above", 0, &r->memory_above) < 0) {
+        rc = -1;
+    }
+    if (v[W_UNTIL] && get_level(c, v[W_UNTIL], "until", 0, &r->until) < 0) {
+        rc = -1;
+    }
+    if (v[W_IDLE_FOR] &&
+        get_count(c, v[W_IDLE_FOR], "idle_for", 1, MAX_COUNT, "3", &r->idle_for) < 0) {
+        rc = -1;
+    }
+    if (v[W_CREATED] && get_bool(c, v[W_CREATED], "created", &r->created) < 0) {
+        rc = -1;
+    }
+    if (rc < 0) {
+        return -1;
+    }
+    if (v[W_CREATED] && !r->created) {
+        fail(c, v[W_CREATED],
+             "created: false restricts nothing: remove it, or write created: true "
+             "to act on variables this cell created or rebound");
+        return -1;
+    }
+    if (v[W_UNTIL] && !v[W_MEMORY_ABOVE]) {
+        fail(c, v[W_UNTIL],
+             "until: only goes with memory_above: write e.g. "
+             "{memory_above: 80%%, until: 70%%}");
+        return -1;
+    }
+    if (v[W_UNTIL] && r->until.kind == r->memory_above.kind &&
+        (r->until.kind == MT_LEVEL_PERCENT ? r->until.percent >= r->memory_above.percent
+                                           : r->until.bytes >= r->memory_above.bytes)) {
+        fail(c, v[W_UNTIL],
+             "until: the rule can never fire: it acts until memory is below "
+             "until, which must be lower than memory_above (e.g. memory_above: 80%%, until: 70%%)");
+        return -1;
+    }
+    if (r->created && r->idle_for > 0) {
+        fail(c, v[W_IDLE_FOR],
+             "idle_for: the rule can never fire: a variable created in this "
+             "cell has been idle for 0 cells; keep created or idle_for, not both");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+parse_match(ctx *c, const yaml_node_t *node, mt_rule *r)
+{
+    yaml_node_t *v[M_COUNT];
+    if (node->type != YAML_MAPPING_NODE) {
+        fail(c, node, "match: expected a mapping such as {type: ndarray, min_size: 256MiB}, not %s",
+             kind_name(node));
+        return -1;
+    }
+    int rc = known_keys(c, node, "in match:", match_keys, M_COUNT, v);
+    if (rc == -2) {
+        return -1;
+    }
+    if (v[M_TYPE] &&
+        get_strings(c, v[M_TYPE], "type", "ndarray or [ndarray, DataFrame]", &r->types) < 0) {
+        rc = -1;
+    }
+    if (v[M_DTYPE] &&
+        get_strings(c, v[M_DTYPE], "dtype", "float64 or [float64, int64]", &r->dtypes) < 0) {
+        rc = -1;
+    }
+    if (v[M_NAME] && get_strings(c, v[M_NAME], "name", "df_* or [tmp*, scratch]", &r->names) < 0) {
+        rc = -1;
+    }
+    if (v[M_MIN_SIZE] && get_size(c, v[M_MIN_SIZE], "min_size", &r->min_size) < 0) {
+        rc = -1;
+    }
+    return rc;
+}
+
+/* The checks that need the whole rule (and the protect list). */
+static int
+check_rule(ctx *c, yaml_node_t **v, const mt_rules_table *t, mt_rule *r)
+{
+    int rc = 0;
+    const char *action = action_names[r->action];
+    for (size_t i = 0; i < sizeof option_uses / sizeof option_uses[0]; i++) {
+        const option_use *u = &option_uses[i];
+        if (v[u->key] && !(u->actions & BIT(r->action))) {
+            const char *owner = action_names[__builtin_ctz(u->actions)];
+            fail(c, v[u->key], "%s: applies to do: %s, not do: %s; remove it", rule_keys[u->key],
+                 owner, action);
+            rc = -1;
+        }
+    }
+    if (r->action == MT_DO_DEL && !r->allow_delete) {
+        fail(c, v[R_DO],
+             "do: del deletes variables for good: add allow_delete: true to this rule "
+             "to mean it, or use compress or spill, which can be undone");
+        rc = -1;
+    }
+    if (!(BIT(r->action) & VARIABLE_ACTIONS)) {
+        const char *kind =
+            r->action == MT_DO_COLLECT ? "the whole kernel" : "IPython's output cache";
+        if (v[R_ORDER] || r->idle_for > 0 || r->created) {
+            const yaml_node_t *at = v[R_ORDER] ? v[R_ORDER] : v[R_WHEN];
+            fail(c, at, "do: %s acts on %s, not on variables: remove %s", action, kind,
+                 v[R_ORDER] ? "order" : "idle_for and created from when");
+            rc = -1;
+        }
+        int selects = r->types.len || r->dtypes.len || r->names.len;
+        if (v[R_MATCH] && (r->action == MT_DO_COLLECT || selects)) {
+            fail(c, v[R_MATCH], "match: do: %s acts on %s; %s", action, kind,
+                 r->action == MT_DO_COLLECT ? "remove match"
+                                            : "only match: {min_size: SIZE} applies to it");
+            rc = -1;
+        }
+        if (v[R_MAX_PER_CELL] && r->action == MT_DO_COLLECT) {
+            fail(c, v[R_MAX_PER_CELL], "max_per_cell: do: collect acts once; remove it");
+            rc = -1;
+        }
+    }
+    if (r->names.len) {
+        int every_name_protected = 1;
+        for (int i = 0; i < r->names.len; i++) {
+            if (has_glob(r->names.items[i]) || !mt_rules_protected(t, r->names.items[i])) {
+                every_name_protected = 0;
+            }
+        }
+        if (every_name_protected) {
+            fail(c, v[R_MATCH],
+                 "match: the rule can never fire: every name it matches is in "
+                 "protect; remove the name from protect or from this rule");
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+static int
+parse_rule(ctx *c, const yaml_node_t *map, const mt_rules_table *t, mt_rule *r)
+{
+    yaml_node_t *v[R_COUNT];
+    memset(r, 0, sizeof *r);
+    r->line = (int)map->start_mark.line + 1;
+    r->column = (int)map->start_mark.column + 1;
+    r->cell_peak = r->cell_retained = r->idle_for = -1;
+    r->level = -1;
+    r->rtol = -1;
+    r->max_per_cell = DEFAULT_MAX_PER_CELL;
+    if (map->type != YAML_MAPPING_NODE) {
+        fail(c, map, "rules: each rule is a mapping with name, when, match and do, not %s",
+             kind_name(map));
+        return -1;
+    }
+    int rc = known_keys(c, map, "in a rule", rule_keys, R_COUNT, v);
+    if (rc == -2) {
+        return -1;
+    }
+    if (v[R_NAME] == NULL) {
+        fail(c, map,
+             "this rule has no name: add name: followed by a short label such as "
+             "compress-idle-arrays");
+        rc = -1;
+    }
+    else if (get_text(c, v[R_NAME], "name", &r->name) < 0) {
+        rc = -1;
+    }
+    if (v[R_DO] == NULL) {
+        fail(c, map,
+             "this rule has no do: add do: with one of notice, compress, spill, downcast, "
+             "pack, clear_output_cache, del, collect");
+        rc = -1;
+    }
+    else {
+        int a;
+        if (get_choice(c, v[R_DO], "do", action_names, MT_DO_COUNT, &a) < 0) {
+            rc = -1;
+        }
+        else {
+            r->action = (mt_rules_action)a;
+        }
+    }
+    if (v[R_WHEN] && parse_when(c, v[R_WHEN], r) < 0) {
+        rc = -1;
+    }
+    if (v[R_MATCH] && parse_match(c, v[R_MATCH], r) < 0) {
+        rc = -1;
+    }
+    if (v[R_ORDER]) {
+        int o;
+        if (get_choice(c, v[R_ORDER], "order", order_names, MT_ORDER_COUNT, &o) < 0) {
+            rc = -1;
+        }
+        else {
+            r->order = (mt_rules_order)o;
+        }
+    }
+    if (v[R_CODEC]) {
+        if (get_text(c, v[R_CODEC], "codec", &r->codec) < 0) {
+            rc = -1;
+        }
+        else if (blosc_compname_to_compcode(r->codec) < 0) {
+            fail(c, v[R_CODEC], "codec: '%.40s' is not a codec here: use one of %s", r->codec,
+                 blosc_list_compressors());
+            rc = -1;
+        }
+    }
+    long long n;
+    if (v[R_LEVEL]) {
+        if (get_count(c, v[R_LEVEL], "level", 0, 9, "5", &n) < 0) {
+            rc = -1;
+        }
+        r->level = (int)n;
+    }
+    if (v[R_RTOL] && get_number(c, v[R_RTOL], "rtol", &r->rtol) < 0) {
+        rc = -1;
+    }
+    if (v[R_TO] && get_text(c, v[R_TO], "to", &r->to) < 0) {
+        rc = -1;
+    }
+    if (v[R_DIR] && get_text(c, v[R_DIR], "dir", &r->dir) < 0) {
+        rc = -1;
+    }
+    if (v[R_COOLDOWN] &&
+        get_count(c, v[R_COOLDOWN], "cooldown", 0, MAX_COUNT, "2", &r->cooldown) < 0) {
+        rc = -1;
+    }
+    if (v[R_MAX_PER_CELL] &&
+        get_count(c, v[R_MAX_PER_CELL], "max_per_cell", 1, 1000, "4", &r->max_per_cell) < 0) {
+        rc = -1;
+    }
+    if (v[R_ALLOW_DELETE] && get_bool(c, v[R_ALLOW_DELETE], "allow_delete", &r->allow_delete) < 0) {
+        rc = -1;
+    }
+    if (rc == 0 && check_rule(c, v, t, r) < 0) {
+        rc = -1;
+    }
+    return rc;
+}
+
+/* ---- the document ---------------------------------------------------- */
+
+enum { T_VERSION, T_BUDGET, T_NOTICE, T_PROTECT, T_RULES, T_COUNT };
+static const char *const top_keys[T_COUNT] = {"version", "budget", "notice", "protect", "rules"};
+
+void
+mt_rules_table_free(mt_rules_table *t)
+{
+    for (int i = 0; i < t->len; i++) {
+        rule_free(&t->rules[i]);
+    }
+    free(t->rules);
+    strings_free(&t->protect);
+    memset(t, 0, sizeof *t);
+}
+
+static int
+parse_rules(ctx *c, const yaml_node_t *list, mt_rules_table *t)
+{
+    if (list->type != YAML_SEQUENCE_NODE) {
+        fail(c, list, "rules: expected a list of rules, each starting with '- name:', not %s",
+             kind_name(list));
+        return -1;
+    }
+    yaml_node_item_t *start = list->data.sequence.items.start;
+    long n = list->data.sequence.items.top - start;
+    if (n > MT_RULES_MAX_RULES) {
+        fail(c, list, "rules: %ld rules is too many: write at most %d", n, MT_RULES_MAX_RULES);
+        return -1;
+    }
+    if (n && (t->rules = calloc((size_t)n, sizeof *t->rules)) == NULL) {
+        c->out_of_memory = 1;
+        return -1;
+    }
+    int rc = 0;
+    for (long i = 0; i < n; i++) {
+        yaml_node_t *item = visit(c, start[i]);
+        if (item == NULL) {
+            return -1;
+        }
+        mt_rule *r = &t->rules[t->len];
+        if (parse_rule(c, item, t, r) < 0) {
+            rule_free(r);
+            rc = -1;
+            continue;
+        }
+        for (int j = 0; j < t->len; j++) {
+            if (strcmp(t->rules[j].name, r->name) == 0) {
+                fail(c, item,
+                     "duplicate rule name '%.60s' (first at line %d): give each rule its "
+                     "own name",
+                     r->name, t->rules[j].line);
+                rc = -1;
+            }
+        }
+        t->len++;
+    }
+    return rc;
+}
+
+static int
+parse_document(ctx *c, mt_rules_table *t)
+{
+    yaml_node_t *root = yaml_document_get_root_node(c->doc);
+    yaml_node_t *v[T_COUNT];
+    if (root == NULL) {
+        yaml_mark_t start = {0, 0, 0};
+        error_at_mark(c->errors, start, "the file is empty: start it with version: 1, then rules:");
+        return -1;
+    }
+    if ((root = visit(c, 1)) == NULL) {
+        return -1;
+    }
+    if (root->type != YAML_MAPPING_NODE) {
+        fail(c, root, "the file must be a mapping with version: 1 and rules:, not %s",
+             kind_name(root));
+        return -1;
+    }
+    int rc = known_keys(c, root, "at the top", top_keys, T_COUNT, v);
+    if (rc == -2) {
+        return -1;
+    }
+    long long version = 0;
+    if (v[T_VERSION] == NULL) {
+        fail(c, root, "version is missing: write version: 1 as the first line");
+        rc = -1;
+    }
+    else if (get_count(c, v[T_VERSION], "version", 1, 1, "1", &version) < 0) {
+        rc = -1;
+    }
+    t->version = (int)version;
+    if (v[T_BUDGET] && get_level(c, v[T_BUDGET], "budget", 1, &t->budget) < 0) {
+        rc = -1;
+    }
+    if (v[T_NOTICE]) {
+        const char *s = scalar(c, v[T_NOTICE], "notice", "a size such as 512MiB, or off");
+        if (s == NULL) {
+            rc = -1;
+        }
+        else if (strcmp(s, "off") == 0) {
+            t->notice.kind = MT_LEVEL_OFF;
+        }
+        else if (get_size(c, v[T_NOTICE], "notice", &t->notice.bytes) < 0) {
+            rc = -1;
+        }
+        else {
+            t->notice.kind = MT_LEVEL_BYTES;
+        }
+    }
+    if (v[T_PROTECT] &&
+        get_strings(c, v[T_PROTECT], "protect", "[model, cfg_*]", &t->protect) < 0) {
+        rc = -1;
+    }
+    if (v[T_RULES] && parse_rules(c, v[T_RULES], t) < 0) {
+        rc = -1;
+    }
+    return rc;
+}
+
+static int
+by_position(const void *a, const void *b)
+{
+    const mt_rules_error *x = a, *y = b;
+    if (x->line != y->line) {
+        return x->line < y->line ? -1 : 1;
+    }
+    return x->column < y->column ? -1 : x->column > y->column;
+}
+
+int
+mt_rules_parse(const char *text, size_t len, mt_rules_table *out, mt_rules_errors *errors)
+{
+    yaml_parser_t parser;
+    yaml_document_t doc, next;
+    mt_rules_table t;
+    ctx c = {.doc = &doc, .errors = errors};
+    int rc = -1, have_doc = 0;
+
+    memset(errors, 0, sizeof *errors);
+    memset(&t, 0, sizeof t);
+    if (len > MT_RULES_MAX_FILE_BYTES) {
+        yaml_mark_t start = {0, 0, 0};
+        error_at_mark(errors, start,
+                      "the file is %zu bytes; a rules file is a few KiB (at most %d "
+                      "bytes): is this the right file?",
+                      len, MT_RULES_MAX_FILE_BYTES);
+        return -1;
+    }
+    if (!yaml_parser_initialize(&parser)) {
+        return -2;
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING);
+    if (!yaml_parser_load(&parser, &doc)) {
+        rc = yaml_failure(&parser, text, len, errors);
+        goto done;
+    }
+    have_doc = 1;
+    if (yaml_document_get_root_node(&doc) != NULL) {
+        if (!yaml_parser_load(&parser, &next)) {
+            rc = yaml_failure(&parser, text, len, errors);
+            goto done;
+        }
+        yaml_node_t *second = yaml_document_get_root_node(&next);
+        if (second != NULL) {
+            error_at_mark(errors, next.start_mark,
+                          "a second document starts here: a rules file "
+                          "holds one; remove the '---' and what follows, or merge them");
+        }
+        yaml_document_delete(&next);
+        if (second != NULL) {
+            goto done;
+        }
+    }
+    rc = parse_document(&c, &t);
+    if (c.out_of_memory) {
+        rc = -2;
+    }
+done:
+    if (rc == 0) {
+        *out = t;
+    }
+    else {
+        mt_rules_table_free(&t);
+        if (rc == -1 && errors->len == 0) { /* every failure above says why; be sure */
+            yaml_mark_t start = {0, 0, 0};
+            error_at_mark(errors, start, "cannot read the rules");
+        }
+        /* In the order of the file, as an editor lists them. */
+        qsort(errors->items, (size_t)errors->len, sizeof errors->items[0], by_position);
+    }
+    if (have_doc) {
+        yaml_document_delete(&doc);
+    }
+    yaml_parser_delete(&parser);
+    return rc;
+}

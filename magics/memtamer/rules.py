@@ -1,0 +1,320 @@
+"""The rules file's glue: find it, load it, re-read it when it changes, and
+run the actions the engine asks for.  The parsing is C (kernelext/rules.c),
+so is the choice of what to act on (kernelext/policy.c); the actions are
+%shrink's (shrinker.run), between cells, in the kernel's main thread."""
+
+import gc
+import os
+
+from IPython.core.error import UsageError
+
+from . import _core, shrinker
+from .sizes import format_size
+
+ENVIRONMENT_VARIABLE = "MEMTAMER_RULES"
+FILE_NAMES = ("memtamer.yaml", ".memtamer.yaml")
+PAST_TENSE = {"compress": "compressed", "spill": "spilled", "downcast": "downcast",
+              "pack": "packed", "del": "deleted", "clear_output_cache": "dropped"}
+
+
+def discover(cwd=None, environ=None):
+    """The rules file in force for a kernel started in cwd: $MEMTAMER_RULES;
+    else the first memtamer.yaml or .memtamer.yaml in cwd or a parent, up to
+    the home directory or the root; else $XDG_CONFIG_HOME/memtamer/rules.yaml
+    (~/.config by default).  None when there is none."""
+    environ = os.environ if environ is None else environ
+    if environ.get(ENVIRONMENT_VARIABLE):
+        return environ[ENVIRONMENT_VARIABLE]
+    home = os.path.realpath(os.path.expanduser("~"))
+    directory = os.path.realpath(cwd or os.getcwd())
+    while True:
+        for name in FILE_NAMES:
+            path = os.path.join(directory, name)
+            if os.path.isfile(path):
+                return path
+        parent = os.path.dirname(directory)
+        if directory == home or parent == directory:
+            break
+        directory = parent
+    config = environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    path = os.path.join(config, "memtamer", "rules.yaml")
+    return path if os.path.isfile(path) else None
+
+
+def _read(path):
+    """(bytes, errors): the file's content, or the reason it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(), []
+    except OSError as exc:
+        return None, [f"{path}: cannot read it: {exc.strerror}"]
+
+
+def format_errors(path, errors):
+    """FILE:LINE:COL: message, as compilers write them (editors jump there)."""
+    return [f"{path}:{line}:{column}: {message}" if line else f"{path}: {message}"
+            for line, column, message in errors]
+
+
+def check(path):
+    """The errors of the rules file at path as FILE:LINE:COL: message lines;
+    [] when it is valid.  Loads nothing."""
+    text, unreadable = _read(path)
+    return unreadable or format_errors(path, _core.rules_check(text))
+
+
+def add_check_command(subparsers):
+    """`python -m memtamer check FILE...`, for CI and editors."""
+    parser = subparsers.add_parser(
+        "check", help="validate rules files without loading them: FILE:LINE:COL: message "
+                      "for each error; exit status 0 when all are valid, 1 otherwise")
+    parser.add_argument("files", nargs="+", metavar="FILE")
+    parser.set_defaults(run=run_check)
+
+
+def run_check(args):
+    failed = False
+    for path in args.files:
+        errors = check(path)
+        failed = failed or bool(errors)
+        print("\n".join(errors) if errors else f"{path}: ok")
+    return 1 if failed else 0
+
+
+def describe_level(level):
+    kind, value = level
+    return f"{value:g}%" if kind == "percent" else "off" if kind == "off" else format_size(value)
+
+
+def describe_when(when):
+    """The trigger in words: 'cell_retained >= 100 MiB and idle for 3 cells'."""
+    parts = []
+    for key in ("cell_peak", "cell_retained"):
+        if key in when:
+            parts.append(f"{key} >= {format_size(when[key])}")
+    if "memory_above" in when:
+        parts.append(f"memory above {describe_level(when['memory_above'])}"
+                     + (f" until {describe_level(when['until'])}" if "until" in when else ""))
+    if "idle_for" in when:
+        parts.append(f"idle for {when['idle_for']} cells")
+    if when.get("created"):
+        parts.append("created or rebound by the cell")
+    return " and ".join(parts)
+
+
+def describe_rule(rule):
+    """One line: when -> do on what."""
+    when = describe_when(rule["when"])
+    match = rule["match"]
+    what = [f"{key} {', '.join(value)}" for key, value in match.items() if isinstance(value, list)]
+    if "min_size" in match:
+        what.append(f">= {format_size(match['min_size'])}")
+    text = f"{rule['name']}: after each cell" + (f" when {when}" if when else "")
+    text += f" -> {rule['do']}" + "".join(f" {key}={value}" for key, value in rule["options"].items())
+    if what:
+        text += " on " + " ".join(what)
+    if rule["do"] not in ("collect", "notice"):
+        text += f", {rule['order']} first"
+    if rule["do"] != "collect":
+        text += f", at most {rule['max_per_cell']} per cell"
+    if rule["cooldown"]:
+        text += f", cooldown {rule['cooldown']} cells"
+    return text
+
+class Rules:
+    """The rules in force for one shell, the file they came from, and the
+    log of what they did."""
+
+    def __init__(self, shell, extension):
+        self.shell, self.extension = shell, extension
+        self.path = None  # the file in force
+        self.watched, self.mtime = None, None  # the file last read, re-read when it changes
+        self.actions = []
+
+    def start(self):
+        _core.rules_enable(True)
+        self.reload(say_none=False)
+
+    def stop(self):
+        _core.rules_clear()
+
+    def reload(self, say_none=True):
+        """Finds the rules file again and loads it; says which file is in force."""
+        path = discover()
+        if path is None:
+            if say_none:
+                kept = "the rules loaded before stay in force" if self.path else "no rules in force"
+                print(f"memtamer: no rules file (set $MEMTAMER_RULES or write memtamer.yaml); {kept}")
+            return False
+        return self.load(path)
+
+    def load(self, path):
+        """Loads path whole or not at all: with errors the rules in force stay."""
+        try:
+            self.watched, self.mtime = path, os.stat(path).st_mtime_ns
+        except OSError:
+            self.watched, self.mtime = path, None
+        text, unreadable = _read(path)
+        errors = unreadable or format_errors(path, _core.rules_load(text))
+        if errors:
+            kept = (f"the rules from {self.path} stay in force" if self.path
+                    else "no rules in force")
+            print(f"memtamer: {path} was not loaded ({kept}):\n  " + "\n  ".join(errors))
+            return False
+        self.path = path
+        table = _core.rules_table()
+        self._apply_settings(table)
+        count = len(table["rules"])
+        print(f"memtamer: rules from {path} ({count} rule{'s' if count != 1 else ''})")
+        return True
+
+    def _apply_settings(self, table):
+        if table["budget"] is not None:
+            kind, value = table["budget"]
+            _core.guard_set_budget(kind, value)
+        if table["notice"] is not None:
+            kind, value = table["notice"]
+            self.extension.notice_threshold = None if kind == "off" else value
+
+    def reload_if_changed(self):
+        """One stat of the file last read; a new modification time reloads it."""
+        if self.watched is None:
+            return
+        try:
+            mtime = os.stat(self.watched).st_mtime_ns
+        except OSError:
+            return
+        if mtime != self.mtime:
+            self.load(self.watched)
+
+    # ---- after each cell ---------------------------------------------------
+
+    def after_cell(self):
+        self.reload_if_changed()
+        actions = _core.policy_evaluate(False)
+        if actions:
+            rules = _core.rules_table()["rules"]
+            when = {rule["name"]: describe_when(rule["when"]) for rule in rules}
+        for action in actions:
+            action["when"] = when[action["rule"]]
+            rows = self._run(action)
+            _core.policy_acted_on(action["rule"], [r["name"] for r in rows
+                                                   if r["name"] in self.shell.user_ns])
+            self.actions.extend(rows)
+            print(notice(action, rows))
+
+    def _run(self, action):
+        do = action["do"]
+        base = {"cell": action["cell"], "rule": action["rule"], "action": do}
+        if do == "notice":
+            return [dict(base, name=name, status="noticed", bytes_before=size, bytes_after=size,
+                         reason="") for name, size in action["targets"]] or \
+                   [dict(base, name=None, status="noticed", bytes_before=action["rss"],
+                         bytes_after=action["rss"], reason="kernel memory")]
+        if do == "collect":
+            before = _core.process()["rss"]
+            gc.collect()
+            _core.trim()
+            return [dict(base, name=None, status="done", bytes_before=before,
+                         bytes_after=_core.process()["rss"], reason="kernel memory")]
+        if do == "clear_output_cache":
+            return [self._drop_output(base, number, size) for number, size in action["targets"]]
+        return self._shrink(base, action)
+
+    def _shrink(self, base, action):
+        """%shrink's action on each target, one at a time, stopping once the
+        kernel is back under the rule's until level."""
+        ns = self.shell.user_ns
+        rows = []
+        for name, _ in action["targets"]:
+            if action["until"] is not None and _core.process()["rss"] < action["until"]:
+                break
+            try:
+                options = dict(action["options"])
+                row = shrinker.run(self.shell, ns, action["do"], [name], options)[name]
+            except UsageError as exc:
+                row = {"status": "refused", "bytes_before": None, "bytes_after": None,
+                       "reason": str(exc)}
+            rows.append(dict(base, name=name, status=row["status"],
+                             bytes_before=row.get("bytes_before"),
+                             bytes_after=row.get("bytes_after"), reason=row.get("reason") or ""))
+        return rows
+
+    def _drop_output(self, base, number, size):
+        """Out[number], and the cache names that show it, go: held by no
+        variable (the engine checked), that frees it."""
+        ns = self.shell.user_ns
+        output = self.shell.history_manager.output_hist
+        value = output.get(number)
+        caches = [f"Out[{number}]"] + [h for h in (f"_{number}", "_", "__", "___")
+                                       if value is not None and ns.get(h) is value]
+        del value
+        shrinker._Purge(self.shell, ns).remove(caches)
+        gc.collect()
+        _core.trim()
+        return dict(base, name=f"Out[{number}]", status="done", bytes_before=size, bytes_after=0,
+                    reason="")
+
+
+def notice(action, rows):
+    """The one line under the cell: rule, what it did, bytes before -> after."""
+    head = f"memtamer rule {action['rule']}: "
+    if action["do"] == "notice":
+        if rows and rows[0]["name"] is None:
+            return (head + f"{action['when'] or 'after the cell'}: "
+                    f"the kernel uses {format_size(action['rss'])}")
+        return head + ", ".join(f"{r['name']} is {format_size(r['bytes_before'])}" for r in rows)
+    if action["do"] == "collect":
+        r = rows[0]
+        return (head + f"collected: kernel {format_size(r['bytes_before'])} -> "
+                f"{format_size(r['bytes_after'])}")
+    parts = []
+    for r in rows:
+        if r["status"] == "done":
+            parts.append(f"{r['name']} {format_size(r['bytes_before'])} -> "
+                         f"{format_size(r['bytes_after'])}")
+        else:
+            parts.append(f"{r['name']} {r['status']}: {r['reason']}")
+    return head + f"{PAST_TENSE[action['do']]} " + ("; ".join(parts) if parts else
+                                                    "nothing: memory already below until")
+
+
+def table_lines(table, path):
+    """%memrules: the file in force and one line per rule."""
+    if table is None:
+        return ["memtamer: no rules in force (set $MEMTAMER_RULES or write memtamer.yaml, "
+                "then %memrules reload)"]
+    lines = [f"memtamer: rules from {path}{'' if table['enabled'] else ' (off: %memrules on)'}"]
+    settings = [f"{key} {describe_level(table[key])}" for key in ("budget", "notice") if table[key]]
+    if table["protect"]:
+        settings.append("protect " + ", ".join(table["protect"]))
+    lines += ["  " + s for s in settings]
+    lines += ["  " + describe_rule(rule) for rule in table["rules"]]
+    return lines
+
+
+def dry_run_lines(actions):
+    """%memrules --dry-run: what each rule would do now."""
+    lines = []
+    for action in actions:
+        targets = ", ".join(f"{name if isinstance(name, str) else f'Out[{name}]'} "
+                            f"({format_size(size)})" for name, size in action["targets"])
+        lines.append(f"{action['rule']}: would {action['do']}"
+                     + (f" {targets}" if targets else " (the whole kernel)")
+                     + (f" until the kernel is under {format_size(action['until'])}"
+                        if action["until"] is not None else ""))
+    return lines
+
+
+def action_lines(actions):
+    """%memreport actions: one line per action the rules took."""
+    if not actions:
+        return ["memtamer: the rules have taken no action yet"]
+    lines = []
+    for a in actions:
+        after = "" if a["status"] != "done" else \
+            f" {format_size(a['bytes_before'])} -> {format_size(a['bytes_after'])}"
+        reason = f" ({a['reason']})" if a["reason"] and a["status"] != "done" else ""
+        lines.append(f"cell {a['cell']}: {a['rule']}: {a['action']} {a['name'] or 'kernel'} "
+                     f"{a['status']}{after}{reason}")
+    return lines

@@ -1,0 +1,313 @@
+"""Rules at work in a real ipykernel: each trigger and action, the notices,
+the actions log, hot reload, protect, allow_delete, a rejected reload that
+keeps the old rules, and a bad file that leaves the extension measuring."""
+
+import itertools
+import os
+import re
+import textwrap
+import time
+
+import pytest
+
+from kernel import Kernel
+from memtamer.rules import discover
+
+MiB = 1024**2
+_clock = itertools.count(1)
+
+
+def write_rules(path, text):
+    """Writes the rules file with a modification time no earlier write had."""
+    path.write_text(textwrap.dedent(text))
+    stamp = time.time_ns() + next(_clock) * 10**9
+    os.utime(path, ns=(stamp, stamp))
+
+
+@pytest.fixture(scope="module")
+def rules_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rules") / "memtamer.yaml"
+    write_rules(path, "version: 1\nrules:\n  - {name: first, when: {cell_peak: 100GiB}, do: notice}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def k(rules_file):
+    kernel = Kernel(env={"MEMTAMER_RULES": str(rules_file)})
+    out = kernel.run("%load_ext memtamer")
+    assert f"memtamer: rules from {rules_file} (1 rule)" in out["stdout"]
+    kernel.run("import numpy as np, memtamer")
+    yield kernel
+    kernel.shutdown()
+
+
+def rule_lines(out):
+    """The rules' notices under a cell (a reload may have said its line first)."""
+    return [line for line in out["stdout"].splitlines() if line.startswith("memtamer rule ")]
+
+
+def actions_of(k, rule):
+    return [a for a in k.query("memtamer.report()['actions']") if a["rule"] == rule]
+
+
+def test_idle_arrays_are_compressed_after_n_cells_and_restore_exactly(k, rules_file):
+    write_rules(rules_file, """\
+        version: 1
+        rules:
+          - name: compress-idle
+            when: {idle_for: 2}
+            match: {type: ndarray, min_size: 8MiB, name: "idle_*"}
+            do: compress
+        """)
+    k.run("idle_a = np.arange(2_000_000, dtype=np.float64) % 7\nchecksum = float(idle_a.sum())")
+    out = k.run("pass")
+    assert rule_lines(out) == []  # idle for 1 cell only
+    out = k.run("pass")
+    [line] = rule_lines(out)
+    assert line.startswith("memtamer rule compress-idle: compressed idle_a 15 MiB -> ")
+    assert k.query("type(idle_a).__name__") == "Compressed"
+    [action] = actions_of(k, "compress-idle")
+    assert (action["action"], action["name"], action["status"]) == ("compress", "idle_a", "done")
+    assert 2_000_000 * 8 <= action["bytes_before"] <= 2_000_000 * 8 + 200  # data + header
+    assert action["bytes_after"] < action["bytes_before"] / 4
+    # Reading it restores it, bit for bit.
+    k.run("restored_ok = bool((idle_a == np.arange(2_000_000, dtype=np.float64) % 7).all())")
+    assert k.query("restored_ok") is True
+    assert k.query("type(idle_a).__name__") == "ndarray"
+    # Restored by a read, it is the user's again: idle again, compressed again,
+    # and not before (memtamer's own rebinding does not count as a use).
+    assert rule_lines(k.run("pass")) == []
+    assert rule_lines(k.run("pass"))[0].startswith("memtamer rule compress-idle: compressed idle_a")
+    assert [rule_lines(k.run("pass")) for _ in range(3)] == [[], [], []]  # never twice"
+
+
+def test_no_action_inside_a_running_cell(k, rules_file):
+    write_rules(rules_file, """\
+        version: 1
+        rules:
+          - name: compress-new
+            when: {created: true}
+            match: {name: "inside_*", min_size: 8MiB}
+            do: compress
+        """)
+    out = k.run("inside_a = np.ones(2_000_000)\nprint('during the cell:', type(inside_a).__name__)")
+    during, *_, notice = out["stdout"].splitlines()
+    assert during == "during the cell: ndarray"
+    assert notice.startswith("memtamer rule compress-new: compressed inside_a")
+
+
+def test_created_frames_are_downcast_within_rtol(k, rules_file):
+    write_rules(rules_file, """\
+        version: 1
+        rules:
+          - name: downcast-new
+            when: {created: true}
+            match: {name: "f64_*", dtype: float64}
+            do: downcast
+            rtol: 1e-3
+        """)
+    out = k.run("reference = np.random.default_rng(1).random(1_000_000) + 1\n"
+                "f64_a = reference.copy()\nf64_ints = np.arange(10)")
+    assert "memtamer rule downcast-new: downcast f64_a 7.6 MiB -> 3.8 MiB" in out["stdout"]
+    assert k.query("str(f64_a.dtype)") == "float32"
+    assert k.query("str(reference.dtype)") == "float64"  # not matched by name
+    assert k.query("str(f64_ints.dtype)") == "int64"  # not matched by dtype
+    assert k.query("float((abs(f64_a - reference) / reference).max())") <= 1e-3
+
+
+def test_spill_largest_until_memory_is_under_until(k, rules_file):
+    k.run("spill_small = np.ones(4 * 2**20 // 8)\nspill_big = np.ones(96 * 2**20 // 8)\n"
+          "spill_mid = np.ones(64 * 2**20 // 8)")
+    rss = k.query("memtamer._core.process()['rss']")
+    # Above now; spilling the biggest (96 MiB) alone brings it under until.
+    write_rules(rules_file, f"""\
+        version: 1
+        rules:
+          - name: spill-high
+            when: {{memory_above: {rss - 40 * MiB}, until: {rss - 60 * MiB}}}
+            match: {{name: "spill_*"}}
+            order: largest
+            do: spill
+        """)
+    out = k.run("pass")
+    [line] = rule_lines(out)
+    assert line.startswith("memtamer rule spill-high: spilled spill_big 96 MiB -> ")
+    assert k.query("type(spill_big).__name__") == "memmap"
+    assert k.query("type(spill_mid).__name__") == "ndarray"  # memory was under until
+    assert k.query("float(spill_big.sum())") == 96 * MiB // 8
+
+
+def test_percent_levels_and_dry_run_change_nothing(k, rules_file):
+    k.run("dry_a = np.ones(3 * 2**20)")
+    write_rules(rules_file, """\
+        version: 1
+        rules:
+          - name: spill-any
+            when: {memory_above: 0.001%, until: 0.0001%}
+            match: {name: "dry_*"}
+            do: spill
+        """)
+    k.run("%memrules off")  # the reload happens, the rule does not fire
+    out = k.run("%memrules --dry-run")
+    assert out["stdout"].startswith("spill-any: would spill dry_a (24 MiB) until the kernel is under ")
+    assert k.query("type(dry_a).__name__") == "ndarray"
+    assert actions_of(k, "spill-any") == []
+    k.run("%memrules on")
+    write_rules(rules_file, "version: 1\nrules: []\n")
+    k.run("pass")
+
+
+def test_pack_and_clear_output_cache(k, rules_file):
+    write_rules(rules_file, """\
+        version: 1
+        rules:
+          - name: pack-lists
+            when: {created: true}
+            match: {name: "nums_*"}
+            do: pack
+          - name: drop-outputs
+            match: {min_size: 16MiB}
+            do: clear_output_cache
+        """)
+    out = k.run("nums_a = list(range(1_000_000))")
+    assert "memtamer rule pack-lists: packed nums_a" in out["stdout"]
+    assert k.query("str(nums_a.dtype)") == "int64"  # what np.array() makes: sums stay exact
+    assert k.query("bool((nums_a == np.arange(1_000_000)).all())") is True
+    out = k.run("np.ones(3_000_000)")
+    count = out["execution_count"]
+    assert f"memtamer rule drop-outputs: dropped Out[{count}] 23 MiB -> 0 B" in out["stdout"]
+    assert k.query(f"{count} in Out or '_{count}' in globals()") is False
+    out = k.run("np.ones(10)")  # small: stays
+    assert k.query(f"{out['execution_count']} in Out") is True
+
+
+def test_delete_needs_allow_delete_and_never_touches_protected(k, rules_file):
+    write_rules(rules_file, """\
+        version: 1
+        protect: [tmp_keep]
+        rules:
+          - name: drop-scratch
+            when: {created: true}
+            match: {name: "tmp_*"}
+            do: del
+            allow_delete: true
+        """)
+    out = k.run("tmp_scratch = np.ones(1000)\ntmp_keep = np.ones(1000)")
+    assert "memtamer rule drop-scratch: deleted tmp_scratch" in out["stdout"]
+    assert k.query("'tmp_scratch' in globals()") is False
+    assert k.query("'tmp_keep' in globals()") is True
+
+
+def test_cell_triggers_notice_and_collect(k, rules_file):
+    write_rules(rules_file, """\
+        version: 1
+        rules:
+          - name: heavy-cell
+            when: {cell_retained: 40MiB}
+            do: notice
+          - name: peaky-cell
+            when: {cell_peak: 40MiB}
+            do: collect
+        """)
+    out = k.run("heavy = np.ones(64 * 2**20 // 8)")
+    lines = rule_lines(out)
+    assert lines[0].startswith("memtamer rule heavy-cell: cell_retained >= 40 MiB: the kernel uses ")
+    assert lines[1].startswith("memtamer rule peaky-cell: collected: kernel ")
+    out = k.run("light = 1")
+    assert "memtamer rule" not in out["stdout"]
+    out = k.run("%memreport actions")
+    assert "heavy-cell: notice kernel noticed" in out["stdout"]
+    assert "peaky-cell: collect kernel done" in out["stdout"]
+
+
+def test_rejected_reload_keeps_the_rules_in_force(k, rules_file):
+    write_rules(rules_file, """\
+        version: 1
+        rules:
+          - name: keep-me
+            when: {created: true}
+            match: {name: "kept_*"}
+            do: notice
+        """)
+    k.run("pass")
+    write_rules(rules_file, "version: 1\nrules:\n  - name: broken\n    do: dell\n")
+    out = k.run("kept_a = 1")
+    assert (f"memtamer: {rules_file} was not loaded (the rules from {rules_file} stay in force):\n"
+            f"  {rules_file}:4:9: do: unknown value 'dell': did you mean 'del'?") in out["stdout"]
+    assert "memtamer rule keep-me: kept_a is" in out["stdout"]
+    out = k.run("%memrules")
+    assert "keep-me: after each cell when created or rebound by the cell -> notice" in out["stdout"]
+
+
+def test_top_level_budget_and_notice_apply_like_the_magics(k, rules_file):
+    write_rules(rules_file, "version: 1\nbudget: 50%\nnotice: 8MiB\nrules: []\n")
+    k.run("pass")
+    try:
+        assert k.query("memtamer.budget()['percent']") == 50.0
+        out = k.run("notice_a = np.ones(2 * 2**20)  # 16 MiB")
+        # The heavy-cell notice, now from 8 MiB (16 MiB plus what numpy rounds up).
+        assert re.match(rf"cell {out['execution_count']}: peak \+1[67] MiB", out["stdout"])
+    finally:
+        k.run("%memguard default")
+        k.run("%memtamer --notice 512MiB")
+
+
+def test_bad_file_at_load_leaves_the_extension_measuring(tmp_path):
+    bad = tmp_path / "memtamer.yaml"
+    bad.write_text("version: 1\nrules:\n  - name: x\n    do: del\n")
+    kernel = Kernel(env={"MEMTAMER_RULES": str(bad)})
+    try:
+        out = kernel.run("%load_ext memtamer")
+        assert out["stdout"].startswith(f"memtamer: {bad} was not loaded (no rules in force):\n"
+                                        f"  {bad}:4:9: do: del deletes variables for good")
+        kernel.run("x = bytearray(50 * 2**20)")
+        assert kernel.last_cell()["retained"] > 40 * MiB
+        out = kernel.run("%memrules")
+        assert out["stdout"].startswith("memtamer: no rules in force")
+        out = kernel.run(f"%memrules check {bad}")
+        assert out["stdout"].startswith(f"{bad}:4:9: do: del deletes")
+        write_rules(bad, "version: 1\nrules: []\n")  # fixed: picked up between cells
+        out = kernel.run("pass")
+        assert f"memtamer: rules from {bad} (0 rules)" in out["stdout"]
+    finally:
+        kernel.shutdown()
+
+
+def test_discovery_order(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    project = home / "project" / "sub"
+    project.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    assert discover(project, env) is None
+    (tmp_path / "memtamer.yaml").write_text("")  # above home: never searched
+    assert discover(project, env) is None
+    xdg = tmp_path / "xdg" / "memtamer" / "rules.yaml"
+    xdg.parent.mkdir(parents=True)
+    xdg.write_text("")
+    assert discover(project, env) == str(xdg)
+    (home / ".memtamer.yaml").write_text("")
+    assert discover(project, env) == str(home / ".memtamer.yaml")
+    (home / "project" / "memtamer.yaml").write_text("")
+    assert discover(project, env) == str(home / "project" / "memtamer.yaml")
+    assert discover(project, dict(env, MEMTAMER_RULES="/elsewhere.yaml")) == "/elsewhere.yaml"
+
+
+def test_no_rules_file_then_one_found_by_reload(tmp_path):
+    home = tmp_path / "home"
+    project = home / "project"
+    project.mkdir(parents=True)
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "MEMTAMER_RULES": ""}
+    kernel = Kernel(env=env, cwd=str(project))
+    try:
+        out = kernel.run("%load_ext memtamer")
+        assert "rules" not in out["stdout"] and "failed" not in out["stderr"]
+        assert kernel.run("%memrules")["stdout"].startswith("memtamer: no rules in force")
+        out = kernel.run("%memrules reload")
+        assert out["stdout"] == ("memtamer: no rules file (set $MEMTAMER_RULES or write "
+                                 "memtamer.yaml); no rules in force\n")
+        (project / "memtamer.yaml").write_text("version: 1\nrules: []\n")
+        out = kernel.run("%memrules reload")
+        assert out["stdout"] == f"memtamer: rules from {project / 'memtamer.yaml'} (0 rules)\n"
+    finally:
+        kernel.shutdown()

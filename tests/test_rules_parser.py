@@ -1,0 +1,397 @@
+"""The rules file parser (kernelext/rules.c): good documents load into the
+table they say, bad ones are rejected whole with FILE:LINE:COL errors, and
+nothing (random bytes, mutated YAML, alias bombs) crashes it."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from memtamer import _core
+from memtamer.rules import check, format_errors
+from memtamer.sizes import parse_share, parse_size
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MiB, GiB = 1024**2, 1024**3
+
+GOOD = textwrap.dedent("""\
+    version: 1
+    budget: 80%
+    notice: 512MiB
+    protect: [model, cfg_*]
+    rules:
+      - name: compress-idle-arrays
+        when: {idle_for: 3}
+        match: {type: ndarray, min_size: 256MiB}
+        do: compress
+        codec: zstd
+        level: 7
+      - name: spill-when-high
+        when:
+          memory_above: 80%
+          until: 70%
+        match: {type: [ndarray, DataFrame], dtype: float64}
+        order: idle
+        do: spill
+        max_per_cell: 2
+        cooldown: 3
+      - name: drop-big-outputs
+        match: {min_size: 100MiB}
+        do: clear_output_cache
+      - name: shrink-new-frames
+        when: {created: true}
+        match: {type: DataFrame, name: "df_*"}
+        do: downcast
+        rtol: 1e-4
+        to: float32
+      - name: delete-scratch
+        when: {cell_peak: 2GiB, cell_retained: 1.5G}
+        match: {name: [tmp_*, scratch]}
+        do: del
+        allow_delete: true
+      - name: warn
+        when: {memory_above: 2GiB}
+        do: notice
+      - name: tidy
+        when: {cell_retained: 500MB}
+        do: collect
+    """)
+
+
+def load(text):
+    return _core.rules_check(text.encode() if isinstance(text, str) else text)
+
+
+def at(text, needle):
+    """(line, column), 1-based, of needle, which occurs once in text."""
+    assert text.count(needle) == 1, needle
+    index = text.index(needle)
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+@pytest.fixture
+def no_rules():
+    yield
+    _core.rules_clear()
+
+
+def test_good_document_loads_into_the_table_it_says(no_rules):
+    assert _core.rules_load(GOOD.encode()) == []
+    table = _core.rules_table()
+    assert table["version"] == 1
+    assert table["budget"] == ("percent", 80.0)
+    assert table["notice"] == ("bytes", 512 * MiB)
+    assert table["protect"] == ["model", "cfg_*"]
+    rules = {r["name"]: r for r in table["rules"]}
+    assert list(rules) == ["compress-idle-arrays", "spill-when-high", "drop-big-outputs",
+                           "shrink-new-frames", "delete-scratch", "warn", "tidy"]
+    r = rules["compress-idle-arrays"]
+    assert (r["line"], r["when"], r["match"], r["do"], r["options"], r["order"],
+            r["max_per_cell"], r["cooldown"]) == (
+        at(GOOD, "name: compress")[0], {"idle_for": 3}, {"type": ["ndarray"], "min_size": 256 * MiB},
+        "compress", {"codec": "zstd", "level": 7}, "largest", 4, 0)
+    r = rules["spill-when-high"]
+    assert r["when"] == {"memory_above": ("percent", 80.0), "until": ("percent", 70.0)}
+    assert r["match"] == {"type": ["ndarray", "DataFrame"], "dtype": ["float64"]}
+    assert (r["order"], r["max_per_cell"], r["cooldown"]) == ("idle", 2, 3)
+    assert rules["drop-big-outputs"]["match"] == {"min_size": 100 * MiB}
+    assert rules["shrink-new-frames"]["options"] == {"rtol": 1e-4, "to": "float32"}
+    assert rules["shrink-new-frames"]["when"] == {"created": True}
+    r = rules["delete-scratch"]
+    assert r["when"] == {"cell_peak": 2 * GiB, "cell_retained": int(1.5 * GiB)}
+    assert r["match"] == {"name": ["tmp_*", "scratch"]} and r["allow_delete"] is True
+    assert rules["warn"]["when"] == {"memory_above": ("bytes", 2 * GiB)}
+    assert rules["tidy"]["when"] == {"cell_retained": 500 * 1000**2}
+
+
+# Each bad document, the text its error points at, and words of the message.
+BAD = [
+    ("version: 1\nrules:\n  - name: a\n    wehn: {idle_for: 2}\n    do: compress\n",
+     "wehn", "unknown key 'wehn' in a rule: did you mean 'when'?"),
+    ("version: 1\nrules:\n  - name: a\n    do: compres\n", "compres", "did you mean 'compress'?"),
+    ("version: 1\nrules:\n  - name: a\n    match: {min_sise: 1MiB}\n    do: spill\n",
+     "min_sise", "did you mean 'min_size'?"),
+    ("version: 1\nrulez: []\n", "rulez", "did you mean 'rules'?"),
+    ("version: 1\nrules:\n  - name: a\n    do: spill\n    max_per_cell: lots\n", "lots",
+     "max_per_cell: 'lots' is not a whole number"),
+    ("version: 1\nrules:\n  - name: a\n    do: spill\n    match: {min_size: [1, 2]}\n", "[1, 2]",
+     "min_size: expected a size such as 256MiB, not a list"),
+    ("version: 1\nrules:\n  - name: a\n    do: spill\n    match: {min_size: 12 parsecs}\n",
+     "12 parsecs", "min_size: '12 parsecs' is not a size"),
+    ("version: 1\nrules:\n  - name: a\n    do: compress\n    level: 12\n", "12",
+     "level: 12 is out of range: write a whole number from 0 to 9"),
+    ("version: 1\nbudget: 180%\n", "180%", "budget: '180%' is neither a size nor a percentage"),
+    ("version: 2\n", "2", "version: 2 is out of range"),
+    ("budget: 80%\n", "budget", "version is missing: write version: 1"),
+    ("version: 1\nrules:\n  - name: a\n    do: notice\n  - name: a\n    do: collect\n",
+     "name: a\n    do: collect", "duplicate rule name 'a' (first at line 3)"),
+    ("version: 1\nrules:\n  - name: a\n    do: notice\n    do: collect\n", "do: collect",
+     "duplicate key 'do' in a rule (first at line 4)"),
+    ("version: 1\nrules:\n  - name: a\n    when: {memory_above: 70%, until: 80%}\n    do: spill\n",
+     "80%", "until: the rule can never fire"),
+    ("version: 1\nrules:\n  - name: a\n    when: {created: true, idle_for: 2}\n    do: spill\n",
+     "2}", "idle_for: the rule can never fire"),
+    ("version: 1\nprotect: [model]\nrules:\n  - name: a\n    match: {name: model}\n    do: spill\n",
+     "{name", "match: the rule can never fire: every name it matches is in protect"),
+    ("version: 1\nrules:\n  - name: a\n    until: 3\n    do: spill\n", "until",
+     "unknown key 'until' in a rule"),
+    ("version: 1\nrules:\n  - name: a\n    when: {until: 70%}\n    do: spill\n", "70%",
+     "until: only goes with memory_above"),
+    ("version: 1\nrules:\n  - name: a\n    do: del\n", "del",
+     "do: del deletes variables for good: add allow_delete: true"),
+    ("version: 1\nrules:\n  - name: a\n    do: spill\n    codec: zstd\n", "zstd",
+     "codec: applies to do: compress, not do: spill"),
+    ("version: 1\nrules:\n  - name: a\n    do: compress\n    codec: brotli\n", "brotli",
+     "codec: 'brotli' is not a codec here"),
+    ("version: 1\nrules:\n  - name: a\n    do: collect\n    match: {min_size: 1MiB}\n", "{min",
+     "match: do: collect acts on the whole kernel; remove match"),
+    ("version: 1\nrules:\n  - do: spill\n", "do: spill", "this rule has no name"),
+    ("version: 1\nrules:\n  - name: a\n", "name: a", "this rule has no do"),
+    ("version: 1\nrules:\n  - name: a\n    do: !!python/object:os.system spill\n", "!!python",
+     "is not allowed: a rules file holds plain values"),
+    ("version: 1\nrules: [\n", "", "YAML syntax:"),
+    ("version: 1\nrules:\n  - name: a\n   do: spill\n", "do", "YAML syntax:"),
+    ("version: 1\n---\nversion: 1\n", "---", "a second document starts here"),
+    ("", "", "the file is empty"),
+    ("- version: 1\n", "- version", "the file must be a mapping"),
+]
+
+
+@pytest.mark.parametrize("text,where,words", BAD, ids=[b[2][:40] for b in BAD])
+def test_each_error_says_where_and_what_to_write(text, where, words, no_rules):
+    errors = load(text)
+    assert errors, "the document must be rejected"
+    line, column, message = errors[0]
+    assert words in message
+    if where == "" and "syntax" in words:  # an unclosed list: libyaml sees it at the end
+        assert line >= 2
+    elif where == "":
+        assert (line, column) == (1, 1)
+    elif words.startswith("YAML syntax") and where == "do":
+        assert line == 4  # the misindented key
+    else:
+        assert (line, column) == at(text, where), message
+
+
+def test_syntax_error_position_is_libyamls_mark_made_human():
+    text = "version: 1\nrules:\n  - name: 'unterminated\n"
+    [(line, column, message)] = load(text)
+    # libyaml's marks are 0-based; the error must be 1-based.
+    assert line >= 3 and column >= 1 and "YAML syntax" in message
+
+
+def test_file_errors_read_as_compilers_write_them(tmp_path):
+    path = tmp_path / "memtamer.yaml"
+    path.write_text("version: 1\nrules:\n  - name: a\n    do: spil\n")
+    assert check(str(path)) == [f"{path}:4:9: do: unknown value 'spil': did you mean 'spill'? "
+                                "(use one of notice, compress, spill, downcast, pack, "
+                                "clear_output_cache, del, collect)"]
+    assert format_errors("f", [(0, 0, "whole file")]) == ["f: whole file"]
+    assert check(str(tmp_path / "missing.yaml"))[0].endswith("cannot read it: No such file or directory")
+
+
+def test_python_m_memtamer_check_exit_status(tmp_path):
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(GOOD)
+    bad.write_text("version: 1\nrules:\n  - name: a\n    do: del\n")
+    ok = subprocess.run([sys.executable, "-m", "memtamer", "check", str(good)],
+                        capture_output=True, text=True, cwd=tmp_path)
+    assert (ok.returncode, ok.stdout) == (0, f"{good}: ok\n")
+    failed = subprocess.run([sys.executable, "-m", "memtamer", "check", str(good), str(bad)],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert failed.returncode == 1
+    assert failed.stdout.splitlines()[1].startswith(f"{bad}:4:9: do: del deletes variables")
+
+
+def billion_laughs(levels=10, width=10):
+    lines = ["version: 1", "protect: &l0 [" + ", ".join(["lol"] * width) + "]"]
+    lines += [f"notice: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_bomb_is_refused_not_expanded():
+    # Written out, this document would be 10**10 strings; it must be refused at once.
+    errors = load(billion_laughs())
+    assert errors
+    bomb = ("version: 1\nrules:\n  - &r {name: a, do: notice}\n"
+            + "".join(f"  - *r\n" for _ in range(5)))
+    assert "duplicate rule name 'a'" in load(bomb)[0][2]
+    # Aliases count each time they are used: a wide fan-out hits the bound.
+    fan = ("version: 1\nrules:\n  - {name: r0, do: spill, match: {name: &p ["
+           + ", ".join(["x"] * 200) + "]}}\n"
+           + "".join(f"  - {{name: r{i}, do: spill, match: {{name: *p}}}}\n" for i in range(1, 600)))
+    messages = [m for _, _, m in load(fan)]
+    assert any("more than 100000 values" in m for m in messages)
+
+
+def test_rejected_document_keeps_the_rules_in_force(no_rules):
+    assert _core.rules_load(GOOD.encode()) == []
+    before = _core.rules_table()
+    assert _core.rules_load(b"version: 1\nrules:\n  - name: x\n    do: del\n")
+    assert _core.rules_table() == before
+    assert _core.rules_load(b"version: 1\nrules:\n  - {name: only, do: collect}\n") == []
+    assert [r["name"] for r in _core.rules_table()["rules"]] == ["only"]
+
+
+# ---- sizes: the C parser agrees with the magics' -------------------------
+
+sizes = st.builds(lambda n, frac, unit, space: f"{n}{frac}{space}{unit}",
+                  st.integers(0, 10**6), st.sampled_from(["", ".5", ".25", "."]),
+                  st.sampled_from(["", "b", "K", "kb", "KiB", "m", "MB", "MiB", "g", "GB", "GiB",
+                                   "T", "tb", "TiB", "x", "MiBs"]), st.sampled_from(["", " "]))
+
+
+@given(sizes)
+def test_sizes_parse_as_the_magics_parse_them(text):
+    try:
+        expected = ("bytes", parse_size(text))
+    except ValueError:
+        expected = None
+    try:
+        got = _core.parse_level(text)
+    except ValueError:
+        got = None
+    assert got == expected
+
+
+@given(st.floats(0, 200, allow_nan=False).map(lambda p: f"{p:.3f}%"))
+def test_percentages_parse_as_the_magics_parse_them(text):
+    try:
+        expected = parse_share(text)
+    except ValueError:
+        expected = None
+    try:
+        got = _core.parse_level(text)
+    except ValueError:
+        got = None
+    assert got == expected
+
+
+# ---- never crashes, always loads or rejects whole ------------------------
+
+LINES = GOOD.splitlines(keepends=True)
+FRAGMENTS = ["&a ", "*a", "!!str ", "!!python/object ", "- ", ": ", "{", "}", "[", "]", "'", '"',
+             "\t", "#", "---\n", "...\n", "%YAML 1.1\n", "\x00", "\xff", "é", "   ", "\n", "?", "|",
+             ">", "@", "`", "version: 1\n", "-1", "1e999", "99999999999999999999MiB", "nan%"]
+
+
+@st.composite
+def mutated_documents(draw):
+    lines = list(LINES)
+    for _ in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(["drop", "duplicate", "insert", "swap", "indent"]))
+        i = draw(st.integers(0, len(lines) - 1))
+        if kind == "drop" and len(lines) > 1:
+            del lines[i]
+        elif kind == "duplicate":
+            lines.insert(i, lines[i])
+        elif kind == "insert":
+            line = lines[i]
+            j = draw(st.integers(0, len(line)))
+            lines[i] = line[:j] + draw(st.sampled_from(FRAGMENTS)) + line[j:]
+        elif kind == "swap":
+            k = draw(st.integers(0, len(lines) - 1))
+            lines[i], lines[k] = lines[k], lines[i]
+        else:
+            lines[i] = " " * draw(st.integers(0, 5)) + lines[i].lstrip(" ")
+    return "".join(lines).encode("utf-8", "surrogatepass")
+
+
+def loads_or_rejects_whole(document):
+    marker = b"version: 1\nrules:\n  - {name: marker, do: collect}\n"
+    assert _core.rules_load(marker) == []
+    errors = _core.rules_load(document)
+    table = _core.rules_table()
+    assert isinstance(errors, list)
+    for line, column, message in errors:
+        assert line >= 0 and column >= 0 and message
+    if errors:
+        assert [r["name"] for r in table["rules"]] == ["marker"]
+    else:
+        assert _core.rules_check(document) == []
+    _core.rules_clear()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_documents())
+def test_mutated_yaml_loads_or_is_rejected_whole(document):
+    loads_or_rejects_whole(document)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_random_bytes_never_crash(document):
+    loads_or_rejects_whole(document)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("versionrulesdomatchwhen:-{}[]&*!, \n'\"0123456789%")),
+               max_size=200))
+def test_random_yaml_like_text_never_crashes(document):
+    loads_or_rejects_whole(document.encode())
+
+
+# ---- the same inputs under AddressSanitizer and UBSan --------------------
+
+def corpus(directory):
+    """The good and bad documents above, mutations and random bytes, as files."""
+    import random
+
+    rng = random.Random(10)
+    documents = [GOOD.encode(), billion_laughs().encode()] + [b[0].encode() for b in BAD]
+    documents.append(("version: 1\nrules:\n  - {name: r0, do: spill, match: {name: &p ["
+                      + ", ".join(["x"] * 200) + "]}}\n"
+                      + "".join(f"  - {{name: r{i}, do: spill, match: {{name: *p}}}}\n"
+                                for i in range(1, 600))).encode())
+    documents.append(b"[" * 5000 + b"]" * 5000)
+    documents.append(b"a: " + b"{b: " * 3000 + b"1" + b"}" * 3000)
+    for _ in range(400):
+        lines = list(LINES)
+        for _ in range(rng.randint(1, 6)):
+            i = rng.randrange(len(lines))
+            j = rng.randint(0, len(lines[i]))
+            choice = rng.random()
+            if choice < 0.4:
+                lines[i] = lines[i][:j] + rng.choice(FRAGMENTS) + lines[i][j:]
+            elif choice < 0.6 and len(lines) > 1:
+                del lines[i]
+            elif choice < 0.8:
+                lines.insert(i, lines[i])
+            else:
+                lines[i] = lines[i][:j]
+        documents.append("".join(lines).encode("utf-8", "surrogatepass"))
+    for _ in range(200):
+        documents.append(bytes(rng.randrange(256) for _ in range(rng.randint(0, 300))))
+    paths = []
+    for n, document in enumerate(documents):
+        path = directory / f"doc{n:04d}.yaml"
+        path.write_bytes(document)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+def test_parser_under_address_and_undefined_behaviour_sanitizers(tmp_path):
+    exe = tmp_path / "rules_driver"
+    build = subprocess.run(
+        ["cc", "-std=c11", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+         "-fno-omit-frame-pointer", "-Wall", "-Wextra", "-Werror", "-I", os.path.join(ROOT, "include"),
+         os.path.join(ROOT, "tests/c/rules_driver.c"), os.path.join(ROOT, "kernelext/rules.c"),
+         "-lyaml", "-lblosc", "-lm", "-o", str(exe)],
+        capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    paths = corpus(tmp_path)
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
+               UBSAN_OPTIONS="print_stacktrace=1")
+    result = subprocess.run([str(exe)] + paths, capture_output=True, text=True, env=env, timeout=120)
+    assert "Sanitizer" not in result.stderr and "runtime error" not in result.stderr, result.stderr[-3000:]
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    out = result.stdout.splitlines()
+    assert f"{paths[0]}: ok 7" in out  # the good document loads in the driver too
+    assert any(line.startswith(paths[1] + ":") and "ok" not in line for line in out)
