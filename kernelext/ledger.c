@@ -11,8 +11,10 @@
 #define DEFAULT_CELL_BUDGET 0.05
 #define DEFAULT_REPORT_BUDGET 10.0
 /* A variable a cell only read is walked again (it may have grown in place)
- * when its last walk was this cheap; bigger ones wait for the report. */
-#define REWALK_MAX_OBJECTS 100000
+ * when its last walk followed fewer references than this (about a
+ * millisecond); bigger ones keep their figure until the report walks them:
+ * reading a huge list costs a cell nothing. */
+#define REWALK_MAX_VISITS 100000
 /* Objects at least this big are followed for shares between roots. */
 #define BIG_OBJECT_BYTES (64 * 1024)
 #define UNNAMED_HOLDER "<unnamed reference>"
@@ -316,7 +318,7 @@ scan(mt_ledger *l, long long cell, PyObject *reads, PyObject *walk)
         if (read && !created) {
             e->used = cell;
         }
-        if (walk != NULL && (changed || (read && e->objects < REWALK_MAX_OBJECTS)) &&
+        if (walk != NULL && (changed || (read && e->visits < REWALK_MAX_VISITS)) &&
             PyList_Append(walk, name) < 0) {
             return -1;
         }
@@ -327,6 +329,15 @@ scan(mt_ledger *l, long long cell, PyObject *reads, PyObject *walk)
         }
     }
     return 0;
+}
+
+static void
+record_walk(mt_ledger_entry *e, const mt_walker_totals *t)
+{
+    e->bytes = t->bytes;
+    e->estimate = t->estimate;
+    e->visits = t->visits;
+    e->complete = t->complete;
 }
 
 /* Deep sizes of the names in walk, until the deadline; names left over
@@ -344,21 +355,17 @@ size_names(mt_ledger *l, PyObject *walk, double deadline)
         if (i < 0 || value == NULL) {
             continue;
         }
-        long long bytes = -1, objects = 0;
-        int complete = 0;
+        mt_walker_totals t = {.bytes = -1, .estimate = -1};
         double left = deadline - mt_monotonic_seconds();
         if (left > 0) {
             Py_INCREF(value);
-            int rc = mt_walker_deep_size(value, l->barriers, left, &bytes, &objects, &complete);
+            int rc = mt_walker_deep_size(value, l->barriers, left, &t);
             Py_DECREF(value);
             if (rc < 0) {
                 return -1;
             }
         }
-        mt_ledger_entry *e = &l->entries[i];
-        e->bytes = bytes;
-        e->objects = objects;
-        e->complete = complete;
+        record_walk(&l->entries[i], &t);
     }
     return 0;
 }
@@ -642,9 +649,7 @@ variable_dict(mt_ledger *l, const mt_walker *w, Py_ssize_t r, PyObject *objs, Py
     long long created = -1, rebound = -1, used = -1;
     if (i >= 0) {
         mt_ledger_entry *e = &l->entries[i];
-        e->bytes = t->bytes;
-        e->objects = t->objects;
-        e->complete = t->complete;
+        record_walk(e, t);
         created = e->created;
         rebound = e->rebound;
         used = e->used;
@@ -657,6 +662,7 @@ variable_dict(mt_ledger *l, const mt_walker *w, Py_ssize_t r, PyObject *objs, Py
         mt_set(d, "bytes", PyLong_FromLongLong(t->bytes)) < 0 ||
         mt_set(d, "exclusive", t->complete ? PyLong_FromLongLong(t->exclusive) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "complete", PyBool_FromLong(t->complete)) < 0 ||
+        mt_set(d, "estimate", t->complete ? Py_NewRef(Py_None) : PyLong_FromLongLong(t->estimate)) < 0 ||
         mt_set(d, "holders", labels_of(labels, holders, nholders, t->held_elsewhere)) < 0 ||
         mt_set(d, "shares", shares_of(w, r, labels, value, first)) < 0 ||
         mt_set(d, "created_cell", cell_or_none(created)) < 0 ||
@@ -883,6 +889,7 @@ mt_ledger_py_names(PyObject *module, PyObject *Py_UNUSED(unused))
             mt_set(d, "last_used_cell", cell_or_none(e->used)) < 0 ||
             mt_set(d, "bytes", mt_size_or_none(e->bytes)) < 0 ||
             mt_set(d, "complete", PyBool_FromLong(e->complete)) < 0 ||
+            mt_set(d, "estimate", e->complete ? Py_NewRef(Py_None) : mt_size_or_none(e->estimate)) < 0 ||
             PyDict_SetItem(names, e->name, d) < 0) {
             Py_XDECREF(d);
             Py_CLEAR(names);
