@@ -53,6 +53,7 @@ class _Extension:
         self.notice_threshold = DEFAULT_NOTICE_THRESHOLD
         self.magics = None
         self.guard = None
+        self.user_ns = None  # the namespace the ledger follows
         self._warned = set()
 
     def report(self):
@@ -66,10 +67,7 @@ class _Extension:
         self.shell.events.register("post_run_cell", self.post_run_cell)
         self.magics = MemtamerMagics(self.shell, self)
         self.shell.register_magics(self.magics)
-        history = getattr(self.shell, "history_manager", None)
-        _core.ledger_attach(self.shell.user_ns, getattr(self.shell, "user_ns_hidden", None),
-                            getattr(history, "output_hist", None), self.shell,
-                            getattr(self.shell, "transform_cell", None))
+        self._attach_ledger()
         from .guard import Guard
 
         self.guard = Guard(self.shell)
@@ -78,6 +76,13 @@ class _Extension:
         for figure in ("peak_rss", "heap_peak_increment"):
             if figure in unavailable:
                 print(f"memtamer: {figure} is unavailable here: {unavailable[figure]}")
+
+    def _attach_ledger(self):
+        history = getattr(self.shell, "history_manager", None)
+        self.user_ns = self.shell.user_ns
+        _core.ledger_attach(self.user_ns, getattr(self.shell, "user_ns_hidden", None),
+                            getattr(history, "output_hist", None), self.shell,
+                            getattr(self.shell, "transform_cell", None))
 
     def stop(self):
         if self.guard is not None:
@@ -110,6 +115,12 @@ class _Extension:
                 print(restore_notice(restored))
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("restoring compressed variables", exc)
+        try:
+            # embed_kernel(local_ns=...) replaces the namespace after extensions load.
+            if self.shell.user_ns is not self.user_ns:
+                self._attach_ledger()
+        except Exception as exc:  # noqa: BLE001 - a callback must not raise
+            self._warn_once("following the shell's namespace", exc)
         try:
             count = self.shell.execution_count if getattr(info, "store_history", True) else None
             _core.cell_begin(count, info.raw_cell or "")
