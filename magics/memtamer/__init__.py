@@ -35,10 +35,13 @@ def deep_size(obj, budget=None):
     their base once, pandas objects their arrays and Python objects).
 
     With a budget in seconds, a walk cut short raises TimeoutError whose
-    ``at_least`` attribute holds the figure so far: never a silent undercount."""
+    ``at_least`` attribute holds the figure so far: never a silent undercount.
+    So does a walk that reaches the walker's memory cap (more shared objects
+    or deeper nesting than it keeps track of)."""
     size, complete = _core.deep_size(obj, budget)
     if not complete:
-        error = TimeoutError(f"deep_size: the walk ran out of its {budget} s budget "
+        limit = "its memory cap" if budget is None else f"its {budget} s budget or its memory cap"
+        error = TimeoutError(f"deep_size: the walk stopped at {limit} "
                              f"after at least {format_size(size)}")
         error.at_least = size
         raise error
