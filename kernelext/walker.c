@@ -582,7 +582,7 @@ visit(mt_walker *w, PyObject *child, int single, int32_t charge, uint8_t revisit
             t->bytes += size;
             t->objects++;
         }
-        return open_frame(w, child, charge, revisit, 0);
+        return open_frame(w, child, charge, revisit, revisit ? 0 : 1);
     }
     /* [0] * n, [s] * n: the same object over and over. */
     Py_ssize_t idx = child == w->last_key ? w->last_idx : find_or_add(w, child);

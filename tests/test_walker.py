@@ -371,3 +371,11 @@ def test_peak_is_never_below_the_start(tmp_path):
     assert record["rss_before"] == 1000 * page
     assert record["retained"] == -72 * 1024
     assert record["peak_increment"] == 0
+
+
+def test_holders_through_containers_with_one_reference(namespace):
+    # The inner list and tuple have one reference each: sized in place, not
+    # looked up, yet the edge they hold to arr is counted.
+    namespace["arr"] = np.ones(10_000)
+    namespace["nest"] = {"k": [(namespace["arr"],)]}
+    assert by_name(_core.variables())["arr"]["holders"] == ["nest"]
