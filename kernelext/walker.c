@@ -58,6 +58,7 @@ typedef struct {
     PyObject *pending;   /* visited before the next child: a value, an array's base */
     PyObject **children; /* F_CHILDREN */
     Py_ssize_t pos, len; /* next index or dict position; len of children */
+    Py_ssize_t held;     /* children allocated, counted in children_held */
     Py_ssize_t done;     /* dict pairs and set items taken, for the estimate */
     long long bytes_before; /* the root's bytes when the frame opened */
     int32_t charge; /* the entry refcount-1 children are charged to */
@@ -330,11 +331,14 @@ count_child(PyObject *o, void *arg)
     return 0;
 }
 
+/* What visit would skip is not taken: a class's type comes last in its
+ * instances' tp_traverse, and the last child is the one that replaces its
+ * parent on the stack. */
 static int
 take_child(PyObject *o, void *arg)
 {
     frame *f = arg;
-    if (o != NULL) {
+    if (o != NULL && mt_walker_is_data(o)) {
         f->children[f->len++] = Py_NewRef(o);
     }
     return 0;
@@ -360,8 +364,9 @@ take_children(mt_walker *w, frame *f, PyObject *o)
         PyErr_NoMemory();
         return -1;
     }
-    traverse(o, take_child, f); /* lists the same n: no Python code ran between */
-    w->children_held += f->len;
+    traverse(o, take_child, f); /* at most n: no Python code ran between */
+    w->children_held += n;
+    f->held = n;
     return 0;
 }
 
@@ -441,7 +446,7 @@ close_frame(mt_walker *w)
     for (Py_ssize_t i = f->pos; i < f->len; i++) {
         Py_XDECREF(f->children[i]);
     }
-    w->children_held -= f->len;
+    w->children_held -= f->held;
     PyMem_RawFree(f->children);
 }
 
@@ -555,6 +560,30 @@ next_child(frame *f, PyObject **child, int *single)
     *single = Py_REFCNT(c) == 1;
     *child = Py_NewRef(c);
     return 1;
+}
+
+/* Nonzero when next_child would say the end; only where that is cheap
+ * to tell (a set's iterator cannot be asked). */
+static int
+no_children_left(const frame *f)
+{
+    Py_ssize_t pos = f->pos;
+    if (f->pending != NULL) {
+        return 0;
+    }
+    switch (f->kind) {
+    case F_SEQUENCE:
+        return f->pos >= Py_SIZE(f->iter ? f->iter : f->obj);
+    case F_DICT:
+    case F_VALUES:
+        return !PyDict_Next(f->iter ? f->iter : f->obj, &pos, NULL, NULL);
+    case F_ARRAY:
+        return ((PyArrayIterObject *)f->iter)->index >= ((PyArrayIterObject *)f->iter)->size;
+    case F_CHILDREN:
+        return f->pos >= f->len;
+    default:
+        return 0;
+    }
 }
 
 /* Counts child (steals it), reached from a container charged to charge
@@ -691,7 +720,14 @@ walk_root(mt_walker *w, int32_t r, PyObject *root)
             close_frame(w);
         }
         else {
-            rc = visit(w, child, single, f->charge, f->revisit, f->refs);
+            int32_t charge = f->charge;
+            uint8_t revisit = f->revisit, refs = f->refs;
+            /* The last child replaces its parent on the stack: a linked
+             * list (node -> attributes -> next node) walks at depth 2. */
+            if (no_children_left(f)) {
+                close_frame(w);
+            }
+            rc = visit(w, child, single, charge, revisit, refs);
         }
     }
     t->estimate = rc == 0 && w->stopped ? estimate(w, t) : t->bytes;

@@ -379,3 +379,21 @@ def test_holders_through_containers_with_one_reference(namespace):
     namespace["arr"] = np.ones(10_000)
     namespace["nest"] = {"k": [(namespace["arr"],)]}
     assert by_name(_core.variables())["arr"]["holders"] == ["nest"]
+
+
+class Node:
+    def __init__(self, value, next_node):
+        self.value, self.next = value, next_node
+
+
+def test_a_long_linked_list_is_walked_to_its_end():
+    head = None
+    for i in range(200_000):  # far deeper than the walker keeps frames for
+        head = Node(float(i), head)
+    nodes, node = [], head
+    while node is not None:
+        nodes.append(node)
+        node = node.next
+    truth = sum(sys.getsizeof(n) + sys.getsizeof(n.__dict__) + sys.getsizeof(n.value) for n in nodes)
+    del nodes, node
+    assert memtamer.deep_size(head) == truth + sum(sys.getsizeof(k) for k in ("value", "next"))
