@@ -424,7 +424,14 @@ size_names(mt_ledger *l, PyObject *walk, double deadline)
             Py_INCREF(value);
             int rc = mt_walker_deep_size(value, l->barriers, left, &t);
             Py_DECREF(value);
-            if (rc < 0) {
+            /* The budget refused the walker's own memory: the figure waits
+             * for the report, as when time runs out. */
+            if (rc < 0 && PyErr_ExceptionMatches(PyExc_MemoryError)) {
+                PyErr_Clear();
+                t = (mt_walker_totals){.bytes = -1, .estimate = -1};
+                deadline = 0;
+            }
+            else if (rc < 0) {
                 return -1;
             }
         }

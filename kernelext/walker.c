@@ -43,7 +43,8 @@ enum {
     F_DICT,     /* PyDict_Next: the key, then its value */
     F_VALUES,   /* PyDict_Next: values only (a frame's locals) */
     F_SET,      /* set or frozenset, through its C iterator */
-    F_ARRAY,    /* an object array's items, through numpy's iterator */
+    F_CARRAY,   /* a contiguous object array's items, by index */
+    F_ARRAY,    /* another object array's items, through numpy's iterator */
     F_CHILDREN, /* the references tp_traverse listed */
 };
 
@@ -87,6 +88,7 @@ struct mt_walker {
     mt_walker_share *shares;
     Py_ssize_t *share_start;
     PyObject *barriers;
+    PyObject *sizeof_name; /* "__sizeof__", interned */
     double deadline;
     long long big;
     int numpy;
@@ -219,15 +221,10 @@ preheader(PyTypeObject *tp)
  * what is being walked).  Overrides written in Python are not trusted
  * either: pandas' return the deep size, which the walk would count twice. */
 static PyObject *
-own_sizeof(PyTypeObject *tp)
+own_sizeof(const mt_walker *w, PyTypeObject *tp)
 {
-    static PyObject *name; /* interned; only touched with the GIL held */
-    if (name == NULL && (name = PyUnicode_InternFromString("__sizeof__")) == NULL) {
-        PyErr_Clear(); /* out of memory: the arithmetic will do */
-        return NULL;
-    }
-    PyObject *method = _PyType_Lookup(tp, name);
-    PyObject *base = _PyType_Lookup(&PyBaseObject_Type, name);
+    PyObject *method = _PyType_Lookup(tp, w->sizeof_name);
+    PyObject *base = _PyType_Lookup(&PyBaseObject_Type, w->sizeof_name);
     if (method == NULL || !Py_IS_TYPE(method, &PyMethodDescr_Type)) {
         method = base;
     }
@@ -241,10 +238,10 @@ own_sizeof(PyTypeObject *tp)
 }
 
 static long long
-sized_by_type(PyObject *o)
+sized_by_type(const mt_walker *w, PyObject *o)
 {
     PyTypeObject *tp = Py_TYPE(o);
-    PyObject *method = own_sizeof(tp);
+    PyObject *method = own_sizeof(w, tp);
     long long size = -1;
     if (method != NULL) {
         PyObject *r = PyObject_CallOneArg(method, o);
@@ -265,7 +262,7 @@ sized_by_type(PyObject *o)
 
 /* sys.getsizeof(o) without its method call for the bulk types. */
 static long long
-object_size(PyObject *o)
+object_size(const mt_walker *w, PyObject *o)
 {
     PyTypeObject *tp = Py_TYPE(o);
     if (tp == &PyFloat_Type) {
@@ -294,7 +291,7 @@ object_size(PyObject *o)
             return tp->tp_basicsize + digits * tp->tp_itemsize;
         }
     }
-    return sized_by_type(o);
+    return sized_by_type(w, o);
 }
 
 /* Nonzero when the walk must stop: the budget ran out, or a signal is
@@ -398,6 +395,10 @@ open_children(mt_walker *w, frame *f, PyObject *o)
         /* Object arrays hold references; a view's are walked by its base. */
         if (PyArray_TYPE(a) == NPY_OBJECT &&
             (PyArray_CHKFLAGS(a, NPY_ARRAY_OWNDATA) || base == NULL || !PyArray_Check(base))) {
+            if (PyArray_IS_C_CONTIGUOUS(a) || PyArray_IS_F_CONTIGUOUS(a)) {
+                f->kind = F_CARRAY;
+                return 0;
+            }
             f->kind = F_ARRAY;
             f->iter = PyArray_IterNew(o);
             return f->iter == NULL ? -1 : 0;
@@ -491,6 +492,26 @@ open_frame(mt_walker *w, PyObject *o, int32_t charge, uint8_t revisit, uint8_t r
     return 0;
 }
 
+/* The item pointers of a list, tuple or contiguous object array frame, read
+ * afresh (the container may have changed while Python code ran); NULL for
+ * other kinds. */
+static PyObject **
+frame_items(const frame *f, Py_ssize_t *n)
+{
+    if (f->kind == F_CARRAY) {
+        *n = PyArray_SIZE((PyArrayObject *)f->obj);
+        return (PyObject **)PyArray_DATA((PyArrayObject *)f->obj);
+    }
+    if (f->kind == F_SEQUENCE) {
+        PyObject *seq = f->iter ? f->iter : f->obj;
+        *n = Py_SIZE(seq);
+        return PyList_Check(seq) ? ((PyListObject *)seq)->ob_item
+                                 : ((PyTupleObject *)seq)->ob_item;
+    }
+    *n = 0;
+    return NULL;
+}
+
 /* The frame's next child (a new reference) in *child, and whether the
  * container is its only holder; 1, or 0 at the end, -1 with an exception. */
 static int
@@ -505,13 +526,14 @@ next_child(frame *f, PyObject **child, int *single)
     }
     while (c == NULL) {
         switch (f->kind) {
-        case F_SEQUENCE: {
-            PyObject *seq = f->iter ? f->iter : f->obj;
-            if (f->pos >= Py_SIZE(seq)) {
+        case F_SEQUENCE:
+        case F_CARRAY: {
+            Py_ssize_t n;
+            PyObject **items = frame_items(f, &n);
+            if (f->pos >= n) {
                 return 0;
             }
-            c = PyList_Check(seq) ? PyList_GET_ITEM(seq, f->pos) : PyTuple_GET_ITEM(seq, f->pos);
-            f->pos++;
+            c = items[f->pos++];
             break;
         }
         case F_DICT:
@@ -571,9 +593,12 @@ no_children_left(const frame *f)
     if (f->pending != NULL) {
         return 0;
     }
+    Py_ssize_t n;
     switch (f->kind) {
     case F_SEQUENCE:
-        return f->pos >= Py_SIZE(f->iter ? f->iter : f->obj);
+    case F_CARRAY:
+        frame_items(f, &n);
+        return f->pos >= n;
     case F_DICT:
     case F_VALUES:
         return !PyDict_Next(f->iter ? f->iter : f->obj, &pos, NULL, NULL);
@@ -606,7 +631,7 @@ visit(mt_walker *w, PyObject *child, int single, int32_t charge, uint8_t revisit
     if (single && charge >= 0) {
         /* Its only reference is the one we came through: no table. */
         if (!revisit) {
-            long long size = object_size(child);
+            long long size = object_size(w, child);
             w->entries[charge].size += size;
             t->bytes += size;
             t->objects++;
@@ -628,7 +653,7 @@ visit(mt_walker *w, PyObject *child, int single, int32_t charge, uint8_t revisit
         return 0;
     }
     if (e->first_root < 0) {
-        long long size = object_size(child);
+        long long size = object_size(w, child);
         e = &w->entries[idx];
         e->first_root = e->last_root = w->root;
         e->size += size;
@@ -657,9 +682,13 @@ progress(const frame *f, double *done, double *len)
     *len = 0;
     switch (f->kind) {
     case F_SEQUENCE:
+    case F_CARRAY: {
+        Py_ssize_t n;
+        frame_items(f, &n);
         *done = (double)f->pos;
-        *len = (double)Py_SIZE(f->iter ? f->iter : f->obj);
+        *len = (double)n;
         break;
+    }
     case F_DICT:
     case F_VALUES:
         *len = (double)PyDict_Size(f->iter ? f->iter : f->obj);
@@ -675,6 +704,55 @@ progress(const frame *f, double *done, double *len)
         *done = (double)f->pos;
         *len = (double)f->len;
         break;
+    }
+}
+
+/* The size of a leaf that arithmetic alone gives (no call), or -1. */
+static long long
+leaf_size(PyObject *o)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    if (tp == &PyFloat_Type) {
+        return tp->tp_basicsize;
+    }
+    if (tp == &PyUnicode_Type && PyUnicode_IS_COMPACT_ASCII(o)) {
+        return (long long)sizeof(PyASCIIObject) + PyUnicode_GET_LENGTH(o) + 1;
+    }
+    if (tp == &PyBytes_Type) {
+        return tp->tp_basicsize + Py_SIZE(o);
+    }
+    return -1;
+}
+
+/* The bulk of a big list or object array: its items with one reference
+ * that arithmetic sizes, counted in a tight loop that runs no code (so it
+ * takes no references).  Stops at the first other item. */
+static void
+size_leaves(mt_walker *w, frame *f)
+{
+    Py_ssize_t n;
+    PyObject **items = frame_items(f, &n);
+    mt_walker_totals *t = &w->totals[w->root];
+    long long bytes = 0, count = 0;
+    while (f->pos < n && f->pending == NULL) {
+        PyObject *c = items[f->pos];
+        long long size = c != NULL && Py_REFCNT(c) == 1 ? leaf_size(c) : -1;
+        if (size < 0) {
+            break;
+        }
+        bytes += size;
+        count++;
+        f->pos++;
+        if (++w->ticks % CHECK_EVERY == 0 && time_is_up(w)) {
+            w->stopped = 1;
+            break;
+        }
+    }
+    t->visits += count;
+    if (!f->revisit) {
+        w->entries[f->charge].size += bytes;
+        t->bytes += bytes;
+        t->objects += count;
     }
 }
 
@@ -712,6 +790,12 @@ walk_root(mt_walker *w, int32_t r, PyObject *root)
         frame *f = &w->frames[w->depth - 1];
         PyObject *child;
         int single;
+        if (f->kind == F_SEQUENCE || f->kind == F_CARRAY) {
+            size_leaves(w, f);
+            if (w->stopped) {
+                break;
+            }
+        }
         int got = next_child(f, &child, &single);
         if (got < 0) {
             rc = -1;
@@ -938,8 +1022,9 @@ mt_walker_new(PyObject *barriers, double budget_seconds, long long big)
     w->big = big;
     w->deadline = budget_seconds > 0 ? mt_monotonic_seconds() + budget_seconds : 0;
     w->barriers = barriers ? Py_NewRef(barriers) : PyTuple_New(0);
+    w->sizeof_name = PyUnicode_InternFromString("__sizeof__");
     int numpy = mt_npy_ready();
-    if (w->barriers == NULL || numpy < 0 || rehash(w, 1024) < 0) {
+    if (w->barriers == NULL || w->sizeof_name == NULL || numpy < 0 || rehash(w, 1024) < 0) {
         mt_walker_free(w);
         return NULL;
     }
@@ -954,6 +1039,7 @@ mt_walker_free(mt_walker *w)
         return;
     }
     Py_XDECREF(w->barriers);
+    Py_XDECREF(w->sizeof_name);
     PyMem_RawFree(w->entries);
     PyMem_RawFree(w->slots);
     PyMem_RawFree(w->frames);
