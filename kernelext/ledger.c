@@ -259,8 +259,8 @@ compile_quietly(PyObject *source)
         goto done;
     }
     code = compile_source(source);
-    /* Compiling runs no Python code: the filter is still first.  Deleting
-     * one item of a list cannot fail (nor touch a compile error). */
+    /* Compiling runs no Python code: the filter is still first.  Taking
+     * one item out of a list only shrinks it (a compile error stays set). */
     if (PyList_GET_SIZE(filters) > 0 && PyList_GET_ITEM(filters, 0) == ignore) {
         PyList_SetSlice(filters, 0, 1, NULL);
     }
@@ -514,8 +514,7 @@ describe_type(PyObject *value)
     if (module == NULL) {
         PyErr_Clear();
     }
-    else if (PyUnicode_Check(module) &&
-             starts_with(module, "pandas")) {
+    else if (PyUnicode_Check(module) && starts_with(module, "pandas")) {
         shape = PyObject_GetAttrString(value, "shape");
         if (shape && PyTuple_Check(shape) && PyTuple_GET_SIZE(shape) == 2) {
             /* The format must be ASCII: the × goes in as UTF-8 through %s. */

@@ -260,9 +260,10 @@ sized_by_type(const mt_walker *w, PyObject *o)
     return size + preheader(tp);
 }
 
-/* sys.getsizeof(o) without its method call for the bulk types. */
+/* The size of a leaf that arithmetic alone gives (no call, no code run),
+ * or -1. */
 static long long
-object_size(const mt_walker *w, PyObject *o)
+leaf_size(PyObject *o)
 {
     PyTypeObject *tp = Py_TYPE(o);
     if (tp == &PyFloat_Type) {
@@ -274,13 +275,6 @@ object_size(const mt_walker *w, PyObject *o)
     if (tp == &PyBytes_Type) {
         return tp->tp_basicsize + Py_SIZE(o);
     }
-    if (tp == &PyTuple_Type) {
-        return tp->tp_basicsize + Py_SIZE(o) * (long long)sizeof(PyObject *) + GC_HEADER_BYTES;
-    }
-    if (tp == &PyList_Type) {
-        return tp->tp_basicsize + ((PyListObject *)o)->allocated * (long long)sizeof(PyObject *) +
-               GC_HEADER_BYTES;
-    }
     if (tp == &PyLong_Type) {
         int overflow;
         long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
@@ -290,6 +284,25 @@ object_size(const mt_walker *w, PyObject *o)
             long long digits = bits ? (bits + PyLong_SHIFT - 1) / PyLong_SHIFT : 1;
             return tp->tp_basicsize + digits * tp->tp_itemsize;
         }
+    }
+    return -1;
+}
+
+/* sys.getsizeof(o) without its method call for the bulk types. */
+static long long
+object_size(const mt_walker *w, PyObject *o)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    long long size = leaf_size(o);
+    if (size >= 0) {
+        return size;
+    }
+    if (tp == &PyTuple_Type) {
+        return tp->tp_basicsize + Py_SIZE(o) * (long long)sizeof(PyObject *) + GC_HEADER_BYTES;
+    }
+    if (tp == &PyList_Type) {
+        return tp->tp_basicsize + ((PyListObject *)o)->allocated * (long long)sizeof(PyObject *) +
+               GC_HEADER_BYTES;
     }
     return sized_by_type(w, o);
 }
@@ -707,26 +720,10 @@ progress(const frame *f, double *done, double *len)
     }
 }
 
-/* The size of a leaf that arithmetic alone gives (no call), or -1. */
-static long long
-leaf_size(PyObject *o)
-{
-    PyTypeObject *tp = Py_TYPE(o);
-    if (tp == &PyFloat_Type) {
-        return tp->tp_basicsize;
-    }
-    if (tp == &PyUnicode_Type && PyUnicode_IS_COMPACT_ASCII(o)) {
-        return (long long)sizeof(PyASCIIObject) + PyUnicode_GET_LENGTH(o) + 1;
-    }
-    if (tp == &PyBytes_Type) {
-        return tp->tp_basicsize + Py_SIZE(o);
-    }
-    return -1;
-}
-
-/* The bulk of a big list or object array: its items with one reference
- * that arithmetic sizes, counted in a tight loop that runs no code (so it
- * takes no references).  Stops at the first other item. */
+/* The bulk of a big list or object array, counted in a tight loop that
+ * runs no code (so it takes no references): items with one reference that
+ * arithmetic sizes, and repeats of the object looked up last ([0] * n)
+ * that this root has counted already.  Stops at the first other item. */
 static void
 size_leaves(mt_walker *w, frame *f)
 {
@@ -736,19 +733,24 @@ size_leaves(mt_walker *w, frame *f)
     long long bytes = 0, count = 0;
     while (f->pos < n && f->pending == NULL) {
         PyObject *c = items[f->pos];
-        long long size = c != NULL && Py_REFCNT(c) == 1 ? leaf_size(c) : -1;
-        if (size < 0) {
-            break;
+        if (c != NULL && c == w->last_key && w->entries[w->last_idx].last_root == w->root) {
+            w->entries[w->last_idx].refs += f->refs;
         }
-        bytes += size;
-        count++;
+        else {
+            long long size = c != NULL && Py_REFCNT(c) == 1 ? leaf_size(c) : -1;
+            if (size < 0) {
+                break;
+            }
+            bytes += size;
+            count++;
+        }
+        t->visits++;
         f->pos++;
         if (++w->ticks % CHECK_EVERY == 0 && time_is_up(w)) {
             w->stopped = 1;
             break;
         }
     }
-    t->visits += count;
     if (!f->revisit) {
         w->entries[f->charge].size += bytes;
         t->bytes += bytes;
