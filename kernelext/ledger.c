@@ -782,7 +782,8 @@ variable_dict(mt_ledger *l, const mt_walker *w, Py_ssize_t r, PyObject *objs, Py
         mt_set(d, "bytes", PyLong_FromLongLong(t->bytes)) < 0 ||
         mt_set(d, "exclusive", t->complete ? PyLong_FromLongLong(t->exclusive) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "complete", PyBool_FromLong(t->complete)) < 0 ||
-        mt_set(d, "estimate", t->complete ? Py_NewRef(Py_None) : PyLong_FromLongLong(t->estimate)) < 0 ||
+        mt_set(d, "estimate",
+               t->complete ? Py_NewRef(Py_None) : PyLong_FromLongLong(t->estimate)) < 0 ||
         mt_set(d, "holders", labels_of(labels, holders, nholders, t->held_elsewhere)) < 0 ||
         mt_set(d, "shares", shares_of(w, r, labels, value, first)) < 0 ||
         mt_set(d, "created_cell", cell_or_none(created)) < 0 ||
@@ -1009,7 +1010,8 @@ mt_ledger_py_names(PyObject *module, PyObject *Py_UNUSED(unused))
             mt_set(d, "last_used_cell", cell_or_none(e->used)) < 0 ||
             mt_set(d, "bytes", mt_size_or_none(e->bytes)) < 0 ||
             mt_set(d, "complete", PyBool_FromLong(e->complete)) < 0 ||
-            mt_set(d, "estimate", e->complete ? Py_NewRef(Py_None) : mt_size_or_none(e->estimate)) < 0 ||
+            mt_set(d, "estimate",
+                   e->complete ? Py_NewRef(Py_None) : mt_size_or_none(e->estimate)) < 0 ||
             PyDict_SetItem(names, e->name, d) < 0) {
             Py_XDECREF(d);
             Py_CLEAR(names);

@@ -23,7 +23,7 @@
  * its time runs out, and its figures are estimates. */
 #define MAX_ENTRIES (1 << 19)  /* shared objects: 16 MiB of entries, 4 MiB of slots */
 #define MAX_REACHES (1 << 19)  /* 4 MiB */
-#define MAX_FRAMES (1 << 16)   /* nesting depth: 4 MiB */
+#define MAX_FRAMES (1 << 16)   /* nesting depth (a last child replaces its parent): 5 MiB */
 #define MAX_CHILDREN (1 << 20) /* references taken from tp_traverse at once: 8 MiB */
 
 enum { E_ROOT = 1, E_SHARED = 2, E_BARRIER = 4 };

@@ -5,8 +5,9 @@
  * stack of frames, one per container being read, each reading its children
  * one at a time by index or position, so the walker's memory grows with
  * nesting depth and distinct shared objects, never with a container's
- * length, and stops at a fixed cap (then the figures are estimates).  Each object is charged to the first root
- * that reaches it; a later root that reaches it marks it shared.  So after
+ * length, and stops at a fixed cap (then the figures are estimates).
+ * Each object is charged to the first root that reaches it; a later root
+ * that reaches it marks it shared.  So after
  * walking every root:
  *   bytes(r)     = everything reachable from r,
  *   exclusive(r) = what is reachable from r and from no other root, i.e.
