@@ -746,9 +746,12 @@ size_leaves(mt_walker *w, frame *f)
         }
         t->visits++;
         f->pos++;
-        if (++w->ticks % CHECK_EVERY == 0 && time_is_up(w)) {
-            w->stopped = 1;
-            break;
+        if (++w->ticks % CHECK_EVERY == 0) {
+            if (time_is_up(w)) {
+                w->stopped = 1;
+                break;
+            }
+            items = frame_items(f, &n); /* a signal handler may have changed it */
         }
     }
     if (!f->revisit) {

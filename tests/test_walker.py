@@ -3,6 +3,7 @@ construct (sys.getsizeof of each distinct object, numpy's nbytes)."""
 
 import array
 import os
+import signal
 import sys
 import time
 
@@ -397,3 +398,20 @@ def test_a_long_linked_list_is_walked_to_its_end():
     truth = sum(sys.getsizeof(n) + sys.getsizeof(n.__dict__) + sys.getsizeof(n.value) for n in nodes)
     del nodes, node
     assert memtamer.deep_size(head) == truth + sum(sys.getsizeof(k) for k in ("value", "next"))
+
+
+def test_a_signal_handler_that_empties_the_list_being_walked():
+    values = [float(i) for i in range(5 * 10**6)]
+    whole = memtamer.deep_size(values)
+
+    def empty(signum, frame):
+        values.clear()  # frees the 40 MiB item array the walk is reading
+
+    previous = signal.signal(signal.SIGALRM, empty)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.005)
+        size, complete = _core.deep_size(values)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert values == [] and sys.getsizeof([]) <= size < whole  # emptied mid-walk, survived
