@@ -847,7 +847,8 @@ variables(mt_ledger *l, PyObject *only, PyObject **walk_summary)
                 goto done;
             }
             if (match) {
-                order[count++] = (ranked){r, mt_walker_totals_of(w, r)->bytes};
+                /* A walk cut short ranks by its estimate (== bytes when complete). */
+                order[count++] = (ranked){r, mt_walker_totals_of(w, r)->estimate};
             }
         }
     }

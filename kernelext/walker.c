@@ -720,6 +720,18 @@ progress(const frame *f, double *done, double *len)
     }
 }
 
+/* Its only reference is the one the walk came through (the container). */
+static int
+has_one_reference(PyObject *o)
+{
+#ifdef Py_GIL_DISABLED
+    (void)o;
+    return 0; /* reference counts are split between threads */
+#else
+    return Py_REFCNT(o) == 1;
+#endif
+}
+
 /* The bulk of a big list or object array, counted in a tight loop that
  * runs no code (so it takes no references): items with one reference that
  * arithmetic sizes, and repeats of the object looked up last ([0] * n)
@@ -737,7 +749,7 @@ size_leaves(mt_walker *w, frame *f)
             w->entries[w->last_idx].refs += f->refs;
         }
         else {
-            long long size = c != NULL && Py_REFCNT(c) == 1 ? leaf_size(c) : -1;
+            long long size = c != NULL && has_one_reference(c) ? leaf_size(c) : -1;
             if (size < 0) {
                 break;
             }
