@@ -156,6 +156,11 @@ def test_run_namespace_is_a_named_holder_that_del_purges(kernel, tmp_path):
     kernel.run(f"%run {script}")
     v = variables(kernel)["run_big"]
     assert v["holders"] == ["the %run namespace of make_big.py"]
+    held = (f"get_ipython()._main_mod_cache[{str(script)!r}].__dict__.get('run_big') "
+            "is run_big")
+    out = kernel.run("%shrink del run_big --dry-run")
+    assert "frees 128 MiB (predicted)" in out["data"][0]["text/plain"]
+    assert kernel.query(held)  # a dry run puts the namespace's name back
     before = kernel.query(RSS_NOW)
     out = kernel.run("%shrink del run_big")
     assert "frees 128 MiB (predicted)" in out["data"][0]["text/plain"]
