@@ -155,6 +155,13 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (w->peak_floor > peak) { /* a %shrink inside the cell measured its own window */
         peak = w->peak_floor;
     }
+    /* A peak is never below the start nor the end: the high-water mark and
+     * RSS are read at different moments (and pages), and a sampled peak
+     * can miss both ends. */
+    if (peak >= 0) {
+        peak = peak > w->rss_before ? peak : w->rss_before;
+        peak = peak > rss_after ? peak : rss_after;
+    }
     double ended = mt_monotonic_seconds();
     mt_heap_read(&python, &numpy);
     int numpy_counted = st->numpy_previous != NULL;

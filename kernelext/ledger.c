@@ -11,8 +11,10 @@
 #define DEFAULT_CELL_BUDGET 0.05
 #define DEFAULT_REPORT_BUDGET 10.0
 /* A variable a cell only read is walked again (it may have grown in place)
- * when its last walk was this cheap; bigger ones wait for the report. */
-#define REWALK_MAX_OBJECTS 100000
+ * when its last walk followed fewer references than this (about a
+ * millisecond); bigger ones keep their figure until the report walks them:
+ * reading a huge list costs a cell nothing. */
+#define REWALK_MAX_VISITS 100000
 /* Objects at least this big are followed for shares between roots. */
 #define BIG_OBJECT_BYTES (64 * 1024)
 #define UNNAMED_HOLDER "<unnamed reference>"
@@ -64,36 +66,70 @@ mt_ledger_clear(mt_ledger *l)
     l->len = l->cap = 0;
 }
 
-/* _i, _ii, _iii, _i<n>: the shell's copies of cell sources. */
+/* name[from:] is one or more ASCII digits.  Names are read by code point:
+ * a name may hold a lone surrogate, which has no UTF-8. */
 static int
-is_input_name(const char *s)
+digits_from(PyObject *name, Py_ssize_t from)
 {
-    if (s[0] != '_' || s[1] != 'i') {
-        return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(name);
+    for (Py_ssize_t i = from; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ_CHAR(name, i);
+        if (c < '0' || c > '9') {
+            return 0;
+        }
     }
-    s += 2;
-    if (*s == '\0' || strcmp(s, "i") == 0 || strcmp(s, "ii") == 0) {
-        return 1;
-    }
-    const char *digits = s;
-    while (*s >= '0' && *s <= '9') {
-        s++;
-    }
-    return *s == '\0' && s > digits;
+    return n > from;
 }
 
-/* _, __, ___, _<n>: the output cache's names. */
 static int
-is_output_name(const char *s)
+is_one_of(PyObject *name, const char *const *names, size_t n)
 {
-    if (strcmp(s, "_") == 0 || strcmp(s, "__") == 0 || strcmp(s, "___") == 0) {
-        return 1;
+    for (size_t i = 0; i < n; i++) {
+        if (PyUnicode_CompareWithASCIIString(name, names[i]) == 0) {
+            return 1;
+        }
     }
-    const char *digits = ++s;
-    while (*s >= '0' && *s <= '9') {
-        s++;
+    return 0;
+}
+
+/* The shell's own bookkeeping (name starts with '_'): _i, _ii, _iii, _i<n>
+ * (cell sources), _ih, _oh, _dh (its histories). */
+static int
+is_shell_name(PyObject *name)
+{
+    static const char *const names[] = {"_i", "_ii", "_iii", "_ih", "_oh", "_dh"};
+    return (PyUnicode_GET_LENGTH(name) > 2 && PyUnicode_READ_CHAR(name, 1) == 'i' &&
+            digits_from(name, 2)) ||
+           is_one_of(name, names, sizeof names / sizeof *names);
+}
+
+/* _, __, ___, _<n>: the output cache's names (name starts with '_'). */
+static int
+is_output_name(PyObject *name)
+{
+    static const char *const names[] = {"_", "__", "___"};
+    return digits_from(name, 1) || is_one_of(name, names, sizeof names / sizeof *names);
+}
+
+static int
+starts_with(PyObject *s, const char *prefix)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s), i = 0;
+    for (; prefix[i] != '\0'; i++) {
+        if (i >= n || PyUnicode_READ_CHAR(s, i) != (Py_UCS4)(unsigned char)prefix[i]) {
+            return 0;
+        }
     }
-    return *s == '\0' && s > digits;
+    return 1;
+}
+
+/* __name__, __builtins__: what Python puts in every module's namespace. */
+static int
+is_dunder(PyObject *name)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(name);
+    return n > 4 && starts_with(name, "__") && PyUnicode_READ_CHAR(name, n - 1) == '_' &&
+           PyUnicode_READ_CHAR(name, n - 2) == '_';
 }
 
 /* 1 when the shell's hidden namespace binds name to value too, -1 on error. */
@@ -110,36 +146,31 @@ hidden_too(const mt_ledger *l, PyObject *name, PyObject *value)
     return hidden == value;
 }
 
-/* Variables are the names a user sees in %who; underscore names (the
- * output cache's _, _12, and the user's own) are holders; what the shell
- * put there itself (In, Out, exit, the initial _) and code is skipped. */
+/* Variables are the names a user sees in %who, underscore names such as
+ * _big included; the output cache's names (_, _12) and dunders are
+ * holders; what the shell put there itself (In, Out, _i3, _oh, exit) and
+ * code is skipped. */
 static int
 classify(const mt_ledger *l, PyObject *name, PyObject *value)
 {
-    if (!PyUnicode_Check(name)) {
+    if (!PyUnicode_Check(name) || !mt_walker_is_data(value)) {
         return NAME_SKIP;
     }
-    const char *s = PyUnicode_AsUTF8(name);
-    if (s == NULL) {
-        return -1;
-    }
-    /* The shell adds one _i<n> per cell: rule them out by bytes alone, or
-     * the scan after every cell grows with the session. */
-    if ((s[0] == '_' && is_input_name(s)) || !mt_walker_is_data(value)) {
+    int underscore = PyUnicode_GET_LENGTH(name) > 0 && PyUnicode_READ_CHAR(name, 0) == '_';
+    /* The shell adds one _i<n> per cell: rule them out by characters
+     * alone, or the scan after every cell grows with the session. */
+    if (underscore && is_shell_name(name)) {
         return NAME_SKIP;
     }
     /* The shell pushes the output cache into its hidden namespace too. */
-    if (s[0] == '_' && is_output_name(s)) {
+    if (underscore && is_output_name(name)) {
         return NAME_HOLDER;
     }
     int hidden = hidden_too(l, name, value);
     if (hidden != 0) {
         return hidden < 0 ? -1 : NAME_SKIP;
     }
-    if (s[0] != '_') {
-        return NAME_VARIABLE;
-    }
-    return NAME_HOLDER;
+    return underscore && is_dunder(name) ? NAME_HOLDER : NAME_VARIABLE;
 }
 
 /* -1 when name has no entry, -2 with an exception. */
@@ -206,6 +237,40 @@ compile_source(PyObject *source)
     return Py_CompileStringExFlags(text, "<memtamer cell>", Py_file_input, &flags, 0);
 }
 
+/* compile_source with every warning ignored: the cell has run and shown
+ * its compile-time warnings once already.  The ignore filter goes in front
+ * of warnings.filters and out again, in place: catch_warnings would mark
+ * the filters changed, which resets every module's once-only warnings. */
+static PyObject *
+compile_quietly(PyObject *source)
+{
+    PyObject *warnings = NULL, *filters = NULL, *ignore = NULL, *code = NULL;
+    warnings = PyImport_ImportModule("warnings");
+    filters = warnings ? PyObject_GetAttrString(warnings, "filters") : NULL;
+    if (filters == NULL) {
+        goto done;
+    }
+    if (!PyList_CheckExact(filters)) { /* replaced by someone: compile as it is */
+        code = compile_source(source);
+        goto done;
+    }
+    ignore = Py_BuildValue("(sOOOi)", "ignore", Py_None, PyExc_Warning, Py_None, 0);
+    if (ignore == NULL || PyList_Insert(filters, 0, ignore) < 0) {
+        goto done;
+    }
+    code = compile_source(source);
+    /* Compiling runs no Python code: the filter is still first.  Taking
+     * one item out of a list only shrinks it (a compile error stays set). */
+    if (PyList_GET_SIZE(filters) > 0 && PyList_GET_ITEM(filters, 0) == ignore) {
+        PyList_SetSlice(filters, 0, 1, NULL);
+    }
+done:
+    Py_XDECREF(warnings);
+    Py_XDECREF(filters);
+    Py_XDECREF(ignore);
+    return code;
+}
+
 /* co_names of code and the code nested in it.  With magic_args, string
  * constants that compile count too: a transformed magic cell passes its
  * code to run_line_magic / run_cell_magic as a string (%time, %%timeit). */
@@ -221,7 +286,7 @@ collect_names(PyObject *code, PyObject *names, int magic_args)
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_consts); i++) {
         PyObject *c = PyTuple_GET_ITEM(co->co_consts, i), *inner = NULL;
         if (magic_args && PyUnicode_Check(c)) {
-            inner = compile_source(c);
+            inner = compile_quietly(c);
             if (inner == NULL) {
                 if (!PyErr_ExceptionMatches(PyExc_Exception)) {
                     return -1;
@@ -252,14 +317,14 @@ names_in_cell(mt_ledger *l, PyObject **names)
     if (l->source == NULL || !PyUnicode_Check(l->source)) {
         return 0;
     }
-    code = compile_source(l->source);
+    code = compile_quietly(l->source);
     int magic = code == NULL;
     if (code == NULL && PyErr_ExceptionMatches(PyExc_SyntaxError) && l->transform != NULL) {
         /* Magics and shell escapes: compile what IPython would run. */
         PyErr_Clear();
         transformed = PyObject_CallOneArg(l->transform, l->source);
         if (transformed != NULL && PyUnicode_Check(transformed)) {
-            code = compile_source(transformed);
+            code = compile_quietly(transformed);
         }
     }
     Py_XDECREF(transformed);
@@ -316,7 +381,7 @@ scan(mt_ledger *l, long long cell, PyObject *reads, PyObject *walk)
         if (read && !created) {
             e->used = cell;
         }
-        if (walk != NULL && (changed || (read && e->objects < REWALK_MAX_OBJECTS)) &&
+        if (walk != NULL && (changed || (read && e->visits < REWALK_MAX_VISITS)) &&
             PyList_Append(walk, name) < 0) {
             return -1;
         }
@@ -327,6 +392,15 @@ scan(mt_ledger *l, long long cell, PyObject *reads, PyObject *walk)
         }
     }
     return 0;
+}
+
+static void
+record_walk(mt_ledger_entry *e, const mt_walker_totals *t)
+{
+    e->bytes = t->bytes;
+    e->estimate = t->estimate;
+    e->visits = t->visits;
+    e->complete = t->complete;
 }
 
 /* Deep sizes of the names in walk, until the deadline; names left over
@@ -344,21 +418,24 @@ size_names(mt_ledger *l, PyObject *walk, double deadline)
         if (i < 0 || value == NULL) {
             continue;
         }
-        long long bytes = -1, objects = 0;
-        int complete = 0;
+        mt_walker_totals t = {.bytes = -1, .estimate = -1};
         double left = deadline - mt_monotonic_seconds();
         if (left > 0) {
             Py_INCREF(value);
-            int rc = mt_walker_deep_size(value, l->barriers, left, &bytes, &objects, &complete);
+            int rc = mt_walker_deep_size(value, l->barriers, left, &t);
             Py_DECREF(value);
-            if (rc < 0) {
+            /* The budget refused the walker's own memory: the figure waits
+             * for the report, as when time runs out. */
+            if (rc < 0 && PyErr_ExceptionMatches(PyExc_MemoryError)) {
+                PyErr_Clear();
+                t = (mt_walker_totals){.bytes = -1, .estimate = -1};
+                deadline = 0;
+            }
+            else if (rc < 0) {
                 return -1;
             }
         }
-        mt_ledger_entry *e = &l->entries[i];
-        e->bytes = bytes;
-        e->objects = objects;
-        e->complete = complete;
+        record_walk(&l->entries[i], &t);
     }
     return 0;
 }
@@ -424,16 +501,20 @@ describe_type(PyObject *value)
     if (PyErr_Occurred()) {
         return NULL;
     }
-    if (PyList_Check(value) || PyTuple_Check(value) || PyDict_Check(value) ||
-        PyAnySet_Check(value)) {
-        return PyUnicode_FromFormat("%s[%zd]", tp->tp_name, PyObject_Length(value));
+    /* The C lengths: a subclass's __len__ may raise or lie. */
+    Py_ssize_t length = PyList_Check(value)    ? PyList_GET_SIZE(value)
+                        : PyTuple_Check(value) ? PyTuple_GET_SIZE(value)
+                        : PyDict_Check(value)  ? PyDict_Size(value)
+                        : PyAnySet_Check(value) ? PySet_GET_SIZE(value)
+                                                : -1;
+    if (length >= 0) {
+        return PyUnicode_FromFormat("%s[%zd]", tp->tp_name, length);
     }
     module = PyObject_GetAttrString((PyObject *)tp, "__module__");
     if (module == NULL) {
         PyErr_Clear();
     }
-    else if (PyUnicode_Check(module) && PyUnicode_AsUTF8(module) != NULL &&
-             strncmp(PyUnicode_AsUTF8(module), "pandas", 6) == 0) {
+    else if (PyUnicode_Check(module) && starts_with(module, "pandas")) {
         shape = PyObject_GetAttrString(value, "shape");
         if (shape && PyTuple_Check(shape) && PyTuple_GET_SIZE(shape) == 2) {
             /* The format must be ASCII: the × goes in as UTF-8 through %s. */
@@ -487,15 +568,20 @@ count_mirrors(mt_ledger *l, root_list *rs)
 {
     static const char *const hook_names[] = {"_", "__", "___"};
     PyObject *mirrors[4] = {NULL, NULL, NULL, NULL};
+    /* A shell without them has no such mirrors: each failed look-up is
+     * cleared before the next one. */
     PyObject *hook = PyObject_GetAttrString(l->shell, "displayhook");
-    PyObject *last = PyObject_GetAttrString(l->shell, "last_execution_result");
+    PyErr_Clear();
     for (int i = 0; hook != NULL && i < 3; i++) {
         mirrors[i] = PyObject_GetAttrString(hook, hook_names[i]);
+        PyErr_Clear();
     }
+    PyObject *last = PyObject_GetAttrString(l->shell, "last_execution_result");
+    PyErr_Clear();
     if (last != NULL) {
         mirrors[3] = PyObject_GetAttrString(last, "result");
+        PyErr_Clear();
     }
-    PyErr_Clear(); /* a shell without them has no such mirrors */
     for (int i = 0; i < 4; i++) {
         for (Py_ssize_t r = 0; mirrors[i] != NULL && r < rs->len; r++) {
             if (PyList_GET_ITEM(rs->objs, r) == mirrors[i]) {
@@ -508,6 +594,44 @@ count_mirrors(mt_ledger *l, root_list *rs)
     Py_XDECREF(hook);
     Py_XDECREF(last);
     return 0;
+}
+
+/* "the %run namespace of script.py": IPython keeps the namespace of each
+ * script %run ran (its _main_mod_cache, by absolute path) so that the
+ * script's functions keep their globals; every variable the script made
+ * is held there too. */
+static PyObject *
+run_namespace_label(PyObject *path)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(path);
+    Py_ssize_t slash = PyUnicode_FindChar(path, '/', 0, n, -1);
+    if (slash == -2) {
+        return NULL;
+    }
+    PyObject *base = PyUnicode_Substring(path, slash + 1, n);
+    PyObject *label = base ? PyUnicode_FromFormat("the %%run namespace of %U", base) : NULL;
+    Py_XDECREF(base);
+    return label;
+}
+
+static int
+gather_run_namespaces(mt_ledger *l, root_list *rs)
+{
+    PyObject *cache = PyObject_GetAttrString(l->shell, "_main_mod_cache"), *path, *module;
+    Py_ssize_t pos = 0;
+    if (cache == NULL) {
+        PyErr_Clear(); /* not IPython's shell: no %run */
+        return 0;
+    }
+    int rc = 0;
+    while (rc == 0 && PyDict_Check(cache) && PyDict_Next(cache, &pos, &path, &module)) {
+        PyObject *ns = PyModule_Check(module) ? PyModule_GetDict(module) : NULL;
+        if (ns != NULL && ns != l->user_ns && PyUnicode_Check(path)) {
+            rc = append_root(rs, ns, run_namespace_label(path), 1);
+        }
+    }
+    Py_DECREF(cache);
+    return rc;
 }
 
 /* Hidden holders first (when the budget runs out, what is left over is
@@ -534,6 +658,9 @@ gather_roots(mt_ledger *l, root_list *rs, Py_ssize_t *first_variable)
             append_root(rs, value, PyUnicode_FromFormat("sys.%s", sys_holders[i]), 1) < 0) {
             goto done;
         }
+    }
+    if (gather_run_namespaces(l, rs) < 0) {
+        goto done;
     }
     variables = PyList_New(0);
     if (variables == NULL) {
@@ -642,9 +769,7 @@ variable_dict(mt_ledger *l, const mt_walker *w, Py_ssize_t r, PyObject *objs, Py
     long long created = -1, rebound = -1, used = -1;
     if (i >= 0) {
         mt_ledger_entry *e = &l->entries[i];
-        e->bytes = t->bytes;
-        e->objects = t->objects;
-        e->complete = t->complete;
+        record_walk(e, t);
         created = e->created;
         rebound = e->rebound;
         used = e->used;
@@ -657,6 +782,8 @@ variable_dict(mt_ledger *l, const mt_walker *w, Py_ssize_t r, PyObject *objs, Py
         mt_set(d, "bytes", PyLong_FromLongLong(t->bytes)) < 0 ||
         mt_set(d, "exclusive", t->complete ? PyLong_FromLongLong(t->exclusive) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "complete", PyBool_FromLong(t->complete)) < 0 ||
+        mt_set(d, "estimate",
+               t->complete ? Py_NewRef(Py_None) : PyLong_FromLongLong(t->estimate)) < 0 ||
         mt_set(d, "holders", labels_of(labels, holders, nholders, t->held_elsewhere)) < 0 ||
         mt_set(d, "shares", shares_of(w, r, labels, value, first)) < 0 ||
         mt_set(d, "created_cell", cell_or_none(created)) < 0 ||
@@ -720,7 +847,8 @@ variables(mt_ledger *l, PyObject *only, PyObject **walk_summary)
                 goto done;
             }
             if (match) {
-                order[count++] = (ranked){r, mt_walker_totals_of(w, r)->bytes};
+                /* A walk cut short ranks by its estimate (== bytes when complete). */
+                order[count++] = (ranked){r, mt_walker_totals_of(w, r)->estimate};
             }
         }
     }
@@ -917,6 +1045,8 @@ mt_ledger_py_names(PyObject *module, PyObject *Py_UNUSED(unused))
             mt_set(d, "last_used_cell", cell_or_none(e->used)) < 0 ||
             mt_set(d, "bytes", mt_size_or_none(e->bytes)) < 0 ||
             mt_set(d, "complete", PyBool_FromLong(e->complete)) < 0 ||
+            mt_set(d, "estimate",
+                   e->complete ? Py_NewRef(Py_None) : mt_size_or_none(e->estimate)) < 0 ||
             PyDict_SetItem(names, e->name, d) < 0) {
             Py_XDECREF(d);
             Py_CLEAR(names);

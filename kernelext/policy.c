@@ -604,16 +604,14 @@ size_output_entries(moment *m)
         return list;
     }
     while (PyDict_Next(l->out_cache, &pos, &key, &value)) {
-        long long bytes, objects;
-        int complete;
+        mt_walker_totals t;
         if (bound_to_variable(l, value) || !mt_walker_is_data(value)) {
             continue;
         }
         Py_INCREF(value);
-        int rc = mt_walker_deep_size(value, l->barriers, OUT_ENTRY_BUDGET_SECONDS, &bytes, &objects,
-                                     &complete);
+        int rc = mt_walker_deep_size(value, l->barriers, OUT_ENTRY_BUDGET_SECONDS, &t);
         Py_DECREF(value);
-        PyObject *item = rc < 0 ? NULL : Py_BuildValue("(LO)", bytes, key);
+        PyObject *item = rc < 0 ? NULL : Py_BuildValue("(LO)", t.complete ? t.bytes : t.estimate, key);
         if (item == NULL || PyList_Append(list, item) < 0) {
             Py_XDECREF(item);
             Py_DECREF(list);

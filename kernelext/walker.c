@@ -18,6 +18,13 @@
 /* Roots sharing one big object beyond this are not paired up in shares
  * (the pairs grow quadratically); holders and exclusive are unaffected. */
 #define MAX_SHARERS 64
+/* The walker's own memory has a fixed cap, whatever the size of what it
+ * walks (about 40 MiB in all): past one of these the walk stops, as when
+ * its time runs out, and its figures are estimates. */
+#define MAX_ENTRIES (1 << 19)  /* shared objects: 16 MiB of entries, 4 MiB of slots */
+#define MAX_REACHES (1 << 19)  /* 4 MiB */
+#define MAX_FRAMES (1 << 16)   /* nesting depth (a last child replaces its parent): 5 MiB */
+#define MAX_CHILDREN (1 << 20) /* references taken from tp_traverse at once: 8 MiB */
 
 enum { E_ROOT = 1, E_SHARED = 2, E_BARRIER = 4 };
 
@@ -29,15 +36,36 @@ typedef struct {
     int32_t flags;
 } entry;
 
-/* charge < 0: an object looked up in the table; otherwise a refcount-1
- * object charged to entry `charge`, whose size is already in that entry
- * when `revisit` is set (a second root passing through). */
+/* How a frame lists its object's children. */
+enum {
+    F_LEAF,     /* none: never opened */
+    F_SEQUENCE, /* list or tuple, by index */
+    F_DICT,     /* PyDict_Next: the key, then its value */
+    F_VALUES,   /* PyDict_Next: values only (a frame's locals) */
+    F_SET,      /* set or frozenset, through its C iterator */
+    F_CARRAY,   /* a contiguous object array's items, by index */
+    F_ARRAY,    /* another object array's items, through numpy's iterator */
+    F_CHILDREN, /* the references tp_traverse listed */
+};
+
+/* An object whose children are being visited.  It owns a reference to
+ * everything it points to, so no code that runs during the walk (a
+ * __sizeof__, a signal handler, a finalizer) can free what the walker is
+ * about to read.  Children are read one at a time, by index or position,
+ * so a container's length costs the walker no memory. */
 typedef struct {
     PyObject *obj;
-    int32_t charge;
-    uint8_t revisit;
-    uint8_t refs; /* references this edge stands for (0 on a revisit) */
-} item;
+    PyObject *iter;      /* F_SET, F_ARRAY */
+    PyObject *pending;   /* visited before the next child: a value, an array's base */
+    PyObject **children; /* F_CHILDREN */
+    Py_ssize_t pos, len; /* next index or dict position; len of children */
+    Py_ssize_t held;     /* children allocated, counted in children_held */
+    Py_ssize_t done;     /* dict pairs and set items taken, for the estimate */
+    long long bytes_before; /* the root's bytes when the frame opened */
+    int32_t charge; /* the entry refcount-1 children are charged to */
+    uint8_t kind, revisit;
+    uint8_t refs; /* references each child edge stands for (0 on a revisit) */
+} frame;
 
 typedef struct {
     int32_t entry, root;
@@ -48,8 +76,9 @@ struct mt_walker {
     Py_ssize_t nentries, entries_cap;
     int32_t *slots; /* open addressing, -1 empty, linear probing */
     size_t slot_mask;
-    item *stack;
-    Py_ssize_t depth, stack_cap;
+    frame *frames;
+    Py_ssize_t depth, frames_cap;
+    Py_ssize_t children_held; /* in all F_CHILDREN frames */
     reach *log; /* a root reaching a tracked object again (not first) */
     Py_ssize_t nlog, log_cap;
     mt_walker_totals *totals;
@@ -58,21 +87,18 @@ struct mt_walker {
     Py_ssize_t *holders, *holder_start;
     mt_walker_share *shares;
     Py_ssize_t *share_start;
-    PyObject *types;     /* type -> its C-level __sizeof__, or None */
-    PyObject *keepalive; /* temporaries whose items the stack points to */
     PyObject *barriers;
+    PyObject *sizeof_name; /* "__sizeof__", interned */
     double deadline;
     long long big;
     int numpy;
     long long ticks;
-    /* Set when the walk stopped for time or a signal (an exception is set
-     * only for a signal). */
+    /* Set when the walk stopped for time, a signal or its memory cap (an
+     * exception is set only for a signal). */
     int stopped;
-    /* The object being expanded, for the tp_traverse callback. */
-    mt_walker_totals *cur_totals;
-    int32_t cur_charge;
-    uint8_t cur_revisit;
-    uint8_t cur_refs;
+    int32_t root; /* being walked */
+    PyObject *last_key; /* the object looked up last, and its entry */
+    Py_ssize_t last_idx;
 };
 
 static size_t
@@ -107,18 +133,11 @@ rehash(mt_walker *w, size_t nslots)
     return 0;
 }
 
-/* Index of key's entry, added when missing; -1 with an exception. */
+/* Index of key's entry, added when missing; -1 with an exception, -2 when
+ * the table is full (the walk stops). */
 static Py_ssize_t
 find_or_add(mt_walker *w, PyObject *key)
 {
-    if ((size_t)(w->nentries + 1) * 2 > w->slot_mask + 1) {
-        if (w->nentries >= INT32_MAX / 2 || rehash(w, (w->slot_mask + 1) * 2) < 0) {
-            if (!PyErr_Occurred()) {
-                PyErr_NoMemory();
-            }
-            return -1;
-        }
-    }
     size_t s = hash_pointer(key) & w->slot_mask;
     for (;;) {
         int32_t i = w->slots[s];
@@ -129,6 +148,19 @@ find_or_add(mt_walker *w, PyObject *key)
             return i;
         }
         s = (s + 1) & w->slot_mask;
+    }
+    if (w->nentries >= MAX_ENTRIES) {
+        w->stopped = 1;
+        return -2;
+    }
+    if ((size_t)(w->nentries + 1) * 2 > w->slot_mask + 1) {
+        if (rehash(w, (w->slot_mask + 1) * 2) < 0) {
+            return -1;
+        }
+        s = hash_pointer(key) & w->slot_mask;
+        while (w->slots[s] >= 0) {
+            s = (s + 1) & w->slot_mask;
+        }
     }
     if (mt_reserve((void **)&w->entries, &w->entries_cap, w->nentries + 1, sizeof(entry)) < 0) {
         return -1;
@@ -141,21 +173,6 @@ find_or_add(mt_walker *w, PyObject *key)
     e->flags = 0;
     w->slots[s] = (int32_t)w->nentries;
     return w->nentries++;
-}
-
-static int
-push(mt_walker *w, PyObject *obj, int32_t charge, uint8_t revisit, uint8_t refs)
-{
-    if (w->depth == w->stack_cap &&
-        mt_reserve((void **)&w->stack, &w->stack_cap, w->depth + 1, sizeof(item)) < 0) {
-        return -1;
-    }
-    item *it = &w->stack[w->depth++];
-    it->obj = obj;
-    it->charge = charge;
-    it->revisit = revisit;
-    it->refs = refs;
-    return 0;
 }
 
 /* Not data, and a door to everything: never entered. */
@@ -180,51 +197,6 @@ mt_walker_is_data(PyObject *o)
     return !is_singleton(o) && !is_code_or_namespace(o);
 }
 
-static long long object_size(mt_walker *w, PyObject *o);
-static int time_is_up(mt_walker *w);
-
-static int
-push_child(mt_walker *w, PyObject *o)
-{
-    if (o == NULL) {
-        return 0;
-    }
-    PyTypeObject *tp = Py_TYPE(o);
-    if (tp != &PyFloat_Type && tp != &PyUnicode_Type && tp != &PyLong_Type &&
-        tp != &PyList_Type && tp != &PyDict_Type && tp != &PyTuple_Type &&
-        (is_singleton(o) || is_code_or_namespace(o))) {
-        return 0;
-    }
-#ifndef Py_GIL_DISABLED
-    /* Its only reference is the one we came through. */
-    if (Py_REFCNT(o) == 1) {
-        /* Leaves sized without a call (cannot fail): no stack round trip. */
-        if (tp == &PyFloat_Type || (tp == &PyUnicode_Type && PyUnicode_IS_COMPACT_ASCII(o))) {
-            /* A long list of leaves is one pop: keep the clock in view here. */
-            if (++w->ticks % CHECK_EVERY == 0 && time_is_up(w)) {
-                w->stopped = 1;
-                return -1;
-            }
-            if (!w->cur_revisit) {
-                long long size = object_size(w, o);
-                w->entries[w->cur_charge].size += size;
-                w->cur_totals->bytes += size;
-                w->cur_totals->objects++;
-            }
-            return 0;
-        }
-        return push(w, o, w->cur_charge, w->cur_revisit, 0);
-    }
-#endif
-    return push(w, o, -1, 0, w->cur_revisit ? 0 : w->cur_refs);
-}
-
-static int
-visit_child(PyObject *o, void *arg)
-{
-    return push_child((mt_walker *)arg, o);
-}
-
 /* What sys.getsizeof adds to __sizeof__: the collector's header and, for
  * classes with a managed __dict__, the pre-header pointers. */
 static long long
@@ -243,58 +215,38 @@ preheader(PyTypeObject *tp)
     return n;
 }
 
-/* The __sizeof__ to call for tp's objects (a new reference), or None for
- * object.__sizeof__'s arithmetic.  Overrides written in Python are not
- * trusted: pandas' return the deep size, which the walk would count twice. */
+/* The C-level __sizeof__ to call for tp's objects (borrowed), or NULL for
+ * object.__sizeof__'s arithmetic.  Looked up in the type's MRO without
+ * binding it, so no Python code runs (a descriptor's __get__ could free
+ * what is being walked).  Overrides written in Python are not trusted
+ * either: pandas' return the deep size, which the walk would count twice. */
 static PyObject *
-own_sizeof(PyTypeObject *tp)
+own_sizeof(const mt_walker *w, PyTypeObject *tp)
 {
-    PyObject *name = NULL, *method = NULL, *base = NULL, *result = NULL;
-    name = PyUnicode_InternFromString("__sizeof__");
-    if (name == NULL) {
-        goto done;
-    }
-    method = PyObject_GetAttr((PyObject *)tp, name);
-    base = method ? PyObject_GetAttr((PyObject *)&PyBaseObject_Type, name) : NULL;
-    if (base == NULL) {
-        goto done;
+    PyObject *method = _PyType_Lookup(tp, w->sizeof_name);
+    PyObject *base = _PyType_Lookup(&PyBaseObject_Type, w->sizeof_name);
+    if (method == NULL || !Py_IS_TYPE(method, &PyMethodDescr_Type)) {
+        method = base;
     }
 #if PY_VERSION_HEX >= 0x030D0000
     /* From 3.13 object.__sizeof__ counts inline attribute values: call it
      * rather than redo its arithmetic. */
-    result = Py_NewRef(Py_IS_TYPE(method, &PyMethodDescr_Type) ? method : base);
+    return method;
 #else
-    int call = method != base && Py_IS_TYPE(method, &PyMethodDescr_Type);
-    result = Py_NewRef(call ? method : Py_None);
+    return method == base ? NULL : method;
 #endif
-done:
-    Py_XDECREF(name);
-    Py_XDECREF(method);
-    Py_XDECREF(base);
-    return result;
 }
 
 static long long
-sized_by_type(mt_walker *w, PyObject *o)
+sized_by_type(const mt_walker *w, PyObject *o)
 {
     PyTypeObject *tp = Py_TYPE(o);
-    PyObject *method = PyDict_GetItemWithError(w->types, (PyObject *)tp);
-    if (method == NULL) {
-        if (PyErr_Occurred()) {
-            return -1;
-        }
-        method = own_sizeof(tp);
-        if (method == NULL || PyDict_SetItem(w->types, (PyObject *)tp, method) < 0) {
-            Py_XDECREF(method);
-            return -1;
-        }
-        Py_DECREF(method); /* the dict keeps it */
-    }
+    PyObject *method = own_sizeof(w, tp);
     long long size = -1;
-    if (method != Py_None) {
+    if (method != NULL) {
         PyObject *r = PyObject_CallOneArg(method, o);
         if (r != NULL) {
-            size = PyLong_AsLongLong(r);
+            size = PyLong_Check(r) ? PyLong_AsLongLong(r) : -1;
             Py_DECREF(r);
         }
         if (size < 0) { /* a broken __sizeof__: fall back to the arithmetic */
@@ -308,9 +260,10 @@ sized_by_type(mt_walker *w, PyObject *o)
     return size + preheader(tp);
 }
 
-/* sys.getsizeof(o) without its method call for the bulk types. */
+/* The size of a leaf that arithmetic alone gives (no call, no code run),
+ * or -1. */
 static long long
-object_size(mt_walker *w, PyObject *o)
+leaf_size(PyObject *o)
 {
     PyTypeObject *tp = Py_TYPE(o);
     if (tp == &PyFloat_Type) {
@@ -322,13 +275,6 @@ object_size(mt_walker *w, PyObject *o)
     if (tp == &PyBytes_Type) {
         return tp->tp_basicsize + Py_SIZE(o);
     }
-    if (tp == &PyTuple_Type) {
-        return tp->tp_basicsize + Py_SIZE(o) * (long long)sizeof(PyObject *) + GC_HEADER_BYTES;
-    }
-    if (tp == &PyList_Type) {
-        return tp->tp_basicsize + ((PyListObject *)o)->allocated * (long long)sizeof(PyObject *) +
-               GC_HEADER_BYTES;
-    }
     if (tp == &PyLong_Type) {
         int overflow;
         long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
@@ -339,141 +285,26 @@ object_size(mt_walker *w, PyObject *o)
             return tp->tp_basicsize + digits * tp->tp_itemsize;
         }
     }
-    return sized_by_type(w, o);
+    return -1;
 }
 
-static int
-expand_array(mt_walker *w, PyArrayObject *a)
-{
-    PyObject *base = PyArray_BASE(a);
-    if (base != NULL && push_child(w, base) < 0) {
-        return -1;
-    }
-    /* Object arrays hold references; a view's are walked by its base. */
-    if (PyArray_TYPE(a) != NPY_OBJECT ||
-        (!PyArray_CHKFLAGS(a, NPY_ARRAY_OWNDATA) && base != NULL && PyArray_Check(base))) {
-        return 0;
-    }
-    if (PyArray_IS_C_CONTIGUOUS(a) || PyArray_IS_F_CONTIGUOUS(a)) {
-        PyObject **items = (PyObject **)PyArray_DATA(a);
-        npy_intp n = PyArray_SIZE(a);
-        for (npy_intp i = 0; i < n; i++) {
-            if (push_child(w, items[i]) < 0) {
-                return -1;
-            }
-        }
-        return 0;
-    }
-    PyArrayIterObject *it = (PyArrayIterObject *)PyArray_IterNew((PyObject *)a);
-    if (it == NULL) {
-        return -1;
-    }
-    int rc = 0;
-    while (rc == 0 && it->index < it->size) {
-        rc = push_child(w, *(PyObject **)it->dataptr);
-        PyArray_ITER_NEXT(it);
-    }
-    Py_DECREF(it);
-    return rc;
-}
-
-/* A traceback's frames hold their locals; a module-level frame's locals
- * are a namespace (the user's, for a cell), not data. */
-static int
-expand_frame(mt_walker *w, PyFrameObject *f)
-{
-    PyCodeObject *code = PyFrame_GetCode(f);
-    int optimized = (code->co_flags & CO_OPTIMIZED) != 0;
-    Py_DECREF(code);
-    if (!optimized) {
-        return 0;
-    }
-    PyObject *locals = PyFrame_GetLocals(f), *values = NULL;
-    int rc = -1;
-    if (locals == NULL || PyList_Append(w->keepalive, locals) < 0) {
-        goto done;
-    }
-    /* Each local is referenced by the frame and by the snapshot we read. */
-    w->cur_refs = 2;
-    if (PyDict_Check(locals)) {
-        Py_ssize_t pos = 0;
-        PyObject *key, *value;
-        while (PyDict_Next(locals, &pos, &key, &value)) {
-            if (push_child(w, value) < 0) {
-                goto done;
-            }
-        }
-    }
-    else {
-        values = PyMapping_Values(locals);
-        if (values == NULL || PyList_Append(w->keepalive, values) < 0) {
-            goto done;
-        }
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values); i++) {
-            if (push_child(w, PyList_GET_ITEM(values, i)) < 0) {
-                goto done;
-            }
-        }
-    }
-    rc = 0;
-done:
-    w->cur_refs = 1;
-    Py_XDECREF(locals);
-    Py_XDECREF(values);
-    return rc;
-}
-
-static int
-expand(mt_walker *w, PyObject *o)
+/* sys.getsizeof(o) without its method call for the bulk types. */
+static long long
+object_size(const mt_walker *w, PyObject *o)
 {
     PyTypeObject *tp = Py_TYPE(o);
-    if (tp == &PyFloat_Type || tp == &PyUnicode_Type || tp == &PyLong_Type || tp == &PyBytes_Type) {
-        return 0;
+    long long size = leaf_size(o);
+    if (size >= 0) {
+        return size;
     }
-    if (tp == &PyList_Type || tp == &PyTuple_Type) {
-        PyObject **items =
-            tp == &PyList_Type ? ((PyListObject *)o)->ob_item : ((PyTupleObject *)o)->ob_item;
-        Py_ssize_t n = Py_SIZE(o);
-        for (Py_ssize_t i = 0; i < n; i++) {
-            if (push_child(w, items[i]) < 0) {
-                return -1;
-            }
-        }
-        return 0;
+    if (tp == &PyTuple_Type) {
+        return tp->tp_basicsize + Py_SIZE(o) * (long long)sizeof(PyObject *) + GC_HEADER_BYTES;
     }
-    /* dict's tp_traverse skips str keys (they cannot form cycles). */
-    if (PyDict_Check(o)) {
-        Py_ssize_t pos = 0;
-        PyObject *key, *value;
-        while (PyDict_Next(o, &pos, &key, &value)) {
-            if (push_child(w, key) < 0 || push_child(w, value) < 0) {
-                return -1;
-            }
-        }
-        return 0;
+    if (tp == &PyList_Type) {
+        return tp->tp_basicsize + ((PyListObject *)o)->allocated * (long long)sizeof(PyObject *) +
+               GC_HEADER_BYTES;
     }
-    if (w->numpy && PyArray_Check(o)) {
-        return expand_array(w, (PyArrayObject *)o);
-    }
-    if (PyFrame_Check(o)) {
-        return expand_frame(w, (PyFrameObject *)o);
-    }
-    if (tp->tp_traverse == NULL || is_code_or_namespace(o)) {
-        return 0;
-    }
-    return tp->tp_traverse(o, visit_child, w) ? -1 : 0;
-}
-
-static int
-log_reach(mt_walker *w, Py_ssize_t idx, int32_t root)
-{
-    if (mt_reserve((void **)&w->log, &w->log_cap, w->nlog + 1, sizeof(reach)) < 0) {
-        return -1;
-    }
-    w->log[w->nlog].entry = (int32_t)idx;
-    w->log[w->nlog].root = root;
-    w->nlog++;
-    return 0;
+    return sized_by_type(w, o);
 }
 
 /* Nonzero when the walk must stop: the budget ran out, or a signal is
@@ -487,82 +318,527 @@ time_is_up(mt_walker *w)
     return w->deadline > 0 && mt_monotonic_seconds() > w->deadline;
 }
 
-/* Walks everything reachable from root; 0 also when the budget ran out
- * (totals stay incomplete), -1 with an exception. */
 static int
-walk_root(mt_walker *w, int32_t r, PyObject *root)
+log_reach(mt_walker *w, Py_ssize_t idx, int32_t root)
 {
-    mt_walker_totals *t = &w->totals[r];
-    w->cur_totals = t;
-    w->depth = 0;
-    if (push(w, root, -1, 0, 0) < 0) {
+    if (w->nlog >= MAX_REACHES) {
+        w->stopped = 1;
+        return 0;
+    }
+    if (mt_reserve((void **)&w->log, &w->log_cap, w->nlog + 1, sizeof(reach)) < 0) {
         return -1;
     }
-    while (w->depth > 0) {
-        if (++w->ticks % CHECK_EVERY == 0 && time_is_up(w)) {
-            w->stopped = 1;
+    w->log[w->nlog].entry = (int32_t)idx;
+    w->log[w->nlog].root = root;
+    w->nlog++;
+    return 0;
+}
+
+static int
+count_child(PyObject *o, void *arg)
+{
+    *(Py_ssize_t *)arg += o != NULL;
+    return 0;
+}
+
+/* What visit would skip is not taken: a class's type comes last in its
+ * instances' tp_traverse, and the last child is the one that replaces its
+ * parent on the stack. */
+static int
+take_child(PyObject *o, void *arg)
+{
+    frame *f = arg;
+    if (o != NULL && mt_walker_is_data(o)) {
+        f->children[f->len++] = Py_NewRef(o);
+    }
+    return 0;
+}
+
+/* The references o's tp_traverse lists, owned by f; 0 also when there are
+ * more than the cap allows (the walk then stops). */
+static int
+take_children(mt_walker *w, frame *f, PyObject *o)
+{
+    Py_ssize_t n = 0;
+    traverseproc traverse = Py_TYPE(o)->tp_traverse;
+    traverse(o, count_child, &n);
+    if (n > MAX_CHILDREN - w->children_held) {
+        w->stopped = 1;
+        return 0;
+    }
+    if (n == 0) {
+        return 0;
+    }
+    f->children = PyMem_RawMalloc((size_t)n * sizeof(PyObject *));
+    if (f->children == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    traverse(o, take_child, f); /* at most n: no Python code ran between */
+    w->children_held += n;
+    f->held = n;
+    return 0;
+}
+
+/* Fills f (kind, iter, pending, children) for o's children; F_LEAF when o
+ * has none to walk. */
+static int
+open_children(mt_walker *w, frame *f, PyObject *o)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    if (tp == &PyList_Type || tp == &PyTuple_Type) {
+        f->kind = F_SEQUENCE;
+        return 0;
+    }
+    /* dict's tp_traverse skips str keys (they cannot form cycles). */
+    if (PyDict_Check(o)) {
+        f->kind = F_DICT;
+        return 0;
+    }
+    if (tp == &PySet_Type || tp == &PyFrozenSet_Type) {
+        f->kind = F_SET;
+        f->iter = PyObject_GetIter(o);
+        return f->iter == NULL ? -1 : 0;
+    }
+    if (w->numpy && PyArray_Check(o)) {
+        PyArrayObject *a = (PyArrayObject *)o;
+        PyObject *base = PyArray_BASE(a);
+        f->pending = Py_XNewRef(base);
+        f->kind = F_CHILDREN;
+        /* Object arrays hold references; a view's are walked by its base. */
+        if (PyArray_TYPE(a) == NPY_OBJECT &&
+            (PyArray_CHKFLAGS(a, NPY_ARRAY_OWNDATA) || base == NULL || !PyArray_Check(base))) {
+            if (PyArray_IS_C_CONTIGUOUS(a) || PyArray_IS_F_CONTIGUOUS(a)) {
+                f->kind = F_CARRAY;
+                return 0;
+            }
+            f->kind = F_ARRAY;
+            f->iter = PyArray_IterNew(o);
+            return f->iter == NULL ? -1 : 0;
+        }
+        return 0;
+    }
+    /* A traceback's frames hold their locals; a module-level frame's locals
+     * are a namespace (the user's, for a cell), not data. */
+    if (PyFrame_Check(o)) {
+        PyCodeObject *code = PyFrame_GetCode((PyFrameObject *)o);
+        int optimized = (code->co_flags & CO_OPTIMIZED) != 0;
+        Py_DECREF(code);
+        if (!optimized) {
+            return 0;
+        }
+        PyObject *locals = PyFrame_GetLocals((PyFrameObject *)o);
+        if (locals == NULL) {
+            return -1;
+        }
+        /* Each local is referenced by the frame and by the snapshot we read. */
+        f->refs = f->revisit ? 0 : 2;
+        if (PyDict_Check(locals)) {
+            f->kind = F_VALUES;
+            f->iter = locals;
+            return 0;
+        }
+        f->kind = F_SEQUENCE;
+        f->iter = PyMapping_Values(locals);
+        Py_DECREF(locals);
+        return f->iter == NULL ? -1 : 0;
+    }
+    if (tp->tp_traverse == NULL || is_code_or_namespace(o)) {
+        return 0;
+    }
+    f->kind = F_CHILDREN;
+    return take_children(w, f, o);
+}
+
+static void
+close_frame(mt_walker *w)
+{
+    frame *f = &w->frames[--w->depth];
+    Py_XDECREF(f->obj);
+    Py_XDECREF(f->iter);
+    Py_XDECREF(f->pending);
+    for (Py_ssize_t i = f->pos; i < f->len; i++) {
+        Py_XDECREF(f->children[i]);
+    }
+    w->children_held -= f->held;
+    PyMem_RawFree(f->children);
+}
+
+static int
+is_leaf_type(PyTypeObject *tp)
+{
+    return tp == &PyFloat_Type || tp == &PyUnicode_Type || tp == &PyLong_Type ||
+           tp == &PyBytes_Type;
+}
+
+/* Opens a frame over o's children (steals o), charged to charge. */
+static int
+open_frame(mt_walker *w, PyObject *o, int32_t charge, uint8_t revisit, uint8_t refs)
+{
+    if (is_leaf_type(Py_TYPE(o))) { /* the bulk of big containers: no frame */
+        Py_DECREF(o);
+        return 0;
+    }
+    if (w->depth >= MAX_FRAMES) {
+        w->stopped = 1;
+        Py_DECREF(o);
+        return 0;
+    }
+    if (mt_reserve((void **)&w->frames, &w->frames_cap, w->depth + 1, sizeof(frame)) < 0) {
+        Py_DECREF(o);
+        return -1;
+    }
+    frame *f = &w->frames[w->depth++];
+    memset(f, 0, sizeof *f);
+    f->obj = o;
+    f->charge = charge;
+    f->revisit = revisit;
+    f->refs = refs;
+    f->bytes_before = w->totals[w->root].bytes;
+    if (open_children(w, f, o) < 0) {
+        close_frame(w);
+        return -1;
+    }
+    if (f->kind == F_LEAF || (f->kind == F_CHILDREN && f->len == 0 && f->pending == NULL)) {
+        close_frame(w);
+    }
+    return 0;
+}
+
+/* The item pointers of a list, tuple or contiguous object array frame, read
+ * afresh (the container may have changed while Python code ran); NULL for
+ * other kinds. */
+static PyObject **
+frame_items(const frame *f, Py_ssize_t *n)
+{
+    if (f->kind == F_CARRAY) {
+        *n = PyArray_SIZE((PyArrayObject *)f->obj);
+        return (PyObject **)PyArray_DATA((PyArrayObject *)f->obj);
+    }
+    if (f->kind == F_SEQUENCE) {
+        PyObject *seq = f->iter ? f->iter : f->obj;
+        *n = Py_SIZE(seq);
+        return PyList_Check(seq) ? ((PyListObject *)seq)->ob_item
+                                 : ((PyTupleObject *)seq)->ob_item;
+    }
+    *n = 0;
+    return NULL;
+}
+
+/* The frame's next child (a new reference) in *child, and whether the
+ * container is its only holder; 1, or 0 at the end, -1 with an exception. */
+static int
+next_child(frame *f, PyObject **child, int *single)
+{
+    PyObject *c = NULL, *key, *value;
+    if (f->pending != NULL) {
+        *child = f->pending;
+        f->pending = NULL;
+        *single = Py_REFCNT(*child) == 2; /* its holder and our reference */
+        return 1;
+    }
+    while (c == NULL) {
+        switch (f->kind) {
+        case F_SEQUENCE:
+        case F_CARRAY: {
+            Py_ssize_t n;
+            PyObject **items = frame_items(f, &n);
+            if (f->pos >= n) {
+                return 0;
+            }
+            c = items[f->pos++];
             break;
         }
-        item it = w->stack[--w->depth];
-        int32_t charge = it.charge;
-        uint8_t revisit = it.revisit;
-        if (charge < 0) {
-            Py_ssize_t idx = find_or_add(w, it.obj);
-            if (idx < 0) {
-                return -1;
+        case F_DICT:
+        case F_VALUES:
+            if (!PyDict_Next(f->iter ? f->iter : f->obj, &f->pos, &key, &value)) {
+                return 0;
             }
-            entry *e = &w->entries[idx];
-            e->refs += it.refs;
-            if (e->flags & E_BARRIER || e->last_root == r) {
-                continue;
-            }
-            if (e->first_root < 0) {
-                long long size = object_size(w, it.obj);
-                if (size < 0) {
-                    return -1;
-                }
-                e = &w->entries[idx];
-                e->first_root = e->last_root = r;
-                e->size += size;
-                t->bytes += size;
-                t->objects++;
-                revisit = 0;
+            f->done++;
+            if (f->kind == F_DICT) {
+                f->pending = Py_NewRef(value);
+                c = key;
             }
             else {
-                e->last_root = r;
-                e->flags |= E_SHARED;
-                t->bytes += e->size;
-                if (((e->flags & E_ROOT) || e->size >= w->big) && log_reach(w, idx, r) < 0) {
-                    return -1;
-                }
-                revisit = 1;
+                c = value;
             }
-            charge = (int32_t)idx;
+            break;
+        case F_SET:
+            *child = PyIter_Next(f->iter);
+            if (*child == NULL) {
+                return PyErr_Occurred() ? -1 : 0;
+            }
+            f->done++;
+            *single = Py_REFCNT(*child) == 2;
+            return 1;
+        case F_ARRAY: {
+            PyArrayIterObject *it = (PyArrayIterObject *)f->iter;
+            if (it->index >= it->size) {
+                return 0;
+            }
+            c = *(PyObject **)it->dataptr;
+            PyArray_ITER_NEXT(it);
+            break;
         }
-        else if (!revisit) {
-            long long size = object_size(w, it.obj);
-            if (size < 0) {
-                return -1;
+        case F_CHILDREN:
+            if (f->pos >= f->len) {
+                return 0;
             }
+            *child = f->children[f->pos];
+            f->children[f->pos++] = NULL;
+            *single = Py_REFCNT(*child) == 2;
+            return 1;
+        default:
+            return 0;
+        }
+    }
+    *single = Py_REFCNT(c) == 1;
+    *child = Py_NewRef(c);
+    return 1;
+}
+
+/* Nonzero when next_child would say the end; only where that is cheap
+ * to tell (a set's iterator cannot be asked). */
+static int
+no_children_left(const frame *f)
+{
+    Py_ssize_t pos = f->pos;
+    if (f->pending != NULL) {
+        return 0;
+    }
+    Py_ssize_t n;
+    switch (f->kind) {
+    case F_SEQUENCE:
+    case F_CARRAY:
+        frame_items(f, &n);
+        return f->pos >= n;
+    case F_DICT:
+    case F_VALUES:
+        return !PyDict_Next(f->iter ? f->iter : f->obj, &pos, NULL, NULL);
+    case F_ARRAY:
+        return ((PyArrayIterObject *)f->iter)->index >= ((PyArrayIterObject *)f->iter)->size;
+    case F_CHILDREN:
+        return f->pos >= f->len;
+    default:
+        return 0;
+    }
+}
+
+/* Counts child (steals it), reached from a container charged to charge
+ * (-1: look it up), and opens a frame over its children. */
+static int
+visit(mt_walker *w, PyObject *child, int single, int32_t charge, uint8_t revisit, uint8_t refs)
+{
+    PyTypeObject *tp = Py_TYPE(child);
+    mt_walker_totals *t = &w->totals[w->root];
+    t->visits++;
+    if (tp != &PyFloat_Type && tp != &PyUnicode_Type && tp != &PyLong_Type &&
+        tp != &PyList_Type && tp != &PyDict_Type && tp != &PyTuple_Type &&
+        (is_singleton(child) || is_code_or_namespace(child))) {
+        Py_DECREF(child);
+        return 0;
+    }
+#ifdef Py_GIL_DISABLED
+    single = 0;
+#endif
+    if (single && charge >= 0) {
+        /* Its only reference is the one we came through: no table. */
+        if (!revisit) {
+            long long size = object_size(w, child);
             w->entries[charge].size += size;
             t->bytes += size;
             t->objects++;
         }
-        w->cur_charge = charge;
-        w->cur_revisit = revisit;
-        w->cur_refs = 1;
-        if (expand(w, it.obj) < 0 && !w->stopped) {
+        return open_frame(w, child, charge, revisit, revisit ? 0 : 1);
+    }
+    /* [0] * n, [s] * n: the same object over and over. */
+    Py_ssize_t idx = child == w->last_key ? w->last_idx : find_or_add(w, child);
+    if (idx < 0) {
+        Py_DECREF(child);
+        return idx == -1 ? -1 : 0;
+    }
+    w->last_key = child;
+    w->last_idx = idx;
+    entry *e = &w->entries[idx];
+    e->refs += refs;
+    if (e->flags & E_BARRIER || e->last_root == w->root) {
+        Py_DECREF(child);
+        return 0;
+    }
+    if (e->first_root < 0) {
+        long long size = object_size(w, child);
+        e = &w->entries[idx];
+        e->first_root = e->last_root = w->root;
+        e->size += size;
+        t->bytes += size;
+        t->objects++;
+        revisit = 0;
+    }
+    else {
+        e->last_root = w->root;
+        e->flags |= E_SHARED;
+        t->bytes += e->size;
+        if (((e->flags & E_ROOT) || e->size >= w->big) && log_reach(w, idx, w->root) < 0) {
+            Py_DECREF(child);
             return -1;
         }
-        if (w->stopped) {
-            break;
+        revisit = 1;
+    }
+    return open_frame(w, child, (int32_t)idx, revisit, revisit ? 0 : 1);
+}
+
+/* Children taken and children in all of frame f. */
+static void
+progress(const frame *f, double *done, double *len)
+{
+    *done = (double)f->done;
+    *len = 0;
+    switch (f->kind) {
+    case F_SEQUENCE:
+    case F_CARRAY: {
+        Py_ssize_t n;
+        frame_items(f, &n);
+        *done = (double)f->pos;
+        *len = (double)n;
+        break;
+    }
+    case F_DICT:
+    case F_VALUES:
+        *len = (double)PyDict_Size(f->iter ? f->iter : f->obj);
+        break;
+    case F_SET:
+        *len = (double)PySet_GET_SIZE(f->obj);
+        break;
+    case F_ARRAY:
+        *done = (double)((PyArrayIterObject *)f->iter)->index;
+        *len = (double)((PyArrayIterObject *)f->iter)->size;
+        break;
+    case F_CHILDREN:
+        *done = (double)f->pos;
+        *len = (double)f->len;
+        break;
+    }
+}
+
+/* Its only reference is the one the walk came through (the container). */
+static int
+has_one_reference(PyObject *o)
+{
+#ifdef Py_GIL_DISABLED
+    (void)o;
+    return 0; /* reference counts are split between threads */
+#else
+    return Py_REFCNT(o) == 1;
+#endif
+}
+
+/* The bulk of a big list or object array, counted in a tight loop that
+ * runs no code (so it takes no references): items with one reference that
+ * arithmetic sizes, and repeats of the object looked up last ([0] * n)
+ * that this root has counted already.  Stops at the first other item. */
+static void
+size_leaves(mt_walker *w, frame *f)
+{
+    Py_ssize_t n;
+    PyObject **items = frame_items(f, &n);
+    mt_walker_totals *t = &w->totals[w->root];
+    long long bytes = 0, count = 0;
+    while (f->pos < n && f->pending == NULL) {
+        PyObject *c = items[f->pos];
+        if (c != NULL && c == w->last_key && w->entries[w->last_idx].last_root == w->root) {
+            w->entries[w->last_idx].refs += f->refs;
+        }
+        else {
+            long long size = c != NULL && has_one_reference(c) ? leaf_size(c) : -1;
+            if (size < 0) {
+                break;
+            }
+            bytes += size;
+            count++;
+        }
+        t->visits++;
+        f->pos++;
+        if (++w->ticks % CHECK_EVERY == 0) {
+            if (time_is_up(w)) {
+                w->stopped = 1;
+                break;
+            }
+            items = frame_items(f, &n); /* a signal handler may have changed it */
         }
     }
-    w->depth = 0;
-    if (w->stopped) {
-        return PyErr_Occurred() ? -1 : 0; /* a signal, or out of time */
+    if (!f->revisit) {
+        w->entries[f->charge].size += bytes;
+        t->bytes += bytes;
+        t->objects += count;
     }
-    t->complete = 1;
+}
+
+/* The root's size had the walk finished: what each open frame's children
+ * weighed so far, scaled to all its children, innermost first. */
+static long long
+estimate(const mt_walker *w, const mt_walker_totals *t)
+{
+    double bytes = (double)t->bytes;
+    for (Py_ssize_t d = w->depth - 1; d >= 0; d--) {
+        const frame *f = &w->frames[d];
+        double done, len;
+        progress(f, &done, &len);
+        if (done > 0 && len > done) {
+            bytes += (bytes - (double)f->bytes_before) * (len - done) / done;
+        }
+    }
+    return (long long)bytes;
+}
+
+/* Walks everything reachable from root; 0 also when the walk stopped for
+ * time or its memory cap (totals stay incomplete, with an estimate), -1
+ * with an exception. */
+static int
+walk_root(mt_walker *w, int32_t r, PyObject *root)
+{
+    mt_walker_totals *t = &w->totals[r];
+    w->root = r;
+    int rc = visit(w, Py_NewRef(root), 0, -1, 0, 0);
+    while (rc == 0 && w->depth > 0 && !w->stopped) {
+        if (++w->ticks % CHECK_EVERY == 0 && time_is_up(w)) {
+            w->stopped = 1;
+            break;
+        }
+        frame *f = &w->frames[w->depth - 1];
+        PyObject *child;
+        int single;
+        if (f->kind == F_SEQUENCE || f->kind == F_CARRAY) {
+            size_leaves(w, f);
+            if (w->stopped) {
+                break;
+            }
+        }
+        int got = next_child(f, &child, &single);
+        if (got < 0) {
+            rc = -1;
+        }
+        else if (got == 0) {
+            close_frame(w);
+        }
+        else {
+            int32_t charge = f->charge;
+            uint8_t revisit = f->revisit, refs = f->refs;
+            /* The last child replaces its parent on the stack: a linked
+             * list (node -> attributes -> next node) walks at depth 2. */
+            if (no_children_left(f)) {
+                close_frame(w);
+            }
+            rc = visit(w, child, single, charge, revisit, refs);
+        }
+    }
+    t->estimate = rc == 0 && w->stopped ? estimate(w, t) : t->bytes;
+    while (w->depth > 0) {
+        close_frame(w);
+    }
+    if (rc < 0 || PyErr_Occurred()) { /* an error, or a signal */
+        return -1;
+    }
+    t->complete = !w->stopped;
     return 0;
 }
 
@@ -763,11 +1039,9 @@ mt_walker_new(PyObject *barriers, double budget_seconds, long long big)
     w->big = big;
     w->deadline = budget_seconds > 0 ? mt_monotonic_seconds() + budget_seconds : 0;
     w->barriers = barriers ? Py_NewRef(barriers) : PyTuple_New(0);
-    w->types = PyDict_New();
-    w->keepalive = PyList_New(0);
+    w->sizeof_name = PyUnicode_InternFromString("__sizeof__");
     int numpy = mt_npy_ready();
-    if (w->barriers == NULL || w->types == NULL || w->keepalive == NULL || numpy < 0 ||
-        rehash(w, 1024) < 0) {
+    if (w->barriers == NULL || w->sizeof_name == NULL || numpy < 0 || rehash(w, 1024) < 0) {
         mt_walker_free(w);
         return NULL;
     }
@@ -782,11 +1056,10 @@ mt_walker_free(mt_walker *w)
         return;
     }
     Py_XDECREF(w->barriers);
-    Py_XDECREF(w->types);
-    Py_XDECREF(w->keepalive);
+    Py_XDECREF(w->sizeof_name);
     PyMem_RawFree(w->entries);
     PyMem_RawFree(w->slots);
-    PyMem_RawFree(w->stack);
+    PyMem_RawFree(w->frames);
     PyMem_RawFree(w->log);
     PyMem_RawFree(w->totals);
     PyMem_RawFree(w->root_entry);
@@ -795,6 +1068,20 @@ mt_walker_free(mt_walker *w)
     PyMem_RawFree(w->shares);
     PyMem_RawFree(w->share_start);
     PyMem_RawFree(w);
+}
+
+/* The table entry of a barrier or a root; they come before any walk, so
+ * a full table here means far too many of them. */
+static Py_ssize_t
+known_entry(mt_walker *w, PyObject *o)
+{
+    Py_ssize_t idx = find_or_add(w, o);
+    if (idx == -2) {
+        PyErr_Format(PyExc_MemoryError, "more than %d variables and holders to walk",
+                     MAX_ENTRIES);
+        return -1;
+    }
+    return idx;
 }
 
 int
@@ -812,14 +1099,14 @@ mt_walker_run(mt_walker *w, PyObject *const *roots, const int *bindings, Py_ssiz
         return -1;
     }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(w->barriers); i++) {
-        Py_ssize_t idx = find_or_add(w, PyTuple_GET_ITEM(w->barriers, i));
+        Py_ssize_t idx = known_entry(w, PyTuple_GET_ITEM(w->barriers, i));
         if (idx < 0) {
             return -1;
         }
         w->entries[idx].flags |= E_BARRIER;
     }
     for (Py_ssize_t r = 0; r < n; r++) {
-        Py_ssize_t idx = find_or_add(w, roots[r]);
+        Py_ssize_t idx = known_entry(w, roots[r]);
         if (idx < 0) {
             return -1;
         }
@@ -827,13 +1114,9 @@ mt_walker_run(mt_walker *w, PyObject *const *roots, const int *bindings, Py_ssiz
         w->entries[idx].refs += 1 + (bindings ? bindings[r] : 0);
         w->root_entry[r] = (int32_t)idx;
     }
-    int gc_was_enabled = PyGC_Disable();
     int rc = 0;
     for (Py_ssize_t r = 0; r < n && rc == 0 && !w->stopped; r++) {
         rc = walk_root(w, (int32_t)r, roots[r]); /* once stopped, the rest stay incomplete */
-    }
-    if (gc_was_enabled) {
-        PyGC_Enable();
     }
     return rc < 0 ? -1 : finish(w);
 }
@@ -859,8 +1142,8 @@ mt_walker_shares(const mt_walker *w, Py_ssize_t root, const mt_walker_share **ou
 }
 
 int
-mt_walker_deep_size(PyObject *obj, PyObject *barriers, double budget_seconds, long long *bytes,
-                    long long *objects, int *complete)
+mt_walker_deep_size(PyObject *obj, PyObject *barriers, double budget_seconds,
+                    mt_walker_totals *totals)
 {
     mt_walker *w = mt_walker_new(barriers, budget_seconds, LLONG_MAX);
     if (w == NULL) {
@@ -868,9 +1151,7 @@ mt_walker_deep_size(PyObject *obj, PyObject *barriers, double budget_seconds, lo
     }
     int rc = mt_walker_run(w, &obj, NULL, 1);
     if (rc == 0) {
-        *bytes = w->totals[0].bytes;
-        *objects = w->totals[0].objects;
-        *complete = w->totals[0].complete;
+        *totals = w->totals[0];
     }
     mt_walker_free(w);
     return rc;
@@ -890,10 +1171,9 @@ mt_walker_py_deep_size(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ss
             return NULL;
         }
     }
-    long long bytes, objects;
-    int complete;
-    if (mt_walker_deep_size(args[0], NULL, budget, &bytes, &objects, &complete) < 0) {
+    mt_walker_totals t;
+    if (mt_walker_deep_size(args[0], NULL, budget, &t) < 0) {
         return NULL;
     }
-    return Py_BuildValue("(LO)", bytes, complete ? Py_True : Py_False);
+    return Py_BuildValue("(LO)", t.bytes, t.complete ? Py_True : Py_False);
 }

@@ -93,3 +93,90 @@ def test_memreport_vars_renders(kernel):
     assert "DataFrame 1000×1" in kernel.run("%memreport vars --all")["data"][0]["text/plain"]
     out = kernel.run("%memreport vars -n 0", allow_error=True)
     assert "UsageError" in out["stderr"] + str(out["error"]) and not out["data"]
+
+
+RSS_NOW = "[int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmRSS')][0]"
+HWM_NOW = "[int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0]"
+
+
+def ledger_entry(kernel, name):
+    return kernel.query(f"__import__('memtamer')._core.ledger()['names'][{name!r}]")
+
+
+def test_reading_a_huge_list_costs_a_cell_nothing(kernel):
+    kernel.run("huge = [0] * (3 * 10**7)")
+    truth = kernel.query("__import__('sys').getsizeof(huge) + __import__('sys').getsizeof(0)")
+    made = ledger_entry(kernel, "huge")
+    # The creating cell walked for its budget only, and says it estimated.
+    assert not made["complete"] and made["estimate"] == pytest.approx(truth, rel=0.01)
+    rss = kernel.query(RSS_NOW)
+    kernel.run("huge[0]")
+    hook = kernel.query("__import__('memtamer')._core.ledger()['last_hook_seconds']")
+    rise = kernel.query(HWM_NOW) - rss
+    assert hook < 0.01  # it used to walk the whole list again: seconds
+    assert rise < 32 * MiB  # and push every item: 512 MiB
+    # The report completes it.
+    v = variables(kernel)["huge"]
+    assert v["complete"] and v["bytes"] == truth and v["estimate"] is None
+    assert ledger_entry(kernel, "huge")["complete"]
+    kernel.run("del huge")
+
+
+def test_underscore_variable_is_a_variable(kernel):
+    kernel.run("import numpy as np\n_under = np.ones(2**23)")
+    v = variables(kernel)["_under"]
+    assert v["bytes"] == pytest.approx(64 * MiB, abs=1024) and v["exclusive"] == v["bytes"]
+    before = kernel.query(RSS_NOW)
+    out = kernel.run("%shrink del _under")
+    assert "frees 64 MiB (predicted)" in out["data"][0]["text/plain"]
+    assert before - kernel.query(RSS_NOW) == pytest.approx(64 * MiB, rel=0.03)
+
+
+def test_names_with_lone_surrogates(kernel):
+    kernel.run("globals()['\\udc80x'] = [1.5]\nplain = [2.5] * 100")
+    assert "\udc80x" in variables(kernel)
+    out = kernel.run("%memreport vars")
+    assert "plain" in out["data"][0]["text/plain"]
+    kernel.run("%shrink del plain")
+    assert kernel.query("'plain' not in globals()")
+    kernel.run("del globals()['\\udc80x']")
+
+
+def test_compile_time_warnings_show_once(kernel, fresh_kernel):
+    cell = "x = 5; x is 5"
+    without = fresh_kernel.run(cell)["stderr"].count("SyntaxWarning")
+    shown = kernel.run(cell)["stderr"]
+    assert without >= 1 and shown.count("SyntaxWarning") == without, shown
+    assert "<memtamer cell>" not in shown
+
+
+def test_run_namespace_is_a_named_holder_that_del_purges(kernel, tmp_path):
+    script = tmp_path / "make_big.py"
+    script.write_text("import numpy as np\nrun_big = np.ones(2**24)\n")
+    kernel.run(f"%run {script}")
+    v = variables(kernel)["run_big"]
+    assert v["holders"] == ["the %run namespace of make_big.py"]
+    held = (f"get_ipython()._main_mod_cache[{str(script)!r}].__dict__.get('run_big') "
+            "is run_big")
+    out = kernel.run("%shrink del run_big --dry-run")
+    assert "frees 128 MiB (predicted)" in out["data"][0]["text/plain"]
+    assert kernel.query(held)  # a dry run puts the namespace's name back
+    before = kernel.query(RSS_NOW)
+    out = kernel.run("%shrink del run_big")
+    assert "frees 128 MiB (predicted)" in out["data"][0]["text/plain"]
+    assert "purged the %run namespace of make_big.py" in out["data"][0]["text/plain"]
+    assert before - kernel.query(RSS_NOW) == pytest.approx(128 * MiB, rel=0.03)
+
+
+def test_follows_a_replaced_namespace(fresh_kernel):
+    # What embed_kernel(local_ns=...) does after extensions load.
+    fresh_kernel.run("%load_ext memtamer")
+    fresh_kernel.run("old = [1.5] * 10")
+    fresh_kernel.run("get_ipython().kernel.user_ns = {}")
+    fresh_kernel.run("embedded = [2.5] * 1000")
+    got = variables(fresh_kernel)
+    assert "embedded" in got and "old" not in got
+    assert got["embedded"]["bytes"] == fresh_kernel.query(
+        "__import__('sys').getsizeof(embedded) + __import__('sys').getsizeof(embedded[0])")
+    fresh_kernel.run("%shrink del embedded")
+    assert fresh_kernel.query("'embedded' not in globals()")

@@ -24,8 +24,9 @@ typedef struct {
     PyTypeObject *type; /* with identity, tells a rebinding from address reuse */
     long long created, rebound, used; /* cell numbers; -1 unknown / never */
     long long bytes;   /* deep size at the last walk, -1 when not walked */
-    long long objects; /* objects that walk counted */
-    int complete;      /* that walk finished within its budget */
+    long long estimate; /* had that walk finished (== bytes when it did) */
+    long long visits;   /* references that walk followed: its cost */
+    int complete;       /* that walk finished within its budget */
     long long seen;    /* generation of the last namespace scan */
 } mt_ledger_entry;
 

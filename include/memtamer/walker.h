@@ -1,9 +1,13 @@
 /* walker: deep sizes with every buffer counted once, charged to the roots
  * (variables and hidden holders) that reach it.
  *
- * One iterative walk (explicit stack, no recursion limit) per root over a
- * shared table of visited objects.  Each object is charged to the first root
- * that reaches it; a later root that reaches it marks it shared.  So after
+ * One iterative walk per root over a shared table of visited objects: a
+ * stack of frames, one per container being read, each reading its children
+ * one at a time by index or position, so the walker's memory grows with
+ * nesting depth and distinct shared objects, never with a container's
+ * length, and stops at a fixed cap (then the figures are estimates).
+ * Each object is charged to the first root that reaches it; a later root
+ * that reaches it marks it shared.  So after
  * walking every root:
  *   bytes(r)     = everything reachable from r,
  *   exclusive(r) = what is reachable from r and from no other root, i.e.
@@ -18,9 +22,11 @@
  * entered (they are not data and lead to everything), nor are the barrier
  * objects the caller names (the namespace dicts, the shell).
  *
- * Everything here needs the GIL.  The walk disables the cyclic GC while it
- * runs (it holds borrowed references to what it has yet to visit) and calls
- * only C-level __sizeof__ methods. */
+ * Everything here needs the GIL.  The walk owns a reference to every
+ * object it has yet to read (Python code run meanwhile, such as a signal
+ * handler, cannot free them), calls only C-level __sizeof__ methods and
+ * looks them up without binding (no descriptor runs).  Its memory comes
+ * from the counted raw domain: the budget sees it. */
 #ifndef MEMTAMER_WALKER_H
 #define MEMTAMER_WALKER_H
 
@@ -30,9 +36,13 @@ typedef struct {
     long long bytes;     /* deep size */
     long long exclusive; /* reachable from this root only */
     long long objects;   /* objects counted */
-    /* 0 when the time budget ran out before this root's walk finished:
-     * bytes is then a lower bound and exclusive is not known. */
+    long long visits;    /* references followed: the walk's cost */
+    /* 0 when the walk stopped (time, signal, its memory cap) before this
+     * root's walk finished: bytes is then a lower bound, estimate the
+     * bytes the walk would have found had the open containers' children
+     * weighed what their first ones did, and exclusive is not known. */
     int complete;
+    long long estimate;
     /* The root's object has more references than the walked graph and the
      * root bindings explain: something unnamed keeps it alive. */
     int held_elsewhere;
@@ -74,12 +84,11 @@ Py_ssize_t mt_walker_holders(const mt_walker *w, Py_ssize_t root, const Py_ssize
 /* Big objects root shares with other roots, biggest first. */
 Py_ssize_t mt_walker_shares(const mt_walker *w, Py_ssize_t root, const mt_walker_share **out);
 
-/* Deep size of one object, not entering barriers (a tuple, or NULL);
- * *complete is 0 when the budget ran out (the figure is then a lower
- * bound) and *objects says how many objects were counted.  -1 with an
- * exception on failure. */
-int mt_walker_deep_size(PyObject *obj, PyObject *barriers, double budget_seconds, long long *bytes,
-                        long long *objects, int *complete);
+/* Deep size of one object, not entering barriers (a tuple, or NULL), in
+ * *totals (exclusive and held_elsewhere unset).  -1 with an exception on
+ * failure. */
+int mt_walker_deep_size(PyObject *obj, PyObject *barriers, double budget_seconds,
+                        mt_walker_totals *totals);
 
 /* deep_size(obj, budget_seconds=0) -> (bytes, complete): method of _core. */
 PyObject *mt_walker_py_deep_size(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

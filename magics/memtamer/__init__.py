@@ -37,10 +37,13 @@ def deep_size(obj, budget=None):
     their base once, pandas objects their arrays and Python objects).
 
     With a budget in seconds, a walk cut short raises TimeoutError whose
-    ``at_least`` attribute holds the figure so far: never a silent undercount."""
+    ``at_least`` attribute holds the figure so far: never a silent undercount.
+    So does a walk that reaches the walker's memory cap (more shared objects
+    or deeper nesting than it keeps track of)."""
     size, complete = _core.deep_size(obj, budget)
     if not complete:
-        error = TimeoutError(f"deep_size: the walk ran out of its {budget} s budget "
+        limit = "its memory cap" if budget is None else f"its {budget} s budget or its memory cap"
+        error = TimeoutError(f"deep_size: the walk stopped at {limit} "
                              f"after at least {format_size(size)}")
         error.at_least = size
         raise error
@@ -56,6 +59,7 @@ class _Extension:
         self.magics = None
         self.guard = None
         self.rules = None
+        self.user_ns = None  # the namespace the ledger follows
         self._warned = set()
 
     def report(self):
@@ -72,10 +76,7 @@ class _Extension:
         self.shell.ast_transformers.append(self.stop_cell)
         self.magics = MemtamerMagics(self.shell, self)
         self.shell.register_magics(self.magics)
-        history = getattr(self.shell, "history_manager", None)
-        _core.ledger_attach(self.shell.user_ns, getattr(self.shell, "user_ns_hidden", None),
-                            getattr(history, "output_hist", None), self.shell,
-                            getattr(self.shell, "transform_cell", None))
+        self._attach_ledger()
         from .guard import Guard
 
         self.guard = Guard(self.shell)
@@ -97,6 +98,13 @@ class _Extension:
         for figure in ("peak_rss", "heap_peak_increment"):
             if figure in unavailable:
                 print(f"memtamer: {figure} is unavailable here: {unavailable[figure]}")
+
+    def _attach_ledger(self):
+        history = getattr(self.shell, "history_manager", None)
+        self.user_ns = self.shell.user_ns
+        _core.ledger_attach(self.user_ns, getattr(self.shell, "user_ns_hidden", None),
+                            getattr(history, "output_hist", None), self.shell,
+                            getattr(self.shell, "transform_cell", None))
 
     def stop(self):
         from .shrinker import restore_all, restore_notice
@@ -141,6 +149,12 @@ class _Extension:
             self.stop_cell.message = str(exc) or "memtamer: Ctrl-C before the cell ran"
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("restoring compressed variables", exc)
+        try:
+            # embed_kernel(local_ns=...) replaces the namespace after extensions load.
+            if self.shell.user_ns is not self.user_ns:
+                self._attach_ledger()
+        except Exception as exc:  # noqa: BLE001 - a callback must not raise
+            self._warn_once("following the shell's namespace", exc)
         try:
             count = self.shell.execution_count if getattr(info, "store_history", True) else None
             _core.cell_begin(count, info.raw_cell or "")

@@ -337,7 +337,12 @@ def _cell_text(cell):
 
 
 def variable_row(v):
-    size = ("" if v["complete"] else "≥ ") + format_size(v["bytes"])
+    if v["complete"]:
+        size = format_size(v["bytes"])
+    elif v.get("estimate") is not None and v["estimate"] > v["bytes"]:
+        size = "≈ " + format_size(v["estimate"])
+    else:
+        size = "≥ " + format_size(v["bytes"])
     freed = "?" if v["exclusive"] is None else format_size(v["exclusive"])
     holders = _join_names(v["holders"], most=2) if v["holders"] else "-"
     return [v["name"], v["type"], size, freed, holders, _cell_text(v["created_cell"]),
@@ -347,8 +352,9 @@ def variable_row(v):
 
 def _walk_note(walk):
     if walk and not walk.get("complete", True):
-        return (f"the walk ran out of its time budget after {walk['seconds']:.1f} s: "
-                "sizes marked ≥ are lower bounds, '?' unknown")
+        return (f"the walk stopped at its time or memory budget after {walk['seconds']:.1f} s: "
+                "sizes marked ≈ are estimated from the part walked, ≥ are lower bounds, "
+                "'?' unknown")
     return None
 
 

@@ -50,8 +50,10 @@ Compressed = _core.Compressed
 # ---- who holds an object ------------------------------------------------
 
 UNNAMED_HOLDER = "<unnamed reference>"
-# Holders that are IPython's caches (or the last exception), which `del` may purge.
-_CACHE_HOLDER = re.compile(r"^(Out\[\d+\]|_|__|___|_\d+|sys\.last_\w+)$")
+# Holders that are IPython's caches (or the last exception, or what a %run
+# script left in IPython's cache of its namespace), which `del` may purge.
+RUN_NAMESPACE = "the %run namespace of "
+_CACHE_HOLDER = re.compile(r"^(Out\[\d+\]|_|__|___|_\d+|sys\.last_\w+|the %run namespace of .+)$")
 
 
 @contextlib.contextmanager
@@ -729,8 +731,9 @@ def _spill(shell, ns, name, options, progress):
 class _Purge:
     """Removes IPython's cached references to one object (output cache
     entries, _ __ ___ _N and their mirrors in the hidden namespace and the
-    display hook, the last execution result, sys.last_*), remembering them
-    so that undo() puts back exactly what was there (for --dry-run)."""
+    display hook, the last execution result, sys.last_*, the names bound to
+    it in the namespaces %run keeps), remembering them so that undo() puts
+    back exactly what was there (for --dry-run)."""
 
     LAST_EXCEPTION = ("last_type", "last_value", "last_traceback", "last_exc")
 
@@ -754,9 +757,20 @@ class _Purge:
         self.undo_steps.append(lambda: setattr(owner, attribute, value))
         setattr(owner, attribute, None)
 
-    def remove(self, caches):
+    def _run_namespaces(self, label):
+        """The namespaces of the scripts %run ran that the walker names label."""
+        cache = getattr(self.shell, "_main_mod_cache", {})
+        return [module.__dict__ for path, module in list(cache.items())
+                if RUN_NAMESPACE + os.path.basename(path) == label]
+
+    def remove(self, caches, obj=None):
         removed = []
         for holder in caches:
+            if holder.startswith(RUN_NAMESPACE):
+                for namespace in self._run_namespaces(holder):
+                    for key in [k for k, v in namespace.items() if v is obj]:
+                        self._pop(namespace, key)
+                continue
             if holder.startswith("Out["):
                 if self.output is None:
                     continue
@@ -834,7 +848,7 @@ def _delete(shell, ns, name, options, progress):
               if h not in together and not _CACHE_HOLDER.match(h) and h != UNNAMED_HOLDER]
     caches = [] if others else [h for h in entry["holders"] if _CACHE_HOLDER.match(h)]
     purge = _Purge(shell, ns)
-    purge.remove(caches)
+    purge.remove(caches, ns[name])
     try:
         # What del frees once the caches are gone: measured, not guessed.
         predicted = variable(shell, ns, name)["exclusive"] if caches else entry["exclusive"]
