@@ -95,6 +95,27 @@ def test_del_purges_the_output_cache_and_returns_what_it_predicts(kernel):
     assert not kernel.query(f"'shown' in globals() or {shown_at} in Out or '_{shown_at}' in globals()")
 
 
+@pytest.mark.parametrize("displayed", [False, True], ids=["plain", "displayed"])
+def test_del_returns_what_it_predicts_from_a_fragmented_heap(fresh_kernel, displayed):
+    """2,000 arrays of 100 KiB live in glibc's heap, not in mappings of their
+    own.  Displayed once, the output cache holds the list and the display's
+    strings sit between its blocks; a cell later, %shrink del must still
+    give back what it predicts: its trim comes after the last reference."""
+    k = fresh_kernel
+    k.run("%load_ext memtamer\nimport numpy as np, memtamer")
+    k.run("L = [np.ones(100 * 1024 // 8) for _ in range(2000)]")
+    if displayed:
+        k.run("L")
+    k.run("import gc; gc.collect()")  # its result shifts the output cache
+    predicted = k.query("memtamer.shrink('del', 'L', dry_run=True)['L']['predicted']")
+    assert predicted == pytest.approx(2000 * 100 * 1024, rel=0.02)
+    before = k.query(RSS)
+    out = k.run("%shrink del L")
+    assert "frees" in out["stdout"] + str(out["data"])
+    returned = before - k.query(RSS)
+    assert returned == pytest.approx(predicted, rel=0.05)
+
+
 def test_del_names_other_holders_and_leaves_them_alone(kernel):
     kernel.run("import numpy as np, memtamer")
     kernel.run("first = np.ones(2**24); second = first; checksum = float(first.sum())")

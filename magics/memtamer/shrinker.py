@@ -800,6 +800,11 @@ class _Purge:
             self.output.clear()
             self.output.update(self.saved_output)
 
+    def forget(self):
+        """Drops what undo() would put back: it holds the purged objects."""
+        self.undo_steps.clear()
+        self.saved_output = None
+
 
 # IPython's own names in the user namespace: what each is, and what to do.
 _OUTPUT_CACHE_ADVICE = ("%reset -f out empties the output cache; %shrink del on the variable it "
@@ -874,6 +879,9 @@ def _delete(shell, ns, name, options, progress):
            "reason": "; ".join(notes)}
     if options["dry_run"]:
         return row
+    # The trim must come after the last reference goes, or the freed pages
+    # stay in the heap: the purge's undo state holds the object too.
+    purge.forget()
     del ns[name]
     gc.collect()
     _core.trim()
