@@ -1,49 +1,17 @@
-/* codec: the compressed proxy type over c-blosc (codec.h).
+/* codec: the compressed proxy type (codec.h); the bytes are frames.c's.
  *
- * Everything here needs the GIL except the blosc calls, which run with it
- * released on memory that no Python object can free meanwhile (we hold a
- * reference to the source, and our chunks belong to no Python object yet). */
+ * Everything here needs the GIL; frames.c releases it around the work on
+ * memory that no Python object can free meanwhile (we hold a reference to
+ * the source, and the chunks belong to no Python object yet). */
 #include "memtamer/memtamer.h"
 
-#include <blosc.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "memtamer/codec.h"
+#include "memtamer/frames.h"
 #include "memtamer/npy.h"
 
-/* Progress is reported between chunks; blosc takes at most 2 GiB a call. */
-#define CHUNK_BYTES ((size_t)64 << 20)
-#define MAX_THREADS 8
-#define DEFAULT_CODEC "lz4"
-#define DEFAULT_LEVEL 5
-
 enum { KIND_ARRAY = 0, KIND_PICKLE = 1 };
-
-typedef struct {
-    char *data; /* PyMem_RawMalloc'd compressed bytes */
-    size_t csize, nbytes;
-} chunk;
-
-typedef struct {
-    size_t nbytes;
-    int typesize;
-    Py_ssize_t nchunks;
-    chunk *chunks; /* PyMem_RawCalloc'd */
-} frame;
-
-/* What to compress: one contiguous run of bytes per frame. */
-typedef struct {
-    const char *ptr;
-    size_t nbytes;
-    int typesize;
-} source;
-
-typedef struct {
-    char codec[16];
-    int level;
-    int nthreads;
-} settings;
 
 /* Until it is restored, a proxy holds the compressed frames; any use of it
  * (attribute, operator, item, iteration, call, buffer, numpy, pickling)
@@ -64,152 +32,10 @@ typedef struct {
     PyObject *shape, *strides;
     int writeable;
     Py_ssize_t nframes; /* arrays: 1; pickles: the stream, then its buffers */
-    frame *frames;
+    mt_frame *frames;
     size_t nbytes, cbytes;
-    settings how;
+    mt_settings how;
 } compressed;
-
-/* The one translator of blosc's return codes into Python exceptions. */
-static void
-blosc_error(int rc, const char *doing)
-{
-    if (rc == 0 && strcmp(doing, "decompressing") == 0) {
-        PyErr_SetString(PyExc_ValueError,
-                        "memtamer: compressed data is corrupt or truncated (blosc returned 0)");
-    }
-    else {
-        PyErr_Format(PyExc_RuntimeError, "memtamer: blosc failed while %s (code %d)", doing, rc);
-    }
-}
-
-static int
-thread_count(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : (n > MAX_THREADS ? MAX_THREADS : (int)n);
-}
-
-static void
-frames_free(frame *frames, Py_ssize_t n)
-{
-    for (Py_ssize_t i = 0; frames && i < n; i++) {
-        for (Py_ssize_t j = 0; j < frames[i].nchunks; j++) {
-            PyMem_RawFree(frames[i].chunks[j].data);
-        }
-        PyMem_RawFree(frames[i].chunks);
-    }
-    PyMem_RawFree(frames);
-}
-
-/* Calls progress(done, total) when given, and lets Ctrl-C abort.  -1/0. */
-static int
-report_progress(PyObject *progress, size_t done, size_t total)
-{
-    if (PyErr_CheckSignals() < 0) {
-        return -1;
-    }
-    if (progress == NULL || progress == Py_None) {
-        return 0;
-    }
-    PyObject *r = PyObject_CallFunction(progress, "nn", (Py_ssize_t)done, (Py_ssize_t)total);
-    Py_XDECREF(r);
-    return r ? 0 : -1;
-}
-
-/* Compresses the first `limit` bytes of each source (all of them when limit
- * is 0) into *out.  On failure nothing is left allocated. */
-static int
-compress_sources(const source *src, Py_ssize_t n, const settings *how, size_t limit,
-                 PyObject *progress, frame **out)
-{
-    size_t total = 0, done = 0, largest = 0;
-    char *scratch = NULL;
-    frame *frames = PyMem_RawCalloc((size_t)(n ? n : 1), sizeof *frames);
-    if (frames == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        size_t len = limit && src[i].nbytes > limit ? limit : src[i].nbytes;
-        frames[i].nbytes = len;
-        frames[i].typesize = src[i].typesize;
-        total += len;
-        largest = len > largest ? len : largest;
-    }
-    scratch = PyMem_RawMalloc((largest < CHUNK_BYTES ? largest : CHUNK_BYTES) + BLOSC_MAX_OVERHEAD);
-    if (scratch == NULL) {
-        PyErr_NoMemory();
-        goto error;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        frame *f = &frames[i];
-        f->nchunks = (Py_ssize_t)((f->nbytes + CHUNK_BYTES - 1) / CHUNK_BYTES);
-        if (f->nchunks && !(f->chunks = PyMem_RawCalloc((size_t)f->nchunks, sizeof(chunk)))) {
-            f->nchunks = 0;
-            PyErr_NoMemory();
-            goto error;
-        }
-        for (Py_ssize_t j = 0; j < f->nchunks; j++) {
-            size_t offset = (size_t)j * CHUNK_BYTES;
-            size_t len = f->nbytes - offset < CHUNK_BYTES ? f->nbytes - offset : CHUNK_BYTES;
-            chunk *c = &f->chunks[j];
-            int rc;
-            Py_BEGIN_ALLOW_THREADS
-            rc = blosc_compress_ctx(how->level, BLOSC_SHUFFLE, (size_t)f->typesize, len,
-                                    src[i].ptr + offset, scratch, len + BLOSC_MAX_OVERHEAD,
-                                    how->codec, 0, how->nthreads);
-            if (rc > 0 && (c->data = PyMem_RawMalloc((size_t)rc)) != NULL) {
-                memcpy(c->data, scratch, (size_t)rc);
-            }
-            Py_END_ALLOW_THREADS
-            if (rc <= 0) {
-                blosc_error(rc, "compressing");
-                goto error;
-            }
-            if (c->data == NULL) {
-                PyErr_NoMemory();
-                goto error;
-            }
-            c->csize = (size_t)rc;
-            c->nbytes = len;
-            done += len;
-            if (report_progress(progress, done, total) < 0) {
-                goto error;
-            }
-        }
-    }
-    PyMem_RawFree(scratch);
-    *out = frames;
-    return 0;
-error:
-    PyMem_RawFree(scratch);
-    frames_free(frames, n);
-    return -1;
-}
-
-static int
-decompress_frame(const frame *f, char *dest, const settings *how, PyObject *progress,
-                 size_t *done, size_t total)
-{
-    size_t offset = 0;
-    for (Py_ssize_t j = 0; j < f->nchunks; j++) {
-        const chunk *c = &f->chunks[j];
-        int rc;
-        Py_BEGIN_ALLOW_THREADS
-        rc = blosc_decompress_ctx(c->data, dest + offset, c->nbytes, how->nthreads);
-        Py_END_ALLOW_THREADS
-        if (rc <= 0 || (size_t)rc != c->nbytes) {
-            blosc_error(rc > 0 ? 0 : rc, "decompressing");
-            return -1;
-        }
-        offset += c->nbytes;
-        *done += c->nbytes;
-        if (report_progress(progress, *done, total) < 0) {
-            return -1;
-        }
-    }
-    return 0;
-}
 
 /* ---- what gets compressed ---- */
 
@@ -221,7 +47,7 @@ typedef struct {
     PyObject *buffers;    /* and its out-of-band PickleBuffers (list) */
     Py_buffer *views;
     Py_ssize_t nviews;
-    source *sources;
+    mt_source *sources;
     Py_ssize_t nsources;
 } input;
 
@@ -239,10 +65,48 @@ input_release(input *in)
     memset(in, 0, sizeof *in);
 }
 
+/* What the transform may narrow: 8-byte numbers in this machine's byte
+ * order (numpy's kind character, or a buffer's struct format). */
 static int
-typesize_of(Py_ssize_t itemsize)
+values_of_kind(char kind)
 {
-    return itemsize >= 1 && itemsize <= BLOSC_MAX_TYPESIZE ? (int)itemsize : 1;
+    switch (kind) {
+    case 'f':
+    case 'd':
+        return MT_VALUES_FLOAT64;
+    case 'i':
+    case 'M':
+    case 'm':
+    case 'q':
+    case 'l':
+        return MT_VALUES_INT64;
+    case 'u':
+    case 'Q':
+    case 'L':
+        return MT_VALUES_UINT64;
+    default:
+        return -1;
+    }
+}
+
+static int
+values_of_array(PyArrayObject *arr)
+{
+    PyArray_Descr *d = PyArray_DESCR(arr);
+    return PyArray_ITEMSIZE(arr) == 8 && PyArray_ISNOTSWAPPED(arr) ? values_of_kind(d->kind) : -1;
+}
+
+static int
+values_of_buffer(const Py_buffer *view)
+{
+    const char *f = view->format;
+    if (view->itemsize != 8 || f == NULL) {
+        return -1;
+    }
+    if (*f == '@' || *f == '=' || (*f == '<' && PY_LITTLE_ENDIAN) || (*f == '>' && PY_BIG_ENDIAN)) {
+        f++;
+    }
+    return f[0] && !f[1] ? values_of_kind(f[0]) : -1;
 }
 
 /* Arrays whose data we compress as is: exact ndarrays of a dtype without
@@ -257,14 +121,15 @@ input_from_array(PyArrayObject *arr, input *in)
     if (in->array == NULL) {
         return -1;
     }
-    in->sources = PyMem_Calloc(1, sizeof(source));
+    in->sources = PyMem_Calloc(1, sizeof(mt_source));
     if (in->sources == NULL) {
         PyErr_NoMemory();
         return -1;
     }
     in->sources[0].ptr = PyArray_BYTES(in->array);
     in->sources[0].nbytes = (size_t)PyArray_NBYTES(in->array);
-    in->sources[0].typesize = typesize_of(PyArray_ITEMSIZE(in->array));
+    in->sources[0].typesize = mt_frames_typesize(PyArray_ITEMSIZE(in->array));
+    in->sources[0].values = values_of_array(in->array);
     in->nsources = 1;
     in->kind = KIND_ARRAY;
     return 0;
@@ -299,7 +164,7 @@ input_from_pickle(PyObject *obj, input *in)
     }
     Py_ssize_t nbuf = PyList_GET_SIZE(in->buffers);
     in->views = PyMem_Calloc((size_t)(nbuf ? nbuf : 1), sizeof(Py_buffer));
-    in->sources = PyMem_Calloc((size_t)nbuf + 1, sizeof(source));
+    in->sources = PyMem_Calloc((size_t)nbuf + 1, sizeof(mt_source));
     if (in->views == NULL || in->sources == NULL) {
         PyErr_NoMemory();
         goto done;
@@ -307,16 +172,19 @@ input_from_pickle(PyObject *obj, input *in)
     in->sources[0].ptr = PyBytes_AS_STRING(in->stream);
     in->sources[0].nbytes = (size_t)PyBytes_GET_SIZE(in->stream);
     in->sources[0].typesize = 1;
+    in->sources[0].values = -1;
     in->nsources = 1;
     for (Py_ssize_t i = 0; i < nbuf; i++) {
         Py_buffer *view = &in->views[i];
-        if (PyObject_GetBuffer(PyList_GET_ITEM(in->buffers, i), view, PyBUF_ANY_CONTIGUOUS) < 0) {
+        if (PyObject_GetBuffer(PyList_GET_ITEM(in->buffers, i), view,
+                               PyBUF_ANY_CONTIGUOUS | PyBUF_FORMAT) < 0) {
             goto done;
         }
         in->nviews++;
         in->sources[in->nsources].ptr = view->buf;
         in->sources[in->nsources].nbytes = (size_t)view->len;
-        in->sources[in->nsources].typesize = typesize_of(view->itemsize);
+        in->sources[in->nsources].typesize = mt_frames_typesize(view->itemsize);
+        in->sources[in->nsources].values = values_of_buffer(view);
         in->nsources++;
     }
     rc = 0;
@@ -343,36 +211,6 @@ input_from_object(PyObject *obj, input *in)
     return input_from_pickle(obj, in);
 }
 
-static int
-parse_settings(PyObject *codec, PyObject *level, settings *how)
-{
-    const char *name = codec && codec != Py_None ? PyUnicode_AsUTF8(codec) : DEFAULT_CODEC;
-    if (name == NULL) {
-        return -1;
-    }
-    if (blosc_compname_to_compcode(name) < 0 || strlen(name) >= sizeof how->codec) {
-        PyErr_Format(PyExc_ValueError,
-                     "unknown codec '%s': use one of %s (this blosc %s)", name,
-                     blosc_list_compressors(), blosc_get_version_string());
-        return -1;
-    }
-    strcpy(how->codec, name);
-    how->level = DEFAULT_LEVEL;
-    if (level && level != Py_None) {
-        long l = PyLong_AsLong(level);
-        if (l == -1 && PyErr_Occurred()) {
-            return -1;
-        }
-        if (l < 0 || l > 9) {
-            PyErr_Format(PyExc_ValueError, "level must be 0 (no compression) to 9 (best), not %ld", l);
-            return -1;
-        }
-        how->level = (int)l;
-    }
-    how->nthreads = thread_count();
-    return 0;
-}
-
 /* ---- the type ---- */
 
 static PyObject *
@@ -392,11 +230,11 @@ describe(PyObject *obj, int kind)
 
 static PyObject *
 make_proxy(PyTypeObject *type, PyObject *obj, PyObject *name, PyObject *owner, input *in,
-           frame *frames, const settings *how)
+           mt_frame *frames, const mt_settings *how)
 {
     compressed *self = (compressed *)type->tp_alloc(type, 0);
     if (self == NULL) {
-        frames_free(frames, in->nsources);
+        mt_frames_free(frames, in->nsources);
         return NULL;
     }
     self->frames = frames;
@@ -406,9 +244,7 @@ make_proxy(PyTypeObject *type, PyObject *obj, PyObject *name, PyObject *owner, i
     self->name = Py_NewRef(name);
     for (Py_ssize_t i = 0; i < in->nsources; i++) {
         self->nbytes += frames[i].nbytes;
-        for (Py_ssize_t j = 0; j < frames[i].nchunks; j++) {
-            self->cbytes += frames[i].chunks[j].csize;
-        }
+        self->cbytes += mt_frames_csize(&frames[i]);
     }
     if (in->kind == KIND_ARRAY) {
         PyArrayObject *a = in->array;
@@ -440,12 +276,12 @@ mt_codec_compress(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"obj", "name", "codec", "level", "progress", "owner", NULL};
     PyObject *obj, *name, *codec = NULL, *level = NULL, *progress = NULL, *owner = Py_None;
-    settings how;
+    mt_settings how;
     input in;
-    frame *frames = NULL;
+    mt_frame *frames = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OU|OOOO:compress", kwlist, &obj, &name, &codec,
                                      &level, &progress, &owner) ||
-        parse_settings(codec, level, &how) < 0) {
+        mt_frames_parse_settings(codec, level, &how) < 0) {
         return NULL;
     }
     if (owner != Py_None && !PyModule_Check(owner)) {
@@ -458,7 +294,7 @@ mt_codec_compress(PyObject *module, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     PyObject *result = NULL;
-    if (compress_sources(in.sources, in.nsources, &how, 0, progress, &frames) == 0) {
+    if (mt_frames_compress(in.sources, in.nsources, &how, 0, progress, &frames) == 0) {
         result = make_proxy((PyTypeObject *)mt_get_state(module)->compressed_type, obj, name,
                             owner, &in, frames, &how);
     }
@@ -466,20 +302,31 @@ mt_codec_compress(PyObject *module, PyObject *args, PyObject *kwargs)
     return result;
 }
 
-/* _core.compress_estimate(obj, codec, level, sample) -> (nbytes, estimated compressed bytes)
- * from the first `sample` bytes of each frame. */
+/* The frame that decides how an object is compressed: its largest. */
+static Py_ssize_t
+largest_frame(const mt_frame *frames, Py_ssize_t n)
+{
+    Py_ssize_t largest = 0;
+    for (Py_ssize_t i = 1; i < n; i++) {
+        largest = frames[i].nbytes > frames[largest].nbytes ? i : largest;
+    }
+    return largest;
+}
+
+/* _core.compress_estimate(obj, codec, level, sample) -> (nbytes, estimated compressed bytes,
+ * method) from the first `sample` bytes of each frame; method says how it would be compressed. */
 PyObject *
 mt_codec_estimate(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"obj", "codec", "level", "sample", NULL};
     PyObject *obj, *codec = NULL, *level = NULL;
     Py_ssize_t sample = 16 << 20;
-    settings how;
+    mt_settings how;
     input in;
-    frame *frames = NULL;
+    mt_frame *frames = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOn:compress_estimate", kwlist, &obj, &codec,
                                      &level, &sample) ||
-        parse_settings(codec, level, &how) < 0) {
+        mt_frames_parse_settings(codec, level, &how) < 0) {
         return NULL;
     }
     if (sample < 1) {
@@ -487,31 +334,22 @@ mt_codec_estimate(PyObject *module, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     if (input_from_object(obj, &in) < 0 ||
-        compress_sources(in.sources, in.nsources, &how, (size_t)sample, NULL, &frames) < 0) {
+        mt_frames_compress(in.sources, in.nsources, &how, (size_t)sample, NULL, &frames) < 0) {
         input_release(&in);
         return NULL;
     }
     double nbytes = 0, estimate = 0;
     for (Py_ssize_t i = 0; i < in.nsources; i++) {
-        size_t csize = 0;
-        for (Py_ssize_t j = 0; j < frames[i].nchunks; j++) {
-            csize += frames[i].chunks[j].csize;
-        }
         nbytes += (double)in.sources[i].nbytes;
         if (frames[i].nbytes) {
-            estimate += (double)csize * (double)in.sources[i].nbytes / (double)frames[i].nbytes;
+            estimate += (double)mt_frames_csize(&frames[i]) * (double)in.sources[i].nbytes /
+                        (double)frames[i].nbytes;
         }
     }
-    frames_free(frames, in.nsources);
+    PyObject *method = mt_frames_describe(&frames[largest_frame(frames, in.nsources)], &how);
+    mt_frames_free(frames, in.nsources);
     input_release(&in);
-    return Py_BuildValue("(LL)", (long long)nbytes, (long long)estimate);
-}
-
-PyObject *
-mt_codec_codecs(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
-{
-    return Py_BuildValue("{ssss}", "codecs", blosc_list_compressors(), "blosc",
-                         blosc_get_version_string());
+    return method ? Py_BuildValue("(LLN)", (long long)nbytes, (long long)estimate, method) : NULL;
 }
 
 static PyObject *
@@ -533,7 +371,7 @@ restore_array(compressed *self, PyObject *progress)
         return NULL;
     }
     size_t done = 0;
-    if (decompress_frame(&self->frames[0], PyArray_BYTES(arr), &self->how, progress, &done,
+    if (mt_frames_decompress(&self->frames[0], PyArray_BYTES(arr), &self->how, progress, &done,
                          self->nbytes) < 0) {
         Py_DECREF(arr);
         return NULL;
@@ -550,7 +388,7 @@ restore_pickle(compressed *self, PyObject *progress)
     PyObject *stream = NULL, *buffers = NULL, *pickle = NULL, *result = NULL;
     size_t done = 0;
     if (!(stream = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)self->frames[0].nbytes)) ||
-        decompress_frame(&self->frames[0], PyBytes_AS_STRING(stream), &self->how, progress, &done,
+        mt_frames_decompress(&self->frames[0], PyBytes_AS_STRING(stream), &self->how, progress, &done,
                          self->nbytes) < 0 ||
         !(buffers = PyList_New(self->nframes - 1))) {
         goto done;
@@ -561,7 +399,7 @@ restore_pickle(compressed *self, PyObject *progress)
             goto done;
         }
         PyList_SET_ITEM(buffers, i - 1, b);
-        if (decompress_frame(&self->frames[i], PyByteArray_AS_STRING(b), &self->how, progress,
+        if (mt_frames_decompress(&self->frames[i], PyByteArray_AS_STRING(b), &self->how, progress,
                              &done, self->nbytes) < 0) {
             goto done;
         }
@@ -678,7 +516,7 @@ target(compressed *self, PyObject *progress)
         self->restorer = 0;
         if (obj != NULL) {
             self->restored = Py_NewRef(obj);
-            frames_free(self->frames, self->nframes);
+            mt_frames_free(self->frames, self->nframes);
             self->frames = NULL;
             self->nframes = 0;
             if (rebind(self, obj) < 0) {
@@ -970,10 +808,10 @@ proxy_repr(compressed *self)
 static PyObject *
 proxy_sizeof(compressed *self, PyObject *Py_UNUSED(unused))
 {
-    size_t n = (size_t)Py_TYPE(self)->tp_basicsize + (size_t)self->nframes * sizeof(frame);
+    size_t n = (size_t)Py_TYPE(self)->tp_basicsize + (size_t)self->nframes * sizeof(mt_frame);
     for (Py_ssize_t i = 0; i < self->nframes; i++) {
         for (Py_ssize_t j = 0; j < self->frames[i].nchunks; j++) {
-            n += sizeof(chunk) + self->frames[i].chunks[j].csize;
+            n += sizeof(mt_chunk) + self->frames[i].chunks[j].csize;
         }
     }
     return PyLong_FromSize_t(n);
@@ -1009,7 +847,7 @@ proxy_dealloc(compressed *self)
 {
     PyTypeObject *type = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
-    frames_free(self->frames, self->nframes);
+    mt_frames_free(self->frames, self->nframes);
     if (self->lock != NULL) {
         PyThread_free_lock(self->lock);
     }
@@ -1063,10 +901,18 @@ mt_codec_info(PyObject *Py_UNUSED(module), PyObject *proxy)
     if (self == NULL) {
         return NULL;
     }
-    return Py_BuildValue("{sOsOsssssisnsnsO}", "name", self->name, "what", self->what, "kind",
+    PyObject *method = self->frames ? mt_frames_describe(
+                                          &self->frames[largest_frame(self->frames, self->nframes)],
+                                          &self->how)
+                                    : PyUnicode_FromString("restored");
+    if (method == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("{sOsOsssssisOsNsnsnsO}", "name", self->name, "what", self->what, "kind",
                          self->kind == KIND_ARRAY ? "ndarray" : "pickle", "codec", self->how.codec,
-                         "level", self->how.level, "nbytes", (Py_ssize_t)self->nbytes, "cbytes",
-                         (Py_ssize_t)self->cbytes, "restored",
+                         "level", self->how.level, "auto",
+                         self->how.automatic ? Py_True : Py_False, "method", method, "nbytes",
+                         (Py_ssize_t)self->nbytes, "cbytes", (Py_ssize_t)self->cbytes, "restored",
                          self->restored ? Py_True : Py_False);
 }
 

@@ -4,6 +4,7 @@
 
 #include "memtamer/guard.h"
 #include "memtamer/codec.h"
+#include "memtamer/frames.h"
 #include "memtamer/heap.h"
 #include "memtamer/policy.h"
 #include "memtamer/process.h"
@@ -85,7 +86,8 @@ static PyMethodDef core_methods[] = {
      "compressed_info(proxy) -> {name, what, kind, codec, level, nbytes, cbytes, restored}."},
     {"compress_estimate", (PyCFunction)(void (*)(void))mt_codec_estimate, METH_VARARGS | METH_KEYWORDS,
      "compress_estimate(obj, codec='lz4', level=5, sample=16MiB) -> (nbytes, estimated bytes)."},
-    {"codecs", mt_codec_codecs, METH_NOARGS, "codecs() -> {codecs, blosc}: what blosc offers."},
+    {"codecs", mt_frames_codecs, METH_NOARGS,
+     "codecs() -> {codecs, blosc, default}: 'auto' and what blosc offers, the default codec."},
     {"deep_size", (PyCFunction)(void (*)(void))mt_walker_py_deep_size, METH_FASTCALL,
      "deep_size(obj, budget_seconds=0) -> (bytes, complete): deep size, buffers counted once."},
     {"ledger_attach", (PyCFunction)(void (*)(void))mt_ledger_py_attach, METH_FASTCALL,

@@ -293,25 +293,34 @@ widen(const block_header *h, const char *in, size_t count, int64_t *digit)
 }
 
 size_t
-mt_transform_decode(const mt_transform_plan *plan, const void *in, size_t size, size_t count,
-                    void *values)
+mt_transform_block_size(const void *in, size_t size, size_t count)
 {
     block_header h;
     if (size < sizeof h) {
         return 0;
     }
     memcpy(&h, in, sizeof h);
+    size_t need = h.width == 8 ? sizeof h + count * 8
+                               : sizeof h + count * h.width + (size_t)h.exceptions * EXCEPTION_BYTES;
+    int valid = h.width == 8 || ((h.width == 1 || h.width == 2 || h.width == 4) &&
+                                 h.exceptions <= count);
+    return valid && need <= size ? need : 0;
+}
+
+size_t
+mt_transform_decode(const mt_transform_plan *plan, const void *in, size_t size, size_t count,
+                    void *values)
+{
+    block_header h;
+    size_t need = mt_transform_block_size(in, size, count);
+    if (need == 0) {
+        return 0;
+    }
+    memcpy(&h, in, sizeof h);
     const char *at = (const char *)in + sizeof h;
     if (h.width == 8) {
-        if (size < sizeof h + count * 8) {
-            return 0;
-        }
         memcpy(values, at, count * 8);
-        return sizeof h + count * 8;
-    }
-    size_t need = sizeof h + count * h.width + (size_t)h.exceptions * EXCEPTION_BYTES;
-    if ((h.width != 1 && h.width != 2 && h.width != 4) || h.exceptions > count || size < need) {
-        return 0;
+        return need;
     }
     int64_t *digit = values;
     widen(&h, at, count, digit);

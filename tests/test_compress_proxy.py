@@ -135,7 +135,13 @@ def test_compress_refusal_decides_without_changing_anything():
 ], ids=["ints", "dict", "blobs", "strided"])
 def test_the_sampled_estimate_is_close_to_the_real_size(make):
     ns = {"x": make()}
-    row = run(None, ns, "compress", ["x"], {"dry_run": True, "copy": True})["x"]
+    row = run(None, ns, "compress", ["x"], {"dry_run": True, "copy": True, "codec": "lz4"})["x"]
     assert row["status"] == "dry-run", row
-    real = _core.compressed_info(_core.compress(ns["x"], "x"))["cbytes"]
+    real = _core.compressed_info(_core.compress(ns["x"], "x", codec="lz4"))["cbytes"]
     assert row["bytes_after"] == pytest.approx(real, rel=0.1)
+    # With auto, zstd may win: it finds more to share in the whole than in
+    # a sample, so the estimate errs high (a refusal near the threshold is
+    # the safe side), never much low.
+    row = run(None, ns, "compress", ["x"], {"dry_run": True, "copy": True})["x"]
+    real = _core.compressed_info(_core.compress(ns["x"], "x"))["cbytes"]
+    assert 0.9 * real <= row["bytes_after"] <= 1.25 * real

@@ -25,6 +25,5 @@ PyObject *mt_codec_compress(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *mt_codec_estimate(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *mt_codec_restore(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *mt_codec_info(PyObject *module, PyObject *proxy);
-PyObject *mt_codec_codecs(PyObject *module, PyObject *unused);
 
 #endif

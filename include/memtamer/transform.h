@@ -56,4 +56,8 @@ size_t mt_transform_decode(const mt_transform_plan *plan, const void *in, size_t
  * element size a byte-shuffling compressor should use. */
 int mt_transform_block_width(const void *in);
 
+/* The bytes of the encoded block at in (count values), from its header
+ * alone; 0 when it is malformed or longer than size. */
+size_t mt_transform_block_size(const void *in, size_t size, size_t count);
+
 #endif

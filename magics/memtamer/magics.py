@@ -149,7 +149,8 @@ class MemtamerMagics(Magics):
     @argument("--narrow", action="store_true",
               help="downcast, pack: integers to the smallest type holding their values (pack: "
                    "floats to float32/float16 when exact); later arithmetic may overflow")
-    @argument("--codec", default=None, help="compress: lz4 (default), zstd, blosclz, zlib, ...")
+    @argument("--codec", default=None, help="compress: auto (default: the codec that makes a sample "
+              "smallest), lz4, zstd, blosclz, zlib, ...")
     @argument("--level", type=int, default=None, help="compress: 0-9 (default 5)")
     @argument("--dir", default=None,
               help="spill: directory for the file (default: a per-kernel directory under the "

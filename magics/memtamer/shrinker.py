@@ -34,7 +34,7 @@ from . import _core
 from .sizes import format_size
 
 DEFAULT_RTOL = 1e-3  # floats may move by at most 0.1% of their value
-DEFAULT_CODEC = "lz4"
+DEFAULT_CODEC = _core.codecs()["default"]  # "auto": the codec that makes a sample smallest
 DEFAULT_LEVEL = 5
 DRY_RUN_SAMPLE = 16 * 1024**2  # bytes per frame compressed to estimate a ratio
 SAMPLE_ITEMS = 100_000  # items of a container pickled to estimate a ratio
@@ -468,10 +468,12 @@ def _compress_plan(shell, ns, name, options):
         return dict(row, reason=held)
     sample, scale = _sample(ns[name], nbytes)
     try:
-        _, estimate = _core.compress_estimate(sample, codec=options["codec"],
-                                              level=options["level"], sample=DRY_RUN_SAMPLE)
+        _, estimate, method = _core.compress_estimate(sample, codec=options["codec"],
+                                                      level=options["level"],
+                                                      sample=DRY_RUN_SAMPLE)
     except ValueError as exc:  # pickled by reference (see codec.c)
         return dict(row, reason=str(exc))
+    detail = method if options["codec"] != "auto" else f"auto: {method}"
     estimate = int(estimate * scale)
     row["bytes_after"] = estimate
     if estimate * MIN_COMPRESS_RATIO > nbytes:
@@ -514,7 +516,7 @@ def _compress(shell, ns, name, options, progress):
     info = _core.compressed_info(proxy)
     _compressed_names[name] = (info["cbytes"], row["bytes_before"])
     return dict(row, status="done", bytes_after=after,
-                detail=f"{info['what']}: {info['codec']} level {info['level']}, "
+                detail=f"{info['what']}: {'auto: ' if info['auto'] else ''}{info['method']}, "
                        f"ratio {row['bytes_before'] / max(after, 1):.1f}")
 
 
@@ -526,7 +528,7 @@ def _restore(shell, ns, name, options, progress):
     # A proxy that already restored itself (a name %timeit put back) holds the object.
     row = {"bytes_before": _core.deep_size(ns[name], RESTORE_WALK_SECONDS)[0],
            "bytes_after": info["nbytes"],
-           "reason": None, "detail": f"{info['what']} from {info['codec']}"}
+           "reason": None, "detail": f"{info['what']} from {info['method']}"}
     if options["dry_run"]:
         return dict(row, status="dry-run")
     ns[name] = _core.restore(ns[name], progress=progress)

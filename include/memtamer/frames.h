@@ -1,0 +1,78 @@
+/* frames: the bytes under a compressed proxy, and how they are made.
+ *
+ * A source (an array's data, a pickle stream, one of its buffers) becomes a
+ * frame of chunks compressed by c-blosc; blosc takes at most 2 GiB a call,
+ * and chunk boundaries are where progress is reported and Ctrl-C is
+ * honoured.  Frames of 8-byte numbers may first be narrowed losslessly
+ * (transform.h: decimals in disguise, integers by frame of reference), in
+ * blocks that blosc then compresses.  The codec is the user's, or with
+ * 'auto' the one that makes a sample of the data smallest; either way a
+ * sample decides whether narrowing pays.  Round trips are bit-exact.
+ *
+ * Every function here needs the GIL; the blosc calls and the transform run
+ * with it released, on memory no Python object can free meanwhile. */
+#ifndef MEMTAMER_FRAMES_H
+#define MEMTAMER_FRAMES_H
+
+#include <Python.h>
+
+#include "memtamer/transform.h"
+
+typedef struct {
+    char *data;    /* PyMem_RawMalloc'd compressed bytes */
+    size_t csize;  /* their length */
+    size_t nbytes; /* the bytes of the source this chunk gives back */
+    size_t tbytes; /* narrowed frames: the bytes blosc gives back (the encoded blocks) */
+} mt_chunk;
+
+typedef struct {
+    size_t nbytes;
+    int typesize;
+    int narrowed; /* chunks hold transform blocks, planned by plan */
+    mt_transform_plan plan;
+    Py_ssize_t nchunks;
+    mt_chunk *chunks; /* PyMem_RawCalloc'd */
+} mt_frame;
+
+/* What to compress: one contiguous run of bytes per frame. */
+typedef struct {
+    const char *ptr;
+    size_t nbytes;
+    int typesize;
+    int values; /* an mt_values_type when the bytes are native 8-byte numbers, else -1 */
+} mt_source;
+
+typedef struct {
+    char codec[16]; /* blosc's name for it; after 'auto', the one chosen */
+    int level;
+    int automatic; /* the user asked for 'auto' */
+    int nthreads;
+} mt_settings;
+
+/* Reads codec ('auto' or one of blosc's; None: the default) and level
+ * (0-9; None: the default) into *how.  -1 with ValueError on bad input. */
+int mt_frames_parse_settings(PyObject *codec, PyObject *level, mt_settings *how);
+
+/* Compresses the first `limit` bytes of each of the n sources (all of them
+ * when limit is 0) into *out, n frames; with 'auto', how->codec and level
+ * become the ones chosen.  On failure nothing is left allocated.  -1/0. */
+int mt_frames_compress(const mt_source *src, Py_ssize_t n, mt_settings *how, size_t limit,
+                       PyObject *progress, mt_frame **out);
+
+/* Decompresses f into dest (f->nbytes bytes), adding to *done and reporting
+ * progress against total.  -1/0. */
+int mt_frames_decompress(const mt_frame *f, char *dest, const mt_settings *how, PyObject *progress,
+                         size_t *done, size_t total);
+
+void mt_frames_free(mt_frame *frames, Py_ssize_t n);
+/* The element size blosc's shuffle uses for items of itemsize bytes. */
+int mt_frames_typesize(Py_ssize_t itemsize);
+size_t mt_frames_csize(const mt_frame *f);
+
+/* "zstd level 1", "lz4 level 5 on decimal digits (10^-2)": what made f. */
+PyObject *mt_frames_describe(const mt_frame *f, const mt_settings *how);
+
+/* codecs() -> {codecs: "auto,blosclz,lz4,...", blosc: version, default: "auto"} */
+PyObject *mt_frames_codecs(PyObject *module, PyObject *unused);
+
+#endif

@@ -1,0 +1,561 @@
+/* frames: compressed frames over c-blosc, narrowed first where it pays
+ * (frames.h). */
+#include "memtamer/memtamer.h"
+
+#include <blosc.h>
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "memtamer/frames.h"
+
+/* Progress is reported between chunks; a narrowed chunk needs a second
+ * buffer of its size, so chunks stay small. */
+#define CHUNK_BYTES ((size_t)16 << 20)
+/* Values per transform block: each block has its own frame of reference. */
+#define BLOCK_VALUES ((size_t)1 << 16)
+#define MAX_THREADS 8
+#define DEFAULT_CODEC "auto"
+#define DEFAULT_LEVEL 5
+/* 'auto' tries lz4 at the user's level and zstd at blosc's level 1 (zstd's
+ * own fastest): higher zstd levels cost several times the time for a few
+ * percent. */
+#define AUTO_ZSTD_LEVEL 1
+/* The sample that decides: pieces spread over the largest source. */
+#define SAMPLE_PIECES 8
+#define SAMPLE_PIECE ((size_t)512 << 10)
+/* Narrowing is tried when the plan expects at most half the bytes. */
+#define NARROW_AT_MOST 4.0
+/* 'auto' takes zstd over the faster lz4 only when its result is at least
+ * this much smaller: a few percent are not worth its time. */
+#define ZSTD_MUST_SAVE 0.10
+
+/* The one translator of blosc's return codes into Python exceptions. */
+static void
+blosc_error(int rc, const char *doing)
+{
+    if (rc == 0 && strcmp(doing, "decompressing") == 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "memtamer: compressed data is corrupt or truncated (blosc returned 0)");
+    }
+    else {
+        PyErr_Format(PyExc_RuntimeError, "memtamer: blosc failed while %s (code %d)", doing, rc);
+    }
+}
+
+static int
+thread_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : (n > MAX_THREADS ? MAX_THREADS : (int)n);
+}
+
+int
+mt_frames_parse_settings(PyObject *codec, PyObject *level, mt_settings *how)
+{
+    const char *name = codec && codec != Py_None ? PyUnicode_AsUTF8(codec) : DEFAULT_CODEC;
+    if (name == NULL) {
+        return -1;
+    }
+    memset(how, 0, sizeof *how);
+    how->automatic = strcmp(name, "auto") == 0;
+    if (!how->automatic &&
+        (blosc_compname_to_compcode(name) < 0 || strlen(name) >= sizeof how->codec)) {
+        PyErr_Format(PyExc_ValueError, "unknown codec '%s': use auto or one of %s (this blosc %s)",
+                     name, blosc_list_compressors(), blosc_get_version_string());
+        return -1;
+    }
+    strcpy(how->codec, how->automatic ? "lz4" : name);
+    how->level = DEFAULT_LEVEL;
+    if (level && level != Py_None) {
+        long l = PyLong_AsLong(level);
+        if (l == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (l < 0 || l > 9) {
+            PyErr_Format(PyExc_ValueError, "level must be 0 (no compression) to 9 (best), not %ld", l);
+            return -1;
+        }
+        how->level = (int)l;
+    }
+    how->nthreads = thread_count();
+    return 0;
+}
+
+void
+mt_frames_free(mt_frame *frames, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; frames && i < n; i++) {
+        for (Py_ssize_t j = 0; j < frames[i].nchunks; j++) {
+            PyMem_RawFree(frames[i].chunks[j].data);
+        }
+        PyMem_RawFree(frames[i].chunks);
+    }
+    PyMem_RawFree(frames);
+}
+
+int
+mt_frames_typesize(Py_ssize_t itemsize)
+{
+    return itemsize >= 1 && itemsize <= BLOSC_MAX_TYPESIZE ? (int)itemsize : 1;
+}
+
+size_t
+mt_frames_csize(const mt_frame *f)
+{
+    size_t csize = 0;
+    for (Py_ssize_t j = 0; j < f->nchunks; j++) {
+        csize += f->chunks[j].csize;
+    }
+    return csize;
+}
+
+/* Calls progress(done, total) when given, and lets Ctrl-C abort.  -1/0. */
+static int
+report_progress(PyObject *progress, size_t done, size_t total)
+{
+    if (PyErr_CheckSignals() < 0) {
+        return -1;
+    }
+    if (progress == NULL || progress == Py_None) {
+        return 0;
+    }
+    PyObject *r = PyObject_CallFunction(progress, "nn", (Py_ssize_t)done, (Py_ssize_t)total);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+/* ---- narrowing, in blocks, on every core (no GIL needed) ---- */
+
+static size_t
+block_count(size_t values)
+{
+    return (values + BLOCK_VALUES - 1) / BLOCK_VALUES;
+}
+
+/* Room for the encoded blocks of len bytes of 8-byte values. */
+static size_t
+narrowed_bound(size_t len)
+{
+    return block_count(len / 8) * mt_transform_bound(0) + len;
+}
+
+/* One thread's share of a chunk: blocks [first, last). */
+typedef struct {
+    const mt_transform_plan *plan;
+    const char *values; /* the chunk's */
+    size_t count;       /* the chunk's values */
+    size_t first, last;
+    char *encoded; /* narrow: where this share's blocks go; widen: the chunk's blocks */
+    const size_t *offsets; /* widen: each block's offset in encoded */
+    char *out;             /* widen: the chunk's values */
+    void *digits;          /* narrow: the transform's scratch */
+    size_t written;        /* narrow: bytes of this share */
+    int intact;            /* widen: every block decoded */
+} share;
+
+static size_t
+block_length(const share *j, size_t b)
+{
+    size_t first = b * BLOCK_VALUES;
+    return j->count - first < BLOCK_VALUES ? j->count - first : BLOCK_VALUES;
+}
+
+static void *
+narrow_share(void *arg)
+{
+    share *j = arg;
+    j->written = 0;
+    for (size_t b = j->first; b < j->last; b++) {
+        j->written += mt_transform_encode(j->plan, j->values + b * BLOCK_VALUES * 8,
+                                          block_length(j, b), j->digits, j->encoded + j->written);
+    }
+    return NULL;
+}
+
+static void *
+widen_share(void *arg)
+{
+    share *j = arg;
+    j->intact = 1;
+    for (size_t b = j->first; b < j->last && j->intact; b++) {
+        j->intact = mt_transform_decode(j->plan, j->encoded + j->offsets[b],
+                                        j->offsets[b + 1] - j->offsets[b], block_length(j, b),
+                                        j->out + b * BLOCK_VALUES * 8) != 0;
+    }
+    return NULL;
+}
+
+/* Splits blocks into at most nthreads shares; returns how many. */
+static int
+split(share *shares, int nthreads, size_t blocks)
+{
+    int n = blocks < (size_t)nthreads ? (int)blocks : nthreads;
+    n = n < 1 ? 1 : n;
+    for (int k = 0; k < n; k++) {
+        shares[k].first = blocks * (size_t)k / (size_t)n;
+        shares[k].last = blocks * (size_t)(k + 1) / (size_t)n;
+    }
+    return n;
+}
+
+/* Runs work on n shares: the calling thread takes the first, and a share
+ * whose thread cannot start runs here too. */
+static void
+run_shares(share *shares, int n, void *(*work)(void *))
+{
+    pthread_t threads[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int k = 1; k < n; k++) {
+        started[k] = pthread_create(&threads[k], NULL, work, &shares[k]) == 0;
+    }
+    work(&shares[0]);
+    for (int k = 1; k < n; k++) {
+        if (started[k]) {
+            pthread_join(threads[k], NULL);
+        }
+        else {
+            work(&shares[k]);
+        }
+    }
+}
+
+/* Encodes len bytes of values into out; returns the bytes.  Each share
+ * writes where its blocks could at most begin, then moves up behind the
+ * one before.  digits: nthreads scratch areas. */
+static size_t
+narrow_blocks(const mt_transform_plan *plan, const char *values, size_t len, char *digits,
+              int nthreads, char *out)
+{
+    share shares[MAX_THREADS];
+    size_t count = len / 8, at = 0;
+    int n = split(shares, nthreads, block_count(count));
+    for (int k = 0; k < n; k++) {
+        shares[k].plan = plan;
+        shares[k].values = values;
+        shares[k].count = count;
+        shares[k].digits = digits + (size_t)k * mt_transform_scratch_size(BLOCK_VALUES);
+        shares[k].encoded = out + narrowed_bound(shares[k].first * BLOCK_VALUES * 8);
+    }
+    run_shares(shares, n, narrow_share);
+    for (int k = 0; k < n; k++) {
+        memmove(out + at, shares[k].encoded, shares[k].written);
+        at += shares[k].written;
+    }
+    return at;
+}
+
+/* Decodes tbytes of blocks into len bytes of values; 0 when they are corrupt. */
+static int
+widen_blocks(const mt_transform_plan *plan, const char *in, size_t tbytes, char *values,
+             size_t len, int nthreads)
+{
+    size_t count = len / 8, blocks = block_count(count);
+    size_t offsets[CHUNK_BYTES / 8 / BLOCK_VALUES + 1];
+    offsets[0] = 0;
+    for (size_t b = 0; b < blocks; b++) {
+        size_t n = count - b * BLOCK_VALUES < BLOCK_VALUES ? count - b * BLOCK_VALUES : BLOCK_VALUES;
+        size_t size = mt_transform_block_size(in + offsets[b], tbytes - offsets[b], n);
+        if (size == 0) {
+            return 0;
+        }
+        offsets[b + 1] = offsets[b] + size;
+    }
+    if (offsets[blocks] != tbytes) {
+        return 0;
+    }
+    share shares[MAX_THREADS];
+    int n = split(shares, nthreads, blocks);
+    for (int k = 0; k < n; k++) {
+        shares[k].plan = plan;
+        shares[k].count = count;
+        shares[k].encoded = (char *)in;
+        shares[k].offsets = offsets;
+        shares[k].out = values;
+    }
+    run_shares(shares, n, widen_share);
+    for (int k = 0; k < n; k++) {
+        if (!shares[k].intact) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Buffers for compressing one chunk (or sample piece) of up to `largest`
+ * bytes.  PyMem_RawMalloc'd: used without the GIL. */
+typedef struct {
+    char *narrowed; /* encoded blocks */
+    char *packed;   /* blosc's output */
+    char *digits;   /* the transform's scratch, one per thread */
+} buffers;
+
+static void
+buffers_free(buffers *b)
+{
+    PyMem_RawFree(b->narrowed);
+    PyMem_RawFree(b->packed);
+    PyMem_RawFree(b->digits);
+    memset(b, 0, sizeof *b);
+}
+
+static int
+buffers_make(buffers *b, size_t largest, int narrowing, int nthreads)
+{
+    memset(b, 0, sizeof *b);
+    size_t packed = (narrowing ? narrowed_bound(largest) : largest) + BLOSC_MAX_OVERHEAD;
+    b->packed = PyMem_RawMalloc(packed);
+    if (narrowing) {
+        b->narrowed = PyMem_RawMalloc(narrowed_bound(largest) + 1);
+        b->digits = PyMem_RawMalloc((size_t)nthreads * mt_transform_scratch_size(BLOCK_VALUES));
+    }
+    if (b->packed == NULL || (narrowing && (b->narrowed == NULL || b->digits == NULL))) {
+        buffers_free(b);
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* Compresses len bytes at ptr (narrowed first when plan is given) into
+ * b->packed; returns blosc's result (the compressed length, <= 0 on
+ * failure) and the narrowed length in *tbytes.  No GIL needed. */
+static int
+pack(const char *ptr, size_t len, int typesize, const mt_transform_plan *plan, const char *codec,
+     int level, int nthreads, buffers *b, size_t *tbytes)
+{
+    const char *from = ptr;
+    *tbytes = len;
+    if (plan != NULL) {
+        *tbytes = narrow_blocks(plan, ptr, len, b->digits, nthreads, b->narrowed);
+        from = b->narrowed;
+        typesize = *tbytes ? mt_transform_block_width(b->narrowed) : 1;
+    }
+    return blosc_compress_ctx(level, BLOSC_SHUFFLE, (size_t)typesize, *tbytes, from, b->packed,
+                              *tbytes + BLOSC_MAX_OVERHEAD, codec, 0, nthreads);
+}
+
+/* ---- choosing the codec and whether to narrow ---- */
+
+typedef struct {
+    const char *codec;
+    int level;
+} candidate;
+
+/* Compressed bytes of a sample of s: pieces spread over it. */
+static long long
+sample_size(const mt_source *s, const mt_transform_plan *plan, const candidate *c, int nthreads,
+            buffers *b)
+{
+    size_t pieces = s->nbytes / SAMPLE_PIECE < SAMPLE_PIECES ? s->nbytes / SAMPLE_PIECE
+                                                              : SAMPLE_PIECES;
+    size_t piece = pieces ? SAMPLE_PIECE : s->nbytes;
+    pieces = pieces ? pieces : 1;
+    long long total = 0;
+    for (size_t k = 0; k < pieces; k++) {
+        size_t first = pieces == 1 ? 0 : k * ((s->nbytes - piece) / (pieces - 1));
+        first -= first % 8; /* whole values, whatever the type */
+        size_t tbytes;
+        int rc = pack(s->ptr + first, piece, s->typesize, plan, c->codec, c->level, nthreads, b,
+                      &tbytes);
+        if (rc <= 0) {
+            return -1;
+        }
+        total += rc;
+    }
+    return total;
+}
+
+/* Decides, from samples, how->codec (with 'auto') and which frames are
+ * narrowed: those whose plan pays, and for the largest source, which
+ * decides the codec for all, only when its sample says so.  -1 with an
+ * exception on failure. */
+static int
+choose(const mt_source *src, Py_ssize_t n, mt_settings *how, mt_frame *frames)
+{
+    Py_ssize_t largest = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        mt_frame *f = &frames[i];
+        if (src[i].values >= 0 && src[i].nbytes >= 8) {
+            mt_transform_plan_for(src[i].ptr, src[i].nbytes / 8, (mt_values_type)src[i].values,
+                                  &f->plan);
+            f->narrowed = f->plan.narrowed_size <= NARROW_AT_MOST;
+        }
+        if (largest < 0 || src[i].nbytes > src[largest].nbytes) {
+            largest = i;
+        }
+    }
+    if (largest < 0 || (!how->automatic && !frames[largest].narrowed)) {
+        return 0; /* nothing to choose */
+    }
+    /* lz4 first: zstd must earn its time (ZSTD_MUST_SAVE). */
+    candidate candidates[2] = {{how->codec, how->level}, {"zstd", AUTO_ZSTD_LEVEL}};
+    long long best[2] = {-1, -1};
+    int narrow[2] = {0, 0}, ncandidates = how->automatic ? 2 : 1, failed = 0;
+    const mt_source *s = &src[largest];
+    mt_frame *f = &frames[largest];
+    buffers b;
+    if (buffers_make(&b, s->nbytes < SAMPLE_PIECE ? s->nbytes : SAMPLE_PIECE, f->narrowed,
+                     how->nthreads) < 0) {
+        return -1;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (int c = 0; c < ncandidates && !failed; c++) {
+        for (int narrowed = 0; narrowed <= f->narrowed && !failed; narrowed++) {
+            long long size = sample_size(s, narrowed ? &f->plan : NULL, &candidates[c],
+                                         how->nthreads, &b);
+            failed = size < 0;
+            if (!failed && (best[c] < 0 || size < best[c])) {
+                best[c] = size;
+                narrow[c] = narrowed;
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    buffers_free(&b);
+    if (failed) {
+        blosc_error(-1, "trying codecs on a sample");
+        return -1;
+    }
+    int c = ncandidates == 2 && (double)best[1] <= (1 - ZSTD_MUST_SAVE) * (double)best[0];
+    strcpy(how->codec, candidates[c].codec);
+    how->level = candidates[c].level;
+    f->narrowed = narrow[c];
+    return 0;
+}
+
+/* ---- compress, decompress ---- */
+
+int
+mt_frames_compress(const mt_source *src, Py_ssize_t n, mt_settings *how, size_t limit,
+                   PyObject *progress, mt_frame **out)
+{
+    size_t total = 0, done = 0, largest = 0;
+    int narrowing = 0;
+    buffers b = {0};
+    mt_frame *frames = PyMem_RawCalloc((size_t)(n ? n : 1), sizeof *frames);
+    if (frames == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (choose(src, n, how, frames) < 0) {
+        goto error;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        size_t len = limit && src[i].nbytes > limit ? limit - limit % 8 : src[i].nbytes;
+        frames[i].nbytes = len;
+        frames[i].typesize = src[i].typesize;
+        total += len;
+        largest = len > largest ? len : largest;
+        narrowing |= frames[i].narrowed;
+    }
+    if (buffers_make(&b, largest < CHUNK_BYTES ? largest : CHUNK_BYTES, narrowing, how->nthreads) <
+        0) {
+        goto error;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        mt_frame *f = &frames[i];
+        f->nchunks = (Py_ssize_t)((f->nbytes + CHUNK_BYTES - 1) / CHUNK_BYTES);
+        if (f->nchunks && !(f->chunks = PyMem_RawCalloc((size_t)f->nchunks, sizeof(mt_chunk)))) {
+            f->nchunks = 0;
+            PyErr_NoMemory();
+            goto error;
+        }
+        for (Py_ssize_t j = 0; j < f->nchunks; j++) {
+            size_t offset = (size_t)j * CHUNK_BYTES;
+            size_t len = f->nbytes - offset < CHUNK_BYTES ? f->nbytes - offset : CHUNK_BYTES;
+            mt_chunk *c = &f->chunks[j];
+            int rc;
+            Py_BEGIN_ALLOW_THREADS
+            rc = pack(src[i].ptr + offset, len, f->typesize, f->narrowed ? &f->plan : NULL,
+                      how->codec, how->level, how->nthreads, &b, &c->tbytes);
+            if (rc > 0 && (c->data = PyMem_RawMalloc((size_t)rc)) != NULL) {
+                memcpy(c->data, b.packed, (size_t)rc);
+            }
+            Py_END_ALLOW_THREADS
+            if (rc <= 0) {
+                blosc_error(rc, "compressing");
+                goto error;
+            }
+            if (c->data == NULL) {
+                PyErr_NoMemory();
+                goto error;
+            }
+            c->csize = (size_t)rc;
+            c->nbytes = len;
+            done += len;
+            if (report_progress(progress, done, total) < 0) {
+                goto error;
+            }
+        }
+    }
+    buffers_free(&b);
+    *out = frames;
+    return 0;
+error:
+    buffers_free(&b);
+    mt_frames_free(frames, n);
+    return -1;
+}
+
+int
+mt_frames_decompress(const mt_frame *f, char *dest, const mt_settings *how, PyObject *progress,
+                     size_t *done, size_t total)
+{
+    size_t offset = 0, largest = 0;
+    char *narrowed = NULL;
+    for (Py_ssize_t j = 0; f->narrowed && j < f->nchunks; j++) {
+        largest = f->chunks[j].tbytes > largest ? f->chunks[j].tbytes : largest;
+    }
+    if (f->narrowed && (narrowed = PyMem_RawMalloc(largest + 1)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t j = 0; j < f->nchunks; j++) {
+        const mt_chunk *c = &f->chunks[j];
+        int rc, intact = 1;
+        size_t want = f->narrowed ? c->tbytes : c->nbytes;
+        Py_BEGIN_ALLOW_THREADS
+        rc = blosc_decompress_ctx(c->data, f->narrowed ? narrowed : dest + offset, want,
+                                  how->nthreads);
+        if (f->narrowed && rc > 0 && (size_t)rc == want) {
+            intact = widen_blocks(&f->plan, narrowed, want, dest + offset, c->nbytes,
+                                  how->nthreads);
+        }
+        Py_END_ALLOW_THREADS
+        if (rc <= 0 || (size_t)rc != want || !intact) {
+            PyMem_RawFree(narrowed);
+            blosc_error(rc > 0 ? 0 : rc, "decompressing");
+            return -1;
+        }
+        offset += c->nbytes;
+        *done += c->nbytes;
+        if (report_progress(progress, *done, total) < 0) {
+            PyMem_RawFree(narrowed);
+            return -1;
+        }
+    }
+    PyMem_RawFree(narrowed);
+    return 0;
+}
+
+PyObject *
+mt_frames_describe(const mt_frame *f, const mt_settings *how)
+{
+    if (!f->narrowed) {
+        return PyUnicode_FromFormat("%s level %d", how->codec, how->level);
+    }
+    if (f->plan.type == MT_VALUES_FLOAT64) {
+        return PyUnicode_FromFormat("%s level %d on decimal digits (10^-%d)", how->codec,
+                                    how->level, f->plan.exponent);
+    }
+    return PyUnicode_FromFormat("%s level %d on narrowed integers", how->codec, how->level);
+}
+
+PyObject *
+mt_frames_codecs(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
+{
+    return Py_BuildValue("{sNssss}", "codecs",
+                         PyUnicode_FromFormat("auto,%s", blosc_list_compressors()), "blosc",
+                         blosc_get_version_string(), "default", DEFAULT_CODEC);
+}
