@@ -5,6 +5,7 @@
 #include "memtamer/guard.h"
 #include "memtamer/codec.h"
 #include "memtamer/heap.h"
+#include "memtamer/peaks.h"
 #include "memtamer/process.h"
 #include "memtamer/shrink.h"
 #include "memtamer/walker.h"
@@ -84,6 +85,10 @@ static PyMethodDef core_methods[] = {
      "ledger() -> dict: per-name provenance and cached sizes, without walking."},
     {"set_walk_budget", (PyCFunction)(void (*)(void))mt_ledger_py_set_budget, METH_FASTCALL,
      "set_walk_budget(cell_seconds, report_seconds): time limits of the walks."},
+    {"peaks_settings", (PyCFunction)(void (*)(void))mt_peaks_settings, METH_VARARGS | METH_KEYWORDS,
+     "peaks_settings(*, enabled=None, block=None, cell=None) -> dict: peak attribution on or off, "
+     "the smallest block it follows (bytes, default 1 MiB) and the smallest cell peak it reports "
+     "(bytes above the cell's start, default 64 MiB); from the next cell."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -106,6 +111,7 @@ static int
 core_traverse(PyObject *module, visitproc visit, void *arg)
 {
     Py_VISIT(mt_get_state(module)->numpy_previous);
+    Py_VISIT(mt_get_state(module)->cells.window.source);
     Py_VISIT(mt_get_state(module)->budget_exceeded);
     Py_VISIT(mt_get_state(module)->guard_user_ns);
     Py_VISIT(mt_get_state(module)->guard_describe);
@@ -117,6 +123,7 @@ static int
 core_clear(PyObject *module)
 {
     Py_CLEAR(mt_get_state(module)->numpy_previous);
+    Py_CLEAR(mt_get_state(module)->cells.window.source);
     Py_CLEAR(mt_get_state(module)->budget_exceeded);
     Py_CLEAR(mt_get_state(module)->guard_user_ns);
     Py_CLEAR(mt_get_state(module)->guard_describe);
