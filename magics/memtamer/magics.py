@@ -7,7 +7,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import _core, guard, render
+from . import _core, guard, peaks, render
 from .sizes import format_size, parse_size
 
 SUMMARY_CELLS = 5
@@ -47,9 +47,12 @@ class MemtamerMagics(Magics):
         self.extension = extension
 
     @magic_arguments()
-    @argument("view", nargs="?", default="summary", choices=["summary", "cells", "vars"],
+    @argument("view", nargs="?", default="summary", choices=["summary", "cells", "vars", "peak"],
               help="summary (process, the heaviest cells and biggest variables), cells (the "
-                   "per-cell table) or vars (variables: size, what del frees, holders, provenance)")
+                   "per-cell table), vars (variables: size, what del frees, holders, provenance) "
+                   "or peak (what made a cell's peak, by line)")
+    @argument("cell", nargs="?", type=int, default=None,
+              help="peak: the cell (execution count); default the last one with a composition")
     @argument("-n", type=int, default=None, metavar="N", help="show at most N cells or variables")
     @argument("--all", action="store_true", help="vars: show every variable")
     @argument("--sort", choices=sorted(SORT_KEYS), default=None,
@@ -58,8 +61,14 @@ class MemtamerMagics(Magics):
     @line_magic
     def memreport(self, line):
         """Show memory per cell and variable:
-        %memreport [summary|cells|vars] [-n N] [--all] [--sort peak|retained|cell] [--json]"""
+        %memreport [summary|cells|vars] [-n N] [--all] [--sort peak|retained|cell] [--json]
+        %memreport peak [CELL] [--json]"""
         args = parse_argstring(self.memreport, line)
+        if args.view == "peak":
+            self.peak_report(args.cell, args.json)
+            return
+        if args.cell is not None:
+            raise UsageError("a cell number goes with the peak view only, e.g. %memreport peak 12")
         if args.n is not None and args.n < 1:
             raise UsageError("-n takes a positive number of cells or variables, "
                              "e.g. %memreport cells -n 10")
@@ -75,6 +84,33 @@ class MemtamerMagics(Magics):
                               "variables": variables}, indent=1))
             return
         display(render.Report(report, args.view, cells, variables))
+
+    def peak_report(self, cell, as_json):
+        cells = _core.cells()
+        if cell is None:
+            with_peak = [c for c in cells if c["peak_composition"]]
+            if not with_peak:
+                print("memtamer: no cell since loading rose by "
+                      f"{format_size(_core.peaks_settings()['cell'])} or more above its start: "
+                      "no peak to take apart yet")
+                return
+            record = with_peak[-1]
+        else:
+            found = [c for c in cells if c["cell"] == cell]
+            if not found:
+                raise UsageError(f"%memreport peak: no record of cell {cell}; "
+                                 "%memreport cells lists the measured cells")
+            record = found[-1]
+            if not record["peak_composition"]:
+                print(f"memtamer: cell {cell} stayed under "
+                      f"{format_size(_core.peaks_settings()['cell'])} above its start: "
+                      "its peak is not taken apart")
+                return
+        peaks.annotate(record, self.shell)
+        if as_json:
+            print(json.dumps(record, indent=1))
+            return
+        display(render.PeakReport(record))
 
     @magic_arguments()
     @argument("--notice", metavar="SIZE|off", default=None,
