@@ -105,3 +105,21 @@ def test_small_cells_and_switching_off(arrays):
     line = group(composition(arrays), 1)
     assert close(line["temporary"], ARRAY)
     assert arrays.last_cell()["peak_increment"] >= 200 * MiB
+
+
+def test_memreport_peak_and_the_notice(arrays):
+    defined = arrays.run("def double(x):\n    return x * 2")["execution_count"]
+    arrays.run("%memtamer --notice 128MiB")
+    out = arrays.run("t = double(a).sum()")
+    arrays.run("%memtamer --notice off")
+    assert ", 256 MiB of it temporaries from double (In[" in out["stdout"]
+    shown = arrays.run("%memreport peak")["data"][0]["text/plain"].splitlines()
+    assert shown[2].split()[:7] == ["double", f"(In[{defined}])", "line", "2,", "called", "by",
+                                    "line"]
+    arrays.run("acc = np.empty(0)\nfor i in range(3):\n    acc = np.concatenate([acc, a[:2**23]])")
+    cell = arrays.last_cell()["cell"]
+    printed = arrays.run(f"%memreport peak {cell} --json")["stdout"]
+    record = __import__("json").loads(printed)
+    top = record["peak_composition"]["groups"][0]
+    assert top["line"] == 3 and "append the pieces to a list" in top["suggestion"]
+    arrays.run("del acc")
