@@ -23,10 +23,18 @@
 
 enum { NO_GIL_SLOT, OTHER_SLOT, FIRST_CODE_SLOT };
 
+/* Where the running code is: the cell's code and the user's function (NULL
+ * when the cell's own code allocated), each with its instruction offset.
+ * Lines are worked out at cell end, not in the hook. */
 typedef struct {
-    int cell_line;
-    PyCodeObject *function; /* strong reference, NULL for the cell's own line */
-    int function_line;
+    PyCodeObject *cell;
+    int cell_lasti;
+    PyCodeObject *function;
+    int function_lasti;
+} code_site;
+
+typedef struct {
+    code_site site; /* strong references to its code objects */
     long long live_bytes, peak_bytes;
     int live_blocks, peak_blocks;
 } location;
@@ -126,13 +134,10 @@ remove_unlocked(block *b)
     used--;
 }
 
-/* Room for one more block at most half full; 0 when there is none. */
+/* Doubles the table (or makes the first); 0 when memory ran out. */
 static int
-room_unlocked(void)
+grow_unlocked(void)
 {
-    if (table != NULL && (used + 1) * 2 <= slots) {
-        return 1;
-    }
     size_t old_slots = slots, new_slots = slots ? slots * 2 : FIRST_TABLE_SLOTS;
     block *old = table, *grown = calloc(new_slots, sizeof *grown);
     if (grown == NULL) {
@@ -148,6 +153,13 @@ room_unlocked(void)
     }
     free(old);
     return 1;
+}
+
+/* Room for one more block, the table at most half full; 0 when there is none. */
+static inline int
+room_unlocked(void)
+{
+    return (table != NULL && (used + 1) * 2 <= slots) || grow_unlocked();
 }
 
 static void
@@ -168,24 +180,12 @@ snapshot_if_higher_unlocked(long long counted)
 /* Where the running code is                                           */
 /* ------------------------------------------------------------------ */
 
-typedef struct {
-    int cell_line;
-    PyCodeObject *function;
-    int function_line;
-} code_site;
-
 #if MT_HAS_FRAME_WALK
-static int
-frame_line(_PyInterpreterFrame *f)
-{
-    return PyCode_Addr2Line(f->f_code, _PyInterpreterFrame_LASTI(f) * (int)sizeof(_Py_CODEUNIT));
-}
-
-/* The cell's frame is the outermost one running with the user's namespace
+/* The cell's frame is the innermost one running with the user's namespace
  * as both globals and locals (IPython exec's each statement that way); the
  * user's function is the innermost frame whose globals are that namespace.
  * Without a namespace: the outermost and innermost frames.  Needs the GIL;
- * reads the frames as they are, creating no frame object, allocating
+ * reads the frames as they are, creating no frame object and allocating
  * nothing (as CPython's tracemalloc does). */
 static void
 current_site(code_site *site)
@@ -201,32 +201,48 @@ current_site(code_site *site)
         }
         if (user_ns == NULL || f->f_locals == user_ns) {
             cell = f;
+            if (user_ns != NULL) {
+                break;
+            }
         }
     }
-    site->cell_line = cell ? frame_line(cell) : 0;
-    site->function = inner != NULL && inner != cell ? inner->f_code : NULL;
-    site->function_line = site->function ? frame_line(inner) : 0;
+    if (cell != NULL) {
+        site->cell = cell->f_code;
+        site->cell_lasti = _PyInterpreterFrame_LASTI(cell);
+    }
+    if (inner != NULL && inner != cell) {
+        site->function = inner->f_code;
+        site->function_lasti = _PyInterpreterFrame_LASTI(inner);
+    }
 }
 #else
 static void
 current_site(code_site *site)
 {
-    site->cell_line = 0;
-    site->function = NULL;
-    site->function_line = 0;
+    (void)site; /* the frames' layout is unknown here: every block is "outside" */
 }
 #endif
 
-/* The location's slot; a new one takes a reference to the function's code.
+/* The location's slot; a new one takes references to the code objects.
  * Needs the GIL and the lock. */
+static inline int
+same_site(const code_site *a, const code_site *b)
+{
+    return a->cell == b->cell && a->cell_lasti == b->cell_lasti && a->function == b->function &&
+           a->function_lasti == b->function_lasti;
+}
+
 static int
 location_of_unlocked(const code_site *site)
 {
+    /* A loop allocates at the same place again and again: look there first. */
+    static int last = FIRST_CODE_SLOT;
+    if (last < nlocations && same_site(&locations[last].site, site)) {
+        return last;
+    }
     for (int i = FIRST_CODE_SLOT; i < nlocations; i++) {
-        location *l = &locations[i];
-        if (l->cell_line == site->cell_line && l->function == site->function &&
-            l->function_line == site->function_line) {
-            return i;
+        if (same_site(&locations[i].site, site)) {
+            return last = i;
         }
     }
     if (nlocations == LOCATIONS) {
@@ -234,10 +250,10 @@ location_of_unlocked(const code_site *site)
     }
     location *l = &locations[nlocations];
     memset(l, 0, sizeof *l);
-    l->cell_line = site->cell_line;
-    l->function = (PyCodeObject *)Py_XNewRef(site->function);
-    l->function_line = site->function_line;
-    return nlocations++;
+    l->site = *site;
+    Py_XINCREF(site->cell);
+    Py_XINCREF(site->function);
+    return last = nlocations++;
 }
 
 /* ------------------------------------------------------------------ */
@@ -267,7 +283,7 @@ forget_unlocked(block *b)
 void
 mt_peaks_allocated(void *ptr, long long size, long long counted)
 {
-    code_site site = {0, NULL, 0};
+    code_site site = {NULL, 0, NULL, 0};
     int with_gil = PyGILState_Check();
     if (with_gil) {
         current_site(&site);
@@ -328,9 +344,9 @@ forget_cell(void)
     }
     int n = nlocations;
     nlocations = FIRST_CODE_SLOT;
-    PyCodeObject *functions[LOCATIONS];
+    code_site sites[LOCATIONS];
     for (int i = 0; i < n; i++) {
-        functions[i] = locations[i].function;
+        sites[i] = locations[i].site;
         memset(&locations[i], 0, sizeof locations[i]);
     }
     next_seq = peak_seq = 0;
@@ -338,7 +354,8 @@ forget_cell(void)
     release();
     /* Outside the lock: a code object's dealloc frees memory through our hooks. */
     for (int i = 0; i < n; i++) {
-        Py_XDECREF(functions[i]);
+        Py_XDECREF(sites[i].cell);
+        Py_XDECREF(sites[i].function);
     }
 }
 
@@ -403,11 +420,18 @@ copy_line(char *dst, size_t size, PyObject *lines, int line)
     return rc;
 }
 
-/* The locations that held blocks at the peak, largest first, with what of
- * them is still alive.  Under the lock: a hook that had passed its
- * threshold test as tracking stopped may still be finishing. */
+/* A location's figures at the peak, and its code (borrowed: the location
+ * keeps it until the next cell begins). */
+typedef struct {
+    mt_peak_group g;
+    code_site site;
+} gathered;
+
+/* The locations that held blocks at the peak, with what of them is still
+ * alive.  Under the lock: a hook that had passed its threshold test as
+ * tracking stopped may still be finishing. */
 static int
-gather(mt_peak_group *all, PyCodeObject **functions)
+gather(gathered *all)
 {
     long long kept[LOCATIONS] = {0};
     int n = 0;
@@ -422,24 +446,55 @@ gather(mt_peak_group *all, PyCodeObject **functions)
         if (l->peak_bytes <= 0) {
             continue;
         }
-        mt_peak_group *g = &all[n];
-        memset(g, 0, sizeof *g);
-        g->origin = i == NO_GIL_SLOT ? MT_PEAK_NO_GIL : i == OTHER_SLOT ? MT_PEAK_OTHER : MT_PEAK_CODE;
-        g->line = l->cell_line;
-        g->function_line = l->function_line;
-        g->blocks = l->peak_blocks;
-        g->bytes = l->peak_bytes;
-        g->kept = kept[i] < l->peak_bytes ? kept[i] : l->peak_bytes;
-        functions[n++] = l->function;
+        gathered *a = &all[n++];
+        memset(a, 0, sizeof *a);
+        a->g.origin = i == NO_GIL_SLOT ? MT_PEAK_NO_GIL : i == OTHER_SLOT ? MT_PEAK_OTHER : MT_PEAK_CODE;
+        a->g.blocks = l->peak_blocks;
+        a->g.bytes = l->peak_bytes;
+        a->g.kept = kept[i] < l->peak_bytes ? kept[i] : l->peak_bytes;
+        a->site = l->site;
     }
     release();
     return n;
 }
 
 static int
+line_at(PyCodeObject *code, int lasti)
+{
+    return code ? PyCode_Addr2Line(code, lasti * (int)sizeof(_Py_CODEUNIT)) : 0;
+}
+
+/* Lines from instruction offsets; locations on the same lines become one.
+ * Returns the number left. */
+static int
+by_lines(gathered *all, int n)
+{
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        gathered *a = &all[i];
+        a->g.line = line_at(a->site.cell, a->site.cell_lasti);
+        a->g.function_line = line_at(a->site.function, a->site.function_lasti);
+        int same = 0;
+        while (same < kept && !(all[same].g.origin == a->g.origin && all[same].g.line == a->g.line &&
+                                all[same].site.function == a->site.function &&
+                                all[same].g.function_line == a->g.function_line)) {
+            same++;
+        }
+        if (same == kept) {
+            all[kept++] = *a;
+            continue;
+        }
+        all[same].g.blocks += a->g.blocks;
+        all[same].g.bytes += a->g.bytes;
+        all[same].g.kept += a->g.kept;
+    }
+    return kept;
+}
+
+static int
 by_bytes_at_peak(const void *a, const void *b)
 {
-    long long x = ((const mt_peak_group *)a)->bytes, y = ((const mt_peak_group *)b)->bytes;
+    long long x = ((const gathered *)a)->g.bytes, y = ((const gathered *)b)->g.bytes;
     return (x < y) - (x > y);
 }
 
@@ -450,15 +505,15 @@ static int
 compose(PyObject *source, mt_peak_composition *c)
 {
     PyObject *lines = NULL;
-    mt_peak_group all[LOCATIONS];
-    PyCodeObject *functions[LOCATIONS];
+    gathered all[LOCATIONS];
     int rc = -1;
 
-    int n = gather(all, functions);
+    int n = by_lines(all, gather(all));
     for (int i = 0; i < n; i++) {
-        if (functions[i] != NULL &&
-            (copy_str(all[i].function, sizeof all[i].function, functions[i]->co_qualname) < 0 ||
-             copy_str(all[i].file, sizeof all[i].file, functions[i]->co_filename) < 0)) {
+        PyCodeObject *function = all[i].site.function;
+        if (function != NULL &&
+            (copy_str(all[i].g.function, sizeof all[i].g.function, function->co_qualname) < 0 ||
+             copy_str(all[i].g.file, sizeof all[i].g.file, function->co_filename) < 0)) {
             goto done;
         }
     }
@@ -473,7 +528,7 @@ compose(PyObject *source, mt_peak_composition *c)
     c->ngroups = n <= MT_PEAK_GROUPS + 1 ? n : MT_PEAK_GROUPS;
     for (int i = 0; i < c->ngroups; i++) {
         mt_peak_group *g = &c->groups[i];
-        *g = all[i];
+        *g = all[i].g;
         if (g->origin == MT_PEAK_CODE && copy_line(g->text, sizeof g->text, lines, g->line) < 0) {
             goto done;
         }
@@ -482,9 +537,9 @@ compose(PyObject *source, mt_peak_composition *c)
         mt_peak_group *rest = &c->groups[c->ngroups++];
         rest->origin = MT_PEAK_OTHER;
         for (int i = MT_PEAK_GROUPS; i < n; i++) {
-            rest->blocks += all[i].blocks;
-            rest->bytes += all[i].bytes;
-            rest->kept += all[i].kept;
+            rest->blocks += all[i].g.blocks;
+            rest->bytes += all[i].g.bytes;
+            rest->kept += all[i].g.kept;
         }
     }
     rc = 0;
