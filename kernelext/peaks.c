@@ -491,11 +491,19 @@ by_lines(gathered *all, int n)
     return kept;
 }
 
+/* Largest first. */
 static int
 by_bytes_at_peak(const void *a, const void *b)
 {
-    long long x = ((const gathered *)a)->g.bytes, y = ((const gathered *)b)->g.bytes;
-    return (x < y) - (x > y);
+    const mt_peak_group *x = &((const gathered *)a)->g, *y = &((const gathered *)b)->g;
+    if (x->bytes != y->bytes) {
+        return (x->bytes < y->bytes) - (x->bytes > y->bytes);
+    }
+    /* Ties in the order of the source, so that reruns read the same. */
+    if (x->line != y->line) {
+        return (x->line > y->line) - (x->line < y->line);
+    }
+    return (x->function_line > y->function_line) - (x->function_line < y->function_line);
 }
 
 /* Fills c: the largest locations with their source line and function, the
