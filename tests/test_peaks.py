@@ -20,6 +20,7 @@ def code_group(line, temporary, kept=0, function=None, blocks=2):
     ("while more():\n    acc = np.append(acc, next_piece())", 2, "copied whole by append"),
     ("total = x.astype(np.float32).sum()", 1,
      "`.astype` copies `x` only to drop it: `x.sum(dtype=np.float32)` converts as it goes"),
+    ("t = (z * 2).astype(np.float32).mean()", 1, "`(z * 2).mean(dtype=np.float32)`"),
 ])
 def test_recognised_shapes(source, line, expected):
     advice = peaks.suggest(source, code_group(line, 256 * MiB, 256 * MiB))

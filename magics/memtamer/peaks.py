@@ -101,7 +101,10 @@ def _dropped_astype(statement):
         inner = node.func.value
         if (isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute)
                 and inner.func.attr == "astype" and len(inner.args) == 1 and not inner.keywords):
-            array, dtype = ast.unparse(inner.func.value), ast.unparse(inner.args[0])
+            receiver = inner.func.value
+            array, dtype = ast.unparse(receiver), ast.unparse(inner.args[0])
+            if not isinstance(receiver, (ast.Name, ast.Attribute, ast.Subscript, ast.Call)):
+                array = f"({array})"
             return (f"`.astype` copies `{array}` only to drop it: "
                     f"`{array}.{node.func.attr}(dtype={dtype})` converts as it goes")
     return None
