@@ -46,7 +46,7 @@ typedef struct {
     char file[MT_PEAK_FILE_BYTES];     /* and the file (cell) it was defined in */
 } mt_peak_group;
 
-/* A cell's peak composition; about 3.5 KiB, only for cells whose counted
+/* A cell's peak composition (3.7 KiB), only for cells whose counted
  * peak rose by at least the cell threshold. */
 typedef struct {
     long long block_threshold;
