@@ -58,11 +58,12 @@ def test_nested_calls_make_one_temporary(arrays):
 
 
 def test_lines_inside_a_function_from_an_earlier_cell(arrays):
-    arrays.run("def scale(x):\n    t = x * 2\n    return t.astype(np.float32)")
+    defined = arrays.run("def scale(x):\n    t = x * 2\n    return t.astype(np.float32)")
     arrays.run("s = scale(a)")
     comp = composition(arrays)
     doubled, narrowed = group(comp, 1, "scale", 2), group(comp, 1, "scale", 3)
     assert doubled["text"] == "s = scale(a)"
+    assert doubled["function_cell"] == defined["execution_count"]
     assert close(doubled["temporary"], ARRAY) and doubled["kept"] == 0
     assert close(narrowed["kept"], ARRAY // 2) and narrowed["temporary"] == 0
     assert close(comp["at"], ARRAY + ARRAY // 2)
