@@ -98,10 +98,14 @@ def test_pandas_arithmetic(arrays):
 def test_small_cells_and_switching_off(arrays):
     arrays.run("small = np.ones(2**20)  # 8 MiB: under the 64 MiB a cell needs")
     assert composition(arrays) is None
-    arrays.run("import memtamer\nmemtamer._core.peaks_settings(enabled=False)")
+    arrays.run("%memtamer --peaks off")
     arrays.run("t = (a * 2).sum()")
     assert composition(arrays) is None
-    arrays.run("memtamer._core.peaks_settings(enabled=True)")
+    shown = arrays.run("%memtamer --peaks 300MiB")["stdout"]
+    assert "peaks taken apart: cells rising 300 MiB or more, blocks of 1.0 MiB or more" in shown
+    arrays.run("t = (a * 2).sum()")  # 256 MiB
+    assert composition(arrays) is None
+    arrays.run("%memtamer --peaks 64MiB")
     arrays.run("t = (a * 2).sum()")
     line = group(composition(arrays), 1)
     assert close(line["temporary"], ARRAY)
@@ -124,3 +128,13 @@ def test_memreport_peak_and_the_notice(arrays):
     top = record["peak_composition"]["groups"][0]
     assert top["line"] == 3 and "append the pieces to a list" in top["suggestion"]
     arrays.run("del acc")
+
+
+@pytest.mark.parametrize("line, says", [
+    ("%memtamer --peaks lots", "--peaks: 'lots' is not a size"),
+    ("%memreport cells 3", "a cell number goes with the peak view only"),
+    ("%memreport peak 99999", "no record of cell 99999"),
+])
+def test_bad_arguments_say_what_to_do(kernel, line, says):
+    out = kernel.run(line, allow_error=True)
+    assert out["error"]["ename"] == "UsageError" and says in out["error"]["evalue"]

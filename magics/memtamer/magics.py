@@ -116,10 +116,21 @@ class MemtamerMagics(Magics):
     @argument("--notice", metavar="SIZE|off", default=None,
               help="print a one-line notice after cells whose peak or retained memory "
                    "exceeds SIZE (e.g. 512MiB), or 'off'")
+    @argument("--peaks", metavar="SIZE|off", default=None,
+              help="take apart the peak of cells that rise SIZE (e.g. 64MiB) or more above "
+                   "their start (%%memreport peak), or 'off'; from the next cell")
     @line_magic
     def memtamer(self, line):
-        """Settings: %memtamer [--notice SIZE|off]; without options, show them."""
+        """Settings: %memtamer [--notice SIZE|off] [--peaks SIZE|off]; without options, show them."""
         args = parse_argstring(self.memtamer, line)
+        if args.peaks is not None:
+            if args.peaks.strip().lower() == "off":
+                _core.peaks_settings(enabled=False)
+            else:
+                try:
+                    _core.peaks_settings(enabled=True, cell=parse_size(args.peaks))
+                except ValueError as exc:
+                    raise UsageError(f"--peaks: {exc}, or off") from None
         if args.notice is not None:
             if args.notice.strip().lower() == "off":
                 self.extension.notice_threshold = None
@@ -131,6 +142,10 @@ class MemtamerMagics(Magics):
         threshold = self.extension.notice_threshold
         print("memtamer: notice after heavy cells: "
               + (f"peak or retained over {format_size(threshold)}" if threshold else "off"))
+        peaks_now = _core.peaks_settings()
+        print("memtamer: peaks taken apart: "
+              + (f"cells rising {format_size(peaks_now['cell'])} or more, blocks of "
+                 f"{format_size(peaks_now['block'])} or more" if peaks_now["enabled"] else "off"))
 
     @magic_arguments()
     @argument("budget", nargs="?", default=None, metavar="SIZE|PERCENT|off|default",
