@@ -138,3 +138,16 @@ def test_memreport_peak_and_the_notice(arrays):
 def test_bad_arguments_say_what_to_do(kernel, line, says):
     out = kernel.run(line, allow_error=True)
     assert out["error"]["ename"] == "UsageError" and says in out["error"]["evalue"]
+
+
+def test_block_made_without_the_gil(arrays):
+    # ctypes.CDLL releases the GIL around the call: the raw allocator runs without it.
+    arrays.run("import ctypes\nlibc = ctypes.CDLL(None)\n"
+               "libc.PyMem_RawMalloc.restype = ctypes.c_void_p\n"
+               "libc.PyMem_RawMalloc.argtypes = [ctypes.c_size_t]\n"
+               "libc.PyMem_RawFree.argtypes = [ctypes.c_void_p]")
+    arrays.run("raw = libc.PyMem_RawMalloc(128 * 2**20)\nlibc.PyMem_RawFree(raw)")
+    comp = composition(arrays)
+    native = [g for g in comp["groups"] if g["origin"] == "native/worker thread"]
+    assert len(native) == 1 and native[0]["line"] is None
+    assert close(native[0]["temporary"], 128 * MiB) and native[0]["kept"] == 0
