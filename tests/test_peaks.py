@@ -42,6 +42,7 @@ def test_frame_apply_needs_no_temporary_of_its_own():
     ("df2 = df.apply(f)", 1, 0),                  # a new name: both frames are wanted
     ("%time b = a * 2 + 1", 1, 1),                # not Python: not recognised
     ("def f():\n    b = a * 2 + 1", 2, 1),        # a definition, not what ran in the cell
+    ("b = a * 2 / 3", 1, 1),                      # /= on integers fails: not suggested
 ])
 def test_no_guessing(source, line, temporary):
     assert peaks.suggest(source, code_group(line, temporary)) is None

@@ -11,9 +11,10 @@ from .sizes import format_size
 GROWERS = {"concatenate", "append", "vstack", "hstack", "stack", "column_stack", "r_"}
 # Reductions that take dtype= themselves, so the converted copy is not needed.
 DTYPE_REDUCTIONS = {"sum", "mean", "prod", "cumsum", "cumprod", "std", "var"}
-# Operators whose augmented form numpy runs in place.
-IN_PLACE = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//",
-            ast.Mod: "%", ast.Pow: "**", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^"}
+# Operators whose augmented form numpy runs in place and whose result keeps
+# the operands' dtype (not /, which turns integers into floats).
+IN_PLACE = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.BitAnd: "&", ast.BitOr: "|",
+            ast.BitXor: "^"}
 
 
 def _statement_at(tree, line):
@@ -65,7 +66,7 @@ def _chained_operator(statement, temporary):
     first, rest = ast.unparse(value.left), ast.unparse(value.right)
     return (f"`{first}` is a temporary of {format_size(temporary)}: "
             f"`{target} = {first}; {target} {IN_PLACE[type(value.op)]}= {rest}` "
-            "finishes in place")
+            "finishes in place (where the right side does not widen the dtype)")
 
 
 def _growing_in_a_loop(statement, loops):
