@@ -87,7 +87,9 @@ mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     mt_probe_children_begin(st->probe, &w->children);
+    Py_XSETREF(w->source, Py_NewRef(args[1]));
     mt_heap_reset_peaks(&w->python, &w->numpy);
+    mt_peaks_cell_begin(st->ledger.user_ns, w->python.current + w->numpy.current);
     w->started = mt_monotonic_seconds();
     /* Last, so that nothing of ours lands in the window. */
     w->rss_before = mt_probe_peak_begin(st->probe);
@@ -115,7 +117,8 @@ record_dict(const mt_cell_record *r)
         mt_set(d, "numpy_peak_increment", mt_size_or_none(r->numpy_peak_increment)) < 0 ||
         mt_set(d, "children_peak", mt_size_or_none(r->children_peak)) < 0 ||
         mt_set(d, "seconds", PyFloat_FromDouble(r->seconds)) < 0 ||
-        mt_set(d, "status", PyUnicode_FromString(r->failed ? "error" : "ok")) < 0) {
+        mt_set(d, "status", PyUnicode_FromString(r->failed ? "error" : "ok")) < 0 ||
+        mt_set(d, "peak_composition", r->peak ? mt_peaks_dict(r->peak) : Py_NewRef(Py_None)) < 0) {
         Py_XDECREF(d);
         return NULL;
     }
@@ -174,6 +177,12 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (failed < 0 || execution_count(args[0], &cell) < 0) {
         return NULL;
     }
+    mt_peak_composition *composition;
+    int composed = mt_peaks_cell_end(w->source, python.current + numpy.current, &composition);
+    Py_CLEAR(w->source);
+    if (composed < 0) {
+        return NULL;
+    }
 
     memset(&r, 0, sizeof r);
     r.cell = cell >= 0 ? cell : w->cell;
@@ -187,7 +196,12 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     r.children_peak = st->probe->method == MT_PEAK_NONE ? -1 : mt_probe_children_end(st->probe, &w->children);
     r.seconds = ended - w->started;
     r.failed = failed;
-    if (append(&st->cells, &r) < 0 || mt_ledger_cell_end(&st->ledger, r.cell) < 0) {
+    r.peak = composition;
+    if (append(&st->cells, &r) < 0) {
+        PyMem_RawFree(composition);
+        return NULL;
+    }
+    if (mt_ledger_cell_end(&st->ledger, r.cell) < 0) {
         return NULL;
     }
     return record_dict(&r);
@@ -212,10 +226,20 @@ mt_cell_history(PyObject *module, PyObject *Py_UNUSED(unused))
     return list;
 }
 
+static void
+free_compositions(mt_cell_log *log)
+{
+    for (Py_ssize_t i = 0; i < log->len; i++) {
+        PyMem_RawFree(log->items[i].peak);
+        log->items[i].peak = NULL;
+    }
+}
+
 PyObject *
 mt_cell_clear(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_state *st = mt_get_state(module);
+    free_compositions(&st->cells);
     st->cells.len = 0;
     Py_RETURN_NONE;
 }
@@ -223,6 +247,8 @@ mt_cell_clear(PyObject *module, PyObject *Py_UNUSED(unused))
 void
 mt_cell_log_free(mt_cell_log *log)
 {
+    free_compositions(log);
+    Py_CLEAR(log->window.source);
     PyMem_RawFree(log->items);
     log->items = NULL;
     log->len = log->cap = 0;

@@ -10,6 +10,7 @@
 #include "memtamer/config.h"
 #include "memtamer/guard.h"
 #include "memtamer/npy.h"
+#include "memtamer/peaks.h"
 
 #if MT_HAS_MALLOC_USABLE_SIZE || MT_HAS_MALLOC_TRIM
 #include <malloc.h>
@@ -39,6 +40,36 @@ count(counter *c, long long delta)
                !atomic_compare_exchange_weak_explicit(&c->peak, &peak, now, memory_order_relaxed,
                                                       memory_order_relaxed)) {
         }
+    }
+}
+
+/* Big blocks also go to peaks.c, which charges them to a code location. */
+static inline void
+count_new(counter *c, void *ptr, long long size)
+{
+    count(c, size);
+    if (mt_peaks_tracks(size)) {
+        mt_peaks_allocated(ptr, size, mt_heap_counted());
+    }
+}
+
+static inline void
+count_freeing(counter *c, void *ptr)
+{
+    long long size = BLOCK_SIZE(ptr);
+    if (mt_peaks_tracks(size)) {
+        mt_peaks_freeing(ptr, mt_heap_counted());
+    }
+    count(c, -size);
+}
+
+static inline void
+count_moved(counter *c, void *old, long long old_size, void *ptr)
+{
+    long long size = BLOCK_SIZE(ptr);
+    count(c, size - old_size);
+    if (mt_peaks_tracks(old_size) || mt_peaks_tracks(size)) {
+        mt_peaks_reallocated(old, ptr, size, mt_heap_counted());
     }
 }
 
@@ -154,7 +185,7 @@ counted_malloc(const PyMemAllocatorEx *prev, size_t size)
     }
     void *ptr = prev->malloc(prev->ctx, size);
     if (ptr && counting()) {
-        count(&python_heap, BLOCK_SIZE(ptr));
+        count_new(&python_heap, ptr, BLOCK_SIZE(ptr));
     }
     return ptr;
 }
@@ -168,7 +199,7 @@ counted_calloc(const PyMemAllocatorEx *prev, size_t nelem, size_t elsize)
     }
     void *ptr = prev->calloc(prev->ctx, nelem, elsize);
     if (ptr && counting()) {
-        count(&python_heap, BLOCK_SIZE(ptr));
+        count_new(&python_heap, ptr, BLOCK_SIZE(ptr));
     }
     return ptr;
 }
@@ -183,7 +214,7 @@ counted_realloc(const PyMemAllocatorEx *prev, void *old, size_t size)
     }
     void *ptr = prev->realloc(prev->ctx, old, size);
     if (ptr && counting()) {
-        count(&python_heap, BLOCK_SIZE(ptr) - old_size);
+        count_moved(&python_heap, old, old_size, ptr);
     }
     return ptr;
 }
@@ -192,7 +223,7 @@ static inline void
 counted_free(const PyMemAllocatorEx *prev, void *ptr)
 {
     if (ptr && counting()) {
-        count(&python_heap, -BLOCK_SIZE(ptr));
+        count_freeing(&python_heap, ptr);
     }
     prev->free(prev->ctx, ptr);
 }
@@ -417,7 +448,7 @@ np_malloc(void *ctx, size_t size)
     }
     void *ptr = wrapped.malloc(wrapped.ctx, size);
     if (ptr) {
-        count(&numpy_heap, BLOCK_SIZE(ptr));
+        count_new(&numpy_heap, ptr, BLOCK_SIZE(ptr));
     }
     return ptr;
 }
@@ -432,7 +463,7 @@ np_calloc(void *ctx, size_t nelem, size_t elsize)
     }
     void *ptr = wrapped.calloc(wrapped.ctx, nelem, elsize);
     if (ptr) {
-        count(&numpy_heap, BLOCK_SIZE(ptr));
+        count_new(&numpy_heap, ptr, BLOCK_SIZE(ptr));
     }
     return ptr;
 }
@@ -448,7 +479,7 @@ np_realloc(void *ctx, void *old, size_t size)
     }
     void *ptr = wrapped.realloc(wrapped.ctx, old, size);
     if (ptr) {
-        count(&numpy_heap, BLOCK_SIZE(ptr) - old_size);
+        count_moved(&numpy_heap, old, old_size, ptr);
     }
     return ptr;
 }
@@ -458,7 +489,7 @@ np_free(void *ctx, void *ptr, size_t size)
 {
     (void)ctx;
     if (ptr) {
-        count(&numpy_heap, -BLOCK_SIZE(ptr));
+        count_freeing(&numpy_heap, ptr);
     }
     wrapped.free(wrapped.ctx, ptr, size);
 }

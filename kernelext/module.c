@@ -6,6 +6,7 @@
 #include "memtamer/codec.h"
 #include "memtamer/frames.h"
 #include "memtamer/heap.h"
+#include "memtamer/peaks.h"
 #include "memtamer/policy.h"
 #include "memtamer/process.h"
 #include "memtamer/shrink.h"
@@ -116,6 +117,10 @@ static PyMethodDef core_methods[] = {
      "policy_acted_on(rule, names): a rule's action rebound these names; adopt them."},
     {"parse_level", mt_policy_parse_size, METH_O,
      "parse_level(text) -> ('bytes', n) | ('percent', p): a size or percentage as rules write it."},
+    {"peaks_settings", (PyCFunction)(void (*)(void))mt_peaks_settings, METH_VARARGS | METH_KEYWORDS,
+     "peaks_settings(*, enabled=None, block=None, cell=None) -> dict: peak attribution on or off, "
+     "the smallest block it follows (bytes, default 1 MiB) and the smallest cell peak it reports "
+     "(bytes above the cell's start, default 64 MiB); from the next cell."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -138,6 +143,7 @@ static int
 core_traverse(PyObject *module, visitproc visit, void *arg)
 {
     Py_VISIT(mt_get_state(module)->numpy_previous);
+    Py_VISIT(mt_get_state(module)->cells.window.source);
     Py_VISIT(mt_get_state(module)->budget_exceeded);
     Py_VISIT(mt_get_state(module)->guard_user_ns);
     Py_VISIT(mt_get_state(module)->guard_describe);
@@ -149,6 +155,7 @@ static int
 core_clear(PyObject *module)
 {
     Py_CLEAR(mt_get_state(module)->numpy_previous);
+    Py_CLEAR(mt_get_state(module)->cells.window.source);
     Py_CLEAR(mt_get_state(module)->budget_exceeded);
     Py_CLEAR(mt_get_state(module)->guard_user_ns);
     Py_CLEAR(mt_get_state(module)->guard_describe);

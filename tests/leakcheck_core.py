@@ -43,6 +43,20 @@ def cells(i):
     _core.clear_cells()  # the history grows by design; what is cleared must all go
 
 
+def peaks(i):
+    """Peak attribution: small thresholds so that every cell has a composition."""
+    _core.peaks_settings(block=65536, cell=65536)
+    _core.cell_begin(i, "temporary = np.ones(20000) * 2\nkept = np.ones(30000)")
+    temporary = np.ones(20000) * 2
+    kept = np.ones(30000)
+    del temporary
+    assert _core.cell_end(i, False)["peak_composition"]["groups"]
+    del kept
+    _core.clear_cells()
+    expect_error(_core.peaks_settings, block=0)
+    _core.peaks_settings(block=2**20, cell=64 * 2**20)
+
+
 def process(i):
     _core.report()
     _core.process()
@@ -195,7 +209,7 @@ def guard(i):
 
 
 calls = {
-    "cell_begin": cells, "cell_end": cells, "cells": cells,
+    "cell_begin": cells, "cell_end": cells, "cells": cells, "peaks_settings": peaks,
     "report": process, "process": process, "_allocators": process, "trim": process,
     "set_peak_method": process, "_parse": parsers, "_set_proc_root": proc_root,
     "sharing": sharing,

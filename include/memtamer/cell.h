@@ -5,6 +5,7 @@
 #include <Python.h>
 
 #include "memtamer/heap.h"
+#include "memtamer/peaks.h"
 #include "memtamer/probe.h"
 
 /* 100 code points of UTF-8, and a NUL. */
@@ -19,6 +20,9 @@ typedef struct {
     mt_peak_method peak_method;
     int failed;
     char first_line[MT_FIRST_LINE_BYTES];
+    /* What made the peak (peaks.h): owned by the log, NULL for cells whose
+     * peak stayed under the threshold. */
+    mt_peak_composition *peak;
 } mt_cell_record;
 
 /* What cell_begin noted for the running cell. */
@@ -31,6 +35,8 @@ typedef struct {
     long long peak_floor;
     mt_heap_reading python, numpy;
     mt_probe_children_mark children;
+    /* The cell's text, for the lines of its peak (a strong reference). */
+    PyObject *source;
     char first_line[MT_FIRST_LINE_BYTES];
 } mt_cell_window;
 

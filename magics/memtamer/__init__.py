@@ -19,9 +19,11 @@ DEFAULT_NOTICE_THRESHOLD = 512 * 1024**2
 
 def report():
     """Everything memtamer knows, as a dict: ``process`` (rss, limit, its
-    source, headroom, methods), ``cells`` (one dict per measured cell) and,
+    source, headroom, methods), ``cells`` (one dict per measured cell; a
+    ``peak_composition`` says which lines' big blocks made its peak) and,
     in a shell with memtamer loaded, ``variables`` (deep size, exclusive
     bytes, holders, provenance and a ``why`` sentence per variable)."""
+    from .peaks import annotate
     from .render import explain
 
     result = _core.report()
@@ -29,6 +31,8 @@ def report():
         variable["why"] = explain(variable)
     if _active is not None:
         result["actions"] = list(_active.rules.actions)
+    for cell in result["cells"]:
+        annotate(cell, _active.shell if _active is not None else None)
     return result
 
 
@@ -168,9 +172,10 @@ class _Extension:
             threshold = self.notice_threshold
             if record and threshold and max(record.get("peak_increment") or 0,
                                             record.get("retained") or 0) >= threshold:
+                from .peaks import annotate
                 from .render import notice
 
-                print(notice(record, _core.process()))
+                print(notice(annotate(record, self.shell), _core.process()))
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("cell_end", exc)
         try:

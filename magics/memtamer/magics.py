@@ -7,7 +7,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import _core, guard, render, rules
+from . import _core, guard, peaks, render, rules
 from .sizes import format_size, parse_size
 
 SUMMARY_CELLS = 5
@@ -48,10 +48,12 @@ class MemtamerMagics(Magics):
 
     @magic_arguments()
     @argument("view", nargs="?", default="summary",
-              choices=["summary", "cells", "vars", "actions"],
+              choices=["summary", "cells", "vars", "peak", "actions"],
               help="summary (process, the heaviest cells and biggest variables), cells (the "
-                   "per-cell table), vars (variables: size, what del frees, holders, provenance) "
-                   "or actions (what the rules did)")
+                   "per-cell table), vars (variables: size, what del frees, holders, provenance), "
+                   "peak (what made a cell's peak, by line) or actions (what the rules did)")
+    @argument("cell", nargs="?", type=int, default=None,
+              help="peak: the cell (execution count); default the last one with a composition")
     @argument("-n", type=int, default=None, metavar="N", help="show at most N cells or variables")
     @argument("--all", action="store_true", help="vars: show every variable")
     @argument("--sort", choices=sorted(SORT_KEYS), default=None,
@@ -60,8 +62,14 @@ class MemtamerMagics(Magics):
     @line_magic
     def memreport(self, line):
         """Show memory per cell and variable:
-        %memreport [summary|cells|vars|actions] [-n N] [--all] [--sort peak|retained|cell] [--json]"""
+        %memreport [summary|cells|vars|actions] [-n N] [--all] [--sort peak|retained|cell] [--json]
+        %memreport peak [CELL] [--json]"""
         args = parse_argstring(self.memreport, line)
+        if args.view == "peak":
+            self.peak_report(args.cell, args.json)
+            return
+        if args.cell is not None:
+            raise UsageError("a cell number goes with the peak view only, e.g. %memreport peak 12")
         if args.view == "actions":
             actions = self.extension.rules.actions[-args.n:] if args.n else self.extension.rules.actions
             if args.json:
@@ -85,14 +93,52 @@ class MemtamerMagics(Magics):
             return
         display(render.Report(report, args.view, cells, variables))
 
+    def peak_report(self, cell, as_json):
+        cells = _core.cells()
+        if cell is None:
+            with_peak = [c for c in cells if c["peak_composition"]]
+            if not with_peak:
+                print("memtamer: no cell since loading rose by "
+                      f"{format_size(_core.peaks_settings()['cell'])} or more above its start: "
+                      "no peak to take apart yet")
+                return
+            record = with_peak[-1]
+        else:
+            found = [c for c in cells if c["cell"] == cell]
+            if not found:
+                raise UsageError(f"%memreport peak: no record of cell {cell}; "
+                                 "%memreport cells lists the measured cells")
+            record = found[-1]
+            if not record["peak_composition"]:
+                print(f"memtamer: cell {cell} stayed under "
+                      f"{format_size(_core.peaks_settings()['cell'])} above its start: "
+                      "its peak is not taken apart")
+                return
+        peaks.annotate(record, self.shell)
+        if as_json:
+            print(json.dumps(record, indent=1))
+            return
+        display(render.PeakReport(record))
+
     @magic_arguments()
     @argument("--notice", metavar="SIZE|off", default=None,
               help="print a one-line notice after cells whose peak or retained memory "
                    "exceeds SIZE (e.g. 512MiB), or 'off'")
+    @argument("--peaks", metavar="SIZE|off", default=None,
+              help="take apart the peak of cells that rise SIZE (e.g. 64MiB) or more above "
+                   "their start (%%memreport peak), or 'off'; from the next cell")
     @line_magic
     def memtamer(self, line):
-        """Settings: %memtamer [--notice SIZE|off]; without options, show them."""
+        """Settings: %memtamer [--notice SIZE|off] [--peaks SIZE|off]; without options, show them."""
         args = parse_argstring(self.memtamer, line)
+        if args.peaks is not None:
+            if args.peaks.strip().lower() == "off":
+                _core.peaks_settings(enabled=False)
+            else:
+                try:
+                    _core.peaks_settings(enabled=True, cell=parse_size(args.peaks))
+                except ValueError as exc:
+                    raise UsageError(f"--peaks: {exc}, or off") from None
         if args.notice is not None:
             if args.notice.strip().lower() == "off":
                 self.extension.notice_threshold = None
@@ -108,6 +154,10 @@ class MemtamerMagics(Magics):
         threshold = self.extension.notice_threshold
         print("memtamer: notice after heavy cells: "
               + (f"peak or retained over {format_size(threshold)}" if threshold else "off"))
+        peaks_now = _core.peaks_settings()
+        print("memtamer: peaks taken apart: "
+              + (f"cells rising {format_size(peaks_now['cell'])} or more, blocks of "
+                 f"{format_size(peaks_now['block'])} or more" if peaks_now["enabled"] else "off"))
 
     @magic_arguments()
     @argument("budget", nargs="?", default=None, metavar="SIZE|PERCENT|off|default",

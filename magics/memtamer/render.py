@@ -232,13 +232,92 @@ class Report:
 
 
 def notice(record, process):
-    """One line after a heavy cell."""
+    """One line after a heavy cell, naming the line whose temporaries were
+    the largest part of the peak, if any."""
+    top = top_temporaries(record.get("peak_composition"))
     return (
-        f"cell {record.get('cell')}: peak {format_size(record.get('peak_increment'), signed=True)}, "
-        f"retained {format_size(record.get('retained'), signed=True)} · "
+        f"cell {record.get('cell')}: peak {format_size(record.get('peak_increment'), signed=True)}"
+        + (f", {format_size(top['temporary'])} of it temporaries from {where(top)}" if top else "")
+        + f", retained {format_size(record.get('retained'), signed=True)} · "
         f"RSS {format_size(process.get('rss'))} of {format_size(process.get('limit'))}"
         + _shared_figure(process.get("shared"))
     )
+
+# Peak composition --------------------------------------------------------
+
+PEAK_COLUMNS = ("where", "at peak", "temporary", "kept", "blocks", "source")
+
+
+def where(group):
+    """'line 3', 'scale (In[4]) line 2, called by line 1', 'native/worker thread'."""
+    if group["origin"] != "code":
+        return group["origin"]
+    line = f"line {group['line']}" if group.get("line") else "outside the cell's code"
+    if not group.get("function"):
+        return line
+    defined = f" (In[{group['function_cell']}])" if group.get("function_cell") is not None else ""
+    return f"{group['function']}{defined} line {group['function_line']}, called by {line}"
+
+
+def top_temporaries(composition):
+    """The group with the most temporary bytes, or None."""
+    groups = [g for g in (composition or {}).get("groups", ()) if g["temporary"] > 0]
+    return max(groups, key=lambda g: g["temporary"]) if groups else None
+
+
+def peak_row(group):
+    return [where(group), format_size(group["bytes"]), format_size(group["temporary"]),
+            format_size(group["kept"]), str(group["blocks"]), group.get("text") or ""]
+
+
+def _peak_title(record):
+    composition = record["peak_composition"]
+    return (f"peak of cell {_cell_text(record.get('cell'))}: "
+            f"{format_size(record.get('peak_increment'), signed=True)} (RSS), "
+            f"{format_size(composition['at'], signed=True)} counted at its highest, "
+            f"{format_size(composition['attributed'])} of it in blocks of "
+            f"{format_size(composition['block_threshold'])} or more")
+
+
+def peak_text(record):
+    composition = record["peak_composition"]
+    lines = [_peak_title(record)]
+    lines += ["  " + line for line in
+              _table_text(list(PEAK_COLUMNS), [peak_row(g) for g in composition["groups"]])]
+    lines += [f"  · {where(g)}: {g['suggestion']}" for g in composition["groups"]
+              if g.get("suggestion")]
+    return lines
+
+
+def peak_html(record):
+    composition = record["peak_composition"]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in PEAK_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in peak_row(g)) + "</tr>"
+                   for g in composition["groups"])
+    advice = "".join(f"<li>{html.escape(where(g))}: {html.escape(g['suggestion'])}</li>"
+                     for g in composition["groups"] if g.get("suggestion"))
+    return (f"<p><b>{html.escape(_peak_title(record))}</b></p>"
+            f'<table class="memtamer"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+            + (f"<ul>{advice}</ul>" if advice else ""))
+
+
+class PeakReport:
+    """What %memreport peak displays for one cell."""
+
+    def __init__(self, record):
+        self.record = record
+
+    def text(self):
+        return "\n".join(peak_text(self.record))
+
+    def __repr__(self):
+        return self.text()
+
+    def _repr_pretty_(self, printer, cycle):
+        printer.text(self.text())
+
+    def _repr_html_(self):
+        return f'<div class="memtamer-report">{peak_html(self.record)}</div>'
 
 
 def _shared_figure(shared):

@@ -1,0 +1,692 @@
+/* peaks: the big blocks alive at a cell's peak, by code location (peaks.h). */
+#define PY_SSIZE_T_CLEAN
+#include "memtamer/peaks.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "memtamer/config.h"
+#include "memtamer/memtamer.h"
+
+#if MT_HAS_FRAME_WALK
+/* The interpreter's own frames: the public accessors (PyThreadState_GetFrame,
+ * PyFrame_GetBack) create frame objects, which allocates inside our hook. */
+#include <internal/pycore_frame.h>
+#endif
+
+#define DEFAULT_BLOCK_THRESHOLD (1LL << 20)
+#define DEFAULT_CELL_THRESHOLD (64LL << 20)
+/* Distinct locations followed within one cell; more share the "other" row. */
+#define LOCATIONS 64
+#define FIRST_TABLE_SLOTS 1024
+
+enum { NO_GIL_SLOT, OTHER_SLOT, FIRST_CODE_SLOT };
+
+/* Where the running code is: the cell's code and the user's function (NULL
+ * when the cell's own code allocated), each with its instruction offset.
+ * Lines are worked out at cell end, not in the hook. */
+typedef struct {
+    PyCodeObject *cell;
+    int cell_lasti;
+    PyCodeObject *function;
+    int function_lasti;
+} code_site;
+
+typedef struct {
+    code_site site; /* strong references to its code objects */
+    long long live_bytes, peak_bytes;
+    int live_blocks, peak_blocks;
+} location;
+
+typedef struct {
+    void *ptr; /* NULL: empty slot */
+    long long size;
+    unsigned long long seq; /* allocation order within the cell */
+    int location;
+} block;
+
+/* Everything below is shared by the hooks of every thread.  Protected by
+ * `lock`, except the settings (only written with the GIL held, while no cell
+ * is open) and the location's code references (taken and dropped with the
+ * GIL held). */
+static atomic_flag lock = ATOMIC_FLAG_INIT;
+static block *table;           /* libc calloc: our hooks never see it */
+static size_t slots, used;     /* slots is a power of two */
+static location locations[LOCATIONS];
+static int nlocations = FIRST_CODE_SLOT;
+static unsigned long long next_seq, peak_seq;
+static long long begin_counted, high, untracked;
+static PyObject *user_ns; /* borrowed, compared only */
+
+_Atomic long long mt_peaks_tracked_from = LLONG_MAX;
+
+static int enabled = 1;
+static long long block_threshold = DEFAULT_BLOCK_THRESHOLD;
+static long long cell_threshold = DEFAULT_CELL_THRESHOLD;
+
+static inline void
+acquire(void)
+{
+    while (atomic_flag_test_and_set_explicit(&lock, memory_order_acquire)) {
+    }
+}
+
+static inline void
+release(void)
+{
+    atomic_flag_clear_explicit(&lock, memory_order_release);
+}
+
+/* A child forked while another thread held the lock must not spin forever. */
+static void
+after_fork_in_child(void)
+{
+    atomic_flag_clear(&lock);
+}
+
+static inline size_t
+slot_of(const void *ptr)
+{
+    return (size_t)(((uintptr_t)ptr >> 4) * 0x9E3779B97F4A7C15ULL) & (slots - 1);
+}
+
+static block *
+find_unlocked(const void *ptr)
+{
+    if (table == NULL) {
+        return NULL;
+    }
+    for (size_t i = slot_of(ptr);; i = (i + 1) & (slots - 1)) {
+        if (table[i].ptr == ptr) {
+            return &table[i];
+        }
+        if (table[i].ptr == NULL) {
+            return NULL;
+        }
+    }
+}
+
+static void
+put_unlocked(block b)
+{
+    size_t i = slot_of(b.ptr);
+    while (table[i].ptr != NULL && table[i].ptr != b.ptr) {
+        i = (i + 1) & (slots - 1);
+    }
+    used += table[i].ptr == NULL;
+    table[i] = b;
+}
+
+/* Linear probing's deletion: shift back the entries the hole would hide. */
+static void
+remove_unlocked(block *b)
+{
+    size_t hole = (size_t)(b - table);
+    for (size_t i = (hole + 1) & (slots - 1); table[i].ptr != NULL; i = (i + 1) & (slots - 1)) {
+        size_t home = slot_of(table[i].ptr);
+        if (((i - home) & (slots - 1)) >= ((i - hole) & (slots - 1))) {
+            table[hole] = table[i];
+            hole = i;
+        }
+    }
+    table[hole].ptr = NULL;
+    used--;
+}
+
+/* Doubles the table (or makes the first); 0 when memory ran out. */
+static int
+grow_unlocked(void)
+{
+    size_t old_slots = slots, new_slots = slots ? slots * 2 : FIRST_TABLE_SLOTS;
+    block *old = table, *grown = calloc(new_slots, sizeof *grown);
+    if (grown == NULL) {
+        return 0;
+    }
+    table = grown;
+    slots = new_slots;
+    used = 0;
+    for (size_t i = 0; i < old_slots; i++) {
+        if (old[i].ptr != NULL) {
+            put_unlocked(old[i]);
+        }
+    }
+    free(old);
+    return 1;
+}
+
+/* Room for one more block, the table at most half full; 0 when there is none. */
+static inline int
+room_unlocked(void)
+{
+    return (table != NULL && (used + 1) * 2 <= slots) || grow_unlocked();
+}
+
+static void
+snapshot_if_higher_unlocked(long long counted)
+{
+    if (counted <= high) {
+        return;
+    }
+    high = counted;
+    peak_seq = next_seq;
+    for (int i = 0; i < nlocations; i++) {
+        locations[i].peak_bytes = locations[i].live_bytes;
+        locations[i].peak_blocks = locations[i].live_blocks;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Where the running code is                                           */
+/* ------------------------------------------------------------------ */
+
+#if MT_HAS_FRAME_WALK
+/* The cell's frame is the innermost one running with the user's namespace
+ * as both globals and locals (IPython exec's each statement that way); the
+ * user's function is the innermost frame whose globals are that namespace.
+ * Without a namespace: the outermost and innermost frames.  Needs the GIL;
+ * reads the frames as they are, creating no frame object and allocating
+ * nothing (as CPython's tracemalloc does). */
+static void
+current_site(code_site *site)
+{
+    _PyInterpreterFrame *cell = NULL, *inner = NULL;
+    PyThreadState *tstate = PyThreadState_Get();
+    for (_PyInterpreterFrame *f = tstate->cframe->current_frame; f != NULL; f = f->previous) {
+        if (_PyFrame_IsIncomplete(f) || (user_ns != NULL && f->f_globals != user_ns)) {
+            continue;
+        }
+        if (inner == NULL) {
+            inner = f;
+        }
+        if (user_ns == NULL || f->f_locals == user_ns) {
+            cell = f;
+            if (user_ns != NULL) {
+                break;
+            }
+        }
+    }
+    if (cell != NULL) {
+        site->cell = cell->f_code;
+        site->cell_lasti = _PyInterpreterFrame_LASTI(cell);
+    }
+    if (inner != NULL && inner != cell) {
+        site->function = inner->f_code;
+        site->function_lasti = _PyInterpreterFrame_LASTI(inner);
+    }
+}
+#else
+static void
+current_site(code_site *site)
+{
+    (void)site; /* the frames' layout is unknown here: every block is "outside" */
+}
+#endif
+
+/* The location's slot; a new one takes references to the code objects.
+ * Needs the GIL and the lock. */
+static inline int
+same_site(const code_site *a, const code_site *b)
+{
+    return a->cell == b->cell && a->cell_lasti == b->cell_lasti && a->function == b->function &&
+           a->function_lasti == b->function_lasti;
+}
+
+static int
+location_of_unlocked(const code_site *site)
+{
+    /* A loop allocates at the same place again and again: look there first. */
+    static int last = FIRST_CODE_SLOT;
+    if (last < nlocations && same_site(&locations[last].site, site)) {
+        return last;
+    }
+    for (int i = FIRST_CODE_SLOT; i < nlocations; i++) {
+        if (same_site(&locations[i].site, site)) {
+            return last = i;
+        }
+    }
+    if (nlocations == LOCATIONS) {
+        return OTHER_SLOT;
+    }
+    location *l = &locations[nlocations];
+    memset(l, 0, sizeof *l);
+    l->site = *site;
+    Py_XINCREF(site->cell);
+    Py_XINCREF(site->function);
+    return last = nlocations++;
+}
+
+/* ------------------------------------------------------------------ */
+/* The hooks' side                                                     */
+/* ------------------------------------------------------------------ */
+
+static void
+track_unlocked(void *ptr, long long size, int at, unsigned long long seq)
+{
+    if (!room_unlocked()) {
+        untracked += size;
+        return;
+    }
+    put_unlocked((block){ptr, size, seq, at});
+    locations[at].live_bytes += size;
+    locations[at].live_blocks++;
+}
+
+static void
+forget_unlocked(block *b)
+{
+    locations[b->location].live_bytes -= b->size;
+    locations[b->location].live_blocks--;
+    remove_unlocked(b);
+}
+
+void
+mt_peaks_allocated(void *ptr, long long size, long long counted)
+{
+    code_site site = {NULL, 0, NULL, 0};
+    int with_gil = PyGILState_Check();
+    if (with_gil) {
+        current_site(&site);
+    }
+    acquire();
+    int at = with_gil ? location_of_unlocked(&site) : NO_GIL_SLOT;
+    track_unlocked(ptr, size, at, ++next_seq);
+    snapshot_if_higher_unlocked(counted);
+    release();
+}
+
+void
+mt_peaks_freeing(void *ptr, long long counted)
+{
+    acquire();
+    block *b = find_unlocked(ptr);
+    if (b != NULL) {
+        snapshot_if_higher_unlocked(counted);
+        forget_unlocked(b);
+    }
+    release();
+}
+
+void
+mt_peaks_reallocated(void *old, void *ptr, long long size, long long counted)
+{
+    acquire();
+    block *b = old ? find_unlocked(old) : NULL;
+    if (b == NULL) {
+        release();
+        if (mt_peaks_tracks(size)) {
+            mt_peaks_allocated(ptr, size, counted);
+        }
+        return;
+    }
+    block moved = *b;
+    forget_unlocked(b);
+    if (mt_peaks_tracks(size)) {
+        track_unlocked(ptr, size, moved.location, moved.seq);
+    }
+    snapshot_if_higher_unlocked(counted);
+    release();
+}
+
+/* ------------------------------------------------------------------ */
+/* Cell begin and end (GIL held)                                       */
+/* ------------------------------------------------------------------ */
+
+/* Drops the locations and blocks of the last cell.  Needs the GIL (the
+ * code references) and no tracking under way. */
+static void
+forget_cell(void)
+{
+    acquire();
+    if (used > 0) {
+        memset(table, 0, slots * sizeof *table);
+        used = 0;
+    }
+    int n = nlocations;
+    nlocations = FIRST_CODE_SLOT;
+    code_site sites[LOCATIONS];
+    for (int i = 0; i < n; i++) {
+        sites[i] = locations[i].site;
+        memset(&locations[i], 0, sizeof locations[i]);
+    }
+    next_seq = peak_seq = 0;
+    untracked = 0;
+    release();
+    /* Outside the lock: a code object's dealloc frees memory through our hooks. */
+    for (int i = 0; i < n; i++) {
+        Py_XDECREF(sites[i].cell);
+        Py_XDECREF(sites[i].function);
+    }
+}
+
+void
+mt_peaks_cell_begin(PyObject *namespace, long long counted)
+{
+    static int fork_handler_set = 0;
+    assert(PyGILState_Check());
+    atomic_store_explicit(&mt_peaks_tracked_from, LLONG_MAX, memory_order_relaxed);
+    forget_cell();
+    if (!enabled) {
+        return;
+    }
+    if (!fork_handler_set) {
+        fork_handler_set = pthread_atfork(NULL, NULL, after_fork_in_child) == 0;
+    }
+    user_ns = namespace;
+    begin_counted = high = counted;
+    atomic_store_explicit(&mt_peaks_tracked_from, block_threshold, memory_order_relaxed);
+}
+
+/* Copies at most size-1 bytes of utf8 into dst, not splitting a character. */
+static void
+copy_utf8(char *dst, size_t size, const char *utf8, Py_ssize_t len)
+{
+    size_t n = (size_t)len < size - 1 ? (size_t)len : size - 1;
+    if (n < (size_t)len) {
+        while (n > 0 && ((unsigned char)utf8[n] & 0xC0) == 0x80) {
+            n--;
+        }
+    }
+    memcpy(dst, utf8, n);
+    dst[n] = '\0';
+}
+
+static int
+copy_str(char *dst, size_t size, PyObject *str)
+{
+    Py_ssize_t len;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(str, &len);
+    if (utf8 == NULL) {
+        return -1;
+    }
+    copy_utf8(dst, size, utf8, len);
+    return 0;
+}
+
+/* The 1-based line of the cell's source, stripped. */
+static int
+copy_line(char *dst, size_t size, PyObject *lines, int line)
+{
+    dst[0] = '\0';
+    if (lines == NULL || line < 1 || line > PyList_GET_SIZE(lines)) {
+        return 0;
+    }
+    PyObject *stripped = PyObject_CallMethod(PyList_GET_ITEM(lines, line - 1), "strip", NULL);
+    if (stripped == NULL) {
+        return -1;
+    }
+    int rc = copy_str(dst, size, stripped);
+    Py_DECREF(stripped);
+    return rc;
+}
+
+/* A location's figures at the peak, and its code (borrowed: the location
+ * keeps it until the next cell begins). */
+typedef struct {
+    mt_peak_group g;
+    code_site site;
+} gathered;
+
+/* The locations that held blocks at the peak, with what of them is still
+ * alive.  Under the lock: a hook that had passed its threshold test as
+ * tracking stopped may still be finishing. */
+static int
+gather(gathered *all)
+{
+    long long kept[LOCATIONS] = {0};
+    int n = 0;
+    acquire();
+    for (size_t i = 0; i < slots; i++) {
+        if (table[i].ptr != NULL && table[i].seq <= peak_seq) {
+            kept[table[i].location] += table[i].size;
+        }
+    }
+    for (int i = 0; i < nlocations; i++) {
+        location *l = &locations[i];
+        if (l->peak_bytes <= 0) {
+            continue;
+        }
+        gathered *a = &all[n++];
+        memset(a, 0, sizeof *a);
+        a->g.origin = i == NO_GIL_SLOT ? MT_PEAK_NO_GIL : i == OTHER_SLOT ? MT_PEAK_OTHER : MT_PEAK_CODE;
+        a->g.blocks = l->peak_blocks;
+        a->g.bytes = l->peak_bytes;
+        a->g.kept = kept[i] < l->peak_bytes ? kept[i] : l->peak_bytes;
+        a->site = l->site;
+    }
+    release();
+    return n;
+}
+
+static int
+line_at(PyCodeObject *code, int lasti)
+{
+    return code ? PyCode_Addr2Line(code, lasti * (int)sizeof(_Py_CODEUNIT)) : 0;
+}
+
+/* Lines from instruction offsets; locations on the same lines become one.
+ * Returns the number left. */
+static int
+by_lines(gathered *all, int n)
+{
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        gathered *a = &all[i];
+        a->g.line = line_at(a->site.cell, a->site.cell_lasti);
+        a->g.function_line = line_at(a->site.function, a->site.function_lasti);
+        int same = 0;
+        while (same < kept && !(all[same].g.origin == a->g.origin && all[same].g.line == a->g.line &&
+                                all[same].site.function == a->site.function &&
+                                all[same].g.function_line == a->g.function_line)) {
+            same++;
+        }
+        if (same == kept) {
+            all[kept++] = *a;
+            continue;
+        }
+        all[same].g.blocks += a->g.blocks;
+        all[same].g.bytes += a->g.bytes;
+        all[same].g.kept += a->g.kept;
+    }
+    return kept;
+}
+
+/* Largest first. */
+static int
+by_bytes_at_peak(const void *a, const void *b)
+{
+    const mt_peak_group *x = &((const gathered *)a)->g, *y = &((const gathered *)b)->g;
+    if (x->bytes != y->bytes) {
+        return (x->bytes < y->bytes) - (x->bytes > y->bytes);
+    }
+    /* Ties in the order of the source, so that reruns read the same. */
+    if (x->line != y->line) {
+        return (x->line > y->line) - (x->line < y->line);
+    }
+    return (x->function_line > y->function_line) - (x->function_line < y->function_line);
+}
+
+/* Fills c: the largest locations with their source line and function, the
+ * rest summed into one "other locations" row.  Needs the GIL; tracking
+ * stopped. */
+static int
+compose(PyObject *source, mt_peak_composition *c)
+{
+    PyObject *lines = NULL;
+    gathered all[LOCATIONS];
+    int rc = -1;
+
+    int n = by_lines(all, gather(all));
+    for (int i = 0; i < n; i++) {
+        PyCodeObject *function = all[i].site.function;
+        if (function != NULL &&
+            (copy_str(all[i].g.function, sizeof all[i].g.function, function->co_qualname) < 0 ||
+             copy_str(all[i].g.file, sizeof all[i].g.file, function->co_filename) < 0)) {
+            goto done;
+        }
+    }
+    qsort(all, (size_t)n, sizeof *all, by_bytes_at_peak);
+    memset(c, 0, sizeof *c);
+    c->block_threshold = block_threshold;
+    c->at = high - begin_counted;
+    c->untracked = untracked;
+    if (PyUnicode_Check(source) && (lines = PyUnicode_Splitlines(source, 0)) == NULL) {
+        goto done;
+    }
+    c->ngroups = n <= MT_PEAK_GROUPS + 1 ? n : MT_PEAK_GROUPS;
+    for (int i = 0; i < c->ngroups; i++) {
+        mt_peak_group *g = &c->groups[i];
+        *g = all[i].g;
+        if (g->origin == MT_PEAK_CODE && copy_line(g->text, sizeof g->text, lines, g->line) < 0) {
+            goto done;
+        }
+    }
+    if (n > c->ngroups) {
+        mt_peak_group *rest = &c->groups[c->ngroups++];
+        rest->origin = MT_PEAK_OTHER;
+        for (int i = MT_PEAK_GROUPS; i < n; i++) {
+            rest->blocks += all[i].g.blocks;
+            rest->bytes += all[i].g.bytes;
+            rest->kept += all[i].g.kept;
+        }
+    }
+    rc = 0;
+done:
+    Py_XDECREF(lines);
+    return rc;
+}
+
+int
+mt_peaks_cell_end(PyObject *source, long long counted, mt_peak_composition **out)
+{
+    assert(PyGILState_Check());
+    *out = NULL;
+    if (atomic_load_explicit(&mt_peaks_tracked_from, memory_order_relaxed) == LLONG_MAX) {
+        return 0;
+    }
+    atomic_store_explicit(&mt_peaks_tracked_from, LLONG_MAX, memory_order_relaxed);
+    /* A thread without the GIL may still be inside a hook: take the lock once
+     * so that it is done before we read the tables. */
+    acquire();
+    snapshot_if_higher_unlocked(counted);
+    release();
+    user_ns = NULL;
+    if (high - begin_counted < cell_threshold) {
+        return 0;
+    }
+    mt_peak_composition *c = PyMem_RawMalloc(sizeof *c);
+    if (c == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (compose(source, c) < 0) {
+        PyMem_RawFree(c);
+        return -1;
+    }
+    *out = c;
+    return 0;
+}
+
+static PyObject *
+text_or_none(const char *s)
+{
+    if (*s == '\0') {
+        Py_RETURN_NONE;
+    }
+    return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "replace");
+}
+
+static PyObject *
+group_dict(const mt_peak_group *g)
+{
+    static const char *origins[] = {"code", "native/worker thread", "other locations"};
+    PyObject *d = PyDict_New();
+    if (d == NULL ||
+        mt_set(d, "origin", PyUnicode_FromString(origins[g->origin])) < 0 ||
+        mt_set(d, "line", g->line > 0 ? PyLong_FromLong(g->line) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "text", text_or_none(g->text)) < 0 ||
+        mt_set(d, "function", text_or_none(g->function)) < 0 ||
+        mt_set(d, "file", text_or_none(g->file)) < 0 ||
+        mt_set(d, "function_line", g->function_line > 0 ? PyLong_FromLong(g->function_line) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "blocks", PyLong_FromLong(g->blocks)) < 0 ||
+        mt_set(d, "bytes", PyLong_FromLongLong(g->bytes)) < 0 ||
+        mt_set(d, "kept", PyLong_FromLongLong(g->kept)) < 0 ||
+        mt_set(d, "temporary", PyLong_FromLongLong(g->bytes - g->kept)) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+PyObject *
+mt_peaks_dict(const mt_peak_composition *c)
+{
+    PyObject *d = NULL, *groups = PyList_New(c->ngroups);
+    long long attributed = 0;
+    if (groups == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < c->ngroups; i++) {
+        PyObject *g = group_dict(&c->groups[i]);
+        if (g == NULL) {
+            goto error;
+        }
+        PyList_SET_ITEM(groups, i, g);
+        attributed += c->groups[i].bytes;
+    }
+    d = PyDict_New();
+    if (d == NULL ||
+        mt_set(d, "block_threshold", PyLong_FromLongLong(c->block_threshold)) < 0 ||
+        mt_set(d, "at", PyLong_FromLongLong(c->at)) < 0 ||
+        mt_set(d, "attributed", PyLong_FromLongLong(attributed)) < 0 ||
+        mt_set(d, "untracked", PyLong_FromLongLong(c->untracked)) < 0 ||
+        mt_set(d, "groups", Py_NewRef(groups)) < 0) {
+        goto error;
+    }
+    Py_DECREF(groups);
+    return d;
+error:
+    Py_XDECREF(d);
+    Py_DECREF(groups);
+    return NULL;
+}
+
+static int
+size_setting(PyObject *value, const char *name, long long *out)
+{
+    if (value == NULL || value == Py_None) {
+        return 0;
+    }
+    long long v = PyLong_AsLongLong(value);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v < 1) {
+        PyErr_Format(PyExc_ValueError, "peaks_settings: %s must be a positive number of bytes", name);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+PyObject *
+mt_peaks_settings(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"enabled", "block", "cell", NULL};
+    PyObject *on = NULL, *block_arg = NULL, *cell_arg = NULL;
+    long long new_block = block_threshold, new_cell = cell_threshold;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOO:peaks_settings", keywords, &on, &block_arg, &cell_arg) ||
+        size_setting(block_arg, "block", &new_block) < 0 || size_setting(cell_arg, "cell", &new_cell) < 0) {
+        return NULL;
+    }
+    int new_enabled = on == NULL || on == Py_None ? enabled : PyObject_IsTrue(on);
+    if (new_enabled < 0) {
+        return NULL;
+    }
+    /* Applies from the next cell: the running one keeps its threshold. */
+    enabled = new_enabled;
+    block_threshold = new_block;
+    cell_threshold = new_cell;
+    return Py_BuildValue("{sOsLsL}", "enabled", enabled ? Py_True : Py_False, "block", block_threshold,
+                         "cell", cell_threshold);
+}
