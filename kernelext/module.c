@@ -7,6 +7,7 @@
 #include "memtamer/heap.h"
 #include "memtamer/process.h"
 #include "memtamer/shrink.h"
+#include "memtamer/telemetry.h"
 #include "memtamer/walker.h"
 
 static PyMethodDef core_methods[] = {
@@ -84,6 +85,15 @@ static PyMethodDef core_methods[] = {
      "ledger() -> dict: per-name provenance and cached sizes, without walking."},
     {"set_walk_budget", (PyCFunction)(void (*)(void))mt_ledger_py_set_budget, METH_FASTCALL,
      "set_walk_budget(cell_seconds, report_seconds): time limits of the walks."},
+    {"telemetry_start", (PyCFunction)(void (*)(void))mt_telemetry_start, METH_VARARGS | METH_KEYWORDS,
+     "telemetry_start(endpoint, kernel, names=True) -> the bound endpoint: publish this "
+     "kernel's memory on a ZeroMQ XPUB socket (restarts a running publisher)."},
+    {"telemetry_stop", mt_telemetry_stop, METH_NOARGS,
+     "telemetry_stop(): say bye, close the socket and its file, join the sampler."},
+    {"telemetry_event", (PyCFunction)(void (*)(void))mt_telemetry_event, METH_FASTCALL,
+     "telemetry_event(kind, data) -> bool: publish an event; False while telemetry is off."},
+    {"telemetry_status", mt_telemetry_status, METH_NOARGS,
+     "telemetry_status() -> dict | None: endpoint, kernel, names, sent, seq, subscriptions."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -130,6 +140,7 @@ core_free(void *module)
 {
     mt_state *st = mt_get_state((PyObject *)module);
     core_clear((PyObject *)module);
+    mt_telemetry_free((PyObject *)module);
     mt_guard_free((PyObject *)module);
     if (st->probe) {
         mt_probe_close(st->probe);

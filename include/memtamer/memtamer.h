@@ -28,6 +28,9 @@ typedef struct {
     PyObject *compressed_type;
     mt_shrink_window shrink;
     mt_ledger ledger;
+    /* telemetry.c: the publisher, NULL while off (PyMem_RawMalloc'd, its
+     * sampler thread uses it without the GIL). */
+    struct mt_telemetry *telemetry;
 } mt_state;
 
 /* Sets dict[key] = value and drops the reference to value; a NULL value

@@ -53,6 +53,7 @@ class _Extension:
         self.notice_threshold = DEFAULT_NOTICE_THRESHOLD
         self.magics = None
         self.guard = None
+        self.publisher = None
         self._warned = set()
 
     def report(self):
@@ -71,7 +72,11 @@ class _Extension:
                             getattr(history, "output_hist", None), self.shell,
                             getattr(self.shell, "transform_cell", None))
         from .guard import Guard
+        from .telemetry import Publisher
 
+        # Before the guard: its post-mortem findings are published too.
+        self.publisher = Publisher()
+        self.publisher.start()
         self.guard = Guard(self.shell)
         self.guard.start()
         unavailable = _core.process().get("unavailable", {})
@@ -82,6 +87,8 @@ class _Extension:
     def stop(self):
         if self.guard is not None:
             self.guard.stop()
+        if self.publisher is not None:
+            self.publisher.stop()
         _core.ledger_detach()
         self.shell.events.unregister("pre_run_cell", self.pre_run_cell)
         self.shell.events.unregister("post_run_cell", self.post_run_cell)

@@ -26,7 +26,10 @@ from IPython.core.error import UsageError
 
 from . import _core
 from .sizes import format_size
+from .telemetry import publish
 
+# What watchers are told of each %shrink action (names only when allowed).
+SHRINK_EVENT_FIELDS = ("name", "action", "status", "bytes_before", "bytes_after", "reason")
 DEFAULT_RTOL = 1e-3  # floats may move by at most 0.1% of their value
 DEFAULT_CODEC = "lz4"
 DEFAULT_LEVEL = 5
@@ -580,6 +583,7 @@ def run(shell, ns, action, names, given):
         # per-thread RSS counters can lag a few pages behind.
         row["peak_increment"] = max(0, peak - start) if peak is not None and start is not None else None
         rows[name] = row
+        publish("shrink", {key: row.get(key) for key in SHRINK_EVENT_FIELDS})
     # Changed in place: no cell rebinds them, so the ledger would keep old sizes.
     _core.ledger_rewalk([name for name, row in rows.items() if row.get("in_place")])
     return rows
