@@ -93,7 +93,8 @@ static PyMethodDef core_methods[] = {
     {"telemetry_event", (PyCFunction)(void (*)(void))mt_telemetry_event, METH_FASTCALL,
      "telemetry_event(kind, data) -> bool: publish an event; False while telemetry is off."},
     {"telemetry_status", mt_telemetry_status, METH_NOARGS,
-     "telemetry_status() -> dict | None: endpoint, kernel, names, sent, seq, subscriptions."},
+     "telemetry_status() -> dict | None: endpoint, kernel, names, sent, seq, subscriptions, "
+     "thread_id, last_error."},
     {NULL, NULL, 0, NULL},
 };
 

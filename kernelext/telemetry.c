@@ -3,6 +3,7 @@
 #include "memtamer/memtamer.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -61,6 +62,7 @@ struct mt_telemetry {
 
     _Atomic long long subscriptions, sent, seq;
     _Atomic int last_errno; /* of the last failed send, 0 if none */
+    _Atomic int tid;        /* the sampler's, for measuring its CPU time */
 
     /* The sampler's alone. */
     mt_probe probe;
@@ -388,26 +390,28 @@ sampler_main(void *arg)
     handover h;
     sample_figures f;
     long long cell_peak = -1, cell_sampled = -2;
-    double running_since = -1, next_sample = 0;
+    double running_since = -1, next_sample = 0, sampled_at = -1;
     int snapshot = 0;
     uint64_t wakes;
 
+    atomic_store(&t->tid, (int)gettid());
     for (;;) {
         take_handover(t, &h);
         if (h.stop) {
             break;
         }
         double now = mt_monotonic_seconds();
-        if (h.run.running && (h.run.started != running_since || h.run.cell != cell_sampled)) {
-            /* A new cell: a sample now, then at the busy pace. */
-            running_since = h.run.started;
+        if ((h.run.running && (h.run.started != running_since || h.run.cell != cell_sampled)) ||
+            (!h.run.running && running_since >= 0)) {
+            /* A cell began or ended: sample at the busy pace from the last
+             * sample, so that a loop of short cells costs no more. */
+            running_since = h.run.running ? h.run.started : -1;
             cell_sampled = h.run.cell;
             cell_peak = -1;
-            next_sample = now;
-        }
-        else if (!h.run.running && running_since >= 0) {
-            running_since = -1;
-            next_sample = now; /* the cell's end: the state after it */
+            double soon = sampled_at + MT_TELEMETRY_BUSY_MS / 1000.0;
+            if (soon < next_sample) {
+                next_sample = soon;
+            }
         }
         if (h.events_dropped) {
             atomic_fetch_add(&t->seq, h.events_dropped); /* the gap shows them */
@@ -433,6 +437,7 @@ sampler_main(void *arg)
             open_message(t, &b, "sample");
             write_sample(&b, &f, &h.run, h.budget, h.trips, h.cells);
             send_message(t, "sample", &b);
+            sampled_at = now;
             next_sample = now + (h.run.running ? MT_TELEMETRY_BUSY_MS : MT_TELEMETRY_IDLE_MS) / 1000.0;
         }
         if (snapshot) {
@@ -459,7 +464,7 @@ sampler_main(void *arg)
         };
         if (zmq_poll(items, 2, wait_ms > 0 ? wait_ms : 0) < 0) {
             atomic_store(&t->last_errno, zmq_errno());
-            continue; /* EINTR: a signal for the main thread landed here */
+            continue;
         }
         if (items[1].revents & ZMQ_POLLIN) {
             (void)!read(t->wake_fd, &wakes, sizeof wakes);
@@ -655,7 +660,13 @@ mt_telemetry_start(PyObject *module, PyObject *args, PyObject *kwargs)
         PyErr_SetFromErrnoWithFilename(PyExc_OSError, t->ipc_path);
         goto error;
     }
+    /* Signals are the main thread's business (the guard's, SIGINT): the
+     * sampler starts with all of them blocked. */
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
     int err = pthread_create(&t->thread, NULL, sampler_main, t);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
     if (err != 0) {
         errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
@@ -719,7 +730,9 @@ mt_telemetry_cell_begin(PyObject *module, long long cell, const char *first_line
     t->budget = budget;
     t->trips = trips;
     pthread_mutex_unlock(&t->lock);
-    wake_sampler(t);
+    if (atomic_load(&t->subscriptions) > 0) {
+        wake_sampler(t); /* to the busy pace now */
+    }
 }
 
 void
@@ -734,6 +747,9 @@ mt_telemetry_cell_end(PyObject *module, const mt_cell_record *record)
     mt_guard_figures(module, &budget, &trips);
     pthread_mutex_lock(&t->lock);
     t->run.running = 0;
+    if (t->last_pending) {
+        t->events_dropped++; /* cells faster than the sampler: the gap shows it */
+    }
     t->last = *record;
     t->have_last = t->last_pending = 1;
     t->cells++;
@@ -843,7 +859,7 @@ done:
 }
 
 /* telemetry_status() -> dict | None: endpoint, kernel, names, messages sent,
- * subscriptions, the last send error. */
+ * subscriptions, the sampler's thread id, the last send error. */
 PyObject *
 mt_telemetry_status(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -859,6 +875,7 @@ mt_telemetry_status(PyObject *module, PyObject *Py_UNUSED(unused))
         mt_set(d, "sent", PyLong_FromLongLong(atomic_load(&t->sent))) < 0 ||
         mt_set(d, "seq", PyLong_FromLongLong(atomic_load(&t->seq))) < 0 ||
         mt_set(d, "subscriptions", PyLong_FromLongLong(atomic_load(&t->subscriptions))) < 0 ||
+        mt_set(d, "thread_id", PyLong_FromLong(atomic_load(&t->tid))) < 0 ||
         mt_set(d, "last_error", err ? PyUnicode_FromString(zmq_strerror(err)) : Py_NewRef(Py_None)) < 0) {
         Py_XDECREF(d);
         return NULL;
