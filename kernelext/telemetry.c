@@ -63,6 +63,7 @@ struct mt_telemetry {
     _Atomic long long subscriptions, sent, seq;
     _Atomic int last_errno; /* of the last failed send, 0 if none */
     _Atomic int tid;        /* the sampler's, for measuring its CPU time */
+    _Atomic int busy_pace;  /* the sampler already samples at the busy pace */
 
     /* The sampler's alone. */
     mt_probe probe;
@@ -458,6 +459,7 @@ sampler_main(void *arg)
         }
 
         long wait_ms = (long)((next_sample - mt_monotonic_seconds()) * 1000.0) + 1;
+        atomic_store(&t->busy_pace, wait_ms <= MT_TELEMETRY_BUSY_MS + 1);
         zmq_pollitem_t items[2] = {
             {t->socket, 0, ZMQ_POLLIN, 0},
             {NULL, t->wake_fd, ZMQ_POLLIN, 0},
@@ -730,7 +732,7 @@ mt_telemetry_cell_begin(PyObject *module, long long cell, const char *first_line
     t->budget = budget;
     t->trips = trips;
     pthread_mutex_unlock(&t->lock);
-    if (atomic_load(&t->subscriptions) > 0) {
+    if (atomic_load(&t->subscriptions) > 0 && !atomic_load(&t->busy_pace)) {
         wake_sampler(t); /* to the busy pace now */
     }
 }
@@ -747,7 +749,8 @@ mt_telemetry_cell_end(PyObject *module, const mt_cell_record *record)
     mt_guard_figures(module, &budget, &trips);
     pthread_mutex_lock(&t->lock);
     t->run.running = 0;
-    if (t->last_pending) {
+    int woken = t->last_pending;
+    if (woken) {
         t->events_dropped++; /* cells faster than the sampler: the gap shows it */
     }
     t->last = *record;
@@ -756,8 +759,9 @@ mt_telemetry_cell_end(PyObject *module, const mt_cell_record *record)
     t->budget = budget;
     t->trips = trips;
     pthread_mutex_unlock(&t->lock);
-    /* Without a subscriber the record waits for the next sample. */
-    if (atomic_load(&t->subscriptions) > 0) {
+    /* Without a subscriber the record waits for the next sample; with one,
+     * a pending record means the sampler was woken already. */
+    if (!woken && atomic_load(&t->subscriptions) > 0) {
         wake_sampler(t);
     }
 }

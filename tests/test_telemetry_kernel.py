@@ -327,17 +327,18 @@ def test_watch_in_a_terminal_shows_the_kernels_rss(tk, runtime):
                    check=True)
     try:
         deadline = time.monotonic() + 10
-        line = None
-        while line is None and time.monotonic() < deadline:
+        found = None
+        # The row appears when the file is found, its RSS with the first message.
+        while found is None and time.monotonic() < deadline:
             time.sleep(0.5)
             screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
                                     capture_output=True, text=True, check=True).stdout
-            line = next((l for l in screen.splitlines()
-                         if l.startswith(tk.kernel_id[:8]) and "analysis.ipynb" in l), None)
+            found = re.search(re.escape(tk.kernel_id[:8]) +
+                              r"\s+analysis\.ipynb\s+([\d.]+ ?[KMGT]?i?B)\s", screen)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
-    assert line is not None, screen
-    rss_text = re.search(r"analysis\.ipynb\s+([\d.]+ ?[KMGT]?i?B)", line).group(1)
+    assert found is not None, screen
+    rss_text = found.group(1)
     assert parse_size(rss_text) == pytest.approx(rss_of(tk.pid), rel=0.05)
     assert parse_size(rss_text) > 300 * MiB
 
