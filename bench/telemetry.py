@@ -6,6 +6,7 @@ Run: bash bench/run.sh telemetry"""
 
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,21 @@ SUBSCRIBER = ("import sys, zmq\n"
               "s = zmq.Context().socket(zmq.SUB)\n"
               "s.connect(sys.argv[1]); s.subscribe(b'memtamer.')\n"
               "while True: s.recv_multipart()\n")
+
+
+class Subscriber:
+    """Another process reading every message, started through an intermediate
+    that exits at once: like `memtamer watch` it is not a child of the kernel
+    (whose cells look at their children's memory)."""
+
+    def __init__(self, endpoint):
+        spawn = ("import subprocess, sys\n"
+                 "print(subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2]],\n"
+                 "                       stdout=subprocess.DEVNULL).pid)")
+        self.pid = int(subprocess.check_output([sys.executable, "-c", spawn, SUBSCRIBER, endpoint]))
+
+    def close(self):
+        os.kill(self.pid, signal.SIGKILL)
 
 
 def batch_us():
@@ -73,13 +89,12 @@ def per_cell_costs(endpoint, measure):
         costs["off"].append(measure())
         _core.telemetry_start(endpoint, "bench")
         costs["none"].append(measure())
-        subscriber = subprocess.Popen([sys.executable, "-c", SUBSCRIBER, endpoint])
+        subscriber = Subscriber(endpoint)
         try:
             wait_for_subscription()
             costs["one"].append(measure())
         finally:
-            subscriber.kill()
-            subscriber.wait()
+            subscriber.close()
             _core.telemetry_stop()
     return costs
 
@@ -93,7 +108,7 @@ def sampler_share(endpoint):
     """The sampler's share of a core between cells and while one runs, with a
     subscriber; and the messages it sent per second meanwhile."""
     _core.telemetry_start(endpoint, "bench")
-    subscriber = subprocess.Popen([sys.executable, "-c", SUBSCRIBER, endpoint])
+    subscriber = Subscriber(endpoint)
     try:
         wait_for_subscription()
         tid = _core.telemetry_status()["thread_id"]
@@ -110,8 +125,7 @@ def sampler_share(endpoint):
         _core.cell_end(1, False)
         return shares
     finally:
-        subscriber.kill()
-        subscriber.wait()
+        subscriber.close()
         _core.telemetry_stop()
 
 

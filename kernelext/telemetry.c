@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -20,6 +21,8 @@
 
 #define ENDPOINT_MAX 512
 #define KERNEL_ID_MAX 128
+/* The sampler thread's nice value. */
+#define SAMPLER_NICE 19
 /* Events waiting for the sampler; more are dropped (and counted in seq). */
 #define EVENT_QUEUE 64
 
@@ -396,6 +399,9 @@ sampler_main(void *arg)
     uint64_t wakes;
 
     atomic_store(&t->tid, (int)gettid());
+    /* Background work: woken at a cell's end, the sampler must not preempt
+     * the kernel's main thread on its CPU (Linux's nice is per thread). */
+    (void)!setpriority(PRIO_PROCESS, (id_t)gettid(), SAMPLER_NICE);
     for (;;) {
         take_handover(t, &h);
         if (h.stop) {
