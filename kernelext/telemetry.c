@@ -25,6 +25,9 @@
 #define SAMPLER_NICE 19
 /* Events waiting for the sampler; more are dropped (and counted in seq). */
 #define EVENT_QUEUE 64
+/* The last events, repeated in snapshots: a post-mortem finding is
+ * published while the kernel loads, before any watcher can be there. */
+#define RECENT_EVENTS 8
 
 typedef struct {
     int running;
@@ -123,6 +126,9 @@ jb_append(json_buf *b, const char *s, size_t n)
     b->data[b->len] = '\0';
 }
 
+/* A string literal, its length counted by the compiler. */
+#define jb_literal(b, text) jb_append((b), (text), sizeof(text) - 1)
+
 static void
 jb_printf(json_buf *b, const char *format, ...) __attribute__((format(printf, 2, 3)));
 
@@ -145,7 +151,7 @@ static void
 jb_string(json_buf *b, const char *s)
 {
     size_t n = strlen(s); /* whole UTF-8: cell.c cuts by code points */
-    jb_append(b, "\"", 1);
+    jb_literal(b, "\"");
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '"' || c == '\\') {
@@ -159,7 +165,7 @@ jb_string(json_buf *b, const char *s)
             jb_append(b, (const char *)&s[i], 1);
         }
     }
-    jb_append(b, "\"", 1);
+    jb_literal(b, "\"");
 }
 
 /* ,"key":value where a negative size is null (unavailable). */
@@ -191,14 +197,17 @@ unix_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* {"kind":...,"kernel":...,"pid":...,"seq":...,"time":... (unclosed) */
-static void
+/* {"kind":...,"kernel":...,"pid":...,"seq":...,"time":... (unclosed);
+ * returns the length of its "seq":...,"time":... part, which ends it. */
+static size_t
 open_message(mt_telemetry *t, json_buf *b, const char *kind)
 {
     jb_printf(b, "{\"kind\":\"%s\",\"kernel\":", kind);
     jb_string(b, t->kernel);
-    jb_printf(b, ",\"pid\":%d,\"seq\":%lld,\"time\":%.3f", (int)t->pid,
-              atomic_fetch_add(&t->seq, 1) + 1, unix_seconds());
+    jb_printf(b, ",\"pid\":%d", (int)t->pid);
+    size_t start = b->len;
+    jb_printf(b, ",\"seq\":%lld,\"time\":%.3f", atomic_fetch_add(&t->seq, 1) + 1, unix_seconds());
+    return b->len - start;
 }
 
 /* Two frames, never waiting: XPUB drops what a full subscriber cannot take. */
@@ -207,7 +216,7 @@ send_message(mt_telemetry *t, const char *kind, json_buf *b)
 {
     char topic[64];
     int n = snprintf(topic, sizeof topic, "memtamer.%s", kind);
-    jb_append(b, "}", 1);
+    jb_literal(b, "}");
     if (b->failed) {
         atomic_store(&t->last_errno, ENOMEM);
     }
@@ -227,14 +236,14 @@ write_record(json_buf *b, const mt_cell_record *r)
 {
     int known = r->rss_before >= 0 && r->rss_after >= 0;
     int peaked = r->rss_before >= 0 && r->peak_rss >= 0;
-    jb_append(b, "{\"cell\":", 8);
+    jb_literal(b, "{\"cell\":");
     if (r->cell < 0) {
-        jb_append(b, "null", 4);
+        jb_literal(b, "null");
     }
     else {
         jb_printf(b, "%lld", r->cell);
     }
-    jb_append(b, ",\"first_line\":", 14);
+    jb_literal(b, ",\"first_line\":");
     jb_string(b, r->first_line);
     jb_size(b, "rss_before", r->rss_before);
     jb_size(b, "rss_after", r->rss_after);
@@ -242,14 +251,14 @@ write_record(json_buf *b, const mt_cell_record *r)
         jb_printf(b, ",\"retained\":%lld", r->rss_after - r->rss_before);
     }
     else {
-        jb_append(b, ",\"retained\":null", 16);
+        jb_literal(b, ",\"retained\":null");
     }
     jb_size(b, "peak_rss", r->peak_rss);
     if (peaked) {
         jb_printf(b, ",\"peak_increment\":%lld", r->peak_rss - r->rss_before);
     }
     else {
-        jb_append(b, ",\"peak_increment\":null", 22);
+        jb_literal(b, ",\"peak_increment\":null");
     }
     jb_printf(b, ",\"peak_method\":\"%s\"", mt_process_method_name(r->peak_method));
     jb_size(b, "heap_peak_increment", r->heap_peak_increment);
@@ -272,24 +281,24 @@ write_sample(json_buf *b, const sample_figures *f, const running_cell *run, long
     jb_size(b, "children_rss", f->children);
     jb_printf(b, ",\"cells\":%lld,\"trips\":%lld,\"running\":", cells, trips);
     if (!run->running) {
-        jb_append(b, "null", 4);
+        jb_literal(b, "null");
         return;
     }
-    jb_append(b, "{\"cell\":", 8);
+    jb_literal(b, "{\"cell\":");
     if (run->cell < 0) {
-        jb_append(b, "null", 4);
+        jb_literal(b, "null");
     }
     else {
         jb_printf(b, "%lld", run->cell);
     }
-    jb_append(b, ",\"first_line\":", 14);
+    jb_literal(b, ",\"first_line\":");
     jb_string(b, run->first_line);
     jb_printf(b, ",\"seconds\":%.3f", mt_monotonic_seconds() - run->started);
     jb_size(b, "rss_before", run->rss_before);
     jb_size(b, "peak_rss", f->cell_peak);
     jb_size(b, "peak_increment",
             f->cell_peak >= 0 && run->rss_before >= 0 ? f->cell_peak - run->rss_before : -1);
-    jb_append(b, "}", 1);
+    jb_literal(b, "}");
 }
 
 /* Reads the process now; *cell_peak carries the running cell's peak across
@@ -395,7 +404,8 @@ sampler_main(void *arg)
     sample_figures f;
     long long cell_peak = -1, cell_sampled = -2;
     double running_since = -1, next_sample = 0, sampled_at = -1;
-    int snapshot = 0;
+    int snapshot = 0, recent_next = 0;
+    char *recent[RECENT_EVENTS] = {NULL}; /* malloc'd, oldest at recent_next */
     uint64_t wakes;
 
     atomic_store(&t->tid, (int)gettid());
@@ -424,11 +434,24 @@ sampler_main(void *arg)
             atomic_fetch_add(&t->seq, h.events_dropped); /* the gap shows them */
         }
         for (int i = 0; i < h.event_count; i++) {
-            open_message(t, &b, "event");
-            jb_append(&b, ",\"event\":", 9);
+            size_t stamp = open_message(t, &b, "event");
+            size_t start = b.len - stamp;
+            jb_literal(&b, ",\"event\":");
             jb_string(&b, h.events[i].kind);
-            jb_append(&b, ",\"data\":", 8);
+            jb_literal(&b, ",\"data\":");
             jb_append(&b, h.events[i].data, strlen(h.events[i].data));
+            if (!b.failed) {
+                /* {"seq":..,"time":..,"event":..,"data":..} for snapshots */
+                char *entry = malloc(b.len - start + 2);
+                if (entry != NULL) {
+                    entry[0] = '{';
+                    memcpy(entry + 1, b.data + start + 1, b.len - start - 1);
+                    memcpy(entry + b.len - start, "}", 2);
+                }
+                free(recent[recent_next]);
+                recent[recent_next] = entry;
+                recent_next = (recent_next + 1) % RECENT_EVENTS;
+            }
             send_message(t, "event", &b);
             free(h.events[i].kind);
             free(h.events[i].data);
@@ -453,13 +476,24 @@ sampler_main(void *arg)
             jb_printf(&b, ",\"names\":%s,\"endpoint\":", t->names ? "true" : "false");
             jb_string(&b, t->endpoint);
             write_sample(&b, &f, &h.run, h.budget, h.trips, h.cells);
-            jb_append(&b, ",\"last_cell\":", 13);
+            jb_literal(&b, ",\"last_cell\":");
             if (h.have_last) {
                 write_record(&b, &h.last);
             }
             else {
-                jb_append(&b, "null", 4);
+                jb_literal(&b, "null");
             }
+            jb_literal(&b, ",\"recent_events\":[");
+            const char *comma = "";
+            for (int i = 0; i < RECENT_EVENTS; i++) {
+                const char *entry = recent[(recent_next + i) % RECENT_EVENTS];
+                if (entry != NULL) {
+                    jb_printf(&b, "%s", comma);
+                    jb_append(&b, entry, strlen(entry));
+                    comma = ",";
+                }
+            }
+            jb_literal(&b, "]");
             send_message(t, "snapshot", &b);
             snapshot = 0;
         }
@@ -484,6 +518,9 @@ sampler_main(void *arg)
     open_message(t, &b, "bye");
     send_message(t, "bye", &b);
     free(b.data);
+    for (int i = 0; i < RECENT_EVENTS; i++) {
+        free(recent[i]);
+    }
     zmq_close(t->socket); /* ZMQ_LINGER is 0: nothing waits for a subscriber */
     t->socket = NULL;
     return NULL;
@@ -765,9 +802,10 @@ mt_telemetry_cell_end(PyObject *module, const mt_cell_record *record)
     t->budget = budget;
     t->trips = trips;
     pthread_mutex_unlock(&t->lock);
-    /* Without a subscriber the record waits for the next sample; with one,
-     * a pending record means the sampler was woken already. */
-    if (!woken && atomic_load(&t->subscriptions) > 0) {
+    /* Out at once, also without a subscriber: one that comes later must not
+     * receive an old cell as new.  A pending record means the sampler was
+     * woken already. */
+    if (!woken) {
         wake_sampler(t);
     }
 }

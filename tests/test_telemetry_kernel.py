@@ -203,9 +203,13 @@ def test_two_kernels_in_one_watcher_and_stale_files_ignored(tk, runtime):
         with open(os.path.join(runtime, f"memtamer-{name}.json"), "w") as f:
             json.dump({"endpoint": "ipc:///nonexistent", "pid": pid, "kernel": name,
                        "start_ticks": 1}, f)
-    other = start_kernel(runtime)
     follower = Follower([runtime])
+    other = None
     try:
+        follower.receive(0.5)
+        assert set(follower.kernels) == {tk.kernel_id}
+        # A kernel that starts under the running watcher appears in it.
+        other = start_kernel(runtime)
         other.run("held = bytearray(300 * 2**20)")
         assert {r["kernel"] for r in discover([runtime]).values()} == {tk.kernel_id, other.kernel_id}
         deadline = time.monotonic() + 5
@@ -224,9 +228,10 @@ def test_two_kernels_in_one_watcher_and_stale_files_ignored(tk, runtime):
         assert not os.path.exists(other.discovery)
     finally:
         follower.close()
-        other.kc.stop_channels()
-        if other.is_alive():
-            other.shutdown()
+        if other is not None:
+            other.kc.stop_channels()
+            if other.is_alive():
+                other.shutdown()
         for name in ("dead", "reused"):
             os.unlink(os.path.join(runtime, f"memtamer-{name}.json"))
 
@@ -343,15 +348,25 @@ def test_watch_in_a_terminal_shows_the_kernels_rss(tk, runtime):
     assert parse_size(rss_text) > 300 * MiB
 
 
-def test_watch_json_streams_messages(tk, runtime):
+def test_watch_json_streams_messages_and_a_killed_watcher_costs_nothing(tk, runtime):
     watcher = subprocess.Popen([f"{BIN}/memtamer", "watch", "--json", "--dir", runtime],
                                stdout=subprocess.PIPE, text=True)
     try:
         message = json.loads(watcher.stdout.readline())
+        assert tk.query("memtamer._core.telemetry_status()['subscriptions']") == 1
     finally:
-        watcher.kill()
+        watcher.kill()  # SIGKILL: no goodbye
         watcher.wait()
     assert message["kernel"] == tk.kernel_id and message["kind"] in ("sample", "snapshot")
+    # The kernel sees the subscriber gone and carries on.
+    deadline = time.monotonic() + 5
+    while tk.query("memtamer._core.telemetry_status()['subscriptions']") and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert tk.query("memtamer._core.telemetry_status()['subscriptions']") == 0
+    started = time.monotonic()
+    tk.run("x = 1")
+    assert time.monotonic() - started < 2
 
 
 def test_export_prometheus_metrics(tk, runtime):
@@ -403,3 +418,41 @@ def test_clean_exit_removes_the_discovery_file(runtime):
     assert not os.path.exists(k.discovery)
     assert not os.path.exists(record["endpoint"][len("ipc://"):])
     assert start_ticks(record["pid"]) is None
+
+
+def test_budget_trip_is_an_event_and_counted(tk):
+    sub = Subscriber(discovery_record(tk)["endpoint"])
+    try:
+        before = sub.next("snapshot")["trips"]
+        rss = rss_of(tk.pid)
+        tk.run(f"%memguard {rss + 100 * MiB}")
+        out = tk.run("f = np.ones(300 * 2**20 // 8)", allow_error=True)
+        tk.run("%memguard default")
+        event = sub.next("event")
+        record = sub.next("cell")
+    finally:
+        sub.close()
+    assert out["error"]["ename"] == "MemoryBudgetExceeded"
+    assert event["event"] == "budget_trip"
+    assert event["data"]["layer"] == "numpy" and event["data"]["requested"] == 300 * MiB
+    assert event["data"]["budget"] == rss + 100 * MiB
+    assert record["trips"] == before + 1 and record["record"]["status"] == "error"
+
+
+def test_postmortem_of_a_killed_kernel_reaches_a_late_watcher(runtime):
+    dead = start_kernel(runtime)
+    dead.shutdown()  # SIGKILL, as the OOM killer would, and reaped
+    k = start_kernel(runtime)
+    try:
+        # The finding was published while the kernel loaded, before anyone
+        # could listen: the snapshot repeats it.
+        sub = Subscriber(discovery_record(k)["endpoint"])
+        try:
+            snapshot = sub.next("snapshot")
+        finally:
+            sub.close()
+        reports = [e["data"]["report"] for e in snapshot["recent_events"]
+                   if e["event"] == "postmortem"]
+        assert any(f"(pid {dead.pid}) died" in report for report in reports), reports
+    finally:
+        k.shutdown()

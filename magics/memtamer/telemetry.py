@@ -82,13 +82,15 @@ def configured_endpoint(value, directory):
 
 def start_ticks(pid):
     """The process's start time in clock ticks since boot (tells a reused pid
-    from the kernel that wrote a discovery file), None when it is gone."""
+    from the kernel that wrote a discovery file), None when it is gone or a
+    zombie (dead, not yet reaped by its parent)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             text = f.read()
     except OSError:
         return None
-    return int(text.rsplit(")", 1)[1].split()[19])
+    fields = text.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 def _write_private(path, data):
