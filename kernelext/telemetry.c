@@ -231,8 +231,21 @@ send_message(mt_telemetry *t, const char *kind, json_buf *b)
     b->failed = 0;
 }
 
+/* Code of the user's (a cell's first line quotes variable names): null
+ * when names are off. */
 static void
-write_record(json_buf *b, const mt_cell_record *r)
+jb_code(json_buf *b, int names, const char *code)
+{
+    if (names) {
+        jb_string(b, code);
+    }
+    else {
+        jb_literal(b, "null");
+    }
+}
+
+static void
+write_record(json_buf *b, int names, const mt_cell_record *r)
 {
     int known = r->rss_before >= 0 && r->rss_after >= 0;
     int peaked = r->rss_before >= 0 && r->peak_rss >= 0;
@@ -244,7 +257,7 @@ write_record(json_buf *b, const mt_cell_record *r)
         jb_printf(b, "%lld", r->cell);
     }
     jb_literal(b, ",\"first_line\":");
-    jb_string(b, r->first_line);
+    jb_code(b, names, r->first_line);
     jb_size(b, "rss_before", r->rss_before);
     jb_size(b, "rss_after", r->rss_after);
     if (known) {
@@ -270,8 +283,8 @@ write_record(json_buf *b, const mt_cell_record *r)
 /* The sample's figures and the state behind them, as fields of an open
  * message. */
 static void
-write_sample(json_buf *b, const sample_figures *f, const running_cell *run, long long budget,
-             long long trips, long long cells)
+write_sample(json_buf *b, int names, const sample_figures *f, const running_cell *run,
+             long long budget, long long trips, long long cells)
 {
     jb_size(b, "rss", f->rss);
     jb_size(b, "limit", f->limit);
@@ -292,7 +305,7 @@ write_sample(json_buf *b, const sample_figures *f, const running_cell *run, long
         jb_printf(b, "%lld", run->cell);
     }
     jb_literal(b, ",\"first_line\":");
-    jb_string(b, run->first_line);
+    jb_code(b, names, run->first_line);
     jb_printf(b, ",\"seconds\":%.3f", mt_monotonic_seconds() - run->started);
     jb_size(b, "rss_before", run->rss_before);
     jb_size(b, "peak_rss", f->cell_peak);
@@ -459,13 +472,13 @@ sampler_main(void *arg)
         if (h.last_pending) {
             open_message(t, &b, "cell");
             jb_printf(&b, ",\"cells\":%lld,\"trips\":%lld,\"record\":", h.cells, h.trips);
-            write_record(&b, &h.last);
+            write_record(&b, t->names, &h.last);
             send_message(t, "cell", &b);
         }
         if (snapshot || now >= next_sample) {
             take_sample(t, &h.run, &f, &cell_peak);
             open_message(t, &b, "sample");
-            write_sample(&b, &f, &h.run, h.budget, h.trips, h.cells);
+            write_sample(&b, t->names, &f, &h.run, h.budget, h.trips, h.cells);
             send_message(t, "sample", &b);
             sampled_at = now;
             next_sample = now + (h.run.running ? MT_TELEMETRY_BUSY_MS : MT_TELEMETRY_IDLE_MS) / 1000.0;
@@ -475,10 +488,10 @@ sampler_main(void *arg)
             open_message(t, &b, "snapshot");
             jb_printf(&b, ",\"names\":%s,\"endpoint\":", t->names ? "true" : "false");
             jb_string(&b, t->endpoint);
-            write_sample(&b, &f, &h.run, h.budget, h.trips, h.cells);
+            write_sample(&b, t->names, &f, &h.run, h.budget, h.trips, h.cells);
             jb_literal(&b, ",\"last_cell\":");
             if (h.have_last) {
-                write_record(&b, &h.last);
+                write_record(&b, t->names, &h.last);
             }
             else {
                 jb_literal(&b, "null");
@@ -790,6 +803,9 @@ mt_telemetry_cell_end(PyObject *module, const mt_cell_record *record)
     }
     long long budget, trips;
     mt_guard_figures(module, &budget, &trips);
+    /* Nobody listening: the record is kept for snapshots, not sent (a
+     * subscriber that comes later must not take an old cell for new). */
+    int listening = atomic_load(&t->subscriptions) > 0;
     pthread_mutex_lock(&t->lock);
     t->run.running = 0;
     int woken = t->last_pending;
@@ -797,25 +813,30 @@ mt_telemetry_cell_end(PyObject *module, const mt_cell_record *record)
         t->events_dropped++; /* cells faster than the sampler: the gap shows it */
     }
     t->last = *record;
-    t->have_last = t->last_pending = 1;
+    t->have_last = 1;
+    t->last_pending = listening;
     t->cells++;
     t->budget = budget;
     t->trips = trips;
     pthread_mutex_unlock(&t->lock);
-    /* Out at once, also without a subscriber: one that comes later must not
-     * receive an old cell as new.  A pending record means the sampler was
-     * woken already. */
-    if (!woken) {
+    /* A pending record means the sampler was woken already. */
+    if (listening && !woken) {
         wake_sampler(t);
     }
 }
 
-/* Keys that name a user's variable: dropped from events when names are off. */
+/* Keys of event data that may carry a user's variable names (names, and
+ * code or text quoting it): dropped when names are off. */
 static int
 is_name_key(PyObject *key)
 {
-    return PyUnicode_Check(key) && (PyUnicode_CompareWithASCIIString(key, "name") == 0 ||
-                                    PyUnicode_CompareWithASCIIString(key, "names") == 0);
+    static const char *const keys[] = {"name", "names", "first_line", "text"};
+    for (size_t i = 0; PyUnicode_Check(key) && i < sizeof keys / sizeof *keys; i++) {
+        if (PyUnicode_CompareWithASCIIString(key, keys[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 static char *

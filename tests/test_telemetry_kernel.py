@@ -312,12 +312,18 @@ def test_tcp_when_configured_and_names_off(runtime):
         sub = Subscriber(endpoint)
         try:
             assert sub.next("snapshot")["names"] is False
-            k.run("import numpy\nsecret_name = list(range(1000))\n%shrink pack secret_name")
+            k.run("import numpy")
+            sub.next("cell")
+            k.run("secret_name = list(range(1000))\n%shrink pack secret_name")
             event = sub.next("event")
+            record = sub.next("cell")
         finally:
             sub.close()
         assert event["event"] == "shrink" and event["data"]["action"] == "pack"
-        assert "name" not in event["data"] and "secret_name" not in json.dumps(event)
+        assert event["data"]["bytes_before"] > 1000 * 8
+        assert record["record"]["first_line"] is None and record["record"]["peak_rss"] > 0
+        for message in (event, record):
+            assert "secret_name" not in json.dumps(message)
     finally:
         k.shutdown()
 
@@ -451,7 +457,7 @@ def test_postmortem_of_a_killed_kernel_reaches_a_late_watcher(runtime):
             snapshot = sub.next("snapshot")
         finally:
             sub.close()
-        reports = [e["data"]["report"] for e in snapshot["recent_events"]
+        reports = [e["data"]["text"] for e in snapshot["recent_events"]
                    if e["event"] == "postmortem"]
         assert any(f"(pid {dead.pid}) died" in report for report in reports), reports
     finally:

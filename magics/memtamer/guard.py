@@ -198,7 +198,7 @@ class Guard:
     def start(self):
         for report in collect_postmortems(record_dir(), os.getcwd()):
             print(report)
-            publish("postmortem", {"report": report})
+            publish("postmortem", {"text": report})
         try:
             self.previous_signal = signal.signal(_core.GUARD_SIGNAL, _core._guard_signal)
         except (ValueError, OSError) as exc:

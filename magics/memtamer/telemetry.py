@@ -9,7 +9,7 @@ Settings (environment of the kernel):
   MEMTAMER_TELEMETRY_ENDPOINT     ``tcp`` (loopback, a free port), ``tcp://host:port``
                                   or ``ipc://path``; default: an ipc socket in a
                                   private directory of the Jupyter runtime directory
-  MEMTAMER_TELEMETRY_NAMES=0      events carry no variable names
+  MEMTAMER_TELEMETRY_NAMES=0      no variable names and no code (cells' first lines)
 """
 
 import atexit
