@@ -195,7 +195,7 @@ def test_gaps_in_sequence_numbers_are_counted(tk, runtime):
     assert missing > 0 and lost == missing
 
 
-def test_two_kernels_in_one_watcher_and_stale_files_ignored(tk, runtime):
+def test_two_kernels_in_one_watcher_and_stale_files_ignored_then_removed(tk, runtime):
     # A kernel that died without cleaning up, and a pid now used by another process.
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -203,15 +203,19 @@ def test_two_kernels_in_one_watcher_and_stale_files_ignored(tk, runtime):
         with open(os.path.join(runtime, f"memtamer-{name}.json"), "w") as f:
             json.dump({"endpoint": "ipc:///nonexistent", "pid": pid, "kernel": name,
                        "start_ticks": 1}, f)
+    stale = [os.path.join(runtime, f"memtamer-{name}.json") for name in ("dead", "reused")]
     follower = Follower([runtime])
     other = None
     try:
         follower.receive(0.5)
         assert set(follower.kernels) == {tk.kernel_id}
-        # A kernel that starts under the running watcher appears in it.
+        assert all(os.path.exists(path) for path in stale)
+        # A kernel that starts under the running watcher appears in it, and
+        # removes the files of the dead.
         other = start_kernel(runtime)
         other.run("held = bytearray(300 * 2**20)")
         assert {r["kernel"] for r in discover([runtime]).values()} == {tk.kernel_id, other.kernel_id}
+        assert not any(os.path.exists(path) for path in stale)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not all(
                 "rss" in s for s in follower.kernels.values()) or len(follower.kernels) < 2:
@@ -232,8 +236,9 @@ def test_two_kernels_in_one_watcher_and_stale_files_ignored(tk, runtime):
             other.kc.stop_channels()
             if other.is_alive():
                 other.shutdown()
-        for name in ("dead", "reused"):
-            os.unlink(os.path.join(runtime, f"memtamer-{name}.json"))
+        for path in stale:
+            if os.path.exists(path):
+                os.unlink(path)
 
 
 def test_forked_child_leaves_the_parents_socket_alone(tk):

@@ -117,6 +117,7 @@ class Publisher:
         try:
             bound = _core.telemetry_start(endpoint, kernel, names)
             os.makedirs(directory, mode=0o700, exist_ok=True)
+            remove_stale(directory)
             self.path = os.path.join(directory, f"{DISCOVERY_PREFIX}{kernel}.json")
             _write_private(self.path, {
                 "endpoint": bound, "pid": self.pid, "start_ticks": start_ticks(self.pid),
@@ -161,19 +162,45 @@ def is_alive(record):
     return ticks is not None and ticks == record.get("start_ticks")
 
 
+def _records(directory):
+    """(path, record) of every readable discovery file in directory."""
+    for path in sorted(glob.glob(os.path.join(directory, f"{DISCOVERY_PREFIX}*.json"))):
+        try:
+            with open(path) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and "endpoint" in record:
+            yield path, record
+
+
+def remove_stale(directory):
+    """Removes the discovery files of dead kernels in directory, and their
+    sockets when in our private subdirectory (a kernel killed by the OOM
+    killer cannot clean up after itself)."""
+    private = os.path.join(directory, "memtamer") + os.sep
+    for path, record in _records(directory):
+        if is_alive(record):
+            continue
+        endpoint = str(record["endpoint"])
+        paths = [path]
+        if endpoint.startswith("ipc://" + private):
+            paths.append(endpoint[len("ipc://"):])
+        for stale in paths:
+            try:
+                os.unlink(stale)
+            except OSError:
+                pass  # gone already, or not ours
+
+
 def discover(directories=None):
     """{path: record} of the live kernels' discovery files in directories
     (default: Jupyter's runtime directory); stale and unreadable ones are
     skipped."""
     found = {}
     for directory in directories or [runtime_dir()]:
-        for path in sorted(glob.glob(os.path.join(directory, f"{DISCOVERY_PREFIX}*.json"))):
-            try:
-                with open(path) as f:
-                    record = json.load(f)
-            except (OSError, ValueError):
-                continue
-            if isinstance(record, dict) and "endpoint" in record and is_alive(record):
+        for path, record in _records(directory):
+            if is_alive(record):
                 found[path] = record
     return found
 
