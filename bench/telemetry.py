@@ -6,6 +6,7 @@ Run: bash bench/run.sh telemetry"""
 
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -208,9 +209,12 @@ def write_section(text):
 if __name__ == "__main__":
     runtime = tempfile.mkdtemp(prefix="mtbench", dir="/tmp")
     endpoint = f"ipc://{runtime}/memtamer/bench.sock"
-    spaced = per_cell_costs(endpoint, spaced_us)
-    tight = per_cell_costs(endpoint, batch_us)
-    shares = sampler_share(endpoint)
-    text = section(spaced, tight, shares, psutil_reading())
+    try:
+        spaced = per_cell_costs(endpoint, spaced_us)
+        tight = per_cell_costs(endpoint, batch_us)
+        shares = sampler_share(endpoint)
+        text = section(spaced, tight, shares, psutil_reading())
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
     print(text)
     write_section(text)
