@@ -133,6 +133,18 @@ def test_cell_record_with_known_peak(tk):
     assert {k: v for k, v in record.items() if k != "seconds"} == reported
 
 
+def test_first_line_with_quotes_backslashes_tabs_and_unicode(tk):
+    code = 's = "q\\"uote \\\\ back"\t# é ✓ tab'
+    sub = Subscriber(discovery_record(tk)["endpoint"])
+    try:
+        sub.next("snapshot")
+        tk.run(code)
+        record = sub.next("cell")["record"]
+    finally:
+        sub.close()
+    assert record["first_line"] == code == tk.last_cell()["first_line"]
+
+
 def test_samples_while_a_long_cell_runs(tk):
     sub = Subscriber(discovery_record(tk)["endpoint"])
     cell = threading.Thread(target=tk.run, args=(
