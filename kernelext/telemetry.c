@@ -427,9 +427,6 @@ sampler_main(void *arg)
     (void)!setpriority(PRIO_PROCESS, (id_t)gettid(), SAMPLER_NICE);
     for (;;) {
         take_handover(t, &h);
-        if (h.stop) {
-            break;
-        }
         double now = mt_monotonic_seconds();
         if ((h.run.running && (h.run.started != running_since || h.run.cell != cell_sampled)) ||
             (!h.run.running && running_since >= 0)) {
@@ -474,6 +471,9 @@ sampler_main(void *arg)
             jb_printf(&b, ",\"cells\":%lld,\"trips\":%lld,\"record\":", h.cells, h.trips);
             write_record(&b, t->names, &h.last);
             send_message(t, "cell", &b);
+        }
+        if (h.stop) {
+            break; /* what was handed over is out (and freed): say bye */
         }
         if (snapshot || now >= next_sample) {
             take_sample(t, &h.run, &f, &cell_peak);
