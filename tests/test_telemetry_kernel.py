@@ -479,3 +479,29 @@ def test_postmortem_of_a_killed_kernel_reaches_a_late_watcher(runtime):
         assert any(f"(pid {dead.pid}) died" in report for report in reports), reports
     finally:
         k.shutdown()
+
+
+def test_restarted_kernel_is_followed_under_its_new_pid(runtime):
+    k = start_kernel(runtime)
+    follower = Follower([runtime])
+    try:
+        while follower.receive(1) is None or "rss" not in follower.kernels.get(k.kernel_id, {}):
+            pass
+        old_pid = k.pid
+        # Jupyter's restart: same connection file and kernel id, a new process.
+        k.km.restart_kernel(now=False)
+        k.kc.wait_for_ready(timeout=60)
+        k.run("%load_ext memtamer")
+        k.pid = k.query("__import__('os').getpid()")
+        assert k.pid != old_pid and discovery_record(k)["pid"] == k.pid
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (
+                follower.kernels.get(k.kernel_id, {}).get("pid") != k.pid
+                or "rss" not in follower.kernels[k.kernel_id]):
+            follower.receive(0.5)
+        state = follower.kernels[k.kernel_id]
+        assert state["pid"] == k.pid and state["lost"] == 0
+        assert state["rss"] == pytest.approx(rss_of(k.pid), rel=0.1)
+    finally:
+        follower.close()
+        k.shutdown()
