@@ -10,7 +10,9 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -585,6 +587,36 @@ private_directory(const char *path)
     return 0;
 }
 
+/* Makes path free for our socket: libzmq's bind removes whatever is there,
+ * so only a socket a dead process left (nothing accepts on it) is removed;
+ * anything else is refused: -1 with FileExistsError. */
+static int
+claim_socket_path(const char *path)
+{
+    struct stat st;
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (lstat(path, &st) < 0) {
+        return 0;
+    }
+    int stale = 0;
+    if (S_ISSOCK(st.st_mode) && strlen(path) < sizeof addr.sun_path) {
+        memcpy(addr.sun_path, path, strlen(path) + 1);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        stale = fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0 &&
+                errno == ECONNREFUSED;
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
+    if (!stale || unlink(path) < 0) {
+        PyErr_Format(PyExc_FileExistsError,
+                     "memtamer telemetry: %s exists%s; give MEMTAMER_TELEMETRY_ENDPOINT a new path",
+                     path, S_ISSOCK(st.st_mode) ? " and a process listens on it" : "");
+        return -1;
+    }
+    return 0;
+}
+
 /* Closes whatever of t was opened and frees it (owner process only); with
  * started, stops and joins the sampler first (it never takes the GIL, so the
  * caller may hold it).  Touches no Python object. */
@@ -679,13 +711,11 @@ mt_telemetry_start(PyObject *module, PyObject *args, PyObject *kwargs)
     snprintf(t->kernel, sizeof t->kernel, "%s", kernel);
     pthread_mutex_init(&t->lock, NULL);
     mt_probe_open(&t->probe, "");
-    if (strncmp(endpoint, "ipc://", 6) == 0) {
-        snprintf(t->ipc_path, sizeof t->ipc_path, "%s", endpoint + 6);
-        if (private_directory(t->ipc_path) < 0) {
-            t->ipc_path[0] = '\0';
+    int ipc = strncmp(endpoint, "ipc://", 6) == 0;
+    if (ipc) {
+        if (private_directory(endpoint + 6) < 0 || claim_socket_path(endpoint + 6) < 0) {
             goto error;
         }
-        unlink(t->ipc_path); /* a dead kernel's, with our pid */
     }
     if ((t->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
@@ -709,6 +739,9 @@ mt_telemetry_start(PyObject *module, PyObject *args, PyObject *kwargs)
     if (zmq_bind(t->socket, endpoint) < 0) {
         zmq_error(endpoint, zmq_errno());
         goto error;
+    }
+    if (ipc) { /* ours now: removed when we close */
+        snprintf(t->ipc_path, sizeof t->ipc_path, "%s", endpoint + 6);
     }
     if (zmq_getsockopt(t->socket, ZMQ_LAST_ENDPOINT, t->endpoint, &len) < 0) {
         zmq_error("ZMQ_LAST_ENDPOINT", zmq_errno());

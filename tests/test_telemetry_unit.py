@@ -84,3 +84,32 @@ def test_watch_row(tmp_path, running, shown):
     assert re.match(r"0f3c5d2e\s+train\.ipynb\s+5\.0 GiB\s+16 GiB\s+1\.0 GiB\s+15 GiB\s+"
                     + re.escape(shown) + r"\s+1\.0 MiB\s+-1\.0 MiB\s", row), row
     assert row.split()[-2:] == ["2", "0"]  # trips, lost
+
+
+def test_ipc_endpoint_never_replaces_what_is_at_its_path(tmp_path):
+    import socket
+
+    from memtamer import _core
+
+    directory = tmp_path / "memtamer"
+    directory.mkdir(mode=0o700)
+    precious = directory / "file.sock"
+    precious.write_text("precious")
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(str(directory / "live.sock"))
+    listening.listen()
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(str(directory / "dead.sock"))
+    dead.close()  # the file stays, nothing accepts
+    try:
+        for path in (precious, directory / "live.sock"):
+            with pytest.raises(FileExistsError, match="give MEMTAMER_TELEMETRY_ENDPOINT a new path"):
+                _core.telemetry_start(f"ipc://{path}", "unit")
+        assert precious.read_text() == "precious"
+        assert _core.telemetry_status() is None
+        endpoint = _core.telemetry_start(f"ipc://{directory}/dead.sock", "unit")
+        assert endpoint == f"ipc://{directory}/dead.sock"
+    finally:
+        _core.telemetry_stop()
+        listening.close()
+    assert sorted(p.name for p in directory.iterdir()) == ["file.sock", "live.sock"]
