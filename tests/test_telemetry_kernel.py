@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -216,6 +217,10 @@ def test_two_kernels_in_one_watcher_and_stale_files_ignored_then_removed(tk, run
             json.dump({"endpoint": "ipc:///nonexistent", "pid": pid, "kernel": name,
                        "start_ticks": 1}, f)
     stale = [os.path.join(runtime, f"memtamer-{name}.json") for name in ("dead", "reused")]
+    left = socket.socket(socket.AF_UNIX)  # a dead kernel's socket: nothing listens
+    left.bind(os.path.join(runtime, "memtamer", f"{dead.pid}.sock"))
+    left.close()
+    stale.append(os.path.join(runtime, "memtamer", f"{dead.pid}.sock"))
     follower = Follower([runtime])
     other = None
     try:

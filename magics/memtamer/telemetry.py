@@ -16,6 +16,7 @@ import atexit
 import glob
 import json
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -175,22 +176,29 @@ def _records(directory):
 
 
 def remove_stale(directory):
-    """Removes the discovery files of dead kernels in directory, and their
-    sockets when in our private subdirectory (a kernel killed by the OOM
-    killer cannot clean up after itself)."""
-    private = os.path.join(directory, "memtamer") + os.sep
+    """Removes the discovery files of dead kernels in directory, and the
+    sockets nothing listens on in its private subdirectory (a kernel killed
+    by the OOM killer cannot clean up after itself)."""
     for path, record in _records(directory):
-        if is_alive(record):
-            continue
-        endpoint = str(record["endpoint"])
-        paths = [path]
-        if endpoint.startswith("ipc://" + private):
-            paths.append(endpoint[len("ipc://"):])
-        for stale in paths:
-            try:
-                os.unlink(stale)
-            except OSError:
-                pass  # gone already, or not ours
+        if not is_alive(record):
+            _unlink(path)
+    for path in glob.glob(os.path.join(directory, "memtamer", "*.sock")):
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            _unlink(path)
+        except OSError:
+            pass  # not a socket of ours, or not ours to judge
+        finally:
+            probe.close()
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass  # gone already, or not ours
 
 
 def discover(directories=None):
