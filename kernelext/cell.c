@@ -5,6 +5,7 @@
 
 #include "memtamer/guard.h"
 #include "memtamer/process.h"
+#include "memtamer/telemetry.h"
 
 /* Shown in reports: the first non-blank line, at most this many characters. */
 #define FIRST_LINE_CHARS 100
@@ -95,6 +96,7 @@ mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     w->rss_before = mt_probe_peak_begin(st->probe);
     w->open = 1;
     mt_guard_cell_begin(module, w->cell, w->first_line, w->rss_before);
+    mt_telemetry_cell_begin(module, w->cell, w->first_line, w->rss_before);
     Py_RETURN_NONE;
 }
 
@@ -204,6 +206,7 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (mt_ledger_cell_end(&st->ledger, r.cell) < 0) {
         return NULL;
     }
+    mt_telemetry_cell_end(module, &r);
     return record_dict(&r);
 }
 

@@ -699,6 +699,14 @@ mt_guard_cell_end(PyObject *module, long long rss_after)
     }
 }
 
+void
+mt_guard_figures(PyObject *module, long long *budget, long long *trips)
+{
+    mt_guard *g = get_guard(module);
+    *budget = g ? g->budget : -1;
+    *trips = g ? g->trips : 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* the exception                                                       */
 /* ------------------------------------------------------------------ */

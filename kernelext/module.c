@@ -10,6 +10,7 @@
 #include "memtamer/policy.h"
 #include "memtamer/process.h"
 #include "memtamer/shrink.h"
+#include "memtamer/telemetry.h"
 #include "memtamer/walker.h"
 
 static PyMethodDef core_methods[] = {
@@ -121,6 +122,16 @@ static PyMethodDef core_methods[] = {
      "peaks_settings(*, enabled=None, block=None, cell=None) -> dict: peak attribution on or off, "
      "the smallest block it follows (bytes, default 1 MiB) and the smallest cell peak it reports "
      "(bytes above the cell's start, default 64 MiB); from the next cell."},
+    {"telemetry_start", (PyCFunction)(void (*)(void))mt_telemetry_start, METH_VARARGS | METH_KEYWORDS,
+     "telemetry_start(endpoint, kernel, names=True) -> the bound endpoint: publish this "
+     "kernel's memory on a ZeroMQ XPUB socket (restarts a running publisher)."},
+    {"telemetry_stop", mt_telemetry_stop, METH_NOARGS,
+     "telemetry_stop(): say bye, close the socket and its file, join the sampler."},
+    {"telemetry_event", (PyCFunction)(void (*)(void))mt_telemetry_event, METH_FASTCALL,
+     "telemetry_event(kind, data) -> bool: publish an event; False while telemetry is off."},
+    {"telemetry_status", mt_telemetry_status, METH_NOARGS,
+     "telemetry_status() -> dict | None: endpoint, kernel, names, sent, seq, subscriptions, "
+     "thread_id, last_error."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -169,6 +180,7 @@ core_free(void *module)
 {
     mt_state *st = mt_get_state((PyObject *)module);
     core_clear((PyObject *)module);
+    mt_telemetry_free((PyObject *)module);
     mt_guard_free((PyObject *)module);
     if (st->probe) {
         mt_probe_close(st->probe);

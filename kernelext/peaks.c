@@ -596,13 +596,19 @@ text_or_none(const char *s)
     return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "replace");
 }
 
+const char *
+mt_peaks_origin_name(mt_peak_origin origin)
+{
+    static const char *const origins[] = {"code", "native/worker thread", "other locations"};
+    return origins[origin];
+}
+
 static PyObject *
 group_dict(const mt_peak_group *g)
 {
-    static const char *origins[] = {"code", "native/worker thread", "other locations"};
     PyObject *d = PyDict_New();
     if (d == NULL ||
-        mt_set(d, "origin", PyUnicode_FromString(origins[g->origin])) < 0 ||
+        mt_set(d, "origin", PyUnicode_FromString(mt_peaks_origin_name(g->origin))) < 0 ||
         mt_set(d, "line", g->line > 0 ? PyLong_FromLong(g->line) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "text", text_or_none(g->text)) < 0 ||
         mt_set(d, "function", text_or_none(g->function)) < 0 ||

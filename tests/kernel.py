@@ -18,8 +18,10 @@ class Kernel:
     """Starts a kernel of this Python; run() executes a cell and returns what
     it printed and raised; query() evaluates an expression without a cell."""
 
-    def __init__(self, env=None, cwd=None):
+    def __init__(self, env=None, cwd=None, connection_file=None):
         self.km = KernelManager(kernel_name="python3")
+        if connection_file:  # where Jupyter puts it: <runtime dir>/kernel-<id>.json
+            self.km.connection_file = connection_file
         kernel_env = dict(os.environ)
         kernel_env.update(env or {})
         self.km.start_kernel(env=kernel_env, cwd=cwd)

@@ -11,9 +11,11 @@ import os
 import pickle
 import sys
 import tempfile
+import time
 import types
 
 import numpy as np
+import zmq
 
 from memtamer import _core
 
@@ -188,6 +190,32 @@ def rules(i):
     _core.rules_clear()
 
 
+TELEMETRY_DIR = tempfile.mkdtemp()
+
+
+def telemetry(i):
+    """A publisher with a subscriber through cells and events, a restart
+    with names off, and a stop."""
+    endpoint = _core.telemetry_start(f"ipc://{TELEMETRY_DIR}/memtamer/leak.sock", "leakcheck")
+    subscriber = zmq.Context.instance().socket(zmq.SUB)
+    subscriber.connect(endpoint)
+    subscriber.subscribe(b"memtamer.")
+    while _core.telemetry_status()["subscriptions"] < 1:
+        time.sleep(0.001)
+    _core.cell_begin(i, "published")
+    _core.telemetry_event("test", {"i": i, "name": "kept"})
+    _core.cell_end(i, False)
+    _core.clear_cells()
+    while subscriber.poll(5):
+        subscriber.recv_multipart()
+    subscriber.close(linger=0)
+    _core.telemetry_start(endpoint, "leakcheck", False)
+    _core.telemetry_event("test", {"name": "dropped"})
+    expect_error(_core.telemetry_start, "nonsense://", "leakcheck")
+    _core.telemetry_stop()
+    assert _core.telemetry_event("test", {}) is False
+
+
 def guard(i):
     user_ns = {"x": np.ones(10)}
     _core.guard_enable(user_ns, lambda trip: "described")
@@ -223,6 +251,8 @@ calls = {
     "rules_check": rules, "rules_load": rules, "rules_clear": rules, "rules_table": rules,
     "rules_enable": rules, "policy_evaluate": rules, "policy_acted_on": rules,
     "parse_level": rules,
+    "telemetry_start": telemetry, "telemetry_stop": telemetry, "telemetry_event": telemetry,
+    "telemetry_status": telemetry,
     "guard_enable": guard, "guard_disable": guard, "guard_set_budget": guard,
     "guard_status": guard, "guard_exception": guard, "guard_record_open": guard,
     "guard_record_close": guard, "guard_record_read": guard, "_guard_before_fork": guard,
@@ -262,6 +292,8 @@ if __name__ == "__main__":
     _core.install_hooks()
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     growth = run(rounds)
+    # A publisher left running, and a cell left open, for the module's teardown.
+    _core.telemetry_start(f"ipc://{TELEMETRY_DIR}/memtamer/leak.sock", "leakcheck")
     _core.cell_begin(None, "left open: unload from inside a cell")
     assert _core.uninstall_hooks()
     _core.clear_cells()

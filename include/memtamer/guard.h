@@ -56,6 +56,9 @@ int mt_guard_refuse(size_t size, mt_guard_layer layer);
 void mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line,
                          long long rss_before);
 void mt_guard_cell_end(PyObject *module, long long rss_after);
+/* The effective budget (-1 when off) and the trips so far, for telemetry.
+ * Needs the GIL. */
+void mt_guard_figures(PyObject *module, long long *budget, long long *trips);
 
 /* Module exec (creates MemoryBudgetExceeded) and free. */
 int mt_guard_exec(PyObject *module);

@@ -53,6 +53,9 @@ typedef struct {
     mt_ledger ledger;
     /* policy.c: the rules in force and when each last fired. */
     mt_policy policy;
+    /* telemetry.c: the publisher, NULL while off (PyMem_RawMalloc'd, its
+     * sampler thread uses it without the GIL). */
+    struct mt_telemetry *telemetry;
 } mt_state;
 
 /* Sets dict[key] = value and drops the reference to value; a NULL value

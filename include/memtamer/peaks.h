@@ -66,6 +66,9 @@ mt_peaks_tracks(long long block_size)
     return block_size >= atomic_load_explicit(&mt_peaks_tracked_from, memory_order_relaxed);
 }
 
+/* "code", "native/worker thread", "other locations": what report() says. */
+const char *mt_peaks_origin_name(mt_peak_origin origin);
+
 /* From the hooks, any thread, with or without the GIL; they never allocate
  * through Python.  counted: heap.c's total after the allocation / before
  * the free. */

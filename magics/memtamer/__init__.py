@@ -64,6 +64,7 @@ class _Extension:
         self.guard = None
         self.rules = None
         self.user_ns = None  # the namespace the ledger follows
+        self.publisher = None
         self._warned = set()
 
     def report(self):
@@ -82,7 +83,11 @@ class _Extension:
         self.shell.register_magics(self.magics)
         self._attach_ledger()
         from .guard import Guard
+        from .telemetry import Publisher
 
+        # Before the guard: its post-mortem findings are published too.
+        self.publisher = Publisher()
+        self.publisher.start()
         self.guard = Guard(self.shell)
         self.guard.start()
         from .shrinker import remove_stale_spills
@@ -123,6 +128,8 @@ class _Extension:
             self.rules.stop()
         if self.guard is not None:
             self.guard.stop()
+        if self.publisher is not None:
+            self.publisher.stop()
         _core.ledger_detach()
         self.shell.events.unregister("pre_run_cell", self.pre_run_cell)
         self.shell.events.unregister("post_run_cell", self.post_run_cell)

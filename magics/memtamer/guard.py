@@ -15,8 +15,11 @@ import traceback
 
 from . import _core
 from .sizes import format_size, parse_share
+from .telemetry import publish
 
 MemoryBudgetExceeded = _core.MemoryBudgetExceeded
+# The exception's figures sent to watchers as a budget_trip event.
+TRIP_FIELDS = ("budget", "use", "requested", "layer", "limit", "child_pid", "child_rss")
 
 _ASKED = {
     "numpy": "a numpy buffer of {size}",
@@ -250,6 +253,7 @@ class Guard:
         shell.showtraceback((type(shown), shown, tb), tb_offset=tb_offset,
                             running_compiled_code=True)
         if exc is not None:
+            publish("budget_trip", {key: getattr(exc, key, None) for key in TRIP_FIELDS})
             # The stopped cell's locals (the runaway's memory) would live on in
             # sys.last_traceback; the budget needs them gone.
             traceback.clear_frames(tb)
@@ -258,6 +262,7 @@ class Guard:
     def start(self):
         for report in collect_postmortems(record_dir(), os.getcwd()):
             print(report)
+            publish("postmortem", {"text": report})
         try:
             self.previous_signal = signal.signal(_core.GUARD_SIGNAL, _core._guard_signal)
         except (ValueError, OSError) as exc:

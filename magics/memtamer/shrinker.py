@@ -32,7 +32,10 @@ from IPython.core.error import UsageError
 
 from . import _core
 from .sizes import format_size
+from .telemetry import publish
 
+# What watchers are told of each %shrink action (names only when allowed).
+SHRINK_EVENT_FIELDS = ("name", "action", "status", "bytes_before", "bytes_after", "reason")
 DEFAULT_RTOL = 1e-3  # floats may move by at most 0.1% of their value
 DEFAULT_CODEC = _core.codecs()["default"]  # "auto": the codec that makes a sample smallest
 DEFAULT_LEVEL = 5
@@ -1003,6 +1006,7 @@ def _run(shell, ns, action, names, given):
         if row["status"] == "refused":  # the bytes column says what happened: nothing
             row["bytes_after"] = row.get("bytes_before")
         rows[name] = dict(row, name=name, action=action)
+        publish("shrink", {key: rows[name].get(key) for key in SHRINK_EVENT_FIELDS})
     # Changed in place: no cell rebinds them, so the ledger would keep old sizes.
     _core.ledger_rewalk([name for name, row in rows.items() if row.get("in_place")])
     return rows

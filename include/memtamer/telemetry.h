@@ -1,0 +1,43 @@
+/* telemetry: each kernel publishes its memory live on a ZeroMQ XPUB socket
+ * of its own, for `memtamer watch` and `memtamer export`.
+ *
+ * Every message has two frames: a topic ("memtamer.sample", ".cell",
+ * ".event", ".snapshot", ".bye") and a JSON object carrying the kernel id,
+ * pid, time and a per-kernel sequence number, so a subscriber sees what it
+ * missed.  One sampler thread owns the socket: it sends samples (every
+ * MT_TELEMETRY_BUSY_MS while a cell runs, MT_TELEMETRY_IDLE_MS otherwise),
+ * serialises the cell records and events the main thread hands it, and
+ * answers each new subscription with a snapshot.  It never takes the GIL and
+ * reads only C-side figures.  Sends never wait: a slow or dead subscriber
+ * loses messages (its sequence numbers show the gap), the kernel never
+ * blocks.  A forked child never touches its parent's context or socket. */
+#ifndef MEMTAMER_TELEMETRY_H
+#define MEMTAMER_TELEMETRY_H
+
+#include <Python.h>
+
+#include "memtamer/cell.h"
+
+typedef struct mt_telemetry mt_telemetry;
+
+#define MT_TELEMETRY_BUSY_MS 250
+#define MT_TELEMETRY_IDLE_MS 3000
+/* Messages queued per subscriber before libzmq drops samples for it. */
+#define MT_TELEMETRY_SNDHWM 64
+
+/* Cell boundaries (cell.c), with the GIL held; no-ops while telemetry is
+ * off.  They only copy figures under a lock and wake the sampler. */
+void mt_telemetry_cell_begin(PyObject *module, long long cell, const char *first_line,
+                             long long rss_before);
+void mt_telemetry_cell_end(PyObject *module, const mt_cell_record *record);
+
+/* Module free: stops the publisher without calling into Python. */
+void mt_telemetry_free(PyObject *module);
+
+/* Methods of _core (module.c lists them). */
+PyObject *mt_telemetry_start(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *mt_telemetry_stop(PyObject *module, PyObject *unused);
+PyObject *mt_telemetry_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *mt_telemetry_status(PyObject *module, PyObject *unused);
+
+#endif

@@ -1,0 +1,1043 @@
+/* telemetry: the ZeroMQ publisher and its sampler thread (telemetry.h). */
+#define _GNU_SOURCE
+#include "memtamer/memtamer.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "memtamer/guard.h"
+#include "memtamer/heap.h"
+#include "memtamer/peaks.h"
+#include "memtamer/process.h"
+#include "memtamer/telemetry.h"
+
+#define ENDPOINT_MAX 512
+#define KERNEL_ID_MAX 128
+/* The sampler thread's nice value. */
+#define SAMPLER_NICE 19
+/* Events waiting for the sampler; more are dropped (and counted in seq). */
+#define EVENT_QUEUE 64
+/* The last events, repeated in snapshots: a post-mortem finding is
+ * published while the kernel loads, before any watcher can be there. */
+#define RECENT_EVENTS 8
+
+typedef struct {
+    int running;
+    long long cell;
+    double started;
+    long long rss_before;
+    mt_peak_method method;
+    mt_probe_children_mark children;
+    char first_line[MT_FIRST_LINE_BYTES];
+} running_cell;
+
+typedef struct {
+    char *kind; /* malloc'd, with the JSON of its data */
+    char *data;
+} queued_event;
+
+/* From PyMem_RawMalloc: the sampler uses it without the GIL. */
+struct mt_telemetry {
+    pid_t pid; /* the process that owns the context; a forked child has none */
+    void *context, *socket;
+    int wake_fd;
+    pthread_t thread;
+    int names;
+    char endpoint[ENDPOINT_MAX];
+    char ipc_path[ENDPOINT_MAX]; /* the socket file, "" for tcp */
+    char kernel[KERNEL_ID_MAX];
+
+    /* lock guards what follows, up to the atomics. */
+    pthread_mutex_t lock;
+    int stop;
+    running_cell run;
+    long long budget, trips, cells;
+    mt_cell_record last; /* the last cell's record, for snapshots */
+    /* Its peak composition, copied: the cell log may free its own before
+     * the sampler sends it (last.peak is never read here). */
+    mt_peak_composition last_peak;
+    int have_last, last_pending, last_has_peak;
+    queued_event events[EVENT_QUEUE];
+    int event_count;
+    long long events_dropped;
+
+    _Atomic long long subscriptions, sent, seq;
+    _Atomic int last_errno; /* of the last failed send, 0 if none */
+    _Atomic int tid;        /* the sampler's, for measuring its CPU time */
+    _Atomic int busy_pace;  /* the sampler already samples at the busy pace */
+
+    /* The sampler's alone. */
+    mt_probe probe;
+};
+
+/* ------------------------------------------------------------------ */
+/* libzmq errors                                                       */
+/* ------------------------------------------------------------------ */
+
+/* The one translator of libzmq's errors (zmq_errno) into Python's:
+ * OSError(errno, "<what>: <libzmq's message>").  Needs the GIL. */
+static PyObject *
+zmq_error(const char *what, int err)
+{
+    PyObject *args = Py_BuildValue("(iN)", err, PyUnicode_FromFormat("%s: %s", what, zmq_strerror(err)));
+    if (args != NULL) {
+        PyErr_SetObject(PyExc_OSError, args);
+        Py_DECREF(args);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* JSON, written without the GIL                                        */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    char *data; /* malloc'd */
+    size_t len, cap;
+    int failed;
+} json_buf;
+
+static void
+jb_append(json_buf *b, const char *s, size_t n)
+{
+    if (b->failed) {
+        return;
+    }
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 512;
+        while (b->len + n + 1 > cap) {
+            cap *= 2;
+        }
+        char *p = realloc(b->data, cap);
+        if (p == NULL) {
+            b->failed = 1;
+            return;
+        }
+        b->data = p;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+/* A string literal, its length counted by the compiler. */
+#define jb_literal(b, text) jb_append((b), (text), sizeof(text) - 1)
+
+static void
+jb_printf(json_buf *b, const char *format, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+jb_printf(json_buf *b, const char *format, ...)
+{
+    char text[256];
+    va_list ap;
+    va_start(ap, format);
+    int n = vsnprintf(text, sizeof text, format, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof text) {
+        b->failed = 1;
+        return;
+    }
+    jb_append(b, text, (size_t)n);
+}
+
+static void
+jb_string(json_buf *b, const char *s)
+{
+    size_t n = strlen(s); /* whole UTF-8: cell.c cuts by code points */
+    jb_literal(b, "\"");
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            jb_append(b, esc, 2);
+        }
+        else if (c < 0x20) {
+            jb_printf(b, "\\u%04x", c);
+        }
+        else {
+            jb_append(b, (const char *)&s[i], 1);
+        }
+    }
+    jb_literal(b, "\"");
+}
+
+/* ,"key":value where a negative size is null (unavailable). */
+static void
+jb_size(json_buf *b, const char *key, long long bytes)
+{
+    if (bytes < 0) {
+        jb_printf(b, ",\"%s\":null", key);
+    }
+    else {
+        jb_printf(b, ",\"%s\":%lld", key, bytes);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* what the sampler publishes                                          */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    long long rss, limit, headroom, heap, numpy, children;
+    long long cell_peak; /* the running cell's peak RSS so far, -1 between cells */
+} sample_figures;
+
+static double
+unix_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* {"kind":...,"kernel":...,"pid":...,"seq":...,"time":... (unclosed);
+ * returns the length of its "seq":...,"time":... part, which ends it. */
+static size_t
+open_message(mt_telemetry *t, json_buf *b, const char *kind)
+{
+    jb_printf(b, "{\"kind\":\"%s\",\"kernel\":", kind);
+    jb_string(b, t->kernel);
+    jb_printf(b, ",\"pid\":%d", (int)t->pid);
+    size_t start = b->len;
+    jb_printf(b, ",\"seq\":%lld,\"time\":%.3f", atomic_fetch_add(&t->seq, 1) + 1, unix_seconds());
+    return b->len - start;
+}
+
+/* Two frames, never waiting: XPUB drops what a full subscriber cannot take. */
+static void
+send_message(mt_telemetry *t, const char *kind, json_buf *b)
+{
+    char topic[64];
+    int n = snprintf(topic, sizeof topic, "memtamer.%s", kind);
+    jb_literal(b, "}");
+    if (b->failed) {
+        atomic_store(&t->last_errno, ENOMEM);
+    }
+    else if (zmq_send(t->socket, topic, (size_t)n, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+             zmq_send(t->socket, b->data, b->len, ZMQ_DONTWAIT) < 0) {
+        atomic_store(&t->last_errno, zmq_errno());
+    }
+    else {
+        atomic_fetch_add(&t->sent, 1);
+    }
+    b->len = 0;
+    b->failed = 0;
+}
+
+/* Code of the user's (a cell's first line quotes variable names): null
+ * when names are off. */
+static void
+jb_code(json_buf *b, int names, const char *code)
+{
+    if (names) {
+        jb_string(b, code);
+    }
+    else {
+        jb_literal(b, "null");
+    }
+}
+
+/* ,"key":n where 0 (none) is null. */
+static void
+jb_line(json_buf *b, const char *key, int line)
+{
+    if (line > 0) {
+        jb_printf(b, ",\"%s\":%d", key, line);
+    }
+    else {
+        jb_printf(b, ",\"%s\":null", key);
+    }
+}
+
+/* ,"peak_composition":{...} as peaks.c gives it to report(), or null. */
+static void
+write_composition(json_buf *b, int names, const mt_peak_composition *c)
+{
+    if (c == NULL) {
+        jb_literal(b, ",\"peak_composition\":null");
+        return;
+    }
+    long long attributed = 0;
+    jb_printf(b, ",\"peak_composition\":{\"block_threshold\":%lld,\"at\":%lld",
+              c->block_threshold, c->at);
+    jb_literal(b, ",\"groups\":[");
+    for (int i = 0; i < c->ngroups; i++) {
+        const mt_peak_group *g = &c->groups[i];
+        attributed += g->bytes;
+        jb_printf(b, "%s{\"origin\":", i ? "," : "");
+        jb_string(b, mt_peaks_origin_name(g->origin));
+        jb_line(b, "line", g->line);
+        const char *texts[] = {"text", g->text, "function", g->function, "file", g->file};
+        for (int k = 0; k < 6; k += 2) {
+            jb_printf(b, ",\"%s\":", texts[k]);
+            jb_code(b, names && texts[k + 1][0], texts[k + 1]);
+        }
+        jb_line(b, "function_line", g->function_line);
+        jb_printf(b, ",\"blocks\":%d,\"bytes\":%lld,\"kept\":%lld,\"temporary\":%lld}",
+                  g->blocks, g->bytes, g->kept, g->bytes - g->kept);
+    }
+    jb_printf(b, "],\"attributed\":%lld,\"untracked\":%lld}", attributed, c->untracked);
+}
+
+static void
+write_record(json_buf *b, int names, const mt_cell_record *r, const mt_peak_composition *peak)
+{
+    int known = r->rss_before >= 0 && r->rss_after >= 0;
+    int peaked = r->rss_before >= 0 && r->peak_rss >= 0;
+    jb_literal(b, "{\"cell\":");
+    if (r->cell < 0) {
+        jb_literal(b, "null");
+    }
+    else {
+        jb_printf(b, "%lld", r->cell);
+    }
+    jb_literal(b, ",\"first_line\":");
+    jb_code(b, names, r->first_line);
+    jb_size(b, "rss_before", r->rss_before);
+    jb_size(b, "rss_after", r->rss_after);
+    if (known) {
+        jb_printf(b, ",\"retained\":%lld", r->rss_after - r->rss_before);
+    }
+    else {
+        jb_literal(b, ",\"retained\":null");
+    }
+    jb_size(b, "peak_rss", r->peak_rss);
+    if (peaked) {
+        jb_printf(b, ",\"peak_increment\":%lld", r->peak_rss - r->rss_before);
+    }
+    else {
+        jb_literal(b, ",\"peak_increment\":null");
+    }
+    jb_printf(b, ",\"peak_method\":\"%s\"", mt_process_method_name(r->peak_method));
+    jb_size(b, "heap_peak_increment", r->heap_peak_increment);
+    jb_size(b, "numpy_peak_increment", r->numpy_peak_increment);
+    jb_size(b, "children_peak", r->children_peak);
+    jb_printf(b, ",\"seconds\":%.6f,\"status\":\"%s\"", r->seconds, r->failed ? "error" : "ok");
+    write_composition(b, names, peak);
+    jb_literal(b, "}");
+}
+
+/* The sample's figures and the state behind them, as fields of an open
+ * message. */
+static void
+write_sample(json_buf *b, int names, const sample_figures *f, const running_cell *run,
+             long long budget, long long trips, long long cells)
+{
+    jb_size(b, "rss", f->rss);
+    jb_size(b, "limit", f->limit);
+    jb_size(b, "headroom", f->headroom);
+    jb_size(b, "budget", budget);
+    jb_printf(b, ",\"heap_bytes\":%lld,\"numpy_bytes\":%lld", f->heap, f->numpy);
+    jb_size(b, "children_rss", f->children);
+    jb_printf(b, ",\"cells\":%lld,\"trips\":%lld,\"running\":", cells, trips);
+    if (!run->running) {
+        jb_literal(b, "null");
+        return;
+    }
+    jb_literal(b, "{\"cell\":");
+    if (run->cell < 0) {
+        jb_literal(b, "null");
+    }
+    else {
+        jb_printf(b, "%lld", run->cell);
+    }
+    jb_literal(b, ",\"first_line\":");
+    jb_code(b, names, run->first_line);
+    jb_printf(b, ",\"seconds\":%.3f", mt_monotonic_seconds() - run->started);
+    jb_size(b, "rss_before", run->rss_before);
+    jb_size(b, "peak_rss", f->cell_peak);
+    jb_size(b, "peak_increment",
+            f->cell_peak >= 0 && run->rss_before >= 0 ? f->cell_peak - run->rss_before : -1);
+    jb_literal(b, "}");
+}
+
+/* Reads the process now; *cell_peak carries the running cell's peak across
+ * samples (reset by the caller when a cell begins). */
+static void
+take_sample(mt_telemetry *t, const running_cell *run, sample_figures *f, long long *cell_peak)
+{
+    long long hwm = -1;
+    mt_probe_limit limit;
+    mt_heap_reading python, numpy;
+    mt_probe_children_rss kids;
+    mt_probe_children_mark everyone = {0, 0};
+
+    if (mt_probe_status(&t->probe, &f->rss, &hwm) < 0) {
+        f->rss = mt_probe_rss(&t->probe);
+    }
+    if (mt_probe_read_limit(&t->probe, &limit) == 0) {
+        f->limit = limit.limit;
+        f->headroom = limit.available;
+    }
+    else {
+        f->limit = f->headroom = -1;
+    }
+    mt_heap_read(&python, &numpy);
+    f->heap = python.current;
+    f->numpy = numpy.current;
+    mt_probe_children_now(&t->probe, run->running ? &run->children : &everyone, &kids);
+    f->children = kids.total;
+    f->cell_peak = -1;
+    if (run->running) {
+        /* VmHWM was reset when the cell began only under the hwm method. */
+        long long seen = run->method == MT_PEAK_HWM && hwm > f->rss ? hwm : f->rss;
+        if (seen > *cell_peak) {
+            *cell_peak = seen;
+        }
+        f->cell_peak = *cell_peak;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* the sampler thread: it alone uses the socket                        */
+/* ------------------------------------------------------------------ */
+
+/* What the main thread handed over since the last round. */
+typedef struct {
+    int stop;
+    running_cell run;
+    long long budget, trips, cells;
+    mt_cell_record last;
+    mt_peak_composition last_peak;
+    int have_last, last_pending, last_has_peak;
+    queued_event events[EVENT_QUEUE];
+    int event_count;
+    long long events_dropped;
+} handover;
+
+static void
+take_handover(mt_telemetry *t, handover *h)
+{
+    pthread_mutex_lock(&t->lock);
+    h->stop = t->stop;
+    h->run = t->run;
+    h->budget = t->budget;
+    h->trips = t->trips;
+    h->cells = t->cells;
+    h->last = t->last;
+    h->last_has_peak = t->last_has_peak;
+    if (t->last_has_peak) {
+        h->last_peak = t->last_peak;
+    }
+    h->have_last = t->have_last;
+    h->last_pending = t->last_pending;
+    t->last_pending = 0;
+    memcpy(h->events, t->events, sizeof h->events);
+    h->event_count = t->event_count;
+    t->event_count = 0;
+    h->events_dropped = t->events_dropped;
+    t->events_dropped = 0;
+    pthread_mutex_unlock(&t->lock);
+}
+
+/* New subscriptions (XPUB passes each one up as a message starting with 1,
+ * unsubscriptions with 0); returns how many arrived. */
+static int
+read_subscriptions(mt_telemetry *t)
+{
+    int arrived = 0;
+    char frame[256];
+    int n;
+    while ((n = zmq_recv(t->socket, frame, sizeof frame, ZMQ_DONTWAIT)) > 0) {
+        if (frame[0] == 1) {
+            atomic_fetch_add(&t->subscriptions, 1);
+            arrived++;
+        }
+        else if (frame[0] == 0) {
+            atomic_fetch_sub(&t->subscriptions, 1);
+        }
+    }
+    return arrived;
+}
+
+static void *
+sampler_main(void *arg)
+{
+    mt_telemetry *t = arg;
+    json_buf b = {NULL, 0, 0, 0};
+    handover h;
+    sample_figures f;
+    long long cell_peak = -1, cell_sampled = -2;
+    double running_since = -1, next_sample = 0, sampled_at = -1;
+    int snapshot = 0, recent_next = 0;
+    char *recent[RECENT_EVENTS] = {NULL}; /* malloc'd, oldest at recent_next */
+    uint64_t wakes;
+
+    atomic_store(&t->tid, (int)gettid());
+    /* Background work: woken at a cell's end, the sampler must not preempt
+     * the kernel's main thread on its CPU (Linux's nice is per thread). */
+    (void)!setpriority(PRIO_PROCESS, (id_t)gettid(), SAMPLER_NICE);
+    for (;;) {
+        take_handover(t, &h);
+        double now = mt_monotonic_seconds();
+        if ((h.run.running && (h.run.started != running_since || h.run.cell != cell_sampled)) ||
+            (!h.run.running && running_since >= 0)) {
+            /* A cell began or ended: sample at the busy pace from the last
+             * sample, so that a loop of short cells costs no more. */
+            running_since = h.run.running ? h.run.started : -1;
+            cell_sampled = h.run.cell;
+            cell_peak = -1;
+            double soon = sampled_at + MT_TELEMETRY_BUSY_MS / 1000.0;
+            if (soon < next_sample) {
+                next_sample = soon;
+            }
+        }
+        if (h.events_dropped) {
+            atomic_fetch_add(&t->seq, h.events_dropped); /* the gap shows them */
+        }
+        for (int i = 0; i < h.event_count; i++) {
+            size_t stamp = open_message(t, &b, "event");
+            size_t start = b.len - stamp;
+            jb_literal(&b, ",\"event\":");
+            jb_string(&b, h.events[i].kind);
+            jb_literal(&b, ",\"data\":");
+            jb_append(&b, h.events[i].data, strlen(h.events[i].data));
+            if (!b.failed) {
+                /* {"seq":..,"time":..,"event":..,"data":..} for snapshots */
+                char *entry = malloc(b.len - start + 2);
+                if (entry != NULL) {
+                    entry[0] = '{';
+                    memcpy(entry + 1, b.data + start + 1, b.len - start - 1);
+                    memcpy(entry + b.len - start, "}", 2);
+                }
+                free(recent[recent_next]);
+                recent[recent_next] = entry;
+                recent_next = (recent_next + 1) % RECENT_EVENTS;
+            }
+            send_message(t, "event", &b);
+            free(h.events[i].kind);
+            free(h.events[i].data);
+        }
+        if (h.last_pending) {
+            open_message(t, &b, "cell");
+            jb_printf(&b, ",\"cells\":%lld,\"trips\":%lld,\"record\":", h.cells, h.trips);
+            write_record(&b, t->names, &h.last, h.last_has_peak ? &h.last_peak : NULL);
+            send_message(t, "cell", &b);
+        }
+        if (h.stop) {
+            break; /* what was handed over is out (and freed): say bye */
+        }
+        if (snapshot || now >= next_sample) {
+            take_sample(t, &h.run, &f, &cell_peak);
+            open_message(t, &b, "sample");
+            write_sample(&b, t->names, &f, &h.run, h.budget, h.trips, h.cells);
+            send_message(t, "sample", &b);
+            sampled_at = now;
+            next_sample = now + (h.run.running ? MT_TELEMETRY_BUSY_MS : MT_TELEMETRY_IDLE_MS) / 1000.0;
+        }
+        if (snapshot) {
+            /* The state a late subscriber would otherwise wait for. */
+            open_message(t, &b, "snapshot");
+            jb_printf(&b, ",\"names\":%s,\"endpoint\":", t->names ? "true" : "false");
+            jb_string(&b, t->endpoint);
+            write_sample(&b, t->names, &f, &h.run, h.budget, h.trips, h.cells);
+            jb_literal(&b, ",\"last_cell\":");
+            if (h.have_last) {
+                write_record(&b, t->names, &h.last, h.last_has_peak ? &h.last_peak : NULL);
+            }
+            else {
+                jb_literal(&b, "null");
+            }
+            jb_literal(&b, ",\"recent_events\":[");
+            const char *comma = "";
+            for (int i = 0; i < RECENT_EVENTS; i++) {
+                const char *entry = recent[(recent_next + i) % RECENT_EVENTS];
+                if (entry != NULL) {
+                    jb_printf(&b, "%s", comma);
+                    jb_append(&b, entry, strlen(entry));
+                    comma = ",";
+                }
+            }
+            jb_literal(&b, "]");
+            send_message(t, "snapshot", &b);
+            snapshot = 0;
+        }
+
+        long wait_ms = (long)((next_sample - mt_monotonic_seconds()) * 1000.0) + 1;
+        atomic_store(&t->busy_pace, wait_ms <= MT_TELEMETRY_BUSY_MS + 1);
+        zmq_pollitem_t items[2] = {
+            {t->socket, 0, ZMQ_POLLIN, 0},
+            {NULL, t->wake_fd, ZMQ_POLLIN, 0},
+        };
+        if (zmq_poll(items, 2, wait_ms > 0 ? wait_ms : 0) < 0) {
+            atomic_store(&t->last_errno, zmq_errno());
+            continue;
+        }
+        if (items[1].revents & ZMQ_POLLIN) {
+            (void)!read(t->wake_fd, &wakes, sizeof wakes);
+        }
+        if (items[0].revents & ZMQ_POLLIN) {
+            snapshot = read_subscriptions(t) > 0;
+        }
+    }
+    open_message(t, &b, "bye");
+    send_message(t, "bye", &b);
+    free(b.data);
+    for (int i = 0; i < RECENT_EVENTS; i++) {
+        free(recent[i]);
+    }
+    zmq_close(t->socket); /* ZMQ_LINGER is 0: nothing waits for a subscriber */
+    t->socket = NULL;
+    return NULL;
+}
+
+static void
+wake_sampler(mt_telemetry *t)
+{
+    uint64_t one = 1;
+    (void)!write(t->wake_fd, &one, sizeof one);
+}
+
+/* ------------------------------------------------------------------ */
+/* start and stop                                                      */
+/* ------------------------------------------------------------------ */
+
+/* The directory of an ipc socket: ours and private (0700). */
+static int
+private_directory(const char *path)
+{
+    char dir[ENDPOINT_MAX];
+    struct stat st;
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL || slash == dir) {
+        PyErr_Format(PyExc_ValueError,
+                     "memtamer telemetry: the ipc endpoint needs an absolute path, got %s", path);
+        return -1;
+    }
+    *slash = '\0';
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, dir);
+        return -1;
+    }
+    if (lstat(dir, &st) < 0) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, dir);
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid()) {
+        PyErr_Format(PyExc_PermissionError,
+                     "memtamer telemetry: %s is not a directory of this user; "
+                     "set MEMTAMER_TELEMETRY_ENDPOINT to another place", dir);
+        return -1;
+    }
+    if ((st.st_mode & 0777) != 0700 && chmod(dir, 0700) < 0) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, dir);
+        return -1;
+    }
+    return 0;
+}
+
+/* Makes path free for our socket: libzmq's bind removes whatever is there,
+ * so only a socket a dead process left (nothing accepts on it) is removed;
+ * anything else is refused: -1 with FileExistsError. */
+static int
+claim_socket_path(const char *path)
+{
+    struct stat st;
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (lstat(path, &st) < 0) {
+        return 0;
+    }
+    int stale = 0;
+    if (S_ISSOCK(st.st_mode) && strlen(path) < sizeof addr.sun_path) {
+        memcpy(addr.sun_path, path, strlen(path) + 1);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        stale = fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0 &&
+                errno == ECONNREFUSED;
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
+    if (!stale || unlink(path) < 0) {
+        PyErr_Format(PyExc_FileExistsError,
+                     "memtamer telemetry: %s exists%s; give MEMTAMER_TELEMETRY_ENDPOINT a new path",
+                     path, S_ISSOCK(st.st_mode) ? " and a process listens on it" : "");
+        return -1;
+    }
+    return 0;
+}
+
+/* Closes whatever of t was opened and frees it (owner process only); with
+ * started, stops and joins the sampler first (it never takes the GIL, so the
+ * caller may hold it).  Touches no Python object. */
+static void
+telemetry_close(mt_telemetry *t, int started)
+{
+    if (started) {
+        pthread_mutex_lock(&t->lock);
+        t->stop = 1;
+        pthread_mutex_unlock(&t->lock);
+        wake_sampler(t);
+        pthread_join(t->thread, NULL);
+    }
+    else if (t->socket) {
+        zmq_close(t->socket);
+    }
+    if (t->context) {
+        zmq_ctx_term(t->context); /* quick: every socket has ZMQ_LINGER 0 */
+    }
+    if (t->ipc_path[0]) {
+        unlink(t->ipc_path);
+    }
+    if (t->wake_fd >= 0) {
+        close(t->wake_fd);
+    }
+    for (int i = 0; i < t->event_count; i++) {
+        free(t->events[i].kind);
+        free(t->events[i].data);
+    }
+    mt_probe_close(&t->probe);
+    pthread_mutex_destroy(&t->lock);
+    PyMem_RawFree(t);
+}
+
+/* The state's publisher, or NULL when off or inherited from a parent process
+ * (which a forked child must neither use nor close: it leaks its copy). */
+static mt_telemetry *
+own_telemetry(mt_state *st)
+{
+    mt_telemetry *t = st->telemetry;
+    if (t != NULL && t->pid != getpid()) {
+        st->telemetry = t = NULL;
+    }
+    return t;
+}
+
+static int
+set_int_option(void *socket, int option, int value)
+{
+    return zmq_setsockopt(socket, option, &value, sizeof value);
+}
+
+/* telemetry_start(endpoint, kernel, names=True) -> the endpoint bound (a
+ * tcp port of 0 or * is resolved).  Stops a running publisher first. */
+PyObject *
+mt_telemetry_start(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"endpoint", "kernel", "names", NULL};
+    mt_state *st = mt_get_state(module);
+    const char *endpoint, *kernel;
+    int names = 1;
+    mt_telemetry *t = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss|p:telemetry_start", keywords, &endpoint,
+                                     &kernel, &names)) {
+        return NULL;
+    }
+    if (strlen(endpoint) >= ENDPOINT_MAX || strlen(kernel) >= KERNEL_ID_MAX) {
+        PyErr_Format(PyExc_ValueError,
+                     "memtamer telemetry: endpoint or kernel id too long (limits %d and %d bytes)",
+                     ENDPOINT_MAX - 1, KERNEL_ID_MAX - 1);
+        return NULL;
+    }
+    if (strncmp(endpoint, "ipc://", 6) != 0 && strncmp(endpoint, "tcp://", 6) != 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "memtamer telemetry: endpoint %s: use ipc://<path> or tcp://<host>:<port>",
+                     endpoint);
+        return NULL;
+    }
+    if ((t = own_telemetry(st)) != NULL) {
+        st->telemetry = NULL;
+        telemetry_close(t, 1);
+    }
+    t = PyMem_RawCalloc(1, sizeof *t);
+    if (t == NULL) {
+        return PyErr_NoMemory();
+    }
+    t->pid = getpid();
+    t->names = names;
+    t->wake_fd = -1;
+    t->run.cell = -1;
+    t->budget = -1;
+    snprintf(t->kernel, sizeof t->kernel, "%s", kernel);
+    pthread_mutex_init(&t->lock, NULL);
+    mt_probe_open(&t->probe, "");
+    int ipc = strncmp(endpoint, "ipc://", 6) == 0;
+    if (ipc) {
+        if (private_directory(endpoint + 6) < 0 || claim_socket_path(endpoint + 6) < 0) {
+            goto error;
+        }
+    }
+    if ((t->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto error;
+    }
+    if ((t->context = zmq_ctx_new()) == NULL) {
+        zmq_error("zmq_ctx_new", zmq_errno());
+        goto error;
+    }
+    if ((t->socket = zmq_socket(t->context, ZMQ_XPUB)) == NULL) {
+        zmq_error("zmq_socket(XPUB)", zmq_errno());
+        goto error;
+    }
+    size_t len = sizeof t->endpoint;
+    if (set_int_option(t->socket, ZMQ_LINGER, 0) < 0 ||
+        set_int_option(t->socket, ZMQ_SNDHWM, MT_TELEMETRY_SNDHWM) < 0 ||
+        set_int_option(t->socket, ZMQ_XPUB_VERBOSER, 1) < 0) {
+        zmq_error("zmq_setsockopt", zmq_errno());
+        goto error;
+    }
+    if (zmq_bind(t->socket, endpoint) < 0) {
+        zmq_error(endpoint, zmq_errno());
+        goto error;
+    }
+    if (ipc) { /* ours now: removed when we close */
+        snprintf(t->ipc_path, sizeof t->ipc_path, "%s", endpoint + 6);
+    }
+    if (zmq_getsockopt(t->socket, ZMQ_LAST_ENDPOINT, t->endpoint, &len) < 0) {
+        zmq_error("ZMQ_LAST_ENDPOINT", zmq_errno());
+        goto error;
+    }
+    if (t->ipc_path[0] && chmod(t->ipc_path, 0600) < 0) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, t->ipc_path);
+        goto error;
+    }
+    /* Signals are the main thread's business (the guard's, SIGINT): the
+     * sampler starts with all of them blocked. */
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    int err = pthread_create(&t->thread, NULL, sampler_main, t);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    if (err != 0) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto error;
+    }
+    st->telemetry = t;
+    return PyUnicode_FromString(t->endpoint);
+error:
+    telemetry_close(t, 0);
+    return NULL;
+}
+
+PyObject *
+mt_telemetry_stop(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_state *st = mt_get_state(module);
+    mt_telemetry *t = own_telemetry(st);
+    if (t != NULL) {
+        st->telemetry = NULL;
+        Py_BEGIN_ALLOW_THREADS
+        telemetry_close(t, 1);
+        Py_END_ALLOW_THREADS
+    }
+    Py_RETURN_NONE;
+}
+
+void
+mt_telemetry_free(PyObject *module)
+{
+    mt_state *st = mt_get_state(module);
+    mt_telemetry *t = own_telemetry(st);
+    st->telemetry = NULL;
+    if (t != NULL) {
+        telemetry_close(t, 1);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* the main thread's side: hand over and wake                          */
+/* ------------------------------------------------------------------ */
+
+void
+mt_telemetry_cell_begin(PyObject *module, long long cell, const char *first_line,
+                        long long rss_before)
+{
+    mt_state *st = mt_get_state(module);
+    mt_telemetry *t = own_telemetry(st);
+    if (t == NULL) {
+        return;
+    }
+    long long budget, trips;
+    mt_guard_figures(module, &budget, &trips);
+    pthread_mutex_lock(&t->lock);
+    t->run.running = 1;
+    t->run.cell = cell;
+    t->run.started = st->cells.window.started;
+    t->run.rss_before = rss_before;
+    t->run.method = st->probe->method;
+    t->run.children = st->cells.window.children;
+    memcpy(t->run.first_line, first_line, sizeof t->run.first_line);
+    t->budget = budget;
+    t->trips = trips;
+    pthread_mutex_unlock(&t->lock);
+    if (atomic_load(&t->subscriptions) > 0 && !atomic_load(&t->busy_pace)) {
+        wake_sampler(t); /* to the busy pace now */
+    }
+}
+
+void
+mt_telemetry_cell_end(PyObject *module, const mt_cell_record *record)
+{
+    mt_state *st = mt_get_state(module);
+    mt_telemetry *t = own_telemetry(st);
+    if (t == NULL) {
+        return;
+    }
+    long long budget, trips;
+    mt_guard_figures(module, &budget, &trips);
+    /* Nobody listening: the record is kept for snapshots, not sent (a
+     * subscriber that comes later must not take an old cell for new). */
+    int listening = atomic_load(&t->subscriptions) > 0;
+    pthread_mutex_lock(&t->lock);
+    t->run.running = 0;
+    int woken = t->last_pending;
+    if (woken) {
+        t->events_dropped++; /* cells faster than the sampler: the gap shows it */
+    }
+    t->last = *record;
+    t->last_has_peak = record->peak != NULL;
+    if (record->peak != NULL) {
+        t->last_peak = *record->peak;
+    }
+    t->have_last = 1;
+    t->last_pending = listening;
+    t->cells++;
+    t->budget = budget;
+    t->trips = trips;
+    pthread_mutex_unlock(&t->lock);
+    /* A pending record means the sampler was woken already. */
+    if (listening && !woken) {
+        wake_sampler(t);
+    }
+}
+
+/* Keys of event data that may carry a user's variable names (names, and
+ * code or text quoting it): dropped when names are off. */
+static int
+is_name_key(PyObject *key)
+{
+    static const char *const keys[] = {"name", "names", "first_line", "text"};
+    for (size_t i = 0; PyUnicode_Check(key) && i < sizeof keys / sizeof *keys; i++) {
+        if (PyUnicode_CompareWithASCIIString(key, keys[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static char *
+raw_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *copy = malloc(n);
+    if (copy != NULL) {
+        memcpy(copy, s, n);
+    }
+    return copy;
+}
+
+/* telemetry_event(kind, data: dict) -> bool: queues an event (budget trip,
+ * %shrink action, post-mortem finding) for the subscribers; False when
+ * telemetry is off.  Needs the GIL (data is serialised here). */
+PyObject *
+mt_telemetry_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    mt_state *st = mt_get_state(module);
+    mt_telemetry *t = own_telemetry(st);
+    PyObject *data = NULL, *json = NULL, *text = NULL, *result = NULL;
+    char *kind_copy = NULL, *data_copy = NULL;
+    const char *kind;
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "telemetry_event(kind: str, data: dict)");
+        return NULL;
+    }
+    if (t == NULL) {
+        Py_RETURN_FALSE;
+    }
+    if ((kind = PyUnicode_AsUTF8(args[0])) == NULL || (data = PyDict_Copy(args[1])) == NULL) {
+        goto done;
+    }
+    if (!t->names) {
+        PyObject *key, *value;
+        Py_ssize_t pos = 0;
+        PyObject *keys = PyList_New(0);
+        if (keys == NULL) {
+            goto done;
+        }
+        while (PyDict_Next(data, &pos, &key, &value)) {
+            if (is_name_key(key) && PyList_Append(keys, key) < 0) {
+                Py_DECREF(keys);
+                goto done;
+            }
+        }
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys); i++) {
+            if (PyDict_DelItem(data, PyList_GET_ITEM(keys, i)) < 0) {
+                Py_DECREF(keys);
+                goto done;
+            }
+        }
+        Py_DECREF(keys);
+    }
+    if ((json = PyImport_ImportModule("json")) == NULL ||
+        (text = PyObject_CallMethod(json, "dumps", "O", data)) == NULL) {
+        goto done;
+    }
+    const char *utf8 = PyUnicode_AsUTF8(text);
+    if (utf8 == NULL) {
+        goto done;
+    }
+    if ((kind_copy = raw_strdup(kind)) == NULL || (data_copy = raw_strdup(utf8)) == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    pthread_mutex_lock(&t->lock);
+    int queued = t->event_count < EVENT_QUEUE;
+    if (queued) {
+        t->events[t->event_count].kind = kind_copy;
+        t->events[t->event_count].data = data_copy;
+        t->event_count++;
+        kind_copy = data_copy = NULL;
+    }
+    else {
+        t->events_dropped++;
+    }
+    pthread_mutex_unlock(&t->lock);
+    wake_sampler(t);
+    result = PyBool_FromLong(queued);
+done:
+    free(kind_copy);
+    free(data_copy);
+    Py_XDECREF(data);
+    Py_XDECREF(json);
+    Py_XDECREF(text);
+    return result;
+}
+
+/* telemetry_status() -> dict | None: endpoint, kernel, names, messages sent,
+ * subscriptions, the sampler's thread id, the last send error. */
+PyObject *
+mt_telemetry_status(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_telemetry *t = own_telemetry(mt_get_state(module));
+    if (t == NULL) {
+        Py_RETURN_NONE;
+    }
+    int err = atomic_load(&t->last_errno);
+    PyObject *d = PyDict_New();
+    if (d == NULL || mt_set(d, "endpoint", PyUnicode_FromString(t->endpoint)) < 0 ||
+        mt_set(d, "kernel", PyUnicode_FromString(t->kernel)) < 0 ||
+        mt_set(d, "names", PyBool_FromLong(t->names)) < 0 ||
+        mt_set(d, "sent", PyLong_FromLongLong(atomic_load(&t->sent))) < 0 ||
+        mt_set(d, "seq", PyLong_FromLongLong(atomic_load(&t->seq))) < 0 ||
+        mt_set(d, "subscriptions", PyLong_FromLongLong(atomic_load(&t->subscriptions))) < 0 ||
+        mt_set(d, "thread_id", PyLong_FromLong(atomic_load(&t->tid))) < 0 ||
+        mt_set(d, "last_error", err ? PyUnicode_FromString(zmq_strerror(err)) : Py_NewRef(Py_None)) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}

@@ -1,0 +1,170 @@
+"""``memtamer export --port N``: every kernel's memory in the Prometheus text
+exposition format, over HTTP at /metrics, labelled by kernel id and notebook."""
+
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .telemetry import Follower, add_directories_argument
+
+# Upper bounds (bytes) of the cell peak histogram's buckets.
+PEAK_BUCKETS = tuple(2**20 * n for n in (1, 16, 64, 256, 1024, 4096, 16384))
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# name, type, help, how to read it from a kernel's state (None: absent).
+GAUGES = (
+    ("memtamer_rss_bytes", "Resident set size of the kernel process.",
+     lambda s: s.get("rss")),
+    ("memtamer_limit_bytes", "Effective memory limit: the smallest of the cgroup limit and MemTotal.",
+     lambda s: s.get("limit")),
+    ("memtamer_headroom_bytes", "Memory the kernel can still use before its limit.",
+     lambda s: s.get("headroom")),
+    ("memtamer_budget_bytes", "The memory budget of the kernel's cells (absent when off).",
+     lambda s: s.get("budget")),
+    ("memtamer_heap_counted_bytes", "Net bytes of Python's allocators since memtamer was loaded.",
+     lambda s: s.get("heap_bytes")),
+    ("memtamer_numpy_counted_bytes", "Net bytes of numpy buffers counted since memtamer was loaded.",
+     lambda s: s.get("numpy_bytes")),
+    ("memtamer_children_rss_bytes", "Resident set size of the kernel's child processes.",
+     lambda s: s.get("children_rss")),
+    ("memtamer_cell_running", "1 while a cell runs, else 0.",
+     lambda s: 1 if s.get("running") else 0),
+    ("memtamer_cell_running_seconds", "How long the running cell has run.",
+     lambda s: (s.get("running") or {}).get("seconds")),
+    ("memtamer_cell_running_peak_bytes", "The running cell's peak RSS so far.",
+     lambda s: (s.get("running") or {}).get("peak_rss")),
+    ("memtamer_last_cell_peak_increment_bytes", "What the last cell's peak added to RSS.",
+     lambda s: (s.get("last_cell") or {}).get("peak_increment")),
+    ("memtamer_last_cell_retained_bytes", "RSS the last cell left behind (negative: freed).",
+     lambda s: (s.get("last_cell") or {}).get("retained")),
+)
+COUNTERS = (
+    ("memtamer_cells_total", "Cells measured since memtamer was loaded.",
+     lambda s: s.get("cells")),
+    ("memtamer_budget_trips_total", "Cells stopped by the memory budget.",
+     lambda s: s.get("trips")),
+    ("memtamer_telemetry_messages_lost_total", "Messages this exporter missed (sequence gaps).",
+     lambda s: s.get("lost")),
+)
+
+
+def _label(value):
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value):
+    return repr(float(value)) if isinstance(value, float) else str(int(value))
+
+
+class Exporter:
+    """Follows the kernels in a thread and renders /metrics from their state."""
+
+    def __init__(self, directories=None):
+        self.follower = Follower(directories)
+        self.lock = threading.Lock()
+        self.histograms = {}  # kernel id -> [bucket counts..., count, sum]
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._follow, name="memtamer-export", daemon=True)
+
+    def _follow(self):
+        while not self.stopping.is_set():
+            with self.lock:
+                message = self.follower.receive(0)
+            if message is None:
+                self.stopping.wait(0.05)
+            elif message["kind"] == "cell":
+                self._observe(message["kernel"], message["record"].get("peak_increment"))
+
+    def _observe(self, kernel, peak):
+        if peak is None:
+            return
+        with self.lock:
+            counts = self.histograms.setdefault(kernel, [0] * (len(PEAK_BUCKETS) + 2))
+            for i, bound in enumerate(PEAK_BUCKETS):
+                if peak <= bound:
+                    counts[i] += 1
+            counts[-2] += 1
+            counts[-1] += peak
+
+    def metrics(self):
+        """The exposition text for every kernel followed now."""
+        with self.lock:
+            kernels = {k: dict(s) for k, s in self.follower.kernels.items()}
+            histograms = {k: list(v) for k, v in self.histograms.items() if k in kernels}
+        out = ["# HELP memtamer_kernels Kernels found through their discovery files.",
+               "# TYPE memtamer_kernels gauge", f"memtamer_kernels {len(kernels)}",
+               "# HELP memtamer_kernel_info The kernel's process and notebook.",
+               "# TYPE memtamer_kernel_info gauge"]
+        labels = {k: f'kernel="{_label(k)}",notebook="{_label(s.get("notebook"))}"'
+                  for k, s in kernels.items()}
+        for kernel, state in sorted(kernels.items()):
+            out.append(f'memtamer_kernel_info{{{labels[kernel]},pid="{state["pid"]}"}} 1')
+        for kind, table in (("gauge", GAUGES), ("counter", COUNTERS)):
+            for name, text, read in table:
+                out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+                for kernel, state in sorted(kernels.items()):
+                    value = read(state)
+                    if value is not None:
+                        out.append(f"{name}{{{labels[kernel]}}} {_number(value)}")
+        family = "memtamer_cell_peak_increment_bytes"
+        out += [f"# HELP {family} What each cell's peak added to RSS, cells seen by this exporter.",
+                f"# TYPE {family} histogram"]
+        for kernel, counts in sorted(histograms.items()):
+            for bound, count in zip(PEAK_BUCKETS, counts):
+                out.append(f'{family}_bucket{{{labels[kernel]},le="{float(bound)!r}"}} {count}')
+            out.append(f'{family}_bucket{{{labels[kernel]},le="+Inf"}} {counts[-2]}')
+            out.append(f"{family}_count{{{labels[kernel]}}} {counts[-2]}")
+            out.append(f"{family}_sum{{{labels[kernel]}}} {counts[-1]}")
+        return "\n".join(out) + "\n"
+
+    def start(self):
+        self.thread.start()
+
+    def close(self):
+        self.stopping.set()
+        self.thread.join()
+        self.follower.close()
+
+
+def serve(port, address="127.0.0.1", directories=None, out=sys.stdout):
+    """Serves /metrics until interrupted."""
+    exporter = Exporter(directories)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path.split("?")[0] != "/metrics":
+                self.send_error(404, "memtamer export serves /metrics only")
+                return
+            body = exporter.metrics().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format, *args):  # noqa: A002 - the base class's name
+            pass  # a scrape every few seconds would flood the terminal
+
+    server = ThreadingHTTPServer((address, port), Handler)
+    exporter.start()
+    host, bound = server.server_address[:2]
+    out.write(f"memtamer export: serving http://{host}:{bound}/metrics\n")
+    out.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        exporter.close()
+
+
+def add_export_command(subparsers):
+    """`memtamer export --port N [--address A] [--dir DIR]`."""
+    parser = subparsers.add_parser("export", help="Prometheus metrics of every kernel over HTTP")
+    parser.add_argument("--port", type=int, required=True, help="TCP port (0: any free one)")
+    parser.add_argument("--address", default="127.0.0.1",
+                        help="address to listen on (default: loopback only)")
+    add_directories_argument(parser)
+    parser.set_defaults(run=lambda args: serve(args.port, args.address, args.directories) or 0)
