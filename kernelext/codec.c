@@ -270,18 +270,21 @@ make_proxy(PyTypeObject *type, PyObject *obj, PyObject *name, PyObject *owner, i
     return (PyObject *)self;
 }
 
-/* _core.compress(obj, name, codec='lz4', level=5, progress=None, owner=None) -> Compressed */
+/* _core.compress(obj, name, codec='auto', level=5, progress=None, owner=None, *, threads=None,
+ * narrow=True) -> Compressed */
 PyObject *
 mt_codec_compress(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"obj", "name", "codec", "level", "progress", "owner", NULL};
+    static char *kwlist[] = {"obj",   "name",    "codec",  "level", "progress",
+                             "owner", "threads", "narrow", NULL};
     PyObject *obj, *name, *codec = NULL, *level = NULL, *progress = NULL, *owner = Py_None;
+    PyObject *threads = NULL, *narrow = NULL;
     mt_settings how;
     input in;
     mt_frame *frames = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OU|OOOO:compress", kwlist, &obj, &name, &codec,
-                                     &level, &progress, &owner) ||
-        mt_frames_parse_settings(codec, level, &how) < 0) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OU|OOOO$OO:compress", kwlist, &obj, &name,
+                                     &codec, &level, &progress, &owner, &threads, &narrow) ||
+        mt_frames_parse_settings(codec, level, threads, narrow, &how) < 0) {
         return NULL;
     }
     if (owner != Py_None && !PyModule_Check(owner)) {
@@ -318,15 +321,15 @@ largest_frame(const mt_frame *frames, Py_ssize_t n)
 PyObject *
 mt_codec_estimate(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"obj", "codec", "level", "sample", NULL};
-    PyObject *obj, *codec = NULL, *level = NULL;
+    static char *kwlist[] = {"obj", "codec", "level", "sample", "threads", "narrow", NULL};
+    PyObject *obj, *codec = NULL, *level = NULL, *threads = NULL, *narrow = NULL;
     Py_ssize_t sample = 16 << 20;
     mt_settings how;
     input in;
     mt_frame *frames = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOn:compress_estimate", kwlist, &obj, &codec,
-                                     &level, &sample) ||
-        mt_frames_parse_settings(codec, level, &how) < 0) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOn$OO:compress_estimate", kwlist, &obj,
+                                     &codec, &level, &sample, &threads, &narrow) ||
+        mt_frames_parse_settings(codec, level, threads, narrow, &how) < 0) {
         return NULL;
     }
     if (sample < 1) {

@@ -51,7 +51,8 @@ thread_count(void)
 }
 
 int
-mt_frames_parse_settings(PyObject *codec, PyObject *level, mt_settings *how)
+mt_frames_parse_settings(PyObject *codec, PyObject *level, PyObject *threads, PyObject *narrow,
+                         mt_settings *how)
 {
     const char *name = codec && codec != Py_None ? PyUnicode_AsUTF8(codec) : DEFAULT_CODEC;
     if (name == NULL) {
@@ -79,7 +80,20 @@ mt_frames_parse_settings(PyObject *codec, PyObject *level, mt_settings *how)
         how->level = (int)l;
     }
     how->nthreads = thread_count();
-    return 0;
+    if (threads && threads != Py_None) {
+        long n = PyLong_AsLong(threads);
+        if (n == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (n < 1 || n > how->nthreads) {
+            PyErr_Format(PyExc_ValueError, "threads must be 1 to %d (the cores there are), not %ld",
+                         how->nthreads, n);
+            return -1;
+        }
+        how->nthreads = (int)n;
+    }
+    how->narrow = narrow == NULL || narrow == Py_None ? 1 : PyObject_IsTrue(narrow);
+    return how->narrow < 0 ? -1 : 0;
 }
 
 void
@@ -376,7 +390,7 @@ choose(const mt_source *src, Py_ssize_t n, mt_settings *how, mt_frame *frames)
     Py_ssize_t largest = -1;
     for (Py_ssize_t i = 0; i < n; i++) {
         mt_frame *f = &frames[i];
-        if (src[i].values >= 0 && src[i].nbytes >= 8) {
+        if (how->narrow && src[i].values >= 0 && src[i].nbytes >= 8) {
             mt_transform_plan_for(src[i].ptr, src[i].nbytes / 8, (mt_values_type)src[i].values,
                                   &f->plan);
             f->narrowed = f->plan.narrowed_size <= NARROW_AT_MOST;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "memtamer/guard.h"
+#include "memtamer/telemetry.h"
 #include "memtamer/heap.h"
 #include "memtamer/process.h"
 
@@ -506,6 +507,7 @@ mt_guard_before_fork(PyObject *module, PyObject *Py_UNUSED(unused))
     if (st->probe != NULL) {
         mt_probe_fork_pause(st->probe);
     }
+    mt_telemetry_fork_pause(module);
     Py_RETURN_NONE;
 }
 
@@ -517,6 +519,9 @@ mt_guard_after_fork(PyObject *module, PyObject *Py_UNUSED(unused))
     mt_guard *g = st->guard;
     if (st->probe != NULL) {
         mt_probe_fork_resume(st->probe);
+    }
+    if (mt_telemetry_fork_resume(module) < 0) {
+        return NULL;
     }
     if (g == NULL || !g->paused_for_fork) {
         Py_RETURN_NONE;

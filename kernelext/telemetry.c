@@ -22,6 +22,12 @@
 #include "memtamer/process.h"
 #include "memtamer/telemetry.h"
 
+enum { STOP_FOR_GOOD = 1, STOP_FOR_FORK = 2 };
+/* After a pause for a fork, a cell record waits up to this long, looking
+ * this often, for its subscribers to reconnect. */
+#define RETURN_SECONDS 1.0
+#define RETURN_POLL_SECONDS 0.02
+
 #define ENDPOINT_MAX 512
 #define KERNEL_ID_MAX 128
 /* The sampler thread's nice value. */
@@ -58,9 +64,12 @@ struct mt_telemetry {
     char ipc_path[ENDPOINT_MAX]; /* the socket file, "" for tcp */
     char kernel[KERNEL_ID_MAX];
 
+    int sampling;        /* the sampler runs (main thread only) */
+    int paused_for_fork; /* closed by mt_telemetry_fork_pause (main thread only) */
+
     /* lock guards what follows, up to the atomics. */
     pthread_mutex_t lock;
-    int stop;
+    int stop; /* 0, or why the sampler is to stop: STOP_FOR_GOOD or STOP_FOR_FORK */
     running_cell run;
     long long budget, trips, cells;
     mt_cell_record last; /* the last cell's record, for snapshots */
@@ -73,6 +82,11 @@ struct mt_telemetry {
     long long events_dropped;
 
     _Atomic long long subscriptions, sent, seq;
+    /* Subscriptions a pause for a fork closed, counted still: their
+     * subscribers reconnect, and their first subscription is no new one.
+     * Only the sampler touches it while it runs. */
+    long long returning;
+    double resumed_at; /* when the pause ended: cell records wait a moment for them */
     _Atomic int last_errno; /* of the last failed send, 0 if none */
     _Atomic int tid;        /* the sampler's, for measuring its CPU time */
     _Atomic int busy_pace;  /* the sampler already samples at the busy pace */
@@ -452,7 +466,11 @@ read_subscriptions(mt_telemetry *t)
     char frame[256];
     int n;
     while ((n = zmq_recv(t->socket, frame, sizeof frame, ZMQ_DONTWAIT)) > 0) {
-        if (frame[0] == 1) {
+        if (frame[0] == 1 && t->returning > 0) {
+            t->returning--; /* back after a fork: it gets a snapshot all the same */
+            arrived++;
+        }
+        else if (frame[0] == 1) {
             atomic_fetch_add(&t->subscriptions, 1);
             arrived++;
         }
@@ -521,6 +539,15 @@ sampler_main(void *arg)
             free(h.events[i].kind);
             free(h.events[i].data);
         }
+        if (h.last_pending && t->returning > 0 && now - t->resumed_at < RETURN_SECONDS) {
+            /* Its subscribers are reconnecting after a fork: send it then. */
+            pthread_mutex_lock(&t->lock);
+            t->last_pending = 1;
+            pthread_mutex_unlock(&t->lock);
+            h.last_pending = 0;
+            next_sample = now + RETURN_POLL_SECONDS < next_sample ? now + RETURN_POLL_SECONDS
+                                                                  : next_sample;
+        }
         if (h.last_pending) {
             open_message(t, &b, "cell");
             jb_printf(&b, ",\"cells\":%lld,\"trips\":%lld,\"record\":", h.cells, h.trips);
@@ -583,8 +610,10 @@ sampler_main(void *arg)
             snapshot = read_subscriptions(t) > 0;
         }
     }
-    open_message(t, &b, "bye");
-    send_message(t, "bye", &b);
+    if (h.stop == STOP_FOR_GOOD) { /* a pause for a fork is no goodbye */
+        open_message(t, &b, "bye");
+        send_message(t, "bye", &b);
+    }
     free(b.data);
     for (int i = 0; i < RECENT_EVENTS; i++) {
         free(recent[i]);
@@ -670,28 +699,108 @@ claim_socket_path(const char *path)
     return 0;
 }
 
-/* Closes whatever of t was opened and frees it (owner process only); with
- * started, stops and joins the sampler first (it never takes the GIL, so the
- * caller may hold it).  Touches no Python object. */
-static void
-telemetry_close(mt_telemetry *t, int started)
+static int
+set_int_option(void *socket, int option, int value)
 {
-    if (started) {
+    return zmq_setsockopt(socket, option, &value, sizeof value);
+}
+
+/* Opens t's context and socket on endpoint and starts the sampler (t's
+ * state is kept across: a pause for a fork closes and reopens only this).
+ * -1 with an exception; what was opened is closed by close_transport. */
+static int
+open_transport(mt_telemetry *t, const char *endpoint)
+{
+    int ipc = strncmp(endpoint, "ipc://", 6) == 0;
+    if (ipc) {
+        if (private_directory(endpoint + 6) < 0 || claim_socket_path(endpoint + 6) < 0) {
+            return -1;
+        }
+    }
+    if ((t->context = zmq_ctx_new()) == NULL) {
+        zmq_error("zmq_ctx_new", zmq_errno());
+        return -1;
+    }
+    if ((t->socket = zmq_socket(t->context, ZMQ_XPUB)) == NULL) {
+        zmq_error("zmq_socket(XPUB)", zmq_errno());
+        return -1;
+    }
+    size_t len = sizeof t->endpoint;
+    if (set_int_option(t->socket, ZMQ_LINGER, 0) < 0 ||
+        set_int_option(t->socket, ZMQ_SNDHWM, MT_TELEMETRY_SNDHWM) < 0 ||
+        set_int_option(t->socket, ZMQ_XPUB_VERBOSER, 1) < 0) {
+        zmq_error("zmq_setsockopt", zmq_errno());
+        return -1;
+    }
+    if (zmq_bind(t->socket, endpoint) < 0) {
+        zmq_error(endpoint, zmq_errno());
+        return -1;
+    }
+    if (ipc) { /* ours now: removed when we close */
+        snprintf(t->ipc_path, sizeof t->ipc_path, "%s", endpoint + 6);
+    }
+    if (zmq_getsockopt(t->socket, ZMQ_LAST_ENDPOINT, t->endpoint, &len) < 0) {
+        zmq_error("ZMQ_LAST_ENDPOINT", zmq_errno());
+        return -1;
+    }
+    if (t->ipc_path[0] && chmod(t->ipc_path, 0600) < 0) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, t->ipc_path);
+        return -1;
+    }
+    t->returning = atomic_load(&t->subscriptions); /* they reconnect by themselves */
+    t->resumed_at = mt_monotonic_seconds();
+    t->stop = 0;
+    /* Signals are the main thread's business (the guard's, SIGINT): the
+     * sampler starts with all of them blocked. */
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    int err = pthread_create(&t->thread, NULL, sampler_main, t);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    if (err != 0) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    t->sampling = 1;
+    return 0;
+}
+
+/* Stops the sampler (how: STOP_FOR_GOOD says bye, STOP_FOR_FORK does not)
+ * and closes the socket, the context (and their threads) and the ipc file.
+ * Never takes the GIL; touches no Python object. */
+static void
+close_transport(mt_telemetry *t, int how)
+{
+    if (t->sampling) {
         pthread_mutex_lock(&t->lock);
-        t->stop = 1;
+        t->stop = how;
         pthread_mutex_unlock(&t->lock);
         wake_sampler(t);
         pthread_join(t->thread, NULL);
+        t->sampling = 0;
     }
     else if (t->socket) {
         zmq_close(t->socket);
     }
+    t->socket = NULL;
     if (t->context) {
         zmq_ctx_term(t->context); /* quick: every socket has ZMQ_LINGER 0 */
+        t->context = NULL;
     }
     if (t->ipc_path[0]) {
         unlink(t->ipc_path);
+        t->ipc_path[0] = '\0';
     }
+}
+
+/* Closes whatever of t was opened and frees it (owner process only): the
+ * sampler, if running, says bye first (it never takes the GIL, so the
+ * caller may hold it).  Touches no Python object. */
+static void
+telemetry_close(mt_telemetry *t)
+{
+    close_transport(t, STOP_FOR_GOOD);
     if (t->wake_fd >= 0) {
         close(t->wake_fd);
     }
@@ -714,12 +823,6 @@ own_telemetry(mt_state *st)
         st->telemetry = t = NULL;
     }
     return t;
-}
-
-static int
-set_int_option(void *socket, int option, int value)
-{
-    return zmq_setsockopt(socket, option, &value, sizeof value);
 }
 
 /* telemetry_start(endpoint, kernel, names=True) -> the endpoint bound (a
@@ -750,7 +853,7 @@ mt_telemetry_start(PyObject *module, PyObject *args, PyObject *kwargs)
     }
     if ((t = own_telemetry(st)) != NULL) {
         st->telemetry = NULL;
-        telemetry_close(t, 1);
+        telemetry_close(t);
     }
     t = PyMem_RawCalloc(1, sizeof *t);
     if (t == NULL) {
@@ -764,62 +867,17 @@ mt_telemetry_start(PyObject *module, PyObject *args, PyObject *kwargs)
     snprintf(t->kernel, sizeof t->kernel, "%s", kernel);
     pthread_mutex_init(&t->lock, NULL);
     mt_probe_open(&t->probe, "");
-    int ipc = strncmp(endpoint, "ipc://", 6) == 0;
-    if (ipc) {
-        if (private_directory(endpoint + 6) < 0 || claim_socket_path(endpoint + 6) < 0) {
-            goto error;
-        }
-    }
     if ((t->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         goto error;
     }
-    if ((t->context = zmq_ctx_new()) == NULL) {
-        zmq_error("zmq_ctx_new", zmq_errno());
-        goto error;
-    }
-    if ((t->socket = zmq_socket(t->context, ZMQ_XPUB)) == NULL) {
-        zmq_error("zmq_socket(XPUB)", zmq_errno());
-        goto error;
-    }
-    size_t len = sizeof t->endpoint;
-    if (set_int_option(t->socket, ZMQ_LINGER, 0) < 0 ||
-        set_int_option(t->socket, ZMQ_SNDHWM, MT_TELEMETRY_SNDHWM) < 0 ||
-        set_int_option(t->socket, ZMQ_XPUB_VERBOSER, 1) < 0) {
-        zmq_error("zmq_setsockopt", zmq_errno());
-        goto error;
-    }
-    if (zmq_bind(t->socket, endpoint) < 0) {
-        zmq_error(endpoint, zmq_errno());
-        goto error;
-    }
-    if (ipc) { /* ours now: removed when we close */
-        snprintf(t->ipc_path, sizeof t->ipc_path, "%s", endpoint + 6);
-    }
-    if (zmq_getsockopt(t->socket, ZMQ_LAST_ENDPOINT, t->endpoint, &len) < 0) {
-        zmq_error("ZMQ_LAST_ENDPOINT", zmq_errno());
-        goto error;
-    }
-    if (t->ipc_path[0] && chmod(t->ipc_path, 0600) < 0) {
-        PyErr_SetFromErrnoWithFilename(PyExc_OSError, t->ipc_path);
-        goto error;
-    }
-    /* Signals are the main thread's business (the guard's, SIGINT): the
-     * sampler starts with all of them blocked. */
-    sigset_t all, previous;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &previous);
-    int err = pthread_create(&t->thread, NULL, sampler_main, t);
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
-    if (err != 0) {
-        errno = err;
-        PyErr_SetFromErrno(PyExc_OSError);
+    if (open_transport(t, endpoint) < 0) {
         goto error;
     }
     st->telemetry = t;
     return PyUnicode_FromString(t->endpoint);
 error:
-    telemetry_close(t, 0);
+    telemetry_close(t);
     return NULL;
 }
 
@@ -831,10 +889,39 @@ mt_telemetry_stop(PyObject *module, PyObject *Py_UNUSED(unused))
     if (t != NULL) {
         st->telemetry = NULL;
         Py_BEGIN_ALLOW_THREADS
-        telemetry_close(t, 1);
+        telemetry_close(t);
         Py_END_ALLOW_THREADS
     }
     Py_RETURN_NONE;
+}
+
+void
+mt_telemetry_fork_pause(PyObject *module)
+{
+    mt_telemetry *t = own_telemetry(mt_get_state(module));
+    if (t != NULL && t->sampling) {
+        Py_BEGIN_ALLOW_THREADS
+        close_transport(t, STOP_FOR_FORK);
+        Py_END_ALLOW_THREADS
+        t->paused_for_fork = 1;
+    }
+}
+
+int
+mt_telemetry_fork_resume(PyObject *module)
+{
+    mt_telemetry *t = own_telemetry(mt_get_state(module));
+    if (t == NULL || !t->paused_for_fork) {
+        return 0;
+    }
+    t->paused_for_fork = 0;
+    char endpoint[ENDPOINT_MAX];
+    snprintf(endpoint, sizeof endpoint, "%s", t->endpoint); /* a tcp port stays the one bound */
+    if (open_transport(t, endpoint) < 0) {
+        close_transport(t, STOP_FOR_GOOD);
+        return -1;
+    }
+    return 0;
 }
 
 void
@@ -844,7 +931,7 @@ mt_telemetry_free(PyObject *module)
     mt_telemetry *t = own_telemetry(st);
     st->telemetry = NULL;
     if (t != NULL) {
-        telemetry_close(t, 1);
+        telemetry_close(t);
     }
 }
 

@@ -108,7 +108,9 @@ def wheel_venv(dist, sdist_venv, tmp_path_factory):
 
 
 def base_name(soname):
-    return soname.split(".so")[0]
+    """What auditwheel keeps of a soname before its hash: up to the first dot
+    (libpgm-5.3.so.0 becomes libpgm-5-<hash>.3.so.0)."""
+    return soname.split(".")[0]
 
 
 def bundled(site):

@@ -31,6 +31,13 @@ void mt_telemetry_cell_begin(PyObject *module, long long cell, const char *first
                              long long rss_before);
 void mt_telemetry_cell_end(PyObject *module, const mt_cell_record *record);
 
+/* Around os.fork(), with the GIL held (guard.c's fork hooks): libzmq's
+ * threads and the sampler stop, so that no thread of ours is alive at the
+ * fork, and start again in the parent on the same endpoint (subscribers
+ * reconnect by themselves).  resume: -1 with an exception. */
+void mt_telemetry_fork_pause(PyObject *module);
+int mt_telemetry_fork_resume(PyObject *module);
+
 /* Module free: stops the publisher without calling into Python. */
 void mt_telemetry_free(PyObject *module);
 
