@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from kernel import Kernel  # noqa: E402
 from memtamer import _core  # noqa: E402
 from memtamer.sizes import format_size  # noqa: E402
+from _results import write_section  # noqa: E402
 
 ROOM = 1024**3  # budget = the kernel's RSS + 1 GiB
 RUNAWAYS = [
@@ -189,19 +190,6 @@ def section(rows, cost, in_cgroup, no_cgroup_why):
     return "\n".join(lines)
 
 
-def write_section(text):
-    path = os.path.join(HERE, "RESULTS.md")
-    begin, end = "<!-- guard:begin -->", "<!-- guard:end -->"
-    block = f"{begin}\n{text}\n{end}"
-    old = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
-    if begin in old and end in old:
-        new = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, old, flags=re.S)
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    with open(path, "w") as f:
-        f.write(new)
-
-
 if __name__ == "__main__":
     cost = (repeated_watcher_cost(near=False), repeated_watcher_cost(near=True))
     with inside_memory_cgroup() as (cgroup, why):
@@ -209,4 +197,4 @@ if __name__ == "__main__":
     rows = runaway_rows()
     text = section(rows, cost, in_cgroup, why)
     print(text)
-    write_section(text)
+    write_section("guard", text)

@@ -10,6 +10,7 @@ import statistics
 import sys
 import tempfile
 import time
+from _results import write_section  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -178,20 +179,7 @@ def section(rows, step):
     return "\n".join(lines)
 
 
-def write_section(text):
-    path = os.path.join(HERE, "RESULTS.md")
-    begin, end = "<!-- rules:begin -->", "<!-- rules:end -->"
-    block = f"{begin}\n{text}\n{end}"
-    old = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
-    if begin in old and end in old:
-        new = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, old, flags=re.S)
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    with open(path, "w") as f:
-        f.write(new)
-
-
 if __name__ == "__main__":
     text = section(*measure())
     print(text)
-    write_section(text)
+    write_section("rules", text)

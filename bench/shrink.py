@@ -1,23 +1,26 @@
-"""Benchmark for %shrink (issue 4); writes the "Shrink" section of bench/RESULTS.md.
+"""Benchmark for %shrink; writes the "Shrink" section of bench/RESULTS.md.
 
   bash bench/run.sh shrink      (bench/.venv has zstandard and lz4)
 
 Downcast: 2 GiB float64 -> float32 in a fresh process each, in place
-(memtamer) vs astype; peak is the process's lifetime peak (getrusage), start
-is its RSS with the array made.  Compress/restore: 128 MiB of each kind of
-data, every blosc codec at level 5, beside plain zstd and lz4 on the same bytes."""
+(memtamer) vs astype, beside one in-place numpy pass over the same array;
+peak is the process's lifetime peak (getrusage), start is its RSS with the
+array made.  Compress/restore: 128 MiB of each kind of data, memtamer's
+default (codec auto, narrowing) and blosc at the threads and levels of plain
+zstd and lz4 on the same bytes, medians of 5.  Delete: RSS given back, with
+the baselines a user could type."""
 
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "RESULTS.md")
+from _results import spread, write_section
+
 GiB = 1024**3
+REPEATS = 5
 
 DOWNCAST = r"""
 import json, resource, sys, time
@@ -26,13 +29,17 @@ from memtamer import _core
 a = np.random.default_rng(0).random(2 * 2**30 // 8)
 start = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmRSS')][0]
 t = time.perf_counter()
+np.multiply(a, 1.0, out=a)  # one in-place pass over the same memory: the yardstick
+one_pass = time.perf_counter() - t
+t = time.perf_counter()
 if sys.argv[1] == 'memtamer':
     import memtamer
     row = memtamer.shrink('downcast', 'a')['a']; assert row['in_place'], row
 else:
     b = a.astype(np.float32); del a
 seconds = time.perf_counter() - t
-print(json.dumps({'start': start, 'peak': resource.getrusage(0).ru_maxrss * 1024, 'seconds': seconds}))
+print(json.dumps({'start': start, 'peak': resource.getrusage(0).ru_maxrss * 1024, 'seconds': seconds,
+                  'one_pass': one_pass}))
 """
 
 
@@ -55,6 +62,9 @@ else:
     predicted = None
     del data
     gc.collect()
+    if sys.argv[1] == 'trim':
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 print(json.dumps({'held': held, 'returned': before - rss(), 'predicted': predicted}))
 """
 
@@ -62,30 +72,34 @@ print(json.dumps({'held': held, 'returned': before - rss(), 'predicted': predict
 def delete_rows():
     rows = []
     for how, label in (("gc", "`del data; gc.collect()`"),
-                       ("memtamer", "`%shrink del data` (del, collect, `malloc_trim(0)`)")):
-        out = subprocess.run([sys.executable, "-c", DELETE, how], check=True,
-                             capture_output=True, text=True).stdout
-        rows.append((label, json.loads(out)))
+                       ("trim", "`del data; gc.collect()`, then `malloc_trim(0)` through ctypes"),
+                       ("memtamer", "`%shrink del data` (finds and purges IPython's hidden "
+                                    "holders, predicts, then del, collect, `malloc_trim(0)`)")):
+        runs = [json.loads(subprocess.run([sys.executable, "-c", DELETE, how], check=True,
+                                          capture_output=True, text=True).stdout)
+                for _ in range(REPEATS)]
+        rows.append((label, runs))
     return rows
 
-
-DOWNCAST_REPEATS = 5
 
 
 def downcast_rows():
-    """Per way: the median of DOWNCAST_REPEATS fresh processes, and the spread."""
+    """Per way: REPEATS fresh processes."""
     rows = []
     for how in ("memtamer", "astype"):
-        runs = []
-        for _ in range(DOWNCAST_REPEATS):
-            out = subprocess.run([sys.executable, "-c", DOWNCAST, how], check=True,
-                                 capture_output=True, text=True).stdout
-            runs.append(json.loads(out))
-        ratios = sorted(r["peak"] / r["start"] for r in runs)
-        seconds = sorted(r["seconds"] for r in runs)
-        rows.append((how, statistics.median(ratios), ratios[-1], 2 * GiB / statistics.median(seconds) / 1e9,
-                     statistics.median(seconds), seconds[0], seconds[-1]))
+        runs = [json.loads(subprocess.run([sys.executable, "-c", DOWNCAST, how], check=True,
+                                          capture_output=True, text=True).stdout)
+                for _ in range(REPEATS)]
+        rows.append((how, runs))
     return rows
+
+
+def readings(n):
+    """Sensor readings with two decimals: a random walk, rounded as written."""
+    import numpy as np
+
+    walk = 21.5 + np.cumsum(np.random.default_rng(2).normal(0, 0.05, n))
+    return np.round(walk, 2)
 
 
 def datasets(n_bytes):
@@ -95,100 +109,132 @@ def datasets(n_bytes):
     rng = np.random.default_rng(1)
     t = np.linspace(0, 200 * np.pi, n)
     return {
+        "two-decimal readings (float64)": readings(n),
         "smooth signal (float64)": np.sin(t) + 0.5 * np.sin(3.1 * t),
         "random normal (float64)": rng.normal(size=n),
         "integer counts (int64, Poisson 3)": rng.poisson(3, size=n),
     }
 
 
-def timed(fn, repeat=2):
-    best, result = float("inf"), None
-    for _ in range(repeat):
+def memtamer_way(label, **how):
+    """(label, compress(data) -> (seconds, compressed), restore(compressed) -> (seconds, data),
+    size(compressed), method(compressed))."""
+    from memtamer import _core
+
+    def compress(data):
         t = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, result
+        proxy = _core.compress(data, "x", **how)
+        return time.perf_counter() - t, proxy
+
+    def restore(proxy):
+        t = time.perf_counter()
+        back = _core.restore(proxy)
+        return time.perf_counter() - t, back.tobytes()
+
+    return (label, compress, restore, lambda p: _core.compressed_info(p)["cbytes"],
+            lambda p: _core.compressed_info(p)["method"])
 
 
-def restore_once(core, data, codec):
-    proxy = core.compress(data, "x", codec=codec, level=5)
-    t = time.perf_counter()
-    back = core.restore(proxy)
-    return time.perf_counter() - t, back
+def plain_way(label, pack, unpack):
+    def compress(data):
+        raw = data.tobytes()
+        t = time.perf_counter()
+        packed = pack(raw)
+        return time.perf_counter() - t, packed
+
+    def restore(packed):
+        t = time.perf_counter()
+        back = unpack(packed)
+        return time.perf_counter() - t, back
+
+    return label, compress, restore, len, lambda _: ""
 
 
-def codec_rows(n_bytes=128 * 1024**2):
+def ways():
     import lz4.frame
     import zstandard
 
-    from memtamer import _core
+    threads = os.cpu_count()
+    return [
+        memtamer_way(f"memtamer default (codec auto, narrowing), {threads} threads"),
+        memtamer_way("memtamer default (codec auto, narrowing), 1 thread", threads=1),
+        memtamer_way("blosc zstd level 2 (= zstd 3), shuffle, no narrowing, 1 thread",
+                     codec="zstd", level=2, narrow=False, threads=1),
+        plain_way("plain zstd 3 (zstandard), 1 thread",
+                  lambda raw: zstandard.ZstdCompressor(level=3).compress(raw),
+                  lambda packed: zstandard.ZstdDecompressor().decompress(packed)),
+        memtamer_way("blosc lz4 level 9 (= lz4 acceleration 1), shuffle, no narrowing, 1 thread",
+                     codec="lz4", level=9, narrow=False, threads=1),
+        plain_way("plain lz4 frame (lz4), 1 thread", lz4.frame.compress, lz4.frame.decompress),
+        memtamer_way(f"blosc lz4 level 5, shuffle, no narrowing, {threads} threads (the old "
+                     "default)", codec="lz4", level=5, narrow=False),
+    ]
 
+
+def codec_rows(n_bytes=128 * 1024**2):
+    """Per data and way: REPEATS fresh compressions and restores (a proxy
+    restores once), every restore compared with the original bytes."""
     rows = []
     for label, data in datasets(n_bytes).items():
         raw = data.tobytes()
-        for codec in ("lz4", "zstd", "blosclz", "zlib"):
-            ct, proxy = timed(lambda: _core.compress(data, "x", codec=codec, level=5))
-            info = _core.compressed_info(proxy)
-            # A proxy restores once and then stands for what it restored: time fresh ones.
-            dt, back = min((restore_once(_core, data, codec) for _ in range(2)), key=lambda r: r[0])
-            assert back.tobytes() == raw
-            rows.append((label, f"memtamer blosc {codec} 5 (shuffle, {os.cpu_count()} thr)",
-                         info["nbytes"] / info["cbytes"], n_bytes / ct / 1e9, n_bytes / dt / 1e9))
-            del proxy, back
-        for name, comp, decomp in (
-            ("plain zstd 3 (zstandard)", lambda: zstandard.ZstdCompressor(level=3).compress(raw),
-             lambda c: zstandard.ZstdDecompressor().decompress(c)),
-            ("plain lz4 frame (lz4)", lambda: lz4.frame.compress(raw), lambda c: lz4.frame.decompress(c)),
-        ):
-            ct, c = timed(comp)
-            dt, back = timed(lambda: decomp(c))
-            assert back == raw
-            rows.append((label, name, len(raw) / len(c), n_bytes / ct / 1e9, n_bytes / dt / 1e9))
-            del c, back
+        for name, compress, restore, size, method in ways():
+            packs, unpacks = [], []
+            for _ in range(REPEATS):
+                seconds, packed = compress(data)
+                packs.append(n_bytes / seconds / 1e9)
+                ratio, how = len(raw) / size(packed), method(packed)
+                seconds, back = restore(packed)
+                assert back == raw, (label, name)
+                unpacks.append(n_bytes / seconds / 1e9)
+                del packed, back
+            rows.append((label, name + (f": {how}" if how else ""), ratio, packs, unpacks))
     return rows
-
-
-def write_section(text):
-    begin, end = "<!-- shrink:begin -->", "<!-- shrink:end -->"
-    block = f"{begin}\n{text}\n{end}"
-    old = open(RESULTS).read() if os.path.exists(RESULTS) else "# Benchmark results\n"
-    if begin in old:
-        new = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda m: block, old, flags=re.S)
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    with open(RESULTS, "w") as f:
-        f.write(new)
 
 
 def main():
     down = downcast_rows()
     codecs = codec_rows()
     deletes = delete_rows()
-    lines = ["## Shrink (issue 4)", "",
-             f"Machine: {os.cpu_count()} cores; `bench/shrink.py`, {time.strftime('%Y-%m-%d')}.", "",
+    lines = ["## Shrink (issues 4, 12)", "",
+             f"Machine: {os.cpu_count()} cores; `bench/shrink.py`, {time.strftime('%Y-%m-%d')}. "
+             f"Every figure is the median of {REPEATS} runs, (min–max) beside it.", "",
              "### Downcast 2 GiB float64 → float32", "",
-             f"Median of {DOWNCAST_REPEATS} fresh processes per way (spread: the highest peak "
-             "ratio, the fastest and slowest run).", "",
-             "| how | peak / start (max) | GB/s (input) | seconds (min–max) |", "|---|---|---|---|"]
-    lines += [f"| {h} | {ratio:.3f} ({worst:.3f}) | {gbs:.2f} | {s:.2f} ({lo:.2f}–{hi:.2f}) |"
-              for h, ratio, worst, gbs, s, lo, hi in down]
+             "A fresh process per run. *One pass* is `np.multiply(a, 1.0, out=a)` over the same "
+             "resident array in the same process just before: the memory-speed yardstick.", "",
+             "| how | peak / start | GB/s (input) | seconds | one pass, seconds | seconds / one pass |",
+             "|---|---|---|---|---|---|"]
+    for how, runs in down:
+        seconds = [r["seconds"] for r in runs]
+        lines.append(f"| {how} | {spread([r['peak'] / r['start'] for r in runs], '{:.3f}')} | "
+                     f"{spread([2 * GiB / s / 1e9 for s in seconds])} | {spread(seconds)} | "
+                     f"{spread([r['one_pass'] for r in runs], '{:.3f}')} | "
+                     f"{spread([r['seconds'] / r['one_pass'] for r in runs], '{:.1f}')} |")
     lines += ["", "`memtamer`: `memtamer.shrink('downcast', 'a')`, the path of `%shrink downcast`: "
               "a scan of the values against --rtol, then the conversion within the buffer, both "
               "holding the GIL so that other threads never see it half converted; the tail goes "
               "back through the array's handler. `astype`: `b = a.astype(np.float32); del a`.", "",
               "### Compress and restore, 128 MiB of each", "",
-              "| data | codec | ratio | compress GB/s | restore GB/s |", "|---|---|---|---|---|"]
-    lines += [f"| {d} | {c} | {r:.2f} | {cg:.2f} | {dg:.2f} |" for d, c, r, cg, dg in codecs]
+              "Each way compresses the same bytes; memtamer's through `_core.compress` (what "
+              "`%shrink compress` calls), restores compared bit for bit. Rows with equal threads "
+              "and levels compare blosc with the plain libraries; the two *default* rows show "
+              "the gain of a second thread.", "",
+              "| data | how (method chosen) | ratio | compress GB/s | restore GB/s |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {d} | {c} | {r:.2f} | {spread(cg)} | {spread(dg)} |"
+              for d, c, r, cg, dg in codecs]
     lines += ["", "### Delete: RSS given back", "",
               "400,000 bytes objects of 2 kB (glibc's heap) with a survivor every 64 blocks, so "
-              "the heap cannot shrink from its top; each way in a fresh process.", "",
+              "the heap cannot shrink from its top; each run in a fresh process.", "",
               "| how | bytes held | RSS returned | returned / held | predicted |",
               "|---|---|---|---|---|"]
-    lines += [f"| {label} | {r['held'] / 2**20:.0f} MiB | {r['returned'] / 2**20:.0f} MiB | "
-              f"{r['returned'] / r['held']:.2f} | "
-              + (f"{r['predicted'] / 2**20:.0f} MiB" if r['predicted'] is not None else "-") + " |"
-              for label, r in deletes]
-    write_section("\n".join(lines))
+    for label, runs in deletes:
+        held = statistics.median(r["held"] for r in runs)
+        predicted = [r["predicted"] / 2**20 for r in runs if r["predicted"] is not None]
+        lines.append(f"| {label} | {held / 2**20:.0f} MiB | "
+                     f"{spread([r['returned'] / 2**20 for r in runs], '{:.0f}')} MiB | "
+                     f"{spread([r['returned'] / r['held'] for r in runs])} | "
+                     + (f"{spread(predicted, '{:.0f}')} MiB" if predicted else "-") + " |")
+    write_section("shrink", "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -17,6 +17,7 @@ import time
 import psutil
 
 from memtamer import _core
+from _results import write_section  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CELLS = 2000  # per batch
@@ -193,19 +194,6 @@ def section(spaced, tight, shares, psutil_us):
     return "\n".join(lines)
 
 
-def write_section(text):
-    path = os.path.join(HERE, "RESULTS.md")
-    begin, end = "<!-- telemetry:begin -->", "<!-- telemetry:end -->"
-    block = f"{begin}\n{text}\n{end}"
-    old = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
-    if begin in old and end in old:
-        new = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, old, flags=re.S)
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    with open(path, "w") as f:
-        f.write(new)
-
-
 if __name__ == "__main__":
     runtime = tempfile.mkdtemp(prefix="mtbench", dir="/tmp")
     endpoint = f"ipc://{runtime}/memtamer/bench.sock"
@@ -217,4 +205,4 @@ if __name__ == "__main__":
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
     print(text)
-    write_section(text)
+    write_section("telemetry", text)
