@@ -100,6 +100,43 @@ mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+const char *
+mt_cell_children_method_name(mt_children_method method)
+{
+    return method == MT_CHILDREN_PRIVATE ? "private" : method == MT_CHILDREN_RSS ? "rss" : NULL;
+}
+
+/* What the cell's children added: the most private memory they held at the
+ * guard watcher's looks or now; where neither saw them (a child that came
+ * and went between two looks, or no watcher), their peak RSS. */
+static void
+children_figures(mt_probe *probe, const mt_probe_children_mark *mark, mt_cell_record *r)
+{
+    r->children_method = MT_CHILDREN_NONE;
+    r->children_peak = r->children_rss_peak = -1;
+    if (probe->method == MT_PEAK_NONE) {
+        return;
+    }
+    r->children_rss_peak = mt_probe_children_end(probe, mark);
+    mt_probe_children_rss now;
+    mt_probe_children_now(probe, mark, &now);
+    long long seen = mt_guard_children_private_peak();
+    long long private = seen < 0 || now.private_total < 0 ? -1
+                        : seen > now.private_total       ? seen
+                                                         : now.private_total;
+    if (private > 0) {
+        r->children_peak = private;
+        r->children_method = MT_CHILDREN_PRIVATE;
+    }
+    else if (r->children_rss_peak > 0) {
+        r->children_peak = r->children_rss_peak;
+        r->children_method = MT_CHILDREN_RSS;
+    }
+    else {
+        r->children_peak = r->children_rss_peak;
+    }
+}
+
 static PyObject *
 record_dict(const mt_cell_record *r)
 {
@@ -118,6 +155,10 @@ record_dict(const mt_cell_record *r)
         mt_set(d, "heap_peak_increment", mt_size_or_none(r->heap_peak_increment)) < 0 ||
         mt_set(d, "numpy_peak_increment", mt_size_or_none(r->numpy_peak_increment)) < 0 ||
         mt_set(d, "children_peak", mt_size_or_none(r->children_peak)) < 0 ||
+        mt_set(d, "children_rss_peak", mt_size_or_none(r->children_rss_peak)) < 0 ||
+        mt_set(d, "children_method", r->children_method
+                                         ? PyUnicode_FromString(mt_cell_children_method_name(r->children_method))
+                                         : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "seconds", PyFloat_FromDouble(r->seconds)) < 0 ||
         mt_set(d, "status", PyUnicode_FromString(r->failed ? "error" : "ok")) < 0 ||
         mt_set(d, "peak_composition", r->peak ? mt_peaks_dict(r->peak) : Py_NewRef(Py_None)) < 0) {
@@ -195,7 +236,7 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     r.peak_rss = peak;
     r.heap_peak_increment = mt_heap_installed() ? python.peak - w->python.current : -1;
     r.numpy_peak_increment = numpy_counted ? numpy.peak - w->numpy.current : -1;
-    r.children_peak = st->probe->method == MT_PEAK_NONE ? -1 : mt_probe_children_end(st->probe, &w->children);
+    children_figures(st->probe, &w->children, &r);
     r.seconds = ended - w->started;
     r.failed = failed;
     r.peak = composition;

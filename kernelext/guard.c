@@ -50,6 +50,9 @@ static _Atomic long long grace;      /* added to ceiling by each trip */
 static _Atomic long long sample_rss; /* RSS when last read ... */
 static _Atomic long long sample_counted; /* ... and mt_heap_counted() then */
 static _Atomic long long children_rss;   /* the cell's children, last seen */
+/* The most private memory the cell's children held together when the
+ * watcher looked, -1 when it could not tell. */
+static _Atomic long long children_private_peak;
 static _Atomic long long cell_serial;    /* which cell is armed */
 static _Atomic long long cell_start_use; /* RSS when it began */
 
@@ -332,10 +335,14 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
         *shared_left = atomic_load(&shared_limit) - atomic_load(&shared_reserve) +
                        atomic_load(&shared_margin) - working;
     }
-    mt_probe_children_rss kids = {0, 0, 0};
+    mt_probe_children_rss kids = {0};
     if (look_at_children) {
         mt_probe_children_now(&g->probe, mark, &kids);
         atomic_store(&children_rss, kids.total);
+        long long seen = atomic_load(&children_private_peak);
+        if (seen >= 0 && (kids.private_total < 0 || kids.private_total > seen)) {
+            atomic_store(&children_private_peak, kids.private_total); /* only this thread writes */
+        }
     }
     if (g->record) {
         atomic_store(&g->record->rss, rss);
@@ -656,6 +663,7 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line,
     }
     atomic_store(&trip_state, TRIP_NONE);
     atomic_store(&children_rss, 0);
+    atomic_store(&children_private_peak, 0);
     atomic_store(&sample_rss, rss_before);
     atomic_store(&sample_counted, mt_heap_counted());
     if (g->record) {
@@ -1324,4 +1332,10 @@ mt_guard_free(PyObject *module)
     mt_probe_shared_close(&shared_files);
     PyMem_RawFree(st->guard);
     st->guard = NULL;
+}
+
+long long
+mt_guard_children_private_peak(void)
+{
+    return atomic_load(&children_private_peak);
 }

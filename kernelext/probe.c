@@ -719,14 +719,32 @@ mt_probe_children_end(mt_probe *p, const mt_probe_children_mark *mark)
     return peak;
 }
 
+/* Private_Clean + Private_Dirty of /proc/<pid>/smaps_rollup, -1 when
+ * unreadable (an old kernel, another user's process). */
+static long long
+pid_private(const mt_probe *p, pid_t pid)
+{
+    char path[MT_PROBE_PATH_MAX + 64], buf[4096];
+    long long clean, dirty;
+    if (proc_path(p, path, sizeof path, "/proc/%d/smaps_rollup", (int)pid) < 0 ||
+        read_text(path, buf, sizeof buf) < 0 ||
+        mt_probe_parse_kb_field(buf, "Private_Clean", &clean) < 0 ||
+        mt_probe_parse_kb_field(buf, "Private_Dirty", &dirty) < 0) {
+        return -1;
+    }
+    return clean + dirty;
+}
+
 static void
 add_rss(const mt_probe *p, pid_t pid, void *ctx)
 {
     mt_probe_children_rss *out = ctx;
     long long rss = pid_status_field(p, pid, "VmRSS");
     if (rss <= 0) {
-        return;
+        return; /* gone, or a zombie */
     }
+    long long private = pid_private(p, pid);
+    out->private_total = private < 0 || out->private_total < 0 ? -1 : out->private_total + private;
     out->total += rss;
     if (rss > out->biggest_rss) {
         out->biggest_rss = rss;

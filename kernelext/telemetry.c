@@ -339,6 +339,14 @@ write_record(json_buf *b, int names, const mt_cell_record *r, const mt_peak_comp
     jb_size(b, "heap_peak_increment", r->heap_peak_increment);
     jb_size(b, "numpy_peak_increment", r->numpy_peak_increment);
     jb_size(b, "children_peak", r->children_peak);
+    jb_size(b, "children_rss_peak", r->children_rss_peak);
+    jb_literal(b, ",\"children_method\":");
+    if (r->children_method) {
+        jb_string(b, mt_cell_children_method_name(r->children_method));
+    }
+    else {
+        jb_literal(b, "null");
+    }
     jb_printf(b, ",\"seconds\":%.6f,\"status\":\"%s\"", r->seconds, r->failed ? "error" : "ok");
     write_composition(b, names, peak);
     jb_literal(b, "}");

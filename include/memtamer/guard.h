@@ -81,4 +81,9 @@ PyObject *mt_guard_record_read(PyObject *module, PyObject *path);
 PyObject *mt_guard_before_fork(PyObject *module, PyObject *unused);
 PyObject *mt_guard_after_fork(PyObject *module, PyObject *unused);
 
+/* The most private memory (smaps_rollup) the running or last cell's
+ * children held together at the watcher's looks (every 100 ms while the
+ * budget is on): 0 when it saw none, -1 when some were unreadable. */
+long long mt_guard_children_private_peak(void);
+
 #endif

@@ -122,10 +122,14 @@ long long mt_probe_children_end(mt_probe *p, const mt_probe_children_mark *mark)
 int mt_probe_read_limit(mt_probe *p, mt_probe_limit *out);
 
 /* The RSS of descendants started since mark, now: their sum and the
- * biggest.  Costs a few /proc reads per descendant. */
+ * biggest; and the private part of their sum (smaps_rollup's Private_Clean
+ * and Private_Dirty: what they add to the machine, without the pages a
+ * forked child still shares with us), -1 when some descendant's is
+ * unreadable.  Costs a few /proc reads per descendant. */
 typedef struct {
     long long total, biggest_rss;
     pid_t biggest_pid;
+    long long private_total;
 } mt_probe_children_rss;
 void mt_probe_children_now(mt_probe *p, const mt_probe_children_mark *mark,
                            mt_probe_children_rss *out);
