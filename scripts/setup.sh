@@ -25,6 +25,6 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -r requirements-test.txt
+.venv/bin/python -m pip install -q -r requirements-test.txt -c requirements-test.lock
 echo "setup: building and installing memtamer"
 .venv/bin/python -m pip install -q --no-build-isolation .
