@@ -251,3 +251,16 @@ def test_spill_files_of_a_killed_kernel_are_removed_at_load(tmp_path):
         assert not os.path.exists(path) and not os.path.exists(os.path.dirname(path))
     finally:
         fresh.shutdown()
+
+
+def test_pack_of_a_list_of_small_ints_is_not_refused_as_shared(kernel):
+    """Python shares small ints (and interned strings) everywhere: a list of
+    them shares nothing a packed copy would split."""
+    kernel.run("ids = list(range(10**6))\nsmall = [7] * 1000 + [None, 'a']\nseven = 7")
+    out = kernel.run("%shrink pack ids")
+    assert "REFUSED" not in out["data"][0]["text/plain"], out
+    assert kernel.query("[str(ids.dtype), int(ids.sum())]") == ["int64", sum(range(10**6))]
+    # A list that holds a mutable object bound to another name is still refused.
+    kernel.run("inner = [1.0, 2.0]\nholder = [inner, inner]")
+    out = kernel.run("%shrink compress holder")
+    assert "REFUSED" in out["data"][0]["text/plain"] and "inner" in out["data"][0]["text/plain"]

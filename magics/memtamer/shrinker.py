@@ -214,13 +214,23 @@ def _named_items(ns, name):
     return [other for other, bound in ns.items() if other != name and id(bound) in inside]
 
 
+# Immutable objects: sharing them splits nothing (Python itself shares
+# small ints and interned strings everywhere).
+_ATOMS = (str, bytes, int, float, complex, bool, type(None))
+
+
+def _only_atoms(value):
+    items = value.values() if isinstance(value, dict) else value
+    return isinstance(value, (list, tuple, dict)) and all(isinstance(x, _ATOMS) for x in items)
+
+
 def _shared_refusal(shell, ns, name):
     """A reason to refuse replacing ns[name] when part of what it holds is
     shared with the rest of the namespace (the ledger's exclusive bytes fall
     short of its bytes), or None.  Replacing it would split them: writes
     through one would no longer show in the other, and memory would double.
     A plain array's only part is its buffer, which the view and held rules
-    cover."""
+    cover; a container of immutable numbers and strings has nothing to split."""
     if _is_ndarray(ns[name]):
         return None
     entry = variable(shell, ns, name)
@@ -228,6 +238,9 @@ def _shared_refusal(shell, ns, name):
             entry["exclusive"] is None or entry["exclusive"] >= entry["bytes"]:
         return None
     sharers = list(dict.fromkeys([s["with"] for s in entry["shares"]] + _named_items(ns, name)))
+    sharers = [n for n in sharers if not isinstance(ns.get(n), _ATOMS)]
+    if not sharers and _only_atoms(ns[name]):
+        return None
     with_whom = ", ".join(sharers) if sharers else "references outside the namespace"
     return (f"it shares {format_size(entry['bytes'] - entry['exclusive'])} of its contents with "
             f"{with_whom}; a shrunk copy would no longer share them (writes to one would not "
@@ -423,11 +436,10 @@ def _sample(value, nbytes):
 def _shared_with(ns, entries, name):
     """Other variables whose objects are inside ns[name]: compressing would
     give it copies of them (immutable atoms such as str or int do not count)."""
-    atoms = (str, bytes, int, float, complex, bool, type(None))
     entry = next(e for e in entries if e["name"] == name)
     inside = {e["name"] for e in entries if e["name"] != name and name in e["holders"]}
     inside |= {s["with"] for s in entry["shares"] if s["variable"] and s["holds"]}
-    return sorted(n for n in inside if not isinstance(ns.get(n), atoms))
+    return sorted(n for n in inside if not isinstance(ns.get(n), _ATOMS))
 
 
 def _compress_plan(shell, ns, name, options):
@@ -438,7 +450,7 @@ def _compress_plan(shell, ns, name, options):
     if isinstance(ns[name], Compressed):
         raise UsageError(f"%shrink compress: {name} is already compressed "
                          f"(%shrink restore {name} gives it back)")
-    detail = f"{options['codec']} level {options['level']}"
+    detail = "auto" if options["codec"] == "auto" else f"{options['codec']} level {options['level']}"
     row = {"status": "refused", "bytes_before": None, "bytes_after": None, "detail": detail,
            "reason": None}
     kind = _by_reference(ns[name])
