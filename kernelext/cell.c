@@ -107,8 +107,10 @@ mt_cell_children_method_name(mt_children_method method)
 }
 
 /* What the cell's children added: the most private memory they held at the
- * guard watcher's looks or now; where neither saw them (a child that came
- * and went between two looks, or no watcher), their peak RSS. */
+ * guard watcher's looks or now.  A child that grew after the last look and
+ * was reaped left its peak RSS in rusage: less the pages it shared at that
+ * look, that is its peak private memory.  Where nothing saw them (a child
+ * that came and went between two looks, or no watcher), their peak RSS. */
 static void
 children_figures(mt_probe *probe, const mt_probe_children_mark *mark, mt_cell_record *r)
 {
@@ -120,10 +122,13 @@ children_figures(mt_probe *probe, const mt_probe_children_mark *mark, mt_cell_re
     r->children_rss_peak = mt_probe_children_end(probe, mark);
     mt_probe_children_rss now;
     mt_probe_children_now(probe, mark, &now);
-    long long seen = mt_guard_children_private_peak();
+    long long shared, seen = mt_guard_children_private_peak(&shared);
     long long private = seen < 0 || now.private_total < 0 ? -1
                         : seen > now.private_total       ? seen
                                                          : now.private_total;
+    if (seen > 0 && private == seen && r->children_rss_peak - shared > private) {
+        private = r->children_rss_peak - shared;
+    }
     if (private > 0) {
         r->children_peak = private;
         r->children_method = MT_CHILDREN_PRIVATE;

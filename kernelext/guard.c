@@ -51,8 +51,9 @@ static _Atomic long long sample_rss; /* RSS when last read ... */
 static _Atomic long long sample_counted; /* ... and mt_heap_counted() then */
 static _Atomic long long children_rss;   /* the cell's children, last seen */
 /* The most private memory the cell's children held together when the
- * watcher looked, -1 when it could not tell. */
-static _Atomic long long children_private_peak;
+ * watcher looked, -1 when it could not tell; and the RSS they shared with
+ * others (the kernel's pages, for a forked child) at that look. */
+static _Atomic long long children_private_peak, children_shared_at_peak;
 static _Atomic long long cell_serial;    /* which cell is armed */
 static _Atomic long long cell_start_use; /* RSS when it began */
 
@@ -341,7 +342,9 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
         atomic_store(&children_rss, kids.total);
         long long seen = atomic_load(&children_private_peak);
         if (seen >= 0 && (kids.private_total < 0 || kids.private_total > seen)) {
-            atomic_store(&children_private_peak, kids.private_total); /* only this thread writes */
+            /* Only this thread writes them (and cell begin, between cells). */
+            atomic_store(&children_shared_at_peak, kids.total - kids.private_total);
+            atomic_store(&children_private_peak, kids.private_total);
         }
     }
     if (g->record) {
@@ -664,6 +667,7 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line,
     atomic_store(&trip_state, TRIP_NONE);
     atomic_store(&children_rss, 0);
     atomic_store(&children_private_peak, 0);
+    atomic_store(&children_shared_at_peak, 0);
     atomic_store(&sample_rss, rss_before);
     atomic_store(&sample_counted, mt_heap_counted());
     if (g->record) {
@@ -1335,7 +1339,8 @@ mt_guard_free(PyObject *module)
 }
 
 long long
-mt_guard_children_private_peak(void)
+mt_guard_children_private_peak(long long *shared)
 {
+    *shared = atomic_load(&children_shared_at_peak);
     return atomic_load(&children_private_peak);
 }

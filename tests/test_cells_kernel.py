@@ -69,6 +69,17 @@ def test_child_process_peak(kernel, method):
     assert kernel.last_cell()["children_method"] is None
 
 
+def test_child_that_exits_at_its_peak(fresh_kernel):
+    """A child reaped right after touching its memory may grow after the
+    watcher's last look: its peak RSS (rusage) less the pages it shared at
+    that look is still what it added."""
+    fresh_kernel.run("%load_ext memtamer")
+    fresh_kernel.run(CHILD.format(method="fork", touch=TOUCH.replace("time.sleep(0.5)", "pass")))
+    cell = fresh_kernel.last_cell()
+    assert cell["children_method"] == "private"
+    assert cell["children_peak"] == pytest.approx(512 * MiB, rel=0.10)
+
+
 def test_live_child_started_in_cell(kernel):
     kernel.run(
         "import subprocess, sys\n"

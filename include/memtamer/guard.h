@@ -83,7 +83,8 @@ PyObject *mt_guard_after_fork(PyObject *module, PyObject *unused);
 
 /* The most private memory (smaps_rollup) the running or last cell's
  * children held together at the watcher's looks (every 100 ms while the
- * budget is on): 0 when it saw none, -1 when some were unreadable. */
-long long mt_guard_children_private_peak(void);
+ * budget is on): 0 when it saw none, -1 when some were unreadable; and in
+ * *shared the rest of their RSS at that look. */
+long long mt_guard_children_private_peak(long long *shared);
 
 #endif
