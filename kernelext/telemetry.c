@@ -264,6 +264,22 @@ jb_code(json_buf *b, int names, const char *code)
     }
 }
 
+/* {"cell":N,"first_line":"..." (the object stays open): N null for a cell
+ * not stored in history. */
+static void
+write_cell_head(json_buf *b, int names, long long cell, const char *first_line)
+{
+    jb_literal(b, "{\"cell\":");
+    if (cell < 0) {
+        jb_literal(b, "null");
+    }
+    else {
+        jb_printf(b, "%lld", cell);
+    }
+    jb_literal(b, ",\"first_line\":");
+    jb_code(b, names, first_line);
+}
+
 /* ,"key":n where 0 (none) is null. */
 static void
 jb_line(json_buf *b, const char *key, int line)
@@ -311,15 +327,7 @@ write_record(json_buf *b, int names, const mt_cell_record *r, const mt_peak_comp
 {
     int known = r->rss_before >= 0 && r->rss_after >= 0;
     int peaked = r->rss_before >= 0 && r->peak_rss >= 0;
-    jb_literal(b, "{\"cell\":");
-    if (r->cell < 0) {
-        jb_literal(b, "null");
-    }
-    else {
-        jb_printf(b, "%lld", r->cell);
-    }
-    jb_literal(b, ",\"first_line\":");
-    jb_code(b, names, r->first_line);
+    write_cell_head(b, names, r->cell, r->first_line);
     jb_size(b, "rss_before", r->rss_before);
     jb_size(b, "rss_after", r->rss_after);
     if (known) {
@@ -369,15 +377,7 @@ write_sample(json_buf *b, int names, const sample_figures *f, const running_cell
         jb_literal(b, "null");
         return;
     }
-    jb_literal(b, "{\"cell\":");
-    if (run->cell < 0) {
-        jb_literal(b, "null");
-    }
-    else {
-        jb_printf(b, "%lld", run->cell);
-    }
-    jb_literal(b, ",\"first_line\":");
-    jb_code(b, names, run->first_line);
+    write_cell_head(b, names, run->cell, run->first_line);
     jb_printf(b, ",\"seconds\":%.3f", mt_monotonic_seconds() - run->started);
     jb_size(b, "rss_before", run->rss_before);
     jb_size(b, "peak_rss", f->cell_peak);

@@ -5,18 +5,7 @@
 
 #include "memtamer/probe.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                   \
-    do {                                                              \
-        if (cond) {                                                   \
-            passed++;                                                 \
-        }                                                             \
-        else {                                                        \
-            failed++;                                                 \
-            fprintf(stderr, "%s:%d: failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                             \
-    } while (0)
+#include "check.h"
 
 int
 main(void)

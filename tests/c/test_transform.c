@@ -7,18 +7,7 @@
 
 #include "memtamer/transform.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        if (cond) {                                                                   \
-            passed++;                                                                 \
-        }                                                                             \
-        else {                                                                        \
-            failed++;                                                                 \
-            fprintf(stderr, "%s:%d: failed: %s\n", __FILE__, __LINE__, #cond);        \
-        }                                                                             \
-    } while (0)
+#include "check.h"
 
 /* A small deterministic generator (xorshift64*), so failures reproduce. */
 static uint64_t rng_state = 0x9E3779B97F4A7C15u;
