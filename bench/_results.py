@@ -1,9 +1,12 @@
-"""What every benchmark script shares: its section of bench/RESULTS.md, and
-the median-and-spread figures each row reports."""
+"""What the benchmark scripts share: their sections of bench/RESULTS.md, the
+median-and-spread figures rows report, and instruction counts by callgrind."""
 
 import os
 import re
 import statistics
+import subprocess
+import sys
+import tempfile
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
@@ -26,3 +29,17 @@ def spread(values, fmt="{:.2f}"):
     """'median (min–max)' of values."""
     values = sorted(values)
     return f"{fmt.format(statistics.median(values))} ({fmt.format(values[0])}–{fmt.format(values[-1])})"
+
+
+def callgrind_instructions(script, *args, timeout=3600):
+    """Instructions `python script *args` executes, counted by callgrind
+    (deterministic, whatever else the machine does)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out", sys.executable,
+             script, *args], capture_output=True, text=True, timeout=timeout,
+            cwd=os.path.dirname(os.path.abspath(script)))
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    if proc.returncode != 0 or not found:
+        raise RuntimeError(f"callgrind on {script} {args} failed:\n{proc.stderr[-2000:]}")
+    return int(found.group(1))

@@ -22,11 +22,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from _results import callgrind_instructions, write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-RESULTS = HERE / "RESULTS.md"
-BEGIN, END = "<!-- foundation:begin -->", "<!-- foundation:end -->"
 
 MiB = 1024**2
 GiB = 1024**3
@@ -299,19 +298,9 @@ def loops():
 
 
 def instructions(workload, mode):
-    """Instructions a loop worker executes at 1/ICOUNT_SCALE size, counted by
-    callgrind (deterministic, whatever else the machine does)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out", sys.executable,
-             __file__, "worker", "loop", workload, mode, str(ICOUNT_SCALE)],
-            capture_output=True, text=True, timeout=1800, cwd=HERE)
-    found = re.search(r"Collected : (\d+)", proc.stderr)
-    if proc.returncode != 0 or not found:
-        raise RuntimeError(f"callgrind on {workload} {mode} failed:\n{proc.stderr[-2000:]}")
-    return int(found.group(1))
+    """Instructions a loop worker executes at 1/ICOUNT_SCALE size."""
+    return callgrind_instructions(__file__, "worker", "loop", workload, mode, str(ICOUNT_SCALE),
+                                  timeout=1800)
 
 
 def loop_instructions():
@@ -366,7 +355,6 @@ def render(m, started, finished, spikes, kernel_times, shell_times, hook_times, 
            loop_counts):
     ratios, durations, spike_methods = spikes
     lines = [
-        BEGIN,
         "## Foundation (issue 2)",
         "",
         f"Run {started:%Y-%m-%d %H:%M} UTC, {(finished - started).total_seconds() / 60:.1f} min, by "
@@ -478,19 +466,8 @@ def render(m, started, finished, spikes, kernel_times, shell_times, hook_times, 
         off, on = loop_counts[workload, "off"], loop_counts[workload, "memtamer"]
         count_ok = count_ok and on / off <= 1.05
         lines.append(f"| {workload} | {off:,} | {on:,} | {on / off:.4f}x |")
-    lines += ["", f"Goal (memtamer ≤ 1.05x): **{'met' if count_ok else 'NOT met'}**.", "", END]
+    lines += ["", f"Goal (memtamer ≤ 1.05x): **{'met' if count_ok else 'NOT met'}**."]
     return "\n".join(lines)
-
-
-def write_section(section):
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
 
 
 def main():
@@ -512,7 +489,7 @@ def main():
     finished = datetime.datetime.now(datetime.timezone.utc)
     section = render(m, started, finished, spikes, kernel_times, shell_times, hook_times, loop_results,
                      loop_counts)
-    write_section(section)
+    write_section("foundation", section)
     raw = {
         "machine": m,
         "spike_ratios": {f"{s} {h}": v for (s, h), v in spikes[0].items()},

@@ -4,7 +4,6 @@ bench/RESULTS.md.  Run: bash bench/run.sh guard"""
 
 import contextlib
 import os
-import re
 import signal
 import sys
 import tempfile

@@ -14,7 +14,6 @@ bench/RESULTS.md.  Run: bash bench/run.sh peaks
 import datetime
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -28,8 +27,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from foundation import ICOUNT_SCALE, NOTHING, WORKLOADS  # noqa: E402
+from _results import callgrind_instructions, write_section  # noqa: E402
 
-BEGIN, END = "<!-- peaks:begin -->", "<!-- peaks:end -->"
 MiB = 1024**2
 REPEATS = 5
 BLOCKS = 10_000
@@ -136,14 +135,7 @@ def run_worker(*args):
 
 
 def instructions(*args):
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out", sys.executable,
-             __file__, "worker", *args], capture_output=True, text=True, timeout=3600, cwd=HERE)
-    found = re.search(r"Collected : (\d+)", proc.stderr)
-    if proc.returncode != 0 or not found:
-        raise RuntimeError(f"callgrind on {args} failed:\n{proc.stderr[-2000:]}")
-    return int(found.group(1))
+    return callgrind_instructions(__file__, "worker", *args)
 
 
 # ---------------------------------------------------------------- measurements
@@ -236,7 +228,7 @@ def render(started, minutes, loops, blocks, block_times, side):
                               capture_output=True, text=True).stdout
     have = {p["name"].lower(): p["version"] for p in json.loads(versions)}
     lines = [
-        BEGIN, "## Peaks (issue 13)", "",
+        "## Peaks (issue 13)", "",
         f"Run {started:%Y-%m-%d %H:%M} UTC, {minutes:.1f} min, by `bench/run.sh peaks` "
         f"(`bench/peaks.py`); Python {sys.version.split()[0]}, numpy {have.get('numpy')}, "
         f"pandas {have.get('pandas')}, memray {have.get('memray')}. Load average at start "
@@ -310,19 +302,8 @@ def render(started, minutes, loops, blocks, block_times, side):
     lines += ["", "memray's record is one stack (one allocating call path): where a line makes two "
               "blocks from two different calls, it names the larger and leaves the other to "
               "another record; memtamer sums a line's blocks and says which were freed by the "
-              "cell's end.", "", END]
+              "cell's end."]
     return "\n".join(lines)
-
-
-def write_section(section):
-    results = HERE / "RESULTS.md"
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    results.write_text(text)
 
 
 def main():
@@ -338,7 +319,7 @@ def main():
     print("peaks: side by side with memray", flush=True)
     side = side_by_side(Kernel)
     section = render(started, (time.perf_counter() - t0) / 60, loops, blocks, block_times, side)
-    write_section(section)
+    write_section("peaks", section)
     print(section)
 
 

@@ -5,7 +5,6 @@ the "Rules" section of bench/RESULTS.md.  Run: bash bench/run.sh rules"""
 
 import fnmatch
 import os
-import re
 import statistics
 import sys
 import tempfile

@@ -5,7 +5,6 @@ another process); writes the "Telemetry" section of bench/RESULTS.md.
 Run: bash bench/run.sh telemetry"""
 
 import os
-import re
 import shutil
 import signal
 import statistics

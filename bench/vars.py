@@ -21,9 +21,8 @@ import pandas as pd
 from pympler import asizeof
 
 import memtamer
+from _results import write_section  # noqa: E402
 
-BEGIN, END = "<!-- vars:begin -->", "<!-- vars:end -->"
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 MiB = 1024**2
 
 
@@ -102,18 +101,6 @@ def hook_cost(n_vars=1000, cells=200):
     return statistics.median(costs), max(costs)
 
 
-def write_section(lines):
-    text = open(RESULTS).read() if os.path.exists(RESULTS) else "# Benchmark results\n"
-    section = BEGIN + "\n" + "\n".join(lines) + "\n" + END
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    with open(RESULTS, "w") as f:
-        f.write(text)
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--scale", type=float, default=1.0, help="shrink every case (0.1: 10x smaller)")
@@ -152,7 +139,7 @@ def main():
                   f"what changed) with 1,000 variables of which one is rebound: median "
                   f"{median * 1e6:.0f} µs, worst {worst * 1e6:.0f} µs over 200 cells (goal: well under 1 ms)."]
     print(lines[-1])
-    write_section(lines)
+    write_section("vars", "\n".join(lines))
 
 
 if __name__ == "__main__":

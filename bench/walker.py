@@ -26,9 +26,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from kernel import Kernel  # noqa: E402
 
 import memtamer  # noqa: E402
+from _results import write_section  # noqa: E402
 
-BEGIN, END = "<!-- walker:begin -->", "<!-- walker:end -->"
-RESULTS = os.path.join(HERE, "RESULTS.md")
 MiB = 1024**2
 REPEATS = 7
 TOOL_ITEMS = 2 * 10**6  # pympler and objsize take about 1.2 µs per item
@@ -113,18 +112,6 @@ def tool_runs(n):
     return rows
 
 
-def write_section(lines):
-    text = open(RESULTS).read() if os.path.exists(RESULTS) else "# Benchmark results\n"
-    section = BEGIN + "\n" + "\n".join(lines) + "\n" + END
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    with open(RESULTS, "w") as f:
-        f.write(text)
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=12 * 10**7)
@@ -168,7 +155,7 @@ def main():
         lines.append(f"| {name} | {result:,} | {truth:,} | {spread(times, 1, 's', 3)} | "
                      f"{spread(rises, 1 / MiB, 'MiB', 1)} |")
     print("\n".join(lines))
-    write_section(lines)
+    write_section("walker", "\n".join(lines))
 
 
 if __name__ == "__main__":
