@@ -30,13 +30,14 @@ def test_leakcheck_names_every_entry_point():
 
 def test_no_python_reference_leaks():
     """A leaked reference or object per call grows Python's allocated blocks
-    by at least one per round, in every run of rounds."""
-    rounds = 300
+    by at least one per round, in every run of rounds; caches that settle
+    (a table doubling once) stay well under half of that."""
+    rounds = 400
     result = subprocess.run([sys.executable, SCRIPT, str(rounds)], capture_output=True,
                             text=True, timeout=600)
     assert "leakcheck done" in result.stdout, result.stderr
     growth = ast.literal_eval(result.stdout.split("growth ", 1)[1].splitlines()[0])
-    leaking = {group: blocks for group, blocks in growth.items() if blocks > rounds // 4}
+    leaking = {group: blocks for group, blocks in growth.items() if blocks > rounds // 2}
     assert not leaking, f"allocated blocks grew over {rounds} rounds: {leaking}"
 
 
