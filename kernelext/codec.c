@@ -604,10 +604,10 @@ FORWARD_UNARY(proxy_iter, PyObject_GetIter)
 FORWARD_UNARY(proxy_str, PyObject_Str)
 
 static PyObject *
-proxy_power(PyObject *a, PyObject *b, PyObject *c)
+forward_ternary(PyObject *a, PyObject *b, PyObject *c, ternaryfunc op)
 {
     PyObject *x = unwrap(a), *y = x ? unwrap(b) : NULL, *z = y ? unwrap(c) : NULL;
-    PyObject *result = z ? PyNumber_Power(x, y, z) : NULL;
+    PyObject *result = z ? op(x, y, z) : NULL;
     Py_XDECREF(x);
     Py_XDECREF(y);
     Py_XDECREF(z);
@@ -615,14 +615,15 @@ proxy_power(PyObject *a, PyObject *b, PyObject *c)
 }
 
 static PyObject *
+proxy_power(PyObject *a, PyObject *b, PyObject *c)
+{
+    return forward_ternary(a, b, c, PyNumber_Power);
+}
+
+static PyObject *
 proxy_inplace_power(PyObject *a, PyObject *b, PyObject *c)
 {
-    PyObject *x = unwrap(a), *y = x ? unwrap(b) : NULL, *z = y ? unwrap(c) : NULL;
-    PyObject *result = z ? PyNumber_InPlacePower(x, y, z) : NULL;
-    Py_XDECREF(x);
-    Py_XDECREF(y);
-    Py_XDECREF(z);
-    return result;
+    return forward_ternary(a, b, c, PyNumber_InPlacePower);
 }
 
 static int

@@ -948,6 +948,23 @@ tightest_cgroup(const char *mount_dir, char *dir, int version, mt_probe_shared *
     }
 }
 
+/* This process's cgroup paths (v2 and v1, MT_PROBE_PATH_MAX each, "" when
+ * none) and where the hierarchies are mounted, read with text (size
+ * bytes) as scratch.  -1/0. */
+static int
+read_own_cgroups(const mt_probe *p, char *text, size_t size, char *v2, char *v1,
+                 mt_probe_mounts *mounts)
+{
+    char path[MT_PROBE_PATH_MAX + 64];
+    return proc_path(p, path, sizeof path, "/proc/self/cgroup") == 0 &&
+                   read_text(path, text, size) >= 0 &&
+                   mt_probe_parse_cgroup(text, v2, MT_PROBE_PATH_MAX, v1, MT_PROBE_PATH_MAX) == 0 &&
+                   proc_path(p, path, sizeof path, "/proc/self/mountinfo") == 0 &&
+                   read_text(path, text, size) >= 0 && mt_probe_parse_mountinfo(text, mounts) == 0
+               ? 0
+               : -1;
+}
+
 int
 mt_probe_read_shared(mt_probe *p, mt_probe_shared *out)
 {
@@ -962,11 +979,7 @@ mt_probe_read_shared(mt_probe *p, mt_probe_shared *out)
     if (text == NULL) {
         return -1;
     }
-    if (proc_path(p, path, sizeof path, "/proc/self/cgroup") == 0 &&
-        read_text(path, text, TEXT_SIZE) >= 0 &&
-        mt_probe_parse_cgroup(text, v2, sizeof v2, v1, sizeof v1) == 0 &&
-        proc_path(p, path, sizeof path, "/proc/self/mountinfo") == 0 &&
-        read_text(path, text, TEXT_SIZE) >= 0 && mt_probe_parse_mountinfo(text, &m) == 0) {
+    if (read_own_cgroups(p, text, TEXT_SIZE, v2, v1, &m) == 0) {
         if (v2[0] && m.v2_mount[0] &&
             cgroup_dir(p, m.v2_mount, m.v2_root, v2, dir, sizeof dir) == 0 &&
             snprintf(top, sizeof top, "%s%s", p->root, m.v2_mount) < (int)sizeof top) {
@@ -1193,12 +1206,7 @@ mt_probe_read_limit(mt_probe *p, mt_probe_limit *out)
         return -1;
     }
 
-    if (proc_path(p, path, sizeof path, "/proc/self/cgroup") == 0 &&
-        read_text(path, text, TEXT_SIZE) >= 0 &&
-        mt_probe_parse_cgroup(text, v2, sizeof v2, v1, sizeof v1) == 0 &&
-        proc_path(p, path, sizeof path, "/proc/self/mountinfo") == 0 &&
-        read_text(path, text, TEXT_SIZE) >= 0 &&
-        mt_probe_parse_mountinfo(text, &mounts) == 0) {
+    if (read_own_cgroups(p, text, TEXT_SIZE, v2, v1, &mounts) == 0) {
         if (v2[0] && mounts.v2_mount[0]) {
             limit_v2(p, &mounts, v2, out);
         }
