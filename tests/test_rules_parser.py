@@ -247,30 +247,23 @@ sizes = st.builds(lambda n, frac, unit, space: f"{n}{frac}{space}{unit}",
                                    "T", "tb", "TiB", "x", "MiBs"]), st.sampled_from(["", " "]))
 
 
+def parsed(parse, text):
+    """What parse makes of text, None where it refuses it."""
+    try:
+        return parse(text)
+    except ValueError:
+        return None
+
+
 @given(sizes)
 def test_sizes_parse_as_the_magics_parse_them(text):
-    try:
-        expected = ("bytes", parse_size(text))
-    except ValueError:
-        expected = None
-    try:
-        got = _core.parse_level(text)
-    except ValueError:
-        got = None
-    assert got == expected
+    expected = parsed(parse_size, text)
+    assert parsed(_core.parse_level, text) == (("bytes", expected) if expected is not None else None)
 
 
 @given(st.floats(0, 200, allow_nan=False).map(lambda p: f"{p:.3f}%"))
 def test_percentages_parse_as_the_magics_parse_them(text):
-    try:
-        expected = parse_share(text)
-    except ValueError:
-        expected = None
-    try:
-        got = _core.parse_level(text)
-    except ValueError:
-        got = None
-    assert got == expected
+    assert parsed(_core.parse_level, text) == parsed(parse_share, text)
 
 
 # ---- never crashes, always loads or rejects whole ------------------------
