@@ -17,7 +17,11 @@
 #define REWALK_MAX_VISITS 100000
 /* Objects at least this big are followed for shares between roots. */
 #define BIG_OBJECT_BYTES (64 * 1024)
-#define UNNAMED_HOLDER "<unnamed reference>"
+#define UNNAMED_HOLDER "a reference outside the namespace"
+/* Where Python keeps the exception it last reported: every one of them
+ * holds it, so a purge clears them all. */
+static const char *const LAST_EXCEPTION[] = {"last_type", "last_value", "last_traceback",
+                                             "last_exc"};
 
 typedef enum { NAME_SKIP, NAME_VARIABLE, NAME_HOLDER } name_kind;
 
@@ -538,18 +542,55 @@ describe_type(PyObject *value)
 
 typedef struct {
     PyObject *objs, *labels;
-    int *bindings; /* references outside the walked graph, per root */
+    PyObject *holders; /* per root: the holder dict it is when it holds another */
+    int *bindings;     /* references outside the walked graph, per root */
     Py_ssize_t len, cap;
 } root_list;
 
-static int
-append_root(root_list *rs, PyObject *value, PyObject *label, int bindings)
+/* A holder as data: "label" for people, "kind", and under key (unless
+ * NULL) what a purge needs to find it.  Steals label and value. */
+static PyObject *
+holder_dict(PyObject *label, const char *kind, const char *key, PyObject *value)
 {
-    if (label == NULL) {
+    PyObject *d = NULL;
+    if (label == NULL || (key != NULL && value == NULL)) {
+        goto error;
+    }
+    d = PyDict_New();
+    if (d == NULL || mt_set(d, "label", Py_NewRef(label)) < 0 ||
+        mt_set(d, "kind", PyUnicode_FromString(kind)) < 0 ||
+        (key != NULL && mt_set(d, key, Py_NewRef(value)) < 0)) {
+        goto error;
+    }
+    goto done;
+error:
+    Py_CLEAR(d);
+done:
+    Py_XDECREF(label);
+    Py_XDECREF(value);
+    return d;
+}
+
+/* A name of the user namespace as a holder of kind kind. */
+static PyObject *
+name_holder(PyObject *name, const char *kind)
+{
+    return holder_dict(Py_NewRef(name), kind, "key", Py_NewRef(name));
+}
+
+/* Steals holder. */
+static int
+append_root(root_list *rs, PyObject *value, PyObject *holder, int bindings)
+{
+    if (holder == NULL) {
         return -1;
     }
-    int rc = PyList_Append(rs->objs, value) < 0 || PyList_Append(rs->labels, label) < 0 ? -1 : 0;
-    Py_DECREF(label);
+    int rc = PyList_Append(rs->objs, value) < 0 ||
+                     PyList_Append(rs->labels, PyDict_GetItemString(holder, "label")) < 0 ||
+                     PyList_Append(rs->holders, holder) < 0
+                 ? -1
+                 : 0;
+    Py_DECREF(holder);
     if (rc == 0 &&
         mt_reserve((void **)&rs->bindings, &rs->cap, rs->len + 1, sizeof *rs->bindings) < 0) {
         return -1;
@@ -596,12 +637,12 @@ count_mirrors(mt_ledger *l, root_list *rs)
     return 0;
 }
 
-/* "the %run namespace of script.py": IPython keeps the namespace of each
- * script %run ran (its _main_mod_cache, by absolute path) so that the
- * script's functions keep their globals; every variable the script made
- * is held there too. */
+/* "the %run namespace of script.py", with the script's path (the cache's
+ * key): IPython keeps the namespace of each script %run ran (its
+ * _main_mod_cache, by absolute path) so that the script's functions keep
+ * their globals; every variable the script made is held there too. */
 static PyObject *
-run_namespace_label(PyObject *path)
+run_namespace_holder(PyObject *path)
 {
     Py_ssize_t n = PyUnicode_GET_LENGTH(path);
     Py_ssize_t slash = PyUnicode_FindChar(path, '/', 0, n, -1);
@@ -611,7 +652,7 @@ run_namespace_label(PyObject *path)
     PyObject *base = PyUnicode_Substring(path, slash + 1, n);
     PyObject *label = base ? PyUnicode_FromFormat("the %%run namespace of %U", base) : NULL;
     Py_XDECREF(base);
-    return label;
+    return holder_dict(label, "run_namespace", "path", Py_NewRef(path));
 }
 
 static int
@@ -627,7 +668,7 @@ gather_run_namespaces(mt_ledger *l, root_list *rs)
     while (rc == 0 && PyDict_Check(cache) && PyDict_Next(cache, &pos, &path, &module)) {
         PyObject *ns = PyModule_Check(module) ? PyModule_GetDict(module) : NULL;
         if (ns != NULL && ns != l->user_ns && PyUnicode_Check(path)) {
-            rc = append_root(rs, ns, run_namespace_label(path), 1);
+            rc = append_root(rs, ns, run_namespace_holder(path), 1);
         }
     }
     Py_DECREF(cache);
@@ -640,22 +681,38 @@ gather_run_namespaces(mt_ledger *l, root_list *rs)
 static int
 gather_roots(mt_ledger *l, root_list *rs, Py_ssize_t *first_variable)
 {
-    static const char *const sys_holders[] = {"last_value", "last_traceback", "last_exc"};
-    PyObject *variables = NULL, *name, *value;
+    PyObject *variables = NULL, *last_exception = NULL, *name, *value;
     Py_ssize_t pos = 0;
     int rc = -1;
     if (l->out_cache != NULL) {
         while (PyDict_Next(l->out_cache, &pos, &name, &value)) {
             if (mt_walker_is_data(value) &&
-                append_root(rs, value, PyUnicode_FromFormat("Out[%S]", name), 1) < 0) {
+                append_root(rs, value,
+                            holder_dict(PyUnicode_FromFormat("Out[%S]", name), "output_cache",
+                                        "out_index", Py_NewRef(name)),
+                            1) < 0) {
                 goto done;
             }
         }
     }
-    for (size_t i = 0; i < sizeof sys_holders / sizeof *sys_holders; i++) {
-        value = PySys_GetObject(sys_holders[i]);
+    last_exception = PyTuple_New(Py_ARRAY_LENGTH(LAST_EXCEPTION));
+    for (Py_ssize_t i = 0; last_exception != NULL && i < Py_ARRAY_LENGTH(LAST_EXCEPTION); i++) {
+        PyObject *attribute = PyUnicode_FromString(LAST_EXCEPTION[i]);
+        if (attribute == NULL) {
+            goto done;
+        }
+        PyTuple_SET_ITEM(last_exception, i, attribute);
+    }
+    if (last_exception == NULL) {
+        goto done;
+    }
+    for (size_t i = 0; i < Py_ARRAY_LENGTH(LAST_EXCEPTION); i++) {
+        value = PySys_GetObject(LAST_EXCEPTION[i]);
         if (value != NULL && mt_walker_is_data(value) &&
-            append_root(rs, value, PyUnicode_FromFormat("sys.%s", sys_holders[i]), 1) < 0) {
+            append_root(rs, value,
+                        holder_dict(PyUnicode_FromFormat("sys.%s", LAST_EXCEPTION[i]), "exception",
+                                    "sys_attributes", Py_NewRef(last_exception)),
+                        1) < 0) {
             goto done;
         }
     }
@@ -673,7 +730,10 @@ gather_roots(mt_ledger *l, root_list *rs, Py_ssize_t *first_variable)
         if (kind < 0 || hidden < 0) {
             goto done;
         }
-        if (kind == NAME_HOLDER && append_root(rs, value, Py_NewRef(name), 1 + hidden) < 0) {
+        /* A dunder name is the user's own binding, as a variable is. */
+        if (kind == NAME_HOLDER &&
+            append_root(rs, value, name_holder(name, is_dunder(name) ? "variable" : "output_name"),
+                        1 + hidden) < 0) {
             goto done;
         }
         if (kind == NAME_VARIABLE) {
@@ -696,33 +756,75 @@ gather_roots(mt_ledger *l, root_list *rs, Py_ssize_t *first_variable)
     *first_variable = rs->len;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(variables); i++) {
         PyObject *t = PyList_GET_ITEM(variables, i);
-        if (append_root(rs, PyTuple_GET_ITEM(t, 2), Py_NewRef(PyTuple_GET_ITEM(t, 1)), 1) < 0) {
+        if (append_root(rs, PyTuple_GET_ITEM(t, 2), name_holder(PyTuple_GET_ITEM(t, 1), "variable"),
+                        1) < 0) {
             goto done;
         }
     }
     rc = count_mirrors(l, rs);
 done:
     Py_XDECREF(variables);
+    Py_XDECREF(last_exception);
     return rc;
 }
 
-static PyObject *
-labels_of(PyObject *labels, const Py_ssize_t *roots, Py_ssize_t n, int unnamed)
+/* value shows obj's memory: a numpy array whose .base chain reaches obj,
+ * or a memoryview of obj.  -1 with an exception. */
+static int
+is_view_of(PyObject *value, PyObject *obj)
 {
-    PyObject *list = PyList_New(0);
-    for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
-        if (PyList_Append(list, PyList_GET_ITEM(labels, roots[i])) < 0) {
-            Py_CLEAR(list);
+    if (PyMemoryView_Check(value)) {
+        return PyMemoryView_GET_BUFFER(value)->obj == obj;
+    }
+    int numpy = mt_npy_ready();
+    if (numpy <= 0) {
+        return numpy;
+    }
+    while (value != NULL && PyArray_Check(value)) {
+        value = PyArray_BASE((PyArrayObject *)value);
+        if (value == obj) {
+            return 1;
         }
+    }
+    return 0;
+}
+
+/* The holder dicts of the roots that hold rs's root r; a variable that is
+ * a view of r's object is of kind "view". */
+static PyObject *
+holders_of(const root_list *rs, Py_ssize_t r, const Py_ssize_t *roots, Py_ssize_t n, int unnamed)
+{
+    PyObject *list = PyList_New(0), *holder = NULL;
+    PyObject *value = PyList_GET_ITEM(rs->objs, r);
+    for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
+        holder = PyDict_Copy(PyList_GET_ITEM(rs->holders, roots[i]));
+        if (holder == NULL) {
+            goto error;
+        }
+        PyObject *kind = PyDict_GetItemString(holder, "kind");
+        int view = PyUnicode_CompareWithASCIIString(kind, "variable") == 0
+                       ? is_view_of(PyList_GET_ITEM(rs->objs, roots[i]), value)
+                       : 0;
+        if (view < 0 || (view && mt_set(holder, "kind", PyUnicode_FromString("view")) < 0)) {
+            goto error;
+        }
+        if (PyList_Append(list, holder) < 0) {
+            goto error;
+        }
+        Py_CLEAR(holder);
     }
     if (list != NULL && unnamed) {
-        PyObject *s = PyUnicode_FromString(UNNAMED_HOLDER);
-        if (s == NULL || PyList_Append(list, s) < 0) {
-            Py_CLEAR(list);
+        holder = holder_dict(PyUnicode_FromString(UNNAMED_HOLDER), "unnamed", NULL, NULL);
+        if (holder == NULL || PyList_Append(list, holder) < 0) {
+            goto error;
         }
-        Py_XDECREF(s);
+        Py_CLEAR(holder);
     }
     return list;
+error:
+    Py_XDECREF(holder);
+    Py_XDECREF(list);
+    return NULL;
 }
 
 static PyObject *
@@ -755,11 +857,10 @@ cell_or_none(long long cell)
 }
 
 static PyObject *
-variable_dict(mt_ledger *l, const mt_walker *w, Py_ssize_t r, PyObject *objs, PyObject *labels,
-              Py_ssize_t first)
+variable_dict(mt_ledger *l, const mt_walker *w, Py_ssize_t r, const root_list *rs, Py_ssize_t first)
 {
     const mt_walker_totals *t = mt_walker_totals_of(w, r);
-    PyObject *name = PyList_GET_ITEM(labels, r), *value = PyList_GET_ITEM(objs, r);
+    PyObject *name = PyList_GET_ITEM(rs->labels, r), *value = PyList_GET_ITEM(rs->objs, r);
     const Py_ssize_t *holders;
     Py_ssize_t nholders = mt_walker_holders(w, r, &holders);
     Py_ssize_t i = entry_index(l, name);
@@ -784,8 +885,8 @@ variable_dict(mt_ledger *l, const mt_walker *w, Py_ssize_t r, PyObject *objs, Py
         mt_set(d, "complete", PyBool_FromLong(t->complete)) < 0 ||
         mt_set(d, "estimate",
                t->complete ? Py_NewRef(Py_None) : PyLong_FromLongLong(t->estimate)) < 0 ||
-        mt_set(d, "holders", labels_of(labels, holders, nholders, t->held_elsewhere)) < 0 ||
-        mt_set(d, "shares", shares_of(w, r, labels, value, first)) < 0 ||
+        mt_set(d, "holders", holders_of(rs, r, holders, nholders, t->held_elsewhere)) < 0 ||
+        mt_set(d, "shares", shares_of(w, r, rs->labels, value, first)) < 0 ||
         mt_set(d, "created_cell", cell_or_none(created)) < 0 ||
         mt_set(d, "rebound_cell", cell_or_none(rebound)) < 0 ||
         mt_set(d, "last_used_cell", cell_or_none(used)) < 0 ||
@@ -813,7 +914,7 @@ static PyObject *
 variables(mt_ledger *l, PyObject *only, PyObject **walk_summary)
 {
     PyObject *result = NULL;
-    root_list rs = {NULL, NULL, NULL, 0, 0};
+    root_list rs = {NULL, NULL, NULL, NULL, 0, 0};
     mt_walker *w = NULL;
     ranked *order = NULL;
     Py_ssize_t first = 0;
@@ -823,7 +924,9 @@ variables(mt_ledger *l, PyObject *only, PyObject **walk_summary)
     }
     rs.objs = PyList_New(0);
     rs.labels = PyList_New(0);
-    if (rs.objs == NULL || rs.labels == NULL || gather_roots(l, &rs, &first) < 0) {
+    rs.holders = PyList_New(0);
+    if (rs.objs == NULL || rs.labels == NULL || rs.holders == NULL ||
+        gather_roots(l, &rs, &first) < 0) {
         goto done;
     }
     PyObject *objs = rs.objs, *labels = rs.labels;
@@ -855,7 +958,7 @@ variables(mt_ledger *l, PyObject *only, PyObject **walk_summary)
     qsort(order, (size_t)count, sizeof *order, compare_ranked);
     result = PyList_New(count);
     for (Py_ssize_t k = 0; result != NULL && k < count; k++) {
-        PyObject *d = variable_dict(l, w, order[k].root, objs, labels, first);
+        PyObject *d = variable_dict(l, w, order[k].root, &rs, first);
         if (d == NULL) {
             Py_CLEAR(result);
             break;
@@ -875,6 +978,7 @@ done:
     mt_walker_free(w);
     Py_XDECREF(rs.objs);
     Py_XDECREF(rs.labels);
+    Py_XDECREF(rs.holders);
     return result;
 }
 
@@ -896,27 +1000,6 @@ mt_ledger_report(mt_ledger *l, PyObject *report)
         return -1;
     }
     return mt_set(report, "variables_walk", summary);
-}
-
-int
-mt_ledger_holders(mt_ledger *l, PyObject *name, long long *bytes, long long *exclusive,
-                  PyObject **holders)
-{
-    PyObject *list = variables(l, name, NULL);
-    if (list == NULL) {
-        return -1;
-    }
-    if (PyList_GET_SIZE(list) == 0) {
-        Py_DECREF(list);
-        return 0;
-    }
-    PyObject *d = PyList_GET_ITEM(list, 0);
-    PyObject *excl = PyDict_GetItemString(d, "exclusive");
-    *bytes = PyLong_AsLongLong(PyDict_GetItemString(d, "bytes"));
-    *exclusive = excl == Py_None ? -1 : PyLong_AsLongLong(excl);
-    *holders = Py_NewRef(PyDict_GetItemString(d, "holders"));
-    Py_DECREF(list);
-    return 1;
 }
 
 /* attach(user_ns, hidden_ns, out_cache, shell, transform) */

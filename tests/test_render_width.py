@@ -26,7 +26,9 @@ def cell(number, peak, source):
 
 def variable(name, kind, size, why=None):
     return {"name": name, "type": kind, "bytes": size, "exclusive": size, "complete": True,
-            "holders": ["Out[12]", "_", "_12"], "shares": [], "created_cell": 12,
+            "holders": [{"label": "Out[12]", "kind": "output_cache", "out_index": 12},
+                        {"label": "_", "kind": "output_name", "key": "_"},
+                        {"label": "_12", "kind": "output_name", "key": "_12"}], "shares": [], "created_cell": 12,
             "rebound_cell": 14, "last_used_cell": 15, "idle_cells": 3, "why": why}
 
 

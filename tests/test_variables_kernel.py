@@ -12,13 +12,21 @@ def variables(kernel):
     return {v["name"]: v for v in kernel.query("__import__('memtamer').report()['variables']")}
 
 
+def labels(variable):
+    return {h["label"] for h in variable["holders"]}
+
+
 def test_output_cache_holders(kernel):
     kernel.run("import numpy as np")
     kernel.run("shown = np.ones(2**22)")
     count = kernel.run("shown")["execution_count"]
     v = variables(kernel)["shown"]
-    assert {f"Out[{count}]", "_", f"_{count}"} <= set(v["holders"])
-    assert "<unnamed reference>" not in v["holders"]
+    assert {f"Out[{count}]", "_", f"_{count}"} <= labels(v)
+    # each holder says what it is and how to reach it: the output cache by
+    # its key, the output cache's names by their names in the namespace
+    assert {"label": f"Out[{count}]", "kind": "output_cache", "out_index": count} in v["holders"]
+    assert {"label": f"_{count}", "kind": "output_name", "key": f"_{count}"} in v["holders"]
+    assert not [h for h in v["holders"] if h["kind"] == "unnamed"]
     assert v["bytes"] == pytest.approx(32 * MiB, abs=1024)
     assert v["exclusive"] == 0
     assert v["why"].startswith("del shown would free 0 B: Out[")
@@ -52,7 +60,7 @@ def test_del_advice_proven_by_rss(kernel):
     kernel.run("import numpy as np")
     kernel.run(f"big = np.ones({BIG})\nhalf = big[::2]")
     got = variables(kernel)
-    assert got["big"]["exclusive"] == 0 and "half" in got["big"]["holders"]
+    assert got["big"]["exclusive"] == 0 and {"label": "half", "kind": "view", "key": "half"} in got["big"]["holders"]
     assert got["half"]["why"] == f"half is a view of big (shares {256} MiB)"
     # del half frees its exclusive bytes: a header, nothing RSS can see
     freed_header = got["half"]["exclusive"]
@@ -71,8 +79,7 @@ def test_del_advice_with_output_cache(kernel):
     count = kernel.run("shown_big")["execution_count"]
     v = variables(kernel)["shown_big"]
     assert v["exclusive"] == 0
-    holders = set(v["holders"])
-    assert {f"Out[{count}]", f"_{count}", "_"} <= holders
+    assert {f"Out[{count}]", f"_{count}", "_"} <= labels(v)
     # del frees what the report says: nothing
     kernel.run("del shown_big")
     assert abs(kernel.last_cell()["retained"]) < 0.03 * v["bytes"]
@@ -155,7 +162,8 @@ def test_run_namespace_is_a_named_holder_that_del_purges(kernel, tmp_path):
     script.write_text("import numpy as np\nrun_big = np.ones(2**24)\n")
     kernel.run(f"%run {script}")
     v = variables(kernel)["run_big"]
-    assert v["holders"] == ["the %run namespace of make_big.py"]
+    assert v["holders"] == [{"label": "the %run namespace of make_big.py",
+                             "kind": "run_namespace", "path": str(script)}]
     held = (f"get_ipython()._main_mod_cache[{str(script)!r}].__dict__.get('run_big') "
             "is run_big")
     out = kernel.run("%shrink del run_big --dry-run")
@@ -180,3 +188,19 @@ def test_follows_a_replaced_namespace(fresh_kernel):
         "__import__('sys').getsizeof(embedded) + __import__('sys').getsizeof(embedded[0])")
     fresh_kernel.run("%shrink del embedded")
     assert fresh_kernel.query("'embedded' not in globals()")
+
+
+def test_last_exception_is_a_holder_that_del_purges(kernel):
+    kernel.run("import numpy as np\nerr_big = np.ones(2**20)")
+    kernel.run("raise ValueError(err_big)", allow_error=True)
+    v = variables(kernel)["err_big"]
+    exception = [h for h in v["holders"] if h["kind"] == "exception"]
+    assert "sys.last_value" in {h["label"] for h in exception}
+    # The purge clears every sys attribute that keeps the error: all that
+    # this Python has, not a list the Python side keeps of its own.
+    kept = set(kernel.query("[a for a in dir(__import__('sys')) if a.startswith('last_')]"))
+    assert kept <= set(exception[0]["sys_attributes"])
+    out = kernel.run("%shrink del err_big")
+    assert "purged sys.last_value" in out["data"][0]["text/plain"]
+    assert kernel.query("[getattr(__import__('sys'), a, None) for a in "
+                        f"{sorted(kept)!r}]") == [None] * len(kept)

@@ -150,20 +150,28 @@ def by_name(variables):
     return {v["name"]: v for v in variables}
 
 
+def labels(variable):
+    return [h["label"] for h in variable["holders"]]
+
+
 def test_exclusive_and_holders(namespace):
     x = np.ones(100_000)
     w = np.ones(30_000)
     solo = np.ones(50_000)
     namespace.update(x=x, y=x, v=x[::2], solo=solo, w=w, holder=[w], _12=solo)
     # A reference from outside the namespace is reported as one...
-    assert "<unnamed reference>" in by_name(_core.variables())["w"]["holders"]
+    assert {"label": "a reference outside the namespace", "kind": "unnamed"} in \
+        by_name(_core.variables())["w"]["holders"]
     del x, w, solo  # ...so drop this frame's before checking exact holders
     got = by_name(_core.variables())
     assert set(got) == {"x", "y", "v", "solo", "w", "holder"}
     # two names for one array: each reaches it all, del of either frees nothing
     assert got["x"]["bytes"] == got["y"]["bytes"] == array_truth(namespace["x"])
     assert got["x"]["exclusive"] == got["y"]["exclusive"] == 0
-    assert {"y", "v"} <= set(got["x"]["holders"])
+    assert {"y", "v"} <= set(labels(got["x"]))
+    # v = x[::2] is a view of x; y is the same array under another name
+    kinds = {h["key"]: h["kind"] for h in got["x"]["holders"]}
+    assert kinds["v"] == "view" and kinds["y"] == "variable"
     # a view: its header is all del frees
     assert got["v"]["bytes"] == sys.getsizeof(namespace["v"]) + array_truth(namespace["x"])
     assert got["v"]["exclusive"] == sys.getsizeof(namespace["v"])
@@ -171,9 +179,11 @@ def test_exclusive_and_holders(namespace):
     # a list holding a named array
     assert got["holder"]["bytes"] == sys.getsizeof(namespace["holder"]) + array_truth(namespace["w"])
     assert got["holder"]["exclusive"] == sys.getsizeof(namespace["holder"])
-    assert got["w"]["exclusive"] == 0 and got["w"]["holders"] == ["holder"]
+    assert got["w"]["exclusive"] == 0 and got["w"]["holders"] == [
+        {"label": "holder", "kind": "variable", "key": "holder"}]
     # held by an output-cache name only
-    assert got["solo"]["exclusive"] == 0 and got["solo"]["holders"] == ["_12"]
+    assert got["solo"]["exclusive"] == 0 and got["solo"]["holders"] == [
+        {"label": "_12", "kind": "output_name", "key": "_12"}]
     del namespace["_12"]
     assert by_name(_core.variables())["solo"]["exclusive"] == array_truth(namespace["solo"])
 
@@ -379,7 +389,7 @@ def test_holders_through_containers_with_one_reference(namespace):
     # looked up, yet the edge they hold to arr is counted.
     namespace["arr"] = np.ones(10_000)
     namespace["nest"] = {"k": [(namespace["arr"],)]}
-    assert by_name(_core.variables())["arr"]["holders"] == ["nest"]
+    assert labels(by_name(_core.variables())["arr"]) == ["nest"]
 
 
 class Node:

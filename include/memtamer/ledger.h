@@ -8,7 +8,12 @@
  * loads, and walks only what was bound, rebound or read; the rest keeps its
  * cached size.  A report walks every root: the variables and the hidden
  * holders (IPython's output cache Out[n], _, __, ___, _n, other underscore
- * names, sys.last_value / sys.last_traceback).
+ * names, sys.last_value / sys.last_traceback, the namespaces %run keeps).
+ * Holders are reported as dicts: "label" for people, "kind" (variable,
+ * view, output_cache, output_name, exception, run_namespace, unnamed) and
+ * what a purge needs: "key" (a name of the user namespace), "out_index"
+ * (the output cache's key), "sys_attributes" (every sys attribute that
+ * keeps the last exception), "path" (the %run cache's key).
  *
  * Everything here needs the GIL. */
 #ifndef MEMTAMER_LEDGER_H
@@ -63,14 +68,6 @@ int mt_ledger_report(mt_ledger *l, PyObject *report);
  * rebinding, so the next cell does not look like it made them.  Names no
  * longer bound are left for the next scan.  -1 with an exception. */
 int mt_ledger_adopt(mt_ledger *l, PyObject *names);
-
-/* For %shrink and other C callers: what `del name` would free and who else
- * holds it, after a walk of every root.  Returns 1 and sets *bytes,
- * *exclusive (-1 when the walk ran out of time) and *holders (a new list of
- * str such as "Out[12]", "_", "y"); 0 when name is not a variable; -1 with
- * an exception. */
-int mt_ledger_holders(mt_ledger *l, PyObject *name, long long *bytes, long long *exclusive,
-                      PyObject **holders);
 
 /* Methods of _core (module.c lists them). */
 PyObject *mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

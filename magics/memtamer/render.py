@@ -375,15 +375,17 @@ class ShrinkReport:
 # Variables ---------------------------------------------------------------
 
 WHY_MIN_BYTES = 1024**2
-UNNAMED_HOLDER = "<unnamed reference>"
 VARIABLE_COLUMNS = ("name", "type", "size", "del frees", "holders", "created", "rebound",
                     "used", "idle")
 VARIABLE_DROP_ORDER = ("rebound", "created", "used", "idle")
 VARIABLE_CUTTABLE = {"name": 12, "type": 16, "holders": 10}
 
 
+def _holder_labels(holders):
+    return [h["label"] for h in holders]
+
+
 def _join_names(names, most=3):
-    names = ["a reference outside the namespace" if n == UNNAMED_HOLDER else n for n in names]
     if len(names) > most:
         names = names[:most] + [f"{len(names) - most} more"]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
@@ -397,7 +399,7 @@ def explain(variable):
         return None
     if variable["holders"]:
         return (f"del {name} would free {format_size(freed)}: "
-                f"{_join_names(variable['holders'])} also hold it")
+                f"{_join_names(_holder_labels(variable['holders']))} also hold it")
     # Named variables explain more than the output cache does.
     for share in sorted(variable["shares"], key=lambda s: not s["variable"]):
         shared = format_size(share["bytes"])
@@ -423,7 +425,7 @@ def variable_row(v):
     else:
         size = "≥ " + format_size(v["bytes"])
     freed = "?" if v["exclusive"] is None else format_size(v["exclusive"])
-    holders = _join_names(v["holders"], most=2) if v["holders"] else "-"
+    holders = _join_names(_holder_labels(v["holders"]), most=2) if v["holders"] else "-"
     return [v["name"], v["type"], size, freed, holders, _cell_text(v["created_cell"]),
             _cell_text(v["rebound_cell"]), _cell_text(v["last_used_cell"]),
             _cell_text(v["idle_cells"])]

@@ -52,11 +52,12 @@ Compressed = _core.Compressed
 
 # ---- who holds an object ------------------------------------------------
 
-UNNAMED_HOLDER = "<unnamed reference>"
-# Holders that are IPython's caches (or the last exception, or what a %run
-# script left in IPython's cache of its namespace), which `del` may purge.
-RUN_NAMESPACE = "the %run namespace of "
-_CACHE_HOLDER = re.compile(r"^(Out\[\d+\]|_|__|___|_\d+|sys\.last_\w+|the %run namespace of .+)$")
+# Kinds of holders that are IPython's caches (or the last exception, or
+# what a %run script left in IPython's cache of its namespace), which `del`
+# may purge; the ledger says each holder's kind.
+CACHE_KINDS = frozenset({"output_cache", "output_name", "exception", "run_namespace"})
+# Kinds of holders that are the user's own names.
+NAME_KINDS = frozenset({"variable", "view"})
 
 
 @contextlib.contextmanager
@@ -83,34 +84,19 @@ def variable(shell, ns, name):
     return found[0] if found else None
 
 
-def _is_view_of(value, obj):
-    """value shows obj's memory: a numpy view (its .base chain) or a memoryview."""
-    if isinstance(value, memoryview):
-        return value.obj is obj
-    base = getattr(value, "base", None) if hasattr(value, "__array_interface__") else None
-    while base is not None:
-        if base is obj:
-            return True
-        base = getattr(base, "base", None)
-    return False
+def describe_holder(holder):
+    """A holder (a dict of the ledger's) in words people can act on."""
+    if holder["kind"] == "view":
+        return f"{holder['label']} is a view of it"
+    if holder["kind"] == "output_name":
+        return f"IPython's output cache {holder['label']}"
+    return holder["label"]
 
 
 def holders(shell, ns, name):
     """Who else keeps ns[name]'s memory alive, in words people can act on."""
     entry = variable(shell, ns, name)
-    if entry is None:
-        return []
-    described = []
-    for holder in entry["holders"]:
-        if holder in ns and _is_view_of(ns[holder], ns[name]):
-            described.append(f"{holder} is a view of it")
-        elif holder == UNNAMED_HOLDER:
-            described.append("a reference outside the namespace")
-        elif _CACHE_HOLDER.match(holder) and not holder.startswith(("Out[", "sys.")):
-            described.append(f"IPython's output cache {holder}")
-        else:
-            described.append(holder)
-    return described
+    return [describe_holder(h) for h in entry["holders"]] if entry else []
 
 
 def _refusal_text(shell, ns, name, refusals):
@@ -437,7 +423,8 @@ def _shared_with(ns, entries, name):
     """Other variables whose objects are inside ns[name]: compressing would
     give it copies of them (immutable atoms such as str or int do not count)."""
     entry = next(e for e in entries if e["name"] == name)
-    inside = {e["name"] for e in entries if e["name"] != name and name in e["holders"]}
+    inside = {e["name"] for e in entries if e["name"] != name and
+              any(h.get("key") == name and h["kind"] in NAME_KINDS for h in e["holders"])}
     inside |= {s["with"] for s in entry["shares"] if s["variable"] and s["holds"]}
     return sorted(n for n in inside if not isinstance(ns.get(n), _ATOMS))
 
@@ -752,8 +739,6 @@ class _Purge:
     it in the namespaces %run keeps), remembering them so that undo() puts
     back exactly what was there (for --dry-run)."""
 
-    LAST_EXCEPTION = ("last_type", "last_value", "last_traceback", "last_exc")
-
     def __init__(self, shell, ns):
         self.shell, self.ns = shell, ns
         self.output = getattr(getattr(shell, "history_manager", None), "output_hist", None)
@@ -774,33 +759,29 @@ class _Purge:
         self.undo_steps.append(lambda: setattr(owner, attribute, value))
         setattr(owner, attribute, None)
 
-    def _run_namespaces(self, label):
-        """The namespaces of the scripts %run ran that the walker names label."""
-        cache = getattr(self.shell, "_main_mod_cache", {})
-        return [module.__dict__ for path, module in list(cache.items())
-                if RUN_NAMESPACE + os.path.basename(path) == label]
-
     def remove(self, caches, obj=None):
+        """Removes the holders caches (the ledger's dicts, of CACHE_KINDS)."""
         removed = []
         for holder in caches:
-            if holder.startswith(RUN_NAMESPACE):
-                for namespace in self._run_namespaces(holder):
-                    for key in [k for k, v in namespace.items() if v is obj]:
-                        self._pop(namespace, key)
-                continue
-            if holder.startswith("Out["):
+            kind = holder["kind"]
+            if kind == "run_namespace":
+                module = getattr(self.shell, "_main_mod_cache", {}).get(holder["path"])
+                namespace = getattr(module, "__dict__", {})
+                for key in [k for k, v in namespace.items() if v is obj]:
+                    self._pop(namespace, key)
+            elif kind == "output_cache":
                 if self.output is None:
                     continue
                 if self.saved_output is None:
                     self.saved_output = list(self.output.items())  # undo restores it, in order
-                removed.append(self.output.pop(int(holder[4:-1]), None))
-            elif holder.startswith("sys.last_"):
-                for attribute in self.LAST_EXCEPTION:
+                removed.append(self.output.pop(holder["out_index"], None))
+            elif kind == "exception":
+                for attribute in holder["sys_attributes"]:
                     if getattr(sys, attribute, None) is not None:
                         self._clear_attribute(sys, attribute)
             else:
-                removed.append(self._pop(self.ns, holder))
-                self._pop(self.hidden, holder)
+                removed.append(self._pop(self.ns, holder["key"]))
+                self._pop(self.hidden, holder["key"])
         # The display hook and the last result keep references outside any dict.
         for value in removed:
             for attribute in ("_", "__", "___"):
@@ -866,9 +847,9 @@ def _delete(shell, ns, name, options, progress):
     Other user variables that hold the object are named and left alone."""
     together = options["together"]
     entry = variable(shell, ns, name)
-    others = [h for h in entry["holders"]
-              if h not in together and not _CACHE_HOLDER.match(h) and h != UNNAMED_HOLDER]
-    caches = [] if others else [h for h in entry["holders"] if _CACHE_HOLDER.match(h)]
+    others = [h["label"] for h in entry["holders"]
+              if h["kind"] in NAME_KINDS and h["key"] not in together]
+    caches = [] if others else [h for h in entry["holders"] if h["kind"] in CACHE_KINDS]
     purge = _Purge(shell, ns)
     purge.remove(caches, ns[name])
     try:
@@ -879,18 +860,18 @@ def _delete(shell, ns, name, options, progress):
             purge.undo()
     notes = []
     if caches:
-        notes.append("purged " + ", ".join(caches))
+        notes.append("purged " + ", ".join(h["label"] for h in caches))
     if others:
         notes.append(f"{', '.join(others)} still hold{'s' if len(others) == 1 else ''} it, "
                      "so it stays in memory (name them too to free it)")
-    if UNNAMED_HOLDER in entry["holders"]:
+    if any(h["kind"] == "unnamed" for h in entry["holders"]):
         notes.append("a reference outside the namespace may keep it alive")
     # The bytes column says what stays in memory: what the variable held
     # minus what del frees.
     row = {"status": "dry-run" if options["dry_run"] else "done",
            "bytes_before": entry["bytes"],
            "bytes_after": entry["bytes"] - predicted if predicted is not None else None,
-           "predicted": predicted, "purged": caches, "still_held_by": others,
+           "predicted": predicted, "purged": [h["label"] for h in caches], "still_held_by": others,
            "detail": f"frees {format_size(predicted)} (predicted)" if predicted is not None
            else "frees ? (the walk ran out of time)",
            "reason": "; ".join(notes)}
