@@ -323,7 +323,7 @@ mt_codec_estimate(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"obj", "codec", "level", "sample", "threads", "narrow", NULL};
     PyObject *obj, *codec = NULL, *level = NULL, *threads = NULL, *narrow = NULL;
-    Py_ssize_t sample = 16 << 20;
+    Py_ssize_t sample = (Py_ssize_t)MT_FRAMES_CHUNK_BYTES;
     mt_settings how;
     input in;
     mt_frame *frames = NULL;

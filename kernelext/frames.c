@@ -8,15 +8,12 @@
 #include <unistd.h>
 
 #include "memtamer/frames.h"
+#include "memtamer/options.h"
 
-/* Progress is reported between chunks; a narrowed chunk needs a second
- * buffer of its size, so chunks stay small. */
-#define CHUNK_BYTES ((size_t)16 << 20)
+#define CHUNK_BYTES MT_FRAMES_CHUNK_BYTES
 /* Values per transform block: each block has its own frame of reference. */
 #define BLOCK_VALUES ((size_t)1 << 16)
 #define MAX_THREADS 8
-#define DEFAULT_CODEC "auto"
-#define DEFAULT_LEVEL 5
 /* 'auto' tries lz4 at the user's level and zstd at blosc's level 1 (zstd's
  * own fastest): higher zstd levels cost several times the time for a few
  * percent. */
@@ -54,27 +51,30 @@ int
 mt_frames_parse_settings(PyObject *codec, PyObject *level, PyObject *threads, PyObject *narrow,
                          mt_settings *how)
 {
-    const char *name = codec && codec != Py_None ? PyUnicode_AsUTF8(codec) : DEFAULT_CODEC;
+    char problem[MT_OPTIONS_PROBLEM_MAX];
+    const char *name = codec && codec != Py_None ? PyUnicode_AsUTF8(codec) : MT_DEFAULT_CODEC;
     if (name == NULL) {
         return -1;
     }
     memset(how, 0, sizeof *how);
     how->automatic = strcmp(name, "auto") == 0;
-    if (!how->automatic &&
-        (blosc_compname_to_compcode(name) < 0 || strlen(name) >= sizeof how->codec)) {
-        PyErr_Format(PyExc_ValueError, "unknown codec '%s': use auto or one of %s (this blosc %s)",
-                     name, blosc_list_compressors(), blosc_get_version_string());
+    if (!mt_options_codec_ok(name) || strlen(name) >= sizeof how->codec) {
+        mt_options_codec_problem(name, problem, sizeof problem);
+        PyErr_Format(PyExc_ValueError, "--codec: %s", problem);
         return -1;
     }
     strcpy(how->codec, how->automatic ? "lz4" : name);
-    how->level = DEFAULT_LEVEL;
+    how->level = MT_DEFAULT_LEVEL;
     if (level && level != Py_None) {
         long l = PyLong_AsLong(level);
         if (l == -1 && PyErr_Occurred()) {
             return -1;
         }
-        if (l < 0 || l > 9) {
-            PyErr_Format(PyExc_ValueError, "level must be 0 (no compression) to 9 (best), not %ld", l);
+        if (!mt_options_level_ok(l)) {
+            char text[32];
+            snprintf(text, sizeof text, "%ld", l);
+            mt_options_level_problem(text, problem, sizeof problem);
+            PyErr_Format(PyExc_ValueError, "--level: %s", problem);
             return -1;
         }
         how->level = (int)l;
@@ -569,7 +569,9 @@ mt_frames_describe(const mt_frame *f, const mt_settings *how)
 PyObject *
 mt_frames_codecs(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
 {
-    return Py_BuildValue("{sNssss}", "codecs",
+    return Py_BuildValue("{sNsssssnsis(ii)}", "codecs",
                          PyUnicode_FromFormat("auto,%s", blosc_list_compressors()), "blosc",
-                         blosc_get_version_string(), "default", DEFAULT_CODEC);
+                         blosc_get_version_string(), "default", MT_DEFAULT_CODEC, "chunk",
+                         (Py_ssize_t)CHUNK_BYTES, "level", MT_DEFAULT_LEVEL, "levels",
+                         MT_LEVEL_MIN, MT_LEVEL_MAX);
 }

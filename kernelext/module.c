@@ -71,6 +71,9 @@ static PyMethodDef core_methods[] = {
      "inplace_check(ns, name) -> [(rule, message)]: why ns[name] cannot change in place."},
     {"downcast_plan", (PyCFunction)(void (*)(void))mt_shrink_plan, METH_VARARGS | METH_KEYWORDS,
      "downcast_plan(array, to='auto', rtol=1e-3, narrow=False) -> {target, reason, max_rel_error, warning}."},
+    {"shrink_options", (PyCFunction)(void (*)(void))mt_shrink_options, METH_VARARGS | METH_KEYWORDS,
+     "shrink_options(codec=None, level=None, rtol=None) -> {codec, level, rtol}: checked, "
+     "defaults filled in."},
     {"downcast", (PyCFunction)(void (*)(void))mt_shrink_downcast, METH_VARARGS | METH_KEYWORDS,
      "downcast(ns, name, to='auto', rtol=1e-3, narrow=False, copy=False, dry_run=False) -> dict."},
     {"pack", (PyCFunction)(void (*)(void))mt_shrink_pack, METH_VARARGS | METH_KEYWORDS,
@@ -121,6 +124,8 @@ static PyMethodDef core_methods[] = {
      "policy_acted_on(rule, names): a rule's action rebound these names; adopt them."},
     {"parse_level", mt_policy_parse_size, METH_O,
      "parse_level(text) -> ('bytes', n) | ('percent', p): a size or percentage as rules write it."},
+    {"parse_size", mt_policy_py_parse_size, METH_O,
+     "parse_size(text) -> bytes: a size as the magics and rules write it (512MiB, 1.5G)."},
     {"peaks_settings", (PyCFunction)(void (*)(void))mt_peaks_settings, METH_VARARGS | METH_KEYWORDS,
      "peaks_settings(*, enabled=None, block=None, cell=None) -> dict: peak attribution on or off, "
      "the smallest block it follows (bytes, default 1 MiB) and the smallest cell peak it reports "

@@ -306,13 +306,31 @@ mt_policy_parse_size(PyObject *module, PyObject *text)
         return NULL;
     }
     if (mt_rules_parse_level(s, &level) < 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "%R is neither a size nor a percentage: write e.g. 8GiB, "
-                     "1500MiB or 80%%",
-                     text);
+        char problem[MT_RULES_PROBLEM_MAX];
+        mt_rules_level_problem(s, 1, problem, sizeof problem);
+        PyErr_SetString(PyExc_ValueError, problem);
         return NULL;
     }
     return level_value(&level);
+}
+
+/* parse_size(text) -> bytes: a size as the magics and rules files write it;
+ * ValueError otherwise. */
+PyObject *
+mt_policy_py_parse_size(PyObject *Py_UNUSED(module), PyObject *text)
+{
+    long long bytes;
+    const char *s = PyUnicode_AsUTF8(text);
+    if (s == NULL) {
+        return NULL;
+    }
+    if (mt_rules_parse_size(s, &bytes) < 0) {
+        char problem[MT_RULES_PROBLEM_MAX];
+        mt_rules_level_problem(s, 0, problem, sizeof problem);
+        PyErr_SetString(PyExc_ValueError, problem);
+        return NULL;
+    }
+    return PyLong_FromLongLong(bytes);
 }
 
 /* ---- evaluation ------------------------------------------------------ */

@@ -2,6 +2,8 @@
  * Python API, memory from malloc, safe without the GIL. */
 #include "memtamer/rules.h"
 
+#include "memtamer/options.h"
+
 #include <blosc.h>
 #include <ctype.h>
 #include <errno.h>
@@ -76,8 +78,10 @@ skip_spaces(const char *p)
     return p;
 }
 
-int
-mt_rules_parse_size(const char *text, long long *bytes)
+/* 0 with *bytes set; -1 when text is not a size, -2 when it is one too
+ * big for any memory. */
+static int
+size_of(const char *text, long long *bytes)
 {
     double value;
     const char *p = parse_number(skip_spaces(text), &value);
@@ -101,13 +105,19 @@ mt_rules_parse_size(const char *text, long long *bytes)
         if (strcmp(unit, units[i].unit) == 0) {
             double b = value * (double)units[i].scale;
             if (!(b < 9.2e18)) {
-                return -1;
+                return -2;
             }
             *bytes = (long long)b;
             return 0;
         }
     }
     return -1;
+}
+
+int
+mt_rules_parse_size(const char *text, long long *bytes)
+{
+    return size_of(text, bytes) < 0 ? -1 : 0;
 }
 
 int
@@ -130,6 +140,42 @@ mt_rules_parse_level(const char *text, mt_rules_level *out)
     out->kind = MT_LEVEL_BYTES;
     out->percent = 0;
     return 0;
+}
+
+void
+mt_rules_level_problem(const char *text, int percent, char *buf, size_t n)
+{
+    const char *p = skip_spaces(text);
+    double value;
+    const char *after = parse_number(p, &value);
+    long long bytes;
+    if (*p == '-') {
+        snprintf(buf, n,
+                 "'%.60s' is negative: a size is a positive number with an optional unit, like "
+                 "512MiB, 1.5GiB, 800MB or 2G",
+                 text);
+    }
+    else if (size_of(text, &bytes) == -2) {
+        snprintf(buf, n, "'%.60s' is more than any memory limit: write a size like 8GiB or 512MiB",
+                 text);
+    }
+    else if (percent && after != NULL && *skip_spaces(after) == '%') {
+        snprintf(buf, n,
+                 "'%.60s' is not a share of memory: write a percentage above 0 and at most 100, "
+                 "like 80%%",
+                 text);
+    }
+    else if (percent) {
+        snprintf(buf, n,
+                 "'%.60s' is neither a size nor a percentage: write e.g. 8GiB, 1500MiB or 80%%",
+                 text);
+    }
+    else {
+        snprintf(buf, n,
+                 "'%.60s' is not a size: write a number with an optional unit, like 512MiB, "
+                 "1.5GiB, 800MB or 2G",
+                 text);
+    }
 }
 
 /* ---- names ----------------------------------------------------------- */
@@ -370,10 +416,9 @@ get_size(ctx *c, const yaml_node_t *node, const char *key, long long *out)
         return -1;
     }
     if (mt_rules_parse_size(s, out) < 0) {
-        fail(c, node,
-             "%s: '%s' is not a size: write a number with an optional unit, like "
-             "256MiB, 1.5GiB, 800MB or 2G",
-             key, s);
+        char problem[MT_RULES_PROBLEM_MAX];
+        mt_rules_level_problem(s, 0, problem, sizeof problem);
+        fail(c, node, "%s: %s", key, problem);
         return -1;
     }
     return 0;
@@ -392,29 +437,50 @@ get_level(ctx *c, const yaml_node_t *node, const char *key, int allow_off, mt_ru
         return 0;
     }
     if (mt_rules_parse_level(s, out) < 0) {
-        fail(c, node,
-             "%s: '%s' is neither a size nor a percentage: write e.g. 8GiB, 1500MiB "
-             "or 80%% (above 0, at most 100)%s",
-             key, s, allow_off ? ", or off" : "");
+        char problem[MT_RULES_PROBLEM_MAX];
+        mt_rules_level_problem(s, 1, problem, sizeof problem);
+        fail(c, node, "%s: %s%s", key, problem, allow_off ? " (or off)" : "");
         return -1;
     }
     return 0;
 }
 
 static int
-get_number(ctx *c, const yaml_node_t *node, const char *key, double *out)
+get_rtol(ctx *c, const yaml_node_t *node, double *out)
 {
-    const char *s = scalar(c, node, key, "a number");
+    const char *s = scalar(c, node, "rtol", "a number");
     if (s == NULL) {
         return -1;
     }
     char *end;
     double v = strtod(s, &end);
-    if (end == s || *end != '\0' || !isfinite(v) || v < 0) {
-        fail(c, node, "%s: '%s' is not a number >= 0: write e.g. %s: 1e-3", key, s, key);
+    if (end == s || *end != '\0' || !mt_options_rtol_ok(v)) {
+        char problem[MT_OPTIONS_PROBLEM_MAX];
+        mt_options_rtol_problem(s, problem, sizeof problem);
+        fail(c, node, "rtol: %s", problem);
         return -1;
     }
     *out = v;
+    return 0;
+}
+
+static int
+get_codec_level(ctx *c, const yaml_node_t *node, int *out)
+{
+    const char *s = scalar(c, node, "level", "a whole number");
+    if (s == NULL) {
+        return -1;
+    }
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || *end != '\0' || errno || !mt_options_level_ok(v)) {
+        char problem[MT_OPTIONS_PROBLEM_MAX];
+        mt_options_level_problem(s, problem, sizeof problem);
+        fail(c, node, "level: %s", problem);
+        return -1;
+    }
+    *out = (int)v;
     return 0;
 }
 
@@ -910,20 +976,17 @@ parse_rule(ctx *c, const yaml_node_t *map, const mt_rules_table *t, mt_rule *r)
         if (get_text(c, v[R_CODEC], "codec", &r->codec) < 0) {
             rc = -1;
         }
-        else if (blosc_compname_to_compcode(r->codec) < 0) {
-            fail(c, v[R_CODEC], "codec: '%.40s' is not a codec here: use one of %s", r->codec,
-                 blosc_list_compressors());
+        else if (!mt_options_codec_ok(r->codec)) {
+            char problem[MT_OPTIONS_PROBLEM_MAX];
+            mt_options_codec_problem(r->codec, problem, sizeof problem);
+            fail(c, v[R_CODEC], "codec: %s", problem);
             rc = -1;
         }
     }
-    long long n;
-    if (v[R_LEVEL]) {
-        if (get_count(c, v[R_LEVEL], "level", 0, 9, "5", &n) < 0) {
-            rc = -1;
-        }
-        r->level = (int)n;
+    if (v[R_LEVEL] && get_codec_level(c, v[R_LEVEL], &r->level) < 0) {
+        rc = -1;
     }
-    if (v[R_RTOL] && get_number(c, v[R_RTOL], "rtol", &r->rtol) < 0) {
+    if (v[R_RTOL] && get_rtol(c, v[R_RTOL], &r->rtol) < 0) {
         rc = -1;
     }
     if (v[R_TO] && get_text(c, v[R_TO], "to", &r->to) < 0) {

@@ -9,7 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "memtamer/frames.h"
 #include "memtamer/npy.h"
+#include "memtamer/options.h"
 #include "memtamer/shrink.h"
 
 /* Conversion goes through an L2-sized scratch block; progress every ~64 MiB. */
@@ -185,8 +187,6 @@ mt_shrink_inplace_check(PyObject *Py_UNUSED(module), PyObject *const *args, Py_s
 /* ------------------------------------------------------------------ */
 /* Planning a downcast: which type, and is it exact enough             */
 /* ------------------------------------------------------------------ */
-
-#define DEFAULT_RTOL 1e-3
 
 typedef struct {
     int target;        /* NPY type number, or -1 when refused */
@@ -532,6 +532,20 @@ plan_int(PyArrayObject *arr, int to, int narrow, plan *out)
     return 0;
 }
 
+/* -1 with ValueError when rtol is not a tolerance. */
+static int
+check_rtol(double rtol)
+{
+    if (mt_options_rtol_ok(rtol)) {
+        return 0;
+    }
+    char text[40], problem[MT_OPTIONS_PROBLEM_MAX];
+    snprintf(text, sizeof text, "%g", rtol);
+    mt_options_rtol_problem(text, problem, sizeof problem);
+    PyErr_Format(PyExc_ValueError, "--rtol: %s", problem);
+    return -1;
+}
+
 static int
 plan_for(PyArrayObject *arr, const char *to_name, double rtol, int narrow, plan *out)
 {
@@ -544,8 +558,7 @@ plan_for(PyArrayObject *arr, const char *to_name, double rtol, int narrow, plan 
                      "uint16 or uint32", to_name);
         return -1;
     }
-    if (!(rtol >= 0)) {
-        PyErr_SetString(PyExc_ValueError, "--rtol must be a number >= 0, such as 1e-3");
+    if (check_rtol(rtol) < 0) {
         return -1;
     }
     int src = PyArray_TYPE(arr);
@@ -621,7 +634,7 @@ mt_shrink_plan(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     static char *kwlist[] = {"array", "to", "rtol", "narrow", NULL};
     PyObject *arr;
     const char *to = "auto";
-    double rtol = DEFAULT_RTOL;
+    double rtol = MT_DEFAULT_RTOL;
     int narrow = 0;
     plan p;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|sdp:downcast_plan", kwlist, &arr, &to, &rtol,
@@ -630,6 +643,32 @@ mt_shrink_plan(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
         return NULL;
     }
     return plan_dict(&p);
+}
+
+/* _core.shrink_options(codec=None, level=None, rtol=None) -> {codec, level,
+ * rtol}: the options %shrink and the rules share, checked, with the
+ * defaults where None; ValueError says what to write instead. */
+PyObject *
+mt_shrink_options(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"codec", "level", "rtol", NULL};
+    PyObject *codec = Py_None, *level = Py_None, *rtol = Py_None;
+    mt_settings how;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OOO:shrink_options", kwlist, &codec, &level,
+                                     &rtol) ||
+        mt_frames_parse_settings(codec, level, NULL, NULL, &how) < 0) {
+        return NULL;
+    }
+    double tolerance = rtol == Py_None ? MT_DEFAULT_RTOL : PyFloat_AsDouble(rtol);
+    if (tolerance == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (check_rtol(tolerance) < 0) {
+        return NULL;
+    }
+    return Py_BuildValue("{sNsisd}", "codec",
+                         codec == Py_None ? PyUnicode_FromString(MT_DEFAULT_CODEC) : Py_NewRef(codec),
+                         "level", how.level, "rtol", tolerance);
 }
 
 /* ------------------------------------------------------------------ */
@@ -863,7 +902,7 @@ mt_shrink_downcast(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs
     PyArrayObject *arr = NULL, *converted = NULL;
     PyArray_Descr *to_descr = NULL;
     const char *to = "auto";
-    double rtol = DEFAULT_RTOL;
+    double rtol = MT_DEFAULT_RTOL;
     int narrow = 0, copy = 0, dry_run = 0, gc_was_enabled = -1;
     refusal r[MAX_REFUSALS];
     plan p;

@@ -123,6 +123,11 @@ def shrink(i):
     _core.shrink_window_begin()
     _core.inplace_check(local, "a")
     _core.downcast_plan(local["a"], rtol=1e-3)
+    _core.shrink_options()
+    _core.shrink_options(codec="zstd", level=3, rtol=1e-4)
+    expect_error(_core.shrink_options, codec="nope")
+    expect_error(_core.shrink_options, level=12)
+    expect_error(_core.shrink_options, rtol=-1.0)
     _core.downcast(local, "a", rtol=1e-3, dry_run=True)
     _core.downcast(local, "a", to="float32", rtol=1e-3)
     expect_error(_core.downcast, local, "s")
@@ -186,6 +191,8 @@ def rules(i):
     _core.parse_level("80%")
     _core.parse_level("256MiB")
     expect_error(_core.parse_level, "lots")
+    _core.parse_size("1.5GiB")
+    expect_error(_core.parse_size, "-1GiB")
     _core.rules_enable(False)
     _core.rules_clear()
 
@@ -245,12 +252,12 @@ calls = {
     "ledger_attach": ledger, "ledger_rewalk": ledger, "ledger_detach": ledger,
     "variables": ledger, "ledger": ledger, "set_walk_budget": ledger,
     "shrink_window_begin": shrink, "shrink_window_end": shrink, "inplace_check": shrink,
-    "downcast_plan": shrink, "downcast": shrink, "pack": shrink, "spill_write": shrink,
+    "downcast_plan": shrink, "shrink_options": shrink, "downcast": shrink, "pack": shrink, "spill_write": shrink,
     "compress": codec, "compress_estimate": codec, "codecs": codec, "restore": codec,
     "compressed_info": codec,
     "rules_check": rules, "rules_load": rules, "rules_clear": rules, "rules_table": rules,
     "rules_enable": rules, "policy_evaluate": rules, "policy_acted_on": rules,
-    "parse_level": rules,
+    "parse_level": rules, "parse_size": rules,
     "telemetry_start": telemetry, "telemetry_stop": telemetry, "telemetry_event": telemetry,
     "telemetry_status": telemetry,
     "guard_enable": guard, "guard_disable": guard, "guard_set_budget": guard,

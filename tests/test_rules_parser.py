@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from memtamer import _core
 from memtamer.rules import check, format_errors
-from memtamer.sizes import parse_share, parse_size
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MiB, GiB = 1024**2, 1024**3
@@ -125,8 +124,11 @@ BAD = [
     ("version: 1\nrules:\n  - name: a\n    do: spill\n    match: {min_size: 12 parsecs}\n",
      "12 parsecs", "min_size: '12 parsecs' is not a size"),
     ("version: 1\nrules:\n  - name: a\n    do: compress\n    level: 12\n", "12",
-     "level: 12 is out of range: write a whole number from 0 to 9"),
-    ("version: 1\nbudget: 180%\n", "180%", "budget: '180%' is neither a size nor a percentage"),
+     "level: '12' is not a whole number from 0 (fastest) to 9 (smallest)"),
+    ("version: 1\nbudget: 180%\n", "180%", "budget: '180%' is not a share of memory"),
+    ("version: 1\nnotice: lots\n", "lots", "notice: 'lots' is not a size"),
+    ("version: 1\nrules:\n  - name: a\n    do: downcast\n    rtol: -1\n", "-1",
+     "rtol: '-1' is not a number >= 0"),
     ("version: 2\n", "2", "version: 2 is out of range"),
     ("budget: 80%\n", "budget", "version is missing: write version: 1"),
     ("version: 1\nrules:\n  - name: a\n    do: notice\n  - name: a\n    do: collect\n",
@@ -239,31 +241,37 @@ def test_rejected_document_keeps_the_rules_in_force(no_rules):
     assert [r["name"] for r in _core.rules_table()["rules"]] == ["only"]
 
 
-# ---- sizes: the C parser agrees with the magics' -------------------------
+# ---- sizes: one parser for the magics and the rules, read as documented ----
 
-sizes = st.builds(lambda n, frac, unit, space: f"{n}{frac}{space}{unit}",
-                  st.integers(0, 10**6), st.sampled_from(["", ".5", ".25", "."]),
-                  st.sampled_from(["", "b", "K", "kb", "KiB", "m", "MB", "MiB", "g", "GB", "GiB",
-                                   "T", "tb", "TiB", "x", "MiBs"]), st.sampled_from(["", " "]))
-
-
-def parsed(parse, text):
-    """What parse makes of text, None where it refuses it."""
-    try:
-        return parse(text)
-    except ValueError:
-        return None
+# The units README documents: K/M/G/T and KiB.. binary, KB.. decimal, case ignored.
+UNITS = {"": 1, "b": 1, "K": 1024, "kb": 1000, "KiB": 1024, "m": 1024**2, "MB": 1000**2,
+         "MiB": 1024**2, "g": 1024**3, "GB": 1000**3, "GiB": 1024**3, "T": 1024**4,
+         "tb": 1000**4, "TiB": 1024**4}
 
 
-@given(sizes)
-def test_sizes_parse_as_the_magics_parse_them(text):
-    expected = parsed(parse_size, text)
-    assert parsed(_core.parse_level, text) == (("bytes", expected) if expected is not None else None)
+@given(st.integers(0, 10**6), st.sampled_from(["", ".5", ".25", "."]), st.sampled_from(list(UNITS)),
+       st.sampled_from(["", " "]))
+def test_sizes_read_as_documented(n, fraction, unit, space):
+    text = f"{n}{fraction}{space}{unit}"
+    expected = int(float(f"{n}{fraction}") * UNITS[unit])
+    assert _core.parse_size(text) == expected
+    assert _core.parse_level(text) == ("bytes", expected)
 
 
-@given(st.floats(0, 200, allow_nan=False).map(lambda p: f"{p:.3f}%"))
-def test_percentages_parse_as_the_magics_parse_them(text):
-    assert parsed(_core.parse_level, text) == parsed(parse_share, text)
+@pytest.mark.parametrize("text", ["12 parsecs", "MiB", "1.5 MiBs", "1e9", "-1GiB", "80%"])
+def test_what_is_not_a_size_is_refused_with_the_text_named(text):
+    with pytest.raises(ValueError, match=f"'{text}' is"):
+        _core.parse_size(text)
+
+
+@given(st.floats(0, 200, allow_nan=False))
+def test_percentages_above_0_and_at_most_100_are_shares(percent):
+    text = f"{percent:.3f}%"
+    if 0 < float(text[:-1]) <= 100:
+        assert _core.parse_level(text) == ("percent", float(text[:-1]))
+    else:
+        with pytest.raises(ValueError, match="is not a share of memory"):
+            _core.parse_level(text)
 
 
 # ---- never crashes, always loads or rejects whole ------------------------

@@ -264,3 +264,39 @@ def test_pack_of_a_list_of_small_ints_is_not_refused_as_shared(kernel):
     kernel.run("inner = [1.0, 2.0]\nholder = [inner, inner]")
     out = kernel.run("%shrink compress holder")
     assert "REFUSED" in out["data"][0]["text/plain"] and "inner" in out["data"][0]["text/plain"]
+
+
+# Each check with one owner: a bad value as a magic takes it and as the rules
+# file takes it, the option's name in each, and the words both show after it.
+SINGLE_OWNER_CHECKS = [
+    ("%shrink compress checked --codec brotli", "--codec: ",
+     "version: 1\nrules:\n  - name: a\n    do: compress\n    codec: brotli\n", "codec: "),
+    ("%shrink compress checked --level 12", "--level: ",
+     "version: 1\nrules:\n  - name: a\n    do: compress\n    level: 12\n", "level: "),
+    ("%shrink downcast checked --rtol -1", "--rtol: ",
+     "version: 1\nrules:\n  - name: a\n    do: downcast\n    rtol: -1\n", "rtol: "),
+    ("%memtamer --peaks 12parsecs", "--peaks: ",
+     "version: 1\nrules:\n  - name: a\n    do: spill\n    match: {min_size: 12parsecs}\n",
+     "min_size: "),
+    ("%memguard 180%", "%memguard: ", "version: 1\nbudget: 180%\n", "budget: "),
+    ("%memguard -1GiB", "%memguard: ", "version: 1\nbudget: -1GiB\n", "budget: "),
+]
+
+
+@pytest.mark.parametrize("line, magic_key, document, rules_key", SINGLE_OWNER_CHECKS,
+                         ids=[c[0] for c in SINGLE_OWNER_CHECKS])
+def test_a_bad_value_reads_the_same_from_the_magics_and_the_rules(kernel, line, magic_key,
+                                                                 document, rules_key):
+    from memtamer import _core
+
+    kernel.run("import numpy as np\nchecked = np.linspace(0, 1, 4096)")
+    out = kernel.run(line, allow_error=True)
+    shown = (out["error"]["evalue"] if out["error"] else "") + out["stderr"]
+    assert "UsageError" in shown and magic_key in shown, shown
+    (_, _, rules_message), *_ = _core.rules_load(document.encode())
+    problem = rules_message.split(rules_key, 1)[1].removesuffix(" (or off)")
+    bad = line.split()[-1]
+    assert problem.startswith(f"'{bad}' is "), rules_message  # names what the user wrote
+    assert magic_key + problem in shown, (shown, rules_message)
+    # refused before anything changed
+    assert kernel.query("str(checked.dtype)") == "float64"

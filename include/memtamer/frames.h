@@ -50,6 +50,11 @@ typedef struct {
     int nthreads;
 } mt_settings;
 
+/* Progress is reported between chunks; a narrowed chunk needs a second
+ * buffer of its size, so chunks stay small.  Also the bytes per frame an
+ * estimate compresses. */
+#define MT_FRAMES_CHUNK_BYTES ((size_t)16 << 20)
+
 /* Reads codec ('auto' or one of blosc's; None: the default), level (0-9;
  * None: the default), threads (1 to the cores there are; None: all) and
  * narrow (None: yes) into *how.  -1 with ValueError on bad input. */
@@ -75,7 +80,8 @@ size_t mt_frames_csize(const mt_frame *f);
 /* "zstd level 1", "lz4 level 5 on decimal digits (10^-2)": what made f. */
 PyObject *mt_frames_describe(const mt_frame *f, const mt_settings *how);
 
-/* codecs() -> {codecs: "auto,blosclz,lz4,...", blosc: version, default: "auto"} */
+/* codecs() -> {codecs: "auto,blosclz,lz4,...", blosc: version, default: "auto",
+ * chunk: MT_FRAMES_CHUNK_BYTES, level: the default level, levels: (lowest, highest)} */
 PyObject *mt_frames_codecs(PyObject *module, PyObject *unused);
 
 #endif

@@ -5,6 +5,8 @@
  *   probe.c      /proc and cgroup readers: pure parsers over text with an
  *                overridable root, plus the sampler thread (no Python API)
  *   transform.c  lossless narrowing of 8-byte numbers (no Python API)
+ *   options.h    defaults, valid values and wording of the options %shrink
+ *                and the rules file share (no Python API, header only)
  *   heap.c       counting allocator hooks and the numpy handler
  *   cell.c       per-cell records: begin, end, history
  *   walker.c     deep sizes with buffers counted once by their owner

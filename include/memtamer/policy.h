@@ -48,5 +48,6 @@ PyObject *mt_policy_enable(PyObject *module, PyObject *flag);
 PyObject *mt_policy_evaluate(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_policy_acted_on(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_policy_parse_size(PyObject *module, PyObject *text);
+PyObject *mt_policy_py_parse_size(PyObject *module, PyObject *text);
 
 #endif

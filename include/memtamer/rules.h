@@ -113,6 +113,11 @@ void mt_rules_table_free(mt_rules_table *t);
 int mt_rules_parse_size(const char *text, long long *bytes);
 /* A size or a percentage above 0 and at most 100 ("80%"). */
 int mt_rules_parse_level(const char *text, mt_rules_level *out);
+/* Why the parsers above refused text (percent: mt_rules_parse_level's),
+ * in words that say what to write instead; the one wording the rules file,
+ * the magics and _core all show.  At most MT_RULES_PROBLEM_MAX bytes. */
+#define MT_RULES_PROBLEM_MAX 256
+void mt_rules_level_problem(const char *text, int percent, char *buf, size_t n);
 
 /* "compress", "del", ... and "largest", ... as written in the file. */
 const char *mt_rules_action_name(mt_rules_action a);

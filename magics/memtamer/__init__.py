@@ -9,7 +9,7 @@ import sys
 from . import _core
 from .guard import MemoryBudgetExceeded, budget, set_budget
 from .shrinker import shrink
-from .sizes import format_size, parse_size
+from .sizes import format_size
 
 __all__ = ["report", "deep_size", "shrink", "load_ipython_extension",
            "unload_ipython_extension", "MemoryBudgetExceeded", "budget", "set_budget"]

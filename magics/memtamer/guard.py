@@ -14,7 +14,7 @@ import time
 import traceback
 
 from . import _core
-from .sizes import format_size, parse_share
+from .sizes import format_size
 from .telemetry import publish
 
 MemoryBudgetExceeded = _core.MemoryBudgetExceeded
@@ -47,7 +47,7 @@ def set_budget(value):
     word = value.strip().lower()
     if word in ("off", "default"):
         return _core.guard_set_budget(word, None)
-    kind, amount = parse_share(value)
+    kind, amount = _core.parse_level(value)
     return _core.guard_set_budget(kind, amount)
 
 

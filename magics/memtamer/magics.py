@@ -8,7 +8,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 
 from . import _core, guard, peaks, render, rules
-from .sizes import format_size, parse_size
+from .sizes import format_size
 
 SUMMARY_CELLS = 5
 SUMMARY_VARIABLES = 5
@@ -136,17 +136,17 @@ class MemtamerMagics(Magics):
                 _core.peaks_settings(enabled=False)
             else:
                 try:
-                    _core.peaks_settings(enabled=True, cell=parse_size(args.peaks))
+                    _core.peaks_settings(enabled=True, cell=_core.parse_size(args.peaks))
                 except ValueError as exc:
-                    raise UsageError(f"--peaks: {exc}, or off") from None
+                    raise UsageError(f"--peaks: {exc} (or off)") from None
         if args.notice is not None:
             if args.notice.strip().lower() == "off":
                 self.extension.notice_threshold = None
             else:
                 try:
-                    threshold = parse_size(args.notice)
+                    threshold = _core.parse_size(args.notice)
                 except ValueError as exc:
-                    raise UsageError(f"--notice: {exc}, or off") from None
+                    raise UsageError(f"--notice: {exc} (or off)") from None
                 if threshold == 0:
                     raise UsageError("--notice takes a size above 0, e.g. 512MiB; to turn "
                                      "notices off write --notice off")
@@ -195,13 +195,15 @@ class MemtamerMagics(Magics):
                    "uint8/16/32")
     @argument("--rtol", type=float, default=None,
               help="downcast: refuse when a float would change by more than this relative "
-                   "error (default 1e-3)")
+                   f"error (default {_core.shrink_options()['rtol']:g})")
     @argument("--narrow", action="store_true",
               help="downcast, pack: integers to the smallest type holding their values (pack: "
                    "floats to float32/float16 when exact); later arithmetic may overflow")
     @argument("--codec", default=None, help="compress: auto (default: the codec that makes a sample "
               "smallest), lz4, zstd, blosclz, zlib, ...")
-    @argument("--level", type=int, default=None, help="compress: 0-9 (default 5)")
+    @argument("--level", type=int, default=None,
+              help="compress: {levels[0]} (fastest) to {levels[1]} (smallest), default "
+                   "{level}".format(**_core.codecs()))
     @argument("--dir", default=None,
               help="spill: directory for the file (default: a per-kernel directory under the "
                    "temp dir, or ~/.cache/memtamer when that is in RAM; $MEMTAMER_SPILL_DIR)")

@@ -243,13 +243,7 @@ class Rules:
     def _drop_output(self, base, number, size):
         """Out[number], and the cache names that show it, go: held by no
         variable (the engine checked), that frees it."""
-        ns = self.shell.user_ns
-        output = self.shell.history_manager.output_hist
-        value = output.get(number)
-        caches = [f"Out[{number}]"] + [h for h in (f"_{number}", "_", "__", "___")
-                                       if value is not None and ns.get(h) is value]
-        del value
-        shrinker._Purge(self.shell, ns).remove(caches)
+        shrinker._Purge(self.shell, self.shell.user_ns).remove_output(number)
         gc.collect()
         _core.trim()
         return dict(base, name=f"Out[{number}]", status="done", bytes_before=size, bytes_after=0,

@@ -36,10 +36,7 @@ from .telemetry import publish
 
 # What watchers are told of each %shrink action (names only when allowed).
 SHRINK_EVENT_FIELDS = ("name", "action", "status", "bytes_before", "bytes_after", "reason")
-DEFAULT_RTOL = 1e-3  # floats may move by at most 0.1% of their value
-DEFAULT_CODEC = _core.codecs()["default"]  # "auto": the codec that makes a sample smallest
-DEFAULT_LEVEL = 5
-DRY_RUN_SAMPLE = 16 * 1024**2  # bytes per frame compressed to estimate a ratio
+DRY_RUN_SAMPLE = _core.codecs()["chunk"]  # bytes per frame compressed to estimate a ratio
 SAMPLE_ITEMS = 100_000  # items of a container pickled to estimate a ratio
 MIN_COMPRESS_BYTES = 1024**2  # below this, compress saves too little to be worth a proxy
 MIN_COMPRESS_RATIO = 1.25  # deep size / compressed size compress asks for
@@ -791,6 +788,15 @@ class _Purge:
             if value is not None and getattr(last, "result", None) is value:
                 self._clear_attribute(last, "result")
 
+    def remove_output(self, number):
+        """Removes Out[number] and the output cache's names that show it."""
+        value = self.output.get(number) if self.output is not None else None
+        names = [key for key in (f"_{number}", "_", "__", "___")
+                 if value is not None and self.ns.get(key) is value]
+        del value
+        self.remove([{"kind": "output_cache", "out_index": number}] +
+                    [{"kind": "output_name", "key": key} for key in names])
+
     def undo(self):
         for step in reversed(self.undo_steps):
             step()
@@ -897,8 +903,9 @@ ACTIONS = {
     "spill": (_spill_refusal, _spill, {"dir", "copy"}),
 }
 COMMON_OPTIONS = {"dry_run"}
-DEFAULTS = {"to": "auto", "rtol": DEFAULT_RTOL, "narrow": False, "codec": DEFAULT_CODEC,
-            "level": DEFAULT_LEVEL, "dir": None, "copy": False, "dry_run": False}
+# None: _core.shrink_options's default.
+DEFAULTS = {"to": "auto", "rtol": None, "narrow": False, "codec": None, "level": None,
+            "dir": None, "copy": False, "dry_run": False}
 
 
 def _options(action, given):
@@ -914,14 +921,11 @@ def _options(action, given):
                              f"{' and '.join(users) or 'no action'}, not {action}")
     options = dict(DEFAULTS)
     options.update({k: v for k, v in given.items() if v is not None})
-    if action == "compress":
-        codecs = _core.codecs()["codecs"].split(",")
-        if options["codec"] not in codecs:
-            raise UsageError(f"%shrink compress: --codec {options['codec']}: use one of {', '.join(codecs)}")
-        if not isinstance(options["level"], int) or not 0 <= options["level"] <= 9:
-            raise UsageError("%shrink compress: --level takes 0 (fastest) to 9 (smallest)")
-    if action == "downcast" and not (isinstance(options["rtol"], (int, float)) and options["rtol"] >= 0):
-        raise UsageError("%shrink downcast: --rtol takes a number >= 0, such as 1e-3")
+    try:
+        options.update(_core.shrink_options(codec=options["codec"], level=options["level"],
+                                            rtol=options["rtol"]))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"%shrink {action}: {exc}") from None
     if options["dir"]:
         options["dir"] = os.path.expanduser(options["dir"])
     return options
