@@ -30,6 +30,8 @@ static PyMethodDef core_methods[] = {
     {"uninstall_hooks", mt_process_uninstall_hooks, METH_NOARGS,
      "uninstall_hooks() -> bool: restore the saved allocators; False when another hook "
      "installed later still wraps ours."},
+    {"in_ram", mt_process_in_ram, METH_O,
+     "in_ram(path) -> bool: path's file system keeps its files in memory (tmpfs, ramfs)."},
     {"trim", mt_process_trim, METH_NOARGS,
      "trim() -> bool: give freed heap back to the OS (glibc's malloc_trim); True when some was."},
     {"_allocators", mt_process_allocators, METH_NOARGS,

@@ -3,6 +3,10 @@
 
 #include <string.h>
 #include <unistd.h>
+#if MT_HAS_STATFS_TYPE
+#include <linux/magic.h>
+#include <sys/vfs.h>
+#endif
 
 #include "memtamer/guard.h"
 #include "memtamer/heap.h"
@@ -298,6 +302,31 @@ kb_fields(const char *text, const char *a, const char *b)
     mt_probe_parse_kb_field(text, a, &va);
     mt_probe_parse_kb_field(text, b, &vb);
     return Py_BuildValue("{sNsN}", a, mt_size_or_none(va), b, mt_size_or_none(vb));
+}
+
+/* in_ram(path) -> bool: path's file system keeps its files in memory
+ * (tmpfs, ramfs), so that a spill there would free nothing.  The kernel's
+ * own answer for the mount the path is on: no mount table to match. */
+PyObject *
+mt_process_in_ram(PyObject *Py_UNUSED(module), PyObject *path)
+{
+    PyObject *encoded = NULL;
+    if (!PyUnicode_FSConverter(path, &encoded)) {
+        return NULL;
+    }
+    int in_ram = 0;
+#if MT_HAS_STATFS_TYPE
+    const char *name = PyBytes_AS_STRING(encoded);
+    struct statfs fs;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = statfs(name, &fs);
+    Py_END_ALLOW_THREADS
+    /* Unreadable: not known to be in memory, as on other systems. */
+    in_ram = rc == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
+#endif
+    Py_DECREF(encoded);
+    return PyBool_FromLong(in_ram);
 }
 
 /* _parse(kind, text): the pure parsers, for unit tests on fake text. */

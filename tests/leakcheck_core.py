@@ -64,6 +64,9 @@ def process(i):
     _core.process()
     _core._allocators()
     _core.trim()
+    _core.in_ram("/dev/shm")
+    _core.in_ram("/no/such/path")
+    expect_error(_core.in_ram, 12)
     _core.set_peak_method("sampled")
     _core.set_peak_method("hwm")
     expect_error(_core.set_peak_method, "bogus")
@@ -245,7 +248,7 @@ def guard(i):
 
 calls = {
     "cell_begin": cells, "cell_end": cells, "cells": cells, "peaks_settings": peaks,
-    "report": process, "process": process, "_allocators": process, "trim": process,
+    "report": process, "process": process, "_allocators": process, "trim": process, "in_ram": process,
     "set_peak_method": process, "_parse": parsers, "_set_proc_root": proc_root,
     "sharing": sharing,
     "deep_size": walker,

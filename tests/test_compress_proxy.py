@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 from memtamer import _core
-from memtamer.shrinker import DEFAULTS, _compress_refusal, names_read, run
+from memtamer.actions import _compress_refusal
+from memtamer.options import parse_options
+from memtamer.restore import names_read
+from memtamer.shrinker import run
 
 
 @pytest.fixture
@@ -120,7 +123,7 @@ def test_compress_refusal_decides_without_changing_anything():
         return 1
 
     ns = {"f": f, "ok": np.zeros(2**18), "tiny": np.zeros(3)}
-    options = dict(DEFAULTS)
+    options = parse_options("compress", {})
     assert _compress_refusal(None, ns, "f", options)["status"] == "refused"
     assert _compress_refusal(None, ns, "tiny", options)["status"] == "refused"
     assert _compress_refusal(None, ns, "ok", options) is None

@@ -404,7 +404,7 @@ def test_stale_spills_of_dead_kernels_are_removed(tmp_path):
     import socket
     import subprocess
 
-    from memtamer.shrinker import SPILL_PREFIX, remove_stale_spills
+    from memtamer.spill_files import SPILL_PREFIX, remove_stale_spills
 
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -421,6 +421,27 @@ def test_stale_spills_of_dead_kernels_are_removed(tmp_path):
     removed = remove_stale_spills(str(tmp_path))
     assert sorted(removed) == sorted([str(stale_dir), str(stale_file)])
     assert live.exists() and other_host.exists()
+
+
+def test_spill_files_never_go_where_files_live_in_ram():
+    # Truth from the mount table, longest mount point first: what a path
+    # under each readable mount point lives on.
+    mounts = []
+    with open("/proc/self/mounts") as table:
+        for line in table:
+            _, point, fstype = line.split()[:3]
+            point = point.replace("\\040", " ")
+            if os.path.isdir(point) and os.access(point, os.R_OK):
+                mounts.append((point, fstype))
+    seen = {}
+    for point, fstype in mounts:
+        seen[point] = fstype  # a later mount on the same point hides the earlier
+    ram, disk = {"tmpfs", "ramfs", "devtmpfs"}, {"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs"}
+    known = {point: fstype in ram for point, fstype in seen.items() if fstype in ram | disk}
+    assert set(known.values()) == {True, False}, "needs a tmpfs and a disk mount to check both"
+    for point, in_ram in known.items():
+        assert _core.in_ram(point) == in_ram, (point, seen[point])
+    assert _core.in_ram("/no/such/path") is False
 
 
 def test_spill_maps_a_file_and_removes_it_when_deleted():

@@ -16,6 +16,7 @@ PyObject *mt_process_uninstall_hooks(PyObject *module, PyObject *unused);
 PyObject *mt_process_trim(PyObject *module, PyObject *unused);
 PyObject *mt_process_allocators(PyObject *module, PyObject *unused);
 PyObject *mt_process_parse(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *mt_process_in_ram(PyObject *module, PyObject *path);
 PyObject *mt_process_set_root(PyObject *module, PyObject *root);
 PyObject *mt_process_sharing(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 

@@ -72,7 +72,7 @@ class _Extension:
 
     def start(self):
         from .magics import MemtamerMagics
-        from .shrinker import StopCell
+        from .restore import StopCell
 
         _core.install_hooks()
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
@@ -90,7 +90,7 @@ class _Extension:
         self.publisher.start()
         self.guard = Guard(self.shell)
         self.guard.start()
-        from .shrinker import remove_stale_spills
+        from .spill_files import remove_stale_spills
 
         stale = remove_stale_spills()
         if stale:
@@ -116,7 +116,7 @@ class _Extension:
                             getattr(self.shell, "transform_cell", None))
 
     def stop(self):
-        from .shrinker import restore_all, restore_notice
+        from .restore import restore_all, restore_notice
 
         # Without memtamer no cell restores a proxy first: leave none behind.
         restored = restore_all(self.shell)
@@ -151,7 +151,7 @@ class _Extension:
 
     def pre_run_cell(self, info):
         try:
-            from .shrinker import auto_restore, restore_notice
+            from .restore import auto_restore, restore_notice
 
             restored = auto_restore(self.shell, info.raw_cell or "")
             if restored:

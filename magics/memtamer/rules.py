@@ -9,6 +9,7 @@ import os
 from IPython.core.error import UsageError
 
 from . import _core, shrinker
+from .purge import Purge
 from .sizes import format_size
 
 ENVIRONMENT_VARIABLE = "MEMTAMER_RULES"
@@ -243,7 +244,7 @@ class Rules:
     def _drop_output(self, base, number, size):
         """Out[number], and the cache names that show it, go: held by no
         variable (the engine checked), that frees it."""
-        shrinker._Purge(self.shell, self.shell.user_ns).remove_output(number)
+        Purge(self.shell, self.shell.user_ns).remove_output(number)
         gc.collect()
         _core.trim()
         return dict(base, name=f"Out[{number}]", status="done", bytes_before=size, bytes_after=0,

@@ -1,0 +1,574 @@
+"""The %shrink actions: del, downcast, compress, restore, pack, spill.  The
+work itself is in C (kernelext/shrink.c, kernelext/codec.c).
+
+Never lose data: bad input raises UsageError before anything changes; a
+refusal changes nothing; a failure (MemoryError, codec error, Ctrl-C) leaves
+the variable bound to exactly what it was.
+
+Careful: no function here may keep a reference to the variable's object
+while _core checks who holds it (refcounts are how it knows)."""
+
+import functools
+import gc
+import itertools
+import mmap
+import sys
+import types
+
+from IPython.core.error import UsageError
+
+from . import _core, spill_files
+from .holders import CACHE_KINDS, NAME_KINDS, ledger, refusal_text, variable
+from .purge import Purge, ipython_name
+from .sizes import format_size
+
+DRY_RUN_SAMPLE = _core.codecs()["chunk"]  # bytes per frame compressed to estimate a ratio
+SAMPLE_ITEMS = 100_000  # items of a container pickled to estimate a ratio
+MIN_COMPRESS_BYTES = 1024**2  # below this, compress saves too little to be worth a proxy
+MIN_COMPRESS_RATIO = 1.25  # deep size / compressed size compress asks for
+RESTORE_WALK_SECONDS = 2.0  # sizing what a restore gave back
+CATEGORY_MAX_FRACTION = 0.5  # object columns with fewer distinct strings become category
+
+Compressed = _core.Compressed
+# Names that compress bound to a proxy -> (its compressed bytes, the deep
+# size compress measured, which its restore reports: the object comes back
+# bit for bit).  Auto-restore parses cells for the names they read only
+# while one of them still is: most sessions never compress.
+compressed_names = {}
+
+
+# ---- the actions ----------------------------------------------------------
+# Each action is a pair: a check, (shell, ns, name, options) -> a refused
+# row or None, that changes nothing and runs for every name before any
+# action runs; and the action itself, (shell, ns, name, options, progress)
+# -> a row dict with at least status ('done' | 'dry-run' | 'refused'),
+# bytes_before, bytes_after, detail and reason.  ACTIONS maps an action to
+# both.
+
+def _is_ndarray(value):
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(value, np.ndarray)
+
+
+def _pandas_kind(value):
+    pd = sys.modules.get("pandas")
+    if pd is None:
+        return None
+    if isinstance(value, pd.DataFrame):
+        return "DataFrame"
+    if isinstance(value, pd.Series):
+        return "Series"
+    return None
+
+
+def _core_call(function, *args, **kwargs):
+    """_core raises TypeError/ValueError for bad input, before changing anything."""
+    try:
+        return function(*args, **kwargs)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise UsageError(f"%shrink: {exc.args[0] if exc.args else exc}") from None
+
+
+def _refused(row, reason):
+    return dict(row, status="refused", reason=reason)
+
+
+def _named_items(ns, name):
+    """Other names bound to an item of ns[name] (a list, tuple or dict)."""
+    value = ns[name]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    inside = {id(item) for item in items}
+    return [other for other, bound in ns.items() if other != name and id(bound) in inside]
+
+
+# Immutable objects: sharing them splits nothing (Python itself shares
+# small ints and interned strings everywhere).
+_ATOMS = (str, bytes, int, float, complex, bool, type(None))
+
+
+def _only_atoms(value):
+    items = value.values() if isinstance(value, dict) else value
+    return isinstance(value, (list, tuple, dict)) and all(isinstance(x, _ATOMS) for x in items)
+
+
+def _shared_refusal(shell, ns, name):
+    """A reason to refuse replacing ns[name] when part of what it holds is
+    shared with the rest of the namespace (the ledger's exclusive bytes fall
+    short of its bytes), or None.  Replacing it would split them: writes
+    through one would no longer show in the other, and memory would double.
+    A plain array's only part is its buffer, which the view and held rules
+    cover; a container of immutable numbers and strings has nothing to split."""
+    if _is_ndarray(ns[name]):
+        return None
+    entry = variable(shell, ns, name)
+    if entry is None or entry["holders"] or not entry["complete"] or \
+            entry["exclusive"] is None or entry["exclusive"] >= entry["bytes"]:
+        return None
+    sharers = list(dict.fromkeys([s["with"] for s in entry["shares"]] + _named_items(ns, name)))
+    sharers = [n for n in sharers if not isinstance(ns.get(n), _ATOMS)]
+    if not sharers and _only_atoms(ns[name]):
+        return None
+    with_whom = ", ".join(sharers) if sharers else "references outside the namespace"
+    return (f"it shares {format_size(entry['bytes'] - entry['exclusive'])} of its contents with "
+            f"{with_whom}; a shrunk copy would no longer share them (writes to one would not "
+            f"show in the other, and memory would double): del or rebind those first")
+
+
+# downcast -----------------------------------------------------------------
+
+def _downcast_row(shell, ns, name, options, dry_run):
+    """_core's downcast of an array, with holders named and what it kept said."""
+    row = _core_call(_core.downcast, ns, name, to=options["to"], rtol=options["rtol"],
+                     narrow=options["narrow"], copy=options["copy"], dry_run=dry_run)
+    change = f"{row['dtype_before']} → {row['dtype_after']}" if row["dtype_after"] else row["dtype_before"]
+    if row["status"] == "refused" and row["dtype_after"] is not None:
+        row["reason"] = f"{row['reason']}: {refusal_text(shell, ns, name, row['refusals'])}"
+    if row["status"] == "dry-run" and row["refusals"]:
+        row["reason"] = ("would need --copy: " if not options["copy"] else "would copy: ") + \
+            refusal_text(shell, ns, name, row["refusals"])
+    row["detail"] = change + (" in place" if row["in_place"] else
+                              " (copy)" if row["status"] in ("done", "dry-run") else "")
+    if row["status"] != "refused":
+        row["reason"] = "; ".join(filter(None, [_kept(row, options), row["warning"], row["reason"]]))
+    return row
+
+
+def _kept(row, options):
+    """What precision a float downcast kept, measured against --rtol."""
+    np = sys.modules.get("numpy")
+    after = row.get("dtype_after") or row.get("target")
+    if np is None or after is None or np.dtype(after).kind not in "fc":
+        return None
+    digits = np.finfo(np.dtype(after)).precision
+    return (f"kept ~{digits} significant digits: largest relative error "
+            f"{row['max_rel_error']:.2g} (--rtol {options['rtol']:g})")
+
+
+def _pandas_bytes(obj):
+    """Deep memory of a DataFrame (a Series per column) or a Series (an int)."""
+    usage = obj.memory_usage(index=True, deep=True)
+    return int(usage.sum()) if hasattr(usage, "sum") else int(usage)
+
+
+def _downcast_pandas(shell, ns, name, options):
+    """Numeric columns by the same plan as arrays, low-cardinality string
+    columns to category; the frame is rebuilt from the converted columns
+    (pandas keeps columns in shared blocks, so in place is not possible)."""
+    import numpy as np
+    import pandas as pd
+
+    # Checked first: below, this function holds references of its own.
+    held = [r for r in _core.inplace_check(ns, name) if r[0] == "held"]
+    held_text = refusal_text(shell, ns, name, held) if held else None
+    original = ns[name]
+    series = isinstance(original, pd.Series)
+    frame = original.to_frame() if series else original
+    before = _pandas_bytes(original)
+    columns, changes, notes = [], [], []
+    for position in range(frame.shape[1]):
+        column = frame.iloc[:, position]
+        label = frame.columns[position]
+        dtype = column.dtype
+        if isinstance(dtype, np.dtype) and dtype.kind in "fciu":
+            to = options["to"]
+            if dtype.kind in "iu" and to in ("float32", "float16"):
+                to = "auto"
+            plan = _core_call(_core.downcast_plan, column.to_numpy(), to=to, rtol=options["rtol"],
+                              narrow=options["narrow"])
+            if plan["target"]:
+                column = column.astype(plan["target"])
+                changes.append(f"{label}: {dtype} → {plan['target']}")
+                notes.append(_kept(plan, options) or plan["warning"])
+            else:
+                notes.append(f"{label}: {plan['reason']}")
+        elif (dtype == object or pd.api.types.is_string_dtype(dtype)) and len(column) and \
+                not isinstance(dtype, pd.CategoricalDtype) and \
+                pd.api.types.infer_dtype(column, skipna=True) == "string" and \
+                column.nunique(dropna=True) <= CATEGORY_MAX_FRACTION * len(column):
+            column = column.astype("category")
+            changes.append(f"{label}: {dtype} → category")
+        columns.append(column)
+    row = {"detail": "; ".join(changes) or "no column could shrink",
+           "reason": "; ".join(filter(None, notes)) or None, "in_place": False,
+           "bytes_before": before}
+    if not changes:
+        return _refused(row, row["reason"] or "no numeric or low-cardinality string column to shrink")
+    new = pd.concat(columns, axis=1)
+    new.columns = frame.columns
+    new = new.iloc[:, 0].rename(original.name) if series else new
+    new.attrs = dict(original.attrs)
+    row["bytes_after"] = _pandas_bytes(new)
+    if options["dry_run"]:
+        return dict(row, status="dry-run")
+    if held and not options["copy"]:
+        return _refused(row, "other references keep the original alive (add --copy): " + held_text)
+    ns[name] = new
+    return dict(row, status="done")
+
+
+def _downcast_refusal(shell, ns, name, options):
+    kind = type(ns[name])
+    pandas = _pandas_kind(ns[name])
+    if not pandas and not _is_ndarray(ns[name]):
+        hint = " (try %shrink pack)" if kind in (list, tuple) else ""
+        raise UsageError(f"%shrink downcast: {name} is a {kind.__name__}; downcast takes numpy "
+                         f"arrays and pandas DataFrames/Series{hint}")
+    shared = _shared_refusal(shell, ns, name)
+    if len(options["together"]) == 1 and not shared:
+        # Alone, it needs no conversion planned here: the action refuses by
+        # itself before it changes anything (and scans the values holding the GIL).
+        return None
+    if pandas:
+        row = _downcast_pandas(shell, ns, name, dict(options, dry_run=True))
+        return _refused(row, shared) if shared else row if row["status"] == "refused" else None
+    row = _downcast_row(shell, ns, name, options, dry_run=True)
+    if row["status"] == "dry-run" and row["refusals"] and not options["copy"]:
+        return _refused(dict(row, detail=row["detail"].removesuffix(" (copy)")),
+                        "it cannot be converted in place (add --copy to convert a copy): " +
+                        refusal_text(shell, ns, name, row["refusals"]))
+    return row if row["status"] == "refused" else None
+
+
+def _downcast(shell, ns, name, options, progress):
+    if _pandas_kind(ns[name]):
+        return _downcast_pandas(shell, ns, name, options)
+    return _downcast_row(shell, ns, name, options, options["dry_run"])
+
+
+# compress -------------------------------------------------------------------
+
+def _held_refusal(shell, ns, name, options, what):
+    """A reason to refuse replacing ns[name] when others hold it, or None."""
+    refusals = [r for r in _core.inplace_check(ns, name) if r[0] in ("held", "view")]
+    if not refusals or options["copy"]:
+        return None
+    return (f"other holders keep it in memory, so {what} would free nothing (add --copy to "
+            f"{what.split()[0]} anyway): " + refusal_text(shell, ns, name, refusals))
+
+
+def _by_reference(value):
+    """What value is when pickle would store it by name, not by value, or None."""
+    if isinstance(value, types.ModuleType):
+        return "module"
+    if isinstance(value, type):
+        return "class"
+    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+                          types.MethodWrapperType, functools.partial)):
+        return "function"
+    return None
+
+
+def _file_backing(value):
+    """The file an array's memory maps (a memmap or a view of one), or None."""
+    np = sys.modules.get("numpy")
+    if np is None or not isinstance(value, np.ndarray):
+        return None
+    while value is not None:
+        if isinstance(value, np.memmap) and getattr(value, "filename", None):
+            return value.filename
+        if isinstance(value, mmap.mmap):
+            return "a memory-mapped file"
+        value = getattr(value, "base", None)
+    return None
+
+
+def _sample(value, nbytes):
+    """A part of value (about DRY_RUN_SAMPLE of its nbytes) to estimate its
+    compressed size from, and how many times the whole is bigger: never a
+    copy or a pickle of a big object."""
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(value, np.ndarray) and value.ndim and len(value) > 1:
+        if (value.flags.c_contiguous or value.flags.f_contiguous) and not value.dtype.hasobject:
+            return value, 1.0  # compress_estimate reads its first bytes in place
+        row = max(1, value[0].nbytes if not value.dtype.hasobject else 64 * value[0].size)
+        rows = max(1, min(len(value), DRY_RUN_SAMPLE // row))
+        return np.ascontiguousarray(value[:rows]), len(value) / rows
+    length = len(value) if isinstance(value, (list, tuple, dict, set, frozenset)) or \
+        _pandas_kind(value) else 0
+    items = min(SAMPLE_ITEMS, max(1, length * DRY_RUN_SAMPLE // max(nbytes, 1)))
+    if length <= items:
+        return value, 1.0
+    step = length // items
+    if isinstance(value, (list, tuple)):
+        sample = value[::step]
+    elif isinstance(value, dict):
+        sample = dict(itertools.islice(value.items(), 0, None, step))
+    elif isinstance(value, (set, frozenset)):
+        sample = set(itertools.islice(value, 0, None, step))
+    else:
+        sample = value.iloc[::step]
+    return sample, length / len(sample)
+
+
+def _shared_with(ns, entries, name):
+    """Other variables whose objects are inside ns[name]: compressing would
+    give it copies of them (immutable atoms such as str or int do not count)."""
+    entry = next(e for e in entries if e["name"] == name)
+    inside = {e["name"] for e in entries if e["name"] != name and
+              any(h.get("key") == name and h["kind"] in NAME_KINDS for h in e["holders"])}
+    inside |= {s["with"] for s in entry["shares"] if s["variable"] and s["holds"]}
+    return sorted(n for n in inside if not isinstance(ns.get(n), _ATOMS))
+
+
+def _compress_plan(shell, ns, name, options):
+    """The row a compress of ns[name] starts from: its deep size and the
+    estimated compressed size, with status 'refused' and the reason when
+    it must not be compressed.  Changes nothing; cheap (a sample, no full
+    pickle).  Checks that count references come first."""
+    if isinstance(ns[name], Compressed):
+        raise UsageError(f"%shrink compress: {name} is already compressed "
+                         f"(%shrink restore {name} gives it back)")
+    detail = "auto" if options["codec"] == "auto" else f"{options['codec']} level {options['level']}"
+    row = {"status": "refused", "bytes_before": None, "bytes_after": None, "detail": detail,
+           "reason": None}
+    kind = _by_reference(ns[name])
+    if kind:
+        return dict(row, reason=f"it is a {kind}: pickle stores a {kind} by name, not by value, "
+                                f"so compress could not give it back")
+    backing = _file_backing(ns[name])
+    if backing:
+        return dict(row, reason=f"it is file-backed (a memmap of {backing}): its pages already "
+                                "come from the file and go back to it under memory pressure, "
+                                "so there is nothing to compress")
+    held = _held_refusal(shell, ns, name, options, "compressing it")
+    with ledger(shell, ns):
+        entries = _core.variables()
+    entry = next((e for e in entries if e["name"] == name), None)
+    nbytes = entry["bytes"] if entry else _core.deep_size(ns[name])[0]
+    row["bytes_before"] = row["bytes_after"] = nbytes
+    shared = _shared_with(ns, entries, name) if entry else []
+    if shared:
+        one = len(shared) == 1
+        return dict(row, reason=f"{', '.join(shared)} {'is' if one else 'are'} inside it and also "
+                                f"bound to {'its' if one else 'their'} own name: after a restore "
+                                f"{name} would hold copies, and changes would no longer show on "
+                                "both sides")
+    if nbytes < MIN_COMPRESS_BYTES:
+        return dict(row, reason=f"it uses only {format_size(nbytes)}: compress takes objects of "
+                                f"{format_size(MIN_COMPRESS_BYTES)} or more, below that it saves "
+                                "too little")
+    if held:
+        return dict(row, reason=held)
+    sample, scale = _sample(ns[name], nbytes)
+    try:
+        _, estimate, method = _core.compress_estimate(sample, codec=options["codec"],
+                                                      level=options["level"],
+                                                      sample=DRY_RUN_SAMPLE)
+    except ValueError as exc:  # pickled by reference (see codec.c)
+        return dict(row, reason=str(exc))
+    detail = method if options["codec"] != "auto" else f"auto: {method}"
+    estimate = int(estimate * scale)
+    row["bytes_after"] = estimate
+    if estimate * MIN_COMPRESS_RATIO > nbytes:
+        return dict(row, bytes_after=nbytes,
+                    reason=f"it uses {format_size(nbytes)} and compressed it would still take "
+                           f"≈ {format_size(estimate)}: not worth it (compress asks for a ratio "
+                           f"of at least {MIN_COMPRESS_RATIO})")
+    return dict(row, status="ok", detail=f"{detail}, ratio ≈ {nbytes / max(estimate, 1):.1f}")
+
+
+def _compress_refusal(shell, ns, name, options):
+    """compress's refusal row for ns[name], or None; changes nothing."""
+    row = _compress_plan(shell, ns, name, options)
+    return row if row["status"] == "refused" else None
+
+
+def _owner(shell, ns):
+    """The module whose namespace is ns: a restored proxy rebinds its name there."""
+    for module in (getattr(shell, "user_module", None), sys.modules.get(ns.get("__name__"))):
+        if isinstance(module, types.ModuleType) and getattr(module, "__dict__", None) is ns:
+            return module
+    return None
+
+
+def _compress(shell, ns, name, options, progress):
+    row = _compress_plan(shell, ns, name, options)
+    if row["status"] == "refused" or options["dry_run"]:
+        return dict(row, status=row["status"] if row["status"] == "refused" else "dry-run")
+    try:
+        proxy = _core.compress(ns[name], name, codec=options["codec"], level=options["level"],
+                               progress=progress, owner=_owner(shell, ns))
+    except ValueError as exc:  # found only in the full pickle: by reference (see codec.c)
+        return dict(row, status="refused", bytes_after=row["bytes_before"], reason=str(exc))
+    after = _core.deep_size(proxy)[0]
+    if after * MIN_COMPRESS_RATIO > row["bytes_before"]:  # the sample was too hopeful
+        return dict(row, status="refused", bytes_after=row["bytes_before"],
+                    reason=f"compressed it takes {format_size(after)} of its "
+                           f"{format_size(row['bytes_before'])}: not worth it, left as it was")
+    ns[name] = proxy
+    info = _core.compressed_info(proxy)
+    compressed_names[name] = (info["cbytes"], row["bytes_before"])
+    return dict(row, status="done", bytes_after=after,
+                detail=f"{info['what']}: {'auto: ' if info['auto'] else ''}{info['method']}, "
+                       f"ratio {row['bytes_before'] / max(after, 1):.1f}")
+
+
+def _restore(shell, ns, name, options, progress):
+    if not isinstance(ns[name], Compressed):
+        raise UsageError(f"%shrink restore: {name} is not compressed (it is a "
+                         f"{type(ns[name]).__name__})")
+    info = _core.compressed_info(ns[name])
+    # A proxy that already restored itself (a name %timeit put back) holds the object.
+    row = {"bytes_before": _core.deep_size(ns[name], RESTORE_WALK_SECONDS)[0],
+           "bytes_after": info["nbytes"],
+           "reason": None, "detail": f"{info['what']} from {info['method']}"}
+    if options["dry_run"]:
+        return dict(row, status="dry-run")
+    ns[name] = _core.restore(ns[name], progress=progress)
+    cbytes, deep = compressed_names.pop(name, (None, None))
+    if cbytes != info["cbytes"]:  # not compressed by %shrink here: measure it
+        deep, complete = _core.deep_size(ns[name], RESTORE_WALK_SECONDS)
+        if not complete:
+            row["reason"] = f"at least {format_size(deep)} (the walk stopped)"
+    return dict(row, status="done", bytes_after=deep)
+
+
+def _restore_refusal(shell, ns, name, options):
+    if not isinstance(ns[name], Compressed):
+        raise UsageError(f"%shrink restore: {name} is not compressed (it is a "
+                         f"{type(ns[name]).__name__})")
+    return None
+
+
+# pack -------------------------------------------------------------------------
+
+def _pack_row(shell, ns, name, options, dry_run):
+    kind = type(ns[name])
+    row = _core_call(_core.pack, ns, name, narrow=options["narrow"], copy=options["copy"],
+                     dry_run=dry_run)
+    if row["refusals"] and row["status"] == "refused" and row["dtype_after"]:
+        row["reason"] += ": " + refusal_text(shell, ns, name, row["refusals"])
+    if row["status"] != "refused" and row["warning"]:
+        row["reason"] = "; ".join(filter(None, [row["warning"], row["reason"]]))
+    row["detail"] = f"{kind.__name__} → {row['dtype_after']} array" if row["dtype_after"] else kind.__name__
+    return row
+
+
+def _pack_refusal(shell, ns, name, options):
+    row = _pack_row(shell, ns, name, options, dry_run=True)
+    shared = _shared_refusal(shell, ns, name) if row["status"] != "refused" else None
+    if shared:
+        return _refused(row, shared)
+    if row["status"] == "dry-run" and row["refusals"] and not options["copy"]:
+        return _refused(row, "other references keep the original alive (add --copy to pack a "
+                             "copy anyway): " + refusal_text(shell, ns, name, row["refusals"]))
+    return row if row["status"] == "refused" else None
+
+
+def _pack(shell, ns, name, options, progress):
+    return _pack_row(shell, ns, name, options, options["dry_run"])
+
+
+def _spill_refusal(shell, ns, name, options):
+    import numpy as np
+
+    value = ns[name]
+    if not _is_ndarray(value):
+        raise UsageError(f"%shrink spill: {name} is a {type(value).__name__}; spill takes numpy "
+                         f"arrays (try %shrink compress for other objects)")
+    if isinstance(value, np.memmap):
+        raise UsageError(f"%shrink spill: {name} is already a memory-mapped file")
+    if value.dtype.hasobject:
+        raise UsageError(f"%shrink spill: {name} holds Python objects, which a file cannot "
+                         f"map (try %shrink compress)")
+    row = {"bytes_before": value.nbytes, "detail": "→ np.memmap"}
+    dense = value.flags.c_contiguous or value.flags.f_contiguous
+    del value
+    if row["bytes_before"] == 0:
+        return _refused(row, "it is empty: nothing to spill")
+    refused = _held_refusal(shell, ns, name, options, "spilling it")
+    if refused or (not dense and not options["copy"]):
+        return _refused(row, refused or "it is not contiguous (add --copy to spill a contiguous copy)")
+    return None
+
+
+def _spill(shell, ns, name, options, progress):
+    import numpy as np
+
+    row = {"bytes_before": ns[name].nbytes, "bytes_after": 0, "reason": None,
+           "detail": "→ np.memmap"}
+    if options["dry_run"]:
+        return dict(row, status="dry-run")
+    path = spill_files.new_path(options["dir"], name)
+    array = ns[name] if ns[name].flags.c_contiguous or ns[name].flags.f_contiguous else \
+        np.ascontiguousarray(ns[name])
+    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+    # A read-only array stays read-only: its file is mapped read-only.
+    mode = "r+" if array.flags.writeable else "r"
+    try:
+        _core.spill_write(array, path, progress=progress)
+        mapped = np.memmap(path, dtype=array.dtype, mode=mode, shape=array.shape, order=order)
+    except BaseException:
+        spill_files.remove(path)
+        raise
+    del array
+    spill_files.keep(path, mapped)
+    ns[name] = mapped
+    return dict(row, status="done", detail=f"→ np.memmap {path}")
+
+
+def _delete_refusal(shell, ns, name, options):
+    own = ipython_name(name) if shell is not None else None
+    if own is not None:
+        raise UsageError(f"%shrink del: {name} is {own[0]}, not a variable of yours: {own[1]}")
+    if variable(shell, ns, name) is None:
+        raise UsageError(f"%shrink del: {name} is not a variable memtamer can walk "
+                         "(a module, function or class); use del")
+    return None
+
+
+def _delete(shell, ns, name, options, progress):
+    """del NAME, and IPython's cached references to its object, so that the
+    memory is really freed; then collect and give freed heap back to the OS.
+    Other user variables that hold the object are named and left alone."""
+    together = options["together"]
+    entry = variable(shell, ns, name)
+    others = [h["label"] for h in entry["holders"]
+              if h["kind"] in NAME_KINDS and h["key"] not in together]
+    caches = [] if others else [h for h in entry["holders"] if h["kind"] in CACHE_KINDS]
+    purge = Purge(shell, ns)
+    purge.remove(caches, ns[name])
+    try:
+        # What del frees once the caches are gone: measured, not guessed.
+        predicted = variable(shell, ns, name)["exclusive"] if caches else entry["exclusive"]
+    finally:
+        if options["dry_run"]:
+            purge.undo()
+    notes = []
+    if caches:
+        notes.append("purged " + ", ".join(h["label"] for h in caches))
+    if others:
+        notes.append(f"{', '.join(others)} still hold{'s' if len(others) == 1 else ''} it, "
+                     "so it stays in memory (name them too to free it)")
+    if any(h["kind"] == "unnamed" for h in entry["holders"]):
+        notes.append("a reference outside the namespace may keep it alive")
+    # The bytes column says what stays in memory: what the variable held
+    # minus what del frees.
+    row = {"status": "dry-run" if options["dry_run"] else "done",
+           "bytes_before": entry["bytes"],
+           "bytes_after": entry["bytes"] - predicted if predicted is not None else None,
+           "predicted": predicted, "purged": [h["label"] for h in caches], "still_held_by": others,
+           "detail": f"frees {format_size(predicted)} (predicted)" if predicted is not None
+           else "frees ? (the walk ran out of time)",
+           "reason": "; ".join(notes)}
+    if options["dry_run"]:
+        return row
+    # The trim must come after the last reference goes, or the freed pages
+    # stay in the heap: the purge's undo state holds the object too.
+    purge.forget()
+    del ns[name]
+    gc.collect()
+    _core.trim()
+    return row
+
+
+# action -> (the check run for every name first, the action); the options
+# each takes are options.ACTION_OPTIONS's.
+ACTIONS = {
+    "del": (_delete_refusal, _delete),
+    "downcast": (_downcast_refusal, _downcast),
+    "compress": (_compress_refusal, _compress),
+    "restore": (_restore_refusal, _restore),
+    "pack": (_pack_refusal, _pack),
+    "spill": (_spill_refusal, _spill),
+}
