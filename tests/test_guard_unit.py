@@ -8,20 +8,20 @@ import pytest
 
 from memtamer import _core
 from memtamer.guard import biggest_variables, collect_postmortems, describe
-from memtamer.sizes import format_size, parse_share
+from memtamer.sizes import format_size
 
 GiB = 1024**3
 MiB = 1024**2
 
 
-def test_parse_share():
-    assert parse_share("80%") == ("percent", 80.0)
-    assert parse_share(" 12.5 % ") == ("percent", 12.5)
-    assert parse_share("8GiB") == ("bytes", 8 * GiB)
-    assert parse_share("1500MiB") == ("bytes", 1500 * MiB)
+def test_parse_level_reads_shares_and_sizes():
+    assert _core.parse_level("80%") == ("percent", 80.0)
+    assert _core.parse_level(" 12.5 % ") == ("percent", 12.5)
+    assert _core.parse_level("8GiB") == ("bytes", 8 * GiB)
+    assert _core.parse_level("1500MiB") == ("bytes", 1500 * MiB)
     for bad in ("0%", "101%", "banana", "-5%", "8 parsecs"):
         with pytest.raises(ValueError):
-            parse_share(bad)
+            _core.parse_level(bad)
 
 
 def trip(**over):
@@ -90,7 +90,7 @@ def test_format_of_sizes_used_in_messages():
 def test_negative_size_says_it_is_negative():
     for bad in ("-1GiB", " -5", "-80%"):
         with pytest.raises(ValueError, match="negative"):
-            parse_share(bad)
+            _core.parse_level(bad)
 
 
 def test_set_budget_without_the_extension_says_to_load_it():

@@ -540,8 +540,7 @@ def _delete(shell, ns, name, options, progress):
     if others:
         notes.append(f"{', '.join(others)} still hold{'s' if len(others) == 1 else ''} it, "
                      "so it stays in memory (name them too to free it)")
-    if any(h["kind"] == "unnamed" for h in entry["holders"]):
-        notes.append("a reference outside the namespace may keep it alive")
+    notes += [f"{h['label']} may keep it alive" for h in entry["holders"] if h["kind"] == "unnamed"]
     # The bytes column says what stays in memory: what the variable held
     # minus what del frees.
     row = {"status": "dry-run" if options["dry_run"] else "done",
