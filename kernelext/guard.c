@@ -1,5 +1,5 @@
-/* guard: the memory budget, its watcher thread, the signal route to the
- * main thread and the post-mortem record (guard.h). */
+/* guard: the memory budget, its watcher thread and the signal route to the
+ * main thread (guard.h). */
 #define _GNU_SOURCE
 #include "memtamer/memtamer.h"
 
@@ -12,7 +12,6 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,6 +19,7 @@
 #include "memtamer/guard.h"
 #include "memtamer/telemetry.h"
 #include "memtamer/heap.h"
+#include "memtamer/postmortem.h"
 #include "memtamer/process.h"
 
 /* The watcher looks at the cell's child processes every this many polls:
@@ -188,32 +188,6 @@ disarm_in_child(void)
 }
 
 /* ------------------------------------------------------------------ */
-/* the post-mortem record                                              */
-/* ------------------------------------------------------------------ */
-
-#define RECORD_MAGIC "MTGUARD1"
-#define RECORD_TEXT 1024
-
-/* One page, memory-mapped shared: stores are the whole cost of an update,
- * and the page survives the process being killed. */
-typedef struct {
-    char magic[8];
-    int32_t version, pid;
-    uint64_t start_ticks; /* tells a reused pid from ours */
-    int64_t started_at;   /* unix seconds */
-    _Atomic int64_t cell; /* running cell, -1 between cells */
-    _Atomic int64_t rss, peak_rss, updated_ms;
-    int64_t limit, budget;
-    int64_t oom_kills_at_start; /* -1 when unknown */
-    char oom_path[MT_PROBE_PATH_MAX + 64];
-    char cwd[RECORD_TEXT];
-    char first_line[MT_FIRST_LINE_BYTES];
-    char notebook[256]; /* JPY_SESSION_NAME: the notebook's path, "" when unknown */
-} guard_record;
-
-_Static_assert(sizeof(guard_record) <= 4096, "the record fits one page");
-
-/* ------------------------------------------------------------------ */
 /* the C side of the guard (one per module, PyMem_RawMalloc'd)          */
 /* ------------------------------------------------------------------ */
 
@@ -229,8 +203,7 @@ typedef struct mt_guard {
     int have_limit;
     long long trips;
     long long rss_before; /* of the running cell */
-    char record_path[MT_PROBE_PATH_MAX + 64];
-    pid_t pid; /* of the process that owns the watcher and the record */
+    pid_t pid; /* of the process that owns the watcher */
 
     /* The watcher touches only what follows, and the atomics above.  lock
      * guards watching/stop/children. */
@@ -247,7 +220,7 @@ typedef struct mt_guard {
     int psi_fd;
     _Atomic int tid;
     _Atomic long long polls;
-    guard_record *record; /* NULL when there is none */
+    mt_postmortem *postmortem; /* the module's record, updated as the kernel runs */
 } mt_guard;
 
 static int
@@ -256,14 +229,6 @@ guard_signal(void)
     /* A real-time signal nobody else in a kernel uses; real-time signals
      * queue, so a trip is never merged away. */
     return SIGRTMAX - 6;
-}
-
-static long long
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* PSI: wake when tasks stall on memory for 50 ms within a second.  Where
@@ -347,13 +312,7 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
             atomic_store(&children_private_peak, kids.private_total);
         }
     }
-    if (g->record) {
-        atomic_store(&g->record->rss, rss);
-        if (rss > atomic_load(&g->record->peak_rss)) {
-            atomic_store(&g->record->peak_rss, rss);
-        }
-        atomic_store(&g->record->updated_ms, now_ms());
-    }
+    mt_postmortem_sample(g->postmortem, rss);
     long long use = rss + atomic_load(&children_rss);
     /* Others growing is no reason to stop this cell: only its own growth. */
     int shared_over = *shared_left < 0 && use > atomic_load(&cell_start_use);
@@ -639,6 +598,7 @@ compute_budget(mt_state *st, mt_guard *g)
         slack = room;
     }
     atomic_store(&grace, slack > GRACE_MIN ? slack : GRACE_MIN);
+    mt_postmortem_set_limits(g->postmortem, limit, g->budget);
 }
 
 void
@@ -670,12 +630,7 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line,
     atomic_store(&children_shared_at_peak, 0);
     atomic_store(&sample_rss, rss_before);
     atomic_store(&sample_counted, mt_heap_counted());
-    if (g->record) {
-        atomic_store(&g->record->cell, cell);
-        snprintf(g->record->first_line, sizeof g->record->first_line, "%s", first_line);
-        atomic_store(&g->record->rss, rss_before);
-        atomic_store(&g->record->updated_ms, now_ms());
-    }
+    mt_postmortem_cell_begin(g->postmortem, cell, first_line, rss_before);
     if (g->budget < 0) {
         watcher_set(g, 0, NULL);
         return;
@@ -707,13 +662,7 @@ mt_guard_cell_end(PyObject *module, long long rss_after)
     if (atomic_load(&trip_state) != TRIP_NONE && mt_heap_trim()) {
         rss_after = mt_probe_rss(&g->probe);
     }
-    if (g->record) {
-        atomic_store(&g->record->cell, -1);
-        if (rss_after >= 0) {
-            atomic_store(&g->record->rss, rss_after);
-        }
-        atomic_store(&g->record->updated_ms, now_ms());
-    }
+    mt_postmortem_cell_end(g->postmortem, rss_after);
 }
 
 void
@@ -1121,162 +1070,7 @@ mt_guard_status(PyObject *module, PyObject *Py_UNUSED(unused))
         mt_set(d, "signal", PyLong_FromLong(guard_signal())) < 0 ||
         mt_set(d, "large_request", PyLong_FromLong(MT_GUARD_LARGE_REQUEST)) < 0 ||
         mt_set(d, "trips", PyLong_FromLongLong(g->trips)) < 0 ||
-        mt_set(d, "record", g->record ? PyUnicode_FromString(g->record_path) : Py_NewRef(Py_None)) < 0) {
-        Py_XDECREF(d);
-        return NULL;
-    }
-    return d;
-}
-
-/* ---- the post-mortem record ---- */
-
-static unsigned long long
-start_ticks_of(pid_t pid)
-{
-    char path[64], buf[1024];
-    unsigned long long ticks = 0;
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return 0;
-    }
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) {
-        return 0;
-    }
-    buf[n] = '\0';
-    return mt_probe_parse_starttime(buf, &ticks) == 0 ? ticks : 0;
-}
-
-static void
-record_close(mt_guard *g, int remove)
-{
-    if (g->record == NULL) {
-        return;
-    }
-    munmap(g->record, sizeof(guard_record));
-    g->record = NULL;
-    if (remove && g->pid == getpid()) {
-        unlink(g->record_path);
-    }
-}
-
-/* guard_record_open(path): keep this kernel's post-mortem record there. */
-PyObject *
-mt_guard_record_open(PyObject *module, PyObject *path)
-{
-    mt_state *st = mt_get_state(module);
-    mt_guard *g = st->guard;
-    const char *p = PyUnicode_AsUTF8(path);
-    if (p == NULL) {
-        return NULL;
-    }
-    if (strlen(p) >= sizeof g->record_path) {
-        PyErr_SetString(PyExc_ValueError, "record path too long");
-        return NULL;
-    }
-    record_close(g, 1);
-    int fd = open(p, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
-    }
-    void *map = MAP_FAILED;
-    if (ftruncate(fd, sizeof(guard_record)) == 0) {
-        map = mmap(NULL, sizeof(guard_record), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    }
-    int saved_errno = errno;
-    close(fd);
-    if (map == MAP_FAILED) {
-        unlink(p);
-        errno = saved_errno;
-        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
-    }
-    guard_record *r = map;
-    memset(r, 0, sizeof *r);
-    r->version = 1;
-    r->pid = (int32_t)getpid();
-    r->start_ticks = start_ticks_of(getpid());
-    r->started_at = (int64_t)time(NULL);
-    r->cell = -1;
-    r->rss = r->peak_rss = mt_probe_rss(st->probe);
-    r->updated_ms = now_ms();
-    r->limit = g->have_limit ? g->limit.limit : -1;
-    r->budget = g->budget;
-    long long kills = -1;
-    if (mt_probe_oom_kills(st->probe, r->oom_path, sizeof r->oom_path, &kills) < 0) {
-        kills = -1;
-    }
-    r->oom_kills_at_start = kills;
-    if (getcwd(r->cwd, sizeof r->cwd) == NULL) {
-        r->cwd[0] = '\0';
-    }
-    const char *notebook = getenv("JPY_SESSION_NAME");
-    snprintf(r->notebook, sizeof r->notebook, "%s", notebook ? notebook : "");
-    memcpy(r->magic, RECORD_MAGIC, sizeof r->magic); /* last: the record is whole */
-    snprintf(g->record_path, sizeof g->record_path, "%s", p);
-    g->pid = getpid();
-    g->record = r;
-    Py_RETURN_NONE;
-}
-
-/* guard_record_close(): remove this kernel's record (a clean exit). */
-PyObject *
-mt_guard_record_close(PyObject *module, PyObject *Py_UNUSED(unused))
-{
-    record_close(get_guard(module), 1);
-    Py_RETURN_NONE;
-}
-
-/* guard_record_read(path) -> dict | None: a record another kernel left;
- * None when the file is not one.  'alive' says whether its kernel still
- * runs; 'oom_kills' how often the OOM killer fired since it started. */
-PyObject *
-mt_guard_record_read(PyObject *Py_UNUSED(module), PyObject *path)
-{
-    guard_record r;
-    const char *p = PyUnicode_AsUTF8(path);
-    if (p == NULL) {
-        return NULL;
-    }
-    int fd = open(p, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
-    }
-    ssize_t n = read(fd, &r, sizeof r);
-    close(fd);
-    if (n != (ssize_t)sizeof r || memcmp(r.magic, RECORD_MAGIC, sizeof r.magic) != 0) {
-        Py_RETURN_NONE;
-    }
-    r.cwd[sizeof r.cwd - 1] = '\0';
-    r.first_line[sizeof r.first_line - 1] = '\0';
-    r.oom_path[sizeof r.oom_path - 1] = '\0';
-    r.notebook[sizeof r.notebook - 1] = '\0';
-    int alive = (kill(r.pid, 0) == 0 || errno == EPERM) && start_ticks_of(r.pid) == r.start_ticks;
-    long long kills = -1;
-    if (r.oom_kills_at_start >= 0 && r.oom_path[0] &&
-        mt_probe_read_oom_kills(r.oom_path, &kills) == 0) {
-        kills -= r.oom_kills_at_start;
-    }
-    else {
-        kills = -1;
-    }
-    PyObject *d = PyDict_New();
-    if (d == NULL ||
-        mt_set(d, "pid", PyLong_FromLong(r.pid)) < 0 ||
-        mt_set(d, "alive", PyBool_FromLong(alive)) < 0 ||
-        mt_set(d, "started_at", PyLong_FromLongLong(r.started_at)) < 0 ||
-        mt_set(d, "cell", r.cell >= 0 ? PyLong_FromLongLong(r.cell) : Py_NewRef(Py_None)) < 0 ||
-        mt_set(d, "first_line", PyUnicode_DecodeUTF8(r.first_line, (Py_ssize_t)strlen(r.first_line), "replace")) < 0 ||
-        mt_set(d, "rss", mt_size_or_none(r.rss)) < 0 ||
-        mt_set(d, "peak_rss", mt_size_or_none(r.peak_rss)) < 0 ||
-        mt_set(d, "limit", mt_size_or_none(r.limit)) < 0 ||
-        mt_set(d, "budget", mt_size_or_none(r.budget)) < 0 ||
-        mt_set(d, "updated", PyFloat_FromDouble((double)r.updated_ms / 1000.0)) < 0 ||
-        mt_set(d, "oom_kills", kills >= 0 ? PyLong_FromLongLong(kills) : Py_NewRef(Py_None)) < 0 ||
-        mt_set(d, "oom_source", PyUnicode_DecodeFSDefault(r.oom_path)) < 0 ||
-        mt_set(d, "cwd", PyUnicode_DecodeFSDefault(r.cwd)) < 0 ||
-        mt_set(d, "notebook", r.notebook[0] ? PyUnicode_DecodeFSDefault(r.notebook) : Py_NewRef(Py_None)) < 0) {
+        mt_set(d, "record", st->postmortem.page ? PyUnicode_FromString(st->postmortem.path) : Py_NewRef(Py_None)) < 0) {
         Py_XDECREF(d);
         return NULL;
     }
@@ -1311,6 +1105,8 @@ mt_guard_exec(PyObject *module)
     st->guard->psi_fd = -1;
     st->guard->poll_us = MT_GUARD_POLL_US;
     st->guard->pid = getpid();
+    st->guard->postmortem = &st->postmortem;
+    st->postmortem.limit = st->postmortem.budget = -1;
     if (!atfork_registered) {
         if (pthread_atfork(NULL, NULL, disarm_in_child) != 0) {
             PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
@@ -1331,7 +1127,6 @@ mt_guard_free(PyObject *module)
         return;
     }
     watcher_stop(st->guard);
-    record_close(st->guard, 1);
     atomic_store(&shared_limit, -1);
     mt_probe_shared_close(&shared_files);
     PyMem_RawFree(st->guard);

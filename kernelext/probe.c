@@ -1125,6 +1125,17 @@ mt_probe_sharing_pids(const mt_probe *p, const char *dir, pid_t *pids, int max)
 }
 
 int
+mt_probe_pid_start_ticks(const mt_probe *p, pid_t pid, unsigned long long *ticks)
+{
+    char path[MT_PROBE_PATH_MAX + 64], buf[1024];
+    if (proc_path(p, path, sizeof path, "/proc/%d/stat", (int)pid) < 0 ||
+        read_text(path, buf, sizeof buf) < 0) {
+        return -1;
+    }
+    return mt_probe_parse_starttime(buf, ticks);
+}
+
+int
 mt_probe_pid_rss(const mt_probe *p, pid_t pid, long long *rss, char *comm, size_t comm_size)
 {
     char path[MT_PROBE_PATH_MAX + 64], buf[256];

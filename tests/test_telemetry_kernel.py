@@ -474,6 +474,8 @@ def test_budget_trip_is_an_event_and_counted(tk):
 
 def test_postmortem_of_a_killed_kernel_reaches_a_late_watcher(runtime):
     dead = start_kernel(runtime)
+    # Near its budget: memory is then the likely cause of its death.
+    dead.run(f"%memguard {int(rss_of(dead.pid) / 0.95)}")
     dead.shutdown()  # SIGKILL, as the OOM killer would, and reaped
     k = start_kernel(runtime)
     try:

@@ -75,9 +75,6 @@ PyObject *mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_
 PyObject *mt_guard_status(PyObject *module, PyObject *unused);
 PyObject *mt_guard_signal_handler(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_guard_exception(PyObject *module, PyObject *unused);
-PyObject *mt_guard_record_open(PyObject *module, PyObject *path);
-PyObject *mt_guard_record_close(PyObject *module, PyObject *unused);
-PyObject *mt_guard_record_read(PyObject *module, PyObject *path);
 PyObject *mt_guard_before_fork(PyObject *module, PyObject *unused);
 PyObject *mt_guard_after_fork(PyObject *module, PyObject *unused);
 

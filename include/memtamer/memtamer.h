@@ -11,7 +11,8 @@
  *   ledger.c     the namespace: bindings, provenance, holders
  *   shrink.c     in-place downcast, pack, spill
  *   codec.c      the compressed proxy type (c-blosc)
- *   guard.c      the memory budget, its watcher thread and post-mortem record
+ *   postmortem.c the record a kernel leaves for its notebook's next kernel
+ *   guard.c      the memory budget, its watcher thread and signal route
  *   process.c    process-wide figures and the report for Python
  *   npy.c        numpy's C API, imported once numpy is
  *   module.c     the method table, module state and init
@@ -33,6 +34,7 @@
 #include "memtamer/config.h"
 #include "memtamer/ledger.h"
 #include "memtamer/policy.h"
+#include "memtamer/postmortem.h"
 #include "memtamer/probe.h"
 #include "memtamer/shrink.h"
 
@@ -47,6 +49,8 @@ typedef struct {
      * of the exception's message. */
     struct mt_guard *guard;
     PyObject *budget_exceeded, *guard_user_ns, *guard_describe;
+    /* postmortem.c: this kernel's record (the guard's watcher updates it). */
+    mt_postmortem postmortem;
     /* %shrink: the proxy type (codec.c) and the action being measured. */
     PyObject *compressed_type;
     mt_shrink_window shrink;

@@ -181,6 +181,9 @@ long long mt_probe_shared_working_set(const mt_probe_shared_files *files);
  * when it is gone. */
 int mt_probe_sharing_pids(const mt_probe *p, const char *dir, pid_t *pids, int max);
 int mt_probe_pid_rss(const mt_probe *p, pid_t pid, long long *rss, char *comm, size_t comm_size);
+/* When process pid started (clock ticks since boot), to tell a reused pid
+ * from the process it was; -1 when it is gone. */
+int mt_probe_pid_start_ticks(const mt_probe *p, pid_t pid, unsigned long long *ticks);
 
 /* How many times the OOM killer fired: the cgroup's count where it is
  * exposed, else the machine's; path receives the file read (so a later
