@@ -161,10 +161,11 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
 {
     Py_VISIT(mt_get_state(module)->numpy_previous);
     Py_VISIT(mt_get_state(module)->cells.window.source);
-    Py_VISIT(mt_get_state(module)->budget_exceeded);
-    Py_VISIT(mt_get_state(module)->guard_user_ns);
-    Py_VISIT(mt_get_state(module)->guard_describe);
     Py_VISIT(mt_get_state(module)->compressed_type);
+    int rc = mt_guard_traverse(module, visit, arg);
+    if (rc != 0) {
+        return rc;
+    }
     return mt_ledger_traverse(&mt_get_state(module)->ledger, visit, arg);
 }
 
@@ -173,9 +174,7 @@ core_clear(PyObject *module)
 {
     Py_CLEAR(mt_get_state(module)->numpy_previous);
     Py_CLEAR(mt_get_state(module)->cells.window.source);
-    Py_CLEAR(mt_get_state(module)->budget_exceeded);
-    Py_CLEAR(mt_get_state(module)->guard_user_ns);
-    Py_CLEAR(mt_get_state(module)->guard_describe);
+    mt_guard_clear(module);
     Py_CLEAR(mt_get_state(module)->compressed_type);
     mt_ledger_clear(&mt_get_state(module)->ledger);
     return 0;

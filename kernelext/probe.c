@@ -334,6 +334,21 @@ open_proc(const mt_probe *p, const char *name, int flags)
     return open(path, flags | O_CLOEXEC);
 }
 
+int
+mt_probe_psi_trigger(const mt_probe *p, const char *trigger)
+{
+    char path[MT_PROBE_PATH_MAX + 64];
+    if (proc_path(p, path, sizeof path, "/proc/pressure/memory") < 0) {
+        return -1;
+    }
+    int fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0 && write(fd, trigger, strlen(trigger) + 1) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
 static void
 close_fd(int *fd)
 {

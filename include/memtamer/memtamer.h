@@ -44,11 +44,9 @@ typedef struct {
     mt_cell_log cells;
     /* numpy handler that was current when the running cell began. */
     PyObject *numpy_previous;
-    /* guard.c: its C side (PyMem_RawMalloc'd, the watcher uses it without
-     * the GIL), MemoryBudgetExceeded, the user's namespace and the renderer
-     * of the exception's message. */
+    /* guard.c: the guard's state (one per process, in static storage: the
+     * hooks and the watcher use it without the GIL; NULL after free). */
     struct mt_guard *guard;
-    PyObject *budget_exceeded, *guard_user_ns, *guard_describe;
     /* postmortem.c: this kernel's record (the guard's watcher updates it). */
     mt_postmortem postmortem;
     /* %shrink: the proxy type (codec.c) and the action being measured. */

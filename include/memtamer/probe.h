@@ -99,6 +99,12 @@ void mt_probe_fork_resume(mt_probe *p);
  * after 20 ms. */
 void mt_probe_wait_thread_gone(pid_t tid);
 
+/* A memory-pressure (PSI) trigger on /proc/pressure/memory, such as "some
+ * 50000 1000000" (stalls of 50 ms within a second): a descriptor that
+ * poll() reports POLLPRI on, or -1 where it cannot be set (old kernel, no
+ * permission).  The caller closes it. */
+int mt_probe_psi_trigger(const mt_probe *p, const char *trigger);
+
 /* Current RSS in bytes (statm), -1 on failure. */
 long long mt_probe_rss(mt_probe *p);
 /* VmRSS and VmHWM together from one read of status. */
