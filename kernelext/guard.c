@@ -18,9 +18,8 @@
 #include "memtamer/heap.h"
 #include "memtamer/postmortem.h"
 #include "memtamer/process.h"
+#include "memtamer/worker.h"
 
-/* The watcher looks at the cell's child processes every this many polls:
- * walking /proc for them costs ten times a read of statm. */
 /* Only the watcher sees pure-Python growth and the growth of the cell's
  * children, and both are bounded by how fast pages can be faulted in (about
  * 0.4 GB/s on first touch here).  Far below the ceiling the watcher may sleep
@@ -28,7 +27,9 @@
  * microseconds of CPU in a VM, and most cells run far below the budget. */
 #define GROWTH_BYTES_PER_US 4096LL
 #define MAX_NAP_US 200000L
-#define CHILD_LOOK_SECONDS 0.1 /* children: their /proc files cost more */
+/* How often the watcher looks at the cell's children: walking /proc for
+ * them costs ten times a read of statm. */
+#define CHILD_LOOK_SECONDS 0.1
 /* After a trip the ceiling rises by budget/GRACE_DIVISOR (at least
  * GRACE_MIN, at most half the room left under the limit). */
 #define GRACE_DIVISOR 16
@@ -111,18 +112,15 @@ typedef struct mt_guard {
      * exception's message: the module's references (mt_guard_traverse). */
     PyObject *budget_exceeded, *user_ns, *describe;
 
-    /* The watcher touches only what follows, and the atomics above.  lock
-     * guards watching/stop/children. */
-    mt_probe probe; /* its own /proc files */
-    pthread_t thread, main_thread;
-    pthread_mutex_t lock;
-    pthread_cond_t wake;
-    int started, watching, stop;
-    int paused_for_fork; /* stopped by _guard_before_fork */
+    /* The watcher touches only what follows, and the atomics above; it is
+     * active while a budgeted cell runs.  Its lock guards children. */
+    mt_worker watcher;
+    pthread_t main_thread; /* the one the guard's signal goes to */
+    mt_probe probe;        /* the watcher's own /proc files */
     mt_probe_children_mark children;
+    double children_looked; /* when the watcher last looked at them */
     long poll_us;
     int psi_fd;
-    _Atomic int tid;
     _Atomic long long polls;
     mt_postmortem *postmortem; /* the module's record, updated as the kernel runs */
 } mt_guard;
@@ -336,87 +334,50 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
     return use;
 }
 
-static void *
-watch_main(void *arg)
+/* The watcher's step (worker.h): no GIL, no Python objects. */
+static void
+watch_step(void *owner, int fresh)
 {
-    mt_guard *g = arg;
-    atomic_store(&g->tid, (int)gettid());
-    double children_looked = 0;
-    pthread_mutex_lock(&g->lock);
-    while (!g->stop) {
-        if (!g->watching) {
-            children_looked = 0; /* a new cell: look at once */
-            pthread_cond_wait(&g->wake, &g->lock);
-            continue;
-        }
-        mt_probe_children_mark mark = g->children;
-        pthread_mutex_unlock(&g->lock);
-        atomic_fetch_add(&g->polls, 1);
-        double now = mt_monotonic_seconds();
-        int look_at_children = now - children_looked >= CHILD_LOOK_SECONDS;
-        if (look_at_children) {
-            children_looked = now;
-        }
-        long long shared_left;
-        long long use = watch_once(g, &mark, look_at_children, &shared_left);
-        nap(g, nap_us(g, use, shared_left));
-        pthread_mutex_lock(&g->lock);
+    mt_guard *g = owner;
+    if (fresh) {
+        g->children_looked = 0; /* a new cell: look at once */
     }
-    pthread_mutex_unlock(&g->lock);
-    return NULL;
+    mt_worker_lock(&g->watcher);
+    mt_probe_children_mark mark = g->children;
+    mt_worker_unlock(&g->watcher);
+    atomic_fetch_add(&g->polls, 1);
+    double now = mt_monotonic_seconds();
+    int look_at_children = now - g->children_looked >= CHILD_LOOK_SECONDS;
+    if (look_at_children) {
+        g->children_looked = now;
+    }
+    long long shared_left;
+    long long use = watch_once(g, &mark, look_at_children, &shared_left);
+    nap(g, nap_us(g, use, shared_left));
 }
 
 static void
 watcher_set(mt_guard *g, int watching, const mt_probe_children_mark *mark)
 {
-    if (!g->started) {
+    if (!g->watcher.started) {
         return;
     }
-    pthread_mutex_lock(&g->lock);
-    g->watching = watching;
     if (mark) {
+        mt_worker_lock(&g->watcher);
         g->children = *mark;
+        mt_worker_unlock(&g->watcher);
     }
-    pthread_cond_signal(&g->wake);
-    pthread_mutex_unlock(&g->lock);
-}
-
-/* Ends the thread; what it watches (watching, children) stays for a
- * restart.  Joined with the GIL held: the watcher never takes it. */
-static void
-watcher_join(mt_guard *g)
-{
-    pthread_mutex_lock(&g->lock);
-    g->stop = 1;
-    pthread_cond_signal(&g->wake);
-    pthread_mutex_unlock(&g->lock);
-    pthread_join(g->thread, NULL);
-    mt_probe_wait_thread_gone(atomic_load(&g->tid));
-    g->started = 0;
-    g->stop = 0;
-}
-
-static int
-watcher_spawn(mt_guard *g)
-{
-    atomic_store(&g->tid, 0);
-    int err = pthread_create(&g->thread, NULL, watch_main, g);
-    if (err != 0) {
-        return err;
-    }
-    g->started = 1;
-    return 0;
+    mt_worker_set_active(&g->watcher, watching);
 }
 
 static void
 watcher_stop(mt_guard *g)
 {
-    /* A forked child has no watcher thread; its copy of the lock may be
-     * held by a thread that does not exist there. */
-    if (!g->started || g->pid != getpid()) {
+    /* A forked child has no watcher thread (worker.h). */
+    if (!g->watcher.started || g->pid != getpid()) {
         return;
     }
-    watcher_join(g);
+    mt_worker_stop(&g->watcher);
     if (g->psi_fd >= 0) {
         close(g->psi_fd);
         g->psi_fd = -1;
@@ -427,7 +388,7 @@ watcher_stop(mt_guard *g)
 static int
 watcher_start(mt_guard *g, const char *root)
 {
-    if (g->started) {
+    if (g->watcher.started) {
         return 0;
     }
     if (mt_probe_open(&g->probe, root) < 0 || g->probe.statm_fd < 0) {
@@ -440,11 +401,8 @@ watcher_start(mt_guard *g, const char *root)
     g->psi_fd = mt_probe_psi_trigger(&g->probe, "some 50000 1000000");
     g->main_thread = pthread_self();
     g->pid = getpid();
-    g->watching = 0;
-    g->stop = 0;
-    pthread_mutex_init(&g->lock, NULL);
-    pthread_cond_init(&g->wake, NULL);
-    int err = watcher_spawn(g);
+    mt_worker_init(&g->watcher, watch_step, g);
+    int err = mt_worker_start(&g->watcher);
     if (err != 0) {
         errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
@@ -460,15 +418,15 @@ watcher_start(mt_guard *g, const char *root)
  * threads stop before os.fork() and start again in the parent; the hooks
  * are registered once per process and do nothing once the guard is off. */
 
-/* _guard_before_fork(): with the GIL held, as os.register_at_fork's hooks. */
+/* _guard_before_fork(): as os.register_at_fork's hooks. */
 PyObject *
 mt_guard_before_fork(PyObject *module, PyObject *Py_UNUSED(unused))
 {
+    MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
-    if (g != NULL && g->started && g->pid == getpid()) {
-        watcher_join(g);
-        g->paused_for_fork = 1;
+    if (g != NULL && g->pid == getpid()) {
+        mt_worker_pause_for_fork(&g->watcher);
     }
     if (st->probe != NULL) {
         mt_probe_fork_pause(st->probe);
@@ -481,6 +439,7 @@ mt_guard_before_fork(PyObject *module, PyObject *Py_UNUSED(unused))
 PyObject *
 mt_guard_after_fork(PyObject *module, PyObject *Py_UNUSED(unused))
 {
+    MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
     if (st->probe != NULL) {
@@ -489,11 +448,7 @@ mt_guard_after_fork(PyObject *module, PyObject *Py_UNUSED(unused))
     if (mt_telemetry_fork_resume(module) < 0) {
         return NULL;
     }
-    if (g == NULL || !g->paused_for_fork) {
-        Py_RETURN_NONE;
-    }
-    g->paused_for_fork = 0;
-    int err = watcher_spawn(g);
+    int err = g != NULL ? mt_worker_resume_after_fork(&g->watcher) : 0;
     if (err != 0) {
         /* No watcher: the hooks still refuse large requests. */
         errno = err;
@@ -503,14 +458,15 @@ mt_guard_after_fork(PyObject *module, PyObject *Py_UNUSED(unused))
 }
 
 /* Registers the two hooks above with os.register_at_fork, once per
- * process.  Only touched with the GIL held. */
+ * process. */
 static int
 register_fork_hooks(PyObject *module)
 {
-    static int registered = 0;
+    static int registered = 0; /* only touched with the GIL held (asserted below) */
     PyObject *os = NULL, *reg = NULL, *before = NULL, *after = NULL, *kwargs = NULL,
              *empty = NULL, *res = NULL;
     int rc = -1;
+    MT_ASSERT_GIL();
     if (registered) {
         return 0;
     }
@@ -572,6 +528,7 @@ resolve_shared(mt_state *st, mt_guard *g)
 static void
 compute_budget(mt_state *st, mt_guard *g)
 {
+    MT_ASSERT_GIL();
     resolve_shared(st, g);
     g->have_limit = mt_probe_read_limit(st->probe, &g->limit) == 0;
     long long limit = g->have_limit ? g->limit.limit : -1;
@@ -602,10 +559,11 @@ void
 mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line,
                     long long rss_before)
 {
+    MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
     atomic_store(&g->armed, 0);
-    if (g == NULL || !g->started || g->pid != getpid()) {
+    if (g == NULL || !g->watcher.started || g->pid != getpid()) {
         return;
     }
     atomic_fetch_add(&g->cell_serial, 1);
@@ -648,9 +606,10 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line,
 void
 mt_guard_cell_end(PyObject *module, long long rss_after)
 {
+    MT_ASSERT_GIL();
     mt_guard *g = get_guard(module);
     atomic_store(&g->armed, 0);
-    if (g == NULL || !g->started || g->pid != getpid()) {
+    if (g == NULL || !g->watcher.started || g->pid != getpid()) {
         return;
     }
     watcher_set(g, 0, NULL);
@@ -665,6 +624,7 @@ mt_guard_cell_end(PyObject *module, long long rss_after)
 void
 mt_guard_figures(PyObject *module, long long *budget, long long *trips)
 {
+    MT_ASSERT_GIL();
     mt_guard *g = get_guard(module);
     *budget = g ? g->budget : -1;
     *trips = g ? g->trips : 0;
@@ -819,13 +779,14 @@ in_user_code(PyObject *frame, PyObject *user_ns)
     return 0;
 }
 
-/* _guard_signal(signum, frame): Python's handler for the guard's signal.
- * Only touched with the GIL held (Python runs signal handlers there). */
+/* _guard_signal(signum, frame): Python's handler for the guard's signal
+ * (Python runs signal handlers in the main thread, with the GIL). */
 PyObject *
 mt_guard_signal_handler(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     mt_state *st = mt_get_state(module);
     trip_record t;
+    MT_ASSERT_GIL();
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "_guard_signal(signum, frame)");
         return NULL;
@@ -850,6 +811,7 @@ mt_guard_signal_handler(PyObject *module, PyObject *const *args, Py_ssize_t narg
 PyObject *
 mt_guard_exception(PyObject *module, PyObject *Py_UNUSED(unused))
 {
+    MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     trip_record t;
     if (st->guard == NULL || !take_trip(st->guard, &t, 0)) {
@@ -869,6 +831,7 @@ mt_guard_exception(PyObject *module, PyObject *Py_UNUSED(unused))
 PyObject *
 mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
     if (nargs != 2 || !PyDict_Check(args[0]) || !PyCallable_Check(args[1])) {
@@ -877,8 +840,8 @@ mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_XSETREF(g->user_ns, Py_NewRef(args[0]));
     Py_XSETREF(g->describe, Py_NewRef(args[1]));
-    if (g->started && g->pid != getpid()) {
-        g->started = 0; /* the thread stayed in the parent */
+    if (g->pid != getpid()) {
+        mt_worker_forget_in_child(&g->watcher); /* the thread stayed in the parent */
     }
     if (register_fork_hooks(module) < 0 || watcher_start(g, st->probe->root) < 0) {
         return NULL;
@@ -892,6 +855,7 @@ mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 PyObject *
 mt_guard_disable(PyObject *module, PyObject *Py_UNUSED(unused))
 {
+    MT_ASSERT_GIL();
     mt_guard *g = get_guard(module);
     atomic_store(&g->armed, 0);
     mt_heap_set_refusal(NULL, NULL);
@@ -907,6 +871,7 @@ mt_guard_disable(PyObject *module, PyObject *Py_UNUSED(unused))
 PyObject *
 mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
     const char *kind;
@@ -916,7 +881,7 @@ mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         return NULL;
     }
-    if (!g->started || g->pid != getpid()) {
+    if (!g->watcher.started || g->pid != getpid()) {
         PyErr_SetString(PyExc_RuntimeError,
                         "the memory budget guards an IPython kernel with memtamer loaded: "
                         "run %load_ext memtamer first, then set it");
@@ -1021,9 +986,10 @@ shared_now(mt_state *st, mt_guard *g)
 int
 mt_guard_process_figures(PyObject *module, PyObject *process)
 {
+    MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
-    int watching = g != NULL && g->started && g->pid == getpid();
+    int watching = g != NULL && g->watcher.started && g->pid == getpid();
     if (mt_set(process, "budget", mt_size_or_none(watching ? g->budget : -1)) < 0) {
         return -1;
     }
@@ -1042,9 +1008,10 @@ mt_guard_process_figures(PyObject *module, PyObject *process)
 PyObject *
 mt_guard_status(PyObject *module, PyObject *Py_UNUSED(unused))
 {
+    MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
-    int watching = g->started && g->pid == getpid();
+    int watching = g->watcher.started && g->pid == getpid();
     PyObject *d = PyDict_New();
     if (d == NULL ||
         mt_set(d, "enabled", PyBool_FromLong(watching && g->budget >= 0)) < 0 ||
@@ -1058,7 +1025,7 @@ mt_guard_status(PyObject *module, PyObject *Py_UNUSED(unused))
         mt_set(d, "rss", mt_size_or_none(mt_probe_rss(st->probe))) < 0 ||
         mt_set(d, "shared", shared_now(st, g)) < 0 ||
         mt_set(d, "watcher", PyBool_FromLong(watching)) < 0 ||
-        mt_set(d, "watcher_tid", watching && atomic_load(&g->tid) > 0 ? PyLong_FromLong(atomic_load(&g->tid)) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "watcher_tid", watching && atomic_load(&g->watcher.tid) > 0 ? PyLong_FromLong(atomic_load(&g->watcher.tid)) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "watcher_polls", PyLong_FromLongLong(atomic_load(&g->polls))) < 0 ||
         mt_set(d, "poll_us", PyLong_FromLong(g->poll_us)) < 0 ||
         mt_set(d, "numpy_threads", PyBool_FromLong(mt_heap_numpy_threads_covered())) < 0 ||
@@ -1082,6 +1049,7 @@ mt_guard_exec(PyObject *module)
     mt_state *st = mt_get_state(module);
     mt_guard *g = &the_guard;
     static int atfork_registered = 0; /* only touched with the GIL held */
+    MT_ASSERT_GIL();
     g->budget_exceeded = PyErr_NewExceptionWithDoc(
         "memtamer.MemoryBudgetExceeded",
         "A cell would have taken the kernel past its memory budget (see %memguard).\n\n"

@@ -62,6 +62,7 @@ void
 mt_postmortem_cell_begin(mt_postmortem *pm, long long cell, const char *first_line,
                          long long rss)
 {
+    MT_ASSERT_GIL();
     mt_postmortem_page *r = pm->page;
     long long kills;
     if (r == NULL) {
@@ -80,6 +81,7 @@ mt_postmortem_cell_begin(mt_postmortem *pm, long long cell, const char *first_li
 void
 mt_postmortem_cell_end(mt_postmortem *pm, long long rss)
 {
+    MT_ASSERT_GIL();
     if (pm->page == NULL) {
         return;
     }
@@ -91,6 +93,7 @@ mt_postmortem_cell_end(mt_postmortem *pm, long long rss)
 void
 mt_postmortem_set_limits(mt_postmortem *pm, long long limit, long long budget)
 {
+    MT_ASSERT_GIL();
     pm->limit = limit;
     pm->budget = budget;
     if (pm->page) {
@@ -112,7 +115,7 @@ mt_postmortem_close(mt_postmortem *pm, int remove)
     }
 }
 
-/* postmortem_open(path): keep this kernel's record there.  Needs the GIL. */
+/* postmortem_open(path): keep this kernel's record there. */
 PyObject *
 mt_postmortem_py_open(PyObject *module, PyObject *path)
 {
@@ -121,6 +124,7 @@ mt_postmortem_py_open(PyObject *module, PyObject *path)
     const char *p = PyUnicode_AsUTF8(path);
     unsigned long long ticks = 0;
     long long kills = -1;
+    MT_ASSERT_GIL();
     if (p == NULL) {
         return NULL;
     }
@@ -177,6 +181,7 @@ mt_postmortem_py_open(PyObject *module, PyObject *path)
 PyObject *
 mt_postmortem_py_close(PyObject *module, PyObject *Py_UNUSED(unused))
 {
+    MT_ASSERT_GIL();
     mt_postmortem_close(&mt_get_state(module)->postmortem, 1);
     Py_RETURN_NONE;
 }
@@ -238,6 +243,7 @@ mt_postmortem_py_read(PyObject *module, PyObject *path)
     mt_postmortem_page r;
     unsigned long long ticks = 0;
     long long kills;
+    MT_ASSERT_GIL();
     const char *p = PyUnicode_AsUTF8(path);
     if (p == NULL) {
         return NULL;

@@ -2,6 +2,8 @@
  *
  * The map of memtamer._core, one concern a file (kernelext/NAME.c with
  * include/memtamer/NAME.h), lower floors first; no file calls up a floor:
+ *   worker.c     one background thread: start, stop, wake, join, fork
+ *                (no Python API)
  *   probe.c      /proc and cgroup readers: pure parsers over text with an
  *                overridable root, plus the sampler thread (no Python API)
  *   transform.c  lossless narrowing of 8-byte numbers (no Python API)
@@ -12,7 +14,8 @@
  *   shrink.c     in-place downcast, pack, spill
  *   codec.c      the compressed proxy type (c-blosc)
  *   postmortem.c the record a kernel leaves for its notebook's next kernel
- *   guard.c      the memory budget, its watcher thread and signal route
+ *   guard.c      the memory budget, its refusal policy (given to heap.c's
+ *                hooks), its watcher thread and signal route
  *   process.c    process-wide figures and the report for Python
  *   npy.c        numpy's C API, imported once numpy is
  *   module.c     the method table, module state and init
@@ -28,6 +31,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <assert.h>
 #include <time.h>
 
 #include "memtamer/cell.h"
@@ -59,6 +63,10 @@ typedef struct {
      * sampler thread uses it without the GIL). */
     struct mt_telemetry *telemetry;
 } mt_state;
+
+/* Where a function needs the GIL: checked in debug builds (NDEBUG unset),
+ * as numpy's alloc.c does. */
+#define MT_ASSERT_GIL() assert(PyGILState_Check())
 
 /* Sets dict[key] = value and drops the reference to value; a NULL value
  * (a failed constructor) passes its exception on.  Returns -1/0. */
