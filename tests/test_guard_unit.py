@@ -7,7 +7,7 @@ import time
 import pytest
 
 from memtamer import _core
-from memtamer.guard import biggest_variables, collect_postmortems, describe
+from memtamer.guard import biggest_variables, collect_postmortems, describe, postmortem
 from memtamer.sizes import format_size, parse_share
 
 GiB = 1024**3
@@ -125,6 +125,22 @@ def test_record_blames_memory_when_the_oom_killer_fired_during_its_cell(tmp_path
     finally:
         _core.postmortem_close()
         _core._set_proc_root("")
+
+
+def test_postmortem_says_why_memory_is_the_likely_cause():
+    record = {"pid": 41, "cell": 7, "first_line": "x = load()", "rss": 3 * GiB,
+              "peak_rss": 3 * GiB, "limit": 4 * GiB, "budget": None, "updated": time.time(),
+              "oom_kills": 2, "oom_source": "/sys/fs/cgroup/kube/memory.events",
+              "memory_cause": "oom_killer"}
+    text = postmortem(record)
+    assert text.startswith("memtamer: the previous kernel (pid 41) died while running cell 7 "
+                           "('x = load()'); its last RSS was 3.0 GiB")
+    assert "(peak 3.0 GiB, limit 4.0 GiB)." in text
+    assert text.endswith("The OOM killer fired 2 times since its last cell began "
+                         "(/sys/fs/cgroup/kube/memory.events).")
+    record.update(cell=None, oom_kills=0, memory_cause="limit")
+    text = postmortem(record)
+    assert "died between cells" in text and text.endswith("That was close to its limit.")
 
 
 def test_format_of_sizes_used_in_messages():
