@@ -127,7 +127,6 @@ typedef struct mt_guard {
 
 static mt_guard the_guard;
 
-
 /* Claims the trip record; a watcher trip may replace a pending refusal
  * (a cell that caught the MemoryError and kept growing). */
 static int
@@ -231,7 +230,6 @@ disarm_in_child(void)
 {
     atomic_store(&the_guard.armed, 0);
 }
-
 
 static int
 guard_signal(void)
