@@ -296,8 +296,10 @@ class Guard:
         return None
 
     def start(self):
-        # A script's run leaves the records to the notebook's next interactive session.
-        for record in collect_postmortems(record_dir()) if interactive(self.shell) else ():
+        # A script's run says nothing and leaves the records to the notebook's
+        # next interactive session.
+        speak = interactive(self.shell)
+        for record in collect_postmortems(record_dir()) if speak else ():
             if record["memory_cause"] is None:
                 self.ended.append(record)
                 continue
@@ -307,7 +309,8 @@ class Guard:
         try:
             self.previous_signal = signal.signal(_core.GUARD_SIGNAL, _core._guard_signal)
         except (ValueError, OSError) as exc:
-            print(f"memtamer: the memory guard is off: its signal cannot be registered ({exc})")
+            if speak:
+                print(f"memtamer: the memory guard is off: its signal cannot be registered ({exc})")
             return
         _core.guard_enable(self.shell.user_ns, self._describe)
         if not self.shell.custom_exceptions:
@@ -317,7 +320,8 @@ class Guard:
             _core.postmortem_open(os.path.join(record_dir(), f"memtamer-{os.getpid()}.guard"))
             atexit.register(_core.postmortem_close)
         except OSError as exc:
-            print(f"memtamer: no post-mortem record for this kernel ({exc})")
+            if speak:
+                print(f"memtamer: no post-mortem record for this kernel ({exc})")
 
     def stop(self):
         _core.guard_disable()
