@@ -1,29 +1,25 @@
-/* guard: the memory budget, its watcher thread, the signal route to the
- * main thread and the post-mortem record (guard.h). */
+/* guard: the memory budget, its watcher thread and the signal route to the
+ * main thread (guard.h). */
 #define _GNU_SOURCE
 #include "memtamer/memtamer.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
-#include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "memtamer/guard.h"
 #include "memtamer/telemetry.h"
 #include "memtamer/heap.h"
+#include "memtamer/postmortem.h"
 #include "memtamer/process.h"
+#include "memtamer/worker.h"
 
-/* The watcher looks at the cell's child processes every this many polls:
- * walking /proc for them costs ten times a read of statm. */
 /* Only the watcher sees pure-Python growth and the growth of the cell's
  * children, and both are bounded by how fast pages can be faulted in (about
  * 0.4 GB/s on first touch here).  Far below the ceiling the watcher may sleep
@@ -31,43 +27,13 @@
  * microseconds of CPU in a VM, and most cells run far below the budget. */
 #define GROWTH_BYTES_PER_US 4096LL
 #define MAX_NAP_US 200000L
-#define CHILD_LOOK_SECONDS 0.1 /* children: their /proc files cost more */
+/* How often the watcher looks at the cell's children: walking /proc for
+ * them costs ten times a read of statm. */
+#define CHILD_LOOK_SECONDS 0.1
 /* After a trip the ceiling rises by budget/GRACE_DIVISOR (at least
  * GRACE_MIN, at most half the room left under the limit). */
 #define GRACE_DIVISOR 16
 #define GRACE_MIN (32LL * 1024 * 1024)
-
-/* ------------------------------------------------------------------ */
-/* what the allocator hooks, the watcher and the signal handler share  */
-/* ------------------------------------------------------------------ */
-
-/* Protected by atomics: the hooks read these from any thread without the
- * GIL, the watcher without the GIL.  Written with the GIL held at cell
- * boundaries and budget changes, and by whoever trips (below). */
-static _Atomic int armed;            /* a cell runs and the budget is on */
-static _Atomic long long ceiling;    /* bytes of use above which we act */
-static _Atomic long long grace;      /* added to ceiling by each trip */
-static _Atomic long long sample_rss; /* RSS when last read ... */
-static _Atomic long long sample_counted; /* ... and mt_heap_counted() then */
-static _Atomic long long children_rss;   /* the cell's children, last seen */
-/* The most private memory the cell's children held together when the
- * watcher looked, -1 when it could not tell; and the RSS they shared with
- * others (the kernel's pages, for a forked child) at that look. */
-static _Atomic long long children_private_peak, children_shared_at_peak;
-static _Atomic long long cell_serial;    /* which cell is armed */
-static _Atomic long long cell_start_use; /* RSS when it began */
-
-/* The memory shared with other processes (probe.h's mt_probe_shared): the
- * refusals and the watcher hold this kernel's next bytes against the room
- * its limit leaves too.  Protected by atomics like the above; shared_files
- * is written with the GIL held while shared_limit is -1, and its
- * descriptors are only replaced in place (dup2), closed at module free. */
-static mt_probe_shared_files shared_files = {-1, -1, 0};
-static _Atomic long long shared_limit = -1; /* -1: none watched */
-static _Atomic long long shared_reserve;
-static _Atomic long long shared_margin;  /* room past the reserve granted by trips */
-static _Atomic long long shared_working; /* working set last read ... */
-static _Atomic long long shared_counted; /* ... and mt_heap_counted() then */
 
 enum { TRIP_NONE, TRIP_WRITING, TRIP_PENDING, TRIP_DELIVERED };
 typedef struct {
@@ -82,23 +48,96 @@ typedef struct {
     long long serial;
 } trip_record;
 
-/* Protected by trip_state: the thread that moves it to TRIP_WRITING owns
- * trip until it publishes TRIP_PENDING (release); readers check for
- * TRIP_PENDING (acquire) with the GIL held. */
-static _Atomic int trip_state;
-static trip_record trip;
+typedef enum { BUDGET_DEFAULT, BUDGET_BYTES, BUDGET_PERCENT, BUDGET_OFF } budget_mode;
+
+/* ------------------------------------------------------------------ */
+/* the guard's state                                                   */
+/* ------------------------------------------------------------------ */
+
+/* One per process, in static storage (the_guard below): the allocator
+ * hooks (through the refusal policy heap.c is given), the watcher thread
+ * and the signal route are process-wide, and the hooks stay installed after
+ * the module is freed, so nothing they read may ever be freed.  The module
+ * state points at it and owns its Python objects. */
+typedef struct mt_guard {
+    /* What the hooks, the watcher and the signal route share.  Protected by
+     * atomics: the hooks read these from any thread without the GIL, the
+     * watcher without the GIL.  Written with the GIL held at cell
+     * boundaries and budget changes, and by whoever trips. */
+    _Atomic int armed;                /* a cell runs and the budget is on */
+    _Atomic long long ceiling;        /* bytes of use above which we act */
+    _Atomic long long grace;          /* added to ceiling by each trip */
+    _Atomic long long sample_rss;     /* RSS when last read ... */
+    _Atomic long long sample_counted; /* ... and mt_heap_counted() then */
+    _Atomic long long children_rss;   /* the cell's children, last seen */
+    /* The most private memory the cell's children held together when the
+     * watcher looked, -1 when it could not tell; and the RSS they shared
+     * with others (the kernel's pages, for a forked child) at that look. */
+    _Atomic long long children_private_peak, children_shared_at_peak;
+    _Atomic long long cell_serial;    /* which cell is armed */
+    _Atomic long long cell_start_use; /* RSS when it began */
+
+    /* The memory shared with other processes (probe.h's mt_probe_shared):
+     * the refusals and the watcher hold this kernel's next bytes against the
+     * room its limit leaves too.  Protected by atomics like the above;
+     * shared_files is written with the GIL held while shared_limit is -1,
+     * and its descriptors are only replaced in place (dup2), closed at
+     * module free. */
+    mt_probe_shared_files shared_files;
+    _Atomic long long shared_limit; /* -1: none watched */
+    _Atomic long long shared_reserve;
+    _Atomic long long shared_margin;  /* room past the reserve granted by trips */
+    _Atomic long long shared_working; /* working set last read ... */
+    _Atomic long long shared_counted; /* ... and mt_heap_counted() then */
+
+    /* Protected by trip_state: the thread that moves it to TRIP_WRITING
+     * owns trip until it publishes TRIP_PENDING (release); readers check
+     * for TRIP_PENDING (acquire) with the GIL held. */
+    _Atomic int trip_state;
+    trip_record trip;
+
+    /* Only touched with the GIL held. */
+    budget_mode mode;
+    long long bytes;  /* BUDGET_BYTES */
+    double percent;   /* BUDGET_PERCENT */
+    long long budget; /* effective, -1 when off */
+    mt_probe_limit limit;
+    int have_limit;
+    mt_probe_shared shared; /* where the shared limit binds */
+    int have_shared;
+    long long trips;
+    long long rss_before; /* of the running cell */
+    pid_t pid;            /* of the process that owns the watcher */
+    /* MemoryBudgetExceeded, the user's namespace and the renderer of the
+     * exception's message: the module's references (mt_guard_traverse). */
+    PyObject *budget_exceeded, *user_ns, *describe;
+
+    /* The watcher touches only what follows, and the atomics above; it is
+     * active while a budgeted cell runs.  Its lock guards children. */
+    mt_worker watcher;
+    pthread_t main_thread; /* the one the guard's signal goes to */
+    mt_probe probe;        /* the watcher's own /proc files */
+    mt_probe_children_mark children;
+    double children_looked; /* when the watcher last looked at them */
+    long poll_us;
+    int psi_fd;
+    _Atomic long long polls;
+    mt_postmortem *postmortem; /* the module's record, updated as the kernel runs */
+} mt_guard;
+
+static mt_guard the_guard;
 
 /* Claims the trip record; a watcher trip may replace a pending refusal
  * (a cell that caught the MemoryError and kept growing). */
 static int
-trip_claim(int replace_pending)
+trip_claim(mt_guard *g, int replace_pending)
 {
-    int state = atomic_load(&trip_state);
+    int state = atomic_load(&g->trip_state);
     for (;;) {
         if (state == TRIP_WRITING || (state == TRIP_PENDING && !replace_pending)) {
             return 0;
         }
-        if (atomic_compare_exchange_weak(&trip_state, &state, TRIP_WRITING)) {
+        if (atomic_compare_exchange_weak(&g->trip_state, &state, TRIP_WRITING)) {
             return 1;
         }
     }
@@ -107,36 +146,36 @@ trip_claim(int replace_pending)
 /* shared_use >= 0: the shared limit was crossed, not the own budget; the
  * grace then goes to the room under the shared limit. */
 static void
-trip_publish(mt_guard_layer layer, long long requested, long long use, pid_t child,
+trip_publish(mt_guard *g, mt_guard_layer layer, long long requested, long long use, pid_t child,
              long long child_size, long long shared_use)
 {
-    long long at = atomic_load(&ceiling);
-    trip.layer = layer;
-    trip.requested = requested;
-    trip.use = use;
-    trip.ceiling = at;
-    trip.shared_use = shared_use;
-    trip.shared_limit = atomic_load(&shared_limit);
-    trip.shared_reserve = atomic_load(&shared_reserve);
-    trip.child_pid = child;
-    trip.child_rss = child_size;
-    trip.serial = atomic_load(&cell_serial);
+    long long at = atomic_load(&g->ceiling);
+    g->trip.layer = layer;
+    g->trip.requested = requested;
+    g->trip.use = use;
+    g->trip.ceiling = at;
+    g->trip.shared_use = shared_use;
+    g->trip.shared_limit = atomic_load(&g->shared_limit);
+    g->trip.shared_reserve = atomic_load(&g->shared_reserve);
+    g->trip.child_pid = child;
+    g->trip.child_rss = child_size;
+    g->trip.serial = atomic_load(&g->cell_serial);
     if (shared_use >= 0) {
-        atomic_fetch_add(&shared_margin, atomic_load(&grace));
+        atomic_fetch_add(&g->shared_margin, atomic_load(&g->grace));
     }
     else {
-        atomic_store(&ceiling, at + atomic_load(&grace));
+        atomic_store(&g->ceiling, at + atomic_load(&g->grace));
     }
-    atomic_store_explicit(&trip_state, TRIP_PENDING, memory_order_release);
+    atomic_store_explicit(&g->trip_state, TRIP_PENDING, memory_order_release);
 }
 
 /* Use as the hooks see it: the last RSS reading plus what our counters saw
  * allocated since (never less than the reading). */
 static long long
-estimated_use(void)
+estimated_use(mt_guard *g)
 {
-    long long grown = mt_heap_counted() - atomic_load(&sample_counted);
-    return atomic_load(&sample_rss) + (grown > 0 ? grown : 0) + atomic_load(&children_rss);
+    long long grown = mt_heap_counted() - atomic_load(&g->sample_counted);
+    return atomic_load(&g->sample_rss) + (grown > 0 ? grown : 0) + atomic_load(&g->children_rss);
 }
 
 /* Room the shared limit leaves for this kernel's next bytes: the limit
@@ -144,37 +183,42 @@ estimated_use(void)
  * large requests, else the last reading plus what our counters saw since);
  * LLONG_MAX when no shared limit is watched. */
 static long long
-shared_room(size_t request, long long *working)
+shared_room(mt_guard *g, size_t request, long long *working)
 {
-    long long limit = atomic_load(&shared_limit);
+    long long limit = atomic_load(&g->shared_limit);
     *working = -1;
     if (limit < 0) {
         return LLONG_MAX;
     }
     if (request >= MT_GUARD_FRESH_REQUEST) {
-        *working = mt_probe_shared_working_set(&shared_files);
+        *working = mt_probe_shared_working_set(&g->shared_files);
     }
     if (*working < 0) {
-        long long grown = mt_heap_counted() - atomic_load(&shared_counted);
-        *working = atomic_load(&shared_working) + (grown > 0 ? grown : 0);
+        long long grown = mt_heap_counted() - atomic_load(&g->shared_counted);
+        *working = atomic_load(&g->shared_working) + (grown > 0 ? grown : 0);
     }
-    return limit - atomic_load(&shared_reserve) + atomic_load(&shared_margin) - *working;
+    return limit - atomic_load(&g->shared_reserve) + atomic_load(&g->shared_margin) - *working;
 }
 
-int
-mt_guard_refuse(size_t size, mt_guard_layer layer)
+/* The refusal policy heap.c's hooks ask about large requests (heap.h):
+ * from any thread, with or without the GIL; never allocates, never takes a
+ * lock.  1 when the request must be refused (the trip is recorded). */
+static int
+refuse(void *ctx, size_t size, mt_heap_hook hook)
 {
-    if (!atomic_load_explicit(&armed, memory_order_relaxed)) {
+    mt_guard *g = ctx;
+    mt_guard_layer layer = hook == MT_HEAP_NUMPY ? MT_GUARD_NUMPY : MT_GUARD_PYTHON;
+    if (!atomic_load_explicit(&g->armed, memory_order_relaxed)) {
         return 0;
     }
-    long long use = estimated_use();
+    long long use = estimated_use(g);
     long long working = -1;
-    int own_over = use + (long long)size > atomic_load(&ceiling);
-    if (!own_over && (long long)size <= shared_room(size, &working)) {
+    int own_over = use + (long long)size > atomic_load(&g->ceiling);
+    if (!own_over && (long long)size <= shared_room(g, size, &working)) {
         return 0;
     }
-    if (trip_claim(0)) {
-        trip_publish(layer, (long long)size, use, 0, 0, own_over ? -1 : working);
+    if (trip_claim(g, 0)) {
+        trip_publish(g, layer, (long long)size, use, 0, 0, own_over ? -1 : working);
     }
     return 1;
 }
@@ -184,71 +228,8 @@ mt_guard_refuse(size_t size, mt_guard_layer layer)
 static void
 disarm_in_child(void)
 {
-    atomic_store(&armed, 0);
+    atomic_store(&the_guard.armed, 0);
 }
-
-/* ------------------------------------------------------------------ */
-/* the post-mortem record                                              */
-/* ------------------------------------------------------------------ */
-
-#define RECORD_MAGIC "MTGUARD1"
-#define RECORD_TEXT 1024
-
-/* One page, memory-mapped shared: stores are the whole cost of an update,
- * and the page survives the process being killed. */
-typedef struct {
-    char magic[8];
-    int32_t version, pid;
-    uint64_t start_ticks; /* tells a reused pid from ours */
-    int64_t started_at;   /* unix seconds */
-    _Atomic int64_t cell; /* running cell, -1 between cells */
-    _Atomic int64_t rss, peak_rss, updated_ms;
-    int64_t limit, budget;
-    int64_t oom_kills_at_start; /* -1 when unknown */
-    char oom_path[MT_PROBE_PATH_MAX + 64];
-    char cwd[RECORD_TEXT];
-    char first_line[MT_FIRST_LINE_BYTES];
-    char notebook[256]; /* JPY_SESSION_NAME: the notebook's path, "" when unknown */
-} guard_record;
-
-_Static_assert(sizeof(guard_record) <= 4096, "the record fits one page");
-
-/* ------------------------------------------------------------------ */
-/* the C side of the guard (one per module, PyMem_RawMalloc'd)          */
-/* ------------------------------------------------------------------ */
-
-typedef enum { BUDGET_DEFAULT, BUDGET_BYTES, BUDGET_PERCENT, BUDGET_OFF } budget_mode;
-
-typedef struct mt_guard {
-    /* Only touched with the GIL held. */
-    budget_mode mode;
-    long long bytes;  /* BUDGET_BYTES */
-    double percent;   /* BUDGET_PERCENT */
-    long long budget; /* effective, -1 when off */
-    mt_probe_limit limit;
-    int have_limit;
-    long long trips;
-    long long rss_before; /* of the running cell */
-    char record_path[MT_PROBE_PATH_MAX + 64];
-    pid_t pid; /* of the process that owns the watcher and the record */
-
-    /* The watcher touches only what follows, and the atomics above.  lock
-     * guards watching/stop/children. */
-    mt_probe probe; /* its own /proc files */
-    pthread_t thread, main_thread;
-    pthread_mutex_t lock;
-    pthread_cond_t wake;
-    int started, watching, stop;
-    int paused_for_fork; /* stopped by _guard_before_fork */
-    mt_probe_children_mark children;
-    mt_probe_shared shared; /* where the shared limit binds (GIL) */
-    int have_shared;
-    long poll_us;
-    int psi_fd;
-    _Atomic int tid;
-    _Atomic long long polls;
-    guard_record *record; /* NULL when there is none */
-} mt_guard;
 
 static int
 guard_signal(void)
@@ -258,37 +239,12 @@ guard_signal(void)
     return SIGRTMAX - 6;
 }
 
-static long long
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* PSI: wake when tasks stall on memory for 50 ms within a second.  Where
- * the trigger cannot be set (old kernel, no permission) the watcher sleeps. */
-static int
-open_psi_trigger(void)
-{
-    static const char trigger[] = "some 50000 1000000";
-    int fd = open("/proc/pressure/memory", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-        return -1;
-    }
-    if (write(fd, trigger, sizeof trigger) < 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* How long the watcher may sleep with use bytes in use (-1: unknown) and
  * shared_left bytes left under the shared limit. */
 static long
 nap_us(const mt_guard *g, long long use, long long shared_left)
 {
-    long long headroom = use < 0 ? 0 : atomic_load(&ceiling) - use;
+    long long headroom = use < 0 ? 0 : atomic_load(&g->ceiling) - use;
     if (shared_left < headroom) {
         headroom = shared_left;
     }
@@ -327,52 +283,46 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
         return -1;
     }
     long long counted = mt_heap_counted();
-    atomic_store(&sample_rss, rss);
-    atomic_store(&sample_counted, counted);
-    long long working = atomic_load(&shared_limit) >= 0 ? mt_probe_shared_working_set(&shared_files) : -1;
+    atomic_store(&g->sample_rss, rss);
+    atomic_store(&g->sample_counted, counted);
+    long long working = atomic_load(&g->shared_limit) >= 0 ? mt_probe_shared_working_set(&g->shared_files) : -1;
     if (working >= 0) {
-        atomic_store(&shared_working, working);
-        atomic_store(&shared_counted, counted);
-        *shared_left = atomic_load(&shared_limit) - atomic_load(&shared_reserve) +
-                       atomic_load(&shared_margin) - working;
+        atomic_store(&g->shared_working, working);
+        atomic_store(&g->shared_counted, counted);
+        *shared_left = atomic_load(&g->shared_limit) - atomic_load(&g->shared_reserve) +
+                       atomic_load(&g->shared_margin) - working;
     }
     mt_probe_children_rss kids = {0};
     if (look_at_children) {
         mt_probe_children_now(&g->probe, mark, &kids);
-        atomic_store(&children_rss, kids.total);
-        long long seen = atomic_load(&children_private_peak);
+        atomic_store(&g->children_rss, kids.total);
+        long long seen = atomic_load(&g->children_private_peak);
         if (seen >= 0 && (kids.private_total < 0 || kids.private_total > seen)) {
             /* Only this thread writes them (and cell begin, between cells). */
-            atomic_store(&children_shared_at_peak, kids.total - kids.private_total);
-            atomic_store(&children_private_peak, kids.private_total);
+            atomic_store(&g->children_shared_at_peak, kids.total - kids.private_total);
+            atomic_store(&g->children_private_peak, kids.private_total);
         }
     }
-    if (g->record) {
-        atomic_store(&g->record->rss, rss);
-        if (rss > atomic_load(&g->record->peak_rss)) {
-            atomic_store(&g->record->peak_rss, rss);
-        }
-        atomic_store(&g->record->updated_ms, now_ms());
-    }
-    long long use = rss + atomic_load(&children_rss);
+    mt_postmortem_sample(g->postmortem, rss);
+    long long use = rss + atomic_load(&g->children_rss);
     /* Others growing is no reason to stop this cell: only its own growth. */
-    int shared_over = *shared_left < 0 && use > atomic_load(&cell_start_use);
-    int own_over = use > atomic_load(&ceiling);
-    if (!atomic_load(&armed) || !(own_over || shared_over) || !trip_claim(1)) {
+    int shared_over = *shared_left < 0 && use > atomic_load(&g->cell_start_use);
+    int own_over = use > atomic_load(&g->ceiling);
+    if (!atomic_load(&g->armed) || !(own_over || shared_over) || !trip_claim(g, 1)) {
         return use;
     }
     /* The cell's children are what crossed it when the kernel itself is
      * within its ceiling, or grew less than the biggest of them. */
     long long shared_use = own_over ? -1 : working;
-    int children_crossed = own_over ? rss <= atomic_load(&ceiling)
-                                    : kids.biggest_rss > rss - atomic_load(&cell_start_use);
+    int children_crossed = own_over ? rss <= atomic_load(&g->ceiling)
+                                    : kids.biggest_rss > rss - atomic_load(&g->cell_start_use);
     if (look_at_children && kids.biggest_pid > 0 && children_crossed &&
         kill(kids.biggest_pid, SIGKILL) == 0) {
-        atomic_store(&children_rss, kids.total - kids.biggest_rss);
-        trip_publish(MT_GUARD_CHILD, -1, use, kids.biggest_pid, kids.biggest_rss, shared_use);
+        atomic_store(&g->children_rss, kids.total - kids.biggest_rss);
+        trip_publish(g, MT_GUARD_CHILD, -1, use, kids.biggest_pid, kids.biggest_rss, shared_use);
     }
     else {
-        trip_publish(MT_GUARD_WATCHER, -1, use, 0, 0, shared_use);
+        trip_publish(g, MT_GUARD_WATCHER, -1, use, 0, 0, shared_use);
     }
     /* A real signal, not only PyErr_SetInterruptEx: it also breaks the main
      * thread out of a blocking wait (a join, a future's result). */
@@ -382,87 +332,50 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
     return use;
 }
 
-static void *
-watch_main(void *arg)
+/* The watcher's step (worker.h): no GIL, no Python objects. */
+static void
+watch_step(void *owner, int fresh)
 {
-    mt_guard *g = arg;
-    atomic_store(&g->tid, (int)gettid());
-    double children_looked = 0;
-    pthread_mutex_lock(&g->lock);
-    while (!g->stop) {
-        if (!g->watching) {
-            children_looked = 0; /* a new cell: look at once */
-            pthread_cond_wait(&g->wake, &g->lock);
-            continue;
-        }
-        mt_probe_children_mark mark = g->children;
-        pthread_mutex_unlock(&g->lock);
-        atomic_fetch_add(&g->polls, 1);
-        double now = mt_monotonic_seconds();
-        int look_at_children = now - children_looked >= CHILD_LOOK_SECONDS;
-        if (look_at_children) {
-            children_looked = now;
-        }
-        long long shared_left;
-        long long use = watch_once(g, &mark, look_at_children, &shared_left);
-        nap(g, nap_us(g, use, shared_left));
-        pthread_mutex_lock(&g->lock);
+    mt_guard *g = owner;
+    if (fresh) {
+        g->children_looked = 0; /* a new cell: look at once */
     }
-    pthread_mutex_unlock(&g->lock);
-    return NULL;
+    mt_worker_lock(&g->watcher);
+    mt_probe_children_mark mark = g->children;
+    mt_worker_unlock(&g->watcher);
+    atomic_fetch_add(&g->polls, 1);
+    double now = mt_monotonic_seconds();
+    int look_at_children = now - g->children_looked >= CHILD_LOOK_SECONDS;
+    if (look_at_children) {
+        g->children_looked = now;
+    }
+    long long shared_left;
+    long long use = watch_once(g, &mark, look_at_children, &shared_left);
+    nap(g, nap_us(g, use, shared_left));
 }
 
 static void
 watcher_set(mt_guard *g, int watching, const mt_probe_children_mark *mark)
 {
-    if (!g->started) {
+    if (!g->watcher.started) {
         return;
     }
-    pthread_mutex_lock(&g->lock);
-    g->watching = watching;
     if (mark) {
+        mt_worker_lock(&g->watcher);
         g->children = *mark;
+        mt_worker_unlock(&g->watcher);
     }
-    pthread_cond_signal(&g->wake);
-    pthread_mutex_unlock(&g->lock);
-}
-
-/* Ends the thread; what it watches (watching, children) stays for a
- * restart.  Joined with the GIL held: the watcher never takes it. */
-static void
-watcher_join(mt_guard *g)
-{
-    pthread_mutex_lock(&g->lock);
-    g->stop = 1;
-    pthread_cond_signal(&g->wake);
-    pthread_mutex_unlock(&g->lock);
-    pthread_join(g->thread, NULL);
-    mt_probe_wait_thread_gone(atomic_load(&g->tid));
-    g->started = 0;
-    g->stop = 0;
-}
-
-static int
-watcher_spawn(mt_guard *g)
-{
-    atomic_store(&g->tid, 0);
-    int err = pthread_create(&g->thread, NULL, watch_main, g);
-    if (err != 0) {
-        return err;
-    }
-    g->started = 1;
-    return 0;
+    mt_worker_set_active(&g->watcher, watching);
 }
 
 static void
 watcher_stop(mt_guard *g)
 {
-    /* A forked child has no watcher thread; its copy of the lock may be
-     * held by a thread that does not exist there. */
-    if (!g->started || g->pid != getpid()) {
+    /* A forked child has no watcher thread (worker.h). */
+    if (!g->watcher.started || g->pid != getpid()) {
         return;
     }
-    watcher_join(g);
+    mt_worker_stop(&g->watcher);
     if (g->psi_fd >= 0) {
         close(g->psi_fd);
         g->psi_fd = -1;
@@ -471,24 +384,23 @@ watcher_stop(mt_guard *g)
 }
 
 static int
-watcher_start(mt_guard *g)
+watcher_start(mt_guard *g, const char *root)
 {
-    if (g->started) {
+    if (g->watcher.started) {
         return 0;
     }
-    if (mt_probe_open(&g->probe, "") < 0 || g->probe.statm_fd < 0) {
+    if (mt_probe_open(&g->probe, root) < 0 || g->probe.statm_fd < 0) {
         mt_probe_close(&g->probe);
         PyErr_SetString(PyExc_OSError, "memtamer's guard needs /proc/self/statm to watch RSS");
         return -1;
     }
-    g->psi_fd = open_psi_trigger();
+    /* Wake when tasks stall on memory for 50 ms within a second; where the
+     * trigger cannot be set the watcher sleeps. */
+    g->psi_fd = mt_probe_psi_trigger(&g->probe, "some 50000 1000000");
     g->main_thread = pthread_self();
     g->pid = getpid();
-    g->watching = 0;
-    g->stop = 0;
-    pthread_mutex_init(&g->lock, NULL);
-    pthread_cond_init(&g->wake, NULL);
-    int err = watcher_spawn(g);
+    mt_worker_init(&g->watcher, watch_step, g);
+    int err = mt_worker_start(&g->watcher);
     if (err != 0) {
         errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
@@ -504,15 +416,15 @@ watcher_start(mt_guard *g)
  * threads stop before os.fork() and start again in the parent; the hooks
  * are registered once per process and do nothing once the guard is off. */
 
-/* _guard_before_fork(): with the GIL held, as os.register_at_fork's hooks. */
+/* _guard_before_fork(): as os.register_at_fork's hooks. */
 PyObject *
 mt_guard_before_fork(PyObject *module, PyObject *Py_UNUSED(unused))
 {
+    MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
-    if (g != NULL && g->started && g->pid == getpid()) {
-        watcher_join(g);
-        g->paused_for_fork = 1;
+    if (g != NULL && g->pid == getpid()) {
+        mt_worker_pause_for_fork(&g->watcher);
     }
     if (st->probe != NULL) {
         mt_probe_fork_pause(st->probe);
@@ -525,6 +437,7 @@ mt_guard_before_fork(PyObject *module, PyObject *Py_UNUSED(unused))
 PyObject *
 mt_guard_after_fork(PyObject *module, PyObject *Py_UNUSED(unused))
 {
+    MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
     if (st->probe != NULL) {
@@ -533,11 +446,7 @@ mt_guard_after_fork(PyObject *module, PyObject *Py_UNUSED(unused))
     if (mt_telemetry_fork_resume(module) < 0) {
         return NULL;
     }
-    if (g == NULL || !g->paused_for_fork) {
-        Py_RETURN_NONE;
-    }
-    g->paused_for_fork = 0;
-    int err = watcher_spawn(g);
+    int err = g != NULL ? mt_worker_resume_after_fork(&g->watcher) : 0;
     if (err != 0) {
         /* No watcher: the hooks still refuse large requests. */
         errno = err;
@@ -547,14 +456,15 @@ mt_guard_after_fork(PyObject *module, PyObject *Py_UNUSED(unused))
 }
 
 /* Registers the two hooks above with os.register_at_fork, once per
- * process.  Only touched with the GIL held. */
+ * process. */
 static int
 register_fork_hooks(PyObject *module)
 {
-    static int registered = 0;
+    static int registered = 0; /* only touched with the GIL held (asserted below) */
     PyObject *os = NULL, *reg = NULL, *before = NULL, *after = NULL, *kwargs = NULL,
              *empty = NULL, *res = NULL;
     int rc = -1;
+    MT_ASSERT_GIL();
     if (registered) {
         return 0;
     }
@@ -600,22 +510,23 @@ default_reserve(long long limit)
 static void
 resolve_shared(mt_state *st, mt_guard *g)
 {
-    atomic_store(&shared_limit, -1);
+    atomic_store(&g->shared_limit, -1);
     g->have_shared = mt_probe_read_shared(st->probe, &g->shared) == 0 &&
-                     mt_probe_shared_open(st->probe, &g->shared, &shared_files) == 0;
+                     mt_probe_shared_open(st->probe, &g->shared, &g->shared_files) == 0;
     if (!g->have_shared) {
         return;
     }
-    atomic_store(&shared_reserve, default_reserve(g->shared.limit));
-    atomic_store(&shared_working, g->shared.working_set);
-    atomic_store(&shared_counted, mt_heap_counted());
-    atomic_store(&shared_limit, g->shared.limit);
+    atomic_store(&g->shared_reserve, default_reserve(g->shared.limit));
+    atomic_store(&g->shared_working, g->shared.working_set);
+    atomic_store(&g->shared_counted, mt_heap_counted());
+    atomic_store(&g->shared_limit, g->shared.limit);
 }
 
 /* Recomputes the effective budget from the mode and a fresh limit. */
 static void
 compute_budget(mt_state *st, mt_guard *g)
 {
+    MT_ASSERT_GIL();
     resolve_shared(st, g);
     g->have_limit = mt_probe_read_limit(st->probe, &g->limit) == 0;
     long long limit = g->have_limit ? g->limit.limit : -1;
@@ -638,44 +549,41 @@ compute_budget(mt_state *st, mt_guard *g)
     if (slack > room) {
         slack = room;
     }
-    atomic_store(&grace, slack > GRACE_MIN ? slack : GRACE_MIN);
+    atomic_store(&g->grace, slack > GRACE_MIN ? slack : GRACE_MIN);
+    mt_postmortem_set_limits(g->postmortem, limit, g->budget);
 }
 
 void
 mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line,
                     long long rss_before)
 {
+    MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
-    atomic_store(&armed, 0);
-    if (g == NULL || !g->started || g->pid != getpid()) {
+    atomic_store(&g->armed, 0);
+    if (g == NULL || !g->watcher.started || g->pid != getpid()) {
         return;
     }
-    atomic_fetch_add(&cell_serial, 1);
+    atomic_fetch_add(&g->cell_serial, 1);
     g->rss_before = rss_before;
-    atomic_store(&cell_start_use, rss_before);
+    atomic_store(&g->cell_start_use, rss_before);
     /* Others may hold more than the shared limit leaves already: the cell
      * is then stopped on its own growth (the message says so). */
-    atomic_store(&shared_margin, 0);
-    long long working = atomic_load(&shared_limit) >= 0 ? mt_probe_shared_working_set(&shared_files) : -1;
+    atomic_store(&g->shared_margin, 0);
+    long long working = atomic_load(&g->shared_limit) >= 0 ? mt_probe_shared_working_set(&g->shared_files) : -1;
     if (working >= 0) {
-        long long room = atomic_load(&shared_limit) - atomic_load(&shared_reserve) - working;
-        atomic_store(&shared_working, working);
-        atomic_store(&shared_counted, mt_heap_counted());
-        atomic_store(&shared_margin, room < 0 ? atomic_load(&grace) - room : 0);
+        long long room = atomic_load(&g->shared_limit) - atomic_load(&g->shared_reserve) - working;
+        atomic_store(&g->shared_working, working);
+        atomic_store(&g->shared_counted, mt_heap_counted());
+        atomic_store(&g->shared_margin, room < 0 ? atomic_load(&g->grace) - room : 0);
     }
-    atomic_store(&trip_state, TRIP_NONE);
-    atomic_store(&children_rss, 0);
-    atomic_store(&children_private_peak, 0);
-    atomic_store(&children_shared_at_peak, 0);
-    atomic_store(&sample_rss, rss_before);
-    atomic_store(&sample_counted, mt_heap_counted());
-    if (g->record) {
-        atomic_store(&g->record->cell, cell);
-        snprintf(g->record->first_line, sizeof g->record->first_line, "%s", first_line);
-        atomic_store(&g->record->rss, rss_before);
-        atomic_store(&g->record->updated_ms, now_ms());
-    }
+    atomic_store(&g->trip_state, TRIP_NONE);
+    atomic_store(&g->children_rss, 0);
+    atomic_store(&g->children_private_peak, 0);
+    atomic_store(&g->children_shared_at_peak, 0);
+    atomic_store(&g->sample_rss, rss_before);
+    atomic_store(&g->sample_counted, mt_heap_counted());
+    mt_postmortem_cell_begin(g->postmortem, cell, first_line, rss_before);
     if (g->budget < 0) {
         watcher_set(g, 0, NULL);
         return;
@@ -684,41 +592,37 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line,
      * this cell (the message says it began over). */
     long long start = g->budget;
     if (rss_before > g->budget) {
-        start = rss_before + atomic_load(&grace);
+        start = rss_before + atomic_load(&g->grace);
     }
-    atomic_store(&ceiling, start);
+    atomic_store(&g->ceiling, start);
     mt_probe_children_mark mark;
     mt_probe_children_begin(&g->probe, &mark);
     watcher_set(g, 1, &mark);
-    atomic_store(&armed, 1);
+    atomic_store(&g->armed, 1);
 }
 
 void
 mt_guard_cell_end(PyObject *module, long long rss_after)
 {
+    MT_ASSERT_GIL();
     mt_guard *g = get_guard(module);
-    atomic_store(&armed, 0);
-    if (g == NULL || !g->started || g->pid != getpid()) {
+    atomic_store(&g->armed, 0);
+    if (g == NULL || !g->watcher.started || g->pid != getpid()) {
         return;
     }
     watcher_set(g, 0, NULL);
     /* What the stopped cell freed stays in glibc's heap and would leave the
      * kernel at its budget: give it back. */
-    if (atomic_load(&trip_state) != TRIP_NONE && mt_heap_trim()) {
+    if (atomic_load(&g->trip_state) != TRIP_NONE && mt_heap_trim()) {
         rss_after = mt_probe_rss(&g->probe);
     }
-    if (g->record) {
-        atomic_store(&g->record->cell, -1);
-        if (rss_after >= 0) {
-            atomic_store(&g->record->rss, rss_after);
-        }
-        atomic_store(&g->record->updated_ms, now_ms());
-    }
+    mt_postmortem_cell_end(g->postmortem, rss_after);
 }
 
 void
 mt_guard_figures(PyObject *module, long long *budget, long long *trips)
 {
+    MT_ASSERT_GIL();
     mt_guard *g = get_guard(module);
     *budget = g ? g->budget : -1;
     *trips = g ? g->trips : 0;
@@ -798,8 +702,8 @@ make_exception(mt_state *st, const trip_record *t)
     if (d == NULL) {
         goto done;
     }
-    if (st->guard_describe) {
-        message = PyObject_CallOneArg(st->guard_describe, d);
+    if (st->guard->describe) {
+        message = PyObject_CallOneArg(st->guard->describe, d);
         if (message == NULL) {
             PyErr_Clear();
         }
@@ -811,7 +715,7 @@ make_exception(mt_state *st, const trip_record *t)
             goto done;
         }
     }
-    exc = PyObject_CallOneArg(st->budget_exceeded, message);
+    exc = PyObject_CallOneArg(st->guard->budget_exceeded, message);
     if (exc == NULL) {
         goto done;
     }
@@ -829,19 +733,19 @@ done:
 
 /* Takes the pending trip of the running cell into *out; 0 when none. */
 static int
-take_trip(trip_record *out, int watcher_only)
+take_trip(mt_guard *g, trip_record *out, int watcher_only)
 {
-    if (atomic_load_explicit(&trip_state, memory_order_acquire) != TRIP_PENDING) {
+    if (atomic_load_explicit(&g->trip_state, memory_order_acquire) != TRIP_PENDING) {
         return 0;
     }
-    *out = trip;
+    *out = g->trip;
     int is_watcher = out->layer == MT_GUARD_WATCHER || out->layer == MT_GUARD_CHILD;
-    if (out->serial != atomic_load(&cell_serial) || (watcher_only && !is_watcher)) {
+    if (out->serial != atomic_load(&g->cell_serial) || (watcher_only && !is_watcher)) {
         return 0;
     }
     int expected = TRIP_PENDING;
     /* The watcher may have replaced the record meanwhile: take that one. */
-    if (!atomic_compare_exchange_strong(&trip_state, &expected, TRIP_DELIVERED)) {
+    if (!atomic_compare_exchange_strong(&g->trip_state, &expected, TRIP_DELIVERED)) {
         return 0;
     }
     return 1;
@@ -873,19 +777,20 @@ in_user_code(PyObject *frame, PyObject *user_ns)
     return 0;
 }
 
-/* _guard_signal(signum, frame): Python's handler for the guard's signal.
- * Only touched with the GIL held (Python runs signal handlers there). */
+/* _guard_signal(signum, frame): Python's handler for the guard's signal
+ * (Python runs signal handlers in the main thread, with the GIL). */
 PyObject *
 mt_guard_signal_handler(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     mt_state *st = mt_get_state(module);
     trip_record t;
+    MT_ASSERT_GIL();
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "_guard_signal(signum, frame)");
         return NULL;
     }
-    if (st->guard == NULL || !atomic_load(&armed) || !take_trip(&t, 1) ||
-        !in_user_code(args[1], st->guard_user_ns)) {
+    if (st->guard == NULL || !atomic_load(&st->guard->armed) || !take_trip(st->guard, &t, 1) ||
+        !in_user_code(args[1], st->guard->user_ns)) {
         Py_RETURN_NONE; /* stale: the cell is over or already unwinding */
     }
     st->guard->trips++;
@@ -900,13 +805,14 @@ mt_guard_signal_handler(PyObject *module, PyObject *const *args, Py_ssize_t narg
 
 /* guard_exception() -> MemoryBudgetExceeded | None: the exception for the
  * running cell's refusal, which numpy or CPython raised as a plain
- * MemoryError; None when this cell has no pending trip. */
+ * MemoryError; None when this cell has no pending g->trip. */
 PyObject *
 mt_guard_exception(PyObject *module, PyObject *Py_UNUSED(unused))
 {
+    MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     trip_record t;
-    if (st->guard == NULL || !take_trip(&t, 0)) {
+    if (st->guard == NULL || !take_trip(st->guard, &t, 0)) {
         Py_RETURN_NONE;
     }
     st->guard->trips++;
@@ -923,21 +829,23 @@ mt_guard_exception(PyObject *module, PyObject *Py_UNUSED(unused))
 PyObject *
 mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
     if (nargs != 2 || !PyDict_Check(args[0]) || !PyCallable_Check(args[1])) {
         PyErr_SetString(PyExc_TypeError, "guard_enable(user_ns: dict, describe: callable)");
         return NULL;
     }
-    Py_XSETREF(st->guard_user_ns, Py_NewRef(args[0]));
-    Py_XSETREF(st->guard_describe, Py_NewRef(args[1]));
-    if (g->started && g->pid != getpid()) {
-        g->started = 0; /* the thread stayed in the parent */
+    Py_XSETREF(g->user_ns, Py_NewRef(args[0]));
+    Py_XSETREF(g->describe, Py_NewRef(args[1]));
+    if (g->pid != getpid()) {
+        mt_worker_forget_in_child(&g->watcher); /* the thread stayed in the parent */
     }
-    if (register_fork_hooks(module) < 0 || watcher_start(g) < 0) {
+    if (register_fork_hooks(module) < 0 || watcher_start(g, st->probe->root) < 0) {
         return NULL;
     }
     compute_budget(st, g);
+    mt_heap_set_refusal(refuse, g);
     mt_heap_numpy_cover_threads(1);
     return mt_guard_status(module, NULL);
 }
@@ -945,14 +853,14 @@ mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 PyObject *
 mt_guard_disable(PyObject *module, PyObject *Py_UNUSED(unused))
 {
-    mt_state *st = mt_get_state(module);
-    atomic_store(&armed, 0);
+    MT_ASSERT_GIL();
+    mt_guard *g = get_guard(module);
+    atomic_store(&g->armed, 0);
+    mt_heap_set_refusal(NULL, NULL);
     mt_heap_numpy_cover_threads(0);
-    if (st->guard) {
-        watcher_stop(st->guard);
-    }
-    Py_CLEAR(st->guard_user_ns);
-    Py_CLEAR(st->guard_describe);
+    watcher_stop(g);
+    Py_CLEAR(g->user_ns);
+    Py_CLEAR(g->describe);
     Py_RETURN_NONE;
 }
 
@@ -961,6 +869,7 @@ mt_guard_disable(PyObject *module, PyObject *Py_UNUSED(unused))
 PyObject *
 mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
     const char *kind;
@@ -970,7 +879,7 @@ mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         return NULL;
     }
-    if (!g->started || g->pid != getpid()) {
+    if (!g->watcher.started || g->pid != getpid()) {
         PyErr_SetString(PyExc_RuntimeError,
                         "the memory budget guards an IPython kernel with memtamer loaded: "
                         "run %load_ext memtamer first, then set it");
@@ -1063,8 +972,8 @@ static PyObject *
 shared_now(mt_state *st, mt_guard *g)
 {
     long long working = -1;
-    if (g->have_shared && atomic_load(&shared_limit) >= 0) {
-        working = mt_probe_shared_working_set(&shared_files);
+    if (g->have_shared && atomic_load(&g->shared_limit) >= 0) {
+        working = mt_probe_shared_working_set(&g->shared_files);
     }
     if (working < 0 && (g->have_shared = mt_probe_read_shared(st->probe, &g->shared) == 0)) {
         working = g->shared.working_set;
@@ -1075,9 +984,10 @@ shared_now(mt_state *st, mt_guard *g)
 int
 mt_guard_process_figures(PyObject *module, PyObject *process)
 {
+    MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
-    int watching = g != NULL && g->started && g->pid == getpid();
+    int watching = g != NULL && g->watcher.started && g->pid == getpid();
     if (mt_set(process, "budget", mt_size_or_none(watching ? g->budget : -1)) < 0) {
         return -1;
     }
@@ -1096,9 +1006,10 @@ mt_guard_process_figures(PyObject *module, PyObject *process)
 PyObject *
 mt_guard_status(PyObject *module, PyObject *Py_UNUSED(unused))
 {
+    MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
-    int watching = g->started && g->pid == getpid();
+    int watching = g->watcher.started && g->pid == getpid();
     PyObject *d = PyDict_New();
     if (d == NULL ||
         mt_set(d, "enabled", PyBool_FromLong(watching && g->budget >= 0)) < 0 ||
@@ -1108,175 +1019,20 @@ mt_guard_status(PyObject *module, PyObject *Py_UNUSED(unused))
         mt_set(d, "limit", mt_size_or_none(g->have_limit ? g->limit.limit : -1)) < 0 ||
         mt_set(d, "limit_source", g->have_limit ? PyUnicode_FromString(g->limit.source) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "default_reserve", mt_size_or_none(g->have_limit ? default_reserve(g->limit.limit) : -1)) < 0 ||
-        mt_set(d, "grace", PyLong_FromLongLong(atomic_load(&grace))) < 0 ||
+        mt_set(d, "grace", PyLong_FromLongLong(atomic_load(&g->grace))) < 0 ||
         mt_set(d, "rss", mt_size_or_none(mt_probe_rss(st->probe))) < 0 ||
         mt_set(d, "shared", shared_now(st, g)) < 0 ||
         mt_set(d, "watcher", PyBool_FromLong(watching)) < 0 ||
-        mt_set(d, "watcher_tid", watching && atomic_load(&g->tid) > 0 ? PyLong_FromLong(atomic_load(&g->tid)) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "watcher_tid", watching && atomic_load(&g->watcher.tid) > 0 ? PyLong_FromLong(atomic_load(&g->watcher.tid)) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "watcher_polls", PyLong_FromLongLong(atomic_load(&g->polls))) < 0 ||
         mt_set(d, "poll_us", PyLong_FromLong(g->poll_us)) < 0 ||
         mt_set(d, "numpy_threads", PyBool_FromLong(mt_heap_numpy_threads_covered())) < 0 ||
         mt_set(d, "python_blocks", PyBool_FromLong(mt_heap_refusing())) < 0 ||
         mt_set(d, "psi_trigger", PyBool_FromLong(watching && g->psi_fd >= 0)) < 0 ||
         mt_set(d, "signal", PyLong_FromLong(guard_signal())) < 0 ||
-        mt_set(d, "large_request", PyLong_FromLong(MT_GUARD_LARGE_REQUEST)) < 0 ||
+        mt_set(d, "large_request", PyLong_FromLong(MT_HEAP_LARGE_REQUEST)) < 0 ||
         mt_set(d, "trips", PyLong_FromLongLong(g->trips)) < 0 ||
-        mt_set(d, "record", g->record ? PyUnicode_FromString(g->record_path) : Py_NewRef(Py_None)) < 0) {
-        Py_XDECREF(d);
-        return NULL;
-    }
-    return d;
-}
-
-/* ---- the post-mortem record ---- */
-
-static unsigned long long
-start_ticks_of(pid_t pid)
-{
-    char path[64], buf[1024];
-    unsigned long long ticks = 0;
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return 0;
-    }
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) {
-        return 0;
-    }
-    buf[n] = '\0';
-    return mt_probe_parse_starttime(buf, &ticks) == 0 ? ticks : 0;
-}
-
-static void
-record_close(mt_guard *g, int remove)
-{
-    if (g->record == NULL) {
-        return;
-    }
-    munmap(g->record, sizeof(guard_record));
-    g->record = NULL;
-    if (remove && g->pid == getpid()) {
-        unlink(g->record_path);
-    }
-}
-
-/* guard_record_open(path): keep this kernel's post-mortem record there. */
-PyObject *
-mt_guard_record_open(PyObject *module, PyObject *path)
-{
-    mt_state *st = mt_get_state(module);
-    mt_guard *g = st->guard;
-    const char *p = PyUnicode_AsUTF8(path);
-    if (p == NULL) {
-        return NULL;
-    }
-    if (strlen(p) >= sizeof g->record_path) {
-        PyErr_SetString(PyExc_ValueError, "record path too long");
-        return NULL;
-    }
-    record_close(g, 1);
-    int fd = open(p, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
-    }
-    void *map = MAP_FAILED;
-    if (ftruncate(fd, sizeof(guard_record)) == 0) {
-        map = mmap(NULL, sizeof(guard_record), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    }
-    int saved_errno = errno;
-    close(fd);
-    if (map == MAP_FAILED) {
-        unlink(p);
-        errno = saved_errno;
-        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
-    }
-    guard_record *r = map;
-    memset(r, 0, sizeof *r);
-    r->version = 1;
-    r->pid = (int32_t)getpid();
-    r->start_ticks = start_ticks_of(getpid());
-    r->started_at = (int64_t)time(NULL);
-    r->cell = -1;
-    r->rss = r->peak_rss = mt_probe_rss(st->probe);
-    r->updated_ms = now_ms();
-    r->limit = g->have_limit ? g->limit.limit : -1;
-    r->budget = g->budget;
-    long long kills = -1;
-    if (mt_probe_oom_kills(st->probe, r->oom_path, sizeof r->oom_path, &kills) < 0) {
-        kills = -1;
-    }
-    r->oom_kills_at_start = kills;
-    if (getcwd(r->cwd, sizeof r->cwd) == NULL) {
-        r->cwd[0] = '\0';
-    }
-    const char *notebook = getenv("JPY_SESSION_NAME");
-    snprintf(r->notebook, sizeof r->notebook, "%s", notebook ? notebook : "");
-    memcpy(r->magic, RECORD_MAGIC, sizeof r->magic); /* last: the record is whole */
-    snprintf(g->record_path, sizeof g->record_path, "%s", p);
-    g->pid = getpid();
-    g->record = r;
-    Py_RETURN_NONE;
-}
-
-/* guard_record_close(): remove this kernel's record (a clean exit). */
-PyObject *
-mt_guard_record_close(PyObject *module, PyObject *Py_UNUSED(unused))
-{
-    record_close(get_guard(module), 1);
-    Py_RETURN_NONE;
-}
-
-/* guard_record_read(path) -> dict | None: a record another kernel left;
- * None when the file is not one.  'alive' says whether its kernel still
- * runs; 'oom_kills' how often the OOM killer fired since it started. */
-PyObject *
-mt_guard_record_read(PyObject *Py_UNUSED(module), PyObject *path)
-{
-    guard_record r;
-    const char *p = PyUnicode_AsUTF8(path);
-    if (p == NULL) {
-        return NULL;
-    }
-    int fd = open(p, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
-    }
-    ssize_t n = read(fd, &r, sizeof r);
-    close(fd);
-    if (n != (ssize_t)sizeof r || memcmp(r.magic, RECORD_MAGIC, sizeof r.magic) != 0) {
-        Py_RETURN_NONE;
-    }
-    r.cwd[sizeof r.cwd - 1] = '\0';
-    r.first_line[sizeof r.first_line - 1] = '\0';
-    r.oom_path[sizeof r.oom_path - 1] = '\0';
-    r.notebook[sizeof r.notebook - 1] = '\0';
-    int alive = (kill(r.pid, 0) == 0 || errno == EPERM) && start_ticks_of(r.pid) == r.start_ticks;
-    long long kills = -1;
-    if (r.oom_kills_at_start >= 0 && r.oom_path[0] &&
-        mt_probe_read_oom_kills(r.oom_path, &kills) == 0) {
-        kills -= r.oom_kills_at_start;
-    }
-    else {
-        kills = -1;
-    }
-    PyObject *d = PyDict_New();
-    if (d == NULL ||
-        mt_set(d, "pid", PyLong_FromLong(r.pid)) < 0 ||
-        mt_set(d, "alive", PyBool_FromLong(alive)) < 0 ||
-        mt_set(d, "started_at", PyLong_FromLongLong(r.started_at)) < 0 ||
-        mt_set(d, "cell", r.cell >= 0 ? PyLong_FromLongLong(r.cell) : Py_NewRef(Py_None)) < 0 ||
-        mt_set(d, "first_line", PyUnicode_DecodeUTF8(r.first_line, (Py_ssize_t)strlen(r.first_line), "replace")) < 0 ||
-        mt_set(d, "rss", mt_size_or_none(r.rss)) < 0 ||
-        mt_set(d, "peak_rss", mt_size_or_none(r.peak_rss)) < 0 ||
-        mt_set(d, "limit", mt_size_or_none(r.limit)) < 0 ||
-        mt_set(d, "budget", mt_size_or_none(r.budget)) < 0 ||
-        mt_set(d, "updated", PyFloat_FromDouble((double)r.updated_ms / 1000.0)) < 0 ||
-        mt_set(d, "oom_kills", kills >= 0 ? PyLong_FromLongLong(kills) : Py_NewRef(Py_None)) < 0 ||
-        mt_set(d, "oom_source", PyUnicode_DecodeFSDefault(r.oom_path)) < 0 ||
-        mt_set(d, "cwd", PyUnicode_DecodeFSDefault(r.cwd)) < 0 ||
-        mt_set(d, "notebook", r.notebook[0] ? PyUnicode_DecodeFSDefault(r.notebook) : Py_NewRef(Py_None)) < 0) {
+        mt_set(d, "record", st->postmortem.page ? PyUnicode_FromString(st->postmortem.path) : Py_NewRef(Py_None)) < 0) {
         Py_XDECREF(d);
         return NULL;
     }
@@ -1289,28 +1045,30 @@ int
 mt_guard_exec(PyObject *module)
 {
     mt_state *st = mt_get_state(module);
+    mt_guard *g = &the_guard;
     static int atfork_registered = 0; /* only touched with the GIL held */
-    st->budget_exceeded = PyErr_NewExceptionWithDoc(
+    MT_ASSERT_GIL();
+    g->budget_exceeded = PyErr_NewExceptionWithDoc(
         "memtamer.MemoryBudgetExceeded",
         "A cell would have taken the kernel past its memory budget (see %memguard).\n\n"
         "Attributes: budget, use, requested (the refused allocation, or None), layer\n"
         "('numpy', 'python', 'watcher' or 'child'), limit, child_pid, child_rss.",
         PyExc_MemoryError, NULL);
-    if (st->budget_exceeded == NULL ||
-        PyModule_AddObjectRef(module, "MemoryBudgetExceeded", st->budget_exceeded) < 0 ||
+    if (g->budget_exceeded == NULL ||
+        PyModule_AddObjectRef(module, "MemoryBudgetExceeded", g->budget_exceeded) < 0 ||
         PyModule_AddIntConstant(module, "GUARD_SIGNAL", guard_signal()) < 0) {
         return -1;
     }
-    st->guard = PyMem_RawCalloc(1, sizeof *st->guard);
-    if (st->guard == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    st->guard->mode = BUDGET_DEFAULT;
-    st->guard->budget = -1;
-    st->guard->psi_fd = -1;
-    st->guard->poll_us = MT_GUARD_POLL_US;
-    st->guard->pid = getpid();
+    st->guard = g;
+    g->mode = BUDGET_DEFAULT;
+    g->budget = -1;
+    g->psi_fd = -1;
+    g->poll_us = MT_GUARD_POLL_US;
+    g->pid = getpid();
+    g->shared_files = (mt_probe_shared_files){-1, -1, 0};
+    atomic_store(&g->shared_limit, -1);
+    g->postmortem = &st->postmortem;
+    st->postmortem.limit = st->postmortem.budget = -1;
     if (!atfork_registered) {
         if (pthread_atfork(NULL, NULL, disarm_in_child) != 0) {
             PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
@@ -1326,21 +1084,46 @@ void
 mt_guard_free(PyObject *module)
 {
     mt_state *st = mt_get_state(module);
-    atomic_store(&armed, 0);
-    if (st->guard == NULL) {
+    mt_guard *g = st->guard;
+    if (g == NULL) {
         return;
     }
-    watcher_stop(st->guard);
-    record_close(st->guard, 1);
-    atomic_store(&shared_limit, -1);
-    mt_probe_shared_close(&shared_files);
-    PyMem_RawFree(st->guard);
+    atomic_store(&g->armed, 0);
+    mt_heap_set_refusal(NULL, NULL);
+    watcher_stop(g);
+    atomic_store(&g->shared_limit, -1);
+    mt_probe_shared_close(&g->shared_files);
+    g->postmortem = NULL;
     st->guard = NULL;
+}
+
+int
+mt_guard_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    mt_guard *g = get_guard(module);
+    if (g != NULL) {
+        Py_VISIT(g->budget_exceeded);
+        Py_VISIT(g->user_ns);
+        Py_VISIT(g->describe);
+    }
+    return 0;
+}
+
+void
+mt_guard_clear(PyObject *module)
+{
+    mt_guard *g = get_guard(module);
+    if (g != NULL) {
+        Py_CLEAR(g->budget_exceeded);
+        Py_CLEAR(g->user_ns);
+        Py_CLEAR(g->describe);
+    }
 }
 
 long long
 mt_guard_children_private_peak(long long *shared)
 {
-    *shared = atomic_load(&children_shared_at_peak);
-    return atomic_load(&children_private_peak);
+    const mt_guard *g = &the_guard;
+    *shared = atomic_load(&g->children_shared_at_peak);
+    return atomic_load(&g->children_private_peak);
 }

@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include "memtamer/config.h"
-#include "memtamer/guard.h"
 #include "memtamer/npy.h"
 #include "memtamer/peaks.h"
 
@@ -122,12 +121,34 @@ mt_heap_counted(void)
            atomic_load_explicit(&numpy_heap.current, memory_order_relaxed);
 }
 
-/* The budget sees large requests only (guard.h); growth by realloc is asked
- * for as its increase. */
-static inline int
-over_budget(size_t request, size_t block, mt_guard_layer layer)
+/* The refusal policy (heap.h).  Protected by atomics: set with the GIL held
+ * (by the guard at enable and disable), read by the hooks from any thread;
+ * the context is stored before the policy that reads it is published. */
+static _Atomic(mt_heap_refusal) refusal;
+static void *_Atomic refusal_ctx;
+
+void
+mt_heap_set_refusal(mt_heap_refusal policy, void *ctx)
 {
-    return block >= MT_GUARD_LARGE_REQUEST && mt_guard_refuse(request, layer);
+    if (policy == NULL) {
+        atomic_store_explicit(&refusal, NULL, memory_order_release);
+        return;
+    }
+    atomic_store_explicit(&refusal_ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&refusal, policy, memory_order_release);
+}
+
+/* The policy sees large requests only; growth by realloc is asked for as
+ * its increase. */
+static inline int
+over_budget(size_t request, size_t block, mt_heap_hook hook)
+{
+    if (block < MT_HEAP_LARGE_REQUEST) {
+        return 0;
+    }
+    mt_heap_refusal policy = atomic_load_explicit(&refusal, memory_order_acquire);
+    return policy != NULL &&
+           policy(atomic_load_explicit(&refusal_ctx, memory_order_relaxed), request, hook);
 }
 
 /* ------------------------------------------------------------------ */
@@ -180,7 +201,7 @@ python_block_size(void *ptr)
 static inline void *
 counted_malloc(const PyMemAllocatorEx *prev, size_t size)
 {
-    if (over_budget(size, size, MT_GUARD_PYTHON)) {
+    if (over_budget(size, size, MT_HEAP_PYTHON)) {
         return NULL;
     }
     void *ptr = prev->malloc(prev->ctx, size);
@@ -194,7 +215,7 @@ static inline void *
 counted_calloc(const PyMemAllocatorEx *prev, size_t nelem, size_t elsize)
 {
     size_t size = elsize && nelem > SIZE_MAX / elsize ? SIZE_MAX : nelem * elsize;
-    if (over_budget(size, size, MT_GUARD_PYTHON)) {
+    if (over_budget(size, size, MT_HEAP_PYTHON)) {
         return NULL;
     }
     void *ptr = prev->calloc(prev->ctx, nelem, elsize);
@@ -209,7 +230,7 @@ counted_realloc(const PyMemAllocatorEx *prev, void *old, size_t size)
 {
     long long old_size = old ? python_block_size(old) : 0;
     if ((long long)size > old_size &&
-        over_budget(size - (size_t)old_size, size, MT_GUARD_PYTHON)) {
+        over_budget(size - (size_t)old_size, size, MT_HEAP_PYTHON)) {
         return NULL;
     }
     void *ptr = prev->realloc(prev->ctx, old, size);
@@ -443,7 +464,7 @@ static void *
 np_malloc(void *ctx, size_t size)
 {
     (void)ctx;
-    if (over_budget(size, size, MT_GUARD_NUMPY)) {
+    if (over_budget(size, size, MT_HEAP_NUMPY)) {
         return NULL;
     }
     void *ptr = wrapped.malloc(wrapped.ctx, size);
@@ -458,7 +479,7 @@ np_calloc(void *ctx, size_t nelem, size_t elsize)
 {
     (void)ctx;
     size_t size = elsize && nelem > SIZE_MAX / elsize ? SIZE_MAX : nelem * elsize;
-    if (over_budget(size, size, MT_GUARD_NUMPY)) {
+    if (over_budget(size, size, MT_HEAP_NUMPY)) {
         return NULL;
     }
     void *ptr = wrapped.calloc(wrapped.ctx, nelem, elsize);
@@ -474,7 +495,7 @@ np_realloc(void *ctx, void *old, size_t size)
     (void)ctx;
     long long old_size = old ? BLOCK_SIZE(old) : 0;
     if ((long long)size > old_size &&
-        over_budget(size - (size_t)old_size, size, MT_GUARD_NUMPY)) {
+        over_budget(size - (size_t)old_size, size, MT_HEAP_NUMPY)) {
         return NULL;
     }
     void *ptr = wrapped.realloc(wrapped.ctx, old, size);

@@ -8,6 +8,7 @@
 #include "memtamer/heap.h"
 #include "memtamer/peaks.h"
 #include "memtamer/policy.h"
+#include "memtamer/postmortem.h"
 #include "memtamer/process.h"
 #include "memtamer/shrink.h"
 #include "memtamer/telemetry.h"
@@ -55,12 +56,14 @@ static PyMethodDef core_methods[] = {
      "guard_exception() -> MemoryBudgetExceeded | None: the running cell's refusal as an exception."},
     {"_guard_signal", (PyCFunction)(void (*)(void))mt_guard_signal_handler, METH_FASTCALL,
      "_guard_signal(signum, frame): the handler for GUARD_SIGNAL; raises MemoryBudgetExceeded."},
-    {"guard_record_open", mt_guard_record_open, METH_O,
-     "guard_record_open(path): keep this kernel's post-mortem record in path."},
-    {"guard_record_close", mt_guard_record_close, METH_NOARGS,
-     "guard_record_close(): remove this kernel's post-mortem record."},
-    {"guard_record_read", mt_guard_record_read, METH_O,
-     "guard_record_read(path) -> dict | None: a post-mortem record left by a kernel."},
+    {"postmortem_open", mt_postmortem_py_open, METH_O,
+     "postmortem_open(path): keep this kernel's post-mortem record in path."},
+    {"postmortem_close", mt_postmortem_py_close, METH_NOARGS,
+     "postmortem_close(): remove this kernel's post-mortem record."},
+    {"postmortem_read", mt_postmortem_py_read, METH_O,
+     "postmortem_read(path) -> dict | None: a post-mortem record left by a kernel; "
+     "'same_notebook' and 'memory_cause' ('oom_killer', 'limit', 'budget' or None) say "
+     "whose it is and whether memory likely ended it."},
     {"_guard_before_fork", mt_guard_before_fork, METH_NOARGS,
      "_guard_before_fork(): stop memtamer's threads before os.fork() (registered at fork)."},
     {"_guard_after_fork", mt_guard_after_fork, METH_NOARGS,
@@ -165,10 +168,11 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
 {
     Py_VISIT(mt_get_state(module)->numpy_previous);
     Py_VISIT(mt_get_state(module)->cells.window.source);
-    Py_VISIT(mt_get_state(module)->budget_exceeded);
-    Py_VISIT(mt_get_state(module)->guard_user_ns);
-    Py_VISIT(mt_get_state(module)->guard_describe);
     Py_VISIT(mt_get_state(module)->compressed_type);
+    int rc = mt_guard_traverse(module, visit, arg);
+    if (rc != 0) {
+        return rc;
+    }
     return mt_ledger_traverse(&mt_get_state(module)->ledger, visit, arg);
 }
 
@@ -177,9 +181,7 @@ core_clear(PyObject *module)
 {
     Py_CLEAR(mt_get_state(module)->numpy_previous);
     Py_CLEAR(mt_get_state(module)->cells.window.source);
-    Py_CLEAR(mt_get_state(module)->budget_exceeded);
-    Py_CLEAR(mt_get_state(module)->guard_user_ns);
-    Py_CLEAR(mt_get_state(module)->guard_describe);
+    mt_guard_clear(module);
     Py_CLEAR(mt_get_state(module)->compressed_type);
     mt_ledger_clear(&mt_get_state(module)->ledger);
     return 0;
@@ -192,6 +194,7 @@ core_free(void *module)
     core_clear((PyObject *)module);
     mt_telemetry_free((PyObject *)module);
     mt_guard_free((PyObject *)module);
+    mt_postmortem_close(&st->postmortem, 1);
     if (st->probe) {
         mt_probe_close(st->probe);
         PyMem_RawFree(st->probe);

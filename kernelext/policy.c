@@ -714,7 +714,7 @@ mt_policy_evaluate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     candidate *scratch = NULL;
     Py_ssize_t cap = 0;
     PyObject *actions = NULL, *targets = NULL, *sized_outputs = NULL;
-    assert(PyGILState_Check());
+    MT_ASSERT_GIL();
     int dry_run = nargs > 0 ? PyObject_IsTrue(args[0]) : 0;
     if (nargs > 1 || dry_run < 0) {
         PyErr_SetString(PyExc_TypeError, "policy_evaluate(dry_run=False)");
@@ -785,7 +785,7 @@ mt_policy_acted_on(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     mt_state *st = mt_get_state(module);
     mt_policy *p = &st->policy;
-    assert(PyGILState_Check());
+    MT_ASSERT_GIL();
     if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyList_Check(args[1])) {
         PyErr_SetString(PyExc_TypeError, "policy_acted_on(rule: str, names: list)");
         return NULL;

@@ -334,6 +334,21 @@ open_proc(const mt_probe *p, const char *name, int flags)
     return open(path, flags | O_CLOEXEC);
 }
 
+int
+mt_probe_psi_trigger(const mt_probe *p, const char *trigger)
+{
+    char path[MT_PROBE_PATH_MAX + 64];
+    if (proc_path(p, path, sizeof path, "/proc/pressure/memory") < 0) {
+        return -1;
+    }
+    int fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0 && write(fd, trigger, strlen(trigger) + 1) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
 static void
 close_fd(int *fd)
 {
@@ -380,13 +395,10 @@ follow_fork(mt_probe *p)
     }
     close_files(p);
     open_files(p);
-    /* The sampler thread did not survive the fork and its lock may be held
-     * by a thread that no longer exists: start afresh, never destroy. */
-    pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->wake, NULL);
-    p->thread_started = 0;
-    p->sampling = 0;
+    mt_worker_forget_in_child(&p->sampler);
 }
+
+static void sample_step(void *owner, int fresh);
 
 int
 mt_probe_open(mt_probe *p, const char *root)
@@ -400,8 +412,7 @@ mt_probe_open(mt_probe *p, const char *root)
     p->clock_ticks = sysconf(_SC_CLK_TCK);
     p->sample_interval_us = 500;
     p->status_fd = p->statm_fd = p->clear_refs_fd = -1;
-    pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->wake, NULL);
+    mt_worker_init(&p->sampler, sample_step, p);
     open_files(p);
     if (p->status_fd < 0 || p->statm_fd < 0) {
         p->method = MT_PEAK_NONE;
@@ -412,68 +423,39 @@ mt_probe_open(mt_probe *p, const char *root)
     return 0;
 }
 
-static void *sampler_main(void *arg);
-
-void
-mt_probe_wait_thread_gone(pid_t tid)
-{
-    /* pthread_join returns when the thread has cleared its tid, a moment
-     * before the kernel drops it from the process's thread count. */
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/task/%d", (int)tid);
-    for (int i = 0; tid > 0 && i < 1000 && access(path, F_OK) == 0; i++) {
-        struct timespec ts = {0, 20000};
-        nanosleep(&ts, NULL);
-    }
-}
-
 static void
-stop_sampler(mt_probe *p)
+sample_step(void *owner, int fresh)
 {
-    if (!p->thread_started || p->pid != getpid()) {
-        return;
+    mt_probe *p = owner;
+    (void)fresh; /* every sample counts alike */
+    long long rss = mt_probe_rss(p);
+    struct timespec nap = {0, p->sample_interval_us * 1000L};
+    mt_worker_lock(&p->sampler);
+    if (rss > p->sampled_peak) {
+        p->sampled_peak = rss;
     }
-    pthread_mutex_lock(&p->lock);
-    p->stop = 1;
-    pthread_cond_signal(&p->wake);
-    pthread_mutex_unlock(&p->lock);
-    pthread_join(p->thread, NULL);
-    mt_probe_wait_thread_gone(atomic_load(&p->sampler_tid));
-    p->thread_started = 0;
-    p->stop = 0;
-}
-
-static int
-start_sampler(mt_probe *p)
-{
-    atomic_store(&p->sampler_tid, 0);
-    if (pthread_create(&p->thread, NULL, sampler_main, p) != 0) {
-        return -1;
-    }
-    p->thread_started = 1;
-    return 0;
+    mt_worker_unlock(&p->sampler);
+    nanosleep(&nap, NULL);
 }
 
 void
 mt_probe_fork_pause(mt_probe *p)
 {
-    p->paused_for_fork = p->thread_started && p->pid == getpid();
-    stop_sampler(p);
+    mt_worker_pause_for_fork(&p->sampler);
 }
 
 void
 mt_probe_fork_resume(mt_probe *p)
 {
-    if (p->paused_for_fork && p->pid == getpid() && start_sampler(p) < 0) {
+    if (mt_worker_resume_after_fork(&p->sampler) != 0) {
         p->method = MT_PEAK_NONE;
     }
-    p->paused_for_fork = 0;
 }
 
 void
 mt_probe_close(mt_probe *p)
 {
-    stop_sampler(p);
+    mt_worker_stop(&p->sampler);
     close_files(p);
 }
 
@@ -503,32 +485,6 @@ mt_probe_status(mt_probe *p, long long *rss, long long *hwm)
     return 0;
 }
 
-static void *
-sampler_main(void *arg)
-{
-    mt_probe *p = arg;
-    atomic_store(&p->sampler_tid, (int)gettid());
-    pthread_mutex_lock(&p->lock);
-    while (!p->stop) {
-        if (!p->sampling) {
-            pthread_cond_wait(&p->wake, &p->lock);
-            continue;
-        }
-        pthread_mutex_unlock(&p->lock);
-        long long rss = mt_probe_rss(p);
-        struct timespec nap = {0, p->sample_interval_us * 1000L};
-        pthread_mutex_lock(&p->lock);
-        if (rss > p->sampled_peak) {
-            p->sampled_peak = rss;
-        }
-        pthread_mutex_unlock(&p->lock);
-        nanosleep(&nap, NULL);
-        pthread_mutex_lock(&p->lock);
-    }
-    pthread_mutex_unlock(&p->lock);
-    return NULL;
-}
-
 int
 mt_probe_set_method(mt_probe *p, mt_peak_method method)
 {
@@ -536,7 +492,7 @@ mt_probe_set_method(mt_probe *p, mt_peak_method method)
         return -1;
     }
     if (method != MT_PEAK_SAMPLED) {
-        stop_sampler(p);
+        mt_worker_stop(&p->sampler);
     }
     p->method = method;
     return 0;
@@ -554,15 +510,14 @@ mt_probe_peak_begin(mt_probe *p)
         p->method = MT_PEAK_SAMPLED; /* clear_refs stopped working */
     }
     if (p->method == MT_PEAK_SAMPLED) {
-        if (!p->thread_started && start_sampler(p) < 0) {
+        if (mt_worker_start(&p->sampler) != 0) {
             p->method = MT_PEAK_NONE;
             return rss;
         }
-        pthread_mutex_lock(&p->lock);
+        mt_worker_lock(&p->sampler);
         p->sampled_peak = rss;
-        p->sampling = 1;
-        pthread_cond_signal(&p->wake);
-        pthread_mutex_unlock(&p->lock);
+        mt_worker_unlock(&p->sampler);
+        mt_worker_set_active(&p->sampler, 1);
     }
     return rss;
 }
@@ -579,12 +534,12 @@ mt_probe_peak_end(mt_probe *p, long long *peak, long long *rss_now)
     if (p->method == MT_PEAK_HWM) {
         *peak = hwm;
     }
-    else if (p->method == MT_PEAK_SAMPLED && p->thread_started) {
-        pthread_mutex_lock(&p->lock);
-        p->sampling = 0;
+    else if (p->method == MT_PEAK_SAMPLED && p->sampler.started) {
+        mt_worker_lock(&p->sampler);
+        p->sampler.active = 0;
         *peak = p->sampled_peak > *rss_now ? p->sampled_peak : *rss_now;
-        pthread_mutex_unlock(&p->lock);
-        stop_sampler(p); /* no thread of ours between cells */
+        mt_worker_unlock(&p->sampler);
+        mt_worker_stop(&p->sampler); /* no thread of ours between cells */
     }
     return 0;
 }
@@ -1122,6 +1077,17 @@ mt_probe_sharing_pids(const mt_probe *p, const char *dir, pid_t *pids, int max)
     }
     closedir(d);
     return n;
+}
+
+int
+mt_probe_pid_start_ticks(const mt_probe *p, pid_t pid, unsigned long long *ticks)
+{
+    char path[MT_PROBE_PATH_MAX + 64], buf[1024];
+    if (proc_path(p, path, sizeof path, "/proc/%d/stat", (int)pid) < 0 ||
+        read_text(path, buf, sizeof buf) < 0) {
+        return -1;
+    }
+    return mt_probe_parse_starttime(buf, ticks);
 }
 
 int

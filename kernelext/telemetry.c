@@ -100,10 +100,11 @@ struct mt_telemetry {
 /* ------------------------------------------------------------------ */
 
 /* The one translator of libzmq's errors (zmq_errno) into Python's:
- * OSError(errno, "<what>: <libzmq's message>").  Needs the GIL. */
+ * OSError(errno, "<what>: <libzmq's message>"). */
 static PyObject *
 zmq_error(const char *what, int err)
 {
+    MT_ASSERT_GIL();
     PyObject *args = Py_BuildValue("(iN)", err, PyUnicode_FromFormat("%s: %s", what, zmq_strerror(err)));
     if (args != NULL) {
         PyErr_SetObject(PyExc_OSError, args);
@@ -1037,13 +1038,14 @@ raw_strdup(const char *s)
 
 /* telemetry_event(kind, data: dict) -> bool: queues an event (budget trip,
  * %shrink action, post-mortem finding) for the subscribers; False when
- * telemetry is off.  Needs the GIL (data is serialised here). */
+ * telemetry is off.  data is serialised here, with the GIL. */
 PyObject *
 mt_telemetry_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     mt_state *st = mt_get_state(module);
     mt_telemetry *t = own_telemetry(st);
     PyObject *data = NULL, *json = NULL, *text = NULL, *result = NULL;
+    MT_ASSERT_GIL();
     char *kind_copy = NULL, *data_copy = NULL;
     const char *kind;
     if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyDict_Check(args[1])) {

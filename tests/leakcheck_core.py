@@ -240,10 +240,10 @@ def guard(i):
     _core.guard_disable()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f"memtamer-{os.getpid()}.guard")
-        _core.guard_record_open(path)
-        _core.guard_record_read(path)
-        _core.guard_record_close()
-        expect_error(_core.guard_record_read, os.path.join(tmp, "absent"))
+        _core.postmortem_open(path)
+        _core.postmortem_read(path)
+        _core.postmortem_close()
+        expect_error(_core.postmortem_read, os.path.join(tmp, "absent"))
 
 
 calls = {
@@ -264,8 +264,8 @@ calls = {
     "telemetry_start": telemetry, "telemetry_stop": telemetry, "telemetry_event": telemetry,
     "telemetry_status": telemetry,
     "guard_enable": guard, "guard_disable": guard, "guard_set_budget": guard,
-    "guard_status": guard, "guard_exception": guard, "guard_record_open": guard,
-    "guard_record_close": guard, "guard_record_read": guard, "_guard_before_fork": guard,
+    "guard_status": guard, "guard_exception": guard, "postmortem_open": guard,
+    "postmortem_close": guard, "postmortem_read": guard, "_guard_before_fork": guard,
     "_guard_after_fork": guard,
     # Called by the machinery itself, not by users: install/uninstall below,
     # the signal handler only through a real budget trip (test_guard_kernel).

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from memtamer import _core
-from memtamer.guard import biggest_variables, collect_postmortems, describe
+from memtamer.guard import biggest_variables, collect_postmortems, describe, postmortem
 from memtamer.sizes import format_size
 
 GiB = 1024**3
@@ -67,19 +67,80 @@ def test_biggest_variables_ranks_by_deep_size():
 def test_records_reject_garbage_and_report_dead_kernels(tmp_path):
     junk = tmp_path / "memtamer-1.guard"
     junk.write_bytes(b"x" * 4096)
-    assert _core.guard_record_read(str(junk)) is None
+    assert _core.postmortem_read(str(junk)) is None
     junk.unlink()
     # A record written by this process, then read as another kernel would.
-    _core.guard_record_open(str(tmp_path / f"memtamer-{os.getpid()}.guard"))
+    _core.postmortem_open(str(tmp_path / f"memtamer-{os.getpid()}.guard"))
     try:
-        record = _core.guard_record_read(str(tmp_path / f"memtamer-{os.getpid()}.guard"))
+        record = _core.postmortem_read(str(tmp_path / f"memtamer-{os.getpid()}.guard"))
         assert record["pid"] == os.getpid() and record["alive"] is True
         assert record["cwd"] == os.getcwd() and record["cell"] is None
         # Alive records are never reported.
-        assert collect_postmortems(str(tmp_path), os.getcwd()) == []
+        assert collect_postmortems(str(tmp_path)) == []
     finally:
-        _core.guard_record_close()
+        _core.postmortem_close()
     assert list(tmp_path.iterdir()) == []
+
+
+V2_MOUNT = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n"
+V1_MOUNT = "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+# (/proc/self/cgroup, mountinfo, the OOM counter file, its text with N kills)
+OOM_COUNTERS = {
+    "cgroup2": ("0::/kube/pod\n", V2_MOUNT, "sys/fs/cgroup/kube/pod/memory.events",
+                "low 0\nhigh 0\nmax 3\noom 2\noom_kill {}\n"),
+    "cgroup1": ("4:memory:/docker/abc\n", V1_MOUNT, "sys/fs/cgroup/memory/docker/abc/memory.oom_control",
+                "oom_kill_disable 0\nunder_oom 0\noom_kill {}\n"),
+    "machine": ("", "", "proc/vmstat", "pgfault 123\noom_kill {}\npgmajfault 4\n"),
+}
+
+
+@pytest.mark.parametrize("where", sorted(OOM_COUNTERS))
+def test_record_blames_memory_when_the_oom_killer_fired_during_its_cell(tmp_path, monkeypatch,
+                                                                          where):
+    cgroup, mountinfo, counter, text = OOM_COUNTERS[where]
+    root = tmp_path / "root"
+    (root / "proc/self").mkdir(parents=True)
+    (root / "proc/self/cgroup").write_text(cgroup)
+    (root / "proc/self/mountinfo").write_text(mountinfo)
+    (root / "proc/self/statm").write_text("4096 1024 0 0 0 0 0\n")
+    (root / counter).parent.mkdir(parents=True, exist_ok=True)
+    (root / counter).write_text(text.format(5))
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    path = str(tmp_path / "memtamer-1.guard")
+    _core._set_proc_root(str(root))
+    try:
+        _core.postmortem_open(path)
+        # Under the fake root no /proc/<pid>/stat says this process started:
+        # its record reads as a dead kernel's.
+        record = _core.postmortem_read(path)
+        assert record["alive"] is False and record["same_notebook"] is True
+        assert record["oom_source"] == str(root / counter)
+        assert record["oom_kills"] == 0 and record["memory_cause"] is None
+        (root / counter).write_text(text.format(7))
+        record = _core.postmortem_read(path)
+        assert record["oom_kills"] == 2 and record["memory_cause"] == "oom_killer"
+        # Another notebook's kernel in the same directory: not its record.
+        monkeypatch.setenv("JPY_SESSION_NAME", "/home/u/other.ipynb")
+        assert _core.postmortem_read(path)["same_notebook"] is False
+    finally:
+        _core.postmortem_close()
+        _core._set_proc_root("")
+
+
+def test_postmortem_says_why_memory_is_the_likely_cause():
+    record = {"pid": 41, "cell": 7, "first_line": "x = load()", "rss": 3 * GiB,
+              "peak_rss": 3 * GiB, "limit": 4 * GiB, "budget": None, "updated": time.time(),
+              "oom_kills": 2, "oom_source": "/sys/fs/cgroup/kube/memory.events",
+              "memory_cause": "oom_killer"}
+    text = postmortem(record)
+    assert text.startswith("memtamer: the previous kernel (pid 41) died while running cell 7 "
+                           "('x = load()'); its last RSS was 3.0 GiB")
+    assert "(peak 3.0 GiB, limit 4.0 GiB)." in text
+    assert text.endswith("The OOM killer fired 2 times since its last cell began "
+                         "(/sys/fs/cgroup/kube/memory.events).")
+    record.update(cell=None, oom_kills=0, memory_cause="limit")
+    text = postmortem(record)
+    assert "died between cells" in text and text.endswith("That was close to its limit.")
 
 
 def test_format_of_sizes_used_in_messages():

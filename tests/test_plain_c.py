@@ -1,4 +1,4 @@
-"""The parts of _core that use no Python API (probe.c, transform.c), built with
+"""The parts of _core that use no Python API (probe.c with worker.c, transform.c), built with
 plain C test drivers under AddressSanitizer and UBSan, and run."""
 
 import os
@@ -10,13 +10,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1"]
 
 
-@pytest.mark.parametrize("unit", ["probe", "transform"])
+# The files each unit is built with besides its own.
+WITH = {"probe": ["worker"], "transform": []}
+
+
+@pytest.mark.parametrize("unit", sorted(WITH))
 def test_unit_from_plain_c(unit, tmp_path):
     exe = tmp_path / f"test_{unit}"
     subprocess.run(
         ["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", *SANITIZE,
          "-I", os.path.join(ROOT, "include"), os.path.join(ROOT, f"tests/c/test_{unit}.c"),
-         os.path.join(ROOT, f"kernelext/{unit}.c"), "-lpthread", "-lm", "-o", str(exe)],
+         *(os.path.join(ROOT, f"kernelext/{name}.c") for name in [unit, *WITH[unit]]), "-lpthread", "-lm", "-o", str(exe)],
         check=True,
     )
     result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)

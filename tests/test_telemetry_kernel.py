@@ -151,8 +151,9 @@ def test_first_line_with_quotes_backslashes_tabs_and_unicode(tk):
 
 def test_samples_while_a_long_cell_runs(tk):
     sub = Subscriber(discovery_record(tk)["endpoint"])
-    cell = threading.Thread(target=tk.run, args=(
-        "import time\nb = np.ones(200 * 2**20 // 8)\ntime.sleep(1.6)\ndel b",))
+    ran = []
+    cell = threading.Thread(target=lambda: ran.append(tk.run(
+        "import time\nb = np.ones(200 * 2**20 // 8)\ntime.sleep(1.6)\ndel b")))
     try:
         sub.next("snapshot")
         cell.start()
@@ -168,6 +169,8 @@ def test_samples_while_a_long_cell_runs(tk):
     gaps = [b["time"] - a["time"] for a, b in zip(running, running[1:])]
     assert len(running) >= 4 and max(gaps) < 0.6
     last = running[-1]["running"]
+    # The number Jupyter shows next to the cell, not the next one.
+    assert last["cell"] == ran[0]["execution_count"]
     assert ALLOCATION - REUSED <= last["peak_increment"] <= ALLOCATION + SLACK
     assert running[-1]["rss"] >= last["rss_before"] + ALLOCATION - REUSED
 
@@ -474,6 +477,8 @@ def test_budget_trip_is_an_event_and_counted(tk):
 
 def test_postmortem_of_a_killed_kernel_reaches_a_late_watcher(runtime):
     dead = start_kernel(runtime)
+    # Near its budget: memory is then the likely cause of its death.
+    dead.run(f"%memguard {int(rss_of(dead.pid) / 0.95)}")
     dead.shutdown()  # SIGKILL, as the OOM killer would, and reaped
     k = start_kernel(runtime)
     try:

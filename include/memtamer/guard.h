@@ -23,10 +23,7 @@
 #include <Python.h>
 #include <stddef.h>
 
-/* Requests smaller than this are never refused: the hooks stay a few
- * instructions for small objects, and the watcher catches growth made of
- * many small ones. */
-#define MT_GUARD_LARGE_REQUEST (256 * 1024)
+#include "memtamer/heap.h"
 
 /* Requests of this size or more are held against a fresh reading of the
  * shared memory's working set (smaller ones against the watcher's last). */
@@ -41,16 +38,12 @@
 #define MT_GUARD_POLL_US 5000
 
 typedef enum {
-    MT_GUARD_NUMPY = 1,   /* numpy's data allocator refused a buffer */
-    MT_GUARD_PYTHON = 2,  /* Python's allocator refused a large block */
+    MT_GUARD_NUMPY = MT_HEAP_NUMPY,   /* numpy's data allocator refused a buffer */
+    MT_GUARD_PYTHON = MT_HEAP_PYTHON, /* Python's allocator refused a large block */
     MT_GUARD_WATCHER = 3, /* the watcher saw RSS cross the budget */
     MT_GUARD_CHILD = 4,   /* ... and killed the cell's biggest child */
 } mt_guard_layer;
 
-/* For the allocator hooks, from any thread, with or without the GIL: 1 when
- * a request of size bytes must be refused (the trip is recorded), else 0.
- * Never allocates, never takes a lock. */
-int mt_guard_refuse(size_t size, mt_guard_layer layer);
 
 /* Cell boundaries (cell.c), with the GIL held. */
 void mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line,
@@ -60,8 +53,10 @@ void mt_guard_cell_end(PyObject *module, long long rss_after);
  * Needs the GIL. */
 void mt_guard_figures(PyObject *module, long long *budget, long long *trips);
 
-/* Module exec (creates MemoryBudgetExceeded) and free. */
+/* Module exec (creates MemoryBudgetExceeded), traverse, clear and free. */
 int mt_guard_exec(PyObject *module);
+int mt_guard_traverse(PyObject *module, visitproc visit, void *arg);
+void mt_guard_clear(PyObject *module);
 void mt_guard_free(PyObject *module);
 
 /* Adds the guard's figures to the process view: budget, and the shared
@@ -75,9 +70,6 @@ PyObject *mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_
 PyObject *mt_guard_status(PyObject *module, PyObject *unused);
 PyObject *mt_guard_signal_handler(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_guard_exception(PyObject *module, PyObject *unused);
-PyObject *mt_guard_record_open(PyObject *module, PyObject *path);
-PyObject *mt_guard_record_close(PyObject *module, PyObject *unused);
-PyObject *mt_guard_record_read(PyObject *module, PyObject *path);
 PyObject *mt_guard_before_fork(PyObject *module, PyObject *unused);
 PyObject *mt_guard_after_fork(PyObject *module, PyObject *unused);
 

@@ -14,6 +14,26 @@ typedef struct {
     long long peak;    /* highest current since the last reset */
 } mt_heap_reading;
 
+/* Which hook asks the refusal policy. */
+typedef enum {
+    MT_HEAP_NUMPY = 1,  /* numpy's data allocator, for a buffer */
+    MT_HEAP_PYTHON = 2, /* Python's allocator, for a block */
+} mt_heap_hook;
+
+/* Requests smaller than this are never put to the policy: the hooks stay a
+ * few instructions for small objects (the guard's watcher catches growth
+ * made of many small ones). */
+#define MT_HEAP_LARGE_REQUEST (256 * 1024)
+
+/* A refusal policy: 1 when a request of size bytes must be refused (the
+ * allocation then fails with MemoryError), else 0.  Called from any thread,
+ * with or without the GIL: it must not allocate, lock or touch Python
+ * objects. */
+typedef int (*mt_heap_refusal)(void *ctx, size_t size, mt_heap_hook hook);
+/* Gives the hooks their policy (NULL: refuse nothing).  Needs the GIL.  ctx
+ * must stay valid for good: the hooks outlive the module. */
+void mt_heap_set_refusal(mt_heap_refusal policy, void *ctx);
+
 /* Install/uninstall need the GIL.  Install twice is a no-op.  Uninstall
  * restores the saved allocators exactly; when someone installed their own
  * hook on top of ours (tracemalloc started later), ours stay in the chain

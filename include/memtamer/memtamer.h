@@ -2,6 +2,8 @@
  *
  * The map of memtamer._core, one concern a file (kernelext/NAME.c with
  * include/memtamer/NAME.h), lower floors first; no file calls up a floor:
+ *   worker.c     one background thread: start, stop, wake, join, fork
+ *                (no Python API)
  *   probe.c      /proc and cgroup readers: pure parsers over text with an
  *                overridable root, plus the sampler thread (no Python API)
  *   transform.c  lossless narrowing of 8-byte numbers (no Python API)
@@ -13,7 +15,9 @@
  *   ledger.c     the namespace: bindings, provenance, holders
  *   shrink.c     in-place downcast, pack, spill
  *   codec.c      the compressed proxy type (c-blosc)
- *   guard.c      the memory budget, its watcher thread and post-mortem record
+ *   postmortem.c the record a kernel leaves for its notebook's next kernel
+ *   guard.c      the memory budget, its refusal policy (given to heap.c's
+ *                hooks), its watcher thread and signal route
  *   process.c    process-wide figures and the report for Python
  *   npy.c        numpy's C API, imported once numpy is
  *   module.c     the method table, module state and init
@@ -29,12 +33,14 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <assert.h>
 #include <time.h>
 
 #include "memtamer/cell.h"
 #include "memtamer/config.h"
 #include "memtamer/ledger.h"
 #include "memtamer/policy.h"
+#include "memtamer/postmortem.h"
 #include "memtamer/probe.h"
 #include "memtamer/shrink.h"
 
@@ -44,11 +50,11 @@ typedef struct {
     mt_cell_log cells;
     /* numpy handler that was current when the running cell began. */
     PyObject *numpy_previous;
-    /* guard.c: its C side (PyMem_RawMalloc'd, the watcher uses it without
-     * the GIL), MemoryBudgetExceeded, the user's namespace and the renderer
-     * of the exception's message. */
+    /* guard.c: the guard's state (one per process, in static storage: the
+     * hooks and the watcher use it without the GIL; NULL after free). */
     struct mt_guard *guard;
-    PyObject *budget_exceeded, *guard_user_ns, *guard_describe;
+    /* postmortem.c: this kernel's record (the guard's watcher updates it). */
+    mt_postmortem postmortem;
     /* %shrink: the proxy type (codec.c) and the action being measured. */
     PyObject *compressed_type;
     mt_shrink_window shrink;
@@ -59,6 +65,10 @@ typedef struct {
      * sampler thread uses it without the GIL). */
     struct mt_telemetry *telemetry;
 } mt_state;
+
+/* Where a function needs the GIL: checked in debug builds (NDEBUG unset),
+ * as numpy's alloc.c does. */
+#define MT_ASSERT_GIL() assert(PyGILState_Check())
 
 /* Sets dict[key] = value and drops the reference to value; a NULL value
  * (a failed constructor) passes its exception on.  Returns -1/0. */

@@ -7,10 +7,10 @@
 #ifndef MEMTAMER_PROBE_H
 #define MEMTAMER_PROBE_H
 
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stddef.h>
 #include <sys/types.h>
+
+#include "memtamer/worker.h"
 
 #define MT_PROBE_PATH_MAX 512
 #define MT_PROBE_UNLIMITED (-1LL)
@@ -72,14 +72,10 @@ typedef struct mt_probe {
     int status_fd, statm_fd, clear_refs_fd;
     mt_peak_method method;
 
-    /* The sampler thread (method SAMPLED).  It touches only this struct and
-     * its own reads; lock guards sampling/stop/peak. */
-    pthread_mutex_t lock;
-    pthread_cond_t wake;
-    pthread_t thread;
-    int thread_started, sampling, stop;
-    int paused_for_fork; /* stopped by mt_probe_fork_pause while sampling */
-    _Atomic int sampler_tid;
+    /* The sampler thread (method SAMPLED), active during a peak window.  It
+     * touches only this struct and its own reads; its lock guards
+     * sampled_peak. */
+    mt_worker sampler;
     long long sampled_peak;
     long sample_interval_us;
 } mt_probe;
@@ -95,9 +91,12 @@ int mt_probe_set_method(mt_probe *p, mt_peak_method method);
  * the parent after (a thread alive at fork makes Python 3.12+ warn). */
 void mt_probe_fork_pause(mt_probe *p);
 void mt_probe_fork_resume(mt_probe *p);
-/* Returns once thread tid (joined already) has left /proc/self/task, or
- * after 20 ms. */
-void mt_probe_wait_thread_gone(pid_t tid);
+
+/* A memory-pressure (PSI) trigger on /proc/pressure/memory, such as "some
+ * 50000 1000000" (stalls of 50 ms within a second): a descriptor that
+ * poll() reports POLLPRI on, or -1 where it cannot be set (old kernel, no
+ * permission).  The caller closes it. */
+int mt_probe_psi_trigger(const mt_probe *p, const char *trigger);
 
 /* Current RSS in bytes (statm), -1 on failure. */
 long long mt_probe_rss(mt_probe *p);
@@ -181,6 +180,9 @@ long long mt_probe_shared_working_set(const mt_probe_shared_files *files);
  * when it is gone. */
 int mt_probe_sharing_pids(const mt_probe *p, const char *dir, pid_t *pids, int max);
 int mt_probe_pid_rss(const mt_probe *p, pid_t pid, long long *rss, char *comm, size_t comm_size);
+/* When process pid started (clock ticks since boot), to tell a reused pid
+ * from the process it was; -1 when it is gone. */
+int mt_probe_pid_start_ticks(const mt_probe *p, pid_t pid, unsigned long long *ticks);
 
 /* How many times the OOM killer fired: the cgroup's count where it is
  * exposed, else the machine's; path receives the file read (so a later

@@ -82,7 +82,7 @@ class _Extension:
         self.magics = MemtamerMagics(self.shell, self)
         self.shell.register_magics(self.magics)
         self._attach_ledger()
-        from .guard import Guard
+        from .guard import Guard, interactive
         from .telemetry import Publisher
 
         # Before the guard: its post-mortem findings are published too.
@@ -93,7 +93,9 @@ class _Extension:
         from .spill_files import remove_stale_spills
 
         stale = remove_stale_spills()
-        if stale:
+        # Nothing of memtamer's goes into the output of `ipython --ext memtamer script.py`.
+        speak = interactive(self.shell)
+        if stale and speak:
             print(f"memtamer: removed {len(stale)} spill file(s) left by killed kernels: "
                   + ", ".join(stale))
         from .rules import Rules
@@ -105,7 +107,7 @@ class _Extension:
             self._warn_once("loading the rules", exc)
         unavailable = _core.process().get("unavailable", {})
         for figure in ("peak_rss", "heap_peak_increment"):
-            if figure in unavailable:
+            if figure in unavailable and speak:
                 print(f"memtamer: {figure} is unavailable here: {unavailable[figure]}")
 
     def _attach_ledger(self):
@@ -167,7 +169,9 @@ class _Extension:
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("following the shell's namespace", exc)
         try:
-            count = self.shell.execution_count if getattr(info, "store_history", True) else None
+            from .guard import running_cell
+
+            count = running_cell(self.shell, getattr(info, "store_history", True))
             _core.cell_begin(count, info.raw_cell or "")
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("cell_begin", exc)

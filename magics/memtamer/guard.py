@@ -13,6 +13,8 @@ import sys
 import time
 import traceback
 
+import IPython
+
 from . import _core
 from .sizes import format_size
 from .telemetry import publish
@@ -83,7 +85,7 @@ def _memtamer_kernels():
     kernels = {}
     for path in glob.glob(os.path.join(record_dir(), "memtamer-*.guard")):
         try:
-            record = _core.guard_record_read(path)
+            record = _core.postmortem_read(path)
         except OSError:
             continue
         if record is not None and record["alive"]:
@@ -191,40 +193,73 @@ def record_dir():
     return path
 
 
-def postmortem(record):
-    """One paragraph on a kernel that died, from its record."""
+def _death(record, verb):
+    """'the previous kernel (pid N) <verb> while running cell C ('first line')'."""
     where = (f"while running cell {record['cell']} ({record['first_line']!r})"
              if record["cell"] is not None else "between cells")
-    limit = f" of {format_size(record['limit'])}" if record["limit"] else ""
+    return f"the previous kernel (pid {record['pid']}) {verb} {where}"
+
+
+def postmortem(record):
+    """One paragraph on a kernel that memory likely ended, from its record."""
+    bounds = [f"{what} {format_size(record[what])}" for what in ("limit", "budget") if record[what]]
     when = time.strftime("%H:%M:%S", time.localtime(record["updated"]))
-    text = (f"memtamer: the previous kernel (pid {record['pid']}) died {where}; "
-            f"its last RSS was {format_size(record['rss'])}{limit} at {when} "
-            f"(peak {format_size(record['peak_rss'])}).")
-    kills = record.get("oom_kills")
-    if kills:
-        text += (f" The OOM killer fired {kills} time{'s' if kills != 1 else ''} since it "
-                 f"started ({record['oom_source']}).")
-    elif kills == 0:
-        text += " The OOM killer did not fire meanwhile: something else ended it."
+    text = (f"memtamer: {_death(record, 'died')}; its last RSS was "
+            f"{format_size(record['rss'])} at {when} (peak {format_size(record['peak_rss'])}"
+            + "".join(f", {bound}" for bound in bounds) + ").")
+    kills = record["oom_kills"]
+    if record["memory_cause"] == "oom_killer":
+        text += (f" The OOM killer fired {kills} time{'s' if kills != 1 else ''} since its last "
+                 f"cell began ({record['oom_source']}).")
+    else:
+        text += f" That was close to its {record['memory_cause']}."
     return text
 
 
-def collect_postmortems(directory, cwd):
-    """Reports on dead kernels' records for cwd in directory, removing them."""
-    reports = []
+def ended_line(record):
+    """The %memguard status line on a kernel that ended for no sign of memory."""
+    when = time.strftime("%H:%M:%S", time.localtime(record["updated"]))
+    return (f"  {_death(record, 'ended without its exit handlers')} at {when}, "
+            f"{format_size(record['rss'])} in use: no sign of memory (a signal, a forced "
+            "shutdown)")
+
+
+def collect_postmortems(directory):
+    """The records this notebook's dead kernels left in directory, removed:
+    each is reported once, to the notebook's next kernel."""
+    records = []
     for path in sorted(glob.glob(os.path.join(directory, "memtamer-*.guard"))):
         try:
-            record = _core.guard_record_read(path)
+            record = _core.postmortem_read(path)
         except OSError:
             continue
-        if record is None or record["alive"] or record["cwd"] != cwd:
+        if record is None or record["alive"] or not record["same_notebook"]:
             continue
-        reports.append(postmortem(record))
+        records.append(record)
         try:
             os.unlink(path)
         except OSError:
             pass
-    return reports
+    return records
+
+
+def interactive(shell):
+    """Whether memtamer may speak at load: in a kernel or an interactive
+    terminal, never into the output of `ipython script.py`."""
+    return (getattr(shell, "kernel", None) is not None
+            or bool(getattr(shell.parent, "interact", False)))
+
+
+# IPython 9.8 advances execution_count before pre_run_cell, earlier ones after.
+_ADVANCED_BEFORE_CELL = IPython.version_info >= (9, 8)
+
+
+def running_cell(shell, store_history=True):
+    """The execution count of the cell running now (None when it is not
+    stored in the history)."""
+    if not store_history:
+        return None
+    return shell.execution_count - 1 if _ADVANCED_BEFORE_CELL else shell.execution_count
 
 
 # ---- the IPython side ---------------------------------------------------------
@@ -236,10 +271,11 @@ class Guard:
         self.shell = shell
         self.previous_signal = None
         self.translating = False
+        self.ended = []  # records of this notebook's kernels that ended for no sign of memory
 
     def _describe(self, trip):
         holders = other_holders(trip["shared"]) if trip.get("crossed") == "shared" else ()
-        return describe(trip, self.shell.execution_count,
+        return describe(trip, running_cell(self.shell),
                         biggest_variables(self.shell.user_ns), holders)
 
     def _show_memory_error(self, shell, etype, value, tb, tb_offset=None):
@@ -260,28 +296,37 @@ class Guard:
         return None
 
     def start(self):
-        for report in collect_postmortems(record_dir(), os.getcwd()):
+        # A script's run says nothing and leaves the records to the notebook's
+        # next interactive session.
+        speak = interactive(self.shell)
+        for record in collect_postmortems(record_dir()) if speak else ():
+            if record["memory_cause"] is None:
+                self.ended.append(record)
+                continue
+            report = postmortem(record)
             print(report)
             publish("postmortem", {"text": report})
         try:
             self.previous_signal = signal.signal(_core.GUARD_SIGNAL, _core._guard_signal)
         except (ValueError, OSError) as exc:
-            print(f"memtamer: the memory guard is off: its signal cannot be registered ({exc})")
+            if speak:
+                print(f"memtamer: the memory guard is off: its signal cannot be registered ({exc})")
             return
         _core.guard_enable(self.shell.user_ns, self._describe)
         if not self.shell.custom_exceptions:
             self.shell.set_custom_exc((MemoryError,), self._show_memory_error)
             self.translating = True
         try:
-            _core.guard_record_open(os.path.join(record_dir(), f"memtamer-{os.getpid()}.guard"))
-            atexit.register(_core.guard_record_close)
+            _core.postmortem_open(os.path.join(record_dir(), f"memtamer-{os.getpid()}.guard"))
+            atexit.register(_core.postmortem_close)
         except OSError as exc:
-            print(f"memtamer: no post-mortem record for this kernel ({exc})")
+            if speak:
+                print(f"memtamer: no post-mortem record for this kernel ({exc})")
 
     def stop(self):
         _core.guard_disable()
-        _core.guard_record_close()
-        atexit.unregister(_core.guard_record_close)
+        _core.postmortem_close()
+        atexit.unregister(_core.postmortem_close)
         if self.previous_signal is not None:
             signal.signal(_core.GUARD_SIGNAL, self.previous_signal)
             self.previous_signal = None
@@ -290,8 +335,9 @@ class Guard:
         self.translating = False
 
 
-def status_lines(status):
-    """What %memguard prints."""
+def status_lines(status, ended=()):
+    """What %memguard prints; ended: records of this notebook's kernels that
+    ended for no sign of memory."""
     if not status["enabled"]:
         head = "memory guard: off"
         if status["mode"] != "off" and not status["watcher"]:
@@ -328,4 +374,5 @@ def status_lines(status):
                      "(less often far below it)"
                      + (" and on memory-pressure (PSI) events" if status["psi_trigger"] else "")
                      + f" · trips so far: {status['trips']}")
+    lines.extend(ended_line(record) for record in ended)
     return lines

@@ -184,7 +184,8 @@ class MemtamerMagics(Magics):
                 status = guard.set_budget(words[0])
             except ValueError as exc:
                 raise UsageError(f"%memguard: {exc}") from None
-        print("\n".join(guard.status_lines(status)))
+        loaded = self.extension.guard
+        print("\n".join(guard.status_lines(status, loaded.ended if loaded else ())))
 
     @magic_arguments()
     @argument("action", help="del | downcast | compress | restore | pack | spill")

@@ -45,9 +45,12 @@ def _connection_file():
         from ipykernel.kernelapp import IPKernelApp
     except ImportError:
         return None
-    if not IPKernelApp.initialized():
-        return None
-    return getattr(IPKernelApp.instance(), "abs_connection_file", None)
+    from traitlets.config import Application
+
+    # IPKernelApp.instance() raises where another application (a terminal
+    # IPython's) is the singleton.
+    app = Application.instance() if Application.initialized() else None
+    return getattr(app, "abs_connection_file", None) if isinstance(app, IPKernelApp) else None
 
 
 def kernel_identity():

@@ -1,0 +1,58 @@
+/* worker: one background thread that repeats a step while it is active,
+ * waits on a condition variable while it is not, and ends on request.
+ *
+ * No Python API (probe.c's sampler uses it, and so does guard.c's watcher):
+ * a step never touches Python objects.  Fork-safe: the owner stops the
+ * thread before os.fork() and starts it again in the parent
+ * (mt_worker_pause_for_fork, mt_worker_resume_after_fork); in a child, whose
+ * copy of the lock may be held by a thread that does not exist there, the
+ * lock is made anew, never destroyed (mt_worker_forget_in_child). */
+#ifndef MEMTAMER_WORKER_H
+#define MEMTAMER_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+
+/* One step of the work, called without the lock held; fresh is 1 on the
+ * first step after the worker became active.  The step sleeps as long as it
+ * likes before it returns. */
+typedef void (*mt_worker_step)(void *owner, int fresh);
+
+typedef struct {
+    /* lock guards active and stop, and the owner's fields it says so of. */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    pthread_t thread;
+    pid_t pid;       /* the process whose thread it is */
+    int started;     /* a thread runs (only changed by its owner's thread) */
+    int active, stop;
+    int paused_for_fork;
+    _Atomic int tid; /* the thread's id once it runs, 0 before */
+    mt_worker_step step;
+    void *owner;
+} mt_worker;
+
+/* Prepares w (no thread yet). */
+void mt_worker_init(mt_worker *w, mt_worker_step step, void *owner);
+/* Starts the thread, idle; a no-op when it runs.  0, or the error number. */
+int mt_worker_start(mt_worker *w);
+/* Ends the thread and joins it; what it works on (active) stays for a
+ * restart.  A no-op when none runs, and in a forked child. */
+void mt_worker_stop(mt_worker *w);
+/* Makes the thread repeat its step (1) or wait (0). */
+void mt_worker_set_active(mt_worker *w, int active);
+void mt_worker_lock(mt_worker *w);
+void mt_worker_unlock(mt_worker *w);
+
+/* Fork: stop before, start again after in the parent if it ran (0, or the
+ * error number); in a child, forget the parent's thread. */
+void mt_worker_pause_for_fork(mt_worker *w);
+int mt_worker_resume_after_fork(mt_worker *w);
+void mt_worker_forget_in_child(mt_worker *w);
+
+/* Returns once thread tid (joined already) has left /proc/self/task, or
+ * after 20 ms: a thread count read right after a join stays right. */
+void mt_worker_wait_thread_gone(pid_t tid);
+
+#endif

@@ -1,0 +1,137 @@
+/* worker: one background thread with start, stop, wake and join (worker.h). */
+#define _GNU_SOURCE
+#include "memtamer/worker.h"
+
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+void
+mt_worker_init(mt_worker *w, mt_worker_step step, void *owner)
+{
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->wake, NULL);
+    w->pid = getpid();
+    w->started = w->active = w->stop = w->paused_for_fork = 0;
+    atomic_store(&w->tid, 0);
+    w->step = step;
+    w->owner = owner;
+}
+
+static void *
+worker_main(void *arg)
+{
+    mt_worker *w = arg;
+    int fresh = 1;
+    atomic_store(&w->tid, (int)gettid());
+    pthread_mutex_lock(&w->lock);
+    while (!w->stop) {
+        if (!w->active) {
+            fresh = 1;
+            pthread_cond_wait(&w->wake, &w->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&w->lock);
+        w->step(w->owner, fresh);
+        fresh = 0;
+        pthread_mutex_lock(&w->lock);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+int
+mt_worker_start(mt_worker *w)
+{
+    if (w->started) {
+        return 0;
+    }
+    atomic_store(&w->tid, 0);
+    w->stop = 0;
+    w->pid = getpid();
+    int err = pthread_create(&w->thread, NULL, worker_main, w);
+    if (err == 0) {
+        w->started = 1;
+    }
+    return err;
+}
+
+void
+mt_worker_wait_thread_gone(pid_t tid)
+{
+    /* pthread_join returns when the thread has cleared its tid, a moment
+     * before the kernel drops it from the process's thread count. */
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d", (int)tid);
+    for (int i = 0; tid > 0 && i < 1000 && access(path, F_OK) == 0; i++) {
+        struct timespec ts = {0, 20000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+void
+mt_worker_stop(mt_worker *w)
+{
+    if (!w->started || w->pid != getpid()) {
+        return;
+    }
+    pthread_mutex_lock(&w->lock);
+    w->stop = 1;
+    pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->thread, NULL);
+    mt_worker_wait_thread_gone(atomic_load(&w->tid));
+    w->started = 0;
+    w->stop = 0;
+}
+
+void
+mt_worker_set_active(mt_worker *w, int active)
+{
+    pthread_mutex_lock(&w->lock);
+    w->active = active;
+    pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&w->lock);
+}
+
+void
+mt_worker_lock(mt_worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+}
+
+void
+mt_worker_unlock(mt_worker *w)
+{
+    pthread_mutex_unlock(&w->lock);
+}
+
+void
+mt_worker_pause_for_fork(mt_worker *w)
+{
+    w->paused_for_fork = w->started && w->pid == getpid();
+    mt_worker_stop(w);
+}
+
+int
+mt_worker_resume_after_fork(mt_worker *w)
+{
+    int err = 0;
+    if (w->paused_for_fork && w->pid == getpid()) {
+        err = mt_worker_start(w);
+    }
+    w->paused_for_fork = 0;
+    return err;
+}
+
+void
+mt_worker_forget_in_child(mt_worker *w)
+{
+    if (w->pid == getpid()) {
+        return;
+    }
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->wake, NULL);
+    w->pid = getpid();
+    w->started = w->active = w->stop = w->paused_for_fork = 0;
+}

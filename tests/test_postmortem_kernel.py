@@ -1,0 +1,125 @@
+"""Post-mortems of killed kernels in real kernels: told once, to the next kernel
+of the same notebook, as a death only where memory was the likely cause, and
+never into the output of a script."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from kernel import Kernel
+from memtamer import _core
+
+SLEEPER = "import time\ntime.sleep(120)"
+
+
+def rss_of(pid):
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def kernel(runtime, notebook=None):
+    env = {"MEMTAMER_RUNTIME_DIR": str(runtime)}
+    if notebook:
+        env["JPY_SESSION_NAME"] = notebook
+    return Kernel(env=env, cwd=str(runtime))
+
+
+def load(runtime, notebook=None):
+    """A new kernel with memtamer loaded, and what loading it printed."""
+    k = kernel(runtime, notebook)
+    return k, k.run("%load_ext memtamer")["stdout"]
+
+
+def quiet_oom_root(runtime):
+    """A /proc root whose OOM counter stays still (this machine's counts the
+    OOM kills of every cgroup, other people's tests included); the rest is
+    the reading process's own /proc."""
+    root = runtime / "root"
+    (root / "proc").mkdir(parents=True)
+    (root / "proc/self").symlink_to("/proc/self")
+    (root / "proc/meminfo").symlink_to("/proc/meminfo")
+    (root / "proc/vmstat").write_text("pgfault 10\noom_kill 3\n")
+    return str(root)
+
+
+def kill_while_sleeping(runtime, notebook=None, near_budget=False):
+    """Starts a kernel that reads its OOM counter from quiet_oom_root, makes
+    it sleep in a cell and SIGKILLs it there.  near_budget: with a budget 5%
+    above its RSS.  Returns (pid, the cell's execution count as Jupyter
+    numbered it, its record's path)."""
+    k = kernel(runtime, notebook)
+    try:
+        k.run(f"__import__('memtamer._core')._core._set_proc_root({quiet_oom_root(runtime)!r})\n"
+              "%load_ext memtamer")
+        pid = k.query("__import__('os').getpid()")
+        if near_budget:
+            k.run(f"%memguard {int(rss_of(pid) / 0.95)}")
+        cell = k.run("pass")["execution_count"] + 1
+        path = str(runtime / f"memtamer-{pid}.guard")
+        k.kc.execute(SLEEPER)
+        deadline = time.time() + 30
+        while _core.postmortem_read(path)["cell"] is None:
+            assert time.time() < deadline, "the record never showed the running cell"
+            time.sleep(0.05)
+        # The number the user saw next to the cell, not the one after it.
+        assert _core.postmortem_read(path)["cell"] == cell
+        os.kill(pid, signal.SIGKILL)
+        while os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read():
+            time.sleep(0.05)
+    finally:
+        k.shutdown()
+    return pid, cell, path
+
+
+def test_a_death_near_the_budget_is_told_once_to_its_own_notebook_only(tmp_path):
+    pid, cell, path = kill_while_sleeping(tmp_path, "/home/u/a.ipynb", near_budget=True)
+    death = f"the previous kernel (pid {pid}) died while running cell {cell} ('import time')"
+
+    # A script run in the same notebook's environment prints only its own output
+    # and leaves the record to the notebook's next interactive kernel.
+    script = tmp_path / "script.py"
+    script.write_text("print('only this')\n")
+    env = dict(os.environ, MEMTAMER_RUNTIME_DIR=str(tmp_path), JPY_SESSION_NAME="/home/u/a.ipynb",
+               IPYTHONDIR=str(tmp_path / "ipython"))
+    ran = subprocess.run([sys.executable, "-m", "IPython", "--ext", "memtamer", str(script)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, "only this\n", "")
+    assert os.path.exists(path)
+
+    # Notebook b shares the directory: A's death is none of its business.
+    b, said = load(tmp_path, "/home/u/b.ipynb")
+    try:
+        assert "memtamer" not in said
+        assert f"(pid {pid})" not in b.run("%memguard")["stdout"]
+    finally:
+        b.shutdown()
+
+    a, said = load(tmp_path, "/home/u/a.ipynb")
+    a.shutdown()
+    assert death in said and "That was close to its budget." in said
+
+    # Once: the next one hears nothing of it (the test's shutdowns are forced, so
+    # its status may tell of the kernel just shut down, never of the first).
+    a, said = load(tmp_path, "/home/u/a.ipynb")
+    try:
+        assert "previous kernel" not in said
+        assert f"(pid {pid})" not in a.run("%memguard")["stdout"]
+    finally:
+        a.shutdown()
+
+
+def test_a_death_far_from_the_limit_is_only_in_memguard_status(tmp_path):
+    pid, cell, path = kill_while_sleeping(tmp_path)
+    record = _core.postmortem_read(path)
+    assert record["limit"] and record["rss"] < record["limit"] * 0.9
+    assert record["oom_source"] == str(tmp_path / "root/proc/vmstat")
+    k, said = load(tmp_path)
+    try:
+        assert "previous kernel" not in said
+        status = k.run("%memguard")["stdout"]
+        assert (f"the previous kernel (pid {pid}) ended without its exit handlers while running "
+                f"cell {cell} ('import time')") in status
+    finally:
+        k.shutdown()
