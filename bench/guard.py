@@ -19,7 +19,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
+import pytest  # noqa: E402
 from kernel import Kernel  # noqa: E402
+from test_guard_cgroup import join, make_memory_cgroup, oom_kills  # noqa: E402
 from memtamer import _core  # noqa: E402
 from memtamer.sizes import format_size  # noqa: E402
 from _results import spread, write_section  # noqa: E402
@@ -82,9 +84,6 @@ class Bound:
     memory.peak), read by the benchmark."""
 
     def __init__(self):
-        import pytest
-        from test_guard_cgroup import make_memory_cgroup
-
         try:
             self.path, self.oom_counter = make_memory_cgroup(LIMIT)
         except (OSError, pytest.skip.Exception) as exc:
@@ -99,8 +98,6 @@ class Bound:
         """This process in the cgroup, and back after: what it starts meanwhile
         stays in the cgroup with every page it touches charged there (a
         process moved in later leaves the pages it touched before outside)."""
-        from test_guard_cgroup import join
-
         join(self.path, os.getpid())
         try:
             yield
@@ -108,8 +105,6 @@ class Bound:
             join(os.path.dirname(self.path), os.getpid())
 
     def oom_kills(self):
-        from test_guard_cgroup import oom_kills
-
         return oom_kills(self.oom_counter)
 
     def reset_peak(self):
@@ -241,13 +236,16 @@ def runaway_rows():
     """{(runaway, subject): [what watch saw, per repeat]}, the subjects, and
     why the column without memtamer was not run (None when it was)."""
     bounds, why = {}, None
-    for name in ("memtamer", "without"):
-        try:
+    try:
+        for name in ("memtamer", "without"):
             bounds[name] = Bound()
-        except OSError as exc:
-            bounds[name], why = None, str(exc)
-    subjects = {"memtamer": Subject(True, bounds["memtamer"])}
-    if bounds["without"]:
+    except OSError as exc:
+        why = str(exc)
+        for bound in bounds.values():
+            bound.remove()
+        bounds = {}
+    subjects = {"memtamer": Subject(True, bounds.get("memtamer"))}
+    if bounds:
         subjects["without"] = Subject(False, bounds["without"])
     seen = {(name, s): [] for name, _ in RUNAWAYS for s in subjects}
     try:
@@ -260,8 +258,7 @@ def runaway_rows():
         for subject in subjects.values():
             subject.shutdown()
         for bound in bounds.values():
-            if bound:
-                bound.remove()
+            bound.remove()
     return seen, list(subjects), why
 
 
@@ -343,13 +340,18 @@ def mib(values):
 
 def section(seen, subjects, no_baseline_why, cost, in_cgroup, no_cgroup_why):
     budgets = [r["budget"] for (_, s), runs in seen.items() if s == "memtamer" for r in runs]
-    bounded = "a memory cgroup of its own limited to 2 GiB" if "without" in subjects else None
+    if "without" in subjects:
+        kernels = ("Runaway cells in two real ipykernels side by side, one with memtamer loaded "
+                   "and one without, each in a memory cgroup of its own limited to "
+                   f"{format_size(LIMIT)} (the OOM killer's bound on this shared machine). Each "
+                   f"runaway runs {REPEATS} times in each kernel, the kernels taking turns; a "
+                   "kernel that dies is started again.")
+    else:
+        kernels = (f"Runaway cells in a real ipykernel with memtamer loaded, {REPEATS} runs of "
+                   "each, in no memory cgroup (see below why the kernel without memtamer was "
+                   "not run).")
     lines = ["## Guard (issues 5, 9)", "",
-             "Runaway cells in two real ipykernels side by side, one with memtamer loaded and "
-             "one without, " + (f"each in {bounded} (the OOM killer's bound on this shared "
-                                "machine)" if bounded else "memtamer's unbounded")
-             + f". Each runaway runs {REPEATS} times in each kernel, the kernels taking turns; "
-             "a kernel that dies is started again. memtamer's budget is the kernel's RSS + 1 GiB "
+             kernels + " memtamer's budget is the kernel's RSS + 1 GiB "
              f"before each cell (`%memguard BYTES`; {format_size(statistics.median(budgets))} "
              "median). Everything is measured by the benchmark from outside the kernel: *time* "
              "is the wall time from the execute request to the kernel's reply (or to its death, "
