@@ -1,10 +1,17 @@
-"""Guard benchmark: runaway cells in a real kernel (outcome, time to stop,
-RSS at stop) and the watcher thread's CPU cost; writes the "Guard" section of
-bench/RESULTS.md.  Run: bash bench/run.sh guard"""
+"""Guard benchmark: runaway cells in real kernels with and without memtamer,
+each bounded by a memory cgroup, watched from outside (outcome, time to stop
+or die, VmHWM, the cgroup's peak and OOM kills), and the watcher thread's CPU
+cost; writes the "Guard" section of bench/RESULTS.md.  Needs root for the
+cgroups (without them the kernel without memtamer is not run).
+Run: bash bench/run.sh guard"""
 
+import collections
 import contextlib
 import os
+import queue
+import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -12,10 +19,12 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
+import pytest  # noqa: E402
 from kernel import Kernel  # noqa: E402
+from test_guard_cgroup import join, make_memory_cgroup, oom_kills  # noqa: E402
 from memtamer import _core  # noqa: E402
 from memtamer.sizes import format_size  # noqa: E402
-from _results import write_section  # noqa: E402
+from _results import spread, write_section  # noqa: E402
 
 ROOM = 1024**3  # budget = the kernel's RSS + 1 GiB
 RUNAWAYS = [
@@ -41,40 +50,216 @@ RUNAWAYS = [
 ]
 
 
+LIMIT = 2 * 1024**3  # the memory cgroup each kernel runs in
+REPEATS = 5
+TIMEOUT = 120  # seconds a runaway may run before the benchmark ends it
+WATCH_SECONDS = 2.0  # each run of the watcher's CPU cost
+
+
 def rss_of(pid):
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def runaway_rows():
-    rows = []
-    runtime = tempfile.mkdtemp()
-    k = Kernel(env={"MEMTAMER_RUNTIME_DIR": runtime}, cwd=runtime)
+def hwm_of(pid):
+    """The process's VmHWM in bytes, or None once it is gone."""
     try:
-        k.run("%load_ext memtamer")
-        k.run("import numpy as np, pandas as pd, gc, memtamer, sys")
-        pid = k.query("__import__('os').getpid()")
-        for name, code in RUNAWAYS:
-            budget = rss_of(pid) + ROOM
-            k.run(f"%memguard {budget}")
-            started = time.perf_counter()
-            result = k.run(code, allow_error=True)
-            wall = time.perf_counter() - started
-            cell = k.last_cell()
-            err = result["error"]
-            if err is None:
-                outcome = "not stopped"
-            else:
-                layer = k.query("getattr(sys.last_value, 'layer', None)")
-                outcome = f"{err['ename']} ({layer})"
-            alive = k.is_alive() and k.run("print(1)")["stdout"].strip() == "1"
-            rows.append((name, outcome + ("" if alive else " — KERNEL DIED"), cell["seconds"],
-                         wall, cell["peak_rss"], budget))
-            k.run("for _n in ('x', 'big', 'df', 'blob', 'child'):\n    globals().pop(_n, None)\n"
-                  "gc.collect()")
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def reset_hwm(pid):
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
+class Bound:
+    """A child memory cgroup limited to LIMIT that a kernel runs in: its OOM
+    kill count and its peak usage (cgroup v1 memory.max_usage_in_bytes, v2
+    memory.peak), read by the benchmark."""
+
+    def __init__(self):
+        try:
+            self.path, self.oom_counter = make_memory_cgroup(LIMIT)
+        except (OSError, pytest.skip.Exception) as exc:
+            raise OSError(str(exc)) from None
+        self.peak_file = next(os.path.join(self.path, name)
+                              for name in ("memory.max_usage_in_bytes", "memory.peak")
+                              if os.path.exists(os.path.join(self.path, name)))
+        self.peak_reader = None
+
+    @contextlib.contextmanager
+    def holding_this_process(self):
+        """This process in the cgroup, and back after: what it starts meanwhile
+        stays in the cgroup with every page it touches charged there (a
+        process moved in later leaves the pages it touched before outside)."""
+        join(self.path, os.getpid())
+        try:
+            yield
+        finally:
+            join(os.path.dirname(self.path), os.getpid())
+
+    def oom_kills(self):
+        return oom_kills(self.oom_counter)
+
+    def reset_peak(self):
+        # cgroup v2 resets memory.peak for reads through the same open file only.
+        if self.peak_reader is not None:
+            self.peak_reader.close()
+        self.peak_reader = open(self.peak_file, "r+")
+        self.peak_reader.write("0")
+        self.peak_reader.flush()
+
+    def peak(self):
+        self.peak_reader.seek(0)
+        return int(self.peak_reader.read())
+
+    def kill_all(self):
+        """Kills the processes left in the cgroup: the children of a kernel
+        that died (they would hold memory the next kernel needs)."""
+        with open(os.path.join(self.path, "cgroup.procs")) as f:
+            for pid in map(int, f.read().split()):
+                if pid != os.getpid():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+
+    def remove(self):
+        if self.peak_reader is not None:
+            self.peak_reader.close()
+        deadline = time.monotonic() + 20
+        while True:
+            self.kill_all()
+            try:
+                os.rmdir(self.path)
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+
+class Subject:
+    """One kernel (with memtamer or without), started again when a runaway
+    kills it, inside its Bound when there is one."""
+
+    def __init__(self, memtamer, bound):
+        self.memtamer, self.bound, self.kernel = memtamer, bound, None
+        self.runtime = tempfile.mkdtemp()
+
+    def ready(self):
+        if self.kernel is not None and self.kernel.is_alive():
+            return self.kernel
+        if self.kernel is not None:
+            self.kernel.shutdown()
+            if self.bound:
+                self.bound.kill_all()
+        with self.bound.holding_this_process() if self.bound else contextlib.nullcontext():
+            self.kernel = Kernel(env={"MEMTAMER_RUNTIME_DIR": self.runtime}, cwd=self.runtime)
+        self.pid = self.kernel.query("__import__('os').getpid()")
+        if self.memtamer:
+            self.kernel.run("%load_ext memtamer")
+        self.kernel.run("import numpy as np, pandas as pd, gc, sys")
+        return self.kernel
+
+    def shutdown(self):
+        if self.kernel is not None:
+            self.kernel.shutdown()
+        shutil.rmtree(self.runtime, ignore_errors=True)
+
+
+def watch(subject, code):
+    """Runs code in the subject's kernel and watches it from this process:
+    the wall time from the execute request to the kernel's reply or its death,
+    the kernel's VmHWM (read every 10 ms, and at the end) and the cgroup's
+    peak.  Returns a dict of what was seen."""
+    k = subject.ready()
+    budget = None
+    if subject.memtamer:
+        budget = rss_of(subject.pid) + ROOM
+        k.run(f"%memguard {budget}")
+    bound = subject.bound
+    kills = bound.oom_kills() if bound else 0
+    if bound:
+        bound.reset_peak()
+    reset_hwm(subject.pid)
+    msg_id = k.kc.execute(code)
+    started = time.perf_counter()
+    hwm, error, ended = 0, None, None
+    while ended is None:
+        try:
+            msg = k.kc.get_iopub_msg(timeout=0.01)
+        except queue.Empty:
+            msg = None
+        hwm = max(hwm, hwm_of(subject.pid) or 0)
+        if msg is not None and msg["parent_header"].get("msg_id") == msg_id:
+            if msg["msg_type"] == "error":
+                error = msg["content"]["ename"]
+            elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                ended = "finished"
+        if not k.is_alive():
+            ended = "died"
+        elif time.perf_counter() - started > TIMEOUT:
+            ended = "timeout"
+    seconds = time.perf_counter() - started
+    seen = {"seconds": seconds, "hwm": hwm, "budget": budget,
+            "cgroup_peak": bound.peak() if bound else None,
+            "oom_kills": (bound.oom_kills() - kills) if bound else 0}
+    if ended == "timeout":
+        k.kill()
+        seen["outcome"] = f"still running after {TIMEOUT} s (ended by the benchmark)"
+    elif ended == "died":
+        seen["outcome"] = ("kernel killed by the OOM killer" if seen["oom_kills"]
+                           else "kernel died")
+    else:
+        seen["hwm"] = max(hwm, hwm_of(subject.pid))
+        if error is None:
+            seen["outcome"] = "cell finished"
+        elif subject.memtamer:
+            layer = k.query("getattr(sys.last_value, 'layer', None)")
+            seen["outcome"] = f"{error} ({layer})"
+        else:
+            seen["outcome"] = error
+        if seen["oom_kills"]:
+            seen["outcome"] += (f", kernel alive; the OOM killer killed {seen['oom_kills']} "
+                                "other process(es) of its cgroup")
+        k.run("for _n in ('x', 'big', 'df', 'blob', 'child'):\n    globals().pop(_n, None)\n"
+              "gc.collect()")
+    return seen
+
+
+def runaway_rows():
+    """{(runaway, subject): [what watch saw, per repeat]}, the subjects, and
+    why the column without memtamer was not run (None when it was)."""
+    bounds, why = {}, None
+    try:
+        for name in ("memtamer", "without"):
+            bounds[name] = Bound()
+    except OSError as exc:
+        why = str(exc)
+        for bound in bounds.values():
+            bound.remove()
+        bounds = {}
+    subjects = {"memtamer": Subject(True, bounds.get("memtamer"))}
+    if bounds:
+        subjects["without"] = Subject(False, bounds["without"])
+    seen = {(name, s): [] for name, _ in RUNAWAYS for s in subjects}
+    try:
+        for rep in range(REPEATS):
+            for name, code in RUNAWAYS:
+                for s, subject in subjects.items():
+                    seen[name, s].append(watch(subject, code))
+            print(f"  runaways: repeat {rep + 1}/{REPEATS} done", flush=True)
     finally:
-        k.shutdown()
-    return rows
+        for subject in subjects.values():
+            subject.shutdown()
+        for bound in bounds.values():
+            bound.remove()
+    return seen, list(subjects), why
 
 
 def thread_cpu_ns(tid):
@@ -116,33 +301,26 @@ def watcher_cost(near, seconds=10.0):
         signal.signal(_core.GUARD_SIGNAL, previous)
 
 
-REPEATS = 5
-
-
 @contextlib.contextmanager
-def inside_memory_cgroup(limit=2 * 1024**3):
-    """This process in a new child memory cgroup, and back after: yields
-    (the cgroup's path, None), or (None, why not) where none can be made."""
-    import pytest
-    from test_guard_cgroup import join, make_memory_cgroup
-
+def inside_memory_cgroup():
+    """This process in a new Bound, and back after: yields (the Bound, None),
+    or (None, why not) where none can be made."""
     try:
-        path, _oom_counter = make_memory_cgroup(limit)
-    except (OSError, pytest.skip.Exception) as exc:
+        bound = Bound()
+    except OSError as exc:
         yield None, str(exc)
         return
-    join(path, os.getpid())
     try:
-        yield path, None
+        with bound.holding_this_process():
+            yield bound, None
     finally:
-        join(os.path.dirname(path), os.getpid())
-        os.rmdir(path)
+        bound.remove()
 
 
 def repeated_watcher_cost(near, repeats=REPEATS):
-    """watcher_cost over repeats runs of 4 s: the median run (by share of a
-    core) with the smallest and largest share beside it."""
-    runs = sorted((watcher_cost(near, seconds=4.0) for _ in range(repeats)),
+    """watcher_cost over repeats runs of WATCH_SECONDS: the median run (by
+    share of a core) with the smallest and largest share beside it."""
+    runs = sorted((watcher_cost(near, seconds=WATCH_SECONDS) for _ in range(repeats)),
                   key=lambda c: c["share"])
     median = dict(runs[len(runs) // 2])
     median["spread"] = (runs[0]["share"], runs[-1]["share"])
@@ -150,18 +328,55 @@ def repeated_watcher_cost(near, repeats=REPEATS):
     return median
 
 
-def section(rows, cost, in_cgroup, no_cgroup_why):
+def outcomes(runs):
+    """'5 of 5: MemoryBudgetExceeded (numpy)', the different outcomes side by side."""
+    counts = collections.Counter(r["outcome"] for r in runs)
+    return "; ".join(f"{n} of {len(runs)}: {outcome}" for outcome, n in counts.most_common())
+
+
+def mib(values):
+    return spread([v / 1024**2 for v in values], "{:.0f}") + " MiB"
+
+
+def section(seen, subjects, no_baseline_why, cost, in_cgroup, no_cgroup_why):
+    budgets = [r["budget"] for (_, s), runs in seen.items() if s == "memtamer" for r in runs]
+    if "without" in subjects:
+        kernels = ("Runaway cells in two real ipykernels side by side, one with memtamer loaded "
+                   "and one without, each in a memory cgroup of its own limited to "
+                   f"{format_size(LIMIT)} (the OOM killer's bound on this shared machine). Each "
+                   f"runaway runs {REPEATS} times in each kernel, the kernels taking turns; a "
+                   "kernel that dies is started again.")
+    else:
+        kernels = (f"Runaway cells in a real ipykernel with memtamer loaded, {REPEATS} runs of "
+                   "each, in no memory cgroup (see below why the kernel without memtamer was "
+                   "not run).")
     lines = ["## Guard (issues 5, 9)", "",
-             "Runaway cells in a real ipykernel with memtamer loaded; the budget is set to the "
-             "kernel's RSS + 1 GiB before each (`%memguard BYTES`). *Time to stop* is the cell's "
-             "own duration (memtamer's cell record); *peak RSS* the kernel's VmHWM during the "
-             "cell. Without memtamer each of these cells runs to completion (bounded here at "
-             "~3 GiB to spare the shared machine); unbounded, the OOM killer ends the kernel.", "",
-             "| runaway | outcome (layer) | time to stop | peak RSS in cell | budget |",
-             "|---|---|---|---|---|"]
-    for name, outcome, seconds, wall, peak, budget in rows:
-        lines.append(f"| {name} | {outcome} | {seconds:.2f} s | {format_size(peak)} | "
-                     f"{format_size(budget)} |")
+             kernels + " memtamer's budget is the kernel's RSS + 1 GiB "
+             f"before each cell (`%memguard BYTES`; {format_size(statistics.median(budgets))} "
+             "median). Everything is measured by the benchmark from outside the kernel: *time* "
+             "is the wall time from the execute request to the kernel's reply (or to its death, "
+             "seen within 10 ms); *kernel VmHWM* is read from `/proc/PID/status` after "
+             "resetting it through `/proc/PID/clear_refs` before the cell (for a kernel that "
+             "died, the last reading, taken every 10 ms; it counts shared libraries' pages, "
+             "which the cgroup leaves charged to whoever read them first, so it can pass the "
+             "limit); *cgroup peak* is the cgroup's "
+             "peak usage, reset before the cell (all its processes, children included, and "
+             "their page cache); the OOM kills are the cgroup's `oom_kill` count. Figures are "
+             f"medians of the {REPEATS} runs (min–max).", "",
+             "| runaway | kernel | outcome | time | kernel VmHWM | cgroup peak |",
+             "|---|---|---|---|---|---|"]
+    for name, _code in RUNAWAYS:
+        for s in subjects:
+            runs = seen[name, s]
+            peaks = [r["cgroup_peak"] for r in runs]
+            lines.append(
+                f"| {name} | {'memtamer' if s == 'memtamer' else 'without memtamer'} | "
+                f"{outcomes(runs)} | {spread([r['seconds'] for r in runs])} s | "
+                f"{mib([r['hwm'] for r in runs])} | "
+                f"{mib(peaks) if None not in peaks else '—'} |")
+    if no_baseline_why:
+        lines += ["", "The kernel without memtamer was not run: with no memory cgroup to bound "
+                  f"it, its runaways would take the shared machine's memory ({no_baseline_why})."]
     far, near = cost
     lines += ["",
               f"Watcher CPU cost while a cell runs (PSI trigger "
@@ -171,12 +386,14 @@ def section(rows, cost, in_cgroup, no_cgroup_why):
               "Each poll reads the kernel's RSS and the working set of the memory it shares "
               f"with other processes (here: {far['shared'] or 'none'}"
               f"{' — /proc/meminfo' if far['shared'] == 'machine' else ''}):", "",
-              f"Median of {far['repeats']} runs of 4 s each, with the smallest and largest share:",
+              f"Median of {far['repeats']} runs of {WATCH_SECONDS:g} s each, with the smallest "
+              "and largest share:",
               "", "| budget | polls/s | CPU per poll | share of a core | spread |",
               "|---|---|---|---|---|"]
     shown = [("default (far above use)", far), ("RSS + 64 MiB (near)", near)]
     if in_cgroup is not None:
-        shown.append((f"RSS + 64 MiB (near), in a {in_cgroup['shared']} cgroup limited to 2 GiB "
+        shown.append((f"RSS + 64 MiB (near), in a {in_cgroup['shared']} cgroup limited to "
+                      f"{format_size(LIMIT)} "
                       "(its usage file and memory.stat each poll)", in_cgroup))
     for label, c in shown:
         low, high = c["spread"]
@@ -193,7 +410,7 @@ if __name__ == "__main__":
     cost = (repeated_watcher_cost(near=False), repeated_watcher_cost(near=True))
     with inside_memory_cgroup() as (cgroup, why):
         in_cgroup = repeated_watcher_cost(near=True) if cgroup else None
-    rows = runaway_rows()
-    text = section(rows, cost, in_cgroup, why)
+    seen, subjects, no_baseline_why = runaway_rows()
+    text = section(seen, subjects, no_baseline_why, cost, in_cgroup, why)
     print(text)
     write_section("guard", text)

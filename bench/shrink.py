@@ -12,7 +12,6 @@ the baselines a user could type."""
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -178,17 +177,23 @@ def codec_rows(n_bytes=128 * 1024**2):
     for label, data in datasets(n_bytes).items():
         raw = data.tobytes()
         for name, compress, restore, size, method in ways():
-            packs, unpacks = [], []
+            packs, unpacks, ratios = [], [], []
             for _ in range(REPEATS):
                 seconds, packed = compress(data)
                 packs.append(n_bytes / seconds / 1e9)
-                ratio, how = len(raw) / size(packed), method(packed)
+                ratios.append(len(raw) / size(packed))
+                how = method(packed)
                 seconds, back = restore(packed)
                 assert back == raw, (label, name)
                 unpacks.append(n_bytes / seconds / 1e9)
                 del packed, back
-            rows.append((label, name + (f": {how}" if how else ""), ratio, packs, unpacks))
+            rows.append((label, name + (f": {how}" if how else ""), ratios, packs, unpacks))
     return rows
+
+
+def once_or_spread(values, fmt="{:.2f}"):
+    """The value where every run gave the same, else its median (min–max)."""
+    return fmt.format(values[0]) if len(set(values)) == 1 else spread(values, fmt)
 
 
 def main():
@@ -197,7 +202,9 @@ def main():
     deletes = delete_rows()
     lines = ["## Shrink (issues 4, 12)", "",
              f"Machine: {os.cpu_count()} cores; `bench/shrink.py`, {time.strftime('%Y-%m-%d')}. "
-             f"Every figure is the median of {REPEATS} runs, (min–max) beside it.", "",
+             f"Every figure is the median of {REPEATS} runs, (min–max) beside it; a figure "
+             "that was the same in every run (a compression ratio, the bytes held) is shown "
+             "once.", "",
              "### Downcast 2 GiB float64 → float32", "",
              "A fresh process per run. *One pass* is `np.multiply(a, 1.0, out=a)` over the same "
              "resident array in the same process just before: the memory-speed yardstick.", "",
@@ -220,7 +227,7 @@ def main():
               "the gain of a second thread.", "",
               "| data | how (method chosen) | ratio | compress GB/s | restore GB/s |",
               "|---|---|---|---|---|"]
-    lines += [f"| {d} | {c} | {r:.2f} | {spread(cg)} | {spread(dg)} |"
+    lines += [f"| {d} | {c} | {once_or_spread(r)} | {spread(cg)} | {spread(dg)} |"
               for d, c, r, cg, dg in codecs]
     lines += ["", "### Delete: RSS given back", "",
               "400,000 bytes objects of 2 kB (glibc's heap) with a survivor every 64 blocks, so "
@@ -228,9 +235,9 @@ def main():
               "| how | bytes held | RSS returned | returned / held | predicted |",
               "|---|---|---|---|---|"]
     for label, runs in deletes:
-        held = statistics.median(r["held"] for r in runs)
+        held = once_or_spread([r["held"] / 2**20 for r in runs], "{:.0f}")
         predicted = [r["predicted"] / 2**20 for r in runs if r["predicted"] is not None]
-        lines.append(f"| {label} | {held / 2**20:.0f} MiB | "
+        lines.append(f"| {label} | {held} MiB | "
                      f"{spread([r['returned'] / 2**20 for r in runs], '{:.0f}')} MiB | "
                      f"{spread([r['returned'] / r['held'] for r in runs])} | "
                      + (f"{spread(predicted, '{:.0f}')} MiB" if predicted else "-") + " |")

@@ -16,14 +16,15 @@ import time
 import psutil
 
 from memtamer import _core
-from _results import write_section  # noqa: E402
+from _results import spread, write_section  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CELLS = 2000  # per batch
 SPACED_CELLS = 300  # per batch, 1 ms apart
 REPEATS = 11
-SAMPLER_SECONDS = 10.0
-PSUTIL_READINGS = 400
+SAMPLER_REPEATS = 5
+SAMPLER_SECONDS = 4.0  # each repeat, between cells and again while a cell runs
+PSUTIL_READINGS = 400  # each repeat
 BUSY_HZ = 1000 / 250  # the sampler's pace while a cell runs
 SUBSCRIBER = ("import sys, zmq\n"
               "s = zmq.Context().socket(zmq.SUB)\n"
@@ -107,23 +108,25 @@ def thread_cpu_ns(tid):
 
 def sampler_share(endpoint):
     """The sampler's share of a core between cells and while one runs, with a
-    subscriber; and the messages it sent per second meanwhile."""
+    subscriber, and the messages it sent per second meanwhile: {state:
+    [(share, messages/s) per repeat]}."""
     _core.telemetry_start(endpoint, "bench")
     subscriber = Subscriber(endpoint)
     try:
         wait_for_subscription()
         tid = _core.telemetry_status()["thread_id"]
-        shares = {}
-        for state in ("idle", "busy"):
-            if state == "busy":
-                _core.cell_begin(1, "time.sleep(...)")
-            sent, cpu, wall = (_core.telemetry_status()["sent"], thread_cpu_ns(tid),
-                               time.perf_counter())
-            time.sleep(SAMPLER_SECONDS)
-            wall = time.perf_counter() - wall
-            shares[state] = (thread_cpu_ns(tid) - cpu) / 1e9 / wall, \
-                (_core.telemetry_status()["sent"] - sent) / wall
-        _core.cell_end(1, False)
+        shares = {"idle": [], "busy": []}
+        for cell in range(1, SAMPLER_REPEATS + 1):
+            for state in ("idle", "busy"):
+                if state == "busy":
+                    _core.cell_begin(cell, "time.sleep(...)")
+                sent, cpu, wall = (_core.telemetry_status()["sent"], thread_cpu_ns(tid),
+                                   time.perf_counter())
+                time.sleep(SAMPLER_SECONDS)
+                wall = time.perf_counter() - wall
+                shares[state].append(((thread_cpu_ns(tid) - cpu) / 1e9 / wall,
+                                      (_core.telemetry_status()["sent"] - sent) / wall))
+            _core.cell_end(cell, False)
         return shares
     finally:
         subscriber.close()
@@ -146,15 +149,15 @@ def psutil_reading():
         kernel.wait()
 
 
-def spread(values):
-    return f"{statistics.median(values):.2f} µs ({min(values):.2f}–{max(values):.2f})"
+def micros(values):
+    return spread(values) + " µs"
 
 
 def cost_rows(costs, cadence):
-    rows = [f"| {cadence} | memtamer without telemetry | {spread(costs['off'])} | — | — |"]
+    rows = [f"| {cadence} | memtamer without telemetry | {micros(costs['off'])} | — | — |"]
     for config, label in (("none", "telemetry, no subscriber"), ("one", "telemetry, one subscriber")):
         paired = [x - o for x, o in zip(costs[config], costs["off"])]
-        rows.append(f"| {cadence} | {label} | {spread(costs[config])} | "
+        rows.append(f"| {cadence} | {label} | {micros(costs[config])} | "
                     f"**{min(costs[config]) - min(costs['off']):+.2f} µs** | "
                     f"{statistics.median(paired):+.2f} µs |")
     return rows
@@ -177,18 +180,21 @@ def section(spaced, tight, shares, psutil_us):
              "|---|---|---|---|---|"]
     lines += cost_rows(spaced, "1 ms apart") + cost_rows(tight, "back to back")
     lines += ["",
-              f"The sampler thread's CPU over {SAMPLER_SECONDS:g} s (schedstat), one subscriber "
-              "connected, against jupyter-resource-usage's way of reading the same RSS: psutil "
-              "on the kernel's process and its children from the server's process "
-              f"(CPU per reading, {PSUTIL_READINGS} readings, shown at the sampler's busy pace "
-              "of 4 per second; it gives the RSS only: no peak, limit, budget or heap figures).",
-              "", "| who reads | when | messages/s | share of a core |", "|---|---|---|---|"]
+              f"The sampler thread's CPU (schedstat) over {SAMPLER_SECONDS:g} s between cells and "
+              f"{SAMPLER_SECONDS:g} s while a cell runs, one subscriber connected, repeated "
+              f"{SAMPLER_REPEATS} times: median (min–max). Against it, jupyter-resource-usage's "
+              "way of reading the same RSS: psutil on the kernel's process and its children from "
+              f"the server's process (CPU per reading over {PSUTIL_READINGS} readings, median of "
+              f"{SAMPLER_REPEATS} repeats (min–max), shown at the sampler's busy pace of 4 per "
+              "second; it gives the RSS only: no peak, limit, budget or heap figures).",
+              "", "| who reads | when | messages/s | % of a core |", "|---|---|---|---|"]
     for state, label in (("idle", "between cells"), ("busy", "while a cell runs")):
-        share, rate = shares[state]
+        share = spread([x * 100 for x, _ in shares[state]], "{:.3f}")
+        rate = statistics.median(r for _, r in shares[state])
         lines.append(f"| memtamer's sampler (in the kernel) | {label} | {rate:.2f} | "
-                     f"**{share * 100:.3f}%** |")
-    lines.append(f"| psutil from outside ({psutil_us:.0f} µs per reading) | 4 readings/s | — | "
-                 f"{psutil_us * BUSY_HZ / 1e4:.3f}% |")
+                     f"**{share}** |")
+    lines.append(f"| psutil from outside ({spread(psutil_us, '{:.0f}')} µs per reading) "
+                 f"| 4 readings/s | — | {statistics.median(psutil_us) * BUSY_HZ / 1e4:.3f} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -200,7 +206,7 @@ if __name__ == "__main__":
         spaced = per_cell_costs(endpoint, spaced_us)
         tight = per_cell_costs(endpoint, batch_us)
         shares = sampler_share(endpoint)
-        text = section(spaced, tight, shares, psutil_reading())
+        text = section(spaced, tight, shares, [psutil_reading() for _ in range(SAMPLER_REPEATS)])
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
     print(text)

@@ -30,6 +30,7 @@ from _results import write_section  # noqa: E402
 
 MiB = 1024**2
 REPEATS = 7
+MAKES = 5  # runs of the cell that makes the big list
 TOOL_ITEMS = 2 * 10**6  # pympler and objsize take about 1.2 µs per item
 
 
@@ -66,7 +67,7 @@ def kernel_run(n, with_memtamer):
         if with_memtamer:
             kernel.run("%load_ext memtamer")
         made = []
-        for _ in range(3):
+        for _ in range(MAKES):
             kernel.run("big = None")  # freed first: the next list starts from a low RSS
             made.append(measured(kernel, pid, f"big = [0] * {n}"))
         reads = [measured(kernel, pid, "big[0]") for _ in range(REPEATS)]
@@ -96,7 +97,8 @@ def tool_runs(n):
     truth = sys.getsizeof(big) + sys.getsizeof(0)
     rows = []
     for name, fn in (("memtamer.deep_size", memtamer.deep_size),
-                     ("pympler.asizeof", asizeof.asizeof),
+                     ("pympler.asizeof (default: align=8)", asizeof.asizeof),
+                     ("pympler.asizeof, align=1", lambda o: asizeof.asizeof(o, align=1)),
                      ("objsize.get_deep_size", objsize.get_deep_size)):
         times, rises, result = [], [], None
         for _ in range(5):
@@ -128,7 +130,7 @@ def main():
              "outside: the cell's round trip, and how far the kernel's VmHWM rose above the RSS it "
              "started from (clear_refs resets VmHWM before each cell). Medians (min–max).", "",
              "| cell | kernel | round trip | VmHWM above start |", "|---|---|---|---|"]
-    for label, key in (("`big = [0] * n` (3 runs)", "make"), (f"`big[0]` ({REPEATS} runs)", "read")):
+    for label, key in ((f"`big = [0] * n` ({MAKES} runs)", "make"), (f"`big[0]` ({REPEATS} runs)", "read")):
         for kernel, result in (("without memtamer", plain), ("with memtamer", ours)):
             seconds = [s for s, _ in result[key]]
             rises = [r for _, r in result[key]]
