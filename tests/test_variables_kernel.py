@@ -191,7 +191,7 @@ def test_follows_a_replaced_namespace(fresh_kernel):
 
 
 def test_last_exception_is_a_holder_that_del_purges(kernel):
-    kernel.run("import numpy as np\nerr_big = np.ones(2**20)")
+    kernel.run("import numpy as np\nerr_big = np.ones(16 * 2**20)")
     kernel.run("raise ValueError(err_big)", allow_error=True)
     v = variables(kernel)["err_big"]
     exception = [h for h in v["holders"] if h["kind"] == "exception"]
@@ -200,7 +200,11 @@ def test_last_exception_is_a_holder_that_del_purges(kernel):
     # this Python has, not a list the Python side keeps of its own.
     kept = set(kernel.query("[a for a in dir(__import__('sys')) if a.startswith('last_')]"))
     assert kept <= set(exception[0]["sys_attributes"])
+    before = kernel.query(RSS_NOW)
     out = kernel.run("%shrink del err_big")
     assert "purged sys.last_value" in out["data"][0]["text/plain"]
+    # IPython's traceback printer keeps the traceback too (for %debug), and
+    # its frames hold the error: the 128 MiB must really be given back.
+    assert before - kernel.query(RSS_NOW) == pytest.approx(128 * MiB, rel=0.03)
     assert kernel.query("[getattr(__import__('sys'), a, None) for a in "
                         f"{sorted(kept)!r}]") == [None] * len(kept)

@@ -9,9 +9,10 @@ import sys
 class Purge:
     """Removes IPython's cached references to one object (output cache
     entries, _ __ ___ _N and their mirrors in the hidden namespace and the
-    display hook, the last execution result, sys.last_*, the names bound to
-    it in the namespaces %run keeps), remembering them so that undo() puts
-    back exactly what was there (for --dry-run)."""
+    display hook, the last execution result, sys.last_* and the traceback
+    printer's copy, the names bound to it in the namespaces %run keeps),
+    remembering them so that undo() puts back exactly what was there (for
+    --dry-run)."""
 
     def __init__(self, shell, ns):
         self.shell, self.ns = shell, ns
@@ -53,6 +54,11 @@ class Purge:
                 for attribute in holder["sys_attributes"]:
                     if getattr(sys, attribute, None) is not None:
                         self._clear_attribute(sys, attribute)
+                # The traceback printer keeps the last traceback for %debug;
+                # its frames hold the exception that holds obj.
+                printer = getattr(self.shell, "InteractiveTB", None)
+                if getattr(printer, "tb", None) is not None:
+                    self._clear_attribute(printer, "tb")
             else:
                 removed.append(self._pop(self.ns, holder["key"]))
                 self._pop(self.hidden, holder["key"])
