@@ -63,6 +63,8 @@ done:
     return rc;
 }
 
+PyDoc_STRVAR(mt_cell_begin__doc__,
+             "cell_begin(execution_count, source): start measuring a cell.");
 PyObject *
 mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -183,6 +185,8 @@ append(mt_cell_log *log, const mt_cell_record *r)
     return 0;
 }
 
+PyDoc_STRVAR(mt_cell_end__doc__,
+             "cell_end(execution_count, failed) -> dict | None: finish the cell, return its record.");
 PyObject *
 mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -256,6 +260,8 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return record_dict(&r);
 }
 
+PyDoc_STRVAR(mt_cell_history__doc__,
+             "cells() -> list of the cell records so far.");
 PyObject *
 mt_cell_history(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -284,6 +290,8 @@ free_compositions(mt_cell_log *log)
     }
 }
 
+PyDoc_STRVAR(mt_cell_clear__doc__,
+             "clear_cells(): forget the cell history.");
 PyObject *
 mt_cell_clear(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -302,3 +310,12 @@ mt_cell_log_free(mt_cell_log *log)
     log->items = NULL;
     log->len = log->cap = 0;
 }
+
+/* The _core methods of this file; module.c adds them at init. */
+PyMethodDef mt_cell_methods[] = {
+    {"cell_begin", (PyCFunction)(void (*)(void))mt_cell_begin, METH_FASTCALL, mt_cell_begin__doc__},
+    {"cell_end", (PyCFunction)(void (*)(void))mt_cell_end, METH_FASTCALL, mt_cell_end__doc__},
+    {"cells", mt_cell_history, METH_NOARGS, mt_cell_history__doc__},
+    {"clear_cells", mt_cell_clear, METH_NOARGS, mt_cell_clear__doc__},
+    {NULL, NULL, 0, NULL},
+};

@@ -270,8 +270,11 @@ make_proxy(PyTypeObject *type, PyObject *obj, PyObject *name, PyObject *owner, i
     return (PyObject *)self;
 }
 
-/* _core.compress(obj, name, codec='auto', level=5, progress=None, owner=None, *, threads=None,
- * narrow=True) -> Compressed */
+PyDoc_STRVAR(mt_codec_compress__doc__,
+             "compress(obj, name, codec='auto', level=5, progress=None, owner=None, *, threads=None, "
+             "narrow=True) -> Compressed: any use restores it and rebinds name in the module owner; "
+             "codec 'auto' picks what makes a sample smallest, narrow lets 8-byte numbers be narrowed "
+             "first, threads defaults to every core.");
 PyObject *
 mt_codec_compress(PyObject *module, PyObject *args, PyObject *kwargs)
 {
@@ -316,8 +319,10 @@ largest_frame(const mt_frame *frames, Py_ssize_t n)
     return largest;
 }
 
-/* _core.compress_estimate(obj, codec, level, sample) -> (nbytes, estimated compressed bytes,
- * method) from the first `sample` bytes of each frame; method says how it would be compressed. */
+PyDoc_STRVAR(mt_codec_estimate__doc__,
+             "compress_estimate(obj, codec='auto', level=5, sample=16MiB, *, threads=None, "
+             "narrow=True) -> (nbytes, estimated compressed bytes, method): from the first "
+             "`sample` bytes of each frame; method says how it would be compressed.");
 PyObject *
 mt_codec_estimate(PyObject *module, PyObject *args, PyObject *kwargs)
 {
@@ -883,7 +888,9 @@ proxy_arg(PyObject *o)
     return (compressed *)o;
 }
 
-/* _core.restore(proxy, progress=None) -> the object, its name rebound */
+PyDoc_STRVAR(mt_codec_restore__doc__,
+             "restore(proxy, progress=None) -> the object, equal bit for bit to the one compressed; "
+             "its name is rebound in the owner module.");
 PyObject *
 mt_codec_restore(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
@@ -897,7 +904,9 @@ mt_codec_restore(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     return target(self, progress);
 }
 
-/* _core.compressed_info(proxy) -> dict; restores nothing */
+PyDoc_STRVAR(mt_codec_info__doc__,
+             "compressed_info(proxy) -> {name, what, kind, codec, level, nbytes, cbytes, "
+             "restored}; restores nothing.");
 PyObject *
 mt_codec_info(PyObject *Py_UNUSED(module), PyObject *proxy)
 {
@@ -991,3 +1000,12 @@ mt_codec_make_type(PyObject *module)
 {
     return PyType_FromModuleAndSpec(module, &compressed_spec, NULL);
 }
+
+/* The _core methods of this file; module.c adds them at init. */
+PyMethodDef mt_codec_methods[] = {
+    {"compress", (PyCFunction)(void (*)(void))mt_codec_compress, METH_VARARGS | METH_KEYWORDS, mt_codec_compress__doc__},
+    {"restore", (PyCFunction)(void (*)(void))mt_codec_restore, METH_VARARGS | METH_KEYWORDS, mt_codec_restore__doc__},
+    {"compressed_info", mt_codec_info, METH_O, mt_codec_info__doc__},
+    {"compress_estimate", (PyCFunction)(void (*)(void))mt_codec_estimate, METH_VARARGS | METH_KEYWORDS, mt_codec_estimate__doc__},
+    {NULL, NULL, 0, NULL},
+};

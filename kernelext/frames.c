@@ -566,6 +566,8 @@ mt_frames_describe(const mt_frame *f, const mt_settings *how)
     return PyUnicode_FromFormat("%s level %d on narrowed integers", how->codec, how->level);
 }
 
+PyDoc_STRVAR(mt_frames_codecs__doc__,
+             "codecs() -> {codecs, blosc, default}: 'auto' and what blosc offers, the default codec.");
 PyObject *
 mt_frames_codecs(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
 {
@@ -575,3 +577,9 @@ mt_frames_codecs(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
                          (Py_ssize_t)CHUNK_BYTES, "level", MT_DEFAULT_LEVEL, "levels",
                          MT_LEVEL_MIN, MT_LEVEL_MAX);
 }
+
+/* The _core methods of this file; module.c adds them at init. */
+PyMethodDef mt_frames_methods[] = {
+    {"codecs", mt_frames_codecs, METH_NOARGS, mt_frames_codecs__doc__},
+    {NULL, NULL, 0, NULL},
+};

@@ -416,7 +416,9 @@ watcher_start(mt_guard *g, const char *root)
  * threads stop before os.fork() and start again in the parent; the hooks
  * are registered once per process and do nothing once the guard is off. */
 
-/* _guard_before_fork(): as os.register_at_fork's hooks. */
+PyDoc_STRVAR(mt_guard_before_fork__doc__,
+             "_guard_before_fork(): stop memtamer's threads before os.fork() (one of "
+             "os.register_at_fork's hooks).");
 PyObject *
 mt_guard_before_fork(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -433,7 +435,8 @@ mt_guard_before_fork(PyObject *module, PyObject *Py_UNUSED(unused))
     Py_RETURN_NONE;
 }
 
-/* _guard_after_fork(): in the parent, once the child exists. */
+PyDoc_STRVAR(mt_guard_after_fork__doc__,
+             "_guard_after_fork(): start them again in the parent, once the child exists.");
 PyObject *
 mt_guard_after_fork(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -777,8 +780,9 @@ in_user_code(PyObject *frame, PyObject *user_ns)
     return 0;
 }
 
-/* _guard_signal(signum, frame): Python's handler for the guard's signal
- * (Python runs signal handlers in the main thread, with the GIL). */
+/* Python runs signal handlers in the main thread, with the GIL. */
+PyDoc_STRVAR(mt_guard_signal_handler__doc__,
+             "_guard_signal(signum, frame): the handler for GUARD_SIGNAL; raises MemoryBudgetExceeded.");
 PyObject *
 mt_guard_signal_handler(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -803,9 +807,10 @@ mt_guard_signal_handler(PyObject *module, PyObject *const *args, Py_ssize_t narg
     return NULL;
 }
 
-/* guard_exception() -> MemoryBudgetExceeded | None: the exception for the
- * running cell's refusal, which numpy or CPython raised as a plain
- * MemoryError; None when this cell has no pending g->trip. */
+PyDoc_STRVAR(mt_guard_exception__doc__,
+             "guard_exception() -> MemoryBudgetExceeded | None: the running cell's refusal (which "
+             "numpy or CPython raised as a plain MemoryError) as the exception to show; None when "
+             "this cell has none.");
 PyObject *
 mt_guard_exception(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -823,9 +828,10 @@ mt_guard_exception(PyObject *module, PyObject *Py_UNUSED(unused))
 /* Python methods                                                      */
 /* ------------------------------------------------------------------ */
 
-/* guard_enable(user_ns, describe): start the watcher for this process and
- * apply the budget to the cells that follow.  Call it from the main
- * thread, after registering _guard_signal for GUARD_SIGNAL. */
+PyDoc_STRVAR(mt_guard_enable__doc__,
+             "guard_enable(user_ns, describe) -> dict: start the watcher for this process and "
+             "budget the cells that follow.  Call it from the main thread, after registering "
+             "_guard_signal for GUARD_SIGNAL.");
 PyObject *
 mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -850,6 +856,8 @@ mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return mt_guard_status(module, NULL);
 }
 
+PyDoc_STRVAR(mt_guard_disable__doc__,
+             "guard_disable(): stop the watcher and the budget.");
 PyObject *
 mt_guard_disable(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -864,8 +872,9 @@ mt_guard_disable(PyObject *module, PyObject *Py_UNUSED(unused))
     Py_RETURN_NONE;
 }
 
-/* guard_set_budget(kind, value): kind 'default' (value ignored), 'bytes',
- * 'percent' (of the effective limit) or 'off'.  Returns guard_status(). */
+PyDoc_STRVAR(mt_guard_set_budget__doc__,
+             "guard_set_budget(kind, value) -> guard_status(): kind 'default' (value ignored), "
+             "'bytes', 'percent' (of the effective limit) or 'off'.");
 PyObject *
 mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1003,6 +1012,8 @@ mt_guard_process_figures(PyObject *module, PyObject *process)
     return mt_set(shared, "reserve", mt_size_or_none(bytes >= 0 ? default_reserve(bytes) : -1));
 }
 
+PyDoc_STRVAR(mt_guard_status__doc__,
+             "guard_status() -> dict: the budget, the limit, the watcher.");
 PyObject *
 mt_guard_status(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -1127,3 +1138,16 @@ mt_guard_children_private_peak(long long *shared)
     *shared = atomic_load(&g->children_shared_at_peak);
     return atomic_load(&g->children_private_peak);
 }
+
+/* The _core methods of this file; module.c adds them at init. */
+PyMethodDef mt_guard_methods[] = {
+    {"guard_enable", (PyCFunction)(void (*)(void))mt_guard_enable, METH_FASTCALL, mt_guard_enable__doc__},
+    {"guard_disable", mt_guard_disable, METH_NOARGS, mt_guard_disable__doc__},
+    {"guard_set_budget", (PyCFunction)(void (*)(void))mt_guard_set_budget, METH_FASTCALL, mt_guard_set_budget__doc__},
+    {"guard_status", mt_guard_status, METH_NOARGS, mt_guard_status__doc__},
+    {"guard_exception", mt_guard_exception, METH_NOARGS, mt_guard_exception__doc__},
+    {"_guard_signal", (PyCFunction)(void (*)(void))mt_guard_signal_handler, METH_FASTCALL, mt_guard_signal_handler__doc__},
+    {"_guard_before_fork", mt_guard_before_fork, METH_NOARGS, mt_guard_before_fork__doc__},
+    {"_guard_after_fork", mt_guard_after_fork, METH_NOARGS, mt_guard_after_fork__doc__},
+    {NULL, NULL, 0, NULL},
+};

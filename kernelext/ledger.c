@@ -1002,7 +1002,8 @@ mt_ledger_report(mt_ledger *l, PyObject *report)
     return mt_set(report, "variables_walk", summary);
 }
 
-/* attach(user_ns, hidden_ns, out_cache, shell, transform) */
+PyDoc_STRVAR(mt_ledger_py_attach__doc__,
+             "ledger_attach(user_ns, hidden_ns, out_cache, shell, transform): follow this namespace.");
 PyObject *
 mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1074,8 +1075,9 @@ error:
     return -1;
 }
 
-/* ledger_rewalk(names): sizes these variables again now; for objects that
- * changed in place where no cell rebinds or reads them (%shrink). */
+PyDoc_STRVAR(mt_ledger_py_rewalk__doc__,
+             "ledger_rewalk(names): size these variables again now: their objects changed in place"
+             " where no cell rebinds or reads them (%shrink).");
 PyObject *
 mt_ledger_py_rewalk(PyObject *module, PyObject *names)
 {
@@ -1095,6 +1097,8 @@ mt_ledger_py_rewalk(PyObject *module, PyObject *names)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(mt_ledger_py_detach__doc__,
+             "ledger_detach(): stop following it.");
 PyObject *
 mt_ledger_py_detach(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -1102,7 +1106,8 @@ mt_ledger_py_detach(PyObject *module, PyObject *Py_UNUSED(unused))
     Py_RETURN_NONE;
 }
 
-/* variables(name=None) */
+PyDoc_STRVAR(mt_ledger_py_variables__doc__,
+             "variables(name=None) -> list of dicts: sizes, holders, provenance (walks every root).");
 PyObject *
 mt_ledger_py_variables(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1114,7 +1119,8 @@ mt_ledger_py_variables(PyObject *module, PyObject *const *args, Py_ssize_t nargs
                                nargs == 1 && args[0] != Py_None ? args[0] : NULL);
 }
 
-/* ledger() -> provenance per name, without walking. */
+PyDoc_STRVAR(mt_ledger_py_names__doc__,
+             "ledger() -> dict: per-name provenance and cached sizes, without walking.");
 PyObject *
 mt_ledger_py_names(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -1144,7 +1150,8 @@ mt_ledger_py_names(PyObject *module, PyObject *Py_UNUSED(unused))
                          "cell", l->cell, "last_hook_seconds", l->last_hook_seconds);
 }
 
-/* set_walk_budget(cell_seconds, report_seconds) */
+PyDoc_STRVAR(mt_ledger_py_set_budget__doc__,
+             "set_walk_budget(cell_seconds, report_seconds): time limits of the walks.");
 PyObject *
 mt_ledger_py_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1165,3 +1172,14 @@ mt_ledger_py_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t narg
     l->report_budget = report;
     Py_RETURN_NONE;
 }
+
+/* The _core methods of this file; module.c adds them at init. */
+PyMethodDef mt_ledger_methods[] = {
+    {"ledger_attach", (PyCFunction)(void (*)(void))mt_ledger_py_attach, METH_FASTCALL, mt_ledger_py_attach__doc__},
+    {"ledger_rewalk", mt_ledger_py_rewalk, METH_O, mt_ledger_py_rewalk__doc__},
+    {"ledger_detach", mt_ledger_py_detach, METH_NOARGS, mt_ledger_py_detach__doc__},
+    {"variables", (PyCFunction)(void (*)(void))mt_ledger_py_variables, METH_FASTCALL, mt_ledger_py_variables__doc__},
+    {"ledger", mt_ledger_py_names, METH_NOARGS, mt_ledger_py_names__doc__},
+    {"set_walk_budget", (PyCFunction)(void (*)(void))mt_ledger_py_set_budget, METH_FASTCALL, mt_ledger_py_set_budget__doc__},
+    {NULL, NULL, 0, NULL},
+};

@@ -675,6 +675,10 @@ size_setting(PyObject *value, const char *name, long long *out)
     return 0;
 }
 
+PyDoc_STRVAR(mt_peaks_settings__doc__,
+             "peaks_settings(*, enabled=None, block=None, cell=None) -> dict: peak attribution on or off, "
+             "the smallest block it follows (bytes, default 1 MiB) and the smallest cell peak it reports "
+             "(bytes above the cell's start, default 64 MiB); from the next cell.");
 PyObject *
 mt_peaks_settings(PyObject *module, PyObject *args, PyObject *kwargs)
 {
@@ -696,3 +700,9 @@ mt_peaks_settings(PyObject *module, PyObject *args, PyObject *kwargs)
     return Py_BuildValue("{sOsLsL}", "enabled", enabled ? Py_True : Py_False, "block", block_threshold,
                          "cell", cell_threshold);
 }
+
+/* The _core methods of this file; module.c adds them at init. */
+PyMethodDef mt_peaks_methods[] = {
+    {"peaks_settings", (PyCFunction)(void (*)(void))mt_peaks_settings, METH_VARARGS | METH_KEYWORDS, mt_peaks_settings__doc__},
+    {NULL, NULL, 0, NULL},
+};

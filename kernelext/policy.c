@@ -99,7 +99,8 @@ done:
     return result;
 }
 
-/* rules_check(text: bytes) -> [(line, column, message)]; [] when valid. */
+PyDoc_STRVAR(mt_policy_check__doc__,
+             "rules_check(text: bytes) -> [(line, column, message)]: validate a rules file; [] when valid.");
 PyObject *
 mt_policy_check(PyObject *module, PyObject *text)
 {
@@ -112,8 +113,9 @@ mt_policy_check(PyObject *module, PyObject *text)
     return errors;
 }
 
-/* rules_load(text: bytes) -> errors; when there are none the rules replace
- * those in force, else those in force stay. */
+PyDoc_STRVAR(mt_policy_load__doc__,
+             "rules_load(text: bytes) -> [(line, column, message)]: with no errors the rules replace those "
+             "in force; with errors those in force stay.");
 PyObject *
 mt_policy_load(PyObject *module, PyObject *text)
 {
@@ -140,6 +142,8 @@ mt_policy_load(PyObject *module, PyObject *text)
     return errors;
 }
 
+PyDoc_STRVAR(mt_policy_clear__doc__,
+             "rules_clear(): no rules in force.");
 PyObject *
 mt_policy_clear(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -150,6 +154,8 @@ mt_policy_clear(PyObject *module, PyObject *Py_UNUSED(unused))
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(mt_policy_enable__doc__,
+             "rules_enable(flag): let the rules fire, or not.");
 PyObject *
 mt_policy_enable(PyObject *module, PyObject *flag)
 {
@@ -261,8 +267,9 @@ rule_dict(const mt_rule *r)
     return d;
 }
 
-/* rules_table() -> dict (version, budget, notice, protect, rules, enabled)
- * or None when no rules are loaded. */
+PyDoc_STRVAR(mt_policy_table__doc__,
+             "rules_table() -> dict | None: the rules in force (version, budget, notice, protect, "
+             "rules, enabled); None when no rules are loaded.");
 PyObject *
 mt_policy_table(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -295,8 +302,9 @@ error:
     return NULL;
 }
 
-/* parse_level(text) -> ('bytes', n) | ('percent', p): the sizes rules files
- * accept; ValueError otherwise. */
+PyDoc_STRVAR(mt_policy_parse_size__doc__,
+             "parse_level(text) -> ('bytes', n) | ('percent', p): a size or percentage as rules "
+             "files write it; ValueError otherwise.");
 PyObject *
 mt_policy_parse_size(PyObject *module, PyObject *text)
 {
@@ -314,8 +322,9 @@ mt_policy_parse_size(PyObject *module, PyObject *text)
     return level_value(&level);
 }
 
-/* parse_size(text) -> bytes: a size as the magics and rules files write it;
- * ValueError otherwise. */
+PyDoc_STRVAR(mt_policy_py_parse_size__doc__,
+             "parse_size(text) -> bytes: a size as the magics and rules files write it (512MiB, "
+             "1.5G); ValueError otherwise.");
 PyObject *
 mt_policy_py_parse_size(PyObject *Py_UNUSED(module), PyObject *text)
 {
@@ -700,12 +709,12 @@ needs_targets(const mt_rule *r)
     return 1;
 }
 
-/* policy_evaluate(dry_run=False) -> [action dict]: what the rules in force
- * do after the cell just measured.  Each action: rule, do, targets (list of
- * (name, bytes); for clear_output_cache (number, bytes)), options (as
- * %shrink takes them), until (bytes, or None), allow_delete, cell, rss.
- * Unless dry_run, a rule that fires starts its cooldown, and rules that
- * are off return nothing. */
+PyDoc_STRVAR(mt_policy_evaluate__doc__,
+             "policy_evaluate(dry_run=False) -> [action]: what the rules in force do after the "
+             "cell just measured.  Each action: rule, do, targets (list of (name, bytes); for "
+             "clear_output_cache (number, bytes)), options (as %shrink takes them), until (bytes, "
+             "or None), allow_delete, cell, rss.  Unless dry_run, a rule that fires starts its "
+             "cooldown, and rules that are off return nothing.");
 PyObject *
 mt_policy_evaluate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -777,9 +786,10 @@ error:
     return NULL;
 }
 
-/* policy_acted_on(rule, names): the rule's action ran on these names
- * between cells.  The ledger adopts their new objects (memtamer rebound
- * them, not the next cell) and the rule leaves those objects alone. */
+PyDoc_STRVAR(mt_policy_acted_on__doc__,
+             "policy_acted_on(rule, names): the rule's action ran on these names between cells; "
+             "the ledger adopts their new objects (memtamer rebound them, not the next cell) and "
+             "the rule leaves those objects alone.");
 PyObject *
 mt_policy_acted_on(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -835,3 +845,17 @@ mt_policy_acted_on(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_RETURN_NONE;
 }
+
+/* The _core methods of this file; module.c adds them at init. */
+PyMethodDef mt_policy_methods[] = {
+    {"rules_check", mt_policy_check, METH_O, mt_policy_check__doc__},
+    {"rules_load", mt_policy_load, METH_O, mt_policy_load__doc__},
+    {"rules_clear", mt_policy_clear, METH_NOARGS, mt_policy_clear__doc__},
+    {"rules_table", mt_policy_table, METH_NOARGS, mt_policy_table__doc__},
+    {"rules_enable", mt_policy_enable, METH_O, mt_policy_enable__doc__},
+    {"policy_evaluate", (PyCFunction)(void (*)(void))mt_policy_evaluate, METH_FASTCALL, mt_policy_evaluate__doc__},
+    {"policy_acted_on", (PyCFunction)(void (*)(void))mt_policy_acted_on, METH_FASTCALL, mt_policy_acted_on__doc__},
+    {"parse_level", mt_policy_parse_size, METH_O, mt_policy_parse_size__doc__},
+    {"parse_size", mt_policy_py_parse_size, METH_O, mt_policy_py_parse_size__doc__},
+    {NULL, NULL, 0, NULL},
+};

@@ -115,7 +115,8 @@ mt_postmortem_close(mt_postmortem *pm, int remove)
     }
 }
 
-/* postmortem_open(path): keep this kernel's record there. */
+PyDoc_STRVAR(mt_postmortem_py_open__doc__,
+             "postmortem_open(path): keep this kernel's post-mortem record in path.");
 PyObject *
 mt_postmortem_py_open(PyObject *module, PyObject *path)
 {
@@ -177,7 +178,8 @@ mt_postmortem_py_open(PyObject *module, PyObject *path)
     Py_RETURN_NONE;
 }
 
-/* postmortem_close(): remove this kernel's record (a clean exit). */
+PyDoc_STRVAR(mt_postmortem_py_close__doc__,
+             "postmortem_close(): remove this kernel's post-mortem record (a clean exit).");
 PyObject *
 mt_postmortem_py_close(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -231,11 +233,12 @@ memory_cause(const mt_postmortem_page *r, long long *kills)
     return NULL;
 }
 
-/* postmortem_read(path) -> dict | None: a record a kernel left; None when
- * the file is not one.  'alive' says whether its kernel still runs,
- * 'same_notebook' whether it was this process's notebook's, 'memory_cause'
- * why memory likely ended it ('oom_killer', 'limit', 'budget') or None,
- * 'oom_kills' how often the OOM killer fired since its last cell began. */
+PyDoc_STRVAR(mt_postmortem_py_read__doc__,
+             "postmortem_read(path) -> dict | None: a post-mortem record a kernel left; None when "
+             "the file is not one.  'alive' says whether its kernel still runs, 'same_notebook' "
+             "whether it was this process's notebook's, 'memory_cause' why memory likely ended it "
+             "('oom_killer', 'limit', 'budget') or None, 'oom_kills' how often the OOM killer "
+             "fired since its last cell began.");
 PyObject *
 mt_postmortem_py_read(PyObject *module, PyObject *path)
 {
@@ -287,3 +290,11 @@ mt_postmortem_py_read(PyObject *module, PyObject *path)
     }
     return d;
 }
+
+/* The _core methods of this file; module.c adds them at init. */
+PyMethodDef mt_postmortem_methods[] = {
+    {"postmortem_open", mt_postmortem_py_open, METH_O, mt_postmortem_py_open__doc__},
+    {"postmortem_close", mt_postmortem_py_close, METH_NOARGS, mt_postmortem_py_close__doc__},
+    {"postmortem_read", mt_postmortem_py_read, METH_O, mt_postmortem_py_read__doc__},
+    {NULL, NULL, 0, NULL},
+};

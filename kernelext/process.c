@@ -104,6 +104,8 @@ mt_process_shared_dict(const mt_probe_shared *s)
     return d;
 }
 
+PyDoc_STRVAR(mt_process_view__doc__,
+             "process() -> dict: RSS, the effective limit and its source, headroom, methods.");
 PyObject *
 mt_process_view(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -141,8 +143,9 @@ mt_process_view(PyObject *module, PyObject *Py_UNUSED(unused))
 
 #define SHARING_MAX_PIDS 65536
 
-/* sharing(path, n) -> [(rss, pid, command)]: the n biggest other processes
- * of the cgroup at path and its descendants (None: of the machine). */
+PyDoc_STRVAR(mt_process_sharing__doc__,
+             "sharing(path, n) -> [(rss, pid, command)]: the n biggest other processes of the cgroup at "
+             "path and its descendants (None: of the machine).");
 PyObject *
 mt_process_sharing(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -202,6 +205,8 @@ done:
     return list;
 }
 
+PyDoc_STRVAR(mt_process_report__doc__,
+             "report() -> dict with 'process' and 'cells'.");
 PyObject *
 mt_process_report(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -215,6 +220,8 @@ mt_process_report(PyObject *module, PyObject *Py_UNUSED(unused))
     return d;
 }
 
+PyDoc_STRVAR(mt_process_set_peak_method__doc__,
+             "set_peak_method('hwm' | 'sampled'): how cell peaks are measured.");
 PyObject *
 mt_process_set_peak_method(PyObject *module, PyObject *name)
 {
@@ -240,6 +247,8 @@ mt_process_set_peak_method(PyObject *module, PyObject *name)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(mt_process_install_hooks__doc__,
+             "install_hooks(): start counting Python's allocations (a no-op when installed).");
 PyObject *
 mt_process_install_hooks(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
 {
@@ -249,6 +258,9 @@ mt_process_install_hooks(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(mt_process_uninstall_hooks__doc__,
+             "uninstall_hooks() -> bool: restore the saved allocators; False when another hook "
+             "installed later still wraps ours.");
 PyObject *
 mt_process_uninstall_hooks(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -269,6 +281,8 @@ mt_process_uninstall_hooks(PyObject *module, PyObject *Py_UNUSED(unused))
     return PyBool_FromLong(left == 0);
 }
 
+PyDoc_STRVAR(mt_process_trim__doc__,
+             "trim() -> bool: give freed heap back to the OS (glibc's malloc_trim); True when some was.");
 PyObject *
 mt_process_trim(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
 {
@@ -279,12 +293,16 @@ mt_process_trim(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
     return PyBool_FromLong(released);
 }
 
+PyDoc_STRVAR(mt_process_allocators__doc__,
+             "_allocators() -> dict: the allocator functions now installed (for tests).");
 PyObject *
 mt_process_allocators(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
 {
     return mt_heap_allocators();
 }
 
+PyDoc_STRVAR(mt_process_set_root__doc__,
+             "_set_proc_root(path): read /proc and /sys under path ('' for the real ones).");
 PyObject *
 mt_process_set_root(PyObject *module, PyObject *root)
 {
@@ -304,9 +322,10 @@ kb_fields(const char *text, const char *a, const char *b)
     return Py_BuildValue("{sNsN}", a, mt_size_or_none(va), b, mt_size_or_none(vb));
 }
 
-/* in_ram(path) -> bool: path's file system keeps its files in memory
- * (tmpfs, ramfs), so that a spill there would free nothing.  The kernel's
- * own answer for the mount the path is on: no mount table to match. */
+/* The kernel's own answer for the mount the path is on: no mount table to match. */
+PyDoc_STRVAR(mt_process_in_ram__doc__,
+             "in_ram(path) -> bool: path's file system keeps its files in memory (tmpfs, ramfs), "
+             "so that a spill there would free nothing.");
 PyObject *
 mt_process_in_ram(PyObject *Py_UNUSED(module), PyObject *path)
 {
@@ -329,7 +348,8 @@ mt_process_in_ram(PyObject *Py_UNUSED(module), PyObject *path)
     return PyBool_FromLong(in_ram);
 }
 
-/* _parse(kind, text): the pure parsers, for unit tests on fake text. */
+PyDoc_STRVAR(mt_process_parse__doc__,
+             "_parse(kind, text): run one of the /proc or cgroup parsers on text (for tests).");
 PyObject *
 mt_process_parse(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
@@ -401,3 +421,19 @@ mt_process_parse(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
     PyErr_Format(PyExc_ValueError, "unknown parser '%s'", kind);
     return NULL;
 }
+
+/* The _core methods of this file; module.c adds them at init. */
+PyMethodDef mt_process_methods[] = {
+    {"process", mt_process_view, METH_NOARGS, mt_process_view__doc__},
+    {"report", mt_process_report, METH_NOARGS, mt_process_report__doc__},
+    {"set_peak_method", mt_process_set_peak_method, METH_O, mt_process_set_peak_method__doc__},
+    {"install_hooks", mt_process_install_hooks, METH_NOARGS, mt_process_install_hooks__doc__},
+    {"uninstall_hooks", mt_process_uninstall_hooks, METH_NOARGS, mt_process_uninstall_hooks__doc__},
+    {"in_ram", mt_process_in_ram, METH_O, mt_process_in_ram__doc__},
+    {"trim", mt_process_trim, METH_NOARGS, mt_process_trim__doc__},
+    {"_allocators", mt_process_allocators, METH_NOARGS, mt_process_allocators__doc__},
+    {"_parse", (PyCFunction)(void (*)(void))mt_process_parse, METH_FASTCALL, mt_process_parse__doc__},
+    {"_set_proc_root", mt_process_set_root, METH_O, mt_process_set_root__doc__},
+    {"sharing", (PyCFunction)(void (*)(void))mt_process_sharing, METH_FASTCALL, mt_process_sharing__doc__},
+    {NULL, NULL, 0, NULL},
+};

@@ -26,6 +26,8 @@
 /* A %shrink inside a cell resets the high-water mark for its own window:
  * the cell's peak so far is kept in the cell window's floor, and the cell's
  * window is re-armed when the action ends. */
+PyDoc_STRVAR(mt_shrink_window_begin__doc__,
+             "shrink_window_begin(): start measuring one %shrink action (RSS, exact peak, time).");
 PyObject *
 mt_shrink_window_begin(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -45,6 +47,8 @@ mt_shrink_window_begin(PyObject *module, PyObject *Py_UNUSED(unused))
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(mt_shrink_window_end__doc__,
+             "shrink_window_end() -> dict: rss_before, rss_after, peak_rss, seconds of the action.");
 PyObject *
 mt_shrink_window_end(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -165,8 +169,9 @@ numpy_needed(void)
     return ready > 0 ? 0 : -1;
 }
 
-/* _core.inplace_check(ns, name) -> [(rule, message), ...]: why ns[name]
- * cannot be changed or freed in place ([] when it can). */
+PyDoc_STRVAR(mt_shrink_inplace_check__doc__,
+             "inplace_check(ns, name) -> [(rule, message)]: why ns[name] cannot be changed or "
+             "freed in place ([] when it can).");
 PyObject *
 mt_shrink_inplace_check(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
@@ -626,8 +631,8 @@ parse_plan_args(PyObject *arr, const char *to, double rtol, int narrow, plan *p)
     return plan_for((PyArrayObject *)arr, to, rtol, narrow, p);
 }
 
-/* _core.downcast_plan(array, to='auto', rtol=1e-3, narrow=False)
- * -> {target, reason, max_rel_error, warning} */
+PyDoc_STRVAR(mt_shrink_plan__doc__,
+             "downcast_plan(array, to='auto', rtol=1e-3, narrow=False) -> {target, reason, max_rel_error, warning}.");
 PyObject *
 mt_shrink_plan(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
@@ -645,9 +650,10 @@ mt_shrink_plan(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     return plan_dict(&p);
 }
 
-/* _core.shrink_options(codec=None, level=None, rtol=None) -> {codec, level,
- * rtol}: the options %shrink and the rules share, checked, with the
- * defaults where None; ValueError says what to write instead. */
+PyDoc_STRVAR(mt_shrink_options__doc__,
+             "shrink_options(codec=None, level=None, rtol=None) -> {codec, level, rtol}: the "
+             "options %shrink and the rules share, checked, with the defaults where None; "
+             "ValueError says what to write instead.");
 PyObject *
 mt_shrink_options(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
@@ -887,13 +893,14 @@ error:
     return NULL;
 }
 
-/* _core.downcast(ns, name, to='auto', rtol=1e-3, narrow=False, copy=False,
- * dry_run=False) -> dict.  Converts ns[name] in place when every rule of
- * inplace_check holds, else copies with copy=True, else refuses; refusals
- * and failures leave the array exactly as it was.  From the scan of the
- * values to the last converted byte no Python code runs (no collection,
- * no callback), so other threads see the array before or after, never
- * half converted, and none of their writes is lost: they wait for us. */
+/* From the scan of the values to the last converted byte no Python code runs (no collection, no
+ * callback), so other threads see the array before or after, never half converted, and none of
+ * their writes is lost: they wait for us. */
+PyDoc_STRVAR(mt_shrink_downcast__doc__,
+             "downcast(ns, name, to='auto', rtol=1e-3, narrow=False, copy=False, dry_run=False) ->"
+             " dict: converts ns[name] in place when every rule of inplace_check holds, else "
+             "copies with copy=True, else refuses; refusals and failures leave the array exactly "
+             "as it was.");
 PyObject *
 mt_shrink_downcast(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
@@ -1137,7 +1144,9 @@ fill_packed(PyObject *seq, PyArrayObject *arr)
     return PyErr_Occurred() ? -1 : 0;
 }
 
-/* _core.pack(ns, name, narrow=False, copy=False, dry_run=False) -> dict */
+PyDoc_STRVAR(mt_shrink_pack__doc__,
+             "pack(ns, name, narrow=False, copy=False, dry_run=False) -> dict: numbers -> the array numpy "
+             "would make (the smallest exact one with narrow).");
 PyObject *
 mt_shrink_pack(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
@@ -1211,8 +1220,9 @@ report_progress(PyObject *progress, size_t done, size_t total)
     return r ? 0 : -1;
 }
 
-/* _core.spill_write(array, path, progress=None) -> bytes written.  The file
- * must not exist; on failure it is removed again. */
+PyDoc_STRVAR(mt_shrink_spill_write__doc__,
+             "spill_write(array, path, progress=None) -> bytes written to a new file; the file "
+             "must not exist, and on failure it is removed again.");
 PyObject *
 mt_shrink_spill_write(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
@@ -1281,3 +1291,16 @@ done:
     Py_XDECREF(path);
     return result;
 }
+
+/* The _core methods of this file; module.c adds them at init. */
+PyMethodDef mt_shrink_methods[] = {
+    {"shrink_window_begin", mt_shrink_window_begin, METH_NOARGS, mt_shrink_window_begin__doc__},
+    {"shrink_window_end", mt_shrink_window_end, METH_NOARGS, mt_shrink_window_end__doc__},
+    {"inplace_check", (PyCFunction)(void (*)(void))mt_shrink_inplace_check, METH_FASTCALL, mt_shrink_inplace_check__doc__},
+    {"downcast_plan", (PyCFunction)(void (*)(void))mt_shrink_plan, METH_VARARGS | METH_KEYWORDS, mt_shrink_plan__doc__},
+    {"shrink_options", (PyCFunction)(void (*)(void))mt_shrink_options, METH_VARARGS | METH_KEYWORDS, mt_shrink_options__doc__},
+    {"downcast", (PyCFunction)(void (*)(void))mt_shrink_downcast, METH_VARARGS | METH_KEYWORDS, mt_shrink_downcast__doc__},
+    {"pack", (PyCFunction)(void (*)(void))mt_shrink_pack, METH_VARARGS | METH_KEYWORDS, mt_shrink_pack__doc__},
+    {"spill_write", (PyCFunction)(void (*)(void))mt_shrink_spill_write, METH_VARARGS | METH_KEYWORDS, mt_shrink_spill_write__doc__},
+    {NULL, NULL, 0, NULL},
+};

@@ -834,8 +834,10 @@ own_telemetry(mt_state *st)
     return t;
 }
 
-/* telemetry_start(endpoint, kernel, names=True) -> the endpoint bound (a
- * tcp port of 0 or * is resolved).  Stops a running publisher first. */
+PyDoc_STRVAR(mt_telemetry_start__doc__,
+             "telemetry_start(endpoint, kernel, names=True) -> the bound endpoint (a tcp port of 0"
+             " or * resolved): publish this kernel's memory on a ZeroMQ XPUB socket (stops a "
+             "running publisher first).");
 PyObject *
 mt_telemetry_start(PyObject *module, PyObject *args, PyObject *kwargs)
 {
@@ -890,6 +892,8 @@ error:
     return NULL;
 }
 
+PyDoc_STRVAR(mt_telemetry_stop__doc__,
+             "telemetry_stop(): say bye, close the socket and its file, join the sampler.");
 PyObject *
 mt_telemetry_stop(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -1036,9 +1040,10 @@ raw_strdup(const char *s)
     return copy;
 }
 
-/* telemetry_event(kind, data: dict) -> bool: queues an event (budget trip,
- * %shrink action, post-mortem finding) for the subscribers; False when
- * telemetry is off.  data is serialised here, with the GIL. */
+/* data is serialised here, with the GIL. */
+PyDoc_STRVAR(mt_telemetry_event__doc__,
+             "telemetry_event(kind, data) -> bool: queue an event (budget trip, %shrink action, "
+             "post-mortem finding) for the subscribers; False while telemetry is off.");
 PyObject *
 mt_telemetry_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1114,8 +1119,9 @@ done:
     return result;
 }
 
-/* telemetry_status() -> dict | None: endpoint, kernel, names, messages sent,
- * subscriptions, the sampler's thread id, the last send error. */
+PyDoc_STRVAR(mt_telemetry_status__doc__,
+             "telemetry_status() -> dict | None: endpoint, kernel, names, sent (messages), seq, "
+             "subscriptions, thread_id (the sampler's), last_error (the last send error).");
 PyObject *
 mt_telemetry_status(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -1138,3 +1144,12 @@ mt_telemetry_status(PyObject *module, PyObject *Py_UNUSED(unused))
     }
     return d;
 }
+
+/* The _core methods of this file; module.c adds them at init. */
+PyMethodDef mt_telemetry_methods[] = {
+    {"telemetry_start", (PyCFunction)(void (*)(void))mt_telemetry_start, METH_VARARGS | METH_KEYWORDS, mt_telemetry_start__doc__},
+    {"telemetry_stop", mt_telemetry_stop, METH_NOARGS, mt_telemetry_stop__doc__},
+    {"telemetry_event", (PyCFunction)(void (*)(void))mt_telemetry_event, METH_FASTCALL, mt_telemetry_event__doc__},
+    {"telemetry_status", mt_telemetry_status, METH_NOARGS, mt_telemetry_status__doc__},
+    {NULL, NULL, 0, NULL},
+};

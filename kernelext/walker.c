@@ -1157,6 +1157,8 @@ mt_walker_deep_size(PyObject *obj, PyObject *barriers, double budget_seconds,
     return rc;
 }
 
+PyDoc_STRVAR(mt_walker_py_deep_size__doc__,
+             "deep_size(obj, budget_seconds=0) -> (bytes, complete): deep size, buffers counted once.");
 PyObject *
 mt_walker_py_deep_size(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1177,3 +1179,9 @@ mt_walker_py_deep_size(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ss
     }
     return Py_BuildValue("(LO)", t.bytes, t.complete ? Py_True : Py_False);
 }
+
+/* The _core methods of this file; module.c adds them at init. */
+PyMethodDef mt_walker_methods[] = {
+    {"deep_size", (PyCFunction)(void (*)(void))mt_walker_py_deep_size, METH_FASTCALL, mt_walker_py_deep_size__doc__},
+    {NULL, NULL, 0, NULL},
+};

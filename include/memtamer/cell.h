@@ -68,4 +68,7 @@ PyObject *mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 PyObject *mt_cell_history(PyObject *module, PyObject *unused);
 PyObject *mt_cell_clear(PyObject *module, PyObject *unused);
 
+/* The _core methods cell.c defines. */
+extern PyMethodDef mt_cell_methods[];
+
 #endif

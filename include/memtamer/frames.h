@@ -84,4 +84,7 @@ PyObject *mt_frames_describe(const mt_frame *f, const mt_settings *how);
  * chunk: MT_FRAMES_CHUNK_BYTES, level: the default level, levels: (lowest, highest)} */
 PyObject *mt_frames_codecs(PyObject *module, PyObject *unused);
 
+/* The _core methods frames.c defines. */
+extern PyMethodDef mt_frames_methods[];
+
 #endif

@@ -79,4 +79,7 @@ PyObject *mt_guard_after_fork(PyObject *module, PyObject *unused);
  * *shared the rest of their RSS at that look. */
 long long mt_guard_children_private_peak(long long *shared);
 
+/* The _core methods guard.c defines. */
+extern PyMethodDef mt_guard_methods[];
+
 #endif

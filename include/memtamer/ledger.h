@@ -77,4 +77,7 @@ PyObject *mt_ledger_py_variables(PyObject *module, PyObject *const *args, Py_ssi
 PyObject *mt_ledger_py_names(PyObject *module, PyObject *unused);
 PyObject *mt_ledger_py_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
+/* The _core methods ledger.c defines. */
+extern PyMethodDef mt_ledger_methods[];
+
 #endif

@@ -20,7 +20,7 @@
  *                hooks), its watcher thread and signal route
  *   process.c    process-wide figures and the report for Python
  *   npy.c        numpy's C API, imported once numpy is
- *   module.c     the method table, module state and init
+ *   module.c     module state and init (each concern file has its methods' table)
  * One cell: pre_run_cell -> cell_begin (probe resets the high-water mark,
  * heap zeroes its peaks, guard arms the budget); the user's code runs
  * through heap's hooks; post_run_cell -> cell_end (probe and heap give the

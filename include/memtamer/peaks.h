@@ -89,4 +89,7 @@ PyObject *mt_peaks_dict(const mt_peak_composition *c);
 /* _core.peaks_settings(enabled=None, block=None, cell=None) -> dict. */
 PyObject *mt_peaks_settings(PyObject *module, PyObject *args, PyObject *kwargs);
 
+/* The _core methods peaks.c defines. */
+extern PyMethodDef mt_peaks_methods[];
+
 #endif

@@ -50,4 +50,7 @@ PyObject *mt_policy_acted_on(PyObject *module, PyObject *const *args, Py_ssize_t
 PyObject *mt_policy_parse_size(PyObject *module, PyObject *text);
 PyObject *mt_policy_py_parse_size(PyObject *module, PyObject *text);
 
+/* The _core methods policy.c defines. */
+extern PyMethodDef mt_policy_methods[];
+
 #endif

@@ -49,4 +49,7 @@ PyObject *mt_postmortem_py_open(PyObject *module, PyObject *path);
 PyObject *mt_postmortem_py_close(PyObject *module, PyObject *unused);
 PyObject *mt_postmortem_py_read(PyObject *module, PyObject *path);
 
+/* The _core methods postmortem.c defines. */
+extern PyMethodDef mt_postmortem_methods[];
+
 #endif

@@ -93,4 +93,7 @@ int mt_walker_deep_size(PyObject *obj, PyObject *barriers, double budget_seconds
 /* deep_size(obj, budget_seconds=0) -> (bytes, complete): method of _core. */
 PyObject *mt_walker_py_deep_size(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
+/* The _core methods walker.c defines. */
+extern PyMethodDef mt_walker_methods[];
+
 #endif
