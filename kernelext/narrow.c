@@ -18,7 +18,7 @@
 #include "memtamer/narrow.h"
 
 #if MT_HAS_SSE2
-#include <emmintrin.h>
+#include <immintrin.h>
 #endif
 
 #if MT_HAS_TARGET_CLONES
@@ -180,6 +180,7 @@ typedef struct {
     size_t n, blocks;
     atomic_size_t next; /* the next block nobody has taken */
     atomic_uchar *read; /* read[k]: block k's doubles are all read; NULL: one thread */
+    int avx512;         /* the CPU has AVX-512F */
 } conversion;
 
 /* Front to back within one buffer: each float lands on doubles already read. */
@@ -202,26 +203,49 @@ convert_apart(const double *restrict src, float *restrict dst, size_t n)
     }
 }
 
-/* Streaming stores where dst is 16-byte aligned; a tail of < 4 values, or
- * a misaligned buffer, goes through the cache. */
+#if MT_HAS_SSE2
+/* Streaming stores: n values from dst, 32-byte aligned, in whole vectors;
+ * returns how many were converted. */
+__attribute__((target("avx512f"))) static size_t
+stream_avx512(const double *src, float *dst, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_stream_ps(dst + i, _mm512_cvtpd_ps(_mm512_loadu_pd(src + i)));
+    }
+    return i;
+}
+
+static size_t
+stream_sse2(const double *src, float *dst, size_t n)
+{
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m128 lo = _mm_cvtpd_ps(_mm_loadu_pd(src + i));
+        __m128 hi = _mm_cvtpd_ps(_mm_loadu_pd(src + i + 2));
+        _mm_stream_ps(dst + i, _mm_movelh_ps(lo, hi));
+    }
+    return i;
+}
+#endif
+
+/* n values from src to dst, which do not overlap.  Where the CPU has them,
+ * streaming stores, from the first 32-byte boundary of dst on. */
 static void
-convert_block(const double *src, float *dst, size_t n)
+convert_block(const conversion *c, const double *src, float *dst, size_t n)
 {
 #if MT_HAS_SSE2
-    if (((uintptr_t)dst & 15) == 0) {
-        size_t i = 0;
-        for (; i + 4 <= n; i += 4) {
-            __m128 lo = _mm_cvtpd_ps(_mm_loadu_pd(src + i));
-            __m128 hi = _mm_cvtpd_ps(_mm_loadu_pd(src + i + 2));
-            _mm_stream_ps(dst + i, _mm_movelh_ps(lo, hi));
-        }
-        convert_apart(src + i, dst + i, n - i);
-        /* Streaming stores are weakly ordered: done before we say so. */
-        _mm_sfence();
-        return;
-    }
-#endif
+    size_t head = (((uintptr_t)0 - (uintptr_t)dst) & 31) / sizeof *dst;
+    head = head < n ? head : n;
+    convert_apart(src, dst, head);
+    size_t done =
+        head + (c->avx512 ? stream_avx512 : stream_sse2)(src + head, dst + head, n - head);
+    convert_apart(src + done, dst + done, n - done);
+    /* Streaming stores are weakly ordered: done before we say so. */
+    _mm_sfence();
+#else
     convert_apart(src, dst, n);
+#endif
 }
 
 static void *
@@ -239,7 +263,7 @@ conversion_work(void *arg)
             while (c->read && !atomic_load_explicit(&c->read[k / 2], memory_order_acquire)) {
                 sched_yield();
             }
-            convert_block((const double *)c->data + first, (float *)c->data + first, n);
+            convert_block(c, (const double *)c->data + first, (float *)c->data + first, n);
         }
         if (c->read) {
             atomic_store_explicit(&c->read[k], 1, memory_order_release);
@@ -251,7 +275,10 @@ conversion_work(void *arg)
 void
 mt_narrow_f64_to_f32_in_place(char *data, size_t n)
 {
-    conversion c = {data, n, (n + BLOCK_VALUES - 1) / BLOCK_VALUES, 0, NULL};
+    conversion c = {data, n, (n + BLOCK_VALUES - 1) / BLOCK_VALUES, 0, NULL, 0};
+#if MT_HAS_SSE2
+    c.avx512 = __builtin_cpu_supports("avx512f");
+#endif
     int nthreads = threads_for(n);
     if (nthreads > 1) {
         c.read = calloc(c.blocks, sizeof c.read[0]);
