@@ -5,6 +5,9 @@
  *   probe.c      /proc and cgroup readers: pure parsers over text with an
  *                overridable root, plus the sampler thread (no Python API)
  *   transform.c  lossless narrowing of 8-byte numbers (no Python API)
+ *   narrow.c     float64 -> float32 at memory speed: rounding scans and the
+ *                in-place conversion, vectorised, on a few threads (no
+ *                Python API)
  *   heap.c       counting allocator hooks and the numpy handler
  *   cell.c       per-cell records: begin, end, history
  *   walker.c     deep sizes with buffers counted once by their owner
