@@ -719,8 +719,9 @@ convert_elements(convert_fn fn, npy_intp components, npy_intp from_size, npy_int
 /* Converts arr's elements, in memory order, to `to` within the same buffer,
  * front to back through a small scratch block (doubles to floats through
  * narrow.c's loops): an element's new place never lies beyond its old one,
- * and each block is read whole before it is written.  Needs the GIL, and keeps it: no Python code runs (no callback,
- * no signal handler), so no other thread sees the array half converted.
+ * and each block is read whole before it is written.  Needs the GIL, and
+ * keeps it: no Python code runs (no callback, no signal handler), so no
+ * other thread sees the array half converted.
  * Once converting has begun it cannot fail. */
 static int
 convert_in_place(PyArrayObject *arr, PyArray_Descr *to, convert_fn fn, npy_intp components)
