@@ -125,21 +125,32 @@ may_raise(const double *restrict values, size_t n, double threshold)
     return hit != 0;
 }
 
+/* Threads take blocks as they go, so one that the machine delays holds up
+ * no other; back to front, so that the conversion, which starts at the
+ * front, finds the last blocks scanned still in the caches. */
 typedef struct {
     const double *values;
-    size_t n;
-    mt_narrow_rounding r;
+    size_t n, blocks;
+    atomic_size_t taken; /* blocks taken so far */
+} scan_job;
+
+typedef struct {
+    scan_job *job;
+    mt_narrow_rounding r; /* over the blocks this thread took */
 } scan_share;
 
 static void *
 scan_work(void *arg)
 {
     scan_share *s = arg;
+    scan_job *job = s->job;
     double threshold = raise_threshold(s->r.max_err);
-    for (size_t first = 0; first < s->n; first += BLOCK_VALUES) {
-        size_t n = s->n - first < BLOCK_VALUES ? s->n - first : BLOCK_VALUES;
-        if (may_raise(s->values + first, n, threshold)) {
-            mt_narrow_rounding_f64_f32((const char *)(s->values + first), sizeof(double),
+    size_t k;
+    while ((k = atomic_fetch_add(&job->taken, 1)) < job->blocks) {
+        size_t first = (job->blocks - 1 - k) * BLOCK_VALUES;
+        size_t n = job->n - first < BLOCK_VALUES ? job->n - first : BLOCK_VALUES;
+        if (may_raise(job->values + first, n, threshold)) {
+            mt_narrow_rounding_f64_f32((const char *)(job->values + first), sizeof(double),
                                        (ptrdiff_t)n, &s->r);
             threshold = raise_threshold(s->r.max_err);
         }
@@ -150,14 +161,11 @@ scan_work(void *arg)
 void
 mt_narrow_scan_f64_f32(const double *values, size_t n, mt_narrow_rounding *r)
 {
+    scan_job job = {values, n, (n + BLOCK_VALUES - 1) / BLOCK_VALUES, 0};
     scan_share shares[MAX_THREADS];
     int nthreads = threads_for(n);
-    size_t blocks = (n + BLOCK_VALUES - 1) / BLOCK_VALUES;
     for (int k = 0; k < nthreads; k++) {
-        size_t first = blocks * k / nthreads * BLOCK_VALUES;
-        size_t last = blocks * (k + 1) / nthreads * BLOCK_VALUES;
-        last = last < n ? last : n;
-        shares[k] = (scan_share){values + first, last - first, {r->max_err, 0}};
+        shares[k] = (scan_share){&job, {r->max_err, 0}};
     }
     run_threads(scan_work, (char *)shares, sizeof shares[0], nthreads);
     for (int k = 0; k < nthreads; k++) {
@@ -171,10 +179,10 @@ mt_narrow_scan_f64_f32(const double *values, size_t n, mt_narrow_rounding *r)
 /* ------------------------------------------------------------------ */
 
 /* Block k's floats land on the doubles of block k / 2 (the first block's
- * on its own, front to back).  So threads take blocks in order, and a block
- * is written only once block k / 2 has been read; each block's floats are
- * stored past the caches (nothing reads them soon, and a cached store
- * would first read the old line from memory). */
+ * on its own, front to back).  So threads take blocks in order as they go,
+ * and a block is written only once block k / 2 has been read; each block's
+ * floats are stored past the caches (nothing reads them soon, and a cached
+ * store would first read the old line from memory). */
 typedef struct {
     char *data;
     size_t n, blocks;

@@ -129,12 +129,12 @@ def test_nan_payloads_convert_as_astype_does():
 def test_a_larger_error_after_a_moderate_one_is_not_missed():
     """The fast test compares without dividing; it must still see an error
     of 1 (a float64 subnormal becoming 0) after 0.9 set the maximum, where
-    the products round in the subnormal range.  (Blocks apart, in the
-    same thread's share.)"""
+    the products round in the subnormal range.  One thread (under 2**21
+    values) scans the blocks back to front: the 0.9 first."""
     def make():
-        a = np.ones(LONG)
-        a[-40000] = TINY32 / 1.9  # rounds up to TINY32: error 0.9
-        a[-1] = 5e-324
+        a = np.ones(2**20 + 3)
+        a[-1] = TINY32 / 1.9  # rounds up to TINY32: error 0.9
+        a[0] = 5e-324
         return a
     row = check(make, rtol=0.95)
     assert row["status"] == "refused" and row["max_rel_error"] == 1.0
