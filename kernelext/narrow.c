@@ -1,9 +1,9 @@
 /* narrow: float64 -> float32 at memory speed (narrow.h).
  *
  * The scan needs, per value, the relative error |f32(v) - v| / |v|: a
- * division the vector units do slowly.  So a block is first tested without
- * dividing whether any value in it could raise the largest error (or
- * overflow); only such blocks, rare once the maximum has settled, are
+ * division the vector units do slowly.  So values are first tested, 64 at a
+ * time, without dividing, whether any could raise the largest error (or
+ * overflow); only such chunks, rare once the maximum has settled, are
  * measured exactly, by the very loop the strided scans use. */
 #include <math.h>
 #include <pthread.h>
@@ -27,9 +27,11 @@
 #define VECTOR_CLONES
 #endif
 
-/* 256 KiB of doubles: a block stays in L2 between its test and its exact
- * measure.  Below 8 MiB per thread a thread costs more than it saves. */
+/* Threads take 256 KiB of doubles at a time; the scan measures exactly
+ * 64 values (512 bytes) at a time.  Below 8 MiB per thread a thread costs
+ * more than it saves. */
 #define BLOCK_VALUES ((size_t)32768)
+#define CHUNK_VALUES ((size_t)64)
 #define VALUES_PER_THREAD ((size_t)1 << 20)
 #define MAX_THREADS 4
 
@@ -111,18 +113,42 @@ raise_threshold(double max_err)
     return max_err > 0 ? (1.0 / max_err) * (1.0 + 0x1p-40) : INFINITY;
 }
 
-/* 1 when some value may raise the largest error or overflow (d = inf);
- * values that round exactly (d = 0) or to themselves (NaN, inf: d is NaN)
- * never qualify.  Branch-free, so it vectorises. */
-VECTOR_CLONES static int
-may_raise(const double *restrict values, size_t n, double threshold)
+/* Where the first chunk of CHUNK_VALUES values (or the shorter tail) in
+ * which some value may raise the largest error or overflow (d = inf)
+ * begins; n if none.  Values that round exactly (d = 0) or to themselves
+ * (NaN, inf: d is NaN) never qualify.  Branch-free within a chunk, so it
+ * vectorises; the exact measure then takes one chunk, not a whole block,
+ * so data whose largest error creeps up costs a few divisions a block. */
+VECTOR_CLONES static size_t
+first_raising_chunk(const double *restrict values, size_t n, double threshold)
 {
-    int64_t hit = 0;
-    for (size_t i = 0; i < n; i++) {
-        double v = values[i], d = fabs((double)(float)v - v);
-        hit |= (d * threshold >= fabs(v)) & (d != 0);
+    for (size_t start = 0; start < n; start += CHUNK_VALUES) {
+        size_t end = n - start < CHUNK_VALUES ? n : start + CHUNK_VALUES;
+        int64_t hit = 0;
+        for (size_t i = start; i < end; i++) {
+            double v = values[i], d = fabs((double)(float)v - v);
+            hit |= (d * threshold >= fabs(v)) & (d != 0);
+        }
+        if (hit) {
+            return start;
+        }
     }
-    return hit != 0;
+    return n;
+}
+
+/* Adds n values to r: fast where no value can change it, exact elsewhere. */
+static void
+scan_values(const double *values, size_t n, mt_narrow_rounding *r)
+{
+    double threshold = raise_threshold(r->max_err);
+    size_t at = 0;
+    while ((at += first_raising_chunk(values + at, n - at, threshold)) < n) {
+        size_t chunk = n - at < CHUNK_VALUES ? n - at : CHUNK_VALUES;
+        mt_narrow_rounding_f64_f32((const char *)(values + at), sizeof(double), (ptrdiff_t)chunk,
+                                   r);
+        threshold = raise_threshold(r->max_err);
+        at += chunk;
+    }
 }
 
 /* Threads take blocks as they go, so one that the machine delays holds up
@@ -144,16 +170,11 @@ scan_work(void *arg)
 {
     scan_share *s = arg;
     scan_job *job = s->job;
-    double threshold = raise_threshold(s->r.max_err);
     size_t k;
     while ((k = atomic_fetch_add(&job->taken, 1)) < job->blocks) {
         size_t first = (job->blocks - 1 - k) * BLOCK_VALUES;
         size_t n = job->n - first < BLOCK_VALUES ? job->n - first : BLOCK_VALUES;
-        if (may_raise(job->values + first, n, threshold)) {
-            mt_narrow_rounding_f64_f32((const char *)(job->values + first), sizeof(double),
-                                       (ptrdiff_t)n, &s->r);
-            threshold = raise_threshold(s->r.max_err);
-        }
+        scan_values(job->values + first, n, &s->r);
     }
     return NULL;
 }
