@@ -82,6 +82,13 @@ def test_long_complex_array_converts_both_components():
     assert check(make, rtol=1e-3)["status"] == "done"
 
 
+@pytest.mark.parametrize("step", [1, -1])
+def test_creeping_largest_error_is_still_exact(step):
+    """A linspace's largest error grows block after block (in one of the
+    two directions): many places where the exact measure must step in."""
+    assert check(lambda: np.linspace(0, 1, LONG)[::step].copy(), rtol=1e-3)["status"] == "done"
+
+
 def test_fortran_order_stays_fortran():
     row = check(lambda: np.asfortranarray(random_values(LONG - 1)().reshape(-1, 8)), rtol=1e-3)
     assert row["status"] == "done"
