@@ -103,10 +103,11 @@ run_threads(void *(*work)(void *), char *args, size_t size, int n)
 /* The scan                                                            */
 /* ------------------------------------------------------------------ */
 
-/* The smallest c with d * c >= |v| for every value whose error d / |v|
- * exceeds max_err, by a margin that outweighs the rounding of 1/max_err,
- * of d * c and of d / |v| (and since rounding is monotone, also where d
- * and |v| are subnormal).  inf while max_err is 0. */
+/* A c with d * c >= |v| for every value whose error d / |v| exceeds
+ * max_err: 1 / max_err raised by a margin that outweighs the rounding of
+ * 1 / max_err, of d * c and of d / |v|; >= rather than >, because where d
+ * and |v| are subnormal, d * c may round down to |v| itself (rounding is
+ * monotone, so never below).  inf while max_err is 0. */
 static double
 raise_threshold(double max_err)
 {
