@@ -22,7 +22,7 @@ GiB = 1024**3
 REPEATS = 5
 
 DOWNCAST = r"""
-import json, resource, sys, time
+import json, os, resource, sys, time
 import numpy as np
 from memtamer import _core
 a = np.random.default_rng(0).random(2 * 2**30 // 8)
@@ -38,7 +38,7 @@ else:
     b = a.astype(np.float32); del a
 seconds = time.perf_counter() - t
 print(json.dumps({'start': start, 'peak': resource.getrusage(0).ru_maxrss * 1024, 'seconds': seconds,
-                  'one_pass': one_pass}))
+                  'one_pass': one_pass, 'load': os.getloadavg()[0]}))
 """
 
 
@@ -215,11 +215,15 @@ def main():
         lines.append(f"| {how} | {spread([r['peak'] / r['start'] for r in runs], '{:.3f}')} | "
                      f"{spread([2 * GiB / s / 1e9 for s in seconds])} | {spread(seconds)} | "
                      f"{spread([r['one_pass'] for r in runs], '{:.3f}')} | "
-                     f"{spread([r['seconds'] / r['one_pass'] for r in runs], '{:.1f}')} |")
+                     f"{spread([r['seconds'] / r['one_pass'] for r in runs], '{:.2f}')} |")
+    loads = [r["load"] for _, runs in down for r in runs]
     lines += ["", "`memtamer`: `memtamer.shrink('downcast', 'a')`, the path of `%shrink downcast`: "
               "a scan of the values against --rtol, then the conversion within the buffer, both "
-              "holding the GIL so that other threads never see it half converted; the tail goes "
-              "back through the array's handler. `astype`: `b = a.astype(np.float32); del a`.", "",
+              f"vector loops over 256 KiB blocks on {min(4, os.cpu_count())} threads while the "
+              "calling thread holds the GIL, so that other threads never see the array half "
+              "converted; the tail goes back through the array's handler. `astype`: "
+              "`b = a.astype(np.float32); del a`. The machine is shared: its load average (1 min) "
+              f"at the end of the runs was {spread(loads, '{:.1f}')}.", "",
               "### Compress and restore, 128 MiB of each", "",
               "Each way compresses the same bytes; memtamer's through `_core.compress` (what "
               "`%shrink compress` calls), restores compared bit for bit. Rows with equal threads "

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "memtamer/frames.h"
+#include "memtamer/narrow.h"
 #include "memtamer/npy.h"
 #include "memtamer/options.h"
 #include "memtamer/shrink.h"
@@ -235,49 +236,21 @@ scan(PyArrayObject *arr, scan_fn fn, void *acc)
     return 0;
 }
 
-typedef struct float_acc float_acc;
-typedef void (*rounding_fn)(const char *p, npy_intp stride, npy_intp n, float_acc *acc);
+typedef void (*rounding_fn)(const char *p, ptrdiff_t stride, ptrdiff_t n, mt_narrow_rounding *r);
 
-struct float_acc {
+typedef struct {
     rounding_fn rounding; /* the loop for one (source, target) pair */
     int components;       /* 2 for complex numbers */
     npy_intp component_size;
-    double max_err;
-    long long overflow;
-};
-
-/* How far rounding to the target moves each finite value, relatively.
- * NaN and infinities stay what they are, zero stays zero: their error is
- * NaN (0/0, inf/inf), which the comparison skips.  Branch-free and without
- * calls (no fmax), so the compiler keeps it tight. */
-#define ROUNDING_LOOP(name, from_t, to_t)                                               \
-    static void name(const char *p, npy_intp stride, npy_intp n, float_acc *a)          \
-    {                                                                                   \
-        double max_err = a->max_err;                                                    \
-        long long overflow = a->overflow;                                               \
-        for (npy_intp i = 0; i < n; i++, p += stride) {                                 \
-            from_t v;                                                                   \
-            memcpy(&v, p, sizeof v);                                                    \
-            double x = (double)v, y = (double)(to_t)v;                                  \
-            int overflows = isinf(y) && isfinite(x);                                    \
-            double err = overflows ? 0.0 : fabs(y - x) / fabs(x);                       \
-            overflow += overflows;                                                      \
-            max_err = err > max_err ? err : max_err;                                    \
-        }                                                                               \
-        a->max_err = max_err;                                                           \
-        a->overflow = overflow;                                                         \
-    }
-
-ROUNDING_LOOP(rounding_f64_f32, double, float)
-ROUNDING_LOOP(rounding_f64_f16, double, _Float16)
-ROUNDING_LOOP(rounding_f32_f16, float, _Float16)
+    mt_narrow_rounding r;
+} float_acc;
 
 static void
 float_scan(const char *p, npy_intp stride, npy_intp n, void *arg)
 {
     float_acc *a = arg;
     for (int c = 0; c < a->components; c++) {
-        a->rounding(p + c * a->component_size, stride, n, a);
+        a->rounding(p + c * a->component_size, stride, n, &a->r);
     }
 }
 
@@ -428,6 +401,16 @@ smallest_int(int is_signed, long long lo, unsigned long long hi)
     return is_signed ? NPY_INT64 : NPY_UINT64;
 }
 
+/* 1 when arr's values are float64 or complex128 lying densely and aligned
+ * in one buffer, in native order: the form the fast loops take. */
+static int
+dense_doubles(PyArrayObject *arr)
+{
+    int type = PyArray_TYPE(arr);
+    return (type == NPY_FLOAT64 || type == NPY_COMPLEX128) && PyArray_ISALIGNED(arr) &&
+           PyArray_ISNOTSWAPPED(arr) && (PyArray_IS_C_CONTIGUOUS(arr) || PyArray_IS_F_CONTIGUOUS(arr));
+}
+
 static int
 plan_float(PyArrayObject *arr, int to, double rtol, plan *out)
 {
@@ -453,24 +436,30 @@ plan_float(PyArrayObject *arr, int to, double rtol, plan *out)
                       type_name(src));
         return 0;
     }
-    float_acc acc = {target == NPY_FLOAT16 ? (src_double ? rounding_f64_f16 : rounding_f32_f16)
-                                           : rounding_f64_f32,
-                     is_complex ? 2 : 1, src_double ? 8 : 4, 0.0, 0};
-    if (scan(arr, float_scan, &acc) < 0) {
+    float_acc acc = {target == NPY_FLOAT16 ? (src_double ? mt_narrow_rounding_f64_f16
+                                                         : mt_narrow_rounding_f32_f16)
+                                           : mt_narrow_rounding_f64_f32,
+                     is_complex ? 2 : 1, src_double ? 8 : 4, {0.0, 0}};
+    if (dense_doubles(arr) && target != NPY_FLOAT16) {
+        /* Complex numbers are pairs of doubles with one rule for both. */
+        mt_narrow_scan_f64_f32((const double *)PyArray_DATA(arr),
+                               (size_t)PyArray_SIZE(arr) * (size_t)acc.components, &acc.r);
+    }
+    else if (scan(arr, float_scan, &acc) < 0) {
         return -1;
     }
-    out->max_rel_error = acc.max_err;
-    out->overflow = acc.overflow;
+    out->max_rel_error = acc.r.max_err;
+    out->overflow = acc.r.overflow;
     const char *name = target == NPY_FLOAT16 ? "float16" : "float32";
-    if (acc.overflow) {
+    if (acc.r.overflow) {
         PyOS_snprintf(out->reason, sizeof out->reason,
-                      "%lld finite value%s would overflow to inf in %s", acc.overflow,
-                      acc.overflow == 1 ? "" : "s", name);
+                      "%lld finite value%s would overflow to inf in %s", acc.r.overflow,
+                      acc.r.overflow == 1 ? "" : "s", name);
     }
-    else if (acc.max_err > rtol) {
+    else if (acc.r.max_err > rtol) {
         PyOS_snprintf(out->reason, sizeof out->reason,
                       "the largest relative error in %s would be %.3g, over --rtol %g", name,
-                      acc.max_err, rtol);
+                      acc.r.max_err, rtol);
     }
     else {
         narrowing_warning(target, out->warning, sizeof out->warning);
@@ -773,10 +762,11 @@ convert_elements(convert_fn fn, npy_intp components, npy_intp from_size, npy_int
 }
 
 /* Converts arr's elements, in memory order, to `to` within the same buffer,
- * front to back through a small scratch block: an element's new place never
- * lies beyond its old one, and each block is read whole before it is
- * written.  Needs the GIL, and keeps it: no Python code runs (no callback,
- * no signal handler), so no other thread sees the array half converted.
+ * front to back through a small scratch block (doubles to floats through
+ * narrow.c's loops): an element's new place never lies beyond its old one,
+ * and each block is read whole before it is written.  Needs the GIL, and
+ * keeps it: no Python code runs (no callback, no signal handler), so no
+ * other thread sees the array half converted.
  * Once converting has begun it cannot fail. */
 static int
 convert_in_place(PyArrayObject *arr, PyArray_Descr *to, convert_fn fn, npy_intp components)
@@ -791,19 +781,27 @@ convert_in_place(PyArrayObject *arr, PyArray_Descr *to, convert_fn fn, npy_intp 
         PyErr_SetString(PyExc_OverflowError, "array size overflows");
         return -1;
     }
-    char *scratch = PyMem_RawMalloc((size_t)(block * new_size));
-    if (scratch == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
     char *data = PyArray_BYTES(arr);
-    for (npy_intp start = 0; start < count; start += block) {
-        npy_intp n = count - start < block ? count - start : block;
-        convert_elements(fn, components, old_size, new_size, data + start * old_size, old_size,
-                         scratch, new_size, n);
-        memcpy(data + start * new_size, scratch, (size_t)(n * new_size));
+    if (fn == convert_f64_f32) {
+        /* What in place requires (aligned, contiguous, native) is what the
+         * fast loops take; complex numbers are pairs of doubles. */
+        assert(dense_doubles(arr));
+        mt_narrow_f64_to_f32_in_place(data, (size_t)count * (size_t)components);
     }
-    PyMem_RawFree(scratch);
+    else {
+        char *scratch = PyMem_RawMalloc((size_t)(block * new_size));
+        if (scratch == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (npy_intp start = 0; start < count; start += block) {
+            npy_intp n = count - start < block ? count - start : block;
+            convert_elements(fn, components, old_size, new_size, data + start * old_size,
+                             old_size, scratch, new_size, n);
+            memcpy(data + start * new_size, scratch, (size_t)(n * new_size));
+        }
+        PyMem_RawFree(scratch);
+    }
 
     /* Give the tail back through the array's own allocator. */
     PyDataMem_Handler *handler = PyCapsule_GetPointer(PyArray_HANDLER(arr), "mem_handler");

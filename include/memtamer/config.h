@@ -18,6 +18,21 @@
 #define MT_HAS_MALLOC_TRIM 0
 #endif
 
+/* Vector loops built for several x86-64 levels, the widest the CPU runs
+ * chosen at load time (GCC's target_clones, through glibc's ifunc). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
+#define MT_HAS_TARGET_CLONES 1
+#else
+#define MT_HAS_TARGET_CLONES 0
+#endif
+
+/* SSE2 (streaming stores): part of every x86-64 CPU. */
+#if defined(__x86_64__)
+#define MT_HAS_SSE2 1
+#else
+#define MT_HAS_SSE2 0
+#endif
+
 /* Reading the interpreter's frames from an allocation hook: their layout is
  * private and changes with every minor version; this is the one we read.
  * (Decided where Python.h came first; plain C users of this file get 0.) */

@@ -9,6 +9,9 @@
  *   transform.c  lossless narrowing of 8-byte numbers (no Python API)
  *   options.h    defaults, valid values and wording of the options %shrink
  *                and the rules file share (no Python API, header only)
+ *   narrow.c     float64 -> float32 at memory speed: rounding scans and the
+ *                in-place conversion, vectorised, on a few threads (no
+ *                Python API)
  *   heap.c       counting allocator hooks and the numpy handler
  *   cell.c       per-cell records: begin, end, history
  *   walker.c     deep sizes with buffers counted once by their owner
