@@ -9,6 +9,7 @@
 
 #include "memtamer/frames.h"
 #include "memtamer/options.h"
+#include "memtamer/worker.h"
 
 #define CHUNK_BYTES MT_FRAMES_CHUNK_BYTES
 /* Values per transform block: each block has its own frame of reference. */
@@ -213,27 +214,6 @@ split(share *shares, int nthreads, size_t blocks)
     return n;
 }
 
-/* Runs work on n shares: the calling thread takes the first, and a share
- * whose thread cannot start runs here too. */
-static void
-run_shares(share *shares, int n, void *(*work)(void *))
-{
-    pthread_t threads[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    for (int k = 1; k < n; k++) {
-        started[k] = pthread_create(&threads[k], NULL, work, &shares[k]) == 0;
-    }
-    work(&shares[0]);
-    for (int k = 1; k < n; k++) {
-        if (started[k]) {
-            pthread_join(threads[k], NULL);
-        }
-        else {
-            work(&shares[k]);
-        }
-    }
-}
-
 /* Encodes len bytes of values into out; returns the bytes.  Each share
  * writes where its blocks could at most begin, then moves up behind the
  * one before.  digits: nthreads scratch areas. */
@@ -251,7 +231,7 @@ narrow_blocks(const mt_transform_plan *plan, const char *values, size_t len, cha
         shares[k].digits = digits + (size_t)k * mt_transform_scratch_size(BLOCK_VALUES);
         shares[k].encoded = out + narrowed_bound(shares[k].first * BLOCK_VALUES * 8);
     }
-    run_shares(shares, n, narrow_share);
+    mt_worker_run_shares(narrow_share, (char *)shares, sizeof shares[0], n);
     for (int k = 0; k < n; k++) {
         memmove(out + at, shares[k].encoded, shares[k].written);
         at += shares[k].written;
@@ -287,7 +267,7 @@ widen_blocks(const mt_transform_plan *plan, const char *in, size_t tbytes, char 
         shares[k].offsets = offsets;
         shares[k].out = values;
     }
-    run_shares(shares, n, widen_share);
+    mt_worker_run_shares(widen_share, (char *)shares, sizeof shares[0], n);
     for (int k = 0; k < n; k++) {
         if (!shares[k].intact) {
             return 0;

@@ -16,6 +16,7 @@
 
 #include "memtamer/config.h"
 #include "memtamer/narrow.h"
+#include "memtamer/worker.h"
 
 #if MT_HAS_SSE2
 #include <immintrin.h>
@@ -75,28 +76,6 @@ threads_for(size_t n)
     size_t wanted = n / VALUES_PER_THREAD;
     size_t most = cores > MAX_THREADS ? MAX_THREADS : cores < 1 ? 1 : (size_t)cores;
     return wanted < 1 ? 1 : wanted > most ? (int)most : (int)wanted;
-}
-
-/* Runs work on n argument blocks of `size` bytes (0: all on the same one):
- * the calling thread takes the first, and one whose thread cannot start
- * runs here too. */
-static void
-run_threads(void *(*work)(void *), char *args, size_t size, int n)
-{
-    pthread_t threads[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    for (int k = 1; k < n; k++) {
-        started[k] = pthread_create(&threads[k], NULL, work, args + k * size) == 0;
-    }
-    work(args);
-    for (int k = 1; k < n; k++) {
-        if (started[k]) {
-            pthread_join(threads[k], NULL);
-        }
-        else {
-            work(args + k * size);
-        }
-    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -189,7 +168,7 @@ mt_narrow_scan_f64_f32(const double *values, size_t n, mt_narrow_rounding *r)
     for (int k = 0; k < nthreads; k++) {
         shares[k] = (scan_share){&job, {r->max_err, 0}};
     }
-    run_threads(scan_work, (char *)shares, sizeof shares[0], nthreads);
+    mt_worker_run_shares(scan_work, (char *)shares, sizeof shares[0], nthreads);
     for (int k = 0; k < nthreads; k++) {
         r->max_err = shares[k].r.max_err > r->max_err ? shares[k].r.max_err : r->max_err;
         r->overflow += shares[k].r.overflow;
@@ -318,6 +297,6 @@ mt_narrow_f64_to_f32_in_place(char *data, size_t n)
         conversion_work(&c);
         return;
     }
-    run_threads(conversion_work, (char *)&c, 0, nthreads);
+    mt_worker_run_shares(conversion_work, (char *)&c, 0, nthreads);
     free(c.read);
 }

@@ -135,3 +135,23 @@ mt_worker_forget_in_child(mt_worker *w)
     w->pid = getpid();
     w->started = w->active = w->stop = w->paused_for_fork = 0;
 }
+
+void
+mt_worker_run_shares(void *(*work)(void *), char *args, size_t size, int n)
+{
+    pthread_t threads[MT_WORKER_MAX_SHARES];
+    int started[MT_WORKER_MAX_SHARES] = {0};
+    n = n < MT_WORKER_MAX_SHARES ? n : MT_WORKER_MAX_SHARES;
+    for (int k = 1; k < n; k++) {
+        started[k] = pthread_create(&threads[k], NULL, work, args + k * size) == 0;
+    }
+    work(args);
+    for (int k = 1; k < n; k++) {
+        if (started[k]) {
+            pthread_join(threads[k], NULL);
+        }
+        else {
+            work(args + k * size);
+        }
+    }
+}

@@ -1,5 +1,7 @@
-/* worker: one background thread that repeats a step while it is active,
- * waits on a condition variable while it is not, and ends on request.
+/* worker: memtamer's threads.  One background thread that repeats a step
+ * while it is active, waits on a condition variable while it is not, and
+ * ends on request; and a fork-join of a few threads over shares of work
+ * (frames.c's codecs, narrow.c's scan and conversion).
  *
  * No Python API (probe.c's sampler uses it, and so does guard.c's watcher):
  * a step never touches Python objects.  Fork-safe: the owner stops the
@@ -50,6 +52,15 @@ void mt_worker_unlock(mt_worker *w);
 void mt_worker_pause_for_fork(mt_worker *w);
 int mt_worker_resume_after_fork(mt_worker *w);
 void mt_worker_forget_in_child(mt_worker *w);
+
+/* The most threads mt_worker_run_shares runs at once. */
+#define MT_WORKER_MAX_SHARES 16
+
+/* Runs work on n (<= MT_WORKER_MAX_SHARES) argument blocks of size bytes
+ * each (size 0: all on the same one) and returns when all are done: the
+ * calling thread takes the first, one new thread each of the others, and a
+ * block whose thread cannot start runs on the calling thread too. */
+void mt_worker_run_shares(void *(*work)(void *), char *args, size_t size, int n);
 
 /* Returns once thread tid (joined already) has left /proc/self/task, or
  * after 20 ms: a thread count read right after a join stays right. */
