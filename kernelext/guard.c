@@ -18,6 +18,7 @@
 #include "memtamer/heap.h"
 #include "memtamer/postmortem.h"
 #include "memtamer/process.h"
+#include "memtamer/rules.h"
 #include "memtamer/worker.h"
 
 /* Only the watcher sees pure-Python growth and the growth of the cell's
@@ -872,6 +873,22 @@ mt_guard_disable(PyObject *module, PyObject *Py_UNUSED(unused))
     Py_RETURN_NONE;
 }
 
+/* ValueError for a budget value the size grammar refuses, in the words the
+ * rules file and the magics show (rules.c owns them); NULL. */
+static PyObject *
+refuse_budget(PyObject *value, const char *suffix)
+{
+    char problem[MT_RULES_PROBLEM_MAX];
+    PyObject *text = PyUnicode_FromFormat("%S%s", value, suffix);
+    const char *utf8 = text ? PyUnicode_AsUTF8(text) : NULL;
+    if (utf8 != NULL) {
+        mt_rules_level_problem(utf8, 1, problem, sizeof problem);
+        PyErr_SetString(PyExc_ValueError, problem);
+    }
+    Py_XDECREF(text);
+    return NULL;
+}
+
 PyDoc_STRVAR(mt_guard_set_budget__doc__,
              "guard_set_budget(kind, value) -> guard_status(): kind 'default' (value ignored), "
              "'bytes', 'percent' (of the effective limit) or 'off'.");
@@ -909,17 +926,13 @@ mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (v == -1 && PyErr_Occurred()) {
             return NULL;
         }
-        if (overflow > 0) {
-            PyErr_Format(PyExc_ValueError,
-                         "a budget of %R bytes is more than any memory limit (this one is "
-                         "%lld bytes): give a size below it, like 8GiB or 80%%",
-                         args[1], g->have_limit ? g->limit.limit : -1LL);
-            return NULL;
+        if (overflow != 0 || v < 0) {
+            return refuse_budget(args[1], "");
         }
-        if (overflow < 0 || v <= 0) {
-            PyErr_Format(PyExc_ValueError,
-                         "a budget of %R bytes is not a size: give a positive size like "
-                         "8GiB or 80%%, or 'off' to turn the guard off", args[1]);
+        if (v == 0) {
+            PyErr_SetString(PyExc_ValueError,
+                            "a budget of 0 bytes would refuse every allocation: give a positive "
+                            "size like 8GiB or 80%, or 'off' to turn the guard off");
             return NULL;
         }
         g->mode = BUDGET_BYTES;
@@ -931,9 +944,7 @@ mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
         if (!(v > 0.0 && v <= 100.0)) {
-            PyErr_Format(PyExc_ValueError, "a budget of %R%% is not a share of memory: give "
-                         "a percentage above 0 and at most 100", args[1]);
-            return NULL;
+            return refuse_budget(args[1], "%");
         }
         g->mode = BUDGET_PERCENT;
         g->percent = v;

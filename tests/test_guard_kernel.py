@@ -231,7 +231,7 @@ def test_memguard_bad_budgets_say_what_to_write(guarded, line, says):
 
 @pytest.mark.parametrize("value, error, says", [
     ("2**70", "ValueError", "more than any memory limit"),
-    ("-1", "ValueError", "give a positive size"),
+    ("-1", "ValueError", "'-1' is negative: a size is a positive number"),  # %memguard's words
     ("0", "ValueError", "give a positive size"),
 ])
 def test_set_budget_bad_bytes_say_what_to_write(guarded, value, error, says):
