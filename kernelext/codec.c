@@ -432,6 +432,7 @@ done:
 static PyObject *
 decompress(compressed *self, PyObject *progress)
 {
+    MT_ASSERT_GIL();
     if (self->frames == NULL) { /* the collector cleared a cycle through the restored object */
         PyErr_Format(PyExc_RuntimeError, "memtamer: the proxy of %U no longer holds any data",
                      self->name);
@@ -496,7 +497,7 @@ target(compressed *self, PyObject *progress)
 {
     PyObject *obj = NULL;
     unsigned long me = PyThread_get_thread_ident();
-    assert(PyGILState_Check());
+    MT_ASSERT_GIL();
     if (self->restored != NULL) {
         return Py_NewRef(self->restored);
     }

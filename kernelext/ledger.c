@@ -447,6 +447,7 @@ size_names(mt_ledger *l, PyObject *walk, double deadline)
 int
 mt_ledger_cell_begin(mt_ledger *l, PyObject *source)
 {
+    MT_ASSERT_GIL();
     if (l->user_ns != NULL) {
         Py_XSETREF(l->source, Py_NewRef(source));
     }
@@ -456,6 +457,7 @@ mt_ledger_cell_begin(mt_ledger *l, PyObject *source)
 int
 mt_ledger_cell_end(mt_ledger *l, long long cell)
 {
+    MT_ASSERT_GIL();
     if (l->user_ns == NULL) {
         return 0;
     }
@@ -1044,6 +1046,7 @@ mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 int
 mt_ledger_adopt(mt_ledger *l, PyObject *names)
 {
+    MT_ASSERT_GIL();
     if (l->user_ns == NULL) {
         return 0;
     }

@@ -771,7 +771,7 @@ convert_elements(convert_fn fn, npy_intp components, npy_intp from_size, npy_int
 static int
 convert_in_place(PyArrayObject *arr, PyArray_Descr *to, convert_fn fn, npy_intp components)
 {
-    assert(PyGILState_Check());
+    MT_ASSERT_GIL();
     PyArrayObject_fields *fa = (PyArrayObject_fields *)arr;
     npy_intp old_size = PyArray_ITEMSIZE(arr), new_size = PyDataType_ELSIZE(to);
     npy_intp count = PyArray_SIZE(arr);
@@ -859,7 +859,7 @@ result_dict(const char *status, PyArrayObject *arr, int target, const plan *p, c
 static PyArrayObject *
 converted_copy(PyArrayObject *arr, PyArray_Descr *to, convert_fn fn, npy_intp components)
 {
-    assert(PyGILState_Check());
+    MT_ASSERT_GIL();
     NpyIter *it = NULL;
     Py_INCREF(to); /* stolen */
     PyArrayObject *out = (PyArrayObject *)PyArray_NewLikeArray(arr, NPY_KEEPORDER, to, 0);

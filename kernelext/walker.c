@@ -1087,6 +1087,7 @@ known_entry(mt_walker *w, PyObject *o)
 int
 mt_walker_run(mt_walker *w, PyObject *const *roots, const int *bindings, Py_ssize_t n)
 {
+    MT_ASSERT_GIL();
     if (w->totals != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "a walker runs once");
         return -1;
@@ -1145,6 +1146,7 @@ int
 mt_walker_deep_size(PyObject *obj, PyObject *barriers, double budget_seconds,
                     mt_walker_totals *totals)
 {
+    MT_ASSERT_GIL();
     mt_walker *w = mt_walker_new(barriers, budget_seconds, LLONG_MAX);
     if (w == NULL) {
         return -1;
