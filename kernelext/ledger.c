@@ -698,7 +698,7 @@ gather_roots(mt_ledger *l, root_list *rs, Py_ssize_t *first_variable)
         }
     }
     last_exception = PyTuple_New(Py_ARRAY_LENGTH(LAST_EXCEPTION));
-    for (Py_ssize_t i = 0; last_exception != NULL && i < Py_ARRAY_LENGTH(LAST_EXCEPTION); i++) {
+    for (Py_ssize_t i = 0; last_exception != NULL && i < (Py_ssize_t)Py_ARRAY_LENGTH(LAST_EXCEPTION); i++) {
         PyObject *attribute = PyUnicode_FromString(LAST_EXCEPTION[i]);
         if (attribute == NULL) {
             goto done;

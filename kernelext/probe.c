@@ -198,7 +198,7 @@ mt_probe_parse_mountinfo(const char *text, mt_probe_mounts *m)
         /* "id parent maj:min root mountpoint options [optional...] - fstype source superopts" */
         const char *dash = strstr(line, " - ");
         if (dash && dash < end) {
-            const char *root_end, *mount_end, *type_end, *opts_end;
+            const char *root_end = NULL, *mount_end = NULL, *type_end = NULL, *opts_end = NULL;
             const char *root = nth_field(line, dash, 3, &root_end);
             const char *mount = nth_field(line, dash, 4, &mount_end);
             const char *type = nth_field(dash + 3, end, 0, &type_end);
