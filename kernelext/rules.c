@@ -989,8 +989,16 @@ parse_rule(ctx *c, const yaml_node_t *map, const mt_rules_table *t, mt_rule *r)
     if (v[R_RTOL] && get_rtol(c, v[R_RTOL], &r->rtol) < 0) {
         rc = -1;
     }
-    if (v[R_TO] && get_text(c, v[R_TO], "to", &r->to) < 0) {
-        rc = -1;
+    if (v[R_TO]) {
+        if (get_text(c, v[R_TO], "to", &r->to) < 0) {
+            rc = -1;
+        }
+        else if (!mt_options_target_ok(r->to)) {
+            char problem[MT_OPTIONS_PROBLEM_MAX];
+            mt_options_target_problem(r->to, problem, sizeof problem);
+            fail(c, v[R_TO], "to: %s", problem);
+            rc = -1;
+        }
     }
     if (v[R_DIR] && get_text(c, v[R_DIR], "dir", &r->dir) < 0) {
         rc = -1;

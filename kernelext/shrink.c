@@ -308,23 +308,27 @@ int_scanner(int type)
     }
 }
 
-/* The type `to` names ("auto" gives -1), or -2 for a bad name. */
+/* The numpy type `to` names ("auto" gives -1); -2 with a ValueError saying
+ * what to write instead. */
 static int
 parse_target(const char *to)
 {
-    static const struct {
-        const char *name;
-        int type;
-    } names[] = {{"auto", -1},          {"float32", NPY_FLOAT32}, {"float16", NPY_FLOAT16},
-                 {"bool", NPY_BOOL},    {"int8", NPY_INT8},       {"int16", NPY_INT16},
-                 {"int32", NPY_INT32},  {"uint8", NPY_UINT8},     {"uint16", NPY_UINT16},
-                 {"uint32", NPY_UINT32}};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        if (strcmp(to, names[i].name) == 0) {
-            return names[i].type;
-        }
+    if (!mt_options_target_ok(to)) {
+        char problem[MT_OPTIONS_PROBLEM_MAX];
+        mt_options_target_problem(to, problem, sizeof problem);
+        PyErr_Format(PyExc_ValueError, "--to: %s", problem);
+        return -2;
     }
-    return -2;
+    if (strcmp(to, "auto") == 0) {
+        return -1;
+    }
+    PyArray_Descr *descr = NULL;
+    PyObject *name = PyUnicode_FromString(to);
+    int ok = name != NULL && PyArray_DescrConverter(name, &descr);
+    Py_XDECREF(name);
+    int type = ok ? descr->type_num : -2;
+    Py_XDECREF(descr);
+    return type;
 }
 
 static int
@@ -547,9 +551,6 @@ plan_for(PyArrayObject *arr, const char *to_name, double rtol, int narrow, plan 
     out->target = -1;
     int to = parse_target(to_name);
     if (to == -2) {
-        PyErr_Format(PyExc_ValueError,
-                     "--to %s: use auto, float32, float16, bool, int8, int16, int32, uint8, "
-                     "uint16 or uint32", to_name);
         return -1;
     }
     if (check_rtol(rtol) < 0) {

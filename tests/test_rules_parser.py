@@ -151,6 +151,8 @@ BAD = [
      "codec: applies to do: compress, not do: spill"),
     ("version: 1\nrules:\n  - name: a\n    do: compress\n    codec: brotli\n", "brotli",
      "codec: 'brotli' is not a codec here"),
+    ("version: 1\nrules:\n  - name: a\n    do: downcast\n    to: int3\n", "int3",
+     "to: 'int3' is not a type to downcast to: use auto, float32,"),
     ("version: 1\nrules:\n  - name: a\n    do: collect\n    match: {min_size: 1MiB}\n", "{min",
      "match: do: collect acts on the whole kernel; remove match"),
     ("version: 1\nrules:\n  - do: spill\n", "do: spill", "this rule has no name"),

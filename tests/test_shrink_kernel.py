@@ -275,6 +275,8 @@ SINGLE_OWNER_CHECKS = [
      "version: 1\nrules:\n  - name: a\n    do: compress\n    level: 12\n", "level: "),
     ("%shrink downcast checked --rtol -1", "--rtol: ",
      "version: 1\nrules:\n  - name: a\n    do: downcast\n    rtol: -1\n", "rtol: "),
+    ("%shrink downcast checked --to int3", "--to: ",
+     "version: 1\nrules:\n  - name: a\n    do: downcast\n    to: int3\n", "to: "),
     ("%memtamer --peaks 12parsecs", "--peaks: ",
      "version: 1\nrules:\n  - name: a\n    do: spill\n    match: {min_size: 12parsecs}\n",
      "min_size: "),

@@ -1,5 +1,5 @@
 /* options: the defaults, valid values and refusal words of the options
- * that %shrink and the rules file share (codec, level, rtol), stated once.
+ * that %shrink and the rules file share (codec, level, rtol, to), stated once.
  * Plain C (rules.c has no Python API); each *_problem writes, for the text
  * the user wrote, what to write instead, and callers put the option's name
  * in front ("--level: ...", "level: ..."). */
@@ -55,6 +55,34 @@ mt_options_level_problem(const char *text, char *buf, size_t n)
 {
     snprintf(buf, n, "'%.40s' is not a whole number from %d (fastest) to %d (smallest): write e.g. %d",
              text, MT_LEVEL_MIN, MT_LEVEL_MAX, MT_DEFAULT_LEVEL);
+}
+
+/* The types `%shrink downcast --to` and a rule's `to:` name; auto lets the
+ * values choose. */
+static const char *const mt_options_targets[] = {
+    "auto", "float32", "float16", "bool", "int8", "int16", "int32", "uint8", "uint16", "uint32",
+};
+
+static inline int
+mt_options_target_ok(const char *name)
+{
+    for (size_t i = 0; i < sizeof mt_options_targets / sizeof mt_options_targets[0]; i++) {
+        if (strcmp(name, mt_options_targets[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static inline void
+mt_options_target_problem(const char *text, char *buf, size_t n)
+{
+    int at = snprintf(buf, n, "'%.40s' is not a type to downcast to: use", text);
+    size_t count = sizeof mt_options_targets / sizeof mt_options_targets[0];
+    for (size_t i = 0; i < count && at > 0 && (size_t)at < n; i++) {
+        at += snprintf(buf + at, n - (size_t)at, "%s %s", i == 0 ? "" : i + 1 == count ? " or" : ",",
+                       mt_options_targets[i]);
+    }
 }
 
 #endif
