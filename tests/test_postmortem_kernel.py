@@ -3,6 +3,7 @@ of the same notebook, as a death only where memory was the likely cause, and
 never into the output of a script."""
 
 import os
+from pathlib import Path
 import signal
 import subprocess
 import sys
@@ -87,6 +88,12 @@ def test_a_death_near_the_budget_is_told_once_to_its_own_notebook_only(tmp_path)
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert (ran.returncode, ran.stdout, ran.stderr) == (0, "only this\n", "")
     assert os.path.exists(path)
+    # A script that dies keeps no record: it is not a notebook's kernel.
+    script.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    killed = subprocess.run([sys.executable, "-m", "IPython", "--ext", "memtamer", str(script)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9
+    assert sorted(tmp_path.glob("memtamer-*.guard")) == [Path(path)]
 
     # Notebook b shares the directory: A's death is none of its business.
     b, said = load(tmp_path, "/home/u/b.ipynb")

@@ -296,8 +296,8 @@ class Guard:
         return None
 
     def start(self):
-        # A script's run says nothing and leaves the records to the notebook's
-        # next interactive session.
+        # A script's run says nothing, leaves the records to the notebook's
+        # next interactive session and keeps none of its own.
         speak = interactive(self.shell)
         for record in collect_postmortems(record_dir()) if speak else ():
             if record["memory_cause"] is None:
@@ -316,12 +316,13 @@ class Guard:
         if not self.shell.custom_exceptions:
             self.shell.set_custom_exc((MemoryError,), self._show_memory_error)
             self.translating = True
+        if not speak:
+            return  # a script that dies is not a notebook's kernel: it leaves no record
         try:
             _core.postmortem_open(os.path.join(record_dir(), f"memtamer-{os.getpid()}.guard"))
             atexit.register(_core.postmortem_close)
         except OSError as exc:
-            if speak:
-                print(f"memtamer: no post-mortem record for this kernel ({exc})")
+            print(f"memtamer: no post-mortem record for this kernel ({exc})")
 
     def stop(self):
         _core.guard_disable()
