@@ -85,6 +85,35 @@ def test_concatenation_in_a_loop(arrays):
     arrays.run("del piece, acc")
 
 
+def test_many_blocks_below_the_high_then_a_new_high(arrays):
+    # Line 1 sets the high; line 5's 20 blocks of 8 MiB stay below it (the
+    # hooks keep such blocks aside until a snapshot needs them, a few at a
+    # time); line 6's temporary makes the new high with all 20 alive.
+    block = 2**20 * 8
+    arrays.run("t = a * 2\ndel t\nkeep = []\nfor i in range(20):\n"
+               "    keep.append(np.ones(2**20))\nu = (a * 2).sum()")
+    comp = composition(arrays)
+    kept, temporary = group(comp, 5), group(comp, 6)
+    assert kept["blocks"] == 20 and close(kept["bytes"], 20 * block)
+    assert close(kept["kept"], 20 * block) and kept["temporary"] == 0
+    assert temporary["blocks"] == 1 and close(temporary["temporary"], ARRAY)
+    assert not [g for g in comp["groups"] if g["line"] == 1]
+    assert close(comp["at"], 20 * block + ARRAY)
+    arrays.run("del keep")
+
+
+def test_block_made_in_another_python_thread(arrays):
+    # The thread holds the GIL while numpy allocates: its frames are read,
+    # and the function it runs is the user's (no cell frame in that thread).
+    arrays.run("def grow():\n    global grown\n    grown = np.ones(2**25)")
+    arrays.run("import threading\nworker = threading.Thread(target=grow)\nworker.start()\n"
+               "worker.join()")
+    made = group(composition(arrays), None, "grow", 3)
+    assert made["origin"] == "code" and made["blocks"] == 1
+    assert close(made["kept"], ARRAY)
+    arrays.run("del grown")
+
+
 def test_pandas_arithmetic(arrays):
     floats = 2**24  # 128 MiB
     arrays.run(f"df = pd.DataFrame({{'x': np.arange({floats}, dtype=float)}})")
