@@ -102,6 +102,18 @@ def test_many_blocks_below_the_high_then_a_new_high(arrays):
     arrays.run("del keep")
 
 
+def test_grown_block_keeps_its_line(arrays):
+    # bytearray's += reallocates the 128 MiB buffer to exactly 192 MiB (+1
+    # byte) while line 2's 64 MiB bytes object lives.
+    arrays.run("buf = bytearray(2**27)\nbuf += bytes(2**26)")
+    comp = composition(arrays)
+    grown, added = group(comp, 1), group(comp, 2)
+    assert grown["blocks"] == 1 and close(grown["kept"], 3 * 2**26)
+    assert added["blocks"] == 1 and close(added["temporary"], 2**26) and added["kept"] == 0
+    assert close(comp["at"], 4 * 2**26)
+    arrays.run("del buf")
+
+
 def test_block_made_in_another_python_thread(arrays):
     # The thread holds the GIL while numpy allocates: its frames are read,
     # and the function it runs is the user's (no cell frame in that thread).
