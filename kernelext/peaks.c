@@ -71,7 +71,8 @@ static PyObject *user_ns; /* borrowed, compared only */
  * then and the block's location: a loop in the cell allocates at the same
  * place again and again, and this spares the walk and the search.  The
  * location holds the cell's code, so the same instruction pointer in the
- * same frame means the same code and line.  Set and read with the GIL held. */
+ * same frame means the same code and line.  Protected by `lock`, and only
+ * used by a thread holding the GIL. */
 static struct {
     _PyInterpreterFrame *frame;
     _Py_CODEUNIT *instr;
