@@ -67,17 +67,18 @@ static unsigned long long next_seq, peak_seq;
 static long long begin_counted, high, untracked;
 static PyObject *user_ns; /* borrowed, compared only */
 #if MT_HAS_FRAME_WALK
-/* The cell's frame when it was the innermost at a block, its instruction
- * then and the block's location: a loop in the cell allocates at the same
- * place again and again, and this spares the walk and the search.  The
- * location holds the cell's code, so the same instruction pointer in the
- * same frame means the same code and line.  Protected by `lock`, and only
- * used by a thread holding the GIL. */
+/* The last block's site when it depended on the two innermost frames at
+ * most: the cell's frame innermost (caller NULL), or a user function's
+ * frame called by it.  A loop allocates at the same place again and again,
+ * and this spares the walk and the search.  The location holds the code
+ * objects, so the same instruction pointers in the same frames mean the
+ * same code and lines.  Protected by `lock`, and only used by a thread
+ * holding the GIL. */
 static struct {
-    _PyInterpreterFrame *frame;
-    _Py_CODEUNIT *instr;
+    _PyInterpreterFrame *frame, *caller;
+    _Py_CODEUNIT *instr, *caller_instr;
     int location;
-} last_cell_site;
+} last_site;
 #endif
 
 _Atomic long long mt_peaks_tracked_from = LLONG_MAX;
@@ -282,11 +283,12 @@ holding_gil(void)
  * namespace as both globals and locals (IPython exec's each statement that
  * way); the user's function is the innermost frame whose globals are that
  * namespace.  Without a namespace: the outermost and innermost frames.
- * Returns the cell's frame when it is the innermost of all, else NULL. */
-static _PyInterpreterFrame *
-walk_frames(PyThreadState *tstate, code_site *site)
+ * Returns 1 when the site depends on the innermost frame and the one it was
+ * called from at most (last_site's cases). */
+static int
+walk_frames(_PyInterpreterFrame *innermost, code_site *site)
 {
-    _PyInterpreterFrame *cell = NULL, *inner = NULL, *innermost = tstate->cframe->current_frame;
+    _PyInterpreterFrame *cell = NULL, *inner = NULL;
     for (_PyInterpreterFrame *f = innermost; f != NULL; f = f->previous) {
         if (_PyFrame_IsIncomplete(f) || (user_ns != NULL && f->f_globals != user_ns)) {
             continue;
@@ -309,7 +311,8 @@ walk_frames(PyThreadState *tstate, code_site *site)
         site->function = inner->f_code;
         site->function_lasti = _PyInterpreterFrame_LASTI(inner);
     }
-    return user_ns != NULL && cell == innermost ? cell : NULL;
+    return user_ns != NULL && cell != NULL &&
+           (cell == innermost || (inner == innermost && cell == innermost->previous));
 }
 #endif
 
@@ -347,6 +350,28 @@ location_of_unlocked(const code_site *site)
 }
 
 #if MT_HAS_FRAME_WALK
+/* Whether innermost is where the last block was made, in last_site's cases:
+ * the same frames at the same instructions, the cell's frame still running
+ * with the user's namespace and, below it, a frame of the user's function
+ * (not another cell frame, which the walk would have taken). */
+static inline int
+at_last_site(_PyInterpreterFrame *innermost)
+{
+    if (innermost == NULL || innermost != last_site.frame || innermost->prev_instr != last_site.instr ||
+        innermost->f_globals != user_ns) {
+        return 0;
+    }
+    _PyInterpreterFrame *cell = innermost;
+    if (last_site.caller != NULL) {
+        cell = innermost->previous;
+        if (cell != last_site.caller || cell->prev_instr != last_site.caller_instr ||
+            cell->f_globals != user_ns || innermost->f_locals == user_ns) {
+            return 0;
+        }
+    }
+    return cell->f_locals == user_ns;
+}
+
 /* The location a block made now is charged to.  Needs the lock. */
 static int
 location_now_unlocked(void)
@@ -355,18 +380,21 @@ location_now_unlocked(void)
     if (tstate == NULL) {
         return NO_GIL_SLOT;
     }
-    _PyInterpreterFrame *f = tstate->cframe->current_frame;
-    if (f != NULL && f == last_cell_site.frame && f->prev_instr == last_cell_site.instr &&
-        f->f_globals == user_ns && f->f_locals == user_ns) {
-        return last_cell_site.location;
+    _PyInterpreterFrame *innermost = tstate->cframe->current_frame;
+    if (at_last_site(innermost)) {
+        return last_site.location;
     }
     code_site site = {NULL, 0, NULL, 0};
-    _PyInterpreterFrame *cell = walk_frames(tstate, &site);
+    int two_frames = walk_frames(innermost, &site);
     int at = location_of_unlocked(&site);
-    if (cell != NULL) {
-        last_cell_site.frame = cell;
-        last_cell_site.instr = cell->prev_instr;
-        last_cell_site.location = at;
+    last_site.frame = NULL;
+    if (two_frames) {
+        _PyInterpreterFrame *caller = site.function != NULL ? innermost->previous : NULL;
+        last_site.frame = innermost;
+        last_site.instr = innermost->prev_instr;
+        last_site.caller = caller;
+        last_site.caller_instr = caller != NULL ? caller->prev_instr : NULL;
+        last_site.location = at;
     }
     return at;
 }
@@ -447,7 +475,7 @@ forget_cell(void)
     }
     npending = 0;
 #if MT_HAS_FRAME_WALK
-    last_cell_site.frame = NULL;
+    last_site.frame = NULL;
 #endif
     next_seq = peak_seq = 0;
     untracked = 0;

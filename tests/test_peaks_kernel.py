@@ -71,6 +71,20 @@ def test_lines_inside_a_function_from_an_earlier_cell(arrays):
     arrays.run("del s")
 
 
+def test_one_function_called_from_two_lines_of_a_loop(arrays):
+    # The same frame of make at the same instruction each time (np.empty is
+    # C: make's frame is the innermost): only the line of the cell that
+    # called it tells the blocks apart.
+    arrays.run("def make(n):\n    return np.empty(n)")
+    arrays.run("for i in range(3):\n    x = make(2**22)\n    y = make(2**23)")
+    comp = composition(arrays)
+    small, large = group(comp, 2, "make", 2), group(comp, 3, "make", 2)
+    assert small["blocks"] == 1 and close(small["bytes"], 2**22 * 8)
+    assert large["blocks"] == 2 and close(large["bytes"], 2 * 2**23 * 8)
+    assert close(comp["at"], 5 * 2**22 * 8)
+    arrays.run("del x, y")
+
+
 def test_concatenation_in_a_loop(arrays):
     piece = 2**22  # 32 MiB
     arrays.run(f"piece = np.ones({piece})\nacc = np.empty(0)\nfor i in range(4):\n"
