@@ -34,7 +34,8 @@ REPEATS = 5
 BLOCKS = 10_000
 BLOCK_FLOATS = 2**17  # 1 MiB of float64
 # Runs of the cell per callgrind count: unwritten blocks cost little, so
-# more runs keep start-up's variation (±3 million instructions) at ±0.25%.
+# more runs keep start-up's variation (a few million instructions) small
+# next to them; two runs of this script still differ by about 0.5%.
 CELL_RUNS = {"empty": 40, "ones": 10}
 
 # (name, cell, truth: (line, function line or None, bytes at peak, temporary bytes))
