@@ -33,7 +33,10 @@ MiB = 1024**2
 REPEATS = 5
 BLOCKS = 10_000
 BLOCK_FLOATS = 2**17  # 1 MiB of float64
-CELL_RUNS = 10
+# Runs of the cell per callgrind count: unwritten blocks cost little, so
+# more runs keep start-up's variation (a few million instructions) small
+# next to them; two runs of this script still differ by about 0.5%.
+CELL_RUNS = {"empty": 40, "ones": 10}
 
 # (name, cell, truth: (line, function line or None, bytes at peak, temporary bytes))
 SETUP = ["import numpy as np, pandas as pd\na = np.ones(2**25)\npiece = np.ones(2**22)\n"
@@ -108,7 +111,7 @@ def worker_blocks(mode, n, fill):
     """The cell CELL_RUNS times: callgrind's count less a run with 0 blocks
     is then far above the few million instructions start-up varies by."""
     shell, _ = memtamer_shell(mode == "attributing")
-    for _ in range(CELL_RUNS):
+    for _ in range(CELL_RUNS["ones" if fill else "empty"]):
         shell.run_cell(blocks_cell(n, fill))
     return {}
 
@@ -156,9 +159,10 @@ def block_counts():
     the worst case, the hooks' cost is most of it) or written (np.ones)."""
     counts = {}
     for mode in ("counting", "attributing"):
-        nothing = instructions("blocks", mode, "0", "empty")
         for fill in ("empty", "ones"):
-            counts[fill, mode] = (instructions("blocks", mode, str(BLOCKS), fill) - nothing) // CELL_RUNS
+            nothing = instructions("blocks", mode, "0", fill)
+            counts[fill, mode] = ((instructions("blocks", mode, str(BLOCKS), fill) - nothing)
+                                  // CELL_RUNS[fill])
     return counts
 
 
@@ -254,7 +258,8 @@ def render(started, minutes, loops, blocks, block_times, side):
               f"`for _ in range({BLOCKS}): block = np.ones(2**17)` (each block written) and the "
               "same with `np.empty` (never written), in an IPython shell with memtamer loaded, "
               "attribution off vs on. Instructions by callgrind: the cell run "
-              f"{CELL_RUNS} times, less a run of 0 blocks, divided by {CELL_RUNS}. Wall time: the "
+              f"{CELL_RUNS['empty']} times (np.empty) or {CELL_RUNS['ones']} times (np.ones), less "
+              "as many runs of 0 blocks, divided by the runs. Wall time: the "
               f"loop's own, median of {4 * REPEATS} runs alternating off/on in one process, with "
               "the range.", "",
               "| measure | attribution off | attribution on | on / off |", "|---|---|---|---|"]
@@ -272,8 +277,11 @@ def render(started, minutes, loops, blocks, block_times, side):
     lines += ["", "Goal (under 5% more, judged on instructions): blocks written (np.ones) "
               f"**{verdict['ones']}** ({(ratios['ones'] - 1) * 100:.2f}%); blocks never written "
               f"(np.empty) **{verdict['empty']}** ({(ratios['empty'] - 1) * 100:.2f}%). Per block, "
-              "attribution adds a GIL check (`PyGILState_Check`), a look at the innermost frames, "
-              "a table insert and a table delete: "
+              "attribution adds a GIL test (the GIL holder's thread against this one), the "
+              "innermost frame and instruction compared with the last block's (the frames are "
+              "walked and the locations searched only when they differ), and the block put in a "
+              "short list of blocks made since the last new high and taken out of it at its free "
+              "(the live table only gets blocks still alive at a new high): "
               f"{(blocks['empty', 'attributing'] - blocks['empty', 'counting']) / BLOCKS:.0f} "
               "instructions, against "
               f"{blocks['empty', 'counting'] / BLOCKS:.0f} for the rest of an unwritten block's "

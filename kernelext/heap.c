@@ -42,13 +42,20 @@ count(counter *c, long long delta)
     }
 }
 
+static inline long long
+counted_total(void)
+{
+    return atomic_load_explicit(&python_heap.current, memory_order_relaxed) +
+           atomic_load_explicit(&numpy_heap.current, memory_order_relaxed);
+}
+
 /* Big blocks also go to peaks.c, which charges them to a code location. */
 static inline void
 count_new(counter *c, void *ptr, long long size)
 {
     count(c, size);
     if (mt_peaks_tracks(size)) {
-        mt_peaks_allocated(ptr, size, mt_heap_counted());
+        mt_peaks_allocated(ptr, size, counted_total());
     }
 }
 
@@ -57,7 +64,7 @@ count_freeing(counter *c, void *ptr)
 {
     long long size = BLOCK_SIZE(ptr);
     if (mt_peaks_tracks(size)) {
-        mt_peaks_freeing(ptr, mt_heap_counted());
+        mt_peaks_freeing(ptr, counted_total());
     }
     count(c, -size);
 }
@@ -68,7 +75,7 @@ count_moved(counter *c, void *old, long long old_size, void *ptr)
     long long size = BLOCK_SIZE(ptr);
     count(c, size - old_size);
     if (mt_peaks_tracks(old_size) || mt_peaks_tracks(size)) {
-        mt_peaks_reallocated(old, ptr, size, mt_heap_counted());
+        mt_peaks_reallocated(old, ptr, size, counted_total());
     }
 }
 
@@ -117,8 +124,7 @@ mt_heap_read(mt_heap_reading *python, mt_heap_reading *numpy)
 long long
 mt_heap_counted(void)
 {
-    return atomic_load_explicit(&python_heap.current, memory_order_relaxed) +
-           atomic_load_explicit(&numpy_heap.current, memory_order_relaxed);
+    return counted_total();
 }
 
 /* The refusal policy (heap.h).  Protected by atomics: set with the GIL held

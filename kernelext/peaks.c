@@ -20,6 +20,8 @@
 /* Distinct locations followed within one cell; more share the "other" row. */
 #define LOCATIONS 64
 #define FIRST_TABLE_SLOTS 1024
+/* Blocks waiting to enter the table: a few, as a free looks through them all. */
+#define PENDING 8
 
 enum { NO_GIL_SLOT, OTHER_SLOT, FIRST_CODE_SLOT };
 
@@ -52,12 +54,32 @@ typedef struct {
  * GIL held). */
 static atomic_flag lock = ATOMIC_FLAG_INIT;
 static block *table;           /* libc calloc: our hooks never see it */
+/* Blocks made since the last snapshot wait here, out of the table and the
+ * locations' sums: a loop's big blocks are mostly freed again before the
+ * counted total reaches a new high, and a block no snapshot saw leaves no
+ * trace.  A snapshot (and the end of the cell) first moves them in. */
+static block pending[PENDING];
+static int npending;
 static size_t slots, used;     /* slots is a power of two */
 static location locations[LOCATIONS];
 static int nlocations = FIRST_CODE_SLOT;
 static unsigned long long next_seq, peak_seq;
 static long long begin_counted, high, untracked;
 static PyObject *user_ns; /* borrowed, compared only */
+#if MT_HAS_FRAME_WALK
+/* The last block's site when it depended on the two innermost frames at
+ * most: the cell's frame innermost (caller NULL), or a user function's
+ * frame called by it.  A loop allocates at the same place again and again,
+ * and this spares the walk and the search.  The location holds the code
+ * objects, so the same instruction pointers in the same frames mean the
+ * same code and lines.  Protected by `lock`, and only used by a thread
+ * holding the GIL. */
+static struct {
+    _PyInterpreterFrame *frame, *caller;
+    _Py_CODEUNIT *instr, *caller_instr;
+    int location;
+} last_site;
+#endif
 
 _Atomic long long mt_peaks_tracked_from = LLONG_MAX;
 
@@ -162,12 +184,71 @@ room_unlocked(void)
     return (table != NULL && (used + 1) * 2 <= slots) || grow_unlocked();
 }
 
+/* Charges a block to its location in the table. */
 static void
+track_unlocked(block b)
+{
+    if (!room_unlocked()) {
+        untracked += b.size;
+        return;
+    }
+    put_unlocked(b);
+    locations[b.location].live_bytes += b.size;
+    locations[b.location].live_blocks++;
+}
+
+static void
+flush_pending_unlocked(void)
+{
+    for (int i = 0; i < npending; i++) {
+        track_unlocked(pending[i]);
+    }
+    npending = 0;
+}
+
+static inline void
+remember_unlocked(block b)
+{
+    if (npending == PENDING) {
+        flush_pending_unlocked();
+    }
+    pending[npending++] = b;
+}
+
+/* Takes the block at ptr out of the books (into *out unless NULL); 0 when
+ * it is not in them.  The newest blocks are the likeliest to go. */
+static inline int
+take_unlocked(const void *ptr, block *out)
+{
+    for (int i = npending - 1; i >= 0; i--) {
+        if (pending[i].ptr == ptr) {
+            if (out != NULL) {
+                *out = pending[i];
+            }
+            pending[i] = pending[--npending];
+            return 1;
+        }
+    }
+    block *b = find_unlocked(ptr);
+    if (b == NULL) {
+        return 0;
+    }
+    if (out != NULL) {
+        *out = *b;
+    }
+    locations[b->location].live_bytes -= b->size;
+    locations[b->location].live_blocks--;
+    remove_unlocked(b);
+    return 1;
+}
+
+static inline void
 snapshot_if_higher_unlocked(long long counted)
 {
     if (counted <= high) {
         return;
     }
+    flush_pending_unlocked();
     high = counted;
     peak_seq = next_seq;
     for (int i = 0; i < nlocations; i++) {
@@ -181,18 +262,34 @@ snapshot_if_higher_unlocked(long long counted)
 /* ------------------------------------------------------------------ */
 
 #if MT_HAS_FRAME_WALK
-/* The cell's frame is the innermost one running with the user's namespace
- * as both globals and locals (IPython exec's each statement that way); the
- * user's function is the innermost frame whose globals are that namespace.
- * Without a namespace: the outermost and innermost frames.  Needs the GIL;
- * reads the frames as they are, creating no frame object and allocating
- * nothing (as CPython's tracemalloc does). */
-static void
-current_site(code_site *site)
+/* The thread state holding the GIL, when it is this thread's; else NULL.
+ * PyGILState_Check looks this thread's state up by thread-specific key
+ * (about 50 instructions); this reads the state holding the GIL, as the
+ * interpreter's loop does, and compares the thread it is bound to
+ * (PyThread_get_thread_ident is pthread_self on the builds that walk
+ * frames).  A state is unpublished before it is freed and holds only its own
+ * thread's ident, so a thread without the GIL never passes; a state moved to
+ * another thread (rare, in embedding code) fails safe, as "no GIL". */
+static inline PyThreadState *
+holding_gil(void)
+{
+    PyThreadState *tstate = _PyThreadState_UncheckedGet();
+    return tstate != NULL && tstate->thread_id == (unsigned long)pthread_self() ? tstate : NULL;
+}
+
+/* Fills site from this thread's frames, which it reads as they are,
+ * creating no frame object and allocating nothing (as CPython's tracemalloc
+ * does).  The cell's frame is the innermost one running with the user's
+ * namespace as both globals and locals (IPython exec's each statement that
+ * way); the user's function is the innermost frame whose globals are that
+ * namespace.  Without a namespace: the outermost and innermost frames.
+ * Returns 1 when the site depends on the innermost frame and the one it was
+ * called from at most (last_site's cases). */
+static int
+walk_frames(_PyInterpreterFrame *innermost, code_site *site)
 {
     _PyInterpreterFrame *cell = NULL, *inner = NULL;
-    PyThreadState *tstate = PyThreadState_Get();
-    for (_PyInterpreterFrame *f = tstate->cframe->current_frame; f != NULL; f = f->previous) {
+    for (_PyInterpreterFrame *f = innermost; f != NULL; f = f->previous) {
         if (_PyFrame_IsIncomplete(f) || (user_ns != NULL && f->f_globals != user_ns)) {
             continue;
         }
@@ -214,12 +311,8 @@ current_site(code_site *site)
         site->function = inner->f_code;
         site->function_lasti = _PyInterpreterFrame_LASTI(inner);
     }
-}
-#else
-static void
-current_site(code_site *site)
-{
-    (void)site; /* the frames' layout is unknown here: every block is "outside" */
+    return user_ns != NULL && cell != NULL &&
+           (cell == innermost || (inner == innermost && cell == innermost->previous));
 }
 #endif
 
@@ -256,41 +349,74 @@ location_of_unlocked(const code_site *site)
     return last = nlocations++;
 }
 
+#if MT_HAS_FRAME_WALK
+/* Whether innermost is where the last block was made, in last_site's cases:
+ * the same frames at the same instructions, the cell's frame still running
+ * with the user's namespace and, below it, a frame of the user's function
+ * (not another cell frame, which the walk would have taken). */
+static inline int
+at_last_site(_PyInterpreterFrame *innermost)
+{
+    if (innermost == NULL || innermost != last_site.frame || innermost->prev_instr != last_site.instr ||
+        innermost->f_globals != user_ns) {
+        return 0;
+    }
+    _PyInterpreterFrame *cell = innermost;
+    if (last_site.caller != NULL) {
+        cell = innermost->previous;
+        if (cell != last_site.caller || cell->prev_instr != last_site.caller_instr ||
+            cell->f_globals != user_ns || innermost->f_locals == user_ns) {
+            return 0;
+        }
+    }
+    return cell->f_locals == user_ns;
+}
+
+/* The location a block made now is charged to.  Needs the lock. */
+static int
+location_now_unlocked(void)
+{
+    PyThreadState *tstate = holding_gil();
+    if (tstate == NULL) {
+        return NO_GIL_SLOT;
+    }
+    _PyInterpreterFrame *innermost = tstate->cframe->current_frame;
+    if (at_last_site(innermost)) {
+        return last_site.location;
+    }
+    code_site site = {NULL, 0, NULL, 0};
+    int two_frames = walk_frames(innermost, &site);
+    int at = location_of_unlocked(&site);
+    last_site.frame = NULL;
+    if (two_frames) {
+        _PyInterpreterFrame *caller = site.function != NULL ? innermost->previous : NULL;
+        last_site.frame = innermost;
+        last_site.instr = innermost->prev_instr;
+        last_site.caller = caller;
+        last_site.caller_instr = caller != NULL ? caller->prev_instr : NULL;
+        last_site.location = at;
+    }
+    return at;
+}
+#else
+static int
+location_now_unlocked(void)
+{
+    code_site outside = {NULL, 0, NULL, 0}; /* the frames' layout is unknown here */
+    return PyGILState_Check() ? location_of_unlocked(&outside) : NO_GIL_SLOT;
+}
+#endif
+
 /* ------------------------------------------------------------------ */
 /* The hooks' side                                                     */
 /* ------------------------------------------------------------------ */
 
-static void
-track_unlocked(void *ptr, long long size, int at, unsigned long long seq)
-{
-    if (!room_unlocked()) {
-        untracked += size;
-        return;
-    }
-    put_unlocked((block){ptr, size, seq, at});
-    locations[at].live_bytes += size;
-    locations[at].live_blocks++;
-}
-
-static void
-forget_unlocked(block *b)
-{
-    locations[b->location].live_bytes -= b->size;
-    locations[b->location].live_blocks--;
-    remove_unlocked(b);
-}
-
 void
 mt_peaks_allocated(void *ptr, long long size, long long counted)
 {
-    code_site site = {NULL, 0, NULL, 0};
-    int with_gil = PyGILState_Check();
-    if (with_gil) {
-        current_site(&site);
-    }
     acquire();
-    int at = with_gil ? location_of_unlocked(&site) : NO_GIL_SLOT;
-    track_unlocked(ptr, size, at, ++next_seq);
+    int at = location_now_unlocked();
+    remember_unlocked((block){ptr, size, ++next_seq, at});
     snapshot_if_higher_unlocked(counted);
     release();
 }
@@ -299,30 +425,28 @@ void
 mt_peaks_freeing(void *ptr, long long counted)
 {
     acquire();
-    block *b = find_unlocked(ptr);
-    if (b != NULL) {
-        snapshot_if_higher_unlocked(counted);
-        forget_unlocked(b);
-    }
+    /* A new high seen at a free still has the block in it. */
+    snapshot_if_higher_unlocked(counted);
+    take_unlocked(ptr, NULL);
     release();
 }
 
 void
 mt_peaks_reallocated(void *old, void *ptr, long long size, long long counted)
 {
+    block moved;
     acquire();
-    block *b = old ? find_unlocked(old) : NULL;
-    if (b == NULL) {
+    if (old == NULL || !take_unlocked(old, &moved)) {
         release();
         if (mt_peaks_tracks(size)) {
             mt_peaks_allocated(ptr, size, counted);
         }
         return;
     }
-    block moved = *b;
-    forget_unlocked(b);
     if (mt_peaks_tracks(size)) {
-        track_unlocked(ptr, size, moved.location, moved.seq);
+        moved.ptr = ptr;
+        moved.size = size;
+        remember_unlocked(moved);
     }
     snapshot_if_higher_unlocked(counted);
     release();
@@ -349,6 +473,10 @@ forget_cell(void)
         sites[i] = locations[i].site;
         memset(&locations[i], 0, sizeof locations[i]);
     }
+    npending = 0;
+#if MT_HAS_FRAME_WALK
+    last_site.frame = NULL;
+#endif
     next_seq = peak_seq = 0;
     untracked = 0;
     release();
@@ -436,6 +564,7 @@ gather(gathered *all)
     long long kept[LOCATIONS] = {0};
     int n = 0;
     acquire();
+    flush_pending_unlocked();
     for (size_t i = 0; i < slots; i++) {
         if (table[i].ptr != NULL && table[i].seq <= peak_seq) {
             kept[table[i].location] += table[i].size;

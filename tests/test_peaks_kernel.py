@@ -71,6 +71,20 @@ def test_lines_inside_a_function_from_an_earlier_cell(arrays):
     arrays.run("del s")
 
 
+def test_one_function_called_from_two_lines_of_a_loop(arrays):
+    # The same frame of make at the same instruction each time (np.empty is
+    # C: make's frame is the innermost): only the line of the cell that
+    # called it tells the blocks apart.
+    arrays.run("def make(n):\n    return np.empty(n)")
+    arrays.run("for i in range(3):\n    x = make(2**22)\n    y = make(2**23)")
+    comp = composition(arrays)
+    small, large = group(comp, 2, "make", 2), group(comp, 3, "make", 2)
+    assert small["blocks"] == 1 and close(small["bytes"], 2**22 * 8)
+    assert large["blocks"] == 2 and close(large["bytes"], 2 * 2**23 * 8)
+    assert close(comp["at"], 5 * 2**22 * 8)
+    arrays.run("del x, y")
+
+
 def test_concatenation_in_a_loop(arrays):
     piece = 2**22  # 32 MiB
     arrays.run(f"piece = np.ones({piece})\nacc = np.empty(0)\nfor i in range(4):\n"
@@ -83,6 +97,47 @@ def test_concatenation_in_a_loop(arrays):
     assert close(top["kept"], 4 * piece * 8) and close(top["temporary"], 3 * piece * 8)
     assert close(group(comp, 1)["kept"], piece * 8)
     arrays.run("del piece, acc")
+
+
+def test_many_blocks_below_the_high_then_a_new_high(arrays):
+    # Line 1 sets the high; line 5's 20 blocks of 8 MiB stay below it (the
+    # hooks keep such blocks aside until a snapshot needs them, a few at a
+    # time); line 6's temporary makes the new high with all 20 alive.
+    block = 2**20 * 8
+    arrays.run("t = a * 2\ndel t\nkeep = []\nfor i in range(20):\n"
+               "    keep.append(np.ones(2**20))\nu = (a * 2).sum()")
+    comp = composition(arrays)
+    kept, temporary = group(comp, 5), group(comp, 6)
+    assert kept["blocks"] == 20 and close(kept["bytes"], 20 * block)
+    assert close(kept["kept"], 20 * block) and kept["temporary"] == 0
+    assert temporary["blocks"] == 1 and close(temporary["temporary"], ARRAY)
+    assert not [g for g in comp["groups"] if g["line"] == 1]
+    assert close(comp["at"], 20 * block + ARRAY)
+    arrays.run("del keep")
+
+
+def test_grown_block_keeps_its_line(arrays):
+    # bytearray's += reallocates the 128 MiB buffer to exactly 192 MiB (+1
+    # byte) while line 2's 64 MiB bytes object lives.
+    arrays.run("buf = bytearray(2**27)\nbuf += bytes(2**26)")
+    comp = composition(arrays)
+    grown, added = group(comp, 1), group(comp, 2)
+    assert grown["blocks"] == 1 and close(grown["kept"], 3 * 2**26)
+    assert added["blocks"] == 1 and close(added["temporary"], 2**26) and added["kept"] == 0
+    assert close(comp["at"], 4 * 2**26)
+    arrays.run("del buf")
+
+
+def test_block_made_in_another_python_thread(arrays):
+    # The thread holds the GIL while numpy allocates: its frames are read,
+    # and the function it runs is the user's (no cell frame in that thread).
+    arrays.run("def grow():\n    global grown\n    grown = np.ones(2**25)")
+    arrays.run("import threading\nworker = threading.Thread(target=grow)\nworker.start()\n"
+               "worker.join()")
+    made = group(composition(arrays), None, "grow", 3)
+    assert made["origin"] == "code" and made["blocks"] == 1
+    assert close(made["kept"], ARRAY)
+    arrays.run("del grown")
 
 
 def test_pandas_arithmetic(arrays):

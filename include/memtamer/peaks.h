@@ -6,10 +6,12 @@
  * running and, when the allocation happened inside a function the user
  * defined (its globals are the user's namespace), that function's line.
  * Without the GIL (numpy's worker threads, native code) it is charged to
- * "native/worker thread".  Live blocks sit in a table keyed by address;
- * whenever the counted total (heap.c's Python + numpy counters) reaches a
- * new high at one of these blocks, the per-location sums are copied: that is
- * the peak's composition.  At cell end, the blocks of the composition still
+ * "native/worker thread".  Live blocks sit in a table keyed by address
+ * (the few made since the last new high wait in a short list first: one
+ * freed before any new high costs no table work); whenever the counted total
+ * (heap.c's Python + numpy counters) reaches a new high at a big block's
+ * allocation or free, the per-location sums are copied: that is the peak's
+ * composition.  At cell end, the blocks of the composition still
  * alive are "kept", the rest were temporaries.
  *
  * Lower floor: heap.c calls in, nothing here calls heap.c or the guard. */
