@@ -491,7 +491,7 @@ void
 mt_peaks_cell_begin(PyObject *namespace, long long counted)
 {
     static int fork_handler_set = 0;
-    assert(PyGILState_Check());
+    MT_ASSERT_GIL();
     atomic_store_explicit(&mt_peaks_tracked_from, LLONG_MAX, memory_order_relaxed);
     forget_cell();
     if (!enabled) {
@@ -688,7 +688,7 @@ done:
 int
 mt_peaks_cell_end(PyObject *source, long long counted, mt_peak_composition **out)
 {
-    assert(PyGILState_Check());
+    MT_ASSERT_GIL();
     *out = NULL;
     if (atomic_load_explicit(&mt_peaks_tracked_from, memory_order_relaxed) == LLONG_MAX) {
         return 0;
