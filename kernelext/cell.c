@@ -63,8 +63,7 @@ done:
     return rc;
 }
 
-PyDoc_STRVAR(mt_cell_begin__doc__,
-             "cell_begin(execution_count, source): start measuring a cell.");
+PyDoc_STRVAR(mt_cell_begin__doc__, "cell_begin(execution_count, source): start measuring a cell.");
 PyObject *
 mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -126,8 +125,8 @@ children_figures(mt_probe *probe, const mt_probe_children_mark *mark, mt_cell_re
     mt_probe_children_now(probe, mark, &now);
     long long shared, seen = mt_guard_children_private_peak(&shared);
     long long private = seen < 0 || now.private_total < 0 ? -1
-                        : seen > now.private_total       ? seen
-                                                         : now.private_total;
+                        : seen > now.private_total        ? seen
+                                                          : now.private_total;
     if (seen > 0 && private == seen && r->children_rss_peak - shared > private) {
         private = r->children_rss_peak - shared;
     }
@@ -152,20 +151,28 @@ record_dict(const mt_cell_record *r)
     int peaked = r->rss_before >= 0 && r->peak_rss >= 0;
     if (d == NULL ||
         mt_set(d, "cell", r->cell < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(r->cell)) < 0 ||
-        mt_set(d, "first_line", PyUnicode_DecodeUTF8(r->first_line, (Py_ssize_t)strlen(r->first_line), "replace")) < 0 ||
+        mt_set(d, "first_line",
+               PyUnicode_DecodeUTF8(r->first_line, (Py_ssize_t)strlen(r->first_line), "replace")) <
+            0 ||
         mt_set(d, "rss_before", mt_size_or_none(r->rss_before)) < 0 ||
         mt_set(d, "rss_after", mt_size_or_none(r->rss_after)) < 0 ||
-        mt_set(d, "retained", known ? PyLong_FromLongLong(r->rss_after - r->rss_before) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "retained",
+               known ? PyLong_FromLongLong(r->rss_after - r->rss_before) : Py_NewRef(Py_None)) <
+            0 ||
         mt_set(d, "peak_rss", mt_size_or_none(r->peak_rss)) < 0 ||
-        mt_set(d, "peak_increment", peaked ? PyLong_FromLongLong(r->peak_rss - r->rss_before) : Py_NewRef(Py_None)) < 0 ||
-        mt_set(d, "peak_method", PyUnicode_FromString(mt_process_method_name(r->peak_method))) < 0 ||
+        mt_set(d, "peak_increment",
+               peaked ? PyLong_FromLongLong(r->peak_rss - r->rss_before) : Py_NewRef(Py_None)) <
+            0 ||
+        mt_set(d, "peak_method", PyUnicode_FromString(mt_process_method_name(r->peak_method))) <
+            0 ||
         mt_set(d, "heap_peak_increment", mt_size_or_none(r->heap_peak_increment)) < 0 ||
         mt_set(d, "numpy_peak_increment", mt_size_or_none(r->numpy_peak_increment)) < 0 ||
         mt_set(d, "children_peak", mt_size_or_none(r->children_peak)) < 0 ||
         mt_set(d, "children_rss_peak", mt_size_or_none(r->children_rss_peak)) < 0 ||
-        mt_set(d, "children_method", r->children_method
-                                         ? PyUnicode_FromString(mt_cell_children_method_name(r->children_method))
-                                         : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "children_method",
+               r->children_method
+                   ? PyUnicode_FromString(mt_cell_children_method_name(r->children_method))
+                   : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "seconds", PyFloat_FromDouble(r->seconds)) < 0 ||
         mt_set(d, "status", PyUnicode_FromString(r->failed ? "error" : "ok")) < 0 ||
         mt_set(d, "peak_composition", r->peak ? mt_peaks_dict(r->peak) : Py_NewRef(Py_None)) < 0) {
@@ -185,8 +192,9 @@ append(mt_cell_log *log, const mt_cell_record *r)
     return 0;
 }
 
-PyDoc_STRVAR(mt_cell_end__doc__,
-             "cell_end(execution_count, failed) -> dict | None: finish the cell, return its record.");
+PyDoc_STRVAR(
+    mt_cell_end__doc__,
+    "cell_end(execution_count, failed) -> dict | None: finish the cell, return its record.");
 PyObject *
 mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -260,8 +268,7 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return record_dict(&r);
 }
 
-PyDoc_STRVAR(mt_cell_history__doc__,
-             "cells() -> list of the cell records so far.");
+PyDoc_STRVAR(mt_cell_history__doc__, "cells() -> list of the cell records so far.");
 PyObject *
 mt_cell_history(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -290,8 +297,7 @@ free_compositions(mt_cell_log *log)
     }
 }
 
-PyDoc_STRVAR(mt_cell_clear__doc__,
-             "clear_cells(): forget the cell history.");
+PyDoc_STRVAR(mt_cell_clear__doc__, "clear_cells(): forget the cell history.");
 PyObject *
 mt_cell_clear(PyObject *module, PyObject *Py_UNUSED(unused))
 {

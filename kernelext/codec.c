@@ -18,8 +18,7 @@ enum { KIND_ARRAY = 0, KIND_PICKLE = 1 };
  * restores it, rebinds its name in the module it came from, and from then
  * on goes to the restored object, which it keeps. */
 typedef struct {
-    PyObject_HEAD
-    int kind;
+    PyObject_HEAD int kind;
     PyObject *name;     /* the variable it replaced */
     PyObject *owner;    /* weak reference to the module whose __dict__ binds name, or NULL */
     PyObject *restored; /* the object once restored */
@@ -27,8 +26,8 @@ typedef struct {
     PyThread_type_lock lock;
     /* The thread restoring it, 0 when none.  Only touched with the GIL held. */
     unsigned long restorer;
-    PyObject *what;    /* "ndarray float64 (1000, 3)", "DataFrame" */
-    PyObject *descr;   /* arrays: dtype, shape, strides, writeable */
+    PyObject *what;  /* "ndarray float64 (1000, 3)", "DataFrame" */
+    PyObject *descr; /* arrays: dtype, shape, strides, writeable */
     PyObject *shape, *strides;
     int writeable;
     Py_ssize_t nframes; /* arrays: 1; pickles: the stream, then its buffers */
@@ -143,8 +142,7 @@ input_from_pickle(PyObject *obj, input *in)
     in->kind = KIND_PICKLE;
     if (!(pickle = PyImport_ImportModule("pickle")) || !(in->buffers = PyList_New(0)) ||
         !(append = PyObject_GetAttrString(in->buffers, "append")) ||
-        !(dumps = PyObject_GetAttrString(pickle, "dumps")) ||
-        !(args = PyTuple_Pack(1, obj)) ||
+        !(dumps = PyObject_GetAttrString(pickle, "dumps")) || !(args = PyTuple_Pack(1, obj)) ||
         !(kw = Py_BuildValue("{siss}", "protocol", 5, "buffer_callback", "")) ||
         PyDict_SetItemString(kw, "buffer_callback", append) < 0 ||
         !(in->stream = PyObject_Call(dumps, args, kw))) {
@@ -270,11 +268,12 @@ make_proxy(PyTypeObject *type, PyObject *obj, PyObject *name, PyObject *owner, i
     return (PyObject *)self;
 }
 
-PyDoc_STRVAR(mt_codec_compress__doc__,
-             "compress(obj, name, codec='auto', level=5, progress=None, owner=None, *, threads=None, "
-             "narrow=True) -> Compressed: any use restores it and rebinds name in the module owner; "
-             "codec 'auto' picks what makes a sample smallest, narrow lets 8-byte numbers be narrowed "
-             "first, threads defaults to every core.");
+PyDoc_STRVAR(
+    mt_codec_compress__doc__,
+    "compress(obj, name, codec='auto', level=5, progress=None, owner=None, *, threads=None, "
+    "narrow=True) -> Compressed: any use restores it and rebinds name in the module owner; "
+    "codec 'auto' picks what makes a sample smallest, narrow lets 8-byte numbers be narrowed "
+    "first, threads defaults to every core.");
 PyObject *
 mt_codec_compress(PyObject *module, PyObject *args, PyObject *kwargs)
 {
@@ -301,8 +300,8 @@ mt_codec_compress(PyObject *module, PyObject *args, PyObject *kwargs)
     }
     PyObject *result = NULL;
     if (mt_frames_compress(in.sources, in.nsources, &how, 0, progress, &frames) == 0) {
-        result = make_proxy((PyTypeObject *)mt_get_state(module)->compressed_type, obj, name,
-                            owner, &in, frames, &how);
+        result = make_proxy((PyTypeObject *)mt_get_state(module)->compressed_type, obj, name, owner,
+                            &in, frames, &how);
     }
     input_release(&in);
     return result;
@@ -380,7 +379,7 @@ restore_array(compressed *self, PyObject *progress)
     }
     size_t done = 0;
     if (mt_frames_decompress(&self->frames[0], PyArray_BYTES(arr), &self->how, progress, &done,
-                         self->nbytes) < 0) {
+                             self->nbytes) < 0) {
         Py_DECREF(arr);
         return NULL;
     }
@@ -396,8 +395,8 @@ restore_pickle(compressed *self, PyObject *progress)
     PyObject *stream = NULL, *buffers = NULL, *pickle = NULL, *result = NULL;
     size_t done = 0;
     if (!(stream = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)self->frames[0].nbytes)) ||
-        mt_frames_decompress(&self->frames[0], PyBytes_AS_STRING(stream), &self->how, progress, &done,
-                         self->nbytes) < 0 ||
+        mt_frames_decompress(&self->frames[0], PyBytes_AS_STRING(stream), &self->how, progress,
+                             &done, self->nbytes) < 0 ||
         !(buffers = PyList_New(self->nframes - 1))) {
         goto done;
     }
@@ -408,7 +407,7 @@ restore_pickle(compressed *self, PyObject *progress)
         }
         PyList_SET_ITEM(buffers, i - 1, b);
         if (mt_frames_decompress(&self->frames[i], PyByteArray_AS_STRING(b), &self->how, progress,
-                             &done, self->nbytes) < 0) {
+                                 &done, self->nbytes) < 0) {
             goto done;
         }
     }
@@ -512,10 +511,9 @@ target(compressed *self, PyObject *progress)
      * locks do, and let Ctrl-C stop the wait. */
     PyLockStatus locked = PyThread_acquire_lock_timed(self->lock, 0, 0);
     while (locked != PY_LOCK_ACQUIRED) {
-        Py_BEGIN_ALLOW_THREADS
-        locked = PyThread_acquire_lock_timed(self->lock, -1, 1);
-        Py_END_ALLOW_THREADS
-        if (locked == PY_LOCK_INTR && PyErr_CheckSignals() < 0) {
+        Py_BEGIN_ALLOW_THREADS locked = PyThread_acquire_lock_timed(self->lock, -1, 1);
+        Py_END_ALLOW_THREADS if (locked == PY_LOCK_INTR && PyErr_CheckSignals() < 0)
+        {
             return NULL;
         }
     }
@@ -540,8 +538,7 @@ target(compressed *self, PyObject *progress)
     return obj;
 }
 
-static int
-is_proxy(PyObject *o);
+static int is_proxy(PyObject *o);
 
 /* What o stands for, as a new reference: a proxy's restored object, else o. */
 static PyObject *
@@ -567,10 +564,16 @@ forward_unary(PyObject *a, unaryfunc op)
     return result;
 }
 
-#define FORWARD_BINARY(slot, op)                                                                  \
-    static PyObject *slot(PyObject *a, PyObject *b) { return forward_binary(a, b, op); }
-#define FORWARD_UNARY(slot, op)                                                                   \
-    static PyObject *slot(PyObject *a) { return forward_unary(a, op); }
+#define FORWARD_BINARY(slot, op)                                                                   \
+    static PyObject *slot(PyObject *a, PyObject *b)                                                \
+    {                                                                                              \
+        return forward_binary(a, b, op);                                                           \
+    }
+#define FORWARD_UNARY(slot, op)                                                                    \
+    static PyObject *slot(PyObject *a)                                                             \
+    {                                                                                              \
+        return forward_unary(a, op);                                                               \
+    }
 
 FORWARD_BINARY(proxy_add, PyNumber_Add)
 FORWARD_BINARY(proxy_subtract, PyNumber_Subtract)
@@ -672,9 +675,9 @@ static int
 proxy_setitem(PyObject *a, PyObject *key, PyObject *value)
 {
     PyObject *x = unwrap(a);
-    int result = x == NULL  ? -1
-                 : value    ? PyObject_SetItem(x, key, value)
-                            : PyObject_DelItem(x, key);
+    int result = x == NULL ? -1
+                 : value   ? PyObject_SetItem(x, key, value)
+                           : PyObject_DelItem(x, key);
     Py_XDECREF(x);
     return result;
 }
@@ -719,8 +722,8 @@ proxy_getbuffer(PyObject *a, Py_buffer *view, int flags)
 /* What the proxy answers itself: its type (so isinstance and type() tell
  * the truth without restoring), its own size (for sizing walks), and the
  * methods below, which restore it on their own terms. */
-static const char *const own_attributes[] = {"__class__",   "__sizeof__",   "__array__",
-                                             "__reduce_ex__", "__copy__", "__deepcopy__"};
+static const char *const own_attributes[] = {"__class__",     "__sizeof__", "__array__",
+                                             "__reduce_ex__", "__copy__",   "__deepcopy__"};
 
 static PyObject *
 proxy_getattro(PyObject *a, PyObject *attr)
@@ -738,8 +741,8 @@ proxy_getattro(PyObject *a, PyObject *attr)
 static PyObject *
 proxy_reduce_ex(PyObject *a, PyObject *Py_UNUSED(protocol))
 {
-    PyObject *x = NULL, *operator = NULL, *getitem = NULL, *result = NULL;
-    if ((x = unwrap(a)) && (operator = PyImport_ImportModule("operator")) &&
+    PyObject *x = NULL, *operator= NULL, *getitem = NULL, *result = NULL;
+    if ((x = unwrap(a)) && (operator= PyImport_ImportModule("operator")) &&
         (getitem = PyObject_GetAttrString(operator, "getitem"))) {
         result = Py_BuildValue("(O([O]i))", getitem, x, 0);
     }
@@ -811,8 +814,8 @@ proxy_repr(compressed *self)
         "<memtamer compressed %U: %zu bytes -> %zu bytes (%s level %d, ratio %s); "
         "any use of it restores it; restore it now with %%shrink restore %U or "
         "memtamer.shrink('restore', '%U')>",
-        self->what, self->nbytes, self->cbytes, self->how.codec, self->how.level, ratio,
-        self->name, self->name);
+        self->what, self->nbytes, self->cbytes, self->how.codec, self->how.level, ratio, self->name,
+        self->name);
 }
 
 static PyObject *
@@ -889,9 +892,10 @@ proxy_arg(PyObject *o)
     return (compressed *)o;
 }
 
-PyDoc_STRVAR(mt_codec_restore__doc__,
-             "restore(proxy, progress=None) -> the object, equal bit for bit to the one compressed; "
-             "its name is rebound in the owner module.");
+PyDoc_STRVAR(
+    mt_codec_restore__doc__,
+    "restore(proxy, progress=None) -> the object, equal bit for bit to the one compressed; "
+    "its name is rebound in the owner module.");
 PyObject *
 mt_codec_restore(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
@@ -915,19 +919,18 @@ mt_codec_info(PyObject *Py_UNUSED(module), PyObject *proxy)
     if (self == NULL) {
         return NULL;
     }
-    PyObject *method = self->frames ? mt_frames_describe(
-                                          &self->frames[largest_frame(self->frames, self->nframes)],
+    PyObject *method =
+        self->frames ? mt_frames_describe(&self->frames[largest_frame(self->frames, self->nframes)],
                                           &self->how)
-                                    : PyUnicode_FromString("restored");
+                     : PyUnicode_FromString("restored");
     if (method == NULL) {
         return NULL;
     }
     return Py_BuildValue("{sOsOsssssisOsNsnsnsO}", "name", self->name, "what", self->what, "kind",
                          self->kind == KIND_ARRAY ? "ndarray" : "pickle", "codec", self->how.codec,
-                         "level", self->how.level, "auto",
-                         self->how.automatic ? Py_True : Py_False, "method", method, "nbytes",
-                         (Py_ssize_t)self->nbytes, "cbytes", (Py_ssize_t)self->cbytes, "restored",
-                         self->restored ? Py_True : Py_False);
+                         "level", self->how.level, "auto", self->how.automatic ? Py_True : Py_False,
+                         "method", method, "nbytes", (Py_ssize_t)self->nbytes, "cbytes",
+                         (Py_ssize_t)self->cbytes, "restored", self->restored ? Py_True : Py_False);
 }
 
 static PyType_Slot compressed_slots[] = {
@@ -1004,9 +1007,12 @@ mt_codec_make_type(PyObject *module)
 
 /* The _core methods of this file; module.c adds them at init. */
 PyMethodDef mt_codec_methods[] = {
-    {"compress", (PyCFunction)(void (*)(void))mt_codec_compress, METH_VARARGS | METH_KEYWORDS, mt_codec_compress__doc__},
-    {"restore", (PyCFunction)(void (*)(void))mt_codec_restore, METH_VARARGS | METH_KEYWORDS, mt_codec_restore__doc__},
+    {"compress", (PyCFunction)(void (*)(void))mt_codec_compress, METH_VARARGS | METH_KEYWORDS,
+     mt_codec_compress__doc__},
+    {"restore", (PyCFunction)(void (*)(void))mt_codec_restore, METH_VARARGS | METH_KEYWORDS,
+     mt_codec_restore__doc__},
     {"compressed_info", mt_codec_info, METH_O, mt_codec_info__doc__},
-    {"compress_estimate", (PyCFunction)(void (*)(void))mt_codec_estimate, METH_VARARGS | METH_KEYWORDS, mt_codec_estimate__doc__},
+    {"compress_estimate", (PyCFunction)(void (*)(void))mt_codec_estimate,
+     METH_VARARGS | METH_KEYWORDS, mt_codec_estimate__doc__},
     {NULL, NULL, 0, NULL},
 };

@@ -161,7 +161,7 @@ typedef struct {
     const char *values; /* the chunk's */
     size_t count;       /* the chunk's values */
     size_t first, last;
-    char *encoded; /* narrow: where this share's blocks go; widen: the chunk's blocks */
+    char *encoded;         /* narrow: where this share's blocks go; widen: the chunk's blocks */
     const size_t *offsets; /* widen: each block's offset in encoded */
     char *out;             /* widen: the chunk's values */
     void *digits;          /* narrow: the transform's scratch */
@@ -241,14 +241,15 @@ narrow_blocks(const mt_transform_plan *plan, const char *values, size_t len, cha
 
 /* Decodes tbytes of blocks into len bytes of values; 0 when they are corrupt. */
 static int
-widen_blocks(const mt_transform_plan *plan, const char *in, size_t tbytes, char *values,
-             size_t len, int nthreads)
+widen_blocks(const mt_transform_plan *plan, const char *in, size_t tbytes, char *values, size_t len,
+             int nthreads)
 {
     size_t count = len / 8, blocks = block_count(count);
     size_t offsets[CHUNK_BYTES / 8 / BLOCK_VALUES + 1];
     offsets[0] = 0;
     for (size_t b = 0; b < blocks; b++) {
-        size_t n = count - b * BLOCK_VALUES < BLOCK_VALUES ? count - b * BLOCK_VALUES : BLOCK_VALUES;
+        size_t n =
+            count - b * BLOCK_VALUES < BLOCK_VALUES ? count - b * BLOCK_VALUES : BLOCK_VALUES;
         size_t size = mt_transform_block_size(in + offsets[b], tbytes - offsets[b], n);
         if (size == 0) {
             return 0;
@@ -341,8 +342,8 @@ static long long
 sample_size(const mt_source *s, const mt_transform_plan *plan, const candidate *c, int nthreads,
             buffers *b)
 {
-    size_t pieces = s->nbytes / SAMPLE_PIECE < SAMPLE_PIECES ? s->nbytes / SAMPLE_PIECE
-                                                              : SAMPLE_PIECES;
+    size_t pieces =
+        s->nbytes / SAMPLE_PIECE < SAMPLE_PIECES ? s->nbytes / SAMPLE_PIECE : SAMPLE_PIECES;
     size_t piece = pieces ? SAMPLE_PIECE : s->nbytes;
     pieces = pieces ? pieces : 1;
     long long total = 0;
@@ -393,11 +394,11 @@ choose(const mt_source *src, Py_ssize_t n, mt_settings *how, mt_frame *frames)
                      how->nthreads) < 0) {
         return -1;
     }
-    Py_BEGIN_ALLOW_THREADS
-    for (int c = 0; c < ncandidates && !failed; c++) {
+    Py_BEGIN_ALLOW_THREADS for (int c = 0; c < ncandidates && !failed; c++)
+    {
         for (int narrowed = 0; narrowed <= f->narrowed && !failed; narrowed++) {
-            long long size = sample_size(s, narrowed ? &f->plan : NULL, &candidates[c],
-                                         how->nthreads, &b);
+            long long size =
+                sample_size(s, narrowed ? &f->plan : NULL, &candidates[c], how->nthreads, &b);
             failed = size < 0;
             if (!failed && (best[c] < 0 || size < best[c])) {
                 best[c] = size;
@@ -405,8 +406,7 @@ choose(const mt_source *src, Py_ssize_t n, mt_settings *how, mt_frame *frames)
             }
         }
     }
-    Py_END_ALLOW_THREADS
-    buffers_free(&b);
+    Py_END_ALLOW_THREADS buffers_free(&b);
     if (failed) {
         blosc_error(-1, "trying codecs on a sample");
         return -1;
@@ -460,14 +460,14 @@ mt_frames_compress(const mt_source *src, Py_ssize_t n, mt_settings *how, size_t 
             size_t len = f->nbytes - offset < CHUNK_BYTES ? f->nbytes - offset : CHUNK_BYTES;
             mt_chunk *c = &f->chunks[j];
             int rc;
-            Py_BEGIN_ALLOW_THREADS
-            rc = pack(src[i].ptr + offset, len, f->typesize, f->narrowed ? &f->plan : NULL,
-                      how->codec, how->level, how->nthreads, &b, &c->tbytes);
+            Py_BEGIN_ALLOW_THREADS rc =
+                pack(src[i].ptr + offset, len, f->typesize, f->narrowed ? &f->plan : NULL,
+                     how->codec, how->level, how->nthreads, &b, &c->tbytes);
             if (rc > 0 && (c->data = PyMem_RawMalloc((size_t)rc)) != NULL) {
                 memcpy(c->data, b.packed, (size_t)rc);
             }
-            Py_END_ALLOW_THREADS
-            if (rc <= 0) {
+            Py_END_ALLOW_THREADS if (rc <= 0)
+            {
                 blosc_error(rc, "compressing");
                 goto error;
             }
@@ -509,15 +509,14 @@ mt_frames_decompress(const mt_frame *f, char *dest, const mt_settings *how, PyOb
         const mt_chunk *c = &f->chunks[j];
         int rc, intact = 1;
         size_t want = f->narrowed ? c->tbytes : c->nbytes;
-        Py_BEGIN_ALLOW_THREADS
-        rc = blosc_decompress_ctx(c->data, f->narrowed ? narrowed : dest + offset, want,
-                                  how->nthreads);
+        Py_BEGIN_ALLOW_THREADS rc = blosc_decompress_ctx(
+            c->data, f->narrowed ? narrowed : dest + offset, want, how->nthreads);
         if (f->narrowed && rc > 0 && (size_t)rc == want) {
-            intact = widen_blocks(&f->plan, narrowed, want, dest + offset, c->nbytes,
-                                  how->nthreads);
+            intact =
+                widen_blocks(&f->plan, narrowed, want, dest + offset, c->nbytes, how->nthreads);
         }
-        Py_END_ALLOW_THREADS
-        if (rc <= 0 || (size_t)rc != want || !intact) {
+        Py_END_ALLOW_THREADS if (rc <= 0 || (size_t)rc != want || !intact)
+        {
             PyMem_RawFree(narrowed);
             blosc_error(rc > 0 ? 0 : rc, "decompressing");
             return -1;
@@ -546,16 +545,16 @@ mt_frames_describe(const mt_frame *f, const mt_settings *how)
     return PyUnicode_FromFormat("%s level %d on narrowed integers", how->codec, how->level);
 }
 
-PyDoc_STRVAR(mt_frames_codecs__doc__,
-             "codecs() -> {codecs, blosc, default}: 'auto' and what blosc offers, the default codec.");
+PyDoc_STRVAR(
+    mt_frames_codecs__doc__,
+    "codecs() -> {codecs, blosc, default}: 'auto' and what blosc offers, the default codec.");
 PyObject *
 mt_frames_codecs(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
 {
-    return Py_BuildValue("{sNsssssnsis(ii)}", "codecs",
-                         PyUnicode_FromFormat("auto,%s", blosc_list_compressors()), "blosc",
-                         blosc_get_version_string(), "default", MT_DEFAULT_CODEC, "chunk",
-                         (Py_ssize_t)CHUNK_BYTES, "level", MT_DEFAULT_LEVEL, "levels",
-                         MT_LEVEL_MIN, MT_LEVEL_MAX);
+    return Py_BuildValue(
+        "{sNsssssnsis(ii)}", "codecs", PyUnicode_FromFormat("auto,%s", blosc_list_compressors()),
+        "blosc", blosc_get_version_string(), "default", MT_DEFAULT_CODEC, "chunk",
+        (Py_ssize_t)CHUNK_BYTES, "level", MT_DEFAULT_LEVEL, "levels", MT_LEVEL_MIN, MT_LEVEL_MAX);
 }
 
 /* The _core methods of this file; module.c adds them at init. */

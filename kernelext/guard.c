@@ -286,7 +286,8 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
     long long counted = mt_heap_counted();
     atomic_store(&g->sample_rss, rss);
     atomic_store(&g->sample_counted, counted);
-    long long working = atomic_load(&g->shared_limit) >= 0 ? mt_probe_shared_working_set(&g->shared_files) : -1;
+    long long working =
+        atomic_load(&g->shared_limit) >= 0 ? mt_probe_shared_working_set(&g->shared_files) : -1;
     if (working >= 0) {
         atomic_store(&g->shared_working, working);
         atomic_store(&g->shared_counted, counted);
@@ -465,8 +466,8 @@ static int
 register_fork_hooks(PyObject *module)
 {
     static int registered = 0; /* only touched with the GIL held (asserted below) */
-    PyObject *os = NULL, *reg = NULL, *before = NULL, *after = NULL, *kwargs = NULL,
-             *empty = NULL, *res = NULL;
+    PyObject *os = NULL, *reg = NULL, *before = NULL, *after = NULL, *kwargs = NULL, *empty = NULL,
+             *res = NULL;
     int rc = -1;
     MT_ASSERT_GIL();
     if (registered) {
@@ -558,8 +559,7 @@ compute_budget(mt_state *st, mt_guard *g)
 }
 
 void
-mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line,
-                    long long rss_before)
+mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line, long long rss_before)
 {
     MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
@@ -574,7 +574,8 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line,
     /* Others may hold more than the shared limit leaves already: the cell
      * is then stopped on its own growth (the message says so). */
     atomic_store(&g->shared_margin, 0);
-    long long working = atomic_load(&g->shared_limit) >= 0 ? mt_probe_shared_working_set(&g->shared_files) : -1;
+    long long working =
+        atomic_load(&g->shared_limit) >= 0 ? mt_probe_shared_working_set(&g->shared_files) : -1;
     if (working >= 0) {
         long long room = atomic_load(&g->shared_limit) - atomic_load(&g->shared_reserve) - working;
         atomic_store(&g->shared_working, working);
@@ -676,16 +677,17 @@ static PyObject *
 trip_dict(mt_guard *g, const trip_record *t)
 {
     PyObject *d = PyDict_New();
-    if (d == NULL ||
-        mt_set(d, "layer", PyUnicode_FromString(layer_name(t->layer))) < 0 ||
+    if (d == NULL || mt_set(d, "layer", PyUnicode_FromString(layer_name(t->layer))) < 0 ||
         mt_set(d, "requested", mt_size_or_none(t->requested)) < 0 ||
         mt_set(d, "use", PyLong_FromLongLong(t->use)) < 0 ||
         mt_set(d, "ceiling", PyLong_FromLongLong(t->ceiling)) < 0 ||
         mt_set(d, "budget", PyLong_FromLongLong(g->budget)) < 0 ||
         mt_set(d, "limit", mt_size_or_none(g->have_limit ? g->limit.limit : -1)) < 0 ||
         mt_set(d, "rss_before", mt_size_or_none(g->rss_before)) < 0 ||
-        mt_set(d, "child_pid", t->child_pid > 0 ? PyLong_FromLong((long)t->child_pid) : Py_NewRef(Py_None)) < 0 ||
-        mt_set(d, "child_rss", t->child_pid > 0 ? PyLong_FromLongLong(t->child_rss) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "child_pid",
+               t->child_pid > 0 ? PyLong_FromLong((long)t->child_pid) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "child_rss",
+               t->child_pid > 0 ? PyLong_FromLongLong(t->child_rss) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "crossed", PyUnicode_FromString(t->shared_use >= 0 ? "shared" : "budget")) < 0 ||
         mt_set(d, "shared", shared_figures(g, t->shared_use >= 0 ? t->shared_use : -1)) < 0) {
         Py_XDECREF(d);
@@ -782,8 +784,9 @@ in_user_code(PyObject *frame, PyObject *user_ns)
 }
 
 /* Python runs signal handlers in the main thread, with the GIL. */
-PyDoc_STRVAR(mt_guard_signal_handler__doc__,
-             "_guard_signal(signum, frame): the handler for GUARD_SIGNAL; raises MemoryBudgetExceeded.");
+PyDoc_STRVAR(
+    mt_guard_signal_handler__doc__,
+    "_guard_signal(signum, frame): the handler for GUARD_SIGNAL; raises MemoryBudgetExceeded.");
 PyObject *
 mt_guard_signal_handler(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -857,8 +860,7 @@ mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return mt_guard_status(module, NULL);
 }
 
-PyDoc_STRVAR(mt_guard_disable__doc__,
-             "guard_disable(): stop the watcher and the budget.");
+PyDoc_STRVAR(mt_guard_disable__doc__, "guard_disable(): stop the watcher and the budget.");
 PyObject *
 mt_guard_disable(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -973,8 +975,8 @@ mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         compute_budget(st, g);
         PyErr_Format(PyExc_ValueError,
                      "cannot set the memory budget to %lld bytes: %s (the kernel uses %lld "
-                     "bytes, the limit is %lld bytes)", budget, problem, rss,
-                     g->have_limit ? g->limit.limit : -1LL);
+                     "bytes, the limit is %lld bytes)",
+                     budget, problem, rss, g->have_limit ? g->limit.limit : -1LL);
         return NULL;
     }
     return mt_guard_status(module, NULL);
@@ -1023,8 +1025,7 @@ mt_guard_process_figures(PyObject *module, PyObject *process)
     return mt_set(shared, "reserve", mt_size_or_none(bytes >= 0 ? default_reserve(bytes) : -1));
 }
 
-PyDoc_STRVAR(mt_guard_status__doc__,
-             "guard_status() -> dict: the budget, the limit, the watcher.");
+PyDoc_STRVAR(mt_guard_status__doc__, "guard_status() -> dict: the budget, the limit, the watcher.");
 PyObject *
 mt_guard_status(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -1033,19 +1034,25 @@ mt_guard_status(PyObject *module, PyObject *Py_UNUSED(unused))
     mt_guard *g = st->guard;
     int watching = g->watcher.started && g->pid == getpid();
     PyObject *d = PyDict_New();
-    if (d == NULL ||
-        mt_set(d, "enabled", PyBool_FromLong(watching && g->budget >= 0)) < 0 ||
+    if (d == NULL || mt_set(d, "enabled", PyBool_FromLong(watching && g->budget >= 0)) < 0 ||
         mt_set(d, "mode", PyUnicode_FromString(mode_name(g->mode))) < 0 ||
         mt_set(d, "budget", mt_size_or_none(g->budget)) < 0 ||
-        mt_set(d, "percent", g->mode == BUDGET_PERCENT ? PyFloat_FromDouble(g->percent) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "percent",
+               g->mode == BUDGET_PERCENT ? PyFloat_FromDouble(g->percent) : Py_NewRef(Py_None)) <
+            0 ||
         mt_set(d, "limit", mt_size_or_none(g->have_limit ? g->limit.limit : -1)) < 0 ||
-        mt_set(d, "limit_source", g->have_limit ? PyUnicode_FromString(g->limit.source) : Py_NewRef(Py_None)) < 0 ||
-        mt_set(d, "default_reserve", mt_size_or_none(g->have_limit ? default_reserve(g->limit.limit) : -1)) < 0 ||
+        mt_set(d, "limit_source",
+               g->have_limit ? PyUnicode_FromString(g->limit.source) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "default_reserve",
+               mt_size_or_none(g->have_limit ? default_reserve(g->limit.limit) : -1)) < 0 ||
         mt_set(d, "grace", PyLong_FromLongLong(atomic_load(&g->grace))) < 0 ||
         mt_set(d, "rss", mt_size_or_none(mt_probe_rss(st->probe))) < 0 ||
         mt_set(d, "shared", shared_now(st, g)) < 0 ||
         mt_set(d, "watcher", PyBool_FromLong(watching)) < 0 ||
-        mt_set(d, "watcher_tid", watching && atomic_load(&g->watcher.tid) > 0 ? PyLong_FromLong(atomic_load(&g->watcher.tid)) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "watcher_tid",
+               watching && atomic_load(&g->watcher.tid) > 0
+                   ? PyLong_FromLong(atomic_load(&g->watcher.tid))
+                   : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "watcher_polls", PyLong_FromLongLong(atomic_load(&g->polls))) < 0 ||
         mt_set(d, "poll_us", PyLong_FromLong(g->poll_us)) < 0 ||
         mt_set(d, "numpy_threads", PyBool_FromLong(mt_heap_numpy_threads_covered())) < 0 ||
@@ -1054,7 +1061,9 @@ mt_guard_status(PyObject *module, PyObject *Py_UNUSED(unused))
         mt_set(d, "signal", PyLong_FromLong(guard_signal())) < 0 ||
         mt_set(d, "large_request", PyLong_FromLong(MT_HEAP_LARGE_REQUEST)) < 0 ||
         mt_set(d, "trips", PyLong_FromLongLong(g->trips)) < 0 ||
-        mt_set(d, "record", st->postmortem.page ? PyUnicode_FromString(st->postmortem.path) : Py_NewRef(Py_None)) < 0) {
+        mt_set(d, "record",
+               st->postmortem.page ? PyUnicode_FromString(st->postmortem.path)
+                                   : Py_NewRef(Py_None)) < 0) {
         Py_XDECREF(d);
         return NULL;
     }
@@ -1152,12 +1161,15 @@ mt_guard_children_private_peak(long long *shared)
 
 /* The _core methods of this file; module.c adds them at init. */
 PyMethodDef mt_guard_methods[] = {
-    {"guard_enable", (PyCFunction)(void (*)(void))mt_guard_enable, METH_FASTCALL, mt_guard_enable__doc__},
+    {"guard_enable", (PyCFunction)(void (*)(void))mt_guard_enable, METH_FASTCALL,
+     mt_guard_enable__doc__},
     {"guard_disable", mt_guard_disable, METH_NOARGS, mt_guard_disable__doc__},
-    {"guard_set_budget", (PyCFunction)(void (*)(void))mt_guard_set_budget, METH_FASTCALL, mt_guard_set_budget__doc__},
+    {"guard_set_budget", (PyCFunction)(void (*)(void))mt_guard_set_budget, METH_FASTCALL,
+     mt_guard_set_budget__doc__},
     {"guard_status", mt_guard_status, METH_NOARGS, mt_guard_status__doc__},
     {"guard_exception", mt_guard_exception, METH_NOARGS, mt_guard_exception__doc__},
-    {"_guard_signal", (PyCFunction)(void (*)(void))mt_guard_signal_handler, METH_FASTCALL, mt_guard_signal_handler__doc__},
+    {"_guard_signal", (PyCFunction)(void (*)(void))mt_guard_signal_handler, METH_FASTCALL,
+     mt_guard_signal_handler__doc__},
     {"_guard_before_fork", mt_guard_before_fork, METH_NOARGS, mt_guard_before_fork__doc__},
     {"_guard_after_fork", mt_guard_after_fork, METH_NOARGS, mt_guard_after_fork__doc__},
     {NULL, NULL, 0, NULL},

@@ -235,8 +235,7 @@ static inline void *
 counted_realloc(const PyMemAllocatorEx *prev, void *old, size_t size)
 {
     long long old_size = old ? python_block_size(old) : 0;
-    if ((long long)size > old_size &&
-        over_budget(size - (size_t)old_size, size, MT_HEAP_PYTHON)) {
+    if ((long long)size > old_size && over_budget(size - (size_t)old_size, size, MT_HEAP_PYTHON)) {
         return NULL;
     }
     void *ptr = prev->realloc(prev->ctx, old, size);
@@ -256,29 +255,29 @@ counted_free(const PyMemAllocatorEx *prev, void *ptr)
 }
 
 /* One set of hooks per domain, each bound to its saved allocator. */
-#define COUNTING_DOMAIN(name)                                                          \
-    static void *name##_malloc(void *ctx, size_t size)                                 \
-    {                                                                                  \
-        (void)ctx;                                                                     \
-        return counted_malloc(&saved_##name, size);                                    \
-    }                                                                                  \
-    static void *name##_calloc(void *ctx, size_t nelem, size_t elsize)                 \
-    {                                                                                  \
-        (void)ctx;                                                                     \
-        return counted_calloc(&saved_##name, nelem, elsize);                           \
-    }                                                                                  \
-    static void *name##_realloc(void *ctx, void *ptr, size_t size)                     \
-    {                                                                                  \
-        (void)ctx;                                                                     \
-        return counted_realloc(&saved_##name, ptr, size);                              \
-    }                                                                                  \
-    static void name##_free(void *ctx, void *ptr)                                      \
-    {                                                                                  \
-        (void)ctx;                                                                     \
-        counted_free(&saved_##name, ptr);                                              \
-    }                                                                                  \
-    static PyMemAllocatorEx name##_hooks = {NULL, name##_malloc, name##_calloc,        \
-                                            name##_realloc, name##_free};
+#define COUNTING_DOMAIN(name)                                                                      \
+    static void *name##_malloc(void *ctx, size_t size)                                             \
+    {                                                                                              \
+        (void)ctx;                                                                                 \
+        return counted_malloc(&saved_##name, size);                                                \
+    }                                                                                              \
+    static void *name##_calloc(void *ctx, size_t nelem, size_t elsize)                             \
+    {                                                                                              \
+        (void)ctx;                                                                                 \
+        return counted_calloc(&saved_##name, nelem, elsize);                                       \
+    }                                                                                              \
+    static void *name##_realloc(void *ctx, void *ptr, size_t size)                                 \
+    {                                                                                              \
+        (void)ctx;                                                                                 \
+        return counted_realloc(&saved_##name, ptr, size);                                          \
+    }                                                                                              \
+    static void name##_free(void *ctx, void *ptr)                                                  \
+    {                                                                                              \
+        (void)ctx;                                                                                 \
+        counted_free(&saved_##name, ptr);                                                          \
+    }                                                                                              \
+    static PyMemAllocatorEx name##_hooks = {NULL, name##_malloc, name##_calloc, name##_realloc,    \
+                                            name##_free};
 
 COUNTING_DOMAIN(raw)
 COUNTING_DOMAIN(mem)
@@ -367,7 +366,7 @@ mt_heap_install(void)
         }
     }
     /* The mode is set before the hooks are published. */
-    installed_mode = method == NULL ? MODE_REFUSE_ONLY
+    installed_mode = method == NULL                  ? MODE_REFUSE_ONLY
                      : strcmp(method, "malloc") == 0 ? MODE_MALLOC
                                                      : MODE_PYMALLOC;
     PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &saved_raw);
@@ -453,8 +452,9 @@ mt_heap_allocators(void)
     PyMem_GetAllocator(PYMEM_DOMAIN_OBJ, &obj);
     PyObject_GetArenaAllocator(&arena);
     return Py_BuildValue("{sNsNsNsN}", "raw", pair((void *)raw.malloc, raw.ctx), "mem",
-                         pair((void *)mem.malloc, mem.ctx), "obj", pair((void *)obj.malloc, obj.ctx),
-                         "arena", pair((void *)arena.alloc, arena.ctx));
+                         pair((void *)mem.malloc, mem.ctx), "obj",
+                         pair((void *)obj.malloc, obj.ctx), "arena",
+                         pair((void *)arena.alloc, arena.ctx));
 }
 
 /* ------------------------------------------------------------------ */
@@ -500,8 +500,7 @@ np_realloc(void *ctx, void *old, size_t size)
 {
     (void)ctx;
     long long old_size = old ? BLOCK_SIZE(old) : 0;
-    if ((long long)size > old_size &&
-        over_budget(size - (size_t)old_size, size, MT_HEAP_NUMPY)) {
+    if ((long long)size > old_size && over_budget(size - (size_t)old_size, size, MT_HEAP_NUMPY)) {
         return NULL;
     }
     void *ptr = wrapped.realloc(wrapped.ctx, old, size);

@@ -508,9 +508,9 @@ describe_type(PyObject *value)
         return NULL;
     }
     /* The C lengths: a subclass's __len__ may raise or lie. */
-    Py_ssize_t length = PyList_Check(value)    ? PyList_GET_SIZE(value)
-                        : PyTuple_Check(value) ? PyTuple_GET_SIZE(value)
-                        : PyDict_Check(value)  ? PyDict_Size(value)
+    Py_ssize_t length = PyList_Check(value)     ? PyList_GET_SIZE(value)
+                        : PyTuple_Check(value)  ? PyTuple_GET_SIZE(value)
+                        : PyDict_Check(value)   ? PyDict_Size(value)
                         : PyAnySet_Check(value) ? PySet_GET_SIZE(value)
                                                 : -1;
     if (length >= 0) {
@@ -524,12 +524,13 @@ describe_type(PyObject *value)
         shape = PyObject_GetAttrString(value, "shape");
         if (shape && PyTuple_Check(shape) && PyTuple_GET_SIZE(shape) == 2) {
             /* The format must be ASCII: the × goes in as UTF-8 through %s. */
-            result = PyUnicode_FromFormat("%s %S%s%S", tp->tp_name, PyTuple_GET_ITEM(shape, 0),
-                                          "×", PyTuple_GET_ITEM(shape, 1));
+            result = PyUnicode_FromFormat("%s %S%s%S", tp->tp_name, PyTuple_GET_ITEM(shape, 0), "×",
+                                          PyTuple_GET_ITEM(shape, 1));
         }
         else if (shape && PyTuple_Check(shape) && PyTuple_GET_SIZE(shape) == 1 &&
                  (dtype = PyObject_GetAttrString(value, "dtype")) != NULL) {
-            result = PyUnicode_FromFormat("%s %S %S", tp->tp_name, dtype, PyTuple_GET_ITEM(shape, 0));
+            result =
+                PyUnicode_FromFormat("%s %S %S", tp->tp_name, dtype, PyTuple_GET_ITEM(shape, 0));
         }
         PyErr_Clear(); /* an odd pandas object: its bare name will do */
     }
@@ -698,7 +699,8 @@ gather_roots(mt_ledger *l, root_list *rs, Py_ssize_t *first_variable)
         }
     }
     last_exception = PyTuple_New(Py_ARRAY_LENGTH(LAST_EXCEPTION));
-    for (Py_ssize_t i = 0; last_exception != NULL && i < (Py_ssize_t)Py_ARRAY_LENGTH(LAST_EXCEPTION); i++) {
+    for (Py_ssize_t i = 0;
+         last_exception != NULL && i < (Py_ssize_t)Py_ARRAY_LENGTH(LAST_EXCEPTION); i++) {
         PyObject *attribute = PyUnicode_FromString(LAST_EXCEPTION[i]);
         if (attribute == NULL) {
             goto done;
@@ -838,11 +840,11 @@ shares_of(const mt_walker *w, Py_ssize_t r, PyObject *labels, PyObject *value, P
                !PyArray_CHKFLAGS((PyArrayObject *)value, NPY_ARRAY_OWNDATA);
     PyObject *list = PyList_New(n);
     for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
-        PyObject *d = Py_BuildValue(
-            "{sOsLsOsOsO}", "with", PyList_GET_ITEM(labels, s[i].other), "bytes", s[i].bytes,
-            "holds", s[i].reaches_other ? Py_True : Py_False, "view",
-            view && s[i].reaches_other ? Py_True : Py_False, "variable",
-            s[i].other >= first ? Py_True : Py_False);
+        PyObject *d =
+            Py_BuildValue("{sOsLsOsOsO}", "with", PyList_GET_ITEM(labels, s[i].other), "bytes",
+                          s[i].bytes, "holds", s[i].reaches_other ? Py_True : Py_False, "view",
+                          view && s[i].reaches_other ? Py_True : Py_False, "variable",
+                          s[i].other >= first ? Py_True : Py_False);
         if (d == NULL) {
             Py_CLEAR(list);
             break;
@@ -883,16 +885,18 @@ variable_dict(mt_ledger *l, const mt_walker *w, Py_ssize_t r, const root_list *r
     if (d == NULL || mt_set(d, "name", Py_NewRef(name)) < 0 ||
         mt_set(d, "type", describe_type(value)) < 0 ||
         mt_set(d, "bytes", PyLong_FromLongLong(t->bytes)) < 0 ||
-        mt_set(d, "exclusive", t->complete ? PyLong_FromLongLong(t->exclusive) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "exclusive",
+               t->complete ? PyLong_FromLongLong(t->exclusive) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "complete", PyBool_FromLong(t->complete)) < 0 ||
-        mt_set(d, "estimate",
-               t->complete ? Py_NewRef(Py_None) : PyLong_FromLongLong(t->estimate)) < 0 ||
+        mt_set(d, "estimate", t->complete ? Py_NewRef(Py_None) : PyLong_FromLongLong(t->estimate)) <
+            0 ||
         mt_set(d, "holders", holders_of(rs, r, holders, nholders, t->held_elsewhere)) < 0 ||
         mt_set(d, "shares", shares_of(w, r, rs->labels, value, first)) < 0 ||
         mt_set(d, "created_cell", cell_or_none(created)) < 0 ||
         mt_set(d, "rebound_cell", cell_or_none(rebound)) < 0 ||
         mt_set(d, "last_used_cell", cell_or_none(used)) < 0 ||
-        mt_set(d, "idle_cells", last < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(l->cell - last)) < 0) {
+        mt_set(d, "idle_cells",
+               last < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(l->cell - last)) < 0) {
         Py_XDECREF(d);
         return NULL;
     }
@@ -947,7 +951,9 @@ variables(mt_ledger *l, PyObject *only, PyObject **walk_summary)
     for (Py_ssize_t r = 0; r < n; r++) {
         complete &= mt_walker_totals_of(w, r)->complete;
         if (r >= first) {
-            int match = only == NULL ? 1 : PyObject_RichCompareBool(PyList_GET_ITEM(labels, r), only, Py_EQ);
+            int match = only == NULL
+                            ? 1
+                            : PyObject_RichCompareBool(PyList_GET_ITEM(labels, r), only, Py_EQ);
             if (match < 0) {
                 goto done;
             }
@@ -1004,17 +1010,19 @@ mt_ledger_report(mt_ledger *l, PyObject *report)
     return mt_set(report, "variables_walk", summary);
 }
 
-PyDoc_STRVAR(mt_ledger_py_attach__doc__,
-             "ledger_attach(user_ns, hidden_ns, out_cache, shell, transform): follow this namespace.");
+PyDoc_STRVAR(
+    mt_ledger_py_attach__doc__,
+    "ledger_attach(user_ns, hidden_ns, out_cache, shell, transform): follow this namespace.");
 PyObject *
 mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     mt_ledger *l = &mt_get_state(module)->ledger;
     if (nargs != 5 || !PyDict_Check(args[0]) || (args[1] != Py_None && !PyDict_Check(args[1])) ||
         (args[2] != Py_None && !PyDict_Check(args[2]))) {
-        PyErr_SetString(PyExc_TypeError,
-                        "ledger_attach(user_ns: dict, hidden_ns: dict | None, out_cache: dict | None, "
-                        "shell, transform: callable | None)");
+        PyErr_SetString(
+            PyExc_TypeError,
+            "ledger_attach(user_ns: dict, hidden_ns: dict | None, out_cache: dict | None, "
+            "shell, transform: callable | None)");
         return NULL;
     }
     mt_ledger_clear(l);
@@ -1100,8 +1108,7 @@ mt_ledger_py_rewalk(PyObject *module, PyObject *names)
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(mt_ledger_py_detach__doc__,
-             "ledger_detach(): stop following it.");
+PyDoc_STRVAR(mt_ledger_py_detach__doc__, "ledger_detach(): stop following it.");
 PyObject *
 mt_ledger_py_detach(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -1109,8 +1116,9 @@ mt_ledger_py_detach(PyObject *module, PyObject *Py_UNUSED(unused))
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(mt_ledger_py_variables__doc__,
-             "variables(name=None) -> list of dicts: sizes, holders, provenance (walks every root).");
+PyDoc_STRVAR(
+    mt_ledger_py_variables__doc__,
+    "variables(name=None) -> list of dicts: sizes, holders, provenance (walks every root).");
 PyObject *
 mt_ledger_py_variables(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1137,8 +1145,8 @@ mt_ledger_py_names(PyObject *module, PyObject *Py_UNUSED(unused))
             mt_set(d, "last_used_cell", cell_or_none(e->used)) < 0 ||
             mt_set(d, "bytes", mt_size_or_none(e->bytes)) < 0 ||
             mt_set(d, "complete", PyBool_FromLong(e->complete)) < 0 ||
-            mt_set(d, "estimate",
-                   e->complete ? Py_NewRef(Py_None) : mt_size_or_none(e->estimate)) < 0 ||
+            mt_set(d, "estimate", e->complete ? Py_NewRef(Py_None) : mt_size_or_none(e->estimate)) <
+                0 ||
             PyDict_SetItem(names, e->name, d) < 0) {
             Py_XDECREF(d);
             Py_CLEAR(names);
@@ -1178,11 +1186,14 @@ mt_ledger_py_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t narg
 
 /* The _core methods of this file; module.c adds them at init. */
 PyMethodDef mt_ledger_methods[] = {
-    {"ledger_attach", (PyCFunction)(void (*)(void))mt_ledger_py_attach, METH_FASTCALL, mt_ledger_py_attach__doc__},
+    {"ledger_attach", (PyCFunction)(void (*)(void))mt_ledger_py_attach, METH_FASTCALL,
+     mt_ledger_py_attach__doc__},
     {"ledger_rewalk", mt_ledger_py_rewalk, METH_O, mt_ledger_py_rewalk__doc__},
     {"ledger_detach", mt_ledger_py_detach, METH_NOARGS, mt_ledger_py_detach__doc__},
-    {"variables", (PyCFunction)(void (*)(void))mt_ledger_py_variables, METH_FASTCALL, mt_ledger_py_variables__doc__},
+    {"variables", (PyCFunction)(void (*)(void))mt_ledger_py_variables, METH_FASTCALL,
+     mt_ledger_py_variables__doc__},
     {"ledger", mt_ledger_py_names, METH_NOARGS, mt_ledger_py_names__doc__},
-    {"set_walk_budget", (PyCFunction)(void (*)(void))mt_ledger_py_set_budget, METH_FASTCALL, mt_ledger_py_set_budget__doc__},
+    {"set_walk_budget", (PyCFunction)(void (*)(void))mt_ledger_py_set_budget, METH_FASTCALL,
+     mt_ledger_py_set_budget__doc__},
     {NULL, NULL, 0, NULL},
 };

@@ -53,14 +53,14 @@ typedef struct {
  * is open) and the location's code references (taken and dropped with the
  * GIL held). */
 static atomic_flag lock = ATOMIC_FLAG_INIT;
-static block *table;           /* libc calloc: our hooks never see it */
+static block *table; /* libc calloc: our hooks never see it */
 /* Blocks made since the last snapshot wait here, out of the table and the
  * locations' sums: a loop's big blocks are mostly freed again before the
  * counted total reaches a new high, and a block no snapshot saw leaves no
  * trace.  A snapshot (and the end of the cell) first moves them in. */
 static block pending[PENDING];
 static int npending;
-static size_t slots, used;     /* slots is a power of two */
+static size_t slots, used; /* slots is a power of two */
 static location locations[LOCATIONS];
 static int nlocations = FIRST_CODE_SLOT;
 static unsigned long long next_seq, peak_seq;
@@ -357,8 +357,8 @@ location_of_unlocked(const code_site *site)
 static inline int
 at_last_site(_PyInterpreterFrame *innermost)
 {
-    if (innermost == NULL || innermost != last_site.frame || innermost->prev_instr != last_site.instr ||
-        innermost->f_globals != user_ns) {
+    if (innermost == NULL || innermost != last_site.frame ||
+        innermost->prev_instr != last_site.instr || innermost->f_globals != user_ns) {
         return 0;
     }
     _PyInterpreterFrame *cell = innermost;
@@ -577,7 +577,9 @@ gather(gathered *all)
         }
         gathered *a = &all[n++];
         memset(a, 0, sizeof *a);
-        a->g.origin = i == NO_GIL_SLOT ? MT_PEAK_NO_GIL : i == OTHER_SLOT ? MT_PEAK_OTHER : MT_PEAK_CODE;
+        a->g.origin = i == NO_GIL_SLOT  ? MT_PEAK_NO_GIL
+                      : i == OTHER_SLOT ? MT_PEAK_OTHER
+                                        : MT_PEAK_CODE;
         a->g.blocks = l->peak_blocks;
         a->g.bytes = l->peak_bytes;
         a->g.kept = kept[i] < l->peak_bytes ? kept[i] : l->peak_bytes;
@@ -604,9 +606,10 @@ by_lines(gathered *all, int n)
         a->g.line = line_at(a->site.cell, a->site.cell_lasti);
         a->g.function_line = line_at(a->site.function, a->site.function_lasti);
         int same = 0;
-        while (same < kept && !(all[same].g.origin == a->g.origin && all[same].g.line == a->g.line &&
-                                all[same].site.function == a->site.function &&
-                                all[same].g.function_line == a->g.function_line)) {
+        while (same < kept &&
+               !(all[same].g.origin == a->g.origin && all[same].g.line == a->g.line &&
+                 all[same].site.function == a->site.function &&
+                 all[same].g.function_line == a->g.function_line)) {
             same++;
         }
         if (same == kept) {
@@ -742,7 +745,8 @@ group_dict(const mt_peak_group *g)
         mt_set(d, "text", text_or_none(g->text)) < 0 ||
         mt_set(d, "function", text_or_none(g->function)) < 0 ||
         mt_set(d, "file", text_or_none(g->file)) < 0 ||
-        mt_set(d, "function_line", g->function_line > 0 ? PyLong_FromLong(g->function_line) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "function_line",
+               g->function_line > 0 ? PyLong_FromLong(g->function_line) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "blocks", PyLong_FromLong(g->blocks)) < 0 ||
         mt_set(d, "bytes", PyLong_FromLongLong(g->bytes)) < 0 ||
         mt_set(d, "kept", PyLong_FromLongLong(g->kept)) < 0 ||
@@ -770,8 +774,7 @@ mt_peaks_dict(const mt_peak_composition *c)
         attributed += c->groups[i].bytes;
     }
     d = PyDict_New();
-    if (d == NULL ||
-        mt_set(d, "block_threshold", PyLong_FromLongLong(c->block_threshold)) < 0 ||
+    if (d == NULL || mt_set(d, "block_threshold", PyLong_FromLongLong(c->block_threshold)) < 0 ||
         mt_set(d, "at", PyLong_FromLongLong(c->at)) < 0 ||
         mt_set(d, "attributed", PyLong_FromLongLong(attributed)) < 0 ||
         mt_set(d, "untracked", PyLong_FromLongLong(c->untracked)) < 0 ||
@@ -797,25 +800,29 @@ size_setting(PyObject *value, const char *name, long long *out)
         return -1;
     }
     if (v < 1) {
-        PyErr_Format(PyExc_ValueError, "peaks_settings: %s must be a positive number of bytes", name);
+        PyErr_Format(PyExc_ValueError, "peaks_settings: %s must be a positive number of bytes",
+                     name);
         return -1;
     }
     *out = v;
     return 0;
 }
 
-PyDoc_STRVAR(mt_peaks_settings__doc__,
-             "peaks_settings(*, enabled=None, block=None, cell=None) -> dict: peak attribution on or off, "
-             "the smallest block it follows (bytes, default 1 MiB) and the smallest cell peak it reports "
-             "(bytes above the cell's start, default 64 MiB); from the next cell.");
+PyDoc_STRVAR(
+    mt_peaks_settings__doc__,
+    "peaks_settings(*, enabled=None, block=None, cell=None) -> dict: peak attribution on or off, "
+    "the smallest block it follows (bytes, default 1 MiB) and the smallest cell peak it reports "
+    "(bytes above the cell's start, default 64 MiB); from the next cell.");
 PyObject *
 mt_peaks_settings(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"enabled", "block", "cell", NULL};
     PyObject *on = NULL, *block_arg = NULL, *cell_arg = NULL;
     long long new_block = block_threshold, new_cell = cell_threshold;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOO:peaks_settings", keywords, &on, &block_arg, &cell_arg) ||
-        size_setting(block_arg, "block", &new_block) < 0 || size_setting(cell_arg, "cell", &new_cell) < 0) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOO:peaks_settings", keywords, &on,
+                                     &block_arg, &cell_arg) ||
+        size_setting(block_arg, "block", &new_block) < 0 ||
+        size_setting(cell_arg, "cell", &new_cell) < 0) {
         return NULL;
     }
     int new_enabled = on == NULL || on == Py_None ? enabled : PyObject_IsTrue(on);
@@ -826,12 +833,13 @@ mt_peaks_settings(PyObject *module, PyObject *args, PyObject *kwargs)
     enabled = new_enabled;
     block_threshold = new_block;
     cell_threshold = new_cell;
-    return Py_BuildValue("{sOsLsL}", "enabled", enabled ? Py_True : Py_False, "block", block_threshold,
-                         "cell", cell_threshold);
+    return Py_BuildValue("{sOsLsL}", "enabled", enabled ? Py_True : Py_False, "block",
+                         block_threshold, "cell", cell_threshold);
 }
 
 /* The _core methods of this file; module.c adds them at init. */
 PyMethodDef mt_peaks_methods[] = {
-    {"peaks_settings", (PyCFunction)(void (*)(void))mt_peaks_settings, METH_VARARGS | METH_KEYWORDS, mt_peaks_settings__doc__},
+    {"peaks_settings", (PyCFunction)(void (*)(void))mt_peaks_settings, METH_VARARGS | METH_KEYWORDS,
+     mt_peaks_settings__doc__},
     {NULL, NULL, 0, NULL},
 };

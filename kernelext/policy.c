@@ -99,8 +99,9 @@ done:
     return result;
 }
 
-PyDoc_STRVAR(mt_policy_check__doc__,
-             "rules_check(text: bytes) -> [(line, column, message)]: validate a rules file; [] when valid.");
+PyDoc_STRVAR(
+    mt_policy_check__doc__,
+    "rules_check(text: bytes) -> [(line, column, message)]: validate a rules file; [] when valid.");
 PyObject *
 mt_policy_check(PyObject *module, PyObject *text)
 {
@@ -113,9 +114,10 @@ mt_policy_check(PyObject *module, PyObject *text)
     return errors;
 }
 
-PyDoc_STRVAR(mt_policy_load__doc__,
-             "rules_load(text: bytes) -> [(line, column, message)]: with no errors the rules replace those "
-             "in force; with errors those in force stay.");
+PyDoc_STRVAR(
+    mt_policy_load__doc__,
+    "rules_load(text: bytes) -> [(line, column, message)]: with no errors the rules replace those "
+    "in force; with errors those in force stay.");
 PyObject *
 mt_policy_load(PyObject *module, PyObject *text)
 {
@@ -142,8 +144,7 @@ mt_policy_load(PyObject *module, PyObject *text)
     return errors;
 }
 
-PyDoc_STRVAR(mt_policy_clear__doc__,
-             "rules_clear(): no rules in force.");
+PyDoc_STRVAR(mt_policy_clear__doc__, "rules_clear(): no rules in force.");
 PyObject *
 mt_policy_clear(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -154,8 +155,7 @@ mt_policy_clear(PyObject *module, PyObject *Py_UNUSED(unused))
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(mt_policy_enable__doc__,
-             "rules_enable(flag): let the rules fire, or not.");
+PyDoc_STRVAR(mt_policy_enable__doc__, "rules_enable(flag): let the rules fire, or not.");
 PyObject *
 mt_policy_enable(PyObject *module, PyObject *flag)
 {
@@ -638,7 +638,8 @@ size_output_entries(moment *m)
         Py_INCREF(value);
         int rc = mt_walker_deep_size(value, l->barriers, OUT_ENTRY_BUDGET_SECONDS, &t);
         Py_DECREF(value);
-        PyObject *item = rc < 0 ? NULL : Py_BuildValue("(LO)", t.complete ? t.bytes : t.estimate, key);
+        PyObject *item =
+            rc < 0 ? NULL : Py_BuildValue("(LO)", t.complete ? t.bytes : t.estimate, key);
         if (item == NULL || PyList_Append(list, item) < 0) {
             Py_XDECREF(item);
             Py_DECREF(list);
@@ -853,8 +854,10 @@ PyMethodDef mt_policy_methods[] = {
     {"rules_clear", mt_policy_clear, METH_NOARGS, mt_policy_clear__doc__},
     {"rules_table", mt_policy_table, METH_NOARGS, mt_policy_table__doc__},
     {"rules_enable", mt_policy_enable, METH_O, mt_policy_enable__doc__},
-    {"policy_evaluate", (PyCFunction)(void (*)(void))mt_policy_evaluate, METH_FASTCALL, mt_policy_evaluate__doc__},
-    {"policy_acted_on", (PyCFunction)(void (*)(void))mt_policy_acted_on, METH_FASTCALL, mt_policy_acted_on__doc__},
+    {"policy_evaluate", (PyCFunction)(void (*)(void))mt_policy_evaluate, METH_FASTCALL,
+     mt_policy_evaluate__doc__},
+    {"policy_acted_on", (PyCFunction)(void (*)(void))mt_policy_acted_on, METH_FASTCALL,
+     mt_policy_acted_on__doc__},
     {"parse_level", mt_policy_parse_size, METH_O, mt_policy_parse_size__doc__},
     {"parse_size", mt_policy_py_parse_size, METH_O, mt_policy_py_parse_size__doc__},
     {NULL, NULL, 0, NULL},

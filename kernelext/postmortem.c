@@ -59,8 +59,7 @@ mt_postmortem_sample(mt_postmortem *pm, long long rss)
 }
 
 void
-mt_postmortem_cell_begin(mt_postmortem *pm, long long cell, const char *first_line,
-                         long long rss)
+mt_postmortem_cell_begin(mt_postmortem *pm, long long cell, const char *first_line, long long rss)
 {
     MT_ASSERT_GIL();
     mt_postmortem_page *r = pm->page;
@@ -130,8 +129,10 @@ mt_postmortem_py_open(PyObject *module, PyObject *path)
         return NULL;
     }
     if (strlen(p) >= sizeof pm->path) {
-        PyErr_Format(PyExc_ValueError, "the post-mortem record's path is longer than %zu bytes: "
-                     "set MEMTAMER_RUNTIME_DIR to a shorter directory", sizeof pm->path - 1);
+        PyErr_Format(PyExc_ValueError,
+                     "the post-mortem record's path is longer than %zu bytes: "
+                     "set MEMTAMER_RUNTIME_DIR to a shorter directory",
+                     sizeof pm->path - 1);
         return NULL;
     }
     mt_postmortem_close(pm, 1);
@@ -268,14 +269,15 @@ mt_postmortem_py_read(PyObject *module, PyObject *path)
                 mt_probe_pid_start_ticks(st->probe, r.pid, &ticks) == 0 && ticks == r.start_ticks;
     const char *cause = memory_cause(&r, &kills);
     PyObject *d = PyDict_New();
-    if (d == NULL ||
-        mt_set(d, "pid", PyLong_FromLong(r.pid)) < 0 ||
+    if (d == NULL || mt_set(d, "pid", PyLong_FromLong(r.pid)) < 0 ||
         mt_set(d, "alive", PyBool_FromLong(alive)) < 0 ||
         mt_set(d, "same_notebook", PyBool_FromLong(same_notebook(&r))) < 0 ||
         mt_set(d, "memory_cause", cause ? PyUnicode_FromString(cause) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "started_at", PyLong_FromLongLong(r.started_at)) < 0 ||
         mt_set(d, "cell", r.cell >= 0 ? PyLong_FromLongLong(r.cell) : Py_NewRef(Py_None)) < 0 ||
-        mt_set(d, "first_line", PyUnicode_DecodeUTF8(r.first_line, (Py_ssize_t)strlen(r.first_line), "replace")) < 0 ||
+        mt_set(d, "first_line",
+               PyUnicode_DecodeUTF8(r.first_line, (Py_ssize_t)strlen(r.first_line), "replace")) <
+            0 ||
         mt_set(d, "rss", mt_size_or_none(r.rss)) < 0 ||
         mt_set(d, "peak_rss", mt_size_or_none(r.peak_rss)) < 0 ||
         mt_set(d, "limit", mt_size_or_none(r.limit)) < 0 ||
@@ -284,7 +286,8 @@ mt_postmortem_py_read(PyObject *module, PyObject *path)
         mt_set(d, "oom_kills", kills >= 0 ? PyLong_FromLongLong(kills) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "oom_source", PyUnicode_DecodeFSDefault(r.oom_path)) < 0 ||
         mt_set(d, "cwd", PyUnicode_DecodeFSDefault(r.cwd)) < 0 ||
-        mt_set(d, "notebook", r.notebook[0] ? PyUnicode_DecodeFSDefault(r.notebook) : Py_NewRef(Py_None)) < 0) {
+        mt_set(d, "notebook",
+               r.notebook[0] ? PyUnicode_DecodeFSDefault(r.notebook) : Py_NewRef(Py_None)) < 0) {
         Py_XDECREF(d);
         return NULL;
     }

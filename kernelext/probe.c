@@ -145,8 +145,8 @@ list_has(const char *list, const char *list_end, const char *word)
 }
 
 int
-mt_probe_parse_cgroup(const char *text, char *v2_path, size_t v2_size,
-                      char *v1_path, size_t v1_size)
+mt_probe_parse_cgroup(const char *text, char *v2_path, size_t v2_size, char *v1_path,
+                      size_t v1_size)
 {
     v2_path[0] = v1_path[0] = '\0';
     int found = 0;
@@ -306,8 +306,7 @@ read_text(const char *path, char *buf, size_t size)
     return n;
 }
 
-static int
-proc_path(const mt_probe *p, char *buf, size_t size, const char *fmt, ...)
+static int proc_path(const mt_probe *p, char *buf, size_t size, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 static int
@@ -592,7 +591,8 @@ collect_children(const mt_probe *p, pid_t pid, pid_t *pids, int *n)
             continue;
         }
         char file[MT_PROBE_PATH_MAX + 128];
-        if (snprintf(file, sizeof file, "%s/%s/children", path, entry->d_name) >= (int)sizeof file ||
+        if (snprintf(file, sizeof file, "%s/%s/children", path, entry->d_name) >=
+                (int)sizeof file ||
             read_text(file, buf, sizeof buf) < 0) {
             continue;
         }
@@ -628,8 +628,7 @@ for_each_new_descendant(mt_probe *p, unsigned long long since_ticks,
     for (int i = 0; i < n; i++) {
         unsigned long long started;
         if (proc_path(p, path, sizeof path, "/proc/%d/stat", (int)pids[i]) < 0 ||
-            read_text(path, buf, sizeof buf) < 0 ||
-            mt_probe_parse_starttime(buf, &started) < 0) {
+            read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_starttime(buf, &started) < 0) {
             continue;
         }
         collect_children(p, pids[i], pids, &n);
@@ -719,8 +718,8 @@ mt_probe_children_now(mt_probe *p, const mt_probe_children_mark *mark, mt_probe_
 /* dir = mount + (cgroup path relative to the mount's root); falls back to
  * the mount itself when that directory is not visible (cgroup namespaces). */
 static int
-cgroup_dir(const mt_probe *p, const char *mount, const char *mount_root,
-           const char *cgpath, char *dir, size_t size)
+cgroup_dir(const mt_probe *p, const char *mount, const char *mount_root, const char *cgpath,
+           char *dir, size_t size)
 {
     size_t rlen = strlen(mount_root);
     const char *rel = cgpath;
@@ -730,8 +729,7 @@ cgroup_dir(const mt_probe *p, const char *mount, const char *mount_root,
     if (snprintf(dir, size, "%s%s%s", p->root, mount, rel) >= (int)size) {
         return -1;
     }
-    if (access(dir, F_OK) != 0 &&
-        snprintf(dir, size, "%s%s", p->root, mount) >= (int)size) {
+    if (access(dir, F_OK) != 0 && snprintf(dir, size, "%s%s", p->root, mount) >= (int)size) {
         return -1;
     }
     size_t n = strlen(dir);
@@ -742,8 +740,8 @@ cgroup_dir(const mt_probe *p, const char *mount, const char *mount_root,
 }
 
 static int
-read_value(const char *dir, const char *name, char *file, size_t fsize,
-           long long *value, int as_limit)
+read_value(const char *dir, const char *name, char *file, size_t fsize, long long *value,
+           int as_limit)
 {
     char buf[128];
     if (snprintf(file, fsize, "%s/%s", dir, name) >= (int)fsize ||
@@ -802,8 +800,8 @@ limit_v1(const mt_probe *p, const mt_probe_mounts *m, const char *cgpath, mt_pro
     /* Ancestors' limits apply too; memory.stat sums them up for us. */
     if (snprintf(file, sizeof file, "%s/memory.stat", dir) < (int)sizeof file &&
         read_text(file, stat, sizeof stat) >= 0 &&
-        mt_probe_parse_keyed(stat, "hierarchical_memory_limit", &v) == 0 &&
-        v < UNLIMITED_ABOVE && (out->limit < 0 || v < out->limit)) {
+        mt_probe_parse_keyed(stat, "hierarchical_memory_limit", &v) == 0 && v < UNLIMITED_ABOVE &&
+        (out->limit < 0 || v < out->limit)) {
         out->limit = v;
         out->source = "cgroup1 memory.limit_in_bytes";
         snprintf(out->path, sizeof out->path, "%s", file);
@@ -834,8 +832,7 @@ mt_probe_parse_cgroup_usage(const char *usage_text, const char *stat_text, int v
     }
     /* v1's memory.stat counts the cgroup and its children as total_*. */
     const char *key = version == 2 ? "inactive_file" : "total_inactive_file";
-    if (stat_text == NULL || mt_probe_parse_keyed(stat_text, key, &inactive) < 0 ||
-        inactive < 0) {
+    if (stat_text == NULL || mt_probe_parse_keyed(stat_text, key, &inactive) < 0 || inactive < 0) {
         inactive = 0;
     }
     out->usage = usage;
@@ -980,8 +977,7 @@ reopen(int *fd, const char *path)
 }
 
 int
-mt_probe_shared_open(const mt_probe *p, const mt_probe_shared *where,
-                     mt_probe_shared_files *files)
+mt_probe_shared_open(const mt_probe *p, const mt_probe_shared *where, mt_probe_shared_files *files)
 {
     char path[MT_PROBE_PATH_MAX + 64];
     int ok;

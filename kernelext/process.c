@@ -91,9 +91,9 @@ PyObject *
 mt_process_shared_dict(const mt_probe_shared *s)
 {
     PyObject *d = PyDict_New();
-    if (d == NULL ||
-        mt_set(d, "source", PyUnicode_FromString(shared_source(s->version))) < 0 ||
-        mt_set(d, "path", s->version ? PyUnicode_DecodeFSDefault(s->dir) : Py_NewRef(Py_None)) < 0 ||
+    if (d == NULL || mt_set(d, "source", PyUnicode_FromString(shared_source(s->version))) < 0 ||
+        mt_set(d, "path", s->version ? PyUnicode_DecodeFSDefault(s->dir) : Py_NewRef(Py_None)) <
+            0 ||
         mt_set(d, "limit", mt_size_or_none(s->limit)) < 0 ||
         mt_set(d, "use", mt_size_or_none(s->working_set)) < 0 ||
         mt_set(d, "usage", mt_size_or_none(s->usage)) < 0 ||
@@ -121,18 +121,22 @@ mt_process_view(PyObject *module, PyObject *Py_UNUSED(unused))
         return NULL;
     }
     PyObject *d = PyDict_New();
-    if (d == NULL ||
-        mt_set(d, "pid", PyLong_FromLong((long)getpid())) < 0 ||
+    if (d == NULL || mt_set(d, "pid", PyLong_FromLong((long)getpid())) < 0 ||
         mt_set(d, "rss", mt_size_or_none(mt_probe_rss(st->probe))) < 0 ||
         mt_set(d, "limit", mt_size_or_none(have_limit ? limit.limit : -1)) < 0 ||
-        mt_set(d, "limit_source", have_limit ? PyUnicode_FromString(limit.source) : Py_NewRef(Py_None)) < 0 ||
-        mt_set(d, "limit_path", have_limit ? PyUnicode_FromString(limit.path) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "limit_source",
+               have_limit ? PyUnicode_FromString(limit.source) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "limit_path",
+               have_limit ? PyUnicode_FromString(limit.path) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "usage", mt_size_or_none(have_limit ? limit.usage : -1)) < 0 ||
         mt_set(d, "available", mt_size_or_none(have_limit ? limit.available : -1)) < 0 ||
-        mt_set(d, "shared", have_shared ? mt_process_shared_dict(&shared) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "shared", have_shared ? mt_process_shared_dict(&shared) : Py_NewRef(Py_None)) <
+            0 ||
         mt_guard_process_figures(module, d) < 0 ||
-        mt_set(d, "peak_method", PyUnicode_FromString(mt_process_method_name(st->probe->method))) < 0 ||
-        mt_set(d, "heap_method", heap_method ? PyUnicode_FromString(heap_method) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "peak_method", PyUnicode_FromString(mt_process_method_name(st->probe->method))) <
+            0 ||
+        mt_set(d, "heap_method",
+               heap_method ? PyUnicode_FromString(heap_method) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "heap_hooks_installed", PyBool_FromLong(mt_heap_installed())) < 0 ||
         mt_set(d, "unavailable", unavailable_figures(st->probe, heap_why, numpy_ready)) < 0) {
         Py_XDECREF(d);
@@ -143,9 +147,10 @@ mt_process_view(PyObject *module, PyObject *Py_UNUSED(unused))
 
 #define SHARING_MAX_PIDS 65536
 
-PyDoc_STRVAR(mt_process_sharing__doc__,
-             "sharing(path, n) -> [(rss, pid, command)]: the n biggest other processes of the cgroup at "
-             "path and its descendants (None: of the machine).");
+PyDoc_STRVAR(
+    mt_process_sharing__doc__,
+    "sharing(path, n) -> [(rss, pid, command)]: the n biggest other processes of the cgroup at "
+    "path and its descendants (None: of the machine).");
 PyObject *
 mt_process_sharing(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -169,18 +174,16 @@ mt_process_sharing(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     int count;
     const char *dir = path ? PyBytes_AS_STRING(path) : "";
-    Py_BEGIN_ALLOW_THREADS
-    count = mt_probe_sharing_pids(st->probe, dir, pids, SHARING_MAX_PIDS);
-    Py_END_ALLOW_THREADS
-    list = PyList_New(0);
+    Py_BEGIN_ALLOW_THREADS count = mt_probe_sharing_pids(st->probe, dir, pids, SHARING_MAX_PIDS);
+    Py_END_ALLOW_THREADS list = PyList_New(0);
     if (list == NULL) {
         goto error;
     }
     for (int i = 0; i < count; i++) {
         long long rss;
         char comm[64];
-        if (pids[i] == getpid() || mt_probe_pid_rss(st->probe, pids[i], &rss, comm, sizeof comm) < 0 ||
-            rss <= 0) {
+        if (pids[i] == getpid() ||
+            mt_probe_pid_rss(st->probe, pids[i], &rss, comm, sizeof comm) < 0 || rss <= 0) {
             continue;
         }
         item = Py_BuildValue("(Lis)", rss, (int)pids[i], comm);
@@ -205,8 +208,7 @@ done:
     return list;
 }
 
-PyDoc_STRVAR(mt_process_report__doc__,
-             "report() -> dict with 'process' and 'cells'.");
+PyDoc_STRVAR(mt_process_report__doc__, "report() -> dict with 'process' and 'cells'.");
 PyObject *
 mt_process_report(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -281,16 +283,15 @@ mt_process_uninstall_hooks(PyObject *module, PyObject *Py_UNUSED(unused))
     return PyBool_FromLong(left == 0);
 }
 
-PyDoc_STRVAR(mt_process_trim__doc__,
-             "trim() -> bool: give freed heap back to the OS (glibc's malloc_trim); True when some was.");
+PyDoc_STRVAR(
+    mt_process_trim__doc__,
+    "trim() -> bool: give freed heap back to the OS (glibc's malloc_trim); True when some was.");
 PyObject *
 mt_process_trim(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
 {
     int released;
-    Py_BEGIN_ALLOW_THREADS
-    released = mt_heap_trim();
-    Py_END_ALLOW_THREADS
-    return PyBool_FromLong(released);
+    Py_BEGIN_ALLOW_THREADS released = mt_heap_trim();
+    Py_END_ALLOW_THREADS return PyBool_FromLong(released);
 }
 
 PyDoc_STRVAR(mt_process_allocators__doc__,
@@ -338,11 +339,10 @@ mt_process_in_ram(PyObject *Py_UNUSED(module), PyObject *path)
     const char *name = PyBytes_AS_STRING(encoded);
     struct statfs fs;
     int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = statfs(name, &fs);
+    Py_BEGIN_ALLOW_THREADS rc = statfs(name, &fs);
     Py_END_ALLOW_THREADS
-    /* Unreadable: not known to be in memory, as on other systems. */
-    in_ram = rc == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
+        /* Unreadable: not known to be in memory, as on other systems. */
+        in_ram = rc == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
 #endif
     Py_DECREF(encoded);
     return PyBool_FromLong(in_ram);
@@ -399,8 +399,8 @@ mt_process_parse(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
         if (mt_probe_parse_mountinfo(text, &m) < 0) {
             Py_RETURN_NONE;
         }
-        return Py_BuildValue("{ssssssss}", "v2_mount", m.v2_mount, "v2_root", m.v2_root,
-                             "v1_mount", m.v1_mount, "v1_root", m.v1_root);
+        return Py_BuildValue("{ssssssss}", "v2_mount", m.v2_mount, "v2_root", m.v2_root, "v1_mount",
+                             m.v1_mount, "v1_root", m.v1_root);
     }
     if (strcmp(kind, "pids") == 0) {
         pid_t pids[MT_PROBE_MAX_CHILDREN];
@@ -432,8 +432,10 @@ PyMethodDef mt_process_methods[] = {
     {"in_ram", mt_process_in_ram, METH_O, mt_process_in_ram__doc__},
     {"trim", mt_process_trim, METH_NOARGS, mt_process_trim__doc__},
     {"_allocators", mt_process_allocators, METH_NOARGS, mt_process_allocators__doc__},
-    {"_parse", (PyCFunction)(void (*)(void))mt_process_parse, METH_FASTCALL, mt_process_parse__doc__},
+    {"_parse", (PyCFunction)(void (*)(void))mt_process_parse, METH_FASTCALL,
+     mt_process_parse__doc__},
     {"_set_proc_root", mt_process_set_root, METH_O, mt_process_set_root__doc__},
-    {"sharing", (PyCFunction)(void (*)(void))mt_process_sharing, METH_FASTCALL, mt_process_sharing__doc__},
+    {"sharing", (PyCFunction)(void (*)(void))mt_process_sharing, METH_FASTCALL,
+     mt_process_sharing__doc__},
     {NULL, NULL, 0, NULL},
 };

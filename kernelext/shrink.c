@@ -48,8 +48,9 @@ mt_shrink_window_begin(PyObject *module, PyObject *Py_UNUSED(unused))
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(mt_shrink_window_end__doc__,
-             "shrink_window_end() -> dict: rss_before, rss_after, peak_rss, seconds of the action.");
+PyDoc_STRVAR(
+    mt_shrink_window_end__doc__,
+    "shrink_window_end() -> dict: rss_before, rss_after, peak_rss, seconds of the action.");
 PyObject *
 mt_shrink_window_end(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -70,8 +71,8 @@ mt_shrink_window_end(PyObject *module, PyObject *Py_UNUSED(unused))
         mt_probe_peak_begin(st->probe);
     }
     return Py_BuildValue("{sNsNsNsd}", "rss_before", mt_size_or_none(st->shrink.rss_before),
-                         "rss_after", mt_size_or_none(rss_after), "peak_rss",
-                         mt_size_or_none(peak), "seconds", seconds);
+                         "rss_after", mt_size_or_none(rss_after), "peak_rss", mt_size_or_none(peak),
+                         "seconds", seconds);
 }
 
 /* ------------------------------------------------------------------ */
@@ -260,26 +261,26 @@ typedef struct {
     unsigned long long umax;
 } int_acc;
 
-#define INT_SCAN(name, ctype, field_min, field_max)                                    \
-    static void name(const char *p, npy_intp stride, npy_intp n, void *arg)            \
-    {                                                                                  \
-        int_acc *a = arg;                                                              \
-        if (n == 0) {                                                                  \
-            return;                                                                    \
-        }                                                                              \
-        ctype lo = *(const ctype *)p, hi = lo;                                         \
-        if (a->started) {                                                              \
-            lo = (ctype)a->field_min;                                                  \
-            hi = (ctype)a->field_max;                                                  \
-        }                                                                              \
-        for (npy_intp i = 0; i < n; i++, p += stride) {                                \
-            ctype v = *(const ctype *)p;                                               \
-            lo = v < lo ? v : lo;                                                      \
-            hi = v > hi ? v : hi;                                                      \
-        }                                                                              \
-        a->field_min = (long long)lo;                                                  \
-        a->field_max = hi;                                                             \
-        a->started = 1;                                                                \
+#define INT_SCAN(name, ctype, field_min, field_max)                                                \
+    static void name(const char *p, npy_intp stride, npy_intp n, void *arg)                        \
+    {                                                                                              \
+        int_acc *a = arg;                                                                          \
+        if (n == 0) {                                                                              \
+            return;                                                                                \
+        }                                                                                          \
+        ctype lo = *(const ctype *)p, hi = lo;                                                     \
+        if (a->started) {                                                                          \
+            lo = (ctype)a->field_min;                                                              \
+            hi = (ctype)a->field_max;                                                              \
+        }                                                                                          \
+        for (npy_intp i = 0; i < n; i++, p += stride) {                                            \
+            ctype v = *(const ctype *)p;                                                           \
+            lo = v < lo ? v : lo;                                                                  \
+            hi = v > hi ? v : hi;                                                                  \
+        }                                                                                          \
+        a->field_min = (long long)lo;                                                              \
+        a->field_max = hi;                                                                         \
+        a->started = 1;                                                                            \
     }
 
 /* Unsigned scans keep their minimum in smin's bits. */
@@ -296,15 +297,24 @@ static scan_fn
 int_scanner(int type)
 {
     switch (type) {
-    case NPY_INT8: return scan_i8;
-    case NPY_INT16: return scan_i16;
-    case NPY_INT32: return scan_i32;
-    case NPY_INT64: return scan_i64;
-    case NPY_UINT8: return scan_u8;
-    case NPY_UINT16: return scan_u16;
-    case NPY_UINT32: return scan_u32;
-    case NPY_UINT64: return scan_u64;
-    default: return NULL;
+    case NPY_INT8:
+        return scan_i8;
+    case NPY_INT16:
+        return scan_i16;
+    case NPY_INT32:
+        return scan_i32;
+    case NPY_INT64:
+        return scan_i64;
+    case NPY_UINT8:
+        return scan_u8;
+    case NPY_UINT16:
+        return scan_u16;
+    case NPY_UINT32:
+        return scan_u32;
+    case NPY_UINT64:
+        return scan_u64;
+    default:
+        return NULL;
     }
 }
 
@@ -356,8 +366,9 @@ static void
 narrowing_warning(int type, char *out, size_t size)
 {
     if (type == NPY_BOOL) {
-        PyOS_snprintf(out, size,
-                      "bool arithmetic is logical: a + a is a logical or, and a[0] = 5 stores True");
+        PyOS_snprintf(
+            out, size,
+            "bool arithmetic is logical: a + a is a logical or, and a[0] = 5 stores True");
     }
     else if (type == NPY_FLOAT16) {
         PyOS_snprintf(out, size,
@@ -376,16 +387,26 @@ static int
 holds(int type, long long lo, unsigned long long hi_u)
 {
     switch (type) {
-    case NPY_BOOL: return lo >= 0 && hi_u <= 1;
-    case NPY_INT8: return lo >= -128 && hi_u <= 127;
-    case NPY_INT16: return lo >= -32768 && hi_u <= 32767;
-    case NPY_INT32: return lo >= -2147483648LL && hi_u <= 2147483647ULL;
-    case NPY_INT64: return hi_u <= 9223372036854775807ULL;
-    case NPY_UINT8: return lo >= 0 && hi_u <= 255;
-    case NPY_UINT16: return lo >= 0 && hi_u <= 65535;
-    case NPY_UINT32: return lo >= 0 && hi_u <= 4294967295ULL;
-    case NPY_UINT64: return lo >= 0;
-    default: return 0;
+    case NPY_BOOL:
+        return lo >= 0 && hi_u <= 1;
+    case NPY_INT8:
+        return lo >= -128 && hi_u <= 127;
+    case NPY_INT16:
+        return lo >= -32768 && hi_u <= 32767;
+    case NPY_INT32:
+        return lo >= -2147483648LL && hi_u <= 2147483647ULL;
+    case NPY_INT64:
+        return hi_u <= 9223372036854775807ULL;
+    case NPY_UINT8:
+        return lo >= 0 && hi_u <= 255;
+    case NPY_UINT16:
+        return lo >= 0 && hi_u <= 65535;
+    case NPY_UINT32:
+        return lo >= 0 && hi_u <= 4294967295ULL;
+    case NPY_UINT64:
+        return lo >= 0;
+    default:
+        return 0;
     }
 }
 
@@ -412,7 +433,8 @@ dense_doubles(PyArrayObject *arr)
 {
     int type = PyArray_TYPE(arr);
     return (type == NPY_FLOAT64 || type == NPY_COMPLEX128) && PyArray_ISALIGNED(arr) &&
-           PyArray_ISNOTSWAPPED(arr) && (PyArray_IS_C_CONTIGUOUS(arr) || PyArray_IS_F_CONTIGUOUS(arr));
+           PyArray_ISNOTSWAPPED(arr) &&
+           (PyArray_IS_C_CONTIGUOUS(arr) || PyArray_IS_F_CONTIGUOUS(arr));
 }
 
 static int
@@ -440,10 +462,12 @@ plan_float(PyArrayObject *arr, int to, double rtol, plan *out)
                       type_name(src));
         return 0;
     }
-    float_acc acc = {target == NPY_FLOAT16 ? (src_double ? mt_narrow_rounding_f64_f16
-                                                         : mt_narrow_rounding_f32_f16)
-                                           : mt_narrow_rounding_f64_f32,
-                     is_complex ? 2 : 1, src_double ? 8 : 4, {0.0, 0}};
+    float_acc acc = {target == NPY_FLOAT16
+                         ? (src_double ? mt_narrow_rounding_f64_f16 : mt_narrow_rounding_f32_f16)
+                         : mt_narrow_rounding_f64_f32,
+                     is_complex ? 2 : 1,
+                     src_double ? 8 : 4,
+                     {0.0, 0}};
     if (dense_doubles(arr) && target != NPY_FLOAT16) {
         /* Complex numbers are pairs of doubles with one rule for both. */
         mt_narrow_scan_f64_f32((const double *)PyArray_DATA(arr),
@@ -508,13 +532,15 @@ plan_int(PyArrayObject *arr, int to, int narrow, plan *out)
     out->umax = is_signed ? (unsigned long long)acc.smax : hi;
     int target = to == -1 ? smallest_int(is_signed, lo, hi) : to;
     if (!holds(target, lo, hi)) {
-        PyOS_snprintf(out->reason, sizeof out->reason, "its values span %lld..%llu, which %s cannot hold",
-                      lo, hi, type_name(target));
+        PyOS_snprintf(out->reason, sizeof out->reason,
+                      "its values span %lld..%llu, which %s cannot hold", lo, hi,
+                      type_name(target));
         return 0;
     }
     if (type_size(target) >= PyArray_ITEMSIZE(arr)) {
         PyOS_snprintf(out->reason, sizeof out->reason,
-                      "it is already the smallest integer type holding its values (%lld..%llu)", lo, hi);
+                      "it is already the smallest integer type holding its values (%lld..%llu)", lo,
+                      hi);
         return 0;
     }
     if (to == -1 && !narrow) {
@@ -558,9 +584,8 @@ plan_for(PyArrayObject *arr, const char *to_name, double rtol, int narrow, plan 
     }
     int src = PyArray_TYPE(arr);
     if (!PyArray_ISNOTSWAPPED(arr)) {
-        PyErr_SetString(PyExc_TypeError,
-                        "its data is not in native byte order; convert it with "
-                        "a.astype(a.dtype.newbyteorder('=')) first");
+        PyErr_SetString(PyExc_TypeError, "its data is not in native byte order; convert it with "
+                                         "a.astype(a.dtype.newbyteorder('=')) first");
         return -1;
     }
     if (src == NPY_FLOAT64 || src == NPY_FLOAT32 || src == NPY_COMPLEX128 || src == NPY_COMPLEX64) {
@@ -598,9 +623,11 @@ plan_dict(const plan *p)
     PyObject *d = PyDict_New();
     if (d == NULL ||
         mt_set(d, "target", p->target >= 0 ? dtype_name(p->target) : Py_NewRef(Py_None)) < 0 ||
-        mt_set(d, "reason", p->target >= 0 ? Py_NewRef(Py_None) : PyUnicode_FromString(p->reason)) < 0 ||
+        mt_set(d, "reason", p->target >= 0 ? Py_NewRef(Py_None) : PyUnicode_FromString(p->reason)) <
+            0 ||
         mt_set(d, "max_rel_error", PyFloat_FromDouble(p->max_rel_error)) < 0 ||
-        mt_set(d, "warning", p->warning[0] ? PyUnicode_FromString(p->warning) : Py_NewRef(Py_None)) < 0) {
+        mt_set(d, "warning",
+               p->warning[0] ? PyUnicode_FromString(p->warning) : Py_NewRef(Py_None)) < 0) {
         Py_XDECREF(d);
         return NULL;
     }
@@ -621,8 +648,8 @@ parse_plan_args(PyObject *arr, const char *to, double rtol, int narrow, plan *p)
     return plan_for((PyArrayObject *)arr, to, rtol, narrow, p);
 }
 
-PyDoc_STRVAR(mt_shrink_plan__doc__,
-             "downcast_plan(array, to='auto', rtol=1e-3, narrow=False) -> {target, reason, max_rel_error, warning}.");
+PyDoc_STRVAR(mt_shrink_plan__doc__, "downcast_plan(array, to='auto', rtol=1e-3, narrow=False) -> "
+                                    "{target, reason, max_rel_error, warning}.");
 PyObject *
 mt_shrink_plan(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
@@ -663,7 +690,8 @@ mt_shrink_options(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
         return NULL;
     }
     return Py_BuildValue("{sNsisd}", "codec",
-                         codec == Py_None ? PyUnicode_FromString(MT_DEFAULT_CODEC) : Py_NewRef(codec),
+                         codec == Py_None ? PyUnicode_FromString(MT_DEFAULT_CODEC)
+                                          : Py_NewRef(codec),
                          "level", how.level, "rtol", tolerance);
 }
 
@@ -679,30 +707,32 @@ mt_shrink_options(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 typedef void (*convert_fn)(const char *src, npy_intp src_stride, char *dst, npy_intp dst_stride,
                            npy_intp n);
 
-#define CONVERT_LOOP(from_t, from_tag, from_num, to_t, to_tag, to_num)                   \
-    static void convert_##from_tag##_##to_tag(const char *src, npy_intp src_stride,      \
-                                              char *dst, npy_intp dst_stride, npy_intp n) \
-    {                                                                                    \
-        if (src_stride == sizeof(from_t) && dst_stride == sizeof(to_t)) {                \
-            /* Dense: a form the compiler vectorizes. */                                 \
-            for (npy_intp i = 0; i < n; i++) {                                           \
-                from_t x;                                                                \
-                memcpy(&x, src + i * (npy_intp)sizeof x, sizeof x);                      \
-                to_t y = (to_t)x;                                                        \
-                memcpy(dst + i * (npy_intp)sizeof y, &y, sizeof y);                      \
-            }                                                                            \
-            return;                                                                      \
-        }                                                                                \
-        for (npy_intp i = 0; i < n; i++, src += src_stride, dst += dst_stride) {        \
-            from_t x;                                                                    \
-            memcpy(&x, src, sizeof x);                                                   \
-            to_t y = (to_t)x;                                                            \
-            memcpy(dst, &y, sizeof y);                                                   \
-        }                                                                                \
+#define CONVERT_LOOP(from_t, from_tag, from_num, to_t, to_tag, to_num)                             \
+    static void convert_##from_tag##_##to_tag(const char *src, npy_intp src_stride, char *dst,     \
+                                              npy_intp dst_stride, npy_intp n)                     \
+    {                                                                                              \
+        if (src_stride == sizeof(from_t) && dst_stride == sizeof(to_t)) {                          \
+            /* Dense: a form the compiler vectorizes. */                                           \
+            for (npy_intp i = 0; i < n; i++) {                                                     \
+                from_t x;                                                                          \
+                memcpy(&x, src + i * (npy_intp)sizeof x, sizeof x);                                \
+                to_t y = (to_t)x;                                                                  \
+                memcpy(dst + i * (npy_intp)sizeof y, &y, sizeof y);                                \
+            }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
+        for (npy_intp i = 0; i < n; i++, src += src_stride, dst += dst_stride) {                   \
+            from_t x;                                                                              \
+            memcpy(&x, src, sizeof x);                                                             \
+            to_t y = (to_t)x;                                                                      \
+            memcpy(dst, &y, sizeof y);                                                             \
+        }                                                                                          \
     }
 
 /* X(C type, tag, NPY type number, target...) for every integer source, and
  * X(C type, tag, NPY type number) for every integer target. */
+/* Two types a line (clang-format would indent each further). */
+/* clang-format off */
 #define INT_SOURCES(X, ...)                                                                 \
     X(npy_int8, i8, NPY_INT8, __VA_ARGS__) X(npy_int16, i16, NPY_INT16, __VA_ARGS__)         \
     X(npy_int32, i32, NPY_INT32, __VA_ARGS__) X(npy_int64, i64, NPY_INT64, __VA_ARGS__)      \
@@ -712,6 +742,7 @@ typedef void (*convert_fn)(const char *src, npy_intp src_stride, char *dst, npy_
     X(npy_bool, b, NPY_BOOL) X(npy_int8, i8, NPY_INT8) X(npy_int16, i16, NPY_INT16)         \
     X(npy_int32, i32, NPY_INT32) X(npy_uint8, u8, NPY_UINT8) X(npy_uint16, u16, NPY_UINT16) \
     X(npy_uint32, u32, NPY_UINT32)
+/* clang-format on */
 
 #define INT_LOOPS_TO(to_t, to_tag, to_num) INT_SOURCES(CONVERT_LOOP, to_t, to_tag, to_num)
 INT_TARGETS(INT_LOOPS_TO)
@@ -728,13 +759,12 @@ converter(int from, int to, npy_intp *components)
         int from, to;
         convert_fn fn;
     } loops[] = {
-#define LOOP_ENTRY(from_t, from_tag, from_num, to_t, to_tag, to_num) \
+#define LOOP_ENTRY(from_t, from_tag, from_num, to_t, to_tag, to_num)                               \
     {from_num, to_num, convert_##from_tag##_##to_tag},
 #define INT_ENTRIES_TO(to_t, to_tag, to_num) INT_SOURCES(LOOP_ENTRY, to_t, to_tag, to_num)
-        INT_TARGETS(INT_ENTRIES_TO)
-        LOOP_ENTRY(double, f64, NPY_FLOAT64, float, f32, NPY_FLOAT32)
-        LOOP_ENTRY(double, f64, NPY_FLOAT64, _Float16, f16, NPY_FLOAT16)
-        LOOP_ENTRY(float, f32, NPY_FLOAT32, _Float16, f16, NPY_FLOAT16)
+        INT_TARGETS(INT_ENTRIES_TO) LOOP_ENTRY(double, f64, NPY_FLOAT64, float, f32, NPY_FLOAT32)
+            LOOP_ENTRY(double, f64, NPY_FLOAT64, _Float16, f16, NPY_FLOAT16)
+                LOOP_ENTRY(float, f32, NPY_FLOAT32, _Float16, f16, NPY_FLOAT16)
 #undef INT_ENTRIES_TO
 #undef LOOP_ENTRY
     };
@@ -797,8 +827,8 @@ convert_in_place(PyArrayObject *arr, PyArray_Descr *to, convert_fn fn, npy_intp 
         }
         for (npy_intp start = 0; start < count; start += block) {
             npy_intp n = count - start < block ? count - start : block;
-            convert_elements(fn, components, old_size, new_size, data + start * old_size,
-                             old_size, scratch, new_size, n);
+            convert_elements(fn, components, old_size, new_size, data + start * old_size, old_size,
+                             scratch, new_size, n);
             memcpy(data + start * new_size, scratch, (size_t)(n * new_size));
         }
         PyMem_RawFree(scratch);
@@ -810,8 +840,8 @@ convert_in_place(PyArrayObject *arr, PyArray_Descr *to, convert_fn fn, npy_intp 
         PyErr_Clear(); /* keeps the larger block; numpy frees it all the same */
     }
     else if (count > 0) {
-        void *smaller = handler->allocator.realloc(handler->allocator.ctx, data,
-                                                   new_nbytes ? new_nbytes : 1);
+        void *smaller =
+            handler->allocator.realloc(handler->allocator.ctx, data, new_nbytes ? new_nbytes : 1);
         if (smaller != NULL) {
             fa->data = smaller;
         }
@@ -837,8 +867,7 @@ result_dict(const char *status, PyArrayObject *arr, int target, const plan *p, c
             PyObject *refusals, int in_place, Py_ssize_t bytes_after)
 {
     PyObject *d = PyDict_New();
-    if (d == NULL ||
-        mt_set(d, "status", PyUnicode_FromString(status)) < 0 ||
+    if (d == NULL || mt_set(d, "status", PyUnicode_FromString(status)) < 0 ||
         mt_set(d, "dtype_before", PyObject_Str((PyObject *)PyArray_DESCR(arr))) < 0 ||
         mt_set(d, "dtype_after", target >= 0 ? dtype_name(target) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "bytes_before", PyLong_FromSsize_t(PyArray_NBYTES(arr))) < 0 ||
@@ -847,7 +876,8 @@ result_dict(const char *status, PyArrayObject *arr, int target, const plan *p, c
         mt_set(d, "reason", reason ? PyUnicode_FromString(reason) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "refusals", Py_NewRef(refusals)) < 0 ||
         mt_set(d, "max_rel_error", PyFloat_FromDouble(p->max_rel_error)) < 0 ||
-        mt_set(d, "warning", p->warning[0] ? PyUnicode_FromString(p->warning) : Py_NewRef(Py_None)) < 0) {
+        mt_set(d, "warning",
+               p->warning[0] ? PyUnicode_FromString(p->warning) : Py_NewRef(Py_None)) < 0) {
         Py_XDECREF(d);
         return NULL;
     }
@@ -931,7 +961,8 @@ mt_shrink_downcast(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs
     if (parse_plan_args(obj, to, rtol, narrow, &p) < 0) {
         goto done;
     }
-    Py_ssize_t after = p.target >= 0 ? PyArray_SIZE(arr) * type_size(p.target) : PyArray_NBYTES(arr);
+    Py_ssize_t after =
+        p.target >= 0 ? PyArray_SIZE(arr) * type_size(p.target) : PyArray_NBYTES(arr);
     if (p.target < 0) {
         result = result_dict("refused", arr, -1, &p, p.reason, refusals, 0, after);
         goto done;
@@ -1041,12 +1072,13 @@ plan_pack(PyObject *seq, int narrow, pack_plan *pp)
         }
         if (kind != pp->kind) {
             PyOS_snprintf(pp->reason, sizeof pp->reason,
-                          "mixed content: item 0 is a %s, item %zd is a %s", kind_names[pp->kind], i,
-                          kind_names[kind]);
+                          "mixed content: item 0 is a %s, item %zd is a %s", kind_names[pp->kind],
+                          i, kind_names[kind]);
             return 0;
         }
         if (Py_REFCNT(x) == 1) {
-            pp->freed_bytes += Py_TYPE(x)->tp_basicsize + Py_ABS(Py_SIZE(x)) * Py_TYPE(x)->tp_itemsize;
+            pp->freed_bytes +=
+                Py_TYPE(x)->tp_basicsize + Py_ABS(Py_SIZE(x)) * Py_TYPE(x)->tp_itemsize;
         }
         if (kind == ITEM_INT) {
             int overflow;
@@ -1059,7 +1091,8 @@ plan_pack(PyObject *seq, int narrow, pack_plan *pp)
                 unsigned long long u = PyLong_AsUnsignedLongLong(x);
                 if (u == (unsigned long long)-1 && PyErr_Occurred()) {
                     PyErr_Clear();
-                    PyOS_snprintf(pp->reason, sizeof pp->reason, "item %zd needs more than 64 bits", i);
+                    PyOS_snprintf(pp->reason, sizeof pp->reason, "item %zd needs more than 64 bits",
+                                  i);
                     return 0;
                 }
                 pp->hi = u > pp->hi ? u : pp->hi;
@@ -1083,7 +1116,10 @@ plan_pack(PyObject *seq, int narrow, pack_plan *pp)
         pp->type = NPY_BOOL;
     }
     else if (pp->kind == ITEM_FLOAT) {
-        pp->type = !narrow ? NPY_FLOAT64 : pp->fits_f16 ? NPY_FLOAT16 : pp->fits_f32 ? NPY_FLOAT32 : NPY_FLOAT64;
+        pp->type = !narrow        ? NPY_FLOAT64
+                   : pp->fits_f16 ? NPY_FLOAT16
+                   : pp->fits_f32 ? NPY_FLOAT32
+                                  : NPY_FLOAT64;
     }
     else {
         if (pp->lo < 0 && pp->hi > (unsigned long long)LLONG_MAX) {
@@ -1117,25 +1153,47 @@ fill_packed(PyObject *seq, PyArrayObject *arr)
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *x = items[i];
         switch (type) {
-        case NPY_BOOL: ((npy_bool *)out)[i] = x == Py_True; break;
+        case NPY_BOOL:
+            ((npy_bool *)out)[i] = x == Py_True;
+            break;
         case NPY_FLOAT16: {
             _Float16 h = (_Float16)PyFloat_AS_DOUBLE(x);
             memcpy(out + 2 * i, &h, 2);
             break;
         }
-        case NPY_FLOAT32: ((float *)out)[i] = (float)PyFloat_AS_DOUBLE(x); break;
-        case NPY_FLOAT64: ((double *)out)[i] = PyFloat_AS_DOUBLE(x); break;
-        case NPY_UINT64: ((npy_uint64 *)out)[i] = PyLong_AsUnsignedLongLong(x); break;
+        case NPY_FLOAT32:
+            ((float *)out)[i] = (float)PyFloat_AS_DOUBLE(x);
+            break;
+        case NPY_FLOAT64:
+            ((double *)out)[i] = PyFloat_AS_DOUBLE(x);
+            break;
+        case NPY_UINT64:
+            ((npy_uint64 *)out)[i] = PyLong_AsUnsignedLongLong(x);
+            break;
         default: {
             long long v = PyLong_AsLongLong(x);
             switch (type) {
-            case NPY_INT8: ((npy_int8 *)out)[i] = (npy_int8)v; break;
-            case NPY_INT16: ((npy_int16 *)out)[i] = (npy_int16)v; break;
-            case NPY_INT32: ((npy_int32 *)out)[i] = (npy_int32)v; break;
-            case NPY_INT64: ((npy_int64 *)out)[i] = (npy_int64)v; break;
-            case NPY_UINT8: ((npy_uint8 *)out)[i] = (npy_uint8)v; break;
-            case NPY_UINT16: ((npy_uint16 *)out)[i] = (npy_uint16)v; break;
-            case NPY_UINT32: ((npy_uint32 *)out)[i] = (npy_uint32)v; break;
+            case NPY_INT8:
+                ((npy_int8 *)out)[i] = (npy_int8)v;
+                break;
+            case NPY_INT16:
+                ((npy_int16 *)out)[i] = (npy_int16)v;
+                break;
+            case NPY_INT32:
+                ((npy_int32 *)out)[i] = (npy_int32)v;
+                break;
+            case NPY_INT64:
+                ((npy_int64 *)out)[i] = (npy_int64)v;
+                break;
+            case NPY_UINT8:
+                ((npy_uint8 *)out)[i] = (npy_uint8)v;
+                break;
+            case NPY_UINT16:
+                ((npy_uint16 *)out)[i] = (npy_uint16)v;
+                break;
+            case NPY_UINT32:
+                ((npy_uint32 *)out)[i] = (npy_uint32)v;
+                break;
             }
         }
         }
@@ -1143,9 +1201,10 @@ fill_packed(PyObject *seq, PyArrayObject *arr)
     return PyErr_Occurred() ? -1 : 0;
 }
 
-PyDoc_STRVAR(mt_shrink_pack__doc__,
-             "pack(ns, name, narrow=False, copy=False, dry_run=False) -> dict: numbers -> the array numpy "
-             "would make (the smallest exact one with narrow).");
+PyDoc_STRVAR(
+    mt_shrink_pack__doc__,
+    "pack(ns, name, narrow=False, copy=False, dry_run=False) -> dict: numbers -> the array numpy "
+    "would make (the smallest exact one with narrow).");
 PyObject *
 mt_shrink_pack(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
@@ -1173,14 +1232,19 @@ mt_shrink_pack(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
         goto done;
     }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    Py_ssize_t before = Py_TYPE(seq)->tp_basicsize + n * (Py_ssize_t)sizeof(PyObject *) + pp.freed_bytes;
+    Py_ssize_t before =
+        Py_TYPE(seq)->tp_basicsize + n * (Py_ssize_t)sizeof(PyObject *) + pp.freed_bytes;
     Py_ssize_t after = pp.type >= 0 ? n * type_size(pp.type) : before;
     refusal r = {"held", "other references to it exist"};
     refusals = refusal_list(&r, held);
-    const char *status = pp.type < 0 || (held && !copy && !dry_run) ? "refused" : dry_run ? "dry-run" : "done";
-    const char *reason = pp.type < 0 ? pp.reason
-                         : (held && !copy) ? "other references keep the original alive (add --copy to pack a copy anyway)"
-                                           : NULL;
+    const char *status = pp.type < 0 || (held && !copy && !dry_run) ? "refused"
+                         : dry_run                                  ? "dry-run"
+                                                                    : "done";
+    const char *reason =
+        pp.type < 0 ? pp.reason
+        : (held && !copy)
+            ? "other references keep the original alive (add --copy to pack a copy anyway)"
+            : NULL;
     if (refusals == NULL ||
         !(result = Py_BuildValue("{sssNsnsnsOszsz}", "status", status, "dtype_after",
                                  pp.type >= 0 ? dtype_name(pp.type) : Py_NewRef(Py_None),
@@ -1194,7 +1258,8 @@ mt_shrink_pack(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     }
     npy_intp dims[1] = {n};
     arr = PyArray_SimpleNew(1, dims, pp.type);
-    if (arr == NULL || fill_packed(seq, (PyArrayObject *)arr) < 0 || PyDict_SetItem(ns, name, arr) < 0) {
+    if (arr == NULL || fill_packed(seq, (PyArrayObject *)arr) < 0 ||
+        PyDict_SetItem(ns, name, arr) < 0) {
         Py_CLEAR(result);
     }
 done:
@@ -1253,8 +1318,8 @@ mt_shrink_spill_write(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwa
     while (done_bytes < total && !err) {
         size_t want = total - done_bytes < WRITE_BYTES ? total - done_bytes : WRITE_BYTES;
         size_t wrote = 0;
-        Py_BEGIN_ALLOW_THREADS
-        while (wrote < want) {
+        Py_BEGIN_ALLOW_THREADS while (wrote < want)
+        {
             ssize_t w = write(fd, data + done_bytes + wrote, want - wrote);
             if (w < 0) {
                 if (errno == EINTR) {
@@ -1265,9 +1330,9 @@ mt_shrink_spill_write(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwa
             }
             wrote += (size_t)w;
         }
-        Py_END_ALLOW_THREADS
-        done_bytes += wrote;
-        if (!err && (PyErr_CheckSignals() < 0 || report_progress(progress, done_bytes, total) < 0)) {
+        Py_END_ALLOW_THREADS done_bytes += wrote;
+        if (!err &&
+            (PyErr_CheckSignals() < 0 || report_progress(progress, done_bytes, total) < 0)) {
             err = -1;
         }
     }
@@ -1295,11 +1360,17 @@ done:
 PyMethodDef mt_shrink_methods[] = {
     {"shrink_window_begin", mt_shrink_window_begin, METH_NOARGS, mt_shrink_window_begin__doc__},
     {"shrink_window_end", mt_shrink_window_end, METH_NOARGS, mt_shrink_window_end__doc__},
-    {"inplace_check", (PyCFunction)(void (*)(void))mt_shrink_inplace_check, METH_FASTCALL, mt_shrink_inplace_check__doc__},
-    {"downcast_plan", (PyCFunction)(void (*)(void))mt_shrink_plan, METH_VARARGS | METH_KEYWORDS, mt_shrink_plan__doc__},
-    {"shrink_options", (PyCFunction)(void (*)(void))mt_shrink_options, METH_VARARGS | METH_KEYWORDS, mt_shrink_options__doc__},
-    {"downcast", (PyCFunction)(void (*)(void))mt_shrink_downcast, METH_VARARGS | METH_KEYWORDS, mt_shrink_downcast__doc__},
-    {"pack", (PyCFunction)(void (*)(void))mt_shrink_pack, METH_VARARGS | METH_KEYWORDS, mt_shrink_pack__doc__},
-    {"spill_write", (PyCFunction)(void (*)(void))mt_shrink_spill_write, METH_VARARGS | METH_KEYWORDS, mt_shrink_spill_write__doc__},
+    {"inplace_check", (PyCFunction)(void (*)(void))mt_shrink_inplace_check, METH_FASTCALL,
+     mt_shrink_inplace_check__doc__},
+    {"downcast_plan", (PyCFunction)(void (*)(void))mt_shrink_plan, METH_VARARGS | METH_KEYWORDS,
+     mt_shrink_plan__doc__},
+    {"shrink_options", (PyCFunction)(void (*)(void))mt_shrink_options, METH_VARARGS | METH_KEYWORDS,
+     mt_shrink_options__doc__},
+    {"downcast", (PyCFunction)(void (*)(void))mt_shrink_downcast, METH_VARARGS | METH_KEYWORDS,
+     mt_shrink_downcast__doc__},
+    {"pack", (PyCFunction)(void (*)(void))mt_shrink_pack, METH_VARARGS | METH_KEYWORDS,
+     mt_shrink_pack__doc__},
+    {"spill_write", (PyCFunction)(void (*)(void))mt_shrink_spill_write,
+     METH_VARARGS | METH_KEYWORDS, mt_shrink_spill_write__doc__},
     {NULL, NULL, 0, NULL},
 };

@@ -86,7 +86,7 @@ struct mt_telemetry {
      * subscribers reconnect, and their first subscription is no new one.
      * Only the sampler touches it while it runs. */
     long long returning;
-    double resumed_at; /* when the pause ended: cell records wait a moment for them */
+    double resumed_at;      /* when the pause ended: cell records wait a moment for them */
     _Atomic int last_errno; /* of the last failed send, 0 if none */
     _Atomic int tid;        /* the sampler's, for measuring its CPU time */
     _Atomic int busy_pace;  /* the sampler already samples at the busy pace */
@@ -105,7 +105,8 @@ static PyObject *
 zmq_error(const char *what, int err)
 {
     MT_ASSERT_GIL();
-    PyObject *args = Py_BuildValue("(iN)", err, PyUnicode_FromFormat("%s: %s", what, zmq_strerror(err)));
+    PyObject *args =
+        Py_BuildValue("(iN)", err, PyUnicode_FromFormat("%s: %s", what, zmq_strerror(err)));
     if (args != NULL) {
         PyErr_SetObject(PyExc_OSError, args);
         Py_DECREF(args);
@@ -150,8 +151,7 @@ jb_append(json_buf *b, const char *s, size_t n)
 /* A string literal, its length counted by the compiler. */
 #define jb_literal(b, text) jb_append((b), (text), sizeof(text) - 1)
 
-static void
-jb_printf(json_buf *b, const char *format, ...) __attribute__((format(printf, 2, 3)));
+static void jb_printf(json_buf *b, const char *format, ...) __attribute__((format(printf, 2, 3)));
 
 static void
 jb_printf(json_buf *b, const char *format, ...)
@@ -302,8 +302,8 @@ write_composition(json_buf *b, int names, const mt_peak_composition *c)
         return;
     }
     long long attributed = 0;
-    jb_printf(b, ",\"peak_composition\":{\"block_threshold\":%lld,\"at\":%lld",
-              c->block_threshold, c->at);
+    jb_printf(b, ",\"peak_composition\":{\"block_threshold\":%lld,\"at\":%lld", c->block_threshold,
+              c->at);
     jb_literal(b, ",\"groups\":[");
     for (int i = 0; i < c->ngroups; i++) {
         const mt_peak_group *g = &c->groups[i];
@@ -317,8 +317,8 @@ write_composition(json_buf *b, int names, const mt_peak_composition *c)
             jb_code(b, names && texts[k + 1][0], texts[k + 1]);
         }
         jb_line(b, "function_line", g->function_line);
-        jb_printf(b, ",\"blocks\":%d,\"bytes\":%lld,\"kept\":%lld,\"temporary\":%lld}",
-                  g->blocks, g->bytes, g->kept, g->bytes - g->kept);
+        jb_printf(b, ",\"blocks\":%d,\"bytes\":%lld,\"kept\":%lld,\"temporary\":%lld}", g->blocks,
+                  g->bytes, g->kept, g->bytes - g->kept);
     }
     jb_printf(b, "],\"attributed\":%lld,\"untracked\":%lld}", attributed, c->untracked);
 }
@@ -554,8 +554,8 @@ sampler_main(void *arg)
             t->last_pending = 1;
             pthread_mutex_unlock(&t->lock);
             h.last_pending = 0;
-            next_sample = now + RETURN_POLL_SECONDS < next_sample ? now + RETURN_POLL_SECONDS
-                                                                  : next_sample;
+            next_sample =
+                now + RETURN_POLL_SECONDS < next_sample ? now + RETURN_POLL_SECONDS : next_sample;
         }
         if (h.last_pending) {
             open_message(t, &b, "cell");
@@ -572,7 +572,8 @@ sampler_main(void *arg)
             write_sample(&b, t->names, &f, &h.run, h.budget, h.trips, h.cells);
             send_message(t, "sample", &b);
             sampled_at = now;
-            next_sample = now + (h.run.running ? MT_TELEMETRY_BUSY_MS : MT_TELEMETRY_IDLE_MS) / 1000.0;
+            next_sample =
+                now + (h.run.running ? MT_TELEMETRY_BUSY_MS : MT_TELEMETRY_IDLE_MS) / 1000.0;
         }
         if (snapshot) {
             /* The state a late subscriber would otherwise wait for. */
@@ -668,7 +669,8 @@ private_directory(const char *path)
     if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid()) {
         PyErr_Format(PyExc_PermissionError,
                      "memtamer telemetry: %s is not a directory of this user; "
-                     "set MEMTAMER_TELEMETRY_ENDPOINT to another place", dir);
+                     "set MEMTAMER_TELEMETRY_ENDPOINT to another place",
+                     dir);
         return -1;
     }
     if ((st.st_mode & 0777) != 0700 && chmod(dir, 0700) < 0) {
@@ -901,8 +903,7 @@ mt_telemetry_stop(PyObject *module, PyObject *Py_UNUSED(unused))
     mt_telemetry *t = own_telemetry(st);
     if (t != NULL) {
         st->telemetry = NULL;
-        Py_BEGIN_ALLOW_THREADS
-        telemetry_close(t);
+        Py_BEGIN_ALLOW_THREADS telemetry_close(t);
         Py_END_ALLOW_THREADS
     }
     Py_RETURN_NONE;
@@ -913,10 +914,8 @@ mt_telemetry_fork_pause(PyObject *module)
 {
     mt_telemetry *t = own_telemetry(mt_get_state(module));
     if (t != NULL && t->sampling) {
-        Py_BEGIN_ALLOW_THREADS
-        close_transport(t, STOP_FOR_FORK);
-        Py_END_ALLOW_THREADS
-        t->paused_for_fork = 1;
+        Py_BEGIN_ALLOW_THREADS close_transport(t, STOP_FOR_FORK);
+        Py_END_ALLOW_THREADS t->paused_for_fork = 1;
     }
 }
 
@@ -1138,7 +1137,8 @@ mt_telemetry_status(PyObject *module, PyObject *Py_UNUSED(unused))
         mt_set(d, "seq", PyLong_FromLongLong(atomic_load(&t->seq))) < 0 ||
         mt_set(d, "subscriptions", PyLong_FromLongLong(atomic_load(&t->subscriptions))) < 0 ||
         mt_set(d, "thread_id", PyLong_FromLong(atomic_load(&t->tid))) < 0 ||
-        mt_set(d, "last_error", err ? PyUnicode_FromString(zmq_strerror(err)) : Py_NewRef(Py_None)) < 0) {
+        mt_set(d, "last_error",
+               err ? PyUnicode_FromString(zmq_strerror(err)) : Py_NewRef(Py_None)) < 0) {
         Py_XDECREF(d);
         return NULL;
     }
@@ -1147,9 +1147,11 @@ mt_telemetry_status(PyObject *module, PyObject *Py_UNUSED(unused))
 
 /* The _core methods of this file; module.c adds them at init. */
 PyMethodDef mt_telemetry_methods[] = {
-    {"telemetry_start", (PyCFunction)(void (*)(void))mt_telemetry_start, METH_VARARGS | METH_KEYWORDS, mt_telemetry_start__doc__},
+    {"telemetry_start", (PyCFunction)(void (*)(void))mt_telemetry_start,
+     METH_VARARGS | METH_KEYWORDS, mt_telemetry_start__doc__},
     {"telemetry_stop", mt_telemetry_stop, METH_NOARGS, mt_telemetry_stop__doc__},
-    {"telemetry_event", (PyCFunction)(void (*)(void))mt_telemetry_event, METH_FASTCALL, mt_telemetry_event__doc__},
+    {"telemetry_event", (PyCFunction)(void (*)(void))mt_telemetry_event, METH_FASTCALL,
+     mt_telemetry_event__doc__},
     {"telemetry_status", mt_telemetry_status, METH_NOARGS, mt_telemetry_status__doc__},
     {NULL, NULL, 0, NULL},
 };

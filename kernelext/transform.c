@@ -9,7 +9,7 @@
 #include <string.h>
 
 /* Powers of ten, each exactly representable as a double. */
-static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,
+static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8, 1e9,
                                1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18};
 #define MAX_EXPONENT ((int)(sizeof POW10 / sizeof POW10[0]) - 1)
 
@@ -201,14 +201,14 @@ encode_as_is(const void *values, size_t count, void *out)
 /* Stores digit[j] (or its difference from digit[j - 1]) less base in width
  * bytes; one loop per width, so each vectorises.  Blocks follow each other
  * at any byte offset: memcpy makes the unaligned stores defined. */
-#define NARROW(type)                                                                           \
-    do {                                                                                       \
-        for (size_t j = 0; j < count; j++) {                                                   \
-            uint64_t stored = delta ? (j ? (uint64_t)digit[j] - (uint64_t)digit[j - 1] : base) \
-                                    : (uint64_t)digit[j];                                      \
-            type narrowed = (type)(stored - base);                                             \
-            memcpy(out + j * sizeof narrowed, &narrowed, sizeof narrowed);                     \
-        }                                                                                      \
+#define NARROW(type)                                                                               \
+    do {                                                                                           \
+        for (size_t j = 0; j < count; j++) {                                                       \
+            uint64_t stored = delta ? (j ? (uint64_t)digit[j] - (uint64_t)digit[j - 1] : base)     \
+                                    : (uint64_t)digit[j];                                          \
+            type narrowed = (type)(stored - base);                                                 \
+            memcpy(out + j * sizeof narrowed, &narrowed, sizeof narrowed);                         \
+        }                                                                                          \
     } while (0)
 
 static void
@@ -227,8 +227,8 @@ narrow(const int64_t *digit, size_t count, int width, int delta, uint64_t base, 
 }
 
 size_t
-mt_transform_encode(const mt_transform_plan *plan, const void *values, size_t count,
-                    void *scratch, void *out)
+mt_transform_encode(const mt_transform_plan *plan, const void *values, size_t count, void *scratch,
+                    void *out)
 {
     if (count == 0 || (plan->type == MT_VALUES_FLOAT64 && plan->exponent < 0)) {
         return encode_as_is(values, count, out);
@@ -263,16 +263,16 @@ mt_transform_encode(const mt_transform_plan *plan, const void *values, size_t co
 }
 
 /* Digits back from width bytes each: differences summed up, base added. */
-#define WIDEN(type)                                                                            \
-    do {                                                                                       \
-        uint64_t d = h->first;                                                                 \
-        for (size_t j = 0; j < count; j++) {                                                   \
-            type narrowed;                                                                     \
-            memcpy(&narrowed, in + j * sizeof narrowed, sizeof narrowed);                      \
-            uint64_t stored = (uint64_t)narrowed + h->base;                                    \
-            d = h->delta ? (j ? d + stored : d) : stored;                                      \
-            digit[j] = (int64_t)d;                                                             \
-        }                                                                                      \
+#define WIDEN(type)                                                                                \
+    do {                                                                                           \
+        uint64_t d = h->first;                                                                     \
+        for (size_t j = 0; j < count; j++) {                                                       \
+            type narrowed;                                                                         \
+            memcpy(&narrowed, in + j * sizeof narrowed, sizeof narrowed);                          \
+            uint64_t stored = (uint64_t)narrowed + h->base;                                        \
+            d = h->delta ? (j ? d + stored : d) : stored;                                          \
+            digit[j] = (int64_t)d;                                                                 \
+        }                                                                                          \
     } while (0)
 
 /* Widens into the output itself: digits and values are both 8 bytes, and
@@ -300,10 +300,11 @@ mt_transform_block_size(const void *in, size_t size, size_t count)
         return 0;
     }
     memcpy(&h, in, sizeof h);
-    size_t need = h.width == 8 ? sizeof h + count * 8
-                               : sizeof h + count * h.width + (size_t)h.exceptions * EXCEPTION_BYTES;
-    int valid = h.width == 8 || ((h.width == 1 || h.width == 2 || h.width == 4) &&
-                                 h.exceptions <= count);
+    size_t need = h.width == 8
+                      ? sizeof h + count * 8
+                      : sizeof h + count * h.width + (size_t)h.exceptions * EXCEPTION_BYTES;
+    int valid =
+        h.width == 8 || ((h.width == 1 || h.width == 2 || h.width == 4) && h.exceptions <= count);
     return valid && need <= size ? need : 0;
 }
 

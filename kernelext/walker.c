@@ -30,9 +30,9 @@ enum { E_ROOT = 1, E_SHARED = 2, E_BARRIER = 4 };
 
 typedef struct {
     PyObject *key;
-    long long size; /* its own size plus the refcount-1 objects charged to it */
+    long long size;                /* its own size plus the refcount-1 objects charged to it */
     int32_t first_root, last_root; /* -1 until a root reaches it */
-    int32_t refs;  /* references to it the walk can explain */
+    int32_t refs;                  /* references to it the walk can explain */
     int32_t flags;
 } entry;
 
@@ -55,14 +55,14 @@ enum {
  * so a container's length costs the walker no memory. */
 typedef struct {
     PyObject *obj;
-    PyObject *iter;      /* F_SET, F_ARRAY */
-    PyObject *pending;   /* visited before the next child: a value, an array's base */
-    PyObject **children; /* F_CHILDREN */
-    Py_ssize_t pos, len; /* next index or dict position; len of children */
-    Py_ssize_t held;     /* children allocated, counted in children_held */
-    Py_ssize_t done;     /* dict pairs and set items taken, for the estimate */
+    PyObject *iter;         /* F_SET, F_ARRAY */
+    PyObject *pending;      /* visited before the next child: a value, an array's base */
+    PyObject **children;    /* F_CHILDREN */
+    Py_ssize_t pos, len;    /* next index or dict position; len of children */
+    Py_ssize_t held;        /* children allocated, counted in children_held */
+    Py_ssize_t done;        /* dict pairs and set items taken, for the estimate */
     long long bytes_before; /* the root's bytes when the frame opened */
-    int32_t charge; /* the entry refcount-1 children are charged to */
+    int32_t charge;         /* the entry refcount-1 children are charged to */
     uint8_t kind, revisit;
     uint8_t refs; /* references each child edge stands for (0 on a revisit) */
 } frame;
@@ -79,7 +79,7 @@ struct mt_walker {
     frame *frames;
     Py_ssize_t depth, frames_cap;
     Py_ssize_t children_held; /* in all F_CHILDREN frames */
-    reach *log; /* a root reaching a tracked object again (not first) */
+    reach *log;               /* a root reaching a tracked object again (not first) */
     Py_ssize_t nlog, log_cap;
     mt_walker_totals *totals;
     int32_t *root_entry;
@@ -96,7 +96,7 @@ struct mt_walker {
     /* Set when the walk stopped for time, a signal or its memory cap (an
      * exception is set only for a signal). */
     int stopped;
-    int32_t root; /* being walked */
+    int32_t root;       /* being walked */
     PyObject *last_key; /* the object looked up last, and its entry */
     Py_ssize_t last_idx;
 };
@@ -518,8 +518,7 @@ frame_items(const frame *f, Py_ssize_t *n)
     if (f->kind == F_SEQUENCE) {
         PyObject *seq = f->iter ? f->iter : f->obj;
         *n = Py_SIZE(seq);
-        return PyList_Check(seq) ? ((PyListObject *)seq)->ob_item
-                                 : ((PyTupleObject *)seq)->ob_item;
+        return PyList_Check(seq) ? ((PyListObject *)seq)->ob_item : ((PyTupleObject *)seq)->ob_item;
     }
     *n = 0;
     return NULL;
@@ -632,8 +631,8 @@ visit(mt_walker *w, PyObject *child, int single, int32_t charge, uint8_t revisit
     PyTypeObject *tp = Py_TYPE(child);
     mt_walker_totals *t = &w->totals[w->root];
     t->visits++;
-    if (tp != &PyFloat_Type && tp != &PyUnicode_Type && tp != &PyLong_Type &&
-        tp != &PyList_Type && tp != &PyDict_Type && tp != &PyTuple_Type &&
+    if (tp != &PyFloat_Type && tp != &PyUnicode_Type && tp != &PyLong_Type && tp != &PyList_Type &&
+        tp != &PyDict_Type && tp != &PyTuple_Type &&
         (is_singleton(child) || is_code_or_namespace(child))) {
         Py_DECREF(child);
         return 0;
@@ -1077,8 +1076,7 @@ known_entry(mt_walker *w, PyObject *o)
 {
     Py_ssize_t idx = find_or_add(w, o);
     if (idx == -2) {
-        PyErr_Format(PyExc_MemoryError, "more than %d variables and holders to walk",
-                     MAX_ENTRIES);
+        PyErr_Format(PyExc_MemoryError, "more than %d variables and holders to walk", MAX_ENTRIES);
         return -1;
     }
     return idx;
@@ -1159,8 +1157,9 @@ mt_walker_deep_size(PyObject *obj, PyObject *barriers, double budget_seconds,
     return rc;
 }
 
-PyDoc_STRVAR(mt_walker_py_deep_size__doc__,
-             "deep_size(obj, budget_seconds=0) -> (bytes, complete): deep size, buffers counted once.");
+PyDoc_STRVAR(
+    mt_walker_py_deep_size__doc__,
+    "deep_size(obj, budget_seconds=0) -> (bytes, complete): deep size, buffers counted once.");
 PyObject *
 mt_walker_py_deep_size(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1184,6 +1183,7 @@ mt_walker_py_deep_size(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ss
 
 /* The _core methods of this file; module.c adds them at init. */
 PyMethodDef mt_walker_methods[] = {
-    {"deep_size", (PyCFunction)(void (*)(void))mt_walker_py_deep_size, METH_FASTCALL, mt_walker_py_deep_size__doc__},
+    {"deep_size", (PyCFunction)(void (*)(void))mt_walker_py_deep_size, METH_FASTCALL,
+     mt_walker_py_deep_size__doc__},
     {NULL, NULL, 0, NULL},
 };

@@ -3,7 +3,7 @@
 #define MEMTAMER_CONFIG_H
 
 #if defined(__linux__)
-#define MT_HAS_PROC 1 /* /proc/self/{status,statm,clear_refs}, cgroups */
+#define MT_HAS_PROC 1        /* /proc/self/{status,statm,clear_refs}, cgroups */
 #define MT_HAS_STATFS_TYPE 1 /* statfs's f_type names tmpfs and ramfs */
 #else
 #define MT_HAS_PROC 0

@@ -58,8 +58,8 @@ typedef struct {
 /* Reads codec ('auto' or one of blosc's; None: the default), level (0-9;
  * None: the default), threads (1 to the cores there are; None: all) and
  * narrow (None: yes) into *how.  -1 with ValueError on bad input. */
-int mt_frames_parse_settings(PyObject *codec, PyObject *level, PyObject *threads,
-                             PyObject *narrow, mt_settings *how);
+int mt_frames_parse_settings(PyObject *codec, PyObject *level, PyObject *threads, PyObject *narrow,
+                             mt_settings *how);
 
 /* Compresses the first `limit` bytes of each of the n sources (all of them
  * when limit is 0) into *out, n frames; with 'auto', how->codec and level

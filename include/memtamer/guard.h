@@ -13,10 +13,9 @@
  * The budget caps this kernel's RSS plus that of the processes the running
  * cell started, and what the cell adds to the memory the kernel shares with
  * other processes (its cgroup's, or the machine's) beyond that limit minus
- * a reserve: the headroom is the smaller of the two.  It is armed only while a cell runs.  After a trip the
- * ceiling rises by a grace margin for the rest of the cell, so the traceback
- * can be shown and a cell that catches MemoryError and keeps growing is
- * stopped again. */
+ * a reserve: the headroom is the smaller of the two.  It is armed only while a cell runs.  After a
+ * trip the ceiling rises by a grace margin for the rest of the cell, so the traceback can be shown
+ * and a cell that catches MemoryError and keeps growing is stopped again. */
 #ifndef MEMTAMER_GUARD_H
 #define MEMTAMER_GUARD_H
 
@@ -40,10 +39,9 @@
 typedef enum {
     MT_GUARD_NUMPY = MT_HEAP_NUMPY,   /* numpy's data allocator refused a buffer */
     MT_GUARD_PYTHON = MT_HEAP_PYTHON, /* Python's allocator refused a large block */
-    MT_GUARD_WATCHER = 3, /* the watcher saw RSS cross the budget */
-    MT_GUARD_CHILD = 4,   /* ... and killed the cell's biggest child */
+    MT_GUARD_WATCHER = 3,             /* the watcher saw RSS cross the budget */
+    MT_GUARD_CHILD = 4,               /* ... and killed the cell's biggest child */
 } mt_guard_layer;
-
 
 /* Cell boundaries (cell.c), with the GIL held. */
 void mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line,

@@ -24,22 +24,22 @@
 #include <stdint.h>
 
 typedef struct {
-    PyObject *name;     /* strong */
-    uintptr_t identity; /* of the bound object; no reference is kept */
-    PyTypeObject *type; /* with identity, tells a rebinding from address reuse */
+    PyObject *name;                   /* strong */
+    uintptr_t identity;               /* of the bound object; no reference is kept */
+    PyTypeObject *type;               /* with identity, tells a rebinding from address reuse */
     long long created, rebound, used; /* cell numbers; -1 unknown / never */
-    long long bytes;   /* deep size at the last walk, -1 when not walked */
-    long long estimate; /* had that walk finished (== bytes when it did) */
-    long long visits;   /* references that walk followed: its cost */
-    int complete;       /* that walk finished within its budget */
-    long long seen;    /* generation of the last namespace scan */
+    long long bytes;                  /* deep size at the last walk, -1 when not walked */
+    long long estimate;               /* had that walk finished (== bytes when it did) */
+    long long visits;                 /* references that walk followed: its cost */
+    int complete;                     /* that walk finished within its budget */
+    long long seen;                   /* generation of the last namespace scan */
 } mt_ledger_entry;
 
 typedef struct {
     /* Strong references, set by attach (NULL when detached). */
     PyObject *user_ns, *hidden_ns, *out_cache, *shell, *transform;
-    PyObject *barriers; /* tuple: never entered by a walk */
-    PyObject *index;    /* name -> index into entries */
+    PyObject *barriers;       /* tuple: never entered by a walk */
+    PyObject *index;          /* name -> index into entries */
     mt_ledger_entry *entries; /* mt_reserve'd */
     Py_ssize_t len, cap;
     PyObject *source; /* the running cell's source */

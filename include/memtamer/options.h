@@ -13,7 +13,7 @@
 
 #define MT_OPTIONS_PROBLEM_MAX 256
 
-#define MT_DEFAULT_RTOL 1e-3 /* floats may move by at most 0.1% of their value */
+#define MT_DEFAULT_RTOL 1e-3    /* floats may move by at most 0.1% of their value */
 #define MT_DEFAULT_CODEC "auto" /* the codec that makes a sample smallest */
 #define MT_DEFAULT_LEVEL 5
 #define MT_LEVEL_MIN 0
@@ -53,7 +53,8 @@ mt_options_level_ok(long long level)
 static inline void
 mt_options_level_problem(const char *text, char *buf, size_t n)
 {
-    snprintf(buf, n, "'%.40s' is not a whole number from %d (fastest) to %d (smallest): write e.g. %d",
+    snprintf(buf, n,
+             "'%.40s' is not a whole number from %d (fastest) to %d (smallest): write e.g. %d",
              text, MT_LEVEL_MIN, MT_LEVEL_MAX, MT_DEFAULT_LEVEL);
 }
 
@@ -80,7 +81,10 @@ mt_options_target_problem(const char *text, char *buf, size_t n)
     int at = snprintf(buf, n, "'%.40s' is not a type to downcast to: use", text);
     size_t count = sizeof mt_options_targets / sizeof mt_options_targets[0];
     for (size_t i = 0; i < count && at > 0 && (size_t)at < n; i++) {
-        at += snprintf(buf + at, n - (size_t)at, "%s %s", i == 0 ? "" : i + 1 == count ? " or" : ",",
+        at += snprintf(buf + at, n - (size_t)at, "%s %s",
+                       i == 0           ? ""
+                       : i + 1 == count ? " or"
+                                        : ",",
                        mt_options_targets[i]);
     }
 }

@@ -31,18 +31,18 @@
 #define MT_PEAK_FILE_BYTES 160
 
 typedef enum {
-    MT_PEAK_CODE,     /* a Python code location (line and/or function below) */
-    MT_PEAK_NO_GIL,   /* allocated by a thread without the GIL */
-    MT_PEAK_OTHER,    /* locations beyond the table's or the record's room */
+    MT_PEAK_CODE,   /* a Python code location (line and/or function below) */
+    MT_PEAK_NO_GIL, /* allocated by a thread without the GIL */
+    MT_PEAK_OTHER,  /* locations beyond the table's or the record's room */
 } mt_peak_origin;
 
 typedef struct {
     mt_peak_origin origin;
-    int line;          /* line of the cell's code running, 0 when none was */
-    int function_line; /* line inside a user function, 0 when not in one */
-    int blocks;        /* blocks alive at the peak */
-    long long bytes;   /* their bytes */
-    long long kept;    /* of those, still alive at cell end */
+    int line;                          /* line of the cell's code running, 0 when none was */
+    int function_line;                 /* line inside a user function, 0 when not in one */
+    int blocks;                        /* blocks alive at the peak */
+    long long bytes;                   /* their bytes */
+    long long kept;                    /* of those, still alive at cell end */
     char text[MT_PEAK_TEXT_BYTES];     /* the cell line's source */
     char function[MT_PEAK_NAME_BYTES]; /* the user function's qualified name */
     char file[MT_PEAK_FILE_BYTES];     /* and the file (cell) it was defined in */
@@ -52,8 +52,8 @@ typedef struct {
  * peak rose by at least the cell threshold. */
 typedef struct {
     long long block_threshold;
-    long long at;         /* counted total at the peak, above its value at cell begin */
-    long long untracked;  /* bytes of big blocks the live table had no room for */
+    long long at;        /* counted total at the peak, above its value at cell begin */
+    long long untracked; /* bytes of big blocks the live table had no room for */
     int ngroups;
     mt_peak_group groups[MT_PEAK_GROUPS + 1];
 } mt_peak_composition;

@@ -30,8 +30,8 @@ int mt_probe_parse_keyed(const char *text, const char *key, long long *value);
 
 /* /proc/<pid>/cgroup: the v2 path ("0::/a/b") and the v1 memory path
  * ("4:memory:/a/b"); either is set to "" when absent.  -1 if neither. */
-int mt_probe_parse_cgroup(const char *text, char *v2_path, size_t v2_size,
-                          char *v1_path, size_t v1_size);
+int mt_probe_parse_cgroup(const char *text, char *v2_path, size_t v2_size, char *v1_path,
+                          size_t v1_size);
 
 /* /proc/<pid>/mountinfo: mount point and mount root of the cgroup2 file
  * system and of the cgroup v1 hierarchy carrying the memory controller. */
@@ -57,8 +57,8 @@ typedef enum {
 } mt_peak_method;
 
 typedef struct {
-    long long limit; /* bytes; the smallest of cgroup limit and MemTotal */
-    long long usage; /* bytes counted against it, -1 when unknown */
+    long long limit;     /* bytes; the smallest of cgroup limit and MemTotal */
+    long long usage;     /* bytes counted against it, -1 when unknown */
     long long available; /* headroom in bytes, -1 when unknown */
     const char *source;  /* "cgroup2 memory.max", "cgroup1 memory.limit_in_bytes", "MemTotal" */
     char path[MT_PROBE_PATH_MAX + 64]; /* the file the limit came from */
@@ -141,12 +141,12 @@ void mt_probe_children_now(mt_probe *p, const mt_probe_children_mark *mark,
  * limits it.  Of the cgroup and its ancestors with a limit, and the
  * machine, the one that leaves least room binds. */
 typedef struct {
-    long long limit;         /* bytes */
-    long long usage;         /* memory.current / usage_in_bytes; MemTotal - MemFree on the machine */
-    long long inactive_file; /* memory.stat's (total_)inactive_file; 0 on the machine */
-    long long working_set;   /* what is held against limit: usage - inactive_file,
-                              * or MemTotal - MemAvailable on the machine */
-    int version;             /* 2, 1: cgroup v2 or v1; 0: the machine (/proc/meminfo) */
+    long long limit; /* bytes */
+    long long usage; /* memory.current / usage_in_bytes; MemTotal - MemFree on the machine */
+    long long inactive_file;     /* memory.stat's (total_)inactive_file; 0 on the machine */
+    long long working_set;       /* what is held against limit: usage - inactive_file,
+                                  * or MemTotal - MemAvailable on the machine */
+    int version;                 /* 2, 1: cgroup v2 or v1; 0: the machine (/proc/meminfo) */
     char dir[MT_PROBE_PATH_MAX]; /* the cgroup's directory; "" for the machine */
 } mt_probe_shared;
 

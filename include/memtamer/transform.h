@@ -49,8 +49,8 @@ size_t mt_transform_encode(const mt_transform_plan *plan, const void *values, si
 /* Decodes the block at in into count values (count as given to encode);
  * returns the bytes of the block read, 0 when the block is malformed (its
  * header does not fit in `size` bytes or disagrees with count). */
-size_t mt_transform_decode(const mt_transform_plan *plan, const void *in, size_t size,
-                           size_t count, void *values);
+size_t mt_transform_decode(const mt_transform_plan *plan, const void *in, size_t size, size_t count,
+                           void *values);
 
 /* The width (1, 2, 4 or 8 bytes) of the digits of an encoded block: the
  * element size a byte-shuffling compressor should use. */

@@ -26,8 +26,8 @@ typedef struct {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     pthread_t thread;
-    pid_t pid;       /* the process whose thread it is */
-    int started;     /* a thread runs (only changed by its owner's thread) */
+    pid_t pid;   /* the process whose thread it is */
+    int started; /* a thread runs (only changed by its owner's thread) */
     int active, stop;
     int paused_for_fork;
     _Atomic int tid; /* the thread's id once it runs, 0 before */

@@ -11,7 +11,8 @@ int
 main(void)
 {
     long long v = 0;
-    CHECK(mt_probe_parse_kb_field("VmHWM:\t 2048 kB\nVmRSS:\t 1024 kB\n", "VmRSS", &v) == 0 && v == 1024 * 1024);
+    CHECK(mt_probe_parse_kb_field("VmHWM:\t 2048 kB\nVmRSS:\t 1024 kB\n", "VmRSS", &v) == 0 &&
+          v == 1024 * 1024);
     CHECK(mt_probe_parse_kb_field("VmRSS:\t 1024 kB\n", "VmHWM", &v) == -1);
     CHECK(mt_probe_parse_statm("10 3 1 0 0 0 0", 4096, &v) == 0 && v == 3 * 4096);
     CHECK(mt_probe_parse_limit("max\n", &v) == 0 && v == MT_PROBE_UNLIMITED);
@@ -29,7 +30,8 @@ main(void)
     CHECK(mt_probe_parse_pids("1 2 3 4", pids, 2) == 2 && pids[1] == 2);
 
     unsigned long long ticks = 0;
-    CHECK(mt_probe_parse_starttime("1 (a) b) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 4242 1", &ticks) == 0 &&
+    CHECK(mt_probe_parse_starttime("1 (a) b) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 4242 1",
+                                   &ticks) == 0 &&
           ticks == 4242);
     CHECK(mt_probe_parse_starttime("1 (trunc", &ticks) == -1);
 

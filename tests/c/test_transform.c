@@ -53,7 +53,8 @@ round_trip(const void *values, size_t n, mt_values_type t, size_t block, mt_tran
     for (size_t b = nblocks; ok && b-- > 0;) {
         size_t count = n - b * block < block ? n - b * block : block;
         size_t size = offsets[b + 1] - offsets[b];
-        ok = mt_transform_decode(plan, encoded + offsets[b], size, count, back + b * block * 8) == size;
+        ok = mt_transform_decode(plan, encoded + offsets[b], size, count, back + b * block * 8) ==
+             size;
         /* A truncated block is refused, not read past its end. */
         ok = ok && mt_transform_decode(plan, encoded + offsets[b], size - 1, count,
                                        back + b * block * 8) == 0;
@@ -92,7 +93,8 @@ test_decimal_readings(void)
 
     /* Odd values among them are kept apart, bit for bit. */
     uint64_t nan_payload = 0x7FF8000000012345u, neg_nan = 0xFFF0000000000001u;
-    double specials[] = {-0.0, INFINITY, -INFINITY, 5e-324, 1e300, 0.1 + 0.2, -2.2250738585072014e-308};
+    double specials[] = {
+        -0.0, INFINITY, -INFINITY, 5e-324, 1e300, 0.1 + 0.2, -2.2250738585072014e-308};
     for (size_t k = 0; k < sizeof specials / sizeof specials[0]; k++) {
         v[k * 997 + 3] = specials[k];
     }
@@ -182,7 +184,8 @@ test_random_mixtures(void)
         used += size > 0 && size < n * 4;
         int64_t *iv = (int64_t *)v;
         for (size_t i = 0; i < n; i++) {
-            iv[i] = (int64_t)(next_random() % 100000) - 50000 + (round % 3 == 0 ? (int64_t)i * 77 : 0);
+            iv[i] =
+                (int64_t)(next_random() % 100000) - 50000 + (round % 3 == 0 ? (int64_t)i * 77 : 0);
         }
         CHECK(round_trip(iv, n, round % 2 ? MT_VALUES_INT64 : MT_VALUES_UINT64, block, &plan) > 0);
         free(v);
