@@ -159,7 +159,9 @@ def loaded_cell(workload, scale):
     def run():
         result = shell.run_cell(f"_n = workload({scale})", store_history=True)
         assert result.success, result.error_in_exec
-        assert _core.guard_status()["watcher_polls"] > polls, "the guard's watcher did not poll"
+        # A loop runs long enough for the watcher to poll; start-up alone may not.
+        if workload in WORKLOADS:
+            assert _core.guard_status()["watcher_polls"] > polls, "the guard's watcher did not poll"
 
     return run
 
