@@ -33,10 +33,13 @@ def spread(values, fmt="{:.2f}"):
 
 def callgrind_instructions(script, *args, timeout=3600):
     """Instructions `python script *args` executes, counted by callgrind
-    (deterministic, whatever else the machine does)."""
+    (deterministic, whatever else the machine does).  Fair scheduling lets
+    memtamer's threads (the guard's watcher) run beside a busy loop, as they
+    would outside valgrind."""
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out", sys.executable,
+            ["valgrind", "--tool=callgrind", "--fair-sched=yes", f"--callgrind-out-file={tmp}/out",
+             sys.executable,
              script, *args], capture_output=True, text=True, timeout=timeout,
             cwd=os.path.dirname(os.path.abspath(script)))
     found = re.search(r"Collected : (\d+)", proc.stderr)
