@@ -138,7 +138,9 @@ def run_worker(*args):
 
 
 def instructions(*args):
-    return callgrind_instructions(__file__, "worker", *args)
+    """The main thread's: attribution's cost is there, and the guard's
+    watcher, which polls by the wall clock, is not part of it."""
+    return callgrind_instructions(__file__, "worker", *args, main_thread_only=True)
 
 
 # ---------------------------------------------------------------- measurements
@@ -257,7 +259,7 @@ def render(started, minutes, loops, blocks, block_times, side):
               f"### 2. A cell making {BLOCKS:,} blocks of 1 MiB", "",
               f"`for _ in range({BLOCKS}): block = np.ones(2**17)` (each block written) and the "
               "same with `np.empty` (never written), in an IPython shell with memtamer loaded, "
-              "attribution off vs on. Instructions by callgrind: the cell run "
+              "attribution off vs on. Instructions of the main thread by callgrind: the cell run "
               f"{CELL_RUNS['empty']} times (np.empty) or {CELL_RUNS['ones']} times (np.ones), less "
               "as many runs of 0 blocks, divided by the runs. Wall time: the "
               f"loop's own, median of {4 * REPEATS} runs alternating off/on in one process, with "
