@@ -18,7 +18,7 @@
 #include "memtamer/heap.h"
 #include "memtamer/postmortem.h"
 #include "memtamer/process.h"
-#include "memtamer/rules.h"
+#include "memtamer/policy.h"
 #include "memtamer/worker.h"
 
 /* Only the watcher sees pure-Python growth and the growth of the cell's
@@ -875,17 +875,15 @@ mt_guard_disable(PyObject *module, PyObject *Py_UNUSED(unused))
     Py_RETURN_NONE;
 }
 
-/* ValueError for a budget value the size grammar refuses, in the words the
- * rules file and the magics show (rules.c owns them); NULL. */
+/* ValueError for a budget value the size grammar refuses, as the magics
+ * and the rules file word it; NULL. */
 static PyObject *
 refuse_budget(PyObject *value, const char *suffix)
 {
-    char problem[MT_RULES_PROBLEM_MAX];
     PyObject *text = PyUnicode_FromFormat("%S%s", value, suffix);
     const char *utf8 = text ? PyUnicode_AsUTF8(text) : NULL;
     if (utf8 != NULL) {
-        mt_rules_level_problem(utf8, 1, problem, sizeof problem);
-        PyErr_SetString(PyExc_ValueError, problem);
+        mt_policy_refuse_level(utf8, 1);
     }
     Py_XDECREF(text);
     return NULL;

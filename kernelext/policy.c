@@ -302,11 +302,20 @@ error:
     return NULL;
 }
 
-PyDoc_STRVAR(mt_policy_parse_size__doc__,
+PyObject *
+mt_policy_refuse_level(const char *text, int percent)
+{
+    char problem[MT_RULES_PROBLEM_MAX];
+    mt_rules_level_problem(text, percent, problem, sizeof problem);
+    PyErr_SetString(PyExc_ValueError, problem);
+    return NULL;
+}
+
+PyDoc_STRVAR(mt_policy_parse_level__doc__,
              "parse_level(text) -> ('bytes', n) | ('percent', p): a size or percentage as rules "
              "files write it; ValueError otherwise.");
 PyObject *
-mt_policy_parse_size(PyObject *module, PyObject *text)
+mt_policy_parse_level(PyObject *module, PyObject *text)
 {
     mt_rules_level level;
     const char *s = PyUnicode_AsUTF8(text);
@@ -314,19 +323,16 @@ mt_policy_parse_size(PyObject *module, PyObject *text)
         return NULL;
     }
     if (mt_rules_parse_level(s, &level) < 0) {
-        char problem[MT_RULES_PROBLEM_MAX];
-        mt_rules_level_problem(s, 1, problem, sizeof problem);
-        PyErr_SetString(PyExc_ValueError, problem);
-        return NULL;
+        return mt_policy_refuse_level(s, 1);
     }
     return level_value(&level);
 }
 
-PyDoc_STRVAR(mt_policy_py_parse_size__doc__,
+PyDoc_STRVAR(mt_policy_parse_size__doc__,
              "parse_size(text) -> bytes: a size as the magics and rules files write it (512MiB, "
              "1.5G); ValueError otherwise.");
 PyObject *
-mt_policy_py_parse_size(PyObject *Py_UNUSED(module), PyObject *text)
+mt_policy_parse_size(PyObject *Py_UNUSED(module), PyObject *text)
 {
     long long bytes;
     const char *s = PyUnicode_AsUTF8(text);
@@ -334,10 +340,7 @@ mt_policy_py_parse_size(PyObject *Py_UNUSED(module), PyObject *text)
         return NULL;
     }
     if (mt_rules_parse_size(s, &bytes) < 0) {
-        char problem[MT_RULES_PROBLEM_MAX];
-        mt_rules_level_problem(s, 0, problem, sizeof problem);
-        PyErr_SetString(PyExc_ValueError, problem);
-        return NULL;
+        return mt_policy_refuse_level(s, 0);
     }
     return PyLong_FromLongLong(bytes);
 }
@@ -858,7 +861,7 @@ PyMethodDef mt_policy_methods[] = {
      mt_policy_evaluate__doc__},
     {"policy_acted_on", (PyCFunction)(void (*)(void))mt_policy_acted_on, METH_FASTCALL,
      mt_policy_acted_on__doc__},
-    {"parse_level", mt_policy_parse_size, METH_O, mt_policy_parse_size__doc__},
-    {"parse_size", mt_policy_py_parse_size, METH_O, mt_policy_py_parse_size__doc__},
+    {"parse_level", mt_policy_parse_level, METH_O, mt_policy_parse_level__doc__},
+    {"parse_size", mt_policy_parse_size, METH_O, mt_policy_parse_size__doc__},
     {NULL, NULL, 0, NULL},
 };

@@ -47,8 +47,13 @@ PyObject *mt_policy_table(PyObject *module, PyObject *unused);
 PyObject *mt_policy_enable(PyObject *module, PyObject *flag);
 PyObject *mt_policy_evaluate(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_policy_acted_on(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *mt_policy_parse_level(PyObject *module, PyObject *text);
 PyObject *mt_policy_parse_size(PyObject *module, PyObject *text);
-PyObject *mt_policy_py_parse_size(PyObject *module, PyObject *text);
+
+/* ValueError for text the size grammar refuses, in the words the rules
+ * file and the magics show (rules.c owns them); percent: a percentage was
+ * allowed too.  Returns NULL. */
+PyObject *mt_policy_refuse_level(const char *text, int percent);
 
 /* The _core methods policy.c defines. */
 extern PyMethodDef mt_policy_methods[];
