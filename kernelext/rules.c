@@ -498,6 +498,24 @@ get_text(ctx *c, const yaml_node_t *node, const char *key, char **out)
     return (*out = copy(c, s)) ? 0 : -1;
 }
 
+/* A text option that one of options.h's checks accepts (ok), else refused in
+ * its words (problem). */
+static int
+get_option_text(ctx *c, const yaml_node_t *node, const char *key, int (*ok)(const char *),
+                void (*problem)(const char *, char *, size_t), char **out)
+{
+    if (get_text(c, node, key, out) < 0) {
+        return -1;
+    }
+    if (!ok(*out)) {
+        char words[MT_OPTIONS_PROBLEM_MAX];
+        problem(*out, words, sizeof words);
+        fail(c, node, "%s: %s", key, words);
+        return -1;
+    }
+    return 0;
+}
+
 static void
 strings_free(mt_rules_strings *s)
 {
@@ -972,16 +990,9 @@ parse_rule(ctx *c, const yaml_node_t *map, const mt_rules_table *t, mt_rule *r)
             r->order = (mt_rules_order)o;
         }
     }
-    if (v[R_CODEC]) {
-        if (get_text(c, v[R_CODEC], "codec", &r->codec) < 0) {
-            rc = -1;
-        }
-        else if (!mt_options_codec_ok(r->codec)) {
-            char problem[MT_OPTIONS_PROBLEM_MAX];
-            mt_options_codec_problem(r->codec, problem, sizeof problem);
-            fail(c, v[R_CODEC], "codec: %s", problem);
-            rc = -1;
-        }
+    if (v[R_CODEC] && get_option_text(c, v[R_CODEC], "codec", mt_options_codec_ok,
+                                      mt_options_codec_problem, &r->codec) < 0) {
+        rc = -1;
     }
     if (v[R_LEVEL] && get_codec_level(c, v[R_LEVEL], &r->level) < 0) {
         rc = -1;
@@ -989,16 +1000,9 @@ parse_rule(ctx *c, const yaml_node_t *map, const mt_rules_table *t, mt_rule *r)
     if (v[R_RTOL] && get_rtol(c, v[R_RTOL], &r->rtol) < 0) {
         rc = -1;
     }
-    if (v[R_TO]) {
-        if (get_text(c, v[R_TO], "to", &r->to) < 0) {
-            rc = -1;
-        }
-        else if (!mt_options_target_ok(r->to)) {
-            char problem[MT_OPTIONS_PROBLEM_MAX];
-            mt_options_target_problem(r->to, problem, sizeof problem);
-            fail(c, v[R_TO], "to: %s", problem);
-            rc = -1;
-        }
+    if (v[R_TO] && get_option_text(c, v[R_TO], "to", mt_options_target_ok,
+                                   mt_options_target_problem, &r->to) < 0) {
+        rc = -1;
     }
     if (v[R_DIR] && get_text(c, v[R_DIR], "dir", &r->dir) < 0) {
         rc = -1;
