@@ -5,7 +5,6 @@
 #include <blosc.h>
 #include <pthread.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "memtamer/frames.h"
 #include "memtamer/options.h"
@@ -41,13 +40,6 @@ blosc_error(int rc, const char *doing)
     }
 }
 
-static int
-thread_count(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : (n > MAX_THREADS ? MAX_THREADS : (int)n);
-}
-
 int
 mt_frames_parse_settings(PyObject *codec, PyObject *level, PyObject *threads, PyObject *narrow,
                          mt_settings *how)
@@ -80,7 +72,7 @@ mt_frames_parse_settings(PyObject *codec, PyObject *level, PyObject *threads, Py
         }
         how->level = (int)l;
     }
-    how->nthreads = thread_count();
+    how->nthreads = mt_worker_cores(MAX_THREADS);
     if (threads && threads != Py_None) {
         long n = PyLong_AsLong(threads);
         if (n == -1 && PyErr_Occurred()) {

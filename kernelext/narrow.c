@@ -12,7 +12,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "memtamer/config.h"
 #include "memtamer/narrow.h"
@@ -72,10 +71,9 @@ ROUNDING_LOOP(mt_narrow_rounding_f32_f16, float, _Float16)
 static int
 threads_for(size_t n)
 {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
     size_t wanted = n / VALUES_PER_THREAD;
-    size_t most = cores > MAX_THREADS ? MAX_THREADS : cores < 1 ? 1 : (size_t)cores;
-    return wanted < 1 ? 1 : wanted > most ? (int)most : (int)wanted;
+    int most = mt_worker_cores(MAX_THREADS);
+    return wanted < 1 ? 1 : wanted > (size_t)most ? most : (int)wanted;
 }
 
 /* ------------------------------------------------------------------ */

@@ -136,6 +136,13 @@ mt_worker_forget_in_child(mt_worker *w)
     w->started = w->active = w->stop = w->paused_for_fork = 0;
 }
 
+int
+mt_worker_cores(int most)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > most ? most : (int)n;
+}
+
 void
 mt_worker_run_shares(void *(*work)(void *), char *args, size_t size, int n)
 {

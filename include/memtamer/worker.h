@@ -53,6 +53,10 @@ void mt_worker_pause_for_fork(mt_worker *w);
 int mt_worker_resume_after_fork(mt_worker *w);
 void mt_worker_forget_in_child(mt_worker *w);
 
+/* The cores online, at least 1 and at most most: how many shares of work
+ * are worth a thread each. */
+int mt_worker_cores(int most);
+
 /* The most threads mt_worker_run_shares runs at once. */
 #define MT_WORKER_MAX_SHARES 16
 
