@@ -200,9 +200,15 @@ def test_last_exception_is_a_holder_that_del_purges(kernel):
     # this Python has, not a list the Python side keeps of its own.
     kept = set(kernel.query("[a for a in dir(__import__('sys')) if a.startswith('last_')]"))
     assert kept <= set(exception[0]["sys_attributes"])
+    # A dry run puts back every reference it took, the traceback printer's too
+    # (%debug still works after it).
+    kernel.run("%shrink del err_big --dry-run")
+    assert kernel.query("get_ipython().InteractiveTB.tb is __import__('sys').last_traceback "
+                        "is not None")
     before = kernel.query(RSS_NOW)
     out = kernel.run("%shrink del err_big")
     assert "purged sys.last_value" in out["data"][0]["text/plain"]
+    assert kernel.query("get_ipython().InteractiveTB.tb is None")
     # IPython's traceback printer keeps the traceback too (for %debug), and
     # its frames hold the error: the 128 MiB must really be given back.
     assert before - kernel.query(RSS_NOW) == pytest.approx(128 * MiB, rel=0.03)
