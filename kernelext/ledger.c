@@ -407,11 +407,14 @@ record_walk(mt_ledger_entry *e, const mt_walker_totals *t)
     e->complete = t->complete;
 }
 
-/* Deep sizes of the names in walk, until the deadline; names left over
- * lose their figure (bytes -1) rather than keep a stale one. */
+/* Deep sizes of the names in walk, for budget seconds from now (the walk's
+ * own time, not the scan's before it, so a budget means the same on any
+ * machine); names left over lose their figure (bytes -1) rather than keep a
+ * stale one. */
 static int
-size_names(mt_ledger *l, PyObject *walk, double deadline)
+size_names(mt_ledger *l, PyObject *walk, double budget)
 {
+    double deadline = mt_monotonic_seconds() + budget;
     for (Py_ssize_t k = 0; k < PyList_GET_SIZE(walk); k++) {
         PyObject *name = PyList_GET_ITEM(walk, k);
         PyObject *value = PyDict_GetItemWithError(l->user_ns, name);
@@ -465,7 +468,7 @@ mt_ledger_cell_end(mt_ledger *l, long long cell)
     PyObject *reads = NULL, *walk = NULL;
     int rc = -1;
     if (names_in_cell(l, &reads) < 0 || (walk = PyList_New(0)) == NULL ||
-        scan(l, cell, reads, walk) < 0 || size_names(l, walk, started + cell_budget(l)) < 0) {
+        scan(l, cell, reads, walk) < 0 || size_names(l, walk, cell_budget(l)) < 0) {
         goto done;
     }
     l->cell = cell;
@@ -1078,7 +1081,7 @@ mt_ledger_adopt(mt_ledger *l, PyObject *names)
             goto error;
         }
     }
-    int rc = size_names(l, walk, mt_monotonic_seconds() + cell_budget(l));
+    int rc = size_names(l, walk, cell_budget(l));
     Py_DECREF(walk);
     return rc;
 error:
@@ -1100,7 +1103,7 @@ mt_ledger_py_rewalk(PyObject *module, PyObject *names)
     if (walk == NULL) {
         return NULL;
     }
-    int rc = size_names(l, walk, mt_monotonic_seconds() + cell_budget(l));
+    int rc = size_names(l, walk, cell_budget(l));
     Py_DECREF(walk);
     if (rc < 0) {
         return NULL;
@@ -1162,7 +1165,8 @@ mt_ledger_py_names(PyObject *module, PyObject *Py_UNUSED(unused))
 }
 
 PyDoc_STRVAR(mt_ledger_py_set_budget__doc__,
-             "set_walk_budget(cell_seconds, report_seconds): time limits of the walks.");
+             "set_walk_budget(cell_seconds, report_seconds) -> (cell_seconds, report_seconds):\n"
+             "time limits of the walks; returns the limits in force before, to restore them.");
 PyObject *
 mt_ledger_py_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1179,9 +1183,12 @@ mt_ledger_py_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t narg
         PyErr_SetString(PyExc_ValueError, "walk budgets are positive numbers of seconds");
         return NULL;
     }
-    l->cell_budget = cell;
-    l->report_budget = report;
-    Py_RETURN_NONE;
+    PyObject *before = Py_BuildValue("(dd)", cell_budget(l), report_budget(l));
+    if (before != NULL) {
+        l->cell_budget = cell;
+        l->report_budget = report;
+    }
+    return before;
 }
 
 /* The _core methods of this file; module.c adds them at init. */

@@ -250,11 +250,11 @@ def test_a_walk_cut_short_estimates_the_whole(namespace):
     values = [float(i) for i in range(3 * 10**6)]
     namespace["values"] = values
     truth = getsizeof_all(values, *values)
-    _core.set_walk_budget(0.002, 0.002)
+    before = _core.set_walk_budget(0.002, 0.002)
     try:
         got = by_name(_core.variables())["values"]
     finally:
-        _core.set_walk_budget(0.05, 10.0)
+        _core.set_walk_budget(*before)
     assert not got["complete"] and got["bytes"] < truth
     assert got["estimate"] == pytest.approx(truth, rel=0.02)
     from memtamer.render import variables_text
