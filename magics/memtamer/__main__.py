@@ -11,9 +11,10 @@ from importlib import metadata
 
 from .export import add_export_command
 from .rules import add_check_command
+from .run import add_run_command
 from .watch import add_watch_command
 
-COMMANDS = (add_watch_command, add_export_command, add_check_command)
+COMMANDS = (add_run_command, add_watch_command, add_export_command, add_check_command)
 
 
 def build_parser():
