@@ -4,6 +4,8 @@ a user would, in a process of its own, against notebooks whose memory it
 constructs (numpy arrays of known bytes)."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -186,3 +188,49 @@ def test_help_names_the_command():
                           text=True)
     assert "execute a notebook headless and measure every cell" in done.stdout
     assert done.returncode == 0
+
+
+def test_a_kernel_the_oom_killer_ended_is_reported_so(tmp_path):
+    """In a real 512 MiB memory cgroup, with the guard turned off by the
+    notebook, a 1 GiB request ends in the OOM killer: the run says so."""
+    from test_guard_cgroup import join, make_memory_cgroup, oom_kills
+
+    cgroup, counter = make_memory_cgroup(512 * MiB)
+    try:
+        nb = notebook(tmp_path, "%memguard off", IMPORT, "x = np.ones(2**27)", "never = 1")
+        env = dict(os.environ, MEMTAMER_RUNTIME_DIR=str(tmp_path))
+        done = subprocess.run(
+            [sys.executable, "-m", "memtamer", "run", str(nb)], capture_output=True, text=True,
+            timeout=300, env=env, preexec_fn=lambda: join(cgroup, os.getpid()))
+        assert oom_kills(counter) >= 1
+    finally:
+        os.rmdir(cgroup)
+    assert done.returncode == 1
+    line = next(ln for ln in done.stdout.splitlines() if "died" in ln)
+    assert line.startswith("FAILED: the kernel died in cell 3 ('x = np.ones(2**27)'); ")
+    assert line.endswith("(the OOM killer ended it)")
+    # The run reported the record, so the notebook's next kernel will not.
+    assert list(tmp_path.glob("memtamer-*.guard")) == []
+
+
+def test_a_terminal_shows_which_cell_runs(tmp_path):
+    import pty
+    nb = notebook(tmp_path, "import time\ntime.sleep(1.2)", "x = 1")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, "-m", "memtamer", "run", str(nb)])
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    _, status = os.waitpid(pid, 0)
+    text = seen.decode()
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    # The line is rewritten while the cell sleeps: its time moves past zero.
+    times = [float(t) for t in re.findall(r"cell 1 of 2 · (\d+\.\d) s · RSS \d+ MiB", text)]
+    assert times and max(times) > 0 and "cell 2 of 2 · " in text
