@@ -6,7 +6,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
 
-apt_packages=(build-essential pkg-config valgrind libblosc-dev libyaml-dev libzmq3-dev tmux clang-format)
+apt_packages=(build-essential pkg-config valgrind libblosc-dev libyaml-dev libzmq3-dev tmux clang-format
+              chromium-headless-shell)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -127,3 +127,44 @@ def test_terminal_ipython_at_80_columns():
     assert lines and max(map(len, lines)) <= 80, result.stdout
     line = row(lines, "2 ")
     assert "+64 MiB" in line and line.endswith("…")
+
+
+def test_a_number_in_a_cut_column_goes_whole():
+    from memtamer.render import _cut
+    assert _cut("ndarray float64 4194304", 21) == "ndarray float64…"
+    assert _cut("DataFrame 1000000 rows × 48 columns", 14) == "DataFrame…"
+    assert _cut("abcdefghij", 5) == "abcd…"
+    lines = Report(REPORT, "vars", CELLS,
+                   [variable("arr", "ndarray float64 4194304", 32 * MiB)]).text(60).splitlines()
+    assert not any("41943…" in line or "4194…" in line for line in lines), "\n".join(lines)
+
+
+def test_the_failed_cell_mark_is_explained():
+    failed = dict(cell(14, 2 * MiB, "raise ValueError()"), status="error")
+    lines = Report(REPORT, "cells", CELLS + [failed]).text(80).splitlines()
+    assert row(lines, "14 !")
+    assert any(line.strip().startswith("! the cell raised an exception") for line in lines)
+    assert not any("! the cell" in line for line in text(80, "cells"))  # only when one failed
+
+
+def test_chart_ticks_are_round_and_cover_the_figures():
+    from memtamer.render import chart_ticks
+    from memtamer.sizes import format_size
+    ticks = chart_ticks(0, 1100 * MiB)
+    assert [format_size(t) for t in ticks] == ["0 B", "500 MiB", "1000 MiB", "1.5 GiB"]
+    ticks = chart_ticks(-300 * MiB, 1024 * MiB)
+    assert ticks[0] <= -300 * MiB and ticks[-1] >= 1024 * MiB and 0 in ticks
+    for high in (1, 3, 40 * MiB, 5 * 1024 * MiB, 3 * 1024**5):
+        ticks = chart_ticks(0, high)
+        assert 2 <= len(ticks) <= 6 and ticks[-1] >= high
+
+
+def test_html_tables_right_align_numbers_and_show_code():
+    from memtamer.render import svg_chart
+    html = Report(REPORT, "cells", CELLS)._repr_html_()
+    assert '<td style="text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums">'\
+        '+760 MiB</td>' in html
+    assert f'<td style="text-align:left"><code>{LONG_SOURCE[:20]}' in html
+    chart = svg_chart(CELLS)
+    assert chart.count('class="tick"') >= 6 and 'class="spike"' in chart
+    assert svg_chart(CELLS[:1]) == ""  # one cell: nothing to compare

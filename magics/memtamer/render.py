@@ -2,6 +2,7 @@
 small inline SVG chart for notebooks.  Pure functions over report dicts."""
 
 import html
+import math
 import shutil
 import textwrap
 
@@ -25,6 +26,8 @@ CELL_DROP_ORDER = ("heap peak +", "numpy peak +", "children", "time", "RSS after
 CELL_CUTTABLE = {"source": 16}
 INDENT = "  "
 ELLIPSIS = "…"
+FAILED_MARK = " !"
+FAILED_MARK_LEGEND = "! the cell raised an exception (its figures are up to where it stopped)"
 
 
 def _cell_value(record, key, signed):
@@ -33,7 +36,7 @@ def _cell_value(record, key, signed):
         return f"{value:.3f} s" if value is not None else "n/a"
     if key == "cell":
         text = "-" if value is None else str(value)
-        return text + (" !" if record.get("status") == "error" else "")
+        return text + (FAILED_MARK if record.get("status") == "error" else "")
     if key == "first_line":
         return value or ""
     if key == "children_peak" and not value:
@@ -65,7 +68,14 @@ def terminal_width():
 
 
 def _cut(text, width):
-    return text if len(text) <= width else text[:width - 1].rstrip() + ELLIPSIS
+    """text in width columns, cut with an ellipsis; a number is never cut
+    in the middle (4194304 does not become 41943…): it goes whole."""
+    if len(text) <= width:
+        return text
+    head = text[:width - 1]
+    if head[-1:].isdigit() and text[width - 1].isdigit():
+        head = head.rstrip("0123456789.,")
+    return head.rstrip() + ELLIPSIS
 
 
 def _layout(headings, rows, width, drop_order, cuttable):
@@ -135,49 +145,173 @@ def cells_text(cells, title, width=None):
     if not cells:
         return [title] + _wrapped("(no cells measured yet: memtamer measures the cells run "
                                   "after it is loaded)", width)
-    return [title] + [INDENT + line for line in _table_text(
+    lines = [title] + [INDENT + line for line in _table_text(
         headings, cell_rows(cells), _room(width), CELL_DROP_ORDER, CELL_CUTTABLE)]
+    if any(c.get("status") == "error" for c in cells):
+        lines += _wrapped(FAILED_MARK_LEGEND, width)
+    return lines
 
 
-def _svg_chart(cells, width=560, height=120):
-    """RSS after each cell as a line, the cell's peak as a bar behind it."""
-    points = [c for c in cells if c.get("peak_rss") is not None and c.get("rss_after") is not None]
+# HTML --------------------------------------------------------------------
+# Inline styles, not a stylesheet: a notebook keeps them in untrusted outputs
+# too, and they win over JupyterLab's own table rules (which right-align
+# every cell).  Numbers never wrap and line up (tabular numerals).
+_NUMBER_STYLE = "text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums"
+_TEXT_STYLE = "text-align:left"
+_CODE_HEADINGS = frozenset(("source",))
+
+
+def _html_text(text):
+    """Escaped text whose `backticked` parts are shown as code."""
+    parts = html.escape(text).split("`")
+    if len(parts) % 2 == 0:  # an odd backtick: nothing to pair
+        return html.escape(text)
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def html_table(headings, rows, numeric, css_class="memtamer"):
+    """A table: the columns named in numeric right-aligned and unwrapped,
+    the others left-aligned; source columns as code."""
+    def cell(tag, heading, value, escape):
+        style = _NUMBER_STYLE if heading in numeric else _TEXT_STYLE
+        if tag == "td" and heading in _CODE_HEADINGS and value:
+            content = f"<code>{html.escape(value)}</code>"
+        else:
+            content = escape(value)
+        return f'<{tag} style="{style}">{content}</{tag}>'
+
+    head = "".join(cell("th", h, h, html.escape) for h in headings)
+    body = "".join("<tr>" + "".join(cell("td", h, v, _html_text) for h, v in zip(headings, row))
+                   + "</tr>" for row in rows)
+    return (f'<table class="{css_class}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table>")
+
+
+# The chart ---------------------------------------------------------------
+# Colours that read on light and dark backgrounds alike; text, axes and the
+# RSS line take the page's own text colour (currentColor).
+CHART_KEPT = "#4878c8"
+CHART_TEMPORARY = "#e8913a"
+CHART_FREED = "#3f9a5a"
+CHART_BAR_WIDTH = 12  # at least, per cell: more cells scroll sideways
+CHART_LABELS = 16  # cell numbers under the axis, at most
+
+
+# Tick steps: 1, 2 and 5 times ten to a power, of a binary unit, so that
+# every tick reads exactly ("500 MiB", "1.5 GiB").
+_TICK_STEPS = sorted(m * 10**e * unit for unit in (1, 1024, 1024**2, 1024**3, 1024**4)
+                     for e in (0, 1, 2) for m in (1, 2, 5) if m * 10**e < 1024)
+
+
+def chart_ticks(low, high):
+    """Round ticks covering low..high with at most 5 steps on the larger
+    side of zero; low <= 0 <= high."""
+    span = max(high, -low, 1)
+    step = next((s for s in _TICK_STEPS if math.ceil(span / s) <= 5), None)
+    if step is None:
+        step = _TICK_STEPS[-1] * math.ceil(span / (5 * _TICK_STEPS[-1]))
+    bottom = -math.ceil(-low / step) * step
+    top = max(math.ceil(high / step), 1) * step
+    return list(range(bottom, top + 1, step))
+
+
+def _chart_parts(cell):
+    """(kept, temporary, freed) bytes of a cell: what its peak left behind,
+    what it held only for a while, and what it gave back."""
+    peak = max(cell.get("peak_increment") or 0, 0)
+    retained = cell.get("retained") or 0
+    kept = min(max(retained, 0), peak)
+    return kept, peak - kept, min(retained, 0)
+
+
+def svg_chart(cells, height=240):
+    """Per cell, its peak increment as a bar (what it kept, below what was
+    temporary; what it freed below zero), and the RSS after it as a line
+    on a second axis; the biggest spike labelled."""
+    points = [c for c in cells if c.get("peak_increment") is not None
+              and c.get("rss_after") is not None]
     if len(points) < 2:
         return ""
-    top = max(max(c["peak_rss"], c["rss_after"]) for c in points) or 1
-    step = width / len(points)
-    bars, line = [], []
-    for i, c in enumerate(points):
-        x = i * step
-        h = c["peak_rss"] / top * (height - 10)
-        bars.append(
-            f'<rect x="{x + step * 0.15:.1f}" y="{height - h:.1f}" width="{step * 0.7:.1f}" '
-            f'height="{h:.1f}" fill="#f4a582"><title>cell {c.get("cell")}: peak '
-            f'{html.escape(format_size(c["peak_rss"]))}</title></rect>'
-        )
-        y = height - c["rss_after"] / top * (height - 10)
-        line.append(f"{x + step / 2:.1f},{y:.1f}")
+    left, right, top_margin, bottom_margin = 64, 64, 28, 40
+    plot_w = max(520, CHART_BAR_WIDTH * len(points))
+    width, plot_h = left + plot_w + right, height - top_margin - bottom_margin
+    parts = [_chart_parts(c) for c in points]
+    ticks = chart_ticks(min(f for _, _, f in parts), max(k + t for k, t, _ in parts))
+    rss_ticks = chart_ticks(0, max(c["rss_after"] for c in points))
+
+    def y(value, scale):
+        return top_margin + plot_h * (scale[-1] - value) / (scale[-1] - scale[0])
+
+    step = plot_w / len(points)
+    out = []
+    for tick in ticks:  # the left axis: increments
+        ty = y(tick, ticks)
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{ty:.1f}" y2="{ty:.1f}" '
+                   f'stroke="currentColor" stroke-opacity="{0.6 if tick == 0 else 0.15}"/>'
+                   f'<text class="tick" x="{left - 6}" y="{ty + 4:.1f}" text-anchor="end">'
+                   f"{html.escape(format_size(tick, signed=tick != 0))}</text>")
+    for tick in rss_ticks:  # the right axis: RSS after
+        out.append(f'<text class="tick" x="{left + plot_w + 6}" y="{y(tick, rss_ticks) + 4:.1f}">'
+                   f"{html.escape(format_size(tick))}</text>")
+    every = math.ceil(len(points) / CHART_LABELS)
+    spike = max(range(len(points)), key=lambda i: points[i]["peak_increment"])
+    line = []
+    for i, (c, (kept, temporary, freed)) in enumerate(zip(points, parts)):
+        x, bar = left + i * step + step * 0.15, step * 0.7
+        label = _cell_text(c.get("cell"))
+        title = (f"cell {label}: peak {format_size(c['peak_increment'], signed=True)}, "
+                 f"retained {format_size(c.get('retained'), signed=True)}, RSS after "
+                 f"{format_size(c['rss_after'])}")
+        for low, high, colour, kind in ((0, kept, CHART_KEPT, "kept"),
+                                        (kept, kept + temporary, CHART_TEMPORARY, "temporary"),
+                                        (freed, 0, CHART_FREED, "freed")):
+            if high > low:
+                out.append(f'<rect class="bar {kind}" data-cell="{html.escape(label)}" '
+                           f'x="{x:.1f}" y="{y(high, ticks):.1f}" width="{bar:.1f}" '
+                           f'height="{y(low, ticks) - y(high, ticks):.1f}" fill="{colour}">'
+                           f"<title>{html.escape(title)}</title></rect>")
+        if i % every == 0 or i == spike:
+            out.append(f'<text class="cell-label" x="{x + bar / 2:.1f}" '
+                       f'y="{top_margin + plot_h + 16}" text-anchor="middle">'
+                       f"{html.escape(label)}</text>")
+        line.append(f"{x + bar / 2:.1f},{y(c['rss_after'], rss_ticks):.1f}")
+    s = points[spike]
+    out.append(f'<text class="spike" x="{left + spike * step + step / 2:.1f}" '
+               f'y="{y(s["peak_increment"], ticks) - 6:.1f}" text-anchor="middle" '
+               f'font-weight="bold">{html.escape(format_size(s["peak_increment"], signed=True))}'
+               "</text>")
+    out.append(f'<polyline class="rss" points="{" ".join(line)}" fill="none" '
+               'stroke="currentColor" stroke-width="1.5" stroke-dasharray="4 2"/>')
+    axes = (f'<text class="axis" x="{left}" y="14">peak above the cell\'s start</text>'
+            f'<text class="axis" x="{left + plot_w}" y="14" text-anchor="end">RSS after the cell'
+            "</text>"
+            f'<text class="axis" x="{left + plot_w / 2:.1f}" y="{height - 4}" '
+            'text-anchor="middle">cell</text>')
+    legend = "".join(
+        f'<span style="white-space:nowrap;margin-right:1em"><span style="display:inline-block;'
+        f'width:0.8em;height:0.8em;background:{colour};margin-right:0.3em"></span>{words}</span>'
+        for colour, words in ((CHART_KEPT, "kept (retained)"),
+                              (CHART_TEMPORARY, "temporary (peak above what was kept)"),
+                              (CHART_FREED, "freed")))
+    legend += ('<span style="white-space:nowrap">- - RSS after the cell (right axis)</span>')
     return (
-        f'<svg width="{width}" height="{height}" role="img" aria-label="RSS and peak per cell">'
-        + "".join(bars)
-        + f'<polyline points="{" ".join(line)}" fill="none" stroke="#2166ac" stroke-width="2"/>'
-        + f'<text x="4" y="12" font-size="11" fill="#555">peak RSS (bars) and RSS after '
-        f'(line) · max {html.escape(format_size(top))}</text></svg>'
+        '<div class="memtamer-chart" style="overflow-x:auto;max-width:100%">'
+        f'<svg width="{width}" height="{height}" role="img" font-size="11" fill="currentColor" '
+        f'aria-label="peak and retained memory per cell, RSS after each cell" '
+        f'style="color:inherit">{axes}{"".join(out)}</svg>'
+        f'<div style="font-size:0.85em">{legend}</div></div>'
     )
+
+
+_CELL_NUMERIC = frozenset(h for h, _, signed in CELL_COLUMNS if signed is not None) | {"time"}
 
 
 def cells_html(cells, title):
     if not cells:
         return f"<p><b>{html.escape(title)}</b>: no cells measured yet.</p>"
-    head = "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in CELL_COLUMNS)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
-        for row in cell_rows(cells)
-    )
-    return (
-        f"<p><b>{html.escape(title)}</b></p>"
-        f'<table class="memtamer"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-    )
+    headings = [h for h, _, _ in CELL_COLUMNS]
+    return (f"<p><b>{html.escape(title)}</b></p>"
+            + html_table(headings, cell_rows(cells), _CELL_NUMERIC | {"cell"}))
 
 
 class Report:
@@ -223,7 +357,7 @@ class Report:
             f"<p><b>memtamer</b> — {html.escape(process[0])}<br>"
             + "<br>".join(html.escape(line) for line in process[1:])
             + "</p>"
-            + ("" if self.view == "vars" else _svg_chart(self.report["cells"])
+            + ("" if self.view == "vars" else svg_chart(self.report["cells"])
                + cells_html(self.cells, self._title()))
             + ("" if self.variables is None else variables_html(
                 self.variables, self._variables_title(), self.report.get("variables_walk")))
@@ -246,6 +380,7 @@ def notice(record, process):
 # Peak composition --------------------------------------------------------
 
 PEAK_COLUMNS = ("where", "at peak", "temporary", "kept", "blocks", "source")
+PEAK_NUMERIC = frozenset(("at peak", "temporary", "kept", "blocks"))
 
 
 def where(group):
@@ -291,13 +426,11 @@ def peak_text(record):
 
 def peak_html(record):
     composition = record["peak_composition"]
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in PEAK_COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in peak_row(g)) + "</tr>"
-                   for g in composition["groups"])
-    advice = "".join(f"<li>{html.escape(where(g))}: {html.escape(g['suggestion'])}</li>"
+    advice = "".join(f"<li>{html.escape(where(g))}: {_html_text(g['suggestion'])}</li>"
                      for g in composition["groups"] if g.get("suggestion"))
     return (f"<p><b>{html.escape(_peak_title(record))}</b></p>"
-            f'<table class="memtamer"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+            + html_table(PEAK_COLUMNS, [peak_row(g) for g in composition["groups"]],
+                         PEAK_NUMERIC)
             + (f"<ul>{advice}</ul>" if advice else ""))
 
 
@@ -329,6 +462,7 @@ def _shared_figure(shared):
 
 
 SHRINK_COLUMNS = ("name", "action", "result", "bytes", "RSS", "peak", "time", "note")
+SHRINK_NUMERIC = frozenset(("bytes", "RSS", "peak", "time"))
 
 
 def shrink_row(row):
@@ -364,19 +498,15 @@ class ShrinkReport:
         printer.text(self.text())
 
     def _repr_html_(self):
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in SHRINK_COLUMNS)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in shrink_row(r)) + "</tr>"
-            for r in self.rows
-        )
-        return (f'<table class="memtamer-shrink"><thead><tr>{head}</tr></thead>'
-                f"<tbody>{body}</tbody></table>")
+        return html_table(SHRINK_COLUMNS, [shrink_row(r) for r in self.rows], SHRINK_NUMERIC,
+                          css_class="memtamer-shrink")
 
 # Variables ---------------------------------------------------------------
 
 WHY_MIN_BYTES = 1024**2
 VARIABLE_COLUMNS = ("name", "type", "size", "del frees", "holders", "created", "rebound",
                     "used", "idle")
+VARIABLE_NUMERIC = frozenset(("size", "del frees", "created", "rebound", "used", "idle"))
 VARIABLE_DROP_ORDER = ("rebound", "created", "used", "idle")
 VARIABLE_CUTTABLE = {"name": 12, "type": 16, "holders": 10}
 
@@ -455,12 +585,10 @@ def variables_text(variables, title, walk=None, width=None):
 def variables_html(variables, title, walk=None):
     if not variables:
         return f"<p><b>{html.escape(title)}</b>: no variables.</p>"
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in VARIABLE_COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in variable_row(v)) + "</tr>"
-                   for v in variables)
-    whys = "".join(f"<li>{html.escape(v['why'])}</li>" for v in variables if v.get("why"))
+    whys = "".join(f"<li>{_html_text(v['why'])}</li>" for v in variables if v.get("why"))
     note = _walk_note(walk)
     return (f"<p><b>{html.escape(title)}</b></p>"
-            f'<table class="memtamer"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+            + html_table(VARIABLE_COLUMNS, [variable_row(v) for v in variables],
+                         VARIABLE_NUMERIC)
             + (f"<ul>{whys}</ul>" if whys else "")
             + (f"<p><i>{html.escape(note)}</i></p>" if note else ""))
