@@ -53,7 +53,8 @@ def test_metrics_parse_with_awkward_notebook_names(tmp_path):
         families = {f.name: f for f in text_string_to_metric_families(exporter.metrics())}
     finally:
         exporter.follower.close()
-    labels = {"kernel": KERNEL, "notebook": notebook}
+    # The newline, a control character, is written out as text.
+    labels = {"kernel": KERNEL, "notebook": 'dir\\sub/"quoted"\\nname.ipynb'}
     rss = families["memtamer_rss_bytes"].samples
     assert [(s.labels, s.value) for s in rss] == [(labels, 123456789)]
     assert families["memtamer_cell_running_seconds"].samples[0].value == 1.5

@@ -46,6 +46,7 @@ PyObject *mt_telemetry_start(PyObject *module, PyObject *args, PyObject *kwargs)
 PyObject *mt_telemetry_stop(PyObject *module, PyObject *unused);
 PyObject *mt_telemetry_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_telemetry_status(PyObject *module, PyObject *unused);
+PyObject *mt_telemetry_protocol(PyObject *module, PyObject *unused);
 
 /* The _core methods telemetry.c defines. */
 extern PyMethodDef mt_telemetry_methods[];
