@@ -206,6 +206,7 @@ def bad_messages(fake):
         ("NaN rss", [topic, json.dumps(dict(good, rss=float("nan"))).encode()]),
         ("text running seconds", [topic, dict(good, running={"seconds": "x"})]),
         ("unknown kind", [b"memtamer.what", dict(good, kind="what")]),
+        ("a list for a kind", [topic, dict(good, kind=["sample"])]),
         ("topic of another kind", [b"memtamer.bye", good]),
     ]
 

@@ -252,10 +252,11 @@ def parse_message(frames):
         raise Rejected("not JSON") from exc
     if not isinstance(message, dict):
         raise Rejected("not an object")
-    fields = PROTOCOL["kinds"].get(message.get("kind"))
+    kind = message.get("kind")
+    fields = PROTOCOL["kinds"].get(kind) if isinstance(kind, str) else None
     if fields is None:
         raise Rejected("unknown kind")
-    if topic != f"memtamer.{message['kind']}".encode():
+    if topic != f"memtamer.{kind}".encode():
         raise Rejected("topic and kind differ")
     wrong = _check_fields(message, fields)
     if wrong is not None:
