@@ -613,3 +613,19 @@ def test_watch_escapes_a_notebook_name_that_would_drive_the_terminal(runtime):
     assert "owned" not in title
     assert re.search(re.escape(k.kernel_id[:8]) + r"\s+" +
                      re.escape("\\x1b]2;owned\\x07\\x1b[2Jnote.ipynb"), screen), screen
+
+
+def test_tcp_with_names_on_is_refused_with_what_to_do(runtime):
+    k = Kernel(env={"JUPYTER_RUNTIME_DIR": runtime, "MEMTAMER_TELEMETRY_ENDPOINT": "tcp"},
+               connection_file=os.path.join(runtime, f"kernel-{uuid.uuid4()}.json"))
+    try:
+        out = k.run("%load_ext memtamer")
+        status = k.query("__import__('memtamer')._core.telemetry_status()")
+        kernel_id = os.path.basename(k.km.connection_file)[len("kernel-"):-len(".json")]
+    finally:
+        k.shutdown()
+    assert status is None
+    assert not os.path.exists(os.path.join(runtime, f"memtamer-{kernel_id}.json"))
+    said = [line for line in out["stderr"].splitlines() if line.startswith("memtamer")]
+    assert len(said) == 1 and "any local user can subscribe" in said[0]
+    assert "MEMTAMER_TELEMETRY_NAMES=0" in said[0]
