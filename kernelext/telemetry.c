@@ -29,7 +29,12 @@ enum { STOP_FOR_GOOD = 1, STOP_FOR_FORK = 2 };
 #define RETURN_POLL_SECONDS 0.02
 
 #define ENDPOINT_MAX 512
+/* What a publisher binds: its discovery record names one of these. */
+static const char *const endpoint_schemes[] = {"ipc://", "tcp://"};
 #define KERNEL_ID_MAX 128
+/* A CurveZMQ key in Z85 text, and with its NUL. */
+#define CURVE_KEY_CHARS 40
+#define CURVE_KEY_SIZE (CURVE_KEY_CHARS + 1)
 /* The sampler thread's nice value. */
 #define SAMPLER_NICE 19
 /* Events waiting for the sampler; more are dropped (and counted in seq). */
@@ -63,6 +68,8 @@ struct mt_telemetry {
     char endpoint[ENDPOINT_MAX];
     char ipc_path[ENDPOINT_MAX]; /* the socket file, "" for tcp */
     char kernel[KERNEL_ID_MAX];
+    /* The CurveZMQ server's keys (Z85), "" when messages go in the clear. */
+    char curve_secret[CURVE_KEY_SIZE], curve_public[CURVE_KEY_SIZE];
 
     int sampling;        /* the sampler runs (main thread only) */
     int paused_for_fork; /* closed by mt_telemetry_fork_pause (main thread only) */
@@ -199,6 +206,161 @@ jb_size(json_buf *b, const char *key, long long bytes)
     else {
         jb_printf(b, ",\"%s\":%lld", key, bytes);
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* the message schema                                                  */
+/* ------------------------------------------------------------------ */
+
+/* Every field the writers below put in a message, with its JSON type:
+ * "int", "number", "string", "bool", "object", "array", or the name of an
+ * object below; "?" after it: or null.  Subscribers validate what they read
+ * against this (_core.telemetry_protocol(), telemetry.py); a test holds the
+ * writers to it. */
+typedef struct {
+    const char *name, *type;
+} field;
+
+static const field common_fields[] = {
+    {"kind", "string"}, {"kernel", "string"}, {"pid", "int"},
+    {"seq", "int"},     {"time", "number"},   {NULL, NULL},
+};
+static const field sample_fields[] = {
+    {"rss", "int?"},          {"limit", "int?"},     {"headroom", "int?"},
+    {"budget", "int?"},       {"heap_bytes", "int"}, {"numpy_bytes", "int"},
+    {"children_rss", "int?"}, {"cells", "int"},      {"trips", "int"},
+    {"running", "running?"},  {NULL, NULL},
+};
+static const field cell_fields[] = {
+    {"cells", "int"},
+    {"trips", "int"},
+    {"record", "record"},
+    {NULL, NULL},
+};
+static const field event_fields[] = {
+    {"event", "string"},
+    {"data", "object"},
+    {NULL, NULL},
+};
+static const field snapshot_fields[] = {
+    {"names", "bool"},          {"endpoint", "string"}, {"last_cell", "record?"},
+    {"recent_events", "array"}, {NULL, NULL},
+};
+static const field no_fields[] = {{NULL, NULL}};
+
+/* A cell running now (write_sample), and a cell's record (write_record). */
+static const field running_fields[] = {
+    {"cell", "int?"},     {"first_line", "string?"},  {"seconds", "number"}, {"rss_before", "int?"},
+    {"peak_rss", "int?"}, {"peak_increment", "int?"}, {NULL, NULL},
+};
+static const field record_fields[] = {
+    {"cell", "int?"},
+    {"first_line", "string?"},
+    {"rss_before", "int?"},
+    {"rss_after", "int?"},
+    {"retained", "int?"},
+    {"peak_rss", "int?"},
+    {"peak_increment", "int?"},
+    {"peak_method", "string"},
+    {"heap_peak_increment", "int?"},
+    {"numpy_peak_increment", "int?"},
+    {"children_peak", "int?"},
+    {"children_rss_peak", "int?"},
+    {"children_method", "string?"},
+    {"seconds", "number"},
+    {"status", "string"},
+    {"peak_composition", "object?"},
+    {NULL, NULL},
+};
+
+/* Each kind's fields: the common ones, then its parts. */
+static const struct {
+    const char *kind;
+    const field *parts[2];
+} message_kinds[] = {
+    {"sample", {sample_fields, no_fields}}, {"cell", {cell_fields, no_fields}},
+    {"event", {event_fields, no_fields}},   {"snapshot", {sample_fields, snapshot_fields}},
+    {"bye", {no_fields, no_fields}},
+};
+static const struct {
+    const char *name;
+    const field *fields;
+} message_objects[] = {
+    {"running", running_fields},
+    {"record", record_fields},
+};
+
+/* Adds {name: type} of each field in the NULL-ended list to dict. */
+static int
+add_fields(PyObject *dict, const field *fields)
+{
+    for (const field *f = fields; f->name != NULL; f++) {
+        if (mt_set(dict, f->name, PyUnicode_FromString(f->type)) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(mt_telemetry_protocol__doc__,
+             "telemetry_protocol() -> dict: what subscribers may expect: kinds ({kind: {field: "
+             "type}}, the common fields included), objects ({name: {field: type}} for types "
+             "that name one), schemes (of the endpoints a publisher binds), busy_ms and idle_ms "
+             "(the sampling intervals). Types: int, number, "
+             "string, bool, object, array or an object's name; a trailing ? admits null.");
+PyObject *
+mt_telemetry_protocol(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
+{
+    PyObject *result = PyDict_New(), *kinds = PyDict_New(), *objects = PyDict_New();
+    PyObject *fields = NULL, *schemes = NULL;
+    if (result == NULL || kinds == NULL || objects == NULL) {
+        goto error;
+    }
+    size_t nschemes = sizeof endpoint_schemes / sizeof *endpoint_schemes;
+    if ((schemes = PyTuple_New((Py_ssize_t)nschemes)) == NULL) {
+        goto error;
+    }
+    for (size_t i = 0; i < nschemes; i++) {
+        PyObject *scheme = PyUnicode_FromString(endpoint_schemes[i]);
+        if (scheme == NULL) {
+            goto error;
+        }
+        PyTuple_SET_ITEM(schemes, (Py_ssize_t)i, scheme);
+    }
+    for (size_t i = 0; i < sizeof message_kinds / sizeof *message_kinds; i++) {
+        if ((fields = PyDict_New()) == NULL || add_fields(fields, common_fields) < 0 ||
+            add_fields(fields, message_kinds[i].parts[0]) < 0 ||
+            add_fields(fields, message_kinds[i].parts[1]) < 0 ||
+            PyDict_SetItemString(kinds, message_kinds[i].kind, fields) < 0) {
+            goto error;
+        }
+        Py_CLEAR(fields);
+    }
+    for (size_t i = 0; i < sizeof message_objects / sizeof *message_objects; i++) {
+        if ((fields = PyDict_New()) == NULL || add_fields(fields, message_objects[i].fields) < 0 ||
+            PyDict_SetItemString(objects, message_objects[i].name, fields) < 0) {
+            goto error;
+        }
+        Py_CLEAR(fields);
+    }
+    if (mt_set(result, "kinds", Py_NewRef(kinds)) < 0 ||
+        mt_set(result, "objects", Py_NewRef(objects)) < 0 ||
+        mt_set(result, "schemes", Py_NewRef(schemes)) < 0 ||
+        mt_set(result, "busy_ms", PyLong_FromLong(MT_TELEMETRY_BUSY_MS)) < 0 ||
+        mt_set(result, "idle_ms", PyLong_FromLong(MT_TELEMETRY_IDLE_MS)) < 0) {
+        goto error;
+    }
+    Py_DECREF(kinds);
+    Py_DECREF(objects);
+    Py_DECREF(schemes);
+    return result;
+error:
+    Py_XDECREF(fields);
+    Py_XDECREF(schemes);
+    Py_XDECREF(kinds);
+    Py_XDECREF(objects);
+    Py_XDECREF(result);
+    return NULL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -739,7 +901,10 @@ open_transport(mt_telemetry *t, const char *endpoint)
     size_t len = sizeof t->endpoint;
     if (set_int_option(t->socket, ZMQ_LINGER, 0) < 0 ||
         set_int_option(t->socket, ZMQ_SNDHWM, MT_TELEMETRY_SNDHWM) < 0 ||
-        set_int_option(t->socket, ZMQ_XPUB_VERBOSER, 1) < 0) {
+        set_int_option(t->socket, ZMQ_XPUB_VERBOSER, 1) < 0 ||
+        (t->curve_secret[0] &&
+         (set_int_option(t->socket, ZMQ_CURVE_SERVER, 1) < 0 ||
+          zmq_setsockopt(t->socket, ZMQ_CURVE_SECRETKEY, t->curve_secret, CURVE_KEY_CHARS) < 0))) {
         zmq_error("zmq_setsockopt", zmq_errno());
         return -1;
     }
@@ -837,19 +1002,36 @@ own_telemetry(mt_state *st)
 }
 
 PyDoc_STRVAR(mt_telemetry_start__doc__,
-             "telemetry_start(endpoint, kernel, names=True) -> the bound endpoint (a tcp port of 0"
-             " or * resolved): publish this kernel's memory on a ZeroMQ XPUB socket (stops a "
-             "running publisher first).");
+             "telemetry_start(endpoint, kernel, names=True, curve_secret_key=None) -> the bound "
+             "endpoint (a tcp port of 0 or * resolved): publish this kernel's memory on a ZeroMQ "
+             "XPUB socket (stops a running publisher first). With curve_secret_key (Z85) only "
+             "CurveZMQ clients that know the server's public key (telemetry_status) can "
+             "subscribe; a tcp endpoint needs it, or names=False: any local user can reach it.");
 PyObject *
 mt_telemetry_start(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"endpoint", "kernel", "names", NULL};
+    static char *keywords[] = {"endpoint", "kernel", "names", "curve_secret_key", NULL};
     mt_state *st = mt_get_state(module);
-    const char *endpoint, *kernel;
+    const char *endpoint, *kernel, *curve_secret = NULL;
     int names = 1;
     mt_telemetry *t = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss|p:telemetry_start", keywords, &endpoint,
-                                     &kernel, &names)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss|pz:telemetry_start", keywords, &endpoint,
+                                     &kernel, &names, &curve_secret)) {
+        return NULL;
+    }
+    if (curve_secret != NULL && !zmq_has("curve")) {
+        PyErr_SetString(PyExc_ValueError,
+                        "memtamer telemetry: this libzmq was built without CurveZMQ; "
+                        "unset MEMTAMER_TELEMETRY_CURVE_SECRET_KEY");
+        return NULL;
+    }
+    char curve_public[CURVE_KEY_SIZE] = "";
+    if (curve_secret != NULL && (strlen(curve_secret) != CURVE_KEY_CHARS ||
+                                 zmq_curve_public(curve_public, curve_secret) < 0)) {
+        PyErr_Format(PyExc_ValueError,
+                     "memtamer telemetry: the CurveZMQ secret key must be %d characters of Z85 "
+                     "(the second key of zmq.curve_keypair())",
+                     CURVE_KEY_CHARS);
         return NULL;
     }
     if (strlen(endpoint) >= ENDPOINT_MAX || strlen(kernel) >= KERNEL_ID_MAX) {
@@ -858,9 +1040,24 @@ mt_telemetry_start(PyObject *module, PyObject *args, PyObject *kwargs)
                      ENDPOINT_MAX - 1, KERNEL_ID_MAX - 1);
         return NULL;
     }
-    if (strncmp(endpoint, "ipc://", 6) != 0 && strncmp(endpoint, "tcp://", 6) != 0) {
+    int known_scheme = 0;
+    for (size_t i = 0; i < sizeof endpoint_schemes / sizeof *endpoint_schemes; i++) {
+        known_scheme |= strncmp(endpoint, endpoint_schemes[i], strlen(endpoint_schemes[i])) == 0;
+    }
+    if (!known_scheme) {
         PyErr_Format(PyExc_ValueError,
                      "memtamer telemetry: endpoint %s: use ipc://<path> or tcp://<host>:<port>",
+                     endpoint);
+        return NULL;
+    }
+    /* An ipc socket is this user's alone (0600 in a 0700 directory); any
+     * local user can subscribe to a tcp port. */
+    if (strncmp(endpoint, "tcp://", 6) == 0 && names && curve_secret == NULL) {
+        PyErr_Format(PyExc_PermissionError,
+                     "memtamer telemetry: any local user can subscribe to %s, and its messages "
+                     "would carry variable names and code; set MEMTAMER_TELEMETRY_NAMES=0, or a "
+                     "CurveZMQ key in MEMTAMER_TELEMETRY_CURVE_SECRET_KEY, or leave "
+                     "MEMTAMER_TELEMETRY_ENDPOINT unset for a private ipc socket",
                      endpoint);
         return NULL;
     }
@@ -878,6 +1075,10 @@ mt_telemetry_start(PyObject *module, PyObject *args, PyObject *kwargs)
     t->run.cell = -1;
     t->budget = -1;
     snprintf(t->kernel, sizeof t->kernel, "%s", kernel);
+    if (curve_secret != NULL) {
+        memcpy(t->curve_secret, curve_secret, CURVE_KEY_SIZE);
+        memcpy(t->curve_public, curve_public, CURVE_KEY_SIZE);
+    }
     pthread_mutex_init(&t->lock, NULL);
     mt_probe_open(&t->probe, "");
     if ((t->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
@@ -1014,14 +1215,22 @@ mt_telemetry_cell_end(PyObject *module, const mt_cell_record *record)
     }
 }
 
-/* Keys of event data that may carry a user's variable names (names, and
- * code or text quoting it): dropped when names are off. */
+/* Whether an item of event data goes out while names are off: numbers,
+ * booleans and nulls, and the words of the keys below (each names one of a
+ * few fixed words).  Any other text may quote a name, a value or code (a
+ * refusal's reason, a post-mortem report), and so may a list or an object:
+ * they stay in the kernel. */
 static int
-is_name_key(PyObject *key)
+is_public_item(PyObject *key, PyObject *value)
 {
-    static const char *const keys[] = {"name", "names", "first_line", "text"};
-    for (size_t i = 0; PyUnicode_Check(key) && i < sizeof keys / sizeof *keys; i++) {
-        if (PyUnicode_CompareWithASCIIString(key, keys[i]) == 0) {
+    static const char *const word_keys[] = {"action", "status", "layer"};
+    if (value == Py_None || PyBool_Check(value) || PyLong_Check(value) || PyFloat_Check(value)) {
+        return 1;
+    }
+    for (size_t i = 0;
+         PyUnicode_Check(key) && PyUnicode_Check(value) && i < sizeof word_keys / sizeof *word_keys;
+         i++) {
+        if (PyUnicode_CompareWithASCIIString(key, word_keys[i]) == 0) {
             return 1;
         }
     }
@@ -1070,7 +1279,7 @@ mt_telemetry_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         }
         while (PyDict_Next(data, &pos, &key, &value)) {
-            if (is_name_key(key) && PyList_Append(keys, key) < 0) {
+            if (!is_public_item(key, value) && PyList_Append(keys, key) < 0) {
                 Py_DECREF(keys);
                 goto done;
             }
@@ -1119,8 +1328,9 @@ done:
 }
 
 PyDoc_STRVAR(mt_telemetry_status__doc__,
-             "telemetry_status() -> dict | None: endpoint, kernel, names, sent (messages), seq, "
-             "subscriptions, thread_id (the sampler's), last_error (the last send error).");
+             "telemetry_status() -> dict | None: endpoint, kernel, names, curve_public_key (the "
+             "CurveZMQ server's, None in the clear), sent (messages), seq, subscriptions, "
+             "thread_id (the sampler's), last_error (the last send error).");
 PyObject *
 mt_telemetry_status(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -1133,6 +1343,9 @@ mt_telemetry_status(PyObject *module, PyObject *Py_UNUSED(unused))
     if (d == NULL || mt_set(d, "endpoint", PyUnicode_FromString(t->endpoint)) < 0 ||
         mt_set(d, "kernel", PyUnicode_FromString(t->kernel)) < 0 ||
         mt_set(d, "names", PyBool_FromLong(t->names)) < 0 ||
+        mt_set(d, "curve_public_key",
+               t->curve_public[0] ? PyUnicode_FromString(t->curve_public) : Py_NewRef(Py_None)) <
+            0 ||
         mt_set(d, "sent", PyLong_FromLongLong(atomic_load(&t->sent))) < 0 ||
         mt_set(d, "seq", PyLong_FromLongLong(atomic_load(&t->seq))) < 0 ||
         mt_set(d, "subscriptions", PyLong_FromLongLong(atomic_load(&t->subscriptions))) < 0 ||
@@ -1153,5 +1366,6 @@ PyMethodDef mt_telemetry_methods[] = {
     {"telemetry_event", (PyCFunction)(void (*)(void))mt_telemetry_event, METH_FASTCALL,
      mt_telemetry_event__doc__},
     {"telemetry_status", mt_telemetry_status, METH_NOARGS, mt_telemetry_status__doc__},
+    {"telemetry_protocol", mt_telemetry_protocol, METH_NOARGS, mt_telemetry_protocol__doc__},
     {NULL, NULL, 0, NULL},
 };

@@ -201,11 +201,13 @@ def rules(i):
 
 
 TELEMETRY_DIR = tempfile.mkdtemp()
+CURVE_SECRET_KEY = zmq.curve_keypair()[1].decode()
 
 
 def telemetry(i):
     """A publisher with a subscriber through cells and events, a restart
-    with names off, and a stop."""
+    with names off, the refusals of tcp and of a bad CurveZMQ key, one with
+    a key, and a stop."""
     endpoint = _core.telemetry_start(f"ipc://{TELEMETRY_DIR}/memtamer/leak.sock", "leakcheck")
     subscriber = zmq.Context.instance().socket(zmq.SUB)
     subscriber.connect(endpoint)
@@ -220,8 +222,13 @@ def telemetry(i):
         subscriber.recv_multipart()
     subscriber.close(linger=0)
     _core.telemetry_start(endpoint, "leakcheck", False)
-    _core.telemetry_event("test", {"name": "dropped"})
+    _core.telemetry_event("test", {"name": "dropped", "i": i, "reason": "dropped"})
     expect_error(_core.telemetry_start, "nonsense://", "leakcheck")
+    expect_error(_core.telemetry_start, "tcp://127.0.0.1:*", "leakcheck")
+    expect_error(_core.telemetry_start, endpoint, "leakcheck", True, "short")
+    _core.telemetry_start(endpoint, "leakcheck", True, CURVE_SECRET_KEY)
+    _core.telemetry_status()
+    _core.telemetry_protocol()
     _core.telemetry_stop()
     assert _core.telemetry_event("test", {}) is False
 
@@ -262,7 +269,7 @@ calls = {
     "rules_enable": rules, "policy_evaluate": rules, "policy_acted_on": rules,
     "parse_level": rules, "parse_size": rules,
     "telemetry_start": telemetry, "telemetry_stop": telemetry, "telemetry_event": telemetry,
-    "telemetry_status": telemetry,
+    "telemetry_status": telemetry, "telemetry_protocol": telemetry,
     "guard_enable": guard, "guard_disable": guard, "guard_set_budget": guard,
     "guard_status": guard, "guard_exception": guard, "postmortem_open": guard,
     "postmortem_close": guard, "postmortem_read": guard, "_guard_before_fork": guard,

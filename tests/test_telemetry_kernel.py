@@ -520,3 +520,112 @@ def test_restarted_kernel_is_followed_under_its_new_pid(runtime):
     finally:
         follower.close()
         k.shutdown()
+
+
+def test_messages_hold_exactly_the_fields_the_protocol_states(tk):
+    from memtamer.telemetry import PROTOCOL, parse_message
+
+    sub = Subscriber(discovery_record(tk)["endpoint"])
+    frames = {}
+    cell = threading.Thread(target=lambda: tk.run(
+        "import time\ng = np.ones(50 * 2**20 // 8)\ntime.sleep(1.0)\ndel g\n"
+        "memtamer._core.telemetry_event('test', {'n': 1})"))
+    try:
+        cell.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+                {"snapshot", "sample", "cell", "event"} <= frames.keys()
+                and "running" in frames):
+            if sub.socket.poll(500):
+                received = sub.socket.recv_multipart()
+                message = json.loads(received[1])
+                frames.setdefault(message["kind"], received)
+                if message["kind"] == "sample" and message["running"]:
+                    frames.setdefault("running", received)
+    finally:
+        cell.join()
+        sub.close()
+    for kind, received in frames.items():
+        message = parse_message(received)  # the subscribers' own check
+        fields = PROTOCOL["kinds"][message["kind"]]
+        assert message.keys() == fields.keys(), kind
+    running = json.loads(frames["running"][1])["running"]
+    assert running.keys() == PROTOCOL["objects"]["running"].keys()
+    record = json.loads(frames["cell"][1])["record"]
+    assert record.keys() == PROTOCOL["objects"]["record"].keys()
+    assert discovery_record(tk).keys() == __import__("memtamer").telemetry.DISCOVERY_FIELDS.keys()
+
+
+def test_names_off_sends_no_name_value_or_code(runtime):
+    k = start_kernel(runtime, {"MEMTAMER_TELEMETRY_NAMES": "0"})
+    try:
+        sub = Subscriber(discovery_record(k)["endpoint"])
+        seen = []
+        try:
+            seen.append(sub.next("snapshot"))
+            k.run("import numpy as np")
+            seen.append(sub.next("cell"))
+            # A refusal naming another holder, one quoting the values, a
+            # cell whose first line and peak carry a secret.
+            k.run("secret_arr = np.arange(7654321, 7654323, dtype=np.int32)\n"
+                  "alias_name_z = big_secret = np.ones(2**20)")
+            seen.append(sub.next("cell"))
+            out = k.run("%shrink downcast secret_arr")
+            assert "7654321..7654322" in json.dumps(out["data"])  # said in the kernel, not sent
+            seen += [sub.next("event"), sub.next("cell")]
+            out = k.run("%shrink spill big_secret")
+            assert "also held by alias_name_z" in json.dumps(out["data"])
+            seen += [sub.next("event"), sub.next("cell")]
+            k.run('token = "tok-ABCDEF0123"; blob = np.ones(200 * 2**20 // 8); del blob')
+            seen.append(sub.next("cell"))
+        finally:
+            sub.close()
+    finally:
+        k.shutdown()
+    assert [m["event"] for m in seen if m["kind"] == "event"] == ["shrink", "shrink"]
+    assert all(m["data"]["status"] == "refused" for m in seen if m["kind"] == "event")
+    assert seen[-1]["record"]["peak_composition"]["groups"]  # the peak is attributed...
+    wire = json.dumps(seen)
+    for secret in ("secret_arr", "alias_name_z", "big_secret", "7654321", "tok-ABCDEF", "blob"):
+        assert secret not in wire  # ...without its line of code
+
+
+def test_watch_escapes_a_notebook_name_that_would_drive_the_terminal(runtime):
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (scripts/setup.sh installs it)")
+    k = start_kernel(runtime, {"JPY_SESSION_NAME": "\x1b]2;owned\x07\x1b[2Jnote.ipynb"})
+    session = f"mtesc{os.getpid()}"
+    command = f"JUPYTER_RUNTIME_DIR={runtime} {BIN}/memtamer watch"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "30", command],
+                   check=True)
+    try:
+        deadline = time.monotonic() + 10
+        screen = ""
+        while k.kernel_id[:8] not in screen and time.monotonic() < deadline:
+            time.sleep(0.5)
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
+                                    capture_output=True, text=True, check=True).stdout
+        title = subprocess.run(["tmux", "display-message", "-p", "-t", session, "#{pane_title}"],
+                               capture_output=True, text=True, check=True).stdout
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+        k.shutdown()
+    assert "owned" not in title
+    assert re.search(re.escape(k.kernel_id[:8]) + r"\s+" +
+                     re.escape("\\x1b]2;owned\\x07\\x1b[2Jnote.ipynb"), screen), screen
+
+
+def test_tcp_with_names_on_is_refused_with_what_to_do(runtime):
+    k = Kernel(env={"JUPYTER_RUNTIME_DIR": runtime, "MEMTAMER_TELEMETRY_ENDPOINT": "tcp"},
+               connection_file=os.path.join(runtime, f"kernel-{uuid.uuid4()}.json"))
+    try:
+        out = k.run("%load_ext memtamer")
+        status = k.query("__import__('memtamer')._core.telemetry_status()")
+        kernel_id = os.path.basename(k.km.connection_file)[len("kernel-"):-len(".json")]
+    finally:
+        k.shutdown()
+    assert status is None
+    assert not os.path.exists(os.path.join(runtime, f"memtamer-{kernel_id}.json"))
+    said = [line for line in out["stderr"].splitlines() if line.startswith("memtamer")]
+    assert len(said) == 1 and "any local user can subscribe" in said[0]
+    assert "MEMTAMER_TELEMETRY_NAMES=0" in said[0]

@@ -53,7 +53,8 @@ def test_metrics_parse_with_awkward_notebook_names(tmp_path):
         families = {f.name: f for f in text_string_to_metric_families(exporter.metrics())}
     finally:
         exporter.follower.close()
-    labels = {"kernel": KERNEL, "notebook": notebook}
+    # The newline, a control character, is written out as text.
+    labels = {"kernel": KERNEL, "notebook": 'dir\\sub/"quoted"\\nname.ipynb'}
     rss = families["memtamer_rss_bytes"].samples
     assert [(s.labels, s.value) for s in rss] == [(labels, 123456789)]
     assert families["memtamer_cell_running_seconds"].samples[0].value == 1.5
@@ -113,3 +114,426 @@ def test_ipc_endpoint_never_replaces_what_is_at_its_path(tmp_path):
         _core.telemetry_stop()
         listening.close()
     assert sorted(p.name for p in directory.iterdir()) == ["file.sock", "live.sock"]
+
+
+# ---------------------------------------------------------------------------
+# Untrusted input: discovery files and messages that do not fit the protocol.
+
+import json  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import zmq  # noqa: E402
+
+from memtamer import telemetry  # noqa: E402
+from memtamer.telemetry import start_ticks  # noqa: E402
+from memtamer.watch import row  # noqa: E402
+
+BIN = os.path.dirname(sys.executable)
+FAKE = "fake-kernel"
+
+
+def live_record(endpoint, **fields):
+    """A discovery record of this (live) process, as a kernel writes it."""
+    return {"endpoint": endpoint, "pid": os.getpid(), "start_ticks": start_ticks(os.getpid()),
+            "kernel": FAKE, "cwd": "/w", "notebook": None, "names": True, **fields}
+
+
+class FakeKernel:
+    """An XPUB socket on ipc in directory and its discovery file: sends
+    whatever frames a test gives it, well formed or not."""
+
+    def __init__(self, directory, **record_fields):
+        self.socket = zmq.Context.instance().socket(zmq.XPUB)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.endpoint = f"ipc://{directory}/fake.sock"
+        self.socket.bind(self.endpoint)
+        self.seq = 0
+        with open(os.path.join(directory, f"memtamer-{FAKE}.json"), "w") as f:
+            json.dump(live_record(self.endpoint, **record_fields), f)
+
+    def wait_for_subscriber(self, timeout=30):
+        assert self.socket.poll(timeout * 1000), "no subscriber came"
+        assert self.socket.recv()[0] == 1
+
+    def message(self, kind="sample", **fields):
+        """A message of kind with every field the protocol gives it."""
+        self.seq += 1
+        base = {"kind": kind, "kernel": FAKE, "pid": os.getpid(), "seq": self.seq, "time": 1.5}
+        filler = {"int": 1, "int?": None, "number": 0.5, "string": "s", "string?": None,
+                  "bool": False, "object": {}, "object?": None, "array": [], "running?": None,
+                  "record?": None}
+        for name, kind_of in telemetry.PROTOCOL["kinds"][kind].items():
+            base.setdefault(name, filler.get(kind_of))
+        if kind == "cell":
+            record = telemetry.PROTOCOL["objects"]["record"]
+            base["record"] = {name: filler[t] for name, t in record.items()}
+        base.update(fields)
+        return base
+
+    def send(self, *frames):
+        self.socket.send_multipart([f if isinstance(f, bytes) else json.dumps(f).encode()
+                                    for f in frames])
+
+    def send_message(self, message):
+        self.send(f"memtamer.{message['kind']}".encode(), message)
+
+    def close(self):
+        self.socket.close(linger=0)
+
+
+def bad_messages(fake):
+    """(name, frames) of messages that once killed watch or froze export."""
+    good = fake.message(rss=1)
+    topic = b"memtamer.sample"
+    without_seq = dict(good)
+    del without_seq["seq"]
+    return [
+        ("one frame", [topic]),
+        ("three frames", [topic, good, b"more"]),
+        ("not JSON", [topic, b"{nope"]),
+        ("not UTF-8", [topic, b"\xff\xfe"]),
+        ("a JSON list", [topic, [good]]),
+        ("deep nesting", [topic, b"[" * 200000]),
+        ("no seq", [topic, without_seq]),
+        ("text seq", [topic, dict(good, seq="7")]),
+        ("boolean seq", [topic, dict(good, seq=True)]),
+        ("text cells", [b"memtamer.cell", fake.message("cell", cells="x")]),
+        ("NaN rss", [topic, json.dumps(dict(good, rss=float("nan"))).encode()]),
+        ("text running seconds", [topic, dict(good, running={"seconds": "x"})]),
+        ("unknown kind", [b"memtamer.what", dict(good, kind="what")]),
+        ("a list for a kind", [topic, dict(good, kind=["sample"])]),
+        ("topic of another kind", [b"memtamer.bye", good]),
+    ]
+
+
+def test_every_bad_message_is_rejected_by_the_parser(tmp_path):
+    fake = FakeKernel(tmp_path)
+    try:
+        for name, frames in bad_messages(fake):
+            encoded = [f if isinstance(f, bytes) else json.dumps(f).encode() for f in frames]
+            with pytest.raises(telemetry.Rejected):
+                telemetry.parse_message(encoded)
+                pytest.fail(name)
+        good = fake.message(rss=7)
+        assert telemetry.parse_message([b"memtamer.sample", json.dumps(good).encode()]) == good
+    finally:
+        fake.close()
+
+
+def follow_until(follower, done, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        follower.receive(0.1)
+    assert done()
+
+
+def test_follower_skips_and_counts_bad_messages_and_keeps_the_good(tmp_path):
+    fake = FakeKernel(tmp_path)
+    follower = telemetry.Follower([str(tmp_path)])
+    try:
+        follower.rescan()
+        fake.wait_for_subscriber()
+        bad = bad_messages(fake)
+        for _, frames in bad:
+            fake.send(*frames)
+        fake.send_message(fake.message(rss=4242, cells=3))
+        follow_until(follower, lambda: follower.kernels[FAKE].get("rss") == 4242)
+        state = follower.kernels[FAKE]
+        assert follower.rejected == len(bad)
+        assert state["cells"] == 3 and state["last_cell"] is None
+    finally:
+        follower.close()
+        fake.close()
+
+
+def write_discovery(directory, name, content):
+    path = os.path.join(directory, f"memtamer-{name}.json")
+    with open(path, "w") as f:
+        f.write(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
+BAD_RECORDS = [
+    ("numeric endpoint", live_record(5)),
+    ("unknown scheme", live_record("udp://127.0.0.1:5555")),
+    ("unparsable tcp", live_record("tcp://")),
+    ("no kernel", {k: v for k, v in live_record("ipc:///x").items() if k != "kernel"}),
+    ("text pid", live_record("ipc:///x", pid="self")),
+    ("negative pid", live_record("ipc:///x", pid=-1)),
+    ("text notebook", live_record("ipc:///x", notebook=["a"])),
+    ("a list", [live_record("ipc:///x")]),
+    ("not JSON", "{"),
+]
+
+
+@pytest.mark.parametrize("content", [c for _, c in BAD_RECORDS], ids=[n for n, _ in BAD_RECORDS])
+def test_follower_skips_and_counts_a_bad_discovery_file_once(tmp_path, content):
+    write_discovery(tmp_path, "bad", content)
+    follower = telemetry.Follower([str(tmp_path)])
+    try:
+        for _ in range(3):
+            follower.rescan()
+        assert follower.kernels == {} and follower.rejected == 1
+        write_discovery(tmp_path, "bad", "[1, 2, 3]")  # another bad version: counted again
+        follower.rescan()
+        assert follower.rejected == 2
+    finally:
+        follower.close()
+
+
+def test_a_fifo_named_like_a_discovery_file_blocks_nothing(tmp_path):
+    os.mkfifo(tmp_path / f"memtamer-{FAKE}.json")
+    follower = telemetry.Follower([str(tmp_path)])
+    try:
+        follower.rescan()
+        assert follower.kernels == {} and follower.rejected == 1
+    finally:
+        follower.close()
+
+
+def test_watch_runs_through_bad_files_and_messages_and_escapes_what_it_prints(tmp_path):
+    for name, content in BAD_RECORDS:
+        write_discovery(tmp_path, name.replace(" ", "-"), content)
+    notebook = "\x1b]0;owned\x07\x1b[2Jnote\u202ebook.ipynb"
+    fake = FakeKernel(tmp_path, notebook=notebook)
+    watcher = subprocess.Popen([f"{BIN}/memtamer", "watch", "--dir", str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        fake.wait_for_subscriber()
+        bad = bad_messages(fake)
+        for _, frames in bad:
+            fake.send(*frames)
+        fake.send_message(fake.message(rss=5 * 2**30))
+        expected = f"rejected: {len(BAD_RECORDS) + len(bad)} malformed".encode()
+        screen = b""
+        deadline = time.monotonic() + 30
+        os.set_blocking(watcher.stdout.fileno(), False)
+        while time.monotonic() < deadline and not (expected in screen and b"5.0 GiB" in screen):
+            time.sleep(0.1)
+            screen += watcher.stdout.read() or b""
+            assert watcher.poll() is None, watcher.stderr.read().decode()
+    finally:
+        watcher.terminate()
+        watcher.wait()
+        fake.close()
+    last = screen.rsplit(b"\x1b[H\x1b[2J", 1)[-1].decode()
+    assert expected.decode() in last and "5.0 GiB" in last
+    assert "\x1b" not in last and "\x07" not in last and "\u202e" not in last
+    assert "\\x1b]0;owned\\x07\\x1b[2Jnote\\u202ebook.ipynb" in last
+
+
+def test_export_serves_every_kernel_through_bad_messages(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    fake = FakeKernel(tmp_path, notebook="\x1b[2Jnb\x00.ipynb")
+    exporter = Exporter([str(tmp_path)])
+    try:
+        exporter.follower.rescan()
+        exporter.start()
+        fake.wait_for_subscriber()
+        bad = bad_messages(fake)
+        for _, frames in bad:
+            fake.send(*frames)
+        fake.send_message(fake.message(rss=123, cells=9))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "memtamer_rss_bytes{" not in exporter.metrics():
+            time.sleep(0.05)
+        text = exporter.metrics()
+    finally:
+        exporter.close()
+        fake.close()
+    assert "\x1b" not in text and "\x00" not in text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    labels = {"kernel": FAKE, "notebook": "\\x1b[2Jnb\\x00.ipynb"}
+    assert [(s.labels, s.value) for s in families["memtamer_rss_bytes"].samples] == [(labels, 123)]
+    assert families["memtamer_cells"].samples[0].value == 9
+    assert families["memtamer_telemetry_rejected"].type == "counter"
+    assert families["memtamer_telemetry_rejected"].samples[0].value == len(bad)
+
+
+def test_export_follower_starts_again_after_an_error(tmp_path):
+    import io
+
+    fake = FakeKernel(tmp_path)
+    err = io.StringIO()
+    exporter = Exporter([str(tmp_path)], err=err)
+    receive = exporter.follower.receive
+    failures = []
+
+    def failing_once(timeout):
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("boom")
+        return receive(timeout)
+
+    exporter.follower.receive = failing_once
+    try:
+        exporter.start()
+        fake.wait_for_subscriber()
+        fake.send_message(fake.message(rss=77))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "memtamer_rss_bytes{" not in exporter.metrics():
+            time.sleep(0.05)
+        assert "memtamer_rss_bytes{" in exporter.metrics()
+        assert exporter.thread.is_alive()
+    finally:
+        exporter.close()
+        fake.close()
+    assert "RuntimeError('boom')" in err.getvalue() and "starting again" in err.getvalue()
+
+
+def test_stale_figures_are_not_served_as_live(tmp_path):
+    exporter = Exporter([str(tmp_path)])
+    exporter.follower.close()
+    exporter.follower = follower_with_kernel(tmp_path, "nb.ipynb")
+    try:
+        exporter.follower._update(sample(1, rss=999, cells=4))
+        fresh = exporter.metrics()
+        state = exporter.follower.kernels[KERNEL]
+        # Nothing came for longer than three idle samples: the kernel or the
+        # follower is stuck.
+        state["received"] -= telemetry.STALE_SECONDS + 1
+        stale = exporter.metrics()
+        shown = row(state)
+    finally:
+        exporter.follower.close()
+    assert "memtamer_rss_bytes{" in fresh and "memtamer_rss_bytes{" not in stale
+    assert f'memtamer_kernel_stale{{kernel="{KERNEL}",notebook="nb.ipynb"}} 0' in fresh
+    assert "memtamer_cells_total{" not in stale
+    assert f'memtamer_kernel_stale{{kernel="{KERNEL}",notebook="nb.ipynb"}} 1' in stale
+    assert shown[6] == "stale"
+
+
+def test_export_on_a_busy_port_says_so_in_one_line(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        result = subprocess.run([sys.executable, "-m", "memtamer", "export", "--port", str(port),
+                                 "--dir", str(tmp_path)], capture_output=True, text=True,
+                                timeout=60)
+    finally:
+        busy.close()
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"port {port}" in result.stderr and "--port 0" in result.stderr
+
+
+def test_export_port_0_picks_a_free_port_and_prints_it(tmp_path):
+    exporter = subprocess.Popen([sys.executable, "-m", "memtamer", "export", "--port", "0",
+                                 "--dir", str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        line = exporter.stdout.readline()
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/metrics", line).group(1))
+        import urllib.request
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    finally:
+        exporter.terminate()
+        exporter.wait()
+    assert port > 0 and b"memtamer_kernels 0" in text
+
+
+# ---------------------------------------------------------------------------
+# Privacy: what leaves the kernel.
+
+def subscribe(endpoint, **options):
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    for name, value in options.items():
+        setattr(sub, name, value)
+    sub.subscribe(b"memtamer.")
+    sub.connect(endpoint)
+    return sub
+
+
+def next_message(sub, kind, timeout=10):
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if sub.poll(int(left * 1000)):
+            message = telemetry.parse_message(sub.recv_multipart())
+            if message["kind"] == kind:
+                return message
+    raise AssertionError(f"no {kind} within {timeout} s")
+
+
+def test_names_off_sends_no_text_a_name_or_value_could_hide_in(tmp_path):
+    from memtamer import _core
+
+    endpoint = _core.telemetry_start(f"ipc://{tmp_path}/p.sock", "unit", False)
+    sub = subscribe(endpoint)
+    try:
+        next_message(sub, "snapshot")
+        _core.telemetry_event("shrink", {
+            "name": "alias_name_z", "action": "downcast", "status": "refused",
+            "bytes_before": 80, "bytes_after": None, "in_place": False, "ratio": 0.5,
+            "reason": "it is already the smallest integer type holding its values "
+                      "(7654321..7654322); also held by alias_name_z",
+            "detail": ["alias_name_z"], "extra": {"value": "7654321"}})
+        event = next_message(sub, "event")
+    finally:
+        sub.close()
+        _core.telemetry_stop()
+    assert event["data"] == {"action": "downcast", "status": "refused", "bytes_before": 80,
+                             "bytes_after": None, "in_place": False, "ratio": 0.5}
+
+
+def test_tcp_is_refused_while_names_and_code_go_out_in_the_clear(tmp_path, monkeypatch, capsys):
+    from memtamer import _core
+
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    publisher = telemetry.Publisher()
+    publisher.start({"MEMTAMER_TELEMETRY_ENDPOINT": "tcp"})
+    assert _core.telemetry_status() is None and publisher.path is None
+    assert list(tmp_path.glob("memtamer-*.json")) == []
+    said = capsys.readouterr().err
+    assert "any local user can subscribe to tcp://127.0.0.1:*" in said
+    assert "MEMTAMER_TELEMETRY_NAMES=0" in said and "MEMTAMER_TELEMETRY_CURVE_SECRET_KEY" in said
+    publisher.start({"MEMTAMER_TELEMETRY_ENDPOINT": "tcp", "MEMTAMER_TELEMETRY_NAMES": "0"})
+    try:
+        assert _core.telemetry_status()["endpoint"].startswith("tcp://127.0.0.1:")
+    finally:
+        publisher.stop()
+
+
+@pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CurveZMQ")
+def test_curve_keys_admit_only_subscribers_that_know_the_server(tmp_path, monkeypatch, capsys):
+    from memtamer import _core
+
+    public, secret = zmq.curve_keypair()
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    publisher = telemetry.Publisher()
+    publisher.start({"MEMTAMER_TELEMETRY_ENDPOINT": "tcp",
+                     "MEMTAMER_TELEMETRY_CURVE_SECRET_KEY": secret.decode()})
+    follower = telemetry.Follower([str(tmp_path)])
+    plain = None
+    try:
+        assert capsys.readouterr().err == ""
+        with open(publisher.path) as f:
+            record = json.load(f)
+        assert record["curve_public_key"] == public.decode()
+        plain = subscribe(record["endpoint"])
+        kernel = record["kernel"]
+        follow_until(follower, lambda: "rss" in follower.kernels.get(kernel, {}))
+        assert follower.kernels[kernel]["rss"] > 0
+        # One without the server's key never hears a word.
+        assert not plain.poll(1000)
+        assert _core.telemetry_status()["subscriptions"] == 1
+    finally:
+        if plain is not None:
+            plain.close()
+        follower.close()
+        publisher.stop()
+
+
+def test_a_bad_curve_key_is_refused_with_what_to_give(tmp_path):
+    from memtamer import _core
+
+    with pytest.raises(ValueError, match="40 characters of Z85"):
+        _core.telemetry_start(f"ipc://{tmp_path}/c.sock", "unit", True, "short")
+    assert _core.telemetry_status() is None

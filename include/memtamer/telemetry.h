@@ -10,7 +10,14 @@
  * answers each new subscription with a snapshot.  It never takes the GIL and
  * reads only C-side figures.  Sends never wait: a slow or dead subscriber
  * loses messages (its sequence numbers show the gap), the kernel never
- * blocks.  A forked child never touches its parent's context or socket. */
+ * blocks.  A forked child never touches its parent's context or socket.
+ *
+ * The fields of each kind are stated once, in telemetry.c's schema, which
+ * _core.telemetry_protocol() hands to the subscribers' validator.  With
+ * names off no variable name, value or code goes out: cells' first lines
+ * and peak lines are null, and event data keeps only numbers and a few
+ * fixed words.  Any local user can reach a tcp endpoint: it is refused
+ * unless names are off or a CurveZMQ server key encrypts and gates it. */
 #ifndef MEMTAMER_TELEMETRY_H
 #define MEMTAMER_TELEMETRY_H
 
@@ -46,6 +53,7 @@ PyObject *mt_telemetry_start(PyObject *module, PyObject *args, PyObject *kwargs)
 PyObject *mt_telemetry_stop(PyObject *module, PyObject *unused);
 PyObject *mt_telemetry_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_telemetry_status(PyObject *module, PyObject *unused);
+PyObject *mt_telemetry_protocol(PyObject *module, PyObject *unused);
 
 /* The _core methods telemetry.c defines. */
 extern PyMethodDef mt_telemetry_methods[];

@@ -1,11 +1,13 @@
 """``memtamer export --port N``: every kernel's memory in the Prometheus text
 exposition format, over HTTP at /metrics, labelled by kernel id and notebook."""
 
+import argparse
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .telemetry import Follower, add_directories_argument
+from .telemetry import Follower, add_directories_argument, is_stale, printable
 
 # Upper bounds (bytes) of the cell peak histogram's buckets.
 PEAK_BUCKETS = tuple(2**20 * n for n in (1, 16, 64, 256, 1024, 4096, 16384))
@@ -48,9 +50,15 @@ COUNTERS = (
 )
 
 
+# After an error, the follower starts again this much later.
+RESTART_SECONDS = 1.0
+
+
 def _label(value):
-    text = "" if value is None else str(value)
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    """A label value: control characters written out (printable), then
+    Prometheus' own escapes."""
+    text = "" if value is None else printable(value)
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _number(value):
@@ -60,7 +68,8 @@ def _number(value):
 class Exporter:
     """Follows the kernels in a thread and renders /metrics from their state."""
 
-    def __init__(self, directories=None):
+    def __init__(self, directories=None, err=sys.stderr):
+        self.err = err
         self.follower = Follower(directories)
         self.lock = threading.Lock()
         self.histograms = {}  # kernel id -> [bucket counts..., count, sum]
@@ -69,12 +78,23 @@ class Exporter:
 
     def _follow(self):
         while not self.stopping.is_set():
-            with self.lock:
-                message = self.follower.receive(0)
-            if message is None:
-                self.stopping.wait(0.05)
-            elif message["kind"] == "cell":
-                self._observe(message["kernel"], message["record"].get("peak_increment"))
+            try:
+                self._follow_one()
+            except Exception as exc:  # noqa: BLE001 - the exporter outlives any one failure
+                # Meanwhile no figure is refreshed: the kernels go stale, not
+                # served as live.
+                self.err.write(f"memtamer export: following the kernels failed ({exc!r}); "
+                               f"starting again in {RESTART_SECONDS:g} s\n")
+                self.err.flush()
+                self.stopping.wait(RESTART_SECONDS)
+
+    def _follow_one(self):
+        with self.lock:
+            message = self.follower.receive(0)
+        if message is None:
+            self.stopping.wait(0.05)
+        elif message["kind"] == "cell":
+            self._observe(message["kernel"], message["record"].get("peak_increment"))
 
     def _observe(self, kernel, peak):
         if peak is None:
@@ -89,21 +109,33 @@ class Exporter:
 
     def metrics(self):
         """The exposition text for every kernel followed now."""
+        now = time.monotonic()
         with self.lock:
             kernels = {k: dict(s) for k, s in self.follower.kernels.items()}
             histograms = {k: list(v) for k, v in self.histograms.items() if k in kernels}
+            rejected = self.follower.rejected
         out = ["# HELP memtamer_kernels Kernels found through their discovery files.",
                "# TYPE memtamer_kernels gauge", f"memtamer_kernels {len(kernels)}",
+               "# HELP memtamer_telemetry_rejected_total Malformed discovery files and messages "
+               "this exporter skipped.",
+               "# TYPE memtamer_telemetry_rejected_total counter",
+               f"memtamer_telemetry_rejected_total {rejected}",
                "# HELP memtamer_kernel_info The kernel's process and notebook.",
                "# TYPE memtamer_kernel_info gauge"]
         labels = {k: f'kernel="{_label(k)}",notebook="{_label(s.get("notebook"))}"'
                   for k, s in kernels.items()}
         for kernel, state in sorted(kernels.items()):
             out.append(f'memtamer_kernel_info{{{labels[kernel]},pid="{state["pid"]}"}} 1')
+        out += ["# HELP memtamer_kernel_stale 1 when nothing came from the kernel lately: its "
+                "figures are then left out, not served as live.",
+                "# TYPE memtamer_kernel_stale gauge"]
+        out += [f"memtamer_kernel_stale{{{labels[k]}}} {int(is_stale(s, now))}"
+                for k, s in sorted(kernels.items())]
+        live = {k: s for k, s in kernels.items() if not is_stale(s, now)}
         for kind, table in (("gauge", GAUGES), ("counter", COUNTERS)):
             for name, text, read in table:
                 out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-                for kernel, state in sorted(kernels.items()):
+                for kernel, state in sorted(live.items()):
                     value = read(state)
                     if value is not None:
                         out.append(f"{name}{{{labels[kernel]}}} {_number(value)}")
@@ -127,9 +159,9 @@ class Exporter:
         self.follower.close()
 
 
-def serve(port, address="127.0.0.1", directories=None, out=sys.stdout):
-    """Serves /metrics until interrupted."""
-    exporter = Exporter(directories)
+def serve(port, address="127.0.0.1", directories=None, out=sys.stdout, err=sys.stderr):
+    """Serves /metrics until interrupted; returns the exit status (2: the
+    port could not be had)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -146,7 +178,14 @@ def serve(port, address="127.0.0.1", directories=None, out=sys.stdout):
         def log_message(self, format, *args):  # noqa: A002 - the base class's name
             pass  # a scrape every few seconds would flood the terminal
 
-    server = ThreadingHTTPServer((address, port), Handler)
+    try:
+        server = ThreadingHTTPServer((address, port), Handler)
+    except OSError as exc:
+        err.write(f"memtamer export: cannot listen on {address} port {port} "
+                  f"({exc.strerror or exc}); choose another with --port, or --port 0 for "
+                  "any free one\n")
+        return 2
+    exporter = Exporter(directories, err)
     exporter.start()
     host, bound = server.server_address[:2]
     out.write(f"memtamer export: serving http://{host}:{bound}/metrics\n")
@@ -158,13 +197,24 @@ def serve(port, address="127.0.0.1", directories=None, out=sys.stdout):
     finally:
         server.server_close()
         exporter.close()
+    return 0
+
+
+def _port(text):
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is no TCP port: give 0 to 65535")
+    return port
 
 
 def add_export_command(subparsers):
     """`memtamer export --port N [--address A] [--dir DIR]`."""
     parser = subparsers.add_parser("export", help="Prometheus metrics of every kernel over HTTP")
-    parser.add_argument("--port", type=int, required=True, help="TCP port (0: any free one)")
+    parser.add_argument("--port", type=_port, required=True, help="TCP port (0: any free one)")
     parser.add_argument("--address", default="127.0.0.1",
                         help="address to listen on (default: loopback only)")
     add_directories_argument(parser)
-    parser.set_defaults(run=lambda args: serve(args.port, args.address, args.directories) or 0)
+    parser.set_defaults(run=lambda args: serve(args.port, args.address, args.directories))
