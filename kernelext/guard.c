@@ -832,8 +832,8 @@ mt_guard_exception(PyObject *module, PyObject *Py_UNUSED(unused))
  * -1 when the guard refuses it, with problem saying why; the budget in
  * force is then unchanged. */
 static int
-take_budget(mt_state *st, mt_guard *g, budget_mode mode, long long bytes, double percent,
-            int apply, char *problem, size_t n)
+take_budget(mt_state *st, mt_guard *g, budget_mode mode, long long bytes, double percent, int apply,
+            char *problem, size_t n)
 {
     budget_mode saved_mode = g->mode;
     long long saved_bytes = g->bytes;

@@ -34,8 +34,8 @@ typedef struct mt_policy {
     mt_rules_table table; /* empty when no rules are in force */
     int enabled;
     mt_policy_budget_judge budget_judge; /* NULL when no guard runs */
-    long long *last_fired;  /* per rule: the cell it last fired after, -1 never */
-    mt_policy_acted *acted; /* mt_reserve'd */
+    long long *last_fired;               /* per rule: the cell it last fired after, -1 never */
+    mt_policy_acted *acted;              /* mt_reserve'd */
     Py_ssize_t acted_len, acted_cap;
     /* The effective limit for percentage levels, read at most every
      * MT_POLICY_LIMIT_SECONDS (reading cgroup files costs ~100 us). */

@@ -88,7 +88,7 @@ typedef struct {
 
 typedef struct {
     int version;
-    mt_rules_level budget, notice; /* UNSET when not given */
+    mt_rules_level budget, notice;  /* UNSET when not given */
     int budget_line, budget_column; /* of budget:'s value, for the kernel's refusal */
     mt_rules_strings protect;
     mt_rule *rules;
