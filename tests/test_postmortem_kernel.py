@@ -52,15 +52,16 @@ def kill_while_sleeping(runtime, notebook=None, near_budget=False):
     numbered it, its record's path)."""
     k = kernel(runtime, notebook)
     try:
-        return kill_unreaped(k, runtime, near_budget)
+        return kill_unreaped(k, quiet_oom_root(runtime), runtime, near_budget)
     finally:
         k.shutdown()
 
 
-def kill_unreaped(k, runtime, near_budget=False):
-    """kill_while_sleeping on kernel k, which is left a zombie: dead, and not
-    yet reaped by its manager (k.shutdown() reaps it)."""
-    k.run(f"__import__('memtamer._core')._core._set_proc_root({quiet_oom_root(runtime)!r})\n"
+def kill_unreaped(k, proc_root, runtime, near_budget=False):
+    """kill_while_sleeping on kernel k, reading /proc under proc_root ("": the
+    real one), which is left a zombie: dead, and not yet reaped by its
+    manager (k.shutdown() reaps it)."""
+    k.run(f"__import__('memtamer._core')._core._set_proc_root({proc_root!r})\n"
           "%load_ext memtamer")
     pid = k.query("__import__('os').getpid()")
     if near_budget:
@@ -141,7 +142,9 @@ def test_a_death_far_from_the_limit_is_only_in_memguard_status(tmp_path):
 def test_a_killed_kernel_not_yet_reaped_is_told_as_dead(tmp_path):
     dead = kernel(tmp_path, "/home/u/z.ipynb")
     try:
-        pid, cell, path = kill_unreaped(dead, tmp_path, near_budget=True)
+        # The real /proc: the record holds when the kernel really started,
+        # which its zombie still shows.
+        pid, cell, path = kill_unreaped(dead, "", tmp_path, near_budget=True)
         assert "zombie" in open(f"/proc/{pid}/status").read()  # its manager has not reaped it
         k, said = load(tmp_path, "/home/u/z.ipynb")
         k.shutdown()
