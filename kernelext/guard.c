@@ -828,6 +828,82 @@ mt_guard_exception(PyObject *module, PyObject *Py_UNUSED(unused))
     return make_exception(st, &t);
 }
 
+/* Sets the budget to mode (with bytes or percent); apply 0 only judges it.
+ * -1 when the guard refuses it, with problem saying why; the budget in
+ * force is then unchanged. */
+static int
+take_budget(mt_state *st, mt_guard *g, budget_mode mode, long long bytes, double percent, int apply,
+            char *problem, size_t n)
+{
+    budget_mode saved_mode = g->mode;
+    long long saved_bytes = g->bytes;
+    double saved_percent = g->percent;
+    g->mode = mode;
+    if (mode == BUDGET_BYTES) {
+        g->bytes = bytes;
+    }
+    else if (mode == BUDGET_PERCENT) {
+        g->percent = percent;
+    }
+    compute_budget(st, g);
+    long long rss = mt_probe_rss(st->probe), budget = g->budget;
+    const char *why = NULL;
+    if (mode == BUDGET_BYTES && bytes == 0) {
+        why = MT_RULES_ZERO_BUDGET;
+    }
+    else if (mode != BUDGET_OFF && budget < 0) {
+        why = "the effective memory limit is unknown here; give the budget in bytes";
+    }
+    else if (mode != BUDGET_OFF && rss >= 0 && budget <= rss) {
+        why = "it is not above what the kernel already uses: give a larger budget, or free "
+              "memory first";
+    }
+    else if (mode != BUDGET_OFF && g->have_limit && budget > g->limit.limit) {
+        why = "it is above the effective memory limit: give a smaller budget, or a share such "
+              "as 80%";
+    }
+    if (why != NULL || !apply) {
+        g->mode = saved_mode;
+        g->bytes = saved_bytes;
+        g->percent = saved_percent;
+        compute_budget(st, g);
+    }
+    if (mode == BUDGET_BYTES && bytes == 0) {
+        snprintf(problem, n, "%s", why);
+    }
+    else if (why != NULL) {
+        snprintf(problem, n,
+                 "cannot set the memory budget to %lld bytes: %s (the kernel uses %lld bytes, "
+                 "the limit is %lld bytes)",
+                 budget, why, rss, g->have_limit ? g->limit.limit : -1LL);
+    }
+    return why != NULL ? -1 : 0;
+}
+
+static int
+guarding(const mt_guard *g)
+{
+    return g->watcher.started && g->pid == getpid();
+}
+
+/* The engine's mt_policy_budget_judge while the guard runs: a rules file's
+ * budget is held to what %memguard holds it to. */
+static int
+judge_rules_budget(PyObject *module, const mt_rules_level *level, int apply, char *problem,
+                   size_t n)
+{
+    MT_ASSERT_GIL();
+    mt_state *st = mt_get_state(module);
+    mt_guard *g = st->guard;
+    if (!guarding(g)) {
+        return 0;
+    }
+    budget_mode mode = level->kind == MT_LEVEL_OFF       ? BUDGET_OFF
+                       : level->kind == MT_LEVEL_PERCENT ? BUDGET_PERCENT
+                                                         : BUDGET_BYTES;
+    return take_budget(st, g, mode, level->bytes, level->percent, apply, problem, n);
+}
+
 /* ------------------------------------------------------------------ */
 /* Python methods                                                      */
 /* ------------------------------------------------------------------ */
@@ -857,6 +933,7 @@ mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     compute_budget(st, g);
     mt_heap_set_refusal(refuse, g);
     mt_heap_numpy_cover_threads(1);
+    st->policy.budget_judge = judge_rules_budget;
     return mt_guard_status(module, NULL);
 }
 
@@ -866,6 +943,7 @@ mt_guard_disable(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     MT_ASSERT_GIL();
     mt_guard *g = get_guard(module);
+    mt_get_state(module)->policy.budget_judge = NULL;
     atomic_store(&g->armed, 0);
     mt_heap_set_refusal(NULL, NULL);
     mt_heap_numpy_cover_threads(0);
@@ -899,82 +977,55 @@ mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
     const char *kind;
+    budget_mode mode;
+    long long bytes = 0;
+    double percent = 0;
+    char problem[MT_RULES_MESSAGE_BYTES];
     if (nargs != 2 || (kind = PyUnicode_AsUTF8(args[0])) == NULL) {
         if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_TypeError, "guard_set_budget(kind, value)");
         }
         return NULL;
     }
-    if (!g->watcher.started || g->pid != getpid()) {
+    if (!guarding(g)) {
         PyErr_SetString(PyExc_RuntimeError,
                         "the memory budget guards an IPython kernel with memtamer loaded: "
                         "run %load_ext memtamer first, then set it");
         return NULL;
     }
-    budget_mode saved_mode = g->mode;
-    long long saved_bytes = g->bytes;
-    double saved_percent = g->percent;
     if (strcmp(kind, "default") == 0) {
-        g->mode = BUDGET_DEFAULT;
+        mode = BUDGET_DEFAULT;
     }
     else if (strcmp(kind, "off") == 0) {
-        g->mode = BUDGET_OFF;
+        mode = BUDGET_OFF;
     }
     else if (strcmp(kind, "bytes") == 0) {
         int overflow = 0;
-        long long v = PyLong_AsLongLongAndOverflow(args[1], &overflow);
-        if (v == -1 && PyErr_Occurred()) {
+        bytes = PyLong_AsLongLongAndOverflow(args[1], &overflow);
+        if (bytes == -1 && PyErr_Occurred()) {
             return NULL;
         }
-        if (overflow != 0 || v < 0) {
+        if (overflow != 0 || bytes < 0) {
             return refuse_budget(args[1], "");
         }
-        if (v == 0) {
-            PyErr_SetString(PyExc_ValueError,
-                            "a budget of 0 bytes would refuse every allocation: give a positive "
-                            "size like 8GiB or 80%, or 'off' to turn the guard off");
-            return NULL;
-        }
-        g->mode = BUDGET_BYTES;
-        g->bytes = v;
+        mode = BUDGET_BYTES;
     }
     else if (strcmp(kind, "percent") == 0) {
-        double v = PyFloat_AsDouble(args[1]);
-        if (v == -1.0 && PyErr_Occurred()) {
+        percent = PyFloat_AsDouble(args[1]);
+        if (percent == -1.0 && PyErr_Occurred()) {
             return NULL;
         }
-        if (!(v > 0.0 && v <= 100.0)) {
+        if (!(percent > 0.0 && percent <= 100.0)) {
             return refuse_budget(args[1], "%");
         }
-        g->mode = BUDGET_PERCENT;
-        g->percent = v;
+        mode = BUDGET_PERCENT;
     }
     else {
         PyErr_Format(PyExc_ValueError, "unknown budget kind '%s'", kind);
         return NULL;
     }
-    compute_budget(st, g);
-    long long rss = mt_probe_rss(st->probe);
-    const char *problem = NULL;
-    if (g->mode != BUDGET_OFF && g->budget < 0) {
-        problem = "the effective memory limit is unknown here; give the budget in bytes";
-    }
-    else if (g->mode != BUDGET_OFF && rss >= 0 && g->budget <= rss) {
-        problem = "it is not above what the kernel already uses";
-    }
-    else if (g->mode != BUDGET_OFF && g->have_limit && g->budget > g->limit.limit) {
-        problem = "it is above the effective memory limit";
-    }
-    if (problem) {
-        long long budget = g->budget;
-        g->mode = saved_mode;
-        g->bytes = saved_bytes;
-        g->percent = saved_percent;
-        compute_budget(st, g);
-        PyErr_Format(PyExc_ValueError,
-                     "cannot set the memory budget to %lld bytes: %s (the kernel uses %lld "
-                     "bytes, the limit is %lld bytes)",
-                     budget, problem, rss, g->have_limit ? g->limit.limit : -1LL);
+    if (take_budget(st, g, mode, bytes, percent, 1, problem, sizeof problem) < 0) {
+        PyErr_SetString(PyExc_ValueError, problem);
         return NULL;
     }
     return mt_guard_status(module, NULL);

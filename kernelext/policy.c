@@ -64,15 +64,36 @@ errors_list(const mt_rules_errors *e)
     return list;
 }
 
-/* Parses text (bytes) into *table; returns the list of errors (empty when
- * it loaded; *table is then filled) or NULL with an exception. */
+/* The arguments of rules_check and rules_load, (text: bytes, directory:
+ * str | None = None): *directory is a new reference to the directory as
+ * the file system spells it (bytes), or NULL.  -1 with an exception. */
+static int
+text_and_directory(PyObject *const *args, Py_ssize_t nargs, const char *name, PyObject **directory)
+{
+    *directory = NULL;
+    if (nargs < 1 || nargs > 2 || !PyBytes_Check(args[0]) ||
+        (nargs == 2 && args[1] != Py_None && !PyUnicode_Check(args[1]))) {
+        PyErr_Format(PyExc_TypeError, "%s(text: bytes, directory: str | None = None)", name);
+        return -1;
+    }
+    if (nargs == 2 && args[1] != Py_None &&
+        (*directory = PyUnicode_EncodeFSDefault(args[1])) == NULL) {
+        return -1;
+    }
+    return 0;
+}
+
+/* Parses text (bytes), relative dirs starting at directory (bytes or
+ * NULL), into *table; returns the list of errors (empty when it loaded;
+ * *table is then filled) or NULL with an exception. */
 static PyObject *
-parse(PyObject *text, mt_rules_table *table, int *loaded)
+parse(PyObject *text, PyObject *directory, mt_rules_table *table, int *loaded)
 {
     char *data;
     Py_ssize_t len;
     mt_rules_errors *errors = NULL;
     PyObject *result = NULL;
+    const char *where = directory ? PyBytes_AS_STRING(directory) : NULL;
     *loaded = 0;
     if (PyBytes_AsStringAndSize(text, &data, &len) < 0) {
         return NULL;
@@ -80,9 +101,10 @@ parse(PyObject *text, mt_rules_table *table, int *loaded)
     if ((errors = PyMem_RawMalloc(sizeof *errors)) == NULL) {
         return PyErr_NoMemory();
     }
-    /* The parser touches no Python object (rules.h). */
+    /* The parser touches no Python object (rules.h); text and directory
+     * are immutable and referenced by the caller. */
     PyThreadState *saved = PyEval_SaveThread();
-    int rc = mt_rules_parse(data, (size_t)len, table, errors);
+    int rc = mt_rules_parse(data, (size_t)len, where, table, errors);
     PyEval_RestoreThread(saved);
     if (rc == -2) {
         PyErr_NoMemory();
@@ -99,40 +121,112 @@ done:
     return result;
 }
 
-PyDoc_STRVAR(
-    mt_policy_check__doc__,
-    "rules_check(text: bytes) -> [(line, column, message)]: validate a rules file; [] when valid.");
+/* In a kernel, the guard judges the table's budget (apply: takes it).
+ * Returns 0 when it does or there is no budget or no guard; else a new
+ * one-error list saying why, at budget:, in *refusal; -1 with an
+ * exception. */
+static int
+judge_budget(PyObject *module, const mt_rules_table *t, int apply, PyObject **refusal)
+{
+    mt_policy *p = policy_of(module);
+    char problem[MT_RULES_MESSAGE_BYTES];
+    *refusal = NULL;
+    if (t->budget.kind == MT_LEVEL_UNSET || p->budget_judge == NULL ||
+        p->budget_judge(module, &t->budget, apply, problem, sizeof problem) == 0) {
+        return 0;
+    }
+    *refusal = Py_BuildValue("[(iiN)]", t->budget_line, t->budget_column,
+                             PyUnicode_FromFormat("budget: %s", problem));
+    return *refusal ? 0 : -1;
+}
+
+PyDoc_STRVAR(mt_policy_read__doc__,
+             "rules_read(path) -> bytes: a rules file's text, read only from a regular file, "
+             "without blocking, and at most one byte more than a rules file may hold; ValueError "
+             "saying why otherwise.");
 PyObject *
-mt_policy_check(PyObject *module, PyObject *text)
+mt_policy_read(PyObject *Py_UNUSED(module), PyObject *path)
+{
+    PyObject *encoded = NULL, *result = NULL;
+    char problem[MT_RULES_MESSAGE_BYTES], *text = NULL;
+    size_t len = 0;
+    if (!PyUnicode_FSConverter(path, &encoded)) {
+        return NULL;
+    }
+    int rc = mt_rules_read_file(PyBytes_AS_STRING(encoded), &text, &len, problem, sizeof problem);
+    if (rc == -2) {
+        PyErr_NoMemory();
+    }
+    else if (rc < 0) {
+        PyErr_SetString(PyExc_ValueError, problem);
+    }
+    else {
+        result = PyBytes_FromStringAndSize(text, (Py_ssize_t)len);
+    }
+    free(text);
+    Py_DECREF(encoded);
+    return result;
+}
+
+PyDoc_STRVAR(mt_policy_check__doc__,
+             "rules_check(text: bytes, directory=None) -> [(line, column, message)]: validate a "
+             "rules file, whose relative dir: values start at directory (default: the working "
+             "directory); [] when valid.  In a kernel the guard also judges its budget.  Loads "
+             "nothing.");
+PyObject *
+mt_policy_check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     mt_rules_table table;
+    PyObject *directory, *refusal = NULL;
     int loaded;
-    PyObject *errors = parse(text, &table, &loaded);
+    if (text_and_directory(args, nargs, "rules_check", &directory) < 0) {
+        return NULL;
+    }
+    PyObject *errors = parse(args[0], directory, &table, &loaded);
+    Py_XDECREF(directory);
     if (loaded) {
+        int rc = judge_budget(module, &table, 0, &refusal);
         mt_rules_table_free(&table);
+        if (rc < 0 || refusal != NULL) {
+            Py_DECREF(errors);
+            return refusal;
+        }
     }
     return errors;
 }
 
-PyDoc_STRVAR(
-    mt_policy_load__doc__,
-    "rules_load(text: bytes) -> [(line, column, message)]: with no errors the rules replace those "
-    "in force; with errors those in force stay.");
+PyDoc_STRVAR(mt_policy_load__doc__,
+             "rules_load(text: bytes, directory=None) -> [(line, column, message)]: with no "
+             "errors the rules, and in a kernel their budget, replace those in force; with "
+             "errors (as rules_check finds them) nothing changes.");
 PyObject *
-mt_policy_load(PyObject *module, PyObject *text)
+mt_policy_load(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     mt_policy *p = policy_of(module);
     mt_rules_table table;
+    PyObject *directory, *refusal = NULL;
     int loaded, enabled = p->enabled;
-    PyObject *errors = parse(text, &table, &loaded);
+    if (text_and_directory(args, nargs, "rules_load", &directory) < 0) {
+        return NULL;
+    }
+    PyObject *errors = parse(args[0], directory, &table, &loaded);
+    Py_XDECREF(directory);
     if (!loaded) {
         return errors;
     }
+    /* Everything that can fail comes before the budget is taken, and the
+     * swap after it cannot fail: the file applies whole or not at all. */
     long long *fired = malloc(sizeof *fired * (size_t)(table.len ? table.len : 1));
     if (fired == NULL) {
         mt_rules_table_free(&table);
         Py_DECREF(errors);
         return PyErr_NoMemory();
+    }
+    if (judge_budget(module, &table, 1, &refusal) < 0 || refusal != NULL) {
+        free(fired);
+        mt_rules_table_free(&table);
+        Py_DECREF(errors);
+        return refusal;
     }
     for (int i = 0; i < table.len; i++) {
         fired[i] = -1;
@@ -852,8 +946,11 @@ mt_policy_acted_on(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 /* The _core methods of this file; module.c adds them at init. */
 PyMethodDef mt_policy_methods[] = {
-    {"rules_check", mt_policy_check, METH_O, mt_policy_check__doc__},
-    {"rules_load", mt_policy_load, METH_O, mt_policy_load__doc__},
+    {"rules_read", mt_policy_read, METH_O, mt_policy_read__doc__},
+    {"rules_check", (PyCFunction)(void (*)(void))mt_policy_check, METH_FASTCALL,
+     mt_policy_check__doc__},
+    {"rules_load", (PyCFunction)(void (*)(void))mt_policy_load, METH_FASTCALL,
+     mt_policy_load__doc__},
     {"rules_clear", mt_policy_clear, METH_NOARGS, mt_policy_clear__doc__},
     {"rules_table", mt_policy_table, METH_NOARGS, mt_policy_table__doc__},
     {"rules_enable", mt_policy_enable, METH_O, mt_policy_enable__doc__},

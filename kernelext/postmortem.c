@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -136,12 +137,19 @@ mt_postmortem_py_open(PyObject *module, PyObject *path)
         return NULL;
     }
     mt_postmortem_close(pm, 1);
-    int fd = open(p, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    /* Non-blocking: a FIFO put where the record goes must not stop the load. */
+    int fd = open(p, O_RDWR | O_CREAT | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
     }
+    struct stat st_file;
+    if (fstat(fd, &st_file) != 0 || !S_ISREG(st_file.st_mode)) {
+        close(fd);
+        PyErr_Format(PyExc_OSError, "%s is not a regular file; remove it", p);
+        return NULL;
+    }
     void *map = MAP_FAILED;
-    if (ftruncate(fd, sizeof(mt_postmortem_page)) == 0) {
+    if (ftruncate(fd, 0) == 0 && ftruncate(fd, sizeof(mt_postmortem_page)) == 0) {
         map = mmap(NULL, sizeof(mt_postmortem_page), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     }
     int saved_errno = errno;
@@ -245,18 +253,23 @@ mt_postmortem_py_read(PyObject *module, PyObject *path)
 {
     mt_state *st = mt_get_state(module);
     mt_postmortem_page r;
-    unsigned long long ticks = 0;
     long long kills;
     MT_ASSERT_GIL();
     const char *p = PyUnicode_AsUTF8(path);
     if (p == NULL) {
         return NULL;
     }
-    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    /* Only a regular file is a record: opened without blocking (a FIFO
+     * would wait for a writer forever), and one page read at most. */
+    int fd = open(p, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
     }
-    ssize_t n = read(fd, &r, sizeof r);
+    struct stat st_file;
+    ssize_t n = -1;
+    if (fstat(fd, &st_file) == 0 && S_ISREG(st_file.st_mode)) {
+        n = read(fd, &r, sizeof r);
+    }
     close(fd);
     if (n != (ssize_t)sizeof r || memcmp(r.magic, PAGE_MAGIC, sizeof r.magic) != 0) {
         Py_RETURN_NONE;
@@ -265,8 +278,9 @@ mt_postmortem_py_read(PyObject *module, PyObject *path)
     r.first_line[sizeof r.first_line - 1] = '\0';
     r.oom_path[sizeof r.oom_path - 1] = '\0';
     r.notebook[sizeof r.notebook - 1] = '\0';
+    /* A zombie (killed, not yet reaped by the Jupyter server) is dead. */
     int alive = (kill(r.pid, 0) == 0 || errno == EPERM) &&
-                mt_probe_pid_start_ticks(st->probe, r.pid, &ticks) == 0 && ticks == r.start_ticks;
+                mt_probe_pid_running(st->probe, r.pid, r.start_ticks);
     const char *cause = memory_cause(&r, &kills);
     PyObject *d = PyDict_New();
     if (d == NULL || mt_set(d, "pid", PyLong_FromLong(r.pid)) < 0 ||

@@ -269,6 +269,17 @@ mt_probe_parse_starttime(const char *text, unsigned long long *ticks)
     return 0;
 }
 
+int
+mt_probe_parse_state(const char *text, char *state)
+{
+    const char *p = strrchr(text, ')');
+    if (p == NULL || p[1] != ' ' || p[2] == '\0') {
+        return -1;
+    }
+    *state = p[2];
+    return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* the I/O shell                                                       */
 /* ------------------------------------------------------------------ */
@@ -1084,6 +1095,19 @@ mt_probe_pid_start_ticks(const mt_probe *p, pid_t pid, unsigned long long *ticks
         return -1;
     }
     return mt_probe_parse_starttime(buf, ticks);
+}
+
+int
+mt_probe_pid_running(const mt_probe *p, pid_t pid, unsigned long long start_ticks)
+{
+    char path[MT_PROBE_PATH_MAX + 64], buf[1024], state;
+    unsigned long long ticks;
+    if (proc_path(p, path, sizeof path, "/proc/%d/stat", (int)pid) < 0 ||
+        read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_starttime(buf, &ticks) < 0 ||
+        mt_probe_parse_state(buf, &state) < 0) {
+        return 0;
+    }
+    return ticks == start_ticks && state != 'Z' && state != 'X' && state != 'x';
 }
 
 int

@@ -418,6 +418,13 @@ mt_process_parse(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
         }
         return PyLong_FromUnsignedLongLong(ticks);
     }
+    if (strcmp(kind, "state") == 0) {
+        char state;
+        if (mt_probe_parse_state(text, &state) < 0) {
+            Py_RETURN_NONE;
+        }
+        return PyUnicode_FromStringAndSize(&state, 1);
+    }
     PyErr_Format(PyExc_ValueError, "unknown parser '%s'", kind);
     return NULL;
 }

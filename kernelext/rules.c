@@ -1,5 +1,6 @@
 /* rules: the YAML rules file -> mt_rules_table (rules.h).  Plain C: no
  * Python API, memory from malloc, safe without the GIL. */
+#define _GNU_SOURCE
 #include "memtamer/rules.h"
 
 #include "memtamer/options.h"
@@ -7,12 +8,16 @@
 #include <blosc.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <fnmatch.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #define DEFAULT_MAX_PER_CELL 4
@@ -79,7 +84,7 @@ skip_spaces(const char *p)
 }
 
 /* 0 with *bytes set; -1 when text is not a size, -2 when it is one too
- * big for any memory. */
+ * big for any memory, -3 when it is less than a byte (but not 0). */
 static int
 size_of(const char *text, long long *bytes)
 {
@@ -106,6 +111,9 @@ size_of(const char *text, long long *bytes)
             double b = value * (double)units[i].scale;
             if (!(b < 9.2e18)) {
                 return -2;
+            }
+            if (b > 0 && b < 1) {
+                return -3;
             }
             *bytes = (long long)b;
             return 0;
@@ -157,6 +165,12 @@ mt_rules_level_problem(const char *text, int percent, char *buf, size_t n)
     }
     else if (size_of(text, &bytes) == -2) {
         snprintf(buf, n, "'%.60s' is more than any memory limit: write a size like 8GiB or 512MiB",
+                 text);
+    }
+    else if (size_of(text, &bytes) == -3) {
+        snprintf(buf, n,
+                 "'%.60s' is less than one byte: write a whole number of bytes or a larger "
+                 "unit, like 512B or 1KiB",
                  text);
     }
     else if (percent && after != NULL && *skip_spaces(after) == '%') {
@@ -212,6 +226,7 @@ mt_rules_protected(const mt_rules_table *t, const char *name)
 
 typedef struct {
     yaml_document_t *doc;
+    const char *directory; /* where a relative dir: starts; NULL: the working directory */
     mt_rules_errors *errors;
     long long visits;
     int out_of_memory;
@@ -342,6 +357,14 @@ kind_name(const yaml_node_t *node)
     }
 }
 
+/* Whether a scalar holds a NUL ("\0" in double quotes): C would read its
+ * text as ending there, so "budget\0x" would be read as budget. */
+static int
+holds_nul(const yaml_node_t *node)
+{
+    return strlen((const char *)node->data.scalar.value) != node->data.scalar.length;
+}
+
 /* The scalar's text, or NULL with an error saying what was expected. */
 static const char *
 scalar(ctx *c, const yaml_node_t *node, const char *key, const char *expected)
@@ -350,7 +373,25 @@ scalar(ctx *c, const yaml_node_t *node, const char *key, const char *expected)
         fail(c, node, "%s: expected %s, not %s", key, expected, kind_name(node));
         return NULL;
     }
+    if (holds_nul(node)) {
+        fail(c, node, "%s: the value holds a NUL character (\\0): remove it", key);
+        return NULL;
+    }
     return (const char *)node->data.scalar.value;
+}
+
+/* A number or true/false: the scalar's text, which quotes would make text
+ * ("1" is not 1), or NULL with an error. */
+static const char *
+unquoted(ctx *c, const yaml_node_t *node, const char *key, const char *expected)
+{
+    const char *s = scalar(c, node, key, expected);
+    if (s != NULL && node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) {
+        fail(c, node, "%s: '%.60s' is quoted, which makes it text, not %s: remove the quotes", key,
+             s, expected);
+        return NULL;
+    }
+    return s;
 }
 
 static char *
@@ -369,7 +410,7 @@ static int
 get_count(ctx *c, const yaml_node_t *node, const char *key, long long lo, long long hi,
           const char *example, long long *out)
 {
-    const char *s = scalar(c, node, key, "a whole number");
+    const char *s = unquoted(c, node, key, "a whole number");
     if (s == NULL) {
         return -1;
     }
@@ -392,7 +433,7 @@ get_count(ctx *c, const yaml_node_t *node, const char *key, long long lo, long l
 static int
 get_bool(ctx *c, const yaml_node_t *node, const char *key, int *out)
 {
-    const char *s = scalar(c, node, key, "true or false");
+    const char *s = unquoted(c, node, key, "true or false");
     if (s == NULL) {
         return -1;
     }
@@ -448,7 +489,7 @@ get_level(ctx *c, const yaml_node_t *node, const char *key, int allow_off, mt_ru
 static int
 get_rtol(ctx *c, const yaml_node_t *node, double *out)
 {
-    const char *s = scalar(c, node, "rtol", "a number");
+    const char *s = unquoted(c, node, "rtol", "a number");
     if (s == NULL) {
         return -1;
     }
@@ -467,7 +508,7 @@ get_rtol(ctx *c, const yaml_node_t *node, double *out)
 static int
 get_codec_level(ctx *c, const yaml_node_t *node, int *out)
 {
-    const char *s = scalar(c, node, "level", "a whole number");
+    const char *s = unquoted(c, node, "level", "a whole number");
     if (s == NULL) {
         return -1;
     }
@@ -556,6 +597,11 @@ get_strings(ctx *c, const yaml_node_t *node, const char *key, const char *exampl
         fail(c, node,
              "%s: %ld entries is too many: write at most %d (globs such as df_* cover many)", key,
              n, MT_RULES_MAX_PATTERNS);
+        return -1;
+    }
+    if (n == 0) {
+        fail(c, node, "%s: an empty list names nothing: write at least one, like %s, or remove %s",
+             key, example, key);
         return -1;
     }
     if (n && (out->items = calloc((size_t)n, sizeof *out->items)) == NULL) {
@@ -655,6 +701,12 @@ known_keys(ctx *c, const yaml_node_t *map, const char *where, const char *const 
             continue;
         }
         const char *name = (const char *)key->data.scalar.value;
+        if (holds_nul(key)) {
+            fail(c, key, "the key '%.60s\\0...' %s holds a NUL character (\\0): remove it", name,
+                 where);
+            rc = -1;
+            continue;
+        }
         int k = 0;
         while (k < n && strcmp(keys[k], name) != 0) {
             k++;
@@ -776,6 +828,109 @@ has_glob(const char *s)
     return strpbrk(s, "*?[") != NULL;
 }
 
+/* ---- the spill directory --------------------------------------------- */
+
+/* Whether the relative path rel climbs above where it starts ("../x",
+ * "a/../../x"), read as written. */
+static int
+climbs_out(const char *rel)
+{
+    int depth = 0;
+    for (const char *p = rel; *p;) {
+        size_t n = strcspn(p, "/");
+        if (n == 2 && p[0] == '.' && p[1] == '.') {
+            if (--depth < 0) {
+                return 1;
+            }
+        }
+        else if (n > 0 && !(n == 1 && p[0] == '.')) {
+            depth++;
+        }
+        p += n;
+        p += strspn(p, "/");
+    }
+    return 0;
+}
+
+static const char *
+unreachable(int error)
+{
+    switch (error) {
+    case ENOENT:
+        return "does not exist: create it (mkdir -p) or name a directory that exists";
+    case ENOTDIR:
+        return "is not a directory: name a directory";
+    case EACCES:
+        return "cannot be reached (permission denied): name a directory of yours";
+    default:
+        return "cannot be resolved: name a directory of yours that exists";
+    }
+}
+
+/* dir: becomes the absolute path of an existing directory that the user
+ * owns and can write.  A relative one starts at c->directory and may not
+ * climb out of it.  (~ is not expanded: the parser reads no environment,
+ * which another thread may be changing.) */
+static int
+resolve_spill_dir(ctx *c, const yaml_node_t *node, char **dir)
+{
+    char where[PATH_MAX], real[PATH_MAX], cwd[PATH_MAX];
+    const char *d = *dir, *base = c->directory;
+    struct stat st;
+    int n;
+    if (d[0] == '/') {
+        n = snprintf(where, sizeof where, "%s", d);
+    }
+    else if (d[0] == '~') {
+        fail(c, node, "dir: '~' is not expanded here: write the full path, like /home/you/spill");
+        return -1;
+    }
+    else if (climbs_out(d)) {
+        fail(c, node,
+             "dir: '%.100s' climbs out of the rules file's directory with '..': name a directory "
+             "inside it, or write the full path of one of yours",
+             d);
+        return -1;
+    }
+    else {
+        if (base == NULL && (base = getcwd(cwd, sizeof cwd)) == NULL) {
+            fail(c, node, "dir: the working directory is gone: write the full path");
+            return -1;
+        }
+        n = snprintf(where, sizeof where, "%s/%s", base, d);
+    }
+    if (n < 0 || (size_t)n >= sizeof where) {
+        fail(c, node, "dir: the path is longer than %d bytes: name a shorter one", PATH_MAX - 1);
+        return -1;
+    }
+    if (realpath(where, real) == NULL || stat(real, &st) != 0) {
+        fail(c, node, "dir: %.160s %s", where, unreachable(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fail(c, node, "dir: %.160s %s", real, unreachable(ENOTDIR));
+        return -1;
+    }
+    if (st.st_uid != geteuid()) {
+        fail(c, node,
+             "dir: %.160s belongs to another user (uid %u): spill into a directory of your own, "
+             "such as one you make in it",
+             real, (unsigned)st.st_uid);
+        return -1;
+    }
+    if (access(real, W_OK | X_OK) != 0) {
+        fail(c, node, "dir: %.160s is not writable by you: name a directory you can write", real);
+        return -1;
+    }
+    char *absolute = copy(c, real);
+    if (absolute == NULL) {
+        return -1;
+    }
+    free(*dir);
+    *dir = absolute;
+    return 0;
+}
+
 static int
 parse_when(ctx *c, const yaml_node_t *node, mt_rule *r)
 {
@@ -893,6 +1048,12 @@ check_rule(ctx *c, yaml_node_t **v, const mt_rules_table *t, mt_rule *r)
              "to mean it, or use compress or spill, which can be undone");
         rc = -1;
     }
+    else if (r->action == MT_DO_DEL && !r->names.len && !r->types.len) {
+        fail(c, v[R_MATCH] ? v[R_MATCH] : v[R_DO],
+             "do: del with no name or type in match: would delete every variable after every "
+             "cell: say which, e.g. match: {name: tmp_*} or match: {type: DataFrame, name: df_*}");
+        rc = -1;
+    }
     if (!(BIT(r->action) & VARIABLE_ACTIONS)) {
         const char *kind =
             r->action == MT_DO_COLLECT ? "the whole kernel" : "IPython's output cache";
@@ -1004,7 +1165,8 @@ parse_rule(ctx *c, const yaml_node_t *map, const mt_rules_table *t, mt_rule *r)
                                    mt_options_target_problem, &r->to) < 0) {
         rc = -1;
     }
-    if (v[R_DIR] && get_text(c, v[R_DIR], "dir", &r->dir) < 0) {
+    if (v[R_DIR] && (get_text(c, v[R_DIR], "dir", &r->dir) < 0 ||
+                     resolve_spill_dir(c, v[R_DIR], &r->dir) < 0)) {
         rc = -1;
     }
     if (v[R_COOLDOWN] &&
@@ -1115,8 +1277,16 @@ parse_document(ctx *c, mt_rules_table *t)
         rc = -1;
     }
     t->version = (int)version;
-    if (v[T_BUDGET] && get_level(c, v[T_BUDGET], "budget", 1, &t->budget) < 0) {
-        rc = -1;
+    if (v[T_BUDGET]) {
+        t->budget_line = (int)v[T_BUDGET]->start_mark.line + 1;
+        t->budget_column = (int)v[T_BUDGET]->start_mark.column + 1;
+        if (get_level(c, v[T_BUDGET], "budget", 1, &t->budget) < 0) {
+            rc = -1;
+        }
+        else if (t->budget.kind == MT_LEVEL_BYTES && t->budget.bytes == 0) {
+            fail(c, v[T_BUDGET], "budget: %s", MT_RULES_ZERO_BUDGET);
+            rc = -1;
+        }
     }
     if (v[T_NOTICE]) {
         const char *s = scalar(c, v[T_NOTICE], "notice", "a size such as 512MiB, or off");
@@ -1153,13 +1323,61 @@ by_position(const void *a, const void *b)
     return x->column < y->column ? -1 : x->column > y->column;
 }
 
+/* libyaml's scanner does work in proportion to the depth of the flow
+ * collections it is in for each token, so a document nested 100,000 deep
+ * costs seconds to load.  Its events are read first, and a document that
+ * nests deeper than a rules file ever does is refused where it does, before
+ * it costs more than MT_RULES_MAX_DEPTH times its length.  The same pass
+ * finds the syntax errors the loader would.  0, -1 with an error, -2 when
+ * memory ran out. */
+static int
+check_depth(const char *text, size_t len, mt_rules_errors *errors)
+{
+    yaml_parser_t parser;
+    yaml_event_t event;
+    int depth = 0, rc = 0;
+    if (!yaml_parser_initialize(&parser)) {
+        return -2;
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING);
+    for (;;) {
+        if (!yaml_parser_parse(&parser, &event)) {
+            rc = yaml_failure(&parser, text, len, errors);
+            break;
+        }
+        yaml_event_type_t type = event.type;
+        if (type == YAML_SEQUENCE_START_EVENT || type == YAML_MAPPING_START_EVENT) {
+            depth++;
+        }
+        else if (type == YAML_SEQUENCE_END_EVENT || type == YAML_MAPPING_END_EVENT) {
+            depth--;
+        }
+        if (depth > MT_RULES_MAX_DEPTH) {
+            error_at_mark(errors, event.start_mark,
+                          "lists and mappings nest more than %d deep here: a rules file needs "
+                          "at most 5 (the file, rules, a rule, its match, a list of names); "
+                          "check the brackets",
+                          MT_RULES_MAX_DEPTH);
+            rc = -1;
+        }
+        yaml_event_delete(&event);
+        if (rc < 0 || type == YAML_STREAM_END_EVENT) {
+            break;
+        }
+    }
+    yaml_parser_delete(&parser);
+    return rc;
+}
+
 int
-mt_rules_parse(const char *text, size_t len, mt_rules_table *out, mt_rules_errors *errors)
+mt_rules_parse(const char *text, size_t len, const char *directory, mt_rules_table *out,
+               mt_rules_errors *errors)
 {
     yaml_parser_t parser;
     yaml_document_t doc, next;
     mt_rules_table t;
-    ctx c = {.doc = &doc, .errors = errors};
+    ctx c = {.doc = &doc, .directory = directory, .errors = errors};
     int rc = -1, have_doc = 0;
 
     memset(errors, 0, sizeof *errors);
@@ -1167,11 +1385,15 @@ mt_rules_parse(const char *text, size_t len, mt_rules_table *out, mt_rules_error
     if (len > MT_RULES_MAX_FILE_BYTES) {
         yaml_mark_t start = {0, 0, 0};
         error_at_mark(errors, start,
-                      "the file is %zu bytes; a rules file is a few KiB (at most %d "
-                      "bytes): is this the right file?",
-                      len, MT_RULES_MAX_FILE_BYTES);
+                      "the file is more than %d bytes; a rules file is a few KiB: is this the "
+                      "right file?",
+                      MT_RULES_MAX_FILE_BYTES);
         return -1;
     }
+    if ((rc = check_depth(text, len, errors)) < 0) {
+        return rc;
+    }
+    rc = -1;
     if (!yaml_parser_initialize(&parser)) {
         return -2;
     }
@@ -1220,4 +1442,80 @@ done:
     }
     yaml_parser_delete(&parser);
     return rc;
+}
+
+/* ---- the file -------------------------------------------------------- */
+
+static const char *
+file_kind(mode_t mode)
+{
+    if (S_ISDIR(mode)) {
+        return "a directory: name the rules file in it";
+    }
+    if (S_ISFIFO(mode)) {
+        return "a named pipe (FIFO), not a file: name the rules file itself";
+    }
+    if (S_ISCHR(mode) || S_ISBLK(mode)) {
+        return "a device, not a file: name the rules file itself";
+    }
+    if (S_ISSOCK(mode)) {
+        return "a socket, not a file: name the rules file itself";
+    }
+    return "not a regular file: name the rules file itself";
+}
+
+static void
+cannot_read(char *problem, size_t n, int error)
+{
+    char words[128];
+    /* The GNU strerror_r (_GNU_SOURCE): thread-safe, returns the text. */
+    snprintf(problem, n, "cannot read it: %s", strerror_r(error, words, sizeof words));
+}
+
+int
+mt_rules_read_file(const char *path, char **text, size_t *len, char *problem, size_t n)
+{
+    struct stat st;
+    char *buf = NULL;
+    size_t got = 0;
+    /* Non-blocking: opening a FIFO without a writer would wait forever. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        cannot_read(problem, n, errno);
+        return -1;
+    }
+    if (fstat(fd, &st) != 0) {
+        cannot_read(problem, n, errno);
+        goto error;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(problem, n, "is %s", file_kind(st.st_mode));
+        goto error;
+    }
+    if ((buf = malloc(MT_RULES_MAX_FILE_BYTES + 1)) == NULL) {
+        close(fd);
+        return -2;
+    }
+    while (got < MT_RULES_MAX_FILE_BYTES + 1) {
+        ssize_t r = read(fd, buf + got, MT_RULES_MAX_FILE_BYTES + 1 - got);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            cannot_read(problem, n, errno);
+            goto error;
+        }
+        if (r == 0) {
+            break;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    *text = buf;
+    *len = got;
+    return 0;
+error:
+    free(buf);
+    close(fd);
+    return -1;
 }

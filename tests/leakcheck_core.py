@@ -186,6 +186,16 @@ def rules(i):
     assert _core.rules_check(RULES) == []
     assert _core.rules_check(b"version: 1\nrules: [{name: x, do: nothing}]\n")
     assert _core.rules_load(RULES) == []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "memtamer.yaml")
+        with open(path, "wb") as f:
+            f.write(RULES)
+        assert _core.rules_read(path) == RULES
+        expect_error(_core.rules_read, tmp)  # a directory
+        spill = b"version: 1\nrules: [{name: s, do: spill, dir: here}]\n"
+        assert _core.rules_check(spill, tmp)  # no such directory
+        os.mkdir(os.path.join(tmp, "here"))
+        assert _core.rules_load(spill, tmp) == []
     _core.rules_load(b"version: [unclosed")
     _core.rules_table()
     _core.rules_enable(True)
@@ -265,7 +275,7 @@ calls = {
     "downcast_plan": shrink, "shrink_options": shrink, "downcast": shrink, "pack": shrink, "spill_write": shrink,
     "compress": codec, "compress_estimate": codec, "codecs": codec, "restore": codec,
     "compressed_info": codec,
-    "rules_check": rules, "rules_load": rules, "rules_clear": rules, "rules_table": rules,
+    "rules_read": rules, "rules_check": rules, "rules_load": rules, "rules_clear": rules, "rules_table": rules,
     "rules_enable": rules, "policy_evaluate": rules, "policy_acted_on": rules,
     "parse_level": rules, "parse_size": rules,
     "telemetry_start": telemetry, "telemetry_stop": telemetry, "telemetry_event": telemetry,

@@ -94,6 +94,26 @@ OOM_COUNTERS = {
 }
 
 
+def test_a_record_of_a_zombie_reads_as_a_dead_kernels(tmp_path):
+    """Killed and not yet reaped, a kernel is still in /proc, as state Z."""
+    path = str(tmp_path / f"memtamer-{os.getpid()}.guard")
+    _core.postmortem_open(path)
+    try:
+        with open("/proc/self/stat") as f:
+            head, tail = f.read().rsplit(") ", 1)
+        fake = tmp_path / "root" / "proc" / str(os.getpid())
+        fake.mkdir(parents=True)
+        for state, alive in (("S", True), ("Z", False)):
+            (fake / "stat").write_text(f"{head}) {state} {tail.split(' ', 1)[1]}")
+            _core._set_proc_root(str(tmp_path / "root"))
+            try:
+                assert _core.postmortem_read(path)["alive"] is alive, state
+            finally:
+                _core._set_proc_root("")
+    finally:
+        _core.postmortem_close()
+
+
 @pytest.mark.parametrize("where", sorted(OOM_COUNTERS))
 def test_record_blames_memory_when_the_oom_killer_fired_during_its_cell(tmp_path, monkeypatch,
                                                                           where):

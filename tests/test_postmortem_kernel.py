@@ -52,25 +52,32 @@ def kill_while_sleeping(runtime, notebook=None, near_budget=False):
     numbered it, its record's path)."""
     k = kernel(runtime, notebook)
     try:
-        k.run(f"__import__('memtamer._core')._core._set_proc_root({quiet_oom_root(runtime)!r})\n"
-              "%load_ext memtamer")
-        pid = k.query("__import__('os').getpid()")
-        if near_budget:
-            k.run(f"%memguard {int(rss_of(pid) / 0.95)}")
-        cell = k.run("pass")["execution_count"] + 1
-        path = str(runtime / f"memtamer-{pid}.guard")
-        k.kc.execute(SLEEPER)
-        deadline = time.time() + 30
-        while _core.postmortem_read(path)["cell"] is None:
-            assert time.time() < deadline, "the record never showed the running cell"
-            time.sleep(0.05)
-        # The number the user saw next to the cell, not the one after it.
-        assert _core.postmortem_read(path)["cell"] == cell
-        os.kill(pid, signal.SIGKILL)
-        while os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read():
-            time.sleep(0.05)
+        return kill_unreaped(k, quiet_oom_root(runtime), runtime, near_budget)
     finally:
         k.shutdown()
+
+
+def kill_unreaped(k, proc_root, runtime, near_budget=False):
+    """kill_while_sleeping on kernel k, reading /proc under proc_root ("": the
+    real one), which is left a zombie: dead, and not yet reaped by its
+    manager (k.shutdown() reaps it)."""
+    k.run(f"__import__('memtamer._core')._core._set_proc_root({proc_root!r})\n"
+          "%load_ext memtamer")
+    pid = k.query("__import__('os').getpid()")
+    if near_budget:
+        k.run(f"%memguard {int(rss_of(pid) / 0.95)}")
+    cell = k.run("pass")["execution_count"] + 1
+    path = str(runtime / f"memtamer-{pid}.guard")
+    k.kc.execute(SLEEPER)
+    deadline = time.time() + 30
+    while _core.postmortem_read(path)["cell"] is None:
+        assert time.time() < deadline, "the record never showed the running cell"
+        time.sleep(0.05)
+    # The number the user saw next to the cell, not the one after it.
+    assert _core.postmortem_read(path)["cell"] == cell
+    os.kill(pid, signal.SIGKILL)
+    while os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read():
+        time.sleep(0.05)
     return pid, cell, path
 
 
@@ -130,3 +137,88 @@ def test_a_death_far_from_the_limit_is_only_in_memguard_status(tmp_path):
                 f"cell {cell} ('import time')") in status
     finally:
         k.shutdown()
+
+
+def test_a_killed_kernel_not_yet_reaped_is_told_as_dead(tmp_path):
+    dead = kernel(tmp_path, "/home/u/z.ipynb")
+    try:
+        # The real /proc: the record holds when the kernel really started,
+        # which its zombie still shows.
+        pid, cell, path = kill_unreaped(dead, "", tmp_path, near_budget=True)
+        assert "zombie" in open(f"/proc/{pid}/status").read()  # its manager has not reaped it
+        k, said = load(tmp_path, "/home/u/z.ipynb")
+        k.shutdown()
+    finally:
+        dead.shutdown()
+    assert f"the previous kernel (pid {pid}) died while running cell {cell}" in said
+    assert not os.path.exists(path)
+
+
+def test_a_fifo_named_like_a_record_neither_blocks_the_load_nor_is_read(tmp_path):
+    fifo = tmp_path / "memtamer-999999.guard"
+    os.mkfifo(fifo)  # no writer: opening it to read would wait forever
+    k = kernel(tmp_path)
+    try:
+        out = k.run("%load_ext memtamer", timeout=120)
+        assert "memtamer" not in out["stdout"] + out["stderr"]
+        assert "(pid 999999)" not in k.run("%memguard", timeout=120)["stdout"]
+    finally:
+        k.shutdown()
+    assert fifo.exists()  # not a record: left alone
+
+
+def test_no_record_and_one_line_why_when_its_directory_cannot_be_made(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    runtime = tmp_path / "a-file" / "runtime"  # under a file: never a directory
+    notebook_dir = tmp_path / "notebook"
+    notebook_dir.mkdir()
+    k = Kernel(env={"MEMTAMER_RUNTIME_DIR": str(runtime)}, cwd=str(notebook_dir))
+    try:
+        said = k.run("%load_ext memtamer")["stdout"]
+        k.run("x = 1")
+    finally:
+        k.shutdown()
+    assert said == (f"memtamer: no post-mortem record for this kernel: cannot make its directory "
+                    f"{runtime} (Not a directory)\n")
+    assert list(notebook_dir.iterdir()) == []  # nothing written beside the notebook instead
+
+
+def test_spill_files_in_any_directory_are_removed_by_the_notebooks_next_kernel(tmp_path):
+    runtime, project = tmp_path / "runtime", tmp_path / "project"
+    rule_dir, magic_dir = project / "scratch", tmp_path / "elsewhere"
+    for directory in (runtime, rule_dir, magic_dir):
+        directory.mkdir(parents=True)
+    rules = project / "memtamer.yaml"
+    rules.write_text("version: 1\nrules:\n  - {name: spill-new, when: {created: true}, "
+                     "match: {name: 'sp_*'}, do: spill, dir: scratch}\n")
+    env = {"MEMTAMER_RUNTIME_DIR": str(runtime), "JPY_SESSION_NAME": "/home/u/s.ipynb",
+           "MEMTAMER_RULES": str(rules)}
+    k = Kernel(env=env, cwd=str(project))
+    try:
+        k.run("%load_ext memtamer\nimport numpy as np")
+        assert "memtamer rule spill-new: spilled sp_a" in k.run("sp_a = np.ones(100_000)")["stdout"]
+        k.run(f"other = np.ones(100_000)\n%shrink spill other --dir {magic_dir}")
+        spilled = sorted(str(p) for d in (rule_dir, magic_dir) for p in d.iterdir())
+        assert len(spilled) == 2
+        pid = k.query("__import__('os').getpid()")
+        os.kill(pid, signal.SIGKILL)  # no exit handler runs: the files stay
+        while os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read():
+            time.sleep(0.05)
+    finally:
+        k.shutdown()
+    assert all(os.path.exists(path) for path in spilled)
+    # Another notebook's kernel leaves them: they are not its business.
+    other = Kernel(env=dict(env, JPY_SESSION_NAME="/home/u/other.ipynb"), cwd=str(project))
+    try:
+        other.run("%load_ext memtamer")
+    finally:
+        other.shutdown()
+    assert all(os.path.exists(path) for path in spilled)
+    nxt = Kernel(env=env, cwd=str(project))
+    try:
+        said = nxt.run("%load_ext memtamer")["stdout"]
+    finally:
+        nxt.shutdown()
+    assert not any(os.path.exists(path) for path in spilled)
+    assert all(path in said for path in spilled) and "spill file(s) left by killed kernels" in said
+    assert sorted(p.name for p in runtime.iterdir() if p.suffix == ".spills") == []

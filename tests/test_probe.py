@@ -86,6 +86,9 @@ def test_pids_and_starttime():
     fields = " ".join(str(i) for i in range(3, 22))  # fields 3..21
     stat = f"1234 (evil) name) S {fields.split(' ', 1)[1]} 987654 99 100"
     assert _core._parse("starttime", stat) == 987654
+    assert _core._parse("state", stat) == "S"
+    assert _core._parse("state", "77 (zombie) Z) Z 1 77 77 0") == "Z"  # dead, not yet reaped
+    assert _core._parse("state", "77 (cut") is None
 
 
 def test_memory_stat_hierarchical_limit():

@@ -311,3 +311,60 @@ def test_no_rules_file_then_one_found_by_reload(tmp_path):
         assert out["stdout"] == f"memtamer: rules from {project / 'memtamer.yaml'} (0 rules)\n"
     finally:
         kernel.shutdown()
+
+
+def test_a_budget_below_what_the_kernel_uses_is_refused_whole(k, rules_file):
+    write_rules(rules_file, """\
+        version: 1
+        rules:
+          - name: keep-q
+            when: {created: true}
+            match: {name: "q*"}
+            do: notice
+        """)
+    k.run("pass")
+    budget = k.query("memtamer.budget()")
+    # An edit that also brings a budget the kernel is already past: the
+    # guard refuses the budget, so nothing of the file applies, not its del.
+    write_rules(rules_file, """\
+        version: 1
+        budget: 20MiB
+        rules:
+          - name: drop-q
+            when: {created: true}
+            match: {name: "q*"}
+            do: del
+            allow_delete: true
+        """)
+    out = k.run("q1 = 1\nq2 = 2")
+    refusal = (f"{rules_file}:2:9: budget: cannot set the memory budget to {20 * MiB} bytes: it is "
+               "not above what the kernel already uses: give a larger budget, or free memory first")
+    assert (f"memtamer: {rules_file} was not loaded (the rules from {rules_file} stay in force):\n"
+            f"  {refusal}") in out["stdout"]
+    assert "memtamer rule keep-q: q1 is" in out["stdout"]
+    assert k.query("[name in globals() for name in ('q1', 'q2')]") == [True, True]
+    after = k.query("memtamer.budget()")
+    assert (after["mode"], after["budget"]) == (budget["mode"], budget["budget"])
+    assert "keep-q: after each cell" in k.run("%memrules")["stdout"]
+    # %memrules check says what loading it says.
+    assert k.run(f"%memrules check {rules_file}")["stdout"].startswith(refusal)
+    # Refused once, said once; retried when the file changes again.
+    assert "was not loaded" not in k.run("q3 = 3")["stdout"]
+    write_rules(rules_file, "version: 1\nrules: []\n")
+    assert f"memtamer: rules from {rules_file} (0 rules)" in k.run("pass")["stdout"]
+
+
+def test_a_rules_path_that_is_a_fifo_neither_blocks_the_load_nor_a_cell(tmp_path):
+    fifo = tmp_path / "memtamer.yaml"
+    os.mkfifo(fifo)  # no writer: reading it would wait forever
+    kernel = Kernel(env={"MEMTAMER_RULES": str(fifo)})
+    try:
+        out = kernel.run("%load_ext memtamer", timeout=120)
+        assert out["stdout"].startswith(
+            f"memtamer: {fifo} was not loaded (no rules in force):\n"
+            f"  {fifo}: is a named pipe (FIFO), not a file: name the rules file itself")
+        assert kernel.run(f"%memrules check {fifo}", timeout=120)["stdout"].startswith(
+            f"{fifo}: is a named pipe (FIFO)")
+        kernel.run("x = 1", timeout=120)
+    finally:
+        kernel.shutdown()

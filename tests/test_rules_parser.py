@@ -3,10 +3,12 @@ table they say, bad ones are rejected whole with FILE:LINE:COL errors, and
 nothing (random bytes, mutated YAML, alias bombs) crashes it."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -164,6 +166,48 @@ BAD = [
     ("version: 1\n---\nversion: 1\n", "---", "a second document starts here"),
     ("", "", "the file is empty"),
     ("- version: 1\n", "- version", "the file must be a mapping"),
+    # A NUL ends a C string: "budget\0zzz" must not be read as budget, nor two
+    # names that differ after one as the same name.
+    ('version: 1\n"budget\\0zzz": 1GiB\n', '"budget', "the key 'budget\\0...' at the top holds a NUL"),
+    ('version: 1\nrules:\n  - {name: "n\\0ame", do: collect}\n', '"n', "name: the value holds a NUL"),
+    ('version: 1\nprotect: ["a\\x00b"]\n', '"a', "protect: the value holds a NUL"),
+    # Zero would refuse every allocation.
+    ("version: 1\nbudget: 0\n", "0", "budget: a budget of 0 bytes would refuse every allocation"),
+    ("version: 1\nbudget: 0 MiB\n", "0 MiB", "budget: a budget of 0 bytes"),
+    # del with nothing to say which variables: every one, after every cell.
+    ("version: 1\nrules:\n  - {name: a, do: del, allow_delete: true}\n", "del,",
+     "do: del with no name or type in match: would delete every variable"),
+    ("version: 1\nrules:\n  - {name: a, do: del, allow_delete: true, match: {}}\n", "{}",
+     "do: del with no name or type in match"),
+    ("version: 1\nrules:\n  - {name: a, do: del, allow_delete: true, match: {min_size: 1MiB}}\n",
+     "{min", "do: del with no name or type in match"),
+    ("version: 1\nrules:\n  - {name: a, do: del, allow_delete: true, match: {name: []}}\n", "[]",
+     "name: an empty list names nothing"),
+    ("version: 1\nrules:\n  - {name: a, do: spill, match: {type: []}}\n", "[]",
+     "type: an empty list names nothing"),
+    # Text where a number or a truth value belongs.
+    ('version: "1"\n', '"1"', "version: '1' is quoted, which makes it text, not a whole number"),
+    ("version: '1'\n", "'1'", "version: '1' is quoted"),
+    ("version: 1\nrules:\n  - {name: a, do: spill, when: {idle_for: \"3\"}}\n", '"3"',
+     "idle_for: '3' is quoted"),
+    ("version: 1\nrules:\n  - {name: a, do: spill, max_per_cell: '2'}\n", "'2'",
+     "max_per_cell: '2' is quoted"),
+    ("version: 1\nrules:\n  - {name: a, do: compress, level: \"5\"}\n", '"5"', "level: '5' is quoted"),
+    ("version: 1\nrules:\n  - {name: a, do: downcast, rtol: '0.1'}\n", "'0.1'", "rtol: '0.1' is quoted"),
+    ("version: 1\nrules:\n  - {name: a, do: del, allow_delete: 'true', match: {name: x}}\n",
+     "'true'", "allow_delete: 'true' is quoted, which makes it text, not true or false"),
+    # Less than a byte is no size.
+    ("version: 1\nrules:\n  - {name: a, do: spill, match: {min_size: 0.5B}}\n", "0.5B",
+     "min_size: '0.5B' is less than one byte"),
+    ("version: 1\nrules:\n  - {name: a, do: notice, when: {cell_peak: 0.25}}\n", "0.25",
+     "cell_peak: '0.25' is less than one byte"),
+    # Spill directories: named from the rules file's directory, never out of it.
+    ("version: 1\nrules:\n  - {name: a, do: spill, dir: ../escape}\n", "../escape",
+     "dir: '../escape' climbs out of the rules file's directory"),
+    ("version: 1\nrules:\n  - {name: a, do: spill, dir: in/../../escape}\n", "in/",
+     "dir: 'in/../../escape' climbs out"),
+    ("version: 1\nrules:\n  - {name: a, do: spill, dir: ~/spill}\n", "~/spill",
+     "dir: '~' is not expanded here: write the full path"),
 ]
 
 
@@ -213,6 +257,90 @@ def test_python_m_memtamer_check_exit_status(tmp_path):
     assert failed.stdout.splitlines()[1].startswith(f"{bad}:4:9: do: del deletes variables")
 
 
+def cap_memory():
+    """In a child: 1 GiB of address space, so a reader that reads without
+    bound fails fast instead of taking the machine's memory."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (GiB, GiB))
+
+
+def test_only_a_regular_file_is_read_never_waited_on_nor_read_whole(tmp_path):
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)  # no writer: opening it to read would wait forever
+    directory = tmp_path / "dir.yaml"
+    directory.mkdir()
+    huge = tmp_path / "huge.yaml"  # 8 GiB, sparse: reading it whole cannot fit the child
+    with open(huge, "wb") as f:
+        f.truncate(8 * GiB)
+    paths = [str(fifo), "/dev/zero", str(directory), str(huge)]
+    ran = subprocess.run([sys.executable, "-m", "memtamer", "check", *paths], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=120, preexec_fn=cap_memory)
+    assert (ran.returncode, ran.stderr) == (1, "")
+    assert ran.stdout.splitlines() == [
+        f"{fifo}: is a named pipe (FIFO), not a file: name the rules file itself",
+        "/dev/zero: is a device, not a file: name the rules file itself",
+        f"{directory}: is a directory: name the rules file in it",
+        f"{huge}:1:1: the file is more than {MiB} bytes; a rules file is a few KiB: is this the right "
+        "file?"]
+
+
+def test_deep_nesting_is_refused_where_it_passes_the_bound_before_it_is_loaded():
+    # libyaml's work grows with the square of the depth (100,000 levels took
+    # 16 s); the refusal comes at the first level past the bound.
+    for opener, inner, closer in (("[", "1", "]"), ("{a: ", "1", "}")):
+        text = "a: " + opener * 100_000 + inner + closer * 100_000
+        [(line, column, message)] = load(text)
+        bound = int(re.search(r"nest more than (\d+) deep here", message).group(1))
+        # The top mapping is the first level: the bound-th opener is one past it.
+        assert (line, column) == (1, 4 + (bound - 1) * len(opener)), message
+        assert message.endswith("a rules file needs at most 5 (the file, rules, a rule, its "
+                                "match, a list of names); check the brackets")
+    # The deepest a rules file goes loads: the file, rules, a rule, match, a list.
+    assert load("version: 1\nrules:\n  - {name: a, do: spill, match: {name: [x, y]}}\n") == []
+
+
+def rules_in(directory, spill_dir):
+    path = directory / "memtamer.yaml"
+    path.write_text(f"version: 1\nrules:\n  - name: s\n    do: spill\n    dir: {spill_dir}\n")
+    return str(path)
+
+
+def test_spill_dir_starts_at_the_rules_files_directory_and_is_kept_absolute(tmp_path, no_rules,
+                                                                             monkeypatch):
+    project = tmp_path / "project"
+    (project / "spill").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # elsewhere: the file's directory counts, not the working one
+    path = rules_in(project, "spill")
+    assert check(path) == []
+    text = open(path, "rb").read()
+    assert _core.rules_load(text, str(project)) == []
+    assert _core.rules_table()["rules"][0]["options"] == {"dir": str((project / "spill").resolve())}
+    # Without a directory, relative dirs start at the working directory.
+    assert _core.rules_check(text)[0][2] == f"dir: {tmp_path}/spill does not exist: create it " \
+                                            "(mkdir -p) or name a directory that exists"
+
+
+def test_spill_dir_that_is_missing_not_a_directory_or_not_yours_is_refused(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    others = tmp_path / "others"
+    others.mkdir()
+    if os.geteuid() == 0:
+        os.chown(others, 65534, 65534)
+    else:
+        others = Path("/")
+    cases = [("missing", f"dir: {tmp_path}/missing does not exist: create it (mkdir -p)"),
+             ("a-file", f"dir: {tmp_path}/a-file is not a directory: name a directory"),
+             (str(others), f"dir: {others} belongs to another user (uid {others.stat().st_uid}): "
+                           "spill into a directory of your own"),
+             # Not writable, even by root: a process's own /proc directory.
+             ("/proc/self", "is not writable by you: name a directory you can write"),
+             ("../escape", "dir: '../escape' climbs out of the rules file's directory")]
+    for spill_dir, words in cases:
+        [error] = check(rules_in(tmp_path, spill_dir))
+        assert error.startswith(f"{tmp_path}/memtamer.yaml:5:10: dir: ") and words in error, error
+
+
 def billion_laughs(levels=10, width=10):
     lines = ["version: 1", "protect: &l0 [" + ", ".join(["lol"] * width) + "]"]
     lines += [f"notice: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]" for i in range(1, levels)]
@@ -255,9 +383,14 @@ UNITS = {"": 1, "b": 1, "K": 1024, "kb": 1000, "KiB": 1024, "m": 1024**2, "MB": 
        st.sampled_from(["", " "]))
 def test_sizes_read_as_documented(n, fraction, unit, space):
     text = f"{n}{fraction}{space}{unit}"
-    expected = int(float(f"{n}{fraction}") * UNITS[unit])
-    assert _core.parse_size(text) == expected
-    assert _core.parse_level(text) == ("bytes", expected)
+    exact = float(f"{n}{fraction}") * UNITS[unit]
+    if 0 < exact < 1:  # half a byte is no size: refused, not read as 0
+        for parse in (_core.parse_size, _core.parse_level):
+            with pytest.raises(ValueError, match=f"'{text}' is less than one byte"):
+                parse(text)
+        return
+    assert _core.parse_size(text) == int(exact)
+    assert _core.parse_level(text) == ("bytes", int(exact))
 
 
 @pytest.mark.parametrize("text", ["12 parsecs", "MiB", "1.5 MiBs", "1e9", "-1GiB", "80%"])

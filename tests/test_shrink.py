@@ -423,6 +423,33 @@ def test_stale_spills_of_dead_kernels_are_removed(tmp_path):
     assert live.exists() and other_host.exists()
 
 
+def test_a_dead_kernels_list_removes_only_its_own_spill_files(tmp_path):
+    import socket
+    import subprocess
+
+    from memtamer.spill_files import SPILL_PREFIX, remove_listed
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    own = tmp_path / f"{SPILL_PREFIX}{host}-{dead.pid}-a-0123.raw"
+    own.write_bytes(b"0")
+    live = tmp_path / f"{SPILL_PREFIX}{host}-{os.getpid()}-b-0123.raw"  # another kernel's
+    live.write_bytes(b"0")
+    precious = tmp_path / "precious.txt"  # a list may say anything: never removed
+    precious.write_text("keep")
+    link = tmp_path / f"{SPILL_PREFIX}{host}-{dead.pid}-c-0123.raw"  # named as its own, a link
+    link.symlink_to(precious)
+    listing = tmp_path / f"memtamer-{dead.pid}.spills"
+    listing.write_bytes(b"".join(os.fsencode(p) + b"\n" for p in (own, live, precious, link)))
+    assert remove_listed(str(tmp_path), dead.pid) == [str(own)]
+    assert not own.exists() and not listing.exists()
+    assert live.exists() and precious.read_text() == "keep" and link.is_symlink()
+    # A FIFO where the list goes is not waited on.
+    os.mkfifo(listing)
+    assert remove_listed(str(tmp_path), dead.pid) == []
+
+
 def test_spill_files_never_go_where_files_live_in_ram():
     # Truth from the mount table, longest mount point first: what a path
     # under each readable mount point lives on.

@@ -23,11 +23,19 @@ typedef struct {
     uintptr_t identity;
 } mt_policy_acted;
 
+/* The guard sits above this file (guard.h) and, while it guards the kernel,
+ * lends the engine its judgement of a rules file's budget: 0 when the guard
+ * takes it (apply 0: would take it), -1 with problem saying why not, the
+ * guard unchanged.  Sets no exception; needs the GIL. */
+typedef int (*mt_policy_budget_judge)(PyObject *module, const mt_rules_level *budget, int apply,
+                                      char *problem, size_t n);
+
 typedef struct mt_policy {
     mt_rules_table table; /* empty when no rules are in force */
     int enabled;
-    long long *last_fired;  /* per rule: the cell it last fired after, -1 never */
-    mt_policy_acted *acted; /* mt_reserve'd */
+    mt_policy_budget_judge budget_judge; /* NULL when no guard runs */
+    long long *last_fired;               /* per rule: the cell it last fired after, -1 never */
+    mt_policy_acted *acted;              /* mt_reserve'd */
     Py_ssize_t acted_len, acted_cap;
     /* The effective limit for percentage levels, read at most every
      * MT_POLICY_LIMIT_SECONDS (reading cgroup files costs ~100 us). */
@@ -40,8 +48,9 @@ typedef struct mt_policy {
 void mt_policy_free(mt_policy *p);
 
 /* Methods of _core (module.c lists them). */
-PyObject *mt_policy_check(PyObject *module, PyObject *text);
-PyObject *mt_policy_load(PyObject *module, PyObject *text);
+PyObject *mt_policy_read(PyObject *module, PyObject *path);
+PyObject *mt_policy_check(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *mt_policy_load(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_policy_clear(PyObject *module, PyObject *unused);
 PyObject *mt_policy_table(PyObject *module, PyObject *unused);
 PyObject *mt_policy_enable(PyObject *module, PyObject *flag);

@@ -47,6 +47,8 @@ int mt_probe_parse_pids(const char *text, pid_t *pids, int max);
 /* Field 22 (starttime, clock ticks since boot) of /proc/<pid>/stat, which
  * has a parenthesised command name that may itself contain spaces. */
 int mt_probe_parse_starttime(const char *text, unsigned long long *ticks);
+/* Field 3 (state: R, S, D, Z for a zombie, X for dead, ...) of the same. */
+int mt_probe_parse_state(const char *text, char *state);
 
 /* ---- the I/O shell ---- */
 
@@ -183,6 +185,10 @@ int mt_probe_pid_rss(const mt_probe *p, pid_t pid, long long *rss, char *comm, s
 /* When process pid started (clock ticks since boot), to tell a reused pid
  * from the process it was; -1 when it is gone. */
 int mt_probe_pid_start_ticks(const mt_probe *p, pid_t pid, unsigned long long *ticks);
+/* Whether pid is still the process that started at start_ticks and has not
+ * ended: 0 once it is gone or a zombie (dead, not yet reaped by its
+ * parent), or when its pid was reused. */
+int mt_probe_pid_running(const mt_probe *p, pid_t pid, unsigned long long start_ticks);
 
 /* How many times the OOM killer fired: the cgroup's count where it is
  * exposed, else the machine's; path receives the file read (so a later

@@ -17,6 +17,10 @@
 /* Bounds that keep a hostile document cheap to refuse. */
 #define MT_RULES_MAX_FILE_BYTES (1024 * 1024)
 #define MT_RULES_MAX_VISITS 100000 /* node visits, aliases counted each time */
+/* Lists and mappings inside one another: a rules file needs 5 (the file, rules,
+ * a rule, its match, a list of names); libyaml's cost grows with the square
+ * of the depth, so deeper documents are refused before they are loaded. */
+#define MT_RULES_MAX_DEPTH 8
 #define MT_RULES_MAX_RULES 1000
 #define MT_RULES_MAX_PATTERNS 256 /* entries in one list of names or types */
 #define MT_RULES_MAX_ERRORS 16
@@ -84,7 +88,8 @@ typedef struct {
 
 typedef struct {
     int version;
-    mt_rules_level budget, notice; /* UNSET when not given */
+    mt_rules_level budget, notice;  /* UNSET when not given */
+    int budget_line, budget_column; /* of budget:'s value, for the kernel's refusal */
     mt_rules_strings protect;
     mt_rule *rules;
     int len;
@@ -101,11 +106,29 @@ typedef struct {
     int more; /* errors beyond MT_RULES_MAX_ERRORS */
 } mt_rules_errors;
 
-/* Parses a rules document of len bytes.  Returns 0 and fills *out (free it
- * with mt_rules_table_free), or -1 with *errors filled and *out untouched;
- * -2 when memory ran out.  Thread-safe, no GIL needed. */
-int mt_rules_parse(const char *text, size_t len, mt_rules_table *out, mt_rules_errors *errors);
+/* Parses a rules document of len bytes.  A relative spill dir: starts at
+ * directory (the rules file's; NULL: the working directory) and is stored
+ * absolute; every dir: must be an existing directory of the user's that
+ * they can write, and a relative one must stay under directory.  Returns 0
+ * and fills *out (free it with mt_rules_table_free), or -1 with *errors
+ * filled and *out untouched; -2 when memory ran out.  Thread-safe, no GIL
+ * needed. */
+int mt_rules_parse(const char *text, size_t len, const char *directory, mt_rules_table *out,
+                   mt_rules_errors *errors);
 void mt_rules_table_free(mt_rules_table *t);
+
+/* Reads the rules file at path: only a regular file, opened without
+ * blocking (a FIFO or a device is refused, never waited on or read), and at
+ * most MT_RULES_MAX_FILE_BYTES + 1 bytes, so the parser can say it is too
+ * big without the rest being read.  Returns 0 with *text (malloc'd, free
+ * it) and *len; -1 with problem saying why, in words for the user; -2 when
+ * memory ran out. */
+int mt_rules_read_file(const char *path, char **text, size_t *len, char *problem, size_t n);
+
+/* Why a budget of 0 bytes is refused, by the rules file and the magics. */
+#define MT_RULES_ZERO_BUDGET                                                                       \
+    "a budget of 0 bytes would refuse every allocation: give a positive size like 8GiB or 80%, "   \
+    "or off to turn the guard off"
 
 /* Sizes as the magics write them: a number with an optional unit (B, K,
  * KB, KiB, M, MB, MiB, G, GB, GiB, T, TB, TiB; case ignored; K/M/G/T are

@@ -92,7 +92,7 @@ class _Extension:
         self.guard.start()
         from .spill_files import remove_stale_spills
 
-        stale = remove_stale_spills()
+        stale = self.guard.spills_removed + remove_stale_spills()
         # Nothing of memtamer's goes into the output of `ipython --ext memtamer script.py`.
         speak = interactive(self.shell)
         if stale and speak:

@@ -15,7 +15,7 @@ import traceback
 
 import IPython
 
-from . import _core
+from . import _core, spill_files
 from .sizes import format_size
 from .telemetry import publish
 
@@ -83,7 +83,11 @@ def biggest_variables(namespace, n=3):
 def _memtamer_kernels():
     """{pid: notebook or None} of the live memtamer kernels that left a record."""
     kernels = {}
-    for path in glob.glob(os.path.join(record_dir(), "memtamer-*.guard")):
+    try:
+        directory = record_dir()
+    except OSError:
+        return kernels
+    for path in glob.glob(os.path.join(directory, "memtamer-*.guard")):
         try:
             record = _core.postmortem_read(path)
         except OSError:
@@ -176,8 +180,10 @@ def _advice(variables):
 # ---- post-mortem -------------------------------------------------------------
 
 def record_dir():
-    """Where kernels keep their records: $MEMTAMER_RUNTIME_DIR, else Jupyter's
-    runtime directory, else the working directory."""
+    """Where kernels keep their records (and the lists of their spill files):
+    $MEMTAMER_RUNTIME_DIR, else Jupyter's runtime directory, else the working
+    directory; made if missing.  OSError when it cannot be made: records go
+    there or nowhere."""
     path = os.environ.get("MEMTAMER_RUNTIME_DIR")
     if not path:
         try:
@@ -186,10 +192,7 @@ def record_dir():
             path = jupyter_runtime_dir()
         except ImportError:
             path = os.getcwd()
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError:
-        path = os.getcwd()
+    os.makedirs(path, exist_ok=True)
     return path
 
 
@@ -225,8 +228,9 @@ def ended_line(record):
 
 
 def collect_postmortems(directory):
-    """The records this notebook's dead kernels left in directory, removed:
-    each is reported once, to the notebook's next kernel."""
+    """The records this notebook's dead kernels left in directory, removed
+    with the spill files each listed: each is reported once, to the
+    notebook's next kernel."""
     records = []
     for path in sorted(glob.glob(os.path.join(directory, "memtamer-*.guard"))):
         try:
@@ -235,6 +239,7 @@ def collect_postmortems(directory):
             continue
         if record is None or record["alive"] or not record["same_notebook"]:
             continue
+        record["spills_removed"] = spill_files.remove_listed(directory, record["pid"])
         records.append(record)
         try:
             os.unlink(path)
@@ -272,6 +277,7 @@ class Guard:
         self.previous_signal = None
         self.translating = False
         self.ended = []  # records of this notebook's kernels that ended for no sign of memory
+        self.spills_removed = []  # the spill files those and the ones that died had left
 
     def _describe(self, trip):
         holders = other_holders(trip["shared"]) if trip.get("crossed") == "shared" else ()
@@ -299,7 +305,15 @@ class Guard:
         # A script's run says nothing, leaves the records to the notebook's
         # next interactive session and keeps none of its own.
         speak = interactive(self.shell)
-        for record in collect_postmortems(record_dir()) if speak else ():
+        try:
+            directory = record_dir()
+        except OSError as exc:
+            directory = None
+            if speak:
+                print(f"memtamer: no post-mortem record for this kernel: cannot make its "
+                      f"directory {exc.filename} ({exc.strerror})")
+        for record in collect_postmortems(directory) if speak and directory else ():
+            self.spills_removed += record["spills_removed"]
             if record["memory_cause"] is None:
                 self.ended.append(record)
                 continue
@@ -316,13 +330,15 @@ class Guard:
         if not self.shell.custom_exceptions:
             self.shell.set_custom_exc((MemoryError,), self._show_memory_error)
             self.translating = True
-        if not speak:
+        if not speak or directory is None:
             return  # a script that dies is not a notebook's kernel: it leaves no record
         try:
-            _core.postmortem_open(os.path.join(record_dir(), f"memtamer-{os.getpid()}.guard"))
+            _core.postmortem_open(os.path.join(directory, f"memtamer-{os.getpid()}.guard"))
             atexit.register(_core.postmortem_close)
         except OSError as exc:
             print(f"memtamer: no post-mortem record for this kernel ({exc})")
+            return
+        spill_files.list_in(directory)
 
     def stop(self):
         _core.guard_disable()

@@ -43,12 +43,24 @@ def discover(cwd=None, environ=None):
 
 
 def _read(path):
-    """(bytes, errors): the file's content, or the reason it cannot be read."""
+    """(bytes, errors): the file's content, or the reason it cannot be read
+    (C reads it: only a regular file, never blocking, at most the cap)."""
     try:
-        with open(path, "rb") as f:
-            return f.read(), []
-    except OSError as exc:
-        return None, [f"{path}: cannot read it: {exc.strerror}"]
+        return _core.rules_read(path), []
+    except ValueError as exc:
+        return None, [f"{path}: {exc}"]
+
+
+def _validate(path, load):
+    """The one validation of a rules file, for check and for the kernel: the
+    errors as FILE:LINE:COL: message lines, [] when it is valid.  Relative
+    dir: values start at the file's directory.  load: the rules (and their
+    budget) replace those in force when there is no error, whole."""
+    text, unreadable = _read(path)
+    if unreadable:
+        return unreadable
+    validate = _core.rules_load if load else _core.rules_check
+    return format_errors(path, validate(text, os.path.dirname(os.path.abspath(path))))
 
 
 def format_errors(path, errors):
@@ -59,9 +71,9 @@ def format_errors(path, errors):
 
 def check(path):
     """The errors of the rules file at path as FILE:LINE:COL: message lines;
-    [] when it is valid.  Loads nothing."""
-    text, unreadable = _read(path)
-    return unreadable or format_errors(path, _core.rules_check(text))
+    [] when it is valid.  Loads nothing.  In a kernel, its budget is also
+    held to what the kernel already uses, as loading it would."""
+    return _validate(path, load=False)
 
 
 def add_check_command(subparsers):
@@ -129,7 +141,9 @@ class Rules:
     def __init__(self, shell, extension):
         self.shell, self.extension = shell, extension
         self.path = None  # the file in force
-        self.watched, self.mtime = None, None  # the file last read, re-read when it changes
+        # The file last read and the version of it seen, loaded or refused:
+        # it is read again when it changes again.
+        self.watched, self.mtime = None, None
         self.actions = []
 
     def start(self):
@@ -150,13 +164,13 @@ class Rules:
         return self.load(path)
 
     def load(self, path):
-        """Loads path whole or not at all: with errors the rules in force stay."""
+        """Loads path whole or not at all: with errors the rules in force, and
+        the budget, stay."""
         try:
             self.watched, self.mtime = path, os.stat(path).st_mtime_ns
         except OSError:
             self.watched, self.mtime = path, None
-        text, unreadable = _read(path)
-        errors = unreadable or format_errors(path, _core.rules_load(text))
+        errors = _validate(path, load=True)
         if errors:
             kept = (f"the rules from {self.path} stay in force" if self.path
                     else "no rules in force")
@@ -164,18 +178,12 @@ class Rules:
             return False
         self.path = path
         table = _core.rules_table()
-        self._apply_settings(table)
-        count = len(table["rules"])
-        print(f"memtamer: rules from {path} ({count} rule{'s' if count != 1 else ''})")
-        return True
-
-    def _apply_settings(self, table):
-        if table["budget"] is not None:
-            kind, value = table["budget"]
-            _core.guard_set_budget(kind, value)
         if table["notice"] is not None:
             kind, value = table["notice"]
             self.extension.notice_threshold = None if kind == "off" else value
+        count = len(table["rules"])
+        print(f"memtamer: rules from {path} ({count} rule{'s' if count != 1 else ''})")
+        return True
 
     def reload_if_changed(self):
         """One stat of the file last read; a new modification time reloads it."""

@@ -9,20 +9,16 @@
 static int
 check(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        perror(path);
-        return 2;
-    }
-    char *text = malloc(MT_RULES_MAX_FILE_BYTES + 2);
-    size_t len = text ? fread(text, 1, MT_RULES_MAX_FILE_BYTES + 1, f) : 0;
-    fclose(f);
-    if (text == NULL) {
+    char *text, problem[MT_RULES_MESSAGE_BYTES];
+    size_t len;
+    int read = mt_rules_read_file(path, &text, &len, problem, sizeof problem);
+    if (read < 0) {
+        printf("%s: %s\n", path, read == -2 ? "out of memory" : problem);
         return 2;
     }
     mt_rules_table table;
     mt_rules_errors errors;
-    int rc = mt_rules_parse(text, len, &table, &errors);
+    int rc = mt_rules_parse(text, len, NULL, &table, &errors);
     free(text);
     if (rc == 0) {
         printf("%s: ok %d\n", path, table.len);

@@ -34,6 +34,11 @@ main(void)
                                    &ticks) == 0 &&
           ticks == 4242);
     CHECK(mt_probe_parse_starttime("1 (trunc", &ticks) == -1);
+    char state = 0;
+    CHECK(mt_probe_parse_state("1 (a) Z) Z 1 2", &state) == 0 && state == 'Z');
+    CHECK(mt_probe_parse_state("1 (a) S 1 2", &state) == 0 && state == 'S');
+    CHECK(mt_probe_parse_state("1 (trunc", &state) == -1);
+    CHECK(mt_probe_parse_state("1 (a)", &state) == -1);
 
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
