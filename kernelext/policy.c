@@ -2,6 +2,7 @@
 #include "memtamer/memtamer.h"
 
 #include <fnmatch.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -437,6 +438,46 @@ mt_policy_parse_size(PyObject *Py_UNUSED(module), PyObject *text)
         return mt_policy_refuse_level(s, 0);
     }
     return PyLong_FromLongLong(bytes);
+}
+
+PyDoc_STRVAR(mt_policy_closest__doc__,
+             "closest(word, choices) -> str | None: the choice a mistyped word most likely "
+             "meant, or None when none is close.");
+static PyObject *
+mt_policy_closest(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *seq = NULL, *result = NULL;
+    const char **names = NULL;
+    if (nargs != 2 || !PyUnicode_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "closest(word, choices): word is a str");
+        return NULL;
+    }
+    const char *word = PyUnicode_AsUTF8(args[0]);
+    if (word == NULL ||
+        (seq = PySequence_Fast(args[1], "closest: choices is a sequence of str")) == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > INT_MAX || (names = PyMem_Calloc((size_t)n + 1, sizeof *names)) == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *choice = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyUnicode_Check(choice)) {
+            PyErr_SetString(PyExc_TypeError, "closest: choices is a sequence of str");
+            goto done;
+        }
+        if ((names[i] = PyUnicode_AsUTF8(choice)) == NULL) {
+            goto done;
+        }
+    }
+    const char *guess = mt_rules_closest(word, names, (int)n);
+    result = guess ? PyUnicode_FromString(guess) : Py_NewRef(Py_None);
+done:
+    PyMem_Free(names);
+    Py_DECREF(seq);
+    return result;
 }
 
 /* ---- evaluation ------------------------------------------------------ */
@@ -960,5 +1001,7 @@ PyMethodDef mt_policy_methods[] = {
      mt_policy_acted_on__doc__},
     {"parse_level", mt_policy_parse_level, METH_O, mt_policy_parse_level__doc__},
     {"parse_size", mt_policy_parse_size, METH_O, mt_policy_parse_size__doc__},
+    {"closest", (PyCFunction)(void (*)(void))mt_policy_closest, METH_FASTCALL,
+     mt_policy_closest__doc__},
     {NULL, NULL, 0, NULL},
 };

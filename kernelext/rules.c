@@ -652,9 +652,8 @@ edit_distance(const char *a, const char *b)
     return row[lb];
 }
 
-/* The closest of names to word, or NULL when none is close. */
-static const char *
-closest(const char *word, const char *const *names, int n)
+const char *
+mt_rules_closest(const char *word, const char *const *names, int n)
 {
     const char *best = NULL;
     size_t best_distance = strlen(word) <= 3 ? 1 : 2;
@@ -713,7 +712,7 @@ known_keys(ctx *c, const yaml_node_t *map, const char *where, const char *const 
         }
         if (k == n) {
             char all[256];
-            const char *guess = closest(name, keys, n);
+            const char *guess = mt_rules_closest(name, keys, n);
             list_names(all, sizeof all, keys, n);
             if (guess) {
                 fail(c, key, "unknown key '%.60s' %s: did you mean '%s'? (keys: %s)", name, where,
@@ -752,7 +751,7 @@ get_choice(ctx *c, const yaml_node_t *node, const char *key, const char *const *
         }
     }
     char all[256];
-    const char *guess = closest(s, names, n);
+    const char *guess = mt_rules_closest(s, names, n);
     list_names(all, sizeof all, names, n);
     if (guess) {
         fail(c, node, "%s: unknown value '%.60s': did you mean '%s'? (use one of %s)", key, s,

@@ -75,6 +75,20 @@ def test_bad_arguments_raise_usage_error(kernel, line):
     assert out["error"]["evalue"]
 
 
+@pytest.mark.parametrize("line, words", [
+    ("%memreport cels", "%memreport: 'cels' is not a view: did you mean cells? use one of "
+                        "summary, cells, vars, peak, actions"),
+    ("%memreport cells --sort retaned", "'retaned' is not a sort order: did you mean retained?"),
+    ("%memreport tables", "'tables' is not a view: use one of summary"),
+    ("%memrules chek", "%memrules: 'chek' is not a command: did you mean check?"),
+])
+def test_a_mistyped_choice_says_what_was_meant(kernel, line, words):
+    out = kernel.run(line, allow_error=True)
+    assert out["error"]["ename"] == "UsageError", out
+    assert words in out["error"]["evalue"]
+    assert "argument" not in out["error"]["evalue"]  # no argparse internals
+
+
 def test_notice_after_heavy_cell(kernel):
     kernel.run("%memtamer --notice 100MiB")
     out = kernel.run("import numpy as np\nspike = np.ones(2**25)\ndel spike")

@@ -125,6 +125,11 @@ void mt_rules_table_free(mt_rules_table *t);
  * memory ran out. */
 int mt_rules_read_file(const char *path, char **text, size_t *len, char *problem, size_t n);
 
+/* The closest of names to word (a typo's likely meaning: one edit away for
+ * words of up to 3 letters, two for longer ones), or NULL when none is
+ * close.  The one "did you mean" of rules files and magics alike. */
+const char *mt_rules_closest(const char *word, const char *const *names, int n);
+
 /* Why a budget of 0 bytes is refused, by the rules file and the magics. */
 #define MT_RULES_ZERO_BUDGET                                                                       \
     "a budget of 0 bytes would refuse every allocation: give a positive size like 8GiB or 80%, "   \

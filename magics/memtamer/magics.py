@@ -14,6 +14,19 @@ SUMMARY_CELLS = 5
 SUMMARY_VARIABLES = 5
 SHOWN_VARIABLES = 20
 SORT_KEYS = {"peak": "peak_increment", "retained": "retained", "cell": None}
+VIEWS = ("summary", "cells", "vars", "peak", "actions")
+RULES_COMMANDS = ("check", "reload", "off", "on")
+
+
+def choose(magic, what, value, choices):
+    """value when it is one of choices, else a UsageError that names the
+    closest (the rules checker's "did you mean") and lists them all."""
+    if value is None or value in choices:
+        return value
+    guess = _core.closest(value, list(choices))
+    hint = f"did you mean {guess}? " if guess else ""
+    raise UsageError(f"%{magic}: {value!r} is not a {what}: {hint}"
+                     f"use one of {', '.join(choices)}")
 
 
 def select_cells(cells, view, n=None, sort=None):
@@ -48,7 +61,6 @@ class MemtamerMagics(Magics):
 
     @magic_arguments()
     @argument("view", nargs="?", default="summary",
-              choices=["summary", "cells", "vars", "peak", "actions"],
               help="summary (process, the heaviest cells and biggest variables), cells (the "
                    "per-cell table), vars (variables: size, what del frees, holders, provenance), "
                    "peak (what made a cell's peak, by line) or actions (what the rules did)")
@@ -56,7 +68,7 @@ class MemtamerMagics(Magics):
               help="peak: the cell (execution count); default the last one with a composition")
     @argument("-n", type=int, default=None, metavar="N", help="show at most N cells or variables")
     @argument("--all", action="store_true", help="vars: show every variable")
-    @argument("--sort", choices=sorted(SORT_KEYS), default=None,
+    @argument("--sort", default=None, metavar="peak|retained|cell",
               help="order cells by peak increment, retained memory, or execution (cell)")
     @argument("--json", action="store_true", help="print machine-readable JSON")
     @line_magic
@@ -65,6 +77,8 @@ class MemtamerMagics(Magics):
         %memreport [summary|cells|vars|actions] [-n N] [--all] [--sort peak|retained|cell] [--json]
         %memreport peak [CELL] [--json]"""
         args = parse_argstring(self.memreport, line)
+        choose("memreport", "view", args.view, VIEWS)
+        choose("memreport", "sort order", args.sort, tuple(SORT_KEYS))
         if args.view == "peak":
             self.peak_report(args.cell, args.json)
             return
@@ -237,7 +251,7 @@ class MemtamerMagics(Magics):
         display(render.ShrinkReport(rows))
 
     @magic_arguments()
-    @argument("command", nargs="?", default=None, choices=["check", "reload", "off", "on"],
+    @argument("command", nargs="?", default=None, metavar="check|reload|off|on",
               help="check [FILE]: validate a rules file without loading it; reload: find and "
                    "load the rules file again; off / on: stop or resume the rules")
     @argument("file", nargs="?", default=None, help="check: the file (default: the one found)")
@@ -249,6 +263,7 @@ class MemtamerMagics(Magics):
 
         Without arguments, show the rules in force and the file they come from."""
         args = parse_argstring(self.memrules, line)
+        choose("memrules", "command", args.command, RULES_COMMANDS)
         state = self.extension.rules
         if args.file is not None and args.command != "check":
             raise UsageError("%memrules: only check takes a FILE, e.g. %memrules check memtamer.yaml")
