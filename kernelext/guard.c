@@ -872,10 +872,15 @@ take_budget(mt_state *st, mt_guard *g, budget_mode mode, long long bytes, double
         snprintf(problem, n, "%s", why);
     }
     else if (why != NULL) {
-        snprintf(problem, n,
-                 "cannot set the memory budget to %lld bytes: %s (the kernel uses %lld bytes, "
-                 "the limit is %lld bytes)",
-                 budget, why, rss, g->have_limit ? g->limit.limit : -1LL);
+        char asked[MT_RULES_SIZE_TEXT], uses[MT_RULES_SIZE_TEXT], limit[MT_RULES_SIZE_TEXT];
+        mt_rules_format_size(budget, 0, asked, sizeof asked);
+        mt_rules_format_size(rss, 0, uses, sizeof uses);
+        if (g->have_limit) {
+            mt_rules_format_size(g->limit.limit, 0, limit, sizeof limit);
+        }
+        snprintf(problem, n, "cannot set the memory budget to %s: %s (the kernel uses %s, %s%s)",
+                 asked, why, uses, g->have_limit ? "the limit is " : "the limit is unknown",
+                 g->have_limit ? limit : "");
     }
     return why != NULL ? -1 : 0;
 }

@@ -440,6 +440,26 @@ mt_policy_parse_size(PyObject *Py_UNUSED(module), PyObject *text)
     return PyLong_FromLongLong(bytes);
 }
 
+PyDoc_STRVAR(mt_policy_format_size__doc__,
+             "format_size(bytes, signed=False) -> str: a size for people in binary units "
+             "('1.9 GiB', '760 MiB', '0 B'); signed puts '+' before a positive one.");
+static PyObject *
+mt_policy_format_size(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "format_size(bytes, signed=False)");
+        return NULL;
+    }
+    long long bytes = PyLong_AsLongLong(args[0]);
+    int sign = nargs == 2 ? PyObject_IsTrue(args[1]) : 0;
+    if ((bytes == -1 && PyErr_Occurred()) || sign < 0) {
+        return NULL;
+    }
+    char text[MT_RULES_SIZE_TEXT];
+    mt_rules_format_size(bytes, sign, text, sizeof text);
+    return PyUnicode_FromString(text);
+}
+
 PyDoc_STRVAR(mt_policy_closest__doc__,
              "closest(word, choices) -> str | None: the choice a mistyped word most likely "
              "meant, or None when none is close.");
@@ -1003,5 +1023,7 @@ PyMethodDef mt_policy_methods[] = {
     {"parse_size", mt_policy_parse_size, METH_O, mt_policy_parse_size__doc__},
     {"closest", (PyCFunction)(void (*)(void))mt_policy_closest, METH_FASTCALL,
      mt_policy_closest__doc__},
+    {"format_size", (PyCFunction)(void (*)(void))mt_policy_format_size, METH_FASTCALL,
+     mt_policy_format_size__doc__},
     {NULL, NULL, 0, NULL},
 };

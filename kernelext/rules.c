@@ -128,6 +128,25 @@ mt_rules_parse_size(const char *text, long long *bytes)
     return size_of(text, bytes) < 0 ? -1 : 0;
 }
 
+void
+mt_rules_format_size(long long bytes, int sign, char *buf, size_t n)
+{
+    static const char *const units[] = {"TiB", "GiB", "MiB", "KiB"};
+    const char *mark = bytes < 0 ? "-" : sign ? "+" : "";
+    double magnitude = bytes < 0 ? -(double)bytes : (double)bytes;
+    for (int i = 0; i < 4; i++) {
+        double scale = (double)(1LL << (10 * (4 - i)));
+        /* 0.995 of a unit already reads as one: 1,073,549,312 B is
+         * "1.0 GiB", not "1024 MiB". */
+        if (magnitude >= scale * 0.995) {
+            double value = magnitude / scale;
+            snprintf(buf, n, value < 10 ? "%s%.1f %s" : "%s%.0f %s", mark, value, units[i]);
+            return;
+        }
+    }
+    snprintf(buf, n, "%s%.0f B", mark, magnitude);
+}
+
 int
 mt_rules_parse_level(const char *text, mt_rules_level *out)
 {

@@ -206,6 +206,10 @@ def rules(i):
     expect_error(_core.parse_level, "lots")
     _core.parse_size("1.5GiB")
     expect_error(_core.parse_size, "-1GiB")
+    _core.format_size(1536 * 2**20, True)
+    _core.format_size(-5)
+    expect_error(_core.format_size, "5")
+    expect_error(_core.format_size, 2**70)
     _core.closest("cels", ["summary", "cells"])
     _core.closest("zzz", ("a", "b"))
     expect_error(_core.closest, "x", [1])
@@ -281,7 +285,7 @@ calls = {
     "compressed_info": codec,
     "rules_read": rules, "rules_check": rules, "rules_load": rules, "rules_clear": rules, "rules_table": rules,
     "rules_enable": rules, "policy_evaluate": rules, "policy_acted_on": rules,
-    "parse_level": rules, "parse_size": rules, "closest": rules,
+    "parse_level": rules, "parse_size": rules, "closest": rules, "format_size": rules,
     "telemetry_start": telemetry, "telemetry_stop": telemetry, "telemetry_event": telemetry,
     "telemetry_status": telemetry, "telemetry_protocol": telemetry,
     "guard_enable": guard, "guard_disable": guard, "guard_set_budget": guard,

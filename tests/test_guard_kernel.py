@@ -6,6 +6,7 @@ budget sits 1 GiB above the kernel's RSS, far below this machine's memory."""
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 
@@ -227,6 +228,15 @@ def test_memguard_bad_budgets_say_what_to_write(guarded, line, says):
     assert "OverflowError" not in text and "unrecognized arguments" not in text
     assert "like 8GiB" in text or "e.g. %memguard 8GiB" in text or "like 512MiB" in text
     assert guarded.query("memtamer.budget()['budget']") == before
+
+
+def test_a_budget_below_the_kernel_is_refused_in_sizes_people_read(guarded):
+    text = error_text(guarded.run("%memguard 10", allow_error=True))
+    rss = guarded.query("memtamer._core.process()['rss']")
+    assert re.search(r"cannot set the memory budget to 10 B: it is not above what the kernel "
+                     r"already uses: give a larger budget, or free memory first \(the kernel "
+                     r"uses \d+(\.\d)? MiB, the limit is \d+(\.\d)? GiB\)", text), text
+    assert str(rss) not in text and "bytes" not in text
 
 
 @pytest.mark.parametrize("value, error, says", [

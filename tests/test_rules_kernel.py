@@ -337,7 +337,7 @@ def test_a_budget_below_what_the_kernel_uses_is_refused_whole(k, rules_file):
             allow_delete: true
         """)
     out = k.run("q1 = 1\nq2 = 2")
-    refusal = (f"{rules_file}:2:9: budget: cannot set the memory budget to {20 * MiB} bytes: it is "
+    refusal = (f"{rules_file}:2:9: budget: cannot set the memory budget to 20 MiB: it is "
                "not above what the kernel already uses: give a larger budget, or free memory first")
     assert (f"memtamer: {rules_file} was not loaded (the rules from {rules_file} stay in force):\n"
             f"  {refusal}") in out["stdout"]

@@ -139,6 +139,11 @@ const char *mt_rules_closest(const char *word, const char *const *names, int n);
  * KB, KiB, M, MB, MiB, G, GB, GiB, T, TB, TiB; case ignored; K/M/G/T are
  * binary).  0 on success, -1 when text is not a size. */
 int mt_rules_parse_size(const char *text, long long *bytes);
+/* A size for people, in binary units ("1.9 GiB", "760 MiB", "12 KiB",
+ * "0 B"; "+" in front of a positive one when sign): the one formatter of
+ * the messages C writes and of Python's sizes.format_size. */
+void mt_rules_format_size(long long bytes, int sign, char *buf, size_t n);
+#define MT_RULES_SIZE_TEXT 24 /* room for any size mt_rules_format_size writes */
 /* A size or a percentage above 0 and at most 100 ("80%"). */
 int mt_rules_parse_level(const char *text, mt_rules_level *out);
 /* Why the parsers above refused text (percent: mt_rules_parse_level's),
