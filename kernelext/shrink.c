@@ -6,7 +6,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "memtamer/frames.h"
@@ -19,8 +21,9 @@
 #define BLOCK_BYTES ((npy_intp)256 << 10)
 #define PROGRESS_BYTES ((size_t)64 << 20)
 #define WRITE_BYTES ((size_t)64 << 20)
-/* A spill's file and its array are compared (and mended) in blocks this big. */
-#define COMPARE_BYTES ((size_t)64 << 10)
+/* A spill's file and its array are compared (and mended) in blocks this
+ * big: a multiple of any page size. */
+#define COMPARE_BYTES ((size_t)1 << 20)
 
 /* ------------------------------------------------------------------ */
 /* The measured window                                                 */
@@ -1360,21 +1363,30 @@ done:
     return result;
 }
 
-/* Compares len bytes of live and spilled in blocks; where they differ,
- * copies live's block over spilled's when fix.  Returns whether any block
- * differed.  Runs no Python code. */
+/* Compares len bytes of live and spilled (a shared mapping of the spill
+ * file) in blocks; where they differ, copies live's block over spilled's
+ * when fix.  Returns whether any block differed.  Each block's pages of the
+ * mapping are dropped from the process once compared (their contents stay
+ * in the file and the page cache), or the comparison would bring back into
+ * RSS what the spill took out.  Runs no Python code. */
 static int
 blocks_differ(const char *live, char *spilled, size_t len, int fix)
 {
     int differed = 0;
+    int aligned = (uintptr_t)spilled % (uintptr_t)sysconf(_SC_PAGESIZE) == 0;
     for (size_t at = 0; at < len; at += COMPARE_BYTES) {
         size_t n = len - at < COMPARE_BYTES ? len - at : COMPARE_BYTES;
         if (memcmp(live + at, spilled + at, n) != 0) {
             differed = 1;
-            if (!fix) {
-                break;
+            if (fix) {
+                memcpy(spilled + at, live + at, n);
             }
-            memcpy(spilled + at, live + at, n);
+        }
+        if (aligned) {
+            madvise(spilled + at, n, MADV_DONTNEED);
+        }
+        if (differed && !fix) {
+            break;
         }
     }
     return differed;
