@@ -419,6 +419,10 @@ def test_pack_reports_the_size_a_dry_run_shows(k, rules_file):
     deep = k.query("deep")
     assert logged["pk_list"]["bytes_before"] == deep["pk_list"] == dry["bytes_before"]
     assert logged["pk_copy"]["bytes_before"] == deep["pk_copy"]
+    # Its floats stayed, held by pk_copy: what it freed is said.
+    assert logged["pk_list"]["reason"].startswith("4.6 MiB of its items are also held elsewhere "
+                                                  "and stay in memory: packing frees ")
+    assert logged["pk_copy"]["reason"] == ""
     assert "pk_list 6.1 MiB -> 1.5 MiB" in line, line
     write_rules(rules_file, "version: 1\nrules: []\n")
     k.run("del pk_list, pk_copy")

@@ -459,10 +459,13 @@ def _pack_row(shell, ns, name, options, dry_run):
     row["bytes_before"] = deep if deep is not None else row["exclusive_bytes"]
     if row["refusals"] and row["status"] == "refused" and row["dtype_after"]:
         row["reason"] += ": " + refusal_text(shell, ns, name, row["refusals"])
-    if row["status"] != "refused" and row["exclusive_bytes"] < row["bytes_before"]:
+    # Items held elsewhere too stay in memory: worth a word when more stays than goes.
+    stays = row["bytes_before"] - row["exclusive_bytes"]
+    frees = max(0, row["exclusive_bytes"] - row["bytes_after"])
+    if row["status"] != "refused" and stays > frees:
         row["reason"] = "; ".join(filter(None, [
-            row["reason"], f"some of its items are also held elsewhere and stay in memory: "
-                           f"packing frees {format_size(max(0, row['exclusive_bytes'] - row['bytes_after']))}"]))
+            row["reason"], f"{format_size(stays)} of its items are also held elsewhere and stay "
+                           f"in memory: packing frees {format_size(frees)}"]))
     if row["status"] != "refused" and row["warning"]:
         row["reason"] = "; ".join(filter(None, [row["warning"], row["reason"]]))
     row["detail"] = f"{kind.__name__} → {row['dtype_after']} array" if row["dtype_after"] else kind.__name__
