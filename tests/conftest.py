@@ -51,14 +51,14 @@ def fresh_kernel():
     k.shutdown()
 
 
-def writer_thread(name, items=2**23):
-    """A cell that binds name to items float64 zeros and starts a daemon thread
+def writer_thread(name, items=2**23, make="np.zeros({items})"):
+    """A cell that binds name to make (items float64 zeros) and starts a daemon thread
     that adds 1 to one item of name at a time (looking the name up each time,
     as code using a global does) and counts its writes in name_writes, until
     name_running is False.  The sum of name is then the count of writes,
     unless writes were lost."""
     return (f"import threading, numpy as np\n"
-            f"{name} = np.zeros({items})\n"
+            f"{name} = {make.format(items=items)}\n"
             f"{name}_writes = 0\n"
             f"{name}_running = True\n"
             f"def {name}_write():\n"
