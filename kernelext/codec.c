@@ -984,7 +984,7 @@ PyObject *
 mt_codec_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"ns", "name", "obj", "proxy", NULL};
-    PyObject *ns, *name, *obj, *proxy, *result = NULL;
+    PyObject *ns, *name, *obj, *proxy, *what = NULL, *result = NULL;
     compressed *self;
     mt_frame *frames = NULL;
     input in;
@@ -998,9 +998,10 @@ mt_codec_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
         PyErr_Format(PyExc_ValueError, "the proxy of %U was already restored", name);
         return NULL;
     }
-    /* Pickling again may run Python code, and other threads with it; from
-     * the lookup to the rebinding nothing does. */
-    if (input_from_object(obj, &in) < 0) {
+    /* Pickling again and numpy's dtype str (for a second compress) may run
+     * Python code, and other threads with it; from the lookup to the
+     * rebinding nothing does. */
+    if (input_from_object(obj, &in) < 0 || (what = describe(obj, in.kind)) == NULL) {
         goto done;
     }
     PyObject *bound = PyDict_GetItemWithError(ns, name);
@@ -1015,18 +1016,15 @@ mt_codec_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     }
     int same = frames_match(self, &in);
     if (same == 0) {
-        /* numpy's dtype str is Python code: made before the GIL is held. */
-        PyObject *what = describe(obj, in.kind);
         mt_settings how = self->how;
         how.automatic = 0; /* the codec chosen the first time */
-        if (what == NULL ||
-            mt_frames_compress(in.sources, in.nsources, &how, 0, NULL, 1, &frames) < 0) {
-            Py_XDECREF(what);
+        if (mt_frames_compress(in.sources, in.nsources, &how, 0, NULL, 1, &frames) < 0) {
             goto done;
         }
         how.automatic = self->how.automatic;
         int described = proxy_describe(self, what, obj, &in, frames, &how);
-        frames = NULL; /* the proxy's now */
+        what = NULL; /* the proxy's now, and so are */
+        frames = NULL;
         same = described < 0 ? -1 : frames_match(self, &in);
         if (same == 0) {
             PyErr_Format(PyExc_ValueError,
@@ -1040,6 +1038,7 @@ mt_codec_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
         result = Py_NewRef(Py_None);
     }
 done:
+    Py_XDECREF(what);
     input_release(&in);
     return result;
 }
