@@ -226,6 +226,38 @@ describe(PyObject *obj, int kind)
     return PyUnicode_FromString(Py_TYPE(obj)->tp_name);
 }
 
+/* Gives self the frames made from in (taking them over, the old ones
+ * freed), what it needs to restore them as obj, and what (taken over too:
+ * describe(obj), made by the caller because it may run Python code).  Runs
+ * none itself.  -1/0. */
+static int
+proxy_describe(compressed *self, PyObject *what, PyObject *obj, input *in, mt_frame *frames,
+               const mt_settings *how)
+{
+    mt_frames_free(self->frames, self->nframes);
+    self->frames = frames;
+    self->nframes = in->nsources;
+    self->kind = in->kind;
+    self->how = *how;
+    self->nbytes = self->cbytes = 0;
+    for (Py_ssize_t i = 0; i < in->nsources; i++) {
+        self->nbytes += frames[i].nbytes;
+        self->cbytes += mt_frames_csize(&frames[i]);
+    }
+    if (in->kind == KIND_ARRAY) {
+        PyArrayObject *a = in->array;
+        Py_XSETREF(self->descr, Py_NewRef((PyObject *)PyArray_DESCR(a)));
+        Py_XSETREF(self->shape, PyObject_GetAttrString((PyObject *)a, "shape"));
+        Py_XSETREF(self->strides, PyObject_GetAttrString((PyObject *)a, "strides"));
+        self->writeable = PyArray_ISWRITEABLE((PyArrayObject *)obj);
+    }
+    Py_XSETREF(self->what, what);
+    if (self->what == NULL || (in->kind == KIND_ARRAY && (!self->shape || !self->strides))) {
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 make_proxy(PyTypeObject *type, PyObject *obj, PyObject *name, PyObject *owner, input *in,
            mt_frame *frames, const mt_settings *how)
@@ -235,24 +267,8 @@ make_proxy(PyTypeObject *type, PyObject *obj, PyObject *name, PyObject *owner, i
         mt_frames_free(frames, in->nsources);
         return NULL;
     }
-    self->frames = frames;
-    self->nframes = in->nsources;
-    self->kind = in->kind;
-    self->how = *how;
     self->name = Py_NewRef(name);
-    for (Py_ssize_t i = 0; i < in->nsources; i++) {
-        self->nbytes += frames[i].nbytes;
-        self->cbytes += mt_frames_csize(&frames[i]);
-    }
-    if (in->kind == KIND_ARRAY) {
-        PyArrayObject *a = in->array;
-        self->descr = Py_NewRef((PyObject *)PyArray_DESCR(a));
-        self->shape = PyObject_GetAttrString((PyObject *)a, "shape");
-        self->strides = PyObject_GetAttrString((PyObject *)a, "strides");
-        self->writeable = PyArray_ISWRITEABLE((PyArrayObject *)obj);
-    }
-    self->what = describe(obj, in->kind);
-    if (self->what == NULL || (in->kind == KIND_ARRAY && (!self->shape || !self->strides))) {
+    if (proxy_describe(self, describe(obj, in->kind), obj, in, frames, how) < 0) {
         Py_DECREF(self);
         return NULL;
     }
@@ -299,7 +315,7 @@ mt_codec_compress(PyObject *module, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     PyObject *result = NULL;
-    if (mt_frames_compress(in.sources, in.nsources, &how, 0, progress, &frames) == 0) {
+    if (mt_frames_compress(in.sources, in.nsources, &how, 0, progress, 0, &frames) == 0) {
         result = make_proxy((PyTypeObject *)mt_get_state(module)->compressed_type, obj, name, owner,
                             &in, frames, &how);
     }
@@ -341,7 +357,7 @@ mt_codec_estimate(PyObject *module, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     if (input_from_object(obj, &in) < 0 ||
-        mt_frames_compress(in.sources, in.nsources, &how, (size_t)sample, NULL, &frames) < 0) {
+        mt_frames_compress(in.sources, in.nsources, &how, (size_t)sample, NULL, 0, &frames) < 0) {
         input_release(&in);
         return NULL;
     }
@@ -909,6 +925,124 @@ mt_codec_restore(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     return target(self, progress);
 }
 
+/* Whether self's frames give back exactly what in holds, in the same
+ * layout: 1 yes, 0 no, -1 with an exception.  Runs no Python code. */
+static int
+frames_match(compressed *self, const input *in)
+{
+    if (in->kind != self->kind || in->nsources != self->nframes) {
+        return 0;
+    }
+    if (in->kind == KIND_ARRAY) {
+        PyArrayObject *a = in->array;
+        PyObject *shape = PyObject_GetAttrString((PyObject *)a, "shape");
+        PyObject *strides = shape ? PyObject_GetAttrString((PyObject *)a, "strides") : NULL;
+        int same = strides ? PyObject_RichCompareBool(shape, self->shape, Py_EQ) : -1;
+        if (same > 0) {
+            same = PyObject_RichCompareBool(strides, self->strides, Py_EQ);
+        }
+        Py_XDECREF(shape);
+        Py_XDECREF(strides);
+        if (same <= 0) {
+            return same;
+        }
+        if (!PyArray_EquivTypes(PyArray_DESCR(a), (PyArray_Descr *)self->descr)) {
+            return 0;
+        }
+    }
+    for (Py_ssize_t i = 0; i < in->nsources; i++) {
+        if (in->sources[i].nbytes != self->frames[i].nbytes) {
+            return 0;
+        }
+        int same = mt_frames_match(&self->frames[i], in->sources[i].ptr, &self->how);
+        if (same <= 0) {
+            return same;
+        }
+    }
+    return 1;
+}
+
+/* compress() reads the object with the GIL released, and Python code runs
+ * before the name is rebound: a thread may write into the object meanwhile.
+ * Here, holding the GIL from the comparison to the rebinding, the frames
+ * are compared with what the object holds now; when a thread wrote into
+ * it, it is compressed again without letting go of the GIL, so no Python
+ * thread can write until the name is rebound.  A thread that writes without
+ * the GIL (a C extension's) is not held by it: a write of its during the
+ * second comparison refuses the compress, but one after it (or after the
+ * rebinding) goes to the old object and is lost.  Pickled objects are
+ * pickled again for the comparison, which may run Python code (a class's
+ * __reduce__): a change a thread makes to a part already pickled again,
+ * before the comparison, is not seen. */
+PyDoc_STRVAR(mt_codec_commit__doc__,
+             "compress_commit(ns, name, obj, proxy): binds ns[name], still obj, to proxy once "
+             "the proxy gives back exactly what obj holds now (compared holding the GIL); if a "
+             "thread wrote into obj since compress(), compresses it again holding the GIL. "
+             "ValueError with the reason, nothing bound, if name was rebound or obj keeps "
+             "changing (a thread writing without the GIL).");
+PyObject *
+mt_codec_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"ns", "name", "obj", "proxy", NULL};
+    PyObject *ns, *name, *obj, *proxy, *what = NULL, *result = NULL;
+    compressed *self;
+    mt_frame *frames = NULL;
+    input in;
+    memset(&in, 0, sizeof in);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!UOO:compress_commit", kwlist, &PyDict_Type,
+                                     &ns, &name, &obj, &proxy) ||
+        !(self = proxy_arg(proxy))) {
+        return NULL;
+    }
+    if (self->frames == NULL || self->restored != NULL) {
+        PyErr_Format(PyExc_ValueError, "the proxy of %U was already restored", name);
+        return NULL;
+    }
+    /* Pickling again and numpy's dtype str (for a second compress) may run
+     * Python code, and other threads with it; from the lookup to the
+     * rebinding nothing does. */
+    if (input_from_object(obj, &in) < 0 || (what = describe(obj, in.kind)) == NULL) {
+        goto done;
+    }
+    PyObject *bound = PyDict_GetItemWithError(ns, name);
+    if (bound != obj) {
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_ValueError,
+                         "%U was rebound (by another thread) while it was being compressed: left "
+                         "as that thread left it",
+                         name);
+        }
+        goto done;
+    }
+    int same = frames_match(self, &in);
+    if (same == 0) {
+        mt_settings how = self->how;
+        how.automatic = 0; /* the codec chosen the first time */
+        if (mt_frames_compress(in.sources, in.nsources, &how, 0, NULL, 1, &frames) < 0) {
+            goto done;
+        }
+        how.automatic = self->how.automatic;
+        int described = proxy_describe(self, what, obj, &in, frames, &how);
+        what = NULL; /* the proxy's now, and so are */
+        frames = NULL;
+        same = described < 0 ? -1 : frames_match(self, &in);
+        if (same == 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "%U kept changing while it was compressed again with every Python "
+                         "thread held: something writes into it without the GIL (a thread of a "
+                         "C extension); left as it was",
+                         name);
+        }
+    }
+    if (same > 0 && PyDict_SetItem(ns, name, proxy) == 0) {
+        result = Py_NewRef(Py_None);
+    }
+done:
+    Py_XDECREF(what);
+    input_release(&in);
+    return result;
+}
+
 PyDoc_STRVAR(mt_codec_info__doc__,
              "compressed_info(proxy) -> {name, what, kind, codec, level, nbytes, cbytes, "
              "restored}; restores nothing.");
@@ -1011,6 +1145,8 @@ PyMethodDef mt_codec_methods[] = {
      mt_codec_compress__doc__},
     {"restore", (PyCFunction)(void (*)(void))mt_codec_restore, METH_VARARGS | METH_KEYWORDS,
      mt_codec_restore__doc__},
+    {"compress_commit", (PyCFunction)(void (*)(void))mt_codec_commit, METH_VARARGS | METH_KEYWORDS,
+     mt_codec_commit__doc__},
     {"compressed_info", mt_codec_info, METH_O, mt_codec_info__doc__},
     {"compress_estimate", (PyCFunction)(void (*)(void))mt_codec_estimate,
      METH_VARARGS | METH_KEYWORDS, mt_codec_estimate__doc__},

@@ -132,6 +132,23 @@ report_progress(PyObject *progress, size_t done, size_t total)
     return r ? 0 : -1;
 }
 
+/* Lets other threads run during work on memory no Python object can free,
+ * unless keep_gil: then no Python thread runs until the caller is done
+ * (see mt_frames_compress). */
+static PyThreadState *
+release_gil(int keep_gil)
+{
+    return keep_gil ? NULL : PyEval_SaveThread();
+}
+
+static void
+take_gil(PyThreadState *released)
+{
+    if (released != NULL) {
+        PyEval_RestoreThread(released);
+    }
+}
+
 /* ---- narrowing, in blocks, on every core (no GIL needed) ---- */
 
 static size_t
@@ -358,7 +375,7 @@ sample_size(const mt_source *s, const mt_transform_plan *plan, const candidate *
  * decides the codec for all, only when its sample says so.  -1 with an
  * exception on failure. */
 static int
-choose(const mt_source *src, Py_ssize_t n, mt_settings *how, mt_frame *frames)
+choose(const mt_source *src, Py_ssize_t n, mt_settings *how, int keep_gil, mt_frame *frames)
 {
     Py_ssize_t largest = -1;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -386,8 +403,8 @@ choose(const mt_source *src, Py_ssize_t n, mt_settings *how, mt_frame *frames)
                      how->nthreads) < 0) {
         return -1;
     }
-    Py_BEGIN_ALLOW_THREADS for (int c = 0; c < ncandidates && !failed; c++)
-    {
+    PyThreadState *released = release_gil(keep_gil);
+    for (int c = 0; c < ncandidates && !failed; c++) {
         for (int narrowed = 0; narrowed <= f->narrowed && !failed; narrowed++) {
             long long size =
                 sample_size(s, narrowed ? &f->plan : NULL, &candidates[c], how->nthreads, &b);
@@ -398,7 +415,8 @@ choose(const mt_source *src, Py_ssize_t n, mt_settings *how, mt_frame *frames)
             }
         }
     }
-    Py_END_ALLOW_THREADS buffers_free(&b);
+    take_gil(released);
+    buffers_free(&b);
     if (failed) {
         blosc_error(-1, "trying codecs on a sample");
         return -1;
@@ -414,7 +432,7 @@ choose(const mt_source *src, Py_ssize_t n, mt_settings *how, mt_frame *frames)
 
 int
 mt_frames_compress(const mt_source *src, Py_ssize_t n, mt_settings *how, size_t limit,
-                   PyObject *progress, mt_frame **out)
+                   PyObject *progress, int keep_gil, mt_frame **out)
 {
     size_t total = 0, done = 0, largest = 0;
     int narrowing = 0;
@@ -424,7 +442,7 @@ mt_frames_compress(const mt_source *src, Py_ssize_t n, mt_settings *how, size_t 
         PyErr_NoMemory();
         return -1;
     }
-    if (choose(src, n, how, frames) < 0) {
+    if (choose(src, n, how, keep_gil, frames) < 0) {
         goto error;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -451,15 +469,14 @@ mt_frames_compress(const mt_source *src, Py_ssize_t n, mt_settings *how, size_t 
             size_t offset = (size_t)j * CHUNK_BYTES;
             size_t len = f->nbytes - offset < CHUNK_BYTES ? f->nbytes - offset : CHUNK_BYTES;
             mt_chunk *c = &f->chunks[j];
-            int rc;
-            Py_BEGIN_ALLOW_THREADS rc =
-                pack(src[i].ptr + offset, len, f->typesize, f->narrowed ? &f->plan : NULL,
-                     how->codec, how->level, how->nthreads, &b, &c->tbytes);
+            PyThreadState *released = release_gil(keep_gil);
+            int rc = pack(src[i].ptr + offset, len, f->typesize, f->narrowed ? &f->plan : NULL,
+                          how->codec, how->level, how->nthreads, &b, &c->tbytes);
             if (rc > 0 && (c->data = PyMem_RawMalloc((size_t)rc)) != NULL) {
                 memcpy(c->data, b.packed, (size_t)rc);
             }
-            Py_END_ALLOW_THREADS if (rc <= 0)
-            {
+            take_gil(released);
+            if (rc <= 0) {
                 blosc_error(rc, "compressing");
                 goto error;
             }
@@ -470,7 +487,8 @@ mt_frames_compress(const mt_source *src, Py_ssize_t n, mt_settings *how, size_t 
             c->csize = (size_t)rc;
             c->nbytes = len;
             done += len;
-            if (report_progress(progress, done, total) < 0) {
+            /* Progress and signal handlers may run Python code. */
+            if (!keep_gil && report_progress(progress, done, total) < 0) {
                 goto error;
             }
         }
@@ -522,6 +540,44 @@ mt_frames_decompress(const mt_frame *f, char *dest, const mt_settings *how, PyOb
     }
     PyMem_RawFree(narrowed);
     return 0;
+}
+
+int
+mt_frames_match(const mt_frame *f, const char *src, const mt_settings *how)
+{
+    size_t offset = 0, largest = 0;
+    char *values = NULL, *narrowed = NULL;
+    int same = 1;
+    MT_ASSERT_GIL();
+    for (Py_ssize_t j = 0; j < f->nchunks; j++) {
+        const mt_chunk *c = &f->chunks[j];
+        largest = c->nbytes > largest ? c->nbytes : largest;
+        largest = f->narrowed && c->tbytes > largest ? c->tbytes : largest;
+    }
+    values = PyMem_RawMalloc(largest + 1);
+    narrowed = f->narrowed ? PyMem_RawMalloc(largest + 1) : NULL;
+    if (values == NULL || (f->narrowed && narrowed == NULL)) {
+        PyMem_RawFree(values);
+        PyMem_RawFree(narrowed);
+        PyErr_NoMemory();
+        return -1;
+    }
+    /* Chunk by chunk into scratch memory, the GIL held throughout. */
+    for (Py_ssize_t j = 0; j < f->nchunks && same; j++) {
+        const mt_chunk *c = &f->chunks[j];
+        size_t want = f->narrowed ? c->tbytes : c->nbytes;
+        int rc =
+            blosc_decompress_ctx(c->data, f->narrowed ? narrowed : values, want, how->nthreads);
+        int intact = rc > 0 && (size_t)rc == want;
+        if (intact && f->narrowed) {
+            intact = widen_blocks(&f->plan, narrowed, want, values, c->nbytes, how->nthreads);
+        }
+        same = intact && memcmp(values, src + offset, c->nbytes) == 0;
+        offset += c->nbytes;
+    }
+    PyMem_RawFree(values);
+    PyMem_RawFree(narrowed);
+    return same;
 }
 
 PyObject *

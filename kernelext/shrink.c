@@ -6,7 +6,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "memtamer/frames.h"
@@ -19,6 +21,9 @@
 #define BLOCK_BYTES ((npy_intp)256 << 10)
 #define PROGRESS_BYTES ((size_t)64 << 20)
 #define WRITE_BYTES ((size_t)64 << 20)
+/* A spill's file and its array are compared (and mended) in blocks this
+ * big: a multiple of any page size. */
+#define COMPARE_BYTES ((size_t)1 << 20)
 
 /* ------------------------------------------------------------------ */
 /* The measured window                                                 */
@@ -1204,7 +1209,8 @@ fill_packed(PyObject *seq, PyArrayObject *arr)
 PyDoc_STRVAR(
     mt_shrink_pack__doc__,
     "pack(ns, name, narrow=False, copy=False, dry_run=False) -> dict: numbers -> the array numpy "
-    "would make (the smallest exact one with narrow).");
+    "would make (the smallest exact one with narrow); exclusive_bytes: what the sequence and the "
+    "items only it holds take, which packing frees.");
 PyObject *
 mt_shrink_pack(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
@@ -1232,6 +1238,7 @@ mt_shrink_pack(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
         goto done;
     }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    /* What the list and the items only it holds take: what packing frees. */
     Py_ssize_t before =
         Py_TYPE(seq)->tp_basicsize + n * (Py_ssize_t)sizeof(PyObject *) + pp.freed_bytes;
     Py_ssize_t after = pp.type >= 0 ? n * type_size(pp.type) : before;
@@ -1248,8 +1255,8 @@ mt_shrink_pack(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     if (refusals == NULL ||
         !(result = Py_BuildValue("{sssNsnsnsOszsz}", "status", status, "dtype_after",
                                  pp.type >= 0 ? dtype_name(pp.type) : Py_NewRef(Py_None),
-                                 "bytes_before", before, "bytes_after", after, "refusals", refusals,
-                                 "reason", strcmp(status, "dry-run") == 0 ? NULL : reason,
+                                 "exclusive_bytes", before, "bytes_after", after, "refusals",
+                                 refusals, "reason", strcmp(status, "dry-run") == 0 ? NULL : reason,
                                  "warning", pp.type >= 0 && pp.warning[0] ? pp.warning : NULL))) {
         goto done;
     }
@@ -1356,6 +1363,121 @@ done:
     return result;
 }
 
+/* Compares len bytes of live and spilled (a shared mapping of the spill
+ * file) in blocks; where they differ, copies live's block over spilled's
+ * when fix.  Returns whether any block differed.  Each block's pages of the
+ * mapping are dropped from the process once compared (their contents stay
+ * in the file and the page cache), or the comparison would bring back into
+ * RSS what the spill took out.  Runs no Python code. */
+static int
+blocks_differ(const char *live, char *spilled, size_t len, int fix)
+{
+    int differed = 0;
+    int aligned = (uintptr_t)spilled % (uintptr_t)sysconf(_SC_PAGESIZE) == 0;
+    for (size_t at = 0; at < len; at += COMPARE_BYTES) {
+        size_t n = len - at < COMPARE_BYTES ? len - at : COMPARE_BYTES;
+        if (memcmp(live + at, spilled + at, n) != 0) {
+            differed = 1;
+            if (fix) {
+                memcpy(spilled + at, live + at, n);
+            }
+        }
+        if (aligned) {
+            madvise(spilled + at, n, MADV_DONTNEED);
+        }
+        if (differed && !fix) {
+            break;
+        }
+    }
+    return differed;
+}
+
+/* spill_write() copies the array with the GIL released, and Python code
+ * runs before the name is rebound: a thread may write into the array
+ * meanwhile.  Here, holding the GIL from the comparison to the rebinding,
+ * what differs is copied into the file's mapping, so the file holds what
+ * the array holds when the name moves and no Python thread's write is lost.
+ * A thread that writes without the GIL (a C extension's) is not held by it:
+ * a write of its during the second comparison refuses the spill, but one
+ * after it (or after the rebinding) goes to the old array and is lost. */
+PyDoc_STRVAR(mt_shrink_spill_commit__doc__,
+             "spill_commit(ns, name, array, mapped): binds ns[name], still array, to mapped (the "
+             "memmap of its spill file) once the file holds exactly what array holds now; what "
+             "threads wrote since spill_write() is copied in first, holding the GIL. ValueError "
+             "with the reason, nothing bound, if name was rebound, array changed shape or dtype, "
+             "or it keeps changing (a thread writing without the GIL).");
+PyObject *
+mt_shrink_spill_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"ns", "name", "array", "mapped", NULL};
+    PyObject *ns, *name, *obj, *mapped_obj, *copy = NULL, *result = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!UOO:spill_commit", kwlist, &PyDict_Type, &ns,
+                                     &name, &obj, &mapped_obj) ||
+        numpy_needed() < 0) {
+        return NULL;
+    }
+    MT_ASSERT_GIL();
+    PyObject *bound = PyDict_GetItemWithError(ns, name);
+    if (bound != obj) {
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_ValueError,
+                         "%U was rebound (by another thread) while it was being spilled: left as "
+                         "that thread left it",
+                         name);
+        }
+        return NULL;
+    }
+    if (!PyArray_Check(obj) || !PyArray_Check(mapped_obj) ||
+        !(PyArray_IS_C_CONTIGUOUS((PyArrayObject *)mapped_obj) ||
+          PyArray_IS_F_CONTIGUOUS((PyArrayObject *)mapped_obj))) {
+        PyErr_SetString(PyExc_TypeError, "spill_commit takes an array and its contiguous memmap");
+        return NULL;
+    }
+    PyArrayObject *arr = (PyArrayObject *)obj, *mapped = (PyArrayObject *)mapped_obj;
+    if (!PyArray_SAMESHAPE(arr, mapped) ||
+        !PyArray_EquivTypes(PyArray_DESCR(arr), PyArray_DESCR(mapped))) {
+        PyErr_Format(PyExc_ValueError,
+                     "%U changed shape or dtype (by another thread) while it was being spilled: "
+                     "left as that thread left it",
+                     name);
+        return NULL;
+    }
+    int fortran = !PyArray_IS_C_CONTIGUOUS(mapped);
+    PyArrayObject *live = arr;
+    if (fortran ? !PyArray_IS_F_CONTIGUOUS(arr) : !PyArray_IS_C_CONTIGUOUS(arr)) {
+        copy = PyArray_NewCopy(arr, fortran ? NPY_FORTRANORDER : NPY_CORDER);
+        if (copy == NULL) {
+            return NULL;
+        }
+        live = (PyArrayObject *)copy;
+    }
+    size_t len = (size_t)PyArray_NBYTES(arr);
+    int fix = PyArray_ISWRITEABLE(mapped);
+    if (blocks_differ(PyArray_BYTES(live), PyArray_BYTES(mapped), len, fix)) {
+        if (!fix) {
+            PyErr_Format(PyExc_ValueError,
+                         "%U changed while it was being spilled, and its file is mapped read-only "
+                         "(as the array was), so the change cannot be copied in: left as it was",
+                         name);
+            goto done;
+        }
+        if (blocks_differ(PyArray_BYTES(live), PyArray_BYTES(mapped), len, 0)) {
+            PyErr_Format(PyExc_ValueError,
+                         "%U kept changing while its changes were copied into its spill file "
+                         "with every Python thread held: something writes into it without the "
+                         "GIL (a thread of a C extension); left as it was",
+                         name);
+            goto done;
+        }
+    }
+    if (PyDict_SetItem(ns, name, mapped_obj) == 0) {
+        result = Py_NewRef(Py_None);
+    }
+done:
+    Py_XDECREF(copy);
+    return result;
+}
+
 /* The _core methods of this file; module.c adds them at init. */
 PyMethodDef mt_shrink_methods[] = {
     {"shrink_window_begin", mt_shrink_window_begin, METH_NOARGS, mt_shrink_window_begin__doc__},
@@ -1372,5 +1494,7 @@ PyMethodDef mt_shrink_methods[] = {
      mt_shrink_pack__doc__},
     {"spill_write", (PyCFunction)(void (*)(void))mt_shrink_spill_write,
      METH_VARARGS | METH_KEYWORDS, mt_shrink_spill_write__doc__},
+    {"spill_commit", (PyCFunction)(void (*)(void))mt_shrink_spill_commit,
+     METH_VARARGS | METH_KEYWORDS, mt_shrink_spill_commit__doc__},
     {NULL, NULL, 0, NULL},
 };

@@ -49,3 +49,31 @@ def fresh_kernel():
     k = Kernel()
     yield k
     k.shutdown()
+
+
+def writer_thread(name, items=2**23, make="np.zeros({items})"):
+    """A cell that binds name to make (items float64 zeros) and starts a daemon thread
+    that adds 1 to one item of name at a time (looking the name up each time,
+    as code using a global does) and counts its writes in name_writes, until
+    name_running is False.  The sum of name is then the count of writes,
+    unless writes were lost."""
+    return (f"import threading, numpy as np\n"
+            f"{name} = {make.format(items=items)}\n"
+            f"{name}_writes = 0\n"
+            f"{name}_running = True\n"
+            f"def {name}_write():\n"
+            f"    global {name}_writes\n"
+            f"    i = 0\n"
+            f"    while {name}_running:\n"
+            f"        {name}[i] += 1\n"
+            f"        {name}_writes += 1\n"
+            f"        i = (i + 7919) % {items}\n"
+            f"{name}_thread = threading.Thread(target={name}_write, daemon=True)\n"
+            f"{name}_thread.start()\n")
+
+
+def stop_writer(kernel, name):
+    """Stops the thread of writer_thread(name); returns (its writes, the sum
+    of name), read without restoring anything before a cell."""
+    kernel.run(f"{name}_running = False\n{name}_thread.join()")
+    return kernel.query(f"[{name}_writes, int(np.asarray(globals()[{name!r}]).sum())]")

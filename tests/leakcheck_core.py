@@ -141,6 +141,15 @@ def shrink(i):
     with tempfile.TemporaryDirectory() as tmp:
         _core.spill_write(np.ones(1000), os.path.join(tmp, "spill"))
         expect_error(_core.spill_write, np.ones(10), os.path.join(tmp, "no", "such", "dir"))
+        # Committed as written, after a change (copied in), and refused.
+        spilled = {"a": np.arange(1000.0)}
+        _core.spill_write(spilled["a"], os.path.join(tmp, "commit"))
+        mapped = np.memmap(os.path.join(tmp, "commit"), dtype=float, mode="r+", shape=(1000,))
+        spilled["a"][7] = -1
+        expect_error(_core.spill_commit, spilled, "a", np.ones(1000), mapped)
+        _core.spill_commit(spilled, "a", spilled["a"], mapped)
+        assert spilled["a"] is mapped and mapped[7] == -1
+        del mapped, spilled
 
 
 # The compressed proxy: restored by use (rebinding its name), by restore(),
@@ -164,6 +173,14 @@ def codec(i):
     assert _core.restore(proxy) == [1, "x", 2.5] and len(proxy) == 3
     proxy = _core.compress({"k": np.ones(10)}, "q", owner=owner)
     assert pickle.loads(pickle.dumps(proxy))["k"].sum() == copy.deepcopy(proxy)["k"].sum() == 10
+    # Committed as compressed, after a change (compressed again), and refused.
+    bound = {"a": np.arange(10_000.0), "p": [1, 2.5]}
+    for name in ("a", "p"):
+        proxy = _core.compress(bound[name], name)
+        expect_error(_core.compress_commit, bound, name, [0], proxy)
+        bound[name][1] = -1
+        _core.compress_commit(bound, name, bound[name], proxy)
+        assert bound[name] is proxy and _core.restore(proxy)[1] == -1
     expect_error(_core.compress, [by_name], "f")
     _core.compress_estimate(array, codec="zstd", level=3)
     _core.codecs()
@@ -281,8 +298,9 @@ calls = {
     "variables": ledger, "ledger": ledger, "set_walk_budget": ledger,
     "shrink_window_begin": shrink, "shrink_window_end": shrink, "inplace_check": shrink,
     "downcast_plan": shrink, "shrink_options": shrink, "downcast": shrink, "pack": shrink, "spill_write": shrink,
+    "spill_commit": shrink,
     "compress": codec, "compress_estimate": codec, "codecs": codec, "restore": codec,
-    "compressed_info": codec,
+    "compressed_info": codec, "compress_commit": codec,
     "rules_read": rules, "rules_check": rules, "rules_load": rules, "rules_clear": rules, "rules_table": rules,
     "rules_enable": rules, "policy_evaluate": rules, "policy_acted_on": rules,
     "parse_level": rules, "parse_size": rules, "closest": rules, "format_size": rules,

@@ -1,10 +1,16 @@
 """%shrink compress in a real kernel: what it refuses (and why), the sizes it
 reports, and the proxy that restores itself on any use, from any thread,
-through Ctrl-C and %unload_ext."""
+through Ctrl-C and %unload_ext; no write of a thread is lost by compress or
+spill, and a thread writing without the GIL is refused, not lost."""
+
+import os
+import subprocess
 
 import pytest
 
-from conftest import MiB
+from conftest import MiB, stop_writer, writer_thread
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MAXRSS = "__import__('resource').getrusage(0).ru_maxrss * 1024"
 RSS = "[int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmRSS')][0]"
@@ -197,3 +203,71 @@ def test_unload_restores_every_proxy(kernel):
         assert kernel.query("int(globals()['kept'].sum())") == sum(range(2**18))
     finally:
         kernel.run("%load_ext memtamer")
+
+
+def test_a_name_bound_to_the_same_object_is_not_said_to_be_inside_it(kernel):
+    kernel.run("same_a = np.zeros(2**18)\nsame_1 = same_a\nsame_2 = same_1")
+    row = shrink_row(kernel, "same_1")
+    assert row["status"] == "refused"
+    assert row["reason"].startswith("same_2, same_a are the same object (bound to it too), so "
+                                    "compressing same_1 would free nothing"), row["reason"]
+    assert "inside" not in row["reason"]
+    kernel.run("del same_a, same_1, same_2\nsame_2 = [np.zeros(2**18)]\nsame_1 = same_2[0]")
+    # What is inside it is still called so.
+    assert shrink_row(kernel, "same_2")["reason"].startswith("same_1 is inside it")
+    kernel.run("del same_1, same_2")
+
+
+SHRUNK_TO = {"compress": "ratio", "spill": "np.memmap"}
+
+
+@pytest.mark.parametrize("action, make, items", [("compress", "np.zeros({items})", 2**23),
+                                                 ("compress", "[0] * {items}", 2**20),
+                                                 ("spill", "np.zeros({items})", 2**23)],
+                         ids=["compress-array", "compress-list", "spill-array"])
+def test_no_write_of_a_python_thread_is_lost(kernel, action, make, items):
+    kernel.run(writer_thread("written", items, make))
+    started = kernel.query("written_writes")
+    out = kernel.run(f"%shrink {action} written")
+    table = out["data"][-1]["text/plain"]  # after any progress shown on a slow machine
+    assert "REFUSED" not in table and SHRUNK_TO[action] in table, table
+    writes, total = stop_writer(kernel, "written")
+    assert writes > started  # the thread wrote while the action ran
+    assert total == writes
+    kernel.run("del written")
+
+
+@pytest.fixture(scope="module")
+def gil_free_writer(tmp_path_factory):
+    """The path of a shared library whose thread writes without the GIL."""
+    library = tmp_path_factory.mktemp("writer") / "gil_free_writer.so"
+    subprocess.run(["cc", "-std=c11", "-O1", "-shared", "-fPIC", "-o", str(library),
+                    os.path.join(ROOT, "tests/c/gil_free_writer.c"), "-lpthread"], check=True)
+    return library
+
+
+@pytest.mark.parametrize("action", ["compress", "spill"])
+def test_a_thread_writing_without_the_gil_is_refused_not_lost(kernel, gil_free_writer, action):
+    kernel.run(f"import ctypes\n"
+               f"writer = ctypes.CDLL({str(gil_free_writer)!r})\n"
+               f"writer.start_writing.argtypes = [ctypes.c_void_p, ctypes.c_size_t]\n"
+               f"writer.stop_writing.restype = ctypes.c_longlong\n"
+               f"free_written = np.zeros(2**23)\n"
+               f"keep_alive = [free_written]  # the thread may outlive its binding\n"
+               f"assert writer.start_writing(free_written.ctypes.data, free_written.size) == 0")
+    # The thread writes all along, and the GIL does not hold it: both tries
+    # see it change.  Only a scheduler that starves it for the whole action
+    # could let one through, and its later writes would then be lost (README).
+    for attempt in range(3):
+        kernel.run("free_written = keep_alive[0]")
+        row = kernel.query(f"memtamer.shrink({action!r}, 'free_written', copy=True)"
+                           f"['free_written']")
+        if row["status"] == "refused":
+            break
+    assert row["status"] == "refused", row
+    assert "something writes into it without the GIL (a thread of a C extension); left as it " \
+           "was" in row["reason"], row["reason"]
+    assert kernel.query("type(free_written).__name__") == "ndarray"
+    writes, total = kernel.query("[writer.stop_writing(), int(free_written.sum())]")
+    assert total == writes > 0
+    kernel.run("del free_written, keep_alive")

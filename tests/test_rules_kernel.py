@@ -10,8 +10,9 @@ import time
 
 import pytest
 
+from conftest import stop_writer, writer_thread
 from kernel import Kernel
-from memtamer.rules import discover
+from memtamer.rules import PAST_TENSE, discover
 
 MiB = 1024**2
 _clock = itertools.count(1)
@@ -368,3 +369,117 @@ def test_a_rules_path_that_is_a_fifo_neither_blocks_the_load_nor_a_cell(tmp_path
         kernel.run("x = 1", timeout=120)
     finally:
         kernel.shutdown()
+
+
+@pytest.mark.parametrize("action", ["compress", "spill"])
+def test_no_write_of_a_python_thread_is_lost_by_a_rule(k, rules_file, action):
+    name = f"written_{action}"
+    write_rules(rules_file, f"""\
+        version: 1
+        rules:
+          - name: {action}-written
+            when: {{created: true}}
+            match: {{name: {name}}}
+            do: {action}
+        """)
+    out = k.run(writer_thread(name))  # the rule acts while the thread writes
+    [line] = rule_lines(out)
+    assert line.startswith(f"memtamer rule {action}-written: {PAST_TENSE[action]} {name} 64 MiB -> ")
+    writes, total = stop_writer(k, name)
+    assert total == writes > 0
+    write_rules(rules_file, "version: 1\nrules: []\n")
+    k.run(f"del {name}")
+
+
+STOP_MODULE = """\
+\"\"\"Pickling a Stop the second time is Ctrl-C: the first is compress's check.\"\"\"
+import os
+import signal
+
+calls = 0
+
+
+class Stop:
+    def __reduce__(self):
+        global calls
+        calls += 1
+        if calls == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return (Stop, ())
+"""
+
+
+def test_ctrl_c_during_a_rules_action_is_one_line_and_logged(k, rules_file, tmp_path):
+    (tmp_path / "pickling_stops.py").write_text(STOP_MODULE)
+    k.run(f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\nfrom pickling_stops import Stop")
+    write_rules(rules_file, """\
+        version: 1
+        rules:
+          - name: compress-ki
+            when: {created: true}
+            match: {name: "ki_*"}
+            order: largest
+            do: compress
+          - name: notice-ki
+            when: {created: true}
+            match: {name: "ki_*"}
+            do: notice
+        """)
+    out = k.run("ki_big = np.zeros(2**21)\nki_mid = [b'0' * 2**22, Stop()]\n"
+                "ki_small = np.zeros(2**18)")
+    assert "Error in callback" not in out["stdout"] + out["stderr"]
+    assert "Traceback" not in out["stdout"] + out["stderr"]
+    assert out["error"] is None
+    [line] = [l for l in out["stdout"].splitlines()
+              if l.startswith("memtamer") and not l.startswith("memtamer: rules from")]
+    assert line.startswith("memtamer rule compress-ki: Ctrl-C during compress ki_mid: ki_mid left "
+                           "as it was; ki_small not acted on; before it: compressed ki_big "
+                           "16 MiB -> "), line
+    assert line.endswith("; not run after this cell: notice-ki"), line
+    assert k.query("type(ki_mid).__name__") == "list"
+    assert k.query("[len(ki_mid[0]), type(ki_mid[1]).__name__]") == [2**22, "Stop"]
+    assert k.query("type(ki_small).__name__") == "ndarray"
+    logged = [(a["name"], a["status"], a["reason"]) for a in actions_of(k, "compress-ki")]
+    assert logged[0][:2] == ("ki_big", "done")
+    assert logged[1:] == [("ki_mid", "interrupted", "ki_mid left as it was; ki_small not acted on")]
+    assert actions_of(k, "notice-ki") == []
+    report = k.run("%memreport actions")["stdout"]
+    assert "compress-ki: compress ki_mid interrupted (ki_mid left as it was; ki_small not acted " \
+           "on)" in report, report
+    write_rules(rules_file, "version: 1\nrules: []\n")
+    k.run("del ki_big, ki_mid, ki_small")
+
+
+def test_pack_reports_the_size_a_dry_run_shows(k, rules_file):
+    write_rules(rules_file, """\
+        version: 1
+        rules:
+          - name: pack-pk
+            when: {created: true}
+            match: {name: "pk_*"}
+            order: largest
+            do: pack
+        """)
+    # pk_copy holds the very floats pk_list holds: packed first, pk_list
+    # frees only its pointers, and still was its deep size before.
+    make = ("import sys\npk_list = [float(i) for i in range(200_000)]\npk_copy = list(pk_list)\n"
+            "deep = {n: sys.getsizeof(v) + sum(map(sys.getsizeof, v)) "
+            "for n, v in [('pk_list', pk_list), ('pk_copy', pk_copy)]}")
+    k.run("%memrules off")
+    k.run(make)
+    dry = k.query("memtamer.shrink('pack', 'pk_list', dry_run=True)['pk_list']")
+    assert dry["bytes_before"] == k.query("deep['pk_list']")
+    k.run("del pk_list, pk_copy\n%memrules on")
+    out = k.run(make)
+    [line] = rule_lines(out)
+    logged = {a["name"]: a for a in actions_of(k, "pack-pk")}
+    deep = k.query("deep")
+    assert logged["pk_list"]["bytes_before"] == deep["pk_list"] == dry["bytes_before"]
+    assert logged["pk_copy"]["bytes_before"] == deep["pk_copy"]
+    # Its floats stayed, held by pk_copy: what it freed is said.
+    assert logged["pk_list"]["reason"].startswith("4.6 MiB of its items are also held elsewhere "
+                                                  "and stay in memory: packing frees ")
+    assert logged["pk_copy"]["reason"] == ""
+    assert "pk_list 6.1 MiB -> 1.5 MiB" in line, line
+    write_rules(rules_file, "version: 1\nrules: []\n")
+    k.run("del pk_list, pk_copy")

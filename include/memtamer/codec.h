@@ -24,6 +24,7 @@ PyObject *mt_codec_make_type(PyObject *module);
 PyObject *mt_codec_compress(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *mt_codec_estimate(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *mt_codec_restore(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *mt_codec_commit(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *mt_codec_info(PyObject *module, PyObject *proxy);
 
 /* The _core methods codec.c defines. */

@@ -10,7 +10,8 @@
  * sample decides whether narrowing pays.  Round trips are bit-exact.
  *
  * Every function here needs the GIL; the blosc calls and the transform run
- * with it released, on memory no Python object can free meanwhile. */
+ * with it released (unless the caller asks to keep it), on memory no Python
+ * object can free meanwhile. */
 #ifndef MEMTAMER_FRAMES_H
 #define MEMTAMER_FRAMES_H
 
@@ -63,9 +64,19 @@ int mt_frames_parse_settings(PyObject *codec, PyObject *level, PyObject *threads
 
 /* Compresses the first `limit` bytes of each of the n sources (all of them
  * when limit is 0) into *out, n frames; with 'auto', how->codec and level
- * become the ones chosen.  On failure nothing is left allocated.  -1/0. */
+ * become the ones chosen.  On failure nothing is left allocated.  -1/0.
+ * Other threads run during the work and progress is reported, unless
+ * keep_gil: then the GIL is held from start to end and no Python code runs
+ * (no progress, no signal handlers), so no Python thread can write into
+ * the sources meanwhile. */
 int mt_frames_compress(const mt_source *src, Py_ssize_t n, mt_settings *how, size_t limit,
-                       PyObject *progress, mt_frame **out);
+                       PyObject *progress, int keep_gil, mt_frame **out);
+
+/* Whether f gives back exactly the f->nbytes bytes at src: 1 yes, 0 no (or
+ * f is corrupt), -1 with MemoryError.  Holds the GIL throughout and runs no
+ * Python code, so a caller that goes on holding it knows what a Python
+ * thread sees. */
+int mt_frames_match(const mt_frame *f, const char *src, const mt_settings *how);
 
 /* Decompresses f into dest (f->nbytes bytes), adding to *done and reporting
  * progress against total.  -1/0. */

@@ -300,6 +300,11 @@ def _sample(value, nbytes):
     return sample, length / len(sample)
 
 
+def _same_object(ns, entries, name):
+    """Other variables bound to the very object ns[name] is."""
+    return sorted(e["name"] for e in entries if e["name"] != name and ns.get(e["name"]) is ns[name])
+
+
 def _shared_with(ns, entries, name):
     """Other variables whose objects are inside ns[name]: compressing would
     give it copies of them (immutable atoms such as str or int do not count)."""
@@ -336,7 +341,14 @@ def _compress_plan(shell, ns, name, options):
     entry = next((e for e in entries if e["name"] == name), None)
     nbytes = entry["bytes"] if entry else _core.deep_size(ns[name])[0]
     row["bytes_before"] = row["bytes_after"] = nbytes
-    shared = _shared_with(ns, entries, name) if entry else []
+    same = _same_object(ns, entries, name)
+    if same and not options["copy"]:
+        one = len(same) == 1
+        return dict(row, reason=f"{', '.join(same)} {'is' if one else 'are'} the same object "
+                                f"(bound to it too), so compressing {name} would free nothing "
+                                f"(add --copy to compress it anyway: {name} would then be a "
+                                f"copy, and changes would no longer show on both sides)")
+    shared = [n for n in _shared_with(ns, entries, name) if n not in same] if entry else []
     if shared:
         one = len(shared) == 1
         return dict(row, reason=f"{', '.join(shared)} {'is' if one else 'are'} inside it and also "
@@ -385,17 +397,23 @@ def _compress(shell, ns, name, options, progress):
     row = _compress_plan(shell, ns, name, options)
     if row["status"] == "refused" or options["dry_run"]:
         return dict(row, status=row["status"] if row["status"] == "refused" else "dry-run")
+    source = ns[name]
     try:
-        proxy = _core.compress(ns[name], name, codec=options["codec"], level=options["level"],
+        proxy = _core.compress(source, name, codec=options["codec"], level=options["level"],
                                progress=progress, owner=_owner(shell, ns))
-    except ValueError as exc:  # found only in the full pickle: by reference (see codec.c)
+        after = _core.deep_size(proxy)[0]
+        if after * MIN_COMPRESS_RATIO > row["bytes_before"]:  # the sample was too hopeful
+            return dict(row, status="refused", bytes_after=row["bytes_before"],
+                        reason=f"compressed it takes {format_size(after)} of its "
+                               f"{format_size(row['bytes_before'])}: not worth it, left as it was")
+        # Threads may have written into it since it was read: compress_commit
+        # compares, compresses again if so, and rebinds, holding the GIL.
+        _core.compress_commit(ns, name, source, proxy)
+    except ValueError as exc:  # by reference (see codec.c), or changed by a thread
         return dict(row, status="refused", bytes_after=row["bytes_before"], reason=str(exc))
+    finally:
+        del source
     after = _core.deep_size(proxy)[0]
-    if after * MIN_COMPRESS_RATIO > row["bytes_before"]:  # the sample was too hopeful
-        return dict(row, status="refused", bytes_after=row["bytes_before"],
-                    reason=f"compressed it takes {format_size(after)} of its "
-                           f"{format_size(row['bytes_before'])}: not worth it, left as it was")
-    ns[name] = proxy
     info = _core.compressed_info(proxy)
     compressed_names[name] = (info["cbytes"], row["bytes_before"])
     return dict(row, status="done", bytes_after=after,
@@ -434,10 +452,20 @@ def _restore_refusal(shell, ns, name, options):
 
 def _pack_row(shell, ns, name, options, dry_run):
     kind = type(ns[name])
+    # Measured before pack rebinds it: the same figure a dry run shows.
+    deep = _core.deep_size(ns[name])[0] if isinstance(ns[name], (list, tuple)) else None
     row = _core_call(_core.pack, ns, name, narrow=options["narrow"], copy=options["copy"],
                      dry_run=dry_run)
+    row["bytes_before"] = deep if deep is not None else row["exclusive_bytes"]
     if row["refusals"] and row["status"] == "refused" and row["dtype_after"]:
         row["reason"] += ": " + refusal_text(shell, ns, name, row["refusals"])
+    # Items held elsewhere too stay in memory: worth a word when more stays than goes.
+    stays = row["bytes_before"] - row["exclusive_bytes"]
+    frees = max(0, row["exclusive_bytes"] - row["bytes_after"])
+    if row["status"] != "refused" and stays > frees:
+        row["reason"] = "; ".join(filter(None, [
+            row["reason"], f"{format_size(stays)} of its items are also held elsewhere and stay "
+                           f"in memory: packing frees {format_size(frees)}"]))
     if row["status"] != "refused" and row["warning"]:
         row["reason"] = "; ".join(filter(None, [row["warning"], row["reason"]]))
     row["detail"] = f"{kind.__name__} → {row['dtype_after']} array" if row["dtype_after"] else kind.__name__
@@ -490,8 +518,9 @@ def _spill(shell, ns, name, options, progress):
     if options["dry_run"]:
         return dict(row, status="dry-run")
     path = spill_files.new_path(options["dir"], name)
-    array = ns[name] if ns[name].flags.c_contiguous or ns[name].flags.f_contiguous else \
-        np.ascontiguousarray(ns[name])
+    source = ns[name]
+    array = source if source.flags.c_contiguous or source.flags.f_contiguous else \
+        np.ascontiguousarray(source)
     order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
     # A read-only array stays read-only: its file is mapped read-only.
     mode = "r+" if array.flags.writeable else "r"
@@ -503,7 +532,14 @@ def _spill(shell, ns, name, options, progress):
         raise
     del array
     spill_files.keep(path, mapped)
-    ns[name] = mapped
+    # Threads may have written into it since it was written out: spill_commit
+    # copies their writes into the file and rebinds, holding the GIL.
+    try:
+        _core.spill_commit(ns, name, source, mapped)
+    except ValueError as exc:  # the file goes with mapped
+        return dict(row, status="refused", bytes_after=row["bytes_before"], reason=str(exc))
+    finally:
+        del source
     return dict(row, status="done", detail=f"→ np.memmap {path}")
 
 

@@ -199,18 +199,35 @@ class Rules:
     # ---- after each cell ---------------------------------------------------
 
     def after_cell(self):
-        self.reload_if_changed()
-        actions = _core.policy_evaluate(False)
+        """Runs what the rules ask for now.  Ctrl-C stops it (IPython would
+        print a raw traceback for a callback that raises): the action under
+        way is logged as interrupted, the rest do not run, and one line says
+        what was left as it was."""
+        try:
+            self.reload_if_changed()
+            actions = _core.policy_evaluate(False)
+        except KeyboardInterrupt:
+            print("memtamer: Ctrl-C while the rules chose what to do after this cell: "
+                  "no rule acted, every variable is as it was")
+            return
         if actions:
             rules = _core.rules_table()["rules"]
             when = {rule["name"]: describe_when(rule["when"]) for rule in rules}
-        for action in actions:
+        for position, action in enumerate(actions):
             action["when"] = when[action["rule"]]
-            rows = self._run(action)
+            try:
+                rows = self._run(action)
+            except KeyboardInterrupt:  # one that is not per variable (collect, ...)
+                rows = [dict(cell=action["cell"], rule=action["rule"], action=action["do"],
+                             name=None, status="interrupted", bytes_before=None,
+                             bytes_after=None, reason="")]
             _core.policy_acted_on(action["rule"], [r["name"] for r in rows
                                                    if r["name"] in self.shell.user_ns])
             self.actions.extend(rows)
-            print(notice(action, rows))
+            skipped = [a["rule"] for a in actions[position + 1:]]
+            print(notice(action, rows, skipped))
+            if rows and rows[-1]["status"] == "interrupted":
+                break
 
     def _run(self, action):
         do = action["do"]
@@ -235,15 +252,30 @@ class Rules:
         kernel is back under the rule's until level."""
         ns = self.shell.user_ns
         rows = []
-        for name, _ in action["targets"]:
+        targets = [name for name, _ in action["targets"]]
+        for position, name in enumerate(targets):
             if action["until"] is not None and _core.process()["rss"] < action["until"]:
                 break
+            # Its id, not the object: a reference would make it look held.
+            original = id(ns.get(name))
             try:
                 options = dict(action["options"])
                 row = shrinker.run(self.shell, ns, action["do"], [name], options)[name]
             except UsageError as exc:
                 row = {"status": "refused", "bytes_before": None, "bytes_after": None,
                        "reason": str(exc)}
+            except KeyboardInterrupt:
+                # Every action leaves its variable as it was when interrupted,
+                # unless the Ctrl-C came after it rebound the name.
+                kept = id(ns.get(name)) == original
+                left = targets[position + 1:]
+                reason = (f"{name} left as it was" if kept else
+                          f"{name} {PAST_TENSE[action['do']]} before the Ctrl-C took effect")
+                if left:
+                    reason += f"; {', '.join(left)} not acted on"
+                rows.append(dict(base, name=name, status="interrupted", bytes_before=None,
+                                 bytes_after=None, reason=reason))
+                break
             rows.append(dict(base, name=name, status=row["status"],
                              bytes_before=row.get("bytes_before"),
                              bytes_after=row.get("bytes_after"), reason=row.get("reason") or ""))
@@ -259,9 +291,21 @@ class Rules:
                     reason="")
 
 
-def notice(action, rows):
-    """The one line under the cell: rule, what it did, bytes before -> after."""
+def notice(action, rows, skipped=()):
+    """The one line under the cell: rule, what it did, bytes before -> after;
+    after a Ctrl-C, what was left as it was and the rules (skipped) that
+    did not run."""
     head = f"memtamer rule {action['rule']}: "
+    if rows and rows[-1]["status"] == "interrupted":
+        line = head + "Ctrl-C during " + (f"{action['do']} {rows[-1]['name']}: "
+                                          if rows[-1]["name"] else f"{action['do']}: ")
+        line += rows[-1]["reason"] or "the kernel's variables are as they were"
+        done = notice(action, rows[:-1]).removeprefix(head) if rows[:-1] else ""
+        if done:
+            line += f"; before it: {done}"
+        if skipped:
+            line += f"; not run after this cell: {', '.join(skipped)}"
+        return line
     if action["do"] == "notice":
         if rows and rows[0]["name"] is None:
             return (head + f"{action['when'] or 'after the cell'}: "
