@@ -28,9 +28,11 @@
  * microseconds of CPU in a VM, and most cells run far below the budget. */
 #define GROWTH_BYTES_PER_US 4096LL
 #define MAX_NAP_US 200000L
-/* How often the watcher looks at the cell's children: walking /proc for
- * them costs ten times a read of statm. */
-#define CHILD_LOOK_SECONDS 0.1
+/* How often the watcher looks at the cell's children while any lives: a
+ * child that writes 256 MiB and ends 200 ms later is seen within 10%.
+ * Walking /proc for them costs ten times a read of statm; with none alive
+ * a look is one waitid. */
+#define CHILD_LOOK_US 10000L
 /* After a trip the ceiling rises by budget/GRACE_DIVISOR (at least
  * GRACE_MIN, at most half the room left under the limit). */
 #define GRACE_DIVISOR 16
@@ -44,8 +46,9 @@ typedef struct {
     long long ceiling;
     long long shared_use; /* working set when the shared limit was crossed, else -1 */
     long long shared_limit, shared_reserve;
-    long long child_rss;
+    long long child_owned; /* the killed child's private memory */
     pid_t child_pid;
+    char child_comm[16];
     long long serial;
 } trip_record;
 
@@ -70,11 +73,11 @@ typedef struct mt_guard {
     _Atomic long long grace;          /* added to ceiling by each trip */
     _Atomic long long sample_rss;     /* RSS when last read ... */
     _Atomic long long sample_counted; /* ... and mt_heap_counted() then */
-    _Atomic long long children_rss;   /* the cell's children, last seen */
-    /* The most private memory the cell's children held together when the
-     * watcher looked, -1 when it could not tell; and the RSS they shared
-     * with others (the kernel's pages, for a forked child) at that look. */
-    _Atomic long long children_private_peak, children_shared_at_peak;
+    _Atomic long long children_owned; /* what the cell's children own, last seen */
+    /* The most they owned together at a look, their RSS then, and whether
+     * some child's private memory was unreadable (mt_guard_children_peak). */
+    _Atomic long long children_peak_owned, children_rss_at_peak;
+    _Atomic int children_unreadable;
     _Atomic long long cell_serial;    /* which cell is armed */
     _Atomic long long cell_start_use; /* RSS when it began */
 
@@ -120,6 +123,7 @@ typedef struct mt_guard {
     mt_probe probe;        /* the watcher's own /proc files */
     mt_probe_children_mark children;
     double children_looked; /* when the watcher last looked at them */
+    int children_alive;     /* how many it saw then */
     long poll_us;
     int psi_fd;
     _Atomic long long polls;
@@ -148,7 +152,7 @@ trip_claim(mt_guard *g, int replace_pending)
  * grace then goes to the room under the shared limit. */
 static void
 trip_publish(mt_guard *g, mt_guard_layer layer, long long requested, long long use, pid_t child,
-             long long child_size, long long shared_use)
+             long long child_owned, const char *child_comm, long long shared_use)
 {
     long long at = atomic_load(&g->ceiling);
     g->trip.layer = layer;
@@ -159,7 +163,8 @@ trip_publish(mt_guard *g, mt_guard_layer layer, long long requested, long long u
     g->trip.shared_limit = atomic_load(&g->shared_limit);
     g->trip.shared_reserve = atomic_load(&g->shared_reserve);
     g->trip.child_pid = child;
-    g->trip.child_rss = child_size;
+    g->trip.child_owned = child_owned;
+    snprintf(g->trip.child_comm, sizeof g->trip.child_comm, "%s", child_comm ? child_comm : "");
     g->trip.serial = atomic_load(&g->cell_serial);
     if (shared_use >= 0) {
         atomic_fetch_add(&g->shared_margin, atomic_load(&g->grace));
@@ -176,7 +181,7 @@ static long long
 estimated_use(mt_guard *g)
 {
     long long grown = mt_heap_counted() - atomic_load(&g->sample_counted);
-    return atomic_load(&g->sample_rss) + (grown > 0 ? grown : 0) + atomic_load(&g->children_rss);
+    return atomic_load(&g->sample_rss) + (grown > 0 ? grown : 0) + atomic_load(&g->children_owned);
 }
 
 /* Room the shared limit leaves for this kernel's next bytes: the limit
@@ -219,7 +224,7 @@ refuse(void *ctx, size_t size, mt_heap_hook hook)
         return 0;
     }
     if (trip_claim(g, 0)) {
-        trip_publish(g, layer, (long long)size, use, 0, 0, own_over ? -1 : working);
+        trip_publish(g, layer, (long long)size, use, 0, 0, NULL, own_over ? -1 : working);
     }
     return 1;
 }
@@ -253,20 +258,24 @@ nap_us(const mt_guard *g, long long use, long long shared_left)
     if (us < g->poll_us) {
         us = g->poll_us;
     }
-    return us > MAX_NAP_US ? MAX_NAP_US : (long)us;
+    long most = g->children_alive > 0 ? CHILD_LOOK_US : MAX_NAP_US;
+    return us > most ? most : (long)us;
 }
 
-static void
+/* 1 when memory pressure ended the nap early. */
+static int
 nap(mt_guard *g, long us)
 {
     if (g->psi_fd >= 0) {
         struct pollfd pfd = {g->psi_fd, POLLPRI, 0};
-        if (poll(&pfd, 1, (int)(us / 1000)) >= 0) {
-            return;
+        int ready = poll(&pfd, 1, (int)(us / 1000));
+        if (ready >= 0) {
+            return ready > 0;
         }
     }
     struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
     nanosleep(&ts, NULL);
+    return 0;
 }
 
 /* One look at the process and the memory it shares; no GIL, no Python
@@ -294,19 +303,22 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
         *shared_left = atomic_load(&g->shared_limit) - atomic_load(&g->shared_reserve) +
                        atomic_load(&g->shared_margin) - working;
     }
-    mt_probe_children_rss kids = {0};
+    mt_probe_children_use kids = {0};
     if (look_at_children) {
         mt_probe_children_now(&g->probe, mark, &kids);
-        atomic_store(&g->children_rss, kids.total);
-        long long seen = atomic_load(&g->children_private_peak);
-        if (seen >= 0 && (kids.private_total < 0 || kids.private_total > seen)) {
-            /* Only this thread writes them (and cell begin, between cells). */
-            atomic_store(&g->children_shared_at_peak, kids.total - kids.private_total);
-            atomic_store(&g->children_private_peak, kids.private_total);
+        g->children_alive = kids.count;
+        atomic_store(&g->children_owned, kids.owned);
+        /* Only this thread writes the peak (and cell begin, between cells). */
+        if (kids.owned > atomic_load(&g->children_peak_owned)) {
+            atomic_store(&g->children_rss_at_peak, kids.rss_total);
+            atomic_store(&g->children_peak_owned, kids.owned);
+        }
+        if (kids.unreadable) {
+            atomic_store(&g->children_unreadable, 1);
         }
     }
     mt_postmortem_sample(g->postmortem, rss);
-    long long use = rss + atomic_load(&g->children_rss);
+    long long use = rss + atomic_load(&g->children_owned);
     /* Others growing is no reason to stop this cell: only its own growth. */
     int shared_over = *shared_left < 0 && use > atomic_load(&g->cell_start_use);
     int own_over = use > atomic_load(&g->ceiling);
@@ -314,17 +326,21 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
         return use;
     }
     /* The cell's children are what crossed it when the kernel itself is
-     * within its ceiling, or grew less than the biggest of them. */
+     * within its ceiling, or grew less than the biggest of them owns. */
     long long shared_use = own_over ? -1 : working;
     int children_crossed = own_over ? rss <= atomic_load(&g->ceiling)
-                                    : kids.biggest_rss > rss - atomic_load(&g->cell_start_use);
+                                    : kids.biggest_owned > rss - atomic_load(&g->cell_start_use);
+    char comm[16] = "";
+    long long child_rss;
     if (look_at_children && kids.biggest_pid > 0 && children_crossed &&
+        mt_probe_pid_rss(&g->probe, kids.biggest_pid, &child_rss, comm, sizeof comm) == 0 &&
         kill(kids.biggest_pid, SIGKILL) == 0) {
-        atomic_store(&g->children_rss, kids.total - kids.biggest_rss);
-        trip_publish(g, MT_GUARD_CHILD, -1, use, kids.biggest_pid, kids.biggest_rss, shared_use);
+        atomic_store(&g->children_owned, kids.owned - kids.biggest_owned);
+        trip_publish(g, MT_GUARD_CHILD, -1, use, kids.biggest_pid, kids.biggest_owned, comm,
+                     shared_use);
     }
     else {
-        trip_publish(g, MT_GUARD_WATCHER, -1, use, 0, 0, shared_use);
+        trip_publish(g, MT_GUARD_WATCHER, -1, use, 0, 0, NULL, shared_use);
     }
     /* A real signal, not only PyErr_SetInterruptEx: it also breaks the main
      * thread out of a blocking wait (a join, a future's result). */
@@ -341,19 +357,27 @@ watch_step(void *owner, int fresh)
     mt_guard *g = owner;
     if (fresh) {
         g->children_looked = 0; /* a new cell: look at once */
+        g->children_alive = 0;
     }
     mt_worker_lock(&g->watcher);
     mt_probe_children_mark mark = g->children;
     mt_worker_unlock(&g->watcher);
     atomic_fetch_add(&g->polls, 1);
     double now = mt_monotonic_seconds();
-    int look_at_children = now - g->children_looked >= CHILD_LOOK_SECONDS;
+    int look_at_children = now - g->children_looked >= CHILD_LOOK_US / 1e6;
     if (look_at_children) {
         g->children_looked = now;
     }
     long long shared_left;
     long long use = watch_once(g, &mark, look_at_children, &shared_left);
-    nap(g, nap_us(g, use, shared_left));
+    /* A child started during a long nap would come and go unseen: wake to
+     * look at it (one waitid per step). */
+    for (long left = nap_us(g, use, shared_left); left > 0; left -= CHILD_LOOK_US) {
+        if (nap(g, left < CHILD_LOOK_US ? left : CHILD_LOOK_US) ||
+            (left > CHILD_LOOK_US && mt_probe_has_children())) {
+            break;
+        }
+    }
 }
 
 static void
@@ -564,8 +588,15 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line, lo
     MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
+    if (g == NULL) {
+        return;
+    }
     atomic_store(&g->armed, 0);
-    if (g == NULL || !g->watcher.started || g->pid != getpid()) {
+    /* The watcher writes these while it runs; it is paused between cells. */
+    atomic_store(&g->children_peak_owned, 0);
+    atomic_store(&g->children_rss_at_peak, 0);
+    atomic_store(&g->children_unreadable, 0);
+    if (!g->watcher.started || g->pid != getpid()) {
         return;
     }
     atomic_fetch_add(&g->cell_serial, 1);
@@ -583,14 +614,16 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line, lo
         atomic_store(&g->shared_margin, room < 0 ? atomic_load(&g->grace) - room : 0);
     }
     atomic_store(&g->trip_state, TRIP_NONE);
-    atomic_store(&g->children_rss, 0);
-    atomic_store(&g->children_private_peak, 0);
-    atomic_store(&g->children_shared_at_peak, 0);
+    atomic_store(&g->children_owned, 0);
     atomic_store(&g->sample_rss, rss_before);
     atomic_store(&g->sample_counted, mt_heap_counted());
     mt_postmortem_cell_begin(g->postmortem, cell, first_line, rss_before);
+    mt_probe_children_mark mark;
+    mt_probe_children_begin(&g->probe, &mark);
     if (g->budget < 0) {
-        watcher_set(g, 0, NULL);
+        /* No budget: the watcher only follows the cell's children. */
+        atomic_store(&g->ceiling, LLONG_MAX);
+        watcher_set(g, 1, &mark);
         return;
     }
     /* A kernel already over its budget is stopped only for its growth in
@@ -600,8 +633,6 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line, lo
         start = rss_before + atomic_load(&g->grace);
     }
     atomic_store(&g->ceiling, start);
-    mt_probe_children_mark mark;
-    mt_probe_children_begin(&g->probe, &mark);
     watcher_set(g, 1, &mark);
     atomic_store(&g->armed, 1);
 }
@@ -686,8 +717,11 @@ trip_dict(mt_guard *g, const trip_record *t)
         mt_set(d, "rss_before", mt_size_or_none(g->rss_before)) < 0 ||
         mt_set(d, "child_pid",
                t->child_pid > 0 ? PyLong_FromLong((long)t->child_pid) : Py_NewRef(Py_None)) < 0 ||
-        mt_set(d, "child_rss",
-               t->child_pid > 0 ? PyLong_FromLongLong(t->child_rss) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "child_private",
+               t->child_pid > 0 ? PyLong_FromLongLong(t->child_owned) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "child_command",
+               t->child_pid > 0 ? PyUnicode_DecodeFSDefault(t->child_comm) : Py_NewRef(Py_None)) <
+            0 ||
         mt_set(d, "crossed", PyUnicode_FromString(t->shared_use >= 0 ? "shared" : "budget")) < 0 ||
         mt_set(d, "shared", shared_figures(g, t->shared_use >= 0 ? t->shared_use : -1)) < 0) {
         Py_XDECREF(d);
@@ -1081,7 +1115,8 @@ mt_guard_exec(PyObject *module)
         "memtamer.MemoryBudgetExceeded",
         "A cell would have taken the kernel past its memory budget (see %memguard).\n\n"
         "Attributes: budget, use, requested (the refused allocation, or None), layer\n"
-        "('numpy', 'python', 'watcher' or 'child'), limit, child_pid, child_rss.",
+        "('numpy', 'python', 'watcher' or 'child'), limit, child_pid, child_private\n"
+        "(the killed child's private memory), child_command.",
         PyExc_MemoryError, NULL);
     if (g->budget_exceeded == NULL ||
         PyModule_AddObjectRef(module, "MemoryBudgetExceeded", g->budget_exceeded) < 0 ||
@@ -1150,11 +1185,12 @@ mt_guard_clear(PyObject *module)
 }
 
 long long
-mt_guard_children_private_peak(long long *shared)
+mt_guard_children_peak(long long *rss, int *unreadable)
 {
     const mt_guard *g = &the_guard;
-    *shared = atomic_load(&g->children_shared_at_peak);
-    return atomic_load(&g->children_private_peak);
+    *rss = atomic_load(&g->children_rss_at_peak);
+    *unreadable = atomic_load(&g->children_unreadable);
+    return atomic_load(&g->children_peak_owned);
 }
 
 /* The _core methods of this file; module.c adds them at init. */

@@ -395,8 +395,8 @@ take_sample(mt_telemetry *t, const running_cell *run, sample_figures *f, long lo
     long long hwm = -1;
     mt_probe_limit limit;
     mt_heap_reading python, numpy;
-    mt_probe_children_rss kids;
-    mt_probe_children_mark everyone = {0, 0};
+    mt_probe_children_use kids;
+    mt_probe_children_mark everyone = {0};
 
     if (mt_probe_status(&t->probe, &f->rss, &hwm) < 0) {
         f->rss = mt_probe_rss(&t->probe);
@@ -412,7 +412,7 @@ take_sample(mt_telemetry *t, const running_cell *run, sample_figures *f, long lo
     f->heap = python.current;
     f->numpy = numpy.current;
     mt_probe_children_now(&t->probe, run->running ? &run->children : &everyone, &kids);
-    f->children = kids.total;
+    f->children = kids.owned;
     f->cell_peak = -1;
     if (run->running) {
         /* VmHWM was reset when the cell began only under the hwm method. */

@@ -27,7 +27,7 @@ def test_parse_level_reads_shares_and_sizes():
 def trip(**over):
     base = {"layer": "numpy", "requested": 4 * GiB, "use": 300 * MiB, "ceiling": 2 * GiB,
             "budget": 2 * GiB, "limit": 24 * GiB, "rss_before": 250 * MiB,
-            "child_pid": None, "child_rss": None}
+            "child_pid": None, "child_private": None, "child_command": None}
     base.update(over)
     return base
 
@@ -43,8 +43,10 @@ def test_message_says_budget_use_and_request():
 
 def test_message_for_child_and_over_budget_start():
     text = describe(trip(layer="child", requested=None, use=int(2.2 * GiB), child_pid=4242,
-                         child_rss=2 * GiB, rss_before=int(2.1 * GiB)))
-    assert "pid 4242" in text and "grew to 2.0 GiB" in text and "killed that process" in text
+                         child_private=2 * GiB, child_command="python3",
+                         rss_before=int(2.1 * GiB)))
+    assert "('python3', pid 4242)" in text and "grew to 2.0 GiB of its own memory" in text
+    assert "killed that process" in text
     assert "already used 2.1 GiB before the cell began" in text
 
 

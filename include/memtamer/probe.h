@@ -47,6 +47,9 @@ int mt_probe_parse_pids(const char *text, pid_t *pids, int max);
 /* Field 22 (starttime, clock ticks since boot) of /proc/<pid>/stat, which
  * has a parenthesised command name that may itself contain spaces. */
 int mt_probe_parse_starttime(const char *text, unsigned long long *ticks);
+/* The private memory of /proc/<pid>/smaps_rollup (Private_Clean +
+ * Private_Dirty), in bytes. */
+int mt_probe_parse_private(const char *text, long long *bytes);
 
 /* ---- the I/O shell ---- */
 
@@ -108,30 +111,35 @@ long long mt_probe_peak_begin(mt_probe *p);
 /* Ends the window: the peak RSS since begin, and the RSS now. */
 int mt_probe_peak_end(mt_probe *p, long long *peak, long long *rss_now);
 
-/* Children: begin remembers when the window starts and the children's
- * rusage high-water mark; end returns the largest peak RSS of descendants
- * started since (alive: VmHWM; reaped: the rusage mark if it rose). */
+/* Children: the descendants started since the mark are the window's.  No
+ * figure of theirs comes from getrusage(RUSAGE_CHILDREN): its ru_maxrss
+ * credits a child that exec'd with the high-water mark of the memory it
+ * had before, which is ours (vfork shares it, fork copies it). */
 typedef struct {
     unsigned long long start_ticks;
-    long long reaped_maxrss;
 } mt_probe_children_mark;
 void mt_probe_children_begin(mt_probe *p, mt_probe_children_mark *mark);
-long long mt_probe_children_end(mt_probe *p, const mt_probe_children_mark *mark);
 
 int mt_probe_read_limit(mt_probe *p, mt_probe_limit *out);
 
-/* The RSS of descendants started since mark, now: their sum and the
- * biggest; and the private part of their sum (smaps_rollup's Private_Clean
- * and Private_Dirty: what they add to the machine, without the pages a
- * forked child still shares with us), -1 when some descendant's is
- * unreadable.  Costs a few /proc reads per descendant. */
+/* The descendants started since mark, now.  What each owns is its private
+ * memory (smaps_rollup's Private_Clean + Private_Dirty): the pages a forked
+ * child still shares with us are counted once, in our RSS; a vforked child
+ * that has not exec'd yet shares our whole address space and owns nothing.
+ * Where a child's smaps_rollup cannot be read (an old kernel, another
+ * user's process) its RSS stands in, and unreadable counts it.  Costs a
+ * few /proc reads per descendant, one syscall when there are none. */
 typedef struct {
-    long long total, biggest_rss;
-    pid_t biggest_pid;
-    long long private_total;
-} mt_probe_children_rss;
+    int count, unreadable;
+    long long owned;     /* summed */
+    long long rss_total; /* their RSS summed, shared pages included */
+    pid_t biggest_pid;   /* the one that owns most */
+    long long biggest_owned;
+} mt_probe_children_use;
+/* Whether this process has any child process now (one syscall). */
+int mt_probe_has_children(void);
 void mt_probe_children_now(mt_probe *p, const mt_probe_children_mark *mark,
-                           mt_probe_children_rss *out);
+                           mt_probe_children_use *out);
 
 /* ---- the memory this process shares with others ----
  *

@@ -21,7 +21,8 @@ from .telemetry import publish
 
 MemoryBudgetExceeded = _core.MemoryBudgetExceeded
 # The exception's figures sent to watchers as a budget_trip event.
-TRIP_FIELDS = ("budget", "use", "requested", "layer", "limit", "child_pid", "child_rss")
+TRIP_FIELDS = ("budget", "use", "requested", "layer", "limit", "child_pid", "child_private",
+               "child_command")
 
 _ASKED = {
     "numpy": "a numpy buffer of {size}",
@@ -147,9 +148,12 @@ def describe(trip, cell=None, variables=(), holders=()):
         lines.append(f"It asked for {_ASKED[layer].format(size=format_size(trip['requested']))} "
                      f"while the kernel used about {format_size(trip['use'])}.")
     elif layer == "child":
-        lines.append(f"A process it started (pid {trip['child_pid']}) grew to "
-                     f"{format_size(trip['child_rss'])}, taking the kernel and its children to "
-                     f"{format_size(trip['use'])}; memtamer killed that process.")
+        command = trip.get("child_command")
+        name = f"{command!r}, " if command else ""
+        lines.append(f"A process it started ({name}pid {trip['child_pid']}) grew to "
+                     f"{format_size(trip['child_private'])} of its own memory, taking the kernel "
+                     f"and its children to {format_size(trip['use'])}; memtamer killed that "
+                     "process.")
     else:
         lines.append(f"The kernel's memory (RSS) reached {format_size(trip['use'])} while it ran.")
     before = trip.get("rss_before")
