@@ -16,6 +16,7 @@
 #include "memtamer/guard.h"
 #include "memtamer/telemetry.h"
 #include "memtamer/heap.h"
+#include "memtamer/pod.h"
 #include "memtamer/postmortem.h"
 #include "memtamer/process.h"
 #include "memtamer/policy.h"
@@ -49,6 +50,9 @@ typedef struct {
     long long child_owned; /* the killed child's private memory */
     pid_t child_pid;
     char child_comm[16];
+    /* The other kernels of the pod's ledger when it refused a reservation. */
+    mt_pod_holder holders[MT_POD_HOLDERS];
+    int held;
     long long serial;
 } trip_record;
 
@@ -93,6 +97,13 @@ typedef struct mt_guard {
     _Atomic long long shared_margin;  /* room past the reserve granted by trips */
     _Atomic long long shared_working; /* working set last read ... */
     _Atomic long long shared_counted; /* ... and mt_heap_counted() then */
+    /* The ledger of the kernels sharing that limit (pod.h): large requests
+     * reserve their bytes there.  Written with the GIL held while
+     * shared_limit is -1 (a hook that read it just before may see a torn
+     * path: its open fails and it decides alone). */
+    mt_pod pod;
+    char pod_dir[MT_PROBE_PATH_MAX]; /* the shared limit's directory it is for */
+    _Atomic int pod_reserved;        /* the running cell reserved there */
 
     /* Protected by trip_state: the thread that moves it to TRIP_WRITING
      * owns trip until it publishes TRIP_PENDING (release); readers check
@@ -110,8 +121,9 @@ typedef struct mt_guard {
     mt_probe_shared shared; /* where the shared limit binds */
     int have_shared;
     long long trips;
-    long long rss_before; /* of the running cell */
-    pid_t pid;            /* of the process that owns the watcher */
+    long long rss_before;                /* of the running cell */
+    pid_t pid;                           /* of the process that owns the watcher */
+    char runtime_dir[MT_PROBE_PATH_MAX]; /* where the pod's ledger lives; "": none */
     /* MemoryBudgetExceeded, the user's namespace and the renderer of the
      * exception's message: the module's references (mt_guard_traverse). */
     PyObject *budget_exceeded, *user_ns, *describe;
@@ -143,6 +155,7 @@ trip_claim(mt_guard *g, int replace_pending)
             return 0;
         }
         if (atomic_compare_exchange_weak(&g->trip_state, &state, TRIP_WRITING)) {
+            g->trip.held = 0; /* the claimant may name the pod's kernels before publishing */
             return 1;
         }
     }
@@ -206,9 +219,27 @@ shared_room(mt_guard *g, size_t request, long long *working)
     return limit - atomic_load(&g->shared_reserve) + atomic_load(&g->shared_margin) - *working;
 }
 
+/* The room under the shared limit for a request of size, through the pod's
+ * ledger for fresh requests (others' reservations count as used, and ours
+ * is recorded when it fits): 1 when it fits, 0 when not (*working: the use
+ * held against it; *held, holders: the pod's kernels), -1 when the ledger
+ * cannot be used. */
+static int
+pod_fits(mt_guard *g, size_t size, long long *working, mt_pod_holder *holders, int *held)
+{
+    if (size < MT_GUARD_FRESH_REQUEST || atomic_load(&g->shared_limit) < 0) {
+        return -1;
+    }
+    mt_pod_room room = {atomic_load(&g->shared_limit) - atomic_load(&g->shared_reserve) +
+                            atomic_load(&g->shared_margin),
+                        &g->shared_files};
+    return mt_pod_reserve(&g->pod, &g->probe, &room, (long long)size, working, holders, held);
+}
+
 /* The refusal policy heap.c's hooks ask about large requests (heap.h):
- * from any thread, with or without the GIL; never allocates, never takes a
- * lock.  1 when the request must be refused (the trip is recorded). */
+ * from any thread, with or without the GIL; never allocates, and takes no
+ * lock but the pod ledger's (for fresh requests only).  1 when the request
+ * must be refused (the trip is recorded). */
 static int
 refuse(void *ctx, size_t size, mt_heap_hook hook)
 {
@@ -219,11 +250,21 @@ refuse(void *ctx, size_t size, mt_heap_hook hook)
     }
     long long use = estimated_use(g);
     long long working = -1;
+    mt_pod_holder holders[MT_POD_HOLDERS];
+    int held = 0;
     int own_over = use + (long long)size > atomic_load(&g->ceiling);
-    if (!own_over && (long long)size <= shared_room(g, size, &working)) {
-        return 0;
+    if (!own_over) {
+        int fits = pod_fits(g, size, &working, holders, &held);
+        if (fits == 1) {
+            atomic_store(&g->pod_reserved, 1);
+        }
+        if (fits == 1 || (fits < 0 && (long long)size <= shared_room(g, size, &working))) {
+            return 0;
+        }
     }
     if (trip_claim(g, 0)) {
+        memcpy(g->trip.holders, holders, (size_t)held * sizeof *holders);
+        g->trip.held = held;
         trip_publish(g, layer, (long long)size, use, 0, 0, NULL, own_over ? -1 : working);
     }
     return 1;
@@ -546,6 +587,13 @@ resolve_shared(mt_state *st, mt_guard *g)
         return;
     }
     atomic_store(&g->shared_reserve, default_reserve(g->shared.limit));
+    if (g->runtime_dir[0] && (g->pod.path[0] == '\0' || strcmp(g->pod_dir, g->shared.dir) != 0)) {
+        mt_pod_close(&g->pod);
+        /* Without a ledger the guard decides alone, as for one kernel. */
+        if (mt_pod_open(&g->pod, &g->probe, g->runtime_dir, g->shared.dir) == 0) {
+            snprintf(g->pod_dir, sizeof g->pod_dir, "%s", g->shared.dir);
+        }
+    }
     atomic_store(&g->shared_working, g->shared.working_set);
     atomic_store(&g->shared_counted, mt_heap_counted());
     atomic_store(&g->shared_limit, g->shared.limit);
@@ -647,6 +695,9 @@ mt_guard_cell_end(PyObject *module, long long rss_after)
         return;
     }
     watcher_set(g, 0, NULL);
+    if (atomic_exchange(&g->pod_reserved, 0)) {
+        mt_pod_release(&g->pod);
+    }
     /* What the stopped cell freed stays in glibc's heap and would leave the
      * kernel at its budget: give it back. */
     if (atomic_load(&g->trip_state) != TRIP_NONE && mt_heap_trim()) {
@@ -704,6 +755,23 @@ shared_figures(mt_guard *g, long long use)
     return d;
 }
 
+/* [(pid, rss, reserved)] of the pod's other kernels a refusal named. */
+static PyObject *
+pod_holders(const trip_record *t)
+{
+    PyObject *list = PyList_New(t->held);
+    for (int i = 0; list != NULL && i < t->held; i++) {
+        const mt_pod_holder *h = &t->holders[i];
+        PyObject *item = Py_BuildValue("(iLL)", (int)h->pid, h->rss, h->reserved);
+        if (item == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
 static PyObject *
 trip_dict(mt_guard *g, const trip_record *t)
 {
@@ -723,6 +791,7 @@ trip_dict(mt_guard *g, const trip_record *t)
                t->child_pid > 0 ? PyUnicode_DecodeFSDefault(t->child_comm) : Py_NewRef(Py_None)) <
             0 ||
         mt_set(d, "crossed", PyUnicode_FromString(t->shared_use >= 0 ? "shared" : "budget")) < 0 ||
+        mt_set(d, "kernels", pod_holders(t)) < 0 ||
         mt_set(d, "shared", shared_figures(g, t->shared_use >= 0 ? t->shared_use : -1)) < 0) {
         Py_XDECREF(d);
         return NULL;
@@ -867,17 +936,32 @@ mt_guard_exception(PyObject *module, PyObject *Py_UNUSED(unused))
 /* ------------------------------------------------------------------ */
 
 PyDoc_STRVAR(mt_guard_enable__doc__,
-             "guard_enable(user_ns, describe) -> dict: start the watcher for this process and "
-             "budget the cells that follow.  Call it from the main thread, after registering "
-             "_guard_signal for GUARD_SIGNAL.");
+             "guard_enable(user_ns, describe, runtime_dir=None) -> dict: start the watcher for "
+             "this process and budget the cells that follow; large requests reserve their bytes "
+             "in a ledger in runtime_dir shared by the kernels of the container.  Call it from "
+             "the main thread, after registering _guard_signal for GUARD_SIGNAL.");
 PyObject *
 mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
-    if (nargs != 2 || !PyDict_Check(args[0]) || !PyCallable_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "guard_enable(user_ns: dict, describe: callable)");
+    PyObject *runtime_dir = NULL;
+    if (nargs < 2 || nargs > 3 || !PyDict_Check(args[0]) || !PyCallable_Check(args[1]) ||
+        (nargs == 3 && args[2] != Py_None && !PyUnicode_FSConverter(args[2], &runtime_dir))) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "guard_enable(user_ns: dict, describe: callable, "
+                                             "runtime_dir: str | None = None)");
+        }
+        return NULL;
+    }
+    int fits =
+        runtime_dir == NULL || PyBytes_GET_SIZE(runtime_dir) < (Py_ssize_t)sizeof g->runtime_dir;
+    snprintf(g->runtime_dir, sizeof g->runtime_dir, "%s",
+             runtime_dir && fits ? PyBytes_AS_STRING(runtime_dir) : "");
+    Py_XDECREF(runtime_dir);
+    if (!fits) {
+        PyErr_SetString(PyExc_ValueError, "guard_enable: the runtime directory's path is too long");
         return NULL;
     }
     Py_XSETREF(g->user_ns, Py_NewRef(args[0]));
@@ -904,6 +988,8 @@ mt_guard_disable(PyObject *module, PyObject *Py_UNUSED(unused))
     mt_heap_set_refusal(NULL, NULL);
     mt_heap_numpy_cover_threads(0);
     watcher_stop(g);
+    atomic_store(&g->shared_limit, -1);
+    mt_pod_close(&g->pod);
     Py_CLEAR(g->user_ns);
     Py_CLEAR(g->describe);
     Py_RETURN_NONE;
@@ -1156,6 +1242,7 @@ mt_guard_free(PyObject *module)
     mt_heap_set_refusal(NULL, NULL);
     watcher_stop(g);
     atomic_store(&g->shared_limit, -1);
+    mt_pod_close(&g->pod);
     mt_probe_shared_close(&g->shared_files);
     g->postmortem = NULL;
     st->guard = NULL;

@@ -1093,6 +1093,9 @@ mt_probe_pid_rss(const mt_probe *p, pid_t pid, long long *rss, char *comm, size_
         read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_statm(buf, p->page_size, rss) < 0) {
         return -1;
     }
+    if (comm == NULL) {
+        return 0;
+    }
     comm[0] = '\0';
     if (proc_path(p, path, sizeof path, "/proc/%d/comm", (int)pid) == 0 &&
         read_text(path, buf, sizeof buf) >= 0) {

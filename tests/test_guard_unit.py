@@ -172,14 +172,16 @@ SHARED = {"source": "cgroup2", "path": "/sys/fs/cgroup/pod", "limit": 3 * GiB,
 
 def test_message_names_the_shared_limit_and_the_other_holders():
     text = describe(trip(crossed="shared", shared=SHARED, requested=2 * GiB, use=60 * MiB),
-                    cell=7, holders=[("the kernel of analysis.ipynb", 4242, int(1.5 * GiB)),
-                                     ("postgres", 77, 300 * MiB)])
+                    cell=7, holders=[("the kernel of analysis.ipynb", 4242, int(1.5 * GiB), 0),
+                                     ("a memtamer kernel", 99, 200 * MiB, 600 * MiB),
+                                     ("postgres", 77, 300 * MiB, 0)])
     assert text.startswith("cell 7 was stopped before it took the container past its memory "
                            "of 3.0 GiB (cgroup2 /sys/fs/cgroup/pod) less memtamer's reserve of "
                            "256 MiB")
     assert "a numpy buffer of 2.0 GiB while the container used 2.5 GiB, of which this kernel " \
            "about 60 MiB" in text
     assert ("Others holding it: the kernel of analysis.ipynb, pid 4242, holds 1.5 GiB; "
+            "a memtamer kernel, pid 99, holds 200 MiB and reserved 600 MiB more; "
             "postgres, pid 77, holds 300 MiB.") in text
     assert "past its memory budget" not in text
     assert text.endswith("Variables made before this cell are intact.")
@@ -203,9 +205,16 @@ def test_other_holders_are_the_cgroups_processes_biggest_first(tmp_path, monkeyp
         (tmp_path / "child" / "cgroup.procs").write_text(f"{big.pid}\n")
         monkeypatch.setenv("MEMTAMER_RUNTIME_DIR", str(tmp_path / "runtime"))
         holders = guard.other_holders({"path": str(tmp_path)})
-        assert [pid for _what, pid, _rss in holders] == [big.pid, small.pid]
+        assert [pid for _what, pid, _rss, _reserved in holders] == [big.pid, small.pid]
         assert holders[0][0] == os.path.basename(sys.executable)[:15]
         assert holders[0][2] - holders[1][2] >= 60 * MiB
+        # The kernels a refusal's ledger named come first, with what they
+        # reserved; a process named twice is listed once.
+        holders = guard.other_holders({"path": str(tmp_path)},
+                                      [(small.pid, 10 * MiB, 300 * MiB)])
+        assert [(pid, reserved) for _what, pid, _rss, reserved in holders] == [
+            (small.pid, 300 * MiB), (big.pid, 0)]
+        assert holders[0][0] == "a memtamer kernel"
     finally:
         for p in (big, small):
             p.kill()

@@ -184,8 +184,8 @@ long long mt_probe_shared_working_set(const mt_probe_shared_files *files);
 
 /* The processes sharing it: the pids of the cgroup at dir and of its
  * descendants, or of the whole machine when dir is "" (stores at most max,
- * returns how many).  Then one process's RSS and command name (comm); -1
- * when it is gone. */
+ * returns how many).  Then one process's RSS and command name (comm, unless
+ * NULL); -1 when it is gone. */
 int mt_probe_sharing_pids(const mt_probe *p, const char *dir, pid_t *pids, int max);
 int mt_probe_pid_rss(const mt_probe *p, pid_t pid, long long *rss, char *comm, size_t comm_size);
 /* When process pid started (clock ticks since boot), to tell a reused pid

@@ -94,16 +94,25 @@ def _memtamer_kernels():
     return kernels
 
 
-def other_holders(shared, n=3):
-    """[(description, pid, rss)] of the biggest other processes that share
-    the limit: memtamer kernels by notebook, others by command name."""
+def other_holders(shared, pod_kernels=(), n=3):
+    """[(description, pid, rss, reserved)] of the biggest other processes
+    that share the limit: first the memtamer kernels of the pod's ledger that
+    the refusal named (pid, rss, bytes reserved and not yet in use), then the
+    biggest others; memtamer kernels by notebook, others by command name."""
     kernels = _memtamer_kernels()
-    holders = []
+
+    def name(pid, command):
+        if pid not in kernels:
+            return command
+        notebook = kernels[pid]
+        return f"the kernel of {os.path.basename(notebook)}" if notebook else "a memtamer kernel"
+
+    holders = [(name(pid, "a memtamer kernel"), pid, rss, reserved)
+               for pid, rss, reserved in pod_kernels]
+    named = {pid for _what, pid, _rss, _reserved in holders}
     for rss, pid, command in _core.sharing(shared.get("path"), n):
-        if pid in kernels:
-            notebook = kernels[pid]
-            command = f"the kernel of {os.path.basename(notebook)}" if notebook else "a memtamer kernel"
-        holders.append((command, pid, rss))
+        if pid not in named and len(holders) < n:
+            holders.append((name(pid, command), pid, rss, 0))
     return holders
 
 
@@ -130,7 +139,9 @@ def _shared_lines(trip, where, holders):
                      f"which this kernel {format_size(trip['use'])}.")
     if holders:
         lines.append("Others holding it: " + "; ".join(
-            f"{what}, pid {pid}, holds {format_size(rss)}" for what, pid, rss in holders) + ".")
+            f"{what}, pid {pid}, holds {format_size(rss)}"
+            + (f" and reserved {format_size(reserved)} more" if reserved else "")
+            for what, pid, rss, reserved in holders) + ".")
     return lines
 
 
@@ -278,7 +289,8 @@ class Guard:
         self.ended = []  # records of this notebook's kernels that ended for no sign of memory
 
     def _describe(self, trip):
-        holders = other_holders(trip["shared"]) if trip.get("crossed") == "shared" else ()
+        holders = (other_holders(trip["shared"], trip.get("kernels") or ())
+                   if trip.get("crossed") == "shared" else ())
         return describe(trip, running_cell(self.shell),
                         biggest_variables(self.shell.user_ns), holders)
 
@@ -316,7 +328,7 @@ class Guard:
             if speak:
                 print(f"memtamer: the memory guard is off: its signal cannot be registered ({exc})")
             return
-        _core.guard_enable(self.shell.user_ns, self._describe)
+        _core.guard_enable(self.shell.user_ns, self._describe, record_dir())
         if not self.shell.custom_exceptions:
             self.shell.set_custom_exc((MemoryError,), self._show_memory_error)
             self.translating = True
