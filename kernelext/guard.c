@@ -373,12 +373,12 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
                                     : kids.biggest_owned > rss - atomic_load(&g->cell_start_use);
     char comm[16] = "";
     long long child_rss;
+    pid_t victim = 0;
     if (look_at_children && kids.biggest_pid > 0 && children_crossed &&
-        mt_probe_pid_rss(&g->probe, kids.biggest_pid, &child_rss, comm, sizeof comm) == 0 &&
-        kill(kids.biggest_pid, SIGKILL) == 0) {
+        mt_probe_pid_rss(&g->probe, kids.biggest_pid, &child_rss, comm, sizeof comm) == 0) {
+        victim = kids.biggest_pid;
         atomic_store(&g->children_owned, kids.owned - kids.biggest_owned);
-        trip_publish(g, MT_GUARD_CHILD, -1, use, kids.biggest_pid, kids.biggest_owned, comm,
-                     shared_use);
+        trip_publish(g, MT_GUARD_CHILD, -1, use, victim, kids.biggest_owned, comm, shared_use);
     }
     else {
         trip_publish(g, MT_GUARD_WATCHER, -1, use, 0, 0, NULL, shared_use);
@@ -387,6 +387,12 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
      * thread out of a blocking wait (a join, a future's result). */
     if (pthread_kill(g->main_thread, guard_signal()) != 0) {
         PyErr_SetInterruptEx(guard_signal());
+    }
+    /* The child dies after the signal is sent: a join waiting for it is
+     * interrupted rather than reaping it, and leaves its exit status to the
+     * next join. */
+    if (victim > 0) {
+        kill(victim, SIGKILL);
     }
     return use;
 }
