@@ -188,13 +188,20 @@ trip_publish(mt_guard *g, mt_guard_layer layer, long long requested, long long u
     atomic_store_explicit(&g->trip_state, TRIP_PENDING, memory_order_release);
 }
 
-/* Use as the hooks see it: the last RSS reading plus what our counters saw
- * allocated since (never less than the reading). */
+/* The kernel's own RSS as the hooks see it: the last reading plus what our
+ * counters saw allocated since (never less than the reading). */
+static long long
+estimated_rss(mt_guard *g)
+{
+    long long grown = mt_heap_counted() - atomic_load(&g->sample_counted);
+    return atomic_load(&g->sample_rss) + (grown > 0 ? grown : 0);
+}
+
+/* Use as the hooks see it: that and the cell's children. */
 static long long
 estimated_use(mt_guard *g)
 {
-    long long grown = mt_heap_counted() - atomic_load(&g->sample_counted);
-    return atomic_load(&g->sample_rss) + (grown > 0 ? grown : 0) + atomic_load(&g->children_owned);
+    return estimated_rss(g) + atomic_load(&g->children_owned);
 }
 
 /* Room the shared limit leaves for this kernel's next bytes: the limit
@@ -233,7 +240,8 @@ pod_fits(mt_guard *g, size_t size, long long *working, mt_pod_holder *holders, i
     mt_pod_room room = {atomic_load(&g->shared_limit) - atomic_load(&g->shared_reserve) +
                             atomic_load(&g->shared_margin),
                         &g->shared_files};
-    return mt_pod_reserve(&g->pod, &g->probe, &room, (long long)size, working, holders, held);
+    return mt_pod_reserve(&g->pod, &g->probe, &room, (long long)size,
+                          estimated_rss(g) + (long long)size, working, holders, held);
 }
 
 /* The refusal policy heap.c's hooks ask about large requests (heap.h):

@@ -191,7 +191,7 @@ mt_pod_open(mt_pod *pod, const mt_probe *probe, const char *runtime_dir, const c
 
 int
 mt_pod_reserve(mt_pod *pod, const mt_probe *probe, const mt_pod_room *room, long long bytes,
-               long long *working, mt_pod_holder *holders, int *held)
+               long long expected, long long *working, mt_pod_holder *holders, int *held)
 {
     ledger l;
     int rc = -1;
@@ -201,46 +201,51 @@ mt_pod_reserve(mt_pod *pod, const mt_probe *probe, const mt_pod_room *room, long
         return -1;
     }
     long long used = mt_probe_shared_working_set(room->working_set);
-    if (read_ledger(fd, &l) < 0 || used < 0) {
-        goto done;
+    int mine = -1;
+    long long own_rss = -1;
+    if (read_ledger(fd, &l) < 0 || used < 0 || (mine = claim_slot(pod, probe, &l)) < 0 ||
+        (own_rss = live_rss(probe, &l.slots[mine])) < 0) {
+        goto done; /* a full ledger: the guard decides alone */
     }
-    int changed = 0;
     for (int i = 0; i < MT_POD_SLOTS; i++) {
         slot *s = &l.slots[i];
-        if (s->pid == 0 || s->target <= 0) {
+        if (i == mine || s->pid == 0 || s->target <= 0) {
             continue; /* nothing outstanding (a kernel idle or gone: named below if we refuse) */
         }
         long long rss = live_rss(probe, s);
         if (rss < 0) {
             memset(s, 0, sizeof *s);
-            changed = 1;
             continue;
         }
         used += outstanding(s, rss);
     }
-    *working = used;
-    if (used + bytes > room->limit_left) {
+    /* Ours is what we will hold once the request's pages are resident, less
+     * what we hold: at least the request, more when earlier blocks of ours
+     * are not resident yet; a block freed meanwhile is no longer expected. */
+    slot *ours = &l.slots[mine];
+    long long target = own_rss + bytes;
+    if (expected > target) {
+        target = expected;
+    }
+    if (ours->target > 0 && own_rss + outstanding(ours, own_rss) > target) {
+        target = own_rss + outstanding(ours, own_rss);
+    }
+    *working = used + target - own_rss;
+    if (*working > room->limit_left) {
         for (int i = 0; i < MT_POD_SLOTS; i++) {
             const slot *s = &l.slots[i];
-            long long rss = s->pid != 0 && !is_ours(pod, s) ? live_rss(probe, s) : -1;
+            long long rss = i != mine && s->pid != 0 ? live_rss(probe, s) : -1;
             if (rss >= 0) {
                 note_holder(
                     holders, held,
                     (mt_pod_holder){(pid_t)s->pid, rss, s->target > 0 ? outstanding(s, rss) : 0});
             }
         }
-        rc = changed && write_ledger(fd, &l) < 0 ? -1 : 0;
+        rc = write_ledger(fd, &l) < 0 ? -1 : 0; /* the dead dropped, ours kept as it was */
         goto done;
     }
-    int mine = claim_slot(pod, probe, &l);
-    long long rss = mine >= 0 ? live_rss(probe, &l.slots[mine]) : -1;
-    if (rss < 0) {
-        goto done; /* a full ledger: the guard decides alone */
-    }
-    slot *s = &l.slots[mine];
-    long long pending = s->target > 0 ? outstanding(s, rss) : 0;
-    s->reserved = pending + bytes;
-    s->target = rss + s->reserved;
+    ours->target = target;
+    ours->reserved = target - own_rss;
     rc = write_ledger(fd, &l) < 0 ? -1 : 1;
 done:
     close(fd);

@@ -10,12 +10,14 @@ memtamer keeps a reserve of 256 MiB, and kernels of about 100 MiB each."""
 
 import concurrent.futures
 import os
+import subprocess
+import sys
 import time
 
 import pytest
 
 from conftest import GiB, MiB
-from test_guard_cgroup import join, make_memory_cgroup, oom_kills
+from test_guard_cgroup import HOLDER, join, make_memory_cgroup, oom_kills
 from kernel import Kernel
 
 LIMIT = 3 * GiB // 2
@@ -143,6 +145,34 @@ def test_a_reservation_lasts_until_its_pages_are_resident_or_the_cell_ends(pod):
     # Its cell is over: its reservation with it (y's pages were never written).
     second.run(f"z = np.ones({nbytes // 8})")
     assert oom_kills(counter) == kills
+
+
+def test_large_blocks_made_and_freed_in_a_loop_reserve_one_at_a_time(pod):
+    """Forty 100 MiB blocks, each written and freed before the next: four
+    times the room in all, never more than two blocks at once.  Two blocks
+    asked for before either is written both count."""
+    cgroup, counter, start, runtime = pod
+    (k,) = start(1)
+    k.run("for _ in range(40):\n    a = np.ones(100 * 2**20 // 8)\na = None")
+    # A process holding 500 MiB of the cgroup leaves less room there than
+    # the kernel's own budget does: the shared limit is the one that binds.
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(500 * MiB)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        join(cgroup, holder.pid)
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "ready"
+        room = LIMIT - RESERVE - working_set(cgroup)
+        block = int(room * 0.6) // MiB * MiB
+        out = k.run(f"a = np.empty({block // 8})\nb = np.empty({block // 8})", allow_error=True)
+        assert out["error"] and out["error"]["ename"] == "MemoryBudgetExceeded", out
+        assert k.query("sys.last_value.crossed") == "shared"
+        assert k.query("sys.last_value.requested") == block
+        assert k.query("'a' in globals() and 'b' not in globals()") is True
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_realloc_growth_stops_at_the_budget(pod):

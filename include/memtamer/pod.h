@@ -55,10 +55,14 @@ typedef struct {
 
 /* Reserves bytes for us when they fit: 1 reserved, 0 refused (holders
  * receives the other kernels of the ledger that hold or reserved the most,
- * *held how many), -1 when the ledger cannot be used.  *working receives
- * the working set read under the lock plus everything outstanding. */
+ * *held how many), -1 when the ledger cannot be used.  expected is the RSS
+ * we expect once the request's pages are resident (what our allocator
+ * counters say we hold, plus bytes): a loop that frees each block before it
+ * asks for the next reserves one block, two blocks asked for before either
+ * is written reserve both.  *working receives the working set read under
+ * the lock plus everything outstanding, ours included. */
 int mt_pod_reserve(mt_pod *pod, const mt_probe *probe, const mt_pod_room *room, long long bytes,
-                   long long *working, mt_pod_holder *holders, int *held);
+                   long long expected, long long *working, mt_pod_holder *holders, int *held);
 /* Our reservations end (the cell is over). */
 void mt_pod_release(mt_pod *pod);
 
