@@ -372,7 +372,7 @@ write_sample(json_buf *b, int names, const sample_figures *f, const running_cell
     jb_size(b, "headroom", f->headroom);
     jb_size(b, "budget", budget);
     jb_printf(b, ",\"heap_bytes\":%lld,\"numpy_bytes\":%lld", f->heap, f->numpy);
-    jb_size(b, "children_rss", f->children);
+    jb_size(b, "children_private", f->children);
     jb_printf(b, ",\"cells\":%lld,\"trips\":%lld,\"running\":", cells, trips);
     if (!run->running) {
         jb_literal(b, "null");

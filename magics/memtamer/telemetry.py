@@ -305,7 +305,7 @@ class Follower:
 
 
 SAMPLE_FIELDS = ("rss", "limit", "headroom", "budget", "heap_bytes", "numpy_bytes",
-                 "children_rss", "cells", "trips", "running")
+                 "children_private", "cells", "trips", "running")
 
 
 def add_directories_argument(parser):
