@@ -396,10 +396,15 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
     if (pthread_kill(g->main_thread, guard_signal()) != 0) {
         PyErr_SetInterruptEx(guard_signal());
     }
-    /* The child dies after the signal is sent: a join waiting for it is
-     * interrupted rather than reaping it, and leaves its exit status to the
-     * next join. */
+    /* The child dies once the main thread has taken the trip (or a look's
+     * time later): a join waiting for it is then interrupted rather than
+     * reaping it, and leaves its exit status to the next join. */
     if (victim > 0) {
+        struct timespec step = {0, 500000};
+        for (long waited = 0; waited < CHILD_LOOK_US && atomic_load(&g->trip_state) == TRIP_PENDING;
+             waited += step.tv_nsec / 1000) {
+            nanosleep(&step, NULL);
+        }
         kill(victim, SIGKILL);
     }
     return use;
