@@ -147,6 +147,34 @@ def test_a_reservation_lasts_until_its_pages_are_resident_or_the_cell_ends(pod):
     assert oom_kills(counter) == kills
 
 
+def test_a_dead_kernels_reservation_is_dropped_and_a_bad_ledger_ignored(pod):
+    """A kernel killed while it holds a reservation leaves no room taken;
+    a ledger file that is not one (garbage written over it) makes each
+    kernel decide alone, as without a ledger."""
+    cgroup, counter, start, runtime = pod
+    first, second = start(2)
+    kills = oom_kills(counter)
+    room = LIMIT - RESERVE - working_set(cgroup)
+    nbytes = int(room * 0.6) // MiB * MiB
+    ticket = runtime / "held"
+    first.kc.execute(f"y = np.empty({nbytes // 8})\nopen({str(ticket)!r}, 'w').close()\n"
+                     "time.sleep(600)")
+    while not ticket.exists():
+        time.sleep(0.01)
+    out = second.run(f"z = np.ones({nbytes // 8})", allow_error=True)
+    assert out["error"] and out["error"]["ename"] == "MemoryBudgetExceeded", out
+    first.kill()
+    while first.is_alive():
+        time.sleep(0.01)
+    second.run(f"z = np.ones({nbytes // 8})")
+    second.run("z = None")
+    (ledger,) = runtime.glob("memtamer-pod-*.ledger")
+    ledger.write_bytes(b"not a ledger" * 300)
+    second.run(f"z = np.ones({nbytes // 8})\nz = None")
+    assert second.query("sum(range(10))") == 45
+    assert oom_kills(counter) == kills
+
+
 def test_large_blocks_made_and_freed_in_a_loop_reserve_one_at_a_time(pod):
     """Forty 100 MiB blocks, each written and freed before the next: four
     times the room in all, never more than two blocks at once.  Two blocks
