@@ -27,7 +27,8 @@
 #include "memtamer/heap.h"
 
 /* Requests of this size or more are held against a fresh reading of the
- * shared memory's working set (smaller ones against the watcher's last). */
+ * shared memory's working set (smaller ones against the watcher's last),
+ * and reserve their bytes in the pod's ledger (pod.h) where there is one. */
 #define MT_GUARD_FRESH_REQUEST (64LL * 1024 * 1024)
 
 /* Default reserve below the effective limit, and below the shared limit:
