@@ -587,7 +587,7 @@ def reservation_cost(with_ledger, others):
         shutil.rmtree(runtime, ignore_errors=True)
 
 
-def pods_section(children, runaways, pools, costs, in_cgroup):
+def pods_section(children, runaways, pools, costs, in_cgroup, watcher):
     lines = ["## Guard in real cases (issue 25)", "",
              "Short runs on a shared machine (other work ran beside them); "
              f"{POD_REPEATS} runs of each case, median (min–max).", "",
@@ -630,6 +630,16 @@ def pods_section(children, runaways, pools, costs, in_cgroup):
     for with_ledger, others, us in costs:
         added = f"**{us - base:.1f} µs**" if with_ledger else "—"
         lines.append(f"| {'yes' if with_ledger else 'no'} | {others} | {us:.1f} µs | {added} |")
+    lines += ["", "### The watcher's cost with children followed", "",
+              "While a cell runs the watcher now also checks for a new child every 10 ms (one "
+              "`waitid`), with the budget on or off, so that a short-lived child is seen; the "
+              "rest as in the Guard section above (a cell that sleeps, no child). Median of "
+              f"{watcher[0]['repeats']} runs of {WATCH_SECONDS:g} s (min–max):", "",
+              "| budget | polls/s | share of a core |", "|---|---|---|"]
+    for label, c in zip(("default (far above use)", "RSS + 64 MiB (near)"), watcher):
+        low, high = c["spread"]
+        lines.append(f"| {label} | {c['polls_per_s']:.0f} | **{c['share'] * 100:.3f}%** "
+                     f"({low * 100:.3f}–{high * 100:.3f}%) |")
     lines.append("")
     return "\n".join(lines)
 
@@ -644,8 +654,9 @@ def pods():
             costs += [(True, n, reservation_cost(True, n)) for n in (0, 2)]
     finally:
         bound.remove()
+    watcher = [repeated_watcher_cost(near, repeats=POD_REPEATS) for near in (False, True)]
     text = pods_section(children, runaways, pools, costs,
-                        "in the same cgroup, whose limit binds")
+                        "in the same cgroup, whose limit binds", watcher)
     print(text)
     write_section("guard-pods", text)
 
