@@ -347,6 +347,9 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
     long long working =
         atomic_load(&g->shared_limit) >= 0 ? mt_probe_shared_working_set(&g->shared_files) : -1;
     if (working >= 0) {
+        /* What other kernels reserved is as good as used: growth that asks
+         * nothing of the ledger (small blocks, pure Python) must not take it. */
+        working += mt_pod_others_outstanding(&g->pod, &g->probe);
         atomic_store(&g->shared_working, working);
         atomic_store(&g->shared_counted, counted);
         *shared_left = atomic_load(&g->shared_limit) - atomic_load(&g->shared_reserve) +

@@ -252,6 +252,31 @@ done:
     return rc;
 }
 
+long long
+mt_pod_others_outstanding(const mt_pod *pod, const mt_probe *probe)
+{
+    ledger l;
+    long long sum = 0;
+    int fd = pod->path[0] ? open(pod->path, O_RDONLY | O_CLOEXEC) : -1;
+    if (fd < 0) {
+        return 0;
+    }
+    /* No lock: a ledger is written whole by one pwrite, and a reading torn
+     * all the same is off for one watcher poll. */
+    if (read_ledger(fd, &l) == 0) {
+        for (int i = 0; i < MT_POD_SLOTS; i++) {
+            const slot *s = &l.slots[i];
+            long long rss =
+                s->pid != 0 && s->target > 0 && !is_ours(pod, s) ? live_rss(probe, s) : -1;
+            if (rss >= 0) {
+                sum += outstanding(s, rss);
+            }
+        }
+    }
+    close(fd);
+    return sum;
+}
+
 /* Sets our entry to ours_after (a slot with no reservation, or none). */
 static void
 rewrite_ours(mt_pod *pod, const slot *ours_after)

@@ -63,6 +63,10 @@ typedef struct {
  * the lock plus everything outstanding, ours included. */
 int mt_pod_reserve(mt_pod *pod, const mt_probe *probe, const mt_pod_room *room, long long bytes,
                    long long expected, long long *working, mt_pod_holder *holders, int *held);
+/* What the other kernels reserved and have not made resident yet: the
+ * watcher holds it as used, for growth that asks nothing of the ledger
+ * (small blocks, pure Python, children).  0 without a ledger. */
+long long mt_pod_others_outstanding(const mt_pod *pod, const mt_probe *probe);
 /* Our reservations end (the cell is over). */
 void mt_pod_release(mt_pod *pod);
 
