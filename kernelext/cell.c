@@ -107,11 +107,10 @@ mt_cell_children_method_name(mt_children_method method)
     return method == MT_CHILDREN_PRIVATE ? "private" : method == MT_CHILDREN_RSS ? "rss" : NULL;
 }
 
-/* What the cell's children added: the most private memory they held at the
- * guard watcher's looks or now.  A child that grew after the last look and
- * was reaped left its peak RSS in rusage: less the pages it shared at that
- * look, that is its peak private memory.  Where nothing saw them (a child
- * that came and went between two looks, or no watcher), their peak RSS. */
+/* What the cell's children owned together at most (probe.h's private
+ * memory): the guard watcher's looks while they lived, and a look now.  A
+ * child that came and went between two looks, or ran with no watcher, is
+ * not seen: never its rusage, which for a child that exec'd is ours. */
 static void
 children_figures(mt_probe *probe, const mt_probe_children_mark *mark, mt_cell_record *r)
 {
@@ -120,26 +119,17 @@ children_figures(mt_probe *probe, const mt_probe_children_mark *mark, mt_cell_re
     if (probe->method == MT_PEAK_NONE) {
         return;
     }
-    r->children_rss_peak = mt_probe_children_end(probe, mark);
-    mt_probe_children_rss now;
+    mt_probe_children_use now;
     mt_probe_children_now(probe, mark, &now);
-    long long shared, seen = mt_guard_children_private_peak(&shared);
-    long long private = seen < 0 || now.private_total < 0 ? -1
-                        : seen > now.private_total        ? seen
-                                                          : now.private_total;
-    if (seen > 0 && private == seen && r->children_rss_peak - shared > private) {
-        private = r->children_rss_peak - shared;
-    }
-    if (private > 0) {
-        r->children_peak = private;
-        r->children_method = MT_CHILDREN_PRIVATE;
-    }
-    else if (r->children_rss_peak > 0) {
-        r->children_peak = r->children_rss_peak;
-        r->children_method = MT_CHILDREN_RSS;
-    }
-    else {
-        r->children_peak = r->children_rss_peak;
+    long long rss_at_peak;
+    int unreadable;
+    long long seen = mt_guard_children_peak(&rss_at_peak, &unreadable);
+    int now_is_peak = now.owned > seen;
+    r->children_peak = now_is_peak ? now.owned : seen;
+    r->children_rss_peak = now_is_peak ? now.rss_total : rss_at_peak;
+    if (r->children_peak > 0) {
+        r->children_method =
+            (now_is_peak ? now.unreadable : unreadable) ? MT_CHILDREN_RSS : MT_CHILDREN_PRIVATE;
     }
 }
 

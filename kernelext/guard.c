@@ -16,6 +16,7 @@
 #include "memtamer/guard.h"
 #include "memtamer/telemetry.h"
 #include "memtamer/heap.h"
+#include "memtamer/pod.h"
 #include "memtamer/postmortem.h"
 #include "memtamer/process.h"
 #include "memtamer/policy.h"
@@ -28,9 +29,11 @@
  * microseconds of CPU in a VM, and most cells run far below the budget. */
 #define GROWTH_BYTES_PER_US 4096LL
 #define MAX_NAP_US 200000L
-/* How often the watcher looks at the cell's children: walking /proc for
- * them costs ten times a read of statm. */
-#define CHILD_LOOK_SECONDS 0.1
+/* How often the watcher looks at the cell's children while any lives: a
+ * child that writes 256 MiB and ends 200 ms later is seen within 10%.
+ * Walking /proc for them costs ten times a read of statm; with none alive
+ * a look is one waitid. */
+#define CHILD_LOOK_US 10000L
 /* After a trip the ceiling rises by budget/GRACE_DIVISOR (at least
  * GRACE_MIN, at most half the room left under the limit). */
 #define GRACE_DIVISOR 16
@@ -44,8 +47,12 @@ typedef struct {
     long long ceiling;
     long long shared_use; /* working set when the shared limit was crossed, else -1 */
     long long shared_limit, shared_reserve;
-    long long child_rss;
+    long long child_owned; /* the killed child's private memory */
     pid_t child_pid;
+    char child_comm[16];
+    /* The other kernels of the pod's ledger when it refused a reservation. */
+    mt_pod_holder holders[MT_POD_HOLDERS];
+    int held;
     long long serial;
 } trip_record;
 
@@ -70,11 +77,11 @@ typedef struct mt_guard {
     _Atomic long long grace;          /* added to ceiling by each trip */
     _Atomic long long sample_rss;     /* RSS when last read ... */
     _Atomic long long sample_counted; /* ... and mt_heap_counted() then */
-    _Atomic long long children_rss;   /* the cell's children, last seen */
-    /* The most private memory the cell's children held together when the
-     * watcher looked, -1 when it could not tell; and the RSS they shared
-     * with others (the kernel's pages, for a forked child) at that look. */
-    _Atomic long long children_private_peak, children_shared_at_peak;
+    _Atomic long long children_owned; /* what the cell's children own, last seen */
+    /* The most they owned together at a look, their RSS then, and whether
+     * some child's private memory was unreadable (mt_guard_children_peak). */
+    _Atomic long long children_peak_owned, children_rss_at_peak;
+    _Atomic int children_unreadable;
     _Atomic long long cell_serial;    /* which cell is armed */
     _Atomic long long cell_start_use; /* RSS when it began */
 
@@ -90,6 +97,13 @@ typedef struct mt_guard {
     _Atomic long long shared_margin;  /* room past the reserve granted by trips */
     _Atomic long long shared_working; /* working set last read ... */
     _Atomic long long shared_counted; /* ... and mt_heap_counted() then */
+    /* The ledger of the kernels sharing that limit (pod.h): large requests
+     * reserve their bytes there.  Written with the GIL held while
+     * shared_limit is -1 (a hook that read it just before may see a torn
+     * path: its open fails and it decides alone). */
+    mt_pod pod;
+    char pod_dir[MT_PROBE_PATH_MAX]; /* the shared limit's directory it is for */
+    _Atomic int pod_reserved;        /* the running cell reserved there */
 
     /* Protected by trip_state: the thread that moves it to TRIP_WRITING
      * owns trip until it publishes TRIP_PENDING (release); readers check
@@ -107,8 +121,9 @@ typedef struct mt_guard {
     mt_probe_shared shared; /* where the shared limit binds */
     int have_shared;
     long long trips;
-    long long rss_before; /* of the running cell */
-    pid_t pid;            /* of the process that owns the watcher */
+    long long rss_before;                /* of the running cell */
+    pid_t pid;                           /* of the process that owns the watcher */
+    char runtime_dir[MT_PROBE_PATH_MAX]; /* where the pod's ledger lives; "": none */
     /* MemoryBudgetExceeded, the user's namespace and the renderer of the
      * exception's message: the module's references (mt_guard_traverse). */
     PyObject *budget_exceeded, *user_ns, *describe;
@@ -120,6 +135,7 @@ typedef struct mt_guard {
     mt_probe probe;        /* the watcher's own /proc files */
     mt_probe_children_mark children;
     double children_looked; /* when the watcher last looked at them */
+    int children_alive;     /* how many it saw then */
     long poll_us;
     int psi_fd;
     _Atomic long long polls;
@@ -139,6 +155,7 @@ trip_claim(mt_guard *g, int replace_pending)
             return 0;
         }
         if (atomic_compare_exchange_weak(&g->trip_state, &state, TRIP_WRITING)) {
+            g->trip.held = 0; /* the claimant may name the pod's kernels before publishing */
             return 1;
         }
     }
@@ -148,7 +165,7 @@ trip_claim(mt_guard *g, int replace_pending)
  * grace then goes to the room under the shared limit. */
 static void
 trip_publish(mt_guard *g, mt_guard_layer layer, long long requested, long long use, pid_t child,
-             long long child_size, long long shared_use)
+             long long child_owned, const char *child_comm, long long shared_use)
 {
     long long at = atomic_load(&g->ceiling);
     g->trip.layer = layer;
@@ -159,7 +176,8 @@ trip_publish(mt_guard *g, mt_guard_layer layer, long long requested, long long u
     g->trip.shared_limit = atomic_load(&g->shared_limit);
     g->trip.shared_reserve = atomic_load(&g->shared_reserve);
     g->trip.child_pid = child;
-    g->trip.child_rss = child_size;
+    g->trip.child_owned = child_owned;
+    snprintf(g->trip.child_comm, sizeof g->trip.child_comm, "%s", child_comm ? child_comm : "");
     g->trip.serial = atomic_load(&g->cell_serial);
     if (shared_use >= 0) {
         atomic_fetch_add(&g->shared_margin, atomic_load(&g->grace));
@@ -170,13 +188,20 @@ trip_publish(mt_guard *g, mt_guard_layer layer, long long requested, long long u
     atomic_store_explicit(&g->trip_state, TRIP_PENDING, memory_order_release);
 }
 
-/* Use as the hooks see it: the last RSS reading plus what our counters saw
- * allocated since (never less than the reading). */
+/* The kernel's own RSS as the hooks see it: the last reading plus what our
+ * counters saw allocated since (never less than the reading). */
+static long long
+estimated_rss(mt_guard *g)
+{
+    long long grown = mt_heap_counted() - atomic_load(&g->sample_counted);
+    return atomic_load(&g->sample_rss) + (grown > 0 ? grown : 0);
+}
+
+/* Use as the hooks see it: that and the cell's children. */
 static long long
 estimated_use(mt_guard *g)
 {
-    long long grown = mt_heap_counted() - atomic_load(&g->sample_counted);
-    return atomic_load(&g->sample_rss) + (grown > 0 ? grown : 0) + atomic_load(&g->children_rss);
+    return estimated_rss(g) + atomic_load(&g->children_owned);
 }
 
 /* Room the shared limit leaves for this kernel's next bytes: the limit
@@ -201,9 +226,28 @@ shared_room(mt_guard *g, size_t request, long long *working)
     return limit - atomic_load(&g->shared_reserve) + atomic_load(&g->shared_margin) - *working;
 }
 
+/* The room under the shared limit for a request of size, through the pod's
+ * ledger for fresh requests (others' reservations count as used, and ours
+ * is recorded when it fits): 1 when it fits, 0 when not (*working: the use
+ * held against it; *held, holders: the pod's kernels), -1 when the ledger
+ * cannot be used. */
+static int
+pod_fits(mt_guard *g, size_t size, long long *working, mt_pod_holder *holders, int *held)
+{
+    if (size < MT_GUARD_FRESH_REQUEST || atomic_load(&g->shared_limit) < 0) {
+        return -1;
+    }
+    mt_pod_room room = {atomic_load(&g->shared_limit) - atomic_load(&g->shared_reserve) +
+                            atomic_load(&g->shared_margin),
+                        &g->shared_files};
+    return mt_pod_reserve(&g->pod, &g->probe, &room, (long long)size,
+                          estimated_rss(g) + (long long)size, working, holders, held);
+}
+
 /* The refusal policy heap.c's hooks ask about large requests (heap.h):
- * from any thread, with or without the GIL; never allocates, never takes a
- * lock.  1 when the request must be refused (the trip is recorded). */
+ * from any thread, with or without the GIL; never allocates, and takes no
+ * lock but the pod ledger's (for fresh requests only).  1 when the request
+ * must be refused (the trip is recorded). */
 static int
 refuse(void *ctx, size_t size, mt_heap_hook hook)
 {
@@ -214,12 +258,22 @@ refuse(void *ctx, size_t size, mt_heap_hook hook)
     }
     long long use = estimated_use(g);
     long long working = -1;
+    mt_pod_holder holders[MT_POD_HOLDERS];
+    int held = 0;
     int own_over = use + (long long)size > atomic_load(&g->ceiling);
-    if (!own_over && (long long)size <= shared_room(g, size, &working)) {
-        return 0;
+    if (!own_over) {
+        int fits = pod_fits(g, size, &working, holders, &held);
+        if (fits == 1) {
+            atomic_store(&g->pod_reserved, 1);
+        }
+        if (fits == 1 || (fits < 0 && (long long)size <= shared_room(g, size, &working))) {
+            return 0;
+        }
     }
     if (trip_claim(g, 0)) {
-        trip_publish(g, layer, (long long)size, use, 0, 0, own_over ? -1 : working);
+        memcpy(g->trip.holders, holders, (size_t)held * sizeof *holders);
+        g->trip.held = held;
+        trip_publish(g, layer, (long long)size, use, 0, 0, NULL, own_over ? -1 : working);
     }
     return 1;
 }
@@ -253,20 +307,24 @@ nap_us(const mt_guard *g, long long use, long long shared_left)
     if (us < g->poll_us) {
         us = g->poll_us;
     }
-    return us > MAX_NAP_US ? MAX_NAP_US : (long)us;
+    long most = g->children_alive > 0 ? CHILD_LOOK_US : MAX_NAP_US;
+    return us > most ? most : (long)us;
 }
 
-static void
+/* 1 when memory pressure ended the nap early. */
+static int
 nap(mt_guard *g, long us)
 {
     if (g->psi_fd >= 0) {
         struct pollfd pfd = {g->psi_fd, POLLPRI, 0};
-        if (poll(&pfd, 1, (int)(us / 1000)) >= 0) {
-            return;
+        int ready = poll(&pfd, 1, (int)(us / 1000));
+        if (ready >= 0) {
+            return ready > 0;
         }
     }
     struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
     nanosleep(&ts, NULL);
+    return 0;
 }
 
 /* One look at the process and the memory it shares; no GIL, no Python
@@ -289,24 +347,30 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
     long long working =
         atomic_load(&g->shared_limit) >= 0 ? mt_probe_shared_working_set(&g->shared_files) : -1;
     if (working >= 0) {
+        /* What other kernels reserved is as good as used: growth that asks
+         * nothing of the ledger (small blocks, pure Python) must not take it. */
+        working += mt_pod_others_outstanding(&g->pod, &g->probe);
         atomic_store(&g->shared_working, working);
         atomic_store(&g->shared_counted, counted);
         *shared_left = atomic_load(&g->shared_limit) - atomic_load(&g->shared_reserve) +
                        atomic_load(&g->shared_margin) - working;
     }
-    mt_probe_children_rss kids = {0};
+    mt_probe_children_use kids = {0};
     if (look_at_children) {
         mt_probe_children_now(&g->probe, mark, &kids);
-        atomic_store(&g->children_rss, kids.total);
-        long long seen = atomic_load(&g->children_private_peak);
-        if (seen >= 0 && (kids.private_total < 0 || kids.private_total > seen)) {
-            /* Only this thread writes them (and cell begin, between cells). */
-            atomic_store(&g->children_shared_at_peak, kids.total - kids.private_total);
-            atomic_store(&g->children_private_peak, kids.private_total);
+        g->children_alive = kids.count;
+        atomic_store(&g->children_owned, kids.owned);
+        /* Only this thread writes the peak (and cell begin, between cells). */
+        if (kids.owned > atomic_load(&g->children_peak_owned)) {
+            atomic_store(&g->children_rss_at_peak, kids.rss_total);
+            atomic_store(&g->children_peak_owned, kids.owned);
+        }
+        if (kids.unreadable) {
+            atomic_store(&g->children_unreadable, 1);
         }
     }
     mt_postmortem_sample(g->postmortem, rss);
-    long long use = rss + atomic_load(&g->children_rss);
+    long long use = rss + atomic_load(&g->children_owned);
     /* Others growing is no reason to stop this cell: only its own growth. */
     int shared_over = *shared_left < 0 && use > atomic_load(&g->cell_start_use);
     int own_over = use > atomic_load(&g->ceiling);
@@ -314,22 +378,37 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
         return use;
     }
     /* The cell's children are what crossed it when the kernel itself is
-     * within its ceiling, or grew less than the biggest of them. */
+     * within its ceiling, or grew less than the biggest of them owns. */
     long long shared_use = own_over ? -1 : working;
     int children_crossed = own_over ? rss <= atomic_load(&g->ceiling)
-                                    : kids.biggest_rss > rss - atomic_load(&g->cell_start_use);
+                                    : kids.biggest_owned > rss - atomic_load(&g->cell_start_use);
+    char comm[16] = "";
+    long long child_rss;
+    pid_t victim = 0;
     if (look_at_children && kids.biggest_pid > 0 && children_crossed &&
-        kill(kids.biggest_pid, SIGKILL) == 0) {
-        atomic_store(&g->children_rss, kids.total - kids.biggest_rss);
-        trip_publish(g, MT_GUARD_CHILD, -1, use, kids.biggest_pid, kids.biggest_rss, shared_use);
+        mt_probe_pid_rss(&g->probe, kids.biggest_pid, &child_rss, comm, sizeof comm) == 0) {
+        victim = kids.biggest_pid;
+        atomic_store(&g->children_owned, kids.owned - kids.biggest_owned);
+        trip_publish(g, MT_GUARD_CHILD, -1, use, victim, kids.biggest_owned, comm, shared_use);
     }
     else {
-        trip_publish(g, MT_GUARD_WATCHER, -1, use, 0, 0, shared_use);
+        trip_publish(g, MT_GUARD_WATCHER, -1, use, 0, 0, NULL, shared_use);
     }
     /* A real signal, not only PyErr_SetInterruptEx: it also breaks the main
      * thread out of a blocking wait (a join, a future's result). */
     if (pthread_kill(g->main_thread, guard_signal()) != 0) {
         PyErr_SetInterruptEx(guard_signal());
+    }
+    /* The child dies once the main thread has taken the trip (or a look's
+     * time later): a join waiting for it is then interrupted rather than
+     * reaping it, and leaves its exit status to the next join. */
+    if (victim > 0) {
+        struct timespec step = {0, 500000};
+        for (long waited = 0; waited < CHILD_LOOK_US && atomic_load(&g->trip_state) == TRIP_PENDING;
+             waited += step.tv_nsec / 1000) {
+            nanosleep(&step, NULL);
+        }
+        kill(victim, SIGKILL);
     }
     return use;
 }
@@ -341,19 +420,27 @@ watch_step(void *owner, int fresh)
     mt_guard *g = owner;
     if (fresh) {
         g->children_looked = 0; /* a new cell: look at once */
+        g->children_alive = 0;
     }
     mt_worker_lock(&g->watcher);
     mt_probe_children_mark mark = g->children;
     mt_worker_unlock(&g->watcher);
     atomic_fetch_add(&g->polls, 1);
     double now = mt_monotonic_seconds();
-    int look_at_children = now - g->children_looked >= CHILD_LOOK_SECONDS;
+    int look_at_children = now - g->children_looked >= CHILD_LOOK_US / 1e6;
     if (look_at_children) {
         g->children_looked = now;
     }
     long long shared_left;
     long long use = watch_once(g, &mark, look_at_children, &shared_left);
-    nap(g, nap_us(g, use, shared_left));
+    /* A child started during a long nap would come and go unseen: wake to
+     * look at it (one waitid per step). */
+    for (long left = nap_us(g, use, shared_left); left > 0; left -= CHILD_LOOK_US) {
+        if (nap(g, left < CHILD_LOOK_US ? left : CHILD_LOOK_US) ||
+            (left > CHILD_LOOK_US && mt_probe_has_children())) {
+            break;
+        }
+    }
 }
 
 static void
@@ -522,6 +609,13 @@ resolve_shared(mt_state *st, mt_guard *g)
         return;
     }
     atomic_store(&g->shared_reserve, default_reserve(g->shared.limit));
+    if (g->runtime_dir[0] && (g->pod.path[0] == '\0' || strcmp(g->pod_dir, g->shared.dir) != 0)) {
+        mt_pod_close(&g->pod);
+        /* Without a ledger the guard decides alone, as for one kernel. */
+        if (mt_pod_open(&g->pod, &g->probe, g->runtime_dir, g->shared.dir) == 0) {
+            snprintf(g->pod_dir, sizeof g->pod_dir, "%s", g->shared.dir);
+        }
+    }
     atomic_store(&g->shared_working, g->shared.working_set);
     atomic_store(&g->shared_counted, mt_heap_counted());
     atomic_store(&g->shared_limit, g->shared.limit);
@@ -564,8 +658,15 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line, lo
     MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
+    if (g == NULL) {
+        return;
+    }
     atomic_store(&g->armed, 0);
-    if (g == NULL || !g->watcher.started || g->pid != getpid()) {
+    /* The watcher writes these while it runs; it is paused between cells. */
+    atomic_store(&g->children_peak_owned, 0);
+    atomic_store(&g->children_rss_at_peak, 0);
+    atomic_store(&g->children_unreadable, 0);
+    if (!g->watcher.started || g->pid != getpid()) {
         return;
     }
     atomic_fetch_add(&g->cell_serial, 1);
@@ -583,14 +684,16 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line, lo
         atomic_store(&g->shared_margin, room < 0 ? atomic_load(&g->grace) - room : 0);
     }
     atomic_store(&g->trip_state, TRIP_NONE);
-    atomic_store(&g->children_rss, 0);
-    atomic_store(&g->children_private_peak, 0);
-    atomic_store(&g->children_shared_at_peak, 0);
+    atomic_store(&g->children_owned, 0);
     atomic_store(&g->sample_rss, rss_before);
     atomic_store(&g->sample_counted, mt_heap_counted());
     mt_postmortem_cell_begin(g->postmortem, cell, first_line, rss_before);
+    mt_probe_children_mark mark;
+    mt_probe_children_begin(&g->probe, &mark);
     if (g->budget < 0) {
-        watcher_set(g, 0, NULL);
+        /* No budget: the watcher only follows the cell's children. */
+        atomic_store(&g->ceiling, LLONG_MAX);
+        watcher_set(g, 1, &mark);
         return;
     }
     /* A kernel already over its budget is stopped only for its growth in
@@ -600,8 +703,6 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line, lo
         start = rss_before + atomic_load(&g->grace);
     }
     atomic_store(&g->ceiling, start);
-    mt_probe_children_mark mark;
-    mt_probe_children_begin(&g->probe, &mark);
     watcher_set(g, 1, &mark);
     atomic_store(&g->armed, 1);
 }
@@ -616,6 +717,9 @@ mt_guard_cell_end(PyObject *module, long long rss_after)
         return;
     }
     watcher_set(g, 0, NULL);
+    if (atomic_exchange(&g->pod_reserved, 0)) {
+        mt_pod_release(&g->pod);
+    }
     /* What the stopped cell freed stays in glibc's heap and would leave the
      * kernel at its budget: give it back. */
     if (atomic_load(&g->trip_state) != TRIP_NONE && mt_heap_trim()) {
@@ -673,6 +777,23 @@ shared_figures(mt_guard *g, long long use)
     return d;
 }
 
+/* [(pid, rss, reserved)] of the pod's other kernels a refusal named. */
+static PyObject *
+pod_holders(const trip_record *t)
+{
+    PyObject *list = PyList_New(t->held);
+    for (int i = 0; list != NULL && i < t->held; i++) {
+        const mt_pod_holder *h = &t->holders[i];
+        PyObject *item = Py_BuildValue("(iLL)", (int)h->pid, h->rss, h->reserved);
+        if (item == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
 static PyObject *
 trip_dict(mt_guard *g, const trip_record *t)
 {
@@ -686,9 +807,13 @@ trip_dict(mt_guard *g, const trip_record *t)
         mt_set(d, "rss_before", mt_size_or_none(g->rss_before)) < 0 ||
         mt_set(d, "child_pid",
                t->child_pid > 0 ? PyLong_FromLong((long)t->child_pid) : Py_NewRef(Py_None)) < 0 ||
-        mt_set(d, "child_rss",
-               t->child_pid > 0 ? PyLong_FromLongLong(t->child_rss) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "child_private",
+               t->child_pid > 0 ? PyLong_FromLongLong(t->child_owned) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "child_command",
+               t->child_pid > 0 ? PyUnicode_DecodeFSDefault(t->child_comm) : Py_NewRef(Py_None)) <
+            0 ||
         mt_set(d, "crossed", PyUnicode_FromString(t->shared_use >= 0 ? "shared" : "budget")) < 0 ||
+        mt_set(d, "kernels", pod_holders(t)) < 0 ||
         mt_set(d, "shared", shared_figures(g, t->shared_use >= 0 ? t->shared_use : -1)) < 0) {
         Py_XDECREF(d);
         return NULL;
@@ -914,17 +1039,32 @@ judge_rules_budget(PyObject *module, const mt_rules_level *level, int apply, cha
 /* ------------------------------------------------------------------ */
 
 PyDoc_STRVAR(mt_guard_enable__doc__,
-             "guard_enable(user_ns, describe) -> dict: start the watcher for this process and "
-             "budget the cells that follow.  Call it from the main thread, after registering "
-             "_guard_signal for GUARD_SIGNAL.");
+             "guard_enable(user_ns, describe, runtime_dir=None) -> dict: start the watcher for "
+             "this process and budget the cells that follow; large requests reserve their bytes "
+             "in a ledger in runtime_dir shared by the kernels of the container.  Call it from "
+             "the main thread, after registering _guard_signal for GUARD_SIGNAL.");
 PyObject *
 mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
-    if (nargs != 2 || !PyDict_Check(args[0]) || !PyCallable_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "guard_enable(user_ns: dict, describe: callable)");
+    PyObject *runtime_dir = NULL;
+    if (nargs < 2 || nargs > 3 || !PyDict_Check(args[0]) || !PyCallable_Check(args[1]) ||
+        (nargs == 3 && args[2] != Py_None && !PyUnicode_FSConverter(args[2], &runtime_dir))) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "guard_enable(user_ns: dict, describe: callable, "
+                                             "runtime_dir: str | None = None)");
+        }
+        return NULL;
+    }
+    int fits =
+        runtime_dir == NULL || PyBytes_GET_SIZE(runtime_dir) < (Py_ssize_t)sizeof g->runtime_dir;
+    snprintf(g->runtime_dir, sizeof g->runtime_dir, "%s",
+             runtime_dir && fits ? PyBytes_AS_STRING(runtime_dir) : "");
+    Py_XDECREF(runtime_dir);
+    if (!fits) {
+        PyErr_SetString(PyExc_ValueError, "guard_enable: the runtime directory's path is too long");
         return NULL;
     }
     Py_XSETREF(g->user_ns, Py_NewRef(args[0]));
@@ -953,6 +1093,8 @@ mt_guard_disable(PyObject *module, PyObject *Py_UNUSED(unused))
     mt_heap_set_refusal(NULL, NULL);
     mt_heap_numpy_cover_threads(0);
     watcher_stop(g);
+    atomic_store(&g->shared_limit, -1);
+    mt_pod_close(&g->pod);
     Py_CLEAR(g->user_ns);
     Py_CLEAR(g->describe);
     Py_RETURN_NONE;
@@ -1137,7 +1279,8 @@ mt_guard_exec(PyObject *module)
         "memtamer.MemoryBudgetExceeded",
         "A cell would have taken the kernel past its memory budget (see %memguard).\n\n"
         "Attributes: budget, use, requested (the refused allocation, or None), layer\n"
-        "('numpy', 'python', 'watcher' or 'child'), limit, child_pid, child_rss.",
+        "('numpy', 'python', 'watcher' or 'child'), limit, child_pid, child_private\n"
+        "(the killed child's private memory), child_command.",
         PyExc_MemoryError, NULL);
     if (g->budget_exceeded == NULL ||
         PyModule_AddObjectRef(module, "MemoryBudgetExceeded", g->budget_exceeded) < 0 ||
@@ -1177,6 +1320,7 @@ mt_guard_free(PyObject *module)
     mt_heap_set_refusal(NULL, NULL);
     watcher_stop(g);
     atomic_store(&g->shared_limit, -1);
+    mt_pod_close(&g->pod);
     mt_probe_shared_close(&g->shared_files);
     g->postmortem = NULL;
     st->guard = NULL;
@@ -1206,11 +1350,12 @@ mt_guard_clear(PyObject *module)
 }
 
 long long
-mt_guard_children_private_peak(long long *shared)
+mt_guard_children_peak(long long *rss, int *unreadable)
 {
     const mt_guard *g = &the_guard;
-    *shared = atomic_load(&g->children_shared_at_peak);
-    return atomic_load(&g->children_private_peak);
+    *rss = atomic_load(&g->children_rss_at_peak);
+    *unreadable = atomic_load(&g->children_unreadable);
+    return atomic_load(&g->children_peak_owned);
 }
 
 /* The _core methods of this file; module.c adds them at init. */

@@ -11,10 +11,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(SYS_kcmp)
+#include <linux/kcmp.h>
+#endif
 
 /* cgroup v1 writes "unlimited" as LONG_MAX rounded down to a page; anything
  * above 2^60 bytes is no limit in practice. */
@@ -277,6 +280,18 @@ mt_probe_parse_state(const char *text, char *state)
         return -1;
     }
     *state = p[2];
+    return 0;
+}
+
+int
+mt_probe_parse_private(const char *text, long long *bytes)
+{
+    long long clean, dirty;
+    if (mt_probe_parse_kb_field(text, "Private_Clean", &clean) < 0 ||
+        mt_probe_parse_kb_field(text, "Private_Dirty", &dirty) < 0) {
+        return -1;
+    }
+    *bytes = clean + dirty;
     return 0;
 }
 
@@ -567,21 +582,10 @@ boot_ticks_now(const mt_probe *p)
            (unsigned long long)ts.tv_nsec / (1000000000ULL / (unsigned long long)p->clock_ticks);
 }
 
-static long long
-reaped_children_maxrss(void)
-{
-    struct rusage ru;
-    if (getrusage(RUSAGE_CHILDREN, &ru) < 0) {
-        return -1;
-    }
-    return (long long)ru.ru_maxrss * 1024; /* Linux reports KiB */
-}
-
 void
 mt_probe_children_begin(mt_probe *p, mt_probe_children_mark *mark)
 {
     mark->start_ticks = boot_ticks_now(p);
-    mark->reaped_maxrss = reaped_children_maxrss();
 }
 
 /* Appends the children of every thread of pid to pids[*n..]. */
@@ -614,8 +618,8 @@ collect_children(const mt_probe *p, pid_t pid, pid_t *pids, int *n)
 
 /* One syscall instead of a /proc scan for the common case of no children:
  * waitid sees the children of every thread, and WNOWAIT reaps none. */
-static int
-has_children(void)
+int
+mt_probe_has_children(void)
 {
     siginfo_t info;
     info.si_pid = 0;
@@ -632,7 +636,7 @@ for_each_new_descendant(mt_probe *p, unsigned long long since_ticks,
     int n = 0;
     char path[MT_PROBE_PATH_MAX + 64], buf[4096];
 
-    if (!has_children()) {
+    if (!mt_probe_has_children()) {
         return;
     }
     collect_children(p, getpid(), pids, &n);
@@ -662,66 +666,61 @@ pid_status_field(const mt_probe *p, pid_t pid, const char *key)
     return v;
 }
 
-static void
-note_peak(const mt_probe *p, pid_t pid, void *ctx)
-{
-    long long *peak = ctx;
-    long long hwm = pid_status_field(p, pid, "VmHWM");
-    if (hwm > *peak) {
-        *peak = hwm;
-    }
-}
-
-long long
-mt_probe_children_end(mt_probe *p, const mt_probe_children_mark *mark)
-{
-    long long peak = 0;
-    long long reaped = reaped_children_maxrss();
-    if (reaped > mark->reaped_maxrss) {
-        peak = reaped;
-    }
-    for_each_new_descendant(p, mark->start_ticks, note_peak, &peak);
-    return peak;
-}
-
-/* Private_Clean + Private_Dirty of /proc/<pid>/smaps_rollup, -1 when
- * unreadable (an old kernel, another user's process). */
+/* -1 when unreadable (an old kernel, another user's process). */
 static long long
 pid_private(const mt_probe *p, pid_t pid)
 {
     char path[MT_PROBE_PATH_MAX + 64], buf[4096];
-    long long clean, dirty;
+    long long bytes;
     if (proc_path(p, path, sizeof path, "/proc/%d/smaps_rollup", (int)pid) < 0 ||
-        read_text(path, buf, sizeof buf) < 0 ||
-        mt_probe_parse_kb_field(buf, "Private_Clean", &clean) < 0 ||
-        mt_probe_parse_kb_field(buf, "Private_Dirty", &dirty) < 0) {
+        read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_private(buf, &bytes) < 0) {
         return -1;
     }
-    return clean + dirty;
+    return bytes;
+}
+
+/* Whether pid runs in our address space (a vforked child before its exec),
+ * whose pages smaps_rollup would show as its own.  Only the real /proc has
+ * real pids to compare. */
+static int
+shares_our_memory(const mt_probe *p, pid_t pid)
+{
+#ifdef SYS_kcmp
+    return p->root[0] == '\0' && syscall(SYS_kcmp, getpid(), pid, KCMP_VM, 0, 0) == 0;
+#else
+    (void)p;
+    (void)pid;
+    return 0;
+#endif
 }
 
 static void
-add_rss(const mt_probe *p, pid_t pid, void *ctx)
+add_child(const mt_probe *p, pid_t pid, void *ctx)
 {
-    mt_probe_children_rss *out = ctx;
+    mt_probe_children_use *out = ctx;
     long long rss = pid_status_field(p, pid, "VmRSS");
-    if (rss <= 0) {
-        return; /* gone, or a zombie */
+    if (rss <= 0 || shares_our_memory(p, pid)) {
+        return; /* gone, a zombie, or not yet a process of its own */
     }
-    long long private = pid_private(p, pid);
-    out->private_total = private < 0 || out->private_total < 0 ? -1 : out->private_total + private;
-    out->total += rss;
-    if (rss > out->biggest_rss) {
-        out->biggest_rss = rss;
+    long long owned = pid_private(p, pid);
+    if (owned < 0) {
+        owned = rss;
+        out->unreadable++;
+    }
+    out->count++;
+    out->owned += owned;
+    out->rss_total += rss;
+    if (owned > out->biggest_owned || out->biggest_pid == 0) {
+        out->biggest_owned = owned;
         out->biggest_pid = pid;
     }
 }
 
 void
-mt_probe_children_now(mt_probe *p, const mt_probe_children_mark *mark, mt_probe_children_rss *out)
+mt_probe_children_now(mt_probe *p, const mt_probe_children_mark *mark, mt_probe_children_use *out)
 {
     memset(out, 0, sizeof *out);
-    for_each_new_descendant(p, mark->start_ticks, add_rss, out);
+    for_each_new_descendant(p, mark->start_ticks, add_child, out);
 }
 
 /* ---- limit ---- */
@@ -1117,6 +1116,9 @@ mt_probe_pid_rss(const mt_probe *p, pid_t pid, long long *rss, char *comm, size_
     if (proc_path(p, path, sizeof path, "/proc/%d/statm", (int)pid) < 0 ||
         read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_statm(buf, p->page_size, rss) < 0) {
         return -1;
+    }
+    if (comm == NULL) {
+        return 0;
     }
     comm[0] = '\0';
     if (proc_path(p, path, sizeof path, "/proc/%d/comm", (int)pid) == 0 &&

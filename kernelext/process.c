@@ -411,6 +411,13 @@ mt_process_parse(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
         }
         return list;
     }
+    if (strcmp(kind, "smaps_rollup") == 0) {
+        long long bytes;
+        if (mt_probe_parse_private(text, &bytes) < 0) {
+            Py_RETURN_NONE;
+        }
+        return PyLong_FromLongLong(bytes);
+    }
     if (strcmp(kind, "starttime") == 0) {
         unsigned long long ticks;
         if (mt_probe_parse_starttime(text, &ticks) < 0) {

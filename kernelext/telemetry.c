@@ -226,10 +226,17 @@ static const field common_fields[] = {
     {"seq", "int"},     {"time", "number"},   {NULL, NULL},
 };
 static const field sample_fields[] = {
-    {"rss", "int?"},          {"limit", "int?"},     {"headroom", "int?"},
-    {"budget", "int?"},       {"heap_bytes", "int"}, {"numpy_bytes", "int"},
-    {"children_rss", "int?"}, {"cells", "int"},      {"trips", "int"},
-    {"running", "running?"},  {NULL, NULL},
+    {"rss", "int?"},
+    {"limit", "int?"},
+    {"headroom", "int?"},
+    {"budget", "int?"},
+    {"heap_bytes", "int"},
+    {"numpy_bytes", "int"},
+    {"children_private", "int?"},
+    {"cells", "int"},
+    {"trips", "int"},
+    {"running", "running?"},
+    {NULL, NULL},
 };
 static const field cell_fields[] = {
     {"cells", "int"},
@@ -534,7 +541,7 @@ write_sample(json_buf *b, int names, const sample_figures *f, const running_cell
     jb_size(b, "headroom", f->headroom);
     jb_size(b, "budget", budget);
     jb_printf(b, ",\"heap_bytes\":%lld,\"numpy_bytes\":%lld", f->heap, f->numpy);
-    jb_size(b, "children_rss", f->children);
+    jb_size(b, "children_private", f->children);
     jb_printf(b, ",\"cells\":%lld,\"trips\":%lld,\"running\":", cells, trips);
     if (!run->running) {
         jb_literal(b, "null");
@@ -557,8 +564,8 @@ take_sample(mt_telemetry *t, const running_cell *run, sample_figures *f, long lo
     long long hwm = -1;
     mt_probe_limit limit;
     mt_heap_reading python, numpy;
-    mt_probe_children_rss kids;
-    mt_probe_children_mark everyone = {0, 0};
+    mt_probe_children_use kids;
+    mt_probe_children_mark everyone = {0};
 
     if (mt_probe_status(&t->probe, &f->rss, &hwm) < 0) {
         f->rss = mt_probe_rss(&t->probe);
@@ -574,7 +581,7 @@ take_sample(mt_telemetry *t, const running_cell *run, sample_figures *f, long lo
     f->heap = python.current;
     f->numpy = numpy.current;
     mt_probe_children_now(&t->probe, run->running ? &run->children : &everyone, &kids);
-    f->children = kids.total;
+    f->children = kids.owned;
     f->cell_peak = -1;
     if (run->running) {
         /* VmHWM was reset when the cell began only under the hwm method. */

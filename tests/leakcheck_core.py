@@ -9,6 +9,7 @@ go unexercised."""
 import copy
 import os
 import pickle
+import shutil
 import sys
 import tempfile
 import time
@@ -76,6 +77,7 @@ def parsers(i):
     _core._parse("status", "VmRSS:\t 5 kB\nVmHWM:\t 9 kB\n")
     _core._parse("meminfo", "MemTotal: 100 kB\nMemAvailable: 50 kB\n")
     _core._parse("statm", "765 440 361 5 0 90 0\n")
+    _core._parse("smaps_rollup", "Private_Clean: 4 kB\nPrivate_Dirty: 8 kB\n")
     expect_error(_core._parse, "nonsense", "")
     expect_error(_core._parse, "status")
 
@@ -270,6 +272,16 @@ def telemetry(i):
 
 def guard(i):
     user_ns = {"x": np.ones(10)}
+    expect_error(_core.guard_enable, user_ns, str, 5)
+    runtime = tempfile.mkdtemp()
+    # With a pod ledger: a large request in an armed cell reserves there.
+    _core.guard_enable(user_ns, lambda trip: "described", runtime)
+    _core.cell_begin(1, "reserve")
+    block = np.empty(2**24)
+    del block
+    _core.cell_end(1, False)
+    _core.guard_disable()
+    shutil.rmtree(runtime)
     _core.guard_enable(user_ns, lambda trip: "described")
     _core.guard_set_budget("bytes", 2**32)
     _core.guard_set_budget("percent", 80)

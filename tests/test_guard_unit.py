@@ -27,7 +27,7 @@ def test_parse_level_reads_shares_and_sizes():
 def trip(**over):
     base = {"layer": "numpy", "requested": 4 * GiB, "use": 300 * MiB, "ceiling": 2 * GiB,
             "budget": 2 * GiB, "limit": 24 * GiB, "rss_before": 250 * MiB,
-            "child_pid": None, "child_rss": None}
+            "child_pid": None, "child_private": None, "child_command": None}
     base.update(over)
     return base
 
@@ -43,8 +43,10 @@ def test_message_says_budget_use_and_request():
 
 def test_message_for_child_and_over_budget_start():
     text = describe(trip(layer="child", requested=None, use=int(2.2 * GiB), child_pid=4242,
-                         child_rss=2 * GiB, rss_before=int(2.1 * GiB)))
-    assert "pid 4242" in text and "grew to 2.0 GiB" in text and "killed that process" in text
+                         child_private=2 * GiB, child_command="python3",
+                         rss_before=int(2.1 * GiB)))
+    assert "('python3', pid 4242)" in text and "grew to 2.0 GiB of its own memory" in text
+    assert "killed that process" in text
     assert "already used 2.1 GiB before the cell began" in text
 
 
@@ -190,14 +192,16 @@ SHARED = {"source": "cgroup2", "path": "/sys/fs/cgroup/pod", "limit": 3 * GiB,
 
 def test_message_names_the_shared_limit_and_the_other_holders():
     text = describe(trip(crossed="shared", shared=SHARED, requested=2 * GiB, use=60 * MiB),
-                    cell=7, holders=[("the kernel of analysis.ipynb", 4242, int(1.5 * GiB)),
-                                     ("postgres", 77, 300 * MiB)])
+                    cell=7, holders=[("the kernel of analysis.ipynb", 4242, int(1.5 * GiB), 0),
+                                     ("a memtamer kernel", 99, 200 * MiB, 600 * MiB),
+                                     ("postgres", 77, 300 * MiB, 0)])
     assert text.startswith("cell 7 was stopped before it took the container past its memory "
                            "of 3.0 GiB (cgroup2 /sys/fs/cgroup/pod) less memtamer's reserve of "
                            "256 MiB")
     assert "a numpy buffer of 2.0 GiB while the container used 2.5 GiB, of which this kernel " \
            "about 60 MiB" in text
     assert ("Others holding it: the kernel of analysis.ipynb, pid 4242, holds 1.5 GiB; "
+            "a memtamer kernel, pid 99, holds 200 MiB and reserved 600 MiB more; "
             "postgres, pid 77, holds 300 MiB.") in text
     assert "past its memory budget" not in text
     assert text.endswith("Variables made before this cell are intact.")
@@ -221,9 +225,16 @@ def test_other_holders_are_the_cgroups_processes_biggest_first(tmp_path, monkeyp
         (tmp_path / "child" / "cgroup.procs").write_text(f"{big.pid}\n")
         monkeypatch.setenv("MEMTAMER_RUNTIME_DIR", str(tmp_path / "runtime"))
         holders = guard.other_holders({"path": str(tmp_path)})
-        assert [pid for _what, pid, _rss in holders] == [big.pid, small.pid]
+        assert [pid for _what, pid, _rss, _reserved in holders] == [big.pid, small.pid]
         assert holders[0][0] == os.path.basename(sys.executable)[:15]
         assert holders[0][2] - holders[1][2] >= 60 * MiB
+        # The kernels a refusal's ledger named come first, with what they
+        # reserved; a process named twice is listed once.
+        holders = guard.other_holders({"path": str(tmp_path)},
+                                      [(small.pid, 10 * MiB, 300 * MiB)])
+        assert [(pid, reserved) for _what, pid, _rss, reserved in holders] == [
+            (small.pid, 300 * MiB), (big.pid, 0)]
+        assert holders[0][0] == "a memtamer kernel"
     finally:
         for p in (big, small):
             p.kill()

@@ -91,6 +91,26 @@ def test_pids_and_starttime():
     assert _core._parse("state", "77 (cut") is None
 
 
+SMAPS_ROLLUP = """55d0c0a4e000-7ffd8b3f7000 ---p 00000000 00:00 0                          [rollup]
+Rss:             1049600 kB
+Pss:              525312 kB
+Shared_Clean:       2048 kB
+Shared_Dirty:    1040384 kB
+Private_Clean:       512 kB
+Private_Dirty:      6656 kB
+Referenced:      1049600 kB
+Anonymous:       1046528 kB
+"""
+
+
+def test_smaps_rollup_private_memory():
+    """A forked child of a 1 GiB kernel: 1 GiB resident, 7 MiB of it its own."""
+    assert _core._parse("smaps_rollup", SMAPS_ROLLUP) == 7 * 1024**2
+    # Both fields or nothing: half of the private memory is no figure.
+    assert _core._parse("smaps_rollup", SMAPS_ROLLUP.replace("Private_Clean", "Private_Hugetlb")) is None
+    assert _core._parse("smaps_rollup", "") is None
+
+
 def test_memory_stat_hierarchical_limit():
     assert _core._parse("memory.stat", "cache 1\nhierarchical_memory_limit 536870912\n") == 512 * 1024**2
 

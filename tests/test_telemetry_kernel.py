@@ -175,6 +175,29 @@ def test_samples_while_a_long_cell_runs(tk):
     assert running[-1]["rss"] >= last["rss_before"] + ALLOCATION - REUSED
 
 
+def test_samples_count_children_by_what_they_own(tk):
+    """A forked child of a kernel holding 512 MiB shares those pages: the
+    samples count it for the 64 MiB it writes, not for its RSS."""
+    tk.run("import multiprocessing as mp, time\nheld = np.ones(512 * 2**20 // 8)")
+    sub = Subscriber(discovery_record(tk)["endpoint"])
+    cell = threading.Thread(target=lambda: tk.run(
+        "def child():\n    b = bytearray(b'\\x01') * (64 * 2**20)\n    time.sleep(1.5)\n"
+        "p = mp.get_context('fork').Process(target=child)\np.start(); p.join()"))
+    seen = []
+    try:
+        sub.next("snapshot")
+        cell.start()
+        while len(seen) < 4:
+            message = sub.next("sample", timeout=3)
+            if message["running"] and message["children_private"]:
+                seen.append(message["children_private"])
+    finally:
+        cell.join()
+        sub.close()
+        tk.run("del held")
+    assert 60 * MiB <= max(seen) <= 64 * MiB + 32 * MiB
+
+
 def test_late_subscriber_gets_a_snapshot_at_once(tk):
     tk.run("c = np.ones(200 * 2**20 // 8)\ndel c")
     sub = Subscriber(discovery_record(tk)["endpoint"])

@@ -15,15 +15,16 @@
 typedef enum {
     MT_CHILDREN_NONE = 0, /* no child, or no figure */
     MT_CHILDREN_PRIVATE,  /* the private memory they added (smaps_rollup) */
-    MT_CHILDREN_RSS,      /* their peak RSS, pages shared with the kernel included */
+    MT_CHILDREN_RSS,      /* some child's smaps_rollup was unreadable: its RSS stood in */
 } mt_children_method;
 
 /* Sizes are bytes; -1 where a figure is unavailable. */
 typedef struct {
     long long cell; /* execution count, -1 when the cell was not stored in history */
     long long rss_before, rss_after, peak_rss;
-    /* What the cell's children added (children_method says how), and their
-     * largest peak RSS, which counts the pages a forked child shares. */
+    /* What the cell's children owned together at most (children_method says
+     * how), and their RSS at that moment, which counts the pages a forked
+     * child shares with the kernel. */
     long long children_peak, children_rss_peak;
     mt_children_method children_method;
     long long heap_peak_increment, numpy_peak_increment;

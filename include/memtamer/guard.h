@@ -10,12 +10,14 @@
  * The refusal layers make numpy or CPython raise a plain MemoryError; the
  * IPython layer turns it into MemoryBudgetExceeded with guard_exception().
  *
- * The budget caps this kernel's RSS plus that of the processes the running
- * cell started, and what the cell adds to the memory the kernel shares with
- * other processes (its cgroup's, or the machine's) beyond that limit minus
- * a reserve: the headroom is the smaller of the two.  It is armed only while a cell runs.  After a
- * trip the ceiling rises by a grace margin for the rest of the cell, so the traceback can be shown
- * and a cell that catches MemoryError and keeps growing is stopped again. */
+ * The budget caps this kernel's RSS plus the private memory of the processes
+ * the running cell started (the pages a forked child shares are counted
+ * once, in the kernel's RSS), and what the cell adds to the memory the
+ * kernel shares with other processes (its cgroup's, or the machine's)
+ * beyond that limit minus a reserve: the headroom is the smaller of the
+ * two.  It is armed only while a cell runs.  After a trip the ceiling rises by a grace margin for
+ * the rest of the cell, so the traceback can be shown and a cell that catches MemoryError and keeps
+ * growing is stopped again. */
 #ifndef MEMTAMER_GUARD_H
 #define MEMTAMER_GUARD_H
 
@@ -25,7 +27,8 @@
 #include "memtamer/heap.h"
 
 /* Requests of this size or more are held against a fresh reading of the
- * shared memory's working set (smaller ones against the watcher's last). */
+ * shared memory's working set (smaller ones against the watcher's last),
+ * and reserve their bytes in the pod's ledger (pod.h) where there is one. */
 #define MT_GUARD_FRESH_REQUEST (64LL * 1024 * 1024)
 
 /* Default reserve below the effective limit, and below the shared limit:
@@ -71,11 +74,11 @@ PyObject *mt_guard_exception(PyObject *module, PyObject *unused);
 PyObject *mt_guard_before_fork(PyObject *module, PyObject *unused);
 PyObject *mt_guard_after_fork(PyObject *module, PyObject *unused);
 
-/* The most private memory (smaps_rollup) the running or last cell's
- * children held together at the watcher's looks (every 100 ms while the
- * budget is on): 0 when it saw none, -1 when some were unreadable; and in
- * *shared the rest of their RSS at that look. */
-long long mt_guard_children_private_peak(long long *shared);
+/* The most the running or last cell's children owned together (probe.h's
+ * mt_probe_children_use) at the watcher's looks, 0 when it saw none; in
+ * *rss their RSS at that look, and in *unreadable whether some child's
+ * private memory could not be read (its RSS then stood in). */
+long long mt_guard_children_peak(long long *rss, int *unreadable);
 
 /* The _core methods guard.c defines. */
 extern PyMethodDef mt_guard_methods[];

@@ -49,6 +49,9 @@ int mt_probe_parse_pids(const char *text, pid_t *pids, int max);
 int mt_probe_parse_starttime(const char *text, unsigned long long *ticks);
 /* Field 3 (state: R, S, D, Z for a zombie, X for dead, ...) of the same. */
 int mt_probe_parse_state(const char *text, char *state);
+/* The private memory of /proc/<pid>/smaps_rollup (Private_Clean +
+ * Private_Dirty), in bytes. */
+int mt_probe_parse_private(const char *text, long long *bytes);
 
 /* ---- the I/O shell ---- */
 
@@ -110,30 +113,35 @@ long long mt_probe_peak_begin(mt_probe *p);
 /* Ends the window: the peak RSS since begin, and the RSS now. */
 int mt_probe_peak_end(mt_probe *p, long long *peak, long long *rss_now);
 
-/* Children: begin remembers when the window starts and the children's
- * rusage high-water mark; end returns the largest peak RSS of descendants
- * started since (alive: VmHWM; reaped: the rusage mark if it rose). */
+/* Children: the descendants started since the mark are the window's.  No
+ * figure of theirs comes from getrusage(RUSAGE_CHILDREN): its ru_maxrss
+ * credits a child that exec'd with the high-water mark of the memory it
+ * had before, which is ours (vfork shares it, fork copies it). */
 typedef struct {
     unsigned long long start_ticks;
-    long long reaped_maxrss;
 } mt_probe_children_mark;
 void mt_probe_children_begin(mt_probe *p, mt_probe_children_mark *mark);
-long long mt_probe_children_end(mt_probe *p, const mt_probe_children_mark *mark);
 
 int mt_probe_read_limit(mt_probe *p, mt_probe_limit *out);
 
-/* The RSS of descendants started since mark, now: their sum and the
- * biggest; and the private part of their sum (smaps_rollup's Private_Clean
- * and Private_Dirty: what they add to the machine, without the pages a
- * forked child still shares with us), -1 when some descendant's is
- * unreadable.  Costs a few /proc reads per descendant. */
+/* The descendants started since mark, now.  What each owns is its private
+ * memory (smaps_rollup's Private_Clean + Private_Dirty): the pages a forked
+ * child still shares with us are counted once, in our RSS; a vforked child
+ * that has not exec'd yet shares our whole address space and owns nothing.
+ * Where a child's smaps_rollup cannot be read (an old kernel, another
+ * user's process) its RSS stands in, and unreadable counts it.  Costs a
+ * few /proc reads per descendant, one syscall when there are none. */
 typedef struct {
-    long long total, biggest_rss;
-    pid_t biggest_pid;
-    long long private_total;
-} mt_probe_children_rss;
+    int count, unreadable;
+    long long owned;     /* summed */
+    long long rss_total; /* their RSS summed, shared pages included */
+    pid_t biggest_pid;   /* the one that owns most */
+    long long biggest_owned;
+} mt_probe_children_use;
+/* Whether this process has any child process now (one syscall). */
+int mt_probe_has_children(void);
 void mt_probe_children_now(mt_probe *p, const mt_probe_children_mark *mark,
-                           mt_probe_children_rss *out);
+                           mt_probe_children_use *out);
 
 /* ---- the memory this process shares with others ----
  *
@@ -178,8 +186,8 @@ long long mt_probe_shared_working_set(const mt_probe_shared_files *files);
 
 /* The processes sharing it: the pids of the cgroup at dir and of its
  * descendants, or of the whole machine when dir is "" (stores at most max,
- * returns how many).  Then one process's RSS and command name (comm); -1
- * when it is gone. */
+ * returns how many).  Then one process's RSS and command name (comm, unless
+ * NULL); -1 when it is gone. */
 int mt_probe_sharing_pids(const mt_probe *p, const char *dir, pid_t *pids, int max);
 int mt_probe_pid_rss(const mt_probe *p, pid_t pid, long long *rss, char *comm, size_t comm_size);
 /* When process pid started (clock ticks since boot), to tell a reused pid

@@ -27,8 +27,9 @@ GAUGES = (
      lambda s: s.get("heap_bytes")),
     ("memtamer_numpy_counted_bytes", "Net bytes of numpy buffers counted since memtamer was loaded.",
      lambda s: s.get("numpy_bytes")),
-    ("memtamer_children_rss_bytes", "Resident set size of the kernel's child processes.",
-     lambda s: s.get("children_rss")),
+    ("memtamer_children_private_bytes",
+     "Private memory of the kernel's child processes (the pages they share with the kernel are "
+     "its own).", lambda s: s.get("children_private")),
     ("memtamer_cell_running", "1 while a cell runs, else 0.",
      lambda s: 1 if s.get("running") else 0),
     ("memtamer_cell_running_seconds", "How long the running cell has run.",

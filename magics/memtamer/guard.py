@@ -21,7 +21,8 @@ from .telemetry import publish
 
 MemoryBudgetExceeded = _core.MemoryBudgetExceeded
 # The exception's figures sent to watchers as a budget_trip event.
-TRIP_FIELDS = ("budget", "use", "requested", "layer", "limit", "child_pid", "child_rss")
+TRIP_FIELDS = ("budget", "use", "requested", "layer", "limit", "child_pid", "child_private",
+               "child_command")
 
 _ASKED = {
     "numpy": "a numpy buffer of {size}",
@@ -97,16 +98,25 @@ def _memtamer_kernels():
     return kernels
 
 
-def other_holders(shared, n=3):
-    """[(description, pid, rss)] of the biggest other processes that share
-    the limit: memtamer kernels by notebook, others by command name."""
+def other_holders(shared, pod_kernels=(), n=3):
+    """[(description, pid, rss, reserved)] of the biggest other processes
+    that share the limit: first the memtamer kernels of the pod's ledger that
+    the refusal named (pid, rss, bytes reserved and not yet in use), then the
+    biggest others; memtamer kernels by notebook, others by command name."""
     kernels = _memtamer_kernels()
-    holders = []
+
+    def name(pid, command):
+        if pid not in kernels:
+            return command
+        notebook = kernels[pid]
+        return f"the kernel of {os.path.basename(notebook)}" if notebook else "a memtamer kernel"
+
+    holders = [(name(pid, "a memtamer kernel"), pid, rss, reserved)
+               for pid, rss, reserved in pod_kernels]
+    named = {pid for _what, pid, _rss, _reserved in holders}
     for rss, pid, command in _core.sharing(shared.get("path"), n):
-        if pid in kernels:
-            notebook = kernels[pid]
-            command = f"the kernel of {os.path.basename(notebook)}" if notebook else "a memtamer kernel"
-        holders.append((command, pid, rss))
+        if pid not in named and len(holders) < n:
+            holders.append((name(pid, command), pid, rss, 0))
     return holders
 
 
@@ -133,7 +143,9 @@ def _shared_lines(trip, where, holders):
                      f"which this kernel {format_size(trip['use'])}.")
     if holders:
         lines.append("Others holding it: " + "; ".join(
-            f"{what}, pid {pid}, holds {format_size(rss)}" for what, pid, rss in holders) + ".")
+            f"{what}, pid {pid}, holds {format_size(rss)}"
+            + (f" and reserved {format_size(reserved)} more" if reserved else "")
+            for what, pid, rss, reserved in holders) + ".")
     return lines
 
 
@@ -151,9 +163,12 @@ def describe(trip, cell=None, variables=(), holders=()):
         lines.append(f"It asked for {_ASKED[layer].format(size=format_size(trip['requested']))} "
                      f"while the kernel used about {format_size(trip['use'])}.")
     elif layer == "child":
-        lines.append(f"A process it started (pid {trip['child_pid']}) grew to "
-                     f"{format_size(trip['child_rss'])}, taking the kernel and its children to "
-                     f"{format_size(trip['use'])}; memtamer killed that process.")
+        command = trip.get("child_command")
+        name = f"{command!r}, " if command else ""
+        lines.append(f"A process it started ({name}pid {trip['child_pid']}) grew to "
+                     f"{format_size(trip['child_private'])} of its own memory, taking the kernel "
+                     f"and its children to {format_size(trip['use'])}; memtamer killed that "
+                     "process.")
     else:
         lines.append(f"The kernel's memory (RSS) reached {format_size(trip['use'])} while it ran.")
     before = trip.get("rss_before")
@@ -280,7 +295,8 @@ class Guard:
         self.spills_removed = []  # the spill files those and the ones that died had left
 
     def _describe(self, trip):
-        holders = other_holders(trip["shared"]) if trip.get("crossed") == "shared" else ()
+        holders = (other_holders(trip["shared"], trip.get("kernels") or ())
+                   if trip.get("crossed") == "shared" else ())
         return describe(trip, running_cell(self.shell),
                         biggest_variables(self.shell.user_ns), holders)
 
@@ -326,7 +342,7 @@ class Guard:
             if speak:
                 print(f"memtamer: the memory guard is off: its signal cannot be registered ({exc})")
             return
-        _core.guard_enable(self.shell.user_ns, self._describe)
+        _core.guard_enable(self.shell.user_ns, self._describe, record_dir())
         if not self.shell.custom_exceptions:
             self.shell.set_custom_exc((MemoryError,), self._show_memory_error)
             self.translating = True

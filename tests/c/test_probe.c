@@ -40,6 +40,12 @@ main(void)
     CHECK(mt_probe_parse_state("1 (trunc", &state) == -1);
     CHECK(mt_probe_parse_state("1 (a)", &state) == -1);
 
+    CHECK(mt_probe_parse_private("Rss: 900 kB\nShared_Clean: 100 kB\nPrivate_Clean: 8 kB\n"
+                                 "Private_Dirty: 392 kB\n",
+                                 &v) == 0 &&
+          v == 400 * 1024);
+    CHECK(mt_probe_parse_private("Rss: 900 kB\nPrivate_Dirty: 392 kB\n", &v) == -1);
+
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
