@@ -342,7 +342,7 @@ class Guard:
             if speak:
                 print(f"memtamer: the memory guard is off: its signal cannot be registered ({exc})")
             return
-        _core.guard_enable(self.shell.user_ns, self._describe, record_dir())
+        _core.guard_enable(self.shell.user_ns, self._describe, directory)
         if not self.shell.custom_exceptions:
             self.shell.set_custom_exc((MemoryError,), self._show_memory_error)
             self.translating = True

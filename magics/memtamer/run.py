@@ -338,7 +338,10 @@ def _postmortem(pid):
         return None
     from .guard import record_dir
 
-    path = os.path.join(record_dir(), f"memtamer-{pid}.guard")
+    try:
+        path = os.path.join(record_dir(), f"memtamer-{pid}.guard")
+    except OSError:  # no record directory: the kernel could keep no record
+        return None
     try:
         record = _core.postmortem_read(path)
     except OSError:
