@@ -22,13 +22,18 @@ def report():
     source, headroom, methods), ``cells`` (one dict per measured cell; a
     ``peak_composition`` says which lines' big blocks made its peak) and,
     in a shell with memtamer loaded, ``variables`` (deep size, exclusive
-    bytes, holders, provenance and a ``why`` sentence per variable)."""
+    bytes, holders, provenance and a ``why`` sentence per variable) and an
+    ``account`` that splits the RSS into named parts (variables, IPython's
+    caches, the last traceback, other reachable objects, freed heap, the
+    RSS at load) with what frees each, and ``held``: what caches keep)."""
+    from . import account
     from .peaks import annotate
     from .render import explain
 
     result = _core.report()
     for variable in result.get("variables", ()):
         variable["why"] = explain(variable)
+    result["account"] = account.build(result, _active.baseline_rss if _active is not None else None)
     if _active is not None:
         result["actions"] = list(_active.rules.actions)
     for cell in result["cells"]:
@@ -66,6 +71,7 @@ class _Extension:
         self.user_ns = None  # the namespace the ledger follows
         self.publisher = None
         self._warned = set()
+        self.baseline_rss = None  # RSS when loaded: the account's baseline
 
     def report(self):
         return report()
@@ -74,6 +80,7 @@ class _Extension:
         from .magics import MemtamerMagics
         from .restore import StopCell
 
+        self.baseline_rss = _core.process().get("rss")
         _core.install_hooks()
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
@@ -187,6 +194,12 @@ class _Extension:
                 from .render import notice
 
                 print(notice(annotate(record, self.shell), _core.process()))
+            if record:
+                from .render import gone_notice
+
+                gone = [g for g in _core.ledger_gone() if g["cell"] == record.get("cell")]
+                if gone:
+                    print(gone_notice(gone))
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("cell_end", exc)
         try:
