@@ -474,9 +474,6 @@ scan(mt_ledger *l, long long cell, PyObject *reads, PyObject *walk)
 {
     long long generation = ++l->generation;
     Py_ssize_t pos = 0;
-    if (prune_gone(l) < 0) {
-        return -1;
-    }
     PyObject *name, *value;
     while (PyDict_Next(l->user_ns, &pos, &name, &value)) {
         int kind = classify(l, name, value);
@@ -1368,6 +1365,9 @@ variables(mt_ledger *l, PyObject *only, PyObject *report)
     rs.labels = PyList_New(0);
     rs.holders = PyList_New(0);
     rs.hidden = PyDict_New();
+    if (prune_gone(l) < 0) { /* the rows name what a deleted name left behind */
+        goto done;
+    }
     if (rs.objs == NULL || rs.labels == NULL || rs.holders == NULL || rs.hidden == NULL ||
         gather_roots(l, &rs, &first) < 0) {
         goto done;
@@ -1641,23 +1641,37 @@ done:
 }
 
 PyDoc_STRVAR(mt_ledger_py_gone__doc__,
-             "ledger_gone() -> list of dicts: big objects whose names went (del, or bound to\n"
-             "another object) while something kept them alive: name, bytes, cell, rebound and\n"
-             "holders (the shell's direct references to it; a holder of kind 'unnamed' when\n"
-             "none of those is).");
+             "ledger_gone(cell=None) -> list of dicts: big objects whose names went (del, or\n"
+             "bound to another object) while something kept them alive: name, bytes, cell,\n"
+             "rebound and holders (the shell's direct references to it; a holder of kind\n"
+             "'unnamed' when none of those is).  With cell, only the names that cell lost\n"
+             "(proven when it ended: the look costs nothing more).");
 PyObject *
-mt_ledger_py_gone(PyObject *module, PyObject *Py_UNUSED(unused))
+mt_ledger_py_gone(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     mt_ledger *l = &mt_get_state(module)->ledger;
+    long long cell = -1;
+    if (nargs > 1 || (nargs == 1 && args[0] != Py_None && !PyLong_Check(args[0]))) {
+        PyErr_SetString(PyExc_TypeError, "ledger_gone(cell: int | None = None)");
+        return NULL;
+    }
+    if (nargs == 1 && args[0] != Py_None && (cell = PyLong_AsLongLong(args[0])) == -1 &&
+        PyErr_Occurred()) {
+        return NULL;
+    }
+    int every = nargs == 0 || args[0] == Py_None;
     PyObject *list = PyList_New(0), *holders = NULL, *obj = NULL;
     if (l->user_ns == NULL || list == NULL) {
         return list;
     }
-    if (prune_gone(l) < 0) {
+    if (every && prune_gone(l) < 0) {
         goto error;
     }
     for (Py_ssize_t i = 0; i < l->ngone; i++) {
         const mt_ledger_gone *g = &l->gone[i];
+        if (!every && g->cell != cell) {
+            continue;
+        }
         holders = PyList_New(0);
         if (holders == NULL || direct_holders(l, g, holders, &obj) < 0) {
             goto error;
@@ -1796,7 +1810,8 @@ PyMethodDef mt_ledger_methods[] = {
     {"variables", (PyCFunction)(void (*)(void))mt_ledger_py_variables, METH_FASTCALL,
      mt_ledger_py_variables__doc__},
     {"ledger", mt_ledger_py_names, METH_NOARGS, mt_ledger_py_names__doc__},
-    {"ledger_gone", mt_ledger_py_gone, METH_NOARGS, mt_ledger_py_gone__doc__},
+    {"ledger_gone", (PyCFunction)(void (*)(void))mt_ledger_py_gone, METH_FASTCALL,
+     mt_ledger_py_gone__doc__},
     {"ledger_gone_object", mt_ledger_py_gone_object, METH_O, mt_ledger_py_gone_object__doc__},
     {"set_walk_budget", (PyCFunction)(void (*)(void))mt_ledger_py_set_budget, METH_FASTCALL,
      mt_ledger_py_set_budget__doc__},

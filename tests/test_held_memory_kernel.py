@@ -148,3 +148,41 @@ def test_shrink_trim_measures_rss(kernel):
     out = kernel.run("%shrink trim")
     assert "malloc_trim(0)" in out["data"][0]["text/plain"]
     assert "takes no names" in kernel.run("%shrink trim x", allow_error=True)["error"]["evalue"]
+
+
+def test_a_rerun_that_keeps_growing_is_noticed(kernel):
+    kernel.run("acc = []")
+    grow = f"acc.append(np.ones({2**17}))  # 1 MiB a run"
+    assert "ran the same source again" not in kernel.run(grow)["stdout"]  # a first run
+    first = kernel.last_cell()["cell"]
+    out = kernel.run(grow)
+    assert f"ran the same source again (as cell {first} did) and kept 1.0 MiB more: acc +1.0 MiB" \
+        in out["stdout"]
+    kernel.run("del acc")
+
+
+def test_a_rerun_that_shows_its_result_grows_the_output_cache(kernel):
+    show = f"np.ones({2**17}) * 2"
+    kernel.run(show)
+    out = kernel.run(show)
+    assert "ran the same source again" in out["stdout"]
+    assert f"Out[{out['execution_count']}] +1.0 MiB" in out["stdout"]
+    kernel.run("%reset -f out")
+
+
+def test_a_steady_rerun_is_not_flagged(kernel):
+    steady = f"steady = np.ones({2**20})\nsteady_sum = float(steady.sum())\nsteady_items = list(range(1000))"
+    for _ in range(3):
+        assert "ran the same source again" not in kernel.run(steady)["stdout"]
+    kernel.run("del steady")
+
+
+def test_the_automatic_restore_is_charged_to_the_cell_it_runs_before(kernel):
+    kernel.run(f"packed = np.random.default_rng(1).integers(0, 4, size={2**23})  # 64 MiB")
+    kernel.run("%shrink compress packed --codec zstd")
+    out = kernel.run("packed_total = int(packed[:10].sum())")
+    assert "restored packed" in out["stdout"]
+    record = kernel.last_cell()
+    assert record["numpy_peak_increment"] >= 64 * MiB
+    assert record["retained"] >= 0.9 * 64 * MiB
+    kernel.run("del packed")

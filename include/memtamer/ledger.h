@@ -89,7 +89,7 @@ PyObject *mt_ledger_py_rewalk(PyObject *module, PyObject *names);
 PyObject *mt_ledger_py_detach(PyObject *module, PyObject *unused);
 PyObject *mt_ledger_py_variables(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_ledger_py_names(PyObject *module, PyObject *unused);
-PyObject *mt_ledger_py_gone(PyObject *module, PyObject *unused);
+PyObject *mt_ledger_py_gone(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_ledger_py_gone_object(PyObject *module, PyObject *name);
 PyObject *mt_ledger_py_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 

@@ -72,6 +72,7 @@ class _Extension:
         self.publisher = None
         self._warned = set()
         self.baseline_rss = None  # RSS when loaded: the account's baseline
+        self.reruns = None
 
     def report(self):
         return report()
@@ -80,7 +81,10 @@ class _Extension:
         from .magics import MemtamerMagics
         from .restore import StopCell
 
+        from .reruns import Reruns
+
         self.baseline_rss = _core.process().get("rss")
+        self.reruns = Reruns()
         _core.install_hooks()
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
@@ -160,16 +164,6 @@ class _Extension:
 
     def pre_run_cell(self, info):
         try:
-            from .restore import auto_restore, restore_notice
-
-            restored = auto_restore(self.shell, info.raw_cell or "")
-            if restored:
-                print(restore_notice(restored))
-        except KeyboardInterrupt as exc:  # the cell is stopped, and still measured
-            self.stop_cell.message = str(exc) or "memtamer: Ctrl-C before the cell ran"
-        except Exception as exc:  # noqa: BLE001 - a callback must not raise
-            self._warn_once("restoring compressed variables", exc)
-        try:
             # embed_kernel(local_ns=...) replaces the namespace after extensions load.
             if self.shell.user_ns is not self.user_ns:
                 self._attach_ledger()
@@ -180,8 +174,29 @@ class _Extension:
 
             count = running_cell(self.shell, getattr(info, "store_history", True))
             _core.cell_begin(count, info.raw_cell or "")
+            self.reruns.begin(info.raw_cell or "")
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("cell_begin", exc)
+        # Inside the cell's window: the restore's memory and peak are the cell's.
+        try:
+            from .restore import auto_restore, restore_notice
+
+            restored = auto_restore(self.shell, info.raw_cell or "")
+            if restored:
+                print(restore_notice(restored))
+        except KeyboardInterrupt as exc:  # the cell is stopped, and still measured
+            self.stop_cell.message = str(exc) or "memtamer: Ctrl-C before the cell ran"
+        except Exception as exc:  # noqa: BLE001 - a callback must not raise
+            self._warn_once("restoring compressed variables", exc)
+
+    def _rerun_notice(self, result, record):
+        from .render import rerun_notice
+
+        history = getattr(self.shell, "history_manager", None)
+        source = getattr(result.info, "raw_cell", None) or ""
+        growth = self.reruns.end(source, record, getattr(history, "output_hist", None))
+        if growth:
+            print(rerun_notice(growth))
 
     def post_run_cell(self, result):
         self.stop_cell.message = None  # a cell that failed to compile never took it
@@ -197,9 +212,10 @@ class _Extension:
             if record:
                 from .render import gone_notice
 
-                gone = [g for g in _core.ledger_gone() if g["cell"] == record.get("cell")]
+                gone = _core.ledger_gone(record["cell"]) if record.get("cell") is not None else []
                 if gone:
                     print(gone_notice(gone))
+            self._rerun_notice(result, record)
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("cell_end", exc)
         try:

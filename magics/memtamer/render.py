@@ -420,6 +420,14 @@ def gone_notice(records):
     return "\n".join(lines)
 
 
+def rerun_notice(growth):
+    """After a re-run that kept more than before it ran (reruns.Reruns.end)."""
+    holders = [f"{g['holder']} +{format_size(g['bytes'])}" for g in growth["holders"]]
+    again = f" (as cell {growth['previous']} did)" if growth.get("previous") is not None else ""
+    return (f"memtamer: cell {growth['cell']} ran the same source again{again} and kept "
+            f"{format_size(growth['growth'])} more: {_join_names(holders)}")
+
+
 class ShrinkReport:
     """What %shrink displays: one line (text) or row (HTML) per name."""
 
