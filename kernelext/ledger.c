@@ -1070,9 +1070,6 @@ gather_roots(mt_ledger *l, root_list *rs, Py_ssize_t *first_variable)
     if (PyList_Sort(variables) < 0 || PyList_Reverse(variables) < 0) {
         goto done;
     }
-    if (gather_other_roots(l, rs) < 0) {
-        goto done;
-    }
     *first_variable = rs->len;
     Py_CLEAR(rs->hidden); /* each variable is a root of its own */
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(variables); i++) {
@@ -1346,6 +1343,81 @@ account_parts(const root_list *rs, const long long *charged)
     return d;
 }
 
+static void
+free_roots(root_list *rs)
+{
+    PyMem_RawFree(rs->bindings);
+    PyMem_RawFree(rs->ranks);
+    Py_XDECREF(rs->objs);
+    Py_XDECREF(rs->labels);
+    Py_XDECREF(rs->holders);
+    Py_XDECREF(rs->hidden);
+}
+
+/* Every root starts with its own holders list, and hidden roots merge. */
+static int
+new_roots(root_list *rs)
+{
+    rs->objs = PyList_New(0);
+    rs->labels = PyList_New(0);
+    rs->holders = PyList_New(0);
+    rs->hidden = PyDict_New();
+    return rs->objs && rs->labels && rs->holders && rs->hidden ? 0 : -1;
+}
+
+/* The other holders (module globals, lru_caches, class attributes), walked
+ * after the variables and caches and apart from them, until deadline: the
+ * objects of those roots are barriers here, so nothing is counted twice,
+ * and a framework's big graph behind a module global cannot cut the
+ * variables' walk short or change what their del frees.  Their rows go to
+ * held, their bytes to *total; *complete says whether the walk finished. */
+static int
+walk_other_roots(mt_ledger *l, const root_list *walked, double deadline, PyObject *held,
+                 long long *total, int *complete)
+{
+    root_list rs = {0};
+    PyObject *main = NULL, *barriers = NULL, *rows = NULL;
+    mt_walker *w = NULL;
+    long long *charged = NULL;
+    int rc = -1;
+    if (new_roots(&rs) < 0 || gather_other_roots(l, &rs) < 0 ||
+        (main = PyList_AsTuple(walked->objs)) == NULL ||
+        (barriers = PySequence_Concat(l->barriers, main)) == NULL) {
+        goto done;
+    }
+    /* Out of time: the walker still starts (a budget <= 0 would mean none). */
+    double left = deadline - mt_monotonic_seconds();
+    w = mt_walker_new(barriers, left > 1e-6 ? left : 1e-6, BIG_OBJECT_BYTES);
+    if (w == NULL ||
+        mt_walker_run(w, ((PyListObject *)rs.objs)->ob_item, rs.bindings, rs.len) < 0) {
+        goto done;
+    }
+    charged = PyMem_Calloc((size_t)(rs.len ? rs.len : 1), sizeof *charged);
+    if (charged == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    mt_walker_charge(w, rs.ranks, charged);
+    rows = held_rows(l, w, &rs, rs.len, charged);
+    Py_ssize_t end = PyList_GET_SIZE(held);
+    if (rows == NULL || PyList_SetSlice(held, end, end, rows) < 0) {
+        goto done;
+    }
+    for (Py_ssize_t r = 0; r < rs.len; r++) {
+        *total += charged[r];
+        *complete &= mt_walker_totals_of(w, r)->complete;
+    }
+    rc = 0;
+done:
+    PyMem_Free(charged);
+    mt_walker_free(w);
+    Py_XDECREF(main);
+    Py_XDECREF(barriers);
+    Py_XDECREF(rows);
+    free_roots(&rs);
+    return rc;
+}
+
 /* The variables report; with report, also its "variables_walk" summary,
  * the hidden holders' rows ("held") and the account's walked parts. */
 static PyObject *
@@ -1361,15 +1433,8 @@ variables(mt_ledger *l, PyObject *only, PyObject *report)
     if (l->user_ns == NULL) {
         return PyList_New(0);
     }
-    rs.objs = PyList_New(0);
-    rs.labels = PyList_New(0);
-    rs.holders = PyList_New(0);
-    rs.hidden = PyDict_New();
-    if (prune_gone(l) < 0) { /* the rows name what a deleted name left behind */
-        goto done;
-    }
-    if (rs.objs == NULL || rs.labels == NULL || rs.holders == NULL || rs.hidden == NULL ||
-        gather_roots(l, &rs, &first) < 0) {
+    /* prune first: the rows name what a deleted name left behind */
+    if (prune_gone(l) < 0 || new_roots(&rs) < 0 || gather_roots(l, &rs, &first) < 0) {
         goto done;
     }
     PyObject *objs = rs.objs, *labels = rs.labels;
@@ -1418,24 +1483,27 @@ variables(mt_ledger *l, PyObject *only, PyObject *report)
             goto done;
         }
         mt_walker_charge(w, rs.ranks, charged);
-        if (mt_set(report, "variables_walk",
+        long long others = 0;
+        PyObject *held = held_rows(l, w, &rs, first, charged), *parts = NULL;
+        if (held == NULL ||
+            walk_other_roots(l, &rs, started + report_budget(l), held, &others, &complete) < 0 ||
+            (parts = account_parts(&rs, charged)) == NULL ||
+            mt_set(parts, PART_NAMES[PART_OTHER], PyLong_FromLongLong(others)) < 0 ||
+            mt_set(report, "variables_walk",
                    Py_BuildValue("{sOsdsn}", "complete", complete ? Py_True : Py_False, "seconds",
                                  mt_monotonic_seconds() - started, "roots", n)) < 0 ||
-            mt_set(report, "held", held_rows(l, w, &rs, first, charged)) < 0 ||
-            mt_set(report, "account_parts", account_parts(&rs, charged)) < 0) {
+            mt_set(report, "held", Py_NewRef(held)) < 0 ||
+            mt_set(report, "account_parts", Py_NewRef(parts)) < 0) {
             Py_CLEAR(result);
         }
+        Py_XDECREF(held);
+        Py_XDECREF(parts);
     }
 done:
     PyMem_Free(order);
     PyMem_Free(charged);
-    PyMem_RawFree(rs.bindings);
-    PyMem_RawFree(rs.ranks);
     mt_walker_free(w);
-    Py_XDECREF(rs.objs);
-    Py_XDECREF(rs.labels);
-    Py_XDECREF(rs.holders);
-    Py_XDECREF(rs.hidden);
+    free_roots(&rs);
     return result;
 }
 

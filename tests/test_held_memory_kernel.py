@@ -110,7 +110,7 @@ def test_other_holders_module_global_lru_cache_class_attribute(kernel, tmp_path)
         f"TABLE = np.ones({BIG // 8})\n"
         "@functools.lru_cache\ndef cached(n):\n    return np.ones(n)\n")
     kernel.run(f"import sys; sys.path.insert(0, {str(tmp_path)!r})")
-    kernel.run(f"import usermod\n_ = usermod.cached({BIG // 8})")
+    kernel.run(f"import usermod\nprint(usermod.cached({BIG // 8}).shape)")
     kernel.run(f"class Holder:\n    data = np.ones({BIG // 8})")
     held = {h["label"]: r for r in report(kernel)["account"]["held"] for h in r["holders"]}
     for label in ("usermod.TABLE", "usermod.cached (its lru_cache)", "Holder.data"):
