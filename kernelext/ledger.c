@@ -1313,7 +1313,12 @@ held_rows(const mt_ledger *l, const mt_walker *w, const root_list *rs, Py_ssize_
                                t->complete ? PyLong_FromLongLong(t->exclusive) : Py_NewRef(Py_None),
                                "charged", charged[r], "complete", t->complete ? Py_True : Py_False,
                                "variables", also, "was", was ? was : Py_None);
-        if (d == NULL || mt_set(d, "type", describe_type(value)) < 0 ||
+        /* The last error's root is a tuple of ours: its first item is the error. */
+        PyObject *shown =
+            rs->ranks[r] == PART_TRACEBACK && PyTuple_Check(value) && PyTuple_GET_SIZE(value) > 0
+                ? PyTuple_GET_ITEM(value, 0)
+                : value;
+        if (d == NULL || mt_set(d, "type", describe_type(shown)) < 0 ||
             mt_set(d, "part", PyUnicode_FromString(PART_NAMES[rs->ranks[r]])) < 0 ||
             PyList_Append(rows, d) < 0) {
             Py_XDECREF(d);

@@ -2,6 +2,8 @@
 cell, the report's rows and account, and the purges that give it back,
 proven by what RSS does."""
 
+import json
+
 import pytest
 
 from conftest import MiB
@@ -44,6 +46,8 @@ def test_del_of_a_displayed_array_names_its_holders_and_shrink_del_frees_it(kern
     assert caches["bytes"] >= BIG_BYTES and "%shrink del kept" in caches["action"]
     text = kernel.run("%memreport")["data"][0]["text/plain"]
     assert f"Out[{shown}], _ and _{shown} (was kept)" in text and "256 MiB" in text
+    kernel.run("%shrink del kept --dry-run")
+    assert kernel.query(f"{shown} in Out") is True  # a dry run purges nothing
     before = rss(kernel)
     kernel.run("%shrink del kept")
     assert before - rss(kernel) >= 0.95 * BIG_BYTES
@@ -101,7 +105,19 @@ def test_the_account_adds_up_to_rss(kernel):
     assert parts["ipython_caches"] < MiB
     assert set(parts) >= {"freed_heap", "baseline", "other_objects"}
     assert abs(account["remainder"]) <= 0.02 * account["rss"], account
+    as_json = json.loads(kernel.run("%memreport --json")["stdout"])["account"]
+    assert {p["part"] for p in as_json["parts"]} == set(parts)
+    shown = kernel.run("%memreport")["data"][0]
+    assert "where the RSS" in shown["text/plain"] and "where the RSS" in shown["text/html"]
     kernel.run("%shrink del mine")
+
+
+def test_a_name_deleted_while_another_variable_holds_it(kernel):
+    kernel.run(f"first_name = np.ones({BIG // 8})\nsecond_name = first_name")
+    out = kernel.run("del first_name")
+    assert ("del first_name freed nothing: second_name still holds its 32 MiB; "
+            "del second_name too to free it") in out["stdout"]
+    kernel.run("del second_name")
 
 
 def test_other_holders_module_global_lru_cache_class_attribute(kernel, tmp_path):

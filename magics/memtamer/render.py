@@ -185,6 +185,9 @@ def cells_html(cells, title):
 ACCOUNT_COLUMNS = ("part", "size", "what frees it")
 HELD_COLUMNS = ("held by", "type", "size", "part", "what frees it")
 HELD_MIN_BYTES = 1024**2  # smaller holders stay out of the text and HTML
+ACCOUNT_CUTTABLE = {"part": 16, "what frees it": 12}
+HELD_DROP_ORDER = ("part", "type")
+HELD_CUTTABLE = {"held by": 12, "what frees it": 12}
 
 
 def account_rows(account):
@@ -209,11 +212,11 @@ def held_rows(account):
 def account_text(account, width=None):
     title = f"where the RSS ({format_size(account['rss'])}) is"
     lines = [title] + [INDENT + line for line in _table_text(
-        list(ACCOUNT_COLUMNS), account_rows(account), _room(width))]
+        list(ACCOUNT_COLUMNS), account_rows(account), _room(width), (), ACCOUNT_CUTTABLE)]
     held = held_rows(account)
     if held:
         lines += ["held outside your variables"] + [INDENT + line for line in _table_text(
-            list(HELD_COLUMNS), held, _room(width))]
+            list(HELD_COLUMNS), held, _room(width), HELD_DROP_ORDER, HELD_CUTTABLE)]
     return lines + _wrapped("unexplained: " + account["unexplained"], width)
 
 
@@ -412,9 +415,11 @@ def gone_notice(records):
         labels = _holder_labels(g["holders"])
         caches = [h for h in g["holders"] if h["kind"] in ("output_cache", "output_name",
                                                             "exception", "run_namespace")]
+        variables = [h for h in g["holders"] if h["kind"] in ("variable", "view")]
         advice = f"; %shrink del {g['name']} frees it" if caches and len(caches) == len(labels) \
-            else "; del those too to free it" if not caches else \
-            f"; %shrink del {g['name']} purges the caches"
+            else f"; %shrink del {g['name']} purges the caches" if caches \
+            else f"; del {_join_names([h['label'] for h in variables])} too to free it" if variables \
+            else ""
         lines.append(f"memtamer: {how} freed nothing: {_join_names(labels)} still "
                      f"hold{'s' if len(labels) == 1 else ''} its {format_size(g['bytes'])}{advice}")
     return "\n".join(lines)
