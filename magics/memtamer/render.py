@@ -186,8 +186,8 @@ ACCOUNT_COLUMNS = ("part", "size", "what frees it")
 HELD_COLUMNS = ("held by", "type", "size", "part", "what frees it")
 HELD_MIN_BYTES = 1024**2  # smaller holders stay out of the text and HTML
 ACCOUNT_CUTTABLE = {"part": 16, "what frees it": 12}
-HELD_DROP_ORDER = ("part", "type")
-HELD_CUTTABLE = {"held by": 12, "what frees it": 12}
+HELD_DROP_ORDER = ("part",)
+HELD_CUTTABLE = {"held by": 12, "type": 12, "what frees it": 12}
 
 
 def account_rows(account):
