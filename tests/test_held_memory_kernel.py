@@ -199,6 +199,8 @@ def test_the_automatic_restore_is_charged_to_the_cell_it_runs_before(kernel):
     out = kernel.run("packed_total = int(packed[:10].sum())")
     assert "restored packed" in out["stdout"]
     record = kernel.last_cell()
+    # numpy's own count of the buffer the restore made; RSS gives back the
+    # compressed copy (how big depends on the codec), so only "most of it".
     assert record["numpy_peak_increment"] >= 64 * MiB
-    assert record["retained"] >= 0.9 * 64 * MiB
+    assert record["retained"] >= 32 * MiB
     kernel.run("del packed")

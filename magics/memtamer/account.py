@@ -5,7 +5,7 @@ remainder said to be unexplained; each big part with what frees it."""
 
 from . import _core
 
-# Parts (and holders) below this are listed without advice.
+# Parts below this get no advice; holders below it are left out of the account.
 ADVICE_MIN_BYTES = 1024**2
 # The account's parts, in the order shown: (key, what it is for people).
 PARTS = (
@@ -53,15 +53,17 @@ def build(report, baseline):
         return None
     free = _core.heap_free()
     figures = dict(walked, freed_heap=free, baseline=baseline)
-    held = [dict(row, action=held_action(row)) for row in report.get("held", ())]
+    held = sorted((dict(row, action=held_action(row)) for row in report.get("held", ())
+                   if row["bytes"] >= ADVICE_MIN_BYTES), key=lambda row: -row["bytes"])
     parts = []
     for key, what in PARTS:
         if figures.get(key) is None:
             continue
         part = {"part": key, "what": what, "bytes": figures[key], "action": None}
         if figures[key] >= ADVICE_MIN_BYTES:
-            actions = [row["action"] for row in held
-                       if row["part"] == key and row["action"] and row["charged"] >= ADVICE_MIN_BYTES]
+            actions = list(dict.fromkeys(
+                row["action"] for row in held
+                if row["part"] == key and row["action"] and row["charged"] >= ADVICE_MIN_BYTES))
             part["action"] = {"ipython_caches": "; ".join(actions) or "%reset -f out",
                               "traceback": f"%shrink del {LAST_ERROR_TARGET}",
                               "other_objects": "; ".join(actions) or None,

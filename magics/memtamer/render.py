@@ -184,7 +184,6 @@ def cells_html(cells, title):
 
 ACCOUNT_COLUMNS = ("part", "size", "what frees it")
 HELD_COLUMNS = ("held by", "type", "size", "part", "what frees it")
-HELD_MIN_BYTES = 1024**2  # smaller holders stay out of the text and HTML
 ACCOUNT_CUTTABLE = {"part": 16, "what frees it": 12}
 HELD_DROP_ORDER = ("part",)
 HELD_CUTTABLE = {"held by": 12, "type": 12, "what frees it": 12}
@@ -199,8 +198,6 @@ def account_rows(account):
 def held_rows(account):
     rows = []
     for row in account["held"]:
-        if row["bytes"] < HELD_MIN_BYTES:
-            continue
         held_by = _join_names(_holder_labels(row["holders"]))
         if row.get("was"):
             held_by += f" (was {row['was']})"
