@@ -882,54 +882,42 @@ attribute_holder(PyObject *owner, PyObject *attribute, PyObject *value, const ch
     return holder;
 }
 
-/* The data attributes of cls (its own __dict__, dunders aside) as roots. */
+/* The data attributes of the heap type cls (its own dict, dunders aside)
+ * as roots: read from the type's dict, so no descriptor or metaclass runs. */
 static int
-gather_class(root_list *rs, PyObject *cls, Py_ssize_t *budget)
+gather_class(root_list *rs, PyTypeObject *cls, Py_ssize_t *budget)
 {
-    PyObject *dict = PyObject_GetAttrString(cls, "__dict__"), *items = NULL;
-    PyObject *owner = PyObject_GetAttrString(cls, "__qualname__");
-    int rc = -1;
-    if (dict == NULL || owner == NULL || !PyUnicode_Check(owner) ||
-        (items = PyMapping_Items(dict)) == NULL) {
-        PyErr_Clear(); /* an odd class: its attributes are not walked */
-        rc = 0;
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items) && *budget > 0; i++) {
-        PyObject *name = PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 0);
-        PyObject *value = PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 1);
+    PyObject *owner = ((PyHeapTypeObject *)cls)->ht_qualname, *name, *value;
+    Py_ssize_t pos = 0;
+    while (*budget > 0 && PyDict_Next(cls->tp_dict, &pos, &name, &value)) {
         if (PyUnicode_Check(name) && !is_dunder(name) && mt_walker_is_data(value)) {
             (*budget)--;
             if (append_root(rs, value, attribute_holder(owner, name, value, "class_attribute"), 1,
                             PART_OTHER) < 0) {
-                goto done;
+                return -1;
             }
         }
     }
-    rc = 0;
-done:
-    Py_XDECREF(dict);
-    Py_XDECREF(owner);
-    Py_XDECREF(items);
-    return rc;
+    return 0;
 }
 
-/* Classes defined in ns by module (its __name__; NULL: any) give their attributes as roots. */
+/* Classes ns binds that module (a module's __name__) defined give their
+ * attributes as roots; classes imported from elsewhere do not. */
 static int
 gather_classes(root_list *rs, PyObject *ns, PyObject *module, Py_ssize_t *budget)
 {
     PyObject *name, *value;
     Py_ssize_t pos = 0;
-    while (PyDict_Next(ns, &pos, &name, &value)) {
-        if (!PyType_Check(value) ||
-            PyType_HasFeature((PyTypeObject *)value, Py_TPFLAGS_IMMUTABLETYPE) || *budget <= 0) {
+    while (module != NULL && *budget > 0 && PyDict_Next(ns, &pos, &name, &value)) {
+        PyTypeObject *cls = PyType_Check(value) ? (PyTypeObject *)value : NULL;
+        if (cls == NULL || !PyType_HasFeature(cls, Py_TPFLAGS_HEAPTYPE) || cls->tp_dict == NULL ||
+            !PyUnicode_Check(((PyHeapTypeObject *)cls)->ht_qualname)) {
             continue;
         }
-        PyObject *defined_in = PyDict_GetItemString(((PyTypeObject *)value)->tp_dict, "__module__");
-        int match = module == NULL || (defined_in != NULL &&
-                                       PyObject_RichCompareBool(defined_in, module, Py_EQ) == 1);
-        PyErr_Clear();
-        if (match && gather_class(rs, value, budget) < 0) {
+        PyObject *defined_in = PyDict_GetItemString(cls->tp_dict, "__module__");
+        int match = defined_in != NULL && PyUnicode_Check(defined_in) &&
+                    PyUnicode_Compare(defined_in, module) == 0;
+        if (match && gather_class(rs, cls, budget) < 0) {
             return -1;
         }
     }
@@ -945,7 +933,9 @@ gather_other_roots(mt_ledger *l, root_list *rs)
 {
     PyObject *modules = PySys_GetObject("modules"), *modname, *module, *name, *value;
     Py_ssize_t pos = 0, budget = MAX_OTHER_ROOTS;
-    if (gather_classes(rs, l->user_ns, NULL, &budget) < 0) {
+    /* The notebook's own classes: those its module (__main__) defined. */
+    PyObject *main = PyDict_GetItemString(l->user_ns, "__name__");
+    if (gather_classes(rs, l->user_ns, main && PyUnicode_Check(main) ? main : NULL, &budget) < 0) {
         return -1;
     }
     while (modules != NULL && PyDict_Check(modules) &&
@@ -964,7 +954,9 @@ gather_other_roots(mt_ledger *l, root_list *rs)
             continue;
         }
         Py_ssize_t at = 0;
-        Py_INCREF(module); /* a walk of its globals must not see it go */
+        /* Appending may collect garbage, whose finalizers could drop the
+         * module (and the dict being read) from sys.modules. */
+        Py_INCREF(module);
         while (budget > 0 && PyDict_Next(ns, &at, &name, &value)) {
             if (PyUnicode_Check(name) && !is_dunder(name) && mt_walker_is_data(value)) {
                 budget--;
