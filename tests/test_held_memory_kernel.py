@@ -102,6 +102,8 @@ def test_the_account_adds_up_to_rss(kernel):
     account = report(kernel)["account"]
     parts = {p["part"]: p["bytes"] for p in account["parts"]}
     assert parts["variables"] == pytest.approx(BIG_BYTES, rel=0.01)
+    advice = next(p["action"] for p in account["parts"] if p["part"] == "variables")
+    assert advice is None  # Out holds it too: del mine alone frees nothing
     assert parts["ipython_caches"] < MiB
     assert set(parts) >= {"freed_heap", "baseline", "other_objects"}
     assert abs(account["remainder"]) <= 0.02 * account["rss"], account
@@ -204,3 +206,10 @@ def test_the_automatic_restore_is_charged_to_the_cell_it_runs_before(kernel):
     assert record["numpy_peak_increment"] >= 64 * MiB
     assert record["retained"] >= 32 * MiB
     kernel.run("del packed")
+
+
+def test_the_variables_part_names_the_del_that_frees_most(kernel):
+    kernel.run(f"solo_var = np.ones({BIG // 8})")
+    parts = {p["part"]: p for p in report(kernel)["account"]["parts"]}
+    assert parts["variables"]["action"] == "%shrink del solo_var (frees 32 MiB)"
+    kernel.run("del solo_var")

@@ -4,6 +4,7 @@ counted once by _core), the heap malloc holds free, the RSS at load, and a
 remainder said to be unexplained; each big part with what frees it."""
 
 from . import _core
+from .sizes import format_size
 
 # Parts below this get no advice; holders below it are left out of the account.
 ADVICE_MIN_BYTES = 1024**2
@@ -60,7 +61,13 @@ def build(report, baseline):
         if figures.get(key) is None:
             continue
         part = {"part": key, "what": what, "bytes": figures[key], "action": None}
-        if figures[key] >= ADVICE_MIN_BYTES:
+        if key == "variables":
+            # The variable whose del frees the most, if that is much.
+            frees = max(report.get("variables", ()), default=None,
+                        key=lambda v: v["exclusive"] or 0)
+            if frees and (frees["exclusive"] or 0) >= ADVICE_MIN_BYTES:
+                part["action"] = f"%shrink del {frees['name']} (frees {format_size(frees['exclusive'])})"
+        elif figures[key] >= ADVICE_MIN_BYTES:
             actions = list(dict.fromkeys(
                 row["action"] for row in held
                 if row["part"] == key and row["action"] and row["charged"] >= ADVICE_MIN_BYTES))
