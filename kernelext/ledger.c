@@ -1677,7 +1677,14 @@ direct_holders(mt_ledger *l, const mt_ledger_gone *g, PyObject *holders, PyObjec
     tb = Py_XNewRef(PySys_GetObject("last_traceback"));
     for (PyObject *t = tb; t != NULL && PyTraceBack_Check(t);
          t = (PyObject *)((PyTracebackObject *)t)->tb_next) {
-        PyObject *locals = PyFrame_GetLocals((PyFrameObject *)((PyTracebackObject *)t)->tb_frame);
+        PyFrameObject *frame = ((PyTracebackObject *)t)->tb_frame;
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        int optimized = (code->co_flags & CO_OPTIMIZED) != 0;
+        Py_DECREF(code);
+        if (!optimized) {
+            continue; /* a cell's or module's frame: its locals are a namespace, seen above */
+        }
+        PyObject *locals = PyFrame_GetLocals(frame);
         PyObject *values = locals ? PyMapping_Values(locals) : NULL;
         Py_XDECREF(locals);
         if (values == NULL) {

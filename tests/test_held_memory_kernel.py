@@ -94,6 +94,8 @@ def test_a_traceback_holding_a_frame_local_is_named_and_freed(kernel):
     before = rss(kernel)
     kernel.run("%shrink del sys.last_traceback")
     assert before - rss(kernel) >= 0.95 * BIG_BYTES
+    again = kernel.run("%shrink del sys.last_traceback", allow_error=True)
+    assert "there is no last error to clear" in again["error"]["evalue"]
 
 
 def test_the_account_adds_up_to_rss(kernel):
@@ -213,3 +215,14 @@ def test_the_variables_part_names_the_del_that_frees_most(kernel):
     parts = {p["part"]: p for p in report(kernel)["account"]["parts"]}
     assert parts["variables"]["action"] == "%shrink del solo_var (frees 32 MiB)"
     kernel.run("del solo_var")
+
+
+def test_a_failed_cells_own_frame_is_no_holder(kernel):
+    """A cell's frame in the last traceback has the namespace as its locals:
+    what the namespace holds is not held by the traceback."""
+    kernel.run("1 / 0", allow_error=True)
+    kernel.run(f"one = np.ones({BIG // 8})\nother = one")
+    out = kernel.run("del one")
+    assert "other still holds its 32 MiB" in out["stdout"]
+    assert "traceback" not in out["stdout"]
+    kernel.run("del other")

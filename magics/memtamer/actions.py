@@ -553,12 +553,15 @@ def _delete_cached(shell, ns, name, target, options):
         purge.remove_output(target[1])
         return _release(dict(row, detail=f"purged Out[{target[1]}]"), purge)
     if target[0] == "error":
+        attributes = _core.ledger()["last_error_attributes"]
+        if all(getattr(sys, a, None) is None for a in attributes):
+            raise UsageError("%shrink del: there is no last error to clear (sys.last_traceback "
+                             "is what IPython keeps of the last error it showed)")
         # Its size is the report's (the walk there stops at the namespaces
         # the frames see); here the RSS columns say what the purge gave back.
         if options["dry_run"]:
             return dict(row, detail="would clear the last traceback")
-        purge.remove([{"kind": "exception",
-                       "sys_attributes": _core.ledger()["last_error_attributes"]}])
+        purge.remove([{"kind": "exception", "sys_attributes": attributes}])
         return _release(dict(row, detail="cleared the last traceback"), purge)
     record = next(g for g in _core.ledger_gone() if g["name"] == name)
     caches = [h for h in record["holders"] if h["kind"] in CACHE_KINDS]
