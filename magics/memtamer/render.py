@@ -5,6 +5,7 @@ import html
 import shutil
 import textwrap
 
+from .holders import CACHE_KINDS, NAME_KINDS
 from .sizes import format_size
 
 CELL_COLUMNS = (
@@ -410,9 +411,8 @@ def gone_notice(records):
     for g in records:
         how = f"rebinding {g['name']}" if g["rebound"] else f"del {g['name']}"
         labels = _holder_labels(g["holders"])
-        caches = [h for h in g["holders"] if h["kind"] in ("output_cache", "output_name",
-                                                            "exception", "run_namespace")]
-        variables = [h for h in g["holders"] if h["kind"] in ("variable", "view")]
+        caches = [h for h in g["holders"] if h["kind"] in CACHE_KINDS]
+        variables = [h for h in g["holders"] if h["kind"] in NAME_KINDS]
         advice = f"; %shrink del {g['name']} frees it" if caches and len(caches) == len(labels) \
             else f"; %shrink del {g['name']} purges the caches" if caches \
             else f"; del {_join_names([h['label'] for h in variables])} too to free it" if variables \
