@@ -70,6 +70,9 @@ def test_rebinding_a_displayed_array_is_noticed(kernel):
 def test_shrink_del_out_n_and_underscore_n(kernel):
     for target in ("Out[{n}]", "_{n}"):
         n = kernel.run(f"np.ones({BIG})")["execution_count"]
+        row = next(r for r in report(kernel)["account"]["held"]
+                   if {"label": f"Out[{n}]", "kind": "output_cache", "out_index": n} in r["holders"])
+        assert row["action"] == f"%shrink del Out[{n}]" and row["bytes"] >= BIG_BYTES
         before = rss(kernel)
         out = kernel.run(f"%shrink del {target.format(n=n)}")
         assert f"purged Out[{n}]" in out["data"][0]["text/plain"]
