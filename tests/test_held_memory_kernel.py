@@ -229,3 +229,15 @@ def test_a_failed_cells_own_frame_is_no_holder(kernel):
     assert "other still holds its 32 MiB" in out["stdout"]
     assert "traceback" not in out["stdout"]
     kernel.run("del other")
+
+
+def test_a_deleted_name_the_run_namespace_still_holds(kernel, tmp_path):
+    script = tmp_path / "make_held.py"
+    script.write_text(f"import numpy as np\nrun_held = np.ones({BIG})\n")
+    kernel.run(f"%run {script}")
+    out = kernel.run("del run_held")
+    assert ("del run_held freed nothing: the %run namespace of make_held.py still holds its "
+            "256 MiB; %shrink del run_held frees it") in out["stdout"]
+    before = rss(kernel)
+    kernel.run("%shrink del run_held")
+    assert before - rss(kernel) >= 0.95 * BIG_BYTES
