@@ -4,6 +4,7 @@ counted once by _core), the heap malloc holds free, the RSS at load, and a
 remainder said to be unexplained; each big part with what frees it."""
 
 from . import _core
+from .actions import LAST_ERROR_TARGET
 from .sizes import format_size
 
 # Parts below this get no advice; holders below it are left out of the account.
@@ -17,7 +18,6 @@ PARTS = (
     ("freed_heap", "heap freed but not returned (malloc's free bytes)"),
     ("baseline", "interpreter and libraries (RSS when memtamer loaded)"),
 )
-LAST_ERROR_TARGET = "sys.last_traceback"
 
 
 def held_action(row):

@@ -128,7 +128,9 @@ def _namespace(depth=2):
 def shrink(action, *names, **options):
     """Python API of %shrink: shrink('del', 'x'), shrink('downcast', 'x', to='float16', rtol=1e-3),
     shrink('compress', 'a', 'b', codec='zstd', level=5), shrink('restore', 'a'),
-    shrink('pack', 'xs'), shrink('spill', 'big', dir='/scratch'); dry_run=True
+    shrink('pack', 'xs'), shrink('spill', 'big', dir='/scratch'), shrink('del', 'Out[3]')
+    (also '_3', 'sys.last_traceback' or a name already deleted that a cache holds),
+    shrink('trim'); dry_run=True
     on every action, copy=True on all but del and restore.  Returns {name: result dict}."""
     shell, ns = _namespace()
     return run(shell, ns, action, names, options)
