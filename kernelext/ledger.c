@@ -976,6 +976,40 @@ gather_other_roots(mt_ledger *l, root_list *rs)
     return 0;
 }
 
+/* The shell's hidden copy of an output name (its push puts _, __, ___
+ * and _<n> in the hidden namespace too) when it no longer matches the
+ * visible one: `%reset -f out` resets the visible _ and leaves the hidden
+ * one holding the last output.  NULL (no exception) when there is none. */
+static PyObject *
+stale_hidden_output(const mt_ledger *l, PyObject *name, PyObject *value)
+{
+    if (!PyUnicode_Check(name) || PyUnicode_GET_LENGTH(name) == 0 ||
+        PyUnicode_READ_CHAR(name, 0) != '_' || !is_output_name(name) || !mt_walker_is_data(value) ||
+        PyDict_GetItemWithError(l->user_ns, name) == value) {
+        return NULL;
+    }
+    return PyErr_Occurred() ? NULL
+                            : holder_dict(PyUnicode_FromFormat("IPython's hidden %U", name),
+                                          "hidden_output_name", "key", Py_NewRef(name));
+}
+
+static int
+gather_hidden_outputs(mt_ledger *l, root_list *rs)
+{
+    PyObject *name, *value;
+    Py_ssize_t pos = 0;
+    while (l->hidden_ns != NULL && PyDict_Next(l->hidden_ns, &pos, &name, &value)) {
+        PyObject *holder = stale_hidden_output(l, name, value);
+        if (holder == NULL && PyErr_Occurred()) {
+            return -1;
+        }
+        if (holder != NULL && append_root(rs, value, holder, 1, PART_CACHES) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Hidden holders first (when the budget runs out, what is left over is
  * reported incomplete: better a variable than a holder), then the
  * variables, biggest cached size first. */
@@ -1057,6 +1091,9 @@ gather_roots(mt_ledger *l, root_list *rs, Py_ssize_t *first_variable)
             }
             Py_DECREF(t);
         }
+    }
+    if (gather_hidden_outputs(l, rs) < 0) {
+        goto done;
     }
     /* Names are unique, so the values are never compared. */
     if (PyList_Sort(variables) < 0 || PyList_Reverse(variables) < 0) {
@@ -1655,6 +1692,19 @@ direct_holders(mt_ledger *l, const mt_ledger_gone *g, PyObject *holders, PyObjec
              append_new(holders, name_holder(name, kind == NAME_HOLDER && !is_dunder(name)
                                                        ? "output_name"
                                                        : "variable")) < 0)) {
+            goto done;
+        }
+    }
+    pos = 0;
+    while (l->hidden_ns != NULL && PyDict_Next(l->hidden_ns, &pos, &name, &value)) {
+        PyObject *holder = is_gone(g, value, found) ? stale_hidden_output(l, name, value) : NULL;
+        if (holder == NULL && PyErr_Occurred()) {
+            goto done;
+        }
+        if (holders == NULL) {
+            Py_XDECREF(holder); /* only *found was asked for */
+        }
+        else if (holder != NULL && append_new(holders, holder) < 0) {
             goto done;
         }
     }

@@ -54,6 +54,22 @@ def test_del_of_a_displayed_array_names_its_holders_and_shrink_del_frees_it(kern
     assert not [r for r in report(kernel)["held"] if r.get("was") == "kept"]
 
 
+def test_notices_off_silences_the_del_notice(kernel):
+    kernel.run("%memtamer --notice off")
+    kernel.run(f"quiet = np.ones({BIG // 8})")
+    kernel.run("quiet")
+    assert "freed nothing" not in kernel.run("del quiet")["stdout"]
+    kernel.run("%memtamer --notice 512MiB")
+    # IPython's %reset out leaves its hidden copy of _ holding the last output.
+    kernel.run("%reset -f out")
+    row = next(r for r in report(kernel)["account"]["held"] if r.get("was") == "quiet")
+    assert row["holders"] == [{"label": "IPython's hidden _", "kind": "hidden_output_name",
+                               "key": "_"}]
+    before = rss(kernel)
+    kernel.run("%shrink del quiet")
+    assert before - rss(kernel) >= 0.95 * BIG_BYTES // 8
+
+
 def test_a_steady_del_gives_no_notice(kernel):
     kernel.run(f"gone = np.ones({BIG // 8})")
     assert "freed nothing" not in kernel.run("del gone")["stdout"]

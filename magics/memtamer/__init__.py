@@ -189,12 +189,19 @@ class _Extension:
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("restoring compressed variables", exc)
 
-    def _rerun_notice(self, result, record):
-        from .render import rerun_notice
+    def _held_notices(self, result, record):
+        """What a del or rebinding left held, and what a re-run kept more
+        (followed always, said unless notices are off)."""
+        from .render import gone_notice, rerun_notice
 
         history = getattr(self.shell, "history_manager", None)
         source = getattr(result.info, "raw_cell", None) or ""
         growth = self.reruns.end(source, record, getattr(history, "output_hist", None))
+        if not self.notice_threshold:
+            return
+        gone = _core.ledger_gone(record["cell"]) if record and record.get("cell") is not None else []
+        if gone:
+            print(gone_notice(gone))
         if growth:
             print(rerun_notice(growth))
 
@@ -209,13 +216,7 @@ class _Extension:
                 from .render import notice
 
                 print(notice(annotate(record, self.shell), _core.process()))
-            if record:
-                from .render import gone_notice
-
-                gone = _core.ledger_gone(record["cell"]) if record.get("cell") is not None else []
-                if gone:
-                    print(gone_notice(gone))
-            self._rerun_notice(result, record)
+            self._held_notices(result, record)
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("cell_end", exc)
         try:

@@ -71,7 +71,7 @@ def build(report, baseline):
             actions = list(dict.fromkeys(
                 row["action"] for row in held
                 if row["part"] == key and row["action"] and row["charged"] >= ADVICE_MIN_BYTES))
-            part["action"] = {"ipython_caches": "; ".join(actions) or "%reset -f out",
+            part["action"] = {"ipython_caches": "; ".join(actions) or None,
                               "traceback": f"%shrink del {LAST_ERROR_TARGET}",
                               "other_objects": "; ".join(actions) or None,
                               "freed_heap": "%shrink trim"}.get(key)
