@@ -97,6 +97,17 @@ read_counter(counter *c, mt_heap_reading *out)
     }
 }
 
+long long
+mt_heap_free_bytes(void)
+{
+#if MT_HAS_MALLINFO2
+    struct mallinfo2 info = mallinfo2();
+    return (long long)info.fordblks;
+#else
+    return -1;
+#endif
+}
+
 int
 mt_heap_trim(void)
 {

@@ -18,12 +18,32 @@
 /* Objects at least this big are followed for shares between roots. */
 #define BIG_OBJECT_BYTES (64 * 1024)
 #define UNNAMED_HOLDER "a reference outside the namespace"
+/* Names of objects at least this big are followed by a weak reference, so
+ * that after `del` the ledger knows whether a cache still holds them. */
+#define GONE_MIN_BYTES (1024 * 1024)
+/* Deleted names remembered while caches hold their objects (oldest go first). */
+#define MAX_GONE 64
+/* Module globals and class attributes walked as holders, at most. */
+#define MAX_OTHER_ROOTS 4096
+/* Account ranks: an object reached from several parts is charged to the
+ * part of lowest rank, so each is counted once (enum order = rank). */
+typedef enum { PART_VARIABLES, PART_CACHES, PART_TRACEBACK, PART_OTHER, NPARTS } account_part;
+static const char *const PART_NAMES[NPARTS] = {"variables", "ipython_caches", "traceback",
+                                               "other_objects"};
 /* Where Python keeps the exception it last reported: every one of them
  * holds it, so a purge clears them all. */
 static const char *const LAST_EXCEPTION[] = {"last_type", "last_value", "last_traceback",
                                              "last_exc"};
 
 typedef enum { NAME_SKIP, NAME_VARIABLE, NAME_HOLDER } name_kind;
+
+/* LAST_EXCEPTION as a tuple of str: what a purge of the last error clears. */
+static PyObject *
+last_error_attributes(void)
+{
+    return Py_BuildValue("(ssss)", LAST_EXCEPTION[0], LAST_EXCEPTION[1], LAST_EXCEPTION[2],
+                         LAST_EXCEPTION[3]);
+}
 
 static double
 cell_budget(const mt_ledger *l)
@@ -68,6 +88,12 @@ mt_ledger_clear(mt_ledger *l)
     PyMem_RawFree(l->entries);
     l->entries = NULL;
     l->len = l->cap = 0;
+    for (Py_ssize_t i = 0; i < l->ngone; i++) {
+        Py_CLEAR(l->gone[i].name);
+    }
+    PyMem_RawFree(l->gone);
+    l->gone = NULL;
+    l->ngone = l->gone_cap = 0;
 }
 
 /* name[from:] is one or more ASCII digits.  Names are read by code point:
@@ -157,7 +183,9 @@ hidden_too(const mt_ledger *l, PyObject *name, PyObject *value)
 static int
 classify(const mt_ledger *l, PyObject *name, PyObject *value)
 {
-    if (!PyUnicode_Check(name) || !mt_walker_is_data(value)) {
+    /* flag = True is a variable as n_rows = 0 is, though walks never count the singleton. */
+    if (!PyUnicode_Check(name) ||
+        !(mt_walker_is_data(value) || PyBool_Check(value) || value == Py_None)) {
         return NAME_SKIP;
     }
     int underscore = PyUnicode_GET_LENGTH(name) > 0 && PyUnicode_READ_CHAR(name, 0) == '_';
@@ -348,6 +376,96 @@ names_in_cell(mt_ledger *l, PyObject **names)
     return rc;
 }
 
+static int direct_holders(mt_ledger *l, const mt_ledger_gone *g, PyObject *holders,
+                          PyObject **found);
+
+/* g's object (borrowed), or NULL when nothing the shell keeps holds it any
+ * more.  Found by identity and type among the shell's direct references,
+ * and proven by its deep size: an address may have been reused by another
+ * object since (a weak reference would prove it, but in-place actions
+ * refuse objects that have one).  -1 with an exception. */
+static int
+gone_object(mt_ledger *l, const mt_ledger_gone *g, PyObject **obj)
+{
+    PyObject *found = NULL;
+    *obj = NULL;
+    if (direct_holders(l, g, NULL, &found) < 0) {
+        return -1;
+    }
+    if (found == NULL) {
+        return 0;
+    }
+    mt_walker_totals t = {.bytes = -1};
+    Py_INCREF(found);
+    int rc = mt_walker_deep_size(found, l->barriers, cell_budget(l), &t);
+    Py_DECREF(found);
+    if (rc < 0) {
+        return -1;
+    }
+    if (!t.complete || t.bytes == g->bytes) {
+        *obj = found;
+    }
+    return 0;
+}
+
+static void
+drop_gone(mt_ledger *l, Py_ssize_t i)
+{
+    Py_CLEAR(l->gone[i].name);
+    memmove(&l->gone[i], &l->gone[i + 1], (size_t)(l->ngone - i - 1) * sizeof *l->gone);
+    l->ngone--;
+}
+
+/* Forgets deleted names whose objects nothing the shell keeps holds. */
+static int
+prune_gone(mt_ledger *l)
+{
+    for (Py_ssize_t i = l->ngone - 1; i >= 0; i--) {
+        PyObject *obj;
+        if (gone_object(l, &l->gone[i], &obj) < 0) {
+            return -1;
+        }
+        if (obj == NULL) {
+            drop_gone(l, i);
+        }
+    }
+    return 0;
+}
+
+/* e's name went in cell (deleted, or bound to another object): when its
+ * big object lives on, something else holds it, and the ledger remembers
+ * it under that name. */
+static int
+remember_gone(mt_ledger *l, const mt_ledger_entry *e, long long cell, int rebound)
+{
+    mt_ledger_gone g = {e->name, e->identity, e->type, e->bytes, cell, rebound};
+    PyObject *obj = NULL;
+    if (e->bytes < GONE_MIN_BYTES) {
+        return 0;
+    }
+    if (gone_object(l, &g, &obj) < 0) {
+        return -1;
+    }
+    if (obj == NULL) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < l->ngone; i++) {
+        if (PyUnicode_Compare(l->gone[i].name, e->name) == 0) {
+            drop_gone(l, i);
+            break;
+        }
+    }
+    if (l->ngone == MAX_GONE) {
+        drop_gone(l, 0);
+    }
+    if (mt_reserve((void **)&l->gone, &l->gone_cap, l->ngone + 1, sizeof *l->gone) < 0) {
+        return -1;
+    }
+    Py_INCREF(g.name);
+    l->gone[l->ngone++] = g;
+    return 0;
+}
+
 /* Compares the namespace with the ledger: new names, rebindings (another
  * object), deletions; names in reads count as used.  Names to walk go to
  * walk when given. */
@@ -376,6 +494,9 @@ scan(mt_ledger *l, long long cell, PyObject *reads, PyObject *walk)
         }
         mt_ledger_entry *e = &l->entries[i];
         if (!created && (e->identity != (uintptr_t)value || e->type != Py_TYPE(value))) {
+            if (remember_gone(l, e, cell, 1) < 0) {
+                return -1;
+            }
             e->rebound = cell;
             changed = 1;
         }
@@ -391,7 +512,8 @@ scan(mt_ledger *l, long long cell, PyObject *reads, PyObject *walk)
         }
     }
     for (Py_ssize_t i = l->len - 1; i >= 0; i--) {
-        if (l->entries[i].seen != generation && remove_entry(l, i) < 0) {
+        if (l->entries[i].seen != generation &&
+            (remember_gone(l, &l->entries[i], cell, 0) < 0 || remove_entry(l, i) < 0)) {
             return -1;
         }
     }
@@ -548,9 +670,13 @@ describe_type(PyObject *value)
 
 typedef struct {
     PyObject *objs, *labels;
-    PyObject *holders; /* per root: the holder dict it is when it holds another */
-    int *bindings;     /* references outside the walked graph, per root */
-    Py_ssize_t len, cap;
+    /* per root: the holder dicts it stands for when it holds another (a
+     * hidden root for all the caches that keep one object: Out[3], _3, _) */
+    PyObject *holders;
+    PyObject *hidden; /* id -> index of the hidden roots gathered so far */
+    int *bindings;    /* references outside the walked graph, per root */
+    int *ranks;       /* the account part of each root */
+    Py_ssize_t len, cap, ranks_cap;
 } root_list;
 
 /* A holder as data: "label" for people, "kind", and under key (unless
@@ -584,26 +710,57 @@ name_holder(PyObject *name, const char *kind)
     return holder_dict(Py_NewRef(name), kind, "key", Py_NewRef(name));
 }
 
-/* Steals holder. */
+/* A root for value, held by holder (stolen), of account part rank.  A
+ * hidden root (rs->hidden not NULL) whose object another hidden root has
+ * already is that root, with one more holder: one object, one row. */
 static int
-append_root(root_list *rs, PyObject *value, PyObject *holder, int bindings)
+append_root(root_list *rs, PyObject *value, PyObject *holder, int bindings, int rank)
 {
+    PyObject *key = NULL, *list = NULL, *index = NULL;
+    int rc = -1;
     if (holder == NULL) {
         return -1;
     }
-    int rc = PyList_Append(rs->objs, value) < 0 ||
-                     PyList_Append(rs->labels, PyDict_GetItemString(holder, "label")) < 0 ||
-                     PyList_Append(rs->holders, holder) < 0
-                 ? -1
-                 : 0;
+    if (rs->hidden != NULL) {
+        key = PyLong_FromVoidPtr(value);
+        index = key ? PyDict_GetItemWithError(rs->hidden, key) : NULL;
+        if (key == NULL || (index == NULL && PyErr_Occurred())) {
+            goto done;
+        }
+        if (index != NULL) {
+            Py_ssize_t r = PyLong_AsSsize_t(index);
+            rs->bindings[r] += bindings;
+            rc = PyList_Append(PyList_GET_ITEM(rs->holders, r), holder);
+            goto done;
+        }
+    }
+    list = PyList_New(1);
+    if (list == NULL) {
+        goto done;
+    }
+    PyList_SET_ITEM(list, 0, Py_NewRef(holder));
+    if (PyList_Append(rs->objs, value) < 0 ||
+        PyList_Append(rs->labels, PyDict_GetItemString(holder, "label")) < 0 ||
+        PyList_Append(rs->holders, list) < 0 ||
+        mt_reserve((void **)&rs->bindings, &rs->cap, rs->len + 1, sizeof *rs->bindings) < 0 ||
+        mt_reserve((void **)&rs->ranks, &rs->ranks_cap, rs->len + 1, sizeof *rs->ranks) < 0) {
+        goto done;
+    }
+    if (key != NULL) {
+        PyObject *at = PyLong_FromSsize_t(rs->len);
+        int failed = at == NULL || PyDict_SetItem(rs->hidden, key, at) < 0;
+        Py_XDECREF(at);
+        if (failed) {
+            goto done;
+        }
+    }
+    rs->bindings[rs->len] = bindings;
+    rs->ranks[rs->len++] = rank;
+    rc = 0;
+done:
+    Py_XDECREF(key);
+    Py_XDECREF(list);
     Py_DECREF(holder);
-    if (rc == 0 &&
-        mt_reserve((void **)&rs->bindings, &rs->cap, rs->len + 1, sizeof *rs->bindings) < 0) {
-        return -1;
-    }
-    if (rc == 0) {
-        rs->bindings[rs->len++] = bindings;
-    }
     return rc;
 }
 
@@ -674,11 +831,183 @@ gather_run_namespaces(mt_ledger *l, root_list *rs)
     while (rc == 0 && PyDict_Check(cache) && PyDict_Next(cache, &pos, &path, &module)) {
         PyObject *ns = PyModule_Check(module) ? PyModule_GetDict(module) : NULL;
         if (ns != NULL && ns != l->user_ns && PyUnicode_Check(path)) {
-            rc = append_root(rs, ns, run_namespace_holder(path), 1);
+            rc = append_root(rs, ns, run_namespace_holder(path), 1, PART_CACHES);
         }
     }
     Py_DECREF(cache);
     return rc;
+}
+
+/* 1 when path is in the interpreter's or an installed package's tree
+ * (not the user's own code), -1 with an exception. */
+static int
+installed(PyObject *path)
+{
+    static const char *const prefixes[] = {"prefix", "base_prefix", "exec_prefix",
+                                           "base_exec_prefix"};
+    for (size_t i = 0; i < Py_ARRAY_LENGTH(prefixes); i++) {
+        PyObject *prefix = PySys_GetObject(prefixes[i]);
+        if (prefix != NULL && PyUnicode_Check(prefix) && PyUnicode_GET_LENGTH(prefix) > 1) {
+            Py_ssize_t at = PyUnicode_Tailmatch(path, prefix, 0, PY_SSIZE_T_MAX, -1);
+            if (at != 0) {
+                return at < 0 ? -1 : 1;
+            }
+        }
+    }
+    static const char *const trees[] = {"site-packages", "dist-packages"};
+    for (size_t i = 0; i < Py_ARRAY_LENGTH(trees); i++) {
+        PyObject *tree = PyUnicode_FromString(trees[i]);
+        Py_ssize_t at = tree ? PyUnicode_Find(path, tree, 0, PY_SSIZE_T_MAX, 1) : -2;
+        Py_XDECREF(tree);
+        if (at != -1) {
+            return at == -2 ? -1 : 1;
+        }
+    }
+    return 0;
+}
+
+/* A module global or class attribute as a holder: "label" for people,
+ * "owner" (the module's or class's name) and "attribute".  An lru_cache'd
+ * function holds its cache. */
+static PyObject *
+attribute_holder(PyObject *owner, PyObject *attribute, PyObject *value, const char *kind)
+{
+    int cache = strcmp(Py_TYPE(value)->tp_name, "functools._lru_cache_wrapper") == 0;
+    PyObject *label =
+        PyUnicode_FromFormat(cache ? "%U.%U (its lru_cache)" : "%U.%U", owner, attribute);
+    PyObject *holder = holder_dict(label, cache ? "lru_cache" : kind, "owner", Py_NewRef(owner));
+    if (holder != NULL && mt_set(holder, "attribute", Py_NewRef(attribute)) < 0) {
+        Py_CLEAR(holder);
+    }
+    return holder;
+}
+
+/* The data attributes of the heap type cls (its own dict, dunders aside)
+ * as roots: read from the type's dict, so no descriptor or metaclass runs. */
+static int
+gather_class(root_list *rs, PyTypeObject *cls, Py_ssize_t *budget)
+{
+    PyObject *owner = ((PyHeapTypeObject *)cls)->ht_qualname, *name, *value;
+    Py_ssize_t pos = 0;
+    while (*budget > 0 && PyDict_Next(cls->tp_dict, &pos, &name, &value)) {
+        if (PyUnicode_Check(name) && !is_dunder(name) && mt_walker_is_data(value)) {
+            (*budget)--;
+            if (append_root(rs, value, attribute_holder(owner, name, value, "class_attribute"), 1,
+                            PART_OTHER) < 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Classes ns binds that module (a module's __name__) defined give their
+ * attributes as roots; classes imported from elsewhere do not. */
+static int
+gather_classes(root_list *rs, PyObject *ns, PyObject *module, Py_ssize_t *budget)
+{
+    PyObject *name, *value;
+    Py_ssize_t pos = 0;
+    while (module != NULL && *budget > 0 && PyDict_Next(ns, &pos, &name, &value)) {
+        PyTypeObject *cls = PyType_Check(value) ? (PyTypeObject *)value : NULL;
+        if (cls == NULL || !PyType_HasFeature(cls, Py_TPFLAGS_HEAPTYPE) || cls->tp_dict == NULL ||
+            !PyUnicode_Check(((PyHeapTypeObject *)cls)->ht_qualname)) {
+            continue;
+        }
+        PyObject *defined_in = PyDict_GetItemString(cls->tp_dict, "__module__");
+        int match = defined_in != NULL && PyUnicode_Check(defined_in) &&
+                    PyUnicode_Compare(defined_in, module) == 0;
+        if (match && gather_class(rs, cls, budget) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* What the user's own modules keep (those whose files lie outside the
+ * interpreter's and installed packages' trees): module globals, their
+ * functions' lru_caches, their classes' attributes; and the attributes of
+ * classes the notebook defines.  At most MAX_OTHER_ROOTS of them. */
+static int
+gather_other_roots(mt_ledger *l, root_list *rs)
+{
+    PyObject *modules = PySys_GetObject("modules"), *modname, *module, *name, *value;
+    Py_ssize_t pos = 0, budget = MAX_OTHER_ROOTS;
+    /* The notebook's own classes: those its module (__main__) defined. */
+    PyObject *main = PyDict_GetItemString(l->user_ns, "__name__");
+    if (gather_classes(rs, l->user_ns, main && PyUnicode_Check(main) ? main : NULL, &budget) < 0) {
+        return -1;
+    }
+    while (modules != NULL && PyDict_Check(modules) &&
+           PyDict_Next(modules, &pos, &modname, &module)) {
+        PyObject *ns = PyModule_Check(module) ? PyModule_GetDict(module) : NULL;
+        PyObject *file = ns ? PyDict_GetItemString(ns, "__file__") : NULL;
+        if (file == NULL || !PyUnicode_Check(file) || ns == l->user_ns ||
+            !PyUnicode_Check(modname) || starts_with(modname, "memtamer")) {
+            continue;
+        }
+        int theirs = installed(file);
+        if (theirs < 0) {
+            return -1;
+        }
+        if (theirs) {
+            continue;
+        }
+        Py_ssize_t at = 0;
+        /* Appending may collect garbage, whose finalizers could drop the
+         * module (and the dict being read) from sys.modules. */
+        Py_INCREF(module);
+        while (budget > 0 && PyDict_Next(ns, &at, &name, &value)) {
+            if (PyUnicode_Check(name) && !is_dunder(name) && mt_walker_is_data(value)) {
+                budget--;
+                if (append_root(rs, value, attribute_holder(modname, name, value, "module_global"),
+                                1, PART_OTHER) < 0) {
+                    Py_DECREF(module);
+                    return -1;
+                }
+            }
+        }
+        int rc = gather_classes(rs, ns, modname, &budget);
+        Py_DECREF(module);
+        if (rc < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The shell's hidden copy of an output name (its push puts _, __, ___
+ * and _<n> in the hidden namespace too) when it no longer matches the
+ * visible one: `%reset -f out` resets the visible _ and leaves the hidden
+ * one holding the last output.  NULL (no exception) when there is none. */
+static PyObject *
+stale_hidden_output(const mt_ledger *l, PyObject *name, PyObject *value)
+{
+    if (!PyUnicode_Check(name) || PyUnicode_GET_LENGTH(name) == 0 ||
+        PyUnicode_READ_CHAR(name, 0) != '_' || !is_output_name(name) || !mt_walker_is_data(value) ||
+        PyDict_GetItemWithError(l->user_ns, name) == value) {
+        return NULL;
+    }
+    return PyErr_Occurred() ? NULL
+                            : holder_dict(PyUnicode_FromFormat("IPython's hidden %U", name),
+                                          "hidden_output_name", "key", Py_NewRef(name));
+}
+
+static int
+gather_hidden_outputs(mt_ledger *l, root_list *rs)
+{
+    PyObject *name, *value;
+    Py_ssize_t pos = 0;
+    while (l->hidden_ns != NULL && PyDict_Next(l->hidden_ns, &pos, &name, &value)) {
+        PyObject *holder = stale_hidden_output(l, name, value);
+        if (holder == NULL && PyErr_Occurred()) {
+            return -1;
+        }
+        if (holder != NULL && append_root(rs, value, holder, 1, PART_CACHES) < 0) {
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* Hidden holders first (when the budget runs out, what is left over is
@@ -687,7 +1016,7 @@ gather_run_namespaces(mt_ledger *l, root_list *rs)
 static int
 gather_roots(mt_ledger *l, root_list *rs, Py_ssize_t *first_variable)
 {
-    PyObject *variables = NULL, *last_exception = NULL, *name, *value;
+    PyObject *variables = NULL, *last_exception = NULL, *error = NULL, *name, *value;
     Py_ssize_t pos = 0;
     int rc = -1;
     if (l->out_cache != NULL) {
@@ -696,30 +1025,37 @@ gather_roots(mt_ledger *l, root_list *rs, Py_ssize_t *first_variable)
                 append_root(rs, value,
                             holder_dict(PyUnicode_FromFormat("Out[%S]", name), "output_cache",
                                         "out_index", Py_NewRef(name)),
-                            1) < 0) {
+                            1, PART_CACHES) < 0) {
                 goto done;
             }
         }
     }
-    last_exception = PyTuple_New(Py_ARRAY_LENGTH(LAST_EXCEPTION));
-    for (Py_ssize_t i = 0;
-         last_exception != NULL && i < (Py_ssize_t)Py_ARRAY_LENGTH(LAST_EXCEPTION); i++) {
-        PyObject *attribute = PyUnicode_FromString(LAST_EXCEPTION[i]);
-        if (attribute == NULL) {
+    last_exception = last_error_attributes();
+    if (last_exception == NULL) {
+        goto done;
+    }
+    /* The last error is one root: its value, traceback and frames together. */
+    error = PyList_New(0);
+    if (error == NULL) {
+        goto done;
+    }
+    for (size_t i = 0; i < Py_ARRAY_LENGTH(LAST_EXCEPTION); i++) {
+        value = PySys_GetObject(LAST_EXCEPTION[i]);
+        if (value != NULL && mt_walker_is_data(value) && PyList_Append(error, value) < 0) {
             goto done;
         }
-        PyTuple_SET_ITEM(last_exception, i, attribute);
     }
-    if (last_exception == NULL) {
+    Py_SETREF(error, PyList_AsTuple(error));
+    if (error == NULL) {
         goto done;
     }
     for (size_t i = 0; i < Py_ARRAY_LENGTH(LAST_EXCEPTION); i++) {
         value = PySys_GetObject(LAST_EXCEPTION[i]);
         if (value != NULL && mt_walker_is_data(value) &&
-            append_root(rs, value,
+            append_root(rs, error,
                         holder_dict(PyUnicode_FromFormat("sys.%s", LAST_EXCEPTION[i]), "exception",
                                     "sys_attributes", Py_NewRef(last_exception)),
-                        1) < 0) {
+                        0, PART_TRACEBACK) < 0) {
             goto done;
         }
     }
@@ -740,7 +1076,7 @@ gather_roots(mt_ledger *l, root_list *rs, Py_ssize_t *first_variable)
         /* A dunder name is the user's own binding, as a variable is. */
         if (kind == NAME_HOLDER &&
             append_root(rs, value, name_holder(name, is_dunder(name) ? "variable" : "output_name"),
-                        1 + hidden) < 0) {
+                        1 + hidden, is_dunder(name) ? PART_VARIABLES : PART_CACHES) < 0) {
             goto done;
         }
         if (kind == NAME_VARIABLE) {
@@ -756,15 +1092,19 @@ gather_roots(mt_ledger *l, root_list *rs, Py_ssize_t *first_variable)
             Py_DECREF(t);
         }
     }
+    if (gather_hidden_outputs(l, rs) < 0) {
+        goto done;
+    }
     /* Names are unique, so the values are never compared. */
     if (PyList_Sort(variables) < 0 || PyList_Reverse(variables) < 0) {
         goto done;
     }
     *first_variable = rs->len;
+    Py_CLEAR(rs->hidden); /* each variable is a root of its own */
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(variables); i++) {
         PyObject *t = PyList_GET_ITEM(variables, i);
         if (append_root(rs, PyTuple_GET_ITEM(t, 2), name_holder(PyTuple_GET_ITEM(t, 1), "variable"),
-                        1) < 0) {
+                        1, PART_VARIABLES) < 0) {
             goto done;
         }
     }
@@ -772,6 +1112,7 @@ gather_roots(mt_ledger *l, root_list *rs, Py_ssize_t *first_variable)
 done:
     Py_XDECREF(variables);
     Py_XDECREF(last_exception);
+    Py_XDECREF(error);
     return rc;
 }
 
@@ -804,21 +1145,24 @@ holders_of(const root_list *rs, Py_ssize_t r, const Py_ssize_t *roots, Py_ssize_
     PyObject *list = PyList_New(0), *holder = NULL;
     PyObject *value = PyList_GET_ITEM(rs->objs, r);
     for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
-        holder = PyDict_Copy(PyList_GET_ITEM(rs->holders, roots[i]));
-        if (holder == NULL) {
-            goto error;
+        PyObject *stands_for = PyList_GET_ITEM(rs->holders, roots[i]);
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(stands_for); k++) {
+            holder = PyDict_Copy(PyList_GET_ITEM(stands_for, k));
+            if (holder == NULL) {
+                goto error;
+            }
+            PyObject *kind = PyDict_GetItemString(holder, "kind");
+            int view = PyUnicode_CompareWithASCIIString(kind, "variable") == 0
+                           ? is_view_of(PyList_GET_ITEM(rs->objs, roots[i]), value)
+                           : 0;
+            if (view < 0 || (view && mt_set(holder, "kind", PyUnicode_FromString("view")) < 0)) {
+                goto error;
+            }
+            if (PyList_Append(list, holder) < 0) {
+                goto error;
+            }
+            Py_CLEAR(holder);
         }
-        PyObject *kind = PyDict_GetItemString(holder, "kind");
-        int view = PyUnicode_CompareWithASCIIString(kind, "variable") == 0
-                       ? is_view_of(PyList_GET_ITEM(rs->objs, roots[i]), value)
-                       : 0;
-        if (view < 0 || (view && mt_set(holder, "kind", PyUnicode_FromString("view")) < 0)) {
-            goto error;
-        }
-        if (PyList_Append(list, holder) < 0) {
-            goto error;
-        }
-        Py_CLEAR(holder);
     }
     if (list != NULL && unnamed) {
         holder = holder_dict(PyUnicode_FromString(UNNAMED_HOLDER), "unnamed", NULL, NULL);
@@ -834,20 +1178,24 @@ error:
     return NULL;
 }
 
+/* A view is what shows another object's buffer (is_view_of): an object
+ * array whose items reach another object holds it, and is no view of it. */
 static PyObject *
-shares_of(const mt_walker *w, Py_ssize_t r, PyObject *labels, PyObject *value, Py_ssize_t first)
+shares_of(const mt_walker *w, Py_ssize_t r, const root_list *rs, PyObject *value, Py_ssize_t first)
 {
     const mt_walker_share *s;
     Py_ssize_t n = mt_walker_shares(w, r, &s);
-    int view = mt_npy_ready() > 0 && PyArray_Check(value) &&
-               !PyArray_CHKFLAGS((PyArrayObject *)value, NPY_ARRAY_OWNDATA);
     PyObject *list = PyList_New(n);
     for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
+        int view =
+            s[i].reaches_other ? is_view_of(value, PyList_GET_ITEM(rs->objs, s[i].other)) : 0;
         PyObject *d =
-            Py_BuildValue("{sOsLsOsOsO}", "with", PyList_GET_ITEM(labels, s[i].other), "bytes",
-                          s[i].bytes, "holds", s[i].reaches_other ? Py_True : Py_False, "view",
-                          view && s[i].reaches_other ? Py_True : Py_False, "variable",
-                          s[i].other >= first ? Py_True : Py_False);
+            view < 0 ? NULL
+                     : Py_BuildValue("{sOsLsOsOsO}", "with",
+                                     PyList_GET_ITEM(rs->labels, s[i].other), "bytes", s[i].bytes,
+                                     "holds", s[i].reaches_other ? Py_True : Py_False, "view",
+                                     view ? Py_True : Py_False, "variable",
+                                     s[i].other >= first ? Py_True : Py_False);
         if (d == NULL) {
             Py_CLEAR(list);
             break;
@@ -863,6 +1211,18 @@ cell_or_none(long long cell)
     return cell < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(cell);
 }
 
+/* Immutable numbers and strings smaller than a tracked object: the
+ * interpreter shares them (small ints, interned strings, constants), so
+ * other names or references bound to the same one hold nothing of note. */
+static int
+is_shared_atom(PyObject *value, long long bytes)
+{
+    return bytes < BIG_OBJECT_BYTES &&
+           (PyLong_CheckExact(value) || PyFloat_CheckExact(value) || PyComplex_CheckExact(value) ||
+            PyUnicode_CheckExact(value) || PyBytes_CheckExact(value) || PyBool_Check(value) ||
+            value == Py_None);
+}
+
 static PyObject *
 variable_dict(mt_ledger *l, const mt_walker *w, Py_ssize_t r, const root_list *rs, Py_ssize_t first)
 {
@@ -874,6 +1234,16 @@ variable_dict(mt_ledger *l, const mt_walker *w, Py_ssize_t r, const root_list *r
     if (i == -2) {
         return NULL;
     }
+    int atom = is_shared_atom(value, t->bytes);
+    int unnamed = t->held_elsewhere && !atom;
+    if (atom) {
+        nholders = 0;
+    }
+    /* The interpreter keeps a shared atom alive (a small int, an interned
+     * string): del frees nothing, and no holder is named for it.  (For other
+     * objects the unnamed holder is named; a purge's dry run counts on
+     * exclusive ignoring its own references.) */
+    long long exclusive = atom && t->held_elsewhere ? 0 : t->exclusive;
     long long created = -1, rebound = -1, used = -1;
     if (i >= 0) {
         mt_ledger_entry *e = &l->entries[i];
@@ -888,13 +1258,13 @@ variable_dict(mt_ledger *l, const mt_walker *w, Py_ssize_t r, const root_list *r
     if (d == NULL || mt_set(d, "name", Py_NewRef(name)) < 0 ||
         mt_set(d, "type", describe_type(value)) < 0 ||
         mt_set(d, "bytes", PyLong_FromLongLong(t->bytes)) < 0 ||
-        mt_set(d, "exclusive",
-               t->complete ? PyLong_FromLongLong(t->exclusive) : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "exclusive", t->complete ? PyLong_FromLongLong(exclusive) : Py_NewRef(Py_None)) <
+            0 ||
         mt_set(d, "complete", PyBool_FromLong(t->complete)) < 0 ||
         mt_set(d, "estimate", t->complete ? Py_NewRef(Py_None) : PyLong_FromLongLong(t->estimate)) <
             0 ||
-        mt_set(d, "holders", holders_of(rs, r, holders, nholders, t->held_elsewhere)) < 0 ||
-        mt_set(d, "shares", shares_of(w, r, rs->labels, value, first)) < 0 ||
+        mt_set(d, "holders", holders_of(rs, r, holders, nholders, unnamed)) < 0 ||
+        mt_set(d, "shares", atom ? PyList_New(0) : shares_of(w, r, rs, value, first)) < 0 ||
         mt_set(d, "created_cell", cell_or_none(created)) < 0 ||
         mt_set(d, "rebound_cell", cell_or_none(rebound)) < 0 ||
         mt_set(d, "last_used_cell", cell_or_none(used)) < 0 ||
@@ -918,12 +1288,178 @@ compare_ranked(const void *a, const void *b)
     return (x->bytes < y->bytes) - (x->bytes > y->bytes);
 }
 
-/* The variables report, with the walk's summary in *walk_summary when not NULL. */
+/* Appends item (stolen; NULL passes its exception on) to list.  -1/0. */
+static int
+append_new(PyObject *list, PyObject *item)
+{
+    if (item == NULL) {
+        return -1;
+    }
+    int rc = PyList_Append(list, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+/* The name a deleted variable had, when obj is what it was bound to
+ * (borrowed), or NULL. */
 static PyObject *
-variables(mt_ledger *l, PyObject *only, PyObject **walk_summary)
+gone_name_of(const mt_ledger *l, PyObject *obj)
+{
+    for (Py_ssize_t i = l->ngone - 1; i >= 0; i--) {
+        if (l->gone[i].identity == (uintptr_t)obj && l->gone[i].type == Py_TYPE(obj)) {
+            return l->gone[i].name; /* live: the last scan proved it */
+        }
+    }
+    return NULL;
+}
+
+/* One row per hidden root (the caches that keep one object, the last
+ * error, a module global, a class attribute): its holders, deep size,
+ * what purging it frees, the bytes the account charges it, the variables
+ * that hold it too and the name it had before a del. */
+static PyObject *
+held_rows(const mt_ledger *l, const mt_walker *w, const root_list *rs, Py_ssize_t first,
+          const long long *charged)
+{
+    PyObject *rows = PyList_New(0);
+    for (Py_ssize_t r = 0; rows != NULL && r < first; r++) {
+        const mt_walker_totals *t = mt_walker_totals_of(w, r);
+        const Py_ssize_t *holders;
+        Py_ssize_t n = mt_walker_holders(w, r, &holders);
+        PyObject *value = PyList_GET_ITEM(rs->objs, r), *also = PyList_New(0);
+        for (Py_ssize_t k = 0; also != NULL && k < n; k++) {
+            if (holders[k] >= first &&
+                PyList_Append(also, PyList_GET_ITEM(rs->labels, holders[k])) < 0) {
+                Py_CLEAR(also);
+            }
+        }
+        PyObject *was = gone_name_of(l, value);
+        PyObject *d =
+            also == NULL ? NULL
+                         : Py_BuildValue(
+                               "{sOsLsNsLsOsNsO}", "holders", PyList_GET_ITEM(rs->holders, r),
+                               "bytes", t->bytes, "exclusive",
+                               t->complete ? PyLong_FromLongLong(t->exclusive) : Py_NewRef(Py_None),
+                               "charged", charged[r], "complete", t->complete ? Py_True : Py_False,
+                               "variables", also, "was", was ? was : Py_None);
+        /* The last error's root is a tuple of ours: its first item is the error. */
+        PyObject *shown =
+            rs->ranks[r] == PART_TRACEBACK && PyTuple_Check(value) && PyTuple_GET_SIZE(value) > 0
+                ? PyTuple_GET_ITEM(value, 0)
+                : value;
+        if (d == NULL || mt_set(d, "type", describe_type(shown)) < 0 ||
+            mt_set(d, "part", PyUnicode_FromString(PART_NAMES[rs->ranks[r]])) < 0 ||
+            PyList_Append(rows, d) < 0) {
+            Py_XDECREF(d);
+            Py_CLEAR(rows);
+            break;
+        }
+        Py_DECREF(d);
+    }
+    return rows;
+}
+
+/* The account's walked parts: each object's bytes once, charged to the
+ * part of lowest rank that reaches it. */
+static PyObject *
+account_parts(const root_list *rs, const long long *charged)
+{
+    long long sums[NPARTS] = {0};
+    for (Py_ssize_t r = 0; r < rs->len; r++) {
+        sums[rs->ranks[r]] += charged[r];
+    }
+    PyObject *d = PyDict_New();
+    for (int p = 0; d != NULL && p < NPARTS; p++) {
+        if (mt_set(d, PART_NAMES[p], PyLong_FromLongLong(sums[p])) < 0) {
+            Py_CLEAR(d);
+        }
+    }
+    return d;
+}
+
+static void
+free_roots(root_list *rs)
+{
+    PyMem_RawFree(rs->bindings);
+    PyMem_RawFree(rs->ranks);
+    Py_XDECREF(rs->objs);
+    Py_XDECREF(rs->labels);
+    Py_XDECREF(rs->holders);
+    Py_XDECREF(rs->hidden);
+}
+
+/* Every root starts with its own holders list, and hidden roots merge. */
+static int
+new_roots(root_list *rs)
+{
+    rs->objs = PyList_New(0);
+    rs->labels = PyList_New(0);
+    rs->holders = PyList_New(0);
+    rs->hidden = PyDict_New();
+    return rs->objs && rs->labels && rs->holders && rs->hidden ? 0 : -1;
+}
+
+/* The other holders (module globals, lru_caches, class attributes), walked
+ * after the variables and caches and apart from them, until deadline: the
+ * objects of those roots are barriers here, so nothing is counted twice,
+ * and a framework's big graph behind a module global cannot cut the
+ * variables' walk short or change what their del frees.  Their rows go to
+ * held, their bytes to *total; *complete says whether the walk finished. */
+static int
+walk_other_roots(mt_ledger *l, const root_list *walked, double deadline, PyObject *held,
+                 long long *total, int *complete)
+{
+    root_list rs = {0};
+    PyObject *main = NULL, *barriers = NULL, *rows = NULL;
+    mt_walker *w = NULL;
+    long long *charged = NULL;
+    int rc = -1;
+    if (new_roots(&rs) < 0 || gather_other_roots(l, &rs) < 0 ||
+        (main = PyList_AsTuple(walked->objs)) == NULL ||
+        (barriers = PySequence_Concat(l->barriers, main)) == NULL) {
+        goto done;
+    }
+    /* Out of time: the walker still starts (a budget <= 0 would mean none). */
+    double left = deadline - mt_monotonic_seconds();
+    w = mt_walker_new(barriers, left > 1e-6 ? left : 1e-6, BIG_OBJECT_BYTES);
+    if (w == NULL ||
+        mt_walker_run(w, ((PyListObject *)rs.objs)->ob_item, rs.bindings, rs.len) < 0) {
+        goto done;
+    }
+    charged = PyMem_Calloc((size_t)(rs.len ? rs.len : 1), sizeof *charged);
+    if (charged == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    mt_walker_charge(w, rs.ranks, charged);
+    rows = held_rows(l, w, &rs, rs.len, charged);
+    Py_ssize_t end = PyList_GET_SIZE(held);
+    if (rows == NULL || PyList_SetSlice(held, end, end, rows) < 0) {
+        goto done;
+    }
+    for (Py_ssize_t r = 0; r < rs.len; r++) {
+        *total += charged[r];
+        *complete &= mt_walker_totals_of(w, r)->complete;
+    }
+    rc = 0;
+done:
+    PyMem_Free(charged);
+    mt_walker_free(w);
+    Py_XDECREF(main);
+    Py_XDECREF(barriers);
+    Py_XDECREF(rows);
+    free_roots(&rs);
+    return rc;
+}
+
+/* The variables report; with report, also its "variables_walk" summary,
+ * the hidden holders' rows ("held") and the account's walked parts. */
+static PyObject *
+variables(mt_ledger *l, PyObject *only, PyObject *report)
 {
     PyObject *result = NULL;
-    root_list rs = {NULL, NULL, NULL, NULL, 0, 0};
+    long long *charged = NULL;
+    root_list rs = {0};
     mt_walker *w = NULL;
     ranked *order = NULL;
     Py_ssize_t first = 0;
@@ -931,11 +1467,8 @@ variables(mt_ledger *l, PyObject *only, PyObject **walk_summary)
     if (l->user_ns == NULL) {
         return PyList_New(0);
     }
-    rs.objs = PyList_New(0);
-    rs.labels = PyList_New(0);
-    rs.holders = PyList_New(0);
-    if (rs.objs == NULL || rs.labels == NULL || rs.holders == NULL ||
-        gather_roots(l, &rs, &first) < 0) {
+    /* prune first: the rows name what a deleted name left behind */
+    if (prune_gone(l) < 0 || new_roots(&rs) < 0 || gather_roots(l, &rs, &first) < 0) {
         goto done;
     }
     PyObject *objs = rs.objs, *labels = rs.labels;
@@ -976,20 +1509,35 @@ variables(mt_ledger *l, PyObject *only, PyObject **walk_summary)
         }
         PyList_SET_ITEM(result, k, d);
     }
-    if (result != NULL && walk_summary != NULL) {
-        *walk_summary = Py_BuildValue("{sOsdsn}", "complete", complete ? Py_True : Py_False,
-                                      "seconds", mt_monotonic_seconds() - started, "roots", n);
-        if (*walk_summary == NULL) {
+    if (result != NULL && report != NULL) {
+        charged = PyMem_Calloc((size_t)(n ? n : 1), sizeof *charged);
+        if (charged == NULL) {
+            PyErr_NoMemory();
+            Py_CLEAR(result);
+            goto done;
+        }
+        mt_walker_charge(w, rs.ranks, charged);
+        long long others = 0;
+        PyObject *held = held_rows(l, w, &rs, first, charged), *parts = NULL;
+        if (held == NULL ||
+            walk_other_roots(l, &rs, started + report_budget(l), held, &others, &complete) < 0 ||
+            (parts = account_parts(&rs, charged)) == NULL ||
+            mt_set(parts, PART_NAMES[PART_OTHER], PyLong_FromLongLong(others)) < 0 ||
+            mt_set(report, "variables_walk",
+                   Py_BuildValue("{sOsdsn}", "complete", complete ? Py_True : Py_False, "seconds",
+                                 mt_monotonic_seconds() - started, "roots", n)) < 0 ||
+            mt_set(report, "held", Py_NewRef(held)) < 0 ||
+            mt_set(report, "account_parts", Py_NewRef(parts)) < 0) {
             Py_CLEAR(result);
         }
+        Py_XDECREF(held);
+        Py_XDECREF(parts);
     }
 done:
     PyMem_Free(order);
-    PyMem_RawFree(rs.bindings);
+    PyMem_Free(charged);
     mt_walker_free(w);
-    Py_XDECREF(rs.objs);
-    Py_XDECREF(rs.labels);
-    Py_XDECREF(rs.holders);
+    free_roots(&rs);
     return result;
 }
 
@@ -1002,15 +1550,10 @@ mt_ledger_variables(mt_ledger *l, PyObject *only)
 int
 mt_ledger_report(mt_ledger *l, PyObject *report)
 {
-    PyObject *summary = NULL;
     if (l->user_ns == NULL) {
         return 0;
     }
-    PyObject *list = variables(l, NULL, &summary);
-    if (mt_set(report, "variables", list) < 0) {
-        return -1;
-    }
-    return mt_set(report, "variables_walk", summary);
+    return mt_set(report, "variables", variables(l, NULL, report));
 }
 
 PyDoc_STRVAR(
@@ -1111,6 +1654,194 @@ mt_ledger_py_rewalk(PyObject *module, PyObject *names)
     Py_RETURN_NONE;
 }
 
+/* Whether value is g's object by identity and type (borrowed in *found). */
+static int
+is_gone(const mt_ledger_gone *g, PyObject *value, PyObject **found)
+{
+    if ((uintptr_t)value != g->identity || Py_TYPE(value) != g->type) {
+        return 0;
+    }
+    *found = value;
+    return 1;
+}
+
+/* Appends (when holders is not NULL) the holder dict of each direct
+ * reference to g's object the shell keeps: the output cache, names of the
+ * user namespace (its output names, other variables), the namespaces %run
+ * keeps, and the locals of the last traceback's frames.  *found: the
+ * object (borrowed), or NULL when none holds it. */
+static int
+direct_holders(mt_ledger *l, const mt_ledger_gone *g, PyObject *holders, PyObject **found)
+{
+    PyObject *name, *value, *path, *module, *cache = NULL, *tb = NULL;
+    Py_ssize_t pos = 0;
+    int rc = -1;
+    *found = NULL;
+    while (l->out_cache != NULL && PyDict_Next(l->out_cache, &pos, &name, &value)) {
+        if (is_gone(g, value, found) && holders != NULL &&
+            append_new(holders, holder_dict(PyUnicode_FromFormat("Out[%S]", name), "output_cache",
+                                            "out_index", Py_NewRef(name))) < 0) {
+            goto done;
+        }
+    }
+    pos = 0;
+    while (PyDict_Next(l->user_ns, &pos, &name, &value)) {
+        int kind = is_gone(g, value, found) ? classify(l, name, value) : NAME_SKIP;
+        if (kind < 0 ||
+            (kind != NAME_SKIP && holders != NULL &&
+             append_new(holders, name_holder(name, kind == NAME_HOLDER && !is_dunder(name)
+                                                       ? "output_name"
+                                                       : "variable")) < 0)) {
+            goto done;
+        }
+    }
+    pos = 0;
+    while (l->hidden_ns != NULL && PyDict_Next(l->hidden_ns, &pos, &name, &value)) {
+        PyObject *holder = is_gone(g, value, found) ? stale_hidden_output(l, name, value) : NULL;
+        if (holder == NULL && PyErr_Occurred()) {
+            goto done;
+        }
+        if (holders == NULL) {
+            Py_XDECREF(holder); /* only *found was asked for */
+        }
+        else if (holder != NULL && append_new(holders, holder) < 0) {
+            goto done;
+        }
+    }
+    cache = PyObject_GetAttrString(l->shell, "_main_mod_cache");
+    PyErr_Clear(); /* not IPython's shell: no %run */
+    pos = 0;
+    while (cache != NULL && PyDict_Check(cache) && PyDict_Next(cache, &pos, &path, &module)) {
+        PyObject *ns = PyModule_Check(module) ? PyModule_GetDict(module) : NULL;
+        Py_ssize_t at = 0;
+        while (ns != NULL && ns != l->user_ns && PyUnicode_Check(path) &&
+               PyDict_Next(ns, &at, &name, &value)) {
+            if (is_gone(g, value, found)) {
+                if (holders != NULL && append_new(holders, run_namespace_holder(path)) < 0) {
+                    goto done;
+                }
+                break;
+            }
+        }
+    }
+    tb = Py_XNewRef(PySys_GetObject("last_traceback"));
+    for (PyObject *t = tb; t != NULL && PyTraceBack_Check(t);
+         t = (PyObject *)((PyTracebackObject *)t)->tb_next) {
+        PyFrameObject *frame = ((PyTracebackObject *)t)->tb_frame;
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        int optimized = (code->co_flags & CO_OPTIMIZED) != 0;
+        Py_DECREF(code);
+        if (!optimized) {
+            continue; /* a cell's or module's frame: its locals are a namespace, seen above */
+        }
+        PyObject *locals = PyFrame_GetLocals(frame);
+        PyObject *values = locals ? PyMapping_Values(locals) : NULL;
+        Py_XDECREF(locals);
+        if (values == NULL) {
+            goto done;
+        }
+        int held = 0; /* by identity: == would compare arrays element by element */
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(values); k++) {
+            held |= is_gone(g, PyList_GET_ITEM(values, k), found);
+        }
+        Py_DECREF(values);
+        if (held) {
+            PyObject *attributes = last_error_attributes();
+            if (holders != NULL &&
+                append_new(holders, holder_dict(PyUnicode_FromString("the last traceback's frames"),
+                                                "exception", "sys_attributes", attributes)) < 0) {
+                goto done;
+            }
+            break;
+        }
+    }
+    rc = 0;
+done:
+    Py_XDECREF(cache);
+    Py_XDECREF(tb);
+    return rc;
+}
+
+PyDoc_STRVAR(mt_ledger_py_gone__doc__,
+             "ledger_gone(cell=None) -> list of dicts: big objects whose names went (del, or\n"
+             "bound to another object) while something kept them alive: name, bytes, cell,\n"
+             "rebound and holders (the shell's direct references to it; a holder of kind\n"
+             "'unnamed' when none of those is).  With cell, only the names that cell lost\n"
+             "(proven when it ended: the look costs nothing more).");
+PyObject *
+mt_ledger_py_gone(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    mt_ledger *l = &mt_get_state(module)->ledger;
+    long long cell = -1;
+    if (nargs > 1 || (nargs == 1 && args[0] != Py_None && !PyLong_Check(args[0]))) {
+        PyErr_SetString(PyExc_TypeError, "ledger_gone(cell: int | None = None)");
+        return NULL;
+    }
+    if (nargs == 1 && args[0] != Py_None && (cell = PyLong_AsLongLong(args[0])) == -1 &&
+        PyErr_Occurred()) {
+        return NULL;
+    }
+    int every = nargs == 0 || args[0] == Py_None;
+    PyObject *list = PyList_New(0), *holders = NULL, *obj = NULL;
+    if (l->user_ns == NULL || list == NULL) {
+        return list;
+    }
+    if (every && prune_gone(l) < 0) {
+        goto error;
+    }
+    for (Py_ssize_t i = 0; i < l->ngone; i++) {
+        const mt_ledger_gone *g = &l->gone[i];
+        if (!every && g->cell != cell) {
+            continue;
+        }
+        holders = PyList_New(0);
+        if (holders == NULL || direct_holders(l, g, holders, &obj) < 0) {
+            goto error;
+        }
+        if (PyList_GET_SIZE(holders) == 0 &&
+            append_new(holders, holder_dict(PyUnicode_FromString(UNNAMED_HOLDER), "unnamed", NULL,
+                                            NULL)) < 0) {
+            goto error;
+        }
+        if (append_new(list, Py_BuildValue("{sOsLsLsOsN}", "name", g->name, "bytes", g->bytes,
+                                           "cell", g->cell, "rebound",
+                                           g->rebound ? Py_True : Py_False, "holders", holders)) <
+            0) {
+            holders = NULL;
+            goto error;
+        }
+        holders = NULL;
+    }
+    return list;
+error:
+    Py_XDECREF(holders);
+    Py_DECREF(list);
+    return NULL;
+}
+
+PyDoc_STRVAR(mt_ledger_py_gone_object__doc__,
+             "ledger_gone_object(name) -> the object a deleted name was bound to while\n"
+             "something still keeps it alive, or None.");
+PyObject *
+mt_ledger_py_gone_object(PyObject *module, PyObject *name)
+{
+    mt_ledger *l = &mt_get_state(module)->ledger;
+    if (!PyUnicode_Check(name)) {
+        PyErr_SetString(PyExc_TypeError, "ledger_gone_object(name: str)");
+        return NULL;
+    }
+    for (Py_ssize_t i = l->ngone - 1; i >= 0; i--) {
+        if (PyUnicode_Compare(l->gone[i].name, name) == 0) {
+            PyObject *obj;
+            if (gone_object(l, &l->gone[i], &obj) < 0) {
+                return NULL;
+            }
+            return Py_NewRef(obj ? obj : Py_None);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(mt_ledger_py_detach__doc__, "ledger_detach(): stop following it.");
 PyObject *
 mt_ledger_py_detach(PyObject *module, PyObject *Py_UNUSED(unused))
@@ -1160,8 +1891,9 @@ mt_ledger_py_names(PyObject *module, PyObject *Py_UNUSED(unused))
     if (names == NULL) {
         return NULL;
     }
-    return Py_BuildValue("{sNsOsLsd}", "names", names, "attached", l->user_ns ? Py_True : Py_False,
-                         "cell", l->cell, "last_hook_seconds", l->last_hook_seconds);
+    return Py_BuildValue("{sNsOsLsdsN}", "names", names, "attached",
+                         l->user_ns ? Py_True : Py_False, "cell", l->cell, "last_hook_seconds",
+                         l->last_hook_seconds, "last_error_attributes", last_error_attributes());
 }
 
 PyDoc_STRVAR(mt_ledger_py_set_budget__doc__,
@@ -1200,6 +1932,9 @@ PyMethodDef mt_ledger_methods[] = {
     {"variables", (PyCFunction)(void (*)(void))mt_ledger_py_variables, METH_FASTCALL,
      mt_ledger_py_variables__doc__},
     {"ledger", mt_ledger_py_names, METH_NOARGS, mt_ledger_py_names__doc__},
+    {"ledger_gone", (PyCFunction)(void (*)(void))mt_ledger_py_gone, METH_FASTCALL,
+     mt_ledger_py_gone__doc__},
+    {"ledger_gone_object", mt_ledger_py_gone_object, METH_O, mt_ledger_py_gone_object__doc__},
     {"set_walk_budget", (PyCFunction)(void (*)(void))mt_ledger_py_set_budget, METH_FASTCALL,
      mt_ledger_py_set_budget__doc__},
     {NULL, NULL, 0, NULL},

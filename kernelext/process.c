@@ -294,6 +294,17 @@ mt_process_trim(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
     Py_END_ALLOW_THREADS return PyBool_FromLong(released);
 }
 
+PyDoc_STRVAR(mt_process_heap_free__doc__,
+             "heap_free() -> int | None: bytes malloc holds free, which a trim could give back "
+             "(None where glibc's mallinfo2 is unavailable).");
+PyObject *
+mt_process_heap_free(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
+{
+    long long bytes;
+    Py_BEGIN_ALLOW_THREADS bytes = mt_heap_free_bytes();
+    Py_END_ALLOW_THREADS return mt_size_or_none(bytes);
+}
+
 PyDoc_STRVAR(mt_process_allocators__doc__,
              "_allocators() -> dict: the allocator functions now installed (for tests).");
 PyObject *
@@ -445,6 +456,7 @@ PyMethodDef mt_process_methods[] = {
     {"uninstall_hooks", mt_process_uninstall_hooks, METH_NOARGS, mt_process_uninstall_hooks__doc__},
     {"in_ram", mt_process_in_ram, METH_O, mt_process_in_ram__doc__},
     {"trim", mt_process_trim, METH_NOARGS, mt_process_trim__doc__},
+    {"heap_free", mt_process_heap_free, METH_NOARGS, mt_process_heap_free__doc__},
     {"_allocators", mt_process_allocators, METH_NOARGS, mt_process_allocators__doc__},
     {"_parse", (PyCFunction)(void (*)(void))mt_process_parse, METH_FASTCALL,
      mt_process_parse__doc__},

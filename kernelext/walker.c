@@ -1120,6 +1120,28 @@ mt_walker_run(mt_walker *w, PyObject *const *roots, const int *bindings, Py_ssiz
     return rc < 0 ? -1 : finish(w);
 }
 
+void
+mt_walker_charge(const mt_walker *w, const int *rank, long long *charged)
+{
+    int32_t who[MAX_SHARERS + 1];
+    for (Py_ssize_t i = 0; i < w->nentries; i++) {
+        const entry *e = &w->entries[i];
+        if (e->first_root < 0) {
+            continue;
+        }
+        int32_t best = e->first_root;
+        if (e->flags & E_SHARED) {
+            Py_ssize_t k = reachers(w, (int32_t)i, who, MAX_SHARERS);
+            for (Py_ssize_t j = 0; j < k && j < MAX_SHARERS; j++) {
+                if (rank[who[j]] < rank[best]) {
+                    best = who[j];
+                }
+            }
+        }
+        charged[best] += e->size;
+    }
+}
+
 const mt_walker_totals *
 mt_walker_totals_of(const mt_walker *w, Py_ssize_t root)
 {

@@ -65,6 +65,7 @@ def process(i):
     _core.process()
     _core._allocators()
     _core.trim()
+    _core.heap_free()
     _core.in_ram("/dev/shm")
     _core.in_ram("/no/such/path")
     expect_error(_core.in_ram, 12)
@@ -110,9 +111,20 @@ def ledger(i):
     ns.clear()
     ns.update(big=np.ones(5000), view=None, items=list(range(100)), text="t" * 1000)
     ns["view"] = ns["big"][::2]
-    _core.ledger_attach(ns, {}, {}, None, None)
-    _core.cell_begin(i, "big = big\nitems")
+    ns["gone"] = np.ones(2**17)  # 1 MiB: followed after its name goes
+    out = {1: ns["gone"]}
+    _core.ledger_attach(ns, {}, out, None, None)
+    _core.cell_begin(i, "big = big\nitems\ngone")
     _core.cell_end(i, False)
+    del ns["gone"]  # the output cache still holds it
+    _core.cell_begin(i + 1, "del gone")
+    _core.cell_end(i + 1, False)
+    _core.ledger_gone(i + 1)
+    _core.ledger_gone()
+    assert _core.ledger_gone_object("gone") is out[1]
+    expect_error(_core.ledger_gone, "a cell")
+    expect_error(_core.ledger_gone_object, 1)
+    _core.report()
     _core.clear_cells()
     _core.variables()
     _core.variables("big")
@@ -307,7 +319,8 @@ calls = {
     "sharing": sharing,
     "deep_size": walker,
     "ledger_attach": ledger, "ledger_rewalk": ledger, "ledger_detach": ledger,
-    "variables": ledger, "ledger": ledger, "set_walk_budget": ledger,
+    "variables": ledger, "ledger": ledger, "set_walk_budget": ledger, "ledger_gone": ledger,
+    "ledger_gone_object": ledger, "heap_free": process,
     "shrink_window_begin": shrink, "shrink_window_end": shrink, "inplace_check": shrink,
     "downcast_plan": shrink, "shrink_options": shrink, "downcast": shrink, "pack": shrink, "spill_write": shrink,
     "spill_commit": shrink,

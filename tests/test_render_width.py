@@ -168,3 +168,21 @@ def test_html_tables_right_align_numbers_and_show_code():
     chart = svg_chart(CELLS)
     assert chart.count('class="tick"') >= 6 and 'class="spike"' in chart
     assert svg_chart(CELLS[:1]) == ""  # one cell: nothing to compare
+
+
+ACCOUNT = {"rss": 1100 * MiB, "remainder": 3 * MiB,
+           "unexplained": "memory no part names: modules imported since load",
+           "parts": [{"part": "ipython_caches", "what": "IPython's caches (Out, _, _N, %run namespaces)",
+                      "bytes": 740 * MiB, "action": "%shrink del frames_by_station_and_day"},
+                     {"part": "freed_heap", "what": "heap freed but not returned (malloc's free bytes)",
+                      "bytes": 2 * MiB, "action": "%shrink trim"}],
+           "held": [{"holders": VARIABLES[0]["holders"], "type": LONG_TYPE, "bytes": 740 * MiB,
+                     "part": "ipython_caches", "was": LONG_NAME,
+                     "action": f"%shrink del {LONG_NAME}"}]}
+
+
+def test_the_account_fits_80_columns_and_keeps_its_figures():
+    lines = Report(dict(REPORT, account=ACCOUNT), "summary", CELLS, VARIABLES).text(80).splitlines()
+    assert max(map(len, lines)) <= 80, "\n".join(lines)
+    assert "740 MiB" in row(lines, "IPython's") and "2.0 MiB" in row(lines, "heap freed")
+    assert any("Out[12]" in line and "740 MiB" in line for line in lines)

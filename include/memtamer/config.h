@@ -18,6 +18,12 @@
 #define MT_HAS_MALLOC_TRIM 0
 #endif
 
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+#define MT_HAS_MALLINFO2 1 /* the heap's free bytes (what a trim could give back) */
+#else
+#define MT_HAS_MALLINFO2 0
+#endif
+
 /* Vector loops built for several x86-64 levels, the widest the CPU runs
  * chosen at load time (GCC's target_clones, through glibc's ifunc). */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)

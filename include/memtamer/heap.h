@@ -52,6 +52,9 @@ const char *mt_heap_method(const char **why);
  * memory was released, 0 when not or where unavailable.  Touches no Python
  * object: callers may release the GIL around it. */
 int mt_heap_trim(void);
+/* Bytes malloc holds free (glibc's mallinfo2 fordblks: what a trim could
+ * give back at most), -1 where unavailable.  Touches no Python object. */
+long long mt_heap_free_bytes(void);
 
 /* Safe from any thread, with or without the GIL. */
 void mt_heap_reset_peaks(mt_heap_reading *python, mt_heap_reading *numpy);

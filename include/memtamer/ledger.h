@@ -35,6 +35,18 @@ typedef struct {
     long long seen;                   /* generation of the last namespace scan */
 } mt_ledger_entry;
 
+/* A big object whose name went (del, or bound to something else) while
+ * something else kept it alive: the report names it by that name, and
+ * `%shrink del NAME` purges the caches that hold it. */
+typedef struct {
+    PyObject *name;     /* strong */
+    uintptr_t identity; /* of the object; no reference is kept */
+    PyTypeObject *type; /* with identity and bytes, tells it from address reuse */
+    long long bytes;    /* its deep size at the name's last walk */
+    long long cell;     /* the cell that deleted or rebound the name */
+    int rebound;        /* 1: rebound, 0: deleted */
+} mt_ledger_gone;
+
 typedef struct {
     /* Strong references, set by attach (NULL when detached). */
     PyObject *user_ns, *hidden_ns, *out_cache, *shell, *transform;
@@ -46,6 +58,8 @@ typedef struct {
     long long cell, generation;
     double cell_budget, report_budget;
     double last_hook_seconds;
+    mt_ledger_gone *gone; /* mt_reserve'd, oldest first */
+    Py_ssize_t ngone, gone_cap;
 } mt_ledger;
 
 int mt_ledger_traverse(mt_ledger *l, visitproc visit, void *arg);
@@ -75,6 +89,8 @@ PyObject *mt_ledger_py_rewalk(PyObject *module, PyObject *names);
 PyObject *mt_ledger_py_detach(PyObject *module, PyObject *unused);
 PyObject *mt_ledger_py_variables(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_ledger_py_names(PyObject *module, PyObject *unused);
+PyObject *mt_ledger_py_gone(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *mt_ledger_py_gone_object(PyObject *module, PyObject *name);
 PyObject *mt_ledger_py_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 /* The _core methods ledger.c defines. */

@@ -84,6 +84,12 @@ Py_ssize_t mt_walker_holders(const mt_walker *w, Py_ssize_t root, const Py_ssize
 /* Big objects root shares with other roots, biggest first. */
 Py_ssize_t mt_walker_shares(const mt_walker *w, Py_ssize_t root, const mt_walker_share **out);
 
+/* Adds each object's bytes to charged[r] of one root r that reaches it:
+ * the one of lowest rank[r] among the roots known to reach it (every
+ * root for big objects and roots' objects, the first one for the rest),
+ * so sums over groups of roots count each object once. */
+void mt_walker_charge(const mt_walker *w, const int *rank, long long *charged);
+
 /* Deep size of one object, not entering barriers (a tuple, or NULL), in
  * *totals (exclusive and held_elsewhere unset).  -1 with an exception on
  * failure. */

@@ -22,13 +22,18 @@ def report():
     source, headroom, methods), ``cells`` (one dict per measured cell; a
     ``peak_composition`` says which lines' big blocks made its peak) and,
     in a shell with memtamer loaded, ``variables`` (deep size, exclusive
-    bytes, holders, provenance and a ``why`` sentence per variable)."""
+    bytes, holders, provenance and a ``why`` sentence per variable) and an
+    ``account`` that splits the RSS into named parts (variables, IPython's
+    caches, the last traceback, other reachable objects, freed heap, the
+    RSS at load) with what frees each, and ``held``: what caches keep)."""
+    from . import account
     from .peaks import annotate
     from .render import explain
 
     result = _core.report()
     for variable in result.get("variables", ()):
         variable["why"] = explain(variable)
+    result["account"] = account.build(result, _active.baseline_rss if _active is not None else None)
     if _active is not None:
         result["actions"] = list(_active.rules.actions)
     for cell in result["cells"]:
@@ -66,6 +71,8 @@ class _Extension:
         self.user_ns = None  # the namespace the ledger follows
         self.publisher = None
         self._warned = set()
+        self.baseline_rss = None  # RSS when loaded: the account's baseline
+        self.reruns = None
 
     def report(self):
         return report()
@@ -74,6 +81,10 @@ class _Extension:
         from .magics import MemtamerMagics
         from .restore import StopCell
 
+        from .reruns import Reruns
+
+        self.baseline_rss = _core.process().get("rss")
+        self.reruns = Reruns()
         _core.install_hooks()
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
@@ -153,16 +164,6 @@ class _Extension:
 
     def pre_run_cell(self, info):
         try:
-            from .restore import auto_restore, restore_notice
-
-            restored = auto_restore(self.shell, info.raw_cell or "")
-            if restored:
-                print(restore_notice(restored))
-        except KeyboardInterrupt as exc:  # the cell is stopped, and still measured
-            self.stop_cell.message = str(exc) or "memtamer: Ctrl-C before the cell ran"
-        except Exception as exc:  # noqa: BLE001 - a callback must not raise
-            self._warn_once("restoring compressed variables", exc)
-        try:
             # embed_kernel(local_ns=...) replaces the namespace after extensions load.
             if self.shell.user_ns is not self.user_ns:
                 self._attach_ledger()
@@ -173,8 +174,36 @@ class _Extension:
 
             count = running_cell(self.shell, getattr(info, "store_history", True))
             _core.cell_begin(count, info.raw_cell or "")
+            self.reruns.begin(info.raw_cell or "")
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("cell_begin", exc)
+        # Inside the cell's window: the restore's memory and peak are the cell's.
+        try:
+            from .restore import auto_restore, restore_notice
+
+            restored = auto_restore(self.shell, info.raw_cell or "")
+            if restored:
+                print(restore_notice(restored))
+        except KeyboardInterrupt as exc:  # the cell is stopped, and still measured
+            self.stop_cell.message = str(exc) or "memtamer: Ctrl-C before the cell ran"
+        except Exception as exc:  # noqa: BLE001 - a callback must not raise
+            self._warn_once("restoring compressed variables", exc)
+
+    def _held_notices(self, result, record):
+        """What a del or rebinding left held, and what a re-run kept more
+        (followed always, said unless notices are off)."""
+        from .render import gone_notice, rerun_notice
+
+        history = getattr(self.shell, "history_manager", None)
+        source = getattr(result.info, "raw_cell", None) or ""
+        growth = self.reruns.end(source, record, getattr(history, "output_hist", None))
+        if not self.notice_threshold:
+            return
+        gone = _core.ledger_gone(record["cell"]) if record and record.get("cell") is not None else []
+        if gone:
+            print(gone_notice(gone))
+        if growth:
+            print(rerun_notice(growth))
 
     def post_run_cell(self, result):
         self.stop_cell.message = None  # a cell that failed to compile never took it
@@ -187,6 +216,7 @@ class _Extension:
                 from .render import notice
 
                 print(notice(annotate(record, self.shell), _core.process()))
+            self._held_notices(result, record)
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("cell_end", exc)
         try:

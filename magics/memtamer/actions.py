@@ -12,6 +12,7 @@ import functools
 import gc
 import itertools
 import mmap
+import re
 import sys
 import types
 
@@ -543,7 +544,102 @@ def _spill(shell, ns, name, options, progress):
     return dict(row, status="done", detail=f"→ np.memmap {path}")
 
 
+# del's targets that are not variables: what IPython's caches hold.
+_OUTPUT_TARGET = re.compile(r"Out\[(\d+)\]|_(\d+)")
+LAST_ERROR_TARGET = "sys.last_traceback"
+
+
+def cached_target(name):
+    """What `%shrink del name` purges when name is no variable: ("output", N)
+    for Out[N] and _N, ("error",) for the last traceback, ("gone", name) for
+    a deleted name whose object something still holds; else None."""
+    found = _OUTPUT_TARGET.fullmatch(name)
+    if found:
+        return ("output", int(found.group(1) or found.group(2)))
+    if name == LAST_ERROR_TARGET:
+        return ("error",)
+    if any(g["name"] == name for g in _core.ledger_gone()):
+        return ("gone", name)
+    return None
+
+
+def _release(row, purge):
+    """After a purge: nothing of ours holds the object; collect, give the heap back."""
+    purge.forget()
+    gc.collect()
+    _core.trim()
+    return row
+
+
+def _delete_cached(shell, ns, name, target, options):
+    """%shrink del of what only caches hold: Out[N] (and the names that show
+    it), the last traceback, or the object of a name already deleted."""
+    purge = Purge(shell, ns)
+    row = {"status": "dry-run" if options["dry_run"] else "done", "bytes_before": None,
+           "bytes_after": None, "detail": "", "reason": None}
+    if target[0] == "output":
+        value = purge.output.get(target[1]) if purge.output is not None else None
+        if value is None:
+            raise UsageError(f"%shrink del: there is no Out[{target[1]}] (%history -o lists the "
+                             "outputs IPython keeps)")
+        row["bytes_before"] = _core.deep_size(value, RESTORE_WALK_SECONDS)[0]
+        del value
+        if options["dry_run"]:
+            return dict(row, detail=f"would purge Out[{target[1]}]")
+        purge.remove_output(target[1])
+        return _release(dict(row, detail=f"purged Out[{target[1]}]"), purge)
+    if target[0] == "error":
+        attributes = _core.ledger()["last_error_attributes"]
+        if all(getattr(sys, a, None) is None for a in attributes):
+            raise UsageError("%shrink del: there is no last error to clear (sys.last_traceback "
+                             "is what IPython keeps of the last error it showed)")
+        # Its size is the report's (the walk there stops at the namespaces
+        # the frames see); here the RSS columns say what the purge gave back.
+        if options["dry_run"]:
+            return dict(row, detail="would clear the last traceback")
+        purge.remove([{"kind": "exception", "sys_attributes": attributes}])
+        return _release(dict(row, detail="cleared the last traceback"), purge)
+    record = next(g for g in _core.ledger_gone() if g["name"] == name)
+    caches = [h for h in record["holders"] if h["kind"] in CACHE_KINDS]
+    others = [h["label"] for h in record["holders"] if h["kind"] not in CACHE_KINDS]
+    row.update(bytes_before=record["bytes"], purged=[h["label"] for h in caches],
+               still_held_by=others)
+    notes = [f"{', '.join(others)} still hold{'s' if len(others) == 1 else ''} it"] if others else []
+    if options["dry_run"]:
+        return dict(row, detail="would purge " + (", ".join(row["purged"]) or "nothing"),
+                    reason="; ".join(notes) or None)
+    obj = _core.ledger_gone_object(name)
+    purge.remove(caches, obj)
+    del obj
+    _release(row, purge)
+    freed = _core.ledger_gone_object(name) is None
+    return dict(row, bytes_after=0 if freed else record["bytes"],
+                detail="purged " + (", ".join(row["purged"]) or "nothing"),
+                reason="; ".join(notes) or None)
+
+
+def trim_heap(options):
+    """%shrink trim: malloc_trim(0); the measured window says what RSS did."""
+    before = _core.heap_free()
+    if options["dry_run"]:
+        return {"status": "dry-run", "bytes_before": before, "bytes_after": before,
+                "detail": "would give malloc's free heap back", "reason": None}
+    gc.collect()
+    released = _core.trim()
+    return {"status": "done", "bytes_before": before, "bytes_after": _core.heap_free(),
+            "detail": "malloc_trim(0)", "reason": None if released else "nothing to give back"}
+
+
+def _purged_target(ns, name):
+    """cached_target(name) when del purges a cache rather than a variable:
+    Out[N] and _N always (IPython binds _N itself), other names only when
+    no variable has them."""
+    return cached_target(name) if name not in ns or _OUTPUT_TARGET.fullmatch(name) else None
+
+
 def _delete_refusal(shell, ns, name, options):
+    if _purged_target(ns, name):
+        return None  # nothing of the user's to check
     own = ipython_name(name) if shell is not None else None
     if own is not None:
         raise UsageError(f"%shrink del: {name} is {own[0]}, not a variable of yours: {own[1]}")
@@ -557,6 +653,9 @@ def _delete(shell, ns, name, options, progress):
     """del NAME, and IPython's cached references to its object, so that the
     memory is really freed; then collect and give freed heap back to the OS.
     Other user variables that hold the object are named and left alone."""
+    target = _purged_target(ns, name)
+    if target:
+        return _delete_cached(shell, ns, name, target, options)
     together = options["together"]
     entry = variable(shell, ns, name)
     others = [h["label"] for h in entry["holders"]

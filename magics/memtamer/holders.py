@@ -8,7 +8,8 @@ from . import _core
 # Kinds of holders that are IPython's caches (or the last exception, or
 # what a %run script left in IPython's cache of its namespace), which `del`
 # may purge; the ledger says each holder's kind.
-CACHE_KINDS = frozenset({"output_cache", "output_name", "exception", "run_namespace"})
+CACHE_KINDS = frozenset({"output_cache", "output_name", "hidden_output_name", "exception",
+                         "run_namespace"})
 # Kinds of holders that are the user's own names.
 NAME_KINDS = frozenset({"variable", "view"})
 

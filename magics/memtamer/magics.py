@@ -103,7 +103,7 @@ class MemtamerMagics(Magics):
         variables = select_variables(report.get("variables"), args.view, args.n, args.all)
         if args.json:
             print(json.dumps({"process": report["process"], "cells": cells,
-                              "variables": variables}, indent=1))
+                              "variables": variables, "account": report.get("account")}, indent=1))
             return
         display(render.Report(report, args.view, cells, variables))
 
@@ -202,8 +202,10 @@ class MemtamerMagics(Magics):
         print("\n".join(guard.status_lines(status, loaded.ended if loaded else ())))
 
     @magic_arguments()
-    @argument("action", help="del | downcast | compress | restore | pack | spill")
-    @argument("names", nargs="+", metavar="NAME", help="variables in the user namespace")
+    @argument("action", help="del | downcast | compress | restore | pack | spill | trim")
+    @argument("names", nargs="*", metavar="NAME",
+              help="variables in the user namespace; del also takes Out[N], _N, "
+                   "sys.last_traceback and names already deleted whose objects caches still hold")
     @argument("--to", default=None,
               help="downcast: auto (default: float64→float32 within --rtol; integers keep "
                    "their type unless --narrow), float32, float16, bool, int8/16/32, "
@@ -232,7 +234,9 @@ class MemtamerMagics(Magics):
         """Give memory back: %shrink ACTION NAME... [options]
 
         del       remove the names and IPython's cached references to them (Out, _, _N),
-                  collect, and give freed heap back to the OS
+                  collect, and give freed heap back to the OS; also Out[N], _N,
+                  sys.last_traceback, and a name you deleted whose object a cache still holds
+        trim      give the heap's free memory back to the OS (malloc_trim), RSS measured
         downcast  float64→float32 (--to), ints to their smallest type with --narrow, in place
                   when safe
         compress  replace by a blosc-compressed proxy; any use of it restores it

@@ -16,6 +16,7 @@ ACTION_OPTIONS = {
     "restore": set(),
     "pack": {"narrow", "copy"},
     "spill": {"dir", "copy"},
+    "trim": set(),
 }
 COMMON_OPTIONS = {"dry_run"}
 # None: _core.shrink_options's default.

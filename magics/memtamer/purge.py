@@ -59,6 +59,8 @@ class Purge:
                 printer = getattr(self.shell, "InteractiveTB", None)
                 if getattr(printer, "tb", None) is not None:
                     self._clear_attribute(printer, "tb")
+            elif kind == "hidden_output_name":  # the visible name shows something else
+                removed.append(self._pop(self.hidden, holder["key"]))
             else:
                 removed.append(self._pop(self.ns, holder["key"]))
                 self._pop(self.hidden, holder["key"])

@@ -6,6 +6,7 @@ import math
 import shutil
 import textwrap
 
+from .holders import CACHE_KINDS, NAME_KINDS
 from .sizes import format_size
 
 CELL_COLUMNS = (
@@ -314,6 +315,57 @@ def cells_html(cells, title):
             + html_table(headings, cell_rows(cells), _CELL_NUMERIC | {"cell"}))
 
 
+# The account ------------------------------------------------------------
+
+ACCOUNT_COLUMNS = ("part", "size", "what frees it")
+HELD_COLUMNS = ("held by", "type", "size", "part", "what frees it")
+ACCOUNT_CUTTABLE = {"part": 16, "what frees it": 12}
+HELD_DROP_ORDER = ("part",)
+HELD_CUTTABLE = {"held by": 12, "type": 12, "what frees it": 12}
+
+
+def account_rows(account):
+    rows = [[p["what"], format_size(p["bytes"]), p["action"] or ""] for p in account["parts"]]
+    rows.append(["unexplained remainder", format_size(account["remainder"], signed=True), ""])
+    return rows
+
+
+def held_rows(account):
+    rows = []
+    for row in account["held"]:
+        held_by = _join_names(_holder_labels(row["holders"]))
+        if row.get("was"):
+            held_by += f" (was {row['was']})"
+        rows.append([held_by, row["type"], format_size(row["bytes"]), row["part"],
+                     row["action"] or ""])
+    return rows
+
+
+def account_text(account, width=None):
+    title = f"where the RSS ({format_size(account['rss'])}) is"
+    lines = [title] + [INDENT + line for line in _table_text(
+        list(ACCOUNT_COLUMNS), account_rows(account), _room(width), (), ACCOUNT_CUTTABLE)]
+    held = held_rows(account)
+    if held:
+        lines += ["held outside your variables"] + [INDENT + line for line in _table_text(
+            list(HELD_COLUMNS), held, _room(width), HELD_DROP_ORDER, HELD_CUTTABLE)]
+    return lines + _wrapped("unexplained: " + account["unexplained"], width)
+
+
+def account_html(account):
+    def table(headings, rows):
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in headings)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                       for row in rows)
+        return f'<table class="memtamer"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+    held = held_rows(account)
+    return (f"<p><b>where the RSS ({html.escape(format_size(account['rss']))}) is</b></p>"
+            + table(ACCOUNT_COLUMNS, account_rows(account))
+            + (f"<p><b>held outside your variables</b></p>{table(HELD_COLUMNS, held)}" if held else "")
+            + f"<p><i>unexplained: {html.escape(account['unexplained'])}</i></p>")
+
+
 class Report:
     """What %memreport displays: text in terminals, HTML in notebooks."""
 
@@ -342,6 +394,8 @@ class Report:
         if self.variables is not None:
             lines += variables_text(self.variables, self._variables_title(),
                                     self.report.get("variables_walk"), width)
+        if self.report.get("account") and self.view in ("summary", "vars"):
+            lines += account_text(self.report["account"], width)
         return "\n".join(lines)
 
     def __repr__(self):
@@ -361,6 +415,8 @@ class Report:
                + cells_html(self.cells, self._title()))
             + ("" if self.variables is None else variables_html(
                 self.variables, self._variables_title(), self.report.get("variables_walk")))
+            + (account_html(self.report["account"])
+               if self.report.get("account") and self.view in ("summary", "vars") else "")
             + "</div>"
         )
 
@@ -480,6 +536,32 @@ def shrink_row(row):
         f"{row['seconds']:.2f} s" if row.get("seconds") is not None else "n/a",
         row.get("reason") or "",
     ]
+
+
+def gone_notice(records):
+    """After a cell whose del or rebinding freed less than the name held
+    (records of _core.ledger_gone()): who still holds it, and what frees it."""
+    lines = []
+    for g in records:
+        how = f"rebinding {g['name']}" if g["rebound"] else f"del {g['name']}"
+        labels = _holder_labels(g["holders"])
+        caches = [h for h in g["holders"] if h["kind"] in CACHE_KINDS]
+        variables = [h for h in g["holders"] if h["kind"] in NAME_KINDS]
+        advice = f"; %shrink del {g['name']} frees it" if caches and len(caches) == len(labels) \
+            else f"; %shrink del {g['name']} purges the caches" if caches \
+            else f"; del {_join_names([h['label'] for h in variables])} too to free it" if variables \
+            else ""
+        lines.append(f"memtamer: {how} freed nothing: {_join_names(labels)} still "
+                     f"hold{'s' if len(labels) == 1 else ''} its {format_size(g['bytes'])}{advice}")
+    return "\n".join(lines)
+
+
+def rerun_notice(growth):
+    """After a re-run that kept more than before it ran (reruns.Reruns.end)."""
+    holders = [f"{g['holder']} +{format_size(g['bytes'])}" for g in growth["holders"]]
+    again = f" (as cell {growth['previous']} did)" if growth.get("previous") is not None else ""
+    return (f"memtamer: cell {growth['cell']} ran the same source again{again} and kept "
+            f"{format_size(growth['growth'])} more: {_join_names(holders)}")
 
 
 class ShrinkReport:

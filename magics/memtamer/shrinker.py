@@ -8,7 +8,7 @@ import traceback
 from IPython.core.error import UsageError
 
 from . import _core
-from .actions import ACTIONS
+from .actions import ACTIONS, cached_target, trim_heap
 from .options import parse_options
 from .progress import Progress
 from .telemetry import publish
@@ -59,9 +59,16 @@ def _measured(call, shell, name, label):
 
 def _run(shell, ns, action, names, given):
     options = parse_options(action, given)
+    if action == "trim":
+        if names:
+            raise UsageError("%shrink trim takes no names: it gives the whole heap's free memory "
+                             "back to the OS")
+        return {"heap": dict(_measured(lambda progress: trim_heap(options), shell, "heap", "trim"),
+                             name="heap", action=action)}
     if not names:
         raise UsageError(f"%shrink {action}: name at least one variable")
-    missing = [n for n in names if n not in ns]
+    # del also takes what only IPython's caches still hold: Out[3], _3, a deleted name.
+    missing = [n for n in names if n not in ns and not (action == "del" and cached_target(n))]
     if missing:
         raise UsageError(f"%shrink {action}: no variable named {', '.join(missing)} "
                          "in the user namespace")
@@ -121,7 +128,9 @@ def _namespace(depth=2):
 def shrink(action, *names, **options):
     """Python API of %shrink: shrink('del', 'x'), shrink('downcast', 'x', to='float16', rtol=1e-3),
     shrink('compress', 'a', 'b', codec='zstd', level=5), shrink('restore', 'a'),
-    shrink('pack', 'xs'), shrink('spill', 'big', dir='/scratch'); dry_run=True
+    shrink('pack', 'xs'), shrink('spill', 'big', dir='/scratch'), shrink('del', 'Out[3]')
+    (also '_3', 'sys.last_traceback' or a name already deleted that a cache holds),
+    shrink('trim'); dry_run=True
     on every action, copy=True on all but del and restore.  Returns {name: result dict}."""
     shell, ns = _namespace()
     return run(shell, ns, action, names, options)
