@@ -137,6 +137,7 @@ def test_ipc_endpoint_never_replaces_what_is_at_its_path(tmp_path):
 import json  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
+import stat  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
@@ -552,3 +553,303 @@ def test_a_bad_curve_key_is_refused_with_what_to_give(tmp_path):
     with pytest.raises(ValueError, match="40 characters of Z85"):
         _core.telemetry_start(f"ipc://{tmp_path}/c.sock", "unit", True, "short")
     assert _core.telemetry_status() is None
+
+
+# ---------------------------------------------------------------------------
+# Discovery in one place, names, the dead, --dir, a watch that fits.
+
+from memtamer import watch  # noqa: E402
+from memtamer.__main__ import main  # noqa: E402
+
+
+def test_runtime_dir_honours_jupyter_then_falls_back_to_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "rt"))
+    assert telemetry.runtime_dir() == str(tmp_path / "rt")
+    monkeypatch.delenv("JUPYTER_RUNTIME_DIR")
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    assert telemetry.runtime_dir() == jupyter_runtime_dir()
+    # Without jupyter_core: the XDG runtime directory, else the temp directory.
+    monkeypatch.setitem(sys.modules, "jupyter_core.paths", None)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
+    assert telemetry.runtime_dir() == str(tmp_path / "xdg" / "memtamer")
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert telemetry.runtime_dir().endswith(f"memtamer-{os.getuid()}")
+
+
+def test_unwritable_runtime_dir_says_so_once_and_publishes_nothing(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(blocker / "runtime"))
+    publisher = telemetry.Publisher()
+    publisher.start()
+    assert publisher.path is None and _core_status() is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"cannot write the runtime directory {blocker}/runtime" in err
+    assert "still measures" in err and "JUPYTER_RUNTIME_DIR" in err
+
+
+def _core_status():
+    from memtamer import _core
+
+    return _core.telemetry_status()
+
+
+def test_publisher_makes_the_runtime_dir_private_and_writes_there(tmp_path, monkeypatch):
+    runtime = tmp_path / "new" / "runtime"
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
+    publisher = telemetry.Publisher()
+    publisher.start({})
+    try:
+        assert stat.S_IMODE(os.stat(runtime).st_mode) == 0o700
+        record = json.loads(open(publisher.path).read())
+        assert os.path.dirname(publisher.path) == str(runtime)
+        assert record["kernel"] == f"pid-{os.getpid()}"  # no kernel here: no connection file
+        assert record["launcher"] is not None and record["notebook"] is None
+    finally:
+        publisher.stop()
+
+
+@pytest.mark.parametrize("state, shown", [
+    ({"notebook": "/srv/home/u/deep/analysis.ipynb"}, "analysis.ipynb"),
+    ({"notebook": "projects/analysis.ipynb"}, "projects/analysis.ipynb"),  # relative to the root
+    ({"notebook": None, "cwd": "/home/u/work", "launcher": "pytest"}, "work/ (pytest)"),
+    ({"notebook": None, "cwd": "/home/u/work/", "launcher": None}, "work/"),
+    ({"notebook": None, "cwd": None}, "-"),
+])
+def test_display_name(state, shown):
+    assert telemetry.display_name(state) == shown
+
+
+def test_launcher_argv_names_the_notebook_and_a_server_is_not_believed(tmp_path):
+    script = tmp_path / "launch.py"
+    script.write_text("import sys, time\nprint('up', flush=True)\ntime.sleep(60)\n")
+    started = []
+    try:
+        for argv in ([str(script), "in.ipynb", "out.ipynb"],  # as papermill's
+                     [str(script), "lab", "opened.ipynb"],  # as a server's
+                     ["-c", script.read_text(), "--flag"]):
+            started.append(subprocess.Popen([sys.executable, *argv], cwd=tmp_path,
+                                            stdout=subprocess.PIPE, text=True))
+        for p in started:
+            assert p.stdout.readline() == "up\n"
+        papermill_like, server_like, plain = (p.pid for p in started)
+        assert telemetry.launcher_notebook(papermill_like) == str(tmp_path / "in.ipynb")
+        assert telemetry.launcher_name(papermill_like) == "launch.py"
+        assert telemetry.launcher_notebook(server_like) is None
+        assert telemetry.launcher_notebook(plain) is None
+        assert telemetry.launcher_name(plain) == "python -c"
+    finally:
+        for p in started:
+            p.kill()
+            p.wait()
+    assert telemetry.launcher_notebook(papermill_like) is None  # gone
+
+
+def dead_pid():
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    return gone.pid
+
+
+def test_the_first_watcher_to_see_a_dead_kernel_removes_its_file_and_socket(tmp_path):
+    directory = tmp_path / "rt"
+    (directory / "memtamer").mkdir(parents=True)
+    socket_path = directory / "memtamer" / "4242.sock"
+    left = socket.socket(socket.AF_UNIX)  # bound, then the process "died"
+    left.bind(str(socket_path))
+    left.close()
+    record = {"endpoint": f"ipc://{socket_path}", "pid": dead_pid(), "start_ticks": 1,
+              "kernel": "killed", "cwd": "/w"}
+    discovery = directory / "memtamer-killed.json"
+    discovery.write_text(json.dumps(record))
+    follower = Follower([str(directory)])
+    try:
+        follower.rescan()
+        assert follower.kernels == {}
+    finally:
+        follower.close()
+    assert not discovery.exists() and not socket_path.exists()
+
+
+def test_a_socket_someone_listens_on_again_is_left_alone(tmp_path):
+    # A reused pid's kernel bound the dead one's path: the record goes, the socket stays.
+    socket_path = tmp_path / "reused.sock"
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(str(socket_path))
+    listening.listen()
+    record = {"endpoint": f"ipc://{socket_path}", "pid": os.getpid(), "start_ticks": 1,
+              "kernel": "old", "cwd": "/w"}
+    (tmp_path / "memtamer-old.json").write_text(json.dumps(record))
+    try:
+        assert telemetry.discover([str(tmp_path)]) == {}
+        assert socket_path.exists() and not (tmp_path / "memtamer-old.json").exists()
+    finally:
+        listening.close()
+
+
+def test_a_kernel_in_another_pid_namespace_is_alive_while_its_socket_accepts(tmp_path):
+    # A sidecar sees the runtime directory but not the kernel's pid.
+    fake = FakeKernel(tmp_path, pid=dead_pid(), start_ticks=12345)
+    try:
+        found = telemetry.discover([str(tmp_path)])
+        assert [r["kernel"] for r in found.values()] == [FAKE]
+    finally:
+        fake.close()
+    # libzmq closes the listener in its own thread, a moment later.
+    deadline = time.monotonic() + 30
+    while telemetry.discover([str(tmp_path)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not (tmp_path / f"memtamer-{FAKE}.json").exists()
+
+
+@pytest.mark.parametrize("command", [["watch"], ["watch", "--once"], ["watch", "--json"],
+                                     ["export", "--port", "0"]])
+def test_dir_naming_a_missing_folder_exits_2_naming_it(tmp_path, command, capsys):
+    missing = tmp_path / "nonexistent"
+    assert main([*command, "--dir", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"memtamer: --dir {missing}: no such folder\n"
+    afile = tmp_path / "file"
+    afile.write_text("")
+    assert main([*command, "--dir", str(afile)]) == 2
+    assert capsys.readouterr().err == f"memtamer: --dir {afile}: not a folder\n"
+
+
+@pytest.mark.skipif(os.getuid() == 0, reason="root reads every folder")
+def test_dir_naming_an_unreadable_folder_exits_2(tmp_path, capsys):
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o000)
+    try:
+        assert main(["watch", "--once", "--dir", str(closed)]) == 2
+    finally:
+        closed.chmod(0o700)
+    assert capsys.readouterr().err == f"memtamer: --dir {closed}: not readable\n"
+
+
+def fleet(n=6):
+    """Kernels with every column filled, one with a long wide-character name."""
+    kernels = {}
+    for i in range(n):
+        name = "分析/" + "very-long-notebook-name-" * 3 + f"{i}.ipynb" if i == 2 else f"nb{i}.ipynb"
+        kernels[f"k{i}-" + "0" * 30] = kernel_state(
+            kernel=f"k{i}-" + "0" * 30, pid=100000 + i, notebook=name,
+            received=time.monotonic(), rss=(i + 1) * 300 * 2**20, limit=24 * 2**30,
+            headroom=20 * 2**30, budget=(5 * 2**28 if i == 3 else None), trips=i, lost=i * 1000,
+            running={"seconds": 12.5, "peak_increment": 2**30} if i == 1 else None,
+            last_cell={"peak_increment": 5 * 2**20, "retained": -3 * 2**20})
+    return kernels
+
+
+@pytest.mark.parametrize("cells", [40, 60, 80, 120, 200])
+def test_watch_fits_the_width_and_keeps_pid_notebook_and_rss(cells):
+    screen = watch.table(fleet(), cells=cells, container={"limit": 24 * 2**30,
+                                                          "available": 19 * 2**30})
+    lines = screen.splitlines()
+    assert all(watch.width_of(line) <= cells for line in lines), \
+        [(watch.width_of(line), line) for line in lines if watch.width_of(line) > cells]
+    titles = lines[3].split()
+    assert titles[:3] == ["PID", "NOTEBOOK", "RSS"]
+    rows = lines[4:]
+    assert len(rows) == 6
+    # Sorted by memory, largest first; the kernel near its budget is marked.
+    assert [int(r[2:].split()[0]) for r in rows] == [100005, 100004, 100003, 100002, 100001,
+                                                       100000]
+    assert [r[0] for r in rows] == [" ", " ", "!", " ", " ", " "]
+    long_row = next(r for r in rows if "100002" in r)
+    if cells >= 120:
+        assert "LOST" in titles or cells < 200
+    full = "分析/very-long-notebook-name-very-long-notebook-name-very-long-notebook-name-2.ipynb"
+    if cells == 200:
+        assert full in long_row
+    else:
+        assert "…" in long_row and "2.ipynb" in long_row and "分析" in long_row
+    assert lines[0].endswith("6 kernels  room 19 GiB of 24 GiB") or cells < 60
+
+
+def test_watch_drops_the_least_useful_columns_first():
+    shown = [watch.table(fleet(), cells=cells).splitlines()[3].split() for cells in (60, 80, 120)]
+    assert shown[0][:3] == ["PID", "NOTEBOOK", "RSS"]
+    for narrow, wide in zip(shown, shown[1:]):
+        assert set(narrow) <= set(wide)
+    assert "LOST" not in shown[2] and "KERNEL" not in shown[2]
+
+
+def test_shorten_keeps_both_ends_of_a_name():
+    assert watch.shorten("experiments/2024/model-training.ipynb", 20) == "experimen…ning.ipynb"
+    assert watch.width_of(watch.shorten("分析分析分析分析分析.ipynb", 9)) <= 9
+    assert watch.shorten("short.ipynb", 20) == "short.ipynb"
+
+
+def test_watch_sorts_by_the_key_pressed(tmp_path):
+    kernels = fleet()
+    by_name = watch.table(kernels, cells=200, sort_key="n").splitlines()[4:]
+    assert [r.split()[1] for r in by_name][:2] == ["nb0.ipynb", "nb1.ipynb"]
+    by_trips_reversed = watch.table(kernels, cells=200, sort_key="t", reverse=True).splitlines()
+    assert [int(r[2:].split()[0]) for r in by_trips_reversed[4:]][0] == 100000
+    assert "sorted by trips" in by_trips_reversed[1]
+
+
+def test_watch_with_no_kernels_says_where_it_looked(tmp_path):
+    screen = watch.table({}, cells=60, where=[str(tmp_path)])
+    assert all(len(line) <= 60 for line in screen.splitlines())
+    assert "0 kernels" in screen.splitlines()[0]
+    assert "no kernels with memtamer loaded in" in screen
+
+
+@pytest.mark.parametrize("columns", ["60", "80", "120", "200"])
+def test_watch_once_prints_one_table_that_fits(tmp_path, columns):
+    fake = FakeKernel(tmp_path, notebook="/home/u/" + "long-name-" * 12 + ".ipynb")
+    sender = threading.Thread(target=lambda: (fake.wait_for_subscriber(),
+                                              fake.send_message(fake.message("snapshot",
+                                                                             rss=2**30))))
+    sender.start()
+    try:
+        done = subprocess.run([f"{BIN}/memtamer", "watch", "--once", "--dir", str(tmp_path)],
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "COLUMNS": columns})
+    finally:
+        sender.join()
+        fake.close()
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "\x1b" not in done.stdout
+    assert max(len(line) for line in lines) <= int(columns)
+    row = next(line for line in lines if f"{os.getpid()}" in line)
+    assert "1.0 GiB" in row and ".ipynb" in row
+
+
+def test_grafana_dashboard_asks_only_for_what_export_serves(tmp_path):
+    from importlib import resources
+
+    dashboard = json.loads(resources.files("memtamer").joinpath("grafana-dashboard.json")
+                           .read_text())
+    exporter = Exporter([str(tmp_path)])
+    exporter.follower.close()
+    exporter.follower = follower_with_kernel(tmp_path, "nb.ipynb")
+    try:
+        exporter.follower._update(sample(1, rss=1, limit=2, headroom=1, budget=2, trips=0, cells=1,
+                                         running={"seconds": 1.0, "peak_rss": 1}))
+        exporter._observe(KERNEL, 2**20)
+        text = exporter.metrics()
+    finally:
+        exporter.follower.close()
+    served = {line.split("{")[0].split()[0] for line in text.splitlines()
+              if line and not line.startswith("#")}
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [v["query"]["query"] for v in dashboard["templating"]["list"]
+              if isinstance(v.get("query"), dict)]
+    asked = {name for expr in exprs for name in re.findall(r"\bmemtamer_\w+", expr)}
+    assert asked and asked <= served, asked - served
+    # Grouped and shown by labels the exporter sets, or the scrape adds (README).
+    labels = {label.strip() for expr in exprs
+              for group in re.findall(r"by \(([^)]*)\)", expr) for label in group.split(",")}
+    labels |= set(re.findall(r"(\w+)=~", " ".join(exprs)))
+    labels |= {name for p in dashboard["panels"] for t in p["targets"]
+               for name in re.findall(r"\{\{(\w+)\}\}", t["legendFormat"])}
+    assert labels <= {"kernel", "notebook", "le", "pod", "namespace"}, labels
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for need in ("memory per kernel", "memory per notebook", "room per pod", "budget trips",
+                 "memory deaths"):
+        assert need in titles

@@ -145,6 +145,8 @@ def launcher_name(pid):
             continue
         if arg == "-m" and i + 1 < len(argv):
             return argv[i + 1]
+        if arg == "-c":
+            return "python -c"
         if not arg.startswith("-"):
             return name
     return None

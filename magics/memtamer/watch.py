@@ -20,7 +20,9 @@ from .telemetry import (PROTOCOL, RESCAN_SECONDS, Follower, add_directories_argu
 REDRAW_SECONDS = 0.2
 CLEAR = "\x1b[H\x1b[2J"
 ELLIPSIS = "…"
-# The narrowest a name is shortened to before columns go instead.
+# A name is shortened to NAME_ROOM before columns go, and below that (to
+# NAME_MIN at the least) only when no column is left to drop.
+NAME_ROOM = 32
 NAME_MIN = 12
 GAP = "  "
 NEAR = PROTOCOL["near_percent"] / 100
@@ -136,33 +138,35 @@ def _pad(text, cells, right):
 
 
 def layout(rows, cells):
-    """(columns kept, their widths) so that a line of them fits in cells:
-    the least useful columns dropped first, then the notebook's name shortened."""
-    kept = list(COLUMNS)
+    """(columns kept, their widths) so that a line of them fits in cells: the
+    least useful columns dropped first while the notebook's name, cut to
+    NAME_ROOM, would not fit; then the name gets the room that is left."""
     natural = {c.title: max([width_of(c.title)] + [width_of(r[c.title]) for r in rows])
                for c in COLUMNS}
 
-    def total(widths):
-        return 2 + sum(widths.values()) + len(GAP) * (len(widths) - 1)
+    def total(kept, name):
+        return (2 + sum(natural[c.title] for c in kept if c.title != "NOTEBOOK") + name
+                + len(GAP) * (len(kept) - 1))
 
-    widths = dict(natural)
+    kept = list(COLUMNS)
     for title in DROP_ORDER:
-        if total({c.title: widths[c.title] for c in kept}) <= cells:
+        if total(kept, min(natural["NOTEBOOK"], NAME_ROOM)) <= cells:
             break
         kept = [c for c in kept if c.title != title]
-    widths = {c.title: widths[c.title] for c in kept}
-    over = total(widths) - cells
-    if over > 0:
-        widths["NOTEBOOK"] = max(NAME_MIN, widths["NOTEBOOK"] - over)
+    widths = {c.title: natural[c.title] for c in kept}
+    widths["NOTEBOOK"] = max(NAME_MIN, min(natural["NOTEBOOK"], cells - total(kept, 0)))
     return kept, widths
 
 
 def header(kernels, cells, container):
+    """The title line: the count of kernels, then the container's limit and
+    the room left in it; the clock goes first when the line is too long."""
     count = f"{len(kernels)} kernel{'s' if len(kernels) != 1 else ''}"
-    parts = [f"memtamer watch {time.strftime('%H:%M:%S')}", count]
-    if container is not None:
-        parts.append(f"container {_size(container['limit'])}, room {_size(container['available'])}")
-    line = "  ".join(parts)
+    room = (f"  room {_size(container['available'])} of {_size(container['limit'])}"
+            if container is not None else "")
+    line = f"memtamer watch {time.strftime('%H:%M:%S')}  {count}{room}"
+    if width_of(line) > cells:
+        line = f"memtamer watch  {count}{room}"
     return fit_line(line, cells)
 
 
