@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -631,3 +632,161 @@ def test_tcp_with_names_on_is_refused_with_what_to_do(runtime):
     said = [line for line in out["stderr"].splitlines() if line.startswith("memtamer")]
     assert len(said) == 1 and "any local user can subscribe" in said[0]
     assert "MEMTAMER_TELEMETRY_NAMES=0" in said[0]
+
+
+# ---------------------------------------------------------------------------
+# Kernels started anywhere: found in the runtime directory, named, and gone
+# without a trace when killed.
+
+def watch_once(runtime, columns=120):
+    done = subprocess.run([f"{BIN}/memtamer", "watch", "--once"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "JUPYTER_RUNTIME_DIR": runtime,
+                                            "COLUMNS": str(columns)})
+    assert done.returncode == 0, done.stderr
+    assert max(len(line) for line in done.stdout.splitlines()) <= columns
+    return done.stdout
+
+
+def scrape_until(runtime, done, timeout=30):
+    """The /metrics families of a fresh exporter on runtime, once done(families)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    exporter = subprocess.Popen([sys.executable, "-m", "memtamer", "export", "--port", "0"],
+                                stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "JUPYTER_RUNTIME_DIR": runtime})
+    try:
+        url = re.search(r"(http://\S+/metrics)", exporter.stdout.readline()).group(1)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            families = {f.name: f for f in text_string_to_metric_families(text)}
+            if done(families) or time.monotonic() > deadline:
+                return families
+            time.sleep(0.1)
+    finally:
+        exporter.kill()
+        exporter.wait()
+
+
+def labels_of(families, family):
+    return [s.labels for s in families[family].samples]
+
+
+def test_a_kernel_manager_kernel_with_a_temp_connection_file_is_seen_by_watch_and_export(runtime):
+    k = Kernel(env={"JUPYTER_RUNTIME_DIR": runtime})  # the connection file: a temp file
+    try:
+        k.run("%load_ext memtamer")
+        pid = k.query("__import__('os').getpid()")
+        connection = os.path.basename(k.km.connection_file)
+        assert not connection.startswith("kernel-")
+        temp_name = os.path.splitext(connection)[0]
+        records = [r for r in discover([runtime]).values() if r["pid"] == pid]
+        assert len(records) == 1
+        kernel = records[0]["kernel"]
+        assert str(uuid.UUID(kernel)) == kernel  # an id of its own, not the temp file's name
+        assert not os.path.exists(os.path.join(os.path.dirname(k.km.connection_file),
+                                               f"memtamer-{temp_name}.json"))
+        screen = watch_once(runtime)
+        row = next(line for line in screen.splitlines() if re.search(rf"\b{pid}\b", line))
+        # No notebook: the working directory and what launched it (this test run).
+        cwd = k.query("__import__('os').getcwd()")
+        assert f"{os.path.basename(cwd)}/ (" in row
+        assert temp_name not in screen
+        families = scrape_until(runtime, lambda f: any(
+            s.labels.get("kernel") == kernel for s in f["memtamer_rss_bytes"].samples))
+        rss = next(s for s in families["memtamer_rss_bytes"].samples
+                   if s.labels["kernel"] == kernel)
+        assert rss.labels["notebook"].startswith(f"{os.path.basename(cwd)}/ (")
+        assert rss.value == pytest.approx(rss_of(pid), rel=0.1)
+        assert {"kernel", "notebook"} <= set(labels_of(families, "memtamer_kernel_stale")[0])
+    finally:
+        k.shutdown()
+
+
+NBCLIENT_LAUNCHER = """
+import sys, nbformat
+from nbclient import NotebookClient
+nb = nbformat.read(sys.argv[1], as_version=4)
+NotebookClient(nb, kernel_name="python3", timeout=600).execute()
+"""
+
+
+def test_a_notebook_run_by_nbclient_is_named_by_its_notebook(runtime, tmp_path):
+    import nbformat
+
+    flag = tmp_path / "finish"
+    notebook = tmp_path / "nightly-report.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("%load_ext memtamer"),
+                nbformat.v4.new_code_cell("import os, time\nheld = bytearray(100 * 2**20)\n"
+                                          f"while not os.path.exists({str(flag)!r}):\n"
+                                          "    time.sleep(0.05)")]
+    nbformat.write(nb, str(notebook))
+    # Like papermill or `jupyter nbconvert --execute`: the notebook is in the launcher's argv.
+    launcher = subprocess.Popen([sys.executable, "-c", NBCLIENT_LAUNCHER, notebook.name],
+                                cwd=tmp_path, env={**os.environ, "JUPYTER_RUNTIME_DIR": runtime},
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        record = None
+        while record is None and time.monotonic() < deadline:
+            assert launcher.poll() is None, launcher.stderr.read()
+            record = next((r for r in discover([runtime]).values()
+                           if r.get("notebook") == str(notebook)), None)
+            time.sleep(0.1)
+        assert record is not None
+        screen = watch_once(runtime, 80)
+        assert re.search(rf"\b{record['pid']}\s+nightly-report\.ipynb\s", screen), screen
+        families = scrape_until(runtime, lambda f: any(
+            s.labels.get("notebook") == "nightly-report.ipynb"
+            for s in f["memtamer_rss_bytes"].samples))
+        assert any(s.labels == {"kernel": record["kernel"], "notebook": "nightly-report.ipynb"}
+                   for s in families["memtamer_rss_bytes"].samples)
+    finally:
+        flag.write_text("")
+        assert launcher.wait(timeout=120) == 0, launcher.stderr.read()
+    assert record["kernel"] not in {r["kernel"] for r in discover([runtime]).values()}
+
+
+def test_a_sigkilled_kernel_leaves_the_watch_and_its_files_go(runtime):
+    k = Kernel(env={"JUPYTER_RUNTIME_DIR": runtime})
+    follower = None
+    try:
+        k.run("%load_ext memtamer")
+        pid = k.query("__import__('os').getpid()")
+        path, record = next((p, r) for p, r in discover([runtime]).items() if r["pid"] == pid)
+        socket_path = record["endpoint"][len("ipc://"):]
+        follower = Follower()
+        deadline = time.monotonic() + 30
+        while "rss" not in follower.kernels.get(record["kernel"], {}) and \
+                time.monotonic() < deadline:
+            follower.receive(0.2)
+        assert "rss" in follower.kernels[record["kernel"]]
+        os.kill(pid, signal.SIGKILL)  # no exit handlers; its parent has not reaped it yet
+        deadline = time.monotonic() + 30
+        while record["kernel"] in follower.kernels and time.monotonic() < deadline:
+            follower.receive(0.2)
+        assert record["kernel"] not in follower.kernels
+        assert not os.path.exists(path) and not os.path.exists(socket_path)
+        assert not re.search(rf"\b{pid}\b", watch_once(runtime))
+    finally:
+        if follower is not None:
+            follower.close()
+        k.kc.stop_channels()
+        k.km.shutdown_kernel(now=True)
+
+
+def test_a_kernel_without_a_writable_runtime_dir_says_so_once_and_measures(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    k = Kernel(env={"JUPYTER_RUNTIME_DIR": str(blocker / "runtime")})
+    try:
+        loaded = k.run("%load_ext memtamer")
+        assert loaded["stderr"].count("cannot write the runtime directory") == 1, loaded
+        assert "still measures" in loaded["stderr"]
+        k.run("x = bytearray(50 * 2**20)")
+        assert k.query("__import__('memtamer')._core.telemetry_status()") is None
+        assert k.last_cell()["retained"] >= 50 * MiB - REUSED
+        assert "runtime directory" not in k.run("y = 1")["stderr"]
+    finally:
+        k.shutdown()
