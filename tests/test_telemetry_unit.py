@@ -25,7 +25,8 @@ def kernel_state(kernel=KERNEL, pid=4242, notebook=None, **fields):
     """A kernel's state as Follower.rescan makes it."""
     return {"kernel": kernel, "pid": pid, "notebook": notebook, "cwd": "/w", "launcher": None,
             "endpoint": "ipc:///x", "seq": None, "lost": 0, "running": None,
-            "last_cell": None, "received": None, "memory_deaths": 0, **fields}
+            "last_cell": None, "received": None, "memory_deaths": 0, "greeted": False,
+            **fields}
 
 
 def follower_with_kernel(tmp_path, notebook):
@@ -801,9 +802,12 @@ def test_watch_with_no_kernels_says_where_it_looked(tmp_path):
 @pytest.mark.parametrize("columns", ["60", "80", "120", "200"])
 def test_watch_once_prints_one_table_that_fits(tmp_path, columns):
     fake = FakeKernel(tmp_path, notebook="/home/u/" + "long-name-" * 12 + ".ipynb")
-    sender = threading.Thread(target=lambda: (fake.wait_for_subscriber(),
-                                              fake.send_message(fake.message("snapshot",
-                                                                             rss=2**30))))
+    record = {**fake.message("cell")["record"], "peak_increment": 7 * 2**20}
+    fake.seq = 0
+    # A sample can come before the snapshot: the table waits for the snapshot's last cell.
+    sender = threading.Thread(target=lambda: (
+        fake.wait_for_subscriber(), fake.send_message(fake.message("sample", rss=2**30)),
+        fake.send_message(fake.message("snapshot", rss=2**30, last_cell=record))))
     sender.start()
     try:
         done = subprocess.run([f"{BIN}/memtamer", "watch", "--once", "--dir", str(tmp_path)],
@@ -818,6 +822,7 @@ def test_watch_once_prints_one_table_that_fits(tmp_path, columns):
     assert max(len(line) for line in lines) <= int(columns)
     row = next(line for line in lines if f"{os.getpid()}" in line)
     assert "1.0 GiB" in row and ".ipynb" in row
+    assert "7.0 MiB" in row or "LAST PEAK" not in done.stdout
 
 
 def test_grafana_dashboard_asks_only_for_what_export_serves(tmp_path):

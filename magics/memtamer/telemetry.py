@@ -496,7 +496,7 @@ class Follower:
     sample's figures, the running cell, the last cell's record, the trips,
     ``lost`` (messages missed, from the gaps in sequence numbers),
     ``memory_deaths`` (post-mortems it reported: earlier kernels of its
-    notebook that memory ended) and ``received`` (time.monotonic() of its last message).  ``rejected`` counts
+    notebook that memory ended), ``greeted`` (its snapshot came) and ``received`` (time.monotonic() of its last message).  ``rejected`` counts
     the discovery files and messages that did not fit the protocol, skipped.
     Used by ``memtamer watch`` and ``memtamer export``."""
 
@@ -552,7 +552,7 @@ class Follower:
                     "launcher": record.get("launcher"),
                     "endpoint": record["endpoint"], "seq": None, "lost": 0,
                     "running": None, "last_cell": None, "received": None,
-                    "memory_deaths": 0,
+                    "memory_deaths": 0, "greeted": False,
                 }
         self.rescanned = time.monotonic()
 
@@ -618,6 +618,7 @@ class Follower:
             state.update({key: message.get(key) for key in SAMPLE_FIELDS})
             state["updated"] = message["time"]
         if kind == "snapshot":
+            state["greeted"] = True
             if message.get("last_cell"):
                 state["last_cell"] = message["last_cell"]
             # Events before this follower connected; max(): one it also

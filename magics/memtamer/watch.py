@@ -170,11 +170,11 @@ def header(kernels, cells, container):
     return fit_line(line, cells)
 
 
-def legend(sort_key, cells, interactive):
-    keys = " ".join(f"{c.key}={c.title.lower()}" for c in COLUMNS)
+def legend(sort_key, cells, interactive, kept):
     text = f"! near budget or limit; sorted by {SORT_KEYS[sort_key].title.lower()}"
     if interactive:
-        text += f"; sort: {keys}; q quits"
+        keys = " ".join(f"{c.key}={c.title.lower()}" for c in kept)
+        text += f" (again: reversed); keys: {keys}; q quits"
     return fit_line(text, cells)
 
 
@@ -211,7 +211,7 @@ def table(kernels, rejected=0, cells=None, sort_key=DEFAULT_SORT, reverse=False,
                                      for t, c in zip(texts, kept))
         return fit_line(text.rstrip(), cells)
 
-    lines = [header(kernels, cells, container), legend(sort_key, cells, interactive), ""]
+    lines = [header(kernels, cells, container), legend(sort_key, cells, interactive, kept), ""]
     if rows:
         lines.append(line(" ", {c.title: c.title for c in COLUMNS}))
         lines += [line(mark, row) for mark, row in zip(marks, rows)]
@@ -254,11 +254,11 @@ class Keys:
 
 
 def once(follower, out, cells=None):
-    """Prints one table after each kernel found has sent its first figures
-    (at most a rescan and a second's wait)."""
+    """Prints one table after each kernel found has sent its snapshot (its
+    figures and last cell; at most RESCAN_SECONDS' wait)."""
     follower.rescan()
     deadline = time.monotonic() + RESCAN_SECONDS
-    while (any(s["received"] is None for s in follower.kernels.values())
+    while (not all(s["greeted"] for s in follower.kernels.values())
            and time.monotonic() < deadline):
         follower.receive(REDRAW_SECONDS)
     out.write(table(follower.kernels, follower.rejected, cells, container=container_figures(),
