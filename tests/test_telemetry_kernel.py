@@ -110,6 +110,7 @@ def test_discovery_file_and_modes(tk, runtime):
     assert record["kernel"] == tk.kernel_id
     assert record["notebook"] == "/home/u/analysis.ipynb"
     assert record["cwd"] == tk.query("__import__('os').getcwd()")
+    assert record["pid_namespace"] == os.readlink("/proc/self/ns/pid")
     assert record["endpoint"].startswith("ipc://" + runtime)
     socket_path = record["endpoint"][len("ipc://"):]
     assert stat.S_ISSOCK(os.stat(socket_path).st_mode)

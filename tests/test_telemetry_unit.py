@@ -691,8 +691,10 @@ def test_a_socket_someone_listens_on_again_is_left_alone(tmp_path):
 
 
 def test_a_kernel_in_another_pid_namespace_is_alive_while_its_socket_accepts(tmp_path):
-    # A sidecar sees the runtime directory but not the kernel's pid.
-    fake = FakeKernel(tmp_path, pid=dead_pid(), start_ticks=12345)
+    # A sidecar sees the runtime directory; the kernel's pid is none of its
+    # processes, or one of them that is not the kernel (pid 1, here this test).
+    fake = FakeKernel(tmp_path, pid=os.getpid(), start_ticks=12345,
+                      pid_namespace="pid:[1]")
     try:
         found = telemetry.discover([str(tmp_path)])
         assert [r["kernel"] for r in found.values()] == [FAKE]

@@ -47,7 +47,8 @@ STALE_SECONDS = 3 * PROTOCOL["idle_ms"] / 1000
 # What a discovery file holds, typed as the protocol's fields are.
 DISCOVERY_FIELDS = {"endpoint": "string", "pid": "int", "start_ticks": "int?",
                     "kernel": "string", "cwd": "string?", "notebook": "string?",
-                    "launcher": "string?", "names": "bool?", "curve_public_key": "string?"}
+                    "launcher": "string?", "pid_namespace": "string?", "names": "bool?",
+                    "curve_public_key": "string?"}
 OFF = ("0", "off", "no", "false")
 # sockaddr_un's sun_path holds 108 bytes with the NUL.
 IPC_PATH_MAX = 107
@@ -245,7 +246,7 @@ class Publisher:
             self.path = os.path.join(directory, f"{DISCOVERY_PREFIX}{kernel}.json")
             _write_private(self.path, {
                 "endpoint": bound, "pid": self.pid, "start_ticks": start_ticks(self.pid),
-                "kernel": kernel, "cwd": os.getcwd(),
+                "kernel": kernel, "cwd": os.getcwd(), "pid_namespace": pid_namespace(),
                 "notebook": notebook, "launcher": launcher, "names": names,
                 "curve_public_key": _core.telemetry_status()["curve_public_key"],
             })
@@ -301,15 +302,24 @@ def _listening(path):
     return True
 
 
+def pid_namespace():
+    """This process's pid namespace ("pid:[4026531836]"), None when unknown."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
 def is_alive(record):
     """Whether the kernel that wrote this discovery record still runs: its pid
-    runs the process that wrote it; or, when that pid is not this process's
-    to see (a sidecar in another pid namespace), its ipc socket accepts."""
+    runs the process that wrote it; or, when the kernel's pid namespace is
+    not this process's (a sidecar's), its ipc socket accepts."""
+    theirs = record.get("pid_namespace")
+    if theirs is not None and theirs != pid_namespace():
+        path = _ipc_path(record.get("endpoint", ""))
+        return path is not None and _listening(path) is True
     ticks = start_ticks(record.get("pid", -1))
-    if ticks is not None and ticks == record.get("start_ticks"):
-        return True
-    path = _ipc_path(record.get("endpoint", ""))
-    return ticks is None and path is not None and _listening(path) is True
+    return ticks is not None and ticks == record.get("start_ticks")
 
 
 def remove_dead(path, record):
