@@ -735,7 +735,8 @@ def fleet(n=6):
     """Kernels with every column filled, one with a long wide-character name."""
     kernels = {}
     for i in range(n):
-        name = "分析/" + "very-long-notebook-name-" * 3 + f"{i}.ipynb" if i == 2 else f"nb{i}.ipynb"
+        name = ("分析/" + "very-long-notebook-name-" * 3 + f"{i}.ipynb" if i == 2
+                else f"nb{i}.ipynb")
         kernels[f"k{i}-" + "0" * 30] = kernel_state(
             kernel=f"k{i}-" + "0" * 30, pid=100000 + i, notebook=name,
             received=time.monotonic(), rss=(i + 1) * 300 * 2**20, limit=24 * 2**30,
@@ -860,3 +861,24 @@ def test_grafana_dashboard_asks_only_for_what_export_serves(tmp_path):
     for need in ("memory per kernel", "memory per notebook", "room per pod", "budget trips",
                  "memory deaths"):
         assert need in titles
+
+
+def test_memory_deaths_counted_from_the_snapshot_and_live_events(tmp_path):
+    follower = follower_with_kernel(tmp_path, "nb.ipynb")
+    try:
+        postmortem = {"seq": 1, "time": 1.0, "event": "postmortem", "data": {"text": "died"}}
+        shrink = {"seq": 2, "time": 1.0, "event": "shrink", "data": {}}
+        follower._update({**sample(3), "kind": "snapshot", "recent_events": [postmortem, shrink]})
+        assert follower.kernels[KERNEL]["memory_deaths"] == 1
+        follower._update({**sample(4), "kind": "event", "event": "postmortem", "data": {}})
+        follower._update({**sample(5), "kind": "event", "event": "budget_trip", "data": {}})
+        assert follower.kernels[KERNEL]["memory_deaths"] == 2
+        exporter = Exporter([str(tmp_path)])
+        exporter.follower.close()
+        exporter.follower = follower
+        follower.kernels[KERNEL]["received"] = time.monotonic()
+        text = exporter.metrics()
+    finally:
+        follower.close()
+    assert ('memtamer_memory_deaths_total{kernel="%s",notebook="nb.ipynb"} 2' % KERNEL) in text
+    assert "# TYPE memtamer_memory_deaths_total counter" in text

@@ -506,7 +506,8 @@ class Follower:
     sample's figures, the running cell, the last cell's record, the trips,
     ``lost`` (messages missed, from the gaps in sequence numbers),
     ``memory_deaths`` (post-mortems it reported: earlier kernels of its
-    notebook that memory ended), ``greeted`` (its snapshot came) and ``received`` (time.monotonic() of its last message).  ``rejected`` counts
+    notebook that memory ended), ``greeted`` (its snapshot came) and
+    ``received`` (time.monotonic() of its last message).  ``rejected`` counts
     the discovery files and messages that did not fit the protocol, skipped.
     Used by ``memtamer watch`` and ``memtamer export``."""
 
