@@ -387,6 +387,38 @@ def test_watch_in_a_terminal_shows_the_kernels_rss(tk, runtime):
     assert parse_size(rss_text) > 300 * MiB
 
 
+def test_watch_follows_the_terminal_when_it_is_resized_and_never_wraps(tk, runtime):
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (scripts/setup.sh installs it)")
+    # A tmux server of its own whose window keeps the size it is given (a
+    # shared server may size windows after other sessions' clients).
+    tmux = ["tmux", "-L", f"mtsize{os.getpid()}"]
+    session = "watch"
+    command = f"JUPYTER_RUNTIME_DIR={runtime} {BIN}/memtamer watch"
+    subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "200", "-y", "30", command,
+                    ";", "set-option", "-g", "window-size", "manual"], check=True)
+
+    def screen_when(done):
+        deadline = time.monotonic() + 10
+        while True:
+            # -J joins wrapped lines: a row that wrapped comes back longer than the pane.
+            text = subprocess.run([*tmux, "capture-pane", "-p", "-J", "-t", session],
+                                  capture_output=True, text=True, check=True).stdout
+            if done(text) or time.monotonic() > deadline:
+                return text
+            time.sleep(0.2)
+
+    try:
+        wide = screen_when(lambda text: "KERNEL" in text and "analysis.ipynb" in text)
+        subprocess.run([*tmux, "resize-window", "-t", session, "-x", "60"], check=True)
+        narrow = screen_when(lambda text: "KERNEL" not in text)
+    finally:
+        subprocess.run([*tmux, "kill-server"], check=False)
+    assert "KERNEL" in wide and "LOST" in wide, wide
+    assert "KERNEL" not in narrow and re.search(rf"\b{tk.pid}\s+analysis\.ipynb\s", narrow), narrow
+    assert max(len(line) for line in narrow.splitlines()) <= 60, narrow
+
+
 def test_watch_json_streams_messages_and_a_killed_watcher_costs_nothing(tk, runtime):
     watcher = subprocess.Popen([f"{BIN}/memtamer", "watch", "--json", "--dir", runtime],
                                stdout=subprocess.PIPE, text=True)

@@ -190,6 +190,16 @@ def container_figures():
     return process
 
 
+def terminal_width(out):
+    """The width of the terminal out writes to, read now (a COLUMNS a shell
+    exported at start would be stale after a resize); else COLUMNS, else 80
+    (shutil.get_terminal_size's rules, for a pipe)."""
+    try:
+        return os.get_terminal_size(out.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return shutil.get_terminal_size().columns
+
+
 def table(kernels, rejected=0, cells=None, sort_key=DEFAULT_SORT, reverse=False,
           interactive=False, container=None, where=None):
     """The whole screen as text, every line at most cells wide: a header, a
@@ -261,8 +271,8 @@ def once(follower, out, cells=None):
     while (not all(s["greeted"] for s in follower.kernels.values())
            and time.monotonic() < deadline):
         follower.receive(REDRAW_SECONDS)
-    out.write(table(follower.kernels, follower.rejected, cells, container=container_figures(),
-                    where=follower.directories))
+    out.write(table(follower.kernels, follower.rejected, cells or terminal_width(out),
+                    container=container_figures(), where=follower.directories))
     out.flush()
 
 
@@ -302,9 +312,9 @@ def run(directories=None, as_json=False, out=sys.stdout, only_once=False, stdin=
                 dirty, drawn = True, 0.0
             dirty = dirty or message is not None or time.monotonic() - drawn >= 1.0
             if dirty and time.monotonic() - drawn >= REDRAW_SECONDS:
-                out.write(CLEAR + table(follower.kernels, follower.rejected, None, sort_key,
-                                        reverse, keys.saved is not None, container_figures(),
-                                        follower.directories))
+                out.write(CLEAR + table(follower.kernels, follower.rejected, terminal_width(out),
+                                        sort_key, reverse, keys.saved is not None,
+                                        container_figures(), follower.directories))
                 out.flush()
                 drawn, dirty = time.monotonic(), False
     except KeyboardInterrupt:
