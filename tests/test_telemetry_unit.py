@@ -882,3 +882,17 @@ def test_memory_deaths_counted_from_the_snapshot_and_live_events(tmp_path):
         follower.close()
     assert ('memtamer_memory_deaths_total{kernel="%s",notebook="nb.ipynb"} 2' % KERNEL) in text
     assert "# TYPE memtamer_memory_deaths_total counter" in text
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="making a file another user's needs root")
+def test_a_dead_kernels_file_another_user_owns_is_left_alone(tmp_path):
+    record = {"endpoint": f"ipc://{tmp_path}/x.sock", "pid": dead_pid(), "start_ticks": 1,
+              "kernel": "theirs", "cwd": "/w"}
+    path = tmp_path / "memtamer-theirs.json"
+    path.write_text(json.dumps(record))
+    os.chown(path, 65534, 65534)  # nobody's
+    assert telemetry.discover([str(tmp_path)]) == {}
+    assert path.exists()
+    os.chown(path, os.getuid(), os.getgid())
+    assert telemetry.discover([str(tmp_path)]) == {}
+    assert not path.exists()

@@ -322,12 +322,26 @@ def is_alive(record):
     return ticks is not None and ticks == record.get("start_ticks")
 
 
+def _ours(path, kind):
+    """Whether path is a file of this kind (stat.S_ISREG, S_ISSOCK) that this
+    user owns: what another user wrote is not ours to remove."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return kind(st.st_mode) and st.st_uid == os.getuid()
+
+
 def remove_dead(path, record):
-    """Removes a dead kernel's discovery file and its socket (unless another
-    process listens there now: a reused pid's kernel binds the same path)."""
+    """Removes a dead kernel's discovery file and its socket when this user
+    owns them (unless another process listens there now: a reused pid's
+    kernel binds the same path)."""
+    if not _ours(path, stat.S_ISREG):
+        return
     _unlink(path)
     socket_path = _ipc_path(record["endpoint"])
-    if socket_path is not None and _listening(socket_path) is False:
+    if (socket_path is not None and _ours(socket_path, stat.S_ISSOCK)
+            and _listening(socket_path) is False):
         _unlink(socket_path)
 
 
