@@ -279,6 +279,10 @@ def once(follower, out, cells=None):
 def run(directories=None, as_json=False, out=sys.stdout, only_once=False, stdin=sys.stdin):
     """Follows the kernels until interrupted (or q is pressed)."""
     follower = Follower(directories)
+    if hasattr(out, "reconfigure"):
+        # A name (or the ellipsis) a non-UTF-8 terminal cannot show is
+        # replaced, never the end of watch.
+        out.reconfigure(errors="replace")
     if only_once:
         try:
             once(follower, out)
