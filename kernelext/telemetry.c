@@ -19,6 +19,7 @@
 #include "memtamer/guard.h"
 #include "memtamer/heap.h"
 #include "memtamer/peaks.h"
+#include "memtamer/postmortem.h"
 #include "memtamer/process.h"
 #include "memtamer/telemetry.h"
 
@@ -313,7 +314,8 @@ PyDoc_STRVAR(mt_telemetry_protocol__doc__,
              "telemetry_protocol() -> dict: what subscribers may expect: kinds ({kind: {field: "
              "type}}, the common fields included), objects ({name: {field: type}} for types "
              "that name one), schemes (of the endpoints a publisher binds), busy_ms and idle_ms "
-             "(the sampling intervals). Types: int, number, "
+             "(the sampling intervals), near_percent (RSS within this percentage of the budget "
+             "or the limit is near it, as post-mortems judge). Types: int, number, "
              "string, bool, object, array or an object's name; a trailing ? admits null.");
 PyObject *
 mt_telemetry_protocol(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
@@ -354,7 +356,8 @@ mt_telemetry_protocol(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
         mt_set(result, "objects", Py_NewRef(objects)) < 0 ||
         mt_set(result, "schemes", Py_NewRef(schemes)) < 0 ||
         mt_set(result, "busy_ms", PyLong_FromLong(MT_TELEMETRY_BUSY_MS)) < 0 ||
-        mt_set(result, "idle_ms", PyLong_FromLong(MT_TELEMETRY_IDLE_MS)) < 0) {
+        mt_set(result, "idle_ms", PyLong_FromLong(MT_TELEMETRY_IDLE_MS)) < 0 ||
+        mt_set(result, "near_percent", PyLong_FromLong(MT_POSTMORTEM_NEAR_PERCENT)) < 0) {
         goto error;
     }
     Py_DECREF(kinds);

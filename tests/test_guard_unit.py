@@ -84,6 +84,26 @@ def test_records_reject_garbage_and_report_dead_kernels(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_records_of_other_notebooks_stay_until_a_week_old(tmp_path):
+    import subprocess
+
+    from memtamer.guard import POSTMORTEM_KEEP_SECONDS
+
+    # A kernel of another notebook that died without its exit handlers.
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os\nfrom memtamer import _core\n"
+         f"_core.postmortem_open({str(tmp_path)!r} + f'/memtamer-{{os.getpid()}}.guard')\n"
+         "os.kill(os.getpid(), 9)"],
+        env={**os.environ, "JPY_SESSION_NAME": "/elsewhere/other.ipynb"})
+    assert dead.returncode == -9
+    (path,) = tmp_path.glob("memtamer-*.guard")
+    updated = _core.postmortem_read(str(path))["updated"]
+    assert collect_postmortems(str(tmp_path), now=updated + POSTMORTEM_KEEP_SECONDS - 60) == []
+    assert path.exists()  # kept for its notebook's next kernel
+    assert collect_postmortems(str(tmp_path), now=updated + POSTMORTEM_KEEP_SECONDS + 60) == []
+    assert not path.exists()
+
+
 V2_MOUNT = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n"
 V1_MOUNT = "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
 # (/proc/self/cgroup, mountinfo, the OOM counter file, its text with N kills)

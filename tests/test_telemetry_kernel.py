@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -109,6 +110,7 @@ def test_discovery_file_and_modes(tk, runtime):
     assert record["kernel"] == tk.kernel_id
     assert record["notebook"] == "/home/u/analysis.ipynb"
     assert record["cwd"] == tk.query("__import__('os').getcwd()")
+    assert record["pid_namespace"] == os.readlink("/proc/self/ns/pid")
     assert record["endpoint"].startswith("ipc://" + runtime)
     socket_path = record["endpoint"][len("ipc://"):]
     assert stat.S_ISSOCK(os.stat(socket_path).st_mode)
@@ -257,7 +259,9 @@ def test_two_kernels_in_one_watcher_and_stale_files_ignored_then_removed(tk, run
     try:
         follower.receive(0.5)
         assert set(follower.kernels) == {tk.kernel_id}
-        assert all(os.path.exists(path) for path in stale)
+        # The watcher removes the records of the dead it sees; the socket no
+        # record names is the next kernel's to remove.
+        assert [os.path.exists(path) for path in stale] == [False, False, True]
         # A kernel that starts under the running watcher appears in it, and
         # removes the files of the dead.
         other = start_kernel(runtime)
@@ -397,14 +401,45 @@ def test_watch_in_a_terminal_shows_the_kernels_rss(tk, runtime):
             time.sleep(0.5)
             screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
                                     capture_output=True, text=True, check=True).stdout
-            found = re.search(re.escape(tk.kernel_id[:8]) +
-                              r"\s+analysis\.ipynb\s+([\d.]+ ?[KMGT]?i?B)\s", screen)
+            found = re.search(rf"\b{tk.pid}\s+analysis\.ipynb\s+([\d.]+ ?[KMGT]?i?B)\s", screen)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
     assert found is not None, screen
     rss_text = found.group(1)
     assert parse_size(rss_text) == pytest.approx(rss_of(tk.pid), rel=0.05)
     assert parse_size(rss_text) > 300 * MiB
+
+
+def test_watch_follows_the_terminal_when_it_is_resized_and_never_wraps(tk, runtime):
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (scripts/setup.sh installs it)")
+    # A tmux server of its own whose window keeps the size it is given (a
+    # shared server may size windows after other sessions' clients).
+    tmux = ["tmux", "-L", f"mtsize{os.getpid()}"]
+    session = "watch"
+    command = f"JUPYTER_RUNTIME_DIR={runtime} {BIN}/memtamer watch"
+    subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "200", "-y", "30", command,
+                    ";", "set-option", "-g", "window-size", "manual"], check=True)
+
+    def screen_when(done):
+        deadline = time.monotonic() + 10
+        while True:
+            # -J joins wrapped lines: a row that wrapped comes back longer than the pane.
+            text = subprocess.run([*tmux, "capture-pane", "-p", "-J", "-t", session],
+                                  capture_output=True, text=True, check=True).stdout
+            if done(text) or time.monotonic() > deadline:
+                return text
+            time.sleep(0.2)
+
+    try:
+        wide = screen_when(lambda text: "KERNEL" in text and "analysis.ipynb" in text)
+        subprocess.run([*tmux, "resize-window", "-t", session, "-x", "60"], check=True)
+        narrow = screen_when(lambda text: "KERNEL" not in text)
+    finally:
+        subprocess.run([*tmux, "kill-server"], check=False)
+    assert "KERNEL" in wide and "LOST" in wide, wide
+    assert "KERNEL" not in narrow and re.search(rf"\b{tk.pid}\s+analysis\.ipynb\s", narrow), narrow
+    assert max(len(line) for line in narrow.splitlines()) <= 60, narrow
 
 
 def test_watch_json_streams_messages_and_a_killed_watcher_costs_nothing(tk, runtime):
@@ -446,7 +481,8 @@ def test_export_prometheus_metrics(tk, runtime):
         exporter.wait()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert all(name.startswith("memtamer_") for name in families)
-    ours = {"kernel": tk.kernel_id, "notebook": "/home/u/analysis.ipynb"}
+    # The notebook label: the file name of an absolute JPY_SESSION_NAME.
+    ours = {"kernel": tk.kernel_id, "notebook": "analysis.ipynb"}
 
     def value(family, sample_name=None, **extra):
         return next(s.value for s in families[family].samples
@@ -634,7 +670,7 @@ def test_watch_escapes_a_notebook_name_that_would_drive_the_terminal(runtime):
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
         k.shutdown()
     assert "owned" not in title
-    assert re.search(re.escape(k.kernel_id[:8]) + r"\s+" +
+    assert re.search(rf"\b{k.pid}\s+" +
                      re.escape("\\x1b]2;owned\\x07\\x1b[2Jnote.ipynb"), screen), screen
 
 
@@ -652,3 +688,161 @@ def test_tcp_with_names_on_is_refused_with_what_to_do(runtime):
     said = [line for line in out["stderr"].splitlines() if line.startswith("memtamer")]
     assert len(said) == 1 and "any local user can subscribe" in said[0]
     assert "MEMTAMER_TELEMETRY_NAMES=0" in said[0]
+
+
+# ---------------------------------------------------------------------------
+# Kernels started anywhere: found in the runtime directory, named, and gone
+# without a trace when killed.
+
+def watch_once(runtime, columns=120):
+    done = subprocess.run([f"{BIN}/memtamer", "watch", "--once"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "JUPYTER_RUNTIME_DIR": runtime,
+                                            "COLUMNS": str(columns)})
+    assert done.returncode == 0, done.stderr
+    assert max(len(line) for line in done.stdout.splitlines()) <= columns
+    return done.stdout
+
+
+def scrape_until(runtime, done, timeout=30):
+    """The /metrics families of a fresh exporter on runtime, once done(families)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    exporter = subprocess.Popen([sys.executable, "-m", "memtamer", "export", "--port", "0"],
+                                stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "JUPYTER_RUNTIME_DIR": runtime})
+    try:
+        url = re.search(r"(http://\S+/metrics)", exporter.stdout.readline()).group(1)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            families = {f.name: f for f in text_string_to_metric_families(text)}
+            if done(families) or time.monotonic() > deadline:
+                return families
+            time.sleep(0.1)
+    finally:
+        exporter.kill()
+        exporter.wait()
+
+
+def labels_of(families, family):
+    return [s.labels for s in families[family].samples]
+
+
+def test_a_kernel_manager_kernel_with_a_temp_connection_file_is_seen_by_watch_and_export(runtime):
+    k = Kernel(env={"JUPYTER_RUNTIME_DIR": runtime})  # the connection file: a temp file
+    try:
+        k.run("%load_ext memtamer")
+        pid = k.query("__import__('os').getpid()")
+        connection = os.path.basename(k.km.connection_file)
+        assert not connection.startswith("kernel-")
+        temp_name = os.path.splitext(connection)[0]
+        records = [r for r in discover([runtime]).values() if r["pid"] == pid]
+        assert len(records) == 1
+        kernel = records[0]["kernel"]
+        assert str(uuid.UUID(kernel)) == kernel  # an id of its own, not the temp file's name
+        assert not os.path.exists(os.path.join(os.path.dirname(k.km.connection_file),
+                                               f"memtamer-{temp_name}.json"))
+        screen = watch_once(runtime)
+        row = next(line for line in screen.splitlines() if re.search(rf"\b{pid}\b", line))
+        # No notebook: the working directory and what launched it (this test run).
+        cwd = k.query("__import__('os').getcwd()")
+        assert f"{os.path.basename(cwd)}/ (" in row
+        assert temp_name not in screen
+        families = scrape_until(runtime, lambda f: any(
+            s.labels.get("kernel") == kernel for s in f["memtamer_rss_bytes"].samples))
+        rss = next(s for s in families["memtamer_rss_bytes"].samples
+                   if s.labels["kernel"] == kernel)
+        assert rss.labels["notebook"].startswith(f"{os.path.basename(cwd)}/ (")
+        assert rss.value == pytest.approx(rss_of(pid), rel=0.1)
+        assert {"kernel", "notebook"} <= set(labels_of(families, "memtamer_kernel_stale")[0])
+    finally:
+        k.shutdown()
+
+
+NBCLIENT_LAUNCHER = """
+import sys, nbformat
+from nbclient import NotebookClient
+nb = nbformat.read(sys.argv[1], as_version=4)
+NotebookClient(nb, kernel_name="python3", timeout=600).execute()
+"""
+
+
+def test_a_notebook_run_by_nbclient_is_named_by_its_notebook(runtime, tmp_path):
+    import nbformat
+
+    flag = tmp_path / "finish"
+    notebook = tmp_path / "nightly-report.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("%load_ext memtamer"),
+                nbformat.v4.new_code_cell("import os, time\nheld = bytearray(100 * 2**20)\n"
+                                          f"while not os.path.exists({str(flag)!r}):\n"
+                                          "    time.sleep(0.05)")]
+    nbformat.write(nb, str(notebook))
+    # Like papermill or `jupyter nbconvert --execute`: the notebook is in the launcher's argv.
+    launcher = subprocess.Popen([sys.executable, "-c", NBCLIENT_LAUNCHER, notebook.name],
+                                cwd=tmp_path, env={**os.environ, "JUPYTER_RUNTIME_DIR": runtime},
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        record = None
+        while record is None and time.monotonic() < deadline:
+            assert launcher.poll() is None, launcher.stderr.read()
+            record = next((r for r in discover([runtime]).values()
+                           if r.get("notebook") == str(notebook)), None)
+            time.sleep(0.1)
+        assert record is not None
+        screen = watch_once(runtime, 80)
+        assert re.search(rf"\b{record['pid']}\s+nightly-report\.ipynb\s", screen), screen
+        families = scrape_until(runtime, lambda f: any(
+            s.labels.get("notebook") == "nightly-report.ipynb"
+            for s in f["memtamer_rss_bytes"].samples))
+        assert any(s.labels == {"kernel": record["kernel"], "notebook": "nightly-report.ipynb"}
+                   for s in families["memtamer_rss_bytes"].samples)
+    finally:
+        flag.write_text("")
+        assert launcher.wait(timeout=120) == 0, launcher.stderr.read()
+    assert record["kernel"] not in {r["kernel"] for r in discover([runtime]).values()}
+
+
+def test_a_sigkilled_kernel_leaves_the_watch_and_its_files_go(runtime):
+    k = Kernel(env={"JUPYTER_RUNTIME_DIR": runtime})
+    follower = None
+    try:
+        k.run("%load_ext memtamer")
+        pid = k.query("__import__('os').getpid()")
+        path, record = next((p, r) for p, r in discover([runtime]).items() if r["pid"] == pid)
+        socket_path = record["endpoint"][len("ipc://"):]
+        follower = Follower()
+        deadline = time.monotonic() + 30
+        while "rss" not in follower.kernels.get(record["kernel"], {}) and \
+                time.monotonic() < deadline:
+            follower.receive(0.2)
+        assert "rss" in follower.kernels[record["kernel"]]
+        os.kill(pid, signal.SIGKILL)  # no exit handlers; its parent has not reaped it yet
+        deadline = time.monotonic() + 30
+        while record["kernel"] in follower.kernels and time.monotonic() < deadline:
+            follower.receive(0.2)
+        assert record["kernel"] not in follower.kernels
+        assert not os.path.exists(path) and not os.path.exists(socket_path)
+        assert not re.search(rf"\b{pid}\b", watch_once(runtime))
+    finally:
+        if follower is not None:
+            follower.close()
+        k.kc.stop_channels()
+        k.km.shutdown_kernel(now=True)
+
+
+def test_a_kernel_without_a_writable_runtime_dir_says_so_once_and_measures(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    k = Kernel(env={"JUPYTER_RUNTIME_DIR": str(blocker / "runtime")})
+    try:
+        loaded = k.run("%load_ext memtamer")
+        assert loaded["stderr"].count("cannot write the runtime directory") == 1, loaded
+        assert "still measures" in loaded["stderr"]
+        k.run("x = bytearray(50 * 2**20)")
+        assert k.query("__import__('memtamer')._core.telemetry_status()") is None
+        assert k.last_cell()["retained"] >= 50 * MiB - REUSED
+        assert "runtime directory" not in k.run("y = 1")["stderr"]
+    finally:
+        k.shutdown()

@@ -12,11 +12,26 @@ from memtamer.watch import table
 KERNEL = "0f3c5d2e-1111-2222-3333-444455556666"
 
 
+@pytest.fixture(autouse=True)
+def own_runtime_dir(tmp_path_factory, monkeypatch):
+    """Watchers look in the runtime directory besides --dir: an empty one of
+    the test's own, not the user's (where other kernels may run)."""
+    path = tmp_path_factory.mktemp("runtime")
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(path))
+    return path
+
+
+def kernel_state(kernel=KERNEL, pid=4242, notebook=None, **fields):
+    """A kernel's state as Follower.rescan makes it."""
+    return {"kernel": kernel, "pid": pid, "notebook": notebook, "cwd": "/w", "launcher": None,
+            "endpoint": "ipc:///x", "seq": None, "lost": 0, "running": None,
+            "last_cell": None, "received": None, "memory_deaths": 0, "greeted": False,
+            **fields}
+
+
 def follower_with_kernel(tmp_path, notebook):
     follower = Follower([str(tmp_path)])
-    follower.kernels[KERNEL] = {"kernel": KERNEL, "pid": 4242, "notebook": notebook, "cwd": "/w",
-                                "endpoint": "ipc:///x", "seq": None, "lost": 0,
-                                "running": None, "last_cell": None}
+    follower.kernels[KERNEL] = kernel_state(notebook=notebook)
     return follower
 
 
@@ -69,7 +84,7 @@ def test_metrics_parse_with_awkward_notebook_names(tmp_path):
 
 @pytest.mark.parametrize("running, shown", [
     (None, "idle"),
-    ({"seconds": 12.34, "peak_increment": 3 * 2**30}, "12.3s peak +3.0 GiB"),
+    ({"seconds": 12.34, "peak_increment": 3 * 2**30}, "12.3s +3.0 GiB"),
 ])
 def test_watch_row(tmp_path, running, shown):
     follower = follower_with_kernel(tmp_path, "/home/u/notebooks/train.ipynb")
@@ -77,14 +92,15 @@ def test_watch_row(tmp_path, running, shown):
         follower._update(sample(1, rss=5 * 2**30, limit=16 * 2**30, headroom=2**30,
                                 budget=15 * 2**30, trips=2, running=running))
         follower.kernels[KERNEL]["last_cell"] = {"peak_increment": 2**20, "retained": -2**20}
-        screen = table(follower.kernels)
+        screen = table(follower.kernels, cells=200)
     finally:
         follower.close()
-    header, row = screen.splitlines()[2:4]
-    assert header.split()[:3] == ["KERNEL", "NOTEBOOK", "RSS"]
-    assert re.match(r"0f3c5d2e\s+train\.ipynb\s+5\.0 GiB\s+16 GiB\s+1\.0 GiB\s+15 GiB\s+"
-                    + re.escape(shown) + r"\s+1\.0 MiB\s+-1\.0 MiB\s", row), row
-    assert row.split()[-2:] == ["2", "0"]  # trips, lost
+    header, row = screen.splitlines()[3:5]
+    assert header.split()[:3] == ["PID", "NOTEBOOK", "RSS"]
+    # Marked: its headroom is within the protocol's near_percent of its limit.
+    assert re.match(r"! 4242  train\.ipynb\s+5\.0 GiB\s+15 GiB\s+1\.0 GiB\s+"
+                    + re.escape(shown) + r"\s+1\.0 MiB\s+-1\.0 MiB\s+2\s+16 GiB\s+0\s+0f3c5d2e$",
+                    row), row
 
 
 def test_ipc_endpoint_never_replaces_what_is_at_its_path(tmp_path):
@@ -122,6 +138,7 @@ def test_ipc_endpoint_never_replaces_what_is_at_its_path(tmp_path):
 import json  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
+import stat  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
@@ -131,7 +148,6 @@ import zmq  # noqa: E402
 
 from memtamer import telemetry  # noqa: E402
 from memtamer.telemetry import start_ticks  # noqa: E402
-from memtamer.watch import row  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
 FAKE = "fake-kernel"
@@ -302,7 +318,8 @@ def test_watch_runs_through_bad_files_and_messages_and_escapes_what_it_prints(tm
     notebook = "\x1b]0;owned\x07\x1b[2Jnote\u202ebook.ipynb"
     fake = FakeKernel(tmp_path, notebook=notebook)
     watcher = subprocess.Popen([f"{BIN}/memtamer", "watch", "--dir", str(tmp_path)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "COLUMNS": "200"})
     try:
         fake.wait_for_subscriber()
         bad = bad_messages(fake)
@@ -399,14 +416,14 @@ def test_stale_figures_are_not_served_as_live(tmp_path):
         # follower is stuck.
         state["received"] -= telemetry.STALE_SECONDS + 1
         stale = exporter.metrics()
-        shown = row(state)
+        shown = table(exporter.follower.kernels, cells=200).splitlines()[4]
     finally:
         exporter.follower.close()
     assert "memtamer_rss_bytes{" in fresh and "memtamer_rss_bytes{" not in stale
     assert f'memtamer_kernel_stale{{kernel="{KERNEL}",notebook="nb.ipynb"}} 0' in fresh
     assert "memtamer_cells_total{" not in stale
     assert f'memtamer_kernel_stale{{kernel="{KERNEL}",notebook="nb.ipynb"}} 1' in stale
-    assert shown[6] == "stale"
+    assert re.search(r"999 B\s+-\s+-\s+stale ", shown), shown
 
 
 def test_export_on_a_busy_port_says_so_in_one_line(tmp_path):
@@ -537,3 +554,345 @@ def test_a_bad_curve_key_is_refused_with_what_to_give(tmp_path):
     with pytest.raises(ValueError, match="40 characters of Z85"):
         _core.telemetry_start(f"ipc://{tmp_path}/c.sock", "unit", True, "short")
     assert _core.telemetry_status() is None
+
+
+# ---------------------------------------------------------------------------
+# Discovery in one place, names, the dead, --dir, a watch that fits.
+
+from memtamer import watch  # noqa: E402
+from memtamer.__main__ import main  # noqa: E402
+
+
+def test_runtime_dir_honours_jupyter_then_falls_back_to_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "rt"))
+    assert telemetry.runtime_dir() == str(tmp_path / "rt")
+    monkeypatch.delenv("JUPYTER_RUNTIME_DIR")
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    assert telemetry.runtime_dir() == jupyter_runtime_dir()
+    # Without jupyter_core: the XDG runtime directory, else the temp directory.
+    monkeypatch.setitem(sys.modules, "jupyter_core.paths", None)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
+    assert telemetry.runtime_dir() == str(tmp_path / "xdg" / "memtamer")
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert telemetry.runtime_dir().endswith(f"memtamer-{os.getuid()}")
+
+
+def test_unwritable_runtime_dir_says_so_once_and_publishes_nothing(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(blocker / "runtime"))
+    publisher = telemetry.Publisher()
+    publisher.start()
+    assert publisher.path is None and _core_status() is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"cannot write the runtime directory {blocker}/runtime" in err
+    assert "still measures" in err and "JUPYTER_RUNTIME_DIR" in err
+
+
+def _core_status():
+    from memtamer import _core
+
+    return _core.telemetry_status()
+
+
+def test_publisher_makes_the_runtime_dir_private_and_writes_there(tmp_path, monkeypatch):
+    runtime = tmp_path / "new" / "runtime"
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
+    publisher = telemetry.Publisher()
+    publisher.start({})
+    try:
+        assert stat.S_IMODE(os.stat(runtime).st_mode) == 0o700
+        record = json.loads(open(publisher.path).read())
+        assert os.path.dirname(publisher.path) == str(runtime)
+        assert record["kernel"] == f"pid-{os.getpid()}"  # no kernel here: no connection file
+        assert record["launcher"] is not None and record["notebook"] is None
+    finally:
+        publisher.stop()
+
+
+@pytest.mark.parametrize("state, shown", [
+    ({"notebook": "/srv/home/u/deep/analysis.ipynb"}, "analysis.ipynb"),
+    ({"notebook": "projects/analysis.ipynb"}, "projects/analysis.ipynb"),  # relative to the root
+    ({"notebook": None, "cwd": "/home/u/work", "launcher": "pytest"}, "work/ (pytest)"),
+    ({"notebook": None, "cwd": "/home/u/work/", "launcher": None}, "work/"),
+    ({"notebook": None, "cwd": None}, "-"),
+])
+def test_display_name(state, shown):
+    assert telemetry.display_name(state) == shown
+
+
+def test_launcher_argv_names_the_notebook_and_a_server_is_not_believed(tmp_path):
+    script = tmp_path / "launch.py"
+    script.write_text("import sys, time\nprint('up', flush=True)\ntime.sleep(60)\n")
+    started = []
+    try:
+        for argv in ([str(script), "in.ipynb", "out.ipynb"],  # as papermill's
+                     [str(script), "lab", "opened.ipynb"],  # as a server's
+                     ["-c", script.read_text(), "--flag"]):
+            started.append(subprocess.Popen([sys.executable, *argv], cwd=tmp_path,
+                                            stdout=subprocess.PIPE, text=True))
+        for p in started:
+            assert p.stdout.readline() == "up\n"
+        papermill_like, server_like, plain = (p.pid for p in started)
+        assert telemetry.launcher_notebook(papermill_like) == str(tmp_path / "in.ipynb")
+        assert telemetry.launcher_name(papermill_like) == "launch.py"
+        assert telemetry.launcher_notebook(server_like) is None
+        assert telemetry.launcher_notebook(plain) is None
+        assert telemetry.launcher_name(plain) == "python -c"
+    finally:
+        for p in started:
+            p.kill()
+            p.wait()
+    assert telemetry.launcher_notebook(papermill_like) is None  # gone
+
+
+def dead_pid():
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    return gone.pid
+
+
+def test_the_first_watcher_to_see_a_dead_kernel_removes_its_file_and_socket(tmp_path):
+    directory = tmp_path / "rt"
+    (directory / "memtamer").mkdir(parents=True)
+    socket_path = directory / "memtamer" / "4242.sock"
+    left = socket.socket(socket.AF_UNIX)  # bound, then the process "died"
+    left.bind(str(socket_path))
+    left.close()
+    record = {"endpoint": f"ipc://{socket_path}", "pid": dead_pid(), "start_ticks": 1,
+              "kernel": "killed", "cwd": "/w"}
+    discovery = directory / "memtamer-killed.json"
+    discovery.write_text(json.dumps(record))
+    follower = Follower([str(directory)])
+    try:
+        follower.rescan()
+        assert follower.kernels == {}
+    finally:
+        follower.close()
+    assert not discovery.exists() and not socket_path.exists()
+
+
+def test_a_socket_someone_listens_on_again_is_left_alone(tmp_path):
+    # A reused pid's kernel bound the dead one's path: the record goes, the socket stays.
+    socket_path = tmp_path / "reused.sock"
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(str(socket_path))
+    listening.listen()
+    record = {"endpoint": f"ipc://{socket_path}", "pid": os.getpid(), "start_ticks": 1,
+              "kernel": "old", "cwd": "/w"}
+    (tmp_path / "memtamer-old.json").write_text(json.dumps(record))
+    try:
+        assert telemetry.discover([str(tmp_path)]) == {}
+        assert socket_path.exists() and not (tmp_path / "memtamer-old.json").exists()
+    finally:
+        listening.close()
+
+
+def test_a_kernel_in_another_pid_namespace_is_alive_while_its_socket_accepts(tmp_path):
+    # A sidecar sees the runtime directory; the kernel's pid is none of its
+    # processes, or one of them that is not the kernel (pid 1, here this test).
+    fake = FakeKernel(tmp_path, pid=os.getpid(), start_ticks=12345,
+                      pid_namespace="pid:[1]")
+    try:
+        found = telemetry.discover([str(tmp_path)])
+        assert [r["kernel"] for r in found.values()] == [FAKE]
+    finally:
+        fake.close()
+    # libzmq closes the listener in its own thread, a moment later.
+    deadline = time.monotonic() + 30
+    while telemetry.discover([str(tmp_path)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not (tmp_path / f"memtamer-{FAKE}.json").exists()
+
+
+@pytest.mark.parametrize("command", [["watch"], ["watch", "--once"], ["watch", "--json"],
+                                     ["export", "--port", "0"]])
+def test_dir_naming_a_missing_folder_exits_2_naming_it(tmp_path, command, capsys):
+    missing = tmp_path / "nonexistent"
+    assert main([*command, "--dir", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"memtamer: --dir {missing}: no such folder\n"
+    afile = tmp_path / "file"
+    afile.write_text("")
+    assert main([*command, "--dir", str(afile)]) == 2
+    assert capsys.readouterr().err == f"memtamer: --dir {afile}: not a folder\n"
+
+
+@pytest.mark.skipif(os.getuid() == 0, reason="root reads every folder")
+def test_dir_naming_an_unreadable_folder_exits_2(tmp_path, capsys):
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o000)
+    try:
+        assert main(["watch", "--once", "--dir", str(closed)]) == 2
+    finally:
+        closed.chmod(0o700)
+    assert capsys.readouterr().err == f"memtamer: --dir {closed}: not readable\n"
+
+
+def fleet(n=6):
+    """Kernels with every column filled, one with a long wide-character name."""
+    kernels = {}
+    for i in range(n):
+        name = ("分析/" + "very-long-notebook-name-" * 3 + f"{i}.ipynb" if i == 2
+                else f"nb{i}.ipynb")
+        kernels[f"k{i}-" + "0" * 30] = kernel_state(
+            kernel=f"k{i}-" + "0" * 30, pid=100000 + i, notebook=name,
+            received=time.monotonic(), rss=(i + 1) * 300 * 2**20, limit=24 * 2**30,
+            headroom=20 * 2**30, budget=(5 * 2**28 if i == 3 else None), trips=i, lost=i * 1000,
+            running={"seconds": 12.5, "peak_increment": 2**30} if i == 1 else None,
+            last_cell={"peak_increment": 5 * 2**20, "retained": -3 * 2**20})
+    return kernels
+
+
+@pytest.mark.parametrize("cells", [40, 60, 80, 120, 200])
+def test_watch_fits_the_width_and_keeps_pid_notebook_and_rss(cells):
+    screen = watch.table(fleet(), cells=cells, container={"limit": 24 * 2**30,
+                                                          "available": 19 * 2**30})
+    lines = screen.splitlines()
+    assert all(watch.width_of(line) <= cells for line in lines), \
+        [(watch.width_of(line), line) for line in lines if watch.width_of(line) > cells]
+    titles = lines[3].split()
+    assert titles[:3] == ["PID", "NOTEBOOK", "RSS"]
+    rows = lines[4:]
+    assert len(rows) == 6
+    # Sorted by memory, largest first; the kernel near its budget is marked.
+    assert [int(r[2:].split()[0]) for r in rows] == [100005, 100004, 100003, 100002, 100001,
+                                                       100000]
+    assert [r[0] for r in rows] == [" ", " ", "!", " ", " ", " "]
+    long_row = next(r for r in rows if "100002" in r)
+    if cells >= 120:
+        assert "LOST" in titles or cells < 200
+    full = "分析/very-long-notebook-name-very-long-notebook-name-very-long-notebook-name-2.ipynb"
+    if cells == 200:
+        assert full in long_row
+    else:
+        assert "…" in long_row and "2.ipynb" in long_row and "分析" in long_row
+    assert lines[0].endswith("6 kernels  room 19 GiB of 24 GiB") or cells < 60
+
+
+def test_watch_drops_the_least_useful_columns_first():
+    shown = [watch.table(fleet(), cells=cells).splitlines()[3].split() for cells in (60, 80, 120)]
+    assert shown[0][:3] == ["PID", "NOTEBOOK", "RSS"]
+    for narrow, wide in zip(shown, shown[1:]):
+        assert set(narrow) <= set(wide)
+    assert "LOST" not in shown[2] and "KERNEL" not in shown[2]
+
+
+def test_shorten_keeps_both_ends_of_a_name():
+    assert watch.shorten("experiments/2024/model-training.ipynb", 20) == "experimen…ning.ipynb"
+    assert watch.width_of(watch.shorten("分析分析分析分析分析.ipynb", 9)) <= 9
+    assert watch.shorten("short.ipynb", 20) == "short.ipynb"
+
+
+def test_watch_sorts_by_the_key_pressed(tmp_path):
+    kernels = fleet()
+    by_name = watch.table(kernels, cells=200, sort_key="n").splitlines()[4:]
+    assert [r.split()[1] for r in by_name][:2] == ["nb0.ipynb", "nb1.ipynb"]
+    by_trips_reversed = watch.table(kernels, cells=200, sort_key="t", reverse=True).splitlines()
+    assert [int(r[2:].split()[0]) for r in by_trips_reversed[4:]][0] == 100000
+    assert "sorted by trips" in by_trips_reversed[1]
+
+
+def test_watch_with_no_kernels_says_where_it_looked(tmp_path):
+    screen = watch.table({}, cells=60, where=[str(tmp_path)])
+    assert all(len(line) <= 60 for line in screen.splitlines())
+    assert "0 kernels" in screen.splitlines()[0]
+    assert "no kernels with memtamer loaded in" in screen
+
+
+@pytest.mark.parametrize("columns", ["60", "80", "120", "200"])
+def test_watch_once_prints_one_table_that_fits(tmp_path, columns):
+    fake = FakeKernel(tmp_path, notebook="/home/u/" + "long-name-" * 12 + ".ipynb")
+    record = {**fake.message("cell")["record"], "peak_increment": 7 * 2**20}
+    fake.seq = 0
+    # A sample can come before the snapshot: the table waits for the snapshot's last cell.
+    sender = threading.Thread(target=lambda: (
+        fake.wait_for_subscriber(), fake.send_message(fake.message("sample", rss=2**30)),
+        fake.send_message(fake.message("snapshot", rss=2**30, last_cell=record))))
+    sender.start()
+    try:
+        done = subprocess.run([f"{BIN}/memtamer", "watch", "--once", "--dir", str(tmp_path)],
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "COLUMNS": columns})
+    finally:
+        sender.join()
+        fake.close()
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "\x1b" not in done.stdout
+    assert max(len(line) for line in lines) <= int(columns)
+    row = next(line for line in lines if f"{os.getpid()}" in line)
+    assert "1.0 GiB" in row and ".ipynb" in row
+    assert "7.0 MiB" in row or "LAST PEAK" not in done.stdout
+
+
+def test_grafana_dashboard_asks_only_for_what_export_serves(tmp_path):
+    from importlib import resources
+
+    dashboard = json.loads(resources.files("memtamer").joinpath("grafana-dashboard.json")
+                           .read_text())
+    exporter = Exporter([str(tmp_path)])
+    exporter.follower.close()
+    exporter.follower = follower_with_kernel(tmp_path, "nb.ipynb")
+    try:
+        exporter.follower._update(sample(1, rss=1, limit=2, headroom=1, budget=2, trips=0, cells=1,
+                                         running={"seconds": 1.0, "peak_rss": 1}))
+        exporter._observe(KERNEL, 2**20)
+        text = exporter.metrics()
+    finally:
+        exporter.follower.close()
+    served = {line.split("{")[0].split()[0] for line in text.splitlines()
+              if line and not line.startswith("#")}
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [v["query"]["query"] for v in dashboard["templating"]["list"]
+              if isinstance(v.get("query"), dict)]
+    asked = {name for expr in exprs for name in re.findall(r"\bmemtamer_\w+", expr)}
+    assert asked and asked <= served, asked - served
+    # Grouped and shown by labels the exporter sets, or the scrape adds (README).
+    labels = {label.strip() for expr in exprs
+              for group in re.findall(r"by \(([^)]*)\)", expr) for label in group.split(",")}
+    labels |= set(re.findall(r"(\w+)=~", " ".join(exprs)))
+    labels |= {name for p in dashboard["panels"] for t in p["targets"]
+               for name in re.findall(r"\{\{(\w+)\}\}", t["legendFormat"])}
+    assert labels <= {"kernel", "notebook", "le", "pod", "namespace"}, labels
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for need in ("memory per kernel", "memory per notebook", "room per pod", "budget trips",
+                 "memory deaths"):
+        assert need in titles
+
+
+def test_memory_deaths_counted_from_the_snapshot_and_live_events(tmp_path):
+    follower = follower_with_kernel(tmp_path, "nb.ipynb")
+    try:
+        postmortem = {"seq": 1, "time": 1.0, "event": "postmortem", "data": {"text": "died"}}
+        shrink = {"seq": 2, "time": 1.0, "event": "shrink", "data": {}}
+        follower._update({**sample(3), "kind": "snapshot", "recent_events": [postmortem, shrink]})
+        assert follower.kernels[KERNEL]["memory_deaths"] == 1
+        follower._update({**sample(4), "kind": "event", "event": "postmortem", "data": {}})
+        follower._update({**sample(5), "kind": "event", "event": "budget_trip", "data": {}})
+        assert follower.kernels[KERNEL]["memory_deaths"] == 2
+        exporter = Exporter([str(tmp_path)])
+        exporter.follower.close()
+        exporter.follower = follower
+        follower.kernels[KERNEL]["received"] = time.monotonic()
+        text = exporter.metrics()
+    finally:
+        follower.close()
+    assert ('memtamer_memory_deaths_total{kernel="%s",notebook="nb.ipynb"} 2' % KERNEL) in text
+    assert "# TYPE memtamer_memory_deaths_total counter" in text
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="making a file another user's needs root")
+def test_a_dead_kernels_file_another_user_owns_is_left_alone(tmp_path):
+    record = {"endpoint": f"ipc://{tmp_path}/x.sock", "pid": dead_pid(), "start_ticks": 1,
+              "kernel": "theirs", "cwd": "/w"}
+    path = tmp_path / "memtamer-theirs.json"
+    path.write_text(json.dumps(record))
+    os.chown(path, 65534, 65534)  # nobody's
+    assert telemetry.discover([str(tmp_path)]) == {}
+    assert path.exists()
+    os.chown(path, os.getuid(), os.getgid())
+    assert telemetry.discover([str(tmp_path)]) == {}
+    assert not path.exists()

@@ -12,6 +12,7 @@ from importlib import metadata
 from .export import add_export_command
 from .rules import add_check_command
 from .run import add_run_command
+from .telemetry import MissingDirectory
 from .watch import add_watch_command
 
 COMMANDS = (add_run_command, add_watch_command, add_export_command, add_check_command)
@@ -37,7 +38,11 @@ def main(argv=None):
         parser.print_usage(sys.stderr)
         print("memtamer: name a command (see --help), or use --version", file=sys.stderr)
         return 2
-    return args.run(args)
+    try:
+        return args.run(args)
+    except MissingDirectory as exc:
+        print(f"memtamer: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

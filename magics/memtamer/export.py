@@ -7,7 +7,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .telemetry import Follower, add_directories_argument, is_stale, printable
+from .telemetry import Follower, add_directories_argument, display_name, is_stale, printable
 
 # Upper bounds (bytes) of the cell peak histogram's buckets.
 PEAK_BUCKETS = tuple(2**20 * n for n in (1, 16, 64, 256, 1024, 4096, 16384))
@@ -48,6 +48,9 @@ COUNTERS = (
      lambda s: s.get("trips")),
     ("memtamer_telemetry_messages_lost_total", "Messages this exporter missed (sequence gaps).",
      lambda s: s.get("lost")),
+    ("memtamer_memory_deaths_total", "Earlier kernels of this notebook that memory ended (the OOM "
+     "killer, or close to the limit or budget), as this kernel's post-mortem reported them.",
+     lambda s: s.get("memory_deaths")),
 )
 
 
@@ -115,7 +118,8 @@ class Exporter:
             kernels = {k: dict(s) for k, s in self.follower.kernels.items()}
             histograms = {k: list(v) for k, v in self.histograms.items() if k in kernels}
             rejected = self.follower.rejected
-        out = ["# HELP memtamer_kernels Kernels found through their discovery files.",
+        out = ["# HELP memtamer_kernels Live kernels: those whose discovery file names a running "
+               "process.",
                "# TYPE memtamer_kernels gauge", f"memtamer_kernels {len(kernels)}",
                "# HELP memtamer_telemetry_rejected_total Malformed discovery files and messages "
                "this exporter skipped.",
@@ -123,7 +127,7 @@ class Exporter:
                f"memtamer_telemetry_rejected_total {rejected}",
                "# HELP memtamer_kernel_info The kernel's process and notebook.",
                "# TYPE memtamer_kernel_info gauge"]
-        labels = {k: f'kernel="{_label(k)}",notebook="{_label(s.get("notebook"))}"'
+        labels = {k: f'kernel="{_label(k)}",notebook="{_label(display_name(s))}"'
                   for k, s in kernels.items()}
         for kernel, state in sorted(kernels.items()):
             out.append(f'memtamer_kernel_info{{{labels[kernel]},pid="{state["pid"]}"}} 1')
@@ -179,14 +183,15 @@ def serve(port, address="127.0.0.1", directories=None, out=sys.stdout, err=sys.s
         def log_message(self, format, *args):  # noqa: A002 - the base class's name
             pass  # a scrape every few seconds would flood the terminal
 
+    exporter = Exporter(directories, err)  # first: a bad --dir says so before the port
     try:
         server = ThreadingHTTPServer((address, port), Handler)
     except OSError as exc:
+        exporter.follower.close()
         err.write(f"memtamer export: cannot listen on {address} port {port} "
                   f"({exc.strerror or exc}); choose another with --port, or --port 0 for "
                   "any free one\n")
         return 2
-    exporter = Exporter(directories, err)
     exporter.start()
     host, bound = server.server_address[:2]
     out.write(f"memtamer export: serving http://{host}:{bound}/metrics\n")

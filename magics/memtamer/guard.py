@@ -242,17 +242,32 @@ def ended_line(record):
             "shutdown)")
 
 
-def collect_postmortems(directory):
+# A dead kernel's record no kernel of its notebook collected within this long
+# is of no one's interest any more (the notebook moved or was deleted).
+POSTMORTEM_KEEP_SECONDS = 7 * 24 * 3600
+
+
+def collect_postmortems(directory, now=None):
     """The records this notebook's dead kernels left in directory, removed
     with the spill files each listed: each is reported once, to the
-    notebook's next kernel."""
+    notebook's next kernel.  Records of dead kernels older than
+    POSTMORTEM_KEEP_SECONDS are removed unreported."""
     records = []
+    now = time.time() if now is None else now
     for path in sorted(glob.glob(os.path.join(directory, "memtamer-*.guard"))):
         try:
             record = _core.postmortem_read(path)
         except OSError:
             continue
-        if record is None or record["alive"] or not record["same_notebook"]:
+        if record is None or record["alive"]:
+            continue
+        if now - record["updated"] > POSTMORTEM_KEEP_SECONDS:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            continue
+        if not record["same_notebook"]:
             continue
         record["spills_removed"] = spill_files.remove_listed(directory, record["pid"])
         records.append(record)

@@ -1,8 +1,12 @@
 """The kernel's telemetry publisher (C, in _core) and its discovery files.
 
 Each kernel with memtamer loaded publishes on a ZeroMQ socket of its own and
-advertises it in ``memtamer-<kernel id>.json`` next to its connection file.
-``memtamer watch`` and ``memtamer export`` find kernels through these files.
+advertises it in ``memtamer-<kernel id>.json`` in one per-user place, Jupyter's
+runtime directory, wherever its connection file is (a server's runtime
+directory, or the temp directory of nbclient, papermill or a KernelManager).
+``memtamer watch`` and ``memtamer export`` find kernels through these files;
+whoever first sees a kernel dead (they, or the next kernel) removes its file
+and socket.
 
 Settings (environment of the kernel):
   MEMTAMER_TELEMETRY=0            no publisher
@@ -32,6 +36,7 @@ import stat
 import sys
 import tempfile
 import time
+import uuid
 
 from . import _core
 
@@ -42,48 +47,134 @@ STALE_SECONDS = 3 * PROTOCOL["idle_ms"] / 1000
 # What a discovery file holds, typed as the protocol's fields are.
 DISCOVERY_FIELDS = {"endpoint": "string", "pid": "int", "start_ticks": "int?",
                     "kernel": "string", "cwd": "string?", "notebook": "string?",
-                    "names": "bool?", "curve_public_key": "string?"}
+                    "launcher": "string?", "pid_namespace": "string?", "names": "bool?",
+                    "curve_public_key": "string?"}
 OFF = ("0", "off", "no", "false")
 # sockaddr_un's sun_path holds 108 bytes with the NUL.
 IPC_PATH_MAX = 107
 
 
 def runtime_dir():
-    """Jupyter's runtime directory (where connection files live)."""
+    """The per-user place kernels advertise themselves in: Jupyter's runtime
+    directory ($JUPYTER_RUNTIME_DIR honoured), else, without jupyter_core, a
+    folder of the XDG runtime directory (or of the temp directory)."""
+    explicit = os.environ.get("JUPYTER_RUNTIME_DIR")
+    if explicit:
+        return explicit
     try:
         from jupyter_core.paths import jupyter_runtime_dir
-
-        return jupyter_runtime_dir()
     except ImportError:
-        return os.path.join(tempfile.gettempdir(), f"memtamer-{os.getuid()}")
+        base = os.environ.get("XDG_RUNTIME_DIR")
+        return (os.path.join(base, "memtamer") if base
+                else os.path.join(tempfile.gettempdir(), f"memtamer-{os.getuid()}"))
+    return jupyter_runtime_dir()
 
 
 def _connection_file():
-    """This kernel's connection file, or None outside a Jupyter kernel."""
-    try:
-        from ipykernel.kernelapp import IPKernelApp
-    except ImportError:
+    """This kernel's connection file, or None outside a Jupyter kernel.  Only
+    looks: ipykernel is imported where a kernel runs, never imported here."""
+    kernelapp = sys.modules.get("ipykernel.kernelapp")
+    traitlets = sys.modules.get("traitlets.config")
+    if kernelapp is None or traitlets is None:
         return None
-    from traitlets.config import Application
-
+    application = traitlets.Application
     # IPKernelApp.instance() raises where another application (a terminal
     # IPython's) is the singleton.
-    app = Application.instance() if Application.initialized() else None
-    return getattr(app, "abs_connection_file", None) if isinstance(app, IPKernelApp) else None
+    app = application.instance() if application.initialized() else None
+    if not isinstance(app, kernelapp.IPKernelApp):
+        return None
+    return getattr(app, "abs_connection_file", None)
 
 
-def kernel_identity():
-    """(kernel id, directory of the discovery file): the id from the
-    connection file's name ``kernel-<id>.json``, else ``pid-<pid>``."""
+def kernel_id():
+    """The id from the connection file's name ``kernel-<id>.json`` (a Jupyter
+    server's kernels); a fresh uuid for a kernel whose connection file has any
+    other name (a temp file's: nbclient, papermill, a KernelManager), ``pid-<pid>``
+    outside a kernel."""
     connection = _connection_file()
-    if connection:
-        name = os.path.basename(connection)
-        if name.startswith("kernel-") and name.endswith(".json"):
-            name = name[len("kernel-"):-len(".json")]
-        else:
-            name = os.path.splitext(name)[0]
-        return name, os.path.dirname(os.path.abspath(connection))
-    return f"pid-{os.getpid()}", runtime_dir()
+    if not connection:
+        return f"pid-{os.getpid()}"
+    name = os.path.basename(connection)
+    if name.startswith("kernel-") and name.endswith(".json") and len(name) > len("kernel-.json"):
+        return name[len("kernel-"):-len(".json")]
+    return str(uuid.uuid4())
+
+
+def _proc_text(pid, name):
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+# The launchers whose argv names the notebook their kernel runs; a server's
+# argv (``jupyter lab a.ipynb``) names a notebook it opened, not its kernels'.
+SERVER_COMMANDS = ("lab", "notebook", "server", "jupyter-lab", "jupyter-notebook",
+                   "jupyter-server")
+
+
+def launcher_notebook(pid):
+    """The notebook in the command line of process pid (the kernel's parent:
+    ``papermill in.ipynb out.ipynb``, ``jupyter nbconvert --execute a.ipynb``)
+    as an absolute path, else None (also for a Jupyter server)."""
+    cmdline = _proc_text(pid, "cmdline")
+    if not cmdline:
+        return None
+    argv = [arg.decode(errors="replace") for arg in cmdline.split(b"\0") if arg]
+    if any(os.path.basename(arg) in SERVER_COMMANDS for arg in argv[:3]):
+        return None
+    notebook = next((arg for arg in argv[1:] if arg.endswith(".ipynb")), None)
+    if notebook is None:
+        return None
+    try:
+        return os.path.join(os.readlink(f"/proc/{pid}/cwd"), notebook)
+    except OSError:
+        return None if not os.path.isabs(notebook) else notebook
+
+
+def launcher_name(pid):
+    """What started process pid, in a word: its script or command (``pytest``,
+    ``run_notebooks.py``), not the interpreter; None when unknown."""
+    cmdline = _proc_text(pid, "cmdline")
+    if not cmdline:
+        return None
+    argv = [arg.decode(errors="replace") for arg in cmdline.split(b"\0") if arg]
+    for i, arg in enumerate(argv):
+        name = os.path.basename(arg)
+        if name.startswith("python"):
+            continue
+        if arg == "-m" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg == "-c":
+            return "python -c"
+        if not arg.startswith("-"):
+            return name
+    return None
+
+
+def notebook_of_kernel(environ):
+    """(notebook, launcher) for the discovery file: the server's
+    JPY_SESSION_NAME, else the notebook the launcher's argv names, else None
+    with the launcher's name."""
+    session = environ.get("JPY_SESSION_NAME")
+    if session:
+        return session, None
+    parent = os.getppid()
+    return launcher_notebook(parent), launcher_name(parent)
+
+
+def display_name(state):
+    """What names a kernel for people and labels: the notebook's path as the
+    server gave it when relative (to its root), else its file name; without a
+    notebook, the working directory's name and the launcher (``work/ (pytest)``)."""
+    notebook = state.get("notebook")
+    if notebook:
+        return os.path.basename(notebook) if os.path.isabs(notebook) else notebook
+    cwd = state.get("cwd")
+    where = os.path.basename(cwd.rstrip("/")) + "/" if cwd else "-"
+    launcher = state.get("launcher")
+    return f"{where} ({launcher})" if launcher else where
 
 
 def default_endpoint(directory):
@@ -134,19 +225,29 @@ class Publisher:
     def start(self, environ=os.environ):
         if environ.get("MEMTAMER_TELEMETRY", "").lower() in OFF:
             return
-        kernel, directory = kernel_identity()
+        kernel, directory = kernel_id(), runtime_dir()
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            if not os.access(directory, os.W_OK | os.X_OK):
+                raise PermissionError(13, "not writable", directory)
+        except OSError as exc:
+            print(f"memtamer: no telemetry for this kernel: cannot write the runtime directory "
+                  f"{directory} ({exc.strerror or exc}); it still measures every cell. Set "
+                  "JUPYTER_RUNTIME_DIR to a folder of yours, or MEMTAMER_TELEMETRY=0",
+                  file=sys.stderr)
+            return
+        notebook, launcher = notebook_of_kernel(environ)
         endpoint = configured_endpoint(environ.get("MEMTAMER_TELEMETRY_ENDPOINT"), directory)
         names = environ.get("MEMTAMER_TELEMETRY_NAMES", "").lower() not in OFF
         curve_key = environ.get("MEMTAMER_TELEMETRY_CURVE_SECRET_KEY") or None
         try:
             bound = _core.telemetry_start(endpoint, kernel, names, curve_key)
-            os.makedirs(directory, mode=0o700, exist_ok=True)
             remove_stale(directory)
             self.path = os.path.join(directory, f"{DISCOVERY_PREFIX}{kernel}.json")
             _write_private(self.path, {
                 "endpoint": bound, "pid": self.pid, "start_ticks": start_ticks(self.pid),
-                "kernel": kernel, "cwd": os.getcwd(),
-                "notebook": environ.get("JPY_SESSION_NAME"), "names": names,
+                "kernel": kernel, "cwd": os.getcwd(), "pid_namespace": pid_namespace(),
+                "notebook": notebook, "launcher": launcher, "names": names,
                 "curve_public_key": _core.telemetry_status()["curve_public_key"],
             })
         except (OSError, ValueError) as exc:
@@ -181,10 +282,67 @@ def publish(kind, data):
         pass
 
 
+def _ipc_path(endpoint):
+    return endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else None
+
+
+def _listening(path):
+    """True when something accepts on the Unix socket at path, False when
+    nothing does (a socket left by a killed process), None when it cannot
+    be told (no socket there, or not ours to probe)."""
+    probe = socket.socket(socket.AF_UNIX)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        return False
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    return True
+
+
+def pid_namespace():
+    """This process's pid namespace ("pid:[4026531836]"), None when unknown."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
 def is_alive(record):
-    """Whether the kernel that wrote this discovery record still runs."""
+    """Whether the kernel that wrote this discovery record still runs: its pid
+    runs the process that wrote it; or, when the kernel's pid namespace is
+    not this process's (a sidecar's), its ipc socket accepts."""
+    theirs = record.get("pid_namespace")
+    if theirs is not None and theirs != pid_namespace():
+        path = _ipc_path(record.get("endpoint", ""))
+        return path is not None and _listening(path) is True
     ticks = start_ticks(record.get("pid", -1))
     return ticks is not None and ticks == record.get("start_ticks")
+
+
+def _ours(path, kind):
+    """Whether path is a file of this kind (stat.S_ISREG, S_ISSOCK) that this
+    user owns: what another user wrote is not ours to remove."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return kind(st.st_mode) and st.st_uid == os.getuid()
+
+
+def remove_dead(path, record):
+    """Removes a dead kernel's discovery file and its socket when this user
+    owns them (unless another process listens there now: a reused pid's
+    kernel binds the same path)."""
+    if not _ours(path, stat.S_ISREG):
+        return
+    _unlink(path)
+    socket_path = _ipc_path(record["endpoint"])
+    if (socket_path is not None and _ours(socket_path, stat.S_ISSOCK)
+            and _listening(socket_path) is False):
+        _unlink(socket_path)
 
 
 class Rejected(ValueError):
@@ -305,17 +463,10 @@ def remove_stale(directory):
     by the OOM killer cannot clean up after itself)."""
     for path, record in _records(directory):
         if not is_alive(record):
-            _unlink(path)
+            remove_dead(path, record)
     for path in glob.glob(os.path.join(directory, "memtamer", "*.sock")):
-        probe = socket.socket(socket.AF_UNIX)
-        try:
-            probe.connect(path)
-        except ConnectionRefusedError:
+        if _listening(path) is False:
             _unlink(path)
-        except OSError:
-            pass  # not a socket of ours, or not ours to judge
-        finally:
-            probe.close()
 
 
 def _unlink(path):
@@ -325,16 +476,37 @@ def _unlink(path):
         pass  # gone already, or not ours
 
 
+class MissingDirectory(OSError):
+    """A folder given with --dir that cannot be read."""
+
+
+def search_path(extra=None):
+    """Where to look for discovery files: the runtime directory (which need
+    not exist yet: no kernel has started), then each extra folder, which
+    must be readable (MissingDirectory names the first that is not)."""
+    directories = [runtime_dir()]
+    for directory in extra or ():
+        if not os.path.isdir(directory) or not os.access(directory, os.R_OK | os.X_OK):
+            reason = "no such folder" if not os.path.exists(directory) else (
+                "not a folder" if not os.path.isdir(directory) else "not readable")
+            raise MissingDirectory(f"--dir {directory}: {reason}")
+        if os.path.realpath(directory) not in map(os.path.realpath, directories):
+            directories.append(directory)
+    return directories
+
+
 def discover(directories=None, rejected=None):
     """{path: record} of the live kernels' discovery files in directories
-    (default: Jupyter's runtime directory); stale and unreadable ones are
-    skipped, and so are those that do not fit (rejected(path) is called for
-    each)."""
+    (default: search_path()); the files of dead kernels are removed with
+    their sockets, unreadable ones skipped, and so are those that do not fit
+    (rejected(path) is called for each)."""
     found = {}
-    for directory in directories or [runtime_dir()]:
+    for directory in directories or search_path():
         for path, record in _records(directory, rejected):
             if is_alive(record):
                 found[path] = record
+            else:
+                remove_dead(path, record)
     return found
 
 
@@ -346,7 +518,9 @@ class Follower:
     """Subscribes to every kernel found through the discovery files and keeps
     the latest state of each: ``kernels`` maps kernel id to a dict of the last
     sample's figures, the running cell, the last cell's record, the trips,
-    ``lost`` (messages missed, from the gaps in sequence numbers) and
+    ``lost`` (messages missed, from the gaps in sequence numbers),
+    ``memory_deaths`` (post-mortems it reported: earlier kernels of its
+    notebook that memory ended), ``greeted`` (its snapshot came) and
     ``received`` (time.monotonic() of its last message).  ``rejected`` counts
     the discovery files and messages that did not fit the protocol, skipped.
     Used by ``memtamer watch`` and ``memtamer export``."""
@@ -355,7 +529,7 @@ class Follower:
         import zmq
 
         self.zmq = zmq
-        self.directories = directories
+        self.directories = search_path(directories)
         self.context = context or zmq.Context.instance()
         self.socket = self._subscriber()  # for the kernels that send in the clear
         self.encrypted = {}  # discovery path -> a socket of its own (CurveZMQ)
@@ -400,8 +574,10 @@ class Follower:
                 self.kernels[record["kernel"]] = {
                     "kernel": record["kernel"], "pid": record["pid"],
                     "notebook": record.get("notebook"), "cwd": record.get("cwd"),
+                    "launcher": record.get("launcher"),
                     "endpoint": record["endpoint"], "seq": None, "lost": 0,
                     "running": None, "last_cell": None, "received": None,
+                    "memory_deaths": 0, "greeted": False,
                 }
         self.rescanned = time.monotonic()
 
@@ -466,8 +642,17 @@ class Follower:
         if kind in ("sample", "snapshot"):
             state.update({key: message.get(key) for key in SAMPLE_FIELDS})
             state["updated"] = message["time"]
-        if kind == "snapshot" and message.get("last_cell"):
-            state["last_cell"] = message["last_cell"]
+        if kind == "snapshot":
+            state["greeted"] = True
+            if message.get("last_cell"):
+                state["last_cell"] = message["last_cell"]
+            # Events before this follower connected; max(): one it also
+            # received live is counted once.
+            reported = sum(1 for event in message["recent_events"]
+                           if isinstance(event, dict) and event.get("event") == "postmortem")
+            state["memory_deaths"] = max(state["memory_deaths"], reported)
+        elif kind == "event" and message["event"] == "postmortem":
+            state["memory_deaths"] += 1
         elif kind == "cell":
             state["last_cell"] = message["record"]
             state["cells"], state["trips"] = message["cells"], message["trips"]
@@ -499,5 +684,5 @@ SAMPLE_FIELDS = tuple(name for name in PROTOCOL["kinds"]["sample"]
 def add_directories_argument(parser):
     """The --dir option watch and export share."""
     parser.add_argument("--dir", action="append", dest="directories", metavar="DIR",
-                        help="where to look for discovery files (repeatable; default: "
-                             "Jupyter's runtime directory)")
+                        help="another folder to look for discovery files in, besides "
+                             "Jupyter's runtime directory (repeatable)")
