@@ -398,8 +398,9 @@ def explain(variable):
     if size < WHY_MIN_BYTES or freed is None or freed * 2 > size:
         return None
     if variable["holders"]:
+        holders = _holder_labels(variable["holders"])
         return (f"del {name} would free {format_size(freed)}: "
-                f"{_join_names(_holder_labels(variable['holders']))} also hold it")
+                f"{_join_names(holders)} also hold{'s' if len(holders) == 1 else ''} it")
     # Named variables explain more than the output cache does.
     for share in sorted(variable["shares"], key=lambda s: not s["variable"]):
         shared = format_size(share["bytes"])
