@@ -38,7 +38,10 @@ def report():
 
 def deep_size(obj, budget=None):
     """Bytes reachable from obj, each buffer counted once (numpy views count
-    their base once, pandas objects their arrays and Python objects).
+    their base once, pandas objects their arrays and Python objects; Arrow,
+    polars and torch data, and other exporters of the buffer protocol,
+    ``__array_interface__`` or ``__dlpack__``, by the address of each buffer,
+    whichever library's object reaches it).
 
     With a budget in seconds, a walk cut short raises TimeoutError whose
     ``at_least`` attribute holds the figure so far: never a silent undercount.
