@@ -101,6 +101,22 @@ mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(mt_cell_numpy_imported__doc__,
+             "cell_numpy_imported(): numpy has just been imported by the running cell: its "
+             "buffers are counted, attributed and guarded from now on, as in any later cell.");
+static PyObject *
+mt_cell_numpy_imported(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_state *st = mt_get_state(module);
+    /* Between cells the next cell_begin installs the handler; a cell that
+     * imported numpy before has it already. */
+    if (st->cells.window.open && st->numpy_previous == NULL &&
+        mt_heap_numpy_begin(&st->numpy_previous) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 const char *
 mt_cell_children_method_name(mt_children_method method)
 {
@@ -323,5 +339,6 @@ PyMethodDef mt_cell_methods[] = {
     {"cell_end", (PyCFunction)(void (*)(void))mt_cell_end, METH_FASTCALL, mt_cell_end__doc__},
     {"cells", mt_cell_history, METH_NOARGS, mt_cell_history__doc__},
     {"clear_cells", mt_cell_clear, METH_NOARGS, mt_cell_clear__doc__},
+    {"cell_numpy_imported", mt_cell_numpy_imported, METH_NOARGS, mt_cell_numpy_imported__doc__},
     {NULL, NULL, 0, NULL},
 };

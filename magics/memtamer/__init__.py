@@ -68,6 +68,7 @@ class _Extension:
         self.rules = None
         self.user_ns = None  # the namespace the ledger follows
         self.publisher = None
+        self.numpy_hook = None
         self._warned = set()
 
     def report(self):
@@ -77,7 +78,11 @@ class _Extension:
         from .magics import MemtamerMagics
         from .restore import StopCell
 
+        from .numpy_import import NumpyImportHook
+
         _core.install_hooks()
+        self.numpy_hook = NumpyImportHook(self._warn_once)
+        self.numpy_hook.install()
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
         self.stop_cell = StopCell()
@@ -136,6 +141,7 @@ class _Extension:
         if self.publisher is not None:
             self.publisher.stop()
         _core.ledger_detach()
+        self.numpy_hook.uninstall()
         self.shell.events.unregister("pre_run_cell", self.pre_run_cell)
         self.shell.events.unregister("post_run_cell", self.post_run_cell)
         registered = self.shell.magics_manager.magics
