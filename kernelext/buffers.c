@@ -699,6 +699,48 @@ mt_buffers_kind_of(PyTypeObject *tp)
     return MT_BUFFERS_NONE;
 }
 
+/* A method's integer result, -1 on failure (exception set). */
+static long long
+call_for_size(PyObject *o, const char *method)
+{
+    PyObject *r = PyObject_CallMethod(o, method, NULL);
+    long long n = r != NULL && PyLong_Check(r) ? PyLong_AsLongLong(r) : -1;
+    if (r != NULL && !PyLong_Check(r)) {
+        PyErr_Format(PyExc_TypeError, "%s() did not return an int", method);
+    }
+    Py_XDECREF(r);
+    return n;
+}
+
+int
+mt_buffers_arrow_pool(mt_buffers_pool *out)
+{
+    MT_ASSERT_GIL();
+    PyObject *pool = NULL;
+    int rc = -1;
+    out->allocated = out->peak = 0;
+    PyObject *name = PyUnicode_FromString("pyarrow");
+    PyObject *pyarrow = name ? PyImport_GetModule(name) : NULL;
+    Py_XDECREF(name);
+    if (pyarrow == NULL || pyarrow == Py_None) {
+        rc = PyErr_Occurred() ? -1 : 0;
+        goto done;
+    }
+    pool = PyObject_CallMethod(pyarrow, "default_memory_pool", NULL);
+    if (pool != NULL && (out->allocated = call_for_size(pool, "bytes_allocated")) >= 0 &&
+        (out->peak = call_for_size(pool, "max_memory")) >= 0) {
+        rc = 1;
+    }
+done:
+    if (rc < 0) {
+        PyErr_Clear();
+        out->allocated = out->peak = 0;
+    }
+    Py_XDECREF(pyarrow);
+    Py_XDECREF(pool);
+    return rc;
+}
+
 PyDoc_STRVAR(mt_buffers_py_ranges__doc__,
              "buffer_ranges(obj) -> [(address, bytes), ...]: the memory of obj's buffers as the "
              "walker counts it (Arrow, torch, buffer protocol, __array_interface__, __dlpack__), "

@@ -203,3 +203,20 @@ def test_torch_tensors():
     assert deep_size([a, torch.from_numpy(a)]) == pytest.approx(a.nbytes, rel=0.01)
     # a sparse tensor has no storage: its header, and no error
     assert deep_size(t.to_sparse()) >= 0
+
+
+def test_peak_title_says_what_is_outside_the_allocators_read():
+    from memtamer.render import peak_text
+
+    MiB = 1024**2
+    composition = {"at": 100 * MiB, "attributed": 100 * MiB, "block_threshold": MiB,
+                   "groups": []}
+    record = {"cell": 3, "peak_increment": 500 * MiB, "peak_composition": composition,
+              "arrow_peak_increment": 300 * MiB}
+    title = peak_text(record)[0]
+    assert "+300 MiB in Arrow's pool" in title
+    assert title.endswith("; 100 MiB outside Python's, numpy's and Arrow's allocators")
+    record["arrow_peak_increment"] = None  # unknown (or no pyarrow): not counted
+    assert peak_text(record)[0].endswith("; 400 MiB outside Python's and numpy's allocators")
+    record["peak_increment"] = 90 * MiB  # all of it counted: nothing to say
+    assert "outside" not in peak_text(record)[0]

@@ -74,3 +74,27 @@ def test_torch_tensor_and_its_numpy_array(kernel):
     assert got["a"]["why"].startswith("del a would free") and "ta" in got["a"]["why"]
     assert got["ta"]["why"].endswith(": a also holds it")
     kernel.run("del a, ta, x")
+
+
+def test_cells_carry_arrows_pool(fresh_kernel):
+    k = fresh_kernel
+    k.run("%load_ext memtamer")
+    k.run("%memtamer --notice off")
+    k.run("x = 1")
+    assert k.last_cell()["arrow_retained"] is None  # no pyarrow, no column
+    assert "Arrow" not in k.run("%memreport")["data"][0]["text/plain"]
+    k.run("import numpy as np, pyarrow as pa\nt = pa.table({'a': np.random.random(2**24)})")
+    # a 384 MiB temporary from Arrow's pool, then 256 MiB kept in it
+    k.run("c = pa.concat_tables([t, t, t]).combine_chunks()\ndel c")
+    cell = k.last_cell()
+    assert cell["arrow_peak_increment"] == pytest.approx(3 * 128 * MiB, rel=0.01)
+    assert abs(cell["arrow_retained"]) < MiB
+    before = k.query("pa.total_allocated_bytes()")
+    k.run("kept = pa.concat_tables([t, t]).combine_chunks()")
+    cell = k.last_cell()
+    assert cell["arrow_retained"] == k.query("pa.total_allocated_bytes()") - before
+    assert cell["arrow_retained"] == pytest.approx(256 * MiB, rel=0.01)
+    # under the pool's old high: its peak in this cell cannot be known
+    assert cell["arrow_peak_increment"] is None
+    table = k.run("%memreport")["data"][0]["text/plain"]
+    assert "Arrow peak +" in table and "Arrow retained" in table

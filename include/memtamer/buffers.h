@@ -62,6 +62,19 @@ int mt_buffers_collect(PyObject *o, mt_buffers_kind kind, mt_buffer_ranges *out)
 
 void mt_buffer_ranges_free(mt_buffer_ranges *r);
 
+/* Arrow's default memory pool: what it holds now and the most it ever held
+ * (pyarrow's bytes_allocated and max_memory; the pool cannot reset its
+ * peak, so a cell's own peak is known only when it passes the old one). */
+typedef struct {
+    long long allocated, peak;
+} mt_buffers_pool;
+
+/* 1 with the pool's figures in *out; 0 with zeros when pyarrow is not
+ * imported (memtamer never imports it: a pool not yet made holds nothing);
+ * -1 when pyarrow would not say (its error is cleared: the figures are
+ * only missing). */
+int mt_buffers_arrow_pool(mt_buffers_pool *out);
+
 /* The _core methods buffers.c defines. */
 extern PyMethodDef mt_buffers_methods[];
 

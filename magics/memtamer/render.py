@@ -15,13 +15,19 @@ CELL_COLUMNS = (
     ("RSS after", "rss_after", False),
     ("heap peak +", "heap_peak_increment", True),
     ("numpy peak +", "numpy_peak_increment", True),
+    ("Arrow peak +", "arrow_peak_increment", True),
+    ("Arrow retained", "arrow_retained", True),
     ("children", "children_peak", False),
     ("time", "seconds", None),
     ("source", "first_line", None),
 )
 # Narrow terminals: the order in which cell columns go, and the columns cut
 # with an ellipsis (down to the given width) rather than dropped.
-CELL_DROP_ORDER = ("heap peak +", "numpy peak +", "children", "time", "RSS after")
+CELL_DROP_ORDER = ("Arrow retained", "Arrow peak +", "heap peak +", "numpy peak +", "children",
+                   "time", "RSS after")
+# Columns shown only when some cell has the figure (Arrow's pool: once
+# pyarrow is imported).
+CELL_IF_ANY = ("arrow_retained",)
 CELL_CUTTABLE = {"source": 16}
 INDENT = "  "
 ELLIPSIS = "…"
@@ -77,7 +83,7 @@ def _layout(headings, rows, width, drop_order, cuttable):
     shown = list(range(len(headings)))
     if width is None:
         return shown, natural
-    dropped = [headings.index(h) for h in drop_order]
+    dropped = [headings.index(h) for h in drop_order if h in headings]
     while True:
         cut = [i for i in shown if headings[i] in cuttable]
         fixed = sum(natural[i] for i in shown if i not in cut) + len(INDENT) * (len(shown) - 1)
@@ -122,8 +128,17 @@ def _wrapped(text, width, first=INDENT, rest=INDENT * 2):
                          break_long_words=False, break_on_hyphens=False)
 
 
+def cell_columns(cells):
+    """CELL_COLUMNS less the optional ones no cell has a figure for."""
+    absent = {key for key in CELL_IF_ANY if all(c.get(key) is None for c in cells)}
+    if "arrow_retained" in absent:
+        absent.add("arrow_peak_increment")
+    return [column for column in CELL_COLUMNS if column[1] not in absent]
+
+
 def cell_rows(cells):
-    return [[_cell_value(c, key, signed) for _, key, signed in CELL_COLUMNS] for c in cells]
+    columns = cell_columns(cells)
+    return [[_cell_value(c, key, signed) for _, key, signed in columns] for c in cells]
 
 
 def _room(width):
@@ -131,7 +146,7 @@ def _room(width):
 
 
 def cells_text(cells, title, width=None):
-    headings = [h for h, _, _ in CELL_COLUMNS]
+    headings = [h for h, _, _ in cell_columns(cells)]
     if not cells:
         return [title] + _wrapped("(no cells measured yet: memtamer measures the cells run "
                                   "after it is loaded)", width)
@@ -169,7 +184,7 @@ def _svg_chart(cells, width=560, height=120):
 def cells_html(cells, title):
     if not cells:
         return f"<p><b>{html.escape(title)}</b>: no cells measured yet.</p>"
-    head = "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in CELL_COLUMNS)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in cell_columns(cells))
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
         for row in cell_rows(cells)
@@ -270,13 +285,31 @@ def peak_row(group):
             format_size(group["kept"]), str(group["blocks"]), group.get("text") or ""]
 
 
+def _outside(record, counted):
+    """'; 300 MiB outside Python's, numpy's and Arrow's allocators': what of
+    the RSS peak no allocator memtamer reads accounts for ('' when none or
+    unknown).  Arrow's pool counts where its peak in the cell is known."""
+    increment = record.get("peak_increment")
+    arrow = record.get("arrow_peak_increment")
+    if increment is None:
+        return ""
+    rest = increment - counted - (arrow or 0)
+    if rest <= 0:
+        return ""
+    allocators = "Python's, numpy's and Arrow's" if arrow is not None else "Python's and numpy's"
+    return f"; {format_size(rest)} outside {allocators} allocators"
+
+
 def _peak_title(record):
     composition = record["peak_composition"]
+    arrow = record.get("arrow_peak_increment")
     return (f"peak of cell {_cell_text(record.get('cell'))}: "
             f"{format_size(record.get('peak_increment'), signed=True)} (RSS), "
             f"{format_size(composition['at'], signed=True)} counted at its highest, "
             f"{format_size(composition['attributed'])} of it in blocks of "
-            f"{format_size(composition['block_threshold'])} or more")
+            f"{format_size(composition['block_threshold'])} or more"
+            + (f"; {format_size(arrow, signed=True)} in Arrow's pool" if arrow else "")
+            + _outside(record, composition["at"]))
 
 
 def peak_text(record):
