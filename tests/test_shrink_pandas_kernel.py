@@ -1,0 +1,75 @@
+"""%shrink downcast of pandas 3 frames (Arrow strings, Arrow-backed numbers)
+in a real kernel: small shared metadata refuses nothing, a dry run or a
+refusal converts nothing (no memory), and Arrow or polars data get the true
+reason."""
+
+import pytest
+
+from conftest import MiB
+
+pytest.importorskip("pyarrow")
+
+ROWS = 2**24  # a float64 column of 128 MiB
+
+
+@pytest.fixture(scope="module")
+def frames(kernel):
+    kernel.run("%memtamer --notice off")
+    kernel.run("import numpy as np, pandas as pd, polars as pl")
+    kernel.run(f"base = pd.DataFrame({{'x': np.random.random({ROWS}),"
+               f" 's': np.array(['red', 'green', 'blue'])[np.random.randint(0, 3, {ROWS})]}})")
+    assert kernel.query("str(base['s'].dtype)") == "str"
+    return kernel
+
+
+def test_dry_run_and_refusal_convert_nothing(frames):
+    frames.run("df = base.copy()\nkeep = [df]")
+    out = frames.run("%shrink downcast df --dry-run")["data"][0]["text/plain"]
+    assert "dry run" in out and "x: float64 → float32" in out and "s: str → category" in out
+    cell = frames.last_cell()
+    # converting the columns first cost +192 MiB; the plan reads them in place
+    assert cell["numpy_peak_increment"] < MiB and cell["peak_increment"] < 16 * MiB, cell
+    out = frames.run("%shrink downcast df")["data"][0]["text/plain"]
+    assert "REFUSED" in out and "keep" in out
+    cell = frames.last_cell()
+    assert cell["numpy_peak_increment"] < MiB and cell["peak_increment"] < 16 * MiB, cell
+    assert frames.query("str(df['x'].dtype)") == "float64"
+    frames.run("del df, keep")
+
+
+def test_small_shared_metadata_refuses_nothing(frames):
+    # df shares base's immutable pieces (its RangeIndex); the strings go to
+    # category and the floats to float32 beside them
+    frames.run("small = base.iloc[:2**20].copy()\ndf = small[['x']].copy()\n"
+               "df['s'] = small['s'].to_numpy()")
+    out = frames.run("%shrink downcast df")["data"][0]["text/plain"]
+    assert "REFUSED" not in out, out
+    assert frames.query("str(df.dtypes.to_dict())") == "{'x': dtype('float32'), 's': " \
+        "CategoricalDtype(categories=['blue', 'green', 'red'], ordered=False, " \
+        "categories_dtype=str)}"
+    assert frames.query("bool((df['s'].astype(str) == small['s']).all())")
+    assert frames.query("bool(np.allclose(df['x'], small['x'], rtol=1e-3))")
+    frames.run("del df, small")
+
+
+def test_arrow_backed_numbers(frames):
+    frames.run("a = pd.DataFrame({'x': pd.array(base['x'].to_numpy(), dtype='double[pyarrow]')})")
+    out = frames.run("%shrink downcast a")["data"][0]["text/plain"]
+    assert "x: double[pyarrow] → float32[pyarrow]" in out, out
+    assert frames.query("str(a['x'].dtype)") == "float[pyarrow]"
+    assert frames.query("bool(np.allclose(a['x'].to_numpy(), base['x'].to_numpy(), rtol=1e-3))")
+    # nulls would make the check read a copy: left as is, and said so
+    frames.run("n = pd.DataFrame({'x': pd.array([1.5, None] * 1000, dtype='double[pyarrow]')})")
+    out = frames.run("%shrink downcast n")["data"][0]["text/plain"]
+    assert "REFUSED" in out and "nulls" in out
+    assert frames.query("str(n['x'].dtype)") == "double[pyarrow]"
+    frames.run("del a, n")
+
+
+def test_polars_gets_the_true_reason(frames):
+    frames.run("p = pl.DataFrame({'x': np.ones(10)})")
+    err = frames.run("%shrink downcast p", allow_error=True)["error"]
+    assert err["ename"] == "UsageError"
+    assert "p is a polars DataFrame" in err["evalue"] and "compress or spill" in err["evalue"]
+    frames.run("%shrink compress p")
+    assert frames.query("p.equals(pl.DataFrame({'x': np.ones(10)}))")
