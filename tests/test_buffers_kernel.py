@@ -98,3 +98,16 @@ def test_cells_carry_arrows_pool(fresh_kernel):
     assert cell["arrow_peak_increment"] is None
     table = k.run("%memreport")["data"][0]["text/plain"]
     assert "Arrow peak +" in table and "Arrow retained" in table
+
+
+def test_del_of_arrow_data_returns_the_pools_pages(fresh_kernel):
+    k = fresh_kernel
+    k.run("%load_ext memtamer")
+    k.run("%memtamer --notice off")
+    k.run("import numpy as np, pyarrow as pa\nt0 = pa.table({'a': np.random.random(2**24)})")
+    k.run("t = pa.concat_tables([t0, t0]).combine_chunks()")  # 256 MiB from Arrow's pool
+    assert k.query("pa.total_allocated_bytes()") == 256 * MiB
+    out = k.run("%shrink del t")["data"][0]["text/plain"]
+    assert "Arrow's pool gave" in out, out
+    # the pool kept the freed pages for reuse: RSS shows them come back
+    assert k.last_cell()["retained"] == pytest.approx(-256 * MiB, rel=0.05)

@@ -611,7 +611,24 @@ def _delete(shell, ns, name, options, progress):
     del ns[name]
     gc.collect()
     _core.trim()
+    returned = _release_arrow_pool()
+    if returned:
+        row["reason"] = "; ".join(filter(None, [row["reason"], f"Arrow's pool gave "
+                                                f"{format_size(returned)} back to the OS"]))
     return row
+
+
+def _release_arrow_pool():
+    """Asks Arrow's pool, which keeps freed pages for reuse (mimalloc,
+    jemalloc), to return them: the RSS that came back, or None without
+    pyarrow (never imported here)."""
+    pa = sys.modules.get("pyarrow")
+    if pa is None:
+        return None
+    before = _core.process()["rss"]
+    pa.default_memory_pool().release_unused()
+    after = _core.process()["rss"]
+    return before - after if before is not None and after is not None else None
 
 
 # action -> (the check run for every name first, the action); the options
