@@ -66,13 +66,29 @@ def test_arrow_backed_numbers(frames):
     frames.run("del a, n")
 
 
-def test_polars_gets_the_true_reason(frames):
-    frames.run("p = pl.DataFrame({'x': np.ones(10)})")
-    err = frames.run("%shrink downcast p", allow_error=True)["error"]
-    assert err["ename"] == "UsageError"
-    assert "p is a polars DataFrame" in err["evalue"] and "compress or spill" in err["evalue"]
-    frames.run("%shrink compress p")
-    assert frames.query("p.equals(pl.DataFrame({'x': np.ones(10)}))")
+def test_polars_frames(frames):
+    rows = 2**22  # polars keeps strings as 16-byte views: 64 MiB of them
+    frames.run(f"x = np.random.random({rows})\n"
+               f"p = pl.DataFrame({{'x': x, 's': ['red', 'green', 'blue', 'grey'] * {rows // 4},"
+               f" 'n': [1.5, None] * {rows // 2}}})")
+    size = frames.query("p.estimated_size()")
+    out = frames.run("%shrink downcast p --dry-run")["data"][0]["text/plain"]
+    assert "x: Float64 → Float32" in out and "s: String → Categorical" in out, out
+    assert "n: nulls" in out  # numpy would read a copy: left, and said so
+    cell = frames.last_cell()
+    assert cell["peak_increment"] < 16 * MiB, cell  # the plan reads in place
+    frames.run("%shrink downcast p")
+    assert frames.query("str(p.schema)") == \
+        "Schema([('x', Float32), ('s', Categorical), ('n', Float64)])"
+    assert frames.query("p.estimated_size()") < size
+    assert frames.query("bool(np.allclose(p['x'].to_numpy(), x, rtol=1e-3))")
+    assert frames.query("p['s'].cast(pl.String).to_list()[:4]") == ["red", "green", "blue", "grey"]
+    # pyarrow tables get the true reason
+    frames.run("import pyarrow as pa\nat = pa.table({'x': np.ones(10)})")
+    err = frames.run("%shrink downcast at", allow_error=True)["error"]
+    assert err["ename"] == "UsageError" and "at is a pyarrow Table" in err["evalue"]
+    assert "compress or spill" in err["evalue"]
+    frames.run("del p, at, x")
 
 
 def test_compress_round_trips_arrow_data(frames):

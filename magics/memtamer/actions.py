@@ -254,25 +254,88 @@ def _downcast_pandas(shell, ns, name, options):
     return dict(row, status="done")
 
 
+def _polars_kind(value):
+    pl = sys.modules.get("polars")
+    return pl is not None and isinstance(value, (pl.DataFrame, pl.Series))
+
+
+def _downcast_polars(shell, ns, name, options):
+    """A polars frame or series: numeric columns whose values numpy can read
+    in place (no nulls, one chunk) by the same plan as arrays, low-cardinality
+    strings to Categorical.  Nothing is converted before every check has
+    passed; the result is a new frame (polars columns are immutable)."""
+    import numpy as np
+    import polars as pl
+
+    held = [r for r in _core.inplace_check(ns, name) if r[0] == "held"]
+    original = ns[name]
+    series = isinstance(original, pl.Series)
+    frame = original.to_frame() if series else original
+    before = int(original.estimated_size())
+    casts, changes, notes, saved = {}, [], [], 0
+    for column in frame.get_columns():
+        dtype = column.dtype
+        if dtype.is_numeric():
+            try:
+                values = column.to_numpy(allow_copy=False)
+            except RuntimeError:
+                notes.append(f"{column.name}: nulls or several chunks would make numpy's view a "
+                             f"copy: left as is")
+                continue
+            to = options["to"]
+            if values.dtype.kind in "iu" and to in ("float32", "float16"):
+                to = "auto"
+            plan = _core_call(_core.downcast_plan, values, to=to, rtol=options["rtol"],
+                              narrow=options["narrow"])
+            if not plan["target"]:
+                notes.append(f"{column.name}: {plan['reason']}")
+                continue
+            target = pl.Series(np.empty(0, plan["target"])).dtype
+            casts[column.name] = target
+            changes.append(f"{column.name}: {dtype} → {target}")
+            notes.append(_kept(plan, options) or plan["warning"])
+            saved += values.nbytes - len(values) * np.dtype(plan["target"]).itemsize
+        elif dtype == pl.String and len(column) and \
+                column.n_unique() <= CATEGORY_MAX_FRACTION * len(column):
+            casts[column.name] = pl.Categorical
+            changes.append(f"{column.name}: {dtype} → Categorical")
+    row = {"detail": "; ".join(changes) or "no column could shrink",
+           "reason": "; ".join(filter(None, notes)) or None, "in_place": False,
+           "bytes_before": before}
+    if not changes:
+        return _refused(row, row["reason"] or "no numeric or low-cardinality string column to shrink")
+    if options["dry_run"]:
+        return dict(row, status="dry-run", bytes_after=max(before - saved, 0))
+    if held and not options["copy"]:
+        return _refused(row, "other references keep the original alive (add --copy): " +
+                        refusal_text(shell, ns, name, held))
+    new = frame.with_columns(pl.col(c).cast(t) for c, t in casts.items())
+    new = new.to_series() if series else new
+    row["bytes_after"] = int(new.estimated_size())
+    ns[name] = new
+    return dict(row, status="done")
+
+
 def _downcast_refusal(shell, ns, name, options):
     kind = type(ns[name])
-    pandas = _pandas_kind(ns[name])
+    pandas = _pandas_kind(ns[name]) or _polars_kind(ns[name])
     if not pandas and not _is_ndarray(ns[name]):
         library = kind.__module__.split(".")[0]
-        if library in ("polars", "pyarrow"):
-            raise UsageError(f"%shrink downcast: {name} is a {library} {kind.__name__}; downcast "
-                             f"takes numpy arrays and pandas DataFrames/Series and does not "
-                             f"convert {library} data yet (%shrink compress or spill take it)")
+        if library == "pyarrow":
+            raise UsageError(f"%shrink downcast: {name} is a pyarrow {kind.__name__}; downcast "
+                             f"takes numpy arrays, pandas and polars DataFrames/Series and does "
+                             f"not convert pyarrow data yet (%shrink compress or spill take it)")
         hint = " (try %shrink pack)" if kind in (list, tuple) else ""
         raise UsageError(f"%shrink downcast: {name} is a {kind.__name__}; downcast takes numpy "
-                         f"arrays and pandas DataFrames/Series{hint}")
+                         f"arrays, pandas and polars DataFrames/Series{hint}")
     shared = _shared_refusal(shell, ns, name)
     if len(options["together"]) == 1 and not shared:
         # Alone, it needs no conversion planned here: the action refuses by
         # itself before it changes anything (and scans the values holding the GIL).
         return None
     if pandas:
-        row = _downcast_pandas(shell, ns, name, dict(options, dry_run=True))
+        frames = _downcast_polars if _polars_kind(ns[name]) else _downcast_pandas
+        row = frames(shell, ns, name, dict(options, dry_run=True))
         return _refused(row, shared) if shared else row if row["status"] == "refused" else None
     row = _downcast_row(shell, ns, name, options, dry_run=True)
     if row["status"] == "dry-run" and row["refusals"] and not options["copy"]:
@@ -283,6 +346,8 @@ def _downcast_refusal(shell, ns, name, options):
 
 
 def _downcast(shell, ns, name, options, progress):
+    if _polars_kind(ns[name]):
+        return _downcast_polars(shell, ns, name, options)
     if _pandas_kind(ns[name]):
         return _downcast_pandas(shell, ns, name, options)
     return _downcast_row(shell, ns, name, options, options["dry_run"])
