@@ -90,6 +90,7 @@ mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     mt_probe_children_begin(st->probe, &w->children);
     Py_XSETREF(w->source, Py_NewRef(args[1]));
+    w->arrow_known = mt_buffers_arrow_pool(&w->arrow) >= 0;
     mt_heap_reset_peaks(&w->python, &w->numpy);
     mt_peaks_cell_begin(st->ledger.user_ns, w->python.current + w->numpy.current);
     w->started = mt_monotonic_seconds();
@@ -98,6 +99,22 @@ mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     w->open = 1;
     mt_guard_cell_begin(module, w->cell, w->first_line, w->rss_before);
     mt_telemetry_cell_begin(module, w->cell, w->first_line, w->rss_before);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(mt_cell_numpy_imported__doc__,
+             "cell_numpy_imported(): numpy has just been imported by the running cell: its "
+             "buffers are counted, attributed and guarded from now on, as in any later cell.");
+static PyObject *
+mt_cell_numpy_imported(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_state *st = mt_get_state(module);
+    /* Between cells the next cell_begin installs the handler; a cell that
+     * imported numpy before has it already. */
+    if (st->cells.window.open && st->numpy_previous == NULL &&
+        mt_heap_numpy_begin(&st->numpy_previous) < 0) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -157,6 +174,12 @@ record_dict(const mt_cell_record *r)
             0 ||
         mt_set(d, "heap_peak_increment", mt_size_or_none(r->heap_peak_increment)) < 0 ||
         mt_set(d, "numpy_peak_increment", mt_size_or_none(r->numpy_peak_increment)) < 0 ||
+        mt_set(d, "arrow_peak_increment",
+               r->arrow_counted ? mt_size_or_none(r->arrow_peak_increment) : Py_NewRef(Py_None)) <
+            0 ||
+        mt_set(d, "arrow_retained",
+               r->arrow_counted ? PyLong_FromLongLong(r->arrow_retained) : Py_NewRef(Py_None)) <
+            0 ||
         mt_set(d, "children_peak", mt_size_or_none(r->children_peak)) < 0 ||
         mt_set(d, "children_rss_peak", mt_size_or_none(r->children_rss_peak)) < 0 ||
         mt_set(d, "children_method",
@@ -217,6 +240,8 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     double ended = mt_monotonic_seconds();
     mt_heap_read(&python, &numpy);
+    mt_buffers_pool arrow;
+    int arrow_counted = w->arrow_known && mt_buffers_arrow_pool(&arrow) == 1;
     int numpy_counted = st->numpy_previous != NULL;
     PyObject *previous = st->numpy_previous;
     st->numpy_previous = NULL;
@@ -243,6 +268,10 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     r.peak_rss = peak;
     r.heap_peak_increment = mt_heap_installed() ? python.peak - w->python.current : -1;
     r.numpy_peak_increment = numpy_counted ? numpy.peak - w->numpy.current : -1;
+    r.arrow_counted = arrow_counted;
+    r.arrow_retained = arrow_counted ? arrow.allocated - w->arrow.allocated : 0;
+    r.arrow_peak_increment =
+        arrow_counted && arrow.peak > w->arrow.peak ? arrow.peak - w->arrow.allocated : -1;
     children_figures(st->probe, &w->children, &r);
     r.seconds = ended - w->started;
     r.failed = failed;
@@ -313,5 +342,6 @@ PyMethodDef mt_cell_methods[] = {
     {"cell_end", (PyCFunction)(void (*)(void))mt_cell_end, METH_FASTCALL, mt_cell_end__doc__},
     {"cells", mt_cell_history, METH_NOARGS, mt_cell_history__doc__},
     {"clear_cells", mt_cell_clear, METH_NOARGS, mt_cell_clear__doc__},
+    {"cell_numpy_imported", mt_cell_numpy_imported, METH_NOARGS, mt_cell_numpy_imported__doc__},
     {NULL, NULL, 0, NULL},
 };

@@ -519,6 +519,13 @@ write_record(json_buf *b, int names, const mt_cell_record *r, const mt_peak_comp
     jb_printf(b, ",\"peak_method\":\"%s\"", mt_process_method_name(r->peak_method));
     jb_size(b, "heap_peak_increment", r->heap_peak_increment);
     jb_size(b, "numpy_peak_increment", r->numpy_peak_increment);
+    if (r->arrow_counted) {
+        jb_size(b, "arrow_peak_increment", r->arrow_peak_increment);
+        jb_printf(b, ",\"arrow_retained\":%lld", r->arrow_retained);
+    }
+    else {
+        jb_literal(b, ",\"arrow_peak_increment\":null,\"arrow_retained\":null");
+    }
     jb_size(b, "children_peak", r->children_peak);
     jb_size(b, "children_rss_peak", r->children_rss_peak);
     jb_literal(b, ",\"children_method\":");

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "memtamer/buffers.h"
 #include "memtamer/npy.h"
 #include "memtamer/walker.h"
 
@@ -25,14 +26,30 @@
 #define MAX_REACHES (1 << 19)  /* 4 MiB */
 #define MAX_FRAMES (1 << 16)   /* nesting depth (a last child replaces its parent): 5 MiB */
 #define MAX_CHILDREN (1 << 20) /* references taken from tp_traverse at once: 8 MiB */
+/* Buffers at least this big are counted by address, once whatever object
+ * reaches them (an array and the tensor made from it); smaller ones are
+ * charged to their holder, so a list of many small arrays costs no table
+ * entries for their data. */
+#define KEYED_BUFFER_MIN 4096
+/* Types whose buffer kind (buffers.h) is remembered during a walk. */
+#define KIND_CACHE 256
 
-enum { E_ROOT = 1, E_SHARED = 2, E_BARRIER = 4 };
+/* A buffer's table key: its address with the top bit set, which no
+ * object's address has (user space is the lower half of the address
+ * space), so buffers and objects share the table without colliding. */
+#define BUFFER_KEY(start) ((PyObject *)((start) | ((uintptr_t)1 << (sizeof(uintptr_t) * 8 - 1))))
+
+/* E_TWIN: a buffer that roots reach through different objects. */
+enum { E_ROOT = 1, E_SHARED = 2, E_BARRIER = 4, E_BUFFER = 8, E_TWIN = 16 };
 
 typedef struct {
     PyObject *key;
     long long size;                /* its own size plus the refcount-1 objects charged to it */
     int32_t first_root, last_root; /* -1 until a root reaches it */
-    int32_t refs;                  /* references to it the walk can explain */
+    union {
+        int32_t refs; /* an object's: references to it the walk can explain */
+        int32_t via;  /* a buffer's: the entry of the object that led to it first */
+    };
     int32_t flags;
 } entry;
 
@@ -99,6 +116,13 @@ struct mt_walker {
     int32_t root;       /* being walked */
     PyObject *last_key; /* the object looked up last, and its entry */
     Py_ssize_t last_idx;
+    /* Buffer kinds of types met, direct-mapped by address; each type held
+     * (code run by an export could free a type and reuse its address). */
+    struct {
+        PyTypeObject *type;
+        mt_buffers_kind kind;
+    } kinds[KIND_CACHE];
+    mt_buffer_ranges ranges; /* of the object being opened */
 };
 
 static size_t
@@ -237,6 +261,16 @@ own_sizeof(const mt_walker *w, PyTypeObject *tp)
 #endif
 }
 
+/* What object.__sizeof__ says (before 3.13), with sys.getsizeof's header. */
+static long long
+basic_size(PyObject *o)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    Py_ssize_t items = tp->tp_itemsize ? Py_SIZE(o) : 0;
+    return tp->tp_basicsize + (long long)(items < 0 ? -items : items) * tp->tp_itemsize +
+           preheader(tp);
+}
+
 static long long
 sized_by_type(const mt_walker *w, PyObject *o)
 {
@@ -253,11 +287,7 @@ sized_by_type(const mt_walker *w, PyObject *o)
             PyErr_Clear();
         }
     }
-    if (size < 0) {
-        Py_ssize_t items = tp->tp_itemsize ? Py_SIZE(o) : 0;
-        size = tp->tp_basicsize + (long long)(items < 0 ? -items : items) * tp->tp_itemsize;
-    }
-    return size + preheader(tp);
+    return size < 0 ? basic_size(o) : size + preheader(tp);
 }
 
 /* The size of a leaf that arithmetic alone gives (no call, no code run),
@@ -288,14 +318,43 @@ leaf_size(PyObject *o)
     return -1;
 }
 
-/* sys.getsizeof(o) without its method call for the bulk types. */
+static mt_buffers_kind
+buffers_kind(mt_walker *w, PyTypeObject *tp)
+{
+    size_t slot = hash_pointer(tp) % KIND_CACHE;
+    if (w->kinds[slot].type != tp) {
+        Py_XSETREF(w->kinds[slot].type, (PyTypeObject *)Py_NewRef(tp));
+        w->kinds[slot].kind = mt_buffers_kind_of(tp);
+    }
+    return w->kinds[slot].kind;
+}
+
+/* The bytes of an array's own data that are counted by address, 0 when
+ * its data is counted with it (small) or is another object's (a view). */
 static long long
-object_size(const mt_walker *w, PyObject *o)
+keyed_array_data(const mt_walker *w, PyObject *o)
+{
+    if (!w->numpy || !PyArray_Check(o) ||
+        !PyArray_CHKFLAGS((PyArrayObject *)o, NPY_ARRAY_OWNDATA)) {
+        return 0;
+    }
+    long long bytes = PyArray_NBYTES((PyArrayObject *)o);
+    return bytes >= KEYED_BUFFER_MIN ? bytes : 0;
+}
+
+/* sys.getsizeof(o) without its method call for the bulk types; for
+ * objects whose buffers are counted by address, without them. */
+static long long
+object_size(mt_walker *w, PyObject *o)
 {
     PyTypeObject *tp = Py_TYPE(o);
     long long size = leaf_size(o);
     if (size >= 0) {
         return size;
+    }
+    if (buffers_kind(w, tp) != MT_BUFFERS_NONE) {
+        /* Their __sizeof__ (pyarrow's) may add the buffers: the header only. */
+        return basic_size(o);
     }
     if (tp == &PyTuple_Type) {
         return tp->tp_basicsize + Py_SIZE(o) * (long long)sizeof(PyObject *) + GC_HEADER_BYTES;
@@ -304,7 +363,7 @@ object_size(const mt_walker *w, PyObject *o)
         return tp->tp_basicsize + ((PyListObject *)o)->allocated * (long long)sizeof(PyObject *) +
                GC_HEADER_BYTES;
     }
-    return sized_by_type(w, o);
+    return sized_by_type(w, o) - keyed_array_data(w, o);
 }
 
 /* Nonzero when the walk must stop: the budget ran out, or a signal is
@@ -380,6 +439,84 @@ take_children(mt_walker *w, frame *f, PyObject *o)
     return 0;
 }
 
+enum { REACHED_FIRST = 1, REACHED_AGAIN = 2 };
+
+/* Charges table entry idx to the root being walked: its size (object o's,
+ * or bytes for a buffer) when no root reached it before, a share of it
+ * when another root did.  REACHED_FIRST or REACHED_AGAIN; 0 when there is
+ * nothing to count (a barrier, or this root's already); -1 with an
+ * exception. */
+static int
+reach_entry(mt_walker *w, Py_ssize_t idx, PyObject *o, long long bytes)
+{
+    mt_walker_totals *t = &w->totals[w->root];
+    entry *e = &w->entries[idx];
+    if (e->flags & E_BARRIER || e->last_root == w->root) {
+        return 0;
+    }
+    if (e->first_root < 0) {
+        long long size = o != NULL ? object_size(w, o) : bytes;
+        e = &w->entries[idx]; /* object_size may have run code that grew the table */
+        e->first_root = e->last_root = w->root;
+        e->size += size;
+        t->bytes += size;
+        t->objects += o != NULL;
+        return REACHED_FIRST;
+    }
+    e->last_root = w->root;
+    e->flags |= E_SHARED;
+    t->bytes += e->size;
+    /* Every buffer's reach is kept: twins (an array and its tensor) name
+     * each other as holders whatever the buffer's size. */
+    if ((e->flags & (E_ROOT | E_BUFFER) || e->size >= w->big) && log_reach(w, idx, w->root) < 0) {
+        return -1;
+    }
+    return REACHED_AGAIN;
+}
+
+/* Counts a buffer of the object frame f opens: by address when it is big
+ * enough to be worth a table entry, else with its holder. */
+static int
+visit_buffer(mt_walker *w, const frame *f, uintptr_t start, long long bytes)
+{
+    if (bytes < KEYED_BUFFER_MIN) {
+        if (!f->revisit) {
+            w->entries[f->charge].size += bytes;
+            w->totals[w->root].bytes += bytes;
+        }
+        return 0;
+    }
+    Py_ssize_t idx = find_or_add(w, BUFFER_KEY(start));
+    if (idx < 0) {
+        return idx == -1 ? -1 : 0;
+    }
+    w->entries[idx].flags |= E_BUFFER;
+    int reached = reach_entry(w, idx, NULL, bytes);
+    entry *e = &w->entries[idx];
+    if (reached == REACHED_FIRST) {
+        e->via = f->charge;
+    }
+    else if (reached == REACHED_AGAIN && e->via != f->charge) {
+        e->flags |= E_TWIN;
+    }
+    return reached < 0 ? -1 : 0;
+}
+
+/* Counts the buffers of o, an object of another library, by address. */
+static int
+visit_foreign_buffers(mt_walker *w, const frame *f, PyObject *o, mt_buffers_kind kind)
+{
+    if (mt_buffers_collect(o, kind, &w->ranges) < 0) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < w->ranges.n; i++) {
+        if (visit_buffer(w, f, w->ranges.items[i].start, w->ranges.items[i].bytes) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Fills f (kind, iter, pending, children) for o's children; F_LEAF when o
  * has none to walk. */
 static int
@@ -402,6 +539,10 @@ open_children(mt_walker *w, frame *f, PyObject *o)
     }
     if (w->numpy && PyArray_Check(o)) {
         PyArrayObject *a = (PyArrayObject *)o;
+        long long data = keyed_array_data(w, o);
+        if (data && visit_buffer(w, f, (uintptr_t)PyArray_DATA(a), data) < 0) {
+            return -1;
+        }
         PyObject *base = PyArray_BASE(a);
         f->pending = Py_XNewRef(base);
         f->kind = F_CHILDREN;
@@ -443,7 +584,14 @@ open_children(mt_walker *w, frame *f, PyObject *o)
         Py_DECREF(locals);
         return f->iter == NULL ? -1 : 0;
     }
-    if (tp->tp_traverse == NULL || is_code_or_namespace(o)) {
+    if (is_code_or_namespace(o)) {
+        return 0;
+    }
+    mt_buffers_kind kind = buffers_kind(w, tp);
+    if (kind != MT_BUFFERS_NONE && visit_foreign_buffers(w, f, o, kind) < 0) {
+        return -1;
+    }
+    if (tp->tp_traverse == NULL) {
         return 0;
     }
     f->kind = F_CHILDREN;
@@ -658,31 +806,13 @@ visit(mt_walker *w, PyObject *child, int single, int32_t charge, uint8_t revisit
     }
     w->last_key = child;
     w->last_idx = idx;
-    entry *e = &w->entries[idx];
-    e->refs += refs;
-    if (e->flags & E_BARRIER || e->last_root == w->root) {
+    w->entries[idx].refs += refs;
+    int reached = reach_entry(w, idx, child, 0);
+    if (reached <= 0) {
         Py_DECREF(child);
-        return 0;
+        return reached;
     }
-    if (e->first_root < 0) {
-        long long size = object_size(w, child);
-        e = &w->entries[idx];
-        e->first_root = e->last_root = w->root;
-        e->size += size;
-        t->bytes += size;
-        t->objects++;
-        revisit = 0;
-    }
-    else {
-        e->last_root = w->root;
-        e->flags |= E_SHARED;
-        t->bytes += e->size;
-        if (((e->flags & E_ROOT) || e->size >= w->big) && log_reach(w, idx, w->root) < 0) {
-            Py_DECREF(child);
-            return -1;
-        }
-        revisit = 1;
-    }
+    revisit = reached == REACHED_AGAIN;
     return open_frame(w, child, (int32_t)idx, revisit, revisit ? 0 : 1);
 }
 
@@ -914,35 +1044,78 @@ compare_share(const void *a, const void *b)
     return (x->bytes < y->bytes) - (x->bytes > y->bytes);
 }
 
-/* Holders of each root's object, as offsets into one array. */
+static int
+add_pair(pair **pairs, Py_ssize_t *n, Py_ssize_t *cap, int32_t root, int32_t other)
+{
+    if (mt_reserve((void **)pairs, cap, *n + 1, sizeof(pair)) < 0) {
+        return -1;
+    }
+    (*pairs)[(*n)++] = (pair){root, other, 0};
+    return 0;
+}
+
+/* Holders of each root's object, as offsets into one array: the roots that
+ * reach it, and the twins that reach one of its buffers through another
+ * object (an array and the tensor made from it, a frame and its Arrow
+ * table: neither reaches the other's object, and each keeps the buffer
+ * alive).  Roots that share a buffer through one object (two views of an
+ * array) are not twins: their shares say it. */
 static int
 collect_holders(mt_walker *w)
 {
     int32_t who[MAX_SHARERS + 1];
-    Py_ssize_t cap = 0, n = 0;
+    pair *pairs = NULL;
+    Py_ssize_t npairs = 0, pairs_cap = 0, cap = 0, n = 0;
+    int rc = -1;
+    for (Py_ssize_t r = 0; r < w->nroots; r++) {
+        Py_ssize_t k = reachers(w, w->root_entry[r], who, MAX_SHARERS);
+        for (Py_ssize_t i = 0; i < k && i < MAX_SHARERS; i++) {
+            if (who[i] != r && add_pair(&pairs, &npairs, &pairs_cap, (int32_t)r, who[i]) < 0) {
+                goto done;
+            }
+        }
+    }
+    for (Py_ssize_t e = 0; e < w->nentries; e++) {
+        if (!(w->entries[e].flags & E_TWIN)) {
+            continue;
+        }
+        Py_ssize_t k = reachers(w, (int32_t)e, who, MAX_SHARERS);
+        for (Py_ssize_t a = 0; k <= MAX_SHARERS && a < k; a++) {
+            for (Py_ssize_t b = 0; b < k; b++) {
+                if (who[a] != who[b] && !reaches(w, who[a], w->root_entry[who[b]]) &&
+                    !reaches(w, who[b], w->root_entry[who[a]]) &&
+                    add_pair(&pairs, &npairs, &pairs_cap, who[a], who[b]) < 0) {
+                    goto done;
+                }
+            }
+        }
+    }
+    if (npairs) {
+        qsort(pairs, (size_t)npairs, sizeof(pair), compare_pair);
+    }
     w->holder_start = PyMem_RawMalloc((size_t)(w->nroots + 1) * sizeof(Py_ssize_t));
     if (w->holder_start == NULL) {
         PyErr_NoMemory();
-        return -1;
+        goto done;
     }
+    Py_ssize_t p = 0;
     for (Py_ssize_t r = 0; r < w->nroots; r++) {
         w->holder_start[r] = n;
-        Py_ssize_t k = reachers(w, w->root_entry[r], who, MAX_SHARERS);
-        if (k > MAX_SHARERS) {
-            k = MAX_SHARERS;
-        }
-        for (Py_ssize_t i = 0; i < k; i++) {
-            if (who[i] == r) {
-                continue;
+        for (; p < npairs && pairs[p].root == r; p++) {
+            if (p > 0 && pairs[p - 1].root == r && pairs[p - 1].other == pairs[p].other) {
+                continue; /* reached both ways */
             }
             if (mt_reserve((void **)&w->holders, &cap, n + 1, sizeof(Py_ssize_t)) < 0) {
-                return -1;
+                goto done;
             }
-            w->holders[n++] = who[i];
+            w->holders[n++] = pairs[p].other;
         }
     }
     w->holder_start[w->nroots] = n;
-    return 0;
+    rc = 0;
+done:
+    PyMem_RawFree(pairs);
+    return rc;
 }
 
 /* Big shared objects, summed per pair of roots that both reach them. */
@@ -1056,6 +1229,10 @@ mt_walker_free(mt_walker *w)
     }
     Py_XDECREF(w->barriers);
     Py_XDECREF(w->sizeof_name);
+    for (size_t i = 0; i < KIND_CACHE; i++) {
+        Py_XDECREF(w->kinds[i].type);
+    }
+    mt_buffer_ranges_free(&w->ranges);
     PyMem_RawFree(w->entries);
     PyMem_RawFree(w->slots);
     PyMem_RawFree(w->frames);

@@ -38,6 +38,7 @@ class Odd(list):
 
 def cells(i):
     _core.cell_begin(i, f"cell {i}\nsecond line")
+    _core.cell_numpy_imported()  # numpy's handler is in place already: nothing to do
     kept = np.ones(1000)
     blob = b"x" * 100_000
     _core.cell_end(i, i % 7 == 0)
@@ -102,6 +103,34 @@ def walker(i):
     _core.deep_size(obj, 0.5)
     expect_error(_core.deep_size)
     _core.deep_size(Odd([1, 2, 3]))
+
+
+def buffers(i):
+    """Other libraries' buffers: Arrow arrays, streams and buffers, the
+    buffer protocol, exporters that fail, and Arrow's pool in a cell."""
+    try:
+        import pyarrow as pa
+    except ImportError:
+        pa = None
+    _core.buffer_ranges(pickle.PickleBuffer(b"x" * 5000))
+    _core.buffer_ranges([1, 2])
+    expect_error(_core.buffer_ranges)
+    if pa is not None:
+        table = pa.table({"x": np.arange(5000.0), "s": [str(n) for n in range(5000)]})
+        _core.buffer_ranges(table)
+        _core.buffer_ranges(table["s"])
+        _core.buffer_ranges(table.to_batches()[0])
+        _core.buffer_ranges(pa.array(["a", "b"] * 100).dictionary_encode())
+        _core.buffer_ranges(pa.allocate_buffer(5000))
+        import pandas as pd
+
+        strings = [str(n) for n in range(1000)]
+        _core.deep_size([table, pd.DataFrame({"s": pd.array(strings, dtype="str")})])
+        _core.cell_begin(i, "t = pa.concat_tables([table, table])")
+        doubled = pa.concat_tables([table, table]).combine_chunks()
+        _core.cell_end(i, False)
+        del doubled
+        _core.clear_cells()
 
 
 ns = {}
@@ -317,7 +346,7 @@ calls = {
     "report": process, "process": process, "_allocators": process, "trim": process, "in_ram": process,
     "set_peak_method": process, "_parse": parsers, "_set_proc_root": proc_root,
     "sharing": sharing,
-    "deep_size": walker,
+    "deep_size": walker, "buffer_ranges": buffers, "cell_numpy_imported": cells,
     "ledger_attach": ledger, "ledger_rewalk": ledger, "ledger_detach": ledger,
     "variables": ledger, "ledger": ledger, "set_walk_budget": ledger, "ledger_gone": ledger,
     "ledger_gone_object": ledger, "heap_free": process,

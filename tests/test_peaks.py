@@ -81,7 +81,8 @@ def test_peak_table_text_and_html():
               "peak_composition": composition([inner, loop, thread], 488 * MiB)}
     text = render.PeakReport(record).text().splitlines()
     assert text[0] == ("peak of cell 9: +490 MiB (RSS), +488 MiB counted at its highest, "
-                       "488 MiB of it in blocks of 1.0 MiB or more")
+                       "488 MiB of it in blocks of 1.0 MiB or more; "
+                       "2.0 MiB outside Python's and numpy's allocators")
     assert text[2].split() == ["scale", "(In[4])", "line", "2,", "called", "by", "line", "1",
                                "256", "MiB", "256", "MiB", "0", "B", "2", "s", "=", "scale(a)"]
     assert text[4].split()[:2] == ["native/worker", "thread"]

@@ -4,6 +4,7 @@
 
 #include <Python.h>
 
+#include "memtamer/buffers.h"
 #include "memtamer/heap.h"
 #include "memtamer/peaks.h"
 #include "memtamer/probe.h"
@@ -28,6 +29,12 @@ typedef struct {
     long long children_peak, children_rss_peak;
     mt_children_method children_method;
     long long heap_peak_increment, numpy_peak_increment;
+    /* Arrow's default pool (when pyarrow is imported by the cell's end):
+     * what the cell left in it, and its peak above the cell's start, -1
+     * when the pool's lifetime peak from before was not passed (the pool
+     * keeps no other peak). */
+    int arrow_counted;
+    long long arrow_retained, arrow_peak_increment;
     double seconds;
     mt_peak_method peak_method;
     int failed;
@@ -46,6 +53,8 @@ typedef struct {
     /* Highest peak of windows measured inside this cell (%shrink), -1 if none. */
     long long peak_floor;
     mt_heap_reading python, numpy;
+    mt_buffers_pool arrow;
+    int arrow_known;
     mt_probe_children_mark children;
     /* The cell's text, for the lines of its peak (a strong reference). */
     PyObject *source;

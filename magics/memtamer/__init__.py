@@ -43,7 +43,10 @@ def report():
 
 def deep_size(obj, budget=None):
     """Bytes reachable from obj, each buffer counted once (numpy views count
-    their base once, pandas objects their arrays and Python objects).
+    their base once, pandas objects their arrays and Python objects; Arrow,
+    polars and torch data, and other exporters of the buffer protocol,
+    ``__array_interface__`` or ``__dlpack__``, by the address of each buffer,
+    whichever library's object reaches it).
 
     With a budget in seconds, a walk cut short raises TimeoutError whose
     ``at_least`` attribute holds the figure so far: never a silent undercount.
@@ -70,6 +73,7 @@ class _Extension:
         self.rules = None
         self.user_ns = None  # the namespace the ledger follows
         self.publisher = None
+        self.numpy_hook = None
         self._warned = set()
         self.baseline_rss = None  # RSS when loaded: the account's baseline
         self.reruns = None
@@ -79,13 +83,15 @@ class _Extension:
 
     def start(self):
         from .magics import MemtamerMagics
-        from .restore import StopCell
-
+        from .numpy_import import NumpyImportHook
         from .reruns import Reruns
+        from .restore import StopCell
 
         self.baseline_rss = _core.process().get("rss")
         self.reruns = Reruns()
         _core.install_hooks()
+        self.numpy_hook = NumpyImportHook(self._warn_once)
+        self.numpy_hook.install()
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
         self.stop_cell = StopCell()
@@ -144,6 +150,7 @@ class _Extension:
         if self.publisher is not None:
             self.publisher.stop()
         _core.ledger_detach()
+        self.numpy_hook.uninstall()
         self.shell.events.unregister("pre_run_cell", self.pre_run_cell)
         self.shell.events.unregister("post_run_cell", self.post_run_cell)
         registered = self.shell.magics_manager.magics

@@ -105,6 +105,10 @@ def _shared_refusal(shell, ns, name):
     if entry is None or entry["holders"] or not entry["complete"] or \
             entry["exclusive"] is None or entry["exclusive"] >= entry["bytes"]:
         return None
+    if _pandas_kind(ns[name]) and not entry["shares"]:
+        # pandas shares its immutable metadata (a RangeIndex, dtypes) between
+        # copies; shared column data is big enough to be listed in shares.
+        return None
     sharers = list(dict.fromkeys([s["with"] for s in entry["shares"]] + _named_items(ns, name)))
     sharers = [n for n in sharers if not isinstance(ns.get(n), _ATOMS)]
     if not sharers and _only_atoms(ns[name]):
@@ -151,11 +155,76 @@ def _pandas_bytes(obj):
     return int(usage.sum()) if hasattr(usage, "sum") else int(usage)
 
 
-def _downcast_pandas(shell, ns, name, options):
-    """Numeric columns by the same plan as arrays, low-cardinality string
-    columns to category; the frame is rebuilt from the converted columns
-    (pandas keeps columns in shared blocks, so in place is not possible)."""
+def _numeric_values(column):
+    """A numeric column's values as a numpy array without a copy, and the
+    dtype to convert the column to for a numpy target (numpy columns keep
+    numpy dtypes, Arrow-backed ones Arrow's); (None, why) when its values
+    cannot be read in place."""
     import numpy as np
+
+    dtype = column.dtype
+    if isinstance(dtype, np.dtype):
+        return (column.to_numpy(), lambda target: target) if dtype.kind in "fciu" else (None, None)
+    arrow = getattr(dtype, "pyarrow_dtype", None)
+    if arrow is None or getattr(dtype, "kind", None) not in ("f", "i", "u"):
+        return None, None
+    chunks = column.array._pa_array.chunks
+    if len(chunks) != 1 or chunks[0].null_count:
+        # Arrow's nulls (or chunks) would make numpy's view a copy.
+        return None, "an Arrow column with nulls or several chunks: left as is"
+    return chunks[0].to_numpy(zero_copy_only=True), lambda target: f"{target}[pyarrow]"
+
+
+def _pandas_plan(frame, options):
+    """What downcast would do to each column, found without converting any
+    (a dry run or a refusal costs no memory): [(position, target dtype)],
+    the changes and notes in words, and the bytes the converted columns
+    would save (predicted: their new element size, or category codes and
+    categories)."""
+    import numpy as np
+    import pandas as pd
+
+    plans, changes, notes, saved = [], [], [], 0
+    for position in range(frame.shape[1]):
+        column = frame.iloc[:, position]
+        label = frame.columns[position]
+        dtype = column.dtype
+        values, convert = _numeric_values(column)
+        if values is None and isinstance(convert, str):
+            notes.append(f"{label}: {convert}")
+        elif values is not None:
+            to = options["to"]
+            if values.dtype.kind in "iu" and to in ("float32", "float16"):
+                to = "auto"
+            plan = _core_call(_core.downcast_plan, values, to=to, rtol=options["rtol"],
+                              narrow=options["narrow"])
+            if plan["target"]:
+                target = convert(plan["target"])
+                plans.append((position, target))
+                changes.append(f"{label}: {dtype} → {target}")
+                notes.append(_kept(plan, options) or plan["warning"])
+                saved += values.nbytes - len(values) * np.dtype(plan["target"]).itemsize
+            else:
+                notes.append(f"{label}: {plan['reason']}")
+        elif (dtype == object or pd.api.types.is_string_dtype(dtype)) and len(column) and \
+                not isinstance(dtype, pd.CategoricalDtype) and \
+                pd.api.types.infer_dtype(column, skipna=True) == "string":
+            distinct = column.nunique(dropna=True)
+            if distinct <= CATEGORY_MAX_FRACTION * len(column):
+                plans.append((position, "category"))
+                changes.append(f"{label}: {dtype} → category")
+                before = int(column.memory_usage(index=False, deep=True))
+                codes = len(column) * np.min_scalar_type(-max(distinct, 1)).itemsize
+                saved += before - codes - before * distinct // len(column)
+    return plans, changes, notes, saved
+
+
+def _downcast_pandas(shell, ns, name, options):
+    """Numeric columns (numpy or Arrow-backed) by the same plan as arrays,
+    low-cardinality string columns to category; the frame is rebuilt from
+    the converted columns (pandas keeps columns in shared blocks, so in
+    place is not possible).  Nothing is converted before every check has
+    passed."""
     import pandas as pd
 
     # Checked first: below, this function holds references of its own.
@@ -165,62 +234,109 @@ def _downcast_pandas(shell, ns, name, options):
     series = isinstance(original, pd.Series)
     frame = original.to_frame() if series else original
     before = _pandas_bytes(original)
-    columns, changes, notes = [], [], []
-    for position in range(frame.shape[1]):
-        column = frame.iloc[:, position]
-        label = frame.columns[position]
-        dtype = column.dtype
-        if isinstance(dtype, np.dtype) and dtype.kind in "fciu":
-            to = options["to"]
-            if dtype.kind in "iu" and to in ("float32", "float16"):
-                to = "auto"
-            plan = _core_call(_core.downcast_plan, column.to_numpy(), to=to, rtol=options["rtol"],
-                              narrow=options["narrow"])
-            if plan["target"]:
-                column = column.astype(plan["target"])
-                changes.append(f"{label}: {dtype} → {plan['target']}")
-                notes.append(_kept(plan, options) or plan["warning"])
-            else:
-                notes.append(f"{label}: {plan['reason']}")
-        elif (dtype == object or pd.api.types.is_string_dtype(dtype)) and len(column) and \
-                not isinstance(dtype, pd.CategoricalDtype) and \
-                pd.api.types.infer_dtype(column, skipna=True) == "string" and \
-                column.nunique(dropna=True) <= CATEGORY_MAX_FRACTION * len(column):
-            column = column.astype("category")
-            changes.append(f"{label}: {dtype} → category")
-        columns.append(column)
+    plans, changes, notes, saved = _pandas_plan(frame, options)
     row = {"detail": "; ".join(changes) or "no column could shrink",
            "reason": "; ".join(filter(None, notes)) or None, "in_place": False,
            "bytes_before": before}
     if not changes:
         return _refused(row, row["reason"] or "no numeric or low-cardinality string column to shrink")
-    new = pd.concat(columns, axis=1)
+    if options["dry_run"]:
+        return dict(row, status="dry-run", bytes_after=max(before - saved, 0))
+    if held and not options["copy"]:
+        return _refused(row, "other references keep the original alive (add --copy): " + held_text)
+    targets = dict(plans)
+    new = pd.concat([frame.iloc[:, i].astype(targets[i]) if i in targets else frame.iloc[:, i]
+                     for i in range(frame.shape[1])], axis=1)
     new.columns = frame.columns
     new = new.iloc[:, 0].rename(original.name) if series else new
     new.attrs = dict(original.attrs)
     row["bytes_after"] = _pandas_bytes(new)
+    ns[name] = new
+    return dict(row, status="done")
+
+
+def _polars_kind(value):
+    pl = sys.modules.get("polars")
+    return pl is not None and isinstance(value, (pl.DataFrame, pl.Series))
+
+
+def _downcast_polars(shell, ns, name, options):
+    """A polars frame or series: numeric columns whose values numpy can read
+    in place (no nulls, one chunk) by the same plan as arrays, low-cardinality
+    strings to Categorical.  Nothing is converted before every check has
+    passed; the result is a new frame (polars columns are immutable)."""
+    import numpy as np
+    import polars as pl
+
+    held = [r for r in _core.inplace_check(ns, name) if r[0] == "held"]
+    original = ns[name]
+    series = isinstance(original, pl.Series)
+    frame = original.to_frame() if series else original
+    before = int(original.estimated_size())
+    casts, changes, notes, saved = {}, [], [], 0
+    for column in frame.get_columns():
+        dtype = column.dtype
+        if dtype.is_numeric():
+            try:
+                values = column.to_numpy(allow_copy=False)
+            except RuntimeError:
+                notes.append(f"{column.name}: nulls or several chunks would make numpy's view a "
+                             f"copy: left as is")
+                continue
+            to = options["to"]
+            if values.dtype.kind in "iu" and to in ("float32", "float16"):
+                to = "auto"
+            plan = _core_call(_core.downcast_plan, values, to=to, rtol=options["rtol"],
+                              narrow=options["narrow"])
+            if not plan["target"]:
+                notes.append(f"{column.name}: {plan['reason']}")
+                continue
+            target = pl.Series(np.empty(0, plan["target"])).dtype
+            casts[column.name] = target
+            changes.append(f"{column.name}: {dtype} → {target}")
+            notes.append(_kept(plan, options) or plan["warning"])
+            saved += values.nbytes - len(values) * np.dtype(plan["target"]).itemsize
+        elif dtype == pl.String and len(column) and \
+                column.n_unique() <= CATEGORY_MAX_FRACTION * len(column):
+            casts[column.name] = pl.Categorical
+            changes.append(f"{column.name}: {dtype} → Categorical")
+    row = {"detail": "; ".join(changes) or "no column could shrink",
+           "reason": "; ".join(filter(None, notes)) or None, "in_place": False,
+           "bytes_before": before}
+    if not changes:
+        return _refused(row, row["reason"] or "no numeric or low-cardinality string column to shrink")
     if options["dry_run"]:
-        return dict(row, status="dry-run")
+        return dict(row, status="dry-run", bytes_after=max(before - saved, 0))
     if held and not options["copy"]:
-        return _refused(row, "other references keep the original alive (add --copy): " + held_text)
+        return _refused(row, "other references keep the original alive (add --copy): " +
+                        refusal_text(shell, ns, name, held))
+    new = frame.with_columns(pl.col(c).cast(t) for c, t in casts.items())
+    new = new.to_series() if series else new
+    row["bytes_after"] = int(new.estimated_size())
     ns[name] = new
     return dict(row, status="done")
 
 
 def _downcast_refusal(shell, ns, name, options):
     kind = type(ns[name])
-    pandas = _pandas_kind(ns[name])
+    pandas = _pandas_kind(ns[name]) or _polars_kind(ns[name])
     if not pandas and not _is_ndarray(ns[name]):
+        library = kind.__module__.split(".")[0]
+        if library == "pyarrow":
+            raise UsageError(f"%shrink downcast: {name} is a pyarrow {kind.__name__}; downcast "
+                             f"takes numpy arrays, pandas and polars DataFrames/Series and does "
+                             f"not convert pyarrow data yet (%shrink compress or spill take it)")
         hint = " (try %shrink pack)" if kind in (list, tuple) else ""
         raise UsageError(f"%shrink downcast: {name} is a {kind.__name__}; downcast takes numpy "
-                         f"arrays and pandas DataFrames/Series{hint}")
+                         f"arrays, pandas and polars DataFrames/Series{hint}")
     shared = _shared_refusal(shell, ns, name)
     if len(options["together"]) == 1 and not shared:
         # Alone, it needs no conversion planned here: the action refuses by
         # itself before it changes anything (and scans the values holding the GIL).
         return None
     if pandas:
-        row = _downcast_pandas(shell, ns, name, dict(options, dry_run=True))
+        frames = _downcast_polars if _polars_kind(ns[name]) else _downcast_pandas
+        row = frames(shell, ns, name, dict(options, dry_run=True))
         return _refused(row, shared) if shared else row if row["status"] == "refused" else None
     row = _downcast_row(shell, ns, name, options, dry_run=True)
     if row["status"] == "dry-run" and row["refusals"] and not options["copy"]:
@@ -231,6 +347,8 @@ def _downcast_refusal(shell, ns, name, options):
 
 
 def _downcast(shell, ns, name, options, progress):
+    if _polars_kind(ns[name]):
+        return _downcast_polars(shell, ns, name, options)
     if _pandas_kind(ns[name]):
         return _downcast_pandas(shell, ns, name, options)
     return _downcast_row(shell, ns, name, options, options["dry_run"])
@@ -693,7 +811,24 @@ def _delete(shell, ns, name, options, progress):
     del ns[name]
     gc.collect()
     _core.trim()
+    returned = _release_arrow_pool()
+    if returned:
+        row["reason"] = "; ".join(filter(None, [row["reason"], f"Arrow's pool gave "
+                                                f"{format_size(returned)} back to the OS"]))
     return row
+
+
+def _release_arrow_pool():
+    """Asks Arrow's pool, which keeps freed pages for reuse (mimalloc,
+    jemalloc), to return them: the RSS that came back, or None without
+    pyarrow (never imported here)."""
+    pa = sys.modules.get("pyarrow")
+    if pa is None:
+        return None
+    before = _core.process()["rss"]
+    pa.default_memory_pool().release_unused()
+    after = _core.process()["rss"]
+    return before - after if before is not None and after is not None else None
 
 
 # action -> (the check run for every name first, the action); the options

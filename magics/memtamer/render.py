@@ -17,13 +17,19 @@ CELL_COLUMNS = (
     ("RSS after", "rss_after", False),
     ("heap peak +", "heap_peak_increment", True),
     ("numpy peak +", "numpy_peak_increment", True),
+    ("Arrow peak +", "arrow_peak_increment", True),
+    ("Arrow retained", "arrow_retained", True),
     ("children", "children_peak", False),
     ("time", "seconds", None),
     ("source", "first_line", None),
 )
 # Narrow terminals: the order in which cell columns go, and the columns cut
 # with an ellipsis (down to the given width) rather than dropped.
-CELL_DROP_ORDER = ("heap peak +", "numpy peak +", "children", "time", "RSS after")
+CELL_DROP_ORDER = ("Arrow retained", "Arrow peak +", "heap peak +", "numpy peak +", "children",
+                   "time", "RSS after")
+# Columns shown only when some cell has the figure (Arrow's pool: once
+# pyarrow is imported).
+CELL_IF_ANY = ("arrow_retained",)
 CELL_CUTTABLE = {"source": 16}
 INDENT = "  "
 ELLIPSIS = "…"
@@ -88,7 +94,7 @@ def _layout(headings, rows, width, drop_order, cuttable):
     shown = list(range(len(headings)))
     if width is None:
         return shown, natural
-    dropped = [headings.index(h) for h in drop_order]
+    dropped = [headings.index(h) for h in drop_order if h in headings]
     while True:
         cut = [i for i in shown if headings[i] in cuttable]
         fixed = sum(natural[i] for i in shown if i not in cut) + len(INDENT) * (len(shown) - 1)
@@ -133,8 +139,17 @@ def _wrapped(text, width, first=INDENT, rest=INDENT * 2):
                          break_long_words=False, break_on_hyphens=False)
 
 
+def cell_columns(cells):
+    """CELL_COLUMNS less the optional ones no cell has a figure for."""
+    absent = {key for key in CELL_IF_ANY if all(c.get(key) is None for c in cells)}
+    if "arrow_retained" in absent:
+        absent.add("arrow_peak_increment")
+    return [column for column in CELL_COLUMNS if column[1] not in absent]
+
+
 def cell_rows(cells):
-    return [[_cell_value(c, key, signed) for _, key, signed in CELL_COLUMNS] for c in cells]
+    columns = cell_columns(cells)
+    return [[_cell_value(c, key, signed) for _, key, signed in columns] for c in cells]
 
 
 def _room(width):
@@ -142,7 +157,7 @@ def _room(width):
 
 
 def cells_text(cells, title, width=None):
-    headings = [h for h, _, _ in CELL_COLUMNS]
+    headings = [h for h, _, _ in cell_columns(cells)]
     if not cells:
         return [title] + _wrapped("(no cells measured yet: memtamer measures the cells run "
                                   "after it is loaded)", width)
@@ -310,7 +325,7 @@ _CELL_NUMERIC = frozenset(h for h, _, signed in CELL_COLUMNS if signed is not No
 def cells_html(cells, title):
     if not cells:
         return f"<p><b>{html.escape(title)}</b>: no cells measured yet.</p>"
-    headings = [h for h, _, _ in CELL_COLUMNS]
+    headings = [h for h, _, _ in cell_columns(cells)]
     return (f"<p><b>{html.escape(title)}</b></p>"
             + html_table(headings, cell_rows(cells), _CELL_NUMERIC | {"cell"}))
 
@@ -353,16 +368,11 @@ def account_text(account, width=None):
 
 
 def account_html(account):
-    def table(headings, rows):
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in headings)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                       for row in rows)
-        return f'<table class="memtamer"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
     held = held_rows(account)
     return (f"<p><b>where the RSS ({html.escape(format_size(account['rss']))}) is</b></p>"
-            + table(ACCOUNT_COLUMNS, account_rows(account))
-            + (f"<p><b>held outside your variables</b></p>{table(HELD_COLUMNS, held)}" if held else "")
+            + html_table(ACCOUNT_COLUMNS, account_rows(account), {"size"})
+            + (f"<p><b>held outside your variables</b></p>"
+               f"{html_table(HELD_COLUMNS, held, {'size'})}" if held else "")
             + f"<p><i>unexplained: {html.escape(account['unexplained'])}</i></p>")
 
 
@@ -461,13 +471,31 @@ def peak_row(group):
             format_size(group["kept"]), str(group["blocks"]), group.get("text") or ""]
 
 
+def _outside(record, counted):
+    """'; 300 MiB outside Python's, numpy's and Arrow's allocators': what of
+    the RSS peak no allocator memtamer reads accounts for ('' when none or
+    unknown).  Arrow's pool counts where its peak in the cell is known."""
+    increment = record.get("peak_increment")
+    arrow = record.get("arrow_peak_increment")
+    if increment is None:
+        return ""
+    rest = increment - counted - (arrow or 0)
+    if rest <= 0:
+        return ""
+    allocators = "Python's, numpy's and Arrow's" if arrow is not None else "Python's and numpy's"
+    return f"; {format_size(rest)} outside {allocators} allocators"
+
+
 def _peak_title(record):
     composition = record["peak_composition"]
+    arrow = record.get("arrow_peak_increment")
     return (f"peak of cell {_cell_text(record.get('cell'))}: "
             f"{format_size(record.get('peak_increment'), signed=True)} (RSS), "
             f"{format_size(composition['at'], signed=True)} counted at its highest, "
             f"{format_size(composition['attributed'])} of it in blocks of "
-            f"{format_size(composition['block_threshold'])} or more")
+            f"{format_size(composition['block_threshold'])} or more"
+            + (f"; {format_size(arrow, signed=True)} in Arrow's pool" if arrow else "")
+            + _outside(record, composition["at"]))
 
 
 def peak_text(record):
@@ -610,8 +638,9 @@ def explain(variable):
     if size < WHY_MIN_BYTES or freed is None or freed * 2 > size:
         return None
     if variable["holders"]:
+        holders = _holder_labels(variable["holders"])
         return (f"del {name} would free {format_size(freed)}: "
-                f"{_join_names(_holder_labels(variable['holders']))} also hold it")
+                f"{_join_names(holders)} also hold{'s' if len(holders) == 1 else ''} it")
     # Named variables explain more than the output cache does.
     for share in sorted(variable["shares"], key=lambda s: not s["variable"]):
         shared = format_size(share["bytes"])

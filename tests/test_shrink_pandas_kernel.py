@@ -1,0 +1,109 @@
+"""%shrink downcast of pandas 3 frames (Arrow strings, Arrow-backed numbers)
+in a real kernel: small shared metadata refuses nothing, a dry run or a
+refusal converts nothing (no memory), and Arrow or polars data get the true
+reason."""
+
+import pytest
+
+from conftest import MiB
+
+pytest.importorskip("pyarrow")
+
+ROWS = 2**24  # a float64 column of 128 MiB
+
+
+@pytest.fixture(scope="module")
+def frames(kernel):
+    kernel.run("%memtamer --notice off")
+    kernel.run("import numpy as np, pandas as pd, polars as pl")
+    kernel.run(f"base = pd.DataFrame({{'x': np.random.random({ROWS}),"
+               f" 's': np.array(['red', 'green', 'blue'])[np.random.randint(0, 3, {ROWS})]}})")
+    assert kernel.query("str(base['s'].dtype)") == "str"
+    return kernel
+
+
+def test_dry_run_and_refusal_convert_nothing(frames):
+    frames.run("df = base.copy()\nkeep = [df]")
+    out = frames.run("%shrink downcast df --dry-run")["data"][0]["text/plain"]
+    assert "dry run" in out and "x: float64 → float32" in out and "s: str → category" in out
+    cell = frames.last_cell()
+    # converting the columns first cost +192 MiB; the plan reads them in place
+    assert cell["numpy_peak_increment"] < MiB and cell["peak_increment"] < 16 * MiB, cell
+    out = frames.run("%shrink downcast df")["data"][0]["text/plain"]
+    assert "REFUSED" in out and "keep" in out
+    cell = frames.last_cell()
+    assert cell["numpy_peak_increment"] < MiB and cell["peak_increment"] < 16 * MiB, cell
+    assert frames.query("str(df['x'].dtype)") == "float64"
+    frames.run("del df, keep")
+
+
+def test_small_shared_metadata_refuses_nothing(frames):
+    # df shares base's immutable pieces (its RangeIndex); the strings go to
+    # category and the floats to float32 beside them
+    frames.run("small = base.iloc[:2**20].copy()\ndf = small[['x']].copy()\n"
+               "df['s'] = small['s'].to_numpy()")
+    out = frames.run("%shrink downcast df")["data"][0]["text/plain"]
+    assert "REFUSED" not in out, out
+    assert frames.query("str(df.dtypes.to_dict())") == "{'x': dtype('float32'), 's': " \
+        "CategoricalDtype(categories=['blue', 'green', 'red'], ordered=False, " \
+        "categories_dtype=str)}"
+    assert frames.query("bool((df['s'].astype(str) == small['s']).all())")
+    assert frames.query("bool(np.allclose(df['x'], small['x'], rtol=1e-3))")
+    frames.run("del df, small")
+
+
+def test_arrow_backed_numbers(frames):
+    frames.run("a = pd.DataFrame({'x': pd.array(base['x'].to_numpy(), dtype='double[pyarrow]')})")
+    out = frames.run("%shrink downcast a")["data"][0]["text/plain"]
+    assert "x: double[pyarrow] → float32[pyarrow]" in out, out
+    assert frames.query("str(a['x'].dtype)") == "float[pyarrow]"
+    assert frames.query("bool(np.allclose(a['x'].to_numpy(), base['x'].to_numpy(), rtol=1e-3))")
+    # nulls would make the check read a copy: left as is, and said so
+    frames.run("n = pd.DataFrame({'x': pd.array([1.5, None] * 1000, dtype='double[pyarrow]')})")
+    out = frames.run("%shrink downcast n")["data"][0]["text/plain"]
+    assert "REFUSED" in out and "nulls" in out
+    assert frames.query("str(n['x'].dtype)") == "double[pyarrow]"
+    frames.run("del a, n")
+
+
+def test_polars_frames(frames):
+    rows = 2**22  # polars keeps strings as 16-byte views: 64 MiB of them
+    frames.run(f"x = np.random.random({rows})\n"
+               f"p = pl.DataFrame({{'x': x, 's': ['red', 'green', 'blue', 'grey'] * {rows // 4},"
+               f" 'n': [1.5, None] * {rows // 2}}})")
+    size = frames.query("p.estimated_size()")
+    out = frames.run("%shrink downcast p --dry-run")["data"][0]["text/plain"]
+    assert "x: Float64 → Float32" in out and "s: String → Categorical" in out, out
+    assert "n: nulls" in out  # numpy would read a copy: left, and said so
+    cell = frames.last_cell()
+    assert cell["peak_increment"] < 16 * MiB, cell  # the plan reads in place
+    frames.run("%shrink downcast p")
+    assert frames.query("str(p.schema)") == \
+        "Schema([('x', Float32), ('s', Categorical), ('n', Float64)])"
+    assert frames.query("p.estimated_size()") < size
+    assert frames.query("bool(np.allclose(p['x'].to_numpy(), x, rtol=1e-3))")
+    assert frames.query("p['s'].cast(pl.String).to_list()[:4]") == ["red", "green", "blue", "grey"]
+    # pyarrow tables get the true reason
+    frames.run("import pyarrow as pa\nat = pa.table({'x': np.ones(10)})")
+    err = frames.run("%shrink downcast at", allow_error=True)["error"]
+    assert err["ename"] == "UsageError" and "at is a pyarrow Table" in err["evalue"]
+    assert "compress or spill" in err["evalue"]
+    frames.run("del p, at, x")
+
+
+def test_compress_round_trips_arrow_data(frames):
+    frames.run("import pickle, pyarrow as pa\n"
+               "t = pa.table({'a': np.zeros(2**22), 's': pa.array(['abc', None] * 2**21)})\n"
+               "ps = pd.Series(['abc', None] * 2**20, dtype='str')\n"
+               "ad = pd.DataFrame({'x': pd.array([1.5, None] * 2**20, dtype='double[pyarrow]')})\n"
+               "copies = {n: pickle.dumps(globals()[n]) for n in ('t', 'ps', 'ad')}")
+    for name in ("t", "ps", "ad"):
+        out = frames.run(f"%shrink compress {name}")["data"][0]["text/plain"]
+        assert "REFUSED" not in out, out
+    # a cell that uses them gets them back, equal by each library's own test
+    out = frames.run("print(t.equals(pickle.loads(copies['t'])), ps.equals(pickle.loads("
+                     "copies['ps'])), str(ps.dtype), ad.equals(pickle.loads(copies['ad'])), "
+                     "str(ad['x'].dtype))")
+    assert out["stdout"].splitlines()[-1].split() == ["True", "True", "str", "True",
+                                                      "double[pyarrow]"], out["stdout"]
+    frames.run("del t, ps, ad, copies")
