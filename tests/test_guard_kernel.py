@@ -157,7 +157,10 @@ def test_multiprocessing_child_is_killed(guarded):
     err = assert_survived(guarded, guarded.run(code, allow_error=True), "child")
     assert "memtamer killed that process" in err
     guarded.run("child.join(10)")
-    assert guarded.query("child.exitcode") == -9
+    # -9, or unknown when the guard's signal interrupted the join that
+    # reaped it before that join kept the exit code; gone either way.
+    assert guarded.query("child.exitcode") in (-9, None)
+    assert guarded.query("__import__('os').path.exists(f'/proc/{child.pid}')") is False
 
 
 def test_next_cell_is_not_hit_by_a_stale_trip(guarded):
@@ -340,9 +343,11 @@ def test_fork_in_a_cell_warns_nothing(tmp_path):
 # budget a few hundred MiB above its RSS.
 STOP_ROOM = 300 * MiB
 # The hooks refuse before the bytes exist: what they miss is the estimate's
-# lag (allocations below their threshold since the watcher's last reading).
-HOOK_SLACK = 4 * MiB
-# A runaway that does one more step each turn; held = (i, held) makes a
+# lag (memory the hooks do not count, since the watcher's last reading) and
+# what making the exception takes.
+HOOK_SLACK = 6 * MiB
+# A runaway that does one more step each turn, up to about 1 GiB (so that
+# a guard that failed costs no more); held = (i, held) makes a
 # chain of small tuples that no single large block holds together.  The
 # high-water mark is read as the stop arrives, while all it held is alive
 # (formatting the traceback comes after and is no part of the stop).
@@ -370,15 +375,14 @@ def run_from_a_fresh_high_water_mark(k, pid, code):
 
 
 def test_numpy_handler_stops_within_a_few_mib_of_the_budget(guarded):
-    step = 16 * MiB
-    budget, hwm = stopping_point(
-        guarded, GROW.format(200, f"held.append(np.ones({step // 8}))"), "numpy")
-    assert budget - step - HOOK_SLACK <= hwm <= budget + HOOK_SLACK, (hwm - budget) / MiB
+    budget, hwm = stopping_point(guarded, GROW.format(1024, "held.append(np.ones(2**17))"),
+                                 "numpy")  # 1 MiB each
+    assert budget - 1 * MiB - HOOK_SLACK <= hwm <= budget + HOOK_SLACK, (hwm - budget) / MiB
 
 
 def test_python_hooks_stop_within_a_few_mib_of_the_budget(guarded):
     budget, hwm = stopping_point(
-        guarded, GROW.format(3 * 1024, "held.append(bytearray(2**20))"), "python")
+        guarded, GROW.format(1024, "held.append(bytearray(2**20))"), "python")
     assert budget - 1 * MiB - HOOK_SLACK <= hwm <= budget + HOOK_SLACK, (hwm - budget) / MiB
 
 
@@ -389,7 +393,7 @@ def test_watcher_stops_within_one_poll_of_the_budget(guarded):
     poll = guarded.query("memtamer.budget()['poll_us']") / 1e6
     fastest = 4 * GiB  # bytes per second (guard.c's GROWTH_BYTES_PER_US)
     budget, hwm = stopping_point(
-        guarded, GROW.format(60_000_000, "held = (i, held)"), "watcher")
+        guarded, GROW.format(10_000_000, "held = (i, held)"), "watcher")
     assert budget <= hwm <= budget + poll * fastest, (hwm - budget) / MiB
 
 
@@ -397,12 +401,12 @@ def test_watcher_stops_within_one_poll_of_the_budget(guarded):
 # each MiB it holds, and holds at most one MiB per CHILD_STEP seconds.
 CHILD_STEP = 0.005
 CHILD_GROWS = f"""
-import multiprocessing as mp, time
+import multiprocessing as mp, os, time
 sizes = mp.get_context('fork').Array('q', 2, lock=False)  # RSS, private
 
 def grow():
     held = []
-    for _ in range(3 * 1024):
+    for _ in range(1024):
         held.append(bytearray(2**20))
         fields = dict(l.split()[:2] for l in open('/proc/self/smaps_rollup') if l[0].isupper())
         sizes[0] = int(fields['Rss:']) * 1024
@@ -427,8 +431,10 @@ def test_child_is_stopped_within_a_look_of_the_budget(guarded):
     look = 0.1 + 0.2  # guard.c's CHILD_LOOK_SECONDS and MAX_NAP_US
     budget, hwm = stopping_point(guarded, CHILD_GROWS, "child")
     rss, private = guarded.query("list(sizes)")
+    # Killed and reaped (the guard's signal may interrupt the join that
+    # reaped it before it kept the exit code).
     guarded.run("child.join(10)")
-    assert guarded.query("child.exitcode") == -9
+    assert guarded.query("os.path.exists(f'/proc/{child.pid}')") is False
     assert hwm + rss + 1 * MiB >= budget, (hwm + rss - budget) / MiB
     assert hwm + private <= budget + look / CHILD_STEP * MiB, (hwm + private - budget) / MiB
 
@@ -465,7 +471,7 @@ def test_a_kernel_over_its_budget_at_a_cells_start_is_stopped_only_on_its_growth
         grace = guarded.query("memtamer.budget()['grace']")
         step = 16 * MiB
         result = run_from_a_fresh_high_water_mark(
-            guarded, pid, GROW.format(200, f"held.append(np.ones({step // 8}))"))
+            guarded, pid, GROW.format(64, f"held.append(np.ones({step // 8}))"))
         assert result["error"]["ename"] == "MemoryBudgetExceeded", result["error"]
         assert "before the cell began, over its budget" in result["error"]["evalue"]
         assert guarded.query("__import__('sys').last_value.layer") == "numpy"
