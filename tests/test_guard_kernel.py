@@ -472,15 +472,14 @@ def test_a_kernel_over_its_budget_at_a_cells_start_is_stopped_only_on_its_growth
         out = guarded.run("small = np.ones(2**17)\ntime.sleep(0.5)", allow_error=True)
         assert out["error"] is None, out["error"]
         grace = guarded.query("memtamer.budget()['grace']")
-        step = 16 * MiB
         result = run_from_a_fresh_high_water_mark(
-            guarded, pid, GROW.format(64, f"held.append(np.ones({step // 8}))"))
+            guarded, pid, GROW.format(1024, "held.append(np.ones(2**17))"))  # 1 MiB each
         assert result["error"]["ename"] == "MemoryBudgetExceeded", result["error"]
         assert "before the cell began, over its budget" in result["error"]["evalue"]
         assert guarded.query("__import__('sys').last_value.layer") == "numpy"
         hwm = guarded.query("stop_hwm")
         ceiling = rss_before + grace
-        assert ceiling - step - HOOK_SLACK <= hwm <= ceiling + HOOK_SLACK, (hwm - ceiling) / MiB
+        assert ceiling - 1 * MiB - HOOK_SLACK <= hwm <= ceiling + HOOK_SLACK, (hwm - ceiling) / MiB
     finally:
         guarded.run("held_by_thread.clear(); gc.collect(); memtamer._core.trim()")
     assert guarded.query("memtamer.budget()['rss']") < budget
