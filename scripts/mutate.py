@@ -14,6 +14,7 @@ the end.  Uncommitted changes are not in it: commit first."""
 import argparse
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -154,7 +155,7 @@ def check(scratch, numbered, log):
                 f.write(before)
         seconds = time.monotonic() - started
         print(f"{number:2d} {verdict:12s} {seconds:5.0f} s  {what}", flush=True)
-        rows.append((number, what, path, " ".join(tests), verdict))
+        rows.append((number, what, path, shlex.join(tests), verdict))
     return rows
 
 
@@ -203,7 +204,7 @@ def main():
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
                           text=True).stdout.strip()
     text = table(rows, f"commit {head}, {time.strftime('%Y-%m-%d', time.gmtime())}, on a "
-                       f"machine {os.cpu_count()} cores shared with other work")
+                       f"machine of {os.cpu_count()} cores shared with other work")
     print(text)
     if args.write:
         write_results(text)
