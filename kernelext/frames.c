@@ -595,14 +595,16 @@ mt_frames_describe(const mt_frame *f, const mt_settings *how)
 
 PyDoc_STRVAR(
     mt_frames_codecs__doc__,
-    "codecs() -> {codecs, blosc, default}: 'auto' and what blosc offers, the default codec.");
+    "codecs() -> {codecs, blosc, default, chunk, block, level, levels}: 'auto' and what blosc "
+    "offers, the default codec, the bytes per chunk and the values per narrowing block.");
 PyObject *
 mt_frames_codecs(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
 {
-    return Py_BuildValue(
-        "{sNsssssnsis(ii)}", "codecs", PyUnicode_FromFormat("auto,%s", blosc_list_compressors()),
-        "blosc", blosc_get_version_string(), "default", MT_DEFAULT_CODEC, "chunk",
-        (Py_ssize_t)CHUNK_BYTES, "level", MT_DEFAULT_LEVEL, "levels", MT_LEVEL_MIN, MT_LEVEL_MAX);
+    return Py_BuildValue("{sNsssssnsnsis(ii)}", "codecs",
+                         PyUnicode_FromFormat("auto,%s", blosc_list_compressors()), "blosc",
+                         blosc_get_version_string(), "default", MT_DEFAULT_CODEC, "chunk",
+                         (Py_ssize_t)CHUNK_BYTES, "block", (Py_ssize_t)BLOCK_VALUES, "level",
+                         MT_DEFAULT_LEVEL, "levels", MT_LEVEL_MIN, MT_LEVEL_MAX);
 }
 
 /* The _core methods of this file; module.c adds them at init. */

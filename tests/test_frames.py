@@ -125,3 +125,51 @@ def test_decimal_like_round_trips(a, codec):
 def test_any_eight_byte_array_round_trips(a):
     info, back = round_trip(a)
     assert same_bits(a, back)
+
+
+# Narrowing works in blocks of BLOCK values, each with its own frame of
+# reference, and blosc in frames of CHUNK bytes: arrays of several of each,
+# with lengths a few values either side of a boundary.
+BLOCK = _core.codecs()["block"]
+CHUNK = _core.codecs()["chunk"]
+
+
+@st.composite
+def across_boundaries(draw):
+    """A multi-block (or multi-chunk) array of narrowable numbers whose
+    blocks differ, with odd bit patterns at the places a boundary mistake
+    would touch: each block's first and last value and the array's end."""
+    dtype = draw(st.sampled_from([np.dtype(t) for t in ("float64", ">f8", "int64", "uint64",
+                                                         "float32", "int16")]))
+    per_chunk = CHUNK // dtype.itemsize
+    unit = draw(st.sampled_from([BLOCK, per_chunk]))
+    n = draw(st.integers(1, 3 if unit == BLOCK else 2)) * unit + draw(st.integers(-3, 3))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    # Each block its own level, so that one frame of reference cannot serve two.
+    levels = np.repeat(rng.integers(0, 10**6, n // BLOCK + 1), BLOCK)[:n]
+    if dtype.kind == "f":
+        a = (np.round(rng.random(n) * 100, 2) + levels).astype(dtype)
+    else:
+        a = (rng.integers(0, 1000, n) + levels).astype(dtype)
+    starts = np.arange(0, n, BLOCK)
+    places = np.unique(np.concatenate([starts, starts - 1, [n - 1]]))
+    places = places[(places >= 0) & (places < n)]
+    odd = draw(st.lists(st.sampled_from(places.tolist()), max_size=4))
+    if odd:
+        raw = a.view(np.dtype(f"u{dtype.itemsize}").newbyteorder(dtype.byteorder))
+        raw[odd] = rng.integers(0, 2**(8 * dtype.itemsize), len(odd), dtype=np.uint64).astype(raw.dtype)
+    return a
+
+
+@settings(max_examples=40, deadline=None)
+@given(across_boundaries(), st.sampled_from([None, "lz4", "zstd"]))
+def test_arrays_across_block_and_chunk_boundaries_round_trip(a, codec):
+    info, back = round_trip(a, codec=codec)
+    assert same_bits(a, back)
+    # The last partial block, on its own: a copy that differs only there
+    # must come back different.
+    changed = a.copy()
+    raw = changed.view(np.uint8)
+    raw[-1] ^= 0x01
+    info, back = round_trip(changed, codec=codec)
+    assert same_bits(changed, back) and not same_bits(a, back)

@@ -158,7 +158,10 @@ def test_multiprocessing_child_is_killed(guarded):
     err = assert_survived(guarded, guarded.run(code, allow_error=True), "child")
     assert "memtamer killed that process" in err
     guarded.run("child.join(10)")
-    assert guarded.query("child.exitcode") == -9
+    # -9, or unknown when the guard's signal interrupted the join that
+    # reaped it before that join kept the exit code; gone either way.
+    assert guarded.query("child.exitcode") in (-9, None)
+    assert guarded.query("__import__('os').path.exists(f'/proc/{child.pid}')") is False
 
 
 def test_next_cell_is_not_hit_by_a_stale_trip(guarded):
@@ -343,3 +346,150 @@ def test_fork_in_a_cell_warns_nothing(tmp_path):
                          env={**os.environ, "MEMTAMER_RUNTIME_DIR": str(tmp_path)})
     assert "warnings: []" in out.stdout, out.stdout + out.stderr
     assert "watcher: True" in out.stdout
+
+
+# Where each layer stops a runaway, in bytes, seen from outside: the
+# kernel's high-water mark (VmHWM, reset right before the cell) against a
+# budget a few hundred MiB above its RSS.
+STOP_ROOM = 300 * MiB
+# The hooks refuse before the bytes exist: what they miss is the estimate's
+# lag (memory the hooks do not count, since the watcher's last reading) and
+# what making the exception takes.
+HOOK_SLACK = 6 * MiB
+# A runaway that does one more step each turn, up to about 1 GiB (so that
+# a guard that failed costs no more); held = (i, held) makes a
+# chain of small tuples that no single large block holds together.  The
+# high-water mark is read as the stop arrives, while all it held is alive
+# (formatting the traceback comes after and is no part of the stop).
+GROW = ("def grow():\n    held = []\n    for i in range({}):\n        {}\n"
+        "try:\n    grow()\nfinally:\n    stop_hwm = [int(l.split()[1]) * 1024 for l in "
+        "open('/proc/self/status') if l.startswith('VmHWM:')][0]")
+
+
+def stopping_point(k, code, layer):
+    """Runs code (a GROW) with a budget STOP_ROOM above the kernel's RSS;
+    returns the budget and the kernel's high-water mark at the stop."""
+    k.run("gc.collect(); memtamer._core.trim()")
+    pid = k.query("__import__('os').getpid()")
+    budget = rss_of(pid) + STOP_ROOM
+    k.run(f"%memguard {budget}")
+    result = run_from_a_fresh_high_water_mark(k, pid, code)
+    assert_survived(k, result, layer)
+    return budget, k.query("stop_hwm")
+
+
+def run_from_a_fresh_high_water_mark(k, pid, code):
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")  # VmHWM back to the RSS now
+    return k.run(code, allow_error=True)
+
+
+def test_numpy_handler_stops_within_a_few_mib_of_the_budget(guarded):
+    budget, hwm = stopping_point(guarded, GROW.format(1024, "held.append(np.ones(2**17))"),
+                                 "numpy")  # 1 MiB each
+    assert budget - 1 * MiB - HOOK_SLACK <= hwm <= budget + HOOK_SLACK, (hwm - budget) / MiB
+
+
+def test_python_hooks_stop_within_a_few_mib_of_the_budget(guarded):
+    budget, hwm = stopping_point(
+        guarded, GROW.format(1024, "held.append(bytearray(2**20))"), "python")
+    assert budget - 1 * MiB - HOOK_SLACK <= hwm <= budget + HOOK_SLACK, (hwm - budget) / MiB
+
+
+def test_watcher_stops_within_one_poll_of_the_budget(guarded):
+    """Small objects only, so no hook sees a large request: the watcher
+    stops the cell after its RSS crossed the budget, within the growth of
+    one poll at the fastest growth its naps are planned for."""
+    poll = guarded.query("memtamer.budget()['poll_us']") / 1e6
+    fastest = 4 * GiB  # bytes per second (guard.c's GROWTH_BYTES_PER_US)
+    budget, hwm = stopping_point(
+        guarded, GROW.format(10_000_000, "held = (i, held)"), "watcher")
+    assert budget <= hwm <= budget + poll * fastest, (hwm - budget) / MiB
+
+
+# A child that reports its own RSS after each MiB it holds and its private
+# bytes (smaps_rollup, which walks every page: not each time) after each
+# eighth, and holds at most one MiB per CHILD_STEP seconds.
+CHILD_STEP = 0.005
+CHILD_GROWS = f"""
+import multiprocessing as mp, os, time
+sizes = mp.get_context('fork').Array('q', 2, lock=False)  # RSS, private
+page = os.sysconf('SC_PAGE_SIZE')
+
+def grow():
+    held = []
+    for n in range(1024):
+        held.append(bytearray(2**20))
+        sizes[0] = int(open('/proc/self/statm').read().split()[1]) * page
+        if n % 8 == 0:
+            fields = dict(l.split()[:2] for l in open('/proc/self/smaps_rollup') if l[0].isupper())
+            sizes[1] = (int(fields['Private_Clean:']) + int(fields['Private_Dirty:'])) * 1024
+        time.sleep({CHILD_STEP})
+
+child = mp.get_context('fork').Process(target=grow)
+child.start()
+try:
+    child.join()
+finally:
+    stop_hwm = [int(l.split()[1]) * 1024 for l in open('/proc/self/status')
+                if l.startswith('VmHWM:')][0]
+"""
+
+
+def test_child_is_stopped_within_a_look_of_the_budget(guarded):
+    """The watcher looks at the cell's children every tenth of a second and
+    naps at most a fifth between polls: the child is killed within the
+    growth of those 0.3 s of its own pace, whether the guard counts its
+    RSS or only its private bytes (read last up to 8 MiB before)."""
+    look = 0.1 + 0.2  # guard.c's CHILD_LOOK_SECONDS and MAX_NAP_US
+    budget, hwm = stopping_point(guarded, CHILD_GROWS, "child")
+    rss, private = guarded.query("list(sizes)")
+    # Killed and reaped (the guard's signal may interrupt the join that
+    # reaped it before it kept the exit code).
+    guarded.run("child.join(10)")
+    assert guarded.query("os.path.exists(f'/proc/{child.pid}')") is False
+    assert hwm + rss + 1 * MiB >= budget, (hwm + rss - budget) / MiB
+    assert hwm + private <= budget + look / CHILD_STEP * MiB, (hwm + private - budget) / MiB
+
+
+GROWS_BETWEEN_CELLS = f"""
+import threading, time
+go, grown = threading.Event(), threading.Event()
+held_by_thread = []
+def grow_later():
+    go.wait()
+    held_by_thread.append(np.ones({2 * STOP_ROOM // 8}))
+    grown.set()
+threading.Thread(target=grow_later, daemon=True).start()
+"""
+
+
+def test_a_kernel_over_its_budget_at_a_cells_start_is_stopped_only_on_its_growth(guarded):
+    """A thread grows the kernel past its budget between cells.  The next
+    cell may still ask for memory (the hooks see a 1 MiB request) and run
+    for a while (the watcher polls); growth past the grace is stopped, at
+    the kernel's use when the cell began plus the grace."""
+    guarded.run("gc.collect(); memtamer._core.trim()")
+    pid = guarded.query("__import__('os').getpid()")
+    budget = rss_of(pid) + STOP_ROOM
+    guarded.run(f"%memguard {budget}")
+    guarded.run(GROWS_BETWEEN_CELLS)
+    try:
+        # A query runs no cell: the thread grows the kernel between cells.
+        assert guarded.query("go.set() or grown.wait(120)") is True
+        rss_before = rss_of(pid)
+        assert rss_before > budget + STOP_ROOM // 2
+        out = guarded.run("small = np.ones(2**17)\ntime.sleep(0.5)", allow_error=True)
+        assert out["error"] is None, out["error"]
+        grace = guarded.query("memtamer.budget()['grace']")
+        result = run_from_a_fresh_high_water_mark(
+            guarded, pid, GROW.format(1024, "held.append(np.ones(2**17))"))  # 1 MiB each
+        assert result["error"]["ename"] == "MemoryBudgetExceeded", result["error"]
+        assert "before the cell began, over its budget" in result["error"]["evalue"]
+        assert guarded.query("__import__('sys').last_value.layer") == "numpy"
+        hwm = guarded.query("stop_hwm")
+        ceiling = rss_before + grace
+        assert ceiling - 1 * MiB - HOOK_SLACK <= hwm <= ceiling + HOOK_SLACK, (hwm - ceiling) / MiB
+    finally:
+        guarded.run("held_by_thread.clear(); gc.collect(); memtamer._core.trim()")
+    assert guarded.query("memtamer.budget()['rss']") < budget

@@ -234,12 +234,14 @@ def test_other_holders_are_the_cgroups_processes_biggest_first(tmp_path, monkeyp
 
     # A fake cgroup tree naming two real processes: this one (left out) and a
     # child that holds 64 MiB more than a second child.
-    big = subprocess.Popen([sys.executable, "-c", "import sys; b = b'x' * 2**26; sys.stdin.read()"],
-                           stdin=subprocess.PIPE)
-    small = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
-                             stdin=subprocess.PIPE)
+    # Each says when it holds what it holds: no sleep that a busy machine outlasts.
+    ready = "print('ready', flush=True); sys.stdin.read()"
+    big = subprocess.Popen([sys.executable, "-c", f"import sys; b = b'x' * 2**26; {ready}"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    small = subprocess.Popen([sys.executable, "-c", f"import sys; {ready}"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.5)
+        assert big.stdout.readline() == small.stdout.readline() == "ready\n"
         (tmp_path / "child").mkdir()
         (tmp_path / "cgroup.procs").write_text(f"{os.getpid()}\n{small.pid}\n")
         (tmp_path / "child" / "cgroup.procs").write_text(f"{big.pid}\n")

@@ -2,7 +2,11 @@
 itself (astype, copies taken before the action)."""
 
 import gc
+import json
 import os
+import shutil
+import subprocess
+import sys
 import weakref
 
 import numpy as np
@@ -469,6 +473,45 @@ def test_spill_files_never_go_where_files_live_in_ram():
     for point, in_ram in known.items():
         assert _core.in_ram(point) == in_ram, (point, seen[point])
     assert _core.in_ram("/no/such/path") is False
+
+
+SPILL_WHERE = """
+import json, os, sys, tempfile
+import numpy as np
+from memtamer import _core
+from memtamer.shrinker import run
+tmp = tempfile.gettempdir()
+mounts = [line.split() for line in open("/proc/self/mountinfo")]
+fstype = [m[m.index("-") + 1] for m in mounts if m[4] == tmp]
+ns = {"a": np.arange(1000.0)}
+run(None, ns, "spill", ["a"], {})
+print(json.dumps({"fstype": fstype[-1] if fstype else None, "file": ns["a"].filename,
+                  "tmp_in_ram": _core.in_ram(tmp), "left_in_tmp": os.listdir(tmp)}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="mounts a tmpfs in a private mount namespace: needs root and unshare")
+@pytest.mark.parametrize("ram", [True, False], ids=["tmpfs", "disk"])
+def test_spill_goes_home_when_the_temp_dir_is_a_tmpfs(tmp_path, ram):
+    """The temp directory mounted as a tmpfs in a mount namespace of the
+    test's own: the spill file goes under ~/.cache/memtamer instead (and the
+    same temp directory on disk keeps it)."""
+    tmp, home = tmp_path / "tmp", tmp_path / "home"
+    tmp.mkdir()
+    home.mkdir()
+    mount = 'mount -t tmpfs -o size=16m memtamer-test "$TMPDIR" && ' if ram else ""
+    env = {k: v for k, v in os.environ.items() if k != "MEMTAMER_SPILL_DIR"}
+    env.update(TMPDIR=str(tmp), HOME=str(home))
+    out = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                          mount + 'exec "$0" -c "$1"', sys.executable, SPILL_WHERE],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    assert (seen["fstype"] == "tmpfs") == ram and seen["tmp_in_ram"] == ram, seen
+    where = home / ".cache" / "memtamer" if ram else tmp
+    assert os.path.dirname(os.path.dirname(seen["file"])) == str(where), seen
+    assert (seen["left_in_tmp"] == []) == ram, seen
 
 
 def test_spill_maps_a_file_and_removes_it_when_deleted():

@@ -302,3 +302,44 @@ def test_a_bad_value_reads_the_same_from_the_magics_and_the_rules(kernel, line, 
     assert magic_key + problem in shown, (shown, rules_message)
     # refused before anything changed
     assert kernel.query("str(checked.dtype)") == "float64"
+
+
+# Each of IPython's holders alone keeps an array alive after `del`: the
+# cells that make that holder (and no name of the user's) hold it.  {n} is
+# the number of the cell that displayed it.
+HOLDERS = {
+    "_": [],
+    "__": ["1"],
+    "___": ["1", "2"],
+    "_N": ["1", "2", "3"],
+    "Out": ["1", "2", "3", "del _{n}"],
+    "_oh": ["1", "2", "3", "del _{n}\nOut = None"],
+}
+
+
+@pytest.mark.parametrize("holder", list(HOLDERS) + ["last traceback"])
+def test_del_purges_each_ipython_holder(kernel, holder):
+    """The truth is a weak reference: after %shrink del the array is gone
+    from this process, whichever of IPython's holders had it."""
+    kernel.run("import numpy as np, weakref, gc, sys")
+    kernel.run("held = np.ones(2**20); alive = weakref.ref(held)")
+    try:
+        purge_only(kernel, holder)
+    finally:
+        kernel.run("Out = get_ipython().history_manager.output_hist")
+
+
+def purge_only(kernel, holder):
+    if holder == "last traceback":
+        kernel.run("def keep(a):\n    raise ValueError('keeps a in its frame')\nkeep(held)",
+                   allow_error=True)
+        assert kernel.query("[f for f, _ in __import__('traceback').walk_tb(sys.last_traceback)]"
+                            "[-1].f_locals['a'] is held")
+    else:
+        n = kernel.run("held")["execution_count"]
+        for code in HOLDERS[holder]:
+            kernel.run(code.format(n=n))
+        assert kernel.query(f"held is get_ipython().history_manager.output_hist[{n}]")
+    kernel.run("%shrink del held")
+    assert kernel.query("gc.collect() >= 0 and alive() is None"), holder
+    assert kernel.query("'held' not in globals()")

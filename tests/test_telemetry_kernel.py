@@ -846,3 +846,39 @@ def test_a_kernel_without_a_writable_runtime_dir_says_so_once_and_measures(tmp_p
         assert "runtime directory" not in k.run("y = 1")["stderr"]
     finally:
         k.shutdown()
+
+
+# Mapped, filled by the kernel in one call and unmapped at once: tens of
+# milliseconds, much less than the 250 ms between samples.
+SPIKE = 96 * MiB
+SPIKE_CELL = (f"import mmap, time\ntime.sleep(0.3)\n"
+              f"m = mmap.mmap(-1, {SPIKE}, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS"
+              f" | mmap.MAP_POPULATE)\nm.close()\ntime.sleep(0.8)")
+
+
+def test_a_spike_freed_between_two_samples_shows_in_the_running_peak(tk):
+    """The running cell's peak takes the kernel's high-water mark: a spike
+    that came and went between two samples is in every sample after it.
+    Two cells, so that a sample landing inside both spikes by chance (and
+    hiding a sampler that reads only the RSS) is unlikely."""
+    for _ in range(2):
+        sub = Subscriber(discovery_record(tk)["endpoint"])
+        ran = []
+        cell = threading.Thread(target=lambda: ran.append(tk.run(SPIKE_CELL)))
+        try:
+            sub.next("snapshot")
+            cell.start()
+            running = []
+            while not running or running[-1]["running"]["seconds"] < 1.0:
+                message = sub.next("sample", timeout=3)
+                if message["running"]:
+                    running.append(message)
+        finally:
+            cell.join()
+            sub.close()
+        assert tk.last_cell()["peak_method"] == "hwm"
+        last = running[-1]["running"]
+        assert last["cell"] == ran[0]["execution_count"]
+        assert SPIKE - REUSED <= last["peak_increment"] <= SPIKE + SLACK, last
+        # The spike is gone from the RSS the sample read.
+        assert running[-1]["rss"] < last["rss_before"] + SPIKE // 2

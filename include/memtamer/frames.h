@@ -92,7 +92,8 @@ size_t mt_frames_csize(const mt_frame *f);
 PyObject *mt_frames_describe(const mt_frame *f, const mt_settings *how);
 
 /* codecs() -> {codecs: "auto,blosclz,lz4,...", blosc: version, default: "auto",
- * chunk: MT_FRAMES_CHUNK_BYTES, level: the default level, levels: (lowest, highest)} */
+ * chunk: MT_FRAMES_CHUNK_BYTES, block: values per narrowing block, level: the default level,
+ * levels: (lowest, highest)} */
 PyObject *mt_frames_codecs(PyObject *module, PyObject *unused);
 
 /* The _core methods frames.c defines. */

@@ -49,7 +49,14 @@ class Purge:
                     continue
                 if self.saved_output is None:
                     self.saved_output = list(self.output.items())  # undo restores it, in order
-                removed.append(self.output.pop(holder["out_index"], None))
+                number = holder["out_index"]
+                value = self.output.pop(number, None)
+                removed.append(value)
+                # IPython mirrors _N in its hidden namespace, and the mirror
+                # outlives the user's own `del _N`.
+                if value is not None and self.hidden is not None and \
+                        self.hidden.get(f"_{number}") is value:
+                    self._pop(self.hidden, f"_{number}")
             elif kind == "exception":
                 for attribute in holder["sys_attributes"]:
                     if getattr(sys, attribute, None) is not None:
