@@ -88,4 +88,4 @@ def test_peak_table_text_and_html():
     assert text[4].split()[:2] == ["native/worker", "thread"]
     assert text[5] == "  · line 4: collect the pieces"
     page = render.PeakReport(record)._repr_html_()
-    assert "<td>acc = np.concatenate([acc, p])</td>" in page and "<li>line 4: collect" in page
+    assert "<code>acc = np.concatenate([acc, p])</code></td>" in page and "<li>line 4: collect" in page
