@@ -530,9 +530,15 @@ mt_frames_describe(const mt_frame *f, const mt_settings *how)
     if (!f->narrowed) {
         return PyUnicode_FromFormat("%s level %d", how->codec, how->level);
     }
+    if (f->plan.type == MT_VALUES_FLOAT64 && f->plan.form == MT_FORM_FLOAT32) {
+        return PyUnicode_FromFormat("%s level %d on float32 values held as float64, each "
+                                    "block its own form",
+                                    how->codec, how->level);
+    }
     if (f->plan.type == MT_VALUES_FLOAT64) {
-        return PyUnicode_FromFormat("%s level %d on decimal digits (10^-%d)", how->codec,
-                                    how->level, f->plan.exponent);
+        return PyUnicode_FromFormat("%s level %d on decimal digits (10^-%d), each block its "
+                                    "own exponent or float32",
+                                    how->codec, how->level, f->plan.exponent);
     }
     return PyUnicode_FromFormat("%s level %d on narrowed integers", how->codec, how->level);
 }

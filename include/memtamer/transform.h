@@ -25,9 +25,14 @@
 
 typedef enum { MT_VALUES_FLOAT64, MT_VALUES_INT64, MT_VALUES_UINT64 } mt_values_type;
 
+/* What a float64 block's digits are: decimal digits at the block's own
+ * exponent, or the bits of the float32 that holds the same value. */
+typedef enum { MT_FORM_DECIMAL, MT_FORM_FLOAT32 } mt_values_form;
+
 typedef struct {
     mt_values_type type;
-    int exponent;         /* float64: v == digits / 10^exponent; -1: no decimal fits */
+    mt_values_form form;  /* float64: the form most of the sample took */
+    int exponent;         /* float64 decimals: the exponent most of the sample took; -1: none */
     double narrowed_size; /* estimated bytes per value after narrowing, from the sample */
 } mt_transform_plan;
 
