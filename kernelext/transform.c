@@ -219,7 +219,9 @@ mt_transform_plan_for(const void *values, size_t n, mt_values_type t, mt_transfo
                 winner = e;
             }
         }
-        wins[winner < 0 ? 0 : winner] += winner >= 0;
+        if (winner >= 0) {
+            wins[winner]++;
+        }
         bytes += best;
     }
     plan->type = t;
