@@ -6,6 +6,7 @@
  * gave the very same bits. */
 #include "memtamer/transform.h"
 
+#include <float.h>
 #include <string.h>
 
 /* Powers of ten, each exactly representable as a double. */
@@ -96,11 +97,13 @@ width_for(uint64_t range)
 static int
 float32_digits(double v, int64_t *digits)
 {
+    if (!(v >= -FLT_MAX && v <= FLT_MAX)) {
+        return 0; /* NaN, infinities, out of float32's range (where the cast is undefined) */
+    }
     float narrow = (float)v;
     uint32_t bits;
-    if (!(v >= -3.4028234663852886e38 && v <= 3.4028234663852886e38) ||
-        bits_of((double)narrow) != bits_of(v)) {
-        return 0; /* NaN, infinities, out of float32's range, more precision */
+    if (bits_of((double)narrow) != bits_of(v)) {
+        return 0; /* more precision than float32 holds */
     }
     memcpy(&bits, &narrow, sizeof bits);
     *digits = (int64_t)bits;
