@@ -6,6 +6,7 @@
  * gave the very same bits. */
 #include "memtamer/transform.h"
 
+#include <float.h>
 #include <string.h>
 
 /* Powers of ten, each exactly representable as a double. */
@@ -28,11 +29,16 @@ static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1
  * stored as it is. */
 #define MAX_EXCEPTION_SHARE 16
 
+/* The values a block of 8-byte floats samples to decide its own form:
+ * enough to see a column change, a small share of a block's cost. */
+#define BLOCK_SAMPLE 32
+
 /* Each encoded block starts with this header. */
 typedef struct {
-    uint8_t width; /* bytes per digit: 1, 2 or 4; 8: the values as they are */
-    uint8_t delta; /* digits are differences from the left neighbour */
-    uint8_t reserved[2];
+    uint8_t width;       /* bytes per digit: 1, 2 or 4; 8: the values as they are */
+    uint8_t delta;       /* digits are differences from the left neighbour */
+    uint8_t form;        /* mt_values_form: what a float64 block's digits are */
+    uint8_t exponent;    /* MT_FORM_DECIMAL: this block's v == digits / 10^exponent */
     uint32_t exceptions; /* then: uint32 offsets, then uint64 bits */
     uint64_t base;       /* subtracted from every stored digit */
     uint64_t first;      /* with differences: the first digit in full */
@@ -46,6 +52,14 @@ bits_of(double v)
     uint64_t b;
     memcpy(&b, &v, sizeof b);
     return b;
+}
+
+static float
+float_of_bits(uint32_t bits)
+{
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
 }
 
 /* The one definition of a decimal's value: encode checks with it what
@@ -78,17 +92,43 @@ width_for(uint64_t range)
     return range <= 0xFF ? 1 : range <= 0xFFFF ? 2 : range <= 0xFFFFFFFFu ? 4 : 8;
 }
 
+/* 1 and *digits (its float32 bits) when v is a float32 value held in a
+ * double, bit for bit, else 0. */
+static int
+float32_digits(double v, int64_t *digits)
+{
+    if (!(v >= -FLT_MAX && v <= FLT_MAX)) {
+        return 0; /* NaN, infinities, out of float32's range (where the cast is undefined) */
+    }
+    float narrow = (float)v;
+    uint32_t bits;
+    if (bits_of((double)narrow) != bits_of(v)) {
+        return 0; /* more precision than float32 holds */
+    }
+    memcpy(&bits, &narrow, sizeof bits);
+    *digits = (int64_t)bits;
+    return 1;
+}
+
+/* One value's digits in a float64 block of this form and exponent. */
+static int
+float_digits(double v, mt_values_form form, int exponent, int64_t *digits)
+{
+    return form == MT_FORM_FLOAT32 ? float32_digits(v, digits)
+                                   : decimal_digits(v, exponent, digits);
+}
+
 /* Digits of count values into digit[]; exception offsets into exc[] (room
  * for max_exc).  Returns the number of exceptions, max_exc + 1 when there
  * are more.  An exception's digit is its left neighbour's (the block's
  * first regular digit when it leads), so that it widens nothing. */
 static size_t
-digits_of(const mt_transform_plan *plan, const void *values, size_t count, int64_t *digit,
-          uint32_t *exc, size_t max_exc)
+digits_of(mt_values_type type, mt_values_form form, int exponent, const void *values, size_t count,
+          int64_t *digit, uint32_t *exc, size_t max_exc)
 {
-    if (plan->type != MT_VALUES_FLOAT64) {
+    if (type != MT_VALUES_FLOAT64) {
         memcpy(digit, values, count * sizeof *digit);
-        if (plan->type == MT_VALUES_UINT64) {
+        if (type == MT_VALUES_UINT64) {
             for (size_t j = 0; j < count; j++) {
                 digit[j] = (int64_t)((uint64_t)digit[j] ^ SIGN_BIT); /* unsigned order */
             }
@@ -100,7 +140,7 @@ digits_of(const mt_transform_plan *plan, const void *values, size_t count, int64
     int64_t previous = 0;
     for (size_t j = 0; j < count; j++) {
         int64_t d;
-        if (decimal_digits(v[j], plan->exponent, &d)) {
+        if (float_digits(v[j], form, exponent, &d)) {
             previous = d;
         }
         else {
@@ -141,40 +181,66 @@ choose_frame(const int64_t *digit, size_t count, int *width, int *delta, uint64_
     *base = *delta ? (uint64_t)dlo : (uint64_t)lo;
 }
 
+/* Estimated bytes of one sample run in one form: past one exception in
+ * sixteen a block is stored as it is. */
+static double
+run_bytes(mt_values_type t, mt_values_form form, int exponent, const char *at, size_t run,
+          int64_t *digit, uint32_t *exc)
+{
+    size_t nexc = digits_of(t, form, exponent, at, run, digit, exc, run / 4);
+    int width = 8, delta;
+    uint64_t base;
+    if (nexc * MAX_EXCEPTION_SHARE <= run) {
+        choose_frame(digit, run, &width, &delta, &base);
+    }
+    return width == 8 ? 8.0 * (double)run : (double)(run * (size_t)width + nexc * EXCEPTION_BYTES);
+}
+
 void
 mt_transform_plan_for(const void *values, size_t n, mt_values_type t, mt_transform_plan *plan)
 {
     int64_t digit[SAMPLE_RUN];
     uint32_t exc[SAMPLE_RUN];
+    int wins[MAX_EXPONENT + 2] = {0}; /* runs won by each exponent, then by float32 */
     size_t runs = n / SAMPLE_RUN < SAMPLE_RUNS ? n / SAMPLE_RUN : SAMPLE_RUNS;
     size_t run = runs ? SAMPLE_RUN : n;
     runs = runs ? runs : 1;
-    plan->type = t;
-    plan->exponent = -1;
-    plan->narrowed_size = 8;
-    for (int e = t == MT_VALUES_FLOAT64 ? 0 : -1; e <= (t == MT_VALUES_FLOAT64 ? MAX_EXPONENT : -1);
-         e++) {
-        mt_transform_plan trial = {.type = t, .exponent = e};
-        double bytes = 0;
-        for (size_t k = 0; k < runs && run; k++) {
-            size_t first = runs == 1 ? 0 : k * (n - run) / (runs - 1);
-            const char *at = (const char *)values + first * 8;
-            size_t nexc = digits_of(&trial, at, run, digit, exc, run / 4);
-            int width = 8, delta;
-            uint64_t base;
-            /* Past one exception in sixteen a block is stored as it is. */
-            if (nexc * MAX_EXCEPTION_SHARE <= run) {
-                choose_frame(digit, run, &width, &delta, &base);
+    int floats = t == MT_VALUES_FLOAT64;
+    double bytes = 0;
+    for (size_t k = 0; k < runs && run; k++) {
+        size_t first = runs == 1 ? 0 : k * (n - run) / (runs - 1);
+        const char *at = (const char *)values + first * 8;
+        /* Each block chooses its own form: so does each run. */
+        double best =
+            floats ? 8.0 * (double)run : run_bytes(t, MT_FORM_DECIMAL, 0, at, run, digit, exc);
+        int winner = -1;
+        for (int e = 0; floats && e <= MAX_EXPONENT + 1; e++) {
+            mt_values_form form = e <= MAX_EXPONENT ? MT_FORM_DECIMAL : MT_FORM_FLOAT32;
+            double b = run_bytes(t, form, e, at, run, digit, exc);
+            if (b < best) {
+                best = b;
+                winner = e;
             }
-            bytes += width == 8 ? 8.0 * (double)run
-                                : (double)(run * (size_t)width + nexc * EXCEPTION_BYTES);
         }
-        double per_value = run ? bytes / (double)(runs * run) : 8;
-        if (per_value < plan->narrowed_size) {
-            plan->narrowed_size = per_value;
+        if (winner >= 0) {
+            wins[winner]++;
+        }
+        bytes += best;
+    }
+    plan->type = t;
+    plan->form = MT_FORM_DECIMAL;
+    plan->exponent = floats ? -1 : 0;
+    for (int e = 0; floats && e <= MAX_EXPONENT + 1; e++) {
+        int most = plan->exponent < 0 ? 0 : wins[plan->exponent];
+        if (wins[e] > most) {
             plan->exponent = e;
         }
     }
+    if (plan->exponent == MAX_EXPONENT + 1) {
+        plan->form = MT_FORM_FLOAT32;
+        plan->exponent = -1;
+    }
+    plan->narrowed_size = run ? bytes / (double)(runs * run) : 8;
 }
 
 size_t
@@ -226,26 +292,53 @@ narrow(const int64_t *digit, size_t count, int width, int delta, uint64_t base, 
     }
 }
 
-size_t
-mt_transform_encode(const mt_transform_plan *plan, const void *values, size_t count, void *scratch,
-                    void *out)
+/* A float64 block's candidate forms from BLOCK_SAMPLE values spread over
+ * it: the smallest exponent that fits the most of them (*decimals of the
+ * sample fit), and how many are float32 values (*floats). */
+static void
+sample_block(const double *v, size_t count, int *exponent, size_t *decimals, size_t *floats)
 {
-    if (count == 0 || (plan->type == MT_VALUES_FLOAT64 && plan->exponent < 0)) {
-        return encode_as_is(values, count, out);
+    size_t sample = count < BLOCK_SAMPLE ? count : BLOCK_SAMPLE;
+    int64_t d;
+    *exponent = 0;
+    *decimals = 0;
+    *floats = 0;
+    for (size_t k = 0; k < sample; k++) {
+        *floats += (size_t)float32_digits(v[k * count / sample], &d);
     }
+    for (int e = 0; e <= MAX_EXPONENT && *decimals < sample; e++) {
+        size_t fit = 0;
+        for (size_t k = 0; k < sample; k++) {
+            fit += (size_t)decimal_digits(v[k * count / sample], e, &d);
+        }
+        if (fit > *decimals) {
+            *decimals = fit;
+            *exponent = e;
+        }
+    }
+}
+
+/* Encodes the block in this form; 0 when it would not narrow. */
+static size_t
+encode_form(mt_values_type type, mt_values_form form, int exponent, const void *values,
+            size_t count, void *scratch, void *out)
+{
     int64_t *digit = scratch;
     uint32_t *exc = (uint32_t *)(digit + count);
     size_t max_exc = count / MAX_EXCEPTION_SHARE;
-    size_t nexc = digits_of(plan, values, count, digit, exc, max_exc);
+    size_t nexc = digits_of(type, form, exponent, values, count, digit, exc, max_exc);
     if (nexc > max_exc) {
-        return encode_as_is(values, count, out);
+        return 0;
     }
-    block_header h = {.exceptions = (uint32_t)nexc, .first = (uint64_t)digit[0]};
+    block_header h = {.form = (uint8_t)form,
+                      .exponent = (uint8_t)exponent,
+                      .exceptions = (uint32_t)nexc,
+                      .first = (uint64_t)digit[0]};
     int width, delta;
     choose_frame(digit, count, &width, &delta, &h.base);
     size_t size = sizeof h + count * (size_t)width + nexc * EXCEPTION_BYTES;
     if (width == 8 || size >= sizeof h + count * 8) {
-        return encode_as_is(values, count, out);
+        return 0;
     }
     h.width = (uint8_t)width;
     h.delta = (uint8_t)delta;
@@ -260,6 +353,30 @@ mt_transform_encode(const mt_transform_plan *plan, const void *values, size_t co
         memcpy(at, (const char *)values + (size_t)exc[k] * 8, sizeof(uint64_t));
     }
     return size;
+}
+
+size_t
+mt_transform_encode(const mt_transform_plan *plan, const void *values, size_t count, void *scratch,
+                    void *out)
+{
+    size_t size = 0;
+    if (count && plan->type != MT_VALUES_FLOAT64) {
+        size = encode_form(plan->type, MT_FORM_DECIMAL, 0, values, count, scratch, out);
+    }
+    else if (count) {
+        /* Each block its own form: columns of different decimals, or of
+         * float32 values, one after the other, each narrow as it can. */
+        int exponent;
+        size_t decimals, floats;
+        sample_block(values, count, &exponent, &decimals, &floats);
+        if (decimals && decimals >= floats) {
+            size = encode_form(plan->type, MT_FORM_DECIMAL, exponent, values, count, scratch, out);
+        }
+        if (size == 0 && floats) {
+            size = encode_form(plan->type, MT_FORM_FLOAT32, 0, values, count, scratch, out);
+        }
+    }
+    return size ? size : encode_as_is(values, count, out);
 }
 
 /* Digits back from width bytes each: differences summed up, base added. */
@@ -304,7 +421,8 @@ mt_transform_block_size(const void *in, size_t size, size_t count)
                       ? sizeof h + count * 8
                       : sizeof h + count * h.width + (size_t)h.exceptions * EXCEPTION_BYTES;
     int valid =
-        h.width == 8 || ((h.width == 1 || h.width == 2 || h.width == 4) && h.exceptions <= count);
+        h.width == 8 || ((h.width == 1 || h.width == 2 || h.width == 4) && h.exceptions <= count &&
+                         h.form <= MT_FORM_FLOAT32 && h.exponent <= MAX_EXPONENT);
     return valid && need <= size ? need : 0;
 }
 
@@ -330,7 +448,8 @@ mt_transform_decode(const mt_transform_plan *plan, const void *in, size_t size, 
         uint64_t d;
         memcpy(&d, &digit[j], sizeof d);
         if (plan->type == MT_VALUES_FLOAT64) {
-            double v = decimal_value((int64_t)d, plan->exponent);
+            double v = h.form == MT_FORM_FLOAT32 ? (double)float_of_bits((uint32_t)d)
+                                                 : decimal_value((int64_t)d, h.exponent);
             memcpy(&digit[j], &v, sizeof v);
         }
         else {

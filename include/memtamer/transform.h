@@ -11,9 +11,14 @@
  * Either may store the differences of neighbours instead (random walks,
  * regular timestamps), whichever is narrower.
  *
- * Data are encoded in blocks that carry their own header (width, base,
- * exceptions), so any block decodes alone.  A block that would not narrow
- * is stored as it is.
+ * float64 values that are float32 values (a float32 array made float64)
+ * narrow to those float32s' bits instead, exactly.
+ *
+ * Data are encoded in blocks that carry their own header (form, exponent,
+ * width, base, exceptions), so any block decodes alone.  Each float64 block
+ * chooses its form and exponent from a few of its own values (a table's
+ * columns of tenths and of thousandths each keep their width).  A block that
+ * would not narrow is stored as it is.
  *
  * Pure C, no Python: plain C tests drive it (tests/c/test_transform.c).
  * Thread-safe: the functions touch only what they are given. */
@@ -25,14 +30,20 @@
 
 typedef enum { MT_VALUES_FLOAT64, MT_VALUES_INT64, MT_VALUES_UINT64 } mt_values_type;
 
+/* What a float64 block's digits are: decimal digits at the block's own
+ * exponent, or the bits of the float32 that holds the same value. */
+typedef enum { MT_FORM_DECIMAL, MT_FORM_FLOAT32 } mt_values_form;
+
 typedef struct {
     mt_values_type type;
-    int exponent;         /* float64: v == digits / 10^exponent; -1: no decimal fits */
+    mt_values_form form;  /* float64: the form most of the sample took */
+    int exponent;         /* float64 decimals: the exponent most of the sample took; -1: none */
     double narrowed_size; /* estimated bytes per value after narrowing, from the sample */
 } mt_transform_plan;
 
-/* Chooses the decimal exponent (float64) from a sample of the n values and
- * estimates what narrowing would give; reads at most a few thousand values. */
+/* Estimates from a sample of the n values what narrowing would give, each
+ * run of the sample in its best form as each block would be, and names the
+ * form (and exponent) most runs took; reads at most a few thousand values. */
 void mt_transform_plan_for(const void *values, size_t n, mt_values_type t, mt_transform_plan *plan);
 
 /* Bytes that encoding count values may take at most, and the scratch

@@ -155,6 +155,74 @@ test_edges(void)
     CHECK(round_trip(zeros, 5, MT_VALUES_FLOAT64, 2, &plan) == 3 * 24 + 5);
 }
 
+/* Columns with different decimals one after the other: each block takes
+ * its own exponent, so neither column is widened by the other's. */
+static void
+test_block_exponents(void)
+{
+    size_t n = 4 * 8192;
+    double *v = malloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++) {
+        char text[64];
+        int tenths = i < n / 2;
+        snprintf(text, sizeof text, "%.*f", tenths ? 1 : 3,
+                 (double)(next_random() % 256) / (tenths ? 10.0 : 1000.0));
+        v[i] = strtod(text, NULL);
+    }
+    mt_transform_plan plan;
+    /* One byte a digit in every block: one exponent for all would need two
+     * in the first half (digits up to 25500). */
+    CHECK(round_trip(v, n, MT_VALUES_FLOAT64, 8192, &plan) == n + 4 * 24);
+    free(v);
+}
+
+/* float32 values held in float64 narrow to their float32 bits; what no
+ * float32 holds exactly is kept apart, bit for bit. */
+static void
+test_float32_values(void)
+{
+    size_t n = 3 * 4096;
+    double *v = malloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++) {
+        v[i] = (double)(float)((uniform() - 0.5) * 1e4);
+    }
+    mt_transform_plan plan;
+    size_t size = round_trip(v, n, MT_VALUES_FLOAT64, 4096, &plan);
+    CHECK(plan.form == MT_FORM_FLOAT32 && plan.narrowed_size <= 4);
+    CHECK(size > 0 && size <= 4 * n + 3 * 24);
+    uint64_t nan_payload = 0x7FF8000000012345u;
+    double specials[] = {-0.0, INFINITY, -INFINITY, 5e-324, 1e300, 0.1, (double)1e-45f, 3e38};
+    for (size_t k = 0; k < sizeof specials / sizeof specials[0]; k++) {
+        v[k * 1499 + 5] = specials[k];
+    }
+    memcpy(&v[4096], &nan_payload, 8); /* a block's first value */
+    size = round_trip(v, n, MT_VALUES_FLOAT64, 4096, &plan);
+    CHECK(size > 0 && size <= 4 * n + 3 * 24 + 9 * 12);
+    free(v);
+}
+
+/* A header naming a form or an exponent that does not exist is refused. */
+static void
+test_malformed_headers(void)
+{
+    double v[64];
+    for (size_t i = 0; i < 64; i++) {
+        v[i] = (double)i / 10.0;
+    }
+    mt_transform_plan plan;
+    mt_transform_plan_for(v, 64, MT_VALUES_FLOAT64, &plan);
+    char encoded[24 + 64 * 8], back[64 * 8];
+    void *scratch = malloc(mt_transform_scratch_size(64));
+    size_t size = mt_transform_encode(&plan, v, 64, scratch, encoded);
+    CHECK(size == 24 + 64 && mt_transform_decode(&plan, encoded, size, 64, back) == size);
+    encoded[2] = 7; /* form */
+    CHECK(mt_transform_decode(&plan, encoded, size, 64, back) == 0);
+    encoded[2] = 0;
+    encoded[3] = 19; /* exponent past 10^18 */
+    CHECK(mt_transform_decode(&plan, encoded, size, 64, back) == 0);
+    free(scratch);
+}
+
 /* Random arrays from a mix of generators, random block lengths: every plan
  * that is used round-trips exactly. */
 static void
@@ -201,6 +269,9 @@ main(void)
     test_noise_is_not_narrowed();
     test_integers();
     test_edges();
+    test_block_exponents();
+    test_float32_values();
+    test_malformed_headers();
     test_random_mixtures();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;

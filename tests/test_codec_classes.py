@@ -1,0 +1,113 @@
+"""Each block of a float64 array takes its own form: decimal digits at its
+own exponent, or the float32 that holds the same value, or the values as
+they are.  Arrays that mix the forms across many blocks (and chunks) come
+back bit for bit, odd values included."""
+
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from memtamer import _core
+
+# Values per transform block (frames.c): segments are made longer than one so
+# that every form fills whole blocks and crosses block boundaries.
+BLOCK = 2**16
+CHUNK = _core.codecs()["chunk"]
+
+NAN_PAYLOAD = np.array([0x7FF8000000012345, 0xFFF0000000000001], dtype=np.uint64).view(np.float64)
+ODD = np.concatenate([NAN_PAYLOAD, [-0.0, np.inf, -np.inf, 5e-324, -2.2250738585072014e-308,
+                                    1e300, 0.1 + 0.2]])
+
+
+def round_trip(a, **how):
+    proxy = _core.compress(a, "a", **how)
+    info = _core.compressed_info(proxy)
+    return info, _core.restore(proxy)
+
+
+def float32_values(n, rng):
+    return (20 + 5 * np.sin(np.arange(n) / 500) + rng.normal(0, 0.5, n)).astype(
+        np.float32).astype(np.float64)
+
+
+def decimals(n, places, rng):
+    return np.round(rng.uniform(0, 256 / 10**places, n), places)
+
+
+def sprinkle(a, rng):
+    at = rng.choice(a.size, ODD.size, replace=False)
+    a[at] = ODD
+    return at
+
+
+def test_float32_values_narrow_to_float32_over_chunks():
+    rng = np.random.default_rng(1)
+    a = float32_values(CHUNK // 8 + 3 * BLOCK + 17, rng)  # two chunks, the last block short
+    sprinkle(a, rng)
+    info, back = round_trip(a)
+    assert back.tobytes() == a.tobytes()
+    assert "float32" in info["method"]
+    narrowed, _ = round_trip(a, codec="lz4")  # narrowing alone, at one codec and level
+    plain, again = round_trip(a, codec="lz4", narrow=False)
+    assert again.tobytes() == a.tobytes()
+    assert "float32" in narrowed["method"] and narrowed["cbytes"] < plain["cbytes"]
+
+
+def test_columns_of_different_forms_each_come_back():
+    """Columns one after the other, as a table's values flattened: tenths,
+    thousandths, float32 values and noise, each a few blocks long."""
+    rng = np.random.default_rng(2)
+    columns = [decimals(2 * BLOCK + 5, 1, rng), decimals(3 * BLOCK, 3, rng),
+               float32_values(2 * BLOCK + 99, rng), rng.random(BLOCK + 1),
+               decimals(2 * BLOCK, 0, rng)]
+    a = np.concatenate(columns)
+    sprinkle(a, rng)
+    for threads in (1, 2):
+        info, back = round_trip(a, threads=threads)
+        assert back.tobytes() == a.tobytes()
+        assert info["cbytes"] < a.nbytes / 2  # most blocks narrowed
+
+
+def test_a_block_of_odd_values_only():
+    a = np.resize(ODD, 3 * BLOCK)
+    info, back = round_trip(a)
+    assert back.tobytes() == a.tobytes()
+
+
+def segment(kind, n, seed):
+    rng = np.random.default_rng(seed)
+    if kind == "float32":
+        return float32_values(n, rng)
+    if kind == "bits":
+        return rng.integers(0, 2**63, n, dtype=np.int64).view(np.float64)  # NaNs, subnormals, huge
+    if kind == "odd":
+        return np.resize(ODD, n)
+    return decimals(n, int(kind), rng)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["0", "1", "2", "4", "6", "float32", "bits", "odd"]),
+                          st.integers(1, BLOCK + BLOCK // 2), st.integers(0, 2**32)),
+                min_size=1, max_size=5),
+       st.integers(0, 2**32))
+def test_any_mixture_of_forms_round_trips(segments, seed):
+    a = np.concatenate([segment(*s) for s in segments])
+    if a.size > ODD.size:
+        sprinkle(a, np.random.default_rng(seed))
+    info, back = round_trip(a)
+    assert back.dtype == a.dtype and back.tobytes() == a.tobytes()
+
+
+def test_auto_takes_deeper_zstd_where_it_pays():
+    """A seasonal table column written with one decimal, many periods, each
+    a little different: zstd at blosc's level 3 finds the periods that lz4
+    and zstd's fastest level miss, and 'auto' takes it."""
+    rng = np.random.default_rng(3)
+    n = 2**21
+    period = np.round(50 + 40 * np.sin(np.arange(309) / 5) + rng.normal(0, 5, 309), 1)
+    a = np.round(np.resize(period, n) + rng.integers(-1, 2, n) * 0.1, 1)
+    auto, back = round_trip(a)
+    assert back.tobytes() == a.tobytes()
+    deep, _ = round_trip(a, codec="zstd", level=3)
+    fast = [round_trip(a, codec=c, level=l)[0]["cbytes"] for c, l in (("lz4", 5), ("zstd", 1))]
+    assert auto["cbytes"] <= deep["cbytes"] * 1.01
+    assert auto["cbytes"] < 0.9 * min(fast)
