@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "memtamer/npy.h"
+#include "memtamer/pyver.h"
 #include "memtamer/walker.h"
 
 /* PyGC_Head (two words) is internal since 3.8; sys.getsizeof adds it for
@@ -202,17 +203,7 @@ mt_walker_is_data(PyObject *o)
 static long long
 preheader(PyTypeObject *tp)
 {
-    long long n = PyType_IS_GC(tp) ? GC_HEADER_BYTES : 0;
-#if defined(Py_TPFLAGS_PREHEADER)
-    if (tp->tp_flags & Py_TPFLAGS_PREHEADER) {
-        n += 2 * (long long)sizeof(PyObject *);
-    }
-#elif PY_VERSION_HEX >= 0x030B0000
-    if (tp->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
-        n += 2 * (long long)sizeof(PyObject *);
-    }
-#endif
-    return n;
+    return (PyType_IS_GC(tp) ? GC_HEADER_BYTES : 0) + mt_pyver_preheader_bytes(tp);
 }
 
 /* The C-level __sizeof__ to call for tp's objects (borrowed), or NULL for
@@ -228,13 +219,7 @@ own_sizeof(const mt_walker *w, PyTypeObject *tp)
     if (method == NULL || !Py_IS_TYPE(method, &PyMethodDescr_Type)) {
         method = base;
     }
-#if PY_VERSION_HEX >= 0x030D0000
-    /* From 3.13 object.__sizeof__ counts inline attribute values: call it
-     * rather than redo its arithmetic. */
-    return method;
-#else
-    return method == base ? NULL : method;
-#endif
+    return method == base && !MT_PYVER_OBJECT_SIZEOF_COUNTS_INLINE_VALUES ? NULL : method;
 }
 
 static long long

@@ -1,0 +1,177 @@
+/* pyver: CPython version differences, chosen by PY_VERSION_HEX (pyver.h). */
+#define PY_SSIZE_T_CLEAN
+#include "memtamer/pyver.h"
+
+#if PY_VERSION_HEX < 0x030B0000
+#error "memtamer needs CPython 3.11 or later"
+#endif
+
+/* 3.11 only: its own interpreter frames (see pyver.h for why). */
+#define PRIVATE_FRAMES (PY_VERSION_HEX < 0x030C0000)
+
+#if PRIVATE_FRAMES
+#include <pthread.h>
+
+#include <internal/pycore_frame.h>
+
+/* The thread state holding the GIL, when it is this thread's; else NULL.
+ * PyGILState_Check looks this thread's state up by thread-specific key
+ * (about 50 instructions); this reads the state holding the GIL, as the
+ * interpreter's loop does, and compares the thread it is bound to
+ * (PyThread_get_thread_ident is pthread_self on the builds that walk
+ * frames).  A state is unpublished before it is freed and holds only its own
+ * thread's ident, so a thread without the GIL never passes; a state moved to
+ * another thread (rare, in embedding code) fails safe, as "no GIL". */
+static inline PyThreadState *
+holding_gil(void)
+{
+    PyThreadState *tstate = _PyThreadState_UncheckedGet();
+    return tstate != NULL && tstate->thread_id == (unsigned long)pthread_self() ? tstate : NULL;
+}
+
+static _PyInterpreterFrame *
+first_complete(_PyInterpreterFrame *frame)
+{
+    while (frame != NULL && _PyFrame_IsIncomplete(frame)) {
+        frame = frame->previous;
+    }
+    return frame;
+}
+
+int
+mt_pyver_frame_begin(mt_pyver_frame *f)
+{
+    PyThreadState *tstate = holding_gil();
+    if (tstate == NULL) {
+        return 0;
+    }
+    f->saved_exception = NULL;
+    f->frame = first_complete(tstate->cframe->current_frame);
+    return 1;
+}
+
+void
+mt_pyver_frame_back(mt_pyver_frame *f)
+{
+    f->frame = first_complete(((_PyInterpreterFrame *)f->frame)->previous);
+}
+
+void
+mt_pyver_frame_end(mt_pyver_frame *f)
+{
+    f->frame = NULL;
+}
+
+PyObject *
+mt_pyver_frame_globals(const mt_pyver_frame *f)
+{
+    return ((_PyInterpreterFrame *)f->frame)->f_globals;
+}
+
+PyCodeObject *
+mt_pyver_frame_code(const mt_pyver_frame *f)
+{
+    return ((_PyInterpreterFrame *)f->frame)->f_code;
+}
+
+int
+mt_pyver_frame_offset(const mt_pyver_frame *f)
+{
+    return _PyInterpreterFrame_LASTI((_PyInterpreterFrame *)f->frame) * (int)sizeof(_Py_CODEUNIT);
+}
+
+#else
+
+/* This thread's state when it holds the GIL (from 3.12 the current state is
+ * thread-local and cleared whenever the thread lets the GIL go).  3.12 names
+ * the function that 3.13 documents as PyThreadState_GetUnchecked. */
+static inline PyThreadState *
+holding_gil(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyThreadState_GetUnchecked();
+#else
+    return _PyThreadState_UncheckedGet();
+#endif
+}
+
+int
+mt_pyver_frame_begin(mt_pyver_frame *f)
+{
+    PyThreadState *tstate = holding_gil();
+    if (tstate == NULL) {
+        return 0;
+    }
+    /* Making a frame object can fail (and PyThreadState_GetFrame then
+     * clears the error): whatever was being raised must survive the walk. */
+    f->saved_exception = PyErr_GetRaisedException();
+    f->frame = PyThreadState_GetFrame(tstate);
+    return 1;
+}
+
+void
+mt_pyver_frame_back(mt_pyver_frame *f)
+{
+    PyFrameObject *back = PyFrame_GetBack((PyFrameObject *)f->frame);
+    Py_DECREF(f->frame);
+    f->frame = back;
+}
+
+void
+mt_pyver_frame_end(mt_pyver_frame *f)
+{
+    Py_CLEAR(f->frame);
+    PyErr_SetRaisedException(f->saved_exception); /* NULL: clears a failed walk's error */
+    f->saved_exception = NULL;
+}
+
+/* The frame holds its globals and code: the references can go at once. */
+PyObject *
+mt_pyver_frame_globals(const mt_pyver_frame *f)
+{
+    PyObject *globals = PyFrame_GetGlobals((PyFrameObject *)f->frame);
+    Py_DECREF(globals);
+    return globals;
+}
+
+PyCodeObject *
+mt_pyver_frame_code(const mt_pyver_frame *f)
+{
+    PyCodeObject *code = PyFrame_GetCode((PyFrameObject *)f->frame);
+    Py_DECREF(code);
+    return code;
+}
+
+int
+mt_pyver_frame_offset(const mt_pyver_frame *f)
+{
+    return PyFrame_GetLasti((PyFrameObject *)f->frame);
+}
+
+#endif
+
+long long
+mt_pyver_preheader_bytes(PyTypeObject *tp)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    unsigned long flags = Py_TPFLAGS_PREHEADER; /* managed dict and weakref pointers */
+#else
+    unsigned long flags = Py_TPFLAGS_MANAGED_DICT;
+#endif
+    return (tp->tp_flags & flags) ? 2 * (long long)sizeof(PyObject *) : 0;
+}
+
+int
+mt_pyver_check_build(void)
+{
+#ifdef Py_GIL_DISABLED
+    PyErr_SetString(PyExc_ImportError,
+                    "memtamer does not run on free-threaded CPython (built with "
+                    "--disable-gil) yet: its allocator hooks and object walker rely on the "
+                    "GIL.  Use the standard build of the same version (python3.13, not "
+                    "python3.13t).");
+    return -1;
+#else
+    return 0;
+#endif
+}
