@@ -61,6 +61,17 @@ static int nlocations = FIRST_CODE_SLOT;
 static unsigned long long next_seq, peak_seq;
 static long long begin_counted, high, untracked;
 static PyObject *user_ns; /* borrowed, compared only */
+/* The last block's site when it depended on the innermost frame and its
+ * caller at most: the cell's code running innermost, or a user function's
+ * called straight from it.  A loop allocates at the same place again and
+ * again, and this spares the walk and the search.  The location holds the
+ * code objects, so the same code at the same offsets is the same site.  Only
+ * touched with the GIL held. */
+static struct {
+    PyCodeObject *code, *caller_code; /* code NULL: none; caller_code NULL: the cell's */
+    int offset, caller_offset;
+    int location;
+} last_site;
 
 _Atomic long long mt_peaks_tracked_from = LLONG_MAX;
 
@@ -248,13 +259,14 @@ snapshot_if_higher_unlocked(long long counted)
  * (not CO_OPTIMIZED) called from a frame with other globals, as IPython
  * exec's each cell (a class body or an exec inside the cell is called from
  * the cell's frame).  Without a namespace: the outermost and innermost
- * frames. */
-static void
+ * frames.  Returns 1 when the site is the innermost frame's and at most its
+ * caller's (last_site's cases). */
+static int
 walk_frames(mt_pyver_frame *f, code_site *site)
 {
     PyCodeObject *inner = NULL, *candidate = NULL;
-    int inner_offset = 0, candidate_offset = 0;
-    for (; f->frame != NULL; mt_pyver_frame_back(f)) {
+    int inner_offset = 0, candidate_offset = 0, depth = 0, inner_depth = -1, candidate_depth = -1;
+    for (; f->frame != NULL; mt_pyver_frame_back(f), depth++) {
         int user = user_ns == NULL || mt_pyver_frame_globals(f) == user_ns;
         if (candidate != NULL && user_ns != NULL && !user) {
             break; /* called from outside the user's namespace: the cell */
@@ -268,18 +280,21 @@ walk_frames(mt_pyver_frame *f, code_site *site)
         if (inner == NULL) {
             inner = code;
             inner_offset = offset;
+            inner_depth = depth;
         }
         if (user_ns == NULL || !(code->co_flags & CO_OPTIMIZED)) {
             candidate = code;
             candidate_offset = offset;
+            candidate_depth = depth;
         }
     }
     site->cell = candidate; /* the cell's frame, if any */
     site->cell_offset = candidate_offset;
-    if (inner != NULL && !(inner == candidate && inner_offset == candidate_offset)) {
+    if (inner != NULL && inner_depth != candidate_depth) {
         site->function = inner;
         site->function_offset = inner_offset;
     }
+    return user_ns != NULL && candidate != NULL && inner_depth == 0 && candidate_depth <= 1;
 }
 
 /* The location's slot; a new one takes references to the code objects.
@@ -315,18 +330,55 @@ location_of_unlocked(const code_site *site)
     return last = nlocations++;
 }
 
-/* Where the running code is; 0 when this thread does not hold the GIL.
- * Outside the lock: on 3.12+ reading the frames may make frame objects. */
+/* Whether f (innermost) is where the last block was made: the same code at
+ * the same offsets, the user's globals, and the same caller's when the last
+ * site was a function called by the cell.  Moves f. */
+static inline int
+at_last_site(mt_pyver_frame *f)
+{
+    if (f->frame == NULL || mt_pyver_frame_code(f) != last_site.code ||
+        mt_pyver_frame_offset(f) != last_site.offset || mt_pyver_frame_globals(f) != user_ns) {
+        return 0;
+    }
+    if (last_site.caller_code == NULL) {
+        return 1;
+    }
+    mt_pyver_frame_back(f);
+    return f->frame != NULL && mt_pyver_frame_code(f) == last_site.caller_code &&
+           mt_pyver_frame_offset(f) == last_site.caller_offset;
+}
+
+/* The location a block made now is charged to.  Outside the lock: on 3.12+
+ * reading the frames may make frame objects, which allocates. */
 static int
-site_now(code_site *site)
+location_now(void)
 {
     mt_pyver_frame f;
     if (!mt_pyver_frame_begin(&f)) {
-        return 0;
+        return NO_GIL_SLOT;
     }
-    walk_frames(&f, site);
+    if (last_site.code != NULL && at_last_site(&f)) {
+        mt_pyver_frame_end(&f);
+        return last_site.location;
+    }
     mt_pyver_frame_end(&f);
-    return 1;
+    mt_pyver_frame_begin(&f); /* from the innermost frame again; the GIL is still held */
+    code_site site = {NULL, 0, NULL, 0};
+    int near = walk_frames(&f, &site);
+    mt_pyver_frame_end(&f);
+    acquire();
+    int at = location_of_unlocked(&site);
+    release();
+    last_site.code = NULL;
+    if (near && at >= FIRST_CODE_SLOT) { /* the location holds the code objects */
+        int in_function = site.function != NULL;
+        last_site.code = in_function ? site.function : site.cell;
+        last_site.offset = in_function ? site.function_offset : site.cell_offset;
+        last_site.caller_code = in_function ? site.cell : NULL;
+        last_site.caller_offset = site.cell_offset;
+        last_site.location = at;
+    }
+    return at;
 }
 
 /* ------------------------------------------------------------------ */
@@ -336,10 +388,8 @@ site_now(code_site *site)
 void
 mt_peaks_allocated(void *ptr, long long size, long long counted)
 {
-    code_site site = {NULL, 0, NULL, 0};
-    int has_gil = site_now(&site);
+    int at = location_now();
     acquire();
-    int at = has_gil ? location_of_unlocked(&site) : NO_GIL_SLOT;
     remember_unlocked((block){ptr, size, ++next_seq, at});
     snapshot_if_higher_unlocked(counted);
     release();
@@ -398,6 +448,7 @@ forget_cell(void)
         memset(&locations[i], 0, sizeof locations[i]);
     }
     npending = 0;
+    last_site.code = NULL;
     next_seq = peak_seq = 0;
     untracked = 0;
     release();

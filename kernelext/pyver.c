@@ -6,81 +6,7 @@
 #error "memtamer needs CPython 3.11 or later"
 #endif
 
-/* 3.11 only: its own interpreter frames (see pyver.h for why). */
-#define PRIVATE_FRAMES (PY_VERSION_HEX < 0x030C0000)
-
-#if PRIVATE_FRAMES
-#include <pthread.h>
-
-#include <internal/pycore_frame.h>
-
-/* The thread state holding the GIL, when it is this thread's; else NULL.
- * PyGILState_Check looks this thread's state up by thread-specific key
- * (about 50 instructions); this reads the state holding the GIL, as the
- * interpreter's loop does, and compares the thread it is bound to
- * (PyThread_get_thread_ident is pthread_self on the builds that walk
- * frames).  A state is unpublished before it is freed and holds only its own
- * thread's ident, so a thread without the GIL never passes; a state moved to
- * another thread (rare, in embedding code) fails safe, as "no GIL". */
-static inline PyThreadState *
-holding_gil(void)
-{
-    PyThreadState *tstate = _PyThreadState_UncheckedGet();
-    return tstate != NULL && tstate->thread_id == (unsigned long)pthread_self() ? tstate : NULL;
-}
-
-static _PyInterpreterFrame *
-first_complete(_PyInterpreterFrame *frame)
-{
-    while (frame != NULL && _PyFrame_IsIncomplete(frame)) {
-        frame = frame->previous;
-    }
-    return frame;
-}
-
-int
-mt_pyver_frame_begin(mt_pyver_frame *f)
-{
-    PyThreadState *tstate = holding_gil();
-    if (tstate == NULL) {
-        return 0;
-    }
-    f->saved_exception = NULL;
-    f->frame = first_complete(tstate->cframe->current_frame);
-    return 1;
-}
-
-void
-mt_pyver_frame_back(mt_pyver_frame *f)
-{
-    f->frame = first_complete(((_PyInterpreterFrame *)f->frame)->previous);
-}
-
-void
-mt_pyver_frame_end(mt_pyver_frame *f)
-{
-    f->frame = NULL;
-}
-
-PyObject *
-mt_pyver_frame_globals(const mt_pyver_frame *f)
-{
-    return ((_PyInterpreterFrame *)f->frame)->f_globals;
-}
-
-PyCodeObject *
-mt_pyver_frame_code(const mt_pyver_frame *f)
-{
-    return ((_PyInterpreterFrame *)f->frame)->f_code;
-}
-
-int
-mt_pyver_frame_offset(const mt_pyver_frame *f)
-{
-    return _PyInterpreterFrame_LASTI((_PyInterpreterFrame *)f->frame) * (int)sizeof(_Py_CODEUNIT);
-}
-
-#else
+#if !MT_PYVER_PRIVATE_FRAMES
 
 /* This thread's state when it holds the GIL (from 3.12 the current state is
  * thread-local and cleared whenever the thread lets the GIL go).  3.12 names
@@ -159,6 +85,25 @@ mt_pyver_preheader_bytes(PyTypeObject *tp)
     unsigned long flags = Py_TPFLAGS_MANAGED_DICT;
 #endif
     return (tp->tp_flags & flags) ? 2 * (long long)sizeof(PyObject *) : 0;
+}
+
+PyObject *
+mt_pyver_dict_sharing_values(PyObject *o)
+{
+#if PY_VERSION_HEX >= 0x030D0000 && PY_VERSION_HEX < 0x030E0000
+    /* 3.13's layout (Include/internal/pycore_object.h): the managed dict
+     * pointer three pointers before the object, the inline values right
+     * after its header; tests/test_walker.py checks it on 3.13. */
+    if (!(Py_TYPE(o)->tp_flags & Py_TPFLAGS_INLINE_VALUES)) {
+        return NULL;
+    }
+    PyDictObject *dict = *(PyDictObject **)((char *)o - 3 * (Py_ssize_t)sizeof(PyObject *));
+    void *inline_values = (char *)o + sizeof(PyObject);
+    return dict != NULL && (void *)dict->ma_values == inline_values ? (PyObject *)dict : NULL;
+#else
+    (void)o;
+    return NULL;
+#endif
 }
 
 int

@@ -339,6 +339,30 @@ take_child(PyObject *o, void *arg)
     return 0;
 }
 
+/* The dict instead of the values it shares with the instance (pyver.h):
+ * its keys and its own size count too, and each value is reached once. */
+static void
+take_dict_instead_of_its_values(frame *f, PyObject *dict)
+{
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t i = 0; i < f->len; i++) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        int shared_value = 0;
+        while (!shared_value && PyDict_Next(dict, &pos, &key, &value)) {
+            shared_value = value == f->children[i];
+        }
+        if (shared_value) {
+            Py_DECREF(f->children[i]);
+        }
+        else {
+            f->children[kept++] = f->children[i];
+        }
+    }
+    f->len = kept;
+    f->children[f->len++] = Py_NewRef(dict);
+}
+
 /* The references o's tp_traverse lists, owned by f; 0 also when there are
  * more than the cap allows (the walk then stops). */
 static int
@@ -346,7 +370,9 @@ take_children(mt_walker *w, frame *f, PyObject *o)
 {
     Py_ssize_t n = 0;
     traverseproc traverse = Py_TYPE(o)->tp_traverse;
+    PyObject *shared = mt_pyver_dict_sharing_values(o);
     traverse(o, count_child, &n);
+    n += shared != NULL;
     if (n > MAX_CHILDREN - w->children_held) {
         w->stopped = 1;
         return 0;
@@ -360,6 +386,9 @@ take_children(mt_walker *w, frame *f, PyObject *o)
         return -1;
     }
     traverse(o, take_child, f); /* at most n: no Python code ran between */
+    if (shared != NULL) {
+        take_dict_instead_of_its_values(f, shared);
+    }
     w->children_held += n;
     f->held = n;
     return 0;

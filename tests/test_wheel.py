@@ -49,18 +49,35 @@ def resolved_libraries(extension):
     return libraries
 
 
+# This Python's wheel: scripts/wheel.sh builds one for each CPython it finds.
+WHEEL_GLOB = "memtamer-*-cp{0}{1}-cp{0}{1}-*.whl".format(*sys.version_info[:2])
+
+
 @pytest.fixture(scope="module")
 def dist():
-    """The sdist and wheel of scripts/wheel.sh for HEAD's tree."""
+    """The sdist and this Python's wheel of scripts/wheel.sh for HEAD's tree."""
     head = run(["git", "rev-parse", "HEAD^{tree}"], cwd=ROOT).strip()
-    fresh = BUILT_FROM.exists() and BUILT_FROM.read_text().strip() == head
+    fresh = (BUILT_FROM.exists() and BUILT_FROM.read_text().strip() == head
+             and any(DIST.glob(WHEEL_GLOB)))
     if not fresh:
-        # The wheel's Python is the one the test venvs are made from.
-        run(["bash", "scripts/wheel.sh"], cwd=ROOT, timeout=600,
+        # This Python (the one the test venvs are made from) is among those
+        # built for, whatever else the machine has.
+        run(["bash", "scripts/wheel.sh"], cwd=ROOT, timeout=900,
             env=dict(os.environ, PYTHON=sys.executable))
-    (wheel,) = DIST.glob("memtamer-*.whl")
+    (wheel,) = DIST.glob(WHEEL_GLOB)
     (sdist,) = DIST.glob("memtamer-*.tar.gz")
     return wheel, sdist
+
+
+def test_a_wheel_for_each_python_the_machine_has(dist):
+    """Every CPython scripts/pythons.sh finds gets its wheel, tagged for it."""
+    found = run(["bash", "scripts/pythons.sh"], cwd=ROOT,
+                env=dict(os.environ, PYTHON=sys.executable)).split("\n")
+    versions = {python_says(line.split()[0], "import sys; print('%d%d' % sys.version_info[:2])")
+                for line in found if line.strip()}
+    assert "%d%d" % sys.version_info[:2] in versions
+    tags = {re.search(r"-cp(\d+)-cp\1-", w.name)[1] for w in DIST.glob("memtamer-*.whl")}
+    assert tags == versions
 
 
 EXTENSION_PATH = "import memtamer._core as c; print(c.__file__)"

@@ -27,10 +27,15 @@ typedef struct {
     PyObject *saved_exception;
 } mt_pyver_frame;
 
+/* 3.11 reads its own interpreter frames (see above), inline: the hook's
+ * cost per block is a few loads. */
+#define MT_PYVER_PRIVATE_FRAMES (PY_VERSION_HEX < 0x030C0000)
+
 /* Starts at this thread's innermost complete frame.  Returns 0 (and starts
  * nothing) when this thread does not hold the GIL, else 1; then
  * mt_pyver_frame_end must follow.  Allocates nothing through Python on
  * 3.11; on 3.12+ only frame objects, and never raises. */
+#if !MT_PYVER_PRIVATE_FRAMES
 int mt_pyver_frame_begin(mt_pyver_frame *f);
 /* Moves to the frame that called this one (f->frame NULL past the outermost). */
 void mt_pyver_frame_back(mt_pyver_frame *f);
@@ -40,6 +45,80 @@ PyObject *mt_pyver_frame_globals(const mt_pyver_frame *f);
 PyCodeObject *mt_pyver_frame_code(const mt_pyver_frame *f);
 /* The offset in bytes of the instruction running, for PyCode_Addr2Line. */
 int mt_pyver_frame_offset(const mt_pyver_frame *f);
+#endif
+
+#if MT_PYVER_PRIVATE_FRAMES
+#include <pthread.h>
+
+#include <internal/pycore_frame.h>
+
+/* The thread state holding the GIL, when it is this thread's; else NULL.
+ * PyGILState_Check looks this thread's state up by thread-specific key
+ * (about 50 instructions); this reads the state holding the GIL, as the
+ * interpreter's loop does, and compares the thread it is bound to
+ * (PyThread_get_thread_ident is pthread_self on the builds that walk
+ * frames).  A state is unpublished before it is freed and holds only its own
+ * thread's ident, so a thread without the GIL never passes; a state moved to
+ * another thread (rare, in embedding code) fails safe, as "no GIL". */
+static inline PyThreadState *
+mt_pyver_holding_gil_(void)
+{
+    PyThreadState *tstate = _PyThreadState_UncheckedGet();
+    return tstate != NULL && tstate->thread_id == (unsigned long)pthread_self() ? tstate : NULL;
+}
+
+static inline _PyInterpreterFrame *
+mt_pyver_first_complete_(_PyInterpreterFrame *frame)
+{
+    while (frame != NULL && _PyFrame_IsIncomplete(frame)) {
+        frame = frame->previous;
+    }
+    return frame;
+}
+
+static inline int
+mt_pyver_frame_begin(mt_pyver_frame *f)
+{
+    PyThreadState *tstate = mt_pyver_holding_gil_();
+    if (tstate == NULL) {
+        return 0;
+    }
+    f->saved_exception = NULL;
+    f->frame = mt_pyver_first_complete_(tstate->cframe->current_frame);
+    return 1;
+}
+
+static inline void
+mt_pyver_frame_back(mt_pyver_frame *f)
+{
+    f->frame = mt_pyver_first_complete_(((_PyInterpreterFrame *)f->frame)->previous);
+}
+
+static inline void
+mt_pyver_frame_end(mt_pyver_frame *f)
+{
+    f->frame = NULL;
+}
+
+static inline PyObject *
+mt_pyver_frame_globals(const mt_pyver_frame *f)
+{
+    return ((_PyInterpreterFrame *)f->frame)->f_globals;
+}
+
+static inline PyCodeObject *
+mt_pyver_frame_code(const mt_pyver_frame *f)
+{
+    return ((_PyInterpreterFrame *)f->frame)->f_code;
+}
+
+static inline int
+mt_pyver_frame_offset(const mt_pyver_frame *f)
+{
+    return _PyInterpreterFrame_LASTI((_PyInterpreterFrame *)f->frame) * (int)sizeof(_Py_CODEUNIT);
+}
+
+#endif
 
 /* Bytes before an object of type tp that sys.getsizeof counts beyond the
  * collector's header: the managed __dict__ and weakref pointers. */
@@ -48,6 +127,12 @@ long long mt_pyver_preheader_bytes(PyTypeObject *tp);
 /* From 3.13 object.__sizeof__ counts an instance's inline attribute values,
  * so the walker calls it rather than redo its arithmetic. */
 #define MT_PYVER_OBJECT_SIZEOF_COUNTS_INLINE_VALUES (PY_VERSION_HEX >= 0x030D0000)
+
+/* 3.13: an instance's __dict__, once read, shares the instance's inline
+ * attribute values, and tp_traverse then lists those values, not the dict.
+ * Returns that dict (borrowed), else NULL (no such dict, or a version whose
+ * tp_traverse lists the dict itself). */
+PyObject *mt_pyver_dict_sharing_values(PyObject *o);
 
 /* -1 with ImportError when this build cannot run memtamer (free-threaded),
  * saying what to use instead; 0 otherwise.  Called by the module's exec. */
