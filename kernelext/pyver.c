@@ -106,6 +106,17 @@ mt_pyver_dict_sharing_values(PyObject *o)
 #endif
 }
 
+void
+mt_pyver_after_fork_returns(int (*resume)(void *), void *arg)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    if (Py_AddPendingCall(resume, arg) == 0) {
+        return;
+    }
+#endif
+    resume(arg);
+}
+
 int
 mt_pyver_check_build(void)
 {

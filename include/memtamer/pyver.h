@@ -134,6 +134,13 @@ long long mt_pyver_preheader_bytes(PyTypeObject *tp);
  * tp_traverse lists the dict itself). */
 PyObject *mt_pyver_dict_sharing_values(PyObject *o);
 
+/* Runs resume(arg) once os.fork() has returned in the parent; resume
+ * reports its own failures and returns 0 (as a pending call must).  3.12 warns about a fork of a
+ * multi-threaded process before the after-fork hooks run, 3.13 after them: there the threads
+ * memtamer stopped for the fork restart from a pending call, at the interpreter's next check, and
+ * otherwise at once. */
+void mt_pyver_after_fork_returns(int (*resume)(void *), void *arg);
+
 /* -1 with ImportError when this build cannot run memtamer (free-threaded),
  * saying what to use instead; 0 otherwise.  Called by the module's exec. */
 int mt_pyver_check_build(void);
