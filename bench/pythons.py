@@ -144,8 +144,10 @@ def section(results, started, minutes):
         "",
         f"Run {started:%Y-%m-%d %H:%M} UTC, {minutes:.1f} min, by `bench/pythons.py`, in the "
         f"venvs `scripts/test.sh` sets up; {platform.machine()}, 2 cores, load average at the "
-        f"end {load}: the machine was shared with other work, so wall times are indicative; "
-        "instruction counts (callgrind, main thread, start-up subtracted) are not affected.",
+        f"end {load}: the machine was shared with other work and the Pythons were measured "
+        "at the same time, so wall times are indicative only; instruction counts (callgrind, "
+        "main thread, start-up subtracted) do not depend on load, but a short run's start-up "
+        "varies by a few million instructions, i.e. some tens of instructions per block here.",
         "",
         f"*Per cell*: an empty cell (`pass`) in an in-process IPython shell, {EMPTY_CELLS} "
         "cells, without and with memtamer loaded; wall time is the fastest of "
@@ -170,9 +172,11 @@ def section(results, started, minutes):
                      f"{b['off']:,.0f} / {b['on']:,.0f} | {ratio:.4f}x | {names} |")
     lines += ["", f"Goal (attribution on ≤ {GOAL}x of off per unwritten block, on every Python): "
               f"**{'met' if worst <= GOAL else 'NOT met'}** (worst {worst:.4f}x). On 3.11 the "
-              "hook reads the interpreter's frames directly; from 3.12 it calls the documented "
-              "frame API (a few function calls per frame, the frame objects made once per "
-              "frame)."]
+              "hook reads the interpreter's frames directly (inline loads); from 3.12 it calls "
+              "the documented frame API, about eight calls per block even when the block is "
+              "made where the last one was (this thread's state, its frame, the frame's code, "
+              "offset and globals, the exception saved and put back); a written block costs "
+              "hundreds of thousands of instructions more, next to which this is noise."]
     return "\n".join(lines)
 
 
