@@ -33,7 +33,8 @@ if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
 fi
 minor='import sys; print("%d%d" % sys.version_info[:2])'
 pythons=$(PYTHON=$python bash scripts/pythons.sh)
-if [ "$(cat build/wheel-source 2>/dev/null)" = "$(git rev-parse 'HEAD^{tree}')" ]; then
+tree=$(git rev-parse 'HEAD^{tree}') # what the sdist holds (a commit made meanwhile is not in it)
+if [ "$(cat build/wheel-source 2>/dev/null)" = "$tree" ]; then
     fresh=1
     while read -r py _venv; do
         ls dist/memtamer-*-cp$("$py" -c "$minor")-*.whl >/dev/null 2>&1 || fresh=0
@@ -67,6 +68,6 @@ while read -r py _venv; do
     auditwheel repair --wheel-dir dist "$raw/$version"/memtamer-*.whl
 done <<<"$pythons"
 mv "$sdist" dist/
-git rev-parse 'HEAD^{tree}' > build/wheel-source
+echo "$tree" >build/wheel-source
 echo "wheel: built"
 ls -1 dist/memtamer-*
