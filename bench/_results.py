@@ -31,8 +31,9 @@ def spread(values, fmt="{:.2f}"):
     return f"{fmt.format(statistics.median(values))} ({fmt.format(values[0])}–{fmt.format(values[-1])})"
 
 
-def callgrind_instructions(script, *args, timeout=3600, main_thread_only=False):
-    """Instructions `python script *args` executes, counted by callgrind
+def callgrind_instructions(script, *args, timeout=3600, main_thread_only=False,
+                           python=sys.executable):
+    """Instructions `python script *args` executes (this Python unless told), counted by callgrind
     (deterministic, whatever else the machine does).  Fair scheduling lets
     memtamer's threads (the guard's watcher) run beside a busy loop, as they
     would outside valgrind.  main_thread_only counts the thread that runs
@@ -43,7 +44,7 @@ def callgrind_instructions(script, *args, timeout=3600, main_thread_only=False):
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.run(
             ["valgrind", "--tool=callgrind", "--fair-sched=yes", *separate,
-             f"--callgrind-out-file={tmp}/out", sys.executable, script, *args],
+             f"--callgrind-out-file={tmp}/out", python, script, *args],
             capture_output=True, text=True, timeout=timeout,
             cwd=os.path.dirname(os.path.abspath(script)))
         found = re.search(r"Collected : (\d+)", proc.stderr)

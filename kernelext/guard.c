@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "memtamer/guard.h"
+#include "memtamer/pyver.h"
 #include "memtamer/telemetry.h"
 #include "memtamer/heap.h"
 #include "memtamer/pod.h"
@@ -524,10 +525,10 @@ mt_guard_before_fork(PyObject *module, PyObject *Py_UNUSED(unused))
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(mt_guard_after_fork__doc__,
-             "_guard_after_fork(): start them again in the parent, once the child exists.");
-PyObject *
-mt_guard_after_fork(PyObject *module, PyObject *Py_UNUSED(unused))
+/* Starts the threads again; a failure is reported, as os.fork reports a
+ * hook's, and leaves the hooks refusing large requests without a watcher. */
+static int
+resume_after_fork(void *module)
 {
     MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
@@ -535,15 +536,25 @@ mt_guard_after_fork(PyObject *module, PyObject *Py_UNUSED(unused))
     if (st->probe != NULL) {
         mt_probe_fork_resume(st->probe);
     }
-    if (mt_telemetry_fork_resume(module) < 0) {
-        return NULL;
-    }
-    int err = g != NULL ? mt_worker_resume_after_fork(&g->watcher) : 0;
-    if (err != 0) {
-        /* No watcher: the hooks still refuse large requests. */
+    int err = mt_telemetry_fork_resume(module) < 0 ? -1
+              : g != NULL                          ? mt_worker_resume_after_fork(&g->watcher)
+                                                   : 0;
+    if (err > 0) {
         errno = err;
-        return PyErr_SetFromErrno(PyExc_OSError);
+        PyErr_SetFromErrno(PyExc_OSError);
     }
+    if (err != 0) {
+        PyErr_WriteUnraisable(module);
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(mt_guard_after_fork__doc__,
+             "_guard_after_fork(): start them again in the parent, once the child exists.");
+PyObject *
+mt_guard_after_fork(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_pyver_after_fork_returns(resume_after_fork, module);
     Py_RETURN_NONE;
 }
 

@@ -12,6 +12,7 @@
 #include "memtamer/policy.h"
 #include "memtamer/postmortem.h"
 #include "memtamer/process.h"
+#include "memtamer/pyver.h"
 #include "memtamer/shrink.h"
 #include "memtamer/telemetry.h"
 #include "memtamer/walker.h"
@@ -27,6 +28,9 @@ static PyMethodDef *const concern_methods[] = {
 static int
 core_exec(PyObject *module)
 {
+    if (mt_pyver_check_build() < 0) {
+        return -1;
+    }
     mt_state *st = mt_get_state(module);
     st->cells.window.peak_floor = -1;
     for (size_t i = 0; i < Py_ARRAY_LENGTH(concern_methods); i++) {
@@ -89,11 +93,7 @@ core_free(void *module)
 
 static PyModuleDef_Slot core_slots[] = {
     {Py_mod_exec, core_exec},
-#if PY_VERSION_HEX >= 0x030C0000
-    /* The hooks and counters are process-wide. */
-    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
-#endif
-    {0, NULL},
+    MT_PYVER_MODULE_SLOTS{0, NULL},
 };
 
 static struct PyModuleDef core_module = {

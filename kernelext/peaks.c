@@ -6,14 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "memtamer/config.h"
 #include "memtamer/memtamer.h"
-
-#if MT_HAS_FRAME_WALK
-/* The interpreter's own frames: the public accessors (PyThreadState_GetFrame,
- * PyFrame_GetBack) create frame objects, which allocates inside our hook. */
-#include <internal/pycore_frame.h>
-#endif
+#include "memtamer/pyver.h"
 
 #define DEFAULT_BLOCK_THRESHOLD (1LL << 20)
 #define DEFAULT_CELL_THRESHOLD (64LL << 20)
@@ -26,13 +20,14 @@
 enum { NO_GIL_SLOT, OTHER_SLOT, FIRST_CODE_SLOT };
 
 /* Where the running code is: the cell's code and the user's function (NULL
- * when the cell's own code allocated), each with its instruction offset.
- * Lines are worked out at cell end, not in the hook. */
+ * when the cell's own code allocated), each with its instruction's offset in
+ * bytes.  Lines are worked out at cell end, only for the locations a
+ * composition shows, not in the hook. */
 typedef struct {
     PyCodeObject *cell;
-    int cell_lasti;
+    int cell_offset;
     PyCodeObject *function;
-    int function_lasti;
+    int function_offset;
 } code_site;
 
 typedef struct {
@@ -66,20 +61,17 @@ static int nlocations = FIRST_CODE_SLOT;
 static unsigned long long next_seq, peak_seq;
 static long long begin_counted, high, untracked;
 static PyObject *user_ns; /* borrowed, compared only */
-#if MT_HAS_FRAME_WALK
-/* The last block's site when it depended on the two innermost frames at
- * most: the cell's frame innermost (caller NULL), or a user function's
- * frame called by it.  A loop allocates at the same place again and again,
- * and this spares the walk and the search.  The location holds the code
- * objects, so the same instruction pointers in the same frames mean the
- * same code and lines.  Protected by `lock`, and only used by a thread
- * holding the GIL. */
+/* The last block's site when it depended on the innermost frame and its
+ * caller at most: the cell's code running innermost, or a user function's
+ * called straight from it.  A loop allocates at the same place again and
+ * again, and this spares the walk and the search.  The location holds the
+ * code objects, so the same code at the same offsets is the same site.  Only
+ * touched with the GIL held. */
 static struct {
-    _PyInterpreterFrame *frame, *caller;
-    _Py_CODEUNIT *instr, *caller_instr;
+    PyCodeObject *code, *caller_code; /* code NULL: none; caller_code NULL: the cell's */
+    int offset, caller_offset;
     int location;
 } last_site;
-#endif
 
 _Atomic long long mt_peaks_tracked_from = LLONG_MAX;
 
@@ -261,68 +253,57 @@ snapshot_if_higher_unlocked(long long counted)
 /* Where the running code is                                           */
 /* ------------------------------------------------------------------ */
 
-#if MT_HAS_FRAME_WALK
-/* The thread state holding the GIL, when it is this thread's; else NULL.
- * PyGILState_Check looks this thread's state up by thread-specific key
- * (about 50 instructions); this reads the state holding the GIL, as the
- * interpreter's loop does, and compares the thread it is bound to
- * (PyThread_get_thread_ident is pthread_self on the builds that walk
- * frames).  A state is unpublished before it is freed and holds only its own
- * thread's ident, so a thread without the GIL never passes; a state moved to
- * another thread (rare, in embedding code) fails safe, as "no GIL". */
-static inline PyThreadState *
-holding_gil(void)
-{
-    PyThreadState *tstate = _PyThreadState_UncheckedGet();
-    return tstate != NULL && tstate->thread_id == (unsigned long)pthread_self() ? tstate : NULL;
-}
-
-/* Fills site from this thread's frames, which it reads as they are,
- * creating no frame object and allocating nothing (as CPython's tracemalloc
- * does).  The cell's frame is the innermost one running with the user's
- * namespace as both globals and locals (IPython exec's each statement that
- * way); the user's function is the innermost frame whose globals are that
- * namespace.  Without a namespace: the outermost and innermost frames.
- * Returns 1 when the site depends on the innermost frame and the one it was
- * called from at most (last_site's cases). */
+/* Fills site from this thread's frames (f, innermost first).  The user's
+ * function is the innermost frame whose globals are the user's namespace;
+ * the cell's frame is the innermost one of those running module-level code
+ * (not CO_OPTIMIZED) called from a frame with other globals, as IPython
+ * exec's each cell (a class body or an exec inside the cell is called from
+ * the cell's frame).  Without a namespace: the outermost and innermost
+ * frames.  Returns 1 when the site is the innermost frame's and at most its
+ * caller's (last_site's cases). */
 static int
-walk_frames(_PyInterpreterFrame *innermost, code_site *site)
+walk_frames(mt_pyver_frame *f, code_site *site)
 {
-    _PyInterpreterFrame *cell = NULL, *inner = NULL;
-    for (_PyInterpreterFrame *f = innermost; f != NULL; f = f->previous) {
-        if (_PyFrame_IsIncomplete(f) || (user_ns != NULL && f->f_globals != user_ns)) {
+    PyCodeObject *inner = NULL, *candidate = NULL;
+    int inner_offset = 0, candidate_offset = 0, depth = 0, inner_depth = -1, candidate_depth = -1;
+    for (; f->frame != NULL; mt_pyver_frame_back(f), depth++) {
+        int user = user_ns == NULL || mt_pyver_frame_globals(f) == user_ns;
+        if (candidate != NULL && user_ns != NULL && !user) {
+            break; /* called from outside the user's namespace: the cell */
+        }
+        candidate = NULL;
+        if (!user) {
             continue;
         }
+        PyCodeObject *code = mt_pyver_frame_code(f);
+        int offset = mt_pyver_frame_offset(f);
         if (inner == NULL) {
-            inner = f;
+            inner = code;
+            inner_offset = offset;
+            inner_depth = depth;
         }
-        if (user_ns == NULL || f->f_locals == user_ns) {
-            cell = f;
-            if (user_ns != NULL) {
-                break;
-            }
+        if (user_ns == NULL || !(code->co_flags & CO_OPTIMIZED)) {
+            candidate = code;
+            candidate_offset = offset;
+            candidate_depth = depth;
         }
     }
-    if (cell != NULL) {
-        site->cell = cell->f_code;
-        site->cell_lasti = _PyInterpreterFrame_LASTI(cell);
+    site->cell = candidate; /* the cell's frame, if any */
+    site->cell_offset = candidate_offset;
+    if (inner != NULL && inner_depth != candidate_depth) {
+        site->function = inner;
+        site->function_offset = inner_offset;
     }
-    if (inner != NULL && inner != cell) {
-        site->function = inner->f_code;
-        site->function_lasti = _PyInterpreterFrame_LASTI(inner);
-    }
-    return user_ns != NULL && cell != NULL &&
-           (cell == innermost || (inner == innermost && cell == innermost->previous));
+    return user_ns != NULL && candidate != NULL && inner_depth == 0 && candidate_depth <= 1;
 }
-#endif
 
 /* The location's slot; a new one takes references to the code objects.
  * Needs the GIL and the lock. */
 static inline int
 same_site(const code_site *a, const code_site *b)
 {
-    return a->cell == b->cell && a->cell_lasti == b->cell_lasti && a->function == b->function &&
-           a->function_lasti == b->function_lasti;
+    return a->cell == b->cell && a->cell_offset == b->cell_offset && a->function == b->function &&
+           a->function_offset == b->function_offset;
 }
 
 static int
@@ -349,63 +330,56 @@ location_of_unlocked(const code_site *site)
     return last = nlocations++;
 }
 
-#if MT_HAS_FRAME_WALK
-/* Whether innermost is where the last block was made, in last_site's cases:
- * the same frames at the same instructions, the cell's frame still running
- * with the user's namespace and, below it, a frame of the user's function
- * (not another cell frame, which the walk would have taken). */
+/* Whether f (innermost) is where the last block was made: the same code at
+ * the same offsets, the user's globals, and the same caller's when the last
+ * site was a function called by the cell.  Moves f. */
 static inline int
-at_last_site(_PyInterpreterFrame *innermost)
+at_last_site(mt_pyver_frame *f)
 {
-    if (innermost == NULL || innermost != last_site.frame ||
-        innermost->prev_instr != last_site.instr || innermost->f_globals != user_ns) {
+    if (f->frame == NULL || mt_pyver_frame_code(f) != last_site.code ||
+        mt_pyver_frame_offset(f) != last_site.offset || mt_pyver_frame_globals(f) != user_ns) {
         return 0;
     }
-    _PyInterpreterFrame *cell = innermost;
-    if (last_site.caller != NULL) {
-        cell = innermost->previous;
-        if (cell != last_site.caller || cell->prev_instr != last_site.caller_instr ||
-            cell->f_globals != user_ns || innermost->f_locals == user_ns) {
-            return 0;
-        }
+    if (last_site.caller_code == NULL) {
+        return 1;
     }
-    return cell->f_locals == user_ns;
+    mt_pyver_frame_back(f);
+    return f->frame != NULL && mt_pyver_frame_code(f) == last_site.caller_code &&
+           mt_pyver_frame_offset(f) == last_site.caller_offset;
 }
 
-/* The location a block made now is charged to.  Needs the lock. */
+/* The location a block made now is charged to.  Outside the lock: on 3.12+
+ * reading the frames may make frame objects, which allocates. */
 static int
-location_now_unlocked(void)
+location_now(void)
 {
-    PyThreadState *tstate = holding_gil();
-    if (tstate == NULL) {
+    mt_pyver_frame f;
+    if (!mt_pyver_frame_begin(&f)) {
         return NO_GIL_SLOT;
     }
-    _PyInterpreterFrame *innermost = tstate->cframe->current_frame;
-    if (at_last_site(innermost)) {
+    if (last_site.code != NULL && at_last_site(&f)) {
+        mt_pyver_frame_end(&f);
         return last_site.location;
     }
+    mt_pyver_frame_end(&f);
+    mt_pyver_frame_begin(&f); /* from the innermost frame again; the GIL is still held */
     code_site site = {NULL, 0, NULL, 0};
-    int two_frames = walk_frames(innermost, &site);
+    int near = walk_frames(&f, &site);
+    mt_pyver_frame_end(&f);
+    acquire();
     int at = location_of_unlocked(&site);
-    last_site.frame = NULL;
-    if (two_frames) {
-        _PyInterpreterFrame *caller = site.function != NULL ? innermost->previous : NULL;
-        last_site.frame = innermost;
-        last_site.instr = innermost->prev_instr;
-        last_site.caller = caller;
-        last_site.caller_instr = caller != NULL ? caller->prev_instr : NULL;
+    release();
+    last_site.code = NULL;
+    if (near && at >= FIRST_CODE_SLOT) { /* the location holds the code objects */
+        int in_function = site.function != NULL;
+        last_site.code = in_function ? site.function : site.cell;
+        last_site.offset = in_function ? site.function_offset : site.cell_offset;
+        last_site.caller_code = in_function ? site.cell : NULL;
+        last_site.caller_offset = site.cell_offset;
         last_site.location = at;
     }
     return at;
 }
-#else
-static int
-location_now_unlocked(void)
-{
-    code_site outside = {NULL, 0, NULL, 0}; /* the frames' layout is unknown here */
-    return PyGILState_Check() ? location_of_unlocked(&outside) : NO_GIL_SLOT;
-}
-#endif
 
 /* ------------------------------------------------------------------ */
 /* The hooks' side                                                     */
@@ -414,8 +388,8 @@ location_now_unlocked(void)
 void
 mt_peaks_allocated(void *ptr, long long size, long long counted)
 {
+    int at = location_now();
     acquire();
-    int at = location_now_unlocked();
     remember_unlocked((block){ptr, size, ++next_seq, at});
     snapshot_if_higher_unlocked(counted);
     release();
@@ -474,9 +448,7 @@ forget_cell(void)
         memset(&locations[i], 0, sizeof locations[i]);
     }
     npending = 0;
-#if MT_HAS_FRAME_WALK
-    last_site.frame = NULL;
-#endif
+    last_site.code = NULL;
     next_seq = peak_seq = 0;
     untracked = 0;
     release();
@@ -590,9 +562,9 @@ gather(gathered *all)
 }
 
 static int
-line_at(PyCodeObject *code, int lasti)
+line_at(PyCodeObject *code, int offset)
 {
-    return code ? PyCode_Addr2Line(code, lasti * (int)sizeof(_Py_CODEUNIT)) : 0;
+    return code ? PyCode_Addr2Line(code, offset) : 0;
 }
 
 /* Lines from instruction offsets; locations on the same lines become one.
@@ -603,8 +575,8 @@ by_lines(gathered *all, int n)
     int kept = 0;
     for (int i = 0; i < n; i++) {
         gathered *a = &all[i];
-        a->g.line = line_at(a->site.cell, a->site.cell_lasti);
-        a->g.function_line = line_at(a->site.function, a->site.function_lasti);
+        a->g.line = line_at(a->site.cell, a->site.cell_offset);
+        a->g.function_line = line_at(a->site.function, a->site.function_offset);
         int same = 0;
         while (same < kept &&
                !(all[same].g.origin == a->g.origin && all[same].g.line == a->g.line &&

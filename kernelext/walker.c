@@ -9,6 +9,7 @@
 
 #include "memtamer/buffers.h"
 #include "memtamer/npy.h"
+#include "memtamer/pyver.h"
 #include "memtamer/walker.h"
 
 /* PyGC_Head (two words) is internal since 3.8; sys.getsizeof adds it for
@@ -226,17 +227,7 @@ mt_walker_is_data(PyObject *o)
 static long long
 preheader(PyTypeObject *tp)
 {
-    long long n = PyType_IS_GC(tp) ? GC_HEADER_BYTES : 0;
-#if defined(Py_TPFLAGS_PREHEADER)
-    if (tp->tp_flags & Py_TPFLAGS_PREHEADER) {
-        n += 2 * (long long)sizeof(PyObject *);
-    }
-#elif PY_VERSION_HEX >= 0x030B0000
-    if (tp->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
-        n += 2 * (long long)sizeof(PyObject *);
-    }
-#endif
-    return n;
+    return (PyType_IS_GC(tp) ? GC_HEADER_BYTES : 0) + mt_pyver_preheader_bytes(tp);
 }
 
 /* The C-level __sizeof__ to call for tp's objects (borrowed), or NULL for
@@ -252,13 +243,7 @@ own_sizeof(const mt_walker *w, PyTypeObject *tp)
     if (method == NULL || !Py_IS_TYPE(method, &PyMethodDescr_Type)) {
         method = base;
     }
-#if PY_VERSION_HEX >= 0x030D0000
-    /* From 3.13 object.__sizeof__ counts inline attribute values: call it
-     * rather than redo its arithmetic. */
-    return method;
-#else
-    return method == base ? NULL : method;
-#endif
+    return method == base && !MT_PYVER_OBJECT_SIZEOF_COUNTS_INLINE_VALUES ? NULL : method;
 }
 
 /* What object.__sizeof__ says (before 3.13), with sys.getsizeof's header. */
@@ -413,6 +398,30 @@ take_child(PyObject *o, void *arg)
     return 0;
 }
 
+/* The dict instead of the values it shares with the instance (pyver.h):
+ * its keys and its own size count too, and each value is reached once. */
+static void
+take_dict_instead_of_its_values(frame *f, PyObject *dict)
+{
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t i = 0; i < f->len; i++) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        int shared_value = 0;
+        while (!shared_value && PyDict_Next(dict, &pos, &key, &value)) {
+            shared_value = value == f->children[i];
+        }
+        if (shared_value) {
+            Py_DECREF(f->children[i]);
+        }
+        else {
+            f->children[kept++] = f->children[i];
+        }
+    }
+    f->len = kept;
+    f->children[f->len++] = Py_NewRef(dict);
+}
+
 /* The references o's tp_traverse lists, owned by f; 0 also when there are
  * more than the cap allows (the walk then stops). */
 static int
@@ -420,7 +429,9 @@ take_children(mt_walker *w, frame *f, PyObject *o)
 {
     Py_ssize_t n = 0;
     traverseproc traverse = Py_TYPE(o)->tp_traverse;
+    PyObject *shared = mt_pyver_dict_sharing_values(o);
     traverse(o, count_child, &n);
+    n += shared != NULL;
     if (n > MAX_CHILDREN - w->children_held) {
         w->stopped = 1;
         return 0;
@@ -434,6 +445,9 @@ take_children(mt_walker *w, frame *f, PyObject *o)
         return -1;
     }
     traverse(o, take_child, f); /* at most n: no Python code ran between */
+    if (shared != NULL) {
+        take_dict_instead_of_its_values(f, shared);
+    }
     w->children_held += n;
     f->held = n;
     return 0;

@@ -14,6 +14,12 @@ GiB = 1024**3
 PYTHON_VERSION_SKIP = "needs Python"
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "once: tests of files rather than of the interpreter; scripts/test.sh runs "
+                   "them under its first Python only")
+
+
 def pytest_addoption(parser):
     parser.addoption("--strict-skips", action="store_true",
                      help="fail the run when any test was skipped: the test command installs "

@@ -5,6 +5,10 @@ import pathlib
 import shutil
 import subprocess
 
+import pytest
+
+pytestmark = pytest.mark.once
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 

@@ -64,8 +64,18 @@ def test_core_under_valgrind(tmp_path):
     ours = _our_frame()
     records = re.split(r"\n==\d+== \n", text)
     found = [r for r in records if ours.search(r) and ("Invalid" in r or "uninitialised" in r
-                                                       or "definitely lost" in r)]
+                                                       or "definitely lost" in r)
+             and not kept_by_python(r)]
     assert not found, "\n\n".join(found)
+
+
+def kept_by_python(record):
+    """From 3.12 PyDict_SetItemString interns its key as an immortal string,
+    which CPython never frees: valgrind calls it lost, and our allocator hook
+    is in its stack."""
+    return (sys.version_info >= (3, 12) and "definitely lost" in record
+            and re.search(r"PyUnicode_New .*\n.*unicode_decode_utf8 .*\n.*PyDict_SetItemString ",
+                          record) is not None)
 
 
 def test_frame_pattern_matches_both_builds():

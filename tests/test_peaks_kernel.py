@@ -71,6 +71,34 @@ def test_lines_inside_a_function_from_an_earlier_cell(arrays):
     arrays.run("del s")
 
 
+def test_user_function_called_back_by_library_code(arrays):
+    # copy.deepcopy (Python code, other globals) calls the user's method:
+    # the method's line, and the cell's line that called the library.
+    arrays.run("class Holder:\n    def __deepcopy__(self, memo):\n"
+               "        return np.ones(2**25)\n")
+    arrays.run("import copy\nh = copy.deepcopy(Holder())")
+    kept = group(composition(arrays), 2, "Holder.__deepcopy__", 3)
+    assert kept["text"] == "h = copy.deepcopy(Holder())"
+    assert close(kept["kept"], ARRAY)
+    arrays.run("del h")
+
+
+def test_class_body_in_a_cell_is_not_taken_for_the_cell(arrays):
+    # A class body runs module-level code with the user's globals, called
+    # from the cell's frame: it shows as the function, the cell's line too.
+    arrays.run("x = 1\nclass Big:\n    data = np.ones(2**25)")
+    kept = group(composition(arrays), 2, "Big", 3)
+    assert kept["text"] == "class Big:" and close(kept["kept"], ARRAY)
+    arrays.run("del Big")
+
+
+def test_cell_with_top_level_await(arrays):
+    arrays.run("import asyncio\nawait asyncio.sleep(0)\nz = np.ones(2**25)")
+    kept = group(composition(arrays), 3)
+    assert kept["text"] == "z = np.ones(2**25)" and close(kept["kept"], ARRAY)
+    arrays.run("del z")
+
+
 def test_one_function_called_from_two_lines_of_a_loop(arrays):
     # The same frame of make at the same instruction each time (np.empty is
     # C: make's frame is the innermost): only the line of the cell that

@@ -1,6 +1,6 @@
-"""The binary wheel of scripts/wheel.sh, installed into a fresh venv, works
-without the system libraries the extension was built against; the sdist
-installs too.  The wheel holds the committed tree (meson dist): it is rebuilt
+"""This Python's binary wheel of scripts/wheel.sh (one per CPython the
+machine has), installed into a fresh venv, works without the system
+libraries the extension was built against; the sdist installs too.  The wheel holds the committed tree (meson dist): it is rebuilt
 when HEAD's tree differs from the one it was built from."""
 
 import json
@@ -21,7 +21,6 @@ import memtamer._core
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 DIST = ROOT / "dist"
-BUILT_FROM = ROOT / "build" / "wheel-source"
 
 # What the manylinux policy lets a wheel take from the system, so auditwheel
 # leaves it out: glibc's libraries, the compiler's runtime and zlib.
@@ -49,18 +48,32 @@ def resolved_libraries(extension):
     return libraries
 
 
+# This Python's wheel: scripts/wheel.sh builds one for each CPython it finds.
+WHEEL_GLOB = "memtamer-*-cp{0}{1}-cp{0}{1}-*.whl".format(*sys.version_info[:2])
+
+
 @pytest.fixture(scope="module")
 def dist():
-    """The sdist and wheel of scripts/wheel.sh for HEAD's tree."""
-    head = run(["git", "rev-parse", "HEAD^{tree}"], cwd=ROOT).strip()
-    fresh = BUILT_FROM.exists() and BUILT_FROM.read_text().strip() == head
-    if not fresh:
-        # The wheel's Python is the one the test venvs are made from.
-        run(["bash", "scripts/wheel.sh"], cwd=ROOT, timeout=600,
-            env=dict(os.environ, PYTHON=sys.executable))
-    (wheel,) = DIST.glob("memtamer-*.whl")
+    """The sdist and this Python's wheel of scripts/wheel.sh for HEAD's tree
+    (it keeps a build already made for that tree)."""
+    # This Python (the one the test venvs are made from) is among those built
+    # for, whatever else the machine has.
+    run(["bash", "scripts/wheel.sh"], cwd=ROOT, timeout=1800,
+        env=dict(os.environ, PYTHON=sys.executable))
+    (wheel,) = DIST.glob(WHEEL_GLOB)
     (sdist,) = DIST.glob("memtamer-*.tar.gz")
     return wheel, sdist
+
+
+def test_a_wheel_for_each_python_the_machine_has(dist):
+    """Every CPython scripts/pythons.sh finds gets its wheel, tagged for it."""
+    found = run(["bash", "scripts/pythons.sh"], cwd=ROOT,
+                env=dict(os.environ, PYTHON=sys.executable)).split("\n")
+    versions = {python_says(line.split()[0], "import sys; print('%d%d' % sys.version_info[:2])")
+                for line in found if line.strip()}
+    assert "%d%d" % sys.version_info[:2] in versions
+    tags = {re.search(r"-cp(\d+)-cp\1-", w.name)[1] for w in DIST.glob("memtamer-*.whl")}
+    assert tags == versions
 
 
 EXTENSION_PATH = "import memtamer._core as c; print(c.__file__)"

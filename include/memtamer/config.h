@@ -39,13 +39,4 @@
 #define MT_HAS_SSE2 0
 #endif
 
-/* Reading the interpreter's frames from an allocation hook: their layout is
- * private and changes with every minor version; this is the one we read.
- * (Decided where Python.h came first; plain C users of this file get 0.) */
-#if defined(PY_VERSION_HEX) && PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
-#define MT_HAS_FRAME_WALK 1
-#else
-#define MT_HAS_FRAME_WALK 0
-#endif
-
 #endif

@@ -1,0 +1,158 @@
+/* pyver: what differs between the CPython versions memtamer supports (3.11,
+ * 3.12, 3.13), chosen here by PY_VERSION_HEX and nowhere else.  A new
+ * version's differences go in this file pair.
+ *
+ * Frames: peaks.c asks, from inside an allocation hook, which code is
+ * running.  3.12 and later answer through the documented frame API
+ * (PyEval_GetFrame, PyFrame_GetBack/GetCode/GetGlobals/GetLasti): it may
+ * create frame objects, which there only schedules a collection.  On 3.11
+ * creating a GC object can run a collection (and finalizers) right inside
+ * the hook, so 3.11 reads its own interpreter frames instead (its private
+ * layout, the way its tracemalloc does), allocating nothing.
+ *
+ * Free-threaded builds (Py_GIL_DISABLED) are refused at import: the hooks,
+ * the walker and the shrink actions assume the GIL.
+ *
+ * Lower floor: calls nothing of memtamer's. */
+#ifndef MEMTAMER_PYVER_H
+#define MEMTAMER_PYVER_H
+
+#include <Python.h>
+
+/* One frame of the running thread's Python stack, innermost first.  Holds
+ * what the walk needs between steps (a reference on 3.12+, the exception
+ * set when the walk began); only touched by the thread that began it. */
+typedef struct {
+    void *frame; /* NULL: no (more) Python frames */
+    PyObject *saved_exception;
+} mt_pyver_frame;
+
+/* 3.11 reads its own interpreter frames (see above), inline: the hook's
+ * cost per block is a few loads. */
+#define MT_PYVER_PRIVATE_FRAMES (PY_VERSION_HEX < 0x030C0000)
+
+/* Starts at this thread's innermost complete frame.  Returns 0 (and starts
+ * nothing) when this thread does not hold the GIL, else 1; then
+ * mt_pyver_frame_end must follow.  Allocates nothing through Python on
+ * 3.11; on 3.12+ only frame objects, and never raises. */
+#if !MT_PYVER_PRIVATE_FRAMES
+int mt_pyver_frame_begin(mt_pyver_frame *f);
+/* Moves to the frame that called this one (f->frame NULL past the outermost). */
+void mt_pyver_frame_back(mt_pyver_frame *f);
+void mt_pyver_frame_end(mt_pyver_frame *f);
+/* The frame's globals and code (borrowed: the frame holds them). */
+PyObject *mt_pyver_frame_globals(const mt_pyver_frame *f);
+PyCodeObject *mt_pyver_frame_code(const mt_pyver_frame *f);
+/* The offset in bytes of the instruction running, for PyCode_Addr2Line. */
+int mt_pyver_frame_offset(const mt_pyver_frame *f);
+#endif
+
+#if MT_PYVER_PRIVATE_FRAMES
+#include <pthread.h>
+
+#include <internal/pycore_frame.h>
+
+/* The thread state holding the GIL, when it is this thread's; else NULL.
+ * PyGILState_Check looks this thread's state up by thread-specific key
+ * (about 50 instructions); this reads the state holding the GIL, as the
+ * interpreter's loop does, and compares the thread it is bound to
+ * (PyThread_get_thread_ident is pthread_self on the builds that walk
+ * frames).  A state is unpublished before it is freed and holds only its own
+ * thread's ident, so a thread without the GIL never passes; a state moved to
+ * another thread (rare, in embedding code) fails safe, as "no GIL". */
+static inline PyThreadState *
+mt_pyver_holding_gil_(void)
+{
+    PyThreadState *tstate = _PyThreadState_UncheckedGet();
+    return tstate != NULL && tstate->thread_id == (unsigned long)pthread_self() ? tstate : NULL;
+}
+
+static inline _PyInterpreterFrame *
+mt_pyver_first_complete_(_PyInterpreterFrame *frame)
+{
+    while (frame != NULL && _PyFrame_IsIncomplete(frame)) {
+        frame = frame->previous;
+    }
+    return frame;
+}
+
+static inline int
+mt_pyver_frame_begin(mt_pyver_frame *f)
+{
+    PyThreadState *tstate = mt_pyver_holding_gil_();
+    if (tstate == NULL) {
+        return 0;
+    }
+    f->saved_exception = NULL;
+    f->frame = mt_pyver_first_complete_(tstate->cframe->current_frame);
+    return 1;
+}
+
+static inline void
+mt_pyver_frame_back(mt_pyver_frame *f)
+{
+    f->frame = mt_pyver_first_complete_(((_PyInterpreterFrame *)f->frame)->previous);
+}
+
+static inline void
+mt_pyver_frame_end(mt_pyver_frame *f)
+{
+    f->frame = NULL;
+}
+
+static inline PyObject *
+mt_pyver_frame_globals(const mt_pyver_frame *f)
+{
+    return ((_PyInterpreterFrame *)f->frame)->f_globals;
+}
+
+static inline PyCodeObject *
+mt_pyver_frame_code(const mt_pyver_frame *f)
+{
+    return ((_PyInterpreterFrame *)f->frame)->f_code;
+}
+
+static inline int
+mt_pyver_frame_offset(const mt_pyver_frame *f)
+{
+    return _PyInterpreterFrame_LASTI((_PyInterpreterFrame *)f->frame) * (int)sizeof(_Py_CODEUNIT);
+}
+
+#endif
+
+/* Bytes before an object of type tp that sys.getsizeof counts beyond the
+ * collector's header: the managed __dict__ and weakref pointers. */
+long long mt_pyver_preheader_bytes(PyTypeObject *tp);
+
+/* From 3.13 object.__sizeof__ counts an instance's inline attribute values,
+ * so the walker calls it rather than redo its arithmetic. */
+#define MT_PYVER_OBJECT_SIZEOF_COUNTS_INLINE_VALUES (PY_VERSION_HEX >= 0x030D0000)
+
+/* 3.13: an instance's __dict__, once read, shares the instance's inline
+ * attribute values, and tp_traverse then lists those values, not the dict.
+ * Returns that dict (borrowed), else NULL (no such dict, or a version whose
+ * tp_traverse lists the dict itself). */
+PyObject *mt_pyver_dict_sharing_values(PyObject *o);
+
+/* Runs resume(arg) once os.fork() has returned in the parent; resume
+ * reports its own failures and returns 0 (as a pending call must).  3.12 warns about a fork of a
+ * multi-threaded process before the after-fork hooks run, 3.13 after them: there the threads
+ * memtamer stopped for the fork restart from a pending call, at the interpreter's next check, and
+ * otherwise at once. */
+void mt_pyver_after_fork_returns(int (*resume)(void *), void *arg);
+
+/* -1 with ImportError when this build cannot run memtamer (free-threaded),
+ * saying what to use instead; 0 otherwise.  Called by the module's exec. */
+int mt_pyver_check_build(void);
+
+/* The module slots that depend on the version (none or more entries,
+ * each followed by a comma). */
+#if PY_VERSION_HEX >= 0x030C0000
+/* The hooks and counters are process-wide. */
+#define MT_PYVER_MODULE_SLOTS                                                                      \
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#else
+#define MT_PYVER_MODULE_SLOTS
+#endif
+
+#endif

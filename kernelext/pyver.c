@@ -1,0 +1,133 @@
+/* pyver: CPython version differences, chosen by PY_VERSION_HEX (pyver.h). */
+#define PY_SSIZE_T_CLEAN
+#include "memtamer/pyver.h"
+
+#if PY_VERSION_HEX < 0x030B0000
+#error "memtamer needs CPython 3.11 or later"
+#endif
+
+#if !MT_PYVER_PRIVATE_FRAMES
+
+/* This thread's state when it holds the GIL (from 3.12 the current state is
+ * thread-local and cleared whenever the thread lets the GIL go).  3.12 names
+ * the function that 3.13 documents as PyThreadState_GetUnchecked. */
+static inline PyThreadState *
+holding_gil(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyThreadState_GetUnchecked();
+#else
+    return _PyThreadState_UncheckedGet();
+#endif
+}
+
+int
+mt_pyver_frame_begin(mt_pyver_frame *f)
+{
+    PyThreadState *tstate = holding_gil();
+    if (tstate == NULL) {
+        return 0;
+    }
+    /* Making a frame object can fail (and PyThreadState_GetFrame then
+     * clears the error): whatever was being raised must survive the walk. */
+    f->saved_exception = PyErr_GetRaisedException();
+    f->frame = PyThreadState_GetFrame(tstate);
+    return 1;
+}
+
+void
+mt_pyver_frame_back(mt_pyver_frame *f)
+{
+    PyFrameObject *back = PyFrame_GetBack((PyFrameObject *)f->frame);
+    Py_DECREF(f->frame);
+    f->frame = back;
+}
+
+void
+mt_pyver_frame_end(mt_pyver_frame *f)
+{
+    Py_CLEAR(f->frame);
+    PyErr_SetRaisedException(f->saved_exception); /* NULL: clears a failed walk's error */
+    f->saved_exception = NULL;
+}
+
+/* The frame holds its globals and code: the references can go at once. */
+PyObject *
+mt_pyver_frame_globals(const mt_pyver_frame *f)
+{
+    PyObject *globals = PyFrame_GetGlobals((PyFrameObject *)f->frame);
+    Py_DECREF(globals);
+    return globals;
+}
+
+PyCodeObject *
+mt_pyver_frame_code(const mt_pyver_frame *f)
+{
+    PyCodeObject *code = PyFrame_GetCode((PyFrameObject *)f->frame);
+    Py_DECREF(code);
+    return code;
+}
+
+int
+mt_pyver_frame_offset(const mt_pyver_frame *f)
+{
+    return PyFrame_GetLasti((PyFrameObject *)f->frame);
+}
+
+#endif
+
+long long
+mt_pyver_preheader_bytes(PyTypeObject *tp)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    unsigned long flags = Py_TPFLAGS_PREHEADER; /* managed dict and weakref pointers */
+#else
+    unsigned long flags = Py_TPFLAGS_MANAGED_DICT;
+#endif
+    return (tp->tp_flags & flags) ? 2 * (long long)sizeof(PyObject *) : 0;
+}
+
+PyObject *
+mt_pyver_dict_sharing_values(PyObject *o)
+{
+#if PY_VERSION_HEX >= 0x030D0000 && PY_VERSION_HEX < 0x030E0000
+    /* 3.13's layout (Include/internal/pycore_object.h): the managed dict
+     * pointer three pointers before the object, the inline values right
+     * after its header; tests/test_walker.py checks it on 3.13. */
+    if (!(Py_TYPE(o)->tp_flags & Py_TPFLAGS_INLINE_VALUES)) {
+        return NULL;
+    }
+    PyDictObject *dict = *(PyDictObject **)((char *)o - 3 * (Py_ssize_t)sizeof(PyObject *));
+    void *inline_values = (char *)o + sizeof(PyObject);
+    return dict != NULL && (void *)dict->ma_values == inline_values ? (PyObject *)dict : NULL;
+#else
+    (void)o;
+    return NULL;
+#endif
+}
+
+void
+mt_pyver_after_fork_returns(int (*resume)(void *), void *arg)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    if (Py_AddPendingCall(resume, arg) == 0) {
+        return;
+    }
+#endif
+    resume(arg);
+}
+
+int
+mt_pyver_check_build(void)
+{
+#ifdef Py_GIL_DISABLED
+    PyErr_SetString(PyExc_ImportError,
+                    "memtamer does not run on free-threaded CPython (built with "
+                    "--disable-gil) yet: its allocator hooks and object walker rely on the "
+                    "GIL.  Use the standard build of the same version (python3.13, not "
+                    "python3.13t).");
+    return -1;
+#else
+    return 0;
+#endif
+}
