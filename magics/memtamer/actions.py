@@ -502,7 +502,10 @@ def _spill_plan(shell, ns, name, options):
     import numpy as np
 
     value = ns[name]
-    if _is_ndarray(value) and not value.dtype.hasobject:
+    if _is_ndarray(value):
+        if value.dtype.hasobject:
+            raise UsageError(f"%shrink spill: {name} holds Python objects, which a file cannot "
+                             f"map (try %shrink compress)")
         if isinstance(value, np.memmap):
             raise UsageError(f"%shrink spill: {name} is already a memory-mapped file")
         row = {"bytes_before": value.nbytes, "detail": "→ np.memmap", "format": "memmap",
