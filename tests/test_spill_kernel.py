@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from conftest import stop_writer, writer_thread
 from kernel import Kernel
 
 NOTEBOOK = "/home/user/analysis.ipynb"
@@ -271,3 +272,22 @@ def test_a_normal_shutdown_leaves_no_litter(tmp_path):
     finally:
         shut_down_normally(k)
     assert store_files(tmp_path) == []
+
+
+def test_no_write_of_a_python_thread_is_lost_spilling_an_object(tmp_path):
+    """A thread adds 1 to one item of a Series at a time while it is spilled:
+    the spill is done with every write in the file's mapping, or refused
+    because it changed; either way the sum is the count of writes."""
+    k, _ = start(tmp_path)
+    try:
+        k.run("import pandas as pd")
+        k.run(writer_thread("written", 2**21, "pd.Series(np.zeros({items}))"))
+        started = k.query("written_writes")
+        # The thread holds the Series while it writes: --copy spills it anyway.
+        table = k.run("%shrink spill written --copy")["data"][-1]["text/plain"]
+        assert "REFUSED" not in table or "changed (by another thread)" in table, table
+        writes, total = stop_writer(k, "written")
+        assert writes > started
+        assert total == writes
+    finally:
+        k.shutdown()

@@ -626,10 +626,12 @@ def _spill_pickled(shell, ns, name, options, row, progress):
                                            progress)
         again, mapping = spill_store.read_object(path, regions)
         if not spill_store.equal(value, again):
+            reason = (f"{name} changed (by another thread) while it was being spilled: left as "
+                      "that thread left it") if not spill_store.same_as_file(value, path) else \
+                f"unpickling it does not give back an equal {type(value).__name__} (its == or " \
+                "its pickling differs): left as it was"
             spill_files.remove(path)
-            return dict(row, status="refused", bytes_after=row["bytes_before"],
-                        reason=f"unpickling it does not give back an equal {type(value).__name__} "
-                               "(its == or its pickling differs): left as it was")
+            return dict(row, status="refused", bytes_after=row["bytes_before"], reason=reason)
         with open(path, "rb") as f:
             written = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         # Threads may have changed it since it was pickled: pickled again,

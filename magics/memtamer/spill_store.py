@@ -215,6 +215,15 @@ def read_object(path, regions):
     return pickle.loads(view[offset:offset + length], buffers=parts), mapping
 
 
+def same_as_file(value, path):
+    """Whether value, pickled again, is byte for byte what path holds."""
+    regions, size = layout(*dump(value))
+    if os.path.getsize(path) != size:
+        return False
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as written:
+        return all(written[offset:offset + part.nbytes] == part for offset, part in regions)
+
+
 def checksum(path):
     crc = 0
     with open(path, "rb") as f:
