@@ -225,10 +225,13 @@ def same_as_file(value, path):
 
 
 def checksum(path):
+    """The file's CRC-32, read through a mapping (no copy of its bytes)."""
     crc = 0
     with open(path, "rb") as f:
-        while chunk := f.read(CHECKSUM_CHUNK):
-            crc = zlib.crc32(chunk, crc)
+        if os.fstat(f.fileno()).st_size:
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data, memoryview(data) as view:
+                for at in range(0, len(view), CHECKSUM_CHUNK):
+                    crc = zlib.crc32(view[at:at + CHECKSUM_CHUNK], crc)
     return f"crc32:{crc:08x}"
 
 
@@ -244,6 +247,11 @@ def equal(a, b):
     if np is not None and isinstance(a, np.ndarray):
         if a.dtype != b.dtype or a.shape != b.shape:
             return False
+        if a.flags.c_contiguous and b.flags.c_contiguous and not a.dtype.hasobject:
+            # Exactly: bit for bit, which is what a file gives back (and fast).
+            word = np.uint64 if a.nbytes % 8 == 0 else np.uint8  # words compare 4x faster
+            return bool(np.array_equal(a.reshape(-1).view(np.uint8).view(word),
+                                       b.reshape(-1).view(np.uint8).view(word)))
         try:
             return bool(np.array_equal(a, b, equal_nan=True))
         except TypeError:
