@@ -103,7 +103,7 @@ def main():
     store = tempfile.mkdtemp(prefix="memtamer-bench-spill-", dir=cache)
     env = dict(os.environ, MEMTAMER_SPILL_DIR=store, JPY_SESSION_NAME="bench-spill.ipynb")
     began = time.time()
-    rows = []
+    rows, medians = [], []
     try:
         for kind, make in KINDS.items():
             spills, plains, reattaches = [], [], []
@@ -123,6 +123,7 @@ def main():
             speed = [nbytes / MiB / s for s in spills]
             plain_speed = [nbytes / MiB / s for s in plains]
             ratio = [p / s for s, p in zip(spills, plains)]
+            medians.append(statistics.median(ratio))
             rows.append(f"| {kind} | {format(nbytes / MiB, '.0f')} MiB | {spread(speed, '{:.0f}')} MiB/s "
                         f"| {spread(plain_speed, '{:.0f}')} MiB/s | {spread(ratio)} "
                         f"| {spread([r * 1000 for r in reattaches], '{:.0f}')} ms |")
@@ -142,7 +143,7 @@ Each object's data is {args.size} MiB of float64. `%shrink spill` in an in-proce
 |---|---|---|---|---|---|
 """ + "\n".join(rows) + """
 
-Goal (spill at ≥ 80% of `tofile`'s speed): see the ratio column; the spill reads its file back twice (equality and checksum) and compares once more, which `tofile` does not.
+Goal (spill at ≥ 80% of `tofile`'s speed on every kind): **""" + ("met" if all(r >= 0.8 for r in medians) else "NOT met") + """**. `tofile` only copies into the page cache; the spill times the whole `%shrink` (the measured window, the refusal checks, the table) and, besides the write, reads the file back for its checksum, compares what it reads back with the original by the library's equality, and compares the file with the object pickled again before it rebinds the name.
 """
     write_section("spill", text)
     print(text)
