@@ -264,11 +264,38 @@ def test_what_cannot_come_back_equal_is_refused_with_the_reason(tmp_path):
 
 
 def test_a_normal_shutdown_leaves_no_litter(tmp_path):
+    import tempfile
+
     k, _ = start(tmp_path)
     try:
         make(k, ["arr", "arrs"])
+        pid = k.query("__import__('os').getpid()")
         k.run("%shrink spill arr arrs")
         assert len(store_files(tmp_path)) == 3  # two files and the manifest
+    finally:
+        shut_down_normally(k)
+    assert store_files(tmp_path) == []
+    temp = tempfile.gettempdir()
+    assert [p for p in os.listdir(temp) if "memtamer" in p and str(pid) in p] == []
+
+
+def test_a_name_bound_in_the_new_kernel_is_not_overwritten_by_reattach(tmp_path):
+    k, _ = start(tmp_path)
+    try:
+        make(k, ["arr"])
+        k.run("%shrink spill arr")
+    finally:
+        kill(k)
+    k, _ = start(tmp_path)
+    try:
+        k.run("arr = 'mine'")
+        out = k.run("%shrink reattach arr")["stdout"]
+        assert "NOT reattached" in out and "already bound" in out, out
+        assert k.query("arr") == "mine"
+        k.run("del arr")
+        assert "arr: reattached" in k.run("%shrink reattach arr")["stdout"]
+        out = k.run("%shrink reattach nope", allow_error=True)
+        assert "UsageError" in out["error"]["ename"] and "nothing is offered" in out["error"]["evalue"]
     finally:
         shut_down_normally(k)
     assert store_files(tmp_path) == []
