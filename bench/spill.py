@@ -56,20 +56,36 @@ raw = np.concatenate([np.asarray(c).ravel() for c in (
     else [value[c].to_numpy() for c in value.column_names] if isinstance(value, pa.Table)
     else [value[c].to_numpy() for c in value.columns])])
 del value
-started = time.perf_counter()
-ip.run_line_magic("shrink", "spill value")
-spilled = time.perf_counter() - started
-assert "value" in spill_store._entries, "the spill was refused"
 path = os.path.join(spill_store.store_dir(), "tofile.raw")
-started = time.perf_counter()
-raw.tofile(path)
-plain = time.perf_counter() - started
+
+
+def spill():
+    os.sync()  # neither pays for the other's writeback
+    started = time.perf_counter()
+    ip.run_line_magic("shrink", "spill value")
+    assert "value" in spill_store._entries, "the spill was refused"
+    return time.perf_counter() - started
+
+
+def plain():
+    os.sync()
+    started = time.perf_counter()
+    raw.tofile(path)
+    return time.perf_counter() - started
+
+
+if {tofile_first}:
+    plain_time = plain()
+    spilled = spill()
+else:
+    spilled = spill()
+    plain_time = plain()
 os.unlink(path)
-print(spilled, plain, raw.nbytes)
+print(spilled, plain_time, raw.nbytes)
 """
 
 # Spills the value and is SIGKILLed; REATTACH_RUN then times the reattach.
-KILLED_RUN = SPILL_RUN.split("del value")[0] + """del value, raw
+KILLED_RUN = SPILL_RUN.split("del value\n")[0] + """del value, raw
 ip.run_line_magic("shrink", "spill value")
 import signal
 os.kill(os.getpid(), signal.SIGKILL)
@@ -107,8 +123,8 @@ def main():
     try:
         for kind, make in KINDS.items():
             spills, plains, reattaches = [], [], []
-            for _ in range(REPEATS):
-                proc = run(SPILL_RUN.format(size=size, make=make), env)
+            for repeat in range(REPEATS):
+                proc = run(SPILL_RUN.format(size=size, make=make, tofile_first=repeat % 2), env)
                 if proc.returncode != 0:
                     raise RuntimeError(f"{kind}: {proc.stderr[-2000:]}")
                 spilled, plain, nbytes = proc.stdout.split()[-3:]
@@ -137,7 +153,7 @@ def main():
 
 Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(began))}, {(time.time() - began) / 60:.1f} min, by `bench/run.sh spill` (`bench/spill.py`). Machine: {os.cpu_count()} cores, Linux {platform.release()}; Python {platform.python_version()}, numpy {np.__version__}, pandas {pandas.__version__}, pyarrow {pyarrow.__version__}. Load average at start {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}: other work shared the machine, so timings are indicative.
 
-Each object's data is {args.size} MiB of float64. `%shrink spill` in an in-process IPython shell, timed from the magic's call to its return: the write, the read-back compared with the library's own equality, the comparison with the object pickled again, the rebinding and the manifest's checksum. Against it, in the same process right after, `ndarray.tofile` of the same bytes into the same store directory (both into the page cache, neither syncs). Reattach: a new process after the spilling one was SIGKILLed, `%shrink reattach all` (checksum verified, file mapped). Median of {REPEATS} (min–max).
+Each object's data is {args.size} MiB of float64. `%shrink spill` in an in-process IPython shell, timed from the magic's call to its return: the write, the read-back compared with the library's own equality, the comparison with the object pickled again, the rebinding and the manifest's checksum. Against it, in the same process, `ndarray.tofile` of the same bytes into the same store directory (both into the page cache; `os.sync()` before each, and the order alternates between repeats, so neither pays for the other's writeback). Reattach: a new process after the spilling one was SIGKILLed, `%shrink reattach all` (checksum verified, file mapped). Median of {REPEATS} (min–max).
 
 | kind | bytes | spill | plain `tofile` | tofile time / spill time | reattach |
 |---|---|---|---|---|---|

@@ -63,7 +63,7 @@ def root():
     if not path:
         cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         path = os.path.join(cache, "memtamer", "spill")
-    return os.path.expanduser(path)
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def _notebook():
@@ -125,14 +125,19 @@ def reserve(total):
     return int(min(total * RESERVE_FRACTION, RESERVE_MAX_BYTES))
 
 
-def room_refusal(directory, nbytes):
-    """The reason a spill of nbytes into directory would leave less free
-    space than the reserve, or None."""
-    probe = directory
+def _disk(directory):
+    """(free bytes, total bytes) of the disk directory is or will be on."""
+    probe = os.path.abspath(directory)
     while not os.path.isdir(probe):
         probe = os.path.dirname(probe)
     disk = os.statvfs(probe)
-    free, total = disk.f_bavail * disk.f_frsize, disk.f_blocks * disk.f_frsize
+    return disk.f_bavail * disk.f_frsize, disk.f_blocks * disk.f_frsize
+
+
+def room_refusal(directory, nbytes):
+    """The reason a spill of nbytes into directory would leave less free
+    space than the reserve, or None."""
+    free, total = _disk(directory)
     keep = reserve(total)
     if free - nbytes >= keep:
         return None
@@ -144,11 +149,7 @@ def room_refusal(directory, nbytes):
 def status_line():
     """The %memguard line on the spill store's disk."""
     directory = root()
-    probe = directory
-    while not os.path.isdir(probe):
-        probe = os.path.dirname(probe)
-    disk = os.statvfs(probe)
-    free, total = disk.f_bavail * disk.f_frsize, disk.f_blocks * disk.f_frsize
+    free, total = _disk(directory)
     held = sum(entry["file_bytes"] for entry in _entries.values())
     return (f"  spill store {directory}: {format_size(held)} spilled by this kernel, "
             f"{format_size(free)} free, reserve {format_size(reserve(total))}")
