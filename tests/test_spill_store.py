@@ -81,3 +81,28 @@ def test_an_object_file_reads_back_its_buffers_mapped_and_copy_on_write(tmp_path
     again["a"][:] = -1  # a private page: the file keeps what was spilled
     assert spill_store.checksum(path) == crc
     assert all(offset % spill_store.BUFFER_ALIGN == 0 for offset, _, _ in regions)
+
+
+def test_commit_binds_only_what_the_file_holds_and_only_if_still_bound():
+    from memtamer import _core
+
+    value = {"a": np.arange(1000.0)}
+    regions, _ = spill_store.layout(*spill_store.dump(value))
+    file = bytearray(regions[-1][0] + regions[-1][1].nbytes)
+    for offset, part in regions:
+        file[offset:offset + part.nbytes] = part
+    ns = {"v": value}
+    value["a"][5] = -1  # changed after it was written
+    again = spill_store.layout(*spill_store.dump(value))[0]
+    with pytest.raises(ValueError, match="changed"):
+        _core.spill_commit_pickled(ns, "v", value, "read back", again, bytes(file))
+    assert ns["v"] is value
+    ns["v"] = "rebound"
+    with pytest.raises(ValueError, match="rebound"):
+        _core.spill_commit_pickled(ns, "v", value, "read back", regions, bytes(file))
+    assert ns["v"] == "rebound"
+    ns["v"] = value
+    value["a"][5] = 5.0
+    _core.spill_commit_pickled(ns, "v", value, "read back",
+                               spill_store.layout(*spill_store.dump(value))[0], bytes(file))
+    assert ns["v"] == "read back"
