@@ -316,6 +316,7 @@ def _remove_at_exit():
         _write_manifest()
         if not _notebook():
             shutil.rmtree(store_dir(create=False), ignore_errors=True)
+        os.rmdir(store_dir(create=False))  # when no other kernel of the notebook left files
 
 
 def entry(kind, path, value_bytes, regions, cell, extra=None):
