@@ -36,8 +36,8 @@ def test_a_spill_that_would_eat_into_the_reserve_is_refused_with_the_figures(sto
     disk = os.statvfs(store.parent)
     free = disk.f_bavail * disk.f_frsize
     monkeypatch.setenv("MEMTAMER_SPILL_RESERVE", str(free - 1024**2))
-    assert spill_store.room_refusal(str(store), 1024) is None  # the store need not exist yet
-    reason = spill_store.room_refusal(str(store), 2 * 1024**2)
+    assert spill_store.room_refusal(str(store), 1024, chosen=True) is None  # need not exist yet
+    reason = spill_store.room_refusal(str(store), 2 * 1024**2, chosen=True)
     assert reason is not None and "below the reserve" in reason and "--dir" in reason
 
 
@@ -106,3 +106,16 @@ def test_commit_binds_only_what_the_file_holds_and_only_if_still_bound():
     _core.spill_commit_pickled(ns, "v", value, "read back",
                                spill_store.layout(*spill_store.dump(value))[0], bytes(file))
     assert ns["v"] == "read back"
+
+
+def test_a_default_store_in_ram_is_refused_and_a_chosen_one_is_not(store, monkeypatch):
+    with open("/proc/mounts") as f:
+        in_ram = [fields[1] for fields in (line.split() for line in f)
+                  if fields[2] in ("tmpfs", "ramfs") and os.access(fields[1], os.W_OK)]
+    if not in_ram:
+        pytest.skip("no writable tmpfs or ramfs mounted here")
+    monkeypatch.delenv("MEMTAMER_SPILL_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", os.path.join(in_ram[0], "cache"))
+    reason = spill_store.room_refusal(spill_store.root(), 1024, chosen=False)
+    assert reason is not None and "in memory" in reason and "--dir" in reason
+    assert spill_store.room_refusal(spill_store.root(), 1024, chosen=True) is None

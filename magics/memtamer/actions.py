@@ -549,7 +549,8 @@ def _spill_plan(shell, ns, name, options):
             refused = _shared_refusal(shell, ns, name)
         if refused:
             return _refused(row, refused)
-    room = spill_store.room_refusal(options["dir"] or spill_store.root(), row["file_bytes"])
+    room = spill_store.room_refusal(options["dir"] or spill_store.root(), row["file_bytes"],
+                                    chosen=bool(options["dir"]))
     return _refused(row, room) if room else row
 
 

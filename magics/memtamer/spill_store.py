@@ -125,18 +125,29 @@ def reserve(total):
     return int(min(total * RESERVE_FRACTION, RESERVE_MAX_BYTES))
 
 
-def _disk(directory):
-    """(free bytes, total bytes) of the disk directory is or will be on."""
+def _existing(directory):
+    """directory, or its closest ancestor that exists: the same file system."""
     probe = os.path.abspath(directory)
     while not os.path.isdir(probe):
         probe = os.path.dirname(probe)
-    disk = os.statvfs(probe)
+    return probe
+
+
+def _disk(directory):
+    """(free bytes, total bytes) of the disk directory is or will be on."""
+    disk = os.statvfs(_existing(directory))
     return disk.f_bavail * disk.f_frsize, disk.f_blocks * disk.f_frsize
 
 
-def room_refusal(directory, nbytes):
+def room_refusal(directory, nbytes, chosen):
     """The reason a spill of nbytes into directory would leave less free
-    space than the reserve, or None."""
+    space than the reserve, or, unless the user chose the directory
+    (--dir, $MEMTAMER_SPILL_DIR), free nothing (its file system is in RAM);
+    else None."""
+    chosen = chosen or bool(os.environ.get("MEMTAMER_SPILL_DIR"))
+    if not chosen and _core.in_ram(_existing(directory)):
+        return (f"{directory} keeps its files in memory (tmpfs): a spill there would free "
+                f"nothing; spill elsewhere with --dir, or set $MEMTAMER_SPILL_DIR")
     free, total = _disk(directory)
     keep = reserve(total)
     if free - nbytes >= keep:
