@@ -1478,6 +1478,67 @@ done:
     return result;
 }
 
+/* The spill of any other object: Python pickles it again (running Python
+ * code, and other threads with it); from here to the rebinding none runs,
+ * so the file is compared with what the object holds at the rebinding. */
+PyDoc_STRVAR(mt_shrink_spill_commit_pickled__doc__,
+             "spill_commit_pickled(ns, name, obj, value, regions, file): binds ns[name], still "
+             "obj, to value (read back from its spill file) once every (offset, buffer) of "
+             "regions (obj pickled again) equals file's bytes at offset, compared holding the "
+             "GIL. ValueError with the reason, nothing bound, if name was rebound or obj changed.");
+PyObject *
+mt_shrink_spill_commit_pickled(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"ns", "name", "obj", "value", "regions", "file", NULL};
+    PyObject *ns, *name, *obj, *value, *regions, *file_obj, *seq = NULL, *result = NULL;
+    Py_buffer file = {0}, part = {0};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!UOOOO:spill_commit_pickled", kwlist,
+                                     &PyDict_Type, &ns, &name, &obj, &value, &regions, &file_obj) ||
+        PyObject_GetBuffer(file_obj, &file, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    MT_ASSERT_GIL();
+    if ((seq = PySequence_Fast(regions, "regions must be a sequence of (offset, buffer)")) ==
+        NULL) {
+        goto done;
+    }
+    PyObject *bound = PyDict_GetItemWithError(ns, name);
+    if (bound != obj) {
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_ValueError,
+                         "%U was rebound (by another thread) while it was being spilled: left as "
+                         "that thread left it",
+                         name);
+        }
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        Py_ssize_t offset;
+        PyObject *buffer;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "nO", &offset, &buffer) ||
+            PyObject_GetBuffer(buffer, &part, PyBUF_SIMPLE) < 0) {
+            goto done;
+        }
+        int same = offset >= 0 && offset <= file.len && part.len <= file.len - offset &&
+                   memcmp((const char *)file.buf + offset, part.buf, (size_t)part.len) == 0;
+        PyBuffer_Release(&part);
+        if (!same) {
+            PyErr_Format(PyExc_ValueError,
+                         "%U changed (by another thread) while it was being spilled: left as "
+                         "that thread left it",
+                         name);
+            goto done;
+        }
+    }
+    if (PyDict_SetItem(ns, name, value) == 0) {
+        result = Py_NewRef(Py_None);
+    }
+done:
+    Py_XDECREF(seq);
+    PyBuffer_Release(&file);
+    return result;
+}
+
 /* The _core methods of this file; module.c adds them at init. */
 PyMethodDef mt_shrink_methods[] = {
     {"shrink_window_begin", mt_shrink_window_begin, METH_NOARGS, mt_shrink_window_begin__doc__},
@@ -1496,5 +1557,7 @@ PyMethodDef mt_shrink_methods[] = {
      METH_VARARGS | METH_KEYWORDS, mt_shrink_spill_write__doc__},
     {"spill_commit", (PyCFunction)(void (*)(void))mt_shrink_spill_commit,
      METH_VARARGS | METH_KEYWORDS, mt_shrink_spill_commit__doc__},
+    {"spill_commit_pickled", (PyCFunction)(void (*)(void))mt_shrink_spill_commit_pickled,
+     METH_VARARGS | METH_KEYWORDS, mt_shrink_spill_commit_pickled__doc__},
     {NULL, NULL, 0, NULL},
 };

@@ -193,6 +193,18 @@ def shrink(i):
         _core.spill_commit(spilled, "a", spilled["a"], mapped)
         assert spilled["a"] is mapped and mapped[7] == -1
         del mapped, spilled
+        stream, buffers = b"stream", [memoryview(np.arange(8.0)).cast("B")]
+        file = stream + bytes(2) + bytes(buffers[0])
+        regions = [(0, stream), (8, buffers[0])]
+        pickled = {"p": [1.0]}
+        source = pickled["p"]
+        expect_error(_core.spill_commit_pickled, pickled, "p", source, "v", [(1, stream)], file)
+        expect_error(_core.spill_commit_pickled, pickled, "p", source, "v", [(-1, stream)], file)
+        expect_error(_core.spill_commit_pickled, pickled, "p", source, "v", [(0, 5)], file)
+        expect_error(_core.spill_commit_pickled, pickled, "p", [], "v", regions, file)
+        _core.spill_commit_pickled(pickled, "p", source, "v", regions, file)
+        assert pickled["p"] == "v"
+        del source, pickled, file
 
 
 # The compressed proxy: restored by use (rebinding its name), by restore(),
@@ -352,7 +364,7 @@ calls = {
     "ledger_gone_object": ledger, "heap_free": process,
     "shrink_window_begin": shrink, "shrink_window_end": shrink, "inplace_check": shrink,
     "downcast_plan": shrink, "shrink_options": shrink, "downcast": shrink, "pack": shrink, "spill_write": shrink,
-    "spill_commit": shrink,
+    "spill_commit": shrink, "spill_commit_pickled": shrink,
     "compress": codec, "compress_estimate": codec, "codecs": codec, "restore": codec,
     "compressed_info": codec, "compress_commit": codec,
     "rules_read": rules, "rules_check": rules, "rules_load": rules, "rules_clear": rules, "rules_table": rules,

@@ -269,7 +269,7 @@ def test_usage_errors_change_nothing():
     for action, names, options in [("downcast", ["nope"], {}), ("downcast", ["a"], {"to": "int128"}),
                                    ("downcast", ["a"], {"codec": "zstd"}), ("fold", ["a"], {}),
                                    ("compress", ["a"], {"codec": "lzma"}), ("compress", ["a"], {"level": 12}),
-                                   ("restore", ["a"], {}), ("downcast", ["xs"], {}), ("spill", ["xs"], {}),
+                                   ("restore", ["a"], {}), ("downcast", ["xs"], {}), ("spill", ["a"], {"to": "float32"}),
                                    ("downcast", ["a", "nope"], {})]:
         with pytest.raises(UsageError):
             run(None, ns, action, names, options)

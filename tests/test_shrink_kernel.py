@@ -227,7 +227,7 @@ def test_del_of_ipython_names_says_what_they_are(kernel):
     assert kernel.query("len(Out) > 0 and len(In) > 0")
 
 
-def test_spill_files_of_a_killed_kernel_are_removed_at_load(tmp_path):
+def test_the_spill_store_of_a_killed_kernel_of_no_notebook_is_removed_at_load(tmp_path):
     from kernel import Kernel
 
     env = {"MEMTAMER_SPILL_DIR": str(tmp_path)}
@@ -247,7 +247,7 @@ def test_spill_files_of_a_killed_kernel_are_removed_at_load(tmp_path):
     fresh = Kernel(env=env)
     try:
         out = fresh.run("%load_ext memtamer")
-        assert "left by killed kernels" in out["stdout"]
+        assert "spill store(s) of killed kernels of no notebook" in out["stdout"]
         assert not os.path.exists(path) and not os.path.exists(os.path.dirname(path))
     finally:
         fresh.shutdown()

@@ -23,6 +23,7 @@ PyObject *mt_shrink_downcast(PyObject *module, PyObject *args, PyObject *kwargs)
 PyObject *mt_shrink_pack(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *mt_shrink_spill_write(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *mt_shrink_spill_commit(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *mt_shrink_spill_commit_pickled(PyObject *module, PyObject *args, PyObject *kwargs);
 
 /* The _core methods shrink.c defines. */
 extern PyMethodDef mt_shrink_methods[];

@@ -107,14 +107,21 @@ class _Extension:
         self.publisher.start()
         self.guard = Guard(self.shell)
         self.guard.start()
-        from .spill_files import remove_stale_spills
+        from . import spill_store
 
-        stale = self.guard.spills_removed + remove_stale_spills()
+        stale, pruned = self.guard.spills_removed, spill_store.prune()
         # Nothing of memtamer's goes into the output of `ipython --ext memtamer script.py`.
         speak = interactive(self.shell)
         if stale and speak:
             print(f"memtamer: removed {len(stale)} spill file(s) left by killed kernels: "
                   + ", ".join(stale))
+        if pruned and speak:
+            print(f"memtamer: removed {len(pruned)} spill store(s) of killed kernels of no "
+                  f"notebook or of notebooks not opened for "
+                  f"{spill_store.PRUNE_AFTER_SECONDS // 86400} days: " + ", ".join(pruned))
+        offer = spill_store.offer_line() if speak else None
+        if offer:
+            print(offer)
         from .rules import Rules
 
         self.rules = Rules(self.shell, self)

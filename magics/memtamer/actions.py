@@ -18,7 +18,7 @@ import types
 
 from IPython.core.error import UsageError
 
-from . import _core, spill_files
+from . import _core, spill_files, spill_store
 from .holders import CACHE_KINDS, NAME_KINDS, ledger, refusal_text, variable
 from .purge import Purge, ipython_name
 from .sizes import format_size
@@ -28,7 +28,15 @@ SAMPLE_ITEMS = 100_000  # items of a container pickled to estimate a ratio
 MIN_COMPRESS_BYTES = 1024**2  # below this, compress saves too little to be worth a proxy
 MIN_COMPRESS_RATIO = 1.25  # deep size / compressed size compress asks for
 RESTORE_WALK_SECONDS = 2.0  # sizing what a restore gave back
-CATEGORY_MAX_FRACTION = 0.5  # object columns with fewer distinct strings become category
+CATEGORY_MAX_FRACTION = 0.5
+# spill refuses an object more of which than this stays in memory once read
+# back (its pickle stream: what is not an array buffer).
+MAX_SPILL_IN_MEMORY = 0.5
+# What an object may share with the rest of the namespace and still be
+# spilled: the metadata pandas objects share with one another and with their
+# modules (dtypes, offsets, names) is smaller than a page, and nobody writes
+# through it; data a user shares (an array also bound to a name) is larger.
+MAX_SPILL_SHARED_BYTES = mmap.PAGESIZE  # object columns with fewer distinct strings become category
 
 Compressed = _core.Compressed
 # Names that compress bound to a proxy -> (its compressed bytes, the deep
@@ -606,37 +614,98 @@ def _pack(shell, ns, name, options, progress):
     return _pack_row(shell, ns, name, options, options["dry_run"])
 
 
-def _spill_refusal(shell, ns, name, options):
+def _spill_plan(shell, ns, name, options):
+    """spill's row for ns[name] before anything is written, with 'format':
+    memmap (a numpy array) or pickle5 (anything else, its buffers out of
+    band); refused when it cannot be spilled.  Changes nothing."""
     import numpy as np
 
     value = ns[name]
-    if not _is_ndarray(value):
-        raise UsageError(f"%shrink spill: {name} is a {type(value).__name__}; spill takes numpy "
-                         f"arrays (try %shrink compress for other objects)")
-    if isinstance(value, np.memmap):
-        raise UsageError(f"%shrink spill: {name} is already a memory-mapped file")
-    if value.dtype.hasobject:
-        raise UsageError(f"%shrink spill: {name} holds Python objects, which a file cannot "
-                         f"map (try %shrink compress)")
-    row = {"bytes_before": value.nbytes, "detail": "→ np.memmap"}
-    dense = value.flags.c_contiguous or value.flags.f_contiguous
-    del value
-    if row["bytes_before"] == 0:
-        return _refused(row, "it is empty: nothing to spill")
-    refused = _held_refusal(shell, ns, name, options, "spilling it")
-    if refused or (not dense and not options["copy"]):
-        return _refused(row, refused or "it is not contiguous (add --copy to spill a contiguous copy)")
-    return None
+    if _is_ndarray(value):
+        if value.dtype.hasobject:
+            raise UsageError(f"%shrink spill: {name} holds Python objects, which a file cannot "
+                             f"map (try %shrink compress)")
+        if isinstance(value, np.memmap):
+            raise UsageError(f"%shrink spill: {name} is already a memory-mapped file")
+        row = {"bytes_before": value.nbytes, "detail": "→ np.memmap", "format": "memmap",
+               "file_bytes": value.nbytes}
+        dense = value.flags.c_contiguous or value.flags.f_contiguous
+        del value
+        if row["bytes_before"] == 0:
+            return _refused(row, "it is empty: nothing to spill")
+        refused = _held_refusal(shell, ns, name, options, "spilling it")
+        if refused or (not dense and not options["copy"]):
+            return _refused(row, refused or "it is not contiguous (add --copy to spill a "
+                                            "contiguous copy)")
+    else:
+        if isinstance(value, Compressed):
+            raise UsageError(f"%shrink spill: {name} is compressed: %shrink restore {name} first")
+        by_reference = _by_reference(value)
+        if by_reference:
+            raise UsageError(f"%shrink spill: {name} is a {by_reference}: pickle stores it by "
+                             "name, so there is nothing to spill")
+        row = {"bytes_before": _core.deep_size(value)[0], "format": "pickle5",
+               "detail": f"→ {type(value).__name__} mapped from a file"}
+        try:
+            stream, buffers = spill_store.dump(value)
+        except Exception as exc:  # noqa: BLE001 - pickle raises anything a __reduce__ does
+            return _refused(row, f"it cannot be pickled ({type(exc).__name__}: {exc})")
+        finally:
+            del value
+        row["file_bytes"] = spill_store.layout(stream, buffers)[1]
+        row["in_memory"] = len(stream)
+        # The walk does not see every library's buffers (Arrow's): the file does.
+        row["bytes_before"] = max(row["bytes_before"], row["file_bytes"])
+        del stream, buffers
+        if row["in_memory"] > row["file_bytes"] * MAX_SPILL_IN_MEMORY:
+            return _refused(row, f"{format_size(row['in_memory'])} of it is Python objects, not "
+                                 "array buffers: read back from a file it would take as much "
+                                 "memory as now (try %shrink compress)")
+        refused = _held_refusal(shell, ns, name, options, "spilling it")
+        entry = None if refused else variable(shell, ns, name)
+        if entry is not None and entry["exclusive"] is not None and \
+                entry["bytes"] - entry["exclusive"] > MAX_SPILL_SHARED_BYTES:
+            refused = _shared_refusal(shell, ns, name)
+        if refused:
+            return _refused(row, refused)
+    room = spill_store.room_refusal(options["dir"] or spill_store.root(), row["file_bytes"],
+                                    chosen=bool(options["dir"]))
+    return _refused(row, room) if room else row
+
+
+def _spill_refusal(shell, ns, name, options):
+    row = _spill_plan(shell, ns, name, options)
+    return row if row.get("status") == "refused" else None
+
+
+def _spill_path(options, name):
+    """In the notebook's store (reattachable), or in --dir (removed with the kernel)."""
+    return spill_files.new_path(options["dir"], name) if options["dir"] else \
+        spill_store.new_path(name)
+
+
+def _spill_kept(shell, options, name, path, mapped, kind, regions, nbytes, extra=None):
+    if options["dir"]:
+        spill_files.keep(path, mapped)
+    else:
+        spill_store.keep(name, path, mapped, spill_store.entry(
+            kind, path, nbytes, regions, getattr(shell, "execution_count", None), extra))
 
 
 def _spill(shell, ns, name, options, progress):
-    import numpy as np
-
-    row = {"bytes_before": ns[name].nbytes, "bytes_after": 0, "reason": None,
-           "detail": "→ np.memmap"}
+    plan = _spill_plan(shell, ns, name, options)
+    row = {"bytes_before": plan["bytes_before"], "bytes_after": 0, "reason": None,
+           "detail": plan["detail"]}
+    if plan.get("status") == "refused":
+        return dict(row, status="refused", bytes_after=row["bytes_before"], reason=plan["reason"])
     if options["dry_run"]:
         return dict(row, status="dry-run")
-    path = spill_files.new_path(options["dir"], name)
+    if plan["format"] == "pickle5":
+        return _spill_pickled(shell, ns, name, options, dict(row, bytes_after=plan["in_memory"]),
+                              progress)
+    import numpy as np
+
+    path = _spill_path(options, name)
     source = ns[name]
     array = source if source.flags.c_contiguous or source.flags.f_contiguous else \
         np.ascontiguousarray(source)
@@ -649,16 +718,20 @@ def _spill(shell, ns, name, options, progress):
     except BaseException:
         spill_files.remove(path)
         raise
+    extra = {"format": "memmap", "dtype": np.lib.format.dtype_to_descr(array.dtype),
+             "shape": list(array.shape), "order": order, "mode": mode}
     del array
-    spill_files.keep(path, mapped)
     # Threads may have written into it since it was written out: spill_commit
     # copies their writes into the file and rebinds, holding the GIL.
     try:
         _core.spill_commit(ns, name, source, mapped)
-    except ValueError as exc:  # the file goes with mapped
+    except ValueError as exc:
+        spill_files.remove(path)
         return dict(row, status="refused", bytes_after=row["bytes_before"], reason=str(exc))
     finally:
         del source
+    _spill_kept(shell, options, name, path, mapped, "numpy.ndarray", None, row["bytes_before"],
+                extra)
     return dict(row, status="done", detail=f"→ np.memmap {path}")
 
 
@@ -753,6 +826,47 @@ def _purged_target(ns, name):
     Out[N] and _N always (IPython binds _N itself), other names only when
     no variable has them."""
     return cached_target(name) if name not in ns or _OUTPUT_TARGET.fullmatch(name) else None
+
+
+def _spill_pickled(shell, ns, name, options, row, progress):
+    """Any object but a plain array: pickled with its buffers out of band into
+    a file, and bound to what unpickling over a mapping of the file gives,
+    once that equals it (the library's own equality)."""
+    path = _spill_path(options, name)
+    value = ns[name]
+    try:
+        regions = spill_store.write_object(path, spill_store.layout(*spill_store.dump(value))[0],
+                                           progress)
+        again, mapping = spill_store.read_object(path, regions)
+        if not spill_store.equal(value, again):
+            reason = (f"{name} changed (by another thread) while it was being spilled: left as "
+                      "that thread left it") if not spill_store.same_as_file(value, path) else \
+                f"unpickling it does not give back an equal {type(value).__name__} (its == or " \
+                "its pickling differs): left as it was"
+            spill_files.remove(path)
+            return dict(row, status="refused", bytes_after=row["bytes_before"], reason=reason)
+        with open(path, "rb") as f:
+            written = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        # Threads may have changed it since it was pickled: pickled again,
+        # compared with the file and rebound holding the GIL.
+        try:
+            _core.spill_commit_pickled(ns, name, value, again,
+                                       spill_store.layout(*spill_store.dump(value))[0], written)
+        finally:
+            written.close()
+    except ValueError as exc:
+        spill_files.remove(path)
+        return dict(row, status="refused", bytes_after=row["bytes_before"], reason=str(exc))
+    except BaseException:
+        spill_files.remove(path)
+        raise
+    finally:
+        del value
+    kind = f"{type(again).__module__}.{type(again).__qualname__}"
+    del again
+    _spill_kept(shell, options, name, path, mapping, kind, regions, row["bytes_before"],
+                {"format": "pickle5"})
+    return dict(row, status="done", detail=f"{row['detail']} {path}")
 
 
 def _delete_refusal(shell, ns, name, options):

@@ -15,7 +15,7 @@ import traceback
 
 import IPython
 
-from . import _core, spill_files
+from . import _core, spill_files, spill_store
 from .sizes import format_size
 from .telemetry import publish
 
@@ -423,4 +423,5 @@ def status_lines(status, ended=()):
                      + (" and on memory-pressure (PSI) events" if status["psi_trigger"] else "")
                      + f" · trips so far: {status['trips']}")
     lines.extend(ended_line(record) for record in ended)
+    lines.append(spill_store.status_line())
     return lines

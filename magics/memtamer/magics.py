@@ -7,7 +7,8 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import _core, guard, peaks, render, rules
+from . import _core, guard, peaks, render, rules, spill_store
+from .options import parse_options
 from .sizes import format_size
 
 SUMMARY_CELLS = 5
@@ -202,10 +203,11 @@ class MemtamerMagics(Magics):
         print("\n".join(guard.status_lines(status, loaded.ended if loaded else ())))
 
     @magic_arguments()
-    @argument("action", help="del | downcast | compress | restore | pack | spill | trim")
+    @argument("action", help="del | downcast | compress | restore | pack | spill | reattach | trim")
     @argument("names", nargs="*", metavar="NAME",
               help="variables in the user namespace; del also takes Out[N], _N, "
-                   "sys.last_traceback and names already deleted whose objects caches still hold")
+                   "sys.last_traceback and names already deleted whose objects caches still "
+                   "hold; reattach: all, or names spilled by the notebook's previous kernel")
     @argument("--to", default=None,
               help="downcast: auto (default: float64→float32 within --rtol; integers keep "
                    "their type unless --narrow), float32, float16, bool, int8/16/32, "
@@ -222,8 +224,11 @@ class MemtamerMagics(Magics):
               help="compress: {levels[0]} (fastest) to {levels[1]} (smallest), default "
                    "{level}".format(**_core.codecs()))
     @argument("--dir", default=None,
-              help="spill: directory for the file (default: a per-kernel directory under the "
-                   "temp dir, or ~/.cache/memtamer when that is in RAM; $MEMTAMER_SPILL_DIR)")
+              help="spill: directory for the file, removed with the kernel (default: the "
+                   "notebook's store under ~/.cache/memtamer/spill, or $MEMTAMER_SPILL_DIR, "
+                   "kept for %shrink reattach if the kernel dies)")
+    @argument("--discard", action="store_true",
+              help="reattach: remove what a previous kernel spilled instead (all, or the NAMEs)")
     @argument("--copy", action="store_true",
               help="work on a copy when the variable cannot be changed in place or is held "
                    "elsewhere (then it costs memory instead of saving it)")
@@ -243,16 +248,38 @@ class MemtamerMagics(Magics):
         restore   undo compress
         pack      list/tuple of numbers → the numpy array np.array() would make (int64,
                   float64, bool); the smallest exact one with --narrow
-        spill     numpy array → np.memmap of a file (RSS released)
+        spill     to a file of the notebook's spill store, mapped back (RSS released): a
+                  numpy array → np.memmap; a DataFrame, Series, Arrow table, dict or list of
+                  arrays, any picklable object → itself, its buffers mapped from the file
+        reattach  all | NAME...: map back what the notebook's previous kernel spilled before
+                  it died, checksums verified; --discard removes them instead
         """
         from .shrinker import run
 
         args = parse_argstring(self.shrink, line)
         given = {"to": args.to, "rtol": args.rtol, "narrow": args.narrow or None,
-                 "codec": args.codec, "level": args.level,
+                 "codec": args.codec, "level": args.level, "discard": args.discard or None,
                  "dir": args.dir, "copy": args.copy or None, "dry_run": args.dry_run or None}
+        if args.action == "reattach":
+            self._reattach(args.names, parse_options("reattach", given))
+            return
+        if not args.names and args.action != "trim":
+            raise UsageError(f"%shrink {args.action}: name the variables, e.g. "
+                             f"%shrink {args.action} x")
         rows = run(self.shell, self.shell.user_ns, args.action, args.names, given)
         display(render.ShrinkReport(rows))
+
+    def _reattach(self, names, options):
+        if options["dry_run"]:
+            raise UsageError("%shrink reattach: --dry-run does not apply; %shrink reattach lists "
+                             "nothing, the kernel's start said what can come back")
+        if not names and not options["discard"]:
+            raise UsageError("%shrink reattach: name the variables, or all (or --discard)")
+        try:
+            outcomes = spill_store.reattach(self.shell.user_ns, list(names), options["discard"])
+        except ValueError as exc:
+            raise UsageError(f"%shrink reattach: {exc}") from None
+        print("\n".join(f"{name}: {outcome}" for name, outcome in outcomes))
 
     @magic_arguments()
     @argument("command", nargs="?", default=None, metavar="check|reload|off|on",

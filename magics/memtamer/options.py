@@ -17,11 +17,12 @@ ACTION_OPTIONS = {
     "pack": {"narrow", "copy"},
     "spill": {"dir", "copy"},
     "trim": set(),
+    "reattach": {"discard"},
 }
 COMMON_OPTIONS = {"dry_run"}
 # None: _core.shrink_options's default.
 DEFAULTS = {"to": "auto", "rtol": None, "narrow": False, "codec": None, "level": None,
-            "dir": None, "copy": False, "dry_run": False}
+            "dir": None, "copy": False, "discard": False, "dry_run": False}
 
 
 def parse_options(action, given):

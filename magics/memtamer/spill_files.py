@@ -1,4 +1,5 @@
-"""The spill files' lifecycle: where they go (never into RAM), named by
+"""The lifecycle of spill files put in a directory of the user's choosing
+(--dir; the notebook's store is spill_store.py's): named by
 host and pid, removed when their memmap goes or the kernel exits, and
 those of killed kernels found and removed: each kernel lists every file it
 spills, whatever its directory, beside its post-mortem record, and the
@@ -11,11 +12,9 @@ import re
 import shutil
 import socket
 import stat
-import tempfile
 import uuid
 import weakref
 
-from . import _core
 
 # Files spilled by this process, removed at exit (and each when its memmap goes).
 _spilled = set()
@@ -51,7 +50,6 @@ def remove(path):
 def _remove_all_spills():
     for path in list(_spilled):
         remove(path)
-    shutil.rmtree(_default_spill_dir(create=False), ignore_errors=True)
     if _listing is not None and _listing[0] == os.getpid():
         with contextlib.suppress(OSError):
             os.unlink(_listing[1])
@@ -127,33 +125,12 @@ def remove_listed(directory, pid):
     return removed
 
 
-def _spill_root():
-    """$MEMTAMER_SPILL_DIR, else the temp dir (unless it is in RAM), else
-    ~/.cache/memtamer."""
-    root = os.environ.get("MEMTAMER_SPILL_DIR")
-    if not root:
-        root = tempfile.gettempdir()
-        if _core.in_ram(root):  # spilling there would free nothing
-            root = os.path.join(os.path.expanduser("~"), ".cache", "memtamer")
-    return os.path.expanduser(root)
-
-
-def _default_spill_dir(create=True):
-    """One directory per kernel process under the spill root."""
-    path = os.path.join(_spill_root(), SPILL_PREFIX + _spill_owner())
-    if create:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
-
-
 def new_path(directory, name):
-    """A new spill file's path for variable name: in directory (its stale
-    spills removed first), else in this kernel's own directory."""
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-        remove_stale_spills(directory)
-    else:
-        directory = _default_spill_dir()
+    """A new spill file's path for variable name in directory (%shrink spill
+    --dir; without it spills go to the notebook's store, spill_store.py),
+    its stale spills removed first."""
+    os.makedirs(directory, exist_ok=True)
+    remove_stale_spills(directory)
     path = os.path.join(directory, f"{SPILL_PREFIX}{_spill_owner()}-{name}-{uuid.uuid4().hex[:12]}.raw")
     _note(os.path.abspath(path))
     return path
@@ -175,11 +152,9 @@ def _is_dead(pid):
     return False
 
 
-def remove_stale_spills(directory=None):
-    """Removes the spill files and directories in directory (default: the
-    spill root) that kernels of this host left behind when they were killed
+def remove_stale_spills(directory):
+    """Removes the spill files and directories in directory that kernels of this host left behind when they were killed
     (SIGKILL, the OOM killer): their pid no longer runs.  Returns the paths."""
-    directory = directory or _spill_root()
     stale = re.compile(re.escape(SPILL_PREFIX + _host()) + r"-(\d+)(?:$|-)")
     removed = []
     try:

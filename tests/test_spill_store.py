@@ -1,0 +1,121 @@
+"""The spill store's pure parts in this process: the disk reserve, pruning
+old stores, equality as each library defines it, and the object file
+format round trip."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from memtamer import spill_store
+
+GiB = 1024**3
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMTAMER_SPILL_DIR", str(tmp_path / "store"))
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/u/a.ipynb")
+    monkeypatch.delenv("MEMTAMER_SPILL_RESERVE", raising=False)
+    return tmp_path / "store"
+
+
+def test_the_reserve_is_a_tenth_of_the_disk_or_2_gib_whichever_is_smaller(store, monkeypatch):
+    assert spill_store.reserve(10 * GiB) == GiB
+    assert spill_store.reserve(100 * GiB) == 2 * GiB
+    monkeypatch.setenv("MEMTAMER_SPILL_RESERVE", "3 GiB")
+    assert spill_store.reserve(100 * GiB) == 3 * GiB
+
+
+def test_a_spill_that_would_eat_into_the_reserve_is_refused_with_the_figures(store, monkeypatch):
+    disk = os.statvfs(store.parent)
+    free = disk.f_bavail * disk.f_frsize
+    monkeypatch.setenv("MEMTAMER_SPILL_RESERVE", str(free - 1024**2))
+    assert spill_store.room_refusal(str(store), 1024, chosen=True) is None  # need not exist yet
+    reason = spill_store.room_refusal(str(store), 2 * 1024**2, chosen=True)
+    assert reason is not None and "below the reserve" in reason and "--dir" in reason
+
+
+def test_old_notebook_stores_and_dead_kernels_stores_are_pruned(store):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    old, fresh = store / "notebook-0123456789abcdef", store / "notebook-fedcba9876543210"
+    orphan, own = store / f"kernel-{socket.gethostname()}-{dead}", store / spill_store.store_dir(
+        create=False).rsplit("/", 1)[1]
+    for d in (old, fresh, orphan, own):
+        d.mkdir(parents=True)
+        (d / "x.spill").write_bytes(b"x")
+    then = time.time() - spill_store.PRUNE_AFTER_SECONDS - 60
+    os.utime(old, (then, then))
+    os.utime(own, (then, then))  # this kernel's own store is in use, however old
+    assert sorted(spill_store.prune()) == sorted([str(old), str(orphan)])
+    assert fresh.exists() and own.exists() and not old.exists() and not orphan.exists()
+
+
+def test_equality_is_the_librarys_with_dtypes_and_index():
+    df = pd.DataFrame({"a": [1.0, float("nan")]}, index=[3, 4])
+    assert spill_store.equal(df, df.copy())
+    assert not spill_store.equal(df, df.astype("float32"))
+    assert not spill_store.equal(df, df.set_axis(pd.Index([3.0, 4.0]), axis=0))
+    assert not spill_store.equal(df["a"], df["a"].rename("b"))
+    assert spill_store.equal({"x": np.arange(3)}, {"x": np.arange(3)})
+    assert not spill_store.equal({"x": np.arange(3)}, {"x": np.arange(3.0)})
+    assert not spill_store.equal([np.zeros(2)], (np.zeros(2),))
+    nan = np.array([np.nan, -0.0])
+    assert spill_store.equal(nan, nan.copy())
+    assert not spill_store.equal(nan, np.array([np.nan, 0.0]))  # bit for bit
+
+
+def test_an_object_file_reads_back_its_buffers_mapped_and_copy_on_write(tmp_path):
+    value = {"a": np.arange(10**5), "b": pd.Series(np.linspace(0, 1, 10**4)), "n": "name"}
+    path = str(tmp_path / "v.spill")
+    regions = spill_store.write_object(path, spill_store.layout(*spill_store.dump(value))[0])
+    again, mapping = spill_store.read_object(path, regions)
+    assert spill_store.equal(value, again)
+    crc = spill_store.checksum(path)
+    again["a"][:] = -1  # a private page: the file keeps what was spilled
+    assert spill_store.checksum(path) == crc
+    assert all(offset % spill_store.BUFFER_ALIGN == 0 for offset, _, _ in regions)
+
+
+def test_commit_binds_only_what_the_file_holds_and_only_if_still_bound():
+    from memtamer import _core
+
+    value = {"a": np.arange(1000.0)}
+    regions, _ = spill_store.layout(*spill_store.dump(value))
+    file = bytearray(regions[-1][0] + regions[-1][1].nbytes)
+    for offset, part in regions:
+        file[offset:offset + part.nbytes] = part
+    ns = {"v": value}
+    value["a"][5] = -1  # changed after it was written
+    again = spill_store.layout(*spill_store.dump(value))[0]
+    with pytest.raises(ValueError, match="changed"):
+        _core.spill_commit_pickled(ns, "v", value, "read back", again, bytes(file))
+    assert ns["v"] is value
+    ns["v"] = "rebound"
+    with pytest.raises(ValueError, match="rebound"):
+        _core.spill_commit_pickled(ns, "v", value, "read back", regions, bytes(file))
+    assert ns["v"] == "rebound"
+    ns["v"] = value
+    value["a"][5] = 5.0
+    _core.spill_commit_pickled(ns, "v", value, "read back",
+                               spill_store.layout(*spill_store.dump(value))[0], bytes(file))
+    assert ns["v"] == "read back"
+
+
+def test_a_default_store_in_ram_is_refused_and_a_chosen_one_is_not(store, monkeypatch):
+    with open("/proc/mounts") as f:
+        in_ram = [fields[1] for fields in (line.split() for line in f)
+                  if fields[2] in ("tmpfs", "ramfs") and os.access(fields[1], os.W_OK)]
+    if not in_ram:
+        pytest.skip("no writable tmpfs or ramfs mounted here")
+    monkeypatch.delenv("MEMTAMER_SPILL_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", os.path.join(in_ram[0], "cache"))
+    reason = spill_store.room_refusal(spill_store.root(), 1024, chosen=False)
+    assert reason is not None and "in memory" in reason and "--dir" in reason
+    assert spill_store.room_refusal(spill_store.root(), 1024, chosen=True) is None
