@@ -83,6 +83,7 @@ typedef struct mt_guard {
     _Atomic long long children_peak_owned, children_rss_at_peak;
     _Atomic int children_unreadable;
     _Atomic long long cell_serial;    /* which cell is armed */
+    _Atomic int swap_counted;         /* use is RSS plus VmSwap (swap is room) */
     _Atomic long long cell_start_use; /* RSS when it began */
 
     /* The memory shared with other processes (probe.h's mt_probe_shared):
@@ -120,6 +121,9 @@ typedef struct mt_guard {
     int have_limit;
     mt_probe_shared shared; /* where the shared limit binds */
     int have_shared;
+    int swap_allowed;   /* swap counts as room where there is some (%memguard --no-swap) */
+    mt_probe_swap swap; /* where the swap this process may fill binds */
+    int have_swap;
     long long trips;
     long long rss_before;                /* of the running cell */
     pid_t pid;                           /* of the process that owns the watcher */
@@ -186,6 +190,15 @@ trip_publish(mt_guard *g, mt_guard_layer layer, long long requested, long long u
         atomic_store(&g->ceiling, at + atomic_load(&g->grace));
     }
     atomic_store_explicit(&g->trip_state, TRIP_PENDING, memory_order_release);
+}
+
+/* This kernel's memory as the guard holds it: RSS, and what it has in
+ * swap when swap is room (pages pushed there leave RSS but are still ours). */
+static long long
+own_use(mt_guard *g, long long rss)
+{
+    long long swapped = atomic_load(&g->swap_counted) ? mt_probe_vm_swap(&g->probe) : 0;
+    return rss < 0 || swapped <= 0 ? rss : rss + swapped;
 }
 
 /* The kernel's own RSS as the hooks see it: the last reading plus what our
@@ -336,7 +349,7 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
 {
     /* RSS first: an allocation between the two reads is then missed until
      * the next poll, never counted twice. */
-    long long rss = mt_probe_rss(&g->probe);
+    long long rss = own_use(g, mt_probe_rss(&g->probe));
     *shared_left = LLONG_MAX;
     if (rss < 0) {
         return -1;
@@ -598,6 +611,14 @@ default_reserve(long long limit)
     return share > MT_GUARD_RESERVE_MIN ? share : MT_GUARD_RESERVE_MIN;
 }
 
+/* The swap the budget and the shared limit count as room besides memory:
+ * what the binding cgroup or machine allows, when the user lets it. */
+static long long
+swap_allowance(const mt_guard *g)
+{
+    return g->swap_allowed && g->have_swap && g->swap.limit > 0 ? g->swap.limit : 0;
+}
+
 /* Finds where the shared limit binds and points the hooks' files there. */
 static void
 resolve_shared(mt_state *st, mt_guard *g)
@@ -618,7 +639,9 @@ resolve_shared(mt_state *st, mt_guard *g)
     }
     atomic_store(&g->shared_working, g->shared.working_set);
     atomic_store(&g->shared_counted, mt_heap_counted());
-    atomic_store(&g->shared_limit, g->shared.limit);
+    /* The working set stays under the memory limit while the kernel
+     * swaps: the room beyond it is the swap. */
+    atomic_store(&g->shared_limit, g->shared.limit + swap_allowance(g));
 }
 
 /* Recomputes the effective budget from the mode and a fresh limit. */
@@ -626,9 +649,11 @@ static void
 compute_budget(mt_state *st, mt_guard *g)
 {
     MT_ASSERT_GIL();
+    g->have_swap = mt_probe_read_swap(st->probe, &g->swap) == 0;
+    atomic_store(&g->swap_counted, swap_allowance(g) > 0);
     resolve_shared(st, g);
     g->have_limit = mt_probe_read_limit(st->probe, &g->limit) == 0;
-    long long limit = g->have_limit ? g->limit.limit : -1;
+    long long limit = g->have_limit ? g->limit.limit + swap_allowance(g) : -1;
     switch (g->mode) {
     case BUDGET_OFF:
         g->budget = -1;
@@ -671,6 +696,7 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line, lo
     }
     atomic_fetch_add(&g->cell_serial, 1);
     g->rss_before = rss_before;
+    rss_before = own_use(g, rss_before);
     atomic_store(&g->cell_start_use, rss_before);
     /* Others may hold more than the shared limit leaves already: the cell
      * is then stopped on its own growth (the message says so). */
@@ -983,7 +1009,7 @@ take_budget(mt_state *st, mt_guard *g, budget_mode mode, long long bytes, double
         why = "it is not above what the kernel already uses: give a larger budget, or free "
               "memory first";
     }
-    else if (mode != BUDGET_OFF && g->have_limit && budget > g->limit.limit) {
+    else if (mode != BUDGET_OFF && g->have_limit && budget > g->limit.limit + swap_allowance(g)) {
         why = "it is above the effective memory limit: give a smaller budget, or a share such "
               "as 80%";
     }
@@ -998,14 +1024,20 @@ take_budget(mt_state *st, mt_guard *g, budget_mode mode, long long bytes, double
     }
     else if (why != NULL) {
         char asked[MT_RULES_SIZE_TEXT], uses[MT_RULES_SIZE_TEXT], limit[MT_RULES_SIZE_TEXT];
+        char swap[MT_RULES_SIZE_TEXT + 32] = "";
         mt_rules_format_size(budget, 0, asked, sizeof asked);
         mt_rules_format_size(rss, 0, uses, sizeof uses);
         if (g->have_limit) {
             mt_rules_format_size(g->limit.limit, 0, limit, sizeof limit);
         }
-        snprintf(problem, n, "cannot set the memory budget to %s: %s (the kernel uses %s, %s%s)",
+        if (g->have_limit && swap_allowance(g) > 0) {
+            char swap_size[MT_RULES_SIZE_TEXT];
+            mt_rules_format_size(swap_allowance(g), 0, swap_size, sizeof swap_size);
+            snprintf(swap, sizeof swap, " + %s of swap", swap_size);
+        }
+        snprintf(problem, n, "cannot set the memory budget to %s: %s (the kernel uses %s, %s%s%s)",
                  asked, why, uses, g->have_limit ? "the limit is " : "the limit is unknown",
-                 g->have_limit ? limit : "");
+                 g->have_limit ? limit : "", swap);
     }
     return why != NULL ? -1 : 0;
 }
@@ -1178,6 +1210,38 @@ mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return mt_guard_status(module, NULL);
 }
 
+PyDoc_STRVAR(mt_guard_set_swap__doc__,
+             "guard_set_swap(allowed) -> guard_status(): whether the budget counts swap as room "
+             "besides memory, where there is swap (%memguard --no-swap keeps it in RAM).");
+PyObject *
+mt_guard_set_swap(PyObject *module, PyObject *allowed)
+{
+    MT_ASSERT_GIL();
+    mt_state *st = mt_get_state(module);
+    mt_guard *g = st->guard;
+    char problem[MT_RULES_MESSAGE_BYTES];
+    int want = PyObject_IsTrue(allowed);
+    if (want < 0) {
+        return NULL;
+    }
+    if (!guarding(g)) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the memory budget guards an IPython kernel with memtamer loaded: "
+                        "run %load_ext memtamer first, then set it");
+        return NULL;
+    }
+    int was = g->swap_allowed;
+    g->swap_allowed = want;
+    /* The budget in force, judged again against the room without (or with) swap. */
+    if (take_budget(st, g, g->mode, g->bytes, g->percent, 1, problem, sizeof problem) < 0) {
+        g->swap_allowed = was;
+        compute_budget(st, g);
+        PyErr_SetString(PyExc_ValueError, problem);
+        return NULL;
+    }
+    return mt_guard_status(module, NULL);
+}
+
 static const char *
 mode_name(budget_mode mode)
 {
@@ -1197,6 +1261,26 @@ shared_now(mt_state *st, mt_guard *g)
         working = g->shared.working_set;
     }
     return shared_figures(g, working);
+}
+
+/* The swap read now, with whether the guard counts it (allowed: the
+ * user's setting; counted: allowed and there is swap to fill) and this
+ * kernel's own part of it. */
+static PyObject *
+swap_now(mt_state *st, mt_guard *g)
+{
+    mt_probe_swap swap;
+    if (mt_probe_read_swap(st->probe, &swap) < 0) {
+        return Py_NewRef(Py_None);
+    }
+    PyObject *d = mt_process_swap_dict(&swap);
+    if (d == NULL || mt_set(d, "allowed", PyBool_FromLong(g->swap_allowed)) < 0 ||
+        mt_set(d, "counted", PyLong_FromLongLong(swap_allowance(g))) < 0 ||
+        mt_set(d, "own", mt_size_or_none(mt_probe_vm_swap(st->probe))) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
 }
 
 int
@@ -1243,7 +1327,7 @@ mt_guard_status(PyObject *module, PyObject *Py_UNUSED(unused))
                mt_size_or_none(g->have_limit ? default_reserve(g->limit.limit) : -1)) < 0 ||
         mt_set(d, "grace", PyLong_FromLongLong(atomic_load(&g->grace))) < 0 ||
         mt_set(d, "rss", mt_size_or_none(mt_probe_rss(st->probe))) < 0 ||
-        mt_set(d, "shared", shared_now(st, g)) < 0 ||
+        mt_set(d, "shared", shared_now(st, g)) < 0 || mt_set(d, "swap", swap_now(st, g)) < 0 ||
         mt_set(d, "watcher", PyBool_FromLong(watching)) < 0 ||
         mt_set(d, "watcher_tid",
                watching && atomic_load(&g->watcher.tid) > 0
@@ -1289,6 +1373,7 @@ mt_guard_exec(PyObject *module)
     }
     st->guard = g;
     g->mode = BUDGET_DEFAULT;
+    g->swap_allowed = 1;
     g->budget = -1;
     g->psi_fd = -1;
     g->poll_us = MT_GUARD_POLL_US;
@@ -1365,6 +1450,7 @@ PyMethodDef mt_guard_methods[] = {
     {"guard_disable", mt_guard_disable, METH_NOARGS, mt_guard_disable__doc__},
     {"guard_set_budget", (PyCFunction)(void (*)(void))mt_guard_set_budget, METH_FASTCALL,
      mt_guard_set_budget__doc__},
+    {"guard_set_swap", mt_guard_set_swap, METH_O, mt_guard_set_swap__doc__},
     {"guard_status", mt_guard_status, METH_NOARGS, mt_guard_status__doc__},
     {"guard_exception", mt_guard_exception, METH_NOARGS, mt_guard_exception__doc__},
     {"_guard_signal", (PyCFunction)(void (*)(void))mt_guard_signal_handler, METH_FASTCALL,

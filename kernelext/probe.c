@@ -1343,13 +1343,24 @@ done:
     return rc;
 }
 
+long long
+mt_probe_vm_swap(mt_probe *p)
+{
+    char buf[4096];
+    long long bytes;
+    follow_fork(p);
+    if (p->status_fd < 0 || pread_text(p->status_fd, buf, sizeof buf) < 0 ||
+        mt_probe_parse_kb_field(buf, "VmSwap", &bytes) < 0) {
+        return -1;
+    }
+    return bytes;
+}
+
 int
 mt_probe_swap_self(mt_probe *p, long long *vm_swap, unsigned long long *major_faults)
 {
     char buf[4096], path[MT_PROBE_PATH_MAX + 64];
-    follow_fork(p);
-    if (p->status_fd < 0 || pread_text(p->status_fd, buf, sizeof buf) < 0 ||
-        mt_probe_parse_kb_field(buf, "VmSwap", vm_swap) < 0 ||
+    if ((*vm_swap = mt_probe_vm_swap(p)) < 0 ||
         proc_path(p, path, sizeof path, "/proc/self/stat") < 0 ||
         read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_majflt(buf, major_faults) < 0) {
         return -1;

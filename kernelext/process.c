@@ -112,8 +112,8 @@ swap_source(int version)
                           : "SwapTotal";
 }
 
-static PyObject *
-swap_dict(const mt_probe_swap *s)
+PyObject *
+mt_process_swap_dict(const mt_probe_swap *s)
 {
     PyObject *d = PyDict_New();
     if (d == NULL || mt_set(d, "source", PyUnicode_FromString(swap_source(s->version))) < 0 ||
@@ -139,8 +139,8 @@ set_swap_figures(mt_probe *probe, PyObject *d)
     double some, full;
     int have_pressure = mt_probe_read_pressure(probe, &some, &full) == 0;
     return mt_set(d, "swap",
-                  mt_probe_read_swap(probe, &swap) == 0 ? swap_dict(&swap) : Py_NewRef(Py_None)) <
-                       0 ||
+                  mt_probe_read_swap(probe, &swap) == 0 ? mt_process_swap_dict(&swap)
+                                                        : Py_NewRef(Py_None)) < 0 ||
                    mt_set(d, "vm_swap", mt_size_or_none(have_self ? vm_swap : -1)) < 0 ||
                    mt_set(d, "major_faults",
                           have_self ? PyLong_FromUnsignedLongLong(faults) : Py_NewRef(Py_None)) <
@@ -516,7 +516,7 @@ mt_process_parse(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
         if (mt_probe_parse_meminfo_swap(text, &swap) < 0) {
             Py_RETURN_NONE;
         }
-        return swap_dict(&swap);
+        return mt_process_swap_dict(&swap);
     }
     PyErr_Format(PyExc_ValueError, "unknown parser '%s'", kind);
     return NULL;

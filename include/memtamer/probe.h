@@ -233,6 +233,9 @@ int mt_probe_pid_running(const mt_probe *p, pid_t pid, unsigned long long start_
  * ours or an ancestor that allows less); -1 when not even /proc/meminfo
  * can be read. */
 int mt_probe_read_swap(mt_probe *p, mt_probe_swap *out);
+/* This process's bytes in swap now (status's VmSwap), -1 when unreadable:
+ * one read, for the guard's watcher. */
+long long mt_probe_vm_swap(mt_probe *p);
 /* This process's bytes in swap now (status's VmSwap) and its major faults
  * so far (stat's majflt); -1 when either cannot be read. */
 int mt_probe_swap_self(mt_probe *p, long long *vm_swap, unsigned long long *major_faults);

@@ -54,6 +54,13 @@ def set_budget(value):
     return _core.guard_set_budget(kind, amount)
 
 
+def set_swap(allowed):
+    """Whether the budget counts swap as room besides memory, where there is
+    swap (False keeps the budget in RAM: a stop rather than a slow cell).
+    Returns budget(); ValueError when the budget in force would not fit."""
+    return _core.guard_set_swap(bool(allowed))
+
+
 # ---- what the message names: the biggest variables -------------------------
 
 # Seconds for sizing a variable the ledger has not walked yet (one made
@@ -383,6 +390,23 @@ class Guard:
         self.translating = False
 
 
+def _swap_line(swap):
+    where = "the machine" if swap["path"] is None else "the container"
+    if not swap["limit"]:
+        return f"  swap: none ({where} has no swap for this kernel, {swap['source']})"
+    own = f"; this kernel has {format_size(swap['own'])} there" if swap["own"] else ""
+    if swap["counted"]:
+        how = (f"{format_size(swap['counted'])} of it counted in the budget's room "
+               "(%memguard --no-swap keeps the budget in RAM)")
+    elif swap["allowed"]:
+        how = "not counted"
+    else:
+        how = "not counted: the budget is in RAM (%memguard --swap counts it)"
+    where_from = swap["source"] + (f" {swap['path']}" if swap["path"] else "")
+    return (f"  swap: {format_size(swap['used'])} in use of {format_size(swap['limit'])} "
+            f"({where_from}), {format_size(swap['room'])} left{own} · {how}")
+
+
 def status_lines(status, ended=()):
     """What %memguard prints; ended: records of this notebook's kernels that
     ended for no sign of memory."""
@@ -414,6 +438,8 @@ def status_lines(status, ended=()):
             which = "its budget's" if own <= common else f"{whose}'s"
             lines.append(f"  room for this kernel's next cell: {format_size(max(min(own, common), 0))} "
                          f"({which})")
+    if status.get("swap") is not None:
+        lines.append(_swap_line(status["swap"]))
     if status["enabled"]:
         blocks = "numpy buffers and Python blocks" if status["python_blocks"] else "numpy buffers"
         lines.append(f"  stops: {blocks} of "
