@@ -275,6 +275,9 @@ static const field record_fields[] = {
     {"children_peak", "int?"},
     {"children_rss_peak", "int?"},
     {"children_method", "string?"},
+    {"swap_after", "int?"},
+    {"swapped", "int?"},
+    {"major_faults", "int?"},
     {"seconds", "number"},
     {"status", "string"},
     {"peak_composition", "object?"},
@@ -534,6 +537,14 @@ write_record(json_buf *b, int names, const mt_cell_record *r, const mt_peak_comp
     }
     else {
         jb_literal(b, "null");
+    }
+    jb_size(b, "swap_after", r->swap_after);
+    if (r->swap_after >= 0) {
+        jb_printf(b, ",\"swapped\":%lld,\"major_faults\":%lld", r->swap_after - r->swap_before,
+                  r->major_faults);
+    }
+    else {
+        jb_literal(b, ",\"swapped\":null,\"major_faults\":null");
     }
     jb_printf(b, ",\"seconds\":%.6f,\"status\":\"%s\"", r->seconds, r->failed ? "error" : "ok");
     write_composition(b, names, peak);

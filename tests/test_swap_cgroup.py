@@ -63,6 +63,14 @@ def swap_container(tmp_path, swapfile):
         os.rmdir(cgroup)
 
 
+def vm_swap(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmSwap:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmSwap")
+
+
 GROW = "parts = []\nfor i in range({n}):\n    parts.append(np.ones({part} // 8))"
 
 
@@ -72,12 +80,18 @@ def test_the_cell_goes_to_swap_and_the_guard_still_stops_past_it(swap_container)
     status = k.query("memtamer.budget()")
     assert status["swap"]["counted"] == SWAP, status["swap"]
     assert status["budget"] == MEMORY + SWAP - 256 * MiB
+    pid = k.query("__import__('os').getpid()")
+    before = vm_swap(pid)
     # 640 MiB of parts in a 512 MiB container: without swap it could not end.
     done = k.run(GROW.format(n=10, part=PART), allow_error=True)
     assert done["error"] is None, done["error"]
+    after = vm_swap(pid)
+    assert after - before > 64 * MiB, (before, after)
+    # The cell's record says what it pushed to swap, as the kernel counts it.
+    record = k.query("memtamer.report()['cells'][-1]")
+    assert record["swapped"] == pytest.approx(after - before, rel=0.1)
+    assert record["major_faults"] >= 0
     assert k.query("sum(p[-1] for p in parts)") == 10.0
-    swapped = k.query("memtamer.report()['process']['vm_swap']")
-    assert swapped > 64 * MiB, swapped
     # Past memory plus swap: stopped, not killed.
     stopped = k.run(GROW.format(n=12, part=PART).replace("parts", "more"), allow_error=True)
     assert stopped["error"] and stopped["error"]["ename"] == "MemoryBudgetExceeded"
