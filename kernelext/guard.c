@@ -39,6 +39,13 @@
 #define GRACE_DIVISOR 16
 #define GRACE_MIN (32LL * 1024 * 1024)
 
+/* Thrashing: the kernel waits for more than THRASH_FAULTS_PER_S pages a
+ * second from disk (major faults: 4 MiB/s of 4 KiB pages) for
+ * THRASH_SECONDS running, measured over looks THRASH_LOOK_SECONDS apart. */
+#define THRASH_FAULTS_PER_S 1000.0
+#define THRASH_SECONDS 3.0
+#define THRASH_LOOK_SECONDS 1.0
+
 enum { TRIP_NONE, TRIP_WRITING, TRIP_PENDING, TRIP_DELIVERED };
 typedef struct {
     mt_guard_layer layer;
@@ -54,6 +61,7 @@ typedef struct {
     mt_pod_holder holders[MT_POD_HOLDERS];
     int held;
     long long serial;
+    double thrash_rate; /* major faults a second when thrashing stopped the cell, else 0 */
 } trip_record;
 
 typedef enum { BUDGET_DEFAULT, BUDGET_BYTES, BUDGET_PERCENT, BUDGET_OFF } budget_mode;
@@ -84,6 +92,7 @@ typedef struct mt_guard {
     _Atomic int children_unreadable;
     _Atomic long long cell_serial;    /* which cell is armed */
     _Atomic int swap_counted;         /* use is RSS plus VmSwap (swap is room) */
+    _Atomic int thrash_stop;          /* a thrashing cell is stopped (--thrashing stop) */
     _Atomic long long cell_start_use; /* RSS when it began */
 
     /* The memory shared with other processes (probe.h's mt_probe_shared):
@@ -139,7 +148,11 @@ typedef struct mt_guard {
     mt_probe probe;        /* the watcher's own /proc files */
     mt_probe_children_mark children;
     double children_looked; /* when the watcher last looked at them */
-    int children_alive;     /* how many it saw then */
+    /* Major faults at the last look, when, and since when they have come
+     * faster than THRASH_FAULTS_PER_S (0: they have not). */
+    unsigned long long faults_then;
+    double faults_looked, thrash_since;
+    int children_alive; /* how many it saw then */
     long poll_us;
     int psi_fd;
     _Atomic long long polls;
@@ -160,6 +173,7 @@ trip_claim(mt_guard *g, int replace_pending)
         }
         if (atomic_compare_exchange_weak(&g->trip_state, &state, TRIP_WRITING)) {
             g->trip.held = 0; /* the claimant may name the pod's kernels before publishing */
+            g->trip.thrash_rate = 0;
             return 1;
         }
     }
@@ -340,6 +354,31 @@ nap(mt_guard *g, long us)
     return 0;
 }
 
+/* The major fault rate when the kernel has thrashed for THRASH_SECONDS,
+ * else 0; the watcher's, no GIL. */
+static double
+thrash_look(mt_guard *g, double now)
+{
+    long long swapped;
+    unsigned long long faults;
+    if (now - g->faults_looked < THRASH_LOOK_SECONDS ||
+        mt_probe_swap_self(&g->probe, &swapped, &faults) < 0) {
+        return 0;
+    }
+    double rate =
+        g->faults_looked > 0 ? (double)(faults - g->faults_then) / (now - g->faults_looked) : 0;
+    g->faults_then = faults;
+    g->faults_looked = now;
+    if (rate < THRASH_FAULTS_PER_S) {
+        g->thrash_since = 0;
+        return 0;
+    }
+    if (g->thrash_since == 0) {
+        g->thrash_since = now - THRASH_LOOK_SECONDS;
+    }
+    return now - g->thrash_since >= THRASH_SECONDS ? rate : 0;
+}
+
 /* One look at the process and the memory it shares; no GIL, no Python
  * objects.  Returns the use it saw (-1 when RSS could not be read) and in
  * *shared_left the room left under the shared limit. */
@@ -384,6 +423,16 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
     }
     mt_postmortem_sample(g->postmortem, rss);
     long long use = rss + atomic_load(&g->children_owned);
+    double thrash_rate = thrash_look(g, mt_monotonic_seconds());
+    if (thrash_rate > 0 && atomic_load(&g->thrash_stop) && atomic_load(&g->armed) &&
+        trip_claim(g, 1)) {
+        g->trip.thrash_rate = thrash_rate;
+        trip_publish(g, MT_GUARD_WATCHER, -1, use, 0, 0, NULL, -1);
+        if (pthread_kill(g->main_thread, guard_signal()) != 0) {
+            PyErr_SetInterruptEx(guard_signal());
+        }
+        return use;
+    }
     /* Others growing is no reason to stop this cell: only its own growth. */
     int shared_over = *shared_left < 0 && use > atomic_load(&g->cell_start_use);
     int own_over = use > atomic_load(&g->ceiling);
@@ -433,6 +482,7 @@ watch_step(void *owner, int fresh)
     mt_guard *g = owner;
     if (fresh) {
         g->children_looked = 0; /* a new cell: look at once */
+        g->faults_looked = g->thrash_since = 0;
         g->children_alive = 0;
     }
     mt_worker_lock(&g->watcher);
@@ -838,7 +888,12 @@ trip_dict(mt_guard *g, const trip_record *t)
         mt_set(d, "child_command",
                t->child_pid > 0 ? PyUnicode_DecodeFSDefault(t->child_comm) : Py_NewRef(Py_None)) <
             0 ||
-        mt_set(d, "crossed", PyUnicode_FromString(t->shared_use >= 0 ? "shared" : "budget")) < 0 ||
+        mt_set(d, "crossed",
+               PyUnicode_FromString(t->thrash_rate > 0   ? "thrashing"
+                                    : t->shared_use >= 0 ? "shared"
+                                                         : "budget")) < 0 ||
+        mt_set(d, "major_faults_per_second",
+               t->thrash_rate > 0 ? PyFloat_FromDouble(t->thrash_rate) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "kernels", pod_holders(t)) < 0 ||
         mt_set(d, "shared", shared_figures(g, t->shared_use >= 0 ? t->shared_use : -1)) < 0) {
         Py_XDECREF(d);
@@ -1242,6 +1297,28 @@ mt_guard_set_swap(PyObject *module, PyObject *allowed)
     return mt_guard_status(module, NULL);
 }
 
+PyDoc_STRVAR(mt_guard_set_thrashing__doc__,
+             "guard_set_thrashing(action) -> guard_status(): 'stop' ends a cell that thrashes "
+             "(waits on pages from disk faster than the threshold for some seconds) with "
+             "MemoryBudgetExceeded, crossed 'thrashing'; 'warn' only reports it.");
+PyObject *
+mt_guard_set_thrashing(PyObject *module, PyObject *action)
+{
+    MT_ASSERT_GIL();
+    mt_guard *g = get_guard(module);
+    const char *s = PyUnicode_Check(action) ? PyUnicode_AsUTF8(action) : NULL;
+    if (s == NULL || (strcmp(s, "stop") != 0 && strcmp(s, "warn") != 0)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError,
+                            "a thrashing cell is either stopped or warned about: write "
+                            "--thrashing stop or --thrashing warn");
+        }
+        return NULL;
+    }
+    atomic_store(&g->thrash_stop, strcmp(s, "stop") == 0);
+    return mt_guard_status(module, NULL);
+}
+
 static const char *
 mode_name(budget_mode mode)
 {
@@ -1328,6 +1405,10 @@ mt_guard_status(PyObject *module, PyObject *Py_UNUSED(unused))
         mt_set(d, "grace", PyLong_FromLongLong(atomic_load(&g->grace))) < 0 ||
         mt_set(d, "rss", mt_size_or_none(mt_probe_rss(st->probe))) < 0 ||
         mt_set(d, "shared", shared_now(st, g)) < 0 || mt_set(d, "swap", swap_now(st, g)) < 0 ||
+        mt_set(d, "thrashing",
+               Py_BuildValue("{sssdsd}", "action", atomic_load(&g->thrash_stop) ? "stop" : "warn",
+                             "major_faults_per_second", THRASH_FAULTS_PER_S, "seconds",
+                             THRASH_SECONDS)) < 0 ||
         mt_set(d, "watcher", PyBool_FromLong(watching)) < 0 ||
         mt_set(d, "watcher_tid",
                watching && atomic_load(&g->watcher.tid) > 0
@@ -1451,6 +1532,7 @@ PyMethodDef mt_guard_methods[] = {
     {"guard_set_budget", (PyCFunction)(void (*)(void))mt_guard_set_budget, METH_FASTCALL,
      mt_guard_set_budget__doc__},
     {"guard_set_swap", mt_guard_set_swap, METH_O, mt_guard_set_swap__doc__},
+    {"guard_set_thrashing", mt_guard_set_thrashing, METH_O, mt_guard_set_thrashing__doc__},
     {"guard_status", mt_guard_status, METH_NOARGS, mt_guard_status__doc__},
     {"guard_exception", mt_guard_exception, METH_NOARGS, mt_guard_exception__doc__},
     {"_guard_signal", (PyCFunction)(void (*)(void))mt_guard_signal_handler, METH_FASTCALL,

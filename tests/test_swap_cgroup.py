@@ -107,3 +107,28 @@ def test_no_swap_brings_back_the_budget_in_ram(swap_container):
     stopped = k.run(GROW.format(n=10, part=PART), allow_error=True)
     assert stopped["error"] and stopped["error"]["ename"] == "MemoryBudgetExceeded"
     assert oom_kills(counter) == kills
+
+
+THRASH = """import time
+began = time.monotonic()
+while time.monotonic() - began < 90:
+    for p in parts:
+        p += 1.0
+"""
+
+
+def test_thrashing_stop_ends_a_cell_that_keeps_faulting_pages_in(swap_container):
+    k, counter = swap_container
+    kills = oom_kills(counter)
+    k.run(GROW.format(n=10, part=PART))
+    k.run("%memguard --thrashing stop")
+    # Every pass over 640 MiB in 512 MiB of memory brings pages back from swap.
+    stopped = k.run(THRASH, allow_error=True)
+    assert stopped["error"] and stopped["error"]["ename"] == "MemoryBudgetExceeded"
+    assert k.query("sys.last_value.crossed") == "thrashing"
+    assert k.query("time.monotonic() - began") < 60  # stopped, not run out
+    assert "because the kernel was thrashing" in stopped["error"]["evalue"]
+    assert k.query("sys.last_value.major_faults_per_second") > \
+        k.query("memtamer.budget()['thrashing']['major_faults_per_second']")
+    assert k.query("len(parts)") == 10
+    assert oom_kills(counter) == kills

@@ -106,3 +106,20 @@ def test_machine_without_swap_counts_none(container, tmp_path):
     assert budget(k) == MEMORY - RESERVE
     assert "swap: none (the machine has no swap for this kernel, SwapTotal)" in \
         k.run("%memguard")["stdout"]
+
+
+def test_thrashing_setting(container):
+    k = container
+    thrashing = k.query("memtamer.budget()['thrashing']")
+    assert thrashing["action"] == "warn"
+    assert (f"thrashing (more than {thrashing['major_faults_per_second']:g} pages a second"
+            in k.run("%memguard")["stdout"])
+    shown = k.run("%memguard --thrashing stop")["stdout"]
+    assert "stops the cell" in shown
+    assert k.query("memtamer.budget()['thrashing']['action']") == "stop"
+    for bad in ("%memguard --thrashing", "%memguard --thrashing maybe"):
+        err = k.run(bad, allow_error=True)["stderr"]
+        assert "UsageError" in err and "takes stop" in err
+    k.run("%memguard 1GiB --no-swap --thrashing warn")
+    assert k.query("memtamer.budget()['thrashing']['action']") == "warn"
+    assert budget(k) == GiB

@@ -183,9 +183,13 @@ class MemtamerMagics(Magics):
                    "(a stop rather than a slow cell)")
     @argument("--swap", action="store_true",
               help="count swap as room besides memory where there is some (the default)")
+    @argument("--thrashing", choices=("stop", "warn"),
+              help="what a cell that thrashes (waits on pages from swap or disk for seconds) "
+                   "gets: stop ends it with MemoryBudgetExceeded, warn (the default) lets it run")
     @line_magic
     def memguard(self, line):
-        """Show or set the memory budget: %memguard [SIZE|PERCENT|off|default] [--no-swap|--swap].
+        """Show or set the memory budget: %memguard [SIZE|PERCENT|off|default] [--no-swap|--swap]
+        [--thrashing stop|warn].
 
         A cell that would take the kernel past its budget ends with
         memtamer.MemoryBudgetExceeded (a MemoryError); the kernel and its
@@ -193,12 +197,21 @@ class MemtamerMagics(Magics):
         # Not parse_argstring: argparse takes "-1GiB" for an option and says
         # only "unrecognized arguments"; set_budget says what to write.
         words = line.split()
+        thrashing = None
+        if "--thrashing" in words:
+            at = words.index("--thrashing")
+            thrashing = words[at + 1] if at + 1 < len(words) else ""
+            if thrashing not in ("stop", "warn"):
+                raise UsageError("%memguard --thrashing takes stop (end a thrashing cell) or "
+                                 "warn (let it run)")
+            del words[at:at + 2]
         swap = [word for word in words if word in ("--swap", "--no-swap")]
         budget = [word for word in words if word not in swap]
         unknown = [word for word in budget if word.startswith("--")]
         if unknown:
             raise UsageError(f"%memguard has no option {unknown[0]}: write --no-swap (keep the "
-                             "budget in RAM) or --swap (count swap as room)")
+                             "budget in RAM), --swap (count swap as room) or --thrashing "
+                             "stop|warn")
         if len(swap) > 1:
             raise UsageError("%memguard takes one of --swap and --no-swap")
         if len(budget) > 1:
@@ -214,6 +227,8 @@ class MemtamerMagics(Magics):
             steps.append(lambda: guard.set_budget(budget[0]))
         if swap == ["--no-swap"]:
             steps.append(lambda: guard.set_swap(False))
+        if thrashing:
+            steps.append(lambda: guard.set_thrashing(thrashing))
         status = guard.budget()
         for step in steps:
             try:
