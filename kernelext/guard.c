@@ -1106,8 +1106,8 @@ guarding(const mt_guard *g)
 /* The engine's mt_policy_budget_judge while the guard runs: a rules file's
  * budget is held to what %memguard holds it to. */
 static int
-judge_rules_budget(PyObject *module, const mt_rules_level *level, int apply, char *problem,
-                   size_t n)
+judge_rules_budget(PyObject *module, const mt_rules_level *level, int swap, int apply,
+                   char *problem, size_t n)
 {
     MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
@@ -1115,10 +1115,26 @@ judge_rules_budget(PyObject *module, const mt_rules_level *level, int apply, cha
     if (!guarding(g)) {
         return 0;
     }
-    budget_mode mode = level->kind == MT_LEVEL_OFF       ? BUDGET_OFF
-                       : level->kind == MT_LEVEL_PERCENT ? BUDGET_PERCENT
-                                                         : BUDGET_BYTES;
-    return take_budget(st, g, mode, level->bytes, level->percent, apply, problem, n);
+    budget_mode mode = g->mode;
+    long long bytes = g->bytes;
+    double percent = g->percent;
+    if (level != NULL) {
+        mode = level->kind == MT_LEVEL_OFF       ? BUDGET_OFF
+               : level->kind == MT_LEVEL_PERCENT ? BUDGET_PERCENT
+                                                 : BUDGET_BYTES;
+        bytes = level->bytes;
+        percent = level->percent;
+    }
+    int was = g->swap_allowed;
+    if (swap >= 0) {
+        g->swap_allowed = swap;
+    }
+    int rc = take_budget(st, g, mode, bytes, percent, apply, problem, n);
+    if (rc < 0 || !apply) {
+        g->swap_allowed = was;
+        compute_budget(st, g);
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */

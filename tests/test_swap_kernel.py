@@ -123,3 +123,22 @@ def test_thrashing_setting(container):
     k.run("%memguard 1GiB --no-swap --thrashing warn")
     assert k.query("memtamer.budget()['thrashing']['action']") == "warn"
     assert budget(k) == GiB
+
+
+def test_rules_file_swap_key_is_judged_with_its_budget(container):
+    k = container
+    k.run("%memguard default")
+    assert k.query("_core.rules_load(b'version: 1\\nswap: false\\nrules: []\\n')") == []
+    assert budget(k) == MEMORY - RESERVE
+    assert k.query("memtamer.budget()['swap']['allowed']") is False
+    # A budget that needs the swap, in a file that turns it off: refused whole, at budget:.
+    errors = k.query("_core.rules_load(b'version: 1\\nbudget: 4GiB\\nswap: false\\nrules: []\\n')")
+    assert errors[0][:2] == [2, 9] and "above the effective memory limit" in errors[0][2]
+    assert budget(k) == MEMORY - RESERVE
+    # Without a budget of its own, the file's swap: is judged with the one in force.
+    k.run("%memguard 4GiB --swap")
+    errors = k.query("_core.rules_load(b'version: 1\\nswap: false\\nrules: []\\n')")
+    assert errors[0][:2] == [2, 7] and errors[0][2].startswith("swap: cannot set")
+    assert budget(k) == 4 * GiB and k.query("memtamer.budget()['swap']['allowed']") is True
+    assert k.query("_core.rules_load(b'version: 1\\nbudget: 4GiB\\nswap: true\\nrules: []\\n')") == []
+    assert budget(k) == 4 * GiB
