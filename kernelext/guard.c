@@ -881,6 +881,7 @@ trip_dict(mt_guard *g, const trip_record *t)
         mt_set(d, "budget", PyLong_FromLongLong(g->budget)) < 0 ||
         mt_set(d, "limit", mt_size_or_none(g->have_limit ? g->limit.limit : -1)) < 0 ||
         mt_set(d, "rss_before", mt_size_or_none(g->rss_before)) < 0 ||
+        mt_set(d, "swap_counted", PyBool_FromLong(atomic_load(&g->swap_counted))) < 0 ||
         mt_set(d, "child_pid",
                t->child_pid > 0 ? PyLong_FromLong((long)t->child_pid) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "child_private",

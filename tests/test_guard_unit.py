@@ -329,3 +329,22 @@ def test_biggest_variables_walked_by_the_ledger_are_from_before_the_cell():
         _core.ledger_detach()
     # Its deep size when the ledger walked it: seven references to one int.
     assert got == [("parts", sys.getsizeof([0] * 7) + sys.getsizeof(0), "list", True)]
+
+
+def test_watcher_message_says_swap_when_it_counts():
+    text = describe(trip(layer="watcher", requested=None, use=3 * GiB, swap_counted=True))
+    assert "The kernel's memory in RAM and swap (RSS and VmSwap) reached 3.0 GiB" in text
+    text = describe(trip(layer="watcher", requested=None, use=3 * GiB, swap_counted=False))
+    assert "The kernel's memory (RSS) reached 3.0 GiB" in text
+
+
+def test_thrashing_message_names_the_rate_and_the_setting():
+    from unittest import mock
+
+    status = {"thrashing": {"action": "stop", "major_faults_per_second": 1000.0, "seconds": 3.0}}
+    with mock.patch.object(_core, "guard_status", return_value=status):
+        text = describe(trip(layer="watcher", requested=None, use=3 * GiB, crossed="thrashing",
+                             major_faults_per_second=25000.4), cell=9)
+    assert text.startswith("cell 9 was stopped because the kernel was thrashing: it waited for "
+                           "25000 pages a second")
+    assert "more than 1000 a second for 3 s" in text and "--thrashing warn" in text

@@ -196,7 +196,9 @@ def describe(trip, cell=None, variables=(), holders=()):
                      f"and its children to {format_size(trip['use'])}; memtamer killed that "
                      "process.")
     else:
-        lines.append(f"The kernel's memory (RSS) reached {format_size(trip['use'])} while it ran.")
+        what = "memory in RAM and swap (RSS and VmSwap)" if trip.get("swap_counted") else \
+            "memory (RSS)"
+        lines.append(f"The kernel's {what} reached {format_size(trip['use'])} while it ran.")
     before = trip.get("rss_before")
     if before is not None and before > trip["budget"]:
         lines.append(f"The kernel already used {format_size(before)} before the cell began, "
