@@ -354,6 +354,17 @@ nap(mt_guard *g, long us)
     return 0;
 }
 
+/* Tells the main thread a trip is pending.  A real signal, not only
+ * PyErr_SetInterruptEx: it also breaks the main thread out of a blocking
+ * wait (a join, a future's result). */
+static void
+signal_main_thread(mt_guard *g)
+{
+    if (pthread_kill(g->main_thread, guard_signal()) != 0) {
+        PyErr_SetInterruptEx(guard_signal());
+    }
+}
+
 /* The major fault rate when the kernel has thrashed for THRASH_SECONDS,
  * else 0; the watcher's, no GIL. */
 static double
@@ -428,9 +439,8 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
         trip_claim(g, 1)) {
         g->trip.thrash_rate = thrash_rate;
         trip_publish(g, MT_GUARD_WATCHER, -1, use, 0, 0, NULL, -1);
-        if (pthread_kill(g->main_thread, guard_signal()) != 0) {
-            PyErr_SetInterruptEx(guard_signal());
-        }
+        g->thrash_since = 0; /* a cell that catches it thrashes THRASH_SECONDS again first */
+        signal_main_thread(g);
         return use;
     }
     /* Others growing is no reason to stop this cell: only its own growth. */
@@ -456,11 +466,7 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
     else {
         trip_publish(g, MT_GUARD_WATCHER, -1, use, 0, 0, NULL, shared_use);
     }
-    /* A real signal, not only PyErr_SetInterruptEx: it also breaks the main
-     * thread out of a blocking wait (a join, a future's result). */
-    if (pthread_kill(g->main_thread, guard_signal()) != 0) {
-        PyErr_SetInterruptEx(guard_signal());
-    }
+    signal_main_thread(g);
     /* The child dies once the main thread has taken the trip (or a look's
      * time later): a join waiting for it is then interrupted rather than
      * reaping it, and leaves its exit status to the next join. */
