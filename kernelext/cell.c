@@ -93,6 +93,9 @@ mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     w->arrow_known = mt_buffers_arrow_pool(&w->arrow) >= 0;
     mt_heap_reset_peaks(&w->python, &w->numpy);
     mt_peaks_cell_begin(st->ledger.user_ns, w->python.current + w->numpy.current);
+    if (mt_probe_swap_self(st->probe, &w->swap_before, &w->faults_before) < 0) {
+        w->swap_before = -1;
+    }
     w->started = mt_monotonic_seconds();
     /* Last, so that nothing of ours lands in the window. */
     w->rss_before = mt_probe_peak_begin(st->probe);
@@ -186,6 +189,13 @@ record_dict(const mt_cell_record *r)
                r->children_method
                    ? PyUnicode_FromString(mt_cell_children_method_name(r->children_method))
                    : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "swap_after", mt_size_or_none(r->swap_after)) < 0 ||
+        mt_set(d, "swapped",
+               r->swap_after >= 0 ? PyLong_FromLongLong(r->swap_after - r->swap_before)
+                                  : Py_NewRef(Py_None)) < 0 ||
+        mt_set(d, "major_faults",
+               r->major_faults >= 0 ? PyLong_FromLongLong(r->major_faults) : Py_NewRef(Py_None)) <
+            0 ||
         mt_set(d, "seconds", PyFloat_FromDouble(r->seconds)) < 0 ||
         mt_set(d, "status", PyUnicode_FromString(r->failed ? "error" : "ok")) < 0 ||
         mt_set(d, "peak_composition", r->peak ? mt_peaks_dict(r->peak) : Py_NewRef(Py_None)) < 0) {
@@ -239,6 +249,10 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         peak = peak > rss_after ? peak : rss_after;
     }
     double ended = mt_monotonic_seconds();
+    long long swap_after = -1;
+    unsigned long long faults_after = 0;
+    int swap_known =
+        w->swap_before >= 0 && mt_probe_swap_self(st->probe, &swap_after, &faults_after) == 0;
     mt_heap_read(&python, &numpy);
     mt_buffers_pool arrow;
     int arrow_counted = w->arrow_known && mt_buffers_arrow_pool(&arrow) == 1;
@@ -273,6 +287,9 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     r.arrow_peak_increment =
         arrow_counted && arrow.peak > w->arrow.peak ? arrow.peak - w->arrow.allocated : -1;
     children_figures(st->probe, &w->children, &r);
+    r.swap_before = swap_known ? w->swap_before : -1;
+    r.swap_after = swap_known ? swap_after : -1;
+    r.major_faults = swap_known ? (long long)(faults_after - w->faults_before) : -1;
     r.seconds = ended - w->started;
     r.failed = failed;
     r.peak = composition;

@@ -40,6 +40,13 @@
 #define GRACE_DIVISOR 16
 #define GRACE_MIN (32LL * 1024 * 1024)
 
+/* Thrashing: the kernel waits for more than THRASH_FAULTS_PER_S pages a
+ * second from disk (major faults: 4 MiB/s of 4 KiB pages) for
+ * THRASH_SECONDS running, measured over looks THRASH_LOOK_SECONDS apart. */
+#define THRASH_FAULTS_PER_S 1000.0
+#define THRASH_SECONDS 3.0
+#define THRASH_LOOK_SECONDS 1.0
+
 enum { TRIP_NONE, TRIP_WRITING, TRIP_PENDING, TRIP_DELIVERED };
 typedef struct {
     mt_guard_layer layer;
@@ -55,6 +62,7 @@ typedef struct {
     mt_pod_holder holders[MT_POD_HOLDERS];
     int held;
     long long serial;
+    double thrash_rate; /* major faults a second when thrashing stopped the cell, else 0 */
 } trip_record;
 
 typedef enum { BUDGET_DEFAULT, BUDGET_BYTES, BUDGET_PERCENT, BUDGET_OFF } budget_mode;
@@ -84,6 +92,8 @@ typedef struct mt_guard {
     _Atomic long long children_peak_owned, children_rss_at_peak;
     _Atomic int children_unreadable;
     _Atomic long long cell_serial;    /* which cell is armed */
+    _Atomic int swap_counted;         /* use is RSS plus VmSwap (swap is room) */
+    _Atomic int thrash_stop;          /* a thrashing cell is stopped (--thrashing stop) */
     _Atomic long long cell_start_use; /* RSS when it began */
 
     /* The memory shared with other processes (probe.h's mt_probe_shared):
@@ -121,6 +131,9 @@ typedef struct mt_guard {
     int have_limit;
     mt_probe_shared shared; /* where the shared limit binds */
     int have_shared;
+    int swap_allowed;   /* swap counts as room where there is some (%memguard --no-swap) */
+    mt_probe_swap swap; /* where the swap this process may fill binds */
+    int have_swap;
     long long trips;
     long long rss_before;                /* of the running cell */
     pid_t pid;                           /* of the process that owns the watcher */
@@ -136,7 +149,11 @@ typedef struct mt_guard {
     mt_probe probe;        /* the watcher's own /proc files */
     mt_probe_children_mark children;
     double children_looked; /* when the watcher last looked at them */
-    int children_alive;     /* how many it saw then */
+    /* Major faults at the last look, when, and since when they have come
+     * faster than THRASH_FAULTS_PER_S (0: they have not). */
+    unsigned long long faults_then;
+    double faults_looked, thrash_since;
+    int children_alive; /* how many it saw then */
     long poll_us;
     int psi_fd;
     _Atomic long long polls;
@@ -157,6 +174,7 @@ trip_claim(mt_guard *g, int replace_pending)
         }
         if (atomic_compare_exchange_weak(&g->trip_state, &state, TRIP_WRITING)) {
             g->trip.held = 0; /* the claimant may name the pod's kernels before publishing */
+            g->trip.thrash_rate = 0;
             return 1;
         }
     }
@@ -187,6 +205,15 @@ trip_publish(mt_guard *g, mt_guard_layer layer, long long requested, long long u
         atomic_store(&g->ceiling, at + atomic_load(&g->grace));
     }
     atomic_store_explicit(&g->trip_state, TRIP_PENDING, memory_order_release);
+}
+
+/* This kernel's memory as the guard holds it: RSS, and what it has in
+ * swap when swap is room (pages pushed there leave RSS but are still ours). */
+static long long
+own_use(mt_guard *g, long long rss)
+{
+    long long swapped = atomic_load(&g->swap_counted) ? mt_probe_vm_swap(&g->probe) : 0;
+    return rss < 0 || swapped <= 0 ? rss : rss + swapped;
 }
 
 /* The kernel's own RSS as the hooks see it: the last reading plus what our
@@ -328,6 +355,42 @@ nap(mt_guard *g, long us)
     return 0;
 }
 
+/* Tells the main thread a trip is pending.  A real signal, not only
+ * PyErr_SetInterruptEx: it also breaks the main thread out of a blocking
+ * wait (a join, a future's result). */
+static void
+signal_main_thread(mt_guard *g)
+{
+    if (pthread_kill(g->main_thread, guard_signal()) != 0) {
+        PyErr_SetInterruptEx(guard_signal());
+    }
+}
+
+/* The major fault rate when the kernel has thrashed for THRASH_SECONDS,
+ * else 0; the watcher's, no GIL. */
+static double
+thrash_look(mt_guard *g, double now)
+{
+    long long swapped;
+    unsigned long long faults;
+    if (now - g->faults_looked < THRASH_LOOK_SECONDS ||
+        mt_probe_swap_self(&g->probe, &swapped, &faults) < 0) {
+        return 0;
+    }
+    double rate =
+        g->faults_looked > 0 ? (double)(faults - g->faults_then) / (now - g->faults_looked) : 0;
+    g->faults_then = faults;
+    g->faults_looked = now;
+    if (rate < THRASH_FAULTS_PER_S) {
+        g->thrash_since = 0;
+        return 0;
+    }
+    if (g->thrash_since == 0) {
+        g->thrash_since = now - THRASH_LOOK_SECONDS;
+    }
+    return now - g->thrash_since >= THRASH_SECONDS ? rate : 0;
+}
+
 /* One look at the process and the memory it shares; no GIL, no Python
  * objects.  Returns the use it saw (-1 when RSS could not be read) and in
  * *shared_left the room left under the shared limit. */
@@ -337,7 +400,7 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
 {
     /* RSS first: an allocation between the two reads is then missed until
      * the next poll, never counted twice. */
-    long long rss = mt_probe_rss(&g->probe);
+    long long rss = own_use(g, mt_probe_rss(&g->probe));
     *shared_left = LLONG_MAX;
     if (rss < 0) {
         return -1;
@@ -372,6 +435,15 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
     }
     mt_postmortem_sample(g->postmortem, rss);
     long long use = rss + atomic_load(&g->children_owned);
+    double thrash_rate = thrash_look(g, mt_monotonic_seconds());
+    if (thrash_rate > 0 && atomic_load(&g->thrash_stop) && atomic_load(&g->armed) &&
+        trip_claim(g, 1)) {
+        g->trip.thrash_rate = thrash_rate;
+        trip_publish(g, MT_GUARD_WATCHER, -1, use, 0, 0, NULL, -1);
+        g->thrash_since = 0; /* a cell that catches it thrashes THRASH_SECONDS again first */
+        signal_main_thread(g);
+        return use;
+    }
     /* Others growing is no reason to stop this cell: only its own growth. */
     int shared_over = *shared_left < 0 && use > atomic_load(&g->cell_start_use);
     int own_over = use > atomic_load(&g->ceiling);
@@ -395,11 +467,7 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
     else {
         trip_publish(g, MT_GUARD_WATCHER, -1, use, 0, 0, NULL, shared_use);
     }
-    /* A real signal, not only PyErr_SetInterruptEx: it also breaks the main
-     * thread out of a blocking wait (a join, a future's result). */
-    if (pthread_kill(g->main_thread, guard_signal()) != 0) {
-        PyErr_SetInterruptEx(guard_signal());
-    }
+    signal_main_thread(g);
     /* The child dies once the main thread has taken the trip (or a look's
      * time later): a join waiting for it is then interrupted rather than
      * reaping it, and leaves its exit status to the next join. */
@@ -421,6 +489,7 @@ watch_step(void *owner, int fresh)
     mt_guard *g = owner;
     if (fresh) {
         g->children_looked = 0; /* a new cell: look at once */
+        g->faults_looked = g->thrash_since = 0;
         g->children_alive = 0;
     }
     mt_worker_lock(&g->watcher);
@@ -609,6 +678,14 @@ default_reserve(long long limit)
     return share > MT_GUARD_RESERVE_MIN ? share : MT_GUARD_RESERVE_MIN;
 }
 
+/* The swap the budget and the shared limit count as room besides memory:
+ * what the binding cgroup or machine allows, when the user lets it. */
+static long long
+swap_allowance(const mt_guard *g)
+{
+    return g->swap_allowed && g->have_swap && g->swap.limit > 0 ? g->swap.limit : 0;
+}
+
 /* Finds where the shared limit binds and points the hooks' files there. */
 static void
 resolve_shared(mt_state *st, mt_guard *g)
@@ -629,7 +706,9 @@ resolve_shared(mt_state *st, mt_guard *g)
     }
     atomic_store(&g->shared_working, g->shared.working_set);
     atomic_store(&g->shared_counted, mt_heap_counted());
-    atomic_store(&g->shared_limit, g->shared.limit);
+    /* The working set stays under the memory limit while the kernel
+     * swaps: the room beyond it is the swap. */
+    atomic_store(&g->shared_limit, g->shared.limit + swap_allowance(g));
 }
 
 /* Recomputes the effective budget from the mode and a fresh limit. */
@@ -637,9 +716,11 @@ static void
 compute_budget(mt_state *st, mt_guard *g)
 {
     MT_ASSERT_GIL();
+    g->have_swap = mt_probe_read_swap(st->probe, &g->swap) == 0;
+    atomic_store(&g->swap_counted, swap_allowance(g) > 0);
     resolve_shared(st, g);
     g->have_limit = mt_probe_read_limit(st->probe, &g->limit) == 0;
-    long long limit = g->have_limit ? g->limit.limit : -1;
+    long long limit = g->have_limit ? g->limit.limit + swap_allowance(g) : -1;
     switch (g->mode) {
     case BUDGET_OFF:
         g->budget = -1;
@@ -682,6 +763,7 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line, lo
     }
     atomic_fetch_add(&g->cell_serial, 1);
     g->rss_before = rss_before;
+    rss_before = own_use(g, rss_before);
     atomic_store(&g->cell_start_use, rss_before);
     /* Others may hold more than the shared limit leaves already: the cell
      * is then stopped on its own growth (the message says so). */
@@ -816,6 +898,7 @@ trip_dict(mt_guard *g, const trip_record *t)
         mt_set(d, "budget", PyLong_FromLongLong(g->budget)) < 0 ||
         mt_set(d, "limit", mt_size_or_none(g->have_limit ? g->limit.limit : -1)) < 0 ||
         mt_set(d, "rss_before", mt_size_or_none(g->rss_before)) < 0 ||
+        mt_set(d, "swap_counted", PyBool_FromLong(atomic_load(&g->swap_counted))) < 0 ||
         mt_set(d, "child_pid",
                t->child_pid > 0 ? PyLong_FromLong((long)t->child_pid) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "child_private",
@@ -823,7 +906,12 @@ trip_dict(mt_guard *g, const trip_record *t)
         mt_set(d, "child_command",
                t->child_pid > 0 ? PyUnicode_DecodeFSDefault(t->child_comm) : Py_NewRef(Py_None)) <
             0 ||
-        mt_set(d, "crossed", PyUnicode_FromString(t->shared_use >= 0 ? "shared" : "budget")) < 0 ||
+        mt_set(d, "crossed",
+               PyUnicode_FromString(t->thrash_rate > 0   ? "thrashing"
+                                    : t->shared_use >= 0 ? "shared"
+                                                         : "budget")) < 0 ||
+        mt_set(d, "major_faults_per_second",
+               t->thrash_rate > 0 ? PyFloat_FromDouble(t->thrash_rate) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "kernels", pod_holders(t)) < 0 ||
         mt_set(d, "shared", shared_figures(g, t->shared_use >= 0 ? t->shared_use : -1)) < 0) {
         Py_XDECREF(d);
@@ -994,7 +1082,7 @@ take_budget(mt_state *st, mt_guard *g, budget_mode mode, long long bytes, double
         why = "it is not above what the kernel already uses: give a larger budget, or free "
               "memory first";
     }
-    else if (mode != BUDGET_OFF && g->have_limit && budget > g->limit.limit) {
+    else if (mode != BUDGET_OFF && g->have_limit && budget > g->limit.limit + swap_allowance(g)) {
         why = "it is above the effective memory limit: give a smaller budget, or a share such "
               "as 80%";
     }
@@ -1009,14 +1097,20 @@ take_budget(mt_state *st, mt_guard *g, budget_mode mode, long long bytes, double
     }
     else if (why != NULL) {
         char asked[MT_RULES_SIZE_TEXT], uses[MT_RULES_SIZE_TEXT], limit[MT_RULES_SIZE_TEXT];
+        char swap[MT_RULES_SIZE_TEXT + 32] = "";
         mt_rules_format_size(budget, 0, asked, sizeof asked);
         mt_rules_format_size(rss, 0, uses, sizeof uses);
         if (g->have_limit) {
             mt_rules_format_size(g->limit.limit, 0, limit, sizeof limit);
         }
-        snprintf(problem, n, "cannot set the memory budget to %s: %s (the kernel uses %s, %s%s)",
+        if (g->have_limit && swap_allowance(g) > 0) {
+            char swap_size[MT_RULES_SIZE_TEXT];
+            mt_rules_format_size(swap_allowance(g), 0, swap_size, sizeof swap_size);
+            snprintf(swap, sizeof swap, " + %s of swap", swap_size);
+        }
+        snprintf(problem, n, "cannot set the memory budget to %s: %s (the kernel uses %s, %s%s%s)",
                  asked, why, uses, g->have_limit ? "the limit is " : "the limit is unknown",
-                 g->have_limit ? limit : "");
+                 g->have_limit ? limit : "", swap);
     }
     return why != NULL ? -1 : 0;
 }
@@ -1030,8 +1124,8 @@ guarding(const mt_guard *g)
 /* The engine's mt_policy_budget_judge while the guard runs: a rules file's
  * budget is held to what %memguard holds it to. */
 static int
-judge_rules_budget(PyObject *module, const mt_rules_level *level, int apply, char *problem,
-                   size_t n)
+judge_rules_budget(PyObject *module, const mt_rules_level *level, int swap, int apply,
+                   char *problem, size_t n)
 {
     MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
@@ -1039,10 +1133,26 @@ judge_rules_budget(PyObject *module, const mt_rules_level *level, int apply, cha
     if (!guarding(g)) {
         return 0;
     }
-    budget_mode mode = level->kind == MT_LEVEL_OFF       ? BUDGET_OFF
-                       : level->kind == MT_LEVEL_PERCENT ? BUDGET_PERCENT
-                                                         : BUDGET_BYTES;
-    return take_budget(st, g, mode, level->bytes, level->percent, apply, problem, n);
+    budget_mode mode = g->mode;
+    long long bytes = g->bytes;
+    double percent = g->percent;
+    if (level != NULL) {
+        mode = level->kind == MT_LEVEL_OFF       ? BUDGET_OFF
+               : level->kind == MT_LEVEL_PERCENT ? BUDGET_PERCENT
+                                                 : BUDGET_BYTES;
+        bytes = level->bytes;
+        percent = level->percent;
+    }
+    int was = g->swap_allowed;
+    if (swap >= 0) {
+        g->swap_allowed = swap;
+    }
+    int rc = take_budget(st, g, mode, bytes, percent, apply, problem, n);
+    if (rc < 0 || !apply) {
+        g->swap_allowed = was;
+        compute_budget(st, g);
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1189,6 +1299,60 @@ mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return mt_guard_status(module, NULL);
 }
 
+PyDoc_STRVAR(mt_guard_set_swap__doc__,
+             "guard_set_swap(allowed) -> guard_status(): whether the budget counts swap as room "
+             "besides memory, where there is swap (%memguard --no-swap keeps it in RAM).");
+PyObject *
+mt_guard_set_swap(PyObject *module, PyObject *allowed)
+{
+    MT_ASSERT_GIL();
+    mt_state *st = mt_get_state(module);
+    mt_guard *g = st->guard;
+    char problem[MT_RULES_MESSAGE_BYTES];
+    int want = PyObject_IsTrue(allowed);
+    if (want < 0) {
+        return NULL;
+    }
+    if (!guarding(g)) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the memory budget guards an IPython kernel with memtamer loaded: "
+                        "run %load_ext memtamer first, then set it");
+        return NULL;
+    }
+    int was = g->swap_allowed;
+    g->swap_allowed = want;
+    /* The budget in force, judged again against the room without (or with) swap. */
+    if (take_budget(st, g, g->mode, g->bytes, g->percent, 1, problem, sizeof problem) < 0) {
+        g->swap_allowed = was;
+        compute_budget(st, g);
+        PyErr_SetString(PyExc_ValueError, problem);
+        return NULL;
+    }
+    return mt_guard_status(module, NULL);
+}
+
+PyDoc_STRVAR(mt_guard_set_thrashing__doc__,
+             "guard_set_thrashing(action) -> guard_status(): 'stop' ends a cell that thrashes "
+             "(waits on pages from disk faster than the threshold for some seconds) with "
+             "MemoryBudgetExceeded, crossed 'thrashing'; 'warn' only reports it.");
+PyObject *
+mt_guard_set_thrashing(PyObject *module, PyObject *action)
+{
+    MT_ASSERT_GIL();
+    mt_guard *g = get_guard(module);
+    const char *s = PyUnicode_Check(action) ? PyUnicode_AsUTF8(action) : NULL;
+    if (s == NULL || (strcmp(s, "stop") != 0 && strcmp(s, "warn") != 0)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError,
+                            "a thrashing cell is either stopped or warned about: write "
+                            "--thrashing stop or --thrashing warn");
+        }
+        return NULL;
+    }
+    atomic_store(&g->thrash_stop, strcmp(s, "stop") == 0);
+    return mt_guard_status(module, NULL);
+}
+
 static const char *
 mode_name(budget_mode mode)
 {
@@ -1208,6 +1372,26 @@ shared_now(mt_state *st, mt_guard *g)
         working = g->shared.working_set;
     }
     return shared_figures(g, working);
+}
+
+/* The swap read now, with whether the guard counts it (allowed: the
+ * user's setting; counted: allowed and there is swap to fill) and this
+ * kernel's own part of it. */
+static PyObject *
+swap_now(mt_state *st, mt_guard *g)
+{
+    mt_probe_swap swap;
+    if (mt_probe_read_swap(st->probe, &swap) < 0) {
+        return Py_NewRef(Py_None);
+    }
+    PyObject *d = mt_process_swap_dict(&swap);
+    if (d == NULL || mt_set(d, "allowed", PyBool_FromLong(g->swap_allowed)) < 0 ||
+        mt_set(d, "counted", PyLong_FromLongLong(swap_allowance(g))) < 0 ||
+        mt_set(d, "own", mt_size_or_none(mt_probe_vm_swap(st->probe))) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
 }
 
 int
@@ -1254,7 +1438,11 @@ mt_guard_status(PyObject *module, PyObject *Py_UNUSED(unused))
                mt_size_or_none(g->have_limit ? default_reserve(g->limit.limit) : -1)) < 0 ||
         mt_set(d, "grace", PyLong_FromLongLong(atomic_load(&g->grace))) < 0 ||
         mt_set(d, "rss", mt_size_or_none(mt_probe_rss(st->probe))) < 0 ||
-        mt_set(d, "shared", shared_now(st, g)) < 0 ||
+        mt_set(d, "shared", shared_now(st, g)) < 0 || mt_set(d, "swap", swap_now(st, g)) < 0 ||
+        mt_set(d, "thrashing",
+               Py_BuildValue("{sssdsd}", "action", atomic_load(&g->thrash_stop) ? "stop" : "warn",
+                             "major_faults_per_second", THRASH_FAULTS_PER_S, "seconds",
+                             THRASH_SECONDS)) < 0 ||
         mt_set(d, "watcher", PyBool_FromLong(watching)) < 0 ||
         mt_set(d, "watcher_tid",
                watching && atomic_load(&g->watcher.tid) > 0
@@ -1300,6 +1488,7 @@ mt_guard_exec(PyObject *module)
     }
     st->guard = g;
     g->mode = BUDGET_DEFAULT;
+    g->swap_allowed = 1;
     g->budget = -1;
     g->psi_fd = -1;
     g->poll_us = MT_GUARD_POLL_US;
@@ -1376,6 +1565,8 @@ PyMethodDef mt_guard_methods[] = {
     {"guard_disable", mt_guard_disable, METH_NOARGS, mt_guard_disable__doc__},
     {"guard_set_budget", (PyCFunction)(void (*)(void))mt_guard_set_budget, METH_FASTCALL,
      mt_guard_set_budget__doc__},
+    {"guard_set_swap", mt_guard_set_swap, METH_O, mt_guard_set_swap__doc__},
+    {"guard_set_thrashing", mt_guard_set_thrashing, METH_O, mt_guard_set_thrashing__doc__},
     {"guard_status", mt_guard_status, METH_NOARGS, mt_guard_status__doc__},
     {"guard_exception", mt_guard_exception, METH_NOARGS, mt_guard_exception__doc__},
     {"_guard_signal", (PyCFunction)(void (*)(void))mt_guard_signal_handler, METH_FASTCALL,

@@ -132,12 +132,17 @@ judge_budget(PyObject *module, const mt_rules_table *t, int apply, PyObject **re
     mt_policy *p = policy_of(module);
     char problem[MT_RULES_MESSAGE_BYTES];
     *refusal = NULL;
-    if (t->budget.kind == MT_LEVEL_UNSET || p->budget_judge == NULL ||
-        p->budget_judge(module, &t->budget, apply, problem, sizeof problem) == 0) {
+    int has_budget = t->budget.kind != MT_LEVEL_UNSET;
+    if ((!has_budget && t->swap < 0) || p->budget_judge == NULL ||
+        p->budget_judge(module, has_budget ? &t->budget : NULL, t->swap, apply, problem,
+                        sizeof problem) == 0) {
         return 0;
     }
-    *refusal = Py_BuildValue("[(iiN)]", t->budget_line, t->budget_column,
-                             PyUnicode_FromFormat("budget: %s", problem));
+    /* At budget: when the file gives one, else at the swap: that changed it. */
+    *refusal =
+        Py_BuildValue("[(iiN)]", has_budget ? t->budget_line : t->swap_line,
+                      has_budget ? t->budget_column : t->swap_column,
+                      PyUnicode_FromFormat("%s: %s", has_budget ? "budget" : "swap", problem));
     return *refusal ? 0 : -1;
 }
 
@@ -384,6 +389,12 @@ mt_policy_table(PyObject *module, PyObject *Py_UNUSED(unused))
         mt_set(d, "version", PyLong_FromLong(p->table.version)) < 0 ||
         mt_set(d, "budget", level_value(&p->table.budget)) < 0 ||
         mt_set(d, "notice", level_value(&p->table.notice)) < 0 ||
+        mt_set(d, "swap", p->table.swap < 0 ? Py_NewRef(Py_None) : PyBool_FromLong(p->table.swap)) <
+            0 ||
+        mt_set(d, "thrashing",
+               p->table.thrash_stop < 0
+                   ? Py_NewRef(Py_None)
+                   : PyUnicode_FromString(p->table.thrash_stop ? "stop" : "warn")) < 0 ||
         mt_set(d, "protect", strings_value(&p->table.protect)) < 0 ||
         mt_set(d, "enabled", PyBool_FromLong(p->enabled)) < 0 ||
         PyDict_SetItemString(d, "rules", rules) < 0) {

@@ -246,8 +246,9 @@ mt_probe_parse_pids(const char *text, pid_t *pids, int max)
     return n;
 }
 
-int
-mt_probe_parse_starttime(const char *text, unsigned long long *ticks)
+/* Numeric field n (counted from 1, n > 2) of a /proc/<pid>/stat line. */
+static int
+stat_field(const char *text, int n, unsigned long long *value)
 {
     /* The command name may contain ") "; the last ')' ends it. */
     const char *p = strrchr(text, ')');
@@ -255,8 +256,8 @@ mt_probe_parse_starttime(const char *text, unsigned long long *ticks)
         return -1;
     }
     p++;
-    /* After the name come fields 3 (state) .. ; starttime is field 22. */
-    for (int field = 3; field < 22; field++) {
+    /* After the name come fields 3 (state) .. n. */
+    for (int field = 3; field < n; field++) {
         p = strchr(p + 1, ' ');
         if (p == NULL) {
             return -1;
@@ -268,8 +269,20 @@ mt_probe_parse_starttime(const char *text, unsigned long long *ticks)
     if (end == p + 1 || errno) {
         return -1;
     }
-    *ticks = v;
+    *value = v;
     return 0;
+}
+
+int
+mt_probe_parse_starttime(const char *text, unsigned long long *ticks)
+{
+    return stat_field(text, 22, ticks);
+}
+
+int
+mt_probe_parse_majflt(const char *text, unsigned long long *faults)
+{
+    return stat_field(text, 12, faults);
 }
 
 int
@@ -292,6 +305,85 @@ mt_probe_parse_private(const char *text, long long *bytes)
         return -1;
     }
     *bytes = clean + dirty;
+    return 0;
+}
+
+int
+mt_probe_parse_psi(const char *text, const char *line, double *avg10)
+{
+    char key[16];
+    if (snprintf(key, sizeof key, "%s ", line) >= (int)sizeof key) {
+        return -1;
+    }
+    const char *p = find_line(text, key);
+    const char *eol = p ? strchr(p, '\n') : NULL;
+    p = p ? strstr(p, "avg10=") : NULL;
+    if (p == NULL || (eol && p > eol)) {
+        return -1;
+    }
+    /* By hand rather than strtod: the user's locale may want a comma. */
+    p += strlen("avg10=");
+    if (!isdigit((unsigned char)*p)) {
+        return -1;
+    }
+    /* Digits as one integer, divided once: the closest double to the text. */
+    long long digits = 0;
+    double scale = 1;
+    for (int fraction = 0; isdigit((unsigned char)*p) || (*p == '.' && !fraction); p++) {
+        if (*p == '.') {
+            fraction = 1;
+            continue;
+        }
+        if (digits > LLONG_MAX / 10 - 1) {
+            return -1; /* no share of time has that many digits */
+        }
+        digits = digits * 10 + (*p - '0');
+        scale *= fraction ? 10 : 1;
+    }
+    double v = (double)digits / scale;
+    *avg10 = v;
+    return 0;
+}
+
+int
+mt_probe_parse_meminfo_swap(const char *text, mt_probe_swap *out)
+{
+    long long total, free_;
+    if (mt_probe_parse_kb_field(text, "SwapTotal", &total) < 0 ||
+        mt_probe_parse_kb_field(text, "SwapFree", &free_) < 0) {
+        return -1;
+    }
+    memset(out, 0, sizeof *out);
+    out->limit = total;
+    out->room = free_ < total ? free_ : total;
+    out->used = total - out->room;
+    return 0;
+}
+
+int
+mt_probe_parse_cgroup_swap(int version, const char *limit_text, const char *usage_text,
+                           long long memory_limit, long long memory_usage, mt_probe_swap *out)
+{
+    long long limit, usage;
+    if (mt_probe_parse_limit(limit_text, &limit) < 0 || parse_ll(usage_text, &usage) < 0) {
+        return -1;
+    }
+    memset(out, 0, sizeof *out);
+    out->version = version;
+    if (version == 1) {
+        /* memsw counts memory and swap together: swap is what exceeds the
+         * memory figures.  Where memory itself is unlimited, memsw alone
+         * bounds both and all of it could go to swap. */
+        usage = memory_usage >= 0 && usage > memory_usage ? usage - memory_usage : 0;
+        if (limit != MT_PROBE_UNLIMITED && memory_limit != MT_PROBE_UNLIMITED) {
+            limit = limit > memory_limit ? limit - memory_limit : 0;
+        }
+    }
+    out->limit = limit;
+    out->used = usage;
+    out->room = limit == MT_PROBE_UNLIMITED ? MT_PROBE_UNLIMITED
+                : usage < limit             ? limit - usage
+                                            : 0;
     return 0;
 }
 
@@ -1176,6 +1268,132 @@ mt_probe_read_oom_kills(const char *path, long long *count)
         return -1;
     }
     return mt_probe_parse_keyed(text, "oom_kill", count);
+}
+
+/* ---- swap ---- */
+
+/* A cgroup of version at dir whose swap leaves less room than *best
+ * replaces it. */
+static void
+tighter_swap(const char *dir, int version, mt_probe_swap *best)
+{
+    char file[MT_PROBE_PATH_MAX + 48], limit[64], usage[64];
+    long long memory_limit = MT_PROBE_UNLIMITED, memory_usage = -1;
+    mt_probe_swap here;
+    const char *limit_name = version == 2 ? "memory.swap.max" : "memory.memsw.limit_in_bytes";
+    const char *usage_name = version == 2 ? "memory.swap.current" : "memory.memsw.usage_in_bytes";
+    if (snprintf(file, sizeof file, "%s/%s", dir, limit_name) >= (int)sizeof file ||
+        read_text(file, limit, sizeof limit) < 0 ||
+        snprintf(file, sizeof file, "%s/%s", dir, usage_name) >= (int)sizeof file ||
+        read_text(file, usage, sizeof usage) < 0) {
+        return;
+    }
+    if (version == 1 && (read_value(dir, limit_file(1), file, sizeof file, &memory_limit, 1) < 0 ||
+                         read_value(dir, usage_file(1), file, sizeof file, &memory_usage, 0) < 0)) {
+        return;
+    }
+    if (mt_probe_parse_cgroup_swap(version, limit, usage, memory_limit, memory_usage, &here) < 0 ||
+        here.room == MT_PROBE_UNLIMITED || here.room >= best->room) {
+        return;
+    }
+    snprintf(here.dir, sizeof here.dir, "%s", dir);
+    *best = here;
+}
+
+int
+mt_probe_read_swap(mt_probe *p, mt_probe_swap *out)
+{
+    enum { TEXT_SIZE = 65536 }; /* mountinfo can be long */
+    char *text = malloc(TEXT_SIZE);
+    char path[MT_PROBE_PATH_MAX + 64], dir[MT_PROBE_PATH_MAX], top[MT_PROBE_PATH_MAX];
+    char v2[MT_PROBE_PATH_MAX], v1[MT_PROBE_PATH_MAX];
+    mt_probe_mounts m;
+    mt_probe_swap machine;
+    int rc = -1;
+    if (text == NULL || proc_path(p, path, sizeof path, "/proc/meminfo") < 0 ||
+        read_text(path, text, TEXT_SIZE) < 0 || mt_probe_parse_meminfo_swap(text, &machine) < 0) {
+        goto done;
+    }
+    /* The machine's free swap is where the search starts: a cgroup's
+     * allowance is no swap device and binds only when it leaves less. */
+    *out = machine;
+    rc = 0;
+    if (machine.limit == 0 || read_own_cgroups(p, text, TEXT_SIZE, v2, v1, &m) < 0) {
+        goto done;
+    }
+    /* v2: each ancestor's swap.max applies; v1: the leaf's memsw (its
+     * memsw limit is no higher than its parents'). */
+    if (v2[0] && m.v2_mount[0] && cgroup_dir(p, m.v2_mount, m.v2_root, v2, dir, sizeof dir) == 0 &&
+        snprintf(top, sizeof top, "%s%s", p->root, m.v2_mount) < (int)sizeof top) {
+        size_t top_len = strlen(top);
+        for (;;) {
+            tighter_swap(dir, 2, out);
+            char *slash = strrchr(dir, '/');
+            if (slash == NULL || (size_t)(slash - dir) < top_len) {
+                break;
+            }
+            *slash = '\0';
+        }
+    }
+    if (v1[0] && m.v1_mount[0] && cgroup_dir(p, m.v1_mount, m.v1_root, v1, dir, sizeof dir) == 0) {
+        tighter_swap(dir, 1, out);
+    }
+done:
+    free(text);
+    return rc;
+}
+
+long long
+mt_probe_vm_swap(mt_probe *p)
+{
+    char buf[4096];
+    long long bytes;
+    follow_fork(p);
+    if (p->status_fd < 0 || pread_text(p->status_fd, buf, sizeof buf) < 0 ||
+        mt_probe_parse_kb_field(buf, "VmSwap", &bytes) < 0) {
+        return -1;
+    }
+    return bytes;
+}
+
+int
+mt_probe_swap_self(mt_probe *p, long long *vm_swap, unsigned long long *major_faults)
+{
+    char buf[4096], path[MT_PROBE_PATH_MAX + 64];
+    if ((*vm_swap = mt_probe_vm_swap(p)) < 0 ||
+        proc_path(p, path, sizeof path, "/proc/self/stat") < 0 ||
+        read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_majflt(buf, major_faults) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+int
+mt_probe_read_pressure(mt_probe *p, double *some_avg10, double *full_avg10)
+{
+    enum { TEXT_SIZE = 65536 }; /* mountinfo can be long */
+    char *text = malloc(TEXT_SIZE);
+    char path[MT_PROBE_PATH_MAX + 64], dir[MT_PROBE_PATH_MAX];
+    char v2[MT_PROBE_PATH_MAX], v1[MT_PROBE_PATH_MAX];
+    mt_probe_mounts m;
+    int rc = -1;
+    if (text == NULL) {
+        return -1;
+    }
+    /* The cgroup's own pressure where it has one, else the machine's. */
+    int in_cgroup = read_own_cgroups(p, text, TEXT_SIZE, v2, v1, &m) == 0 && v2[0] &&
+                    m.v2_mount[0] &&
+                    cgroup_dir(p, m.v2_mount, m.v2_root, v2, dir, sizeof dir) == 0 &&
+                    snprintf(path, sizeof path, "%s/memory.pressure", dir) < (int)sizeof path &&
+                    read_text(path, text, TEXT_SIZE) >= 0;
+    if ((in_cgroup || (proc_path(p, path, sizeof path, "/proc/pressure/memory") == 0 &&
+                       read_text(path, text, TEXT_SIZE) >= 0)) &&
+        mt_probe_parse_psi(text, "some", some_avg10) == 0 &&
+        mt_probe_parse_psi(text, "full", full_avg10) == 0) {
+        rc = 0;
+    }
+    free(text);
+    return rc;
 }
 
 int

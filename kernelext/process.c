@@ -104,6 +104,55 @@ mt_process_shared_dict(const mt_probe_shared *s)
     return d;
 }
 
+static const char *
+swap_source(int version)
+{
+    return version == 2   ? "cgroup2 memory.swap.max"
+           : version == 1 ? "cgroup1 memory.memsw.limit_in_bytes"
+                          : "SwapTotal";
+}
+
+PyObject *
+mt_process_swap_dict(const mt_probe_swap *s)
+{
+    PyObject *d = PyDict_New();
+    if (d == NULL || mt_set(d, "source", PyUnicode_FromString(swap_source(s->version))) < 0 ||
+        mt_set(d, "path", s->version ? PyUnicode_DecodeFSDefault(s->dir) : Py_NewRef(Py_None)) <
+            0 ||
+        mt_set(d, "limit", mt_size_or_none(s->limit)) < 0 ||
+        mt_set(d, "used", mt_size_or_none(s->used)) < 0 ||
+        mt_set(d, "room", mt_size_or_none(s->room)) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* This process's swap and major faults, and the memory pressure, into d. */
+static int
+set_swap_figures(mt_probe *probe, PyObject *d)
+{
+    mt_probe_swap swap;
+    long long vm_swap = -1;
+    unsigned long long faults = 0;
+    int have_self = mt_probe_swap_self(probe, &vm_swap, &faults) == 0;
+    double some, full;
+    int have_pressure = mt_probe_read_pressure(probe, &some, &full) == 0;
+    return mt_set(d, "swap",
+                  mt_probe_read_swap(probe, &swap) == 0 ? mt_process_swap_dict(&swap)
+                                                        : Py_NewRef(Py_None)) < 0 ||
+                   mt_set(d, "vm_swap", mt_size_or_none(have_self ? vm_swap : -1)) < 0 ||
+                   mt_set(d, "major_faults",
+                          have_self ? PyLong_FromUnsignedLongLong(faults) : Py_NewRef(Py_None)) <
+                       0 ||
+                   mt_set(d, "memory_pressure",
+                          have_pressure
+                              ? Py_BuildValue("{sdsd}", "some_avg10", some, "full_avg10", full)
+                              : Py_NewRef(Py_None)) < 0
+               ? -1
+               : 0;
+}
+
 PyDoc_STRVAR(mt_process_view__doc__,
              "process() -> dict: RSS, the effective limit and its source, headroom, methods.");
 PyObject *
@@ -132,7 +181,7 @@ mt_process_view(PyObject *module, PyObject *Py_UNUSED(unused))
         mt_set(d, "available", mt_size_or_none(have_limit ? limit.available : -1)) < 0 ||
         mt_set(d, "shared", have_shared ? mt_process_shared_dict(&shared) : Py_NewRef(Py_None)) <
             0 ||
-        mt_guard_process_figures(module, d) < 0 ||
+        set_swap_figures(st->probe, d) < 0 || mt_guard_process_figures(module, d) < 0 ||
         mt_set(d, "peak_method", PyUnicode_FromString(mt_process_method_name(st->probe->method))) <
             0 ||
         mt_set(d, "heap_method",
@@ -442,6 +491,32 @@ mt_process_parse(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
             Py_RETURN_NONE;
         }
         return PyUnicode_FromStringAndSize(&state, 1);
+    }
+    if (strcmp(kind, "majflt") == 0) {
+        unsigned long long faults;
+        if (mt_probe_parse_majflt(text, &faults) < 0) {
+            Py_RETURN_NONE;
+        }
+        return PyLong_FromUnsignedLongLong(faults);
+    }
+    if (strcmp(kind, "vmswap") == 0) {
+        long long bytes = -1;
+        mt_probe_parse_kb_field(text, "VmSwap", &bytes);
+        return mt_size_or_none(bytes);
+    }
+    if (strcmp(kind, "psi") == 0) {
+        double some, full;
+        int have_some = mt_probe_parse_psi(text, "some", &some) == 0;
+        int have_full = mt_probe_parse_psi(text, "full", &full) == 0;
+        return Py_BuildValue("(NN)", have_some ? PyFloat_FromDouble(some) : Py_NewRef(Py_None),
+                             have_full ? PyFloat_FromDouble(full) : Py_NewRef(Py_None));
+    }
+    if (strcmp(kind, "meminfo_swap") == 0) {
+        mt_probe_swap swap;
+        if (mt_probe_parse_meminfo_swap(text, &swap) < 0) {
+            Py_RETURN_NONE;
+        }
+        return mt_process_swap_dict(&swap);
     }
     PyErr_Format(PyExc_ValueError, "unknown parser '%s'", kind);
     return NULL;

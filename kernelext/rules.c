@@ -1206,8 +1206,9 @@ parse_rule(ctx *c, const yaml_node_t *map, const mt_rules_table *t, mt_rule *r)
 
 /* ---- the document ---------------------------------------------------- */
 
-enum { T_VERSION, T_BUDGET, T_NOTICE, T_PROTECT, T_RULES, T_COUNT };
-static const char *const top_keys[T_COUNT] = {"version", "budget", "notice", "protect", "rules"};
+enum { T_VERSION, T_BUDGET, T_NOTICE, T_SWAP, T_THRASHING, T_PROTECT, T_RULES, T_COUNT };
+static const char *const top_keys[T_COUNT] = {"version",   "budget",  "notice", "swap",
+                                              "thrashing", "protect", "rules"};
 
 void
 mt_rules_table_free(mt_rules_table *t)
@@ -1319,6 +1320,30 @@ parse_document(ctx *c, mt_rules_table *t)
         }
         else {
             t->notice.kind = MT_LEVEL_BYTES;
+        }
+    }
+    t->swap = t->thrash_stop = -1;
+    if (v[T_SWAP]) {
+        t->swap_line = (int)v[T_SWAP]->start_mark.line + 1;
+        t->swap_column = (int)v[T_SWAP]->start_mark.column + 1;
+        if (get_bool(c, v[T_SWAP], "swap", &t->swap) < 0) {
+            rc = -1;
+        }
+    }
+    if (v[T_THRASHING]) {
+        const char *s = unquoted(c, v[T_THRASHING], "thrashing", "stop or warn");
+        if (s == NULL) {
+            rc = -1;
+        }
+        else if (strcmp(s, "stop") == 0 || strcmp(s, "warn") == 0) {
+            t->thrash_stop = strcmp(s, "stop") == 0;
+        }
+        else {
+            fail(c, v[T_THRASHING],
+                 "thrashing: '%.60s' is neither stop (end a thrashing cell) nor warn (let it "
+                 "run): write thrashing: stop",
+                 s);
+            rc = -1;
         }
     }
     if (v[T_PROTECT] &&

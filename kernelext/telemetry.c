@@ -234,6 +234,8 @@ static const field sample_fields[] = {
     {"heap_bytes", "int"},
     {"numpy_bytes", "int"},
     {"children_private", "int?"},
+    {"swap", "int?"},
+    {"major_faults", "int?"},
     {"cells", "int"},
     {"trips", "int"},
     {"running", "running?"},
@@ -275,6 +277,9 @@ static const field record_fields[] = {
     {"children_peak", "int?"},
     {"children_rss_peak", "int?"},
     {"children_method", "string?"},
+    {"swap_after", "int?"},
+    {"swapped", "int?"},
+    {"major_faults", "int?"},
     {"seconds", "number"},
     {"status", "string"},
     {"peak_composition", "object?"},
@@ -379,6 +384,9 @@ error:
 
 typedef struct {
     long long rss, limit, headroom, heap, numpy, children;
+    /* The kernel's bytes in swap and its major faults so far (a subscriber
+     * sees thrashing in their rate), -1 where /proc does not say. */
+    long long swap, major_faults;
     long long cell_peak; /* the running cell's peak RSS so far, -1 between cells */
 } sample_figures;
 
@@ -535,6 +543,14 @@ write_record(json_buf *b, int names, const mt_cell_record *r, const mt_peak_comp
     else {
         jb_literal(b, "null");
     }
+    jb_size(b, "swap_after", r->swap_after);
+    if (r->swap_after >= 0) {
+        jb_printf(b, ",\"swapped\":%lld,\"major_faults\":%lld", r->swap_after - r->swap_before,
+                  r->major_faults);
+    }
+    else {
+        jb_literal(b, ",\"swapped\":null,\"major_faults\":null");
+    }
     jb_printf(b, ",\"seconds\":%.6f,\"status\":\"%s\"", r->seconds, r->failed ? "error" : "ok");
     write_composition(b, names, peak);
     jb_literal(b, "}");
@@ -552,6 +568,8 @@ write_sample(json_buf *b, int names, const sample_figures *f, const running_cell
     jb_size(b, "budget", budget);
     jb_printf(b, ",\"heap_bytes\":%lld,\"numpy_bytes\":%lld", f->heap, f->numpy);
     jb_size(b, "children_private", f->children);
+    jb_size(b, "swap", f->swap);
+    jb_size(b, "major_faults", f->major_faults);
     jb_printf(b, ",\"cells\":%lld,\"trips\":%lld,\"running\":", cells, trips);
     if (!run->running) {
         jb_literal(b, "null");
@@ -592,6 +610,13 @@ take_sample(mt_telemetry *t, const running_cell *run, sample_figures *f, long lo
     f->numpy = numpy.current;
     mt_probe_children_now(&t->probe, run->running ? &run->children : &everyone, &kids);
     f->children = kids.owned;
+    unsigned long long faults;
+    if (mt_probe_swap_self(&t->probe, &f->swap, &faults) == 0) {
+        f->major_faults = (long long)faults;
+    }
+    else {
+        f->swap = f->major_faults = -1;
+    }
     f->cell_peak = -1;
     if (run->running) {
         /* VmHWM was reset when the cell began only under the hwm method. */

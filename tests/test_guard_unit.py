@@ -33,7 +33,7 @@ def trip(**over):
 
 
 def test_message_says_budget_use_and_request():
-    text = describe(trip(), cell=14, variables=[("df", 900 * MiB, "DataFrame")])
+    text = describe(trip(), cell=14, variables=[("df", 900 * MiB, "DataFrame", False)])
     assert text.startswith("cell 14 was stopped")
     assert "budget of 2.0 GiB" in text
     assert "a numpy buffer of 4.0 GiB" in text and "about 300 MiB" in text
@@ -60,8 +60,8 @@ def test_biggest_variables_ranks_by_deep_size():
         got = biggest_variables(ns, n=3)
     finally:
         _core.ledger_detach()
-    assert [name for name, _, _ in got] == ["big", "chunks", "small"]
-    assert got[0] == ("big", sys.getsizeof(ns["big"]), "ndarray")
+    assert [name for name, *_ in got] == ["big", "chunks", "small"]
+    assert got[0] == ("big", sys.getsizeof(ns["big"]), "ndarray", False)  # not walked: sized now
     # 64 references to one 64 KiB bytearray: the buffer counts once.
     assert got[1][1] == sys.getsizeof(ns["chunks"]) + sys.getsizeof(chunk)
 
@@ -263,6 +263,32 @@ def test_other_holders_are_the_cgroups_processes_biggest_first(tmp_path, monkeyp
             p.wait()
 
 
+THRASHING = {"action": "warn", "major_faults_per_second": 1000.0, "seconds": 3.0}
+
+
+def test_memguard_swap_lines():
+    from memtamer.guard import status_lines
+
+    status = {"enabled": False, "mode": "off", "watcher": True, "rss": 300 * MiB,
+              "budget": None, "limit": 3 * GiB, "limit_source": "MemTotal",
+              "thrashing": dict(THRASHING, action="stop")}
+    swap = {"source": "cgroup2 memory.swap.max", "path": "/sys/fs/cgroup/pod", "limit": 2 * GiB,
+            "used": 512 * MiB, "room": int(1.5 * GiB), "allowed": True, "counted": 2 * GiB,
+            "own": 100 * MiB}
+    line = next(x for x in status_lines(dict(status, swap=swap)) if "swap:" in x)
+    assert line == ("  swap: 512 MiB in use of 2.0 GiB (cgroup2 memory.swap.max /sys/fs/cgroup/pod), "
+                    "1.5 GiB left; this kernel has 100 MiB there · 2.0 GiB of it counted in the "
+                    "budget's room (%memguard --no-swap keeps the budget in RAM)")
+    line = next(x for x in status_lines(dict(status, swap=dict(swap, allowed=False, counted=0,
+                                                                    own=0))) if "swap:" in x)
+    assert "there" not in line and line.endswith("not counted: the budget is in RAM "
+                                                 "(%memguard --swap counts it)")
+    none = dict(swap, source="SwapTotal", path=None, limit=0, used=0, room=0, counted=0)
+    assert "  swap: none (the machine has no swap for this kernel, SwapTotal)" in \
+        status_lines(dict(status, swap=none))
+    assert status_lines(dict(status, swap=None))[-1].endswith("stops the cell")
+
+
 def test_memguard_and_notice_show_both_figures():
     from memtamer.guard import status_lines
     from memtamer.render import notice
@@ -270,7 +296,7 @@ def test_memguard_and_notice_show_both_figures():
     status = {"enabled": True, "mode": "bytes", "budget": 2 * GiB, "rss": 300 * MiB,
               "limit": 3 * GiB, "limit_source": "cgroup2 memory.max", "shared": SHARED,
               "python_blocks": True, "large_request": 256 * 1024, "poll_us": 5000,
-              "psi_trigger": False, "trips": 0}
+              "psi_trigger": False, "trips": 0, "thrashing": THRASHING}
     lines = status_lines(status)
     assert "this kernel: 300 MiB in use (RSS) of its budget 2.0 GiB" in lines[1]
     assert lines[2] == ("  the container: 2.5 GiB in use of 3.0 GiB (cgroup2 /sys/fs/cgroup/pod), "
@@ -280,3 +306,47 @@ def test_memguard_and_notice_show_both_figures():
     line = notice({"cell": 3, "peak_increment": GiB, "retained": 0},
                   {"rss": 300 * MiB, "limit": 3 * GiB, "shared": SHARED})
     assert line.endswith("RSS 300 MiB of 3.0 GiB · container 2.5 GiB of 3.0 GiB")
+
+
+def test_message_says_which_sizes_are_from_before_the_cell():
+    # The cell: parts was 56 B when the ledger last walked it, and
+    # the cell grew it to 640 MiB: the message must not pass 56 B for now.
+    text = describe(trip(), cell=3, variables=[("parts", 56, "list", True),
+                                              ("fresh", 8 * MiB, "ndarray", False)])
+    assert "parts 56 B before this cell (list)" in text
+    assert "fresh 8.0 MiB (ndarray)" in text
+    assert "what it added to them is not in them" in text
+    assert "not in them" not in describe(trip(), variables=[("x", 8, "int", False)])
+
+
+def test_biggest_variables_walked_by_the_ledger_are_from_before_the_cell():
+    ns = {"parts": [0] * 7}
+    _core.ledger_attach(ns, None, None, None, None)
+    try:
+        _core.cell_begin(1, "parts = [0] * 7")
+        _core.cell_end(1, False)  # the ledger walks what the cell made
+        ns["parts"].extend(range(100))  # the running cell grows it
+        got = biggest_variables(ns)
+    finally:
+        _core.ledger_detach()
+    # Its deep size when the ledger walked it: seven references to one int.
+    assert got == [("parts", sys.getsizeof([0] * 7) + sys.getsizeof(0), "list", True)]
+
+
+def test_watcher_message_says_swap_when_it_counts():
+    text = describe(trip(layer="watcher", requested=None, use=3 * GiB, swap_counted=True))
+    assert "The kernel's memory in RAM and swap (RSS and VmSwap) reached 3.0 GiB" in text
+    text = describe(trip(layer="watcher", requested=None, use=3 * GiB, swap_counted=False))
+    assert "The kernel's memory (RSS) reached 3.0 GiB" in text
+
+
+def test_thrashing_message_names_the_rate_and_the_setting():
+    from unittest import mock
+
+    status = {"thrashing": {"action": "stop", "major_faults_per_second": 1000.0, "seconds": 3.0}}
+    with mock.patch.object(_core, "guard_status", return_value=status):
+        text = describe(trip(layer="watcher", requested=None, use=3 * GiB, crossed="thrashing",
+                             major_faults_per_second=25000.4), cell=9)
+    assert text.startswith("cell 9 was stopped because the kernel was thrashing: it waited for "
+                           "25000 pages a second")
+    assert "more than 1000 a second for 3 s" in text and "--thrashing warn" in text

@@ -299,3 +299,171 @@ def test_shared_cgroup_limit_above_free_machine_memory_is_the_machine(tmp_path, 
 
 def test_shared_nothing_readable(tmp_path, proc_root):
     assert proc_root(str(tmp_path))["shared"] is None
+
+
+# ---- swap (issue 35) ----
+
+def test_majflt_is_field_12_after_a_name_with_spaces():
+    # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt ...
+    assert _core._parse("majflt", "42 (a) b) R 1 42 42 0 -1 4194560 900 7 31 0 5 6") == 31
+    assert _core._parse("majflt", "42 (short) R 1 42") is None
+
+
+def test_vmswap_from_status():
+    assert _core._parse("vmswap", STATUS + "VmSwap:\t  524288 kB\n") == 512 * MiB
+    assert _core._parse("vmswap", STATUS) is None  # a kernel without swap accounting
+
+
+PSI = ("some avg10=12.50 avg60=3.01 avg300=0.00 total=123456\n"
+       "full avg10=0.75 avg60=0.10 avg300=0.00 total=4567\n")
+
+
+def test_psi_some_and_full_avg10():
+    assert _core._parse("psi", PSI) == (12.5, 0.75)
+    # The machine's /proc/pressure/memory of old kernels has no "full" line.
+    assert _core._parse("psi", PSI.splitlines()[0] + "\n") == (12.5, None)
+    # avg10 must be on its own line, not borrowed from the next one.
+    assert _core._parse("psi", "some total=5\nfull avg10=1.00\n") == (None, 1.0)
+    assert _core._parse("psi", "") == (None, None)
+    assert _core._parse("psi", "some avg10=" + "9" * 40 + "\n") == (None, None)
+
+
+def test_meminfo_swap():
+    text = MEMINFO + "SwapTotal:       2097152 kB\nSwapFree:        1572864 kB\n"
+    assert _core._parse("meminfo_swap", text) == {
+        "source": "SwapTotal", "path": None, "limit": 2 * GiB, "used": 512 * MiB,
+        "room": 1536 * MiB}
+    assert _core._parse("meminfo_swap", MEMINFO) is None  # no swap lines at all
+    no_swap = _core._parse("meminfo_swap", MEMINFO + "SwapTotal: 0 kB\nSwapFree: 0 kB\n")
+    assert no_swap["limit"] == 0 and no_swap["room"] == 0
+
+
+def swap_meminfo(tmp_path, total, free):
+    (tmp_path / "proc/meminfo").write_text(
+        MEMINFO + f"SwapTotal: {total // 1024} kB\nSwapFree: {free // 1024} kB\n")
+
+
+def test_swap_machine_without_cgroup_limit(tmp_path, proc_root):
+    root = fake_tree(tmp_path, "0::/a\n", V2_MOUNT, {
+        "sys/fs/cgroup/a/memory.swap.max": "max\n",
+        "sys/fs/cgroup/a/memory.swap.current": "0\n",
+    })
+    swap_meminfo(tmp_path, 4 * GiB, 3 * GiB)
+    swap = proc_root(root)["swap"]
+    assert swap["source"] == "SwapTotal" and swap["path"] is None
+    assert (swap["limit"], swap["used"], swap["room"]) == (4 * GiB, GiB, 3 * GiB)
+
+
+def test_swap_v2_ancestor_swap_max_binds(tmp_path, proc_root):
+    root = fake_tree(tmp_path, "0::/kube/box\n", V2_MOUNT, {
+        "sys/fs/cgroup/kube/memory.swap.max": f"{GiB}\n",
+        "sys/fs/cgroup/kube/memory.swap.current": f"{256 * MiB}\n",
+        "sys/fs/cgroup/kube/box/memory.swap.max": f"{2 * GiB}\n",
+        "sys/fs/cgroup/kube/box/memory.swap.current": f"{100 * MiB}\n",
+    })
+    swap_meminfo(tmp_path, 8 * GiB, 8 * GiB)
+    swap = proc_root(root)["swap"]
+    assert swap["source"] == "cgroup2 memory.swap.max"
+    assert swap["path"] == str(tmp_path / "sys/fs/cgroup/kube")
+    assert (swap["limit"], swap["used"], swap["room"]) == (GiB, 256 * MiB, 768 * MiB)
+
+
+def test_swap_v2_zero_swap_max_means_none(tmp_path, proc_root):
+    root = fake_tree(tmp_path, "0::/a\n", V2_MOUNT, {
+        "sys/fs/cgroup/a/memory.swap.max": "0\n",
+        "sys/fs/cgroup/a/memory.swap.current": "0\n",
+    })
+    swap_meminfo(tmp_path, 4 * GiB, 4 * GiB)
+    assert proc_root(root)["swap"]["room"] == 0
+
+
+def test_swap_cgroup_allowance_above_free_swap_is_the_machine(tmp_path, proc_root):
+    # 2 GiB allowed, but only 512 MiB of the machine's swap is free.
+    root = fake_tree(tmp_path, "0::/a\n", V2_MOUNT, {
+        "sys/fs/cgroup/a/memory.swap.max": f"{2 * GiB}\n",
+        "sys/fs/cgroup/a/memory.swap.current": "0\n",
+    })
+    swap_meminfo(tmp_path, 4 * GiB, 512 * MiB)
+    swap = proc_root(root)["swap"]
+    assert swap["source"] == "SwapTotal" and swap["room"] == 512 * MiB
+
+
+def test_swap_v1_memsw_less_memory(tmp_path, proc_root):
+    # The issue's container: 1 GiB of memory, memsw 3 GiB -> 2 GiB of swap;
+    # 1 GiB resident and 1.25 GiB in memsw -> 256 MiB in swap.
+    root = fake_tree(tmp_path, "4:memory:/docker/abc\n0::/\n", V1_MOUNT, {
+        "sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes": f"{GiB}\n",
+        "sys/fs/cgroup/memory/docker/abc/memory.usage_in_bytes": f"{GiB}\n",
+        "sys/fs/cgroup/memory/docker/abc/memory.memsw.limit_in_bytes": f"{3 * GiB}\n",
+        "sys/fs/cgroup/memory/docker/abc/memory.memsw.usage_in_bytes": f"{1280 * MiB}\n",
+    })
+    swap_meminfo(tmp_path, 8 * GiB, 8 * GiB)
+    swap = proc_root(root)["swap"]
+    assert swap["source"] == "cgroup1 memory.memsw.limit_in_bytes"
+    assert swap["path"] == str(tmp_path / "sys/fs/cgroup/memory/docker/abc")
+    assert (swap["limit"], swap["used"], swap["room"]) == (2 * GiB, 256 * MiB, 1792 * MiB)
+
+
+def test_swap_v1_memsw_equal_to_memory_allows_none(tmp_path, proc_root):
+    # docker run --memory-swap equal to --memory: no swap at all.
+    root = fake_tree(tmp_path, "4:memory:/docker/abc\n0::/\n", V1_MOUNT, {
+        "sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes": f"{GiB}\n",
+        "sys/fs/cgroup/memory/docker/abc/memory.usage_in_bytes": f"{100 * MiB}\n",
+        "sys/fs/cgroup/memory/docker/abc/memory.memsw.limit_in_bytes": f"{GiB}\n",
+        "sys/fs/cgroup/memory/docker/abc/memory.memsw.usage_in_bytes": f"{100 * MiB}\n",
+    })
+    swap_meminfo(tmp_path, 8 * GiB, 8 * GiB)
+    swap = proc_root(root)["swap"]
+    assert (swap["limit"], swap["used"], swap["room"]) == (0, 0, 0)
+
+
+def test_swap_v1_without_swap_accounting_is_the_machine(tmp_path, proc_root):
+    # swapaccount=0: no memsw files; the memory limit binds RAM only.
+    root = fake_tree(tmp_path, "4:memory:/docker/abc\n0::/\n", V1_MOUNT, {
+        "sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes": f"{GiB}\n",
+        "sys/fs/cgroup/memory/docker/abc/memory.usage_in_bytes": f"{100 * MiB}\n",
+    })
+    swap_meminfo(tmp_path, 2 * GiB, 2 * GiB)
+    assert proc_root(root)["swap"]["source"] == "SwapTotal"
+
+
+def test_swap_machine_without_swap_ignores_cgroups(tmp_path, proc_root):
+    root = fake_tree(tmp_path, "0::/a\n", V2_MOUNT, {
+        "sys/fs/cgroup/a/memory.swap.max": f"{GiB}\n",
+        "sys/fs/cgroup/a/memory.swap.current": "0\n",
+    })
+    swap_meminfo(tmp_path, 0, 0)
+    swap = proc_root(root)["swap"]
+    assert swap["source"] == "SwapTotal" and swap["room"] == 0
+
+
+def test_swap_self_and_pressure_from_the_fake_tree(tmp_path, proc_root):
+    root = fake_tree(tmp_path, "0::/a\n", V2_MOUNT, {
+        "proc/self/status": STATUS + "VmSwap:\t 2048 kB\n",
+        "proc/self/stat": "7 (py thon) S 1 7 7 0 -1 0 10 0 44 0 1 1",
+        "sys/fs/cgroup/a/memory.pressure": PSI,
+        "proc/pressure/memory": "some avg10=99.00 avg60=0 avg300=0 total=0\n"
+                                "full avg10=99.00 avg60=0 avg300=0 total=0\n",
+    })
+    view = proc_root(root)
+    assert view["vm_swap"] == 2 * MiB and view["major_faults"] == 44
+    # The cgroup's own pressure, not the machine's.
+    assert view["memory_pressure"] == {"some_avg10": 12.5, "full_avg10": 0.75}
+    (tmp_path / "sys/fs/cgroup/a/memory.pressure").unlink()
+    assert proc_root(root)["memory_pressure"]["some_avg10"] == 99.0
+
+
+def test_swap_nothing_readable(tmp_path, proc_root):
+    view = proc_root(str(tmp_path))
+    assert view["swap"] is None and view["vm_swap"] is None
+    assert view["major_faults"] is None and view["memory_pressure"] is None
+
+
+def test_real_machine_swap_figures_agree_with_meminfo():
+    meminfo = dict(line.split(":", 1) for line in open("/proc/meminfo"))
+    total = int(meminfo["SwapTotal"].split()[0]) * 1024
+    view = _core.process()
+    assert view["swap"]["limit"] <= total
+    assert view["swap"]["room"] <= int(meminfo["SwapFree"].split()[0]) * 1024
+    assert 0 <= view["vm_swap"] <= total
+    assert view["major_faults"] >= 0

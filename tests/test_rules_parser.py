@@ -531,3 +531,26 @@ def test_parser_under_address_and_undefined_behaviour_sanitizers(tmp_path):
     out = result.stdout.splitlines()
     assert f"{paths[0]}: ok 7" in out  # the good document loads in the driver too
     assert any(line.startswith(paths[1] + ":") and "ok" not in line for line in out)
+
+
+def test_swap_and_thrashing_keys(no_rules):
+    text = "version: 1\nswap: false\nthrashing: stop\nrules: []\n"
+    assert _core.rules_load(text.encode()) == []
+    table = _core.rules_table()
+    assert table["swap"] is False and table["thrashing"] == "stop"
+    assert _core.rules_load(b"version: 1\nrules: []\n") == []
+    table = _core.rules_table()
+    assert table["swap"] is None and table["thrashing"] is None
+
+
+@pytest.mark.parametrize("line, says", [
+    ("swap: no", "swap: 'no' is not true or false: write swap: true"),
+    ("swap: [false]", "swap:"),
+    ("thrashing: kill", "thrashing: 'kill' is neither stop (end a thrashing cell) nor warn"),
+    ("thrashing: {stop: 1}", "thrashing:"),
+    ("swaps: false", "swaps"),
+])
+def test_bad_swap_and_thrashing_values_are_refused_where_they_are(line, says):
+    text = f"version: 1\n{line}\nrules: []\n"
+    errors = load(text)
+    assert errors and errors[0][0] == 2 and says in errors[0][2], errors

@@ -175,6 +175,14 @@ def test_samples_while_a_long_cell_runs(tk):
     assert last["cell"] == ran[0]["execution_count"]
     assert ALLOCATION - REUSED <= last["peak_increment"] <= ALLOCATION + SLACK
     assert running[-1]["rss"] >= last["rss_before"] + ALLOCATION - REUSED
+    # The kernel's swap and major faults, live, as its /proc files say them.
+    pid = tk.query("__import__('os').getpid()")
+    with open(f"/proc/{pid}/stat") as f:
+        faults_now = int(f.read().rsplit(")", 1)[1].split()[9])
+    assert 0 <= running[-1]["major_faults"] <= faults_now
+    with open(f"/proc/{pid}/status") as f:
+        swap_now = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSwap:"))
+    assert running[-1]["swap"] >= 0 and (swap_now > 0 or running[-1]["swap"] == 0)
 
 
 def test_samples_count_children_by_what_they_own(tk):

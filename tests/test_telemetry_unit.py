@@ -62,7 +62,8 @@ def test_metrics_parse_with_awkward_notebook_names(tmp_path):
     exporter.follower = follower_with_kernel(tmp_path, notebook)
     try:
         exporter.follower._update(sample(1, rss=123456789, limit=2**34, headroom=2**33,
-                                         budget=None, running={"seconds": 1.5, "peak_rss": 2**30}))
+                                         budget=None, running={"seconds": 1.5, "peak_rss": 2**30},
+                                         swap=2**20, major_faults=4321))
         for peak in (2**19, 2**25, 2**35):  # 512 KiB, 32 MiB, 32 GiB (past every bound)
             exporter._observe(KERNEL, peak)
         families = {f.name: f for f in text_string_to_metric_families(exporter.metrics())}
@@ -74,6 +75,8 @@ def test_metrics_parse_with_awkward_notebook_names(tmp_path):
     assert [(s.labels, s.value) for s in rss] == [(labels, 123456789)]
     assert families["memtamer_cell_running_seconds"].samples[0].value == 1.5
     assert families["memtamer_budget_bytes"].samples == []  # off: absent, not zero
+    assert families["memtamer_swap_bytes"].samples[0].value == 2**20
+    assert families["memtamer_major_faults"].samples[0].value == 4321  # the parser drops _total
     buckets = {s.labels["le"]: s.value for s in families["memtamer_cell_peak_increment_bytes"].samples
                if s.name.endswith("_bucket")}
     assert buckets["1048576.0"] == 1 and buckets["67108864.0"] == 2

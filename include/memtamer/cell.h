@@ -35,6 +35,10 @@ typedef struct {
      * keeps no other peak). */
     int arrow_counted;
     long long arrow_retained, arrow_peak_increment;
+    /* The kernel's bytes in swap (VmSwap) at the cell's start and end, and
+     * the major faults it took (pages it waited for from swap or files);
+     * -1 where /proc does not say. */
+    long long swap_before, swap_after, major_faults;
     double seconds;
     mt_peak_method peak_method;
     int failed;
@@ -59,6 +63,8 @@ typedef struct {
     /* The cell's text, for the lines of its peak (a strong reference). */
     PyObject *source;
     char first_line[MT_FIRST_LINE_BYTES];
+    long long swap_before; /* VmSwap, -1 unknown */
+    unsigned long long faults_before;
 } mt_cell_window;
 
 typedef struct {

@@ -68,6 +68,8 @@ int mt_guard_process_figures(PyObject *module, PyObject *process);
 PyObject *mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_guard_disable(PyObject *module, PyObject *unused);
 PyObject *mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *mt_guard_set_swap(PyObject *module, PyObject *allowed);
+PyObject *mt_guard_set_thrashing(PyObject *module, PyObject *action);
 PyObject *mt_guard_status(PyObject *module, PyObject *unused);
 PyObject *mt_guard_signal_handler(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_guard_exception(PyObject *module, PyObject *unused);

@@ -24,11 +24,12 @@ typedef struct {
 } mt_policy_acted;
 
 /* The guard sits above this file (guard.h) and, while it guards the kernel,
- * lends the engine its judgement of a rules file's budget: 0 when the guard
- * takes it (apply 0: would take it), -1 with problem saying why not, the
- * guard unchanged.  Sets no exception; needs the GIL. */
-typedef int (*mt_policy_budget_judge)(PyObject *module, const mt_rules_level *budget, int apply,
-                                      char *problem, size_t n);
+ * lends the engine its judgement of a rules file's budget (NULL: the one in
+ * force) with swap counted or not (-1: as it is): 0 when the guard takes it
+ * (apply 0: would take it), -1 with problem saying why not, the guard
+ * unchanged.  Sets no exception; needs the GIL. */
+typedef int (*mt_policy_budget_judge)(PyObject *module, const mt_rules_level *budget, int swap,
+                                      int apply, char *problem, size_t n);
 
 typedef struct mt_policy {
     mt_rules_table table; /* empty when no rules are in force */

@@ -53,6 +53,35 @@ int mt_probe_parse_state(const char *text, char *state);
  * Private_Dirty), in bytes. */
 int mt_probe_parse_private(const char *text, long long *bytes);
 
+/* Field 12 (majflt: faults that waited for a page from disk, swap among
+ * it) of /proc/<pid>/stat. */
+int mt_probe_parse_majflt(const char *text, unsigned long long *faults);
+/* The avg10 of the "some" or "full" line of a PSI file (/proc/pressure/memory
+ * or a cgroup's memory.pressure): the share of the last 10 s, in percent,
+ * that some / all tasks stalled waiting for memory. */
+int mt_probe_parse_psi(const char *text, const char *line, double *avg10);
+
+/* Swap this process may fill.  The machine's is SwapTotal / SwapFree; a
+ * cgroup may allow less: v2 memory.swap.max (swap alone) with
+ * memory.swap.current, v1 memory.memsw.limit_in_bytes (memory plus swap)
+ * with memsw.usage_in_bytes, whose swap part is memsw less memory. */
+typedef struct {
+    long long limit; /* bytes of swap allowed; 0 without swap */
+    long long used;  /* bytes of it in use */
+    long long room;  /* what more may go there: limit - used, never more than SwapFree */
+    int version;     /* where limit binds: 2, 1 (cgroup), 0 the machine */
+    char dir[MT_PROBE_PATH_MAX]; /* that cgroup's directory; "" for the machine */
+} mt_probe_swap;
+/* Pure: /proc/meminfo's SwapTotal and SwapFree (version 0). */
+int mt_probe_parse_meminfo_swap(const char *meminfo_text, mt_probe_swap *out);
+/* Pure: a cgroup's swap limit and usage texts (v2: memory.swap.max and
+ * memory.swap.current; v1: memory.memsw.limit_in_bytes and
+ * memory.memsw.usage_in_bytes, less memory_limit and memory_usage, the
+ * cgroup's memory.limit_in_bytes and usage_in_bytes, which v2 ignores).  An
+ * unlimited cgroup gives limit MT_PROBE_UNLIMITED. */
+int mt_probe_parse_cgroup_swap(int version, const char *limit_text, const char *usage_text,
+                               long long memory_limit, long long memory_usage, mt_probe_swap *out);
+
 /* ---- the I/O shell ---- */
 
 typedef enum {
@@ -197,6 +226,22 @@ int mt_probe_pid_start_ticks(const mt_probe *p, pid_t pid, unsigned long long *t
  * ended: 0 once it is gone or a zombie (dead, not yet reaped by its
  * parent), or when its pid was reused. */
 int mt_probe_pid_running(const mt_probe *p, pid_t pid, unsigned long long start_ticks);
+
+/* ---- swap ---- */
+
+/* Where the swap this process may use binds (the machine's, or a cgroup of
+ * ours or an ancestor that allows less); -1 when not even /proc/meminfo
+ * can be read. */
+int mt_probe_read_swap(mt_probe *p, mt_probe_swap *out);
+/* This process's bytes in swap now (status's VmSwap), -1 when unreadable:
+ * one read, for the guard's watcher. */
+long long mt_probe_vm_swap(mt_probe *p);
+/* This process's bytes in swap now (status's VmSwap) and its major faults
+ * so far (stat's majflt); -1 when either cannot be read. */
+int mt_probe_swap_self(mt_probe *p, long long *vm_swap, unsigned long long *major_faults);
+/* Memory pressure (PSI avg10 of "some" and "full", percent) of this
+ * process's cgroup v2, else of the machine; -1 where the kernel has no PSI. */
+int mt_probe_read_pressure(mt_probe *p, double *some_avg10, double *full_avg10);
 
 /* How many times the OOM killer fired: the cgroup's count where it is
  * exposed, else the machine's; path receives the file read (so a later

@@ -28,6 +28,11 @@ int mt_process_open_probe(PyObject *module, const char *root);
  * set), usage, inactive_file. */
 PyObject *mt_process_shared_dict(const mt_probe_shared *shared);
 
+/* The swap this process may fill, as a dict: source ('SwapTotal',
+ * 'cgroup2 memory.swap.max', 'cgroup1 memory.memsw.limit_in_bytes'), path,
+ * limit, used, room. */
+PyObject *mt_process_swap_dict(const mt_probe_swap *swap);
+
 /* Name of a peak method for reports. */
 const char *mt_process_method_name(int method);
 

@@ -90,6 +90,10 @@ typedef struct {
     int version;
     mt_rules_level budget, notice;  /* UNSET when not given */
     int budget_line, budget_column; /* of budget:'s value, for the kernel's refusal */
+    /* swap: whether the budget counts swap as room (-1 when not given), and
+     * where it is written; thrashing: 1 stop, 0 warn, -1 not given. */
+    int swap, swap_line, swap_column;
+    int thrash_stop;
     mt_rules_strings protect;
     mt_rule *rules;
     int len;

@@ -230,6 +230,10 @@ class _Extension:
                 from .render import notice
 
                 print(notice(annotate(record, self.shell), _core.process()))
+            if record and threshold and (record.get("swapped") or 0) >= threshold:
+                from .render import swap_notice
+
+                print(swap_notice(record))
             self._held_notices(result, record)
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("cell_end", exc)

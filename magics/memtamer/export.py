@@ -30,6 +30,8 @@ GAUGES = (
     ("memtamer_children_private_bytes",
      "Private memory of the kernel's child processes (the pages they share with the kernel are "
      "its own).", lambda s: s.get("children_private")),
+    ("memtamer_swap_bytes", "The kernel's memory in swap (VmSwap).",
+     lambda s: s.get("swap")),
     ("memtamer_cell_running", "1 while a cell runs, else 0.",
      lambda s: 1 if s.get("running") else 0),
     ("memtamer_cell_running_seconds", "How long the running cell has run.",
@@ -46,6 +48,8 @@ COUNTERS = (
      lambda s: s.get("cells")),
     ("memtamer_budget_trips_total", "Cells stopped by the memory budget.",
      lambda s: s.get("trips")),
+    ("memtamer_major_faults_total", "Pages the kernel waited for from swap or disk (major "
+     "faults); a steep rate while it swaps is thrashing.", lambda s: s.get("major_faults")),
     ("memtamer_telemetry_messages_lost_total", "Messages this exporter missed (sequence gaps).",
      lambda s: s.get("lost")),
     ("memtamer_memory_deaths_total", "Earlier kernels of this notebook that memory ended (the OOM "

@@ -54,6 +54,19 @@ def set_budget(value):
     return _core.guard_set_budget(kind, amount)
 
 
+def set_thrashing(action):
+    """'stop' ends a cell that thrashes with MemoryBudgetExceeded (crossed
+    'thrashing'); 'warn' lets it run.  Returns budget()."""
+    return _core.guard_set_thrashing(action)
+
+
+def set_swap(allowed):
+    """Whether the budget counts swap as room besides memory, where there is
+    swap (False keeps the budget in RAM: a stop rather than a slow cell).
+    Returns budget(); ValueError when the budget in force would not fit."""
+    return _core.guard_set_swap(bool(allowed))
+
+
 # ---- what the message names: the biggest variables -------------------------
 
 # Seconds for sizing a variable the ledger has not walked yet (one made
@@ -62,18 +75,21 @@ UNWALKED_BUDGET = 0.05
 
 
 def biggest_variables(namespace, n=3):
-    """[(name, bytes, type name)] of the n biggest user variables.  The kernel
-    is at its budget: no full walk now.  Sizes are the deep sizes the ledger
-    measured after the cells that made or changed each variable."""
+    """[(name, bytes, type name, before)] of the n biggest user variables.
+    The kernel is at its budget: no full walk now.  Sizes are the deep sizes
+    the ledger measured after the cells that made or changed each variable
+    (before True: from before the running cell, which may have grown it), or
+    measured now for a variable it has not walked."""
     sized = []
     for name, entry in _core.ledger()["names"].items():
         if name not in namespace:
             continue
         value = namespace[name]
         size = entry["bytes"]
-        if size is None:
+        before = size is not None
+        if not before:
             size, _complete = _core.deep_size(value, UNWALKED_BUDGET)
-        sized.append((name, size, type(value).__name__))
+        sized.append((name, size, type(value).__name__, before))
         del value
     sized.sort(key=lambda item: item[1], reverse=True)
     return sized[:n]
@@ -156,6 +172,16 @@ def describe(trip, cell=None, variables=(), holders=()):
     if trip.get("crossed") == "shared":
         lines = _shared_lines(trip, where, holders)
         return "\n".join(lines + _advice(variables))
+    if trip.get("crossed") == "thrashing":
+        status = _core.guard_status()
+        lines = [f"{where} was stopped because the kernel was thrashing: it waited for "
+                 f"{trip['major_faults_per_second']:.0f} pages a second from swap or disk "
+                 f"(major faults; more than {status['thrashing']['major_faults_per_second']:g} "
+                 f"a second for {status['thrashing']['seconds']:g} s), with "
+                 f"{format_size(trip['use'])} of memory and swap in use.",
+                 "You asked for this with `%memguard --thrashing stop`; "
+                 "`%memguard --thrashing warn` lets such a cell run on, slowly."]
+        return "\n".join(lines + _advice(variables))
     lines = [f"{where} was stopped before it took the kernel past its memory budget "
              f"of {budget_text}."]
     layer = trip["layer"]
@@ -170,7 +196,9 @@ def describe(trip, cell=None, variables=(), holders=()):
                      f"and its children to {format_size(trip['use'])}; memtamer killed that "
                      "process.")
     else:
-        lines.append(f"The kernel's memory (RSS) reached {format_size(trip['use'])} while it ran.")
+        what = "memory in RAM and swap (RSS and VmSwap)" if trip.get("swap_counted") else \
+            "memory (RSS)"
+        lines.append(f"The kernel's {what} reached {format_size(trip['use'])} while it ran.")
     before = trip.get("rss_before")
     if before is not None and before > trip["budget"]:
         lines.append(f"The kernel already used {format_size(before)} before the cell began, "
@@ -182,7 +210,10 @@ def _advice(variables):
     lines = []
     if variables:
         lines.append("Biggest variables: " + ", ".join(
-            f"{name} {format_size(size)} ({kind})" for name, size, kind in variables) + ".")
+            f"{name} {format_size(size)}{' before this cell' if before else ''} ({kind})"
+            for name, size, kind, before in variables) + ".")
+        if any(before for *_, before in variables):
+            lines.append("(Sizes before this cell: what it added to them is not in them.)")
         name = variables[0][0]
         lines.append(f"Free memory with `%shrink del {name}` (or `%shrink downcast|compress|"
                      f"spill {name}`, see `%shrink?`), or change the budget with `%memguard SIZE`.")
@@ -383,6 +414,23 @@ class Guard:
         self.translating = False
 
 
+def _swap_line(swap):
+    where = "the machine" if swap["path"] is None else "the container"
+    if not swap["limit"]:
+        return f"  swap: none ({where} has no swap for this kernel, {swap['source']})"
+    own = f"; this kernel has {format_size(swap['own'])} there" if swap["own"] else ""
+    if swap["counted"]:
+        how = (f"{format_size(swap['counted'])} of it counted in the budget's room "
+               "(%memguard --no-swap keeps the budget in RAM)")
+    elif swap["allowed"]:
+        how = "not counted"
+    else:
+        how = "not counted: the budget is in RAM (%memguard --swap counts it)"
+    where_from = swap["source"] + (f" {swap['path']}" if swap["path"] else "")
+    return (f"  swap: {format_size(swap['used'])} in use of {format_size(swap['limit'])} "
+            f"({where_from}), {format_size(swap['room'])} left{own} · {how}")
+
+
 def status_lines(status, ended=()):
     """What %memguard prints; ended: records of this notebook's kernels that
     ended for no sign of memory."""
@@ -414,6 +462,13 @@ def status_lines(status, ended=()):
             which = "its budget's" if own <= common else f"{whose}'s"
             lines.append(f"  room for this kernel's next cell: {format_size(max(min(own, common), 0))} "
                          f"({which})")
+    if status.get("swap") is not None:
+        lines.append(_swap_line(status["swap"]))
+    thrashing = status["thrashing"]
+    lines.append(f"  thrashing (more than {thrashing['major_faults_per_second']:g} pages a second "
+                 f"waited for from disk, for {thrashing['seconds']:g} s): "
+                 + ("stops the cell" if thrashing["action"] == "stop"
+                    else "let run (%memguard --thrashing stop ends such a cell)"))
     if status["enabled"]:
         blocks = "numpy buffers and Python blocks" if status["python_blocks"] else "numpy buffers"
         lines.append(f"  stops: {blocks} of "

@@ -179,9 +179,18 @@ class MemtamerMagics(Magics):
               help="the kernel's memory budget: a size (8GiB), a share of the effective "
                    "limit (80%%), 'default' (the limit minus a reserve of the larger of "
                    "256 MiB and 5%%) or 'off'")
+    @argument("--no-swap", action="store_true",
+              help="keep the budget in RAM: swap, where there is some, is not counted as room "
+                   "(a stop rather than a slow cell)")
+    @argument("--swap", action="store_true",
+              help="count swap as room besides memory where there is some (the default)")
+    @argument("--thrashing", choices=("stop", "warn"),
+              help="what a cell that thrashes (waits on pages from swap or disk for seconds) "
+                   "gets: stop ends it with MemoryBudgetExceeded, warn (the default) lets it run")
     @line_magic
     def memguard(self, line):
-        """Show or set the memory budget: %memguard [SIZE|PERCENT|off|default].
+        """Show or set the memory budget: %memguard [SIZE|PERCENT|off|default] [--no-swap|--swap]
+        [--thrashing stop|warn].
 
         A cell that would take the kernel past its budget ends with
         memtamer.MemoryBudgetExceeded (a MemoryError); the kernel and its
@@ -189,14 +198,42 @@ class MemtamerMagics(Magics):
         # Not parse_argstring: argparse takes "-1GiB" for an option and says
         # only "unrecognized arguments"; set_budget says what to write.
         words = line.split()
-        if len(words) > 1:
-            raise UsageError(f"%memguard takes one budget, not {len(words)} words: write e.g. "
+        thrashing = None
+        if "--thrashing" in words:
+            at = words.index("--thrashing")
+            thrashing = words[at + 1] if at + 1 < len(words) else ""
+            if thrashing not in ("stop", "warn"):
+                raise UsageError("%memguard --thrashing takes stop (end a thrashing cell) or "
+                                 "warn (let it run)")
+            del words[at:at + 2]
+        swap = [word for word in words if word in ("--swap", "--no-swap")]
+        budget = [word for word in words if word not in swap]
+        unknown = [word for word in budget if word.startswith("--")]
+        if unknown:
+            raise UsageError(f"%memguard has no option {unknown[0]}: write --no-swap (keep the "
+                             "budget in RAM), --swap (count swap as room) or --thrashing "
+                             "stop|warn")
+        if len(swap) > 1:
+            raise UsageError("%memguard takes one of --swap and --no-swap")
+        if len(budget) > 1:
+            raise UsageError(f"%memguard takes one budget, not {len(budget)} words: write e.g. "
                              "%memguard 8GiB, %memguard 80%, %memguard default or %memguard off")
-        if not words:
-            status = guard.budget()
-        else:
+        # Swap counted first when it is allowed, last when it is not: a
+        # budget that needs the swap is judged with it, one that fits in
+        # RAM without it.
+        steps = []
+        if swap == ["--swap"]:
+            steps.append(lambda: guard.set_swap(True))
+        if budget:
+            steps.append(lambda: guard.set_budget(budget[0]))
+        if swap == ["--no-swap"]:
+            steps.append(lambda: guard.set_swap(False))
+        if thrashing:
+            steps.append(lambda: guard.set_thrashing(thrashing))
+        status = guard.budget()
+        for step in steps:
             try:
-                status = guard.set_budget(words[0])
+                status = step()
             except ValueError as exc:
                 raise UsageError(f"%memguard: {exc}") from None
         loaded = self.extension.guard

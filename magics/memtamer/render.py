@@ -20,16 +20,21 @@ CELL_COLUMNS = (
     ("Arrow peak +", "arrow_peak_increment", True),
     ("Arrow retained", "arrow_retained", True),
     ("children", "children_peak", False),
+    ("swap +", "swapped", True),
+    ("major faults", "major_faults", None),
     ("time", "seconds", None),
     ("source", "first_line", None),
 )
 # Narrow terminals: the order in which cell columns go, and the columns cut
 # with an ellipsis (down to the given width) rather than dropped.
-CELL_DROP_ORDER = ("Arrow retained", "Arrow peak +", "heap peak +", "numpy peak +", "children",
-                   "time", "RSS after")
+CELL_DROP_ORDER = ("Arrow retained", "Arrow peak +", "major faults", "heap peak +", "numpy peak +",
+                   "children", "swap +", "time", "RSS after")
 # Columns shown only when some cell has the figure (Arrow's pool: once
 # pyarrow is imported).
 CELL_IF_ANY = ("arrow_retained",)
+# Columns shown only when some cell has a figure other than zero: swap,
+# where the kernel went to it or brought pages back from disk.
+CELL_IF_NONZERO = ("swapped", "major_faults")
 CELL_CUTTABLE = {"source": 16}
 INDENT = "  "
 ELLIPSIS = "…"
@@ -48,6 +53,8 @@ def _cell_value(record, key, signed):
         return value or ""
     if key == "children_peak" and not value:
         return "-" if value == 0 else "n/a"
+    if key == "major_faults":
+        return "n/a" if value is None else str(value)
     return format_size(value, signed=bool(signed))
 
 
@@ -142,6 +149,7 @@ def _wrapped(text, width, first=INDENT, rest=INDENT * 2):
 def cell_columns(cells):
     """CELL_COLUMNS less the optional ones no cell has a figure for."""
     absent = {key for key in CELL_IF_ANY if all(c.get(key) is None for c in cells)}
+    absent |= {key for key in CELL_IF_NONZERO if not any(c.get(key) for c in cells)}
     if "arrow_retained" in absent:
         absent.add("arrow_peak_increment")
     return [column for column in CELL_COLUMNS if column[1] not in absent]
@@ -429,6 +437,17 @@ class Report:
                if self.report.get("account") and self.view in ("summary", "vars") else "")
             + "</div>"
         )
+
+
+def swap_notice(record):
+    """The line after a cell that pushed memory to swap: how much, what the
+    kernel holds there now, and the pages it waited for from disk."""
+    cell = "this cell" if record.get("cell") is None else f"cell {record['cell']}"
+    faults = record.get("major_faults")
+    waited = f", and waited for {faults} pages from disk" if faults else ""
+    return (f"memtamer: {cell} pushed {format_size(record['swapped'])} to swap (the kernel has "
+            f"{format_size(record['swap_after'])} there now){waited}; swap is slow memory: "
+            "%memguard --no-swap stops such a cell instead")
 
 
 def notice(record, process):

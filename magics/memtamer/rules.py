@@ -8,7 +8,7 @@ import os
 
 from IPython.core.error import UsageError
 
-from . import _core, shrinker
+from . import _core, guard, shrinker
 from .purge import Purge
 from .sizes import format_size
 
@@ -181,6 +181,8 @@ class Rules:
         if table["notice"] is not None:
             kind, value = table["notice"]
             self.extension.notice_threshold = None if kind == "off" else value
+        if table["thrashing"] is not None:
+            guard.set_thrashing(table["thrashing"])
         count = len(table["rules"])
         print(f"memtamer: rules from {path} ({count} rule{'s' if count != 1 else ''})")
         return True

@@ -46,6 +46,25 @@ main(void)
           v == 400 * 1024);
     CHECK(mt_probe_parse_private("Rss: 900 kB\nPrivate_Dirty: 392 kB\n", &v) == -1);
 
+    unsigned long long faults;
+    CHECK(mt_probe_parse_majflt("9 (a b) R 1 9 9 0 -1 0 50 0 77 0", &faults) == 0 && faults == 77);
+    CHECK(mt_probe_parse_majflt("9 (a b) R 1 9", &faults) == -1);
+    double avg;
+    CHECK(mt_probe_parse_psi("some avg10=0.05 avg60=0 avg300=0 total=1\n", "some", &avg) == 0 &&
+          avg == 0.05);
+    CHECK(mt_probe_parse_psi("some avg10=x\n", "some", &avg) == -1);
+    mt_probe_swap swap;
+    /* v1, memory unlimited: memsw alone bounds both, all of it may go to swap. */
+    CHECK(mt_probe_parse_cgroup_swap(1, "3072\n", "1500\n", MT_PROBE_UNLIMITED, 1000, &swap) == 0 &&
+          swap.limit == 3072 && swap.used == 500 && swap.room == 2572);
+    /* v2, over its swap.max after the limit was lowered: no room, never negative. */
+    CHECK(mt_probe_parse_cgroup_swap(2, "100\n", "300\n", -1, -1, &swap) == 0 && swap.room == 0);
+    CHECK(mt_probe_parse_cgroup_swap(2, "max\n", "0\n", -1, -1, &swap) == 0 &&
+          swap.room == MT_PROBE_UNLIMITED);
+    CHECK(mt_probe_parse_cgroup_swap(2, "max\n", "", -1, -1, &swap) == -1);
+    CHECK(mt_probe_parse_meminfo_swap("SwapTotal: 8 kB\nSwapFree: 2 kB\n", &swap) == 0 &&
+          swap.limit == 8192 && swap.used == 6144 && swap.room == 2048 && swap.version == 0);
+
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
