@@ -274,6 +274,8 @@ static const field record_fields[] = {
     {"peak_method", "string"},
     {"heap_peak_increment", "int?"},
     {"numpy_peak_increment", "int?"},
+    {"arrow_peak_increment", "int?"},
+    {"arrow_retained", "int?"},
     {"children_peak", "int?"},
     {"children_rss_peak", "int?"},
     {"children_method", "string?"},
