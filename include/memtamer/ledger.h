@@ -3,7 +3,9 @@
  * walk, and, on a report, who else holds its memory.
  *
  * After each cell the ledger compares the namespace's bindings with the
- * previous ones by object identity (it keeps no reference to user objects:
+ * previous ones by object identity, pointer against pointer in the dict's
+ * own order (no name is classified again unless its binding changed, so the
+ * shell's _i<n> history costs a comparison each) (it keeps no reference to user objects:
  * that would keep them alive), collects the names the cell's compiled code
  * loads, and walks only what was bound, rebound or read; the rest keeps its
  * cached size.  A report walks every root: the variables and the hidden
@@ -47,6 +49,20 @@ typedef struct {
     int rebound;        /* 1: rebound, 0: deleted */
 } mt_ledger_gone;
 
+/* One binding of a namespace as the last scan saw it. */
+typedef struct {
+    PyObject *name;     /* strong */
+    uintptr_t identity; /* of the bound object; no reference is kept */
+    PyTypeObject *type;
+} mt_ledger_binding;
+
+/* A namespace's bindings in its own order, so the next scan finds what
+ * changed by comparing pointers in step (see snapshot_changes). */
+typedef struct {
+    mt_ledger_binding *items; /* mt_reserve'd */
+    Py_ssize_t len, cap;
+} mt_ledger_snapshot;
+
 typedef struct {
     /* Strong references, set by attach (NULL when detached). */
     PyObject *user_ns, *hidden_ns, *out_cache, *shell, *transform;
@@ -60,6 +76,7 @@ typedef struct {
     double last_hook_seconds;
     mt_ledger_gone *gone; /* mt_reserve'd, oldest first */
     Py_ssize_t ngone, gone_cap;
+    mt_ledger_snapshot user_seen, hidden_seen; /* user_ns and hidden_ns at the last scan */
 } mt_ledger;
 
 int mt_ledger_traverse(mt_ledger *l, visitproc visit, void *arg);
