@@ -648,8 +648,12 @@ done:
 }
 
 static void
-record_walk(mt_ledger_entry *e, const mt_walker_totals *t)
+record_walk(const mt_ledger *l, mt_ledger_entry *e, const mt_walker_totals *t)
 {
+    if (e->walk_serial != l->serial) { /* its first walk since the cell began */
+        e->walk_serial = l->serial;
+        e->bytes_at_begin = e->bytes;
+    }
     e->bytes = t->bytes;
     e->estimate = t->estimate;
     e->visits = t->visits;
@@ -691,7 +695,7 @@ size_names(mt_ledger *l, PyObject *walk, double budget)
                 return -1;
             }
         }
-        record_walk(&l->entries[i], &t);
+        record_walk(l, &l->entries[i], &t);
     }
     return 0;
 }
@@ -702,6 +706,7 @@ mt_ledger_cell_begin(mt_ledger *l, PyObject *source)
     MT_ASSERT_GIL();
     if (l->user_ns != NULL) {
         Py_XSETREF(l->source, Py_NewRef(source));
+        l->serial++;
     }
     return 0;
 }
@@ -1374,7 +1379,7 @@ variable_dict(mt_ledger *l, const mt_walker *w, Py_ssize_t r, const root_list *r
     long long created = -1, rebound = -1, used = -1;
     if (i >= 0) {
         mt_ledger_entry *e = &l->entries[i];
-        record_walk(e, t);
+        record_walk(l, e, t);
         created = e->created;
         rebound = e->rebound;
         used = e->used;
@@ -2023,6 +2028,29 @@ mt_ledger_py_names(PyObject *module, PyObject *Py_UNUSED(unused))
                          l->last_hook_seconds, "last_error_attributes", last_error_attributes());
 }
 
+PyDoc_STRVAR(mt_ledger_py_grown__doc__,
+             "ledger_grown() -> {name: (bytes_before, bytes)}: the variables walked since the "
+             "last cell began whose size is known, with their size when it began (None when "
+             "they had none).");
+PyObject *
+mt_ledger_py_grown(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_ledger *l = &mt_get_state(module)->ledger;
+    PyObject *grown = PyDict_New();
+    for (Py_ssize_t i = 0; grown != NULL && i < l->len; i++) {
+        const mt_ledger_entry *e = &l->entries[i];
+        if (e->walk_serial != l->serial || l->serial == 0 || e->bytes < 0) {
+            continue;
+        }
+        PyObject *sizes = Py_BuildValue("(NL)", mt_size_or_none(e->bytes_at_begin), e->bytes);
+        if (sizes == NULL || PyDict_SetItem(grown, e->name, sizes) < 0) {
+            Py_CLEAR(grown);
+        }
+        Py_XDECREF(sizes);
+    }
+    return grown;
+}
+
 PyDoc_STRVAR(mt_ledger_py_set_budget__doc__,
              "set_walk_budget(cell_seconds, report_seconds) -> (cell_seconds, report_seconds):\n"
              "time limits of the walks; returns the limits in force before, to restore them.");
@@ -2059,6 +2087,7 @@ PyMethodDef mt_ledger_methods[] = {
     {"variables", (PyCFunction)(void (*)(void))mt_ledger_py_variables, METH_FASTCALL,
      mt_ledger_py_variables__doc__},
     {"ledger", mt_ledger_py_names, METH_NOARGS, mt_ledger_py_names__doc__},
+    {"ledger_grown", mt_ledger_py_grown, METH_NOARGS, mt_ledger_py_grown__doc__},
     {"ledger_gone", (PyCFunction)(void (*)(void))mt_ledger_py_gone, METH_FASTCALL,
      mt_ledger_py_gone__doc__},
     {"ledger_gone_object", mt_ledger_py_gone_object, METH_O, mt_ledger_py_gone_object__doc__},

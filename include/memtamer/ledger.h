@@ -35,6 +35,8 @@ typedef struct {
     long long visits;                 /* references that walk followed: its cost */
     int complete;                     /* that walk finished within its budget */
     long long seen;                   /* generation of the last namespace scan */
+    long long bytes_at_begin;         /* bytes when the walk_serial cell began */
+    long long walk_serial;            /* serial of the cell that last walked it */
 } mt_ledger_entry;
 
 /* A big object whose name went (del, or bound to something else) while
@@ -72,6 +74,7 @@ typedef struct {
     Py_ssize_t len, cap;
     PyObject *source; /* the running cell's source */
     long long cell, generation;
+    long long serial; /* cells begun since attach */
     double cell_budget, report_budget;
     double last_hook_seconds;
     mt_ledger_gone *gone; /* mt_reserve'd, oldest first */
@@ -101,6 +104,7 @@ int mt_ledger_report(mt_ledger *l, PyObject *report);
 int mt_ledger_adopt(mt_ledger *l, PyObject *names);
 
 /* Methods of _core (module.c lists them). */
+PyObject *mt_ledger_py_grown(PyObject *module, PyObject *unused);
 PyObject *mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_ledger_py_rewalk(PyObject *module, PyObject *names);
 PyObject *mt_ledger_py_detach(PyObject *module, PyObject *unused);
