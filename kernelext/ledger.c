@@ -78,6 +78,7 @@ mt_ledger_traverse(mt_ledger *l, visitproc visit, void *arg)
     Py_VISIT(l->barriers);
     Py_VISIT(l->index);
     Py_VISIT(l->source);
+    Py_VISIT(l->ran);
     return 0;
 }
 
@@ -92,6 +93,7 @@ mt_ledger_clear(mt_ledger *l)
     Py_CLEAR(l->barriers);
     Py_CLEAR(l->index);
     Py_CLEAR(l->source);
+    Py_CLEAR(l->ran);
     for (Py_ssize_t i = 0; i < l->len; i++) {
         Py_CLEAR(l->entries[i].name);
     }
@@ -706,6 +708,7 @@ mt_ledger_cell_begin(mt_ledger *l, PyObject *source)
     MT_ASSERT_GIL();
     if (l->user_ns != NULL) {
         Py_XSETREF(l->source, Py_NewRef(source));
+        Py_CLEAR(l->ran);
         l->serial++;
     }
     return 0;
@@ -721,7 +724,9 @@ mt_ledger_cell_end(mt_ledger *l, long long cell)
     double started = mt_monotonic_seconds();
     PyObject *reads = NULL, *walk = NULL;
     int rc = -1;
-    if (names_in_cell(l, &reads) < 0 || (walk = PyList_New(0)) == NULL ||
+    reads = l->ran; /* what the shell compiled; else the source, compiled here */
+    l->ran = NULL;
+    if ((reads == NULL && names_in_cell(l, &reads) < 0) || (walk = PyList_New(0)) == NULL ||
         scan(l, cell, reads, walk) < 0 || size_names(l, walk, cell_budget(l)) < 0) {
         goto done;
     }
@@ -2028,6 +2033,29 @@ mt_ledger_py_names(PyObject *module, PyObject *Py_UNUSED(unused))
                          l->last_hook_seconds, "last_error_attributes", last_error_attributes());
 }
 
+PyDoc_STRVAR(mt_ledger_py_ran__doc__,
+             "ledger_ran(code): the running cell runs this code object, compiled by the shell: "
+             "the names it loads or stores count as read by the cell (no second compile).");
+PyObject *
+mt_ledger_py_ran(PyObject *module, PyObject *code)
+{
+    mt_ledger *l = &mt_get_state(module)->ledger;
+    if (!PyCode_Check(code)) {
+        PyErr_Format(PyExc_TypeError, "ledger_ran(code): a code object, not %T", code);
+        return NULL;
+    }
+    if (l->user_ns == NULL) {
+        Py_RETURN_NONE;
+    }
+    if (l->ran == NULL && (l->ran = PySet_New(NULL)) == NULL) {
+        return NULL;
+    }
+    if (collect_names(code, l->ran, 0) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(mt_ledger_py_grown__doc__,
              "ledger_grown() -> {name: (bytes_before, bytes)}: the variables walked since the "
              "last cell began whose size is known, with their size when it began (None when "
@@ -2087,6 +2115,7 @@ PyMethodDef mt_ledger_methods[] = {
     {"variables", (PyCFunction)(void (*)(void))mt_ledger_py_variables, METH_FASTCALL,
      mt_ledger_py_variables__doc__},
     {"ledger", mt_ledger_py_names, METH_NOARGS, mt_ledger_py_names__doc__},
+    {"ledger_ran", mt_ledger_py_ran, METH_O, mt_ledger_py_ran__doc__},
     {"ledger_grown", mt_ledger_py_grown, METH_NOARGS, mt_ledger_py_grown__doc__},
     {"ledger_gone", (PyCFunction)(void (*)(void))mt_ledger_py_gone, METH_FASTCALL,
      mt_ledger_py_gone__doc__},

@@ -56,3 +56,35 @@ def test_a_read_of_an_unchanged_variable_is_a_use(kernel):
     assert entry["last_used_cell"] == cell and entry["rebound_cell"] == made
     assert names(kernel)["other"]["last_used_cell"] is None
 
+
+
+def test_the_names_read_are_those_of_the_code_that_ran(kernel):
+    # An AST transformer of the user's renames a name: the code the shell
+    # compiled reads `target`, the cell's source only `alias`.
+    kernel.run("import ast\n"
+               "class _Rename(ast.NodeTransformer):\n"
+               "    def visit_Name(self, node):\n"
+               "        return ast.copy_location(ast.Name('target', node.ctx), node) "
+               "if node.id == 'alias' else node\n"
+               "get_ipython().ast_transformers.append(_Rename())")
+    made = kernel.run("target = [1, 2, 3]")["execution_count"]
+    cell = kernel.run("len(alias)")["execution_count"]
+    assert names(kernel)["target"]["last_used_cell"] == cell
+    assert names(kernel)["target"]["created_cell"] == made
+    kernel.run("get_ipython().ast_transformers.pop()")
+
+
+def test_magics_that_compile_code_read_its_names(kernel):
+    kernel.run("timed = [0] * 10\nlooped = [1] * 10")
+    cell = kernel.run("%time len(timed)")["execution_count"]
+    assert names(kernel)["timed"]["last_used_cell"] == cell
+    cell = kernel.run("%%timeit -n1 -r1\nlen(looped)")["execution_count"]
+    assert names(kernel)["looped"]["last_used_cell"] == cell
+
+
+def test_unload_gives_the_shell_its_compiler_back(kernel):
+    before = kernel.query("type(get_ipython().compile).__name__")
+    kernel.run("%unload_ext memtamer")
+    after = kernel.query("type(get_ipython().compile).__name__")
+    kernel.run("%load_ext memtamer")
+    assert before == "_RecordingCompiler" and after != before

@@ -7,7 +7,9 @@
  * own order (no name is classified again unless its binding changed, so the
  * shell's _i<n> history costs a comparison each) (it keeps no reference to user objects:
  * that would keep them alive), collects the names the cell's compiled code
- * loads, and walks only what was bound, rebound or read; the rest keeps its
+ * loads (as the shell's compiler hands it over: ledger_ran; the source is
+ * compiled again only when the shell compiled nothing we saw), and walks
+ * only what was bound, rebound or read; the rest keeps its
  * cached size.  A report walks every root: the variables and the hidden
  * holders (IPython's output cache Out[n], _, __, ___, _n, other underscore
  * names, sys.last_value / sys.last_traceback, the namespaces %run keeps).
@@ -73,6 +75,7 @@ typedef struct {
     mt_ledger_entry *entries; /* mt_reserve'd */
     Py_ssize_t len, cap;
     PyObject *source; /* the running cell's source */
+    PyObject *ran;    /* set: names in the code the shell compiled for it (ledger_ran), or NULL */
     long long cell, generation;
     long long serial; /* cells begun since attach */
     double cell_budget, report_budget;
@@ -105,6 +108,7 @@ int mt_ledger_adopt(mt_ledger *l, PyObject *names);
 
 /* Methods of _core (module.c lists them). */
 PyObject *mt_ledger_py_grown(PyObject *module, PyObject *unused);
+PyObject *mt_ledger_py_ran(PyObject *module, PyObject *code);
 PyObject *mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_ledger_py_rewalk(PyObject *module, PyObject *names);
 PyObject *mt_ledger_py_detach(PyObject *module, PyObject *unused);
