@@ -57,6 +57,16 @@ report_budget(const mt_ledger *l)
     return l->report_budget > 0 ? l->report_budget : DEFAULT_REPORT_BUDGET;
 }
 
+static void
+snapshot_clear(mt_ledger_snapshot *s)
+{
+    for (Py_ssize_t i = 0; i < s->len; i++) {
+        Py_CLEAR(s->items[i].name);
+    }
+    PyMem_RawFree(s->items);
+    *s = (mt_ledger_snapshot){0};
+}
+
 int
 mt_ledger_traverse(mt_ledger *l, visitproc visit, void *arg)
 {
@@ -68,6 +78,7 @@ mt_ledger_traverse(mt_ledger *l, visitproc visit, void *arg)
     Py_VISIT(l->barriers);
     Py_VISIT(l->index);
     Py_VISIT(l->source);
+    Py_VISIT(l->ran);
     return 0;
 }
 
@@ -82,6 +93,7 @@ mt_ledger_clear(mt_ledger *l)
     Py_CLEAR(l->barriers);
     Py_CLEAR(l->index);
     Py_CLEAR(l->source);
+    Py_CLEAR(l->ran);
     for (Py_ssize_t i = 0; i < l->len; i++) {
         Py_CLEAR(l->entries[i].name);
     }
@@ -94,6 +106,8 @@ mt_ledger_clear(mt_ledger *l)
     PyMem_RawFree(l->gone);
     l->gone = NULL;
     l->ngone = l->gone_cap = 0;
+    snapshot_clear(&l->user_seen);
+    snapshot_clear(&l->hidden_seen);
 }
 
 /* name[from:] is one or more ASCII digits.  Names are read by code point:
@@ -466,39 +480,124 @@ remember_gone(mt_ledger *l, const mt_ledger_entry *e, long long cell, int reboun
     return 0;
 }
 
-/* Compares the namespace with the ledger: new names, rebindings (another
- * object), deletions; names in reads count as used.  Names to walk go to
- * walk when given. */
+/* Brings s up to date with ns and appends to changed every name bound,
+ * rebound or unbound since (an unbound one may be bound again further on,
+ * and a name may come twice).  A dict keeps its insertion order: the names
+ * that stay keep theirs and new ones come last, so one pass in step over
+ * both finds the changes by comparing pointers.  On error s is emptied:
+ * the next pass then reports every name, which is slow but still exact. */
+static int
+snapshot_changes(mt_ledger_snapshot *s, PyObject *ns, PyObject *changed)
+{
+    Py_ssize_t pos = 0, j = 0, k = 0; /* items: [0, k) updated, [j, len) not yet met */
+    PyObject *name, *value;
+    while (PyDict_Next(ns, &pos, &name, &value)) {
+        while (j < s->len && s->items[j].name != name) {
+            if (PyList_Append(changed, s->items[j].name) < 0) {
+                goto error;
+            }
+            Py_CLEAR(s->items[j].name);
+            j++;
+        }
+        mt_ledger_binding now = {name, (uintptr_t)value, Py_TYPE(value)};
+        int differs = 1;
+        if (j < s->len) { /* the reference moves from slot j to slot k */
+            differs = s->items[j].identity != now.identity || s->items[j].type != now.type;
+            j++;
+        }
+        else if (mt_reserve((void **)&s->items, &s->cap, k + 1, sizeof *s->items) < 0) {
+            goto error;
+        }
+        else {
+            Py_INCREF(name);
+        }
+        s->items[k++] = now;
+        if (differs && PyList_Append(changed, name) < 0) {
+            goto error;
+        }
+    }
+    for (; j < s->len; j++) {
+        if (PyList_Append(changed, s->items[j].name) < 0) {
+            goto error;
+        }
+        Py_CLEAR(s->items[j].name);
+    }
+    s->len = k;
+    return 0;
+error:
+    for (Py_ssize_t i = 0; i < k; i++) {
+        Py_CLEAR(s->items[i].name);
+    }
+    for (; j < s->len; j++) {
+        Py_CLEAR(s->items[j].name);
+    }
+    s->len = 0;
+    return -1;
+}
+
+/* Descending, so that removing them in turn moves only entries kept. */
+static int
+compare_index_descending(const void *a, const void *b)
+{
+    Py_ssize_t x = *(const Py_ssize_t *)a, y = *(const Py_ssize_t *)b;
+    return (x < y) - (x > y);
+}
+
+/* Brings the ledger up to date with the namespace: new names, rebindings
+ * (another object), deletions; names in reads count as used.  Names to walk
+ * go to walk when given.  Only the names whose binding changed since the
+ * last scan (in user_ns, or in hidden_ns, which decides what is the
+ * shell's) are classified; an unchanged one needs nothing unless read. */
 static int
 scan(mt_ledger *l, long long cell, PyObject *reads, PyObject *walk)
 {
     long long generation = ++l->generation;
-    Py_ssize_t pos = 0;
-    PyObject *name, *value;
-    while (PyDict_Next(l->user_ns, &pos, &name, &value)) {
-        int kind = classify(l, name, value);
+    PyObject *changed = PyList_New(0), *iter = NULL, *name;
+    Py_ssize_t *gone = NULL, ngone = 0, gone_cap = 0;
+    int rc = -1;
+    if (changed == NULL || snapshot_changes(&l->user_seen, l->user_ns, changed) < 0 ||
+        (l->hidden_ns != NULL && snapshot_changes(&l->hidden_seen, l->hidden_ns, changed) < 0)) {
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(changed); k++) {
+        name = PyList_GET_ITEM(changed, k);
+        Py_ssize_t i = entry_index(l, name);
+        PyObject *value = i == -2 ? NULL : PyDict_GetItemWithError(l->user_ns, name);
+        if (i == -2 || (value == NULL && PyErr_Occurred())) {
+            goto done;
+        }
+        if (i >= 0 && l->entries[i].seen == generation) {
+            continue; /* met already */
+        }
+        int kind = value == NULL ? NAME_SKIP : classify(l, name, value);
         if (kind < 0) {
-            return -1;
+            goto done;
         }
         if (kind != NAME_VARIABLE) {
+            if (i >= 0) {
+                if (mt_reserve((void **)&gone, &gone_cap, ngone + 1, sizeof *gone) < 0) {
+                    goto done;
+                }
+                gone[ngone++] = i;
+                l->entries[i].seen = generation;
+            }
             continue;
         }
         int read = reads ? PySet_Contains(reads, name) : 0;
-        Py_ssize_t i = read < 0 ? -2 : entry_index(l, name);
-        if (i == -2) {
-            return -1;
+        if (read < 0) {
+            goto done;
         }
-        int created = i < 0, changed = created;
+        int created = i < 0, rebound = 0;
         if (created && (i = add_entry(l, name, cell)) < 0) {
-            return -1;
+            goto done;
         }
         mt_ledger_entry *e = &l->entries[i];
         if (!created && (e->identity != (uintptr_t)value || e->type != Py_TYPE(value))) {
             if (remember_gone(l, e, cell, 1) < 0) {
-                return -1;
+                goto done;
             }
             e->rebound = cell;
-            changed = 1;
+            rebound = 1;
         }
         e->identity = (uintptr_t)value;
         e->type = Py_TYPE(value);
@@ -506,23 +605,57 @@ scan(mt_ledger *l, long long cell, PyObject *reads, PyObject *walk)
         if (read && !created) {
             e->used = cell;
         }
-        if (walk != NULL && (changed || (read && e->visits < REWALK_MAX_VISITS)) &&
+        if (walk != NULL && (created || rebound || (read && e->visits < REWALK_MAX_VISITS)) &&
             PyList_Append(walk, name) < 0) {
-            return -1;
+            goto done;
         }
     }
-    for (Py_ssize_t i = l->len - 1; i >= 0; i--) {
-        if (l->entries[i].seen != generation &&
-            (remember_gone(l, &l->entries[i], cell, 0) < 0 || remove_entry(l, i) < 0)) {
-            return -1;
+    /* Read and bound as before: still a variable. */
+    if (reads != NULL && (iter = PyObject_GetIter(reads)) == NULL) {
+        goto done;
+    }
+    while (iter != NULL && (name = PyIter_Next(iter)) != NULL) {
+        Py_ssize_t i = entry_index(l, name);
+        int failed = i == -2;
+        if (i >= 0 && l->entries[i].seen != generation) {
+            mt_ledger_entry *e = &l->entries[i];
+            e->used = cell;
+            e->seen = generation;
+            failed = walk != NULL && e->visits < REWALK_MAX_VISITS && PyList_Append(walk, name) < 0;
+        }
+        Py_DECREF(name);
+        if (failed) {
+            goto done;
         }
     }
-    return 0;
+    if (PyErr_Occurred()) {
+        goto done;
+    }
+    qsort(gone, (size_t)ngone, sizeof *gone, compare_index_descending);
+    for (Py_ssize_t k = 0; k < ngone; k++) {
+        if (remember_gone(l, &l->entries[gone[k]], cell, 0) < 0 || remove_entry(l, gone[k]) < 0) {
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    if (rc < 0) { /* what was found may be half taken in: find it all again next time */
+        snapshot_clear(&l->user_seen);
+        snapshot_clear(&l->hidden_seen);
+    }
+    Py_XDECREF(changed);
+    Py_XDECREF(iter);
+    PyMem_RawFree(gone);
+    return rc;
 }
 
 static void
-record_walk(mt_ledger_entry *e, const mt_walker_totals *t)
+record_walk(const mt_ledger *l, mt_ledger_entry *e, const mt_walker_totals *t)
 {
+    if (e->walk_serial != l->serial) { /* its first walk since the cell began */
+        e->walk_serial = l->serial;
+        e->bytes_at_begin = e->bytes;
+    }
     e->bytes = t->bytes;
     e->estimate = t->estimate;
     e->visits = t->visits;
@@ -564,7 +697,7 @@ size_names(mt_ledger *l, PyObject *walk, double budget)
                 return -1;
             }
         }
-        record_walk(&l->entries[i], &t);
+        record_walk(l, &l->entries[i], &t);
     }
     return 0;
 }
@@ -575,6 +708,8 @@ mt_ledger_cell_begin(mt_ledger *l, PyObject *source)
     MT_ASSERT_GIL();
     if (l->user_ns != NULL) {
         Py_XSETREF(l->source, Py_NewRef(source));
+        Py_CLEAR(l->ran);
+        l->serial++;
     }
     return 0;
 }
@@ -589,7 +724,9 @@ mt_ledger_cell_end(mt_ledger *l, long long cell)
     double started = mt_monotonic_seconds();
     PyObject *reads = NULL, *walk = NULL;
     int rc = -1;
-    if (names_in_cell(l, &reads) < 0 || (walk = PyList_New(0)) == NULL ||
+    reads = l->ran; /* what the shell compiled; else the source, compiled here */
+    l->ran = NULL;
+    if ((reads == NULL && names_in_cell(l, &reads) < 0) || (walk = PyList_New(0)) == NULL ||
         scan(l, cell, reads, walk) < 0 || size_names(l, walk, cell_budget(l)) < 0) {
         goto done;
     }
@@ -1247,7 +1384,7 @@ variable_dict(mt_ledger *l, const mt_walker *w, Py_ssize_t r, const root_list *r
     long long created = -1, rebound = -1, used = -1;
     if (i >= 0) {
         mt_ledger_entry *e = &l->entries[i];
-        record_walk(e, t);
+        record_walk(l, e, t);
         created = e->created;
         rebound = e->rebound;
         used = e->used;
@@ -1896,6 +2033,52 @@ mt_ledger_py_names(PyObject *module, PyObject *Py_UNUSED(unused))
                          l->last_hook_seconds, "last_error_attributes", last_error_attributes());
 }
 
+PyDoc_STRVAR(mt_ledger_py_ran__doc__,
+             "ledger_ran(code): the running cell runs this code object, compiled by the shell: "
+             "the names it loads or stores count as read by the cell (no second compile).");
+PyObject *
+mt_ledger_py_ran(PyObject *module, PyObject *code)
+{
+    mt_ledger *l = &mt_get_state(module)->ledger;
+    if (!PyCode_Check(code)) {
+        PyErr_Format(PyExc_TypeError, "ledger_ran(code): a code object, not %T", code);
+        return NULL;
+    }
+    if (l->user_ns == NULL) {
+        Py_RETURN_NONE;
+    }
+    if (l->ran == NULL && (l->ran = PySet_New(NULL)) == NULL) {
+        return NULL;
+    }
+    if (collect_names(code, l->ran, 0) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(mt_ledger_py_grown__doc__,
+             "ledger_grown() -> {name: (bytes_before, bytes)}: the variables walked since the "
+             "last cell began whose size is known, with their size when it began (None when "
+             "they had none).");
+PyObject *
+mt_ledger_py_grown(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_ledger *l = &mt_get_state(module)->ledger;
+    PyObject *grown = PyDict_New();
+    for (Py_ssize_t i = 0; grown != NULL && i < l->len; i++) {
+        const mt_ledger_entry *e = &l->entries[i];
+        if (e->walk_serial != l->serial || l->serial == 0 || e->bytes < 0) {
+            continue;
+        }
+        PyObject *sizes = Py_BuildValue("(NL)", mt_size_or_none(e->bytes_at_begin), e->bytes);
+        if (sizes == NULL || PyDict_SetItem(grown, e->name, sizes) < 0) {
+            Py_CLEAR(grown);
+        }
+        Py_XDECREF(sizes);
+    }
+    return grown;
+}
+
 PyDoc_STRVAR(mt_ledger_py_set_budget__doc__,
              "set_walk_budget(cell_seconds, report_seconds) -> (cell_seconds, report_seconds):\n"
              "time limits of the walks; returns the limits in force before, to restore them.");
@@ -1932,6 +2115,8 @@ PyMethodDef mt_ledger_methods[] = {
     {"variables", (PyCFunction)(void (*)(void))mt_ledger_py_variables, METH_FASTCALL,
      mt_ledger_py_variables__doc__},
     {"ledger", mt_ledger_py_names, METH_NOARGS, mt_ledger_py_names__doc__},
+    {"ledger_ran", mt_ledger_py_ran, METH_O, mt_ledger_py_ran__doc__},
+    {"ledger_grown", mt_ledger_py_grown, METH_NOARGS, mt_ledger_py_grown__doc__},
     {"ledger_gone", (PyCFunction)(void (*)(void))mt_ledger_py_gone, METH_FASTCALL,
      mt_ledger_py_gone__doc__},
     {"ledger_gone_object", mt_ledger_py_gone_object, METH_O, mt_ledger_py_gone_object__doc__},

@@ -3,9 +3,13 @@
  * walk, and, on a report, who else holds its memory.
  *
  * After each cell the ledger compares the namespace's bindings with the
- * previous ones by object identity (it keeps no reference to user objects:
+ * previous ones by object identity, pointer against pointer in the dict's
+ * own order (no name is classified again unless its binding changed, so the
+ * shell's _i<n> history costs a comparison each) (it keeps no reference to user objects:
  * that would keep them alive), collects the names the cell's compiled code
- * loads, and walks only what was bound, rebound or read; the rest keeps its
+ * loads (as the shell's compiler hands it over: ledger_ran; the source is
+ * compiled again only when the shell compiled nothing we saw), and walks
+ * only what was bound, rebound or read; the rest keeps its
  * cached size.  A report walks every root: the variables and the hidden
  * holders (IPython's output cache Out[n], _, __, ___, _n, other underscore
  * names, sys.last_value / sys.last_traceback, the namespaces %run keeps).
@@ -33,6 +37,8 @@ typedef struct {
     long long visits;                 /* references that walk followed: its cost */
     int complete;                     /* that walk finished within its budget */
     long long seen;                   /* generation of the last namespace scan */
+    long long bytes_at_begin;         /* bytes when the walk_serial cell began */
+    long long walk_serial;            /* serial of the cell that last walked it */
 } mt_ledger_entry;
 
 /* A big object whose name went (del, or bound to something else) while
@@ -47,6 +53,20 @@ typedef struct {
     int rebound;        /* 1: rebound, 0: deleted */
 } mt_ledger_gone;
 
+/* One binding of a namespace as the last scan saw it. */
+typedef struct {
+    PyObject *name;     /* strong */
+    uintptr_t identity; /* of the bound object; no reference is kept */
+    PyTypeObject *type;
+} mt_ledger_binding;
+
+/* A namespace's bindings in its own order, so the next scan finds what
+ * changed by comparing pointers in step (see snapshot_changes). */
+typedef struct {
+    mt_ledger_binding *items; /* mt_reserve'd */
+    Py_ssize_t len, cap;
+} mt_ledger_snapshot;
+
 typedef struct {
     /* Strong references, set by attach (NULL when detached). */
     PyObject *user_ns, *hidden_ns, *out_cache, *shell, *transform;
@@ -55,11 +75,14 @@ typedef struct {
     mt_ledger_entry *entries; /* mt_reserve'd */
     Py_ssize_t len, cap;
     PyObject *source; /* the running cell's source */
+    PyObject *ran;    /* set: names in the code the shell compiled for it (ledger_ran), or NULL */
     long long cell, generation;
+    long long serial; /* cells begun since attach */
     double cell_budget, report_budget;
     double last_hook_seconds;
     mt_ledger_gone *gone; /* mt_reserve'd, oldest first */
     Py_ssize_t ngone, gone_cap;
+    mt_ledger_snapshot user_seen, hidden_seen; /* user_ns and hidden_ns at the last scan */
 } mt_ledger;
 
 int mt_ledger_traverse(mt_ledger *l, visitproc visit, void *arg);
@@ -84,6 +107,8 @@ int mt_ledger_report(mt_ledger *l, PyObject *report);
 int mt_ledger_adopt(mt_ledger *l, PyObject *names);
 
 /* Methods of _core (module.c lists them). */
+PyObject *mt_ledger_py_grown(PyObject *module, PyObject *unused);
+PyObject *mt_ledger_py_ran(PyObject *module, PyObject *code);
 PyObject *mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_ledger_py_rewalk(PyObject *module, PyObject *names);
 PyObject *mt_ledger_py_detach(PyObject *module, PyObject *unused);

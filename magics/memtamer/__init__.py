@@ -5,6 +5,7 @@ Python API: ``memtamer.report()`` returns the figures as a dict.
 """
 
 import sys
+import types
 
 from . import _core
 from .guard import MemoryBudgetExceeded, budget, set_budget
@@ -62,6 +63,28 @@ def deep_size(obj, budget=None):
     return size
 
 
+class _RecordingCompiler:
+    """The shell's compiler, which also hands each code object it compiles
+    to the ledger: the names a cell read come from the code that ran, and
+    the cell's source is not compiled a second time.  Everything else is
+    the wrapped compiler's (its flags, caches, code names)."""
+
+    def __init__(self, compiler):
+        object.__setattr__(self, "wrapped", compiler)
+
+    def __call__(self, *args, **kwargs):
+        code = self.wrapped(*args, **kwargs)
+        if isinstance(code, types.CodeType):
+            _core.ledger_ran(code)
+        return code
+
+    def __getattr__(self, name):
+        return getattr(self.wrapped, name)
+
+    def __setattr__(self, name, value):
+        setattr(self.wrapped, name, value)
+
+
 class _Extension:
     """What load_ipython_extension registered, so unload removes exactly that."""
 
@@ -77,6 +100,7 @@ class _Extension:
         self._warned = set()
         self.baseline_rss = None  # RSS when loaded: the account's baseline
         self.reruns = None
+        self.compiler = None
 
     def report(self):
         return report()
@@ -96,6 +120,8 @@ class _Extension:
         self.shell.events.register("post_run_cell", self.post_run_cell)
         self.stop_cell = StopCell()
         self.shell.ast_transformers.append(self.stop_cell)
+        self.compiler = _RecordingCompiler(self.shell.compile)
+        self.shell.compile = self.compiler
         self.magics = MemtamerMagics(self.shell, self)
         self.shell.register_magics(self.magics)
         self._attach_ledger()
@@ -150,6 +176,8 @@ class _Extension:
             print(restore_notice(restored, "unloaded, so every compressed variable was restored:"))
         if self.stop_cell in self.shell.ast_transformers:
             self.shell.ast_transformers.remove(self.stop_cell)
+        if self.shell.compile is self.compiler:  # else someone wrapped it since: leave theirs
+            self.shell.compile = self.compiler.wrapped
         if self.rules is not None:
             self.rules.stop()
         if self.guard is not None:

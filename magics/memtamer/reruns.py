@@ -3,8 +3,9 @@ its holders (the variables it bound or read, the output it left in Out)
 end up bigger than before it ran, by more than a page or two, the notice
 names them.  A steady re-run (it rebinds what it made) grows nothing.
 
-Sizes come from the ledger's walks (exact, not RSS's page noise); only
-re-runs take the snapshot, so a new cell costs nothing here."""
+Sizes come from the ledger's walks (exact, not RSS's page noise): the ledger
+keeps each variable's size from before the cell's first walk of it, so a
+re-run's growth costs what the cell walked, not the whole namespace."""
 
 import mmap
 
@@ -14,35 +15,29 @@ REGROWTH_MIN_BYTES = 2 * mmap.PAGESIZE  # growth below this is not flagged
 OUTPUT_WALK_SECONDS = 0.1  # sizing the output a re-run left (at least what it found)
 
 
-def _sizes():
-    """name -> deep size from the ledger's last walks (no walk here)."""
-    return {name: entry["bytes"] for name, entry in _core.ledger()["names"].items()
-            if entry["bytes"] is not None}
-
-
 class Reruns:
     def __init__(self):
         self.last_run = {}  # hash of a cell's source -> the cell that ran it last
-        self.before = None  # sizes before the running re-run, else None
+        self.rerun = False  # the running cell ran before
         self.previous = None
 
     def begin(self, source):
         key = hash(source)
         self.previous = self.last_run.get(key)
-        self.before = _sizes() if key in self.last_run else None
+        self.rerun = key in self.last_run
         self.last_run[key] = None  # set to the cell number when it ends
 
     def end(self, source, record, output_cache):
         """The growth of a re-run (a dict for render.rerun_notice), or None."""
-        before, self.before = self.before, None
+        rerun, self.rerun = self.rerun, False
         cell = record.get("cell") if record else None
         self.last_run[hash(source)] = cell
-        if before is None:
+        if not rerun:
             return None
         grew = []
-        for name, size in _sizes().items():
-            if size - before.get(name, 0) > 0:
-                grew.append({"holder": name, "bytes": size - before.get(name, 0)})
+        for name, (before, size) in _core.ledger_grown().items():
+            if size - (before or 0) > 0:
+                grew.append({"holder": name, "bytes": size - (before or 0)})
         shown = output_cache.get(cell) if output_cache is not None and cell is not None else None
         if shown is not None:
             grew.append({"holder": f"Out[{cell}]",
