@@ -343,6 +343,12 @@ def guard(i):
     _core.guard_set_budget("percent", 80)
     expect_error(_core.guard_set_budget, "bytes", 2**50)
     expect_error(_core.guard_set_budget, "bogus", 1)
+    _core.guard_set_swap(False)
+    _core.guard_set_swap(True)
+    _core.guard_set_thrashing("stop")
+    _core.guard_set_thrashing("warn")
+    expect_error(_core.guard_set_thrashing, "bogus")
+    expect_error(_core.guard_set_thrashing, 5)
     _core.guard_status()
     _core.guard_exception()
     _core._guard_before_fork()
@@ -376,6 +382,7 @@ calls = {
     "telemetry_start": telemetry, "telemetry_stop": telemetry, "telemetry_event": telemetry,
     "telemetry_status": telemetry, "telemetry_protocol": telemetry,
     "guard_enable": guard, "guard_disable": guard, "guard_set_budget": guard,
+    "guard_set_swap": guard, "guard_set_thrashing": guard,
     "guard_status": guard, "guard_exception": guard, "postmortem_open": guard,
     "postmortem_close": guard, "postmortem_read": guard, "_guard_before_fork": guard,
     "_guard_after_fork": guard,

@@ -480,38 +480,47 @@ import json, os, sys, tempfile
 import numpy as np
 from memtamer import _core
 from memtamer.shrinker import run
-tmp = tempfile.gettempdir()
+cache = os.path.join(os.environ["HOME"], ".cache")
 mounts = [line.split() for line in open("/proc/self/mountinfo")]
-fstype = [m[m.index("-") + 1] for m in mounts if m[4] == tmp]
+fstype = [m[m.index("-") + 1] for m in mounts if m[4] == cache]
 ns = {"a": np.arange(1000.0)}
-run(None, ns, "spill", ["a"], {})
-print(json.dumps({"fstype": fstype[-1] if fstype else None, "file": ns["a"].filename,
-                  "tmp_in_ram": _core.in_ram(tmp), "left_in_tmp": os.listdir(tmp)}))
+row = run(None, ns, "spill", ["a"], {})["a"]
+print(json.dumps({"fstype": fstype[-1] if fstype else None, "status": row["status"],
+                  "reason": row.get("reason"), "file": getattr(ns["a"], "filename", None),
+                  "cache_in_ram": _core.in_ram(cache),
+                  "left_in_tmp": os.listdir(tempfile.gettempdir())}))
 """
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
                     reason="mounts a tmpfs in a private mount namespace: needs root and unshare")
 @pytest.mark.parametrize("ram", [True, False], ids=["tmpfs", "disk"])
-def test_spill_goes_home_when_the_temp_dir_is_a_tmpfs(tmp_path, ram):
-    """The temp directory mounted as a tmpfs in a mount namespace of the
-    test's own: the spill file goes under ~/.cache/memtamer instead (and the
-    same temp directory on disk keeps it)."""
+def test_a_spill_store_in_ram_is_refused(tmp_path, ram):
+    """~/.cache mounted as a tmpfs in a mount namespace of the test's own: a
+    spill into the default store there would free nothing, so it is refused
+    with the reason and the array stays; on disk the file goes to the store,
+    and nothing ever goes to the temp directory."""
     tmp, home = tmp_path / "tmp", tmp_path / "home"
     tmp.mkdir()
-    home.mkdir()
-    mount = 'mount -t tmpfs -o size=16m memtamer-test "$TMPDIR" && ' if ram else ""
-    env = {k: v for k, v in os.environ.items() if k != "MEMTAMER_SPILL_DIR"}
+    (home / ".cache").mkdir(parents=True)
+    mount = 'mount -t tmpfs -o size=16m memtamer-test "$HOME/.cache" && ' if ram else ""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MEMTAMER_SPILL_DIR", "XDG_CACHE_HOME")}
     env.update(TMPDIR=str(tmp), HOME=str(home))
     out = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
                           mount + 'exec "$0" -c "$1"', sys.executable, SPILL_WHERE],
                          capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout)
-    assert (seen["fstype"] == "tmpfs") == ram and seen["tmp_in_ram"] == ram, seen
-    where = home / ".cache" / "memtamer" if ram else tmp
-    assert os.path.dirname(os.path.dirname(seen["file"])) == str(where), seen
-    assert (seen["left_in_tmp"] == []) == ram, seen
+    assert (seen["fstype"] == "tmpfs") == ram and seen["cache_in_ram"] == ram, seen
+    assert seen["left_in_tmp"] == [], seen
+    if ram:
+        assert seen["status"] == "refused" and seen["file"] is None, seen
+        assert "keeps its files in memory (tmpfs): a spill there would free nothing" \
+            in seen["reason"], seen
+    else:
+        assert seen["status"] == "done", seen
+        assert seen["file"].startswith(str(home / ".cache" / "memtamer" / "spill")), seen
 
 
 def test_spill_maps_a_file_and_removes_it_when_deleted():
