@@ -1004,14 +1004,7 @@ mt_codec_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     if (input_from_object(obj, &in) < 0 || (what = describe(obj, in.kind)) == NULL) {
         goto done;
     }
-    PyObject *bound = PyDict_GetItemWithError(ns, name);
-    if (bound != obj) {
-        if (!PyErr_Occurred()) {
-            PyErr_Format(PyExc_ValueError,
-                         "%U was rebound (by another thread) while it was being compressed: left "
-                         "as that thread left it",
-                         name);
-        }
+    if (mt_still_bound(ns, name, obj, "compressed") < 0) {
         goto done;
     }
     int same = frames_match(self, &in);

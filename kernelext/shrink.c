@@ -1417,14 +1417,7 @@ mt_shrink_spill_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kw
         return NULL;
     }
     MT_ASSERT_GIL();
-    PyObject *bound = PyDict_GetItemWithError(ns, name);
-    if (bound != obj) {
-        if (!PyErr_Occurred()) {
-            PyErr_Format(PyExc_ValueError,
-                         "%U was rebound (by another thread) while it was being spilled: left as "
-                         "that thread left it",
-                         name);
-        }
+    if (mt_still_bound(ns, name, obj, "spilled") < 0) {
         return NULL;
     }
     if (!PyArray_Check(obj) || !PyArray_Check(mapped_obj) ||
@@ -1502,14 +1495,7 @@ mt_shrink_spill_commit_pickled(PyObject *Py_UNUSED(module), PyObject *args, PyOb
         NULL) {
         goto done;
     }
-    PyObject *bound = PyDict_GetItemWithError(ns, name);
-    if (bound != obj) {
-        if (!PyErr_Occurred()) {
-            PyErr_Format(PyExc_ValueError,
-                         "%U was rebound (by another thread) while it was being spilled: left as "
-                         "that thread left it",
-                         name);
-        }
+    if (mt_still_bound(ns, name, obj, "spilled") < 0) {
         goto done;
     }
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {

@@ -86,6 +86,25 @@ mt_set(PyObject *dict, const char *key, PyObject *value)
     return rc;
 }
 
+/* 0 when ns[name] is still obj as an action rebinds it; else -1 with a
+ * ValueError saying another thread rebound it while it was being `doing`
+ * (an action's commit refuses then and changes nothing).  Needs the GIL. */
+static inline int
+mt_still_bound(PyObject *ns, PyObject *name, PyObject *obj, const char *doing)
+{
+    PyObject *bound = PyDict_GetItemWithError(ns, name);
+    if (bound == obj) {
+        return 0;
+    }
+    if (!PyErr_Occurred()) {
+        PyErr_Format(PyExc_ValueError,
+                     "%U was rebound (by another thread) while it was being %s: left as that "
+                     "thread left it",
+                     name, doing);
+    }
+    return -1;
+}
+
 /* A byte count, or None where the figure is unavailable (negative). */
 static inline PyObject *
 mt_size_or_none(long long bytes)
