@@ -1121,6 +1121,20 @@ guarding(const mt_guard *g)
     return g->watcher.started && g->pid == getpid();
 }
 
+/* -1 with the RuntimeError a setting of the budget raises outside a kernel
+ * with memtamer loaded; 0 when the guard runs. */
+static int
+require_guarding(const mt_guard *g)
+{
+    if (guarding(g)) {
+        return 0;
+    }
+    PyErr_SetString(PyExc_RuntimeError,
+                    "the memory budget guards an IPython kernel with memtamer loaded: "
+                    "run %load_ext memtamer first, then set it");
+    return -1;
+}
+
 /* The engine's mt_policy_budget_judge while the guard runs: a rules file's
  * budget is held to what %memguard holds it to. */
 static int
@@ -1255,10 +1269,7 @@ mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         return NULL;
     }
-    if (!guarding(g)) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "the memory budget guards an IPython kernel with memtamer loaded: "
-                        "run %load_ext memtamer first, then set it");
+    if (require_guarding(g) < 0) {
         return NULL;
     }
     if (strcmp(kind, "default") == 0) {
@@ -1313,10 +1324,7 @@ mt_guard_set_swap(PyObject *module, PyObject *allowed)
     if (want < 0) {
         return NULL;
     }
-    if (!guarding(g)) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "the memory budget guards an IPython kernel with memtamer loaded: "
-                        "run %load_ext memtamer first, then set it");
+    if (require_guarding(g) < 0) {
         return NULL;
     }
     int was = g->swap_allowed;
