@@ -998,6 +998,7 @@ close_transport(mt_telemetry *t, int how)
         pthread_mutex_unlock(&t->lock);
         wake_sampler(t);
         pthread_join(t->thread, NULL);
+        mt_worker_wait_thread_gone(atomic_load(&t->tid));
         t->sampling = 0;
     }
     else if (t->socket) {

@@ -60,12 +60,17 @@ void
 mt_worker_wait_thread_gone(pid_t tid)
 {
     /* pthread_join returns when the thread has cleared its tid, a moment
-     * before the kernel drops it from the process's thread count. */
+     * before the kernel drops it from the process's thread count; on a busy
+     * machine the exiting thread may wait tens of milliseconds for a core.
+     * The sleeps grow from 20 us to 1 ms, for 2 s at most. */
     char path[64];
     snprintf(path, sizeof path, "/proc/self/task/%d", (int)tid);
-    for (int i = 0; tid > 0 && i < 1000 && access(path, F_OK) == 0; i++) {
-        struct timespec ts = {0, 20000};
+    long waited_ns = 0, step_ns = 20000;
+    while (tid > 0 && waited_ns < 2000000000L && access(path, F_OK) == 0) {
+        struct timespec ts = {0, step_ns};
         nanosleep(&ts, NULL);
+        waited_ns += step_ns;
+        step_ns = step_ns < 1000000 ? step_ns * 2 : 1000000;
     }
 }
 
