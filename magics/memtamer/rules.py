@@ -14,8 +14,8 @@ from .sizes import format_size
 
 ENVIRONMENT_VARIABLE = "MEMTAMER_RULES"
 FILE_NAMES = ("memtamer.yaml", ".memtamer.yaml")
-PAST_TENSE = {"compress": "compressed", "spill": "spilled", "downcast": "downcast",
-              "pack": "packed", "del": "deleted", "clear_output_cache": "dropped"}
+# What an action did, in words: C's table (kernelext/actions.c).
+PAST_TENSE = {name: action["past"] for name, action in _core.shrink_actions()["actions"].items()}
 
 
 def discover(cwd=None, environ=None):
