@@ -42,7 +42,7 @@ const mt_action_info mt_actions[MT_DO_COUNT] = {
                         "checksums verified; --discard removes them instead"},
 };
 
-const mt_action_option_info mt_action_options[MT_OPTION_COUNT] = {
+const mt_action_option_info mt_actions_options[MT_OPTION_COUNT] = {
     [MT_OPTION_TO] = {"to", BOTH, 0},
     [MT_OPTION_RTOL] = {"rtol", BOTH, 0},
     [MT_OPTION_NARROW] = {"narrow", MT_ACTION_IN_SHRINK, 1},
@@ -70,7 +70,7 @@ int
 mt_actions_find_option(const char *name)
 {
     for (int o = 0; o < MT_OPTION_COUNT; o++) {
-        if (strcmp(name, mt_action_options[o].name) == 0) {
+        if (strcmp(name, mt_actions_options[o].name) == 0) {
             return o;
         }
     }

@@ -710,7 +710,7 @@ option_table(void)
         return NULL;
     }
     for (int o = 0; o < MT_OPTION_COUNT; o++) {
-        const mt_action_option_info *info = &mt_action_options[o];
+        const mt_action_option_info *info = &mt_actions_options[o];
         if (mt_set(options, info->name,
                    Py_BuildValue("{sNsNsN}", "shrink",
                                  PyBool_FromLong(info->where & MT_ACTION_IN_SHRINK), "rules",
@@ -734,7 +734,7 @@ action_options(const mt_action_info *action)
     }
     for (int o = 0; o < MT_OPTION_COUNT; o++) {
         if (action->options & MT_OPTION_BIT(o)) {
-            PyObject *name = PyUnicode_FromString(mt_action_options[o].name);
+            PyObject *name = PyUnicode_FromString(mt_actions_options[o].name);
             if (name == NULL || PyList_Append(names, name) < 0) {
                 Py_XDECREF(name);
                 goto done;

@@ -82,6 +82,12 @@ def test_the_python_api_docstring_lists_every_action_with_its_options():
         assert f"{name}({options_taken}):" in text
 
 
+def test_every_rule_action_is_run_by_the_rules_or_by_shrink_and_no_other():
+    own = set(rules.Rules.OWN_ACTIONS)
+    assert not own & set(SHRINK)
+    assert own | (set(RULES) & set(SHRINK)) == set(RULES)
+
+
 def test_every_rule_action_says_what_it_did():
     assert set(RULES) <= set(rules.PAST_TENSE)
     assert all(rules.PAST_TENSE[name] for name in RULES)

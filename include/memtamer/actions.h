@@ -63,7 +63,7 @@ typedef struct {
 } mt_action_info;
 
 extern const mt_action_info mt_actions[MT_DO_COUNT];
-extern const mt_action_option_info mt_action_options[MT_OPTION_COUNT];
+extern const mt_action_option_info mt_actions_options[MT_OPTION_COUNT];
 
 /* The action or option called name, or -1. */
 int mt_actions_find(const char *name);

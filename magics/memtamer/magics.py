@@ -8,7 +8,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import _core, guard, peaks, render, rules, spill_store
+from . import _core, guard, peaks, render, rules
 from .options import SHRINK_ACTIONS
 from .sizes import format_size
 
