@@ -15,31 +15,34 @@ const mt_action_info mt_actions[MT_DO_COUNT] = {
                         "compressed",
                         "replace by a blosc-compressed proxy; any use of it restores it"},
     [MT_DO_SPILL] = {"spill", BOTH, SHRINK_OPTIONS | OPT(DIR) | OPT(COPY), 1, "spilled",
-                     "write to a file of the notebook's spill store and map it back (RSS "
-                     "released): arrays, frames, Arrow tables, any picklable object"},
+                     "to a file of the notebook's spill store, mapped back (RSS released): a numpy "
+                     "array → np.memmap; a DataFrame, Series, Arrow table, dict or list of "
+                     "arrays, any picklable object → itself, its buffers mapped from the file"},
     [MT_DO_DOWNCAST] = {"downcast", BOTH,
                         SHRINK_OPTIONS | OPT(TO) | OPT(RTOL) | OPT(NARROW) | OPT(COPY), 1,
                         "downcast",
-                        "float64 -> float32 (--to), integers to their smallest type with "
-                        "--narrow, in place when safe"},
+                        "float64→float32 (--to), ints to their smallest type with --narrow, in "
+                        "place when safe"},
     [MT_DO_PACK] = {"pack", BOTH, SHRINK_OPTIONS | OPT(NARROW) | OPT(COPY), 1, "packed",
-                    "a list or tuple of numbers -> the numpy array np.array() would make; the "
-                    "smallest exact one with --narrow"},
+                    "list/tuple of numbers → the numpy array np.array() would make (int64, "
+                    "float64, bool); the smallest exact one with --narrow"},
     [MT_DO_CLEAR_OUTPUT_CACHE] = {"clear_output_cache", MT_ACTION_IN_RULES, 0, 0, "dropped",
                                   "drop the Out[n] entries no variable holds"},
     [MT_DO_DEL] = {"del", BOTH, SHRINK_OPTIONS | OPT(ALLOW_DELETE), 1, "deleted",
-                   "remove the names and IPython's cached references to them, collect, give "
-                   "freed heap back to the OS; also Out[N], _N, sys.last_traceback"},
+                   "remove the names and IPython's cached references to them (Out, _, _N), "
+                   "collect, and give freed heap back to the OS; also Out[N], _N, "
+                   "sys.last_traceback, and a name you deleted whose object a cache still "
+                   "holds"},
     [MT_DO_COLLECT] = {"collect", MT_ACTION_IN_RULES, 0, 0, "collected",
                        "run the garbage collector and give freed heap back to the OS"},
     [MT_DO_RESTORE] = {"restore", MT_ACTION_IN_SHRINK, SHRINK_OPTIONS, 1, "restored",
                        "undo compress"},
     [MT_DO_TRIM] = {"trim", MT_ACTION_IN_SHRINK, SHRINK_OPTIONS, 0, "trimmed",
                     "give the heap's free memory back to the OS (malloc_trim), RSS measured"},
-    [MT_DO_REATTACH] = {"reattach", MT_ACTION_IN_SHRINK, SHRINK_OPTIONS | OPT(DISCARD), 1,
-                        "reattached",
-                        "all | NAME...: map back what the notebook's previous kernel spilled, "
-                        "checksums verified; --discard removes them instead"},
+    [MT_DO_REATTACH] =
+        {"reattach", MT_ACTION_IN_SHRINK, SHRINK_OPTIONS | OPT(DISCARD), 1, "reattached",
+         "all | NAME...: map back what the notebook's previous kernel spilled before "
+         "it died, checksums verified; --discard removes them instead"},
 };
 
 const mt_action_option_info mt_actions_options[MT_OPTION_COUNT] = {
