@@ -1243,25 +1243,18 @@ mt_probe_oom_kills(mt_probe *p, char *path, size_t path_size, long long *count)
 {
     enum { TEXT_SIZE = 65536 };
     char *text = malloc(TEXT_SIZE);
-    char v2[MT_PROBE_PATH_MAX], v1[MT_PROBE_PATH_MAX], dir[MT_PROBE_PATH_MAX];
-    mt_probe_mounts mounts;
+    own_cgroup v2, v1;
     int rc = -1;
     if (text == NULL) {
         return -1;
     }
     path[0] = '\0';
-    if (proc_path(p, dir, sizeof dir, "/proc/self/cgroup") == 0 &&
-        read_text(dir, text, TEXT_SIZE) >= 0 &&
-        mt_probe_parse_cgroup(text, v2, sizeof v2, v1, sizeof v1) == 0 &&
-        proc_path(p, dir, sizeof dir, "/proc/self/mountinfo") == 0 &&
-        read_text(dir, text, TEXT_SIZE) >= 0 && mt_probe_parse_mountinfo(text, &mounts) == 0) {
-        if (v2[0] && mounts.v2_mount[0] &&
-            cgroup_dir(p, mounts.v2_mount, mounts.v2_root, v2, dir, sizeof dir) == 0) {
-            snprintf(path, path_size, "%s/memory.events", dir);
+    if (read_own_cgroups(p, text, TEXT_SIZE, &v2, &v1) == 0) {
+        if (v2.dir[0]) {
+            snprintf(path, path_size, "%s/memory.events", v2.dir);
         }
-        else if (v1[0] && mounts.v1_mount[0] &&
-                 cgroup_dir(p, mounts.v1_mount, mounts.v1_root, v1, dir, sizeof dir) == 0) {
-            snprintf(path, path_size, "%s/memory.oom_control", dir);
+        else if (v1.dir[0]) {
+            snprintf(path, path_size, "%s/memory.oom_control", v1.dir);
         }
     }
     if (path[0] && mt_probe_read_oom_kills(path, count) == 0) {
