@@ -1008,6 +1008,10 @@ tightest_cgroup(const char *top, char *dir, int version, mt_probe_shared *best)
     } while (climb(dir, strlen(top)));
 }
 
+/* The scratch the readers of this process's cgroups read /proc/self/cgroup
+ * and mountinfo into (mountinfo can be long). */
+enum { TEXT_SIZE = 65536 };
+
 /* Where this process's cgroup of one hierarchy is: its directory ("" when
  * it has none there) and the top of the hierarchy. */
 typedef struct {
@@ -1042,7 +1046,6 @@ read_own_cgroups(const mt_probe *p, char *text, size_t size, own_cgroup *v2, own
 int
 mt_probe_read_shared(mt_probe *p, mt_probe_shared *out)
 {
-    enum { TEXT_SIZE = 65536 }; /* mountinfo can be long */
     char *text = malloc(TEXT_SIZE);
     char path[MT_PROBE_PATH_MAX + 64];
     own_cgroup v2, v1;
@@ -1241,7 +1244,6 @@ mt_probe_pid_rss(const mt_probe *p, pid_t pid, long long *rss, char *comm, size_
 int
 mt_probe_oom_kills(mt_probe *p, char *path, size_t path_size, long long *count)
 {
-    enum { TEXT_SIZE = 65536 };
     char *text = malloc(TEXT_SIZE);
     own_cgroup v2, v1;
     int rc = -1;
@@ -1311,7 +1313,6 @@ tighter_swap(const char *dir, int version, mt_probe_swap *best)
 int
 mt_probe_read_swap(mt_probe *p, mt_probe_swap *out)
 {
-    enum { TEXT_SIZE = 65536 }; /* mountinfo can be long */
     char *text = malloc(TEXT_SIZE);
     char path[MT_PROBE_PATH_MAX + 64];
     own_cgroup v2, v1;
@@ -1371,7 +1372,6 @@ mt_probe_swap_self(mt_probe *p, long long *vm_swap, unsigned long long *major_fa
 int
 mt_probe_read_pressure(mt_probe *p, double *some_avg10, double *full_avg10)
 {
-    enum { TEXT_SIZE = 65536 }; /* mountinfo can be long */
     char *text = malloc(TEXT_SIZE);
     char path[MT_PROBE_PATH_MAX + 64];
     own_cgroup v2, v1;
@@ -1396,7 +1396,6 @@ mt_probe_read_pressure(mt_probe *p, double *some_avg10, double *full_avg10)
 int
 mt_probe_read_limit(mt_probe *p, mt_probe_limit *out)
 {
-    enum { TEXT_SIZE = 65536 }; /* mountinfo can be long */
     char *text = malloc(TEXT_SIZE);
     char path[MT_PROBE_PATH_MAX + 64];
     own_cgroup v2, v1;
