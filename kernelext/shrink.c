@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "memtamer/actions.h"
 #include "memtamer/frames.h"
 #include "memtamer/narrow.h"
 #include "memtamer/npy.h"
@@ -34,7 +35,7 @@
  * window is re-armed when the action ends. */
 PyDoc_STRVAR(mt_shrink_window_begin__doc__,
              "shrink_window_begin(): start measuring one %shrink action (RSS, exact peak, time).");
-PyObject *
+static PyObject *
 mt_shrink_window_begin(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_state *st = mt_get_state(module);
@@ -56,7 +57,7 @@ mt_shrink_window_begin(PyObject *module, PyObject *Py_UNUSED(unused))
 PyDoc_STRVAR(
     mt_shrink_window_end__doc__,
     "shrink_window_end() -> dict: rss_before, rss_after, peak_rss, seconds of the action.");
-PyObject *
+static PyObject *
 mt_shrink_window_end(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_state *st = mt_get_state(module);
@@ -179,7 +180,7 @@ numpy_needed(void)
 PyDoc_STRVAR(mt_shrink_inplace_check__doc__,
              "inplace_check(ns, name) -> [(rule, message)]: why ns[name] cannot be changed or "
              "freed in place ([] when it can).");
-PyObject *
+static PyObject *
 mt_shrink_inplace_check(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     refusal r[MAX_REFUSALS];
@@ -655,7 +656,7 @@ parse_plan_args(PyObject *arr, const char *to, double rtol, int narrow, plan *p)
 
 PyDoc_STRVAR(mt_shrink_plan__doc__, "downcast_plan(array, to='auto', rtol=1e-3, narrow=False) -> "
                                     "{target, reason, max_rel_error, warning}.");
-PyObject *
+static PyObject *
 mt_shrink_plan(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"array", "to", "rtol", "narrow", NULL};
@@ -676,7 +677,7 @@ PyDoc_STRVAR(mt_shrink_options__doc__,
              "shrink_options(codec=None, level=None, rtol=None) -> {codec, level, rtol}: the "
              "options %shrink and the rules share, checked, with the defaults where None; "
              "ValueError says what to write instead.");
-PyObject *
+static PyObject *
 mt_shrink_options(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"codec", "level", "rtol", NULL};
@@ -698,6 +699,84 @@ mt_shrink_options(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
                          codec == Py_None ? PyUnicode_FromString(MT_DEFAULT_CODEC)
                                           : Py_NewRef(codec),
                          "level", how.level, "rtol", tolerance);
+}
+
+/* {name: {shrink, rules, switch}} of the options actions take. */
+static PyObject *
+option_table(void)
+{
+    PyObject *options = PyDict_New();
+    if (options == NULL) {
+        return NULL;
+    }
+    for (int o = 0; o < MT_OPTION_COUNT; o++) {
+        const mt_action_option_info *info = &mt_actions_options[o];
+        if (mt_set(options, info->name,
+                   Py_BuildValue("{sNsNsN}", "shrink",
+                                 PyBool_FromLong(info->where & MT_ACTION_IN_SHRINK), "rules",
+                                 PyBool_FromLong(info->where & MT_ACTION_IN_RULES), "switch",
+                                 PyBool_FromLong(info->is_switch))) < 0) {
+            Py_DECREF(options);
+            return NULL;
+        }
+    }
+    return options;
+}
+
+/* The names of the options action takes, as a tuple. */
+static PyObject *
+action_options(const mt_action_info *action)
+{
+    PyObject *names = PyList_New(0);
+    PyObject *result = NULL;
+    if (names == NULL) {
+        return NULL;
+    }
+    for (int o = 0; o < MT_OPTION_COUNT; o++) {
+        if (action->options & MT_OPTION_BIT(o)) {
+            PyObject *name = PyUnicode_FromString(mt_actions_options[o].name);
+            if (name == NULL || PyList_Append(names, name) < 0) {
+                Py_XDECREF(name);
+                goto done;
+            }
+            Py_DECREF(name);
+        }
+    }
+    result = PyList_AsTuple(names);
+done:
+    Py_DECREF(names);
+    return result;
+}
+
+PyDoc_STRVAR(mt_shrink_actions__doc__,
+             "shrink_actions() -> {actions: {name: {shrink, rules, options, on_variables, past, "
+             "help}}, options: {name: {shrink, rules, switch}}}: the actions of %shrink (shrink) "
+             "and of a rule's do: (rules), in their order, with the options each takes, the word "
+             "for what it did and a line of help; the one list of them (kernelext/actions.c).");
+static PyObject *
+mt_shrink_actions(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
+{
+    PyObject *actions = PyDict_New();
+    PyObject *result = NULL;
+    if (actions == NULL) {
+        return NULL;
+    }
+    for (int a = 0; a < MT_DO_COUNT; a++) {
+        const mt_action_info *info = &mt_actions[a];
+        if (mt_set(actions, info->name,
+                   Py_BuildValue("{sNsNsNsNssss}", "shrink",
+                                 PyBool_FromLong(info->where & MT_ACTION_IN_SHRINK), "rules",
+                                 PyBool_FromLong(info->where & MT_ACTION_IN_RULES), "options",
+                                 action_options(info), "on_variables",
+                                 PyBool_FromLong(info->on_variables), "past", info->past, "help",
+                                 info->help)) < 0) {
+            goto done;
+        }
+    }
+    result = Py_BuildValue("{sOsN}", "actions", actions, "options", option_table());
+done:
+    Py_DECREF(actions);
+    return result;
 }
 
 /* ------------------------------------------------------------------ */
@@ -935,7 +1014,7 @@ PyDoc_STRVAR(mt_shrink_downcast__doc__,
              " dict: converts ns[name] in place when every rule of inplace_check holds, else "
              "copies with copy=True, else refuses; refusals and failures leave the array exactly "
              "as it was.");
-PyObject *
+static PyObject *
 mt_shrink_downcast(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"ns", "name", "to", "rtol", "narrow", "copy", "dry_run", NULL};
@@ -1148,70 +1227,51 @@ plan_pack(PyObject *seq, int narrow, pack_plan *pp)
     return 0;
 }
 
+static npy_bool
+is_true(PyObject *x)
+{
+    return x == Py_True;
+}
+
+/* The items, already checked to fit the array's type, stored in it.  One
+ * loop per type, each converting an item with the function given. */
+#define FILL(npy_type, c_type, convert)                                                            \
+    case npy_type:                                                                                 \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                       \
+            ((c_type *)out)[i] = (c_type)convert(items[i]);                                        \
+        }                                                                                          \
+        break;
+
 static int
 fill_packed(PyObject *seq, PyArrayObject *arr)
 {
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
     char *out = PyArray_BYTES(arr);
-    int type = PyArray_TYPE(arr);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *x = items[i];
-        switch (type) {
-        case NPY_BOOL:
-            ((npy_bool *)out)[i] = x == Py_True;
-            break;
-        case NPY_FLOAT16: {
-            _Float16 h = (_Float16)PyFloat_AS_DOUBLE(x);
-            memcpy(out + 2 * i, &h, 2);
-            break;
-        }
-        case NPY_FLOAT32:
-            ((float *)out)[i] = (float)PyFloat_AS_DOUBLE(x);
-            break;
-        case NPY_FLOAT64:
-            ((double *)out)[i] = PyFloat_AS_DOUBLE(x);
-            break;
-        case NPY_UINT64:
-            ((npy_uint64 *)out)[i] = PyLong_AsUnsignedLongLong(x);
-            break;
-        default: {
-            long long v = PyLong_AsLongLong(x);
-            switch (type) {
-            case NPY_INT8:
-                ((npy_int8 *)out)[i] = (npy_int8)v;
-                break;
-            case NPY_INT16:
-                ((npy_int16 *)out)[i] = (npy_int16)v;
-                break;
-            case NPY_INT32:
-                ((npy_int32 *)out)[i] = (npy_int32)v;
-                break;
-            case NPY_INT64:
-                ((npy_int64 *)out)[i] = (npy_int64)v;
-                break;
-            case NPY_UINT8:
-                ((npy_uint8 *)out)[i] = (npy_uint8)v;
-                break;
-            case NPY_UINT16:
-                ((npy_uint16 *)out)[i] = (npy_uint16)v;
-                break;
-            case NPY_UINT32:
-                ((npy_uint32 *)out)[i] = (npy_uint32)v;
-                break;
-            }
-        }
-        }
+    switch (PyArray_TYPE(arr)) {
+        FILL(NPY_BOOL, npy_bool, is_true)
+        FILL(NPY_FLOAT16, _Float16, PyFloat_AS_DOUBLE)
+        FILL(NPY_FLOAT32, float, PyFloat_AS_DOUBLE)
+        FILL(NPY_FLOAT64, double, PyFloat_AS_DOUBLE)
+        FILL(NPY_UINT64, npy_uint64, PyLong_AsUnsignedLongLong)
+        FILL(NPY_UINT32, npy_uint32, PyLong_AsLongLong)
+        FILL(NPY_UINT16, npy_uint16, PyLong_AsLongLong)
+        FILL(NPY_UINT8, npy_uint8, PyLong_AsLongLong)
+        FILL(NPY_INT64, npy_int64, PyLong_AsLongLong)
+        FILL(NPY_INT32, npy_int32, PyLong_AsLongLong)
+        FILL(NPY_INT16, npy_int16, PyLong_AsLongLong)
+        FILL(NPY_INT8, npy_int8, PyLong_AsLongLong)
     }
     return PyErr_Occurred() ? -1 : 0;
 }
+#undef FILL
 
 PyDoc_STRVAR(
     mt_shrink_pack__doc__,
     "pack(ns, name, narrow=False, copy=False, dry_run=False) -> dict: numbers -> the array numpy "
     "would make (the smallest exact one with narrow); exclusive_bytes: what the sequence and the "
     "items only it holds take, which packing frees.");
-PyObject *
+static PyObject *
 mt_shrink_pack(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"ns", "name", "narrow", "copy", "dry_run", NULL};
@@ -1294,7 +1354,7 @@ report_progress(PyObject *progress, size_t done, size_t total)
 PyDoc_STRVAR(mt_shrink_spill_write__doc__,
              "spill_write(array, path, progress=None) -> bytes written to a new file; the file "
              "must not exist, and on failure it is removed again.");
-PyObject *
+static PyObject *
 mt_shrink_spill_write(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"array", "path", "progress", NULL};
@@ -1406,7 +1466,7 @@ PyDoc_STRVAR(mt_shrink_spill_commit__doc__,
              "threads wrote since spill_write() is copied in first, holding the GIL. ValueError "
              "with the reason, nothing bound, if name was rebound, array changed shape or dtype, "
              "or it keeps changing (a thread writing without the GIL).");
-PyObject *
+static PyObject *
 mt_shrink_spill_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"ns", "name", "array", "mapped", NULL};
@@ -1479,7 +1539,7 @@ PyDoc_STRVAR(mt_shrink_spill_commit_pickled__doc__,
              "obj, to value (read back from its spill file) once every (offset, buffer) of "
              "regions (obj pickled again) equals file's bytes at offset, compared holding the "
              "GIL. ValueError with the reason, nothing bound, if name was rebound or obj changed.");
-PyObject *
+static PyObject *
 mt_shrink_spill_commit_pickled(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"ns", "name", "obj", "value", "regions", "file", NULL};
@@ -1535,6 +1595,7 @@ PyMethodDef mt_shrink_methods[] = {
      mt_shrink_plan__doc__},
     {"shrink_options", (PyCFunction)(void (*)(void))mt_shrink_options, METH_VARARGS | METH_KEYWORDS,
      mt_shrink_options__doc__},
+    {"shrink_actions", mt_shrink_actions, METH_NOARGS, mt_shrink_actions__doc__},
     {"downcast", (PyCFunction)(void (*)(void))mt_shrink_downcast, METH_VARARGS | METH_KEYWORDS,
      mt_shrink_downcast__doc__},
     {"pack", (PyCFunction)(void (*)(void))mt_shrink_pack, METH_VARARGS | METH_KEYWORDS,

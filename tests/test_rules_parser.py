@@ -519,6 +519,7 @@ def test_parser_under_address_and_undefined_behaviour_sanitizers(tmp_path):
         ["cc", "-std=c11", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
          "-fno-omit-frame-pointer", "-Wall", "-Wextra", "-Werror", "-I", os.path.join(ROOT, "include"),
          os.path.join(ROOT, "tests/c/rules_driver.c"), os.path.join(ROOT, "kernelext/rules.c"),
+         os.path.join(ROOT, "kernelext/actions.c"),
          "-lyaml", "-lblosc", "-lm", "-o", str(exe)],
         capture_output=True, text=True)
     assert build.returncode == 0, build.stderr

@@ -96,6 +96,16 @@ def kill(k):
     k.shutdown()
 
 
+def spill_and_die(tmp_path, names):
+    """A kernel of the notebook that spills names and is killed."""
+    k, _ = start(tmp_path)
+    try:
+        make(k, names)
+        k.run("%shrink spill " + " ".join(names))
+    finally:
+        kill(k)
+
+
 def shut_down_normally(k):
     k.kc.stop_channels()
     k.km.shutdown_kernel(now=False)
@@ -168,12 +178,7 @@ def test_a_killed_kernels_spills_are_offered_and_reattached_equal(tmp_path):
 
 
 def test_a_different_notebook_is_offered_nothing(tmp_path):
-    k, _ = start(tmp_path)
-    try:
-        make(k, ["arr"])
-        k.run("%shrink spill arr")
-    finally:
-        kill(k)
+    spill_and_die(tmp_path, ["arr"])
     other, said = start(tmp_path, notebook="/home/user/other.ipynb")
     try:
         assert "reattach" not in said
@@ -286,12 +291,7 @@ def test_a_normal_shutdown_leaves_no_litter(tmp_path):
 
 
 def test_a_name_bound_in_the_new_kernel_is_not_overwritten_by_reattach(tmp_path):
-    k, _ = start(tmp_path)
-    try:
-        make(k, ["arr"])
-        k.run("%shrink spill arr")
-    finally:
-        kill(k)
+    spill_and_die(tmp_path, ["arr"])
     k, _ = start(tmp_path)
     try:
         k.run("arr = 'mine'")

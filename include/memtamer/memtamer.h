@@ -9,6 +9,8 @@
  *   transform.c  lossless narrowing of 8-byte numbers (no Python API)
  *   options.h    defaults, valid values and wording of the options %shrink
  *                and the rules file share (no Python API, header only)
+ *   actions.c    the table of %shrink's and the rules' actions and the
+ *                options each takes (no Python API)
  *   narrow.c     float64 -> float32 at memory speed: rounding scans and the
  *                in-place conversion, vectorised, on a few threads (no
  *                Python API)

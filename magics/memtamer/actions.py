@@ -1,5 +1,5 @@
-"""The %shrink actions: del, downcast, compress, restore, pack, spill.  The
-work itself is in C (kernelext/shrink.c, kernelext/codec.c).
+"""The %shrink actions on named variables (ACTIONS).  The work itself is in
+C (kernelext/shrink.c, kernelext/codec.c).
 
 Never lose data: bad input raises UsageError before anything changes; a
 refusal changes nothing; a failure (MemoryError, codec error, Ctrl-C) leaves
@@ -227,6 +227,24 @@ def _pandas_plan(frame, options):
     return plans, changes, notes, saved
 
 
+def _frame_verdict(before, changes, notes, saved, options, held, held_text):
+    """A frame's downcast row (its columns' changes and notes), and how it
+    ends before anything is converted: a refusal, or the dry run's
+    prediction; None when it goes ahead.  held_text() names who holds it."""
+    row = {"detail": "; ".join(changes) or "no column could shrink",
+           "reason": "; ".join(filter(None, notes)) or None, "in_place": False,
+           "bytes_before": before}
+    if not changes:
+        return row, _refused(row, row["reason"] or
+                             "no numeric or low-cardinality string column to shrink")
+    if options["dry_run"]:
+        return row, dict(row, status="dry-run", bytes_after=max(before - saved, 0))
+    if held and not options["copy"]:
+        return row, _refused(row, "other references keep the original alive (add --copy): " +
+                             held_text())
+    return row, None
+
+
 def _downcast_pandas(shell, ns, name, options):
     """Numeric columns (numpy or Arrow-backed) by the same plan as arrays,
     low-cardinality string columns to category; the frame is rebuilt from
@@ -243,15 +261,9 @@ def _downcast_pandas(shell, ns, name, options):
     frame = original.to_frame() if series else original
     before = _pandas_bytes(original)
     plans, changes, notes, saved = _pandas_plan(frame, options)
-    row = {"detail": "; ".join(changes) or "no column could shrink",
-           "reason": "; ".join(filter(None, notes)) or None, "in_place": False,
-           "bytes_before": before}
-    if not changes:
-        return _refused(row, row["reason"] or "no numeric or low-cardinality string column to shrink")
-    if options["dry_run"]:
-        return dict(row, status="dry-run", bytes_after=max(before - saved, 0))
-    if held and not options["copy"]:
-        return _refused(row, "other references keep the original alive (add --copy): " + held_text)
+    row, verdict = _frame_verdict(before, changes, notes, saved, options, held, lambda: held_text)
+    if verdict:
+        return verdict
     targets = dict(plans)
     new = pd.concat([frame.iloc[:, i].astype(targets[i]) if i in targets else frame.iloc[:, i]
                      for i in range(frame.shape[1])], axis=1)
@@ -308,16 +320,10 @@ def _downcast_polars(shell, ns, name, options):
                 column.n_unique() <= CATEGORY_MAX_FRACTION * len(column):
             casts[column.name] = pl.Categorical
             changes.append(f"{column.name}: {dtype} → Categorical")
-    row = {"detail": "; ".join(changes) or "no column could shrink",
-           "reason": "; ".join(filter(None, notes)) or None, "in_place": False,
-           "bytes_before": before}
-    if not changes:
-        return _refused(row, row["reason"] or "no numeric or low-cardinality string column to shrink")
-    if options["dry_run"]:
-        return dict(row, status="dry-run", bytes_after=max(before - saved, 0))
-    if held and not options["copy"]:
-        return _refused(row, "other references keep the original alive (add --copy): " +
-                        refusal_text(shell, ns, name, held))
+    row, verdict = _frame_verdict(before, changes, notes, saved, options, held,
+                                  lambda: refusal_text(shell, ns, name, held))
+    if verdict:
+        return verdict
     new = frame.with_columns(pl.col(c).cast(t) for c, t in casts.items())
     new = new.to_series() if series else new
     row["bytes_after"] = int(new.estimated_size())
@@ -945,8 +951,9 @@ def _release_arrow_pool():
     return before - after if before is not None and after is not None else None
 
 
-# action -> (the check run for every name first, the action); the options
-# each takes are options.ACTION_OPTIONS's.
+# action -> (the check run for every name first, the action).  Which actions
+# there are, and the options each takes, is C's table (kernelext/actions.c):
+# these and shrinker.KERNEL_ACTIONS are its %shrink actions.
 ACTIONS = {
     "del": (_delete_refusal, _delete),
     "downcast": (_downcast_refusal, _downcast),
