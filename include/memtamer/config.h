@@ -39,4 +39,11 @@
 #define MT_HAS_SSE2 0
 #endif
 
+/* SSE4.2's crc32 instruction (CRC-32C), used when the CPU has it. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define MT_HAS_CRC32C_INSN 1
+#else
+#define MT_HAS_CRC32C_INSN 0
+#endif
+
 #endif

@@ -648,6 +648,8 @@ def _spill_plan(shell, ns, name, options):
                "detail": f"→ {type(value).__name__} mapped from a file"}
         try:
             stream, buffers = spill_store.dump(value)
+        except spill_store.Unspillable as exc:
+            return _refused(row, str(exc))
         except Exception as exc:  # noqa: BLE001 - pickle raises anything a __reduce__ does
             return _refused(row, f"it cannot be pickled ({type(exc).__name__}: {exc})")
         finally:
@@ -684,12 +686,13 @@ def _spill_path(options, name):
         spill_store.new_path(name)
 
 
-def _spill_kept(shell, options, name, path, mapped, kind, regions, nbytes, extra=None):
+def _spill_kept(shell, options, name, path, mapped, kind, regions, nbytes, checksum, extra):
     if options["dir"]:
         spill_files.keep(path, mapped)
     else:
         spill_store.keep(name, path, mapped, spill_store.entry(
-            kind, path, nbytes, regions, getattr(shell, "execution_count", None), extra))
+            kind, path, nbytes, regions, getattr(shell, "execution_count", None), checksum,
+            extra))
 
 
 def _spill(shell, ns, name, options, progress):
@@ -724,14 +727,14 @@ def _spill(shell, ns, name, options, progress):
     # Threads may have written into it since it was written out: spill_commit
     # copies their writes into the file and rebinds, holding the GIL.
     try:
-        _core.spill_commit(ns, name, source, mapped)
+        checksum = _core.spill_commit(ns, name, source, mapped)
     except ValueError as exc:
         spill_files.remove(path)
         return dict(row, status="refused", bytes_after=row["bytes_before"], reason=str(exc))
     finally:
         del source
     _spill_kept(shell, options, name, path, mapped, "numpy.ndarray", None, row["bytes_before"],
-                extra)
+                checksum, extra)
     return dict(row, status="done", detail=f"→ np.memmap {path}")
 
 
@@ -850,8 +853,8 @@ def _spill_pickled(shell, ns, name, options, row, progress):
         # Threads may have changed it since it was pickled: pickled again,
         # compared with the file and rebound holding the GIL.
         try:
-            _core.spill_commit_pickled(ns, name, value, again,
-                                       spill_store.layout(*spill_store.dump(value))[0], written)
+            checksum = _core.spill_commit_pickled(
+                ns, name, value, again, spill_store.layout(*spill_store.dump(value))[0], written)
         finally:
             written.close()
     except ValueError as exc:
@@ -865,7 +868,7 @@ def _spill_pickled(shell, ns, name, options, row, progress):
     kind = f"{type(again).__module__}.{type(again).__qualname__}"
     del again
     _spill_kept(shell, options, name, path, mapping, kind, regions, row["bytes_before"],
-                {"format": "pickle5"})
+                checksum, {"format": "pickle5"})
     return dict(row, status="done", detail=f"{row['detail']} {path}")
 
 

@@ -31,7 +31,6 @@ import sys
 import time
 import uuid
 import weakref
-import zlib
 
 from . import _core
 from .sizes import format_size
@@ -39,7 +38,6 @@ from .sizes import format_size
 MANIFEST_PREFIX = "manifest-"
 FILE_SUFFIX = ".spill"
 BUFFER_ALIGN = 64  # a buffer's offset in its file: numpy and Arrow want aligned data
-CHECKSUM_CHUNK = 1 << 24  # bytes checksummed at a time (zlib releases the GIL for each)
 # The free space no spill may take: this fraction of the disk or this many
 # bytes, whichever is smaller; $MEMTAMER_SPILL_RESERVE (a size) overrides it.
 RESERVE_FRACTION = 0.10
@@ -168,9 +166,58 @@ def status_line():
 
 # ---- objects as files -------------------------------------------------------------
 
+class Unspillable(ValueError):
+    """An object a spill file cannot give back exactly; its text says why
+    and what to do."""
+
+
+def _tensor_refusal(tensor):
+    """Why a torch tensor cannot be spilled and come back exactly, or None."""
+    torch = sys.modules["torch"]
+    if type(tensor) is not torch.Tensor:
+        return (f"it is a {type(tensor).__qualname__} (a subclass of torch.Tensor), which a "
+                f"spill would give back as a plain tensor")
+    if tensor.device.type != "cpu":
+        return f"it lives on {tensor.device}, not in this process's memory: .cpu() it first"
+    if tensor.layout != torch.strided:
+        return f"its layout is {tensor.layout}: only dense (strided) tensors spill"
+    if tensor.grad_fn is not None:
+        return ("it has a grad_fn (autograd's graph): a spill keeps data, not the graph; "
+                "spill .detach() of it")
+    if tensor.grad is not None:
+        return "it holds a .grad, which a spill would lose: clear it (tensor.grad = None) first"
+    if tensor._base is not None or tensor.is_shared():
+        return ("it shares its storage (a view of another tensor, or shared memory): a spill "
+                "would break the sharing; spill the base tensor, or .clone() it")
+    if tensor.is_conj() or tensor.is_neg():
+        return ("it carries a lazy conjugate or negation, which a spill of its storage would "
+                "lose: .resolve_conj().resolve_neg() it first")
+    if tensor.is_quantized:
+        return "it is quantized: only plain dense tensors spill"
+    return None
+
+
+def _storage_bytes(tensor):
+    """A CPU tensor's whole storage as a numpy uint8 array, without a copy."""
+    torch = sys.modules["torch"]
+    return torch.empty(0, dtype=torch.uint8).set_(tensor.untyped_storage()).numpy()
+
+
+def tensor_from_storage(storage, dtype, shape, stride, offset, requires_grad):
+    """A tensor over storage (the uint8 array of a spill file's mapping),
+    as it was spilled: dtype, shape, strides, storage offset, requires_grad."""
+    import torch
+
+    data = torch.from_numpy(storage).untyped_storage()
+    tensor = torch.empty(0, dtype=dtype).set_(data, offset, shape, stride)
+    return tensor.requires_grad_(requires_grad)
+
+
 class _Pickler(pickle.Pickler):
-    """Protocol 5, and polars frames through Arrow: polars pickles its data
-    inline, Arrow out of band (polars reads an Arrow table without a copy)."""
+    """Protocol 5; polars frames through Arrow (polars pickles its data
+    inline, Arrow out of band, and polars reads an Arrow table without a
+    copy); torch tensors as their storage's bytes out of band (torch
+    pickles them inline), or refused (Unspillable) with the reason."""
 
     def reducer_override(self, obj):
         pl = sys.modules.get("polars")
@@ -178,6 +225,13 @@ class _Pickler(pickle.Pickler):
             return pl.from_arrow, (obj.to_arrow(),)
         if pl is not None and isinstance(obj, pl.Series):
             return pl.Series, (obj.name, obj.to_arrow())
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(obj, torch.Tensor):
+            refusal = _tensor_refusal(obj)
+            if refusal:
+                raise Unspillable(refusal)
+            return tensor_from_storage, (_storage_bytes(obj), obj.dtype, tuple(obj.shape),
+                                         obj.stride(), obj.storage_offset(), obj.requires_grad)
         return NotImplemented
 
 
@@ -236,17 +290,6 @@ def same_as_file(value, path):
         return all(written[offset:offset + part.nbytes] == part for offset, part in regions)
 
 
-def checksum(path):
-    """The file's CRC-32, read through a mapping (no copy of its bytes)."""
-    crc = 0
-    with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size:
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data, memoryview(data) as view:
-                for at in range(0, len(view), CHECKSUM_CHUNK):
-                    crc = zlib.crc32(view[at:at + CHECKSUM_CHUNK], crc)
-    return f"crc32:{crc:08x}"
-
-
 # ---- equality, as each library defines it -------------------------------------------
 
 def equal(a, b):
@@ -277,6 +320,13 @@ def equal(a, b):
             return (a.equals(b) and a.dtype == b.dtype and a.name == b.name
                     and a.index.equals(b.index) and a.index.dtype == b.index.dtype)
         return a.equals(b) and a.dtype == b.dtype
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(a, torch.Tensor):
+        # Bit for bit, over the whole storage, and everything that says how to read it.
+        return (a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride()
+                and a.storage_offset() == b.storage_offset()
+                and a.requires_grad == b.requires_grad
+                and equal(_storage_bytes(a), _storage_bytes(b)))
     pl = sys.modules.get("polars")
     if pl is not None and isinstance(a, pl.DataFrame):
         return a.schema == b.schema and a.equals(b)
@@ -330,10 +380,11 @@ def _remove_at_exit():
         os.rmdir(store_dir(create=False))  # when no other kernel of the notebook left files
 
 
-def entry(kind, path, value_bytes, regions, cell, extra=None):
-    """A manifest entry for a spill just written."""
+def entry(kind, path, value_bytes, regions, cell, checksum, extra=None):
+    """A manifest entry for a spill just written, with the checksum its
+    commit gave (_core.spill_commit*, which read the file last)."""
     return {"kind": kind, "file": os.path.basename(path), "bytes": value_bytes,
-            "file_bytes": os.path.getsize(path), "checksum": checksum(path),
+            "file_bytes": os.path.getsize(path), "checksum": checksum,
             "regions": regions, "cell": cell, "spilled": time.time(), **(extra or {})}
 
 
@@ -422,7 +473,7 @@ def _verify(directory, manifest, item):
     if info.st_size != item.get("file_bytes"):
         raise ValueError(f"{path} has {format_size(info.st_size)}, not the "
                          f"{format_size(item.get('file_bytes', 0))} spilled: truncated or changed")
-    if checksum(path) != item.get("checksum"):
+    if _core.spill_checksum(path) != item.get("checksum"):
         raise ValueError(f"{path} does not match its checksum: damaged, or written to after the "
                          f"spill")
     return path
