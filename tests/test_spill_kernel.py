@@ -7,11 +7,12 @@ kept; and nothing left behind by a normal shutdown."""
 import json
 import os
 import signal
+import sys
 import time
 
 import pytest
 
-from conftest import stop_writer, writer_thread
+from conftest import PYTHON_VERSION_SKIP, stop_writer, writer_thread
 from kernel import Kernel
 
 NOTEBOOK = "/home/user/analysis.ipynb"
@@ -325,5 +326,83 @@ def test_no_write_of_a_python_thread_is_lost_spilling_an_object(tmp_path):
         writes, total = stop_writer(k, "written")
         assert writes > started
         assert total == writes
+    finally:
+        k.shutdown()
+
+
+# requirements-test.txt installs torch (a CPU wheel) for Python 3.11 only.
+needs_torch = pytest.mark.skipif(sys.version_info[:2] != (3, 11),
+                                 reason=f"{PYTHON_VERSION_SKIP} 3.11 (torch is tested there only)")
+
+# Tensors whose layout a careless copy would lose: column-major strides with
+# requires_grad, bfloat16 (no numpy dtype), a storage offset into a larger
+# storage; and a check of every one against a new one, bit for bit.
+TENSORS = ("import torch\n"
+           "def make_tensors():\n"
+           "    w = torch.empty_strided((600, 1000), (1, 600)).copy_(\n"
+           "        torch.arange(600_000.0).reshape(600, 1000)).requires_grad_()\n"
+           "    h = (torch.arange(300_000) % 251).to(torch.bfloat16)\n"
+           "    o = torch.empty(0, dtype=torch.int16).set_(\n"
+           "        torch.arange(400_000, dtype=torch.int16).untyped_storage(), 1000, (1000, 300), (300, 1))\n"
+           "    return w, h, o\n"
+           "def same_tensors(now):\n"
+           "    return all(type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape\n"
+           "               and a.stride() == b.stride() and a.storage_offset() == b.storage_offset()\n"
+           "               and a.requires_grad == b.requires_grad and a.is_leaf\n"
+           "               and torch.equal(a.detach(), b.detach())\n"
+           "               and a.untyped_storage().nbytes() == b.untyped_storage().nbytes()\n"
+           "               for a, b in zip(now, make_tensors()))")
+
+
+@needs_torch
+def test_torch_tensors_spill_and_reattach_exactly(tmp_path):
+    k, _ = start(tmp_path)
+    try:
+        k.run(TENSORS)
+        k.run("w, h, o = make_tensors()")
+        table = k.run("%shrink spill w h o")["data"][0]["text/plain"]
+        assert "REFUSED" not in table, table
+        assert len(mapped_files(k)) == 3
+        assert k.query("same_tensors((w, h, o))")
+        entries = json.loads(next((tmp_path / "store").rglob("manifest-*.json")).read_text())
+        assert {entries["entries"][n]["kind"] for n in "who"} == {"torch.Tensor"}
+    finally:
+        kill(k)
+    k, said = start(tmp_path)
+    try:
+        assert "3 variables" in said, said
+        assert k.run("%shrink reattach all")["stdout"].count("reattached") == 3
+        k.run(TENSORS)
+        assert k.query("same_tensors((w, h, o))")
+        assert len(mapped_files(k)) == 3  # mapped, not read into memory
+        # Autograd works on what came back.
+        assert k.query("(w * 2).sum().backward() or float(w.grad[0, 0])") == 2.0
+    finally:
+        shut_down_normally(k)
+    assert store_left(tmp_path) == []
+
+
+@needs_torch
+def test_tensors_that_cannot_come_back_exactly_are_refused_with_the_reason(tmp_path):
+    k, _ = start(tmp_path)
+    try:
+        k.run("import torch\n"
+              "leaf = torch.ones(10**6, requires_grad=True)\n"
+              "graph = leaf * 2\n"
+              "view = torch.arange(10**6)[10:]\n"
+              "graded = torch.ones(10**6, requires_grad=True)\n"
+              "graded.sum().backward()\n"
+              "conj = torch.ones(10**5, dtype=torch.complex64).conj()\n"
+              "bundle = {'ok': torch.ones(10**6), 'graph': graph}")
+        reasons = {"graph": "grad_fn", "view": "shares its storage", "graded": ".grad",
+                   "bundle": "grad_fn"}
+        for name, reason in reasons.items():
+            table = k.run(f"%shrink spill {name}")["data"][0]["text/plain"]
+            assert "REFUSED" in table and reason in table, (name, table)
+        table = k.run("%shrink spill conj")["data"][0]["text/plain"]
+        assert "REFUSED" in table, table
+        assert k.query("graph.grad_fn is not None and view._base is not None and "
+                       "type(bundle['graph']).__name__ == 'Tensor'")
+        assert store_files(tmp_path) == []
     finally:
         k.shutdown()
