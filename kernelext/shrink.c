@@ -1415,20 +1415,23 @@ blocks_differ(const char *live, char *spilled, size_t len, int fix, uint32_t *cr
  * a write of its during the second comparison refuses the spill, but one
  * after it (or after the rebinding) goes to the old array and is lost. */
 PyDoc_STRVAR(mt_shrink_spill_commit__doc__,
-             "spill_commit(ns, name, array, mapped) -> the file's checksum: binds ns[name], still "
+             "spill_commit(ns, name, array, mapped, bind=True) -> the file's checksum: binds "
+             "ns[name], still "
              "array, to mapped (the memmap of its spill file) once the file holds exactly what "
              "array holds now; what threads wrote since spill_write() is copied in first, holding "
              "the GIL, and the file is checksummed in the same pass. ValueError "
              "with the reason, nothing bound, if name was rebound, array changed shape or dtype, "
-             "or it keeps changing (a thread writing without the GIL).");
+             "or it keeps changing (a thread writing without the GIL). bind=False: the file is "
+             "made exact the same way, and ns[name] is left as it is (a checkpoint).");
 PyObject *
 mt_shrink_spill_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"ns", "name", "array", "mapped", NULL};
+    static char *kwlist[] = {"ns", "name", "array", "mapped", "bind", NULL};
     PyObject *ns, *name, *obj, *mapped_obj, *copy = NULL, *result = NULL;
     uint32_t crc = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!UOO:spill_commit", kwlist, &PyDict_Type, &ns,
-                                     &name, &obj, &mapped_obj) ||
+    int bind = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!UOO|p:spill_commit", kwlist, &PyDict_Type,
+                                     &ns, &name, &obj, &mapped_obj, &bind) ||
         numpy_needed() < 0) {
         return NULL;
     }
@@ -1479,7 +1482,7 @@ mt_shrink_spill_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kw
             goto done;
         }
     }
-    if ((result = checksum_text(crc)) != NULL && PyDict_SetItem(ns, name, mapped_obj) < 0) {
+    if ((result = checksum_text(crc)) != NULL && bind && PyDict_SetItem(ns, name, mapped_obj) < 0) {
         Py_CLEAR(result);
     }
 done:
@@ -1491,21 +1494,25 @@ done:
  * code, and other threads with it); from here to the rebinding none runs,
  * so the file is compared with what the object holds at the rebinding. */
 PyDoc_STRVAR(mt_shrink_spill_commit_pickled__doc__,
-             "spill_commit_pickled(ns, name, obj, value, regions, file) -> file's checksum: binds "
+             "spill_commit_pickled(ns, name, obj, value, regions, file, bind=True) -> file's "
+             "checksum: binds "
              "ns[name], still obj, to value (read back from its spill file) once every (offset, "
              "buffer) of regions (obj pickled again, offsets ascending) equals file's bytes at "
              "offset, compared holding the GIL; file is checksummed in the same pass. ValueError "
-             "with the reason, nothing bound, if name was rebound or obj changed.");
+             "with the reason, nothing bound, if name was rebound or obj changed. bind=False: "
+             "compared the same way, and ns[name] is left as it is (a checkpoint).");
 PyObject *
 mt_shrink_spill_commit_pickled(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"ns", "name", "obj", "value", "regions", "file", NULL};
+    static char *kwlist[] = {"ns", "name", "obj", "value", "regions", "file", "bind", NULL};
     PyObject *ns, *name, *obj, *value, *regions, *file_obj, *seq = NULL, *result = NULL;
     Py_buffer file = {0}, part = {0};
     uint32_t crc = 0;
     Py_ssize_t checked = 0; /* file's bytes checksummed so far */
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!UOOOO:spill_commit_pickled", kwlist,
-                                     &PyDict_Type, &ns, &name, &obj, &value, &regions, &file_obj) ||
+    int bind = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!UOOOO|p:spill_commit_pickled", kwlist,
+                                     &PyDict_Type, &ns, &name, &obj, &value, &regions, &file_obj,
+                                     &bind) ||
         PyObject_GetBuffer(file_obj, &file, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
@@ -1541,7 +1548,7 @@ mt_shrink_spill_commit_pickled(PyObject *Py_UNUSED(module), PyObject *args, PyOb
         }
     }
     crc = mt_checksum_crc32c(crc, (const char *)file.buf + checked, (size_t)(file.len - checked));
-    if ((result = checksum_text(crc)) != NULL && PyDict_SetItem(ns, name, value) < 0) {
+    if ((result = checksum_text(crc)) != NULL && bind && PyDict_SetItem(ns, name, value) < 0) {
         Py_CLEAR(result);
     }
 done:

@@ -406,3 +406,97 @@ def test_tensors_that_cannot_come_back_exactly_are_refused_with_the_reason(tmp_p
         assert store_files(tmp_path) == []
     finally:
         k.shutdown()
+
+
+def test_a_checkpoint_leaves_the_variables_in_memory_and_brings_them_back_after_a_death(
+        tmp_path):
+    names = ["arr", "df", "arrs"]
+    k, _ = start(tmp_path)
+    try:
+        make(k, names)
+        ids = k.query("[id(arr), id(df), id(arrs)]")
+        table = k.run("%shrink spill arr df arrs --keep-in-memory")["data"][0]["text/plain"]
+        assert "REFUSED" not in table and table.count("(kept in memory)") == 3, table
+        assert k.query("[id(arr), id(df), id(arrs)]") == ids  # nothing rebound
+        assert mapped_files(k) == []  # nothing mapped: the files are copies
+        assert len(store_files(tmp_path)) == 4  # three files and the manifest
+        # A change after the checkpoint is what a death loses.
+        k.run("arr[0, 0] = -1.0")
+    finally:
+        kill(k)
+    k, said = start(tmp_path)
+    try:
+        assert "3 variables" in said, said
+        assert k.run("%shrink reattach all")["stdout"].count("reattached") == 3
+        for name in names:
+            k.run(KINDS[name][0])
+            assert k.query(KINDS[name][1]), name
+    finally:
+        shut_down_normally(k)
+    assert store_left(tmp_path) == []
+
+
+def test_keep_for_reattach_outlives_a_normal_exit_and_nothing_else_does(tmp_path):
+    k, _ = start(tmp_path)
+    try:
+        make(k, ["arr", "arrs", "ser"])
+        k.run("%shrink spill arr --keep-for-reattach")
+        k.run("%shrink spill arrs --keep-for-reattach --keep-in-memory")
+        k.run("%shrink spill ser")
+        # arr is a read-write map: what is written into it is what comes back.
+        k.run("arr[0, 0] = 42.0")
+        out = k.run("%shrink spill ser --keep-in-memory --dir .", allow_error=True)
+        assert "drop --dir" in out["error"]["evalue"]
+    finally:
+        shut_down_normally(k)
+    left = store_left(tmp_path)
+    assert len([p for p in left if p.endswith(".spill")]) == 2, left  # arr's and arrs', not ser's
+    k, said = start(tmp_path)
+    try:
+        assert "2 variables" in said and "arr, arrs" in said, said
+        assert k.run("%shrink reattach all")["stdout"].count("reattached") == 2
+        k.run(KINDS["arr"][0] + "\n" + KINDS["arrs"][0])
+        assert k.query("float(arr[0, 0]) == 42.0 and np.array_equal(arr[1:], make_arr()[1:])")
+        assert k.query(KINDS["arrs"][1])
+        assert k.query("'ser' not in globals()")
+    finally:
+        shut_down_normally(k)
+    # Reattached, they are this kernel's, which kept nothing for reattaching.
+    assert store_left(tmp_path) == []
+
+
+def test_keep_for_reattach_needs_a_notebook(tmp_path):
+    k, _ = start(tmp_path, notebook="")
+    try:
+        make(k, ["arr"])
+        table = k.run("%shrink spill arr --keep-for-reattach")["data"][0]["text/plain"]
+        assert "REFUSED" in table and "no notebook" in table, table
+        assert k.query("type(arr).__name__") == "ndarray"
+    finally:
+        shut_down_normally(k)
+
+
+def test_a_rule_checkpoints_idle_variables_for_the_next_kernel(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules:\n  - name: checkpoint\n    when: {idle_for: 1}\n"
+                     "    match: {name: 'ck_*'}\n    do: spill\n    keep_in_memory: true\n"
+                     "    keep_for_reattach: true\n")
+    k, _ = start(tmp_path, MEMTAMER_RULES=str(rules))
+    try:
+        make(k, ["arr"])
+        k.run("ck_a = make_arr()")
+        k.run("x = 1")
+        k.run("y = 2")
+        assert k.query("type(ck_a).__name__") == "ndarray"  # still in memory
+        assert mapped_files(k) == []
+    finally:
+        shut_down_normally(k)
+    k, said = start(tmp_path)
+    try:
+        assert "1 variable" in said and "ck_a" in said, said
+        assert "reattached" in k.run("%shrink reattach ck_a")["stdout"]
+        k.run(KINDS["arr"][0])
+        assert k.query("np.array_equal(ck_a, make_arr())")
+    finally:
+        shut_down_normally(k)
+    assert store_left(tmp_path) == []

@@ -15,14 +15,15 @@ ACTION_OPTIONS = {
     "compress": {"codec", "level", "copy"},
     "restore": set(),
     "pack": {"narrow", "copy"},
-    "spill": {"dir", "copy"},
+    "spill": {"dir", "copy", "keep_in_memory", "keep_for_reattach"},
     "trim": set(),
     "reattach": {"discard"},
 }
 COMMON_OPTIONS = {"dry_run"}
 # None: _core.shrink_options's default.
 DEFAULTS = {"to": "auto", "rtol": None, "narrow": False, "codec": None, "level": None,
-            "dir": None, "copy": False, "discard": False, "dry_run": False}
+            "dir": None, "copy": False, "keep_in_memory": False, "keep_for_reattach": False,
+            "discard": False, "dry_run": False}
 
 
 def parse_options(action, given):

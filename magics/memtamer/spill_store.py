@@ -18,6 +18,7 @@ and the file keeps exactly what was spilled."""
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -64,15 +65,16 @@ def root():
     return os.path.abspath(os.path.expanduser(path))
 
 
-def _notebook():
+def notebook():
+    """The notebook this kernel runs for, or None."""
     return os.environ.get("JPY_SESSION_NAME") or None
 
 
 def store_dir(create=True):
     """The notebook's store; a kernel of no notebook has one of its own
     (nothing of it can be reattached, and it goes at exit)."""
-    notebook = _notebook()
-    key = ("notebook-" + hashlib.sha256(notebook.encode()).hexdigest()[:16]) if notebook \
+    name = notebook()
+    key = ("notebook-" + hashlib.sha256(name.encode()).hexdigest()[:16]) if name \
         else f"kernel-{_owner()}"
     path = os.path.join(root(), key)
     if create:
@@ -93,7 +95,7 @@ def _write_manifest():
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         return
-    manifest = {"notebook": _notebook(), "host": socket.gethostname(), "pid": os.getpid(),
+    manifest = {"notebook": notebook(), "host": socket.gethostname(), "pid": os.getpid(),
                 "updated": time.time(), "entries": _entries}
     temporary = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -348,13 +350,17 @@ def equal(a, b):
 
 def keep(name, path, mapped, entry):
     """path, spilled from name, backs mapped: listed in this kernel's
-    manifest, and removed (with its entry) when mapped goes or at exit."""
+    manifest, and removed (with its entry) when mapped goes or at exit.  A
+    checkpoint (mapped None: the variable stayed in memory) stays until the
+    name's next spill or the exit.  An entry that says keep_for_reattach
+    outlives a normal exit too."""
     previous = _finalizers.pop(name, None)
     if previous is not None:
         previous()
     _entries[name] = entry
     _write_manifest()
-    _finalizers[name] = weakref.finalize(mapped, _forget, name, path)
+    _finalizers[name] = functools.partial(_forget, name, path) if mapped is None else \
+        weakref.finalize(mapped, _forget, name, path)
 
 
 def _forget(name, path):
@@ -367,15 +373,35 @@ def _forget(name, path):
             _write_manifest()
 
 
+def _seal(finalizer, item):
+    """At exit, a spill kept for reattaching: its file no longer goes with
+    its mapping, and a numpy array's file, which writes through its
+    read-write map changed, is checksummed as it is now."""
+    if not isinstance(finalizer, weakref.finalize):
+        return  # a checkpoint: its file is as it was written
+    alive = finalizer.peek()
+    finalizer.detach()
+    if alive is not None and item.get("format") == "memmap":
+        alive[0].flush()
+        item["checksum"] = _core.spill_checksum(os.path.join(store_dir(), item["file"]))
+
+
 @atexit.register
 def _remove_at_exit():
-    """A normal exit leaves nothing: every file and the manifest go."""
-    for finalizer in list(_finalizers.values()):
-        finalizer()
+    """A normal exit leaves nothing: every file and the manifest go, except
+    the spills kept for reattaching, which the manifest goes on listing for
+    the notebook's next kernel."""
+    kept = {name: item for name, item in _entries.items() if item.get("keep_for_reattach")}
+    for name, finalizer in list(_finalizers.items()):
+        if name in kept:
+            _seal(finalizer, kept[name])
+        else:
+            finalizer()
     _entries.clear()
+    _entries.update(kept)
     with contextlib.suppress(OSError):
         _write_manifest()
-        if not _notebook():
+        if not notebook():
             shutil.rmtree(store_dir(create=False), ignore_errors=True)
         os.rmdir(store_dir(create=False))  # when no other kernel of the notebook left files
 
@@ -441,7 +467,7 @@ def offered():
 
 def offer_line():
     """What the previous kernel left for reattaching, said once at load, or None."""
-    if not _notebook():
+    if not notebook():
         return None
     found = offered()
     if not found:
@@ -458,7 +484,7 @@ def _verify(directory, manifest, item):
     ValueError with the reason: nothing is loaded from a file that is not
     exactly what was spilled."""
     file_name = item.get("file", "")
-    if manifest.get("notebook") != _notebook():
+    if manifest.get("notebook") != notebook():
         raise ValueError("its manifest belongs to another notebook")
     if os.path.basename(file_name) != file_name or not file_name.endswith(FILE_SUFFIX) \
             or not file_name.startswith(f"{manifest['host']}-{manifest['pid']}-"):
@@ -543,7 +569,9 @@ def reattach(ns, names, discard=False):
         # The file is this kernel's now, under a name of its own.
         own = new_path(name)
         os.rename(path, own)
-        keep(name, own, mapped, dict(item, file=os.path.basename(own)))
+        # This kernel's own spill now: its normal exit removes it, unless
+        # this kernel keeps it for reattaching again.
+        keep(name, own, mapped, dict(item, file=os.path.basename(own), keep_for_reattach=False))
         _take(manifest_path, manifest, name)
         ns[name] = value
         del value, mapped
