@@ -292,8 +292,9 @@ class MemtamerMagics(Magics):
         pack      list/tuple of numbers → the numpy array np.array() would make (int64,
                   float64, bool); the smallest exact one with --narrow
         spill     to a file of the notebook's spill store, mapped back (RSS released): a
-                  numpy array → np.memmap; a DataFrame, Series, Arrow table, dict or list of
-                  arrays, any picklable object → itself, its buffers mapped from the file
+                  numpy array → np.memmap; a DataFrame, Series, Arrow table, torch tensor,
+                  dict or list of arrays, any picklable object → itself, its buffers mapped
+                  from the file; --keep-in-memory: a checkpoint, the variable left in memory
         reattach  all | NAME...: map back what the notebook's previous kernel spilled before
                   it died, checksums verified; --discard removes them instead
         """

@@ -5,16 +5,18 @@ One directory per notebook (keyed by JPY_SESSION_NAME, as the post-mortem
 records are) under the user's cache directory, mode 0700.  Each kernel keeps
 a manifest there, manifest-<host>-<pid>.json, rewritten atomically after
 each spill: per name its file, kind, sizes, checksum and the cell it came
-from.  A kernel that exits normally removes its files and manifest; one
-that is killed leaves them, and the notebook's next kernel offers them
-(`%shrink reattach NAME|all`, or `--discard`).
+from.  A kernel that exits normally removes its files and manifest, but for
+the spills kept for reattaching; one that is killed leaves them all, and
+the notebook's next kernel offers them (`%shrink reattach NAME|all`, or
+`--discard`).  A checkpoint (--keep-in-memory) is a file of a variable
+left in memory.
 
 A numpy array's file is its raw bytes (an np.memmap maps it).  Any other
 object is pickled (protocol 5) with its buffers out of band: the file is
 the pickle stream, then each buffer at an aligned offset; reading it back
 unpickles over a copy-on-write mapping of the file, so the buffers (a
-DataFrame's blocks, an Arrow table's columns, a dict's arrays) stay on disk
-and the file keeps exactly what was spilled."""
+DataFrame's blocks, an Arrow table's columns, a torch tensor's storage, a
+dict's arrays) stay on disk and the file keeps exactly what was spilled."""
 
 import atexit
 import contextlib
@@ -88,7 +90,12 @@ def _manifest_path(directory, owner):
 
 
 def _write_manifest():
-    """This kernel's manifest, replaced atomically; removed when empty."""
+    """This kernel's manifest, replaced atomically (a rename over it);
+    removed when empty.  Not fsync'd: the store outlives a kernel's death,
+    whose page cache the next kernel reads, and not a machine's crash, after
+    which the spill files, never synced either, could be incomplete (their
+    checksums then refuse them).  A sync cost a spill tens of milliseconds,
+    more on a busy disk, for nothing."""
     directory = store_dir()
     path = _manifest_path(directory, _owner())
     if not _entries:
@@ -102,8 +109,6 @@ def _write_manifest():
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(manifest, f)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -382,8 +387,10 @@ def _seal(finalizer, item):
     alive = finalizer.peek()
     finalizer.detach()
     if alive is not None and item.get("format") == "memmap":
-        alive[0].flush()
-        item["checksum"] = _core.spill_checksum(os.path.join(store_dir(), item["file"]))
+        # Should this fail, the old checksum stays and reattach refuses the file.
+        with contextlib.suppress(OSError, ValueError):
+            alive[0].flush()
+            item["checksum"] = _core.spill_checksum(os.path.join(store_dir(), item["file"]))
 
 
 @atexit.register
