@@ -415,6 +415,11 @@ def test_a_checkpoint_leaves_the_variables_in_memory_and_brings_them_back_after_
     try:
         make(k, names)
         ids = k.query("[id(arr), id(df), id(arrs)]")
+        # A checkpoint's dry run frees nothing either.
+        assert k.query("[(r['status'], r['bytes_after'] == r['bytes_before']) for r in "
+                       "__import__('memtamer').shrink('spill', 'arr', 'df', keep_in_memory=True, "
+                       "dry_run=True).values()]") == [["dry-run", True]] * 2
+        assert store_files(tmp_path) == []
         table = k.run("%shrink spill arr df arrs --keep-in-memory")["data"][0]["text/plain"]
         assert "REFUSED" not in table and table.count("(kept in memory)") == 3, table
         assert k.query("[id(arr), id(df), id(arrs)]") == ids  # nothing rebound

@@ -720,8 +720,9 @@ def _spill_done(row, options, path):
 
 def _spill(shell, ns, name, options, progress):
     plan = _spill_plan(shell, ns, name, options)
-    row = {"bytes_before": plan["bytes_before"], "bytes_after": 0, "reason": None,
-           "detail": plan["detail"]}
+    # A checkpoint frees nothing: the variable stays in memory.
+    row = {"bytes_before": plan["bytes_before"], "reason": None, "detail": plan["detail"],
+           "bytes_after": plan["bytes_before"] if options["keep_in_memory"] else 0}
     if plan.get("status") == "refused":
         return dict(row, status="refused", bytes_after=row["bytes_before"], reason=plan["reason"])
     if options["dry_run"]:
