@@ -14,10 +14,14 @@ const mt_action_info mt_actions[MT_DO_COUNT] = {
     [MT_DO_COMPRESS] = {"compress", BOTH, SHRINK_OPTIONS | OPT(CODEC) | OPT(LEVEL) | OPT(COPY), 1,
                         "compressed",
                         "replace by a blosc-compressed proxy; any use of it restores it"},
-    [MT_DO_SPILL] = {"spill", BOTH, SHRINK_OPTIONS | OPT(DIR) | OPT(COPY), 1, "spilled",
+    [MT_DO_SPILL] = {"spill", BOTH,
+                     SHRINK_OPTIONS | OPT(DIR) | OPT(COPY) | OPT(KEEP_IN_MEMORY) |
+                         OPT(KEEP_FOR_REATTACH),
+                     1, "spilled",
                      "to a file of the notebook's spill store, mapped back (RSS released): a numpy "
-                     "array → np.memmap; a DataFrame, Series, Arrow table, dict or list of "
-                     "arrays, any picklable object → itself, its buffers mapped from the file"},
+                     "array → np.memmap; a DataFrame, Series, Arrow table, torch tensor, dict or "
+                     "list of arrays, any picklable object → itself, its buffers mapped from the "
+                     "file; --keep-in-memory: a checkpoint, the variable left in memory"},
     [MT_DO_DOWNCAST] = {"downcast", BOTH,
                         SHRINK_OPTIONS | OPT(TO) | OPT(RTOL) | OPT(NARROW) | OPT(COPY), 1,
                         "downcast",
@@ -56,6 +60,8 @@ const mt_action_option_info mt_actions_options[MT_OPTION_COUNT] = {
     [MT_OPTION_DISCARD] = {"discard", MT_ACTION_IN_SHRINK, 1},
     [MT_OPTION_ALLOW_DELETE] = {"allow_delete", MT_ACTION_IN_RULES, 1},
     [MT_OPTION_DRY_RUN] = {"dry_run", MT_ACTION_IN_SHRINK, 1},
+    [MT_OPTION_KEEP_IN_MEMORY] = {"keep_in_memory", BOTH, 1},
+    [MT_OPTION_KEEP_FOR_REATTACH] = {"keep_for_reattach", BOTH, 1},
 };
 
 int

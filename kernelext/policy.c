@@ -328,7 +328,9 @@ options_dict(const mt_rule *r)
         (r->level >= 0 && mt_set(d, "level", PyLong_FromLong(r->level)) < 0) ||
         (r->rtol >= 0 && mt_set(d, "rtol", PyFloat_FromDouble(r->rtol)) < 0) ||
         (r->to && mt_set(d, "to", text_or_none(r->to)) < 0) ||
-        (r->dir && mt_set(d, "dir", text_or_none(r->dir)) < 0)) {
+        (r->dir && mt_set(d, "dir", text_or_none(r->dir)) < 0) ||
+        (r->keep_in_memory && mt_set(d, "keep_in_memory", Py_NewRef(Py_True)) < 0) ||
+        (r->keep_for_reattach && mt_set(d, "keep_for_reattach", Py_NewRef(Py_True)) < 0)) {
         Py_XDECREF(d);
         return NULL;
     }

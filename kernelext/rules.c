@@ -795,11 +795,26 @@ enum {
     R_COOLDOWN,
     R_MAX_PER_CELL,
     R_ALLOW_DELETE,
+    R_KEEP_IN_MEMORY,
+    R_KEEP_FOR_REATTACH,
     R_COUNT
 };
 static const char *const rule_keys[R_COUNT] = {
-    "name", "when", "match", "order",    "do",           "codec",        "level",
-    "rtol", "to",   "dir",   "cooldown", "max_per_cell", "allow_delete",
+    "name",
+    "when",
+    "match",
+    "order",
+    "do",
+    "codec",
+    "level",
+    "rtol",
+    "to",
+    "dir",
+    "cooldown",
+    "max_per_cell",
+    "allow_delete",
+    "keep_in_memory",
+    "keep_for_reattach",
 };
 enum { W_CELL_PEAK, W_CELL_RETAINED, W_MEMORY_ABOVE, W_UNTIL, W_IDLE_FOR, W_CREATED, W_COUNT };
 static const char *const when_keys[W_COUNT] = {
@@ -1069,6 +1084,15 @@ check_rule(ctx *c, yaml_node_t **v, const mt_rules_table *t, mt_rule *r)
              "cell: say which, e.g. match: {name: tmp_*} or match: {type: DataFrame, name: df_*}");
         rc = -1;
     }
+    /* Only the notebook's store is offered to the next kernel; a dir: of the
+     * user's is cleaned up with the kernel. */
+    if (r->dir && (r->keep_in_memory || r->keep_for_reattach)) {
+        fail(c, v[R_DIR],
+             "dir: a spill there goes with the kernel, so %s: true keeps nothing for the next "
+             "kernel; remove dir: to spill into the notebook's spill store",
+             r->keep_in_memory ? "keep_in_memory" : "keep_for_reattach");
+        rc = -1;
+    }
     if (!info->on_variables) {
         const char *kind =
             r->action == MT_DO_COLLECT ? "the whole kernel" : "IPython's output cache";
@@ -1195,6 +1219,14 @@ parse_rule(ctx *c, const yaml_node_t *map, const mt_rules_table *t, mt_rule *r)
         rc = -1;
     }
     if (v[R_ALLOW_DELETE] && get_bool(c, v[R_ALLOW_DELETE], "allow_delete", &r->allow_delete) < 0) {
+        rc = -1;
+    }
+    if (v[R_KEEP_IN_MEMORY] &&
+        get_bool(c, v[R_KEEP_IN_MEMORY], "keep_in_memory", &r->keep_in_memory) < 0) {
+        rc = -1;
+    }
+    if (v[R_KEEP_FOR_REATTACH] &&
+        get_bool(c, v[R_KEEP_FOR_REATTACH], "keep_for_reattach", &r->keep_for_reattach) < 0) {
         rc = -1;
     }
     if (rc == 0 && check_rule(c, v, t, r) < 0) {

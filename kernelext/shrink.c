@@ -9,9 +9,11 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "memtamer/actions.h"
+#include "memtamer/checksum.h"
 #include "memtamer/frames.h"
 #include "memtamer/narrow.h"
 #include "memtamer/npy.h"
@@ -1423,14 +1425,23 @@ done:
     return result;
 }
 
+/* The text a spill's checksum is kept as (in the manifest) and compared as. */
+static PyObject *
+checksum_text(uint32_t crc)
+{
+    return PyUnicode_FromFormat("crc32c:%08x", (unsigned int)crc);
+}
+
 /* Compares len bytes of live and spilled (a shared mapping of the spill
  * file) in blocks; where they differ, copies live's block over spilled's
- * when fix.  Returns whether any block differed.  Each block's pages of the
- * mapping are dropped from the process once compared (their contents stay
- * in the file and the page cache), or the comparison would bring back into
- * RSS what the spill took out.  Runs no Python code. */
+ * when fix.  Returns whether any block differed.  With crc, the checksum of
+ * spilled's bytes (as left by the fix) is continued in the same pass, while
+ * each block is still in the cache.  Each block's pages of the mapping are
+ * dropped from the process once compared (their contents stay in the file
+ * and the page cache), or the comparison would bring back into RSS what the
+ * spill took out.  Runs no Python code. */
 static int
-blocks_differ(const char *live, char *spilled, size_t len, int fix)
+blocks_differ(const char *live, char *spilled, size_t len, int fix, uint32_t *crc)
 {
     int differed = 0;
     int aligned = (uintptr_t)spilled % (uintptr_t)sysconf(_SC_PAGESIZE) == 0;
@@ -1441,6 +1452,9 @@ blocks_differ(const char *live, char *spilled, size_t len, int fix)
             if (fix) {
                 memcpy(spilled + at, live + at, n);
             }
+        }
+        if (crc != NULL) {
+            *crc = mt_checksum_crc32c(*crc, spilled + at, n);
         }
         if (aligned) {
             madvise(spilled + at, n, MADV_DONTNEED);
@@ -1461,18 +1475,23 @@ blocks_differ(const char *live, char *spilled, size_t len, int fix)
  * a write of its during the second comparison refuses the spill, but one
  * after it (or after the rebinding) goes to the old array and is lost. */
 PyDoc_STRVAR(mt_shrink_spill_commit__doc__,
-             "spill_commit(ns, name, array, mapped): binds ns[name], still array, to mapped (the "
-             "memmap of its spill file) once the file holds exactly what array holds now; what "
-             "threads wrote since spill_write() is copied in first, holding the GIL. ValueError "
+             "spill_commit(ns, name, array, mapped, bind=True) -> the file's checksum: binds "
+             "ns[name], still "
+             "array, to mapped (the memmap of its spill file) once the file holds exactly what "
+             "array holds now; what threads wrote since spill_write() is copied in first, holding "
+             "the GIL, and the file is checksummed in the same pass. ValueError "
              "with the reason, nothing bound, if name was rebound, array changed shape or dtype, "
-             "or it keeps changing (a thread writing without the GIL).");
+             "or it keeps changing (a thread writing without the GIL). bind=False: the file is "
+             "made exact the same way, and ns[name] is left as it is (a checkpoint).");
 static PyObject *
 mt_shrink_spill_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"ns", "name", "array", "mapped", NULL};
+    static char *kwlist[] = {"ns", "name", "array", "mapped", "bind", NULL};
     PyObject *ns, *name, *obj, *mapped_obj, *copy = NULL, *result = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!UOO:spill_commit", kwlist, &PyDict_Type, &ns,
-                                     &name, &obj, &mapped_obj) ||
+    uint32_t crc = 0;
+    int bind = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!UOO|p:spill_commit", kwlist, &PyDict_Type,
+                                     &ns, &name, &obj, &mapped_obj, &bind) ||
         numpy_needed() < 0) {
         return NULL;
     }
@@ -1506,7 +1525,7 @@ mt_shrink_spill_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kw
     }
     size_t len = (size_t)PyArray_NBYTES(arr);
     int fix = PyArray_ISWRITEABLE(mapped);
-    if (blocks_differ(PyArray_BYTES(live), PyArray_BYTES(mapped), len, fix)) {
+    if (blocks_differ(PyArray_BYTES(live), PyArray_BYTES(mapped), len, fix, &crc)) {
         if (!fix) {
             PyErr_Format(PyExc_ValueError,
                          "%U changed while it was being spilled, and its file is mapped read-only "
@@ -1514,7 +1533,7 @@ mt_shrink_spill_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kw
                          name);
             goto done;
         }
-        if (blocks_differ(PyArray_BYTES(live), PyArray_BYTES(mapped), len, 0)) {
+        if (blocks_differ(PyArray_BYTES(live), PyArray_BYTES(mapped), len, 0, NULL)) {
             PyErr_Format(PyExc_ValueError,
                          "%U kept changing while its changes were copied into its spill file "
                          "with every Python thread held: something writes into it without the "
@@ -1523,8 +1542,8 @@ mt_shrink_spill_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kw
             goto done;
         }
     }
-    if (PyDict_SetItem(ns, name, mapped_obj) == 0) {
-        result = Py_NewRef(Py_None);
+    if ((result = checksum_text(crc)) != NULL && bind && PyDict_SetItem(ns, name, mapped_obj) < 0) {
+        Py_CLEAR(result);
     }
 done:
     Py_XDECREF(copy);
@@ -1535,18 +1554,25 @@ done:
  * code, and other threads with it); from here to the rebinding none runs,
  * so the file is compared with what the object holds at the rebinding. */
 PyDoc_STRVAR(mt_shrink_spill_commit_pickled__doc__,
-             "spill_commit_pickled(ns, name, obj, value, regions, file): binds ns[name], still "
-             "obj, to value (read back from its spill file) once every (offset, buffer) of "
-             "regions (obj pickled again) equals file's bytes at offset, compared holding the "
-             "GIL. ValueError with the reason, nothing bound, if name was rebound or obj changed.");
+             "spill_commit_pickled(ns, name, obj, value, regions, file, bind=True) -> file's "
+             "checksum: binds "
+             "ns[name], still obj, to value (read back from its spill file) once every (offset, "
+             "buffer) of regions (obj pickled again, offsets ascending) equals file's bytes at "
+             "offset, compared holding the GIL; file is checksummed in the same pass. ValueError "
+             "with the reason, nothing bound, if name was rebound or obj changed. bind=False: "
+             "compared the same way, and ns[name] is left as it is (a checkpoint).");
 static PyObject *
 mt_shrink_spill_commit_pickled(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"ns", "name", "obj", "value", "regions", "file", NULL};
+    static char *kwlist[] = {"ns", "name", "obj", "value", "regions", "file", "bind", NULL};
     PyObject *ns, *name, *obj, *value, *regions, *file_obj, *seq = NULL, *result = NULL;
     Py_buffer file = {0}, part = {0};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!UOOOO:spill_commit_pickled", kwlist,
-                                     &PyDict_Type, &ns, &name, &obj, &value, &regions, &file_obj) ||
+    uint32_t crc = 0;
+    Py_ssize_t checked = 0; /* file's bytes checksummed so far */
+    int bind = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!UOOOO|p:spill_commit_pickled", kwlist,
+                                     &PyDict_Type, &ns, &name, &obj, &value, &regions, &file_obj,
+                                     &bind) ||
         PyObject_GetBuffer(file_obj, &file, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
@@ -1565,9 +1591,14 @@ mt_shrink_spill_commit_pickled(PyObject *Py_UNUSED(module), PyObject *args, PyOb
             PyObject_GetBuffer(buffer, &part, PyBUF_SIMPLE) < 0) {
             goto done;
         }
-        int same = offset >= 0 && offset <= file.len && part.len <= file.len - offset &&
+        int same = offset >= checked && offset <= file.len && part.len <= file.len - offset &&
                    memcmp((const char *)file.buf + offset, part.buf, (size_t)part.len) == 0;
         PyBuffer_Release(&part);
+        if (same) {
+            crc = mt_checksum_crc32c(crc, (const char *)file.buf + checked,
+                                     (size_t)(offset + part.len - checked));
+            checked = offset + part.len;
+        }
         if (!same) {
             PyErr_Format(PyExc_ValueError,
                          "%U changed (by another thread) while it was being spilled: left as "
@@ -1576,12 +1607,57 @@ mt_shrink_spill_commit_pickled(PyObject *Py_UNUSED(module), PyObject *args, PyOb
             goto done;
         }
     }
-    if (PyDict_SetItem(ns, name, value) == 0) {
-        result = Py_NewRef(Py_None);
+    crc = mt_checksum_crc32c(crc, (const char *)file.buf + checked, (size_t)(file.len - checked));
+    if ((result = checksum_text(crc)) != NULL && bind && PyDict_SetItem(ns, name, value) < 0) {
+        Py_CLEAR(result);
     }
 done:
     Py_XDECREF(seq);
     PyBuffer_Release(&file);
+    return result;
+}
+
+PyDoc_STRVAR(mt_shrink_spill_checksum__doc__,
+             "spill_checksum(path) -> the checksum of the file, as spill_commit gives it; read "
+             "through a mapping with the GIL released.");
+static PyObject *
+mt_shrink_spill_checksum(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    PyObject *path = NULL, *result = NULL;
+    if (!PyUnicode_FSConverter(arg, &path)) {
+        return NULL;
+    }
+    uint32_t crc = 0;
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS int fd = open(PyBytes_AS_STRING(path), O_RDONLY | O_CLOEXEC);
+    struct stat info;
+    if (fd < 0 || fstat(fd, &info) < 0) {
+        err = errno;
+    }
+    else if (info.st_size > 0) {
+        void *data = mmap(NULL, (size_t)info.st_size, PROT_READ, MAP_SHARED, fd, 0);
+        if (data == MAP_FAILED) {
+            err = errno;
+        }
+        else {
+            madvise(data, (size_t)info.st_size, MADV_SEQUENTIAL);
+            crc = mt_checksum_crc32c(0, data, (size_t)info.st_size);
+            munmap(data, (size_t)info.st_size);
+        }
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    Py_END_ALLOW_THREADS if (err)
+    {
+        errno = err;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+    }
+    else
+    {
+        result = checksum_text(crc);
+    }
+    Py_DECREF(path);
     return result;
 }
 
@@ -1606,5 +1682,6 @@ PyMethodDef mt_shrink_methods[] = {
      METH_VARARGS | METH_KEYWORDS, mt_shrink_spill_commit__doc__},
     {"spill_commit_pickled", (PyCFunction)(void (*)(void))mt_shrink_spill_commit_pickled,
      METH_VARARGS | METH_KEYWORDS, mt_shrink_spill_commit_pickled__doc__},
+    {"spill_checksum", mt_shrink_spill_checksum, METH_O, mt_shrink_spill_checksum__doc__},
     {NULL, NULL, 0, NULL},
 };

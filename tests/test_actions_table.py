@@ -102,10 +102,12 @@ def test_a_rule_without_do_lists_the_rule_actions_of_the_table():
 
 
 def test_every_rule_option_is_refused_under_an_action_that_does_not_take_it(tmp_path):
-    good = dict(VALUES, dir=tmp_path, allow_delete="true")
+    good = dict(VALUES, dir=tmp_path)
     for option, info in TABLE["options"].items():
         if not info["rules"]:
             continue
+        if info["switch"]:
+            good[option] = "true"
         owners = [name for name in RULES if option in TABLE["actions"][name]["options"]]
         other = next(name for name in RULES if name not in owners)
         errors = _core.rules_check(

@@ -74,6 +74,9 @@ typedef struct {
     long long cooldown;     /* cells between two firings */
     long long max_per_cell; /* variables acted on per firing */
     int allow_delete;
+    /* spill: the variable stays in memory (the file is a checkpoint); the
+     * file outlives a normal exit, offered to the notebook's next kernel */
+    int keep_in_memory, keep_for_reattach;
 } mt_rule;
 
 typedef struct {

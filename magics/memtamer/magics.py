@@ -272,6 +272,12 @@ class MemtamerMagics(Magics):
               help="spill: directory for the file, removed with the kernel (default: the "
                    "notebook's store under ~/.cache/memtamer/spill, or $MEMTAMER_SPILL_DIR, "
                    "kept for %%shrink reattach if the kernel dies)")
+    @argument("--keep-in-memory", action="store_true",
+              help="spill: a checkpoint: write the file to the notebook's store and leave the "
+                   "variable as it is in memory, so a death loses only what changed since")
+    @argument("--keep-for-reattach", action="store_true",
+              help="spill: keep the file after a normal exit too, for the notebook's next "
+                   "kernel to %%shrink reattach (without it, only a death leaves it)")
     @argument("--discard", action="store_true",
               help="reattach: remove what a previous kernel spilled instead (all, or the NAMEs)")
     @argument("--copy", action="store_true",
@@ -286,7 +292,10 @@ class MemtamerMagics(Magics):
         args = parse_argstring(self.shrink, line)
         given = {"to": args.to, "rtol": args.rtol, "narrow": args.narrow or None,
                  "codec": args.codec, "level": args.level, "discard": args.discard or None,
-                 "dir": args.dir, "copy": args.copy or None, "dry_run": args.dry_run or None}
+                 "dir": args.dir, "copy": args.copy or None,
+                 "keep_in_memory": args.keep_in_memory or None,
+                 "keep_for_reattach": args.keep_for_reattach or None,
+                 "dry_run": args.dry_run or None}
         if not args.names and args.action not in KERNEL_ACTIONS:
             raise UsageError(f"%shrink {args.action}: name the variables, e.g. "
                              f"%shrink {args.action} x")
