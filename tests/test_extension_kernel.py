@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from conftest import besides_loaded
+
 ALLOCATORS = "__import__('memtamer')._core._allocators()"
 
 
@@ -99,3 +101,17 @@ def test_notice_after_heavy_cell(kernel):
     assert quiet["stdout"] == ""
     kernel.run("%memtamer --notice off")
     assert "peak" not in kernel.run("spike = np.ones(2**25)\ndel spike")["stdout"]
+
+
+def test_loading_says_what_is_on_in_one_line_unless_the_config_asks_for_quiet(fresh_kernel):
+    said = fresh_kernel.run("%load_ext memtamer")["stdout"]
+    assert besides_loaded(said) == ""
+    status = fresh_kernel.query("__import__('memtamer')._core.telemetry_status()")
+    budget = fresh_kernel.query("__import__('memtamer').sizes.format_size("
+                                "__import__('memtamer').budget()['budget'])")
+    assert f"telemetry on {status['endpoint']}" in said, said
+    assert f"budget {budget} (" in said, said
+    assert said.rstrip().endswith("%memreport shows the figures, %memguard the budget.")
+    # with memtamer in a profile's extensions, c.Memtamer.quiet = True silences it
+    fresh_kernel.run("%unload_ext memtamer\nget_ipython().config.Memtamer.quiet = True")
+    assert fresh_kernel.run("%load_ext memtamer")["stdout"] == ""

@@ -573,6 +573,14 @@ def test_runtime_dir_honours_jupyter_then_falls_back_to_xdg(monkeypatch, tmp_pat
     from jupyter_core.paths import jupyter_runtime_dir
 
     assert telemetry.runtime_dir() == jupyter_runtime_dir()
+    # jupyter_core not imported (a terminal IPython): not imported for this;
+    # the readers may import it and look in both places.
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
+    monkeypatch.delitem(sys.modules, "jupyter_core.paths")
+    assert telemetry.runtime_dir() == str(tmp_path / "xdg" / "memtamer")
+    assert "jupyter_core.paths" not in sys.modules
+    assert telemetry.search_path() == [jupyter_runtime_dir(), str(tmp_path / "xdg" / "memtamer")]
+    assert "jupyter_core.paths" in sys.modules
     # Without jupyter_core: the XDG runtime directory, else the temp directory.
     monkeypatch.setitem(sys.modules, "jupyter_core.paths", None)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))

@@ -159,6 +159,9 @@ class _Extension:
         for figure in ("peak_rss", "heap_peak_increment"):
             if figure in unavailable and speak:
                 print(f"memtamer: {figure} is unavailable here: {unavailable[figure]}")
+        if speak and not _quiet(self.shell):
+            print(loaded_line(_core.guard_status(), _core.telemetry_status(),
+                              self.rules.path is not None or bool(self.rules.rejected)))
 
     def _attach_ledger(self):
         history = getattr(self.shell, "history_manager", None)
@@ -270,6 +273,28 @@ class _Extension:
                 self.rules.after_cell()
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("the rules", exc)
+
+
+def _quiet(shell):
+    """Whether the user asked for no confirmation at load (``c.Memtamer.quiet
+    = True`` in an IPython profile's config, e.g. with memtamer in
+    ``c.InteractiveShellApp.extensions``)."""
+    section = getattr(shell, "config", {}).get("Memtamer") or {}
+    return bool(section.get("quiet", False))
+
+
+def loaded_line(guard, telemetry, rules_said):
+    """The one line %load_ext prints: what is on (the budget, telemetry's
+    endpoint, the rules when no other line said so) and where to look.
+    rules_said: a line about the rules file was printed already."""
+    from .guard import budget_words
+
+    parts = [f"budget {budget_words(guard)}" if guard["enabled"] else "no budget (%memguard SIZE)",
+             f"telemetry on {telemetry['endpoint']}" if telemetry else "no telemetry"]
+    if not rules_said:
+        parts.append("no rules file")
+    return ("memtamer: measuring every cell; " + ", ".join(parts)
+            + ". %memreport shows the figures, %memguard the budget.")
 
 
 _active = None

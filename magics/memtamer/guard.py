@@ -17,7 +17,7 @@ import IPython
 
 from . import _core, spill_files, spill_store
 from .sizes import format_size
-from .telemetry import publish
+from .telemetry import publish, runtime_dir
 
 MemoryBudgetExceeded = _core.MemoryBudgetExceeded
 # The exception's figures sent to watchers as a budget_trip event.
@@ -227,17 +227,10 @@ def _advice(variables):
 
 def record_dir():
     """Where kernels keep their records (and the lists of their spill files):
-    $MEMTAMER_RUNTIME_DIR, else Jupyter's runtime directory, else the working
-    directory; made if missing.  OSError when it cannot be made: records go
-    there or nowhere."""
-    path = os.environ.get("MEMTAMER_RUNTIME_DIR")
-    if not path:
-        try:
-            from jupyter_core.paths import jupyter_runtime_dir
-
-            path = jupyter_runtime_dir()
-        except ImportError:
-            path = os.getcwd()
+    $MEMTAMER_RUNTIME_DIR, else the runtime directory kernels advertise
+    themselves in; made if missing.  OSError when it cannot be made: records
+    go there or nowhere."""
+    path = os.environ.get("MEMTAMER_RUNTIME_DIR") or runtime_dir()
     os.makedirs(path, exist_ok=True)
     return path
 
@@ -431,6 +424,18 @@ def _swap_line(swap):
             f"({where_from}), {format_size(swap['room'])} left{own} · {how}")
 
 
+def budget_words(status):
+    """'18 GiB (the limit minus the default reserve of 1.0 GiB)': an enabled
+    budget and where it comes from."""
+    if status["mode"] == "default":
+        how = f"the limit minus the default reserve of {format_size(status['default_reserve'])}"
+    elif status["mode"] == "percent":
+        how = f"{status['percent']:g}% of the limit"
+    else:
+        how = "set with %memguard SIZE"
+    return f"{format_size(status['budget'])} ({how})"
+
+
 def status_lines(status, ended=()):
     """What %memguard prints; ended: records of this notebook's kernels that
     ended for no sign of memory."""
@@ -439,13 +444,7 @@ def status_lines(status, ended=()):
         if status["mode"] != "off" and not status["watcher"]:
             head += " (the extension is not loaded)"
     else:
-        if status["mode"] == "default":
-            how = f"the limit minus the default reserve of {format_size(status['default_reserve'])}"
-        elif status["mode"] == "percent":
-            how = f"{status['percent']:g}% of the limit"
-        else:
-            how = "set with %memguard SIZE"
-        head = f"memory budget {format_size(status['budget'])} ({how})"
+        head = f"memory budget {budget_words(status)}"
     lines = [head,
              f"  this kernel: {format_size(status['rss'])} in use (RSS) of its budget "
              f"{format_size(status['budget'])} · limit {format_size(status['limit'])} "

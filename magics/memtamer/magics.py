@@ -356,4 +356,4 @@ class MemtamerMagics(Magics):
             print("\n".join(rules.dry_run_lines(actions)) if actions
                   else "memtamer: no rule would act now")
             return
-        print("\n".join(rules.table_lines(table, state.path)))
+        print("\n".join(rules.table_lines(table, state.path, state.rejected)))
