@@ -179,10 +179,18 @@ def test_postmortem_says_why_memory_is_the_likely_cause():
                            "('x = load()'); its last RSS was 3.0 GiB")
     assert "(peak 3.0 GiB, limit 4.0 GiB)." in text
     assert text.endswith("The OOM killer fired 2 times since its last cell began "
-                         "(/sys/fs/cgroup/kube/memory.events).")
-    record.update(cell=None, oom_kills=0, memory_cause="limit")
+                         "(/sys/fs/cgroup/kube/memory.events). It needed more than the 4.0 GiB "
+                         "it had: more RAM or swap (on an SSD) would let the cell go further, "
+                         "and %memguard stops such a cell before its kernel dies.")
+    record.update(cell=None, oom_kills=0, memory_cause="limit", peak_rss=5 * GiB)  # swap too
     text = postmortem(record)
-    assert "died between cells" in text and text.endswith("That was close to its limit.")
+    assert "died between cells" in text and text.endswith(
+        "That was close to its limit. It needed more than the 5.0 GiB it reached: more RAM or "
+        "swap (on an SSD) would let the cell go further, and %memguard stops such a cell "
+        "before its kernel dies.")
+    # near a budget: memtamer's own choice, no advice on RAM
+    record.update(memory_cause="budget", budget=3 * GiB)
+    assert postmortem(record).endswith("That was close to its budget.")
 
 
 def test_format_of_sizes_used_in_messages():

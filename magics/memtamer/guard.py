@@ -255,7 +255,25 @@ def postmortem(record):
                  f"cell began ({record['oom_source']}).")
     else:
         text += f" That was close to its {record['memory_cause']}."
+    if record["memory_cause"] in ("oom_killer", "limit") and record["limit"]:
+        text += " " + died_short(record["peak_rss"] or record["rss"], record["limit"]) + "."
     return text
+
+
+def shortfall(need, had):
+    """The advice for a cell that finished over a limit: need, the peak it
+    reached; had, the limit.  How much more RAM or swap would have let it
+    finish within it."""
+    return (f"It needed {format_size(need)}: {format_size(need - had)} more RAM or swap "
+            f"(on an SSD) than the {format_size(had)} it had would have let it finish")
+
+
+def died_short(peak, limit):
+    """The advice for a kernel memory ended: it needed more than it reached
+    and more than its limit (how much more, nothing measured can say)."""
+    return (f"It needed more than the {format_size(max(peak, limit))} it "
+            + ("reached" if peak > limit else "had") + ": more RAM or swap (on an SSD) would "
+            "let the cell go further, and %memguard stops such a cell before its kernel dies")
 
 
 def ended_line(record):
