@@ -97,6 +97,7 @@ mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         w->swap_before = -1;
     }
     w->started = mt_monotonic_seconds();
+    w->started_cpu = mt_cpu_seconds();
     /* Last, so that nothing of ours lands in the window. */
     w->rss_before = mt_probe_peak_begin(st->probe);
     w->open = 1;
@@ -197,6 +198,7 @@ record_dict(const mt_cell_record *r)
                r->major_faults >= 0 ? PyLong_FromLongLong(r->major_faults) : Py_NewRef(Py_None)) <
             0 ||
         mt_set(d, "seconds", PyFloat_FromDouble(r->seconds)) < 0 ||
+        mt_set(d, "cpu_seconds", PyFloat_FromDouble(r->cpu_seconds)) < 0 ||
         mt_set(d, "status", PyUnicode_FromString(r->failed ? "error" : "ok")) < 0 ||
         mt_set(d, "peak_composition", r->peak ? mt_peaks_dict(r->peak) : Py_NewRef(Py_None)) < 0) {
         Py_XDECREF(d);
@@ -248,7 +250,7 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         peak = peak > w->rss_before ? peak : w->rss_before;
         peak = peak > rss_after ? peak : rss_after;
     }
-    double ended = mt_monotonic_seconds();
+    double ended = mt_monotonic_seconds(), ended_cpu = mt_cpu_seconds();
     long long swap_after = -1;
     unsigned long long faults_after = 0;
     int swap_known =
@@ -291,6 +293,7 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     r.swap_after = swap_known ? swap_after : -1;
     r.major_faults = swap_known ? (long long)(faults_after - w->faults_before) : -1;
     r.seconds = ended - w->started;
+    r.cpu_seconds = ended_cpu - w->started_cpu;
     r.failed = failed;
     r.peak = composition;
     if (append(&st->cells, &r) < 0) {
