@@ -289,11 +289,20 @@ def ended_line(record):
 POSTMORTEM_KEEP_SECONDS = 7 * 24 * 3600
 
 
+def _notebook_gone(record):
+    """Whether the notebook a record names surely no longer exists: only an
+    absolute path can say (a relative one is the server root's, unknown
+    here); a record of no notebook (a working directory's) never is."""
+    notebook = record["notebook"]
+    return bool(notebook) and os.path.isabs(notebook) and not os.path.exists(notebook)
+
+
 def collect_postmortems(directory, now=None):
     """The records this notebook's dead kernels left in directory, removed
     with the spill files each listed: each is reported once, to the
     notebook's next kernel.  Records of dead kernels older than
-    POSTMORTEM_KEEP_SECONDS are removed unreported."""
+    POSTMORTEM_KEEP_SECONDS, or of notebooks that no longer exist, are
+    removed unreported: no kernel of theirs would ever collect them."""
     records = []
     now = time.time() if now is None else now
     for path in sorted(glob.glob(os.path.join(directory, "memtamer-*.guard"))):
@@ -303,7 +312,7 @@ def collect_postmortems(directory, now=None):
             continue
         if record is None or record["alive"]:
             continue
-        if now - record["updated"] > POSTMORTEM_KEEP_SECONDS:
+        if now - record["updated"] > POSTMORTEM_KEEP_SECONDS or _notebook_gone(record):
             try:
                 os.unlink(path)
             except OSError:
