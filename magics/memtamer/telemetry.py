@@ -531,7 +531,9 @@ class Follower:
     sample's figures, the running cell, the last cell's record, the trips,
     ``lost`` (messages missed, from the gaps in sequence numbers),
     ``memory_deaths`` (post-mortems it reported: earlier kernels of its
-    notebook that memory ended), ``greeted`` (its snapshot came) and
+    notebook that memory ended), ``thrashing`` (the major faults a second
+    of its running cell once the guard saw it thrash, else None),
+    ``greeted`` (its snapshot came) and
     ``received`` (time.monotonic() of its last message).  ``rejected`` counts
     the discovery files and messages that did not fit the protocol, skipped.
     Used by ``memtamer watch`` and ``memtamer export``."""
@@ -588,7 +590,7 @@ class Follower:
                     "launcher": record.get("launcher"),
                     "endpoint": record["endpoint"], "seq": None, "lost": 0,
                     "running": None, "last_cell": None, "received": None,
-                    "memory_deaths": 0, "greeted": False,
+                    "memory_deaths": 0, "greeted": False, "thrashing": None,
                 }
         self.rescanned = time.monotonic()
 
@@ -664,10 +666,13 @@ class Follower:
             state["memory_deaths"] = max(state["memory_deaths"], reported)
         elif kind == "event" and message["event"] == "postmortem":
             state["memory_deaths"] += 1
+        elif kind == "event" and message["event"] == "thrashing":
+            # The running cell thrashes (the guard let it run): until it ends.
+            state["thrashing"] = (message.get("data") or {}).get("major_faults_per_second")
         elif kind == "cell":
             state["last_cell"] = message["record"]
             state["cells"], state["trips"] = message["cells"], message["trips"]
-            state["running"] = None
+            state["running"] = state["thrashing"] = None
         elif kind == "bye":
             for path, record in list(self.connected.items()):
                 if record["kernel"] == message["kernel"]:
