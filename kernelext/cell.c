@@ -346,6 +346,46 @@ mt_cell_clear(PyObject *module, PyObject *Py_UNUSED(unused))
     Py_RETURN_NONE;
 }
 
+/* The peak RSS since the running cell began, as far as the probe knows
+ * now: VmHWM (reset at the cell's start) or the sampler's peak. */
+static long long
+peak_so_far(mt_probe *p, long long hwm)
+{
+    if (p->method == MT_PEAK_HWM) {
+        return hwm;
+    }
+    mt_worker_lock(&p->sampler);
+    long long peak = p->sampled_peak;
+    mt_worker_unlock(&p->sampler);
+    return peak;
+}
+
+PyDoc_STRVAR(mt_cell_running__doc__,
+             "cell_running() -> dict | None: the running cell so far (cell, seconds, rss now, "
+             "peak_rss since it began, rss_before; None for a figure not known); None between "
+             "cells.  Any thread may ask.");
+static PyObject *
+mt_cell_running(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_state *st = mt_get_state(module);
+    const mt_cell_window *w = &st->cells.window;
+    long long rss, hwm = -1;
+    if (!w->open) {
+        Py_RETURN_NONE;
+    }
+    if (mt_probe_status(st->probe, &rss, &hwm) < 0) {
+        rss = mt_probe_rss(st->probe);
+    }
+    long long peak = peak_so_far(st->probe, hwm);
+    if (peak >= 0 && peak < rss) {
+        peak = rss; /* read a moment apart */
+    }
+    return Py_BuildValue("{sLsdsNsNsN}", "cell", w->cell, "seconds",
+                         mt_monotonic_seconds() - w->started, "rss", mt_size_or_none(rss),
+                         "peak_rss", mt_size_or_none(peak), "rss_before",
+                         mt_size_or_none(w->rss_before));
+}
+
 void
 mt_cell_log_free(mt_cell_log *log)
 {
@@ -361,6 +401,7 @@ PyMethodDef mt_cell_methods[] = {
     {"cell_begin", (PyCFunction)(void (*)(void))mt_cell_begin, METH_FASTCALL, mt_cell_begin__doc__},
     {"cell_end", (PyCFunction)(void (*)(void))mt_cell_end, METH_FASTCALL, mt_cell_end__doc__},
     {"cells", mt_cell_history, METH_NOARGS, mt_cell_history__doc__},
+    {"cell_running", mt_cell_running, METH_NOARGS, mt_cell_running__doc__},
     {"clear_cells", mt_cell_clear, METH_NOARGS, mt_cell_clear__doc__},
     {"cell_numpy_imported", mt_cell_numpy_imported, METH_NOARGS, mt_cell_numpy_imported__doc__},
     {NULL, NULL, 0, NULL},

@@ -101,6 +101,7 @@ class _Extension:
         self.baseline_rss = None  # RSS when loaded: the account's baseline
         self.reruns = None
         self.compiler = None
+        self.live = None
 
     def report(self):
         return report()
@@ -111,8 +112,11 @@ class _Extension:
         from .reruns import Reruns
         from .restore import StopCell
 
+        from .live import LiveLine
+
         self.baseline_rss = _core.process().get("rss")
         self.reruns = Reruns()
+        self.live = LiveLine(self.shell, enabled=_configured(self.shell, "live"))
         _core.install_hooks()
         self.numpy_hook = NumpyImportHook(self._warn_once)
         self.numpy_hook.install()
@@ -159,7 +163,7 @@ class _Extension:
         for figure in ("peak_rss", "heap_peak_increment"):
             if figure in unavailable and speak:
                 print(f"memtamer: {figure} is unavailable here: {unavailable[figure]}")
-        if speak and not _quiet(self.shell):
+        if speak and not _configured(self.shell, "quiet"):
             print(loaded_line(_core.guard_status(), _core.telemetry_status(),
                               self.rules.path is not None or bool(self.rules.rejected)))
 
@@ -181,6 +185,7 @@ class _Extension:
             self.shell.ast_transformers.remove(self.stop_cell)
         if self.shell.compile is self.compiler:  # else someone wrapped it since: leave theirs
             self.shell.compile = self.compiler.wrapped
+        self.live.close()
         if self.rules is not None:
             self.rules.stop()
         if self.guard is not None:
@@ -233,6 +238,10 @@ class _Extension:
             self.stop_cell.message = str(exc) or "memtamer: Ctrl-C before the cell ran"
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("restoring compressed variables", exc)
+        try:
+            self.live.begin()
+        except Exception as exc:  # noqa: BLE001 - a callback must not raise
+            self._warn_once("the live line", exc)
 
     def _held_notices(self, result, record):
         """What a del or rebinding left held, and what a re-run kept more
@@ -252,6 +261,10 @@ class _Extension:
 
     def post_run_cell(self, result):
         self.stop_cell.message = None  # a cell that failed to compile never took it
+        try:
+            self.live.end()
+        except Exception as exc:  # noqa: BLE001 - a callback must not raise
+            self._warn_once("the live line", exc)
         try:
             record = _core.cell_end(result.execution_count, not result.success)
             threshold = self.notice_threshold
@@ -275,12 +288,13 @@ class _Extension:
             self._warn_once("the rules", exc)
 
 
-def _quiet(shell):
-    """Whether the user asked for no confirmation at load (``c.Memtamer.quiet
-    = True`` in an IPython profile's config, e.g. with memtamer in
-    ``c.InteractiveShellApp.extensions``)."""
+def _configured(shell, key):
+    """A switch of memtamer's in the IPython profile's config: ``quiet`` (no
+    confirmation at load, e.g. with memtamer in
+    ``c.InteractiveShellApp.extensions``) and ``live`` (the live line under
+    running cells), as ``c.Memtamer.quiet = True``."""
     section = getattr(shell, "config", {}).get("Memtamer") or {}
-    return bool(section.get("quiet", False))
+    return bool(section.get(key, False))
 
 
 def loaded_line(guard, telemetry, rules_said):
