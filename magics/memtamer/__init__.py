@@ -107,12 +107,11 @@ class _Extension:
         return report()
 
     def start(self):
+        from .live import LiveLine
         from .magics import MemtamerMagics
         from .numpy_import import NumpyImportHook
         from .reruns import Reruns
         from .restore import StopCell
-
-        from .live import LiveLine
 
         self.baseline_rss = _core.process().get("rss")
         self.reruns = Reruns()
