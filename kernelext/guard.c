@@ -1056,7 +1056,8 @@ mt_guard_signal_handler(PyObject *module, PyObject *const *args, Py_ssize_t narg
     }
     long long thrash_rate = st->guard ? atomic_exchange(&st->guard->thrash_warn_rate, 0) : 0;
     if (thrash_rate > 0 && publish_thrashing(module, thrash_rate) < 0) {
-        return NULL;
+        /* Watchers' news never raises into the user's cell. */
+        PyErr_WriteUnraisable(module);
     }
     if (st->guard == NULL || !atomic_load(&st->guard->armed) || !take_trip(st->guard, &t, 1) ||
         !in_user_code(args[1], st->guard->user_ns)) {
