@@ -97,6 +97,7 @@ mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         w->swap_before = -1;
     }
     w->started = mt_monotonic_seconds();
+    w->started_cpu = mt_cpu_seconds();
     /* Last, so that nothing of ours lands in the window. */
     w->rss_before = mt_probe_peak_begin(st->probe);
     w->open = 1;
@@ -197,6 +198,7 @@ record_dict(const mt_cell_record *r)
                r->major_faults >= 0 ? PyLong_FromLongLong(r->major_faults) : Py_NewRef(Py_None)) <
             0 ||
         mt_set(d, "seconds", PyFloat_FromDouble(r->seconds)) < 0 ||
+        mt_set(d, "cpu_seconds", PyFloat_FromDouble(r->cpu_seconds)) < 0 ||
         mt_set(d, "status", PyUnicode_FromString(r->failed ? "error" : "ok")) < 0 ||
         mt_set(d, "peak_composition", r->peak ? mt_peaks_dict(r->peak) : Py_NewRef(Py_None)) < 0) {
         Py_XDECREF(d);
@@ -248,7 +250,7 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         peak = peak > w->rss_before ? peak : w->rss_before;
         peak = peak > rss_after ? peak : rss_after;
     }
-    double ended = mt_monotonic_seconds();
+    double ended = mt_monotonic_seconds(), ended_cpu = mt_cpu_seconds();
     long long swap_after = -1;
     unsigned long long faults_after = 0;
     int swap_known =
@@ -291,6 +293,7 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     r.swap_after = swap_known ? swap_after : -1;
     r.major_faults = swap_known ? (long long)(faults_after - w->faults_before) : -1;
     r.seconds = ended - w->started;
+    r.cpu_seconds = ended_cpu - w->started_cpu;
     r.failed = failed;
     r.peak = composition;
     if (append(&st->cells, &r) < 0) {
@@ -343,6 +346,46 @@ mt_cell_clear(PyObject *module, PyObject *Py_UNUSED(unused))
     Py_RETURN_NONE;
 }
 
+/* The peak RSS since the running cell began, as far as the probe knows
+ * now: VmHWM (reset at the cell's start) or the sampler's peak. */
+static long long
+peak_so_far(mt_probe *p, long long hwm)
+{
+    if (p->method == MT_PEAK_HWM) {
+        return hwm;
+    }
+    mt_worker_lock(&p->sampler);
+    long long peak = p->sampled_peak;
+    mt_worker_unlock(&p->sampler);
+    return peak;
+}
+
+PyDoc_STRVAR(mt_cell_running__doc__,
+             "cell_running() -> dict | None: the running cell so far (cell, seconds, rss now, "
+             "peak_rss since it began, rss_before; None for a figure not known); None between "
+             "cells.  Any thread may ask.");
+static PyObject *
+mt_cell_running(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_state *st = mt_get_state(module);
+    const mt_cell_window *w = &st->cells.window;
+    long long rss, hwm = -1;
+    if (!w->open) {
+        Py_RETURN_NONE;
+    }
+    if (mt_probe_status(st->probe, &rss, &hwm) < 0) {
+        rss = mt_probe_rss(st->probe);
+    }
+    long long peak = peak_so_far(st->probe, hwm);
+    if (peak >= 0 && peak < rss) {
+        peak = rss; /* read a moment apart */
+    }
+    return Py_BuildValue("{sLsdsNsNsN}", "cell", w->cell, "seconds",
+                         mt_monotonic_seconds() - w->started, "rss", mt_size_or_none(rss),
+                         "peak_rss", mt_size_or_none(peak), "rss_before",
+                         mt_size_or_none(w->rss_before));
+}
+
 void
 mt_cell_log_free(mt_cell_log *log)
 {
@@ -358,6 +401,7 @@ PyMethodDef mt_cell_methods[] = {
     {"cell_begin", (PyCFunction)(void (*)(void))mt_cell_begin, METH_FASTCALL, mt_cell_begin__doc__},
     {"cell_end", (PyCFunction)(void (*)(void))mt_cell_end, METH_FASTCALL, mt_cell_end__doc__},
     {"cells", mt_cell_history, METH_NOARGS, mt_cell_history__doc__},
+    {"cell_running", mt_cell_running, METH_NOARGS, mt_cell_running__doc__},
     {"clear_cells", mt_cell_clear, METH_NOARGS, mt_cell_clear__doc__},
     {"cell_numpy_imported", mt_cell_numpy_imported, METH_NOARGS, mt_cell_numpy_imported__doc__},
     {NULL, NULL, 0, NULL},

@@ -91,9 +91,14 @@ typedef struct mt_guard {
      * some child's private memory was unreadable (mt_guard_children_peak). */
     _Atomic long long children_peak_owned, children_rss_at_peak;
     _Atomic int children_unreadable;
-    _Atomic long long cell_serial;    /* which cell is armed */
-    _Atomic int swap_counted;         /* use is RSS plus VmSwap (swap is room) */
-    _Atomic int thrash_stop;          /* a thrashing cell is stopped (--thrashing stop) */
+    _Atomic long long cell_serial; /* which cell is armed */
+    _Atomic int swap_counted;      /* use is RSS plus VmSwap (swap is room) */
+    _Atomic int thrash_stop;       /* a thrashing cell is stopped (--thrashing stop) */
+    /* A thrashing cell let run is told of live, once a cell: the rate the
+     * watcher saw, for the signal handler to publish (0: nothing to tell),
+     * and whether this cell was told of already. */
+    _Atomic long long thrash_warn_rate;
+    _Atomic int thrash_warned;
     _Atomic long long cell_start_use; /* RSS when it began */
 
     /* The memory shared with other processes (probe.h's mt_probe_shared):
@@ -444,6 +449,12 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
         signal_main_thread(g);
         return use;
     }
+    if (thrash_rate > 0 && !atomic_exchange(&g->thrash_warned, 1)) {
+        /* Only the main thread may publish (the event API takes Python
+         * objects): the handler runs there, between bytecodes. */
+        atomic_store(&g->thrash_warn_rate, (long long)thrash_rate);
+        signal_main_thread(g);
+    }
     /* Others growing is no reason to stop this cell: only its own growth. */
     int shared_over = *shared_left < 0 && use > atomic_load(&g->cell_start_use);
     int own_over = use > atomic_load(&g->ceiling);
@@ -490,6 +501,7 @@ watch_step(void *owner, int fresh)
     if (fresh) {
         g->children_looked = 0; /* a new cell: look at once */
         g->faults_looked = g->thrash_since = 0;
+        atomic_store(&g->thrash_warned, 0);
         g->children_alive = 0;
     }
     mt_worker_lock(&g->watcher);
@@ -1007,10 +1019,31 @@ in_user_code(PyObject *frame, PyObject *user_ns)
     return 0;
 }
 
+/* The watcher saw the running cell thrash and let it run: watchers are
+ * told at once (a "thrashing" event), not when the cell ends. */
+static int
+publish_thrashing(PyObject *module, long long rate)
+{
+    PyObject *args[2] = {PyUnicode_FromString("thrashing"), NULL};
+    PyObject *published = NULL;
+    int result = -1;
+    if (args[0] == NULL || (args[1] = Py_BuildValue("{sLss}", "major_faults_per_second", rate,
+                                                    "action", "warn")) == NULL) {
+        goto done;
+    }
+    published = mt_telemetry_event(module, args, 2);
+    result = published == NULL ? -1 : 0;
+done:
+    Py_XDECREF(published);
+    Py_XDECREF(args[1]);
+    Py_XDECREF(args[0]);
+    return result;
+}
+
 /* Python runs signal handlers in the main thread, with the GIL. */
-PyDoc_STRVAR(
-    mt_guard_signal_handler__doc__,
-    "_guard_signal(signum, frame): the handler for GUARD_SIGNAL; raises MemoryBudgetExceeded.");
+PyDoc_STRVAR(mt_guard_signal_handler__doc__,
+             "_guard_signal(signum, frame): the handler for GUARD_SIGNAL; raises "
+             "MemoryBudgetExceeded, or publishes a thrashing cell's event.");
 static PyObject *
 mt_guard_signal_handler(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1020,6 +1053,11 @@ mt_guard_signal_handler(PyObject *module, PyObject *const *args, Py_ssize_t narg
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "_guard_signal(signum, frame)");
         return NULL;
+    }
+    long long thrash_rate = st->guard ? atomic_exchange(&st->guard->thrash_warn_rate, 0) : 0;
+    if (thrash_rate > 0 && publish_thrashing(module, thrash_rate) < 0) {
+        /* Watchers' news never raises into the user's cell. */
+        PyErr_WriteUnraisable(module);
     }
     if (st->guard == NULL || !atomic_load(&st->guard->armed) || !take_trip(st->guard, &t, 1) ||
         !in_user_code(args[1], st->guard->user_ns)) {

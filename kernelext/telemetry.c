@@ -283,6 +283,7 @@ static const field record_fields[] = {
     {"swapped", "int?"},
     {"major_faults", "int?"},
     {"seconds", "number"},
+    {"cpu_seconds", "number"},
     {"status", "string"},
     {"peak_composition", "object?"},
     {NULL, NULL},
@@ -553,7 +554,8 @@ write_record(json_buf *b, int names, const mt_cell_record *r, const mt_peak_comp
     else {
         jb_literal(b, ",\"swapped\":null,\"major_faults\":null");
     }
-    jb_printf(b, ",\"seconds\":%.6f,\"status\":\"%s\"", r->seconds, r->failed ? "error" : "ok");
+    jb_printf(b, ",\"seconds\":%.6f,\"cpu_seconds\":%.6f,\"status\":\"%s\"", r->seconds,
+              r->cpu_seconds, r->failed ? "error" : "ok");
     write_composition(b, names, peak);
     jb_literal(b, "}");
 }

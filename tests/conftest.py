@@ -8,6 +8,16 @@ sys.path.insert(0, os.path.dirname(__file__))
 from kernel import Kernel  # noqa: E402
 
 MiB = 1024**2
+
+# How the line %load_ext memtamer ends with starts (what is on, where to look).
+LOADED = "memtamer: measuring every cell; "
+
+
+def besides_loaded(said):
+    """What loading printed before its confirmation line, which must end it."""
+    *before, last = said.splitlines(keepends=True)
+    assert last.startswith(LOADED), said
+    return "".join(before)
 GiB = 1024**3
 
 

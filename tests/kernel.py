@@ -31,13 +31,15 @@ class Kernel:
 
     def run(self, code, timeout=300, allow_error=False, interrupt_after=None):
         """Executes code as a cell; returns {'stdout', 'stderr', 'error', 'data',
-        'execution_count'}.  Raises CellError when the cell fails unless allow_error.
+        'updates', 'execution_count'} (updates: (display_id, data) of each
+        update_display_data, and of each display_data that has a display_id).  Raises CellError when the cell fails unless allow_error.
         interrupt_after: seconds after which the kernel is interrupted (SIGINT)."""
         msg_id = self.kc.execute(code)
         if interrupt_after is not None:
             time.sleep(interrupt_after)
             self.km.interrupt_kernel()
-        out = {"stdout": "", "stderr": "", "error": None, "data": [], "execution_count": None}
+        out = {"stdout": "", "stderr": "", "error": None, "data": [], "updates": [],
+               "execution_count": None}
         while True:
             try:
                 msg = self.kc.get_iopub_msg(timeout=timeout)
@@ -50,6 +52,9 @@ class Kernel:
                 out[content["name"]] += content["text"]
             elif kind in ("display_data", "execute_result"):
                 out["data"].append(content["data"])
+            if kind in ("display_data", "update_display_data") and \
+                    (content.get("transient") or {}).get("display_id"):
+                out["updates"].append((content["transient"]["display_id"], content["data"]))
             elif kind == "error":
                 out["error"] = {"ename": content["ename"], "evalue": content["evalue"],
                                 "traceback": "\n".join(content["traceback"])}

@@ -41,7 +41,9 @@ def cells(i):
     _core.cell_numpy_imported()  # numpy's handler is in place already: nothing to do
     kept = np.ones(1000)
     blob = b"x" * 100_000
+    assert _core.cell_running()["cell"] == i
     _core.cell_end(i, i % 7 == 0)
+    assert _core.cell_running() is None
     del kept, blob
     _core.cells()
     _core.clear_cells()  # the history grows by design; what is cleared must all go
@@ -372,7 +374,8 @@ def guard(i):
 
 
 calls = {
-    "cell_begin": cells, "cell_end": cells, "cells": cells, "peaks_settings": peaks,
+    "cell_begin": cells, "cell_end": cells, "cells": cells, "cell_running": cells,
+    "peaks_settings": peaks,
     "report": process, "process": process, "_allocators": process, "trim": process, "in_ram": process,
     "set_peak_method": process, "_parse": parsers, "_set_proc_root": proc_root,
     "sharing": sharing,

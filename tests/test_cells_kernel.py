@@ -141,3 +141,14 @@ def test_first_cell_after_loading(fresh_kernel):
     assert fresh_kernel.query("__import__('memtamer').report()['cells']") == []
     fresh_kernel.run("z = 1")
     assert fresh_kernel.query("len(__import__('memtamer').report()['cells'])") == 1
+
+
+def test_cpu_seconds_beside_wall_seconds(kernel):
+    # 0.3 s of CPU the cell spends, then 0.5 s asleep: CPU within its wall time
+    kernel.run("import time\nstart = time.process_time()\n"
+               "while time.process_time() - start < 0.3:\n    pass")
+    busy = kernel.last_cell()
+    assert 0.3 <= busy["cpu_seconds"] <= busy["seconds"] + 0.05, busy
+    kernel.run("time.sleep(0.5)")
+    asleep = kernel.last_cell()
+    assert asleep["seconds"] >= 0.5 and asleep["cpu_seconds"] < asleep["seconds"] / 2, asleep

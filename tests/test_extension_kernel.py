@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from conftest import besides_loaded
+
 ALLOCATORS = "__import__('memtamer')._core._allocators()"
 
 
@@ -99,3 +101,65 @@ def test_notice_after_heavy_cell(kernel):
     assert quiet["stdout"] == ""
     kernel.run("%memtamer --notice off")
     assert "peak" not in kernel.run("spike = np.ones(2**25)\ndel spike")["stdout"]
+
+
+def test_loading_says_what_is_on_in_one_line_unless_the_config_asks_for_quiet(fresh_kernel):
+    said = fresh_kernel.run("%load_ext memtamer")["stdout"]
+    assert besides_loaded(said) == ""
+    status = fresh_kernel.query("__import__('memtamer')._core.telemetry_status()")
+    budget = fresh_kernel.query("__import__('memtamer').sizes.format_size("
+                                "__import__('memtamer').budget()['budget'])")
+    assert f"telemetry on {status['endpoint']}" in said, said
+    assert f"budget {budget} (" in said, said
+    assert said.rstrip().endswith("%memreport shows the figures, %memguard the budget.")
+    # with memtamer in a profile's extensions, c.Memtamer.quiet = True silences it
+    fresh_kernel.run("%unload_ext memtamer\nget_ipython().config.Memtamer.quiet = True")
+    assert fresh_kernel.run("%load_ext memtamer")["stdout"] == ""
+
+
+LIVE_CELL = "import time\nhold = bytearray(64 * 2**20)\ntime.sleep(4.5)"
+
+
+def test_the_live_line_updates_in_place_while_a_cell_runs_and_ends_frozen(fresh_kernel):
+    fresh_kernel.run("%load_ext memtamer")
+    assert fresh_kernel.run(LIVE_CELL)["updates"] == []  # off by default
+    shown = fresh_kernel.run("%memtamer --live on")["stdout"]
+    assert "memtamer: live line under running cells: on" in shown
+    out = fresh_kernel.run(LIVE_CELL.replace("hold", "hold2"))
+    count = out["execution_count"]
+    ids = {display_id for display_id, _ in out["updates"]}
+    lines = [data["text/plain"] for _, data in out["updates"]]
+    assert len(ids) == 1 and len(lines) >= 2, lines  # one line, updated in place
+    assert lines[0].startswith(f"memtamer: cell {count} running ") and " now · peak +" in lines[0]
+    assert " so far · " in lines[0] and lines[0].endswith(" left of its budget"), lines[0]
+    # frozen at the end with the cell's figures: its peak holds the 64 MiB it kept
+    record = fresh_kernel.last_cell()
+    assert lines[-1].startswith(f"memtamer: cell {count} ran ") and "so far" not in lines[-1]
+    assert record["peak_rss"] - record["rss_before"] >= 64 * 2**20
+    # a short cell shows nothing
+    assert fresh_kernel.run("x = 1")["updates"] == []
+    # a bad word says what to write
+    err = fresh_kernel.run("%memtamer --live maybe", allow_error=True)["error"]
+    assert err["ename"] == "UsageError" and "on" in err["evalue"] and "off" in err["evalue"]
+    fresh_kernel.run("%memtamer --live off")
+    assert fresh_kernel.run(LIVE_CELL.replace("hold", "hold3"))["updates"] == []
+
+
+def test_the_live_line_leaves_no_thread_at_a_fork_in_the_cell(fresh_kernel):
+    fresh_kernel.run("%load_ext memtamer\n%memtamer --live on")
+    out = fresh_kernel.run(
+        "import os, threading, time, memtamer.live as live\ntime.sleep(3.5)\n"
+        "def ours():\n"
+        "    return [t.name for t in threading.enumerate() if t.name == 'memtamer-live']\n"
+        "running = ours()\n"
+        "live._before_fork()  # what os.fork() runs first\n"
+        "at_fork = ours()\n"
+        "live._after_fork_in_parent()\n"
+        "print(running, at_fork, ours())\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "time.sleep(2.5)")
+    assert out["stdout"] == "['memtamer-live'] [] ['memtamer-live']\n", out["stdout"]
+    assert len(out["updates"]) >= 3 and out["error"] is None  # and it goes on after the fork

@@ -84,24 +84,46 @@ def test_records_reject_garbage_and_report_dead_kernels(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_records_of_other_notebooks_stay_until_a_week_old(tmp_path):
+def dead_kernel_record(directory, notebook):
+    """The record a kernel of notebook left in directory when it died without
+    its exit handlers."""
     import subprocess
 
-    from memtamer.guard import POSTMORTEM_KEEP_SECONDS
-
-    # A kernel of another notebook that died without its exit handlers.
     dead = subprocess.run(
         [sys.executable, "-c", "import os\nfrom memtamer import _core\n"
-         f"_core.postmortem_open({str(tmp_path)!r} + f'/memtamer-{{os.getpid()}}.guard')\n"
+         f"_core.postmortem_open({str(directory)!r} + f'/memtamer-{{os.getpid()}}.guard')\n"
          "os.kill(os.getpid(), 9)"],
-        env={**os.environ, "JPY_SESSION_NAME": "/elsewhere/other.ipynb"})
+        env={**os.environ, "JPY_SESSION_NAME": str(notebook)})
     assert dead.returncode == -9
-    (path,) = tmp_path.glob("memtamer-*.guard")
+    (path,) = directory.glob("memtamer-*.guard")
+    return path
+
+
+def test_records_of_other_notebooks_stay_until_a_week_old(tmp_path):
+    from memtamer.guard import POSTMORTEM_KEEP_SECONDS
+
+    records, other = tmp_path / "records", tmp_path / "other.ipynb"
+    records.mkdir()
+    other.write_text("{}")
+    path = dead_kernel_record(records, other)
     updated = _core.postmortem_read(str(path))["updated"]
-    assert collect_postmortems(str(tmp_path), now=updated + POSTMORTEM_KEEP_SECONDS - 60) == []
+    assert collect_postmortems(str(records), now=updated + POSTMORTEM_KEEP_SECONDS - 60) == []
     assert path.exists()  # kept for its notebook's next kernel
-    assert collect_postmortems(str(tmp_path), now=updated + POSTMORTEM_KEEP_SECONDS + 60) == []
+    assert collect_postmortems(str(records), now=updated + POSTMORTEM_KEEP_SECONDS + 60) == []
     assert not path.exists()
+
+
+def test_records_of_deleted_notebooks_go_at_once(tmp_path):
+    records, gone = tmp_path / "records", tmp_path / "deleted.ipynb"
+    records.mkdir()
+    gone.write_text("{}")
+    path = dead_kernel_record(records, gone)
+    assert collect_postmortems(str(records)) == [] and path.exists()  # it still exists
+    gone.unlink()
+    assert collect_postmortems(str(records)) == [] and not path.exists()
+    # A notebook named relative to a server root this kernel cannot know: kept.
+    path = dead_kernel_record(records, "work/deleted.ipynb")
+    assert collect_postmortems(str(records)) == [] and path.exists()
 
 
 V2_MOUNT = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n"
@@ -179,10 +201,18 @@ def test_postmortem_says_why_memory_is_the_likely_cause():
                            "('x = load()'); its last RSS was 3.0 GiB")
     assert "(peak 3.0 GiB, limit 4.0 GiB)." in text
     assert text.endswith("The OOM killer fired 2 times since its last cell began "
-                         "(/sys/fs/cgroup/kube/memory.events).")
-    record.update(cell=None, oom_kills=0, memory_cause="limit")
+                         "(/sys/fs/cgroup/kube/memory.events). It needed more than the 4.0 GiB "
+                         "it had: more RAM or swap (on an SSD) would let the cell go further, "
+                         "and %memguard stops such a cell before its kernel dies.")
+    record.update(cell=None, oom_kills=0, memory_cause="limit", peak_rss=5 * GiB)  # swap too
     text = postmortem(record)
-    assert "died between cells" in text and text.endswith("That was close to its limit.")
+    assert "died between cells" in text and text.endswith(
+        "That was close to its limit. It needed more than the 5.0 GiB it reached: more RAM or "
+        "swap (on an SSD) would let the cell go further, and %memguard stops such a cell "
+        "before its kernel dies.")
+    # near a budget: memtamer's own choice, no advice on RAM
+    record.update(memory_cause="budget", budget=3 * GiB)
+    assert postmortem(record).endswith("That was close to its budget.")
 
 
 def test_format_of_sizes_used_in_messages():

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import stop_writer, writer_thread
+from conftest import besides_loaded, stop_writer, writer_thread
 from kernel import Kernel
 from memtamer.rules import PAST_TENSE, discover
 
@@ -95,6 +95,28 @@ def test_no_action_inside_a_running_cell(k, rules_file):
     during, *_, notice = out["stdout"].splitlines()
     assert during == "during the cell: ndarray"
     assert notice.startswith("memtamer rule compress-new: compressed inside_a")
+
+
+def test_a_refused_action_reads_as_a_sentence_naming_the_command_that_does_it(k, rules_file):
+    write_rules(rules_file, """\
+        version: 1
+        rules:
+          - name: compress-held
+            when: {created: true}
+            match: {name: "held_*", min_size: 8MiB}
+            do: compress
+        """)
+    out = k.run("held_a = np.ones(2_000_000)\nholder = [held_a]")
+    [line] = rule_lines(out)
+    # a rule cannot add --copy: the command that does it anyway is named whole
+    assert line.startswith("memtamer rule compress-held: did not compress held_a: also held by "
+                           "holder"), line
+    assert line.endswith(", so the original would stay in memory and nothing would be freed; "
+                         "%shrink compress held_a --copy compresses it anyway"), line
+    report = k.run("%memreport actions")["stdout"]
+    assert f"rule compress-held: {line.split(': ', 1)[1]}\n" in report, report
+    write_rules(rules_file, "version: 1\nrules: []\n")
+    k.run("del held_a, holder")
 
 
 def test_created_frames_are_downcast_within_rtol(k, rules_file):
@@ -213,12 +235,12 @@ def test_cell_triggers_notice_and_collect(k, rules_file):
     out = k.run("heavy = np.ones(64 * 2**20 // 8)")
     lines = rule_lines(out)
     assert lines[0].startswith("memtamer rule heavy-cell: cell_retained >= 40 MiB: the kernel uses ")
-    assert lines[1].startswith("memtamer rule peaky-cell: collected: kernel ")
+    assert lines[1].startswith("memtamer rule peaky-cell: collected garbage: kernel ")
     out = k.run("light = 1")
     assert "memtamer rule" not in out["stdout"]
     out = k.run("%memreport actions")
-    assert "heavy-cell: notice kernel noticed" in out["stdout"]
-    assert "peaky-cell: collect kernel done" in out["stdout"]
+    assert "rule heavy-cell: noticed the kernel using " in out["stdout"]
+    assert "rule peaky-cell: collected garbage: kernel " in out["stdout"]
 
 
 def test_rejected_reload_keeps_the_rules_in_force(k, rules_file):
@@ -263,13 +285,24 @@ def test_bad_file_at_load_leaves_the_extension_measuring(tmp_path):
                                         f"  {bad}:4:9: do: del deletes variables for good")
         kernel.run("x = bytearray(50 * 2**20)")
         assert kernel.last_cell()["retained"] > 40 * MiB
-        out = kernel.run("%memrules")
-        assert out["stdout"].startswith("memtamer: no rules in force")
+        # %memrules says why, where: the file's error, not "write memtamer.yaml"
+        lines = kernel.run("%memrules")["stdout"].splitlines()
+        assert lines[0] == ("memtamer: the rules file was not loaded because of these errors; "
+                            "fix them and it is read again after the next cell:")
+        assert lines[1].startswith(f"  {bad}:4:9: do: del deletes variables for good")
+        assert lines[2:] == ["memtamer: no rules in force"]
         out = kernel.run(f"%memrules check {bad}")
         assert out["stdout"].startswith(f"{bad}:4:9: do: del deletes")
         write_rules(bad, "version: 1\nrules: []\n")  # fixed: picked up between cells
         out = kernel.run("pass")
         assert f"memtamer: rules from {bad} (0 rules)" in out["stdout"]
+        assert kernel.run("%memrules")["stdout"] == f"memtamer: rules from {bad}\n"
+        # a bad edit of the file in force: its error, and the rules that stay
+        write_rules(bad, "version: 1\nrules: [\n")
+        kernel.run("pass")
+        out = kernel.run("%memrules")["stdout"].splitlines()
+        assert out[0].startswith("memtamer: the rules file was not loaded")
+        assert out[1].startswith(f"  {bad}:3:1: ") and out[-1] == f"memtamer: rules from {bad}"
     finally:
         kernel.shutdown()
 
@@ -302,7 +335,8 @@ def test_no_rules_file_then_one_found_by_reload(tmp_path):
     kernel = Kernel(env=env, cwd=str(project))
     try:
         out = kernel.run("%load_ext memtamer")
-        assert "rules" not in out["stdout"] and "failed" not in out["stderr"]
+        assert besides_loaded(out["stdout"]) == "" and "failed" not in out["stderr"]
+        assert "no rules file" in out["stdout"]
         assert kernel.run("%memrules")["stdout"].startswith("memtamer: no rules in force")
         out = kernel.run("%memrules reload")
         assert out["stdout"] == ("memtamer: no rules file (set $MEMTAMER_RULES or write "
@@ -444,8 +478,8 @@ def test_ctrl_c_during_a_rules_action_is_one_line_and_logged(k, rules_file, tmp_
     assert logged[1:] == [("ki_mid", "interrupted", "ki_mid left as it was; ki_small not acted on")]
     assert actions_of(k, "notice-ki") == []
     report = k.run("%memreport actions")["stdout"]
-    assert "compress-ki: compress ki_mid interrupted (ki_mid left as it was; ki_small not acted " \
-           "on)" in report, report
+    assert "rule compress-ki: Ctrl-C during compress ki_mid: ki_mid left as it was; ki_small " \
+           "not acted on" in report, report
     write_rules(rules_file, "version: 1\nrules: []\n")
     k.run("del ki_big, ki_mid, ki_small")
 

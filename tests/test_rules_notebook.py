@@ -34,7 +34,7 @@ def test_rules_notebook_shows_each_action_under_its_cell(nb):
     assert "memtamer rule compress-idle-arrays: compressed counts 64 MiB -> " in big_output
     assert "memtamer rule drop-big-outputs: dropped Out[" in big_output
     report = text_of(nb, "%memreport actions")
-    assert "downcast-new-floats: downcast signal done 64 MiB -> 32 MiB" in report
+    assert "rule downcast-new-floats: downcast signal 64 MiB -> 32 MiB" in report
     assert "model" not in report  # protected
     assert text_of(nb, "int(counts.sum()) == expected").endswith("True")
     assert "bad.yaml:4:9: do: unknown value 'dell': did you mean 'del'?" in text_of(nb, "bad = ")

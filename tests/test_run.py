@@ -48,6 +48,11 @@ def test_a_limit_fails_naming_the_cell_that_crossed_it(tmp_path):
     assert done.returncode == 1, done.stderr
     assert "FAILED: cell 2 ('tmp = np.ones(50331648)') reached" in done.stdout
     assert "over --limit 300 MiB" in done.stdout
+    # how much more it needed, from its measured peak (above the 384 MiB array)
+    needed, more = re.search(r"over --limit 300 MiB\. It needed ([\d.]+) MiB: ([\d.]+) MiB more "
+                             r"RAM or swap \(on an SSD\) than the 300 MiB it had would have let "
+                             r"it finish", done.stdout).groups()
+    assert float(needed) >= 384 and float(more) == pytest.approx(float(needed) - 300, abs=1)
     # The table and summary are there too, and name the same cell as the peak's.
     assert "peak +" in done.stdout and "peak " in done.stdout and "in cell 2" in done.stdout
     assert "Traceback" not in done.stderr
@@ -208,7 +213,8 @@ def test_a_kernel_the_oom_killer_ended_is_reported_so(tmp_path):
     assert done.returncode == 1
     line = next(ln for ln in done.stdout.splitlines() if "died" in ln)
     assert line.startswith("FAILED: the kernel died in cell 3 ('x = np.ones(2**27)'); ")
-    assert line.endswith("(the OOM killer ended it)")
+    assert "(the OOM killer ended it). It needed more than the 512 MiB it had: more RAM or " \
+        "swap (on an SSD) would let the cell go further" in line, line
     # The run reported the record, so the notebook's next kernel will not.
     assert list(tmp_path.glob("memtamer-*.guard")) == []
 

@@ -52,6 +52,22 @@ def test_small_shared_metadata_refuses_nothing(frames):
     frames.run("del df, small")
 
 
+def test_a_note_shared_by_columns_is_said_once_naming_them(frames):
+    frames.run("import memtamer\n"
+               "w = pd.DataFrame({f'c{i}': np.arange(1000) % 100 for i in range(8)})\n"
+               "f = pd.DataFrame({f'f{i}': np.random.random(1000) * (i + 1) for i in range(3)})")
+    for name, columns in (("w", [f"c{i}" for i in range(8)]), ("f", ["f0", "f1", "f2"])):
+        row = frames.query(f"memtamer.shrink('downcast', '{name}', dry_run=True)['{name}']")
+        prefix = ", ".join(columns) + ": "
+        note = row["reason"].removeprefix(prefix)
+        assert note != row["reason"] and row["reason"].count(note[:20]) == 1, row["reason"]
+    # the floats' note keeps the largest error of the three columns
+    errors = frames.query("[float(np.max(np.abs(f[c].astype(np.float32) - f[c]) / np.abs(f[c])))"
+                          " for c in f]")
+    assert f"largest relative error {max(errors):.2g} " in row["reason"], (errors, row)
+    frames.run("del w, f")
+
+
 def test_arrow_backed_numbers(frames):
     frames.run("a = pd.DataFrame({'x': pd.array(base['x'].to_numpy(), dtype='double[pyarrow]')})")
     out = frames.run("%shrink downcast a")["data"][0]["text/plain"]

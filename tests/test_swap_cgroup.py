@@ -133,3 +133,42 @@ def test_thrashing_stop_ends_a_cell_that_keeps_faulting_pages_in(swap_container)
         k.query("memtamer.budget()['thrashing']['major_faults_per_second']")
     assert k.query("len(parts)") == 10
     assert oom_kills(counter) == kills
+
+
+def test_a_thrashing_cell_let_run_is_told_to_watchers_while_it_runs(swap_container):
+    import threading
+    import time
+
+    from memtamer.telemetry import Follower
+
+    k, counter = swap_container
+    k.run(GROW.format(n=10, part=PART))
+    k.run("%memguard --thrashing warn")
+    pid = k.query("__import__('os').getpid()")
+    follower = Follower()
+    follower.rescan()
+    kernel = next(key for key, state in follower.kernels.items() if state["pid"] == pid)
+    events, stop = [], threading.Event()
+
+    def follow():
+        while not stop.is_set():
+            message = follower.receive(0.2)
+            if message and message["kernel"] == kernel and message["kind"] == "event":
+                events.append((time.monotonic(), message))
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    try:
+        out = k.run(THRASH.replace("< 90", "< 20"))  # let run: it ends by itself
+        ended = time.monotonic()
+    finally:
+        stop.set()
+        thread.join()
+        follower.close()
+    assert out["error"] is None
+    told = [(at, m["data"]) for at, m in events if m["event"] == "thrashing"]
+    assert len(told) == 1, events  # once a cell
+    at, data = told[0]
+    assert at < ended - 5  # live: long before the cell ended
+    assert data["action"] == "warn" and data["major_faults_per_second"] > \
+        k.query("memtamer.budget()['thrashing']['major_faults_per_second']")

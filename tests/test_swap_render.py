@@ -46,3 +46,14 @@ def test_swap_notice_says_how_much_and_what_to_do():
     assert "%memguard --no-swap" in text
     assert "waited" not in swap_notice(cell(None, swapped=GiB))
     assert "this cell pushed" in swap_notice(cell(None, swapped=GiB))
+
+
+def test_swap_notice_says_how_much_slower_than_its_cpu_time_the_cell_ran():
+    slow = dict(cell(7, swapped=GiB, faults=5000), seconds=12.0, cpu_seconds=0.5)
+    assert "; it ran 24× slower than its CPU time (12.0 s for 0.5 s of CPU);" in swap_notice(slow)
+    slow.update(seconds=1.75)
+    assert "; it ran 3.5× slower than its CPU time (1.8 s for 0.5 s of CPU);" in swap_notice(slow)
+    # not slowed, or no CPU figure: nothing said of it
+    assert "slower" not in swap_notice(dict(slow, seconds=0.6))
+    assert "slower" not in swap_notice(dict(slow, cpu_seconds=None))
+    assert "slower" not in swap_notice(dict(slow, cpu_seconds=0.0))

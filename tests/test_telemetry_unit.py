@@ -102,8 +102,27 @@ def test_watch_row(tmp_path, running, shown):
     assert header.split()[:3] == ["PID", "NOTEBOOK", "RSS"]
     # Marked: its headroom is within the protocol's near_percent of its limit.
     assert re.match(r"! 4242  train\.ipynb\s+5\.0 GiB\s+15 GiB\s+1\.0 GiB\s+"
-                    + re.escape(shown) + r"\s+1\.0 MiB\s+-1\.0 MiB\s+2\s+16 GiB\s+0\s+0f3c5d2e$",
-                    row), row
+                    + re.escape(shown) + r"\s+1\.0 MiB\s+-1\.0 MiB\s+2\s+-\s+16 GiB\s+0\s+"
+                    r"0f3c5d2e$", row), row
+
+
+def test_a_thrashing_event_shows_in_watch_until_the_cell_ends(tmp_path):
+    follower = follower_with_kernel(tmp_path, "/home/u/notebooks/train.ipynb")
+    try:
+        follower._update(sample(1, rss=2**30, running={"seconds": 5.0, "peak_increment": 2**30}))
+        follower._update({**sample(2), "kind": "event", "event": "thrashing",
+                          "data": {"major_faults_per_second": 2345, "action": "warn"}})
+        screen = table(follower.kernels, cells=200)
+        header, row = screen.splitlines()[3:5]
+        assert row[header.index("THRASH"):].split()[0] == "2345/s", screen
+        # sorted by it with its key
+        assert "sorted by thrash" in table(follower.kernels, cells=200, sort_key="w")
+        follower._update({**sample(3), "kind": "cell", "record": {"peak_increment": 2**30},
+                          "cells": 1, "trips": 0})
+        header, row = table(follower.kernels, cells=200).splitlines()[3:5]
+        assert row[header.index("THRASH"):].split()[0] == "-"
+    finally:
+        follower.close()
 
 
 def test_ipc_endpoint_never_replaces_what_is_at_its_path(tmp_path):
@@ -573,6 +592,14 @@ def test_runtime_dir_honours_jupyter_then_falls_back_to_xdg(monkeypatch, tmp_pat
     from jupyter_core.paths import jupyter_runtime_dir
 
     assert telemetry.runtime_dir() == jupyter_runtime_dir()
+    # jupyter_core not imported (a terminal IPython): not imported for this;
+    # the readers may import it and look in both places.
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
+    monkeypatch.delitem(sys.modules, "jupyter_core.paths")
+    assert telemetry.runtime_dir() == str(tmp_path / "xdg" / "memtamer")
+    assert "jupyter_core.paths" not in sys.modules
+    assert telemetry.search_path() == [jupyter_runtime_dir(), str(tmp_path / "xdg" / "memtamer")]
+    assert "jupyter_core.paths" in sys.modules
     # Without jupyter_core: the XDG runtime directory, else the temp directory.
     monkeypatch.setitem(sys.modules, "jupyter_core.paths", None)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))

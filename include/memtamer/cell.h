@@ -39,7 +39,9 @@ typedef struct {
      * the major faults it took (pages it waited for from swap or files);
      * -1 where /proc does not say. */
     long long swap_before, swap_after, major_faults;
-    double seconds;
+    /* Wall-clock seconds, and the CPU seconds of the process meanwhile: a
+     * cell far slower than its CPU time waited (on swap, disk, a sleep). */
+    double seconds, cpu_seconds;
     mt_peak_method peak_method;
     int failed;
     char first_line[MT_FIRST_LINE_BYTES];
@@ -52,7 +54,7 @@ typedef struct {
 typedef struct {
     int open;
     long long cell;
-    double started;
+    double started, started_cpu;
     long long rss_before;
     /* Highest peak of windows measured inside this cell (%shrink), -1 if none. */
     long long peak_floor;

@@ -127,6 +127,16 @@ mt_monotonic_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* CPU time of the whole process (all its threads), for a cell's CPU
+ * seconds beside its wall-clock ones. */
+static inline double
+mt_cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 /* Grows a PyMem_RawMalloc'd *array (doubling from 64) to hold at least
  * `need` elements of elem bytes; -1 with MemoryError.  Free it with
  * PyMem_RawFree. */

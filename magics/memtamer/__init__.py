@@ -101,11 +101,13 @@ class _Extension:
         self.baseline_rss = None  # RSS when loaded: the account's baseline
         self.reruns = None
         self.compiler = None
+        self.live = None
 
     def report(self):
         return report()
 
     def start(self):
+        from .live import LiveLine
         from .magics import MemtamerMagics
         from .numpy_import import NumpyImportHook
         from .reruns import Reruns
@@ -113,6 +115,7 @@ class _Extension:
 
         self.baseline_rss = _core.process().get("rss")
         self.reruns = Reruns()
+        self.live = LiveLine(self.shell, enabled=_configured(self.shell, "live"))
         _core.install_hooks()
         self.numpy_hook = NumpyImportHook(self._warn_once)
         self.numpy_hook.install()
@@ -159,6 +162,9 @@ class _Extension:
         for figure in ("peak_rss", "heap_peak_increment"):
             if figure in unavailable and speak:
                 print(f"memtamer: {figure} is unavailable here: {unavailable[figure]}")
+        if speak and not _configured(self.shell, "quiet"):
+            print(loaded_line(_core.guard_status(), _core.telemetry_status(),
+                              self.rules.path is not None or bool(self.rules.rejected)))
 
     def _attach_ledger(self):
         history = getattr(self.shell, "history_manager", None)
@@ -178,6 +184,7 @@ class _Extension:
             self.shell.ast_transformers.remove(self.stop_cell)
         if self.shell.compile is self.compiler:  # else someone wrapped it since: leave theirs
             self.shell.compile = self.compiler.wrapped
+        self.live.close()
         if self.rules is not None:
             self.rules.stop()
         if self.guard is not None:
@@ -230,6 +237,10 @@ class _Extension:
             self.stop_cell.message = str(exc) or "memtamer: Ctrl-C before the cell ran"
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("restoring compressed variables", exc)
+        try:
+            self.live.begin()
+        except Exception as exc:  # noqa: BLE001 - a callback must not raise
+            self._warn_once("the live line", exc)
 
     def _held_notices(self, result, record):
         """What a del or rebinding left held, and what a re-run kept more
@@ -249,6 +260,10 @@ class _Extension:
 
     def post_run_cell(self, result):
         self.stop_cell.message = None  # a cell that failed to compile never took it
+        try:
+            self.live.end()
+        except Exception as exc:  # noqa: BLE001 - a callback must not raise
+            self._warn_once("the live line", exc)
         try:
             record = _core.cell_end(result.execution_count, not result.success)
             threshold = self.notice_threshold
@@ -270,6 +285,29 @@ class _Extension:
                 self.rules.after_cell()
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("the rules", exc)
+
+
+def _configured(shell, key):
+    """A switch of memtamer's in the IPython profile's config: ``quiet`` (no
+    confirmation at load, e.g. with memtamer in
+    ``c.InteractiveShellApp.extensions``) and ``live`` (the live line under
+    running cells), as ``c.Memtamer.quiet = True``."""
+    section = getattr(shell, "config", {}).get("Memtamer") or {}
+    return bool(section.get(key, False))
+
+
+def loaded_line(guard, telemetry, rules_said):
+    """The one line %load_ext prints: what is on (the budget, telemetry's
+    endpoint, the rules when no other line said so) and where to look.
+    rules_said: a line about the rules file was printed already."""
+    from .guard import budget_words
+
+    parts = [f"budget {budget_words(guard)}" if guard["enabled"] else "no budget (%memguard SIZE)",
+             f"telemetry on {telemetry['endpoint']}" if telemetry else "no telemetry"]
+    if not rules_said:
+        parts.append("no rules file")
+    return ("memtamer: measuring every cell; " + ", ".join(parts)
+            + ". %memreport shows the figures, %memguard the budget.")
 
 
 _active = None

@@ -157,6 +157,26 @@ def _kept(row, options):
             f"{row['max_rel_error']:.2g} (--rtol {options['rtol']:g})")
 
 
+def _column_notes(notes, converted, options):
+    """The notes on a frame's columns, each said once and naming its columns:
+    notes, [(label, text)], on columns left as they were; converted,
+    [(label, plan)], what those converted kept (floats: the largest error of
+    the columns of each new dtype) or risk."""
+    worst = {}  # a float dtype: the plan with the largest error
+    for _, plan in converted:
+        if _kept(plan, options) and plan["max_rel_error"] >= \
+                worst.get(plan["target"], plan)["max_rel_error"]:
+            worst[plan["target"]] = plan
+    columns = {}  # a note: the columns it is about
+    for label, plan in converted:
+        text = _kept(worst[plan["target"]], options) if plan["target"] in worst else plan["warning"]
+        notes.append((label, text))
+    for label, text in notes:
+        if text:
+            columns.setdefault(text, []).append(str(label))
+    return [f"{', '.join(labels)}: {text}" for text, labels in columns.items()]
+
+
 def _pandas_bytes(obj):
     """Deep memory of a DataFrame (a Series per column) or a Series (an int)."""
     usage = obj.memory_usage(index=True, deep=True)
@@ -192,14 +212,14 @@ def _pandas_plan(frame, options):
     import numpy as np
     import pandas as pd
 
-    plans, changes, notes, saved = [], [], [], 0
+    plans, changes, notes, converted, saved = [], [], [], [], 0
     for position in range(frame.shape[1]):
         column = frame.iloc[:, position]
         label = frame.columns[position]
         dtype = column.dtype
         values, convert = _numeric_values(column)
         if values is None and isinstance(convert, str):
-            notes.append(f"{label}: {convert}")
+            notes.append((label, convert))
         elif values is not None:
             to = options["to"]
             if values.dtype.kind in "iu" and to in ("float32", "float16"):
@@ -210,10 +230,10 @@ def _pandas_plan(frame, options):
                 target = convert(plan["target"])
                 plans.append((position, target))
                 changes.append(f"{label}: {dtype} → {target}")
-                notes.append(_kept(plan, options) or plan["warning"])
+                converted.append((label, plan))
                 saved += values.nbytes - len(values) * np.dtype(plan["target"]).itemsize
             else:
-                notes.append(f"{label}: {plan['reason']}")
+                notes.append((label, plan["reason"]))
         elif (dtype == object or pd.api.types.is_string_dtype(dtype)) and len(column) and \
                 not isinstance(dtype, pd.CategoricalDtype) and \
                 pd.api.types.infer_dtype(column, skipna=True) == "string":
@@ -224,10 +244,10 @@ def _pandas_plan(frame, options):
                 before = int(column.memory_usage(index=False, deep=True))
                 codes = len(column) * np.min_scalar_type(-max(distinct, 1)).itemsize
                 saved += before - codes - before * distinct // len(column)
-    return plans, changes, notes, saved
+    return plans, changes, _column_notes(notes, converted, options), saved
 
 
-def _frame_verdict(before, changes, notes, saved, options, held, held_text):
+def _frame_verdict(before, changes, notes, saved, options, held, name, held_text):
     """A frame's downcast row (its columns' changes and notes), and how it
     ends before anything is converted: a refusal, or the dry run's
     prediction; None when it goes ahead.  held_text() names who holds it."""
@@ -240,8 +260,7 @@ def _frame_verdict(before, changes, notes, saved, options, held, held_text):
     if options["dry_run"]:
         return row, dict(row, status="dry-run", bytes_after=max(before - saved, 0))
     if held and not options["copy"]:
-        return row, _refused(row, "other references keep the original alive (add --copy): " +
-                             held_text())
+        return row, _refused(row, _kept_alive(held_text(), "downcast", name, "converts it"))
     return row, None
 
 
@@ -261,7 +280,8 @@ def _downcast_pandas(shell, ns, name, options):
     frame = original.to_frame() if series else original
     before = _pandas_bytes(original)
     plans, changes, notes, saved = _pandas_plan(frame, options)
-    row, verdict = _frame_verdict(before, changes, notes, saved, options, held, lambda: held_text)
+    row, verdict = _frame_verdict(before, changes, notes, saved, options, held, name,
+                                  lambda: held_text)
     if verdict:
         return verdict
     targets = dict(plans)
@@ -293,15 +313,15 @@ def _downcast_polars(shell, ns, name, options):
     series = isinstance(original, pl.Series)
     frame = original.to_frame() if series else original
     before = int(original.estimated_size())
-    casts, changes, notes, saved = {}, [], [], 0
+    casts, changes, notes, converted, saved = {}, [], [], [], 0
     for column in frame.get_columns():
         dtype = column.dtype
         if dtype.is_numeric():
             try:
                 values = column.to_numpy(allow_copy=False)
             except RuntimeError:
-                notes.append(f"{column.name}: nulls or several chunks would make numpy's view a "
-                             f"copy: left as is")
+                notes.append((column.name, "nulls or several chunks would make numpy's view a "
+                                           "copy: left as is"))
                 continue
             to = options["to"]
             if values.dtype.kind in "iu" and to in ("float32", "float16"):
@@ -309,18 +329,19 @@ def _downcast_polars(shell, ns, name, options):
             plan = _core_call(_core.downcast_plan, values, to=to, rtol=options["rtol"],
                               narrow=options["narrow"])
             if not plan["target"]:
-                notes.append(f"{column.name}: {plan['reason']}")
+                notes.append((column.name, plan["reason"]))
                 continue
             target = pl.Series(np.empty(0, plan["target"])).dtype
             casts[column.name] = target
             changes.append(f"{column.name}: {dtype} → {target}")
-            notes.append(_kept(plan, options) or plan["warning"])
+            converted.append((column.name, plan))
             saved += values.nbytes - len(values) * np.dtype(plan["target"]).itemsize
         elif dtype == pl.String and len(column) and \
                 column.n_unique() <= CATEGORY_MAX_FRACTION * len(column):
             casts[column.name] = pl.Categorical
             changes.append(f"{column.name}: {dtype} → Categorical")
-    row, verdict = _frame_verdict(before, changes, notes, saved, options, held,
+    notes = _column_notes(notes, converted, options)
+    row, verdict = _frame_verdict(before, changes, notes, saved, options, held, name,
                                   lambda: refusal_text(shell, ns, name, held))
     if verdict:
         return verdict
@@ -355,8 +376,9 @@ def _downcast_refusal(shell, ns, name, options):
     row = _downcast_row(shell, ns, name, options, dry_run=True)
     if row["status"] == "dry-run" and row["refusals"] and not options["copy"]:
         return _refused(dict(row, detail=row["detail"].removesuffix(" (copy)")),
-                        "it cannot be converted in place (add --copy to convert a copy): " +
-                        refusal_text(shell, ns, name, row["refusals"]))
+                        f"it cannot be converted in place "
+                        f"({refusal_text(shell, ns, name, row['refusals'])}); "
+                        f"{_anyway('downcast', name, 'converts a copy')}")
     return row if row["status"] == "refused" else None
 
 
@@ -370,13 +392,25 @@ def _downcast(shell, ns, name, options, progress):
 
 # compress -------------------------------------------------------------------
 
-def _held_refusal(shell, ns, name, options, what):
-    """A reason to refuse replacing ns[name] when others hold it, or None."""
+def _anyway(action, name, does):
+    """The command that does it anyway.  Named whole: a rule's notice shows
+    these reasons too, and no rule can add --copy."""
+    return f"%shrink {action} {name} --copy {does} anyway"
+
+
+def _kept_alive(holders, action, name, does):
+    """Why replacing a value others hold frees nothing, and what does it anyway."""
+    return (f"{holders}, so the original would stay in memory and nothing would be freed; "
+            f"{_anyway(action, name, does)}")
+
+
+def _held_refusal(shell, ns, name, options, action, does):
+    """A reason to refuse replacing ns[name] when others hold it, or None;
+    does: what --copy then does, in the third person ('compresses it')."""
     refusals = [r for r in _core.inplace_check(ns, name) if r[0] in ("held", "view")]
     if not refusals or options["copy"]:
         return None
-    return (f"other holders keep it in memory, so {what} would free nothing (add --copy to "
-            f"{what.split()[0]} anyway): " + refusal_text(shell, ns, name, refusals))
+    return _kept_alive(refusal_text(shell, ns, name, refusals), action, name, does)
 
 
 def _by_reference(value):
@@ -468,7 +502,7 @@ def _compress_plan(shell, ns, name, options):
         return dict(row, reason=f"it is file-backed (a memmap of {backing}): its pages already "
                                 "come from the file and go back to it under memory pressure, "
                                 "so there is nothing to compress")
-    held = _held_refusal(shell, ns, name, options, "compressing it")
+    held = _held_refusal(shell, ns, name, options, "compress", "compresses it")
     with ledger(shell, ns):
         entries = _core.variables()
     entry = next((e for e in entries if e["name"] == name), None)
@@ -478,9 +512,9 @@ def _compress_plan(shell, ns, name, options):
     if same and not options["copy"]:
         one = len(same) == 1
         return dict(row, reason=f"{', '.join(same)} {'is' if one else 'are'} the same object "
-                                f"(bound to it too), so compressing {name} would free nothing "
-                                f"(add --copy to compress it anyway: {name} would then be a "
-                                f"copy, and changes would no longer show on both sides)")
+                                f"(bound to it too), so compressing {name} would free nothing; "
+                                f"{_anyway('compress', name, 'compresses it')}, and {name} is "
+                                f"then a copy: changes no longer show on both sides")
     shared = [n for n in _shared_with(ns, entries, name) if n not in same] if entry else []
     if shared:
         one = len(shared) == 1
@@ -611,8 +645,8 @@ def _pack_refusal(shell, ns, name, options):
     if shared:
         return _refused(row, shared)
     if row["status"] == "dry-run" and row["refusals"] and not options["copy"]:
-        return _refused(row, "other references keep the original alive (add --copy to pack a "
-                             "copy anyway): " + refusal_text(shell, ns, name, row["refusals"]))
+        return _refused(row, _kept_alive(refusal_text(shell, ns, name, row["refusals"]), "pack",
+                                         name, "packs a copy"))
     return row if row["status"] == "refused" else None
 
 
@@ -646,10 +680,11 @@ def _spill_plan(shell, ns, name, options):
         del value
         if row["bytes_before"] == 0:
             return _refused(row, "it is empty: nothing to spill")
-        refused = None if checkpoint else _held_refusal(shell, ns, name, options, "spilling it")
+        refused = None if checkpoint else _held_refusal(shell, ns, name, options, "spill",
+                                                        "spills it")
         if refused or (not dense and not options["copy"] and not checkpoint):
-            return _refused(row, refused or "it is not contiguous (add --copy to spill a "
-                                            "contiguous copy)")
+            return _refused(row, refused or "it is not contiguous; " +
+                            _anyway("spill", name, "spills a contiguous copy"))
     else:
         if isinstance(value, Compressed):
             raise UsageError(f"%shrink spill: {name} is compressed: %shrink restore {name} first")
@@ -678,7 +713,8 @@ def _spill_plan(shell, ns, name, options):
             return _refused(row, f"{format_size(row['in_memory'])} of it is Python objects, not "
                                  "array buffers: read back from a file it would take as much "
                                  "memory as now (try %shrink compress)")
-        refused = None if checkpoint else _held_refusal(shell, ns, name, options, "spilling it")
+        refused = None if checkpoint else _held_refusal(shell, ns, name, options, "spill",
+                                                        "spills it")
         entry = None if refused else variable(shell, ns, name)
         if entry is not None and entry["exclusive"] is not None and \
                 entry["bytes"] - entry["exclusive"] > MAX_SPILL_SHARED_BYTES:

@@ -17,7 +17,7 @@ import IPython
 
 from . import _core, spill_files, spill_store
 from .sizes import format_size
-from .telemetry import publish
+from .telemetry import publish, runtime_dir
 
 MemoryBudgetExceeded = _core.MemoryBudgetExceeded
 # The exception's figures sent to watchers as a budget_trip event.
@@ -227,17 +227,10 @@ def _advice(variables):
 
 def record_dir():
     """Where kernels keep their records (and the lists of their spill files):
-    $MEMTAMER_RUNTIME_DIR, else Jupyter's runtime directory, else the working
-    directory; made if missing.  OSError when it cannot be made: records go
-    there or nowhere."""
-    path = os.environ.get("MEMTAMER_RUNTIME_DIR")
-    if not path:
-        try:
-            from jupyter_core.paths import jupyter_runtime_dir
-
-            path = jupyter_runtime_dir()
-        except ImportError:
-            path = os.getcwd()
+    $MEMTAMER_RUNTIME_DIR, else the runtime directory kernels advertise
+    themselves in; made if missing.  OSError when it cannot be made: records
+    go there or nowhere."""
+    path = os.environ.get("MEMTAMER_RUNTIME_DIR") or runtime_dir()
     os.makedirs(path, exist_ok=True)
     return path
 
@@ -262,7 +255,25 @@ def postmortem(record):
                  f"cell began ({record['oom_source']}).")
     else:
         text += f" That was close to its {record['memory_cause']}."
+    if record["memory_cause"] in ("oom_killer", "limit") and record["limit"]:
+        text += " " + died_short(record["peak_rss"] or record["rss"], record["limit"]) + "."
     return text
+
+
+def shortfall(need, had):
+    """The advice for a cell that finished over a limit: need, the peak it
+    reached; had, the limit.  How much more RAM or swap would have let it
+    finish within it."""
+    return (f"It needed {format_size(need)}: {format_size(need - had)} more RAM or swap "
+            f"(on an SSD) than the {format_size(had)} it had would have let it finish")
+
+
+def died_short(peak, limit):
+    """The advice for a kernel memory ended: it needed more than it reached
+    and more than its limit (how much more, nothing measured can say)."""
+    return (f"It needed more than the {format_size(max(peak, limit))} it "
+            + ("reached" if peak > limit else "had") + ": more RAM or swap (on an SSD) would "
+            "let the cell go further, and %memguard stops such a cell before its kernel dies")
 
 
 def ended_line(record):
@@ -278,11 +289,20 @@ def ended_line(record):
 POSTMORTEM_KEEP_SECONDS = 7 * 24 * 3600
 
 
+def _notebook_gone(record):
+    """Whether the notebook a record names surely no longer exists: only an
+    absolute path can say (a relative one is the server root's, unknown
+    here); a record of no notebook (a working directory's) never is."""
+    notebook = record["notebook"]
+    return bool(notebook) and os.path.isabs(notebook) and not os.path.exists(notebook)
+
+
 def collect_postmortems(directory, now=None):
     """The records this notebook's dead kernels left in directory, removed
     with the spill files each listed: each is reported once, to the
     notebook's next kernel.  Records of dead kernels older than
-    POSTMORTEM_KEEP_SECONDS are removed unreported."""
+    POSTMORTEM_KEEP_SECONDS, or of notebooks that no longer exist, are
+    removed unreported: no kernel of theirs would ever collect them."""
     records = []
     now = time.time() if now is None else now
     for path in sorted(glob.glob(os.path.join(directory, "memtamer-*.guard"))):
@@ -292,7 +312,7 @@ def collect_postmortems(directory, now=None):
             continue
         if record is None or record["alive"]:
             continue
-        if now - record["updated"] > POSTMORTEM_KEEP_SECONDS:
+        if now - record["updated"] > POSTMORTEM_KEEP_SECONDS or _notebook_gone(record):
             try:
                 os.unlink(path)
             except OSError:
@@ -431,6 +451,18 @@ def _swap_line(swap):
             f"({where_from}), {format_size(swap['room'])} left{own} · {how}")
 
 
+def budget_words(status):
+    """'18 GiB (the limit minus the default reserve of 1.0 GiB)': an enabled
+    budget and where it comes from."""
+    if status["mode"] == "default":
+        how = f"the limit minus the default reserve of {format_size(status['default_reserve'])}"
+    elif status["mode"] == "percent":
+        how = f"{status['percent']:g}% of the limit"
+    else:
+        how = "set with %memguard SIZE"
+    return f"{format_size(status['budget'])} ({how})"
+
+
 def status_lines(status, ended=()):
     """What %memguard prints; ended: records of this notebook's kernels that
     ended for no sign of memory."""
@@ -439,13 +471,7 @@ def status_lines(status, ended=()):
         if status["mode"] != "off" and not status["watcher"]:
             head += " (the extension is not loaded)"
     else:
-        if status["mode"] == "default":
-            how = f"the limit minus the default reserve of {format_size(status['default_reserve'])}"
-        elif status["mode"] == "percent":
-            how = f"{status['percent']:g}% of the limit"
-        else:
-            how = "set with %memguard SIZE"
-        head = f"memory budget {format_size(status['budget'])} ({how})"
+        head = f"memory budget {budget_words(status)}"
     lines = [head,
              f"  this kernel: {format_size(status['rss'])} in use (RSS) of its budget "
              f"{format_size(status['budget'])} · limit {format_size(status['limit'])} "

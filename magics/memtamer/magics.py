@@ -149,10 +149,17 @@ class MemtamerMagics(Magics):
     @argument("--peaks", metavar="SIZE|off", default=None,
               help="take apart the peak of cells that rise SIZE (e.g. 64MiB) or more above "
                    "their start (%%memreport peak), or 'off'; from the next cell")
+    @argument("--live", metavar="on|off", default=None,
+              help="a line under a cell that runs a few seconds, updated in place: RSS now, "
+                   "the cell's peak so far, the room left; from the next cell")
     @line_magic
     def memtamer(self, line):
-        """Settings: %memtamer [--notice SIZE|off] [--peaks SIZE|off]; without options, show them."""
+        """Settings: %memtamer [--notice SIZE|off] [--peaks SIZE|off] [--live on|off];
+        without options, show them."""
         args = parse_argstring(self.memtamer, line)
+        if args.live is not None:
+            choose("memtamer", "--live", args.live.strip().lower(), ("on", "off"))
+            self.extension.live.enabled = args.live.strip().lower() == "on"
         if args.peaks is not None:
             if args.peaks.strip().lower() == "off":
                 _core.peaks_settings(enabled=False)
@@ -180,6 +187,8 @@ class MemtamerMagics(Magics):
         print("memtamer: peaks taken apart: "
               + (f"cells rising {format_size(peaks_now['cell'])} or more, blocks of "
                  f"{format_size(peaks_now['block'])} or more" if peaks_now["enabled"] else "off"))
+        print("memtamer: live line under running cells: "
+              + ("on" if self.extension.live.enabled else "off"))
 
     @magic_arguments()
     @argument("budget", nargs="?", default=None, metavar="SIZE|PERCENT|off|default",
@@ -343,4 +352,4 @@ class MemtamerMagics(Magics):
             print("\n".join(rules.dry_run_lines(actions)) if actions
                   else "memtamer: no rule would act now")
             return
-        print("\n".join(rules.table_lines(table, state.path)))
+        print("\n".join(rules.table_lines(table, state.path, state.rejected)))

@@ -439,12 +439,22 @@ class Report:
         )
 
 
+# A cell this many times slower than its CPU time is said to have been slowed.
+SLOWED_RATIO = 2.0
+
+
 def swap_notice(record):
     """The line after a cell that pushed memory to swap: how much, what the
-    kernel holds there now, and the pages it waited for from disk."""
+    kernel holds there now, the pages it waited for from disk, and how much
+    slower than its CPU time it ran."""
     cell = "this cell" if record.get("cell") is None else f"cell {record['cell']}"
     faults = record.get("major_faults")
     waited = f", and waited for {faults} pages from disk" if faults else ""
+    seconds, cpu = record.get("seconds"), record.get("cpu_seconds")
+    if seconds and cpu and seconds >= SLOWED_RATIO * cpu:
+        ratio = seconds / cpu
+        waited += (f"; it ran {ratio:.1f}" if ratio < 10 else f"; it ran {ratio:.0f}") + \
+            f"× slower than its CPU time ({seconds:.1f} s for {cpu:.1f} s of CPU)"
     return (f"memtamer: {cell} pushed {format_size(record['swapped'])} to swap (the kernel has "
             f"{format_size(record['swap_after'])} there now){waited}; swap is slow memory: "
             "%memguard --no-swap stops such a cell instead")

@@ -144,6 +144,8 @@ class Rules:
         # The file last read and the version of it seen, loaded or refused:
         # it is read again when it changes again.
         self.watched, self.mtime = None, None
+        # The errors of the file last read when it was refused, for %memrules.
+        self.rejected = []
         self.actions = []
 
     def start(self):
@@ -157,6 +159,7 @@ class Rules:
         """Finds the rules file again and loads it; says which file is in force."""
         path = discover()
         if path is None:
+            self.rejected = []
             if say_none:
                 kept = "the rules loaded before stay in force" if self.path else "no rules in force"
                 print(f"memtamer: no rules file (set $MEMTAMER_RULES or write memtamer.yaml); {kept}")
@@ -170,7 +173,7 @@ class Rules:
             self.watched, self.mtime = path, os.stat(path).st_mtime_ns
         except OSError:
             self.watched, self.mtime = path, None
-        errors = _validate(path, load=True)
+        errors = self.rejected = _validate(path, load=True)
         if errors:
             kept = (f"the rules from {self.path} stay in force" if self.path
                     else "no rules in force")
@@ -299,15 +302,38 @@ class Rules:
     OWN_ACTIONS = {"notice": _notice, "collect": _collect, "clear_output_cache": _clear_output_cache}
 
 
+INFINITIVE = {"compress": "compress", "spill": "spill", "downcast": "downcast", "pack": "pack",
+              "del": "delete", "clear_output_cache": "drop"}
+
+
+def _did(do, row):
+    """What one row of an action did, as a clause: 'compressed a 64 MiB ->
+    9 MiB', 'did not spill b: <why>' (the same words under the cell and in
+    %memreport actions)."""
+    if row["status"] == "interrupted":
+        return f"Ctrl-C during {do}" + (f" {row['name']}" if row["name"] else "") + ": " + \
+            (row["reason"] or "the kernel's variables are as they were")
+    if do == "notice":
+        if row["name"] is None:
+            return f"noticed the kernel using {format_size(row['bytes_before'])}"
+        return f"noticed {row['name']} ({format_size(row['bytes_before'])})"
+    if do == "collect":
+        return (f"collected garbage: kernel {format_size(row['bytes_before'])} -> "
+                f"{format_size(row['bytes_after'])}")
+    if row["status"] == "done":
+        return (f"{PAST_TENSE[do]} {row['name']} {format_size(row['bytes_before'])} -> "
+                f"{format_size(row['bytes_after'])}")
+    verb = "did not" if row["status"] == "refused" else "could not"
+    return f"{verb} {INFINITIVE[do]} {row['name']}: {row['reason']}"
+
+
 def notice(action, rows, skipped=()):
     """The one line under the cell: rule, what it did, bytes before -> after;
     after a Ctrl-C, what was left as it was and the rules (skipped) that
     did not run."""
     head = f"memtamer rule {action['rule']}: "
     if rows and rows[-1]["status"] == "interrupted":
-        line = head + "Ctrl-C during " + (f"{action['do']} {rows[-1]['name']}: "
-                                          if rows[-1]["name"] else f"{action['do']}: ")
-        line += rows[-1]["reason"] or "the kernel's variables are as they were"
+        line = head + _did(action["do"], rows[-1])
         done = notice(action, rows[:-1]).removeprefix(head) if rows[:-1] else ""
         if done:
             line += f"; before it: {done}"
@@ -319,27 +345,23 @@ def notice(action, rows, skipped=()):
             return (head + f"{action['when'] or 'after the cell'}: "
                     f"the kernel uses {format_size(action['rss'])}")
         return head + ", ".join(f"{r['name']} is {format_size(r['bytes_before'])}" for r in rows)
-    if action["do"] == "collect":
-        r = rows[0]
-        return (head + f"collected: kernel {format_size(r['bytes_before'])} -> "
-                f"{format_size(r['bytes_after'])}")
-    parts = []
-    for r in rows:
-        if r["status"] == "done":
-            parts.append(f"{r['name']} {format_size(r['bytes_before'])} -> "
-                         f"{format_size(r['bytes_after'])}")
-        else:
-            parts.append(f"{r['name']} {r['status']}: {r['reason']}")
-    return head + f"{PAST_TENSE[action['do']]} " + ("; ".join(parts) if parts else
-                                                    "nothing: memory already below until")
+    if not rows:
+        return head + (f"{PAST_TENSE[action['do']]} nothing: the kernel was already under the "
+                       f"rule's until level")
+    return head + "; ".join(_did(action["do"], r) for r in rows)
 
 
-def table_lines(table, path):
-    """%memrules: the file in force and one line per rule."""
+def table_lines(table, path, rejected=()):
+    """%memrules: the errors of a file that was refused (rejected, as
+    FILE:LINE:COL: message lines), the file in force and one line per rule."""
+    lines = []
+    if rejected:
+        lines = ["memtamer: the rules file was not loaded because of these errors; fix them and "
+                 "it is read again after the next cell:"] + ["  " + error for error in rejected]
     if table is None:
-        return ["memtamer: no rules in force (set $MEMTAMER_RULES or write memtamer.yaml, "
-                "then %memrules reload)"]
-    lines = [f"memtamer: rules from {path}{'' if table['enabled'] else ' (off: %memrules on)'}"]
+        return lines + ["memtamer: no rules in force" + ("" if rejected else
+                        " (set $MEMTAMER_RULES or write memtamer.yaml, then %memrules reload)")]
+    lines.append(f"memtamer: rules from {path}{'' if table['enabled'] else ' (off: %memrules on)'}")
     settings = [f"{key} {describe_level(table[key])}" for key in ("budget", "notice") if table[key]]
     if table["protect"]:
         settings.append("protect " + ", ".join(table["protect"]))
@@ -365,11 +387,4 @@ def action_lines(actions):
     """%memreport actions: one line per action the rules took."""
     if not actions:
         return ["memtamer: the rules have taken no action yet"]
-    lines = []
-    for a in actions:
-        after = "" if a["status"] != "done" else \
-            f" {format_size(a['bytes_before'])} -> {format_size(a['bytes_after'])}"
-        reason = f" ({a['reason']})" if a["reason"] and a["status"] != "done" else ""
-        lines.append(f"cell {a['cell']}: {a['rule']}: {a['action']} {a['name'] or 'kernel'} "
-                     f"{a['status']}{after}{reason}")
-    return lines
+    return [f"cell {a['cell']}: rule {a['rule']}: {_did(a['action'], a)}" for a in actions]

@@ -352,7 +352,7 @@ def _postmortem(pid):
         os.unlink(path)
     except OSError:
         pass
-    return {k: record[k] for k in ("cell", "rss", "peak_rss", "memory_cause", "oom_kills")}
+    return {k: record[k] for k in ("cell", "rss", "peak_rss", "limit", "memory_cause", "oom_kills")}
 
 
 # ---- what the run found ----------------------------------------------------------
@@ -428,6 +428,8 @@ def _version():
 
 def _verdicts(plan, result, cells, summary):
     """(exit status, lines saying why) of the run."""
+    from .guard import died_short, shortfall
+
     lines = []
     died = result["died"]
     if died is not None:
@@ -441,7 +443,9 @@ def _verdicts(plan, result, cells, summary):
                      "it was at its memory limit", "budget": "it was at its budget"}.get(
                 pm.get("memory_cause"), "no sign of memory as the cause")
             lines.append(f"the kernel died in {where}; its last RSS was {format_size(rss)} "
-                         f"({cause})")
+                         f"({cause})" + (". " + died_short(pm["peak_rss"] or rss, pm["limit"])
+                                         if pm.get("memory_cause") in ("oom_killer", "limit")
+                                         and pm.get("limit") else ""))
             log = _kernel_log(died.get("log", ""))
             if log:
                 lines.append("the kernel's last output:\n" + log)
@@ -452,7 +456,8 @@ def _verdicts(plan, result, cells, summary):
             if c.get("peak_rss") is not None and _need(c) > plan["limit"]:
                 lines.append(f"{_cell_name(plan['nb'], c['index'])} reached "
                              f"{format_size(_need(c))}, over --limit "
-                             f"{format_size(plan['limit'])}")
+                             f"{format_size(plan['limit'])}. "
+                             + shortfall(_need(c), plan["limit"]))
                 break
     if plan["baseline"] is not None:
         lines.extend(_regressions(plan, cells))

@@ -54,20 +54,30 @@ OFF = ("0", "off", "no", "false")
 IPC_PATH_MAX = 107
 
 
-def runtime_dir():
+def runtime_dir(import_jupyter=False):
     """The per-user place kernels advertise themselves in: Jupyter's runtime
-    directory ($JUPYTER_RUNTIME_DIR honoured), else, without jupyter_core, a
-    folder of the XDG runtime directory (or of the temp directory)."""
+    directory ($JUPYTER_RUNTIME_DIR honoured), else fallback_runtime_dir().
+    jupyter_core is asked only when it is already imported (a kernel has
+    it) or import_jupyter says it may be: a terminal IPython does not pay
+    for importing it, and the readers (watch, export) look in both places."""
     explicit = os.environ.get("JUPYTER_RUNTIME_DIR")
     if explicit:
         return explicit
-    try:
-        from jupyter_core.paths import jupyter_runtime_dir
-    except ImportError:
-        base = os.environ.get("XDG_RUNTIME_DIR")
-        return (os.path.join(base, "memtamer") if base
-                else os.path.join(tempfile.gettempdir(), f"memtamer-{os.getuid()}"))
-    return jupyter_runtime_dir()
+    paths = sys.modules.get("jupyter_core.paths")
+    if paths is None and import_jupyter:
+        try:
+            import jupyter_core.paths as paths
+        except ImportError:
+            pass
+    return paths.jupyter_runtime_dir() if paths is not None else fallback_runtime_dir()
+
+
+def fallback_runtime_dir():
+    """The runtime directory where Jupyter's is not known: a folder of the
+    XDG runtime directory (or of the temp directory)."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    return (os.path.join(base, "memtamer") if base
+            else os.path.join(tempfile.gettempdir(), f"memtamer-{os.getuid()}"))
 
 
 def _connection_file():
@@ -481,10 +491,11 @@ class MissingDirectory(OSError):
 
 
 def search_path(extra=None):
-    """Where to look for discovery files: the runtime directory (which need
-    not exist yet: no kernel has started), then each extra folder, which
+    """Where to look for discovery files: the runtime directory and the one
+    a kernel without jupyter_core uses (which need not exist yet: no kernel
+    has started), then each extra folder, which
     must be readable (MissingDirectory names the first that is not)."""
-    directories = [runtime_dir()]
+    directories = list(dict.fromkeys([runtime_dir(import_jupyter=True), fallback_runtime_dir()]))
     for directory in extra or ():
         if not os.path.isdir(directory) or not os.access(directory, os.R_OK | os.X_OK):
             reason = "no such folder" if not os.path.exists(directory) else (
@@ -520,7 +531,9 @@ class Follower:
     sample's figures, the running cell, the last cell's record, the trips,
     ``lost`` (messages missed, from the gaps in sequence numbers),
     ``memory_deaths`` (post-mortems it reported: earlier kernels of its
-    notebook that memory ended), ``greeted`` (its snapshot came) and
+    notebook that memory ended), ``thrashing`` (the major faults a second
+    of its running cell once the guard saw it thrash, else None),
+    ``greeted`` (its snapshot came) and
     ``received`` (time.monotonic() of its last message).  ``rejected`` counts
     the discovery files and messages that did not fit the protocol, skipped.
     Used by ``memtamer watch`` and ``memtamer export``."""
@@ -577,7 +590,7 @@ class Follower:
                     "launcher": record.get("launcher"),
                     "endpoint": record["endpoint"], "seq": None, "lost": 0,
                     "running": None, "last_cell": None, "received": None,
-                    "memory_deaths": 0, "greeted": False,
+                    "memory_deaths": 0, "greeted": False, "thrashing": None,
                 }
         self.rescanned = time.monotonic()
 
@@ -653,10 +666,13 @@ class Follower:
             state["memory_deaths"] = max(state["memory_deaths"], reported)
         elif kind == "event" and message["event"] == "postmortem":
             state["memory_deaths"] += 1
+        elif kind == "event" and message["event"] == "thrashing":
+            # The running cell thrashes (the guard let it run): until it ends.
+            state["thrashing"] = (message.get("data") or {}).get("major_faults_per_second")
         elif kind == "cell":
             state["last_cell"] = message["record"]
             state["cells"], state["trips"] = message["cells"], message["trips"]
-            state["running"] = None
+            state["running"] = state["thrashing"] = None
         elif kind == "bye":
             for path, record in list(self.connected.items()):
                 if record["kernel"] == message["kernel"]:

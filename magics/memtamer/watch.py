@@ -85,13 +85,17 @@ COLUMNS = (
     Column("RETAINED", "k", lambda s: _size(_last(s, "retained")),
            _figure(lambda s: _last(s, "retained"))),
     Column("TRIPS", "t", lambda s: str(s.get("trips", 0)), lambda s: s.get("trips", 0)),
+    # Pages a second the running cell waits for from swap or disk, once the
+    # guard has seen it thrash.
+    Column("THRASH", "w", lambda s: "-" if not s.get("thrashing") else f"{s['thrashing']:.0f}/s",
+           _figure(lambda s: s.get("thrashing"))),
     Column("LIMIT", "i", lambda s: _size(s.get("limit")), _figure(lambda s: s.get("limit"))),
     Column("LOST", "o", lambda s: str(s["lost"]), lambda s: s["lost"]),
     Column("KERNEL", "e", lambda s: printable(s["kernel"][:8]), lambda s: s["kernel"],
            figure=False),
 )
 # Least useful first: the container's limit is in the header, the id in no one's head.
-DROP_ORDER = ("LOST", "KERNEL", "LIMIT", "RETAINED", "TRIPS", "HEADROOM", "LAST PEAK",
+DROP_ORDER = ("LOST", "KERNEL", "LIMIT", "THRASH", "RETAINED", "TRIPS", "HEADROOM", "LAST PEAK",
               "BUDGET", "RUNNING")
 SORT_KEYS = {column.key: column for column in COLUMNS}
 DEFAULT_SORT = "m"
