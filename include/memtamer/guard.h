@@ -50,8 +50,8 @@ typedef enum {
 void mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line,
                          long long rss_before);
 void mt_guard_cell_end(PyObject *module, long long rss_after);
-/* The effective budget (-1 when off) and the trips so far, for telemetry.
- * Needs the GIL. */
+/* The effective budget (-1 when off) and the trips so far, which cell.c
+ * hands to telemetry.  Needs the GIL. */
 void mt_guard_figures(PyObject *module, long long *budget, long long *trips);
 
 /* Module exec (creates MemoryBudgetExceeded), traverse, clear and free. */
@@ -73,8 +73,6 @@ PyObject *mt_guard_set_thrashing(PyObject *module, PyObject *action);
 PyObject *mt_guard_status(PyObject *module, PyObject *unused);
 PyObject *mt_guard_signal_handler(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *mt_guard_exception(PyObject *module, PyObject *unused);
-PyObject *mt_guard_before_fork(PyObject *module, PyObject *unused);
-PyObject *mt_guard_after_fork(PyObject *module, PyObject *unused);
 
 /* The most the running or last cell's children owned together (probe.h's
  * mt_probe_children_use) at the watcher's looks, 0 when it saw none; in
