@@ -376,7 +376,10 @@ composition(mt_message_buf *b, int names, const mt_peak_composition *c)
     for (int i = 0; i < c->ngroups; i++) {
         const mt_peak_group *g = &c->groups[i];
         attributed += g->bytes;
-        append_literal(b, i ? ",{\"origin\":" : "{\"origin\":");
+        if (i > 0) {
+            append_literal(b, ",");
+        }
+        append_literal(b, "{\"origin\":");
         append_string(b, mt_peaks_origin_name(g->origin));
         append_key(b, "line");
         append_line(b, g->line);
