@@ -903,3 +903,23 @@ def test_a_dead_kernels_file_another_user_owns_is_left_alone(tmp_path):
     os.chown(path, os.getuid(), os.getgid())
     assert telemetry.discover([str(tmp_path)]) == {}
     assert not path.exists()
+
+
+# One schema: the fields C states (telemetry_protocol) are the ones export reads.
+def test_export_serves_every_field_of_a_sample_and_reads_only_fields_the_protocol_states():
+    from memtamer import export
+    from memtamer.telemetry import SAMPLE_FIELDS
+
+    figures = [figure for _, _, figure in export.GAUGES + export.COUNTERS]
+    # A field added to the C schema's samples and not exported fails here.
+    assert set(SAMPLE_FIELDS) <= {figure.path[0] for figure in figures}
+    # A field export reads that the C schema does not state fails at import.
+    for path in [("rss_now",), ("running", "peak"), ("last_cell", "retained", "x"), ("seq", "x")]:
+        with pytest.raises(ValueError, match="no such field in the telemetry protocol"):
+            export.Figure(*path)
+    state = {"rss": 5, "running": {"seconds": 1.5}, "last_cell": None, "lost": 2}
+    assert export.Figure("rss")(state) == 5
+    assert export.Figure("running", "seconds")(state) == 1.5
+    assert export.Figure("last_cell", "retained")(state) is None
+    assert export.Figure("lost")(state) == 2
+    assert export.Figure("running", how=lambda running: 1 if running else 0)(state) == 1
