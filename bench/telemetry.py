@@ -1,5 +1,5 @@
-"""Telemetry benchmark: what publishing costs a cell (no subscriber, one
-subscriber) against memtamer without telemetry, the sampler thread's CPU
+"""Telemetry benchmark: what publishing costs a cell (no subscriber, one,
+ten) against memtamer without telemetry, the sampler thread's CPU
 share, and jupyter-resource-usage's way of getting the RSS (psutil from
 another process); writes the "Telemetry" section of bench/RESULTS.md.
 Run: bash bench/run.sh telemetry"""
@@ -74,9 +74,9 @@ def spaced_us():
     return spent / SPACED_CELLS * 1e6
 
 
-def wait_for_subscription():
-    deadline = time.monotonic() + 10
-    while _core.telemetry_status()["subscriptions"] < 1:
+def wait_for_subscription(count=1):
+    deadline = time.monotonic() + 30
+    while _core.telemetry_status()["subscriptions"] < count:
         if time.monotonic() > deadline:
             raise RuntimeError("the subscriber never subscribed")
         time.sleep(0.01)
@@ -85,18 +85,22 @@ def wait_for_subscription():
 def per_cell_costs(endpoint, measure):
     """{config: [µs per cell, one per repeat]}, the configurations interleaved
     in each repeat so that drift on the shared machine hits them alike."""
-    costs = {"off": [], "none": [], "one": []}
+    costs = {"off": [], "none": [], "one": [], "ten": []}
     measure()  # warm up
     for _ in range(REPEATS):
         costs["off"].append(measure())
         _core.telemetry_start(endpoint, "bench")
         costs["none"].append(measure())
-        subscriber = Subscriber(endpoint)
+        subscribers = [Subscriber(endpoint)]
         try:
             wait_for_subscription()
             costs["one"].append(measure())
+            subscribers += [Subscriber(endpoint) for _ in range(9)]
+            wait_for_subscription(10)
+            costs["ten"].append(measure())
         finally:
-            subscriber.close()
+            for subscriber in subscribers:
+                subscriber.close()
             _core.telemetry_stop()
     return costs
 
@@ -155,7 +159,8 @@ def micros(values):
 
 def cost_rows(costs, cadence):
     rows = [f"| {cadence} | memtamer without telemetry | {micros(costs['off'])} | — | — |"]
-    for config, label in (("none", "telemetry, no subscriber"), ("one", "telemetry, one subscriber")):
+    for config, label in (("none", "telemetry, no subscriber"), ("one", "telemetry, one subscriber"),
+                          ("ten", "telemetry, ten subscribers")):
         paired = [x - o for x, o in zip(costs[config], costs["off"])]
         rows.append(f"| {cadence} | {label} | {micros(costs[config])} | "
                     f"**{min(costs[config]) - min(costs['off']):+.2f} µs** | "
@@ -164,18 +169,24 @@ def cost_rows(costs, cadence):
 
 
 def section(spaced, tight, shares, psutil_us):
-    lines = ["## Telemetry (issue 11)", "",
+    lines = ["## Telemetry (issues 11, 27)", "",
+             f"`bench/telemetry.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, Python "
+             f"{sys.version.split()[0]}. "
              "Per-cell cost in one process: empty cells (`cell_begin` + `cell_end`, what every "
-             f"cell pays), median of {REPEATS} batches (min–max), the three configurations "
+             f"cell pays), median of {REPEATS} batches (min–max), the four configurations "
              "interleaved in each repeat. *Added* compares with memtamer without telemetry: "
              "best batch against best batch (the machine is shared, so the least disturbed "
-             "batches say most), and the median of the per-repeat differences. The subscriber is another process reading every "
-             f"message. *1 ms apart*: {SPACED_CELLS} cells with a 1 ms pause between them (the "
+             "batches say most), and the median of the per-repeat differences. Each "
+             "subscriber is another process reading every message; the kernel formats each message once, whoever subscribes, and with no "
+             "subscriber it samples, formats and sends nothing. "
+             f"*1 ms apart*: {SPACED_CELLS} cells with a 1 ms pause between them (the "
              "pair timed alone), as cells come in a notebook; *back to back*: "
              f"{CELLS} cells in a tight loop, where the sampler thread and the subscriber compete "
              "with the cells for the machine's 2 cores (and the records of cells faster than the "
-             "sampler are coalesced, the sequence numbers showing it). Differences of a few µs are "
-             "within this shared machine's noise (hence the negative ones).", "",
+             "sampler are coalesced, the sequence numbers showing it). Other work shared the "
+             f"machine's 2 cores during the run (load average {os.getloadavg()[0]:.1f} at its "
+             "end): differences of a few µs are within its noise (hence the negative ones).",
+             "",
              "| cells | configuration | per cell | added (best) | added (median) |",
              "|---|---|---|---|---|"]
     lines += cost_rows(spaced, "1 ms apart") + cost_rows(tight, "back to back")
