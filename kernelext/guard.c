@@ -943,7 +943,7 @@ in_user_code(PyObject *frame, PyObject *user_ns)
 PyDoc_STRVAR(
     mt_guard_signal_handler__doc__,
     "_guard_signal(signum, frame): the handler for GUARD_SIGNAL; raises MemoryBudgetExceeded.");
-PyObject *
+static PyObject *
 mt_guard_signal_handler(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     mt_state *st = mt_get_state(module);
@@ -971,7 +971,7 @@ PyDoc_STRVAR(mt_guard_exception__doc__,
              "guard_exception() -> MemoryBudgetExceeded | None: the running cell's refusal (which "
              "numpy or CPython raised as a plain MemoryError) as the exception to show; None when "
              "this cell has none.");
-PyObject *
+static PyObject *
 mt_guard_exception(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     MT_ASSERT_GIL();
@@ -1105,12 +1105,14 @@ judge_rules_budget(PyObject *module, const mt_rules_level *level, int swap, int 
 /* Python methods                                                      */
 /* ------------------------------------------------------------------ */
 
+static PyObject *mt_guard_status(PyObject *module, PyObject *unused);
+
 PyDoc_STRVAR(mt_guard_enable__doc__,
              "guard_enable(user_ns, describe, runtime_dir=None) -> dict: start the watcher for "
              "this process and budget the cells that follow; large requests reserve their bytes "
              "in a ledger in runtime_dir shared by the kernels of the container.  Call it from "
              "the main thread, after registering _guard_signal for GUARD_SIGNAL.");
-PyObject *
+static PyObject *
 mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     MT_ASSERT_GIL();
@@ -1150,7 +1152,7 @@ mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 PyDoc_STRVAR(mt_guard_disable__doc__, "guard_disable(): stop the watcher and the budget.");
-PyObject *
+static PyObject *
 mt_guard_disable(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     MT_ASSERT_GIL();
@@ -1186,7 +1188,7 @@ refuse_budget(PyObject *value, const char *suffix)
 PyDoc_STRVAR(mt_guard_set_budget__doc__,
              "guard_set_budget(kind, value) -> guard_status(): kind 'default' (value ignored), "
              "'bytes', 'percent' (of the effective limit) or 'off'.");
-PyObject *
+static PyObject *
 mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     MT_ASSERT_GIL();
@@ -1247,7 +1249,7 @@ mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 PyDoc_STRVAR(mt_guard_set_swap__doc__,
              "guard_set_swap(allowed) -> guard_status(): whether the budget counts swap as room "
              "besides memory, where there is swap (%memguard --no-swap keeps it in RAM).");
-PyObject *
+static PyObject *
 mt_guard_set_swap(PyObject *module, PyObject *allowed)
 {
     MT_ASSERT_GIL();
@@ -1277,7 +1279,7 @@ PyDoc_STRVAR(mt_guard_set_thrashing__doc__,
              "guard_set_thrashing(action) -> guard_status(): 'stop' ends a cell that thrashes "
              "(waits on pages from disk faster than the threshold for some seconds) with "
              "MemoryBudgetExceeded, crossed 'thrashing'; 'warn' only reports it.");
-PyObject *
+static PyObject *
 mt_guard_set_thrashing(PyObject *module, PyObject *action)
 {
     MT_ASSERT_GIL();
@@ -1359,7 +1361,7 @@ mt_guard_process_figures(PyObject *module, PyObject *process)
 }
 
 PyDoc_STRVAR(mt_guard_status__doc__, "guard_status() -> dict: the budget, the limit, the watcher.");
-PyObject *
+static PyObject *
 mt_guard_status(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     MT_ASSERT_GIL();

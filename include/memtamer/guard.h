@@ -64,16 +64,6 @@ void mt_guard_free(PyObject *module);
  * memory's reserve.  Needs the GIL. */
 int mt_guard_process_figures(PyObject *module, PyObject *process);
 
-/* Methods of _core (module.c lists them). */
-PyObject *mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-PyObject *mt_guard_disable(PyObject *module, PyObject *unused);
-PyObject *mt_guard_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-PyObject *mt_guard_set_swap(PyObject *module, PyObject *allowed);
-PyObject *mt_guard_set_thrashing(PyObject *module, PyObject *action);
-PyObject *mt_guard_status(PyObject *module, PyObject *unused);
-PyObject *mt_guard_signal_handler(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-PyObject *mt_guard_exception(PyObject *module, PyObject *unused);
-
 /* The most the running or last cell's children owned together (probe.h's
  * mt_probe_children_use) at the watcher's looks, 0 when it saw none; in
  * *rss their RSS at that look, and in *unreadable whether some child's
