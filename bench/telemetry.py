@@ -110,14 +110,17 @@ def thread_cpu_ns(tid):
         return int(f.read().split()[0])
 
 
-def sampler_share(endpoint):
+def sampler_share(endpoint, subscribed):
     """The sampler's share of a core between cells and while one runs, with a
-    subscriber, and the messages it sent per second meanwhile: {state:
-    [(share, messages/s) per repeat]}."""
+    subscriber or none, and the messages it sent per second meanwhile:
+    {state: [(share, messages/s) per repeat]}."""
     _core.telemetry_start(endpoint, "bench")
-    subscriber = Subscriber(endpoint)
+    subscriber = Subscriber(endpoint) if subscribed else None
     try:
-        wait_for_subscription()
+        if subscribed:
+            wait_for_subscription()
+        while not _core.telemetry_status()["thread_id"]:  # the thread is starting
+            time.sleep(0.01)
         tid = _core.telemetry_status()["thread_id"]
         shares = {"idle": [], "busy": []}
         for cell in range(1, SAMPLER_REPEATS + 1):
@@ -133,7 +136,8 @@ def sampler_share(endpoint):
             _core.cell_end(cell, False)
         return shares
     finally:
-        subscriber.close()
+        if subscriber is not None:
+            subscriber.close()
         _core.telemetry_stop()
 
 
@@ -168,7 +172,7 @@ def cost_rows(costs, cadence):
     return rows
 
 
-def section(spaced, tight, shares, psutil_us):
+def section(spaced, tight, shares, unheard, psutil_us):
     lines = ["## Telemetry (issues 11, 27)", "",
              f"`bench/telemetry.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, Python "
              f"{sys.version.split()[0]}. "
@@ -192,18 +196,20 @@ def section(spaced, tight, shares, psutil_us):
     lines += cost_rows(spaced, "1 ms apart") + cost_rows(tight, "back to back")
     lines += ["",
               f"The sampler thread's CPU (schedstat) over {SAMPLER_SECONDS:g} s between cells and "
-              f"{SAMPLER_SECONDS:g} s while a cell runs, one subscriber connected, repeated "
+              f"{SAMPLER_SECONDS:g} s while a cell runs, one subscriber connected or none, "
+              "repeated "
               f"{SAMPLER_REPEATS} times: median (min–max). Against it, jupyter-resource-usage's "
               "way of reading the same RSS: psutil on the kernel's process and its children from "
               f"the server's process (CPU per reading over {PSUTIL_READINGS} readings, median of "
               f"{SAMPLER_REPEATS} repeats (min–max), shown at the sampler's busy pace of 4 per "
               "second; it gives the RSS only: no peak, limit, budget or heap figures).",
               "", "| who reads | when | messages/s | % of a core |", "|---|---|---|---|"]
-    for state, label in (("idle", "between cells"), ("busy", "while a cell runs")):
-        share = spread([x * 100 for x, _ in shares[state]], "{:.3f}")
-        rate = statistics.median(r for _, r in shares[state])
-        lines.append(f"| memtamer's sampler (in the kernel) | {label} | {rate:.2f} | "
-                     f"**{share}** |")
+    for who, measured in (("one subscriber", shares), ("nobody subscribed", unheard)):
+        for state, label in (("idle", "between cells"), ("busy", "while a cell runs")):
+            share = spread([x * 100 for x, _ in measured[state]], "{:.3f}")
+            rate = statistics.median(r for _, r in measured[state])
+            lines.append(f"| memtamer's sampler (in the kernel), {who} | {label} | {rate:.2f} | "
+                         f"**{share}** |")
     lines.append(f"| psutil from outside ({spread(psutil_us, '{:.0f}')} µs per reading) "
                  f"| 4 readings/s | — | {statistics.median(psutil_us) * BUSY_HZ / 1e4:.3f} |")
     lines.append("")
@@ -216,8 +222,10 @@ if __name__ == "__main__":
     try:
         spaced = per_cell_costs(endpoint, spaced_us)
         tight = per_cell_costs(endpoint, batch_us)
-        shares = sampler_share(endpoint)
-        text = section(spaced, tight, shares, [psutil_reading() for _ in range(SAMPLER_REPEATS)])
+        shares = sampler_share(endpoint, True)
+        unheard = sampler_share(endpoint, False)
+        text = section(spaced, tight, shares, unheard,
+                       [psutil_reading() for _ in range(SAMPLER_REPEATS)])
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
     print(text)
