@@ -63,7 +63,7 @@ done:
 }
 
 PyDoc_STRVAR(mt_cell_begin__doc__, "cell_begin(execution_count, source): start measuring a cell.");
-PyObject *
+static PyObject *
 mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     mt_state *st = mt_get_state(module);
@@ -212,7 +212,7 @@ append(mt_cell_log *log, const mt_cell_record *r)
 PyDoc_STRVAR(
     mt_cell_end__doc__,
     "cell_end(execution_count, failed) -> dict | None: finish the cell, return its record.");
-PyObject *
+static PyObject *
 mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     mt_state *st = mt_get_state(module);
@@ -330,7 +330,7 @@ free_compositions(mt_cell_log *log)
 }
 
 PyDoc_STRVAR(mt_cell_clear__doc__, "clear_cells(): forget the cell history.");
-PyObject *
+static PyObject *
 mt_cell_clear(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_state *st = mt_get_state(module);

@@ -573,22 +573,38 @@ forward_binary(PyObject *a, PyObject *b, binaryfunc op)
 }
 
 static PyObject *
-forward_unary(PyObject *a, unaryfunc op)
+forward_ternary(PyObject *a, PyObject *b, PyObject *c, ternaryfunc op)
 {
-    PyObject *x = unwrap(a), *result = x ? op(x) : NULL;
+    PyObject *x = unwrap(a), *y = x ? unwrap(b) : NULL, *z = y ? unwrap(c) : NULL;
+    PyObject *result = z ? op(x, y, z) : NULL;
     Py_XDECREF(x);
+    Py_XDECREF(y);
+    Py_XDECREF(z);
     return result;
 }
+
+/* A slot whose first argument, a, is the proxy, with the rest of its
+ * parameters after fail: call on x (what a stands for), or fail when a
+ * cannot be restored. */
+#define FORWARD_SELF(result_type, slot, fail, call, ...)                                           \
+    static result_type slot(PyObject *a, ##__VA_ARGS__)                                            \
+    {                                                                                              \
+        PyObject *x = unwrap(a);                                                                   \
+        result_type result = x ? call : fail;                                                      \
+        Py_XDECREF(x);                                                                             \
+        return result;                                                                             \
+    }
 
 #define FORWARD_BINARY(slot, op)                                                                   \
     static PyObject *slot(PyObject *a, PyObject *b)                                                \
     {                                                                                              \
         return forward_binary(a, b, op);                                                           \
     }
-#define FORWARD_UNARY(slot, op)                                                                    \
-    static PyObject *slot(PyObject *a)                                                             \
+#define FORWARD_UNARY(slot, op) FORWARD_SELF(PyObject *, slot, NULL, op(x))
+#define FORWARD_TERNARY(slot, op)                                                                  \
+    static PyObject *slot(PyObject *a, PyObject *b, PyObject *c)                                   \
     {                                                                                              \
-        return forward_unary(a, op);                                                               \
+        return forward_ternary(a, b, c, op);                                                       \
     }
 
 FORWARD_BINARY(proxy_add, PyNumber_Add)
@@ -628,84 +644,17 @@ FORWARD_UNARY(proxy_index, PyNumber_Index)
 FORWARD_UNARY(proxy_iter, PyObject_GetIter)
 FORWARD_UNARY(proxy_str, PyObject_Str)
 
-static PyObject *
-forward_ternary(PyObject *a, PyObject *b, PyObject *c, ternaryfunc op)
-{
-    PyObject *x = unwrap(a), *y = x ? unwrap(b) : NULL, *z = y ? unwrap(c) : NULL;
-    PyObject *result = z ? op(x, y, z) : NULL;
-    Py_XDECREF(x);
-    Py_XDECREF(y);
-    Py_XDECREF(z);
-    return result;
-}
-
-static PyObject *
-proxy_power(PyObject *a, PyObject *b, PyObject *c)
-{
-    return forward_ternary(a, b, c, PyNumber_Power);
-}
-
-static PyObject *
-proxy_inplace_power(PyObject *a, PyObject *b, PyObject *c)
-{
-    return forward_ternary(a, b, c, PyNumber_InPlacePower);
-}
-
-static int
-proxy_bool(PyObject *a)
-{
-    PyObject *x = unwrap(a);
-    int result = x ? PyObject_IsTrue(x) : -1;
-    Py_XDECREF(x);
-    return result;
-}
-
-static Py_ssize_t
-proxy_length(PyObject *a)
-{
-    PyObject *x = unwrap(a);
-    Py_ssize_t result = x ? PyObject_Size(x) : -1;
-    Py_XDECREF(x);
-    return result;
-}
-
-static int
-proxy_contains(PyObject *a, PyObject *item)
-{
-    PyObject *x = unwrap(a);
-    int result = x ? PySequence_Contains(x, item) : -1;
-    Py_XDECREF(x);
-    return result;
-}
-
-static Py_hash_t
-proxy_hash(PyObject *a)
-{
-    PyObject *x = unwrap(a);
-    Py_hash_t result = x ? PyObject_Hash(x) : -1;
-    Py_XDECREF(x);
-    return result;
-}
-
-static int
-proxy_setitem(PyObject *a, PyObject *key, PyObject *value)
-{
-    PyObject *x = unwrap(a);
-    int result = x == NULL ? -1
-                 : value   ? PyObject_SetItem(x, key, value)
-                           : PyObject_DelItem(x, key);
-    Py_XDECREF(x);
-    return result;
-}
-
-static int
-proxy_setattr(PyObject *a, PyObject *attr, PyObject *value)
-{
-    PyObject *x = unwrap(a);
-    int result = x ? PyObject_SetAttr(x, attr, value) : -1;
-    Py_XDECREF(x);
-    return result;
-}
+FORWARD_TERNARY(proxy_power, PyNumber_Power)
+FORWARD_TERNARY(proxy_inplace_power, PyNumber_InPlacePower)
+FORWARD_SELF(int, proxy_bool, -1, PyObject_IsTrue(x))
+FORWARD_SELF(Py_ssize_t, proxy_length, -1, PyObject_Size(x))
+FORWARD_SELF(int, proxy_contains, -1, PySequence_Contains(x, item), PyObject *item)
+FORWARD_SELF(Py_hash_t, proxy_hash, -1, PyObject_Hash(x))
+FORWARD_SELF(int, proxy_setitem, -1,
+             value ? PyObject_SetItem(x, key, value) : PyObject_DelItem(x, key), PyObject *key,
+             PyObject *value)
+FORWARD_SELF(int, proxy_setattr, -1, PyObject_SetAttr(x, attr, value), PyObject *attr,
+             PyObject *value)
 
 static PyObject *
 proxy_richcompare(PyObject *a, PyObject *b, int op)
@@ -717,23 +666,12 @@ proxy_richcompare(PyObject *a, PyObject *b, int op)
     return result;
 }
 
-static PyObject *
-proxy_call(PyObject *a, PyObject *args, PyObject *kwargs)
-{
-    PyObject *x = unwrap(a), *result = x ? PyObject_Call(x, args, kwargs) : NULL;
-    Py_XDECREF(x);
-    return result;
-}
+FORWARD_SELF(PyObject *, proxy_call, NULL, PyObject_Call(x, args, kwargs), PyObject *args,
+             PyObject *kwargs)
 
 /* The restored object exports the buffer: view->obj is it, not the proxy. */
-static int
-proxy_getbuffer(PyObject *a, Py_buffer *view, int flags)
-{
-    PyObject *x = unwrap(a);
-    int result = x ? PyObject_GetBuffer(x, view, flags) : -1;
-    Py_XDECREF(x);
-    return result;
-}
+FORWARD_SELF(int, proxy_getbuffer, -1, PyObject_GetBuffer(x, view, flags), Py_buffer *view,
+             int flags)
 
 /* What the proxy answers itself: its type (so isinstance and type() tell
  * the truth without restoring), its own size (for sizing walks), and the

@@ -1105,6 +1105,7 @@ judge_rules_budget(PyObject *module, const mt_rules_level *level, int swap, int 
 /* Python methods                                                      */
 /* ------------------------------------------------------------------ */
 
+/* What enable and the setters answer with (guard_status, below them). */
 static PyObject *mt_guard_status(PyObject *module, PyObject *unused);
 
 PyDoc_STRVAR(mt_guard_enable__doc__,

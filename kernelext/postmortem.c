@@ -117,7 +117,7 @@ mt_postmortem_close(mt_postmortem *pm, int remove)
 
 PyDoc_STRVAR(mt_postmortem_py_open__doc__,
              "postmortem_open(path): keep this kernel's post-mortem record in path.");
-PyObject *
+static PyObject *
 mt_postmortem_py_open(PyObject *module, PyObject *path)
 {
     mt_state *st = mt_get_state(module);
@@ -189,7 +189,7 @@ mt_postmortem_py_open(PyObject *module, PyObject *path)
 
 PyDoc_STRVAR(mt_postmortem_py_close__doc__,
              "postmortem_close(): remove this kernel's post-mortem record (a clean exit).");
-PyObject *
+static PyObject *
 mt_postmortem_py_close(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     MT_ASSERT_GIL();
@@ -248,7 +248,7 @@ PyDoc_STRVAR(mt_postmortem_py_read__doc__,
              "whether it was this process's notebook's, 'memory_cause' why memory likely ended it "
              "('oom_killer', 'limit', 'budget') or None, 'oom_kills' how often the OOM killer "
              "fired since its last cell began.");
-PyObject *
+static PyObject *
 mt_postmortem_py_read(PyObject *module, PyObject *path)
 {
     mt_state *st = mt_get_state(module);

@@ -870,6 +870,31 @@ cgroup_dir(const mt_probe *p, const char *mount, const char *mount_root, const c
     return 0;
 }
 
+/* cgroup_dir's dir, and in top the hierarchy's mount under root, where
+ * walks up from dir stop; -1 when either does not fit MT_PROBE_PATH_MAX. */
+static int
+cgroup_place(const mt_probe *p, const char *mount, const char *mount_root, const char *cgpath,
+             char *dir, char *top)
+{
+    return cgroup_dir(p, mount, mount_root, cgpath, dir, MT_PROBE_PATH_MAX) == 0 &&
+                   snprintf(top, MT_PROBE_PATH_MAX, "%s%s", p->root, mount) < MT_PROBE_PATH_MAX
+               ? 0
+               : -1;
+}
+
+/* dir becomes its parent; 0 (dir unchanged) when dir is the top of its
+ * hierarchy, top_len bytes long. */
+static int
+climb(char *dir, size_t top_len)
+{
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL || (size_t)(slash - dir) < top_len) {
+        return 0;
+    }
+    *slash = '\0';
+    return 1;
+}
+
 static int
 read_value(const char *dir, const char *name, char *file, size_t fsize, long long *value,
            int as_limit)
@@ -884,41 +909,28 @@ read_value(const char *dir, const char *name, char *file, size_t fsize, long lon
 
 /* v2: the smallest memory.max from the leaf up to the mount. */
 static void
-limit_v2(const mt_probe *p, const mt_probe_mounts *m, const char *cgpath, mt_probe_limit *out)
+limit_v2(char *dir, const char *top, mt_probe_limit *out)
 {
-    char dir[MT_PROBE_PATH_MAX], file[MT_PROBE_PATH_MAX + 32], top[MT_PROBE_PATH_MAX];
+    char file[MT_PROBE_PATH_MAX + 32];
     long long v;
-    if (cgroup_dir(p, m->v2_mount, m->v2_root, cgpath, dir, sizeof dir) < 0 ||
-        snprintf(top, sizeof top, "%s%s", p->root, m->v2_mount) >= (int)sizeof top) {
-        return;
-    }
     if (read_value(dir, "memory.current", file, sizeof file, &v, 0) == 0) {
         out->usage = v;
     }
-    size_t top_len = strlen(top);
-    for (;;) {
+    do {
         if (read_value(dir, "memory.max", file, sizeof file, &v, 1) == 0 &&
             v != MT_PROBE_UNLIMITED && (out->limit < 0 || v < out->limit)) {
             out->limit = v;
             out->source = "cgroup2 memory.max";
             snprintf(out->path, sizeof out->path, "%s", file);
         }
-        char *slash = strrchr(dir, '/');
-        if (slash == NULL || (size_t)(slash - dir) < top_len) {
-            break;
-        }
-        *slash = '\0';
-    }
+    } while (climb(dir, strlen(top)));
 }
 
 static void
-limit_v1(const mt_probe *p, const mt_probe_mounts *m, const char *cgpath, mt_probe_limit *out)
+limit_v1(const char *dir, mt_probe_limit *out)
 {
-    char dir[MT_PROBE_PATH_MAX], file[MT_PROBE_PATH_MAX + 32], stat[8192];
+    char file[MT_PROBE_PATH_MAX + 32], stat[8192];
     long long v;
-    if (cgroup_dir(p, m->v1_mount, m->v1_root, cgpath, dir, sizeof dir) < 0) {
-        return;
-    }
     if (read_value(dir, "memory.usage_in_bytes", file, sizeof file, &v, 0) == 0) {
         out->usage = v;
     }
@@ -1005,10 +1017,9 @@ read_cgroup_usage(const char *dir, int version, mt_probe_shared *out)
 /* Each limited cgroup from dir up to the mount: keeps in *best the one
  * with least room. */
 static void
-tightest_cgroup(const char *mount_dir, char *dir, int version, mt_probe_shared *best)
+tightest_cgroup(const char *top, char *dir, int version, mt_probe_shared *best)
 {
-    size_t top_len = strlen(mount_dir);
-    for (;;) {
+    do {
         char file[MT_PROBE_PATH_MAX + 32];
         long long limit;
         mt_probe_shared here;
@@ -1023,55 +1034,62 @@ tightest_cgroup(const char *mount_dir, char *dir, int version, mt_probe_shared *
                 *best = here;
             }
         }
-        char *slash = strrchr(dir, '/');
-        if (slash == NULL || (size_t)(slash - dir) < top_len) {
-            break;
-        }
-        *slash = '\0';
-    }
+    } while (climb(dir, strlen(top)));
 }
 
-/* This process's cgroup paths (v2 and v1, MT_PROBE_PATH_MAX each, "" when
- * none) and where the hierarchies are mounted, read with text (size
- * bytes) as scratch.  -1/0. */
+/* The scratch the readers of this process's cgroups read /proc/self/cgroup
+ * and mountinfo into (mountinfo can be long). */
+enum { TEXT_SIZE = 65536 };
+
+/* Where this process's cgroup of one hierarchy is: its directory ("" when
+ * it has none there) and the top of the hierarchy. */
+typedef struct {
+    char dir[MT_PROBE_PATH_MAX], top[MT_PROBE_PATH_MAX];
+} own_cgroup;
+
+/* This process's cgroups (v2 and v1), read with text (size bytes) as
+ * scratch.  -1/0. */
 static int
-read_own_cgroups(const mt_probe *p, char *text, size_t size, char *v2, char *v1,
-                 mt_probe_mounts *mounts)
+read_own_cgroups(const mt_probe *p, char *text, size_t size, own_cgroup *v2, own_cgroup *v1)
 {
-    char path[MT_PROBE_PATH_MAX + 64];
-    return proc_path(p, path, sizeof path, "/proc/self/cgroup") == 0 &&
-                   read_text(path, text, size) >= 0 &&
-                   mt_probe_parse_cgroup(text, v2, MT_PROBE_PATH_MAX, v1, MT_PROBE_PATH_MAX) == 0 &&
-                   proc_path(p, path, sizeof path, "/proc/self/mountinfo") == 0 &&
-                   read_text(path, text, size) >= 0 && mt_probe_parse_mountinfo(text, mounts) == 0
-               ? 0
-               : -1;
+    char path[MT_PROBE_PATH_MAX + 64], v2_path[MT_PROBE_PATH_MAX], v1_path[MT_PROBE_PATH_MAX];
+    mt_probe_mounts m;
+    if (proc_path(p, path, sizeof path, "/proc/self/cgroup") < 0 ||
+        read_text(path, text, size) < 0 ||
+        mt_probe_parse_cgroup(text, v2_path, sizeof v2_path, v1_path, sizeof v1_path) < 0 ||
+        proc_path(p, path, sizeof path, "/proc/self/mountinfo") < 0 ||
+        read_text(path, text, size) < 0 || mt_probe_parse_mountinfo(text, &m) < 0) {
+        return -1;
+    }
+    if (!v2_path[0] || !m.v2_mount[0] ||
+        cgroup_place(p, m.v2_mount, m.v2_root, v2_path, v2->dir, v2->top) < 0) {
+        v2->dir[0] = '\0';
+    }
+    if (!v1_path[0] || !m.v1_mount[0] ||
+        cgroup_place(p, m.v1_mount, m.v1_root, v1_path, v1->dir, v1->top) < 0) {
+        v1->dir[0] = '\0';
+    }
+    return 0;
 }
 
 int
 mt_probe_read_shared(mt_probe *p, mt_probe_shared *out)
 {
-    enum { TEXT_SIZE = 65536 }; /* mountinfo can be long */
     char *text = malloc(TEXT_SIZE);
-    char path[MT_PROBE_PATH_MAX + 64], dir[MT_PROBE_PATH_MAX], top[MT_PROBE_PATH_MAX];
-    char v2[MT_PROBE_PATH_MAX], v1[MT_PROBE_PATH_MAX];
-    mt_probe_mounts m;
+    char path[MT_PROBE_PATH_MAX + 64];
+    own_cgroup v2, v1;
     int rc = -1;
     memset(out, 0, sizeof *out);
     out->limit = -1;
     if (text == NULL) {
         return -1;
     }
-    if (read_own_cgroups(p, text, TEXT_SIZE, v2, v1, &m) == 0) {
-        if (v2[0] && m.v2_mount[0] &&
-            cgroup_dir(p, m.v2_mount, m.v2_root, v2, dir, sizeof dir) == 0 &&
-            snprintf(top, sizeof top, "%s%s", p->root, m.v2_mount) < (int)sizeof top) {
-            tightest_cgroup(top, dir, 2, out);
+    if (read_own_cgroups(p, text, TEXT_SIZE, &v2, &v1) == 0) {
+        if (v2.dir[0]) {
+            tightest_cgroup(v2.top, v2.dir, 2, out);
         }
-        if (v1[0] && m.v1_mount[0] &&
-            cgroup_dir(p, m.v1_mount, m.v1_root, v1, dir, sizeof dir) == 0 &&
-            snprintf(top, sizeof top, "%s%s", p->root, m.v1_mount) < (int)sizeof top) {
-            tightest_cgroup(top, dir, 1, out);
+        if (v1.dir[0]) {
+            tightest_cgroup(v1.top, v1.dir, 1, out);
         }
     }
     mt_probe_shared machine;
@@ -1255,27 +1273,19 @@ mt_probe_pid_rss(const mt_probe *p, pid_t pid, long long *rss, char *comm, size_
 int
 mt_probe_oom_kills(mt_probe *p, char *path, size_t path_size, long long *count)
 {
-    enum { TEXT_SIZE = 65536 };
     char *text = malloc(TEXT_SIZE);
-    char v2[MT_PROBE_PATH_MAX], v1[MT_PROBE_PATH_MAX], dir[MT_PROBE_PATH_MAX];
-    mt_probe_mounts mounts;
+    own_cgroup v2, v1;
     int rc = -1;
     if (text == NULL) {
         return -1;
     }
     path[0] = '\0';
-    if (proc_path(p, dir, sizeof dir, "/proc/self/cgroup") == 0 &&
-        read_text(dir, text, TEXT_SIZE) >= 0 &&
-        mt_probe_parse_cgroup(text, v2, sizeof v2, v1, sizeof v1) == 0 &&
-        proc_path(p, dir, sizeof dir, "/proc/self/mountinfo") == 0 &&
-        read_text(dir, text, TEXT_SIZE) >= 0 && mt_probe_parse_mountinfo(text, &mounts) == 0) {
-        if (v2[0] && mounts.v2_mount[0] &&
-            cgroup_dir(p, mounts.v2_mount, mounts.v2_root, v2, dir, sizeof dir) == 0) {
-            snprintf(path, path_size, "%s/memory.events", dir);
+    if (read_own_cgroups(p, text, TEXT_SIZE, &v2, &v1) == 0) {
+        if (v2.dir[0]) {
+            snprintf(path, path_size, "%s/memory.events", v2.dir);
         }
-        else if (v1[0] && mounts.v1_mount[0] &&
-                 cgroup_dir(p, mounts.v1_mount, mounts.v1_root, v1, dir, sizeof dir) == 0) {
-            snprintf(path, path_size, "%s/memory.oom_control", dir);
+        else if (v1.dir[0]) {
+            snprintf(path, path_size, "%s/memory.oom_control", v1.dir);
         }
     }
     if (path[0] && mt_probe_read_oom_kills(path, count) == 0) {
@@ -1332,11 +1342,9 @@ tighter_swap(const char *dir, int version, mt_probe_swap *best)
 int
 mt_probe_read_swap(mt_probe *p, mt_probe_swap *out)
 {
-    enum { TEXT_SIZE = 65536 }; /* mountinfo can be long */
     char *text = malloc(TEXT_SIZE);
-    char path[MT_PROBE_PATH_MAX + 64], dir[MT_PROBE_PATH_MAX], top[MT_PROBE_PATH_MAX];
-    char v2[MT_PROBE_PATH_MAX], v1[MT_PROBE_PATH_MAX];
-    mt_probe_mounts m;
+    char path[MT_PROBE_PATH_MAX + 64];
+    own_cgroup v2, v1;
     mt_probe_swap machine;
     int rc = -1;
     if (text == NULL || proc_path(p, path, sizeof path, "/proc/meminfo") < 0 ||
@@ -1347,25 +1355,18 @@ mt_probe_read_swap(mt_probe *p, mt_probe_swap *out)
      * allowance is no swap device and binds only when it leaves less. */
     *out = machine;
     rc = 0;
-    if (machine.limit == 0 || read_own_cgroups(p, text, TEXT_SIZE, v2, v1, &m) < 0) {
+    if (machine.limit == 0 || read_own_cgroups(p, text, TEXT_SIZE, &v2, &v1) < 0) {
         goto done;
     }
     /* v2: each ancestor's swap.max applies; v1: the leaf's memsw (its
      * memsw limit is no higher than its parents'). */
-    if (v2[0] && m.v2_mount[0] && cgroup_dir(p, m.v2_mount, m.v2_root, v2, dir, sizeof dir) == 0 &&
-        snprintf(top, sizeof top, "%s%s", p->root, m.v2_mount) < (int)sizeof top) {
-        size_t top_len = strlen(top);
-        for (;;) {
-            tighter_swap(dir, 2, out);
-            char *slash = strrchr(dir, '/');
-            if (slash == NULL || (size_t)(slash - dir) < top_len) {
-                break;
-            }
-            *slash = '\0';
-        }
+    if (v2.dir[0]) {
+        do {
+            tighter_swap(v2.dir, 2, out);
+        } while (climb(v2.dir, strlen(v2.top)));
     }
-    if (v1[0] && m.v1_mount[0] && cgroup_dir(p, m.v1_mount, m.v1_root, v1, dir, sizeof dir) == 0) {
-        tighter_swap(dir, 1, out);
+    if (v1.dir[0]) {
+        tighter_swap(v1.dir, 1, out);
     }
 done:
     free(text);
@@ -1400,20 +1401,16 @@ mt_probe_swap_self(mt_probe *p, long long *vm_swap, unsigned long long *major_fa
 int
 mt_probe_read_pressure(mt_probe *p, double *some_avg10, double *full_avg10)
 {
-    enum { TEXT_SIZE = 65536 }; /* mountinfo can be long */
     char *text = malloc(TEXT_SIZE);
-    char path[MT_PROBE_PATH_MAX + 64], dir[MT_PROBE_PATH_MAX];
-    char v2[MT_PROBE_PATH_MAX], v1[MT_PROBE_PATH_MAX];
-    mt_probe_mounts m;
+    char path[MT_PROBE_PATH_MAX + 64];
+    own_cgroup v2, v1;
     int rc = -1;
     if (text == NULL) {
         return -1;
     }
     /* The cgroup's own pressure where it has one, else the machine's. */
-    int in_cgroup = read_own_cgroups(p, text, TEXT_SIZE, v2, v1, &m) == 0 && v2[0] &&
-                    m.v2_mount[0] &&
-                    cgroup_dir(p, m.v2_mount, m.v2_root, v2, dir, sizeof dir) == 0 &&
-                    snprintf(path, sizeof path, "%s/memory.pressure", dir) < (int)sizeof path &&
+    int in_cgroup = read_own_cgroups(p, text, TEXT_SIZE, &v2, &v1) == 0 && v2.dir[0] &&
+                    snprintf(path, sizeof path, "%s/memory.pressure", v2.dir) < (int)sizeof path &&
                     read_text(path, text, TEXT_SIZE) >= 0;
     if ((in_cgroup || (proc_path(p, path, sizeof path, "/proc/pressure/memory") == 0 &&
                        read_text(path, text, TEXT_SIZE) >= 0)) &&
@@ -1428,11 +1425,9 @@ mt_probe_read_pressure(mt_probe *p, double *some_avg10, double *full_avg10)
 int
 mt_probe_read_limit(mt_probe *p, mt_probe_limit *out)
 {
-    enum { TEXT_SIZE = 65536 }; /* mountinfo can be long */
     char *text = malloc(TEXT_SIZE);
     char path[MT_PROBE_PATH_MAX + 64];
-    char v2[MT_PROBE_PATH_MAX], v1[MT_PROBE_PATH_MAX];
-    mt_probe_mounts mounts;
+    own_cgroup v2, v1;
     long long total = -1, available = -1;
 
     memset(out, 0, sizeof *out);
@@ -1441,13 +1436,13 @@ mt_probe_read_limit(mt_probe *p, mt_probe_limit *out)
         return -1;
     }
 
-    if (read_own_cgroups(p, text, TEXT_SIZE, v2, v1, &mounts) == 0) {
-        if (v2[0] && mounts.v2_mount[0]) {
-            limit_v2(p, &mounts, v2, out);
+    if (read_own_cgroups(p, text, TEXT_SIZE, &v2, &v1) == 0) {
+        if (v2.dir[0]) {
+            limit_v2(v2.dir, v2.top, out);
         }
-        if (out->limit < 0 && v1[0] && mounts.v1_mount[0]) {
+        if (out->limit < 0 && v1.dir[0]) {
             out->usage = -1;
-            limit_v1(p, &mounts, v1, out);
+            limit_v1(v1.dir, out);
         }
     }
     if (proc_path(p, path, sizeof path, "/proc/meminfo") == 0 &&

@@ -142,7 +142,7 @@ set_swap_figures(mt_probe *probe, PyObject *d)
 
 PyDoc_STRVAR(mt_process_view__doc__,
              "process() -> dict: RSS, the effective limit and its source, headroom, methods.");
-PyObject *
+static PyObject *
 mt_process_view(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_state *st = mt_get_state(module);
@@ -187,7 +187,7 @@ PyDoc_STRVAR(
     mt_process_sharing__doc__,
     "sharing(path, n) -> [(rss, pid, command)]: the n biggest other processes of the cgroup at "
     "path and its descendants (None: of the machine).");
-PyObject *
+static PyObject *
 mt_process_sharing(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     mt_state *st = mt_get_state(module);
@@ -245,7 +245,7 @@ done:
 }
 
 PyDoc_STRVAR(mt_process_report__doc__, "report() -> dict with 'process' and 'cells'.");
-PyObject *
+static PyObject *
 mt_process_report(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     PyObject *d = PyDict_New();
@@ -260,7 +260,7 @@ mt_process_report(PyObject *module, PyObject *Py_UNUSED(unused))
 
 PyDoc_STRVAR(mt_process_set_peak_method__doc__,
              "set_peak_method('hwm' | 'sampled'): how cell peaks are measured.");
-PyObject *
+static PyObject *
 mt_process_set_peak_method(PyObject *module, PyObject *name)
 {
     mt_state *st = mt_get_state(module);
@@ -287,7 +287,7 @@ mt_process_set_peak_method(PyObject *module, PyObject *name)
 
 PyDoc_STRVAR(mt_process_install_hooks__doc__,
              "install_hooks(): start counting Python's allocations (a no-op when installed).");
-PyObject *
+static PyObject *
 mt_process_install_hooks(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
 {
     if (mt_heap_install() < 0) {
@@ -299,7 +299,7 @@ mt_process_install_hooks(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused
 PyDoc_STRVAR(mt_process_uninstall_hooks__doc__,
              "uninstall_hooks() -> bool: restore the saved allocators; False when another hook "
              "installed later still wraps ours.");
-PyObject *
+static PyObject *
 mt_process_uninstall_hooks(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_state *st = mt_get_state(module);
@@ -322,7 +322,7 @@ mt_process_uninstall_hooks(PyObject *module, PyObject *Py_UNUSED(unused))
 PyDoc_STRVAR(
     mt_process_trim__doc__,
     "trim() -> bool: give freed heap back to the OS (glibc's malloc_trim); True when some was.");
-PyObject *
+static PyObject *
 mt_process_trim(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
 {
     int released;
@@ -333,7 +333,7 @@ mt_process_trim(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
 PyDoc_STRVAR(mt_process_heap_free__doc__,
              "heap_free() -> int | None: bytes malloc holds free, which a trim could give back "
              "(None where glibc's mallinfo2 is unavailable).");
-PyObject *
+static PyObject *
 mt_process_heap_free(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
 {
     long long bytes;
@@ -343,7 +343,7 @@ mt_process_heap_free(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
 
 PyDoc_STRVAR(mt_process_allocators__doc__,
              "_allocators() -> dict: the allocator functions now installed (for tests).");
-PyObject *
+static PyObject *
 mt_process_allocators(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
 {
     return mt_heap_allocators();
@@ -351,7 +351,7 @@ mt_process_allocators(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
 
 PyDoc_STRVAR(mt_process_set_root__doc__,
              "_set_proc_root(path): read /proc and /sys under path ('' for the real ones).");
-PyObject *
+static PyObject *
 mt_process_set_root(PyObject *module, PyObject *root)
 {
     const char *s = PyUnicode_AsUTF8(root);
@@ -374,7 +374,7 @@ kb_fields(const char *text, const char *a, const char *b)
 PyDoc_STRVAR(mt_process_in_ram__doc__,
              "in_ram(path) -> bool: path's file system keeps its files in memory (tmpfs, ramfs), "
              "so that a spill there would free nothing.");
-PyObject *
+static PyObject *
 mt_process_in_ram(PyObject *Py_UNUSED(module), PyObject *path)
 {
     PyObject *encoded = NULL;
@@ -397,7 +397,7 @@ mt_process_in_ram(PyObject *Py_UNUSED(module), PyObject *path)
 
 PyDoc_STRVAR(mt_process_parse__doc__,
              "_parse(kind, text): run one of the /proc or cgroup parsers on text (for tests).");
-PyObject *
+static PyObject *
 mt_process_parse(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     const char *kind, *text;

@@ -213,15 +213,12 @@ mt_rules_level_problem(const char *text, int percent, char *buf, size_t n)
 
 /* ---- names ----------------------------------------------------------- */
 
-static const char *const action_names[MT_DO_COUNT] = {
-    "notice", "compress", "spill", "downcast", "pack", "clear_output_cache", "del", "collect",
-};
 static const char *const order_names[MT_ORDER_COUNT] = {"largest", "idle", "newest"};
 
 const char *
-mt_rules_action_name(mt_rules_action a)
+mt_rules_action_name(mt_action a)
 {
-    return a >= 0 && a < MT_DO_COUNT ? action_names[a] : "?";
+    return a >= 0 && a < MT_DO_COUNT ? mt_actions[a].name : "?";
 }
 
 const char *
@@ -798,11 +795,26 @@ enum {
     R_COOLDOWN,
     R_MAX_PER_CELL,
     R_ALLOW_DELETE,
+    R_KEEP_IN_MEMORY,
+    R_KEEP_FOR_REATTACH,
     R_COUNT
 };
 static const char *const rule_keys[R_COUNT] = {
-    "name", "when", "match", "order",    "do",           "codec",        "level",
-    "rtol", "to",   "dir",   "cooldown", "max_per_cell", "allow_delete",
+    "name",
+    "when",
+    "match",
+    "order",
+    "do",
+    "codec",
+    "level",
+    "rtol",
+    "to",
+    "dir",
+    "cooldown",
+    "max_per_cell",
+    "allow_delete",
+    "keep_in_memory",
+    "keep_for_reattach",
 };
 enum { W_CELL_PEAK, W_CELL_RETAINED, W_MEMORY_ABOVE, W_UNTIL, W_IDLE_FOR, W_CREATED, W_COUNT };
 static const char *const when_keys[W_COUNT] = {
@@ -822,23 +834,6 @@ rule_free(mt_rule *r)
     strings_free(&r->dtypes);
     strings_free(&r->names);
 }
-
-/* An option that only some actions take. */
-typedef struct {
-    int key;
-    unsigned actions; /* bit per mt_rules_action */
-} option_use;
-
-#define BIT(a) (1u << (a))
-static const option_use option_uses[] = {
-    {R_CODEC, BIT(MT_DO_COMPRESS)}, {R_LEVEL, BIT(MT_DO_COMPRESS)},
-    {R_RTOL, BIT(MT_DO_DOWNCAST)},  {R_TO, BIT(MT_DO_DOWNCAST)},
-    {R_DIR, BIT(MT_DO_SPILL)},      {R_ALLOW_DELETE, BIT(MT_DO_DEL)},
-};
-/* Actions on variables; the others act on the kernel or its output cache. */
-#define VARIABLE_ACTIONS                                                                           \
-    (BIT(MT_DO_NOTICE) | BIT(MT_DO_COMPRESS) | BIT(MT_DO_SPILL) | BIT(MT_DO_DOWNCAST) |            \
-     BIT(MT_DO_PACK) | BIT(MT_DO_DEL))
 
 static int
 has_glob(const char *s)
@@ -1045,18 +1040,35 @@ parse_match(ctx *c, const yaml_node_t *node, mt_rule *r)
     return rc;
 }
 
+/* The rule actions that take option o, as "compress" or "compress or spill". */
+static void
+option_owners(int o, char *buf, size_t n)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int a = 0; a < MT_DO_COUNT && used < n; a++) {
+        if ((mt_actions[a].where & MT_ACTION_IN_RULES) &&
+            (mt_actions[a].options & MT_OPTION_BIT(o))) {
+            used += (size_t)snprintf(buf + used, n - used, "%s%s", used ? " or " : "",
+                                     mt_actions[a].name);
+        }
+    }
+}
+
 /* The checks that need the whole rule (and the protect list). */
 static int
 check_rule(ctx *c, yaml_node_t **v, const mt_rules_table *t, mt_rule *r)
 {
     int rc = 0;
-    const char *action = action_names[r->action];
-    for (size_t i = 0; i < sizeof option_uses / sizeof option_uses[0]; i++) {
-        const option_use *u = &option_uses[i];
-        if (v[u->key] && !(u->actions & BIT(r->action))) {
-            const char *owner = action_names[__builtin_ctz(u->actions)];
-            fail(c, v[u->key], "%s: applies to do: %s, not do: %s; remove it", rule_keys[u->key],
-                 owner, action);
+    const mt_action_info *info = &mt_actions[r->action];
+    const char *action = info->name;
+    for (int k = 0; k < R_COUNT; k++) {
+        int o = mt_actions_find_option(rule_keys[k]);
+        if (v[k] && o >= 0 && !(info->options & MT_OPTION_BIT(o))) {
+            char owners[128];
+            option_owners(o, owners, sizeof owners);
+            fail(c, v[k], "%s: applies to do: %s, not do: %s; remove it", rule_keys[k], owners,
+                 action);
             rc = -1;
         }
     }
@@ -1072,7 +1084,16 @@ check_rule(ctx *c, yaml_node_t **v, const mt_rules_table *t, mt_rule *r)
              "cell: say which, e.g. match: {name: tmp_*} or match: {type: DataFrame, name: df_*}");
         rc = -1;
     }
-    if (!(BIT(r->action) & VARIABLE_ACTIONS)) {
+    /* Only the notebook's store is offered to the next kernel; a dir: of the
+     * user's is cleaned up with the kernel. */
+    if (r->dir && (r->keep_in_memory || r->keep_for_reattach)) {
+        fail(c, v[R_DIR],
+             "dir: a spill there goes with the kernel, so %s: true keeps nothing for the next "
+             "kernel; remove dir: to spill into the notebook's spill store",
+             r->keep_in_memory ? "keep_in_memory" : "keep_for_reattach");
+        rc = -1;
+    }
+    if (!info->on_variables) {
         const char *kind =
             r->action == MT_DO_COLLECT ? "the whole kernel" : "IPython's output cache";
         if (v[R_ORDER] || r->idle_for > 0 || r->created) {
@@ -1114,6 +1135,8 @@ static int
 parse_rule(ctx *c, const yaml_node_t *map, const mt_rules_table *t, mt_rule *r)
 {
     yaml_node_t *v[R_COUNT];
+    const char *names[MT_DO_COUNT]; /* the actions a rule can do */
+    int n_names = mt_actions_names(MT_ACTION_IN_RULES, names);
     memset(r, 0, sizeof *r);
     r->line = (int)map->start_mark.line + 1;
     r->column = (int)map->start_mark.column + 1;
@@ -1140,18 +1163,18 @@ parse_rule(ctx *c, const yaml_node_t *map, const mt_rules_table *t, mt_rule *r)
         rc = -1;
     }
     if (v[R_DO] == NULL) {
-        fail(c, map,
-             "this rule has no do: add do: with one of notice, compress, spill, downcast, "
-             "pack, clear_output_cache, del, collect");
+        char all[256];
+        list_names(all, sizeof all, names, n_names);
+        fail(c, map, "this rule has no do: add do: with one of %s", all);
         rc = -1;
     }
     else {
         int a;
-        if (get_choice(c, v[R_DO], "do", action_names, MT_DO_COUNT, &a) < 0) {
+        if (get_choice(c, v[R_DO], "do", names, n_names, &a) < 0) {
             rc = -1;
         }
         else {
-            r->action = (mt_rules_action)a;
+            r->action = (mt_action)mt_actions_find(names[a]);
         }
     }
     if (v[R_WHEN] && parse_when(c, v[R_WHEN], r) < 0) {
@@ -1196,6 +1219,14 @@ parse_rule(ctx *c, const yaml_node_t *map, const mt_rules_table *t, mt_rule *r)
         rc = -1;
     }
     if (v[R_ALLOW_DELETE] && get_bool(c, v[R_ALLOW_DELETE], "allow_delete", &r->allow_delete) < 0) {
+        rc = -1;
+    }
+    if (v[R_KEEP_IN_MEMORY] &&
+        get_bool(c, v[R_KEEP_IN_MEMORY], "keep_in_memory", &r->keep_in_memory) < 0) {
+        rc = -1;
+    }
+    if (v[R_KEEP_FOR_REATTACH] &&
+        get_bool(c, v[R_KEEP_FOR_REATTACH], "keep_for_reattach", &r->keep_for_reattach) < 0) {
         rc = -1;
     }
     if (rc == 0 && check_rule(c, v, t, r) < 0) {

@@ -9,8 +9,11 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "memtamer/actions.h"
+#include "memtamer/checksum.h"
 #include "memtamer/frames.h"
 #include "memtamer/narrow.h"
 #include "memtamer/npy.h"
@@ -34,7 +37,7 @@
  * window is re-armed when the action ends. */
 PyDoc_STRVAR(mt_shrink_window_begin__doc__,
              "shrink_window_begin(): start measuring one %shrink action (RSS, exact peak, time).");
-PyObject *
+static PyObject *
 mt_shrink_window_begin(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_state *st = mt_get_state(module);
@@ -56,7 +59,7 @@ mt_shrink_window_begin(PyObject *module, PyObject *Py_UNUSED(unused))
 PyDoc_STRVAR(
     mt_shrink_window_end__doc__,
     "shrink_window_end() -> dict: rss_before, rss_after, peak_rss, seconds of the action.");
-PyObject *
+static PyObject *
 mt_shrink_window_end(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_state *st = mt_get_state(module);
@@ -179,7 +182,7 @@ numpy_needed(void)
 PyDoc_STRVAR(mt_shrink_inplace_check__doc__,
              "inplace_check(ns, name) -> [(rule, message)]: why ns[name] cannot be changed or "
              "freed in place ([] when it can).");
-PyObject *
+static PyObject *
 mt_shrink_inplace_check(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     refusal r[MAX_REFUSALS];
@@ -655,7 +658,7 @@ parse_plan_args(PyObject *arr, const char *to, double rtol, int narrow, plan *p)
 
 PyDoc_STRVAR(mt_shrink_plan__doc__, "downcast_plan(array, to='auto', rtol=1e-3, narrow=False) -> "
                                     "{target, reason, max_rel_error, warning}.");
-PyObject *
+static PyObject *
 mt_shrink_plan(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"array", "to", "rtol", "narrow", NULL};
@@ -676,7 +679,7 @@ PyDoc_STRVAR(mt_shrink_options__doc__,
              "shrink_options(codec=None, level=None, rtol=None) -> {codec, level, rtol}: the "
              "options %shrink and the rules share, checked, with the defaults where None; "
              "ValueError says what to write instead.");
-PyObject *
+static PyObject *
 mt_shrink_options(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"codec", "level", "rtol", NULL};
@@ -698,6 +701,84 @@ mt_shrink_options(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
                          codec == Py_None ? PyUnicode_FromString(MT_DEFAULT_CODEC)
                                           : Py_NewRef(codec),
                          "level", how.level, "rtol", tolerance);
+}
+
+/* {name: {shrink, rules, switch}} of the options actions take. */
+static PyObject *
+option_table(void)
+{
+    PyObject *options = PyDict_New();
+    if (options == NULL) {
+        return NULL;
+    }
+    for (int o = 0; o < MT_OPTION_COUNT; o++) {
+        const mt_action_option_info *info = &mt_actions_options[o];
+        if (mt_set(options, info->name,
+                   Py_BuildValue("{sNsNsN}", "shrink",
+                                 PyBool_FromLong(info->where & MT_ACTION_IN_SHRINK), "rules",
+                                 PyBool_FromLong(info->where & MT_ACTION_IN_RULES), "switch",
+                                 PyBool_FromLong(info->is_switch))) < 0) {
+            Py_DECREF(options);
+            return NULL;
+        }
+    }
+    return options;
+}
+
+/* The names of the options action takes, as a tuple. */
+static PyObject *
+action_options(const mt_action_info *action)
+{
+    PyObject *names = PyList_New(0);
+    PyObject *result = NULL;
+    if (names == NULL) {
+        return NULL;
+    }
+    for (int o = 0; o < MT_OPTION_COUNT; o++) {
+        if (action->options & MT_OPTION_BIT(o)) {
+            PyObject *name = PyUnicode_FromString(mt_actions_options[o].name);
+            if (name == NULL || PyList_Append(names, name) < 0) {
+                Py_XDECREF(name);
+                goto done;
+            }
+            Py_DECREF(name);
+        }
+    }
+    result = PyList_AsTuple(names);
+done:
+    Py_DECREF(names);
+    return result;
+}
+
+PyDoc_STRVAR(mt_shrink_actions__doc__,
+             "shrink_actions() -> {actions: {name: {shrink, rules, options, on_variables, past, "
+             "help}}, options: {name: {shrink, rules, switch}}}: the actions of %shrink (shrink) "
+             "and of a rule's do: (rules), in their order, with the options each takes, the word "
+             "for what it did and a line of help; the one list of them (kernelext/actions.c).");
+static PyObject *
+mt_shrink_actions(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
+{
+    PyObject *actions = PyDict_New();
+    PyObject *result = NULL;
+    if (actions == NULL) {
+        return NULL;
+    }
+    for (int a = 0; a < MT_DO_COUNT; a++) {
+        const mt_action_info *info = &mt_actions[a];
+        if (mt_set(actions, info->name,
+                   Py_BuildValue("{sNsNsNsNssss}", "shrink",
+                                 PyBool_FromLong(info->where & MT_ACTION_IN_SHRINK), "rules",
+                                 PyBool_FromLong(info->where & MT_ACTION_IN_RULES), "options",
+                                 action_options(info), "on_variables",
+                                 PyBool_FromLong(info->on_variables), "past", info->past, "help",
+                                 info->help)) < 0) {
+            goto done;
+        }
+    }
+    result = Py_BuildValue("{sOsN}", "actions", actions, "options", option_table());
+done:
+    Py_DECREF(actions);
+    return result;
 }
 
 /* ------------------------------------------------------------------ */
@@ -935,7 +1016,7 @@ PyDoc_STRVAR(mt_shrink_downcast__doc__,
              " dict: converts ns[name] in place when every rule of inplace_check holds, else "
              "copies with copy=True, else refuses; refusals and failures leave the array exactly "
              "as it was.");
-PyObject *
+static PyObject *
 mt_shrink_downcast(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"ns", "name", "to", "rtol", "narrow", "copy", "dry_run", NULL};
@@ -1148,70 +1229,51 @@ plan_pack(PyObject *seq, int narrow, pack_plan *pp)
     return 0;
 }
 
+static npy_bool
+is_true(PyObject *x)
+{
+    return x == Py_True;
+}
+
+/* The items, already checked to fit the array's type, stored in it.  One
+ * loop per type, each converting an item with the function given. */
+#define FILL(npy_type, c_type, convert)                                                            \
+    case npy_type:                                                                                 \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                       \
+            ((c_type *)out)[i] = (c_type)convert(items[i]);                                        \
+        }                                                                                          \
+        break;
+
 static int
 fill_packed(PyObject *seq, PyArrayObject *arr)
 {
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
     char *out = PyArray_BYTES(arr);
-    int type = PyArray_TYPE(arr);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *x = items[i];
-        switch (type) {
-        case NPY_BOOL:
-            ((npy_bool *)out)[i] = x == Py_True;
-            break;
-        case NPY_FLOAT16: {
-            _Float16 h = (_Float16)PyFloat_AS_DOUBLE(x);
-            memcpy(out + 2 * i, &h, 2);
-            break;
-        }
-        case NPY_FLOAT32:
-            ((float *)out)[i] = (float)PyFloat_AS_DOUBLE(x);
-            break;
-        case NPY_FLOAT64:
-            ((double *)out)[i] = PyFloat_AS_DOUBLE(x);
-            break;
-        case NPY_UINT64:
-            ((npy_uint64 *)out)[i] = PyLong_AsUnsignedLongLong(x);
-            break;
-        default: {
-            long long v = PyLong_AsLongLong(x);
-            switch (type) {
-            case NPY_INT8:
-                ((npy_int8 *)out)[i] = (npy_int8)v;
-                break;
-            case NPY_INT16:
-                ((npy_int16 *)out)[i] = (npy_int16)v;
-                break;
-            case NPY_INT32:
-                ((npy_int32 *)out)[i] = (npy_int32)v;
-                break;
-            case NPY_INT64:
-                ((npy_int64 *)out)[i] = (npy_int64)v;
-                break;
-            case NPY_UINT8:
-                ((npy_uint8 *)out)[i] = (npy_uint8)v;
-                break;
-            case NPY_UINT16:
-                ((npy_uint16 *)out)[i] = (npy_uint16)v;
-                break;
-            case NPY_UINT32:
-                ((npy_uint32 *)out)[i] = (npy_uint32)v;
-                break;
-            }
-        }
-        }
+    switch (PyArray_TYPE(arr)) {
+        FILL(NPY_BOOL, npy_bool, is_true)
+        FILL(NPY_FLOAT16, _Float16, PyFloat_AS_DOUBLE)
+        FILL(NPY_FLOAT32, float, PyFloat_AS_DOUBLE)
+        FILL(NPY_FLOAT64, double, PyFloat_AS_DOUBLE)
+        FILL(NPY_UINT64, npy_uint64, PyLong_AsUnsignedLongLong)
+        FILL(NPY_UINT32, npy_uint32, PyLong_AsLongLong)
+        FILL(NPY_UINT16, npy_uint16, PyLong_AsLongLong)
+        FILL(NPY_UINT8, npy_uint8, PyLong_AsLongLong)
+        FILL(NPY_INT64, npy_int64, PyLong_AsLongLong)
+        FILL(NPY_INT32, npy_int32, PyLong_AsLongLong)
+        FILL(NPY_INT16, npy_int16, PyLong_AsLongLong)
+        FILL(NPY_INT8, npy_int8, PyLong_AsLongLong)
     }
     return PyErr_Occurred() ? -1 : 0;
 }
+#undef FILL
 
 PyDoc_STRVAR(
     mt_shrink_pack__doc__,
     "pack(ns, name, narrow=False, copy=False, dry_run=False) -> dict: numbers -> the array numpy "
     "would make (the smallest exact one with narrow); exclusive_bytes: what the sequence and the "
     "items only it holds take, which packing frees.");
-PyObject *
+static PyObject *
 mt_shrink_pack(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"ns", "name", "narrow", "copy", "dry_run", NULL};
@@ -1294,7 +1356,7 @@ report_progress(PyObject *progress, size_t done, size_t total)
 PyDoc_STRVAR(mt_shrink_spill_write__doc__,
              "spill_write(array, path, progress=None) -> bytes written to a new file; the file "
              "must not exist, and on failure it is removed again.");
-PyObject *
+static PyObject *
 mt_shrink_spill_write(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"array", "path", "progress", NULL};
@@ -1363,14 +1425,23 @@ done:
     return result;
 }
 
+/* The text a spill's checksum is kept as (in the manifest) and compared as. */
+static PyObject *
+checksum_text(uint32_t crc)
+{
+    return PyUnicode_FromFormat("crc32c:%08x", (unsigned int)crc);
+}
+
 /* Compares len bytes of live and spilled (a shared mapping of the spill
  * file) in blocks; where they differ, copies live's block over spilled's
- * when fix.  Returns whether any block differed.  Each block's pages of the
- * mapping are dropped from the process once compared (their contents stay
- * in the file and the page cache), or the comparison would bring back into
- * RSS what the spill took out.  Runs no Python code. */
+ * when fix.  Returns whether any block differed.  With crc, the checksum of
+ * spilled's bytes (as left by the fix) is continued in the same pass, while
+ * each block is still in the cache.  Each block's pages of the mapping are
+ * dropped from the process once compared (their contents stay in the file
+ * and the page cache), or the comparison would bring back into RSS what the
+ * spill took out.  Runs no Python code. */
 static int
-blocks_differ(const char *live, char *spilled, size_t len, int fix)
+blocks_differ(const char *live, char *spilled, size_t len, int fix, uint32_t *crc)
 {
     int differed = 0;
     int aligned = (uintptr_t)spilled % (uintptr_t)sysconf(_SC_PAGESIZE) == 0;
@@ -1381,6 +1452,9 @@ blocks_differ(const char *live, char *spilled, size_t len, int fix)
             if (fix) {
                 memcpy(spilled + at, live + at, n);
             }
+        }
+        if (crc != NULL) {
+            *crc = mt_checksum_crc32c(*crc, spilled + at, n);
         }
         if (aligned) {
             madvise(spilled + at, n, MADV_DONTNEED);
@@ -1401,18 +1475,23 @@ blocks_differ(const char *live, char *spilled, size_t len, int fix)
  * a write of its during the second comparison refuses the spill, but one
  * after it (or after the rebinding) goes to the old array and is lost. */
 PyDoc_STRVAR(mt_shrink_spill_commit__doc__,
-             "spill_commit(ns, name, array, mapped): binds ns[name], still array, to mapped (the "
-             "memmap of its spill file) once the file holds exactly what array holds now; what "
-             "threads wrote since spill_write() is copied in first, holding the GIL. ValueError "
+             "spill_commit(ns, name, array, mapped, bind=True) -> the file's checksum: binds "
+             "ns[name], still "
+             "array, to mapped (the memmap of its spill file) once the file holds exactly what "
+             "array holds now; what threads wrote since spill_write() is copied in first, holding "
+             "the GIL, and the file is checksummed in the same pass. ValueError "
              "with the reason, nothing bound, if name was rebound, array changed shape or dtype, "
-             "or it keeps changing (a thread writing without the GIL).");
-PyObject *
+             "or it keeps changing (a thread writing without the GIL). bind=False: the file is "
+             "made exact the same way, and ns[name] is left as it is (a checkpoint).");
+static PyObject *
 mt_shrink_spill_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"ns", "name", "array", "mapped", NULL};
+    static char *kwlist[] = {"ns", "name", "array", "mapped", "bind", NULL};
     PyObject *ns, *name, *obj, *mapped_obj, *copy = NULL, *result = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!UOO:spill_commit", kwlist, &PyDict_Type, &ns,
-                                     &name, &obj, &mapped_obj) ||
+    uint32_t crc = 0;
+    int bind = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!UOO|p:spill_commit", kwlist, &PyDict_Type,
+                                     &ns, &name, &obj, &mapped_obj, &bind) ||
         numpy_needed() < 0) {
         return NULL;
     }
@@ -1446,7 +1525,7 @@ mt_shrink_spill_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kw
     }
     size_t len = (size_t)PyArray_NBYTES(arr);
     int fix = PyArray_ISWRITEABLE(mapped);
-    if (blocks_differ(PyArray_BYTES(live), PyArray_BYTES(mapped), len, fix)) {
+    if (blocks_differ(PyArray_BYTES(live), PyArray_BYTES(mapped), len, fix, &crc)) {
         if (!fix) {
             PyErr_Format(PyExc_ValueError,
                          "%U changed while it was being spilled, and its file is mapped read-only "
@@ -1454,7 +1533,7 @@ mt_shrink_spill_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kw
                          name);
             goto done;
         }
-        if (blocks_differ(PyArray_BYTES(live), PyArray_BYTES(mapped), len, 0)) {
+        if (blocks_differ(PyArray_BYTES(live), PyArray_BYTES(mapped), len, 0, NULL)) {
             PyErr_Format(PyExc_ValueError,
                          "%U kept changing while its changes were copied into its spill file "
                          "with every Python thread held: something writes into it without the "
@@ -1463,8 +1542,8 @@ mt_shrink_spill_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kw
             goto done;
         }
     }
-    if (PyDict_SetItem(ns, name, mapped_obj) == 0) {
-        result = Py_NewRef(Py_None);
+    if ((result = checksum_text(crc)) != NULL && bind && PyDict_SetItem(ns, name, mapped_obj) < 0) {
+        Py_CLEAR(result);
     }
 done:
     Py_XDECREF(copy);
@@ -1475,18 +1554,25 @@ done:
  * code, and other threads with it); from here to the rebinding none runs,
  * so the file is compared with what the object holds at the rebinding. */
 PyDoc_STRVAR(mt_shrink_spill_commit_pickled__doc__,
-             "spill_commit_pickled(ns, name, obj, value, regions, file): binds ns[name], still "
-             "obj, to value (read back from its spill file) once every (offset, buffer) of "
-             "regions (obj pickled again) equals file's bytes at offset, compared holding the "
-             "GIL. ValueError with the reason, nothing bound, if name was rebound or obj changed.");
-PyObject *
+             "spill_commit_pickled(ns, name, obj, value, regions, file, bind=True) -> file's "
+             "checksum: binds "
+             "ns[name], still obj, to value (read back from its spill file) once every (offset, "
+             "buffer) of regions (obj pickled again, offsets ascending) equals file's bytes at "
+             "offset, compared holding the GIL; file is checksummed in the same pass. ValueError "
+             "with the reason, nothing bound, if name was rebound or obj changed. bind=False: "
+             "compared the same way, and ns[name] is left as it is (a checkpoint).");
+static PyObject *
 mt_shrink_spill_commit_pickled(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"ns", "name", "obj", "value", "regions", "file", NULL};
+    static char *kwlist[] = {"ns", "name", "obj", "value", "regions", "file", "bind", NULL};
     PyObject *ns, *name, *obj, *value, *regions, *file_obj, *seq = NULL, *result = NULL;
     Py_buffer file = {0}, part = {0};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!UOOOO:spill_commit_pickled", kwlist,
-                                     &PyDict_Type, &ns, &name, &obj, &value, &regions, &file_obj) ||
+    uint32_t crc = 0;
+    Py_ssize_t checked = 0; /* file's bytes checksummed so far */
+    int bind = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!UOOOO|p:spill_commit_pickled", kwlist,
+                                     &PyDict_Type, &ns, &name, &obj, &value, &regions, &file_obj,
+                                     &bind) ||
         PyObject_GetBuffer(file_obj, &file, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
@@ -1505,9 +1591,14 @@ mt_shrink_spill_commit_pickled(PyObject *Py_UNUSED(module), PyObject *args, PyOb
             PyObject_GetBuffer(buffer, &part, PyBUF_SIMPLE) < 0) {
             goto done;
         }
-        int same = offset >= 0 && offset <= file.len && part.len <= file.len - offset &&
+        int same = offset >= checked && offset <= file.len && part.len <= file.len - offset &&
                    memcmp((const char *)file.buf + offset, part.buf, (size_t)part.len) == 0;
         PyBuffer_Release(&part);
+        if (same) {
+            crc = mt_checksum_crc32c(crc, (const char *)file.buf + checked,
+                                     (size_t)(offset + part.len - checked));
+            checked = offset + part.len;
+        }
         if (!same) {
             PyErr_Format(PyExc_ValueError,
                          "%U changed (by another thread) while it was being spilled: left as "
@@ -1516,12 +1607,57 @@ mt_shrink_spill_commit_pickled(PyObject *Py_UNUSED(module), PyObject *args, PyOb
             goto done;
         }
     }
-    if (PyDict_SetItem(ns, name, value) == 0) {
-        result = Py_NewRef(Py_None);
+    crc = mt_checksum_crc32c(crc, (const char *)file.buf + checked, (size_t)(file.len - checked));
+    if ((result = checksum_text(crc)) != NULL && bind && PyDict_SetItem(ns, name, value) < 0) {
+        Py_CLEAR(result);
     }
 done:
     Py_XDECREF(seq);
     PyBuffer_Release(&file);
+    return result;
+}
+
+PyDoc_STRVAR(mt_shrink_spill_checksum__doc__,
+             "spill_checksum(path) -> the checksum of the file, as spill_commit gives it; read "
+             "through a mapping with the GIL released.");
+static PyObject *
+mt_shrink_spill_checksum(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    PyObject *path = NULL, *result = NULL;
+    if (!PyUnicode_FSConverter(arg, &path)) {
+        return NULL;
+    }
+    uint32_t crc = 0;
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS int fd = open(PyBytes_AS_STRING(path), O_RDONLY | O_CLOEXEC);
+    struct stat info;
+    if (fd < 0 || fstat(fd, &info) < 0) {
+        err = errno;
+    }
+    else if (info.st_size > 0) {
+        void *data = mmap(NULL, (size_t)info.st_size, PROT_READ, MAP_SHARED, fd, 0);
+        if (data == MAP_FAILED) {
+            err = errno;
+        }
+        else {
+            madvise(data, (size_t)info.st_size, MADV_SEQUENTIAL);
+            crc = mt_checksum_crc32c(0, data, (size_t)info.st_size);
+            munmap(data, (size_t)info.st_size);
+        }
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    Py_END_ALLOW_THREADS if (err)
+    {
+        errno = err;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+    }
+    else
+    {
+        result = checksum_text(crc);
+    }
+    Py_DECREF(path);
     return result;
 }
 
@@ -1535,6 +1671,7 @@ PyMethodDef mt_shrink_methods[] = {
      mt_shrink_plan__doc__},
     {"shrink_options", (PyCFunction)(void (*)(void))mt_shrink_options, METH_VARARGS | METH_KEYWORDS,
      mt_shrink_options__doc__},
+    {"shrink_actions", mt_shrink_actions, METH_NOARGS, mt_shrink_actions__doc__},
     {"downcast", (PyCFunction)(void (*)(void))mt_shrink_downcast, METH_VARARGS | METH_KEYWORDS,
      mt_shrink_downcast__doc__},
     {"pack", (PyCFunction)(void (*)(void))mt_shrink_pack, METH_VARARGS | METH_KEYWORDS,
@@ -1545,5 +1682,6 @@ PyMethodDef mt_shrink_methods[] = {
      METH_VARARGS | METH_KEYWORDS, mt_shrink_spill_commit__doc__},
     {"spill_commit_pickled", (PyCFunction)(void (*)(void))mt_shrink_spill_commit_pickled,
      METH_VARARGS | METH_KEYWORDS, mt_shrink_spill_commit_pickled__doc__},
+    {"spill_checksum", mt_shrink_spill_checksum, METH_O, mt_shrink_spill_checksum__doc__},
     {NULL, NULL, 0, NULL},
 };

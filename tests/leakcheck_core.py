@@ -169,6 +169,7 @@ def ledger(i):
 
 def shrink(i):
     local = {"a": np.linspace(0, 1, 4096), "xs": [1, 2, 3] * 100, "s": "no"}
+    assert "spill" in _core.shrink_actions()["actions"]
     _core.shrink_window_begin()
     _core.inplace_check(local, "a")
     _core.downcast_plan(local["a"], rtol=1e-3)
@@ -193,8 +194,14 @@ def shrink(i):
         mapped = np.memmap(os.path.join(tmp, "commit"), dtype=float, mode="r+", shape=(1000,))
         spilled["a"][7] = -1
         expect_error(_core.spill_commit, spilled, "a", np.ones(1000), mapped)
-        _core.spill_commit(spilled, "a", spilled["a"], mapped)
+        kept = spilled["a"]
+        checkpoint = _core.spill_commit(spilled, "a", kept, mapped, bind=False)
+        assert spilled["a"] is kept
+        assert _core.spill_commit(spilled, "a", kept, mapped) == checkpoint
         assert spilled["a"] is mapped and mapped[7] == -1
+        assert _core.spill_checksum(os.path.join(tmp, "commit")) == checkpoint
+        expect_error(_core.spill_checksum, os.path.join(tmp, "missing"))
+        del kept
         del mapped, spilled
         stream, buffers = b"stream", [memoryview(np.arange(8.0)).cast("B")]
         file = stream + bytes(2) + bytes(buffers[0])
@@ -205,6 +212,8 @@ def shrink(i):
         expect_error(_core.spill_commit_pickled, pickled, "p", source, "v", [(-1, stream)], file)
         expect_error(_core.spill_commit_pickled, pickled, "p", source, "v", [(0, 5)], file)
         expect_error(_core.spill_commit_pickled, pickled, "p", [], "v", regions, file)
+        _core.spill_commit_pickled(pickled, "p", source, "v", regions, file, bind=False)
+        assert pickled["p"] is source
         _core.spill_commit_pickled(pickled, "p", source, "v", regions, file)
         assert pickled["p"] == "v"
         del source, pickled, file
@@ -373,7 +382,7 @@ calls = {
     "ledger_gone_object": ledger, "ledger_ran": ledger, "ledger_grown": ledger, "heap_free": process,
     "shrink_window_begin": shrink, "shrink_window_end": shrink, "inplace_check": shrink,
     "downcast_plan": shrink, "shrink_options": shrink, "downcast": shrink, "pack": shrink, "spill_write": shrink,
-    "spill_commit": shrink, "spill_commit_pickled": shrink,
+    "spill_commit": shrink, "spill_commit_pickled": shrink, "spill_checksum": shrink, "shrink_actions": shrink,
     "compress": codec, "compress_estimate": codec, "codecs": codec, "restore": codec,
     "compressed_info": codec, "compress_commit": codec,
     "rules_read": rules, "rules_check": rules, "rules_load": rules, "rules_clear": rules, "rules_table": rules,

@@ -7,98 +7,17 @@ controller, or v2 where memory is delegated to children) limited to 1 GiB;
 it needs root.  The holder keeps 400 MiB; memtamer's reserve under 1 GiB is
 256 MiB, so a kernel has about 350 MiB of room."""
 
-import os
 import subprocess
 import sys
-import time
 
 import pytest
 
+from cgroups import HOLDER, join, kernel_in, make_memory_cgroup, oom_kills, remove
 from conftest import GiB, MiB
 from kernel import Kernel
 
 LIMIT = 1 * GiB
 HOLDER_BYTES = 400 * MiB
-
-HOLDER = """
-import sys
-sys.stdin.readline()
-held = bytearray(b"\\x01") * int(sys.argv[1])  # written: every page is charged
-print("ready", flush=True)
-sys.stdin.readline()
-"""
-
-
-def _own_cgroups():
-    v1 = v2 = None
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _id, controllers, path = line.rstrip("\n").split(":", 2)
-            if controllers == "":
-                v2 = path
-            elif "memory" in controllers.split(","):
-                v1 = path
-    return v1, v2
-
-
-def _mounts():
-    found = {}
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            _dev, point, kind, options = line.split()[:4]
-            if kind == "cgroup" and "memory" in options.split(","):
-                found.setdefault("v1", point)
-            elif kind == "cgroup2":
-                found.setdefault("v2", point)
-    return found
-
-
-def make_memory_cgroup(limit):
-    """(directory, oom counter file, counter key) of a new child cgroup, or
-    pytest.skip with the reason it cannot be made here."""
-    if os.geteuid() != 0:
-        pytest.skip("making a memory cgroup needs root")
-    v1, v2 = _own_cgroups()
-    mounts = _mounts()
-    name = f"memtamer-test-{os.getpid()}-{time.monotonic_ns()}"
-    reasons = []
-    if v1 is not None and "v1" in mounts:
-        path = os.path.join(mounts["v1"] + v1, name)
-        try:
-            os.mkdir(path)
-            with open(os.path.join(path, "memory.limit_in_bytes"), "w") as f:
-                f.write(str(limit))
-            return path, os.path.join(path, "memory.oom_control")
-        except OSError as exc:
-            reasons.append(f"cgroup v1 at {mounts['v1']}: {exc}")
-    if v2 is not None and "v2" in mounts:
-        parent = mounts["v2"] + v2
-        path = os.path.join(parent, name)
-        try:
-            with open(os.path.join(parent, "cgroup.subtree_control")) as f:
-                if "memory" not in f.read().split():
-                    raise OSError("the memory controller is not delegated to children")
-            os.mkdir(path)
-            with open(os.path.join(path, "memory.max"), "w") as f:
-                f.write(str(limit))
-            return path, os.path.join(path, "memory.events")
-        except OSError as exc:
-            reasons.append(f"cgroup v2 at {parent}: {exc}")
-    pytest.skip("no memory cgroup can be made here: " + ("; ".join(reasons) or "none mounted"))
-
-
-def oom_kills(counter):
-    with open(counter) as f:
-        for line in f:
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value)
-    return 0
-
-
-def join(cgroup, pid):
-    with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
-        f.write(str(pid))
 
 
 @pytest.fixture
@@ -117,13 +36,8 @@ def shared_cgroup(tmp_path):
         return proc
 
     def kernel(notebook=None):
-        env = {"MEMTAMER_RUNTIME_DIR": str(tmp_path)}
-        if notebook:
-            env["JPY_SESSION_NAME"] = notebook
-        k = Kernel(env=env, cwd=str(tmp_path))
+        k = kernel_in(cgroup, tmp_path, {"JPY_SESSION_NAME": notebook} if notebook else None)
         started.append(k)
-        join(cgroup, k.query("__import__('os').getpid()"))
-        k.run("%load_ext memtamer\nimport memtamer, sys, numpy as np")
         return k
 
     yield cgroup, counter, holder, kernel
@@ -133,15 +47,7 @@ def shared_cgroup(tmp_path):
         else:
             thing.kill()
             thing.wait()
-    deadline = time.time() + 20
-    while True:
-        try:
-            os.rmdir(cgroup)
-            break
-        except OSError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.1)
+    remove(cgroup)
 
 
 def assert_stopped_by_the_shared_limit(k, result, layer):

@@ -4,7 +4,7 @@ kernels asking together for more than fits end with some served and the rest
 refused cleanly, and the cgroup's OOM killer never fires; and a buffer grown
 by realloc stops at the budget.
 
-Each test makes a memory cgroup of its own (see test_guard_cgroup.py; needs
+Each test makes a memory cgroup of its own (tests/cgroups.py; needs
 root).  Sizes are kept small for a shared machine: a 1.5 GiB cgroup, of which
 memtamer keeps a reserve of 256 MiB, and kernels of about 100 MiB each."""
 
@@ -16,9 +16,8 @@ import time
 
 import pytest
 
+from cgroups import HOLDER, join, kernel_in, make_memory_cgroup, oom_kills, remove
 from conftest import GiB, MiB
-from test_guard_cgroup import HOLDER, join, make_memory_cgroup, oom_kills
-from kernel import Kernel
 
 LIMIT = 3 * GiB // 2
 RESERVE = 256 * MiB
@@ -37,25 +36,14 @@ def pod(tmp_path):
     def start(n):
         kernels = []
         for _ in range(n):
-            k = Kernel(env={"MEMTAMER_RUNTIME_DIR": str(tmp_path)}, cwd=str(tmp_path))
-            started.append(k)
-            join(cgroup, k.query("__import__('os').getpid()"))
-            k.run("%load_ext memtamer\nimport memtamer, os, sys, time, numpy as np")
-            kernels.append(k)
+            started.append(kernel_in(cgroup, tmp_path))
+            kernels.append(started[-1])
         return kernels
 
     yield cgroup, counter, start, tmp_path
     for k in started:
         k.shutdown()
-    deadline = time.time() + 20
-    while True:
-        try:
-            os.rmdir(cgroup)
-            break
-        except OSError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.1)
+    remove(cgroup)
 
 
 def working_set(cgroup):

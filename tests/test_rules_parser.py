@@ -208,6 +208,15 @@ BAD = [
      "dir: 'in/../../escape' climbs out"),
     ("version: 1\nrules:\n  - {name: a, do: spill, dir: ~/spill}\n", "~/spill",
      "dir: '~' is not expanded here: write the full path"),
+    # Checkpoints: spill's own keys, kept in the notebook's store only.
+    ("version: 1\nrules:\n  - {name: a, do: compress, keep_in_memory: true}\n", "true",
+     "keep_in_memory: applies to do: spill, not do: compress"),
+    ("version: 1\nrules:\n  - {name: a, do: pack, keep_for_reattach: true}\n", "true",
+     "keep_for_reattach: applies to do: spill, not do: pack"),
+    ("version: 1\nrules:\n  - {name: a, do: spill, keep_for_reattach: yes}\n", "yes",
+     "keep_for_reattach: "),
+    ("version: 1\nrules:\n  - {name: a, do: spill, dir: /, keep_for_reattach: true}\n", "/,",
+     "dir: a spill there goes with the kernel, so keep_for_reattach: true keeps nothing"),
 ]
 
 
@@ -519,6 +528,7 @@ def test_parser_under_address_and_undefined_behaviour_sanitizers(tmp_path):
         ["cc", "-std=c11", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
          "-fno-omit-frame-pointer", "-Wall", "-Wextra", "-Werror", "-I", os.path.join(ROOT, "include"),
          os.path.join(ROOT, "tests/c/rules_driver.c"), os.path.join(ROOT, "kernelext/rules.c"),
+         os.path.join(ROOT, "kernelext/actions.c"),
          "-lyaml", "-lblosc", "-lm", "-o", str(exe)],
         capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
@@ -554,3 +564,13 @@ def test_bad_swap_and_thrashing_values_are_refused_where_they_are(line, says):
     text = f"version: 1\n{line}\nrules: []\n"
     errors = load(text)
     assert errors and errors[0][0] == 2 and says in errors[0][2], errors
+
+
+def test_a_checkpoint_rule_passes_its_keys_to_spill(no_rules):
+    text = ("version: 1\nrules:\n  - name: ck\n    when: {idle_for: 2}\n    do: spill\n"
+            "    keep_in_memory: true\n    keep_for_reattach: true\n"
+            "  - {name: plain, do: spill, keep_in_memory: false}\n")
+    assert _core.rules_load(text.encode()) == []
+    rules = {r["name"]: r for r in _core.rules_table()["rules"]}
+    assert rules["ck"]["options"] == {"keep_in_memory": True, "keep_for_reattach": True}
+    assert rules["plain"]["options"] == {}

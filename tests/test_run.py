@@ -193,7 +193,7 @@ def test_help_names_the_command():
 def test_a_kernel_the_oom_killer_ended_is_reported_so(tmp_path):
     """In a real 512 MiB memory cgroup, with the guard turned off by the
     notebook, a 1 GiB request ends in the OOM killer: the run says so."""
-    from test_guard_cgroup import join, make_memory_cgroup, oom_kills
+    from cgroups import join, make_memory_cgroup, oom_kills
 
     cgroup, counter = make_memory_cgroup(512 * MiB)
     try:

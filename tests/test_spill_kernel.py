@@ -7,11 +7,12 @@ kept; and nothing left behind by a normal shutdown."""
 import json
 import os
 import signal
+import sys
 import time
 
 import pytest
 
-from conftest import stop_writer, writer_thread
+from conftest import PYTHON_VERSION_SKIP, stop_writer, writer_thread
 from kernel import Kernel
 
 NOTEBOOK = "/home/user/analysis.ipynb"
@@ -96,6 +97,16 @@ def kill(k):
     k.shutdown()
 
 
+def spill_and_die(tmp_path, names):
+    """A kernel of the notebook that spills names and is killed."""
+    k, _ = start(tmp_path)
+    try:
+        make(k, names)
+        k.run("%shrink spill " + " ".join(names))
+    finally:
+        kill(k)
+
+
 def shut_down_normally(k):
     k.kc.stop_channels()
     k.km.shutdown_kernel(now=False)
@@ -126,7 +137,8 @@ def test_each_kind_spills_to_a_mapped_file_and_reads_back_equal(tmp_path, name):
         assert oct(os.stat(os.path.dirname(files[0])).st_mode & 0o777) == "0o700"
         manifest, = [p for p in (tmp_path / "store").rglob("manifest-*.json")]
         entry = json.loads(manifest.read_text())["entries"][name]
-        assert entry["file"] == os.path.basename(files[0]) and entry["checksum"].startswith("crc32:")
+        assert entry["file"] == os.path.basename(files[0]) and entry["checksum"] == k.query(
+            f"__import__('memtamer._core')._core.spill_checksum({files[0]!r})")
         assert entry["file_bytes"] == os.path.getsize(files[0])
         # Rebinding the name lets the file go, and its manifest entry.
         k.run(f"{name} = None\nimport gc; gc.collect()")
@@ -168,12 +180,7 @@ def test_a_killed_kernels_spills_are_offered_and_reattached_equal(tmp_path):
 
 
 def test_a_different_notebook_is_offered_nothing(tmp_path):
-    k, _ = start(tmp_path)
-    try:
-        make(k, ["arr"])
-        k.run("%shrink spill arr")
-    finally:
-        kill(k)
+    spill_and_die(tmp_path, ["arr"])
     other, said = start(tmp_path, notebook="/home/user/other.ipynb")
     try:
         assert "reattach" not in said
@@ -286,12 +293,7 @@ def test_a_normal_shutdown_leaves_no_litter(tmp_path):
 
 
 def test_a_name_bound_in_the_new_kernel_is_not_overwritten_by_reattach(tmp_path):
-    k, _ = start(tmp_path)
-    try:
-        make(k, ["arr"])
-        k.run("%shrink spill arr")
-    finally:
-        kill(k)
+    spill_and_die(tmp_path, ["arr"])
     k, _ = start(tmp_path)
     try:
         k.run("arr = 'mine'")
@@ -326,3 +328,180 @@ def test_no_write_of_a_python_thread_is_lost_spilling_an_object(tmp_path):
         assert total == writes
     finally:
         k.shutdown()
+
+
+# requirements-test.txt installs torch (a CPU wheel) for Python 3.11 only.
+needs_torch = pytest.mark.skipif(sys.version_info[:2] != (3, 11),
+                                 reason=f"{PYTHON_VERSION_SKIP} 3.11 (torch is tested there only)")
+
+# Tensors whose layout a careless copy would lose: column-major strides with
+# requires_grad, bfloat16 (no numpy dtype), a storage offset into a larger
+# storage; and a check of every one against a new one, bit for bit.
+TENSORS = ("import torch\n"
+           "def make_tensors():\n"
+           "    w = torch.empty_strided((600, 1000), (1, 600)).copy_(\n"
+           "        torch.arange(600_000.0).reshape(600, 1000)).requires_grad_()\n"
+           "    h = (torch.arange(300_000) % 251).to(torch.bfloat16)\n"
+           "    o = torch.empty(0, dtype=torch.int16).set_(\n"
+           "        torch.arange(400_000, dtype=torch.int16).untyped_storage(), 1000, (1000, 300), (300, 1))\n"
+           "    return w, h, o\n"
+           "def same_tensors(now):\n"
+           "    return all(type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape\n"
+           "               and a.stride() == b.stride() and a.storage_offset() == b.storage_offset()\n"
+           "               and a.requires_grad == b.requires_grad and a.is_leaf\n"
+           "               and torch.equal(a.detach(), b.detach())\n"
+           "               and a.untyped_storage().nbytes() == b.untyped_storage().nbytes()\n"
+           "               for a, b in zip(now, make_tensors()))")
+
+
+@needs_torch
+def test_torch_tensors_spill_and_reattach_exactly(tmp_path):
+    k, _ = start(tmp_path)
+    try:
+        k.run(TENSORS)
+        k.run("w, h, o = make_tensors()")
+        table = k.run("%shrink spill w h o")["data"][0]["text/plain"]
+        assert "REFUSED" not in table, table
+        assert len(mapped_files(k)) == 3
+        assert k.query("same_tensors((w, h, o))")
+        entries = json.loads(next((tmp_path / "store").rglob("manifest-*.json")).read_text())
+        assert {entries["entries"][n]["kind"] for n in "who"} == {"torch.Tensor"}
+    finally:
+        kill(k)
+    k, said = start(tmp_path)
+    try:
+        assert "3 variables" in said, said
+        assert k.run("%shrink reattach all")["stdout"].count("reattached") == 3
+        k.run(TENSORS)
+        assert k.query("same_tensors((w, h, o))")
+        assert len(mapped_files(k)) == 3  # mapped, not read into memory
+        # Autograd works on what came back.
+        assert k.query("(w * 2).sum().backward() or float(w.grad[0, 0])") == 2.0
+    finally:
+        shut_down_normally(k)
+    assert store_left(tmp_path) == []
+
+
+@needs_torch
+def test_tensors_that_cannot_come_back_exactly_are_refused_with_the_reason(tmp_path):
+    k, _ = start(tmp_path)
+    try:
+        k.run("import torch\n"
+              "leaf = torch.ones(10**6, requires_grad=True)\n"
+              "graph = leaf * 2\n"
+              "view = torch.arange(10**6)[10:]\n"
+              "graded = torch.ones(10**6, requires_grad=True)\n"
+              "graded.sum().backward()\n"
+              "conj = torch.ones(10**5, dtype=torch.complex64).conj()\n"
+              "bundle = {'ok': torch.ones(10**6), 'graph': graph}")
+        reasons = {"graph": "grad_fn", "view": "shares its storage", "graded": ".grad",
+                   "bundle": "grad_fn"}
+        for name, reason in reasons.items():
+            table = k.run(f"%shrink spill {name}")["data"][0]["text/plain"]
+            assert "REFUSED" in table and reason in table, (name, table)
+        table = k.run("%shrink spill conj")["data"][0]["text/plain"]
+        assert "REFUSED" in table, table
+        assert k.query("graph.grad_fn is not None and view._base is not None and "
+                       "type(bundle['graph']).__name__ == 'Tensor'")
+        assert store_files(tmp_path) == []
+    finally:
+        k.shutdown()
+
+
+def test_a_checkpoint_leaves_the_variables_in_memory_and_brings_them_back_after_a_death(
+        tmp_path):
+    names = ["arr", "df", "arrs"]
+    k, _ = start(tmp_path)
+    try:
+        make(k, names)
+        ids = k.query("[id(arr), id(df), id(arrs)]")
+        # A checkpoint's dry run frees nothing either.
+        assert k.query("[(r['status'], r['bytes_after'] == r['bytes_before']) for r in "
+                       "__import__('memtamer').shrink('spill', 'arr', 'df', keep_in_memory=True, "
+                       "dry_run=True).values()]") == [["dry-run", True]] * 2
+        assert store_files(tmp_path) == []
+        table = k.run("%shrink spill arr df arrs --keep-in-memory")["data"][0]["text/plain"]
+        assert "REFUSED" not in table and table.count("(kept in memory)") == 3, table
+        assert k.query("[id(arr), id(df), id(arrs)]") == ids  # nothing rebound
+        assert mapped_files(k) == []  # nothing mapped: the files are copies
+        assert len(store_files(tmp_path)) == 4  # three files and the manifest
+        # A change after the checkpoint is what a death loses.
+        k.run("arr[0, 0] = -1.0")
+    finally:
+        kill(k)
+    k, said = start(tmp_path)
+    try:
+        assert "3 variables" in said, said
+        assert k.run("%shrink reattach all")["stdout"].count("reattached") == 3
+        for name in names:
+            k.run(KINDS[name][0])
+            assert k.query(KINDS[name][1]), name
+    finally:
+        shut_down_normally(k)
+    assert store_left(tmp_path) == []
+
+
+def test_keep_for_reattach_outlives_a_normal_exit_and_nothing_else_does(tmp_path):
+    k, _ = start(tmp_path)
+    try:
+        make(k, ["arr", "arrs", "ser"])
+        k.run("%shrink spill arr --keep-for-reattach")
+        k.run("%shrink spill arrs --keep-for-reattach --keep-in-memory")
+        k.run("%shrink spill ser")
+        # arr is a read-write map: what is written into it is what comes back.
+        k.run("arr[0, 0] = 42.0")
+        out = k.run("%shrink spill ser --keep-in-memory --dir .", allow_error=True)
+        assert "drop --dir" in out["error"]["evalue"]
+    finally:
+        shut_down_normally(k)
+    left = store_left(tmp_path)
+    assert len([p for p in left if p.endswith(".spill")]) == 2, left  # arr's and arrs', not ser's
+    k, said = start(tmp_path)
+    try:
+        assert "2 variables" in said and "arr, arrs" in said, said
+        assert k.run("%shrink reattach all")["stdout"].count("reattached") == 2
+        k.run(KINDS["arr"][0] + "\n" + KINDS["arrs"][0])
+        assert k.query("float(arr[0, 0]) == 42.0 and np.array_equal(arr[1:], make_arr()[1:])")
+        assert k.query(KINDS["arrs"][1])
+        assert k.query("'ser' not in globals()")
+    finally:
+        shut_down_normally(k)
+    # Reattached, they are this kernel's, which kept nothing for reattaching.
+    assert store_left(tmp_path) == []
+
+
+def test_keep_for_reattach_needs_a_notebook(tmp_path):
+    k, _ = start(tmp_path, notebook="")
+    try:
+        make(k, ["arr"])
+        table = k.run("%shrink spill arr --keep-for-reattach")["data"][0]["text/plain"]
+        assert "REFUSED" in table and "no notebook" in table, table
+        assert k.query("type(arr).__name__") == "ndarray"
+    finally:
+        shut_down_normally(k)
+
+
+def test_a_rule_checkpoints_idle_variables_for_the_next_kernel(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules:\n  - name: checkpoint\n    when: {idle_for: 1}\n"
+                     "    match: {name: 'ck_*'}\n    do: spill\n    keep_in_memory: true\n"
+                     "    keep_for_reattach: true\n")
+    k, _ = start(tmp_path, MEMTAMER_RULES=str(rules))
+    try:
+        make(k, ["arr"])
+        k.run("ck_a = make_arr()")
+        k.run("x = 1")
+        k.run("y = 2")
+        assert k.query("type(ck_a).__name__") == "ndarray"  # still in memory
+        assert mapped_files(k) == []
+    finally:
+        shut_down_normally(k)
+    k, said = start(tmp_path)
+    try:
+        assert "1 variable" in said and "ck_a" in said, said
+        assert "reattached" in k.run("%shrink reattach ck_a")["stdout"]
+        k.run(KINDS["arr"][0])
+        assert k.query("np.array_equal(ck_a, make_arr())")
+    finally:
+        shut_down_normally(k)
+    assert store_left(tmp_path) == []

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from memtamer import spill_store
+from memtamer import _core, spill_store
 
 GiB = 1024**3
 
@@ -77,14 +77,13 @@ def test_an_object_file_reads_back_its_buffers_mapped_and_copy_on_write(tmp_path
     regions = spill_store.write_object(path, spill_store.layout(*spill_store.dump(value))[0])
     again, mapping = spill_store.read_object(path, regions)
     assert spill_store.equal(value, again)
-    crc = spill_store.checksum(path)
+    crc = _core.spill_checksum(path)
     again["a"][:] = -1  # a private page: the file keeps what was spilled
-    assert spill_store.checksum(path) == crc
+    assert _core.spill_checksum(path) == crc
     assert all(offset % spill_store.BUFFER_ALIGN == 0 for offset, _, _ in regions)
 
 
 def test_commit_binds_only_what_the_file_holds_and_only_if_still_bound():
-    from memtamer import _core
 
     value = {"a": np.arange(1000.0)}
     regions, _ = spill_store.layout(*spill_store.dump(value))
@@ -103,9 +102,34 @@ def test_commit_binds_only_what_the_file_holds_and_only_if_still_bound():
     assert ns["v"] == "rebound"
     ns["v"] = value
     value["a"][5] = 5.0
-    _core.spill_commit_pickled(ns, "v", value, "read back",
-                               spill_store.layout(*spill_store.dump(value))[0], bytes(file))
+    checksum = _core.spill_commit_pickled(ns, "v", value, "read back",
+                                          spill_store.layout(*spill_store.dump(value))[0],
+                                          bytes(file))
     assert ns["v"] == "read back"
+    # The commit checksums the whole file, the gaps between its parts too.
+    assert checksum == crc32c_text(bytes(file))
+
+
+def crc32c_text(data):
+    """CRC-32C computed bit by bit, as its definition (RFC 3720, B.4) says."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return f"crc32c:{crc ^ 0xFFFFFFFF:08x}"
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 9, 4095, 100_003])
+def test_the_file_checksum_is_crc32c(tmp_path, size):
+
+    data = (b"123456789" * (size // 9 + 1))[:size]
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    assert crc32c_text(b"123456789") == "crc32c:e3069283"  # the standard's check value
+    assert _core.spill_checksum(str(path)) == crc32c_text(data)
+    with pytest.raises(FileNotFoundError):
+        _core.spill_checksum(str(tmp_path / "missing"))
 
 
 def test_a_default_store_in_ram_is_refused_and_a_chosen_one_is_not(store, monkeypatch):

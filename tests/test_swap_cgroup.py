@@ -13,9 +13,8 @@ import subprocess
 
 import pytest
 
+from cgroups import kernel_in, make_memory_cgroup, oom_kills, remove
 from conftest import GiB, MiB
-from kernel import Kernel
-from test_guard_cgroup import join, make_memory_cgroup, oom_kills
 
 MEMORY = 512 * MiB
 SWAP = 768 * MiB
@@ -53,14 +52,16 @@ def swap_container(tmp_path, swapfile):
     swap_max = os.path.join(cgroup, "memory.swap.max")
     with open(memsw if os.path.exists(memsw) else swap_max, "w") as f:
         f.write(str(MEMORY + SWAP if os.path.exists(memsw) else SWAP))
-    k = Kernel(env={"MEMTAMER_RUNTIME_DIR": str(tmp_path)}, cwd=str(tmp_path))
     try:
-        join(cgroup, k.query("__import__('os').getpid()"))
-        k.run("%load_ext memtamer\nimport memtamer, sys, numpy as np")
+        k = kernel_in(cgroup, tmp_path)
+    except BaseException:
+        remove(cgroup)
+        raise
+    try:
         yield k, counter
     finally:
         k.shutdown()
-        os.rmdir(cgroup)
+        remove(cgroup)
 
 
 def vm_swap(pid):

@@ -68,11 +68,8 @@ typedef struct {
 
 void mt_cell_log_free(mt_cell_log *log);
 
-/* Methods of _core (module.c lists them). */
-PyObject *mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-PyObject *mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+/* The records of the cells so far, as a list (process.c's report has them). */
 PyObject *mt_cell_history(PyObject *module, PyObject *unused);
-PyObject *mt_cell_clear(PyObject *module, PyObject *unused);
 
 /* The _core methods cell.c defines. */
 extern PyMethodDef mt_cell_methods[];

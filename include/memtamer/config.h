@@ -39,4 +39,12 @@
 #define MT_HAS_SSE2 0
 #endif
 
+/* SSE4.2's crc32 instruction (CRC-32C), used when the CPU has it;
+ * MT_WITHOUT_CRC32C_INSN builds the table other CPUs use (the tests do). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(MT_WITHOUT_CRC32C_INSN)
+#define MT_HAS_CRC32C_INSN 1
+#else
+#define MT_HAS_CRC32C_INSN 0
+#endif
+
 #endif

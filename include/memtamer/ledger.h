@@ -106,18 +106,6 @@ int mt_ledger_report(mt_ledger *l, PyObject *report);
  * longer bound are left for the next scan.  -1 with an exception. */
 int mt_ledger_adopt(mt_ledger *l, PyObject *names);
 
-/* Methods of _core (module.c lists them). */
-PyObject *mt_ledger_py_grown(PyObject *module, PyObject *unused);
-PyObject *mt_ledger_py_ran(PyObject *module, PyObject *code);
-PyObject *mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-PyObject *mt_ledger_py_rewalk(PyObject *module, PyObject *names);
-PyObject *mt_ledger_py_detach(PyObject *module, PyObject *unused);
-PyObject *mt_ledger_py_variables(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-PyObject *mt_ledger_py_names(PyObject *module, PyObject *unused);
-PyObject *mt_ledger_py_gone(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-PyObject *mt_ledger_py_gone_object(PyObject *module, PyObject *name);
-PyObject *mt_ledger_py_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-
 /* The _core methods ledger.c defines. */
 extern PyMethodDef mt_ledger_methods[];
 

@@ -7,8 +7,12 @@
  *   probe.c      /proc and cgroup readers: pure parsers over text with an
  *                overridable root, plus the sampler thread (no Python API)
  *   transform.c  lossless narrowing of 8-byte numbers (no Python API)
+ *   checksum.c   CRC-32C of spill files, with SSE4.2 where the CPU has it
+ *                (no Python API)
  *   options.h    defaults, valid values and wording of the options %shrink
  *                and the rules file share (no Python API, header only)
+ *   actions.c    the table of %shrink's and the rules' actions and the
+ *                options each takes (no Python API)
  *   narrow.c     float64 -> float32 at memory speed: rounding scans and the
  *                in-place conversion, vectorised, on a few threads (no
  *                Python API)

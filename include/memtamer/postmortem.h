@@ -44,11 +44,6 @@ void mt_postmortem_set_limits(mt_postmortem *pm, long long limit, long long budg
  * calls: also used at module free. */
 void mt_postmortem_close(mt_postmortem *pm, int remove);
 
-/* Methods of _core (module.c lists them). */
-PyObject *mt_postmortem_py_open(PyObject *module, PyObject *path);
-PyObject *mt_postmortem_py_close(PyObject *module, PyObject *unused);
-PyObject *mt_postmortem_py_read(PyObject *module, PyObject *path);
-
 /* The _core methods postmortem.c defines. */
 extern PyMethodDef mt_postmortem_methods[];
 

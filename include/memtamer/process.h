@@ -7,19 +7,6 @@
 
 #include "memtamer/probe.h"
 
-/* Methods of _core (module.c lists them). */
-PyObject *mt_process_view(PyObject *module, PyObject *unused);
-PyObject *mt_process_report(PyObject *module, PyObject *unused);
-PyObject *mt_process_set_peak_method(PyObject *module, PyObject *name);
-PyObject *mt_process_install_hooks(PyObject *module, PyObject *unused);
-PyObject *mt_process_uninstall_hooks(PyObject *module, PyObject *unused);
-PyObject *mt_process_trim(PyObject *module, PyObject *unused);
-PyObject *mt_process_allocators(PyObject *module, PyObject *unused);
-PyObject *mt_process_parse(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-PyObject *mt_process_in_ram(PyObject *module, PyObject *path);
-PyObject *mt_process_set_root(PyObject *module, PyObject *root);
-PyObject *mt_process_sharing(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-
 /* Opens state->probe on root ("" for the real one); -1 with an exception. */
 int mt_process_open_probe(PyObject *module, const char *root);
 

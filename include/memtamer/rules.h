@@ -12,6 +12,8 @@
 #ifndef MEMTAMER_RULES_H
 #define MEMTAMER_RULES_H
 
+#include "memtamer/actions.h"
+
 #include <stddef.h>
 
 /* Bounds that keep a hostile document cheap to refuse. */
@@ -41,18 +43,6 @@ typedef struct {
 } mt_rules_level;
 
 typedef enum {
-    MT_DO_NOTICE = 0,
-    MT_DO_COMPRESS,
-    MT_DO_SPILL,
-    MT_DO_DOWNCAST,
-    MT_DO_PACK,
-    MT_DO_CLEAR_OUTPUT_CACHE,
-    MT_DO_DEL,
-    MT_DO_COLLECT,
-    MT_DO_COUNT
-} mt_rules_action;
-
-typedef enum {
     MT_ORDER_LARGEST = 0,
     MT_ORDER_IDLE,
     MT_ORDER_NEWEST,
@@ -77,13 +67,16 @@ typedef struct {
     long long min_size; /* bytes, 0 when not given */
     mt_rules_order order;
     /* do and its options */
-    mt_rules_action action;
+    mt_action action;       /* one with MT_ACTION_IN_RULES */
     char *codec, *to, *dir; /* NULL when not given */
     int level;              /* -1 when not given */
     double rtol;            /* -1 when not given */
     long long cooldown;     /* cells between two firings */
     long long max_per_cell; /* variables acted on per firing */
     int allow_delete;
+    /* spill: the variable stays in memory (the file is a checkpoint); the
+     * file outlives a normal exit, offered to the notebook's next kernel */
+    int keep_in_memory, keep_for_reattach;
 } mt_rule;
 
 typedef struct {
@@ -157,7 +150,7 @@ int mt_rules_parse_level(const char *text, mt_rules_level *out);
 void mt_rules_level_problem(const char *text, int percent, char *buf, size_t n);
 
 /* "compress", "del", ... and "largest", ... as written in the file. */
-const char *mt_rules_action_name(mt_rules_action a);
+const char *mt_rules_action_name(mt_action a);
 const char *mt_rules_order_name(mt_rules_order o);
 
 /* fnmatch-style glob of a name against the table's protect list: 1 when

@@ -13,18 +13,6 @@ typedef struct {
     double started;
 } mt_shrink_window;
 
-/* Methods of _core (module.c lists them). */
-PyObject *mt_shrink_window_begin(PyObject *module, PyObject *unused);
-PyObject *mt_shrink_window_end(PyObject *module, PyObject *unused);
-PyObject *mt_shrink_inplace_check(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-PyObject *mt_shrink_plan(PyObject *module, PyObject *args, PyObject *kwargs);
-PyObject *mt_shrink_options(PyObject *module, PyObject *args, PyObject *kwargs);
-PyObject *mt_shrink_downcast(PyObject *module, PyObject *args, PyObject *kwargs);
-PyObject *mt_shrink_pack(PyObject *module, PyObject *args, PyObject *kwargs);
-PyObject *mt_shrink_spill_write(PyObject *module, PyObject *args, PyObject *kwargs);
-PyObject *mt_shrink_spill_commit(PyObject *module, PyObject *args, PyObject *kwargs);
-PyObject *mt_shrink_spill_commit_pickled(PyObject *module, PyObject *args, PyObject *kwargs);
-
 /* The _core methods shrink.c defines. */
 extern PyMethodDef mt_shrink_methods[];
 

@@ -1,5 +1,5 @@
-"""The %shrink actions: del, downcast, compress, restore, pack, spill.  The
-work itself is in C (kernelext/shrink.c, kernelext/codec.c).
+"""The %shrink actions on named variables (ACTIONS).  The work itself is in
+C (kernelext/shrink.c, kernelext/codec.c).
 
 Never lose data: bad input raises UsageError before anything changes; a
 refusal changes nothing; a failure (MemoryError, codec error, Ctrl-C) leaves
@@ -227,6 +227,24 @@ def _pandas_plan(frame, options):
     return plans, changes, notes, saved
 
 
+def _frame_verdict(before, changes, notes, saved, options, held, held_text):
+    """A frame's downcast row (its columns' changes and notes), and how it
+    ends before anything is converted: a refusal, or the dry run's
+    prediction; None when it goes ahead.  held_text() names who holds it."""
+    row = {"detail": "; ".join(changes) or "no column could shrink",
+           "reason": "; ".join(filter(None, notes)) or None, "in_place": False,
+           "bytes_before": before}
+    if not changes:
+        return row, _refused(row, row["reason"] or
+                             "no numeric or low-cardinality string column to shrink")
+    if options["dry_run"]:
+        return row, dict(row, status="dry-run", bytes_after=max(before - saved, 0))
+    if held and not options["copy"]:
+        return row, _refused(row, "other references keep the original alive (add --copy): " +
+                             held_text())
+    return row, None
+
+
 def _downcast_pandas(shell, ns, name, options):
     """Numeric columns (numpy or Arrow-backed) by the same plan as arrays,
     low-cardinality string columns to category; the frame is rebuilt from
@@ -243,15 +261,9 @@ def _downcast_pandas(shell, ns, name, options):
     frame = original.to_frame() if series else original
     before = _pandas_bytes(original)
     plans, changes, notes, saved = _pandas_plan(frame, options)
-    row = {"detail": "; ".join(changes) or "no column could shrink",
-           "reason": "; ".join(filter(None, notes)) or None, "in_place": False,
-           "bytes_before": before}
-    if not changes:
-        return _refused(row, row["reason"] or "no numeric or low-cardinality string column to shrink")
-    if options["dry_run"]:
-        return dict(row, status="dry-run", bytes_after=max(before - saved, 0))
-    if held and not options["copy"]:
-        return _refused(row, "other references keep the original alive (add --copy): " + held_text)
+    row, verdict = _frame_verdict(before, changes, notes, saved, options, held, lambda: held_text)
+    if verdict:
+        return verdict
     targets = dict(plans)
     new = pd.concat([frame.iloc[:, i].astype(targets[i]) if i in targets else frame.iloc[:, i]
                      for i in range(frame.shape[1])], axis=1)
@@ -308,16 +320,10 @@ def _downcast_polars(shell, ns, name, options):
                 column.n_unique() <= CATEGORY_MAX_FRACTION * len(column):
             casts[column.name] = pl.Categorical
             changes.append(f"{column.name}: {dtype} → Categorical")
-    row = {"detail": "; ".join(changes) or "no column could shrink",
-           "reason": "; ".join(filter(None, notes)) or None, "in_place": False,
-           "bytes_before": before}
-    if not changes:
-        return _refused(row, row["reason"] or "no numeric or low-cardinality string column to shrink")
-    if options["dry_run"]:
-        return dict(row, status="dry-run", bytes_after=max(before - saved, 0))
-    if held and not options["copy"]:
-        return _refused(row, "other references keep the original alive (add --copy): " +
-                        refusal_text(shell, ns, name, held))
+    row, verdict = _frame_verdict(before, changes, notes, saved, options, held,
+                                  lambda: refusal_text(shell, ns, name, held))
+    if verdict:
+        return verdict
     new = frame.with_columns(pl.col(c).cast(t) for c, t in casts.items())
     new = new.to_series() if series else new
     row["bytes_after"] = int(new.estimated_size())
@@ -617,9 +623,16 @@ def _pack(shell, ns, name, options, progress):
 def _spill_plan(shell, ns, name, options):
     """spill's row for ns[name] before anything is written, with 'format':
     memmap (a numpy array) or pickle5 (anything else, its buffers out of
-    band); refused when it cannot be spilled.  Changes nothing."""
+    band); refused when it cannot be spilled.  Changes nothing.  A
+    checkpoint (--keep-in-memory) rebinds nothing, so what holds the
+    variable or how much of it stays in memory does not matter."""
     import numpy as np
 
+    checkpoint = options["keep_in_memory"]
+    if options["dir"] and (checkpoint or options["keep_for_reattach"]):
+        raise UsageError("%shrink spill: --keep-in-memory and --keep-for-reattach keep the file "
+                         "for the notebook's next kernel, and only the notebook's spill store is "
+                         "offered to it: drop --dir")
     value = ns[name]
     if _is_ndarray(value):
         if value.dtype.hasobject:
@@ -633,8 +646,8 @@ def _spill_plan(shell, ns, name, options):
         del value
         if row["bytes_before"] == 0:
             return _refused(row, "it is empty: nothing to spill")
-        refused = _held_refusal(shell, ns, name, options, "spilling it")
-        if refused or (not dense and not options["copy"]):
+        refused = None if checkpoint else _held_refusal(shell, ns, name, options, "spilling it")
+        if refused or (not dense and not options["copy"] and not checkpoint):
             return _refused(row, refused or "it is not contiguous (add --copy to spill a "
                                             "contiguous copy)")
     else:
@@ -648,6 +661,8 @@ def _spill_plan(shell, ns, name, options):
                "detail": f"→ {type(value).__name__} mapped from a file"}
         try:
             stream, buffers = spill_store.dump(value)
+        except spill_store.Unspillable as exc:
+            return _refused(row, str(exc))
         except Exception as exc:  # noqa: BLE001 - pickle raises anything a __reduce__ does
             return _refused(row, f"it cannot be pickled ({type(exc).__name__}: {exc})")
         finally:
@@ -657,17 +672,24 @@ def _spill_plan(shell, ns, name, options):
         # The walk does not see every library's buffers (Arrow's): the file does.
         row["bytes_before"] = max(row["bytes_before"], row["file_bytes"])
         del stream, buffers
-        if row["in_memory"] > row["file_bytes"] * MAX_SPILL_IN_MEMORY:
+        if checkpoint:
+            row["in_memory"] = row["bytes_before"]
+        elif row["in_memory"] > row["file_bytes"] * MAX_SPILL_IN_MEMORY:
             return _refused(row, f"{format_size(row['in_memory'])} of it is Python objects, not "
                                  "array buffers: read back from a file it would take as much "
                                  "memory as now (try %shrink compress)")
-        refused = _held_refusal(shell, ns, name, options, "spilling it")
+        refused = None if checkpoint else _held_refusal(shell, ns, name, options, "spilling it")
         entry = None if refused else variable(shell, ns, name)
         if entry is not None and entry["exclusive"] is not None and \
                 entry["bytes"] - entry["exclusive"] > MAX_SPILL_SHARED_BYTES:
             refused = _shared_refusal(shell, ns, name)
         if refused:
             return _refused(row, refused)
+    if options["keep_for_reattach"] and not spill_store.notebook():
+        return _refused(row, "this kernel belongs to no notebook ($JPY_SESSION_NAME), so no next "
+                             "kernel could reattach it: drop --keep-for-reattach")
+    if checkpoint:
+        row["detail"] = "checkpoint (kept in memory)"
     room = spill_store.room_refusal(options["dir"] or spill_store.root(), row["file_bytes"],
                                     chosen=bool(options["dir"]))
     return _refused(row, room) if room else row
@@ -684,18 +706,29 @@ def _spill_path(options, name):
         spill_store.new_path(name)
 
 
-def _spill_kept(shell, options, name, path, mapped, kind, regions, nbytes, extra=None):
+def _spill_kept(shell, options, name, path, mapped, kind, regions, nbytes, checksum, extra):
+    """Lists a spill that is done.  A checkpoint's mapped is None: nothing
+    but its manifest entry points at its file."""
     if options["dir"]:
         spill_files.keep(path, mapped)
     else:
         spill_store.keep(name, path, mapped, spill_store.entry(
-            kind, path, nbytes, regions, getattr(shell, "execution_count", None), extra))
+            kind, path, nbytes, regions, getattr(shell, "execution_count", None), checksum,
+            dict(extra, keep_for_reattach=options["keep_for_reattach"])))
+
+
+def _spill_done(row, options, path):
+    if options["keep_in_memory"]:
+        return dict(row, status="done", bytes_after=row["bytes_before"],
+                    detail=f"checkpoint {path} (kept in memory)")
+    return dict(row, status="done", detail=f"{row['detail']} {path}")
 
 
 def _spill(shell, ns, name, options, progress):
     plan = _spill_plan(shell, ns, name, options)
-    row = {"bytes_before": plan["bytes_before"], "bytes_after": 0, "reason": None,
-           "detail": plan["detail"]}
+    # A checkpoint frees nothing: the variable stays in memory.
+    row = {"bytes_before": plan["bytes_before"], "reason": None, "detail": plan["detail"],
+           "bytes_after": plan["bytes_before"] if options["keep_in_memory"] else 0}
     if plan.get("status") == "refused":
         return dict(row, status="refused", bytes_after=row["bytes_before"], reason=plan["reason"])
     if options["dry_run"]:
@@ -703,6 +736,7 @@ def _spill(shell, ns, name, options, progress):
     if plan["format"] == "pickle5":
         return _spill_pickled(shell, ns, name, options, dict(row, bytes_after=plan["in_memory"]),
                               progress)
+    bind = not options["keep_in_memory"]
     import numpy as np
 
     path = _spill_path(options, name)
@@ -724,15 +758,15 @@ def _spill(shell, ns, name, options, progress):
     # Threads may have written into it since it was written out: spill_commit
     # copies their writes into the file and rebinds, holding the GIL.
     try:
-        _core.spill_commit(ns, name, source, mapped)
+        checksum = _core.spill_commit(ns, name, source, mapped, bind=bind)
     except ValueError as exc:
         spill_files.remove(path)
         return dict(row, status="refused", bytes_after=row["bytes_before"], reason=str(exc))
     finally:
         del source
-    _spill_kept(shell, options, name, path, mapped, "numpy.ndarray", None, row["bytes_before"],
-                extra)
-    return dict(row, status="done", detail=f"→ np.memmap {path}")
+    _spill_kept(shell, options, name, path, mapped if bind else None, "numpy.ndarray", None,
+                row["bytes_before"], checksum, extra)
+    return _spill_done(dict(row, detail="→ np.memmap"), options, path)
 
 
 # del's targets that are not variables: what IPython's caches hold.
@@ -850,8 +884,9 @@ def _spill_pickled(shell, ns, name, options, row, progress):
         # Threads may have changed it since it was pickled: pickled again,
         # compared with the file and rebound holding the GIL.
         try:
-            _core.spill_commit_pickled(ns, name, value, again,
-                                       spill_store.layout(*spill_store.dump(value))[0], written)
+            checksum = _core.spill_commit_pickled(
+                ns, name, value, again, spill_store.layout(*spill_store.dump(value))[0], written,
+                bind=not options["keep_in_memory"])
         finally:
             written.close()
     except ValueError as exc:
@@ -864,9 +899,9 @@ def _spill_pickled(shell, ns, name, options, row, progress):
         del value
     kind = f"{type(again).__module__}.{type(again).__qualname__}"
     del again
-    _spill_kept(shell, options, name, path, mapping, kind, regions, row["bytes_before"],
-                {"format": "pickle5"})
-    return dict(row, status="done", detail=f"{row['detail']} {path}")
+    _spill_kept(shell, options, name, path, None if options["keep_in_memory"] else mapping, kind,
+                regions, row["bytes_before"], checksum, {"format": "pickle5"})
+    return _spill_done(row, options, path)
 
 
 def _delete_refusal(shell, ns, name, options):
@@ -945,8 +980,9 @@ def _release_arrow_pool():
     return before - after if before is not None and after is not None else None
 
 
-# action -> (the check run for every name first, the action); the options
-# each takes are options.ACTION_OPTIONS's.
+# action -> (the check run for every name first, the action).  Which actions
+# there are, and the options each takes, is C's table (kernelext/actions.c):
+# these and shrinker.KERNEL_ACTIONS are its %shrink actions.
 ACTIONS = {
     "del": (_delete_refusal, _delete),
     "downcast": (_downcast_refusal, _downcast),

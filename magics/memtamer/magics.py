@@ -1,14 +1,15 @@
 """The magics: argument parsing and display only; the figures come from _core."""
 
 import json
+import textwrap
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import _core, guard, peaks, render, rules, spill_store
-from .options import parse_options
+from . import _core, guard, peaks, render, rules
+from .options import SHRINK_ACTIONS
 from .sizes import format_size
 
 SUMMARY_CELLS = 5
@@ -17,6 +18,12 @@ SHOWN_VARIABLES = 20
 SORT_KEYS = {"peak": "peak_increment", "retained": "retained", "cell": None}
 VIEWS = ("summary", "cells", "vars", "peak", "actions")
 RULES_COMMANDS = ("check", "reload", "off", "on")
+# %shrink?'s text: a line of help per action, C's (kernelext/actions.c).
+_ACTION_WIDTH = max(map(len, SHRINK_ACTIONS))
+SHRINK_HELP = "Give memory back: %shrink ACTION NAME... [options]\n\n" + "\n".join(
+    textwrap.fill(action["help"], 94, initial_indent=f"{name:<{_ACTION_WIDTH}}  ",
+                  subsequent_indent=" " * (_ACTION_WIDTH + 2))
+    for name, action in SHRINK_ACTIONS.items())
 
 
 def choose(magic, what, value, choices):
@@ -240,7 +247,8 @@ class MemtamerMagics(Magics):
         print("\n".join(guard.status_lines(status, loaded.ended if loaded else ())))
 
     @magic_arguments()
-    @argument("action", help="del | downcast | compress | restore | pack | spill | reattach | trim")
+    @kwds(description=SHRINK_HELP)
+    @argument("action", help=" | ".join(SHRINK_ACTIONS))
     @argument("names", nargs="*", metavar="NAME",
               help="variables in the user namespace; del also takes Out[N], _N, "
                    "sys.last_traceback and names already deleted whose objects caches still "
@@ -263,7 +271,13 @@ class MemtamerMagics(Magics):
     @argument("--dir", default=None,
               help="spill: directory for the file, removed with the kernel (default: the "
                    "notebook's store under ~/.cache/memtamer/spill, or $MEMTAMER_SPILL_DIR, "
-                   "kept for %shrink reattach if the kernel dies)")
+                   "kept for %%shrink reattach if the kernel dies)")
+    @argument("--keep-in-memory", action="store_true",
+              help="spill: a checkpoint: write the file to the notebook's store and leave the "
+                   "variable as it is in memory, so a death loses only what changed since")
+    @argument("--keep-for-reattach", action="store_true",
+              help="spill: keep the file after a normal exit too, for the notebook's next "
+                   "kernel to %%shrink reattach (without it, only a death leaves it)")
     @argument("--discard", action="store_true",
               help="reattach: remove what a previous kernel spilled instead (all, or the NAMEs)")
     @argument("--copy", action="store_true",
@@ -273,50 +287,23 @@ class MemtamerMagics(Magics):
               help="show the predicted saving and any refusal; change nothing")
     @line_magic
     def shrink(self, line):
-        """Give memory back: %shrink ACTION NAME... [options]
-
-        del       remove the names and IPython's cached references to them (Out, _, _N),
-                  collect, and give freed heap back to the OS; also Out[N], _N,
-                  sys.last_traceback, and a name you deleted whose object a cache still holds
-        trim      give the heap's free memory back to the OS (malloc_trim), RSS measured
-        downcast  float64→float32 (--to), ints to their smallest type with --narrow, in place
-                  when safe
-        compress  replace by a blosc-compressed proxy; any use of it restores it
-        restore   undo compress
-        pack      list/tuple of numbers → the numpy array np.array() would make (int64,
-                  float64, bool); the smallest exact one with --narrow
-        spill     to a file of the notebook's spill store, mapped back (RSS released): a
-                  numpy array → np.memmap; a DataFrame, Series, Arrow table, dict or list of
-                  arrays, any picklable object → itself, its buffers mapped from the file
-        reattach  all | NAME...: map back what the notebook's previous kernel spilled before
-                  it died, checksums verified; --discard removes them instead
-        """
-        from .shrinker import run
+        from .shrinker import KERNEL_ACTIONS, run
 
         args = parse_argstring(self.shrink, line)
         given = {"to": args.to, "rtol": args.rtol, "narrow": args.narrow or None,
                  "codec": args.codec, "level": args.level, "discard": args.discard or None,
-                 "dir": args.dir, "copy": args.copy or None, "dry_run": args.dry_run or None}
-        if args.action == "reattach":
-            self._reattach(args.names, parse_options("reattach", given))
-            return
-        if not args.names and args.action != "trim":
+                 "dir": args.dir, "copy": args.copy or None,
+                 "keep_in_memory": args.keep_in_memory or None,
+                 "keep_for_reattach": args.keep_for_reattach or None,
+                 "dry_run": args.dry_run or None}
+        if not args.names and args.action not in KERNEL_ACTIONS:
             raise UsageError(f"%shrink {args.action}: name the variables, e.g. "
                              f"%shrink {args.action} x")
         rows = run(self.shell, self.shell.user_ns, args.action, args.names, given)
-        display(render.ShrinkReport(rows))
-
-    def _reattach(self, names, options):
-        if options["dry_run"]:
-            raise UsageError("%shrink reattach: --dry-run does not apply; %shrink reattach lists "
-                             "nothing, the kernel's start said what can come back")
-        if not names and not options["discard"]:
-            raise UsageError("%shrink reattach: name the variables, or all (or --discard)")
-        try:
-            outcomes = spill_store.reattach(self.shell.user_ns, list(names), options["discard"])
-        except ValueError as exc:
-            raise UsageError(f"%shrink reattach: {exc}") from None
-        print("\n".join(f"{name}: {outcome}" for name, outcome in outcomes))
+        if args.action == "reattach":
+            print("\n".join(f"{name}: {row['outcome']}" for name, row in rows.items()))
+        else:
+            display(render.ShrinkReport(rows))
 
     @magic_arguments()
     @argument("command", nargs="?", default=None, metavar="check|reload|off|on",

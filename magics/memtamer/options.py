@@ -8,30 +8,29 @@ from IPython.core.error import UsageError
 
 from . import _core
 
-# action -> the options it takes beyond dry_run
-ACTION_OPTIONS = {
-    "del": set(),
-    "downcast": {"to", "rtol", "narrow", "copy"},
-    "compress": {"codec", "level", "copy"},
-    "restore": set(),
-    "pack": {"narrow", "copy"},
-    "spill": {"dir", "copy"},
-    "trim": set(),
-    "reattach": {"discard"},
-}
-COMMON_OPTIONS = {"dry_run"}
-# None: _core.shrink_options's default.
-DEFAULTS = {"to": "auto", "rtol": None, "narrow": False, "codec": None, "level": None,
-            "dir": None, "copy": False, "discard": False, "dry_run": False}
+# The actions and the options each takes: C's table (kernelext/actions.c),
+# the one list of them.
+_TABLE = _core.shrink_actions()
+SHRINK_ACTIONS = {name: action for name, action in _TABLE["actions"].items() if action["shrink"]}
+_OPTIONS = {name: option for name, option in _TABLE["options"].items() if option["shrink"]}
+# action -> the options %shrink takes with it
+ACTION_OPTIONS = {name: set(action["options"]) & set(_OPTIONS)
+                  for name, action in SHRINK_ACTIONS.items()}
+# A switch is off unless given; a value left None is _core.shrink_options's
+# to fill in; downcast's to is auto (the values choose).
+DEFAULTS = {name: False if option["switch"] else None for name, option in _OPTIONS.items()}
+DEFAULTS["to"] = "auto"
 
 
 def parse_options(action, given):
     """The options action runs with: given ({option: value or None}) over
     the defaults; UsageError says what to write instead."""
     if action not in ACTION_OPTIONS:
-        raise UsageError(f"%shrink: unknown action {action!r}; use one of "
+        guess = _core.closest(action, list(ACTION_OPTIONS))
+        raise UsageError(f"%shrink: unknown action {action!r}; "
+                         f"{f'did you mean {guess}? ' if guess else ''}use one of "
                          f"{', '.join(ACTION_OPTIONS)}")
-    allowed = ACTION_OPTIONS[action] | COMMON_OPTIONS
+    allowed = ACTION_OPTIONS[action]
     for key, value in given.items():
         if key not in DEFAULTS:
             raise UsageError(f"%shrink: unknown option {key!r}; options are {', '.join(sorted(DEFAULTS))}")

@@ -14,8 +14,8 @@ from .sizes import format_size
 
 ENVIRONMENT_VARIABLE = "MEMTAMER_RULES"
 FILE_NAMES = ("memtamer.yaml", ".memtamer.yaml")
-PAST_TENSE = {"compress": "compressed", "spill": "spilled", "downcast": "downcast",
-              "pack": "packed", "del": "deleted", "clear_output_cache": "dropped"}
+# What an action did, in words: C's table (kernelext/actions.c).
+PAST_TENSE = {name: action["past"] for name, action in _core.shrink_actions()["actions"].items()}
 
 
 def discover(cwd=None, environ=None):
@@ -232,22 +232,24 @@ class Rules:
                 break
 
     def _run(self, action):
-        do = action["do"]
-        base = {"cell": action["cell"], "rule": action["rule"], "action": do}
-        if do == "notice":
-            return [dict(base, name=name, status="noticed", bytes_before=size, bytes_after=size,
-                         reason="") for name, size in action["targets"]] or \
-                   [dict(base, name=None, status="noticed", bytes_before=action["rss"],
-                         bytes_after=action["rss"], reason="kernel memory")]
-        if do == "collect":
-            before = _core.process()["rss"]
-            gc.collect()
-            _core.trim()
-            return [dict(base, name=None, status="done", bytes_before=before,
-                         bytes_after=_core.process()["rss"], reason="kernel memory")]
-        if do == "clear_output_cache":
-            return [self._drop_output(base, number, size) for number, size in action["targets"]]
-        return self._shrink(base, action)
+        base = {"cell": action["cell"], "rule": action["rule"], "action": action["do"]}
+        return self.OWN_ACTIONS.get(action["do"], Rules._shrink)(self, base, action)
+
+    def _notice(self, base, action):
+        return [dict(base, name=name, status="noticed", bytes_before=size, bytes_after=size,
+                     reason="") for name, size in action["targets"]] or \
+               [dict(base, name=None, status="noticed", bytes_before=action["rss"],
+                     bytes_after=action["rss"], reason="kernel memory")]
+
+    def _collect(self, base, action):
+        before = _core.process()["rss"]
+        gc.collect()
+        _core.trim()
+        return [dict(base, name=None, status="done", bytes_before=before,
+                     bytes_after=_core.process()["rss"], reason="kernel memory")]
+
+    def _clear_output_cache(self, base, action):
+        return [self._drop_output(base, number, size) for number, size in action["targets"]]
 
     def _shrink(self, base, action):
         """%shrink's action on each target, one at a time, stopping once the
@@ -291,6 +293,10 @@ class Rules:
         _core.trim()
         return dict(base, name=f"Out[{number}]", status="done", bytes_before=size, bytes_after=0,
                     reason="")
+
+    # The rule actions the rules run themselves; the others (C's table says
+    # which there are) are %shrink's, run by _shrink.
+    OWN_ACTIONS = {"notice": _notice, "collect": _collect, "clear_output_cache": _clear_output_cache}
 
 
 def notice(action, rows, skipped=()):

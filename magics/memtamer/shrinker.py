@@ -3,13 +3,14 @@ changes, then each action runs in a measured window (RSS before, after,
 peak) and watchers are told; shrink() is the Python API."""
 
 import sys
+import textwrap
 import traceback
 
 from IPython.core.error import UsageError
 
-from . import _core
+from . import _core, spill_store
 from .actions import ACTIONS, cached_target, trim_heap
-from .options import parse_options
+from .options import ACTION_OPTIONS, SHRINK_ACTIONS, parse_options
 from .progress import Progress
 from .telemetry import publish
 
@@ -57,14 +58,39 @@ def _measured(call, shell, name, label):
     return row
 
 
+def _trim(shell, ns, names, options):
+    if names:
+        raise UsageError("%shrink trim takes no names: it gives the whole heap's free memory "
+                         "back to the OS")
+    return {"heap": dict(_measured(lambda progress: trim_heap(options), shell, "heap", "trim"),
+                         name="heap", action="trim")}
+
+
+def _reattach(shell, ns, names, options):
+    """{name: {name, action, outcome}}: what became of each variable the
+    notebook's previous kernel spilled (names: all of them with ["all"])."""
+    if options["dry_run"]:
+        raise UsageError("%shrink reattach: --dry-run does not apply; %shrink reattach lists "
+                         "nothing, the kernel's start said what can come back")
+    if not names and not options["discard"]:
+        raise UsageError("%shrink reattach: name the variables, or all (or --discard)")
+    try:
+        outcomes = spill_store.reattach(ns, list(names), options["discard"])
+    except ValueError as exc:
+        raise UsageError(f"%shrink reattach: {exc}") from None
+    return {name: {"name": name, "action": "reattach", "outcome": outcome}
+            for name, outcome in outcomes}
+
+
+# The %shrink actions on the heap or on a previous kernel's spills, not on
+# each name given (those are actions.ACTIONS): together, C's table's.
+KERNEL_ACTIONS = {"trim": _trim, "reattach": _reattach}
+
+
 def _run(shell, ns, action, names, given):
     options = parse_options(action, given)
-    if action == "trim":
-        if names:
-            raise UsageError("%shrink trim takes no names: it gives the whole heap's free memory "
-                             "back to the OS")
-        return {"heap": dict(_measured(lambda progress: trim_heap(options), shell, "heap", "trim"),
-                             name="heap", action=action)}
+    if action in KERNEL_ACTIONS:
+        return KERNEL_ACTIONS[action](shell, ns, names, options)
     if not names:
         raise UsageError(f"%shrink {action}: name at least one variable")
     # del also takes what only IPython's caches still hold: Out[3], _3, a deleted name.
@@ -127,10 +153,16 @@ def _namespace(depth=2):
 
 def shrink(action, *names, **options):
     """Python API of %shrink: shrink('del', 'x'), shrink('downcast', 'x', to='float16', rtol=1e-3),
-    shrink('compress', 'a', 'b', codec='zstd', level=5), shrink('restore', 'a'),
-    shrink('pack', 'xs'), shrink('spill', 'big', dir='/scratch'), shrink('del', 'Out[3]')
-    (also '_3', 'sys.last_traceback' or a name already deleted that a cache holds),
-    shrink('trim'); dry_run=True
-    on every action, copy=True on all but del and restore.  Returns {name: result dict}."""
+    shrink('compress', 'a', 'b', codec='zstd', level=5), shrink('spill', 'big', dir='/scratch'),
+    shrink('del', 'Out[3]') (also '_3', 'sys.last_traceback' or a name already deleted that a
+    cache holds), shrink('trim'); dry_run=True to change nothing.  Returns {name: result dict}.
+    The actions, and the options each takes:
+    """
     shell, ns = _namespace()
     return run(shell, ns, action, names, options)
+
+
+shrink.__doc__ = shrink.__doc__.rstrip() + "\n" + "\n".join(
+    textwrap.fill(f"{name}({', '.join(sorted(ACTION_OPTIONS[name]))}): {action['help']}", 99,
+                  initial_indent="    ", subsequent_indent="        ")
+    for name, action in SHRINK_ACTIONS.items())

@@ -5,19 +5,22 @@ One directory per notebook (keyed by JPY_SESSION_NAME, as the post-mortem
 records are) under the user's cache directory, mode 0700.  Each kernel keeps
 a manifest there, manifest-<host>-<pid>.json, rewritten atomically after
 each spill: per name its file, kind, sizes, checksum and the cell it came
-from.  A kernel that exits normally removes its files and manifest; one
-that is killed leaves them, and the notebook's next kernel offers them
-(`%shrink reattach NAME|all`, or `--discard`).
+from.  A kernel that exits normally removes its files and manifest, but for
+the spills kept for reattaching; one that is killed leaves them all, and
+the notebook's next kernel offers them (`%shrink reattach NAME|all`, or
+`--discard`).  A checkpoint (--keep-in-memory) is a file of a variable
+left in memory.
 
 A numpy array's file is its raw bytes (an np.memmap maps it).  Any other
 object is pickled (protocol 5) with its buffers out of band: the file is
 the pickle stream, then each buffer at an aligned offset; reading it back
 unpickles over a copy-on-write mapping of the file, so the buffers (a
-DataFrame's blocks, an Arrow table's columns, a dict's arrays) stay on disk
-and the file keeps exactly what was spilled."""
+DataFrame's blocks, an Arrow table's columns, a torch tensor's storage, a
+dict's arrays) stay on disk and the file keeps exactly what was spilled."""
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -31,7 +34,6 @@ import sys
 import time
 import uuid
 import weakref
-import zlib
 
 from . import _core
 from .sizes import format_size
@@ -39,7 +41,6 @@ from .sizes import format_size
 MANIFEST_PREFIX = "manifest-"
 FILE_SUFFIX = ".spill"
 BUFFER_ALIGN = 64  # a buffer's offset in its file: numpy and Arrow want aligned data
-CHECKSUM_CHUNK = 1 << 24  # bytes checksummed at a time (zlib releases the GIL for each)
 # The free space no spill may take: this fraction of the disk or this many
 # bytes, whichever is smaller; $MEMTAMER_SPILL_RESERVE (a size) overrides it.
 RESERVE_FRACTION = 0.10
@@ -66,15 +67,16 @@ def root():
     return os.path.abspath(os.path.expanduser(path))
 
 
-def _notebook():
+def notebook():
+    """The notebook this kernel runs for, or None."""
     return os.environ.get("JPY_SESSION_NAME") or None
 
 
 def store_dir(create=True):
     """The notebook's store; a kernel of no notebook has one of its own
     (nothing of it can be reattached, and it goes at exit)."""
-    notebook = _notebook()
-    key = ("notebook-" + hashlib.sha256(notebook.encode()).hexdigest()[:16]) if notebook \
+    name = notebook()
+    key = ("notebook-" + hashlib.sha256(name.encode()).hexdigest()[:16]) if name \
         else f"kernel-{_owner()}"
     path = os.path.join(root(), key)
     if create:
@@ -88,22 +90,25 @@ def _manifest_path(directory, owner):
 
 
 def _write_manifest():
-    """This kernel's manifest, replaced atomically; removed when empty."""
+    """This kernel's manifest, replaced atomically (a rename over it);
+    removed when empty.  Not fsync'd: the store outlives a kernel's death,
+    whose page cache the next kernel reads, and not a machine's crash, after
+    which the spill files, never synced either, could be incomplete (their
+    checksums then refuse them).  A sync cost a spill tens of milliseconds,
+    more on a busy disk, for nothing."""
     directory = store_dir()
     path = _manifest_path(directory, _owner())
     if not _entries:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         return
-    manifest = {"notebook": _notebook(), "host": socket.gethostname(), "pid": os.getpid(),
+    manifest = {"notebook": notebook(), "host": socket.gethostname(), "pid": os.getpid(),
                 "updated": time.time(), "entries": _entries}
     temporary = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(manifest, f)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -168,9 +173,58 @@ def status_line():
 
 # ---- objects as files -------------------------------------------------------------
 
+class Unspillable(ValueError):
+    """An object a spill file cannot give back exactly; its text says why
+    and what to do."""
+
+
+def _tensor_refusal(tensor):
+    """Why a torch tensor cannot be spilled and come back exactly, or None."""
+    torch = sys.modules["torch"]
+    if type(tensor) is not torch.Tensor:
+        return (f"it is a {type(tensor).__qualname__} (a subclass of torch.Tensor), which a "
+                f"spill would give back as a plain tensor")
+    if tensor.device.type != "cpu":
+        return f"it lives on {tensor.device}, not in this process's memory: .cpu() it first"
+    if tensor.layout != torch.strided:
+        return f"its layout is {tensor.layout}: only dense (strided) tensors spill"
+    if tensor.grad_fn is not None:
+        return ("it has a grad_fn (autograd's graph): a spill keeps data, not the graph; "
+                "spill .detach() of it")
+    if tensor.grad is not None:
+        return "it holds a .grad, which a spill would lose: clear it (tensor.grad = None) first"
+    if tensor._base is not None or tensor.is_shared():
+        return ("it shares its storage (a view of another tensor, or shared memory): a spill "
+                "would break the sharing; spill the base tensor, or .clone() it")
+    if tensor.is_conj() or tensor.is_neg():
+        return ("it carries a lazy conjugate or negation, which a spill of its storage would "
+                "lose: .resolve_conj().resolve_neg() it first")
+    if tensor.is_quantized:
+        return "it is quantized: only plain dense tensors spill"
+    return None
+
+
+def _storage_bytes(tensor):
+    """A CPU tensor's whole storage as a numpy uint8 array, without a copy."""
+    torch = sys.modules["torch"]
+    return torch.empty(0, dtype=torch.uint8).set_(tensor.untyped_storage()).numpy()
+
+
+def tensor_from_storage(storage, dtype, shape, stride, offset, requires_grad):
+    """A tensor over storage (the uint8 array of a spill file's mapping),
+    as it was spilled: dtype, shape, strides, storage offset, requires_grad."""
+    import torch
+
+    data = torch.from_numpy(storage).untyped_storage()
+    tensor = torch.empty(0, dtype=dtype).set_(data, offset, shape, stride)
+    return tensor.requires_grad_(requires_grad)
+
+
 class _Pickler(pickle.Pickler):
-    """Protocol 5, and polars frames through Arrow: polars pickles its data
-    inline, Arrow out of band (polars reads an Arrow table without a copy)."""
+    """Protocol 5; polars frames through Arrow (polars pickles its data
+    inline, Arrow out of band, and polars reads an Arrow table without a
+    copy); torch tensors as their storage's bytes out of band (torch
+    pickles them inline), or refused (Unspillable) with the reason."""
 
     def reducer_override(self, obj):
         pl = sys.modules.get("polars")
@@ -178,6 +232,13 @@ class _Pickler(pickle.Pickler):
             return pl.from_arrow, (obj.to_arrow(),)
         if pl is not None and isinstance(obj, pl.Series):
             return pl.Series, (obj.name, obj.to_arrow())
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(obj, torch.Tensor):
+            refusal = _tensor_refusal(obj)
+            if refusal:
+                raise Unspillable(refusal)
+            return tensor_from_storage, (_storage_bytes(obj), obj.dtype, tuple(obj.shape),
+                                         obj.stride(), obj.storage_offset(), obj.requires_grad)
         return NotImplemented
 
 
@@ -236,17 +297,6 @@ def same_as_file(value, path):
         return all(written[offset:offset + part.nbytes] == part for offset, part in regions)
 
 
-def checksum(path):
-    """The file's CRC-32, read through a mapping (no copy of its bytes)."""
-    crc = 0
-    with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size:
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data, memoryview(data) as view:
-                for at in range(0, len(view), CHECKSUM_CHUNK):
-                    crc = zlib.crc32(view[at:at + CHECKSUM_CHUNK], crc)
-    return f"crc32:{crc:08x}"
-
-
 # ---- equality, as each library defines it -------------------------------------------
 
 def equal(a, b):
@@ -277,6 +327,13 @@ def equal(a, b):
             return (a.equals(b) and a.dtype == b.dtype and a.name == b.name
                     and a.index.equals(b.index) and a.index.dtype == b.index.dtype)
         return a.equals(b) and a.dtype == b.dtype
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(a, torch.Tensor):
+        # Bit for bit, over the whole storage, and everything that says how to read it.
+        return (a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride()
+                and a.storage_offset() == b.storage_offset()
+                and a.requires_grad == b.requires_grad
+                and equal(_storage_bytes(a), _storage_bytes(b)))
     pl = sys.modules.get("polars")
     if pl is not None and isinstance(a, pl.DataFrame):
         return a.schema == b.schema and a.equals(b)
@@ -298,13 +355,17 @@ def equal(a, b):
 
 def keep(name, path, mapped, entry):
     """path, spilled from name, backs mapped: listed in this kernel's
-    manifest, and removed (with its entry) when mapped goes or at exit."""
+    manifest, and removed (with its entry) when mapped goes or at exit.  A
+    checkpoint (mapped None: the variable stayed in memory) stays until the
+    name's next spill or the exit.  An entry that says keep_for_reattach
+    outlives a normal exit too."""
     previous = _finalizers.pop(name, None)
     if previous is not None:
         previous()
     _entries[name] = entry
     _write_manifest()
-    _finalizers[name] = weakref.finalize(mapped, _forget, name, path)
+    _finalizers[name] = functools.partial(_forget, name, path) if mapped is None else \
+        weakref.finalize(mapped, _forget, name, path)
 
 
 def _forget(name, path):
@@ -317,23 +378,46 @@ def _forget(name, path):
             _write_manifest()
 
 
+def _seal(finalizer, item):
+    """At exit, a spill kept for reattaching: its file no longer goes with
+    its mapping, and a numpy array's file, which writes through its
+    read-write map changed, is checksummed as it is now."""
+    if not isinstance(finalizer, weakref.finalize):
+        return  # a checkpoint: its file is as it was written
+    alive = finalizer.peek()
+    finalizer.detach()
+    if alive is not None and item.get("format") == "memmap":
+        # Should this fail, the old checksum stays and reattach refuses the file.
+        with contextlib.suppress(OSError, ValueError):
+            alive[0].flush()
+            item["checksum"] = _core.spill_checksum(os.path.join(store_dir(), item["file"]))
+
+
 @atexit.register
 def _remove_at_exit():
-    """A normal exit leaves nothing: every file and the manifest go."""
-    for finalizer in list(_finalizers.values()):
-        finalizer()
+    """A normal exit leaves nothing: every file and the manifest go, except
+    the spills kept for reattaching, which the manifest goes on listing for
+    the notebook's next kernel."""
+    kept = {name: item for name, item in _entries.items() if item.get("keep_for_reattach")}
+    for name, finalizer in list(_finalizers.items()):
+        if name in kept:
+            _seal(finalizer, kept[name])
+        else:
+            finalizer()
     _entries.clear()
+    _entries.update(kept)
     with contextlib.suppress(OSError):
         _write_manifest()
-        if not _notebook():
+        if not notebook():
             shutil.rmtree(store_dir(create=False), ignore_errors=True)
         os.rmdir(store_dir(create=False))  # when no other kernel of the notebook left files
 
 
-def entry(kind, path, value_bytes, regions, cell, extra=None):
-    """A manifest entry for a spill just written."""
+def entry(kind, path, value_bytes, regions, cell, checksum, extra=None):
+    """A manifest entry for a spill just written, with the checksum its
+    commit gave (_core.spill_commit*, which read the file last)."""
     return {"kind": kind, "file": os.path.basename(path), "bytes": value_bytes,
-            "file_bytes": os.path.getsize(path), "checksum": checksum(path),
+            "file_bytes": os.path.getsize(path), "checksum": checksum,
             "regions": regions, "cell": cell, "spilled": time.time(), **(extra or {})}
 
 
@@ -390,7 +474,7 @@ def offered():
 
 def offer_line():
     """What the previous kernel left for reattaching, said once at load, or None."""
-    if not _notebook():
+    if not notebook():
         return None
     found = offered()
     if not found:
@@ -407,7 +491,7 @@ def _verify(directory, manifest, item):
     ValueError with the reason: nothing is loaded from a file that is not
     exactly what was spilled."""
     file_name = item.get("file", "")
-    if manifest.get("notebook") != _notebook():
+    if manifest.get("notebook") != notebook():
         raise ValueError("its manifest belongs to another notebook")
     if os.path.basename(file_name) != file_name or not file_name.endswith(FILE_SUFFIX) \
             or not file_name.startswith(f"{manifest['host']}-{manifest['pid']}-"):
@@ -422,7 +506,7 @@ def _verify(directory, manifest, item):
     if info.st_size != item.get("file_bytes"):
         raise ValueError(f"{path} has {format_size(info.st_size)}, not the "
                          f"{format_size(item.get('file_bytes', 0))} spilled: truncated or changed")
-    if checksum(path) != item.get("checksum"):
+    if _core.spill_checksum(path) != item.get("checksum"):
         raise ValueError(f"{path} does not match its checksum: damaged, or written to after the "
                          f"spill")
     return path
@@ -492,7 +576,9 @@ def reattach(ns, names, discard=False):
         # The file is this kernel's now, under a name of its own.
         own = new_path(name)
         os.rename(path, own)
-        keep(name, own, mapped, dict(item, file=os.path.basename(own)))
+        # This kernel's own spill now: its normal exit removes it, unless
+        # this kernel keeps it for reattaching again.
+        keep(name, own, mapped, dict(item, file=os.path.basename(own), keep_for_reattach=False))
         _take(manifest_path, manifest, name)
         ns[name] = value
         del value, mapped
