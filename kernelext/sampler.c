@@ -325,6 +325,17 @@ send_snapshot(mt_sampler *s, const handover *h, const mt_message_sample *f, mt_m
     send_message(s, "snapshot", b);
 }
 
+/* Whether a cell began after the hand-over h was taken. */
+static int
+cell_began_since(mt_sampler *s, const handover *h)
+{
+    pthread_mutex_lock(&s->lock);
+    int began = s->run.running &&
+                (!h->run.running || s->run.started != h->run.started || s->run.cell != h->run.cell);
+    pthread_mutex_unlock(&s->lock);
+    return began;
+}
+
 static void *
 sampler_main(void *arg)
 {
@@ -401,7 +412,12 @@ sampler_main(void *arg)
         if (!listened) {
             wait_ms = -1; /* until a subscription, a hand-over or a stop */
         }
-        atomic_store(&s->busy_pace, listened && wait_ms <= MT_SAMPLER_BUSY_MS + 1);
+        int busy = listened && wait_ms <= MT_SAMPLER_BUSY_MS + 1;
+        atomic_store(&s->busy_pace, busy);
+        if (listened && !busy && cell_began_since(s, &h)) {
+            /* It began while busy_pace still said busy, so nobody woke us. */
+            continue;
+        }
         zmq_pollitem_t items[2] = {
             {s->socket, 0, ZMQ_POLLIN, 0},
             {NULL, s->wake_fd, ZMQ_POLLIN, 0},
