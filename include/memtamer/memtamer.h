@@ -17,7 +17,6 @@
  *                in-place conversion, vectorised, on a few threads (no
  *                Python API)
  *   heap.c       counting allocator hooks and the numpy handler
- *   cell.c       per-cell records: begin, end, history
  *   walker.c     deep sizes with buffers counted once by their owner
  *   ledger.c     the namespace: bindings, provenance, holders
  *   shrink.c     in-place downcast, pack, spill
@@ -28,6 +27,8 @@
  *   telemetry.c  the ZeroMQ publisher: socket, checks, main thread's side
  *   guard.c      the memory budget, its refusal policy (given to heap.c's
  *                hooks), its watcher thread and signal route
+ *   cell.c       per-cell records: begin, end, history (hands the cell's
+ *                edges to the ledger, the guard and telemetry)
  *   process.c    process-wide figures and the report for Python
  *   npy.c        numpy's C API, imported once numpy is
  *   module.c     module state and init (each concern file has its methods'
