@@ -1,5 +1,5 @@
-"""Telemetry benchmark: what publishing costs a cell (no subscriber, one
-subscriber) against memtamer without telemetry, the sampler thread's CPU
+"""Telemetry benchmark: what publishing costs a cell (no subscriber, one,
+ten) against memtamer without telemetry, the sampler thread's CPU
 share, and jupyter-resource-usage's way of getting the RSS (psutil from
 another process); writes the "Telemetry" section of bench/RESULTS.md.
 Run: bash bench/run.sh telemetry"""
@@ -74,9 +74,9 @@ def spaced_us():
     return spent / SPACED_CELLS * 1e6
 
 
-def wait_for_subscription():
-    deadline = time.monotonic() + 10
-    while _core.telemetry_status()["subscriptions"] < 1:
+def wait_for_subscription(count=1):
+    deadline = time.monotonic() + 30
+    while _core.telemetry_status()["subscriptions"] < count:
         if time.monotonic() > deadline:
             raise RuntimeError("the subscriber never subscribed")
         time.sleep(0.01)
@@ -85,18 +85,22 @@ def wait_for_subscription():
 def per_cell_costs(endpoint, measure):
     """{config: [µs per cell, one per repeat]}, the configurations interleaved
     in each repeat so that drift on the shared machine hits them alike."""
-    costs = {"off": [], "none": [], "one": []}
+    costs = {"off": [], "none": [], "one": [], "ten": []}
     measure()  # warm up
     for _ in range(REPEATS):
         costs["off"].append(measure())
         _core.telemetry_start(endpoint, "bench")
         costs["none"].append(measure())
-        subscriber = Subscriber(endpoint)
+        subscribers = [Subscriber(endpoint)]
         try:
             wait_for_subscription()
             costs["one"].append(measure())
+            subscribers += [Subscriber(endpoint) for _ in range(9)]
+            wait_for_subscription(10)
+            costs["ten"].append(measure())
         finally:
-            subscriber.close()
+            for subscriber in subscribers:
+                subscriber.close()
             _core.telemetry_stop()
     return costs
 
@@ -106,14 +110,17 @@ def thread_cpu_ns(tid):
         return int(f.read().split()[0])
 
 
-def sampler_share(endpoint):
+def sampler_share(endpoint, subscribed):
     """The sampler's share of a core between cells and while one runs, with a
-    subscriber, and the messages it sent per second meanwhile: {state:
-    [(share, messages/s) per repeat]}."""
+    subscriber or none, and the messages it sent per second meanwhile:
+    {state: [(share, messages/s) per repeat]}."""
     _core.telemetry_start(endpoint, "bench")
-    subscriber = Subscriber(endpoint)
+    subscriber = Subscriber(endpoint) if subscribed else None
     try:
-        wait_for_subscription()
+        if subscribed:
+            wait_for_subscription()
+        while not _core.telemetry_status()["thread_id"]:  # the thread is starting
+            time.sleep(0.01)
         tid = _core.telemetry_status()["thread_id"]
         shares = {"idle": [], "busy": []}
         for cell in range(1, SAMPLER_REPEATS + 1):
@@ -129,7 +136,8 @@ def sampler_share(endpoint):
             _core.cell_end(cell, False)
         return shares
     finally:
-        subscriber.close()
+        if subscriber is not None:
+            subscriber.close()
         _core.telemetry_stop()
 
 
@@ -155,7 +163,8 @@ def micros(values):
 
 def cost_rows(costs, cadence):
     rows = [f"| {cadence} | memtamer without telemetry | {micros(costs['off'])} | — | — |"]
-    for config, label in (("none", "telemetry, no subscriber"), ("one", "telemetry, one subscriber")):
+    for config, label in (("none", "telemetry, no subscriber"), ("one", "telemetry, one subscriber"),
+                          ("ten", "telemetry, ten subscribers")):
         paired = [x - o for x, o in zip(costs[config], costs["off"])]
         rows.append(f"| {cadence} | {label} | {micros(costs[config])} | "
                     f"**{min(costs[config]) - min(costs['off']):+.2f} µs** | "
@@ -163,36 +172,44 @@ def cost_rows(costs, cadence):
     return rows
 
 
-def section(spaced, tight, shares, psutil_us):
-    lines = ["## Telemetry (issue 11)", "",
+def section(spaced, tight, shares, unheard, psutil_us):
+    lines = ["## Telemetry (issues 11, 27)", "",
+             f"`bench/telemetry.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, Python "
+             f"{sys.version.split()[0]}. "
              "Per-cell cost in one process: empty cells (`cell_begin` + `cell_end`, what every "
-             f"cell pays), median of {REPEATS} batches (min–max), the three configurations "
+             f"cell pays), median of {REPEATS} batches (min–max), the four configurations "
              "interleaved in each repeat. *Added* compares with memtamer without telemetry: "
              "best batch against best batch (the machine is shared, so the least disturbed "
-             "batches say most), and the median of the per-repeat differences. The subscriber is another process reading every "
-             f"message. *1 ms apart*: {SPACED_CELLS} cells with a 1 ms pause between them (the "
+             "batches say most), and the median of the per-repeat differences. Each "
+             "subscriber is another process reading every message; the kernel formats each message once, whoever subscribes, and with no "
+             "subscriber it samples, formats and sends nothing. "
+             f"*1 ms apart*: {SPACED_CELLS} cells with a 1 ms pause between them (the "
              "pair timed alone), as cells come in a notebook; *back to back*: "
              f"{CELLS} cells in a tight loop, where the sampler thread and the subscriber compete "
              "with the cells for the machine's 2 cores (and the records of cells faster than the "
-             "sampler are coalesced, the sequence numbers showing it). Differences of a few µs are "
-             "within this shared machine's noise (hence the negative ones).", "",
+             "sampler are coalesced, the sequence numbers showing it). Other work shared the "
+             f"machine's 2 cores during the run (load average {os.getloadavg()[0]:.1f} at its "
+             "end): differences of a few µs are within its noise (hence the negative ones).",
+             "",
              "| cells | configuration | per cell | added (best) | added (median) |",
              "|---|---|---|---|---|"]
     lines += cost_rows(spaced, "1 ms apart") + cost_rows(tight, "back to back")
     lines += ["",
               f"The sampler thread's CPU (schedstat) over {SAMPLER_SECONDS:g} s between cells and "
-              f"{SAMPLER_SECONDS:g} s while a cell runs, one subscriber connected, repeated "
+              f"{SAMPLER_SECONDS:g} s while a cell runs, one subscriber connected or none, "
+              "repeated "
               f"{SAMPLER_REPEATS} times: median (min–max). Against it, jupyter-resource-usage's "
               "way of reading the same RSS: psutil on the kernel's process and its children from "
               f"the server's process (CPU per reading over {PSUTIL_READINGS} readings, median of "
               f"{SAMPLER_REPEATS} repeats (min–max), shown at the sampler's busy pace of 4 per "
               "second; it gives the RSS only: no peak, limit, budget or heap figures).",
               "", "| who reads | when | messages/s | % of a core |", "|---|---|---|---|"]
-    for state, label in (("idle", "between cells"), ("busy", "while a cell runs")):
-        share = spread([x * 100 for x, _ in shares[state]], "{:.3f}")
-        rate = statistics.median(r for _, r in shares[state])
-        lines.append(f"| memtamer's sampler (in the kernel) | {label} | {rate:.2f} | "
-                     f"**{share}** |")
+    for who, measured in (("one subscriber", shares), ("nobody subscribed", unheard)):
+        for state, label in (("idle", "between cells"), ("busy", "while a cell runs")):
+            share = spread([x * 100 for x, _ in measured[state]], "{:.3f}")
+            rate = statistics.median(r for _, r in measured[state])
+            lines.append(f"| memtamer's sampler (in the kernel), {who} | {label} | {rate:.2f} | "
+                         f"**{share}** |")
     lines.append(f"| psutil from outside ({spread(psutil_us, '{:.0f}')} µs per reading) "
                  f"| 4 readings/s | — | {statistics.median(psutil_us) * BUSY_HZ / 1e4:.3f} |")
     lines.append("")
@@ -205,8 +222,10 @@ if __name__ == "__main__":
     try:
         spaced = per_cell_costs(endpoint, spaced_us)
         tight = per_cell_costs(endpoint, batch_us)
-        shares = sampler_share(endpoint)
-        text = section(spaced, tight, shares, [psutil_reading() for _ in range(SAMPLER_REPEATS)])
+        shares = sampler_share(endpoint, True)
+        unheard = sampler_share(endpoint, False)
+        text = section(spaced, tight, shares, unheard,
+                       [psutil_reading() for _ in range(SAMPLER_REPEATS)])
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
     print(text)

@@ -4,7 +4,6 @@
 #include <string.h>
 
 #include "memtamer/guard.h"
-#include "memtamer/process.h"
 #include "memtamer/telemetry.h"
 
 /* Shown in reports: the first non-blank line, at most this many characters. */
@@ -102,7 +101,9 @@ mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     w->rss_before = mt_probe_peak_begin(st->probe);
     w->open = 1;
     mt_guard_cell_begin(module, w->cell, w->first_line, w->rss_before);
-    mt_telemetry_cell_begin(module, w->cell, w->first_line, w->rss_before);
+    long long budget, trips;
+    mt_guard_figures(module, &budget, &trips);
+    mt_telemetry_cell_begin(module, w, st->probe->method, budget, trips);
     Py_RETURN_NONE;
 }
 
@@ -120,12 +121,6 @@ mt_cell_numpy_imported(PyObject *module, PyObject *Py_UNUSED(unused))
         return NULL;
     }
     Py_RETURN_NONE;
-}
-
-const char *
-mt_cell_children_method_name(mt_children_method method)
-{
-    return method == MT_CHILDREN_PRIVATE ? "private" : method == MT_CHILDREN_RSS ? "rss" : NULL;
 }
 
 /* What the cell's children owned together at most (probe.h's private
@@ -174,8 +169,7 @@ record_dict(const mt_cell_record *r)
         mt_set(d, "peak_increment",
                peaked ? PyLong_FromLongLong(r->peak_rss - r->rss_before) : Py_NewRef(Py_None)) <
             0 ||
-        mt_set(d, "peak_method", PyUnicode_FromString(mt_process_method_name(r->peak_method))) <
-            0 ||
+        mt_set(d, "peak_method", PyUnicode_FromString(mt_probe_method_name(r->peak_method))) < 0 ||
         mt_set(d, "heap_peak_increment", mt_size_or_none(r->heap_peak_increment)) < 0 ||
         mt_set(d, "numpy_peak_increment", mt_size_or_none(r->numpy_peak_increment)) < 0 ||
         mt_set(d, "arrow_peak_increment",
@@ -188,7 +182,7 @@ record_dict(const mt_cell_record *r)
         mt_set(d, "children_rss_peak", mt_size_or_none(r->children_rss_peak)) < 0 ||
         mt_set(d, "children_method",
                r->children_method
-                   ? PyUnicode_FromString(mt_cell_children_method_name(r->children_method))
+                   ? PyUnicode_FromString(mt_probe_children_method_name(r->children_method))
                    : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "swap_after", mt_size_or_none(r->swap_after)) < 0 ||
         mt_set(d, "swapped",
@@ -303,7 +297,9 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (mt_ledger_cell_end(&st->ledger, r.cell) < 0) {
         return NULL;
     }
-    mt_telemetry_cell_end(module, &r);
+    long long budget, trips;
+    mt_guard_figures(module, &budget, &trips);
+    mt_telemetry_cell_end(module, &r, budget, trips);
     return record_dict(&r);
 }
 

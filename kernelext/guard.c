@@ -14,13 +14,12 @@
 #include <unistd.h>
 
 #include "memtamer/guard.h"
-#include "memtamer/pyver.h"
-#include "memtamer/telemetry.h"
 #include "memtamer/heap.h"
 #include "memtamer/pod.h"
 #include "memtamer/postmortem.h"
 #include "memtamer/process.h"
 #include "memtamer/policy.h"
+#include "memtamer/telemetry.h"
 #include "memtamer/worker.h"
 
 /* Only the watcher sees pure-Python growth and the growth of the cell's
@@ -582,95 +581,29 @@ watcher_start(mt_guard *g, const char *root)
 
 /* ---- fork ---- */
 
-/* Python 3.12+ warns that a fork of a multi-threaded process may deadlock
- * (and it may: a thread holding a lock does not exist in the child).  Our
- * threads stop before os.fork() and start again in the parent; the hooks
- * are registered once per process and do nothing once the guard is off. */
-
-PyDoc_STRVAR(mt_guard_before_fork__doc__,
-             "_guard_before_fork(): stop memtamer's threads before os.fork() (one of "
-             "os.register_at_fork's hooks).");
-static PyObject *
-mt_guard_before_fork(PyObject *module, PyObject *Py_UNUSED(unused))
+/* The watcher stops before os.fork() and starts again in the parent
+ * (module.c runs these for all of memtamer's threads). */
+static void
+fork_pause(void *owner)
 {
-    MT_ASSERT_GIL();
-    mt_state *st = mt_get_state(module);
-    mt_guard *g = st->guard;
-    if (g != NULL && g->pid == getpid()) {
+    mt_guard *g = owner;
+    if (g->pid == getpid()) {
         mt_worker_pause_for_fork(&g->watcher);
     }
-    if (st->probe != NULL) {
-        mt_probe_fork_pause(st->probe);
-    }
-    mt_telemetry_fork_pause(module);
-    Py_RETURN_NONE;
 }
 
-/* Starts the threads again; a failure is reported, as os.fork reports a
- * hook's, and leaves the hooks refusing large requests without a watcher. */
+/* A failure leaves the hooks refusing large requests without a watcher. */
 static int
-resume_after_fork(void *module)
+fork_resume(void *owner)
 {
-    MT_ASSERT_GIL();
-    mt_state *st = mt_get_state(module);
-    mt_guard *g = st->guard;
-    if (st->probe != NULL) {
-        mt_probe_fork_resume(st->probe);
-    }
-    int err = mt_telemetry_fork_resume(module) < 0 ? -1
-              : g != NULL                          ? mt_worker_resume_after_fork(&g->watcher)
-                                                   : 0;
-    if (err > 0) {
+    mt_guard *g = owner;
+    int err = mt_worker_resume_after_fork(&g->watcher);
+    if (err != 0) {
         errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
-    }
-    if (err != 0) {
-        PyErr_WriteUnraisable(module);
+        return -1;
     }
     return 0;
-}
-
-PyDoc_STRVAR(mt_guard_after_fork__doc__,
-             "_guard_after_fork(): start them again in the parent, once the child exists.");
-static PyObject *
-mt_guard_after_fork(PyObject *module, PyObject *Py_UNUSED(unused))
-{
-    mt_pyver_after_fork_returns(resume_after_fork, module);
-    Py_RETURN_NONE;
-}
-
-/* Registers the two hooks above with os.register_at_fork, once per
- * process. */
-static int
-register_fork_hooks(PyObject *module)
-{
-    static int registered = 0; /* only touched with the GIL held (asserted below) */
-    PyObject *os = NULL, *reg = NULL, *before = NULL, *after = NULL, *kwargs = NULL, *empty = NULL,
-             *res = NULL;
-    int rc = -1;
-    MT_ASSERT_GIL();
-    if (registered) {
-        return 0;
-    }
-    if (!(os = PyImport_ImportModule("os")) ||
-        !(reg = PyObject_GetAttrString(os, "register_at_fork")) ||
-        !(before = PyObject_GetAttrString(module, "_guard_before_fork")) ||
-        !(after = PyObject_GetAttrString(module, "_guard_after_fork")) ||
-        !(kwargs = Py_BuildValue("{sOsO}", "before", before, "after_in_parent", after)) ||
-        !(empty = PyTuple_New(0)) || !(res = PyObject_Call(reg, empty, kwargs))) {
-        goto done;
-    }
-    registered = 1;
-    rc = 0;
-done:
-    Py_XDECREF(os);
-    Py_XDECREF(reg);
-    Py_XDECREF(before);
-    Py_XDECREF(after);
-    Py_XDECREF(kwargs);
-    Py_XDECREF(empty);
-    Py_XDECREF(res);
-    return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1024,20 +957,10 @@ in_user_code(PyObject *frame, PyObject *user_ns)
 static int
 publish_thrashing(PyObject *module, long long rate)
 {
-    PyObject *args[2] = {PyUnicode_FromString("thrashing"), NULL};
-    PyObject *published = NULL;
-    int result = -1;
-    if (args[0] == NULL || (args[1] = Py_BuildValue("{sLss}", "major_faults_per_second", rate,
-                                                    "action", "warn")) == NULL) {
-        goto done;
-    }
-    published = mt_telemetry_event(module, args, 2);
-    result = published == NULL ? -1 : 0;
-done:
-    Py_XDECREF(published);
-    Py_XDECREF(args[1]);
-    Py_XDECREF(args[0]);
-    return result;
+    PyObject *data = Py_BuildValue("{sLss}", "major_faults_per_second", rate, "action", "warn");
+    int result = data == NULL ? -1 : mt_telemetry_publish_event(module, "thrashing", data);
+    Py_XDECREF(data);
+    return result < 0 ? -1 : 0;
 }
 
 /* Python runs signal handlers in the main thread, with the GIL. */
@@ -1248,7 +1171,7 @@ mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (g->pid != getpid()) {
         mt_worker_forget_in_child(&g->watcher); /* the thread stayed in the parent */
     }
-    if (register_fork_hooks(module) < 0 || watcher_start(g, st->probe->root) < 0) {
+    if (watcher_start(g, st->probe->root) < 0) {
         return NULL;
     }
     compute_budget(st, g);
@@ -1284,7 +1207,9 @@ refuse_budget(PyObject *value, const char *suffix)
     PyObject *text = PyUnicode_FromFormat("%S%s", value, suffix);
     const char *utf8 = text ? PyUnicode_AsUTF8(text) : NULL;
     if (utf8 != NULL) {
-        mt_policy_refuse_level(utf8, 1);
+        char problem[MT_RULES_PROBLEM_MAX];
+        mt_rules_level_problem(utf8, 1, problem, sizeof problem);
+        PyErr_SetString(PyExc_ValueError, problem);
     }
     Py_XDECREF(text);
     return NULL;
@@ -1536,6 +1461,7 @@ mt_guard_exec(PyObject *module)
         return -1;
     }
     st->guard = g;
+    mt_worker_at_fork(&st->fork_hooks, fork_pause, fork_resume, g);
     g->mode = BUDGET_DEFAULT;
     g->swap_allowed = 1;
     g->budget = -1;
@@ -1620,7 +1546,5 @@ PyMethodDef mt_guard_methods[] = {
     {"guard_exception", mt_guard_exception, METH_NOARGS, mt_guard_exception__doc__},
     {"_guard_signal", (PyCFunction)(void (*)(void))mt_guard_signal_handler, METH_FASTCALL,
      mt_guard_signal_handler__doc__},
-    {"_guard_before_fork", mt_guard_before_fork, METH_NOARGS, mt_guard_before_fork__doc__},
-    {"_guard_after_fork", mt_guard_after_fork, METH_NOARGS, mt_guard_after_fork__doc__},
     {NULL, NULL, 0, NULL},
 };

@@ -1,6 +1,7 @@
-/* memtamer._core: module state and init.  Each concern file defines its
- * methods with their docstrings beside the C code, in a table of its own
- * that init adds; include/memtamer/memtamer.h has the map. */
+/* memtamer._core: module state and init, and os.fork()'s hooks for all of
+ * memtamer's threads.  Each concern file defines its methods with their
+ * docstrings beside the C code, in a table of its own that init adds;
+ * include/memtamer/memtamer.h has the map. */
 #include "memtamer/memtamer.h"
 
 #include "memtamer/buffers.h"
@@ -16,6 +17,7 @@
 #include "memtamer/shrink.h"
 #include "memtamer/telemetry.h"
 #include "memtamer/walker.h"
+#include "memtamer/worker.h"
 
 /* Every concern's _core methods, defined with their docstrings beside their C code. */
 static PyMethodDef *const concern_methods[] = {
@@ -24,6 +26,92 @@ static PyMethodDef *const concern_methods[] = {
     mt_ledger_methods,  mt_policy_methods,  mt_peaks_methods,  mt_telemetry_methods,
     mt_buffers_methods,
 };
+
+/* ---- fork ---- */
+
+/* Python 3.12+ warns that a fork of a multi-threaded process may deadlock
+ * (and it may: a thread holding a lock does not exist in the child).  Every
+ * owner of threads registered its pause and resume (worker.h): they stop
+ * before os.fork() and start again in the parent. */
+
+PyDoc_STRVAR(before_fork__doc__, "_before_fork(): stop memtamer's threads before os.fork() (one of "
+                                 "os.register_at_fork's hooks).");
+static PyObject *
+before_fork(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    MT_ASSERT_GIL();
+    mt_worker_fork_hooks *hooks = &mt_get_state(module)->fork_hooks;
+    for (int i = hooks->count - 1; i >= 0; i--) {
+        hooks->hooks[i].pause(hooks->hooks[i].owner);
+    }
+    Py_RETURN_NONE;
+}
+
+/* Starts the threads again; each failure is reported, as os.fork reports a
+ * hook's, and the others start all the same. */
+static int
+resume_after_fork(void *module)
+{
+    MT_ASSERT_GIL();
+    mt_worker_fork_hooks *hooks = &mt_get_state(module)->fork_hooks;
+    for (int i = 0; i < hooks->count; i++) {
+        if (hooks->hooks[i].resume(hooks->hooks[i].owner) < 0) {
+            PyErr_WriteUnraisable(module);
+        }
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(after_fork__doc__,
+             "_after_fork(): start them again in the parent, once the child exists.");
+static PyObject *
+after_fork(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    mt_pyver_after_fork_returns(resume_after_fork, module);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef fork_methods[] = {
+    {"_before_fork", before_fork, METH_NOARGS, before_fork__doc__},
+    {"_after_fork", after_fork, METH_NOARGS, after_fork__doc__},
+    {NULL, NULL, 0, NULL},
+};
+
+/* Registers the two hooks above with os.register_at_fork, once per
+ * process. */
+static int
+register_fork_hooks(PyObject *module)
+{
+    static int registered = 0; /* only touched with the GIL held (asserted below) */
+    PyObject *os = NULL, *reg = NULL, *before = NULL, *after = NULL, *kwargs = NULL, *empty = NULL,
+             *res = NULL;
+    int rc = -1;
+    MT_ASSERT_GIL();
+    if (registered) {
+        return 0;
+    }
+    if (!(os = PyImport_ImportModule("os")) ||
+        !(reg = PyObject_GetAttrString(os, "register_at_fork")) ||
+        !(before = PyObject_GetAttrString(module, "_before_fork")) ||
+        !(after = PyObject_GetAttrString(module, "_after_fork")) ||
+        !(kwargs = Py_BuildValue("{sOsO}", "before", before, "after_in_parent", after)) ||
+        !(empty = PyTuple_New(0)) || !(res = PyObject_Call(reg, empty, kwargs))) {
+        goto done;
+    }
+    registered = 1;
+    rc = 0;
+done:
+    Py_XDECREF(os);
+    Py_XDECREF(reg);
+    Py_XDECREF(before);
+    Py_XDECREF(after);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(empty);
+    Py_XDECREF(res);
+    return rc;
+}
+
+/* ---- init ---- */
 
 static int
 core_exec(PyObject *module)
@@ -42,10 +130,14 @@ core_exec(PyObject *module)
         PyModule_AddObjectRef(module, "Compressed", st->compressed_type) < 0) {
         return -1;
     }
-    if (mt_process_open_probe(module, "") < 0) {
+    if (PyModule_AddFunctions(module, fork_methods) < 0 || mt_process_open_probe(module, "") < 0) {
         return -1;
     }
-    return mt_guard_exec(module);
+    mt_probe_at_fork(st->probe, &st->fork_hooks);
+    if (mt_guard_exec(module) < 0 || mt_telemetry_exec(module) < 0) {
+        return -1;
+    }
+    return register_fork_hooks(module);
 }
 
 static int

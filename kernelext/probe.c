@@ -555,18 +555,47 @@ sample_step(void *owner, int fresh)
     nanosleep(&nap, NULL);
 }
 
-void
-mt_probe_fork_pause(mt_probe *p)
+const char *
+mt_probe_method_name(mt_peak_method method)
 {
+    switch (method) {
+    case MT_PEAK_HWM:
+        return "hwm";
+    case MT_PEAK_SAMPLED:
+        return "sampled";
+    default:
+        return "unavailable";
+    }
+}
+
+const char *
+mt_probe_children_method_name(mt_children_method method)
+{
+    return method == MT_CHILDREN_PRIVATE ? "private" : method == MT_CHILDREN_RSS ? "rss" : NULL;
+}
+
+static void
+fork_pause(void *owner)
+{
+    mt_probe *p = owner;
     mt_worker_pause_for_fork(&p->sampler);
 }
 
-void
-mt_probe_fork_resume(mt_probe *p)
+/* A sampler that cannot start again leaves no peak method. */
+static int
+fork_resume(void *owner)
 {
+    mt_probe *p = owner;
     if (mt_worker_resume_after_fork(&p->sampler) != 0) {
         p->method = MT_PEAK_NONE;
     }
+    return 0;
+}
+
+void
+mt_probe_at_fork(mt_probe *p, mt_worker_fork_hooks *hooks)
+{
+    mt_worker_at_fork(hooks, fork_pause, fork_resume, p);
 }
 
 void

@@ -13,19 +13,6 @@
 #include "memtamer/npy.h"
 #include "memtamer/process.h"
 
-const char *
-mt_process_method_name(int method)
-{
-    switch (method) {
-    case MT_PEAK_HWM:
-        return "hwm";
-    case MT_PEAK_SAMPLED:
-        return "sampled";
-    default:
-        return "unavailable";
-    }
-}
-
 int
 mt_process_open_probe(PyObject *module, const char *root)
 {
@@ -182,7 +169,7 @@ mt_process_view(PyObject *module, PyObject *Py_UNUSED(unused))
         mt_set(d, "shared", have_shared ? mt_process_shared_dict(&shared) : Py_NewRef(Py_None)) <
             0 ||
         set_swap_figures(st->probe, d) < 0 || mt_guard_process_figures(module, d) < 0 ||
-        mt_set(d, "peak_method", PyUnicode_FromString(mt_process_method_name(st->probe->method))) <
+        mt_set(d, "peak_method", PyUnicode_FromString(mt_probe_method_name(st->probe->method))) <
             0 ||
         mt_set(d, "heap_method",
                heap_method ? PyUnicode_FromString(heap_method) : Py_NewRef(Py_None)) < 0 ||

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "memtamer/worker.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
@@ -139,6 +140,17 @@ mt_worker_forget_in_child(mt_worker *w)
     pthread_cond_init(&w->wake, NULL);
     w->pid = getpid();
     w->started = w->active = w->stop = w->paused_for_fork = 0;
+}
+
+void
+mt_worker_at_fork(mt_worker_fork_hooks *hooks, void (*pause)(void *), int (*resume)(void *),
+                  void *owner)
+{
+    /* A fixed number of owners register, each once, at module init. */
+    assert(hooks->count < MT_WORKER_FORK_HOOKS);
+    if (hooks->count < MT_WORKER_FORK_HOOKS) {
+        hooks->hooks[hooks->count++] = (mt_worker_fork_hook){pause, resume, owner};
+    }
 }
 
 int

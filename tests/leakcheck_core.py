@@ -362,8 +362,8 @@ def guard(i):
     expect_error(_core.guard_set_thrashing, 5)
     _core.guard_status()
     _core.guard_exception()
-    _core._guard_before_fork()
-    _core._guard_after_fork()
+    _core._before_fork()
+    _core._after_fork()
     _core.guard_disable()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f"memtamer-{os.getpid()}.guard")
@@ -396,8 +396,8 @@ calls = {
     "guard_enable": guard, "guard_disable": guard, "guard_set_budget": guard,
     "guard_set_swap": guard, "guard_set_thrashing": guard,
     "guard_status": guard, "guard_exception": guard, "postmortem_open": guard,
-    "postmortem_close": guard, "postmortem_read": guard, "_guard_before_fork": guard,
-    "_guard_after_fork": guard,
+    "postmortem_close": guard, "postmortem_read": guard, "_before_fork": guard,
+    "_after_fork": guard,
     # Called by the machinery itself, not by users: install/uninstall below,
     # the signal handler only through a real budget trip (test_guard_kernel).
     "clear_cells": cells,

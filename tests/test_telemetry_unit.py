@@ -930,3 +930,80 @@ def test_a_dead_kernels_file_another_user_owns_is_left_alone(tmp_path):
     os.chown(path, os.getuid(), os.getgid())
     assert telemetry.discover([str(tmp_path)]) == {}
     assert not path.exists()
+
+
+# One schema: the fields C states (telemetry_protocol) are the ones export reads.
+def test_export_serves_every_field_of_a_sample_and_reads_only_fields_the_protocol_states():
+    from memtamer import export
+    from memtamer.telemetry import SAMPLE_FIELDS
+
+    figures = [figure for _, _, figure in export.GAUGES + export.COUNTERS]
+    # A field added to the C schema's samples and not exported fails here.
+    assert set(SAMPLE_FIELDS) <= {figure.path[0] for figure in figures}
+    # A field export reads that the C schema does not state fails at import.
+    for path in [("rss_now",), ("running", "peak"), ("last_cell", "retained", "x"), ("seq", "x")]:
+        with pytest.raises(ValueError, match="no such field in the telemetry protocol"):
+            export.Figure(*path)
+    state = {"rss": 5, "running": {"seconds": 1.5}, "last_cell": None, "lost": 2}
+    assert export.Figure("rss")(state) == 5
+    assert export.Figure("running", "seconds")(state) == 1.5
+    assert export.Figure("last_cell", "retained")(state) is None
+    assert export.Figure("lost")(state) == 2
+    assert export.Figure("running", how=lambda running: 1 if running else 0)(state) == 1
+
+
+def _messages_until(sub, kind, timeout=10.0):
+    """The messages sub receives up to and including the first of kind."""
+    received, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sub.poll(100):
+            frames = sub.recv_multipart()
+            received.append(frames)
+            if frames[0] == f"memtamer.{kind}".encode():
+                return received
+    raise AssertionError(f"no {kind} message within {timeout} s")
+
+
+def test_nobody_subscribing_nothing_is_sampled_or_sent_and_one_cell_message_reaches_all(tmp_path):
+    import zmq
+
+    from memtamer import _core
+
+    endpoint = _core.telemetry_start(f"ipc://{tmp_path}/memtamer/quiet.sock", "unit")
+    context = zmq.Context()
+    subs = []
+    try:
+        _core.cell_begin(1, "x = 1")
+        # Three busy paces: a publisher that sampled for nobody would have.
+        time.sleep(3 * telemetry.PROTOCOL["busy_ms"] / 1000)
+        _core.cell_end(1, False)
+        _core.cell_begin(2, "y = 2  # the last")
+        _core.cell_end(2, False)
+        status = _core.telemetry_status()
+        assert (status["seq"], status["sent"], status["subscriptions"]) == (0, 0, 0)
+
+        for _ in range(3):
+            sub = context.socket(zmq.SUB)
+            sub.setsockopt(zmq.LINGER, 0)
+            sub.subscribe(b"memtamer.")
+            sub.connect(endpoint)
+            subs.append(sub)
+        for sub in subs:  # a late subscriber still learns the last cell
+            snapshot = json.loads(_messages_until(sub, "snapshot")[-1][1])
+            assert snapshot["last_cell"]["first_line"] == "y = 2  # the last"
+            assert snapshot["cells"] == 2
+        while _core.telemetry_status()["subscriptions"] < 3:
+            time.sleep(0.01)
+
+        _core.cell_begin(3, "z = 3")
+        _core.cell_end(3, False)
+        cells = [_messages_until(sub, "cell")[-1][1] for sub in subs]
+        # One message, formatted once, is what every subscriber gets.
+        assert cells[0] == cells[1] == cells[2]
+        assert json.loads(cells[0])["record"]["first_line"] == "z = 3"
+    finally:
+        for sub in subs:
+            sub.close()
+        context.term()
+        _core.telemetry_stop()
+        _core.clear_cells()

@@ -12,13 +12,6 @@
 /* 100 code points of UTF-8, and a NUL. */
 #define MT_FIRST_LINE_BYTES 404
 
-/* How children_peak was measured. */
-typedef enum {
-    MT_CHILDREN_NONE = 0, /* no child, or no figure */
-    MT_CHILDREN_PRIVATE,  /* the private memory they added (smaps_rollup) */
-    MT_CHILDREN_RSS,      /* some child's smaps_rollup was unreadable: its RSS stood in */
-} mt_children_method;
-
 /* Sizes are bytes; -1 where a figure is unavailable. */
 typedef struct {
     long long cell; /* execution count, -1 when the cell was not stored in history */
@@ -76,9 +69,6 @@ typedef struct {
 } mt_cell_log;
 
 void mt_cell_log_free(mt_cell_log *log);
-
-/* "private", "rss" or NULL (none). */
-const char *mt_cell_children_method_name(mt_children_method method);
 
 /* The records of the cells so far, as a list (process.c's report has them). */
 PyObject *mt_cell_history(PyObject *module, PyObject *unused);

@@ -50,8 +50,8 @@ typedef enum {
 void mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line,
                          long long rss_before);
 void mt_guard_cell_end(PyObject *module, long long rss_after);
-/* The effective budget (-1 when off) and the trips so far, for telemetry.
- * Needs the GIL. */
+/* The effective budget (-1 when off) and the trips so far, which cell.c
+ * hands to telemetry.  Needs the GIL. */
 void mt_guard_figures(PyObject *module, long long *budget, long long *trips);
 
 /* Module exec (creates MemoryBudgetExceeded), traverse, clear and free. */

@@ -2,8 +2,8 @@
  *
  * The map of memtamer._core, one concern a file (kernelext/NAME.c with
  * include/memtamer/NAME.h), lower floors first; no file calls up a floor:
- *   worker.c     one background thread: start, stop, wake, join, fork
- *                (no Python API)
+ *   worker.c     one background thread: start, stop, wake, join; the
+ *                owners of threads that stop around a fork (no Python API)
  *   probe.c      /proc and cgroup readers: pure parsers over text with an
  *                overridable root, plus the sampler thread (no Python API)
  *   transform.c  lossless narrowing of 8-byte numbers (no Python API)
@@ -17,17 +17,22 @@
  *                in-place conversion, vectorised, on a few threads (no
  *                Python API)
  *   heap.c       counting allocator hooks and the numpy handler
- *   cell.c       per-cell records: begin, end, history
  *   walker.c     deep sizes with buffers counted once by their owner
  *   ledger.c     the namespace: bindings, provenance, holders
  *   shrink.c     in-place downcast, pack, spill
  *   codec.c      the compressed proxy type (c-blosc)
  *   postmortem.c the record a kernel leaves for its notebook's next kernel
+ *   message.c    telemetry's message schema and JSON writers
+ *   sampler.c    telemetry's thread: samples, hand-overs, the socket's sends
+ *   telemetry.c  the ZeroMQ publisher: socket, checks, main thread's side
  *   guard.c      the memory budget, its refusal policy (given to heap.c's
  *                hooks), its watcher thread and signal route
+ *   cell.c       per-cell records: begin, end, history (hands the cell's
+ *                edges to the ledger, the guard and telemetry)
  *   process.c    process-wide figures and the report for Python
  *   npy.c        numpy's C API, imported once numpy is
- *   module.c     module state and init (each concern file has its methods' table)
+ *   module.c     module state and init (each concern file has its methods'
+ *                table), and os.fork()'s hooks for all of memtamer's threads
  * One cell: pre_run_cell -> cell_begin (probe resets the high-water mark,
  * heap zeroes its peaks, guard arms the budget); the user's code runs
  * through heap's hooks; post_run_cell -> cell_end (probe and heap give the
@@ -50,6 +55,7 @@
 #include "memtamer/postmortem.h"
 #include "memtamer/probe.h"
 #include "memtamer/shrink.h"
+#include "memtamer/worker.h"
 
 typedef struct {
     /* From PyMem_RawMalloc: the sampler thread uses it without the GIL. */
@@ -71,6 +77,8 @@ typedef struct {
     /* telemetry.c: the publisher, NULL while off (PyMem_RawMalloc'd, its
      * sampler thread uses it without the GIL). */
     struct mt_telemetry *telemetry;
+    /* module.c: what each owner of threads does around os.fork(). */
+    mt_worker_fork_hooks fork_hooks;
 } mt_state;
 
 /* Where a function needs the GIL: checked in debug builds (NDEBUG unset),

@@ -90,6 +90,9 @@ typedef enum {
     MT_PEAK_SAMPLED = 2, /* a C thread polls RSS every sample_interval_us */
 } mt_peak_method;
 
+/* "hwm", "sampled" or "unavailable", as reports and messages name it. */
+const char *mt_probe_method_name(mt_peak_method method);
+
 typedef struct {
     long long limit;     /* bytes; the smallest of cgroup limit and MemTotal */
     long long usage;     /* bytes counted against it, -1 when unknown */
@@ -121,10 +124,10 @@ int mt_probe_open(mt_probe *p, const char *root);
 void mt_probe_close(mt_probe *p);
 int mt_probe_set_method(mt_probe *p, mt_peak_method method);
 
-/* Fork: the sampler stops before and, if it was running, starts again in
- * the parent after (a thread alive at fork makes Python 3.12+ warn). */
-void mt_probe_fork_pause(mt_probe *p);
-void mt_probe_fork_resume(mt_probe *p);
+/* Fork: registers p's sampler with hooks (worker.h), which stop it before
+ * os.fork() and, if it was running, start it again in the parent after (a
+ * thread alive at fork makes Python 3.12+ warn). */
+void mt_probe_at_fork(mt_probe *p, mt_worker_fork_hooks *hooks);
 
 /* A memory-pressure (PSI) trigger on /proc/pressure/memory, such as "some
  * 50000 1000000" (stalls of 50 ms within a second): a descriptor that
@@ -171,6 +174,16 @@ typedef struct {
 int mt_probe_has_children(void);
 void mt_probe_children_now(mt_probe *p, const mt_probe_children_mark *mark,
                            mt_probe_children_use *out);
+
+/* How a cell's children_peak was measured. */
+typedef enum {
+    MT_CHILDREN_NONE = 0, /* no child, or no figure */
+    MT_CHILDREN_PRIVATE,  /* the private memory they added (smaps_rollup) */
+    MT_CHILDREN_RSS,      /* some child's smaps_rollup was unreadable: its RSS stood in */
+} mt_children_method;
+
+/* "private", "rss" or NULL (none), as reports and messages name it. */
+const char *mt_probe_children_method_name(mt_children_method method);
 
 /* ---- the memory this process shares with others ----
  *

@@ -20,9 +20,6 @@ PyObject *mt_process_shared_dict(const mt_probe_shared *shared);
  * limit, used, room. */
 PyObject *mt_process_swap_dict(const mt_probe_swap *swap);
 
-/* Name of a peak method for reports. */
-const char *mt_process_method_name(int method);
-
 /* The _core methods process.c defines. */
 extern PyMethodDef mt_process_methods[];
 

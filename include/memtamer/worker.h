@@ -4,11 +4,13 @@
  * (frames.c's codecs, narrow.c's scan and conversion).
  *
  * No Python API (probe.c's sampler uses it, and so does guard.c's watcher):
- * a step never touches Python objects.  Fork-safe: the owner stops the
- * thread before os.fork() and starts it again in the parent
- * (mt_worker_pause_for_fork, mt_worker_resume_after_fork); in a child, whose
- * copy of the lock may be held by a thread that does not exist there, the
- * lock is made anew, never destroyed (mt_worker_forget_in_child). */
+ * a step never touches Python objects.  Fork-safe: every owner of threads
+ * registers a pause and a resume (mt_worker_at_fork), which module.c runs
+ * around os.fork() for all of them: the threads stop before it and start
+ * again in the parent (mt_worker_pause_for_fork, mt_worker_resume_after_fork
+ * for a worker); in a child, whose copy of the lock may be held by a thread
+ * that does not exist there, the lock is made anew, never destroyed
+ * (mt_worker_forget_in_child). */
 #ifndef MEMTAMER_WORKER_H
 #define MEMTAMER_WORKER_H
 
@@ -53,6 +55,28 @@ void mt_worker_pause_for_fork(mt_worker *w);
 int mt_worker_resume_after_fork(mt_worker *w);
 void mt_worker_forget_in_child(mt_worker *w);
 
+/* What an owner of threads does around os.fork(), with the GIL held:
+ * pause stops them (no thread of ours may be alive at the fork); resume
+ * starts them again in the parent and returns 0, or -1 with a Python
+ * exception set (reported, as os.fork reports a hook's). */
+typedef struct {
+    void (*pause)(void *owner);
+    int (*resume)(void *owner);
+    void *owner;
+} mt_worker_fork_hook;
+
+/* The owners of threads: the probe's sampler, the guard's watcher, the
+ * telemetry publisher. */
+#define MT_WORKER_FORK_HOOKS 4
+typedef struct {
+    mt_worker_fork_hook hooks[MT_WORKER_FORK_HOOKS];
+    int count;
+} mt_worker_fork_hooks;
+
+/* Adds an owner's pause and resume (in module state, at module init). */
+void mt_worker_at_fork(mt_worker_fork_hooks *hooks, void (*pause)(void *), int (*resume)(void *),
+                       void *owner);
+
 /* The cores online, at least 1 and at most most: how many shares of work
  * are worth a thread each. */
 int mt_worker_cores(int most);
@@ -67,7 +91,7 @@ int mt_worker_cores(int most);
 void mt_worker_run_shares(void *(*work)(void *), char *args, size_t size, int n);
 
 /* Returns once thread tid (joined already) has left /proc/self/task, or
- * after 20 ms: a thread count read right after a join stays right. */
+ * after 2 s: a thread count read right after a join stays right. */
 void mt_worker_wait_thread_gone(pid_t tid);
 
 #endif

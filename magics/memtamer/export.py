@@ -7,54 +7,83 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .telemetry import Follower, add_directories_argument, display_name, is_stale, printable
+from .telemetry import (PROTOCOL, Follower, add_directories_argument, display_name, is_stale,
+                        printable)
 
 # Upper bounds (bytes) of the cell peak histogram's buckets.
 PEAK_BUCKETS = tuple(2**20 * n for n in (1, 16, 64, 256, 1024, 4096, 16384))
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-# name, type, help, how to read it from a kernel's state (None: absent).
+# What a kernel's state (Follower.kernels) holds besides the messages'
+# fields: the follower's own counts.
+FOLLOWER_FIGURES = ("lost", "memory_deaths")
+
+
+class Figure:
+    """A figure of a kernel's state at path: a field of the protocol's
+    snapshot (a sample's fields and last_cell), then a field of the object it
+    names (running, record), or one of FOLLOWER_FIGURES.  Checked against
+    the protocol _core states when defined: export names no field the
+    kernels do not send.  how turns the value into the metric's (default:
+    as it is); None is absent."""
+
+    def __init__(self, *path, how=None):
+        fields = PROTOCOL["kinds"]["snapshot"]
+        for depth, name in enumerate(path):
+            if depth == 0 and name in FOLLOWER_FIGURES and len(path) == 1:
+                break
+            kind = fields.get(name) if isinstance(fields, dict) else None
+            if kind is None:
+                raise ValueError(f"export reads {'.'.join(path)}: no such field in the "
+                                 "telemetry protocol")
+            fields = PROTOCOL["objects"].get(kind.rstrip("?"))
+        self.path, self.how = path, how
+
+    def __call__(self, state):
+        value = state.get(self.path[0])
+        for name in self.path[1:]:
+            value = (value or {}).get(name)
+        return self.how(value) if self.how else value
+
+
+# name, help, the figure (None: absent).
 GAUGES = (
-    ("memtamer_rss_bytes", "Resident set size of the kernel process.",
-     lambda s: s.get("rss")),
+    ("memtamer_rss_bytes", "Resident set size of the kernel process.", Figure("rss")),
     ("memtamer_limit_bytes", "Effective memory limit: the smallest of the cgroup limit and MemTotal.",
-     lambda s: s.get("limit")),
+     Figure("limit")),
     ("memtamer_headroom_bytes", "Memory the kernel can still use before its limit.",
-     lambda s: s.get("headroom")),
+     Figure("headroom")),
     ("memtamer_budget_bytes", "The memory budget of the kernel's cells (absent when off).",
-     lambda s: s.get("budget")),
+     Figure("budget")),
     ("memtamer_heap_counted_bytes", "Net bytes of Python's allocators since memtamer was loaded.",
-     lambda s: s.get("heap_bytes")),
+     Figure("heap_bytes")),
     ("memtamer_numpy_counted_bytes", "Net bytes of numpy buffers counted since memtamer was loaded.",
-     lambda s: s.get("numpy_bytes")),
+     Figure("numpy_bytes")),
     ("memtamer_children_private_bytes",
      "Private memory of the kernel's child processes (the pages they share with the kernel are "
-     "its own).", lambda s: s.get("children_private")),
-    ("memtamer_swap_bytes", "The kernel's memory in swap (VmSwap).",
-     lambda s: s.get("swap")),
+     "its own).", Figure("children_private")),
+    ("memtamer_swap_bytes", "The kernel's memory in swap (VmSwap).", Figure("swap")),
     ("memtamer_cell_running", "1 while a cell runs, else 0.",
-     lambda s: 1 if s.get("running") else 0),
+     Figure("running", how=lambda running: 1 if running else 0)),
     ("memtamer_cell_running_seconds", "How long the running cell has run.",
-     lambda s: (s.get("running") or {}).get("seconds")),
+     Figure("running", "seconds")),
     ("memtamer_cell_running_peak_bytes", "The running cell's peak RSS so far.",
-     lambda s: (s.get("running") or {}).get("peak_rss")),
+     Figure("running", "peak_rss")),
     ("memtamer_last_cell_peak_increment_bytes", "What the last cell's peak added to RSS.",
-     lambda s: (s.get("last_cell") or {}).get("peak_increment")),
+     Figure("last_cell", "peak_increment")),
     ("memtamer_last_cell_retained_bytes", "RSS the last cell left behind (negative: freed).",
-     lambda s: (s.get("last_cell") or {}).get("retained")),
+     Figure("last_cell", "retained")),
 )
 COUNTERS = (
-    ("memtamer_cells_total", "Cells measured since memtamer was loaded.",
-     lambda s: s.get("cells")),
-    ("memtamer_budget_trips_total", "Cells stopped by the memory budget.",
-     lambda s: s.get("trips")),
+    ("memtamer_cells_total", "Cells measured since memtamer was loaded.", Figure("cells")),
+    ("memtamer_budget_trips_total", "Cells stopped by the memory budget.", Figure("trips")),
     ("memtamer_major_faults_total", "Pages the kernel waited for from swap or disk (major "
-     "faults); a steep rate while it swaps is thrashing.", lambda s: s.get("major_faults")),
+     "faults); a steep rate while it swaps is thrashing.", Figure("major_faults")),
     ("memtamer_telemetry_messages_lost_total", "Messages this exporter missed (sequence gaps).",
-     lambda s: s.get("lost")),
+     Figure("lost")),
     ("memtamer_memory_deaths_total", "Earlier kernels of this notebook that memory ended (the OOM "
      "killer, or close to the limit or budget), as this kernel's post-mortem reported them.",
-     lambda s: s.get("memory_deaths")),
+     Figure("memory_deaths")),
 )
 
 
