@@ -12,7 +12,7 @@
 
 #define CHUNK_BYTES MT_FRAMES_CHUNK_BYTES
 /* Values per transform block: each block has its own frame of reference. */
-#define BLOCK_VALUES ((size_t)1 << 16)
+#define BLOCK_VALUES ((size_t)1 << 13)
 #define MAX_THREADS 8
 /* 'auto' tries lz4 at the user's level, zstd at blosc's level 1 (zstd's
  * own fastest) and at blosc's level 3 (zstd's 5): the deeper level costs two
@@ -194,8 +194,9 @@ narrow_share(void *arg)
     share *j = arg;
     j->written = 0;
     for (size_t b = j->first; b < j->last; b++) {
-        j->written += mt_transform_encode(j->plan, j->values + b * BLOCK_VALUES * 8,
-                                          block_length(j, b), j->digits, j->encoded + j->written);
+        j->written +=
+            mt_transform_encode(j->plan, j->values + b * BLOCK_VALUES * 8, block_length(j, b),
+                                b * BLOCK_VALUES, j->digits, j->encoded + j->written);
     }
     return NULL;
 }
@@ -208,7 +209,7 @@ widen_share(void *arg)
     for (size_t b = j->first; b < j->last && j->intact; b++) {
         j->intact = mt_transform_decode(j->plan, j->encoded + j->offsets[b],
                                         j->offsets[b + 1] - j->offsets[b], block_length(j, b),
-                                        j->out + b * BLOCK_VALUES * 8) != 0;
+                                        b * BLOCK_VALUES, j->out + b * BLOCK_VALUES * 8) != 0;
     }
     return NULL;
 }
@@ -272,7 +273,8 @@ widen_blocks(const mt_transform_plan *plan, const char *in, size_t tbytes, char 
         return 0;
     }
     share shares[MAX_THREADS];
-    int n = split(shares, nthreads, blocks);
+    /* With a lag, each block is measured from the ones before it: in order. */
+    int n = split(shares, plan->lag ? 1 : nthreads, blocks);
     for (int k = 0; k < n; k++) {
         shares[k].plan = plan;
         shares[k].count = count;
@@ -593,6 +595,11 @@ mt_frames_describe(const mt_frame *f, const mt_settings *how)
 {
     if (!f->narrowed) {
         return PyUnicode_FromFormat("%s level %d", how->codec, how->level);
+    }
+    if (f->plan.lag) {
+        return PyUnicode_FromFormat("%s level %d on differences over a period of %zu values "
+                                    "(decimal digits, float32 or bits, each block its own)",
+                                    how->codec, how->level, f->plan.lag);
     }
     if (f->plan.type == MT_VALUES_FLOAT64 && f->plan.form == MT_FORM_FLOAT32) {
         return PyUnicode_FromFormat("%s level %d on float32 values held as float64, each "
