@@ -15,8 +15,9 @@ enum { KIND_ARRAY = 0, KIND_PICKLE = 1 };
 
 /* Until it is restored, a proxy holds the compressed frames; any use of it
  * (attribute, operator, item, iteration, call, buffer, numpy, pickling; but
- * an array's description: described_attribute, proxy_length) restores it, rebinds its name in the
- * module it came from, and from then on goes to the restored object, which it keeps. */
+ * an array's description: described_attribute, proxy_length) restores it,
+ * rebinds its name in the module it came from, and from then on goes to the
+ * restored object, which it keeps. */
 typedef struct {
     PyObject_HEAD int kind;
     PyObject *name;     /* the variable it replaced */
