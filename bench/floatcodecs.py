@@ -332,9 +332,10 @@ def main():
         "shifted ones, which a frame of reference takes back to repeats) let the codecs with an "
         "LZ stage (memtamer, zstd, blosc2) match whole copies, which pcodec does not look for, "
         "and would say nothing of the data. The jitter costs every codec the same entropy. "
-        "What is left is still a period: pcodec's delta search and memtamer's lag (each value "
-        "less the value one period back, `method` names the period) find it, which is most of "
-        "their ratio on the public datasets; the synthetic classes have no period.", "",
+        "What is left is still a period: pcodec's lookback delta encoding and memtamer's lag "
+        "(each value less the value one period back; `method` names the period) find it, and "
+        "that is most of their ratio on the public datasets; the synthetic classes have none. "
+        "The load average says how far the speeds are from an idle machine's.", "",
         *table(codecs, threads_tried, results, notes),
     ])
     write_section("codecs", text)
