@@ -290,7 +290,7 @@ PyDoc_STRVAR(
     "compress(obj, name, codec='auto', level=5, progress=None, owner=None, *, threads=None, "
     "narrow=True) -> Compressed: any use restores it and rebinds name in the module owner; "
     "codec 'auto' picks what makes a sample smallest, narrow lets 8-byte numbers be narrowed "
-    "first, threads defaults to every core.");
+    "first, threads defaults to the cores other work leaves idle (from the load average).");
 PyObject *
 mt_codec_compress(PyObject *module, PyObject *args, PyObject *kwargs)
 {

@@ -75,15 +75,17 @@ mt_frames_parse_settings(PyObject *codec, PyObject *level, PyObject *threads, Py
         }
         how->level = (int)l;
     }
-    how->nthreads = mt_worker_cores(MAX_THREADS);
+    /* By default, the cores others leave idle. */
+    how->nthreads = mt_worker_idle_cores(MAX_THREADS);
     if (threads && threads != Py_None) {
+        int cores = mt_worker_cores(MAX_THREADS);
         long n = PyLong_AsLong(threads);
         if (n == -1 && PyErr_Occurred()) {
             return -1;
         }
-        if (n < 1 || n > how->nthreads) {
+        if (n < 1 || n > cores) {
             PyErr_Format(PyExc_ValueError, "threads must be 1 to %d (the cores there are), not %ld",
-                         how->nthreads, n);
+                         cores, n);
             return -1;
         }
         how->nthreads = (int)n;
