@@ -5,26 +5,34 @@ bench/RESULTS.md.
                                   and the packages that ship the data)
   python bench/floatcodecs.py --quick (fewer datasets and runs, prints only)
 
+  ALP_CHECKOUT=DIR bash bench/run.sh floatcodecs   (adds ALP's samples, from
+                                  a checkout of github.com/cwida/ALP)
+
 Public data come from packages installed from PyPI (statsmodels,
-scikit-learn, vega_datasets bundle them): nothing is fetched at run time and
-nothing is stored in this repository.  Each dataset is its float columns one
-after the other, tiled to 64 MiB of float64; five synthetic classes sit
-beside them.  Per dataset and codec: the compression ratio and compress /
-decompress GB/s (of the uncompressed bytes), medians of REPEATS runs, with
-one thread and with every core, every result compared bit for bit."""
+scikit-learn, vega_datasets bundle them) and from ALP's repository (its
+one-row-group samples of real columns): nothing is fetched at run time and
+nothing is stored in this repository.  Each dataset is compressed as it is
+(a table: its float columns one after the other), never tiled; five
+synthetic classes of 64 MiB sit beside them.  Per dataset and codec: the
+compression ratio and compress / decompress GB/s (of the uncompressed
+bytes), medians of REPEATS runs, with one thread and with every core, every
+result compared bit for bit."""
 
 import argparse
 import concurrent.futures
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 
 from _results import write_section
 
-TILE_BYTES = 64 * 2**20
+SYNTHETIC_BYTES = 64 * 2**20
+LOOP_BYTES = 16 * 2**20
 REPEATS = 3
 CORES = os.cpu_count() or 1
 
@@ -85,29 +93,35 @@ def prices(rng, n):
     return np.where(rng.random(n) < 0.5, np.round(walk, 1), np.round(walk, 2))
 
 
-def decimals(values):
-    """The fewest decimals that write every finite value, or None."""
-    finite = values[np.isfinite(values)]
-    return next((e for e in range(10) if np.array_equal(np.round(finite, e), finite)), None)
+# The one-row-group samples in cwida/ALP's data/1_rg_data_sample (131,072
+# float64 values each, raw little-endian), by the column names ALP's own
+# results use (benchmarks/result/compression_ratio/double/alp_dataset.csv).
+ALP_SAMPLES = {
+    "bitcoin_transactions_f_tw": "Blockchain",
+    "city_temperature_f_tw": "City-Temp",
+    "food_prices_tw": "Food-prices",
+    "gov26_tw": "Gov/26",
+    "nyc29_tw": "NYC/29",
+}
 
 
-def tiled(values):
-    """values repeated to TILE_BYTES, each copy after the first jittered by
-    -1, 0 or +1 unit of its last decimal (of its last bit when they are no
-    decimals), so that no copy repeats another byte for byte, even less a
-    constant (which a frame of reference or a delta takes away): more data
-    of the same kind, not the same data again."""
-    n = TILE_BYTES // 8
-    again = np.resize(values, n)
-    jitter = np.random.default_rng(7).integers(-1, 2, n)
-    jitter[: values.size] = 0
-    places = decimals(values)
-    if places is None:
-        finite = np.isfinite(again)
-        bits = again.view(np.int64)
-        bits[finite] += jitter[finite]
-        return again
-    return np.round(again + jitter * 10.0**-places, places)
+def alp_datasets(checkout):
+    """name -> (float64 values, where they come from) from a checkout of
+    github.com/cwida/ALP, and ALP's published ratio of each full column."""
+    import csv
+    commit = subprocess.run(["git", "-C", checkout, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "?"
+    with open(os.path.join(checkout, "benchmarks/result/compression_ratio/double/"
+                           "alp_dataset.csv")) as f:
+        bits = {row["column"]: float(row["size"]) for row in csv.DictReader(f)}
+    datasets, published = {}, {}
+    for stem, column in ALP_SAMPLES.items():
+        values = np.fromfile(os.path.join(checkout, "data/1_rg_data_sample", stem + ".bin"),
+                             "<f8")
+        name = f"ALP sample: {column}"
+        datasets[name] = (values, f"cwida/ALP {commit} data/1_rg_data_sample/{stem}.bin")
+        published[name] = 64 / bits[column]
+    return datasets, published
 
 
 # ---- codecs: each a (compress(a, threads) -> opaque, size(opaque), restore(opaque) -> array) ----
@@ -222,23 +236,55 @@ class Blosc2:
         return out
 
 
+class Alp:
+    """ALP itself, built by g++ from a checkout of cwida/ALP with
+    bench/alp.cpp (ALP's own benchmark's encode and decode), one thread, on
+    arrays of whole 1024-value vectors; x86-64-v3 (AVX2): ALP's AVX-512
+    encoder needs clang, which this machine has not."""
+    name = "ALP"
+
+    def __init__(self, checkout, workdir):
+        import glob
+        self.workdir = workdir
+        self.exe = os.path.join(workdir, "alp")
+        subprocess.run(["g++", "-O3", "-march=x86-64-v3", "-std=c++17", "-w",
+                        "-I", os.path.join(checkout, "include"),
+                        os.path.join(os.path.dirname(os.path.abspath(__file__)), "alp.cpp"),
+                        *sorted(glob.glob(os.path.join(checkout, "src", "*.cpp"))),
+                        "-o", self.exe], check=True)
+
+    def measure(self, a, threads, repeats):
+        """As measure() does, or None where ALP does not apply."""
+        if threads != 1 or a.size % 1024:
+            return None
+        path = os.path.join(self.workdir, "values.bin")
+        a.astype("<f8").tofile(path)
+        out = subprocess.run([self.exe, path, str(repeats), str(max(1, LOOP_BYTES // a.nbytes))],
+                             capture_output=True, text=True, check=True).stdout.split()
+        return float(out[0]), float(out[1]), float(out[2]), None
+
+
 # ---- measuring ----
 
 def measure(codec, a, threads, repeats):
-    """(ratio, compress GB/s, restore GB/s, method) medians over repeats."""
+    """(ratio, compress GB/s, restore GB/s, method) medians over repeats;
+    a small array is compressed again and again within each run, LOOP_BYTES
+    in all, so that a run lasts long enough to time, and each result is
+    restored once (a memtamer proxy keeps what it restored)."""
+    loops = max(1, LOOP_BYTES // a.nbytes)
     squeeze, grow, size, method = [], [], None, None
     for _ in range(repeats):
         t = time.perf_counter()
-        c = codec.compress(a, threads)
-        squeeze.append(a.nbytes / (time.perf_counter() - t) / 1e9)
-        size = codec.size(c)
-        method = codec.method(c) if hasattr(codec, "method") else None
+        packed = [codec.compress(a, threads) for _ in range(loops)]
+        squeeze.append(loops * a.nbytes / (time.perf_counter() - t) / 1e9)
+        size = codec.size(packed[0])
+        method = codec.method(packed[0]) if hasattr(codec, "method") else None
         t = time.perf_counter()
-        back = codec.restore(c, a)
-        grow.append(a.nbytes / (time.perf_counter() - t) / 1e9)
-        if back.tobytes() != a.tobytes():
+        back = [codec.restore(c, a) for c in packed]
+        grow.append(loops * a.nbytes / (time.perf_counter() - t) / 1e9)
+        if any(b.tobytes() != a.tobytes() for b in back):
             raise AssertionError(f"{codec.name} did not give back {a.nbytes} bytes bit for bit")
-        del c, back
+        del packed, back
     return a.nbytes / size, statistics.median(squeeze), statistics.median(grow), method
 
 
@@ -246,55 +292,111 @@ def harmonic(values):
     return len(values) / sum(1 / v for v in values)
 
 
-def run(datasets, repeats):
-    codecs = [Memtamer(), Pcodec(), Zstd(), Blosc2()]
+def run(codecs, datasets, repeats):
     threads_tried = sorted({1, CORES})
-    results = {}  # (dataset, codec, threads) -> figures
-    notes = {}
-    for name, (values, source) in datasets.items():
-        a = tiled(values)
-        notes[name] = (source, values.size)
+    results = {}  # (dataset, codec, threads) -> figures, None where the codec does not apply
+    for name, (a, source) in datasets.items():
         for codec in codecs:
             if isinstance(codec, Blosc2):
                 codec.choose(a)
             for threads in threads_tried:
-                figures = measure(codec, a, threads, repeats)
+                if isinstance(codec, Alp):
+                    figures = codec.measure(a, threads, repeats)
+                else:
+                    figures = measure(codec, a, threads, repeats)
                 label = codec.name + (f" ({codec.chosen})" if isinstance(codec, Blosc2) else "")
-                results[name, codec.name, threads] = (label,) + figures
-                print(f"{name:40s} {label:22s} {threads}t ratio {figures[0]:7.2f} "
-                      f"c {figures[1]:5.2f} d {figures[2]:5.2f} GB/s {figures[3] or ''}",
-                      flush=True)
-        del a
-    return codecs, threads_tried, results, notes
+                results[name, codec.name, threads] = figures and (label,) + figures
+                if figures:
+                    print(f"{name:40s} {label:22s} {threads}t ratio {figures[0]:7.2f} "
+                          f"c {figures[1]:5.2f} d {figures[2]:5.2f} GB/s {figures[3] or ''}",
+                          flush=True)
+    return threads_tried, results
 
 
-def table(codecs, threads_tried, results, notes):
-    names = list(notes)
+def mean_cell(rows, i, fmt):
+    """The harmonic mean of field i of rows, or a dash when a row is missing."""
+    return "—" if None in rows else fmt.format(harmonic([r[i] for r in rows]))
+
+
+def table(codecs, threads_tried, results, groups, datasets, published):
+    """groups: (title of its harmonic-mean row, dataset names) in order."""
     lines = []
     for threads in threads_tried:
         lines += [f"#### {threads} thread{'s' if threads > 1 else ''}", "",
                   "| dataset | " + " | ".join(f"{c.name} ratio" for c in codecs) + " | "
                   + " | ".join(f"{c.name} GB/s (c / d)" for c in codecs) + " |",
                   "|---|" + "---|" * (2 * len(codecs))]
-        for name in names:
-            row = [results[name, c.name, threads] for c in codecs]
-            lines.append(f"| {name} | " + " | ".join(f"{r[1]:.2f}" for r in row) + " | "
-                         + " | ".join(f"{r[2]:.2f} / {r[3]:.2f}" for r in row) + " |")
-        hm = [[results[n, c.name, threads] for n in names] for c in codecs]
-        lines.append("| **harmonic mean** | "
-                     + " | ".join(f"**{harmonic([r[1] for r in rows]):.2f}**" for rows in hm)
-                     + " | " + " | ".join(f"{harmonic([r[2] for r in rows]):.2f} / "
-                                          f"{harmonic([r[3] for r in rows]):.2f}" for rows in hm)
-                     + " |")
+        for title, names in groups:
+            for name in names:
+                row = [results[name, c.name, threads] for c in codecs]
+                lines.append(f"| {name} | "
+                             + " | ".join("—" if r is None else f"{r[1]:.2f}" for r in row) + " | "
+                             + " | ".join("—" if r is None else f"{r[2]:.2f} / {r[3]:.2f}"
+                                          for r in row) + " |")
+            hm = [[results[n, c.name, threads] for n in names] for c in codecs]
+            lines.append(f"| **harmonic mean, {title}** | "
+                         + " | ".join(mean_cell(rows, 1, "**{:.2f}**") for rows in hm) + " | "
+                         + " | ".join(mean_cell(rows, 2, "{:.2f}") + " / "
+                                      + mean_cell(rows, 3, "{:.2f}") for rows in hm) + " |")
+        everything = [n for _, names in groups for n in names]
+        lines.append("| **harmonic mean, all** | " + " | ".join(
+            mean_cell([results[n, c.name, threads] for n in everything], 1, "**{:.2f}**")
+            for c in codecs) + " |" + " |" * len(codecs))
         lines.append("")
-    lines += ["What memtamer chose (`compressed_info()['method']`, 1 thread) and blosc2's filter:",
-              "", "| dataset | source | values before tiling | memtamer method | blosc2 |",
-              "|---|---|---|---|---|"]
-    for name in names:
-        m = results[name, "memtamer", 1][4]
-        b = results[name, "blosc2", 1][0]
-        lines.append(f"| {name} | {notes[name][0]} | {notes[name][1]:,} | {m} | {b} |")
+    lines += ["What memtamer chose (`compressed_info()['method']`, 1 thread), blosc2's filter, "
+              "and, for ALP's samples, the ratio ALP's repository publishes for the whole column "
+              "(benchmarks/result/compression_ratio/double/alp_dataset.csv: not this sample, "
+              "not measured here):", "",
+              "| dataset | source | values | memtamer method | blosc2 | ALP published |",
+              "|---|---|---|---|---|---|"]
+    for _, names in groups:
+        for name in names:
+            m = results[name, "memtamer", 1][4]
+            b = results[name, "blosc2", 1][0]
+            alp = f"{published[name]:.2f}" if name in published else ""
+            a, source = datasets[name]
+            lines.append(f"| {name} | {source} | {a.size:,} | {m} | {b} | {alp} |")
     return lines
+
+
+# The synthetic classes of decimal doubles, where issue 32 sets its speed goals.
+DECIMAL_CLASSES = ["2-decimal readings", "counts stored as float", "3-decimal random walk",
+                   "prices with 1 or 2 decimals mixed"]
+
+
+def goals(codecs, threads_tried, results, names):
+    """Issue 32's goals, judged on this run's figures."""
+    behind = [f"{n} ({results[n, 'memtamer', 1][1]:.2f} vs {results[n, 'pcodec', 1][1]:.2f})"
+              for n in names if results[n, "memtamer", 1][1] < results[n, "pcodec", 1][1]]
+    ours = harmonic([results[n, "memtamer", 1][1] for n in names])
+    theirs = harmonic([results[n, "pcodec", 1][1] for n in names])
+    lines = [f"Goal, ratio at or above pcodec's default level on every dataset (1 thread): "
+             f"**{'met' if not behind else 'NOT met'}**, at or above on "
+             f"{len(names) - len(behind)} of {len(names)}"
+             + (f"; below on {', '.join(behind)}" if behind else "") + ". "
+             f"Harmonic mean above pcodec's: **{'met' if ours > theirs else 'NOT met'}** "
+             f"({ours:.2f} vs {theirs:.2f}).", ""]
+
+    def span(codec, threads, field):
+        values = [results[n, codec, threads][field] for n in DECIMAL_CLASSES]
+        return f"{min(values):.2f}–{max(values):.2f}"
+
+    fast = all(results[n, "memtamer", 1][2] >= 1.6 and results[n, "memtamer", 1][3] >= 6
+               for n in DECIMAL_CLASSES)
+    line = (f"Goal, compress ≥ 1.6 and restore ≥ 6 GB/s on one core on decimal doubles (the "
+            f"{len(DECIMAL_CLASSES)} decimal synthetic classes): **{'met' if fast else 'NOT met'}**, "
+            f"memtamer {span('memtamer', 1, 2)} / {span('memtamer', 1, 3)} GB/s")
+    if any(c.name == "ALP" for c in codecs):
+        line += f" where ALP, on the same arrays and machine, ran {span('ALP', 1, 2)} / {span('ALP', 1, 3)}"
+    lines.append(line + ".")
+    if len(threads_tried) > 1:
+        most = threads_tried[-1]
+        gain = [results[n, "memtamer", most][f] / results[n, "memtamer", 1][f]
+                for n in DECIMAL_CLASSES for f in (2, 3)]
+        lines += ["", f"Goal, ≥ 1.8x those speeds with {most} cores: "
+                      f"**{'met' if min(gain) >= 1.8 else 'NOT met'}**, memtamer's {most}-thread "
+                      f"speeds over its 1-thread ones {min(gain):.2f}x–{max(gain):.2f}x."]
+    return lines + [""]
 
 
 def main():
@@ -303,36 +405,64 @@ def main():
                         help="synthetic classes and one run each; print, write nothing")
     parser.add_argument("--repeats", type=int, default=REPEATS,
                         help=f"runs of each measure (default {REPEATS}); the median is shown")
+    parser.add_argument("--alp", metavar="CHECKOUT", default=os.environ.get("ALP_CHECKOUT"),
+                        help="a checkout of github.com/cwida/ALP (or $ALP_CHECKOUT): adds its "
+                             "data samples")
     args = parser.parse_args()
-    datasets = synthetic_datasets(TILE_BYTES // 8)
+    synthetic = synthetic_datasets(SYNTHETIC_BYTES // 8)
+    datasets, published, groups = dict(synthetic), {}, [("synthetic", list(synthetic))]
     if not args.quick:
-        datasets.update(public_datasets())
-    codecs, threads_tried, results, notes = run(datasets, 1 if args.quick else args.repeats)
+        if args.alp:
+            alp, published = alp_datasets(args.alp)
+            datasets.update(alp)
+            groups.append(("ALP's samples", list(alp)))
+        else:
+            print("floatcodecs: no --alp checkout given, ALP's samples left out", file=sys.stderr)
+        public = public_datasets()
+        datasets.update(public)
+        groups.append(("public tables", list(public)))
+    codecs = [Memtamer(), Pcodec(), Zstd(), Blosc2()]
+    with tempfile.TemporaryDirectory() as workdir:
+        if args.alp:
+            codecs.append(Alp(args.alp, workdir))
+        load_before = os.getloadavg()[0]
+        started = time.time()
+        threads_tried, results = run(codecs, datasets, 1 if args.quick else args.repeats)
     if args.quick:
         return
     import blosc2
     import pcodec
     import zstandard
-    load = os.getloadavg()[0]
     text = "\n".join([
         "## Codecs on public and synthetic data (issue 32)", "",
-        f"Machine: {CORES} cores, shared with other work while this ran (load average "
-        f"{load:.1f} at the end); `bench/floatcodecs.py`, {time.strftime('%Y-%m-%d')}. Each dataset "
-        "is tiled to 64 MiB of float64; figures are medians of "
+        f"Machine: {CORES} cores, shared with other work while this ran (1-minute load average "
+        f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: with more work "
+        f"than cores, every speed here is below an idle machine's, and the codecs' turns met "
+        f"different loads); `bench/floatcodecs.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, "
+        f"{(time.time() - started) / 60:.0f} min, one run. Figures are medians of "
         f"{args.repeats} runs, GB/s of uncompressed bytes, every result compared bit for bit. "
-        f"memtamer: `_core.compress` (what `%shrink compress` calls: codec auto, narrowing) and "
+        "memtamer: `_core.compress` (what `%shrink compress` calls: codec auto, narrowing) and "
         f"`_core.restore`. pcodec {pcodec.__version__} `standalone.simple_compress` at its "
         f"default level; zstd-3: zstandard {zstandard.__version__}; blosc2 "
         f"{blosc2.__version__} at its default codec and level with the filter that makes a "
         "1 Mi-value sample smallest. With every core, pcodec and zstd compress one piece per "
-        "thread (as many pieces as cores); memtamer and blosc2 use their own threads.", "",
-        "Tiling: each copy of a public dataset after the first is jittered by -1, 0 or +1 unit "
-        "of its last decimal (of its last bit where its values are no decimals), at random, so "
-        "that no copy repeats another byte for byte, nor up to a constant: plain repeats (or "
-        "shifted ones, which a frame of reference takes back to repeats) let the codecs with an "
-        "LZ stage (memtamer, zstd, blosc2) match whole copies, which pcodec does not look for, "
-        "and would say nothing of the data. The jitter costs every codec the same entropy.", "",
-        *table(codecs, threads_tried, results, notes),
+        "thread (as many pieces as cores, a thread pool per call); memtamer and blosc2 use their "
+        "own threads. ALP: built from the checkout of cwida/ALP by g++ -O3 -march=x86-64-v3 "
+        "(its AVX-512 encoder needs clang, not on this machine) with `bench/alp.cpp`, which "
+        "encodes and decodes as ALP's own benchmark does (row groups, ALP or ALP_RD as its "
+        "sampling chooses, FFOR bit packing, exceptions patched, unfused decode) and counts "
+        "bits as that benchmark's formula does (no container around them); one thread (ALP "
+        "has none of its own), and only on arrays of whole 1024-value vectors: — elsewhere.", "",
+        "Each dataset is compressed as it is, never tiled or repeated (a tiled copy has a "
+        "period that a codec with a lag or an LZ stage finds and real data do not have). The "
+        f"synthetic classes are {SYNTHETIC_BYTES >> 20} MiB each, so their speeds are memory's; "
+        "ALP's samples are 1 MiB (in cache, as ALP measures its vectors); the public tables "
+        "from statsmodels, scikit-learn and vega_datasets are 5 to 140 KiB, where each call's "
+        "fixed cost (threads, headers, sampling, trying codecs) dominates the speed. Small "
+        "arrays are compressed and restored again "
+        f"and again within a run ({LOOP_BYTES >> 20} MiB in all).", "",
+        *goals(codecs, threads_tried, results, list(datasets)),
+        *table(codecs, threads_tried, results, groups, datasets, published),
     ])
     write_section("codecs", text)
 

@@ -14,9 +14,10 @@
 enum { KIND_ARRAY = 0, KIND_PICKLE = 1 };
 
 /* Until it is restored, a proxy holds the compressed frames; any use of it
- * (attribute, operator, item, iteration, call, buffer, numpy, pickling)
- * restores it, rebinds its name in the module it came from, and from then
- * on goes to the restored object, which it keeps. */
+ * (attribute, operator, item, iteration, call, buffer, numpy, pickling; but
+ * an array's description: described_attribute, proxy_length) restores it,
+ * rebinds its name in the module it came from, and from then on goes to the
+ * restored object, which it keeps. */
 typedef struct {
     PyObject_HEAD int kind;
     PyObject *name;     /* the variable it replaced */
@@ -289,7 +290,7 @@ PyDoc_STRVAR(
     "compress(obj, name, codec='auto', level=5, progress=None, owner=None, *, threads=None, "
     "narrow=True) -> Compressed: any use restores it and rebinds name in the module owner; "
     "codec 'auto' picks what makes a sample smallest, narrow lets 8-byte numbers be narrowed "
-    "first, threads defaults to every core.");
+    "first, threads defaults to the cores other work leaves idle (from the load average).");
 PyObject *
 mt_codec_compress(PyObject *module, PyObject *args, PyObject *kwargs)
 {
@@ -647,7 +648,6 @@ FORWARD_UNARY(proxy_str, PyObject_Str)
 FORWARD_TERNARY(proxy_power, PyNumber_Power)
 FORWARD_TERNARY(proxy_inplace_power, PyNumber_InPlacePower)
 FORWARD_SELF(int, proxy_bool, -1, PyObject_IsTrue(x))
-FORWARD_SELF(Py_ssize_t, proxy_length, -1, PyObject_Size(x))
 FORWARD_SELF(int, proxy_contains, -1, PySequence_Contains(x, item), PyObject *item)
 FORWARD_SELF(Py_hash_t, proxy_hash, -1, PyObject_Hash(x))
 FORWARD_SELF(int, proxy_setitem, -1,
@@ -655,6 +655,25 @@ FORWARD_SELF(int, proxy_setitem, -1,
              PyObject *value)
 FORWARD_SELF(int, proxy_setattr, -1, PyObject_SetAttr(x, attr, value), PyObject *attr,
              PyObject *value)
+
+/* A compressed array's length is its shape's first (numpy's error for a
+ * 0-d one), without a restore. */
+static Py_ssize_t
+proxy_length(PyObject *a)
+{
+    compressed *self = (compressed *)a;
+    if (self->kind == KIND_ARRAY && self->restored == NULL) {
+        if (PyTuple_GET_SIZE(self->shape) == 0) {
+            PyErr_SetString(PyExc_TypeError, "len() of unsized object");
+            return -1;
+        }
+        return PyLong_AsSsize_t(PyTuple_GET_ITEM(self->shape, 0));
+    }
+    PyObject *x = unwrap(a);
+    Py_ssize_t result = x ? PyObject_Size(x) : -1;
+    Py_XDECREF(x);
+    return result;
+}
 
 static PyObject *
 proxy_richcompare(PyObject *a, PyObject *b, int op)
@@ -679,9 +698,43 @@ FORWARD_SELF(int, proxy_getbuffer, -1, PyObject_GetBuffer(x, view, flags), Py_bu
 static const char *const own_attributes[] = {"__class__",     "__sizeof__", "__array__",
                                              "__reduce_ex__", "__copy__",   "__deepcopy__"};
 
+/* What a compressed array's description answers without a restore; NULL
+ * (no exception) for any other attribute, or once it is restored. */
+static PyObject *
+described_attribute(compressed *self, PyObject *attr)
+{
+    if (self->kind != KIND_ARRAY || self->restored != NULL || !PyUnicode_Check(attr)) {
+        return NULL;
+    }
+    if (PyUnicode_CompareWithASCIIString(attr, "shape") == 0) {
+        return Py_NewRef(self->shape);
+    }
+    if (PyUnicode_CompareWithASCIIString(attr, "dtype") == 0) {
+        return Py_NewRef(self->descr);
+    }
+    if (PyUnicode_CompareWithASCIIString(attr, "ndim") == 0) {
+        return PyLong_FromSsize_t(PyTuple_GET_SIZE(self->shape));
+    }
+    if (PyUnicode_CompareWithASCIIString(attr, "nbytes") == 0) {
+        return PyLong_FromSize_t(self->nbytes);
+    }
+    if (PyUnicode_CompareWithASCIIString(attr, "size") == 0) {
+        PyObject *size = PyLong_FromLong(1);
+        for (Py_ssize_t i = 0; size && i < PyTuple_GET_SIZE(self->shape); i++) {
+            Py_SETREF(size, PyNumber_Multiply(size, PyTuple_GET_ITEM(self->shape, i)));
+        }
+        return size;
+    }
+    return NULL;
+}
+
 static PyObject *
 proxy_getattro(PyObject *a, PyObject *attr)
 {
+    PyObject *described = described_attribute((compressed *)a, attr);
+    if (described != NULL || PyErr_Occurred()) {
+        return described;
+    }
     for (size_t i = 0; PyUnicode_Check(attr) && i < Py_ARRAY_LENGTH(own_attributes); i++) {
         if (PyUnicode_CompareWithASCIIString(attr, own_attributes[i]) == 0) {
             return PyObject_GenericGetAttr(a, attr);
@@ -1011,7 +1064,8 @@ static PyType_Slot compressed_slots[] = {
     {Py_tp_richcompare, proxy_richcompare},
     {Py_tp_iter, proxy_iter},
     {Py_tp_methods, proxy_methods},
-    {Py_tp_doc, "A variable compressed by %shrink compress: any use restores it; "
+    {Py_tp_doc, "A variable compressed by %shrink compress: any use (but an array's shape, "
+                "dtype, ndim, size, nbytes, len and repr) restores it; "
                 "_core.restore(proxy) gives it back now."},
     {Py_nb_add, proxy_add},
     {Py_nb_subtract, proxy_subtract},

@@ -12,7 +12,7 @@
 
 #define CHUNK_BYTES MT_FRAMES_CHUNK_BYTES
 /* Values per transform block: each block has its own frame of reference. */
-#define BLOCK_VALUES ((size_t)1 << 16)
+#define BLOCK_VALUES ((size_t)1 << 13)
 #define MAX_THREADS 8
 /* 'auto' tries lz4 at the user's level, zstd at blosc's level 1 (zstd's
  * own fastest) and at blosc's level 3 (zstd's 5): the deeper level costs two
@@ -75,15 +75,17 @@ mt_frames_parse_settings(PyObject *codec, PyObject *level, PyObject *threads, Py
         }
         how->level = (int)l;
     }
-    how->nthreads = mt_worker_cores(MAX_THREADS);
+    /* By default, the cores others leave idle. */
+    how->nthreads = mt_worker_idle_cores(MAX_THREADS);
     if (threads && threads != Py_None) {
+        int cores = mt_worker_cores(MAX_THREADS);
         long n = PyLong_AsLong(threads);
         if (n == -1 && PyErr_Occurred()) {
             return -1;
         }
-        if (n < 1 || n > how->nthreads) {
+        if (n < 1 || n > cores) {
             PyErr_Format(PyExc_ValueError, "threads must be 1 to %d (the cores there are), not %ld",
-                         how->nthreads, n);
+                         cores, n);
             return -1;
         }
         how->nthreads = (int)n;
@@ -167,35 +169,58 @@ narrowed_bound(size_t len)
     return block_count(len / 8) * mt_transform_bound(0) + len;
 }
 
-/* One thread's share of a chunk: blocks [first, last). */
+/* A thread costs its start and its join: it is worth it from this many
+ * blocks on. */
+#define BLOCKS_PER_THREAD 4
+/* Blocks per chunk at most. */
+#define CHUNK_BLOCKS (CHUNK_BYTES / 8 / BLOCK_VALUES)
+
+/* What the threads working on one chunk share.  Each thread takes the next
+ * block not yet taken (next), so a thread the machine does not run for a
+ * while leaves its blocks to the others instead of holding them all up. */
 typedef struct {
     const mt_transform_plan *plan;
-    const char *values; /* the chunk's */
+    const char *values; /* narrow: the chunk's */
     size_t count;       /* the chunk's values */
-    size_t first, last;
-    char *encoded;         /* narrow: where this share's blocks go; widen: the chunk's blocks */
+    size_t blocks;
+    size_t next;           /* the next block to take; atomic */
+    char *encoded;         /* narrow: block b goes at narrowed_bound(b's first byte); widen: the
+                              chunk's blocks */
     const size_t *offsets; /* widen: each block's offset in encoded */
+    size_t *written;       /* narrow: each block's bytes */
     char *out;             /* widen: the chunk's values */
-    void *digits;          /* narrow: the transform's scratch */
-    size_t written;        /* narrow: bytes of this share */
-    int intact;            /* widen: every block decoded */
+    int failed;            /* widen: a block did not decode; atomic */
+} chunk_work;
+
+/* One thread's part: its scratch for the transform. */
+typedef struct {
+    chunk_work *work;
+    void *digits;
 } share;
 
 static size_t
-block_length(const share *j, size_t b)
+block_length(const chunk_work *w, size_t b)
 {
     size_t first = b * BLOCK_VALUES;
-    return j->count - first < BLOCK_VALUES ? j->count - first : BLOCK_VALUES;
+    return w->count - first < BLOCK_VALUES ? w->count - first : BLOCK_VALUES;
+}
+
+static size_t
+take_block(chunk_work *w)
+{
+    return __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED);
 }
 
 static void *
 narrow_share(void *arg)
 {
-    share *j = arg;
-    j->written = 0;
-    for (size_t b = j->first; b < j->last; b++) {
-        j->written += mt_transform_encode(j->plan, j->values + b * BLOCK_VALUES * 8,
-                                          block_length(j, b), j->digits, j->encoded + j->written);
+    share *s = arg;
+    chunk_work *w = s->work;
+    for (size_t b = take_block(w); b < w->blocks; b = take_block(w)) {
+        size_t first = b * BLOCK_VALUES * 8;
+        w->written[b] =
+            mt_transform_encode(w->plan, w->values + first, block_length(w, b), b * BLOCK_VALUES,
+                                s->digits, w->encoded + narrowed_bound(first));
     }
     return NULL;
 }
@@ -203,50 +228,54 @@ narrow_share(void *arg)
 static void *
 widen_share(void *arg)
 {
-    share *j = arg;
-    j->intact = 1;
-    for (size_t b = j->first; b < j->last && j->intact; b++) {
-        j->intact = mt_transform_decode(j->plan, j->encoded + j->offsets[b],
-                                        j->offsets[b + 1] - j->offsets[b], block_length(j, b),
-                                        j->out + b * BLOCK_VALUES * 8) != 0;
+    share *s = arg;
+    chunk_work *w = s->work;
+    for (size_t b = take_block(w); b < w->blocks; b = take_block(w)) {
+        if (mt_transform_decode(w->plan, w->encoded + w->offsets[b],
+                                w->offsets[b + 1] - w->offsets[b], block_length(w, b),
+                                b * BLOCK_VALUES, w->out + b * BLOCK_VALUES * 8) == 0) {
+            __atomic_store_n(&w->failed, 1, __ATOMIC_RELAXED);
+        }
     }
     return NULL;
 }
 
-/* Splits blocks into at most nthreads shares; returns how many. */
-static int
-split(share *shares, int nthreads, size_t blocks)
+/* Runs work over w's blocks on at most nthreads threads (one for every
+ * BLOCKS_PER_THREAD blocks), each with its own scratch from digits (or
+ * none). */
+static void
+run_blocks(void *(*work)(void *), chunk_work *w, int nthreads, char *digits)
 {
-    int n = blocks < (size_t)nthreads ? (int)blocks : nthreads;
+    share shares[MAX_THREADS];
+    size_t enough = (w->blocks + BLOCKS_PER_THREAD - 1) / BLOCKS_PER_THREAD;
+    int n = enough < (size_t)nthreads ? (int)enough : nthreads;
     n = n < 1 ? 1 : n;
     for (int k = 0; k < n; k++) {
-        shares[k].first = blocks * (size_t)k / (size_t)n;
-        shares[k].last = blocks * (size_t)(k + 1) / (size_t)n;
+        shares[k].work = w;
+        shares[k].digits =
+            digits ? digits + (size_t)k * mt_transform_scratch_size(BLOCK_VALUES) : NULL;
     }
-    return n;
+    mt_worker_run_shares(work, (char *)shares, sizeof shares[0], n);
 }
 
-/* Encodes len bytes of values into out; returns the bytes.  Each share
- * writes where its blocks could at most begin, then moves up behind the
- * one before.  digits: nthreads scratch areas. */
+/* Encodes len bytes of values into out; returns the bytes.  Each block is
+ * written where it could at most begin, then moved up behind the one
+ * before.  digits: nthreads scratch areas. */
 static size_t
 narrow_blocks(const mt_transform_plan *plan, const char *values, size_t len, char *digits,
               int nthreads, char *out)
 {
-    share shares[MAX_THREADS];
-    size_t count = len / 8, at = 0;
-    int n = split(shares, nthreads, block_count(count));
-    for (int k = 0; k < n; k++) {
-        shares[k].plan = plan;
-        shares[k].values = values;
-        shares[k].count = count;
-        shares[k].digits = digits + (size_t)k * mt_transform_scratch_size(BLOCK_VALUES);
-        shares[k].encoded = out + narrowed_bound(shares[k].first * BLOCK_VALUES * 8);
-    }
-    mt_worker_run_shares(narrow_share, (char *)shares, sizeof shares[0], n);
-    for (int k = 0; k < n; k++) {
-        memmove(out + at, shares[k].encoded, shares[k].written);
-        at += shares[k].written;
+    size_t written[CHUNK_BLOCKS], at = 0;
+    chunk_work w = {.plan = plan,
+                    .values = values,
+                    .count = len / 8,
+                    .blocks = block_count(len / 8),
+                    .encoded = out,
+                    .written = written};
+    run_blocks(narrow_share, &w, nthreads, digits);
+    for (size_t b = 0; b < w.blocks; b++) {
+        memmove(out + at, out + narrowed_bound(b * BLOCK_VALUES * 8), written[b]);
+        at += written[b];
     }
     return at;
 }
@@ -257,7 +286,7 @@ widen_blocks(const mt_transform_plan *plan, const char *in, size_t tbytes, char 
              int nthreads)
 {
     size_t count = len / 8, blocks = block_count(count);
-    size_t offsets[CHUNK_BYTES / 8 / BLOCK_VALUES + 1];
+    size_t offsets[CHUNK_BLOCKS + 1];
     offsets[0] = 0;
     for (size_t b = 0; b < blocks; b++) {
         size_t n =
@@ -271,22 +300,15 @@ widen_blocks(const mt_transform_plan *plan, const char *in, size_t tbytes, char 
     if (offsets[blocks] != tbytes) {
         return 0;
     }
-    share shares[MAX_THREADS];
-    int n = split(shares, nthreads, blocks);
-    for (int k = 0; k < n; k++) {
-        shares[k].plan = plan;
-        shares[k].count = count;
-        shares[k].encoded = (char *)in;
-        shares[k].offsets = offsets;
-        shares[k].out = values;
-    }
-    mt_worker_run_shares(widen_share, (char *)shares, sizeof shares[0], n);
-    for (int k = 0; k < n; k++) {
-        if (!shares[k].intact) {
-            return 0;
-        }
-    }
-    return 1;
+    chunk_work w = {.plan = plan,
+                    .count = count,
+                    .blocks = blocks,
+                    .encoded = (char *)in,
+                    .offsets = offsets,
+                    .out = values};
+    /* With a lag, each block is measured from the ones before it: in order. */
+    run_blocks(widen_share, &w, plan->lag ? 1 : nthreads, NULL);
+    return !w.failed;
 }
 
 /* Buffers for compressing one chunk (or sample piece) of up to `largest`
@@ -593,6 +615,11 @@ mt_frames_describe(const mt_frame *f, const mt_settings *how)
 {
     if (!f->narrowed) {
         return PyUnicode_FromFormat("%s level %d", how->codec, how->level);
+    }
+    if (f->plan.lag) {
+        return PyUnicode_FromFormat("%s level %d on differences over a period of %zu values "
+                                    "(decimal digits, float32 or bits, each block its own)",
+                                    how->codec, how->level, f->plan.lag);
     }
     if (f->plan.type == MT_VALUES_FLOAT64 && f->plan.form == MT_FORM_FLOAT32) {
         return PyUnicode_FromFormat("%s level %d on float32 values held as float64, each "

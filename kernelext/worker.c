@@ -4,6 +4,7 @@
 
 #include <assert.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -158,6 +159,22 @@ mt_worker_cores(int most)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1 : n > most ? most : (int)n;
+}
+
+int
+mt_worker_threads_for_load(int cores, double load)
+{
+    int busy = load > 0 ? (int)(load + 0.5) : 0;
+    int threads = busy > cores ? 1 : cores - busy + 1;
+    return threads < 1 ? 1 : threads > cores ? cores : threads;
+}
+
+int
+mt_worker_idle_cores(int most)
+{
+    int cores = mt_worker_cores(most);
+    double load;
+    return getloadavg(&load, 1) == 1 ? mt_worker_threads_for_load(cores, load) : cores;
 }
 
 void

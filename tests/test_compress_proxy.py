@@ -40,7 +40,7 @@ USES = {
     "matmul": lambda p: p @ p,
     "compare": lambda p: p == 3,
     "item": lambda p: p[3],
-    "len": len,
+    "slice": lambda p: p[10:20],
     "iter": lambda p: list(iter(p)),
     "contains": lambda p: 3 in p,
     "bool": lambda p: bool(p[1:2]),
@@ -88,6 +88,31 @@ def test_type_and_size_do_not_restore(module):
     assert sys.getsizeof(proxy) >= info["cbytes"] and sys.getsizeof(proxy) < info["nbytes"] / 10
     assert "restore" in repr(proxy)
     assert not _core.compressed_info(proxy)["restored"] and type(module.a) is _core.Compressed
+
+
+def test_an_arrays_description_does_not_restore(module):
+    """shape, dtype, ndim, size, nbytes and len() come from the proxy's own
+    description of the array; anything else restores it."""
+    for original in (np.arange(12.0).reshape(3, 4)[:, ::2], np.array(2.5),
+                     np.zeros(0, dtype="int32"), np.arange(10**6, dtype=np.uint16)):
+        proxy = compressed(module, "a", original.copy())
+        for attribute in ("shape", "dtype", "ndim", "size", "nbytes"):
+            assert getattr(proxy, attribute) == getattr(original, attribute), attribute
+        if original.ndim:
+            assert len(proxy) == len(original)
+        else:
+            with pytest.raises(TypeError, match="unsized"):
+                len(original)
+            with pytest.raises(TypeError, match="unsized"):
+                len(proxy)
+        assert type(module.a) is _core.Compressed and not _core.compressed_info(proxy)["restored"]
+        assert proxy.strides == original.copy().strides  # restores
+        assert type(module.a) is np.ndarray and module.a.tobytes() == original.tobytes()
+
+
+def test_len_of_a_pickled_object_restores_it(module):
+    proxy = compressed(module, "xs", list(range(5)))
+    assert len(proxy) == 5 and module.xs == list(range(5))
 
 
 def test_an_interrupted_restore_leaves_it_compressed(module):

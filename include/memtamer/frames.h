@@ -57,8 +57,9 @@ typedef struct {
 #define MT_FRAMES_CHUNK_BYTES ((size_t)16 << 20)
 
 /* Reads codec ('auto' or one of blosc's; None: the default), level (0-9;
- * None: the default), threads (1 to the cores there are; None: all) and
- * narrow (None: yes) into *how.  -1 with ValueError on bad input. */
+ * None: the default), threads (1 to the cores there are; None: the cores
+ * other work leaves idle, mt_worker_idle_cores) and narrow (None: yes) into
+ * *how.  -1 with ValueError on bad input. */
 int mt_frames_parse_settings(PyObject *codec, PyObject *level, PyObject *threads, PyObject *narrow,
                              mt_settings *how);
 

@@ -14,8 +14,15 @@
  * float64 values that are float32 values (a float32 array made float64)
  * narrow to those float32s' bits instead, exactly.
  *
+ * Data that repeat with a period (a table's rows again, a daily cycle) may
+ * store each digit's difference from the digit one period (the lag) back,
+ * where that is narrower; a lag found by the plan applies to the whole run
+ * of values (a chunk), so its blocks decode in order, each after the ones
+ * before it.  With a lag, doubles that are no decimals and no float32s use
+ * their own bits as digits (repeats up to a few units in the last place).
+ *
  * Data are encoded in blocks that carry their own header (form, exponent,
- * width, base, exceptions), so any block decodes alone.  Each float64 block
+ * width, base, exceptions), so without a lag any block decodes alone.  Each float64 block
  * chooses its form and exponent from a few of its own values (a table's
  * columns of tenths and of thousandths each keep their width).  A block that
  * would not narrow is stored as it is.
@@ -31,20 +38,27 @@
 typedef enum { MT_VALUES_FLOAT64, MT_VALUES_INT64, MT_VALUES_UINT64 } mt_values_type;
 
 /* What a float64 block's digits are: decimal digits at the block's own
- * exponent, or the bits of the float32 that holds the same value. */
-typedef enum { MT_FORM_DECIMAL, MT_FORM_FLOAT32 } mt_values_form;
+ * exponent, the bits of the float32 that holds the same value, or (with a
+ * lag only) the double's own bits. */
+typedef enum { MT_FORM_DECIMAL, MT_FORM_FLOAT32, MT_FORM_BITS } mt_values_form;
 
 typedef struct {
     mt_values_type type;
     mt_values_form form;  /* float64: the form most of the sample took */
     int exponent;         /* float64 decimals: the exponent most of the sample took; -1: none */
     double narrowed_size; /* estimated bytes per value after narrowing, from the sample */
+    size_t lag;           /* the period blocks may take differences over; 0: none */
 } mt_transform_plan;
 
 /* Estimates from a sample of the n values what narrowing would give, each
  * run of the sample in its best form as each block would be, and names the
- * form (and exponent) most runs took; reads at most a few thousand values. */
+ * form (and exponent) most runs took; reads at most a few thousand values,
+ * and looks for a lag (period) over a window of at most
+ * MT_TRANSFORM_MAX_LAG values. */
 void mt_transform_plan_for(const void *values, size_t n, mt_values_type t, mt_transform_plan *plan);
+
+/* The longest period a plan looks for. */
+#define MT_TRANSFORM_MAX_LAG ((size_t)1 << 17)
 
 /* Bytes that encoding count values may take at most, and the scratch
  * memory (in bytes) mt_transform_encode needs for them. */
@@ -53,15 +67,18 @@ size_t mt_transform_scratch_size(size_t count);
 
 /* Encodes count values into out (room: mt_transform_bound(count)) as one
  * block; returns the bytes written.  scratch: mt_transform_scratch_size(count)
- * bytes, 8-byte aligned. */
+ * bytes, 8-byte aligned.  before: how many values of the same run precede
+ * values in memory (the lag may reach back into them). */
 size_t mt_transform_encode(const mt_transform_plan *plan, const void *values, size_t count,
-                           void *scratch, void *out);
+                           size_t before, void *scratch, void *out);
 
-/* Decodes the block at in into count values (count as given to encode);
- * returns the bytes of the block read, 0 when the block is malformed (its
- * header does not fit in `size` bytes or disagrees with count). */
+/* Decodes the block at in into count values (count and before as given to
+ * encode; with a lag, the `before` values preceding `values` must already
+ * be decoded); returns the bytes of the block read, 0 when the block is
+ * malformed (its header does not fit in `size` bytes or disagrees with
+ * count). */
 size_t mt_transform_decode(const mt_transform_plan *plan, const void *in, size_t size, size_t count,
-                           void *values);
+                           size_t before, void *values);
 
 /* The width (1, 2, 4 or 8 bytes) of the digits of an encoded block: the
  * element size a byte-shuffling compressor should use. */

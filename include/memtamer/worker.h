@@ -81,6 +81,17 @@ void mt_worker_at_fork(mt_worker_fork_hooks *hooks, void (*pause)(void *), int (
  * are worth a thread each. */
 int mt_worker_cores(int most);
 
+/* The threads worth starting on `cores` cores when `load` (the 1-minute
+ * load average, which counts the caller's own thread) says how many are
+ * busy: the idle ones and the caller's, from 1 to cores.  On a machine
+ * others keep busy, a second thread mostly waits for a core and slows the
+ * work down. */
+int mt_worker_threads_for_load(int cores, double load);
+
+/* mt_worker_threads_for_load for this machine's cores (at most most) and
+ * load average; all of them when the load average cannot be read. */
+int mt_worker_idle_cores(int most);
+
 /* The most threads mt_worker_run_shares runs at once. */
 #define MT_WORKER_MAX_SHARES 16
 

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "memtamer/probe.h"
+#include "memtamer/worker.h"
 
 #include "check.h"
 
@@ -11,6 +12,16 @@ int
 main(void)
 {
     long long v = 0;
+    /* Threads for the load: the idle cores and the caller's own. */
+    CHECK(mt_worker_threads_for_load(2, 0.0) == 2);
+    CHECK(mt_worker_threads_for_load(2, 1.0) == 2); /* the caller alone */
+    CHECK(mt_worker_threads_for_load(2, 2.0) == 1);
+    CHECK(mt_worker_threads_for_load(2, 11.6) == 1);
+    CHECK(mt_worker_threads_for_load(8, 3.4) == 6);
+    CHECK(mt_worker_threads_for_load(1, 0.0) == 1);
+    CHECK(mt_worker_threads_for_load(4, -1.0) == 4);
+    int idle = mt_worker_idle_cores(8);
+    CHECK(idle >= 1 && idle <= mt_worker_cores(8));
     CHECK(mt_probe_parse_kb_field("VmHWM:\t 2048 kB\nVmRSS:\t 1024 kB\n", "VmRSS", &v) == 0 &&
           v == 1024 * 1024);
     CHECK(mt_probe_parse_kb_field("VmRSS:\t 1024 kB\n", "VmHWM", &v) == -1);

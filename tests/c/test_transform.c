@@ -28,8 +28,9 @@ uniform(void)
 }
 
 /* Plans, encodes in blocks of `block` values, decodes each block into a
- * fresh buffer in reverse order (blocks stand alone) and compares bit for
- * bit.  Returns the encoded bytes, or 0 on any mismatch. */
+ * fresh buffer (in reverse order when the plan has no lag: blocks stand
+ * alone; in order with one) and compares bit for bit.  Returns the encoded
+ * bytes, or 0 on any mismatch. */
 static size_t
 round_trip(const void *values, size_t n, mt_values_type t, size_t block, mt_transform_plan *plan)
 {
@@ -44,20 +45,22 @@ round_trip(const void *values, size_t n, mt_values_type t, size_t block, mt_tran
     for (size_t b = 0; b < nblocks; b++) {
         size_t count = n - b * block < block ? n - b * block : block;
         offsets[b] = at;
-        at += mt_transform_encode(plan, (const char *)values + b * block * 8, count, scratch,
-                                  encoded + at);
+        at += mt_transform_encode(plan, (const char *)values + b * block * 8, count, b * block,
+                                  scratch, encoded + at);
     }
     offsets[nblocks] = at;
     int ok = 1;
     memset(back, 0xAB, n * 8);
-    for (size_t b = nblocks; ok && b-- > 0;) {
+    for (size_t k = 0; ok && k < nblocks; k++) {
+        /* Without a lag, in reverse (blocks stand alone); with one, in order. */
+        size_t b = plan->lag ? k : nblocks - 1 - k;
         size_t count = n - b * block < block ? n - b * block : block;
         size_t size = offsets[b + 1] - offsets[b];
-        ok = mt_transform_decode(plan, encoded + offsets[b], size, count, back + b * block * 8) ==
-             size;
         /* A truncated block is refused, not read past its end. */
-        ok = ok && mt_transform_decode(plan, encoded + offsets[b], size - 1, count,
-                                       back + b * block * 8) == 0;
+        ok = mt_transform_decode(plan, encoded + offsets[b], size - 1, count, b * block,
+                                 back + b * block * 8) == 0;
+        ok = ok && mt_transform_decode(plan, encoded + offsets[b], size, count, b * block,
+                                       back + b * block * 8) == size;
     }
     ok = ok && memcmp(values, back, n * 8) == 0;
     free(encoded);
@@ -213,13 +216,13 @@ test_malformed_headers(void)
     mt_transform_plan_for(v, 64, MT_VALUES_FLOAT64, &plan);
     char encoded[24 + 64 * 8], back[64 * 8];
     void *scratch = malloc(mt_transform_scratch_size(64));
-    size_t size = mt_transform_encode(&plan, v, 64, scratch, encoded);
-    CHECK(size == 24 + 64 && mt_transform_decode(&plan, encoded, size, 64, back) == size);
+    size_t size = mt_transform_encode(&plan, v, 64, 0, scratch, encoded);
+    CHECK(size == 24 + 64 && mt_transform_decode(&plan, encoded, size, 64, 0, back) == size);
     encoded[2] = 7; /* form */
-    CHECK(mt_transform_decode(&plan, encoded, size, 64, back) == 0);
+    CHECK(mt_transform_decode(&plan, encoded, size, 64, 0, back) == 0);
     encoded[2] = 0;
     encoded[3] = 19; /* exponent past 10^18 */
-    CHECK(mt_transform_decode(&plan, encoded, size, 64, back) == 0);
+    CHECK(mt_transform_decode(&plan, encoded, size, 64, 0, back) == 0);
     free(scratch);
 }
 
@@ -262,6 +265,61 @@ test_random_mixtures(void)
     printf("random mixtures: %d of 400 at half their size or less\n", used);
 }
 
+/* A table of period values repeated, each repeat off by -1, 0 or +1 in
+ * its last decimal (or, for noise, its last bit), with odd values (NaN
+ * payloads, -0.0, infinities, subnormals) among them: the plan finds the
+ * period, the differences over it take one byte, and every block, decoded
+ * in order after those before it, gives back the same bits. */
+static void
+test_lag(void)
+{
+    const size_t period = 1237, n = 40000;
+    const uint64_t odd[] = {0x7FF8000000000001u, 0xFFF4000000000abcu, 0x8000000000000000u,
+                            0x7FF0000000000000u, 0xFFF0000000000000u, 0x0000000000000007u};
+    double *table = malloc(period * sizeof *table), *v = malloc(n * sizeof *v);
+    int64_t *iv = malloc(n * sizeof *iv);
+    for (int noise = 0; noise <= 1; noise++) {
+        for (size_t i = 0; i < period; i++) {
+            table[i] = noise ? uniform() * 3 - 1 : two_decimals(uniform() * 20000 - 100);
+        }
+        for (size_t i = 0; i < n; i++) {
+            int jitter = i < period ? 0 : (int)(next_random() % 3) - 1;
+            v[i] = noise ? table[i % period] : two_decimals(table[i % period] + jitter / 100.0);
+            if (noise) {
+                uint64_t bits;
+                memcpy(&bits, &v[i], 8);
+                bits += (uint64_t)(int64_t)jitter;
+                memcpy(&v[i], &bits, 8);
+            }
+            if (i % 997 == 5 && !noise) { /* noise has no exceptions: its bits are its digits */
+                memcpy(&v[i], &odd[(i / 997) % 6], 8);
+            }
+            iv[i] = (int64_t)(table[i % period] * 1000) + jitter;
+        }
+        mt_transform_plan plan;
+        size_t block = 512 + next_random() % 4096;
+        size_t size = round_trip(v, n, MT_VALUES_FLOAT64, block, &plan);
+        CHECK(plan.lag == period);
+        /* One byte a value past the blocks that hold the first period (8 at
+         * most in those), a header a block, an offset and 8 bytes an odd value. */
+        size_t bound = (period + block) * 8 + n + (n / block + 1) * 24;
+        CHECK(size > 0 && size < bound + (n / 997 + 1) * 12);
+        printf("lag %s: %zu values in %zu bytes (period %zu found)\n", noise ? "noise" : "decimals",
+               n, size, plan.lag);
+        size = round_trip(iv, n, noise ? MT_VALUES_INT64 : MT_VALUES_UINT64, block, &plan);
+        CHECK(plan.lag == period && size > 0 && size < bound);
+    }
+    /* Random values have no period. */
+    for (size_t i = 0; i < n; i++) {
+        v[i] = uniform();
+    }
+    mt_transform_plan plan;
+    CHECK(round_trip(v, n, MT_VALUES_FLOAT64, 4096, &plan) > 0 && plan.lag == 0);
+    free(table);
+    free(v);
+    free(iv);
+}
+
 int
 main(void)
 {
@@ -273,6 +331,7 @@ main(void)
     test_float32_values();
     test_malformed_headers();
     test_random_mixtures();
+    test_lag();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
