@@ -79,12 +79,17 @@ mt_ledger_traverse(mt_ledger *l, visitproc visit, void *arg)
     Py_VISIT(l->index);
     Py_VISIT(l->source);
     Py_VISIT(l->ran);
+    Py_VISIT(l->changes.keys);
+    for (int i = 0; i < l->changes.ndicts; i++) {
+        Py_VISIT(l->changes.dicts[i]);
+    }
     return 0;
 }
 
 void
 mt_ledger_clear(mt_ledger *l)
 {
+    mt_pyver_unwatch_dicts(&l->changes);
     Py_CLEAR(l->user_ns);
     Py_CLEAR(l->hidden_ns);
     Py_CLEAR(l->out_cache);
@@ -535,6 +540,69 @@ error:
     return -1;
 }
 
+/* Every name the ledger must look at again: all of the namespace's, the
+ * hidden namespace's and the ledger's own (a deleted one has no binding
+ * left to list it). */
+static int
+every_name(const mt_ledger *l, PyObject *changed)
+{
+    PyObject *dicts[2] = {l->user_ns, l->hidden_ns}, *name, *value;
+    for (int d = 0; d < 2; d++) {
+        Py_ssize_t pos = 0;
+        while (dicts[d] != NULL && PyDict_Next(dicts[d], &pos, &name, &value)) {
+            if (PyList_Append(changed, name) < 0) {
+                return -1;
+            }
+        }
+    }
+    for (Py_ssize_t i = 0; i < l->len; i++) {
+        if (PyList_Append(changed, l->entries[i].name) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The names bound, rebound or unbound since the last scan (a name may come
+ * twice, and an unbound one may be bound again), into changed: the
+ * watcher's notes, or the snapshots compared. */
+static int
+changed_names(mt_ledger *l, PyObject *changed)
+{
+    mt_pyver_dict_changes *c = &l->changes;
+    if (c->ndicts == 0) {
+        return snapshot_changes(&l->user_seen, l->user_ns, changed) < 0 ||
+                       (l->hidden_ns != NULL &&
+                        snapshot_changes(&l->hidden_seen, l->hidden_ns, changed) < 0)
+                   ? -1
+                   : 0;
+    }
+    /* Taken before the names are listed: a change made meanwhile (a
+     * finalizer's) is noted for the next scan. */
+    int everything = c->everything;
+    PyObject *keys = everything ? NULL : PySequence_List(c->keys);
+    c->everything = 0;
+    if (PySet_Clear(c->keys) < 0 || (!everything && keys == NULL) ||
+        (everything ? every_name(l, changed)
+                    : PyList_SetSlice(changed, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, keys)) < 0) {
+        c->everything = 1;
+        Py_XDECREF(keys);
+        return -1;
+    }
+    Py_XDECREF(keys);
+    return 0;
+}
+
+/* What the last scan found may be half taken in: the next one looks at
+ * every name, which is slow but still exact. */
+static void
+forget_changes(mt_ledger *l)
+{
+    l->changes.everything = 1;
+    snapshot_clear(&l->user_seen);
+    snapshot_clear(&l->hidden_seen);
+}
+
 /* Descending, so that removing them in turn moves only entries kept. */
 static int
 compare_index_descending(const void *a, const void *b)
@@ -547,7 +615,8 @@ compare_index_descending(const void *a, const void *b)
  * (another object), deletions; names in reads count as used.  Names to walk
  * go to walk when given.  Only the names whose binding changed since the
  * last scan (in user_ns, or in hidden_ns, which decides what is the
- * shell's) are classified; an unchanged one needs nothing unless read. */
+ * shell's: changed_names) are classified; an unchanged one needs nothing
+ * unless read. */
 static int
 scan(mt_ledger *l, long long cell, PyObject *reads, PyObject *walk)
 {
@@ -555,8 +624,7 @@ scan(mt_ledger *l, long long cell, PyObject *reads, PyObject *walk)
     PyObject *changed = PyList_New(0), *iter = NULL, *name;
     Py_ssize_t *gone = NULL, ngone = 0, gone_cap = 0;
     int rc = -1;
-    if (changed == NULL || snapshot_changes(&l->user_seen, l->user_ns, changed) < 0 ||
-        (l->hidden_ns != NULL && snapshot_changes(&l->hidden_seen, l->hidden_ns, changed) < 0)) {
+    if (changed == NULL || changed_names(l, changed) < 0) {
         goto done;
     }
     for (Py_ssize_t k = 0; k < PyList_GET_SIZE(changed); k++) {
@@ -639,9 +707,8 @@ scan(mt_ledger *l, long long cell, PyObject *reads, PyObject *walk)
     }
     rc = 0;
 done:
-    if (rc < 0) { /* what was found may be half taken in: find it all again next time */
-        snapshot_clear(&l->user_seen);
-        snapshot_clear(&l->hidden_seen);
+    if (rc < 0) {
+        forget_changes(l);
     }
     Py_XDECREF(changed);
     Py_XDECREF(iter);
@@ -1693,6 +1760,106 @@ mt_ledger_report(mt_ledger *l, PyObject *report)
     return mt_set(report, "variables", variables(l, NULL, report));
 }
 
+Py_ssize_t
+mt_ledger_count(const mt_ledger *l)
+{
+    return l->user_ns != NULL ? l->len : 0;
+}
+
+mt_ledger_variable
+mt_ledger_variable_at(const mt_ledger *l, Py_ssize_t i)
+{
+    const mt_ledger_entry *e = &l->entries[i];
+    return (mt_ledger_variable){e->name, e->identity, e->bytes, e->created, e->rebound, e->used};
+}
+
+PyObject *
+mt_ledger_bound(const mt_ledger *l, PyObject *name)
+{
+    return l->user_ns != NULL ? PyDict_GetItemWithError(l->user_ns, name) : NULL;
+}
+
+/* Whether obj is bound to a variable (by identity, as the last scan saw). */
+static int
+bound_to_variable(const mt_ledger *l, PyObject *obj)
+{
+    for (Py_ssize_t i = 0; i < l->len; i++) {
+        if (l->entries[i].identity == (uintptr_t)obj) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+PyObject *
+mt_ledger_output_entries(mt_ledger *l)
+{
+    PyObject *list = PyList_New(0), *key, *value;
+    Py_ssize_t pos = 0;
+    if (list == NULL || l->user_ns == NULL || l->out_cache == NULL) {
+        return list;
+    }
+    while (PyDict_Next(l->out_cache, &pos, &key, &value)) {
+        mt_walker_totals t;
+        if (bound_to_variable(l, value) || !mt_walker_is_data(value)) {
+            continue;
+        }
+        Py_INCREF(value);
+        int rc = mt_walker_deep_size(value, l->barriers, cell_budget(l), &t);
+        Py_DECREF(value);
+        if (rc < 0 ||
+            append_new(list, Py_BuildValue("(LO)", t.complete ? t.bytes : t.estimate, key)) < 0) {
+            Py_DECREF(list);
+            return NULL;
+        }
+    }
+    if (PyList_Sort(list) < 0 || PyList_Reverse(list) < 0) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    return list;
+}
+
+/* The interpreter keeps the ints up to this one (its small ints): an index
+ * that small costs the ledger nothing. */
+#define SHARED_SMALL_INT 256
+
+long long
+mt_ledger_own_bytes(const mt_ledger *l)
+{
+    long long total =
+        (long long)l->cap * (long long)sizeof *l->entries +
+        (long long)l->gone_cap * (long long)sizeof *l->gone +
+        (long long)(l->user_seen.cap + l->hidden_seen.cap) * (long long)sizeof(mt_ledger_binding);
+    PyObject *owned[] = {l->index, l->changes.keys, l->ran};
+    for (size_t k = 0; k < Py_ARRAY_LENGTH(owned); k++) {
+        long long bytes = owned[k] ? mt_walker_object_bytes(owned[k]) : 0;
+        if (bytes < 0) {
+            return -1;
+        }
+        total += bytes;
+    }
+    for (Py_ssize_t i = SHARED_SMALL_INT + 1; i < l->len; i++) {
+        PyObject *at = PyDict_GetItemWithError(l->index, l->entries[i].name);
+        long long bytes = at ? mt_walker_object_bytes(at) : -1;
+        if (bytes < 0) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_SystemError, "ledger: a name without its index");
+            }
+            return -1;
+        }
+        total += bytes;
+    }
+    for (Py_ssize_t i = 0; i < l->ngone; i++) {
+        long long bytes = mt_walker_object_bytes(l->gone[i].name);
+        if (bytes < 0) {
+            return -1;
+        }
+        total += bytes;
+    }
+    return total;
+}
+
 PyDoc_STRVAR(
     mt_ledger_py_attach__doc__,
     "ledger_attach(user_ns, hidden_ns, out_cache, shell, transform): follow this namespace.");
@@ -1726,8 +1893,11 @@ mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     l->index = PyDict_New();
     l->cell = -1;
+    PyObject *watched[2] = {l->user_ns, l->hidden_ns};
     /* What is there already was made before memtamer watched: created -1. */
-    if (l->barriers == NULL || l->index == NULL || scan(l, -1, NULL, NULL) < 0) {
+    if (l->barriers == NULL || l->index == NULL ||
+        mt_pyver_watch_dicts(&l->changes, watched, l->hidden_ns ? 2 : 1) < 0 ||
+        scan(l, -1, NULL, NULL) < 0) {
         mt_ledger_clear(l);
         return NULL;
     }
@@ -2028,9 +2198,14 @@ mt_ledger_py_names(PyObject *module, PyObject *Py_UNUSED(unused))
     if (names == NULL) {
         return NULL;
     }
-    return Py_BuildValue("{sNsOsLsdsN}", "names", names, "attached",
+    /* How it learns what a cell changed (ledger.h), None while detached. */
+    const char *tracking = l->user_ns == NULL      ? NULL
+                           : l->changes.ndicts > 0 ? "dict watcher"
+                                                   : "namespace scan";
+    return Py_BuildValue("{sNsOsLsdsNsz}", "names", names, "attached",
                          l->user_ns ? Py_True : Py_False, "cell", l->cell, "last_hook_seconds",
-                         l->last_hook_seconds, "last_error_attributes", last_error_attributes());
+                         l->last_hook_seconds, "last_error_attributes", last_error_attributes(),
+                         "change_tracking", tracking);
 }
 
 PyDoc_STRVAR(mt_ledger_py_ran__doc__,

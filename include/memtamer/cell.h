@@ -75,6 +75,10 @@ typedef struct {
 
 void mt_cell_log_free(mt_cell_log *log);
 
+/* The bytes the log holds: its records and their peak compositions, as
+ * requested from the allocator. */
+long long mt_cell_log_own_bytes(const mt_cell_log *log);
+
 /* "private", "rss" or NULL (none). */
 const char *mt_cell_children_method_name(mt_children_method method);
 
