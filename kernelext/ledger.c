@@ -79,6 +79,7 @@ mt_ledger_traverse(mt_ledger *l, visitproc visit, void *arg)
     Py_VISIT(l->index);
     Py_VISIT(l->source);
     Py_VISIT(l->ran);
+    Py_VISIT(l->walked);
     Py_VISIT(l->changes.keys);
     for (int i = 0; i < l->changes.ndicts; i++) {
         Py_VISIT(l->changes.dicts[i]);
@@ -99,6 +100,7 @@ mt_ledger_clear(mt_ledger *l)
     Py_CLEAR(l->index);
     Py_CLEAR(l->source);
     Py_CLEAR(l->ran);
+    Py_CLEAR(l->walked);
     for (Py_ssize_t i = 0; i < l->len; i++) {
         Py_CLEAR(l->entries[i].name);
     }
@@ -716,10 +718,13 @@ done:
     return rc;
 }
 
-static void
-record_walk(const mt_ledger *l, mt_ledger_entry *e, const mt_walker_totals *t)
+static int
+record_walk(mt_ledger *l, mt_ledger_entry *e, const mt_walker_totals *t)
 {
     if (e->walk_serial != l->serial) { /* its first walk since the cell began */
+        if (PyList_Append(l->walked, e->name) < 0) {
+            return -1;
+        }
         e->walk_serial = l->serial;
         e->bytes_at_begin = e->bytes;
     }
@@ -727,6 +732,7 @@ record_walk(const mt_ledger *l, mt_ledger_entry *e, const mt_walker_totals *t)
     e->estimate = t->estimate;
     e->visits = t->visits;
     e->complete = t->complete;
+    return 0;
 }
 
 /* Deep sizes of the names in walk, for budget seconds from now (the walk's
@@ -764,7 +770,9 @@ size_names(mt_ledger *l, PyObject *walk, double budget)
                 return -1;
             }
         }
-        record_walk(l, &l->entries[i], &t);
+        if (record_walk(l, &l->entries[i], &t) < 0) {
+            return -1;
+        }
     }
     return 0;
 }
@@ -774,6 +782,9 @@ mt_ledger_cell_begin(mt_ledger *l, PyObject *source)
 {
     MT_ASSERT_GIL();
     if (l->user_ns != NULL) {
+        if (PyList_SetSlice(l->walked, 0, PyList_GET_SIZE(l->walked), NULL) < 0) {
+            return -1;
+        }
         Py_XSETREF(l->source, Py_NewRef(source));
         Py_CLEAR(l->ran);
         l->serial++;
@@ -1451,7 +1462,9 @@ variable_dict(mt_ledger *l, const mt_walker *w, Py_ssize_t r, const root_list *r
     long long created = -1, rebound = -1, used = -1;
     if (i >= 0) {
         mt_ledger_entry *e = &l->entries[i];
-        record_walk(l, e, t);
+        if (record_walk(l, e, t) < 0) {
+            return NULL;
+        }
         created = e->created;
         rebound = e->rebound;
         used = e->used;
@@ -1831,7 +1844,7 @@ mt_ledger_own_bytes(const mt_ledger *l)
         (long long)l->cap * (long long)sizeof *l->entries +
         (long long)l->gone_cap * (long long)sizeof *l->gone +
         (long long)(l->user_seen.cap + l->hidden_seen.cap) * (long long)sizeof(mt_ledger_binding);
-    PyObject *owned[] = {l->index, l->changes.keys, l->ran};
+    PyObject *owned[] = {l->index, l->changes.keys, l->ran, l->walked};
     for (size_t k = 0; k < Py_ARRAY_LENGTH(owned); k++) {
         long long bytes = owned[k] ? mt_walker_object_bytes(owned[k]) : 0;
         if (bytes < 0) {
@@ -1892,10 +1905,11 @@ mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(barriers);
     }
     l->index = PyDict_New();
+    l->walked = PyList_New(0);
     l->cell = -1;
     PyObject *watched[2] = {l->user_ns, l->hidden_ns};
     /* What is there already was made before memtamer watched: created -1. */
-    if (l->barriers == NULL || l->index == NULL ||
+    if (l->barriers == NULL || l->index == NULL || l->walked == NULL ||
         mt_pyver_watch_dicts(&l->changes, watched, l->hidden_ns ? 2 : 1) < 0 ||
         scan(l, -1, NULL, NULL) < 0) {
         mt_ledger_clear(l);
@@ -2240,10 +2254,18 @@ mt_ledger_py_grown(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_ledger *l = &mt_get_state(module)->ledger;
     PyObject *grown = PyDict_New();
-    for (Py_ssize_t i = 0; grown != NULL && i < l->len; i++) {
-        const mt_ledger_entry *e = &l->entries[i];
-        if (e->walk_serial != l->serial || l->serial == 0 || e->bytes < 0) {
-            continue;
+    /* Only the names walked since the cell began: not every variable. */
+    for (Py_ssize_t k = 0; grown != NULL && l->walked != NULL && k < PyList_GET_SIZE(l->walked);
+         k++) {
+        PyObject *name = PyList_GET_ITEM(l->walked, k);
+        Py_ssize_t i = entry_index(l, name);
+        if (i == -2) {
+            Py_CLEAR(grown);
+            break;
+        }
+        const mt_ledger_entry *e = i >= 0 ? &l->entries[i] : NULL;
+        if (e == NULL || e->walk_serial != l->serial || l->serial == 0 || e->bytes < 0) {
+            continue; /* deleted since, or bound anew */
         }
         PyObject *sizes = Py_BuildValue("(NL)", mt_size_or_none(e->bytes_at_begin), e->bytes);
         if (sizes == NULL || PyDict_SetItem(grown, e->name, sizes) < 0) {

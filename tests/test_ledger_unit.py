@@ -162,3 +162,13 @@ def test_own_bytes_of_the_cell_log_grow_with_the_cells(session):
     grown = _core.report()["own_bytes"]["cell_log"] - start
     _core.clear_cells()
     assert grown > 0
+
+
+def test_the_account_names_memtamers_own_bytes(session):
+    import memtamer
+
+    s = session({"a": [None] * 10})
+    s.cell(lambda ns: ns.update(b=[None] * 20))
+    report = memtamer.report()
+    parts = {p["part"]: p["bytes"] for p in report["account"]["parts"]}
+    assert parts["memtamer"] == report["own_bytes"]["total"] > 0

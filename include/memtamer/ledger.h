@@ -84,6 +84,7 @@ typedef struct {
     PyObject *ran;    /* set: names in the code the shell compiled for it (ledger_ran), or NULL */
     long long cell, generation;
     long long serial; /* cells begun since attach */
+    PyObject *walked; /* list: the names walked since the cell began, each once */
     double cell_budget, report_budget;
     double last_hook_seconds;
     mt_ledger_gone *gone; /* mt_reserve'd, oldest first */
