@@ -8,8 +8,12 @@ fastest of BATCHES batches of PER_BATCH cells (load from elsewhere only ever
 adds time); the worker pairs run ROUNDS times and the fastest of each side is
 kept.
 
-    python bench/percell.py            # all rows, writes the percell section
+    python bench/percell.py [--python PATH]... [ROW]...   # writes the percell section
     python bench/percell.py worker ROW on|off   # one worker, prints JSON
+
+Each --python runs the rows under that interpreter too (one with memtamer
+installed): on 3.12+ the ledger learns what a cell changed from a dict
+watcher, on 3.11 from a scan of the namespace.
 """
 
 import json
@@ -116,47 +120,70 @@ def worker(row, on):
     return result
 
 
-def run_worker(row, on):
-    proc = subprocess.run([sys.executable, __file__, "worker", row, "on" if on else "off"],
+def python_version(python):
+    return subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def run_worker(python, row, on):
+    proc = subprocess.run([python, __file__, "worker", row, "on" if on else "off"],
                           capture_output=True, text=True, timeout=900, cwd=HERE)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {row} {on} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main(rows):
+def main(pythons, rows):
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    versions = {python: python_version(python) for python in pythons}
     best = {}
-    for row in rows:
-        for _ in range(ROUNDS):
-            for on in (False, True):
-                r = run_worker(row, on)
-                key = (row, on)
-                best[key] = min(best.get(key, float("inf")), r["per_cell"])
-        print(row, f"{best[(row, False)] * 1e6:.0f} µs plain, {best[(row, True)] * 1e6:.0f} µs "
-              "with memtamer", flush=True)
+    for python in pythons:
+        for row in rows:
+            for _ in range(ROUNDS):
+                for on in (False, True):
+                    r = run_worker(python, row, on)
+                    key = (python, row, on)
+                    best[key] = min(best.get(key, float("inf")), r["per_cell"])
+            print(versions[python], row, f"{best[(python, row, False)] * 1e6:.0f} µs plain, "
+                  f"{best[(python, row, True)] * 1e6:.0f} µs with memtamer", flush=True)
     lines = [
         "## Per-cell cost at any session size (issue 27)",
         "",
-        f"`bench/percell.py`, {started}, Python {sys.version.split()[0]}: "
+        f"`bench/percell.py`, {started}: "
         "`InteractiveShell.run_cell('x = 1')` in process, plain IPython and IPython with "
         f"`%load_ext memtamer` side by side in one run; fastest of {BATCHES} batches of "
         f"{PER_BATCH} cells, fastest of {ROUNDS} fresh interpreters each. Other work shared the "
         "machine (2 cores), so the figures carry its load.",
         "",
-        "| row | plain | with memtamer | added per cell | goal |",
-        "|---|---:|---:|---:|---|",
+        "| Python | row | plain | with memtamer | added per cell | goal |",
+        "|---|---|---:|---:|---:|---|",
     ]
-    for row in rows:
-        off, on = best[(row, False)] * 1e6, best[(row, True)] * 1e6
-        goal = GOALS_US.get(row)
-        verdict = f"≤ {goal} µs: {'met' if on - off <= goal else 'NOT met'}" if goal else ""
-        lines.append(f"| {ROWS[row]} | {off:.0f} µs | {on:.0f} µs | {on - off:+.0f} µs | {verdict} |")
+    for python in pythons:
+        for row in rows:
+            off, on = best[(python, row, False)] * 1e6, best[(python, row, True)] * 1e6
+            goal = GOALS_US.get(row)
+            verdict = f"≤ {goal} µs: {'met' if on - off <= goal else 'NOT met'}" if goal else ""
+            lines.append(f"| {versions[python]} | {ROWS[row]} | {off:.0f} µs | {on:.0f} µs | "
+                         f"{on - off:+.0f} µs | {verdict} |")
     write_section("percell", "\n".join(lines))
+
+
+def parse(args):
+    pythons, rows = [sys.executable], []
+    while args:
+        if args[0] == "--python" and len(args) > 1:
+            pythons.append(args[1])
+            args = args[2:]
+        elif args[0] in ROWS:
+            rows.append(args.pop(0))
+        else:
+            sys.exit(f"percell.py: {args[0]!r} is neither --python PATH nor a row "
+                     f"({', '.join(ROWS)})")
+    return pythons, rows or list(ROWS)
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["worker"]:
         print(json.dumps(worker(sys.argv[2], sys.argv[3] == "on")))
     else:
-        main(sys.argv[1:] or list(ROWS))
+        main(*parse(sys.argv[1:]))

@@ -1758,12 +1758,6 @@ done:
     return result;
 }
 
-PyObject *
-mt_ledger_variables(mt_ledger *l, PyObject *only)
-{
-    return variables(l, only, NULL);
-}
-
 int
 mt_ledger_report(mt_ledger *l, PyObject *report)
 {
@@ -1876,7 +1870,7 @@ mt_ledger_own_bytes(const mt_ledger *l)
 PyDoc_STRVAR(
     mt_ledger_py_attach__doc__,
     "ledger_attach(user_ns, hidden_ns, out_cache, shell, transform): follow this namespace.");
-PyObject *
+static PyObject *
 mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     mt_ledger *l = &mt_get_state(module)->ledger;
@@ -1956,7 +1950,7 @@ error:
 PyDoc_STRVAR(mt_ledger_py_rewalk__doc__,
              "ledger_rewalk(names): size these variables again now: their objects changed in place"
              " where no cell rebinds or reads them (%shrink).");
-PyObject *
+static PyObject *
 mt_ledger_py_rewalk(PyObject *module, PyObject *names)
 {
     mt_ledger *l = &mt_get_state(module)->ledger;
@@ -2089,7 +2083,7 @@ PyDoc_STRVAR(mt_ledger_py_gone__doc__,
              "rebound and holders (the shell's direct references to it; a holder of kind\n"
              "'unnamed' when none of those is).  With cell, only the names that cell lost\n"
              "(proven when it ended: the look costs nothing more).");
-PyObject *
+static PyObject *
 mt_ledger_py_gone(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     mt_ledger *l = &mt_get_state(module)->ledger;
@@ -2143,7 +2137,7 @@ error:
 PyDoc_STRVAR(mt_ledger_py_gone_object__doc__,
              "ledger_gone_object(name) -> the object a deleted name was bound to while\n"
              "something still keeps it alive, or None.");
-PyObject *
+static PyObject *
 mt_ledger_py_gone_object(PyObject *module, PyObject *name)
 {
     mt_ledger *l = &mt_get_state(module)->ledger;
@@ -2164,7 +2158,7 @@ mt_ledger_py_gone_object(PyObject *module, PyObject *name)
 }
 
 PyDoc_STRVAR(mt_ledger_py_detach__doc__, "ledger_detach(): stop following it.");
-PyObject *
+static PyObject *
 mt_ledger_py_detach(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_ledger_clear(&mt_get_state(module)->ledger);
@@ -2174,20 +2168,21 @@ mt_ledger_py_detach(PyObject *module, PyObject *Py_UNUSED(unused))
 PyDoc_STRVAR(
     mt_ledger_py_variables__doc__,
     "variables(name=None) -> list of dicts: sizes, holders, provenance (walks every root).");
-PyObject *
+static PyObject *
 mt_ledger_py_variables(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs > 1 || (nargs == 1 && args[0] != Py_None && !PyUnicode_Check(args[0]))) {
         PyErr_SetString(PyExc_TypeError, "variables(name: str | None = None)");
         return NULL;
     }
-    return mt_ledger_variables(&mt_get_state(module)->ledger,
-                               nargs == 1 && args[0] != Py_None ? args[0] : NULL);
+    /* Walks every root: the variables, biggest first (only == a name: that one). */
+    return variables(&mt_get_state(module)->ledger,
+                     nargs == 1 && args[0] != Py_None ? args[0] : NULL, NULL);
 }
 
 PyDoc_STRVAR(mt_ledger_py_names__doc__,
              "ledger() -> dict: per-name provenance and cached sizes, without walking.");
-PyObject *
+static PyObject *
 mt_ledger_py_names(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_ledger *l = &mt_get_state(module)->ledger;
@@ -2225,7 +2220,7 @@ mt_ledger_py_names(PyObject *module, PyObject *Py_UNUSED(unused))
 PyDoc_STRVAR(mt_ledger_py_ran__doc__,
              "ledger_ran(code): the running cell runs this code object, compiled by the shell: "
              "the names it loads or stores count as read by the cell (no second compile).");
-PyObject *
+static PyObject *
 mt_ledger_py_ran(PyObject *module, PyObject *code)
 {
     mt_ledger *l = &mt_get_state(module)->ledger;
@@ -2249,7 +2244,7 @@ PyDoc_STRVAR(mt_ledger_py_grown__doc__,
              "ledger_grown() -> {name: (bytes_before, bytes)}: the variables walked since the "
              "last cell began whose size is known, with their size when it began (None when "
              "they had none).");
-PyObject *
+static PyObject *
 mt_ledger_py_grown(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_ledger *l = &mt_get_state(module)->ledger;
@@ -2279,7 +2274,7 @@ mt_ledger_py_grown(PyObject *module, PyObject *Py_UNUSED(unused))
 PyDoc_STRVAR(mt_ledger_py_set_budget__doc__,
              "set_walk_budget(cell_seconds, report_seconds) -> (cell_seconds, report_seconds):\n"
              "time limits of the walks; returns the limits in force before, to restore them.");
-PyObject *
+static PyObject *
 mt_ledger_py_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     mt_ledger *l = &mt_get_state(module)->ledger;

@@ -146,7 +146,7 @@ PyDoc_STRVAR(mt_policy_read__doc__,
              "rules_read(path) -> bytes: a rules file's text, read only from a regular file, "
              "without blocking, and at most one byte more than a rules file may hold; ValueError "
              "saying why otherwise.");
-PyObject *
+static PyObject *
 mt_policy_read(PyObject *Py_UNUSED(module), PyObject *path)
 {
     PyObject *encoded = NULL, *result = NULL;
@@ -175,7 +175,7 @@ PyDoc_STRVAR(mt_policy_check__doc__,
              "rules file, whose relative dir: values start at directory (default: the working "
              "directory); [] when valid.  In a kernel the guard also judges its budget.  Loads "
              "nothing.");
-PyObject *
+static PyObject *
 mt_policy_check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     mt_rules_table table;
@@ -201,7 +201,7 @@ PyDoc_STRVAR(mt_policy_load__doc__,
              "rules_load(text: bytes, directory=None) -> [(line, column, message)]: with no "
              "errors the rules, and in a kernel their budget, replace those in force; with "
              "errors (as rules_check finds them) nothing changes.");
-PyObject *
+static PyObject *
 mt_policy_load(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     mt_policy *p = policy_of(module);
@@ -241,7 +241,7 @@ mt_policy_load(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 PyDoc_STRVAR(mt_policy_clear__doc__, "rules_clear(): no rules in force.");
-PyObject *
+static PyObject *
 mt_policy_clear(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_policy *p = policy_of(module);
@@ -252,7 +252,7 @@ mt_policy_clear(PyObject *module, PyObject *Py_UNUSED(unused))
 }
 
 PyDoc_STRVAR(mt_policy_enable__doc__, "rules_enable(flag): let the rules fire, or not.");
-PyObject *
+static PyObject *
 mt_policy_enable(PyObject *module, PyObject *flag)
 {
     int on = PyObject_IsTrue(flag);
@@ -366,7 +366,7 @@ rule_dict(const mt_rule *r)
 PyDoc_STRVAR(mt_policy_table__doc__,
              "rules_table() -> dict | None: the rules in force (version, budget, notice, protect, "
              "rules, enabled); None when no rules are loaded.");
-PyObject *
+static PyObject *
 mt_policy_table(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_policy *p = policy_of(module);
@@ -416,7 +416,7 @@ mt_policy_refuse_level(const char *text, int percent)
 PyDoc_STRVAR(mt_policy_parse_level__doc__,
              "parse_level(text) -> ('bytes', n) | ('percent', p): a size or percentage as rules "
              "files write it; ValueError otherwise.");
-PyObject *
+static PyObject *
 mt_policy_parse_level(PyObject *module, PyObject *text)
 {
     mt_rules_level level;
@@ -433,7 +433,7 @@ mt_policy_parse_level(PyObject *module, PyObject *text)
 PyDoc_STRVAR(mt_policy_parse_size__doc__,
              "parse_size(text) -> bytes: a size as the magics and rules files write it (512MiB, "
              "1.5G); ValueError otherwise.");
-PyObject *
+static PyObject *
 mt_policy_parse_size(PyObject *Py_UNUSED(module), PyObject *text)
 {
     long long bytes;
@@ -830,7 +830,7 @@ PyDoc_STRVAR(mt_policy_evaluate__doc__,
              "clear_output_cache (number, bytes)), options (as %shrink takes them), until (bytes, "
              "or None), allow_delete, cell, rss.  Unless dry_run, a rule that fires starts its "
              "cooldown, and rules that are off return nothing.");
-PyObject *
+static PyObject *
 mt_policy_evaluate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     mt_state *st = mt_get_state(module);
@@ -906,7 +906,7 @@ PyDoc_STRVAR(mt_policy_acted_on__doc__,
              "policy_acted_on(rule, names): the rule's action ran on these names between cells; "
              "the ledger adopts their new objects (memtamer rebound them, not the next cell) and "
              "the rule leaves those objects alone.");
-PyObject *
+static PyObject *
 mt_policy_acted_on(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     mt_state *st = mt_get_state(module);

@@ -102,10 +102,6 @@ void mt_ledger_clear(mt_ledger *l);
 int mt_ledger_cell_begin(mt_ledger *l, PyObject *source);
 int mt_ledger_cell_end(mt_ledger *l, long long cell);
 
-/* The variables, biggest first, as report dicts (see README); only == a
- * name restricts the list to that variable.  Walks every root.  An empty
- * list while detached. */
-PyObject *mt_ledger_variables(mt_ledger *l, PyObject *only);
 /* Adds "variables" (and "variables_walk": complete, seconds, roots) to a
  * report dict when attached.  -1 with an exception. */
 int mt_ledger_report(mt_ledger *l, PyObject *report);
@@ -146,18 +142,6 @@ long long mt_ledger_own_bytes(const mt_ledger *l);
  * rebinding, so the next cell does not look like it made them.  Names no
  * longer bound are left for the next scan.  -1 with an exception. */
 int mt_ledger_adopt(mt_ledger *l, PyObject *names);
-
-/* Methods of _core (module.c lists them). */
-PyObject *mt_ledger_py_grown(PyObject *module, PyObject *unused);
-PyObject *mt_ledger_py_ran(PyObject *module, PyObject *code);
-PyObject *mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-PyObject *mt_ledger_py_rewalk(PyObject *module, PyObject *names);
-PyObject *mt_ledger_py_detach(PyObject *module, PyObject *unused);
-PyObject *mt_ledger_py_variables(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-PyObject *mt_ledger_py_names(PyObject *module, PyObject *unused);
-PyObject *mt_ledger_py_gone(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-PyObject *mt_ledger_py_gone_object(PyObject *module, PyObject *name);
-PyObject *mt_ledger_py_set_budget(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 /* The _core methods ledger.c defines. */
 extern PyMethodDef mt_ledger_methods[];

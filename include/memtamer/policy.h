@@ -48,18 +48,6 @@ typedef struct mt_policy {
 
 void mt_policy_free(mt_policy *p);
 
-/* Methods of _core (module.c lists them). */
-PyObject *mt_policy_read(PyObject *module, PyObject *path);
-PyObject *mt_policy_check(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-PyObject *mt_policy_load(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-PyObject *mt_policy_clear(PyObject *module, PyObject *unused);
-PyObject *mt_policy_table(PyObject *module, PyObject *unused);
-PyObject *mt_policy_enable(PyObject *module, PyObject *flag);
-PyObject *mt_policy_evaluate(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-PyObject *mt_policy_acted_on(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-PyObject *mt_policy_parse_level(PyObject *module, PyObject *text);
-PyObject *mt_policy_parse_size(PyObject *module, PyObject *text);
-
 /* ValueError for text the size grammar refuses, in the words the rules
  * file and the magics show (rules.c owns them); percent: a percentage was
  * allowed too.  Returns NULL. */
