@@ -43,6 +43,7 @@ ROWS = {
     "subscribers10": "telemetry, 10 subscribers",
 }
 GOALS_US = {"empty": 15, "long": 25, "children": 25}
+OWN_GOAL_MIB = 8
 
 
 def fastest_batch(step):
@@ -103,6 +104,13 @@ def worker(row, on):
     for _ in range(PER_BATCH):  # warm up: imports, code caches, subscriptions joined
         cell()
     per_cell = fastest_batch(cell)
+    ledger_steps = []
+    if on:  # the ledger's own step, timed inside cell_end: the load of other work barely moves it
+        from memtamer import _core
+
+        for _ in range(PER_BATCH):
+            cell()
+            ledger_steps.append(_core.ledger()["last_hook_seconds"])
     received = 0
     for s in sockets:
         while s.poll(0):
@@ -115,8 +123,10 @@ def worker(row, on):
     if on:
         import memtamer
 
-        cells = memtamer.report()["cells"]
-        assert cells, "memtamer did not record the cells"
+        report = memtamer.report()
+        assert report["cells"], "memtamer did not record the cells"
+        result["own_bytes"] = report["own_bytes"]["total"]
+        result["ledger_step"] = sorted(ledger_steps)[len(ledger_steps) // 2]
     return result
 
 
@@ -136,7 +146,7 @@ def run_worker(python, row, on):
 def main(pythons, rows):
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     versions = {python: python_version(python) for python in pythons}
-    best = {}
+    best, own, step = {}, {}, {}
     for python in pythons:
         for row in rows:
             for _ in range(ROUNDS):
@@ -144,6 +154,10 @@ def main(pythons, rows):
                     r = run_worker(python, row, on)
                     key = (python, row, on)
                     best[key] = min(best.get(key, float("inf")), r["per_cell"])
+                    if on:
+                        own[(python, row)] = r["own_bytes"]
+                        step[(python, row)] = min(step.get((python, row), float("inf")),
+                                                  r["ledger_step"])
             print(versions[python], row, f"{best[(python, row, False)] * 1e6:.0f} µs plain, "
                   f"{best[(python, row, True)] * 1e6:.0f} µs with memtamer", flush=True)
     lines = [
@@ -155,8 +169,16 @@ def main(pythons, rows):
         f"{PER_BATCH} cells, fastest of {ROUNDS} fresh interpreters each. Other work shared the "
         "machine (2 cores), so the figures carry its load.",
         "",
-        "| Python | row | plain | with memtamer | added per cell | goal |",
-        "|---|---|---:|---:|---:|---|",
+        "ledger step: the ledger's work in `cell_end` (what changed, what the cell read, the "
+        f"walks), the median of {PER_BATCH} cells, timed inside them (the lowest of the "
+        "interpreters). memtamer's own bytes: its bookkeeping after the row's cells "
+        "(`report()['own_bytes']`; "
+        f"the long row after {HISTORY + BATCHES * PER_BATCH + PER_BATCH:,} cells, goal "
+        f"≤ {OWN_GOAL_MIB} MiB).",
+        "",
+        "| Python | row | plain | with memtamer | added per cell | goal | ledger step | "
+        "memtamer's own bytes |",
+        "|---|---|---:|---:|---:|---|---:|---:|",
     ]
     for python in pythons:
         for row in rows:
@@ -164,7 +186,8 @@ def main(pythons, rows):
             goal = GOALS_US.get(row)
             verdict = f"≤ {goal} µs: {'met' if on - off <= goal else 'NOT met'}" if goal else ""
             lines.append(f"| {versions[python]} | {ROWS[row]} | {off:.0f} µs | {on:.0f} µs | "
-                         f"{on - off:+.0f} µs | {verdict} |")
+                         f"{on - off:+.0f} µs | {verdict} | {step[(python, row)] * 1e6:.1f} µs | "
+                         f"{own[(python, row)] / 1024**2:.2f} MiB |")
     write_section("percell", "\n".join(lines))
 
 

@@ -2181,7 +2181,9 @@ mt_ledger_py_variables(PyObject *module, PyObject *const *args, Py_ssize_t nargs
 }
 
 PyDoc_STRVAR(mt_ledger_py_names__doc__,
-             "ledger() -> dict: per-name provenance and cached sizes, without walking.");
+             "ledger() -> dict: per-name provenance and cached sizes, without walking; how it "
+             "learns what a cell changed (change_tracking) and a cell's walk budget in seconds "
+             "(cell_walk_budget).");
 static PyObject *
 mt_ledger_py_names(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -2211,10 +2213,10 @@ mt_ledger_py_names(PyObject *module, PyObject *Py_UNUSED(unused))
     const char *tracking = l->user_ns == NULL      ? NULL
                            : l->changes.ndicts > 0 ? "dict watcher"
                                                    : "namespace scan";
-    return Py_BuildValue("{sNsOsLsdsNsz}", "names", names, "attached",
+    return Py_BuildValue("{sNsOsLsdsNszsd}", "names", names, "attached",
                          l->user_ns ? Py_True : Py_False, "cell", l->cell, "last_hook_seconds",
                          l->last_hook_seconds, "last_error_attributes", last_error_attributes(),
-                         "change_tracking", tracking);
+                         "change_tracking", tracking, "cell_walk_budget", cell_budget(l));
 }
 
 PyDoc_STRVAR(mt_ledger_py_ran__doc__,

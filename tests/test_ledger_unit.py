@@ -172,3 +172,13 @@ def test_the_account_names_memtamers_own_bytes(session):
     report = memtamer.report()
     parts = {p["part"]: p["bytes"] for p in report["account"]["parts"]}
     assert parts["memtamer"] == report["own_bytes"]["total"] > 0
+
+
+def test_one_walk_budget_for_the_cells_and_whoever_asks(session):
+    session({"a": [None]})
+    before = _core.set_walk_budget(0.25, 5.0)
+    try:
+        assert _core.ledger()["cell_walk_budget"] == 0.25
+    finally:
+        _core.set_walk_budget(*before)
+    assert _core.ledger()["cell_walk_budget"] == before[0]
