@@ -582,9 +582,10 @@ changed_names(mt_ledger *l, PyObject *changed)
     /* Taken before the names are listed: a change made meanwhile (a
      * finalizer's) is noted for the next scan. */
     int everything = c->everything;
-    PyObject *keys = everything ? NULL : PySequence_List(c->keys);
+    PyObject *keys = everything ? NULL : PyDict_Keys(c->keys);
     c->everything = 0;
-    if (PySet_Clear(c->keys) < 0 || (!everything && keys == NULL) ||
+    PyDict_Clear(c->keys);
+    if ((!everything && keys == NULL) ||
         (everything ? every_name(l, changed)
                     : PyList_SetSlice(changed, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, keys)) < 0) {
         c->everything = 1;

@@ -125,7 +125,7 @@ static mt_pyver_dict_changes *fed_changes;
 static int watcher_id = -1;
 
 /* Runs inside every change of a watched dict, so it does the least: one
- * set insertion of a str whose hash is cached. */
+ * insertion of a str whose hash is cached. */
 static int
 note_change(PyDict_WatchEvent event, PyObject *Py_UNUSED(dict), PyObject *key,
             PyObject *Py_UNUSED(new_value))
@@ -142,7 +142,7 @@ note_change(PyDict_WatchEvent event, PyObject *Py_UNUSED(dict), PyObject *key,
     }
     /* The change may happen while an exception is being raised. */
     PyObject *raised = PyErr_GetRaisedException();
-    if (PySet_Add(c->keys, key) < 0) {
+    if (PyDict_SetItem(c->keys, key, Py_None) < 0) {
         PyErr_Clear();
         c->everything = 1;
     }
@@ -159,7 +159,7 @@ mt_pyver_watch_dicts(mt_pyver_dict_changes *changes, PyObject *const *dicts, int
     if (fed_changes != NULL) {
         return 0; /* another ledger's: not ours to take */
     }
-    if ((changes->keys = PySet_New(NULL)) == NULL) {
+    if ((changes->keys = PyDict_New()) == NULL) {
         return -1;
     }
     changes->everything = 1;

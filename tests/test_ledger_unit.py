@@ -182,3 +182,12 @@ def test_one_walk_budget_for_the_cells_and_whoever_asks(session):
     finally:
         _core.set_walk_budget(*before)
     assert _core.ledger()["cell_walk_budget"] == before[0]
+
+
+def test_names_made_in_one_cell_keep_the_namespaces_order(session):
+    # Rules break ties between equal sizes by this order (largest first, then
+    # the order the variables were made in).
+    s = session({"first": [None]})
+    made = [f"made_{i}" for i in range(60)]
+    s.cell(lambda ns: [ns.__setitem__(name, [None]) for name in made])
+    assert list(names()) == ["first"] + made

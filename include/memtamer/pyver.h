@@ -155,7 +155,10 @@ void mt_pyver_after_fork_returns(int (*resume)(void *), void *arg);
  * interpreter).  The watcher runs in whichever thread changes a dict, with
  * the GIL held, as every function here needs. */
 typedef struct {
-    PyObject *keys; /* set of the keys changed since the reader last took them (strong) */
+    /* The keys changed since the reader last took them, as a dict's keys:
+     * in the order they first changed, the namespace's own for new names
+     * (strong). */
+    PyObject *keys;
     int everything; /* look at every name: what changed is not known key by key */
     PyObject *dicts[2];
     int ndicts; /* dicts watched; 0 when not watching */
