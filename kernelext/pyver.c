@@ -124,6 +124,11 @@ mt_pyver_after_fork_returns(int (*resume)(void *), void *arg)
 static mt_pyver_dict_changes *fed_changes;
 static int watcher_id = -1;
 
+/* A cell that changes more names than this is looked at whole: noting each
+ * would cost as much memory as a second namespace, and the reader's look at
+ * every name costs no more than the cell's own work. */
+#define MAX_NOTED_KEYS 16384
+
 /* Runs inside every change of a watched dict, so it does the least: one
  * insertion of a str whose hash is cached. */
 static int
@@ -136,8 +141,9 @@ note_change(PyDict_WatchEvent event, PyObject *Py_UNUSED(dict), PyObject *key,
     }
     if ((event != PyDict_EVENT_ADDED && event != PyDict_EVENT_MODIFIED &&
          event != PyDict_EVENT_DELETED) ||
-        !PyUnicode_CheckExact(key)) {
+        !PyUnicode_CheckExact(key) || PyDict_GET_SIZE(c->keys) >= MAX_NOTED_KEYS) {
         c->everything = 1;
+        PyDict_Clear(c->keys);
         return 0;
     }
     /* The change may happen while an exception is being raised. */

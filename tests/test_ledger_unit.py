@@ -191,3 +191,21 @@ def test_names_made_in_one_cell_keep_the_namespaces_order(session):
     made = [f"made_{i}" for i in range(60)]
     s.cell(lambda ns: [ns.__setitem__(name, [None]) for name in made])
     assert list(names()) == ["first"] + made
+
+
+def test_a_cell_that_makes_many_names_is_looked_at_whole(session):
+    s = session({"before": [None]})
+    seen = {}
+
+    def make(ns):
+        for i in range(60_000):
+            ns[f"many_{i}"] = [None]
+        seen["own"] = _core.report()["own_bytes"]["ledger"]
+
+    start = _core.report()["own_bytes"]["ledger"]
+    made = s.cell(make)
+    ledger = names()
+    assert len(ledger) == 1 + 60_000
+    assert ledger["many_0"]["created_cell"] == made and ledger["before"]["created_cell"] is None
+    if WATCHES:  # past a point the changed names are not noted one by one (3.12+)
+        assert seen["own"] - start < 1024**2, seen["own"] - start

@@ -145,7 +145,8 @@ void mt_pyver_after_fork_returns(int (*resume)(void *), void *arg);
  * 3.12 and later watch the dicts (PyDict_AddWatcher): every insertion,
  * rebinding or deletion adds its key to keys; a clear, a dict filled whole
  * from another (CLONED), a key that is not an exact str (its hash could
- * run Python code) or a failure to note a key sets everything instead, and
+ * run Python code), more changed names than are worth noting one by one or
+ * a failure to note a key sets everything instead, and
  * the reader then looks at every name.  3.11 has no dict watchers: the
  * ledger compares snapshots of the namespace instead.
  *
