@@ -905,7 +905,8 @@ error:
 PyDoc_STRVAR(mt_policy_acted_on__doc__,
              "policy_acted_on(rule, names): the rule's action ran on these names between cells; "
              "the ledger adopts their new objects (memtamer rebound them, not the next cell) and "
-             "the rule leaves those objects alone.");
+             "sizes them again, rebound or changed in place (the firing's one call back into C), "
+             "and the rule leaves those objects alone.");
 static PyObject *
 mt_policy_acted_on(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
