@@ -498,7 +498,7 @@ snapshot_changes(mt_ledger_snapshot *s, PyObject *ns, PyObject *changed)
 {
     Py_ssize_t pos = 0, j = 0, k = 0; /* items: [0, k) updated, [j, len) not yet met */
     PyObject *name, *value;
-    while (PyDict_Next(ns, &pos, &name, &value)) {
+    while (mt_pyver_dict_next(ns, &pos, &name, &value)) {
         while (j < s->len && s->items[j].name != name) {
             if (PyList_Append(changed, s->items[j].name) < 0) {
                 goto error;

@@ -106,6 +106,33 @@ mt_pyver_dict_sharing_values(PyObject *o)
 #endif
 }
 
+#if PY_VERSION_HEX < 0x030C0000
+#define Py_BUILD_CORE 1 /* its dict layout, as pyver.h reads its frames */
+#include <internal/pycore_dict.h>
+#undef Py_BUILD_CORE
+#endif
+
+int
+mt_pyver_dict_next(PyObject *dict, Py_ssize_t *pos, PyObject **key, PyObject **value)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    PyDictKeysObject *keys = ((PyDictObject *)dict)->ma_keys;
+    if (((PyDictObject *)dict)->ma_values == NULL && DK_IS_UNICODE(keys)) {
+        PyDictUnicodeEntry *entries = DK_UNICODE_ENTRIES(keys);
+        for (Py_ssize_t i = *pos; i < keys->dk_nentries; i++) {
+            if (entries[i].me_value != NULL) { /* else deleted */
+                *key = entries[i].me_key;
+                *value = entries[i].me_value;
+                *pos = i + 1;
+                return 1;
+            }
+        }
+        return 0;
+    }
+#endif
+    return PyDict_Next(dict, pos, key, value);
+}
+
 void
 mt_pyver_after_fork_returns(int (*resume)(void *), void *arg)
 {

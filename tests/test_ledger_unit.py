@@ -103,6 +103,30 @@ def test_keys_that_are_not_plain_strings_leave_it_exact(session):
     assert "a" not in names() and gone == made + 1
 
 
+def test_deletions_rebindings_and_growth_in_one_cell_are_all_seen(session):
+    # On 3.11 the scan reads the namespace's entries in place: a deleted name
+    # leaves a hole there, and growth moves every entry to a bigger table.
+    s = session({f"k{i}": [i] for i in range(40)})
+    deleted = {f"k{i}" for i in range(0, 40, 3)}
+    rebound = {f"k{i}" for i in range(1, 40, 3)}
+    created = {f"n{i}" for i in range(200)}
+
+    def change(ns):
+        for name in deleted:
+            del ns[name]
+        for name in rebound:
+            ns[name] = (name,)
+        ns.update({name: [name] for name in created})
+
+    made = s.cell(change)
+    kept = {f"k{i}" for i in range(40)} - deleted
+    assert set(names()) == kept | created
+    assert {n for n in kept if names()[n]["rebound_cell"] == made} == rebound
+    assert {n for n in names() if names()[n]["created_cell"] == made} == created
+    again = s.cell(lambda ns: ns.update(k0="back"))
+    assert names()["k0"]["created_cell"] == again
+
+
 def test_rebinding_to_the_same_object_is_no_rebinding(session):
     s = session({})
     made = s.cell(lambda ns: ns.update(same=[1, 2]))

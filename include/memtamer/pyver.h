@@ -134,6 +134,14 @@ long long mt_pyver_preheader_bytes(PyTypeObject *tp);
  * tp_traverse lists the dict itself). */
 PyObject *mt_pyver_dict_sharing_values(PyObject *o);
 
+/* PyDict_Next for a scan that touches only the dict (the ledger's snapshot
+ * compare, which on 3.11 visits every name each cell): 3.11's PyDict_Next
+ * also reads each key's hash from the key object, a cache miss per name in a
+ * big namespace, so there a table of values kept in the entries (not a split
+ * one) is read in place.  Same contract as PyDict_Next (borrowed references,
+ * pos an entry index; the dict must not change between the calls). */
+int mt_pyver_dict_next(PyObject *dict, Py_ssize_t *pos, PyObject **key, PyObject **value);
+
 /* Runs resume(arg) once os.fork() has returned in the parent; resume
  * reports its own failures and returns 0 (as a pending call must).  3.12 warns about a fork of a
  * multi-threaded process before the after-fork hooks run, 3.13 after them: there the threads
