@@ -9,19 +9,28 @@ adds time); the worker pairs run ROUNDS times and the fastest of each side is
 kept.
 
     python bench/percell.py [--python PATH]... [ROW]...   # writes the percell section
-    python bench/percell.py worker ROW on|off   # one worker, prints JSON
+    python bench/percell.py --instructions [--python PATH]... [ROW]...
+        # writes the percell_instructions section (callgrind; rows with a goal)
+    python bench/percell.py worker ROW on|off [FLAG]   # one worker, prints JSON
 
 Each --python runs the rows under that interpreter too (one with memtamer
 installed): on 3.12+ the ledger learns what a cell changed from a dict
 watcher, on 3.11 from a scan of the namespace.
+
+--instructions counts instructions instead (callgrind: whatever else the
+machine does): per cell of the worker's main thread, over PER_BATCH cells
+after the row's setup and warm-up (callgrind is switched on for those cells
+only), and of memtamer's cell_begin and cell_end with all they call.
 """
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from _results import write_section
@@ -43,6 +52,8 @@ ROWS = {
     "subscribers10": "telemetry, 10 subscribers",
 }
 GOALS_US = {"empty": 15, "long": 25, "children": 25}
+INSTRUCTIONS_GOAL = 1.10  # with memtamer / plain, empty namespace
+ENTRY_POINTS = ("mt_cell_begin", "mt_cell_end")
 OWN_GOAL_MIB = 8
 
 
@@ -74,7 +85,14 @@ def subscribe(count):
     return sockets
 
 
-def worker(row, on):
+def handshake(flag, mine, theirs):
+    """Says mine (a file beside flag), then waits for the parent's theirs."""
+    Path(f"{flag}.{mine}").touch()
+    while not Path(f"{flag}.{theirs}").exists():
+        time.sleep(0.05)
+
+
+def worker(row, on, flag=None):
     os.environ["JUPYTER_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="percell-")
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
@@ -103,6 +121,15 @@ def worker(row, on):
 
     for _ in range(PER_BATCH):  # warm up: imports, code caches, subscriptions joined
         cell()
+    if flag is not None:  # the parent counts these cells' instructions
+        handshake(flag, "ready", "go")
+        for _ in range(PER_BATCH):
+            cell()
+        handshake(flag, "done", "exit")
+        for c in children:
+            c.kill()
+            c.wait()
+        return {}
     per_cell = fastest_batch(cell)
     ledger_steps = []
     if on:  # the ledger's own step, timed inside cell_end: the load of other work barely moves it
@@ -141,6 +168,80 @@ def run_worker(python, row, on):
     if proc.returncode != 0:
         raise RuntimeError(f"worker {row} {on} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def wait_for(path, proc):
+    while not path.exists():
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker under callgrind ended:\n{proc.stderr.read()[-2000:]}")
+        time.sleep(0.2)
+
+
+def count_instructions(python, row, on):
+    """(all, memtamer's): instructions per cell of the worker's main thread,
+    and of ENTRY_POINTS with what they call."""
+    with tempfile.TemporaryDirectory() as tmp:
+        flag = Path(tmp) / "flag"
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", "--fair-sched=yes", "--separate-threads=yes",
+             "--instr-atstart=no", f"--callgrind-out-file={tmp}/out", python, __file__,
+             "worker", row, "on" if on else "off", str(flag)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=HERE)
+        try:
+            wait_for(Path(f"{flag}.ready"), proc)
+            subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True,
+                           capture_output=True)
+            Path(f"{flag}.go").touch()
+            wait_for(Path(f"{flag}.done"), proc)
+            subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True,
+                           capture_output=True)
+            Path(f"{flag}.exit").touch()
+            proc.communicate(timeout=900)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        dump = Path(f"{tmp}/out.1-01")  # the first dump, main thread
+        total = int(re.search(r"^totals: (\d+)", dump.read_text(), re.M).group(1))
+        annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", str(dump)],
+                                   capture_output=True, text=True, check=True).stdout
+        own = 0
+        for name in ENTRY_POINTS:
+            found = re.search(rf"^\s*([\d,]+) .*:{name} ", annotated, re.M)
+            own += int(found.group(1).replace(",", "")) if found else 0
+    return total / PER_BATCH, own / PER_BATCH
+
+
+def main_instructions(pythons, rows):
+    rows = [row for row in rows if row in GOALS_US]
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [
+        "## Per-cell instructions at any session size (issue 27)",
+        "",
+        f"`bench/percell.py --instructions`, {started}: the rows above counted by callgrind "
+        f"(whatever else the machine does): instructions per cell of the main thread over "
+        f"{PER_BATCH} cells after the row's setup and warm-up, plain IPython and with memtamer; "
+        "memtamer's own: its `cell_begin` and `cell_end` with all they call (its Python "
+        f"glue is in the difference). Goal: ≤ {INSTRUCTIONS_GOAL:.2f}x with an empty namespace.",
+        "",
+        "| Python | row | plain | with memtamer | ratio | memtamer's own C |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    runs = [(python, row, on) for python in pythons for row in rows for on in (False, True)]
+    # Each run is a process of its own, and counts are load-free: run them side by side.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        counted = dict(zip(runs, pool.map(lambda run: count_instructions(*run), runs)))
+    for python in pythons:
+        version = python_version(python)
+        for row in rows:
+            (off, _), (on, own) = counted[(python, row, False)], counted[(python, row, True)]
+            print(version, row, f"{off:,.0f} plain, {on:,.0f} with memtamer, {own:,.0f} own",
+                  flush=True)
+            verdict = ""
+            if row == "empty":
+                verdict = f" ({'met' if on / off <= INSTRUCTIONS_GOAL else 'NOT met'})"
+            lines.append(f"| {version} | {ROWS[row]} | {off:,.0f} | {on:,.0f} | "
+                         f"{on / off:.2f}x{verdict} | {own:,.0f} |")
+    write_section("percell_instructions", "\n".join(lines))
 
 
 def main(pythons, rows):
@@ -192,21 +293,25 @@ def main(pythons, rows):
 
 
 def parse(args):
-    pythons, rows = [sys.executable], []
+    pythons, rows, count = [sys.executable], [], False
     while args:
-        if args[0] == "--python" and len(args) > 1:
+        if args[0] == "--instructions":
+            count = True
+            args = args[1:]
+        elif args[0] == "--python" and len(args) > 1:
             pythons.append(args[1])
             args = args[2:]
         elif args[0] in ROWS:
             rows.append(args.pop(0))
         else:
-            sys.exit(f"percell.py: {args[0]!r} is neither --python PATH nor a row "
-                     f"({', '.join(ROWS)})")
-    return pythons, rows or list(ROWS)
+            sys.exit(f"percell.py: {args[0]!r} is neither --instructions, --python PATH nor "
+                     f"a row ({', '.join(ROWS)})")
+    return count, pythons, rows or list(ROWS)
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["worker"]:
-        print(json.dumps(worker(sys.argv[2], sys.argv[3] == "on")))
+        print(json.dumps(worker(sys.argv[2], sys.argv[3] == "on", *sys.argv[4:5])))
     else:
-        main(*parse(sys.argv[1:]))
+        count, pythons, rows = parse(sys.argv[1:])
+        (main_instructions if count else main)(pythons, rows)
