@@ -8,16 +8,29 @@ fastest of BATCHES batches of PER_BATCH cells (load from elsewhere only ever
 adds time); the worker pairs run ROUNDS times and the fastest of each side is
 kept.
 
-    python bench/percell.py            # all rows, writes the percell section
-    python bench/percell.py worker ROW on|off   # one worker, prints JSON
+    python bench/percell.py [--python PATH]... [ROW]...   # writes the percell section
+    python bench/percell.py --instructions [--python PATH]... [ROW]...
+        # writes the percell_instructions section (callgrind; rows with a goal)
+    python bench/percell.py worker ROW on|off [FLAG]   # one worker, prints JSON
+
+Each --python runs the rows under that interpreter too (one with memtamer
+installed): on 3.12+ the ledger learns what a cell changed from a dict
+watcher, on 3.11 from a scan of the namespace.
+
+--instructions counts instructions instead (callgrind: whatever else the
+machine does): per cell of the worker's main thread, over PER_BATCH cells
+after the row's setup and warm-up (callgrind is switched on for those cells
+only), and of memtamer's cell_begin and cell_end with all they call.
 """
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from _results import write_section
@@ -39,6 +52,9 @@ ROWS = {
     "subscribers10": "telemetry, 10 subscribers",
 }
 GOALS_US = {"empty": 15, "long": 25, "children": 25}
+INSTRUCTIONS_GOAL = 1.10  # with memtamer / plain, empty namespace
+ENTRY_POINTS = ("mt_cell_begin", "mt_cell_end")
+OWN_GOAL_MIB = 8
 
 
 def fastest_batch(step):
@@ -69,7 +85,14 @@ def subscribe(count):
     return sockets
 
 
-def worker(row, on):
+def handshake(flag, mine, theirs):
+    """Says mine (a file beside flag), then waits for the parent's theirs."""
+    Path(f"{flag}.{mine}").touch()
+    while not Path(f"{flag}.{theirs}").exists():
+        time.sleep(0.05)
+
+
+def worker(row, on, flag=None):
     os.environ["JUPYTER_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="percell-")
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
@@ -98,7 +121,23 @@ def worker(row, on):
 
     for _ in range(PER_BATCH):  # warm up: imports, code caches, subscriptions joined
         cell()
+    if flag is not None:  # the parent counts these cells' instructions
+        handshake(flag, "ready", "go")
+        for _ in range(PER_BATCH):
+            cell()
+        handshake(flag, "done", "exit")
+        for c in children:
+            c.kill()
+            c.wait()
+        return {}
     per_cell = fastest_batch(cell)
+    ledger_steps = []
+    if on:  # the ledger's own step, timed inside cell_end: the load of other work barely moves it
+        from memtamer import _core
+
+        for _ in range(PER_BATCH):
+            cell()
+            ledger_steps.append(_core.ledger()["last_hook_seconds"])
     received = 0
     for s in sockets:
         while s.poll(0):
@@ -111,52 +150,168 @@ def worker(row, on):
     if on:
         import memtamer
 
-        cells = memtamer.report()["cells"]
-        assert cells, "memtamer did not record the cells"
+        report = memtamer.report()
+        assert report["cells"], "memtamer did not record the cells"
+        result["own_bytes"] = report["own_bytes"]["total"]
+        result["ledger_step"] = sorted(ledger_steps)[len(ledger_steps) // 2]
     return result
 
 
-def run_worker(row, on):
-    proc = subprocess.run([sys.executable, __file__, "worker", row, "on" if on else "off"],
+def python_version(python):
+    return subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def run_worker(python, row, on):
+    proc = subprocess.run([python, __file__, "worker", row, "on" if on else "off"],
                           capture_output=True, text=True, timeout=900, cwd=HERE)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {row} {on} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main(rows):
+def wait_for(path, proc):
+    while not path.exists():
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker under callgrind ended:\n{proc.stderr.read()[-2000:]}")
+        time.sleep(0.2)
+
+
+def count_instructions(python, row, on):
+    """(all, memtamer's): instructions per cell of the worker's main thread,
+    and of ENTRY_POINTS with what they call."""
+    with tempfile.TemporaryDirectory() as tmp:
+        flag = Path(tmp) / "flag"
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", "--fair-sched=yes", "--separate-threads=yes",
+             "--instr-atstart=no", f"--callgrind-out-file={tmp}/out", python, __file__,
+             "worker", row, "on" if on else "off", str(flag)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=HERE)
+        try:
+            wait_for(Path(f"{flag}.ready"), proc)
+            subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True,
+                           capture_output=True)
+            Path(f"{flag}.go").touch()
+            wait_for(Path(f"{flag}.done"), proc)
+            subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True,
+                           capture_output=True)
+            Path(f"{flag}.exit").touch()
+            proc.communicate(timeout=900)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        dump = Path(f"{tmp}/out.1-01")  # the first dump, main thread
+        total = int(re.search(r"^totals: (\d+)", dump.read_text(), re.M).group(1))
+        annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", str(dump)],
+                                   capture_output=True, text=True, check=True).stdout
+        own = 0
+        for name in ENTRY_POINTS:
+            found = re.search(rf"^\s*([\d,]+) .*:{name} ", annotated, re.M)
+            own += int(found.group(1).replace(",", "")) if found else 0
+    return total / PER_BATCH, own / PER_BATCH
+
+
+def main_instructions(pythons, rows):
+    rows = [row for row in rows if row in GOALS_US]
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    best = {}
-    for row in rows:
-        for _ in range(ROUNDS):
-            for on in (False, True):
-                r = run_worker(row, on)
-                key = (row, on)
-                best[key] = min(best.get(key, float("inf")), r["per_cell"])
-        print(row, f"{best[(row, False)] * 1e6:.0f} µs plain, {best[(row, True)] * 1e6:.0f} µs "
-              "with memtamer", flush=True)
+    lines = [
+        "## Per-cell instructions at any session size (issue 27)",
+        "",
+        f"`bench/percell.py --instructions`, {started}: the rows above counted by callgrind "
+        f"(whatever else the machine does): instructions per cell of the main thread over "
+        f"{PER_BATCH} cells after the row's setup and warm-up, plain IPython and with memtamer; "
+        "memtamer's own: its `cell_begin` and `cell_end` with all they call (its Python "
+        f"glue is in the difference). Goal: ≤ {INSTRUCTIONS_GOAL:.2f}x with an empty namespace.",
+        "",
+        "| Python | row | plain | with memtamer | ratio | memtamer's own C |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    runs = [(python, row, on) for python in pythons for row in rows for on in (False, True)]
+    # Each run is a process of its own, and counts are load-free: run them side by side.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        counted = dict(zip(runs, pool.map(lambda run: count_instructions(*run), runs)))
+    for python in pythons:
+        version = python_version(python)
+        for row in rows:
+            (off, _), (on, own) = counted[(python, row, False)], counted[(python, row, True)]
+            print(version, row, f"{off:,.0f} plain, {on:,.0f} with memtamer, {own:,.0f} own",
+                  flush=True)
+            verdict = ""
+            if row == "empty":
+                verdict = f" ({'met' if on / off <= INSTRUCTIONS_GOAL else 'NOT met'})"
+            lines.append(f"| {version} | {ROWS[row]} | {off:,.0f} | {on:,.0f} | "
+                         f"{on / off:.2f}x{verdict} | {own:,.0f} |")
+    write_section("percell_instructions", "\n".join(lines))
+
+
+def main(pythons, rows):
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    versions = {python: python_version(python) for python in pythons}
+    best, own, step = {}, {}, {}
+    for python in pythons:
+        for row in rows:
+            for _ in range(ROUNDS):
+                for on in (False, True):
+                    r = run_worker(python, row, on)
+                    key = (python, row, on)
+                    best[key] = min(best.get(key, float("inf")), r["per_cell"])
+                    if on:
+                        own[(python, row)] = r["own_bytes"]
+                        step[(python, row)] = min(step.get((python, row), float("inf")),
+                                                  r["ledger_step"])
+            print(versions[python], row, f"{best[(python, row, False)] * 1e6:.0f} µs plain, "
+                  f"{best[(python, row, True)] * 1e6:.0f} µs with memtamer", flush=True)
     lines = [
         "## Per-cell cost at any session size (issue 27)",
         "",
-        f"`bench/percell.py`, {started}, Python {sys.version.split()[0]}: "
+        f"`bench/percell.py`, {started}: "
         "`InteractiveShell.run_cell('x = 1')` in process, plain IPython and IPython with "
         f"`%load_ext memtamer` side by side in one run; fastest of {BATCHES} batches of "
         f"{PER_BATCH} cells, fastest of {ROUNDS} fresh interpreters each. Other work shared the "
         "machine (2 cores), so the figures carry its load.",
         "",
-        "| row | plain | with memtamer | added per cell | goal |",
-        "|---|---:|---:|---:|---|",
+        "ledger step: the ledger's work in `cell_end` (what changed, what the cell read, the "
+        f"walks), the median of {PER_BATCH} cells, timed inside them (the lowest of the "
+        "interpreters). memtamer's own bytes: its bookkeeping after the row's cells "
+        "(`report()['own_bytes']`; "
+        f"the long row after {HISTORY + BATCHES * PER_BATCH + PER_BATCH:,} cells, goal "
+        f"≤ {OWN_GOAL_MIB} MiB).",
+        "",
+        "| Python | row | plain | with memtamer | added per cell | goal | ledger step | "
+        "memtamer's own bytes |",
+        "|---|---|---:|---:|---:|---|---:|---:|",
     ]
-    for row in rows:
-        off, on = best[(row, False)] * 1e6, best[(row, True)] * 1e6
-        goal = GOALS_US.get(row)
-        verdict = f"≤ {goal} µs: {'met' if on - off <= goal else 'NOT met'}" if goal else ""
-        lines.append(f"| {ROWS[row]} | {off:.0f} µs | {on:.0f} µs | {on - off:+.0f} µs | {verdict} |")
+    for python in pythons:
+        for row in rows:
+            off, on = best[(python, row, False)] * 1e6, best[(python, row, True)] * 1e6
+            goal = GOALS_US.get(row)
+            verdict = f"≤ {goal} µs: {'met' if on - off <= goal else 'NOT met'}" if goal else ""
+            lines.append(f"| {versions[python]} | {ROWS[row]} | {off:.0f} µs | {on:.0f} µs | "
+                         f"{on - off:+.0f} µs | {verdict} | {step[(python, row)] * 1e6:.1f} µs | "
+                         f"{own[(python, row)] / 1024**2:.2f} MiB |")
     write_section("percell", "\n".join(lines))
+
+
+def parse(args):
+    pythons, rows, count = [sys.executable], [], False
+    while args:
+        if args[0] == "--instructions":
+            count = True
+            args = args[1:]
+        elif args[0] == "--python" and len(args) > 1:
+            pythons.append(args[1])
+            args = args[2:]
+        elif args[0] in ROWS:
+            rows.append(args.pop(0))
+        else:
+            sys.exit(f"percell.py: {args[0]!r} is neither --instructions, --python PATH nor "
+                     f"a row ({', '.join(ROWS)})")
+    return count, pythons, rows or list(ROWS)
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["worker"]:
-        print(json.dumps(worker(sys.argv[2], sys.argv[3] == "on")))
+        print(json.dumps(worker(sys.argv[2], sys.argv[3] == "on", *sys.argv[4:5])))
     else:
-        main(sys.argv[1:] or list(ROWS))
+        count, pythons, rows = parse(sys.argv[1:])
+        (main_instructions if count else main)(pythons, rows)

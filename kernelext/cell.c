@@ -332,6 +332,16 @@ free_compositions(mt_cell_log *log)
     }
 }
 
+long long
+mt_cell_log_own_bytes(const mt_cell_log *log)
+{
+    long long total = (long long)log->cap * (long long)sizeof *log->items;
+    for (Py_ssize_t i = 0; i < log->len; i++) {
+        total += log->items[i].peak ? (long long)sizeof *log->items[i].peak : 0;
+    }
+    return total;
+}
+
 PyDoc_STRVAR(mt_cell_clear__doc__, "clear_cells(): forget the cell history.");
 static PyObject *
 mt_cell_clear(PyObject *module, PyObject *Py_UNUSED(unused))

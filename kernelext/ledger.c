@@ -79,12 +79,18 @@ mt_ledger_traverse(mt_ledger *l, visitproc visit, void *arg)
     Py_VISIT(l->index);
     Py_VISIT(l->source);
     Py_VISIT(l->ran);
+    Py_VISIT(l->walked);
+    Py_VISIT(l->changes.keys);
+    for (int i = 0; i < l->changes.ndicts; i++) {
+        Py_VISIT(l->changes.dicts[i]);
+    }
     return 0;
 }
 
 void
 mt_ledger_clear(mt_ledger *l)
 {
+    mt_pyver_unwatch_dicts(&l->changes);
     Py_CLEAR(l->user_ns);
     Py_CLEAR(l->hidden_ns);
     Py_CLEAR(l->out_cache);
@@ -94,6 +100,7 @@ mt_ledger_clear(mt_ledger *l)
     Py_CLEAR(l->index);
     Py_CLEAR(l->source);
     Py_CLEAR(l->ran);
+    Py_CLEAR(l->walked);
     for (Py_ssize_t i = 0; i < l->len; i++) {
         Py_CLEAR(l->entries[i].name);
     }
@@ -491,7 +498,7 @@ snapshot_changes(mt_ledger_snapshot *s, PyObject *ns, PyObject *changed)
 {
     Py_ssize_t pos = 0, j = 0, k = 0; /* items: [0, k) updated, [j, len) not yet met */
     PyObject *name, *value;
-    while (PyDict_Next(ns, &pos, &name, &value)) {
+    while (mt_pyver_dict_next(ns, &pos, &name, &value)) {
         while (j < s->len && s->items[j].name != name) {
             if (PyList_Append(changed, s->items[j].name) < 0) {
                 goto error;
@@ -535,6 +542,70 @@ error:
     return -1;
 }
 
+/* Every name the ledger must look at again: all of the namespace's, the
+ * hidden namespace's and the ledger's own (a deleted one has no binding
+ * left to list it). */
+static int
+every_name(const mt_ledger *l, PyObject *changed)
+{
+    PyObject *dicts[2] = {l->user_ns, l->hidden_ns}, *name, *value;
+    for (int d = 0; d < 2; d++) {
+        Py_ssize_t pos = 0;
+        while (dicts[d] != NULL && PyDict_Next(dicts[d], &pos, &name, &value)) {
+            if (PyList_Append(changed, name) < 0) {
+                return -1;
+            }
+        }
+    }
+    for (Py_ssize_t i = 0; i < l->len; i++) {
+        if (PyList_Append(changed, l->entries[i].name) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The names bound, rebound or unbound since the last scan (a name may come
+ * twice, and an unbound one may be bound again), into changed: the
+ * watcher's notes, or the snapshots compared. */
+static int
+changed_names(mt_ledger *l, PyObject *changed)
+{
+    mt_pyver_dict_changes *c = &l->changes;
+    if (c->ndicts == 0) {
+        return snapshot_changes(&l->user_seen, l->user_ns, changed) < 0 ||
+                       (l->hidden_ns != NULL &&
+                        snapshot_changes(&l->hidden_seen, l->hidden_ns, changed) < 0)
+                   ? -1
+                   : 0;
+    }
+    /* Taken before the names are listed: a change made meanwhile (a
+     * finalizer's) is noted for the next scan. */
+    int everything = c->everything;
+    PyObject *keys = everything ? NULL : PyDict_Keys(c->keys);
+    c->everything = 0;
+    PyDict_Clear(c->keys);
+    if ((!everything && keys == NULL) ||
+        (everything ? every_name(l, changed)
+                    : PyList_SetSlice(changed, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, keys)) < 0) {
+        c->everything = 1;
+        Py_XDECREF(keys);
+        return -1;
+    }
+    Py_XDECREF(keys);
+    return 0;
+}
+
+/* What the last scan found may be half taken in: the next one looks at
+ * every name, which is slow but still exact. */
+static void
+forget_changes(mt_ledger *l)
+{
+    l->changes.everything = 1;
+    snapshot_clear(&l->user_seen);
+    snapshot_clear(&l->hidden_seen);
+}
+
 /* Descending, so that removing them in turn moves only entries kept. */
 static int
 compare_index_descending(const void *a, const void *b)
@@ -547,7 +618,8 @@ compare_index_descending(const void *a, const void *b)
  * (another object), deletions; names in reads count as used.  Names to walk
  * go to walk when given.  Only the names whose binding changed since the
  * last scan (in user_ns, or in hidden_ns, which decides what is the
- * shell's) are classified; an unchanged one needs nothing unless read. */
+ * shell's: changed_names) are classified; an unchanged one needs nothing
+ * unless read. */
 static int
 scan(mt_ledger *l, long long cell, PyObject *reads, PyObject *walk)
 {
@@ -555,8 +627,7 @@ scan(mt_ledger *l, long long cell, PyObject *reads, PyObject *walk)
     PyObject *changed = PyList_New(0), *iter = NULL, *name;
     Py_ssize_t *gone = NULL, ngone = 0, gone_cap = 0;
     int rc = -1;
-    if (changed == NULL || snapshot_changes(&l->user_seen, l->user_ns, changed) < 0 ||
-        (l->hidden_ns != NULL && snapshot_changes(&l->hidden_seen, l->hidden_ns, changed) < 0)) {
+    if (changed == NULL || changed_names(l, changed) < 0) {
         goto done;
     }
     for (Py_ssize_t k = 0; k < PyList_GET_SIZE(changed); k++) {
@@ -639,9 +710,8 @@ scan(mt_ledger *l, long long cell, PyObject *reads, PyObject *walk)
     }
     rc = 0;
 done:
-    if (rc < 0) { /* what was found may be half taken in: find it all again next time */
-        snapshot_clear(&l->user_seen);
-        snapshot_clear(&l->hidden_seen);
+    if (rc < 0) {
+        forget_changes(l);
     }
     Py_XDECREF(changed);
     Py_XDECREF(iter);
@@ -649,10 +719,13 @@ done:
     return rc;
 }
 
-static void
-record_walk(const mt_ledger *l, mt_ledger_entry *e, const mt_walker_totals *t)
+static int
+record_walk(mt_ledger *l, mt_ledger_entry *e, const mt_walker_totals *t)
 {
     if (e->walk_serial != l->serial) { /* its first walk since the cell began */
+        if (PyList_Append(l->walked, e->name) < 0) {
+            return -1;
+        }
         e->walk_serial = l->serial;
         e->bytes_at_begin = e->bytes;
     }
@@ -660,6 +733,7 @@ record_walk(const mt_ledger *l, mt_ledger_entry *e, const mt_walker_totals *t)
     e->estimate = t->estimate;
     e->visits = t->visits;
     e->complete = t->complete;
+    return 0;
 }
 
 /* Deep sizes of the names in walk, for budget seconds from now (the walk's
@@ -697,7 +771,9 @@ size_names(mt_ledger *l, PyObject *walk, double budget)
                 return -1;
             }
         }
-        record_walk(l, &l->entries[i], &t);
+        if (record_walk(l, &l->entries[i], &t) < 0) {
+            return -1;
+        }
     }
     return 0;
 }
@@ -707,6 +783,9 @@ mt_ledger_cell_begin(mt_ledger *l, PyObject *source)
 {
     MT_ASSERT_GIL();
     if (l->user_ns != NULL) {
+        if (PyList_SetSlice(l->walked, 0, PyList_GET_SIZE(l->walked), NULL) < 0) {
+            return -1;
+        }
         Py_XSETREF(l->source, Py_NewRef(source));
         Py_CLEAR(l->ran);
         l->serial++;
@@ -1384,7 +1463,9 @@ variable_dict(mt_ledger *l, const mt_walker *w, Py_ssize_t r, const root_list *r
     long long created = -1, rebound = -1, used = -1;
     if (i >= 0) {
         mt_ledger_entry *e = &l->entries[i];
-        record_walk(l, e, t);
+        if (record_walk(l, e, t) < 0) {
+            return NULL;
+        }
         created = e->created;
         rebound = e->rebound;
         used = e->used;
@@ -1678,12 +1759,6 @@ done:
     return result;
 }
 
-PyObject *
-mt_ledger_variables(mt_ledger *l, PyObject *only)
-{
-    return variables(l, only, NULL);
-}
-
 int
 mt_ledger_report(mt_ledger *l, PyObject *report)
 {
@@ -1691,6 +1766,106 @@ mt_ledger_report(mt_ledger *l, PyObject *report)
         return 0;
     }
     return mt_set(report, "variables", variables(l, NULL, report));
+}
+
+Py_ssize_t
+mt_ledger_count(const mt_ledger *l)
+{
+    return l->user_ns != NULL ? l->len : 0;
+}
+
+mt_ledger_variable
+mt_ledger_variable_at(const mt_ledger *l, Py_ssize_t i)
+{
+    const mt_ledger_entry *e = &l->entries[i];
+    return (mt_ledger_variable){e->name, e->identity, e->bytes, e->created, e->rebound, e->used};
+}
+
+PyObject *
+mt_ledger_bound(const mt_ledger *l, PyObject *name)
+{
+    return l->user_ns != NULL ? PyDict_GetItemWithError(l->user_ns, name) : NULL;
+}
+
+/* Whether obj is bound to a variable (by identity, as the last scan saw). */
+static int
+bound_to_variable(const mt_ledger *l, PyObject *obj)
+{
+    for (Py_ssize_t i = 0; i < l->len; i++) {
+        if (l->entries[i].identity == (uintptr_t)obj) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+PyObject *
+mt_ledger_output_entries(mt_ledger *l)
+{
+    PyObject *list = PyList_New(0), *key, *value;
+    Py_ssize_t pos = 0;
+    if (list == NULL || l->user_ns == NULL || l->out_cache == NULL) {
+        return list;
+    }
+    while (PyDict_Next(l->out_cache, &pos, &key, &value)) {
+        mt_walker_totals t;
+        if (bound_to_variable(l, value) || !mt_walker_is_data(value)) {
+            continue;
+        }
+        Py_INCREF(value);
+        int rc = mt_walker_deep_size(value, l->barriers, cell_budget(l), &t);
+        Py_DECREF(value);
+        if (rc < 0 ||
+            append_new(list, Py_BuildValue("(LO)", t.complete ? t.bytes : t.estimate, key)) < 0) {
+            Py_DECREF(list);
+            return NULL;
+        }
+    }
+    if (PyList_Sort(list) < 0 || PyList_Reverse(list) < 0) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    return list;
+}
+
+/* The interpreter keeps the ints up to this one (its small ints): an index
+ * that small costs the ledger nothing. */
+#define SHARED_SMALL_INT 256
+
+long long
+mt_ledger_own_bytes(const mt_ledger *l)
+{
+    long long total =
+        (long long)l->cap * (long long)sizeof *l->entries +
+        (long long)l->gone_cap * (long long)sizeof *l->gone +
+        (long long)(l->user_seen.cap + l->hidden_seen.cap) * (long long)sizeof(mt_ledger_binding);
+    PyObject *owned[] = {l->index, l->changes.keys, l->ran, l->walked};
+    for (size_t k = 0; k < Py_ARRAY_LENGTH(owned); k++) {
+        long long bytes = owned[k] ? mt_walker_object_bytes(owned[k]) : 0;
+        if (bytes < 0) {
+            return -1;
+        }
+        total += bytes;
+    }
+    for (Py_ssize_t i = SHARED_SMALL_INT + 1; i < l->len; i++) {
+        PyObject *at = PyDict_GetItemWithError(l->index, l->entries[i].name);
+        long long bytes = at ? mt_walker_object_bytes(at) : -1;
+        if (bytes < 0) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_SystemError, "ledger: a name without its index");
+            }
+            return -1;
+        }
+        total += bytes;
+    }
+    for (Py_ssize_t i = 0; i < l->ngone; i++) {
+        long long bytes = mt_walker_object_bytes(l->gone[i].name);
+        if (bytes < 0) {
+            return -1;
+        }
+        total += bytes;
+    }
+    return total;
 }
 
 PyDoc_STRVAR(
@@ -1725,9 +1900,13 @@ mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(barriers);
     }
     l->index = PyDict_New();
+    l->walked = PyList_New(0);
     l->cell = -1;
+    PyObject *watched[2] = {l->user_ns, l->hidden_ns};
     /* What is there already was made before memtamer watched: created -1. */
-    if (l->barriers == NULL || l->index == NULL || scan(l, -1, NULL, NULL) < 0) {
+    if (l->barriers == NULL || l->index == NULL || l->walked == NULL ||
+        mt_pyver_watch_dicts(&l->changes, watched, l->hidden_ns ? 2 : 1) < 0 ||
+        scan(l, -1, NULL, NULL) < 0) {
         mt_ledger_clear(l);
         return NULL;
     }
@@ -1997,12 +2176,15 @@ mt_ledger_py_variables(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(PyExc_TypeError, "variables(name: str | None = None)");
         return NULL;
     }
-    return mt_ledger_variables(&mt_get_state(module)->ledger,
-                               nargs == 1 && args[0] != Py_None ? args[0] : NULL);
+    /* Walks every root: the variables, biggest first (only == a name: that one). */
+    return variables(&mt_get_state(module)->ledger,
+                     nargs == 1 && args[0] != Py_None ? args[0] : NULL, NULL);
 }
 
 PyDoc_STRVAR(mt_ledger_py_names__doc__,
-             "ledger() -> dict: per-name provenance and cached sizes, without walking.");
+             "ledger() -> dict: per-name provenance and cached sizes, without walking; how it "
+             "learns what a cell changed (change_tracking) and a cell's walk budget in seconds "
+             "(cell_walk_budget).");
 static PyObject *
 mt_ledger_py_names(PyObject *module, PyObject *Py_UNUSED(unused))
 {
@@ -2028,9 +2210,14 @@ mt_ledger_py_names(PyObject *module, PyObject *Py_UNUSED(unused))
     if (names == NULL) {
         return NULL;
     }
-    return Py_BuildValue("{sNsOsLsdsN}", "names", names, "attached",
+    /* How it learns what a cell changed (ledger.h), None while detached. */
+    const char *tracking = l->user_ns == NULL      ? NULL
+                           : l->changes.ndicts > 0 ? "dict watcher"
+                                                   : "namespace scan";
+    return Py_BuildValue("{sNsOsLsdsNszsd}", "names", names, "attached",
                          l->user_ns ? Py_True : Py_False, "cell", l->cell, "last_hook_seconds",
-                         l->last_hook_seconds, "last_error_attributes", last_error_attributes());
+                         l->last_hook_seconds, "last_error_attributes", last_error_attributes(),
+                         "change_tracking", tracking, "cell_walk_budget", cell_budget(l));
 }
 
 PyDoc_STRVAR(mt_ledger_py_ran__doc__,
@@ -2065,10 +2252,18 @@ mt_ledger_py_grown(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_ledger *l = &mt_get_state(module)->ledger;
     PyObject *grown = PyDict_New();
-    for (Py_ssize_t i = 0; grown != NULL && i < l->len; i++) {
-        const mt_ledger_entry *e = &l->entries[i];
-        if (e->walk_serial != l->serial || l->serial == 0 || e->bytes < 0) {
-            continue;
+    /* Only the names walked since the cell began: not every variable. */
+    for (Py_ssize_t k = 0; grown != NULL && l->walked != NULL && k < PyList_GET_SIZE(l->walked);
+         k++) {
+        PyObject *name = PyList_GET_ITEM(l->walked, k);
+        Py_ssize_t i = entry_index(l, name);
+        if (i == -2) {
+            Py_CLEAR(grown);
+            break;
+        }
+        const mt_ledger_entry *e = i >= 0 ? &l->entries[i] : NULL;
+        if (e == NULL || e->walk_serial != l->serial || l->serial == 0 || e->bytes < 0) {
+            continue; /* deleted since, or bound anew */
         }
         PyObject *sizes = Py_BuildValue("(NL)", mt_size_or_none(e->bytes_at_begin), e->bytes);
         if (sizes == NULL || PyDict_SetItem(grown, e->name, sizes) < 0) {

@@ -7,10 +7,6 @@
 #include <string.h>
 
 #include "memtamer/policy.h"
-#include "memtamer/walker.h"
-
-/* Time a deep size of one output-cache entry may take. */
-#define OUT_ENTRY_BUDGET_SECONDS 0.05
 
 void
 mt_policy_free(mt_policy *p)
@@ -659,12 +655,11 @@ error:
     goto done;
 }
 
-/* Whether ledger entry e is selected by r: cheap tests on the ledger's
- * figures first, the object itself last.  -1 with an exception. */
+/* Whether the ledger's variable e is selected by r: cheap tests on the
+ * ledger's figures first, the object itself last.  -1 with an exception. */
 static int
-selects(moment *m, const mt_rules_table *t, int rule, const mt_ledger_entry *e, candidate *out)
+selects(moment *m, const mt_rules_table *t, int rule, const mt_ledger_variable *e, candidate *out)
 {
-    mt_ledger *l = &m->st->ledger;
     const mt_rule *r = &t->rules[rule];
     long long touched = e->created;
     touched = e->rebound > touched ? e->rebound : touched;
@@ -693,7 +688,7 @@ selects(moment *m, const mt_rules_table *t, int rule, const mt_ledger_entry *e, 
         }
     }
     if (r->types.len || r->dtypes.len) {
-        PyObject *obj = PyDict_GetItemWithError(l->user_ns, e->name);
+        PyObject *obj = mt_ledger_bound(&m->st->ledger, e->name);
         if (obj == NULL) {
             return PyErr_Occurred() ? -1 : 0;
         }
@@ -740,14 +735,12 @@ static PyObject *
 select_variables(moment *m, const mt_rules_table *t, int rule, candidate **scratch, Py_ssize_t *cap)
 {
     const mt_rule *r = &t->rules[rule];
-    mt_ledger *l = &m->st->ledger;
+    const mt_ledger *l = &m->st->ledger;
     Py_ssize_t n = 0;
-    if (l->user_ns == NULL) {
-        return PyList_New(0);
-    }
-    for (Py_ssize_t i = 0; i < l->len; i++) {
+    for (Py_ssize_t i = 0; i < mt_ledger_count(l); i++) {
         candidate c;
-        int hit = selects(m, t, rule, &l->entries[i], &c);
+        mt_ledger_variable e = mt_ledger_variable_at(l, i);
+        int hit = selects(m, t, rule, &e, &c);
         if (hit < 0) {
             return NULL;
         }
@@ -766,8 +759,8 @@ select_variables(moment *m, const mt_rules_table *t, int rule, candidate **scrat
     }
     PyObject *list = PyList_New(n);
     for (Py_ssize_t k = 0; list != NULL && k < n; k++) {
-        const mt_ledger_entry *e = &l->entries[(*scratch)[k].entry];
-        PyObject *item = Py_BuildValue("(OL)", e->name, e->bytes);
+        mt_ledger_variable e = mt_ledger_variable_at(l, (*scratch)[k].entry);
+        PyObject *item = Py_BuildValue("(OL)", e.name, e.bytes);
         if (item == NULL) {
             Py_CLEAR(list);
             break;
@@ -777,55 +770,7 @@ select_variables(moment *m, const mt_rules_table *t, int rule, candidate **scrat
     return list;
 }
 
-/* Whether obj is bound to a user variable (the ledger knows identities). */
-static int
-bound_to_variable(const mt_ledger *l, PyObject *obj)
-{
-    for (Py_ssize_t i = 0; i < l->len; i++) {
-        if (l->entries[i].identity == (uintptr_t)obj) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* Output-cache entries held by no variable, with their deep sizes, biggest
- * first: a list of (bytes, number).  Computed once per evaluation, for all
- * the clear_output_cache rules.  NULL with an exception. */
-static PyObject *
-size_output_entries(moment *m)
-{
-    mt_ledger *l = &m->st->ledger;
-    PyObject *list = PyList_New(0), *key, *value;
-    Py_ssize_t pos = 0;
-    if (list == NULL || l->out_cache == NULL || !PyDict_Check(l->out_cache)) {
-        return list;
-    }
-    while (PyDict_Next(l->out_cache, &pos, &key, &value)) {
-        mt_walker_totals t;
-        if (bound_to_variable(l, value) || !mt_walker_is_data(value)) {
-            continue;
-        }
-        Py_INCREF(value);
-        int rc = mt_walker_deep_size(value, l->barriers, OUT_ENTRY_BUDGET_SECONDS, &t);
-        Py_DECREF(value);
-        PyObject *item =
-            rc < 0 ? NULL : Py_BuildValue("(LO)", t.complete ? t.bytes : t.estimate, key);
-        if (item == NULL || PyList_Append(list, item) < 0) {
-            Py_XDECREF(item);
-            Py_DECREF(list);
-            return NULL;
-        }
-        Py_DECREF(item);
-    }
-    if (PyList_Sort(list) < 0 || PyList_Reverse(list) < 0) {
-        Py_DECREF(list);
-        return NULL;
-    }
-    return list;
-}
-
-/* The entries of sized (size_output_entries) r acts on: a list of (number,
+/* The entries of sized (mt_ledger_output_entries) r acts on: a list of (number,
  * bytes), at least min_size, at most max_per_cell.  NULL with an exception. */
 static PyObject *
 select_output_entries(const mt_rule *r, PyObject *sized)
@@ -920,7 +865,8 @@ mt_policy_evaluate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             continue;
         }
         if (r->action == MT_DO_CLEAR_OUTPUT_CACHE) {
-            if (sized_outputs == NULL && (sized_outputs = size_output_entries(&m)) == NULL) {
+            if (sized_outputs == NULL &&
+                (sized_outputs = mt_ledger_output_entries(&st->ledger)) == NULL) {
                 goto error;
             }
             targets = select_output_entries(r, sized_outputs);
@@ -961,7 +907,8 @@ error:
 PyDoc_STRVAR(mt_policy_acted_on__doc__,
              "policy_acted_on(rule, names): the rule's action ran on these names between cells; "
              "the ledger adopts their new objects (memtamer rebound them, not the next cell) and "
-             "the rule leaves those objects alone.");
+             "sizes them again, rebound or changed in place (the firing's one call back into C), "
+             "and the rule leaves those objects alone.");
 static PyObject *
 mt_policy_acted_on(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -980,14 +927,19 @@ mt_policy_acted_on(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     while (rule < p->table.len && strcmp(p->table.rules[rule].name, rule_name) != 0) {
         rule++;
     }
-    if (rule == p->table.len || st->ledger.user_ns == NULL) {
+    if (rule == p->table.len) {
         Py_RETURN_NONE; /* the rules were replaced meanwhile */
     }
     /* Objects rebound or deleted since: forget them, so the list stays as
      * long as what is still bound. */
     Py_ssize_t kept = 0;
     for (Py_ssize_t k = 0; k < p->acted_len; k++) {
-        PyObject *value = PyDict_GetItemString(st->ledger.user_ns, p->acted[k].name);
+        PyObject *name = PyUnicode_FromString(p->acted[k].name);
+        PyObject *value = name ? mt_ledger_bound(&st->ledger, name) : NULL;
+        Py_XDECREF(name);
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
         if (value != NULL && (uintptr_t)value == p->acted[k].identity) {
             p->acted[kept++] = p->acted[k];
         }
@@ -998,7 +950,7 @@ mt_policy_acted_on(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     p->acted_len = kept;
     for (Py_ssize_t k = 0; k < PyList_GET_SIZE(args[1]); k++) {
         PyObject *name = PyList_GET_ITEM(args[1], k);
-        PyObject *value = PyDict_GetItemWithError(st->ledger.user_ns, name);
+        PyObject *value = PyUnicode_Check(name) ? mt_ledger_bound(&st->ledger, name) : NULL;
         const char *text = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
         if (value == NULL || text == NULL) {
             if (PyErr_Occurred()) {

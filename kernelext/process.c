@@ -244,14 +244,29 @@ done:
     return list;
 }
 
-PyDoc_STRVAR(mt_process_report__doc__, "report() -> dict with 'process' and 'cells'.");
+/* memtamer's own bookkeeping that grows with the session, by part. */
+static PyObject *
+own_bytes(mt_state *st)
+{
+    long long ledger = mt_ledger_own_bytes(&st->ledger);
+    long long cells = mt_cell_log_own_bytes(&st->cells);
+    if (ledger < 0) {
+        return NULL;
+    }
+    return Py_BuildValue("{sLsLsL}", "ledger", ledger, "cell_log", cells, "total", ledger + cells);
+}
+
+PyDoc_STRVAR(mt_process_report__doc__,
+             "report() -> dict with 'process', 'cells' and 'own_bytes' (memtamer's bookkeeping: "
+             "ledger, cell_log, total).");
 static PyObject *
 mt_process_report(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     PyObject *d = PyDict_New();
     if (d == NULL || mt_set(d, "process", mt_process_view(module, NULL)) < 0 ||
         mt_set(d, "cells", mt_cell_history(module, NULL)) < 0 ||
-        mt_ledger_report(&mt_get_state(module)->ledger, d) < 0) {
+        mt_ledger_report(&mt_get_state(module)->ledger, d) < 0 ||
+        mt_set(d, "own_bytes", own_bytes(mt_get_state(module))) < 0) {
         Py_XDECREF(d);
         return NULL;
     }

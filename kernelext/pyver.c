@@ -106,6 +106,33 @@ mt_pyver_dict_sharing_values(PyObject *o)
 #endif
 }
 
+#if PY_VERSION_HEX < 0x030C0000
+#define Py_BUILD_CORE 1 /* its dict layout, as pyver.h reads its frames */
+#include <internal/pycore_dict.h>
+#undef Py_BUILD_CORE
+#endif
+
+int
+mt_pyver_dict_next(PyObject *dict, Py_ssize_t *pos, PyObject **key, PyObject **value)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    PyDictKeysObject *keys = ((PyDictObject *)dict)->ma_keys;
+    if (((PyDictObject *)dict)->ma_values == NULL && DK_IS_UNICODE(keys)) {
+        PyDictUnicodeEntry *entries = DK_UNICODE_ENTRIES(keys);
+        for (Py_ssize_t i = *pos; i < keys->dk_nentries; i++) {
+            if (entries[i].me_value != NULL) { /* else deleted */
+                *key = entries[i].me_key;
+                *value = entries[i].me_value;
+                *pos = i + 1;
+                return 1;
+            }
+        }
+        return 0;
+    }
+#endif
+    return PyDict_Next(dict, pos, key, value);
+}
+
 void
 mt_pyver_after_fork_returns(int (*resume)(void *), void *arg)
 {
@@ -116,6 +143,117 @@ mt_pyver_after_fork_returns(int (*resume)(void *), void *arg)
 #endif
     resume(arg);
 }
+
+#if PY_VERSION_HEX >= 0x030C0000
+
+/* The changes being fed and the slot watching for them.  A dict watcher's
+ * callback receives no state of its own.  Only touched with the GIL held. */
+static mt_pyver_dict_changes *fed_changes;
+static int watcher_id = -1;
+
+/* A cell that changes more names than this is looked at whole: noting each
+ * would cost as much memory as a second namespace, and the reader's look at
+ * every name costs no more than the cell's own work. */
+#define MAX_NOTED_KEYS 16384
+
+/* Runs inside every change of a watched dict, so it does the least: one
+ * insertion of a str whose hash is cached. */
+static int
+note_change(PyDict_WatchEvent event, PyObject *Py_UNUSED(dict), PyObject *key,
+            PyObject *Py_UNUSED(new_value))
+{
+    mt_pyver_dict_changes *c = fed_changes;
+    if (c == NULL || c->everything) {
+        return 0;
+    }
+    if ((event != PyDict_EVENT_ADDED && event != PyDict_EVENT_MODIFIED &&
+         event != PyDict_EVENT_DELETED) ||
+        !PyUnicode_CheckExact(key) || PyDict_GET_SIZE(c->keys) >= MAX_NOTED_KEYS) {
+        c->everything = 1;
+        PyDict_Clear(c->keys);
+        return 0;
+    }
+    /* The change may happen while an exception is being raised. */
+    PyObject *raised = PyErr_GetRaisedException();
+    if (PyDict_SetItem(c->keys, key, Py_None) < 0) {
+        PyErr_Clear();
+        c->everything = 1;
+    }
+    PyErr_SetRaisedException(raised);
+    return 0;
+}
+
+int
+mt_pyver_watch_dicts(mt_pyver_dict_changes *changes, PyObject *const *dicts, int n)
+{
+    assert(PyGILState_Check());
+    assert(n > 0 && n <= (int)Py_ARRAY_LENGTH(changes->dicts));
+    mt_pyver_unwatch_dicts(changes);
+    if (fed_changes != NULL) {
+        return 0; /* another ledger's: not ours to take */
+    }
+    if ((changes->keys = PyDict_New()) == NULL) {
+        return -1;
+    }
+    changes->everything = 1;
+    watcher_id = PyDict_AddWatcher(note_change);
+    if (watcher_id < 0) { /* every slot taken by other extensions */
+        PyErr_Clear();
+        Py_CLEAR(changes->keys);
+        return 0;
+    }
+    fed_changes = changes;
+    for (int i = 0; i < n; i++) {
+        if (PyDict_Watch(watcher_id, dicts[i]) < 0) {
+            mt_pyver_unwatch_dicts(changes);
+            return -1;
+        }
+        changes->dicts[changes->ndicts++] = Py_NewRef(dicts[i]);
+    }
+    return 1;
+}
+
+void
+mt_pyver_unwatch_dicts(mt_pyver_dict_changes *changes)
+{
+    if (fed_changes != changes) {
+        Py_CLEAR(changes->keys);
+        return;
+    }
+    PyObject *raised = PyErr_GetRaisedException();
+    for (int i = 0; i < changes->ndicts; i++) {
+        if (PyDict_Unwatch(watcher_id, changes->dicts[i]) < 0) {
+            PyErr_Clear(); /* cannot fail for a dict watched with this id */
+        }
+        Py_CLEAR(changes->dicts[i]);
+    }
+    changes->ndicts = 0;
+    if (PyDict_ClearWatcher(watcher_id) < 0) {
+        PyErr_Clear();
+    }
+    PyErr_SetRaisedException(raised);
+    watcher_id = -1;
+    fed_changes = NULL;
+    Py_CLEAR(changes->keys);
+    changes->everything = 0;
+}
+
+#else
+
+int
+mt_pyver_watch_dicts(mt_pyver_dict_changes *changes, PyObject *const *Py_UNUSED(dicts),
+                     int Py_UNUSED(n))
+{
+    *changes = (mt_pyver_dict_changes){0};
+    return 0;
+}
+
+void
+mt_pyver_unwatch_dicts(mt_pyver_dict_changes *Py_UNUSED(changes))
+{
+}
+
+#endif
 
 int
 mt_pyver_check_build(void)

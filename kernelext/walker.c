@@ -230,6 +230,15 @@ preheader(PyTypeObject *tp)
     return (PyType_IS_GC(tp) ? GC_HEADER_BYTES : 0) + mt_pyver_preheader_bytes(tp);
 }
 
+long long
+mt_walker_object_bytes(PyObject *o)
+{
+    PyObject *r = PyObject_CallMethod(o, "__sizeof__", NULL);
+    long long size = r == NULL ? -1 : PyLong_AsLongLong(r);
+    Py_XDECREF(r);
+    return size < 0 ? -1 : size + preheader(Py_TYPE(o));
+}
+
 /* The C-level __sizeof__ to call for tp's objects (borrowed), or NULL for
  * object.__sizeof__'s arithmetic.  Looked up in the type's MRO without
  * binding it, so no Python code runs (a descriptor's __get__ could free

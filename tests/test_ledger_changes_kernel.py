@@ -1,6 +1,7 @@
-"""The ledger learns what a cell changed by comparing the namespace with its
-snapshot in step: every way a binding can change still reaches it, with the
-same provenance a full scan gave."""
+"""The ledger learns what a cell changed from a dict watcher on the namespace
+(3.12+) or by comparing the namespace with its snapshot in step (3.11):
+every way a binding can change still reaches it, with the same provenance
+a full scan gave."""
 
 
 def names(kernel):
@@ -88,3 +89,75 @@ def test_unload_gives_the_shell_its_compiler_back(kernel):
     after = kernel.query("type(get_ipython().compile).__name__")
     kernel.run("%load_ext memtamer")
     assert before == "_RecordingCompiler" and after != before
+
+
+def size_of(kernel, name):
+    return kernel.query(f"__import__('sys').getsizeof({name})")
+
+
+def test_names_bound_through_exec_and_globals_are_the_cells(kernel):
+    cell = kernel.run("exec('by_exec = [None] * 40', globals())\n"
+                      "globals()['by_globals'] = [None] * 50\n"
+                      "globals().update(by_update=[None] * 60, other_update=(None,))\n"
+                      "globals().setdefault('by_default', [None] * 70)")["execution_count"]
+    ledger = names(kernel)
+    for name in ("by_exec", "by_globals", "by_update", "other_update", "by_default"):
+        assert ledger[name]["created_cell"] == cell, name
+        assert ledger[name]["bytes"] == size_of(kernel, name), name
+    rebound = kernel.run("exec('by_exec = \"text\"')\nglobals().pop('by_globals')\n"
+                         "del globals()['by_update']")["execution_count"]
+    ledger = names(kernel)
+    assert ledger["by_exec"]["rebound_cell"] == rebound
+    assert ledger["by_exec"]["created_cell"] == cell
+    assert ledger["by_exec"]["bytes"] == size_of(kernel, "by_exec")
+    assert "by_globals" not in ledger and "by_update" not in ledger
+    assert ledger["other_update"]["rebound_cell"] == cell
+
+
+def test_a_thread_that_rebinds_names_while_a_cell_runs(kernel):
+    kernel.run("import threading\nthreaded = [0]\nuntouched = [1] * 10")
+    made = names(kernel)["untouched"]["created_cell"]
+    cell = kernel.run("def _swap():\n"
+                      "    global threaded, from_thread\n"
+                      "    threaded = list(range(3000))\n"
+                      "    from_thread = [None] * 20\n"
+                      "_t = threading.Thread(target=_swap)\n_t.start()\n_t.join()")["execution_count"]
+    ledger = names(kernel)
+    assert ledger["threaded"]["rebound_cell"] == cell
+    assert ledger["threaded"]["bytes"] == kernel.query(
+        "__import__('sys').getsizeof(threaded) + sum(map(__import__('sys').getsizeof, threaded))")
+    assert ledger["from_thread"]["created_cell"] == cell
+    assert ledger["untouched"]["rebound_cell"] == made
+
+
+def test_a_thread_that_binds_between_cells_counts_for_the_cell_that_sees_it(kernel):
+    kernel.run("import threading\n_go, _done = threading.Event(), threading.Event()\n"
+               "def _late():\n"
+               "    _go.wait()\n"
+               "    global late\n"
+               "    late = [None] * 30\n"
+               "    _done.set()\n"
+               "threading.Thread(target=_late).start()")
+    cell = kernel.run("_go.set()\n_done.wait(60)")["execution_count"]
+    assert names(kernel)["late"]["created_cell"] == cell
+    assert names(kernel)["late"]["bytes"] == size_of(kernel, "late")
+
+
+def test_reset_then_bindings_through_globals(kernel):
+    kernel.run("before_reset = [1] * 5")
+    kernel.run("%reset -f")
+    cell = kernel.run("globals().update(after_reset=[2] * 5)")["execution_count"]
+    ledger = names(kernel)
+    assert "before_reset" not in ledger
+    assert ledger["after_reset"]["created_cell"] == cell
+
+
+def test_change_tracking_follows_the_version_and_survives_a_reload(kernel):
+    expected = kernel.query("'dict watcher' if __import__('sys').version_info >= (3, 12) "
+                            "else 'namespace scan'")
+    assert kernel.query("__import__('memtamer')._core.ledger()['change_tracking']") == expected
+    for _ in range(10):  # CPython has 8 watcher slots: each unload gives its slot back
+        kernel.run("%reload_ext memtamer")
+    assert kernel.query("__import__('memtamer')._core.ledger()['change_tracking']") == expected
+    cell = kernel.run("after_reloads = [3] * 9")["execution_count"]
+    assert names(kernel)["after_reloads"]["created_cell"] == cell

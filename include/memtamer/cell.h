@@ -70,6 +70,10 @@ typedef struct {
 
 void mt_cell_log_free(mt_cell_log *log);
 
+/* The bytes the log holds: its records and their peak compositions, as
+ * requested from the allocator. */
+long long mt_cell_log_own_bytes(const mt_cell_log *log);
+
 /* The records of the cells so far, as a list (process.c's report has them). */
 PyObject *mt_cell_history(PyObject *module, PyObject *unused);
 

@@ -2,11 +2,15 @@
  * created it, last rebound it, last read it), its deep size from the last
  * walk, and, on a report, who else holds its memory.
  *
- * After each cell the ledger compares the namespace's bindings with the
- * previous ones by object identity, pointer against pointer in the dict's
- * own order (no name is classified again unless its binding changed, so the
- * shell's _i<n> history costs a comparison each) (it keeps no reference to user objects:
- * that would keep them alive), collects the names the cell's compiled code
+ * After each cell the ledger looks at the names whose binding changed: on
+ * 3.12 and later a dict watcher on the namespace (and the shell's hidden
+ * one) noted them as they changed, so a cell costs work on the names it
+ * touched, whatever the session's size; on 3.11 (or with no watcher slot
+ * free) it compares the bindings with the previous ones, pointer against
+ * pointer in the dict's own order, so the shell's _i<n> history costs a
+ * comparison each.  A changed name is classified again and compared by
+ * object identity (the ledger keeps no reference to user objects: that
+ * would keep them alive).  It collects the names the cell's compiled code
  * loads (as the shell's compiler hands it over: ledger_ran; the source is
  * compiled again only when the shell compiled nothing we saw), and walks
  * only what was bound, rebound or read; the rest keeps its
@@ -26,6 +30,8 @@
 #include <Python.h>
 
 #include <stdint.h>
+
+#include "memtamer/pyver.h"
 
 typedef struct {
     PyObject *name;                   /* strong */
@@ -78,11 +84,15 @@ typedef struct {
     PyObject *ran;    /* set: names in the code the shell compiled for it (ledger_ran), or NULL */
     long long cell, generation;
     long long serial; /* cells begun since attach */
+    PyObject *walked; /* list: the names walked since the cell began, each once */
     double cell_budget, report_budget;
     double last_hook_seconds;
     mt_ledger_gone *gone; /* mt_reserve'd, oldest first */
     Py_ssize_t ngone, gone_cap;
-    mt_ledger_snapshot user_seen, hidden_seen; /* user_ns and hidden_ns at the last scan */
+    /* The names changed since the last scan, by a dict watcher; when it is
+     * not watching, the snapshots: user_ns and hidden_ns at the last scan. */
+    mt_pyver_dict_changes changes;
+    mt_ledger_snapshot user_seen, hidden_seen;
 } mt_ledger;
 
 int mt_ledger_traverse(mt_ledger *l, visitproc visit, void *arg);
@@ -92,13 +102,40 @@ void mt_ledger_clear(mt_ledger *l);
 int mt_ledger_cell_begin(mt_ledger *l, PyObject *source);
 int mt_ledger_cell_end(mt_ledger *l, long long cell);
 
-/* The variables, biggest first, as report dicts (see README); only == a
- * name restricts the list to that variable.  Walks every root.  An empty
- * list while detached. */
-PyObject *mt_ledger_variables(mt_ledger *l, PyObject *only);
 /* Adds "variables" (and "variables_walk": complete, seconds, roots) to a
  * report dict when attached.  -1 with an exception. */
 int mt_ledger_report(mt_ledger *l, PyObject *report);
+
+/* The rule engine's view (policy.c asks through these, never the struct). */
+
+/* A variable as the ledger knows it. */
+typedef struct {
+    PyObject *name;                   /* borrowed from the ledger */
+    uintptr_t identity;               /* of the bound object at the last scan */
+    long long bytes;                  /* deep size at the last walk, -1 when not walked */
+    long long created, rebound, used; /* cell numbers; -1 unknown / never */
+} mt_ledger_variable;
+
+/* The variables known (0 while detached); the i-th of them, 0 <= i < count,
+ * valid until the ledger next changes. */
+Py_ssize_t mt_ledger_count(const mt_ledger *l);
+mt_ledger_variable mt_ledger_variable_at(const mt_ledger *l, Py_ssize_t i);
+
+/* The object the user namespace binds name to now (borrowed), or NULL:
+ * unbound, detached, or an exception (PyErr_Occurred tells). */
+PyObject *mt_ledger_bound(const mt_ledger *l, PyObject *name);
+
+/* The output cache's entries no variable is bound to, with their deep
+ * sizes (each walked within the cell walk's budget; an estimate when cut
+ * short), biggest first: a list of (bytes, number).  Empty while detached.
+ * NULL with an exception. */
+PyObject *mt_ledger_output_entries(mt_ledger *l);
+
+/* The bytes the ledger itself holds, as requested from the allocators:
+ * its tables, its index and the changes noted (not the names, which are
+ * the namespace's own keys, but the names of deleted variables it keeps).
+ * -1 with an exception. */
+long long mt_ledger_own_bytes(const mt_ledger *l);
 
 /* memtamer itself rebound these names between cells (a rule's action): the
  * ledger takes their new objects and sizes them again without counting a

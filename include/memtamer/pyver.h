@@ -134,12 +134,53 @@ long long mt_pyver_preheader_bytes(PyTypeObject *tp);
  * tp_traverse lists the dict itself). */
 PyObject *mt_pyver_dict_sharing_values(PyObject *o);
 
+/* PyDict_Next for a scan that touches only the dict (the ledger's snapshot
+ * compare, which on 3.11 visits every name each cell): 3.11's PyDict_Next
+ * also reads each key's hash from the key object, a cache miss per name in a
+ * big namespace, so there a table of values kept in the entries (not a split
+ * one) is read in place.  Same contract as PyDict_Next (borrowed references,
+ * pos an entry index; the dict must not change between the calls). */
+int mt_pyver_dict_next(PyObject *dict, Py_ssize_t *pos, PyObject **key, PyObject **value);
+
 /* Runs resume(arg) once os.fork() has returned in the parent; resume
  * reports its own failures and returns 0 (as a pending call must).  3.12 warns about a fork of a
  * multi-threaded process before the after-fork hooks run, 3.13 after them: there the threads
  * memtamer stopped for the fork restart from a pending call, at the interpreter's next check, and
  * otherwise at once. */
 void mt_pyver_after_fork_returns(int (*resume)(void *), void *arg);
+
+/* Which names of a namespace changed, without looking at the others.
+ * 3.12 and later watch the dicts (PyDict_AddWatcher): every insertion,
+ * rebinding or deletion adds its key to keys; a clear, a dict filled whole
+ * from another (CLONED), a key that is not an exact str (its hash could
+ * run Python code), more changed names than are worth noting one by one or
+ * a failure to note a key sets everything instead, and
+ * the reader then looks at every name.  3.11 has no dict watchers: the
+ * ledger compares snapshots of the namespace instead.
+ *
+ * CPython has a few watcher slots for the whole process: one is taken by
+ * the first mt_pyver_watch_dicts and given back by mt_pyver_unwatch_dicts,
+ * and one set of changes is fed at a time (the module allows one
+ * interpreter).  The watcher runs in whichever thread changes a dict, with
+ * the GIL held, as every function here needs. */
+typedef struct {
+    /* The keys changed since the reader last took them, as a dict's keys:
+     * in the order they first changed, the namespace's own for new names
+     * (strong). */
+    PyObject *keys;
+    int everything; /* look at every name: what changed is not known key by key */
+    PyObject *dicts[2];
+    int ndicts; /* dicts watched; 0 when not watching */
+} mt_pyver_dict_changes;
+
+/* Watches the n (at most 2) dicts, feeding changes (which must outlive the
+ * watch, and starts with everything set).  1 when watching; 0 when this
+ * version cannot or no watcher slot is free (nothing watched, no exception);
+ * -1 with an exception. */
+int mt_pyver_watch_dicts(mt_pyver_dict_changes *changes, PyObject *const *dicts, int n);
+/* Stops watching (a no-op when changes is not watching) and clears changes;
+ * gives the slot back.  Never fails. */
+void mt_pyver_unwatch_dicts(mt_pyver_dict_changes *changes);
 
 /* -1 with ImportError when this build cannot run memtamer (free-threaded),
  * saying what to use instead; 0 otherwise.  Called by the module's exec. */

@@ -62,6 +62,11 @@ typedef struct mt_walker mt_walker;
  * code, None and the other singletons. */
 int mt_walker_is_data(PyObject *o);
 
+/* What sys.getsizeof says of o: its __sizeof__ and the collector's header
+ * (for memtamer's own dicts and sets; user objects are walked).  -1 with an
+ * exception. */
+long long mt_walker_object_bytes(PyObject *o);
+
 /* barriers: a tuple of objects never entered, or NULL.  budget_seconds <= 0
  * means no limit.  big: objects at least this size are tracked for shares.
  * NULL with an exception on failure. */

@@ -1,7 +1,8 @@
 """Where the kernel's RSS is: the parts the report walks (variables,
 IPython's caches, the last traceback, other reachable objects, each object
-counted once by _core), the heap malloc holds free, the RSS at load, and a
-remainder said to be unexplained; each big part with what frees it."""
+counted once by _core), the heap malloc holds free, memtamer's own
+bookkeeping, the RSS at load, and a remainder said to be unexplained; each
+big part with what frees it."""
 
 from . import _core
 from .actions import LAST_ERROR_TARGET
@@ -16,6 +17,7 @@ PARTS = (
     ("traceback", "the last traceback"),
     ("other_objects", "module globals, lru_caches, class attributes"),
     ("freed_heap", "heap freed but not returned (malloc's free bytes)"),
+    ("memtamer", "memtamer's own bookkeeping since load (ledger, cell log)"),
     ("baseline", "interpreter and libraries (RSS when memtamer loaded)"),
 )
 
@@ -53,7 +55,8 @@ def build(report, baseline):
     if walked is None or rss is None:
         return None
     free = _core.heap_free()
-    figures = dict(walked, freed_heap=free, baseline=baseline)
+    figures = dict(walked, freed_heap=free, baseline=baseline,
+                   memtamer=report.get("own_bytes", {}).get("total"))
     held = sorted((dict(row, action=held_action(row)) for row in report.get("held", ())
                    if row["bytes"] >= ADVICE_MIN_BYTES), key=lambda row: -row["bytes"])
     parts = []

@@ -69,11 +69,6 @@ def set_swap(allowed):
 
 # ---- what the message names: the biggest variables -------------------------
 
-# Seconds for sizing a variable the ledger has not walked yet (one made
-# before memtamer was loaded); a walk cut short gives a lower bound.
-UNWALKED_BUDGET = 0.05
-
-
 def biggest_variables(namespace, n=3):
     """[(name, bytes, type name, before)] of the n biggest user variables.
     The kernel is at its budget: no full walk now.  Sizes are the deep sizes
@@ -81,14 +76,17 @@ def biggest_variables(namespace, n=3):
     (before True: from before the running cell, which may have grown it), or
     measured now for a variable it has not walked."""
     sized = []
-    for name, entry in _core.ledger()["names"].items():
+    ledger = _core.ledger()
+    for name, entry in ledger["names"].items():
         if name not in namespace:
             continue
         value = namespace[name]
         size = entry["bytes"]
         before = size is not None
         if not before:
-            size, _complete = _core.deep_size(value, UNWALKED_BUDGET)
+            # Not walked yet (made before memtamer was loaded): sized now within
+            # the ledger's budget for a cell's walks; cut short, a lower bound.
+            size, _complete = _core.deep_size(value, ledger["cell_walk_budget"])
         sized.append((name, size, type(value).__name__, before))
         del value
     sized.sort(key=lambda item: item[1], reverse=True)

@@ -267,7 +267,8 @@ class Rules:
             original = id(ns.get(name))
             try:
                 options = dict(action["options"])
-                row = shrinker.run(self.shell, ns, action["do"], [name], options)[name]
+                row = shrinker.run(self.shell, ns, action["do"], [name], options,
+                                   rewalk=False)[name]
             except UsageError as exc:
                 row = {"status": "refused", "bytes_before": None, "bytes_after": None,
                        "reason": str(exc)}

@@ -87,7 +87,7 @@ def _reattach(shell, ns, names, options):
 KERNEL_ACTIONS = {"trim": _trim, "reattach": _reattach}
 
 
-def _run(shell, ns, action, names, given):
+def _run(shell, ns, action, names, given, rewalk):
     options = parse_options(action, given)
     if action in KERNEL_ACTIONS:
         return KERNEL_ACTIONS[action](shell, ns, names, options)
@@ -124,16 +124,19 @@ def _run(shell, ns, action, names, given):
         rows[name] = dict(row, name=name, action=action)
         publish("shrink", {key: rows[name].get(key) for key in SHRINK_EVENT_FIELDS})
     # Changed in place: no cell rebinds them, so the ledger would keep old sizes.
-    _core.ledger_rewalk([name for name, row in rows.items() if row.get("in_place")])
+    if rewalk:
+        _core.ledger_rewalk([name for name, row in rows.items() if row.get("in_place")])
     return rows
 
 
-def run(shell, ns, action, names, given):
+def run(shell, ns, action, names, given, rewalk=True):
     """Runs action on each name; returns {name: row}.  Every name must exist,
     every option must fit the action, and no name may be refused, before
-    anything changes."""
+    anything changes.  rewalk=False leaves sizing the names changed in place
+    to the caller (the rules' policy_acted_on sizes every name a rule acted
+    on, in the same call into C)."""
     try:
-        return _run(shell, ns, action, names, given)
+        return _run(shell, ns, action, names, given, rewalk)
     except BaseException as exc:
         _release_frames(exc)
         raise
