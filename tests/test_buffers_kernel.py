@@ -89,6 +89,11 @@ def test_cells_carry_arrows_pool(fresh_kernel):
     cell = k.last_cell()
     assert cell["arrow_peak_increment"] == pytest.approx(3 * 128 * MiB, rel=0.01)
     assert abs(cell["arrow_retained"]) < MiB
+    # %memreport peak says why the pool's temporary has no line
+    out = k.run(f"%memreport peak {cell['cell']}")["stdout"]
+    assert "its peak is not taken apart" in out, out
+    assert "in Arrow's pool) has no line: it came from allocators memtamer cannot follow" in out
+    assert "Arrow's pool reports only its totals" in out, out
     before = k.query("pa.total_allocated_bytes()")
     k.run("kept = pa.concat_tables([t, t]).combine_chunks()")
     cell = k.last_cell()

@@ -18,8 +18,9 @@ def arrow(kernel):
     kernel.run("%memtamer --notice off")
     kernel.run("import numpy as np, pyarrow as pa, pyarrow.compute as pc")
     kernel.run(f"x = np.random.random({ROWS})\n"
-               f"colours = pa.array(np.array(['red', 'green', 'blue'])[np.random.randint(0, 3,"
-               f" {ROWS})])\n"
+               # one chunk (pa.array of numpy strings may make several)
+               f"colours = pa.DictionaryArray.from_arrays(pa.array(np.random.randint(0, 3,"
+               f" {ROWS}).astype(np.int8)), ['red', 'green', 'blue']).cast(pa.string())\n"
                # 1e300 hides under every null: only valid values count
                f"hidden = pa.array(np.tile([1.5, 1e300], {ROWS // 2}),"
                f" mask=np.tile([False, True], {ROWS // 2}))")
