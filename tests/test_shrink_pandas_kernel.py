@@ -102,19 +102,23 @@ def test_polars_frames(frames):
     frames.run("del p, x, lst")
 
 
-def test_compress_round_trips_arrow_data(frames):
+def test_compress_round_trips_arrow_and_polars_data(frames):
     frames.run("import pickle, pyarrow as pa\n"
                "t = pa.table({'a': np.zeros(2**22), 's': pa.array(['abc', None] * 2**21)})\n"
                "ps = pd.Series(['abc', None] * 2**20, dtype='str')\n"
                "ad = pd.DataFrame({'x': pd.array([1.5, None] * 2**20, dtype='double[pyarrow]')})\n"
-               "copies = {n: pickle.dumps(globals()[n]) for n in ('t', 'ps', 'ad')}")
-    for name in ("t", "ps", "ad"):
+               "pf = pl.DataFrame({'x': [1.5, None] * 2**20, 's': ['abc', None] * 2**20,"
+               " 'c': pl.Series(['a', 'b'] * 2**20, dtype=pl.Categorical)})\n"
+               "copies = {n: pickle.dumps(globals()[n]) for n in ('t', 'ps', 'ad', 'pf')}")
+    for name in ("t", "ps", "ad", "pf"):
         out = frames.run(f"%shrink compress {name}")["data"][0]["text/plain"]
         assert "REFUSED" not in out, out
     # a cell that uses them gets them back, equal by each library's own test
     out = frames.run("print(t.equals(pickle.loads(copies['t'])), ps.equals(pickle.loads("
                      "copies['ps'])), str(ps.dtype), ad.equals(pickle.loads(copies['ad'])), "
-                     "str(ad['x'].dtype))")
+                     "str(ad['x'].dtype), pf.equals(pickle.loads(copies['pf'])), "
+                     "*[str(kind) for kind in pf.schema.values()])")
     assert out["stdout"].splitlines()[-1].split() == ["True", "True", "str", "True",
-                                                      "double[pyarrow]"], out["stdout"]
-    frames.run("del t, ps, ad, copies")
+                                                      "double[pyarrow]", "True", "Float64",
+                                                      "String", "Categorical"], out["stdout"]
+    frames.run("del t, ps, ad, pf, copies")

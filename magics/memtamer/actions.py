@@ -203,7 +203,8 @@ def _pandas_plan(frame, options):
         if arrow_target is not None:
             plans.append((position, arrow_target))
             changes.append(f"{label}: {dtype} → {arrow_target}")
-            notes.append(_kept(arrow_plan, options) or arrow_plan["warning"])
+            kept = _kept(arrow_plan, options) or arrow_plan["warning"]
+            notes.append(kept and f"{label}: {kept}")
             saved += len(column) * (dtype.pyarrow_dtype.bit_width -
                                     arrow_target.pyarrow_dtype.bit_width) // 8
         elif arrow_plan is not None:
@@ -217,7 +218,8 @@ def _pandas_plan(frame, options):
             if plan["target"]:
                 plans.append((position, plan["target"]))
                 changes.append(f"{label}: {dtype} → {plan['target']}")
-                notes.append(_kept(plan, options) or plan["warning"])
+                kept = _kept(plan, options) or plan["warning"]
+                notes.append(kept and f"{label}: {kept}")
                 saved += values.nbytes - len(values) * np.dtype(plan["target"]).itemsize
             else:
                 notes.append(f"{label}: {plan['reason']}")
@@ -302,7 +304,8 @@ def _downcast_polars(shell, ns, name, options):
             target = pl.from_arrow(pa.array([], type=target)).dtype
             casts[column.name] = target
             changes.append(f"{column.name}: {dtype} → {target}")
-            notes.append(_kept(plan, options) or plan["warning"])
+            kept = _kept(plan, options) or plan["warning"]
+            notes.append(kept and f"{column.name}: {kept}")
             saved += len(column) * (chunks.type.bit_width // 8 - np.dtype(plan["target"]).itemsize)
         elif dtype == pl.String and len(column) and \
                 column.n_unique() <= CATEGORY_MAX_FRACTION * len(column):
@@ -424,13 +427,13 @@ def _downcast(shell, ns, name, options, progress):
 
 # compress -------------------------------------------------------------------
 
-def _held_refusal(shell, ns, name, options, what):
+def _held_refusal(shell, ns, name, options, action):
     """A reason to refuse replacing ns[name] when others hold it, or None."""
     refusals = [r for r in _core.inplace_check(ns, name) if r[0] in ("held", "view")]
     if not refusals or options["copy"]:
         return None
-    return (f"other holders keep it in memory, so {what} would free nothing (add --copy to "
-            f"{what.split()[0]} anyway): " + refusal_text(shell, ns, name, refusals))
+    return (f"other holders keep it in memory, so {action}ing it would free nothing (add --copy "
+            f"to {action} it anyway): " + refusal_text(shell, ns, name, refusals))
 
 
 def _by_reference(value):
@@ -456,6 +459,20 @@ def _file_backing(value):
         if isinstance(value, mmap.mmap):
             return "a memory-mapped file"
         value = getattr(value, "base", None)
+    return None
+
+
+def _autograd_loss(value):
+    """What torch's pickling of a tensor would lose of its autograd state
+    (it keeps the data and requires_grad), or None."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(value, torch.Tensor):
+        return None
+    if value.grad_fn is not None:
+        return (f"it has a grad_fn ({type(value.grad_fn).__name__}, autograd's graph), which "
+                "pickle drops: it would come back as a leaf; compress .detach() of it")
+    if value.grad is not None:
+        return "it holds a .grad, which pickle drops: clear it (tensor.grad = None) first"
     return None
 
 
@@ -522,7 +539,10 @@ def _compress_plan(shell, ns, name, options):
         return dict(row, reason=f"it is file-backed (a memmap of {backing}): its pages already "
                                 "come from the file and go back to it under memory pressure, "
                                 "so there is nothing to compress")
-    held = _held_refusal(shell, ns, name, options, "compressing it")
+    lost = _autograd_loss(ns[name])
+    if lost:
+        return dict(row, reason=lost)
+    held = _held_refusal(shell, ns, name, options, "compress")
     with ledger(shell, ns):
         entries = _core.variables()
     entry = next((e for e in entries if e["name"] == name), None)
@@ -693,7 +713,7 @@ def _spill_plan(shell, ns, name, options):
         del value
         if row["bytes_before"] == 0:
             return _refused(row, "it is empty: nothing to spill")
-        refused = _held_refusal(shell, ns, name, options, "spilling it")
+        refused = _held_refusal(shell, ns, name, options, "spill")
         if refused or (not dense and not options["copy"]):
             return _refused(row, refused or "it is not contiguous (add --copy to spill a "
                                             "contiguous copy)")
@@ -721,7 +741,7 @@ def _spill_plan(shell, ns, name, options):
             return _refused(row, f"{format_size(row['in_memory'])} of it is Python objects, not "
                                  "array buffers: read back from a file it would take as much "
                                  "memory as now (try %shrink compress)")
-        refused = _held_refusal(shell, ns, name, options, "spilling it")
+        refused = _held_refusal(shell, ns, name, options, "spill")
         entry = None if refused else variable(shell, ns, name)
         if entry is not None and entry["exclusive"] is not None and \
                 entry["bytes"] - entry["exclusive"] > MAX_SPILL_SHARED_BYTES:
