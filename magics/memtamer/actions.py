@@ -427,6 +427,11 @@ def _downcast(shell, ns, name, options, progress):
 
 # compress -------------------------------------------------------------------
 
+# compress pickles polars frames as spill does: through Arrow, their buffers
+# out of band (read in place, not copied into the stream)
+_core.compress_set_pickler(spill_store.compress_pickler)
+
+
 def _held_refusal(shell, ns, name, options, action):
     """A reason to refuse replacing ns[name] when others hold it, or None."""
     refusals = [r for r in _core.inplace_check(ns, name) if r[0] in ("held", "view")]
