@@ -1,7 +1,9 @@
 """Other libraries' buffers (issue 24): memtamer.deep_size of Arrow, polars,
 torch and pandas objects against each library's own figure, shared buffers
-once; the time to size a 1M-row, 20-column Arrow table; and the per-cell
-cost of a kernel holding 50 Arrow and polars variables.
+once; the time to size a 1M-row, 20-column Arrow table; the per-cell
+cost of a kernel holding 50 Arrow and polars variables; and what
+%shrink compress of a polars frame costs through Arrow and by polars'
+own pickle.
 
     bash bench/run.sh buffers
 Writes the "Buffers" section of bench/RESULTS.md (between its markers).
@@ -150,6 +152,37 @@ def per_cell_cost():
     return results
 
 
+def compress_polars():
+    """%shrink compress of a polars frame (floats, floats with nulls,
+    strings) through Arrow, and by polars' own pickle (the package's
+    pickler chooser unset): peaks of the dry run, the compress and the
+    restoring cell, each in a fresh kernel."""
+    rows = []
+    for label, setup in (("through Arrow (memtamer's pickler)", ""),
+                         ("polars' own pickle", "memtamer._core.compress_set_pickler(None)")):
+        k = Kernel()
+        try:
+            k.run("%load_ext memtamer")
+            k.run("%memtamer --notice off")
+            k.run("import numpy as np, polars as pl, memtamer\n"
+                  "p = pl.DataFrame({'x': np.random.random(2**22), 'n': [1.5, None] * 2**21, "
+                  "'s': ['red', 'green', None, 'blue'] * 2**20})")
+            if setup:
+                k.run(setup)
+            deep = k.query("memtamer.deep_size(p)")
+            dry = k.query("memtamer.shrink('compress', 'p', dry_run=True)['p']")
+            done = k.query("memtamer.shrink('compress', 'p')['p']")
+            k.run("p.shape")
+            restore = k.last_cell()
+            rows.append(f"| {label} | {deep / MiB:.0f} MiB | +{dry['peak_increment'] / MiB:.0f} MiB "
+                        f"| +{done['peak_increment'] / MiB:.0f} MiB | {done['seconds']:.2f} s "
+                        f"| {done['bytes_after'] / MiB:.0f} MiB "
+                        f"| +{restore['peak_increment'] / MiB:.0f} MiB |")
+        finally:
+            k.shutdown()
+    return rows
+
+
 def main():
     lines = ["## Buffers (issue 24)", "",
              f"Python {platform.python_version()}, pyarrow {pa.__version__}, polars {pl.__version__}, "
@@ -169,6 +202,12 @@ def main():
               "|---|---|---|"]
     for label, (times, report) in cost.items():
         lines.append(f"| {label} | {spread(times, '{:.1f}')} ms | {report:.0f} ms |")
+    lines += ["", "`%shrink compress` of a polars frame of 4,194,304 rows (float64, float64 "
+              "with nulls, strings), one fresh kernel each (peaks are the cell's RSS peak "
+              "over its start):", "",
+              "| pickled | deep size | dry-run peak | compress peak | compress time "
+              "| compressed | restoring cell's peak |", "|---|---|---|---|---|---|---|"]
+    lines += compress_polars()
     write_section("buffers", "\n".join(lines))
     print("\n".join(lines))
 

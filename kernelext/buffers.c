@@ -718,7 +718,7 @@ mt_buffers_arrow_pool(mt_buffers_pool *out)
     MT_ASSERT_GIL();
     PyObject *pool = NULL;
     int rc = -1;
-    out->allocated = out->peak = 0;
+    out->allocated = out->peak = out->handed_out = 0;
     PyObject *name = PyUnicode_FromString("pyarrow");
     PyObject *pyarrow = name ? PyImport_GetModule(name) : NULL;
     Py_XDECREF(name);
@@ -728,17 +728,28 @@ mt_buffers_arrow_pool(mt_buffers_pool *out)
     }
     pool = PyObject_CallMethod(pyarrow, "default_memory_pool", NULL);
     if (pool != NULL && (out->allocated = call_for_size(pool, "bytes_allocated")) >= 0 &&
-        (out->peak = call_for_size(pool, "max_memory")) >= 0) {
+        (out->peak = call_for_size(pool, "max_memory")) >= 0 &&
+        (out->handed_out = call_for_size(pool, "total_bytes_allocated")) >= 0) {
         rc = 1;
     }
 done:
     if (rc < 0) {
         PyErr_Clear();
-        out->allocated = out->peak = 0;
+        out->allocated = out->peak = out->handed_out = 0;
     }
     Py_XDECREF(pyarrow);
     Py_XDECREF(pool);
     return rc;
+}
+
+long long
+mt_buffers_arrow_peak_increment(const mt_buffers_pool *begin, const mt_buffers_pool *end)
+{
+    if (end->peak > begin->peak) {
+        return end->peak - begin->allocated;
+    }
+    long long growth = end->allocated - begin->allocated;
+    return end->handed_out - begin->handed_out == growth ? growth : -1;
 }
 
 PyDoc_STRVAR(mt_buffers_py_ranges__doc__,

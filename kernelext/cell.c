@@ -281,7 +281,7 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     r.arrow_counted = arrow_counted;
     r.arrow_retained = arrow_counted ? arrow.allocated - w->arrow.allocated : 0;
     r.arrow_peak_increment =
-        arrow_counted && arrow.peak > w->arrow.peak ? arrow.peak - w->arrow.allocated : -1;
+        arrow_counted ? mt_buffers_arrow_peak_increment(&w->arrow, &arrow) : -1;
     children_figures(st->probe, &w->children, &r);
     r.swap_before = swap_known ? w->swap_before : -1;
     r.swap_after = swap_known ? swap_after : -1;

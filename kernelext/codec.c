@@ -136,17 +136,33 @@ input_from_array(PyArrayObject *arr, input *in)
 }
 
 static int
-input_from_pickle(PyObject *obj, input *in)
+input_from_pickle(PyObject *module, PyObject *obj, input *in)
 {
     PyObject *pickle = NULL, *append = NULL, *dumps = NULL, *kw = NULL, *args = NULL;
+    PyObject *choose = mt_get_state(module)->compress_pickler;
     int rc = -1;
     in->kind = KIND_PICKLE;
+    /* The chooser runs before the pickling, so what a thread writes meanwhile
+     * is pickled; pickle.dumps itself runs no Python code for data, so no
+     * thread writes into what it already read (see mt_codec_commit). */
+    if (choose && !(dumps = PyObject_CallOneArg(choose, obj))) {
+        return -1;
+    }
+    if (dumps == Py_None) {
+        Py_CLEAR(dumps);
+    }
     if (!(pickle = PyImport_ImportModule("pickle")) || !(in->buffers = PyList_New(0)) ||
         !(append = PyObject_GetAttrString(in->buffers, "append")) ||
-        !(dumps = PyObject_GetAttrString(pickle, "dumps")) || !(args = PyTuple_Pack(1, obj)) ||
+        (!dumps && !(dumps = PyObject_GetAttrString(pickle, "dumps"))) ||
+        !(args = PyTuple_Pack(1, obj)) ||
         !(kw = Py_BuildValue("{siss}", "protocol", 5, "buffer_callback", "")) ||
         PyDict_SetItemString(kw, "buffer_callback", append) < 0 ||
         !(in->stream = PyObject_Call(dumps, args, kw))) {
+        goto done;
+    }
+    if (!PyBytes_Check(in->stream)) {
+        PyErr_Format(PyExc_TypeError, "the pickler gave %.100s, not bytes",
+                     Py_TYPE(in->stream)->tp_name);
         goto done;
     }
     /* Pickle stores what __main__ defines by name, not by value (its module
@@ -197,7 +213,7 @@ done:
 }
 
 static int
-input_from_object(PyObject *obj, input *in)
+input_from_object(PyObject *module, PyObject *obj, input *in)
 {
     int np = mt_npy_ready();
     if (np < 0) {
@@ -207,7 +223,7 @@ input_from_object(PyObject *obj, input *in)
     if (np && PyArray_CheckExact(obj) && !PyDataType_REFCHK(PyArray_DESCR((PyArrayObject *)obj))) {
         return input_from_array((PyArrayObject *)obj, in);
     }
-    return input_from_pickle(obj, in);
+    return input_from_pickle(module, obj, in);
 }
 
 /* ---- the type ---- */
@@ -311,7 +327,7 @@ mt_codec_compress(PyObject *module, PyObject *args, PyObject *kwargs)
                      name);
         return NULL;
     }
-    if (input_from_object(obj, &in) < 0) {
+    if (input_from_object(module, obj, &in) < 0) {
         input_release(&in);
         return NULL;
     }
@@ -357,7 +373,7 @@ mt_codec_estimate(PyObject *module, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_ValueError, "sample must be positive");
         return NULL;
     }
-    if (input_from_object(obj, &in) < 0 ||
+    if (input_from_object(module, obj, &in) < 0 ||
         mt_frames_compress(in.sources, in.nsources, &how, (size_t)sample, NULL, 0, &frames) < 0) {
         input_release(&in);
         return NULL;
@@ -972,7 +988,7 @@ PyDoc_STRVAR(mt_codec_commit__doc__,
              "ValueError with the reason, nothing bound, if name was rebound or obj keeps "
              "changing (a thread writing without the GIL).");
 PyObject *
-mt_codec_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+mt_codec_commit(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"ns", "name", "obj", "proxy", NULL};
     PyObject *ns, *name, *obj, *proxy, *what = NULL, *result = NULL;
@@ -992,7 +1008,7 @@ mt_codec_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     /* Pickling again and numpy's dtype str (for a second compress) may run
      * Python code, and other threads with it; from the lookup to the
      * rebinding nothing does. */
-    if (input_from_object(obj, &in) < 0 || (what = describe(obj, in.kind)) == NULL) {
+    if (input_from_object(module, obj, &in) < 0 || (what = describe(obj, in.kind)) == NULL) {
         goto done;
     }
     if (mt_still_bound(ns, name, obj, "compressed") < 0) {
@@ -1124,6 +1140,23 @@ mt_codec_make_type(PyObject *module)
     return PyType_FromModuleAndSpec(module, &compressed_spec, NULL);
 }
 
+PyDoc_STRVAR(mt_codec_set_pickler__doc__,
+             "compress_set_pickler(choose): compress and compress_estimate pickle obj with "
+             "choose(obj) when it gives a function (called as pickle.dumps(obj, protocol=5, "
+             "buffer_callback=...) is), with pickle.dumps when it gives None; None: always "
+             "pickle.dumps.");
+PyObject *
+mt_codec_set_pickler(PyObject *module, PyObject *choose)
+{
+    if (choose != Py_None && !PyCallable_Check(choose)) {
+        PyErr_SetString(PyExc_TypeError, "choose must be callable, or None");
+        return NULL;
+    }
+    Py_XSETREF(mt_get_state(module)->compress_pickler,
+               choose == Py_None ? NULL : Py_NewRef(choose));
+    Py_RETURN_NONE;
+}
+
 /* The _core methods of this file; module.c adds them at init. */
 PyMethodDef mt_codec_methods[] = {
     {"compress", (PyCFunction)(void (*)(void))mt_codec_compress, METH_VARARGS | METH_KEYWORDS,
@@ -1133,6 +1166,7 @@ PyMethodDef mt_codec_methods[] = {
     {"compress_commit", (PyCFunction)(void (*)(void))mt_codec_commit, METH_VARARGS | METH_KEYWORDS,
      mt_codec_commit__doc__},
     {"compressed_info", mt_codec_info, METH_O, mt_codec_info__doc__},
+    {"compress_set_pickler", mt_codec_set_pickler, METH_O, mt_codec_set_pickler__doc__},
     {"compress_estimate", (PyCFunction)(void (*)(void))mt_codec_estimate,
      METH_VARARGS | METH_KEYWORDS, mt_codec_estimate__doc__},
     {NULL, NULL, 0, NULL},

@@ -146,6 +146,7 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(mt_get_state(module)->numpy_previous);
     Py_VISIT(mt_get_state(module)->cells.window.source);
     Py_VISIT(mt_get_state(module)->compressed_type);
+    Py_VISIT(mt_get_state(module)->compress_pickler);
     int rc = mt_guard_traverse(module, visit, arg);
     if (rc != 0) {
         return rc;
@@ -160,6 +161,7 @@ core_clear(PyObject *module)
     Py_CLEAR(mt_get_state(module)->cells.window.source);
     mt_guard_clear(module);
     Py_CLEAR(mt_get_state(module)->compressed_type);
+    Py_CLEAR(mt_get_state(module)->compress_pickler);
     mt_ledger_clear(&mt_get_state(module)->ledger);
     return 0;
 }

@@ -72,8 +72,13 @@ static int
 threads_for(size_t n)
 {
     size_t wanted = n / VALUES_PER_THREAD;
+    if (wanted < 2) {
+        /* Not worth asking how many cores there are: a scan of the short
+         * runs between an Arrow column's nulls comes here once a run. */
+        return 1;
+    }
     int most = mt_worker_cores(MAX_THREADS);
-    return wanted < 1 ? 1 : wanted > (size_t)most ? most : (int)wanted;
+    return wanted > (size_t)most ? most : (int)wanted;
 }
 
 /* ------------------------------------------------------------------ */

@@ -214,15 +214,64 @@ typedef struct {
     unsigned long long umax;
 } plan;
 
-/* Runs fn over every inner loop of arr (read-only, memory order).  The GIL
+/* Which elements of a 1-D contiguous array count: bit offset + i of an
+ * Arrow validity bitmap (least significant bit first) says whether element
+ * i does; bits NULL: all of them.  Arrow leaves any value under a null. */
+typedef struct {
+    const uint8_t *bits;
+    int64_t offset;
+} validity;
+
+static const validity ALL_VALID = {NULL, 0};
+
+static int
+bit_set(const validity *v, npy_intp i)
+{
+    int64_t bit = v->offset + i;
+    return v->bits[bit >> 3] >> (bit & 7) & 1;
+}
+
+/* The index of the first element from i on whose bit is `set` (n when
+ * none), whole bytes at a time where the bits allow. */
+static npy_intp
+next_with_bit(const validity *v, npy_intp i, npy_intp n, int set)
+{
+    const uint8_t other = set ? 0x00 : 0xFF;
+    while (i < n) {
+        int64_t bit = v->offset + i;
+        if ((bit & 7) == 0 && i + 8 <= n && v->bits[bit >> 3] == other) {
+            i += 8;
+        }
+        else if (bit_set(v, i) == set) {
+            return i;
+        }
+        else {
+            i++;
+        }
+    }
+    return n;
+}
+
+/* Runs fn over every inner loop of arr (read-only, memory order), or over
+ * each run of valid elements when a bitmap says which count.  The GIL
  * stays held: a thread writing the array during the scan could otherwise
  * put in a value the plan never saw, and the conversion would lose it. */
 typedef void (*scan_fn)(const char *p, npy_intp stride, npy_intp n, void *acc);
 
 static int
-scan(PyArrayObject *arr, scan_fn fn, void *acc)
+scan(PyArrayObject *arr, const validity *valid, scan_fn fn, void *acc)
 {
     if (PyArray_SIZE(arr) == 0) {
+        return 0;
+    }
+    if (valid->bits != NULL) {
+        const char *data = PyArray_BYTES(arr);
+        npy_intp n = PyArray_SIZE(arr), size = PyArray_ITEMSIZE(arr);
+        for (npy_intp i = next_with_bit(valid, 0, n, 1); i < n;) {
+            npy_intp end = next_with_bit(valid, i, n, 0);
+            fn(data + i * size, size, end - i, acc);
+            i = next_with_bit(valid, end, n, 1);
+        }
         return 0;
     }
     NpyIter *it = NpyIter_New(arr, NPY_ITER_READONLY | NPY_ITER_EXTERNAL_LOOP, NPY_KEEPORDER,
@@ -261,6 +310,19 @@ float_scan(const char *p, npy_intp stride, npy_intp n, void *arg)
     for (int c = 0; c < a->components; c++) {
         a->rounding(p + c * a->component_size, stride, n, &a->r);
     }
+}
+
+/* float64 (or complex128: pairs of doubles with one rule for both) to
+ * float32 by the vector loop where the values lie densely. */
+static void
+dense_double_scan(const char *p, npy_intp stride, npy_intp n, void *arg)
+{
+    float_acc *a = arg;
+    if (stride != a->components * a->component_size || ((uintptr_t)p & 7) != 0) {
+        float_scan(p, stride, n, arg);
+        return;
+    }
+    mt_narrow_scan_f64_f32((const double *)p, (size_t)n * (size_t)a->components, &a->r);
 }
 
 typedef struct {
@@ -446,7 +508,7 @@ dense_doubles(PyArrayObject *arr)
 }
 
 static int
-plan_float(PyArrayObject *arr, int to, double rtol, plan *out)
+plan_float(PyArrayObject *arr, const validity *valid, int to, double rtol, plan *out)
 {
     int src = PyArray_TYPE(arr);
     int is_complex = PyTypeNum_ISCOMPLEX(src);
@@ -476,12 +538,8 @@ plan_float(PyArrayObject *arr, int to, double rtol, plan *out)
                      is_complex ? 2 : 1,
                      src_double ? 8 : 4,
                      {0.0, 0}};
-    if (dense_doubles(arr) && target != NPY_FLOAT16) {
-        /* Complex numbers are pairs of doubles with one rule for both. */
-        mt_narrow_scan_f64_f32((const double *)PyArray_DATA(arr),
-                               (size_t)PyArray_SIZE(arr) * (size_t)acc.components, &acc.r);
-    }
-    else if (scan(arr, float_scan, &acc) < 0) {
+    scan_fn fn = dense_doubles(arr) && target != NPY_FLOAT16 ? dense_double_scan : float_scan;
+    if (scan(arr, valid, fn, &acc) < 0) {
         return -1;
     }
     out->max_rel_error = acc.r.max_err;
@@ -505,7 +563,7 @@ plan_float(PyArrayObject *arr, int to, double rtol, plan *out)
 }
 
 static int
-plan_int(PyArrayObject *arr, int to, int narrow, plan *out)
+plan_int(PyArrayObject *arr, const validity *valid, int to, int narrow, plan *out)
 {
     int src = PyArray_TYPE(arr);
     int is_signed = PyTypeNum_ISSIGNED(src);
@@ -516,12 +574,12 @@ plan_int(PyArrayObject *arr, int to, int narrow, plan *out)
         return -1;
     }
     int_acc acc = {0, 0, 0, 0};
-    if (scan(arr, int_scanner(src), &acc) < 0) {
+    if (scan(arr, valid, int_scanner(src), &acc) < 0) {
         return -1;
     }
     long long lo;
     unsigned long long hi;
-    if (PyArray_SIZE(arr) == 0) {
+    if (!acc.started) { /* no element, or only nulls */
         lo = 0;
         hi = 0;
     }
@@ -535,7 +593,7 @@ plan_int(PyArrayObject *arr, int to, int narrow, plan *out)
         lo = umin > (unsigned long long)LLONG_MAX ? LLONG_MAX : (long long)umin;
         hi = acc.umax;
     }
-    out->have_range = PyArray_SIZE(arr) > 0;
+    out->have_range = acc.started;
     out->smin = is_signed ? acc.smin : lo;
     out->umax = is_signed ? (unsigned long long)acc.smax : hi;
     int target = to == -1 ? smallest_int(is_signed, lo, hi) : to;
@@ -579,7 +637,8 @@ check_rtol(double rtol)
 }
 
 static int
-plan_for(PyArrayObject *arr, const char *to_name, double rtol, int narrow, plan *out)
+plan_for(PyArrayObject *arr, const validity *valid, const char *to_name, double rtol, int narrow,
+         plan *out)
 {
     memset(out, 0, sizeof *out);
     out->target = -1;
@@ -597,14 +656,14 @@ plan_for(PyArrayObject *arr, const char *to_name, double rtol, int narrow, plan 
         return -1;
     }
     if (src == NPY_FLOAT64 || src == NPY_FLOAT32 || src == NPY_COMPLEX128 || src == NPY_COMPLEX64) {
-        return plan_float(arr, to, rtol, out);
+        return plan_float(arr, valid, to, rtol, out);
     }
     if (src == NPY_FLOAT16) {
         PyOS_snprintf(out->reason, sizeof out->reason, "it is already float16");
         return 0;
     }
     if (int_scanner(src) != NULL) {
-        return plan_int(arr, to, narrow, out);
+        return plan_int(arr, valid, to, narrow, out);
     }
     if (src == NPY_BOOL) {
         PyOS_snprintf(out->reason, sizeof out->reason, "it is already bool");
@@ -643,7 +702,8 @@ plan_dict(const plan *p)
 }
 
 static int
-parse_plan_args(PyObject *arr, const char *to, double rtol, int narrow, plan *p)
+parse_plan_args(PyObject *arr, const validity *valid, const char *to, double rtol, int narrow,
+                plan *p)
 {
     if (numpy_needed() < 0) {
         return -1;
@@ -653,26 +713,64 @@ parse_plan_args(PyObject *arr, const char *to, double rtol, int narrow, plan *p)
                      Py_TYPE(arr)->tp_name);
         return -1;
     }
-    return plan_for((PyArrayObject *)arr, to, rtol, narrow, p);
+    return plan_for((PyArrayObject *)arr, valid, to, rtol, narrow, p);
 }
 
-PyDoc_STRVAR(mt_shrink_plan__doc__, "downcast_plan(array, to='auto', rtol=1e-3, narrow=False) -> "
-                                    "{target, reason, max_rel_error, warning}.");
+/* The validity bitmap `bits` (a buffer) with its bit offset, checked to
+ * cover the elements of arr, a 1-D contiguous array. */
+static int
+parse_validity(PyObject *arr, Py_buffer *bits, long long offset, validity *out)
+{
+    if (!PyArray_Check(arr) || PyArray_NDIM((PyArrayObject *)arr) != 1 ||
+        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)arr)) {
+        PyErr_SetString(PyExc_ValueError, "valid= needs a one-dimensional contiguous array");
+        return -1;
+    }
+    npy_intp n = PyArray_SIZE((PyArrayObject *)arr);
+    if (offset < 0 || offset > (long long)bits->len * 8 - n) {
+        PyErr_Format(PyExc_ValueError,
+                     "the validity bitmap has %zd bytes: too few for %zd elements from bit %lld",
+                     bits->len, (Py_ssize_t)n, offset);
+        return -1;
+    }
+    out->bits = bits->buf;
+    out->offset = offset;
+    return 0;
+}
+
+PyDoc_STRVAR(mt_shrink_plan__doc__,
+             "downcast_plan(array, to='auto', rtol=1e-3, narrow=False, valid=None, "
+             "valid_offset=0) -> {target, reason, max_rel_error, warning}; valid: an Arrow "
+             "validity bitmap (a buffer) whose bit valid_offset + i says whether element i of the "
+             "one-dimensional array counts (the values under Arrow's nulls are any).");
 static PyObject *
 mt_shrink_plan(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"array", "to", "rtol", "narrow", NULL};
-    PyObject *arr;
+    static char *kwlist[] = {"array", "to", "rtol", "narrow", "valid", "valid_offset", NULL};
+    PyObject *arr, *valid_obj = Py_None, *result = NULL;
     const char *to = "auto";
     double rtol = MT_DEFAULT_RTOL;
     int narrow = 0;
+    long long offset = 0;
+    Py_buffer bits = {0};
+    validity valid = ALL_VALID;
     plan p;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|sdp:downcast_plan", kwlist, &arr, &to, &rtol,
-                                     &narrow) ||
-        parse_plan_args(arr, to, rtol, narrow, &p) < 0) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|sdpOL:downcast_plan", kwlist, &arr, &to,
+                                     &rtol, &narrow, &valid_obj, &offset)) {
         return NULL;
     }
-    return plan_dict(&p);
+    if (valid_obj != Py_None && (PyObject_GetBuffer(valid_obj, &bits, PyBUF_SIMPLE) < 0 ||
+                                 parse_validity(arr, &bits, offset, &valid) < 0)) {
+        goto done;
+    }
+    if (parse_plan_args(arr, &valid, to, rtol, narrow, &p) == 0) {
+        result = plan_dict(&p);
+    }
+done:
+    if (bits.obj != NULL) {
+        PyBuffer_Release(&bits);
+    }
+    return result;
 }
 
 PyDoc_STRVAR(mt_shrink_options__doc__,
@@ -1044,7 +1142,7 @@ mt_shrink_downcast(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs
         goto done;
     }
     gc_was_enabled = PyGC_Disable();
-    if (parse_plan_args(obj, to, rtol, narrow, &p) < 0) {
+    if (parse_plan_args(obj, &ALL_VALID, to, rtol, narrow, &p) < 0) {
         goto done;
     }
     Py_ssize_t after =

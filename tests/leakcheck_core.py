@@ -251,6 +251,21 @@ def codec(i):
         _core.compress_commit(bound, name, bound[name], proxy)
         assert bound[name] is proxy and _core.restore(proxy)[1] == -1
     expect_error(_core.compress, [by_name], "f")
+    # A pickler of our own (as the package sets one), none (pickle.dumps),
+    # one that fails, one that gives no bytes, a failing chooser, and back
+    # to pickle.dumps.
+    _core.compress_set_pickler(lambda obj: (lambda o, **kw: pickle.dumps(o, **kw))
+                               if isinstance(obj, dict) else None)
+    assert _core.restore(_core.compress({"k": np.ones(10)}, "q"))["k"].sum() == 10
+    assert _core.restore(_core.compress([1, 2], "p")) == [1, 2]
+    expect_error(_core.compress_set_pickler, 1)
+    _core.compress_set_pickler(lambda obj: lambda o, **kw: 1 / 0)
+    expect_error(_core.compress_estimate, [1, 2])
+    _core.compress_set_pickler(lambda obj: lambda o, **kw: "not bytes")
+    expect_error(_core.compress, [1, 2], "p")
+    _core.compress_set_pickler(lambda obj: 1 / 0)
+    expect_error(_core.compress, [1, 2], "p")
+    _core.compress_set_pickler(None)
     _core.compress_estimate(array, codec="zstd", level=3)
     _core.codecs()
     expect_error(_core.compress, array, "array", codec="bogus")
@@ -387,7 +402,7 @@ calls = {
     "downcast_plan": shrink, "shrink_options": shrink, "downcast": shrink, "pack": shrink, "spill_write": shrink,
     "spill_commit": shrink, "spill_commit_pickled": shrink, "spill_checksum": shrink, "shrink_actions": shrink,
     "compress": codec, "compress_estimate": codec, "codecs": codec, "restore": codec,
-    "compressed_info": codec, "compress_commit": codec,
+    "compressed_info": codec, "compress_commit": codec, "compress_set_pickler": codec,
     "rules_read": rules, "rules_check": rules, "rules_load": rules, "rules_clear": rules, "rules_table": rules,
     "rules_enable": rules, "policy_evaluate": rules, "policy_acted_on": rules,
     "parse_level": rules, "parse_size": rules, "closest": rules, "format_size": rules,

@@ -89,13 +89,32 @@ def test_cells_carry_arrows_pool(fresh_kernel):
     cell = k.last_cell()
     assert cell["arrow_peak_increment"] == pytest.approx(3 * 128 * MiB, rel=0.01)
     assert abs(cell["arrow_retained"]) < MiB
+    # %memreport peak says why the pool's temporary has no line
+    out = k.run(f"%memreport peak {cell['cell']}")["stdout"]
+    assert "its peak is not taken apart" in out, out
+    assert "in Arrow's pool) has no line: it came from allocators memtamer cannot follow" in out
+    assert "Arrow's pool reports only its totals" in out, out
     before = k.query("pa.total_allocated_bytes()")
     k.run("kept = pa.concat_tables([t, t]).combine_chunks()")
     cell = k.last_cell()
     assert cell["arrow_retained"] == k.query("pa.total_allocated_bytes()") - before
     assert cell["arrow_retained"] == pytest.approx(256 * MiB, rel=0.01)
-    # under the pool's old high: its peak in this cell cannot be known
-    assert cell["arrow_peak_increment"] is None
+    # under the pool's old high, and nothing freed: what it holds now was
+    # its highest in this cell (it said None, not knowing when the old
+    # high was passed)
+    assert k.query("pa.default_memory_pool().max_memory()") == 384 * MiB
+    assert cell["arrow_peak_increment"] == cell["arrow_retained"]
+    k.run("y = 1")
+    assert k.last_cell()["arrow_peak_increment"] == 0
+    # under the old high with frees: when they came is hidden, and said so
+    k.run("part = t.slice(0, 2**22)\ntmp = pa.concat_tables([part, part]).combine_chunks()\n"
+          "del tmp")
+    # the pool handed out 64 MiB more (384 + 256 + 64) and holds what it held
+    assert k.query("pa.default_memory_pool().total_bytes_allocated()") == \
+        pytest.approx(704 * MiB, abs=MiB)
+    assert k.last_cell()["arrow_retained"] == 0
+    assert k.query("pa.default_memory_pool().max_memory()") == 384 * MiB
+    assert k.last_cell()["arrow_peak_increment"] is None
     table = k.run("%memreport")["data"][0]["text/plain"]
     assert "Arrow peak +" in table and "Arrow retained" in table
 

@@ -61,6 +61,36 @@ def test_contents_shared_with_another_name_are_refused(kernel):
     assert kernel.query("L[0] is A and L[1] is A and M['b'] is B")
 
 
+def test_torch_tensors_come_back_exactly_or_are_refused(kernel):
+    pytest.importorskip("torch")
+    # bfloat16, transposed strides, a leaf that requires grad; ref is a copy
+    # made by torch, not by pickle
+    kernel.run("import torch\n"
+               "tb = torch.zeros(2**11, 2**11, dtype=torch.bfloat16)\ntb[::7] = 1.5\n"
+               "tb = tb.t().requires_grad_()\nref = tb.detach().clone()")
+    assert shrink_row(kernel, "tb")["status"] == "done"
+    assert kernel.query("(tb.stride(), str(tb.dtype), tb.requires_grad, tb.is_leaf, "
+                        "torch.equal(tb.detach(), ref))") == [[1, 2**11], "torch.bfloat16",
+                                                             True, True, True]
+    # pickle keeps a tensor's data, not autograd's graph nor a .grad
+    kernel.run("w = torch.zeros(2**20, dtype=torch.float64, requires_grad=True)\nnl = w * 2")
+    row = shrink_row(kernel, "nl")
+    assert row["status"] == "refused" and "grad_fn (MulBackward0" in row["reason"], row
+    assert kernel.query("nl.grad_fn is not None")
+    row = shrink_row(kernel, "w")  # nl's graph holds it
+    assert row["status"] == "refused", row
+    assert "nothing would be freed; %shrink compress w --copy compresses it anyway" in \
+        row["reason"], row
+    kernel.run("nl.sum().backward()\ndel nl")
+    row = shrink_row(kernel, "w")
+    assert row["status"] == "refused" and "it holds a .grad" in row["reason"], row
+    # a tensor over a numpy array's memory shares it with that name
+    kernel.run("a = np.zeros(2**20)\nta = torch.from_numpy(a)")
+    row = shrink_row(kernel, "ta")
+    assert row["status"] == "refused" and "a is inside it" in row["reason"], row
+    kernel.run("del tb, ref, w, a, ta")
+
+
 def test_a_memmap_is_refused_as_file_backed_even_with_copy(kernel, tmp_path):
     path = str(tmp_path / "mm.raw")
     kernel.run(f"mmf = np.memmap({path!r}, dtype='f8', mode='w+', shape=(2**18,)); mmf[:] = 1.5")

@@ -65,8 +65,22 @@ def test_core_under_valgrind(tmp_path):
     records = re.split(r"\n==\d+== \n", text)
     found = [r for r in records if ours.search(r) and ("Invalid" in r or "uninitialised" in r
                                                        or "definitely lost" in r)
-             and not kept_by_python(r)]
+             and not kept_by_python(r) and not read_by_the_collector(r)]
     assert not found, "\n\n".join(found)
+
+
+def read_by_the_collector(record):
+    """CPython's collector, run by an allocation of ours (gc_alloc when
+    core_exec adds its functions), reading a value CPython left
+    uninitialised in an object it visits (3.11 reports one, made by
+    PyLong_FromString).  Our own traverse functions are above the
+    collector in such a stack, so their reads still count."""
+    if "uninitialised" not in record:
+        return False
+    frames = [line for line in record.splitlines() if " by 0x" in line or " at 0x" in line]
+    collector = next((i for i, line in enumerate(frames) if "gc_collect_main " in line), None)
+    ours = next((i for i, line in enumerate(frames) if _our_frame().search(line)), None)
+    return collector is not None and ours is not None and collector < ours
 
 
 def kept_by_python(record):
@@ -110,6 +124,21 @@ def test_only_interned_strings_count_as_kept_by_python():
     assert kept_by_python(unhooked_key) == (sys.version_info >= (3, 12))
     assert not kept_by_python(ours)
     assert not kept_by_python(interned.replace("definitely", "possibly"))
+
+
+def test_only_the_collectors_own_reads_count_as_its():
+    error = ("==1== Use of uninitialised value of size 8\n"
+             "==1==    at 0x1: Py_TYPE (object.h:133)\n"
+             "==1==    by 0x2: visit_decref (gcmodule.c:452)\n")
+    collector = ("==1==    by 0x3: dict_traverse (dictobject.c:3547)\n"
+                 "==1==    by 0x4: gc_collect_main (gcmodule.c:1226)\n"
+                 "==1==    by 0x5: PyCMethod_New (methodobject.c:101)\n")
+    ours_below = "==1==    by 0x6: core_exec (in /x/site-packages/memtamer/_core.cpython-311.so)\n"
+    ours_above = "==1==    by 0x3: core_traverse (module.c:56)\n"
+    assert read_by_the_collector(error + collector + ours_below)
+    assert not read_by_the_collector(error + ours_above + collector + ours_below)
+    assert not read_by_the_collector(error.replace("Use of uninitialised value", "Invalid read") +
+                                     collector + ours_below)
 
 
 def test_frame_pattern_matches_both_builds():

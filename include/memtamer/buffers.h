@@ -62,11 +62,11 @@ int mt_buffers_collect(PyObject *o, mt_buffers_kind kind, mt_buffer_ranges *out)
 
 void mt_buffer_ranges_free(mt_buffer_ranges *r);
 
-/* Arrow's default memory pool: what it holds now and the most it ever held
- * (pyarrow's bytes_allocated and max_memory; the pool cannot reset its
- * peak, so a cell's own peak is known only when it passes the old one). */
+/* Arrow's default memory pool: what it holds now, the most it ever held and
+ * all it ever handed out (pyarrow's bytes_allocated, max_memory and
+ * total_bytes_allocated). */
 typedef struct {
-    long long allocated, peak;
+    long long allocated, peak, handed_out;
 } mt_buffers_pool;
 
 /* 1 with the pool's figures in *out; 0 with zeros when pyarrow is not
@@ -74,6 +74,14 @@ typedef struct {
  * -1 when pyarrow would not say (its error is cleared: the figures are
  * only missing). */
 int mt_buffers_arrow_pool(mt_buffers_pool *out);
+
+/* The pool's peak between two readings, above the first's holding, or -1
+ * when the pool cannot tell.  It cannot reset its lifetime peak, so that
+ * peak tells only when it rose in between; below it, the peak is known when
+ * nothing was freed in between (all that was handed out is still held: the
+ * holding only rose, and the second reading is its highest).  Frees under
+ * the old peak hide when they came. */
+long long mt_buffers_arrow_peak_increment(const mt_buffers_pool *begin, const mt_buffers_pool *end);
 
 /* The _core methods buffers.c defines. */
 extern PyMethodDef mt_buffers_methods[];

@@ -24,8 +24,7 @@ typedef struct {
     long long heap_peak_increment, numpy_peak_increment;
     /* Arrow's default pool (when pyarrow is imported by the cell's end):
      * what the cell left in it, and its peak above the cell's start, -1
-     * when the pool's lifetime peak from before was not passed (the pool
-     * keeps no other peak). */
+     * when the pool cannot tell (mt_buffers_arrow_peak_increment). */
     int arrow_counted;
     long long arrow_retained, arrow_peak_increment;
     /* The kernel's bytes in swap (VmSwap) at the cell's start and end, and

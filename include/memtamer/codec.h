@@ -26,6 +26,7 @@ PyObject *mt_codec_estimate(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *mt_codec_restore(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *mt_codec_commit(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *mt_codec_info(PyObject *module, PyObject *proxy);
+PyObject *mt_codec_set_pickler(PyObject *module, PyObject *choose);
 
 /* The _core methods codec.c defines. */
 extern PyMethodDef mt_codec_methods[];

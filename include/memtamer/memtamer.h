@@ -68,8 +68,10 @@ typedef struct {
     struct mt_guard *guard;
     /* postmortem.c: this kernel's record (the guard's watcher updates it). */
     mt_postmortem postmortem;
-    /* %shrink: the proxy type (codec.c) and the action being measured. */
+    /* %shrink: the proxy type (codec.c), what chooses how compress pickles
+     * an object (NULL: pickle.dumps) and the action being measured. */
     PyObject *compressed_type;
+    PyObject *compress_pickler;
     mt_shrink_window shrink;
     mt_ledger ledger;
     /* policy.c: the rules in force and when each last fired. */

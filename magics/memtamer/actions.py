@@ -18,7 +18,7 @@ import types
 
 from IPython.core.error import UsageError
 
-from . import _core, spill_files, spill_store
+from . import _core, downcast_arrow, spill_files, spill_store
 from .holders import CACHE_KINDS, NAME_KINDS, ledger, refusal_text, variable
 from .purge import Purge, ipython_name
 from .sizes import format_size
@@ -184,23 +184,24 @@ def _pandas_bytes(obj):
 
 
 def _numeric_values(column):
-    """A numeric column's values as a numpy array without a copy, and the
-    dtype to convert the column to for a numpy target (numpy columns keep
-    numpy dtypes, Arrow-backed ones Arrow's); (None, why) when its values
-    cannot be read in place."""
+    """A numpy-backed numeric column's values (no copy), or None."""
     import numpy as np
 
     dtype = column.dtype
-    if isinstance(dtype, np.dtype):
-        return (column.to_numpy(), lambda target: target) if dtype.kind in "fciu" else (None, None)
-    arrow = getattr(dtype, "pyarrow_dtype", None)
-    if arrow is None or getattr(dtype, "kind", None) not in ("f", "i", "u"):
+    return column.to_numpy() if isinstance(dtype, np.dtype) and dtype.kind in "fciu" else None
+
+
+def _arrow_number_plan(column, options):
+    """(target dtype, plan) for a numeric Arrow-backed pandas column (nulls
+    and chunks too: the plan reads each chunk in place), (None, why not),
+    or (None, None) for other columns."""
+    import pandas as pd
+
+    arrow = getattr(column.dtype, "pyarrow_dtype", None)
+    if arrow is None or getattr(column.dtype, "kind", None) not in ("f", "i", "u"):
         return None, None
-    chunks = column.array._pa_array.chunks
-    if len(chunks) != 1 or chunks[0].null_count:
-        # Arrow's nulls (or chunks) would make numpy's view a copy.
-        return None, "an Arrow column with nulls or several chunks: left as is"
-    return chunks[0].to_numpy(zero_copy_only=True), lambda target: f"{target}[pyarrow]"
+    target, plan = downcast_arrow.number_plan(column.array._pa_array, options, _core_call)
+    return (pd.ArrowDtype(target), plan) if target is not None else (None, plan)
 
 
 def _pandas_plan(frame, options):
@@ -217,9 +218,16 @@ def _pandas_plan(frame, options):
         column = frame.iloc[:, position]
         label = frame.columns[position]
         dtype = column.dtype
-        values, convert = _numeric_values(column)
-        if values is None and isinstance(convert, str):
-            notes.append((label, convert))
+        values = _numeric_values(column)
+        arrow_target, arrow_plan = _arrow_number_plan(column, options)
+        if arrow_target is not None:
+            plans.append((position, arrow_target))
+            changes.append(f"{label}: {dtype} → {arrow_target}")
+            converted.append((label, arrow_plan))
+            saved += len(column) * (dtype.pyarrow_dtype.bit_width -
+                                    arrow_target.pyarrow_dtype.bit_width) // 8
+        elif arrow_plan is not None:
+            notes.append((label, arrow_plan))
         elif values is not None:
             to = options["to"]
             if values.dtype.kind in "iu" and to in ("float32", "float16"):
@@ -227,9 +235,8 @@ def _pandas_plan(frame, options):
             plan = _core_call(_core.downcast_plan, values, to=to, rtol=options["rtol"],
                               narrow=options["narrow"])
             if plan["target"]:
-                target = convert(plan["target"])
-                plans.append((position, target))
-                changes.append(f"{label}: {dtype} → {target}")
+                plans.append((position, plan["target"]))
+                changes.append(f"{label}: {dtype} → {plan['target']}")
                 converted.append((label, plan))
                 saved += values.nbytes - len(values) * np.dtype(plan["target"]).itemsize
             else:
@@ -255,8 +262,8 @@ def _frame_verdict(before, changes, notes, saved, options, held, name, held_text
            "reason": "; ".join(filter(None, notes)) or None, "in_place": False,
            "bytes_before": before}
     if not changes:
-        return row, _refused(row, row["reason"] or
-                             "no numeric or low-cardinality string column to shrink")
+        return row, _refused(row, row["reason"] or "no numeric or low-cardinality string "
+                                                   "column to shrink")
     if options["dry_run"]:
         return row, dict(row, status="dry-run", bytes_after=max(before - saved, 0))
     if held and not options["copy"]:
@@ -301,12 +308,13 @@ def _polars_kind(value):
 
 
 def _downcast_polars(shell, ns, name, options):
-    """A polars frame or series: numeric columns whose values numpy can read
-    in place (no nulls, one chunk) by the same plan as arrays, low-cardinality
-    strings to Categorical.  Nothing is converted before every check has
+    """A polars frame or series: numeric columns by the same plan as arrays
+    (read in place through each chunk's Arrow view, nulls too),
+    low-cardinality strings to Categorical.  Nothing is converted before every check has
     passed; the result is a new frame (polars columns are immutable)."""
     import numpy as np
     import polars as pl
+    import pyarrow as pa
 
     held = [r for r in _core.inplace_check(ns, name) if r[0] == "held"]
     original = ns[name]
@@ -316,26 +324,18 @@ def _downcast_polars(shell, ns, name, options):
     casts, changes, notes, converted, saved = {}, [], [], [], 0
     for column in frame.get_columns():
         dtype = column.dtype
-        if dtype.is_numeric():
-            try:
-                values = column.to_numpy(allow_copy=False)
-            except RuntimeError:
-                notes.append((column.name, "nulls or several chunks would make numpy's view a "
-                                           "copy: left as is"))
+        if dtype.is_numeric() and len(column):
+            # Each chunk's Arrow view is polars' memory (no copy, nulls too).
+            chunks = pa.chunked_array([chunk.to_arrow() for chunk in column.get_chunks()])
+            target, plan = downcast_arrow.number_plan(chunks, options, _core_call)
+            if target is None:
+                notes.append((column.name, plan))
                 continue
-            to = options["to"]
-            if values.dtype.kind in "iu" and to in ("float32", "float16"):
-                to = "auto"
-            plan = _core_call(_core.downcast_plan, values, to=to, rtol=options["rtol"],
-                              narrow=options["narrow"])
-            if not plan["target"]:
-                notes.append((column.name, plan["reason"]))
-                continue
-            target = pl.Series(np.empty(0, plan["target"])).dtype
+            target = pl.from_arrow(pa.array([], type=target)).dtype
             casts[column.name] = target
             changes.append(f"{column.name}: {dtype} → {target}")
             converted.append((column.name, plan))
-            saved += values.nbytes - len(values) * np.dtype(plan["target"]).itemsize
+            saved += len(column) * (chunks.type.bit_width // 8 - np.dtype(plan["target"]).itemsize)
         elif dtype == pl.String and len(column) and \
                 column.n_unique() <= CATEGORY_MAX_FRACTION * len(column):
             casts[column.name] = pl.Categorical
@@ -352,25 +352,76 @@ def _downcast_polars(shell, ns, name, options):
     return dict(row, status="done")
 
 
+def _arrow_plan(value, options):
+    """What downcast would do to each column of an Arrow object, found
+    without converting any: [(position, convert: () -> ChunkedArray)], the
+    changes and notes in words, and the bytes saved (predicted)."""
+    import pyarrow as pa
+
+    plans, changes, notes, converted, saved = [], [], [], [], 0
+    for position, (label, column) in enumerate(downcast_arrow.columns_of(value)):
+        label = "values" if label is None else label
+        if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+            target, plan = downcast_arrow.number_plan(column, options, _core_call)
+            if target is None:
+                notes.append((label, plan))
+                continue
+            plans.append((position, functools.partial(downcast_arrow.cast, column, target)))
+            changes.append(f"{label}: {column.type} → {target}")
+            converted.append((label, plan))
+            saved += len(column) * (column.type.bit_width - target.bit_width) // 8
+            continue
+        dictionary, after = downcast_arrow.dictionary_plan(column)
+        if dictionary is None:
+            notes.append((label, after))
+            continue
+        plans.append((position, functools.partial(downcast_arrow.encode, column, dictionary)))
+        changes.append(f"{label}: {column.type} → dictionary")
+        saved += column.nbytes - after
+    return plans, changes, _column_notes(notes, converted, options), saved
+
+
+def _downcast_arrow(shell, ns, name, options):
+    """A pyarrow table, record batch, chunked array or array: numeric
+    columns by the same plan as arrays (nulls and chunks too), strings to a
+    dictionary where smaller.  The result is a new object of the same kind
+    (Arrow data is immutable); nothing is converted before every check has
+    passed, and a dictionary is decoded back equal before it replaces
+    anything."""
+    held = [r for r in _core.inplace_check(ns, name) if r[0] == "held"]
+    original = ns[name]
+    before = original.nbytes
+    plans, changes, notes, saved = _arrow_plan(original, options)
+    row, verdict = _frame_verdict(before, changes, notes, saved, options, held, name,
+                                  lambda: refusal_text(shell, ns, name, held))
+    if verdict:
+        return verdict
+    try:
+        converted = {position: convert() for position, convert in plans}
+    except ValueError as exc:
+        return _refused(row, str(exc))
+    new = downcast_arrow.rebuilt(original, converted)
+    row["bytes_after"] = new.nbytes
+    ns[name] = new
+    return dict(row, status="done")
+
+
 def _downcast_refusal(shell, ns, name, options):
     kind = type(ns[name])
-    pandas = _pandas_kind(ns[name]) or _polars_kind(ns[name])
-    if not pandas and not _is_ndarray(ns[name]):
-        library = kind.__module__.split(".")[0]
-        if library == "pyarrow":
-            raise UsageError(f"%shrink downcast: {name} is a pyarrow {kind.__name__}; downcast "
-                             f"takes numpy arrays, pandas and polars DataFrames/Series and does "
-                             f"not convert pyarrow data yet (%shrink compress or spill take it)")
+    frames = _downcast_polars if _polars_kind(ns[name]) else \
+        _downcast_pandas if _pandas_kind(ns[name]) else \
+        _downcast_arrow if downcast_arrow.is_arrow(ns[name]) else None
+    if not frames and not _is_ndarray(ns[name]):
         hint = " (try %shrink pack)" if kind in (list, tuple) else ""
         raise UsageError(f"%shrink downcast: {name} is a {kind.__name__}; downcast takes numpy "
-                         f"arrays, pandas and polars DataFrames/Series{hint}")
+                         f"arrays, pandas and polars DataFrames/Series and pyarrow tables, "
+                         f"record batches and arrays{hint}")
     shared = _shared_refusal(shell, ns, name)
     if len(options["together"]) == 1 and not shared:
         # Alone, it needs no conversion planned here: the action refuses by
         # itself before it changes anything (and scans the values holding the GIL).
         return None
-    if pandas:
-        frames = _downcast_polars if _polars_kind(ns[name]) else _downcast_pandas
+    if frames:
         row = frames(shell, ns, name, dict(options, dry_run=True))
         return _refused(row, shared) if shared else row if row["status"] == "refused" else None
     row = _downcast_row(shell, ns, name, options, dry_run=True)
@@ -387,10 +438,17 @@ def _downcast(shell, ns, name, options, progress):
         return _downcast_polars(shell, ns, name, options)
     if _pandas_kind(ns[name]):
         return _downcast_pandas(shell, ns, name, options)
+    if downcast_arrow.is_arrow(ns[name]):
+        return _downcast_arrow(shell, ns, name, options)
     return _downcast_row(shell, ns, name, options, options["dry_run"])
 
 
 # compress -------------------------------------------------------------------
+
+# compress pickles polars frames as spill does: through Arrow, their buffers
+# out of band (read in place, not copied into the stream)
+_core.compress_set_pickler(spill_store.compress_pickler)
+
 
 def _anyway(action, name, does):
     """The command that does it anyway.  Named whole: a rule's notice shows
@@ -436,6 +494,20 @@ def _file_backing(value):
         if isinstance(value, mmap.mmap):
             return "a memory-mapped file"
         value = getattr(value, "base", None)
+    return None
+
+
+def _autograd_loss(value):
+    """What torch's pickling of a tensor would lose of its autograd state
+    (it keeps the data and requires_grad), or None."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(value, torch.Tensor):
+        return None
+    if value.grad_fn is not None:
+        return (f"it has a grad_fn ({type(value.grad_fn).__name__}, autograd's graph), which "
+                "pickle drops: it would come back as a leaf; compress .detach() of it")
+    if value.grad is not None:
+        return "it holds a .grad, which pickle drops: clear it (tensor.grad = None) first"
     return None
 
 
@@ -502,6 +574,9 @@ def _compress_plan(shell, ns, name, options):
         return dict(row, reason=f"it is file-backed (a memmap of {backing}): its pages already "
                                 "come from the file and go back to it under memory pressure, "
                                 "so there is nothing to compress")
+    lost = _autograd_loss(ns[name])
+    if lost:
+        return dict(row, reason=lost)
     held = _held_refusal(shell, ns, name, options, "compress", "compresses it")
     with ledger(shell, ns):
         entries = _core.variables()

@@ -132,9 +132,11 @@ class MemtamerMagics(Magics):
                                  "%memreport cells lists the measured cells")
             record = found[-1]
             if not record["peak_composition"]:
+                unfollowed = render.unfollowed_text(record)
                 print(f"memtamer: cell {cell} stayed under "
-                      f"{format_size(_core.peaks_settings()['cell'])} above its start: "
-                      "its peak is not taken apart")
+                      f"{format_size(_core.peaks_settings()['cell'])} above its start in "
+                      "Python's and numpy's allocators: its peak is not taken apart"
+                      + (f"; {unfollowed}" if unfollowed else ""))
                 return
         peaks.annotate(record, self.shell)
         if as_json:

@@ -515,6 +515,27 @@ def _outside(record, counted):
     return f"; {format_size(rest)} outside {allocators} allocators"
 
 
+# Why memory outside Python's and numpy's allocators has no lines.
+UNFOLLOWED = ("it came from allocators memtamer cannot follow block by block (Arrow's pool "
+              "reports only its totals; polars' and torch's CPU allocators, other C libraries "
+              "and newly loaded code report nothing)")
+
+
+def unfollowed_text(record):
+    """'+384 MiB of its RSS peak (+384 MiB in Arrow's pool) came from
+    allocators ...': why part of a cell's peak has no line, '' when none."""
+    increment = record.get("peak_increment")
+    composition = record.get("peak_composition")
+    counted = composition["at"] if composition else 0
+    arrow = record.get("arrow_peak_increment")
+    rest = max(increment - counted, arrow or 0) if increment is not None else arrow
+    if not rest or rest <= 0:
+        return ""
+    return (f"{format_size(rest, signed=True)} of its peak"
+            + (f" ({format_size(arrow, signed=True)} in Arrow's pool)" if arrow else "")
+            + f" has no line: {UNFOLLOWED}")
+
+
 def _peak_title(record):
     composition = record["peak_composition"]
     arrow = record.get("arrow_peak_increment")
@@ -534,13 +555,16 @@ def peak_text(record):
               _table_text(list(PEAK_COLUMNS), [peak_row(g) for g in composition["groups"]])]
     lines += [f"  · {where(g)}: {g['suggestion']}" for g in composition["groups"]
               if g.get("suggestion")]
-    return lines
+    unfollowed = unfollowed_text(record)
+    return lines + ([f"  · {unfollowed}"] if unfollowed else [])
 
 
 def peak_html(record):
     composition = record["peak_composition"]
     advice = "".join(f"<li>{html.escape(where(g))}: {_html_text(g['suggestion'])}</li>"
                      for g in composition["groups"] if g.get("suggestion"))
+    unfollowed = unfollowed_text(record)
+    advice += f"<li>{html.escape(unfollowed)}</li>" if unfollowed else ""
     return (f"<p><b>{html.escape(_peak_title(record))}</b></p>"
             + html_table(PEAK_COLUMNS, [peak_row(g) for g in composition["groups"]],
                          PEAK_NUMERIC)

@@ -220,18 +220,39 @@ def tensor_from_storage(storage, dtype, shape, stride, offset, requires_grad):
     return tensor.requires_grad_(requires_grad)
 
 
+def _through_arrow(frame):
+    """Whether polars gives frame back from Arrow with its schema (some
+    types have no Arrow twin, Int128 and Object among them)."""
+    pl = sys.modules["polars"]
+    try:
+        empty = frame.head(0).to_arrow(compat_level=pl.CompatLevel.newest())
+        return pl.from_arrow(empty).schema == frame.schema
+    except (ValueError, pl.exceptions.PolarsError):  # pyarrow's errors are ValueErrors
+        return False
+
+
+def polars_series(table):
+    """The polars Series a one-column Arrow table holds (its schema keeps
+    what the column's own Arrow type cannot: an Enum stays an Enum)."""
+    return sys.modules["polars"].from_arrow(table).to_series()
+
+
 class _Pickler(pickle.Pickler):
-    """Protocol 5; polars frames through Arrow (polars pickles its data
-    inline, Arrow out of band, and polars reads an Arrow table without a
-    copy); torch tensors as their storage's bytes out of band (torch
-    pickles them inline), or refused (Unspillable) with the reason."""
+    """Protocol 5; polars frames through Arrow where that gives them back
+    with their schema (polars pickles its data inline, Arrow out of band,
+    and polars reads an Arrow table without a copy); torch tensors as their
+    storage's bytes out of band (torch pickles them inline), or refused
+    (Unspillable) with the reason."""
 
     def reducer_override(self, obj):
         pl = sys.modules.get("polars")
-        if pl is not None and isinstance(obj, pl.DataFrame):
-            return pl.from_arrow, (obj.to_arrow(),)
-        if pl is not None and isinstance(obj, pl.Series):
-            return pl.Series, (obj.name, obj.to_arrow())
+        if pl is not None and isinstance(obj, (pl.DataFrame, pl.Series)):
+            frame = obj if isinstance(obj, pl.DataFrame) else obj.to_frame()
+            if not _through_arrow(frame):
+                return NotImplemented
+            # newest: polars' own layouts (strings as views), so no column is copied
+            table = frame.to_arrow(compat_level=pl.CompatLevel.newest())
+            return (pl.from_arrow if frame is obj else polars_series), (table,)
         torch = sys.modules.get("torch")
         if torch is not None and isinstance(obj, torch.Tensor):
             refusal = _tensor_refusal(obj)
@@ -242,13 +263,28 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
+def dumps(obj, protocol=5, buffer_callback=None):
+    """pickle.dumps through _Pickler."""
+    stream = io.BytesIO()
+    _Pickler(stream, protocol=protocol, buffer_callback=buffer_callback).dump(obj)
+    return stream.getvalue()
+
+
+def compress_pickler(obj):
+    """How compress pickles obj: dumps for a polars frame or series (through
+    Arrow; polars data is immutable), else None, pickle.dumps, which runs
+    no Python code for data, so no thread writes into what it already
+    pickled while compress holds the GIL."""
+    pl = sys.modules.get("polars")
+    return dumps if pl is not None and isinstance(obj, (pl.DataFrame, pl.Series)) else None
+
+
 def dump(value):
     """value pickled with its buffers out of band: (the stream, [buffers]).
     pickle's errors pass through."""
     buffers = []
-    stream = io.BytesIO()
-    _Pickler(stream, protocol=5, buffer_callback=buffers.append).dump(value)
-    return stream.getbuffer(), [b.raw() for b in buffers]
+    stream = dumps(value, buffer_callback=buffers.append)
+    return memoryview(stream), [b.raw() for b in buffers]
 
 
 def layout(stream, buffers):
