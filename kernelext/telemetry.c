@@ -50,7 +50,6 @@ typedef struct {
     double started;
     long long rss_before;
     mt_peak_method method;
-    mt_probe_children_mark children;
     char first_line[MT_FIRST_LINE_BYTES];
 } running_cell;
 
@@ -595,7 +594,8 @@ take_sample(mt_telemetry *t, const running_cell *run, sample_figures *f, long lo
     mt_probe_limit limit;
     mt_heap_reading python, numpy;
     mt_probe_children_use kids;
-    mt_probe_children_mark everyone = {0};
+    /* Everything the descendants hold, not only what the cell added. */
+    static const mt_probe_children_mark everyone;
 
     if (mt_probe_status(&t->probe, &f->rss, &hwm) < 0) {
         f->rss = mt_probe_rss(&t->probe);
@@ -610,7 +610,7 @@ take_sample(mt_telemetry *t, const running_cell *run, sample_figures *f, long lo
     mt_heap_read(&python, &numpy);
     f->heap = python.current;
     f->numpy = numpy.current;
-    mt_probe_children_now(&t->probe, run->running ? &run->children : &everyone, &kids);
+    mt_probe_children_now(&t->probe, &everyone, &kids);
     f->children = kids.owned;
     unsigned long long faults;
     if (mt_probe_swap_self(&t->probe, &f->swap, &faults) == 0) {
@@ -1214,7 +1214,6 @@ mt_telemetry_cell_begin(PyObject *module, long long cell, const char *first_line
     t->run.started = st->cells.window.started;
     t->run.rss_before = rss_before;
     t->run.method = st->probe->method;
-    t->run.children = st->cells.window.children;
     memcpy(t->run.first_line, first_line, sizeof t->run.first_line);
     t->budget = budget;
     t->trips = trips;

@@ -40,6 +40,9 @@ typedef struct {
      * -1 where /proc does not say. */
     long long swap_before, swap_after, major_faults;
     double seconds;
+    /* When it began and ended, in boot ticks (probe.h), to find which cell
+     * started a child. */
+    unsigned long long began_ticks, ended_ticks;
     mt_peak_method peak_method;
     int failed;
     char first_line[MT_FIRST_LINE_BYTES];

@@ -14,6 +14,8 @@
  *                Python API)
  *   heap.c       counting allocator hooks and the numpy handler
  *   cell.c       per-cell records: begin, end, history
+ *   children.c   the kernel's descendants for the report, each with the
+ *                cell that started it
  *   walker.c     deep sizes with buffers counted once by their owner
  *   ledger.c     the namespace: bindings, provenance, holders
  *   shrink.c     in-place downcast, pack, spill

@@ -1,0 +1,175 @@
+"""Children that outlive a cell (issue 36): workers and servers started in
+one cell and made to grow in a later one.  Each live descendant is counted
+from what it owned when the cell began; %memreport children lists them with
+the cell that started them and their role; the guard stops a cell that
+makes such a process grow past the budget and names it, never kills it.
+
+Every figure is checked against the bytes the test makes each process write
+(all pages touched), never against memtamer's own idea of them."""
+
+import json
+import os
+import re
+import time
+
+import pytest
+
+from conftest import MiB
+from kernel import Kernel
+
+# Each worker writes this much and keeps it (a module global of the worker).
+WORKER_WRITES = 256 * MiB
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    runtime = tmp_path_factory.mktemp("runtime")
+    k = Kernel(env={"MEMTAMER_RUNTIME_DIR": str(runtime)}, cwd=str(runtime))
+    k.run("%load_ext memtamer\nimport json, memtamer, os, re, socket, subprocess, sys, time\n"
+          "import multiprocessing as mp")
+    yield k
+    k.shutdown()
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except FileNotFoundError:
+        return False
+
+
+def children_report(k):
+    out = k.run("%memreport children --json")
+    return json.loads(out["stdout"])
+
+
+# A worker function that waits for all its pool's workers (so each takes one
+# task), then writes size bytes and keeps them.
+HOLD = (
+    "def hold(size):\n"
+    "    global kept\n"
+    "    barrier.wait(timeout=60)\n"
+    "    kept = bytearray(b'\\x01') * size\n"
+    "    return os.getpid()\n"
+    "def release(_):\n"
+    "    global kept\n"
+    "    barrier.wait(timeout=60)\n"
+    "    kept = None\n"
+    "    return os.getpid()\n")
+
+
+@pytest.fixture(scope="module")
+def pool(kernel):
+    kernel.run("fork = mp.get_context('fork')\nbarrier = fork.Barrier(2)\n" + HOLD +
+               "pool = fork.Pool(2)")
+    started = kernel.query("memtamer.report()['cells'][-1]['cell']")
+    yield started
+    kernel.run("pool.terminate(); pool.join(); del pool")
+
+
+def test_pool_of_an_earlier_cell_is_counted_by_what_its_workers_write(kernel, pool):
+    kernel.run("pids = pool.map(hold, [%d, %d], chunksize=1)" % (WORKER_WRITES, WORKER_WRITES))
+    cell = kernel.last_cell()
+    pids = kernel.query("pids")
+    assert len(set(pids)) == 2
+    wrote = 2 * WORKER_WRITES
+    assert wrote * 0.9 <= cell["children_peak"] <= wrote * 1.1, cell
+    assert cell["children_method"] == "private"
+    # The next cell that leaves them alone adds nothing: the growth is the
+    # cell's, not what they hold.
+    kernel.run("x = 1")
+    assert kernel.last_cell()["children_peak"] < 0.1 * WORKER_WRITES
+
+    listed = {c["pid"]: c for c in children_report(kernel)}
+    for pid in pids:
+        worker = listed[pid]
+        assert worker["role"] == "multiprocessing pool worker"
+        assert worker["cell"] == pool
+        assert worker["private"] >= WORKER_WRITES
+        assert worker["depth"] == 0 and worker["ppid"] == kernel.query("os.getpid()")
+    kernel.run("pool.map(release, [0, 0], chunksize=1)")
+
+
+def test_the_summary_names_the_biggest_children(kernel, pool):
+    kernel.run("pids = pool.map(hold, [%d, %d], chunksize=1)" % (WORKER_WRITES, WORKER_WRITES))
+    shown = kernel.run("%memreport")["data"][0]
+    for form in ("text/plain", "text/html"):
+        assert "biggest child processes" in shown[form]
+        assert "multiprocessing pool worker" in shown[form]
+    report = kernel.query("[c['pid'] for c in memtamer.report()['children']]")
+    assert set(kernel.query("pids")) <= set(report)
+    kernel.run("pool.map(release, [0, 0], chunksize=1)")
+
+
+# A server that listens on a port; each connection says how many bytes to
+# write and keep, and gets "ok" once they are written.
+SERVER = """
+import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen()
+print(s.getsockname()[1], flush=True)
+kept = []
+while True:
+    c, _ = s.accept()
+    size = int(c.recv(64))
+    kept.append(bytearray(b"\\x01") * size)
+    c.sendall(b"ok")
+    c.close()
+"""
+
+
+def test_a_server_of_an_earlier_cell_that_grows_later(kernel):
+    kernel.run(f"server = subprocess.Popen([sys.executable, '-c', {SERVER!r}], "
+               "stdout=subprocess.PIPE, text=True)\n"
+               "port = int(server.stdout.readline())")
+    started = kernel.query("memtamer.report()['cells'][-1]['cell']")
+    port, pid = kernel.query("port"), kernel.query("server.pid")
+    grows = 200 * MiB
+    kernel.run("def ask(size):\n"
+               "    with socket.create_connection(('127.0.0.1', port)) as c:\n"
+               "        c.sendall(str(size).encode())\n"
+               "        assert c.recv(2) == b'ok'\n"
+               f"ask({grows})")
+    cell = kernel.last_cell()
+    assert grows * 0.9 <= cell["children_peak"] <= grows * 1.1, cell
+
+    server = {c["pid"]: c for c in children_report(kernel)}[pid]
+    assert server["role"] == f"server listening on port {port}"
+    assert server["cell"] == started
+    assert server["ports"] == [port]
+    assert server["private"] >= grows
+    text = kernel.run("%memreport children")["data"][0]["text/plain"]
+    assert re.search(rf"^\s*{pid}\s+{started}\s.*server listening on port {port}", text, re.M), text
+    kernel.run("server.kill(); server.wait()")
+
+
+def test_a_child_that_ended_in_the_cell_counts_by_what_it_wrote(kernel):
+    """An earlier cell's child that writes and ends within the cell: its
+    growth while it lived is the cell's figure."""
+    kernel.run("child = subprocess.Popen([sys.executable, '-c', "
+               "'import sys; n = int(sys.stdin.readline()); b = bytearray(b\"\\\\x01\") * n; "
+               "sys.stdin.readline()'], stdin=subprocess.PIPE, text=True)")
+    grows = 200 * MiB
+    kernel.run(f"child.stdin.write('{grows}\\n'); child.stdin.flush()\n"
+               "pid = child.pid\n"
+               "def written():\n"
+               "    with open(f'/proc/{pid}/status') as f:\n"
+               "        return int(re.search(r'VmRSS:\\s+(\\d+)', f.read()).group(1)) * 1024\n"
+               "import re\n"
+               f"while written() < {grows}: time.sleep(0.05)\n"
+               "time.sleep(0.1)\n"
+               "child.stdin.write('\\n'); child.stdin.close(); child.wait()")
+    cell = kernel.last_cell()
+    assert grows * 0.9 <= cell["children_peak"] <= grows * 1.1, cell
+
+
+def test_no_children_says_so(tmp_path):
+    k = Kernel(env={"MEMTAMER_RUNTIME_DIR": str(tmp_path)}, cwd=str(tmp_path))
+    try:
+        k.run("%load_ext memtamer")
+        assert "(no child processes)" in k.run("%memreport children")["data"][0]["text/plain"]
+        assert json.loads(k.run("%memreport children --json")["stdout"]) == []
+    finally:
+        k.shutdown()
