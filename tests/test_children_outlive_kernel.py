@@ -44,18 +44,24 @@ def children_report(k):
     return json.loads(out["stdout"])
 
 
-# A worker function that waits for all its pool's workers (so each takes one
-# task), then writes size bytes and keeps them.
+# Worker functions, defined before the pool forks (a worker could not unpickle
+# a function defined after it): hold waits for all its pool's workers (so
+# each takes one task), then writes size bytes and keeps them; grow writes
+# without waiting; release frees what both kept.
 HOLD = (
     "def hold(size):\n"
     "    global kept\n"
     "    barrier.wait(timeout=60)\n"
     "    kept = bytearray(b'\\x01') * size\n"
     "    return os.getpid()\n"
+    "def grow(size):\n"
+    "    global grown\n"
+    "    grown = bytearray(b'\\x01') * size\n"
+    "    return os.getpid()\n"
     "def release(_):\n"
-    "    global kept\n"
+    "    global kept, grown\n"
     "    barrier.wait(timeout=60)\n"
-    "    kept = None\n"
+    "    kept = grown = None\n"
     "    return os.getpid()\n")
 
 
@@ -173,3 +179,29 @@ def test_no_children_says_so(tmp_path):
         assert json.loads(k.run("%memreport children --json")["stdout"]) == []
     finally:
         k.shutdown()
+
+
+def budget_room(k, room):
+    """A budget room bytes above what the kernel holds now (its children's
+    growth counts against it)."""
+    rss = k.query("memtamer._core.process()['rss']")
+    k.run(f"%memguard {rss + room}")
+
+
+def test_guard_stops_the_cell_and_names_a_pool_worker_instead_of_killing_it(kernel, pool):
+    kernel.run("before = sorted(p.pid for p in pool._pool)")
+    budget_room(kernel, 150 * MiB)
+    out = kernel.run("pool.apply(grow, (400 * 1024**2,))", allow_error=True)
+    kernel.run("%memguard off")
+    assert out["error"]["ename"] == "MemoryBudgetExceeded", out["error"]
+    message = out["error"]["evalue"] + out["error"]["traceback"]
+    assert "multiprocessing pool worker" in message
+    assert "left that process running" in message
+    assert "multiprocessing.Pool" in message
+    workers = kernel.query("sorted(p.pid for p in pool._pool)")
+    assert workers == kernel.query("before")
+    assert all(alive(pid) for pid in workers)
+    named = int(re.search(r"pid (\d+)", message).group(1))
+    assert named in workers
+    # The pool still works, with the same workers.
+    kernel.run("assert pool.apply(os.getpid) in before\npool.map(release, [0, 0], chunksize=1)")
