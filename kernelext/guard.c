@@ -87,6 +87,12 @@ typedef struct mt_guard {
     _Atomic long long sample_rss;     /* RSS when last read ... */
     _Atomic long long sample_counted; /* ... and mt_heap_counted() then */
     _Atomic long long children_owned; /* what the cell's children own, last seen */
+    /* A process the guard may not kill stopped the cell: what the children
+     * do after is their supervisors' to handle, and for the rest of the
+     * cell only the kernel itself is held to the budget (a worker that
+     * keeps growing would otherwise stop the cell again while the first
+     * stop is being shown). */
+    _Atomic int children_excused;
     /* The most they owned together at a look, their RSS then, and whether
      * some child's private memory was unreadable (mt_guard_children_peak). */
     _Atomic long long children_peak_owned, children_rss_at_peak;
@@ -226,11 +232,18 @@ estimated_rss(mt_guard *g)
     return atomic_load(&g->sample_rss) + (grown > 0 ? grown : 0);
 }
 
+/* What the cell's children count against the budget now. */
+static long long
+children_counted(mt_guard *g)
+{
+    return atomic_load(&g->children_excused) ? 0 : atomic_load(&g->children_owned);
+}
+
 /* Use as the hooks see it: that and the cell's children. */
 static long long
 estimated_use(mt_guard *g)
 {
-    return estimated_rss(g) + atomic_load(&g->children_owned);
+    return estimated_rss(g) + children_counted(g);
 }
 
 /* Room the shared limit leaves for this kernel's next bytes: the limit
@@ -435,7 +448,7 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
         }
     }
     mt_postmortem_sample(g->postmortem, rss);
-    long long use = rss + atomic_load(&g->children_owned);
+    long long use = rss + children_counted(g);
     double thrash_rate = thrash_look(g, mt_monotonic_seconds());
     if (thrash_rate > 0 && atomic_load(&g->thrash_stop) && atomic_load(&g->armed) &&
         trip_claim(g, 1)) {
@@ -464,6 +477,9 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
         if (kids.biggest_is_own) {
             victim = kids.biggest_pid;
             atomic_store(&g->children_owned, kids.owned - kids.biggest_owned);
+        }
+        else {
+            atomic_store(&g->children_excused, 1);
         }
         trip_publish(g, victim ? MT_GUARD_CHILD : MT_GUARD_WORKER, -1, use, kids.biggest_pid,
                      kids.biggest_owned, comm, shared_use);
@@ -783,6 +799,7 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line, lo
     }
     atomic_store(&g->trip_state, TRIP_NONE);
     atomic_store(&g->children_owned, 0);
+    atomic_store(&g->children_excused, 0);
     atomic_store(&g->sample_rss, rss_before);
     atomic_store(&g->sample_counted, mt_heap_counted());
     mt_postmortem_cell_begin(g->postmortem, cell, first_line, rss_before);

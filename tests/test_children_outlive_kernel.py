@@ -205,3 +205,65 @@ def test_guard_stops_the_cell_and_names_a_pool_worker_instead_of_killing_it(kern
     assert named in workers
     # The pool still works, with the same workers.
     kernel.run("assert pool.apply(os.getpid) in before\npool.map(release, [0, 0], chunksize=1)")
+
+
+DASK_LIMIT = 1024 * MiB
+DASK_GROWS = 192 * MiB
+
+
+@pytest.fixture(scope="module")
+def dask_workers(kernel):
+    """A LocalCluster of two single-threaded worker processes, each under
+    its nanny (in the kernel) with a memory_limit; {address: pid}."""
+    pytest.importorskip("distributed")
+    kernel.run("from dask.distributed import Client, LocalCluster\n"
+               "cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, "
+               f"memory_limit={DASK_LIMIT}, dashboard_address=None)\n"
+               "client = Client(cluster)\n"
+               "dask_pids = client.run(os.getpid)\n"
+               "def dask_grow(size):\n"
+               "    import builtins\n"
+               "    builtins.memtamer_test_kept = bytearray(b'\\x01') * size\n"
+               "    return os.getpid()\n")
+    started = kernel.query("memtamer.report()['cells'][-1]['cell']")
+    yield kernel.query("dask_pids"), started
+    kernel.run("client.close(); cluster.close()")
+
+
+def test_dask_workers_of_an_earlier_cell_are_counted_and_listed(kernel, dask_workers):
+    pids, started = dask_workers
+    kernel.run(f"client.run(dask_grow, {DASK_GROWS})")
+    cell = kernel.last_cell()
+    wrote = 2 * DASK_GROWS
+    assert wrote * 0.9 <= cell["children_peak"] <= wrote * 1.1, cell
+
+    listed = {c["pid"]: c for c in children_report(kernel)}
+    for address, pid in pids.items():
+        worker = listed[pid]
+        assert worker["role"] == "dask worker", worker
+        assert int(address.rsplit(":", 1)[1]) in worker["ports"]
+        assert worker["memory_limit"] == DASK_LIMIT
+        assert worker["supervisor"].startswith("dask nanny ")
+        assert worker["cell"] == started
+        assert worker["private"] >= DASK_GROWS
+    text = kernel.run("%memreport children")["data"][0]["text/plain"]
+    assert text.count("dask worker (memory_limit 1.0 GiB)") == 2, text
+    kernel.run("client.run(dask_grow, 0)")
+
+
+def test_guard_stops_a_dask_cell_and_names_the_worker_and_its_limit(kernel, dask_workers):
+    pids, _ = dask_workers
+    address, pid = sorted(pids.items())[0]
+    budget_room(kernel, 96 * MiB)
+    out = kernel.run(f"client.run(dask_grow, {2 * DASK_GROWS}, workers=[{address!r}])",
+                     allow_error=True)
+    kernel.run("%memguard off")
+    assert out["error"]["ename"] == "MemoryBudgetExceeded", out["error"]
+    message = out["error"]["evalue"] + out["error"]["traceback"]
+    assert f"pid {pid}, a dask worker" in message
+    assert "memory_limit is 1.0 GiB" in message
+    assert "dask nanny" in message and "left that process running" in message
+    # Not killed, nor restarted by its nanny: the same worker answers.
+    assert alive(pid)
+    assert kernel.query("client.run(os.getpid)") == pids
+    kernel.run("client.run(dask_grow, 0)")

@@ -16,8 +16,8 @@ PROCESS = "multiprocessing process"
 # What replaces a worker that dies, and so loses what it held: the reason
 # memtamer names such a worker instead of killing it.
 SUPERVISORS = {
-    POOL_WORKER: "its multiprocessing.Pool, which starts a new worker in its place",
-    LOKY_WORKER: "its loky executor, which fails the pending tasks and restarts its workers",
+    POOL_WORKER: "its multiprocessing.Pool",
+    LOKY_WORKER: "its loky executor",
 }
 
 
@@ -74,10 +74,11 @@ def describe(children):
         child["depth"] = depth[child["pid"]]
         role, supervisor, limit = workers.get(child["pid"], (None, None, None))
         role = role if role not in (None, PROCESS) else _role_from_command(child["command"]) or role
-        if child["ports"]:
+        if child["ports"] and role in (None, PROCESS):
+            # A worker listens too (a dask worker on its address): its role
+            # says more; the ports stay in its "ports".
             ports = ", ".join(str(p) for p in child["ports"])
-            listening = f"server listening on port{'s' if len(child['ports']) > 1 else ''} {ports}"
-            role = f"{role}, {listening}" if role else listening
+            role = f"server listening on port{'s' if len(child['ports']) > 1 else ''} {ports}"
         child["role"] = role
         child["supervisor"] = supervisor or (SUPERVISORS.get(role) if role else None)
         child["memory_limit"] = limit

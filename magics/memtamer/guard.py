@@ -184,7 +184,7 @@ def _child_line(trip, worker):
             f"children to {format_size(trip['use'])}. memtamer stopped the cell and left that "
             "process running: killing it would lose what it holds")
     if supervisor:
-        line += f", and {supervisor} would start it again"
+        line += f", and {supervisor} would start another in its place"
     line += "."
     if limit:
         line += (f" Its own memory_limit is {format_size(limit)}: beyond it, its supervisor "
