@@ -233,6 +233,9 @@ static const field sample_fields[] = {
     {"heap_bytes", "int"},
     {"numpy_bytes", "int"},
     {"children_private", "int?"},
+    {"children", "int"},
+    {"biggest_child_pid", "int?"},
+    {"biggest_child_private", "int?"},
     {"swap", "int?"},
     {"major_faults", "int?"},
     {"cells", "int"},
@@ -385,6 +388,8 @@ error:
 
 typedef struct {
     long long rss, limit, headroom, heap, numpy, children;
+    /* How many descendants live, and the one that owns most (0 and -1: none). */
+    long long children_count, biggest_child_pid, biggest_child_private;
     /* The kernel's bytes in swap and its major faults so far (a subscriber
      * sees thrashing in their rate), -1 where /proc does not say. */
     long long swap, major_faults;
@@ -569,6 +574,9 @@ write_sample(json_buf *b, int names, const sample_figures *f, const running_cell
     jb_size(b, "budget", budget);
     jb_printf(b, ",\"heap_bytes\":%lld,\"numpy_bytes\":%lld", f->heap, f->numpy);
     jb_size(b, "children_private", f->children);
+    jb_printf(b, ",\"children\":%lld", f->children_count);
+    jb_size(b, "biggest_child_pid", f->biggest_child_pid);
+    jb_size(b, "biggest_child_private", f->biggest_child_private);
     jb_size(b, "swap", f->swap);
     jb_size(b, "major_faults", f->major_faults);
     jb_printf(b, ",\"cells\":%lld,\"trips\":%lld,\"running\":", cells, trips);
@@ -612,6 +620,9 @@ take_sample(mt_telemetry *t, const running_cell *run, sample_figures *f, long lo
     f->numpy = numpy.current;
     mt_probe_children_now(&t->probe, &everyone, &kids);
     f->children = kids.owned;
+    f->children_count = kids.count;
+    f->biggest_child_pid = kids.biggest_pid > 0 ? kids.biggest_pid : -1;
+    f->biggest_child_private = kids.biggest_pid > 0 ? kids.biggest_owned : -1;
     unsigned long long faults;
     if (mt_probe_swap_self(&t->probe, &f->swap, &faults) == 0) {
         f->major_faults = (long long)faults;

@@ -267,3 +267,47 @@ def test_guard_stops_a_dask_cell_and_names_the_worker_and_its_limit(kernel, dask
     assert alive(pid)
     assert kernel.query("client.run(os.getpid)") == pids
     kernel.run("client.run(dask_grow, 0)")
+
+
+def test_telemetry_samples_name_the_biggest_child():
+    """A subscriber sees how many descendants live and the one that owns
+    most, by its private memory."""
+    import glob
+    import shutil
+    import tempfile
+
+    import zmq
+
+    runtime = tempfile.mkdtemp(prefix="mt", dir="/tmp")  # short: an ipc socket path
+    k = Kernel(env={"JUPYTER_RUNTIME_DIR": runtime, "MEMTAMER_RUNTIME_DIR": runtime}, cwd=runtime)
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    try:
+        k.run("%load_ext memtamer\nimport subprocess, sys")
+        writes = 64 * MiB
+        k.run("child = subprocess.Popen([sys.executable, '-c', 'import sys; "
+              f"b = bytearray(b\"\\\\x01\") * {writes}; print(1, flush=True); sys.stdin.read()'], "
+              "stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n"
+              "child.stdout.readline()")
+        pid = k.query("child.pid")
+        (record,) = glob.glob(os.path.join(runtime, "memtamer-*.json"))
+        with open(record) as f:
+            endpoint = json.load(f)["endpoint"]
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.connect(endpoint)
+        sub.subscribe(b"memtamer.sample")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if sub.poll(1000):
+                sample = json.loads(sub.recv_multipart()[1])
+                if sample["biggest_child_pid"] == pid:
+                    break
+        else:
+            raise AssertionError("no sample named the child within 30 s")
+        assert sample["children"] == 1
+        # The child's interpreter adds some 10-20 MiB of its own.
+        assert writes <= sample["biggest_child_private"] <= writes + 32 * MiB
+        k.run("child.stdin.close(); child.wait()")
+    finally:
+        sub.close(linger=0)
+        k.shutdown()
+        shutil.rmtree(runtime, ignore_errors=True)
