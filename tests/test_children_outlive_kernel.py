@@ -165,7 +165,10 @@ def test_a_child_that_ended_in_the_cell_counts_by_what_it_wrote(kernel):
                "        return int(re.search(r'VmRSS:\\s+(\\d+)', f.read()).group(1)) * 1024\n"
                "import re\n"
                f"while written() < {grows}: time.sleep(0.05)\n"
-               "time.sleep(0.1)\n"
+               # Four steps of the watcher (at least one look at the
+               # children) before the child ends, however loaded the machine.
+               "polls = memtamer._core.guard_status()['watcher_polls']\n"
+               "while memtamer._core.guard_status()['watcher_polls'] < polls + 4: time.sleep(0.01)\n"
                "child.stdin.write('\\n'); child.stdin.close(); child.wait()")
     cell = kernel.last_cell()
     assert grows * 0.9 <= cell["children_peak"] <= grows * 1.1, cell
