@@ -8,7 +8,7 @@ import os
 
 from IPython.core.error import UsageError
 
-from . import _core, guard, shrinker
+from . import _core, children, guard, shrinker
 from .purge import Purge
 from .sizes import format_size
 
@@ -112,6 +112,8 @@ def describe_when(when):
         parts.append(f"idle for {when['idle_for']} cells")
     if when.get("created"):
         parts.append("created or rebound by the cell")
+    if "children_over" in when:
+        parts.append(f"child processes own more than {format_size(when['children_over'])}")
     return " and ".join(parts)
 
 
@@ -128,7 +130,7 @@ def describe_rule(rule):
         text += " on " + " ".join(what)
     if rule["do"] not in ("collect", "notice"):
         text += f", {rule['order']} first"
-    if rule["do"] != "collect":
+    if rule["do"] != "collect" and "children_over" not in rule["when"]:
         text += f", at most {rule['max_per_cell']} per cell"
     if rule["cooldown"]:
         text += f", cooldown {rule['cooldown']} cells"
@@ -234,6 +236,9 @@ class Rules:
     def _run(self, action):
         do = action["do"]
         base = {"cell": action["cell"], "rule": action["rule"], "action": do}
+        if do == "notice" and action["children"] is not None:
+            return [dict(base, name=None, status="noticed", bytes_before=action["children"],
+                         bytes_after=action["children"], reason=CHILDREN + biggest_children())]
         if do == "notice":
             return [dict(base, name=name, status="noticed", bytes_before=size, bytes_after=size,
                          reason="") for name, size in action["targets"]] or \
@@ -293,6 +298,22 @@ class Rules:
                     reason="")
 
 
+# The reason of a children_over notice's row starts with it: what the row is about.
+CHILDREN = "child processes: "
+
+
+def biggest_children():
+    """The descendants that own most, for a children_over notice: 'pid 4242
+    (dask worker, memory_limit 1.0 GiB) 600 MiB, pid 4250 (python) 420 MiB'."""
+    named = []
+    for child in children.biggest(children.current()):
+        what = child["role"] or child["command"].split(" ", 1)[0].rsplit("/", 1)[-1] or "?"
+        if child["memory_limit"]:
+            what += f", memory_limit {format_size(child['memory_limit'])}"
+        named.append(f"pid {child['pid']} ({what}) {format_size(child['private'])}")
+    return ", ".join(named)
+
+
 def notice(action, rows, skipped=()):
     """The one line under the cell: rule, what it did, bytes before -> after;
     after a Ctrl-C, what was left as it was and the rules (skipped) that
@@ -309,6 +330,10 @@ def notice(action, rows, skipped=()):
             line += f"; not run after this cell: {', '.join(skipped)}"
         return line
     if action["do"] == "notice":
+        if action["children"] is not None:
+            most = rows[0]["reason"].removeprefix(CHILDREN)
+            return (head + f"{action['when']}: they own {format_size(action['children'])}, "
+                    f"the most {most}; memtamer leaves them running")
         if rows and rows[0]["name"] is None:
             return (head + f"{action['when'] or 'after the cell'}: "
                     f"the kernel uses {format_size(action['rss'])}")
@@ -349,7 +374,9 @@ def dry_run_lines(actions):
         targets = ", ".join(f"{name if isinstance(name, str) else f'Out[{name}]'} "
                             f"({format_size(size)})" for name, size in action["targets"])
         lines.append(f"{action['rule']}: would {action['do']}"
-                     + (f" {targets}" if targets else " (the whole kernel)")
+                     + (f" {targets}" if targets else
+                        f" (child processes own {format_size(action['children'])})"
+                        if action["children"] is not None else " (the whole kernel)")
                      + (f" until the kernel is under {format_size(action['until'])}"
                         if action["until"] is not None else ""))
     return lines
@@ -364,6 +391,7 @@ def action_lines(actions):
         after = "" if a["status"] != "done" else \
             f" {format_size(a['bytes_before'])} -> {format_size(a['bytes_after'])}"
         reason = f" ({a['reason']})" if a["reason"] and a["status"] != "done" else ""
-        lines.append(f"cell {a['cell']}: {a['rule']}: {a['action']} {a['name'] or 'kernel'} "
+        about = a["name"] or ("child processes" if a["reason"].startswith(CHILDREN) else "kernel")
+        lines.append(f"cell {a['cell']}: {a['rule']}: {a['action']} {about} "
                      f"{a['status']}{after}{reason}")
     return lines
