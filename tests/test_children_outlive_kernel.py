@@ -10,6 +10,8 @@ Every figure is checked against the bytes the test makes each process write
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -309,6 +311,16 @@ def test_telemetry_samples_name_the_biggest_child():
         assert sample["children"] == 1
         # The child's interpreter adds some 10-20 MiB of its own.
         assert writes <= sample["biggest_child_private"] <= writes + 32 * MiB
+        # memtamer watch shows it under its kernel on request.
+        watch = subprocess.run([os.path.join(os.path.dirname(sys.executable), "memtamer"),
+                                "watch", "--once", "--children", "--dir", runtime],
+                               capture_output=True, text=True, timeout=60,
+                               env={**os.environ, "COLUMNS": "120", "JUPYTER_RUNTIME_DIR": runtime})
+        under = re.search(r"^    └ 1 child process owns (\d+) MiB; the most: pid (\d+) (\d+) MiB$",
+                          watch.stdout, re.M)
+        assert under, watch.stdout + watch.stderr
+        assert int(under[2]) == pid
+        assert writes // MiB <= int(under[3]) <= int(under[1]) <= writes // MiB + 32
         k.run("child.stdin.close(); child.wait()")
     finally:
         sub.close(linger=0)
