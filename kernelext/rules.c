@@ -215,6 +215,7 @@ mt_rules_level_problem(const char *text, int percent, char *buf, size_t n)
 
 static const char *const action_names[MT_DO_COUNT] = {
     "notice", "compress", "spill", "downcast", "pack", "clear_output_cache", "del", "collect",
+    "restart",
 };
 static const char *const order_names[MT_ORDER_COUNT] = {"largest", "idle", "newest"};
 
@@ -847,7 +848,7 @@ static const option_use option_uses[] = {
 /* Actions on variables; the others act on the kernel or its output cache. */
 #define VARIABLE_ACTIONS                                                                           \
     (BIT(MT_DO_NOTICE) | BIT(MT_DO_COMPRESS) | BIT(MT_DO_SPILL) | BIT(MT_DO_DOWNCAST) |            \
-     BIT(MT_DO_PACK) | BIT(MT_DO_DEL))
+     BIT(MT_DO_PACK) | BIT(MT_DO_DEL) | BIT(MT_DO_RESTART))
 
 static int
 has_glob(const char *s)
@@ -1106,13 +1107,25 @@ check_rule(ctx *c, yaml_node_t **v, const mt_rules_table *t, mt_rule *r)
             rc = -1;
         }
     }
-    if (r->children_over >= 0 && r->action != MT_DO_NOTICE) {
+    if (r->children_over >= 0 && r->action != MT_DO_NOTICE && r->action != MT_DO_RESTART) {
         fail(c, v[R_DO],
-             "do: children_over is about child processes, which memtamer never acts on "
-             "silently: write do: notice (a rule cannot kill or restart them)");
+             "do: children_over is about child processes, which memtamer never kills: write "
+             "do: notice, or do: restart with the pool or cluster to restart in match: {name: ...}");
         rc = -1;
     }
-    else if (r->children_over >= 0 && (v[R_MATCH] || v[R_ORDER] || r->idle_for > 0 || r->created)) {
+    else if (r->action == MT_DO_RESTART && (r->children_over < 0 || !r->names.len)) {
+        fail(c, v[R_DO],
+             "do: restart restarts the workers of a pool or cluster you name once the child "
+             "processes grow: write when: {children_over: SIZE} and match: {name: client}");
+        rc = -1;
+    }
+    else if (r->action == MT_DO_RESTART && (r->idle_for > 0 || r->created)) {
+        fail(c, v[R_WHEN], "when: do: restart follows the child processes' memory: remove "
+                           "idle_for and created");
+        rc = -1;
+    }
+    else if (r->action == MT_DO_NOTICE && r->children_over >= 0 &&
+             (v[R_MATCH] || v[R_ORDER] || r->idle_for > 0 || r->created)) {
         const yaml_node_t *at = v[R_MATCH] ? v[R_MATCH] : v[R_ORDER] ? v[R_ORDER] : v[R_WHEN];
         fail(c, at,
              "%s: a children_over notice names the child processes, not variables: "
@@ -1169,7 +1182,7 @@ parse_rule(ctx *c, const yaml_node_t *map, const mt_rules_table *t, mt_rule *r)
     if (v[R_DO] == NULL) {
         fail(c, map,
              "this rule has no do: add do: with one of notice, compress, spill, downcast, "
-             "pack, clear_output_cache, del, collect");
+             "pack, clear_output_cache, del, collect, restart");
         rc = -1;
     }
     else {

@@ -274,6 +274,62 @@ def test_guard_stops_a_dask_cell_and_names_the_worker_and_its_limit(kernel, dask
     kernel.run("client.run(dask_grow, 0)")
 
 
+def write_rules(kernel, text):
+    """memtamer.yaml in the kernel's working directory, where %memrules reload finds it."""
+    path = os.path.join(kernel.query("os.getcwd()"), "memtamer.yaml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def test_a_rule_does_not_restart_what_has_no_restart_of_its_own(kernel, pool):
+    workers = kernel.query("sorted(p.pid for p in pool._pool)")
+    rules = write_rules(kernel, "version: 1\nrules:\n  - name: restart-pool\n"
+                                "    when: {children_over: 1B}\n"
+                                "    match: {name: pool}\n    do: restart\n")
+    try:
+        kernel.run("%memrules reload\n%memrules on")
+        out = kernel.run("x = 1")
+        assert ("memtamer rule restart-pool: restarted pool refused: Pool has no restart(); "
+                "memtamer kills no worker") in out["stdout"].splitlines(), out["stdout"]
+    finally:
+        os.unlink(rules)
+        kernel.run("%memrules off")
+    assert kernel.query("sorted(p.pid for p in pool._pool)") == workers
+    assert all(alive(pid) for pid in workers)
+
+
+def test_a_rule_restarts_the_dask_workers_it_names_once_they_grow(kernel, dask_workers):
+    """children_over with do: restart calls the client's own restart(): its
+    nannies start new workers, memtamer kills none.  (Last of the dask
+    tests: the workers' pids change.)"""
+    pids, _ = dask_workers
+    rest = kernel.query("sum(c['private'] or 0 for c in memtamer._core.children())")
+    over = rest + 256 * MiB
+    rules = write_rules(kernel, "version: 1\nrules:\n  - name: restart-workers\n"
+                                f"    when: {{children_over: {over}B}}\n"
+                                "    match: {name: client}\n    do: restart\n")
+    try:
+        kernel.run("%memrules reload\n%memrules on")
+        out = kernel.run(f"client.run(dask_grow, {DASK_GROWS // 2})")
+        assert "memtamer rule" not in out["stdout"]
+        out = kernel.run(f"client.run(dask_grow, {DASK_GROWS})")
+        line = next(x for x in out["stdout"].splitlines() if x.startswith("memtamer rule"))
+        found = re.fullmatch(r"memtamer rule restart-workers: restarted client "
+                             r"\(child processes (\S+) MiB -> (\S+) MiB\)", line)
+        assert found, line
+        before, after = float(found[1]) * MiB, float(found[2]) * MiB
+        assert before >= rest + 2 * DASK_GROWS * 0.9 and after <= before - 2 * DASK_GROWS * 0.9
+        restarted = kernel.query("client.run(os.getpid)")
+        # Two new workers (on new addresses), the old ones gone.
+        assert len(restarted) == 2 and not set(restarted.values()) & set(pids.values())
+        assert not any(alive(pid) for pid in pids.values())
+        assert "memtamer rule" not in kernel.run("x = 1")["stdout"]
+    finally:
+        os.unlink(rules)
+        kernel.run("%memrules off")
+
+
 def test_telemetry_samples_name_the_biggest_child():
     """A subscriber sees how many descendants live and the one that owns
     most, by its private memory."""

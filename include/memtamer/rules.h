@@ -49,6 +49,7 @@ typedef enum {
     MT_DO_CLEAR_OUTPUT_CACHE,
     MT_DO_DEL,
     MT_DO_COLLECT,
+    MT_DO_RESTART, /* NAME.restart(), for the workers of a pool or cluster the rule names */
     MT_DO_COUNT
 } mt_rules_action;
 
@@ -73,7 +74,8 @@ typedef struct {
     long long idle_for; /* cells, -1 when not given */
     int created;        /* a variable was created or rebound by this cell */
     /* The kernel's descendants own more than this (private memory, bytes;
-     * -1 when not given): a notice about them, never an action on them. */
+     * -1 when not given): a notice about them, or the restart of what the
+     * rule names, never a kill. */
     long long children_over;
     /* match: what the action is applied to */
     mt_rules_strings types, dtypes, names;

@@ -15,7 +15,8 @@ from .sizes import format_size
 ENVIRONMENT_VARIABLE = "MEMTAMER_RULES"
 FILE_NAMES = ("memtamer.yaml", ".memtamer.yaml")
 PAST_TENSE = {"compress": "compressed", "spill": "spilled", "downcast": "downcast",
-              "pack": "packed", "del": "deleted", "clear_output_cache": "dropped"}
+              "pack": "packed", "del": "deleted", "clear_output_cache": "dropped",
+              "restart": "restarted"}
 
 
 def discover(cwd=None, environ=None):
@@ -225,8 +226,10 @@ class Rules:
                 rows = [dict(cell=action["cell"], rule=action["rule"], action=action["do"],
                              name=None, status="interrupted", bytes_before=None,
                              bytes_after=None, reason="")]
+            # A restarted pool or cluster may grow again: the rule keeps watching it.
             _core.policy_acted_on(action["rule"], [r["name"] for r in rows
-                                                   if r["name"] in self.shell.user_ns])
+                                                   if r["name"] in self.shell.user_ns
+                                                   and action["do"] != "restart"])
             self.actions.extend(rows)
             skipped = [a["rule"] for a in actions[position + 1:]]
             print(notice(action, rows, skipped))
@@ -252,6 +255,8 @@ class Rules:
                          bytes_after=_core.process()["rss"], reason="kernel memory")]
         if do == "clear_output_cache":
             return [self._drop_output(base, number, size) for number, size in action["targets"]]
+        if do == "restart":
+            return [self._restart(base, name, action["children"]) for name, _ in action["targets"]]
         return self._shrink(base, action)
 
     def _shrink(self, base, action):
@@ -287,6 +292,24 @@ class Rules:
                              bytes_before=row.get("bytes_before"),
                              bytes_after=row.get("bytes_after"), reason=row.get("reason") or ""))
         return rows
+
+    def _restart(self, base, name, before):
+        """name.restart(), the library's own: a dask Client's has each nanny
+        restart its worker.  What has no restart() (a multiprocessing.Pool)
+        is refused: memtamer kills no worker.  The bytes are what the child
+        processes own before and after."""
+        obj = self.shell.user_ns.get(name)
+        if not callable(getattr(type(obj), "restart", None)):
+            return dict(base, name=name, status="refused", bytes_before=before, bytes_after=None,
+                        reason=f"{type(obj).__name__} has no restart(); memtamer kills no worker")
+        try:
+            obj.restart()
+        except Exception as exc:  # the library's refusal, said in the notice
+            return dict(base, name=name, status="refused", bytes_before=before, bytes_after=None,
+                        reason=f"{name}.restart() raised {type(exc).__name__}: {exc}")
+        after = sum(child["private"] or 0 for child in _core.children())
+        return dict(base, name=name, status="done", bytes_before=before, bytes_after=after,
+                    reason="")
 
     def _drop_output(self, base, number, size):
         """Out[number], and the cache names that show it, go: held by no
@@ -345,8 +368,9 @@ def notice(action, rows, skipped=()):
     parts = []
     for r in rows:
         if r["status"] == "done":
-            parts.append(f"{r['name']} {format_size(r['bytes_before'])} -> "
-                         f"{format_size(r['bytes_after'])}")
+            change = f"{format_size(r['bytes_before'])} -> {format_size(r['bytes_after'])}"
+            parts.append(f"{r['name']} (child processes {change})" if action["do"] == "restart"
+                         else f"{r['name']} {change}")
         else:
             parts.append(f"{r['name']} {r['status']}: {r['reason']}")
     return head + f"{PAST_TENSE[action['do']]} " + ("; ".join(parts) if parts else
