@@ -254,6 +254,13 @@ def test_children_over_names_the_biggest_child_and_leaves_it_running(k, rules_fi
     assert named == pid
     assert 256 <= biggest <= owned <= 256 + 32, line
     assert k.query("keeper.poll()") is None
+    # Off, so that the cell before the dry run is not one the rule fired after.
+    k.run("%memrules off")
+    k.run("x = 1")
+    dry = k.run("%memrules --dry-run")["stdout"]
+    k.run("%memrules on")
+    found = re.search(r"^big-children: would notice \(child processes own (\d+) MiB\)$", dry, re.M)
+    assert found and 256 <= int(found[1]) <= 256 + 32, dry
     out = k.run("%memreport actions")
     assert re.search(r"big-children: notice child processes noticed \(child processes: pid "
                      rf"{pid} ", out["stdout"]), out["stdout"]

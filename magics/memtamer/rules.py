@@ -397,10 +397,12 @@ def dry_run_lines(actions):
     for action in actions:
         targets = ", ".join(f"{name if isinstance(name, str) else f'Out[{name}]'} "
                             f"({format_size(size)})" for name, size in action["targets"])
+        children = action["children"]
         lines.append(f"{action['rule']}: would {action['do']}"
-                     + (f" {targets}" if targets else
-                        f" (child processes own {format_size(action['children'])})"
-                        if action["children"] is not None else " (the whole kernel)")
+                     + (f" {targets}" if targets else "" if children is not None
+                        else " (the whole kernel)")
+                     + (f" (child processes own {format_size(children)})"
+                        if children is not None else "")
                      + (f" until the kernel is under {format_size(action['until'])}"
                         if action["until"] is not None else ""))
     return lines
