@@ -813,19 +813,6 @@ mt_probe_descendants(const mt_probe *p, pid_t *pids, int max)
     return n;
 }
 
-/* A "Key: N kB" field of /proc/<pid>/status, -1 when unreadable. */
-static long long
-pid_status_field(const mt_probe *p, pid_t pid, const char *key)
-{
-    char path[MT_PROBE_PATH_MAX + 64], buf[4096];
-    long long v;
-    if (proc_path(p, path, sizeof path, "/proc/%d/status", (int)pid) < 0 ||
-        read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_kb_field(buf, key, &v) < 0) {
-        return -1;
-    }
-    return v;
-}
-
 /* Whether pid runs in our address space (a vforked child before its exec),
  * whose pages smaps_rollup would show as its own.  Only the real /proc has
  * real pids to compare. */
@@ -842,18 +829,25 @@ shares_our_memory(const mt_probe *p, pid_t pid)
 }
 
 /* What one descendant owns now: its start, RSS, private memory (-1 when
- * unreadable) and, unless NULL, its shared memory.  -1 when it is gone, a
- * zombie, or not yet a process of its own. */
+ * unreadable) and, unless NULL, its shared memory.  With seen (the probe's
+ * table; NULL: always read), a figure whose RSS and page faults have not
+ * moved since it was read is kept.  -1 when it is gone, a zombie, or not
+ * yet a process of its own. */
 static int
-child_memory(const mt_probe *p, pid_t pid, unsigned long long *start_ticks, long long *rss,
-             long long *owned, long long *shared)
+child_memory(const mt_probe *p, mt_probe_child_seen *seen, pid_t pid,
+             unsigned long long *start_ticks, long long *rss, long long *owned,
+             long long *shared)
 {
     char path[MT_PROBE_PATH_MAX + 64], buf[4096];
+    /* stat's fields: 10 minflt, 12 majflt, 22 starttime, 24 rss (pages). */
+    unsigned long long minor, major, pages;
     if (proc_path(p, path, sizeof path, "/proc/%d/stat", (int)pid) < 0 ||
-        read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_starttime(buf, start_ticks) < 0) {
+        read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_starttime(buf, start_ticks) < 0 ||
+        stat_field(buf, 10, &minor) < 0 || stat_field(buf, 12, &major) < 0 ||
+        stat_field(buf, 24, &pages) < 0) {
         return -1;
     }
-    *rss = pid_status_field(p, pid, "VmRSS");
+    *rss = (long long)pages * p->page_size;
     if (*rss <= 0 || shares_our_memory(p, pid)) {
         return -1;
     }
@@ -861,10 +855,23 @@ child_memory(const mt_probe *p, pid_t pid, unsigned long long *start_ticks, long
     if (shared) {
         *shared = -1;
     }
+    mt_probe_child_seen *s = seen ? &seen[pid % MT_PROBE_MAX_CHILDREN] : NULL;
+    if (s && s->pid == pid && s->start_ticks == *start_ticks && s->faults == minor + major &&
+        s->rss == *rss) {
+        *owned = s->owned;
+        return 0;
+    }
     if (proc_path(p, path, sizeof path, "/proc/%d/smaps_rollup", (int)pid) == 0 &&
         read_text(path, buf, sizeof buf) >= 0 && mt_probe_parse_private(buf, owned) == 0 &&
         shared) {
         mt_probe_parse_shared_memory(buf, shared);
+    }
+    if (s && *owned >= 0) {
+        *s = (mt_probe_child_seen){.pid = pid,
+                                   .start_ticks = *start_ticks,
+                                   .faults = minor + major,
+                                   .rss = *rss,
+                                   .owned = *owned};
     }
     return 0;
 }
@@ -878,7 +885,8 @@ mt_probe_children_begin(mt_probe *p, mt_probe_children_mark *mark)
     int n = mt_probe_descendants(p, pids, MT_PROBE_MAX_CHILDREN);
     for (int i = 0; i < n; i++) {
         mt_probe_child_base *b = &mark->base[mark->count];
-        if (child_memory(p, pids[i], &b->start_ticks, &b->rss, &b->owned, NULL) < 0) {
+        if (child_memory(p, p->children_seen, pids[i], &b->start_ticks, &b->rss, &b->owned,
+                         NULL) < 0) {
             continue;
         }
         if (b->owned < 0) {
@@ -917,7 +925,7 @@ mt_probe_children_now(mt_probe *p, const mt_probe_children_mark *mark, mt_probe_
     for (int i = 0; i < n; i++) {
         unsigned long long started;
         long long rss, owned;
-        if (child_memory(p, pids[i], &started, &rss, &owned, NULL) < 0) {
+        if (child_memory(p, p->children_seen, pids[i], &started, &rss, &owned, NULL) < 0) {
             continue;
         }
         if (owned < 0) {
@@ -983,7 +991,7 @@ mt_probe_child_describe(const mt_probe *p, pid_t pid, mt_probe_child_info *out)
     char path[MT_PROBE_PATH_MAX + 64], buf[4096];
     memset(out, 0, sizeof *out);
     out->pid = pid;
-    if (child_memory(p, pid, &out->start_ticks, &out->rss, &out->owned, &out->shared) < 0 ||
+    if (child_memory(p, NULL, pid, &out->start_ticks, &out->rss, &out->owned, &out->shared) < 0 ||
         proc_path(p, path, sizeof path, "/proc/%d/stat", (int)pid) < 0 ||
         read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_ppid(buf, &out->ppid) < 0) {
         return -1;
