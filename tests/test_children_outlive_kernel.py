@@ -176,6 +176,35 @@ def test_a_child_that_ended_in_the_cell_counts_by_what_it_wrote(kernel):
     assert grows * 0.9 <= cell["children_peak"] <= grows * 1.1, cell
 
 
+def test_a_worker_that_writes_into_pages_it_shares_with_the_kernel(kernel):
+    """Copy-on-write: a forked worker that writes one byte in each page of
+    an array it inherited makes those pages its own without its RSS moving
+    (they were resident, shared): the figure still sees that growth."""
+    size = 192 * MiB
+    kernel.run(f"inherited = bytearray(b'\\x01') * {size}\n"
+               "cow_in, cow_out = mp.get_context('fork').Pipe()\n"
+               "def cow_worker(conn):\n"
+               "    conn.recv()\n"
+               "    for i in range(0, len(inherited), 4096):\n"
+               "        inherited[i] = 2\n"
+               "    conn.send(1)\n"
+               "    conn.recv()\n"
+               "cow = mp.get_context('fork').Process(target=cow_worker, args=(cow_out,))\n"
+               "cow.start()")
+    pid = kernel.query("cow.pid")
+    kernel.run("x = 1")  # a cell it sits through idle
+    rss = {}
+    for moment in ("before", "after"):
+        if moment == "after":
+            kernel.run("cow_in.send(0); cow_in.recv()")
+        with open(f"/proc/{pid}/status") as f:
+            rss[moment] = int(re.search(r"VmRSS:\s+(\d+)", f.read())[1]) * 1024
+    cell = kernel.last_cell()
+    assert abs(rss["after"] - rss["before"]) < 0.1 * size, rss  # the case this test is for
+    assert size * 0.9 <= cell["children_peak"] <= size * 1.1, cell
+    kernel.run("cow_in.send(0); cow.join(); del inherited")
+
+
 def test_no_children_says_so(tmp_path):
     k = Kernel(env={"MEMTAMER_RUNTIME_DIR": str(tmp_path)}, cwd=str(tmp_path))
     try:
