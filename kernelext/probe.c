@@ -835,8 +835,7 @@ shares_our_memory(const mt_probe *p, pid_t pid)
  * yet a process of its own. */
 static int
 child_memory(const mt_probe *p, mt_probe_child_seen *seen, pid_t pid,
-             unsigned long long *start_ticks, long long *rss, long long *owned,
-             long long *shared)
+             unsigned long long *start_ticks, long long *rss, long long *owned, long long *shared)
 {
     char path[MT_PROBE_PATH_MAX + 64], buf[4096];
     /* stat's fields: 10 minflt, 12 majflt, 22 starttime, 24 rss (pages). */
@@ -883,10 +882,10 @@ mt_probe_children_begin(mt_probe *p, mt_probe_children_mark *mark)
     mark->start_ticks = mt_probe_boot_ticks(p);
     mark->count = 0;
     int n = mt_probe_descendants(p, pids, MT_PROBE_MAX_CHILDREN);
+    mt_probe_child_seen *seen = p->children_seen;
     for (int i = 0; i < n; i++) {
         mt_probe_child_base *b = &mark->base[mark->count];
-        if (child_memory(p, p->children_seen, pids[i], &b->start_ticks, &b->rss, &b->owned,
-                         NULL) < 0) {
+        if (child_memory(p, seen, pids[i], &b->start_ticks, &b->rss, &b->owned, NULL) < 0) {
             continue;
         }
         if (b->owned < 0) {

@@ -214,8 +214,8 @@ mt_rules_level_problem(const char *text, int percent, char *buf, size_t n)
 /* ---- names ----------------------------------------------------------- */
 
 static const char *const action_names[MT_DO_COUNT] = {
-    "notice", "compress", "spill", "downcast", "pack", "clear_output_cache", "del", "collect",
-    "restart",
+    "notice", "compress", "spill",   "downcast", "pack", "clear_output_cache",
+    "del",    "collect",  "restart",
 };
 static const char *const order_names[MT_ORDER_COUNT] = {"largest", "idle", "newest"};
 
@@ -1110,7 +1110,7 @@ check_rule(ctx *c, yaml_node_t **v, const mt_rules_table *t, mt_rule *r)
     if (r->children_over >= 0 && r->action != MT_DO_NOTICE && r->action != MT_DO_RESTART) {
         fail(c, v[R_DO],
              "do: children_over is about child processes, which memtamer never kills: write "
-             "do: notice, or do: restart with the pool or cluster to restart in match: {name: ...}");
+             "do: notice, or do: restart with the pool or cluster in match: {name: ...}");
         rc = -1;
     }
     else if (r->action == MT_DO_RESTART && (r->children_over < 0 || !r->names.len)) {
@@ -1120,17 +1120,18 @@ check_rule(ctx *c, yaml_node_t **v, const mt_rules_table *t, mt_rule *r)
         rc = -1;
     }
     else if (r->action == MT_DO_RESTART && (r->idle_for > 0 || r->created)) {
-        fail(c, v[R_WHEN], "when: do: restart follows the child processes' memory: remove "
-                           "idle_for and created");
+        fail(c, v[R_WHEN],
+             "when: do: restart follows the child processes' memory: remove "
+             "idle_for and created");
         rc = -1;
     }
     else if (r->action == MT_DO_NOTICE && r->children_over >= 0 &&
              (v[R_MATCH] || v[R_ORDER] || r->idle_for > 0 || r->created)) {
-        const yaml_node_t *at = v[R_MATCH] ? v[R_MATCH] : v[R_ORDER] ? v[R_ORDER] : v[R_WHEN];
-        fail(c, at,
+        int key = v[R_MATCH] ? R_MATCH : v[R_ORDER] ? R_ORDER : R_WHEN;
+        fail(c, v[key],
              "%s: a children_over notice names the child processes, not variables: "
              "remove match, order, idle_for and created from this rule",
-             v[R_MATCH] ? "match" : v[R_ORDER] ? "order" : "when");
+             rule_keys[key]);
         rc = -1;
     }
     if (r->names.len) {
