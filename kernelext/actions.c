@@ -47,6 +47,9 @@ const mt_action_info mt_actions[MT_DO_COUNT] = {
         {"reattach", MT_ACTION_IN_SHRINK, SHRINK_OPTIONS | OPT(DISCARD), 1, "reattached",
          "all | NAME...: map back what the notebook's previous kernel spilled before "
          "it died, checksums verified; --discard removes them instead"},
+    [MT_DO_RESTART] = {"restart", MT_ACTION_IN_RULES, 0, 1, "restarted",
+                       "NAME.restart(): new workers for the pool or cluster the rule names (a "
+                       "dask Client), with when: children_over"},
 };
 
 const mt_action_option_info mt_actions_options[MT_OPTION_COUNT] = {

@@ -100,7 +100,7 @@ mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     /* Last, so that nothing of ours lands in the window. */
     w->rss_before = mt_probe_peak_begin(st->probe);
     w->open = 1;
-    mt_guard_cell_begin(module, w->cell, w->first_line, w->rss_before);
+    mt_guard_cell_begin(module, w->cell, w->first_line, w->rss_before, &w->children);
     long long budget, trips;
     mt_guard_figures(module, &budget, &trips);
     mt_telemetry_cell_begin(module, w, st->probe->method, budget, trips);
@@ -288,6 +288,8 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     r.major_faults = swap_known ? (long long)(faults_after - w->faults_before) : -1;
     r.seconds = ended - w->started;
     r.cpu_seconds = ended_cpu - w->started_cpu;
+    r.began_ticks = w->children.start_ticks;
+    r.ended_ticks = mt_probe_boot_ticks(st->probe);
     r.failed = failed;
     r.peak = composition;
     if (append(&st->cells, &r) < 0) {

@@ -86,6 +86,12 @@ typedef struct mt_guard {
     _Atomic long long sample_rss;     /* RSS when last read ... */
     _Atomic long long sample_counted; /* ... and mt_heap_counted() then */
     _Atomic long long children_owned; /* what the cell's children own, last seen */
+    /* A process the guard may not kill stopped the cell: what the children
+     * do after is their supervisors' to handle, and for the rest of the
+     * cell only the kernel itself is held to the budget (a worker that
+     * keeps growing would otherwise stop the cell again while the first
+     * stop is being shown). */
+    _Atomic int children_excused;
     /* The most they owned together at a look, their RSS then, and whether
      * some child's private memory was unreadable (mt_guard_children_peak). */
     _Atomic long long children_peak_owned, children_rss_at_peak;
@@ -152,7 +158,8 @@ typedef struct mt_guard {
     pthread_t main_thread; /* the one the guard's signal goes to */
     mt_probe probe;        /* the watcher's own /proc files */
     mt_probe_children_mark children;
-    double children_looked; /* when the watcher last looked at them */
+    mt_probe_children_mark children_looking; /* the watcher's own copy of it */
+    double children_looked;                  /* when the watcher last looked at them */
     /* Major faults at the last look, when, and since when they have come
      * faster than THRASH_FAULTS_PER_S (0: they have not). */
     unsigned long long faults_then;
@@ -229,11 +236,18 @@ estimated_rss(mt_guard *g)
     return atomic_load(&g->sample_rss) + (grown > 0 ? grown : 0);
 }
 
+/* What the cell's children count against the budget now. */
+static long long
+children_counted(mt_guard *g)
+{
+    return atomic_load(&g->children_excused) ? 0 : atomic_load(&g->children_owned);
+}
+
 /* Use as the hooks see it: that and the cell's children. */
 static long long
 estimated_use(mt_guard *g)
 {
-    return estimated_rss(g) + atomic_load(&g->children_owned);
+    return estimated_rss(g) + children_counted(g);
 }
 
 /* Room the shared limit leaves for this kernel's next bytes: the limit
@@ -438,7 +452,7 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
         }
     }
     mt_postmortem_sample(g->postmortem, rss);
-    long long use = rss + atomic_load(&g->children_owned);
+    long long use = rss + children_counted(g);
     double thrash_rate = thrash_look(g, mt_monotonic_seconds());
     if (thrash_rate > 0 && atomic_load(&g->thrash_stop) && atomic_load(&g->armed) &&
         trip_claim(g, 1)) {
@@ -470,9 +484,15 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
     pid_t victim = 0;
     if (look_at_children && kids.biggest_pid > 0 && children_crossed &&
         mt_probe_pid_rss(&g->probe, kids.biggest_pid, &child_rss, comm, sizeof comm) == 0) {
-        victim = kids.biggest_pid;
-        atomic_store(&g->children_owned, kids.owned - kids.biggest_owned);
-        trip_publish(g, MT_GUARD_CHILD, -1, use, victim, kids.biggest_owned, comm, shared_use);
+        if (kids.biggest_is_own) {
+            victim = kids.biggest_pid;
+            atomic_store(&g->children_owned, kids.owned - kids.biggest_owned);
+        }
+        else {
+            atomic_store(&g->children_excused, 1);
+        }
+        trip_publish(g, victim ? MT_GUARD_CHILD : MT_GUARD_WORKER, -1, use, kids.biggest_pid,
+                     kids.biggest_owned, comm, shared_use);
     }
     else {
         trip_publish(g, MT_GUARD_WATCHER, -1, use, 0, 0, NULL, shared_use);
@@ -504,7 +524,7 @@ watch_step(void *owner, int fresh)
         g->children_alive = 0;
     }
     mt_worker_lock(&g->watcher);
-    mt_probe_children_mark mark = g->children;
+    mt_probe_children_mark_copy(&g->children_looking, &g->children);
     mt_worker_unlock(&g->watcher);
     atomic_fetch_add(&g->polls, 1);
     double now = mt_monotonic_seconds();
@@ -513,7 +533,7 @@ watch_step(void *owner, int fresh)
         g->children_looked = now;
     }
     long long shared_left;
-    long long use = watch_once(g, &mark, look_at_children, &shared_left);
+    long long use = watch_once(g, &g->children_looking, look_at_children, &shared_left);
     /* A child started during a long nap would come and go unseen: wake to
      * look at it (one waitid per step). */
     for (long left = nap_us(g, use, shared_left); left > 0; left -= CHILD_LOOK_US) {
@@ -532,7 +552,7 @@ watcher_set(mt_guard *g, int watching, const mt_probe_children_mark *mark)
     }
     if (mark) {
         mt_worker_lock(&g->watcher);
-        g->children = *mark;
+        mt_probe_children_mark_copy(&g->children, mark);
         mt_worker_unlock(&g->watcher);
     }
     mt_worker_set_active(&g->watcher, watching);
@@ -690,7 +710,8 @@ compute_budget(mt_state *st, mt_guard *g)
 }
 
 void
-mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line, long long rss_before)
+mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line, long long rss_before,
+                    const mt_probe_children_mark *children)
 {
     MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
@@ -723,15 +744,14 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line, lo
     }
     atomic_store(&g->trip_state, TRIP_NONE);
     atomic_store(&g->children_owned, 0);
+    atomic_store(&g->children_excused, 0);
     atomic_store(&g->sample_rss, rss_before);
     atomic_store(&g->sample_counted, mt_heap_counted());
     mt_postmortem_cell_begin(g->postmortem, cell, first_line, rss_before);
-    mt_probe_children_mark mark;
-    mt_probe_children_begin(&g->probe, &mark);
     if (g->budget < 0) {
         /* No budget: the watcher only follows the cell's children. */
         atomic_store(&g->ceiling, LLONG_MAX);
-        watcher_set(g, 1, &mark);
+        watcher_set(g, 1, children);
         return;
     }
     /* A kernel already over its budget is stopped only for its growth in
@@ -741,7 +761,7 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line, lo
         start = rss_before + atomic_load(&g->grace);
     }
     atomic_store(&g->ceiling, start);
-    watcher_set(g, 1, &mark);
+    watcher_set(g, 1, children);
     atomic_store(&g->armed, 1);
 }
 
@@ -789,6 +809,8 @@ layer_name(mt_guard_layer layer)
         return "python";
     case MT_GUARD_CHILD:
         return "child";
+    case MT_GUARD_WORKER:
+        return "worker";
     default:
         return "watcher";
     }
@@ -914,7 +936,7 @@ take_trip(mt_guard *g, trip_record *out, int watcher_only)
         return 0;
     }
     *out = g->trip;
-    int is_watcher = out->layer == MT_GUARD_WATCHER || out->layer == MT_GUARD_CHILD;
+    int is_watcher = out->layer >= MT_GUARD_WATCHER;
     if (out->serial != atomic_load(&g->cell_serial) || (watcher_only && !is_watcher)) {
         return 0;
     }
@@ -1452,8 +1474,9 @@ mt_guard_exec(PyObject *module)
         "memtamer.MemoryBudgetExceeded",
         "A cell would have taken the kernel past its memory budget (see %memguard).\n\n"
         "Attributes: budget, use, requested (the refused allocation, or None), layer\n"
-        "('numpy', 'python', 'watcher' or 'child'), limit, child_pid, child_private\n"
-        "(the killed child's private memory), child_command.",
+        "('numpy', 'python', 'watcher', 'child' when memtamer killed a process the cell\n"
+        "started, or 'worker' when a process of an earlier cell grew: it is named, not\n"
+        "killed), limit, child_pid, child_private (that process's growth), child_command.",
         PyExc_MemoryError, NULL);
     if (g->budget_exceeded == NULL ||
         PyModule_AddObjectRef(module, "MemoryBudgetExceeded", g->budget_exceeded) < 0 ||

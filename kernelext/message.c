@@ -32,6 +32,9 @@ static const field sample_fields[] = {
     {"heap_bytes", "int"},
     {"numpy_bytes", "int"},
     {"children_private", "int?"},
+    {"children", "int"},
+    {"biggest_child_pid", "int?"},
+    {"biggest_child_private", "int?"},
     {"swap", "int?"},
     {"major_faults", "int?"},
     {"cells", "int"},
@@ -508,6 +511,12 @@ mt_message_sample_fields(mt_message_buf *b, int names, const mt_message_sample *
     append_int(b, f->numpy);
     append_key(b, "children_private");
     append_size(b, f->children);
+    append_key(b, "children");
+    append_int(b, f->children_count);
+    append_key(b, "biggest_child_pid");
+    append_size(b, f->biggest_child_pid);
+    append_key(b, "biggest_child_private");
+    append_size(b, f->biggest_child_private);
     append_key(b, "swap");
     append_size(b, f->swap);
     append_key(b, "major_faults");

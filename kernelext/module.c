@@ -5,6 +5,7 @@
 #include "memtamer/memtamer.h"
 
 #include "memtamer/buffers.h"
+#include "memtamer/children.h"
 #include "memtamer/guard.h"
 #include "memtamer/codec.h"
 #include "memtamer/frames.h"
@@ -21,10 +22,10 @@
 
 /* Every concern's _core methods, defined with their docstrings beside their C code. */
 static PyMethodDef *const concern_methods[] = {
-    mt_cell_methods,    mt_process_methods, mt_guard_methods,  mt_postmortem_methods,
-    mt_shrink_methods,  mt_codec_methods,   mt_frames_methods, mt_walker_methods,
-    mt_ledger_methods,  mt_policy_methods,  mt_peaks_methods,  mt_telemetry_methods,
-    mt_buffers_methods,
+    mt_cell_methods,    mt_process_methods,  mt_guard_methods,  mt_postmortem_methods,
+    mt_shrink_methods,  mt_codec_methods,    mt_frames_methods, mt_walker_methods,
+    mt_ledger_methods,  mt_policy_methods,   mt_peaks_methods,  mt_telemetry_methods,
+    mt_buffers_methods, mt_children_methods,
 };
 
 /* ---- fork ---- */

@@ -345,6 +345,8 @@ rule_dict(const mt_rule *r)
         (r->until.kind && mt_set(when, "until", level_value(&r->until)) < 0) ||
         (r->idle_for >= 0 && mt_set(when, "idle_for", PyLong_FromLongLong(r->idle_for)) < 0) ||
         (r->created && mt_set(when, "created", Py_NewRef(Py_True)) < 0) ||
+        (r->children_over >= 0 &&
+         mt_set(when, "children_over", PyLong_FromLongLong(r->children_over)) < 0) ||
         (r->types.len && mt_set(match, "type", strings_value(&r->types)) < 0) ||
         (r->dtypes.len && mt_set(match, "dtype", strings_value(&r->dtypes)) < 0) ||
         (r->names.len && mt_set(match, "name", strings_value(&r->names)) < 0) ||
@@ -520,7 +522,22 @@ typedef struct {
     mt_state *st;
     const mt_cell_record *record; /* NULL before the first measured cell */
     long long cell, rss;
+    long long children; /* what the descendants own; -1 until a rule asks */
 } moment;
+
+/* The descendants' private memory, read once per evaluation (a few /proc
+ * reads each), and only when a rule looks at it. */
+static long long
+children_owned(moment *m)
+{
+    if (m->children < 0) {
+        static const mt_probe_children_mark everyone; /* none is older than it */
+        mt_probe_children_use kids;
+        mt_probe_children_now(m->st->probe, &everyone, &kids);
+        m->children = kids.owned;
+    }
+    return m->children;
+}
 
 static long long
 level_bytes(moment *m, const mt_rules_level *l)
@@ -556,6 +573,9 @@ kernel_triggers_hold(moment *m, const mt_rule *r)
         if (above < 0 || m->rss < 0 || m->rss < above) {
             return 0;
         }
+    }
+    if (r->children_over >= 0 && children_owned(m) <= r->children_over) {
+        return 0;
     }
     return 1;
 }
@@ -804,7 +824,8 @@ action_dict(moment *m, const mt_rule *r, PyObject *targets)
         mt_set(d, "options", options_dict(r)) < 0 || mt_set(d, "until", count_or_none(until)) < 0 ||
         mt_set(d, "allow_delete", PyBool_FromLong(r->allow_delete)) < 0 ||
         mt_set(d, "cell", count_or_none(m->cell)) < 0 ||
-        mt_set(d, "rss", count_or_none(m->rss)) < 0) {
+        mt_set(d, "rss", count_or_none(m->rss)) < 0 ||
+        mt_set(d, "children", count_or_none(r->children_over >= 0 ? m->children : -1)) < 0) {
         Py_XDECREF(d);
         return NULL;
     }
@@ -830,7 +851,8 @@ PyDoc_STRVAR(mt_policy_evaluate__doc__,
              "policy_evaluate(dry_run=False) -> [action]: what the rules in force do after the "
              "cell just measured.  Each action: rule, do, targets (list of (name, bytes); for "
              "clear_output_cache (number, bytes)), options (as %shrink takes them), until (bytes, "
-             "or None), allow_delete, cell, rss.  Unless dry_run, a rule that fires starts its "
+             "or None), allow_delete, cell, rss, children (what the descendants own, for a "
+             "children_over rule; else None).  Unless dry_run, a rule that fires starts its "
              "cooldown, and rules that are off return nothing.");
 static PyObject *
 mt_policy_evaluate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -850,7 +872,7 @@ mt_policy_evaluate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if ((actions = PyList_New(0)) == NULL || (!p->enabled && !dry_run) || p->table.len == 0) {
         return actions;
     }
-    moment m = {.st = st, .record = NULL, .cell = -1, .rss = -1};
+    moment m = {.st = st, .record = NULL, .cell = -1, .rss = -1, .children = -1};
     if (st->cells.len > 0) {
         m.record = &st->cells.items[st->cells.len - 1];
         m.cell = m.record->cell;

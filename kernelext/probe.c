@@ -309,6 +309,89 @@ mt_probe_parse_private(const char *text, long long *bytes)
 }
 
 int
+mt_probe_parse_shared_memory(const char *text, long long *bytes)
+{
+    long long clean, dirty;
+    if (mt_probe_parse_kb_field(text, "Shared_Clean", &clean) < 0 ||
+        mt_probe_parse_kb_field(text, "Shared_Dirty", &dirty) < 0) {
+        return -1;
+    }
+    *bytes = clean + dirty;
+    return 0;
+}
+
+int
+mt_probe_parse_ppid(const char *text, pid_t *ppid)
+{
+    unsigned long long v;
+    if (stat_field(text, 4, &v) < 0) {
+        return -1;
+    }
+    *ppid = (pid_t)v;
+    return 0;
+}
+
+void
+mt_probe_parse_cmdline(const char *text, size_t len, char *out, size_t size)
+{
+    size_t n = 0;
+    if (size == 0) {
+        return;
+    }
+    /* The last argument ends with a NUL too: drop it, not turn it into a space. */
+    while (len > 0 && text[len - 1] == '\0') {
+        len--;
+    }
+    for (size_t i = 0; i < len && n + 1 < size; i++) {
+        out[n++] = text[i] == '\0' ? ' ' : text[i];
+    }
+    out[n] = '\0';
+}
+
+int
+mt_probe_parse_socket_inode(const char *link, unsigned long *inode)
+{
+    static const char prefix[] = "socket:[";
+    if (strncmp(link, prefix, sizeof prefix - 1) != 0) {
+        return -1;
+    }
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(link + sizeof prefix - 1, &end, 10);
+    if (end == link + sizeof prefix - 1 || *end != ']' || errno) {
+        return -1;
+    }
+    *inode = v;
+    return 0;
+}
+
+/* A /proc/net/tcp line: "sl local_address rem_address st tx:rx tr:when
+ * retrnsmt uid timeout inode ...", addresses as HEXADDR:HEXPORT. */
+void
+mt_probe_parse_listening(const char *text, const unsigned long *inodes, int inode_count, int *ports,
+                         int *count, int max)
+{
+    const char *line = strchr(text, '\n'); /* the first line is the header */
+    while (line != NULL && *count < max) {
+        line++;
+        char local[80], state[8];
+        unsigned long inode;
+        int fields = sscanf(line, "%*s %79s %*s %7s %*s %*s %*s %*s %*s %lu", local, state, &inode);
+        line = strchr(line, '\n');
+        const char *colon = fields == 3 ? strrchr(local, ':') : NULL;
+        if (colon == NULL || strcmp(state, "0A") != 0) {
+            continue;
+        }
+        for (int i = 0; i < inode_count; i++) {
+            if (inodes[i] == inode) {
+                ports[(*count)++] = (int)strtol(colon + 1, NULL, 16);
+                break;
+            }
+        }
+    }
+}
+
+int
 mt_probe_parse_psi(const char *text, const char *line, double *avg10)
 {
     char key[16];
@@ -692,8 +775,11 @@ mt_probe_peak_end(mt_probe *p, long long *peak, long long *rss_now)
 
 /* ---- children ---- */
 
-static unsigned long long
-boot_ticks_now(const mt_probe *p)
+/* Socket descriptors of one process looked at for listening ports. */
+#define MAX_SOCKETS 256
+
+unsigned long long
+mt_probe_boot_ticks(const mt_probe *p)
 {
     struct timespec ts;
     if (clock_gettime(CLOCK_BOOTTIME, &ts) < 0) {
@@ -703,15 +789,9 @@ boot_ticks_now(const mt_probe *p)
            (unsigned long long)ts.tv_nsec / (1000000000ULL / (unsigned long long)p->clock_ticks);
 }
 
-void
-mt_probe_children_begin(mt_probe *p, mt_probe_children_mark *mark)
-{
-    mark->start_ticks = boot_ticks_now(p);
-}
-
-/* Appends the children of every thread of pid to pids[*n..]. */
+/* Appends the children of every thread of pid to pids[*n..max). */
 static void
-collect_children(const mt_probe *p, pid_t pid, pid_t *pids, int *n)
+collect_children(const mt_probe *p, pid_t pid, pid_t *pids, int *n, int max)
 {
     char path[MT_PROBE_PATH_MAX + 64], buf[4096];
     if (proc_path(p, path, sizeof path, "/proc/%d/task", (int)pid) < 0) {
@@ -722,7 +802,7 @@ collect_children(const mt_probe *p, pid_t pid, pid_t *pids, int *n)
         return;
     }
     struct dirent *entry;
-    while ((entry = readdir(dir)) != NULL && *n < MT_PROBE_MAX_CHILDREN) {
+    while ((entry = readdir(dir)) != NULL && *n < max) {
         if (!isdigit((unsigned char)entry->d_name[0])) {
             continue;
         }
@@ -732,7 +812,7 @@ collect_children(const mt_probe *p, pid_t pid, pid_t *pids, int *n)
             read_text(file, buf, sizeof buf) < 0) {
             continue;
         }
-        *n += mt_probe_parse_pids(buf, pids + *n, MT_PROBE_MAX_CHILDREN - *n);
+        *n += mt_probe_parse_pids(buf, pids + *n, max - *n);
     }
     closedir(dir);
 }
@@ -747,57 +827,19 @@ mt_probe_has_children(void)
     return !(waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD);
 }
 
-/* Calls visit(pid, ctx) for every descendant started at or after since_ticks;
- * pids grows while it is walked (breadth-first). */
-static void
-for_each_new_descendant(mt_probe *p, unsigned long long since_ticks,
-                        void (*visit)(const mt_probe *, pid_t, void *), void *ctx)
+int
+mt_probe_descendants(const mt_probe *p, pid_t *pids, int max)
 {
-    pid_t pids[MT_PROBE_MAX_CHILDREN];
     int n = 0;
-    char path[MT_PROBE_PATH_MAX + 64], buf[4096];
-
     if (!mt_probe_has_children()) {
-        return;
+        return 0;
     }
-    collect_children(p, getpid(), pids, &n);
+    /* The list grows while it is walked: breadth first. */
+    collect_children(p, getpid(), pids, &n, max);
     for (int i = 0; i < n; i++) {
-        unsigned long long started;
-        if (proc_path(p, path, sizeof path, "/proc/%d/stat", (int)pids[i]) < 0 ||
-            read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_starttime(buf, &started) < 0) {
-            continue;
-        }
-        collect_children(p, pids[i], pids, &n);
-        if (started >= since_ticks) {
-            visit(p, pids[i], ctx);
-        }
+        collect_children(p, pids[i], pids, &n, max);
     }
-}
-
-/* A "Key: N kB" field of /proc/<pid>/status, -1 when unreadable. */
-static long long
-pid_status_field(const mt_probe *p, pid_t pid, const char *key)
-{
-    char path[MT_PROBE_PATH_MAX + 64], buf[4096];
-    long long v;
-    if (proc_path(p, path, sizeof path, "/proc/%d/status", (int)pid) < 0 ||
-        read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_kb_field(buf, key, &v) < 0) {
-        return -1;
-    }
-    return v;
-}
-
-/* -1 when unreadable (an old kernel, another user's process). */
-static long long
-pid_private(const mt_probe *p, pid_t pid)
-{
-    char path[MT_PROBE_PATH_MAX + 64], buf[4096];
-    long long bytes;
-    if (proc_path(p, path, sizeof path, "/proc/%d/smaps_rollup", (int)pid) < 0 ||
-        read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_private(buf, &bytes) < 0) {
-        return -1;
-    }
-    return bytes;
+    return n;
 }
 
 /* Whether pid runs in our address space (a vforked child before its exec),
@@ -815,33 +857,210 @@ shares_our_memory(const mt_probe *p, pid_t pid)
 #endif
 }
 
-static void
-add_child(const mt_probe *p, pid_t pid, void *ctx)
+/* What one descendant owns now: its start, RSS, private memory (-1 when
+ * unreadable) and, unless NULL, its shared memory.  With seen (the probe's
+ * table; NULL: always read), a figure whose RSS and page faults have not
+ * moved since it was read is kept.  -1 when it is gone, a zombie, or not
+ * yet a process of its own. */
+static int
+child_memory(const mt_probe *p, mt_probe_child_seen *seen, pid_t pid,
+             unsigned long long *start_ticks, long long *rss, long long *owned, long long *shared)
 {
-    mt_probe_children_use *out = ctx;
-    long long rss = pid_status_field(p, pid, "VmRSS");
-    if (rss <= 0 || shares_our_memory(p, pid)) {
-        return; /* gone, a zombie, or not yet a process of its own */
+    char path[MT_PROBE_PATH_MAX + 64], buf[4096];
+    /* stat's fields: 10 minflt, 12 majflt, 22 starttime, 24 rss (pages). */
+    unsigned long long minor, major, pages;
+    if (proc_path(p, path, sizeof path, "/proc/%d/stat", (int)pid) < 0 ||
+        read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_starttime(buf, start_ticks) < 0 ||
+        stat_field(buf, 10, &minor) < 0 || stat_field(buf, 12, &major) < 0 ||
+        stat_field(buf, 24, &pages) < 0) {
+        return -1;
     }
-    long long owned = pid_private(p, pid);
-    if (owned < 0) {
-        owned = rss;
-        out->unreadable++;
+    *rss = (long long)pages * p->page_size;
+    if (*rss <= 0 || shares_our_memory(p, pid)) {
+        return -1;
     }
-    out->count++;
-    out->owned += owned;
-    out->rss_total += rss;
-    if (owned > out->biggest_owned || out->biggest_pid == 0) {
-        out->biggest_owned = owned;
-        out->biggest_pid = pid;
+    *owned = -1;
+    if (shared) {
+        *shared = -1;
     }
+    mt_probe_child_seen *s = seen ? &seen[pid % MT_PROBE_MAX_CHILDREN] : NULL;
+    if (s && s->pid == pid && s->start_ticks == *start_ticks && s->faults == minor + major &&
+        s->rss == *rss) {
+        *owned = s->owned;
+        return 0;
+    }
+    if (proc_path(p, path, sizeof path, "/proc/%d/smaps_rollup", (int)pid) == 0 &&
+        read_text(path, buf, sizeof buf) >= 0 && mt_probe_parse_private(buf, owned) == 0 &&
+        shared) {
+        mt_probe_parse_shared_memory(buf, shared);
+    }
+    if (s && *owned >= 0) {
+        *s = (mt_probe_child_seen){.pid = pid,
+                                   .start_ticks = *start_ticks,
+                                   .faults = minor + major,
+                                   .rss = *rss,
+                                   .owned = *owned};
+    }
+    return 0;
+}
+
+void
+mt_probe_children_begin(mt_probe *p, mt_probe_children_mark *mark)
+{
+    pid_t pids[MT_PROBE_MAX_CHILDREN];
+    mark->start_ticks = mt_probe_boot_ticks(p);
+    mark->count = 0;
+    int n = mt_probe_descendants(p, pids, MT_PROBE_MAX_CHILDREN);
+    mt_probe_child_seen *seen = p->children_seen;
+    for (int i = 0; i < n; i++) {
+        mt_probe_child_base *b = &mark->base[mark->count];
+        if (child_memory(p, seen, pids[i], &b->start_ticks, &b->rss, &b->owned, NULL) < 0) {
+            continue;
+        }
+        if (b->owned < 0) {
+            b->owned = b->rss;
+        }
+        b->pid = pids[i];
+        mark->count++;
+    }
+}
+
+void
+mt_probe_children_mark_copy(mt_probe_children_mark *dst, const mt_probe_children_mark *src)
+{
+    dst->start_ticks = src->start_ticks;
+    dst->count = src->count;
+    memcpy(dst->base, src->base, (size_t)src->count * sizeof *src->base);
+}
+
+static const mt_probe_child_base *
+find_base(const mt_probe_children_mark *mark, pid_t pid, unsigned long long start_ticks)
+{
+    for (int i = 0; i < mark->count; i++) {
+        if (mark->base[i].pid == pid && mark->base[i].start_ticks == start_ticks) {
+            return &mark->base[i];
+        }
+    }
+    return NULL;
 }
 
 void
 mt_probe_children_now(mt_probe *p, const mt_probe_children_mark *mark, mt_probe_children_use *out)
 {
+    pid_t pids[MT_PROBE_MAX_CHILDREN];
     memset(out, 0, sizeof *out);
-    for_each_new_descendant(p, mark->start_ticks, add_child, out);
+    int n = mt_probe_descendants(p, pids, MT_PROBE_MAX_CHILDREN);
+    for (int i = 0; i < n; i++) {
+        unsigned long long started;
+        long long rss, owned;
+        if (child_memory(p, p->children_seen, pids[i], &started, &rss, &owned, NULL) < 0) {
+            continue;
+        }
+        if (owned < 0) {
+            owned = rss;
+            out->unreadable++;
+        }
+        /* One started before the mark but missing from it (more descendants
+         * than the mark holds) is not the cell's: it adds nothing. */
+        const mt_probe_child_base *base = find_base(mark, pids[i], started);
+        int born_in_window = started >= mark->start_ticks;
+        if (base == NULL && !born_in_window) {
+            continue;
+        }
+        long long grown = base ? owned - base->owned : owned;
+        out->count++;
+        out->owned += grown;
+        out->rss_total += base ? rss - base->rss : rss;
+        if (grown > out->biggest_owned || out->biggest_pid == 0) {
+            out->biggest_owned = grown;
+            out->biggest_pid = pids[i];
+            out->biggest_is_own = base == NULL;
+        }
+    }
+}
+
+/* The inodes of pid's socket descriptors (at most max); 0 when unreadable. */
+static int
+socket_inodes(const mt_probe *p, pid_t pid, unsigned long *inodes, int max)
+{
+    char path[MT_PROBE_PATH_MAX + 64];
+    int count = 0;
+    if (proc_path(p, path, sizeof path, "/proc/%d/fd", (int)pid) < 0) {
+        return 0;
+    }
+    DIR *dir = opendir(path);
+    if (dir == NULL) {
+        return 0;
+    }
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL && count < max) {
+        char link[64], fd_path[MT_PROBE_PATH_MAX + 128];
+        if (!isdigit((unsigned char)entry->d_name[0]) ||
+            snprintf(fd_path, sizeof fd_path, "%s/%s", path, entry->d_name) >=
+                (int)sizeof fd_path) {
+            continue;
+        }
+        ssize_t n = readlink(fd_path, link, sizeof link - 1);
+        if (n <= 0) {
+            continue;
+        }
+        link[n] = '\0';
+        if (mt_probe_parse_socket_inode(link, &inodes[count]) == 0) {
+            count++;
+        }
+    }
+    closedir(dir);
+    return count;
+}
+
+int
+mt_probe_child_describe(const mt_probe *p, pid_t pid, mt_probe_child_info *out)
+{
+    char path[MT_PROBE_PATH_MAX + 64], buf[4096];
+    memset(out, 0, sizeof *out);
+    out->pid = pid;
+    if (child_memory(p, NULL, pid, &out->start_ticks, &out->rss, &out->owned, &out->shared) < 0 ||
+        proc_path(p, path, sizeof path, "/proc/%d/stat", (int)pid) < 0 ||
+        read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_ppid(buf, &out->ppid) < 0) {
+        return -1;
+    }
+    ssize_t len;
+    if (proc_path(p, path, sizeof path, "/proc/%d/cmdline", (int)pid) == 0 &&
+        (len = read_text(path, buf, sizeof buf)) > 0) {
+        mt_probe_parse_cmdline(buf, (size_t)len, out->command, sizeof out->command);
+    }
+    /* Its listening sockets: the inodes of its socket descriptors, found in
+     * its network namespace's TCP tables.  A socket its parent holds too
+     * was inherited (a forked worker keeps the kernel's own): not its. */
+    unsigned long inodes[MAX_SOCKETS], parents[MAX_SOCKETS];
+    int inode_count = socket_inodes(p, pid, inodes, MAX_SOCKETS);
+    int parent_count = inode_count > 0 ? socket_inodes(p, out->ppid, parents, MAX_SOCKETS) : 0;
+    int kept = 0;
+    for (int i = 0; i < inode_count; i++) {
+        int inherited = 0;
+        for (int j = 0; j < parent_count && !inherited; j++) {
+            inherited = parents[j] == inodes[i];
+        }
+        if (!inherited) {
+            inodes[kept++] = inodes[i];
+        }
+    }
+    inode_count = kept;
+    if (inode_count == 0) {
+        return 0;
+    }
+    static const char *const tables[] = {"tcp", "tcp6"};
+    enum { TABLE_BYTES = 256 * 1024 };
+    char *text = malloc(TABLE_BYTES);
+    for (size_t t = 0; text != NULL && t < sizeof tables / sizeof *tables; t++) {
+        if (proc_path(p, path, sizeof path, "/proc/%d/net/%s", (int)pid, tables[t]) == 0 &&
+            read_text(path, text, TABLE_BYTES) >= 0) {
+            mt_probe_parse_listening(text, inodes, inode_count, out->ports, &out->port_count,
+                                     MT_PROBE_MAX_PORTS);
+        }
+    }
+    free(text);
+    return 0;
 }
 
 /* ---- limit ---- */

@@ -411,16 +411,58 @@ mt_process_in_ram(PyObject *Py_UNUSED(module), PyObject *path)
 }
 
 PyDoc_STRVAR(mt_process_parse__doc__,
-             "_parse(kind, text): run one of the /proc or cgroup parsers on text (for tests).");
+             "_parse(kind, text[, inode]): run one of the /proc or cgroup parsers on text (for "
+             "tests); 'listening' takes the inode of the socket whose ports it lists.");
 static PyObject *
 mt_process_parse(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     const char *kind, *text;
-    if (nargs != 2 || !(kind = PyUnicode_AsUTF8(args[0])) || !(text = PyUnicode_AsUTF8(args[1]))) {
+    Py_ssize_t text_size;
+    if (nargs < 2 || nargs > 3 || !(kind = PyUnicode_AsUTF8(args[0])) ||
+        !(text = PyUnicode_AsUTF8AndSize(args[1], &text_size))) {
         if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_TypeError, "_parse(kind, text)");
+            PyErr_SetString(PyExc_TypeError, "_parse(kind, text[, inode])");
         }
         return NULL;
+    }
+    if (strcmp(kind, "listening") == 0) {
+        unsigned long inode = nargs == 3 ? PyLong_AsUnsignedLong(args[2]) : 0;
+        int ports[MT_PROBE_MAX_PORTS], count = 0;
+        if (inode == (unsigned long)-1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        mt_probe_parse_listening(text, &inode, 1, ports, &count, MT_PROBE_MAX_PORTS);
+        PyObject *list = PyList_New(count);
+        for (int i = 0; list && i < count; i++) {
+            PyList_SET_ITEM(list, i, PyLong_FromLong(ports[i]));
+        }
+        return list;
+    }
+    if (strcmp(kind, "cmdline") == 0) {
+        char command[MT_PROBE_COMMAND_BYTES];
+        mt_probe_parse_cmdline(text, (size_t)text_size, command, sizeof command);
+        return PyUnicode_FromString(command);
+    }
+    if (strcmp(kind, "socket_inode") == 0) {
+        unsigned long inode;
+        if (mt_probe_parse_socket_inode(text, &inode) < 0) {
+            Py_RETURN_NONE;
+        }
+        return PyLong_FromUnsignedLong(inode);
+    }
+    if (strcmp(kind, "ppid") == 0) {
+        pid_t ppid;
+        if (mt_probe_parse_ppid(text, &ppid) < 0) {
+            Py_RETURN_NONE;
+        }
+        return PyLong_FromLong((long)ppid);
+    }
+    if (strcmp(kind, "smaps_shared") == 0) {
+        long long bytes;
+        if (mt_probe_parse_shared_memory(text, &bytes) < 0) {
+            Py_RETURN_NONE;
+        }
+        return PyLong_FromLongLong(bytes);
     }
     if (strcmp(kind, "status") == 0) {
         return kb_fields(text, "VmRSS", "VmHWM");

@@ -816,9 +816,18 @@ static const char *const rule_keys[R_COUNT] = {
     "keep_in_memory",
     "keep_for_reattach",
 };
-enum { W_CELL_PEAK, W_CELL_RETAINED, W_MEMORY_ABOVE, W_UNTIL, W_IDLE_FOR, W_CREATED, W_COUNT };
+enum {
+    W_CELL_PEAK,
+    W_CELL_RETAINED,
+    W_MEMORY_ABOVE,
+    W_UNTIL,
+    W_IDLE_FOR,
+    W_CREATED,
+    W_CHILDREN_OVER,
+    W_COUNT
+};
 static const char *const when_keys[W_COUNT] = {
-    "cell_peak", "cell_retained", "memory_above", "until", "idle_for", "created",
+    "cell_peak", "cell_retained", "memory_above", "until", "idle_for", "created", "children_over",
 };
 enum { M_TYPE, M_DTYPE, M_NAME, M_MIN_SIZE, M_COUNT };
 static const char *const match_keys[M_COUNT] = {"type", "dtype", "name", "min_size"};
@@ -978,6 +987,10 @@ parse_when(ctx *c, const yaml_node_t *node, mt_rule *r)
     if (v[W_CREATED] && get_bool(c, v[W_CREATED], "created", &r->created) < 0) {
         rc = -1;
     }
+    if (v[W_CHILDREN_OVER] &&
+        get_size(c, v[W_CHILDREN_OVER], "children_over", &r->children_over) < 0) {
+        rc = -1;
+    }
     if (rc < 0) {
         return -1;
     }
@@ -1114,6 +1127,33 @@ check_rule(ctx *c, yaml_node_t **v, const mt_rules_table *t, mt_rule *r)
             rc = -1;
         }
     }
+    if (r->children_over >= 0 && r->action != MT_DO_NOTICE && r->action != MT_DO_RESTART) {
+        fail(c, v[R_DO],
+             "do: children_over is about child processes, which memtamer never kills: write "
+             "do: notice, or do: restart with the pool or cluster in match: {name: ...}");
+        rc = -1;
+    }
+    else if (r->action == MT_DO_RESTART && (r->children_over < 0 || !r->names.len)) {
+        fail(c, v[R_DO],
+             "do: restart restarts the workers of a pool or cluster you name once the child "
+             "processes grow: write when: {children_over: SIZE} and match: {name: client}");
+        rc = -1;
+    }
+    else if (r->action == MT_DO_RESTART && (r->idle_for > 0 || r->created)) {
+        fail(c, v[R_WHEN],
+             "when: do: restart follows the child processes' memory: remove "
+             "idle_for and created");
+        rc = -1;
+    }
+    else if (r->action == MT_DO_NOTICE && r->children_over >= 0 &&
+             (v[R_MATCH] || v[R_ORDER] || r->idle_for > 0 || r->created)) {
+        int key = v[R_MATCH] ? R_MATCH : v[R_ORDER] ? R_ORDER : R_WHEN;
+        fail(c, v[key],
+             "%s: a children_over notice names the child processes, not variables: "
+             "remove match, order, idle_for and created from this rule",
+             rule_keys[key]);
+        rc = -1;
+    }
     if (r->names.len) {
         int every_name_protected = 1;
         for (int i = 0; i < r->names.len; i++) {
@@ -1140,7 +1180,7 @@ parse_rule(ctx *c, const yaml_node_t *map, const mt_rules_table *t, mt_rule *r)
     memset(r, 0, sizeof *r);
     r->line = (int)map->start_mark.line + 1;
     r->column = (int)map->start_mark.column + 1;
-    r->cell_peak = r->cell_retained = r->idle_for = -1;
+    r->cell_peak = r->cell_retained = r->idle_for = r->children_over = -1;
     r->level = -1;
     r->rtol = -1;
     r->max_per_cell = DEFAULT_MAX_PER_CELL;

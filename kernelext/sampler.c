@@ -226,7 +226,8 @@ take_sample(mt_sampler *s, const mt_message_running *run, mt_message_sample *f,
     mt_probe_limit limit;
     mt_heap_reading python, numpy;
     mt_probe_children_use kids;
-    mt_probe_children_mark everyone = {0};
+    /* Everything the descendants hold, not only what the cell added. */
+    static const mt_probe_children_mark everyone;
 
     if (mt_probe_status(&s->probe, &f->rss, &hwm) < 0) {
         f->rss = mt_probe_rss(&s->probe);
@@ -241,8 +242,11 @@ take_sample(mt_sampler *s, const mt_message_running *run, mt_message_sample *f,
     mt_heap_read(&python, &numpy);
     f->heap = python.current;
     f->numpy = numpy.current;
-    mt_probe_children_now(&s->probe, run->running ? &run->children : &everyone, &kids);
+    mt_probe_children_now(&s->probe, &everyone, &kids);
     f->children = kids.owned;
+    f->children_count = kids.count;
+    f->biggest_child_pid = kids.biggest_pid > 0 ? kids.biggest_pid : -1;
+    f->biggest_child_private = kids.biggest_pid > 0 ? kids.biggest_owned : -1;
     unsigned long long faults;
     if (mt_probe_swap_self(&s->probe, &f->swap, &faults) == 0) {
         f->major_faults = (long long)faults;

@@ -445,7 +445,6 @@ mt_telemetry_cell_begin(PyObject *module, const mt_cell_window *w, mt_peak_metho
         .started = w->started,
         .rss_before = w->rss_before,
         .method = method,
-        .children = w->children,
     };
     memcpy(run.first_line, w->first_line, sizeof run.first_line);
     mt_sampler_cell_begin(&t->sampler, &run, budget, trips);

@@ -10,6 +10,7 @@ import copy
 import os
 import pickle
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -280,6 +281,10 @@ rules:
     order: largest
     do: compress
     codec: zstd
+  - name: workers
+    when: {children_over: 1B}
+    match: {name: client}
+    do: restart
 """
 
 
@@ -317,6 +322,16 @@ def rules(i):
     expect_error(_core.closest, "x", 5)
     _core.rules_enable(False)
     _core.rules_clear()
+
+
+# A child that lives through the rounds: children() reads it, and the rules'
+# children_over trigger sees it.
+SLEEPER = subprocess.Popen(["sleep", "3600"])
+
+
+def children(i):
+    (child,) = [c for c in _core.children() if c["pid"] == SLEEPER.pid]
+    assert child["command"] == "sleep 3600"
 
 
 TELEMETRY_DIR = tempfile.mkdtemp()
@@ -404,7 +419,7 @@ calls = {
     "compress": codec, "compress_estimate": codec, "codecs": codec, "restore": codec,
     "compressed_info": codec, "compress_commit": codec, "compress_set_pickler": codec,
     "rules_read": rules, "rules_check": rules, "rules_load": rules, "rules_clear": rules, "rules_table": rules,
-    "rules_enable": rules, "policy_evaluate": rules, "policy_acted_on": rules,
+    "rules_enable": rules, "policy_evaluate": rules, "policy_acted_on": rules, "children": children,
     "parse_level": rules, "parse_size": rules, "closest": rules, "format_size": rules,
     "telemetry_start": telemetry, "telemetry_stop": telemetry, "telemetry_event": telemetry,
     "telemetry_status": telemetry, "telemetry_protocol": telemetry,
@@ -453,5 +468,7 @@ if __name__ == "__main__":
     _core.cell_begin(None, "left open: unload from inside a cell")
     assert _core.uninstall_hooks()
     _core.clear_cells()
+    SLEEPER.kill()
+    SLEEPER.wait()
     print("growth", growth)
     print("leakcheck done")

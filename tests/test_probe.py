@@ -467,3 +467,42 @@ def test_real_machine_swap_figures_agree_with_meminfo():
     assert view["swap"]["room"] <= int(meminfo["SwapFree"].split()[0]) * 1024
     assert 0 <= view["vm_swap"] <= total
     assert view["major_faults"] >= 0
+
+
+def test_smaps_rollup_shared_memory():
+    assert _core._parse("smaps_shared", SMAPS_ROLLUP) == (2048 + 1040384) * 1024
+    assert _core._parse("smaps_shared", SMAPS_ROLLUP.replace("Shared_Dirty", "Shared_Hugetlb")) is None
+
+
+def test_ppid_after_a_command_with_parentheses():
+    assert _core._parse("ppid", "1234 (evil) name) S 77 1234 1234 0") == 77
+    assert _core._parse("ppid", "1234 (cut") is None
+
+
+def test_cmdline_joins_arguments_and_drops_the_last_nul():
+    assert _core._parse("cmdline", "python\0-c\0print(1)\0") == "python -c print(1)"
+    assert _core._parse("cmdline", "") == ""
+    # A long command line is cut, never overrun.
+    assert len(_core._parse("cmdline", "x" * 10000 + "\0")) == 255
+
+
+def test_socket_inode_of_an_fd_link():
+    assert _core._parse("socket_inode", "socket:[123456]") == 123456
+    assert _core._parse("socket_inode", "pipe:[123456]") is None
+    assert _core._parse("socket_inode", "socket:[12") is None
+
+
+# /proc/net/tcp: a listening socket (state 0A) on port 0x1F90 = 8080 with
+# inode 4242, a connection of the same process, and another's listener.
+NET_TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:D431 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 4243 1 0000000000000000 20 4 30 10 -1
+   2: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 999 1 0000000000000000 100 0 0 10 0
+"""
+
+
+def test_listening_ports_of_a_socket():
+    assert _core._parse("listening", NET_TCP, 4242) == [8080]
+    assert _core._parse("listening", NET_TCP, 4243) == []  # connected, not listening
+    assert _core._parse("listening", NET_TCP, 1) == []
+    assert _core._parse("listening", "garbage\nmore garbage\n", 4242) == []

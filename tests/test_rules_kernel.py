@@ -246,6 +246,53 @@ def test_cell_triggers_notice_and_collect(k, rules_file):
     assert "rule peaky-cell: collected garbage: kernel " in out["stdout"]
 
 
+# A child that keeps what each line it reads asks it to write, and says "1"
+# once written.
+KEEPER = ("import sys\nkept = []\nfor line in sys.stdin:\n"
+          "    kept.append(bytearray(b'\\x01') * int(line))\n    print(1, flush=True)\n")
+
+
+def test_children_over_names_the_biggest_child_and_leaves_it_running(k, rules_file):
+    write_rules(rules_file, """\
+        version: 1
+        rules:
+          - name: big-children
+            when: {children_over: 150MiB}
+            do: notice
+        """)
+    k.run("import subprocess, sys\n"
+          f"keeper = subprocess.Popen([sys.executable, '-c', {KEEPER!r}], "
+          "stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)\n"
+          "def keep(size):\n"
+          "    keeper.stdin.write(f'{size}\\n'); keeper.stdin.flush(); keeper.stdout.readline()")
+    pid = k.query("keeper.pid")
+    out = k.run(f"keep({64 * MiB})")
+    assert rule_lines(out) == []
+    out = k.run(f"keep({192 * MiB})")
+    (line,) = rule_lines(out)
+    found = re.fullmatch(r"memtamer rule big-children: child processes own more than 150 MiB: "
+                         r"they own (\d+) MiB, the most pid (\d+) \(python\S*\) (\d+) MiB; "
+                         r"memtamer leaves them running", line)
+    assert found, line
+    owned, named, biggest = int(found[1]), int(found[2]), int(found[3])
+    # What it wrote, and its interpreter's own 10-30 MiB.
+    assert named == pid
+    assert 256 <= biggest <= owned <= 256 + 32, line
+    assert k.query("keeper.poll()") is None
+    # Off, so that the cell before the dry run is not one the rule fired after.
+    k.run("%memrules off")
+    k.run("x = 1")
+    dry = k.run("%memrules --dry-run")["stdout"]
+    k.run("%memrules on")
+    found = re.search(r"^big-children: would notice \(child processes own (\d+) MiB\)$", dry, re.M)
+    assert found and 256 <= int(found[1]) <= 256 + 32, dry
+    out = k.run("%memreport actions")
+    assert re.search(r"rule big-children: noticed the child processes owning \d+ MiB, the most "
+                     rf"pid {pid} ", out["stdout"]), out["stdout"]
+    k.run("keeper.stdin.close(); keeper.wait()")
+    assert rule_lines(k.run("x = 1")) == []
+
+
 def test_rejected_reload_keeps_the_rules_in_force(k, rules_file):
     write_rules(rules_file, """\
         version: 1

@@ -61,6 +61,13 @@ GOOD = textwrap.dedent("""\
       - name: tidy
         when: {cell_retained: 500MB}
         do: collect
+      - name: big-workers
+        when: {children_over: 4GiB}
+        do: notice
+      - name: restart-workers
+        when: {children_over: 6GiB}
+        match: {name: client}
+        do: restart
     """)
 
 
@@ -91,7 +98,8 @@ def test_good_document_loads_into_the_table_it_says(no_rules):
     assert table["protect"] == ["model", "cfg_*"]
     rules = {r["name"]: r for r in table["rules"]}
     assert list(rules) == ["compress-idle-arrays", "spill-when-high", "drop-big-outputs",
-                           "shrink-new-frames", "delete-scratch", "warn", "tidy"]
+                           "shrink-new-frames", "delete-scratch", "warn", "tidy", "big-workers",
+                           "restart-workers"]
     r = rules["compress-idle-arrays"]
     assert (r["line"], r["when"], r["match"], r["do"], r["options"], r["order"],
             r["max_per_cell"], r["cooldown"]) == (
@@ -109,6 +117,10 @@ def test_good_document_loads_into_the_table_it_says(no_rules):
     assert r["match"] == {"name": ["tmp_*", "scratch"]} and r["allow_delete"] is True
     assert rules["warn"]["when"] == {"memory_above": ("bytes", 2 * GiB)}
     assert rules["tidy"]["when"] == {"cell_retained": 500 * 1000**2}
+    assert rules["big-workers"]["when"] == {"children_over": 4 * GiB}
+    r = rules["restart-workers"]
+    assert (r["when"], r["match"], r["do"]) == ({"children_over": 6 * GiB}, {"name": ["client"]},
+                                                "restart")
 
 
 # Each bad document, the text its error points at, and words of the message.
@@ -201,6 +213,24 @@ BAD = [
      "min_size: '0.5B' is less than one byte"),
     ("version: 1\nrules:\n  - {name: a, do: notice, when: {cell_peak: 0.25}}\n", "0.25",
      "cell_peak: '0.25' is less than one byte"),
+    # Children are only named by a notice, never acted on by a rule.
+    ("version: 1\nrules:\n  - {name: a, do: compress, when: {children_over: 1GiB}}\n", "compress",
+     "do: children_over is about child processes, which memtamer never kills: write do: notice, "
+     "or do: restart"),
+    ("version: 1\nrules:\n  - {name: a, do: restart, match: {name: client}}\n", "restart",
+     "do: restart restarts the workers of a pool or cluster you name once the child processes "
+     "grow: write when: {children_over: SIZE} and match: {name: client}"),
+    ("version: 1\nrules:\n  - {name: a, do: restart, when: {children_over: 1GiB}}\n", "restart",
+     "do: restart restarts the workers"),
+    ("version: 1\nrules:\n  - {name: a, do: restart, when: {children_over: 1GiB, idle_for: 2}, "
+     "match: {name: c}}\n", "{children", "when: do: restart follows the child processes' memory"),
+    ("version: 1\nrules:\n  - {name: a, do: notice, when: {children_over: 1GiB}, "
+     "match: {name: pool}}\n", "{name: pool", "match: a children_over notice names the child "
+     "processes, not variables"),
+    ("version: 1\nrules:\n  - {name: a, do: notice, when: {children_over: 1GiB, created: true}}\n",
+     "{children", "when: a children_over notice names the child processes"),
+    ("version: 1\nrules:\n  - {name: a, do: notice, when: {children_over: lots}}\n", "lots",
+     "children_over: 'lots' is not a size"),
     # Spill directories: named from the rules file's directory, never out of it.
     ("version: 1\nrules:\n  - {name: a, do: spill, dir: ../escape}\n", "../escape",
      "dir: '../escape' climbs out of the rules file's directory"),
@@ -248,7 +278,7 @@ def test_file_errors_read_as_compilers_write_them(tmp_path):
     path.write_text("version: 1\nrules:\n  - name: a\n    do: spil\n")
     assert check(str(path)) == [f"{path}:4:9: do: unknown value 'spil': did you mean 'spill'? "
                                 "(use one of notice, compress, spill, downcast, pack, "
-                                "clear_output_cache, del, collect)"]
+                                "clear_output_cache, del, collect, restart)"]
     assert format_errors("f", [(0, 0, "whole file")]) == ["f: whole file"]
     assert check(str(tmp_path / "missing.yaml"))[0].endswith("cannot read it: No such file or directory")
 
@@ -539,7 +569,7 @@ def test_parser_under_address_and_undefined_behaviour_sanitizers(tmp_path):
     assert "Sanitizer" not in result.stderr and "runtime error" not in result.stderr, result.stderr[-3000:]
     assert result.returncode in (0, 1), result.stderr[-3000:]
     out = result.stdout.splitlines()
-    assert f"{paths[0]}: ok 7" in out  # the good document loads in the driver too
+    assert f"{paths[0]}: ok 9" in out  # the good document loads in the driver too
     assert any(line.startswith(paths[1] + ":") and "ok" not in line for line in out)
 
 

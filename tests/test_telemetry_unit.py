@@ -806,6 +806,25 @@ def test_watch_fits_the_width_and_keeps_pid_notebook_and_rss(cells):
     assert lines[0].endswith("6 kernels  room 19 GiB of 24 GiB") or cells < 60
 
 
+def test_watch_children_line_under_a_kernel_on_request(tmp_path):
+    follower = follower_with_kernel(tmp_path, "/home/u/train.ipynb")
+    follower.kernels["other"] = kernel_state(kernel="other", pid=5151, notebook="/home/u/etl.ipynb",
+                                             rss=2**30, children=0, children_private=0)
+    try:
+        follower._update(sample(1, rss=5 * 2**30, children=3, children_private=3 * 2**30,
+                                biggest_child_pid=4300, biggest_child_private=2 * 2**30))
+        plain = watch.table(follower.kernels, cells=120).splitlines()
+        shown = watch.table(follower.kernels, cells=120, children=True).splitlines()
+        narrow = watch.table(follower.kernels, cells=40, children=True).splitlines()
+    finally:
+        follower.close()
+    assert not any("child" in line for line in plain)
+    # train (5 GiB) first, its children's line under it; etl has none.
+    assert "train.ipynb" in shown[4] and "etl.ipynb" in shown[6] and len(shown) == 7
+    assert shown[5] == "    └ 3 child processes own 3.0 GiB; the most: pid 4300 2.0 GiB"
+    assert narrow[5].startswith("    └ 3 child processes") and watch.width_of(narrow[5]) <= 40
+
+
 def test_watch_drops_the_least_useful_columns_first():
     shown = [watch.table(fleet(), cells=cells).splitlines()[3].split() for cells in (60, 80, 120)]
     assert shown[0][:3] == ["PID", "NOTEBOOK", "RSS"]

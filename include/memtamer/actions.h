@@ -22,6 +22,7 @@ typedef enum {
     MT_DO_RESTORE,
     MT_DO_TRIM,
     MT_DO_REATTACH,
+    MT_DO_RESTART,
     MT_DO_COUNT
 } mt_action;
 

@@ -34,6 +34,9 @@ typedef struct {
     /* Wall-clock seconds, and the CPU seconds of the process meanwhile: a
      * cell far slower than its CPU time waited (on swap, disk, a sleep). */
     double seconds, cpu_seconds;
+    /* When it began and ended, in boot ticks (probe.h), to find which cell
+     * started a child. */
+    unsigned long long began_ticks, ended_ticks;
     mt_peak_method peak_method;
     int failed;
     char first_line[MT_FIRST_LINE_BYTES];

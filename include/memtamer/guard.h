@@ -10,14 +10,13 @@
  * The refusal layers make numpy or CPython raise a plain MemoryError; the
  * IPython layer turns it into MemoryBudgetExceeded with guard_exception().
  *
- * The budget caps this kernel's RSS plus the private memory of the processes
- * the running cell started (the pages a forked child shares are counted
- * once, in the kernel's RSS), and what the cell adds to the memory the
- * kernel shares with other processes (its cgroup's, or the machine's)
- * beyond that limit minus a reserve: the headroom is the smaller of the
- * two.  It is armed only while a cell runs.  After a trip the ceiling rises by a grace margin for
- * the rest of the cell, so the traceback can be shown and a cell that catches MemoryError and keeps
- * growing is stopped again. */
+ * The budget caps this kernel's RSS plus the private memory its descendants
+ * add during the cell (all of it for the processes the cell started; the
+ * pages a forked child shares are counted once, in the kernel's RSS), and what the cell adds to the
+ * memory the kernel shares with other processes (its cgroup's, or the machine's) beyond that limit
+ * minus a reserve: the headroom is the smaller of the two.  It is armed only while a cell runs.
+ * After a trip the ceiling rises by a grace margin for the rest of the cell, so the traceback can
+ * be shown and a cell that catches MemoryError and keeps growing is stopped again. */
 #ifndef MEMTAMER_GUARD_H
 #define MEMTAMER_GUARD_H
 
@@ -25,6 +24,7 @@
 #include <stddef.h>
 
 #include "memtamer/heap.h"
+#include "memtamer/probe.h"
 
 /* Requests of this size or more are held against a fresh reading of the
  * shared memory's working set (smaller ones against the watcher's last),
@@ -44,11 +44,12 @@ typedef enum {
     MT_GUARD_PYTHON = MT_HEAP_PYTHON, /* Python's allocator refused a large block */
     MT_GUARD_WATCHER = 3,             /* the watcher saw RSS cross the budget */
     MT_GUARD_CHILD = 4,               /* ... and killed the cell's biggest child */
+    MT_GUARD_WORKER = 5, /* ... because of a child of an earlier cell: named, not killed */
 } mt_guard_layer;
 
 /* Cell boundaries (cell.c), with the GIL held. */
 void mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line,
-                         long long rss_before);
+                         long long rss_before, const mt_probe_children_mark *children);
 void mt_guard_cell_end(PyObject *module, long long rss_after);
 /* The effective budget (-1 when off) and the trips so far, which cell.c
  * hands to telemetry.  Needs the GIL. */

@@ -29,6 +29,8 @@
  *                hooks), its watcher thread and signal route
  *   cell.c       per-cell records: begin, end, history (hands the cell's
  *                edges to the ledger, the guard and telemetry)
+ *   children.c   the kernel's descendants for the report, each with the
+ *                cell that started it
  *   process.c    process-wide figures and the report for Python
  *   npy.c        numpy's C API, imported once numpy is
  *   module.c     module state and init (each concern file has its methods'

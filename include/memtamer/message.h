@@ -29,13 +29,14 @@ typedef struct {
     double started; /* mt_monotonic_seconds() */
     long long rss_before;
     mt_peak_method method;
-    mt_probe_children_mark children;
     char first_line[MT_FIRST_LINE_BYTES];
 } mt_message_running;
 
 /* A sample's figures: bytes, -1 where unavailable. */
 typedef struct {
     long long rss, limit, headroom, heap, numpy, children;
+    /* How many descendants live, and the one that owns most (0 and -1: none). */
+    long long children_count, biggest_child_pid, biggest_child_private;
     /* The kernel's bytes in swap and its major faults so far (a subscriber
      * sees thrashing in their rate). */
     long long swap, major_faults;

@@ -101,6 +101,18 @@ typedef struct {
     char path[MT_PROBE_PATH_MAX + 64]; /* the file the limit came from */
 } mt_probe_limit;
 
+/* A descendant's private memory as last read from its smaps_rollup (which
+ * costs some 0.1-0.5 ms for a Python process), with its RSS and page-fault
+ * count then: while neither moved it has mapped no page and broken no
+ * copy-on-write share, so the figure stands without reading it again.
+ * (Pages the kernel stops sharing with it, by freeing its own copy, become
+ * its own without a fault of its: they count from its next fault.) */
+typedef struct {
+    pid_t pid;
+    unsigned long long start_ticks, faults;
+    long long rss, owned;
+} mt_probe_child_seen;
+
 typedef struct mt_probe {
     char root[MT_PROBE_PATH_MAX]; /* "" for the real /proc and /sys */
     pid_t pid;                    /* whose files are open: a forked child reopens */
@@ -115,6 +127,10 @@ typedef struct mt_probe {
     mt_worker sampler;
     long long sampled_peak;
     long sample_interval_us;
+
+    /* Descendants last read, at pid % MT_PROBE_MAX_CHILDREN; only the
+     * thread that owns this probe reads its children. */
+    mt_probe_child_seen children_seen[MT_PROBE_MAX_CHILDREN];
 } mt_probe;
 
 /* Opens the files under root ("" or NULL: the real ones) and decides the
@@ -145,30 +161,50 @@ long long mt_probe_peak_begin(mt_probe *p);
 /* Ends the window: the peak RSS since begin, and the RSS now. */
 int mt_probe_peak_end(mt_probe *p, long long *peak, long long *rss_now);
 
-/* Children: the descendants started since the mark are the window's.  No
+/* Children: every live descendant is counted by what it adds.  The mark
+ * holds, for each descendant alive at its start, its private memory then
+ * (the baseline); a descendant started since owns all of its own.  No
  * figure of theirs comes from getrusage(RUSAGE_CHILDREN): its ru_maxrss
  * credits a child that exec'd with the high-water mark of the memory it
  * had before, which is ours (vfork shares it, fork copies it). */
 typedef struct {
-    unsigned long long start_ticks;
+    pid_t pid;
+    unsigned long long start_ticks; /* tells a reused pid from this process */
+    long long owned, rss;           /* private memory and RSS at the mark */
+} mt_probe_child_base;
+
+typedef struct {
+    unsigned long long start_ticks; /* descendants started at or after it are the window's */
+    int count;
+    mt_probe_child_base base[MT_PROBE_MAX_CHILDREN];
 } mt_probe_children_mark;
+/* Notes the time and every live descendant's private memory: one syscall
+ * when there is none. */
 void mt_probe_children_begin(mt_probe *p, mt_probe_children_mark *mark);
+/* Copies the used part of src (the watcher copies it every look). */
+void mt_probe_children_mark_copy(mt_probe_children_mark *dst, const mt_probe_children_mark *src);
 
 int mt_probe_read_limit(mt_probe *p, mt_probe_limit *out);
 
-/* The descendants started since mark, now.  What each owns is its private
- * memory (smaps_rollup's Private_Clean + Private_Dirty): the pages a forked
- * child still shares with us are counted once, in our RSS; a vforked child
- * that has not exec'd yet shares our whole address space and owns nothing.
- * Where a child's smaps_rollup cannot be read (an old kernel, another
- * user's process) its RSS stands in, and unreadable counts it.  Costs a
- * few /proc reads per descendant, one syscall when there are none. */
+/* What the descendants added since mark, now.  What each owns is its
+ * private memory (smaps_rollup's Private_Clean + Private_Dirty): the pages
+ * a forked child still shares with us are counted once, in our RSS; a
+ * vforked child that has not exec'd yet shares our whole address space and
+ * owns nothing.  A descendant alive at the mark adds what it owns beyond
+ * its baseline (less, when it freed some); one started since adds all it
+ * owns.  Where a child's smaps_rollup cannot be read (an old kernel,
+ * another user's process) its RSS stands in, and unreadable counts it.
+ * Costs a few /proc reads per descendant, one syscall when there are none. */
 typedef struct {
-    int count, unreadable;
-    long long owned;     /* summed */
-    long long rss_total; /* their RSS summed, shared pages included */
-    pid_t biggest_pid;   /* the one that owns most */
+    int count, unreadable; /* live descendants */
+    long long owned;       /* their growth since the mark, summed */
+    long long rss_total;   /* the growth of their RSS, shared pages included */
+    pid_t biggest_pid;     /* the one that grew most */
     long long biggest_owned;
+    /* Whether the window's cell started it: only such a child may be
+     * killed by the guard (an older one may be a worker that something else
+     * supervises and restarts, or a server the user relies on). */
+    int biggest_is_own;
 } mt_probe_children_use;
 /* Whether this process has any child process now (one syscall). */
 int mt_probe_has_children(void);
@@ -184,6 +220,38 @@ typedef enum {
 
 /* "private", "rss" or NULL (none), as reports and messages name it. */
 const char *mt_probe_children_method_name(mt_children_method method);
+
+/* One descendant as the children report shows it. */
+#define MT_PROBE_COMMAND_BYTES 256
+#define MT_PROBE_MAX_PORTS 8
+typedef struct {
+    pid_t pid, ppid;
+    unsigned long long start_ticks;
+    long long owned, shared, rss;         /* private, shared (smaps_rollup) and RSS; -1 unknown */
+    char command[MT_PROBE_COMMAND_BYTES]; /* its command line, arguments joined by spaces */
+    int ports[MT_PROBE_MAX_PORTS];        /* TCP ports it listens on */
+    int port_count;
+} mt_probe_child_info;
+/* Every live descendant (breadth first, parents before their children);
+ * returns how many were stored, at most max. */
+int mt_probe_descendants(const mt_probe *p, pid_t *pids, int max);
+/* Reads one; -1 when it is gone. */
+int mt_probe_child_describe(const mt_probe *p, pid_t pid, mt_probe_child_info *out);
+/* Boot ticks now, the clock of start_ticks. */
+unsigned long long mt_probe_boot_ticks(const mt_probe *p);
+
+/* Pure parsers for it: the parent pid (field 4 of stat); the shared memory
+ * of smaps_rollup (Shared_Clean + Shared_Dirty); a cmdline's NUL-separated
+ * arguments of length len, joined by spaces into out; the inode of an fd
+ * link "socket:[N]"; and the ports of a /proc/net/tcp or tcp6 table's
+ * listening sockets (state 0A) whose inode is among inodes, appended to
+ * ports[*count..max). */
+int mt_probe_parse_ppid(const char *text, pid_t *ppid);
+int mt_probe_parse_shared_memory(const char *text, long long *bytes);
+void mt_probe_parse_cmdline(const char *text, size_t len, char *out, size_t size);
+int mt_probe_parse_socket_inode(const char *link, unsigned long *inode);
+void mt_probe_parse_listening(const char *text, const unsigned long *inodes, int inode_count,
+                              int *ports, int *count, int max);
 
 /* ---- the memory this process shares with others ----
  *

@@ -62,6 +62,10 @@ typedef struct {
     mt_rules_level memory_above, until;
     long long idle_for; /* cells, -1 when not given */
     int created;        /* a variable was created or rebound by this cell */
+    /* The kernel's descendants own more than this (private memory, bytes;
+     * -1 when not given): a notice about them, or the restart of what the
+     * rule names, never a kill. */
+    long long children_over;
     /* match: what the action is applied to */
     mt_rules_strings types, dtypes, names;
     long long min_size; /* bytes, 0 when not given */

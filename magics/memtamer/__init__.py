@@ -26,12 +26,17 @@ def report():
     bytes, holders, provenance and a ``why`` sentence per variable) and an
     ``account`` that splits the RSS into named parts (variables, IPython's
     caches, the last traceback, other reachable objects, freed heap, the
-    RSS at load) with what frees each, and ``held``: what caches keep)."""
-    from . import account
+    RSS at load) with what frees each, and ``held``: what caches keep),
+    and ``children``: the kernel's descendants in tree order (pid, ppid,
+    command, private, shared, rss, ports, the cell that started each, and a
+    role, supervisor and memory_limit where the library that started it
+    says)."""
+    from . import account, children
     from .peaks import annotate
     from .render import explain
 
     result = _core.report()
+    result["children"] = children.current()
     for variable in result.get("variables", ()):
         variable["why"] = explain(variable)
     result["account"] = account.build(result, _active.baseline_rss if _active is not None else None)

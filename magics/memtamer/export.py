@@ -62,6 +62,12 @@ GAUGES = (
     ("memtamer_children_private_bytes",
      "Private memory of the kernel's child processes (the pages they share with the kernel are "
      "its own).", Figure("children_private")),
+    ("memtamer_children", "Live descendants of the kernel (pools, workers, servers).",
+     Figure("children")),
+    ("memtamer_biggest_child_private_bytes", "Private memory of the descendant that owns most "
+     "(absent without children).", Figure("biggest_child_private")),
+    ("memtamer_biggest_child_pid", "The pid of the descendant that owns most memory (absent "
+     "without children).", Figure("biggest_child_pid")),
     ("memtamer_swap_bytes", "The kernel's memory in swap (VmSwap).", Figure("swap")),
     ("memtamer_cell_running", "1 while a cell runs, else 0.",
      Figure("running", how=lambda running: 1 if running else 0)),

@@ -9,13 +9,12 @@ import atexit
 import glob
 import os
 import signal
-import sys
 import time
 import traceback
 
 import IPython
 
-from . import _core, spill_files, spill_store
+from . import _core, children, spill_files, spill_store
 from .sizes import format_size
 from .telemetry import publish, runtime_dir
 
@@ -163,12 +162,42 @@ def _shared_lines(trip, where, holders):
     return lines
 
 
-def describe(trip, cell=None, variables=(), holders=()):
-    """The message of MemoryBudgetExceeded for a trip dict from _core."""
+def _child_line(trip, worker):
+    """What the process that crossed the limit did, and what memtamer did to
+    it: killed one the cell started (layer 'child'); named one of an earlier
+    cell (layer 'worker'), with the role and limit worker (children.role_of)
+    gives."""
+    command = trip.get("child_command")
+    name = f"{command!r}, " if command else ""
+    if trip["layer"] == "child":
+        return (f"A process it started ({name}pid {trip['child_pid']}) grew to "
+                f"{format_size(trip['child_private'])} of its own memory, taking the kernel "
+                f"and its children to {format_size(trip['use'])}; memtamer killed that "
+                "process.")
+    role, supervisor, limit = worker or (None, None, None)
+    what = f", a {role}" if role else ""
+    line = (f"A process of an earlier cell ({name}pid {trip['child_pid']}{what}) grew by "
+            f"{format_size(trip['child_private'])} during this cell, taking the kernel and its "
+            f"children to {format_size(trip['use'])}. memtamer stopped the cell and left that "
+            "process running: killing it would lose what it holds")
+    if supervisor:
+        line += f", and {supervisor} would start another in its place"
+    line += "."
+    if limit:
+        line += (f" Its own memory_limit is {format_size(limit)}: beyond it, its supervisor "
+                 "spills, pauses or restarts it by its own policy.")
+    return line
+
+
+def describe(trip, cell=None, variables=(), holders=(), worker=None):
+    """The message of MemoryBudgetExceeded for a trip dict from _core;
+    worker is children.role_of the process a 'worker' trip names."""
     budget_text = format_size(trip["budget"])
     where = f"cell {cell}" if cell is not None else "this cell"
     if trip.get("crossed") == "shared":
         lines = _shared_lines(trip, where, holders)
+        if trip["layer"] in ("child", "worker"):
+            lines.append(_child_line(trip, worker))
         return "\n".join(lines + _advice(variables))
     if trip.get("crossed") == "thrashing":
         status = _core.guard_status()
@@ -186,13 +215,8 @@ def describe(trip, cell=None, variables=(), holders=()):
     if layer in _ASKED:
         lines.append(f"It asked for {_ASKED[layer].format(size=format_size(trip['requested']))} "
                      f"while the kernel used about {format_size(trip['use'])}.")
-    elif layer == "child":
-        command = trip.get("child_command")
-        name = f"{command!r}, " if command else ""
-        lines.append(f"A process it started ({name}pid {trip['child_pid']}) grew to "
-                     f"{format_size(trip['child_private'])} of its own memory, taking the kernel "
-                     f"and its children to {format_size(trip['use'])}; memtamer killed that "
-                     "process.")
+    elif layer in ("child", "worker"):
+        lines.append(_child_line(trip, worker))
     else:
         what = "memory in RAM and swap (RSS and VmSwap)" if trip.get("swap_counted") else \
             "memory (RSS)"
@@ -361,8 +385,9 @@ class Guard:
     def _describe(self, trip):
         holders = (other_holders(trip["shared"], trip.get("kernels") or ())
                    if trip.get("crossed") == "shared" else ())
+        worker = children.role_of(trip["child_pid"]) if trip["layer"] == "worker" else None
         return describe(trip, running_cell(self.shell),
-                        biggest_variables(self.shell.user_ns), holders)
+                        biggest_variables(self.shell.user_ns), holders, worker)
 
     def _show_memory_error(self, shell, etype, value, tb, tb_offset=None):
         """IPython's custom handler for MemoryError: a refusal by the budget

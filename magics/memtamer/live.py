@@ -14,7 +14,6 @@ is made."""
 import contextvars
 import os
 import threading
-import time
 
 from . import _core
 from .sizes import format_size

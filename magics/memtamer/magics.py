@@ -8,7 +8,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import _core, guard, peaks, render, rules
+from . import _core, children, guard, peaks, render, rules
 from .options import SHRINK_ACTIONS
 from .sizes import format_size
 
@@ -16,7 +16,7 @@ SUMMARY_CELLS = 5
 SUMMARY_VARIABLES = 5
 SHOWN_VARIABLES = 20
 SORT_KEYS = {"peak": "peak_increment", "retained": "retained", "cell": None}
-VIEWS = ("summary", "cells", "vars", "peak", "actions")
+VIEWS = ("summary", "cells", "vars", "peak", "actions", "children")
 RULES_COMMANDS = ("check", "reload", "off", "on")
 # %shrink?'s text: a line of help per action, C's (kernelext/actions.c).
 _ACTION_WIDTH = max(map(len, SHRINK_ACTIONS))
@@ -69,9 +69,11 @@ class MemtamerMagics(Magics):
 
     @magic_arguments()
     @argument("view", nargs="?", default="summary",
-              help="summary (process, the heaviest cells and biggest variables), cells (the "
-                   "per-cell table), vars (variables: size, what del frees, holders, provenance), "
-                   "peak (what made a cell's peak, by line) or actions (what the rules did)")
+              help="summary (process, the heaviest cells, biggest variables and child processes), "
+                   "cells (the per-cell table), vars (variables: size, what del frees, holders, "
+                   "provenance), peak (what made a cell's peak, by line), actions (what the rules "
+                   "did) or children (the process tree under the kernel: memory, the cell that "
+                   "started each, its role)")
     @argument("cell", nargs="?", type=int, default=None,
               help="peak: the cell (execution count); default the last one with a composition")
     @argument("-n", type=int, default=None, metavar="N", help="show at most N cells or variables")
@@ -82,7 +84,8 @@ class MemtamerMagics(Magics):
     @line_magic
     def memreport(self, line):
         """Show memory per cell and variable:
-        %memreport [summary|cells|vars|actions] [-n N] [--all] [--sort peak|retained|cell] [--json]
+        %memreport [summary|cells|vars|actions|children] [-n N] [--all] [--sort peak|retained|cell]
+                   [--json]
         %memreport peak [CELL] [--json]"""
         args = parse_argstring(self.memreport, line)
         choose("memreport", "view", args.view, VIEWS)
@@ -102,6 +105,14 @@ class MemtamerMagics(Magics):
         if args.n is not None and args.n < 1:
             raise UsageError("-n takes a positive number of cells or variables, "
                              "e.g. %memreport cells -n 10")
+        if args.view == "children":
+            found = children.current()
+            found = children.biggest(found, args.n) if args.n else found
+            if args.json:
+                print(json.dumps(found, indent=1))
+            else:
+                display(render.ChildrenReport(found))
+            return
         if args.view == "cells":
             # No variables in this view: spare the walk of every root.
             report = {"process": _core.process(), "cells": _core.cells()}
@@ -111,7 +122,8 @@ class MemtamerMagics(Magics):
         variables = select_variables(report.get("variables"), args.view, args.n, args.all)
         if args.json:
             print(json.dumps({"process": report["process"], "cells": cells,
-                              "variables": variables, "account": report.get("account")}, indent=1))
+                              "variables": variables, "account": report.get("account"),
+                              "children": report.get("children")}, indent=1))
             return
         display(render.Report(report, args.view, cells, variables))
 

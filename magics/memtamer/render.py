@@ -6,8 +6,10 @@ import math
 import shutil
 import textwrap
 
+from .children import biggest
 from .holders import CACHE_KINDS, NAME_KINDS
 from .sizes import format_size
+from .telemetry import printable
 
 CELL_COLUMNS = (
     # (heading, key, signed size?)
@@ -384,6 +386,64 @@ def account_html(account):
             + f"<p><i>unexplained: {html.escape(account['unexplained'])}</i></p>")
 
 
+# Children ------------------------------------------------------------------
+CHILD_HEADINGS = ("pid", "cell", "private", "shared", "role", "command")
+CHILD_DROP_ORDER = ("shared", "cell", "role")
+CHILD_CUTTABLE = {"command": 16, "role": 24}
+CHILDREN_NONE = "(no child processes)"
+BIGGEST_CHILDREN = "biggest child processes"
+
+
+def _role_text(child):
+    role = child.get("role") or ""
+    if child.get("memory_limit"):
+        role += f" (memory_limit {format_size(child['memory_limit'])})"
+    return role
+
+
+def child_rows(children, indent=True):
+    """One row per child; in a tree (indent) each pid is indented by its depth."""
+    return [[(INDENT * c.get("depth", 0) if indent else "") + str(c["pid"]),
+             "" if c["cell"] is None else str(c["cell"]),
+             "?" if c["private"] is None else format_size(c["private"]),
+             "?" if c["shared"] is None else format_size(c["shared"]),
+             printable(_role_text(c)), printable(c["command"])] for c in children]
+
+
+def children_text(children, title, width=None, indent=True):
+    if not children:
+        return [title] + _wrapped(CHILDREN_NONE, width)
+    return [title] + [INDENT + line for line in _table_text(
+        CHILD_HEADINGS, child_rows(children, indent), _room(width), CHILD_DROP_ORDER,
+        CHILD_CUTTABLE)]
+
+
+def children_html(children, title, indent=True):
+    body = (html_table(CHILD_HEADINGS, child_rows(children, indent), {"pid", "private", "shared"})
+            if children else f"<p><i>{html.escape(CHILDREN_NONE)}</i></p>")
+    return f"<p><b>{html.escape(title)}</b></p>{body}"
+
+
+class ChildrenReport:
+    """%memreport children: the process tree under the kernel."""
+
+    def __init__(self, children):
+        self.children = children
+
+    def text(self, width=None):
+        return "\n".join(children_text(self.children, "child processes",
+                                        width or terminal_width()))
+
+    def __repr__(self):
+        return self.text()
+
+    def _repr_pretty_(self, printer, cycle):
+        printer.text(self.text())
+
+    def _repr_html_(self):
+        return f'<div class="memtamer-report">{children_html(self.children, "child processes")}</div>'
+
+
 class Report:
     """What %memreport displays: text in terminals, HTML in notebooks."""
 
@@ -414,6 +474,9 @@ class Report:
                                     self.report.get("variables_walk"), width)
         if self.report.get("account") and self.view in ("summary", "vars"):
             lines += account_text(self.report["account"], width)
+        if self.report.get("children") and self.view == "summary":
+            lines += children_text(biggest(self.report["children"]), BIGGEST_CHILDREN, width,
+                                   indent=False)
         return "\n".join(lines)
 
     def __repr__(self):
@@ -435,6 +498,8 @@ class Report:
                 self.variables, self._variables_title(), self.report.get("variables_walk")))
             + (account_html(self.report["account"])
                if self.report.get("account") and self.view in ("summary", "vars") else "")
+            + (children_html(biggest(self.report["children"]), BIGGEST_CHILDREN, indent=False)
+               if self.report.get("children") and self.view == "summary" else "")
             + "</div>"
         )
 

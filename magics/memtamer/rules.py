@@ -8,7 +8,7 @@ import os
 
 from IPython.core.error import UsageError
 
-from . import _core, guard, shrinker
+from . import _core, children, guard, shrinker
 from .purge import Purge
 from .sizes import format_size
 
@@ -112,6 +112,8 @@ def describe_when(when):
         parts.append(f"idle for {when['idle_for']} cells")
     if when.get("created"):
         parts.append("created or rebound by the cell")
+    if "children_over" in when:
+        parts.append(f"child processes own more than {format_size(when['children_over'])}")
     return " and ".join(parts)
 
 
@@ -128,7 +130,7 @@ def describe_rule(rule):
         text += " on " + " ".join(what)
     if rule["do"] not in ("collect", "notice"):
         text += f", {rule['order']} first"
-    if rule["do"] != "collect":
+    if rule["do"] != "collect" and "children_over" not in rule["when"]:
         text += f", at most {rule['max_per_cell']} per cell"
     if rule["cooldown"]:
         text += f", cooldown {rule['cooldown']} cells"
@@ -226,8 +228,10 @@ class Rules:
                 rows = [dict(cell=action["cell"], rule=action["rule"], action=action["do"],
                              name=None, status="interrupted", bytes_before=None,
                              bytes_after=None, reason="")]
+            # A restarted pool or cluster may grow again: the rule keeps watching it.
             _core.policy_acted_on(action["rule"], [r["name"] for r in rows
-                                                   if r["name"] in self.shell.user_ns])
+                                                   if r["name"] in self.shell.user_ns
+                                                   and action["do"] != "restart"])
             self.actions.extend(rows)
             skipped = [a["rule"] for a in actions[position + 1:]]
             print(notice(action, rows, skipped))
@@ -239,6 +243,9 @@ class Rules:
         return self.OWN_ACTIONS.get(action["do"], Rules._shrink)(self, base, action)
 
     def _notice(self, base, action):
+        if action["children"] is not None:
+            return [dict(base, name=None, status="noticed", bytes_before=action["children"],
+                         bytes_after=action["children"], reason=CHILDREN + biggest_children())]
         return [dict(base, name=name, status="noticed", bytes_before=size, bytes_after=size,
                      reason="") for name, size in action["targets"]] or \
                [dict(base, name=None, status="noticed", bytes_before=action["rss"],
@@ -253,6 +260,9 @@ class Rules:
 
     def _clear_output_cache(self, base, action):
         return [self._drop_output(base, number, size) for number, size in action["targets"]]
+
+    def _restart_named(self, base, action):
+        return [self._restart(base, name, action["children"]) for name, _ in action["targets"]]
 
     def _shrink(self, base, action):
         """%shrink's action on each target, one at a time, stopping once the
@@ -289,6 +299,24 @@ class Rules:
                              bytes_after=row.get("bytes_after"), reason=row.get("reason") or ""))
         return rows
 
+    def _restart(self, base, name, before):
+        """name.restart(), the library's own: a dask Client's has each nanny
+        restart its worker.  What has no restart() (a multiprocessing.Pool)
+        is refused: memtamer kills no worker.  The bytes are what the child
+        processes own before and after."""
+        obj = self.shell.user_ns.get(name)
+        if not callable(getattr(type(obj), "restart", None)):
+            return dict(base, name=name, status="refused", bytes_before=before, bytes_after=None,
+                        reason=f"{type(obj).__name__} has no restart(); memtamer kills no worker")
+        try:
+            obj.restart()
+        except Exception as exc:  # the library's refusal, said in the notice
+            return dict(base, name=name, status="refused", bytes_before=before, bytes_after=None,
+                        reason=f"{name}.restart() raised {type(exc).__name__}: {exc}")
+        after = sum(child["private"] or 0 for child in _core.children())
+        return dict(base, name=name, status="done", bytes_before=before, bytes_after=after,
+                    reason="")
+
     def _drop_output(self, base, number, size):
         """Out[number], and the cache names that show it, go: held by no
         variable (the engine checked), that frees it."""
@@ -300,11 +328,12 @@ class Rules:
 
     # The rule actions the rules run themselves; the others (C's table says
     # which there are) are %shrink's, run by _shrink.
-    OWN_ACTIONS = {"notice": _notice, "collect": _collect, "clear_output_cache": _clear_output_cache}
+    OWN_ACTIONS = {"notice": _notice, "collect": _collect, "clear_output_cache": _clear_output_cache,
+                   "restart": _restart_named}
 
 
 INFINITIVE = {"compress": "compress", "spill": "spill", "downcast": "downcast", "pack": "pack",
-              "del": "delete", "clear_output_cache": "drop"}
+              "del": "delete", "clear_output_cache": "drop", "restart": "restart"}
 
 
 def _did(do, row):
@@ -314,6 +343,9 @@ def _did(do, row):
     if row["status"] == "interrupted":
         return f"Ctrl-C during {do}" + (f" {row['name']}" if row["name"] else "") + ": " + \
             (row["reason"] or "the kernel's variables are as they were")
+    if do == "notice" and row["reason"].startswith(CHILDREN):
+        return (f"noticed the child processes owning {format_size(row['bytes_before'])}, the "
+                f"most {row['reason'].removeprefix(CHILDREN)}")
     if do == "notice":
         if row["name"] is None:
             return f"noticed the kernel using {format_size(row['bytes_before'])}"
@@ -321,11 +353,30 @@ def _did(do, row):
     if do == "collect":
         return (f"collected garbage: kernel {format_size(row['bytes_before'])} -> "
                 f"{format_size(row['bytes_after'])}")
+    if row["status"] == "done" and do == "restart":
+        return (f"restarted {row['name']} (child processes {format_size(row['bytes_before'])} -> "
+                f"{format_size(row['bytes_after'])})")
     if row["status"] == "done":
         return (f"{PAST_TENSE[do]} {row['name']} {format_size(row['bytes_before'])} -> "
                 f"{format_size(row['bytes_after'])}")
     verb = "did not" if row["status"] == "refused" else "could not"
     return f"{verb} {INFINITIVE[do]} {row['name']}: {row['reason']}"
+
+
+# The reason of a children_over notice's row starts with it: what the row is about.
+CHILDREN = "child processes: "
+
+
+def biggest_children():
+    """The descendants that own most, for a children_over notice: 'pid 4242
+    (dask worker, memory_limit 1.0 GiB) 600 MiB, pid 4250 (python) 420 MiB'."""
+    named = []
+    for child in children.biggest(children.current()):
+        what = child["role"] or child["command"].split(" ", 1)[0].rsplit("/", 1)[-1] or "?"
+        if child["memory_limit"]:
+            what += f", memory_limit {format_size(child['memory_limit'])}"
+        named.append(f"pid {child['pid']} ({what}) {format_size(child['private'])}")
+    return ", ".join(named)
 
 
 def notice(action, rows, skipped=()):
@@ -342,6 +393,10 @@ def notice(action, rows, skipped=()):
             line += f"; not run after this cell: {', '.join(skipped)}"
         return line
     if action["do"] == "notice":
+        if action["children"] is not None:
+            most = rows[0]["reason"].removeprefix(CHILDREN)
+            return (head + f"{action['when']}: they own {format_size(action['children'])}, "
+                    f"the most {most}; memtamer leaves them running")
         if rows and rows[0]["name"] is None:
             return (head + f"{action['when'] or 'after the cell'}: "
                     f"the kernel uses {format_size(action['rss'])}")
@@ -377,8 +432,12 @@ def dry_run_lines(actions):
     for action in actions:
         targets = ", ".join(f"{name if isinstance(name, str) else f'Out[{name}]'} "
                             f"({format_size(size)})" for name, size in action["targets"])
+        children = action["children"]
         lines.append(f"{action['rule']}: would {action['do']}"
-                     + (f" {targets}" if targets else " (the whole kernel)")
+                     + (f" {targets}" if targets else "" if children is not None
+                        else " (the whole kernel)")
+                     + (f" (child processes own {format_size(children)})"
+                        if children is not None else "")
                      + (f" until the kernel is under {format_size(action['until'])}"
                         if action["until"] is not None else ""))
     return lines

@@ -1,6 +1,7 @@
 """``memtamer watch``: one live table of every kernel's memory, fitted to the
 terminal's width (or, with ``--json``, every message on a line of its own;
-with ``--once``, one table and exit)."""
+with ``--once``, one table and exit; with ``--children``, or the c key, a
+line under each kernel with child processes says what they own)."""
 
 import json
 import os
@@ -99,6 +100,7 @@ DROP_ORDER = ("LOST", "KERNEL", "LIMIT", "THRASH", "RETAINED", "TRIPS", "HEADROO
               "BUDGET", "RUNNING")
 SORT_KEYS = {column.key: column for column in COLUMNS}
 DEFAULT_SORT = "m"
+CHILDREN_KEY = "c"
 
 
 def width_of(text):
@@ -178,7 +180,22 @@ def legend(sort_key, cells, interactive, kept):
     text = f"! near budget or limit; sorted by {SORT_KEYS[sort_key].title.lower()}"
     if interactive:
         keys = " ".join(f"{c.key}={c.title.lower()}" for c in kept)
-        text += f" (again: reversed); keys: {keys}; q quits"
+        text += f" (again: reversed); keys: {keys}; {CHILDREN_KEY} children; q quits"
+    return fit_line(text, cells)
+
+
+def children_line(state, cells):
+    """The line under a kernel's row: how many descendants live, what they
+    own, and the one that owns most; None when it has none (or says nothing
+    of them)."""
+    count = state.get("children")
+    if not count:
+        return None
+    text = (f"    └ {count} child process{'es own' if count != 1 else ' owns'} "
+            f"{_size(state.get('children_private'))}")
+    if state.get("biggest_child_pid") is not None:
+        text += (f"; the most: pid {state['biggest_child_pid']} "
+                 f"{_size(state.get('biggest_child_private'))}")
     return fit_line(text, cells)
 
 
@@ -205,11 +222,12 @@ def terminal_width(out):
 
 
 def table(kernels, rejected=0, cells=None, sort_key=DEFAULT_SORT, reverse=False,
-          interactive=False, container=None, where=None):
+          interactive=False, container=None, where=None, children=False):
     """The whole screen as text, every line at most cells wide: a header, a
     legend, the column titles and one row per kernel (sorted by the column
-    whose key is sort_key, figures largest first), and how many discovery
-    files and messages were rejected (when any were)."""
+    whose key is sort_key, figures largest first; with children, each
+    followed by its children's line), and how many discovery files and
+    messages were rejected (when any were)."""
     cells = cells or shutil.get_terminal_size().columns
     column = SORT_KEYS[sort_key]
     states = sorted(kernels.values(), key=column.order,
@@ -228,7 +246,10 @@ def table(kernels, rejected=0, cells=None, sort_key=DEFAULT_SORT, reverse=False,
     lines = [header(kernels, cells, container), legend(sort_key, cells, interactive, kept), ""]
     if rows:
         lines.append(line(" ", {c.title: c.title for c in COLUMNS}))
-        lines += [line(mark, row) for mark, row in zip(marks, rows)]
+        for mark, row, state in zip(marks, rows, states):
+            lines.append(line(mark, row))
+            under = children_line(state, cells) if children else None
+            lines += [under] if under else []
     else:
         lines.append(fit_line(f"no kernels with memtamer loaded in {', '.join(where or [])}",
                               cells))
@@ -267,7 +288,7 @@ class Keys:
             termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
 
 
-def once(follower, out, cells=None):
+def once(follower, out, cells=None, children=False):
     """Prints one table after each kernel found has sent its snapshot (its
     figures and last cell; at most RESCAN_SECONDS' wait)."""
     follower.rescan()
@@ -276,11 +297,13 @@ def once(follower, out, cells=None):
            and time.monotonic() < deadline):
         follower.receive(REDRAW_SECONDS)
     out.write(table(follower.kernels, follower.rejected, cells or terminal_width(out),
-                    container=container_figures(), where=follower.directories))
+                    container=container_figures(), where=follower.directories,
+                    children=children))
     out.flush()
 
 
-def run(directories=None, as_json=False, out=sys.stdout, only_once=False, stdin=sys.stdin):
+def run(directories=None, as_json=False, out=sys.stdout, only_once=False, stdin=sys.stdin,
+        children=False):
     """Follows the kernels until interrupted (or q is pressed)."""
     follower = Follower(directories)
     if hasattr(out, "reconfigure"):
@@ -289,7 +312,7 @@ def run(directories=None, as_json=False, out=sys.stdout, only_once=False, stdin=
         out.reconfigure(errors="replace")
     if only_once:
         try:
-            once(follower, out)
+            once(follower, out, children=children)
         finally:
             follower.close()
         return 0
@@ -315,6 +338,8 @@ def run(directories=None, as_json=False, out=sys.stdout, only_once=False, stdin=
             if key in SORT_KEYS:
                 reverse = not reverse if key == sort_key else False
                 sort_key, dirty = key, True
+            if key == CHILDREN_KEY:
+                children, dirty = not children, True
             if resized:
                 resized.clear()
                 dirty, drawn = True, 0.0
@@ -322,7 +347,7 @@ def run(directories=None, as_json=False, out=sys.stdout, only_once=False, stdin=
             if dirty and time.monotonic() - drawn >= REDRAW_SECONDS:
                 out.write(CLEAR + table(follower.kernels, follower.rejected, terminal_width(out),
                                         sort_key, reverse, keys.saved is not None,
-                                        container_figures(), follower.directories))
+                                        container_figures(), follower.directories, children))
                 out.flush()
                 drawn, dirty = time.monotonic(), False
     except KeyboardInterrupt:
@@ -336,11 +361,13 @@ def run(directories=None, as_json=False, out=sys.stdout, only_once=False, stdin=
 
 
 def add_watch_command(subparsers):
-    """`memtamer watch [--json | --once] [--dir DIR]`."""
+    """`memtamer watch [--json | --once] [--children] [--dir DIR]`."""
     parser = subparsers.add_parser("watch", help="a live table of every kernel's memory")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--json", action="store_true", help="stream the messages, one per line")
     mode.add_argument("--once", action="store_true", help="print one table and exit")
+    parser.add_argument("--children", action="store_true",
+                        help="under each kernel, what its child processes own (key c toggles)")
     add_directories_argument(parser)
     parser.set_defaults(run=lambda args: run(args.directories, as_json=args.json,
-                                             only_once=args.once))
+                                             only_once=args.once, children=args.children))
