@@ -9,45 +9,46 @@
 #define SHRINK_OPTIONS OPT(DRY_RUN)
 
 const mt_action_info mt_actions[MT_DO_COUNT] = {
-    [MT_DO_NOTICE] = {"notice", MT_ACTION_IN_RULES, 0, 1, "noticed",
+    [MT_DO_NOTICE] = {"notice", MT_ACTION_IN_RULES, 0, 1, "notice", "noticed",
                       "say what matched, change nothing"},
     [MT_DO_COMPRESS] = {"compress", BOTH, SHRINK_OPTIONS | OPT(CODEC) | OPT(LEVEL) | OPT(COPY), 1,
-                        "compressed",
+                        "compress", "compressed",
                         "replace by a blosc-compressed proxy; any use of it restores it"},
     [MT_DO_SPILL] = {"spill", BOTH,
                      SHRINK_OPTIONS | OPT(DIR) | OPT(COPY) | OPT(KEEP_IN_MEMORY) |
                          OPT(KEEP_FOR_REATTACH),
-                     1, "spilled",
+                     1, "spill", "spilled",
                      "to a file of the notebook's spill store, mapped back (RSS released): a numpy "
                      "array → np.memmap; a DataFrame, Series, Arrow table, torch tensor, dict or "
                      "list of arrays, any picklable object → itself, its buffers mapped from the "
                      "file; --keep-in-memory: a checkpoint, the variable left in memory"},
     [MT_DO_DOWNCAST] = {"downcast", BOTH,
                         SHRINK_OPTIONS | OPT(TO) | OPT(RTOL) | OPT(NARROW) | OPT(COPY), 1,
-                        "downcast",
+                        "downcast", "downcast",
                         "float64→float32 (--to), ints to their smallest type with --narrow, in "
                         "place when safe"},
-    [MT_DO_PACK] = {"pack", BOTH, SHRINK_OPTIONS | OPT(NARROW) | OPT(COPY), 1, "packed",
+    [MT_DO_PACK] = {"pack", BOTH, SHRINK_OPTIONS | OPT(NARROW) | OPT(COPY), 1, "pack", "packed",
                     "list/tuple of numbers → the numpy array np.array() would make (int64, "
                     "float64, bool); the smallest exact one with --narrow"},
-    [MT_DO_CLEAR_OUTPUT_CACHE] = {"clear_output_cache", MT_ACTION_IN_RULES, 0, 0, "dropped",
+    [MT_DO_CLEAR_OUTPUT_CACHE] = {"clear_output_cache", MT_ACTION_IN_RULES, 0, 0, "drop", "dropped",
                                   "drop the Out[n] entries no variable holds"},
-    [MT_DO_DEL] = {"del", BOTH, SHRINK_OPTIONS | OPT(ALLOW_DELETE), 1, "deleted",
+    [MT_DO_DEL] = {"del", BOTH, SHRINK_OPTIONS | OPT(ALLOW_DELETE), 1, "delete", "deleted",
                    "remove the names and IPython's cached references to them (Out, _, _N), "
                    "collect, and give freed heap back to the OS; also Out[N], _N, "
                    "sys.last_traceback, and a name you deleted whose object a cache still "
                    "holds"},
-    [MT_DO_COLLECT] = {"collect", MT_ACTION_IN_RULES, 0, 0, "collected",
+    [MT_DO_COLLECT] = {"collect", MT_ACTION_IN_RULES, 0, 0, "collect", "collected",
                        "run the garbage collector and give freed heap back to the OS"},
-    [MT_DO_RESTORE] = {"restore", MT_ACTION_IN_SHRINK, SHRINK_OPTIONS, 1, "restored",
+    [MT_DO_RESTORE] = {"restore", MT_ACTION_IN_SHRINK, SHRINK_OPTIONS, 1, "restore", "restored",
                        "undo compress"},
-    [MT_DO_TRIM] = {"trim", MT_ACTION_IN_SHRINK, SHRINK_OPTIONS, 0, "trimmed",
+    [MT_DO_TRIM] = {"trim", MT_ACTION_IN_SHRINK, SHRINK_OPTIONS, 0, "trim", "trimmed",
                     "give the heap's free memory back to the OS (malloc_trim), RSS measured"},
     [MT_DO_REATTACH] =
-        {"reattach", MT_ACTION_IN_SHRINK, SHRINK_OPTIONS | OPT(DISCARD), 1, "reattached",
+        {"reattach", MT_ACTION_IN_SHRINK, SHRINK_OPTIONS | OPT(DISCARD), 1, "reattach",
+         "reattached",
          "all | NAME...: map back what the notebook's previous kernel spilled before "
          "it died, checksums verified; --discard removes them instead"},
-    [MT_DO_RESTART] = {"restart", MT_ACTION_IN_RULES, 0, 1, "restarted",
+    [MT_DO_RESTART] = {"restart", MT_ACTION_IN_RULES, 0, 1, "restart", "restarted",
                        "NAME.restart(): new workers for the pool or cluster the rule names (a "
                        "dask Client), with when: children_over"},
 };

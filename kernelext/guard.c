@@ -17,10 +17,56 @@
 #include "memtamer/heap.h"
 #include "memtamer/pod.h"
 #include "memtamer/postmortem.h"
-#include "memtamer/process.h"
 #include "memtamer/policy.h"
 #include "memtamer/telemetry.h"
 #include "memtamer/worker.h"
+
+static const char *
+shared_source(int version)
+{
+    return version == 2 ? "cgroup2" : version == 1 ? "cgroup1" : "machine";
+}
+
+PyObject *
+mt_guard_shared_dict(const mt_probe_shared *s)
+{
+    PyObject *d = PyDict_New();
+    if (d == NULL || mt_set(d, "source", PyUnicode_FromString(shared_source(s->version))) < 0 ||
+        mt_set(d, "path", s->version ? PyUnicode_DecodeFSDefault(s->dir) : Py_NewRef(Py_None)) <
+            0 ||
+        mt_set(d, "limit", mt_size_or_none(s->limit)) < 0 ||
+        mt_set(d, "use", mt_size_or_none(s->working_set)) < 0 ||
+        mt_set(d, "usage", mt_size_or_none(s->usage)) < 0 ||
+        mt_set(d, "inactive_file", mt_size_or_none(s->inactive_file)) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+static const char *
+swap_source(int version)
+{
+    return version == 2   ? "cgroup2 memory.swap.max"
+           : version == 1 ? "cgroup1 memory.memsw.limit_in_bytes"
+                          : "SwapTotal";
+}
+
+PyObject *
+mt_guard_swap_dict(const mt_probe_swap *s)
+{
+    PyObject *d = PyDict_New();
+    if (d == NULL || mt_set(d, "source", PyUnicode_FromString(swap_source(s->version))) < 0 ||
+        mt_set(d, "path", s->version ? PyUnicode_DecodeFSDefault(s->dir) : Py_NewRef(Py_None)) <
+            0 ||
+        mt_set(d, "limit", mt_size_or_none(s->limit)) < 0 ||
+        mt_set(d, "used", mt_size_or_none(s->used)) < 0 ||
+        mt_set(d, "room", mt_size_or_none(s->room)) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
 
 /* Only the watcher sees pure-Python growth and the growth of the cell's
  * children, and both are bounded by how fast pages can be faulted in (about
@@ -829,7 +875,7 @@ shared_figures(mt_guard *g, long long use)
     if (use >= 0) {
         now.working_set = use;
     }
-    PyObject *d = mt_process_shared_dict(&now);
+    PyObject *d = mt_guard_shared_dict(&now);
     if (d == NULL || mt_set(d, "reserve", PyLong_FromLongLong(default_reserve(now.limit))) < 0) {
         Py_XDECREF(d);
         return NULL;
@@ -1380,7 +1426,7 @@ swap_now(mt_state *st, mt_guard *g)
     if (mt_probe_read_swap(st->probe, &swap) < 0) {
         return Py_NewRef(Py_None);
     }
-    PyObject *d = mt_process_swap_dict(&swap);
+    PyObject *d = mt_guard_swap_dict(&swap);
     if (d == NULL || mt_set(d, "allowed", PyBool_FromLong(g->swap_allowed)) < 0 ||
         mt_set(d, "counted", PyLong_FromLongLong(swap_allowance(g))) < 0 ||
         mt_set(d, "own", mt_size_or_none(mt_probe_vm_swap(st->probe))) < 0) {

@@ -296,12 +296,14 @@ mt_probe_parse_state(const char *text, char *state)
     return 0;
 }
 
-int
-mt_probe_parse_private(const char *text, long long *bytes)
+/* The sum of smaps_rollup's clean and dirty fields of one kind, in bytes. */
+static int
+parse_clean_and_dirty(const char *text, const char *clean_field, const char *dirty_field,
+                      long long *bytes)
 {
     long long clean, dirty;
-    if (mt_probe_parse_kb_field(text, "Private_Clean", &clean) < 0 ||
-        mt_probe_parse_kb_field(text, "Private_Dirty", &dirty) < 0) {
+    if (mt_probe_parse_kb_field(text, clean_field, &clean) < 0 ||
+        mt_probe_parse_kb_field(text, dirty_field, &dirty) < 0) {
         return -1;
     }
     *bytes = clean + dirty;
@@ -309,15 +311,15 @@ mt_probe_parse_private(const char *text, long long *bytes)
 }
 
 int
+mt_probe_parse_private(const char *text, long long *bytes)
+{
+    return parse_clean_and_dirty(text, "Private_Clean", "Private_Dirty", bytes);
+}
+
+int
 mt_probe_parse_shared_memory(const char *text, long long *bytes)
 {
-    long long clean, dirty;
-    if (mt_probe_parse_kb_field(text, "Shared_Clean", &clean) < 0 ||
-        mt_probe_parse_kb_field(text, "Shared_Dirty", &dirty) < 0) {
-        return -1;
-    }
-    *bytes = clean + dirty;
-    return 0;
+    return parse_clean_and_dirty(text, "Shared_Clean", "Shared_Dirty", bytes);
 }
 
 int

@@ -68,53 +68,6 @@ unavailable_figures(const mt_probe *probe, const char *heap_why, int numpy_ready
     return d;
 }
 
-static const char *
-shared_source(int version)
-{
-    return version == 2 ? "cgroup2" : version == 1 ? "cgroup1" : "machine";
-}
-
-PyObject *
-mt_process_shared_dict(const mt_probe_shared *s)
-{
-    PyObject *d = PyDict_New();
-    if (d == NULL || mt_set(d, "source", PyUnicode_FromString(shared_source(s->version))) < 0 ||
-        mt_set(d, "path", s->version ? PyUnicode_DecodeFSDefault(s->dir) : Py_NewRef(Py_None)) <
-            0 ||
-        mt_set(d, "limit", mt_size_or_none(s->limit)) < 0 ||
-        mt_set(d, "use", mt_size_or_none(s->working_set)) < 0 ||
-        mt_set(d, "usage", mt_size_or_none(s->usage)) < 0 ||
-        mt_set(d, "inactive_file", mt_size_or_none(s->inactive_file)) < 0) {
-        Py_XDECREF(d);
-        return NULL;
-    }
-    return d;
-}
-
-static const char *
-swap_source(int version)
-{
-    return version == 2   ? "cgroup2 memory.swap.max"
-           : version == 1 ? "cgroup1 memory.memsw.limit_in_bytes"
-                          : "SwapTotal";
-}
-
-PyObject *
-mt_process_swap_dict(const mt_probe_swap *s)
-{
-    PyObject *d = PyDict_New();
-    if (d == NULL || mt_set(d, "source", PyUnicode_FromString(swap_source(s->version))) < 0 ||
-        mt_set(d, "path", s->version ? PyUnicode_DecodeFSDefault(s->dir) : Py_NewRef(Py_None)) <
-            0 ||
-        mt_set(d, "limit", mt_size_or_none(s->limit)) < 0 ||
-        mt_set(d, "used", mt_size_or_none(s->used)) < 0 ||
-        mt_set(d, "room", mt_size_or_none(s->room)) < 0) {
-        Py_XDECREF(d);
-        return NULL;
-    }
-    return d;
-}
-
 /* This process's swap and major faults, and the memory pressure, into d. */
 static int
 set_swap_figures(mt_probe *probe, PyObject *d)
@@ -126,7 +79,7 @@ set_swap_figures(mt_probe *probe, PyObject *d)
     double some, full;
     int have_pressure = mt_probe_read_pressure(probe, &some, &full) == 0;
     return mt_set(d, "swap",
-                  mt_probe_read_swap(probe, &swap) == 0 ? mt_process_swap_dict(&swap)
+                  mt_probe_read_swap(probe, &swap) == 0 ? mt_guard_swap_dict(&swap)
                                                         : Py_NewRef(Py_None)) < 0 ||
                    mt_set(d, "vm_swap", mt_size_or_none(have_self ? vm_swap : -1)) < 0 ||
                    mt_set(d, "major_faults",
@@ -166,8 +119,7 @@ mt_process_view(PyObject *module, PyObject *Py_UNUSED(unused))
                have_limit ? PyUnicode_FromString(limit.path) : Py_NewRef(Py_None)) < 0 ||
         mt_set(d, "usage", mt_size_or_none(have_limit ? limit.usage : -1)) < 0 ||
         mt_set(d, "available", mt_size_or_none(have_limit ? limit.available : -1)) < 0 ||
-        mt_set(d, "shared", have_shared ? mt_process_shared_dict(&shared) : Py_NewRef(Py_None)) <
-            0 ||
+        mt_set(d, "shared", have_shared ? mt_guard_shared_dict(&shared) : Py_NewRef(Py_None)) < 0 ||
         set_swap_figures(st->probe, d) < 0 || mt_guard_process_figures(module, d) < 0 ||
         mt_set(d, "peak_method", PyUnicode_FromString(mt_probe_method_name(st->probe->method))) <
             0 ||
@@ -560,7 +512,7 @@ mt_process_parse(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
         if (mt_probe_parse_meminfo_swap(text, &swap) < 0) {
             Py_RETURN_NONE;
         }
-        return mt_process_swap_dict(&swap);
+        return mt_guard_swap_dict(&swap);
     }
     PyErr_Format(PyExc_ValueError, "unknown parser '%s'", kind);
     return NULL;

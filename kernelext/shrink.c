@@ -864,12 +864,12 @@ mt_shrink_actions(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
     for (int a = 0; a < MT_DO_COUNT; a++) {
         const mt_action_info *info = &mt_actions[a];
         if (mt_set(actions, info->name,
-                   Py_BuildValue("{sNsNsNsNssss}", "shrink",
+                   Py_BuildValue("{sNsNsNsNssssss}", "shrink",
                                  PyBool_FromLong(info->where & MT_ACTION_IN_SHRINK), "rules",
                                  PyBool_FromLong(info->where & MT_ACTION_IN_RULES), "options",
                                  action_options(info), "on_variables",
-                                 PyBool_FromLong(info->on_variables), "past", info->past, "help",
-                                 info->help)) < 0) {
+                                 PyBool_FromLong(info->on_variables), "verb", info->verb, "past",
+                                 info->past, "help", info->help)) < 0) {
             goto done;
         }
     }

@@ -84,6 +84,26 @@ def test_torch_tensors_come_back_exactly_or_are_refused(kernel):
     kernel.run("nl.sum().backward()\ndel nl")
     row = shrink_row(kernel, "w")
     assert row["status"] == "refused" and "it holds a .grad" in row["reason"], row
+    # inside containers and objects too, said where; leaves and a big list pass
+    kernel.run("v = torch.ones(2**16, requires_grad=True)\n"
+               "class Holder: pass\n"
+               "holder = Holder(); holder.out = [v * 3]\n"
+               "bundle = {'ok': torch.ones(2**16), 'layers': (torch.ones(4), v * 2)}\n"
+               "gradded = {'g': torch.ones(4, requires_grad=True)}\n"
+               "gradded['g'].sum().backward()\n"
+               "plain = {'w': torch.ones(2**16, requires_grad=True), "
+               "'numbers': list(range(2**20))}")
+    row = shrink_row(kernel, "bundle")
+    assert row["status"] == "refused" and "it['layers'][1] has a grad_fn (MulBackward0" in \
+        row["reason"] and "replace it by it['layers'][1].detach()" in row["reason"], row
+    row = shrink_row(kernel, "holder")
+    assert row["status"] == "refused" and "it.out[0] has a grad_fn" in row["reason"], row
+    row = shrink_row(kernel, "gradded")
+    assert row["status"] == "refused" and "it['g'] holds a .grad" in row["reason"], row
+    assert shrink_row(kernel, "plain")["status"] == "done"
+    assert kernel.query("plain['w'].requires_grad and plain['w'].is_leaf and "
+                        "plain['numbers'][-1] == 2**20 - 1")
+    kernel.run("del v, holder, bundle, gradded, plain")
     # a tensor over a numpy array's memory shares it with that name
     kernel.run("a = np.zeros(2**20)\nta = torch.from_numpy(a)")
     row = shrink_row(kernel, "ta")

@@ -1,7 +1,7 @@
 /* actions: the vocabulary of %shrink and of a rule's do:, stated once.
  *
  * One row per action: its name, where it can be asked for (%shrink, a rules
- * file's do:, or both), the options it takes, the word for what it did, and
+ * file's do:, or both), the options it takes, its verb and the word for what it did, and
  * one line of help.  rules.c checks a rule against it; _core.shrink_actions()
  * gives it to Python, whose option checks, magic help, docstrings and
  * notices derive from it.  Adding an action: a row here, its
@@ -61,6 +61,7 @@ typedef struct {
     unsigned where;
     unsigned options; /* MT_OPTION_BIT per option it takes */
     int on_variables; /* acts on variables it is given or matches (not the kernel, not a cache) */
+    const char *verb; /* what it does, in a sentence: "compress", "delete" */
     const char *past; /* what it did to a variable: "compressed" */
     const char *help; /* one line */
 } mt_action_info;

@@ -47,6 +47,17 @@ typedef enum {
     MT_GUARD_WORKER = 5, /* ... because of a child of an earlier cell: named, not killed */
 } mt_guard_layer;
 
+/* The room the budget counts on, for Python (the guard's messages, the
+ * process report).  The figures of the memory shared with other processes, as a dict:
+ * source ('cgroup2', 'cgroup1', 'machine'), path, limit, use (the working
+ * set), usage, inactive_file. */
+PyObject *mt_guard_shared_dict(const mt_probe_shared *shared);
+
+/* The swap this process may fill, as a dict: source ('SwapTotal',
+ * 'cgroup2 memory.swap.max', 'cgroup1 memory.memsw.limit_in_bytes'), path,
+ * limit, used, room. */
+PyObject *mt_guard_swap_dict(const mt_probe_swap *swap);
+
 /* Cell boundaries (cell.c), with the GIL held. */
 void mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line,
                          long long rss_before, const mt_probe_children_mark *children);

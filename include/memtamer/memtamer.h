@@ -1,40 +1,9 @@
 /* memtamer: the module state shared by the concern files (internal).
  *
- * The map of memtamer._core, one concern a file (kernelext/NAME.c with
- * include/memtamer/NAME.h), lower floors first; no file calls up a floor:
- *   worker.c     one background thread: start, stop, wake, join; the
- *                owners of threads that stop around a fork (no Python API)
- *   probe.c      /proc and cgroup readers: pure parsers over text with an
- *                overridable root, plus the sampler thread (no Python API)
- *   transform.c  lossless narrowing of 8-byte numbers (no Python API)
- *   checksum.c   CRC-32C of spill files, with SSE4.2 where the CPU has it
- *                (no Python API)
- *   options.h    defaults, valid values and wording of the options %shrink
- *                and the rules file share (no Python API, header only)
- *   actions.c    the table of %shrink's and the rules' actions and the
- *                options each takes (no Python API)
- *   narrow.c     float64 -> float32 at memory speed: rounding scans and the
- *                in-place conversion, vectorised, on a few threads (no
- *                Python API)
- *   heap.c       counting allocator hooks and the numpy handler
- *   walker.c     deep sizes with buffers counted once by their owner
- *   ledger.c     the namespace: bindings, provenance, holders
- *   shrink.c     in-place downcast, pack, spill
- *   codec.c      the compressed proxy type (c-blosc)
- *   postmortem.c the record a kernel leaves for its notebook's next kernel
- *   message.c    telemetry's message schema and JSON writers
- *   sampler.c    telemetry's thread: samples, hand-overs, the socket's sends
- *   telemetry.c  the ZeroMQ publisher: socket, checks, main thread's side
- *   guard.c      the memory budget, its refusal policy (given to heap.c's
- *                hooks), its watcher thread and signal route
- *   cell.c       per-cell records: begin, end, history (hands the cell's
- *                edges to the ledger, the guard and telemetry)
- *   children.c   the kernel's descendants for the report, each with the
- *                cell that started it
- *   process.c    process-wide figures and the report for Python
- *   npy.c        numpy's C API, imported once numpy is
- *   module.c     module state and init (each concern file has its methods'
- *                table), and os.fork()'s hooks for all of memtamer's threads
+ * The map of memtamer._core is README.md's Layout table: one concern a file
+ * (kernelext/NAME.c with include/memtamer/NAME.h), lower floors first; no
+ * file includes the header of a file above it (tests/test_layering.py).
+ *
  * One cell: pre_run_cell -> cell_begin (probe resets the high-water mark,
  * heap zeroes its peaks, guard arms the budget); the user's code runs
  * through heap's hooks; post_run_cell -> cell_end (probe and heap give the

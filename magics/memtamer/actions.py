@@ -497,18 +497,70 @@ def _file_backing(value):
     return None
 
 
-def _autograd_loss(value):
-    """What torch's pickling of a tensor would lose of its autograd state
-    (it keeps the data and requires_grad), or None."""
-    torch = sys.modules.get("torch")
-    if torch is None or not isinstance(value, torch.Tensor):
-        return None
-    if value.grad_fn is not None:
-        return (f"it has a grad_fn ({type(value.grad_fn).__name__}, autograd's graph), which "
-                "pickle drops: it would come back as a leaf; compress .detach() of it")
-    if value.grad is not None:
-        return "it holds a .grad, which pickle drops: clear it (tensor.grad = None) first"
+# How many objects _autograd_loss looks through for tensors inside containers.
+AUTOGRAD_SCAN_LIMIT = 100_000
+
+
+def _tensor_loss(tensor, where):
+    """What pickling tensor (at where: 'it', or 'it['a'][0]' inside it) drops
+    of its autograd state, or None."""
+    detach = "compress .detach() of it" if where == "it" else f"replace it by {where}.detach()"
+    if tensor.grad_fn is not None:
+        return (f"{where} has a grad_fn ({type(tensor.grad_fn).__name__}, autograd's graph), "
+                f"which pickle drops: it would come back as a leaf; {detach}")
+    if tensor.grad is not None:
+        return (f"{where} holds a .grad, which pickle drops: clear it ({where}.grad = None) "
+                "first")
     return None
+
+
+def _autograd_loss(value):
+    """What torch's pickling would lose of the autograd state of value, a
+    tensor, or of a tensor in its dicts, lists, tuples, sets and attributes
+    (pickle keeps the data and requires_grad), or None.  Looks at the first
+    AUTOGRAD_SCAN_LIMIT objects, and says where: it['graph'][0]."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    np = sys.modules.get("numpy")
+    atoms = (int, float, complex, str, bytes, bytearray, type(None)) + \
+        ((np.ndarray, np.generic) if np is not None else ())
+    seen, pending, budget = set(), [(value, None, None)], AUTOGRAD_SCAN_LIMIT
+    while pending and budget > 0:
+        obj, parent, step = pending.pop()
+        budget -= 1
+        if isinstance(obj, atoms) or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            where = "it"
+            for part in reversed(_path(parent, step)):
+                where += part
+            lost = _tensor_loss(obj, where)
+            if lost:
+                return lost
+            continue
+        if isinstance(obj, dict):
+            items = ((item, f"[{key!r}]") for key, item in obj.items())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            items = ((item, f"[{i}]") for i, item in enumerate(obj))
+        elif isinstance(getattr(obj, "__dict__", None), dict) and \
+                not isinstance(obj, (type, types.ModuleType)):
+            items = ((item, f".{key}") for key, item in vars(obj).items())
+        else:
+            continue
+        here = (parent, step)
+        pending += [(item, here, part) for item, part in itertools.islice(items, budget)]
+    return None
+
+
+def _path(parent, step):
+    """The steps from the scanned value down to an object, deepest first."""
+    parts = []
+    while step is not None:
+        parts.append(step)
+        parent, step = parent
+    return parts
 
 
 def _sample(value, nbytes):

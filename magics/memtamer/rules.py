@@ -14,8 +14,10 @@ from .sizes import format_size
 
 ENVIRONMENT_VARIABLE = "MEMTAMER_RULES"
 FILE_NAMES = ("memtamer.yaml", ".memtamer.yaml")
-# What an action did, in words: C's table (kernelext/actions.c).
-PAST_TENSE = {name: action["past"] for name, action in _core.shrink_actions()["actions"].items()}
+# What an action does and did, in words: C's table (kernelext/actions.c).
+ACTION_WORDS = _core.shrink_actions()["actions"]
+PAST_TENSE = {name: action["past"] for name, action in ACTION_WORDS.items()}
+INFINITIVE = {name: action["verb"] for name, action in ACTION_WORDS.items()}
 
 
 def discover(cwd=None, environ=None):
@@ -332,8 +334,7 @@ class Rules:
                    "restart": _restart_named}
 
 
-INFINITIVE = {"compress": "compress", "spill": "spill", "downcast": "downcast", "pack": "pack",
-              "del": "delete", "clear_output_cache": "drop", "restart": "restart"}
+
 
 
 def _did(do, row):
