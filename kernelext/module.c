@@ -35,13 +35,56 @@ static PyMethodDef *const concern_methods[] = {
  * owner of threads registered its pause and resume (worker.h): they stop
  * before os.fork() and start again in the parent. */
 
+/* Calls each Python hook's before (which = 0, the last added first) or
+ * after (1, in order); a failure is reported, the others run all the same. */
+static void
+call_python_fork_hooks(mt_state *st, int which)
+{
+    Py_ssize_t n = st->python_fork_hooks ? PyList_GET_SIZE(st->python_fork_hooks) : 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *pair = PyList_GET_ITEM(st->python_fork_hooks, which ? k : n - 1 - k);
+        PyObject *result = PyObject_CallNoArgs(PyTuple_GET_ITEM(pair, which));
+        if (result == NULL) {
+            PyErr_WriteUnraisable(PyTuple_GET_ITEM(pair, which));
+        }
+        Py_XDECREF(result);
+    }
+}
+
+PyDoc_STRVAR(at_fork__doc__,
+             "at_fork(before, after): a Python thread of memtamer's stops and starts with its C "
+             "ones around os.fork(): before() runs first, after() once os.fork() has returned "
+             "in the parent (on 3.13, which warns of threads alive then, after the warning's "
+             "check).");
+static PyObject *
+at_fork(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    mt_state *st = mt_get_state(module);
+    if (nargs != 2 || !PyCallable_Check(args[0]) || !PyCallable_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "at_fork(before, after): two callables");
+        return NULL;
+    }
+    if (st->python_fork_hooks == NULL && (st->python_fork_hooks = PyList_New(0)) == NULL) {
+        return NULL;
+    }
+    PyObject *pair = PyTuple_Pack(2, args[0], args[1]);
+    int rc = pair == NULL ? -1 : PyList_Append(st->python_fork_hooks, pair);
+    Py_XDECREF(pair);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(before_fork__doc__, "_before_fork(): stop memtamer's threads before os.fork() (one of "
                                  "os.register_at_fork's hooks).");
 static PyObject *
 before_fork(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     MT_ASSERT_GIL();
-    mt_worker_fork_hooks *hooks = &mt_get_state(module)->fork_hooks;
+    mt_state *st = mt_get_state(module);
+    call_python_fork_hooks(st, 0);
+    mt_worker_fork_hooks *hooks = &st->fork_hooks;
     for (int i = hooks->count - 1; i >= 0; i--) {
         hooks->hooks[i].pause(hooks->hooks[i].owner);
     }
@@ -54,12 +97,14 @@ static int
 resume_after_fork(void *module)
 {
     MT_ASSERT_GIL();
-    mt_worker_fork_hooks *hooks = &mt_get_state(module)->fork_hooks;
+    mt_state *st = mt_get_state(module);
+    mt_worker_fork_hooks *hooks = &st->fork_hooks;
     for (int i = 0; i < hooks->count; i++) {
         if (hooks->hooks[i].resume(hooks->hooks[i].owner) < 0) {
             PyErr_WriteUnraisable(module);
         }
     }
+    call_python_fork_hooks(st, 1);
     return 0;
 }
 
@@ -75,6 +120,7 @@ after_fork(PyObject *module, PyObject *Py_UNUSED(unused))
 static PyMethodDef fork_methods[] = {
     {"_before_fork", before_fork, METH_NOARGS, before_fork__doc__},
     {"_after_fork", after_fork, METH_NOARGS, after_fork__doc__},
+    {"at_fork", (PyCFunction)(void (*)(void))at_fork, METH_FASTCALL, at_fork__doc__},
     {NULL, NULL, 0, NULL},
 };
 
@@ -148,6 +194,7 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(mt_get_state(module)->cells.window.source);
     Py_VISIT(mt_get_state(module)->compressed_type);
     Py_VISIT(mt_get_state(module)->compress_pickler);
+    Py_VISIT(mt_get_state(module)->python_fork_hooks);
     int rc = mt_guard_traverse(module, visit, arg);
     if (rc != 0) {
         return rc;
@@ -163,6 +210,7 @@ core_clear(PyObject *module)
     mt_guard_clear(module);
     Py_CLEAR(mt_get_state(module)->compressed_type);
     Py_CLEAR(mt_get_state(module)->compress_pickler);
+    Py_CLEAR(mt_get_state(module)->python_fork_hooks);
     mt_ledger_clear(&mt_get_state(module)->ledger);
     return 0;
 }

@@ -27,10 +27,16 @@ static const char *const endpoint_schemes[] = {"ipc://", "tcp://"};
 /* A CurveZMQ key in Z85 text, and with its NUL. */
 #define CURVE_KEY_CHARS 40
 #define CURVE_KEY_SIZE (CURVE_KEY_CHARS + 1)
+/* The most threads looked at when telling libzmq's from the others. */
+#define THREADS_LISTED 256
 
 /* From PyMem_RawMalloc: the sampler uses it without the GIL. */
 struct mt_telemetry {
     void *context;
+    /* The threads libzmq started for context (other contexts in the
+     * process, ipykernel's among them, have their own). */
+    pid_t zmq_threads[THREADS_LISTED];
+    int zmq_thread_count;
     char ipc_path[ENDPOINT_MAX]; /* the socket file, "" for tcp */
     /* The CurveZMQ server's keys (Z85), "" when messages go in the clear. */
     char curve_secret[CURVE_KEY_SIZE], curve_public[CURVE_KEY_SIZE];
@@ -194,10 +200,24 @@ open_transport(mt_telemetry *t, const char *endpoint)
         zmq_error("zmq_ctx_new", zmq_errno());
         return -1;
     }
+    /* The context's first socket starts its threads: those are the new ones. */
+    pid_t before[THREADS_LISTED], after[THREADS_LISTED];
+    int n_before = mt_worker_list_threads(before, THREADS_LISTED);
     void *socket = zmq_socket(t->context, ZMQ_XPUB);
     if ((t->sampler.socket = socket) == NULL) {
         zmq_error("zmq_socket(XPUB)", zmq_errno());
         return -1;
+    }
+    int n_after = mt_worker_list_threads(after, THREADS_LISTED);
+    t->zmq_thread_count = 0;
+    for (int i = 0; i < n_after; i++) {
+        int known = 0;
+        for (int j = 0; j < n_before && !known; j++) {
+            known = after[i] == before[j];
+        }
+        if (!known) {
+            t->zmq_threads[t->zmq_thread_count++] = after[i];
+        }
     }
     size_t len = sizeof t->sampler.endpoint;
     if (set_int_option(socket, ZMQ_LINGER, 0) < 0 ||
@@ -249,8 +269,15 @@ close_transport(mt_telemetry *t, mt_sampler_stop how)
     }
     t->sampler.socket = NULL;
     if (t->context) {
+        /* libzmq joins its threads in zmq_ctx_term; like ours, each stays in
+         * the process's thread count a moment longer (a fork right after
+         * would warn of them). */
         zmq_ctx_term(t->context); /* quick: every socket has ZMQ_LINGER 0 */
         t->context = NULL;
+        for (int i = 0; i < t->zmq_thread_count; i++) {
+            mt_worker_wait_thread_gone(t->zmq_threads[i]);
+        }
+        t->zmq_thread_count = 0;
     }
     if (t->ipc_path[0]) {
         unlink(t->ipc_path);

@@ -3,6 +3,7 @@
 #include "memtamer/worker.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -74,6 +75,25 @@ mt_worker_wait_thread_gone(pid_t tid)
         waited_ns += step_ns;
         step_ns = step_ns < 1000000 ? step_ns * 2 : 1000000;
     }
+}
+
+int
+mt_worker_list_threads(pid_t *tids, int max)
+{
+    DIR *tasks = opendir("/proc/self/task");
+    int found = 0;
+    if (tasks == NULL) {
+        return 0;
+    }
+    struct dirent *entry;
+    while (found < max && (entry = readdir(tasks)) != NULL) {
+        int tid = atoi(entry->d_name);
+        if (tid > 0) {
+            tids[found++] = (pid_t)tid;
+        }
+    }
+    closedir(tasks);
+    return found;
 }
 
 void

@@ -22,6 +22,10 @@ GiB = 1024**3
 
 
 PYTHON_VERSION_SKIP = "needs Python"
+# torch is installed under 3.11 only (its CPU wheel; elsewhere pip would take
+# a CUDA build of several GB).
+needs_torch = pytest.mark.skipif(sys.version_info[:2] != (3, 11),
+                                 reason=f"{PYTHON_VERSION_SKIP} 3.11 (torch is tested there only)")
 
 
 def pytest_configure(config):

@@ -2,12 +2,11 @@
 buffers (addresses and sizes), the other exporters against their owners'
 figures, and the walker counting each buffer once across libraries."""
 
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import PYTHON_VERSION_SKIP
+from conftest import needs_torch
 from memtamer import _core
 
 pa = pytest.importorskip("pyarrow")
@@ -188,9 +187,6 @@ def test_pandas_arrow_columns():
 
 
 # requirements-test.txt installs torch (a CPU wheel) for Python 3.11 only.
-needs_torch = pytest.mark.skipif(sys.version_info[:2] != (3, 11),
-                                 reason=f"{PYTHON_VERSION_SKIP} 3.11 (torch is tested there only)")
-
 
 @needs_torch
 def test_torch_tensors():

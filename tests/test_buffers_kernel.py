@@ -2,11 +2,10 @@
 polars, torch and pandas 3 string data as the libraries account for it,
 each shared buffer once, and twins made across libraries name each other."""
 
-import sys
 
 import pytest
 
-from conftest import PYTHON_VERSION_SKIP, MiB
+from conftest import MiB, needs_torch
 
 pytest.importorskip("pyarrow")
 pytest.importorskip("polars")
@@ -56,8 +55,7 @@ def test_frame_and_its_arrow_table_count_once_and_name_each_other(kernel):
     kernel.run("del q, qa, at, df")
 
 
-@pytest.mark.skipif(sys.version_info[:2] != (3, 11),
-                    reason=f"{PYTHON_VERSION_SKIP} 3.11 (torch is tested there only)")
+@needs_torch
 def test_torch_tensor_and_its_numpy_array(kernel):
     pytest.importorskip("torch")
     kernel.run("import numpy as np, torch")

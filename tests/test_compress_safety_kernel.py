@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import MiB, stop_writer, writer_thread
+from conftest import MiB, needs_torch, stop_writer, writer_thread
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,8 +61,8 @@ def test_contents_shared_with_another_name_are_refused(kernel):
     assert kernel.query("L[0] is A and L[1] is A and M['b'] is B")
 
 
+@needs_torch
 def test_torch_tensors_come_back_exactly_or_are_refused(kernel):
-    pytest.importorskip("torch")
     # bfloat16, transposed strides, a leaf that requires grad; ref is a copy
     # made by torch, not by pickle
     kernel.run("import torch\n"

@@ -391,7 +391,7 @@ def test_alias_bomb_is_refused_not_expanded():
     errors = load(billion_laughs())
     assert errors
     bomb = ("version: 1\nrules:\n  - &r {name: a, do: notice}\n"
-            + "".join(f"  - *r\n" for _ in range(5)))
+            + "".join("  - *r\n" for _ in range(5)))
     assert "duplicate rule name 'a'" in load(bomb)[0][2]
     # Aliases count each time they are used: a wide fan-out hits the bound.
     fan = ("version: 1\nrules:\n  - {name: r0, do: spill, match: {name: &p ["

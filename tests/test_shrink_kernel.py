@@ -87,7 +87,7 @@ def test_del_purges_the_output_cache_and_returns_what_it_predicts(kernel):
     # The dry run put back exactly what it took away.
     assert kernel.query(f"shown is Out[{shown_at}] is _{shown_at} is _")
     assert kernel.query("get_ipython().displayhook._ is shown")
-    assert kernel.query(f"list(Out) == sorted(Out)")
+    assert kernel.query("list(Out) == sorted(Out)")
     # What earlier cells freed goes back to the OS first: the RSS that del
     # returns is then what it freed, nothing else.
     kernel.query("memtamer._core.trim()")

@@ -7,12 +7,11 @@ kept; and nothing left behind by a normal shutdown."""
 import json
 import os
 import signal
-import sys
 import time
 
 import pytest
 
-from conftest import PYTHON_VERSION_SKIP, stop_writer, writer_thread
+from conftest import needs_torch, stop_writer, writer_thread
 from kernel import Kernel
 
 NOTEBOOK = "/home/user/analysis.ipynb"
@@ -331,9 +330,6 @@ def test_no_write_of_a_python_thread_is_lost_spilling_an_object(tmp_path):
 
 
 # requirements-test.txt installs torch (a CPU wheel) for Python 3.11 only.
-needs_torch = pytest.mark.skipif(sys.version_info[:2] != (3, 11),
-                                 reason=f"{PYTHON_VERSION_SKIP} 3.11 (torch is tested there only)")
-
 # Tensors whose layout a careless copy would lose: column-major strides with
 # requires_grad, bfloat16 (no numpy dtype), a storage offset into a larger
 # storage; and a check of every one against a new one, bit for bit.

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from cgroups import kernel_in, make_memory_cgroup, oom_kills, remove
-from conftest import GiB, MiB
+from conftest import MiB
 
 MEMORY = 512 * MiB
 SWAP = 768 * MiB

@@ -50,8 +50,10 @@ typedef struct {
     /* telemetry.c: the publisher, NULL while off (PyMem_RawMalloc'd, its
      * sampler thread uses it without the GIL). */
     struct mt_telemetry *telemetry;
-    /* module.c: what each owner of threads does around os.fork(). */
+    /* module.c: what each owner of threads does around os.fork(), and
+     * memtamer's Python threads' (before, after) callables (a list). */
     mt_worker_fork_hooks fork_hooks;
+    PyObject *python_fork_hooks;
 } mt_state;
 
 /* Where a function needs the GIL: checked in debug builds (NDEBUG unset),

@@ -105,4 +105,9 @@ void mt_worker_run_shares(void *(*work)(void *), char *args, size_t size, int n)
  * after 2 s: a thread count read right after a join stays right. */
 void mt_worker_wait_thread_gone(pid_t tid);
 
+/* The threads of this process now (/proc/self/task), at most max, into
+ * tids; returns how many.  Those a call started are the ones it adds: for
+ * the threads a library starts and joins itself (libzmq's). */
+int mt_worker_list_threads(pid_t *tids, int max);
+
 #endif

@@ -119,5 +119,7 @@ def _after_fork_in_child():
         live.thread = live.context = live.handle = None  # the parent's, not the child's
 
 
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
-                    after_in_child=_after_fork_in_child)
+# With memtamer's C threads (module.c), so that on 3.13 it starts again only
+# once os.fork() has checked for threads; the child keeps none of the parent's.
+_core.at_fork(_before_fork, _after_fork_in_parent)
+os.register_at_fork(after_in_child=_after_fork_in_child)
