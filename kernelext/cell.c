@@ -92,13 +92,10 @@ mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     w->arrow_known = mt_buffers_arrow_pool(&w->arrow) >= 0;
     mt_heap_reset_peaks(&w->python, &w->numpy);
     mt_peaks_cell_begin(st->ledger.user_ns, w->python.current + w->numpy.current);
-    if (mt_probe_swap_self(st->probe, &w->swap_before, &w->faults_before) < 0) {
-        w->swap_before = -1;
-    }
     w->started = mt_monotonic_seconds();
     w->started_cpu = mt_cpu_seconds();
     /* Last, so that nothing of ours lands in the window. */
-    w->rss_before = mt_probe_peak_begin(st->probe);
+    w->rss_before = mt_probe_peak_begin(st->probe, &w->self_before);
     w->open = 1;
     mt_guard_cell_begin(module, w->cell, w->first_line, w->rss_before, &w->children);
     long long budget, trips;
@@ -149,54 +146,86 @@ children_figures(mt_probe *probe, const mt_probe_children_mark *mark, mt_cell_re
     }
 }
 
+static const char *const record_keys[MT_CELL_RECORD_KEYS] = {
+    "cell",
+    "first_line",
+    "rss_before",
+    "rss_after",
+    "retained",
+    "peak_rss",
+    "peak_increment",
+    "peak_method",
+    "heap_peak_increment",
+    "numpy_peak_increment",
+    "arrow_peak_increment",
+    "arrow_retained",
+    "children_peak",
+    "children_rss_peak",
+    "children_method",
+    "swap_after",
+    "swapped",
+    "major_faults",
+    "seconds",
+    "cpu_seconds",
+    "status",
+    "peak_composition",
+};
+
 static PyObject *
-record_dict(const mt_cell_record *r)
+long_or_none(int known, long long value)
 {
-    PyObject *d = PyDict_New();
+    return known ? PyLong_FromLongLong(value) : Py_NewRef(Py_None);
+}
+
+/* The record as a dict; its values are made first, in record_keys' order. */
+static PyObject *
+record_dict(mt_cell_log *log, const mt_cell_record *r)
+{
+    PyObject *d = NULL;
     int known = r->rss_before >= 0 && r->rss_after >= 0;
     int peaked = r->rss_before >= 0 && r->peak_rss >= 0;
-    if (d == NULL ||
-        mt_set(d, "cell", r->cell < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(r->cell)) < 0 ||
-        mt_set(d, "first_line",
-               PyUnicode_DecodeUTF8(r->first_line, (Py_ssize_t)strlen(r->first_line), "replace")) <
-            0 ||
-        mt_set(d, "rss_before", mt_size_or_none(r->rss_before)) < 0 ||
-        mt_set(d, "rss_after", mt_size_or_none(r->rss_after)) < 0 ||
-        mt_set(d, "retained",
-               known ? PyLong_FromLongLong(r->rss_after - r->rss_before) : Py_NewRef(Py_None)) <
-            0 ||
-        mt_set(d, "peak_rss", mt_size_or_none(r->peak_rss)) < 0 ||
-        mt_set(d, "peak_increment",
-               peaked ? PyLong_FromLongLong(r->peak_rss - r->rss_before) : Py_NewRef(Py_None)) <
-            0 ||
-        mt_set(d, "peak_method", PyUnicode_FromString(mt_probe_method_name(r->peak_method))) < 0 ||
-        mt_set(d, "heap_peak_increment", mt_size_or_none(r->heap_peak_increment)) < 0 ||
-        mt_set(d, "numpy_peak_increment", mt_size_or_none(r->numpy_peak_increment)) < 0 ||
-        mt_set(d, "arrow_peak_increment",
-               r->arrow_counted ? mt_size_or_none(r->arrow_peak_increment) : Py_NewRef(Py_None)) <
-            0 ||
-        mt_set(d, "arrow_retained",
-               r->arrow_counted ? PyLong_FromLongLong(r->arrow_retained) : Py_NewRef(Py_None)) <
-            0 ||
-        mt_set(d, "children_peak", mt_size_or_none(r->children_peak)) < 0 ||
-        mt_set(d, "children_rss_peak", mt_size_or_none(r->children_rss_peak)) < 0 ||
-        mt_set(d, "children_method",
-               r->children_method
-                   ? PyUnicode_FromString(mt_probe_children_method_name(r->children_method))
-                   : Py_NewRef(Py_None)) < 0 ||
-        mt_set(d, "swap_after", mt_size_or_none(r->swap_after)) < 0 ||
-        mt_set(d, "swapped",
-               r->swap_after >= 0 ? PyLong_FromLongLong(r->swap_after - r->swap_before)
-                                  : Py_NewRef(Py_None)) < 0 ||
-        mt_set(d, "major_faults",
-               r->major_faults >= 0 ? PyLong_FromLongLong(r->major_faults) : Py_NewRef(Py_None)) <
-            0 ||
-        mt_set(d, "seconds", PyFloat_FromDouble(r->seconds)) < 0 ||
-        mt_set(d, "cpu_seconds", PyFloat_FromDouble(r->cpu_seconds)) < 0 ||
-        mt_set(d, "status", PyUnicode_FromString(r->failed ? "error" : "ok")) < 0 ||
-        mt_set(d, "peak_composition", r->peak ? mt_peaks_dict(r->peak) : Py_NewRef(Py_None)) < 0) {
-        Py_XDECREF(d);
-        return NULL;
+    PyObject *values[] = {
+        long_or_none(r->cell >= 0, r->cell),
+        PyUnicode_DecodeUTF8(r->first_line, (Py_ssize_t)strlen(r->first_line), "replace"),
+        mt_size_or_none(r->rss_before),
+        mt_size_or_none(r->rss_after),
+        long_or_none(known, r->rss_after - r->rss_before),
+        mt_size_or_none(r->peak_rss),
+        long_or_none(peaked, r->peak_rss - r->rss_before),
+        PyUnicode_FromString(mt_probe_method_name(r->peak_method)),
+        mt_size_or_none(r->heap_peak_increment),
+        mt_size_or_none(r->numpy_peak_increment),
+        r->arrow_counted ? mt_size_or_none(r->arrow_peak_increment) : Py_NewRef(Py_None),
+        long_or_none(r->arrow_counted, r->arrow_retained),
+        mt_size_or_none(r->children_peak),
+        mt_size_or_none(r->children_rss_peak),
+        r->children_method ? PyUnicode_FromString(mt_probe_children_method_name(r->children_method))
+                           : Py_NewRef(Py_None),
+        mt_size_or_none(r->swap_after),
+        long_or_none(r->swap_after >= 0, r->swap_after - r->swap_before),
+        long_or_none(r->major_faults >= 0, r->major_faults),
+        PyFloat_FromDouble(r->seconds),
+        PyFloat_FromDouble(r->cpu_seconds),
+        PyUnicode_FromString(r->failed ? "error" : "ok"),
+        r->peak ? mt_peaks_dict(r->peak) : Py_NewRef(Py_None),
+    };
+    Py_BUILD_ASSERT(sizeof values / sizeof *values == MT_CELL_RECORD_KEYS);
+    for (int i = 0; i < MT_CELL_RECORD_KEYS; i++) {
+        if (values[i] == NULL ||
+            (log->keys[i] == NULL &&
+             (log->keys[i] = PyUnicode_InternFromString(record_keys[i])) == NULL)) {
+            goto done;
+        }
+    }
+    d = PyDict_New();
+    for (int i = 0; d && i < MT_CELL_RECORD_KEYS; i++) {
+        if (PyDict_SetItem(d, log->keys[i], values[i]) < 0) {
+            Py_CLEAR(d);
+        }
+    }
+done:
+    for (int i = 0; i < MT_CELL_RECORD_KEYS; i++) {
+        Py_XDECREF(values[i]);
     }
     return d;
 }
@@ -221,6 +250,7 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     mt_cell_window *w = &st->cells.window;
     mt_cell_record r;
     mt_heap_reading python, numpy;
+    mt_probe_self now;
     long long peak, rss_after, cell;
 
     if (nargs != 2) {
@@ -232,7 +262,8 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     }
     w->open = 0;
-    mt_probe_peak_end(st->probe, &peak, &rss_after);
+    mt_probe_peak_end(st->probe, &peak, &now);
+    rss_after = now.rss;
     mt_guard_cell_end(module, rss_after);
     if (w->peak_floor > peak) { /* a %shrink inside the cell measured its own window */
         peak = w->peak_floor;
@@ -245,10 +276,9 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         peak = peak > rss_after ? peak : rss_after;
     }
     double ended = mt_monotonic_seconds(), ended_cpu = mt_cpu_seconds();
-    long long swap_after = -1;
-    unsigned long long faults_after = 0;
-    int swap_known =
-        w->swap_before >= 0 && mt_probe_swap_self(st->probe, &swap_after, &faults_after) == 0;
+    const mt_probe_self *before = &w->self_before;
+    int swap_known = before->swap >= 0 && now.swap >= 0;
+    int faults_known = before->faults_known && now.faults_known;
     mt_heap_read(&python, &numpy);
     mt_buffers_pool arrow;
     int arrow_counted = w->arrow_known && mt_buffers_arrow_pool(&arrow) == 1;
@@ -271,7 +301,13 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     memset(&r, 0, sizeof r);
     r.cell = cell >= 0 ? cell : w->cell;
-    memcpy(r.first_line, w->first_line, sizeof r.first_line);
+    size_t line_bytes = strlen(w->first_line) + 1;
+    r.first_line = PyMem_RawMalloc(line_bytes);
+    if (r.first_line == NULL) {
+        PyMem_RawFree(composition);
+        return PyErr_NoMemory();
+    }
+    memcpy(r.first_line, w->first_line, line_bytes);
     r.rss_before = w->rss_before;
     r.rss_after = rss_after;
     r.peak_method = st->probe->method;
@@ -283,9 +319,9 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     r.arrow_peak_increment =
         arrow_counted ? mt_buffers_arrow_peak_increment(&w->arrow, &arrow) : -1;
     children_figures(st->probe, &w->children, &r);
-    r.swap_before = swap_known ? w->swap_before : -1;
-    r.swap_after = swap_known ? swap_after : -1;
-    r.major_faults = swap_known ? (long long)(faults_after - w->faults_before) : -1;
+    r.swap_before = swap_known ? before->swap : -1;
+    r.swap_after = swap_known ? now.swap : -1;
+    r.major_faults = faults_known ? (long long)(now.major_faults - before->major_faults) : -1;
     r.seconds = ended - w->started;
     r.cpu_seconds = ended_cpu - w->started_cpu;
     r.began_ticks = w->children.start_ticks;
@@ -294,6 +330,7 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     r.peak = composition;
     if (append(&st->cells, &r) < 0) {
         PyMem_RawFree(composition);
+        PyMem_RawFree(r.first_line);
         return NULL;
     }
     if (mt_ledger_cell_end(&st->ledger, r.cell) < 0) {
@@ -302,7 +339,7 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     long long budget, trips;
     mt_guard_figures(module, &budget, &trips);
     mt_telemetry_cell_end(module, &r, budget, trips);
-    return record_dict(&r);
+    return record_dict(&st->cells, &r);
 }
 
 PyDoc_STRVAR(mt_cell_history__doc__, "cells() -> list of the cell records so far.");
@@ -315,7 +352,7 @@ mt_cell_history(PyObject *module, PyObject *Py_UNUSED(unused))
         return NULL;
     }
     for (Py_ssize_t i = 0; i < st->cells.len; i++) {
-        PyObject *d = record_dict(&st->cells.items[i]);
+        PyObject *d = record_dict(&st->cells, &st->cells.items[i]);
         if (d == NULL) {
             Py_DECREF(list);
             return NULL;
@@ -326,12 +363,13 @@ mt_cell_history(PyObject *module, PyObject *Py_UNUSED(unused))
 }
 
 static void
-free_compositions(mt_cell_log *log)
+free_records(mt_cell_log *log)
 {
     for (Py_ssize_t i = 0; i < log->len; i++) {
         PyMem_RawFree(log->items[i].peak);
-        log->items[i].peak = NULL;
+        PyMem_RawFree(log->items[i].first_line);
     }
+    log->len = 0;
 }
 
 long long
@@ -339,7 +377,8 @@ mt_cell_log_own_bytes(const mt_cell_log *log)
 {
     long long total = (long long)log->cap * (long long)sizeof *log->items;
     for (Py_ssize_t i = 0; i < log->len; i++) {
-        total += log->items[i].peak ? (long long)sizeof *log->items[i].peak : 0;
+        const mt_cell_record *r = &log->items[i];
+        total += (long long)strlen(r->first_line) + 1 + (r->peak ? (long long)sizeof *r->peak : 0);
     }
     return total;
 }
@@ -349,8 +388,7 @@ static PyObject *
 mt_cell_clear(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_state *st = mt_get_state(module);
-    free_compositions(&st->cells);
-    st->cells.len = 0;
+    free_records(&st->cells);
     Py_RETURN_NONE;
 }
 
@@ -377,14 +415,12 @@ mt_cell_running(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_state *st = mt_get_state(module);
     const mt_cell_window *w = &st->cells.window;
-    long long rss, hwm = -1;
+    mt_probe_self now;
     if (!w->open) {
         Py_RETURN_NONE;
     }
-    if (mt_probe_status(st->probe, &rss, &hwm) < 0) {
-        rss = mt_probe_rss(st->probe);
-    }
-    long long peak = peak_so_far(st->probe, hwm);
+    long long rss = mt_probe_read_self(st->probe, &now) == 0 ? now.rss : mt_probe_rss(st->probe);
+    long long peak = peak_so_far(st->probe, now.hwm);
     if (peak >= 0 && peak < rss) {
         peak = rss; /* read a moment apart */
     }
@@ -397,11 +433,14 @@ mt_cell_running(PyObject *module, PyObject *Py_UNUSED(unused))
 void
 mt_cell_log_free(mt_cell_log *log)
 {
-    free_compositions(log);
+    free_records(log);
     Py_CLEAR(log->window.source);
     PyMem_RawFree(log->items);
     log->items = NULL;
-    log->len = log->cap = 0;
+    log->cap = 0;
+    for (int i = 0; i < MT_CELL_RECORD_KEYS; i++) {
+        Py_CLEAR(log->keys[i]);
+    }
 }
 
 /* The _core methods of this file; module.c adds them at init. */

@@ -435,12 +435,12 @@ signal_main_thread(mt_guard *g)
 static double
 thrash_look(mt_guard *g, double now)
 {
-    long long swapped;
-    unsigned long long faults;
-    if (now - g->faults_looked < THRASH_LOOK_SECONDS ||
-        mt_probe_swap_self(&g->probe, &swapped, &faults) < 0) {
+    mt_probe_self self;
+    if (now - g->faults_looked < THRASH_LOOK_SECONDS || mt_probe_read_self(&g->probe, &self) < 0 ||
+        !self.faults_known) {
         return 0;
     }
+    unsigned long long faults = self.major_faults;
     double rate =
         g->faults_looked > 0 ? (double)(faults - g->faults_then) / (now - g->faults_looked) : 0;
     g->faults_then = faults;

@@ -27,18 +27,15 @@
 /* pure parsers                                                        */
 /* ------------------------------------------------------------------ */
 
-/* Start of the line beginning with key (which includes its ':'), or NULL. */
+/* What follows "key<after>" at the start of a line, or NULL (strstr: the
+ * status file is read twice a cell, and its fields are far down). */
 static const char *
-find_line(const char *text, const char *key)
+find_line(const char *text, const char *key, char after)
 {
     size_t n = strlen(key);
-    for (const char *line = text; line && *line;) {
-        if (strncmp(line, key, n) == 0) {
-            return line + n;
-        }
-        line = strchr(line, '\n');
-        if (line) {
-            line++;
+    for (const char *at = strstr(text, key); at; at = strstr(at + 1, key)) {
+        if ((at == text || at[-1] == '\n') && at[n] == after) {
+            return at + n + 1;
         }
     }
     return NULL;
@@ -66,12 +63,8 @@ parse_ll(const char *s, long long *out)
 int
 mt_probe_parse_kb_field(const char *text, const char *key, long long *bytes)
 {
-    char full[64];
     long long kb;
-    if (snprintf(full, sizeof full, "%s:", key) >= (int)sizeof full) {
-        return -1;
-    }
-    const char *value = find_line(text, full);
+    const char *value = find_line(text, key, ':');
     if (value == NULL || parse_ll(value, &kb) < 0) {
         return -1;
     }
@@ -111,11 +104,7 @@ mt_probe_parse_limit(const char *text, long long *limit)
 int
 mt_probe_parse_keyed(const char *text, const char *key, long long *value)
 {
-    char full[96];
-    if (snprintf(full, sizeof full, "%s ", key) >= (int)sizeof full) {
-        return -1;
-    }
-    const char *v = find_line(text, full);
+    const char *v = find_line(text, key, ' ');
     return v == NULL ? -1 : parse_ll(v, value);
 }
 
@@ -396,11 +385,7 @@ mt_probe_parse_listening(const char *text, const unsigned long *inodes, int inod
 int
 mt_probe_parse_psi(const char *text, const char *line, double *avg10)
 {
-    char key[16];
-    if (snprintf(key, sizeof key, "%s ", line) >= (int)sizeof key) {
-        return -1;
-    }
-    const char *p = find_line(text, key);
+    const char *p = find_line(text, line, ' ');
     const char *eol = p ? strchr(p, '\n') : NULL;
     p = p ? strstr(p, "avg10=") : NULL;
     if (p == NULL || (eol && p > eol)) {
@@ -497,6 +482,25 @@ pread_text(int fd, char *buf, size_t size)
     return (ssize_t)got;
 }
 
+/* The files read every cell (status, statm, stat, meminfo, a cgroup's
+ * memory.current and memory.stat) are each written by one show() call, and
+ * a seq_file read returns all of such a file when the buffer holds it: one
+ * pread, not a second one to see the end.  Truncated at size - 1 bytes, as
+ * pread_text is. */
+static ssize_t
+pread_record(int fd, char *buf, size_t size)
+{
+    ssize_t n;
+    do {
+        n = pread(fd, buf, size - 1, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        return -1;
+    }
+    buf[n] = '\0';
+    return n;
+}
+
 static ssize_t
 read_text(const char *path, char *buf, size_t size)
 {
@@ -578,6 +582,7 @@ open_files(mt_probe *p)
     p->pid = getpid();
     p->status_fd = open_proc(p, "status", O_RDONLY);
     p->statm_fd = open_proc(p, "statm", O_RDONLY);
+    p->stat_fd = open_proc(p, "stat", O_RDONLY);
     p->clear_refs_fd = open_proc(p, "clear_refs", O_WRONLY);
 }
 
@@ -586,6 +591,7 @@ close_files(mt_probe *p)
 {
     close_fd(&p->status_fd);
     close_fd(&p->statm_fd);
+    close_fd(&p->stat_fd);
     close_fd(&p->clear_refs_fd);
 }
 
@@ -613,7 +619,7 @@ mt_probe_open(mt_probe *p, const char *root)
     p->page_size = sysconf(_SC_PAGESIZE);
     p->clock_ticks = sysconf(_SC_CLK_TCK);
     p->sample_interval_us = 500;
-    p->status_fd = p->statm_fd = p->clear_refs_fd = -1;
+    p->status_fd = p->statm_fd = p->stat_fd = p->clear_refs_fd = -1;
     mt_worker_init(&p->sampler, sample_step, p);
     open_files(p);
     if (p->status_fd < 0 || p->statm_fd < 0) {
@@ -696,7 +702,7 @@ mt_probe_rss(mt_probe *p)
     char buf[256];
     long long rss;
     follow_fork(p);
-    if (p->statm_fd < 0 || pread_text(p->statm_fd, buf, sizeof buf) < 0 ||
+    if (p->statm_fd < 0 || pread_record(p->statm_fd, buf, sizeof buf) < 0 ||
         mt_probe_parse_statm(buf, p->page_size, &rss) < 0) {
         return -1;
     }
@@ -704,14 +710,25 @@ mt_probe_rss(mt_probe *p)
 }
 
 int
-mt_probe_status(mt_probe *p, long long *rss, long long *hwm)
+mt_probe_read_self(mt_probe *p, mt_probe_self *now)
 {
     char buf[4096];
+    now->rss = now->hwm = now->swap = -1;
+    now->faults_known = 0;
     follow_fork(p);
-    if (p->status_fd < 0 || pread_text(p->status_fd, buf, sizeof buf) < 0 ||
-        mt_probe_parse_kb_field(buf, "VmRSS", rss) < 0 ||
-        mt_probe_parse_kb_field(buf, "VmHWM", hwm) < 0) {
+    if (p->stat_fd >= 0 && pread_record(p->stat_fd, buf, sizeof buf) >= 0) {
+        now->faults_known = mt_probe_parse_majflt(buf, &now->major_faults) == 0;
+    }
+    if (p->status_fd < 0 || pread_record(p->status_fd, buf, sizeof buf) < 0 ||
+        mt_probe_parse_kb_field(buf, "VmRSS", &now->rss) < 0) {
+        now->rss = -1;
         return -1;
+    }
+    if (mt_probe_parse_kb_field(buf, "VmHWM", &now->hwm) < 0) {
+        now->hwm = -1;
+    }
+    if (mt_probe_parse_kb_field(buf, "VmSwap", &now->swap) < 0) {
+        now->swap = -1;
     }
     return 0;
 }
@@ -730,10 +747,12 @@ mt_probe_set_method(mt_probe *p, mt_peak_method method)
 }
 
 long long
-mt_probe_peak_begin(mt_probe *p)
+mt_probe_peak_begin(mt_probe *p, mt_probe_self *now)
 {
-    follow_fork(p);
-    long long rss = mt_probe_rss(p);
+    if (mt_probe_read_self(p, now) < 0) {
+        now->rss = mt_probe_rss(p);
+    }
+    long long rss = now->rss;
     if (p->method == MT_PEAK_HWM) {
         if (try_reset_hwm(p) == 0) {
             return rss;
@@ -754,21 +773,19 @@ mt_probe_peak_begin(mt_probe *p)
 }
 
 int
-mt_probe_peak_end(mt_probe *p, long long *peak, long long *rss_now)
+mt_probe_peak_end(mt_probe *p, long long *peak, mt_probe_self *now)
 {
-    long long hwm = -1;
     *peak = -1;
-    if (mt_probe_status(p, rss_now, &hwm) < 0) {
-        *rss_now = -1;
+    if (mt_probe_read_self(p, now) < 0) {
         return -1;
     }
     if (p->method == MT_PEAK_HWM) {
-        *peak = hwm;
+        *peak = now->hwm;
     }
     else if (p->method == MT_PEAK_SAMPLED && p->sampler.started) {
         mt_worker_lock(&p->sampler);
         p->sampler.active = 0;
-        *peak = p->sampled_peak > *rss_now ? p->sampled_peak : *rss_now;
+        *peak = p->sampled_peak > now->rss ? p->sampled_peak : now->rss;
         mt_worker_unlock(&p->sampler);
         mt_worker_stop(&p->sampler); /* no thread of ours between cells */
     }
@@ -1378,13 +1395,13 @@ mt_probe_shared_working_set(const mt_probe_shared_files *files)
 {
     char usage[4096], stat[8192];
     mt_probe_shared now;
-    if (files->usage_fd < 0 || pread_text(files->usage_fd, usage, sizeof usage) < 0) {
+    if (files->usage_fd < 0 || pread_record(files->usage_fd, usage, sizeof usage) < 0) {
         return -1;
     }
     if (files->version == 0) {
         return mt_probe_parse_meminfo_usage(usage, &now) == 0 ? now.working_set : -1;
     }
-    int have_stat = files->stat_fd >= 0 && pread_text(files->stat_fd, stat, sizeof stat) >= 0;
+    int have_stat = files->stat_fd >= 0 && pread_record(files->stat_fd, stat, sizeof stat) >= 0;
     if (mt_probe_parse_cgroup_usage(usage, have_stat ? stat : NULL, files->version, &now) < 0) {
         return -1;
     }
@@ -1600,23 +1617,11 @@ mt_probe_vm_swap(mt_probe *p)
     char buf[4096];
     long long bytes;
     follow_fork(p);
-    if (p->status_fd < 0 || pread_text(p->status_fd, buf, sizeof buf) < 0 ||
+    if (p->status_fd < 0 || pread_record(p->status_fd, buf, sizeof buf) < 0 ||
         mt_probe_parse_kb_field(buf, "VmSwap", &bytes) < 0) {
         return -1;
     }
     return bytes;
-}
-
-int
-mt_probe_swap_self(mt_probe *p, long long *vm_swap, unsigned long long *major_faults)
-{
-    char buf[4096], path[MT_PROBE_PATH_MAX + 64];
-    if ((*vm_swap = mt_probe_vm_swap(p)) < 0 ||
-        proc_path(p, path, sizeof path, "/proc/self/stat") < 0 ||
-        read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_majflt(buf, major_faults) < 0) {
-        return -1;
-    }
-    return 0;
 }
 
 int

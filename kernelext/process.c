@@ -73,18 +73,17 @@ static int
 set_swap_figures(mt_probe *probe, PyObject *d)
 {
     mt_probe_swap swap;
-    long long vm_swap = -1;
-    unsigned long long faults = 0;
-    int have_self = mt_probe_swap_self(probe, &vm_swap, &faults) == 0;
+    mt_probe_self now;
+    int have_self = mt_probe_read_self(probe, &now) == 0;
     double some, full;
     int have_pressure = mt_probe_read_pressure(probe, &some, &full) == 0;
     return mt_set(d, "swap",
                   mt_probe_read_swap(probe, &swap) == 0 ? mt_guard_swap_dict(&swap)
                                                         : Py_NewRef(Py_None)) < 0 ||
-                   mt_set(d, "vm_swap", mt_size_or_none(have_self ? vm_swap : -1)) < 0 ||
+                   mt_set(d, "vm_swap", mt_size_or_none(have_self ? now.swap : -1)) < 0 ||
                    mt_set(d, "major_faults",
-                          have_self ? PyLong_FromUnsignedLongLong(faults) : Py_NewRef(Py_None)) <
-                       0 ||
+                          now.faults_known ? PyLong_FromUnsignedLongLong(now.major_faults)
+                                           : Py_NewRef(Py_None)) < 0 ||
                    mt_set(d, "memory_pressure",
                           have_pressure
                               ? Py_BuildValue("{sdsd}", "some_avg10", some, "full_avg10", full)
@@ -274,8 +273,9 @@ mt_process_uninstall_hooks(PyObject *module, PyObject *Py_UNUSED(unused))
     PyObject *previous = st->numpy_previous;
     st->numpy_previous = NULL;
     st->cells.window.open = 0;
-    long long peak, rss;
-    mt_probe_peak_end(st->probe, &peak, &rss);
+    long long peak;
+    mt_probe_self now;
+    mt_probe_peak_end(st->probe, &peak, &now);
     if (mt_heap_numpy_end(previous) < 0) {
         return NULL;
     }

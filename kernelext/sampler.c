@@ -99,6 +99,7 @@ mt_sampler_cell_end(mt_sampler *s, const mt_cell_record *record, long long budge
         s->events_dropped++; /* cells faster than the thread: the gap shows it */
     }
     s->last = *record;
+    snprintf(s->last_first_line, sizeof s->last_first_line, "%s", record->first_line);
     s->last_has_peak = record->peak != NULL;
     if (record->peak != NULL) {
         s->last_peak = *record->peak;
@@ -148,6 +149,7 @@ typedef struct {
     long long budget, trips, cells;
     mt_cell_record last;
     mt_peak_composition last_peak;
+    char last_first_line[MT_FIRST_LINE_BYTES];
     int have_last, last_pending, last_has_peak;
     mt_sampler_event events[MT_SAMPLER_EVENT_QUEUE];
     int event_count;
@@ -164,6 +166,8 @@ take_handover(mt_sampler *s, handover *h)
     h->trips = s->trips;
     h->cells = s->cells;
     h->last = s->last;
+    memcpy(h->last_first_line, s->last_first_line, sizeof h->last_first_line);
+    h->last.first_line = h->last_first_line;
     h->last_has_peak = s->last_has_peak;
     if (s->last_has_peak) {
         h->last_peak = s->last_peak;
@@ -229,7 +233,12 @@ take_sample(mt_sampler *s, const mt_message_running *run, mt_message_sample *f,
     /* Everything the descendants hold, not only what the cell added. */
     static const mt_probe_children_mark everyone;
 
-    if (mt_probe_status(&s->probe, &f->rss, &hwm) < 0) {
+    mt_probe_self self;
+    if (mt_probe_read_self(&s->probe, &self) == 0) {
+        f->rss = self.rss;
+        hwm = self.hwm;
+    }
+    else {
         f->rss = mt_probe_rss(&s->probe);
     }
     if (mt_probe_read_limit(&s->probe, &limit) == 0) {
@@ -247,13 +256,8 @@ take_sample(mt_sampler *s, const mt_message_running *run, mt_message_sample *f,
     f->children_count = kids.count;
     f->biggest_child_pid = kids.biggest_pid > 0 ? kids.biggest_pid : -1;
     f->biggest_child_private = kids.biggest_pid > 0 ? kids.biggest_owned : -1;
-    unsigned long long faults;
-    if (mt_probe_swap_self(&s->probe, &f->swap, &faults) == 0) {
-        f->major_faults = (long long)faults;
-    }
-    else {
-        f->swap = f->major_faults = -1;
-    }
+    f->swap = self.swap;
+    f->major_faults = self.faults_known ? (long long)self.major_faults : -1;
     f->cell_peak = -1;
     if (run->running) {
         /* VmHWM was reset when the cell began only under the hwm method. */

@@ -44,14 +44,16 @@ mt_shrink_window_begin(PyObject *module, PyObject *Py_UNUSED(unused))
     mt_cell_window *cell = &st->cells.window;
     st->shrink.inside_cell = cell->open;
     if (cell->open) {
-        long long peak, rss;
-        mt_probe_peak_end(st->probe, &peak, &rss);
+        long long peak;
+        mt_probe_self now;
+        mt_probe_peak_end(st->probe, &peak, &now);
         if (peak > cell->peak_floor) {
             cell->peak_floor = peak;
         }
     }
     st->shrink.started = mt_monotonic_seconds();
-    st->shrink.rss_before = mt_probe_peak_begin(st->probe);
+    mt_probe_self before;
+    st->shrink.rss_before = mt_probe_peak_begin(st->probe, &before);
     st->shrink.open = 1;
     Py_RETURN_NONE;
 }
@@ -64,22 +66,24 @@ mt_shrink_window_end(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_state *st = mt_get_state(module);
     mt_cell_window *cell = &st->cells.window;
-    long long peak = -1, rss_after = -1;
+    long long peak = -1;
+    mt_probe_self now;
     if (!st->shrink.open) {
         PyErr_SetString(PyExc_RuntimeError, "shrink_window_end() without shrink_window_begin()");
         return NULL;
     }
     st->shrink.open = 0;
-    mt_probe_peak_end(st->probe, &peak, &rss_after);
+    mt_probe_peak_end(st->probe, &peak, &now);
     double seconds = mt_monotonic_seconds() - st->shrink.started;
     if (st->shrink.inside_cell && cell->open) {
         if (peak > cell->peak_floor) {
             cell->peak_floor = peak;
         }
-        mt_probe_peak_begin(st->probe);
+        mt_probe_self before;
+        mt_probe_peak_begin(st->probe, &before);
     }
     return Py_BuildValue("{sNsNsNsd}", "rss_before", mt_size_or_none(st->shrink.rss_before),
-                         "rss_after", mt_size_or_none(rss_after), "peak_rss", mt_size_or_none(peak),
+                         "rss_after", mt_size_or_none(now.rss), "peak_rss", mt_size_or_none(peak),
                          "seconds", seconds);
 }
 

@@ -86,14 +86,20 @@ def discovery_record(k):
 def runtime():
     # Short: ipc socket paths must fit a Unix socket address.
     path = tempfile.mkdtemp(prefix="mt", dir="/tmp")
-    saved = os.environ.get("JUPYTER_RUNTIME_DIR")
-    os.environ["JUPYTER_RUNTIME_DIR"] = path
+    # memtamer's fallback directory too: other kernels on the machine (a
+    # terminal IPython's) advertise there, and watchers look there.
+    fallback = tempfile.mkdtemp(prefix="mtx", dir="/tmp")
+    own = {"JUPYTER_RUNTIME_DIR": path, "XDG_RUNTIME_DIR": fallback}
+    saved = {name: os.environ.get(name) for name in own}
+    os.environ.update(own)
     yield path
-    if saved is None:
-        del os.environ["JUPYTER_RUNTIME_DIR"]
-    else:
-        os.environ["JUPYTER_RUNTIME_DIR"] = saved
+    for name, value in saved.items():
+        if value is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = value
     shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(fallback, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

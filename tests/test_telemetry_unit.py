@@ -14,10 +14,12 @@ KERNEL = "0f3c5d2e-1111-2222-3333-444455556666"
 
 @pytest.fixture(autouse=True)
 def own_runtime_dir(tmp_path_factory, monkeypatch):
-    """Watchers look in the runtime directory besides --dir: an empty one of
-    the test's own, not the user's (where other kernels may run)."""
+    """Watchers look in the runtime directories besides --dir (Jupyter's and
+    memtamer's fallback): empty ones of the test's own, not the user's
+    (where other kernels may run, a terminal IPython's in the fallback)."""
     path = tmp_path_factory.mktemp("runtime")
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(path))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("xdg")))
     return path
 
 

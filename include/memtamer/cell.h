@@ -39,7 +39,10 @@ typedef struct {
     unsigned long long began_ticks, ended_ticks;
     mt_peak_method peak_method;
     int failed;
-    char first_line[MT_FIRST_LINE_BYTES];
+    /* The first line of the cell's source (a NUL-terminated copy of exactly
+     * its length, owned by the log): most are far shorter than the
+     * MT_FIRST_LINE_BYTES a window keeps, and the log has a record a cell. */
+    char *first_line;
     /* What made the peak (peaks.h): owned by the log, NULL for cells whose
      * peak stayed under the threshold. */
     mt_peak_composition *peak;
@@ -60,14 +63,18 @@ typedef struct {
     /* The cell's text, for the lines of its peak (a strong reference). */
     PyObject *source;
     char first_line[MT_FIRST_LINE_BYTES];
-    long long swap_before; /* VmSwap, -1 unknown */
-    unsigned long long faults_before;
+    mt_probe_self self_before; /* swap and major faults at the start */
 } mt_cell_window;
+
+/* The keys of a record's dict (cell.c's record_keys). */
+#define MT_CELL_RECORD_KEYS 22
 
 typedef struct {
     mt_cell_record *items; /* mt_reserve'd */
     Py_ssize_t len, cap;
     mt_cell_window window;
+    /* record_keys interned once: a record is made every cell. */
+    PyObject *keys[MT_CELL_RECORD_KEYS];
 } mt_cell_log;
 
 void mt_cell_log_free(mt_cell_log *log);

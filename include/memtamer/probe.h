@@ -118,7 +118,7 @@ typedef struct mt_probe {
     pid_t pid;                    /* whose files are open: a forked child reopens */
     long page_size;
     long clock_ticks;
-    int status_fd, statm_fd, clear_refs_fd;
+    int status_fd, statm_fd, stat_fd, clear_refs_fd;
     mt_peak_method method;
 
     /* The sampler thread (method SAMPLED), active during a peak window.  It
@@ -153,13 +153,20 @@ int mt_probe_psi_trigger(const mt_probe *p, const char *trigger);
 
 /* Current RSS in bytes (statm), -1 on failure. */
 long long mt_probe_rss(mt_probe *p);
-/* VmRSS and VmHWM together from one read of status. */
-int mt_probe_status(mt_probe *p, long long *rss, long long *hwm);
-/* Starts a peak window at the current RSS (HWM: reset VmHWM; SAMPLED: arm the
- * thread).  Returns the RSS at the start. */
-long long mt_probe_peak_begin(mt_probe *p);
-/* Ends the window: the peak RSS since begin, and the RSS now. */
-int mt_probe_peak_end(mt_probe *p, long long *peak, long long *rss_now);
+/* What this process's status and stat say of it now, each read once. */
+typedef struct {
+    long long rss, hwm, swap;        /* VmRSS, VmHWM, VmSwap in bytes; -1 unreadable */
+    unsigned long long major_faults; /* stat's majflt so far (swap-ins among them) */
+    int faults_known;
+} mt_probe_self;
+/* Fills now; -1 when not even VmRSS could be read. */
+int mt_probe_read_self(mt_probe *p, mt_probe_self *now);
+/* Starts a peak window (HWM: reset VmHWM; SAMPLED: arm the thread), last
+ * of all: now holds the figures just before it.  Returns the RSS at the
+ * start. */
+long long mt_probe_peak_begin(mt_probe *p, mt_probe_self *now);
+/* Ends the window: the peak RSS since begin, and the figures now. */
+int mt_probe_peak_end(mt_probe *p, long long *peak, mt_probe_self *now);
 
 /* Children: every live descendant is counted by what it adds.  The mark
  * holds, for each descendant alive at its start, its private memory then
@@ -317,9 +324,6 @@ int mt_probe_read_swap(mt_probe *p, mt_probe_swap *out);
 /* This process's bytes in swap now (status's VmSwap), -1 when unreadable:
  * one read, for the guard's watcher. */
 long long mt_probe_vm_swap(mt_probe *p);
-/* This process's bytes in swap now (status's VmSwap) and its major faults
- * so far (stat's majflt); -1 when either cannot be read. */
-int mt_probe_swap_self(mt_probe *p, long long *vm_swap, unsigned long long *major_faults);
 /* Memory pressure (PSI avg10 of "some" and "full", percent) of this
  * process's cgroup v2, else of the machine; -1 where the kernel has no PSI. */
 int mt_probe_read_pressure(mt_probe *p, double *some_avg10, double *full_avg10);

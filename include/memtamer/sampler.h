@@ -58,9 +58,11 @@ typedef struct {
     mt_message_running run;
     long long budget, trips, cells;
     mt_cell_record last; /* the last cell's record, for snapshots */
-    /* Its peak composition, copied: the cell log may free its own before
-     * the thread sends it (last.peak is never read here). */
+    /* Its peak composition and first line, copied: the cell log may free
+     * its own before the thread sends them (last.peak and last.first_line
+     * are never read here). */
     mt_peak_composition last_peak;
+    char last_first_line[MT_FIRST_LINE_BYTES];
     int have_last, last_pending, last_has_peak;
     mt_sampler_event events[MT_SAMPLER_EVENT_QUEUE];
     int event_count;

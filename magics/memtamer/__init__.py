@@ -8,7 +8,8 @@ import sys
 import types
 
 from . import _core
-from .guard import MemoryBudgetExceeded, budget, set_budget
+from .actions import compressed_names
+from .guard import MemoryBudgetExceeded, budget, running_cell, set_budget
 from .shrinker import shrink
 from .sizes import format_size
 
@@ -84,9 +85,15 @@ class _RecordingCompiler:
         return code
 
     def __getattr__(self, name):
-        return getattr(self.wrapped, name)
+        value = getattr(self.wrapped, name)
+        # IPython looks up cache, ast_parse and extra_flags every cell: a
+        # method of the wrapped compiler is kept here, found without a miss.
+        if isinstance(value, types.MethodType) and value.__self__ is self.wrapped:
+            object.__setattr__(self, name, value)
+        return value
 
     def __setattr__(self, name, value):
+        self.__dict__.pop(name, None)
         setattr(self.wrapped, name, value)
 
 
@@ -126,8 +133,10 @@ class _Extension:
         self.numpy_hook.install()
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
+        # In IPython's ast_transformers only while a cell is to be stopped:
+        # any transformer there makes IPython walk every cell's AST again.
         self.stop_cell = StopCell()
-        self.shell.ast_transformers.append(self.stop_cell)
+        self.stop_armed = False
         self.compiler = _RecordingCompiler(self.shell.compile)
         self.shell.compile = self.compiler
         self.magics = MemtamerMagics(self.shell, self)
@@ -185,8 +194,7 @@ class _Extension:
         restored = restore_all(self.shell)
         if restored:
             print(restore_notice(restored, "unloaded, so every compressed variable was restored:"))
-        if self.stop_cell in self.shell.ast_transformers:
-            self.shell.ast_transformers.remove(self.stop_cell)
+        self._unarm_stop_cell()
         if self.shell.compile is self.compiler:  # else someone wrapped it since: leave theirs
             self.shell.compile = self.compiler.wrapped
         self.live.close()
@@ -217,6 +225,7 @@ class _Extension:
                   "figures for this cell may be missing", file=sys.stderr)
 
     def pre_run_cell(self, info):
+        source = info.raw_cell or ""
         try:
             # embed_kernel(local_ns=...) replaces the namespace after extensions load.
             if self.shell.user_ns is not self.user_ns:
@@ -224,51 +233,66 @@ class _Extension:
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("following the shell's namespace", exc)
         try:
-            from .guard import running_cell
-
-            count = running_cell(self.shell, getattr(info, "store_history", True))
-            _core.cell_begin(count, info.raw_cell or "")
-            self.reruns.begin(info.raw_cell or "")
+            _core.cell_begin(running_cell(self.shell, getattr(info, "store_history", True)),
+                             source)
+            self.reruns.begin(source)
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("cell_begin", exc)
         # Inside the cell's window: the restore's memory and peak are the cell's.
-        try:
-            from .restore import auto_restore, restore_notice
+        if compressed_names:
+            self._restore_read(source)
+        if self.live.enabled:
+            try:
+                self.live.begin()
+            except Exception as exc:  # noqa: BLE001 - a callback must not raise
+                self._warn_once("the live line", exc)
 
-            restored = auto_restore(self.shell, info.raw_cell or "")
+    def _restore_read(self, source):
+        """Restores the compressed variables the cell reads, before it runs."""
+        from .restore import auto_restore, restore_notice
+
+        try:
+            restored = auto_restore(self.shell, source)
             if restored:
                 print(restore_notice(restored))
         except KeyboardInterrupt as exc:  # the cell is stopped, and still measured
             self.stop_cell.message = str(exc) or "memtamer: Ctrl-C before the cell ran"
+            self.shell.ast_transformers.append(self.stop_cell)
+            self.stop_armed = True
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("restoring compressed variables", exc)
-        try:
-            self.live.begin()
-        except Exception as exc:  # noqa: BLE001 - a callback must not raise
-            self._warn_once("the live line", exc)
 
     def _held_notices(self, result, record):
         """What a del or rebinding left held, and what a re-run kept more
         (followed always, said unless notices are off)."""
-        from .render import gone_notice, rerun_notice
-
         history = getattr(self.shell, "history_manager", None)
         source = getattr(result.info, "raw_cell", None) or ""
         growth = self.reruns.end(source, record, getattr(history, "output_hist", None))
         if not self.notice_threshold:
             return
         gone = _core.ledger_gone(record["cell"]) if record and record.get("cell") is not None else []
-        if gone:
-            print(gone_notice(gone))
-        if growth:
-            print(rerun_notice(growth))
+        if gone or growth:
+            from .render import gone_notice, rerun_notice
+
+            if gone:
+                print(gone_notice(gone))
+            if growth:
+                print(rerun_notice(growth))
+
+    def _unarm_stop_cell(self):
+        self.stop_cell.message = None  # a cell that failed to compile never took it
+        self.stop_armed = False
+        if self.stop_cell in self.shell.ast_transformers:
+            self.shell.ast_transformers.remove(self.stop_cell)
 
     def post_run_cell(self, result):
-        self.stop_cell.message = None  # a cell that failed to compile never took it
-        try:
-            self.live.end()
-        except Exception as exc:  # noqa: BLE001 - a callback must not raise
-            self._warn_once("the live line", exc)
+        if self.stop_armed:
+            self._unarm_stop_cell()
+        if self.live.thread is not None or self.live.handle is not None:
+            try:
+                self.live.end()
+            except Exception as exc:  # noqa: BLE001 - a callback must not raise
+                self._warn_once("the live line", exc)
         try:
             record = _core.cell_end(result.execution_count, not result.success)
             threshold = self.notice_threshold
