@@ -275,6 +275,28 @@ mt_probe_parse_majflt(const char *text, unsigned long long *faults)
 }
 
 int
+mt_probe_parse_last_pid(const char *text, long *pid)
+{
+    size_t len = strlen(text);
+    while (len > 0 && isspace((unsigned char)text[len - 1])) {
+        len--;
+    }
+    size_t start = len;
+    while (start > 0 && isdigit((unsigned char)text[start - 1])) {
+        start--;
+    }
+    if (start == len || start == 0 || text[start - 1] != ' ') {
+        return -1;
+    }
+    long long value;
+    if (parse_ll(text + start, &value) < 0 || value > LONG_MAX) {
+        return -1;
+    }
+    *pid = (long)value;
+    return 0;
+}
+
+int
 mt_probe_parse_state(const char *text, char *state)
 {
     const char *p = strrchr(text, ')');
@@ -501,6 +523,19 @@ pread_record(int fd, char *buf, size_t size)
     return n;
 }
 
+/* read_text for a file of one record (pread_record's). */
+static ssize_t
+read_record(const char *path, char *buf, size_t size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    ssize_t n = pread_record(fd, buf, size);
+    close(fd);
+    return n;
+}
+
 static ssize_t
 read_text(const char *path, char *buf, size_t size)
 {
@@ -583,6 +618,11 @@ open_files(mt_probe *p)
     p->status_fd = open_proc(p, "status", O_RDONLY);
     p->statm_fd = open_proc(p, "statm", O_RDONLY);
     p->stat_fd = open_proc(p, "stat", O_RDONLY);
+    char path[MT_PROBE_PATH_MAX + 64];
+    p->loadavg_fd = proc_path(p, path, sizeof path, "/proc/loadavg") == 0
+                        ? open(path, O_RDONLY | O_CLOEXEC)
+                        : -1;
+    p->walked_last_pid = -1;
     p->clear_refs_fd = open_proc(p, "clear_refs", O_WRONLY);
 }
 
@@ -592,6 +632,7 @@ close_files(mt_probe *p)
     close_fd(&p->status_fd);
     close_fd(&p->statm_fd);
     close_fd(&p->stat_fd);
+    close_fd(&p->loadavg_fd);
     close_fd(&p->clear_refs_fd);
 }
 
@@ -619,7 +660,7 @@ mt_probe_open(mt_probe *p, const char *root)
     p->page_size = sysconf(_SC_PAGESIZE);
     p->clock_ticks = sysconf(_SC_CLK_TCK);
     p->sample_interval_us = 500;
-    p->status_fd = p->statm_fd = p->stat_fd = p->clear_refs_fd = -1;
+    p->status_fd = p->statm_fd = p->stat_fd = p->clear_refs_fd = p->loadavg_fd = -1;
     mt_worker_init(&p->sampler, sample_step, p);
     open_files(p);
     if (p->status_fd < 0 || p->statm_fd < 0) {
@@ -861,6 +902,30 @@ mt_probe_descendants(const mt_probe *p, pid_t *pids, int max)
     return n;
 }
 
+/* mt_probe_descendants, walked again only when a pid was handed out since
+ * the last walk (probe.h's walked_*); the probe's owner thread only. */
+static int
+known_descendants(mt_probe *p, pid_t *pids, int max)
+{
+    char buf[256];
+    long last = -1;
+    if (!mt_probe_has_children()) {
+        return 0;
+    }
+    if (p->loadavg_fd < 0 || pread_record(p->loadavg_fd, buf, sizeof buf) < 0 ||
+        mt_probe_parse_last_pid(buf, &last) < 0) {
+        last = -1;
+    }
+    if (last < 0 || last != p->walked_last_pid) {
+        /* Read before the walk: a process born during it is walked next time. */
+        p->walked_count = mt_probe_descendants(p, p->walked, MT_PROBE_MAX_CHILDREN);
+        p->walked_last_pid = last;
+    }
+    int n = p->walked_count < max ? p->walked_count : max;
+    memcpy(pids, p->walked, (size_t)n * sizeof *pids);
+    return n;
+}
+
 /* Whether pid runs in our address space (a vforked child before its exec),
  * whose pages smaps_rollup would show as its own.  Only the real /proc has
  * real pids to compare. */
@@ -889,7 +954,7 @@ child_memory(const mt_probe *p, mt_probe_child_seen *seen, pid_t pid,
     /* stat's fields: 10 minflt, 12 majflt, 22 starttime, 24 rss (pages). */
     unsigned long long minor, major, pages;
     if (proc_path(p, path, sizeof path, "/proc/%d/stat", (int)pid) < 0 ||
-        read_text(path, buf, sizeof buf) < 0 || mt_probe_parse_starttime(buf, start_ticks) < 0 ||
+        read_record(path, buf, sizeof buf) < 0 || mt_probe_parse_starttime(buf, start_ticks) < 0 ||
         stat_field(buf, 10, &minor) < 0 || stat_field(buf, 12, &major) < 0 ||
         stat_field(buf, 24, &pages) < 0) {
         return -1;
@@ -929,7 +994,7 @@ mt_probe_children_begin(mt_probe *p, mt_probe_children_mark *mark)
     pid_t pids[MT_PROBE_MAX_CHILDREN];
     mark->start_ticks = mt_probe_boot_ticks(p);
     mark->count = 0;
-    int n = mt_probe_descendants(p, pids, MT_PROBE_MAX_CHILDREN);
+    int n = known_descendants(p, pids, MT_PROBE_MAX_CHILDREN);
     mt_probe_child_seen *seen = p->children_seen;
     for (int i = 0; i < n; i++) {
         mt_probe_child_base *b = &mark->base[mark->count];
@@ -968,7 +1033,7 @@ mt_probe_children_now(mt_probe *p, const mt_probe_children_mark *mark, mt_probe_
 {
     pid_t pids[MT_PROBE_MAX_CHILDREN];
     memset(out, 0, sizeof *out);
-    int n = mt_probe_descendants(p, pids, MT_PROBE_MAX_CHILDREN);
+    int n = known_descendants(p, pids, MT_PROBE_MAX_CHILDREN);
     for (int i = 0; i < n; i++) {
         unsigned long long started;
         long long rss, owned;

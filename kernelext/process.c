@@ -488,6 +488,13 @@ mt_process_parse(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
         }
         return PyUnicode_FromStringAndSize(&state, 1);
     }
+    if (strcmp(kind, "last_pid") == 0) {
+        long pid;
+        if (mt_probe_parse_last_pid(text, &pid) < 0) {
+            Py_RETURN_NONE;
+        }
+        return PyLong_FromLong(pid);
+    }
     if (strcmp(kind, "majflt") == 0) {
         unsigned long long faults;
         if (mt_probe_parse_majflt(text, &faults) < 0) {

@@ -506,3 +506,10 @@ def test_listening_ports_of_a_socket():
     assert _core._parse("listening", NET_TCP, 4243) == []  # connected, not listening
     assert _core._parse("listening", NET_TCP, 1) == []
     assert _core._parse("listening", "garbage\nmore garbage\n", 4242) == []
+
+
+def test_last_pid_is_loadavg_last_field():
+    assert _core._parse("last_pid", "0.40 0.79 0.95 2/311 27214\n") == 27214
+    assert _core._parse("last_pid", "0.40 0.79 0.95 2/311 7") == 7
+    for bad in ("", "27214", "0.40 0.79 0.95 2/311 \n", "0.40 0.79 0.95 2/311 x1", "a b -5"):
+        assert _core._parse("last_pid", bad) is None, bad

@@ -56,6 +56,9 @@ int mt_probe_parse_private(const char *text, long long *bytes);
 /* Field 12 (majflt: faults that waited for a page from disk, swap among
  * it) of /proc/<pid>/stat. */
 int mt_probe_parse_majflt(const char *text, unsigned long long *faults);
+/* /proc/loadavg's last field: the last pid handed out in the reader's pid
+ * namespace (threads count too). */
+int mt_probe_parse_last_pid(const char *text, long *pid);
 /* The avg10 of the "some" or "full" line of a PSI file (/proc/pressure/memory
  * or a cgroup's memory.pressure): the share of the last 10 s, in percent,
  * that some / all tasks stalled waiting for memory. */
@@ -118,7 +121,7 @@ typedef struct mt_probe {
     pid_t pid;                    /* whose files are open: a forked child reopens */
     long page_size;
     long clock_ticks;
-    int status_fd, statm_fd, stat_fd, clear_refs_fd;
+    int status_fd, statm_fd, stat_fd, clear_refs_fd, loadavg_fd;
     mt_peak_method method;
 
     /* The sampler thread (method SAMPLED), active during a peak window.  It
@@ -131,6 +134,14 @@ typedef struct mt_probe {
     /* Descendants last read, at pid % MT_PROBE_MAX_CHILDREN; only the
      * thread that owns this probe reads its children. */
     mt_probe_child_seen children_seen[MT_PROBE_MAX_CHILDREN];
+    /* The descendants the last walk of the process tree found, and the
+     * last pid the kernel had handed out before it (-1: walk again).
+     * While no pid has been handed out since, no process can have joined
+     * them, and the walk (a directory and a file per thread of each) is
+     * not made again; one that left fails its next read. */
+    long walked_last_pid;
+    int walked_count;
+    pid_t walked[MT_PROBE_MAX_CHILDREN];
 } mt_probe;
 
 /* Opens the files under root ("" or NULL: the real ones) and decides the
