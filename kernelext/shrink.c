@@ -19,14 +19,18 @@
 #include "memtamer/npy.h"
 #include "memtamer/options.h"
 #include "memtamer/shrink.h"
+#include "memtamer/worker.h"
 
 /* Conversion goes through an L2-sized scratch block; progress every ~64 MiB. */
 #define BLOCK_BYTES ((npy_intp)256 << 10)
 #define PROGRESS_BYTES ((size_t)64 << 20)
 #define WRITE_BYTES ((size_t)64 << 20)
 /* A spill's file and its array are compared (and mended) in blocks this
- * big: a multiple of any page size. */
-#define COMPARE_BYTES ((size_t)1 << 20)
+ * big: a multiple of any page size, and small enough that a block's
+ * checksum reads it from the cache the comparison brought it into.  Below
+ * SHARE_MIN_BYTES a thread's start costs more than it saves. */
+#define COMPARE_BYTES ((size_t)256 << 10)
+#define SHARE_MIN_BYTES ((size_t)16 << 20)
 
 /* ------------------------------------------------------------------ */
 /* The measured window                                                 */
@@ -1530,35 +1534,76 @@ checksum_text(uint32_t crc)
     return PyUnicode_FromFormat("crc32c:%08x", (unsigned int)crc);
 }
 
-/* Compares len bytes of live and spilled (a shared mapping of the spill
- * file) in blocks; where they differ, copies live's block over spilled's
- * when fix.  Returns whether any block differed.  With crc, the checksum of
- * spilled's bytes (as left by the fix) is continued in the same pass, while
- * each block is still in the cache.  Each block's pages of the mapping are
- * dropped from the process once compared (their contents stay in the file
- * and the page cache), or the comparison would bring back into RSS what the
- * spill took out.  Runs no Python code. */
-static int
-blocks_differ(const char *live, char *spilled, size_t len, int fix, uint32_t *crc)
+/* One thread's share of a spill's comparison (blocks_differ): a run of
+ * whole blocks, and what it found. */
+typedef struct {
+    const char *live;
+    char *spilled;
+    size_t len;
+    int fix, drop, differed;
+    uint32_t crc; /* of the share's bytes alone, as left by the fix */
+} compare_share;
+
+/* Compares a share block by block; where a block differs, copies live's
+ * over spilled's when fix.  The checksum of each block is taken while it is
+ * still in the cache.  With drop (spilled is a shared mapping of the file),
+ * each block's pages of the mapping are dropped from the process once
+ * compared (their contents stay in the file and the page cache), or the
+ * comparison would bring back into RSS what the spill took out.  No Python
+ * API: runs on a worker thread. */
+static void *
+compare_share_run(void *arg)
 {
-    int differed = 0;
-    int aligned = (uintptr_t)spilled % (uintptr_t)sysconf(_SC_PAGESIZE) == 0;
-    for (size_t at = 0; at < len; at += COMPARE_BYTES) {
-        size_t n = len - at < COMPARE_BYTES ? len - at : COMPARE_BYTES;
-        if (memcmp(live + at, spilled + at, n) != 0) {
-            differed = 1;
-            if (fix) {
-                memcpy(spilled + at, live + at, n);
+    compare_share *s = arg;
+    int aligned = s->drop && (uintptr_t)s->spilled % (uintptr_t)sysconf(_SC_PAGESIZE) == 0;
+    s->differed = 0;
+    s->crc = 0;
+    for (size_t at = 0; at < s->len; at += COMPARE_BYTES) {
+        size_t n = s->len - at < COMPARE_BYTES ? s->len - at : COMPARE_BYTES;
+        if (memcmp(s->live + at, s->spilled + at, n) != 0) {
+            s->differed = 1;
+            if (!s->fix) {
+                break;
             }
+            memcpy(s->spilled + at, s->live + at, n);
         }
-        if (crc != NULL) {
-            *crc = mt_checksum_crc32c(*crc, spilled + at, n);
-        }
+        s->crc = mt_checksum_crc32c(s->crc, s->spilled + at, n);
         if (aligned) {
-            madvise(spilled + at, n, MADV_DONTNEED);
+            madvise(s->spilled + at, n, MADV_DONTNEED);
         }
-        if (differed && !fix) {
-            break;
+    }
+    return NULL;
+}
+
+/* Compares len bytes of live and spilled (the spill file's bytes; drop:
+ * a shared mapping of it), on as many threads as there are idle cores (one per
+ * SHARE_MIN_BYTES at most); where they differ, copies live's block over
+ * spilled's when fix.  Returns whether any block differed.  With crc, the
+ * checksum of spilled's bytes (as left by the fix) is continued from the
+ * shares' checksums.  The caller holds the GIL throughout, so no Python
+ * thread writes meanwhile; the threads run no Python code. */
+static int
+blocks_differ(const char *live, char *spilled, size_t len, int fix, int drop, uint32_t *crc)
+{
+    compare_share shares[MT_WORKER_MAX_SHARES];
+    size_t enough = len / SHARE_MIN_BYTES;
+    int n = mt_worker_idle_cores(MT_WORKER_MAX_SHARES);
+    n = enough < (size_t)n ? (int)enough : n;
+    n = n < 1 ? 1 : n;
+    /* Whole blocks per share, so that every share but the last starts and
+     * ends on a page of the mapping. */
+    size_t per = (len / (size_t)n + COMPARE_BYTES - 1) / COMPARE_BYTES * COMPARE_BYTES;
+    for (int k = 0; k < n; k++) {
+        size_t from = per * (size_t)k < len ? per * (size_t)k : len;
+        size_t to = from + per < len ? from + per : len;
+        shares[k] = (compare_share){live + from, spilled + from, to - from, fix, drop, 0, 0};
+    }
+    mt_worker_run_shares(compare_share_run, (char *)shares, sizeof shares[0], n);
+    int differed = 0;
+    for (int k = 0; k < n; k++) {
+        differed |= shares[k].differed;
+        if (crc != NULL) {
+            *crc = mt_checksum_crc32c_combine(*crc, shares[k].crc, shares[k].len);
         }
     }
     return differed;
@@ -1623,7 +1668,7 @@ mt_shrink_spill_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kw
     }
     size_t len = (size_t)PyArray_NBYTES(arr);
     int fix = PyArray_ISWRITEABLE(mapped);
-    if (blocks_differ(PyArray_BYTES(live), PyArray_BYTES(mapped), len, fix, &crc)) {
+    if (blocks_differ(PyArray_BYTES(live), PyArray_BYTES(mapped), len, fix, 1, &crc)) {
         if (!fix) {
             PyErr_Format(PyExc_ValueError,
                          "%U changed while it was being spilled, and its file is mapped read-only "
@@ -1631,7 +1676,7 @@ mt_shrink_spill_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kw
                          name);
             goto done;
         }
-        if (blocks_differ(PyArray_BYTES(live), PyArray_BYTES(mapped), len, 0, NULL)) {
+        if (blocks_differ(PyArray_BYTES(live), PyArray_BYTES(mapped), len, 0, 1, NULL)) {
             PyErr_Format(PyExc_ValueError,
                          "%U kept changing while its changes were copied into its spill file "
                          "with every Python thread held: something writes into it without the "
@@ -1689,14 +1734,16 @@ mt_shrink_spill_commit_pickled(PyObject *Py_UNUSED(module), PyObject *args, PyOb
             PyObject_GetBuffer(buffer, &part, PyBUF_SIMPLE) < 0) {
             goto done;
         }
-        int same = offset >= checked && offset <= file.len && part.len <= file.len - offset &&
-                   memcmp((const char *)file.buf + offset, part.buf, (size_t)part.len) == 0;
-        PyBuffer_Release(&part);
+        int same = offset >= checked && offset <= file.len && part.len <= file.len - offset;
         if (same) {
+            /* The gap before the part, then the part, compared and checksummed. */
             crc = mt_checksum_crc32c(crc, (const char *)file.buf + checked,
-                                     (size_t)(offset + part.len - checked));
+                                     (size_t)(offset - checked));
+            same =
+                !blocks_differ(part.buf, (char *)file.buf + offset, (size_t)part.len, 0, 0, &crc);
             checked = offset + part.len;
         }
+        PyBuffer_Release(&part);
         if (!same) {
             PyErr_Format(PyExc_ValueError,
                          "%U changed (by another thread) while it was being spilled: left as "
