@@ -1455,43 +1455,22 @@ report_progress(PyObject *progress, size_t done, size_t total)
     return r ? 0 : -1;
 }
 
-PyDoc_STRVAR(mt_shrink_spill_write__doc__,
-             "spill_write(array, path, progress=None) -> bytes written to a new file; the file "
-             "must not exist, and on failure it is removed again.");
-static PyObject *
-mt_shrink_spill_write(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+/* Writes len bytes of data to fd at offset, WRITE_BYTES at a time with the
+ * GIL released, asking wb to start each piece's writeback as soon as it is
+ * written; progress and signals between pieces.  0, or -1 with errno set
+ * or, from progress or a signal, an exception. */
+static int
+write_piecewise(int fd, const char *data, size_t len, size_t offset, size_t total, mt_writeback *wb,
+                PyObject *progress)
 {
-    static char *kwlist[] = {"array", "path", "progress", NULL};
-    PyObject *obj, *path = NULL, *progress = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO&|O:spill_write", kwlist, &obj,
-                                     PyUnicode_FSConverter, &path, &progress)) {
-        return NULL;
-    }
-    PyObject *result = NULL;
-    if (numpy_needed() < 0) {
-        goto done;
-    }
-    if (!PyArray_Check(obj) || !(PyArray_IS_C_CONTIGUOUS((PyArrayObject *)obj) ||
-                                 PyArray_IS_F_CONTIGUOUS((PyArrayObject *)obj))) {
-        PyErr_SetString(PyExc_TypeError, "spill_write takes a contiguous numpy array");
-        goto done;
-    }
-    PyArrayObject *arr = (PyArrayObject *)obj;
-    const char *file = PyBytes_AS_STRING(path);
-    const char *data = PyArray_BYTES(arr);
-    size_t total = (size_t)PyArray_NBYTES(arr), done_bytes = 0;
-    int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
-        goto done;
-    }
-    int err = 0;
-    while (done_bytes < total && !err) {
-        size_t want = total - done_bytes < WRITE_BYTES ? total - done_bytes : WRITE_BYTES;
+    for (size_t done_bytes = 0; done_bytes < len;) {
+        size_t want = len - done_bytes < WRITE_BYTES ? len - done_bytes : WRITE_BYTES;
         size_t wrote = 0;
+        int err = 0;
         Py_BEGIN_ALLOW_THREADS while (wrote < want)
         {
-            ssize_t w = write(fd, data + done_bytes + wrote, want - wrote);
+            ssize_t w = pwrite(fd, data + done_bytes + wrote, want - wrote,
+                               (off_t)(offset + done_bytes + wrote));
             if (w < 0) {
                 if (errno == EINTR) {
                     continue;
@@ -1501,28 +1480,95 @@ mt_shrink_spill_write(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwa
             }
             wrote += (size_t)w;
         }
-        Py_END_ALLOW_THREADS done_bytes += wrote;
-        if (!err &&
-            (PyErr_CheckSignals() < 0 || report_progress(progress, done_bytes, total) < 0)) {
-            err = -1;
+        Py_END_ALLOW_THREADS if (err)
+        {
+            errno = err;
+            return -1;
+        }
+        mt_writeback_start(wb, fd, (off_t)(offset + done_bytes), (off_t)wrote);
+        done_bytes += wrote;
+        if (PyErr_CheckSignals() < 0 || report_progress(progress, offset + done_bytes, total) < 0) {
+            errno = 0;
+            return -1;
         }
     }
-    if (!err && close(fd) < 0) {
-        err = errno;
+    return 0;
+}
+
+PyDoc_STRVAR(mt_shrink_spill_write__doc__,
+             "spill_write(regions, path, progress=None) -> bytes in the new file: each (offset, "
+             "buffer) of regions (offsets ascending, contiguous buffers: an array, or what "
+             "pickle's buffers give) written at its offset, with the GIL released, and its "
+             "writeback to the disk started at once; the file must not exist, and on failure it "
+             "is removed again.");
+static PyObject *
+mt_shrink_spill_write(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"regions", "path", "progress", NULL};
+    PyObject *regions, *path = NULL, *progress = NULL, *seq = NULL, *result = NULL;
+    Py_buffer part = {0};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO&|O:spill_write", kwlist, &regions,
+                                     PyUnicode_FSConverter, &path, &progress)) {
+        return NULL;
     }
-    else if (err) {
+    if ((seq = PySequence_Fast(regions, "regions must be a sequence of (offset, buffer)")) ==
+        NULL) {
+        goto done;
+    }
+    /* Every part checked, and the file's size known, before the file exists. */
+    Py_ssize_t end = 0, n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t offset;
+        PyObject *buffer;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "nO", &offset, &buffer) ||
+            PyObject_GetBuffer(buffer, &part, PyBUF_ANY_CONTIGUOUS) < 0) {
+            goto done;
+        }
+        int overlaps = offset < end;
+        end = offset + part.len;
+        PyBuffer_Release(&part);
+        if (overlaps) {
+            PyErr_SetString(PyExc_ValueError, "spill_write: regions overlap or are out of order");
+            goto done;
+        }
+    }
+    const char *file = PyBytes_AS_STRING(path);
+    int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        goto done;
+    }
+    mt_writeback *wb = mt_get_state(module)->writeback;
+    int failed = 0;
+    for (Py_ssize_t i = 0; i < n && !failed; i++) {
+        Py_ssize_t offset;
+        PyObject *buffer;
+        failed = !PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "nO", &offset, &buffer) ||
+                 PyObject_GetBuffer(buffer, &part, PyBUF_ANY_CONTIGUOUS) < 0;
+        if (!failed) {
+            failed = write_piecewise(fd, part.buf, (size_t)part.len, (size_t)offset, (size_t)end,
+                                     wb, progress) < 0;
+            PyBuffer_Release(&part);
+        }
+    }
+    if (!failed && close(fd) < 0) {
+        failed = 1;
+    }
+    else if (failed) {
+        int saved = errno;
         close(fd);
+        errno = saved;
     }
-    if (err) {
-        if (err > 0) {
-            errno = err;
+    if (failed) {
+        if (!PyErr_Occurred()) {
             PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
         }
         unlink(file);
         goto done;
     }
-    result = PyLong_FromSize_t(total);
+    result = PyLong_FromSsize_t(end);
 done:
+    Py_XDECREF(seq);
     Py_XDECREF(path);
     return result;
 }

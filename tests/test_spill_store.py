@@ -206,7 +206,7 @@ def test_a_spill_in_shares_is_checksummed_and_mended_as_the_file_holds_it(tmp_pa
     checksum is the whole file's, as an independent CRC-32C gives it."""
     array = np.random.default_rng(0).integers(0, 256, 40 * 1024**2 + 12345, dtype=np.uint8)
     path = str(tmp_path / "spilled")
-    _core.spill_write(array, path)
+    _core.spill_write([(0, array)], path)
     array[[0, 17 * 1024**2, array.size - 1]] += 1  # a thread's writes after the write
     mapped = np.memmap(path, dtype=array.dtype, mode="r+", shape=array.shape)
     ns = {"a": array}
