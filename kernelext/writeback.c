@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-/* Ranges waiting for the thread; one more is dropped (the kernel's flusher
- * writes it).  A range is asked for in steps this big, so that a pause for
+/* Ranges waiting for the thread; a range beyond them is left to the
+ * kernel's flusher.  A range is asked for in steps this big, so that a pause for
  * os.fork() waits for one step at most. */
 #define QUEUED_RANGES 64
 #define STEP_BYTES ((off_t)16 << 20)
