@@ -181,6 +181,10 @@ core_exec(PyObject *module)
         return -1;
     }
     mt_probe_at_fork(st->probe, &st->fork_hooks);
+    if ((st->writeback = mt_writeback_new(&st->fork_hooks)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
     if (mt_guard_exec(module) < 0 || mt_telemetry_exec(module) < 0) {
         return -1;
     }
@@ -223,6 +227,8 @@ core_free(void *module)
     mt_telemetry_free((PyObject *)module);
     mt_guard_free((PyObject *)module);
     mt_postmortem_close(&st->postmortem, 1);
+    mt_writeback_free(st->writeback);
+    st->writeback = NULL;
     if (st->probe) {
         mt_probe_close(st->probe);
         PyMem_RawFree(st->probe);

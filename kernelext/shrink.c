@@ -19,14 +19,18 @@
 #include "memtamer/npy.h"
 #include "memtamer/options.h"
 #include "memtamer/shrink.h"
+#include "memtamer/worker.h"
 
 /* Conversion goes through an L2-sized scratch block; progress every ~64 MiB. */
 #define BLOCK_BYTES ((npy_intp)256 << 10)
 #define PROGRESS_BYTES ((size_t)64 << 20)
 #define WRITE_BYTES ((size_t)64 << 20)
 /* A spill's file and its array are compared (and mended) in blocks this
- * big: a multiple of any page size. */
-#define COMPARE_BYTES ((size_t)1 << 20)
+ * big: a multiple of any page size, and small enough that a block's
+ * checksum reads it from the cache the comparison brought it into.  Below
+ * SHARE_MIN_BYTES a thread's start costs more than it saves. */
+#define COMPARE_BYTES ((size_t)256 << 10)
+#define SHARE_MIN_BYTES ((size_t)16 << 20)
 
 /* ------------------------------------------------------------------ */
 /* The measured window                                                 */
@@ -1455,43 +1459,22 @@ report_progress(PyObject *progress, size_t done, size_t total)
     return r ? 0 : -1;
 }
 
-PyDoc_STRVAR(mt_shrink_spill_write__doc__,
-             "spill_write(array, path, progress=None) -> bytes written to a new file; the file "
-             "must not exist, and on failure it is removed again.");
-static PyObject *
-mt_shrink_spill_write(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+/* Writes len bytes of data to fd at offset, WRITE_BYTES at a time with the
+ * GIL released, asking wb to start each piece's writeback as soon as it is
+ * written; progress and signals between pieces.  0, or -1 with errno set
+ * or, from progress or a signal, an exception. */
+static int
+write_piecewise(int fd, const char *data, size_t len, size_t offset, size_t total, mt_writeback *wb,
+                PyObject *progress)
 {
-    static char *kwlist[] = {"array", "path", "progress", NULL};
-    PyObject *obj, *path = NULL, *progress = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO&|O:spill_write", kwlist, &obj,
-                                     PyUnicode_FSConverter, &path, &progress)) {
-        return NULL;
-    }
-    PyObject *result = NULL;
-    if (numpy_needed() < 0) {
-        goto done;
-    }
-    if (!PyArray_Check(obj) || !(PyArray_IS_C_CONTIGUOUS((PyArrayObject *)obj) ||
-                                 PyArray_IS_F_CONTIGUOUS((PyArrayObject *)obj))) {
-        PyErr_SetString(PyExc_TypeError, "spill_write takes a contiguous numpy array");
-        goto done;
-    }
-    PyArrayObject *arr = (PyArrayObject *)obj;
-    const char *file = PyBytes_AS_STRING(path);
-    const char *data = PyArray_BYTES(arr);
-    size_t total = (size_t)PyArray_NBYTES(arr), done_bytes = 0;
-    int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
-        goto done;
-    }
-    int err = 0;
-    while (done_bytes < total && !err) {
-        size_t want = total - done_bytes < WRITE_BYTES ? total - done_bytes : WRITE_BYTES;
+    for (size_t done_bytes = 0; done_bytes < len;) {
+        size_t want = len - done_bytes < WRITE_BYTES ? len - done_bytes : WRITE_BYTES;
         size_t wrote = 0;
+        int err = 0;
         Py_BEGIN_ALLOW_THREADS while (wrote < want)
         {
-            ssize_t w = write(fd, data + done_bytes + wrote, want - wrote);
+            ssize_t w = pwrite(fd, data + done_bytes + wrote, want - wrote,
+                               (off_t)(offset + done_bytes + wrote));
             if (w < 0) {
                 if (errno == EINTR) {
                     continue;
@@ -1501,28 +1484,95 @@ mt_shrink_spill_write(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwa
             }
             wrote += (size_t)w;
         }
-        Py_END_ALLOW_THREADS done_bytes += wrote;
-        if (!err &&
-            (PyErr_CheckSignals() < 0 || report_progress(progress, done_bytes, total) < 0)) {
-            err = -1;
+        Py_END_ALLOW_THREADS if (err)
+        {
+            errno = err;
+            return -1;
+        }
+        mt_writeback_start(wb, fd, (off_t)(offset + done_bytes), (off_t)wrote);
+        done_bytes += wrote;
+        if (PyErr_CheckSignals() < 0 || report_progress(progress, offset + done_bytes, total) < 0) {
+            errno = 0;
+            return -1;
         }
     }
-    if (!err && close(fd) < 0) {
-        err = errno;
+    return 0;
+}
+
+PyDoc_STRVAR(mt_shrink_spill_write__doc__,
+             "spill_write(regions, path, progress=None) -> bytes in the new file: each (offset, "
+             "buffer) of regions (offsets ascending, contiguous buffers: an array, or what "
+             "pickle's buffers give) written at its offset, with the GIL released, and its "
+             "writeback to the disk started at once; the file must not exist, and on failure it "
+             "is removed again.");
+static PyObject *
+mt_shrink_spill_write(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"regions", "path", "progress", NULL};
+    PyObject *regions, *path = NULL, *progress = NULL, *seq = NULL, *result = NULL;
+    Py_buffer part = {0};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO&|O:spill_write", kwlist, &regions,
+                                     PyUnicode_FSConverter, &path, &progress)) {
+        return NULL;
     }
-    else if (err) {
+    if ((seq = PySequence_Fast(regions, "regions must be a sequence of (offset, buffer)")) ==
+        NULL) {
+        goto done;
+    }
+    /* Every part checked, and the file's size known, before the file exists. */
+    Py_ssize_t end = 0, n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t offset;
+        PyObject *buffer;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "nO", &offset, &buffer) ||
+            PyObject_GetBuffer(buffer, &part, PyBUF_ANY_CONTIGUOUS) < 0) {
+            goto done;
+        }
+        int overlaps = offset < end;
+        end = offset + part.len;
+        PyBuffer_Release(&part);
+        if (overlaps) {
+            PyErr_SetString(PyExc_ValueError, "spill_write: regions overlap or are out of order");
+            goto done;
+        }
+    }
+    const char *file = PyBytes_AS_STRING(path);
+    int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        goto done;
+    }
+    mt_writeback *wb = mt_get_state(module)->writeback;
+    int failed = 0;
+    for (Py_ssize_t i = 0; i < n && !failed; i++) {
+        Py_ssize_t offset;
+        PyObject *buffer;
+        failed = !PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "nO", &offset, &buffer) ||
+                 PyObject_GetBuffer(buffer, &part, PyBUF_ANY_CONTIGUOUS) < 0;
+        if (!failed) {
+            failed = write_piecewise(fd, part.buf, (size_t)part.len, (size_t)offset, (size_t)end,
+                                     wb, progress) < 0;
+            PyBuffer_Release(&part);
+        }
+    }
+    if (!failed && close(fd) < 0) {
+        failed = 1;
+    }
+    else if (failed) {
+        int saved = errno;
         close(fd);
+        errno = saved;
     }
-    if (err) {
-        if (err > 0) {
-            errno = err;
+    if (failed) {
+        if (!PyErr_Occurred()) {
             PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
         }
         unlink(file);
         goto done;
     }
-    result = PyLong_FromSize_t(total);
+    result = PyLong_FromSsize_t(end);
 done:
+    Py_XDECREF(seq);
     Py_XDECREF(path);
     return result;
 }
@@ -1534,35 +1584,76 @@ checksum_text(uint32_t crc)
     return PyUnicode_FromFormat("crc32c:%08x", (unsigned int)crc);
 }
 
-/* Compares len bytes of live and spilled (a shared mapping of the spill
- * file) in blocks; where they differ, copies live's block over spilled's
- * when fix.  Returns whether any block differed.  With crc, the checksum of
- * spilled's bytes (as left by the fix) is continued in the same pass, while
- * each block is still in the cache.  Each block's pages of the mapping are
- * dropped from the process once compared (their contents stay in the file
- * and the page cache), or the comparison would bring back into RSS what the
- * spill took out.  Runs no Python code. */
-static int
-blocks_differ(const char *live, char *spilled, size_t len, int fix, uint32_t *crc)
+/* One thread's share of a spill's comparison (blocks_differ): a run of
+ * whole blocks, and what it found. */
+typedef struct {
+    const char *live;
+    char *spilled;
+    size_t len;
+    int fix, drop, differed;
+    uint32_t crc; /* of the share's bytes alone, as left by the fix */
+} compare_share;
+
+/* Compares a share block by block; where a block differs, copies live's
+ * over spilled's when fix.  The checksum of each block is taken while it is
+ * still in the cache.  With drop (spilled is a shared mapping of the file),
+ * each block's pages of the mapping are dropped from the process once
+ * compared (their contents stay in the file and the page cache), or the
+ * comparison would bring back into RSS what the spill took out.  No Python
+ * API: runs on a worker thread. */
+static void *
+compare_share_run(void *arg)
 {
-    int differed = 0;
-    int aligned = (uintptr_t)spilled % (uintptr_t)sysconf(_SC_PAGESIZE) == 0;
-    for (size_t at = 0; at < len; at += COMPARE_BYTES) {
-        size_t n = len - at < COMPARE_BYTES ? len - at : COMPARE_BYTES;
-        if (memcmp(live + at, spilled + at, n) != 0) {
-            differed = 1;
-            if (fix) {
-                memcpy(spilled + at, live + at, n);
+    compare_share *s = arg;
+    int aligned = s->drop && (uintptr_t)s->spilled % (uintptr_t)sysconf(_SC_PAGESIZE) == 0;
+    s->differed = 0;
+    s->crc = 0;
+    for (size_t at = 0; at < s->len; at += COMPARE_BYTES) {
+        size_t n = s->len - at < COMPARE_BYTES ? s->len - at : COMPARE_BYTES;
+        if (memcmp(s->live + at, s->spilled + at, n) != 0) {
+            s->differed = 1;
+            if (!s->fix) {
+                break;
             }
+            memcpy(s->spilled + at, s->live + at, n);
         }
-        if (crc != NULL) {
-            *crc = mt_checksum_crc32c(*crc, spilled + at, n);
-        }
+        s->crc = mt_checksum_crc32c(s->crc, s->spilled + at, n);
         if (aligned) {
-            madvise(spilled + at, n, MADV_DONTNEED);
+            madvise(s->spilled + at, n, MADV_DONTNEED);
         }
-        if (differed && !fix) {
-            break;
+    }
+    return NULL;
+}
+
+/* Compares len bytes of live and spilled (the spill file's bytes; drop:
+ * a shared mapping of it), on as many threads as there are idle cores (one per
+ * SHARE_MIN_BYTES at most); where they differ, copies live's block over
+ * spilled's when fix.  Returns whether any block differed.  With crc, the
+ * checksum of spilled's bytes (as left by the fix) is continued from the
+ * shares' checksums.  The caller holds the GIL throughout, so no Python
+ * thread writes meanwhile; the threads run no Python code. */
+static int
+blocks_differ(const char *live, char *spilled, size_t len, int fix, int drop, uint32_t *crc)
+{
+    compare_share shares[MT_WORKER_MAX_SHARES];
+    size_t enough = len / SHARE_MIN_BYTES;
+    int n = mt_worker_idle_cores(MT_WORKER_MAX_SHARES);
+    n = enough < (size_t)n ? (int)enough : n;
+    n = n < 1 ? 1 : n;
+    /* Whole blocks per share, so that every share but the last starts and
+     * ends on a page of the mapping. */
+    size_t per = (len / (size_t)n + COMPARE_BYTES - 1) / COMPARE_BYTES * COMPARE_BYTES;
+    for (int k = 0; k < n; k++) {
+        size_t from = per * (size_t)k < len ? per * (size_t)k : len;
+        size_t to = from + per < len ? from + per : len;
+        shares[k] = (compare_share){live + from, spilled + from, to - from, fix, drop, 0, 0};
+    }
+    mt_worker_run_shares(compare_share_run, (char *)shares, sizeof shares[0], n);
+    int differed = 0;
+    for (int k = 0; k < n; k++) {
+        differed |= shares[k].differed;
+        if (crc != NULL) {
+            *crc = mt_checksum_crc32c_combine(*crc, shares[k].crc, shares[k].len);
         }
     }
     return differed;
@@ -1627,7 +1718,7 @@ mt_shrink_spill_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kw
     }
     size_t len = (size_t)PyArray_NBYTES(arr);
     int fix = PyArray_ISWRITEABLE(mapped);
-    if (blocks_differ(PyArray_BYTES(live), PyArray_BYTES(mapped), len, fix, &crc)) {
+    if (blocks_differ(PyArray_BYTES(live), PyArray_BYTES(mapped), len, fix, 1, &crc)) {
         if (!fix) {
             PyErr_Format(PyExc_ValueError,
                          "%U changed while it was being spilled, and its file is mapped read-only "
@@ -1635,7 +1726,7 @@ mt_shrink_spill_commit(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kw
                          name);
             goto done;
         }
-        if (blocks_differ(PyArray_BYTES(live), PyArray_BYTES(mapped), len, 0, NULL)) {
+        if (blocks_differ(PyArray_BYTES(live), PyArray_BYTES(mapped), len, 0, 1, NULL)) {
             PyErr_Format(PyExc_ValueError,
                          "%U kept changing while its changes were copied into its spill file "
                          "with every Python thread held: something writes into it without the "
@@ -1693,14 +1784,16 @@ mt_shrink_spill_commit_pickled(PyObject *Py_UNUSED(module), PyObject *args, PyOb
             PyObject_GetBuffer(buffer, &part, PyBUF_SIMPLE) < 0) {
             goto done;
         }
-        int same = offset >= checked && offset <= file.len && part.len <= file.len - offset &&
-                   memcmp((const char *)file.buf + offset, part.buf, (size_t)part.len) == 0;
-        PyBuffer_Release(&part);
+        int same = offset >= checked && offset <= file.len && part.len <= file.len - offset;
         if (same) {
+            /* The gap before the part, then the part, compared and checksummed. */
             crc = mt_checksum_crc32c(crc, (const char *)file.buf + checked,
-                                     (size_t)(offset + part.len - checked));
+                                     (size_t)(offset - checked));
+            same =
+                !blocks_differ(part.buf, (char *)file.buf + offset, (size_t)part.len, 0, 0, &crc);
             checked = offset + part.len;
         }
+        PyBuffer_Release(&part);
         if (!same) {
             PyErr_Format(PyExc_ValueError,
                          "%U changed (by another thread) while it was being spilled: left as "

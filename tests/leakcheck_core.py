@@ -192,11 +192,14 @@ def shrink(i):
     expect_error(_core.pack, local, "s")
     _core.shrink_window_end()
     with tempfile.TemporaryDirectory() as tmp:
-        _core.spill_write(np.ones(1000), os.path.join(tmp, "spill"))
-        expect_error(_core.spill_write, np.ones(10), os.path.join(tmp, "no", "such", "dir"))
+        _core.spill_write([(0, np.ones(1000))], os.path.join(tmp, "spill"))
+        expect_error(_core.spill_write, [(0, np.ones(10))], os.path.join(tmp, "no", "such", "dir"))
+        expect_error(_core.spill_write, [(0, np.ones((4, 4))[:, ::2])], os.path.join(tmp, "gaps"))
+        expect_error(_core.spill_write, [(8, b"ab"), (0, b"cd")], os.path.join(tmp, "unordered"))
+        expect_error(_core.spill_write, np.ones(10), os.path.join(tmp, "no regions"))
         # Committed as written, after a change (copied in), and refused.
         spilled = {"a": np.arange(1000.0)}
-        _core.spill_write(spilled["a"], os.path.join(tmp, "commit"))
+        _core.spill_write([(0, spilled["a"])], os.path.join(tmp, "commit"))
         mapped = np.memmap(os.path.join(tmp, "commit"), dtype=float, mode="r+", shape=(1000,))
         spilled["a"][7] = -1
         expect_error(_core.spill_commit, spilled, "a", np.ones(1000), mapped)

@@ -269,7 +269,9 @@ def test_no_memtamer_thread_is_alive_at_fork(tmp_path):
     is registered before memtamer's, so (before-hooks run in reverse order)
     it looks at /proc/self/task after memtamer's own before-fork hook ran,
     right before the fork itself."""
-    k = Kernel(env={"MEMTAMER_RUNTIME_DIR": str(tmp_path)}, cwd=str(tmp_path))
+    # One BLAS thread: numpy's BLAS would start threads of its own.
+    k = Kernel(env={"MEMTAMER_RUNTIME_DIR": str(tmp_path), "OPENBLAS_NUM_THREADS": "1",
+                    "MEMTAMER_SPILL_DIR": str(tmp_path / "spill")}, cwd=str(tmp_path))
     try:
         k.run("import os, time\nseen = []\n"
               "os.register_at_fork(before=lambda: seen.append(set(os.listdir('/proc/self/task'))))\n"
@@ -289,6 +291,13 @@ def test_no_memtamer_thread_is_alive_at_fork(tmp_path):
         # Between cells no sampler thread is left either.
         k.run("fork_once()")
         assert k.query("len(seen[-1])") == without
+        # Nor the thread that starts a spill's writeback, right after a spill
+        # started it; it runs again after the fork: the next spill is whole.
+        k.run("import numpy as np\nfirst = np.arange(2.0**23)\n%shrink spill first\nfork_once()")
+        assert k.query("len(seen[-1])") == without
+        k.run("second = np.arange(2.0**23)\n%shrink spill second")
+        assert k.query("[type(v).__name__ for v in (first, second)]") == ["memmap", "memmap"]
+        assert k.query("bool((first == second).all() and second[-1] == 2**23 - 1)") is True
     finally:
         k.shutdown()
 

@@ -151,6 +151,72 @@ def test_the_file_checksum_is_crc32c(tmp_path, size):
         _core.spill_checksum(str(tmp_path / "missing"))
 
 
+CRC32C_POLY = 0x82F63B78  # bit-reversed: x^0 is the top bit
+
+
+def times_mod_poly(a, b):
+    """a * b modulo the CRC-32C polynomial, both bit-reversed."""
+    product = 0
+    for bit in range(31, -1, -1):
+        if a >> bit & 1:
+            product ^= b
+        b = (b >> 1) ^ (CRC32C_POLY if b & 1 else 0)
+    return product
+
+
+def crc32c_text_of_array(data):
+    """CRC-32C of a big uint8 array, for checking the threads' shares: a
+    register after n bytes is its value at the start times x^(8n), XOR what
+    the bytes alone leave in it (the definition is linear), so halves are
+    joined level by level with numpy, a multiplication by a constant being
+    a lookup per byte of the register."""
+    byte_crc = [int(crc32c_text(bytes([b]))[7:], 16) ^ times_mod_poly(1 << 23, 0xFFFFFFFF) ^
+                0xFFFFFFFF for b in range(256)]  # what byte b alone leaves in a register at 0
+    levels = max(1, (len(data) - 1).bit_length())
+    registers = np.zeros(1 << levels, np.uint32)
+    registers[len(registers) - len(data):] = np.array(byte_crc, np.uint32)[data]  # zeros first: no-ops
+    power = 1 << 23  # x^8: one byte
+    while len(registers) > 1:
+        tables = np.array([[times_mod_poly(power, byte << 8 * k) for byte in range(256)]
+                           for k in range(4)], np.uint32)
+        left, right = registers[0::2], registers[1::2]
+        shifted = (tables[0][left & 255] ^ tables[1][left >> 8 & 255] ^ tables[2][left >> 16 & 255]
+                   ^ tables[3][left >> 24])
+        registers = shifted ^ right
+        power = times_mod_poly(power, power)
+    start = 0xFFFFFFFF
+    shift, n = 1 << 31, len(data)
+    square = 1 << 23
+    while n:
+        if n & 1:
+            shift = times_mod_poly(square, shift)
+        square, n = times_mod_poly(square, square), n >> 1
+    return f"crc32c:{(times_mod_poly(shift, start) ^ int(registers[0])) ^ 0xFFFFFFFF:08x}"
+
+
+@pytest.mark.parametrize("size", [1, 9, 4096, 100_003])
+def test_the_big_array_reference_agrees_with_the_definition(size):
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
+    assert crc32c_text_of_array(data) == crc32c_text(data.tobytes())
+
+
+def test_a_spill_in_shares_is_checksummed_and_mended_as_the_file_holds_it(tmp_path):
+    """Big enough for the comparison to be split over threads (when cores
+    are idle): a write after spill_write is copied into the file, and the
+    checksum is the whole file's, as an independent CRC-32C gives it."""
+    array = np.random.default_rng(0).integers(0, 256, 40 * 1024**2 + 12345, dtype=np.uint8)
+    path = str(tmp_path / "spilled")
+    _core.spill_write([(0, array)], path)
+    array[[0, 17 * 1024**2, array.size - 1]] += 1  # a thread's writes after the write
+    mapped = np.memmap(path, dtype=array.dtype, mode="r+", shape=array.shape)
+    ns = {"a": array}
+    checksum = _core.spill_commit(ns, "a", array, mapped)
+    assert ns["a"] is mapped
+    on_disk = np.fromfile(path, np.uint8)
+    assert np.array_equal(on_disk, array)
+    assert checksum == crc32c_text_of_array(on_disk) == _core.spill_checksum(path)
+
+
 def test_a_default_store_in_ram_is_refused_and_a_chosen_one_is_not(store, monkeypatch):
     with open("/proc/mounts") as f:
         in_ram = [fields[1] for fields in (line.split() for line in f)

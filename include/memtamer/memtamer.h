@@ -27,6 +27,7 @@
 #include "memtamer/probe.h"
 #include "memtamer/shrink.h"
 #include "memtamer/worker.h"
+#include "memtamer/writeback.h"
 
 typedef struct {
     /* From PyMem_RawMalloc: the sampler thread uses it without the GIL. */
@@ -54,6 +55,9 @@ typedef struct {
      * memtamer's Python threads' (before, after) callables (a list). */
     mt_worker_fork_hooks fork_hooks;
     PyObject *python_fork_hooks;
+    /* writeback.c: the thread that starts spill files' writes to the disk
+     * (malloc'd: the thread uses it without the GIL). */
+    mt_writeback *writeback;
 } mt_state;
 
 /* Where a function needs the GIL: checked in debug builds (NDEBUG unset),

@@ -66,7 +66,7 @@ typedef struct {
 } mt_worker_fork_hook;
 
 /* The owners of threads: the probe's sampler, the guard's watcher, the
- * telemetry publisher. */
+ * telemetry publisher, the spill files' writeback. */
 #define MT_WORKER_FORK_HOOKS 4
 typedef struct {
     mt_worker_fork_hook hooks[MT_WORKER_FORK_HOOKS];

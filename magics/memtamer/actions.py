@@ -910,7 +910,7 @@ def _spill(shell, ns, name, options, progress):
     # A read-only array stays read-only: its file is mapped read-only.
     mode = "r+" if array.flags.writeable else "r"
     try:
-        _core.spill_write(array, path, progress=progress)
+        _core.spill_write([(0, array)], path, progress=progress)
         mapped = np.memmap(path, dtype=array.dtype, mode=mode, shape=array.shape, order=order)
     except BaseException:
         spill_files.remove(path)

@@ -298,16 +298,10 @@ def layout(stream, buffers):
 
 
 def write_object(path, regions, progress=None):
-    """Writes the parts at their offsets to a new file (the GIL released
-    while the kernel copies); returns the regions as the manifest keeps them."""
-    total = regions[-1][0] + regions[-1][1].nbytes
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        for offset, part in regions:
-            f.seek(offset)
-            f.write(part)
-            if progress is not None:
-                progress(offset + part.nbytes, total)
+    """Writes the parts at their offsets to a new file (as an array's spill
+    is written: the GIL released, the disk's writeback started at once);
+    returns the regions as the manifest keeps them."""
+    _core.spill_write(regions, path, progress=progress)
     return [[offset, part.nbytes, part.readonly] for offset, part in regions]
 
 
