@@ -66,8 +66,8 @@ typedef struct {
 } mt_worker_fork_hook;
 
 /* The owners of threads: the probe's sampler, the guard's watcher, the
- * telemetry publisher, the spill files' writeback. */
-#define MT_WORKER_FORK_HOOKS 4
+ * telemetry publisher, the spill files' writeback; room for as many more. */
+#define MT_WORKER_FORK_HOOKS 8
 typedef struct {
     mt_worker_fork_hook hooks[MT_WORKER_FORK_HOOKS];
     int count;
