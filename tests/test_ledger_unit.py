@@ -233,3 +233,44 @@ def test_a_cell_that_makes_many_names_is_looked_at_whole(session):
     assert ledger["many_0"]["created_cell"] == made and ledger["before"]["created_cell"] is None
     if WATCHES:  # past a point the changed names are not noted one by one (3.12+)
         assert seen["own"] - start < 1024**2, seen["own"] - start
+
+
+def test_a_change_anywhere_in_a_big_namespace_is_seen(session):
+    # On 3.11 unchanged runs of entries are skipped a block at a time: a
+    # change at either edge of a block, or in its middle, must still show.
+    s = session({f"k{i}": [i] for i in range(1000)})
+    places = (0, 1, 62, 63, 64, 65, 127, 128, 500, 998, 999)
+    for i in places:
+        cell = s.cell(lambda ns: ns.update({f"k{i}": (i,)}))
+        assert names()[f"k{i}"]["rebound_cell"] == cell, i
+    assert {n for n, e in names().items() if e["rebound_cell"] is not None} == \
+        {f"k{i}" for i in places}
+
+
+def test_popitem_then_a_new_name_with_the_same_object_is_both_seen(session):
+    # dict.popitem frees the last entry's place and the next new name takes
+    # it: the same object in the same place, under another name.
+    shared = [None] * 50
+    s = session({"first": [1], "last": shared})
+    s.cell()
+
+    def swap(ns):
+        ns.popitem()
+        ns["other"] = shared
+
+    cell = s.cell(swap)
+    assert "last" not in names()
+    assert names()["other"]["created_cell"] == cell and names()["first"]["created_cell"] is None
+
+
+def test_a_name_deleted_and_bound_again_last_is_a_rebinding(session):
+    s = session({"a": [1], "b": [2]})
+    s.cell()
+
+    def again(ns):
+        del ns["b"]
+        ns["b"] = (2,)
+
+    cell = s.cell(again)
+    assert names()["b"]["rebound_cell"] == cell and names()["b"]["created_cell"] is None
+
