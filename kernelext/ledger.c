@@ -80,6 +80,7 @@ mt_ledger_traverse(mt_ledger *l, visitproc visit, void *arg)
     Py_VISIT(l->source);
     Py_VISIT(l->ran);
     Py_VISIT(l->walked);
+    Py_VISIT(l->adopted);
     Py_VISIT(l->changes.keys);
     for (int i = 0; i < l->changes.ndicts; i++) {
         Py_VISIT(l->changes.dicts[i]);
@@ -101,6 +102,7 @@ mt_ledger_clear(mt_ledger *l)
     Py_CLEAR(l->source);
     Py_CLEAR(l->ran);
     Py_CLEAR(l->walked);
+    Py_CLEAR(l->adopted);
     for (Py_ssize_t i = 0; i < l->len; i++) {
         Py_CLEAR(l->entries[i].name);
     }
@@ -708,7 +710,9 @@ scan(mt_ledger *l, long long cell, PyObject *reads, PyObject *walk)
     PyObject *changed = PyList_New(0), *iter = NULL, *name;
     Py_ssize_t *gone = NULL, ngone = 0, gone_cap = 0;
     int rc = -1;
-    if (changed == NULL || changed_names(l, changed) < 0) {
+    if (changed == NULL || changed_names(l, changed) < 0 ||
+        PyList_SetSlice(changed, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, l->adopted) < 0 ||
+        PyList_SetSlice(l->adopted, 0, PY_SSIZE_T_MAX, NULL) < 0) {
         goto done;
     }
     for (Py_ssize_t k = 0; k < PyList_GET_SIZE(changed); k++) {
@@ -1920,7 +1924,7 @@ mt_ledger_own_bytes(const mt_ledger *l)
         (long long)l->cap * (long long)sizeof *l->entries +
         (long long)l->gone_cap * (long long)sizeof *l->gone +
         (long long)(l->user_seen.cap + l->hidden_seen.cap) * (long long)sizeof *l->user_seen.items;
-    PyObject *owned[] = {l->index, l->changes.keys, l->ran, l->walked};
+    PyObject *owned[] = {l->index, l->changes.keys, l->ran, l->walked, l->adopted};
     for (size_t k = 0; k < Py_ARRAY_LENGTH(owned); k++) {
         long long bytes = owned[k] ? mt_walker_object_bytes(owned[k]) : 0;
         if (bytes < 0) {
@@ -1982,10 +1986,11 @@ mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     l->index = PyDict_New();
     l->walked = PyList_New(0);
+    l->adopted = PyList_New(0);
     l->cell = -1;
     PyObject *watched[2] = {l->user_ns, l->hidden_ns};
     /* What is there already was made before memtamer watched: created -1. */
-    if (l->barriers == NULL || l->index == NULL || l->walked == NULL ||
+    if (l->barriers == NULL || l->index == NULL || l->walked == NULL || l->adopted == NULL ||
         mt_pyver_watch_dicts(&l->changes, watched, l->hidden_ns ? 2 : 1) < 0 ||
         scan(l, -1, NULL, NULL) < 0) {
         mt_ledger_clear(l);
@@ -2017,7 +2022,7 @@ mt_ledger_adopt(mt_ledger *l, PyObject *names)
         }
         l->entries[i].identity = (uintptr_t)value;
         l->entries[i].type = Py_TYPE(value);
-        if (PyList_Append(walk, name) < 0) {
+        if (PyList_Append(walk, name) < 0 || PyList_Append(l->adopted, name) < 0) {
             goto error;
         }
     }

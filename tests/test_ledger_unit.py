@@ -274,3 +274,16 @@ def test_a_name_deleted_and_bound_again_last_is_a_rebinding(session):
     cell = s.cell(again)
     assert names()["b"]["rebound_cell"] == cell and names()["b"]["created_cell"] is None
 
+
+
+def test_a_name_memtamer_rebound_then_bound_back_is_a_rebinding(session):
+    # A rule's action rebinds a name between cells and the ledger adopts the
+    # new object; the next cell binding the name to the first object again
+    # (or to a new one at its freed address) is the user's rebinding.
+    first, theirs = [None] * 100, [0] * 100
+    s = session({"a": first})
+    s.cell()
+    s.ns["a"] = theirs
+    _core.policy_acted_on("no such rule", ["a"])
+    cell = s.cell(lambda ns: ns.update(a=first))
+    assert names()["a"]["rebound_cell"] == cell

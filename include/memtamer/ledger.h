@@ -86,6 +86,10 @@ typedef struct {
     long long cell, generation;
     long long serial; /* cells begun since attach */
     PyObject *walked; /* list: the names walked since the cell began, each once */
+    /* list: the names adopt took since the last scan, which looks at them
+     * whatever the compare says: a snapshot (3.11) still holds the objects
+     * they had, whose addresses a later binding may take. */
+    PyObject *adopted;
     double cell_budget, report_budget;
     double last_hook_seconds;
     mt_ledger_gone *gone; /* mt_reserve'd, oldest first */
