@@ -7,7 +7,7 @@
  * one) noted them as they changed, so a cell costs work on the names it
  * touched, whatever the session's size; on 3.11 it compares the dict's
  * entries, read in place, with its copy of them (memcmp of key and value
- * pointers, a fraction of a nanosecond per name, the shell's _i<n> history
+ * pointers, about half a nanosecond per name, the shell's _i<n> history
  * included; a name rebound during the cell to a new object that took the
  * old one's address looks unchanged there), and with no watcher slot free
  * (3.12+) it matches the bindings with the previous ones name by name.  A
