@@ -103,9 +103,7 @@ def test_keys_that_are_not_plain_strings_leave_it_exact(session):
     assert "a" not in names() and gone == made + 1
 
 
-def test_deletions_rebindings_and_growth_in_one_cell_are_all_seen(session):
-    # On 3.11 the scan reads the namespace's entries in place: a deleted name
-    # leaves a hole there, and growth moves every entry to a bigger table.
+def deletions_rebindings_and_growth(session):
     s = session({f"k{i}": [i] for i in range(40)})
     deleted = {f"k{i}" for i in range(0, 40, 3)}
     rebound = {f"k{i}" for i in range(1, 40, 3)}
@@ -125,6 +123,40 @@ def test_deletions_rebindings_and_growth_in_one_cell_are_all_seen(session):
     assert {n for n in names() if names()[n]["created_cell"] == made} == created
     again = s.cell(lambda ns: ns.update(k0="back"))
     assert names()["k0"]["created_cell"] == again
+
+
+def test_deletions_rebindings_and_growth_in_one_cell_are_all_seen(session):
+    # On 3.11 the scan reads the namespace's entries in place: a deleted name
+    # leaves a hole there, and growth moves every entry to a bigger table.
+    deletions_rebindings_and_growth(session)
+
+
+@pytest.fixture
+def no_watcher_slot():
+    """Every dict watcher slot taken (3.12+), as other extensions may."""
+    if not WATCHES:
+        yield
+        return
+    import ctypes
+
+    callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.py_object,
+                                     ctypes.py_object, ctypes.py_object)
+    callback = callback_type(lambda *_: 0)  # watches no dict: never called
+    add, clear = ctypes.pythonapi.PyDict_AddWatcher, ctypes.pythonapi.PyDict_ClearWatcher
+    add.argtypes, add.restype = [callback_type], ctypes.c_int
+    clear.argtypes, clear.restype = [ctypes.c_int], ctypes.c_int
+    taken = []
+    with pytest.raises(RuntimeError, match="no more dict watcher IDs"):
+        while len(taken) < 64:
+            taken.append(add(callback))
+    yield
+    for watcher in taken:
+        clear(watcher)
+
+
+def test_with_no_watcher_slot_free_the_names_are_matched_one_by_one(no_watcher_slot, session):
+    deletions_rebindings_and_growth(session)
+    assert _core.ledger()["change_tracking"] == "namespace scan"
 
 
 def test_rebinding_to_the_same_object_is_no_rebinding(session):
