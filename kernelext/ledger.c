@@ -598,6 +598,10 @@ snapshot_changes(mt_ledger_snapshot *s, PyObject *ns, PyObject *changed)
     mt_ledger_snapshot listed = {0}; /* ns's entries when they cannot be read in place */
     Py_ssize_t n;
     const void *table;
+    uint64_t version = mt_pyver_dict_version(ns);
+    if (version != 0 && version == s->version) {
+        return 0; /* not changed since */
+    }
     const mt_pyver_dict_entry *now = mt_pyver_dict_entries(ns, &n, &table);
     if (now == NULL) {
         Py_ssize_t pos = 0;
@@ -618,6 +622,7 @@ snapshot_changes(mt_ledger_snapshot *s, PyObject *ns, PyObject *changed)
         goto error;
     }
     s->table = table;
+    s->version = version;
     PyMem_RawFree(listed.items);
     return 0;
 error:

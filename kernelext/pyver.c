@@ -135,6 +135,17 @@ mt_pyver_dict_entries(PyObject *dict, Py_ssize_t *n, const void **table)
     return NULL;
 }
 
+uint64_t
+mt_pyver_dict_version(PyObject *dict)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    return ((PyDictObject *)dict)->ma_version_tag;
+#else
+    (void)dict;
+    return 0;
+#endif
+}
+
 void
 mt_pyver_after_fork_returns(int (*resume)(void *), void *arg)
 {

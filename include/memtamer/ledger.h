@@ -72,6 +72,7 @@ typedef struct {
     mt_pyver_dict_entry *items; /* mt_reserve'd */
     Py_ssize_t len, cap;
     const void *table; /* NULL: compared in step */
+    uint64_t version;  /* the dict's version tag then (mt_pyver_dict_version), 0 unknown */
 } mt_ledger_snapshot;
 
 typedef struct {

@@ -152,6 +152,12 @@ typedef struct {
  * PyDict_Next instead. */
 const mt_pyver_dict_entry *mt_pyver_dict_entries(PyObject *dict, Py_ssize_t *n, const void **table);
 
+/* A tag that changes whenever the dict does (3.11's ma_version_tag: every
+ * insertion, rebinding, deletion or clear takes the next of a process-wide
+ * count), so an unchanged one means nothing to compare; 0 when this version
+ * keeps none to rely on (3.12+, whose watchers say what changed). */
+uint64_t mt_pyver_dict_version(PyObject *dict);
+
 /* Runs resume(arg) once os.fork() has returned in the parent; resume
  * reports its own failures and returns 0 (as a pending call must).  3.12 warns about a fork of a
  * multi-threaded process before the after-fork hooks run, 3.13 after them: there the threads
