@@ -61,7 +61,7 @@ static void
 snapshot_clear(mt_ledger_snapshot *s)
 {
     for (Py_ssize_t i = 0; i < s->len; i++) {
-        Py_CLEAR(s->items[i].name);
+        Py_CLEAR(s->items[i].key);
     }
     PyMem_RawFree(s->items);
     *s = (mt_ledger_snapshot){0};
@@ -80,6 +80,7 @@ mt_ledger_traverse(mt_ledger *l, visitproc visit, void *arg)
     Py_VISIT(l->source);
     Py_VISIT(l->ran);
     Py_VISIT(l->walked);
+    Py_VISIT(l->adopted);
     Py_VISIT(l->changes.keys);
     for (int i = 0; i < l->changes.ndicts; i++) {
         Py_VISIT(l->changes.dicts[i]);
@@ -101,6 +102,7 @@ mt_ledger_clear(mt_ledger *l)
     Py_CLEAR(l->source);
     Py_CLEAR(l->ran);
     Py_CLEAR(l->walked);
+    Py_CLEAR(l->adopted);
     for (Py_ssize_t i = 0; i < l->len; i++) {
         Py_CLEAR(l->entries[i].name);
     }
@@ -487,58 +489,145 @@ remember_gone(mt_ledger *l, const mt_ledger_entry *e, long long cell, int reboun
     return 0;
 }
 
+/* Entries compared with one memcmp (4 KiB of ours against 4 KiB of the
+ * dict's): an unchanged run costs the memory reads and little else, and a
+ * run that differs is looked at entry by entry. */
+#define COMPARED_AT_ONCE 256
+
+static int
+note_name(PyObject *changed, PyObject *name)
+{
+    return name != NULL ? PyList_Append(changed, name) : 0;
+}
+
+/* s mirrors the table now is read from: the entries that differ from their
+ * copy are the only changes, and each names its old key (rebound, deleted
+ * or replaced) and its new one (rebound or put there).  The copy is brought
+ * up to date where it differs. */
+static int
+compare_in_place(mt_ledger_snapshot *s, const mt_pyver_dict_entry *now, Py_ssize_t n,
+                 PyObject *changed)
+{
+    Py_ssize_t len = Py_MAX(n, s->len);
+    if (mt_reserve((void **)&s->items, &s->cap, len, sizeof *s->items) < 0) {
+        return -1;
+    }
+    memset(&s->items[s->len], 0, (size_t)(len - s->len) * sizeof *s->items);
+    s->len = len;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        if (i % COMPARED_AT_ONCE == 0 && i + COMPARED_AT_ONCE <= n &&
+            memcmp(&s->items[i], &now[i], COMPARED_AT_ONCE * sizeof *now) == 0) {
+            i += COMPARED_AT_ONCE - 1;
+            continue;
+        }
+        mt_pyver_dict_entry was = s->items[i], is = i < n ? now[i] : (mt_pyver_dict_entry){0};
+        if (was.key == is.key && was.value == is.value) {
+            continue;
+        }
+        if (note_name(changed, was.key) < 0 ||
+            (is.key != was.key && note_name(changed, is.key) < 0)) {
+            return -1;
+        }
+        Py_XINCREF(is.key);
+        s->items[i] = is;
+        Py_XDECREF(was.key);
+    }
+    s->len = n;
+    return 0;
+}
+
+/* s mirrors another table, or none: the keys are matched in step.  A dict
+ * keeps its insertion order, so the names that stay keep theirs and new
+ * ones come last, and one pass over both finds the changes.  s is made
+ * anew to mirror now. */
+static int
+compare_in_step(mt_ledger_snapshot *s, const mt_pyver_dict_entry *now, Py_ssize_t n,
+                PyObject *changed)
+{
+    mt_ledger_snapshot next = {0};
+    Py_ssize_t j = 0; /* s->items: [j, len) not yet met */
+    if (mt_reserve((void **)&next.items, &next.cap, n, sizeof *next.items) < 0) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        mt_pyver_dict_entry is = now[i];
+        int differs = 0;
+        if (is.key != NULL) {
+            while (j < s->len && s->items[j].key != is.key) {
+                if (note_name(changed, s->items[j].key) < 0) {
+                    goto error;
+                }
+                Py_CLEAR(s->items[j].key);
+                j++;
+            }
+            if (j < s->len) { /* the reference moves from s to next */
+                differs = s->items[j].value != is.value;
+                s->items[j++].key = NULL;
+            }
+            else {
+                Py_INCREF(is.key);
+                differs = 1;
+            }
+        }
+        next.items[next.len++] = is;
+        if (differs && note_name(changed, is.key) < 0) {
+            goto error;
+        }
+    }
+    for (; j < s->len; j++) {
+        if (note_name(changed, s->items[j].key) < 0) {
+            goto error;
+        }
+        Py_CLEAR(s->items[j].key);
+    }
+    PyMem_RawFree(s->items);
+    *s = next;
+    return 0;
+error:
+    snapshot_clear(&next);
+    return -1;
+}
+
 /* Brings s up to date with ns and appends to changed every name bound,
  * rebound or unbound since (an unbound one may be bound again further on,
- * and a name may come twice).  A dict keeps its insertion order: the names
- * that stay keep theirs and new ones come last, so one pass in step over
- * both finds the changes by comparing pointers.  On error s is emptied:
- * the next pass then reports every name, which is slow but still exact. */
+ * and a name may come twice).  On error s is emptied: the next pass then
+ * reports every name, which is slow but still exact. */
 static int
 snapshot_changes(mt_ledger_snapshot *s, PyObject *ns, PyObject *changed)
 {
-    Py_ssize_t pos = 0, j = 0, k = 0; /* items: [0, k) updated, [j, len) not yet met */
-    PyObject *name, *value;
-    while (mt_pyver_dict_next(ns, &pos, &name, &value)) {
-        while (j < s->len && s->items[j].name != name) {
-            if (PyList_Append(changed, s->items[j].name) < 0) {
-                goto error;
-            }
-            Py_CLEAR(s->items[j].name);
-            j++;
-        }
-        mt_ledger_binding now = {name, (uintptr_t)value, Py_TYPE(value)};
-        int differs = 1;
-        if (j < s->len) { /* the reference moves from slot j to slot k */
-            differs = s->items[j].identity != now.identity || s->items[j].type != now.type;
-            j++;
-        }
-        else if (mt_reserve((void **)&s->items, &s->cap, k + 1, sizeof *s->items) < 0) {
-            goto error;
-        }
-        else {
-            Py_INCREF(name);
-        }
-        s->items[k++] = now;
-        if (differs && PyList_Append(changed, name) < 0) {
-            goto error;
-        }
+    mt_ledger_snapshot listed = {0}; /* ns's entries when they cannot be read in place */
+    Py_ssize_t n;
+    const void *table;
+    uint64_t version = mt_pyver_dict_version(ns);
+    if (version != 0 && version == s->version) {
+        return 0; /* not changed since */
     }
-    for (; j < s->len; j++) {
-        if (PyList_Append(changed, s->items[j].name) < 0) {
+    const mt_pyver_dict_entry *now = mt_pyver_dict_entries(ns, &n, &table);
+    if (now == NULL) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        if (mt_reserve((void **)&listed.items, &listed.cap, PyDict_GET_SIZE(ns),
+                       sizeof *listed.items) < 0) {
             goto error;
         }
-        Py_CLEAR(s->items[j].name);
+        while (PyDict_Next(ns, &pos, &key, &value)) {
+            listed.items[listed.len++] = (mt_pyver_dict_entry){key, value};
+        }
+        now = listed.items;
+        n = listed.len;
     }
-    s->len = k;
+    int same_table = table != NULL && table == s->table;
+    if ((same_table ? compare_in_place(s, now, n, changed) : compare_in_step(s, now, n, changed)) <
+        0) {
+        goto error;
+    }
+    s->table = table;
+    s->version = version;
+    PyMem_RawFree(listed.items);
     return 0;
 error:
-    for (Py_ssize_t i = 0; i < k; i++) {
-        Py_CLEAR(s->items[i].name);
-    }
-    for (; j < s->len; j++) {
-        Py_CLEAR(s->items[j].name);
-    }
-    s->len = 0;
+    PyMem_RawFree(listed.items);
+    snapshot_clear(s);
     return -1;
 }
 
@@ -627,7 +716,9 @@ scan(mt_ledger *l, long long cell, PyObject *reads, PyObject *walk)
     PyObject *changed = PyList_New(0), *iter = NULL, *name;
     Py_ssize_t *gone = NULL, ngone = 0, gone_cap = 0;
     int rc = -1;
-    if (changed == NULL || changed_names(l, changed) < 0) {
+    if (changed == NULL || changed_names(l, changed) < 0 ||
+        PyList_SetSlice(changed, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, l->adopted) < 0 ||
+        PyList_SetSlice(l->adopted, 0, PY_SSIZE_T_MAX, NULL) < 0) {
         goto done;
     }
     for (Py_ssize_t k = 0; k < PyList_GET_SIZE(changed); k++) {
@@ -1838,8 +1929,8 @@ mt_ledger_own_bytes(const mt_ledger *l)
     long long total =
         (long long)l->cap * (long long)sizeof *l->entries +
         (long long)l->gone_cap * (long long)sizeof *l->gone +
-        (long long)(l->user_seen.cap + l->hidden_seen.cap) * (long long)sizeof(mt_ledger_binding);
-    PyObject *owned[] = {l->index, l->changes.keys, l->ran, l->walked};
+        (long long)(l->user_seen.cap + l->hidden_seen.cap) * (long long)sizeof *l->user_seen.items;
+    PyObject *owned[] = {l->index, l->changes.keys, l->ran, l->walked, l->adopted};
     for (size_t k = 0; k < Py_ARRAY_LENGTH(owned); k++) {
         long long bytes = owned[k] ? mt_walker_object_bytes(owned[k]) : 0;
         if (bytes < 0) {
@@ -1901,10 +1992,11 @@ mt_ledger_py_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     l->index = PyDict_New();
     l->walked = PyList_New(0);
+    l->adopted = PyList_New(0);
     l->cell = -1;
     PyObject *watched[2] = {l->user_ns, l->hidden_ns};
     /* What is there already was made before memtamer watched: created -1. */
-    if (l->barriers == NULL || l->index == NULL || l->walked == NULL ||
+    if (l->barriers == NULL || l->index == NULL || l->walked == NULL || l->adopted == NULL ||
         mt_pyver_watch_dicts(&l->changes, watched, l->hidden_ns ? 2 : 1) < 0 ||
         scan(l, -1, NULL, NULL) < 0) {
         mt_ledger_clear(l);
@@ -1936,7 +2028,7 @@ mt_ledger_adopt(mt_ledger *l, PyObject *names)
         }
         l->entries[i].identity = (uintptr_t)value;
         l->entries[i].type = Py_TYPE(value);
-        if (PyList_Append(walk, name) < 0) {
+        if (PyList_Append(walk, name) < 0 || PyList_Append(l->adopted, name) < 0) {
             goto error;
         }
     }

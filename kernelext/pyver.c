@@ -112,25 +112,38 @@ mt_pyver_dict_sharing_values(PyObject *o)
 #undef Py_BUILD_CORE
 #endif
 
-int
-mt_pyver_dict_next(PyObject *dict, Py_ssize_t *pos, PyObject **key, PyObject **value)
+const mt_pyver_dict_entry *
+mt_pyver_dict_entries(PyObject *dict, Py_ssize_t *n, const void **table)
 {
 #if PY_VERSION_HEX < 0x030C0000
+    _Static_assert(sizeof(PyDictUnicodeEntry) == sizeof(mt_pyver_dict_entry) &&
+                       offsetof(PyDictUnicodeEntry, me_key) == offsetof(mt_pyver_dict_entry, key) &&
+                       offsetof(PyDictUnicodeEntry, me_value) ==
+                           offsetof(mt_pyver_dict_entry, value),
+                   "3.11's entries of str keys are a key and a value pointer");
     PyDictKeysObject *keys = ((PyDictObject *)dict)->ma_keys;
     if (((PyDictObject *)dict)->ma_values == NULL && DK_IS_UNICODE(keys)) {
-        PyDictUnicodeEntry *entries = DK_UNICODE_ENTRIES(keys);
-        for (Py_ssize_t i = *pos; i < keys->dk_nentries; i++) {
-            if (entries[i].me_value != NULL) { /* else deleted */
-                *key = entries[i].me_key;
-                *value = entries[i].me_value;
-                *pos = i + 1;
-                return 1;
-            }
-        }
-        return 0;
+        *n = keys->dk_nentries;
+        *table = keys;
+        return (const mt_pyver_dict_entry *)DK_UNICODE_ENTRIES(keys);
     }
+#else
+    (void)dict;
 #endif
-    return PyDict_Next(dict, pos, key, value);
+    *n = 0;
+    *table = NULL;
+    return NULL;
+}
+
+uint64_t
+mt_pyver_dict_version(PyObject *dict)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    return ((PyDictObject *)dict)->ma_version_tag;
+#else
+    (void)dict;
+    return 0;
+#endif
 }
 
 void

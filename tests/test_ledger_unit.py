@@ -103,9 +103,7 @@ def test_keys_that_are_not_plain_strings_leave_it_exact(session):
     assert "a" not in names() and gone == made + 1
 
 
-def test_deletions_rebindings_and_growth_in_one_cell_are_all_seen(session):
-    # On 3.11 the scan reads the namespace's entries in place: a deleted name
-    # leaves a hole there, and growth moves every entry to a bigger table.
+def deletions_rebindings_and_growth(session):
     s = session({f"k{i}": [i] for i in range(40)})
     deleted = {f"k{i}" for i in range(0, 40, 3)}
     rebound = {f"k{i}" for i in range(1, 40, 3)}
@@ -125,6 +123,40 @@ def test_deletions_rebindings_and_growth_in_one_cell_are_all_seen(session):
     assert {n for n in names() if names()[n]["created_cell"] == made} == created
     again = s.cell(lambda ns: ns.update(k0="back"))
     assert names()["k0"]["created_cell"] == again
+
+
+def test_deletions_rebindings_and_growth_in_one_cell_are_all_seen(session):
+    # On 3.11 the scan reads the namespace's entries in place: a deleted name
+    # leaves a hole there, and growth moves every entry to a bigger table.
+    deletions_rebindings_and_growth(session)
+
+
+@pytest.fixture
+def no_watcher_slot():
+    """Every dict watcher slot taken (3.12+), as other extensions may."""
+    if not WATCHES:
+        yield
+        return
+    import ctypes
+
+    callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.py_object,
+                                     ctypes.py_object, ctypes.py_object)
+    callback = callback_type(lambda *_: 0)  # watches no dict: never called
+    add, clear = ctypes.pythonapi.PyDict_AddWatcher, ctypes.pythonapi.PyDict_ClearWatcher
+    add.argtypes, add.restype = [callback_type], ctypes.c_int
+    clear.argtypes, clear.restype = [ctypes.c_int], ctypes.c_int
+    taken = []
+    with pytest.raises(RuntimeError, match="no more dict watcher IDs"):
+        while len(taken) < 64:
+            taken.append(add(callback))
+    yield
+    for watcher in taken:
+        clear(watcher)
+
+
+def test_with_no_watcher_slot_free_the_names_are_matched_one_by_one(no_watcher_slot, session):
+    deletions_rebindings_and_growth(session)
+    assert _core.ledger()["change_tracking"] == "namespace scan"
 
 
 def test_rebinding_to_the_same_object_is_no_rebinding(session):
@@ -233,3 +265,57 @@ def test_a_cell_that_makes_many_names_is_looked_at_whole(session):
     assert ledger["many_0"]["created_cell"] == made and ledger["before"]["created_cell"] is None
     if WATCHES:  # past a point the changed names are not noted one by one (3.12+)
         assert seen["own"] - start < 1024**2, seen["own"] - start
+
+
+def test_a_change_anywhere_in_a_big_namespace_is_seen(session):
+    # On 3.11 unchanged runs of entries are skipped a block at a time: a
+    # change at either edge of a block, or in its middle, must still show.
+    s = session({f"k{i}": [i] for i in range(1000)})
+    places = (0, 1, 63, 64, 255, 256, 257, 511, 512, 700, 998, 999)
+    for i in places:
+        cell = s.cell(lambda ns: ns.update({f"k{i}": (i,)}))
+        assert names()[f"k{i}"]["rebound_cell"] == cell, i
+    assert {n for n, e in names().items() if e["rebound_cell"] is not None} == \
+        {f"k{i}" for i in places}
+
+
+def test_popitem_then_a_new_name_with_the_same_object_is_both_seen(session):
+    # dict.popitem frees the last entry's place and the next new name takes
+    # it: the same object in the same place, under another name.
+    shared = [None] * 50
+    s = session({"first": [1], "last": shared})
+    s.cell()
+
+    def swap(ns):
+        ns.popitem()
+        ns["other"] = shared
+
+    cell = s.cell(swap)
+    assert "last" not in names()
+    assert names()["other"]["created_cell"] == cell and names()["first"]["created_cell"] is None
+
+
+def test_a_name_deleted_and_bound_again_last_is_a_rebinding(session):
+    s = session({"a": [1], "b": [2]})
+    s.cell()
+
+    def again(ns):
+        del ns["b"]
+        ns["b"] = (2,)
+
+    cell = s.cell(again)
+    assert names()["b"]["rebound_cell"] == cell and names()["b"]["created_cell"] is None
+
+
+
+def test_a_name_memtamer_rebound_then_bound_back_is_a_rebinding(session):
+    # A rule's action rebinds a name between cells and the ledger adopts the
+    # new object; the next cell binding the name to the first object again
+    # (or to a new one at its freed address) is the user's rebinding.
+    first, theirs = [None] * 100, [0] * 100
+    s = session({"a": first})
+    s.cell()
+    s.ns["a"] = theirs
+    _core.policy_acted_on("no such rule", ["a"])
+    cell = s.cell(lambda ns: ns.update(a=first))
+    assert names()["a"]["rebound_cell"] == cell

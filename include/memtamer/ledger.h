@@ -5,18 +5,21 @@
  * After each cell the ledger looks at the names whose binding changed: on
  * 3.12 and later a dict watcher on the namespace (and the shell's hidden
  * one) noted them as they changed, so a cell costs work on the names it
- * touched, whatever the session's size; on 3.11 (or with no watcher slot
- * free) it compares the bindings with the previous ones, pointer against
- * pointer in the dict's own order, so the shell's _i<n> history costs a
- * comparison each.  A changed name is classified again and compared by
- * object identity (the ledger keeps no reference to user objects: that
- * would keep them alive).  It collects the names the cell's compiled code
- * loads (as the shell's compiler hands it over: ledger_ran; the source is
- * compiled again only when the shell compiled nothing we saw), and walks
- * only what was bound, rebound or read; the rest keeps its
- * cached size.  A report walks every root: the variables and the hidden
- * holders (IPython's output cache Out[n], _, __, ___, _n, other underscore
- * names, sys.last_value / sys.last_traceback, the namespaces %run keeps).
+ * touched, whatever the session's size; on 3.11 it compares the dict's
+ * entries, read in place, with its copy of them (memcmp of key and value
+ * pointers, about half a nanosecond per name, the shell's _i<n> history
+ * included; a name rebound during the cell to a new object that took the
+ * old one's address looks unchanged there), and with no watcher slot free
+ * (3.12+) it matches the bindings with the previous ones name by name.  A
+ * changed name is classified again and compared by object identity (the
+ * ledger keeps no reference to user objects: that would keep them alive).
+ * It collects the names the cell's compiled code loads (as the shell's
+ * compiler hands it over: ledger_ran; the source is compiled again only
+ * when the shell compiled nothing we saw), and walks only what was bound,
+ * rebound or read; the rest keeps its cached size.  A report walks every
+ * root: the variables and the hidden holders (IPython's output cache
+ * Out[n], _, __, ___, _n, other underscore names, sys.last_value /
+ * sys.last_traceback, the namespaces %run keeps).
  * Holders are reported as dicts: "label" for people, "kind" (variable,
  * view, output_cache, output_name, exception, run_namespace, unnamed) and
  * what a purge needs: "key" (a name of the user namespace), "out_index"
@@ -59,18 +62,17 @@ typedef struct {
     int rebound;        /* 1: rebound, 0: deleted */
 } mt_ledger_gone;
 
-/* One binding of a namespace as the last scan saw it. */
+/* A namespace's entries as the last scan saw them, in the dict's own
+ * order: each key strong, each value by identity only (no reference is
+ * kept).  While table is the dict's table read in place
+ * (mt_pyver_dict_entries), items mirror it entry for entry, holes of
+ * deleted names included, and the next scan compares the two with memcmp;
+ * else names are matched in step (see snapshot_changes). */
 typedef struct {
-    PyObject *name;     /* strong */
-    uintptr_t identity; /* of the bound object; no reference is kept */
-    PyTypeObject *type;
-} mt_ledger_binding;
-
-/* A namespace's bindings in its own order, so the next scan finds what
- * changed by comparing pointers in step (see snapshot_changes). */
-typedef struct {
-    mt_ledger_binding *items; /* mt_reserve'd */
+    mt_pyver_dict_entry *items; /* mt_reserve'd */
     Py_ssize_t len, cap;
+    const void *table; /* NULL: compared in step */
+    uint64_t version;  /* the dict's version tag then (mt_pyver_dict_version), 0 unknown */
 } mt_ledger_snapshot;
 
 typedef struct {
@@ -85,6 +87,10 @@ typedef struct {
     long long cell, generation;
     long long serial; /* cells begun since attach */
     PyObject *walked; /* list: the names walked since the cell began, each once */
+    /* list: the names adopt took since the last scan, which looks at them
+     * whatever the compare says: a snapshot (3.11) still holds the objects
+     * they had, whose addresses a later binding may take. */
+    PyObject *adopted;
     double cell_budget, report_budget;
     double last_hook_seconds;
     mt_ledger_gone *gone; /* mt_reserve'd, oldest first */

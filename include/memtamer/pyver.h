@@ -134,13 +134,29 @@ long long mt_pyver_preheader_bytes(PyTypeObject *tp);
  * tp_traverse lists the dict itself). */
 PyObject *mt_pyver_dict_sharing_values(PyObject *o);
 
-/* PyDict_Next for a scan that touches only the dict (the ledger's snapshot
- * compare, which on 3.11 visits every name each cell): 3.11's PyDict_Next
- * also reads each key's hash from the key object, a cache miss per name in a
- * big namespace, so there a table of values kept in the entries (not a split
- * one) is read in place.  Same contract as PyDict_Next (borrowed references,
- * pos an entry index; the dict must not change between the calls). */
-int mt_pyver_dict_next(PyObject *dict, Py_ssize_t *pos, PyObject **key, PyObject **value);
+/* One entry of a dict's table as 3.11 lays out a table of str keys: a
+ * deleted entry stays in its place as {NULL, NULL} until the table is
+ * rebuilt. */
+typedef struct {
+    PyObject *key, *value;
+} mt_pyver_dict_entry;
+
+/* The dict's entries read in place, for the ledger's copy of a namespace
+ * on 3.11 (no dict watchers there), which it compares with memcmp: a
+ * pointer pair per name, none of the key objects touched.  Borrowed, in
+ * insertion order, *n of them, valid until the dict next changes; *table
+ * is what holds them, and while a dict keeps the same table its entries
+ * keep their positions (a rebuilt table compacts them).  NULL with *table
+ * NULL (and no exception) when the dict's table is not laid out so (a key
+ * that is not a str, a split table), and on 3.12+: iterate with
+ * PyDict_Next instead. */
+const mt_pyver_dict_entry *mt_pyver_dict_entries(PyObject *dict, Py_ssize_t *n, const void **table);
+
+/* A tag that changes whenever the dict does (3.11's ma_version_tag: every
+ * insertion, rebinding, deletion or clear takes the next of a process-wide
+ * count), so an unchanged one means nothing to compare; 0 when this version
+ * keeps none to rely on (3.12+, whose watchers say what changed). */
+uint64_t mt_pyver_dict_version(PyObject *dict);
 
 /* Runs resume(arg) once os.fork() has returned in the parent; resume
  * reports its own failures and returns 0 (as a pending call must).  3.12 warns about a fork of a
