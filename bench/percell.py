@@ -40,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 BATCHES = 8
 PER_BATCH = 200
 ROUNDS = 3
+STEP_EVERY = 10  # the ledger's step is read after one cell in this many
 VARIABLES = 10_000
 HISTORY = 10_000
 CHILDREN = 8
@@ -135,9 +136,12 @@ def worker(row, on, flag=None):
     if on:  # the ledger's own step, timed inside cell_end: the load of other work barely moves it
         from memtamer import _core
 
-        for _ in range(PER_BATCH):
+        # Read after every STEP_EVERY-th cell: reading builds a dict of every
+        # variable, which would leave the next cell's step a cold cache.
+        for i in range(PER_BATCH * STEP_EVERY):
             cell()
-            ledger_steps.append(_core.ledger()["last_hook_seconds"])
+            if i % STEP_EVERY == STEP_EVERY - 1:
+                ledger_steps.append(_core.ledger()["last_hook_seconds"])
     received = 0
     for s in sockets:
         while s.poll(0):
@@ -246,6 +250,7 @@ def main_instructions(pythons, rows):
 
 def main(pythons, rows):
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load_at_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     versions = {python: python_version(python) for python in pythons}
     best, own, step = {}, {}, {}
     for python in pythons:
@@ -267,14 +272,16 @@ def main(pythons, rows):
         f"`bench/percell.py`, {started}: "
         "`InteractiveShell.run_cell('x = 1')` in process, plain IPython and IPython with "
         f"`%load_ext memtamer` side by side in one run; fastest of {BATCHES} batches of "
-        f"{PER_BATCH} cells, fastest of {ROUNDS} fresh interpreters each. Other work shared the "
-        "machine (2 cores), so the figures carry its load.",
+        f"{PER_BATCH} cells, fastest of {ROUNDS} fresh interpreters each. Machine: "
+        f"{os.cpu_count()} cores, load average {load_at_start} at the start and "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end.",
         "",
         "ledger step: the ledger's work in `cell_end` (what changed, what the cell read, the "
-        f"walks), the median of {PER_BATCH} cells, timed inside them (the lowest of the "
-        "interpreters). memtamer's own bytes: its bookkeeping after the row's cells "
-        "(`report()['own_bytes']`; "
-        f"the long row after {HISTORY + BATCHES * PER_BATCH + PER_BATCH:,} cells, goal "
+        f"walks), the median of {PER_BATCH} cells, timed inside them, each the last of "
+        f"{STEP_EVERY} (reading the figure builds a dict of every variable, which would leave "
+        "the next cell's caches cold), the lowest of the interpreters. memtamer's own bytes: "
+        "its bookkeeping after the row's cells (`report()['own_bytes']`; the long row after "
+        f"{HISTORY + PER_BATCH + BATCHES * PER_BATCH + STEP_EVERY * PER_BATCH:,} cells, goal "
         f"≤ {OWN_GOAL_MIB} MiB).",
         "",
         "| Python | row | plain | with memtamer | added per cell | goal | ledger step | "
