@@ -6,13 +6,14 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "memtamer/entropy.h"
 #include "memtamer/frames.h"
 #include "memtamer/options.h"
 #include "memtamer/worker.h"
 
 #define CHUNK_BYTES MT_FRAMES_CHUNK_BYTES
 /* Values per transform block: each block has its own frame of reference. */
-#define BLOCK_VALUES ((size_t)1 << 13)
+#define BLOCK_VALUES ((size_t)1 << 14)
 #define MAX_THREADS 8
 /* 'auto' tries lz4 at the user's level, zstd at blosc's level 1 (zstd's
  * own fastest) and at blosc's level 3 (zstd's 5): the deeper level costs two
@@ -20,12 +21,17 @@
  * smaller on public datasets, bench/floatcodecs.py), not on smooth series. */
 #define AUTO_ZSTD_LEVEL 1
 #define AUTO_ZSTD_DEEP_LEVEL 3
-#define AUTO_CANDIDATES 3
+/* And the byte planes coded by rANS (entropy.h), which no blosc codec
+ * does: as fast as zstd's fastest, it is taken whenever it is smallest. */
+#define ENTROPY_CODEC "rans"
+#define AUTO_CANDIDATES 4
 /* The sample that decides: pieces spread over the largest source. */
 #define SAMPLE_PIECES 8
 #define SAMPLE_PIECE ((size_t)512 << 10)
-/* Narrowing is tried when the plan expects at most half the bytes. */
-#define NARROW_AT_MOST 4.0
+/* Narrowing is tried when the plan expects at most about half the bytes:
+ * float32 values take half, and a few exceptions among them must not
+ * keep the sample from deciding. */
+#define NARROW_AT_MOST 4.5
 /* 'auto' takes a slower candidate over a faster one only when its result is
  * at least this much smaller: a few percent are not worth its time. */
 #define ZSTD_MUST_SAVE 0.10
@@ -35,8 +41,7 @@ static void
 blosc_error(int rc, const char *doing)
 {
     if (rc == 0 && strcmp(doing, "decompressing") == 0) {
-        PyErr_SetString(PyExc_ValueError,
-                        "memtamer: compressed data is corrupt or truncated (blosc returned 0)");
+        PyErr_SetString(PyExc_ValueError, "memtamer: compressed data is corrupt or truncated");
     }
     else {
         PyErr_Format(PyExc_RuntimeError, "memtamer: blosc failed while %s (code %d)", doing, rc);
@@ -332,7 +337,8 @@ static int
 buffers_make(buffers *b, size_t largest, int narrowing, int nthreads)
 {
     memset(b, 0, sizeof *b);
-    size_t packed = (narrowing ? narrowed_bound(largest) : largest) + BLOSC_MAX_OVERHEAD;
+    size_t packed =
+        mt_entropy_bound(narrowing ? narrowed_bound(largest) : largest) + BLOSC_MAX_OVERHEAD;
     b->packed = PyMem_RawMalloc(packed);
     if (narrowing) {
         b->narrowed = PyMem_RawMalloc(narrowed_bound(largest) + 1);
@@ -346,9 +352,16 @@ buffers_make(buffers *b, size_t largest, int narrowing, int nthreads)
     return 0;
 }
 
+static int
+entropy_stage(const char *codec)
+{
+    return strcmp(codec, ENTROPY_CODEC) == 0;
+}
+
 /* Compresses len bytes at ptr (narrowed first when plan is given) into
- * b->packed; returns blosc's result (the compressed length, <= 0 on
- * failure) and the narrowed length in *tbytes.  No GIL needed. */
+ * b->packed, by blosc or the entropy stage; returns the compressed length
+ * (<= 0 on failure: blosc's code, or -1 out of memory) and the narrowed
+ * length in *tbytes.  No GIL needed. */
 static int
 pack(const char *ptr, size_t len, int typesize, const mt_transform_plan *plan, const char *codec,
      int level, int nthreads, buffers *b, size_t *tbytes)
@@ -360,8 +373,24 @@ pack(const char *ptr, size_t len, int typesize, const mt_transform_plan *plan, c
         from = b->narrowed;
         typesize = *tbytes ? mt_transform_block_width(b->narrowed) : 1;
     }
+    if (entropy_stage(codec)) {
+        size_t packed = mt_entropy_encode(from, *tbytes, typesize <= 8 ? typesize : 1, b->packed);
+        return packed ? (int)packed : -1;
+    }
     return blosc_compress_ctx(level, BLOSC_SHUFFLE, (size_t)typesize, *tbytes, from, b->packed,
                               *tbytes + BLOSC_MAX_OVERHEAD, codec, 0, nthreads);
+}
+
+/* Decompresses a chunk's data into want bytes at out; 1, or 0 when they are
+ * corrupt or not want bytes.  No GIL needed. */
+static int
+unpack(const mt_chunk *c, const mt_settings *how, char *out, size_t want)
+{
+    if (entropy_stage(how->codec)) {
+        return mt_entropy_decode(c->data, c->csize, out, want);
+    }
+    int rc = blosc_decompress_ctx(c->data, out, want, how->nthreads);
+    return rc > 0 && (size_t)rc == want;
 }
 
 /* ---- choosing the codec and whether to narrow ---- */
@@ -408,6 +437,8 @@ choose(const mt_source *src, Py_ssize_t n, mt_settings *how, int keep_gil, mt_fr
         if (how->narrow && src[i].values >= 0 && src[i].nbytes >= 8) {
             mt_transform_plan_for(src[i].ptr, src[i].nbytes / 8, (mt_values_type)src[i].values,
                                   &f->plan);
+            /* A single block has no other to agree with. */
+            f->plan.aligned = src[i].nbytes / 8 > BLOCK_VALUES;
             f->narrowed = f->plan.narrowed_size <= NARROW_AT_MOST;
         }
         if (largest < 0 || src[i].nbytes > src[largest].nbytes) {
@@ -418,9 +449,11 @@ choose(const mt_source *src, Py_ssize_t n, mt_settings *how, int keep_gil, mt_fr
         return 0; /* nothing to choose */
     }
     /* Fastest first: each slower one must earn its time (ZSTD_MUST_SAVE). */
-    candidate candidates[AUTO_CANDIDATES] = {
-        {how->codec, how->level}, {"zstd", AUTO_ZSTD_LEVEL}, {"zstd", AUTO_ZSTD_DEEP_LEVEL}};
-    long long best[AUTO_CANDIDATES] = {-1, -1, -1};
+    candidate candidates[AUTO_CANDIDATES] = {{how->codec, how->level},
+                                             {"zstd", AUTO_ZSTD_LEVEL},
+                                             {"zstd", AUTO_ZSTD_DEEP_LEVEL},
+                                             {ENTROPY_CODEC, how->level}};
+    long long best[AUTO_CANDIDATES] = {-1, -1, -1, -1};
     int narrow[AUTO_CANDIDATES] = {0}, ncandidates = how->automatic ? AUTO_CANDIDATES : 1;
     int failed = 0;
     const mt_source *s = &src[largest];
@@ -449,8 +482,11 @@ choose(const mt_source *src, Py_ssize_t n, mt_settings *how, int keep_gil, mt_fr
         return -1;
     }
     int c = 0;
-    for (int slower = 1; slower < ncandidates; slower++) {
+    for (int slower = 1; slower < ncandidates - 1; slower++) {
         c = (double)best[slower] <= (1 - ZSTD_MUST_SAVE) * (double)best[c] ? slower : c;
+    }
+    if (ncandidates == AUTO_CANDIDATES && best[AUTO_CANDIDATES - 1] < best[c]) {
+        c = AUTO_CANDIDATES - 1;
     }
     strcpy(how->codec, candidates[c].codec);
     how->level = candidates[c].level;
@@ -547,18 +583,18 @@ mt_frames_decompress(const mt_frame *f, char *dest, const mt_settings *how, PyOb
     }
     for (Py_ssize_t j = 0; j < f->nchunks; j++) {
         const mt_chunk *c = &f->chunks[j];
-        int rc, intact = 1;
+        int intact;
         size_t want = f->narrowed ? c->tbytes : c->nbytes;
-        Py_BEGIN_ALLOW_THREADS rc = blosc_decompress_ctx(
-            c->data, f->narrowed ? narrowed : dest + offset, want, how->nthreads);
-        if (f->narrowed && rc > 0 && (size_t)rc == want) {
+        Py_BEGIN_ALLOW_THREADS intact =
+            unpack(c, how, f->narrowed ? narrowed : dest + offset, want);
+        if (f->narrowed && intact) {
             intact =
                 widen_blocks(&f->plan, narrowed, want, dest + offset, c->nbytes, how->nthreads);
         }
-        Py_END_ALLOW_THREADS if (rc <= 0 || (size_t)rc != want || !intact)
+        Py_END_ALLOW_THREADS if (!intact)
         {
             PyMem_RawFree(narrowed);
-            blosc_error(rc > 0 ? 0 : rc, "decompressing");
+            blosc_error(0, "decompressing");
             return -1;
         }
         offset += c->nbytes;
@@ -596,9 +632,7 @@ mt_frames_match(const mt_frame *f, const char *src, const mt_settings *how)
     for (Py_ssize_t j = 0; j < f->nchunks && same; j++) {
         const mt_chunk *c = &f->chunks[j];
         size_t want = f->narrowed ? c->tbytes : c->nbytes;
-        int rc =
-            blosc_decompress_ctx(c->data, f->narrowed ? narrowed : values, want, how->nthreads);
-        int intact = rc > 0 && (size_t)rc == want;
+        int intact = unpack(c, how, f->narrowed ? narrowed : values, want);
         if (intact && f->narrowed) {
             intact = widen_blocks(&f->plan, narrowed, want, values, c->nbytes, how->nthreads);
         }
@@ -610,28 +644,41 @@ mt_frames_match(const mt_frame *f, const char *src, const mt_settings *how)
     return same;
 }
 
+void
+mt_frames_coder(const mt_settings *how, char *out, size_t size)
+{
+    if (entropy_stage(how->codec)) {
+        snprintf(out, size, "rANS by byte plane");
+    }
+    else {
+        snprintf(out, size, "%s level %d", how->codec, how->level);
+    }
+}
+
 PyObject *
 mt_frames_describe(const mt_frame *f, const mt_settings *how)
 {
+    char coder[48];
+    mt_frames_coder(how, coder, sizeof coder);
     if (!f->narrowed) {
-        return PyUnicode_FromFormat("%s level %d", how->codec, how->level);
+        return PyUnicode_FromString(coder);
     }
     if (f->plan.lag) {
-        return PyUnicode_FromFormat("%s level %d on differences over a period of %zu values "
+        return PyUnicode_FromFormat("%s on differences over a period of %zu values "
                                     "(decimal digits, float32 or bits, each block its own)",
-                                    how->codec, how->level, f->plan.lag);
+                                    coder, f->plan.lag);
     }
     if (f->plan.type == MT_VALUES_FLOAT64 && f->plan.form == MT_FORM_FLOAT32) {
-        return PyUnicode_FromFormat("%s level %d on float32 values held as float64, each "
+        return PyUnicode_FromFormat("%s on float32 values held as float64, each "
                                     "block its own form",
-                                    how->codec, how->level);
+                                    coder);
     }
     if (f->plan.type == MT_VALUES_FLOAT64) {
-        return PyUnicode_FromFormat("%s level %d on decimal digits (10^-%d), each block its "
+        return PyUnicode_FromFormat("%s on decimal digits (10^-%d), each block its "
                                     "own exponent or float32",
-                                    how->codec, how->level, f->plan.exponent);
+                                    coder, f->plan.exponent);
     }
-    return PyUnicode_FromFormat("%s level %d on narrowed integers", how->codec, how->level);
+    return PyUnicode_FromFormat("%s on narrowed integers", coder);
 }
 
 PyDoc_STRVAR(

@@ -69,6 +69,10 @@ def test_integers_and_timestamps_are_narrowed():
     assert same_bits(stamps, back) and "narrowed integers" in info["method"]
     big = np.uint64(2**64 - 1) - np.random.default_rng(3).integers(0, 50_000, 2**20).astype(np.uint64)
     info, back = round_trip(big)
+    assert same_bits(big, back)
+    # Narrowing itself, at one codec: with 'auto', rANS on the raw bytes' planes (six of
+    # them constant) may come out as small.
+    info, back = round_trip(big, codec="lz4")
     assert same_bits(big, back) and "narrowed integers" in info["method"]
 
 
