@@ -21,10 +21,14 @@
  * smaller on public datasets, bench/floatcodecs.py), not on smooth series. */
 #define AUTO_ZSTD_LEVEL 1
 #define AUTO_ZSTD_DEEP_LEVEL 3
+/* The deeper zstd is also tried on values left whole, unshuffled: values
+ * that repeat (a table's few distinct values, scaled or not) repeat as
+ * whole 8-byte strings, which byte shuffling cuts apart. */
+#define AUTO_UNSHUFFLED 3
 /* And the byte planes coded by rANS (entropy.h), which no blosc codec
- * does: as fast as zstd's fastest, it is taken whenever it is smallest. */
+ * does: it is taken whenever it is smallest. */
 #define ENTROPY_CODEC "rans"
-#define AUTO_CANDIDATES 4
+#define AUTO_CANDIDATES 5
 /* The sample that decides: pieces spread over the largest source. */
 #define SAMPLE_PIECES 8
 #define SAMPLE_PIECE ((size_t)512 << 10)
@@ -358,13 +362,19 @@ entropy_stage(const char *codec)
     return strcmp(codec, ENTROPY_CODEC) == 0;
 }
 
+typedef struct {
+    const char *codec;
+    int level;
+    int unshuffled; /* blosc takes the bytes as they are */
+} candidate;
+
 /* Compresses len bytes at ptr (narrowed first when plan is given) into
  * b->packed, by blosc or the entropy stage; returns the compressed length
  * (<= 0 on failure: blosc's code, or -1 out of memory) and the narrowed
  * length in *tbytes.  No GIL needed. */
 static int
-pack(const char *ptr, size_t len, int typesize, const mt_transform_plan *plan, const char *codec,
-     int level, int nthreads, buffers *b, size_t *tbytes)
+pack(const char *ptr, size_t len, int typesize, const mt_transform_plan *plan, const candidate *c,
+     int nthreads, buffers *b, size_t *tbytes)
 {
     const char *from = ptr;
     *tbytes = len;
@@ -373,12 +383,13 @@ pack(const char *ptr, size_t len, int typesize, const mt_transform_plan *plan, c
         from = b->narrowed;
         typesize = *tbytes ? mt_transform_block_width(b->narrowed) : 1;
     }
-    if (entropy_stage(codec)) {
+    if (entropy_stage(c->codec)) {
         size_t packed = mt_entropy_encode(from, *tbytes, typesize <= 8 ? typesize : 1, b->packed);
         return packed ? (int)packed : -1;
     }
-    return blosc_compress_ctx(level, BLOSC_SHUFFLE, (size_t)typesize, *tbytes, from, b->packed,
-                              *tbytes + BLOSC_MAX_OVERHEAD, codec, 0, nthreads);
+    return blosc_compress_ctx(c->level, c->unshuffled ? BLOSC_NOSHUFFLE : BLOSC_SHUFFLE,
+                              (size_t)typesize, *tbytes, from, b->packed,
+                              *tbytes + BLOSC_MAX_OVERHEAD, c->codec, 0, nthreads);
 }
 
 /* Decompresses a chunk's data into want bytes at out; 1, or 0 when they are
@@ -395,11 +406,6 @@ unpack(const mt_chunk *c, const mt_settings *how, char *out, size_t want)
 
 /* ---- choosing the codec and whether to narrow ---- */
 
-typedef struct {
-    const char *codec;
-    int level;
-} candidate;
-
 /* Compressed bytes of a sample of s: pieces spread over it. */
 static long long
 sample_size(const mt_source *s, const mt_transform_plan *plan, const candidate *c, int nthreads,
@@ -414,8 +420,7 @@ sample_size(const mt_source *s, const mt_transform_plan *plan, const candidate *
         size_t first = pieces == 1 ? 0 : k * ((s->nbytes - piece) / (pieces - 1));
         first -= first % 8; /* whole values, whatever the type */
         size_t tbytes;
-        int rc = pack(s->ptr + first, piece, s->typesize, plan, c->codec, c->level, nthreads, b,
-                      &tbytes);
+        int rc = pack(s->ptr + first, piece, s->typesize, plan, c, nthreads, b, &tbytes);
         if (rc <= 0) {
             return -1;
         }
@@ -449,11 +454,12 @@ choose(const mt_source *src, Py_ssize_t n, mt_settings *how, int keep_gil, mt_fr
         return 0; /* nothing to choose */
     }
     /* Fastest first: each slower one must earn its time (ZSTD_MUST_SAVE). */
-    candidate candidates[AUTO_CANDIDATES] = {{how->codec, how->level},
-                                             {"zstd", AUTO_ZSTD_LEVEL},
-                                             {"zstd", AUTO_ZSTD_DEEP_LEVEL},
-                                             {ENTROPY_CODEC, how->level}};
-    long long best[AUTO_CANDIDATES] = {-1, -1, -1, -1};
+    candidate candidates[AUTO_CANDIDATES] = {{how->codec, how->level, how->unshuffled},
+                                             {"zstd", AUTO_ZSTD_LEVEL, 0},
+                                             {"zstd", AUTO_ZSTD_DEEP_LEVEL, 0},
+                                             {"zstd", AUTO_ZSTD_DEEP_LEVEL, 1},
+                                             {ENTROPY_CODEC, how->level, 0}};
+    long long best[AUTO_CANDIDATES] = {-1, -1, -1, -1, -1};
     int narrow[AUTO_CANDIDATES] = {0}, ncandidates = how->automatic ? AUTO_CANDIDATES : 1;
     int failed = 0;
     const mt_source *s = &src[largest];
@@ -466,6 +472,9 @@ choose(const mt_source *src, Py_ssize_t n, mt_settings *how, int keep_gil, mt_fr
     PyThreadState *released = release_gil(keep_gil);
     for (int c = 0; c < ncandidates && !failed; c++) {
         for (int narrowed = 0; narrowed <= f->narrowed && !failed; narrowed++) {
+            if (c == AUTO_UNSHUFFLED && (narrowed || s->typesize == 1)) {
+                continue; /* narrowed digits, single bytes: shuffled or not, the same */
+            }
             long long size =
                 sample_size(s, narrowed ? &f->plan : NULL, &candidates[c], how->nthreads, &b);
             failed = size < 0;
@@ -483,13 +492,15 @@ choose(const mt_source *src, Py_ssize_t n, mt_settings *how, int keep_gil, mt_fr
     }
     int c = 0;
     for (int slower = 1; slower < ncandidates - 1; slower++) {
-        c = (double)best[slower] <= (1 - ZSTD_MUST_SAVE) * (double)best[c] ? slower : c;
+        int saves = (double)best[slower] <= (1 - ZSTD_MUST_SAVE) * (double)best[c];
+        c = best[slower] >= 0 && saves ? slower : c;
     }
     if (ncandidates == AUTO_CANDIDATES && best[AUTO_CANDIDATES - 1] < best[c]) {
         c = AUTO_CANDIDATES - 1;
     }
     strcpy(how->codec, candidates[c].codec);
     how->level = candidates[c].level;
+    how->unshuffled = candidates[c].unshuffled;
     f->narrowed = narrow[c];
     return 0;
 }
@@ -536,8 +547,9 @@ mt_frames_compress(const mt_source *src, Py_ssize_t n, mt_settings *how, size_t 
             size_t len = f->nbytes - offset < CHUNK_BYTES ? f->nbytes - offset : CHUNK_BYTES;
             mt_chunk *c = &f->chunks[j];
             PyThreadState *released = release_gil(keep_gil);
+            candidate chosen = {how->codec, how->level, how->unshuffled};
             int rc = pack(src[i].ptr + offset, len, f->typesize, f->narrowed ? &f->plan : NULL,
-                          how->codec, how->level, how->nthreads, &b, &c->tbytes);
+                          &chosen, how->nthreads, &b, &c->tbytes);
             if (rc > 0 && (c->data = PyMem_RawMalloc((size_t)rc)) != NULL) {
                 memcpy(c->data, b.packed, (size_t)rc);
             }
@@ -651,7 +663,8 @@ mt_frames_coder(const mt_settings *how, char *out, size_t size)
         snprintf(out, size, "rANS by byte plane");
     }
     else {
-        snprintf(out, size, "%s level %d", how->codec, how->level);
+        snprintf(out, size, "%s level %d%s", how->codec, how->level,
+                 how->unshuffled ? ", bytes unshuffled" : "");
     }
 }
 

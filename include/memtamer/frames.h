@@ -48,8 +48,9 @@ typedef struct {
     char codec[16]; /* blosc's name for it; after 'auto', the one chosen, which may be "rans":
                        entropy.h's byte planes instead of blosc */
     int level;
-    int automatic; /* the user asked for 'auto' */
-    int narrow;    /* 8-byte numbers may be narrowed first */
+    int unshuffled; /* blosc takes the bytes as they are, not shuffled ('auto' only) */
+    int automatic;  /* the user asked for 'auto' */
+    int narrow;     /* 8-byte numbers may be narrowed first */
     int nthreads;
 } mt_settings;
 
