@@ -368,6 +368,17 @@ typedef struct {
     int unshuffled; /* blosc takes the bytes as they are */
 } candidate;
 
+/* blosc starts its threads afresh on every call: a thread is worth its
+ * start and join from this many bytes on. */
+#define BLOSC_BYTES_PER_THREAD ((size_t)256 << 10)
+
+static int
+blosc_threads(size_t len, int nthreads)
+{
+    size_t enough = len / BLOSC_BYTES_PER_THREAD;
+    return enough < 1 ? 1 : enough < (size_t)nthreads ? (int)enough : nthreads;
+}
+
 /* Compresses len bytes at ptr (narrowed first when plan is given) into
  * b->packed, by blosc or the entropy stage; returns the compressed length
  * (<= 0 on failure: blosc's code, or -1 out of memory) and the narrowed
@@ -387,9 +398,9 @@ pack(const char *ptr, size_t len, int typesize, const mt_transform_plan *plan, c
         size_t packed = mt_entropy_encode(from, *tbytes, typesize <= 8 ? typesize : 1, b->packed);
         return packed ? (int)packed : -1;
     }
-    return blosc_compress_ctx(c->level, c->unshuffled ? BLOSC_NOSHUFFLE : BLOSC_SHUFFLE,
-                              (size_t)typesize, *tbytes, from, b->packed,
-                              *tbytes + BLOSC_MAX_OVERHEAD, c->codec, 0, nthreads);
+    return blosc_compress_ctx(
+        c->level, c->unshuffled ? BLOSC_NOSHUFFLE : BLOSC_SHUFFLE, (size_t)typesize, *tbytes, from,
+        b->packed, *tbytes + BLOSC_MAX_OVERHEAD, c->codec, 0, blosc_threads(*tbytes, nthreads));
 }
 
 /* Decompresses a chunk's data into want bytes at out; 1, or 0 when they are
@@ -400,7 +411,7 @@ unpack(const mt_chunk *c, const mt_settings *how, char *out, size_t want)
     if (entropy_stage(how->codec)) {
         return mt_entropy_decode(c->data, c->csize, out, want);
     }
-    int rc = blosc_decompress_ctx(c->data, out, want, how->nthreads);
+    int rc = blosc_decompress_ctx(c->data, out, want, blosc_threads(want, how->nthreads));
     return rc > 0 && (size_t)rc == want;
 }
 

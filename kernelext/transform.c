@@ -7,6 +7,7 @@
 #include "memtamer/transform.h"
 
 #include <float.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,14 +261,41 @@ aligned_base(uint64_t base, uint64_t span, int width)
     return base;
 }
 
+/* Every this many values are counted for plane_bits: enough to tell two
+ * sequences apart, a quarter of the cost. */
+#define PLANE_STRIDE 4
+
+/* The bits per value that the byte planes of v[0..count) less base, width
+ * bytes each, take under an order-0 code of each plane (their empirical
+ * entropy, over every PLANE_STRIDE-th value): what rANS (entropy.h), and
+ * near enough zstd's Huffman code, spend on them. */
+static double
+plane_bits(const int64_t *v, size_t count, uint64_t base, int width)
+{
+    double bits = 0;
+    size_t n = (count + PLANE_STRIDE - 1) / PLANE_STRIDE;
+    for (int k = 0; k < width && n; k++) {
+        uint32_t freq[256] = {0};
+        for (size_t j = 0; j < count; j += PLANE_STRIDE) {
+            freq[(uint8_t)(((uint64_t)v[j] - base) >> (8 * k))]++;
+        }
+        for (int s = 0; s < 256; s++) {
+            bits -= freq[s] ? freq[s] * log2((double)freq[s] / (double)n) : 0;
+        }
+    }
+    return n ? bits / (double)n : 0;
+}
+
 /* The narrowest of the frames of reference over digit[0..count): the
  * digits less their least, their differences, or (lagged given) their
- * differences from the digits one lag back; at the same width, the one of
- * the smaller span, whose top bytes vary less.  Fills stored[] with the
- * chosen sequence; *base is what it is measured from, aligned when asked. */
+ * differences from the digits one lag back; between the first two, when
+ * weigh is set and both narrow, the one whose byte planes carry fewer
+ * bits (a random walk's steps, a noisy series' neighbours; independent
+ * draws keep their digits).  Fills stored[] with the chosen sequence;
+ * *base is what it is measured from, aligned when asked. */
 static void
-choose_frame(const int64_t *digit, const int64_t *lagged, size_t count, int align, int *width,
-             int *from, uint64_t *base, int64_t *stored)
+choose_frame(const int64_t *digit, const int64_t *lagged, size_t count, int weigh, int align,
+             int *width, int *from, uint64_t *base, int64_t *stored)
 {
     uint64_t lowest, step_lowest = 0, lag_lowest = 0;
     uint64_t plain_span = spread(digit, count, &lowest), diff_span = UINT64_MAX,
@@ -284,7 +312,11 @@ choose_frame(const int64_t *digit, const int64_t *lagged, size_t count, int alig
         lag_span = spread(lagged, count, &lag_lowest);
         lag = width_for(lag_span);
     }
-    int steps = diff < plain || (diff == plain && diff_span < plain_span);
+    int steps = diff < plain;
+    if (weigh && diff < 8 && plain < 8 && count > 1) {
+        steps = plane_bits(stored + 1, count - 1, step_lowest, diff) <
+                plane_bits(digit, count, lowest, plain);
+    }
     *from = lag < plain && lag < diff ? FROM_LAG : steps ? FROM_NEIGHBOUR : FROM_BASE;
     switch (*from) {
     case FROM_LAG:
@@ -314,7 +346,7 @@ run_bytes(mt_values_type t, mt_values_form form, int exponent, const char *at, s
     int width = 8, from;
     uint64_t base;
     if (nexc * MAX_EXCEPTION_SHARE <= run) {
-        choose_frame(digit, NULL, run, 0, &width, &from, &base, digit + run);
+        choose_frame(digit, NULL, run, 0, 0, &width, &from, &base, digit + run);
     }
     return width == 8 ? 8.0 * (double)run : (double)(run * (size_t)width + nexc * EXCEPTION_BYTES);
 }
@@ -545,7 +577,7 @@ encode_form(const mt_transform_plan *plan, mt_values_form form, int exponent, co
     if (plan->lag) {
         lag_differences(type, form, exponent, values, digit, count, before, plan->lag, lagged);
     }
-    choose_frame(digit, plan->lag ? lagged : NULL, count, plan->aligned, &width, &from, &h.base,
+    choose_frame(digit, plan->lag ? lagged : NULL, count, 1, plan->aligned, &width, &from, &h.base,
                  stored);
     size_t size = sizeof h + count * (size_t)width + nexc * EXCEPTION_BYTES;
     if (width == 8 || size >= sizeof h + count * 8) {
