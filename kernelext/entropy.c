@@ -135,11 +135,13 @@ encoder_symbol_for(uint32_t freq, uint32_t cum, encoder_symbol *e)
 }
 
 /* Encodes plane k into the stream that ends at end; returns where it
- * begins (it takes at most 2 bytes per item, then 8).  Two states take
- * the items in turn (even, odd), so that decoding runs two chains of
- * dependent steps side by side. */
+ * begins, NULL when it would begin before begin (a stream that long is
+ * no smaller than the plane as it is).  Two states take the items in
+ * turn (even, odd), so that decoding runs two chains of dependent steps
+ * side by side. */
 static uint8_t *
-rans_encode(const uint8_t *in, size_t items, int width, int k, const model *m, uint8_t *end)
+rans_encode(const uint8_t *in, size_t items, int width, int k, const model *m, const uint8_t *begin,
+            uint8_t *end)
 {
     encoder_symbol code[256];
     for (int s = m->lo; s <= m->hi; s++) {
@@ -151,6 +153,9 @@ rans_encode(const uint8_t *in, size_t items, int width, int k, const model *m, u
         const encoder_symbol *e = &code[in[i * (size_t)width + (size_t)k]];
         uint32_t state = x[i & 1];
         while (state >= e->most) {
+            if (at == begin) {
+                return NULL;
+            }
             *--at = (uint8_t)state;
             state >>= 8;
         }
@@ -158,6 +163,9 @@ rans_encode(const uint8_t *in, size_t items, int width, int k, const model *m, u
         x[i & 1] = state + e->bias + q * e->complement;
     }
     /* Read back first to last: the first state, then the second. */
+    if (at - begin < 8) {
+        return NULL;
+    }
     at -= 8;
     put_state(at, x[0]);
     put_state(at + 4, x[1]);
@@ -175,9 +183,9 @@ encode_plane(const uint8_t *in, size_t items, int width, int k, uint8_t *scratch
         out[1] = (uint8_t)m.lo;
         return 2;
     }
-    uint8_t *end = scratch + 2 * items + 8;
-    uint8_t *stream = rans_encode(in, items, width, k, &m, end);
-    size_t length = (size_t)(end - stream);
+    uint8_t *end = scratch + items;
+    uint8_t *stream = rans_encode(in, items, width, k, &m, scratch, end);
+    size_t length = stream ? (size_t)(end - stream) : items;
     size_t table = PRESENT_BYTES + (size_t)distinct * 2;
     if (1 + table + 4 + length >= 1 + items) {
         out[0] = PLANE_RAW;
@@ -216,7 +224,7 @@ mt_entropy_encode(const void *in, size_t n, int width, void *out)
     uint8_t *at = out;
     size_t items = n / (size_t)width, tail = n % (size_t)width;
     uint64_t total = n;
-    uint8_t *scratch = items ? malloc(2 * items + 8) : NULL;
+    uint8_t *scratch = items ? malloc(items) : NULL; /* a stream, while shorter than the plane */
     if (items && scratch == NULL) {
         return 0;
     }
@@ -311,6 +319,13 @@ decode_rans(const uint8_t *at, const uint8_t *end, size_t items, int width, int 
     return x[0] == RANS_LOW && x[1] == RANS_LOW && stream == stream_end
                ? (size_t)(stream_end - start)
                : 0;
+}
+
+int
+mt_entropy_width(const void *in, size_t size)
+{
+    const uint8_t *at = in;
+    return size >= HEADER_BYTES && at[0] >= 1 && at[0] <= 8 ? at[0] : 0;
 }
 
 int

@@ -320,6 +320,173 @@ widen_blocks(const mt_transform_plan *plan, const char *in, size_t tbytes, char 
     return !w.failed;
 }
 
+static int
+entropy_stage(const char *codec)
+{
+    return strcmp(codec, ENTROPY_CODEC) == 0;
+}
+
+/* The entropy stage codes a chunk in segments of this many bytes (whole
+ * items), each with its own tables, so that threads share the work; the
+ * same segments whatever the threads.  The chunk's bytes: the number of
+ * segments (uint32), each one's coded length (uint32), then the codes. */
+#define SEGMENT_BYTES ((size_t)1 << 20)
+/* A chunk's segments at most: a narrowed chunk is a little longer than
+ * CHUNK_BYTES (its blocks' headers), segments of 3-byte items a little
+ * shorter than SEGMENT_BYTES. */
+#define MAX_SEGMENTS (CHUNK_BYTES / SEGMENT_BYTES + 2)
+
+static size_t
+segment_bytes(int width)
+{
+    return SEGMENT_BYTES - SEGMENT_BYTES % (size_t)width;
+}
+
+static size_t
+segment_count(size_t len, int width)
+{
+    return (len + segment_bytes(width) - 1) / segment_bytes(width);
+}
+
+/* Room for the entropy stage's code of len bytes. */
+static size_t
+segments_bound(size_t len)
+{
+    size_t n = segment_count(len, 1);
+    return sizeof(uint32_t) * (1 + n) + n * mt_entropy_bound(SEGMENT_BYTES);
+}
+
+/* What the threads coding one chunk's segments share; each takes the next
+ * segment not yet taken. */
+typedef struct {
+    const char *plain; /* the chunk's bytes */
+    size_t len;
+    int width;
+    size_t segments;
+    size_t next;         /* atomic */
+    char *coded;         /* encode: segment k goes at segments_bound(k * segment)'s offset;
+                            decode: the codes, one after the other */
+    uint32_t *lengths;   /* each segment's coded bytes */
+    const size_t *start; /* decode: each code's offset in coded */
+    char *out;           /* decode: the chunk's bytes */
+    int failed;          /* atomic */
+} segment_work;
+
+static size_t
+segment_length(const segment_work *w, size_t k)
+{
+    size_t first = k * segment_bytes(w->width);
+    return w->len - first < segment_bytes(w->width) ? w->len - first : segment_bytes(w->width);
+}
+
+static void *
+encode_segments(void *arg)
+{
+    segment_work *w = arg;
+    for (size_t k = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED); k < w->segments;
+         k = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED)) {
+        size_t size =
+            mt_entropy_encode(w->plain + k * segment_bytes(w->width), segment_length(w, k),
+                              w->width, w->coded + k * mt_entropy_bound(SEGMENT_BYTES));
+        w->lengths[k] = (uint32_t)size;
+        if (size == 0) {
+            __atomic_store_n(&w->failed, 1, __ATOMIC_RELAXED);
+        }
+    }
+    return NULL;
+}
+
+static void *
+decode_segments(void *arg)
+{
+    segment_work *w = arg;
+    for (size_t k = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED); k < w->segments;
+         k = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED)) {
+        if (!mt_entropy_decode(w->coded + w->start[k], w->lengths[k],
+                               w->out + k * segment_bytes(w->width), segment_length(w, k))) {
+            __atomic_store_n(&w->failed, 1, __ATOMIC_RELAXED);
+        }
+    }
+    return NULL;
+}
+
+static int
+segment_threads(size_t segments, int nthreads)
+{
+    return segments < (size_t)nthreads ? (int)(segments ? segments : 1) : nthreads;
+}
+
+/* Codes len bytes of items width bytes wide into out (room:
+ * segments_bound(len)); returns the bytes, 0 when out of memory. */
+static size_t
+entropy_pack(const char *plain, size_t len, int width, int nthreads, char *out)
+{
+    size_t segments = segment_count(len, width);
+    uint32_t lengths[MAX_SEGMENTS];
+    /* Coded where each segment could at most begin, behind the header,
+     * then moved up behind the one before. */
+    size_t header = sizeof(uint32_t) * (1 + segments), at = header;
+    segment_work w = {.plain = plain,
+                      .len = len,
+                      .width = width,
+                      .segments = segments,
+                      .coded = out + header,
+                      .lengths = lengths};
+    mt_worker_run_shares(encode_segments, (char *)&w, 0, segment_threads(segments, nthreads));
+    uint32_t count = (uint32_t)segments;
+    memcpy(out, &count, sizeof count);
+    for (size_t k = 0; !w.failed && k < segments; k++) {
+        memcpy(out + sizeof count * (1 + k), &lengths[k], sizeof lengths[k]);
+        memmove(out + at, w.coded + k * mt_entropy_bound(SEGMENT_BYTES), lengths[k]);
+        at += lengths[k];
+    }
+    return w.failed ? 0 : at;
+}
+
+/* Decodes size coded bytes into len bytes at out; 1, or 0 when they are
+ * corrupt. */
+static int
+entropy_unpack(const char *coded, size_t size, char *out, size_t len, int nthreads)
+{
+    uint32_t count;
+    if (size < sizeof count) {
+        return 0;
+    }
+    memcpy(&count, coded, sizeof count);
+    size_t header = sizeof count * (1 + (size_t)count);
+    if (count > MAX_SEGMENTS || size < header) {
+        return 0;
+    }
+    /* The items' width sets the segments' length: the first one's code
+     * says it (none: no segments). */
+    int width = count ? mt_entropy_width(coded + header, size - header) : 1;
+    if (width == 0 || count != segment_count(len, width)) {
+        return 0;
+    }
+    uint32_t lengths[MAX_SEGMENTS];
+    size_t start[MAX_SEGMENTS];
+    int intact = 1;
+    size_t at = header;
+    for (uint32_t k = 0; intact && k < count; k++) {
+        memcpy(&lengths[k], coded + sizeof count * (1 + k), sizeof lengths[k]);
+        start[k] = at;
+        intact = lengths[k] <= size - at;
+        at += intact ? lengths[k] : 0;
+    }
+    if (intact && at == size) {
+        segment_work w = {.len = len,
+                          .width = width,
+                          .segments = count,
+                          .coded = (char *)coded,
+                          .lengths = lengths,
+                          .start = start,
+                          .out = out};
+        mt_worker_run_shares(decode_segments, (char *)&w, 0, segment_threads(count, nthreads));
+        intact = !w.failed;
+    }
+    return intact && at == size;
+}
+
 /* Buffers for compressing one chunk (or sample piece) of up to `largest`
  * bytes.  PyMem_RawMalloc'd: used without the GIL. */
 typedef struct {
@@ -342,7 +509,7 @@ buffers_make(buffers *b, size_t largest, int narrowing, int nthreads)
 {
     memset(b, 0, sizeof *b);
     size_t packed =
-        mt_entropy_bound(narrowing ? narrowed_bound(largest) : largest) + BLOSC_MAX_OVERHEAD;
+        segments_bound(narrowing ? narrowed_bound(largest) : largest) + BLOSC_MAX_OVERHEAD;
     b->packed = PyMem_RawMalloc(packed);
     if (narrowing) {
         b->narrowed = PyMem_RawMalloc(narrowed_bound(largest) + 1);
@@ -354,12 +521,6 @@ buffers_make(buffers *b, size_t largest, int narrowing, int nthreads)
         return -1;
     }
     return 0;
-}
-
-static int
-entropy_stage(const char *codec)
-{
-    return strcmp(codec, ENTROPY_CODEC) == 0;
 }
 
 typedef struct {
@@ -395,7 +556,8 @@ pack(const char *ptr, size_t len, int typesize, const mt_transform_plan *plan, c
         typesize = *tbytes ? mt_transform_block_width(b->narrowed) : 1;
     }
     if (entropy_stage(c->codec)) {
-        size_t packed = mt_entropy_encode(from, *tbytes, typesize <= 8 ? typesize : 1, b->packed);
+        size_t packed =
+            entropy_pack(from, *tbytes, typesize <= 8 ? typesize : 1, nthreads, b->packed);
         return packed ? (int)packed : -1;
     }
     return blosc_compress_ctx(
@@ -409,7 +571,7 @@ static int
 unpack(const mt_chunk *c, const mt_settings *how, char *out, size_t want)
 {
     if (entropy_stage(how->codec)) {
-        return mt_entropy_decode(c->data, c->csize, out, want);
+        return entropy_unpack(c->data, c->csize, out, want, how->nthreads);
     }
     int rc = blosc_decompress_ctx(c->data, out, want, blosc_threads(want, how->nthreads));
     return rc > 0 && (size_t)rc == want;

@@ -25,6 +25,10 @@ size_t mt_entropy_bound(size_t n);
  * mt_entropy_bound(n)); returns the bytes written, 0 when out of memory. */
 size_t mt_entropy_encode(const void *in, size_t n, int width, void *out);
 
+/* The items' width a code of size bytes at in was made with; 0 when it
+ * has none (malformed). */
+int mt_entropy_width(const void *in, size_t size);
+
 /* Decodes the size bytes at in into exactly n bytes at out; 1, or 0 when
  * they are malformed or do not give n bytes (nothing is read or written out
  * of bounds either way). */

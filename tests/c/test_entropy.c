@@ -37,7 +37,7 @@ round_trip(const uint8_t *in, size_t n, int width)
     uint8_t *out = malloc(mt_entropy_bound(n));
     uint8_t *back = malloc(n + 1);
     size_t size = mt_entropy_encode(in, n, width, out);
-    int ok = size > 0 && size <= mt_entropy_bound(n);
+    int ok = size > 0 && size <= mt_entropy_bound(n) && mt_entropy_width(out, size) == width;
     memset(back, 0xAB, n + 1);
     ok = ok && mt_entropy_decode(out, size, back, n) == 1;
     ok = ok && memcmp(in, back, n) == 0 && back[n] == 0xAB;
@@ -70,7 +70,8 @@ test_empty_and_short(void)
 {
     uint8_t few[7] = {1, 2, 3, 4, 5, 6, 7};
     CHECK(round_trip(few, 0, 1) == HEADER);
-    CHECK(round_trip(few, 7, 8) == HEADER + 7); /* no item: all tail */
+    CHECK(mt_entropy_width(few, HEADER - 1) == 0); /* too short for a header */
+    CHECK(round_trip(few, 7, 8) == HEADER + 7);    /* no item: all tail */
     /* Two items of 4 bytes, then 3 more: planes of two bytes each are
      * stored as they are (a table would cost more). */
     CHECK(round_trip(few, 7, 2) == HEADER + 2 * RAW_PLANE(3) + 1);
