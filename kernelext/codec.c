@@ -830,15 +830,15 @@ proxy_repr(compressed *self)
     if (self->restored != NULL) {
         return PyObject_Repr(self->restored);
     }
-    char ratio[32];
+    char ratio[32], coder[48];
     PyOS_snprintf(ratio, sizeof ratio, "%.2f",
                   self->cbytes ? (double)self->nbytes / (double)self->cbytes : 0.0);
+    mt_frames_coder(&self->how, coder, sizeof coder);
     return PyUnicode_FromFormat(
-        "<memtamer compressed %U: %zu bytes -> %zu bytes (%s level %d, ratio %s); "
+        "<memtamer compressed %U: %zu bytes -> %zu bytes (%s, ratio %s); "
         "any use of it restores it; restore it now with %%shrink restore %U or "
         "memtamer.shrink('restore', '%U')>",
-        self->what, self->nbytes, self->cbytes, self->how.codec, self->how.level, ratio, self->name,
-        self->name);
+        self->what, self->nbytes, self->cbytes, coder, ratio, self->name, self->name);
 }
 
 static PyObject *

@@ -6,13 +6,14 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "memtamer/entropy.h"
 #include "memtamer/frames.h"
 #include "memtamer/options.h"
 #include "memtamer/worker.h"
 
 #define CHUNK_BYTES MT_FRAMES_CHUNK_BYTES
 /* Values per transform block: each block has its own frame of reference. */
-#define BLOCK_VALUES ((size_t)1 << 13)
+#define BLOCK_VALUES ((size_t)1 << 14)
 #define MAX_THREADS 8
 /* 'auto' tries lz4 at the user's level, zstd at blosc's level 1 (zstd's
  * own fastest) and at blosc's level 3 (zstd's 5): the deeper level costs two
@@ -20,12 +21,21 @@
  * smaller on public datasets, bench/floatcodecs.py), not on smooth series. */
 #define AUTO_ZSTD_LEVEL 1
 #define AUTO_ZSTD_DEEP_LEVEL 3
-#define AUTO_CANDIDATES 3
+/* The deeper zstd is also tried on values left whole, unshuffled: values
+ * that repeat (a table's few distinct values, scaled or not) repeat as
+ * whole 8-byte strings, which byte shuffling cuts apart. */
+#define AUTO_UNSHUFFLED 3
+/* And the byte planes coded by rANS (entropy.h), which no blosc codec
+ * does: it is taken whenever it is smallest. */
+#define ENTROPY_CODEC "rans"
+#define AUTO_CANDIDATES 5
 /* The sample that decides: pieces spread over the largest source. */
 #define SAMPLE_PIECES 8
 #define SAMPLE_PIECE ((size_t)512 << 10)
-/* Narrowing is tried when the plan expects at most half the bytes. */
-#define NARROW_AT_MOST 4.0
+/* Narrowing is tried when the plan expects at most about half the bytes:
+ * float32 values take half, and a few exceptions among them must not
+ * keep the sample from deciding. */
+#define NARROW_AT_MOST 4.5
 /* 'auto' takes a slower candidate over a faster one only when its result is
  * at least this much smaller: a few percent are not worth its time. */
 #define ZSTD_MUST_SAVE 0.10
@@ -35,8 +45,7 @@ static void
 blosc_error(int rc, const char *doing)
 {
     if (rc == 0 && strcmp(doing, "decompressing") == 0) {
-        PyErr_SetString(PyExc_ValueError,
-                        "memtamer: compressed data is corrupt or truncated (blosc returned 0)");
+        PyErr_SetString(PyExc_ValueError, "memtamer: compressed data is corrupt or truncated");
     }
     else {
         PyErr_Format(PyExc_RuntimeError, "memtamer: blosc failed while %s (code %d)", doing, rc);
@@ -311,6 +320,173 @@ widen_blocks(const mt_transform_plan *plan, const char *in, size_t tbytes, char 
     return !w.failed;
 }
 
+static int
+entropy_stage(const char *codec)
+{
+    return strcmp(codec, ENTROPY_CODEC) == 0;
+}
+
+/* The entropy stage codes a chunk in segments of this many bytes (whole
+ * items), each with its own tables, so that threads share the work; the
+ * same segments whatever the threads.  The chunk's bytes: the number of
+ * segments (uint32), each one's coded length (uint32), then the codes. */
+#define SEGMENT_BYTES ((size_t)1 << 20)
+/* A chunk's segments at most: a narrowed chunk is a little longer than
+ * CHUNK_BYTES (its blocks' headers), segments of 3-byte items a little
+ * shorter than SEGMENT_BYTES. */
+#define MAX_SEGMENTS (CHUNK_BYTES / SEGMENT_BYTES + 2)
+
+static size_t
+segment_bytes(int width)
+{
+    return SEGMENT_BYTES - SEGMENT_BYTES % (size_t)width;
+}
+
+static size_t
+segment_count(size_t len, int width)
+{
+    return (len + segment_bytes(width) - 1) / segment_bytes(width);
+}
+
+/* Room for the entropy stage's code of len bytes. */
+static size_t
+segments_bound(size_t len)
+{
+    size_t n = segment_count(len, 1);
+    return sizeof(uint32_t) * (1 + n) + n * mt_entropy_bound(SEGMENT_BYTES);
+}
+
+/* What the threads coding one chunk's segments share; each takes the next
+ * segment not yet taken. */
+typedef struct {
+    const char *plain; /* the chunk's bytes */
+    size_t len;
+    int width;
+    size_t segments;
+    size_t next;         /* atomic */
+    char *coded;         /* encode: segment k goes at segments_bound(k * segment)'s offset;
+                            decode: the codes, one after the other */
+    uint32_t *lengths;   /* each segment's coded bytes */
+    const size_t *start; /* decode: each code's offset in coded */
+    char *out;           /* decode: the chunk's bytes */
+    int failed;          /* atomic */
+} segment_work;
+
+static size_t
+segment_length(const segment_work *w, size_t k)
+{
+    size_t first = k * segment_bytes(w->width);
+    return w->len - first < segment_bytes(w->width) ? w->len - first : segment_bytes(w->width);
+}
+
+static void *
+encode_segments(void *arg)
+{
+    segment_work *w = arg;
+    for (size_t k = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED); k < w->segments;
+         k = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED)) {
+        size_t size =
+            mt_entropy_encode(w->plain + k * segment_bytes(w->width), segment_length(w, k),
+                              w->width, w->coded + k * mt_entropy_bound(SEGMENT_BYTES));
+        w->lengths[k] = (uint32_t)size;
+        if (size == 0) {
+            __atomic_store_n(&w->failed, 1, __ATOMIC_RELAXED);
+        }
+    }
+    return NULL;
+}
+
+static void *
+decode_segments(void *arg)
+{
+    segment_work *w = arg;
+    for (size_t k = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED); k < w->segments;
+         k = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED)) {
+        if (!mt_entropy_decode(w->coded + w->start[k], w->lengths[k],
+                               w->out + k * segment_bytes(w->width), segment_length(w, k))) {
+            __atomic_store_n(&w->failed, 1, __ATOMIC_RELAXED);
+        }
+    }
+    return NULL;
+}
+
+static int
+segment_threads(size_t segments, int nthreads)
+{
+    return segments < (size_t)nthreads ? (int)(segments ? segments : 1) : nthreads;
+}
+
+/* Codes len bytes of items width bytes wide into out (room:
+ * segments_bound(len)); returns the bytes, 0 when out of memory. */
+static size_t
+entropy_pack(const char *plain, size_t len, int width, int nthreads, char *out)
+{
+    size_t segments = segment_count(len, width);
+    uint32_t lengths[MAX_SEGMENTS];
+    /* Coded where each segment could at most begin, behind the header,
+     * then moved up behind the one before. */
+    size_t header = sizeof(uint32_t) * (1 + segments), at = header;
+    segment_work w = {.plain = plain,
+                      .len = len,
+                      .width = width,
+                      .segments = segments,
+                      .coded = out + header,
+                      .lengths = lengths};
+    mt_worker_run_shares(encode_segments, (char *)&w, 0, segment_threads(segments, nthreads));
+    uint32_t count = (uint32_t)segments;
+    memcpy(out, &count, sizeof count);
+    for (size_t k = 0; !w.failed && k < segments; k++) {
+        memcpy(out + sizeof count * (1 + k), &lengths[k], sizeof lengths[k]);
+        memmove(out + at, w.coded + k * mt_entropy_bound(SEGMENT_BYTES), lengths[k]);
+        at += lengths[k];
+    }
+    return w.failed ? 0 : at;
+}
+
+/* Decodes size coded bytes into len bytes at out; 1, or 0 when they are
+ * corrupt. */
+static int
+entropy_unpack(const char *coded, size_t size, char *out, size_t len, int nthreads)
+{
+    uint32_t count;
+    if (size < sizeof count) {
+        return 0;
+    }
+    memcpy(&count, coded, sizeof count);
+    size_t header = sizeof count * (1 + (size_t)count);
+    if (count > MAX_SEGMENTS || size < header) {
+        return 0;
+    }
+    /* The items' width sets the segments' length: the first one's code
+     * says it (none: no segments). */
+    int width = count ? mt_entropy_width(coded + header, size - header) : 1;
+    if (width == 0 || count != segment_count(len, width)) {
+        return 0;
+    }
+    uint32_t lengths[MAX_SEGMENTS];
+    size_t start[MAX_SEGMENTS];
+    int intact = 1;
+    size_t at = header;
+    for (uint32_t k = 0; intact && k < count; k++) {
+        memcpy(&lengths[k], coded + sizeof count * (1 + k), sizeof lengths[k]);
+        start[k] = at;
+        intact = lengths[k] <= size - at;
+        at += intact ? lengths[k] : 0;
+    }
+    if (intact && at == size) {
+        segment_work w = {.len = len,
+                          .width = width,
+                          .segments = count,
+                          .coded = (char *)coded,
+                          .lengths = lengths,
+                          .start = start,
+                          .out = out};
+        mt_worker_run_shares(decode_segments, (char *)&w, 0, segment_threads(count, nthreads));
+        intact = !w.failed;
+    }
+    return intact && at == size;
+}
+
 /* Buffers for compressing one chunk (or sample piece) of up to `largest`
  * bytes.  PyMem_RawMalloc'd: used without the GIL. */
 typedef struct {
@@ -332,7 +508,8 @@ static int
 buffers_make(buffers *b, size_t largest, int narrowing, int nthreads)
 {
     memset(b, 0, sizeof *b);
-    size_t packed = (narrowing ? narrowed_bound(largest) : largest) + BLOSC_MAX_OVERHEAD;
+    size_t packed =
+        segments_bound(narrowing ? narrowed_bound(largest) : largest) + BLOSC_MAX_OVERHEAD;
     b->packed = PyMem_RawMalloc(packed);
     if (narrowing) {
         b->narrowed = PyMem_RawMalloc(narrowed_bound(largest) + 1);
@@ -346,12 +523,30 @@ buffers_make(buffers *b, size_t largest, int narrowing, int nthreads)
     return 0;
 }
 
-/* Compresses len bytes at ptr (narrowed first when plan is given) into
- * b->packed; returns blosc's result (the compressed length, <= 0 on
- * failure) and the narrowed length in *tbytes.  No GIL needed. */
+typedef struct {
+    const char *codec;
+    int level;
+    int unshuffled; /* blosc takes the bytes as they are */
+} candidate;
+
+/* blosc starts its threads afresh on every call: a thread is worth its
+ * start and join from this many bytes on. */
+#define BLOSC_BYTES_PER_THREAD ((size_t)256 << 10)
+
 static int
-pack(const char *ptr, size_t len, int typesize, const mt_transform_plan *plan, const char *codec,
-     int level, int nthreads, buffers *b, size_t *tbytes)
+blosc_threads(size_t len, int nthreads)
+{
+    size_t enough = len / BLOSC_BYTES_PER_THREAD;
+    return enough < 1 ? 1 : enough < (size_t)nthreads ? (int)enough : nthreads;
+}
+
+/* Compresses len bytes at ptr (narrowed first when plan is given) into
+ * b->packed, by blosc or the entropy stage; returns the compressed length
+ * (<= 0 on failure: blosc's code, or -1 out of memory) and the narrowed
+ * length in *tbytes.  No GIL needed. */
+static int
+pack(const char *ptr, size_t len, int typesize, const mt_transform_plan *plan, const candidate *c,
+     int nthreads, buffers *b, size_t *tbytes)
 {
     const char *from = ptr;
     *tbytes = len;
@@ -360,16 +555,29 @@ pack(const char *ptr, size_t len, int typesize, const mt_transform_plan *plan, c
         from = b->narrowed;
         typesize = *tbytes ? mt_transform_block_width(b->narrowed) : 1;
     }
-    return blosc_compress_ctx(level, BLOSC_SHUFFLE, (size_t)typesize, *tbytes, from, b->packed,
-                              *tbytes + BLOSC_MAX_OVERHEAD, codec, 0, nthreads);
+    if (entropy_stage(c->codec)) {
+        size_t packed =
+            entropy_pack(from, *tbytes, typesize <= 8 ? typesize : 1, nthreads, b->packed);
+        return packed ? (int)packed : -1;
+    }
+    return blosc_compress_ctx(
+        c->level, c->unshuffled ? BLOSC_NOSHUFFLE : BLOSC_SHUFFLE, (size_t)typesize, *tbytes, from,
+        b->packed, *tbytes + BLOSC_MAX_OVERHEAD, c->codec, 0, blosc_threads(*tbytes, nthreads));
+}
+
+/* Decompresses a chunk's data into want bytes at out; 1, or 0 when they are
+ * corrupt or not want bytes.  No GIL needed. */
+static int
+unpack(const mt_chunk *c, const mt_settings *how, char *out, size_t want)
+{
+    if (entropy_stage(how->codec)) {
+        return entropy_unpack(c->data, c->csize, out, want, how->nthreads);
+    }
+    int rc = blosc_decompress_ctx(c->data, out, want, blosc_threads(want, how->nthreads));
+    return rc > 0 && (size_t)rc == want;
 }
 
 /* ---- choosing the codec and whether to narrow ---- */
-
-typedef struct {
-    const char *codec;
-    int level;
-} candidate;
 
 /* Compressed bytes of a sample of s: pieces spread over it. */
 static long long
@@ -385,8 +593,7 @@ sample_size(const mt_source *s, const mt_transform_plan *plan, const candidate *
         size_t first = pieces == 1 ? 0 : k * ((s->nbytes - piece) / (pieces - 1));
         first -= first % 8; /* whole values, whatever the type */
         size_t tbytes;
-        int rc = pack(s->ptr + first, piece, s->typesize, plan, c->codec, c->level, nthreads, b,
-                      &tbytes);
+        int rc = pack(s->ptr + first, piece, s->typesize, plan, c, nthreads, b, &tbytes);
         if (rc <= 0) {
             return -1;
         }
@@ -408,6 +615,8 @@ choose(const mt_source *src, Py_ssize_t n, mt_settings *how, int keep_gil, mt_fr
         if (how->narrow && src[i].values >= 0 && src[i].nbytes >= 8) {
             mt_transform_plan_for(src[i].ptr, src[i].nbytes / 8, (mt_values_type)src[i].values,
                                   &f->plan);
+            /* A single block has no other to agree with. */
+            f->plan.aligned = src[i].nbytes / 8 > BLOCK_VALUES;
             f->narrowed = f->plan.narrowed_size <= NARROW_AT_MOST;
         }
         if (largest < 0 || src[i].nbytes > src[largest].nbytes) {
@@ -418,9 +627,12 @@ choose(const mt_source *src, Py_ssize_t n, mt_settings *how, int keep_gil, mt_fr
         return 0; /* nothing to choose */
     }
     /* Fastest first: each slower one must earn its time (ZSTD_MUST_SAVE). */
-    candidate candidates[AUTO_CANDIDATES] = {
-        {how->codec, how->level}, {"zstd", AUTO_ZSTD_LEVEL}, {"zstd", AUTO_ZSTD_DEEP_LEVEL}};
-    long long best[AUTO_CANDIDATES] = {-1, -1, -1};
+    candidate candidates[AUTO_CANDIDATES] = {{how->codec, how->level, how->unshuffled},
+                                             {"zstd", AUTO_ZSTD_LEVEL, 0},
+                                             {"zstd", AUTO_ZSTD_DEEP_LEVEL, 0},
+                                             {"zstd", AUTO_ZSTD_DEEP_LEVEL, 1},
+                                             {ENTROPY_CODEC, how->level, 0}};
+    long long best[AUTO_CANDIDATES] = {-1, -1, -1, -1, -1};
     int narrow[AUTO_CANDIDATES] = {0}, ncandidates = how->automatic ? AUTO_CANDIDATES : 1;
     int failed = 0;
     const mt_source *s = &src[largest];
@@ -433,6 +645,9 @@ choose(const mt_source *src, Py_ssize_t n, mt_settings *how, int keep_gil, mt_fr
     PyThreadState *released = release_gil(keep_gil);
     for (int c = 0; c < ncandidates && !failed; c++) {
         for (int narrowed = 0; narrowed <= f->narrowed && !failed; narrowed++) {
+            if (c == AUTO_UNSHUFFLED && (narrowed || s->typesize == 1)) {
+                continue; /* narrowed digits, single bytes: shuffled or not, the same */
+            }
             long long size =
                 sample_size(s, narrowed ? &f->plan : NULL, &candidates[c], how->nthreads, &b);
             failed = size < 0;
@@ -449,11 +664,16 @@ choose(const mt_source *src, Py_ssize_t n, mt_settings *how, int keep_gil, mt_fr
         return -1;
     }
     int c = 0;
-    for (int slower = 1; slower < ncandidates; slower++) {
-        c = (double)best[slower] <= (1 - ZSTD_MUST_SAVE) * (double)best[c] ? slower : c;
+    for (int slower = 1; slower < ncandidates - 1; slower++) {
+        int saves = (double)best[slower] <= (1 - ZSTD_MUST_SAVE) * (double)best[c];
+        c = best[slower] >= 0 && saves ? slower : c;
+    }
+    if (ncandidates == AUTO_CANDIDATES && best[AUTO_CANDIDATES - 1] < best[c]) {
+        c = AUTO_CANDIDATES - 1;
     }
     strcpy(how->codec, candidates[c].codec);
     how->level = candidates[c].level;
+    how->unshuffled = candidates[c].unshuffled;
     f->narrowed = narrow[c];
     return 0;
 }
@@ -500,8 +720,9 @@ mt_frames_compress(const mt_source *src, Py_ssize_t n, mt_settings *how, size_t 
             size_t len = f->nbytes - offset < CHUNK_BYTES ? f->nbytes - offset : CHUNK_BYTES;
             mt_chunk *c = &f->chunks[j];
             PyThreadState *released = release_gil(keep_gil);
+            candidate chosen = {how->codec, how->level, how->unshuffled};
             int rc = pack(src[i].ptr + offset, len, f->typesize, f->narrowed ? &f->plan : NULL,
-                          how->codec, how->level, how->nthreads, &b, &c->tbytes);
+                          &chosen, how->nthreads, &b, &c->tbytes);
             if (rc > 0 && (c->data = PyMem_RawMalloc((size_t)rc)) != NULL) {
                 memcpy(c->data, b.packed, (size_t)rc);
             }
@@ -547,18 +768,18 @@ mt_frames_decompress(const mt_frame *f, char *dest, const mt_settings *how, PyOb
     }
     for (Py_ssize_t j = 0; j < f->nchunks; j++) {
         const mt_chunk *c = &f->chunks[j];
-        int rc, intact = 1;
+        int intact;
         size_t want = f->narrowed ? c->tbytes : c->nbytes;
-        Py_BEGIN_ALLOW_THREADS rc = blosc_decompress_ctx(
-            c->data, f->narrowed ? narrowed : dest + offset, want, how->nthreads);
-        if (f->narrowed && rc > 0 && (size_t)rc == want) {
+        Py_BEGIN_ALLOW_THREADS intact =
+            unpack(c, how, f->narrowed ? narrowed : dest + offset, want);
+        if (f->narrowed && intact) {
             intact =
                 widen_blocks(&f->plan, narrowed, want, dest + offset, c->nbytes, how->nthreads);
         }
-        Py_END_ALLOW_THREADS if (rc <= 0 || (size_t)rc != want || !intact)
+        Py_END_ALLOW_THREADS if (!intact)
         {
             PyMem_RawFree(narrowed);
-            blosc_error(rc > 0 ? 0 : rc, "decompressing");
+            blosc_error(0, "decompressing");
             return -1;
         }
         offset += c->nbytes;
@@ -596,9 +817,7 @@ mt_frames_match(const mt_frame *f, const char *src, const mt_settings *how)
     for (Py_ssize_t j = 0; j < f->nchunks && same; j++) {
         const mt_chunk *c = &f->chunks[j];
         size_t want = f->narrowed ? c->tbytes : c->nbytes;
-        int rc =
-            blosc_decompress_ctx(c->data, f->narrowed ? narrowed : values, want, how->nthreads);
-        int intact = rc > 0 && (size_t)rc == want;
+        int intact = unpack(c, how, f->narrowed ? narrowed : values, want);
         if (intact && f->narrowed) {
             intact = widen_blocks(&f->plan, narrowed, want, values, c->nbytes, how->nthreads);
         }
@@ -610,28 +829,42 @@ mt_frames_match(const mt_frame *f, const char *src, const mt_settings *how)
     return same;
 }
 
+void
+mt_frames_coder(const mt_settings *how, char *out, size_t size)
+{
+    if (entropy_stage(how->codec)) {
+        snprintf(out, size, "rANS by byte plane");
+    }
+    else {
+        snprintf(out, size, "%s level %d%s", how->codec, how->level,
+                 how->unshuffled ? ", bytes unshuffled" : "");
+    }
+}
+
 PyObject *
 mt_frames_describe(const mt_frame *f, const mt_settings *how)
 {
+    char coder[48];
+    mt_frames_coder(how, coder, sizeof coder);
     if (!f->narrowed) {
-        return PyUnicode_FromFormat("%s level %d", how->codec, how->level);
+        return PyUnicode_FromString(coder);
     }
     if (f->plan.lag) {
-        return PyUnicode_FromFormat("%s level %d on differences over a period of %zu values "
+        return PyUnicode_FromFormat("%s on differences over a period of %zu values "
                                     "(decimal digits, float32 or bits, each block its own)",
-                                    how->codec, how->level, f->plan.lag);
+                                    coder, f->plan.lag);
     }
     if (f->plan.type == MT_VALUES_FLOAT64 && f->plan.form == MT_FORM_FLOAT32) {
-        return PyUnicode_FromFormat("%s level %d on float32 values held as float64, each "
+        return PyUnicode_FromFormat("%s on float32 values held as float64, each "
                                     "block its own form",
-                                    how->codec, how->level);
+                                    coder);
     }
     if (f->plan.type == MT_VALUES_FLOAT64) {
-        return PyUnicode_FromFormat("%s level %d on decimal digits (10^-%d), each block its "
+        return PyUnicode_FromFormat("%s on decimal digits (10^-%d), each block its "
                                     "own exponent or float32",
-                                    how->codec, how->level, f->plan.exponent);
+                                    coder, f->plan.exponent);
     }
-    return PyUnicode_FromFormat("%s level %d on narrowed integers", how->codec, how->level);
+    return PyUnicode_FromFormat("%s on narrowed integers", coder);
 }
 
 PyDoc_STRVAR(

@@ -7,6 +7,7 @@
 #include "memtamer/transform.h"
 
 #include <float.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,40 +237,101 @@ spread(const int64_t *v, size_t count, uint64_t *lowest)
     return (uint64_t)hi - (uint64_t)lo;
 }
 
+/* The base rounded down to the coarsest power of two that keeps every
+ * digit (span above base at most) in width bytes, and the top byte of
+ * wider digits no larger than the span's (a single byte may take any
+ * value): the blocks of one series then
+ * mostly store the same digit for the same value, as a stage that codes
+ * many blocks with one model (entropy.h) needs, their top bytes as
+ * constant as before. */
+static uint64_t
+aligned_base(uint64_t base, uint64_t span, int width)
+{
+    if (width >= 8) {
+        return base;
+    }
+    int top = 8 * (width - 1);
+    uint64_t most = width == 1 ? 0xFF : (((span >> top) + 1) << top) - 1;
+    for (int k = 8 * width; k > 0; k--) {
+        uint64_t below = base & (((uint64_t)1 << k) - 1);
+        if (below <= most - span) {
+            return base - below;
+        }
+    }
+    return base;
+}
+
+/* Every this many values are counted for plane_bits: enough to tell two
+ * sequences apart, a quarter of the cost. */
+#define PLANE_STRIDE 4
+
+/* The bits per value that the byte planes of v[0..count) less base, width
+ * bytes each, take under an order-0 code of each plane (their empirical
+ * entropy, over every PLANE_STRIDE-th value): what rANS (entropy.h), and
+ * near enough zstd's Huffman code, spend on them. */
+static double
+plane_bits(const int64_t *v, size_t count, uint64_t base, int width)
+{
+    double bits = 0;
+    size_t n = (count + PLANE_STRIDE - 1) / PLANE_STRIDE;
+    for (int k = 0; k < width && n; k++) {
+        uint32_t freq[256] = {0};
+        for (size_t j = 0; j < count; j += PLANE_STRIDE) {
+            freq[(uint8_t)(((uint64_t)v[j] - base) >> (8 * k))]++;
+        }
+        for (int s = 0; s < 256; s++) {
+            bits -= freq[s] ? freq[s] * log2((double)freq[s] / (double)n) : 0;
+        }
+    }
+    return n ? bits / (double)n : 0;
+}
+
 /* The narrowest of the frames of reference over digit[0..count): the
  * digits less their least, their differences, or (lagged given) their
- * differences from the digits one lag back.  Fills stored[] with the
- * chosen sequence; *base is its least. */
+ * differences from the digits one lag back; between the first two, when
+ * weigh is set and both narrow, the one whose byte planes carry fewer
+ * bits (a random walk's steps, a noisy series' neighbours; independent
+ * draws keep their digits).  Fills stored[] with the chosen sequence;
+ * *base is what it is measured from, aligned when asked. */
 static void
-choose_frame(const int64_t *digit, const int64_t *lagged, size_t count, int *width, int *from,
-             uint64_t *base, int64_t *stored)
+choose_frame(const int64_t *digit, const int64_t *lagged, size_t count, int weigh, int align,
+             int *width, int *from, uint64_t *base, int64_t *stored)
 {
     uint64_t lowest, step_lowest = 0, lag_lowest = 0;
-    int plain = width_for(spread(digit, count, &lowest)), diff = 8, lag = 8;
+    uint64_t plain_span = spread(digit, count, &lowest), diff_span = UINT64_MAX,
+             lag_span = UINT64_MAX;
+    int plain = width_for(plain_span), diff = 8, lag = 8;
     for (size_t j = 1; j < count; j++) {
         stored[j] = (int64_t)((uint64_t)digit[j] - (uint64_t)digit[j - 1]);
     }
     if (count > 1) {
-        diff = width_for(spread(stored + 1, count - 1, &step_lowest));
+        diff_span = spread(stored + 1, count - 1, &step_lowest);
+        diff = width_for(diff_span);
     }
     if (lagged != NULL) {
-        lag = width_for(spread(lagged, count, &lag_lowest));
+        lag_span = spread(lagged, count, &lag_lowest);
+        lag = width_for(lag_span);
     }
-    *from = lag < plain && lag < diff ? FROM_LAG : diff < plain ? FROM_NEIGHBOUR : FROM_BASE;
+    int steps = diff < plain;
+    if (weigh && diff < 8 && plain < 8 && count > 1) {
+        steps = plane_bits(stored + 1, count - 1, step_lowest, diff) <
+                plane_bits(digit, count, lowest, plain);
+    }
+    *from = lag < plain && lag < diff ? FROM_LAG : steps ? FROM_NEIGHBOUR : FROM_BASE;
     switch (*from) {
     case FROM_LAG:
         *width = lag;
-        *base = lag_lowest;
+        *base = align ? aligned_base(lag_lowest, lag_span, lag) : lag_lowest;
         memcpy(stored, lagged, count * sizeof *stored);
         break;
     case FROM_NEIGHBOUR:
         *width = diff;
-        *base = step_lowest;
-        stored[0] = (int64_t)step_lowest; /* the first digit is in the header */
+        *base = align ? aligned_base(step_lowest, diff_span, diff) : step_lowest;
+        stored[0] = (int64_t)*base; /* the first digit is in the header */
         break;
     default:
         *width = plain;
-        *base = lowest;
+        *base = align ? aligned_base(lowest, plain_span, plain) : lowest;
         memcpy(stored, digit, count * sizeof *stored);
     }
 }
@@ -284,7 +346,7 @@ run_bytes(mt_values_type t, mt_values_form form, int exponent, const char *at, s
     int width = 8, from;
     uint64_t base;
     if (nexc * MAX_EXCEPTION_SHARE <= run) {
-        choose_frame(digit, NULL, run, &width, &from, &base, digit + run);
+        choose_frame(digit, NULL, run, 0, 0, &width, &from, &base, digit + run);
     }
     return width == 8 ? 8.0 * (double)run : (double)(run * (size_t)width + nexc * EXCEPTION_BYTES);
 }
@@ -401,6 +463,7 @@ mt_transform_plan_for(const void *values, size_t n, mt_values_type t, mt_transfo
         bytes += best;
     }
     plan->type = t;
+    plan->aligned = 0;
     plan->form = MT_FORM_DECIMAL;
     plan->exponent = floats ? -1 : 0;
     for (int e = 0; floats && e <= MAX_EXPONENT + 1; e++) {
@@ -514,7 +577,8 @@ encode_form(const mt_transform_plan *plan, mt_values_form form, int exponent, co
     if (plan->lag) {
         lag_differences(type, form, exponent, values, digit, count, before, plan->lag, lagged);
     }
-    choose_frame(digit, plan->lag ? lagged : NULL, count, &width, &from, &h.base, stored);
+    choose_frame(digit, plan->lag ? lagged : NULL, count, 1, plan->aligned, &width, &from, &h.base,
+                 stored);
     size_t size = sizeof h + count * (size_t)width + nexc * EXCEPTION_BYTES;
     if (width == 8 || size >= sizeof h + count * 8) {
         return 0;
@@ -544,11 +608,14 @@ mt_transform_encode(const mt_transform_plan *plan, const void *values, size_t co
     }
     else if (count) {
         /* Each block its own form: columns of different decimals, or of
-         * float32 values, one after the other, each narrow as it can. */
+         * float32 values, one after the other, each narrow as it can.
+         * Whole numbers are float32 values too, and so is -0.0, no
+         * decimal: decimals come first unless float32 fits more values
+         * than the exceptions a block may keep. */
         int exponent;
         size_t decimals, floats;
         sample_block(values, count, &exponent, &decimals, &floats);
-        if (decimals && decimals >= floats) {
+        if (decimals && decimals * MAX_EXCEPTION_SHARE >= floats * (MAX_EXCEPTION_SHARE - 1)) {
             size =
                 encode_form(plan, MT_FORM_DECIMAL, exponent, values, count, before, scratch, out);
         }

@@ -1,4 +1,5 @@
-"""The parts of _core that use no Python API (probe.c with worker.c, transform.c, checksum.c),
+"""The parts of _core that use no Python API (probe.c with worker.c, transform.c, entropy.c,
+checksum.c),
 built with plain C test drivers under AddressSanitizer and UBSan, and run."""
 
 import os
@@ -13,7 +14,7 @@ SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "
 
 
 # The files each unit is built with besides its own.
-WITH = {"probe": ["worker"], "transform": [], "checksum": []}
+WITH = {"probe": ["worker"], "transform": [], "entropy": [], "checksum": []}
 # Builds beyond the plain one: checksum.c's table, which CPUs without SSE4.2 use.
 BUILDS = [(unit, []) for unit in sorted(WITH)] + [("checksum", ["-DMT_WITHOUT_CRC32C_INSN"])]
 

@@ -6,8 +6,9 @@
  * honoured.  Frames of 8-byte numbers may first be narrowed losslessly
  * (transform.h: decimals in disguise, integers by frame of reference), in
  * blocks that blosc then compresses.  The codec is the user's, or with
- * 'auto' the one that makes a sample of the data smallest; either way a
- * sample decides whether narrowing pays.  Round trips are bit-exact.
+ * 'auto' the one that makes a sample of the data smallest, blosc's or the
+ * rANS of byte planes (entropy.h); either way a sample decides whether
+ * narrowing pays.  Round trips are bit-exact.
  *
  * Every function here needs the GIL; the blosc calls and the transform run
  * with it released (unless the caller asks to keep it), on memory no Python
@@ -44,10 +45,12 @@ typedef struct {
 } mt_source;
 
 typedef struct {
-    char codec[16]; /* blosc's name for it; after 'auto', the one chosen */
+    char codec[16]; /* blosc's name for it; after 'auto', the one chosen, which may be "rans":
+                       entropy.h's byte planes instead of blosc */
     int level;
-    int automatic; /* the user asked for 'auto' */
-    int narrow;    /* 8-byte numbers may be narrowed first */
+    int unshuffled; /* blosc takes the bytes as they are, not shuffled ('auto' only) */
+    int automatic;  /* the user asked for 'auto' */
+    int narrow;     /* 8-byte numbers may be narrowed first */
     int nthreads;
 } mt_settings;
 
@@ -88,6 +91,9 @@ void mt_frames_free(mt_frame *frames, Py_ssize_t n);
 /* The element size blosc's shuffle uses for items of itemsize bytes. */
 int mt_frames_typesize(Py_ssize_t itemsize);
 size_t mt_frames_csize(const mt_frame *f);
+
+/* "zstd level 1", "rANS by byte plane": the codec of how, into out. */
+void mt_frames_coder(const mt_settings *how, char *out, size_t size);
 
 /* "zstd level 1", "lz4 level 5 on decimal digits (10^-2)": what made f. */
 PyObject *mt_frames_describe(const mt_frame *f, const mt_settings *how);

@@ -48,6 +48,10 @@ typedef struct {
     int exponent;         /* float64 decimals: the exponent most of the sample took; -1: none */
     double narrowed_size; /* estimated bytes per value after narrowing, from the sample */
     size_t lag;           /* the period blocks may take differences over; 0: none */
+    int aligned; /* each block rounds its base down (to a power of two its width leaves room
+                    for), so that the blocks of one series store the same digit for the same
+                    value: for a stage that codes many blocks with one model (entropy.h).  The
+                    caller's to set; plans leave it 0. */
 } mt_transform_plan;
 
 /* Estimates from a sample of the n values what narrowing would give, each
