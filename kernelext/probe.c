@@ -600,6 +600,26 @@ close_fd(int *fd)
     *fd = -1;
 }
 
+static void
+forget_child(mt_probe *p, mt_probe_child_seen *s)
+{
+    if (s->stat_fd >= 0) {
+        p->children_fds--;
+    }
+    close_fd(&s->stat_fd);
+    *s = (mt_probe_child_seen){.stat_fd = -1};
+}
+
+/* Closes the descriptors the children table keeps (at close, and in a
+ * forked child, whose table is its parent's). */
+static void
+forget_children(mt_probe *p)
+{
+    for (int i = 0; i < MT_PROBE_MAX_CHILDREN; i++) {
+        forget_child(p, &p->children_seen[i]);
+    }
+}
+
 static int
 try_reset_hwm(mt_probe *p)
 {
@@ -644,6 +664,7 @@ follow_fork(mt_probe *p)
         return;
     }
     close_files(p);
+    forget_children(p);
     open_files(p);
     mt_worker_forget_in_child(&p->sampler);
 }
@@ -654,6 +675,9 @@ int
 mt_probe_open(mt_probe *p, const char *root)
 {
     memset(p, 0, sizeof *p);
+    for (int i = 0; i < MT_PROBE_MAX_CHILDREN; i++) {
+        p->children_seen[i].stat_fd = -1; /* before any return: close reads them */
+    }
     if (root && snprintf(p->root, sizeof p->root, "%s", root) >= (int)sizeof p->root) {
         errno = ENAMETOOLONG;
         return -1;
@@ -736,6 +760,7 @@ mt_probe_close(mt_probe *p)
 {
     mt_worker_stop(&p->sampler);
     close_files(p);
+    forget_children(p);
 }
 
 long long
@@ -925,6 +950,22 @@ mt_probe_descendants(const mt_probe *p, pid_t *pids, int max)
     return n;
 }
 
+/* Forgets the children table's slots of processes the last walk did not
+ * find (their kept descriptors closed). */
+static void
+forget_left(mt_probe *p)
+{
+    pid_t found[MT_PROBE_MAX_CHILDREN] = {0};
+    for (int i = 0; i < p->walked_count; i++) {
+        found[p->walked[i] % MT_PROBE_MAX_CHILDREN] = p->walked[i];
+    }
+    for (int i = 0; i < MT_PROBE_MAX_CHILDREN; i++) {
+        if (p->children_seen[i].pid != 0 && p->children_seen[i].pid != found[i]) {
+            forget_child(p, &p->children_seen[i]);
+        }
+    }
+}
+
 /* mt_probe_descendants, walked again only when a pid was handed out since
  * the last walk (probe.h's walked_*); the probe's owner thread only. */
 static int
@@ -933,6 +974,10 @@ known_descendants(mt_probe *p, pid_t *pids, int max)
     char buf[256];
     long last = -1;
     if (!mt_probe_has_children()) {
+        if (p->walked_count > 0) {
+            p->walked_count = 0;
+            forget_left(p);
+        }
         return 0;
     }
     if (p->loadavg_fd < 0 || pread_record(p->loadavg_fd, buf, sizeof buf) < 0 ||
@@ -943,6 +988,7 @@ known_descendants(mt_probe *p, pid_t *pids, int max)
         /* Read before the walk: a process born during it is walked next time. */
         p->walked_count = mt_probe_descendants(p, p->walked, MT_PROBE_MAX_CHILDREN);
         p->walked_last_pid = last;
+        forget_left(p);
     }
     int n = p->walked_count < max ? p->walked_count : max;
     memcpy(pids, p->walked, (size_t)n * sizeof *pids);
@@ -964,34 +1010,80 @@ shares_our_memory(const mt_probe *p, pid_t pid)
 #endif
 }
 
+/* pid's /proc stat into buf; with table (the probe whose children table
+ * keeps pid's slot), read through the descriptor kept there, which a new
+ * process with pid's number does not answer.  -1 when it is gone. */
+static ssize_t
+read_child_stat(const mt_probe *p, mt_probe *table, pid_t pid, char *buf, size_t size)
+{
+    char path[MT_PROBE_PATH_MAX + 64];
+    mt_probe_child_seen *s = table ? &table->children_seen[pid % MT_PROBE_MAX_CHILDREN] : NULL;
+    if (s && s->pid == pid && s->stat_fd >= 0) {
+        ssize_t n = pread_record(s->stat_fd, buf, size);
+        if (n > 0) {
+            return n;
+        }
+    }
+    if (s && s->pid != 0) {
+        forget_child(table, s);
+    }
+    int fd = proc_path(p, path, sizeof path, "/proc/%d/stat", (int)pid) == 0
+                 ? open(path, O_RDONLY | O_CLOEXEC)
+                 : -1;
+    ssize_t n = fd >= 0 ? pread_record(fd, buf, size) : -1;
+    if (s && n > 0) {
+        int keep = table->children_fds < MT_PROBE_KEPT_CHILD_FDS;
+        *s = (mt_probe_child_seen){.pid = pid, .owned = -1, .stat_fd = keep ? fd : -1};
+        table->children_fds += keep;
+        if (!keep) {
+            close(fd);
+        }
+    }
+    else if (fd >= 0) {
+        close(fd);
+    }
+    return n;
+}
+
 /* What one descendant owns now: its start, RSS, private memory (-1 when
  * unreadable) and, unless NULL, its shared memory.  With seen (the probe's
  * table; NULL: always read), a figure whose RSS and page faults have not
  * moved since it was read is kept.  -1 when it is gone, a zombie, or not
  * yet a process of its own. */
 static int
-child_memory(const mt_probe *p, mt_probe_child_seen *seen, pid_t pid,
-             unsigned long long *start_ticks, long long *rss, long long *owned, long long *shared)
+child_memory(const mt_probe *p, mt_probe *table, pid_t pid, unsigned long long *start_ticks,
+             long long *rss, long long *owned, long long *shared)
 {
     char path[MT_PROBE_PATH_MAX + 64], buf[4096];
     /* stat's fields: 10 minflt, 12 majflt, 22 starttime, 24 rss (pages). */
     unsigned long long minor, major, pages;
-    if (proc_path(p, path, sizeof path, "/proc/%d/stat", (int)pid) < 0 ||
-        read_record(path, buf, sizeof buf) < 0 || mt_probe_parse_starttime(buf, start_ticks) < 0 ||
-        stat_field(buf, 10, &minor) < 0 || stat_field(buf, 12, &major) < 0 ||
-        stat_field(buf, 24, &pages) < 0) {
+    if (read_child_stat(p, table, pid, buf, sizeof buf) < 0 ||
+        mt_probe_parse_starttime(buf, start_ticks) < 0 || stat_field(buf, 10, &minor) < 0 ||
+        stat_field(buf, 12, &major) < 0 || stat_field(buf, 24, &pages) < 0) {
         return -1;
     }
     *rss = (long long)pages * p->page_size;
-    if (*rss <= 0 || shares_our_memory(p, pid)) {
+    if (*rss <= 0) {
         return -1;
+    }
+    mt_probe_child_seen *s = table ? &table->children_seen[pid % MT_PROBE_MAX_CHILDREN] : NULL;
+    if (s && s->pid != pid) {
+        s = NULL; /* its slot went to another (a read failed in between) */
+    }
+    /* After its exec a vforked child never shares our memory again. */
+    if (!(s && s->separate)) {
+        if (shares_our_memory(p, pid)) {
+            return -1;
+        }
+        if (s) {
+            s->separate = 1;
+        }
     }
     *owned = -1;
     if (shared) {
         *shared = -1;
     }
-    mt_probe_child_seen *s = seen ? &seen[pid % MT_PROBE_MAX_CHILDREN] : NULL;
-    if (s && s->pid == pid && s->start_ticks == *start_ticks && s->faults == minor + major &&
+    if (s && s->owned >= 0 && s->start_ticks == *start_ticks && s->faults == minor + major &&
         s->rss == *rss) {
         *owned = s->owned;
         return 0;
@@ -1002,11 +1094,10 @@ child_memory(const mt_probe *p, mt_probe_child_seen *seen, pid_t pid,
         mt_probe_parse_shared_memory(buf, shared);
     }
     if (s && *owned >= 0) {
-        *s = (mt_probe_child_seen){.pid = pid,
-                                   .start_ticks = *start_ticks,
-                                   .faults = minor + major,
-                                   .rss = *rss,
-                                   .owned = *owned};
+        s->start_ticks = *start_ticks;
+        s->faults = minor + major;
+        s->rss = *rss;
+        s->owned = *owned;
     }
     return 0;
 }
@@ -1018,10 +1109,9 @@ mt_probe_children_begin(mt_probe *p, mt_probe_children_mark *mark)
     mark->start_ticks = mt_probe_boot_ticks(p);
     mark->count = 0;
     int n = known_descendants(p, pids, MT_PROBE_MAX_CHILDREN);
-    mt_probe_child_seen *seen = p->children_seen;
     for (int i = 0; i < n; i++) {
         mt_probe_child_base *b = &mark->base[mark->count];
-        if (child_memory(p, seen, pids[i], &b->start_ticks, &b->rss, &b->owned, NULL) < 0) {
+        if (child_memory(p, p, pids[i], &b->start_ticks, &b->rss, &b->owned, NULL) < 0) {
             continue;
         }
         if (b->owned < 0) {
@@ -1060,7 +1150,7 @@ mt_probe_children_now(mt_probe *p, const mt_probe_children_mark *mark, mt_probe_
     for (int i = 0; i < n; i++) {
         unsigned long long started;
         long long rss, owned;
-        if (child_memory(p, p->children_seen, pids[i], &started, &rss, &owned, NULL) < 0) {
+        if (child_memory(p, p, pids[i], &started, &rss, &owned, NULL) < 0) {
             continue;
         }
         if (owned < 0) {

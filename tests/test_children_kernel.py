@@ -132,3 +132,31 @@ def test_child_growing_past_the_budget_is_stopped_and_named(big_kernel):
         assert not os.path.exists(f"/proc/{pid}") or state_of(pid) == "Z"
     finally:
         big_kernel.run("%memguard default")
+
+
+def stat_descriptors(k):
+    """The kernel's descriptors open on a process's /proc stat (not its own)."""
+    return k.query(
+        "sum(1 for fd in os.listdir('/proc/self/fd') "
+        "if (lambda t: t.startswith('/proc/') and t.endswith('/stat') "
+        "and not t.startswith(f'/proc/{os.getpid()}/'))("
+        "os.readlink(f'/proc/self/fd/{fd}') if os.path.exists(f'/proc/self/fd/{fd}') else ''))")
+
+
+def test_many_children_are_followed_without_taking_the_kernels_descriptors(big_kernel):
+    """Each probe keeps the stat of at most 32 children open between cells,
+    and lets go of those of children that ended."""
+    k = big_kernel
+    k.run("sleepers = [subprocess.Popen(['sleep', '600']) for _ in range(60)]")
+    k.run("x = 1")
+    k.run("x = 2")
+    kept = stat_descriptors(k)
+    # the cell's probe and the guard watcher's (telemetry's samples none unsubscribed)
+    assert 32 <= kept <= 2 * 32, kept
+    k.run("for p in sleepers: p.kill(); p.wait()")
+    k.run("x = 3")
+    assert stat_descriptors(k) <= 32  # the cell's probe let go; the watcher's at its next look
+    k.run("time.sleep(0.5)")  # the watcher looks while a cell runs
+    assert stat_descriptors(k) == 0
+    cell = k.last_cell()
+    assert cell["children_peak"] in (None, 0), cell

@@ -15,6 +15,9 @@
 #define MT_PROBE_PATH_MAX 512
 #define MT_PROBE_UNLIMITED (-1LL)
 #define MT_PROBE_MAX_CHILDREN 256
+/* Children whose stat a probe keeps open (three probes follow children: a
+ * pool of hundreds must not take the process's descriptors). */
+#define MT_PROBE_KEPT_CHILD_FDS 32
 
 /* ---- pure parsers: 0 on success, -1 when the text lacks what is asked ---- */
 
@@ -113,7 +116,12 @@ typedef struct {
 typedef struct {
     pid_t pid;
     unsigned long long start_ticks, faults;
-    long long rss, owned;
+    long long rss, owned; /* owned -1: not read yet */
+    /* Its stat kept open (-1: none): a descriptor follows the process it
+     * was opened on, so a pid used again fails its read rather than
+     * answering for another process. */
+    int stat_fd;
+    int separate; /* it was found not to share our address space (vfork) */
 } mt_probe_child_seen;
 
 typedef struct mt_probe {
@@ -134,6 +142,7 @@ typedef struct mt_probe {
     /* Descendants last read, at pid % MT_PROBE_MAX_CHILDREN; only the
      * thread that owns this probe reads its children. */
     mt_probe_child_seen children_seen[MT_PROBE_MAX_CHILDREN];
+    int children_fds; /* stat descriptors kept there, at most MT_PROBE_KEPT_CHILD_FDS */
     /* The descendants the last walk of the process tree found, and the
      * last pid the kernel had handed out before it (-1: walk again).
      * While no pid has been handed out since, no process can have joined
