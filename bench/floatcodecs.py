@@ -435,10 +435,10 @@ def main():
     import zstandard
     text = "\n".join([
         "## Codecs on public and synthetic data (issue 32)", "",
-        f"Machine: {CORES} cores, shared with other work while this ran (1-minute load average "
-        f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: with more work "
-        f"than cores, every speed here is below an idle machine's, and the codecs' turns met "
-        f"different loads); `bench/floatcodecs.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, "
+        f"Machine: {CORES} cores, 1-minute load average {load_before:.1f} at the start and "
+        f"{os.getloadavg()[0]:.1f} at the end, this benchmark's own threads included (where it "
+        f"is above {CORES}, other work shared the machine: speeds are then below an idle "
+        f"machine's, and the codecs' turns met different loads); `bench/floatcodecs.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, "
         f"{(time.time() - started) / 60:.0f} min, one run. Figures are medians of "
         f"{args.repeats} runs, GB/s of uncompressed bytes, every result compared bit for bit. "
         "memtamer: `_core.compress` (what `%shrink compress` calls: codec auto, narrowing) and "
