@@ -524,19 +524,6 @@ pread_record(int fd, char *buf, size_t size)
     return n;
 }
 
-/* read_text for a file of one record (pread_record's). */
-static ssize_t
-read_record(const char *path, char *buf, size_t size)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return -1;
-    }
-    ssize_t n = pread_record(fd, buf, size);
-    close(fd);
-    return n;
-}
-
 static ssize_t
 read_text(const char *path, char *buf, size_t size)
 {

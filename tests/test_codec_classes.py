@@ -6,22 +6,7 @@ back bit for bit, odd values included."""
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from memtamer import _core
-
-# Values per transform block (frames.c): segments are made longer than one so
-# that every form fills whole blocks and crosses block boundaries.
-BLOCK = _core.codecs()["block"]
-CHUNK = _core.codecs()["chunk"]
-
-NAN_PAYLOAD = np.array([0x7FF8000000012345, 0xFFF0000000000001], dtype=np.uint64).view(np.float64)
-ODD = np.concatenate([NAN_PAYLOAD, [-0.0, np.inf, -np.inf, 5e-324, -2.2250738585072014e-308,
-                                    1e300, 0.1 + 0.2]])
-
-
-def round_trip(a, **how):
-    proxy = _core.compress(a, "a", **how)
-    info = _core.compressed_info(proxy)
-    return info, _core.restore(proxy)
+from codec_cases import BLOCK, CHUNK, ODD, round_trip
 
 
 def float32_values(n, rng):

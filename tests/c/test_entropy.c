@@ -17,17 +17,6 @@
 #define RAW_PLANE(items) (1 + (items))
 #define CONSTANT_PLANE 2
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15u;
-
-static uint64_t
-next_random(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545F4914F6CDD1Du;
-}
-
 /* Encodes, decodes into a fresh buffer and compares; a stream one byte short
  * and a wrong length are refused.  Returns the encoded bytes, 0 on any
  * mismatch. */

@@ -9,18 +9,6 @@
 
 #include "check.h"
 
-/* A small deterministic generator (xorshift64*), so failures reproduce. */
-static uint64_t rng_state = 0x9E3779B97F4A7C15u;
-
-static uint64_t
-next_random(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545F4914F6CDD1Du;
-}
-
 static double
 uniform(void)
 {
