@@ -817,17 +817,13 @@ mt_probe_set_method(mt_probe *p, mt_peak_method method)
 long long
 mt_probe_peak_begin(mt_probe *p, mt_probe_self *now)
 {
-    /* Every cell: without swap, VmSwap is 0 and statm (a quarter of
-     * status's cost) has the RSS; VmHWM is not needed at the start. */
-    if (without_swap(p)) {
-        now->hwm = -1;
-        now->swap = 0;
-        now->rss = mt_probe_rss(p); /* first: it reopens our files in a forked child */
-        read_major_faults(p, now);
-    }
-    else if (mt_probe_read_self(p, now) < 0) {
-        now->rss = mt_probe_rss(p);
-    }
+    /* Every cell: the RSS from statm (a quarter of status's cost), and
+     * VmSwap from status only where the machine has swap; VmHWM is not
+     * needed at the start. */
+    now->rss = mt_probe_rss(p); /* first: it reopens our files in a forked child */
+    now->hwm = -1;
+    now->swap = without_swap(p) ? 0 : mt_probe_vm_swap(p);
+    read_major_faults(p, now);
     long long rss = now->rss;
     if (p->method == MT_PEAK_HWM) {
         if (try_reset_hwm(p) == 0) {
