@@ -244,7 +244,7 @@ def main_instructions(pythons, rows):
             if row == "empty":
                 verdict = f" ({'met' if on / off <= INSTRUCTIONS_GOAL else 'NOT met'})"
             lines.append(f"| {version} | {ROWS[row]} | {off:,.0f} | {on:,.0f} | "
-                         f"{on / off:.2f}x{verdict} | {own:,.0f} |")
+                         f"{on / off:.3f}x{verdict} | {own:,.0f} |")
     write_section("percell_instructions", "\n".join(lines))
 
 
