@@ -789,15 +789,11 @@ mt_probe_read_self(mt_probe *p, mt_probe_self *now)
     read_major_faults(p, now);
     if (p->status_fd < 0 || pread_record(p->status_fd, buf, sizeof buf) < 0 ||
         mt_probe_parse_kb_field(buf, "VmRSS", &now->rss) < 0) {
-        now->rss = -1;
         return -1;
     }
-    if (mt_probe_parse_kb_field(buf, "VmHWM", &now->hwm) < 0) {
-        now->hwm = -1;
-    }
-    if (mt_probe_parse_kb_field(buf, "VmSwap", &now->swap) < 0) {
-        now->swap = -1;
-    }
+    /* Each stays -1 where status lacks it (a parser writes only what it found). */
+    mt_probe_parse_kb_field(buf, "VmHWM", &now->hwm);
+    mt_probe_parse_kb_field(buf, "VmSwap", &now->swap);
     return 0;
 }
 
@@ -995,7 +991,8 @@ shares_our_memory(const mt_probe *p, pid_t pid)
 
 /* pid's /proc stat into buf; with table (the probe whose children table
  * keeps pid's slot), read through the descriptor kept there, which a new
- * process with pid's number does not answer.  -1 when it is gone. */
+ * process with pid's number does not answer, and the slot taken for pid
+ * (its figures kept when it was pid's already).  -1 when it is gone. */
 static ssize_t
 read_child_stat(const mt_probe *p, mt_probe *table, pid_t pid, char *buf, size_t size)
 {
@@ -1006,21 +1003,20 @@ read_child_stat(const mt_probe *p, mt_probe *table, pid_t pid, char *buf, size_t
         if (n > 0) {
             return n;
         }
-    }
-    if (s && s->pid != 0) {
-        forget_child(table, s);
+        forget_child(table, s); /* the process it was opened on is gone */
     }
     int fd = proc_path(p, path, sizeof path, "/proc/%d/stat", (int)pid) == 0
                  ? open(path, O_RDONLY | O_CLOEXEC)
                  : -1;
     ssize_t n = fd >= 0 ? pread_record(fd, buf, size) : -1;
-    if (s && n > 0) {
-        int keep = table->children_fds < MT_PROBE_KEPT_CHILD_FDS;
-        *s = (mt_probe_child_seen){.pid = pid, .owned = -1, .stat_fd = keep ? fd : -1};
-        table->children_fds += keep;
-        if (!keep) {
-            close(fd);
-        }
+    if (s && n > 0 && s->pid != pid) {
+        forget_child(table, s);
+        s->pid = pid;
+        s->owned = -1;
+    }
+    if (s && n > 0 && s->stat_fd < 0 && table->children_fds < MT_PROBE_KEPT_CHILD_FDS) {
+        s->stat_fd = fd;
+        table->children_fds++;
     }
     else if (fd >= 0) {
         close(fd);
@@ -1050,8 +1046,12 @@ child_memory(const mt_probe *p, mt_probe *table, pid_t pid, unsigned long long *
         return -1;
     }
     mt_probe_child_seen *s = table ? &table->children_seen[pid % MT_PROBE_MAX_CHILDREN] : NULL;
-    if (s && s->pid != pid) {
-        s = NULL; /* its slot went to another (a read failed in between) */
+    if (s && s->start_ticks != *start_ticks) {
+        /* Another process than the one its figures are of (a pid used
+         * again, read without a kept descriptor), or the first look. */
+        s->start_ticks = *start_ticks;
+        s->separate = 0;
+        s->owned = -1;
     }
     /* After its exec a vforked child never shares our memory again. */
     if (!(s && s->separate)) {
@@ -1066,8 +1066,7 @@ child_memory(const mt_probe *p, mt_probe *table, pid_t pid, unsigned long long *
     if (shared) {
         *shared = -1;
     }
-    if (s && s->owned >= 0 && s->start_ticks == *start_ticks && s->faults == minor + major &&
-        s->rss == *rss) {
+    if (s && s->owned >= 0 && s->faults == minor + major && s->rss == *rss) {
         *owned = s->owned;
         return 0;
     }
@@ -1077,7 +1076,6 @@ child_memory(const mt_probe *p, mt_probe *table, pid_t pid, unsigned long long *
         mt_probe_parse_shared_memory(buf, shared);
     }
     if (s && *owned >= 0) {
-        s->start_ticks = *start_ticks;
         s->faults = minor + major;
         s->rss = *rss;
         s->owned = *owned;
