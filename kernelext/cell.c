@@ -177,6 +177,21 @@ long_or_none(int known, long long value)
     return known ? PyLong_FromLongLong(value) : Py_NewRef(Py_None);
 }
 
+static int
+make_record_template(mt_cell_log *log)
+{
+    PyObject *d = PyDict_New();
+    for (int i = 0; d && i < MT_CELL_RECORD_KEYS; i++) {
+        if ((log->keys[i] == NULL &&
+             (log->keys[i] = PyUnicode_InternFromString(record_keys[i])) == NULL) ||
+            PyDict_SetItem(d, log->keys[i], Py_None) < 0) {
+            Py_CLEAR(d);
+        }
+    }
+    log->record_template = d;
+    return d ? 0 : -1;
+}
+
 /* The record as a dict; its values are made first, in record_keys' order. */
 static PyObject *
 record_dict(mt_cell_log *log, const mt_cell_record *r)
@@ -211,13 +226,14 @@ record_dict(mt_cell_log *log, const mt_cell_record *r)
     };
     Py_BUILD_ASSERT(sizeof values / sizeof *values == MT_CELL_RECORD_KEYS);
     for (int i = 0; i < MT_CELL_RECORD_KEYS; i++) {
-        if (values[i] == NULL ||
-            (log->keys[i] == NULL &&
-             (log->keys[i] = PyUnicode_InternFromString(record_keys[i])) == NULL)) {
+        if (values[i] == NULL) {
             goto done;
         }
     }
-    d = PyDict_New();
+    if (log->record_template == NULL && make_record_template(log) < 0) {
+        goto done;
+    }
+    d = PyDict_Copy(log->record_template);
     for (int i = 0; d && i < MT_CELL_RECORD_KEYS; i++) {
         if (PyDict_SetItem(d, log->keys[i], values[i]) < 0) {
             Py_CLEAR(d);
@@ -441,6 +457,7 @@ mt_cell_log_free(mt_cell_log *log)
     for (int i = 0; i < MT_CELL_RECORD_KEYS; i++) {
         Py_CLEAR(log->keys[i]);
     }
+    Py_CLEAR(log->record_template);
 }
 
 /* The _core methods of this file; module.c adds them at init. */

@@ -92,6 +92,12 @@ mt_guard_swap_dict(const mt_probe_swap *s)
 #define THRASH_SECONDS 3.0
 #define THRASH_LOOK_SECONDS 1.0
 
+/* A cell starting this soon after the last one's reading of the shared
+ * working set takes it plus what our counters saw since, as small requests
+ * do: cells run back to back (Run All, papermill) skip /proc/meminfo, and
+ * the watcher reads it afresh while the cell runs. */
+#define WORKING_FRESH_SECONDS 0.1
+
 enum { TRIP_NONE, TRIP_WRITING, TRIP_PENDING, TRIP_DELIVERED };
 typedef struct {
     mt_guard_layer layer;
@@ -164,6 +170,7 @@ typedef struct mt_guard {
     _Atomic long long shared_margin;  /* room past the reserve granted by trips */
     _Atomic long long shared_working; /* working set last read ... */
     _Atomic long long shared_counted; /* ... and mt_heap_counted() then */
+    double working_read_at;           /* cell begin's last reading (GIL) */
     /* The ledger of the kernels sharing that limit (pod.h): large requests
      * reserve their bytes there.  Written with the GIL held while
      * shared_limit is -1 (a hook that read it just before may see a torn
@@ -780,8 +787,17 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line, lo
     /* Others may hold more than the shared limit leaves already: the cell
      * is then stopped on its own growth (the message says so). */
     atomic_store(&g->shared_margin, 0);
-    long long working =
-        atomic_load(&g->shared_limit) >= 0 ? mt_probe_shared_working_set(&g->shared_files) : -1;
+    long long working = -1;
+    if (atomic_load(&g->shared_limit) >= 0) {
+        double now = mt_monotonic_seconds();
+        if (now - g->working_read_at < WORKING_FRESH_SECONDS) {
+            long long grown = mt_heap_counted() - atomic_load(&g->shared_counted);
+            working = atomic_load(&g->shared_working) + (grown > 0 ? grown : 0);
+        }
+        else if ((working = mt_probe_shared_working_set(&g->shared_files)) >= 0) {
+            g->working_read_at = now;
+        }
+    }
     if (working >= 0) {
         long long room = atomic_load(&g->shared_limit) - atomic_load(&g->shared_reserve) - working;
         atomic_store(&g->shared_working, working);

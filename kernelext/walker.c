@@ -34,6 +34,8 @@
 #define KEYED_BUFFER_MIN 4096
 /* Types whose buffer kind (buffers.h) is remembered during a walk. */
 #define KIND_CACHE 256
+/* A cell's walk is mostly a few objects; the table doubles as it fills. */
+#define INITIAL_SLOTS 64
 
 /* A buffer's table key: its address with the top bit set, which no
  * object's address has (user space is the lower half of the address
@@ -118,11 +120,14 @@ struct mt_walker {
     PyObject *last_key; /* the object looked up last, and its entry */
     Py_ssize_t last_idx;
     /* Buffer kinds of types met, direct-mapped by address; each type held
-     * (code run by an export could free a type and reuse its address). */
-    struct {
+     * (code run by an export could free a type and reuse its address).
+     * Allocated at the first type looked up: most cells' walks (a few small
+     * objects) never need it, and zeroing it would cost them more than
+     * their walk. */
+    struct kind_slot {
         PyTypeObject *type;
         mt_buffers_kind kind;
-    } kinds[KIND_CACHE];
+    } * kinds;
     mt_buffer_ranges ranges; /* of the object being opened */
 };
 
@@ -315,6 +320,9 @@ leaf_size(PyObject *o)
 static mt_buffers_kind
 buffers_kind(mt_walker *w, PyTypeObject *tp)
 {
+    if (w->kinds == NULL && (w->kinds = PyMem_RawCalloc(KIND_CACHE, sizeof *w->kinds)) == NULL) {
+        return mt_buffers_kind_of(tp); /* uncached: the cache only saves time */
+    }
     size_t slot = hash_pointer(tp) % KIND_CACHE;
     if (w->kinds[slot].type != tp) {
         Py_XSETREF(w->kinds[slot].type, (PyTypeObject *)Py_NewRef(tp));
@@ -1236,7 +1244,8 @@ mt_walker_new(PyObject *barriers, double budget_seconds, long long big)
     w->barriers = barriers ? Py_NewRef(barriers) : PyTuple_New(0);
     w->sizeof_name = PyUnicode_InternFromString("__sizeof__");
     int numpy = mt_npy_ready();
-    if (w->barriers == NULL || w->sizeof_name == NULL || numpy < 0 || rehash(w, 1024) < 0) {
+    if (w->barriers == NULL || w->sizeof_name == NULL || numpy < 0 ||
+        rehash(w, INITIAL_SLOTS) < 0) {
         mt_walker_free(w);
         return NULL;
     }
@@ -1252,9 +1261,10 @@ mt_walker_free(mt_walker *w)
     }
     Py_XDECREF(w->barriers);
     Py_XDECREF(w->sizeof_name);
-    for (size_t i = 0; i < KIND_CACHE; i++) {
+    for (size_t i = 0; w->kinds != NULL && i < KIND_CACHE; i++) {
         Py_XDECREF(w->kinds[i].type);
     }
+    PyMem_RawFree(w->kinds);
     mt_buffer_ranges_free(&w->ranges);
     PyMem_RawFree(w->entries);
     PyMem_RawFree(w->slots);

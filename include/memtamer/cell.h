@@ -73,8 +73,11 @@ typedef struct {
     mt_cell_record *items; /* mt_reserve'd */
     Py_ssize_t len, cap;
     mt_cell_window window;
-    /* record_keys interned once: a record is made every cell. */
+    /* A record is made every cell: its keys interned once, and a dict of
+     * them (values None) that each record copies, so making one resizes
+     * and inserts nothing. */
     PyObject *keys[MT_CELL_RECORD_KEYS];
+    PyObject *record_template;
 } mt_cell_log;
 
 void mt_cell_log_free(mt_cell_log *log);

@@ -1,5 +1,6 @@
 /* probe.c from plain C: no Python, fake text only.  Built and run by
  * tests/test_probe_c.py; prints "N passed, N failed". */
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,6 +27,12 @@ main(void)
           v == 1024 * 1024);
     CHECK(mt_probe_parse_kb_field("VmRSS:\t 1024 kB\n", "VmHWM", &v) == -1);
     CHECK(mt_probe_parse_statm("10 3 1 0 0 0 0", 4096, &v) == 0 && v == 3 * 4096);
+    CHECK(mt_probe_parse_statm("10", 4096, &v) == -1);
+    CHECK(mt_probe_parse_statm("10 x 1", 4096, &v) == -1);
+    /* Figures past long long saturate rather than wrap. */
+    CHECK(mt_probe_parse_kb_field("VmRSS: 99999999999999999999999 kB\n", "VmRSS", &v) == 0 &&
+          v == LLONG_MAX);
+    CHECK(mt_probe_parse_statm("1 9223372036854775807", 4096, &v) == 0 && v == LLONG_MAX);
     CHECK(mt_probe_parse_limit("max\n", &v) == 0 && v == MT_PROBE_UNLIMITED);
     CHECK(mt_probe_parse_limit("4096\n", &v) == 0 && v == 4096);
     CHECK(mt_probe_parse_limit("18446744073709551615", &v) == 0 && v == MT_PROBE_UNLIMITED);
@@ -60,6 +67,7 @@ main(void)
     unsigned long long faults;
     CHECK(mt_probe_parse_majflt("9 (a b) R 1 9 9 0 -1 0 50 0 77 0", &faults) == 0 && faults == 77);
     CHECK(mt_probe_parse_majflt("9 (a b) R 1 9", &faults) == -1);
+    CHECK(mt_probe_parse_majflt("9 (a b) R 1 9 9 0 -1 0 50 0 x 0", &faults) == -1);
     double avg;
     CHECK(mt_probe_parse_psi("some avg10=0.05 avg60=0 avg300=0 total=1\n", "some", &avg) == 0 &&
           avg == 0.05);
