@@ -362,20 +362,45 @@ def table(codecs, threads_tried, results, groups, datasets, published):
 # The synthetic classes of decimal doubles, where issue 32 sets its speed goals.
 DECIMAL_CLASSES = ["2-decimal readings", "counts stored as float", "3-decimal random walk",
                    "prices with 1 or 2 decimals mixed"]
+SYNTHETIC_CLASSES = DECIMAL_CLASSES + ["float32 values stored in float64"]
 
 
-def goals(codecs, threads_tried, results, names):
+def fresh_memory_speed(nbytes, repeats=5):
+    """(fresh, warm) GB/s of numpy writing nbytes: into a new array (its pages
+    faulted in as it writes, what any restore into a new array pays) and
+    into the same array again."""
+    fresh, warm = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a = np.empty(nbytes // 8)
+        a.fill(1.0)
+        fresh.append(nbytes / (time.perf_counter() - t) / 1e9)
+        t = time.perf_counter()
+        a.fill(2.0)
+        warm.append(nbytes / (time.perf_counter() - t) / 1e9)
+        del a
+    return statistics.median(fresh), statistics.median(warm)
+
+
+def goals(codecs, threads_tried, results, names, memory_speed):
     """Issue 32's goals, judged on this run's figures."""
-    behind = [f"{n} ({results[n, 'memtamer', 1][1]:.2f} vs {results[n, 'pcodec', 1][1]:.2f})"
-              for n in names if results[n, "memtamer", 1][1] < results[n, "pcodec", 1][1]]
+    def behind_on(among):
+        return [f"{n} ({results[n, 'memtamer', 1][1]:.2f} vs {results[n, 'pcodec', 1][1]:.2f})"
+                for n in among if results[n, "memtamer", 1][1] < results[n, "pcodec", 1][1]]
+
+    classes = [n for n in names if n in SYNTHETIC_CLASSES]
+    behind_classes, behind = behind_on(classes), behind_on(names)
     ours = harmonic([results[n, "memtamer", 1][1] for n in names])
     theirs = harmonic([results[n, "pcodec", 1][1] for n in names])
-    lines = [f"Goal, ratio at or above pcodec's default level on every dataset (1 thread): "
-             f"**{'met' if not behind else 'NOT met'}**, at or above on "
+    lines = [f"Goal, ratio at or above pcodec's default level on each of the issue's "
+             f"{len(classes)} classes (1 thread): "
+             f"**{'met' if not behind_classes else 'NOT met'}**"
+             + (f", below on {', '.join(behind_classes)}" if behind_classes else "") + ". "
+             f"Harmonic mean over every dataset above pcodec's: "
+             f"**{'met' if ours > theirs else 'NOT met'}** ({ours:.2f} vs {theirs:.2f}). "
+             f"Beyond the goal, on every dataset: at or above on "
              f"{len(names) - len(behind)} of {len(names)}"
-             + (f"; below on {', '.join(behind)}" if behind else "") + ". "
-             f"Harmonic mean above pcodec's: **{'met' if ours > theirs else 'NOT met'}** "
-             f"({ours:.2f} vs {theirs:.2f}).", ""]
+             + (f"; below on {', '.join(behind)}" if behind else "") + ".", ""]
 
     def span(codec, threads, field):
         values = [results[n, codec, threads][field] for n in DECIMAL_CLASSES]
@@ -388,6 +413,13 @@ def goals(codecs, threads_tried, results, names):
             f"memtamer {span('memtamer', 1, 2)} / {span('memtamer', 1, 3)} GB/s")
     if any(c.name == "ALP" for c in codecs):
         line += f" where ALP, on the same arrays and machine, ran {span('ALP', 1, 2)} / {span('ALP', 1, 3)}"
+    fresh, warm = memory_speed
+    line += (f". A restore makes a new array, whose pages the kernel zeroes and maps as they "
+             f"are first written: on this machine numpy writes a new {SYNTHETIC_BYTES >> 20} MiB "
+             f"array at {fresh:.2f} GB/s and the same array again at {warm:.2f} GB/s (medians of "
+             f"5; no transparent huge pages), so no restore into a new array reaches 6 GB/s on "
+             f"one core here; memtamer, pcodec, zstd and blosc2 restore into new arrays, ALP's "
+             f"harness decodes into one buffer it reuses")
     lines.append(line + ".")
     if len(threads_tried) > 1:
         most = threads_tried[-1]
@@ -427,6 +459,7 @@ def main():
             codecs.append(Alp(args.alp, workdir))
         load_before = os.getloadavg()[0]
         started = time.time()
+        memory_speed = fresh_memory_speed(SYNTHETIC_BYTES)
         threads_tried, results = run(codecs, datasets, 1 if args.quick else args.repeats)
     if args.quick:
         return
@@ -461,7 +494,7 @@ def main():
         "fixed cost (threads, headers, sampling, trying codecs) dominates the speed. Small "
         "arrays are compressed and restored again "
         f"and again within a run ({LOOP_BYTES >> 20} MiB in all).", "",
-        *goals(codecs, threads_tried, results, list(datasets)),
+        *goals(codecs, threads_tried, results, list(datasets), memory_speed),
         *table(codecs, threads_tried, results, groups, datasets, published),
     ])
     write_section("codecs", text)

@@ -16,6 +16,7 @@ mt_worker_init(mt_worker *w, mt_worker_step step, void *owner)
     pthread_cond_init(&w->wake, NULL);
     w->pid = getpid();
     w->started = w->active = w->stop = w->paused_for_fork = 0;
+    w->ends_when_idle = w->ended = 0;
     atomic_store(&w->tid, 0);
     w->step = step;
     w->owner = owner;
@@ -30,6 +31,10 @@ worker_main(void *arg)
     pthread_mutex_lock(&w->lock);
     while (!w->stop) {
         if (!w->active) {
+            if (w->ends_when_idle) {
+                w->ended = 1;
+                break;
+            }
             fresh = 1;
             pthread_cond_wait(&w->wake, &w->lock);
             continue;
@@ -47,10 +52,17 @@ int
 mt_worker_start(mt_worker *w)
 {
     if (w->started) {
-        return 0;
+        pthread_mutex_lock(&w->lock);
+        int ended = w->ended;
+        pthread_mutex_unlock(&w->lock);
+        if (!ended) {
+            return 0;
+        }
+        pthread_join(w->thread, NULL);
+        w->started = 0;
     }
     atomic_store(&w->tid, 0);
-    w->stop = 0;
+    w->stop = w->ended = 0;
     w->pid = getpid();
     int err = pthread_create(&w->thread, NULL, worker_main, w);
     if (err == 0) {
@@ -136,7 +148,13 @@ mt_worker_unlock(mt_worker *w)
 void
 mt_worker_pause_for_fork(mt_worker *w)
 {
-    w->paused_for_fork = w->started && w->pid == getpid();
+    /* A copied worker (w->pid another process's) is not ours to lock. */
+    w->paused_for_fork = 0;
+    if (w->started && w->pid == getpid()) {
+        pthread_mutex_lock(&w->lock);
+        w->paused_for_fork = !w->ended;
+        pthread_mutex_unlock(&w->lock);
+    }
     mt_worker_stop(w);
 }
 
@@ -160,7 +178,7 @@ mt_worker_forget_in_child(mt_worker *w)
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->wake, NULL);
     w->pid = getpid();
-    w->started = w->active = w->stop = w->paused_for_fork = 0;
+    w->started = w->active = w->stop = w->paused_for_fork = w->ended = 0;
 }
 
 void

@@ -64,8 +64,7 @@ writeback_pause(void *owner)
 static int
 writeback_resume(void *owner)
 {
-    /* A thread that fails to start again leaves its ranges to the kernel's
-     * flusher, and the next spill tries again. */
+    /* As at a spill: a failed start leaves the ranges to the flusher. */
     (void)mt_worker_resume_after_fork(&((mt_writeback *)owner)->worker);
     return 0;
 }
@@ -91,6 +90,8 @@ mt_writeback_new(mt_worker_fork_hooks *hooks)
     mt_writeback *wb = calloc(1, sizeof *wb);
     if (wb != NULL) {
         mt_worker_init(&wb->worker, writeback_step, wb);
+        /* Spills are rare: no thread is kept between them. */
+        wb->worker.ends_when_idle = 1;
         mt_worker_at_fork(hooks, writeback_pause, writeback_resume, wb);
     }
     return wb;
@@ -116,21 +117,24 @@ mt_writeback_start(mt_writeback *wb, int fd, off_t offset, off_t len)
         return;
     }
     forget_parent(wb);
-    if (mt_worker_start(&wb->worker) != 0) {
-        return;
-    }
     int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (copy < 0) {
         return;
     }
+    /* Queued and made active before the start: a thread that was ending
+     * (nothing to do when it looked) has ended by then, and is started
+     * again; one still running sees the range. */
     mt_worker_lock(&wb->worker);
     if (wb->queued < QUEUED_RANGES) {
         wb->queue[wb->queued++] = (range){copy, offset, len};
         copy = -1;
     }
+    wb->worker.active = 1;
     mt_worker_unlock(&wb->worker);
     if (copy >= 0) {
         close(copy);
     }
-    mt_worker_set_active(&wb->worker, 1);
+    /* A thread that fails to start leaves the ranges to the kernel's
+     * flusher; the next spill tries again. */
+    (void)mt_worker_start(&wb->worker);
 }

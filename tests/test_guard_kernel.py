@@ -293,11 +293,21 @@ def test_no_memtamer_thread_is_alive_at_fork(tmp_path):
         assert k.query("len(seen[-1])") == without
         # Nor the thread that starts a spill's writeback, right after a spill
         # started it; it runs again after the fork: the next spill is whole.
-        k.run("import numpy as np\nfirst = np.arange(2.0**23)\n%shrink spill first\nfork_once()")
+        k.run("import numpy as np\nbefore_spill = len(os.listdir('/proc/self/task'))")
+        k.run("first = np.arange(2.0**23)\n%shrink spill first\nfork_once()")
         assert k.query("len(seen[-1])") == without
         k.run("second = np.arange(2.0**23)\n%shrink spill second")
         assert k.query("[type(v).__name__ for v in (first, second)]") == ["memmap", "memmap"]
         assert k.query("bool((first == second).all() and second[-1] == 2**23 - 1)") is True
+        # Once it has asked for every range, the writeback thread ends: a
+        # kernel that spilled keeps no more threads than before its spills
+        # (a fork starts memtamer's other threads again: counted, not named).
+        k.run("deadline = time.monotonic() + 5\n"
+              "while len(os.listdir('/proc/self/task')) > before_spill and "
+              "time.monotonic() < deadline:\n"
+              "    time.sleep(0.01)\n"
+              "after_spills = len(os.listdir('/proc/self/task'))")
+        assert k.query("after_spills") == k.query("before_spill")
     finally:
         k.shutdown()
 

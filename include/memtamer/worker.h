@@ -31,6 +31,10 @@ typedef struct {
     pid_t pid;   /* the process whose thread it is */
     int started; /* a thread runs (only changed by its owner's thread) */
     int active, stop;
+    /* ends_when_idle: the thread ends instead of waiting, and sets ended;
+     * the next start joins it and starts another (a thread that is rarely
+     * needed is not left alive, where os.fork() would see it). */
+    int ends_when_idle, ended;
     int paused_for_fork;
     _Atomic int tid; /* the thread's id once it runs, 0 before */
     mt_worker_step step;
@@ -39,7 +43,8 @@ typedef struct {
 
 /* Prepares w (no thread yet). */
 void mt_worker_init(mt_worker *w, mt_worker_step step, void *owner);
-/* Starts the thread, idle; a no-op when it runs.  0, or the error number. */
+/* Starts the thread, idle (a thread that ends when idle: after its owner
+ * made it active); a no-op when it runs.  0, or the error number. */
 int mt_worker_start(mt_worker *w);
 /* Ends the thread and joins it; what it works on (active) stays for a
  * restart.  A no-op when none runs, and in a forked child. */

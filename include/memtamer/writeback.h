@@ -24,8 +24,9 @@ mt_writeback *mt_writeback_new(mt_worker_fork_hooks *hooks);
 /* Stops its thread and forgets what it had not started (NULL: a no-op). */
 void mt_writeback_free(mt_writeback *wb);
 /* Asks for len bytes of the file open as fd, from offset, to be written to
- * the disk, on the thread (started the first time).  fd stays the
- * caller's: the thread keeps a duplicate until it is done with it. */
+ * the disk, on the thread (started when none runs: it ends once it has
+ * asked for every range).  fd stays the caller's: the thread keeps a
+ * duplicate until it is done with it. */
 void mt_writeback_start(mt_writeback *wb, int fd, off_t offset, off_t len);
 
 #endif
