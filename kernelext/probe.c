@@ -837,7 +837,8 @@ mt_probe_peak_begin(mt_probe *p, mt_probe_self *now)
      * needed at the start. */
     now->rss = mt_probe_rss(p); /* first: it reopens our files in a forked child */
     now->hwm = -1;
-    now->swap = without_swap(p) ? 0 : mt_probe_vm_swap(p);
+    p->swapless = without_swap(p);
+    now->swap = p->swapless ? 0 : mt_probe_vm_swap(p);
     read_major_faults(p, now);
     long long rss = now->rss;
     if (p->method == MT_PEAK_HWM) {
@@ -859,10 +860,37 @@ mt_probe_peak_begin(mt_probe *p, mt_probe_self *now)
     return rss;
 }
 
+/* The end of an HWM window without reading status, where that is exact:
+ * getrusage's ru_maxrss is the larger of the high-water mark (reset at the
+ * window's start) and what threads that exited left in it, so when it is
+ * no more than the RSS read before it, the high-water mark is that RSS.
+ * Only where status would add nothing else (no swap when the window began;
+ * the real /proc).  1 when it could, 0 when status must be read. */
+static int
+peak_end_without_status(mt_probe *p, long long *peak, mt_probe_self *now)
+{
+    struct rusage usage;
+    if (p->method != MT_PEAK_HWM || !p->swapless) {
+        return 0;
+    }
+    long long rss = mt_probe_rss(p); /* first: it reopens our files in a forked child */
+    if (rss < 0 || getrusage(RUSAGE_SELF, &usage) < 0 || (long long)usage.ru_maxrss * 1024 > rss) {
+        return 0;
+    }
+    now->rss = now->hwm = *peak = rss;
+    now->swap = 0;
+    now->major_faults = (unsigned long long)usage.ru_majflt;
+    now->faults_known = 1;
+    return 1;
+}
+
 int
 mt_probe_peak_end(mt_probe *p, long long *peak, mt_probe_self *now)
 {
     *peak = -1;
+    if (peak_end_without_status(p, peak, now)) {
+        return 0;
+    }
     if (mt_probe_read_self(p, now) < 0) {
         return -1;
     }

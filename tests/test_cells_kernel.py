@@ -21,6 +21,27 @@ def test_spike_peak_is_exact(kernel):
     assert cell["numpy_peak_increment"] == pytest.approx(256 * MiB, rel=0.01)
 
 
+def test_a_thread_that_ended_at_a_high_mark_leaves_later_peaks_exact(kernel):
+    """A thread's exit keeps the high-water mark of its moment in the
+    process's ru_maxrss, which no reset clears: a cell that holds at its end
+    all it ever held may take its peak from it only when that is no higher
+    than its RSS (else it reads status)."""
+    kernel.run("import numpy as np, threading\n"
+               "def spike():\n    a = np.ones(2**25)  # 256 MiB, touched\n    del a\n"
+               "t = threading.Thread(target=spike)\nt.start()\nt.join()")
+    assert kernel.last_cell()["peak_increment"] == pytest.approx(256 * MiB, rel=0.03)
+    kernel.run("x = 1")
+    cell = kernel.last_cell()
+    assert abs(cell["peak_increment"]) < 4 * MiB, cell
+    assert cell["peak_rss"] >= cell["rss_after"]
+    # And one whose peak is its end: the end's RSS, however it was read.
+    kernel.run("kept = np.ones(2**24)  # 128 MiB, kept")
+    cell = kernel.last_cell()
+    assert cell["peak_rss"] - cell["rss_after"] < 4 * MiB, cell
+    assert cell["peak_increment"] == pytest.approx(128 * MiB, rel=0.05)
+    kernel.run("del kept")
+
+
 def test_retained_array(kernel):
     kernel.run("import numpy as np")
     kernel.run("kept = np.ones(2**25)  # 256 MiB")

@@ -131,6 +131,7 @@ typedef struct mt_probe {
     long clock_ticks;
     int status_fd, statm_fd, stat_fd, clear_refs_fd, loadavg_fd;
     mt_peak_method method;
+    int swapless; /* the machine had no swap at the peak window's start */
 
     /* The sampler thread (method SAMPLED), active during a peak window.  It
      * touches only this struct and its own reads; its lock guards
