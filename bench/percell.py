@@ -12,6 +12,12 @@ kept.
     python bench/percell.py --instructions [--python PATH]... [ROW]...
         # writes the percell_instructions section (callgrind; rows with a goal)
     python bench/percell.py worker ROW on|off [FLAG]   # one worker, prints JSON
+    python bench/percell.py zmq-worker   # the zmq row's two kernels, prints JSON
+
+The zmq row: two real ipykernels of each Python (tests/kernel.py, over
+ZeroMQ, as Jupyter runs them), one with memtamer loaded, 1,000 variables in
+each, cells alternating between them; the round trip of each cell from the
+execute request to its reply, median over the cells of three fresh pairs.
 
 Each --python runs the rows under that interpreter too (one with memtamer
 installed): on 3.12+ the ledger learns what a cell changed from a dict
@@ -26,6 +32,7 @@ only), and of memtamer's cell_begin and cell_end with all they call.
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,6 +60,11 @@ ROWS = {
     "subscribers10": "telemetry, 10 subscribers",
 }
 GOALS_US = {"empty": 15, "long": 25, "children": 25}
+ZMQ_VARIABLES = 1_000
+ZMQ_WARM_CELLS = 100
+ZMQ_CELLS = 600
+ZMQ_ROUNDS = 3
+ZMQ_GOAL = 1.02  # with memtamer / plain, round trip over ZeroMQ
 INSTRUCTIONS_GOAL = 1.10  # with memtamer / plain, empty namespace
 ENTRY_POINTS = ("mt_cell_begin", "mt_cell_end")
 OWN_GOAL_MIB = 8
@@ -161,6 +173,56 @@ def worker(row, on, flag=None):
     return result
 
 
+def zmq_worker():
+    """The zmq row, with this Python's kernels: per-cell round trips, each
+    round a fresh pair of kernels."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from kernel import Kernel
+
+    trips = {False: [], True: []}
+    for _ in range(ZMQ_ROUNDS):
+        kernels = {on: Kernel(cwd=str(HERE)) for on in (False, True)}
+        try:
+            for k in kernels.values():
+                k.run("import numpy\n"
+                      f"globals().update({{f'v{{i}}': i for i in range({ZMQ_VARIABLES})}})")
+            kernels[True].run("%load_ext memtamer\n%memtamer --notice off")
+            for i in range(ZMQ_WARM_CELLS + ZMQ_CELLS):
+                for on in (False, True) if i % 2 == 0 else (True, False):
+                    start = time.perf_counter()
+                    kernels[on].run("x = 1")
+                    if i >= ZMQ_WARM_CELLS:
+                        trips[on].append(time.perf_counter() - start)
+            cells = kernels[True].query("len(__import__('memtamer').report()['cells'])")
+            assert cells >= ZMQ_CELLS, "memtamer did not record the cells"
+        finally:
+            for k in kernels.values():
+                k.shutdown()
+    return {"off": statistics.median(trips[False]), "on": statistics.median(trips[True])}
+
+
+def zmq_lines(pythons, versions):
+    lines = ["", f"Over ZeroMQ, {ZMQ_VARIABLES:,} variables: two real ipykernels of each Python "
+             "(`tests/kernel.py`, as Jupyter runs them), one with memtamer loaded, cells of "
+             f"`x = 1` alternating between them; the round trip of each cell from the execute "
+             f"request to its reply, median of {ZMQ_ROUNDS} rounds of {ZMQ_CELLS} cells (a fresh "
+             f"pair of kernels each, {ZMQ_WARM_CELLS} cells to warm up). Goal: ≤ {ZMQ_GOAL:.2f}x.",
+             "",
+             "| Python | plain | with memtamer | ratio |", "|---|---:|---:|---:|"]
+    for python in pythons:
+        proc = subprocess.run([python, __file__, "zmq-worker"], capture_output=True, text=True,
+                              timeout=1800, cwd=HERE)
+        if proc.returncode != 0:
+            raise RuntimeError(f"zmq worker failed:\n{proc.stderr}")
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        ratio = r["on"] / r["off"]
+        print(versions[python], "zmq", f"{r['off'] * 1e6:.0f} µs plain, "
+              f"{r['on'] * 1e6:.0f} µs with memtamer", flush=True)
+        lines.append(f"| {versions[python]} | {r['off'] * 1e6:.0f} µs | {r['on'] * 1e6:.0f} µs | "
+                     f"{ratio:.3f}x ({'met' if ratio <= ZMQ_GOAL else 'NOT met'}) |")
+    return lines
+
+
 def python_version(python):
     return subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"],
                           capture_output=True, text=True, check=True).stdout.strip()
@@ -252,6 +314,8 @@ def main(pythons, rows):
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_at_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     versions = {python: python_version(python) for python in pythons}
+    over_zmq = "zmq" in rows
+    rows = [row for row in rows if row != "zmq"]
     best, own, step = {}, {}, {}
     for python in pythons:
         for row in rows:
@@ -296,6 +360,8 @@ def main(pythons, rows):
             lines.append(f"| {versions[python]} | {ROWS[row]} | {off:.0f} µs | {on:.0f} µs | "
                          f"{on - off:+.0f} µs | {verdict} | {step[(python, row)] * 1e6:.1f} µs | "
                          f"{own[(python, row)] / 1024**2:.2f} MiB |")
+    if over_zmq:
+        lines += zmq_lines(pythons, versions)
     write_section("percell", "\n".join(lines))
 
 
@@ -308,17 +374,19 @@ def parse(args):
         elif args[0] == "--python" and len(args) > 1:
             pythons.append(args[1])
             args = args[2:]
-        elif args[0] in ROWS:
+        elif args[0] in ROWS or args[0] == "zmq":
             rows.append(args.pop(0))
         else:
             sys.exit(f"percell.py: {args[0]!r} is neither --instructions, --python PATH nor "
-                     f"a row ({', '.join(ROWS)})")
-    return count, pythons, rows or list(ROWS)
+                     f"a row ({', '.join(ROWS)}, zmq)")
+    return count, pythons, rows or [*ROWS, "zmq"]
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["worker"]:
         print(json.dumps(worker(sys.argv[2], sys.argv[3] == "on", *sys.argv[4:5])))
+    elif sys.argv[1:2] == ["zmq-worker"]:
+        print(json.dumps(zmq_worker()))
     else:
         count, pythons, rows = parse(sys.argv[1:])
         (main_instructions if count else main)(pythons, rows)

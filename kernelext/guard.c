@@ -565,16 +565,43 @@ watch_once(mt_guard *g, const mt_probe_children_mark *mark, int look_at_children
     return use;
 }
 
+/* Sleeps us, or less when memory pressure rises; a child started during
+ * a long nap would come and go unseen: wake to look at it (one waitid
+ * every CHILD_LOOK_US). */
+static void
+doze(mt_guard *g, long us)
+{
+    for (long left = us; left > 0; left -= CHILD_LOOK_US) {
+        if (nap(g, left < CHILD_LOOK_US ? left : CHILD_LOOK_US) ||
+            (left > CHILD_LOOK_US && mt_probe_has_children())) {
+            break;
+        }
+    }
+}
+
 /* The watcher's step (worker.h): no GIL, no Python objects. */
 static void
 watch_step(void *owner, int fresh)
 {
     mt_guard *g = owner;
     if (fresh) {
-        g->children_looked = 0; /* a new cell: look at once */
+        g->children_looked = 0; /* the cell's first look takes in its children */
         g->faults_looked = g->thrash_since = 0;
         atomic_store(&g->thrash_warned, 0);
-        g->children_alive = 0;
+        /* cell_begin has just read what a first look would see (the RSS,
+         * the shared working set, the children): the watcher naps first,
+         * as long as it would after that look, so a cell shorter than the
+         * nap costs no look. */
+        mt_worker_lock(&g->watcher);
+        g->children_alive = g->children.count;
+        mt_worker_unlock(&g->watcher);
+        long long limit = atomic_load(&g->shared_limit);
+        long long shared_left = limit < 0 ? LLONG_MAX
+                                          : limit - atomic_load(&g->shared_reserve) +
+                                                atomic_load(&g->shared_margin) -
+                                                atomic_load(&g->shared_working);
+        doze(g, nap_us(g, atomic_load(&g->cell_start_use), shared_left));
+        return;
     }
     mt_worker_lock(&g->watcher);
     mt_probe_children_mark_copy(&g->children_looking, &g->children);
@@ -587,14 +614,7 @@ watch_step(void *owner, int fresh)
     }
     long long shared_left;
     long long use = watch_once(g, &g->children_looking, look_at_children, &shared_left);
-    /* A child started during a long nap would come and go unseen: wake to
-     * look at it (one waitid per step). */
-    for (long left = nap_us(g, use, shared_left); left > 0; left -= CHILD_LOOK_US) {
-        if (nap(g, left < CHILD_LOOK_US ? left : CHILD_LOOK_US) ||
-            (left > CHILD_LOOK_US && mt_probe_has_children())) {
-            break;
-        }
-    }
+    doze(g, nap_us(g, use, shared_left));
 }
 
 static void

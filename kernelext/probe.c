@@ -1748,8 +1748,20 @@ mt_probe_oom_kills(mt_probe *p, char *path, size_t path_size, long long *count)
 int
 mt_probe_read_oom_kills(const char *path, long long *count)
 {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    int rc = mt_probe_read_oom_kills_fd(fd, count);
+    close(fd);
+    return rc;
+}
+
+int
+mt_probe_read_oom_kills_fd(int fd, long long *count)
+{
     char text[8192];
-    if (read_text(path, text, sizeof text) < 0) {
+    if (pread_text(fd, text, sizeof text) < 0) {
         return -1;
     }
     return mt_probe_parse_keyed(text, "oom_kill", count);

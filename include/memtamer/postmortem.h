@@ -26,6 +26,11 @@ typedef struct {
     /* Only changed with the GIL held, while the guard's watcher is stopped
      * or before it starts (it updates the page through this pointer). */
     mt_postmortem_page *page; /* NULL when there is none */
+    /* The page's OOM count file, kept open while there is a page (read at
+     * every cell's start; the machine's or the cgroup's, the same file for
+     * a forked child); -1 when it could not be opened. */
+    int oom_fd;
+    double oom_read_at; /* monotonic seconds of its last reading */
     char path[MT_PROBE_PATH_MAX + 64];
     pid_t pid; /* of the process that opened it */
     /* The limit and budget in force (-1: none), copied into the page;

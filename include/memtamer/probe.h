@@ -354,5 +354,7 @@ int mt_probe_read_pressure(mt_probe *p, double *some_avg10, double *full_avg10);
  * process can read the same counter with mt_probe_read_oom_kills). */
 int mt_probe_oom_kills(mt_probe *p, char *path, size_t path_size, long long *count);
 int mt_probe_read_oom_kills(const char *path, long long *count);
+/* The same from that file kept open (read from its start). */
+int mt_probe_read_oom_kills_fd(int fd, long long *count);
 
 #endif
