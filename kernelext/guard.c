@@ -303,10 +303,18 @@ estimated_use(mt_guard *g)
     return estimated_rss(g) + children_counted(g);
 }
 
+/* The shared working set as last read plus what our counters saw since. */
+static long long
+estimated_working(mt_guard *g)
+{
+    long long grown = mt_heap_counted() - atomic_load(&g->shared_counted);
+    return atomic_load(&g->shared_working) + (grown > 0 ? grown : 0);
+}
+
 /* Room the shared limit leaves for this kernel's next bytes: the limit
  * minus the reserve minus the working set in *working (read afresh for
- * large requests, else the last reading plus what our counters saw since);
- * LLONG_MAX when no shared limit is watched. */
+ * large requests, else estimated_working); LLONG_MAX when no shared limit
+ * is watched. */
 static long long
 shared_room(mt_guard *g, size_t request, long long *working)
 {
@@ -319,8 +327,7 @@ shared_room(mt_guard *g, size_t request, long long *working)
         *working = mt_probe_shared_working_set(&g->shared_files);
     }
     if (*working < 0) {
-        long long grown = mt_heap_counted() - atomic_load(&g->shared_counted);
-        *working = atomic_load(&g->shared_working) + (grown > 0 ? grown : 0);
+        *working = estimated_working(g);
     }
     return limit - atomic_load(&g->shared_reserve) + atomic_load(&g->shared_margin) - *working;
 }
@@ -595,12 +602,8 @@ watch_step(void *owner, int fresh)
         mt_worker_lock(&g->watcher);
         g->children_alive = g->children.count;
         mt_worker_unlock(&g->watcher);
-        long long limit = atomic_load(&g->shared_limit);
-        long long shared_left = limit < 0 ? LLONG_MAX
-                                          : limit - atomic_load(&g->shared_reserve) +
-                                                atomic_load(&g->shared_margin) -
-                                                atomic_load(&g->shared_working);
-        doze(g, nap_us(g, atomic_load(&g->cell_start_use), shared_left));
+        long long working;
+        doze(g, nap_us(g, atomic_load(&g->cell_start_use), shared_room(g, 0, &working)));
         return;
     }
     mt_worker_lock(&g->watcher);
@@ -811,8 +814,7 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line, lo
     if (atomic_load(&g->shared_limit) >= 0) {
         double now = mt_monotonic_seconds();
         if (now - g->working_read_at < WORKING_FRESH_SECONDS) {
-            long long grown = mt_heap_counted() - atomic_load(&g->shared_counted);
-            working = atomic_load(&g->shared_working) + (grown > 0 ? grown : 0);
+            working = estimated_working(g);
         }
         else if ((working = mt_probe_shared_working_set(&g->shared_files)) >= 0) {
             g->working_read_at = now;
