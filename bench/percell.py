@@ -66,7 +66,7 @@ ZMQ_CELLS = 600
 ZMQ_ROUNDS = 3
 ZMQ_GOAL = 1.02  # with memtamer / plain, round trip over ZeroMQ
 INSTRUCTIONS_GOAL = 1.10  # with memtamer / plain, empty namespace
-ENTRY_POINTS = ("mt_cell_begin", "mt_cell_end")
+ENTRY_POINTS = ("hooks_pre_run_cell", "hooks_post_run_cell", "mt_ledger_py_ran")
 OWN_GOAL_MIB = 8
 
 

@@ -719,11 +719,12 @@ mt_buffers_arrow_pool(mt_buffers_pool *out)
     PyObject *pool = NULL;
     int rc = -1;
     out->allocated = out->peak = out->handed_out = 0;
-    PyObject *name = PyUnicode_FromString("pyarrow");
-    PyObject *pyarrow = name ? PyImport_GetModule(name) : NULL;
-    Py_XDECREF(name);
+    /* sys.modules itself, read twice a cell: PyImport_GetModule also asks
+     * the module's spec whether it is still importing (a pool read from a
+     * half-imported pyarrow fails, and is not counted either way). */
+    PyObject *pyarrow = Py_XNewRef(PyDict_GetItemString(PyImport_GetModuleDict(), "pyarrow"));
     if (pyarrow == NULL || pyarrow == Py_None) {
-        rc = PyErr_Occurred() ? -1 : 0;
+        rc = 0;
         goto done;
     }
     pool = PyObject_CallMethod(pyarrow, "default_memory_pool", NULL);

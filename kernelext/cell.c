@@ -20,75 +20,66 @@ execution_count(PyObject *arg, long long *out)
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
+/* The first line of source.strip(), at most FIRST_LINE_CHARS code points,
+ * into dst as UTF-8; found in place, without the stripped copy. */
 static int
 first_line(PyObject *source, char *dst)
 {
-    PyObject *stripped = NULL, *line = NULL;
-    int rc = -1;
     if (!PyUnicode_Check(source)) {
         PyErr_SetString(PyExc_TypeError, "cell source must be a str");
         return -1;
     }
-    stripped = PyObject_CallMethod(source, "strip", NULL);
-    if (stripped == NULL) {
-        goto done;
+    int kind = PyUnicode_KIND(source);
+    const void *data = PyUnicode_DATA(source);
+    Py_ssize_t start = 0, stop = PyUnicode_GET_LENGTH(source);
+    while (start < stop && Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, start))) {
+        start++;
     }
-    Py_ssize_t len = PyUnicode_GetLength(stripped);
-    Py_ssize_t end = PyUnicode_FindChar(stripped, '\n', 0, len, 1);
+    while (stop > start && Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, stop - 1))) {
+        stop--;
+    }
+    Py_ssize_t end = PyUnicode_FindChar(source, '\n', start, stop, 1);
     if (end == -2) {
-        goto done;
+        return -1;
     }
-    if (end < 0) {
-        end = len;
-    }
-    line = PyUnicode_Substring(stripped, 0, end < FIRST_LINE_CHARS ? end : FIRST_LINE_CHARS);
-    if (line == NULL) {
-        goto done;
-    }
+    end = end < 0 ? stop : end;
+    end = end - start > FIRST_LINE_CHARS ? start + FIRST_LINE_CHARS : end;
+    PyObject *line = PyUnicode_Substring(source, start, end);
     Py_ssize_t size;
-    const char *utf8 = PyUnicode_AsUTF8AndSize(line, &size);
-    if (utf8 == NULL) {
-        goto done;
+    const char *utf8 = line ? PyUnicode_AsUTF8AndSize(line, &size) : NULL;
+    if (utf8 != NULL) {
+        if (size >= MT_FIRST_LINE_BYTES) { /* lone surrogates cannot reach here */
+            size = MT_FIRST_LINE_BYTES - 1;
+        }
+        memcpy(dst, utf8, (size_t)size);
+        dst[size] = '\0';
     }
-    if (size >= MT_FIRST_LINE_BYTES) { /* lone surrogates cannot reach here */
-        size = MT_FIRST_LINE_BYTES - 1;
-    }
-    memcpy(dst, utf8, (size_t)size);
-    dst[size] = '\0';
-    rc = 0;
-done:
-    Py_XDECREF(stripped);
     Py_XDECREF(line);
-    return rc;
+    return utf8 ? 0 : -1;
 }
 
-PyDoc_STRVAR(mt_cell_begin__doc__, "cell_begin(execution_count, source): start measuring a cell.");
-static PyObject *
-mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+int
+mt_cell_begin(PyObject *module, PyObject *execution, PyObject *source)
 {
     mt_state *st = mt_get_state(module);
     mt_cell_window *w = &st->cells.window;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "cell_begin(execution_count, source)");
-        return NULL;
-    }
     w->open = 0;
     w->peak_floor = -1;
-    if (execution_count(args[0], &w->cell) < 0 || first_line(args[1], w->first_line) < 0) {
-        return NULL;
+    if (execution_count(execution, &w->cell) < 0 || first_line(source, w->first_line) < 0) {
+        return -1;
     }
     /* A cell that never reached cell_end (interrupted kernel) left its
      * handler in place: put back what it replaced first. */
     PyObject *previous = st->numpy_previous;
     st->numpy_previous = NULL;
     if (mt_heap_numpy_end(previous) < 0 || mt_heap_numpy_begin(&st->numpy_previous) < 0) {
-        return NULL;
+        return -1;
     }
-    if (mt_ledger_cell_begin(&st->ledger, args[1]) < 0) {
-        return NULL;
+    if (mt_ledger_cell_begin(&st->ledger, source) < 0) {
+        return -1;
     }
     mt_probe_children_begin(st->probe, &w->children);
-    Py_XSETREF(w->source, Py_NewRef(args[1]));
+    Py_XSETREF(w->source, Py_NewRef(source));
     w->arrow_known = mt_buffers_arrow_pool(&w->arrow) >= 0;
     mt_heap_reset_peaks(&w->python, &w->numpy);
     mt_peaks_cell_begin(st->ledger.user_ns, w->python.current + w->numpy.current);
@@ -101,6 +92,21 @@ mt_cell_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     long long budget, trips;
     mt_guard_figures(module, &budget, &trips);
     mt_telemetry_cell_begin(module, w, st->probe->method, budget, trips);
+    return 0;
+}
+
+PyDoc_STRVAR(mt_cell_py_begin__doc__,
+             "cell_begin(execution_count, source): start measuring a cell.");
+static PyObject *
+mt_cell_py_begin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "cell_begin(execution_count, source)");
+        return NULL;
+    }
+    if (mt_cell_begin(module, args[0], args[1]) < 0) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -192,21 +198,34 @@ make_record_template(mt_cell_log *log)
     return d ? 0 : -1;
 }
 
+mt_cell_changes
+mt_cell_record_changes(const mt_cell_record *r)
+{
+    mt_cell_changes c = {
+        .retained_known = r->rss_before >= 0 && r->rss_after >= 0,
+        .peak_known = r->rss_before >= 0 && r->peak_rss >= 0,
+        .swapped_known = r->swap_after >= 0,
+    };
+    c.retained = c.retained_known ? r->rss_after - r->rss_before : 0;
+    c.peak_increment = c.peak_known ? r->peak_rss - r->rss_before : 0;
+    c.swapped = c.swapped_known ? r->swap_after - r->swap_before : 0;
+    return c;
+}
+
 /* The record as a dict; its values are made first, in record_keys' order. */
 static PyObject *
 record_dict(mt_cell_log *log, const mt_cell_record *r)
 {
     PyObject *d = NULL;
-    int known = r->rss_before >= 0 && r->rss_after >= 0;
-    int peaked = r->rss_before >= 0 && r->peak_rss >= 0;
+    mt_cell_changes c = mt_cell_record_changes(r);
     PyObject *values[] = {
         long_or_none(r->cell >= 0, r->cell),
         PyUnicode_DecodeUTF8(r->first_line, (Py_ssize_t)strlen(r->first_line), "replace"),
         mt_size_or_none(r->rss_before),
         mt_size_or_none(r->rss_after),
-        long_or_none(known, r->rss_after - r->rss_before),
+        long_or_none(c.retained_known, c.retained),
         mt_size_or_none(r->peak_rss),
-        long_or_none(peaked, r->peak_rss - r->rss_before),
+        long_or_none(c.peak_known, c.peak_increment),
         PyUnicode_FromString(mt_probe_method_name(r->peak_method)),
         mt_size_or_none(r->heap_peak_increment),
         mt_size_or_none(r->numpy_peak_increment),
@@ -217,7 +236,7 @@ record_dict(mt_cell_log *log, const mt_cell_record *r)
         r->children_method ? PyUnicode_FromString(mt_probe_children_method_name(r->children_method))
                            : Py_NewRef(Py_None),
         mt_size_or_none(r->swap_after),
-        long_or_none(r->swap_after >= 0, r->swap_after - r->swap_before),
+        long_or_none(c.swapped_known, c.swapped),
         long_or_none(r->major_faults >= 0, r->major_faults),
         PyFloat_FromDouble(r->seconds),
         PyFloat_FromDouble(r->cpu_seconds),
@@ -256,11 +275,8 @@ append(mt_cell_log *log, const mt_cell_record *r)
     return 0;
 }
 
-PyDoc_STRVAR(
-    mt_cell_end__doc__,
-    "cell_end(execution_count, failed) -> dict | None: finish the cell, return its record.");
-static PyObject *
-mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+int
+mt_cell_end(PyObject *module, PyObject *execution, int failed, const mt_cell_record **record)
 {
     mt_state *st = mt_get_state(module);
     mt_cell_window *w = &st->cells.window;
@@ -269,13 +285,10 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     mt_probe_self now;
     long long peak, rss_after, cell;
 
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "cell_end(execution_count, failed)");
-        return NULL;
-    }
     /* The cell that loaded the extension ends without having begun. */
+    *record = NULL;
     if (!w->open) {
-        Py_RETURN_NONE;
+        return 0;
     }
     w->open = 0;
     mt_probe_peak_end(st->probe, &peak, &now);
@@ -302,17 +315,16 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *previous = st->numpy_previous;
     st->numpy_previous = NULL;
     if (mt_heap_numpy_end(previous) < 0) {
-        return NULL;
+        return -1;
     }
-    int failed = PyObject_IsTrue(args[1]);
-    if (failed < 0 || execution_count(args[0], &cell) < 0) {
-        return NULL;
+    if (execution_count(execution, &cell) < 0) {
+        return -1;
     }
     mt_peak_composition *composition;
     int composed = mt_peaks_cell_end(w->source, python.current + numpy.current, &composition);
     Py_CLEAR(w->source);
     if (composed < 0) {
-        return NULL;
+        return -1;
     }
 
     memset(&r, 0, sizeof r);
@@ -321,7 +333,8 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     r.first_line = PyMem_RawMalloc(line_bytes);
     if (r.first_line == NULL) {
         PyMem_RawFree(composition);
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        return -1;
     }
     memcpy(r.first_line, w->first_line, line_bytes);
     r.rss_before = w->rss_before;
@@ -347,15 +360,41 @@ mt_cell_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (append(&st->cells, &r) < 0) {
         PyMem_RawFree(composition);
         PyMem_RawFree(r.first_line);
-        return NULL;
+        return -1;
     }
     if (mt_ledger_cell_end(&st->ledger, r.cell) < 0) {
-        return NULL;
+        return -1;
     }
     long long budget, trips;
     mt_guard_figures(module, &budget, &trips);
     mt_telemetry_cell_end(module, &r, budget, trips);
-    return record_dict(&st->cells, &r);
+    *record = &st->cells.items[st->cells.len - 1];
+    return 1;
+}
+
+PyObject *
+mt_cell_record_dict(PyObject *module, const mt_cell_record *r)
+{
+    return record_dict(&mt_get_state(module)->cells, r);
+}
+
+PyDoc_STRVAR(
+    mt_cell_py_end__doc__,
+    "cell_end(execution_count, failed) -> dict | None: finish the cell, return its record.");
+static PyObject *
+mt_cell_py_end(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "cell_end(execution_count, failed)");
+        return NULL;
+    }
+    const mt_cell_record *record;
+    int failed = PyObject_IsTrue(args[1]);
+    int ended = failed < 0 ? -1 : mt_cell_end(module, args[0], failed, &record);
+    if (ended <= 0) {
+        return ended < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    return mt_cell_record_dict(module, record);
 }
 
 PyDoc_STRVAR(mt_cell_history__doc__, "cells() -> list of the cell records so far.");
@@ -462,8 +501,9 @@ mt_cell_log_free(mt_cell_log *log)
 
 /* The _core methods of this file; module.c adds them at init. */
 PyMethodDef mt_cell_methods[] = {
-    {"cell_begin", (PyCFunction)(void (*)(void))mt_cell_begin, METH_FASTCALL, mt_cell_begin__doc__},
-    {"cell_end", (PyCFunction)(void (*)(void))mt_cell_end, METH_FASTCALL, mt_cell_end__doc__},
+    {"cell_begin", (PyCFunction)(void (*)(void))mt_cell_py_begin, METH_FASTCALL,
+     mt_cell_py_begin__doc__},
+    {"cell_end", (PyCFunction)(void (*)(void))mt_cell_py_end, METH_FASTCALL, mt_cell_py_end__doc__},
     {"cells", mt_cell_history, METH_NOARGS, mt_cell_history__doc__},
     {"cell_running", mt_cell_running, METH_NOARGS, mt_cell_running__doc__},
     {"clear_cells", mt_cell_clear, METH_NOARGS, mt_cell_clear__doc__},

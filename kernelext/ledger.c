@@ -2335,35 +2335,42 @@ mt_ledger_py_ran(PyObject *module, PyObject *code)
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(mt_ledger_py_grown__doc__,
-             "ledger_grown() -> {name: (bytes_before, bytes)}: the variables walked since the "
-             "last cell began whose size is known, with their size when it began (None when "
-             "they had none).");
-static PyObject *
-mt_ledger_py_grown(PyObject *module, PyObject *Py_UNUSED(unused))
+int
+mt_ledger_regrowth(mt_ledger *l, PyObject *holders, long long *total)
 {
-    mt_ledger *l = &mt_get_state(module)->ledger;
-    PyObject *grown = PyDict_New();
+    *total = 0;
     /* Only the names walked since the cell began: not every variable. */
-    for (Py_ssize_t k = 0; grown != NULL && l->walked != NULL && k < PyList_GET_SIZE(l->walked);
-         k++) {
-        PyObject *name = PyList_GET_ITEM(l->walked, k);
-        Py_ssize_t i = entry_index(l, name);
+    for (Py_ssize_t k = 0; l->walked != NULL && k < PyList_GET_SIZE(l->walked); k++) {
+        Py_ssize_t i = entry_index(l, PyList_GET_ITEM(l->walked, k));
         if (i == -2) {
-            Py_CLEAR(grown);
-            break;
+            return -1;
         }
         const mt_ledger_entry *e = i >= 0 ? &l->entries[i] : NULL;
         if (e == NULL || e->walk_serial != l->serial || l->serial == 0 || e->bytes < 0) {
             continue; /* deleted since, or bound anew */
         }
-        PyObject *sizes = Py_BuildValue("(NL)", mt_size_or_none(e->bytes_at_begin), e->bytes);
-        if (sizes == NULL || PyDict_SetItem(grown, e->name, sizes) < 0) {
-            Py_CLEAR(grown);
+        long long grew = e->bytes - (e->bytes_at_begin > 0 ? e->bytes_at_begin : 0);
+        if (grew <= 0) {
+            continue;
         }
-        Py_XDECREF(sizes);
+        *total += grew;
+        if (holders != NULL &&
+            append_new(holders, Py_BuildValue("{sOsL}", "holder", e->name, "bytes", grew)) < 0) {
+            return -1;
+        }
     }
-    return grown;
+    return 0;
+}
+
+int
+mt_ledger_lost_in(const mt_ledger *l, long long cell)
+{
+    for (Py_ssize_t i = 0; l->user_ns != NULL && i < l->ngone; i++) {
+        if (l->gone[i].cell == cell) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 PyDoc_STRVAR(mt_ledger_py_set_budget__doc__,
@@ -2403,7 +2410,6 @@ PyMethodDef mt_ledger_methods[] = {
      mt_ledger_py_variables__doc__},
     {"ledger", mt_ledger_py_names, METH_NOARGS, mt_ledger_py_names__doc__},
     {"ledger_ran", mt_ledger_py_ran, METH_O, mt_ledger_py_ran__doc__},
-    {"ledger_grown", mt_ledger_py_grown, METH_NOARGS, mt_ledger_py_grown__doc__},
     {"ledger_gone", (PyCFunction)(void (*)(void))mt_ledger_py_gone, METH_FASTCALL,
      mt_ledger_py_gone__doc__},
     {"ledger_gone_object", mt_ledger_py_gone_object, METH_O, mt_ledger_py_gone_object__doc__},

@@ -10,6 +10,7 @@
 #include "memtamer/codec.h"
 #include "memtamer/frames.h"
 #include "memtamer/heap.h"
+#include "memtamer/hooks.h"
 #include "memtamer/peaks.h"
 #include "memtamer/policy.h"
 #include "memtamer/postmortem.h"
@@ -175,6 +176,12 @@ core_exec(PyObject *module)
     }
     if (!(st->compressed_type = mt_codec_make_type(module)) ||
         PyModule_AddObjectRef(module, "Compressed", st->compressed_type) < 0) {
+        return -1;
+    }
+    PyObject *hooks_type = mt_hooks_make_type(module);
+    int added = hooks_type ? PyModule_AddObjectRef(module, "CellHooks", hooks_type) : -1;
+    Py_XDECREF(hooks_type);
+    if (added < 0) {
         return -1;
     }
     if (PyModule_AddFunctions(module, fork_methods) < 0 || mt_process_open_probe(module, "") < 0) {

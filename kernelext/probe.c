@@ -280,6 +280,22 @@ mt_probe_parse_starttime(const char *text, unsigned long long *ticks)
 }
 
 int
+mt_probe_parse_schedstat(const char *text, unsigned long long *ran_ns, unsigned long long *arrivals)
+{
+    /* "run_ns wait_ns arrivals\n" */
+    const char *waited = strchr(text, ' ');
+    const char *runs = waited ? strchr(waited + 1, ' ') : NULL;
+    long long ran, wait, count;
+    if (runs == NULL || parse_ll(text, &ran) < 0 || parse_ll(waited + 1, &wait) < 0 ||
+        parse_ll(runs + 1, &count) < 0) {
+        return -1;
+    }
+    *ran_ns = (unsigned long long)ran;
+    *arrivals = (unsigned long long)count;
+    return 0;
+}
+
+int
 mt_probe_parse_majflt(const char *text, unsigned long long *faults)
 {
     return stat_field(text, 12, faults);
@@ -600,11 +616,10 @@ close_fd(int *fd)
 static void
 forget_child(mt_probe *p, mt_probe_child_seen *s)
 {
-    if (s->stat_fd >= 0) {
-        p->children_fds--;
-    }
+    p->children_fds -= (s->stat_fd >= 0) + (s->sched_fd >= 0);
     close_fd(&s->stat_fd);
-    *s = (mt_probe_child_seen){.stat_fd = -1};
+    close_fd(&s->sched_fd);
+    *s = (mt_probe_child_seen){.stat_fd = -1, .sched_fd = -1};
 }
 
 /* Closes the descriptors the children table keeps (at close, and in a
@@ -673,7 +688,8 @@ mt_probe_open(mt_probe *p, const char *root)
 {
     memset(p, 0, sizeof *p);
     for (int i = 0; i < MT_PROBE_MAX_CHILDREN; i++) {
-        p->children_seen[i].stat_fd = -1; /* before any return: close reads them */
+        /* Before any return: close reads them. */
+        p->children_seen[i].stat_fd = p->children_seen[i].sched_fd = -1;
     }
     if (root && snprintf(p->root, sizeof p->root, "%s", root) >= (int)sizeof p->root) {
         errno = ENAMETOOLONG;
@@ -1036,6 +1052,8 @@ shares_our_memory(const mt_probe *p, pid_t pid)
 #endif
 }
 
+static int open_child_files(char *stat_path, int *sched_fd);
+
 /* pid's /proc stat into buf; with table (the probe whose children table
  * keeps pid's slot), read through the descriptor kept there, which a new
  * process with pid's number does not answer, and the slot taken for pid
@@ -1052,23 +1070,56 @@ read_child_stat(const mt_probe *p, mt_probe *table, pid_t pid, char *buf, size_t
         }
         forget_child(table, s); /* the process it was opened on is gone */
     }
-    int fd = proc_path(p, path, sizeof path, "/proc/%d/stat", (int)pid) == 0
-                 ? open(path, O_RDONLY | O_CLOEXEC)
-                 : -1;
+    int keep = s && table->children_fds + 2 <= MT_PROBE_KEPT_CHILD_FDS, sched_fd = -1;
+    int fd = proc_path(p, path, sizeof path, "/proc/%d/stat", (int)pid) < 0 ? -1
+             : keep ? open_child_files(path, &sched_fd)
+                    : open(path, O_RDONLY | O_CLOEXEC);
     ssize_t n = fd >= 0 ? pread_record(fd, buf, size) : -1;
     if (s && n > 0 && s->pid != pid) {
         forget_child(table, s);
         s->pid = pid;
         s->owned = -1;
     }
-    if (s && n > 0 && s->stat_fd < 0 && table->children_fds < MT_PROBE_KEPT_CHILD_FDS) {
+    if (keep && n > 0) {
         s->stat_fd = fd;
-        table->children_fds++;
+        s->sched_fd = sched_fd;
+        table->children_fds += 1 + (sched_fd >= 0);
     }
-    else if (fd >= 0) {
-        close(fd);
+    else {
+        close_fd(&fd);
+        close_fd(&sched_fd);
     }
     return n;
+}
+
+/* Opens a child's stat (stat_path) and, into *sched_fd (-1 when it cannot),
+ * its schedstat: both of one process, through its /proc directory, which
+ * a new process with the same pid does not take over. */
+static int
+open_child_files(char *stat_path, int *sched_fd)
+{
+    char *name = strrchr(stat_path, '/');
+    *name = '\0';
+    int dir = open(stat_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    *name = '/';
+    int fd = dir >= 0 ? openat(dir, "stat", O_RDONLY | O_CLOEXEC) : -1;
+    *sched_fd = fd >= 0 ? openat(dir, "schedstat", O_RDONLY | O_CLOEXEC) : -1;
+    close_fd(&dir);
+    return fd;
+}
+
+/* What a kept schedstat says now; -1 when there is none, or it keeps no
+ * figures (all zero). */
+static int
+read_child_sched(const mt_probe_child_seen *s, unsigned long long *ran_ns,
+                 unsigned long long *arrivals)
+{
+    char buf[128];
+    if (s->sched_fd < 0 || pread_record(s->sched_fd, buf, sizeof buf) <= 0 ||
+        mt_probe_parse_schedstat(buf, ran_ns, arrivals) < 0) {
+        return -1;
+    }
+    return *arrivals > 0 ? 0 : -1;
 }
 
 /* What one descendant owns now: its start, RSS, private memory (-1 when
@@ -1081,20 +1132,36 @@ child_memory(const mt_probe *p, mt_probe *table, pid_t pid, unsigned long long *
              long long *rss, long long *owned, long long *shared)
 {
     char path[MT_PROBE_PATH_MAX + 64], buf[4096];
-    /* stat's fields: 10 minflt, 12 majflt, 22 starttime, 24 rss (pages). */
-    static const int fields[] = {10, 12, 22, 24};
-    unsigned long long values[4];
+    /* stat's fields: 10 minflt, 12 majflt, 20 num_threads, 22 starttime,
+     * 24 rss (pages). */
+    static const int fields[] = {10, 12, 20, 22, 24};
+    unsigned long long values[5], ran_ns = 0, arrivals = 0;
+    char state;
+    mt_probe_child_seen *s = table ? &table->children_seen[pid % MT_PROBE_MAX_CHILDREN] : NULL;
+    /* Read before stat: a run after it shows in what stat then says. */
+    int sched_known = s && s->pid == pid && read_child_sched(s, &ran_ns, &arrivals) == 0;
+    if (sched_known && s->settled && shared == NULL && ran_ns == s->ran_ns &&
+        arrivals == s->arrivals) {
+        *start_ticks = s->start_ticks;
+        *rss = s->rss;
+        *owned = s->owned;
+        return 0;
+    }
     if (read_child_stat(p, table, pid, buf, sizeof buf) < 0 ||
-        stat_fields(buf, fields, 4, values) < 0) {
+        stat_fields(buf, fields, 5, values) < 0 || mt_probe_parse_state(buf, &state) < 0) {
         return -1;
     }
-    unsigned long long minor = values[0], major = values[1], pages = values[3];
-    *start_ticks = values[2];
+    unsigned long long minor = values[0], major = values[1], threads = values[2], pages = values[4];
+    *start_ticks = values[3];
     *rss = (long long)pages * p->page_size;
     if (*rss <= 0) {
         return -1;
     }
-    mt_probe_child_seen *s = table ? &table->children_seen[pid % MT_PROBE_MAX_CHILDREN] : NULL;
+    if (s) {
+        s->settled = 0;
+        s->ran_ns = ran_ns;
+        s->arrivals = arrivals;
+    }
     if (s && s->start_ticks != *start_ticks) {
         /* Another process than the one its figures are of (a pid used
          * again, read without a kept descriptor), or the first look. */
@@ -1117,6 +1184,7 @@ child_memory(const mt_probe *p, mt_probe *table, pid_t pid, unsigned long long *
     }
     if (s && s->owned >= 0 && s->faults == minor + major && s->rss == *rss) {
         *owned = s->owned;
+        s->settled = sched_known && threads == 1 && state != 'R';
         return 0;
     }
     if (proc_path(p, path, sizeof path, "/proc/%d/smaps_rollup", (int)pid) == 0 &&

@@ -157,6 +157,24 @@ mt_pyver_after_fork_returns(int (*resume)(void *), void *arg)
     resume(arg);
 }
 
+PyObject *
+mt_pyver_take_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL) {
+        PyException_SetTraceback(value, traceback);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(traceback);
+    return value;
+#endif
+}
+
 #if PY_VERSION_HEX >= 0x030C0000
 
 /* The changes being fed and the slot watching for them.  A dict watcher's

@@ -99,7 +99,10 @@ mt_sampler_cell_end(mt_sampler *s, const mt_cell_record *record, long long budge
         s->events_dropped++; /* cells faster than the thread: the gap shows it */
     }
     s->last = *record;
-    snprintf(s->last_first_line, sizeof s->last_first_line, "%s", record->first_line);
+    /* A copy by hand: snprintf costs the cell a microsecond. */
+    size_t line = strnlen(record->first_line, sizeof s->last_first_line - 1);
+    memcpy(s->last_first_line, record->first_line, line);
+    s->last_first_line[line] = '\0';
     s->last_has_peak = record->peak != NULL;
     if (record->peak != NULL) {
         s->last_peak = *record->peak;

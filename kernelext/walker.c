@@ -1377,6 +1377,21 @@ mt_walker_deep_size(PyObject *obj, PyObject *barriers, double budget_seconds,
                     mt_walker_totals *totals)
 {
     MT_ASSERT_GIL();
+    /* A lone leaf (a number, an ASCII str, bytes: a cell's usual x = 1) is
+     * what its walk would find, without the walker's tables. */
+    long long leaf = leaf_size(obj);
+    for (Py_ssize_t i = 0; leaf >= 0 && barriers && i < PyTuple_GET_SIZE(barriers); i++) {
+        leaf = PyTuple_GET_ITEM(barriers, i) == obj ? -1 : leaf;
+    }
+    if (leaf >= 0) {
+        *totals = (mt_walker_totals){.bytes = leaf,
+                                     .exclusive = leaf,
+                                     .objects = 1,
+                                     .visits = 1,
+                                     .complete = 1,
+                                     .estimate = leaf};
+        return 0;
+    }
     mt_walker *w = mt_walker_new(barriers, budget_seconds, LLONG_MAX);
     if (w == NULL) {
         return -1;

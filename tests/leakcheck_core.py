@@ -156,7 +156,6 @@ def ledger(i):
     _core.ledger_ran(compile("items.append(len(big))", "<cell>", "exec"))
     expect_error(_core.ledger_ran, "items")
     _core.cell_end(i + 1, False)
-    _core.ledger_grown()
     _core.ledger_gone(i + 1)
     _core.ledger_gone()
     assert _core.ledger_gone_object("gone") is out[1]
@@ -418,7 +417,7 @@ calls = {
     "deep_size": walker, "buffer_ranges": buffers, "cell_numpy_imported": cells,
     "ledger_attach": ledger, "ledger_rewalk": ledger, "ledger_detach": ledger,
     "variables": ledger, "ledger": ledger, "set_walk_budget": ledger, "ledger_gone": ledger,
-    "ledger_gone_object": ledger, "ledger_ran": ledger, "ledger_grown": ledger, "heap_free": process,
+    "ledger_gone_object": ledger, "ledger_ran": ledger, "heap_free": process,
     "shrink_window_begin": shrink, "shrink_window_end": shrink, "inplace_check": shrink,
     "downcast_plan": shrink, "shrink_options": shrink, "downcast": shrink, "pack": shrink, "spill_write": shrink,
     "spill_commit": shrink, "spill_commit_pickled": shrink, "spill_checksum": shrink, "shrink_actions": shrink,

@@ -134,11 +134,11 @@ def test_child_growing_past_the_budget_is_stopped_and_named(big_kernel):
         big_kernel.run("%memguard default")
 
 
-def stat_descriptors(k):
-    """The kernel's descriptors open on a process's /proc stat (not its own)."""
+def stat_descriptors(k, name="stat"):
+    """The kernel's descriptors open on another process's /proc file name."""
     return k.query(
         "sum(1 for fd in os.listdir('/proc/self/fd') "
-        "if (lambda t: t.startswith('/proc/') and t.endswith('/stat') "
+        f"if (lambda t: t.startswith('/proc/') and t.endswith('/{name}') "
         "and not t.startswith(f'/proc/{os.getpid()}/'))("
         "os.readlink(f'/proc/self/fd/{fd}') if os.path.exists(f'/proc/self/fd/{fd}') else ''))")
 
@@ -153,10 +153,51 @@ def test_many_children_are_followed_without_taking_the_kernels_descriptors(big_k
     kept = stat_descriptors(k)
     # the cell's probe and the guard watcher's (telemetry's samples none unsubscribed)
     assert 32 <= kept <= 2 * 32, kept
+    assert stat_descriptors(k, "schedstat") == kept  # one with each stat
     k.run("for p in sleepers: p.kill(); p.wait()")
     k.run("x = 3")
     assert stat_descriptors(k) <= 32  # the cell's probe let go; the watcher's at its next look
     k.run("time.sleep(0.5)")  # the watcher looks while a cell runs
     assert stat_descriptors(k) == 0
+    assert stat_descriptors(k, "schedstat") == 0
     cell = k.last_cell()
     assert cell["children_peak"] in (None, 0), cell
+
+
+# A child that sleeps on its stdin between cells; each line it reads makes
+# it write that many MiB more, from its main thread or from a new thread
+# while the main one waits, and answer when done.
+IDLE_CHILD = """
+import sys, threading
+held = []
+def grow(mib):
+    held.append(bytearray(b'\\x01') * (mib * 2**20))
+for line in sys.stdin:
+    mib, where = line.split()
+    if where == "thread":
+        t = threading.Thread(target=grow, args=(int(mib),)); t.start(); t.join()
+    else:
+        grow(int(mib))
+    print("ok", flush=True)
+"""
+
+
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_an_idle_child_that_wakes_and_grows_in_a_cell_is_charged_for_it(big_kernel, where):
+    """Between looks an idle child's figures are kept while it has not run
+    since (its schedstat): one that wakes within a cell, after cells that
+    found it asleep, is read again and charged what it wrote."""
+    k = big_kernel
+    k.run(f"idle = subprocess.Popen([sys.executable, '-c', {IDLE_CHILD!r}], "
+          "stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)\n"
+          "idle.stdin.write('1 main\\n'); idle.stdin.flush(); idle.stdout.readline()")
+    try:
+        for _ in range(3):  # asleep in each: its figures settle
+            k.run("x = 1")
+            assert not k.last_cell()["children_peak"]
+        k.run(f"idle.stdin.write('200 {where}\\n'); idle.stdin.flush(); idle.stdout.readline()")
+        assert k.last_cell()["children_peak"] == pytest.approx(200 * MiB, rel=0.10)
+        k.run("x = 1")  # asleep again: nothing more
+        assert not k.last_cell()["children_peak"]
+    finally:
+        k.run("idle.stdin.close(); idle.wait()")

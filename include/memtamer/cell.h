@@ -86,6 +86,27 @@ void mt_cell_log_free(mt_cell_log *log);
  * requested from the allocator. */
 long long mt_cell_log_own_bytes(const mt_cell_log *log);
 
+/* Starts measuring a cell: execution is its execution count (None when it
+ * is not stored in the history), source its text.  -1 with an exception. */
+int mt_cell_begin(PyObject *module, PyObject *execution, PyObject *source);
+
+/* Finishes the cell: 1 with its record in *record (the log's, valid until
+ * the log next changes), 0 when no cell was being measured (the cell that
+ * loaded memtamer), -1 with an exception.  execution: as the shell counted
+ * it at the end (None: the count cell_begin had). */
+int mt_cell_end(PyObject *module, PyObject *execution, int failed, const mt_cell_record **record);
+
+/* A record as the dict cell_end gives Python.  NULL with an exception. */
+PyObject *mt_cell_record_dict(PyObject *module, const mt_cell_record *r);
+
+/* What a record's figures say of the cell, stated once for its dict and
+ * the notices: each known or not (then 0). */
+typedef struct {
+    long long retained, peak_increment, swapped;
+    int retained_known, peak_known, swapped_known;
+} mt_cell_changes;
+mt_cell_changes mt_cell_record_changes(const mt_cell_record *r);
+
 /* The records of the cells so far, as a list (process.c's report has them). */
 PyObject *mt_cell_history(PyObject *module, PyObject *unused);
 

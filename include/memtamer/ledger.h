@@ -149,6 +149,16 @@ long long mt_ledger_own_bytes(const mt_ledger *l);
  * longer bound are left for the next scan.  -1 with an exception. */
 int mt_ledger_adopt(mt_ledger *l, PyObject *names);
 
+/* The growth of the variables walked since the cell began (each one's size
+ * now less its size then, where that is more) in *total; with holders (a
+ * list), each of them appended as {"holder": name, "bytes": growth} too.
+ * -1 with an exception. */
+int mt_ledger_regrowth(mt_ledger *l, PyObject *holders, long long *total);
+
+/* Whether cell lost the name of a big object something still holds:
+ * ledger_gone(cell) lists them. */
+int mt_ledger_lost_in(const mt_ledger *l, long long cell);
+
 /* The _core methods ledger.c defines. */
 extern PyMethodDef mt_ledger_methods[];
 

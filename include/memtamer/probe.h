@@ -15,9 +15,10 @@
 #define MT_PROBE_PATH_MAX 512
 #define MT_PROBE_UNLIMITED (-1LL)
 #define MT_PROBE_MAX_CHILDREN 256
-/* Children whose stat a probe keeps open (three probes follow children: a
- * pool of hundreds must not take the process's descriptors). */
-#define MT_PROBE_KEPT_CHILD_FDS 32
+/* Descriptors of children's stat and schedstat a probe keeps open, two a
+ * child (three probes follow children: a pool of hundreds must not take
+ * the process's descriptors). */
+#define MT_PROBE_KEPT_CHILD_FDS 64
 
 /* ---- pure parsers: 0 on success, -1 when the text lacks what is asked ---- */
 
@@ -55,6 +56,12 @@ int mt_probe_parse_state(const char *text, char *state);
 /* The private memory of /proc/<pid>/smaps_rollup (Private_Clean +
  * Private_Dirty), in bytes. */
 int mt_probe_parse_private(const char *text, long long *bytes);
+
+/* /proc/<pid>/schedstat: the nanoseconds its main thread has run and the
+ * times it was switched onto a CPU (0 and 0 where the kernel keeps no
+ * schedule statistics). */
+int mt_probe_parse_schedstat(const char *text, unsigned long long *ran_ns,
+                             unsigned long long *arrivals);
 
 /* Field 12 (majflt: faults that waited for a page from disk, swap among
  * it) of /proc/<pid>/stat. */
@@ -122,6 +129,14 @@ typedef struct {
      * answering for another process. */
     int stat_fd;
     int separate; /* it was found not to share our address space (vfork) */
+    /* Its schedstat, kept open with stat (-1: none), and what it said just
+     * before stat was last read.  settled: that stat showed one thread, not
+     * running, whose private memory was the figure kept.  While schedstat
+     * says the same, it has not been on a CPU since: what it maps itself is
+     * as it was, and stat is not read again (schedstat costs a third). */
+    int sched_fd;
+    unsigned long long ran_ns, arrivals;
+    int settled;
 } mt_probe_child_seen;
 
 typedef struct mt_probe {
@@ -143,7 +158,7 @@ typedef struct mt_probe {
     /* Descendants last read, at pid % MT_PROBE_MAX_CHILDREN; only the
      * thread that owns this probe reads its children. */
     mt_probe_child_seen children_seen[MT_PROBE_MAX_CHILDREN];
-    int children_fds; /* stat descriptors kept there, at most MT_PROBE_KEPT_CHILD_FDS */
+    int children_fds; /* descriptors kept there, at most MT_PROBE_KEPT_CHILD_FDS */
     /* The descendants the last walk of the process tree found, and the
      * last pid the kernel had handed out before it (-1: walk again).
      * While no pid has been handed out since, no process can have joined

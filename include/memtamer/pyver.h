@@ -165,6 +165,10 @@ uint64_t mt_pyver_dict_version(PyObject *dict);
  * otherwise at once. */
 void mt_pyver_after_fork_returns(int (*resume)(void *), void *arg);
 
+/* The exception being raised (normalized, with its traceback), which is
+ * then cleared; a new reference.  There must be one. */
+PyObject *mt_pyver_take_exception(void);
+
 /* Which names of a namespace changed, without looking at the others.
  * 3.12 and later watch the dicts (PyDict_AddWatcher): every insertion,
  * rebinding or deletion adds its key to keys; a clear, a dict filled whole

@@ -9,7 +9,7 @@ import types
 
 from . import _core
 from .actions import compressed_names
-from .guard import MemoryBudgetExceeded, budget, running_cell, set_budget
+from .guard import _ADVANCED_BEFORE_CELL, MemoryBudgetExceeded, budget, set_budget
 from .shrinker import shrink
 from .sizes import format_size
 
@@ -111,7 +111,7 @@ class _Extension:
         self.numpy_hook = None
         self._warned = set()
         self.baseline_rss = None  # RSS when loaded: the account's baseline
-        self.reruns = None
+        self.hooks = None  # the cell callbacks (_core.CellHooks)
         self.compiler = None
         self.live = None
 
@@ -122,17 +122,16 @@ class _Extension:
         from .live import LiveLine
         from .magics import MemtamerMagics
         from .numpy_import import NumpyImportHook
-        from .reruns import Reruns
         from .restore import StopCell
 
         self.baseline_rss = _core.process().get("rss")
-        self.reruns = Reruns()
         self.live = LiveLine(self.shell, enabled=_configured(self.shell, "live"))
         _core.install_hooks()
         self.numpy_hook = NumpyImportHook(self._warn_once)
         self.numpy_hook.install()
-        self.shell.events.register("pre_run_cell", self.pre_run_cell)
-        self.shell.events.register("post_run_cell", self.post_run_cell)
+        self.hooks = _core.CellHooks(self, self.shell, _ADVANCED_BEFORE_CELL, compressed_names)
+        self.shell.events.register("pre_run_cell", self.hooks.pre_run_cell)
+        self.shell.events.register("post_run_cell", self.hooks.post_run_cell)
         # In IPython's ast_transformers only while a cell is to be stopped:
         # any transformer there makes IPython walk every cell's AST again.
         self.stop_cell = StopCell()
@@ -206,8 +205,8 @@ class _Extension:
             self.publisher.stop()
         _core.ledger_detach()
         self.numpy_hook.uninstall()
-        self.shell.events.unregister("pre_run_cell", self.pre_run_cell)
-        self.shell.events.unregister("post_run_cell", self.post_run_cell)
+        self.shell.events.unregister("pre_run_cell", self.hooks.pre_run_cell)
+        self.shell.events.unregister("post_run_cell", self.hooks.post_run_cell)
         registered = self.shell.magics_manager.magics
         for kind, names in self.magics.magics.items():
             for name in names:
@@ -224,29 +223,6 @@ class _Extension:
             print(f"memtamer: {where} failed ({type(exc).__name__}: {exc}); "
                   "figures for this cell may be missing", file=sys.stderr)
 
-    def pre_run_cell(self, info):
-        source = info.raw_cell or ""
-        try:
-            # embed_kernel(local_ns=...) replaces the namespace after extensions load.
-            if self.shell.user_ns is not self.user_ns:
-                self._attach_ledger()
-        except Exception as exc:  # noqa: BLE001 - a callback must not raise
-            self._warn_once("following the shell's namespace", exc)
-        try:
-            _core.cell_begin(running_cell(self.shell, getattr(info, "store_history", True)),
-                             source)
-            self.reruns.begin(source)
-        except Exception as exc:  # noqa: BLE001 - a callback must not raise
-            self._warn_once("cell_begin", exc)
-        # Inside the cell's window: the restore's memory and peak are the cell's.
-        if compressed_names:
-            self._restore_read(source)
-        if self.live.enabled:
-            try:
-                self.live.begin()
-            except Exception as exc:  # noqa: BLE001 - a callback must not raise
-                self._warn_once("the live line", exc)
-
     def _restore_read(self, source):
         """Restores the compressed variables the cell reads, before it runs."""
         from .restore import auto_restore, restore_notice
@@ -262,58 +238,29 @@ class _Extension:
         except Exception as exc:  # noqa: BLE001 - a callback must not raise
             self._warn_once("restoring compressed variables", exc)
 
-    def _held_notices(self, result, record):
-        """What a del or rebinding left held, and what a re-run kept more
-        (followed always, said unless notices are off)."""
-        history = getattr(self.shell, "history_manager", None)
-        source = getattr(result.info, "raw_cell", None) or ""
-        growth = self.reruns.end(source, record, getattr(history, "output_hist", None))
-        if not self.notice_threshold:
-            return
-        gone = _core.ledger_gone(record["cell"]) if record and record.get("cell") is not None else []
-        if gone or growth:
-            from .render import gone_notice, rerun_notice
+    def _cell_notices(self, record, peaked, swapping, lost, growth):
+        """What the cell callbacks (hooks.c) found worth saying after a cell:
+        its peak or what it kept, its swapping, the names it lost while
+        something holds their objects, a re-run's growth (a dict, or None)."""
+        from .render import gone_notice, notice, rerun_notice, swap_notice
 
-            if gone:
-                print(gone_notice(gone))
-            if growth:
-                print(rerun_notice(growth))
+        if peaked:
+            from .peaks import annotate
+
+            print(notice(annotate(record, self.shell), _core.process()))
+        if swapping:
+            print(swap_notice(record))
+        gone = _core.ledger_gone(record["cell"]) if lost else []
+        if gone:
+            print(gone_notice(gone))
+        if growth:
+            print(rerun_notice(growth))
 
     def _unarm_stop_cell(self):
         self.stop_cell.message = None  # a cell that failed to compile never took it
         self.stop_armed = False
         if self.stop_cell in self.shell.ast_transformers:
             self.shell.ast_transformers.remove(self.stop_cell)
-
-    def post_run_cell(self, result):
-        if self.stop_armed:
-            self._unarm_stop_cell()
-        if self.live.thread is not None or self.live.handle is not None:
-            try:
-                self.live.end()
-            except Exception as exc:  # noqa: BLE001 - a callback must not raise
-                self._warn_once("the live line", exc)
-        try:
-            record = _core.cell_end(result.execution_count, not result.success)
-            threshold = self.notice_threshold
-            if record and threshold and max(record.get("peak_increment") or 0,
-                                            record.get("retained") or 0) >= threshold:
-                from .peaks import annotate
-                from .render import notice
-
-                print(notice(annotate(record, self.shell), _core.process()))
-            if record and threshold and (record.get("swapped") or 0) >= threshold:
-                from .render import swap_notice
-
-                print(swap_notice(record))
-            self._held_notices(result, record)
-        except Exception as exc:  # noqa: BLE001 - a callback must not raise
-            self._warn_once("cell_end", exc)
-        try:
-            if self.rules is not None:
-                self.rules.after_cell()
-        except Exception as exc:  # noqa: BLE001 - a callback must not raise
-            self._warn_once("the rules", exc)
 
 
 def _configured(shell, key):

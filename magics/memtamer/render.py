@@ -703,8 +703,10 @@ def gone_notice(records):
 
 
 def rerun_notice(growth):
-    """After a re-run that kept more than before it ran (reruns.Reruns.end)."""
-    holders = [f"{g['holder']} +{format_size(g['bytes'])}" for g in growth["holders"]]
+    """After a re-run that kept more than before it ran (hooks.c's rerun_end),
+    the holders that grew most first."""
+    holders = [f"{g['holder']} +{format_size(g['bytes'])}"
+               for g in sorted(growth["holders"], key=lambda g: -g["bytes"])]
     again = f" (as cell {growth['previous']} did)" if growth.get("previous") is not None else ""
     return (f"memtamer: cell {growth['cell']} ran the same source again{again} and kept "
             f"{format_size(growth['growth'])} more: {_join_names(holders)}")

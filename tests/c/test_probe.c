@@ -57,6 +57,13 @@ main(void)
     CHECK(mt_probe_parse_state("1 (a) S 1 2", &state) == 0 && state == 'S');
     CHECK(mt_probe_parse_state("1 (trunc", &state) == -1);
     CHECK(mt_probe_parse_state("1 (a)", &state) == -1);
+    unsigned long long ran = 0, arrivals = 0;
+    CHECK(mt_probe_parse_schedstat("1834561 20993 7\n", &ran, &arrivals) == 0 && ran == 1834561 &&
+          arrivals == 7);
+    CHECK(mt_probe_parse_schedstat("0 0 0\n", &ran, &arrivals) == 0 && arrivals == 0);
+    CHECK(mt_probe_parse_schedstat("1834561 20993\n", &ran, &arrivals) == -1);
+    CHECK(mt_probe_parse_schedstat("", &ran, &arrivals) == -1);
+    CHECK(mt_probe_parse_schedstat("1 x 3\n", &ran, &arrivals) == -1);
 
     CHECK(mt_probe_parse_private("Rss: 900 kB\nShared_Clean: 100 kB\nPrivate_Clean: 8 kB\n"
                                  "Private_Dirty: 392 kB\n",
