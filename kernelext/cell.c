@@ -84,9 +84,10 @@ mt_cell_begin(PyObject *module, PyObject *execution, PyObject *source)
     mt_heap_reset_peaks(&w->python, &w->numpy);
     mt_peaks_cell_begin(st->ledger.user_ns, w->python.current + w->numpy.current);
     w->started = mt_monotonic_seconds();
-    w->started_cpu = mt_cpu_seconds();
     /* Last, so that nothing of ours lands in the window. */
     w->rss_before = mt_probe_peak_begin(st->probe, &w->self_before);
+    w->started_cpu =
+        w->self_before.cpu_seconds >= 0 ? w->self_before.cpu_seconds : mt_cpu_seconds();
     w->open = 1;
     mt_guard_cell_begin(module, w->cell, w->first_line, w->rss_before, &w->children);
     long long budget, trips;
@@ -304,7 +305,8 @@ mt_cell_end(PyObject *module, PyObject *execution, int failed, const mt_cell_rec
         peak = peak > w->rss_before ? peak : w->rss_before;
         peak = peak > rss_after ? peak : rss_after;
     }
-    double ended = mt_monotonic_seconds(), ended_cpu = mt_cpu_seconds();
+    double ended = mt_monotonic_seconds();
+    double ended_cpu = now.cpu_seconds >= 0 ? now.cpu_seconds : mt_cpu_seconds();
     const mt_probe_self *before = &w->self_before;
     int swap_known = before->swap >= 0 && now.swap >= 0;
     int faults_known = before->faults_known && now.faults_known;

@@ -790,29 +790,52 @@ mt_probe_rss(mt_probe *p)
 }
 
 /* The process's major faults: getrusage sums the same per-thread counters
- * as /proc/self/stat's majflt at a fifth of its cost; a fake root's stat
- * is read. */
+ * as /proc/self/stat's majflt at a fifth of its cost (and gives the CPU
+ * time with them); a fake root's stat is read. */
+static void
+take_usage(const struct rusage *usage, mt_probe_self *now)
+{
+    now->major_faults = (unsigned long long)usage->ru_majflt;
+    now->faults_known = 1;
+    now->cpu_seconds = (double)(usage->ru_utime.tv_sec + usage->ru_stime.tv_sec) +
+                       (double)(usage->ru_utime.tv_usec + usage->ru_stime.tv_usec) * 1e-6;
+}
+
 static void
 read_major_faults(mt_probe *p, mt_probe_self *now)
 {
     char buf[1024];
     struct rusage usage;
+    now->cpu_seconds = -1;
     if (p->root[0] == '\0' && getrusage(RUSAGE_SELF, &usage) == 0) {
-        now->major_faults = (unsigned long long)usage.ru_majflt;
-        now->faults_known = 1;
+        take_usage(&usage, now);
         return;
     }
     now->faults_known = p->stat_fd >= 0 && pread_record(p->stat_fd, buf, sizeof buf) >= 0 &&
                         mt_probe_parse_majflt(buf, &now->major_faults) == 0;
 }
 
+/* How long an answer to whether the machine has swap stands: swap devices
+ * come and go by hand, and sysinfo walks the block devices to answer. */
+#define SWAP_CHECK_NS 1000000000LL
+
 /* Whether the machine has no swap device (none of our pages can be in
- * swap); only for the real /proc. */
+ * swap), asked at most once per SWAP_CHECK_NS; only for the real /proc. */
 static int
-without_swap(const mt_probe *p)
+without_swap(mt_probe *p)
 {
     struct sysinfo info;
-    return p->root[0] == '\0' && sysinfo(&info) == 0 && info.totalswap == 0;
+    struct timespec now;
+    if (p->root[0] != '\0' || clock_gettime(CLOCK_MONOTONIC, &now) < 0) {
+        return 0;
+    }
+    long long since = (long long)(now.tv_sec - p->swap_checked.tv_sec) * 1000000000LL +
+                      (now.tv_nsec - p->swap_checked.tv_nsec);
+    if (p->swap_checked.tv_sec == 0 || since >= SWAP_CHECK_NS) {
+        p->swapless = sysinfo(&info) == 0 && info.totalswap == 0;
+        p->swap_checked = now;
+    }
+    return p->swapless;
 }
 
 int
@@ -895,8 +918,7 @@ peak_end_without_status(mt_probe *p, long long *peak, mt_probe_self *now)
     }
     now->rss = now->hwm = *peak = rss;
     now->swap = 0;
-    now->major_faults = (unsigned long long)usage.ru_majflt;
-    now->faults_known = 1;
+    take_usage(&usage, now);
     return 1;
 }
 

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "memtamer/worker.h"
 
@@ -146,7 +147,8 @@ typedef struct mt_probe {
     long clock_ticks;
     int status_fd, statm_fd, stat_fd, clear_refs_fd, loadavg_fd;
     mt_peak_method method;
-    int swapless; /* the machine had no swap at the peak window's start */
+    int swapless;                 /* the machine had no swap at the peak window's start */
+    struct timespec swap_checked; /* when that was last asked (CLOCK_MONOTONIC) */
 
     /* The sampler thread (method SAMPLED), active during a peak window.  It
      * touches only this struct and its own reads; its lock guards
@@ -194,6 +196,9 @@ typedef struct {
     long long rss, hwm, swap;        /* VmRSS, VmHWM, VmSwap in bytes; -1 unreadable */
     unsigned long long major_faults; /* stat's majflt so far (swap-ins among them) */
     int faults_known;
+    /* The process's CPU time so far, user and system, from the getrusage
+     * the faults came from; -1 where they came from a (fake) stat. */
+    double cpu_seconds;
 } mt_probe_self;
 /* Fills now; -1 when not even VmRSS could be read. */
 int mt_probe_read_self(mt_probe *p, mt_probe_self *now);
