@@ -1130,18 +1130,13 @@ open_child_files(char *stat_path, int *sched_fd)
     return fd;
 }
 
-/* What a kept schedstat says now; -1 when there is none, or it keeps no
- * figures (all zero). */
+/* A kept schedstat's line into buf (MT_PROBE_SCHEDSTAT_BYTES); its length,
+ * -1 when there is none. */
 static int
-read_child_sched(const mt_probe_child_seen *s, unsigned long long *ran_ns,
-                 unsigned long long *arrivals)
+read_child_sched(const mt_probe_child_seen *s, char *buf)
 {
-    char buf[128];
-    if (s->sched_fd < 0 || pread_record(s->sched_fd, buf, sizeof buf) <= 0 ||
-        mt_probe_parse_schedstat(buf, ran_ns, arrivals) < 0) {
-        return -1;
-    }
-    return *arrivals > 0 ? 0 : -1;
+    ssize_t n = s->sched_fd >= 0 ? pread_record(s->sched_fd, buf, MT_PROBE_SCHEDSTAT_BYTES) : -1;
+    return n > 0 && n < MT_PROBE_SCHEDSTAT_BYTES - 1 ? (int)n : -1;
 }
 
 /* What one descendant owns now: its start, RSS, private memory (-1 when
@@ -1157,13 +1152,13 @@ child_memory(const mt_probe *p, mt_probe *table, pid_t pid, unsigned long long *
     /* stat's fields: 10 minflt, 12 majflt, 20 num_threads, 22 starttime,
      * 24 rss (pages). */
     static const int fields[] = {10, 12, 20, 22, 24};
-    unsigned long long values[5], ran_ns = 0, arrivals = 0;
-    char state;
+    unsigned long long values[5], ran_ns, arrivals;
+    char state, sched[MT_PROBE_SCHEDSTAT_BYTES];
     mt_probe_child_seen *s = table ? &table->children_seen[pid % MT_PROBE_MAX_CHILDREN] : NULL;
     /* Read before stat: a run after it shows in what stat then says. */
-    int sched_known = s && s->pid == pid && read_child_sched(s, &ran_ns, &arrivals) == 0;
-    if (sched_known && s->settled && shared == NULL && ran_ns == s->ran_ns &&
-        arrivals == s->arrivals) {
+    int sched_len = s && s->pid == pid ? read_child_sched(s, sched) : -1;
+    if (sched_len > 0 && s->settled && shared == NULL && sched_len == s->sched_len &&
+        memcmp(sched, s->sched, (size_t)sched_len) == 0) {
         *start_ticks = s->start_ticks;
         *rss = s->rss;
         *owned = s->owned;
@@ -1179,10 +1174,13 @@ child_memory(const mt_probe *p, mt_probe *table, pid_t pid, unsigned long long *
     if (*rss <= 0) {
         return -1;
     }
+    /* A kernel that keeps no schedule statistics says 0 0 0. */
+    int sched_known =
+        sched_len > 0 && mt_probe_parse_schedstat(sched, &ran_ns, &arrivals) == 0 && arrivals > 0;
     if (s) {
         s->settled = 0;
-        s->ran_ns = ran_ns;
-        s->arrivals = arrivals;
+        s->sched_len = sched_known ? sched_len : 0;
+        memcpy(s->sched, sched, (size_t)s->sched_len);
     }
     if (s && s->start_ticks != *start_ticks) {
         /* Another process than the one its figures are of (a pid used

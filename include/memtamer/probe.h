@@ -16,6 +16,8 @@
 #define MT_PROBE_PATH_MAX 512
 #define MT_PROBE_UNLIMITED (-1LL)
 #define MT_PROBE_MAX_CHILDREN 256
+/* A schedstat line: three numbers of at most 20 digits. */
+#define MT_PROBE_SCHEDSTAT_BYTES 72
 /* Descriptors of children's stat and schedstat a probe keeps open, two a
  * child (three probes follow children: a pool of hundreds must not take
  * the process's descriptors). */
@@ -136,7 +138,8 @@ typedef struct {
      * says the same, it has not been on a CPU since: what it maps itself is
      * as it was, and stat is not read again (schedstat costs a third). */
     int sched_fd;
-    unsigned long long ran_ns, arrivals;
+    char sched[MT_PROBE_SCHEDSTAT_BYTES]; /* compared as text: nothing to parse */
+    int sched_len;
     int settled;
 } mt_probe_child_seen;
 
