@@ -82,7 +82,7 @@ mt_postmortem_cell_begin(mt_postmortem *pm, long long cell, const char *first_li
         pm->oom_read_at = now;
     }
     atomic_store(&r->cell, cell);
-    snprintf(r->first_line, sizeof r->first_line, "%s", first_line);
+    mt_cell_copy_line(r->first_line, sizeof r->first_line, first_line);
     mt_postmortem_sample(pm, rss);
 }
 

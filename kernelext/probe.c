@@ -799,6 +799,7 @@ take_usage(const struct rusage *usage, mt_probe_self *now)
     now->faults_known = 1;
     now->cpu_seconds = (double)(usage->ru_utime.tv_sec + usage->ru_stime.tv_sec) +
                        (double)(usage->ru_utime.tv_usec + usage->ru_stime.tv_usec) * 1e-6;
+    now->usage_max_rss = (long long)usage->ru_maxrss * 1024;
 }
 
 static void
@@ -806,7 +807,7 @@ read_major_faults(mt_probe *p, mt_probe_self *now)
 {
     char buf[1024];
     struct rusage usage;
-    now->cpu_seconds = -1;
+    now->cpu_seconds = now->usage_max_rss = -1;
     if (p->root[0] == '\0' && getrusage(RUSAGE_SELF, &usage) == 0) {
         take_usage(&usage, now);
         return;
@@ -881,7 +882,12 @@ mt_probe_peak_begin(mt_probe *p, mt_probe_self *now)
     read_major_faults(p, now);
     long long rss = now->rss;
     if (p->method == MT_PEAK_HWM) {
-        if (try_reset_hwm(p) == 0) {
+        /* getrusage's mark, never below the high-water mark, is no higher
+         * than the RSS: the high-water mark is the RSS already, and the
+         * reset (which takes the address space's lock for writing, waiting
+         * for every thread's page fault) is not needed. */
+        if ((rss >= 0 && now->usage_max_rss >= 0 && now->usage_max_rss <= rss) ||
+            try_reset_hwm(p) == 0) {
             return rss;
         }
         p->method = MT_PEAK_SAMPLED; /* clear_refs stopped working */
@@ -913,12 +919,15 @@ peak_end_without_status(mt_probe *p, long long *peak, mt_probe_self *now)
         return 0;
     }
     long long rss = mt_probe_rss(p); /* first: it reopens our files in a forked child */
-    if (rss < 0 || getrusage(RUSAGE_SELF, &usage) < 0 || (long long)usage.ru_maxrss * 1024 > rss) {
+    if (rss < 0 || getrusage(RUSAGE_SELF, &usage) < 0) {
+        return 0;
+    }
+    take_usage(&usage, now);
+    if (now->usage_max_rss > rss) {
         return 0;
     }
     now->rss = now->hwm = *peak = rss;
     now->swap = 0;
-    take_usage(&usage, now);
     return 1;
 }
 

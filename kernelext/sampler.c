@@ -99,10 +99,7 @@ mt_sampler_cell_end(mt_sampler *s, const mt_cell_record *record, long long budge
         s->events_dropped++; /* cells faster than the thread: the gap shows it */
     }
     s->last = *record;
-    /* A copy by hand: snprintf costs the cell a microsecond. */
-    size_t line = strnlen(record->first_line, sizeof s->last_first_line - 1);
-    memcpy(s->last_first_line, record->first_line, line);
-    s->last_first_line[line] = '\0';
+    mt_cell_copy_line(s->last_first_line, sizeof s->last_first_line, record->first_line);
     s->last_has_peak = record->peak != NULL;
     if (record->peak != NULL) {
         s->last_peak = *record->peak;

@@ -19,6 +19,13 @@ def test_spike_peak_is_exact(kernel):
     cell = kernel.last_cell()
     assert cell["peak_increment"] == pytest.approx(256 * MiB, rel=0.03)
     assert cell["numpy_peak_increment"] == pytest.approx(256 * MiB, rel=0.01)
+    # Cells that start with the high-water mark at the RSS skip the reset:
+    # a spike after them is as exact, and a quiet cell after it sees none.
+    for quiet in ("x = 1", "x = 2", "a = np.ones(2**24)  # 128 MiB, touched\ndel a"):
+        kernel.run(quiet)
+    assert kernel.last_cell()["peak_increment"] == pytest.approx(128 * MiB, rel=0.05)
+    kernel.run("x = 3")
+    assert abs(kernel.last_cell()["peak_increment"]) < 4 * MiB
 
 
 def test_a_thread_that_ended_at_a_high_mark_leaves_later_peaks_exact(kernel):

@@ -199,9 +199,12 @@ typedef struct {
     long long rss, hwm, swap;        /* VmRSS, VmHWM, VmSwap in bytes; -1 unreadable */
     unsigned long long major_faults; /* stat's majflt so far (swap-ins among them) */
     int faults_known;
-    /* The process's CPU time so far, user and system, from the getrusage
-     * the faults came from; -1 where they came from a (fake) stat. */
+    /* The process's CPU time so far, user and system, and getrusage's
+     * ru_maxrss in bytes (the high-water mark, or a higher mark that exited
+     * threads left), from the getrusage the faults came from; -1 where they
+     * came from a (fake) stat. */
     double cpu_seconds;
+    long long usage_max_rss;
 } mt_probe_self;
 /* Fills now; -1 when not even VmRSS could be read. */
 int mt_probe_read_self(mt_probe *p, mt_probe_self *now);
