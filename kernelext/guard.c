@@ -638,7 +638,7 @@ static void
 watcher_stop(mt_guard *g)
 {
     /* A forked child has no watcher thread (worker.h). */
-    if (!g->watcher.started || g->pid != getpid()) {
+    if (!g->watcher.started || g->pid != mt_worker_pid()) {
         return;
     }
     mt_worker_stop(&g->watcher);
@@ -664,7 +664,7 @@ watcher_start(mt_guard *g, const char *root)
      * trigger cannot be set the watcher sleeps. */
     g->psi_fd = mt_probe_psi_trigger(&g->probe, "some 50000 1000000");
     g->main_thread = pthread_self();
-    g->pid = getpid();
+    g->pid = mt_worker_pid();
     mt_worker_init(&g->watcher, watch_step, g);
     int err = mt_worker_start(&g->watcher);
     if (err != 0) {
@@ -683,7 +683,7 @@ static void
 fork_pause(void *owner)
 {
     mt_guard *g = owner;
-    if (g->pid == getpid()) {
+    if (g->pid == mt_worker_pid()) {
         mt_worker_pause_for_fork(&g->watcher);
     }
 }
@@ -800,7 +800,7 @@ mt_guard_cell_begin(PyObject *module, long long cell, const char *first_line, lo
     atomic_store(&g->children_peak_owned, 0);
     atomic_store(&g->children_rss_at_peak, 0);
     atomic_store(&g->children_unreadable, 0);
-    if (!g->watcher.started || g->pid != getpid()) {
+    if (!g->watcher.started || g->pid != mt_worker_pid()) {
         return;
     }
     atomic_fetch_add(&g->cell_serial, 1);
@@ -855,7 +855,7 @@ mt_guard_cell_end(PyObject *module, long long rss_after)
     MT_ASSERT_GIL();
     mt_guard *g = get_guard(module);
     atomic_store(&g->armed, 0);
-    if (g == NULL || !g->watcher.started || g->pid != getpid()) {
+    if (g == NULL || !g->watcher.started || g->pid != mt_worker_pid()) {
         return;
     }
     watcher_set(g, 0, NULL);
@@ -1185,7 +1185,7 @@ take_budget(mt_state *st, mt_guard *g, budget_mode mode, long long bytes, double
 static int
 guarding(const mt_guard *g)
 {
-    return g->watcher.started && g->pid == getpid();
+    return g->watcher.started && g->pid == mt_worker_pid();
 }
 
 /* -1 with the RuntimeError a setting of the budget raises outside a kernel
@@ -1274,7 +1274,7 @@ mt_guard_enable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_XSETREF(g->user_ns, Py_NewRef(args[0]));
     Py_XSETREF(g->describe, Py_NewRef(args[1]));
-    if (g->pid != getpid()) {
+    if (g->pid != mt_worker_pid()) {
         mt_worker_forget_in_child(&g->watcher); /* the thread stayed in the parent */
     }
     if (watcher_start(g, st->probe->root) < 0) {
@@ -1480,7 +1480,7 @@ mt_guard_process_figures(PyObject *module, PyObject *process)
     MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
-    int watching = g != NULL && g->watcher.started && g->pid == getpid();
+    int watching = g != NULL && g->watcher.started && g->pid == mt_worker_pid();
     if (mt_set(process, "budget", mt_size_or_none(watching ? g->budget : -1)) < 0) {
         return -1;
     }
@@ -1503,7 +1503,7 @@ mt_guard_status(PyObject *module, PyObject *Py_UNUSED(unused))
     MT_ASSERT_GIL();
     mt_state *st = mt_get_state(module);
     mt_guard *g = st->guard;
-    int watching = g->watcher.started && g->pid == getpid();
+    int watching = g->watcher.started && g->pid == mt_worker_pid();
     PyObject *d = PyDict_New();
     if (d == NULL || mt_set(d, "enabled", PyBool_FromLong(watching && g->budget >= 0)) < 0 ||
         mt_set(d, "mode", PyUnicode_FromString(mode_name(g->mode))) < 0 ||
@@ -1574,7 +1574,7 @@ mt_guard_exec(PyObject *module)
     g->budget = -1;
     g->psi_fd = -1;
     g->poll_us = MT_GUARD_POLL_US;
-    g->pid = getpid();
+    g->pid = mt_worker_pid();
     g->shared_files = (mt_probe_shared_files){-1, -1, 0};
     atomic_store(&g->shared_limit, -1);
     g->postmortem = &st->postmortem;

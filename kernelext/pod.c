@@ -156,7 +156,7 @@ mt_pod_open(mt_pod *pod, const mt_probe *probe, const char *runtime_dir, const c
         hash = (hash ^ (unsigned char)*c) * 1099511628211ULL;
     }
     pod->path[0] = '\0';
-    pod->pid = getpid();
+    pod->pid = mt_worker_pid();
     if (mt_probe_pid_start_ticks(probe, pod->pid, &pod->start_ticks) < 0) {
         return -1;
     }
@@ -283,7 +283,7 @@ rewrite_ours(mt_pod *pod, const slot *ours_after)
 {
     ledger l;
     /* A forked child carries our pod but is not this kernel. */
-    int fd = pod->pid == getpid() ? lock_ledger(pod) : -1;
+    int fd = pod->pid == mt_worker_pid() ? lock_ledger(pod) : -1;
     if (fd < 0) {
         return;
     }

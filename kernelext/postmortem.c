@@ -121,7 +121,7 @@ mt_postmortem_close(mt_postmortem *pm, int remove)
     if (pm->oom_fd >= 0) {
         close(pm->oom_fd);
     }
-    if (remove && pm->pid == getpid()) {
+    if (remove && pm->pid == mt_worker_pid()) {
         unlink(pm->path);
     }
 }
@@ -173,8 +173,8 @@ mt_postmortem_py_open(PyObject *module, PyObject *path)
     mt_postmortem_page *r = map;
     memset(r, 0, sizeof *r);
     r->version = 2;
-    r->pid = (int32_t)getpid();
-    r->start_ticks = mt_probe_pid_start_ticks(st->probe, getpid(), &ticks) == 0 ? ticks : 0;
+    r->pid = (int32_t)mt_worker_pid();
+    r->start_ticks = mt_probe_pid_start_ticks(st->probe, mt_worker_pid(), &ticks) == 0 ? ticks : 0;
     r->started_at = (int64_t)time(NULL);
     r->cell = -1;
     r->rss = r->peak_rss = mt_probe_rss(st->probe);
@@ -193,7 +193,7 @@ mt_postmortem_py_open(PyObject *module, PyObject *path)
     snprintf(r->notebook, sizeof r->notebook, "%s", notebook ? notebook : "");
     memcpy(r->magic, PAGE_MAGIC, sizeof r->magic); /* last: the record is whole */
     snprintf(pm->path, sizeof pm->path, "%s", p);
-    pm->pid = getpid();
+    pm->pid = mt_worker_pid();
     pm->oom_fd = r->oom_path[0] ? open(r->oom_path, O_RDONLY | O_CLOEXEC) : -1;
     pm->oom_read_at = mt_monotonic_seconds();
     pm->page = r;

@@ -647,7 +647,7 @@ try_reset_hwm(mt_probe *p)
 static void
 open_files(mt_probe *p)
 {
-    p->pid = getpid();
+    p->pid = mt_worker_pid();
     p->status_fd = open_proc(p, "status", O_RDONLY);
     p->statm_fd = open_proc(p, "statm", O_RDONLY);
     p->stat_fd = open_proc(p, "stat", O_RDONLY);
@@ -672,7 +672,7 @@ close_files(mt_probe *p)
 static void
 follow_fork(mt_probe *p)
 {
-    if (p->pid == getpid()) {
+    if (p->pid == mt_worker_pid()) {
         return;
     }
     close_files(p);
@@ -1016,7 +1016,7 @@ mt_probe_descendants(const mt_probe *p, pid_t *pids, int max)
         return 0;
     }
     /* The list grows while it is walked: breadth first. */
-    collect_children(p, getpid(), pids, &n, max);
+    collect_children(p, mt_worker_pid(), pids, &n, max);
     for (int i = 0; i < n; i++) {
         collect_children(p, pids[i], pids, &n, max);
     }
@@ -1075,7 +1075,7 @@ static int
 shares_our_memory(const mt_probe *p, pid_t pid)
 {
 #ifdef SYS_kcmp
-    return p->root[0] == '\0' && syscall(SYS_kcmp, getpid(), pid, KCMP_VM, 0, 0) == 0;
+    return p->root[0] == '\0' && syscall(SYS_kcmp, mt_worker_pid(), pid, KCMP_VM, 0, 0) == 0;
 #else
     (void)p;
     (void)pid;

@@ -302,7 +302,7 @@ static mt_telemetry *
 own_telemetry(mt_state *st)
 {
     mt_telemetry *t = st->telemetry;
-    if (t != NULL && t->sampler.pid != getpid()) {
+    if (t != NULL && t->sampler.pid != mt_worker_pid()) {
         st->telemetry = t = NULL;
     }
     return t;
@@ -380,7 +380,7 @@ mt_telemetry_start(PyObject *module, PyObject *args, PyObject *kwargs)
         memcpy(t->curve_secret, curve_secret, CURVE_KEY_SIZE);
         memcpy(t->curve_public, curve_public, CURVE_KEY_SIZE);
     }
-    if (mt_sampler_init(&t->sampler, getpid(), names, kernel) < 0) {
+    if (mt_sampler_init(&t->sampler, mt_worker_pid(), names, kernel) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         goto error;
     }

@@ -14,7 +14,7 @@ mt_worker_init(mt_worker *w, mt_worker_step step, void *owner)
 {
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->wake, NULL);
-    w->pid = getpid();
+    w->pid = mt_worker_pid();
     w->started = w->active = w->stop = w->paused_for_fork = 0;
     w->ends_when_idle = w->ended = 0;
     atomic_store(&w->tid, 0);
@@ -63,7 +63,7 @@ mt_worker_start(mt_worker *w)
     }
     atomic_store(&w->tid, 0);
     w->stop = w->ended = 0;
-    w->pid = getpid();
+    w->pid = mt_worker_pid();
     int err = pthread_create(&w->thread, NULL, worker_main, w);
     if (err == 0) {
         w->started = 1;
@@ -111,7 +111,7 @@ mt_worker_list_threads(pid_t *tids, int max)
 void
 mt_worker_stop(mt_worker *w)
 {
-    if (!w->started || w->pid != getpid()) {
+    if (!w->started || w->pid != mt_worker_pid()) {
         return;
     }
     pthread_mutex_lock(&w->lock);
@@ -150,7 +150,7 @@ mt_worker_pause_for_fork(mt_worker *w)
 {
     /* A copied worker (w->pid another process's) is not ours to lock. */
     w->paused_for_fork = 0;
-    if (w->started && w->pid == getpid()) {
+    if (w->started && w->pid == mt_worker_pid()) {
         pthread_mutex_lock(&w->lock);
         w->paused_for_fork = !w->ended;
         pthread_mutex_unlock(&w->lock);
@@ -162,7 +162,7 @@ int
 mt_worker_resume_after_fork(mt_worker *w)
 {
     int err = 0;
-    if (w->paused_for_fork && w->pid == getpid()) {
+    if (w->paused_for_fork && w->pid == mt_worker_pid()) {
         err = mt_worker_start(w);
     }
     w->paused_for_fork = 0;
@@ -172,12 +172,12 @@ mt_worker_resume_after_fork(mt_worker *w)
 void
 mt_worker_forget_in_child(mt_worker *w)
 {
-    if (w->pid == getpid()) {
+    if (w->pid == mt_worker_pid()) {
         return;
     }
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->wake, NULL);
-    w->pid = getpid();
+    w->pid = mt_worker_pid();
     w->started = w->active = w->stop = w->paused_for_fork = w->ended = 0;
 }
 
@@ -190,6 +190,31 @@ mt_worker_at_fork(mt_worker_fork_hooks *hooks, void (*pause)(void *), int (*resu
     if (hooks->count < MT_WORKER_FORK_HOOKS) {
         hooks->hooks[hooks->count++] = (mt_worker_fork_hook){pause, resume, owner};
     }
+}
+
+/* The process's pid, process-wide by nature (as getpid's answer is): set
+ * once under pthread_once, and in a forked child by its only thread. */
+static atomic_int cached_pid;
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+
+static void
+take_pid(void)
+{
+    atomic_store(&cached_pid, (int)getpid());
+}
+
+static void
+follow_pid(void)
+{
+    take_pid();
+    (void)pthread_atfork(NULL, NULL, take_pid);
+}
+
+pid_t
+mt_worker_pid(void)
+{
+    pthread_once(&pid_once, follow_pid);
+    return (pid_t)atomic_load(&cached_pid);
 }
 
 int

@@ -74,7 +74,7 @@ writeback_resume(void *owner)
 static void
 forget_parent(mt_writeback *wb)
 {
-    if (wb->worker.pid == getpid()) {
+    if (wb->worker.pid == mt_worker_pid()) {
         return;
     }
     mt_worker_forget_in_child(&wb->worker);
