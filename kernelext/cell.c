@@ -68,11 +68,7 @@ mt_cell_begin(PyObject *module, PyObject *execution, PyObject *source)
     if (execution_count(execution, &w->cell) < 0 || first_line(source, w->first_line) < 0) {
         return -1;
     }
-    /* A cell that never reached cell_end (interrupted kernel) left its
-     * handler in place: put back what it replaced first. */
-    PyObject *previous = st->numpy_previous;
-    st->numpy_previous = NULL;
-    if (mt_heap_numpy_end(previous) < 0 || mt_heap_numpy_begin(&st->numpy_previous) < 0) {
+    if ((w->numpy_counted = mt_heap_numpy_begin(&st->numpy_original)) < 0) {
         return -1;
     }
     if (mt_ledger_cell_begin(&st->ledger, source) < 0) {
@@ -118,10 +114,12 @@ static PyObject *
 mt_cell_numpy_imported(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_state *st = mt_get_state(module);
-    /* Between cells the next cell_begin installs the handler; a cell that
+    /* Between cells the next cell_begin looks at the handler; a cell that
      * imported numpy before has it already. */
-    if (st->cells.window.open && st->numpy_previous == NULL &&
-        mt_heap_numpy_begin(&st->numpy_previous) < 0) {
+    mt_cell_window *w = &st->cells.window;
+    if (w->open && !w->numpy_counted &&
+        (w->numpy_counted = mt_heap_numpy_begin(&st->numpy_original)) < 0) {
+        w->numpy_counted = 0;
         return NULL;
     }
     Py_RETURN_NONE;
@@ -313,12 +311,7 @@ mt_cell_end(PyObject *module, PyObject *execution, int failed, const mt_cell_rec
     mt_heap_read(&python, &numpy);
     mt_buffers_pool arrow;
     int arrow_counted = w->arrow_known && mt_buffers_arrow_pool(&arrow) == 1;
-    int numpy_counted = st->numpy_previous != NULL;
-    PyObject *previous = st->numpy_previous;
-    st->numpy_previous = NULL;
-    if (mt_heap_numpy_end(previous) < 0) {
-        return -1;
-    }
+    int numpy_counted = w->numpy_counted == 1;
     if (execution_count(execution, &cell) < 0) {
         return -1;
     }

@@ -617,9 +617,8 @@ mt_heap_numpy_threads_covered(void)
 }
 
 int
-mt_heap_numpy_begin(PyObject **previous)
+mt_heap_numpy_begin(PyObject **original)
 {
-    *previous = NULL;
     int ready = mt_npy_ready();
     if (ready <= 0 || !MT_HAS_MALLOC_USABLE_SIZE) {
         return ready < 0 ? -1 : 0;
@@ -632,27 +631,41 @@ mt_heap_numpy_begin(PyObject **previous)
     if (current == NULL) {
         return -1;
     }
-    /* Somebody else's handler: leave it alone rather than stack on it. */
-    int ours_or_default = current == counting_capsule || current == PyDataMem_DefaultHandler;
+    int ours = current == counting_capsule, by_default = current == PyDataMem_DefaultHandler;
     Py_DECREF(current);
-    if (!ours_or_default) {
-        return 0;
+    if (ours || !by_default) {
+        return ours; /* somebody else's: left alone rather than stacked on */
     }
-    *previous = PyDataMem_SetHandler(counting_capsule);
-    return *previous ? 0 : -1;
+    PyObject *replaced = PyDataMem_SetHandler(counting_capsule);
+    if (replaced == NULL) {
+        return -1;
+    }
+    Py_XSETREF(*original, replaced);
+    return 1;
 }
 
 int
-mt_heap_numpy_end(PyObject *previous)
+mt_heap_numpy_end(PyObject **original)
 {
-    if (previous == NULL) {
+    PyObject *put_back = *original, *current = NULL;
+    *original = NULL;
+    if (put_back == NULL) {
         return 0;
     }
-    PyObject *ours = PyDataMem_SetHandler(previous);
-    Py_DECREF(previous);
-    if (ours == NULL) {
-        return -1;
+    int rc = -1;
+    if ((current = PyDataMem_GetHandler()) == NULL) {
+        goto done;
     }
-    Py_DECREF(ours);
-    return 0;
+    if (current == counting_capsule) {
+        PyObject *ours = PyDataMem_SetHandler(put_back);
+        if (ours == NULL) {
+            goto done;
+        }
+        Py_DECREF(ours);
+    }
+    rc = 0;
+done:
+    Py_XDECREF(current);
+    Py_DECREF(put_back);
+    return rc;
 }

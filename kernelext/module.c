@@ -201,7 +201,7 @@ core_exec(PyObject *module)
 static int
 core_traverse(PyObject *module, visitproc visit, void *arg)
 {
-    Py_VISIT(mt_get_state(module)->numpy_previous);
+    Py_VISIT(mt_get_state(module)->numpy_original);
     Py_VISIT(mt_get_state(module)->cells.window.source);
     Py_VISIT(mt_get_state(module)->compressed_type);
     Py_VISIT(mt_get_state(module)->compress_pickler);
@@ -216,7 +216,7 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
 static int
 core_clear(PyObject *module)
 {
-    Py_CLEAR(mt_get_state(module)->numpy_previous);
+    Py_CLEAR(mt_get_state(module)->numpy_original);
     Py_CLEAR(mt_get_state(module)->cells.window.source);
     mt_guard_clear(module);
     Py_CLEAR(mt_get_state(module)->compressed_type);

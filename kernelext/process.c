@@ -270,13 +270,11 @@ mt_process_uninstall_hooks(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     mt_state *st = mt_get_state(module);
     /* Unloading from inside a cell: that cell's end will not reach us. */
-    PyObject *previous = st->numpy_previous;
-    st->numpy_previous = NULL;
     st->cells.window.open = 0;
     long long peak;
     mt_probe_self now;
     mt_probe_peak_end(st->probe, &peak, &now);
-    if (mt_heap_numpy_end(previous) < 0) {
+    if (mt_heap_numpy_end(&st->numpy_original) < 0) {
         return NULL;
     }
     int left = mt_heap_uninstall();

@@ -72,6 +72,7 @@ typedef struct {
     mt_buffers_pool arrow;
     int arrow_known;
     mt_probe_children_mark children;
+    int numpy_counted; /* our numpy handler is current (mt_heap_numpy_begin) */
     /* The cell's text, for the lines of its peak (a strong reference). */
     PyObject *source;
     char first_line[MT_FIRST_LINE_BYTES];

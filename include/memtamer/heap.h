@@ -63,13 +63,18 @@ void mt_heap_read(mt_heap_reading *python, mt_heap_reading *numpy);
  * growth between RSS readings).  Safe from any thread. */
 long long mt_heap_counted(void);
 
-/* numpy: make our counting handler current for the running cell (numpy
- * keeps it in a ContextVar, and IPython runs each cell in a fresh context),
- * keeping the previous one in *previous (a new reference, or NULL when
- * numpy is not imported or another non-default handler is active).  Needs
- * the GIL. */
-int mt_heap_numpy_begin(PyObject **previous);
-int mt_heap_numpy_end(PyObject *previous);
+/* numpy: make our counting handler current for the running cell.  numpy
+ * keeps it in a ContextVar, which IPython's cells share (then ours stays
+ * current from one cell to the next, and a cell only looks) and a cell
+ * run in a context of its own starts without.  The handler ours replaced
+ * goes into *original (a new reference, when ours was made current here).
+ * 1 when ours is current, 0 when numpy is not imported or another
+ * non-default handler is active (nothing counted), -1 with an exception.
+ * Needs the GIL. */
+int mt_heap_numpy_begin(PyObject **original);
+/* At unload: puts *original back where ours is current, and clears it.
+ * -1 with an exception.  Needs the GIL. */
+int mt_heap_numpy_end(PyObject **original);
 /* While on, numpy's default handler (which worker threads use) counts and
  * is refused by the budget too; numpy imported later is covered at the next
  * cell.  Needs the GIL. */

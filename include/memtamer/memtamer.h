@@ -33,8 +33,8 @@ typedef struct {
     /* From PyMem_RawMalloc: the sampler thread uses it without the GIL. */
     mt_probe *probe;
     mt_cell_log cells;
-    /* numpy handler that was current when the running cell began. */
-    PyObject *numpy_previous;
+    /* The numpy handler ours replaced, put back at unload (heap.h). */
+    PyObject *numpy_original;
     /* guard.c: the guard's state (one per process, in static storage: the
      * hooks and the watcher use it without the GIL; NULL after free). */
     struct mt_guard *guard;
