@@ -12,12 +12,17 @@ kept.
     python bench/percell.py --instructions [--python PATH]... [ROW]...
         # writes the percell_instructions section (callgrind; rows with a goal)
     python bench/percell.py worker ROW on|off [FLAG]   # one worker, prints JSON
-    python bench/percell.py zmq-worker   # the zmq row's two kernels, prints JSON
+    python bench/percell.py zmq-worker   # the zmq row's kernels, prints JSON
 
-The zmq row: two real ipykernels of each Python (tests/kernel.py, over
-ZeroMQ, as Jupyter runs them), one with memtamer loaded, 1,000 variables in
-each, cells alternating between them; the round trip of each cell from the
-execute request to its reply, median over the cells of three fresh pairs.
+The zmq row: three real ipykernels of each Python (tests/kernel.py, over
+ZeroMQ, as Jupyter runs them), two plain and one with memtamer loaded, 1,000
+variables in each, cells taking turns among them; the round trip of each
+cell from the execute request to its reply.  Per round (fresh kernels) the
+median of each kernel's cells; the ratio is memtamer's against the first
+plain kernel's, and the second plain kernel's against it is the same ratio
+for two identical kernels: the noise that placement on two cores brings.
+The time inside each kernel's do_execute (the cell, IPython's and
+ipykernel's work around it, memtamer's callbacks) is taken too.
 
 Each --python runs the rows under that interpreter too (one with memtamer
 installed): on 3.12+ the ledger learns what a cell changed from a dict
@@ -63,8 +68,23 @@ GOALS_US = {"empty": 15, "long": 25, "children": 25}
 ZMQ_VARIABLES = 1_000
 ZMQ_WARM_CELLS = 100
 ZMQ_CELLS = 600
-ZMQ_ROUNDS = 3
+ZMQ_ROUNDS = 5
 ZMQ_GOAL = 1.02  # with memtamer / plain, round trip over ZeroMQ
+ZMQ_KERNELS = ("plain", "plain, again", "memtamer")
+# In every kernel: the time inside do_execute, cell by cell.
+ZMQ_TIMER = """
+import time as _mt_time
+_mt_inside = []
+_mt_kernel = get_ipython().kernel
+_mt_do_execute = _mt_kernel.do_execute
+async def _mt_timed(*args, **kwargs):
+    started = _mt_time.perf_counter()
+    try:
+        return await _mt_do_execute(*args, **kwargs)
+    finally:
+        _mt_inside.append(_mt_time.perf_counter() - started)
+_mt_kernel.do_execute = _mt_timed
+"""
 INSTRUCTIONS_GOAL = 1.10  # with memtamer / plain, empty namespace
 ENTRY_POINTS = ("hooks_pre_run_cell", "hooks_post_run_cell", "mt_ledger_py_ran")
 OWN_GOAL_MIB = 8
@@ -174,52 +194,83 @@ def worker(row, on, flag=None):
 
 
 def zmq_worker():
-    """The zmq row, with this Python's kernels: per-cell round trips, each
-    round a fresh pair of kernels."""
+    """The zmq row, with this Python's kernels: per round (fresh kernels),
+    each kernel's median round trip and median time inside do_execute."""
     sys.path.insert(0, str(HERE.parent / "tests"))
     from kernel import Kernel
 
-    trips = {False: [], True: []}
+    rounds = []
     for _ in range(ZMQ_ROUNDS):
-        kernels = {on: Kernel(cwd=str(HERE)) for on in (False, True)}
+        kernels = {name: Kernel(cwd=str(HERE)) for name in ZMQ_KERNELS}
         try:
             for k in kernels.values():
                 k.run("import numpy\n"
                       f"globals().update({{f'v{{i}}': i for i in range({ZMQ_VARIABLES})}})")
-            kernels[True].run("%load_ext memtamer\n%memtamer --notice off")
+            kernels["memtamer"].run("%load_ext memtamer\n%memtamer --notice off")
+            for k in kernels.values():
+                k.run(ZMQ_TIMER)
+            trips = {name: [] for name in ZMQ_KERNELS}
             for i in range(ZMQ_WARM_CELLS + ZMQ_CELLS):
-                for on in (False, True) if i % 2 == 0 else (True, False):
+                turn = ZMQ_KERNELS[i % 3:] + ZMQ_KERNELS[:i % 3]  # each goes first in turn
+                for name in turn:
                     start = time.perf_counter()
-                    kernels[on].run("x = 1")
+                    kernels[name].run("x = 1")
                     if i >= ZMQ_WARM_CELLS:
-                        trips[on].append(time.perf_counter() - start)
-            cells = kernels[True].query("len(__import__('memtamer').report()['cells'])")
+                        trips[name].append(time.perf_counter() - start)
+            cells = kernels["memtamer"].query("len(__import__('memtamer').report()['cells'])")
             assert cells >= ZMQ_CELLS, "memtamer did not record the cells"
+            rounds.append({
+                name: {"trip": statistics.median(trips[name]),
+                       "inside": kernels[name].query(
+                           f"sorted(_mt_inside[{ZMQ_WARM_CELLS}:])"
+                           f"[len(_mt_inside[{ZMQ_WARM_CELLS}:]) // 2]")}
+                for name in ZMQ_KERNELS})
         finally:
             for k in kernels.values():
                 k.shutdown()
-    return {"off": statistics.median(trips[False]), "on": statistics.median(trips[True])}
+    return rounds
 
 
 def zmq_lines(pythons, versions):
-    lines = ["", f"Over ZeroMQ, {ZMQ_VARIABLES:,} variables: two real ipykernels of each Python "
-             "(`tests/kernel.py`, as Jupyter runs them), one with memtamer loaded, cells of "
-             f"`x = 1` alternating between them; the round trip of each cell from the execute "
-             f"request to its reply, median of {ZMQ_ROUNDS} rounds of {ZMQ_CELLS} cells (a fresh "
-             f"pair of kernels each, {ZMQ_WARM_CELLS} cells to warm up). Goal: ≤ {ZMQ_GOAL:.2f}x.",
+    lines = ["", f"Over ZeroMQ, {ZMQ_VARIABLES:,} variables: three real ipykernels of each Python "
+             "(`tests/kernel.py`, as Jupyter runs them), two plain and one with memtamer loaded, "
+             "cells of `x = 1` taking turns among them; the round trip of each cell from the "
+             f"execute request to its reply, the median of each kernel's {ZMQ_CELLS} cells in a "
+             f"round ({ZMQ_WARM_CELLS} cells to warm up), {ZMQ_ROUNDS} rounds of fresh kernels. "
+             "ratio: memtamer's round trip against the first plain kernel's, the median of the "
+             "rounds (and their range); plain against plain: the same ratio for the second plain "
+             "kernel, which runs the same code (the noise of where two cores put the kernels). "
+             "inside the kernel: the median time in ipykernel's `do_execute` (the cell, IPython's "
+             f"and ipykernel's work around it, memtamer's callbacks). Goal: ≤ {ZMQ_GOAL:.2f}x.",
              "",
-             "| Python | plain | with memtamer | ratio |", "|---|---:|---:|---:|"]
+             "| Python | plain | with memtamer | ratio (rounds) | plain against plain (rounds) | "
+             "inside the kernel: plain, with memtamer |",
+             "|---|---:|---:|---:|---:|---:|"]
     for python in pythons:
         proc = subprocess.run([python, __file__, "zmq-worker"], capture_output=True, text=True,
                               timeout=1800, cwd=HERE)
         if proc.returncode != 0:
             raise RuntimeError(f"zmq worker failed:\n{proc.stderr}")
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
-        ratio = r["on"] / r["off"]
-        print(versions[python], "zmq", f"{r['off'] * 1e6:.0f} µs plain, "
-              f"{r['on'] * 1e6:.0f} µs with memtamer", flush=True)
-        lines.append(f"| {versions[python]} | {r['off'] * 1e6:.0f} µs | {r['on'] * 1e6:.0f} µs | "
-                     f"{ratio:.3f}x ({'met' if ratio <= ZMQ_GOAL else 'NOT met'}) |")
+        rounds = json.loads(proc.stdout.strip().splitlines()[-1])
+
+        def median_of(name, key):
+            return statistics.median(r[name][key] for r in rounds)
+
+        def ratios(name):
+            return sorted(r[name]["trip"] / r["plain"]["trip"] for r in rounds)
+
+        ratio, control = ratios("memtamer"), ratios("plain, again")
+        plain, on = median_of("plain", "trip"), median_of("memtamer", "trip")
+        verdict = "met" if statistics.median(ratio) <= ZMQ_GOAL else "NOT met"
+        print(versions[python], "zmq", f"{plain * 1e6:.0f} µs plain, {on * 1e6:.0f} µs with "
+              f"memtamer, {statistics.median(ratio):.3f}x; plain against plain "
+              f"{statistics.median(control):.3f}x", flush=True)
+        lines.append(
+            f"| {versions[python]} | {plain * 1e6:.0f} µs | {on * 1e6:.0f} µs | "
+            f"{statistics.median(ratio):.3f}x ({ratio[0]:.3f}-{ratio[-1]:.3f}; {verdict}) | "
+            f"{statistics.median(control):.3f}x ({control[0]:.3f}-{control[-1]:.3f}) | "
+            f"{median_of('plain', 'inside') * 1e6:.0f} µs, "
+            f"{median_of('memtamer', 'inside') * 1e6:.0f} µs |")
     return lines
 
 
