@@ -19,7 +19,8 @@ enum { KIND_ARRAY = 0, KIND_PICKLE = 1 };
  * rebinds its name in the module it came from, and from then on goes to the
  * restored object, which it keeps. */
 typedef struct {
-    PyObject_HEAD int kind;
+    PyObject_HEAD
+    int kind;
     PyObject *name;     /* the variable it replaced */
     PyObject *owner;    /* weak reference to the module whose __dict__ binds name, or NULL */
     PyObject *restored; /* the object once restored */

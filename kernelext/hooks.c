@@ -38,7 +38,8 @@ static const char *const attribute_names[NAMES] = {
 };
 
 typedef struct {
-    PyObject_HEAD PyObject *module;
+    PyObject_HEAD
+    PyObject *module;
     PyObject *extension; /* memtamer._Extension: its Python does the rest */
     PyObject *shell;
     PyObject *compressed;     /* actions.compressed_names: restores while it has names */
@@ -289,7 +290,7 @@ hooks_pre_run_cell(PyObject *op, PyObject *info)
 {
     cell_hooks *h = (cell_hooks *)op;
     mt_state *st = mt_get_state(h->module);
-    PyObject *source = NULL, *cell = NULL, *live = NULL, *result = NULL;
+    PyObject *source = NULL, *cell = NULL, *live = NULL, *returned = NULL;
     if (follow_namespace(h, st) < 0 && report_failure(h, "following the shell's namespace") < 0) {
         goto done;
     }
@@ -315,42 +316,29 @@ hooks_pre_run_cell(PyObject *op, PyObject *info)
             goto done;
         }
     }
-    result = Py_NewRef(Py_None);
+    returned = Py_NewRef(Py_None);
 done:
     Py_XDECREF(source);
     Py_XDECREF(cell);
     Py_XDECREF(live);
-    return result;
+    return returned;
 }
 
-/* The live line's thread or handle is set: it is to be ended. */
+/* Whether getattr(obj, first) or getattr(obj, second) is not None: 1, 0,
+ * or -1 with an exception.  The live line is running while its thread or
+ * handle is set; a cell failed when an error came before or in it. */
 static int
-live_running(cell_hooks *h, PyObject *live)
+either_set(PyObject *obj, PyObject *first, PyObject *second)
 {
-    PyObject *thread = PyObject_GetAttr(live, h->names[NAME_THREAD]), *handle = NULL;
-    int running = thread == NULL ? -1 : thread != Py_None;
-    if (running == 0) {
-        handle = PyObject_GetAttr(live, h->names[NAME_HANDLE]);
-        running = handle == NULL ? -1 : handle != Py_None;
+    PyObject *value = PyObject_GetAttr(obj, first);
+    int set = value == NULL ? -1 : value != Py_None;
+    Py_XDECREF(value);
+    if (set == 0) {
+        value = PyObject_GetAttr(obj, second);
+        set = value == NULL ? -1 : value != Py_None;
+        Py_XDECREF(value);
     }
-    Py_XDECREF(thread);
-    Py_XDECREF(handle);
-    return running;
-}
-
-/* The cell failed: an error before or in its execution. */
-static int
-cell_failed(cell_hooks *h, PyObject *result)
-{
-    PyObject *before = PyObject_GetAttr(result, h->names[NAME_ERROR_BEFORE_EXEC]), *in = NULL;
-    int failed = before == NULL ? -1 : before != Py_None;
-    if (failed == 0) {
-        in = PyObject_GetAttr(result, h->names[NAME_ERROR_IN_EXEC]);
-        failed = in == NULL ? -1 : in != Py_None;
-    }
-    Py_XDECREF(before);
-    Py_XDECREF(in);
-    return failed;
+    return set;
 }
 
 /* The extension's notice threshold in bytes, 0 when notices are off. */
@@ -373,7 +361,8 @@ end_cell(cell_hooks *h, mt_state *st, PyObject *result)
 {
     PyObject *count = NULL, *info = NULL, *source = NULL, *growth = NULL, *dict = NULL;
     const mt_cell_record *record = NULL;
-    int rc = -1, stored = -1, failed = cell_failed(h, result);
+    int rc = -1, stored = -1;
+    int failed = either_set(result, h->names[NAME_ERROR_BEFORE_EXEC], h->names[NAME_ERROR_IN_EXEC]);
     long long threshold;
     /* IPython gives a cell kept out of the history the count of the next
      * one: it keeps the None it began with. */
@@ -441,14 +430,14 @@ hooks_post_run_cell(PyObject *op, PyObject *result)
 {
     cell_hooks *h = (cell_hooks *)op;
     mt_state *st = mt_get_state(h->module);
-    PyObject *live = NULL, *done = NULL;
+    PyObject *live = NULL, *returned = NULL;
     int armed = attribute_true(h->extension, h->names[NAME_STOP_ARMED]);
     if (armed < 0 || (armed && call_method(h->extension, "_unarm_stop_cell") < 0)) {
         goto done;
     }
     int running = (live = PyObject_GetAttr(h->extension, h->names[NAME_LIVE])) == NULL
                       ? -1
-                      : live_running(h, live);
+                      : either_set(live, h->names[NAME_THREAD], h->names[NAME_HANDLE]);
     if ((running < 0 || (running && call_method(live, "end") < 0)) &&
         report_failure(h, "the live line") < 0) {
         goto done;
@@ -459,10 +448,10 @@ hooks_post_run_cell(PyObject *op, PyObject *result)
     if (run_rules(h, st) < 0 && report_failure(h, "the rules") < 0) {
         goto done;
     }
-    done = Py_NewRef(Py_None);
+    returned = Py_NewRef(Py_None);
 done:
     Py_XDECREF(live);
-    return done;
+    return returned;
 }
 
 static PyObject *
