@@ -51,6 +51,11 @@ typedef struct {
     PyObject *last_run;
     PyObject *previous;
     int rerun;
+    /* What pre_run_cell learnt of the running cell, for post_run_cell:
+     * its source's key in last_run and whether the history keeps it (-1,
+     * NULL: not known, read again from the result's info). */
+    PyObject *running_key;
+    int running_stored;
 } cell_hooks;
 
 /* The callbacks never raise an Exception (IPython would print a traceback
@@ -154,11 +159,11 @@ execution_count(cell_hooks *h)
 }
 
 /* The cell the shell runs now, as its history counts it (None when it is
- * not stored there); a new reference, NULL with an exception. */
+ * not stored there: stored 0; -1 passes an exception on); a new reference,
+ * NULL with an exception. */
 static PyObject *
-running_cell(cell_hooks *h, PyObject *info)
+running_cell(cell_hooks *h, int stored)
 {
-    int stored = stored_in_history(h, info);
     if (stored <= 0) {
         return stored < 0 ? NULL : Py_NewRef(Py_None);
     }
@@ -197,21 +202,21 @@ source_key(PyObject *source)
     return hash == -1 ? NULL : PyLong_FromSsize_t(hash);
 }
 
+/* Notes the running cell's source in last_run, and its key for the cell's
+ * end. */
 static int
 rerun_begin(cell_hooks *h, PyObject *source)
 {
-    PyObject *key = source_key(source), *previous = NULL;
-    int rc = -1;
-    if (key == NULL ||
-        ((previous = PyDict_GetItemWithError(h->last_run, key)) == NULL && PyErr_Occurred())) {
-        goto done;
+    PyObject *previous = NULL;
+    Py_XSETREF(h->running_key, source_key(source));
+    if (h->running_key == NULL ||
+        ((previous = PyDict_GetItemWithError(h->last_run, h->running_key)) == NULL &&
+         PyErr_Occurred())) {
+        return -1;
     }
     h->rerun = previous != NULL;
     Py_XSETREF(h->previous, Py_XNewRef(previous));
-    rc = PyDict_SetItem(h->last_run, key, Py_None);
-done:
-    Py_XDECREF(key);
-    return rc;
+    return PyDict_SetItem(h->last_run, h->running_key, Py_None);
 }
 
 /* A re-run's growth, for render.rerun_notice: {cell, previous, growth,
@@ -220,15 +225,14 @@ done:
  * the cell as the source's last run either way.  A new reference, NULL
  * with an exception. */
 static PyObject *
-rerun_end(cell_hooks *h, mt_state *st, PyObject *source, const mt_cell_record *record)
+rerun_end(cell_hooks *h, mt_state *st, PyObject *key, const mt_cell_record *record)
 {
-    PyObject *key = NULL, *cell = NULL, *shown = NULL, *holders = NULL, *growth = NULL;
+    PyObject *cell = NULL, *shown = NULL, *holders = NULL, *growth = NULL;
     int rerun = h->rerun;
     h->rerun = 0;
     mt_cell_changes changes = record ? mt_cell_record_changes(record) : (mt_cell_changes){0};
     cell = record && record->cell >= 0 ? PyLong_FromLongLong(record->cell) : Py_NewRef(Py_None);
-    if (cell == NULL || (key = source_key(source)) == NULL ||
-        PyDict_SetItem(h->last_run, key, cell) < 0) {
+    if (cell == NULL || PyDict_SetItem(h->last_run, key, cell) < 0) {
         goto done;
     }
     if (!rerun) {
@@ -276,7 +280,6 @@ rerun_end(cell_hooks *h, mt_state *st, PyObject *source, const mt_cell_record *r
         "holders", holders);
 done:
     Py_XDECREF(cell);
-    Py_XDECREF(key);
     Py_XDECREF(shown);
     Py_XDECREF(holders);
     return growth;
@@ -294,7 +297,10 @@ hooks_pre_run_cell(PyObject *op, PyObject *info)
     if (follow_namespace(h, st) < 0 && report_failure(h, "following the shell's namespace") < 0) {
         goto done;
     }
-    if ((source = cell_source(h, info)) == NULL || (cell = running_cell(h, info)) == NULL ||
+    Py_CLEAR(h->running_key);
+    if ((source = cell_source(h, info)) == NULL ||
+        (h->running_stored = stored_in_history(h, info)) < 0 ||
+        (cell = running_cell(h, h->running_stored)) == NULL ||
         mt_cell_begin(h->module, cell, source) < 0 || rerun_begin(h, source) < 0) {
         if (report_failure(h, "cell_begin") < 0) {
             goto done;
@@ -354,25 +360,48 @@ notice_threshold(cell_hooks *h, long long *out)
     return *out == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
+/* The running cell's key in last_run and whether the history keeps it, as
+ * pre_run_cell noted them (taken: the next cell notes its own), else read
+ * from the result's info (the cell that loaded memtamer began without us).
+ * *key a new reference; -1 with an exception. */
+static int
+what_ran(cell_hooks *h, PyObject *result, int *stored, PyObject **key)
+{
+    *stored = h->running_stored;
+    *key = h->running_key;
+    h->running_stored = -1;
+    h->running_key = NULL;
+    if (*stored >= 0 && *key != NULL) {
+        return 0;
+    }
+    Py_CLEAR(*key);
+    PyObject *info = PyObject_GetAttr(result, h->names[NAME_INFO]), *source = NULL;
+    int rc = info != NULL && (*stored = stored_in_history(h, info)) >= 0 &&
+                     (source = cell_source(h, info)) != NULL && (*key = source_key(source)) != NULL
+                 ? 0
+                 : -1;
+    Py_XDECREF(info);
+    Py_XDECREF(source);
+    return rc;
+}
+
 /* Ends the cell's record and says what is worth saying about it: the
  * extension's _cell_notices renders it, called only when there is some. */
 static int
 end_cell(cell_hooks *h, mt_state *st, PyObject *result)
 {
-    PyObject *count = NULL, *info = NULL, *source = NULL, *growth = NULL, *dict = NULL;
+    PyObject *count = NULL, *key = NULL, *growth = NULL, *dict = NULL;
     const mt_cell_record *record = NULL;
     int rc = -1, stored = -1;
     int failed = either_set(result, h->names[NAME_ERROR_BEFORE_EXEC], h->names[NAME_ERROR_IN_EXEC]);
     long long threshold;
     /* IPython gives a cell kept out of the history the count of the next
      * one: it keeps the None it began with. */
-    if (failed < 0 || (info = PyObject_GetAttr(result, h->names[NAME_INFO])) == NULL ||
-        (stored = stored_in_history(h, info)) < 0 ||
+    if (failed < 0 || what_ran(h, result, &stored, &key) < 0 ||
         (count = stored ? PyObject_GetAttr(result, h->names[NAME_EXECUTION_COUNT])
                         : Py_NewRef(Py_None)) == NULL ||
         mt_cell_end(h->module, count, failed, &record) < 0 || notice_threshold(h, &threshold) < 0 ||
-        (source = cell_source(h, info)) == NULL ||
-        (growth = rerun_end(h, st, source, record)) == NULL) {
+        (growth = rerun_end(h, st, key, record)) == NULL) {
         goto done;
     }
     int said = threshold > 0 && record != NULL;
@@ -395,8 +424,7 @@ end_cell(cell_hooks *h, mt_state *st, PyObject *result)
     rc = 0;
 done:
     Py_XDECREF(count);
-    Py_XDECREF(info);
-    Py_XDECREF(source);
+    Py_XDECREF(key);
     Py_XDECREF(growth);
     Py_XDECREF(dict);
     return rc;
@@ -474,6 +502,7 @@ hooks_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     h->shell = Py_NewRef(shell);
     h->compressed = Py_NewRef(compressed);
     h->advanced_before_cell = advanced;
+    h->running_stored = -1;
     for (int i = 0; i < NAMES; i++) {
         if ((h->names[i] = PyUnicode_InternFromString(attribute_names[i])) == NULL) {
             Py_DECREF(h);
@@ -498,6 +527,7 @@ hooks_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(h->compressed);
     Py_VISIT(h->last_run);
     Py_VISIT(h->previous);
+    Py_VISIT(h->running_key);
     return 0;
 }
 
@@ -511,6 +541,7 @@ hooks_clear(PyObject *op)
     Py_CLEAR(h->compressed);
     Py_CLEAR(h->last_run);
     Py_CLEAR(h->previous);
+    Py_CLEAR(h->running_key);
     for (int i = 0; i < NAMES; i++) {
         Py_CLEAR(h->names[i]);
     }
