@@ -120,6 +120,7 @@ mt_postmortem_close(mt_postmortem *pm, int remove)
     pm->page = NULL;
     if (pm->oom_fd >= 0) {
         close(pm->oom_fd);
+        pm->oom_fd = -1;
     }
     if (remove && pm->pid == mt_worker_pid()) {
         unlink(pm->path);

@@ -82,14 +82,14 @@ typedef struct {
 void mt_worker_at_fork(mt_worker_fork_hooks *hooks, void (*pause)(void *), int (*resume)(void *),
                        void *owner);
 
-/* The cores online, at least 1 and at most most: how many shares of work
- * are worth a thread each. */
 /* This process's pid without a syscall (the cell's checks for a fork ask
  * it several times a cell): taken once, and again in the child of every
  * fork() (a pthread_atfork handler).  A child made by a raw clone that
  * runs our code would see its parent's. */
 pid_t mt_worker_pid(void);
 
+/* The cores online, at least 1 and at most most: how many shares of work
+ * are worth a thread each. */
 int mt_worker_cores(int most);
 
 /* The threads worth starting on `cores` cores when `load` (the 1-minute

@@ -106,7 +106,6 @@ class _Extension:
         self.magics = None
         self.guard = None
         self.rules = None
-        self.user_ns = None  # the namespace the ledger follows
         self.publisher = None
         self.numpy_hook = None
         self._warned = set()
@@ -181,8 +180,7 @@ class _Extension:
 
     def _attach_ledger(self):
         history = getattr(self.shell, "history_manager", None)
-        self.user_ns = self.shell.user_ns
-        _core.ledger_attach(self.user_ns, getattr(self.shell, "user_ns_hidden", None),
+        _core.ledger_attach(self.shell.user_ns, getattr(self.shell, "user_ns_hidden", None),
                             getattr(history, "output_hist", None), self.shell,
                             getattr(self.shell, "transform_cell", None))
 
